@@ -1,0 +1,35 @@
+"""The ``references`` table: which reference data each model version is judged against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from storage.db import Store
+from storage.records import iso
+
+
+def register_reference(
+    store: Store, *, model: str, version: str, source: str, sha256: str, rows: int,
+    path: str, registered_at: datetime,
+) -> None:
+    store.execute(
+        'INSERT OR REPLACE INTO "references" (model, version, source, sha256, rows, registered_at, path)'
+        " VALUES (?,?,?,?,?,?,?)",
+        (model, version, source, sha256, rows, iso(registered_at), path),
+    )
+
+
+def latest_reference(store: Store, model: str) -> dict[str, Any] | None:
+    """The most recently registered reference of a model (any version), or None."""
+    rows = store.query(
+        'SELECT * FROM "references" WHERE model = ? ORDER BY registered_at DESC, rowid DESC LIMIT 1',
+        (model,),
+    )
+    return rows[0] if rows else None
+
+
+def list_references(store: Store, model: str | None = None) -> list[dict[str, Any]]:
+    if model is None:
+        return store.query('SELECT * FROM "references" ORDER BY model, registered_at')
+    return store.query('SELECT * FROM "references" WHERE model = ? ORDER BY registered_at', (model,))

@@ -1,0 +1,133 @@
+"""The SQLite schema as an ordered list of migrations.
+
+Each migration is applied in one transaction together with the row that records
+it in ``schema_version``; a database is never left half-migrated. Columns may be
+added by later migrations, never renamed (other programs read these tables).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "initial schema",
+        [
+            """CREATE TABLE IF NOT EXISTS windows (
+                id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,
+                version TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                start TEXT NOT NULL,
+                "end" TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                computed_at TEXT NOT NULL,
+                late_rows INTEGER NOT NULL DEFAULT 0,
+                reference TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX IF NOT EXISTS windows_model_end ON windows (model, \"end\")",
+            """CREATE TABLE IF NOT EXISTS metrics (
+                window_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                "column" TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                value REAL,
+                p_value REAL,
+                threshold REAL,
+                drifted INTEGER,
+                test TEXT,
+                PRIMARY KEY (window_id, "column", metric)
+            )""",
+            "CREATE INDEX IF NOT EXISTS metrics_model_metric ON metrics (model, metric)",
+            """CREATE TABLE IF NOT EXISTS alerts (
+                id TEXT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                model TEXT NOT NULL,
+                labels TEXT NOT NULL DEFAULT '{}',
+                state TEXT NOT NULL,
+                value REAL,
+                threshold REAL,
+                severity TEXT NOT NULL DEFAULT 'warning',
+                started_at TEXT,
+                fired_at TEXT,
+                resolved_at TEXT,
+                last_window_id TEXT,
+                breaches INTEGER NOT NULL DEFAULT 0,
+                clears INTEGER NOT NULL DEFAULT 0,
+                last_notified_at TEXT,
+                updated_at TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state)",
+            """CREATE TABLE IF NOT EXISTS deliveries (
+                id TEXT PRIMARY KEY,
+                alert_id TEXT,
+                notifier TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT,
+                last_error TEXT,
+                delivered_at TEXT,
+                created_at TEXT NOT NULL,
+                payload TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+            """CREATE TABLE IF NOT EXISTS silences (
+                id TEXT PRIMARY KEY,
+                model TEXT,
+                rule TEXT,
+                starts_at TEXT NOT NULL,
+                ends_at TEXT NOT NULL,
+                created_by TEXT NOT NULL DEFAULT '',
+                comment TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS dead_letters (
+                id INTEGER PRIMARY KEY,
+                topic TEXT NOT NULL,
+                partition INTEGER NOT NULL,
+                "offset" INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                payload BLOB,
+                received_at TEXT NOT NULL,
+                UNIQUE (topic, partition, "offset")
+            )""",
+            """CREATE TABLE IF NOT EXISTS "references" (
+                model TEXT NOT NULL,
+                version TEXT NOT NULL,
+                source TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                registered_at TEXT NOT NULL,
+                path TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (model, version)
+            )""",
+            """CREATE TABLE IF NOT EXISTS stream_state (
+                name TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+        ],
+    ),
+    (
+        2,
+        "alerts: instance columns, episodes; deliveries: grouping, threads, retraining cooldown",
+        [
+            "ALTER TABLE alerts ADD COLUMN metric TEXT NOT NULL DEFAULT ''",
+            """ALTER TABLE alerts ADD COLUMN "column" TEXT NOT NULL DEFAULT ''""",
+            "ALTER TABLE alerts ADD COLUMN segment TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE alerts ADD COLUMN version TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE alerts ADD COLUMN episode INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE alerts ADD COLUMN window_start TEXT",
+            "ALTER TABLE alerts ADD COLUMN window_end TEXT",
+            "CREATE INDEX IF NOT EXISTS alerts_model ON alerts (model, state)",
+            "ALTER TABLE deliveries ADD COLUMN model TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE deliveries ADD COLUMN group_key TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE deliveries ADD COLUMN alert_ids TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE deliveries ADD COLUMN parent_id TEXT",
+            "ALTER TABLE deliveries ADD COLUMN response TEXT",
+            "ALTER TABLE deliveries ADD COLUMN updated_at TEXT",
+            "CREATE INDEX IF NOT EXISTS deliveries_cooldown ON deliveries (notifier, kind, model, created_at)",
+        ],
+    ),
+]

@@ -1,0 +1,78 @@
+"""Windows and their figures: idempotent writes (same window id replaces) and reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from storage.db import Store
+from storage.records import MetricRow, WindowRecord, iso
+
+
+def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow]) -> None:
+    """Replace the window and all its figures (call inside ``store.transaction()``).
+
+    Writing the same window twice leaves exactly the second write: the old
+    figures are deleted first, so a metric that disappeared does not linger.
+    """
+    k = window.key
+    store.execute("DELETE FROM metrics WHERE window_id = ?", (window.id,))
+    store.execute(
+        'INSERT OR REPLACE INTO windows (id, model, version, segment, start, "end", rows, status,'
+        " computed_at, late_rows, reference) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            window.id, k.model, k.version, k.segment, k.start, k.end, window.rows, window.status,
+            iso(window.computed_at), window.late_rows, window.reference,
+        ),
+    )
+    store.executemany(
+        'INSERT OR REPLACE INTO metrics (window_id, model, "column", metric, value, p_value,'
+        " threshold, drifted, test) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                window.id, k.model, m.column, m.metric, _num(m.value), _num(m.p_value),
+                _num(m.threshold), None if m.drifted is None else int(m.drifted), m.test,
+            )
+            for m in metrics
+        ],
+    )
+
+
+def _num(v: float | None) -> float | None:
+    """SQLite has no NaN: store NaN as NULL."""
+    if v is None:
+        return None
+    f = float(v)
+    return None if f != f else f
+
+
+def list_windows(
+    store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Windows, newest end first, optionally filtered by model and segment."""
+    where, params = [], []
+    if model is not None:
+        where.append("model = ?")
+        params.append(model)
+    if segment is not None:
+        where.append("segment = ?")
+        params.append(segment)
+    sql = "SELECT * FROM windows" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += ' ORDER BY "end" DESC, model, version, segment'
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return store.query(sql, params)
+
+
+def window_metrics(store: Store, window_id: str) -> list[dict[str, Any]]:
+    return store.query(
+        'SELECT * FROM metrics WHERE window_id = ? ORDER BY "column", metric', (window_id,)
+    )
+
+
+def metric_value(store: Store, window_id: str, metric: str, column: str = "") -> float | None:
+    rows = store.query(
+        'SELECT value FROM metrics WHERE window_id = ? AND metric = ? AND "column" = ?',
+        (window_id, metric, column),
+    )
+    return rows[0]["value"] if rows else None
