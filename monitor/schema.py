@@ -1,0 +1,49 @@
+"""What the daemon expects of each model's messages, derived once from the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.config import ModelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSchema:
+    """Field names and column kinds of one model, as the decoder and pipeline need them."""
+
+    name: str
+    layout: str
+    numerical: tuple[str, ...]
+    categorical: tuple[str, ...]
+    prediction_type: str
+    segments: tuple[str, ...]
+    f_event_id: str
+    f_version: str
+    f_ts: str
+    f_features: str
+    f_prediction: str
+    f_segment: str
+    f_label: str
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> ModelSchema:
+        f = m.fields
+        return cls(
+            name=m.name,
+            layout=m.layout,
+            numerical=tuple(m.features.numerical),
+            categorical=tuple(m.features.categorical),
+            prediction_type=m.prediction_type,
+            segments=tuple(m.segments),
+            f_event_id=f.event_id,
+            f_version=f.version,
+            f_ts=f.ts,
+            f_features=f.features,
+            f_prediction=f.prediction,
+            f_segment=f.segment,
+            f_label=f.label,
+        )
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numerical + self.categorical
