@@ -1,0 +1,424 @@
+"""Column specs, the prepared reference and the per-window view of a column.
+
+Everything here is pure: numpy arrays in, immutable objects out. The reference
+is reduced once (:func:`prepare_reference`) to what every drift test and
+quality figure needs — sorted finite values, unique values with their counts,
+moments, category counts, fixed bins — so that each window only pays for its
+own rows.
+
+Missing values: for numerical columns NaN and ±inf are missing for drift (as
+Evidently replaces ±inf with NaN and drops NaN); for categorical columns
+``None`` and float NaN are missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Kind = Literal["numerical", "categorical"]
+BinsMode = Literal["evidently", "fixed"]
+
+KINDS: tuple[str, ...] = ("numerical", "categorical")
+BINS_MODES: tuple[str, ...] = ("evidently", "fixed")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What to test on one column.
+
+    ``kind`` is ``"numerical"`` or ``"categorical"``. ``method`` is a registered
+    drift test name (see :func:`detectors.list_tests`) or ``"auto"`` (Evidently
+    0.7's default choice). ``threshold`` ``None`` means the chosen test's default
+    threshold, exactly as Evidently does.
+    """
+
+    name: str
+    kind: Kind
+    method: str = "auto"
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"column {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
+        if self.threshold is not None and not math.isfinite(float(self.threshold)):
+            raise ValueError(
+                f"column {self.name!r}: threshold must be finite, got {self.threshold!r}"
+            )
+        if self.method != "auto":
+            from detectors.drift.registry import get_test
+
+            test = get_test(self.method)  # raises KeyError naming the known tests
+            if self.kind not in test.kinds:
+                raise ValueError(
+                    f"column {self.name!r}: test {self.method!r} does not accept {self.kind} "
+                    f"columns (accepts {', '.join(test.kinds)})"
+                )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_missing_object(values: np.ndarray) -> np.ndarray:
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
+    """Return (finite values as float64, total rows, missing rows). ±inf counts as missing."""
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        arr = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64
+        )
+    else:
+        arr = arr.astype(np.float64, copy=False)
+    arr = arr.ravel()
+    finite = np.isfinite(arr)
+    n_total = int(arr.shape[0])
+    if finite.all():
+        return arr, n_total, 0
+    kept = arr[finite]
+    return kept, n_total, n_total - int(kept.shape[0])
+
+
+def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int]:
+    """Return (categories in first-seen order, counts, total rows, missing rows)."""
+    arr = (
+        np.asarray(values, dtype=object).ravel()
+        if not isinstance(values, np.ndarray)
+        else values.ravel()
+    )
+    n_total = int(arr.shape[0])
+    if n_total == 0:
+        return (), np.zeros(0, dtype=np.int64), 0, 0
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    missing = int(np.count_nonzero(codes < 0))
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques)).astype(np.int64)
+    return tuple(uniques.tolist()), counts, n_total, missing
+
+
+def _sort_key_list(keys: Sequence[Any]) -> list[Any]:
+    try:
+        return sorted(keys)
+    except TypeError:
+        return sorted(keys, key=lambda k: (type(k).__name__, str(k)))
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedColumn:
+    """Reference state of one column, computed once.
+
+    Numerical columns carry ``values`` (finite values in their original order,
+    for the few tests whose rounding depends on order), ``sorted_values``,
+    ``unique_values``/``unique_counts`` and moments; categorical columns carry
+    ``categories``/``counts``. ``n`` is the number of non-missing reference values
+    (the size Evidently's ``auto`` rule compares with 1000).
+    """
+
+    spec: ColumnSpec
+    n_total: int
+    n_missing: int
+    n: int
+    # numerical
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
+    sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unique_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unique_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unique_cum_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mean: float = math.nan
+    std: float = math.nan  # population std (ddof=0), as np.std
+    var1: float = math.nan  # sample variance (ddof=1)
+    min: float = math.nan
+    max: float = math.nan
+    # categorical (also used for numerical "values as categories" tests)
+    categories: tuple[Any, ...] = ()
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    category_index: Mapping[Any, int] = field(default_factory=dict)
+    # fixed-bin mode (None when prepared with bins="evidently")
+    fixed_edges: np.ndarray | None = None
+    fixed_keys: tuple[Any, ...] | None = None
+    fixed_ref_counts: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def n_unique(self) -> int:
+        if self.spec.kind == "numerical":
+            return int(self.unique_values.shape[0])
+        return len(self.categories)
+
+    def value_counts(self) -> tuple[tuple[Any, ...], np.ndarray]:
+        """Distinct values and their counts (numerical: ascending floats)."""
+        if self.spec.kind == "numerical":
+            return tuple(self.unique_values.tolist()), self.unique_counts
+        return self.categories, self.counts
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedReference:
+    """All prepared columns of one reference plus its size and specs."""
+
+    columns: Mapping[str, PreparedColumn]
+    rows: int
+    specs: tuple[ColumnSpec, ...]
+    bins: BinsMode = "evidently"
+
+    def __getitem__(self, name: str) -> PreparedColumn:
+        return self.columns[name]
+
+
+FIXED_MAX_DISCRETE = (
+    20  # numerical columns with <= this many reference values get one bin per value
+)
+
+
+def _fixed_numerical_bins(
+    col_sorted: np.ndarray, uniques: np.ndarray
+) -> tuple[np.ndarray | None, tuple[Any, ...] | None]:
+    if col_sorted.shape[0] == 0:
+        return None, ()
+    if uniques.shape[0] <= FIXED_MAX_DISCRETE:
+        return None, tuple(uniques.tolist())
+    edges = np.histogram_bin_edges(col_sorted, bins="sturges")
+    return edges, None
+
+
+def fixed_bin_counts(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Counts for the fixed-bin layout: [below min] + reference bins + [above max]."""
+    n = sorted_values.shape[0]
+    inner_cum = np.concatenate(
+        (
+            sorted_values.searchsorted(edges[:-1], "left"),
+            sorted_values.searchsorted(edges[-1:], "right"),
+        )
+    )
+    below = inner_cum[0]
+    above = n - inner_cum[-1]
+    return np.concatenate(([below], np.diff(inner_cum), [above])).astype(np.int64)
+
+
+def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedColumn:
+    if spec.kind == "numerical":
+        clean, n_total, n_missing = clean_numerical(values)
+        s = np.sort(clean, kind="stable")
+        n = int(s.shape[0])
+        if n:
+            change = np.empty(n, dtype=bool)
+            change[0] = True
+            np.not_equal(s[1:], s[:-1], out=change[1:])
+            starts = np.flatnonzero(change)
+            uniques = s[starts]
+            ends = np.append(starts[1:], n)
+            ucounts = (ends - starts).astype(np.int64)
+            cum_right = ends.astype(np.int64)
+            mean = float(np.mean(clean))
+            std = float(np.std(clean))
+            var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan
+            lo, hi = float(s[0]), float(s[-1])
+        else:
+            uniques = np.zeros(0)
+            ucounts = cum_right = np.zeros(0, dtype=np.int64)
+            mean = std = var1 = lo = hi = math.nan
+        fixed_edges = fixed_keys = fixed_counts = None
+        if bins == "fixed":
+            fixed_edges, fixed_keys = _fixed_numerical_bins(s, uniques)
+            if fixed_edges is not None:
+                fixed_counts = fixed_bin_counts(fixed_edges, s)
+            else:
+                fixed_counts = np.append(ucounts, 0).astype(np.int64)  # + "other" bucket
+        return PreparedColumn(
+            spec=spec,
+            n_total=n_total,
+            n_missing=n_missing,
+            n=n,
+            values=clean,
+            sorted_values=s,
+            unique_values=uniques,
+            unique_counts=ucounts,
+            unique_cum_right=cum_right,
+            mean=mean,
+            std=std,
+            var1=var1,
+            min=lo,
+            max=hi,
+            counts=ucounts,
+            fixed_edges=fixed_edges,
+            fixed_keys=fixed_keys,
+            fixed_ref_counts=fixed_counts,
+        )
+    cats, counts, n_total, n_missing = count_categories(values)
+    fixed_keys = fixed_counts = None
+    if bins == "fixed":
+        fixed_keys = cats
+        fixed_counts = np.append(counts, 0).astype(np.int64)
+    return PreparedColumn(
+        spec=spec,
+        n_total=n_total,
+        n_missing=n_missing,
+        n=int(counts.sum()),
+        categories=cats,
+        counts=counts,
+        category_index={c: i for i, c in enumerate(cats)},
+        fixed_keys=fixed_keys,
+        fixed_ref_counts=fixed_counts,
+    )
+
+
+def prepare_reference(
+    ref_columns: Mapping[str, Any],
+    specs: Sequence[ColumnSpec],
+    bins: BinsMode = "evidently",
+) -> PreparedReference:
+    """Reduce reference data once to the state every window's tests need.
+
+    ``ref_columns`` maps column names to arrays: numerical columns as float64
+    with NaN for missing, categorical columns as object arrays of ``str`` with
+    ``None`` (or NaN) for missing. ``bins`` selects how the binned tests (PSI,
+    Jensen–Shannon, KL, Hellinger) bin the data:
+
+    - ``"evidently"`` (default): bins recomputed per window on reference and
+      current values together, exactly as Evidently does (parity).
+    - ``"fixed"``: bins fitted on the reference only (Sturges equal-width
+      bins over the reference range for numerical columns with more than 20
+      distinct values, one bin per value otherwise, one bin per category for
+      categorical columns), plus out-of-range bins (below the reference
+      minimum, above the maximum, or an unseen value/category). Figures are
+      stable across windows but no longer equal Evidently's.
+
+    Raises ``KeyError`` if a spec names a column absent from ``ref_columns``
+    and ``ValueError`` for duplicate spec names or an unknown ``bins`` mode.
+    An all-missing reference column is accepted; its drift scores are NaN.
+    """
+    if bins not in BINS_MODES:
+        raise ValueError(f"bins must be one of {BINS_MODES}, got {bins!r}")
+    specs = tuple(specs)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"duplicate column specs: {sorted({n for n in names if names.count(n) > 1})}"
+        )
+    cols: dict[str, PreparedColumn] = {}
+    rows = 0
+    for spec in specs:
+        if spec.name not in ref_columns:
+            raise KeyError(f"reference has no column {spec.name!r}")
+        col = _prepare_column(spec, ref_columns[spec.name], bins)
+        cols[spec.name] = col
+        rows = max(rows, col.n_total)
+    if not specs:
+        rows = max((len(np.asarray(v)) for v in ref_columns.values()), default=0)
+    return PreparedReference(columns=cols, rows=rows, specs=specs, bins=bins)
+
+
+# --------------------------------------------------------------------------- current window
+
+
+class CurrentColumn:
+    """One window's column, cleaned once and shared by every test run on it."""
+
+    def __init__(self, kind: str, values: Any) -> None:
+        self.kind = kind
+        if kind == "numerical":
+            self.values, self.n_total, self.n_missing = clean_numerical(values)
+            self.n = int(self.values.shape[0])
+        else:
+            self.categories, self.counts, self.n_total, self.n_missing = count_categories(values)
+            self.n = int(self.counts.sum())
+
+    @cached_property
+    def sorted_values(self) -> np.ndarray:
+        return np.sort(self.values)
+
+    @cached_property
+    def _uniques(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sorted_values
+        n = s.shape[0]
+        if n == 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(s[1:], s[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        return s[starts], np.diff(np.append(starts, n)).astype(np.int64)
+
+    @property
+    def unique_values(self) -> np.ndarray:
+        return self._uniques[0]
+
+    @property
+    def unique_counts(self) -> np.ndarray:
+        return self._uniques[1]
+
+    def value_counts(self) -> tuple[tuple[Any, ...], np.ndarray]:
+        if self.kind == "numerical":
+            u, c = self._uniques
+            return tuple(u.tolist()), c
+        return self.categories, self.counts
+
+
+def union_counts(
+    ref: PreparedColumn, cur: CurrentColumn
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Distinct non-missing values of reference ∪ current with both count vectors.
+
+    Keys are in a deterministic order: ascending for numerical columns,
+    reference order then new current categories for categorical ones.
+    """
+    if ref.kind == "numerical":
+        ru, rc = ref.unique_values, ref.unique_counts
+        cu, cc = cur.unique_values, cur.unique_counts
+        keys = np.union1d(ru, cu)
+        rcount = np.zeros(keys.shape[0], dtype=np.int64)
+        ccount = np.zeros(keys.shape[0], dtype=np.int64)
+        rcount[np.searchsorted(keys, ru)] = rc
+        ccount[np.searchsorted(keys, cu)] = cc
+        return keys.tolist(), rcount, ccount
+    index = dict(ref.category_index)
+    keys = list(ref.categories)
+    for c in cur.categories:
+        if c not in index:
+            index[c] = len(keys)
+            keys.append(c)
+    rcount = np.zeros(len(keys), dtype=np.int64)
+    rcount[: len(ref.counts)] = ref.counts
+    ccount = np.zeros(len(keys), dtype=np.int64)
+    if cur.categories:
+        ccount[[index[c] for c in cur.categories]] = cur.counts
+    return keys, rcount, ccount
+
+
+def n_unique_union(ref: PreparedColumn, cur: CurrentColumn) -> int:
+    """Number of distinct non-missing values in reference and current together."""
+    if ref.kind == "numerical":
+        cu = cur.unique_values
+        if cu.shape[0] == 0:
+            return ref.n_unique
+        ru = ref.unique_values
+        if ru.shape[0] == 0:
+            return int(cu.shape[0])
+        pos = np.searchsorted(ru, cu)
+        pos_c = np.minimum(pos, ru.shape[0] - 1)
+        new = np.count_nonzero(ru[pos_c] != cu)
+        return ref.n_unique + int(new)
+    idx = ref.category_index
+    return ref.n_unique + sum(1 for c in cur.categories if c not in idx)
+
+
+sorted_keys = _sort_key_list

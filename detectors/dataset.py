@@ -1,0 +1,187 @@
+"""Column and dataset drift: run the configured test per column and aggregate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference
+from detectors.drift.auto import auto_test_name
+from detectors.drift.registry import get_test
+
+ScoreKind = Literal["p_value", "distance"]
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Drift verdict for one column in one window.
+
+    ``score`` is a p-value (``score_kind="p_value"``, drift when low) or a
+    distance (drift when high); ``threshold`` is the one actually applied.
+    ``score`` is NaN — and ``drifted`` False — when the test is undefined
+    (no non-missing values on either side, too few values for the test).
+    When Benjamini–Hochberg correction was applied, ``score`` is the adjusted
+    p-value and ``raw_score`` the unadjusted one; otherwise ``raw_score``
+    equals ``score``.
+    """
+
+    column: str
+    kind: str
+    test: str
+    score: float
+    threshold: float
+    drifted: bool
+    score_kind: ScoreKind
+    raw_score: float = math.nan
+    reference_n: int = 0
+    current_n: int = 0
+
+    @property
+    def defined(self) -> bool:
+        return not math.isnan(self.score)
+
+
+@dataclass(frozen=True)
+class DatasetDrift:
+    """Per-column verdicts and the dataset-level share.
+
+    ``n_columns`` counts columns with a defined score; columns whose score is
+    NaN (see :class:`ColumnDrift`) are listed in ``undefined_columns`` and left
+    out of the share. ``dataset_drifted`` is ``share >= share_threshold`` (as
+    Evidently compares); with no defined column the share is 0.0 and nothing
+    drifts.
+    """
+
+    columns: tuple[ColumnDrift, ...]
+    drifted_count: int
+    n_columns: int
+    share: float
+    share_threshold: float
+    dataset_drifted: bool
+    multiple_testing: str | None = None
+    undefined_columns: tuple[str, ...] = ()
+
+    def __getitem__(self, column: str) -> ColumnDrift:
+        for c in self.columns:
+            if c.column == column:
+                return c
+        raise KeyError(column)
+
+    @property
+    def drifted_columns(self) -> tuple[ColumnDrift, ...]:
+        return tuple(c for c in self.columns if c.drifted)
+
+
+def _resolve_test_name(ref: PreparedColumn, cur: CurrentColumn) -> str:
+    method = ref.spec.method
+    return auto_test_name(ref, cur) if method == "auto" else get_test(method).name
+
+
+def _column_drift(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> ColumnDrift:
+    test = get_test(_resolve_test_name(ref, cur))
+    threshold = test.default_threshold if ref.spec.threshold is None else float(ref.spec.threshold)
+    if ref.n == 0 or cur.n == 0:
+        score = math.nan
+    else:
+        with np.errstate(all="ignore"):
+            score = test.score(ref, cur, bins)
+    return ColumnDrift(
+        column=ref.name,
+        kind=ref.kind,
+        test=test.name,
+        score=score,
+        threshold=threshold,
+        drifted=test.is_drift(score, threshold),
+        score_kind=test.score_kind,
+        raw_score=score,
+        reference_n=ref.n,
+        current_n=cur.n,
+    )
+
+
+def column_drift(prepared: PreparedReference, column: str, values: Any) -> ColumnDrift:
+    """Drift of one column of a window against the prepared reference.
+
+    ``values``: float64 array (NaN = missing, ±inf dropped like NaN) for a
+    numerical column, object array (None/NaN = missing) for a categorical one.
+    Never raises on data: an empty or all-missing window (or reference) gives
+    ``score=NaN, drifted=False`` where Evidently would raise; ``auto`` still
+    names the test it would have chosen. Raises ``KeyError`` for a column
+    that has no spec.
+    """
+    ref = prepared.columns[column]
+    return _column_drift(ref, CurrentColumn(ref.kind, values), prepared.bins)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (NaN entries stay NaN, excluded from m)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    pv = p[ok]
+    order = np.argsort(pv, kind="stable")
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    adj = np.minimum(adj, 1.0)
+    res = np.empty(m)
+    res[order] = adj
+    out[ok] = res
+    return out
+
+
+def dataset_drift(
+    prepared: PreparedReference,
+    current_columns: Mapping[str, Any],
+    columns: Sequence[str] | None = None,
+    share_threshold: float = 0.5,
+    multiple_testing: Literal["bh"] | None = None,
+) -> DatasetDrift:
+    """Drift of every (or the named) spec column and the share of drifted columns.
+
+    ``columns=None`` tests every spec in spec order. ``multiple_testing="bh"``
+    replaces the p-values of p-value tests by Benjamini–Hochberg adjusted ones
+    (controlling the false discovery rate across the window's columns) before
+    comparing with each column's threshold; distance tests are unaffected.
+    The default ``None`` equals Evidently's DataDriftPreset. Raises
+    ``KeyError`` for a named column without spec or a spec column missing from
+    ``current_columns``, ``ValueError`` for an unknown ``multiple_testing``.
+    """
+    if multiple_testing not in (None, "bh"):
+        raise ValueError(f"multiple_testing must be None or 'bh', got {multiple_testing!r}")
+    names = [s.name for s in prepared.specs] if columns is None else list(columns)
+    results: list[ColumnDrift] = []
+    for name in names:
+        ref = prepared.columns[name]
+        if name not in current_columns:
+            raise KeyError(f"current window has no column {name!r}")
+        results.append(
+            _column_drift(ref, CurrentColumn(ref.kind, current_columns[name]), prepared.bins)
+        )
+    if multiple_testing == "bh":
+        idx = [i for i, r in enumerate(results) if r.score_kind == "p_value" and r.defined]
+        adj = benjamini_hochberg([results[i].score for i in idx])
+        for i, a in zip(idx, adj.tolist(), strict=True):
+            r = results[i]
+            test = get_test(r.test)
+            results[i] = replace(r, score=a, drifted=test.is_drift(a, r.threshold))
+    defined = [r for r in results if r.defined]
+    drifted = sum(1 for r in defined if r.drifted)
+    n = len(defined)
+    share = drifted / n if n else 0.0
+    return DatasetDrift(
+        columns=tuple(results),
+        drifted_count=drifted,
+        n_columns=n,
+        share=share,
+        share_threshold=float(share_threshold),
+        dataset_drifted=bool(n > 0 and share >= share_threshold),
+        multiple_testing=multiple_testing,
+        undefined_columns=tuple(r.column for r in results if not r.defined),
+    )

@@ -1,0 +1,151 @@
+"""Data quality of a window against the prepared reference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors._columns import PreparedReference, count_categories
+
+#: at most this many new categories are listed per column (most frequent first)
+MAX_NEW_CATEGORIES = 50
+
+
+@dataclass(frozen=True)
+class ColumnQuality:
+    """Quality figures of one column in one window.
+
+    - ``missing_share``: missing values / rows (NaN and None; ±inf is not
+      missing here, it is out of range). NaN for a window of 0 rows.
+    - ``out_of_range_share`` (numerical only, else None): share of the
+      non-missing values outside [reference min, reference max], ±inf
+      included. NaN when the window has no non-missing value or the
+      reference has none (no range).
+    - ``new_category_share`` (categorical only, else None): share of the
+      non-missing values whose category never occurs in the reference; NaN
+      when the window has no non-missing value.
+    - ``new_categories``: those categories as strings, most frequent first
+      (ties by name), at most 50.
+    - ``type_violations``: the count passed in by the caller (values that
+      could not be decoded into the column's type), 0 by default.
+    """
+
+    column: str
+    missing_share: float
+    out_of_range_share: float | None
+    new_category_share: float | None
+    new_categories: tuple[str, ...]
+    type_violations: int
+    rows: int = 0
+    missing_count: int = 0
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    """Row count of the window and one :class:`ColumnQuality` per spec column."""
+
+    row_count: int
+    columns: tuple[ColumnQuality, ...]
+
+    def __getitem__(self, column: str) -> ColumnQuality:
+        for c in self.columns:
+            if c.column == column:
+                return c
+        raise KeyError(column)
+
+
+def _numerical_quality(values: Any, lo: float, hi: float) -> tuple[int, int, float]:
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        import pandas as pd
+
+        arr = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64
+        )
+    arr = arr.astype(np.float64, copy=False).ravel()
+    n = int(arr.shape[0])
+    nan = np.isnan(arr)
+    missing = int(nan.sum())
+    present = n - missing
+    if present == 0 or math.isnan(lo):
+        return n, missing, math.nan
+    vals = arr[~nan] if missing else arr
+    outside = int(np.count_nonzero((vals < lo) | (vals > hi)))
+    return n, missing, outside / present
+
+
+def data_quality(
+    prepared: PreparedReference,
+    current_columns: Mapping[str, Any],
+    type_violations: Mapping[str, int] | None = None,
+) -> DataQuality:
+    """Missing share, out-of-range share, new categories and type violations per column.
+
+    ``row_count`` is the length of the longest column passed (all columns of
+    a window normally have the same length); a spec column absent from
+    ``current_columns`` is reported as entirely missing. Never raises on data.
+    """
+    tv = dict(type_violations or {})
+    lengths = [
+        int(np.asarray(v, dtype=object).shape[0])
+        if not isinstance(v, np.ndarray)
+        else int(v.shape[0])
+        for v in current_columns.values()
+    ]
+    row_count = max(lengths, default=0)
+    out: list[ColumnQuality] = []
+    for spec in prepared.specs:
+        ref = prepared.columns[spec.name]
+        values = current_columns.get(spec.name)
+        if values is None:
+            out.append(
+                ColumnQuality(
+                    column=spec.name,
+                    missing_share=1.0 if row_count else math.nan,
+                    out_of_range_share=math.nan if spec.kind == "numerical" else None,
+                    new_category_share=None if spec.kind == "numerical" else math.nan,
+                    new_categories=(),
+                    type_violations=int(tv.get(spec.name, 0)),
+                    rows=row_count,
+                    missing_count=row_count,
+                )
+            )
+            continue
+        if spec.kind == "numerical":
+            n, missing, oor = _numerical_quality(values, ref.min, ref.max)
+            out.append(
+                ColumnQuality(
+                    column=spec.name,
+                    missing_share=missing / n if n else math.nan,
+                    out_of_range_share=oor,
+                    new_category_share=None,
+                    new_categories=(),
+                    type_violations=int(tv.get(spec.name, 0)),
+                    rows=n,
+                    missing_count=missing,
+                )
+            )
+            continue
+        cats, counts, n, missing = count_categories(values)
+        present = n - missing
+        idx = ref.category_index
+        new = [(c, int(k)) for c, k in zip(cats, counts.tolist(), strict=True) if c not in idx]
+        new_total = sum(k for _, k in new)
+        new.sort(key=lambda ck: (-ck[1], str(ck[0])))
+        out.append(
+            ColumnQuality(
+                column=spec.name,
+                missing_share=missing / n if n else math.nan,
+                out_of_range_share=None,
+                new_category_share=new_total / present if present else math.nan,
+                new_categories=tuple(str(c) for c, _ in new[:MAX_NEW_CATEGORIES]),
+                type_violations=int(tv.get(spec.name, 0)),
+                rows=n,
+                missing_count=missing,
+            )
+        )
+    return DataQuality(row_count=row_count, columns=tuple(out))
