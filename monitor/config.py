@@ -6,18 +6,27 @@ prints them and exits with status 2 before anything connects. Secrets are never
 literal: ``*_env = "NAME"`` reads an environment variable, ``*_file = "path"``
 reads a file (trailing newline stripped). Resolved secrets live in
 :attr:`Config.secrets`, keyed by their dotted path, and never in ``repr``.
+
+Relative paths (references, state directory, secret and TLS files) resolve
+against the folder of the config file. Types are strict: ``"30"`` is not an
+integer and ``1`` is not ``true`` (TOML has real types; a quoted number is a
+mistake worth reporting).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import types
+import typing
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,7 +37,33 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import Strict as _StrictType
 from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "AlertingConfig",
+    "ColumnDriftConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "DriftConfig",
+    "Duration",
+    "FeaturesConfig",
+    "FieldMap",
+    "KafkaConfig",
+    "LabelsConfig",
+    "ModelConfig",
+    "RetentionConfig",
+    "RetryConfig",
+    "RuleConfig",
+    "SlackNotifierConfig",
+    "WebhookNotifierConfig",
+    "WindowConfig",
+    "format_duration",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
 
 # --------------------------------------------------------------------------- errors
 
@@ -43,6 +78,24 @@ class ConfigError(Exception):
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
+def _fail(key: str, message: str, **ctx: Any) -> PydanticCustomError:
+    """An error about ``key`` (a path below the model being validated, may be ``""``)."""
+    return PydanticCustomError("config", message, {"key": key, **ctx})
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in TOML."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        return f'"{format_duration(value)}"'
+    if isinstance(value, Path):
+        return f'"{value}"'
+    return repr(value)
+
+
 # --------------------------------------------------------------------------- durations
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -52,7 +105,8 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 60480
 def parse_duration(value: Any) -> timedelta:
     """Parse ``"500ms"``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1h30m"``, ``"2d"``, ``"1w"``.
 
-    Bare numbers are refused (seconds or minutes would be a guess).
+    Bare numbers are refused (seconds or minutes would be a guess). Raises a
+    ``ValueError`` subclass naming the bad value.
     """
     if isinstance(value, timedelta):
         return value
@@ -71,15 +125,16 @@ def parse_duration(value: Any) -> timedelta:
     )
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+def _positive(td: timedelta) -> timedelta:
+    if td <= timedelta(0):
+        raise PydanticCustomError(
+            "duration", 'expected a positive duration like "30s", got {got}', {"got": _show(td)}
+        )
+    return td
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
 def format_duration(td: timedelta) -> str:
@@ -87,27 +142,69 @@ def format_duration(td: timedelta) -> str:
     ms = round(td.total_seconds() * 1000)
     if ms == 0:
         return "0s"
+    sign = "-" if ms < 0 else ""
+    ms = abs(ms)
     out = []
     for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
         n, ms = divmod(ms, size)
         if n:
             out.append(f"{n}{unit}")
-    return "".join(out)
+    return sign + "".join(out)
+
+
+# --------------------------------------------------------------------------- small types
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(v: str) -> str:
+    if not _ENV_NAME.fullmatch(v):
+        # never echo it: a value that is not a variable name may be the secret itself
+        raise PydanticCustomError(
+            "env_name",
+            'expected the name of an environment variable like "SLACK_TOKEN", got a value that'
+            " is not a variable name (not shown, in case it is the secret itself)",
+        )
+    return v
+
+
+#: the name of an environment variable holding a secret
+EnvName = Annotated[str, AfterValidator(_env_name)]
+#: a filesystem path; relative paths resolve against the config file's folder
+FilePath = Annotated[Path, _StrictType(False)]
+
+
+def _url(v: str) -> str:
+    if not re.match(r"https?://[^/\s]+", v) or any(c.isspace() for c in v):
+        raise PydanticCustomError(
+            "url", "expected an http:// or https:// URL, got {got}", {"got": _show(v)}
+        )
+    return v
+
+
+Url = Annotated[str, AfterValidator(_url)]
+
+
+def _host_port(v: str) -> bool:
+    host, sep, port = v.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 # --------------------------------------------------------------------------- base
 
 
 class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors, instances are frozen."""
+    """Base for config sections: unknown keys are errors, types strict, instances frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )
 
 
 def _secret_pair(model: BaseModel, stem: str) -> None:
     if getattr(model, f"{stem}_env", None) and getattr(model, f"{stem}_file", None):
-        raise PydanticCustomError(
-            "secret_pair", "set {stem}_env or {stem}_file, not both", {"stem": stem}
+        raise _fail(
+            f"{stem}_file", "expected either {stem}_env or {stem}_file, got both", stem=stem
         )
 
 
@@ -115,22 +212,23 @@ def _secret_pair(model: BaseModel, stem: str) -> None:
 
 
 class DaemonConfig(Strict):
-    state_dir: Path = Path("./driftwarden-state")
+    state_dir: FilePath = Path("./driftwarden-state")
     http_listen: str = "127.0.0.1:9308"
-    public_url: str | None = None
+    public_url: Url | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
-    api_token_env: str | None = None
-    api_token_file: Path | None = None
-    tick_interval: Duration = timedelta(seconds=5)
-    shutdown_timeout: Duration = timedelta(seconds=30)
+    api_token_env: EnvName | None = None
+    api_token_file: FilePath | None = None
+    tick_interval: PositiveDuration = timedelta(seconds=5)
+    shutdown_timeout: PositiveDuration = timedelta(seconds=30)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: payload bytes kept per dead letter (0 keeps none)
+    max_payload_bytes: int = Field(default=65_536, ge=0)
 
     @field_validator("http_listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        if not _host_port(v):
             raise PydanticCustomError(
                 "listen", 'expected host:port like "127.0.0.1:9308", got {got}', {"got": _show(v)}
             )
@@ -150,55 +248,106 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class KafkaConfig(Strict):
-    bootstrap_servers: list[str] = ["localhost:9092"]
-    group_id: str = "driftwarden"
-    client_id: str = "driftwarden"
-    predictions_topic: str = "predictions"
+    bootstrap_servers: list[str] = Field(default=["localhost:9092"], min_length=1)
+    group_id: str = Field(default="driftwarden", min_length=1)
+    client_id: str = Field(default="driftwarden", min_length=1)
+    predictions_topic: str = Field(default="predictions", min_length=1)
     labels_topic: str | None = "labels"
     dead_letter_topic: str | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password_env: str | None = None
-    sasl_password_file: Path | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_password_env: str | None = None
-    ssl_password_file: Path | None = None
+    sasl_password_env: EnvName | None = None
+    sasl_password_file: FilePath | None = None
+    ssl_cafile: FilePath | None = None
+    ssl_certfile: FilePath | None = None
+    ssl_keyfile: FilePath | None = None
+    ssl_password_env: EnvName | None = None
+    ssl_password_file: FilePath | None = None
     ssl_check_hostname: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    session_timeout: Duration = timedelta(seconds=10)
-    heartbeat_interval: Duration = timedelta(seconds=3)
-    poll_timeout: Duration = timedelta(milliseconds=500)
-    commit_interval: Duration = timedelta(seconds=5)
-    max_poll_records: int = Field(10_000, ge=1)
-    max_message_bytes: int = Field(1_048_576, ge=64)
+    session_timeout: PositiveDuration = timedelta(seconds=10)
+    heartbeat_interval: PositiveDuration = timedelta(seconds=3)
+    poll_timeout: PositiveDuration = timedelta(milliseconds=500)
+    commit_interval: PositiveDuration = timedelta(seconds=5)
+    max_poll_records: int = Field(default=10_000, ge=1)
+    max_message_bytes: int = Field(default=1_048_576, ge=64)
     consumer_options: dict[str, Any] = {}
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        if isinstance(v, list):
+            for i, s in enumerate(v):
+                if isinstance(s, str) and not _host_port(s):
+                    raise _fail(
+                        f"[{i}]",
+                        'expected host:port like "localhost:9092", got {got}',
+                        got=_show(s),
+                    )
+        return v
+
+    @field_validator("labels_topic", "dead_letter_topic", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return None if v == "" else v  # "" switches the topic off (TOML has no null)
+
+    @field_validator("consumer_options")
+    @classmethod
+    def _no_literal_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if "password" in key or "token" in key:
+                raise _fail(
+                    key,
+                    "secrets are never literal: use kafka.sasl_password_env/sasl_password_file"
+                    " or kafka.ssl_password_env/ssl_password_file",
+                )
+        return v
 
     @model_validator(mode="after")
     def _security(self) -> KafkaConfig:
         _secret_pair(self, "sasl_password")
         _secret_pair(self, "ssl_password")
-        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
-            raise PydanticCustomError(
-                "sasl", "sasl_mechanism is required when security_protocol is {p}",
-                {"p": self.security_protocol},
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and not self.sasl_mechanism:
+            raise _fail(
+                "sasl_mechanism",
+                'required when security_protocol is {p}; expected one of "PLAIN",'
+                ' "SCRAM-SHA-256", "SCRAM-SHA-512"',
+                p=_show(self.security_protocol),
             )
-        if self.sasl_mechanism and not (self.sasl_username and (self.sasl_password_env or self.sasl_password_file)):
-            raise PydanticCustomError(
-                "sasl", "sasl_mechanism needs sasl_username and sasl_password_env or sasl_password_file", {}
+        if self.sasl_mechanism and not sasl:
+            raise _fail(
+                "sasl_mechanism",
+                'expected no SASL mechanism with security_protocol {p} (use "SASL_PLAINTEXT" or'
+                ' "SASL_SSL"), got {got}',
+                p=_show(self.security_protocol),
+                got=_show(self.sasl_mechanism),
+            )
+        if self.sasl_mechanism and not self.sasl_username:
+            raise _fail(
+                "sasl_username", "required with sasl_mechanism {m}", m=_show(self.sasl_mechanism)
+            )
+        if self.sasl_mechanism and not (self.sasl_password_env or self.sasl_password_file):
+            raise _fail(
+                "sasl_password_env",
+                "required with sasl_mechanism {m} (or sasl_password_file)",
+                m=_show(self.sasl_mechanism),
+            )
+        if self.heartbeat_interval >= self.session_timeout:
+            raise _fail(
+                "heartbeat_interval",
+                "expected less than session_timeout ({s}), got {got}",
+                s=_show(self.session_timeout),
+                got=_show(self.heartbeat_interval),
             )
         return self
 
 
 class FieldMap(Strict):
-    """Where each field lives in a message (dotted paths are not supported: top-level keys)."""
+    """Where each field lives in a message (top-level keys; dotted paths are not supported)."""
 
     event_id: str = "event_id"
     model: str = "model"
@@ -215,44 +364,74 @@ class FeaturesConfig(Strict):
     categorical: list[str] = []
 
 
+def _window_extent(v: Any, by: Any) -> Any:
+    if by == "count":
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+        raise PydanticCustomError(
+            "rows",
+            "expected a number of rows (a positive integer) for count windows, got {got}",
+            {"got": _show(v)},
+        )
+    td = parse_duration(v)
+    if td <= timedelta(0):
+        raise PydanticCustomError(
+            "positive", 'expected a positive duration like "15m", got {got}', {"got": _show(v)}
+        )
+    return td
+
+
 class WindowConfig(Strict):
     type: Literal["tumbling", "sliding"] = "tumbling"
     by: Literal["time", "count"] = "time"
-    size: Any = "15m"
-    slide: Any = None
+    #: a duration for time windows, a number of rows for count windows (default "15m" by time)
+    size: timedelta | int
+    slide: timedelta | int | None = None
     lateness: Duration = timedelta(minutes=1)
-    min_rows: int = Field(30, ge=1)
-    idle_timeout: Duration | None = timedelta(seconds=30)
+    min_rows: int = Field(default=30, ge=1)
+    idle_timeout: PositiveDuration | None = timedelta(seconds=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "size" not in data:
+            if data.get("by", "time") != "count":
+                return {**data, "size": timedelta(minutes=15)}
+            raise _fail("size", "required for count windows; expected a number of rows like 1000")
+        return data
 
     @field_validator("size", "slide", mode="before")
     @classmethod
-    def _size(cls, v: Any, info: ValidationInfo) -> Any:
-        if v is None:
-            return None
-        if info.data.get("by") == "count":
-            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-                return v
-            raise PydanticCustomError(
-                "rows", "expected a number of rows (a positive integer) for count windows, got {got}",
-                {"got": _show(v)},
-            )
-        td = parse_duration(v)
-        if td <= timedelta(0):
-            raise PydanticCustomError("positive", "expected a positive duration, got {got}", {"got": _show(v)})
-        return td
+    def _extent(cls, v: Any, info: ValidationInfo) -> Any:
+        return None if v is None else _window_extent(v, info.data.get("by"))
 
     @model_validator(mode="after")
     def _shape(self) -> WindowConfig:
+        example = '"5m"' if self.by == "time" else "1000"
         if self.type == "tumbling" and self.slide is not None and self.slide != self.size:
-            raise PydanticCustomError("slide", "slide is only for sliding windows (set type = \"sliding\")", {})
+            raise _fail(
+                "slide",
+                'expected no slide for a tumbling window (set type = "sliding"), got {got}',
+                got=_show(self.slide),
+            )
         if self.type == "sliding":
             if self.slide is None:
-                raise PydanticCustomError("slide", "sliding windows need slide", {})
-            if self.slide > self.size:
-                raise PydanticCustomError("slide", "slide must not exceed size", {})
-            ratio = (self.size / self.slide) if self.by == "count" else self.size / self.slide
+                raise _fail("slide", "required for a sliding window, e.g. slide = {ex}", ex=example)
+            if self.slide > self.size:  # type: ignore[operator]
+                raise _fail(
+                    "slide",
+                    "expected at most size ({size}), got {got}",
+                    size=_show(self.size),
+                    got=_show(self.slide),
+                )
+            ratio = float(self.size / self.slide)  # type: ignore[operator, arg-type]
             if abs(ratio - round(ratio)) > 1e-9:
-                raise PydanticCustomError("slide", "size must be a whole multiple of slide", {})
+                raise _fail(
+                    "slide",
+                    "expected a whole divisor of size ({size}), got {got}",
+                    size=_show(self.size),
+                    got=_show(self.slide),
+                )
         return self
 
     @property
@@ -260,9 +439,52 @@ class WindowConfig(Strict):
         return self.slide if self.type == "sliding" else self.size
 
 
+# --------------------------------------------------------------------------- drift
+
+
+def _drift_registry() -> Any:
+    """``detectors.drift.registry`` or ``None`` when it cannot be imported (yet)."""
+    try:
+        from detectors.drift import registry  # noqa: PLC0415
+
+        registry.list_tests()
+    except Exception:  # the registry is optional at config time: fall back to no check
+        return None
+    return registry
+
+
+def known_drift_methods() -> set[str]:
+    """Names registered in ``detectors`` (empty if the registry is unavailable)."""
+    reg = _drift_registry()
+    if reg is None:
+        return set()
+    return {t if isinstance(t, str) else t.name for t in reg.list_tests()}
+
+
+def _drift_test(name: str) -> Any:
+    reg = _drift_registry()
+    if reg is None or name == "auto":
+        return None
+    try:
+        return reg.get_test(name)
+    except Exception:
+        return None
+
+
+def _check_method(v: str) -> str:
+    names = known_drift_methods()
+    if v != "auto" and names and v not in names and _drift_test(v) is None:
+        raise PydanticCustomError(
+            "method",
+            'expected "auto" or one of: {names}, got {got}',
+            {"got": _show(v), "names": ", ".join(sorted(names))},
+        )
+    return v
+
+
 class ColumnDriftConfig(Strict):
     method: str = "auto"
-    threshold: float | None = None
+    threshold: float | None = Field(default=None, gt=0)
 
     @field_validator("method")
     @classmethod
@@ -270,29 +492,10 @@ class ColumnDriftConfig(Strict):
         return _check_method(v)
 
 
-def _check_method(v: str) -> str:
-    names = known_drift_methods()
-    if v != "auto" and names and v not in names:
-        raise PydanticCustomError(
-            "method", "unknown drift test {got}; expected \"auto\" or one of: {names}",
-            {"got": _show(v), "names": ", ".join(sorted(names))},
-        )
-    return v
-
-
-def known_drift_methods() -> set[str]:
-    """Names registered in ``detectors`` (empty if the registry is unavailable)."""
-    try:
-        from detectors.drift.registry import list_tests  # noqa: PLC0415
-    except ImportError:
-        return set()
-    return {t if isinstance(t, str) else t.name for t in list_tests()}
-
-
 class DriftConfig(Strict):
     method: str = "auto"
-    threshold: float | None = None
-    share: float = Field(0.5, gt=0, le=1)
+    threshold: float | None = Field(default=None, gt=0)
+    share: float = Field(default=0.5, gt=0, le=1)
     bins: Literal["evidently", "fixed"] = "evidently"
     multiple_testing: Literal["none", "bh"] = "none"
     prediction: bool = True
@@ -304,48 +507,112 @@ class DriftConfig(Strict):
         return _check_method(v)
 
 
+# --------------------------------------------------------------------------- models
+
+
 class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
-    reference: Path
+    reference: FilePath
+    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows
+    reference_mode: Literal["fixed", "rolling"] = "fixed"
+    reference_windows: int = Field(default=4, ge=1)
     layout: Literal["nested", "flat"] = "nested"
     features: FeaturesConfig
-    prediction: str = "prediction"
+    prediction: str = Field(default="prediction", min_length=1)
     prediction_type: Literal["numerical", "categorical"] = "numerical"
-    label: str = "label"
+    label: str = Field(default="label", min_length=1)
     class_of_interest: str | int | None = 1
     fields: FieldMap = FieldMap()
-    window: WindowConfig = WindowConfig()
+    window: WindowConfig = WindowConfig()  # type: ignore[call-arg]  # size defaults to "15m"
     drift: DriftConfig = DriftConfig()
     segments: list[str] = []
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+        if v and not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
             raise PydanticCustomError(
-                "name", "expected letters, digits, '_', '-' or '.', got {got}", {"got": _show(v)}
+                "name",
+                "expected letters, digits, '_', '-' or '.', got {got}",
+                {"got": _show(v)},
+            )
+        return v
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: Path) -> Path:
+        if v.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            raise PydanticCustomError(
+                "reference", "expected a .csv or .parquet file, got {got}", {"got": _show(v)}
             )
         return v
 
     @model_validator(mode="after")
-    def _features(self) -> ModelConfig:
-        names = [*self.features.numerical, *self.features.categorical]
+    def _columns(self) -> ModelConfig:
+        names = self.feature_names
         if not names:
-            raise PydanticCustomError("features", "features: list at least one numerical or categorical feature", {})
+            raise _fail(
+                "features", "expected at least one numerical or categorical feature, got none"
+            )
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise PydanticCustomError("features", "features listed twice: {dup}", {"dup": ", ".join(dup)})
-        unknown = sorted(set(self.drift.columns) - set(names) - {self.prediction})
-        if unknown:
-            raise PydanticCustomError(
-                "columns", "drift.columns names unknown columns: {u}", {"u": ", ".join(unknown)}
+            raise _fail(
+                "features",
+                "expected each feature once, got {dup} more than once",
+                dup=", ".join(_show(d) for d in dup),
             )
+        if self.prediction in names:
+            raise _fail(
+                "prediction",
+                "expected a column distinct from the features, got {got}",
+                got=_show(self.prediction),
+            )
+        known = [*names, self.prediction]
+        for col, cd in self.drift.columns.items():
+            if col not in known:
+                raise _fail(
+                    f"drift.columns.{col}",
+                    "unknown column {got}; expected a feature or the prediction: {known}",
+                    got=_show(col),
+                    known=", ".join(known),
+                )
+            kind = self._kind(col)
+            test = _drift_test(cd.method)
+            if test is not None and kind not in test.kinds:
+                raise _fail(
+                    f"drift.columns.{col}.method",
+                    "expected a test for {kind} columns, got {got} (accepts {kinds})",
+                    kind=kind,
+                    got=_show(cd.method),
+                    kinds=", ".join(test.kinds),
+                )
+        test = _drift_test(self.drift.method)
+        if test is not None:
+            for col in names:
+                if col not in self.drift.columns and self._kind(col) not in test.kinds:
+                    raise _fail(
+                        "drift.method",
+                        "expected a test for every feature kind, got {got} which does not accept"
+                        " {kind} column {col} (override it in [models.drift.columns.{name}])",
+                        got=_show(self.drift.method),
+                        kind=self._kind(col),
+                        col=_show(col),
+                        name=col,
+                    )
         return self
+
+    def _kind(self, col: str) -> str:
+        if col == self.prediction:
+            return self.prediction_type
+        return "categorical" if col in self.features.categorical else "numerical"
 
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.numerical, *self.features.categorical]
+
+
+# --------------------------------------------------------------------------- rules
 
 
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -355,42 +622,82 @@ class RuleConfig(Strict):
     name: str = Field(min_length=1)
     metric: str = Field(min_length=1)
     op: Comparison = ">"
+    #: required except for metric "no_data"
     threshold: float = 0.0
     model: str | None = None
     column: str | None = None
     segment: str | None = None
     version: str | None = None
     relative: bool = False
-    for_: int = Field(1, alias="for", ge=1)
-    resolve_after: int = Field(1, ge=1)
+    for_: int = Field(default=1, alias="for", ge=1)
+    resolve_after: int = Field(default=1, ge=1)
     severity: Literal["warning", "critical"] = "warning"
     labels: dict[str, str] = {}
     notifiers: list[str] = []
-    repeat_interval: Duration | None = None
-    no_data_for: Duration | None = None
+    repeat_interval: PositiveDuration | None = None
+    no_data_for: PositiveDuration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "threshold" not in data and data.get("metric") != "no_data":
+            raise _fail(
+                "threshold",
+                "required key is missing; expected the number {m} is compared with",
+                m=_show(data.get("metric", "the metric")),
+            )
+        return data
 
     @model_validator(mode="after")
     def _no_data(self) -> RuleConfig:
         if self.metric == "no_data" and self.no_data_for is None:
-            raise PydanticCustomError("no_data", 'metric "no_data" needs no_data_for, e.g. "30m"', {})
+            raise _fail(
+                "no_data_for", 'required for metric "no_data"; expected a duration like "30m"'
+            )
+        if self.metric != "no_data" and self.no_data_for is not None:
+            raise _fail(
+                "no_data_for",
+                'expected no no_data_for unless metric = "no_data", got {got} with metric {m}',
+                got=_show(self.no_data_for),
+                m=_show(self.metric),
+            )
         return self
 
 
+# --------------------------------------------------------------------------- notifiers
+
+
 class RetryConfig(Strict):
-    max_attempts: int = Field(12, ge=1)
-    backoff: Duration = timedelta(seconds=5)
-    max_backoff: Duration = timedelta(hours=1)
-    timeout: Duration = timedelta(seconds=10)
+    max_attempts: int = Field(default=12, ge=1)
+    backoff: PositiveDuration = timedelta(seconds=5)
+    max_backoff: PositiveDuration = timedelta(hours=1)
+    timeout: PositiveDuration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> RetryConfig:
+        if self.max_backoff < self.backoff:
+            raise _fail(
+                "max_backoff",
+                "expected at least backoff ({b}), got {got}",
+                b=_show(self.backoff),
+                got=_show(self.max_backoff),
+            )
+        return self
 
 
 class SlackNotifierConfig(RetryConfig):
     type: Literal["slack"]
     channel: str | None = None
-    token_env: str | None = None
-    token_file: Path | None = None
-    webhook_url_env: str | None = None
-    webhook_url_file: Path | None = None
-    base_url: str = "https://slack.com/api/"
+    token_env: EnvName | None = None
+    token_file: FilePath | None = None
+    webhook_url_env: EnvName | None = None
+    webhook_url_file: FilePath | None = None
+    base_url: Url = "https://slack.com/api/"
+
+    @field_validator("base_url")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"  # slack-sdk joins method names onto it
 
     @model_validator(mode="after")
     def _mode(self) -> SlackNotifierConfig:
@@ -399,43 +706,62 @@ class SlackNotifierConfig(RetryConfig):
         has_token = bool(self.token_env or self.token_file)
         has_hook = bool(self.webhook_url_env or self.webhook_url_file)
         if has_token == has_hook:
-            raise PydanticCustomError(
-                "slack", "set either token_env/token_file (with channel) or webhook_url_env/webhook_url_file", {}
+            raise _fail(
+                "",
+                "expected either token_env/token_file (with channel) or"
+                " webhook_url_env/webhook_url_file, got {got}",
+                got="both" if has_token else "neither",
             )
         if has_token and not self.channel:
-            raise PydanticCustomError("slack", "channel is required with a bot token", {})
+            raise _fail("channel", 'required with a bot token, e.g. channel = "#ml-alerts"')
         return self
 
 
 class WebhookNotifierConfig(RetryConfig):
     type: Literal["webhook"]
-    url: str
+    url: Url
     kind: Literal["alert", "retrain"] = "alert"
-    secret_env: str | None = None
-    secret_file: Path | None = None
-    cooldown: Duration | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"https?://[^/\s]+", v):
-            raise PydanticCustomError("url", "expected an http:// or https:// URL, got {got}", {"got": _show(v)})
-        return v
+    secret_env: EnvName | None = None
+    secret_file: FilePath | None = None
+    cooldown: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> WebhookNotifierConfig:
         _secret_pair(self, "secret")
         if self.kind == "retrain" and not (self.secret_env or self.secret_file):
-            raise PydanticCustomError("secret", "retraining webhooks must be signed: set secret_env or secret_file", {})
+            raise _fail(
+                "secret_env",
+                'required for kind = "retrain" (retraining webhooks are signed); set secret_env'
+                " or secret_file",
+            )
         return self
 
 
 NotifierConfig = Annotated[SlackNotifierConfig | WebhookNotifierConfig, Field(discriminator="type")]
 
 
+# --------------------------------------------------------------------------- the rest
+
+
 class AlertingConfig(Strict):
-    repeat_interval: Duration = timedelta(hours=4)
+    repeat_interval: PositiveDuration = timedelta(hours=4)
     group_by: list[str] = ["model", "rule"]
+
+
+class LabelsConfig(Strict):
+    #: how long a prediction waits for its label before it is dropped from the join
+    ttl: PositiveDuration = timedelta(days=7)
+
+
+class RetentionConfig(Strict):
+    """Days each table keeps its rows; 0 keeps them forever."""
+
+    windows_days: int = Field(default=90, ge=0)
+    metrics_days: int = Field(default=90, ge=0)
+    alerts_days: int = Field(default=365, ge=0)
+    deliveries_days: int = Field(default=30, ge=0)
+    dead_letters_days: int = Field(default=14, ge=0)
+    prune_interval: PositiveDuration = timedelta(hours=1)
 
 
 class Config(Strict):
@@ -445,16 +771,10 @@ class Config(Strict):
     rules: list[RuleConfig] = []
     notifiers: dict[str, NotifierConfig] = {}
     alerting: AlertingConfig = AlertingConfig()
+    labels: LabelsConfig = LabelsConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: Resolved secrets by dotted path (``notifiers.slack.token``); filled by :func:`load_config`.
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
-
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        names = [m.name for m in self.models]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise PydanticCustomError("models", "model names must be unique; repeated: {d}", {"d": ", ".join(dup)})
-        return self
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:
@@ -467,9 +787,7 @@ class Config(Strict):
         return s.get_secret_value() if s is not None else None
 
 
-# --------------------------------------------------------------------------- loading
-
-_SECRET_WORDS = ("token", "password", "secret", "webhook_url")
+# --------------------------------------------------------------------------- messages
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -482,66 +800,176 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: dict[str, Any], model_fields: dict[str, list[str]]) -> str:
-    loc = tuple(p for p in err["loc"] if p not in ("slack", "webhook") or True)
+def _join(path: str, key: str) -> str:
+    if not key:
+        return path
+    if not path or key.startswith("["):
+        return path + key
+    return f"{path}.{key}"
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _step(tp: Any, part: Any) -> Any:
+    tp = _unwrap(tp)
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for name, f in tp.model_fields.items():
+            if part in (name, f.alias):
+                return f.annotation
+        return None
+    if origin is list and isinstance(part, int):
+        return typing.get_args(tp)[0]
+    if origin is dict:
+        return typing.get_args(tp)[1]
+    if origin in (Union, types.UnionType):  # a discriminated union: part is the tag
+        for member in typing.get_args(tp):
+            member = _unwrap(member)
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                tag = member.model_fields.get("type")
+                if tag is not None and part in typing.get_args(tag.annotation):
+                    return member
+    return None
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the table at ``loc`` (empty if unknown)."""
+    tp: Any = Config
+    for part in loc:
+        tp = _step(tp, part)
+        if tp is None:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or n for n, f in tp.model_fields.items() if n != "secrets"]
+    return []
+
+
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _describe(err: Any) -> str:
+    raw_loc = tuple(err["loc"])
+    loc = raw_loc
     # the discriminated union adds its tag ("slack"/"webhook") to the location: drop it
     if len(loc) >= 3 and loc[0] == "notifiers" and loc[2] in ("slack", "webhook"):
         loc = loc[:2] + loc[3:]
-    path = _loc(loc)
+    ctx = err.get("ctx") or {}
+    path = _join(_loc(loc), str(ctx.get("key", "")))
     kind, got = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        key = str(loc[-1]) if loc else "?"
-        hint = ""
-        if any(w in key for w in _SECRET_WORDS) and not key.endswith(("_env", "_file")):
-            hint = f"; secrets are never literal: use {key}_env or {key}_file"
-        return f"{path}: unknown key{hint}"
+        key = str(raw_loc[-1]) if raw_loc else "?"
+        allowed = _keys_at(raw_loc[:-1])
+        if f"{key}_env" in allowed:
+            return f"{path}: unknown key; secrets are never literal: use {key}_env or {key}_file"
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        if close:
+            return f'{path}: unknown key; did you mean "{close[0]}"?'
+        if allowed:
+            return f"{path}: unknown key; expected one of: {', '.join(sorted(allowed))}"
+        return f"{path}: unknown key"
     if kind == "missing":
+        if loc == ("models",):
+            return "models: required key is missing; expected at least one [[models]] table"
         return f"{path}: required key is missing"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"{path}: expected an integer, got {_show(got)}"
     if kind in ("float_type", "float_parsing"):
         return f"{path}: expected a number, got {_show(got)}"
+    if kind == "finite_number":
+        return f"{path}: expected a finite number, got {_show(got)}"
     if kind in ("bool_type", "bool_parsing"):
         return f"{path}: expected true or false, got {_show(got)}"
-    if kind in ("string_type",):
+    if kind == "string_type":
         return f"{path}: expected a string, got {_show(got)}"
-    if kind in ("list_type",):
+    if kind == "list_type":
         return f"{path}: expected a list, got {_show(got)}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"{path}: expected a table, got {_show(got)}"
+    if kind in ("path_type", "path_parsing"):
+        return f"{path}: expected a path (a string), got {_show(got)}"
     if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        expected = ", ".join(f'"{o}"' for o in options) or str(ctx.get("expected", ""))
         return f"{path}: expected one of {expected}, got {_show(got)}"
     if kind == "union_tag_invalid":
-        return f"{path}.type: expected \"slack\" or \"webhook\", got {_show(err.get('ctx', {}).get('tag'))}"
+        return f'{path}.type: expected "slack" or "webhook", got {_show(ctx.get("tag"))}'
     if kind == "union_tag_not_found":
-        return f"{path}.type: required key is missing (\"slack\" or \"webhook\")"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        return f"{path}: {err['msg'].lower()}, got {_show(got)}"
-    if kind in ("too_short",) and isinstance(got, list):
-        return f"{path}: expected at least {err.get('ctx', {}).get('min_length', 1)} entry, got none"
+        return f'{path}.type: required key is missing; expected "slack" or "webhook"'
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return f"{path}: expected a number {words} {bound}, got {_show(got)}"
+    if kind == "too_short":
+        if loc == ("models",):
+            return "models: expected at least one [[models]] table, got none"
+        return f"{path}: expected at least {ctx.get('min_length', 1)} entry, got none"
     if kind == "string_too_short":
-        return f"{path}: must not be empty"
-    return f"{path}: {err['msg']}" if path else err["msg"]
+        return f'{path}: expected a non-empty string, got ""'
+    if kind == "time_delta_type":
+        return f'{path}: expected a duration like "15m", got {_show(got)}'
+    msg = str(err["msg"])
+    return f"{path}: {msg}" if path else msg
 
 
-def _read_secret(problems: list[str], base: Path, path: str, env: str | None, file: Path | None) -> SecretStr | None:
+# --------------------------------------------------------------------------- loading
+
+
+def _abs(p: Path, base: Path) -> Path:
+    p = p.expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _read_secret(
+    problems: list[str], base: Path, path: str, env: str | None, file: Path | None
+) -> SecretStr | None:
     if env:
         value = os.environ.get(env)
-        if value is None or value == "":
-            problems.append(f"{path}_env: environment variable {env} is not set")
+        if value is None:
+            problems.append(f'{path}_env: environment variable "{env}" is not set')
+            return None
+        if not value.strip():
+            problems.append(f'{path}_env: environment variable "{env}" is empty')
             return None
         return SecretStr(value)
     if file:
-        p = file if file.is_absolute() else base / file
+        p = _abs(file, base)
         try:
-            return SecretStr(p.read_text().rstrip("\r\n"))
-        except OSError as exc:
-            problems.append(f"{path}_file: cannot read {p}: {exc.strerror or exc}")
+            text = p.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(f"{path}_file: expected a readable file, got {_show(file)} ({reason})")
+            return None
+        if not text.strip():
+            problems.append(
+                f"{path}_file: expected a file holding the secret, got {_show(file)} (empty)"
+            )
+            return None
+        return SecretStr(text)
     return None
 
 
 def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretStr]]:
+    """Checks that need the file system, the environment or the whole config."""
     problems: list[str] = []
     secrets: dict[str, SecretStr] = {}
 
@@ -550,54 +978,97 @@ def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretSt
         if s is not None:
             secrets[path] = s
 
+    def exists(path: str, p: Path | None) -> None:
+        if p is not None and not _abs(p, base).is_file():
+            problems.append(
+                f"{path}: expected an existing file, got {_show(p)} (not found in {base})"
+            )
+
     secret("daemon.api_token", cfg.daemon.api_token_env, cfg.daemon.api_token_file)
     secret("kafka.sasl_password", cfg.kafka.sasl_password_env, cfg.kafka.sasl_password_file)
     secret("kafka.ssl_password", cfg.kafka.ssl_password_env, cfg.kafka.ssl_password_file)
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        exists(f"kafka.{key}", getattr(cfg.kafka, key))
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             secret(f"notifiers.{name}.token", n.token_env, n.token_file)
             secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file)
         else:
             secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file)
+
+    seen: set[str] = set()
     for i, m in enumerate(cfg.models):
-        ref = m.reference if m.reference.is_absolute() else base / m.reference
-        if not ref.is_file():
-            problems.append(f"models[{i}].reference: file not found: {ref}")
-        elif ref.suffix.lower() not in (".csv", ".parquet", ".pq"):
-            problems.append(f"models[{i}].reference: expected a .csv or .parquet file, got {ref.name}")
-    model_names = {m.name for m in cfg.models}
+        if m.name in seen:
+            problems.append(
+                f"models[{i}].name: expected a unique model name, got {_show(m.name)} again"
+            )
+        seen.add(m.name)
+        exists(f"models[{i}].reference", m.reference)
+
+    model_names = sorted({m.name for m in cfg.models})
+    rule_names: set[str] = set()
     for i, r in enumerate(cfg.rules):
+        if r.name in rule_names:
+            problems.append(
+                f"rules[{i}].name: expected a unique rule name, got {_show(r.name)} again"
+            )
+        rule_names.add(r.name)
         if r.model is not None and r.model not in model_names:
-            problems.append(f"rules[{i}].model: unknown model \"{r.model}\"; expected one of: {', '.join(sorted(model_names))}")
-        for j, n in enumerate(r.notifiers):
-            if n not in cfg.notifiers:
+            problems.append(
+                f"rules[{i}].model: unknown model {_show(r.model)}; expected one of: {', '.join(model_names)}"
+            )
+            continue
+        if r.column is not None and r.column != "*":
+            targets = [cfg.model(r.model)] if r.model else cfg.models
+            columns = sorted({c for m in targets for c in (*m.feature_names, m.prediction)})
+            if r.column not in columns:
+                problems.append(
+                    f"rules[{i}].column: unknown column {_show(r.column)}; expected one of: {', '.join(columns)}"
+                )
+        for j, target in enumerate(r.notifiers):
+            if target not in cfg.notifiers:
                 known = ", ".join(sorted(cfg.notifiers)) or "(none configured)"
-                problems.append(f"rules[{i}].notifiers[{j}]: unknown notifier \"{n}\"; expected one of: {known}")
-    for name, n in cfg.notifiers.items():
-        if isinstance(n, WebhookNotifierConfig) and n.kind == "retrain" and n.cooldown is None:
-            pass  # no cooldown: every firing requests retraining
+                problems.append(
+                    f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
+                )
     return problems, secrets
+
+
+def _resolve_paths(value: Any, base: Path) -> Any:
+    """A copy of ``value`` with every relative :class:`Path` made absolute against ``base``."""
+    if isinstance(value, Path):
+        return _abs(value, base)
+    if isinstance(value, BaseModel):
+        update = {}
+        for name in type(value).model_fields:
+            if name == "secrets":
+                continue
+            old = getattr(value, name)
+            new = _resolve_paths(old, base)
+            if new is not old:
+                update[name] = new
+        return value.model_copy(update=update) if update else value
+    if isinstance(value, list):
+        new_list = [_resolve_paths(v, base) for v in value]
+        return new_list if any(a is not b for a, b in zip(new_list, value, strict=True)) else value
+    if isinstance(value, dict):
+        new_dict = {k: _resolve_paths(v, base) for k, v in value.items()}
+        return new_dict if any(new_dict[k] is not value[k] for k in value) else value
+    return value
 
 
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "") -> Config:
     """Validate an already-parsed TOML document; relative paths resolve against ``base_dir``."""
-    base = base_dir or Path.cwd()
+    base = (base_dir or Path.cwd()).resolve()
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e, {}) for e in exc.errors()], source) from None
+        raise ConfigError([_describe(e) for e in exc.errors()], source) from None
     problems, secrets = _post_checks(cfg, base)
     if problems:
         raise ConfigError(problems, source)
-    # resolve relative paths against the config file's folder
-    models = [
-        m.model_copy(update={"reference": m.reference if m.reference.is_absolute() else (base / m.reference)})
-        for m in cfg.models
-    ]
-    daemon = cfg.daemon
-    if not daemon.state_dir.is_absolute():
-        daemon = daemon.model_copy(update={"state_dir": base / daemon.state_dir})
-    return cfg.model_copy(update={"models": models, "daemon": daemon, "secrets": secrets})
+    cfg = _resolve_paths(cfg, base)
+    return cfg.model_copy(update={"secrets": secrets})
 
 
 def load_config(path: str | Path) -> Config:
@@ -610,7 +1081,7 @@ def load_config(path: str | Path) -> Config:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(["file is not UTF-8"], str(p)) from None
+        raise ConfigError(["expected a UTF-8 text file, got undecodable bytes"], str(p)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], str(p)) from None
     return parse_config(data, base_dir=p.resolve().parent, source=str(p))

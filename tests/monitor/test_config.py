@@ -1,0 +1,1056 @@
+"""The config loader: one tiny bad file per validation rule, with its exact message.
+
+Every file is real TOML written to ``tmp_path`` and loaded with :func:`load_config`,
+the same path ``driftwarden check`` and ``run`` take.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+import typing
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from monitor import config as cfgmod
+from monitor.config import (
+    Config,
+    ConfigError,
+    SlackNotifierConfig,
+    WebhookNotifierConfig,
+    format_duration,
+    known_drift_methods,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "config.example.toml"
+
+MODEL = """
+[[models]]
+name = "churn"
+reference = "ref.csv"
+{model}
+[models.features]
+numerical = ["age"]
+categorical = ["plan"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+    path = tmp_path / "driftwarden.toml"
+    path.write_text(text)
+    return path
+
+
+def model_text(model: str = "") -> str:
+    """MODEL with ``model`` lines inside [[models]]; a line for an existing key replaces it."""
+    text = MODEL
+    extra = []
+    for line in model.splitlines():
+        key = line.split("=")[0].strip()
+        existing = re.search(rf"^{re.escape(key)} = .*$", text, re.M)
+        if existing:
+            text = text.replace(existing.group(0), line)
+        else:
+            extra.append(line)
+    return text.format(model="\n".join(extra))
+
+
+def problems(tmp_path: Path, rest: str = "", model: str = "") -> list[str]:
+    """Load MODEL (with ``model`` lines inside [[models]]) followed by ``rest``; return the problems."""
+    path = write(tmp_path, model_text(model) + rest)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.source == str(path)
+    return exc.value.problems
+
+
+def load(tmp_path: Path, rest: str = "", model: str = "") -> Config:
+    return load_config(write(tmp_path, model_text(model) + rest))
+
+
+# --------------------------------------------------------------------------- one bad file per rule
+
+SLACK = '[notifiers.s]\ntype = "slack"\n'
+HOOK = '[notifiers.h]\ntype = "webhook"\nurl = "https://example.com/hook"\n'
+RULE = '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 0.3\n'
+
+# (id, lines inside [[models]], lines after it, the exact message)
+CASES: list[tuple[str, str, str, str]] = [
+    # unknown keys
+    ("unknown-key-close", "", "[deamon]\n", 'deamon: unknown key; did you mean "daemon"?'),
+    (
+        "unknown-key-list",
+        "",
+        "[daemon]\ncolour = 1\n",
+        "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
+        "http_listen, log_format, log_level, max_payload_bytes, public_url, shutdown_timeout, "
+        "sqlite_synchronous, state_dir, tick_interval",
+    ),
+    (
+        "unknown-key-nested",
+        "",
+        '[models.window]\nsise = "5m"\n',
+        'models[0].window.sise: unknown key; did you mean "size"?',
+    ),
+    (
+        "unknown-key-rule-alias",
+        "",
+        RULE + "fore = 2\n",
+        'rules[0].fore: unknown key; did you mean "for"?',
+    ),
+    # literal secrets
+    (
+        "literal-slack-token",
+        "",
+        SLACK + 'token = "xoxb-1-2-3"\nchannel = "#c"\n',
+        "notifiers.s.token: unknown key; secrets are never literal: use token_env or token_file",
+    ),
+    (
+        "literal-sasl-password",
+        "",
+        '[kafka]\nsasl_password = "hunter2"\n',
+        "kafka.sasl_password: unknown key; secrets are never literal: use sasl_password_env or sasl_password_file",
+    ),
+    (
+        "literal-webhook-secret",
+        "",
+        HOOK + 'secret = "whsec"\n',
+        "notifiers.h.secret: unknown key; secrets are never literal: use secret_env or secret_file",
+    ),
+    (
+        "literal-api-token",
+        "",
+        '[daemon]\napi_token = "t"\n',
+        "daemon.api_token: unknown key; secrets are never literal: use api_token_env or api_token_file",
+    ),
+    (
+        "literal-consumer-option",
+        "",
+        '[kafka]\nconsumer_options = { sasl_plain_password = "p" }\n',
+        "kafka.consumer_options.sasl_plain_password: secrets are never literal: use "
+        "kafka.sasl_password_env/sasl_password_file or kafka.ssl_password_env/ssl_password_file",
+    ),
+    (
+        "env-name-is-a-secret",
+        "",
+        SLACK + 'token_env = "xoxb-1-2-3"\nchannel = "#c"\n',
+        'notifiers.s.token_env: expected the name of an environment variable like "SLACK_TOKEN", '
+        "got a value that is not a variable name (not shown, in case it is the secret itself)",
+    ),
+    (
+        "secret-env-and-file",
+        "",
+        '[daemon]\napi_token_env = "T"\napi_token_file = "t"\n',
+        "daemon.api_token_file: expected either api_token_env or api_token_file, got both",
+    ),
+    # scalar types (strict: TOML has real types)
+    (
+        "int-as-string",
+        "",
+        '[models.window]\nmin_rows = "30"\n',
+        'models[0].window.min_rows: expected an integer, got "30"',
+    ),
+    (
+        "int-as-bool",
+        "",
+        "[kafka]\nmax_poll_records = true\n",
+        "kafka.max_poll_records: expected an integer, got true",
+    ),
+    (
+        "float-as-string",
+        "",
+        '[models.drift]\nshare = "0.5"\n',
+        'models[0].drift.share: expected a number, got "0.5"',
+    ),
+    (
+        "float-not-finite",
+        "",
+        "[models.drift]\nthreshold = nan\n",
+        "models[0].drift.threshold: expected a finite number, got nan",
+    ),
+    (
+        "bool-as-int",
+        "",
+        "[models.drift]\nprediction = 1\n",
+        "models[0].drift.prediction: expected true or false, got 1",
+    ),
+    ("string-as-int", "prediction = 5", "", "models[0].prediction: expected a string, got 5"),
+    (
+        "empty-string",
+        'prediction = ""',
+        "",
+        'models[0].prediction: expected a non-empty string, got ""',
+    ),
+    (
+        "list-as-string",
+        'segments = "region"',
+        "",
+        'models[0].segments: expected a list, got "region"',
+    ),
+    (
+        "table-as-int",
+        "",
+        "[kafka]\nconsumer_options = 5\n",
+        "kafka.consumer_options: expected a table, got 5",
+    ),
+    (
+        "path-as-int",
+        "",
+        "[daemon]\nstate_dir = 5\n",
+        "daemon.state_dir: expected a path (a string), got 5",
+    ),
+    # bounds
+    (
+        "int-lower-bound",
+        "",
+        "[models.window]\nmin_rows = 0\n",
+        "models[0].window.min_rows: expected a number >= 1, got 0",
+    ),
+    (
+        "float-upper-bound",
+        "",
+        "[models.drift]\nshare = 1.5\n",
+        "models[0].drift.share: expected a number <= 1, got 1.5",
+    ),
+    (
+        "float-exclusive-bound",
+        "",
+        "[models.drift]\nshare = 0.0\n",
+        "models[0].drift.share: expected a number > 0, got 0.0",
+    ),
+    (
+        "threshold-positive",
+        "",
+        "[models.drift]\nthreshold = -0.1\n",
+        "models[0].drift.threshold: expected a number > 0, got -0.1",
+    ),
+    (
+        "payload-bytes",
+        "",
+        "[daemon]\nmax_payload_bytes = -1\n",
+        "daemon.max_payload_bytes: expected a number >= 0, got -1",
+    ),
+    (
+        "retention-days",
+        "",
+        "[retention]\nmetrics_days = -7\n",
+        "retention.metrics_days: expected a number >= 0, got -7",
+    ),
+    # choices
+    (
+        "literal",
+        "",
+        '[daemon]\nlog_level = "loud"\n',
+        'daemon.log_level: expected one of "debug", "info", "warning", "error", got "loud"',
+    ),
+    (
+        "literal-task",
+        'task = "ranking"',
+        "",
+        'models[0].task: expected one of "classification", "regression", got "ranking"',
+    ),
+    (
+        "literal-rule-op",
+        "",
+        RULE + 'op = "=>"\n',
+        'rules[0].op: expected one of ">", ">=", "<", "<=", "==", "!=", got "=>"',
+    ),
+    # durations
+    (
+        "duration-word",
+        "",
+        '[models.window]\nsize = "fast"\n',
+        'models[0].window.size: expected a duration like "15m", got "fast"',
+    ),
+    (
+        "duration-bare-number",
+        "",
+        "[models.window]\nlateness = 60\n",
+        'models[0].window.lateness: expected a duration like "15m", got 60',
+    ),
+    (
+        "duration-zero",
+        "",
+        '[daemon]\ntick_interval = "0s"\n',
+        'daemon.tick_interval: expected a positive duration like "30s", got "0s"',
+    ),
+    (
+        "labels-ttl",
+        "",
+        '[labels]\nttl = "7 days"\n',
+        'labels.ttl: expected a duration like "15m", got "7 days"',
+    ),
+    # daemon
+    (
+        "listen",
+        "",
+        '[daemon]\nhttp_listen = "9308"\n',
+        'daemon.http_listen: expected host:port like "127.0.0.1:9308", got "9308"',
+    ),
+    (
+        "public-url",
+        "",
+        '[daemon]\npublic_url = "driftwarden.local"\n',
+        'daemon.public_url: expected an http:// or https:// URL, got "driftwarden.local"',
+    ),
+    # kafka
+    (
+        "bootstrap-entry",
+        "",
+        '[kafka]\nbootstrap_servers = "a:9092,b"\n',
+        'kafka.bootstrap_servers[1]: expected host:port like "localhost:9092", got "b"',
+    ),
+    (
+        "bootstrap-empty",
+        "",
+        "[kafka]\nbootstrap_servers = []\n",
+        "kafka.bootstrap_servers: expected at least 1 entry, got none",
+    ),
+    (
+        "sasl-needs-mechanism",
+        "",
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\n',
+        'kafka.sasl_mechanism: required when security_protocol is "SASL_SSL"; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"',
+    ),
+    (
+        "sasl-without-sasl-protocol",
+        "",
+        '[kafka]\nsasl_mechanism = "PLAIN"\n',
+        'kafka.sasl_mechanism: expected no SASL mechanism with security_protocol "PLAINTEXT" (use "SASL_PLAINTEXT" or "SASL_SSL"), got "PLAIN"',
+    ),
+    (
+        "sasl-needs-username",
+        "",
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\n',
+        'kafka.sasl_username: required with sasl_mechanism "PLAIN"',
+    ),
+    (
+        "sasl-needs-password",
+        "",
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "u"\n',
+        'kafka.sasl_password_env: required with sasl_mechanism "PLAIN" (or sasl_password_file)',
+    ),
+    (
+        "heartbeat",
+        "",
+        '[kafka]\nsession_timeout = "6s"\nheartbeat_interval = "6s"\n',
+        'kafka.heartbeat_interval: expected less than session_timeout ("6s"), got "6s"',
+    ),
+    # models
+    (
+        "model-name",
+        'name = "churn model"',
+        "",
+        "models[0].name: expected letters, digits, '_', '-' or '.', got \"churn model\"",
+    ),
+    (
+        "reference-suffix",
+        'reference = "ref.json"',
+        "",
+        'models[0].reference: expected a .csv or .parquet file, got "ref.json"',
+    ),
+    (
+        "prediction-is-feature",
+        'prediction = "age"',
+        "",
+        'models[0].prediction: expected a column distinct from the features, got "age"',
+    ),
+    (
+        "drift-column-unknown",
+        "",
+        "[models.drift.columns.agee]\nthreshold = 0.2\n",
+        'models[0].drift.columns.agee: unknown column "agee"; expected a feature or the prediction: age, plan, prediction',
+    ),
+    # windows
+    (
+        "count-needs-size",
+        "",
+        '[models.window]\nby = "count"\n',
+        "models[0].window.size: required for count windows; expected a number of rows like 1000",
+    ),
+    (
+        "count-size-rows",
+        "",
+        '[models.window]\nby = "count"\nsize = "15m"\n',
+        'models[0].window.size: expected a number of rows (a positive integer) for count windows, got "15m"',
+    ),
+    (
+        "window-size-zero",
+        "",
+        '[models.window]\nsize = "0m"\n',
+        'models[0].window.size: expected a positive duration like "15m", got "0m"',
+    ),
+    (
+        "tumbling-with-slide",
+        "",
+        '[models.window]\nsize = "15m"\nslide = "5m"\n',
+        'models[0].window.slide: expected no slide for a tumbling window (set type = "sliding"), got "5m"',
+    ),
+    (
+        "sliding-needs-slide",
+        "",
+        '[models.window]\ntype = "sliding"\n',
+        'models[0].window.slide: required for a sliding window, e.g. slide = "5m"',
+    ),
+    (
+        "slide-exceeds-size",
+        "",
+        '[models.window]\ntype = "sliding"\nsize = "10m"\nslide = "15m"\n',
+        'models[0].window.slide: expected at most size ("10m"), got "15m"',
+    ),
+    (
+        "slide-divides-size",
+        "",
+        '[models.window]\ntype = "sliding"\nby = "count"\nsize = 1000\nslide = 300\n',
+        "models[0].window.slide: expected a whole divisor of size (1000), got 300",
+    ),
+    # rules
+    (
+        "rule-threshold",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "drift_share"\n',
+        'rules[0].threshold: required key is missing; expected the number "drift_share" is compared with',
+    ),
+    (
+        "rule-name-missing",
+        "",
+        '[[rules]]\nmetric = "drift_share"\nthreshold = 0.3\n',
+        "rules[0].name: required key is missing",
+    ),
+    ("rule-for", "", RULE + "for = 0\n", "rules[0].for: expected a number >= 1, got 0"),
+    (
+        "rule-severity",
+        "",
+        RULE + 'severity = "page"\n',
+        'rules[0].severity: expected one of "warning", "critical", got "page"',
+    ),
+    (
+        "no-data-needs-for",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "no_data"\n',
+        'rules[0].no_data_for: required for metric "no_data"; expected a duration like "30m"',
+    ),
+    (
+        "no-data-for-other-metric",
+        "",
+        RULE + 'no_data_for = "30m"\n',
+        'rules[0].no_data_for: expected no no_data_for unless metric = "no_data", got "30m" with metric "drift_share"',
+    ),
+    (
+        "rule-model",
+        "",
+        RULE + 'model = "churm"\n',
+        'rules[0].model: unknown model "churm"; expected one of: churn',
+    ),
+    (
+        "rule-column",
+        "",
+        RULE + 'column = "agee"\n',
+        'rules[0].column: unknown column "agee"; expected one of: age, plan, prediction',
+    ),
+    (
+        "rule-notifier-none",
+        "",
+        RULE + 'notifiers = ["slack"]\n',
+        'rules[0].notifiers[0]: unknown notifier "slack"; expected one of: (none configured)',
+    ),
+    (
+        "rule-notifier",
+        "",
+        RULE + 'notifiers = ["h", "slak"]\n' + HOOK,
+        'rules[0].notifiers[1]: unknown notifier "slak"; expected one of: h',
+    ),
+    ("rule-unique", "", RULE + RULE, 'rules[1].name: expected a unique rule name, got "r" again'),
+    # notifiers
+    (
+        "notifier-type-missing",
+        "",
+        '[notifiers.s]\nchannel = "#c"\n',
+        'notifiers.s.type: required key is missing; expected "slack" or "webhook"',
+    ),
+    (
+        "notifier-type",
+        "",
+        '[notifiers.s]\ntype = "email"\n',
+        'notifiers.s.type: expected "slack" or "webhook", got "email"',
+    ),
+    (
+        "slack-neither",
+        "",
+        SLACK + 'channel = "#c"\n',
+        "notifiers.s: expected either token_env/token_file (with channel) or webhook_url_env/webhook_url_file, got neither",
+    ),
+    (
+        "slack-both",
+        "",
+        SLACK + 'token_env = "T"\nwebhook_url_env = "U"\nchannel = "#c"\n',
+        "notifiers.s: expected either token_env/token_file (with channel) or webhook_url_env/webhook_url_file, got both",
+    ),
+    (
+        "slack-channel",
+        "",
+        SLACK + 'token_env = "T"\n',
+        'notifiers.s.channel: required with a bot token, e.g. channel = "#ml-alerts"',
+    ),
+    (
+        "slack-base-url",
+        "",
+        SLACK + 'webhook_url_env = "U"\nbase_url = "localhost:1234"\n',
+        'notifiers.s.base_url: expected an http:// or https:// URL, got "localhost:1234"',
+    ),
+    (
+        "webhook-url",
+        "",
+        '[notifiers.h]\ntype = "webhook"\nurl = "example.com/hook"\n',
+        'notifiers.h.url: expected an http:// or https:// URL, got "example.com/hook"',
+    ),
+    (
+        "webhook-url-missing",
+        "",
+        '[notifiers.h]\ntype = "webhook"\n',
+        "notifiers.h.url: required key is missing",
+    ),
+    (
+        "webhook-kind",
+        "",
+        HOOK + 'kind = "page"\n',
+        'notifiers.h.kind: expected one of "alert", "retrain", got "page"',
+    ),
+    (
+        "retrain-unsigned",
+        "",
+        HOOK + 'kind = "retrain"\n',
+        'notifiers.h.secret_env: required for kind = "retrain" (retraining webhooks are signed); set secret_env or secret_file',
+    ),
+    (
+        "retry-backoff",
+        "",
+        HOOK + 'backoff = "1m"\nmax_backoff = "30s"\n',
+        'notifiers.h.max_backoff: expected at least backoff ("1m"), got "30s"',
+    ),
+    (
+        "retry-attempts",
+        "",
+        HOOK + "max_attempts = 0\n",
+        "notifiers.h.max_attempts: expected a number >= 1, got 0",
+    ),
+    (
+        "cooldown",
+        "",
+        HOOK + 'cooldown = "0s"\n',
+        'notifiers.h.cooldown: expected a positive duration like "30s", got "0s"',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "rest", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_file_gives_exact_message(tmp_path: Path, model: str, rest: str, message: str) -> None:
+    assert problems(tmp_path, rest, model) == [message]
+
+
+def test_case_ids_are_unique() -> None:
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+def test_models_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, '[daemon]\nlog_level = "info"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        "models: required key is missing; expected at least one [[models]] table"
+    ]
+
+
+def test_models_empty(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, "models = []\n"))
+    assert exc.value.problems == ["models: expected at least one [[models]] table, got none"]
+
+
+def test_duplicate_features(tmp_path: Path) -> None:
+    text = MODEL.format(model="").replace('categorical = ["plan"]', 'categorical = ["plan", "age"]')
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert exc.value.problems == [
+        'models[0].features: expected each feature once, got "age" more than once'
+    ]
+
+
+def test_no_features(tmp_path: Path) -> None:
+    text = (
+        MODEL.format(model="")
+        .replace('numerical = ["age"]', "")
+        .replace('categorical = ["plan"]', "")
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    assert exc.value.problems == [
+        "models[0].features: expected at least one numerical or categorical feature, got none"
+    ]
+
+
+def test_duplicate_model_names(tmp_path: Path) -> None:
+    assert problems(tmp_path, MODEL.format(model="")) == [
+        'models[1].name: expected a unique model name, got "churn" again'
+    ]
+
+
+def test_reference_not_found(tmp_path: Path) -> None:
+    assert problems(tmp_path, model='reference = "data/missing.csv"') == [
+        f'models[0].reference: expected an existing file, got "data/missing.csv" (not found in {tmp_path.resolve()})'
+    ]
+
+
+def test_tls_file_not_found(tmp_path: Path) -> None:
+    assert problems(tmp_path, '[kafka]\nssl_cafile = "ca.pem"\n') == [
+        f'kafka.ssl_cafile: expected an existing file, got "ca.pem" (not found in {tmp_path.resolve()})'
+    ]
+
+
+def test_env_secret_not_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DW_TEST_UNSET", raising=False)
+    assert problems(tmp_path, SLACK + 'token_env = "DW_TEST_UNSET"\nchannel = "#c"\n') == [
+        'notifiers.s.token_env: environment variable "DW_TEST_UNSET" is not set'
+    ]
+
+
+def test_env_secret_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DW_TEST_EMPTY", "")
+    assert problems(tmp_path, '[daemon]\napi_token_env = "DW_TEST_EMPTY"\n') == [
+        'daemon.api_token_env: environment variable "DW_TEST_EMPTY" is empty'
+    ]
+
+
+def test_file_secret_missing(tmp_path: Path) -> None:
+    assert problems(tmp_path, HOOK + 'secret_file = "secrets/hook"\n') == [
+        'notifiers.h.secret_file: expected a readable file, got "secrets/hook" (No such file or directory)'
+    ]
+
+
+def test_file_secret_empty(tmp_path: Path) -> None:
+    (tmp_path / "hook").write_text("\n")
+    assert problems(tmp_path, HOOK + 'secret_file = "hook"\n') == [
+        'notifiers.h.secret_file: expected a file holding the secret, got "hook" (empty)'
+    ]
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[daemon]\nlog_level = \n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == ["TOML syntax: Invalid value (at line 2, column 13)"]
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == ["expected a UTF-8 text file, got undecodable bytes"]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [f"cannot read {path}: No such file or directory"]
+
+
+needs_registry = pytest.mark.skipif(
+    not known_drift_methods(), reason="detectors drift registry unavailable"
+)
+
+
+@needs_registry
+def test_unknown_drift_method(tmp_path: Path) -> None:
+    names = ", ".join(sorted(known_drift_methods()))
+    assert problems(tmp_path, '[models.drift]\nmethod = "kolmogorov"\n') == [
+        f'models[0].drift.method: expected "auto" or one of: {names}, got "kolmogorov"'
+    ]
+    assert problems(tmp_path, '[models.drift.columns.age]\nmethod = "kolmogorov"\n') == [
+        f'models[0].drift.columns.age.method: expected "auto" or one of: {names}, got "kolmogorov"'
+    ]
+
+
+@needs_registry
+def test_drift_method_for_wrong_column_kind(tmp_path: Path) -> None:
+    assert problems(tmp_path, '[models.drift.columns.plan]\nmethod = "ks"\n') == [
+        'models[0].drift.columns.plan.method: expected a test for categorical columns, got "ks" (accepts numerical)'
+    ]
+    assert problems(tmp_path, '[models.drift]\nmethod = "ks"\n') == [
+        'models[0].drift.method: expected a test for every feature kind, got "ks" which does not accept'
+        ' categorical column "plan" (override it in [models.drift.columns.plan])'
+    ]
+
+
+@needs_registry
+def test_drift_method_alias_and_override_accepted(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path, '[models.drift]\nmethod = "ks"\n[models.drift.columns.plan]\nmethod = "chi2"\n'
+    )
+    assert cfg.models[0].drift.columns["plan"].method == "chi2"
+
+
+def test_all_problems_of_a_section_are_reported_together(tmp_path: Path) -> None:
+    assert problems(tmp_path, '[daemon]\nlog_level = "loud"\nlog_format = "xml"\n') == [
+        'daemon.log_level: expected one of "debug", "info", "warning", "error", got "loud"',
+        'daemon.log_format: expected one of "text", "json", got "xml"',
+    ]
+
+
+def test_error_text_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MODEL.format(model="") + '[daemon]\nlog_format = "xml"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == (
+        f'invalid config {path}:\n  daemon.log_format: expected one of "text", "json", got "xml"'
+    )
+
+
+# --------------------------------------------------------------------------- good files
+
+
+def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    d, k = cfg.daemon, cfg.kafka
+    assert d.state_dir == tmp_path.resolve() / "driftwarden-state"
+    assert (d.http_listen, d.log_level, d.log_format) == ("127.0.0.1:9308", "info", "text")
+    assert d.base_url == "http://127.0.0.1:9308"
+    assert (d.tick_interval, d.shutdown_timeout) == (timedelta(seconds=5), timedelta(seconds=30))
+    assert (d.sqlite_synchronous, d.max_payload_bytes, d.api_token_env) == ("FULL", 65536, None)
+    assert k.bootstrap_servers == ["localhost:9092"]
+    assert (k.group_id, k.predictions_topic, k.labels_topic, k.dead_letter_topic) == (
+        "driftwarden",
+        "predictions",
+        "labels",
+        None,
+    )
+    assert (k.security_protocol, k.auto_offset_reset) == ("PLAINTEXT", "earliest")
+    assert (k.session_timeout, k.heartbeat_interval) == (
+        timedelta(seconds=10),
+        timedelta(seconds=3),
+    )
+    assert (k.max_poll_records, k.max_message_bytes) == (10_000, 1_048_576)
+    m = cfg.model("churn")
+    assert m.reference == tmp_path.resolve() / "ref.csv"
+    assert (m.task, m.layout, m.prediction, m.label, m.reference_mode) == (
+        "classification",
+        "nested",
+        "prediction",
+        "label",
+        "fixed",
+    )
+    assert m.feature_names == ["age", "plan"]
+    w = m.window
+    assert (w.type, w.by, w.size, w.slide, w.step) == (
+        "tumbling",
+        "time",
+        timedelta(minutes=15),
+        None,
+        timedelta(minutes=15),
+    )
+    assert (w.lateness, w.min_rows, w.idle_timeout) == (
+        timedelta(minutes=1),
+        30,
+        timedelta(seconds=30),
+    )
+    assert (m.drift.method, m.drift.threshold, m.drift.share, m.drift.bins) == (
+        "auto",
+        None,
+        0.5,
+        "evidently",
+    )
+    assert cfg.rules == [] and cfg.notifiers == {} and cfg.secrets == {}
+    assert cfg.alerting.repeat_interval == timedelta(hours=4)
+    assert cfg.alerting.group_by == ["model", "rule"]
+    assert cfg.labels.ttl == timedelta(days=7)
+    r = cfg.retention
+    assert (
+        r.windows_days,
+        r.metrics_days,
+        r.alerts_days,
+        r.deliveries_days,
+        r.dead_letters_days,
+    ) == (90, 90, 365, 30, 14)
+    with pytest.raises(KeyError):
+        cfg.model("fraud")
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    with pytest.raises(Exception):  # noqa: B017 (pydantic's ValidationError for frozen instances)
+        cfg.daemon.log_level = "debug"  # type: ignore[misc]
+
+
+def test_sliding_and_count_windows(tmp_path: Path) -> None:
+    w = (
+        load(tmp_path, '[models.window]\ntype = "sliding"\nsize = "1h"\nslide = "15m"\n')
+        .models[0]
+        .window
+    )
+    assert (w.size, w.slide, w.step) == (
+        timedelta(hours=1),
+        timedelta(minutes=15),
+        timedelta(minutes=15),
+    )
+    w = load(tmp_path, '[models.window]\nby = "count"\nsize = 1000\n').models[0].window
+    assert (w.size, w.step) == (1000, 1000)
+    w = (
+        load(
+            tmp_path, '[models.window]\ntype = "sliding"\nby = "count"\nsize = 1000\nslide = 250\n'
+        )
+        .models[0]
+        .window
+    )
+    assert (w.size, w.slide, w.step) == (1000, 250, 250)
+
+
+def test_kafka_conveniences(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[kafka]\nbootstrap_servers = "a:9092, b:9093"\nlabels_topic = ""\n')
+    assert cfg.kafka.bootstrap_servers == ["a:9092", "b:9093"]
+    assert cfg.kafka.labels_topic is None
+
+
+def test_rule_defaults_and_wildcards(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        RULE
+        + 'column = "*"\nsegment = "*"\n'
+        + '[[rules]]\nname = "quiet"\nmetric = "no_data"\nno_data_for = "30m"\n',
+    )
+    r, q = cfg.rules
+    assert (r.op, r.for_, r.resolve_after, r.severity, r.relative, r.column) == (
+        ">",
+        1,
+        1,
+        "warning",
+        False,
+        "*",
+    )
+    assert (q.threshold, q.no_data_for) == (0.0, timedelta(minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500ms", timedelta(milliseconds=500)),
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2d", timedelta(days=2)),
+        ("1w", timedelta(weeks=1)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 1h 30m ", timedelta(minutes=90)),
+    ],
+)
+def test_durations_parse(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "15", "15M", "fast", "1h30", "h1", "-5m", "1h x"])
+def test_bad_durations_refused(text: str) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f'expected a duration like "15m", got "{text}"')
+    ):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["500ms", "30s", "15m", "1h30m", "2d", "1d2h3m4s5ms"])
+def test_format_duration_round_trips(text: str) -> None:
+    assert format_duration(parse_duration(text)) == text
+
+
+def test_env_and_file_secrets_resolved_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DW_TEST_SLACK", "xoxb-very-secret")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hook").write_text("whsec-also-secret\n")
+    rest = (
+        SLACK
+        + 'token_env = "DW_TEST_SLACK"\nchannel = "#ml"\n'
+        + HOOK
+        + 'kind = "retrain"\nsecret_file = "secrets/hook"\n'
+    )
+    monkeypatch.chdir(tmp_path.parent)  # the file path is relative to the config, not the cwd
+    cfg = load(tmp_path, rest)
+    assert cfg.secret("notifiers.s.token") == "xoxb-very-secret"
+    assert cfg.secret("notifiers.h.secret") == "whsec-also-secret"
+    assert cfg.secret("notifiers.s.webhook_url") is None
+    h = cfg.notifiers["h"]
+    assert (
+        isinstance(h, WebhookNotifierConfig)
+        and h.secret_file == tmp_path.resolve() / "secrets" / "hook"
+    )
+    for shown in (repr(cfg), str(cfg), repr(cfg.secrets), str(cfg.model_dump())):
+        assert "very-secret" not in shown and "also-secret" not in shown
+    # a config with resolved secrets and one other problem: the error does not carry them either
+    with pytest.raises(ConfigError) as exc:
+        load(
+            tmp_path,
+            rest + '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1.0\nnotifiers = ["x"]\n',
+        )
+    assert "very-secret" not in str(exc.value) and "also-secret" not in str(exc.value)
+    assert exc.value.problems == [
+        'rules[0].notifiers[0]: unknown notifier "x"; expected one of: h, s'
+    ]
+
+
+def test_relative_paths_resolve_against_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "etc"
+    (conf / "ref").mkdir(parents=True)
+    (conf / "ref" / "churn.csv").write_text("age,plan\n1,a\n")
+    (conf / "ca.pem").write_text("pem")
+    (conf / "config.toml").write_text(
+        MODEL.format(model="").replace('"ref.csv"', '"ref/churn.csv"')
+        + '[daemon]\nstate_dir = "state"\n[kafka]\nssl_cafile = "ca.pem"\nsecurity_protocol = "SSL"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("etc/config.toml")
+    assert cfg.models[0].reference == conf.resolve() / "ref" / "churn.csv"
+    assert cfg.daemon.state_dir == conf.resolve() / "state"
+    assert cfg.kafka.ssl_cafile == conf.resolve() / "ca.pem"
+    # absolute paths are kept; parse_config takes the folder explicitly
+    data = tomllib.loads((conf / "config.toml").read_text())
+    data["daemon"]["state_dir"] = str(tmp_path / "abs-state")
+    cfg = parse_config(data, base_dir=conf)
+    assert cfg.daemon.state_dir == tmp_path / "abs-state"
+    assert cfg.models[0].reference == conf.resolve() / "ref" / "churn.csv"
+
+
+def test_slack_base_url_gets_trailing_slash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DW_TEST_HOOK", "https://hooks.slack.com/services/x")
+    cfg = load(
+        tmp_path,
+        SLACK + 'webhook_url_env = "DW_TEST_HOOK"\nbase_url = "http://127.0.0.1:8080/api"\n',
+    )
+    s = cfg.notifiers["s"]
+    assert isinstance(s, SlackNotifierConfig) and s.base_url == "http://127.0.0.1:8080/api/"
+    assert cfg.secret("notifiers.s.webhook_url") == "https://hooks.slack.com/services/x"
+
+
+# --------------------------------------------------------------------------- config.example.toml
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config.example.toml"
+    shutil.copy(EXAMPLE, path)
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference" / "churn.csv").write_text(
+        "age,tenure_days,monthly_charges,plan,region,prediction\n42,311,70.5,pro,eu,0.87\n"
+    )
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-example")
+    monkeypatch.setenv("RETRAIN_WEBHOOK_SECRET", "whsec-example")
+    return path
+
+
+def test_example_config_loads(example: Path) -> None:
+    cfg = load_config(example)
+    m = cfg.model("churn")
+    assert m.features.numerical == ["age", "tenure_days", "monthly_charges"]
+    assert m.features.categorical == ["plan", "region"]
+    assert m.reference == example.parent.resolve() / "reference" / "churn.csv"
+    assert [r.metric for r in cfg.rules] == ["drift_share", "prediction_drift", "no_data"]
+    assert sorted(cfg.notifiers) == ["alerts", "retrain", "slack"]
+    retrain = cfg.notifiers["retrain"]
+    assert isinstance(retrain, WebhookNotifierConfig)
+    assert (retrain.kind, retrain.cooldown) == ("retrain", timedelta(hours=24))
+    assert cfg.secret("notifiers.slack.token") == "xoxb-example"
+    assert cfg.secret("notifiers.retrain.secret") == "whsec-example"
+
+
+def _models(tp: object) -> list[type[BaseModel]]:
+    """Every config model class reachable from ``tp``."""
+    found: list[type[BaseModel]] = []
+
+    def walk(t: object) -> None:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t not in found:
+                found.append(t)
+                for f in t.model_fields.values():
+                    walk(f.annotation)
+            return
+        for arg in typing.get_args(t):
+            walk(arg)
+
+    walk(tp)
+    return found
+
+
+def test_every_option_is_documented_in_the_example() -> None:
+    text = EXAMPLE.read_text()
+    missing = []
+    for model in _models(Config):
+        for name, field in model.model_fields.items():
+            if name == "secrets":  # filled by the loader, not a key
+                continue
+            key = field.alias or name
+            if not re.search(rf"(^|[\s.\[#]){re.escape(key)}(\s*=|\]|\.)", text, re.M):
+                missing.append(f"{model.__name__}.{key}")
+    assert missing == []
+
+
+# sections of the example and the model their keys belong to
+SECTIONS: dict[str, type[BaseModel]] = {
+    "daemon": cfgmod.DaemonConfig,
+    "kafka": cfgmod.KafkaConfig,
+    "labels": cfgmod.LabelsConfig,
+    "retention": cfgmod.RetentionConfig,
+    "alerting": cfgmod.AlertingConfig,
+    "models": cfgmod.ModelConfig,
+    "models.fields": cfgmod.FieldMap,
+    "models.window": cfgmod.WindowConfig,
+    "models.drift": cfgmod.DriftConfig,
+    "rules": cfgmod.RuleConfig,
+    "notifiers.slack": cfgmod.SlackNotifierConfig,
+    "notifiers.alerts": cfgmod.WebhookNotifierConfig,
+    "notifiers.retrain": cfgmod.WebhookNotifierConfig,
+}
+
+
+def test_example_comments_show_the_real_defaults() -> None:
+    """A commented ``# key = value`` line for an option with a default shows that default."""
+    section, checked, wrong = "", 0, []
+    for line in EXAMPLE.read_text().splitlines():
+        if m := re.match(r"^\[\[?([\w.]+)\]\]?", line):
+            section = m.group(1)
+            continue
+        m = re.match(r"^# (\w+) = (.+)$", line)
+        if not m or section not in SECTIONS:
+            continue
+        fields = {f.alias or n: f for n, f in SECTIONS[section].model_fields.items()}
+        field = fields.get(m.group(1))
+        assert field is not None, f"[{section}] documents unknown option {m.group(1)}"
+        default = field.get_default(call_default_factory=True)
+        if default in (None, {}, []):
+            continue  # an example value for an option that is off by default
+        value = tomllib.loads(line[2:])[m.group(1)]
+        if isinstance(default, timedelta):
+            value = parse_duration(value)
+        elif isinstance(default, Path):
+            value = Path(value)
+        checked += 1
+        if value != default:
+            wrong.append(
+                f"[{section}] {m.group(1)}: example says {value!r}, default is {default!r}"
+            )
+    assert wrong == []
+    assert checked > 40
