@@ -1,0 +1,588 @@
+"""The alert engine: rules -> persisted lifecycle -> grouped deliveries in the outbox.
+
+:meth:`AlertEngine.on_window` runs inside the pipeline's transaction, right
+after the window's figures were written: the alert transitions and the
+deliveries they cause commit together with the figures, or not at all. It does
+no HTTP; :class:`alerts.outbox.DeliveryWorker` sends what it queued.
+
+When to notify (one decision per alert event):
+
+- entering ``firing``: a ``firing`` notification, unless *muted* (silenced, or
+  a warning inhibited by its firing critical twin); a muted firing alert is
+  notified on the first tick after it is no longer muted;
+- ``resolved``: a ``resolved`` notification if the firing was notified and
+  the alert is not silenced;
+- while firing: a ``reminder`` every ``repeat_interval`` after the last
+  notification (on ticks), unless muted;
+- pending, and going back from pending to inactive: nothing.
+
+Alerts of one call whose group labels (``AlertSettings.group_by``) are equal
+go out as one message per notifier; resolutions and reminders are grouped per
+firing message they refer to (Slack threads them there). Retraining notifiers
+get one ``retrain.requested`` per model on firing, at most one per cooldown
+(derived from the outbox, so it survives restarts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alerts.notifiers.base import NotifierSpec
+from alerts.payloads import (
+    WindowContext,
+    alert_dict,
+    drifted_list,
+    notification_payload,
+    retrain_payload,
+)
+from alerts.rules import Rule
+from alerts.state import FIRING, INACTIVE, PENDING, RESOLVED, step
+from storage import alerts as db
+from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
+from storage.db import Store
+from storage.records import MetricRow, WindowRecord, iso, parse_iso
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Engine-wide defaults.
+
+    ``group_by``: alert labels whose equal values put alerts in one message
+    (``alertname`` is the rule's name). ``default_notifiers``: for rules naming
+    none (empty: every ``alert``-kind notifier). ``max_drifted_columns``: how
+    many top drifted columns a message lists.
+    """
+
+    repeat_interval: timedelta = timedelta(hours=4)
+    group_by: tuple[str, ...] = ("model", "alertname")
+    default_notifiers: tuple[str, ...] = ()
+    max_drifted_columns: int = 10
+
+    def __post_init__(self) -> None:
+        if self.repeat_interval <= timedelta(0):
+            raise ValueError("repeat_interval must be positive")
+        if self.max_drifted_columns < 0:
+            raise ValueError("max_drifted_columns must be >= 0")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One alert event: a state change, or a notification decided on a tick.
+
+    ``event`` is the new state (``pending``, ``firing``, ``resolved``,
+    ``inactive``) or ``reminder`` / ``notify`` (late firing notification after a
+    silence or inhibition ended). ``notifiers``: where a notification was
+    queued; ``muted``: ``"silenced"``, ``"inhibited"`` or ``""``.
+    """
+
+    alert_id: str
+    rule: str
+    model: str
+    labels: Mapping[str, str]
+    from_state: str
+    to_state: str
+    event: str
+    value: float | None
+    threshold: float | None
+    at: datetime
+    window_id: str | None = None
+    notifiers: tuple[str, ...] = ()
+    muted: str = ""
+
+
+@dataclass
+class _Pending:
+    """An alert event waiting for the notify decision."""
+
+    alert: AlertRecord
+    rule: Rule
+    kind: str  # firing | resolved | reminder
+    transition_index: int | None
+    notifiers: list[str] = field(default_factory=list)
+
+
+class AlertEngine:
+    """Evaluates rules on each window and on scheduler ticks; see the module doc."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: Sequence[Rule],
+        *,
+        notifiers: Mapping[str, Any] | None = None,
+        clock: Clock = utc_now,
+        settings: AlertSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings or AlertSettings()
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
+        self._rules_by_name = {r.name: r for r in self.rules}
+        self.notifiers: dict[str, NotifierSpec] = {
+            name: _spec(name, n) for name, n in (notifiers or {}).items()
+        }
+        for name in self.settings.default_notifiers:
+            if name not in self.notifiers:
+                raise ValueError(f"default notifier {name!r} is not configured")
+        for r in self.rules:
+            for name in r.notifiers:
+                if name not in self.notifiers:
+                    raise ValueError(f"rule {r.name!r}: notifier {name!r} is not configured")
+        self._lock = threading.Lock()
+        started = self.clock()
+        #: last time each model sent rows (wall clock); seeded with the start
+        #: time so a restart does not count downtime as silence.
+        self._activity: dict[str, datetime] = {
+            r.model: started for r in self.rules if r.is_no_data and r.model
+        }
+        self._started = started
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def observe_model_activity(self, model: str, ts: datetime | None = None) -> None:
+        """Record that ``model`` sent rows at ``ts`` (default: now), for no-data rules."""
+        ts = ts or self.clock()
+        with self._lock:
+            last = self._activity.get(model)
+            if last is None or ts > last:
+                self._activity[model] = ts
+
+    def on_window(
+        self,
+        window: WindowRecord,
+        metrics: Sequence[MetricRow],
+        *,
+        context: WindowContext | None = None,
+    ) -> list[Transition]:
+        """Evaluate every rule on one closed window; returns the transitions.
+
+        Call inside ``store.transaction()`` after writing the window's figures
+        (it opens a nested transaction if you do not). Re-running the same
+        window (a replay after a crash) changes nothing: each alert instance
+        judges a window once, and never one older than the last it judged.
+        """
+        ctx = context or WindowContext()
+        now = self.clock()
+        key = window.key
+        with self._lock:
+            self._activity.setdefault(key.model, now)
+        winfo = {
+            "id": window.id,
+            "start": ctx.start or key.start,
+            "end": ctx.end or key.end,
+            "rows": window.rows if ctx.rows is None else ctx.rows,
+            "status": window.status,
+        }
+        with self.store.transaction():
+            existing = db.alerts_of_model(self.store, key.model)
+            transitions: list[Transition] = []
+            events: list[_Pending] = []
+            for rule in self.rules:
+                for ev in rule.evaluations(key, metrics, ctx.reference_metrics):
+                    aid = ev.alert_id
+                    old = existing.get(aid) or _fresh(rule, aid, key.model, ev.column, ev.segment)
+                    if old.last_window_id == window.id or _older(key.end, old.window_end):
+                        continue
+                    new = step(
+                        old,
+                        breached=ev.breached,
+                        for_windows=rule.for_windows,
+                        resolve_after=rule.resolve_after,
+                        now=now,
+                    ).evolve(
+                        value=ev.value,
+                        threshold=ev.threshold,
+                        version=ev.version,
+                        last_window_id=window.id,
+                        window_start=winfo["start"],
+                        window_end=key.end,
+                        updated_at=now,
+                        severity=rule.severity,
+                        labels=rule.instance_labels(key.model, ev.column, ev.segment, ev.version),
+                    )
+                    existing[aid] = new
+                    if new.state != old.state:
+                        transitions.append(_transition(old, new, new.state, now, window.id))
+                        if new.state in (FIRING, RESOLVED):
+                            events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+                    db.upsert_alert(self.store, new)
+            self._notify(events, transitions, now, winfo, ctx)
+        return transitions
+
+    def on_tick(self, now: datetime | None = None) -> list[Transition]:
+        """No-data rules, late notifications and reminders; opens its own transaction."""
+        now = now or self.clock()
+        transitions: list[Transition] = []
+        events: list[_Pending] = []
+        with self.store.transaction():
+            self._no_data(now, transitions, events)
+            for alert in db.active_alerts(self.store, (PENDING, FIRING)):
+                rule = self._rules_by_name.get(alert.rule)
+                if rule is None:  # the rule left the config: end the alert quietly
+                    gone = alert.evolve(
+                        state=RESOLVED if alert.state == FIRING else INACTIVE,
+                        resolved_at=now if alert.state == FIRING else alert.resolved_at,
+                        updated_at=now,
+                    )
+                    db.upsert_alert(self.store, gone)
+                    transitions.append(_transition(alert, gone, gone.state, now, None))
+                    continue
+                if alert.state != FIRING or any(e.alert.id == alert.id for e in events):
+                    continue
+                if alert.last_notified_at is None:
+                    transitions.append(_transition(alert, alert, "notify", now, None))
+                    events.append(_Pending(alert, rule, FIRING, len(transitions) - 1))
+                else:
+                    every = rule.repeat_interval or self.settings.repeat_interval
+                    if now - alert.last_notified_at >= every:
+                        transitions.append(_transition(alert, alert, "reminder", now, None))
+                        events.append(_Pending(alert, rule, "reminder", len(transitions) - 1))
+            self._notify(events, transitions, now, None, WindowContext())
+        return [t for t in transitions if t.event not in ("notify", "reminder") or t.notifiers]
+
+    # -- silences ---------------------------------------------------------------------
+
+    def silence(
+        self,
+        model: str | None = None,
+        rule: str | None = None,
+        until: datetime | None = None,
+        created_by: str = "",
+        comment: str = "",
+        *,
+        starts_at: datetime | None = None,
+    ) -> str:
+        """Mute notifications of ``model`` / ``rule`` (None: any) until ``until``.
+
+        State keeps changing underneath; an alert still firing when the silence
+        ends is notified on the next tick. Returns the silence id."""
+        now = self.clock()
+        if until is None:
+            raise ValueError("a silence needs an end time (until)")
+        start = starts_at or now
+        if until.tzinfo is None or start.tzinfo is None:
+            raise ValueError("silence times must be timezone-aware")
+        if until <= start:
+            raise ValueError("a silence must end after it starts")
+        if rule is not None and rule not in self._rules_by_name:
+            raise ValueError(f"unknown rule {rule!r}")
+        sid = "sil_" + uuid.uuid4().hex[:20]
+        rec = SilenceRecord(
+            id=sid,
+            model=model,
+            rule=rule,
+            starts_at=start,
+            ends_at=until,
+            created_at=now,
+            created_by=created_by,
+            comment=comment,
+        )
+        with self.store.transaction():
+            db.insert_silence(self.store, rec)
+        return sid
+
+    def list_silences(self, *, active_only: bool = True) -> list[SilenceRecord]:
+        return db.list_silences(self.store, active_at=self.clock() if active_only else None)
+
+    def expire_silence(self, silence_id: str) -> bool:
+        with self.store.transaction():
+            return db.expire_silence(self.store, silence_id, self.clock())
+
+    # -- internals ------------------------------------------------------------------
+
+    def _no_data(
+        self, now: datetime, transitions: list[Transition], events: list[_Pending]
+    ) -> None:
+        rules = [r for r in self.rules if r.is_no_data]
+        if not rules:
+            return
+        with self._lock:
+            activity = dict(self._activity)
+        for rule in rules:
+            assert rule.no_data_for is not None
+            models = [rule.model] if rule.model else sorted(activity)
+            for model in models:
+                last = activity.get(model, self._started)
+                silent = now - last >= rule.no_data_for
+                aid = rule.instance_id(model, "", "", "")
+                old = db.get_alert(self.store, aid) or _fresh(rule, aid, model, "", "")
+                if not silent and old.state in (INACTIVE, RESOLVED):
+                    continue
+                new = step(old, breached=silent, for_windows=1, resolve_after=1, now=now).evolve(
+                    value=(now - last).total_seconds(),
+                    threshold=rule.no_data_for.total_seconds(),
+                    updated_at=now,
+                    severity=rule.severity,
+                    labels=rule.instance_labels(model, "", "", ""),
+                    window_start=iso(last),
+                    window_end=iso(now),
+                )
+                db.upsert_alert(self.store, new)
+                if new.state != old.state:
+                    transitions.append(_transition(old, new, new.state, now, None))
+                    if new.state in (FIRING, RESOLVED):
+                        events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+
+    def _targets(self, rule: Rule, kind: str) -> list[str]:
+        names = list(rule.notifiers or self.settings.default_notifiers)
+        if not names:
+            names = [n for n, s in self.notifiers.items() if s.kind == "alert"]
+        if kind != FIRING:  # retraining is asked for on firing only
+            names = [n for n in names if self.notifiers[n].kind == "alert"]
+        return names
+
+    def _muted(
+        self,
+        alert: AlertRecord,
+        silences: Sequence[SilenceRecord],
+        firing_critical: set[tuple[str, ...]],
+    ) -> str:
+        if any(s.matches(alert.model, alert.rule) for s in silences):
+            return "silenced"
+        if alert.severity == "warning" and _twin_key(alert) in firing_critical:
+            return "inhibited"
+        return ""
+
+    def _notify(
+        self,
+        events: list[_Pending],
+        transitions: list[Transition],
+        now: datetime,
+        window: Mapping[str, Any] | None,
+        ctx: WindowContext,
+    ) -> None:
+        if not events:
+            return
+        silences = db.list_silences(self.store, active_at=now)
+        # the transitions of this call are already written: the store is current
+        firing_critical = {
+            _twin_key(a)
+            for a in db.active_alerts(self.store, (FIRING,))
+            if a.severity == "critical"
+        }
+        to_send: list[_Pending] = []
+        for ev in events:
+            muted = self._muted(ev.alert, silences, firing_critical)
+            if ev.kind == RESOLVED:
+                if ev.alert.last_notified_at is None:
+                    muted = muted or "not notified"
+                elif muted == "inhibited":
+                    muted = ""  # a notified alert's resolution is always useful
+            if muted:
+                self._mark(transitions, ev, (), muted)
+                continue
+            to_send.append(ev)
+        drifted = drifted_list(ctx.drifted_columns, self.settings.max_drifted_columns)
+        by_notifier: dict[str, list[_Pending]] = {}
+        for ev in to_send:
+            for name in self._targets(ev.rule, ev.kind):
+                by_notifier.setdefault(name, []).append(ev)
+        for name, evs in by_notifier.items():
+            spec = self.notifiers[name]
+            if spec.kind == "retrain":
+                self._queue_retrain(name, spec, evs, now, window, drifted, ctx)
+            else:
+                self._queue_alerts(name, evs, now, window, drifted, ctx)
+        for ev in to_send:
+            if ev.kind in (FIRING, "reminder"):
+                db.upsert_alert(self.store, ev.alert.evolve(last_notified_at=now))
+            self._mark(transitions, ev, tuple(ev.notifiers), "")
+
+    @staticmethod
+    def _mark(
+        transitions: list[Transition], ev: _Pending, names: tuple[str, ...], muted: str
+    ) -> None:
+        if ev.transition_index is None:
+            return
+        t = transitions[ev.transition_index]
+        transitions[ev.transition_index] = replace(t, notifiers=names, muted=muted)
+
+    def _group_labels(self, alert: AlertRecord) -> dict[str, str]:
+        labels = dict(alert.labels)
+        labels.setdefault("alertname", alert.rule)
+        labels.setdefault("model", alert.model)
+        return {g: labels.get(g, "") for g in self.settings.group_by}
+
+    def _queue_alerts(
+        self,
+        name: str,
+        evs: list[_Pending],
+        now: datetime,
+        window: Mapping[str, Any] | None,
+        drifted: list[dict[str, Any]],
+        ctx: WindowContext,
+    ) -> None:
+        groups: dict[tuple[str, str, str | None], list[_Pending]] = {}
+        for ev in evs:
+            group = json.dumps(self._group_labels(ev.alert), sort_keys=True)
+            parent = None
+            if ev.kind != FIRING:
+                prev = db.latest_delivery_for_alert(self.store, ev.alert.id, name, ("firing",))
+                parent = prev.id if prev is not None else None
+            kind = "reminder" if ev.kind == "reminder" else ev.kind
+            groups.setdefault((kind, group, parent), []).append(ev)
+        for (kind, group, parent), members in groups.items():
+            alerts = [m.alert for m in members]
+            did = _delivery_id(name, kind, alerts, now)
+            payload = notification_payload(
+                delivery_id=did,
+                kind=kind,
+                group=json.loads(group),
+                alerts=[alert_dict(a, m.rule.op) for a, m in zip(alerts, members, strict=True)],
+                window=window or _alert_window(alerts[0]),
+                drifted=drifted,
+                links=ctx.links,
+                data=ctx.data,
+            )
+            db.insert_delivery(
+                self.store,
+                DeliveryRecord(
+                    id=did,
+                    notifier=name,
+                    kind=kind,
+                    created_at=now,
+                    payload=payload,
+                    alert_id=alerts[0].id,
+                    alert_ids=tuple(a.id for a in alerts),
+                    model=alerts[0].model,
+                    group_key=group,
+                    parent_id=parent,
+                ),
+            )
+            for m in members:
+                m.notifiers.append(name)
+
+    def _queue_retrain(
+        self,
+        name: str,
+        spec: NotifierSpec,
+        evs: list[_Pending],
+        now: datetime,
+        window: Mapping[str, Any] | None,
+        drifted: list[dict[str, Any]],
+        ctx: WindowContext,
+    ) -> None:
+        by_model: dict[str, list[_Pending]] = {}
+        for ev in evs:
+            by_model.setdefault(ev.alert.model, []).append(ev)
+        for model, members in by_model.items():
+            if spec.cooldown is not None:
+                last = db.last_delivery_created(
+                    self.store, notifier=name, kind="retrain", model=model
+                )
+                if last is not None and now - last < spec.cooldown:
+                    continue
+            # the most severe alert speaks for the model (critical first, then rule order)
+            chosen = min(
+                members, key=lambda m: (m.alert.severity != "critical", self.rules.index(m.rule))
+            )
+            did = _delivery_id(name, "retrain", [chosen.alert], now)
+            payload = retrain_payload(
+                delivery_id=did,
+                alert=alert_dict(chosen.alert, chosen.rule.op),
+                window=window or _alert_window(chosen.alert),
+                drifted=drifted,
+                data=ctx.data,
+                callback=ctx.callback,
+            )
+            db.insert_delivery(
+                self.store,
+                DeliveryRecord(
+                    id=did,
+                    notifier=name,
+                    kind="retrain",
+                    created_at=now,
+                    payload=payload,
+                    alert_id=chosen.alert.id,
+                    alert_ids=(chosen.alert.id,),
+                    model=model,
+                ),
+            )
+            chosen.notifiers.append(name)
+
+
+def _spec(name: str, n: Any) -> NotifierSpec:
+    if isinstance(n, NotifierSpec):
+        return n
+    kind = getattr(n, "kind", None)
+    if kind is None:
+        raise TypeError(f"notifier {name!r}: expected a NotifierSpec or a notifier, got {n!r}")
+    return NotifierSpec(kind=kind, cooldown=getattr(n, "cooldown", None))
+
+
+def _fresh(rule: Rule, aid: str, model: str, column: str, segment: str) -> AlertRecord:
+    return AlertRecord(
+        id=aid,
+        rule=rule.name,
+        model=model,
+        metric=rule.metric,
+        column=column,
+        segment=segment,
+        severity=rule.severity,
+    )
+
+
+def _older(end: str, last_end: str | None) -> bool:
+    """Whether a window ending at ``end`` is not newer than the last judged one
+    (time windows only; count windows are judged once by id)."""
+    if not last_end:
+        return False
+    try:
+        return parse_iso(end) <= parse_iso(last_end)
+    except ValueError:
+        return False
+
+
+def _twin_key(alert: AlertRecord) -> tuple[str, ...]:
+    return (alert.model, alert.metric, alert.column, alert.segment, alert.labels.get("version", ""))
+
+
+def _transition(
+    old: AlertRecord, new: AlertRecord, event: str, now: datetime, window_id: str | None
+) -> Transition:
+    return Transition(
+        alert_id=new.id,
+        rule=new.rule,
+        model=new.model,
+        labels=dict(new.labels),
+        from_state=old.state,
+        to_state=new.state,
+        event=event,
+        value=new.value,
+        threshold=new.threshold,
+        at=now,
+        window_id=window_id,
+    )
+
+
+def _alert_window(alert: AlertRecord) -> dict[str, Any]:
+    return {
+        "id": alert.last_window_id,
+        "start": alert.window_start,
+        "end": alert.window_end,
+        "rows": None,
+        "status": None,
+    }
+
+
+def _delivery_id(notifier: str, kind: str, alerts: Iterable[AlertRecord], now: datetime) -> str:
+    """A stable id (``msg_…``): the same decision always yields the same id."""
+    parts = [notifier, kind, iso(now)] + sorted(f"{a.id}#{a.episode}" for a in alerts)
+    return "msg_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]

@@ -1,0 +1,195 @@
+"""Slack notifiers: a bot token posting with ``chat.postMessage`` (threads,
+updates), or an incoming webhook (plain posts).
+
+Bot mode: a firing group is posted to ``channel``; its channel and ``ts`` are
+stored with the delivery. The resolution is posted in that message's thread
+and the original message is updated (``chat.update``) to show which alerts
+resolved; reminders are posted in the thread too (``reply_broadcast`` so the
+channel sees them). Each message carries the notification id in its metadata
+(``event_type: driftwarden_notification``).
+
+Needed bot scopes: ``chat:write`` (and ``chat:write.public`` to post in
+channels the app was not invited to).
+
+Errors: HTTP 429 retries after ``Retry-After``; 408 / 5xx, network errors and
+Slack's transient error codes retry; anything else (``invalid_auth``,
+``channel_not_found``, ...) gives up.
+"""
+
+from __future__ import annotations
+
+import http.client
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+
+from alerts.notifiers.base import SendResult, classify_status, parse_retry_after
+from alerts.notifiers.slack_blocks import render_blocks, render_text
+from storage.alerts import DeliveryRecord
+
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+        "team_added_to_org",
+    }
+)
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _api_error(exc: SlackApiError) -> SendResult:
+    resp = exc.response
+    status = int(getattr(resp, "status_code", 0) or 0)
+    headers = getattr(resp, "headers", {}) or {}
+    retry_after = headers.get("Retry-After") or headers.get("retry-after")
+    data = getattr(resp, "data", None)
+    code = data.get("error", "") if isinstance(data, dict) else ""
+    if status == 429:
+        return SendResult.retry(
+            f"HTTP 429 {code}".strip(), parse_retry_after(retry_after), status_code=429
+        )
+    if status != 200:
+        return classify_status(status, retry_after, code)
+    if code in TRANSIENT_ERRORS:
+        return SendResult.retry(
+            f"slack error {code}", parse_retry_after(retry_after), status_code=200
+        )
+    return SendResult.give_up(f"slack error {code or 'unknown'}", status_code=200)
+
+
+class SlackNotifier:
+    """Posts Block Kit messages through the Web API with a bot token."""
+
+    kind = "alert"
+    cooldown: timedelta | None = None
+
+    def __init__(
+        self,
+        name: str,
+        token: str,
+        channel: str,
+        base_url: str = "https://slack.com/api/",
+        timeout: int = 10,
+        *,
+        username: str | None = None,
+        icon_emoji: str | None = None,
+        broadcast_reminders: bool = True,
+        client: WebClient | None = None,
+    ) -> None:
+        if not channel:
+            raise ValueError(f"notifier {name!r}: a Slack channel is required")
+        self.name = name
+        self.channel = channel
+        self.username = username
+        self.icon_emoji = icon_emoji
+        self.broadcast_reminders = broadcast_reminders
+        # retries are the outbox's job: no hidden retries inside the client
+        self._client = client or WebClient(
+            token=token, base_url=base_url, timeout=timeout, retry_handlers=[]
+        )
+
+    @classmethod
+    def from_webhook_url(cls, name: str, url: str, timeout: int = 10) -> SlackWebhookNotifier:
+        """Incoming-webhook mode (no threads or updates: Slack returns no ``ts``)."""
+        return SlackWebhookNotifier(name, url, timeout=timeout)
+
+    def send(self, delivery: DeliveryRecord, parent: DeliveryRecord | None = None) -> SendResult:
+        payload = delivery.payload
+        kind = delivery.kind
+        progress: dict[str, Any] = dict(delivery.response or {})
+        parent_ref = dict(parent.response or {}) if parent is not None else {}
+        thread_ts = parent_ref.get("ts") if kind in ("resolved", "reminder") else None
+        channel = (parent_ref.get("channel") or self.channel) if thread_ts else self.channel
+        if "ts" not in progress:
+            extra: dict[str, Any] = {}
+            if thread_ts:
+                extra["thread_ts"] = thread_ts
+                if kind == "reminder" and self.broadcast_reminders:
+                    extra["reply_broadcast"] = True
+            if self.username:
+                extra["username"] = self.username
+            if self.icon_emoji:
+                extra["icon_emoji"] = self.icon_emoji
+            try:
+                resp = self._client.chat_postMessage(
+                    channel=channel,
+                    text=render_text(payload, kind),
+                    blocks=render_blocks(payload, kind),
+                    unfurl_links=False,
+                    metadata={
+                        "event_type": "driftwarden_notification",
+                        "event_payload": {"id": delivery.id, "kind": kind},
+                    },
+                    **extra,
+                )
+            except SlackApiError as exc:
+                return _api_error(exc)
+            except _NETWORK_ERRORS as exc:
+                return SendResult.retry(f"{type(exc).__name__}: {exc}")
+            progress = {"channel": resp.get("channel") or channel, "ts": resp.get("ts")}
+        if kind != "resolved" or not thread_ts or parent is None:
+            return SendResult.sent(response=progress)
+        # the reply is in the thread: now mark the original message
+        resolved = sorted(
+            set(parent_ref.get("resolved_ids") or [])
+            | {str(a.get("id")) for a in payload.get("alerts") or []}
+        )
+        try:
+            self._client.chat_update(
+                channel=channel,
+                ts=thread_ts,
+                text=render_text(parent.payload, "firing"),
+                blocks=render_blocks(parent.payload, "firing", resolved_ids=resolved),
+            )
+        except SlackApiError as exc:
+            result = _api_error(exc)
+            if result.outcome == "retry":
+                return SendResult.retry(
+                    f"chat.update: {result.error}", result.retry_after, response=progress
+                )
+            return SendResult.sent(
+                response=progress, error=f"original message not updated: {result.error}"
+            )
+        except _NETWORK_ERRORS as exc:
+            return SendResult.retry(f"chat.update: {type(exc).__name__}: {exc}", response=progress)
+        return SendResult.sent(
+            response={**progress, "updated": True},
+            parent_response={**parent_ref, "resolved_ids": resolved},
+        )
+
+
+class SlackWebhookNotifier:
+    """Posts Block Kit messages to a Slack incoming-webhook URL."""
+
+    kind = "alert"
+    cooldown: timedelta | None = None
+
+    def __init__(
+        self, name: str, url: str, timeout: int = 10, *, client: WebhookClient | None = None
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"notifier {name!r}: webhook_url must be http(s)://…")
+        self.name = name
+        self._client = client or WebhookClient(url, timeout=timeout, retry_handlers=[])
+
+    def send(self, delivery: DeliveryRecord, parent: DeliveryRecord | None = None) -> SendResult:
+        try:
+            resp = self._client.send(
+                text=render_text(delivery.payload, delivery.kind),
+                blocks=render_blocks(delivery.payload, delivery.kind),
+                unfurl_links=False,
+            )
+        except _NETWORK_ERRORS as exc:
+            return SendResult.retry(f"{type(exc).__name__}: {exc}")
+        headers = resp.headers or {}
+        retry_after = headers.get("Retry-After") or headers.get("retry-after")
+        if isinstance(retry_after, list):
+            retry_after = retry_after[0] if retry_after else None
+        return classify_status(resp.status_code, retry_after, (resp.body or "")[:200])

@@ -1,0 +1,257 @@
+"""Block Kit rendering of alert notifications, within Slack's limits.
+
+Limits respected (https://docs.slack.dev/reference/block-kit/blocks): at most
+50 blocks per message, section text <= 3000 characters, header text <= 150,
+at most 10 section fields of <= 2000 characters, at most 10 context elements.
+The plain ``text`` fallback (notifications, screen readers) stays under 3000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_FALLBACK_TEXT = 3000
+
+LINK_NAMES = {"report": "HTML report", "api": "HTTP API"}
+_ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
+
+
+def esc(text: object) -> str:
+    """Escape Slack mrkdwn control characters."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fmt(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {sec:02d}s"
+    return f"{sec}s"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _severity(alerts: Sequence[Mapping[str, Any]]) -> str:
+    return "critical" if any(a.get("severity") == "critical" for a in alerts) else "warning"
+
+
+def headline(payload: Mapping[str, Any], kind: str) -> str:
+    """``CRITICAL · churn · feature-drift`` style title (plain text)."""
+    alerts = payload.get("alerts") or []
+    sev = _severity(alerts).upper()
+    group = payload.get("group") or {}
+    model = group.get("model") or (alerts[0].get("model") if alerts else "")
+    rules = sorted({str(a.get("rule")) for a in alerts})
+    rule = rules[0] if len(rules) == 1 else f"{len(rules)} rules"
+    if kind == "resolved":
+        prefix = f"RESOLVED ({sev.lower()})"
+    elif kind == "reminder":
+        prefix = f"STILL FIRING ({sev.lower()})"
+    else:
+        prefix = sev
+    return f"{prefix} · {model} · {rule}" + (f" · {len(alerts)} alerts" if len(alerts) > 1 else "")
+
+
+def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "firing") -> str:
+    """One alert as a mrkdwn line: rule, metric (column, segment), value vs threshold.
+
+    ``kind="resolved"`` words it as a recovery; ``resolved=True`` strikes the
+    line through (an updated firing message)."""
+    where = []
+    if alert.get("column"):
+        where.append(f"column `{esc(alert['column'])}`")
+    if alert.get("segment"):
+        where.append(f"segment `{esc(alert['segment'])}`")
+    version = (alert.get("labels") or {}).get("version")
+    if version:
+        where.append(f"version `{esc(version)}`")
+    place = f" ({', '.join(where)})" if where else ""
+    metric = alert.get("metric")
+    op = esc(alert.get("op") or "vs")
+    if metric == "no_data":
+        if kind == "resolved":
+            cmp = "data is flowing again"
+        else:
+            cmp = (
+                f"no data for *{_duration(alert.get('value'))}*"
+                f" (limit {_duration(alert.get('threshold'))})"
+            )
+    elif metric == "drifted":
+        cmp = "no longer drifted" if kind == "resolved" else "drift detected"
+    elif kind == "resolved":
+        cmp = (
+            f"`{esc(metric)}` back to *{fmt(alert.get('value'))}*"
+            f" (fires when {op} {fmt(alert.get('threshold'))})"
+        )
+    else:
+        cmp = f"`{esc(metric)}` = *{fmt(alert.get('value'))}* {op} {fmt(alert.get('threshold'))}"
+    line = f"*{esc(alert.get('rule'))}*{place}: {cmp}"
+    if resolved:
+        line = f":white_check_mark: ~{line}~ resolved"
+    return line
+
+
+def _sections_from_lines(lines: Sequence[str], max_sections: int) -> list[dict[str, Any]]:
+    """Pack lines into as few sections as fit 3000 characters, at most ``max_sections``."""
+    blocks: list[dict[str, Any]] = []
+    current: list[str] = []
+    size = 0
+    dropped = 0
+    for i, line in enumerate(lines):
+        line = _cut(line, MAX_SECTION_TEXT)
+        if current and size + 1 + len(line) > MAX_SECTION_TEXT:
+            if len(blocks) + 1 >= max_sections:
+                dropped = len(lines) - i
+                break
+            blocks.append(_section("\n".join(current)))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        if dropped:
+            tail = f"\n…and {dropped} more"
+            text = "\n".join(current)
+            blocks.append(_section(_cut(text, MAX_SECTION_TEXT - len(tail)) + tail))
+        else:
+            blocks.append(_section("\n".join(current)))
+    return blocks
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, MAX_SECTION_TEXT)}}
+
+
+def render_blocks(
+    payload: Mapping[str, Any], kind: str, resolved_ids: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The Block Kit blocks of a notification payload (see ``alerts.payloads``).
+
+    ``resolved_ids`` marks alerts of a firing message as resolved (used when
+    the original message is updated after a resolution)."""
+    alerts = list(payload.get("alerts") or [])
+    all_resolved = bool(alerts) and all(a.get("id") in resolved_ids for a in alerts)
+    shown_kind = "resolved" if (kind == "resolved" or all_resolved) else kind
+    icon = ":white_check_mark:" if shown_kind == "resolved" else _ICON[_severity(alerts)]
+    if kind == "reminder":
+        icon = ":bell:"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _cut(f"{icon} {headline(payload, shown_kind)}", MAX_HEADER_TEXT),
+                "emoji": True,
+            },
+        }
+    ]
+    window = payload.get("window") or {}
+    first = alerts[0] if alerts else {}
+    versions = sorted({str(a.get("version")) for a in alerts if a.get("version")})
+    fields = [
+        f"*Model*\n{esc(first.get('model', ''))}",
+        f"*Version*\n{esc(', '.join(versions) or 'n/a')}",
+        f"*Severity*\n{_severity(alerts)}",
+        f"*Window*\n{esc(window.get('start') or 'n/a')} → {esc(window.get('end') or 'n/a')}"
+        + (f"\n{fmt(window.get('rows'))} rows" if window.get("rows") is not None else ""),
+    ]
+    blocks.append(
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": _cut(f, MAX_FIELD_TEXT)} for f in fields[:MAX_FIELDS]
+            ],
+        }
+    )
+    drifted = list(payload.get("drifted_columns") or [])
+    links = payload.get("links") or {}
+    reserved = 2 + (1 if drifted else 0) + (1 if links else 0) + 1
+    lines = [
+        alert_line(a, a.get("id") in resolved_ids and kind != "resolved", kind) for a in alerts
+    ]
+    blocks.extend(_sections_from_lines(lines, MAX_BLOCKS - reserved))
+    if drifted:
+        dl = [
+            f"• `{esc(d.get('column'))}` — {esc(d.get('test'))} {fmt(d.get('score'))}"
+            for d in drifted
+        ]
+        blocks.extend(_sections_from_lines(["*Top drifted columns*", *dl], 1))
+    if links:
+        parts = [
+            f"<{esc(url)}|{esc(LINK_NAMES.get(name, name))}>" for name, url in links.items() if url
+        ]
+        if parts:
+            blocks.append(_section(" · ".join(parts)))
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"driftwarden · {esc(payload.get('id', ''))}"}],
+        }
+    )
+    return enforce_limits(blocks)
+
+
+def render_text(payload: Mapping[str, Any], kind: str) -> str:
+    """The plain-text fallback: headline and one line per alert."""
+    alerts = list(payload.get("alerts") or [])
+    lines = [headline(payload, kind)]
+    for a in alerts[:20]:
+        col = f" [{a['column']}]" if a.get("column") else ""
+        if a.get("metric") == "no_data":
+            what = (
+                "data flowing again"
+                if kind == "resolved"
+                else f"no data for {_duration(a.get('value'))}"
+            )
+        elif kind == "resolved":
+            what = f"{a.get('metric')} back to {fmt(a.get('value'))}"
+        else:
+            what = f"{a.get('metric')} = {fmt(a.get('value'))} {a.get('op') or 'vs'} {fmt(a.get('threshold'))}"
+        lines.append(f"- {a.get('rule')}{col}: {what}")
+    if len(alerts) > 20:
+        lines.append(f"…and {len(alerts) - 20} more")
+    return _cut("\n".join(lines), MAX_FALLBACK_TEXT)
+
+
+def enforce_limits(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Last line of defence: cut texts and drop blocks beyond Slack's limits
+    (keeping the final context block)."""
+    out = []
+    for b in blocks:
+        b = dict(b)
+        if b.get("type") == "header":
+            b["text"] = {**b["text"], "text": _cut(b["text"]["text"], MAX_HEADER_TEXT)}
+        elif b.get("type") == "section":
+            if "text" in b:
+                b["text"] = {**b["text"], "text": _cut(b["text"]["text"], MAX_SECTION_TEXT)}
+            if "fields" in b:
+                b["fields"] = [
+                    {**f, "text": _cut(f["text"], MAX_FIELD_TEXT)} for f in b["fields"][:MAX_FIELDS]
+                ]
+        elif b.get("type") == "context":
+            b["elements"] = b["elements"][:MAX_CONTEXT_ELEMENTS]
+        out.append(b)
+    if len(out) > MAX_BLOCKS:
+        out = out[: MAX_BLOCKS - 1] + [out[-1]]
+    return out

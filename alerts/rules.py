@@ -1,0 +1,245 @@
+"""Alerting rules: which stored figure, compared how, for how long.
+
+A :class:`Rule` is evaluated against each closed window's figures. It selects
+rows of the ``metrics`` table by ``metric`` and ``column`` and windows by
+``segment`` and ``version``; each selected figure is one *evaluation* of one
+alert *instance* (rule x model x column x segment x version), which the
+engine's state machine turns into pending / firing / resolved.
+
+Selection:
+
+- ``column=None``: the dataset-level row (column :data:`~storage.records.DATASET`);
+  ``"*"``: every non-dataset column, one instance per column; otherwise that column.
+- ``segment=None``: only the overall windows (segment ``""``); ``"*"``: every
+  non-overall segment, one instance per segment; otherwise that segment.
+- ``version=None``: any version, one instance for all of them (the alert shows
+  the version of its latest window); ``"*"``: one instance per version;
+  otherwise only that version.
+- ``model=None``: every model, one instance per model.
+- ``metric="drifted"``: the column's drift *verdict* (1.0 drifted, 0.0 not) of
+  any drift test stored for it; any other name matches ``metrics.metric``.
+- ``metric="no_data"``: not a figure; fires when the model sent nothing for
+  ``no_data_for`` (checked on each scheduler tick).
+
+Relative thresholds: with ``relative=True`` the effective threshold is
+``threshold x reference`` where ``reference`` is the reference data's own figure
+for the same (column, metric) (``WindowContext.reference_metrics``). E.g.
+``metric="accuracy", op="<", threshold=0.9, relative=True`` fires when the
+accuracy falls below 90 % of the reference's. Without a reference figure the
+instance is not evaluated (neither breaching nor clear).
+
+Example::
+
+    >>> r = Rule("drift", "drift_share", ">", 0.3, for_windows=2)
+    >>> r.breached(0.5, 0.3)
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+SEVERITIES = ("warning", "critical")
+ANY = "*"
+NO_DATA = "no_data"
+DRIFTED = "drifted"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alerting rule (see the module documentation for selection semantics).
+
+    ``for_windows``: consecutive breaching windows before firing (1 fires at
+    once; more pass through *pending*, which never notifies).
+    ``resolve_after``: consecutive clear windows before a firing alert resolves.
+    ``severity="critical"`` inhibits notifications of a ``warning`` rule with the
+    same metric, model and column (its "twin") while the critical alert fires.
+    ``notifiers``: names of configured notifiers; empty means the engine's
+    default (every non-retraining notifier).
+    ``repeat_interval``: reminder period while firing (None: engine default).
+    """
+
+    name: str
+    metric: str
+    op: str = ">"
+    threshold: float = 0.0
+    model: str | None = None
+    column: str | None = None
+    segment: str | None = None
+    version: str | None = None
+    relative: bool = False
+    for_windows: int = 1
+    resolve_after: int = 1
+    severity: str = "warning"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    notifiers: tuple[str, ...] = ()
+    repeat_interval: timedelta | None = None
+    no_data_for: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        where = f"rule {self.name!r}"
+        if not self.name:
+            raise ValueError("rule name must not be empty")
+        if not self.metric:
+            raise ValueError(f"{where}: metric must not be empty")
+        if self.op not in OPS:
+            raise ValueError(f"{where}: op must be one of {', '.join(OPS)}, got {self.op!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(
+                f"{where}: severity must be 'warning' or 'critical', got {self.severity!r}"
+            )
+        if self.for_windows < 1:
+            raise ValueError(f"{where}: for_windows must be >= 1, got {self.for_windows}")
+        if self.resolve_after < 1:
+            raise ValueError(f"{where}: resolve_after must be >= 1, got {self.resolve_after}")
+        if self.repeat_interval is not None and self.repeat_interval <= timedelta(0):
+            raise ValueError(f"{where}: repeat_interval must be positive")
+        if self.is_no_data:
+            if self.no_data_for is None or self.no_data_for <= timedelta(0):
+                raise ValueError(f"{where}: metric 'no_data' needs a positive no_data_for")
+        else:
+            if self.no_data_for is not None:
+                raise ValueError(f"{where}: no_data_for applies only to metric 'no_data'")
+            if not math.isfinite(float(self.threshold)):
+                raise ValueError(f"{where}: threshold must be a finite number")
+        object.__setattr__(self, "notifiers", tuple(self.notifiers))
+        object.__setattr__(self, "labels", dict(self.labels))
+        if self.model == "":
+            raise ValueError(f"{where}: model must be a name or omitted")
+
+    @property
+    def is_no_data(self) -> bool:
+        return self.metric == NO_DATA
+
+    def breached(self, value: float, threshold: float) -> bool:
+        """Whether ``value op threshold`` holds."""
+        return OPS[self.op](value, threshold)
+
+    # -- selection --------------------------------------------------------------
+
+    def matches_window(self, key: WindowKey) -> bool:
+        if self.model is not None and key.model != self.model:
+            return False
+        if self.segment is None:
+            if key.segment != ALL_SEGMENTS:
+                return False
+        elif self.segment == ANY:
+            if key.segment == ALL_SEGMENTS:
+                return False
+        elif key.segment != self.segment:
+            return False
+        if self.version not in (None, ANY) and key.version != self.version:
+            return False
+        return True
+
+    def evaluations(
+        self,
+        key: WindowKey,
+        metrics: Mapping[tuple[str, str], MetricRow] | list[MetricRow],
+        reference: Mapping[tuple[str, str], float] | None = None,
+    ) -> Iterator[Evaluation]:
+        """The figures of one window this rule looks at, with their verdicts.
+
+        Missing or non-finite figures (and relative rules without a reference
+        figure) yield nothing: absence is neither a breach nor a clear window.
+        """
+        if self.is_no_data or not self.matches_window(key):
+            return
+        rows = list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics)
+        if self.metric == DRIFTED:
+            values: dict[str, float] = {}
+            for m in rows:
+                if m.drifted is None or not self._column_ok(m.column):
+                    continue
+                values[m.column] = max(values.get(m.column, 0.0), 1.0 if m.drifted else 0.0)
+            candidates = sorted(values.items())
+        else:
+            candidates = sorted(
+                (m.column, float(m.value))
+                for m in rows
+                if m.metric == self.metric and m.value is not None and self._column_ok(m.column)
+            )
+        for column, value in candidates:
+            if not math.isfinite(value):
+                continue
+            threshold = float(self.threshold)
+            if self.relative:
+                ref = (reference or {}).get((column, self.metric))
+                if ref is None or not math.isfinite(float(ref)):
+                    continue
+                threshold = float(self.threshold) * float(ref)
+            yield Evaluation(
+                rule=self,
+                model=key.model,
+                column=column,
+                segment=key.segment,
+                version=key.version,
+                value=value,
+                threshold=threshold,
+                breached=self.breached(value, threshold),
+            )
+
+    def _column_ok(self, column: str) -> bool:
+        if self.column is None:
+            return column == DATASET
+        if self.column == ANY:
+            return column != DATASET
+        return column == self.column
+
+    def instance_id(self, model: str, column: str, segment: str, version: str) -> str:
+        """Stable id of the alert instance (same across restarts)."""
+        ver = version if self.version is not None else ""
+        raw = "\x1f".join((self.name, model, column, segment, ver))
+        return "alr_" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+    def instance_labels(
+        self, model: str, column: str, segment: str, version: str
+    ) -> dict[str, str]:
+        """Labels of an instance: identity plus the rule's own labels."""
+        labels = {
+            "alertname": self.name,
+            "model": model,
+            "metric": self.metric,
+            "severity": self.severity,
+        }
+        if column:
+            labels["column"] = column
+        if segment:
+            labels["segment"] = segment
+        if self.version is not None and version:
+            labels["version"] = version
+        labels.update(self.labels)
+        return labels
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One figure judged by one rule in one window."""
+
+    rule: Rule
+    model: str
+    column: str
+    segment: str
+    version: str
+    value: float
+    threshold: float
+    breached: bool
+
+    @property
+    def alert_id(self) -> str:
+        return self.rule.instance_id(self.model, self.column, self.segment, self.version)

@@ -1,0 +1,449 @@
+"""The ``alerts``, ``deliveries`` (the outbox) and ``silences`` tables.
+
+Writers run inside ``store.transaction()`` (the alert engine's transitions and
+their deliveries commit together with the window's figures). Times are written
+with :func:`storage.records.iso` (UTC, millisecond precision), so ISO strings
+compare in time order.
+
+Delivery ``status`` is ``pending`` (waiting for its next attempt), ``sent``
+(a 2xx answer) or ``dead`` (permanent failure or retry limit reached).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from storage.db import Store
+from storage.records import iso, parse_iso
+
+ALERT_STATES = ("inactive", "pending", "firing", "resolved")
+DELIVERY_STATUSES = ("pending", "sent", "dead")
+
+
+# -- alerts ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert instance (rule x model x column/segment/version) as stored.
+
+    ``episode`` counts how often it has fired; ``breaches``/``clears`` are the
+    current runs of consecutive breaching / clear evaluations.
+    """
+
+    id: str
+    rule: str
+    model: str
+    state: str = "inactive"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metric: str = ""
+    column: str = ""
+    segment: str = ""
+    version: str = ""
+    severity: str = "warning"
+    value: float | None = None
+    threshold: float | None = None
+    started_at: datetime | None = None
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    last_window_id: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    breaches: int = 0
+    clears: int = 0
+    episode: int = 0
+    last_notified_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> AlertRecord:
+        return replace(self, **changes)
+
+
+_ALERT_COLUMNS = (
+    "id", "rule", "model", "state", "labels", "metric", "column", "segment", "version",
+    "severity", "value", "threshold", "started_at", "fired_at", "resolved_at",
+    "last_window_id", "window_start", "window_end", "breaches", "clears", "episode",
+    "last_notified_at", "updated_at",
+)  # fmt: skip
+_ALERT_TIMES = ("started_at", "fired_at", "resolved_at", "last_notified_at", "updated_at")
+
+
+def _t(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+def _pt(value: str | None) -> datetime | None:
+    return None if value is None else parse_iso(value)
+
+
+def _alert_from_row(row: Mapping[str, Any]) -> AlertRecord:
+    data = {k: row[k] for k in _ALERT_COLUMNS if k in row}
+    data["labels"] = json.loads(row.get("labels") or "{}")
+    for k in _ALERT_TIMES:
+        data[k] = _pt(row.get(k))
+    return AlertRecord(**data)
+
+
+def upsert_alert(store: Store, alert: AlertRecord) -> None:
+    """Insert or replace one alert row (inside a transaction)."""
+    values = []
+    for name in _ALERT_COLUMNS:
+        v = getattr(alert, name)
+        if name == "labels":
+            v = json.dumps(dict(v), sort_keys=True)
+        elif name in _ALERT_TIMES:
+            v = _t(v)
+        values.append(v)
+    cols = ", ".join(f'"{c}"' for c in _ALERT_COLUMNS)
+    marks = ", ".join("?" for _ in _ALERT_COLUMNS)
+    store.execute(f"INSERT OR REPLACE INTO alerts ({cols}) VALUES ({marks})", values)
+
+
+def get_alert(store: Store, alert_id: str) -> AlertRecord | None:
+    rows = store.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+    return _alert_from_row(rows[0]) if rows else None
+
+
+def alerts_by_id(store: Store, ids: Iterable[str]) -> dict[str, AlertRecord]:
+    wanted = sorted(set(ids))
+    out: dict[str, AlertRecord] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ",".join("?" for _ in chunk)
+        for row in store.query(f"SELECT * FROM alerts WHERE id IN ({marks})", chunk):
+            rec = _alert_from_row(row)
+            out[rec.id] = rec
+    return out
+
+
+def alerts_of_model(store: Store, model: str) -> dict[str, AlertRecord]:
+    return {
+        r["id"]: _alert_from_row(r)
+        for r in store.query("SELECT * FROM alerts WHERE model = ?", (model,))
+    }
+
+
+def active_alerts(store: Store, states: Sequence[str] = ("pending", "firing")) -> list[AlertRecord]:
+    """Alerts in the given states, oldest first."""
+    marks = ",".join("?" for _ in states)
+    rows = store.query(
+        f"SELECT * FROM alerts WHERE state IN ({marks}) ORDER BY started_at, id", list(states)
+    )
+    return [_alert_from_row(r) for r in rows]
+
+
+def list_alerts(
+    store: Store,
+    state: str | None = None,
+    model: str | None = None,
+    *,
+    include_inactive: bool = False,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts as dicts of the ``alerts`` columns (``labels`` parsed into a dict),
+    most recently changed first. ``state=None`` lists every state except
+    ``inactive`` (instances that went pending and cleared) unless
+    ``include_inactive``."""
+    where, params = [], []
+    if state is not None:
+        where.append("state = ?")
+        params.append(state)
+    elif not include_inactive:
+        where.append("state != 'inactive'")
+    if model is not None:
+        where.append("model = ?")
+        params.append(model)
+    sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY updated_at DESC, id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = store.query(sql, params)
+    for r in rows:
+        r["labels"] = json.loads(r.get("labels") or "{}")
+    return rows
+
+
+def alert_counts(store: Store) -> dict[tuple[str, str], int]:
+    """``{(state, severity): count}`` for ``/metrics``."""
+    rows = store.query("SELECT state, severity, COUNT(*) AS n FROM alerts GROUP BY state, severity")
+    return {(r["state"], r["severity"]): int(r["n"]) for r in rows}
+
+
+# -- deliveries (the outbox) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One notification to one notifier: what to send and how sending went.
+
+    ``payload`` is everything the notifier needs to render the message, frozen
+    when the alert transition happened (so retries send the same content).
+    ``parent_id`` points at the firing notification a resolution or reminder
+    belongs to (Slack threads it there); ``response`` is what the receiver
+    answered that later deliveries need (Slack's channel and ``ts``).
+    """
+
+    id: str
+    notifier: str
+    kind: str
+    created_at: datetime
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    alert_id: str | None = None
+    alert_ids: tuple[str, ...] = ()
+    model: str = ""
+    group_key: str = ""
+    parent_id: str | None = None
+    status: str = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    response: Mapping[str, Any] | None = None
+    updated_at: datetime | None = None
+
+
+def _delivery_from_row(row: Mapping[str, Any]) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row["id"],
+        notifier=row["notifier"],
+        kind=row["kind"],
+        created_at=parse_iso(row["created_at"]),
+        payload=json.loads(row.get("payload") or "{}"),
+        alert_id=row.get("alert_id"),
+        alert_ids=tuple(json.loads(row.get("alert_ids") or "[]")),
+        model=row.get("model") or "",
+        group_key=row.get("group_key") or "",
+        parent_id=row.get("parent_id"),
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        next_attempt_at=_pt(row.get("next_attempt_at")),
+        last_error=row.get("last_error"),
+        delivered_at=_pt(row.get("delivered_at")),
+        response=json.loads(row["response"]) if row.get("response") else None,
+        updated_at=_pt(row.get("updated_at")),
+    )
+
+
+def insert_delivery(store: Store, d: DeliveryRecord) -> bool:
+    """Add a delivery to the outbox; a second insert of the same id is ignored.
+
+    Returns whether a row was inserted."""
+    cur = store.execute(
+        "INSERT OR IGNORE INTO deliveries (id, alert_id, notifier, kind, status, attempts,"
+        " next_attempt_at, last_error, delivered_at, created_at, payload, model, group_key,"
+        " alert_ids, parent_id, response, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            d.id, d.alert_id, d.notifier, d.kind, d.status, d.attempts,
+            _t(d.next_attempt_at or d.created_at), d.last_error, _t(d.delivered_at),
+            iso(d.created_at), json.dumps(d.payload, sort_keys=True), d.model, d.group_key,
+            json.dumps(list(d.alert_ids)), d.parent_id,
+            None if d.response is None else json.dumps(d.response, sort_keys=True),
+            _t(d.updated_at or d.created_at),
+        ),
+    )  # fmt: skip
+    return cur.rowcount > 0
+
+
+def get_delivery(store: Store, delivery_id: str) -> DeliveryRecord | None:
+    rows = store.query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+    return _delivery_from_row(rows[0]) if rows else None
+
+
+def due_deliveries(store: Store, now: datetime, limit: int = 100) -> list[DeliveryRecord]:
+    """Pending deliveries whose next attempt is due, oldest first."""
+    rows = store.query(
+        "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+        " ORDER BY created_at, rowid LIMIT ?",
+        (iso(now), int(limit)),
+    )
+    return [_delivery_from_row(r) for r in rows]
+
+
+def next_due(store: Store) -> datetime | None:
+    """When the earliest pending delivery is due (None when nothing is pending)."""
+    rows = store.query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE status = 'pending'")
+    return _pt(rows[0]["t"]) if rows and rows[0]["t"] else None
+
+
+def record_attempt(
+    store: Store,
+    delivery_id: str,
+    *,
+    status: str,
+    attempts: int,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+    error: str | None = None,
+    response: Mapping[str, Any] | None = None,
+) -> None:
+    """Store an attempt's outcome. ``response`` (when given) replaces the stored one."""
+    if status not in DELIVERY_STATUSES:
+        raise ValueError(f"unknown delivery status {status!r}")
+    store.execute(
+        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?,"
+        " delivered_at = CASE WHEN ? = 'sent' THEN ? ELSE delivered_at END,"
+        " response = COALESCE(?, response), updated_at = ? WHERE id = ?",
+        (
+            status, attempts, _t(next_attempt_at), error, status, iso(now),
+            None if response is None else json.dumps(response, sort_keys=True), iso(now),
+            delivery_id,
+        ),
+    )  # fmt: skip
+
+
+def set_response(
+    store: Store, delivery_id: str, response: Mapping[str, Any], now: datetime
+) -> None:
+    store.execute(
+        "UPDATE deliveries SET response = ?, updated_at = ? WHERE id = ?",
+        (json.dumps(response, sort_keys=True), iso(now), delivery_id),
+    )
+
+
+def defer_delivery(store: Store, delivery_id: str, until: datetime, now: datetime) -> None:
+    """Move a pending delivery's next attempt without counting an attempt."""
+    store.execute(
+        "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+        (iso(until), iso(now), delivery_id),
+    )
+
+
+def list_deliveries(
+    store: Store,
+    *,
+    alert_id: str | None = None,
+    status: str | None = None,
+    notifier: str | None = None,
+    kind: str | None = None,
+) -> list[DeliveryRecord]:
+    """Deliveries in creation order; ``alert_id`` matches any alert of a grouped one."""
+    where, params = [], []
+    if alert_id is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(deliveries.alert_ids) WHERE value = ?)")
+        params.append(alert_id)
+    for col, val in (("status", status), ("notifier", notifier), ("kind", kind)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    sql = "SELECT * FROM deliveries" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = store.query(sql + " ORDER BY created_at, rowid", params)
+    return [_delivery_from_row(r) for r in rows]
+
+
+def latest_delivery_for_alert(
+    store: Store, alert_id: str, notifier: str, kinds: Sequence[str] = ("firing",)
+) -> DeliveryRecord | None:
+    """The newest delivery of ``kinds`` to ``notifier`` that included ``alert_id``."""
+    marks = ",".join("?" for _ in kinds)
+    rows = store.query(
+        f"SELECT * FROM deliveries WHERE notifier = ? AND kind IN ({marks})"
+        " AND EXISTS (SELECT 1 FROM json_each(deliveries.alert_ids) WHERE value = ?)"
+        " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        (notifier, *kinds, alert_id),
+    )
+    return _delivery_from_row(rows[0]) if rows else None
+
+
+def last_delivery_created(store: Store, *, notifier: str, kind: str, model: str) -> datetime | None:
+    """When the newest ``kind`` delivery to ``notifier`` for ``model`` was queued
+    (any status): the retraining cooldown, derived from the outbox so it
+    survives restarts."""
+    rows = store.query(
+        "SELECT MAX(created_at) AS t FROM deliveries WHERE notifier = ? AND kind = ? AND model = ?",
+        (notifier, kind, model),
+    )
+    return _pt(rows[0]["t"]) if rows and rows[0]["t"] else None
+
+
+def delivery_counts(store: Store) -> dict[tuple[str, str], int]:
+    """``{(notifier, status): count}`` over the outbox, for ``/metrics``
+    (e.g. ``driftwarden_deliveries{notifier=...,status="dead"}``)."""
+    rows = store.query(
+        "SELECT notifier, status, COUNT(*) AS n FROM deliveries GROUP BY notifier, status"
+    )
+    return {(r["notifier"], r["status"]): int(r["n"]) for r in rows}
+
+
+def delete_deliveries_before(store: Store, before: datetime) -> int:
+    """Retention: drop finished (sent/dead) deliveries created before ``before``."""
+    cur = store.execute(
+        "DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?", (iso(before),)
+    )
+    return cur.rowcount
+
+
+# -- silences ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    """Mutes notifications for alerts of ``model`` and/or ``rule`` (None = any)
+    while ``starts_at <= now < ends_at``."""
+
+    id: str
+    starts_at: datetime
+    ends_at: datetime
+    created_at: datetime
+    model: str | None = None
+    rule: str | None = None
+    created_by: str = ""
+    comment: str = ""
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, model: str, rule: str) -> bool:
+        return (self.model is None or self.model == model) and (
+            self.rule is None or self.rule == rule
+        )
+
+
+def _silence_from_row(row: Mapping[str, Any]) -> SilenceRecord:
+    return SilenceRecord(
+        id=row["id"],
+        model=row.get("model"),
+        rule=row.get("rule"),
+        starts_at=parse_iso(row["starts_at"]),
+        ends_at=parse_iso(row["ends_at"]),
+        created_at=parse_iso(row["created_at"]),
+        created_by=row.get("created_by") or "",
+        comment=row.get("comment") or "",
+    )
+
+
+def insert_silence(store: Store, s: SilenceRecord) -> None:
+    store.execute(
+        "INSERT INTO silences (id, model, rule, starts_at, ends_at, created_by, comment, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (
+            s.id, s.model, s.rule, iso(s.starts_at), iso(s.ends_at), s.created_by, s.comment,
+            iso(s.created_at),
+        ),
+    )  # fmt: skip
+
+
+def list_silences(store: Store, *, active_at: datetime | None = None) -> list[SilenceRecord]:
+    """All silences, or those active at ``active_at``; newest first."""
+    if active_at is None:
+        rows = store.query("SELECT * FROM silences ORDER BY created_at DESC, id")
+    else:
+        t = iso(active_at)
+        rows = store.query(
+            "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ?"
+            " ORDER BY created_at DESC, id",
+            (t, t),
+        )
+    return [_silence_from_row(r) for r in rows]
+
+
+def expire_silence(store: Store, silence_id: str, now: datetime) -> bool:
+    """End a silence now (kept for the record). Returns whether it was active."""
+    cur = store.execute(
+        "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+        (iso(now), silence_id, iso(now)),
+    )
+    return cur.rowcount > 0
