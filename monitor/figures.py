@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from detectors import ColumnSpec, PreparedReference, column_drift, data_quality, dataset_drift, prepare_reference
+from detectors import (
+    ColumnSpec,
+    PreparedReference,
+    column_drift,
+    data_quality,
+    dataset_drift,
+    prepare_reference,
+)
 from monitor.config import ModelConfig
 from monitor.reference import ReferenceData
 from monitor.schema import ModelSchema

@@ -275,11 +275,16 @@ class ModelWindows:
         self._restored.difference_update(due)
         return out
 
-    def close_idle(self) -> list[OpenWindow]:
-        """For an idle stream: stop waiting for late rows, close windows ending by the newest event."""
+    def close_idle(self, now_ms: int) -> list[OpenWindow]:
+        """For an idle stream: close every window that has ended by the wall clock.
+
+        The watermark moves to ``max(newest event, now - lateness)``: a stream
+        that went quiet still gets its last windows closed once their end has
+        passed. Rows that arrive later for them are late.
+        """
         if self.by != "time" or self.max_ts is None:
             return []
-        self.watermark = max(self.watermark, self.max_ts)
+        self.watermark = max(self.watermark, self.max_ts, now_ms - self.lateness)
         return self.close_due()
 
     def first_offsets(self) -> dict[int, int]:

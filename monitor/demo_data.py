@@ -1,0 +1,71 @@
+"""Synthetic churn-model data whose distribution can shift: for the demo, tests and benches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import numpy as np
+
+NUMERICAL = ("age", "tenure_days", "monthly_charges")
+CATEGORICAL = ("plan", "region")
+PLANS = ("basic", "pro", "enterprise")
+REGIONS = ("eu", "us", "apac")
+
+
+def sample(n: int, rng: np.random.Generator, *, shifted: bool = False) -> dict[str, np.ndarray]:
+    """``n`` rows; ``shifted`` moves age, monthly_charges and the plan mix."""
+    age = rng.normal(48 if shifted else 40, 10, n).round()
+    tenure = rng.exponential(400, n).round()
+    charges = rng.normal(91 if shifted else 70, 20, n).round(2)
+    plan_p = (0.2, 0.3, 0.5) if shifted else (0.5, 0.35, 0.15)
+    plan = rng.choice(np.array(PLANS, dtype=object), n, p=plan_p)
+    region = rng.choice(np.array(REGIONS, dtype=object), n, p=(0.5, 0.3, 0.2))
+    z = 0.04 * (age - 40) - 0.002 * (tenure - 400) + 0.02 * (charges - 70)
+    prediction = (1 / (1 + np.exp(-z))).round(4)
+    return {"age": age, "tenure_days": tenure, "monthly_charges": charges, "plan": plan, "region": region,
+            "prediction": prediction}
+
+
+def write_reference_csv(path: str, n: int = 3000, seed: int = 7) -> None:
+    import csv  # noqa: PLC0415
+
+    cols = sample(n, np.random.default_rng(seed))
+    names = list(cols)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for i in range(n):
+            w.writerow([cols[c][i] for c in names])
+
+
+def events(
+    *, model: str, start: datetime, windows: int, per_window: int, window_seconds: int,
+    shift_from: int, seed: int = 11, version: str = "v1",
+) -> Iterator[dict[str, object]]:
+    """Prediction events in event-time order: ``per_window`` events in each of
+    ``windows`` consecutive windows; windows from index ``shift_from`` on drift."""
+    rng = np.random.default_rng(seed)
+    base_ms = int(start.timestamp() * 1000)
+    step_ms = window_seconds * 1000 // per_window
+    n = 0
+    for w in range(windows):
+        cols = sample(per_window, rng, shifted=w >= shift_from)
+        for i in range(per_window):
+            ts = base_ms + w * window_seconds * 1000 + i * step_ms
+            yield {
+                "event_id": f"{model}-{n:08d}",
+                "model": model,
+                "version": version,
+                "ts": ts,
+                "features": {
+                    "age": float(cols["age"][i]),
+                    "tenure_days": float(cols["tenure_days"][i]),
+                    "monthly_charges": float(cols["monthly_charges"][i]),
+                    "plan": str(cols["plan"][i]),
+                    "region": str(cols["region"][i]),
+                },
+                "prediction": float(cols["prediction"][i]),
+                "segment": {"region": str(cols["region"][i])},
+            }
+            n += 1

@@ -1,0 +1,59 @@
+"""Building kafka-python 3.x clients from ``[kafka]``: the one place security options map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitor.config import Config
+
+
+def client_options(config: Config) -> dict[str, Any]:
+    """Connection and security options shared by consumers and producers."""
+    k = config.kafka
+    opts: dict[str, Any] = {
+        "bootstrap_servers": list(k.bootstrap_servers),
+        "client_id": k.client_id,
+        "security_protocol": k.security_protocol,
+    }
+    if k.sasl_mechanism:
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        opts["sasl_plain_username"] = k.sasl_username
+        opts["sasl_plain_password"] = config.secret("kafka.sasl_password")
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_check_hostname"] = k.ssl_check_hostname
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            v = getattr(k, key)
+            if v is not None:
+                opts[key] = str(v)
+        pw = config.secret("kafka.ssl_password")
+        if pw:
+            opts["ssl_password"] = pw
+    return opts
+
+
+def make_consumer(config: Config) -> Any:
+    """A consumer group member with manual commits (offsets follow durability)."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+
+    k = config.kafka
+    opts = client_options(config)
+    opts.update(
+        group_id=k.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=k.auto_offset_reset,
+        session_timeout_ms=int(k.session_timeout.total_seconds() * 1000),
+        heartbeat_interval_ms=int(k.heartbeat_interval.total_seconds() * 1000),
+        max_poll_records=k.max_poll_records,
+        max_partition_fetch_bytes=max(1_048_576, k.max_message_bytes + 1024),
+        fetch_max_bytes=max(52_428_800, k.max_message_bytes + 1024),
+    )
+    opts.update(k.consumer_options)
+    return KafkaConsumer(**opts)
+
+
+def make_producer(config: Config, **extra: Any) -> Any:
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    opts = client_options(config)
+    opts.update(extra)
+    return KafkaProducer(**opts)

@@ -1,0 +1,60 @@
+"""Prometheus exposition for one daemon, from its own registry (never the global one)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitor.daemon import Daemon
+
+
+class DaemonMetrics:
+    def __init__(self, daemon: Daemon) -> None:
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+        self.daemon = daemon
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        d = self.daemon
+        st = d.pipeline.stats
+        rows = CounterMetricFamily("driftwarden_rows", "Valid prediction rows consumed", labels=[])
+        rows.add_metric([], st.rows)
+        yield rows
+        dl = CounterMetricFamily("driftwarden_dead_letters", "Messages dead-lettered, by reason", labels=["reason"])
+        for reason, n in sorted(st.dead_letters.items()):
+            dl.add_metric([reason], n)
+        yield dl
+        late = CounterMetricFamily("driftwarden_late_rows", "Rows that arrived after their window closed", labels=[])
+        late.add_metric([], st.late_rows)
+        yield late
+        closed = CounterMetricFamily("driftwarden_windows_closed", "Windows closed and stored", labels=[])
+        closed.add_metric([], st.windows_closed)
+        yield closed
+        ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy")
+        ready.add_metric([], 1.0 if d.ready.is_set() and d._storage_error is None else 0.0)
+        yield ready
+        wm = GaugeMetricFamily("driftwarden_watermark_seconds", "Event-time watermark per model", labels=["model"])
+        for name, rt in d.pipeline.models.items():
+            if rt.windows.max_ts is not None:
+                wm.add_metric([name], rt.windows.watermark / 1000)
+        yield wm
+        deliveries = GaugeMetricFamily("driftwarden_deliveries", "Outbox rows by notifier and status", labels=["notifier", "status"])
+        for r in d.store.query("SELECT notifier, status, COUNT(*) AS n FROM deliveries GROUP BY notifier, status"):
+            deliveries.add_metric([r["notifier"], r["status"]], r["n"])
+        yield deliveries
+        alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state", labels=["state"])
+        for r in d.store.query("SELECT state, COUNT(*) AS n FROM alerts GROUP BY state"):
+            alerts.add_metric([r["state"]], r["n"])
+        yield alerts
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
