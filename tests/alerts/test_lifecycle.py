@@ -1,0 +1,393 @@
+"""Every branch of the alert lifecycle and of the notify decision, one test each."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from alerts.notifiers.base import NotifierSpec
+from alerts.rules import Rule
+from storage import alerts as db
+from tests.alerts.conftest import Feed, events, make_engine
+
+DRIFT = Rule("drift", "drift_share", ">", 0.3)
+HIGH, LOW = {"drift_share": 0.6}, {"drift_share": 0.1}
+
+
+def feed(store, clock, rules=(DRIFT,), notifiers=None, **settings) -> Feed:
+    return Feed(make_engine(store, clock, rules, notifiers, **settings), store, clock)
+
+
+def kinds(store) -> list[str]:
+    return [d.kind for d in db.list_deliveries(store)]
+
+
+def state(store, rule: Rule = DRIFT, model="churn", column="", segment="", version="v12") -> str:
+    alert = db.get_alert(store, rule.instance_id(model, column, segment, version))
+    return "inactive" if alert is None else alert.state
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+def test_breach_with_for_1_fires_at_once_and_notifies(store, clock):
+    f = feed(store, clock)
+    t = f.window(HIGH)
+    assert events(t) == [("drift", "inactive", "firing")]
+    assert t[0].notifiers == ("ops",)
+    assert t[0].value == 0.6 and t[0].threshold == 0.3
+    assert kinds(store) == ["firing"]
+    alert = db.get_alert(store, t[0].alert_id)
+    assert alert is not None
+    assert (alert.state, alert.episode, alert.breaches) == ("firing", 1, 1)
+    assert alert.fired_at == clock.now and alert.last_notified_at == clock.now
+
+
+def test_breach_below_for_goes_pending_and_pending_never_notifies(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, for_windows=3),))
+    assert events(f.window(HIGH)) == [("drift", "inactive", "pending")]
+    assert f.window(HIGH) == []  # still pending, breaches counted
+    assert db.list_alerts(store)[0]["breaches"] == 2
+    assert kinds(store) == []
+
+
+def test_pending_fires_after_for_consecutive_breaches(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, for_windows=2),))
+    f.window(HIGH)
+    t = f.window(HIGH)
+    assert events(t) == [("drift", "pending", "firing")]
+    assert kinds(store) == ["firing"]
+
+
+def test_pending_clear_goes_back_to_inactive_silently(store, clock):
+    rule = Rule("drift", "drift_share", ">", 0.3, for_windows=2)
+    f = feed(store, clock, (rule,))
+    f.window(HIGH)
+    assert events(f.window(LOW)) == [("drift", "pending", "inactive")]
+    assert kinds(store) == []
+    # the run restarts: one more breach is pending again, not firing
+    assert events(f.window(HIGH)) == [("drift", "inactive", "pending")]
+    assert db.list_alerts(store) and db.list_alerts(store, state="inactive") == []
+
+
+def test_firing_stays_firing_until_resolve_after_clear_windows(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, resolve_after=3),))
+    f.window(HIGH)
+    assert f.window(LOW) == [] and f.window(LOW) == []
+    assert state(store) == "firing"
+    # a breach in between restarts the clear count
+    f.window(HIGH)
+    assert f.window(LOW) == [] and f.window(LOW) == []
+    assert events(f.window(LOW)) == [("drift", "firing", "resolved")]
+    assert kinds(store) == ["firing", "resolved"]
+
+
+def test_firing_resolves_and_notifies_once(store, clock):
+    f = feed(store, clock)
+    f.window(HIGH)
+    t = f.window(LOW)
+    assert events(t) == [("drift", "firing", "resolved")]
+    assert t[0].notifiers == ("ops",)
+    assert f.window(LOW) == []  # resolved stays resolved, nothing more is sent
+    assert kinds(store) == ["firing", "resolved"]
+    resolved = db.list_deliveries(store, kind="resolved")[0]
+    firing = db.list_deliveries(store, kind="firing")[0]
+    assert resolved.parent_id == firing.id
+
+
+def test_resolved_alert_fires_again_as_a_new_episode(store, clock):
+    f = feed(store, clock)
+    f.window(HIGH)
+    f.window(LOW)
+    t = f.window(HIGH)
+    assert events(t) == [("drift", "resolved", "firing")]
+    alert = db.get_alert(store, t[0].alert_id)
+    assert alert is not None and alert.episode == 2 and alert.resolved_at is None
+    ids = [d.id for d in db.list_deliveries(store)]
+    assert kinds(store) == ["firing", "resolved", "firing"] and len(set(ids)) == 3
+
+
+def test_replayed_window_changes_nothing(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, for_windows=2),))
+    f.window(HIGH)
+    f.n -= 1  # the same window again (a replay after a crash)
+    assert f.window(HIGH) == []
+    assert db.list_alerts(store)[0]["breaches"] == 1
+
+
+def test_older_window_is_not_judged(store, clock):
+    f = feed(store, clock)
+    f.n = 5
+    f.window(HIGH)
+    f.n = 2
+    assert f.window(LOW) == []
+    assert state(store) == "firing"
+
+
+def test_missing_or_nan_figure_is_neither_breach_nor_clear(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, for_windows=2),))
+    f.window(HIGH)
+    assert f.window({"other": 1.0}) == []
+    assert f.window({"drift_share": float("nan")}) == []
+    assert events(f.window(HIGH)) == [("drift", "pending", "firing")]
+
+
+def test_alert_row_records_value_window_and_labels(store, clock):
+    rule = Rule("drift", "drift_share", ">", 0.3, labels={"team": "ml"})
+    f = feed(store, clock, (rule,))
+    f.window(HIGH)
+    row = db.list_alerts(store, state="firing", model="churn")[0]
+    assert row["value"] == 0.6 and row["threshold"] == 0.3 and row["version"] == "v12"
+    assert row["labels"] == {
+        "alertname": "drift",
+        "model": "churn",
+        "metric": "drift_share",
+        "severity": "warning",
+        "team": "ml",
+    }
+    assert row["last_window_id"].startswith("churn|v12||2026-11-23T14:00:00.000Z|")
+    assert row["window_start"] == "2026-11-23T14:00:00.000Z"
+
+
+# -- when to notify ------------------------------------------------------------------
+
+
+def test_reminder_after_repeat_interval_not_before(store, clock):
+    f = feed(store, clock, repeat_interval=timedelta(hours=4))
+    f.window(HIGH)
+    fired = clock.now
+    assert f.engine.on_tick(fired + timedelta(hours=3, minutes=59)) == []
+    t = f.engine.on_tick(fired + timedelta(hours=4))
+    assert [(x.event, x.notifiers) for x in t] == [("reminder", ("ops",))]
+    assert kinds(store) == ["firing", "reminder"]
+    # the next one is four hours after the reminder
+    assert f.engine.on_tick(fired + timedelta(hours=7)) == []
+    assert [x.event for x in f.engine.on_tick(fired + timedelta(hours=8))] == ["reminder"]
+    reminder = db.list_deliveries(store, kind="reminder")[0]
+    assert reminder.parent_id == db.list_deliveries(store, kind="firing")[0].id
+
+
+def test_rule_repeat_interval_overrides_default(store, clock):
+    rule = Rule("drift", "drift_share", ">", 0.3, repeat_interval=timedelta(minutes=30))
+    f = feed(store, clock, (rule,))
+    f.window(HIGH)
+    assert [x.event for x in f.engine.on_tick(clock.now + timedelta(minutes=30))] == ["reminder"]
+
+
+def test_no_reminder_after_resolution(store, clock):
+    f = feed(store, clock)
+    f.window(HIGH)
+    f.window(LOW)
+    assert f.engine.on_tick(clock.now + timedelta(days=1)) == []
+    assert kinds(store) == ["firing", "resolved"]
+
+
+def test_silenced_firing_is_not_notified_but_state_changes(store, clock):
+    f = feed(store, clock)
+    f.engine.silence(model="churn", until=clock.now + timedelta(hours=1), created_by="me")
+    t = f.window(HIGH)
+    assert events(t) == [("drift", "inactive", "firing")]
+    assert t[0].muted == "silenced" and t[0].notifiers == ()
+    assert kinds(store) == []
+
+
+def test_still_firing_after_silence_ends_is_notified_on_tick(store, clock):
+    f = feed(store, clock)
+    until = clock.now + timedelta(hours=1)
+    f.engine.silence(rule="drift", until=until)
+    f.window(HIGH)
+    assert f.engine.on_tick(until - timedelta(seconds=1)) == []
+    t = f.engine.on_tick(until)
+    assert [(x.event, x.notifiers) for x in t] == [("notify", ("ops",))]
+    assert kinds(store) == ["firing"]
+    assert f.engine.on_tick(until + timedelta(minutes=1)) == []  # once
+
+
+def test_resolution_of_silenced_alert_is_not_sent(store, clock):
+    f = feed(store, clock)
+    f.window(HIGH)
+    f.engine.silence(model="churn", until=clock.now + timedelta(hours=1))
+    t = f.window(LOW)
+    assert events(t) == [("drift", "firing", "resolved")]
+    assert t[0].muted == "silenced"
+    assert kinds(store) == ["firing"]
+
+
+def test_resolution_of_never_notified_alert_is_not_sent(store, clock):
+    f = feed(store, clock)
+    f.engine.silence(until=clock.now + timedelta(minutes=20))
+    f.window(HIGH)  # fires silenced
+    clock.advance(minutes=30)  # silence over, but no tick ran
+    f.n += 2
+    t = f.window(LOW)
+    assert events(t) == [("drift", "firing", "resolved")] and t[0].notifiers == ()
+    assert kinds(store) == []
+
+
+def test_silence_of_another_model_or_rule_does_not_mute(store, clock):
+    f = feed(store, clock, (DRIFT, Rule("other", "x", ">", 1)))
+    f.engine.silence(model="fraud", until=clock.now + timedelta(hours=1))
+    f.engine.silence(model="churn", rule="other", until=clock.now + timedelta(hours=1))
+    assert f.window(HIGH)[0].notifiers == ("ops",)
+
+
+def test_expired_silence_does_not_mute(store, clock):
+    f = feed(store, clock)
+    sid = f.engine.silence(until=clock.now + timedelta(hours=1))
+    assert [s.id for s in f.engine.list_silences()] == [sid]
+    assert f.engine.expire_silence(sid) is True
+    assert f.engine.list_silences() == [] and len(f.engine.list_silences(active_only=False)) == 1
+    assert f.window(HIGH)[0].notifiers == ("ops",)
+
+
+def test_silence_validation(store, clock):
+    f = feed(store, clock)
+    with pytest.raises(ValueError, match="end after it starts"):
+        f.engine.silence(until=clock.now)
+    with pytest.raises(ValueError, match="unknown rule"):
+        f.engine.silence(rule="nope", until=clock.now + timedelta(hours=1))
+    with pytest.raises(ValueError, match="needs an end"):
+        f.engine.silence(model="churn")
+
+
+def test_critical_twin_inhibits_warning_notification(store, clock):
+    warn = Rule("drift-warn", "drift_share", ">", 0.3)
+    crit = Rule("drift-crit", "drift_share", ">", 0.5, severity="critical")
+    f = feed(store, clock, (warn, crit))
+    t = {x.rule: x for x in f.window(HIGH)}
+    assert t["drift-warn"].to_state == "firing" and t["drift-warn"].muted == "inhibited"
+    assert t["drift-crit"].notifiers == ("ops",)
+    [d] = db.list_deliveries(store)
+    assert [a["rule"] for a in d.payload["alerts"]] == ["drift-crit"]
+
+
+def test_warning_notified_once_its_critical_twin_resolves(store, clock):
+    warn = Rule("drift-warn", "drift_share", ">", 0.3)
+    crit = Rule("drift-crit", "drift_share", ">", 0.5, severity="critical")
+    f = feed(store, clock, (warn, crit))
+    f.window(HIGH)
+    t = f.window({"drift_share": 0.4})  # critical clears, warning still breaching
+    assert events(t) == [("drift-crit", "firing", "resolved")]
+    t = f.engine.on_tick(clock.now)
+    assert [(x.rule, x.event) for x in t] == [("drift-warn", "notify")]
+
+
+def test_warning_of_another_column_is_not_inhibited(store, clock):
+    warn = Rule("col-warn", "wasserstein", ">", 0.1, column="age")
+    crit = Rule("col-crit", "wasserstein", ">", 0.2, column="plan", severity="critical")
+    f = feed(store, clock, (warn, crit))
+    t = {x.rule: x for x in f.window(columns={"age": (0.3, True), "plan": (0.3, True)})}
+    assert t["col-warn"].muted == "" and t["col-warn"].notifiers == ("ops",)
+
+
+def test_alerts_changing_together_are_grouped_into_one_message(store, clock):
+    rule = Rule("col-drift", "drifted", "==", 1, column="*")
+    f = feed(store, clock, (rule,))
+    t = f.window(columns={"age": (0.3, True), "plan": (0.4, True), "tenure": (0.0, False)})
+    assert sorted(x.labels["column"] for x in t) == ["age", "plan"]
+    [d] = db.list_deliveries(store)
+    assert sorted(d.alert_ids) == sorted(x.alert_id for x in t)
+    assert d.payload["group"] == {"model": "churn", "alertname": "col-drift"}
+    assert [a["column"] for a in d.payload["alerts"]] == ["age", "plan"]
+
+
+def test_different_group_labels_go_out_separately(store, clock):
+    rules = (DRIFT, Rule("rows", "row_count", "<", 100))
+    f = feed(store, clock, rules)
+    f.window({"drift_share": 0.6, "row_count": 10})
+    groups = sorted(d.payload["group"]["alertname"] for d in db.list_deliveries(store))
+    assert groups == ["drift", "rows"]
+    # grouped by model only: one message
+    store2_rules = (Rule("drift2", "drift_share", ">", 0.3), Rule("rows2", "row_count", "<", 100))
+    g = feed(store, clock, store2_rules, group_by=("model",))
+    g.model = "fraud"
+    g.window({"drift_share": 0.6, "row_count": 10})
+    [d] = db.list_deliveries(store, alert_id=store2_rules[0].instance_id("fraud", "", "", "v12"))
+    assert len(d.alert_ids) == 2
+
+
+def test_resolutions_are_grouped_per_firing_message(store, clock):
+    rule = Rule("col-drift", "drifted", "==", 1, column="*")
+    f = feed(store, clock, (rule,))
+    f.window(columns={"age": (0.3, True), "plan": (0.4, True)})
+    f.window(columns={"age": (0.0, False), "plan": (0.4, True)})
+    f.window(columns={"age": (0.0, False), "plan": (0.0, False)})
+    [firing] = db.list_deliveries(store, kind="firing")
+    resolved = db.list_deliveries(store, kind="resolved")
+    assert [len(d.alert_ids) for d in resolved] == [1, 1]
+    assert {d.parent_id for d in resolved} == {firing.id}
+
+
+def test_rule_notifiers_route_and_default_goes_to_alert_notifiers(store, clock):
+    specs = {
+        "slack": NotifierSpec(),
+        "pager": NotifierSpec(),
+        "retrain": NotifierSpec("retrain", timedelta(hours=1)),
+    }
+    rules = (DRIFT, Rule("rows", "row_count", "<", 100, notifiers=("pager",)))
+    f = feed(store, clock, rules, specs)
+    t = {x.rule: x for x in f.window({"drift_share": 0.6, "row_count": 10})}
+    assert t["drift"].notifiers == ("slack", "pager")  # not the retraining hook
+    assert t["rows"].notifiers == ("pager",)
+
+
+def test_unknown_notifier_or_duplicate_rule_is_rejected(store, clock):
+    with pytest.raises(ValueError, match="notifier 'nope' is not configured"):
+        make_engine(store, clock, (Rule("r", "m", ">", 1, notifiers=("nope",)),))
+    with pytest.raises(ValueError, match="duplicate rule names: r"):
+        make_engine(store, clock, (Rule("r", "m", ">", 1), Rule("r", "n", ">", 1)))
+
+
+def test_retraining_requested_on_firing_only(store, clock):
+    specs = {"retrain": NotifierSpec("retrain", None)}
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, notifiers=("retrain",)),), specs)
+    f.window(HIGH)
+    f.window(LOW)
+    f.engine.on_tick(clock.now + timedelta(days=1))
+    assert kinds(store) == ["retrain"]
+
+
+def test_rule_removed_from_config_ends_its_alert_quietly(store, clock):
+    f = feed(store, clock)
+    f.window(HIGH)
+    g = feed(store, clock, (Rule("other", "x", ">", 1),))
+    t = g.engine.on_tick(clock.now)
+    assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
+    assert kinds(store) == ["firing"]
+
+
+# -- no data -----------------------------------------------------------------------------
+
+
+NO_DATA = Rule(
+    "silent", "no_data", severity="critical", model="churn", no_data_for=timedelta(minutes=30)
+)
+
+
+def test_no_data_fires_after_the_duration_and_resolves_on_activity(store, clock):
+    f = feed(store, clock, (NO_DATA,))
+    start = clock.now
+    f.engine.observe_model_activity("churn", start)
+    assert f.engine.on_tick(start + timedelta(minutes=29)) == []
+    t = f.engine.on_tick(start + timedelta(minutes=30))
+    assert [(x.to_state, x.notifiers, x.value) for x in t] == [("firing", ("ops",), 1800.0)]
+    f.engine.observe_model_activity("churn", start + timedelta(minutes=40))
+    t = f.engine.on_tick(start + timedelta(minutes=41))
+    assert [(x.to_state, x.notifiers) for x in t] == [("resolved", ("ops",))]
+    assert kinds(store) == ["firing", "resolved"]
+
+
+def test_no_data_counts_from_start_after_a_restart(store, clock):
+    f = feed(store, clock, (NO_DATA,))
+    # no activity observed since this engine started: silent for 30 min from now
+    assert f.engine.on_tick(clock.now + timedelta(minutes=29)) == []
+    assert [x.to_state for x in f.engine.on_tick(clock.now + timedelta(minutes=30))] == ["firing"]
+
+
+def test_no_data_for_any_model_covers_models_seen(store, clock):
+    rule = Rule("silent", "no_data", no_data_for=timedelta(minutes=30))
+    f = feed(store, clock, (rule,))
+    f.window(LOW)  # churn seen
+    t = f.engine.on_tick(clock.now + timedelta(hours=1))
+    assert [(x.model, x.to_state) for x in t] == [("churn", "firing")]
