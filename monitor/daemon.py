@@ -47,7 +47,10 @@ class Daemon:
         from monitor.alerting import Alerting  # noqa: PLC0415
 
         self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event)
-        self.pipeline = Pipeline(config, self.store, clock=clock, on_window=self.alerting.on_window)
+        self.pipeline = Pipeline(
+            config, self.store, clock=clock, on_window=self.alerting.on_window,
+            max_payload_bytes=config.daemon.max_payload_bytes,
+        )
         self.pipeline.register_initial_references()
         self._resume = self.pipeline.restore()
         self._consumer: Any = None

@@ -1,0 +1,120 @@
+"""Helpers for integration tests: configs, producing a drifting stream, reading results."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.demo_data import events, write_reference_csv
+from storage.db import Store
+
+START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+BASE_CONFIG = """\
+[daemon]
+state_dir = "state"
+http_listen = "127.0.0.1:{http_port}"
+tick_interval = "1s"
+log_level = "info"
+{daemon_extra}
+
+[kafka]
+bootstrap_servers = ["{bootstrap}"]
+group_id = "{group}"
+predictions_topic = "{topic}"
+session_timeout = "6s"
+heartbeat_interval = "1s"
+commit_interval = "1s"
+poll_timeout = "200ms"
+max_poll_records = {max_poll_records}
+
+[[models]]
+name = "churn"
+reference = "reference.csv"
+segments = ["region"]
+[models.features]
+numerical = ["age", "tenure_days", "monthly_charges"]
+categorical = ["plan", "region"]
+[models.window]
+type = "tumbling"
+size = "1m"
+lateness = "0s"
+min_rows = 50
+idle_timeout = "{idle_timeout}"
+{extra}
+"""
+
+
+def write_config(
+    folder: Path, *, bootstrap: str, topic: str, http_port: int, extra: str = "", group: str | None = None,
+    daemon_extra: str = "", max_poll_records: int = 10000, idle_timeout: str = "2s",
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "reference.csv").exists():
+        write_reference_csv(str(folder / "reference.csv"), n=3000, seed=7)
+    path = folder / "config.toml"
+    path.write_text(
+        BASE_CONFIG.format(
+            bootstrap=bootstrap, topic=topic, http_port=http_port, extra=extra, group=group or f"g-{topic}",
+            daemon_extra=daemon_extra, max_poll_records=max_poll_records, idle_timeout=idle_timeout,
+        )
+    )
+    return path
+
+
+def stream(windows: int, per_window: int, shift_from: int, seed: int = 11) -> list[bytes]:
+    return [
+        orjson.dumps(e)
+        for e in events(model="churn", start=START, windows=windows, per_window=per_window,
+                        window_seconds=60, shift_from=shift_from, seed=seed)
+    ]
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for v in payloads:
+        p.send(topic, v)
+    p.flush()
+    p.close()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def count_windows(db: Path, segment: str = "") -> int:
+    if not db.exists():
+        return 0
+    s = Store(db)
+    try:
+        return s.query("SELECT COUNT(*) AS n FROM windows WHERE segment = ?", (segment,))[0]["n"]
+    finally:
+        s.close()
+
+
+def table_dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """windows and metrics, without timestamps of computation: for equality between runs."""
+    s = Store(db)
+    try:
+        w = [tuple(r.values()) for r in s.query(
+            'SELECT id, model, version, segment, start, "end", rows, status, late_rows FROM windows ORDER BY id')]
+        m = [tuple(r.values()) for r in s.query(
+            'SELECT window_id, "column", metric, value, p_value, threshold, drifted, test FROM metrics '
+            'ORDER BY window_id, "column", metric')]
+        return {"windows": w, "metrics": m}
+    finally:
+        s.close()
+
+
+_ = timedelta
