@@ -89,8 +89,9 @@ def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
     return kept, n_total, n_total - int(kept.shape[0])
 
 
-def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int]:
-    """Return (categories in first-seen order, counts, total rows, missing rows)."""
+def factorize_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray, int, int]:
+    """Return (categories in first-seen order, counts, codes of the non-missing
+    values in their original order, total rows, missing rows)."""
     arr = (
         np.asarray(values, dtype=object).ravel()
         if not isinstance(values, np.ndarray)
@@ -98,11 +99,19 @@ def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int
     )
     n_total = int(arr.shape[0])
     if n_total == 0:
-        return (), np.zeros(0, dtype=np.int64), 0, 0
+        return (), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.intp), 0, 0
     codes, uniques = pd.factorize(arr, use_na_sentinel=True)
-    missing = int(np.count_nonzero(codes < 0))
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniques)).astype(np.int64)
-    return tuple(uniques.tolist()), counts, n_total, missing
+    present = codes >= 0
+    kept = codes if present.all() else codes[present]
+    missing = n_total - int(kept.shape[0])
+    counts = np.bincount(kept, minlength=len(uniques)).astype(np.int64)
+    return tuple(uniques.tolist()), counts, kept.astype(np.intp, copy=False), n_total, missing
+
+
+def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int]:
+    """Return (categories in first-seen order, counts, total rows, missing rows)."""
+    cats, counts, _, n_total, missing = factorize_categories(values)
+    return cats, counts, n_total, missing
 
 
 def _sort_key_list(keys: Sequence[Any]) -> list[Any]:
@@ -144,6 +153,7 @@ class PreparedColumn:
     # categorical (also used for numerical "values as categories" tests)
     categories: tuple[Any, ...] = ()
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))  # original order
     category_index: Mapping[Any, int] = field(default_factory=dict)
     # fixed-bin mode (None when prepared with bins="evidently")
     fixed_edges: np.ndarray | None = None
@@ -263,7 +273,7 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
             fixed_keys=fixed_keys,
             fixed_ref_counts=fixed_counts,
         )
-    cats, counts, n_total, n_missing = count_categories(values)
+    cats, counts, codes, n_total, n_missing = factorize_categories(values)
     fixed_keys = fixed_counts = None
     if bins == "fixed":
         fixed_keys = cats
@@ -275,6 +285,7 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
         n=int(counts.sum()),
         categories=cats,
         counts=counts,
+        codes=codes,
         category_index={c: i for i, c in enumerate(cats)},
         fixed_keys=fixed_keys,
         fixed_ref_counts=fixed_counts,
@@ -339,7 +350,9 @@ class CurrentColumn:
             self.values, self.n_total, self.n_missing = clean_numerical(values)
             self.n = int(self.values.shape[0])
         else:
-            self.categories, self.counts, self.n_total, self.n_missing = count_categories(values)
+            (self.categories, self.counts, self.codes, self.n_total, self.n_missing) = (
+                factorize_categories(values)
+            )
             self.n = int(self.counts.sum())
 
     @cached_property

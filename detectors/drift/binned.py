@@ -1,4 +1,4 @@
-"""Divergences between binned distributions: PSI, Jensen–Shannon, KL, Hellinger, TVD.
+"""Divergences between binned distributions: PSI, Jensen–Shannon, KL, Hellinger.
 
 Binning follows ``bins`` (see :func:`detectors.prepare_reference`): Evidently's
 per-window binning on reference and current together by default, or the
@@ -115,20 +115,3 @@ def hellinger(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     return _hellinger_from_products(
         [float(a) * float(b) for a, b in zip(h1.tolist(), h2.tolist(), strict=True)], bin_width
     )
-
-
-@register_test(
-    "TVD",
-    score_kind="distance",
-    default_threshold=0.1,
-    kinds=("numerical", "categorical"),
-    inclusive=True,
-    aliases=("tvd", "total_variation"),
-)
-def total_variation(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
-    """Total variation distance ½·Σ|p − q| of the binned shares (same bins as
-    PSI/Jensen–Shannon), in [0, 1]. Drift when ``d >= threshold``. Evidently's
-    "TVD" is a permutation p-value whose 0.7 implementation fails on any input,
-    so this test is ours: a distance, no Evidently parity."""
-    p, q = binned_percents(ref, cur, bins, fill_zeroes=False)
-    return float(0.5 * np.sum(np.abs(p - q)))

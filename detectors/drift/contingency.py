@@ -114,3 +114,41 @@ def g_test(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = np.sum(2.0 * xlogy(f_obs, f_obs / f_exp))
     return float(chdtrc(len(rc) - 1, stat))
+
+
+def _tvd(rc: np.ndarray, cc: np.ndarray) -> float:
+    return float(0.5 * np.sum(np.abs(rc / rc.sum() - cc / cc.sum())))
+
+
+TVD_PERMUTATIONS = 1000
+
+
+@register_test(
+    "TVD",
+    score_kind="p_value",
+    default_threshold=0.1,
+    kinds=("categorical",),
+    inclusive=False,
+    evidently_name="TVD",
+    aliases=("tvd", "total_variation"),
+)
+def total_variation(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
+    """Permutation test on the total variation distance ½·Σ|p − q| of the
+    category shares: 1000 random splits of the pooled values (seed 0, the
+    same draws as Evidently's ``permutation_test``); score is the share of
+    splits whose distance reaches the observed one. Drift when
+    ``p < threshold``. Costs 1000 permutations of the pooled rows per window:
+    use it on small windows."""
+    keys, rc, cc = union_counts(ref, cur)
+    observed = _tvd(rc, cc)
+    index = {k: i for i, k in enumerate(keys)}
+    cur_map = np.array([index[c] for c in cur.categories], dtype=np.intp)
+    combined = np.concatenate((ref.codes, cur_map[cur.codes]))
+    total = rc + cc
+    n_all, n1, k = combined.shape[0], ref.n, len(keys)
+    rs = np.random.RandomState(0)
+    hits = 0
+    for _ in range(TVD_PERMUTATIONS):
+        c_ref = np.bincount(combined[rs.permutation(n_all)[:n1]], minlength=k)
+        hits += observed <= abs(_tvd(c_ref, total - c_ref))
+    return hits / TVD_PERMUTATIONS

@@ -1,0 +1,142 @@
+"""dataset_drift / column_drift: aggregation, Benjamini–Hochberg, interface."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import (
+    ColumnDrift,
+    ColumnSpec,
+    DatasetDrift,
+    benjamini_hochberg,
+    column_drift,
+    dataset_drift,
+    prepare_reference,
+)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    rng = np.random.default_rng(0)
+    ref = {f"n{i}": rng.normal(size=2000) for i in range(4)}
+    ref["c"] = rng.choice(np.array(list("abc"), dtype=object), 2000)
+    specs = [ColumnSpec(f"n{i}", "numerical") for i in range(4)] + [ColumnSpec("c", "categorical")]
+    return prepare_reference(ref, specs)
+
+
+def _window(shift_cols, n=500, seed=1):
+    rng = np.random.default_rng(seed)
+    cur = {f"n{i}": rng.normal(1.0 if f"n{i}" in shift_cols else 0.0, size=n) for i in range(4)}
+    cur["c"] = rng.choice(np.array(list("abc"), dtype=object), n)
+    return cur
+
+
+def test_results_are_frozen_dataclasses(prepared):
+    res = dataset_drift(prepared, _window(()))
+    assert isinstance(res, DatasetDrift) and isinstance(res.columns[0], ColumnDrift)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.share = 1.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.columns[0].score = 0.0  # type: ignore[misc]
+
+
+def test_prepared_reference_shape(prepared):
+    assert prepared.rows == 2000
+    assert [s.name for s in prepared.specs] == ["n0", "n1", "n2", "n3", "c"]
+    assert prepared.columns["n0"].n == 2000
+
+
+@pytest.mark.parametrize(
+    ("shifted", "count", "drift"),
+    [((), 0, False), (("n0", "n1"), 2, False), (("n0", "n1", "n2"), 3, True)],
+)
+def test_share_and_verdict(prepared, shifted, count, drift):
+    res = dataset_drift(prepared, _window(shifted))
+    assert res.drifted_count == count and res.n_columns == 5
+    assert res.share == count / 5 and res.dataset_drifted is drift
+
+
+def test_share_threshold_is_inclusive(prepared):
+    res = dataset_drift(prepared, _window(("n0", "n1")), share_threshold=0.4)
+    assert res.share == 0.4 and res.dataset_drifted is True
+
+
+def test_columns_subset(prepared):
+    res = dataset_drift(prepared, _window(("n0",)), columns=["n0", "c"])
+    assert (
+        [c.column for c in res.columns] == ["n0", "c"] and res.share == 0.5 and res.dataset_drifted
+    )
+
+
+def test_column_drift_equals_dataset_entry(prepared):
+    cur = _window(("n2",))
+    assert column_drift(prepared, "n2", cur["n2"]) == dataset_drift(prepared, cur)["n2"]
+
+
+def test_missing_current_column_raises_keyerror(prepared):
+    cur = _window(())
+    del cur["c"]
+    with pytest.raises(KeyError, match="'c'"):
+        dataset_drift(prepared, cur)
+
+
+def test_benjamini_hochberg_exact_values():
+    adj = benjamini_hochberg([0.01, 0.04, 0.03, np.nan, 0.2])
+    # m = 4 defined: sorted 0.01,0.03,0.04,0.2 -> 0.04, 0.06->0.0533.., 0.0533.., 0.2
+    assert adj[0] == pytest.approx(0.04)
+    assert adj[1] == pytest.approx(0.04 * 4 / 3)
+    assert adj[2] == pytest.approx(0.04 * 4 / 3)
+    assert np.isnan(adj[3]) and adj[4] == pytest.approx(0.2)
+
+
+def test_bh_only_adjusts_p_value_tests():
+    rng = np.random.default_rng(2)
+    ref = {f"x{i}": rng.normal(size=500) for i in range(5)}
+    specs = [ColumnSpec(f"x{i}", "numerical", "ks") for i in range(4)] + [
+        ColumnSpec("x4", "numerical", "wasserstein")
+    ]
+    prepared = prepare_reference(ref, specs)
+    cur = {f"x{i}": rng.normal(0.12 * i, size=400) for i in range(5)}
+    raw = dataset_drift(prepared, cur)
+    bh = dataset_drift(prepared, cur, multiple_testing="bh")
+    expected = benjamini_hochberg([c.score for c in raw.columns[:4]])
+    for c_raw, c_bh, e in zip(raw.columns[:4], bh.columns[:4], expected, strict=True):
+        assert c_bh.score == e and c_bh.raw_score == c_raw.score
+        assert c_bh.score >= c_raw.score
+        assert c_bh.drifted == (c_bh.score <= 0.05)
+    assert bh.columns[4] == raw.columns[4]
+    assert bh.drifted_count <= raw.drifted_count
+    with pytest.raises(ValueError):
+        dataset_drift(prepared, cur, multiple_testing="bonferroni")  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_identical_distributions_rarely_drift(seed):
+    rng = np.random.default_rng(seed)
+    ref = {"a": rng.normal(size=1500), "b": rng.exponential(size=1500)}
+    prepared = prepare_reference(ref, [ColumnSpec("a", "numerical"), ColumnSpec("b", "numerical")])
+    res = dataset_drift(prepared, {"a": rng.normal(size=1500), "b": rng.exponential(size=1500)})
+    assert res.dataset_drifted is False
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
+def test_order_inside_a_window_does_not_matter(seed, n):
+    rng = np.random.default_rng(seed)
+    ref = {"a": rng.normal(size=700), "c": rng.choice(np.array(list("xyz"), dtype=object), 700)}
+    prepared = prepare_reference(
+        ref, [ColumnSpec("a", "numerical"), ColumnSpec("c", "categorical")]
+    )
+    cur = {"a": rng.normal(size=n), "c": rng.choice(np.array(list("xyzw"), dtype=object), n)}
+    perm = rng.permutation(n)
+    a = dataset_drift(prepared, cur)
+    b = dataset_drift(prepared, {k: v[perm] for k, v in cur.items()})
+    for x, y in zip(a.columns, b.columns, strict=True):
+        assert x.test == y.test and x.drifted == y.drifted
+        assert x.score == pytest.approx(y.score, abs=1e-12)
