@@ -143,7 +143,10 @@ class _StandIn:
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name=type(self).__name__, daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() returns quickly
+            name=type(self).__name__,
+            daemon=True,
         )
         self._thread.start()
         return self
