@@ -115,14 +115,21 @@ def test_bh_only_adjusts_p_value_tests():
         dataset_drift(prepared, cur, multiple_testing="bonferroni")  # type: ignore[arg-type]
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1))
-def test_identical_distributions_rarely_drift(seed):
-    rng = np.random.default_rng(seed)
-    ref = {"a": rng.normal(size=1500), "b": rng.exponential(size=1500)}
-    prepared = prepare_reference(ref, [ColumnSpec("a", "numerical"), ColumnSpec("b", "numerical")])
-    res = dataset_drift(prepared, {"a": rng.normal(size=1500), "b": rng.exponential(size=1500)})
-    assert res.dataset_drifted is False
+def test_identical_distributions_rarely_drift():
+    # 40 windows drawn from the reference's own distribution: the dataset verdict
+    # (share of 3 columns >= 0.5) may fire by chance, but rarely
+    rng = np.random.default_rng(11)
+    ref = {"a": rng.normal(size=3000), "b": rng.exponential(size=3000), "c": rng.uniform(size=3000)}
+    prepared = prepare_reference(ref, [ColumnSpec(k, "numerical") for k in ref])
+    alarms = 0
+    for _ in range(40):
+        cur = {
+            "a": rng.normal(size=2000),
+            "b": rng.exponential(size=2000),
+            "c": rng.uniform(size=2000),
+        }
+        alarms += dataset_drift(prepared, cur).dataset_drifted
+    assert alarms <= 2
 
 
 @settings(max_examples=25, deadline=None)
