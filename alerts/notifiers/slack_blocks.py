@@ -18,6 +18,8 @@ MAX_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_CONTEXT_ELEMENTS = 10
 MAX_FALLBACK_TEXT = 3000
+#: alerts listed one per line in a message; the rest are counted
+MAX_ALERT_LINES = 50
 
 LINK_NAMES = {"report": "HTML report", "api": "HTTP API"}
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
@@ -188,8 +190,11 @@ def render_blocks(
     links = payload.get("links") or {}
     reserved = 2 + (1 if drifted else 0) + (1 if links else 0) + 1
     lines = [
-        alert_line(a, a.get("id") in resolved_ids and kind != "resolved", kind) for a in alerts
+        alert_line(a, a.get("id") in resolved_ids and kind != "resolved", kind)
+        for a in alerts[:MAX_ALERT_LINES]
     ]
+    if len(alerts) > MAX_ALERT_LINES:
+        lines.append(f"…and {len(alerts) - MAX_ALERT_LINES} more alerts")
     blocks.extend(_sections_from_lines(lines, MAX_BLOCKS - reserved))
     if drifted:
         dl = [
@@ -224,6 +229,8 @@ def render_text(payload: Mapping[str, Any], kind: str) -> str:
                 if kind == "resolved"
                 else f"no data for {_duration(a.get('value'))}"
             )
+        elif a.get("metric") == "drifted":
+            what = "no longer drifted" if kind == "resolved" else "drift detected"
         elif kind == "resolved":
             what = f"{a.get('metric')} back to {fmt(a.get('value'))}"
         else:
