@@ -21,6 +21,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from alerts.notifiers.base import Notifier, SendResult
@@ -45,12 +46,29 @@ def _ceil_ms(ts: datetime) -> datetime:
     return ts if extra == 0 else ts + timedelta(microseconds=1000 - extra)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one notifier is retried (seconds); see the module doc for the formula."""
+
+    max_attempts: int = 10
+    base_delay: float = 30.0
+    max_delay: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.base_delay < 0 or self.max_delay < self.base_delay:
+            raise ValueError("need 0 <= base_delay <= max_delay")
+
+
 class DeliveryWorker:
     """Sends what :class:`alerts.engine.AlertEngine` queued.
 
     ``run_once()`` attempts every due delivery once and returns how many it
     attempted; ``next_due()`` says when to call it again. The daemon runs it
     from a scheduler thread; tests call it directly with an injected clock.
+    ``max_attempts``/``base_delay``/``max_delay`` are the default policy;
+    ``policies`` overrides it per notifier name.
     """
 
     def __init__(
@@ -64,23 +82,25 @@ class DeliveryWorker:
         base_delay: float | timedelta = 30.0,
         max_delay: float | timedelta = 3600.0,
         batch: int = 100,
+        policies: Mapping[str, RetryPolicy] | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
         self.store = store
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.rng = rng or random.Random()
-        self.max_attempts = max_attempts
-        self.base_delay = _seconds(base_delay)
-        self.max_delay = _seconds(max_delay)
-        if self.base_delay < 0 or self.max_delay < self.base_delay:
-            raise ValueError("need 0 <= base_delay <= max_delay")
+        self.default_policy = RetryPolicy(max_attempts, _seconds(base_delay), _seconds(max_delay))
+        self.policies = dict(policies or {})
         self.batch = batch
 
-    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+    def policy(self, notifier: str) -> RetryPolicy:
+        return self.policies.get(notifier, self.default_policy)
+
+    def backoff(
+        self, attempts: int, retry_after: float | None = None, notifier: str | None = None
+    ) -> float:
         """Seconds to wait after ``attempts`` failed attempts."""
-        d = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
+        p = self.policy(notifier or "")
+        d = min(p.max_delay, p.base_delay * (2 ** max(0, attempts - 1)))
         d = d / 2 + self.rng.uniform(0, d / 2)
         if retry_after is not None and math.isfinite(retry_after):
             d = max(d, retry_after)
@@ -124,8 +144,8 @@ class DeliveryWorker:
         attempts = d.attempts + 1
         if r.outcome == "sent":
             status, nxt, error = "sent", None, r.error or None
-        elif r.outcome == "retry" and attempts < self.max_attempts:
-            delay = self.backoff(attempts, r.retry_after)
+        elif r.outcome == "retry" and attempts < self.policy(d.notifier).max_attempts:
+            delay = self.backoff(attempts, r.retry_after, d.notifier)
             status, nxt, error = "pending", _ceil_ms(now + timedelta(seconds=delay)), r.error
         else:
             status, nxt = "dead", None

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -150,7 +150,7 @@ class Rule:
     def evaluations(
         self,
         key: WindowKey,
-        metrics: Mapping[tuple[str, str], MetricRow] | list[MetricRow],
+        metrics: Sequence[MetricRow],
         reference: Mapping[tuple[str, str], float] | None = None,
     ) -> Iterator[Evaluation]:
         """The figures of one window this rule looks at, with their verdicts.
@@ -160,7 +160,7 @@ class Rule:
         """
         if self.is_no_data or not self.matches_window(key):
             return
-        rows = list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics)
+        rows = list(metrics)
         if self.metric == DRIFTED:
             values: dict[str, float] = {}
             for m in rows:

@@ -245,6 +245,8 @@ class _StandIn:
             except OSError:
                 pass
             return
+        extra_headers: dict[str, str]
+        payload: Any
         if down == "status":
             status, extra_headers, payload = down_status, {}, {"error": "unavailable"}
         elif scripted is not None:

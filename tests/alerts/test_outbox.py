@@ -10,7 +10,7 @@ from standardwebhooks import Webhook
 from alerts.notifiers.base import SendResult
 from alerts.notifiers.slack import SlackNotifier
 from alerts.notifiers.webhook import WebhookNotifier, new_secret
-from alerts.outbox import DeliveryWorker
+from alerts.outbox import DeliveryWorker, RetryPolicy
 from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from monitor.sinks import SlackStandIn, WebhookSink
@@ -301,3 +301,16 @@ def test_resolution_waits_for_its_firing_message(store, clock):
 
 def firing_due(store, delivery_id):
     return db.get_delivery(store, delivery_id).next_attempt_at
+
+
+def test_per_notifier_retry_policy(store, clock):
+    n = Flaky([SendResult.retry("HTTP 503")] * 5)
+    Feed(make_engine(store, clock, (DRIFT,), {"flaky": n}), store, clock).window(HIGH)
+    worker = DeliveryWorker(
+        store, {"flaky": n}, clock, rng(), max_attempts=10,
+        policies={"flaky": RetryPolicy(max_attempts=2, base_delay=4, max_delay=4)},
+    )  # fmt: skip
+    assert 2 <= worker.backoff(1, notifier="flaky") <= 4
+    assert 15 <= worker.backoff(1) <= 30  # the default policy
+    assert drain(worker, clock, clock.now + timedelta(minutes=5)) == 2
+    assert db.list_deliveries(store)[0].status == "dead"
