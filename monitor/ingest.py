@@ -188,6 +188,14 @@ class BatchDecoder:
         self, records: Iterable[Any], *, now: datetime | None = None
     ) -> tuple[dict[str, ColumnBatch], list[DeadLetter]]:
         """Decode records (objects with topic, partition, offset, timestamp, value)."""
+        from monitor.fastdecode import decode_fast  # noqa: PLC0415
+
+        records = list(records)
+        fast = decode_fast(
+            records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes
+        )
+        if fast is not None:
+            return fast, []
         builders: dict[str, _Builder] = {}
         dead: list[DeadLetter] = []
         received = now or datetime.now(UTC)

@@ -1,0 +1,152 @@
+"""Throughput: the bare kafka-python consumer (orjson decode) vs driftwarden's whole path.
+
+Both consume the same topic on the embedded broker in one run. "ours" is the real
+Daemon: decode into numpy columns, windows, drift + quality figures per closed
+window, one SQLite transaction per flush, offset commits. Events are ~720-byte
+JSON with 20 numerical and 5 categorical features; 10k events per 1-minute window.
+
+    python bench/ingest.py            # 300k events
+    python bench/ingest.py --quick    # 60k events, well under a minute
+
+Ends with: RESULT bare_eps=… ours_eps=… ratio=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from monitor.broker import EmbeddedBroker, free_port
+from monitor.config import load_config
+from monitor.daemon import Daemon
+
+NUM = [f"n{i}" for i in range(20)]
+CAT = [f"c{i}" for i in range(5)]
+CATS = np.array(["alpha", "beta", "gamma", "delta", "epsilon"], dtype=object)
+PER_WINDOW = 10_000
+
+
+def make_events(n: int, seed: int = 1) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    nums = rng.normal(50, 10, (n, len(NUM))).round(3)
+    cats = rng.choice(CATS, (n, len(CAT)))
+    base = int(datetime(2026, 11, 23, tzinfo=UTC).timestamp() * 1000)
+    out = []
+    for i in range(n):
+        feats: dict[str, object] = {k: float(nums[i, j]) for j, k in enumerate(NUM)}
+        feats.update({k: str(cats[i, j]) for j, k in enumerate(CAT)})
+        out.append(orjson.dumps({
+            "event_id": f"e{i:09d}", "model": "bench", "version": "v1",
+            "ts": base + (i * 60_000) // PER_WINDOW, "features": feats, "prediction": float(nums[i, 0] / 100),
+        }))
+    return out
+
+
+def write_reference(path: Path, n: int = 5000) -> None:
+    rng = np.random.default_rng(2)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*NUM, *CAT, "prediction"])
+        nums = rng.normal(50, 10, (n, len(NUM))).round(3)
+        cats = rng.choice(CATS, (n, len(CAT)))
+        for i in range(n):
+            w.writerow([*nums[i].tolist(), *cats[i].tolist(), nums[i, 0] / 100])
+
+
+def bare(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bare", auto_offset_reset="earliest",
+                      enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    got, t0 = 0, None
+    while got < n:
+        for recs in c.poll(timeout_ms=500, max_records=10_000).values():
+            if t0 is None:
+                t0 = time.perf_counter()
+            for r in recs:
+                orjson.loads(r.value)
+            got += len(recs)
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return n / dt
+
+
+def ours(bootstrap: str, topic: str, n: int, folder: Path) -> float:
+    write_reference(folder / "reference.csv")
+    (folder / "config.toml").write_text(f"""
+[daemon]
+state_dir = "state"
+http_listen = "127.0.0.1:{free_port()}"
+log_level = "warning"
+[kafka]
+bootstrap_servers = ["{bootstrap}"]
+group_id = "ours"
+predictions_topic = "{topic}"
+session_timeout = "6s"
+heartbeat_interval = "1s"
+[[models]]
+name = "bench"
+reference = "reference.csv"
+features.numerical = {NUM!r}
+features.categorical = {CAT!r}
+window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
+""".replace("'", '"'))
+    cfg = load_config(folder / "config.toml")
+    d = Daemon(cfg, http=False)
+    first: list[float] = []
+    orig = d.pipeline.process_records
+
+    def timed(records: list[object]) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        orig(records)
+
+    d.pipeline.process_records = timed  # type: ignore[method-assign]
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    while d.pipeline.stats.rows < n:
+        time.sleep(0.005)
+    # all rows are in; wait for the windows they closed to be durable
+    while d.pipeline.has_pending:
+        time.sleep(0.005)
+    dt = time.perf_counter() - first[0]
+    d.stop()
+    t.join(timeout=30)
+    return n / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--events", type=int, default=None)
+    a = ap.parse_args()
+    n = a.events or (60_000 if a.quick else 300_000)
+    payloads = make_events(n)
+    print(f"{n} events, mean {sum(map(len, payloads)) / n:.0f} bytes")
+    with EmbeddedBroker() as b, tempfile.TemporaryDirectory() as tmp:
+        topic = "bench"
+        b.create_topic(topic)
+        from kafka import KafkaProducer
+
+        p = KafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=20, batch_size=1 << 20)
+        for v in payloads:
+            p.send(topic, v)
+        p.flush()
+        p.close()
+        be = bare(b.bootstrap, topic, n)
+        print(f"bare kafka-python + orjson: {be:,.0f} events/s")
+        oe = ours(b.bootstrap, topic, n, Path(tmp))
+        print(f"driftwarden end to end:     {oe:,.0f} events/s  ({oe / be:.2f}× bare)")
+    print(f"RESULT bare_eps={be:.0f} ours_eps={oe:.0f} ratio={oe / be:.3f}")
+
+
+if __name__ == "__main__":
+    main()
