@@ -149,10 +149,10 @@ class AlertEngine:
         started = self.clock()
         #: last time each model sent rows (wall clock); seeded with the start
         #: time so a restart does not count downtime as silence.
-        self._activity: dict[str, datetime] = {
-            r.model: started for r in self.rules if r.is_no_data and r.model
-        }
+        self._activity: dict[str, datetime] = {}
         self._started = started
+        if any(r.is_no_data for r in self.rules):
+            self._seed_activity(started)
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -306,6 +306,19 @@ class AlertEngine:
             return db.expire_silence(self.store, silence_id, self.clock())
 
     # -- internals ------------------------------------------------------------------
+
+    def _seed_activity(self, started: datetime) -> None:
+        """Known models start "active now" (downtime is not silence), except
+        those whose no-data alert is firing: they stay silent since the last
+        activity recorded on the alert, so a restart does not resolve it."""
+        models = set(db.known_models(self.store))
+        models.update(r.model for r in self.rules if r.is_no_data and r.model)
+        self._activity = dict.fromkeys(models, started)
+        no_data = {r.name for r in self.rules if r.is_no_data}
+        for alert in db.active_alerts(self.store, (FIRING,)):
+            if alert.rule in no_data and alert.window_start:
+                last = parse_iso(alert.window_start)
+                self._activity[alert.model] = min(self._activity.get(alert.model, last), last)
 
     def _no_data(
         self, now: datetime, transitions: list[Transition], events: list[_Pending]

@@ -167,6 +167,12 @@ def list_alerts(
     return rows
 
 
+def known_models(store: Store) -> list[str]:
+    """Models that have windows or alerts (for no-data rules after a restart)."""
+    rows = store.query("SELECT model FROM windows UNION SELECT model FROM alerts ORDER BY model")
+    return [r["model"] for r in rows]
+
+
 def alert_counts(store: Store) -> dict[tuple[str, str], int]:
     """``{(state, severity): count}`` for ``/metrics``."""
     rows = store.query("SELECT state, severity, COUNT(*) AS n FROM alerts GROUP BY state, severity")

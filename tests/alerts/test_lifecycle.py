@@ -391,3 +391,28 @@ def test_no_data_for_any_model_covers_models_seen(store, clock):
     f.window(LOW)  # churn seen
     t = f.engine.on_tick(clock.now + timedelta(hours=1))
     assert [(x.model, x.to_state) for x in t] == [("churn", "firing")]
+
+
+def test_firing_no_data_alert_survives_a_restart(store, clock):
+    f = feed(store, clock, (NO_DATA,))
+    start = clock.now
+    f.engine.observe_model_activity("churn", start)
+    f.engine.on_tick(start + timedelta(minutes=30))
+    clock.set(start + timedelta(minutes=35))
+    g = feed(store, clock, (NO_DATA,))  # restart: still no data
+    assert g.engine.on_tick(start + timedelta(minutes=36)) == []
+    assert state(store, NO_DATA, version="") == "firing"
+    g.engine.observe_model_activity("churn", start + timedelta(minutes=40))
+    assert [x.to_state for x in g.engine.on_tick(start + timedelta(minutes=41))] == ["resolved"]
+
+
+def test_no_data_any_model_knows_models_from_the_store_after_restart(store, clock):
+    from storage.records import WindowKey, WindowRecord
+    from storage.windows import write_window
+
+    key = WindowKey("fraud", "v1", "", "2026-11-23T13:00:00.000Z", "2026-11-23T13:15:00.000Z")
+    with store.transaction():
+        write_window(store, WindowRecord(key, 10, "ok", clock.now), [])
+    f = feed(store, clock, (Rule("silent", "no_data", no_data_for=timedelta(minutes=30)),))
+    t = f.engine.on_tick(clock.now + timedelta(minutes=30))
+    assert [(x.model, x.to_state) for x in t] == [("fraud", "firing")]
