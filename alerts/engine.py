@@ -176,7 +176,10 @@ class AlertEngine:
         Call inside ``store.transaction()`` after writing the window's figures
         (it opens a nested transaction if you do not). Re-running the same
         window (a replay after a crash) changes nothing: each alert instance
-        judges a window once, and never one older than the last it judged.
+        judges a window once, and never a time window ending at or before the
+        last one it judged (so with ``version=None`` two versions' windows of
+        the same time range count once). An instance gets an ``alerts`` row on
+        its first breach.
         """
         ctx = context or WindowContext()
         now = self.clock()
@@ -197,7 +200,11 @@ class AlertEngine:
             for rule in self.rules:
                 for ev in rule.evaluations(key, metrics, ctx.reference_metrics):
                     aid = ev.alert_id
-                    old = existing.get(aid) or _fresh(rule, aid, key.model, ev.column, ev.segment)
+                    old = existing.get(aid)
+                    if old is None:
+                        if not ev.breached:
+                            continue  # no row for instances that never breached
+                        old = _fresh(rule, aid, key.model, ev.column, ev.segment)
                     if old.last_window_id == window.id or _older(key.end, old.window_end):
                         continue
                     new = step(

@@ -416,3 +416,18 @@ def test_no_data_any_model_knows_models_from_the_store_after_restart(store, cloc
     f = feed(store, clock, (Rule("silent", "no_data", no_data_for=timedelta(minutes=30)),))
     t = f.engine.on_tick(clock.now + timedelta(minutes=30))
     assert [(x.model, x.to_state) for x in t] == [("fraud", "firing")]
+
+
+def test_clear_instances_get_no_row(store, clock):
+    f = feed(store, clock, (Rule("col-drift", "drifted", "==", 1, column="*"),))
+    assert f.window(columns={"age": (0.0, False), "plan": (0.0, False)}) == []
+    assert db.list_alerts(store, include_inactive=True) == []
+
+
+def test_two_versions_of_the_same_time_range_count_once(store, clock):
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, for_windows=2),))
+    f.window(HIGH, version="v12", advance=False)
+    assert f.window(HIGH, version="v13") == []  # same range, other version: not judged again
+    assert db.list_alerts(store)[0]["breaches"] == 1
+    assert events(f.window(HIGH, version="v13")) == [("drift", "pending", "firing")]
+    assert db.list_alerts(store)[0]["version"] == "v13"
