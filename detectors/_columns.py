@@ -142,6 +142,8 @@ class PreparedColumn:
     # numerical
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
     sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # sorted_values with the lowest mantissa bit cleared (merge tag, see drift.distance)
+    tagged_sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unique_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unique_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     unique_cum_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -260,6 +262,7 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
             n=n,
             values=clean,
             sorted_values=s,
+            tagged_sorted_values=(s.view(np.int64) & ~np.int64(1)).view(np.float64),
             unique_values=uniques,
             unique_counts=ucounts,
             unique_cum_right=cum_right,
@@ -417,8 +420,14 @@ def union_counts(
     return keys, rcount, ccount
 
 
-def n_unique_union(ref: PreparedColumn, cur: CurrentColumn) -> int:
-    """Number of distinct non-missing values in reference and current together."""
+def n_unique_union(ref: PreparedColumn, cur: CurrentColumn, cap: int | None = None) -> int:
+    """Number of distinct non-missing values in reference and current together.
+
+    With ``cap``, any count above ``cap`` may be returned as ``cap + 1``
+    (enough for ``auto``'s "at most 2 / at most 5" rules, and much cheaper).
+    """
+    if cap is not None and ref.n_unique > cap:
+        return cap + 1
     if ref.kind == "numerical":
         cu = cur.unique_values
         if cu.shape[0] == 0:

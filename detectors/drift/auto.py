@@ -27,7 +27,7 @@ AUTO_REFERENCE_SIZE = 1000
 
 def auto_test_name(ref: PreparedColumn, cur: CurrentColumn) -> str:
     """Name of the test Evidently would run on this reference/current pair."""
-    n_values = n_unique_union(ref, cur)
+    n_values = n_unique_union(ref, cur, cap=5)
     if ref.n <= AUTO_REFERENCE_SIZE:
         if ref.kind == "numerical" and n_values > 5:
             return "ks"

@@ -116,8 +116,9 @@ def g_test(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     return float(chdtrc(len(rc) - 1, stat))
 
 
-def _tvd(rc: np.ndarray, cc: np.ndarray) -> float:
-    return float(0.5 * np.sum(np.abs(rc / rc.sum() - cc / cc.sum())))
+def _tvd_scaled(rc: np.ndarray, cc: np.ndarray, n1: int, n2: int) -> int:
+    """2·n1·n2 · TVD as an exact integer (so equal distances compare equal)."""
+    return int(np.abs(rc * n2 - cc * n1).sum())
 
 
 TVD_PERMUTATIONS = 1000
@@ -136,19 +137,23 @@ def total_variation(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float
     """Permutation test on the total variation distance ½·Σ|p − q| of the
     category shares: 1000 random splits of the pooled values (seed 0, the
     same draws as Evidently's ``permutation_test``); score is the share of
-    splits whose distance reaches the observed one. Drift when
+    splits whose distance reaches the observed one. Distances are compared
+    exactly (as integers); Evidently compares floats summed in set order, so
+    splits whose distance equals the observed one can count differently and
+    its p-value may differ from ours by a few thousandths. Drift when
     ``p < threshold``. Costs 1000 permutations of the pooled rows per window:
     use it on small windows."""
     keys, rc, cc = union_counts(ref, cur)
-    observed = _tvd(rc, cc)
+    n1, n2 = ref.n, cur.n
+    observed = _tvd_scaled(rc, cc, n1, n2)
     index = {k: i for i, k in enumerate(keys)}
     cur_map = np.array([index[c] for c in cur.categories], dtype=np.intp)
     combined = np.concatenate((ref.codes, cur_map[cur.codes]))
     total = rc + cc
-    n_all, n1, k = combined.shape[0], ref.n, len(keys)
+    n_all, k = combined.shape[0], len(keys)
     rs = np.random.RandomState(0)
     hits = 0
     for _ in range(TVD_PERMUTATIONS):
         c_ref = np.bincount(combined[rs.permutation(n_all)[:n1]], minlength=k)
-        hits += observed <= abs(_tvd(c_ref, total - c_ref))
+        hits += observed <= _tvd_scaled(c_ref, total - c_ref, n1, n2)
     return hits / TVD_PERMUTATIONS

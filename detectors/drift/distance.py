@@ -7,25 +7,43 @@ import numpy as np
 from detectors._columns import CurrentColumn, PreparedColumn
 from detectors.drift.registry import register_test
 
-_vecdot = getattr(np, "vecdot", None) or (lambda a, b: np.dot(a, b))
 
+def _merged_steps(ref: PreparedColumn, cur: CurrentColumn) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled ECDF difference and gaps over the merged sorted values of both samples.
 
-def _cdf_terms(ref: PreparedColumn, cur: CurrentColumn) -> tuple[np.ndarray, np.ndarray]:
-    """(|F_ref - F_cur| at each merged point, gap to the next point), as scipy's ``_cdf_distance``."""
-    rs, cs = ref.sorted_values, cur.sorted_values
-    all_values = np.concatenate((rs, cs))
-    all_values.sort(kind="mergesort")  # two sorted runs: a linear merge
-    deltas = np.diff(all_values)
-    head = all_values[:-1]
-    u_cdf = rs.searchsorted(head, "right") / rs.size
-    v_cdf = cs.searchsorted(head, "right") / cs.size
-    return u_cdf - v_cdf, deltas
+    Returns ``(D, deltas)`` with ``D[i] = n2·F_ref(x_i) − n1·F_cur(x_i)`` (an
+    exact integer) for each merged point but the last, and ``deltas[i] =
+    x_{i+1} − x_i``, so that ``∫|F_ref − F_cur| = Σ|D|·deltas / (n1·n2)``.
+
+    scipy's ``_cdf_distance`` sorts reference ∪ current and binary-searches
+    every merged point in both samples. Here the reference is sorted once, so a
+    window costs one sort of its own values plus a linear merge: the origin of
+    each value rides in the lowest mantissa bit (cleared for the reference, set
+    for the current), so one stable sort of the two sorted runs yields both
+    the merged order and, via a running sum, the two ECDFs. Gaps are taken
+    between values with that bit cleared: each value moves by at most one ulp
+    towards zero (values with an even last bit — integers, halves, most
+    rounded data — not at all), ties stay ties, and the distance moves by at
+    most ~2 ulp of the largest |value|: far inside the 1e-9 parity budget.
+    """
+    n1, n2 = ref.n, cur.n
+    rt = ref.tagged_sorted_values
+    ct = cur.sorted_values.view(np.int64) | 1
+    merged = np.concatenate((rt, ct.view(np.float64)))
+    merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+    bits = merged.view(np.int64)
+    is_cur = bits[:-1] & 1
+    steps = n2 - is_cur * (n1 + n2)
+    d = np.cumsum(steps)
+    # gaps between the tag-cleared values: ties stay exact ties (gap 0) whichever
+    # side they come from, and the cleared values are still non-decreasing
+    return d, np.diff((bits & ~np.int64(1)).view(np.float64))
 
 
 def wasserstein_distance(ref: PreparedColumn, cur: CurrentColumn) -> float:
-    """First Wasserstein distance, equal to ``scipy.stats.wasserstein_distance``."""
-    diff, deltas = _cdf_terms(ref, cur)
-    return float(_vecdot(np.abs(diff), deltas))
+    """First Wasserstein distance; equals ``scipy.stats.wasserstein_distance`` to ~1e-15 relative."""
+    d, deltas = _merged_steps(ref, cur)
+    return float(np.sum(np.abs(d) * deltas) / (float(ref.n) * float(cur.n)))
 
 
 @register_test(
@@ -57,5 +75,6 @@ def wasserstein(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
 def energy(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Energy distance (scipy ``energy_distance``: sqrt(2) times the L2 distance
     between the two ECDFs), not normalised. Drift when ``d > threshold``."""
-    diff, deltas = _cdf_terms(ref, cur)
-    return float(np.sqrt(2) * np.sqrt(_vecdot(np.square(diff), deltas)))
+    d, deltas = _merged_steps(ref, cur)
+    d = d.astype(np.float64) / (float(ref.n) * float(cur.n))
+    return float(np.sqrt(2) * np.sqrt(np.sum(np.square(d) * deltas)))

@@ -235,8 +235,12 @@ def test_every_evidently_named_test_exists_in_evidently():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_tvd_permutation_pvalue_matches_evidently(seed):
+    # same seeded permutations; Evidently's float comparison of equal distances
+    # (summed in set order) can count a few splits differently: allow 5/1000
     rng = np.random.default_rng(seed)
     ref = datagen.categorical(rng, "few", 120, missing=0.05)
     cur = datagen.categorical(rng, "few", 80, current=True, missing=0.05)
-    _, theirs = _check("categorical", ref, cur, "TVD")
-    assert theirs is not None
+    name, score, drifted = evidently_column(ref, cur, "categorical", "TVD")
+    prepared = prepare_reference({"x": ref}, [ColumnSpec("x", "categorical", "TVD")])
+    ours = column_drift(prepared, "x", cur)
+    assert ours.test == name and abs(ours.score - score) <= 0.005
