@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from alerts.engine import AlertEngine, AlertSettings
-from alerts.outbox import DeliveryWorker
+from alerts.outbox import DeliveryWorker, RetryPolicy
 from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from monitor.config import (
@@ -87,14 +87,14 @@ class Alerting:
                 group_by=tuple("alertname" if g == "rule" else g for g in config.alerting.group_by),
             ),
         )
-        retry = list(config.notifiers.values())
         self.worker = DeliveryWorker(
             store,
             self.notifiers,
             clock,
-            max_attempts=max((n.max_attempts for n in retry), default=12),
-            base_delay=min((n.backoff for n in retry), default=None) or 5.0,
-            max_delay=max((n.max_backoff for n in retry), default=None) or 3600.0,
+            policies={
+                name: RetryPolicy(n.max_attempts, n.backoff.total_seconds(), n.max_backoff.total_seconds())
+                for name, n in config.notifiers.items()
+            },
         )
         self._deliver_lock = threading.Lock()
 
