@@ -26,25 +26,52 @@ from detectors.drift import (
     list_tests,
     register_test,
 )
+from detectors.multivariate import (
+    MultivariateDrift,
+    PreparedDomainReference,
+    multivariate_drift,
+    prepare_domain_reference,
+)
+from detectors.performance import (
+    ClassificationMetrics,
+    ConfidenceInterval,
+    RegressionMetrics,
+    bootstrap_ci,
+    classification_metrics,
+    regression_metrics,
+)
 from detectors.quality import ColumnQuality, DataQuality, data_quality
+from detectors.sequential import CUSUM, PageHinkley
 
 __all__ = [
+    "CUSUM",
+    "ClassificationMetrics",
     "ColumnDrift",
     "ColumnQuality",
     "ColumnSpec",
     "DataQuality",
     "DatasetDrift",
+    "ConfidenceInterval",
     "DriftTest",
+    "MultivariateDrift",
+    "PageHinkley",
     "PreparedColumn",
+    "PreparedDomainReference",
     "PreparedReference",
+    "RegressionMetrics",
     "all_tests",
     "auto_test_name",
     "benjamini_hochberg",
+    "bootstrap_ci",
+    "classification_metrics",
     "column_drift",
     "data_quality",
     "dataset_drift",
     "get_test",
     "list_tests",
+    "multivariate_drift",
+    "prepare_domain_reference",
     "prepare_reference",
     "register_test",
+    "regression_metrics",
 ]

@@ -1,0 +1,296 @@
+"""Model performance once labels have joined: classification and regression metrics.
+
+Point figures equal scikit-learn's (same clipping, same edge-case values);
+:func:`bootstrap_ci` adds percentile confidence intervals computed for all
+replicates at once (bootstrap weights × per-row terms, no Python loop per
+replicate).
+
+Binary classification only: ``y_score`` is the score/probability of the
+positive class ``pos_label``; the predicted label is ``y_score >= threshold``.
+Rows whose label or score is missing (NaN/None) are dropped and counted in
+``n_dropped``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+REGRESSION_METRICS = ("mae", "rmse", "mape", "r2")
+
+
+@dataclass(frozen=True)
+class ClassificationMetrics:
+    """Binary classification figures of one window.
+
+    Equal to scikit-learn's ``accuracy_score``, ``precision_score``,
+    ``recall_score``, ``f1_score`` (0.0 where sklearn's default
+    ``zero_division`` gives 0), ``roc_auc_score`` (NaN when only one class is
+    present, where sklearn raises), ``log_loss`` with ``labels=[0, 1]`` and
+    ``brier_score_loss``. All NaN for an empty window.
+    """
+
+    n: int
+    n_dropped: int
+    positives: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    log_loss: float
+    brier: float
+    threshold: float
+    pos_label: Any
+
+
+@dataclass(frozen=True)
+class RegressionMetrics:
+    """Regression figures of one window, equal to scikit-learn's
+    ``mean_absolute_error``, ``root_mean_squared_error``,
+    ``mean_absolute_percentage_error`` (|y| floored at machine epsilon) and
+    ``r2_score`` (NaN below two rows; 1.0/0.0 for a constant target, as
+    sklearn's ``force_finite``). All NaN for an empty window."""
+
+    n: int
+    n_dropped: int
+    mae: float
+    rmse: float
+    mape: float
+    r2: float
+
+
+@dataclass(frozen=True)
+class ConfidenceInterval:
+    """Percentile bootstrap interval of one metric."""
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    n_defined: int  # replicates where the metric was defined (e.g. both classes drawn)
+
+
+def _binary_inputs(y_true: Any, y_score: Any, pos_label: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    t = np.asarray(y_true, dtype=object if np.asarray(y_true).dtype == object else None).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"y_true and y_score differ in length: {t.shape[0]} vs {s.shape[0]}")
+    keep = ~(np.asarray(pd.isna(t), dtype=bool) | np.isnan(s))
+    dropped = int(t.shape[0] - keep.sum())
+    t, s = t[keep], s[keep]
+    y = (t == pos_label).astype(np.float64)
+    return y, s, dropped
+
+
+def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC AUC (Mann–Whitney with half credit for ties) for rows of weights ``w`` (k × n)."""
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    w = w[:, order]
+    wp = w * y_sorted
+    wn = w * (1.0 - y_sorted)
+    # group tied scores
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    gp = np.add.reduceat(wp, starts, axis=1)
+    gn = np.add.reduceat(wn, starts, axis=1)
+    neg_below = np.cumsum(gn, axis=1) - gn
+    num = np.sum(gp * (neg_below + 0.5 * gn), axis=1)
+    den = gp.sum(axis=1) * gn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _classification_from_weights(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
+    pred = (s >= threshold).astype(np.float64)
+    tot = w.sum(axis=1)
+    tp = w @ (pred * y)
+    fp = w @ (pred * (1 - y))
+    fn = w @ ((1 - pred) * y)
+    correct = w @ (pred == y).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        recall = np.where(tp + fn > 0, tp / np.where(tp + fn > 0, tp + fn, 1), 0.0)
+        f1 = np.where(
+            2 * tp + fp + fn > 0, 2 * tp / np.where(2 * tp + fp + fn > 0, 2 * tp + fp + fn, 1), 0.0
+        )
+        eps = np.finfo(np.float64).eps
+        p = np.clip(s, eps, 1 - eps)
+        ll_terms = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        return {
+            "accuracy": correct / tot,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "roc_auc": _auc_from_weights(y, s, w),
+            "log_loss": (w @ ll_terms) / tot,
+            "brier": (w @ (s - y) ** 2) / tot,
+        }
+
+
+def classification_metrics(
+    y_true: Any, y_score: Any, *, pos_label: Any = 1, threshold: float = 0.5
+) -> ClassificationMetrics:
+    """Accuracy, precision, recall, F1, ROC AUC, log loss and Brier score of one window."""
+    y, s, dropped = _binary_inputs(y_true, y_score, pos_label)
+    n = int(y.shape[0])
+    if n == 0:
+        nan = math.nan
+        return ClassificationMetrics(
+            0, dropped, 0, nan, nan, nan, nan, nan, nan, nan, float(threshold), pos_label
+        )
+    vals = _classification_from_weights(y, s, np.ones((1, n)), threshold)
+    # exact sums for the point figures (weights of 1 keep the matrix path exact too)
+    return ClassificationMetrics(
+        n=n,
+        n_dropped=dropped,
+        positives=int(y.sum()),
+        threshold=float(threshold),
+        pos_label=pos_label,
+        **{k: float(v[0]) for k, v in vals.items()},
+    )
+
+
+def _regression_inputs(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_pred, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    keep = np.isfinite(t) & np.isfinite(p)
+    return t[keep], p[keep], int(t.shape[0] - keep.sum())
+
+
+def _regression_from_weights(t: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    tot = w.sum(axis=1)
+    err = t - p
+    eps = np.finfo(np.float64).eps
+    mse = (w @ err**2) / tot
+    tc = t - t.mean()  # centre first: Σw(t - m)² = Σw·tc² − W·mean_w(tc)² without cancellation
+    mean_tc = (w @ tc) / tot
+    ss_tot = w @ (tc**2) - tot * mean_tc**2
+    ss_tot = np.maximum(ss_tot, 0.0)
+    ss_res = w @ err**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(
+            ss_tot > 0,
+            1 - ss_res / np.where(ss_tot > 0, ss_tot, 1),
+            np.where(ss_res == 0, 1.0, 0.0),
+        )
+    r2 = np.where(tot >= 2, r2, np.nan)
+    return {
+        "mae": (w @ np.abs(err)) / tot,
+        "rmse": np.sqrt(mse),
+        "mape": (w @ (np.abs(err) / np.maximum(np.abs(t), eps))) / tot,
+        "r2": r2,
+    }
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> RegressionMetrics:
+    """MAE, RMSE, MAPE and R² of one window (non-finite rows dropped)."""
+    t, p, dropped = _regression_inputs(y_true, y_pred)
+    n = int(t.shape[0])
+    if n == 0:
+        nan = math.nan
+        return RegressionMetrics(0, dropped, nan, nan, nan, nan)
+    err = t - p
+    eps = np.finfo(np.float64).eps
+    if n >= 2:
+        ss_res = float(np.sum(err**2))
+        ss_tot = float(np.sum((t - np.mean(t)) ** 2))
+        r2 = (1 - ss_res / ss_tot) if ss_tot != 0 else (1.0 if ss_res == 0 else 0.0)
+    else:
+        r2 = math.nan
+    return RegressionMetrics(
+        n=n,
+        n_dropped=dropped,
+        mae=float(np.mean(np.abs(err))),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        mape=float(np.mean(np.abs(err) / np.maximum(np.abs(t), eps))),
+        r2=float(r2),
+    )
+
+
+def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    idx = rng.integers(0, n, size=(n_boot, n))
+    flat = (idx + (np.arange(n_boot) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def bootstrap_ci(
+    metric: str,
+    y_true: Any,
+    y_other: Any,
+    *,
+    task: Literal["classification", "regression"] | None = None,
+    pos_label: Any = 1,
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 250,
+) -> ConfidenceInterval:
+    """Percentile bootstrap confidence interval of one metric.
+
+    ``metric`` is one of the classification metrics (``y_other`` = scores) or
+    regression metrics (``y_other`` = predictions). All ``n_boot`` resamples
+    are drawn as a matrix of multiplicities and evaluated with matrix
+    products, ``chunk`` replicates at a time. Deterministic for a given
+    ``seed``. Replicates where the metric is undefined (ROC AUC on a resample
+    with one class) are left out; ``n_defined`` says how many remain. An
+    empty window gives NaN bounds.
+    """
+    if task is None:
+        task = "classification" if metric in CLASSIFICATION_METRICS else "regression"
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]]
+    if task == "classification":
+        if metric not in CLASSIFICATION_METRICS:
+            raise ValueError(
+                f"unknown classification metric {metric!r}; known: {CLASSIFICATION_METRICS}"
+            )
+        y, s, _ = _binary_inputs(y_true, y_other, pos_label)
+        n = y.shape[0]
+        point = getattr(
+            classification_metrics(y_true, y_other, pos_label=pos_label, threshold=threshold),
+            metric,
+        )
+
+        def compute(w: np.ndarray) -> dict[str, np.ndarray]:
+            if metric == "roc_auc":
+                return {"roc_auc": _auc_from_weights(y, s, w)}
+            return _classification_from_weights(y, s, w, threshold)
+    else:
+        if metric not in REGRESSION_METRICS:
+            raise ValueError(f"unknown regression metric {metric!r}; known: {REGRESSION_METRICS}")
+        t, p, _ = _regression_inputs(y_true, y_other)
+        n = t.shape[0]
+        point = getattr(regression_metrics(y_true, y_other), metric)
+
+        def compute(w: np.ndarray) -> dict[str, np.ndarray]:
+            return _regression_from_weights(t, p, w)
+
+    if n == 0:
+        return ConfidenceInterval(metric, math.nan, math.nan, math.nan, level, n_boot, 0)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        reps.append(compute(_bootstrap_weights(n, k, rng))[metric])
+    values = np.concatenate(reps)
+    defined = values[~np.isnan(values)]
+    if defined.shape[0] == 0:
+        return ConfidenceInterval(metric, float(point), math.nan, math.nan, level, n_boot, 0)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(defined, [alpha, 1 - alpha])
+    return ConfidenceInterval(
+        metric, float(point), float(lo), float(hi), level, n_boot, int(defined.shape[0])
+    )

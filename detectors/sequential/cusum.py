@@ -1,0 +1,142 @@
+"""Two-sided tabular CUSUM for a shift in the mean of a stream."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class CUSUM:
+    """Tabular CUSUM (Page, 1954; Montgomery, *Statistical Quality Control*, ch. 9).
+
+    The in-control mean ``target`` and standard deviation ``sigma`` are given,
+    or estimated from the first ``min_instances`` values (Welford). Then, per
+    standardised value ``z = (x - target) / sigma``::
+
+        s_hi = max(0, s_hi + z - k)      # evidence of an increase
+        s_lo = max(0, s_lo - z - k)      # evidence of a decrease
+
+    and a change is signalled when either exceeds ``h``. ``k`` (slack, in
+    sigmas; 0.5 detects a one-sigma shift fastest) and ``h`` (decision
+    interval, in sigmas; 4–5 is usual) are the textbook settings. After a
+    detection the sums restart from zero; the in-control estimates are kept
+    (call :meth:`reset` to re-learn them).
+
+    >>> c = CUSUM(target=0.0, sigma=1.0, k=0.5, h=4.0)
+    >>> series = [0.0] * 10 + [2.0] * 10
+    >>> next(i for i, x in enumerate(series) if c.update(x).drift_detected)
+    12
+
+    Non-finite values are ignored. A learned sigma of 0 is floored at 1e-12
+    (any later change is then signalled at once).
+    """
+
+    def __init__(
+        self,
+        k: float = 0.5,
+        h: float = 5.0,
+        target: float | None = None,
+        sigma: float | None = None,
+        min_instances: int = 30,
+    ) -> None:
+        if k < 0 or h <= 0 or min_instances < 2:
+            raise ValueError("need k >= 0, h > 0 and min_instances >= 2")
+        if sigma is not None and sigma <= 0:
+            raise ValueError("sigma must be > 0")
+        self.k = float(k)
+        self.h = float(h)
+        self.target = None if target is None else float(target)
+        self.sigma = None if sigma is None else float(sigma)
+        self.min_instances = int(min_instances)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream, including learned in-control estimates."""
+        self._n = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._s_hi = 0.0
+        self._s_lo = 0.0
+        self._drift = False
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last ``update`` signalled a change."""
+        return self._drift
+
+    @property
+    def statistics(self) -> tuple[float, float]:
+        """Current (s_hi, s_lo), in sigmas."""
+        return self._s_hi, self._s_lo
+
+    def _in_control(self) -> tuple[float, float] | None:
+        mu = (
+            self.target
+            if self.target is not None
+            else (self._mean if self._n >= self.min_instances else None)
+        )
+        if mu is None:
+            return None
+        if self.sigma is not None:
+            return mu, self.sigma
+        if self._n < self.min_instances:
+            return None
+        return mu, max(math.sqrt(self._m2 / (self._n - 1)), 1e-12)
+
+    def update(self, x: float) -> CUSUM:
+        """Add one value; returns ``self`` so calls chain."""
+        if self._drift:
+            self._s_hi = self._s_lo = 0.0
+            self._drift = False
+        x = float(x)
+        if not math.isfinite(x):
+            return self
+        params = self._in_control()
+        if params is None:  # still learning the in-control mean/sigma
+            self._n += 1
+            d = x - self._mean
+            self._mean += d / self._n
+            self._m2 += d * (x - self._mean)
+            return self
+        mu, sd = params
+        z = (x - mu) / sd
+        self._s_hi = max(0.0, self._s_hi + z - self.k)
+        self._s_lo = max(0.0, self._s_lo - z - self.k)
+        self._drift = self._s_hi > self.h or self._s_lo > self.h
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """Settings and state as a JSON-serialisable dict."""
+        return {
+            "type": "CUSUM",
+            "settings": {
+                "k": self.k,
+                "h": self.h,
+                "target": self.target,
+                "sigma": self.sigma,
+                "min_instances": self.min_instances,
+            },
+            "n": self._n,
+            "mean": self._mean,
+            "m2": self._m2,
+            "s_hi": self._s_hi,
+            "s_lo": self._s_lo,
+            "drift": self._drift,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CUSUM:
+        """Rebuild a detector from :meth:`state`; it continues exactly where that one was."""
+        if state.get("type") != "CUSUM":
+            raise ValueError(f"not a CUSUM state: {state.get('type')!r}")
+        det = cls(**state["settings"])
+        det._n = int(state["n"])
+        det._mean = float(state["mean"])
+        det._m2 = float(state["m2"])
+        det._s_hi = float(state["s_hi"])
+        det._s_lo = float(state["s_lo"])
+        det._drift = bool(state["drift"])
+        return det
+
+    def __repr__(self) -> str:
+        return f"CUSUM(k={self.k}, h={self.h}, target={self.target}, sigma={self.sigma}, min_instances={self.min_instances})"
