@@ -1,0 +1,148 @@
+"""Helpers for the fault tests: daemon subprocesses, read-only peeks at the state, window shapes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.broker import free_port
+from tests.monitor.daemon_helpers import table_dump, wait_for, write_config
+
+TUMBLING = 'type = "tumbling"\nsize = "1m"'
+#: window shapes under test, replacing the tumbling one of daemon_helpers.BASE_CONFIG
+SHAPES = {
+    "tumbling": TUMBLING,
+    "sliding": 'type = "sliding"\nsize = "2m"\nslide = "30s"',
+    "count": 'type = "sliding"\nby = "count"\nsize = 250\nslide = 125',
+}
+
+
+def fault_config(
+    folder: Path, *, bootstrap: str, topic: str, shape: str = "tumbling", **kw: Any
+) -> Path:
+    """``write_config`` with another window shape; a fresh HTTP port each call."""
+    path = write_config(folder, bootstrap=bootstrap, topic=topic, http_port=free_port(), **kw)
+    text = path.read_text()
+    assert TUMBLING in text
+    path.write_text(text.replace(TUMBLING, SHAPES[shape]))
+    return path
+
+
+def peek_state(db: Path) -> dict[str, Any] | None:
+    """The pipeline's durable snapshot, read without writing (no migrations, no locks held)."""
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT state FROM stream_state WHERE name = 'pipeline'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return orjson.loads(row[0]) if row else None
+
+
+def durable_offset(db: Path) -> int:
+    """Sum over partitions of the consumed offsets recorded in the durable snapshot."""
+    st = peek_state(db)
+    return sum(int(o) for o in st.get("offsets", {}).values()) if st else 0
+
+
+def open_windows(db: Path) -> int:
+    st = peek_state(db)
+    return sum(len(m.get("open", [])) for m in st.get("models", {}).values()) if st else -1
+
+
+def finished(db: Path, n: int, all_closed: bool = False) -> bool:
+    """All ``n`` messages are durably consumed (and, if asked, no window is left open)."""
+    if durable_offset(db) < n:
+        return False
+    return not all_closed or open_windows(db) == 0
+
+
+def with_sentinel(msgs: list[bytes], after: timedelta = timedelta(minutes=10)) -> list[bytes]:
+    """``msgs`` plus one event far later in event time: its watermark closes every earlier
+    time window, so completion does not depend on the wall-clock idle timeout."""
+    last = orjson.loads(msgs[-1])
+    last["ts"] = int(last["ts"]) + int(after.total_seconds() * 1000)
+    last["event_id"] = "sentinel"
+    return [*msgs, orjson.dumps(last)]
+
+
+def start_daemon(
+    cfg: Path, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "run", "-c", str(cfg)],
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def http_port(cfg: Path) -> int:
+    import tomllib  # noqa: PLC0415
+
+    return int(tomllib.loads(cfg.read_text())["daemon"]["http_listen"].rsplit(":", 1)[1])
+
+
+def http_get(cfg: Path, path: str) -> tuple[int, Any]:
+    """(status, JSON body) from the daemon's HTTP API; (0, None) when it does not answer."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port(cfg)}{path}", timeout=2) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"null")
+    except (OSError, ValueError):
+        return 0, None
+
+
+def wait_ready(cfg: Path, timeout: float = 30) -> bool:
+    """The daemon answers /readyz 200 (signal handlers are installed by then)."""
+    return wait_for(lambda: http_get(cfg, "/readyz")[0] == 200, timeout=timeout, interval=0.1)
+
+
+def run_to_completion(
+    cfg: Path, n: int, *, all_closed: bool = False, timeout: float = 60, log: Path | None = None
+) -> dict[str, Any]:
+    """Run the daemon until all ``n`` messages are durable, SIGTERM it; the tables."""
+    db = cfg.parent / "state" / "driftwarden.db"
+    proc = start_daemon(cfg, log=log)
+    try:
+        assert wait_ready(cfg, timeout=timeout), "daemon not ready"
+        assert wait_for(lambda: finished(db, n, all_closed), timeout=timeout), (
+            f"not finished: offset {durable_offset(db)}/{n}, open {open_windows(db)}"
+        )
+    finally:
+        rc = terminate(proc)
+    assert rc == 0, rc
+    return table_dump(db)
+
+
+def elapsed(t0: float) -> float:
+    return round(time.monotonic() - t0, 1)
