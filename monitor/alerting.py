@@ -101,7 +101,9 @@ class Alerting:
     def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
         base = self.config.daemon.base_url
         rec = figures.record
+        by_count = model.window.by == "count" and figures.ts_range is not None
         ctx = WindowContext(
+            reference_metrics=figures.reference_metrics,
             drifted_columns=figures.top_drifted,
             data={
                 "topic": self.config.kafka.predictions_topic,
@@ -114,6 +116,9 @@ class Alerting:
             },
             callback=f"{base}/api/v1/models/{model.name}/references",
             rows=rec.rows,
+            # count windows are identified by row ordinals: show people their time range
+            start=figures.ts_range[0] if by_count and figures.ts_range else "",
+            end=figures.ts_range[1] if by_count and figures.ts_range else "",
         )
         self.engine.observe_model_activity(model.name, self.clock())
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)

@@ -95,17 +95,10 @@ def windows(
     as_json: JsonOpt = False,
 ) -> None:
     """Stored windows with their drift verdicts, newest first."""
-    from storage.windows import list_windows, metric_value  # noqa: PLC0415
+    from storage.windows import windows_with_verdicts  # noqa: PLC0415
 
     store = _store(config, state_dir)
-    rows = list_windows(store, model=model, segment=segment, limit=limit)
-    for r in rows:
-        r["drift_share"] = metric_value(store, r["id"], "drift_share")
-        dd = store.query(
-            "SELECT drifted FROM metrics WHERE window_id = ? AND metric = 'drift_share' AND \"column\" = ''",
-            (r["id"],),
-        )
-        r["dataset_drift"] = bool(dd[0]["drifted"]) if dd and dd[0]["drifted"] is not None else None
+    rows = windows_with_verdicts(store, model=model, segment=segment, limit=limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -124,11 +117,9 @@ def alerts(
     as_json: JsonOpt = False,
 ) -> None:
     """Alerts and their state."""
-    store = _store(config, state_dir)
-    where, params = "", []
-    if state:
-        where, params = " WHERE state = ?", [state]
-    rows = store.query(f"SELECT * FROM alerts{where} ORDER BY COALESCE(fired_at, started_at) DESC", params)
+    from storage.alerts import list_alerts  # noqa: PLC0415
+
+    rows = list_alerts(_store(config, state_dir), state=state)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -142,14 +133,17 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """What the state directory holds: windows, alerts, deliveries, dead letters."""
+    from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
+    from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.windows import window_counts  # noqa: PLC0415
+
     store = _store(config, state_dir)
-    q = store.query
     out = {
         "schema_version": store.schema_version(),
-        "windows": q("SELECT model, status, COUNT(*) AS n, MAX(\"end\") AS last_end FROM windows GROUP BY model, status"),
-        "alerts": q("SELECT state, COUNT(*) AS n FROM alerts GROUP BY state"),
-        "deliveries": q("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status"),
-        "dead_letters": q("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"],
+        "windows": window_counts(store),
+        "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
+        "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
+        "dead_letters": dead_letter_total(store),
     }
     if as_json:
         typer.echo(json.dumps(out, indent=2))

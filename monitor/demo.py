@@ -95,7 +95,10 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from monitor.demo_data import events, write_reference_csv  # noqa: PLC0415
     from monitor.kafka_client import make_producer  # noqa: PLC0415
     from monitor.sinks import SlackStandIn, WebhookSink  # noqa: PLC0415
+    from storage.alerts import delivery_counts, list_alerts, list_deliveries  # noqa: PLC0415
     from storage.db import Store  # noqa: PLC0415
+    from storage.dead_letters import list_dead_letters  # noqa: PLC0415
+    from storage.windows import drifted_columns, windows_with_verdicts  # noqa: PLC0415
 
     console.print("[bold]driftwarden demo[/bold]: embedded broker, drifting stream, Slack and webhook stand-ins")
     broker = EmbeddedBroker(log_path=state_dir / "broker.log")
@@ -147,26 +150,19 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         first_alert_at = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for w in reader.query(
-                "SELECT w.*, m.value AS share, m.drifted AS drifted FROM windows w LEFT JOIN metrics m "
-                "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = '' "
-                "WHERE w.segment = '' ORDER BY w.start"
-            ):
+            for w in windows_with_verdicts(reader, segment="", oldest_first=True):
                 if w["id"] in seen_windows:
                     continue
                 seen_windows.add(w["id"])
-                cols = reader.query(
-                    "SELECT \"column\", test, value FROM metrics WHERE window_id = ? AND metric = 'drift_score' "
-                    "AND drifted = 1 ORDER BY \"column\"", (w["id"],)
-                )
-                verdict = "[red]DRIFT[/red]   " if w["drifted"] else "[green]no drift[/green]"
+                cols = drifted_columns(reader, w["id"])
+                verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
                 cols_txt = ", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-"
-                share = w["share"] if w["share"] is not None else float("nan")
+                share = w["drift_share"] if w["drift_share"] is not None else float("nan")
                 console.print(
                     f"  window {w['start'][11:16]}–{w['end'][11:16]}  rows {w['rows']:>4}  {verdict}  "
                     f"share {share:.2f}  drifted: {cols_txt}"
                 )
-            for a in reader.query("SELECT * FROM alerts ORDER BY updated_at"):
+            for a in reversed(list_alerts(reader)):
                 key = (a["id"], a["state"])
                 if key in seen_alerts or a["state"] not in ("firing", "resolved"):
                     continue
@@ -178,21 +174,21 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                     f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {a['rule']} on {a['model']}: "
                     f"value {a['value']:.2f} vs threshold {a['threshold']}"
                 )
-            for d in reader.query("SELECT * FROM deliveries WHERE status = 'sent' ORDER BY delivered_at"):
-                if d["id"] in seen_deliveries:
+            for dl in list_deliveries(reader, status="sent"):
+                if dl.id in seen_deliveries:
                     continue
-                seen_deliveries.add(d["id"])
-                console.print(f"    delivered {d['kind']} to {d['notifier']} (attempt {d['attempts']}, id {d['id'][:12]}…)")
-            pending = reader.query("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'")[0]["n"]
+                seen_deliveries.add(dl.id)
+                console.print(f"    delivered {dl.kind} to {dl.notifier} (attempt {dl.attempts}, id {dl.id[:12]}…)")
+            pending = sum(n for (_, st), n in delivery_counts(reader).items() if st == "pending")
             if len(seen_windows) >= WINDOWS and pending == 0 and time.monotonic() - t0 > 5:
                 break
             time.sleep(0.3)
         daemon.stop()
         thread.join(timeout=30)
         ok = len(seen_windows) >= WINDOWS and first_alert_at is not None
-        dl = reader.query("SELECT reason FROM dead_letters ORDER BY \"offset\"")
+        letters = list_dead_letters(reader)
         console.print("")
-        console.print(f"  dead letters: {len(dl)}  " + "; ".join(d["reason"][:60] for d in dl))
+        console.print(f"  dead letters: {len(letters)}  " + "; ".join(d["reason"][:60] for d in reversed(letters)))
         console.print(
             f"  slack stand-in: {len(slack.calls('chat.postMessage'))} message(s), "
             f"{len(slack.calls('chat.update'))} update(s); webhook sink: {len(sink.requests)} request(s)"

@@ -33,6 +33,8 @@ class PreparedModel:
     prediction: str
     drift_columns: tuple[str, ...]
     version: str = ""
+    #: the reference's own figures by (column, metric), for rules with relative thresholds
+    reference_metrics: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: ModelConfig, schema: ModelSchema, reference: ReferenceData, version: str = "") -> PreparedModel:
@@ -60,7 +62,12 @@ class PreparedModel:
                 )
             )
         prepared = prepare_reference(reference.columns, specs, bins=d.bins)
-        return cls(config, schema, reference, prepared, pred, tuple(schema.features), version)
+        features = tuple(schema.features)
+        ref_metrics: dict[tuple[str, str], float] = {(DATASET, "row_count"): float(reference.rows)}
+        quality = data_quality(prepared, {c: reference.columns[c] for c in features})
+        for q in quality.columns:
+            ref_metrics[(q.column, "missing_share")] = q.missing_share
+        return cls(config, schema, reference, prepared, pred, features, version, ref_metrics)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class WindowFigures:
     metrics: list[MetricRow]
     top_drifted: list[tuple[str, str, float]] = field(default_factory=list)
     ts_range: tuple[str, str] | None = None
+    reference_metrics: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def window_key(model: str, by: str, w: OpenWindow) -> WindowKey:
@@ -127,4 +135,4 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
             iso(datetime.fromtimestamp(int(np.max(ts)) / 1000, UTC)),
         )
     record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference.sha256[:12])
-    return WindowFigures(record, metrics, top, ts_range)
+    return WindowFigures(record, metrics, top, ts_range, pm.reference_metrics)

@@ -128,15 +128,18 @@ class ApiServer:
                     r["metrics"] = window_metrics(d.store, r["id"])
             return 200, {"windows": rows}, j
         if rest == ["alerts"]:
-            where, params = [], []
-            for key in ("state", "model", "rule"):
-                if key in q:
-                    where.append(f"{key} = ?")
-                    params.append(q[key])
-            sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY updated_at DESC"
-            return 200, {"alerts": d.store.query(sql, params)}, j
+            from storage.alerts import list_alerts  # noqa: PLC0415
+
+            rows = list_alerts(d.store, state=q.get("state"), model=q.get("model"))
+            if "rule" in q:
+                rows = [r for r in rows if r["rule"] == q["rule"]]
+            return 200, {"alerts": rows}, j
         if rest == ["silences"]:
-            return 200, {"silences": d.store.query("SELECT * FROM silences ORDER BY ends_at DESC")}, j
+            from dataclasses import asdict  # noqa: PLC0415
+
+            from storage.alerts import list_silences  # noqa: PLC0415
+
+            return 200, {"silences": [asdict(s) for s in list_silences(d.store)]}, j
         return 404, {"error": "not found"}, j
 
     def _authorised(self, h: BaseHTTPRequestHandler) -> tuple[int, str] | None:

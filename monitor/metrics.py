@@ -45,13 +45,17 @@ class DaemonMetrics:
             if rt.windows.max_ts is not None:
                 wm.add_metric([name], rt.windows.watermark / 1000)
         yield wm
-        deliveries = GaugeMetricFamily("driftwarden_deliveries", "Outbox rows by notifier and status", labels=["notifier", "status"])
-        for r in d.store.query("SELECT notifier, status, COUNT(*) AS n FROM deliveries GROUP BY notifier, status"):
-            deliveries.add_metric([r["notifier"], r["status"]], r["n"])
+        from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
+
+        deliveries = GaugeMetricFamily(
+            "driftwarden_deliveries", "Outbox rows by notifier and status (dead = gave up)", labels=["notifier", "status"]
+        )
+        for (notifier, status), n in sorted(delivery_counts(d.store).items()):
+            deliveries.add_metric([notifier, status], n)
         yield deliveries
-        alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state", labels=["state"])
-        for r in d.store.query("SELECT state, COUNT(*) AS n FROM alerts GROUP BY state"):
-            alerts.add_metric([r["state"]], r["n"])
+        alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state and severity", labels=["state", "severity"])
+        for (state, severity), n in sorted(alert_counts(d.store).items()):
+            alerts.add_metric([state, severity], n)
         yield alerts
 
     def exposition(self) -> tuple[bytes, str]:

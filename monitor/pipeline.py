@@ -25,7 +25,7 @@ from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.references import latest_reference, register_reference
 from storage.state import load_state, save_state
-from storage.windows import write_window
+from storage.windows import add_late_rows, write_window
 
 log = logging.getLogger("driftwarden.pipeline")
 
@@ -215,7 +215,7 @@ class Pipeline:
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
-                self.store.execute("UPDATE windows SET late_rows = late_rows + ? WHERE id = ?", (lr.count, wid))
+                add_late_rows(self.store, wid, lr.count)
             save_state(self.store, STATE_NAME, self.snapshot())
         self._closed.clear()
         self._dead.clear()

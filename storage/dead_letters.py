@@ -54,3 +54,7 @@ def dead_letter_counts(store: Store) -> dict[str, int]:
 
 def list_dead_letters(store: Store, limit: int = 100) -> list[dict[str, Any]]:
     return store.query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def dead_letter_total(store: Store) -> int:
+    return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])

@@ -76,3 +76,53 @@ def metric_value(store: Store, window_id: str, metric: str, column: str = "") ->
         (window_id, metric, column),
     )
     return rows[0]["value"] if rows else None
+
+
+def windows_with_verdicts(
+    store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None,
+    oldest_first: bool = False,
+) -> list[dict[str, Any]]:
+    """Windows with their dataset drift share (``drift_share``, None for insufficient
+    windows) and verdict (``dataset_drift``)."""
+    where, params = [], []
+    if model is not None:
+        where.append("w.model = ?")
+        params.append(model)
+    if segment is not None:
+        where.append("w.segment = ?")
+        params.append(segment)
+    sql = (
+        "SELECT w.*, m.value AS drift_share, m.drifted AS dataset_drift FROM windows w LEFT JOIN metrics m "
+        "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + (' ORDER BY w."end", w.model, w.version, w.segment' if oldest_first
+           else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = store.query(sql, params)
+    for r in rows:
+        r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])
+    return rows
+
+
+def drifted_columns(store: Store, window_id: str) -> list[dict[str, Any]]:
+    """The columns a window found drifted: ``column``, ``test``, ``value``."""
+    return store.query(
+        "SELECT \"column\", test, value FROM metrics WHERE window_id = ? AND metric = 'drift_score' "
+        "AND drifted = 1 ORDER BY \"column\"",
+        (window_id,),
+    )
+
+
+def window_counts(store: Store) -> list[dict[str, Any]]:
+    """Per model and status: how many windows, and the newest end."""
+    return store.query(
+        'SELECT model, status, COUNT(*) AS n, MAX("end") AS last_end FROM windows GROUP BY model, status'
+    )
+
+
+def add_late_rows(store: Store, window_id: str, count: int) -> bool:
+    """Count rows that arrived after a window closed; False if the window is not stored."""
+    cur = store.execute("UPDATE windows SET late_rows = late_rows + ? WHERE id = ?", (count, window_id))
+    return cur.rowcount > 0
