@@ -12,7 +12,14 @@ from monitor.broker import EmbeddedBroker, free_port
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from storage.db import Store
-from tests.monitor.daemon_helpers import count_windows, produce, stream, table_dump, wait_for, write_config
+from tests.monitor.daemon_helpers import (
+    count_windows,
+    produce,
+    stream,
+    table_dump,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.broker]
 
