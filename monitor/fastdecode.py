@@ -70,6 +70,8 @@ def decode_fast(
     if set(map(type, objs)) != {dict}:
         return None
     models = [o.get(model_field) for o in objs]
+    if not set(map(type, models)) <= _STR_OK:
+        return None  # missing or not a string (a list or object is not even hashable)
     distinct = set(models)
     if not distinct <= schemas.keys():
         return None

@@ -191,9 +191,12 @@ class BatchDecoder:
         from monitor.fastdecode import decode_fast  # noqa: PLC0415
 
         records = list(records)
-        fast = decode_fast(
-            records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes
-        )
+        try:
+            fast = decode_fast(
+                records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes
+            )
+        except Exception:  # noqa: BLE001 - any surprise in the fast path: validate record by record
+            fast = None
         if fast is not None:
             return fast, []
         builders: dict[str, _Builder] = {}
