@@ -142,8 +142,6 @@ class PreparedColumn:
     # numerical
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
     sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # sorted_values with the lowest mantissa bit cleared (merge tag, see drift.distance)
-    tagged_sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unique_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     unique_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     unique_cum_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -262,7 +260,6 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
             n=n,
             values=clean,
             sorted_values=s,
-            tagged_sorted_values=(s.view(np.int64) & ~np.int64(1)).view(np.float64),
             unique_values=uniques,
             unique_counts=ucounts,
             unique_cum_right=cum_right,

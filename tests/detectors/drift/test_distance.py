@@ -6,8 +6,7 @@ from scipy import stats
 
 from tests.detectors.drift.helpers import score
 
-# the merge tags each value's origin in its last mantissa bit (see drift.distance):
-# distances agree with scipy to a few ulp, not always bit for bit
+# distances are summed in another order than scipy's: equal to a few ulp
 REL = 1e-14
 
 
@@ -51,3 +50,29 @@ def test_tagging_keeps_ties_and_signs_exact_enough(scale):
     assert score("wasserstein", ref, cur) == pytest.approx(expected, rel=REL)
     assert score("ed", ref, cur) == pytest.approx(stats.energy_distance(ref, cur), rel=REL)
     assert score("wasserstein", ref, ref) == 0.0
+
+
+@pytest.mark.parametrize(("n1", "n2"), [(700, 700), (700, 300), (1000, 999), (64, 1500), (9, 6)])
+def test_quantile_form_agrees_with_scipy_for_any_sizes(n1, n2):
+    rng = np.random.default_rng(n1 * n2)
+    ref = np.round(rng.normal(size=n1), 2)
+    prepared_scores = []
+    for _ in range(3):
+        cur = np.round(rng.normal(0.2, size=n2), 2)
+        expected = stats.wasserstein_distance(ref, cur) / max(np.std(ref), 0.001)
+        got = score("wasserstein", ref, cur)
+        assert got == pytest.approx(expected, rel=REL)
+        prepared_scores.append(got)
+
+
+@pytest.mark.parametrize("method", ["wasserstein", "ed"])
+def test_values_far_from_zero_with_tiny_spread_keep_precision(method):
+    rng = np.random.default_rng(9)
+    ref = 1e6 + rng.normal(scale=1e-3, size=2511)
+    cur = 1e6 + rng.normal(1e-4, 1e-3, size=1018)
+    expected = (
+        stats.wasserstein_distance(ref, cur) / np.std(ref)
+        if method == "wasserstein"
+        else stats.energy_distance(ref, cur)
+    )
+    assert score(method, ref, cur) == pytest.approx(expected, rel=1e-11)
