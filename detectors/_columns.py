@@ -108,6 +108,63 @@ def factorize_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, np.n
     return tuple(uniques.tolist()), counts, kept.astype(np.intp, copy=False), n_total, missing
 
 
+try:  # pandas' object hash table: ~3x faster than factorize when categories are known
+    from pandas._libs.hashtable import PyObjectHashTable as _ObjectTable
+except ImportError:  # pragma: no cover - private API moved: fall back to pd.factorize
+    _ObjectTable = None
+
+
+def category_lookup(categories: tuple[Any, ...]) -> Any:
+    """A lookup table for :func:`factorize_known` (None when unavailable)."""
+    if _ObjectTable is None or not categories:
+        return None
+    try:
+        table = _ObjectTable(max(len(categories), 8))
+        table.map_locations(np.asarray(categories, dtype=object))
+    except Exception:  # pragma: no cover - unhashable or odd values: use factorize
+        return None
+    return table
+
+
+def factorize_known(
+    values: Any, known: tuple[Any, ...], table: Any
+) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray, int, int]:
+    """:func:`factorize_categories`, fast when most values are among ``known``.
+
+    Known categories present in the window come first (in ``known`` order),
+    then new ones in first-seen order; categories with zero count are left out.
+    """
+    arr = (
+        np.asarray(values, dtype=object).ravel()
+        if not isinstance(values, np.ndarray)
+        else values.ravel()
+    )
+    if table is None or arr.dtype != object:
+        return factorize_categories(arr)
+    n_total = int(arr.shape[0])
+    codes = table.lookup(arr).astype(np.intp, copy=False)
+    k = len(known)
+    other = np.flatnonzero(codes < 0)
+    n_missing = 0
+    new_cats: tuple[Any, ...] = ()
+    if other.shape[0]:
+        o_codes, o_uniques = pd.factorize(arr[other], use_na_sentinel=True)
+        n_missing = int(np.count_nonzero(o_codes < 0))
+        new_cats = tuple(o_uniques.tolist())
+        codes[other] = np.where(o_codes >= 0, o_codes + k, -1)
+    kept = codes if n_missing == 0 else codes[codes >= 0]
+    counts = np.bincount(kept, minlength=k + len(new_cats)).astype(np.int64)
+    present = np.flatnonzero(counts)
+    if present.shape[0] != counts.shape[0]:  # drop zero-count categories, renumber codes
+        remap = np.full(counts.shape[0], -1, dtype=np.intp)
+        remap[present] = np.arange(present.shape[0])
+        kept = remap[kept]
+        counts = counts[present]
+    all_cats = known + new_cats
+    cats = tuple(all_cats[i] for i in present.tolist())
+    return cats, counts, kept, n_total, n_missing
+
+
 def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int]:
     """Return (categories in first-seen order, counts, total rows, missing rows)."""
     cats, counts, _, n_total, missing = factorize_categories(values)
@@ -154,6 +211,7 @@ class PreparedColumn:
     categories: tuple[Any, ...] = ()
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))  # original order
+    lookup: Any = None  # hash table of ``categories`` (pandas), for fast window factorisation
     category_index: Mapping[Any, int] = field(default_factory=dict)
     # fixed-bin mode (None when prepared with bins="evidently")
     fixed_edges: np.ndarray | None = None
@@ -286,6 +344,7 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
         categories=cats,
         counts=counts,
         codes=codes,
+        lookup=category_lookup(cats),
         category_index={c: i for i, c in enumerate(cats)},
         fixed_keys=fixed_keys,
         fixed_ref_counts=fixed_counts,
@@ -344,15 +403,17 @@ def prepare_reference(
 class CurrentColumn:
     """One window's column, cleaned once and shared by every test run on it."""
 
-    def __init__(self, kind: str, values: Any) -> None:
+    def __init__(self, kind: str, values: Any, ref: PreparedColumn | None = None) -> None:
         self.kind = kind
         if kind == "numerical":
             self.values, self.n_total, self.n_missing = clean_numerical(values)
             self.n = int(self.values.shape[0])
         else:
-            (self.categories, self.counts, self.codes, self.n_total, self.n_missing) = (
-                factorize_categories(values)
-            )
+            if ref is not None and ref.lookup is not None:
+                fact = factorize_known(values, ref.categories, ref.lookup)
+            else:
+                fact = factorize_categories(values)
+            self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
             self.n = int(self.counts.sum())
 
     @cached_property

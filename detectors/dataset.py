@@ -116,7 +116,7 @@ def column_drift(prepared: PreparedReference, column: str, values: Any) -> Colum
     that has no spec.
     """
     ref = prepared.columns[column]
-    return _column_drift(ref, CurrentColumn(ref.kind, values), prepared.bins)
+    return _column_drift(ref, CurrentColumn(ref.kind, values, ref), prepared.bins)
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
@@ -191,7 +191,7 @@ def dataset_drift(
         if name not in current_columns:
             raise KeyError(f"current window has no column {name!r}")
         results.append(
-            _column_drift(ref, CurrentColumn(ref.kind, current_columns[name]), prepared.bins)
+            _column_drift(ref, CurrentColumn(ref.kind, current_columns[name], ref), prepared.bins)
         )
     if multiple_testing == "bh":
         idx = [i for i, r in enumerate(results) if r.score_kind == "p_value" and r.defined]

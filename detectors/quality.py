@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors._columns import PreparedReference, count_categories
+from detectors._columns import PreparedReference, factorize_known
 
 #: at most this many new categories are listed per column (most frequent first)
 MAX_NEW_CATEGORIES = 50
@@ -130,7 +130,7 @@ def data_quality(
                 )
             )
             continue
-        cats, counts, n, missing = count_categories(values)
+        cats, counts, _, n, missing = factorize_known(values, ref.categories, ref.lookup)
         present = n - missing
         idx = ref.category_index
         new = [(c, int(k)) for c, k in zip(cats, counts.tolist(), strict=True) if c not in idx]
