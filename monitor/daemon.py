@@ -68,14 +68,23 @@ class Daemon:
             if self.stop_event.is_set():
                 log.warning("second signal: exiting now")
                 os._exit(1)
-            log.info("signal %s: draining", signal.Signals(signum).name)
+            timeout = self.config.daemon.shutdown_timeout.total_seconds()
+            log.info("signal %s: draining (at most %.0fs)", signal.Signals(signum).name, timeout)
             self.stop_event.set()
+            # a drain stuck on an unreachable broker must not outlive the stop timeout
+            watchdog = threading.Timer(timeout, self._drain_timed_out)
+            watchdog.daemon = True
+            watchdog.start()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _drain_timed_out(self) -> None:
+        log.error("drain did not finish within daemon.shutdown_timeout: exiting now")
+        os._exit(1)
 
     def run(self) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
@@ -150,6 +159,7 @@ class Daemon:
         while not self.stop_event.is_set():
             if self._storage_error is not None:
                 # storage is failing: do not consume more; retry the flush
+                self.pipeline.touch()
                 if not self._flush_and_commit(force=True):
                     self.stop_event.wait(2.0)
                     continue
@@ -157,11 +167,31 @@ class Daemon:
             for tp, records in polled.items():
                 if tp.topic == k.predictions_topic:
                     self.pipeline.process_records(records)
-            if self._tick_due.is_set():
+            reachable = self._kafka_reachable()
+            if reachable != self.kafka_connected:
+                if reachable:
+                    log.info("kafka: group coordinator reachable")
+                elif self.ready.is_set():
+                    log.error("kafka: group coordinator unreachable; not ready until it is back")
+                self.kafka_connected = reachable
+            if not reachable:
+                # an empty poll during an outage is not a quiet stream: no idle closes
+                self.pipeline.touch()
+            elif self._tick_due.is_set():
                 self._tick_due.clear()
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()
+
+    def _kafka_reachable(self) -> bool:
+        """Whether the group coordinator is known and connected (kafka-python reconnects
+        by itself and its ``poll`` just returns nothing while the broker is away)."""
+        try:
+            coord = self._consumer._coordinator
+            cid = coord.coordinator_id
+            return cid is not None and bool(self._consumer._client.connected(cid))
+        except Exception:  # noqa: BLE001 - client internals changed: assume reachable
+            return True
 
     def _flush_and_commit(self, force: bool = False) -> bool:
         try:

@@ -172,6 +172,14 @@ class Pipeline:
                 self.positions[p] = o
         self._dirty = True
 
+    def touch(self) -> None:
+        """Restart the idle clocks: called while consumption is paused (Kafka unreachable,
+        storage failing), so a pause is not taken for a quiet stream and the rows still
+        waiting in Kafka do not turn late."""
+        now = self.clock()
+        for name in self.last_activity:
+            self.last_activity[name] = now
+
     def tick(self) -> None:
         """Close windows of streams idle for longer than their ``idle_timeout``."""
         now = self.clock()
