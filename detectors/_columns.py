@@ -458,14 +458,14 @@ def union_counts(
     if ref.kind == "numerical":
         ru, rc = ref.unique_values, ref.unique_counts
         cu, cc = cur.unique_values, cur.unique_counts
-        keys = np.union1d(ru, cu)
-        rcount = np.zeros(keys.shape[0], dtype=np.int64)
-        ccount = np.zeros(keys.shape[0], dtype=np.int64)
-        rcount[np.searchsorted(keys, ru)] = rc
-        ccount[np.searchsorted(keys, cu)] = cc
-        return keys.tolist(), rcount, ccount
+        grid = np.union1d(ru, cu)
+        rcount = np.zeros(grid.shape[0], dtype=np.int64)
+        ccount = np.zeros(grid.shape[0], dtype=np.int64)
+        rcount[np.searchsorted(grid, ru)] = rc
+        ccount[np.searchsorted(grid, cu)] = cc
+        return grid.tolist(), rcount, ccount
     index = dict(ref.category_index)
-    keys = list(ref.categories)
+    keys: list[Any] = list(ref.categories)
     for c in cur.categories:
         if c not in index:
             index[c] = len(keys)

@@ -100,7 +100,7 @@ def _pval_cvm_2samp_exact(s: float, m: int, n: int) -> float:
     return float(np.float64(np.sum(freq[value >= zeta]) / combinations))
 
 
-def _cdf_cvm_inf(x: float) -> float:
+def _cdf_cvm_inf(x: float) -> np.ndarray:
     xa = np.asarray(x)
 
     def term(x: np.ndarray, k: int) -> np.ndarray:
@@ -141,7 +141,7 @@ def cvm_pvalue(xa: np.ndarray, ya: np.ndarray) -> float:
     tn = 1 / 6 + (t - et) / np.sqrt(45 * vt)
     if tn < 0.003:
         return 1.0
-    return float(max(0, 1.0 - _cdf_cvm_inf(tn)))
+    return max(0.0, 1.0 - float(_cdf_cvm_inf(tn)))
 
 
 @register_test(
