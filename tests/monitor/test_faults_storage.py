@@ -1,5 +1,6 @@
 """Storage faults: a full disk and a database locked by another process. Each gives a clear
-error, pauses consumption (offsets are never committed past what was stored, /readyz says
+error, pauses consumption (and the pause is not taken for an idle stream: the idle
+timeout of 2 s is shorter than the faults, yet no window closes early) (offsets are never committed past what was stored, /readyz says
 not ready), and the daemon recovers by itself once the fault clears: the tables end equal
 to a clean run's."""
 
@@ -20,6 +21,7 @@ from tests.monitor.daemon_helpers import produce, stream, table_dump, wait_for
 from tests.monitor.fault_helpers import (
     durable_offset,
     fault_config,
+    finished,
     http_get,
     run_to_completion,
     with_sentinel,
@@ -54,7 +56,7 @@ def test_full_disk_and_locked_database_pause_then_recover(
         topic=topic,
         group=group,
         max_poll_records=200,
-        idle_timeout="1h",
+        idle_timeout="2s",
     )
     cfg = load_config(cfg_path)
     events: list[tuple[str, dict[str, Any]]] = []
@@ -100,7 +102,7 @@ def test_full_disk_and_locked_database_pause_then_recover(
         finally:
             other.execute("ROLLBACK")
             other.close()
-        assert wait_for(lambda: durable_offset(db) >= n, timeout=30)
+        assert wait_for(lambda: finished(db, n, all_closed=True), timeout=30)
         assert daemon._storage_error is None
     finally:
         daemon.stop()
@@ -112,9 +114,10 @@ def test_full_disk_and_locked_database_pause_then_recover(
 
     clean = run_to_completion(
         fault_config(
-            tmp_path / "clean", bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h"
+            tmp_path / "clean", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s"
         ),
         n,
+        all_closed=True,
     )
     faulty = table_dump(db)
     print(f"\nstorage: {len(clean['windows'])} windows / {len(clean['metrics'])} metrics compared")
