@@ -43,10 +43,18 @@ def make_events(n: int, seed: int = 1) -> list[bytes]:
     for i in range(n):
         feats: dict[str, object] = {k: float(nums[i, j]) for j, k in enumerate(NUM)}
         feats.update({k: str(cats[i, j]) for j, k in enumerate(CAT)})
-        out.append(orjson.dumps({
-            "event_id": f"e{i:09d}", "model": "bench", "version": "v1",
-            "ts": base + (i * 60_000) // PER_WINDOW, "features": feats, "prediction": float(nums[i, 0] / 100),
-        }))
+        out.append(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i:09d}",
+                    "model": "bench",
+                    "version": "v1",
+                    "ts": base + (i * 60_000) // PER_WINDOW,
+                    "features": feats,
+                    "prediction": float(nums[i, 0] / 100),
+                }
+            )
+        )
     return out
 
 
@@ -64,8 +72,15 @@ def write_reference(path: Path, n: int = 5000) -> None:
 def bare(bootstrap: str, topic: str, n: int) -> float:
     from kafka import KafkaConsumer
 
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bare", auto_offset_reset="earliest",
-                      enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="bare",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
     got, t0 = 0, None
     while got < n:
         for recs in c.poll(timeout_ms=500, max_records=10_000).values():
@@ -81,7 +96,8 @@ def bare(bootstrap: str, topic: str, n: int) -> float:
 
 def ours(bootstrap: str, topic: str, n: int, folder: Path) -> float:
     write_reference(folder / "reference.csv")
-    (folder / "config.toml").write_text(f"""
+    (folder / "config.toml").write_text(
+        f"""
 [daemon]
 state_dir = "state"
 http_listen = "127.0.0.1:{free_port()}"
@@ -98,7 +114,8 @@ reference = "reference.csv"
 features.numerical = {NUM!r}
 features.categorical = {CAT!r}
 window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
-""".replace("'", '"'))
+""".replace("'", '"')
+    )
     cfg = load_config(folder / "config.toml")
     d = Daemon(cfg, http=False)
     first: list[float] = []
