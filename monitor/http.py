@@ -107,7 +107,7 @@ class ApiServer:
         if parts[:2] != ["api", "v1"]:
             return 404, {"error": "not found"}, j
         rest = parts[2:]
-        from storage.windows import list_windows, window_metrics  # noqa: PLC0415
+        from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
 
         if rest == ["models"]:
             out = []
@@ -122,7 +122,9 @@ class ApiServer:
         if len(rest) == 3 and rest[0] == "models" and rest[2] == "windows":
             if rest[1] not in d.pipeline.models:
                 return 404, {"error": f"unknown model {rest[1]}"}, j
-            rows = list_windows(d.store, model=rest[1], segment=q.get("segment"), limit=int(q.get("limit", 100)))
+            rows = windows_with_verdicts(
+                d.store, model=rest[1], segment=q.get("segment"), limit=int(q.get("limit", 100))
+            )
             if q.get("metrics") in ("1", "true"):
                 for r in rows:
                     r["metrics"] = window_metrics(d.store, r["id"])

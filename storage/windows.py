@@ -46,24 +46,6 @@ def _num(v: float | None) -> float | None:
     return None if f != f else f
 
 
-def list_windows(
-    store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Windows, newest end first, optionally filtered by model and segment."""
-    where, params = [], []
-    if model is not None:
-        where.append("model = ?")
-        params.append(model)
-    if segment is not None:
-        where.append("segment = ?")
-        params.append(segment)
-    sql = "SELECT * FROM windows" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += ' ORDER BY "end" DESC, model, version, segment'
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    return store.query(sql, params)
-
-
 def window_metrics(store: Store, window_id: str) -> list[dict[str, Any]]:
     return store.query(
         'SELECT * FROM metrics WHERE window_id = ? ORDER BY "column", metric', (window_id,)
