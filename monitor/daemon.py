@@ -170,12 +170,12 @@ class Daemon:
             reachable = self._kafka_reachable()
             if reachable != self.kafka_connected:
                 if reachable:
-                    log.info("kafka: group coordinator reachable")
+                    log.info("kafka: consuming (group coordinator reachable, group stable)")
                 elif self.ready.is_set():
-                    log.error("kafka: group coordinator unreachable; not ready until it is back")
+                    log.error("kafka: group coordinator unreachable or group rebalancing; not ready")
                 self.kafka_connected = reachable
             if not reachable:
-                # an empty poll during an outage is not a quiet stream: no idle closes
+                # an empty poll during an outage or a rebalance is not a quiet stream
                 self.pipeline.touch()
             elif self._tick_due.is_set():
                 self._tick_due.clear()
@@ -184,12 +184,15 @@ class Daemon:
                 self._flush_and_commit()
 
     def _kafka_reachable(self) -> bool:
-        """Whether the group coordinator is known and connected (kafka-python reconnects
-        by itself and its ``poll`` just returns nothing while the broker is away)."""
+        """Whether the group coordinator is connected and the member is in a stable group.
+
+        kafka-python reconnects by itself and its ``poll`` just returns nothing while
+        the broker is away or the group rebalances: neither is a quiet stream.
+        """
         try:
             coord = self._consumer._coordinator
             cid = coord.coordinator_id
-            return cid is not None and bool(self._consumer._client.connected(cid))
+            return cid is not None and bool(self._consumer._client.connected(cid)) and bool(coord.stable())
         except Exception:  # noqa: BLE001 - client internals changed: assume reachable
             return True
 
