@@ -10,6 +10,7 @@ error message that quotes a token or password cannot leak it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
@@ -162,9 +163,9 @@ def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
     ]
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
-            checks.append((f"slack {name}", lambda name=name, n=n: check_slack(cfg, name, n)))
+            checks.append((f"slack {name}", functools.partial(check_slack, cfg, name, n)))
         elif isinstance(n, WebhookNotifierConfig):
-            checks.append((f"webhook {name}", lambda name=name, n=n: check_webhook(name, n)))
+            checks.append((f"webhook {name}", functools.partial(check_webhook, name, n)))
     for label, fn in checks:
         try:
             line(True, _bounded(fn))
