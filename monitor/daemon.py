@@ -124,6 +124,10 @@ class Daemon:
                     await daemon._commit_async(offsets, revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                # eager assignors (range, round robin): ``assigned`` is the whole new assignment
+                keep = {tp.partition for tp in assigned if tp.topic == topic}
+                for p in daemon.pipeline.release_partitions(keep):
+                    daemon._resume.pop(p, None)
                 for tp in assigned:
                     if tp.topic != topic:
                         continue

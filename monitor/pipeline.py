@@ -128,6 +128,28 @@ class Pipeline:
                 rt.windows.restore(snap)
         return self.resume_offsets()
 
+    def release_partitions(self, keep: set[int]) -> list[int]:
+        """Forget every partition not in ``keep`` (the new assignment after a rebalance).
+
+        Its open windows were flushed and the committed offset stops at their first
+        row, so the member that owns the partition now rebuilds them; keeping them here
+        would let the idle tick close them half full, and a stale position would make a
+        later re-assignment re-read rows another member already counted.
+        """
+        known = set(self.positions) | set(self.replay_before)
+        for rt in self.models.values():
+            known |= set(rt.windows.first_offsets())
+        gone = sorted(known - keep)
+        if not gone:
+            return []
+        for p in gone:
+            self.positions.pop(p, None)
+            self.replay_before.pop(p, None)
+        dropped = sum(rt.windows.drop_partitions(set(gone)) for rt in self.models.values())
+        log.info("partitions %s now belong to another member: %d open windows handed over", gone, dropped)
+        self._dirty = True
+        return gone
+
     def resume_offsets(self) -> dict[int, int]:
         """Per partition: where a restarted consumer must begin so open windows refill."""
         out = dict(self.replay_before)

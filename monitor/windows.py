@@ -296,6 +296,18 @@ class ModelWindows:
                     out[p] = min(out.get(p, lo), lo)
         return out
 
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget the open windows holding rows of ``partitions`` (now owned by another
+        group member, which rebuilds them from the committed offset). Returns how many."""
+        gone = [
+            k for k, w in self.open.items()
+            if any(p in partitions for src in (w.ranges, w.saved_ranges) for p in src)
+        ]
+        for k in gone:
+            del self.open[k]
+            self._restored.discard(k)
+        return len(gone)
+
     # -- persistence --------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
