@@ -74,7 +74,10 @@ def test_sigterm_drains_and_second_sigterm_exits_at_once(
         assert wait_ready(cfg)
         assert wait_for(lambda: durable_offset(db) > half, timeout=30)
     finally:
+        size = log.stat().st_size
         proc.send_signal(signal.SIGTERM)
+        # the second signal once the first is handled (two pending SIGTERMs coalesce into one)
+        wait_for(lambda: b"draining" in log.read_bytes()[size:], timeout=5, interval=0.005)
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         rc = proc.wait(timeout=15)
