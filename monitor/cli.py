@@ -57,10 +57,22 @@ def run(config: ConfigOpt) -> None:
     from monitor.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format, secrets=cfg.secrets)
+    import signal  # noqa: PLC0415
+
+    # start-up (imports, preparing references) takes a moment: a signal meanwhile
+    # means "do not start", and exits 0 without touching Kafka
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from monitor.daemon import Daemon  # noqa: PLC0415
 
+    if early:
+        raise typer.Exit(0)
     daemon = Daemon(cfg)
     daemon.install_signal_handlers()
+    if early:
+        daemon.store.close()
+        raise typer.Exit(0)
     raise typer.Exit(daemon.run())
 
 
