@@ -39,28 +39,20 @@ class PreparedModel:
     @classmethod
     def build(cls, config: ModelConfig, schema: ModelSchema, reference: ReferenceData, version: str = "") -> PreparedModel:
         d = config.drift
-        specs = []
-        for name in schema.features:
+
+        def spec(name: str, kind: str) -> ColumnSpec:
             col = d.columns.get(name)
-            specs.append(
-                ColumnSpec(
-                    name=name,
-                    kind="numerical" if name in schema.numerical else "categorical",
-                    method=col.method if col else d.method,
-                    threshold=(col.threshold if col and col.threshold is not None else d.threshold),
-                )
+            return ColumnSpec(
+                name=name,
+                kind=kind,
+                method=col.method if col else d.method,
+                threshold=(col.threshold if col and col.threshold is not None else d.threshold),
             )
+
+        specs = [spec(n, "numerical" if n in schema.numerical else "categorical") for n in schema.features]
         pred = config.prediction
         if d.prediction and pred in reference.columns:
-            col = d.columns.get(pred)
-            specs.append(
-                ColumnSpec(
-                    name=pred,
-                    kind=schema.prediction_type,
-                    method=col.method if col else d.method,
-                    threshold=(col.threshold if col and col.threshold is not None else d.threshold),
-                )
-            )
+            specs.append(spec(pred, schema.prediction_type))
         prepared = prepare_reference(reference.columns, specs, bins=d.bins)
         features = tuple(schema.features)
         ref_metrics: dict[tuple[str, str], float] = {(DATASET, "row_count"): float(reference.rows)}

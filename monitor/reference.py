@@ -7,6 +7,7 @@ never per window, so pandas is fine here.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +54,8 @@ def load_reference(path: Path, schema: ModelSchema, prediction: str, *, require_
     try:
         raw = path.read_bytes()
         if path.suffix.lower() in (".parquet", ".pq"):
-            import io  # noqa: PLC0415
-
             df = pd.read_parquet(io.BytesIO(raw))
         else:
-            import io  # noqa: PLC0415
-
             df = pd.read_csv(io.BytesIO(raw))
     except Exception as exc:  # noqa: BLE001
         raise ReferenceError(f"cannot read reference {path}: {exc}") from exc

@@ -104,7 +104,7 @@ def _group_indices(labels: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
     if labels.shape[0] == 0:
         return
     first = labels[0]
-    if all(x == first for x in labels[: min(64, labels.shape[0])]) and (labels == first).all():
+    if (labels == first).all():
         yield first, np.arange(labels.shape[0])
         return
     uniq, inv = np.unique(labels.astype(str), return_inverse=True)
@@ -176,13 +176,13 @@ class ModelWindows:
 
     def _advance_watermark(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
         """Watermark in force *before* each row; updates the model's watermark."""
-        prev_max = self.max_ts if self.max_ts is not None else np.iinfo(np.int64).min // 4
-        fresh_ts = np.where(replay, np.iinfo(np.int64).min // 4, ts)
+        prev_max = self.max_ts if self.max_ts is not None else _NO_WM
+        fresh_ts = np.where(replay, _NO_WM, ts)
         running = np.maximum.accumulate(np.concatenate(([prev_max], fresh_ts)))
         wm = np.maximum(running[:-1] - self.lateness, self.watermark)
         new_max = int(running[-1])
         if self.max_ts is None or new_max > self.max_ts:
-            if new_max > np.iinfo(np.int64).min // 4:
+            if new_max > _NO_WM:
                 self.max_ts = new_max
         if self.max_ts is not None:
             self.watermark = max(self.watermark, self.max_ts - self.lateness)
