@@ -32,8 +32,14 @@ commit_interval = "1s"
 poll_timeout = "200ms"
 max_poll_records = {max_poll_records}
 
+{model}
+{extra}
+"""
+
+#: one model on the demo's churn data; ``{name}`` and ``{idle_timeout}`` to fill
+MODEL_BLOCK = """
 [[models]]
-name = "churn"
+name = "{name}"
 reference = "reference.csv"
 segments = ["region"]
 [models.features]
@@ -45,7 +51,6 @@ size = "1m"
 lateness = "0s"
 min_rows = 50
 idle_timeout = "{idle_timeout}"
-{extra}
 """
 
 
@@ -60,7 +65,8 @@ def write_config(
     path.write_text(
         BASE_CONFIG.format(
             bootstrap=bootstrap, topic=topic, http_port=http_port, extra=extra, group=group or f"g-{topic}",
-            daemon_extra=daemon_extra, max_poll_records=max_poll_records, idle_timeout=idle_timeout,
+            daemon_extra=daemon_extra, max_poll_records=max_poll_records,
+            model=MODEL_BLOCK.format(name="churn", idle_timeout=idle_timeout),
         )
     )
     return path
@@ -74,12 +80,12 @@ def stream(windows: int, per_window: int, shift_from: int, seed: int = 11) -> li
     ]
 
 
-def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+def produce(bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None) -> None:
     from kafka import KafkaProducer
 
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for v in payloads:
-        p.send(topic, v)
+        p.send(topic, v, partition=partition)
     p.flush()
     p.close()
 

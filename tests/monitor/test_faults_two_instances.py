@@ -19,7 +19,7 @@ import pytest
 
 from monitor.broker import EmbeddedBroker
 from monitor.demo_data import events
-from tests.monitor.daemon_helpers import START, table_dump, wait_for
+from tests.monitor.daemon_helpers import MODEL_BLOCK, START, produce, table_dump, wait_for
 from tests.monitor.fault_helpers import (
     durable_offset,
     fault_config,
@@ -30,21 +30,7 @@ from tests.monitor.fault_helpers import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-SECOND_MODEL = """
-[[models]]
-name = "fraud"
-reference = "reference.csv"
-segments = ["region"]
-[models.features]
-numerical = ["age", "tenure_days", "monthly_charges"]
-categorical = ["plan", "region"]
-[models.window]
-type = "tumbling"
-size = "1m"
-lateness = "0s"
-min_rows = 50
-idle_timeout = "2s"
-"""
+SECOND_MODEL = MODEL_BLOCK.format(name="fraud", idle_timeout="2s")
 
 
 def _events(model: str, seed: int) -> list[bytes]:
@@ -63,14 +49,8 @@ def _events(model: str, seed: int) -> list[bytes]:
 
 
 def _produce(bootstrap: str, topic: str, by_partition: dict[int, list[bytes]]) -> None:
-    from kafka import KafkaProducer
-
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for part, msgs in by_partition.items():
-        for m in msgs:
-            p.send(topic, m, partition=part)
-    p.flush()
-    p.close()
+        produce(bootstrap, topic, msgs, partition=part)
 
 
 def _ids(db: Path) -> set[str]:
