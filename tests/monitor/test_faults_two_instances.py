@@ -30,7 +30,10 @@ from tests.monitor.fault_helpers import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-SECOND_MODEL = MODEL_BLOCK.format(name="fraud", idle_timeout="2s")
+#: longer than instance A's idle spell while B starts and joins (~2-5 s): an idle close
+#: during a hand-over is a known limitation (README, "Scaling out"), not what this proves
+IDLE = "10s"
+SECOND_MODEL = MODEL_BLOCK.format(name="fraud", idle_timeout=IDLE)
 
 
 def _events(model: str, seed: int) -> list[bytes]:
@@ -74,6 +77,7 @@ def test_two_instances_split_the_work_without_double_counting(
             topic=topic,
             group=group,
             max_poll_records=200,
+            idle_timeout=IDLE,
             extra=SECOND_MODEL,
         )
 
