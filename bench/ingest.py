@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from monitor.broker import EmbeddedBroker, free_port
 from monitor.config import load_config
-from monitor.daemon import Daemon
+from monitor.demo.broker import EmbeddedBroker, free_port
+from monitor.service.daemon import Daemon
 
 NUM = [f"n{i}" for i in range(20)]
 CAT = [f"c{i}" for i in range(5)]

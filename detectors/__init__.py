@@ -6,7 +6,6 @@ thresholds, binning, dataset share), computed from a reference prepared once.
 """
 
 from detectors._columns import (
-    ColumnSpec,
     PreparedColumn,
     PreparedReference,
     prepare_reference,
@@ -42,6 +41,7 @@ from detectors.performance import (
 )
 from detectors.quality import ColumnQuality, DataQuality, data_quality
 from detectors.sequential import CUSUM, PageHinkley
+from detectors.spec import ColumnSpec
 
 __all__ = [
     "CUSUM",

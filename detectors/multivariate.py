@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors._columns import ColumnSpec, factorize_categories
+from detectors._columns import factorize_categories
+from detectors.spec import ColumnSpec
 
 DEFAULT_AUC_THRESHOLD = 0.55
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.broker import BrokerUnavailable, EmbeddedBroker
+from monitor.demo.broker import BrokerUnavailable, EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

@@ -112,17 +112,11 @@ def register_test(
     return deco
 
 
-def _load() -> None:
-    # importing the family modules registers their tests
-    from detectors.drift import binned, contingency, distance, ecdf, location  # noqa: F401
-
-
 def get_test(name: str) -> DriftTest:
     """The registered test called ``name`` (or one of its aliases).
 
     Raises ``KeyError`` naming the known tests when there is none.
     """
-    _load()
     key = _ALIASES.get(name, name)
     try:
         return _REGISTRY[key]
@@ -132,11 +126,9 @@ def get_test(name: str) -> DriftTest:
 
 def list_tests() -> tuple[str, ...]:
     """Names of all registered drift tests, sorted (``"auto"`` is not a test)."""
-    _load()
     return tuple(sorted(_REGISTRY))
 
 
 def all_tests() -> tuple[DriftTest, ...]:
     """Every registered test, sorted by name."""
-    _load()
     return tuple(_REGISTRY[n] for n in sorted(_REGISTRY))

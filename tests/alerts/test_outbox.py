@@ -1,4 +1,4 @@
-"""The outbox against real HTTP receivers on 127.0.0.1 (monitor.sinks), injected clock."""
+"""The outbox against real HTTP receivers on 127.0.0.1 (monitor.demo.sinks), injected clock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from alerts.notifiers.webhook import WebhookNotifier, new_secret
 from alerts.outbox import DeliveryWorker, RetryPolicy
 from alerts.payloads import WindowContext
 from alerts.rules import Rule
-from monitor.sinks import SlackStandIn, WebhookSink
+from monitor.demo.sinks import SlackStandIn, WebhookSink
 from storage import alerts as db
 from storage.db import Store
 from tests.alerts.conftest import Clock, Feed, make_engine, rng

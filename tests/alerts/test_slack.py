@@ -19,7 +19,7 @@ from alerts.notifiers.slack_blocks import (
 from alerts.outbox import DeliveryWorker
 from alerts.payloads import WindowContext
 from alerts.rules import Rule
-from monitor.sinks import SlackStandIn
+from monitor.demo.sinks import SlackStandIn
 from storage import alerts as db
 from tests.alerts.conftest import Feed, make_engine, rng
 from tests.alerts.test_outbox import drain

@@ -12,7 +12,7 @@ from alerts.notifiers.webhook import WebhookNotifier, check_secret, new_secret
 from alerts.outbox import DeliveryWorker
 from alerts.payloads import WindowContext
 from alerts.rules import Rule
-from monitor.sinks import WebhookSink
+from monitor.demo.sinks import WebhookSink
 from storage import alerts as db
 from storage.db import Store
 from tests.alerts.conftest import Feed, make_engine, rng

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from monitor.demo_data import events, write_reference_csv
+from monitor.demo.data import events, write_reference_csv
 from storage.db import Store
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from monitor.broker import free_port
+from monitor.demo.broker import EmbeddedBroker, free_port
 from tests.monitor.daemon_helpers import table_dump, wait_for, write_config
 
 TUMBLING = 'type = "tumbling"\nsize = "1m"'
@@ -84,7 +84,7 @@ def start_daemon(
 ) -> subprocess.Popen[bytes]:
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "run", "-c", str(cfg)],
+        [sys.executable, "-m", "monitor.cli.app", "run", "-c", str(cfg)],
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -146,3 +146,15 @@ def run_to_completion(
 
 def elapsed(t0: float) -> float:
     return round(time.monotonic() - t0, 1)
+
+
+def committed(broker: EmbeddedBroker, group: str) -> int:
+    """Sum of the offsets the consumer group has committed on the broker."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10_000)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return sum(o.offset for o in offsets.values() if o.offset >= 0)
+    finally:
+        admin.close()

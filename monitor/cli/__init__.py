@@ -1,0 +1,1 @@
+"""The ``driftwarden`` command line (:mod:`monitor.cli.app`) and its ``check`` command."""

@@ -1,0 +1,175 @@
+"""``driftwarden check``: is this config ready to run? One line per check, never a secret.
+
+Checks, each bounded in time: the config (already validated when it loaded), the
+state directory is writable, Kafka answers and has the topics, each Slack notifier
+authenticates (``auth.test``; an incoming-webhook URL is only reported as configured,
+nothing is posted), each webhook's host accepts a TCP connection (nothing is sent).
+Every line passes through :func:`redact`, which blanks every resolved secret, so an
+error message that quotes a token or password cannot leak it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from monitor.config import Config, SlackNotifierConfig, WebhookNotifierConfig
+
+T = TypeVar("T")
+
+#: seconds any single check may take
+TIMEOUT = 10.0
+OK, FAIL = "✓", "✗"
+
+
+class CheckTimeout(Exception):
+    pass
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        text = text.replace(s, "***")
+    return text
+
+
+def _bounded(fn: Callable[[], T], timeout: float = TIMEOUT) -> T:
+    """Run ``fn`` in a daemon thread; give up after ``timeout`` (the thread may linger)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise CheckTimeout(f"no answer within {timeout:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def _reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc) or name
+    if isinstance(exc, CheckTimeout) or text.startswith(name):
+        return text
+    return f"{name}: {text}"
+
+
+def _host_port(url: str) -> str:
+    """``host:port`` of a URL: the only part printed (paths and queries may hold tokens)."""
+    u = urlsplit(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    return f"{u.hostname}:{port}"
+
+
+def check_state_dir(cfg: Config) -> str:
+    d = Path(cfg.daemon.state_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".check-", dir=d)
+    try:
+        os.write(fd, b"ok")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    return f"state dir {d} writable"
+
+
+def check_kafka(cfg: Config) -> str:
+    from kafka import KafkaConsumer  # noqa: PLC0415
+
+    from monitor.ingest.kafka_client import client_options  # noqa: PLC0415
+
+    k = cfg.kafka
+    consumer = KafkaConsumer(**client_options(cfg), request_timeout_ms=int(TIMEOUT * 1000) - 1000)
+    try:
+        topics = consumer.topics()
+        if k.predictions_topic not in topics:
+            raise LookupError(f"topic {k.predictions_topic!r} not found")
+        n = len(consumer.partitions_for_topic(k.predictions_topic) or ())
+    finally:
+        consumer.close()
+    out = (
+        f"kafka {', '.join(k.bootstrap_servers)} ({k.security_protocol}) answers;"
+        f" topic {k.predictions_topic!r} has {n} partition{'s' if n != 1 else ''}"
+    )
+    if k.labels_topic and k.labels_topic not in topics:
+        # not fatal: predictions are monitored; labels join once the topic exists
+        out += f"; labels topic {k.labels_topic!r} not found yet"
+    return out
+
+
+def check_slack(cfg: Config, name: str, n: SlackNotifierConfig) -> str:
+    token = cfg.secret(f"notifiers.{name}.token")
+    if not token:
+        if not cfg.secret(f"notifiers.{name}.webhook_url"):
+            raise ValueError("incoming-webhook URL is empty")
+        return f"slack {name}: incoming webhook configured (not posted to)"
+    from slack_sdk import WebClient  # noqa: PLC0415
+    from slack_sdk.errors import SlackApiError  # noqa: PLC0415
+
+    client = WebClient(token=token, base_url=n.base_url, timeout=int(TIMEOUT) - 2)
+    try:
+        resp = client.auth_test()
+    except SlackApiError as exc:
+        raise ConnectionError(
+            f"auth.test refused: {exc.response.get('error', 'unknown error')}"
+        ) from None
+    team = resp.get("team") or "?"
+    return (
+        f"slack {name}: auth.test ok (team {team}, {_host_port(n.base_url)}), channel {n.channel}"
+    )
+
+
+def check_webhook(name: str, n: WebhookNotifierConfig) -> str:
+    u = urlsplit(n.url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    with socket.create_connection((u.hostname or "", port), timeout=TIMEOUT / 2):
+        pass
+    return f"webhook {name} ({n.kind}): {u.hostname}:{port} accepts connections (nothing sent)"
+
+
+def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
+    """Print one line per check; True when every check passed."""
+    secrets = sorted(
+        (s.get_secret_value() for s in cfg.secrets.values() if s.get_secret_value()),
+        key=len,
+        reverse=True,
+    )
+    ok_all = True
+
+    def line(ok: bool, text: str) -> None:
+        echo(redact(f"{OK if ok else FAIL} {text}", secrets))
+
+    line(
+        True,
+        f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)",
+    )
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("state dir", lambda: check_state_dir(cfg)),
+        ("kafka", lambda: check_kafka(cfg)),
+    ]
+    for name, n in cfg.notifiers.items():
+        if isinstance(n, SlackNotifierConfig):
+            checks.append((f"slack {name}", functools.partial(check_slack, cfg, name, n)))
+        elif isinstance(n, WebhookNotifierConfig):
+            checks.append((f"webhook {name}", functools.partial(check_webhook, name, n)))
+    for label, fn in checks:
+        try:
+            line(True, _bounded(fn))
+        except Exception as exc:  # noqa: BLE001 - each failure is one report line
+            ok_all = False
+            line(False, f"{label}: {_reason(exc)}")
+    return ok_all

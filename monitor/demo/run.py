@@ -1,0 +1,210 @@
+"""``driftwarden demo``: the whole loop on one machine, in under a minute.
+
+Starts the embedded broker on a free loopback port, a Slack API stand-in and a
+webhook sink (retraining service), writes a reference file and a config into
+the state directory, produces a churn-model stream whose distribution shifts
+halfway, runs the real daemon, prints each window's verdict and each alert as
+it happens, then stops everything it started. The state directory is left for
+``driftwarden windows --state-dir …`` and friends.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+WINDOWS = 10
+PER_WINDOW = 600
+SHIFT_FROM = 5
+SECRET = "whsec_ZGVtby1zZWNyZXQtbm90LWZvci1wcm9kdWN0aW9u"
+
+CONFIG = """\
+# Written by `driftwarden demo`; every option is documented in config.example.toml.
+[daemon]
+state_dir = "."
+http_listen = "127.0.0.1:{http_port}"
+tick_interval = "1s"
+log_level = "warning"
+
+[kafka]
+bootstrap_servers = ["{bootstrap}"]
+group_id = "driftwarden-demo"
+session_timeout = "6s"
+heartbeat_interval = "1s"
+commit_interval = "1s"
+poll_timeout = "200ms"
+
+[[models]]
+name = "churn"
+reference = "reference.csv"
+segments = ["region"]
+[models.features]
+numerical = ["age", "tenure_days", "monthly_charges"]
+categorical = ["plan", "region"]
+[models.window]
+type = "tumbling"
+size = "1m"
+lateness = "0s"
+min_rows = 100
+idle_timeout = "2s"
+
+[[rules]]
+name = "dataset-drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.5
+severity = "critical"
+resolve_after = 2
+notifiers = ["slack", "retrain"]
+
+[notifiers.slack]
+type = "slack"
+token_env = "DRIFTWARDEN_DEMO_SLACK_TOKEN"
+channel = "#ml-alerts"
+base_url = "{slack_url}"
+backoff = "1s"
+
+[notifiers.retrain]
+type = "webhook"
+kind = "retrain"
+url = "{webhook_url}/retrain"
+secret_env = "DRIFTWARDEN_DEMO_WEBHOOK_SECRET"
+cooldown = "1h"
+backoff = "1s"
+"""
+
+
+def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    console = Console(highlight=False, soft_wrap=True)
+    t0 = time.monotonic()
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
+        (state_dir / stale).unlink(missing_ok=True)
+
+    import orjson  # noqa: PLC0415
+
+    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.demo.broker import BrokerUnavailable, EmbeddedBroker, free_port  # noqa: PLC0415
+    from monitor.demo.data import events, write_reference_csv  # noqa: PLC0415
+    from monitor.demo.sinks import SlackStandIn, WebhookSink  # noqa: PLC0415
+    from monitor.ingest.kafka_client import make_producer  # noqa: PLC0415
+    from monitor.service.daemon import Daemon  # noqa: PLC0415
+    from storage.alerts import delivery_counts, list_alerts, list_deliveries  # noqa: PLC0415
+    from storage.db import Store  # noqa: PLC0415
+    from storage.dead_letters import list_dead_letters  # noqa: PLC0415
+    from storage.windows import drifted_columns, windows_with_verdicts  # noqa: PLC0415
+
+    console.print("[bold]driftwarden demo[/bold]: embedded broker, drifting stream, Slack and webhook stand-ins")
+    broker = EmbeddedBroker(log_path=state_dir / "broker.log")
+    try:
+        broker.start()
+    except BrokerUnavailable as exc:
+        console.print(f"[red]cannot start the embedded broker:[/red] {exc}")
+        return 1
+    slack = SlackStandIn().start()
+    sink = WebhookSink(secret=SECRET).start()
+    daemon = None
+    thread = None
+    try:
+        broker.create_topic("predictions", partitions=1)
+        write_reference_csv(str(state_dir / "reference.csv"))
+        os.environ["DRIFTWARDEN_DEMO_SLACK_TOKEN"] = "xoxb-demo-token"
+        os.environ["DRIFTWARDEN_DEMO_WEBHOOK_SECRET"] = SECRET
+        (state_dir / "demo.toml").write_text(
+            CONFIG.format(
+                http_port=free_port(), bootstrap=broker.bootstrap, slack_url=slack.url,
+                webhook_url=sink.url.rstrip("/"),
+            )
+        )
+        cfg = load_config(state_dir / "demo.toml")
+        console.print(f"  broker   {broker.bootstrap}   slack stand-in {slack.url}   webhook sink {sink.url}")
+        console.print(f"  state    {state_dir}")
+
+        start = (datetime.now(UTC) - timedelta(minutes=WINDOWS + 2)).replace(second=0, microsecond=0)
+        producer = make_producer(cfg, linger_ms=5)
+        for ev in events(model="churn", start=start, windows=WINDOWS, per_window=PER_WINDOW,
+                         window_seconds=60, shift_from=SHIFT_FROM):
+            producer.send("predictions", orjson.dumps(ev))
+        for bad in (b"not json", b'{"model": "churn"}', b'{"model": "unknown", "prediction": 1}'):
+            producer.send("predictions", bad)
+        producer.flush()
+        producer.close()
+        console.print(
+            f"  produced {WINDOWS * PER_WINDOW} events in {WINDOWS} one-minute windows "
+            f"(shift from window {SHIFT_FROM + 1}) and 3 malformed messages\n"
+        )
+
+        daemon = Daemon(cfg)
+        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+        thread.start()
+        reader = Store(state_dir / "driftwarden.db")
+        seen_windows: set[str] = set()
+        seen_alerts: set[tuple[str, str]] = set()
+        seen_deliveries: set[str] = set()
+        first_alert_at = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for w in windows_with_verdicts(reader, segment="", oldest_first=True):
+                if w["id"] in seen_windows:
+                    continue
+                seen_windows.add(w["id"])
+                cols = drifted_columns(reader, w["id"])
+                verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
+                cols_txt = ", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-"
+                share = w["drift_share"] if w["drift_share"] is not None else float("nan")
+                console.print(
+                    f"  window {w['start'][11:16]}–{w['end'][11:16]}  rows {w['rows']:>4}  {verdict}  "
+                    f"share {share:.2f}  drifted: {cols_txt}"
+                )
+            for a in reversed(list_alerts(reader)):
+                key = (a["id"], a["state"])
+                if key in seen_alerts or a["state"] not in ("firing", "resolved"):
+                    continue
+                seen_alerts.add(key)
+                if first_alert_at is None and a["state"] == "firing":
+                    first_alert_at = time.monotonic() - t0
+                colour = "red" if a["state"] == "firing" else "green"
+                console.print(
+                    f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {a['rule']} on {a['model']}: "
+                    f"value {a['value']:.2f} vs threshold {a['threshold']}"
+                )
+            for dl in list_deliveries(reader, status="sent"):
+                if dl.id in seen_deliveries:
+                    continue
+                seen_deliveries.add(dl.id)
+                console.print(f"    delivered {dl.kind} to {dl.notifier} (attempt {dl.attempts}, id {dl.id[:12]}…)")
+            pending = sum(n for (_, st), n in delivery_counts(reader).items() if st == "pending")
+            if len(seen_windows) >= WINDOWS and pending == 0 and time.monotonic() - t0 > 5:
+                break
+            time.sleep(0.3)
+        daemon.stop()
+        thread.join(timeout=30)
+        ok = len(seen_windows) >= WINDOWS and first_alert_at is not None
+        letters = list_dead_letters(reader)
+        console.print("")
+        console.print(f"  dead letters: {len(letters)}  " + "; ".join(d["reason"][:60] for d in reversed(letters)))
+        console.print(
+            f"  slack stand-in: {len(slack.calls('chat.postMessage'))} message(s), "
+            f"{len(slack.calls('chat.update'))} update(s); webhook sink: {len(sink.requests)} request(s)"
+        )
+        for r in sink.requests:
+            verified = getattr(r, "verified", None)
+            console.print(f"    webhook {r.path} id={r.headers.get('webhook-id', '?')[:16]}… signature {'verified' if verified else 'NOT verified'}")
+        if first_alert_at is not None:
+            console.print(f"  first alert after {first_alert_at:.1f}s; total {time.monotonic() - t0:.1f}s")
+        console.print(f"\n  inspect: driftwarden windows --state-dir {state_dir}   |   driftwarden alerts --state-dir {state_dir}")
+        reader.close()
+        return 0 if ok else 1
+    finally:
+        if daemon is not None and thread is not None and thread.is_alive():
+            daemon.stop()
+            thread.join(timeout=10)
+        slack.stop()
+        sink.stop()
+        broker.stop()

@@ -1,0 +1,1 @@
+"""Kafka client options, decoding records into columnar batches, and what makes a message a dead letter."""

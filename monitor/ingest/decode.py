@@ -1,0 +1,262 @@
+"""Decoding Kafka records into columnar per-model batches, dead-lettering the rest.
+
+One pass per ``poll()`` batch: orjson decodes each payload, values are appended
+to per-column Python lists, and each list becomes one numpy array at the end.
+No per-event objects survive the batch and pandas is never touched.
+
+Reason codes (the text before ``:`` in ``dead_letters.reason``): ``too_large``,
+``empty``, ``not_json``, ``non_finite``, ``not_object``, ``missing_field``,
+``bad_type``, ``unknown_model``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from monitor.ingest.batch import BadMessage, ColumnBatch
+from monitor.ingest.fastdecode import decode_fast
+from monitor.ingest.schema import ModelSchema
+from storage.dead_letters import DeadLetter
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class _Builder:
+    schema: ModelSchema
+    prediction_name: str
+    ts: list[int] = field(default_factory=list)
+    part: list[int] = field(default_factory=list)
+    off: list[int] = field(default_factory=list)
+    eid: list[str] = field(default_factory=list)
+    ver: list[str] = field(default_factory=list)
+    seg: dict[str, list[str | None]] = field(default_factory=dict)
+    num: dict[str, list[float]] = field(default_factory=dict)
+    cat: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.seg = {s: [] for s in self.schema.segments}
+        nums = list(self.schema.numerical)
+        cats = list(self.schema.categorical)
+        (nums if self.schema.prediction_type == "numerical" else cats).append(self.prediction_name)
+        self.num = {c: [] for c in nums}
+        self.cat = {c: [] for c in cats}
+
+    def build(self) -> ColumnBatch:
+        cols: dict[str, np.ndarray] = {c: np.array(v, dtype=np.float64) for c, v in self.num.items()}
+        for c, v in self.cat.items():
+            a = np.empty(len(v), dtype=object)
+            a[:] = v
+            cols[c] = a
+        segs = {}
+        for s, v in self.seg.items():
+            a = np.empty(len(v), dtype=object)
+            a[:] = v
+            segs[s] = a
+        eid = np.empty(len(self.eid), dtype=object)
+        eid[:] = self.eid
+        ver = np.empty(len(self.ver), dtype=object)
+        ver[:] = self.ver
+        return ColumnBatch(
+            model=self.schema.name,
+            ts_ms=np.array(self.ts, dtype=np.int64),
+            partition=np.array(self.part, dtype=np.int32),
+            offset=np.array(self.off, dtype=np.int64),
+            event_id=eid,
+            version=ver,
+            segments=segs,
+            columns=cols,
+        )
+
+
+def parse_event_time(value: Any, field_name: str) -> int:
+    """Event time in epoch milliseconds from an RFC 3339 string or epoch milliseconds.
+
+    A string without offset is taken as UTC. Raises :class:`BadMessage`.
+    """
+    if isinstance(value, bool):
+        raise BadMessage(f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadMessage(f"non_finite: {field_name}")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise BadMessage(f"bad_type: {field_name} is not an RFC 3339 time: {value[:40]!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    raise BadMessage(
+        f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
+    )
+
+
+def _text(value: Any, name: str, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise BadMessage(f"missing_field: {name}")
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadMessage(f"non_finite: {name}")
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise BadMessage(f"bad_type: {name} expected string, got {_jtype(value)}")
+
+
+def _jtype(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(v), type(v).__name__
+    )
+
+
+class BatchDecoder:
+    """Turns a list of Kafka records into per-model :class:`ColumnBatch` es and dead letters.
+
+    ``prediction_names`` maps a model to the column name its prediction takes
+    in the reference data (and in ``metrics``).
+    """
+
+    def __init__(
+        self,
+        schemas: Mapping[str, ModelSchema],
+        *,
+        prediction_names: Mapping[str, str],
+        model_field: str = "model",
+        max_message_bytes: int = 1_048_576,
+    ) -> None:
+        self.schemas = dict(schemas)
+        self.prediction_names = dict(prediction_names)
+        self.model_field = model_field
+        self.max_message_bytes = max_message_bytes
+
+    def decode(
+        self, records: Iterable[Any], *, now: datetime | None = None
+    ) -> tuple[dict[str, ColumnBatch], list[DeadLetter]]:
+        """Decode records (objects with topic, partition, offset, timestamp, value)."""
+        records = list(records)
+        try:
+            fast = decode_fast(
+                records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes
+            )
+        except Exception:  # noqa: BLE001 - any surprise in the fast path: validate record by record
+            fast = None
+        if fast is not None:
+            return fast, []
+        builders: dict[str, _Builder] = {}
+        dead: list[DeadLetter] = []
+        received = now or datetime.now(UTC)
+        for rec in records:
+            value = rec.value
+            try:
+                self._one(rec, value, builders)
+            except BadMessage as exc:
+                dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, str(exc), value, received))
+            except Exception as exc:  # noqa: BLE001 - the daemon never dies on a message
+                dead.append(
+                    DeadLetter(rec.topic, rec.partition, rec.offset, f"bad_type: {type(exc).__name__}: {exc}"[:500], value, received)
+                )
+        return {m: b.build() for m, b in builders.items()}, dead
+
+    def _one(self, rec: Any, value: bytes | None, builders: dict[str, _Builder]) -> None:
+        if value is None or len(value) == 0:
+            raise BadMessage("empty: message has no value")
+        if len(value) > self.max_message_bytes:
+            raise BadMessage(f"too_large: {len(value)} bytes > limit {self.max_message_bytes}")
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            msg = str(exc)
+            if "infinity" in msg:
+                raise BadMessage(f"non_finite: {msg}") from None
+            raise BadMessage(f"not_json: {msg}") from None
+        if not isinstance(obj, dict):
+            raise BadMessage(f"not_object: top-level JSON {_jtype(obj)}")
+        model = obj.get(self.model_field)
+        if model is None:
+            raise BadMessage(f"missing_field: {self.model_field}")
+        if not isinstance(model, str):
+            raise BadMessage(f"bad_type: {self.model_field} expected string, got {_jtype(model)}")
+        schema = self.schemas.get(model)
+        if schema is None:
+            raise BadMessage(f"unknown_model: {model[:100]}")
+        b = builders.get(model)
+        if b is None:
+            b = builders[model] = _Builder(schema, self.prediction_names[model])
+
+        # validate everything before appending anything, so columns stay aligned
+        eid = _text(obj.get(schema.f_event_id), schema.f_event_id, required=True)
+        ver = _text(obj.get(schema.f_version), schema.f_version, required=False) or ""
+        raw_ts = obj.get(schema.f_ts)
+        ts = rec.timestamp if raw_ts is None else parse_event_time(raw_ts, schema.f_ts)
+        if ts is None:
+            raise BadMessage(f"missing_field: {schema.f_ts}")
+        if schema.layout == "nested":
+            feats = obj.get(schema.f_features)
+            if feats is None:
+                raise BadMessage(f"missing_field: {schema.f_features}")
+            if not isinstance(feats, dict):
+                raise BadMessage(f"bad_type: {schema.f_features} expected object, got {_jtype(feats)}")
+            prefix = schema.f_features + "."
+        else:
+            feats = obj
+            prefix = ""
+        if schema.f_prediction not in obj:
+            raise BadMessage(f"missing_field: {schema.f_prediction}")
+        nums = []
+        for c in schema.numerical:
+            v = feats.get(c)
+            if v is None:
+                nums.append(math.nan)
+            elif type(v) is float or type(v) is int:
+                nums.append(float(v))
+            else:
+                raise BadMessage(f"bad_type: {prefix}{c} expected number, got {_jtype(v)}")
+        cats = [_text(feats.get(c), prefix + c, required=False) for c in schema.categorical]
+        pred = obj[schema.f_prediction]
+        if schema.prediction_type == "numerical":
+            if pred is None:
+                pred_v: Any = math.nan
+            elif type(pred) is float or type(pred) is int or type(pred) is bool:
+                pred_v = float(pred)
+            else:
+                raise BadMessage(f"bad_type: {schema.f_prediction} expected number, got {_jtype(pred)}")
+        else:
+            pred_v = _text(pred, schema.f_prediction, required=False)
+        segs = []
+        if schema.segments:
+            seg_obj = obj.get(schema.f_segment)
+            if seg_obj is not None and not isinstance(seg_obj, dict):
+                raise BadMessage(f"bad_type: {schema.f_segment} expected object, got {_jtype(seg_obj)}")
+            src = seg_obj if seg_obj is not None else obj
+            segs = [_text(src.get(s), f"{schema.f_segment}.{s}", required=False) for s in schema.segments]
+
+        b.ts.append(ts)
+        b.part.append(rec.partition)
+        b.off.append(rec.offset)
+        b.eid.append(eid)  # type: ignore[arg-type]
+        b.ver.append(ver)
+        for c, v in zip(schema.numerical, nums, strict=True):
+            b.num[c].append(v)
+        for c, v in zip(schema.categorical, cats, strict=True):
+            b.cat[c].append(v)
+        (b.num if schema.prediction_type == "numerical" else b.cat)[b.prediction_name].append(pred_v)
+        for s, v in zip(schema.segments, segs, strict=True):
+            b.seg[s].append(v)

@@ -1,0 +1,147 @@
+"""Wiring ``alerts`` into the daemon: config -> rules, notifiers, engine, outbox worker.
+
+The pipeline calls :meth:`Alerting.on_window` inside its flush transaction, so a
+window's figures, the alert transitions they cause and their outbox rows commit
+together; the scheduler calls :meth:`deliver_due` and :meth:`tick`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from alerts.engine import AlertEngine, AlertSettings
+from alerts.outbox import DeliveryWorker, RetryPolicy
+from alerts.payloads import WindowContext
+from alerts.rules import Rule
+from monitor.config import (
+    Config,
+    ModelConfig,
+    RuleConfig,
+    SlackNotifierConfig,
+    WebhookNotifierConfig,
+)
+from monitor.windows.figures import WindowFigures
+from storage.db import Store
+
+log = logging.getLogger("driftwarden.alerting")
+
+
+def rule_from_config(r: RuleConfig) -> Rule:
+    return Rule(
+        name=r.name, metric=r.metric, op=r.op, threshold=r.threshold, model=r.model, column=r.column,
+        segment=r.segment, version=r.version, relative=r.relative, for_windows=r.for_,
+        resolve_after=r.resolve_after, severity=r.severity, labels=dict(r.labels),
+        notifiers=tuple(r.notifiers), repeat_interval=r.repeat_interval, no_data_for=r.no_data_for,
+    )
+
+
+def build_notifiers(config: Config) -> dict[str, Any]:
+    """Notifier objects by name, secrets taken from ``config.secrets``."""
+    out: dict[str, Any] = {}
+    for name, n in config.notifiers.items():
+        timeout = n.timeout.total_seconds()
+        if isinstance(n, SlackNotifierConfig):
+            from alerts.notifiers.slack import SlackNotifier  # noqa: PLC0415
+
+            token = config.secret(f"notifiers.{name}.token")
+            if token:
+                out[name] = SlackNotifier(name, token, n.channel or "", base_url=n.base_url, timeout=timeout)
+            else:
+                out[name] = SlackNotifier.from_webhook_url(
+                    name, config.secret(f"notifiers.{name}.webhook_url") or "", timeout=timeout
+                )
+        elif isinstance(n, WebhookNotifierConfig):
+            from alerts.notifiers.webhook import WebhookNotifier  # noqa: PLC0415
+
+            out[name] = WebhookNotifier(
+                name, n.url, config.secret(f"notifiers.{name}.secret"), kind=n.kind, cooldown=n.cooldown,
+                timeout=timeout,
+            )
+    return out
+
+
+class Alerting:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_event = on_event or (lambda kind, data: None)
+        self.notifiers = build_notifiers(config)
+        self.engine = AlertEngine(
+            store,
+            [rule_from_config(r) for r in config.rules],
+            notifiers=self.notifiers,
+            clock=clock,
+            settings=AlertSettings(
+                repeat_interval=config.alerting.repeat_interval,
+                group_by=tuple("alertname" if g == "rule" else g for g in config.alerting.group_by),
+            ),
+        )
+        self.worker = DeliveryWorker(
+            store,
+            self.notifiers,
+            clock,
+            policies={
+                name: RetryPolicy(n.max_attempts, n.backoff.total_seconds(), n.max_backoff.total_seconds())
+                for name, n in config.notifiers.items()
+            },
+        )
+        self._deliver_lock = threading.Lock()
+
+    def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
+        base = self.config.daemon.base_url
+        rec = figures.record
+        by_count = model.window.by == "count" and figures.ts_range is not None
+        ctx = WindowContext(
+            reference_metrics=figures.reference_metrics,
+            drifted_columns=figures.top_drifted,
+            data={
+                "topic": self.config.kafka.predictions_topic,
+                "from": figures.ts_range[0] if figures.ts_range else rec.key.start,
+                "to": figures.ts_range[1] if figures.ts_range else rec.key.end,
+            },
+            links={
+                "api": f"{base}/api/v1/models/{model.name}/windows?metrics=1",
+                "report": f"{base}/api/v1/models/{model.name}/windows/{rec.id}/report",
+            },
+            callback=f"{base}/api/v1/models/{model.name}/references",
+            rows=rec.rows,
+            # count windows are identified by row ordinals: show people their time range
+            start=figures.ts_range[0] if by_count and figures.ts_range else "",
+            end=figures.ts_range[1] if by_count and figures.ts_range else "",
+        )
+        self.engine.observe_model_activity(model.name, self.clock())
+        transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
+        for t in transitions:
+            self.on_event("transition", {"transition": t})
+
+    def deliver_due(self) -> int:
+        """Send what is due (one run at a time); never raises into the scheduler."""
+        if not self._deliver_lock.acquire(blocking=False):
+            return 0
+        try:
+            return self.worker.run_once()
+        except Exception as exc:  # noqa: BLE001
+            log.error("outbox run failed: %s", exc)
+            return 0
+        finally:
+            self._deliver_lock.release()
+
+    def tick(self) -> None:
+        try:
+            self.engine.on_tick(self.clock())
+        except Exception as exc:  # noqa: BLE001
+            log.error("alert tick failed: %s", exc)
+
+    def silence(self, **kwargs: Any) -> str:
+        return self.engine.silence(**kwargs)

@@ -1,0 +1,290 @@
+"""The stream pipeline: decoded batches -> windows -> figures -> one durable transaction.
+
+Single-threaded by design: only the consumer thread calls :meth:`Pipeline.process`,
+:meth:`Pipeline.tick` and :meth:`Pipeline.flush`. ``flush`` writes, in ONE
+transaction, the dead letters, every closed window with its figures, the
+alert transitions they cause (with their outbox rows), late-row counts and the
+stream state; it returns the offsets that are now safe to commit to Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from monitor.config import Config, ModelConfig
+from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.decode import BatchDecoder
+from monitor.ingest.schema import ModelSchema
+from monitor.references.load import load_reference
+from monitor.windows.figures import PreparedModel, WindowFigures, compute_figures, window_key
+from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
+from storage.db import Store
+from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.references import latest_reference, register_reference
+from storage.state import load_state, save_state
+from storage.windows import add_late_rows, write_window
+
+log = logging.getLogger("driftwarden.pipeline")
+
+STATE_NAME = "pipeline"
+
+
+class WindowListener(Protocol):
+    """Called inside the flush transaction for each stored window (the alert engine)."""
+
+    def __call__(self, figures: WindowFigures, model: ModelConfig) -> None: ...
+
+
+@dataclass
+class ModelRuntime:
+    config: ModelConfig
+    schema: ModelSchema
+    windows: ModelWindows
+    prepared: PreparedModel
+
+
+@dataclass
+class PipelineStats:
+    rows: int = 0
+    windows_closed: int = 0
+    late_rows: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        topic: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_window: WindowListener | None = None,
+        max_payload_bytes: int = 65_536,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.topic = topic or config.kafka.predictions_topic
+        self.clock = clock
+        self.on_window = on_window
+        self.max_payload_bytes = max_payload_bytes
+        self.models: dict[str, ModelRuntime] = {}
+        for m in config.models:
+            schema = ModelSchema.from_config(m)
+            ref = load_reference(m.reference, schema, m.prediction)
+            pm = PreparedModel.build(m, schema, ref)
+            self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments), pm)
+        self.decoder = BatchDecoder(
+            {n: r.schema for n, r in self.models.items()},
+            prediction_names={n: r.config.prediction for n, r in self.models.items()},
+            max_message_bytes=config.kafka.max_message_bytes,
+        )
+        #: next offset to consume per partition, as reflected in memory
+        self.positions: dict[int, int] = {}
+        #: first offset NOT reflected in durable state, per partition (replay boundary)
+        self.replay_before: dict[int, int] = {}
+        self._closed: list[tuple[ModelRuntime, WindowFigures]] = []
+        self._dead: list[DeadLetter] = []
+        self._late: list[tuple[str, str, LateRows]] = []
+        self._dirty = False
+        self.stats = PipelineStats()
+        self.last_activity: dict[str, datetime] = {}
+
+    # -- start-up ---------------------------------------------------------------------
+
+    def register_initial_references(self) -> None:
+        """Record the configured reference files in ``references`` (idempotent), and
+        switch to a reference registered later (retraining callback) if there is one."""
+        now = self.clock()
+        with self.store.transaction():
+            for name, rt in self.models.items():
+                latest = latest_reference(self.store, name)
+                if latest and latest["source"] == "callback" and latest["sha256"] != rt.prepared.reference.sha256:
+                    try:
+                        self.swap_reference(name, latest["path"], latest["version"], record=False)
+                        continue
+                    except Exception as exc:  # noqa: BLE001
+                        log.error("cannot load registered reference %s: %s", latest["path"], exc)
+                if latest is None or latest["sha256"] != rt.prepared.reference.sha256:
+                    ref = rt.prepared.reference
+                    register_reference(
+                        self.store, model=name, version="", source="config", sha256=ref.sha256,
+                        rows=ref.rows, path=str(ref.path), registered_at=now,
+                    )
+
+    def restore(self) -> dict[int, int]:
+        """Load durable state; returns the offset to resume each known partition from."""
+        state = load_state(self.store, STATE_NAME)
+        if not state:
+            return {}
+        self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
+        self.positions = dict(self.replay_before)
+        for name, snap in state.get("models", {}).items():
+            rt = self.models.get(name)
+            if rt is not None:
+                rt.windows.restore(snap)
+        return self.resume_offsets()
+
+    def release_partitions(self, keep: set[int]) -> list[int]:
+        """Forget every partition not in ``keep`` (the new assignment after a rebalance).
+
+        Its open windows were flushed and the committed offset stops at their first
+        row, so the member that owns the partition now rebuilds them; keeping them here
+        would let the idle tick close them half full, and a stale position would make a
+        later re-assignment re-read rows another member already counted.
+        """
+        known = set(self.positions) | set(self.replay_before)
+        for rt in self.models.values():
+            known |= set(rt.windows.first_offsets())
+        gone = sorted(known - keep)
+        if not gone:
+            return []
+        for p in gone:
+            self.positions.pop(p, None)
+            self.replay_before.pop(p, None)
+        dropped = sum(rt.windows.drop_partitions(set(gone)) for rt in self.models.values())
+        log.info("partitions %s now belong to another member: %d open windows handed over", gone, dropped)
+        self._dirty = True
+        return gone
+
+    def resume_offsets(self) -> dict[int, int]:
+        """Per partition: where a restarted consumer must begin so open windows refill."""
+        out = dict(self.replay_before)
+        for rt in self.models.values():
+            for p, o in rt.windows.first_offsets().items():
+                out[p] = min(out.get(p, o), o)
+        return out
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def process_records(self, records: list[Any]) -> None:
+        """Decode a list of Kafka records of the predictions topic and process them."""
+        if not records:
+            return
+        batches, dead = self.decoder.decode(records, now=self.clock())
+        nexts: dict[int, int] = {}
+        for rec in records:
+            o = rec.offset + 1
+            if o > nexts.get(rec.partition, -1):
+                nexts[rec.partition] = o
+        self.process(batches, dead, nexts)
+
+    def process(self, batches: Mapping[str, ColumnBatch], dead: list[DeadLetter], next_offsets: Mapping[int, int]) -> None:
+        now = self.clock()
+        for name, batch in batches.items():
+            rt = self.models[name]
+            late = rt.windows.add(batch, self.replay_before or None)
+            self.stats.rows += len(batch)
+            self.last_activity[name] = now
+            for lr in late:
+                self._late.append((name, rt.config.window.by, lr))
+                self.stats.late_rows += lr.count
+            self._collect(rt, rt.windows.close_due(), now)
+        if dead:
+            fresh = [d for d in dead if d.offset >= self.replay_before.get(d.partition, -1)]
+            self._dead.extend(dead)
+            for d in fresh:
+                code = d.reason.split(":", 1)[0]
+                self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
+        for p, o in next_offsets.items():
+            if o > self.positions.get(p, -1):
+                self.positions[p] = o
+        self._dirty = True
+
+    def touch(self) -> None:
+        """Restart the idle clocks: called while consumption is paused (Kafka unreachable,
+        storage failing), so a pause is not taken for a quiet stream and the rows still
+        waiting in Kafka do not turn late."""
+        now = self.clock()
+        for name in self.last_activity:
+            self.last_activity[name] = now
+
+    def tick(self) -> None:
+        """Close windows of streams idle for longer than their ``idle_timeout``."""
+        now = self.clock()
+        for name, rt in self.models.items():
+            timeout = rt.config.window.idle_timeout
+            last = self.last_activity.get(name)
+            if timeout is None or last is None or (now - last) < timeout:
+                continue
+            closed = rt.windows.close_idle(int(now.timestamp() * 1000))
+            if closed:
+                self._collect(rt, closed, now)
+                self._dirty = True
+
+    def _collect(self, rt: ModelRuntime, closed: list[OpenWindow], now: datetime) -> None:
+        for w in closed:
+            figs = compute_figures(rt.prepared, w, by=rt.config.window.by, now=now)
+            self._closed.append((rt, figs))
+            self.stats.windows_closed += 1
+
+    # -- durability -----------------------------------------------------------------------
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._closed or self._dead or self._late)
+
+    def flush(self) -> dict[int, int] | None:
+        """Persist everything pending in one transaction; return offsets safe to commit.
+
+        Returns None when there was nothing to write. On a storage error nothing
+        is lost: the pending work stays in memory and the error propagates.
+        """
+        if not self._dirty and not self.has_pending:
+            return None
+        with self.store.transaction():
+            if self._dead:
+                write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
+            for rt, figs in self._closed:
+                write_window(self.store, figs.record, figs.metrics)
+                if self.on_window is not None:
+                    self.on_window(figs, rt.config)
+            for model, by, lr in self._late:
+                w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
+                wid = window_key(model, by, w).id
+                add_late_rows(self.store, wid, lr.count)
+            save_state(self.store, STATE_NAME, self.snapshot())
+        self._closed.clear()
+        self._dead.clear()
+        self._late.clear()
+        self._dirty = False
+        # everything consumed so far is now durable
+        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
+        return self.commit_offsets()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "offsets": {str(p): o for p, o in self.positions.items()},
+            "models": {n: rt.windows.snapshot() for n, rt in self.models.items()},
+        }
+
+    def commit_offsets(self) -> dict[int, int]:
+        """Offsets to commit: never past a row an open window still needs after a crash."""
+        out = dict(self.positions)
+        for rt in self.models.values():
+            for p, o in rt.windows.first_offsets().items():
+                if p in out:
+                    out[p] = min(out[p], o)
+        return out
+
+    # -- references -------------------------------------------------------------------------
+
+    def swap_reference(self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback") -> PreparedModel:
+        """Prepare a new reference for ``model`` and use it from the next window on."""
+        from pathlib import Path  # noqa: PLC0415
+
+        rt = self.models[model]
+        ref = load_reference(Path(path), rt.schema, rt.config.prediction)
+        pm = PreparedModel.build(rt.config, rt.schema, ref, version)
+        if record:
+            with self.store.transaction():
+                register_reference(
+                    self.store, model=model, version=version, source=source, sha256=ref.sha256,
+                    rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
+                )
+        rt.prepared = pm
+        return pm

@@ -1,0 +1,64 @@
+"""Prometheus exposition for one daemon, from its own registry (never the global one)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitor.web.view import DaemonView
+
+
+class DaemonMetrics:
+    def __init__(self, daemon: DaemonView) -> None:
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+        self.daemon = daemon
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        d = self.daemon
+        st = d.pipeline.stats
+        rows = CounterMetricFamily("driftwarden_rows", "Valid prediction rows consumed", labels=[])
+        rows.add_metric([], st.rows)
+        yield rows
+        dl = CounterMetricFamily("driftwarden_dead_letters", "Messages dead-lettered, by reason", labels=["reason"])
+        for reason, n in sorted(st.dead_letters.items()):
+            dl.add_metric([reason], n)
+        yield dl
+        late = CounterMetricFamily("driftwarden_late_rows", "Rows that arrived after their window closed", labels=[])
+        late.add_metric([], st.late_rows)
+        yield late
+        closed = CounterMetricFamily("driftwarden_windows_closed", "Windows closed and stored", labels=[])
+        closed.add_metric([], st.windows_closed)
+        yield closed
+        ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy")
+        ready.add_metric([], 1.0 if d.ready.is_set() and d.storage_error is None else 0.0)
+        yield ready
+        wm = GaugeMetricFamily("driftwarden_watermark_seconds", "Event-time watermark per model", labels=["model"])
+        for name, rt in d.pipeline.models.items():
+            if rt.windows.max_ts is not None:
+                wm.add_metric([name], rt.windows.watermark / 1000)
+        yield wm
+        from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
+
+        deliveries = GaugeMetricFamily(
+            "driftwarden_deliveries", "Outbox rows by notifier and status (dead = gave up)", labels=["notifier", "status"]
+        )
+        for (notifier, status), n in sorted(delivery_counts(d.store).items()):
+            deliveries.add_metric([notifier, status], n)
+        yield deliveries
+        alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state and severity", labels=["state", "severity"])
+        for (state, severity), n in sorted(alert_counts(d.store).items()):
+            alerts.add_metric([state, severity], n)
+        yield alerts
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

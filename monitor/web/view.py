@@ -1,0 +1,31 @@
+"""What the web layer needs of a running daemon, as a protocol: ``web`` never imports ``service``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from monitor.config import Config
+from storage.db import Store
+
+
+class DaemonView(Protocol):
+    """The daemon as the HTTP API and the metrics exposition see it.
+
+    ``pipeline`` and ``alerting`` are the service objects (models, stats,
+    reference swap; silences); they are typed loosely so that this package stays
+    below ``monitor.service`` in the import graph.
+    """
+
+    config: Config
+    store: Store
+    ready: threading.Event
+    kafka_connected: bool
+    clock: Callable[[], datetime]
+    pipeline: Any
+    alerting: Any
+
+    @property
+    def storage_error(self) -> str | None: ...

@@ -1,0 +1,349 @@
+"""Assigning rows to windows, watermarks, and the durable state of open windows.
+
+Time windows
+    A row with event time ``t`` (epoch ms) belongs to every window
+    ``[start, start + size)`` with ``start`` a multiple of ``step`` (``step`` =
+    ``size`` for tumbling windows). The watermark is the running maximum event
+    time minus the allowed lateness, advanced **per row in consumption order**,
+    so the figures never depend on how ``poll()`` happened to cut batches. A
+    window closes when the watermark reaches its end. A row whose newest window
+    has already closed is *late*: counted against that window, never added.
+
+Count windows
+    Rows of one (version, segment) are numbered in consumption order; window
+    ``[start, start + size)`` of ordinals closes when its last row arrives.
+
+Crash safety
+    :meth:`ModelWindows.snapshot` returns the watermark, counters and, for each
+    open window, the per-partition offset range of its rows. The pipeline
+    persists it in the same transaction as the windows it closed. After a
+    restart, records before the persisted consumed offset (``replay_before``)
+    are re-read from Kafka and only re-fill the open windows of the snapshot:
+    nothing already stored is counted again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from monitor.config import WindowConfig
+from monitor.ingest.batch import ColumnBatch
+from storage.records import ALL_SEGMENTS
+
+_NO_WM = np.iinfo(np.int64).min // 4
+
+
+@dataclass(slots=True)
+class OpenWindow:
+    """Rows collected so far for one (version, segment, start, end)."""
+
+    version: str
+    segment: str
+    start: int
+    end: int
+    chunks: list[ColumnBatch] = field(default_factory=list)
+    rows: int = 0
+    ranges: dict[int, list[int]] = field(default_factory=dict)
+    #: offset ranges of a window restored from a snapshot (rows not yet re-read)
+    saved_ranges: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(self, rows: ColumnBatch) -> None:
+        n = len(rows)
+        if n == 0:
+            return
+        self.chunks.append(rows)
+        self.rows += n
+        parts = rows.partition
+        for p in np.unique(parts).tolist():
+            offs = rows.offset[parts == p]
+            lo, hi = int(offs.min()), int(offs.max())
+            r = self.ranges.get(p)
+            if r is None:
+                self.ranges[p] = [lo, hi]
+            else:
+                r[0] = min(r[0], lo)
+                r[1] = max(r[1], hi)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """All rows as one array per column (empty arrays when no rows)."""
+        if not self.chunks:
+            return {}
+        if len(self.chunks) == 1:
+            return dict(self.chunks[0].columns)
+        return {c: np.concatenate([ch.columns[c] for ch in self.chunks]) for c in self.chunks[0].columns}
+
+    def ts_ms(self) -> np.ndarray:
+        if not self.chunks:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([ch.ts_ms for ch in self.chunks])
+
+    def event_ids(self) -> np.ndarray:
+        if not self.chunks:
+            return np.empty(0, dtype=object)
+        return np.concatenate([ch.event_id for ch in self.chunks])
+
+
+@dataclass(frozen=True, slots=True)
+class LateRows:
+    """``count`` late rows that belonged to the window (version, segment, start, end)."""
+
+    version: str
+    segment: str
+    start: int
+    end: int
+    count: int
+
+
+def _group_indices(labels: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
+    """(label, row indices in original order) for each distinct label."""
+    if labels.shape[0] == 0:
+        return
+    first = labels[0]
+    if (labels == first).all():
+        yield first, np.arange(labels.shape[0])
+        return
+    uniq, inv = np.unique(labels.astype(str), return_inverse=True)
+    for i, u in enumerate(uniq.tolist()):
+        yield u, np.nonzero(inv == i)[0]
+
+
+class ModelWindows:
+    """The open windows of one model across its versions and segments."""
+
+    def __init__(self, model: str, window: WindowConfig, segments: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.by = window.by
+        self.segments = segments
+        if window.by == "time":
+            self.size = _ms(window.size)
+            self.step = _ms(window.step)
+            self.lateness = _ms(window.lateness)
+        else:
+            self.size = int(window.size)
+            self.step = int(window.step)
+            self.lateness = 0
+        self.per_row = self.size // self.step
+        self.watermark: int = _NO_WM
+        self.max_ts: int | None = None
+        self.counters: dict[str, int] = {}
+        self.open: dict[tuple[str, str, int, int], OpenWindow] = {}
+        #: windows restored from a snapshot, still being re-filled from Kafka
+        self._restored: set[tuple[str, str, int, int]] = set()
+        self.late_total = 0
+
+    # -- adding rows ------------------------------------------------------------
+
+    def add(self, batch: ColumnBatch, replay_before: Mapping[int, int] | None = None) -> list[LateRows]:
+        """Assign a batch's rows; returns the late rows found (not added anywhere).
+
+        ``replay_before`` maps a partition to the first offset not yet reflected
+        in durable state; rows before it only re-fill restored open windows.
+        """
+        n = len(batch)
+        if n == 0:
+            return []
+        replay = np.zeros(n, dtype=bool)
+        if replay_before:
+            for p, o in replay_before.items():
+                replay |= (batch.partition == p) & (batch.offset < o)
+        late: list[LateRows] = []
+        if self.by == "time":
+            wm_before = self._advance_watermark(batch.ts_ms, replay)
+            for version, segment, idx in self._groups(batch):
+                late.extend(self._add_time(batch, version, segment, idx, wm_before, replay))
+        else:
+            for version, segment, idx in self._groups(batch):
+                self._add_count(batch, version, segment, idx, replay)
+        self.late_total += sum(x.count for x in late)
+        return late
+
+    def _groups(self, batch: ColumnBatch) -> Iterator[tuple[str, str, np.ndarray]]:
+        for version, idx in _group_indices(batch.version):
+            yield str(version), ALL_SEGMENTS, idx
+            for s in self.segments:
+                vals = batch.segments[s][idx]
+                present = np.array([v is not None for v in vals], dtype=bool)
+                if not present.any():
+                    continue
+                sub_idx = idx[present]
+                for value, j in _group_indices(vals[present]):
+                    yield str(version), f"{s}={value}", sub_idx[j]
+
+    def _advance_watermark(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
+        """Watermark in force *before* each row; updates the model's watermark."""
+        prev_max = self.max_ts if self.max_ts is not None else _NO_WM
+        fresh_ts = np.where(replay, _NO_WM, ts)
+        running = np.maximum.accumulate(np.concatenate(([prev_max], fresh_ts)))
+        wm = np.maximum(running[:-1] - self.lateness, self.watermark)
+        new_max = int(running[-1])
+        if self.max_ts is None or new_max > self.max_ts:
+            if new_max > _NO_WM:
+                self.max_ts = new_max
+        if self.max_ts is not None:
+            self.watermark = max(self.watermark, self.max_ts - self.lateness)
+        return wm
+
+    def _add_time(
+        self, batch: ColumnBatch, version: str, segment: str, idx: np.ndarray,
+        wm_before: np.ndarray, replay: np.ndarray,
+    ) -> list[LateRows]:
+        ts = batch.ts_ms[idx]
+        wm = wm_before[idx]
+        rep = replay[idx]
+        newest_start = (ts // self.step) * self.step
+        late: list[LateRows] = []
+        is_late = (newest_start + self.size <= wm) & ~rep
+        if is_late.any():
+            starts = newest_start[is_late]
+            for s in np.unique(starts).tolist():
+                late.append(LateRows(version, segment, s, s + self.size, int((starts == s).sum())))
+        for j in range(self.per_row):
+            start = newest_start - j * self.step
+            end = start + self.size
+            ok = end > wm
+            if rep.any():
+                # replayed rows only re-fill windows restored from the snapshot
+                ok &= ~rep | np.array(
+                    [(version, segment, int(s), int(s) + self.size) in self._restored for s in start.tolist()],
+                    dtype=bool,
+                )
+            if not ok.any():
+                continue
+            sel_starts = start[ok]
+            sel_idx = idx[ok]
+            for s in np.unique(sel_starts).tolist():
+                rows = sel_idx[sel_starts == s]
+                self._window(version, segment, s, s + self.size).add(batch.take(rows))
+        return late
+
+    def _add_count(
+        self, batch: ColumnBatch, version: str, segment: str, idx: np.ndarray, replay: np.ndarray
+    ) -> None:
+        rep = replay[idx]
+        if rep.any():
+            ridx = idx[rep]
+            parts, offs = batch.partition[ridx], batch.offset[ridx]
+            for key in list(self._restored):
+                if key[0] != version or key[1] != segment:
+                    continue
+                w = self.open[key]
+                mask = np.zeros(ridx.shape[0], dtype=bool)
+                for p, (lo, hi) in w.saved_ranges.items():
+                    mask |= (parts == p) & (offs >= lo) & (offs <= hi)
+                if mask.any():
+                    w.add(batch.take(ridx[mask]))
+            idx = idx[~rep]
+        if idx.shape[0] == 0:
+            return
+        gkey = f"{version}|{segment}"
+        first = self.counters.get(gkey, 0)
+        seq = first + np.arange(idx.shape[0], dtype=np.int64)
+        self.counters[gkey] = first + idx.shape[0]
+        newest_start = (seq // self.step) * self.step
+        for j in range(self.per_row):
+            start = newest_start - j * self.step
+            ok = start >= 0
+            if not ok.any():
+                continue
+            sel_starts = start[ok]
+            sel_idx = idx[ok]
+            for s in np.unique(sel_starts).tolist():
+                self._window(version, segment, s, s + self.size).add(batch.take(sel_idx[sel_starts == s]))
+
+    def _window(self, version: str, segment: str, start: int, end: int) -> OpenWindow:
+        key = (version, segment, start, end)
+        w = self.open.get(key)
+        if w is None:
+            w = self.open[key] = OpenWindow(version, segment, start, end)
+        return w
+
+    # -- closing ------------------------------------------------------------------
+
+    def close_due(self) -> list[OpenWindow]:
+        """Remove and return the windows that are complete, oldest first."""
+        if self.by == "time":
+            due = [k for k in self.open if k[3] <= self.watermark]
+        else:
+            due = [k for k in self.open if k[3] <= self.counters.get(f"{k[0]}|{k[1]}", 0)]
+        due.sort(key=lambda k: (k[3], k[2], k[0], k[1]))
+        out = [self.open.pop(k) for k in due]
+        self._restored.difference_update(due)
+        return out
+
+    def close_idle(self, now_ms: int) -> list[OpenWindow]:
+        """For an idle stream: close every window that has ended by the wall clock.
+
+        The watermark moves to ``max(newest event, now - lateness)``: a stream
+        that went quiet still gets its last windows closed once their end has
+        passed. Rows that arrive later for them are late.
+        """
+        if self.by != "time" or self.max_ts is None:
+            return []
+        self.watermark = max(self.watermark, self.max_ts, now_ms - self.lateness)
+        return self.close_due()
+
+    def first_offsets(self) -> dict[int, int]:
+        """Per partition, the smallest offset held by an open window."""
+        out: dict[int, int] = {}
+        for w in self.open.values():
+            for src in (w.saved_ranges, w.ranges):
+                for p, (lo, _hi) in src.items():
+                    out[p] = min(out.get(p, lo), lo)
+        return out
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget the open windows holding rows of ``partitions`` (now owned by another
+        group member, which rebuilds them from the committed offset). Returns how many."""
+        gone = [
+            k for k, w in self.open.items()
+            if any(p in partitions for src in (w.ranges, w.saved_ranges) for p in src)
+        ]
+        for k in gone:
+            del self.open[k]
+            self._restored.discard(k)
+        return len(gone)
+
+    # -- persistence --------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state: watermark, counters and open windows with offset ranges."""
+        wins = []
+        for (v, s, start, end), w in self.open.items():
+            ranges: dict[int, list[int]] = {}
+            for src in (w.saved_ranges, w.ranges):
+                for p, (lo, hi) in src.items():
+                    r = ranges.get(p)
+                    ranges[p] = [lo, hi] if r is None else [min(r[0], lo), max(r[1], hi)]
+            wins.append({"v": v, "s": s, "start": start, "end": end, "rows": w.rows,
+                         "ranges": {str(p): r for p, r in ranges.items()}})
+        return {
+            "watermark": int(self.watermark),
+            "max_ts": self.max_ts,
+            "counters": dict(self.counters),
+            "late_total": self.late_total,
+            "open": wins,
+        }
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Reload a snapshot; open windows start empty and are re-filled by the replay."""
+        self.watermark = int(snap.get("watermark", _NO_WM))
+        self.max_ts = snap.get("max_ts")
+        self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()}
+        self.late_total = int(snap.get("late_total", 0))
+        self.open = {}
+        self._restored = set()
+        for w in snap.get("open", []):
+            key = (w["v"], w["s"], int(w["start"]), int(w["end"]))
+            ow = OpenWindow(*key)
+            ow.saved_ranges = {int(p): list(r) for p, r in w["ranges"].items()}
+            self.open[key] = ow
+            self._restored.add(key)
+
+
+def _ms(td: timedelta) -> int:
+    return round(td.total_seconds() * 1000)

@@ -1,0 +1,131 @@
+"""Crash equivalence: SIGKILL the daemon at seeded random points of one stream, restart it
+each time; the final ``windows`` and ``metrics`` equal those of an uninterrupted run.
+
+The stream (12k events) arrives in chunks cut at seeded random points, one chunk per
+life of the crashed daemon, which is killed a random moment after it made durable
+progress: so kills land inside the stream (mid-chunk or with windows open) rather than
+after the whole backlog was swallowed in one second. A final
+event far later in event time closes every window by watermark, so no wall-clock idle
+close makes the runs differ. Each restart re-joins the consumer group: with Tansu a
+join takes about half the session timeout, and a killed member blocks the next join
+until its session expires (measured: ~12.7 s per restart at ``session_timeout = "6s"``,
+~2.9 s at ``"2s"``), so these configs use a 2 s session.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.demo.broker import EmbeddedBroker
+from tests.monitor.daemon_helpers import produce, stream, table_dump, wait_for
+from tests.monitor.fault_helpers import (
+    durable_offset,
+    elapsed,
+    fault_config,
+    finished,
+    run_to_completion,
+    start_daemon,
+    terminate,
+    wait_ready,
+    with_sentinel,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+FAST_SESSION = (
+    'session_timeout = "6s"\nheartbeat_interval = "1s"',
+    'session_timeout = "2s"\nheartbeat_interval = "500ms"',
+)
+
+
+def crash_config(folder: Path, broker: EmbeddedBroker, topic: str, shape: str) -> Path:
+    cfg = fault_config(
+        folder,
+        bootstrap=broker.bootstrap,
+        topic=topic,
+        shape=shape,
+        max_poll_records=200,
+        group=f"{folder.name}-{topic}",
+        idle_timeout="1h",
+    )
+    cfg.write_text(cfg.read_text().replace(*FAST_SESSION))
+    return cfg
+
+
+def crash_run(
+    broker: EmbeddedBroker, tmp: Path, shape: str, kills: int, seed: int
+) -> dict[str, Any]:
+    topic = f"crash-{shape}-{seed}-{time.time_ns() % 10**6}"
+    broker.create_topic(topic)
+    msgs = with_sentinel(stream(windows=24, per_window=500, shift_from=12, seed=seed))
+    n = len(msgs)
+    rng = random.Random(seed)
+    cfg = crash_config(tmp / "crashed", broker, topic, shape)
+    db = cfg.parent / "state" / "driftwarden.db"
+    log = cfg.parent / "daemon.log"
+    kill_offsets: list[int] = []
+    t1 = time.monotonic()
+    # the stream arrives in chunks cut at seeded random points, one chunk per life
+    cuts = [0, *sorted(rng.sample(range(1, n), kills)), n]
+    for i in range(kills):
+        produce(broker.bootstrap, topic, msgs[cuts[i] : cuts[i + 1]])
+        before = durable_offset(db)
+        proc = start_daemon(cfg, log=log)
+        try:
+            # kill once this life has made durable progress (or all is done), after a random delay
+            wait_for(
+                lambda b=before: durable_offset(db) > b or finished(db, n),
+                timeout=30,
+                interval=0.02,
+            )
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            proc.kill()
+            proc.wait()
+        kill_offsets.append(durable_offset(db))
+    produce(broker.bootstrap, topic, msgs[cuts[kills] :])
+    proc = start_daemon(cfg, log=log)
+    try:
+        assert wait_ready(cfg), "daemon not ready"
+        assert wait_for(lambda: finished(db, n), timeout=60), f"offset {durable_offset(db)}/{n}"
+    finally:
+        assert terminate(proc) == 0
+    crashed = table_dump(db)
+    t_crashed = elapsed(t1)
+    t0 = time.monotonic()
+    clean = run_to_completion(crash_config(tmp / "clean", broker, topic, shape), n)
+    return {
+        "shape": shape,
+        "n": n,
+        "clean": clean,
+        "crashed": crashed,
+        "kill_offsets": kill_offsets,
+        "t_clean": elapsed(t0),
+        "t_crashed": t_crashed,
+    }
+
+
+def test_sigkill_at_random_points_equals_clean_run(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    plan = [("tumbling", 12, 101), ("count", 10, 202)]
+    with ThreadPoolExecutor(len(plan)) as ex:
+        results = list(ex.map(lambda p: crash_run(broker, tmp_path / p[0], *p), plan))
+    for r in results:
+        print(
+            f"\n{r['shape']}: {r['n']} msgs, {len(r['kill_offsets'])} kills at durable offsets {r['kill_offsets']}, "
+            f"{len(r['clean']['windows'])} windows / {len(r['clean']['metrics'])} metrics compared; "
+            f"crashed {r['t_crashed']}s, clean {r['t_clean']}s"
+        )
+    for r in results:
+        assert len(r["clean"]["windows"]) > 20
+        # most kills landed inside the stream, not before or after it
+        assert sum(0 < o < r["n"] for o in r["kill_offsets"]) >= len(r["kill_offsets"]) // 2, r[
+            "kill_offsets"
+        ]
+        assert r["crashed"]["windows"] == r["clean"]["windows"], r["shape"]
+        assert r["crashed"]["metrics"] == r["clean"]["metrics"], r["shape"]

@@ -1,0 +1,114 @@
+"""Storage faults: a full disk and a database locked by another process. Each gives a clear
+error, pauses consumption (and the pause is not taken for an idle stream: the idle
+timeout of 2 s is shorter than the faults, yet no window closes early) (offsets are never committed past what was stored, /readyz says
+not ready), and the daemon recovers by itself once the fault clears: the tables end equal
+to a clean run's."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import load_config
+from monitor.demo.broker import EmbeddedBroker
+from monitor.service.daemon import Daemon
+from tests.monitor.daemon_helpers import produce, stream, table_dump, wait_for
+from tests.monitor.fault_helpers import (
+    committed,
+    durable_offset,
+    fault_config,
+    finished,
+    http_get,
+    run_to_completion,
+    with_sentinel,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_full_disk_and_locked_database_pause_then_recover(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic = f"storage-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = with_sentinel(stream(windows=9, per_window=300, shift_from=5, seed=3))
+    n = len(msgs)
+    parts = [msgs[:900], msgs[900:1800], msgs[1800:]]
+    group = f"g-storage-{topic}"
+    cfg_path = fault_config(
+        tmp_path / "faulty",
+        bootstrap=broker.bootstrap,
+        topic=topic,
+        group=group,
+        max_poll_records=200,
+        idle_timeout="2s",
+    )
+    cfg = load_config(cfg_path)
+    events: list[tuple[str, dict[str, Any]]] = []
+    daemon = Daemon(cfg, on_event=lambda k, d: events.append((k, d)))
+    db = cfg.daemon.state_dir / "driftwarden.db"
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, parts[0])
+    t.start()
+    try:
+        assert wait_for(lambda: durable_offset(db) >= len(parts[0]), timeout=30)
+
+        # 1. disk full: the file may not grow by one page
+        pages = daemon.store.execute("PRAGMA page_count").fetchone()[0]
+        daemon.store.execute(f"PRAGMA max_page_count = {pages}")
+        produce(broker.bootstrap, topic, parts[1])
+        assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
+        err = daemon.storage_error
+        assert "full" in err and str(db) in err, err
+        stuck = durable_offset(db)
+        assert stuck < len(parts[0]) + len(parts[1])
+        status, body = http_get(cfg_path, "/readyz")
+        assert status == 503 and body["storage_error"] == err
+        held = dict(daemon.pipeline.positions)
+        time.sleep(3)
+        assert daemon.pipeline.positions == held, "kept consuming while storage fails"
+        assert durable_offset(db) == stuck
+        assert committed(broker, group) <= stuck
+        daemon.store.execute("PRAGMA max_page_count = 1073741823")
+        assert wait_for(lambda: durable_offset(db) >= len(parts[0]) + len(parts[1]), timeout=30)
+        assert daemon.storage_error is None
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+
+        # 2. another process holds the write lock longer than the busy timeout
+        daemon.store.execute("PRAGMA busy_timeout = 300")
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            produce(broker.bootstrap, topic, parts[2])
+            assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
+            assert "locked" in daemon.storage_error, daemon.storage_error
+            time.sleep(2)
+            assert committed(broker, group) <= durable_offset(db) < n
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert wait_for(lambda: finished(db, n, all_closed=True), timeout=30)
+        assert daemon.storage_error is None
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+    kinds = [k for k, _ in events]
+    assert kinds.count("storage_error") >= 2
+    assert 0 < committed(broker, group) <= n
+
+    clean = run_to_completion(
+        fault_config(
+            tmp_path / "clean", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s"
+        ),
+        n,
+        all_closed=True,
+    )
+    faulty = table_dump(db)
+    print(f"\nstorage: {len(clean['windows'])} windows / {len(clean['metrics'])} metrics compared")
+    assert faulty == clean
