@@ -272,6 +272,9 @@ class KafkaConfig(Strict):
     commit_interval: PositiveDuration = timedelta(seconds=5)
     max_poll_records: int = Field(default=10_000, ge=1)
     max_message_bytes: int = Field(default=1_048_576, ge=64)
+    #: an event time further ahead of its record's timestamp (and of the wall clock)
+    #: than this is a dead letter: one far-future ``ts`` must not move the watermark
+    max_future_skew: Duration = timedelta(hours=1)
     consumer_options: dict[str, Any] = {}
 
     @field_validator("bootstrap_servers", mode="before")
@@ -510,6 +513,19 @@ class DriftConfig(Strict):
 # --------------------------------------------------------------------------- models
 
 
+class LimitsConfig(Strict):
+    """Caps on what the stream controls, per model (see the README's "Limits")."""
+
+    #: distinct versions with windows of their own; more go to the ``__other__`` bucket
+    max_versions: int = Field(default=16, ge=1, le=10_000)
+    #: distinct values per segment key with windows of their own; more go to ``__other__``
+    max_segment_values: int = Field(default=64, ge=1, le=100_000)
+    #: longer version or segment values go to ``__other__``
+    max_value_length: int = Field(default=128, ge=1, le=4096)
+    #: longer event ids are dead letters (ids are join keys: never cut)
+    max_event_id_length: int = Field(default=256, ge=1, le=65_536)
+
+
 class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
@@ -527,6 +543,7 @@ class ModelConfig(Strict):
     window: WindowConfig = WindowConfig()  # type: ignore[call-arg]  # size defaults to "15m"
     drift: DriftConfig = DriftConfig()
     segments: list[str] = []
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("name")
     @classmethod

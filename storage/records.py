@@ -53,7 +53,9 @@ class WindowRecord:
     """One closed window as stored in the ``windows`` table.
 
     ``status`` is ``ok`` (figures computed), ``insufficient`` (fewer rows than
-    the model's ``min_rows``: stored with quality figures, no drift verdict).
+    the model's ``min_rows``: stored with quality figures, no drift verdict) or
+    ``error`` (the figures could not be computed: ``error`` says why; only the
+    row count is stored).
     """
 
     key: WindowKey
@@ -62,6 +64,8 @@ class WindowRecord:
     computed_at: datetime
     late_rows: int = 0
     reference: str = ""
+    #: why the figures could not be computed (status ``error``), else ""
+    error: str = ""
 
     @property
     def id(self) -> str:

@@ -130,4 +130,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS deliveries_cooldown ON deliveries (notifier, kind, model, created_at)",
         ],
     ),
+    (
+        3,
+        "windows: why a window's figures could not be computed (status error)",
+        [
+            "ALTER TABLE windows ADD COLUMN error TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]

@@ -19,10 +19,10 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
     store.execute("DELETE FROM metrics WHERE window_id = ?", (window.id,))
     store.execute(
         'INSERT OR REPLACE INTO windows (id, model, version, segment, start, "end", rows, status,'
-        " computed_at, late_rows, reference) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             window.id, k.model, k.version, k.segment, k.start, k.end, window.rows, window.status,
-            iso(window.computed_at), window.late_rows, window.reference,
+            iso(window.computed_at), window.late_rows, window.reference, window.error,
         ),
     )
     store.executemany(

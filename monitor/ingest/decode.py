@@ -21,11 +21,10 @@ import numpy as np
 import orjson
 
 from monitor.ingest.batch import BadMessage, ColumnBatch
+from monitor.ingest.event_time import check_future, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import ModelSchema
 from storage.dead_letters import DeadLetter
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -76,33 +75,6 @@ class _Builder:
         )
 
 
-def parse_event_time(value: Any, field_name: str) -> int:
-    """Event time in epoch milliseconds from an RFC 3339 string or epoch milliseconds.
-
-    A string without offset is taken as UTC. Raises :class:`BadMessage`.
-    """
-    if isinstance(value, bool):
-        raise BadMessage(f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got bool")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadMessage(f"non_finite: {field_name}")
-        return int(value)
-    if isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise BadMessage(f"bad_type: {field_name} is not an RFC 3339 time: {value[:40]!r}") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        delta = dt - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-    raise BadMessage(
-        f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
-    )
-
-
 def _text(value: Any, name: str, *, required: bool) -> str | None:
     if value is None:
         if required:
@@ -141,20 +113,28 @@ class BatchDecoder:
         prediction_names: Mapping[str, str],
         model_field: str = "model",
         max_message_bytes: int = 1_048_576,
+        max_future_skew_ms: int = 3_600_000,
     ) -> None:
         self.schemas = dict(schemas)
         self.prediction_names = dict(prediction_names)
         self.model_field = model_field
         self.max_message_bytes = max_message_bytes
+        self.max_future_skew_ms = max_future_skew_ms
 
     def decode(
         self, records: Iterable[Any], *, now: datetime | None = None
     ) -> tuple[dict[str, ColumnBatch], list[DeadLetter]]:
-        """Decode records (objects with topic, partition, offset, timestamp, value)."""
+        """Decode records (objects with topic, partition, offset, timestamp, value).
+
+        ``now`` is the wall clock that bounds event times (with ``max_future_skew_ms``).
+        """
         records = list(records)
+        received = now or datetime.now(UTC)
+        now_ms = int(received.timestamp() * 1000)
         try:
             fast = decode_fast(
-                records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes
+                records, self.schemas, self.prediction_names, self.model_field, self.max_message_bytes,
+                now_ms=now_ms, max_future_skew_ms=self.max_future_skew_ms,
             )
         except Exception:  # noqa: BLE001 - any surprise in the fast path: validate record by record
             fast = None
@@ -162,20 +142,19 @@ class BatchDecoder:
             return fast, []
         builders: dict[str, _Builder] = {}
         dead: list[DeadLetter] = []
-        received = now or datetime.now(UTC)
         for rec in records:
             value = rec.value
             try:
-                self._one(rec, value, builders)
+                self._one(rec, value, builders, now_ms)
             except BadMessage as exc:
                 dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, str(exc), value, received))
             except Exception as exc:  # noqa: BLE001 - the daemon never dies on a message
                 dead.append(
                     DeadLetter(rec.topic, rec.partition, rec.offset, f"bad_type: {type(exc).__name__}: {exc}"[:500], value, received)
                 )
-        return {m: b.build() for m, b in builders.items()}, dead
+        return {m: b.build() for m, b in builders.items() if b.ts}, dead
 
-    def _one(self, rec: Any, value: bytes | None, builders: dict[str, _Builder]) -> None:
+    def _one(self, rec: Any, value: bytes | None, builders: dict[str, _Builder], now_ms: int) -> None:
         if value is None or len(value) == 0:
             raise BadMessage("empty: message has no value")
         if len(value) > self.max_message_bytes:
@@ -203,11 +182,20 @@ class BatchDecoder:
 
         # validate everything before appending anything, so columns stay aligned
         eid = _text(obj.get(schema.f_event_id), schema.f_event_id, required=True)
+        if len(eid) > schema.max_event_id_length:  # type: ignore[arg-type]
+            raise BadMessage(
+                f"bad_type: {schema.f_event_id} longer than {schema.max_event_id_length} characters"
+            )
         ver = _text(obj.get(schema.f_version), schema.f_version, required=False) or ""
         raw_ts = obj.get(schema.f_ts)
-        ts = rec.timestamp if raw_ts is None else parse_event_time(raw_ts, schema.f_ts)
-        if ts is None:
-            raise BadMessage(f"missing_field: {schema.f_ts}")
+        record_ts = rec.timestamp if isinstance(rec.timestamp, int) and rec.timestamp >= 0 else None
+        if raw_ts is None:
+            if record_ts is None:
+                raise BadMessage(f"missing_field: {schema.f_ts} (and the record has no timestamp)")
+            ts = parse_event_time(record_ts, "record timestamp")
+        else:
+            ts = parse_event_time(raw_ts, schema.f_ts)
+        check_future(ts, schema.f_ts, record_ts, now_ms, self.max_future_skew_ms)
         if schema.layout == "nested":
             feats = obj.get(schema.f_features)
             if feats is None:

@@ -12,19 +12,18 @@ produce identical columns for valid input (a property test checks this).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
 from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.event_time import in_range, iso_to_ms
 from monitor.ingest.schema import ModelSchema
 
 _NUM_OK = frozenset({float, int, type(None)})
 _CAT_OK = frozenset({str, type(None)})
 _STR_OK = frozenset({str})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _obj(values: list[Any]) -> np.ndarray:
@@ -38,17 +37,10 @@ def _ts(values: list[Any]) -> np.ndarray | None:
     if types <= {int}:
         return np.array(values, dtype=np.int64)
     if types <= {str}:
-        out = np.empty(len(values), dtype=np.int64)
-        for i, v in enumerate(values):
-            try:
-                dt = datetime.fromisoformat(v)
-            except ValueError:
-                return None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            d = dt - _EPOCH
-            out[i] = (d.days * 86_400 + d.seconds) * 1000 + d.microseconds // 1000
-        return out
+        try:
+            return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
+        except (ValueError, OverflowError):
+            return None
     return None
 
 
@@ -58,8 +50,15 @@ def decode_fast(
     prediction_names: Mapping[str, str],
     model_field: str,
     max_message_bytes: int,
+    *,
+    now_ms: int,
+    max_future_skew_ms: int,
 ) -> dict[str, ColumnBatch] | None:
-    """Columns per model, or ``None`` if the batch needs the per-record path."""
+    """Columns per model, or ``None`` if the batch needs the per-record path.
+
+    Event times outside the accepted range (see :mod:`monitor.ingest.event_time`)
+    send the batch to the per-record path, which dead-letters exactly those records.
+    """
     values = [r.value for r in records]
     if not values or not all(values) or max(map(len, values)) > max_message_bytes:
         return None
@@ -87,13 +86,18 @@ def decode_fast(
         batch = _model_batch(objs_m, recs_m, schemas[model], prediction_names[model])
         if batch is None:
             return None
+        record_ts = np.fromiter(
+            (r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs_m), dtype=np.int64, count=len(recs_m)
+        )
+        if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
+            return None
         out[model] = batch
     return out
 
 
 def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema, pred_name: str) -> ColumnBatch | None:
     eids = [o.get(s.f_event_id) for o in objs]
-    if not set(map(type, eids)) <= _STR_OK:
+    if not set(map(type, eids)) <= _STR_OK or max(map(len, eids)) > s.max_event_id_length:
         return None
     vers = [o.get(s.f_version) for o in objs]
     vtypes = set(map(type, vers))

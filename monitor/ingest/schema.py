@@ -24,6 +24,8 @@ class ModelSchema:
     f_prediction: str
     f_segment: str
     f_label: str
+    #: longer event ids are dead letters
+    max_event_id_length: int = 256
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> ModelSchema:
@@ -42,6 +44,7 @@ class ModelSchema:
             f_prediction=f.prediction,
             f_segment=f.segment,
             f_label=f.label,
+            max_event_id_length=m.limits.max_event_id_length,
         )
 
     @property

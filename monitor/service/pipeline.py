@@ -9,6 +9,7 @@ stream state; it returns the offsets that are now safe to commit to Kafka.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,15 @@ from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.references.load import load_reference
-from monitor.windows.figures import PreparedModel, WindowFigures, compute_figures, window_key
+from monitor.windows.figures import (
+    PreparedModel,
+    WindowFigures,
+    compute_figures,
+    error_figures,
+    window_key,
+)
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
-from storage.db import Store
+from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.references import latest_reference, register_reference
 from storage.state import load_state, save_state
@@ -53,6 +60,24 @@ class PipelineStats:
     windows_closed: int = 0
     late_rows: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
+    #: windows stored with status ``error`` (their figures raised)
+    window_errors: int = 0
+
+    def copy(self) -> PipelineStats:
+        return PipelineStats(self.rows, self.windows_closed, self.late_rows, dict(self.dead_letters), self.window_errors)
+
+
+@dataclass
+class _Checkpoint:
+    """What :meth:`Pipeline._process_records` may change, to undo a batch that raised."""
+
+    windows: dict[str, Any]
+    closed: int
+    dead: int
+    late: int
+    stats: PipelineStats
+    positions: dict[int, int]
+    activity: dict[str, datetime]
 
 
 class Pipeline:
@@ -77,11 +102,12 @@ class Pipeline:
             schema = ModelSchema.from_config(m)
             ref = load_reference(m.reference, schema, m.prediction)
             pm = PreparedModel.build(m, schema, ref)
-            self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments), pm)
+            self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         self.decoder = BatchDecoder(
             {n: r.schema for n, r in self.models.items()},
             prediction_names={n: r.config.prediction for n, r in self.models.items()},
             max_message_bytes=config.kafka.max_message_bytes,
+            max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
         )
         #: next offset to consume per partition, as reflected in memory
         self.positions: dict[int, int] = {}
@@ -162,9 +188,55 @@ class Pipeline:
     # -- the hot path -------------------------------------------------------------------
 
     def process_records(self, records: list[Any]) -> None:
-        """Decode a list of Kafka records of the predictions topic and process them."""
+        """Decode a list of Kafka records of the predictions topic and process them.
+
+        Never raises because of the data: if processing a batch raises anything
+        unexpected, the batch is undone and split in halves until the record(s)
+        that make it raise are alone; each becomes a dead letter with reason
+        ``internal: <ExceptionType>: ...`` and every other record is processed as
+        if the poison had not been there (figures do not depend on batch cuts).
+        """
         if not records:
             return
+        cp = self._checkpoint()
+        try:
+            self._process_records(records)
+        except Exception as exc:  # noqa: BLE001 - no record may stop the daemon
+            self._rollback(cp)
+            if len(records) == 1:
+                self._poison(records[0], exc)
+                return
+            mid = len(records) // 2
+            self.process_records(records[:mid])
+            self.process_records(records[mid:])
+
+    def _poison(self, rec: Any, exc: Exception) -> None:
+        reason = f"internal: {type(exc).__name__}: {exc}"[:500]
+        log.error(
+            "record %s[%s]@%s made processing raise; dead-lettered (%s)", rec.topic, rec.partition, rec.offset,
+            reason, exc_info=exc,
+        )
+        letter = DeadLetter(rec.topic, rec.partition, rec.offset, reason, rec.value, self.clock())
+        self.process({}, [letter], {rec.partition: rec.offset + 1})
+
+    def _checkpoint(self) -> _Checkpoint:
+        return _Checkpoint(
+            windows={n: rt.windows.checkpoint() for n, rt in self.models.items()},
+            closed=len(self._closed), dead=len(self._dead), late=len(self._late), stats=self.stats.copy(),
+            positions=dict(self.positions), activity=dict(self.last_activity),
+        )
+
+    def _rollback(self, cp: _Checkpoint) -> None:
+        for n, wcp in cp.windows.items():
+            self.models[n].windows.rollback(wcp)
+        del self._closed[cp.closed:]
+        del self._dead[cp.dead:]
+        del self._late[cp.late:]
+        self.stats = cp.stats
+        self.positions = cp.positions
+        self.last_activity = cp.activity
+
+    def _process_records(self, records: list[Any]) -> None:
         batches, dead = self.decoder.decode(records, now=self.clock())
         nexts: dict[int, int] = {}
         for rec in records:
@@ -217,8 +289,15 @@ class Pipeline:
                 self._dirty = True
 
     def _collect(self, rt: ModelRuntime, closed: list[OpenWindow], now: datetime) -> None:
+        by = rt.config.window.by
         for w in closed:
-            figs = compute_figures(rt.prepared, w, by=rt.config.window.by, now=now)
+            try:
+                figs = compute_figures(rt.prepared, w, by=by, now=now)
+            except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
+                figs = error_figures(rt.prepared, w, by=by, now=now, error=f"internal: {type(exc).__name__}: {exc}")
+                log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
+                          figs.record.id, exc_info=exc)
+                self.stats.window_errors += 1
             self._closed.append((rt, figs))
             self.stats.windows_closed += 1
 
@@ -240,9 +319,7 @@ class Pipeline:
             if self._dead:
                 write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
             for rt, figs in self._closed:
-                write_window(self.store, figs.record, figs.metrics)
-                if self.on_window is not None:
-                    self.on_window(figs, rt.config)
+                self._store_window(rt, figs)
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
@@ -255,6 +332,31 @@ class Pipeline:
         # everything consumed so far is now durable
         self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
         return self.commit_offsets()
+
+    def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> None:
+        """Write one window and run the rules on it, in a savepoint of the flush transaction.
+
+        Storage errors propagate (the whole flush is retried). Anything else the
+        rules raise for this window undoes only this window's savepoint, and the
+        window is stored with status ``error`` instead, so one window cannot block
+        the flush of every other one forever.
+        """
+        try:
+            with self.store.transaction():
+                write_window(self.store, figs.record, figs.metrics)
+                if self.on_window is not None:
+                    self.on_window(figs, rt.config)
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("window %s: storing or alerting failed; stored with status error", figs.record.id, exc_info=exc)
+            self.stats.window_errors += 1
+            err = dataclasses.replace(
+                figs.record, status="error", error=f"internal: {type(exc).__name__}: {exc}"[:500]
+            )
+            rows = [m for m in figs.metrics if m.metric == "row_count" and m.column == ""]
+            with self.store.transaction():
+                write_window(self.store, err, rows)
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -37,6 +37,20 @@ class DaemonMetrics:
         closed = CounterMetricFamily("driftwarden_windows_closed", "Windows closed and stored", labels=[])
         closed.add_metric([], st.windows_closed)
         yield closed
+        errors = CounterMetricFamily(
+            "driftwarden_window_errors", "Windows stored with status error (their figures raised)", labels=[]
+        )
+        errors.add_metric([], st.window_errors)
+        yield errors
+        capped = CounterMetricFamily(
+            "driftwarden_capped_rows",
+            "Rows whose version or segment value went to the __other__ bucket (cap or length)",
+            labels=["model", "dimension"],
+        )
+        for name, rt in d.pipeline.models.items():
+            for dim, n in rt.windows.capped_rows().items():
+                capped.add_metric([name, dim], n)
+        yield capped
         ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy")
         ready.add_metric([], 1.0 if d.ready.is_set() and d.storage_error is None else 0.0)
         yield ready

@@ -80,6 +80,15 @@ def window_key(model: str, by: str, w: OpenWindow) -> WindowKey:
     return WindowKey(model, w.version, w.segment, start, end)
 
 
+def error_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime, error: str) -> WindowFigures:
+    """A window whose figures could not be computed: status ``error``, its row count and why."""
+    key = window_key(pm.config.name, by, w)
+    record = WindowRecord(
+        key=key, rows=w.rows, status="error", computed_at=now, reference=pm.reference.sha256[:12], error=error[:500]
+    )
+    return WindowFigures(record, [MetricRow(DATASET, "row_count", float(w.rows))], [], None, pm.reference_metrics)
+
+
 def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime) -> WindowFigures:
     """Every figure of one closed window. ``insufficient`` windows get counts and quality only."""
     cfg = pm.config

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from monitor.config import WindowConfig
+from monitor.config import LimitsConfig, WindowConfig
 from monitor.ingest.batch import ColumnBatch
+from monitor.windows.caps import ValueCap
 from storage.records import ALL_SEGMENTS
 
 _NO_WM = np.iinfo(np.int64).min // 4
@@ -115,7 +116,9 @@ def _group_indices(labels: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
 class ModelWindows:
     """The open windows of one model across its versions and segments."""
 
-    def __init__(self, model: str, window: WindowConfig, segments: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, model: str, window: WindowConfig, segments: tuple[str, ...] = (), limits: LimitsConfig | None = None
+    ) -> None:
         self.model = model
         self.by = window.by
         self.segments = segments
@@ -135,6 +138,19 @@ class ModelWindows:
         #: windows restored from a snapshot, still being re-filled from Kafka
         self._restored: set[tuple[str, str, int, int]] = set()
         self.late_total = 0
+        lim = limits or LimitsConfig()
+        #: fresh rows seen so far: the clock of the caps for count windows
+        self.rows_seen = 0
+        self.version_cap = ValueCap(lim.max_versions, lim.max_value_length, retire_after=self.size)
+        self.segment_caps = {s: ValueCap(lim.max_segment_values, lim.max_value_length, retire_after=self.size) for s in segments}
+        #: windows to close at the next :meth:`close_due` though not complete (their value was evicted)
+        self._forced: set[tuple[str, str, int, int]] = set()
+
+    def capped_rows(self) -> dict[str, int]:
+        """Rows sent to the ``__other__`` bucket so far, by dimension (``version``, ``segment:KEY``)."""
+        out = {"version": self.version_cap.capped_rows}
+        out.update({f"segment:{s}": c.capped_rows for s, c in self.segment_caps.items()})
+        return out
 
     # -- adding rows ------------------------------------------------------------
 
@@ -154,13 +170,35 @@ class ModelWindows:
         late: list[LateRows] = []
         if self.by == "time":
             wm_before = self._advance_watermark(batch.ts_ms, replay)
+            batch = self._capped(batch, batch.ts_ms, wm_before, replay)
             for version, segment, idx in self._groups(batch):
                 late.extend(self._add_time(batch, version, segment, idx, wm_before, replay))
         else:
+            ordinal = self.rows_seen + np.cumsum(~replay)
+            self.rows_seen = int(ordinal[-1])
+            batch = self._capped(batch, ordinal, ordinal, replay)
             for version, segment, idx in self._groups(batch):
                 self._add_count(batch, version, segment, idx, replay)
         self.late_total += sum(x.count for x in late)
         return late
+
+    def _capped(self, batch: ColumnBatch, seen_at: np.ndarray, clock: np.ndarray, replay: np.ndarray) -> ColumnBatch:
+        """The batch with versions and segment values beyond their caps replaced by ``__other__``."""
+        version, gone = self.version_cap.apply(batch.version, seen_at, clock, replay)
+        if self.by == "count":
+            self._forced.update(k for k in self.open if k[0] in gone)
+        segments = dict(batch.segments)
+        for s, cap in self.segment_caps.items():
+            segments[s], gone = cap.apply(batch.segments[s], seen_at, clock, replay)
+            if self.by == "count" and gone:
+                names = {f"{s}={v}" for v in gone}
+                self._forced.update(k for k in self.open if k[1] in names)
+        if version is batch.version and all(segments[s] is batch.segments[s] for s in segments):
+            return batch
+        return ColumnBatch(
+            model=batch.model, ts_ms=batch.ts_ms, partition=batch.partition, offset=batch.offset,
+            event_id=batch.event_id, version=version, segments=segments, columns=batch.columns,
+        )
 
     def _groups(self, batch: ColumnBatch) -> Iterator[tuple[str, str, np.ndarray]]:
         for version, idx in _group_indices(batch.version):
@@ -269,7 +307,12 @@ class ModelWindows:
         if self.by == "time":
             due = [k for k in self.open if k[3] <= self.watermark]
         else:
-            due = [k for k in self.open if k[3] <= self.counters.get(f"{k[0]}|{k[1]}", 0)]
+            due = [k for k in self.open if k[3] <= self.counters.get(f"{k[0]}|{k[1]}", 0) or k in self._forced]
+            for k in self._forced & set(due):
+                # an evicted value that comes back starts with fresh windows
+                g = f"{k[0]}|{k[1]}"
+                self.counters[g] = max(self.counters.get(g, 0), k[3])
+            self._forced.clear()
         due.sort(key=lambda k: (k[3], k[2], k[0], k[1]))
         out = [self.open.pop(k) for k in due]
         self._restored.difference_update(due)
@@ -308,6 +351,38 @@ class ModelWindows:
             self._restored.discard(k)
         return len(gone)
 
+    # -- undo -----------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        """An in-memory undo point: O(open windows), no row copied."""
+        return {
+            "scalars": (self.watermark, self.max_ts, self.late_total, self.rows_seen),
+            "counters": dict(self.counters),
+            "open": dict(self.open),
+            "windows": [
+                (w, len(w.chunks), w.rows, {p: list(r) for p, r in w.ranges.items()}) for w in self.open.values()
+            ],
+            "restored": set(self._restored),
+            "forced": set(self._forced),
+            "caps": (self.version_cap.snapshot(), {s: c.snapshot() for s, c in self.segment_caps.items()}),
+        }
+
+    def rollback(self, cp: dict[str, Any]) -> None:
+        """Return to ``cp`` (from :meth:`checkpoint`), undoing every row added since."""
+        self.watermark, self.max_ts, self.late_total, self.rows_seen = cp["scalars"]
+        self.counters = cp["counters"]
+        self.open = cp["open"]
+        for w, n_chunks, rows, ranges in cp["windows"]:
+            del w.chunks[n_chunks:]
+            w.rows = rows
+            w.ranges = ranges
+        self._restored = cp["restored"]
+        self._forced = cp["forced"]
+        version, segments = cp["caps"]
+        self.version_cap.restore(version)
+        for s, c in self.segment_caps.items():
+            c.restore(segments.get(s, {}))
+
     # -- persistence --------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -327,6 +402,11 @@ class ModelWindows:
             "counters": dict(self.counters),
             "late_total": self.late_total,
             "open": wins,
+            "rows_seen": self.rows_seen,
+            "caps": {
+                "version": self.version_cap.snapshot(),
+                "segments": {s: c.snapshot() for s, c in self.segment_caps.items()},
+            },
         }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
@@ -335,6 +415,11 @@ class ModelWindows:
         self.max_ts = snap.get("max_ts")
         self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()}
         self.late_total = int(snap.get("late_total", 0))
+        self.rows_seen = int(snap.get("rows_seen", 0))
+        caps = snap.get("caps", {})
+        self.version_cap.restore(caps.get("version", {}))
+        for s, c in self.segment_caps.items():
+            c.restore(caps.get("segments", {}).get(s, {}))
         self.open = {}
         self._restored = set()
         for w in snap.get("open", []):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import ModelConfig
-from monitor.ingest.decode import BatchDecoder, parse_event_time
+from monitor.ingest.decode import BatchDecoder
+from monitor.ingest.event_time import MAX_EVENT_MS, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import ModelSchema
 
@@ -22,6 +24,12 @@ MODEL = ModelConfig.model_validate({
     "features": {"numerical": ["age", "income"], "categorical": ["plan"]},
 })
 SCHEMA = ModelSchema.from_config(MODEL)
+
+#: the wall clock the decoder is given, and the records' Kafka timestamp (both after every good ts)
+NOW = datetime(2031, 1, 1, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+REC_TS = NOW_MS - 1000
+HOUR_MS = 3_600_000
 
 
 def decoder() -> BatchDecoder:
@@ -35,7 +43,7 @@ def slow_decode(recs: list[Rec]) -> Any:
 
     builders: dict[str, _Builder] = {}
     for r in recs:
-        d._one(r, r.value, builders)
+        d._one(r, r.value, builders, NOW_MS)
     return {m: b.build() for m, b in builders.items()}
 
 
@@ -45,7 +53,7 @@ event = st.fixed_dictionaries(
     {
         "event_id": st.text(min_size=1, max_size=8),
         "model": st.just("churn"),
-        "ts": st.one_of(st.integers(0, 2**41), st.just("2026-11-23T14:00:00.123Z"), st.just("2026-11-23T14:00:00+02:00")),
+        "ts": st.one_of(st.integers(0, REC_TS), st.just("2026-11-23T14:00:00.123Z"), st.just("2026-11-23T14:00:00+02:00")),
         "features": st.fixed_dictionaries({"age": num, "income": num, "plan": cat}),
         "prediction": num,
     },
@@ -74,12 +82,14 @@ def _eq(a: Any, b: Any) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(event, min_size=1, max_size=20))
 def test_fast_path_equals_per_record_path(events: list[dict[str, Any]]) -> None:
-    recs = [Rec("t", 0, i, 1_000, orjson.dumps(e)) for i, e in enumerate(events)]
-    fast = decode_fast(recs, {"churn": SCHEMA}, {"churn": "prediction"}, "model", 10_000)
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps(e)) for i, e in enumerate(events)]
+    fast = decode_fast(
+        recs, {"churn": SCHEMA}, {"churn": "prediction"}, "model", 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS
+    )
     slow = slow_decode(recs)
     if fast is not None:
         _eq(fast, slow)
-    got, dead = decoder().decode(recs)
+    got, dead = decoder().decode(recs, now=NOW)
     assert dead == []
     _eq(got, slow)
 
@@ -87,8 +97,8 @@ def test_fast_path_equals_per_record_path(events: list[dict[str, Any]]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=200), min_size=1, max_size=10))
 def test_decoder_never_raises_and_accounts_for_every_record(payloads: list[bytes]) -> None:
-    recs = [Rec("t", 0, i, 1_000, p) for i, p in enumerate(payloads)]
-    batches, dead = decoder().decode(recs)
+    recs = [Rec("t", 0, i, REC_TS, p) for i, p in enumerate(payloads)]
+    batches, dead = decoder().decode(recs, now=NOW)
     assert sum(len(b) for b in batches.values()) + len(dead) == len(recs)
 
 
@@ -106,3 +116,94 @@ def test_event_time_forms() -> None:
     assert parse_event_time("1970-01-01T00:00:01.5Z", "ts") == 1500
     assert parse_event_time("1970-01-01T02:00:00+02:00", "ts") == 0
     assert parse_event_time("1970-01-01T00:00:02", "ts") == 2000  # no offset: UTC
+
+
+# -- hostile event times ---------------------------------------------------------------
+
+GOOD = {"event_id": "a", "model": "churn", "features": {"age": 1, "income": 2, "plan": "pro"}, "prediction": 0.5}
+
+
+def _with_ts(ts: Any) -> bytes:
+    return orjson.dumps({**GOOD, "ts": ts})
+
+
+def test_event_times_out_of_range_are_dead_letters_not_crashes() -> None:
+    poisons: list[tuple[Any, str]] = [
+        (-100_000_000_000_000, "bad_type: ts out of range"),
+        (-1, "bad_type: ts out of range"),
+        (1e30, "bad_type: ts out of range"),
+        (2**63 - 1, "bad_type: ts out of range"),
+        (NOW_MS * 1000, "bad_type: ts out of range"),  # epoch microseconds sent as milliseconds
+        (NOW_MS * 1000.0, "bad_type: ts out of range"),
+        (REC_TS + 2 * HOUR_MS, "bad_type: ts too far in the future"),
+        ("9999-12-31T23:59:59Z", "bad_type: ts too far in the future"),
+        ("0001-01-01T00:00:00Z", "bad_type: ts out of range"),
+        ("1969-12-31T23:59:59Z", "bad_type: ts out of range"),
+    ]
+    recs = [Rec("t", 0, i, REC_TS, _with_ts(ts)) for i, (ts, _) in enumerate(poisons)]
+    recs.append(Rec("t", 0, len(recs), REC_TS, _with_ts(REC_TS)))
+    # 2**63 and beyond do not fit JSON numbers orjson writes: send them as raw text
+    recs.append(Rec("t", 0, len(recs), REC_TS, orjson.dumps(GOOD)[:-1] + b',"ts":9223372036854775808}'))
+    recs.append(Rec("t", 0, len(recs), REC_TS, orjson.dumps(GOOD)[:-1] + b',"ts":1e400}'))
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert batches["churn"].ts_ms.tolist() == [REC_TS]
+    reasons = {d.offset: d.reason for d in dead}
+    for i, (_ts, want) in enumerate(poisons):
+        assert reasons[i].startswith(want), (i, reasons[i])
+    assert reasons[len(poisons) + 1].split(":")[0] in ("bad_type", "not_json")
+    assert reasons[len(poisons) + 2].split(":")[0] in ("non_finite", "not_json")
+
+
+def test_a_hostile_record_timestamp_is_bounded_by_the_wall_clock() -> None:
+    far = NOW_MS + 365 * 24 * HOUR_MS
+    recs = [Rec("t", 0, 0, far, _with_ts(far)), Rec("t", 0, 1, far, orjson.dumps(GOOD))]
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert batches == {}
+    assert [d.reason.split(":", 2)[1].strip() for d in dead] == ["ts too far in the future"] * 2
+
+
+def test_missing_ts_takes_the_record_timestamp_and_needs_one() -> None:
+    recs = [Rec("t", 0, 0, REC_TS, orjson.dumps(GOOD)), Rec("t", 0, 1, None, orjson.dumps(GOOD)),
+            Rec("t", 0, 2, -1, orjson.dumps(GOOD))]
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert batches["churn"].ts_ms.tolist() == [REC_TS]
+    assert [d.reason for d in dead] == ["missing_field: ts (and the record has no timestamp)"] * 2
+
+
+def test_event_ids_longer_than_the_cap_are_dead_letters() -> None:
+    recs = [Rec("t", 0, 0, REC_TS, orjson.dumps({**GOOD, "ts": REC_TS, "event_id": "x" * 257})),
+            Rec("t", 0, 1, REC_TS, orjson.dumps({**GOOD, "ts": REC_TS, "event_id": "x" * 256}))]
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert len(batches["churn"]) == 1
+    assert [d.reason for d in dead] == ["bad_type: event_id longer than 256 characters"]
+
+
+any_ts = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
+    st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(any_ts, min_size=1, max_size=12), st.one_of(st.none(), st.integers(-(2**40), 2**45)))
+def test_any_event_time_is_accepted_in_range_or_dead_lettered(values: list[Any], rec_ts: int | None) -> None:
+    """Over the whole int64/float range: the decoder never raises, every accepted event time
+    lies in 1970.. min(record ts, wall clock) + skew, and every other record is a dead letter."""
+    recs = []
+    for i, v in enumerate(values):
+        try:
+            payload = orjson.dumps({**GOOD, "ts": v})
+        except orjson.JSONEncodeError:
+            payload = orjson.dumps(GOOD)[:-1] + b',"ts":' + repr(v).encode() + b"}"
+        recs.append(Rec("t", 0, i, rec_ts, payload))
+    batches, dead = decoder().decode(recs, now=NOW)
+    got = batches["churn"].ts_ms.tolist() if "churn" in batches else []
+    assert len(got) + len(dead) == len(recs)
+    base = NOW_MS if rec_ts is None or rec_ts < 0 else min(rec_ts, NOW_MS)
+    assert all(0 <= t <= base + HOUR_MS <= MAX_EVENT_MS for t in got)
+    for d in dead:
+        assert d.reason.split(":", 1)[0] in ("bad_type", "non_finite", "missing_field", "not_json"), d.reason

@@ -106,7 +106,7 @@ def mutated_events(draw: Any) -> bytes:
 )
 def test_decode_never_raises_and_accounts_for_every_record(payloads: list[bytes | None]) -> None:
     dec = _decoder()
-    recs = [Rec("t", 0, i, 1_700_000_000_000, p) for i, p in enumerate(payloads)]
+    recs = [Rec("t", 0, i, 1_900_000_000_000, p) for i, p in enumerate(payloads)]  # 2030: after every good ts
     batches, dead = dec.decode(recs)
     good = sum(len(b) for b in batches.values())
     assert good + len(dead) == len(recs)

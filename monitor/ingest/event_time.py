@@ -1,0 +1,105 @@
+"""Event times: parsing and the range every accepted event time must lie in.
+
+An event time moves the watermark, so one hostile value could close every open
+window (far future) or crash date arithmetic later (``year -1199 is out of
+range``). Every event time is therefore checked at decoding, before anything
+downstream sees it:
+
+- it lies in ``[MIN_EVENT_MS, MAX_EVENT_MS]`` (1970-01-01 to 9999-12-31, UTC),
+  so every later conversion to a ``datetime`` succeeds and int64 never overflows;
+- it is at most ``max_future_skew`` ahead of the *earlier* of its Kafka record's
+  timestamp and the wall clock. Producers set record timestamps themselves, so
+  the wall clock bounds a hostile record timestamp too; a record without a
+  timestamp is bounded by the wall clock alone.
+
+Times are epoch milliseconds (int) throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from monitor.ingest.batch import BadMessage
+
+#: 1970-01-01T00:00:00Z
+MIN_EVENT_MS = 0
+#: 9999-12-31T23:59:59.999Z, the last instant ``datetime`` can hold
+MAX_EVENT_MS = 253_402_300_799_999
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_to_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 / ISO 8601 time (no offset = UTC).
+
+    Raises ``ValueError`` for text that is not such a time.
+    """
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    d = dt - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1000 + d.microseconds // 1000
+
+
+def parse_event_time(value: Any, field_name: str) -> int:
+    """Event time in epoch milliseconds from an RFC 3339 string or epoch milliseconds.
+
+    A string without offset is taken as UTC. Raises :class:`BadMessage` for a
+    wrong type, a non-finite number, or a time outside ``[MIN_EVENT_MS, MAX_EVENT_MS]``
+    (this catches epoch microseconds or nanoseconds sent as milliseconds).
+    """
+    if isinstance(value, bool):
+        raise BadMessage(f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got bool")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadMessage(f"non_finite: {field_name}")
+        if not MIN_EVENT_MS <= value <= MAX_EVENT_MS:
+            raise BadMessage(f"bad_type: {field_name} out of range: {value!r} is not epoch milliseconds in 1970..9999")
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            ms = iso_to_ms(value)
+        except (ValueError, OverflowError):
+            raise BadMessage(f"bad_type: {field_name} is not an RFC 3339 time: {value[:40]!r}") from None
+    else:
+        raise BadMessage(
+            f"bad_type: {field_name} expected RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
+        )
+    if not MIN_EVENT_MS <= ms <= MAX_EVENT_MS:
+        shown = repr(value)[:40]
+        raise BadMessage(f"bad_type: {field_name} out of range: {shown} is not epoch milliseconds in 1970..9999")
+    return ms
+
+
+def future_limit_ms(record_ts: int | None, now_ms: int, max_future_skew_ms: int) -> int:
+    """The latest acceptable event time for a record (epoch ms)."""
+    base = now_ms if record_ts is None or record_ts < 0 else min(record_ts, now_ms)
+    return base + max_future_skew_ms
+
+
+def check_future(ms: int, field_name: str, record_ts: int | None, now_ms: int, max_future_skew_ms: int) -> None:
+    """Raise :class:`BadMessage` if ``ms`` is too far ahead of the record/wall clock."""
+    limit = future_limit_ms(record_ts, now_ms, max_future_skew_ms)
+    if ms > limit:
+        ahead_s = (ms - (limit - max_future_skew_ms)) / 1000
+        raise BadMessage(
+            f"bad_type: {field_name} too far in the future: {ahead_s:.0f}s ahead of the record timestamp"
+            f" (kafka.max_future_skew is {max_future_skew_ms / 1000:.0f}s)"
+        )
+
+
+def in_range(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int, max_future_skew_ms: int) -> bool:
+    """Whether every event time of a batch is acceptable (the fast path's check).
+
+    ``record_ts`` holds each record's Kafka timestamp (negative when absent).
+    """
+    if ts_ms.shape[0] == 0:
+        return True
+    base = np.where(record_ts < 0, now_ms, np.minimum(record_ts, now_ms))
+    return bool(((ts_ms >= MIN_EVENT_MS) & (ts_ms <= base + max_future_skew_ms)).all())

@@ -1,0 +1,212 @@
+"""Poison pills through the real broker: hostile event times, thousands of versions and
+segment values, overlong strings, a window whose figures raise. The daemon stays up,
+every poison lands in ``dead_letters`` or in the ``__other__`` bucket, the good
+stream's windows equal a clean run's, and a restart on the same state does not
+crash-loop."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.drift import registry
+from detectors.drift.registry import register_test
+from monitor.config import load_config
+from monitor.demo.broker import EmbeddedBroker, free_port
+from monitor.service.daemon import Daemon
+from monitor.windows.caps import OTHER
+from storage.db import Store
+from tests.monitor.daemon_helpers import produce, stream, wait_for, write_config
+from tests.monitor.fault_helpers import durable_offset, open_windows
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+EXPLODES = "explodes_on_999"
+HOUR_MS = 3_600_000
+GOOD_SEGMENTS = "('', 'region=eu', 'region=us', 'region=apac')"
+
+
+@pytest.fixture
+def exploding_test() -> Iterator[str]:
+    @register_test(EXPLODES, score_kind="distance", default_threshold=0.1, kinds=("numerical",), inclusive=True)
+    def _explode(ref: Any, cur: Any, bins: str) -> float:
+        """Raises when the window holds age 999; else the mean absolute shift of the window."""
+        if np.any(np.asarray(cur.values) == 999):
+            raise FloatingPointError("cannot score this window")
+        return 0.0
+
+    yield EXPLODES
+    registry._REGISTRY.pop(EXPLODES, None)
+
+
+def poisons(good: list[bytes], now_ms: int) -> tuple[list[dict[str, Any] | bytes], dict[str, int]]:
+    """Hostile messages built from good ones, and how many of each kind. Events (dicts)
+    get the event time of the good message they are inserted after, so they are in
+    order, like a real producer's; raw bytes keep their hostile time."""
+    rng = random.Random(3)
+    base = [orjson.loads(g) for g in good]
+    out: list[dict[str, Any] | bytes] = []
+    kinds: dict[str, int] = {}
+
+    def add(kind: str, msg: dict[str, Any] | bytes) -> None:
+        out.append(msg)
+        kinds[kind] = kinds.get(kind, 0) + 1
+
+    def ev(**over: Any) -> dict[str, Any]:
+        e = dict(rng.choice(base))
+        e.update(over)
+        return e
+
+    for ts in (-100_000_000_000_000, -1, 1e30, 9_223_372_036_854_775_807, "0001-01-01T00:00:00Z",
+               "9999-12-31T23:59:59Z", now_ms + 48 * HOUR_MS):
+        add("bad_ts", orjson.dumps(ev(ts=ts)))
+    add("bad_ts", orjson.dumps(ev())[:-1] + b',"ts":18446744073709551616}')
+    for _ in range(20):  # epoch microseconds sent as milliseconds
+        e = ev()
+        add("bad_ts", orjson.dumps({**e, "ts": int(e["ts"]) * 1000}))
+    for i in range(4000):  # a new version per message
+        add("version", ev(version=f"release-{i:05d}", event_id=f"ver-{i}"))
+    for i in range(300):  # overlong versions and segment values
+        e = ev(event_id=f"long-{i}", version="long")
+        if i % 2:
+            e["version"] = "v" * 10_000
+        else:
+            e["segment"] = {"region": f"[/]{'r' * 500}{i}"}
+        add("long", e)
+    for i in range(1000):  # a new segment value per message
+        add("segment", ev(segment={"region": f"region-{i}"}, event_id=f"seg-{i}", version="segments"))
+    for i in range(5):  # an event id longer than the cap
+        add("long_id", ev(event_id="x" * 5000 + str(i)))
+    boom = ev(version="boom", event_id="boom")  # its window's figures raise
+    boom["features"] = {**boom["features"], "age": 999.0}
+    add("boom", boom)
+    return out, kinds
+
+
+def interleave(good: list[bytes], bad: list[dict[str, Any] | bytes], seed: int) -> list[bytes]:
+    """``bad`` spread over ``good`` after its first 60 rows (so the good segment values
+    hold their slots), each event stamped with the time of the good row before it."""
+    rng = random.Random(seed)
+    slots: dict[int, list[dict[str, Any] | bytes]] = {}
+    for b in bad:
+        slots.setdefault(rng.randint(60, len(good) - 1), []).append(b)
+    out: list[bytes] = []
+    for i, g in enumerate(good):
+        out.append(g)
+        ts = orjson.loads(g)["ts"]
+        for b in slots.get(i, []):
+            out.append(b if isinstance(b, bytes) else orjson.dumps({**b, "ts": ts}))
+    return out
+
+
+def run_daemon(cfg_path: Path, n: int, timeout: float = 120) -> tuple[Path, dict[str, Any]]:
+    cfg = load_config(cfg_path)
+    daemon = Daemon(cfg, http=False)
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    db = cfg.daemon.state_dir / "driftwarden.db"
+    try:
+        assert wait_for(lambda: durable_offset(db) >= n and open_windows(db) == 0, timeout=timeout), (
+            f"offset {durable_offset(db)}/{n}, open {open_windows(db)}"
+        )
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive(), "daemon did not stop"
+    caps = {m: rt.windows.capped_rows() for m, rt in daemon.pipeline.models.items()}
+    return db, {"caps": caps, "stats": daemon.pipeline.stats}
+
+
+def v1_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    s = Store(db)
+    try:
+        w = [tuple(r.values()) for r in s.query(
+            f"SELECT id, rows, status, late_rows FROM windows WHERE version = 'v1' AND segment IN {GOOD_SEGMENTS}"
+            " ORDER BY id")]
+        m = [tuple(r.values()) for r in s.query(
+            'SELECT m.window_id, m."column", m.metric, m.value, m.threshold, m.drifted FROM metrics m '
+            f"JOIN windows w ON w.id = m.window_id WHERE w.version = 'v1' AND w.segment IN {GOOD_SEGMENTS} "
+            'ORDER BY m.window_id, m."column", m.metric')]
+        return {"windows": w, "metrics": m}
+    finally:
+        s.close()
+
+
+def test_poison_pills_neither_stop_nor_blind_the_daemon(
+    broker: EmbeddedBroker, tmp_path: Path, exploding_test: str
+) -> None:
+    import time
+
+    good = stream(windows=6, per_window=300, shift_from=3)
+    bad, kinds = poisons(good, now_ms=int(time.time() * 1000))
+    dirty = interleave(good, bad, seed=11)
+
+    def config(name: str, topic: str) -> Path:
+        c = write_config(tmp_path / name, bootstrap=broker.bootstrap, topic=topic, http_port=free_port())
+        c.write_text(c.read_text().replace(
+            'idle_timeout = "2s"', f'idle_timeout = "2s"\n[models.drift.columns.age]\nmethod = "{exploding_test}"'))
+        return c
+
+    topics = {}
+    for name, msgs in (("clean", good), ("dirty", dirty)):
+        topics[name] = f"poison-{name}-{free_port()}"
+        broker.create_topic(topics[name])
+        produce(broker.bootstrap, topics[name], msgs)
+    db_clean, _ = run_daemon(config("clean", topics["clean"]), len(good))
+    cfg_dirty = config("dirty", topics["dirty"])
+    db_dirty, run = run_daemon(cfg_dirty, len(dirty))
+
+    # the good stream's windows and figures are exactly the clean run's
+    clean, got = v1_tables(db_clean), v1_tables(db_dirty)
+    assert len(clean["windows"]) >= 6 * 4
+    assert sorted(set(got["windows"]) ^ set(clean["windows"])) == []
+    assert got == clean
+
+    s = Store(db_dirty)
+    try:
+        letters = s.query('SELECT reason FROM dead_letters')
+        reasons = [r["reason"] for r in letters]
+        ts_letters = [r for r in reasons if r.startswith("bad_type: ts ")]
+        assert len(ts_letters) == kinds["bad_ts"], reasons[:5]
+        assert sum(r.startswith("bad_type: event_id longer than") for r in reasons) == kinds["long_id"]
+        assert len(letters) == kinds["bad_ts"] + kinds["long_id"]
+
+        # at any one time at most the cap (16 versions, 64 values per segment key) plus
+        # the __other__ bucket have windows; idle values free their slots as time goes on
+        per_start = s.query("SELECT start, COUNT(DISTINCT version) AS v, COUNT(DISTINCT segment) AS g"
+                            " FROM windows GROUP BY start")
+        assert len(per_start) >= 6
+        assert max(r["v"] for r in per_start) <= 16 + 1
+        assert max(r["g"] for r in per_start) <= 1 + 64 + 1
+        versions = {r["version"] for r in s.query("SELECT DISTINCT version FROM windows")}
+        regions = {r["segment"] for r in s.query("SELECT DISTINCT segment FROM windows WHERE segment != ''")}
+        assert {"v1", OTHER} <= versions
+        assert {"region=eu", "region=us", "region=apac", f"region={OTHER}"} <= regions
+        # the counters say exactly how many rows went to the bucket
+        other_rows = s.query("SELECT SUM(rows) AS n FROM windows WHERE version = ? AND segment = ''", (OTHER,))[0]["n"]
+        other_regions = s.query("SELECT SUM(rows) AS n FROM windows WHERE segment = ?", (f"region={OTHER}",))[0]["n"]
+        # every row of every kept message is in some all-rows window
+        total = s.query("SELECT SUM(rows) AS n FROM windows WHERE segment = ''")[0]["n"]
+        assert total == len(dirty) - len(letters)
+
+        # the window holding the "boom" row (its version may have gone to __other__) is stored as error
+        boom = s.query("SELECT status, error FROM windows WHERE status = 'error' AND segment = ''")
+        assert [(b["status"], b["error"]) for b in boom] == [("error", "internal: FloatingPointError: cannot score this window")]
+    finally:
+        s.close()
+    capped = run["caps"]["churn"]
+    assert capped["version"] == other_rows >= kinds["long"] // 2 + kinds["version"] // 2
+    assert capped["segment:region"] == other_regions >= kinds["long"] // 2 + kinds["segment"] // 2
+
+    # a restart on the same state comes up, reads nothing new, changes nothing
+    before = v1_tables(db_dirty)
+    _, again = run_daemon(cfg_dirty, len(dirty), timeout=60)
+    assert v1_tables(db_dirty) == before
+    assert again["stats"].rows == 0
