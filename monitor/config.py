@@ -684,6 +684,10 @@ class RuleConfig(Strict):
 # --------------------------------------------------------------------------- notifiers
 
 
+#: The longest retry delay a notifier may be configured with (the outbox's own limit).
+MAX_BACKOFF = timedelta(days=7)
+
+
 class RetryConfig(Strict):
     max_attempts: int = Field(default=12, ge=1)
     backoff: PositiveDuration = timedelta(seconds=5)
@@ -697,6 +701,14 @@ class RetryConfig(Strict):
                 "max_backoff",
                 "expected at least backoff ({b}), got {got}",
                 b=_show(self.backoff),
+                got=_show(self.max_backoff),
+            )
+        if self.max_backoff > MAX_BACKOFF:
+            # the outbox cuts every wait (Retry-After included) to max_backoff: keep it sane
+            raise _fail(
+                "max_backoff",
+                "expected at most {m}, got {got}",
+                m=_show(MAX_BACKOFF),
                 got=_show(self.max_backoff),
             )
         return self

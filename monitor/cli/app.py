@@ -4,6 +4,8 @@ inside commands, so ``--help`` answers at once."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,12 +49,20 @@ def _store(config: Path | None, state_dir: Path | None) -> Any:
     if not path.exists():
         typer.echo(f"driftwarden: no database at {path}", err=True)
         raise typer.Exit(1)
-    return Store(path)
+    return Store(path, readonly=True)  # read commands write nothing and change no mode
+
+
+def _private_umask() -> None:
+    """What the daemon creates from here on is readable by its user only (0700/0600)."""
+    from storage.state_dir import DAEMON_UMASK  # noqa: PLC0415
+
+    os.umask(DAEMON_UMASK)
 
 
 @app.command()
 def run(config: ConfigOpt) -> None:
     """Run the daemon until SIGTERM/SIGINT (drains, commits, exits 0)."""
+    _private_umask()
     cfg = _load(config)
     from monitor.logs import setup_logging  # noqa: PLC0415
 
@@ -92,6 +102,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120.0,
 ) -> None:
     """Everything embedded: a local broker, a drifting stream, Slack and webhook stand-ins."""
+    _private_umask()
     from monitor.demo.run import run_demo  # noqa: PLC0415
 
     raise typer.Exit(run_demo(state_dir, timeout=timeout))
@@ -166,15 +177,27 @@ def status(
 
 
 def _table(title: str, cols: list[str], rows: list[dict[str, Any]]) -> None:
+    """Rows as a rich table. Cells are ``Text`` (never parsed as markup: a value such as
+    ``region=[/]`` or ``[bold]`` from the stream is shown as it is), with control
+    characters shown escaped (``\x1b``) so no value can drive the terminal."""
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     t = Table(title=f"{title} ({len(rows)})")
     for c in cols:
-        t.add_column(c)
+        t.add_column(Text(_printable(c)))
     for r in rows:
-        t.add_row(*[_fmt(r.get(c)) for c in cols])
-    Console().print(t)
+        t.add_row(*[Text(_printable(_fmt(r.get(c)))) for c in cols])
+    Console(highlight=False).print(t)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (ESC, CR, ...) written as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def _fmt(v: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -76,7 +77,8 @@ def _host_port(url: str) -> str:
 
 def check_state_dir(cfg: Config) -> str:
     d = Path(cfg.daemon.state_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(d.stat().st_mode)
     fd, name = tempfile.mkstemp(prefix=".check-", dir=d)
     try:
         os.write(fd, b"ok")
@@ -84,6 +86,8 @@ def check_state_dir(cfg: Config) -> str:
     finally:
         os.close(fd)
         os.unlink(name)
+    if mode & 0o077:
+        return f"state dir {d} writable (mode {mode:04o}: the daemon restricts it to 0700 at start)"
     return f"state dir {d} writable"
 
 

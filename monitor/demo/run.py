@@ -79,6 +79,7 @@ backoff = "1s"
 
 def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415  (values from the stream are never markup)
 
     console = Console(highlight=False, soft_wrap=True)
     t0 = time.monotonic()
@@ -124,7 +125,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         )
         cfg = load_config(state_dir / "demo.toml")
         console.print(f"  broker   {broker.bootstrap}   slack stand-in {slack.url}   webhook sink {sink.url}")
-        console.print(f"  state    {state_dir}")
+        console.print(f"  state    {escape(str(state_dir))}")
 
         start = (datetime.now(UTC) - timedelta(minutes=WINDOWS + 2)).replace(second=0, microsecond=0)
         producer = make_producer(cfg, linger_ms=5)
@@ -156,7 +157,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 seen_windows.add(w["id"])
                 cols = drifted_columns(reader, w["id"])
                 verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
-                cols_txt = ", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-"
+                cols_txt = escape(", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-")
                 share = w["drift_share"] if w["drift_share"] is not None else float("nan")
                 console.print(
                     f"  window {w['start'][11:16]}–{w['end'][11:16]}  rows {w['rows']:>4}  {verdict}  "
@@ -171,7 +172,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                     first_alert_at = time.monotonic() - t0
                 colour = "red" if a["state"] == "firing" else "green"
                 console.print(
-                    f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {a['rule']} on {a['model']}: "
+                    f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {escape(a['rule'])} on {escape(a['model'])}: "
                     f"value {a['value']:.2f} vs threshold {a['threshold']}"
                 )
             for dl in list_deliveries(reader, status="sent"):
@@ -188,7 +189,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         ok = len(seen_windows) >= WINDOWS and first_alert_at is not None
         letters = list_dead_letters(reader)
         console.print("")
-        console.print(f"  dead letters: {len(letters)}  " + "; ".join(d["reason"][:60] for d in reversed(letters)))
+        console.print(f"  dead letters: {len(letters)}  " + escape("; ".join(d["reason"][:60] for d in reversed(letters))))
         console.print(
             f"  slack stand-in: {len(slack.calls('chat.postMessage'))} message(s), "
             f"{len(slack.calls('chat.update'))} update(s); webhook sink: {len(sink.requests)} request(s)"

@@ -126,16 +126,34 @@ class Alerting:
             self.on_event("transition", {"transition": t})
 
     def deliver_due(self) -> int:
-        """Send what is due (one run at a time); never raises into the scheduler."""
+        """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),
+        without waiting for the receivers: a slow one holds only its own lane.
+        Returns how many lanes were started; never raises into the scheduler."""
         if not self._deliver_lock.acquire(blocking=False):
             return 0
         try:
-            return self.worker.run_once()
+            return len(self.worker.dispatch())
         except Exception as exc:  # noqa: BLE001
             log.error("outbox run failed: %s", exc)
             return 0
         finally:
             self._deliver_lock.release()
+
+    def drain(self, timeout: float) -> bool:
+        """At shutdown: start what is due, give the lanes at most ``timeout`` seconds,
+        then stop them after their current request (what is left stays pending
+        and is sent after the next start). Returns whether all lanes finished."""
+        self.deliver_due()
+        idle = self.worker.close(timeout)
+        if not idle:
+            log.warning("outbox: receivers still busy at shutdown; their deliveries stay pending")
+        return idle
+
+    def drain_timeout(self) -> float:
+        """Seconds a shutdown waits for the outbox: one request per notifier
+        (the longest ``timeout``), at most half of ``daemon.shutdown_timeout``."""
+        longest = max((n.timeout.total_seconds() for n in self.config.notifiers.values()), default=0.0)
+        return min(longest + 1.0, self.config.daemon.shutdown_timeout.total_seconds() / 2)
 
     def tick(self) -> None:
         try:

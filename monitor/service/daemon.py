@@ -24,6 +24,7 @@ from typing import Any
 from monitor.config import Config
 from monitor.service.pipeline import Pipeline
 from storage.db import StorageError, Store
+from storage.state_dir import secure_state_dir
 
 log = logging.getLogger("driftwarden.daemon")
 
@@ -43,6 +44,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.kafka_connected = False
+        secure_state_dir(config.daemon.state_dir)  # 0700 / 0600, before anything is written
         self.store = Store.in_state_dir(config.daemon.state_dir, synchronous=config.daemon.sqlite_synchronous)
         from monitor.service.alerting import Alerting  # noqa: PLC0415
 
@@ -269,7 +271,7 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001
             log.error("final flush failed: %s", exc)
         try:
-            self.alerting.deliver_due()
+            self.alerting.drain(self.alerting.drain_timeout())
         except Exception as exc:  # noqa: BLE001
             log.error("final outbox run failed: %s", exc)
         if self._scheduler is not None:

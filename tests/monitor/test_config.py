@@ -538,6 +538,12 @@ CASES: list[tuple[str, str, str, str]] = [
         'notifiers.h.max_backoff: expected at least backoff ("1m"), got "30s"',
     ),
     (
+        "retry-max-backoff",
+        "",
+        HOOK + 'max_backoff = "8d"\n',
+        'notifiers.h.max_backoff: expected at most "7d", got "8d"',
+    ),
+    (
         "retry-attempts",
         "",
         HOOK + "max_attempts = 0\n",
