@@ -97,6 +97,8 @@ class Alerting:
             },
         )
         self._deliver_lock = threading.Lock()
+        #: set when a window caused transitions: deliveries to send after the commit
+        self._wake = threading.Event()
 
     def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
         base = self.config.daemon.base_url
@@ -124,6 +126,16 @@ class Alerting:
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
         for t in transitions:
             self.on_event("transition", {"transition": t})
+        if transitions:
+            self._wake.set()
+
+    def deliver_after_commit(self) -> None:
+        """Called right after the flush transaction commits: if a window changed an
+        alert's state, its notifications are in the outbox now; start sending them
+        at once instead of waiting for the next scheduler run (alert latency)."""
+        if self._wake.is_set():
+            self._wake.clear()
+            self.deliver_due()
 
     def deliver_due(self) -> int:
         """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),

@@ -219,6 +219,7 @@ class Daemon:
         if self._storage_error is not None:
             log.info("storage recovered")
             self._storage_error = None
+        self.alerting.deliver_after_commit()
         self._last_flush = time.monotonic()
         if offsets is None and not force:
             return True
