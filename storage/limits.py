@@ -7,7 +7,7 @@ from dataclasses import dataclass
 #: Default: dead letters stored per reason, partition and minute (beyond: counted only).
 DEAD_LETTERS_PER_MINUTE = 60
 #: Default: of those, how many keep their payload (the rest are stored without it).
-DEAD_LETTER_PAYLOADS_PER_MINUTE = 5
+DEAD_LETTER_PAYLOADS_PER_MINUTE = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -826,7 +826,7 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert (r.prune_interval, r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (
         timedelta(hours=1),
         60,
-        5,
+        1,
     )
     with pytest.raises(KeyError):
         cfg.model("fraud")
