@@ -10,6 +10,7 @@ per minute (and the offset range of the letters not stored, per partition),
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +24,8 @@ from storage.records import iso
 MAX_PAYLOAD_BYTES = 65_536
 #: Reasons are cut to this many characters (they may quote parts of the message).
 MAX_REASON_CHARS = 1000
-#: Reason codes (the text before the first ":") are cut to this many characters.
-MAX_CODE_CHARS = 64
+#: What a reason code looks like (``not_json``, ``internal``); others count as ``other``.
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +54,13 @@ class DeadLetterWrite:
 
 
 def reason_code(reason: str) -> str:
-    """The code of a reason: the text before the first ``:`` (``not_json``, ``bad_type``)."""
-    return reason.split(":", 1)[0].strip()[:MAX_CODE_CHARS]
+    """The code of a reason: the text before the first ``:`` (``not_json``, ``bad_type``).
+
+    Codes key the volume counters, so they must come from our code, never from
+    the stream: anything that is not a short lower-case word is counted as ``other``.
+    """
+    code = reason.split(":", 1)[0].strip()
+    return code if _CODE.fullmatch(code) else "other"
 
 
 def received_minute(ts: datetime) -> str:

@@ -88,6 +88,12 @@ def test_each_reason_partition_and_minute_has_its_own_budget(store: Store) -> No
     assert dead_letter_drops(store) == {"bad_type": (3, 1), "not_json": (9, 3)}
 
 
+def test_reason_codes_that_do_not_look_like_ours_share_one_budget(store: Store) -> None:
+    odd = ["ümlaut: x", "no colon at all and long " * 5, "Mixed_Case: y", ""]
+    write(store, [letter(i, reason=r) for i, r in enumerate(odd)] + [letter(9, reason="internal: KeyError")])
+    assert {r["reason"]: r["stored"] for r in dead_letter_volume(store)} == {"internal": 1, "other": 4}
+
+
 def test_the_budget_carries_over_between_writes(store: Store) -> None:
     assert write(store, [letter(0), letter(1), letter(2)]).stored == 3
     assert write(store, [letter(3), letter(4), letter(5)]) == DeadLetterWrite(
