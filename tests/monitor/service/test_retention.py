@@ -23,6 +23,8 @@ from monitor.service.retention import dead_letter_cap
 from monitor.web.metrics import DaemonMetrics
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.limits import DeadLetterCap
+from storage.retention import RetentionPolicy
 from tests.monitor.daemon_helpers import START, stream, table_dump, write_config
 
 T0 = datetime(2026, 11, 23, 14, 0, 5, tzinfo=UTC)
@@ -66,6 +68,26 @@ def test_metrics_count_pruned_rows_and_dropped_dead_letters_across_restarts(tmp_
         assert m['driftwarden_dead_letter_payloads_dropped_total{reason="not_json"}'] == 2
     finally:
         restarted.store.close()
+
+
+def test_every_retention_key_reaches_the_prune_and_the_store(tmp_path: Path) -> None:
+    extra = (
+        '[retention]\nwindows = "9d"\nmetrics = "8d"\nalerts = "7d"\ndeliveries = "forever"\n'
+        'dead_letters = "5h"\nprune_interval = "4m"\ndead_letters_per_minute = 3\n'
+        "dead_letter_payloads_per_minute = 2\n"
+    )
+    cfg = load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=free_port(), extra=extra))
+    daemon = Daemon(cfg, http=False)
+    try:
+        d = timedelta(days=1)
+        assert daemon.prune.pruner.policy == RetentionPolicy(
+            windows=9 * d, metrics=8 * d, alerts=7 * d, deliveries=None, dead_letters=timedelta(hours=5),
+            references_dir=Path(cfg.daemon.state_dir) / "references",
+        )  # fmt: skip
+        assert daemon.prune.interval == timedelta(minutes=4)
+        assert daemon.store.dead_letter_cap == DeadLetterCap(per_minute=3, payloads_per_minute=2)
+    finally:
+        daemon.store.close()
 
 
 def test_the_daemon_switches_an_old_database_to_incremental_vacuum(tmp_path: Path) -> None:
