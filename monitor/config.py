@@ -40,6 +40,8 @@ from pydantic import (
 from pydantic import Strict as _StrictType
 from pydantic_core import PydanticCustomError
 
+from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
+
 __all__ = [
     "AlertingConfig",
     "ColumnDriftConfig",
@@ -782,15 +784,82 @@ class LabelsConfig(Strict):
     ttl: PositiveDuration = timedelta(days=7)
 
 
-class RetentionConfig(Strict):
-    """Days each table keeps its rows; 0 keeps them forever."""
+def _keep(value: Any) -> timedelta | None:
+    """A retention: a positive duration, or ``"forever"`` (None)."""
+    if value == "forever":
+        return None
+    try:
+        td = parse_duration(value)
+    except PydanticCustomError:
+        raise PydanticCustomError(
+            "retention", 'expected a duration like "90d", or "forever", got {got}', {"got": _show(value)}
+        ) from None
+    if td <= timedelta(0):
+        raise PydanticCustomError(
+            "retention",
+            'expected a positive duration like "90d", or "forever" to keep rows for ever, got {got}',
+            {"got": _show(value)},
+        )
+    return td
 
-    windows_days: int = Field(default=90, ge=0)
-    metrics_days: int = Field(default=90, ge=0)
-    alerts_days: int = Field(default=365, ge=0)
-    deliveries_days: int = Field(default=30, ge=0)
-    dead_letters_days: int = Field(default=14, ge=0)
+
+#: how long a table keeps its rows: a positive duration, or "forever" (None)
+Keep = Annotated[timedelta | None, BeforeValidator(_keep)]
+
+
+def _show_keep(td: timedelta | None) -> str:
+    return '"forever"' if td is None else _show(td)
+
+
+class RetentionConfig(Strict):
+    """How long each table keeps its rows, and the dead-letter volume cap.
+
+    Retentions are durations (``"90d"``) or ``"forever"``; zero and negative
+    durations are refused. See :mod:`storage.retention` for what is never pruned.
+    """
+
+    windows: Keep = timedelta(days=90)
+    metrics: Keep = timedelta(days=90)
+    alerts: Keep = timedelta(days=365)
+    deliveries: Keep = timedelta(days=30)
+    dead_letters: Keep = timedelta(days=14)
     prune_interval: PositiveDuration = timedelta(hours=1)
+    #: dead letters stored per reason, partition and minute; beyond: counted only
+    dead_letters_per_minute: int = Field(default=DEAD_LETTERS_PER_MINUTE, ge=1)
+    #: of those, how many keep their payload; the rest are stored without it
+    dead_letter_payloads_per_minute: int = Field(default=DEAD_LETTER_PAYLOADS_PER_MINUTE, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in sorted(data):
+                if isinstance(key, str) and key.endswith("_days") and key[:-5] in cls.model_fields:
+                    value, new = data[key], key[:-5]
+                    if value == 0:
+                        raise _fail(key, 'renamed: write {new} = "forever" (0 kept rows for ever)', new=new)
+                    n = value if isinstance(value, int) and value > 0 else 90
+                    raise _fail(key, 'renamed: write {new} = "{n}d" (a duration, or "forever")', new=new, n=n)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetentionConfig:
+        if self.windows is not None and (self.metrics is None or self.metrics > self.windows):
+            raise _fail(
+                "metrics",
+                "expected at most retention.windows ({w}): figures are deleted with their"
+                " window, got {got}",
+                w=_show_keep(self.windows),
+                got=_show_keep(self.metrics),
+            )
+        if self.dead_letter_payloads_per_minute > self.dead_letters_per_minute:
+            raise _fail(
+                "dead_letter_payloads_per_minute",
+                "expected at most retention.dead_letters_per_minute ({n}), got {got}",
+                n=self.dead_letters_per_minute,
+                got=self.dead_letter_payloads_per_minute,
+            )
+        return self
 
 
 class Config(Strict):

@@ -434,14 +434,6 @@ def delivery_counts(store: Store) -> dict[tuple[str, str], int]:
     return {(r["notifier"], r["status"]): int(r["n"]) for r in rows}
 
 
-def delete_deliveries_before(store: Store, before: datetime) -> int:
-    """Retention: drop finished (sent/dead) deliveries created before ``before``."""
-    cur = store.execute(
-        "DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?", (iso(before),)
-    )
-    return cur.rowcount
-
-
 # -- silences ---------------------------------------------------------------------
 
 

@@ -137,4 +137,43 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE windows ADD COLUMN error TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    (
+        4,
+        "retention: indexes for the prune; dead-letter volume cap: payload_size, volume, totals",
+        [
+            "CREATE INDEX IF NOT EXISTS windows_computed ON windows (computed_at)",
+            "CREATE INDEX IF NOT EXISTS windows_reference ON windows (reference)",
+            "CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated_at)",
+            "CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at)",
+            "CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at)",
+            "CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_at)",
+            # the original size of the message value (payload keeps at most its first bytes)
+            "ALTER TABLE dead_letters ADD COLUMN payload_size INTEGER",
+            # per (reason code, minute received, topic, partition): what was stored, stored
+            # without payload, or not stored; drop_first/drop_last bound the offsets of the
+            # letters not stored (to find them in Kafka, and to recognise them when re-read)
+            """CREATE TABLE IF NOT EXISTS dead_letter_volume (
+                reason TEXT NOT NULL,
+                minute TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                partition INTEGER NOT NULL,
+                stored INTEGER NOT NULL DEFAULT 0,
+                payloads INTEGER NOT NULL DEFAULT 0,
+                payloads_dropped INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0,
+                drop_first INTEGER,
+                drop_last INTEGER,
+                PRIMARY KEY (reason, minute, topic, partition)
+            )""",
+            "CREATE INDEX IF NOT EXISTS dead_letter_volume_minute ON dead_letter_volume (minute)",
+            "CREATE INDEX IF NOT EXISTS dead_letter_volume_drops"
+            " ON dead_letter_volume (topic, partition, drop_last)",
+            # cumulative since the database was created (never pruned): Prometheus counters
+            """CREATE TABLE IF NOT EXISTS dead_letter_totals (
+                reason TEXT PRIMARY KEY,
+                payloads_dropped INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0
+            )""",
+        ],
+    ),
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 from monitor.config import Config
 from monitor.service.pipeline import Pipeline
+from monitor.service.retention import RetentionJob, dead_letter_cap, switch_to_incremental_vacuum
 from storage.db import StorageError, Store
 from storage.state_dir import secure_state_dir
 
@@ -45,7 +46,14 @@ class Daemon:
         self.ready = threading.Event()
         self.kafka_connected = False
         secure_state_dir(config.daemon.state_dir)  # 0700 / 0600, before anything is written
-        self.store = Store.in_state_dir(config.daemon.state_dir, synchronous=config.daemon.sqlite_synchronous)
+        self.store = Store.in_state_dir(
+            config.daemon.state_dir, synchronous=config.daemon.sqlite_synchronous,
+            dead_letter_cap=dead_letter_cap(config),
+        )
+        switch_to_incremental_vacuum(self.store)
+        self.prune = RetentionJob(config, self.store, clock=clock)
+        #: what the prune removed so far (``/metrics``)
+        self.retention = self.prune.stats
         from monitor.service.alerting import Alerting  # noqa: PLC0415
 
         self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event)
@@ -100,6 +108,8 @@ class Daemon:
         sched.add_job(self._tick_due.set, "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="tick")
         sched.add_job(self.alerting.deliver_due, "interval", seconds=1.0, id="outbox", max_instances=1, coalesce=True)
         sched.add_job(self.alerting.tick, "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="alert-tick", max_instances=1, coalesce=True)
+        # first run at start-up, beside consumption (it works in short batches)
+        sched.add_job(self.prune, "interval", seconds=self.prune.interval.total_seconds(), id="prune", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         sched.start()
         self._scheduler = sched
         if self._want_http:
@@ -277,6 +287,7 @@ class Daemon:
             log.error("final outbox run failed: %s", exc)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        self.prune.stop()
         if self._http is not None:
             self._http.stop()
         self._close_consumer()

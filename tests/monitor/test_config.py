@@ -240,10 +240,49 @@ CASES: list[tuple[str, str, str, str]] = [
         "daemon.max_payload_bytes: expected a number >= 0, got -1",
     ),
     (
-        "retention-days",
+        "retention-days-renamed",
         "",
-        "[retention]\nmetrics_days = -7\n",
-        "retention.metrics_days: expected a number >= 0, got -7",
+        "[retention]\nmetrics_days = 30\n",
+        'retention.metrics_days: renamed: write metrics = "30d" (a duration, or "forever")',
+    ),
+    (
+        "retention-days-zero-renamed",
+        "",
+        "[retention]\nwindows_days = 0\n",
+        'retention.windows_days: renamed: write windows = "forever" (0 kept rows for ever)',
+    ),
+    (
+        "retention-zero",
+        "",
+        '[retention]\nwindows = "0s"\n',
+        'retention.windows: expected a positive duration like "90d", or "forever" to keep rows'
+        ' for ever, got "0s"',
+    ),
+    (
+        "retention-number",
+        "",
+        "[retention]\ndead_letters = 14\n",
+        'retention.dead_letters: expected a duration like "90d", or "forever", got 14',
+    ),
+    (
+        "retention-metrics-longer-than-windows",
+        "",
+        '[retention]\nwindows = "30d"\nmetrics = "forever"\n',
+        'retention.metrics: expected at most retention.windows ("30d"): figures are deleted with'
+        ' their window, got "forever"',
+    ),
+    (
+        "dead-letter-cap-zero",
+        "",
+        "[retention]\ndead_letters_per_minute = 0\n",
+        "retention.dead_letters_per_minute: expected a number >= 1, got 0",
+    ),
+    (
+        "dead-letter-payload-cap",
+        "",
+        "[retention]\ndead_letters_per_minute = 10\ndead_letter_payloads_per_minute = 11\n",
+        "retention.dead_letter_payloads_per_minute: expected at most"
+        " retention.dead_letters_per_minute (10), got 11",
     ),
     # choices
     (
@@ -783,15 +822,35 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert cfg.alerting.group_by == ["model", "rule"]
     assert cfg.labels.ttl == timedelta(days=7)
     r = cfg.retention
-    assert (
-        r.windows_days,
-        r.metrics_days,
-        r.alerts_days,
-        r.deliveries_days,
-        r.dead_letters_days,
-    ) == (90, 90, 365, 30, 14)
+    assert (r.windows, r.metrics, r.alerts, r.deliveries, r.dead_letters) == (
+        timedelta(days=90),
+        timedelta(days=90),
+        timedelta(days=365),
+        timedelta(days=30),
+        timedelta(days=14),
+    )
+    assert (r.prune_interval, r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (
+        timedelta(hours=1),
+        60,
+        1,
+    )
     with pytest.raises(KeyError):
         cfg.model("fraud")
+
+
+def test_retention_durations_and_forever(tmp_path: Path) -> None:
+    r = load(
+        tmp_path,
+        '[retention]\nwindows = "forever"\nmetrics = "12h"\ndead_letters = "90m"\n'
+        'prune_interval = "5m"\ndead_letters_per_minute = 3\ndead_letter_payloads_per_minute = 0\n',
+    ).retention
+    assert (r.windows, r.metrics, r.dead_letters, r.prune_interval) == (
+        None,
+        timedelta(hours=12),
+        timedelta(minutes=90),
+        timedelta(minutes=5),
+    )
+    assert (r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (3, 0)
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
