@@ -41,8 +41,8 @@ from monitor.web.metrics import DaemonMetrics
 from monitor.web.requests import (
     ApiError,
     clamp_limit,
-    close_unless_drained,
     declared_length,
+    guard_requests,
     receive_body,
 )
 from monitor.web.view import DaemonView
@@ -231,5 +231,5 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
         # bodies are read by receive_body with their own caps; this is a backstop
         request_max_body_size=daemon.config.daemon.max_json_bytes,
     )
-    return close_unless_drained(app)
+    return guard_requests(app)
 

@@ -87,18 +87,39 @@ async def receive_body(
     return got
 
 
-def close_unless_drained(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """ASGI wrapper: a response sent before the request body was read says ``Connection: close``.
+#: bytes of request line + headers accepted (h11 refuses an incomplete head over 16 KiB;
+#: a complete one that arrived in a single read is measured here)
+MAX_HEAD_BYTES = 16 * 1024
 
-    So a refused upload (no token, too large) is answered at once and its body is
-    never read: the server closes the connection instead of draining it.
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = ('{"error": "' + message + '"}').encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def guard_requests(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """ASGI wrapper applied before the application sees a request.
+
+    - A request head over :data:`MAX_HEAD_BYTES` is refused (431) unread.
+    - A response sent before the request body was read says ``Connection: close``:
+      a refused upload (no token, too large) is answered at once and its body is
+      never read; the server closes the connection instead of draining it.
     """
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
+        raw_headers = scope.get("headers") or ()
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(k) + len(v) + 4 for k, v in raw_headers)
+        if size > MAX_HEAD_BYTES:
+            await _send_error(send, 431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
+            return
+        headers = dict(raw_headers)
         pending = [b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")]
 
         async def receive_() -> Any:
