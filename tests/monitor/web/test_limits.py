@@ -184,7 +184,7 @@ def test_many_idle_connections_create_no_threads(tmp_path: Path, monkeypatch: py
         conns = [_connect(a.port) for _ in range(300)]
         try:
             time.sleep(0.5)  # let the server accept them all
-            assert threading.active_count() == before
+            assert threading.active_count() <= before
             # all held open (none refused) and the server still answers
             assert not closed_by_server(conns[-1], within=0.2)
             assert http(a.port, "GET", "/healthz").status == 200
@@ -200,7 +200,11 @@ def test_connections_beyond_http_max_connections_get_503(tmp_path: Path, monkeyp
             # poll: the server counts a connection once its event loop accepted it
             def refused() -> bool:
                 with _connect(a.port) as extra:
-                    reply = read_reply(extra)
+                    extra.settimeout(2)
+                    try:
+                        reply = read_reply(extra)
+                    except (OSError, ConnectionError):  # accepted after all: no answer yet
+                        return False
                     return reply.status == 503 and reply.json() == {"error": "too many connections; try again later"}
 
             assert wait_for(refused, timeout=10)

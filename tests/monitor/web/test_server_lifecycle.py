@@ -36,3 +36,14 @@ def test_a_port_in_use_fails_the_start_at_once(tmp_path: Path, monkeypatch: pyte
         second.port = a.port
         with pytest.raises(OSError):
             second.start()
+
+
+def test_the_cli_and_the_server_module_import_no_web_framework() -> None:
+    """``--help`` and the daemon's start-up never wait for litestar/uvicorn: the server thread imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, monitor.cli.app, monitor.web.server; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'litestar', 'uvicorn', 'msgspec', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
