@@ -7,9 +7,10 @@ POST /api/v1/models/{m}/references?version=v13   body: CSV (text/csv) or Parquet
 POST /api/v1/silences   JSON {"model", "rule", "until" | "duration", "comment", "created_by"}
 
 Store reads and writes run in worker threads (``asyncio.to_thread``: a bounded
-pool), never on the event loop. Mutations need ``Authorization: Bearer <daemon.api_token>``, checked before a byte
-of the body is read (constant-time compare); without a configured token they are
-refused (403), so an unauthenticated daemon is read-only.
+pool), never on the event loop. Mutations need ``Authorization: Bearer
+<daemon.api_token>``, checked before a byte of the body is read (constant-time
+compare); without a configured token they are refused (403), so an
+unauthenticated daemon is read-only.
 
 Every error is ``{"error": "<short message>"}`` with a 4xx status for a client's
 mistake (never a traceback, exception text or path); an unexpected failure is a
