@@ -226,6 +226,17 @@ class DaemonConfig(Strict):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: payload bytes kept per dead letter (0 keeps none)
     max_payload_bytes: int = Field(default=65_536, ge=0)
+    #: HTTP: largest reference upload (bytes); streamed to disk, then parsed once
+    max_reference_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
+    #: HTTP: largest JSON request body (bytes), e.g. a silence
+    max_json_bytes: int = Field(default=65_536, ge=1)
+    #: HTTP: a connection must send a complete request head within this long of
+    #: opening or of its previous response (idle keep-alive, headers trickled)
+    http_idle_timeout: PositiveDuration = timedelta(seconds=10)
+    #: HTTP: a request body must arrive completely within this long (body trickled)
+    http_body_timeout: PositiveDuration = timedelta(seconds=60)
+    #: HTTP: open connections at once; beyond it new ones get 503 and are closed
+    http_max_connections: int = Field(default=100, ge=1)
 
     @field_validator("http_listen")
     @classmethod
@@ -535,6 +546,8 @@ class ModelConfig(Strict):
     #: "fixed": the reference file; "rolling": the previous reference_windows closed windows
     reference_mode: Literal["fixed", "rolling"] = "fixed"
     reference_windows: int = Field(default=4, ge=1)
+    #: rows a reference needs (file, upload, start-up); default: ``window.min_rows``
+    reference_min_rows: int | None = Field(default=None, ge=1)
     layout: Literal["nested", "flat"] = "nested"
     features: FeaturesConfig
     prediction: str = Field(default="prediction", min_length=1)
@@ -629,6 +642,17 @@ class ModelConfig(Strict):
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.numerical, *self.features.categorical]
+
+    @property
+    def min_reference_rows(self) -> int:
+        """Rows a reference must have: ``reference_min_rows``, by default ``window.min_rows``.
+
+        The window's ``min_rows`` is the operator's own statement of the smallest
+        sample worth a drift verdict; the reference is the other sample of every
+        test, so a smaller one is not worth judging against either. A 0-row
+        reference makes every window "no drift", a 1-row one "drift".
+        """
+        return self.reference_min_rows if self.reference_min_rows is not None else self.window.min_rows
 
 
 # --------------------------------------------------------------------------- rules

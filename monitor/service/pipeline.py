@@ -20,7 +20,7 @@ from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
-from monitor.references.load import load_reference
+from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.windows.figures import (
     PreparedModel,
     WindowFigures,
@@ -100,7 +100,7 @@ class Pipeline:
         self.models: dict[str, ModelRuntime] = {}
         for m in config.models:
             schema = ModelSchema.from_config(m)
-            ref = load_reference(m.reference, schema, m.prediction)
+            ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             pm = PreparedModel.build(m, schema, ref)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         self.decoder = BatchDecoder(
@@ -375,12 +375,19 @@ class Pipeline:
 
     # -- references -------------------------------------------------------------------------
 
-    def swap_reference(self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback") -> PreparedModel:
-        """Prepare a new reference for ``model`` and use it from the next window on."""
+    def swap_reference(
+        self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback",
+        loaded: ReferenceData | None = None,
+    ) -> PreparedModel:
+        """Prepare a new reference for ``model`` and use it from the next window on.
+
+        ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
+        Raises ``ReferenceError`` for a reference unfit to judge windows against.
+        """
         from pathlib import Path  # noqa: PLC0415
 
         rt = self.models[model]
-        ref = load_reference(Path(path), rt.schema, rt.config.prediction)
+        ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version)
         if record:
             with self.store.transaction():

@@ -92,8 +92,9 @@ CASES: list[tuple[str, str, str, str]] = [
         "",
         "[daemon]\ncolour = 1\n",
         "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
-        "http_listen, log_format, log_level, max_payload_bytes, public_url, shutdown_timeout, "
-        "sqlite_synchronous, state_dir, tick_interval",
+        "http_body_timeout, http_idle_timeout, http_listen, http_max_connections, log_format, "
+        "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, public_url, "
+        "shutdown_timeout, sqlite_synchronous, state_dir, tick_interval",
     ),
     (
         "unknown-key-nested",
