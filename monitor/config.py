@@ -500,11 +500,49 @@ class DriftConfig(Strict):
     multiple_testing: Literal["none", "bh"] = "none"
     prediction: bool = True
     columns: dict[str, ColumnDriftConfig] = {}
+    #: "evidently": the tests' fixed thresholds and a share of columns (Evidently parity);
+    #: "calibrated": thresholds and the dataset verdict calibrated on the reference
+    thresholds: Literal["evidently", "calibrated"] = "evidently"
+    #: calibrated: false-alarm level of the dataset verdict per stationary window
+    alpha: float = Field(default=0.01, gt=0, le=0.5)
+    #: calibrated: false-alarm level of each column's verdict per stationary window
+    alpha_column: float = Field(default=0.01, gt=0, le=0.5)
+    #: "domain_classifier": also a multivariate verdict (cross-validated ROC AUC)
+    multivariate: Literal["none", "domain_classifier"] = "none"
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
         return _check_method(v)
+
+    @model_validator(mode="after")
+    def _threshold_mode(self) -> DriftConfig:
+        check_threshold_mode(self)
+        return self
+
+
+def check_threshold_mode(d: DriftConfig) -> None:
+    """Options of one threshold mode are refused in the other (none is parsed and ignored)."""
+    given = d.model_fields_set
+    if d.thresholds == "calibrated":
+        for key in ("share", "threshold"):
+            if key in given:
+                raise _fail(
+                    key,
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha and alpha_column instead)",
+                )
+        for col, cd in d.columns.items():
+            if cd.threshold is not None:
+                raise _fail(
+                    f"columns.{col}.threshold",
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha_column instead)",
+                )
+    else:
+        for key in ("alpha", "alpha_column"):
+            if key in given:
+                raise _fail(key, 'applies only to thresholds = "calibrated"')
 
 
 # --------------------------------------------------------------------------- models
@@ -514,9 +552,12 @@ class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
     reference: FilePath
-    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows
-    reference_mode: Literal["fixed", "rolling"] = "fixed"
-    reference_windows: int = Field(default=4, ge=1)
+    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows;
+    #: "seasonal": the windows at the same phase of the previous reference_windows seasons
+    reference_mode: Literal["fixed", "rolling", "seasonal"] = "fixed"
+    reference_windows: int = Field(default=4, ge=1, le=100)
+    rolling_include_drifted: bool = False
+    season: PositiveDuration | None = None
     layout: Literal["nested", "flat"] = "nested"
     features: FeaturesConfig
     prediction: str = Field(default="prediction", min_length=1)
@@ -602,6 +643,11 @@ class ModelConfig(Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _reference_mode(self) -> ModelConfig:
+        check_reference_mode(self)
+        return self
+
     def _kind(self, col: str) -> str:
         if col == self.prediction:
             return self.prediction_type
@@ -610,6 +656,31 @@ class ModelConfig(Strict):
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.numerical, *self.features.categorical]
+
+
+def check_reference_mode(m: ModelConfig) -> None:
+    """``reference_windows``, ``rolling_include_drifted`` and ``season`` need their mode."""
+    given = m.model_fields_set
+    if m.reference_mode == "fixed":
+        for key in ("reference_windows", "rolling_include_drifted"):
+            if key in given:
+                raise _fail(key, 'applies only to reference_mode = "rolling" or "seasonal"')
+    if m.reference_mode != "seasonal" and m.season is not None:
+        raise _fail("season", 'applies only to reference_mode = "seasonal"')
+    if m.reference_mode == "seasonal":
+        if m.season is None:
+            raise _fail("season", 'required for reference_mode = "seasonal", e.g. season = "7d"')
+        if m.window.by != "time":
+            raise _fail("reference_mode", '"seasonal" needs time windows (window.by = "time")')
+        step = m.window.step.total_seconds()
+        ratio = m.season.total_seconds() / step
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+            raise _fail(
+                "season",
+                "expected a whole multiple of the window step ({step}), got {got}",
+                step=_show(m.window.step),
+                got=_show(m.season),
+            )
 
 
 # --------------------------------------------------------------------------- rules
