@@ -45,6 +45,8 @@ class ColumnDrift:
     #: calibrated p-value (``thresholds="calibrated"``): how often a stationary
     #: window of this size scores at least this badly; NaN otherwise
     calibrated_p: float = math.nan
+    #: whether ``threshold`` was calibrated on the reference (``thresholds="calibrated"``)
+    calibrated: bool = False
 
     @property
     def defined(self) -> bool:
@@ -268,7 +270,7 @@ def calibrated_dataset_drift(
             ColumnDrift(
                 column=name, kind=ref.kind, test=test.name, score=score, threshold=thr,
                 drifted=bool(p <= a), score_kind=test.score_kind, raw_score=score,
-                reference_n=ref.n, current_n=cur.n, calibrated_p=p,
+                reference_n=ref.n, current_n=cur.n, calibrated_p=p, calibrated=True,
             )
         )
     if multiple_testing == "bh":

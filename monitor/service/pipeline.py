@@ -20,6 +20,7 @@ from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.references.load import load_reference
+from monitor.references.rolling import WindowReferences
 from monitor.windows.figures import PreparedModel, WindowFigures, compute_figures, window_key
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
 from storage.db import Store
@@ -45,6 +46,12 @@ class ModelRuntime:
     schema: ModelSchema
     windows: ModelWindows
     prepared: PreparedModel
+    #: which reference each window is judged against (reference_mode)
+    references: WindowReferences | None = None
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            self.references = WindowReferences(self.prepared)
 
 
 @dataclass
@@ -78,6 +85,7 @@ class Pipeline:
             ref = load_reference(m.reference, schema, m.prediction)
             pm = PreparedModel.build(m, schema, ref)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments), pm)
+        restore_references(self.models.values(), store)
         self.decoder = BatchDecoder(
             {n: r.schema for n, r in self.models.items()},
             prediction_names={n: r.config.prediction for n, r in self.models.items()},
@@ -218,7 +226,7 @@ class Pipeline:
 
     def _collect(self, rt: ModelRuntime, closed: list[OpenWindow], now: datetime) -> None:
         for w in closed:
-            figs = compute_figures(rt.prepared, w, by=rt.config.window.by, now=now)
+            figs = judge_window(rt, w, now)
             self._closed.append((rt, figs))
             self.stats.windows_closed += 1
 
@@ -247,7 +255,13 @@ class Pipeline:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
                 add_late_rows(self.store, wid, lr.count)
+            for rt in self.models.values():
+                assert rt.references is not None
+                rt.references.write(self.store)
             save_state(self.store, STATE_NAME, self.snapshot())
+        for rt in self.models.values():
+            assert rt.references is not None
+            rt.references.committed()
         self._closed.clear()
         self._dead.clear()
         self._late.clear()
@@ -287,4 +301,27 @@ class Pipeline:
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
         rt.prepared = pm
+        assert rt.references is not None
+        rt.references.rebase(pm)
         return pm
+
+
+def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigures:
+    """A closed window's figures against the reference its mode picks; the window
+    then becomes a candidate member of later windows' references."""
+    assert rt.references is not None
+    by = rt.config.window.by
+    key = window_key(rt.config.name, by, w)
+    figs = compute_figures(rt.references.for_window(key), w, by=by, now=now)
+    if rt.references.active:
+        rt.references.observe(key, w.columns(), figs)
+    return figs
+
+
+def restore_references(runtimes: Any, store: Store) -> None:
+    """Reload rolling/seasonal reference members written before a restart."""
+    for rt in runtimes:
+        assert rt.references is not None
+        n = rt.references.restore(store)
+        if n:
+            log.info("model %s: %d reference member windows restored", rt.config.name, n)
