@@ -44,6 +44,7 @@ __all__ = [
     "AlertingConfig",
     "ColumnDriftConfig",
     "Config",
+    "CusumConfig",
     "ConfigError",
     "DaemonConfig",
     "DriftConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "KafkaConfig",
     "LabelsConfig",
     "ModelConfig",
+    "PageHinkleyConfig",
     "RetentionConfig",
     "RetryConfig",
     "RuleConfig",
@@ -689,6 +691,41 @@ def check_reference_mode(m: ModelConfig) -> None:
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
 
 
+class CusumConfig(Strict):
+    """Tabular CUSUM over the rule's figure series, standardised by its in-control level."""
+
+    type: Literal["cusum"]
+    #: slack, in in-control standard deviations (0.5 finds a one-sigma shift fastest)
+    k: float = Field(default=0.5, ge=0)
+    #: decision interval, in in-control standard deviations
+    h: float = Field(default=5.0, gt=0)
+    #: in-control mean and standard deviation; default: learned from the first warmup windows
+    target: float | None = None
+    sigma: float | None = Field(default=None, gt=0)
+    warmup: int = Field(default=20, ge=2)
+
+
+class PageHinkleyConfig(Strict):
+    """Page–Hinkley over the rule's figure series (delta and threshold in the figure's units)."""
+
+    type: Literal["page_hinkley"]
+    delta: float = Field(default=0.005, ge=0)
+    threshold: float = Field(gt=0)
+    alpha: float = Field(default=0.9999, gt=0, le=1)
+    warmup: int = Field(default=20, ge=1)
+
+
+def _detector_shorthand(v: Any) -> Any:
+    return {"type": v} if isinstance(v, str) else v
+
+
+DetectorConfig = Annotated[
+    CusumConfig | PageHinkleyConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_detector_shorthand),
+]
+
+
 class RuleConfig(Strict):
     name: str = Field(min_length=1)
     metric: str = Field(min_length=1)
@@ -707,10 +744,15 @@ class RuleConfig(Strict):
     notifiers: list[str] = []
     repeat_interval: PositiveDuration | None = None
     no_data_for: PositiveDuration | None = None
+    #: a change detector over the figure's series instead of a threshold
+    detector: DetectorConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("detector") is not None:
+            check_detector_rule(data)
+            return data
         if isinstance(data, dict) and "threshold" not in data and data.get("metric") != "no_data":
             raise _fail(
                 "threshold",
@@ -733,6 +775,23 @@ class RuleConfig(Strict):
                 m=_show(self.metric),
             )
         return self
+
+
+def check_detector_rule(data: dict[str, Any]) -> None:
+    """A detector replaces the threshold: threshold, relative and no_data do not apply;
+    op only says which direction to watch (">" up, "<" down, "!=" both)."""
+    if data.get("metric") == "no_data":
+        raise _fail("detector", 'expected no detector with metric "no_data"')
+    for key in ("threshold", "relative"):
+        if key in data:
+            raise _fail(
+                key,
+                "expected no {name} with a detector (it signals a change in the series itself;"
+                " op sets the direction)",
+                name=key,
+            )
+    if data.get("op") == "==":
+        raise _fail("op", 'expected ">", ">=", "<", "<=" or "!=" (both directions) with a detector, got "=="')
 
 
 # --------------------------------------------------------------------------- notifiers
@@ -980,10 +1039,11 @@ def _describe(err: Any) -> str:
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         expected = ", ".join(f'"{o}"' for o in options) or str(ctx.get("expected", ""))
         return f"{path}: expected one of {expected}, got {_show(got)}"
+    tags = '"cusum" or "page_hinkley"' if "detector" in loc else '"slack" or "webhook"'
     if kind == "union_tag_invalid":
-        return f'{path}.type: expected "slack" or "webhook", got {_show(ctx.get("tag"))}'
+        return f"{path}.type: expected {tags}, got {_show(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
-        return f'{path}.type: required key is missing; expected "slack" or "webhook"'
+        return f"{path}.type: required key is missing; expected {tags}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         bound = ctx.get(key)
