@@ -244,3 +244,24 @@ def test_seasonal_reference_is_quiet_on_a_daily_cycle(tmp_path: Path) -> None:
     assert sum(vf[24:]) >= 20 and sum(vs[24:]) <= 3
     labels = [r["reference"] for r in seasonal.query("SELECT reference FROM windows ORDER BY start")]
     assert all(lb.startswith("seasonal:") for lb in labels[24:])
+
+
+def test_cli_windows_shows_the_calibrated_thresholds(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    cfg = make_config(tmp_path, {}, {"thresholds": "calibrated"})
+    run(cfg, stationary(2)).close()
+    state = str(cfg.daemon.state_dir)
+    out = CliRunner().invoke(app, ["windows", "--state-dir", state, "--json"])
+    assert out.exit_code == 0, out.output
+    listed = json.loads(out.output)
+    assert len(listed) == 2 and all(w["share_threshold"] in (0.25, 0.5, 0.75, 1.0) for w in listed)
+    shown = CliRunner().invoke(app, ["windows", "--state-dir", state, "--show", listed[0]["id"], "--json"])
+    rows = {(r["column"], r["metric"]): r for r in json.loads(shown.output)}
+    assert 0.0 < rows[("x", "drift_score")]["threshold"] < 0.2 and rows[("x", "drift_score")]["p_value"] is not None
+    table = CliRunner().invoke(app, ["windows", "--state-dir", state], env={"COLUMNS": "250"})
+    assert "share_threshold" in table.output
