@@ -99,4 +99,4 @@ def test_merge_prepared_equals_preparing_the_union() -> None:
         if s.kind == "numerical":
             assert np.array_equal(a.sorted_values, b.sorted_values) and a.mean == pytest.approx(b.mean)
         else:
-            assert dict(zip(a.categories, a.counts.tolist())) == dict(zip(b.categories, b.counts.tolist()))
+            assert dict(zip(a.categories, a.counts.tolist(), strict=True)) == dict(zip(b.categories, b.counts.tolist(), strict=True))
