@@ -127,19 +127,28 @@ def windows(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     segment: Annotated[str | None, typer.Option(help='Only this segment ("" = all rows).')] = None,
     limit: Annotated[int, typer.Option(help="At most this many windows.")] = 50,
+    show: Annotated[str | None, typer.Option("--show", help="One window's figures (its id), with every threshold.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stored windows with their drift verdicts, newest first."""
-    from storage.windows import windows_with_verdicts  # noqa: PLC0415
+    """Stored windows with their drift verdicts and thresholds, newest first."""
+    from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
 
     store = _store(config, state_dir)
+    if show is not None:
+        figures = window_metrics(store, show)
+        if as_json:
+            typer.echo(json.dumps(figures, indent=2))
+            return
+        _table(f"window {show}", ["column", "metric", "test", "value", "threshold", "p_value", "drifted"], figures)
+        return
     rows = windows_with_verdicts(store, model=model, segment=segment, limit=limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     _table(
         "windows",
-        ["model", "version", "segment", "start", "end", "rows", "status", "drift_share", "dataset_drift"],
+        ["model", "version", "segment", "start", "end", "rows", "status", "reference", "drift_share",
+         "share_threshold", "dataset_drift"],
         rows,
     )
 
