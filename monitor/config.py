@@ -46,6 +46,7 @@ __all__ = [
     "AlertingConfig",
     "ColumnDriftConfig",
     "Config",
+    "CusumConfig",
     "ConfigError",
     "DaemonConfig",
     "DriftConfig",
@@ -55,6 +56,7 @@ __all__ = [
     "KafkaConfig",
     "LabelsConfig",
     "ModelConfig",
+    "PageHinkleyConfig",
     "RetentionConfig",
     "RetryConfig",
     "RuleConfig",
@@ -226,6 +228,17 @@ class DaemonConfig(Strict):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: payload bytes kept per dead letter (0 keeps none)
     max_payload_bytes: int = Field(default=65_536, ge=0)
+    #: HTTP: largest reference upload (bytes); streamed to disk, then parsed once
+    max_reference_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
+    #: HTTP: largest JSON request body (bytes), e.g. a silence
+    max_json_bytes: int = Field(default=65_536, ge=1)
+    #: HTTP: a connection must send a complete request head within this long of
+    #: opening or of its previous response (idle keep-alive, headers trickled)
+    http_idle_timeout: PositiveDuration = timedelta(seconds=10)
+    #: HTTP: a request body must arrive completely within this long (body trickled)
+    http_body_timeout: PositiveDuration = timedelta(seconds=60)
+    #: HTTP: open connections at once; beyond it new ones get 503 and are closed
+    http_max_connections: int = Field(default=100, ge=1)
 
     @field_validator("http_listen")
     @classmethod
@@ -505,11 +518,49 @@ class DriftConfig(Strict):
     multiple_testing: Literal["none", "bh"] = "none"
     prediction: bool = True
     columns: dict[str, ColumnDriftConfig] = {}
+    #: "evidently": the tests' fixed thresholds and a share of columns (Evidently parity);
+    #: "calibrated": thresholds and the dataset verdict calibrated on the reference
+    thresholds: Literal["evidently", "calibrated"] = "evidently"
+    #: calibrated: false-alarm level of the dataset verdict per stationary window
+    alpha: float = Field(default=0.01, gt=0, le=0.5)
+    #: calibrated: false-alarm level of each column's verdict per stationary window
+    alpha_column: float = Field(default=0.01, gt=0, le=0.5)
+    #: "domain_classifier": also a multivariate verdict (cross-validated ROC AUC)
+    multivariate: Literal["none", "domain_classifier"] = "none"
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
         return _check_method(v)
+
+    @model_validator(mode="after")
+    def _threshold_mode(self) -> DriftConfig:
+        check_threshold_mode(self)
+        return self
+
+
+def check_threshold_mode(d: DriftConfig) -> None:
+    """Options of one threshold mode are refused in the other (none is parsed and ignored)."""
+    given = d.model_fields_set
+    if d.thresholds == "calibrated":
+        for key in ("share", "threshold"):
+            if key in given:
+                raise _fail(
+                    key,
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha and alpha_column instead)",
+                )
+        for col, cd in d.columns.items():
+            if cd.threshold is not None:
+                raise _fail(
+                    f"columns.{col}.threshold",
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha_column instead)",
+                )
+    else:
+        for key in ("alpha", "alpha_column"):
+            if key in given:
+                raise _fail(key, 'applies only to thresholds = "calibrated"')
 
 
 # --------------------------------------------------------------------------- models
@@ -532,9 +583,14 @@ class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
     reference: FilePath
-    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows
-    reference_mode: Literal["fixed", "rolling"] = "fixed"
-    reference_windows: int = Field(default=4, ge=1)
+    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows;
+    #: "seasonal": the windows at the same phase of the previous reference_windows seasons
+    reference_mode: Literal["fixed", "rolling", "seasonal"] = "fixed"
+    reference_windows: int = Field(default=4, ge=1, le=100)
+    rolling_include_drifted: bool = False
+    season: PositiveDuration | None = None
+    #: rows a reference needs (file, upload, start-up); default: ``window.min_rows``
+    reference_min_rows: int | None = Field(default=None, ge=1)
     layout: Literal["nested", "flat"] = "nested"
     features: FeaturesConfig
     prediction: str = Field(default="prediction", min_length=1)
@@ -621,6 +677,11 @@ class ModelConfig(Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _reference_mode(self) -> ModelConfig:
+        check_reference_mode(self)
+        return self
+
     def _kind(self, col: str) -> str:
         if col == self.prediction:
             return self.prediction_type
@@ -630,11 +691,82 @@ class ModelConfig(Strict):
     def feature_names(self) -> list[str]:
         return [*self.features.numerical, *self.features.categorical]
 
+    @property
+    def min_reference_rows(self) -> int:
+        """Rows a reference must have: ``reference_min_rows``, by default ``window.min_rows``.
+
+        The window's ``min_rows`` is the operator's own statement of the smallest
+        sample worth a drift verdict; the reference is the other sample of every
+        test, so a smaller one is not worth judging against either. A 0-row
+        reference makes every window "no drift", a 1-row one "drift".
+        """
+        return self.reference_min_rows if self.reference_min_rows is not None else self.window.min_rows
+
+
+def check_reference_mode(m: ModelConfig) -> None:
+    """``reference_windows``, ``rolling_include_drifted`` and ``season`` need their mode."""
+    given = m.model_fields_set
+    if m.reference_mode == "fixed":
+        for key in ("reference_windows", "rolling_include_drifted"):
+            if key in given:
+                raise _fail(key, 'applies only to reference_mode = "rolling" or "seasonal"')
+    if m.reference_mode != "seasonal" and m.season is not None:
+        raise _fail("season", 'applies only to reference_mode = "seasonal"')
+    if m.reference_mode == "seasonal":
+        if m.season is None:
+            raise _fail("season", 'required for reference_mode = "seasonal", e.g. season = "7d"')
+        if m.window.by != "time":
+            raise _fail("reference_mode", '"seasonal" needs time windows (window.by = "time")')
+        step = m.window.step.total_seconds()
+        ratio = m.season.total_seconds() / step
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+            raise _fail(
+                "season",
+                "expected a whole multiple of the window step ({step}), got {got}",
+                step=_show(m.window.step),
+                got=_show(m.season),
+            )
+
 
 # --------------------------------------------------------------------------- rules
 
 
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+
+
+class CusumConfig(Strict):
+    """Tabular CUSUM over the rule's figure series, standardised by its in-control level."""
+
+    type: Literal["cusum"]
+    #: slack, in in-control standard deviations (0.5 finds a one-sigma shift fastest)
+    k: float = Field(default=0.5, ge=0)
+    #: decision interval, in in-control standard deviations
+    h: float = Field(default=5.0, gt=0)
+    #: in-control mean and standard deviation; default: learned from the first warmup windows
+    target: float | None = None
+    sigma: float | None = Field(default=None, gt=0)
+    warmup: int = Field(default=20, ge=2)
+
+
+class PageHinkleyConfig(Strict):
+    """Page–Hinkley over the rule's figure series (delta and threshold in the figure's units)."""
+
+    type: Literal["page_hinkley"]
+    delta: float = Field(default=0.005, ge=0)
+    threshold: float = Field(gt=0)
+    alpha: float = Field(default=0.9999, gt=0, le=1)
+    warmup: int = Field(default=20, ge=1)
+
+
+def _detector_shorthand(v: Any) -> Any:
+    return {"type": v} if isinstance(v, str) else v
+
+
+DetectorConfig = Annotated[
+    CusumConfig | PageHinkleyConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_detector_shorthand),
+]
 
 
 class RuleConfig(Strict):
@@ -655,10 +787,15 @@ class RuleConfig(Strict):
     notifiers: list[str] = []
     repeat_interval: PositiveDuration | None = None
     no_data_for: PositiveDuration | None = None
+    #: a change detector over the figure's series instead of a threshold
+    detector: DetectorConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("detector") is not None:
+            check_detector_rule(data)
+            return data
         if isinstance(data, dict) and "threshold" not in data and data.get("metric") != "no_data":
             raise _fail(
                 "threshold",
@@ -681,6 +818,23 @@ class RuleConfig(Strict):
                 m=_show(self.metric),
             )
         return self
+
+
+def check_detector_rule(data: dict[str, Any]) -> None:
+    """A detector replaces the threshold: threshold, relative and no_data do not apply;
+    op only says which direction to watch (">" up, "<" down, "!=" both)."""
+    if data.get("metric") == "no_data":
+        raise _fail("detector", 'expected no detector with metric "no_data"')
+    for key in ("threshold", "relative"):
+        if key in data:
+            raise _fail(
+                key,
+                "expected no {name} with a detector (it signals a change in the series itself;"
+                " op sets the direction)",
+                name=key,
+            )
+    if data.get("op") == "==":
+        raise _fail("op", 'expected ">", ">=", "<", "<=" or "!=" (both directions) with a detector, got "=="')
 
 
 # --------------------------------------------------------------------------- notifiers
@@ -1007,10 +1161,11 @@ def _describe(err: Any) -> str:
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         expected = ", ".join(f'"{o}"' for o in options) or str(ctx.get("expected", ""))
         return f"{path}: expected one of {expected}, got {_show(got)}"
+    tags = '"cusum" or "page_hinkley"' if "detector" in loc else '"slack" or "webhook"'
     if kind == "union_tag_invalid":
-        return f'{path}.type: expected "slack" or "webhook", got {_show(ctx.get("tag"))}'
+        return f"{path}.type: expected {tags}, got {_show(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
-        return f'{path}.type: required key is missing; expected "slack" or "webhook"'
+        return f"{path}.type: required key is missing; expected {tags}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         bound = ctx.get(key)

@@ -141,6 +141,7 @@ def list_alerts(
     state: str | None = None,
     model: str | None = None,
     *,
+    rule: str | None = None,
     include_inactive: bool = False,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -157,6 +158,9 @@ def list_alerts(
     if model is not None:
         where.append("model = ?")
         params.append(model)
+    if rule is not None:
+        where.append("rule = ?")
+        params.append(rule)
     sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY updated_at DESC, id"
     if limit:

@@ -176,4 +176,32 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        5,
+        "detection: rule change-detector state; rolling/seasonal reference members",
+        [
+            """CREATE TABLE IF NOT EXISTS rule_detectors (
+                alert_id TEXT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                model TEXT NOT NULL,
+                state TEXT NOT NULL,
+                last_window_id TEXT NOT NULL,
+                window_end TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS reference_members (
+                model TEXT NOT NULL,
+                version TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                window_id TEXT NOT NULL,
+                start TEXT NOT NULL,
+                "end" TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                drifted INTEGER NOT NULL,
+                payload BLOB NOT NULL,
+                PRIMARY KEY (model, version, segment, window_id)
+            )""",
+            'CREATE INDEX IF NOT EXISTS reference_members_end ON reference_members (model, version, segment, "end")',
+        ],
+    ),
 ]

@@ -65,7 +65,8 @@ def windows_with_verdicts(
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """Windows with their dataset drift share (``drift_share``, None for insufficient
-    windows) and verdict (``dataset_drift``)."""
+    windows), the share it was compared with (``share_threshold``: ``drift.share``, or
+    the calibrated count over the number of columns) and verdict (``dataset_drift``)."""
     where, params = [], []
     if model is not None:
         where.append("w.model = ?")
@@ -74,7 +75,8 @@ def windows_with_verdicts(
         where.append("w.segment = ?")
         params.append(segment)
     sql = (
-        "SELECT w.*, m.value AS drift_share, m.drifted AS dataset_drift FROM windows w LEFT JOIN metrics m "
+        "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift"
+        " FROM windows w LEFT JOIN metrics m "
         "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
         + (" WHERE " + " AND ".join(where) if where else "")
         + (' ORDER BY w."end", w.model, w.version, w.segment' if oldest_first

@@ -74,11 +74,16 @@ def run(config: ConfigOpt) -> None:
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
     from monitor.service.daemon import Daemon  # noqa: PLC0415
 
     if early:
         raise typer.Exit(0)
-    daemon = Daemon(cfg)
+    try:
+        daemon = Daemon(cfg)
+    except ReferenceError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(2) from None
     daemon.install_signal_handlers()
     if early:
         daemon.store.close()
@@ -88,11 +93,18 @@ def run(config: ConfigOpt) -> None:
 
 @app.command()
 def check(config: ConfigOpt) -> None:
-    """Validate the config, then reach Kafka, Slack and the webhooks. Exit 0 if all is well, 1 if not, 2 for a bad config."""
+    """Validate the config and load the references, then reach Kafka, Slack and the webhooks.
+    Exit 0 if all is well, 1 if not, 2 for a bad config or reference."""
     cfg = _load(config)
-    from monitor.cli.check import run_checks  # noqa: PLC0415
+    from monitor.cli.check import check_references, run_checks  # noqa: PLC0415
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
 
-    ok = run_checks(cfg, echo=typer.echo)
+    try:
+        references = check_references(cfg)
+    except ReferenceError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(2) from None
+    ok = run_checks(cfg, echo=typer.echo, references=references)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -115,19 +127,28 @@ def windows(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     segment: Annotated[str | None, typer.Option(help='Only this segment ("" = all rows).')] = None,
     limit: Annotated[int, typer.Option(help="At most this many windows.")] = 50,
+    show: Annotated[str | None, typer.Option("--show", help="One window's figures (its id), with every threshold.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stored windows with their drift verdicts, newest first."""
-    from storage.windows import windows_with_verdicts  # noqa: PLC0415
+    """Stored windows with their drift verdicts and thresholds, newest first."""
+    from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
 
     store = _store(config, state_dir)
+    if show is not None:
+        figures = window_metrics(store, show)
+        if as_json:
+            typer.echo(json.dumps(figures, indent=2))
+            return
+        _table(f"window {show}", ["column", "metric", "test", "value", "threshold", "p_value", "drifted"], figures)
+        return
     rows = windows_with_verdicts(store, model=model, segment=segment, limit=limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     _table(
         "windows",
-        ["model", "version", "segment", "start", "end", "rows", "status", "drift_share", "dataset_drift"],
+        ["model", "version", "segment", "start", "end", "rows", "status", "reference", "drift_share",
+         "share_threshold", "dataset_drift"],
         rows,
     )
 

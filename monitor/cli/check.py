@@ -1,7 +1,9 @@
 """``driftwarden check``: is this config ready to run? One line per check, never a secret.
 
-Checks, each bounded in time: the config (already validated when it loaded), the
-state directory is writable, Kafka answers and has the topics, each Slack notifier
+Checks, each bounded in time: the config (already validated when it loaded) and
+the reference files (loaded and validated as at start-up, see
+:func:`check_references`; an unfit one exits 2 like a bad config), the state
+directory is writable, Kafka answers and has the topics, each Slack notifier
 authenticates (``auth.test``; an incoming-webhook URL is only reported as configured,
 nothing is posted), each webhook's host accepts a TCP connection (nothing is sent).
 Every line passes through :func:`redact`, which blanks every resolved secret, so an
@@ -145,8 +147,26 @@ def check_webhook(name: str, n: WebhookNotifierConfig) -> str:
     return f"webhook {name} ({n.kind}): {u.hostname}:{port} accepts connections (nothing sent)"
 
 
-def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
-    """Print one line per check; True when every check passed."""
+def check_references(cfg: Config) -> list[str]:
+    """Load and validate every model's reference file, as ``run`` would at start-up.
+
+    Returns one ``model: N rows`` summary per model; raises ``ReferenceError`` naming
+    the file and the column for the first unfit reference (the CLI exits 2).
+    """
+    from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415
+
+    out = []
+    for m in cfg.models:
+        ref = load_reference(m.reference, ReferenceSpec.from_config(m))
+        out.append(f"{m.name} {ref.rows} rows")
+    return out
+
+
+def run_checks(cfg: Config, echo: Callable[[str], Any], references: list[str] | None = None) -> bool:
+    """Print one line per check; True when every check passed.
+
+    ``references``: summaries from :func:`check_references`, shown on the config line.
+    """
     secrets = sorted(
         (s.get_secret_value() for s in cfg.secrets.values() if s.get_secret_value()),
         key=len,
@@ -157,9 +177,11 @@ def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
     def line(ok: bool, text: str) -> None:
         echo(redact(f"{OK if ok else FAIL} {text}", secrets))
 
+    refs = f"; reference(s): {', '.join(references)}" if references else ""
     line(
         True,
-        f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)",
+        f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)"
+        + refs,
     )
     checks: list[tuple[str, Callable[[], str]]] = [
         ("state dir", lambda: check_state_dir(cfg)),

@@ -16,10 +16,12 @@ from typing import Any
 from alerts.engine import AlertEngine, AlertSettings
 from alerts.outbox import DeliveryWorker, RetryPolicy
 from alerts.payloads import WindowContext
-from alerts.rules import Rule
+from alerts.rules import DetectorSpec, Rule
 from monitor.config import (
     Config,
+    CusumConfig,
     ModelConfig,
+    PageHinkleyConfig,
     RuleConfig,
     SlackNotifierConfig,
     WebhookNotifierConfig,
@@ -30,12 +32,26 @@ from storage.db import Store
 log = logging.getLogger("driftwarden.alerting")
 
 
+def detector_from_config(r: RuleConfig) -> DetectorSpec | None:
+    """The rule's change detector (None without one); config names -> constructor names."""
+    d = r.detector
+    if d is None:
+        return None
+    if isinstance(d, CusumConfig):
+        params = {"k": d.k, "h": d.h, "target": d.target, "sigma": d.sigma, "min_instances": d.warmup}
+        return DetectorSpec("cusum", tuple(params.items()))
+    assert isinstance(d, PageHinkleyConfig)
+    params = {"delta": d.delta, "threshold": d.threshold, "alpha": d.alpha, "min_instances": d.warmup}
+    return DetectorSpec("page_hinkley", tuple(params.items()))
+
+
 def rule_from_config(r: RuleConfig) -> Rule:
     return Rule(
         name=r.name, metric=r.metric, op=r.op, threshold=r.threshold, model=r.model, column=r.column,
         segment=r.segment, version=r.version, relative=r.relative, for_windows=r.for_,
         resolve_after=r.resolve_after, severity=r.severity, labels=dict(r.labels),
         notifiers=tuple(r.notifiers), repeat_interval=r.repeat_interval, no_data_for=r.no_data_for,
+        detector=detector_from_config(r),
     )
 
 

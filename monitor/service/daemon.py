@@ -57,10 +57,15 @@ class Daemon:
         from monitor.service.alerting import Alerting  # noqa: PLC0415
 
         self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event)
-        self.pipeline = Pipeline(
-            config, self.store, clock=clock, on_window=self.alerting.on_window,
-            max_payload_bytes=config.daemon.max_payload_bytes,
-        )
+        try:
+            # loads and validates every reference: a bad one raises ReferenceError
+            self.pipeline = Pipeline(
+                config, self.store, clock=clock, on_window=self.alerting.on_window,
+                max_payload_bytes=config.daemon.max_payload_bytes,
+            )
+        except BaseException:
+            self.store.close()
+            raise
         self.pipeline.register_initial_references()
         self._resume = self.pipeline.restore()
         self._consumer: Any = None

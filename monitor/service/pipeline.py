@@ -20,7 +20,8 @@ from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
-from monitor.references.load import load_reference
+from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
+from monitor.references.rolling import WindowReferences
 from monitor.windows.figures import (
     PreparedModel,
     WindowFigures,
@@ -52,6 +53,12 @@ class ModelRuntime:
     schema: ModelSchema
     windows: ModelWindows
     prepared: PreparedModel
+    #: which reference each window is judged against (reference_mode)
+    references: WindowReferences | None = None
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            self.references = WindowReferences(self.prepared)
 
 
 @dataclass
@@ -100,9 +107,10 @@ class Pipeline:
         self.models: dict[str, ModelRuntime] = {}
         for m in config.models:
             schema = ModelSchema.from_config(m)
-            ref = load_reference(m.reference, schema, m.prediction)
+            ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             pm = PreparedModel.build(m, schema, ref)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
+        restore_references(self.models.values(), store)
         self.decoder = BatchDecoder(
             {n: r.schema for n, r in self.models.items()},
             prediction_names={n: r.config.prediction for n, r in self.models.items()},
@@ -292,7 +300,7 @@ class Pipeline:
         by = rt.config.window.by
         for w in closed:
             try:
-                figs = compute_figures(rt.prepared, w, by=by, now=now)
+                figs = judge_window(rt, w, now)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
                 figs = error_figures(rt.prepared, w, by=by, now=now, error=f"internal: {type(exc).__name__}: {exc}")
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
@@ -324,7 +332,13 @@ class Pipeline:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
                 add_late_rows(self.store, wid, lr.count)
+            for rt in self.models.values():
+                assert rt.references is not None
+                rt.references.write(self.store)
             save_state(self.store, STATE_NAME, self.snapshot())
+        for rt in self.models.values():
+            assert rt.references is not None
+            rt.references.committed()
         self._closed.clear()
         self._dead.clear()
         self._late.clear()
@@ -375,12 +389,19 @@ class Pipeline:
 
     # -- references -------------------------------------------------------------------------
 
-    def swap_reference(self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback") -> PreparedModel:
-        """Prepare a new reference for ``model`` and use it from the next window on."""
+    def swap_reference(
+        self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback",
+        loaded: ReferenceData | None = None,
+    ) -> PreparedModel:
+        """Prepare a new reference for ``model`` and use it from the next window on.
+
+        ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
+        Raises ``ReferenceError`` for a reference unfit to judge windows against.
+        """
         from pathlib import Path  # noqa: PLC0415
 
         rt = self.models[model]
-        ref = load_reference(Path(path), rt.schema, rt.config.prediction)
+        ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version)
         if record:
             with self.store.transaction():
@@ -389,4 +410,27 @@ class Pipeline:
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
         rt.prepared = pm
+        assert rt.references is not None
+        rt.references.rebase(pm)
         return pm
+
+
+def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigures:
+    """A closed window's figures against the reference its mode picks; the window
+    then becomes a candidate member of later windows' references."""
+    assert rt.references is not None
+    by = rt.config.window.by
+    key = window_key(rt.config.name, by, w)
+    figs = compute_figures(rt.references.for_window(key), w, by=by, now=now)
+    if rt.references.active:
+        rt.references.observe(key, w.columns(), figs)
+    return figs
+
+
+def restore_references(runtimes: Any, store: Store) -> None:
+    """Reload rolling/seasonal reference members written before a restart."""
+    for rt in runtimes:
+        assert rt.references is not None
+        n = rt.references.restore(store)
+        if n:
+            log.info("model %s: %d reference member windows restored", rt.config.name, n)

@@ -85,6 +85,51 @@ RULE = '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 0.3\n'
 
 # (id, lines inside [[models]], lines after it, the exact message)
 CASES: list[tuple[str, str, str, str]] = [
+    # detection modes: an option of one mode is refused in another
+    (
+        "calibrated-share",
+        "",
+        '[models.drift]\nthresholds = "calibrated"\nshare = 0.3\n',
+        'models[0].drift.share: applies only to thresholds = "evidently"; with "calibrated" the'
+        " thresholds come from the reference (set alpha and alpha_column instead)",
+    ),
+    (
+        "alpha-with-evidently",
+        "",
+        "[models.drift]\nalpha = 0.05\n",
+        'models[0].drift.alpha: applies only to thresholds = "calibrated"',
+    ),
+    (
+        "reference-windows-with-fixed",
+        "reference_windows = 3",
+        "",
+        'models[0].reference_windows: applies only to reference_mode = "rolling" or "seasonal"',
+    ),
+    (
+        "season-required",
+        'reference_mode = "seasonal"',
+        "",
+        'models[0].season: required for reference_mode = "seasonal", e.g. season = "7d"',
+    ),
+    (
+        "season-whole-multiple",
+        'reference_mode = "seasonal"\nseason = "90m"',
+        '[models.window]\nsize = "1h"\n',
+        'models[0].season: expected a whole multiple of the window step ("1h"), got "1h30m"',
+    ),
+    (
+        "detector-with-threshold",
+        "",
+        RULE + 'detector = "cusum"\n',
+        "rules[0].threshold: expected no threshold with a detector (it signals a change in the"
+        " series itself; op sets the direction)",
+    ),
+    (
+        "detector-unknown",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "drift_share"\ndetector = "ewma"\n',
+        'rules[0].detector.type: expected "cusum" or "page_hinkley", got "ewma"',
+    ),
     # unknown keys
     ("unknown-key-close", "", "[deamon]\n", 'deamon: unknown key; did you mean "daemon"?'),
     (
@@ -92,8 +137,9 @@ CASES: list[tuple[str, str, str, str]] = [
         "",
         "[daemon]\ncolour = 1\n",
         "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
-        "http_listen, log_format, log_level, max_payload_bytes, public_url, shutdown_timeout, "
-        "sqlite_synchronous, state_dir, tick_interval",
+        "http_body_timeout, http_idle_timeout, http_listen, http_max_connections, log_format, "
+        "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, public_url, "
+        "shutdown_timeout, sqlite_synchronous, state_dir, tick_interval",
     ),
     (
         "unknown-key-nested",
@@ -1033,7 +1079,8 @@ def test_example_config_loads(example: Path) -> None:
     assert m.features.numerical == ["age", "tenure_days", "monthly_charges"]
     assert m.features.categorical == ["plan", "region"]
     assert m.reference == example.parent.resolve() / "reference" / "churn.csv"
-    assert [r.metric for r in cfg.rules] == ["drift_share", "prediction_drift", "no_data"]
+    assert [r.metric for r in cfg.rules] == ["drift_share", "prediction_drift", "no_data", "drift_share"]
+    assert cfg.rules[3].detector is not None and cfg.rules[3].detector.type == "cusum"
     assert sorted(cfg.notifiers) == ["alerts", "retrain", "slack"]
     retrain = cfg.notifiers["retrain"]
     assert isinstance(retrain, WebhookNotifierConfig)
@@ -1119,3 +1166,18 @@ def test_example_comments_show_the_real_defaults() -> None:
             )
     assert wrong == []
     assert checked > 40
+
+
+def test_detector_rules_reach_the_engine(tmp_path: Path) -> None:
+    from monitor.service.alerting import rule_from_config
+
+    cfg = load(
+        tmp_path,
+        '[[rules]]\nname = "a"\nmetric = "drift_share"\ndetector = "cusum"\n'
+        '[[rules]]\nname = "b"\nmetric = "accuracy"\nop = "<"\n'
+        'detector = { type = "page_hinkley", threshold = 0.2, warmup = 5 }\n',
+    )
+    a, b = (rule_from_config(r) for r in cfg.rules)
+    assert a.detector is not None and a.detector.kind == "cusum" and a.detector.limit == 5.0
+    assert b.detector is not None and dict(b.detector.params)["min_instances"] == 5
+    assert b.detector.build(b.op).mode == "down"

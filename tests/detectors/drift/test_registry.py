@@ -143,5 +143,5 @@ def test_public_surface_is_exported():
     for name in detectors.__all__:
         assert hasattr(detectors, name), name
     public = {n for n in dir(detectors) if not n.startswith("_")}
-    modules = {"dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec"}
+    modules = {"calibration", "dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec"}
     assert public - modules <= set(detectors.__all__)
