@@ -100,6 +100,12 @@ class WindowReferences:
         self._members: dict[tuple[str, str], list[Member]] = {}
         self._cache: dict[tuple[str, ...], PreparedReference] = {}
         self._pending: list[tuple[str, str, Member, bytes]] = []
+        #: (version, segment) groups dropped to stay under :attr:`max_groups`, to delete from the store
+        self._dropped: set[tuple[str, str]] = set()
+        lim = cfg.limits
+        #: at most this many (version, segment) groups keep members: the caps' worth of
+        #: open windows; the group idle longest is dropped first (a retired version)
+        self.max_groups = lim.max_versions * (1 + len(cfg.segments) * lim.max_segment_values)
 
     @property
     def active(self) -> bool:
@@ -175,7 +181,13 @@ class WindowReferences:
         else:
             newest = max(m.start_ms for m in pool)
             pool = [m for m in pool if m.start_ms >= newest - self.n * self.season_ms]
-        self._members[(version, segment)] = pool
+        self._members.pop((version, segment), None)
+        self._members[(version, segment)] = pool  # dict order: least recently grown first
+        self._dropped.discard((version, segment))
+        while len(self._members) > self.max_groups:
+            gone = next(iter(self._members))
+            del self._members[gone]
+            self._dropped.add(gone)
 
     # -- durability -------------------------------------------------------------------
 
@@ -190,13 +202,14 @@ class WindowReferences:
                 start=m.start, end=m.end, rows=m.rows, drifted=m.drifted, payload=payload,
             )
             touched.add((version, segment))
-        for vs in touched:
+        for vs in touched | self._dropped:
             keep = [m.window_id for m in self._members.get(vs, [])]
             prune_members(store, model, vs[0], vs[1], keep)
 
     def committed(self) -> None:
         """The transaction that called :meth:`write` committed."""
         self._pending.clear()
+        self._dropped.clear()
 
     def restore(self, store: Store) -> int:
         """Reload the members of this model from the store; returns how many."""

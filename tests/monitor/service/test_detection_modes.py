@@ -265,3 +265,26 @@ def test_cli_windows_shows_the_calibrated_thresholds(tmp_path: Path) -> None:
     assert 0.0 < rows[("x", "drift_score")]["threshold"] < 0.2 and rows[("x", "drift_score")]["p_value"] is not None
     table = CliRunner().invoke(app, ["windows", "--state-dir", state], env={"COLUMNS": "250"})
     assert "share_threshold" in table.output
+
+
+def test_rolling_members_are_kept_for_at_most_the_caps_worth_of_groups(tmp_path: Path) -> None:
+    """Versions that come and go (a version per two windows here) must not leave their
+    member windows in memory and in reference_members forever."""
+    cfg = make_config(tmp_path, {"reference_mode": "rolling", "reference_windows": 1,
+                                 "limits": {"max_versions": 2}})
+    store = Store.in_state_dir(cfg.daemon.state_dir, synchronous="NORMAL")
+    p = Pipeline(cfg, store)
+    rng = np.random.default_rng(3)
+    off = 0
+    for v in range(6):
+        for _ in range(2):
+            b = batch(rows(rng, 500), off)
+            b.version[:] = f"v{v}"
+            p.process({"m": b}, [], {0: off + 500})
+            off += 500
+            p.flush()
+    refs = p.models["m"].references
+    assert refs is not None and refs.max_groups == 2
+    assert sorted(refs._members) == [("v4", ""), ("v5", "")]
+    stored = store.query("SELECT DISTINCT version FROM reference_members ORDER BY version")
+    assert [r["version"] for r in stored] == ["v4", "v5"]
