@@ -71,18 +71,21 @@ def decode_fast(
     models = [o.get(model_field) for o in objs]
     if not set(map(type, models)) <= _STR_OK:
         return None  # missing or not a string (a list or object is not even hashable)
-    distinct = set(models)
-    if not distinct <= schemas.keys():
+    groups: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
+    if len(set(models)) == 1:
+        groups[models[0]] = (objs, list(records))
+    else:
+        # one pass over the batch whatever the number of models
+        for m, o, r in zip(models, objs, records, strict=True):
+            g = groups.get(m)
+            if g is None:
+                g = groups[m] = ([], [])
+            g[0].append(o)
+            g[1].append(r)
+    if not groups.keys() <= schemas.keys():
         return None
     out: dict[str, ColumnBatch] = {}
-    for model in distinct:
-        if len(distinct) == 1:
-            idx = range(len(objs))
-            objs_m, recs_m = objs, records
-        else:
-            idx = [i for i, m in enumerate(models) if m == model]
-            objs_m = [objs[i] for i in idx]
-            recs_m = [records[i] for i in idx]
+    for model, (objs_m, recs_m) in groups.items():
         batch = _model_batch(objs_m, recs_m, schemas[model], prediction_names[model])
         if batch is None:
             return None
