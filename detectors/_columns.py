@@ -267,10 +267,16 @@ def _numerical_column(
         change[0] = True
         np.not_equal(s[1:], s[:-1], out=change[1:])
         starts = np.flatnonzero(change)
-        uniques = s[starts]
         ends = np.append(starts[1:], n)
-        ucounts = (ends - starts).astype(np.int64)
         cum_right = ends.astype(np.int64)
+        if starts.shape[0] == n:
+            # every value distinct (the usual continuous column): no second copy of
+            # the sorted values, and counts of one as a zero-memory read-only view
+            uniques = s
+            ucounts = np.broadcast_to(np.int64(1), (n,))
+        else:
+            uniques = s[starts]
+            ucounts = (ends - starts).astype(np.int64)
         mean = float(np.mean(clean))
         std = float(np.std(clean))
         var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan

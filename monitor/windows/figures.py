@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -91,7 +92,10 @@ class PreparedModel:
                 domain_cal = calibrate_domain(
                     reference.columns, fspecs, size=_window_rows(config, reference.rows), alpha=d.alpha
                 )
-        return cls(config, schema, reference, prepared, pred, features, version, ref_metrics,
+        # the prepared state is all a window needs: keep the reference's identity, not its rows
+        # (half of a model's memory at start-up; reload from ``reference.path`` if rows are needed)
+        kept = dataclasses.replace(reference, columns={})
+        return cls(config, schema, kept, prepared, pred, features, version, ref_metrics,
                    calibration, domain, domain_cal)
 
     @property
