@@ -1,4 +1,5 @@
-"""The columnar fast path of :class:`monitor.ingest.BatchDecoder`.
+"""The dict-based columnar fast path of :class:`monitor.ingest.decode.BatchDecoder`, used
+when the typed path (:mod:`monitor.ingest.typed_decode`) cannot express a schema.
 
 For a batch where every message is well-formed (the normal case), decoding is
 one ``orjson.loads`` per record plus, per column, one list comprehension and
