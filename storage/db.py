@@ -60,6 +60,7 @@ class Store:
         synchronous: str = "FULL",
         readonly: bool = False,
         dead_letter_cap: DeadLetterCap | None = None,
+        migrate: bool = True,
     ) -> None:
         self.path = Path(path)
         self.dead_letter_cap = dead_letter_cap or DeadLetterCap()
@@ -88,7 +89,8 @@ class Store:
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot configure {self.path}: {exc}") from exc
-            self.migrate()
+            if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
+                self.migrate()
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path, **kwargs: Any) -> Store:

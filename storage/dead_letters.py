@@ -244,3 +244,12 @@ def list_dead_letters(store: Store, limit: int = 100) -> list[dict[str, Any]]:
 
 def dead_letter_total(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])
+
+
+def dead_letters_after(store: Store, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Stored dead letters with ``id > after_id``, oldest first (the dead-letter topic's feed)."""
+    return store.query(
+        'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
+        " WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    )

@@ -61,19 +61,33 @@ def metric_value(store: Store, window_id: str, metric: str, column: str = "") ->
 
 
 def windows_with_verdicts(
-    store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None,
+    store: Store,
+    *,
+    model: str | None = None,
+    segment: str | None = None,
+    since: str | None = None,
+    status: str | None = None,
+    drifted: bool | None = None,
+    limit: int | None = None,
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """Windows with their dataset drift share (``drift_share``, None for insufficient
     windows), the share it was compared with (``share_threshold``: ``drift.share``, or
-    the calibrated count over the number of columns) and verdict (``dataset_drift``)."""
+    the calibrated count over the number of columns) and verdict (``dataset_drift``).
+
+    Filters: ``since`` bounds the window end (ISO text), ``status`` is the stored
+    status, ``drifted`` the dataset verdict (a window without one counts as not drifted).
+    Newest first unless ``oldest_first``; the API, the CLI and the demo all list here.
+    """
     where, params = [], []
-    if model is not None:
-        where.append("w.model = ?")
-        params.append(model)
-    if segment is not None:
-        where.append("w.segment = ?")
-        params.append(segment)
+    for cond, value in (("w.model = ?", model), ("w.segment = ?", segment), ('w."end" >= ?', since),
+                        ("w.status = ?", status)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    if drifted is not None:
+        where.append("COALESCE(m.drifted, 0) = ?")
+        params.append(int(drifted))
     sql = (
         "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift"
         " FROM windows w LEFT JOIN metrics m "
@@ -83,7 +97,8 @@ def windows_with_verdicts(
            else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
     )
     if limit:
-        sql += f" LIMIT {int(limit)}"
+        sql += " LIMIT ?"
+        params.append(int(limit))
     rows = store.query(sql, params)
     for r in rows:
         r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])

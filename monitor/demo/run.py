@@ -77,6 +77,25 @@ backoff = "1s"
 """
 
 
+#: the file that marks a folder as the demo's own (the demo rewrites only such folders)
+MARKER = ".driftwarden-demo"
+
+
+def demo_state_refusal(state_dir: Path) -> str | None:
+    """Why the demo must not use ``state_dir`` (None when it may): the demo deletes and
+    rewrites its database, so it only touches a new or empty folder, or one it made."""
+    if not state_dir.exists():
+        return None
+    if not state_dir.is_dir():
+        return f"--state-dir {state_dir} is not a folder; give a new folder"
+    if (state_dir / MARKER).is_file() or not any(state_dir.iterdir()):
+        return None
+    return (
+        f"--state-dir {state_dir} holds files the demo did not create (no {MARKER} marker);"
+        " it would delete its driftwarden.db. Give a new or empty folder"
+    )
+
+
 def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from rich.console import Console  # noqa: PLC0415
     from rich.markup import escape  # noqa: PLC0415  (values from the stream are never markup)
@@ -84,7 +103,12 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     console = Console(highlight=False, soft_wrap=True)
     t0 = time.monotonic()
     state_dir = Path(state_dir).resolve()
+    refusal = demo_state_refusal(state_dir)
+    if refusal:
+        console.print(f"driftwarden demo: {refusal}", markup=False)
+        return 2
     state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / MARKER).write_text("created by `driftwarden demo`; it may delete and rewrite this folder\n")
     for stale in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
         (state_dir / stale).unlink(missing_ok=True)
 

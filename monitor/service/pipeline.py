@@ -409,10 +409,17 @@ class Pipeline:
                     self.store, model=model, version=version, source=source, sha256=ref.sha256,
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
+        self.use_prepared(model, pm)
+        return pm
+
+    def use_prepared(self, model: str, pm: PreparedModel) -> None:
+        """Judge ``model``'s next windows with ``pm`` (a new reference, or new drift settings
+        on SIGHUP); rolling/seasonal members stay, their seed and thresholds change."""
+        rt = self.models[model]
+        rt.config = pm.config
         rt.prepared = pm
         assert rt.references is not None
         rt.references.rebase(pm)
-        return pm
 
 
 def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigures:

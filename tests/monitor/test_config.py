@@ -404,7 +404,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "sasl-needs-mechanism",
         "",
         '[kafka]\nsecurity_protocol = "SASL_SSL"\n',
-        'kafka.sasl_mechanism: required when security_protocol is "SASL_SSL"; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"',
+        'kafka.sasl_mechanism: required when security_protocol is "SASL_SSL"; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"',
     ),
     (
         "sasl-without-sasl-protocol",
@@ -816,7 +816,7 @@ def test_error_text_names_the_file(tmp_path: Path) -> None:
 def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     d, k = cfg.daemon, cfg.kafka
-    assert d.state_dir == tmp_path.resolve() / "driftwarden-state"
+    assert d.state_dir == Path("/var/lib/driftwarden")  # absolute: the unit's and the image's
     assert (d.http_listen, d.log_level, d.log_format) == ("127.0.0.1:9308", "info", "text")
     assert d.base_url == "http://127.0.0.1:9308"
     assert (d.tick_interval, d.shutdown_timeout) == (timedelta(seconds=5), timedelta(seconds=30))

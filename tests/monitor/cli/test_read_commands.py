@@ -48,7 +48,7 @@ def test_windows_table_shows_markup_like_values_literally(tmp_path: Path) -> Non
     # control characters are shown escaped, never sent to the terminal
     assert "v3\\x1b[2J\\x1b[31m" in out and "line\\nbreak" in out
     assert "\x1b" not in out
-    assert "windows (3)" in out
+    assert "windows, newest first" in out and "(3)" in out
 
 
 def mode(p: Path) -> int:

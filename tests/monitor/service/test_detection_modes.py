@@ -258,13 +258,15 @@ def test_cli_windows_shows_the_calibrated_thresholds(tmp_path: Path) -> None:
     state = str(cfg.daemon.state_dir)
     out = CliRunner().invoke(app, ["windows", "--state-dir", state, "--json"])
     assert out.exit_code == 0, out.output
-    listed = json.loads(out.output)
+    listed = json.loads(out.output)["items"]
     assert len(listed) == 2 and all(w["share_threshold"] in (0.25, 0.5, 0.75, 1.0) for w in listed)
-    shown = CliRunner().invoke(app, ["windows", "--state-dir", state, "--show", listed[0]["id"], "--json"])
-    rows = {(r["column"], r["metric"]): r for r in json.loads(shown.output)}
+    shown = CliRunner().invoke(app, ["windows", "show", listed[0]["ref"], "--state-dir", state, "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = {(r["column"], r["metric"]): r for r in json.loads(shown.output)["item"]["figures"]}
     assert 0.0 < rows[("x", "drift_score")]["threshold"] < 0.2 and rows[("x", "drift_score")]["p_value"] is not None
-    table = CliRunner().invoke(app, ["windows", "--state-dir", state], env={"COLUMNS": "250"})
-    assert "share_threshold" in table.output
+    table = CliRunner().invoke(app, ["windows", "--state-dir", state], env={"COLUMNS": "100"})
+    shares = {w["share_threshold"] for w in listed}
+    assert all(f"≥{share:.2f}" in table.output for share in shares), table.output
 
 
 def test_rolling_members_are_kept_for_at_most_the_caps_worth_of_groups(tmp_path: Path) -> None:
