@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -46,7 +46,22 @@ def categorical_values(values: np.ndarray) -> np.ndarray:
     booleans ``"true"``/``"false"``.
     """
     out = np.empty(values.shape[0], dtype=object)
-    for i, v in enumerate(values.tolist()):
+    items = values.tolist()
+    kinds = set(map(type, items))
+    if kinds <= {str, float, type(None)}:
+        # the usual text column (NaN or None where a cell is empty): one C-level pass
+        out[:] = items
+        if float in kinds:
+            floats = np.fromiter((type(v) is float for v in items), dtype=bool, count=len(items))
+            if any(v == v for v, f in zip(items, floats.tolist(), strict=True) if f):
+                return _categorical_slow(items, out)  # real numbers among the text
+            out[floats] = None
+        return out
+    return _categorical_slow(items, out)
+
+
+def _categorical_slow(items: list[Any], out: np.ndarray) -> np.ndarray:
+    for i, v in enumerate(items):
         if v is None or (isinstance(v, float) and v != v):
             out[i] = None
         elif isinstance(v, bool):

@@ -121,8 +121,13 @@ def numerical_column(path: Path, df: pd.DataFrame, column: str) -> np.ndarray:
     import pandas as pd  # noqa: PLC0415 - kept off the CLI's import path
 
     raw = df[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    present = raw.notna().to_numpy()
+    if raw.dtype.kind in "fiu":
+        # already numbers (the usual case): only infinities can be wrong
+        values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        present = ~np.isnan(values)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        present = raw.notna().to_numpy()
     if raw.dtype == object:
         # an empty or blank cell is a missing value, not a type error
         present &= (raw.astype(str).str.strip() != "").to_numpy()
