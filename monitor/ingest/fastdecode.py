@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor.ingest.batch import ColumnBatch
-from monitor.ingest.event_time import in_range, iso_to_ms
+from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
+from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import ModelSchema
 
 _NUM_OK = frozenset({float, int, type(None)})
@@ -27,22 +27,8 @@ _CAT_OK = frozenset({str, type(None)})
 _STR_OK = frozenset({str})
 
 
-def _obj(values: list[Any]) -> np.ndarray:
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
 
 
-def _ts(values: list[Any]) -> np.ndarray | None:
-    types = set(map(type, values))
-    if types <= {int}:
-        return np.array(values, dtype=np.int64)
-    if types <= {str}:
-        try:
-            return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
-        except (ValueError, OverflowError):
-            return None
-    return None
 
 
 def decode_fast(
@@ -90,9 +76,7 @@ def decode_fast(
         batch = _model_batch(objs_m, recs_m, schemas[model], prediction_names[model])
         if batch is None:
             return None
-        record_ts = np.fromiter(
-            (r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs_m), dtype=np.int64, count=len(recs_m)
-        )
+        record_ts = record_timestamps(recs_m)
         if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
             return None
         out[model] = batch
@@ -109,7 +93,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         return None
     if type(None) in vtypes:
         vers = [v if v is not None else "" for v in vers]
-    ts = _ts([o.get(s.f_ts) for o in objs])
+    ts = epoch_ms_column([o.get(s.f_ts) for o in objs])
     if ts is None:
         return None
     if s.layout == "nested":
@@ -130,7 +114,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         v = [f.get(c) for f in feats]
         if not set(map(type, v)) <= _CAT_OK:
             return None
-        cols[c] = _obj(v)
+        cols[c] = object_array(v)
     pv = [o[s.f_prediction] for o in objs]
     if s.prediction_type == "numerical":
         if not set(map(type, pv)) <= _NUM_OK:
@@ -139,7 +123,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
     else:
         if not set(map(type, pv)) <= _CAT_OK:
             return None
-        cols[pred_name] = _obj(pv)
+        cols[pred_name] = object_array(pv)
     segs: dict[str, np.ndarray] = {}
     if s.segments:
         so = [o.get(s.f_segment) for o in objs]
@@ -154,14 +138,8 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
             v = [d.get(name) for d in src]
             if not set(map(type, v)) <= _CAT_OK:
                 return None
-            segs[name] = _obj(v)
-    return ColumnBatch(
-        model=s.name,
-        ts_ms=ts,
-        partition=np.fromiter((r.partition for r in recs), dtype=np.int32, count=len(recs)),
-        offset=np.fromiter((r.offset for r in recs), dtype=np.int64, count=len(recs)),
-        event_id=_obj(eids),
-        version=_obj(vers),
-        segments=segs,
-        columns=cols,
+            segs[name] = object_array(v)
+    return ColumnBatch.of_records(
+        s.name, recs, ts_ms=ts, event_id=eids, version=vers,
+        segments=segs, columns=cols,
     )

@@ -25,8 +25,8 @@ from typing import Any, Union
 import msgspec
 import numpy as np
 
-from monitor.ingest.batch import ColumnBatch
-from monitor.ingest.event_time import in_range, iso_to_ms
+from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
+from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import ModelSchema
 
 _NUM = float | None
@@ -105,7 +105,7 @@ class _ModelPlan:
                 return None
         else:
             feats = objs
-        ts = _ts(list(map(attrgetter(self.ts), objs)))
+        ts = epoch_ms_column(list(map(attrgetter(self.ts), objs)))
         if ts is None:
             return None
         vers = list(map(attrgetter(self.version), objs))
@@ -115,9 +115,9 @@ class _ModelPlan:
         for c, attr in zip(s.numerical, self.numerical, strict=True):
             cols[c] = np.array(list(map(attrgetter(attr), feats)), dtype=np.float64)
         for c, attr in zip(s.categorical, self.categorical, strict=True):
-            cols[c] = _obj(list(map(attrgetter(attr), feats)))
+            cols[c] = object_array(list(map(attrgetter(attr), feats)))
         pv = list(map(attrgetter(self.prediction), objs))
-        cols[self.pred_name] = np.array(pv, dtype=np.float64) if s.prediction_type == "numerical" else _obj(pv)
+        cols[self.pred_name] = np.array(pv, dtype=np.float64) if s.prediction_type == "numerical" else object_array(pv)
         for c in (*s.numerical, *((self.pred_name,) if s.prediction_type == "numerical" else ())):
             if np.isinf(cols[c]).any():
                 return None  # 1e308 * 10 style values: the per-record path names them
@@ -132,16 +132,10 @@ class _ModelPlan:
             else:
                 return None
             for name, attr in zip(s.segments, attrs, strict=True):
-                segs[name] = _obj(list(map(attrgetter(attr), src)))
-        return ColumnBatch(
-            model=s.name,
-            ts_ms=ts,
-            partition=np.fromiter((r.partition for r in recs), dtype=np.int32, count=len(recs)),
-            offset=np.fromiter((r.offset for r in recs), dtype=np.int64, count=len(recs)),
-            event_id=_obj(eids),
-            version=_obj(vers),
-            segments=segs,
-            columns=cols,
+                segs[name] = object_array(list(map(attrgetter(attr), src)))
+        return ColumnBatch.of_records(
+            s.name, recs, ts_ms=ts, event_id=eids, version=vers,
+            segments=segs, columns=cols,
         )
 
 
@@ -197,28 +191,8 @@ class TypedDecoder:
             batch = plan.batch(objs_m, recs_m)
             if batch is None:
                 return None
-            record_ts = np.fromiter(
-                (r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs_m), dtype=np.int64, count=len(recs_m)
-            )
+            record_ts = record_timestamps(recs_m)
             if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
                 return None
             out[plan.schema.name] = batch
         return out
-
-
-def _obj(values: list[Any]) -> np.ndarray:
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
-
-
-def _ts(values: list[Any]) -> np.ndarray | None:
-    types = set(map(type, values))
-    try:
-        if types <= {int}:
-            return np.array(values, dtype=np.int64)
-        if types <= {str}:
-            return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
-    except (ValueError, OverflowError):
-        return None
-    return None

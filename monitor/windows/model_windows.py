@@ -280,13 +280,7 @@ class ModelWindows:
                     [(version, segment, int(s), int(s) + self.size) in self._restored for s in start.tolist()],
                     dtype=bool,
                 )
-            if not ok.any():
-                continue
-            sel_starts = start[ok]
-            sel_idx = idx[ok]
-            for s in np.unique(sel_starts).tolist():
-                rows = sel_idx[sel_starts == s]
-                self._window(version, segment, s, s + self.size).add(panes.rows(s + j * self.step, rows))
+            self._fill(version, segment, j, start, ok, idx, panes)
         return late
 
     def _add_count(
@@ -316,14 +310,20 @@ class ModelWindows:
         panes = _Panes(batch, idx, newest_start)
         for j in range(self.per_row):
             start = newest_start - j * self.step
-            ok = start >= 0
-            if not ok.any():
-                continue
-            sel_starts = start[ok]
-            sel_idx = idx[ok]
-            for s in np.unique(sel_starts).tolist():
-                rows = sel_idx[sel_starts == s]
-                self._window(version, segment, s, s + self.size).add(panes.rows(s + j * self.step, rows))
+            self._fill(version, segment, j, start, start >= 0, idx, panes)
+
+    def _fill(
+        self, version: str, segment: str, j: int, start: np.ndarray, ok: np.ndarray, idx: np.ndarray, panes: _Panes
+    ) -> None:
+        """Add the rows selected by ``ok`` to the windows starting at ``start`` (their
+        ``j``-th newest window each), a pane's rows shared where a window takes them all."""
+        if not ok.any():
+            return
+        sel_starts = start[ok]
+        sel_idx = idx[ok]
+        for s in np.unique(sel_starts).tolist():
+            rows = sel_idx[sel_starts == s]
+            self._window(version, segment, s, s + self.size).add(panes.rows(s + j * self.step, rows))
 
     def _window(self, version: str, segment: str, start: int, end: int) -> OpenWindow:
         key = (version, segment, start, end)
