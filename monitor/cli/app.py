@@ -197,6 +197,26 @@ def status(
     Console().print_json(json.dumps(out))
 
 
+@app.command()
+def report(
+    window: Annotated[str, typer.Option("--window", help="The window: its id as `windows` lists it, or its URL-safe id from a report link.")],
+    out: Annotated[Path, typer.Option("--out", help="Write the HTML report to this file (mode 0600).")],
+    model: Annotated[str | None, typer.Option(help="The window's model (optional: the window id names it).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The TOML config file.")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Evidently HTML report of a stored window, from the sample of its rows kept at close."""
+    from monitor.cli.report import write_report  # noqa: PLC0415
+
+    cfg = _load(config) if config is not None else None
+    store = _store(config, state_dir)
+    try:
+        code = write_report(store, window, out, model=model, config=cfg, echo=typer.echo)
+    finally:
+        store.close()
+    raise typer.Exit(code)
+
+
 def _table(title: str, cols: list[str], rows: list[dict[str, Any]]) -> None:
     """Rows as a rich table. Cells are ``Text`` (never parsed as markup: a value such as
     ``region=[/]`` or ``[bold]`` from the stream is shown as it is), with control

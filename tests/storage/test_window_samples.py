@@ -15,7 +15,13 @@ from storage.db import Store
 from storage.records import MetricRow, WindowKey, WindowRecord, window_id_from_url, window_url_id
 from storage.reference_members import encode_columns
 from storage.retention import Pruner, RetentionPolicy, trim_window_samples
-from storage.samples import EVENT_ID, WindowSample, keep_window_sample, read_window_sample, sample_counts
+from storage.samples import (
+    EVENT_ID,
+    WindowSample,
+    keep_window_sample,
+    read_window_sample,
+    sample_counts,
+)
 from storage.windows import write_window
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import contextlib
 import re
 import time
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +89,12 @@ def feed(daemon: Daemon, payloads: list[bytes], *, close_at_ms: int, batch: int 
 @contextlib.contextmanager
 def seeded_daemon(
     folder: Path, monkeypatch: pytest.MonkeyPatch, *, windows: int = 8, per_window: int = 300, shift_from: int = 4,
-    reports: str = "", daemon_extra: str = "", bad: list[bytes] | None = None,
+    reports: str = "", daemon_extra: str = "", model_extra: str = "", bad: list[bytes] | None = None,
+    transform: Callable[[list[bytes]], list[bytes]] | None = None,
 ) -> Iterator[Seeded]:
     """The daemon of ``folder`` fed ``windows`` one-minute windows (drifting from ``shift_from``),
-    its HTTP API serving, alerts sent to a Slack stand-in; ``reports``: lines under [reports]."""
+    its HTTP API serving, alerts sent to a Slack stand-in; ``reports``: lines under [reports];
+    ``model_extra``: lines in the model's table; ``transform``: rewrites the stream first."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     monkeypatch.setenv(SLACK_ENV, SLACK_TOKEN)
     slack = SlackStandIn(token=SLACK_TOKEN).start()
@@ -102,11 +104,17 @@ def seeded_daemon(
         folder, bootstrap="127.0.0.1:9", topic="predictions", http_port=port, extra=extra,
         daemon_extra=f'api_token_env = "{TOKEN_ENV}"\npublic_url = "http://127.0.0.1:{port}"\n{daemon_extra}',
     )
+    if model_extra:
+        text = path.read_text()
+        path.write_text(text.replace('reference = "reference.csv"\n', f'reference = "reference.csv"\n{model_extra}\n'))
     daemon = Daemon(load_config(path), http=False)
     server = ApiServer(daemon)
     try:
         end_ms = int(START.timestamp() * 1000) + (windows + 1) * 60_000
-        feed(daemon, stream(windows, per_window, shift_from) + list(bad or []), close_at_ms=end_ms)
+        payloads = stream(windows, per_window, shift_from)
+        if transform is not None:
+            payloads = transform(payloads)
+        feed(daemon, payloads + list(bad or []), close_at_ms=end_ms)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not slack.messages:
             daemon.alerting.deliver_due()
