@@ -18,7 +18,11 @@ from tests.monitor.web.browser import chromium, chromium_binary
 from tests.monitor.web.seed_helpers import Seeded, seeded_daemon
 from tests.monitor.web.test_reports import EVIL, poison_last_window
 
-pytestmark = [pytest.mark.skipif(chromium_binary() is None, reason="no chromium (apt-get install chromium)")]
+# skipped without a browser, except where one is required (.ci/run installs it and sets this)
+pytestmark = [pytest.mark.skipif(
+    chromium_binary() is None and not os.environ.get("DRIFTWARDEN_REQUIRE_BROWSER"),
+    reason="no chromium (apt-get install chromium)",
+)]
 
 COLUMNS = ("age", "tenure_days", "monthly_charges", "plan", "region", "prediction")
 HOSTILE_VERSION = "</script><script>window.__pwned=4</script>"
