@@ -222,6 +222,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             'CREATE INDEX IF NOT EXISTS window_samples_model_end ON window_samples (model, "end")',
             # /metrics: the newest window of each (model, segment, version)
             'CREATE INDEX IF NOT EXISTS windows_latest ON windows (model, segment, version, "end")',
+            # the newest windows of every model (`driftwarden windows`, the API)
+            'CREATE INDEX IF NOT EXISTS windows_end ON windows ("end")',
         ],
     ),
 ]

@@ -69,21 +69,23 @@ def windows_with_verdicts(
     the calibrated count over the number of columns) and verdict (``dataset_drift``)."""
     where, params = [], []
     if model is not None:
-        where.append("w.model = ?")
+        where.append("model = ?")
         params.append(model)
     if segment is not None:
-        where.append("w.segment = ?")
+        where.append("segment = ?")
         params.append(segment)
+    direction = "" if oldest_first else " DESC"
+    order = f'"end"{direction}, model, version, segment'
+    # the newest windows first, then their verdicts: the join runs for `limit` rows, not all
+    inner = "SELECT * FROM windows" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    if limit:
+        inner += f" LIMIT {int(limit)}"
     sql = (
         "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift"
-        " FROM windows w LEFT JOIN metrics m "
-        "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + (' ORDER BY w."end", w.model, w.version, w.segment' if oldest_first
-           else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
+        f" FROM ({inner}) w LEFT JOIN metrics m"
+        " ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        f' ORDER BY w."end"{direction}, w.model, w.version, w.segment'
     )
-    if limit:
-        sql += f" LIMIT {int(limit)}"
     rows = store.query(sql, params)
     for r in rows:
         r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])
