@@ -29,6 +29,8 @@ from tests.monitor.web.http_helpers import TOKEN, TOKEN_ENV, wait_serving
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
 SLACK_TOKEN = "xoxb-seeded-dashboard-token"
 SLACK_ENV = "DRIFTWARDEN_TEST_SEED_SLACK"
+HOOK_ENV = "DRIFTWARDEN_TEST_SEED_HOOK"
+HOOK_SECRET = "whsec_" + "c2VlZGVkLWhvb2stc2VjcmV0LWZvci10ZXN0cw=="
 
 RULES = """
 [[rules]]
@@ -37,7 +39,7 @@ metric = "drift_share"
 op = ">="
 threshold = 0.5
 severity = "critical"
-notifiers = ["slack"]
+notifiers = {dataset_notifiers}
 
 [[rules]]
 name = "age-drift"
@@ -90,16 +92,22 @@ def feed(daemon: Daemon, payloads: list[bytes], *, close_at_ms: int, batch: int 
 def seeded_daemon(
     folder: Path, monkeypatch: pytest.MonkeyPatch, *, windows: int = 8, per_window: int = 300, shift_from: int = 4,
     reports: str = "", daemon_extra: str = "", model_extra: str = "", bad: list[bytes] | None = None,
-    transform: Callable[[list[bytes]], list[bytes]] | None = None,
+    transform: Callable[[list[bytes]], list[bytes]] | None = None, hook_url: str | None = None,
 ) -> Iterator[Seeded]:
     """The daemon of ``folder`` fed ``windows`` one-minute windows (drifting from ``shift_from``),
     its HTTP API serving, alerts sent to a Slack stand-in; ``reports``: lines under [reports];
-    ``model_extra``: lines in the model's table; ``transform``: rewrites the stream first."""
+    ``model_extra``: lines in the model's table; ``transform``: rewrites the stream first;
+    ``hook_url``: the dataset-drift rule also notifies a webhook there (secret ``HOOK_SECRET``)."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     monkeypatch.setenv(SLACK_ENV, SLACK_TOKEN)
     slack = SlackStandIn(token=SLACK_TOKEN).start()
     port = free_port()
-    extra = RULES.format(slack_env=SLACK_ENV, slack_url=slack.url) + (f"\n[reports]\n{reports}\n" if reports else "")
+    notifiers = '["slack", "hook"]' if hook_url else '["slack"]'
+    extra = RULES.format(slack_env=SLACK_ENV, slack_url=slack.url, dataset_notifiers=notifiers)
+    if hook_url:
+        monkeypatch.setenv(HOOK_ENV, HOOK_SECRET)
+        extra += f'\n[notifiers.hook]\ntype = "webhook"\nurl = "{hook_url}"\nsecret_env = "{HOOK_ENV}"\nbackoff = "1s"\n'
+    extra += f"\n[reports]\n{reports}\n" if reports else ""
     path = write_config(
         folder, bootstrap="127.0.0.1:9", topic="predictions", http_port=port, extra=extra,
         daemon_extra=f'api_token_env = "{TOKEN_ENV}"\npublic_url = "http://127.0.0.1:{port}"\n{daemon_extra}',

@@ -139,3 +139,24 @@ def windows_with_token(s: Seeded) -> list[dict]:
     r = http(s.server.port, "GET", "/api/v1/models/churn/windows", headers=AUTH)
     assert r.status == 200
     return r.json()["windows"]
+
+
+def test_the_webhook_payload_links_to_the_same_report(tmp_path, monkeypatch) -> None:
+    from monitor.demo.sinks import WebhookSink
+    from storage.records import window_id_from_url
+    from tests.monitor.web.seed_helpers import HOOK_SECRET
+
+    with WebhookSink(secret=HOOK_SECRET) as sink, seeded_daemon(
+        tmp_path, monkeypatch, windows=6, shift_from=3, hook_url=sink.url,
+    ) as s:
+        assert sink.wait_for(1, timeout=20)
+        [req] = sink.accepted()
+        body = json.loads(req.body)
+        assert body["type"] == "alert.firing" and req.verified
+        link = body["links"]["report"]
+        wid = link.rsplit("/", 2)[-2]
+        assert window_id_from_url(wid) == body["window"]["id"]
+        assert link == f"{s.url}/api/v1/models/churn/windows/{wid}/report"
+        assert link in report_links(s.slack)  # the same window's report as in Slack
+        status, _, page = get(link)
+        assert status == 200 and f"window id: <code>{body['window']['id']}</code>" in page.decode()
