@@ -11,11 +11,13 @@ and the prune removes the samples of deleted windows.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from storage.db import Store
 from storage.records import iso
@@ -36,6 +38,14 @@ class WindowSample:
     rows: int
     sample_rows: int
     payload: bytes
+
+
+def encode_sample(columns: dict[str, np.ndarray]) -> bytes:
+    """Columns as :func:`storage.reference_members.decode_columns` reads them, fast enough for
+    the consumer thread: float arrays go to orjson as they are (NaN becomes ``null``), text
+    columns must already be lists of ``str``/``None``; zlib level 1 (a sample is small)."""
+    out = {c: ({"f": a} if isinstance(a, np.ndarray) and a.dtype.kind == "f" else {"s": a}) for c, a in columns.items()}
+    return zlib.compress(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), 1)
 
 
 def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from monitor.config import ReportsConfig
 from monitor.windows.figures import WindowFigures
 from monitor.windows.model_windows import OpenWindow
-from storage.reference_members import encode_columns
-from storage.samples import EVENT_ID, WindowSample
+from storage.samples import EVENT_ID, WindowSample, encode_sample
 
 #: longest category value or event id kept in a sample (characters)
 MAX_TEXT = 200
@@ -52,15 +52,16 @@ def take_sample(
                 parts[c].append(chunk.columns[c][idx])
             parts[EVENT_ID].append(chunk.event_id[idx])
         start += size
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for c, arrays in parts.items():
         arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
-        if arr.dtype.kind != "f":
-            arr = np.array([None if v is None else str(v)[:MAX_TEXT] for v in arr.tolist()], dtype=object)
-        out[c] = arr
+        if arr.dtype.kind == "f":
+            out[c] = np.ascontiguousarray(arr, dtype=np.float64)
+        else:
+            out[c] = _texts(arr.tolist())
     return WindowSample(
         window_id=window_id, model=model, end=end, rows=n, sample_rows=int(picked.shape[0]),
-        payload=encode_columns(out),
+        payload=encode_sample(out),
     )
 
 
@@ -73,3 +74,14 @@ def finish_window(
         k = figs.record.key
         sample = take_sample(figs.record.id, k.model, k.end, w, columns, reports.sample_rows)
     return dataclasses.replace(figs, sample=sample, compute_seconds=seconds)
+
+
+def _texts(values: list[Any]) -> list[str | None]:
+    """``values`` (``str`` or ``None``, as the decoder gives them) with long ones cut; the
+    common case (all short strings) is checked in C, without a Python loop per value."""
+    try:
+        if max(map(len, filter(None, values)), default=0) <= MAX_TEXT:
+            return values
+    except TypeError:  # not all str: shown as text
+        pass
+    return [None if v is None else str(v)[:MAX_TEXT] for v in values]

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,9 +137,12 @@ def chromium(profile: Path, *, width: int = 1280, height: int = 900) -> Iterator
         raise FileNotFoundError("no chromium on the PATH (apt-get install chromium)")
     profile.mkdir(parents=True, exist_ok=True)
     log = open(profile / "chromium.log", "wb")  # noqa: SIM115 - closed below
+    # Chromium's own temp files (its singleton socket needs a short path) go to a folder of ours,
+    # removed when it has exited
+    tmp = tempfile.mkdtemp(prefix="dw-chromium-")
     proc = subprocess.Popen(
         [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": tmp},
     )
     ws = None
     try:
@@ -168,3 +172,4 @@ def chromium(profile: Path, *, width: int = 1280, height: int = 900) -> Iterator
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
