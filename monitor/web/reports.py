@@ -2,8 +2,10 @@
 
 A report compares the window's stored sample (``[reports] sample_rows`` of its rows)
 with the reference the window was judged against, through Evidently's
-``DataDriftPreset`` using, per column, the test driftwarden used (Evidently's name
-for it), and the share threshold the window was judged with. A banner at the top
+``DataDriftPreset`` over the features (so its share is over the same columns as
+driftwarden's) and ``ValueDrift`` for the prediction, using, per column, the test
+driftwarden used (Evidently's name for it), and the share threshold the window was
+judged with. A banner at the top
 shows driftwarden's own stored figures for the whole window (every row, the
 thresholds really used). Evidently recomputes on the sample, so its scores can
 differ a little from the stored ones; with ``thresholds = "calibrated"`` its
@@ -31,7 +33,7 @@ from __future__ import annotations
 import html
 import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +193,7 @@ def render(inputs: ReportInputs) -> str:
     """The report as one self-contained HTML document (Evidently's, with our banner on top)."""
     import pandas as pd  # noqa: PLC0415
     from evidently import DataDefinition, Dataset, Report  # noqa: PLC0415
+    from evidently.metrics import ValueDrift  # noqa: PLC0415
     from evidently.presets import DataDriftPreset  # noqa: PLC0415
 
     cols = [c for c in inputs.sample if c in inputs.reference]
@@ -213,8 +216,12 @@ def render(inputs: ReportInputs) -> str:
         elif f["metric"] == "drift_share" and f["column"] == DATASET and f.get("threshold") is not None:
             share = float(f["threshold"])
     definition: dict[str, Any] = {"numerical_columns": num, "categorical_columns": cat}
-    presets: list[Any] = [DataDriftPreset(columns=[names[c] for c in cols], drift_share=min(max(share, 0.0), 1.0),
+    # the dataset's share is over the features, as driftwarden's; the prediction on its own
+    predicted = {f["column"] for f in inputs.figures if f["metric"] == "prediction_drift"} & set(cols)
+    features = [names[c] for c in cols if c not in predicted]
+    presets: list[Any] = [DataDriftPreset(columns=features, drift_share=min(max(share, 0.0), 1.0),
                                           per_column_method=methods or None)]
+    presets += [ValueDrift(column=names[c], method=methods.get(names[c])) for c in sorted(predicted)]
     performance = _performance(inputs, names, cur, ref)
     if performance is not None:
         extra_definition, preset = performance
@@ -323,8 +330,3 @@ def _num(value: object) -> str:
         return f"{float(value):.4g}"  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return html.escape(str(value))
-
-
-def columns_of(figures: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The columns a window's drift figures name (for tests and the CLI's summary)."""
-    return sorted({str(f["column"]) for f in figures if f["metric"] == "drift_score"})

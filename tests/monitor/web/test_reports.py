@@ -76,8 +76,16 @@ def test_the_report_link_in_the_slack_alert_resolves_to_the_windows_report(seede
         assert "driftwarden · window report" in page and "300 rows; this report is made from a sample of 300 of them" in page
         for col in COLUMNS:
             assert f"<td>{col}</td>" in page  # our banner: the stored figure of every column
-            assert f'"{col}"' in page  # Evidently's own data: the column is in its report
+            assert f'"{col}"' in page or f"Drift in column '{col}'" in page  # and in Evidently's
         assert page.count("<script") > 3  # Evidently's report scripts came along
+        # the sample is the whole window here (300 rows <= 500): with the same tests and share,
+        # Evidently's verdict equals the stored one
+        from storage.windows import metric_value
+
+        drifted = metric_value(seeded.daemon.store, window_id, "drifted_columns")
+        share = metric_value(seeded.daemon.store, window_id, "drift_share")
+        assert drifted is not None and share is not None
+        assert f"Drift is detected for {share * 100:.1f}% of columns ({int(drifted)} out of 5)." in page
 
 
 def test_every_listed_window_names_its_report_and_segment_windows_have_one_too(seeded: Seeded) -> None:
