@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -333,8 +334,30 @@ class DeliveryWorker:
             )
             if parent is not None and r.parent_response is not None:
                 db.set_response(self.store, parent.id, r.parent_response, now)
-        if status == "dead":
-            log.warning("delivery %s to %s is dead: %s", d.id, d.notifier, error)
+        _log_outcome(d, status, attempts, nxt, error)
+
+
+#: control characters (C0, DEL, C1, line separators): a receiver's error text must not forge log lines
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _log_outcome(d: DeliveryRecord, status: str, attempts: int, nxt: datetime | None, error: str | None) -> None:
+    """One line per delivery attempt's outcome: INFO when sent or retried, WARNING when dead."""
+    shown = "" if error is None else _CONTROL.sub(" ", _cut(str(error)))
+    extra = {
+        "event": "delivery", "delivery_id": d.id, "notifier": d.notifier, "kind": d.kind,
+        "model": d.model, "status": status, "attempts": attempts, "error": shown or None,
+        "next_attempt_at": None if nxt is None else nxt.isoformat().replace("+00:00", "Z"),
+    }
+    if status == "sent":
+        log.info("delivery %s sent to %s (%s, attempt %d)", d.id, d.notifier, d.kind, attempts, extra=extra)
+    elif status == "pending":
+        log.info(
+            "delivery %s to %s failed (%s, attempt %d), retrying at %s: %s", d.id, d.notifier, d.kind,
+            attempts, extra["next_attempt_at"], shown, extra=extra,
+        )
+    else:
+        log.warning("delivery %s to %s is dead: %s", d.id, d.notifier, shown, extra=extra)
 
 
 def _number_or_none(value: Any) -> float | None:

@@ -246,6 +246,9 @@ class DaemonConfig(Strict):
     http_body_timeout: PositiveDuration = timedelta(seconds=60)
     #: HTTP: open connections at once; beyond it new ones get 503 and are closed
     http_max_connections: int = Field(default=100, ge=1)
+    #: HTTP: reads (dashboard, API, reports, /metrics) need the bearer token too;
+    #: /healthz and /readyz never do
+    protect_reads: bool = False
 
     @field_validator("http_listen")
     @classmethod
@@ -259,6 +262,12 @@ class DaemonConfig(Strict):
     @model_validator(mode="after")
     def _secrets(self) -> DaemonConfig:
         _secret_pair(self, "api_token")
+        if self.protect_reads and not (self.api_token_env or self.api_token_file):
+            raise _fail(
+                "protect_reads",
+                "expected daemon.api_token_env or daemon.api_token_file as well: reads would need a token"
+                " that is not configured",
+            )
         return self
 
     @property
@@ -1058,6 +1067,15 @@ class RetentionConfig(Strict):
         return self
 
 
+class ReportsConfig(Strict):
+    """Window samples kept for Evidently reports (see :mod:`storage.samples`)."""
+
+    #: rows of each closed window kept (a seeded random sample); 0 keeps none (no reports)
+    sample_rows: int = Field(default=2000, ge=0, le=100_000)
+    #: windows per model that keep their sample (the newest ones); 0 keeps none
+    sample_windows: int = Field(default=200, ge=0, le=1_000_000)
+
+
 class Config(Strict):
     daemon: DaemonConfig = DaemonConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -1067,6 +1085,7 @@ class Config(Strict):
     alerting: AlertingConfig = AlertingConfig()
     labels: LabelsConfig = LabelsConfig()
     retention: RetentionConfig = RetentionConfig()
+    reports: ReportsConfig = ReportsConfig()
     #: Resolved secrets by dotted path (``notifiers.slack.token``); filled by :func:`load_config`.
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
 

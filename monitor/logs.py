@@ -1,4 +1,10 @@
-"""Logging set-up: text or JSON lines, with every configured secret redacted."""
+"""Logging set-up: text or JSON lines, with every configured secret redacted.
+
+Structured fields: a line logged with ``extra={"event": "window_closed", "model": …}``
+keeps them as top-level keys in the JSON format (beside ``ts``, ``level``, ``logger``,
+``msg``, which they never overwrite); the text format shows the message only.
+Secrets are redacted from the message, tracebacks and every string in those fields.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+#: attributes every LogRecord has: anything else on a record came from ``extra=``
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra=`` fields of a record."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+
 
 class RedactingFilter(logging.Filter):
-    """Replaces every secret value in a record's final message with ``***``."""
+    """Replaces every secret value in a record's final message, its traceback and the
+    strings of its ``extra=`` fields with ``***``."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -26,7 +41,20 @@ class RedactingFilter(logging.Filter):
                 record.exc_info = None
             if record.stack_info:
                 record.stack_info = self.redact(record.stack_info)
+            for key, value in record_fields(record).items():
+                setattr(record, key, self._redact_value(value))
         return True
+
+    def _redact_value(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if depth > 5:
+            return value
+        if isinstance(value, Mapping):
+            return {self.redact(str(k)): self._redact_value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_value(v, depth + 1) for v in value]
+        return value
 
     def redact(self, text: str) -> str:
         for s in self.secrets:
@@ -46,7 +74,9 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             out["exc"] = record.exc_text
-        return json.dumps(out)
+        for key, value in record_fields(record).items():
+            out.setdefault(key, value)
+        return json.dumps(out, default=str)
 
 
 def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = None) -> None:

@@ -6,6 +6,9 @@ with a ``Z`` suffix (millisecond precision) in SQLite.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +30,40 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+_URL_ID = re.compile(r"[A-Za-z0-9_-]+")
+#: longest URL-safe window id accepted (characters): a window id is five short fields
+MAX_URL_ID = 2048
+
+
+def window_url_id(window_id: str) -> str:
+    """A window id as one URL path segment: base64url (RFC 4648 section 5) of its UTF-8
+    bytes, without ``=`` padding. Only ``A-Z a-z 0-9 - _``: no ``|``, ``/``, ``%`` or
+    space, so it survives Slack's ``<url|label>`` links, proxies and path routing.
+
+    ``churn|v12||2026-11-23T14:00:00.000Z|…`` → ``Y2h1cm58djEyfHwyMDI2…``; decode with
+    :func:`window_id_from_url` (or ``base64.urlsafe_b64decode`` after re-padding).
+    """
+    return base64.urlsafe_b64encode(window_id.encode()).decode("ascii").rstrip("=")
+
+
+def window_id_from_url(text: str) -> str:
+    """The window id a :func:`window_url_id` stands for; ``ValueError`` when ``text`` is
+    not one (wrong alphabet, length, not UTF-8, or longer than :data:`MAX_URL_ID`)."""
+    if not text or len(text) > MAX_URL_ID or len(text) % 4 == 1:
+        raise ValueError("not a window id")
+    if not _URL_ID.fullmatch(text):
+        raise ValueError("not a window id")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a window id") from None
+    # one encoding per id: a text with stray bits in its last character is not ours
+    if window_url_id(decoded) != text or decoded.count("|") < 4:
+        raise ValueError("not a window id")
+    return decoded
+
+
 @dataclass(frozen=True, slots=True)
 class WindowKey:
     """A window's deterministic identity: writing the same key twice replaces it.
@@ -46,6 +83,11 @@ class WindowKey:
     def id(self) -> str:
         """Stable text id: ``model|version|segment|start|end``."""
         return f"{self.model}|{self.version}|{self.segment}|{self.start}|{self.end}"
+
+    @property
+    def url_id(self) -> str:
+        """The id as one URL path segment (:func:`window_url_id`)."""
+        return window_url_id(self.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,11 @@ alerts' retention), deliveries by ``created_at``, dead letters by
 ``dead_letter_totals`` is never pruned). A retention of ``None`` keeps a table
 forever.
 
+Window samples (``window_samples``, for reports) are bounded by count, not age:
+the newest ``window_samples`` per model stay (:func:`trim_window_samples`, also
+called by the flush that writes one, so the bound holds between prunes); a
+sample goes with its window, and one whose window is gone is deleted.
+
 After a prune, free pages are given back to the file system
 (``PRAGMA incremental_vacuum``, in chunks) and the WAL is checkpointed and
 truncated.
@@ -78,6 +83,8 @@ class RetentionPolicy:
     deliveries: timedelta | None = timedelta(days=30)
     dead_letters: timedelta | None = timedelta(days=14)
     references_dir: Path | None = None
+    #: window samples kept per model (newest windows first); None: no count bound
+    window_samples: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("windows", "metrics", "alerts", "deliveries", "dead_letters"):
@@ -86,6 +93,8 @@ class RetentionPolicy:
                 raise ValueError(f"{name}: expected a positive retention or None, got {value}")
         if self.windows is not None and (self.metrics is None or self.metrics > self.windows):
             raise ValueError("metrics: figures cannot be kept longer than their windows")
+        if self.window_samples is not None and self.window_samples < 0:
+            raise ValueError(f"window_samples: expected a count >= 0 or None, got {self.window_samples}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +207,13 @@ class Pruner:
                 rows["alerts"] = self._alerts(cut)
                 rows["silences"] = self._silences(cut)
             if p.windows is not None:
-                n_windows, n_metrics = self._windows(iso(started - p.windows))
+                n_windows, n_metrics, n_samples = self._windows(iso(started - p.windows))
                 rows["windows"] = n_windows
                 rows["metrics"] = n_metrics
+                rows["window_samples"] = n_samples
             if p.metrics is not None and p.metrics != p.windows:
                 rows["metrics"] = rows.get("metrics", 0) + self._metrics(iso(started - p.metrics))
+            rows["window_samples"] = rows.get("window_samples", 0) + self._samples()
             rows["references"], files = self._references(started)
             if p.dead_letters is not None:
                 cut = iso(started - p.dead_letters)
@@ -308,25 +319,25 @@ class Pruner:
             "silences", lambda n: self._rows(sql, (cut, n)), lambda keys: self._delete_rowids("silences", keys)
         )
 
-    def _windows(self, cut: str) -> tuple[int, int]:
-        """Windows stored before ``cut`` with all their figures; returns (windows, metrics)."""
+    def _windows(self, cut: str) -> tuple[int, int, int]:
+        """Windows stored before ``cut`` with all their figures and samples; returns
+        (windows, metrics, samples)."""
         sql = (
             f"SELECT rowid, id FROM windows WHERE computed_at < ? AND id NOT IN ({_LIVE_ALERT_WINDOWS})"
             " ORDER BY computed_at LIMIT ?"
         )
-        metrics = 0
+        metrics = samples = 0
 
         def delete(keys: Sequence[Sequence[Any]]) -> int:
-            nonlocal metrics
+            nonlocal metrics, samples
             marks = ",".join("?" for _ in keys)
-            cur = self.store.execute(
-                f"DELETE FROM metrics WHERE window_id IN ({marks})", [k[1] for k in keys]
-            )
-            metrics += cur.rowcount
+            ids = [k[1] for k in keys]
+            metrics += self.store.execute(f"DELETE FROM metrics WHERE window_id IN ({marks})", ids).rowcount
+            samples += self.store.execute(f"DELETE FROM window_samples WHERE window_id IN ({marks})", ids).rowcount
             return self._delete_rowids("windows", keys)
 
         windows = self._drain("windows", lambda n: self._rows(sql, (cut, n)), delete)
-        return windows, metrics
+        return windows, metrics, samples
 
     def _metrics(self, cut: str) -> int:
         """Figures of windows stored before ``cut`` (the windows stay: ``metrics`` < ``windows``).
@@ -357,6 +368,28 @@ class Pruner:
             ).rowcount
 
         return self._drain("metrics", pick, delete)
+
+    def _samples(self) -> int:
+        """Samples whose window is gone, then each model's beyond ``window_samples``."""
+        orphans = (
+            "SELECT s.rowid FROM window_samples s WHERE NOT EXISTS"
+            " (SELECT 1 FROM windows w WHERE w.id = s.window_id) LIMIT ?"
+        )
+        n = self._drain(
+            "window_samples", lambda k: self._rows(orphans, (k,)),
+            lambda keys: self._delete_rowids("window_samples", keys),
+        )
+        keep = self.policy.window_samples
+        if keep is None:
+            return n
+        with self.store.transaction():
+            models = [r[0] for r in self._rows("SELECT DISTINCT model FROM window_samples", ())]
+        for model in models:
+            if self._stop.is_set():
+                break
+            with self.store.transaction():
+                n += trim_window_samples(self.store, model, keep)
+        return n
 
     def _references(self, now: datetime) -> tuple[int, int]:
         """Reference rows no longer in force and judged against by no stored window,
@@ -439,3 +472,17 @@ class Pruner:
             log.warning("retention: %s", exc)
             done = False
         return freed, done
+
+
+def trim_window_samples(store: Store, model: str, keep: int) -> int:
+    """Delete ``model``'s window samples beyond the newest ``keep`` (by window end, then id).
+
+    Cheap enough for every flush: it walks the ``(model, "end")`` index over at most
+    ``keep`` + the new rows. Returns how many were deleted.
+    """
+    cur = store.execute(
+        "DELETE FROM window_samples WHERE model = ? AND window_id NOT IN (SELECT window_id FROM"
+        ' window_samples WHERE model = ? ORDER BY "end" DESC, window_id DESC LIMIT ?)',
+        (model, model, max(int(keep), 0)),
+    )
+    return cur.rowcount

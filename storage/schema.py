@@ -204,4 +204,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             'CREATE INDEX IF NOT EXISTS reference_members_end ON reference_members (model, version, segment, "end")',
         ],
     ),
+    (
+        6,
+        "reports: a bounded sample of each recent window's rows; newest window per version",
+        [
+            # the rows of window_id (cut to reports.sample_rows, chosen at random with a seed
+            # from the id), kept for the newest reports.sample_windows windows per model
+            """CREATE TABLE IF NOT EXISTS window_samples (
+                window_id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,
+                "end" TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                sample_rows INTEGER NOT NULL,
+                payload BLOB NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            'CREATE INDEX IF NOT EXISTS window_samples_model_end ON window_samples (model, "end")',
+            # /metrics: the newest window of each (model, segment, version)
+            'CREATE INDEX IF NOT EXISTS windows_latest ON windows (model, segment, version, "end")',
+            # the newest windows of every model (`driftwarden windows`, the API)
+            'CREATE INDEX IF NOT EXISTS windows_end ON windows ("end")',
+        ],
+    ),
 ]

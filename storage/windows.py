@@ -80,25 +80,31 @@ def windows_with_verdicts(
     Newest first unless ``oldest_first``; the API, the CLI and the demo all list here.
     """
     where, params = [], []
-    for cond, value in (("w.model = ?", model), ("w.segment = ?", segment), ('w."end" >= ?', since),
-                        ("w.status = ?", status)):
+    for cond, value in (("model = ?", model), ("segment = ?", segment), ('"end" >= ?', since),
+                        ("status = ?", status)):
         if value is not None:
             where.append(cond)
             params.append(value)
     if drifted is not None:
-        where.append("COALESCE(m.drifted, 0) = ?")
+        # the verdict lives in metrics: filter on it inside the window query
+        where.append(
+            "COALESCE((SELECT drifted FROM metrics v WHERE v.window_id = windows.id AND v.metric = 'drift_share'"
+            " AND v.\"column\" = ''), 0) = ?"
+        )
         params.append(int(drifted))
+    direction = "" if oldest_first else " DESC"
+    order = f'"end"{direction}, model, version, segment'
+    # the newest windows first, then their verdicts: the join runs for `limit` rows, not all
+    inner = "SELECT * FROM windows" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    if limit:
+        inner += " LIMIT ?"
+        params.append(int(limit))
     sql = (
         "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift"
-        " FROM windows w LEFT JOIN metrics m "
-        "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + (' ORDER BY w."end", w.model, w.version, w.segment' if oldest_first
-           else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
+        f" FROM ({inner}) w LEFT JOIN metrics m"
+        " ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        f' ORDER BY w."end"{direction}, w.model, w.version, w.segment'
     )
-    if limit:
-        sql += " LIMIT ?"
-        params.append(int(limit))
     rows = store.query(sql, params)
     for r in rows:
         r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])

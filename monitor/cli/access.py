@@ -39,6 +39,18 @@ def state_dir_of(config: Path | None, state_dir: Path | None) -> Path:
         raise CliError(str(exc), 2) from None
 
 
+def config_of(config: Path | None) -> Any | None:
+    """The loaded config when ``-c`` was given, else None; a bad config is a :class:`CliError`."""
+    if config is None:
+        return None
+    from monitor.config import load_config  # noqa: PLC0415
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+
+
 def latest_schema() -> int:
     from storage.schema import MIGRATIONS  # noqa: PLC0415
 

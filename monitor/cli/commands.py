@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.access import CliError, check_choice, open_store, parse_since
+from monitor.cli.access import CliError, check_choice, config_of, open_store, parse_since
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", envvar="DRIFTWARDEN_CONFIG", help="The TOML config file.")
@@ -255,6 +255,27 @@ def silence_expire(
         expire(store, silence_id, echo=_echo)
 
 
+def report(
+    window: Annotated[str, typer.Option(
+        "--window", help="The window: its ref or id as `windows` lists it, or the URL-safe id of a report link.")],
+    out: Annotated[Path, typer.Option("--out", help="Write the HTML report to this file (mode 0600).")],
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Evidently HTML report of a stored window, from the sample of its rows kept at close."""
+    from monitor.cli.report import write_report  # noqa: PLC0415
+    from storage.oncall import find_window  # noqa: PLC0415
+
+    cfg = _options(lambda: config_of(config))
+    with _store(config, state_dir) as store:
+        found = find_window(store, window)
+        if len(found) > 1:
+            raise CliError(f'"{window}" matches {len(found)} windows: give more characters of the ref, or the id')
+        code = write_report(store, found[0]["id"] if found else window, out, model=model, config=cfg, echo=typer.echo)
+    raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     """Add the on-call commands to the ``driftwarden`` app."""
     app.add_typer(windows_app, name="windows")
@@ -264,3 +285,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(silence_app, name="silence")
     app.command()(status)
     app.command()(migrate)
+    app.command()(report)

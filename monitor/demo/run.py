@@ -173,6 +173,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         seen_alerts: set[tuple[str, str]] = set()
         seen_deliveries: set[str] = set()
         first_alert_at = None
+        first_drifted: str | None = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for w in windows_with_verdicts(reader, segment="", oldest_first=True):
@@ -180,6 +181,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                     continue
                 seen_windows.add(w["id"])
                 cols = drifted_columns(reader, w["id"])
+                if w["dataset_drift"] and first_drifted is None:
+                    first_drifted = w["id"]
                 verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
                 cols_txt = escape(", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-")
                 share = w["drift_share"] if w["drift_share"] is not None else float("nan")
@@ -224,6 +227,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         if first_alert_at is not None:
             console.print(f"  first alert after {first_alert_at:.1f}s; total {time.monotonic() - t0:.1f}s")
         console.print(f"\n  inspect: driftwarden windows --state-dir {state_dir}   |   driftwarden alerts --state-dir {state_dir}")
+        if first_drifted is not None:
+            console.print(escape(f"  report:  driftwarden report --state-dir {state_dir} --window '{first_drifted}' --out report.html"))
         reader.close()
         return 0 if ok else 1
     finally:

@@ -26,8 +26,10 @@ from monitor.config import (
     SlackNotifierConfig,
     WebhookNotifierConfig,
 )
+from monitor.service.telemetry import log_transitions
 from monitor.windows.figures import WindowFigures
 from storage.db import Store
+from storage.records import window_url_id
 
 log = logging.getLogger("driftwarden.alerting")
 
@@ -115,6 +117,8 @@ class Alerting:
         self._deliver_lock = threading.Lock()
         #: set when a window caused transitions: deliveries to send after the commit
         self._wake = threading.Event()
+        #: transitions of the flush in progress, logged once it commits
+        self._uncommitted: list[Any] = []
 
     def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
         base = self.config.daemon.base_url
@@ -130,7 +134,7 @@ class Alerting:
             },
             links={
                 "api": f"{base}/api/v1/models/{model.name}/windows?metrics=1",
-                "report": f"{base}/api/v1/models/{model.name}/windows/{rec.id}/report",
+                "report": f"{base}/api/v1/models/{model.name}/windows/{window_url_id(rec.id)}/report",
             },
             callback=f"{base}/api/v1/models/{model.name}/references",
             rows=rec.rows,
@@ -143,12 +147,22 @@ class Alerting:
         for t in transitions:
             self.on_event("transition", {"transition": t})
         if transitions:
+            self._uncommitted.extend(transitions)
             self._wake.set()
 
+    def forget_uncommitted(self) -> None:
+        """The flush failed (rolled back): its transitions did not happen; they are made
+        again when the flush is retried."""
+        self._uncommitted.clear()
+        self._wake.clear()
+
     def deliver_after_commit(self) -> None:
-        """Called right after the flush transaction commits: if a window changed an
-        alert's state, its notifications are in the outbox now; start sending them
-        at once instead of waiting for the next scheduler run (alert latency)."""
+        """Called right after the flush transaction commits: log the alert transitions it
+        made, and if there were any, their notifications are in the outbox now; start
+        sending them at once instead of waiting for the next scheduler run (alert latency)."""
+        if self._uncommitted:
+            done, self._uncommitted = self._uncommitted, []
+            log_transitions(done)
         if self._wake.is_set():
             self._wake.clear()
             self.deliver_due()
@@ -185,9 +199,11 @@ class Alerting:
 
     def tick(self) -> None:
         try:
-            self.engine.on_tick(self.clock())
+            transitions = self.engine.on_tick(self.clock())
         except Exception as exc:  # noqa: BLE001
             log.error("alert tick failed: %s", exc)
+            return
+        log_transitions(transitions)
 
     def silence(self, **kwargs: Any) -> str:
         return self.engine.silence(**kwargs)

@@ -35,6 +35,7 @@ from monitor.config import Config
 from monitor.service.pipeline import Pipeline
 from monitor.service.retention import RetentionJob, dead_letter_cap, switch_to_incremental_vacuum
 from monitor.service.systemd import SystemdNotifier
+from monitor.service.telemetry import consumer_lag, log_shutdown, log_startup, package_version
 from storage.db import StorageError, Store
 from storage.state_dir import secure_state_dir
 
@@ -140,8 +141,15 @@ class Daemon:
         log.error("drain did not finish within daemon.shutdown_timeout: exiting now")
         os._exit(1)
 
+    def consumer_lag(self) -> dict[int, int]:
+        """Messages behind the newest known offset, per assigned partition (``/metrics``)."""
+        return consumer_lag(self._consumer, self.pipeline.positions, self.config.kafka.predictions_topic)
+
     def run(self) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
+
+        started = time.monotonic()
+        log_startup(self, version=package_version(), resumed_partitions=len(self._resume))
 
         sched = BackgroundScheduler(timezone="UTC")
         sched.add_job(self._tick_due.set, "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="tick")
@@ -165,6 +173,7 @@ class Daemon:
             self._consume()
         finally:
             self._shutdown()
+            log_shutdown(self, uptime_s=time.monotonic() - started)
         return 0
 
     def _consume(self) -> None:
@@ -355,6 +364,7 @@ class Daemon:
         try:
             offsets = self.pipeline.flush()
         except StorageError as exc:
+            self.alerting.forget_uncommitted()
             if self._storage_error != str(exc):
                 log.error("storage: %s; consumption paused until it clears", exc)
             self._storage_error = str(exc)
@@ -376,6 +386,7 @@ class Daemon:
         try:
             self.pipeline.flush()
         except StorageError as exc:
+            self.alerting.forget_uncommitted()
             log.error("storage: %s; not committing on rebalance", exc)
             self._storage_error = str(exc)
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
+from monitor.service.telemetry import ComputeHistogram, log_windows_stored
 from monitor.windows.figures import (
     PreparedModel,
     WindowFigures,
@@ -30,9 +32,11 @@ from monitor.windows.figures import (
     window_key,
 )
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
+from monitor.windows.sample import finish_window
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.references import latest_reference, register_reference
+from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
 from storage.windows import add_late_rows, write_window
 
@@ -69,9 +73,12 @@ class PipelineStats:
     dead_letters: dict[str, int] = field(default_factory=dict)
     #: windows stored with status ``error`` (their figures raised)
     window_errors: int = 0
+    #: seconds spent on each window's figures, per model
+    compute: ComputeHistogram = field(default_factory=ComputeHistogram)
 
     def copy(self) -> PipelineStats:
-        return PipelineStats(self.rows, self.windows_closed, self.late_rows, dict(self.dead_letters), self.window_errors)
+        return PipelineStats(self.rows, self.windows_closed, self.late_rows, dict(self.dead_letters), self.window_errors,
+                             self.compute.copy())
 
 
 @dataclass
@@ -299,6 +306,7 @@ class Pipeline:
     def _collect(self, rt: ModelRuntime, closed: list[OpenWindow], now: datetime) -> None:
         by = rt.config.window.by
         for w in closed:
+            t0 = time.perf_counter()
             try:
                 figs = judge_window(rt, w, now)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
@@ -306,6 +314,9 @@ class Pipeline:
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
                           figs.record.id, exc_info=exc)
                 self.stats.window_errors += 1
+            figs = finish_window(figs, w, [*rt.schema.features, rt.config.prediction], self.config.reports,
+                                 time.perf_counter() - t0)
+            self.stats.compute.observe(rt.config.name, figs.compute_seconds)
             self._closed.append((rt, figs))
             self.stats.windows_closed += 1
 
@@ -339,6 +350,7 @@ class Pipeline:
         for rt in self.models.values():
             assert rt.references is not None
             rt.references.committed()
+        log_windows_stored(figs for _, figs in self._closed)
         self._closed.clear()
         self._dead.clear()
         self._late.clear()
@@ -358,6 +370,8 @@ class Pipeline:
         try:
             with self.store.transaction():
                 write_window(self.store, figs.record, figs.metrics)
+                if figs.sample is not None:
+                    keep_window_sample(self.store, figs.sample, keep=self.config.reports.sample_windows, now=figs.record.computed_at)
                 if self.on_window is not None:
                     self.on_window(figs, rt.config)
         except StorageError:

@@ -27,6 +27,7 @@ def retention_policy(config: Config) -> RetentionPolicy:
     return RetentionPolicy(
         windows=r.windows, metrics=r.metrics, alerts=r.alerts, deliveries=r.deliveries,
         dead_letters=r.dead_letters, references_dir=Path(config.daemon.state_dir) / "references",
+        window_samples=config.reports.sample_windows,
     )  # fmt: skip
 
 

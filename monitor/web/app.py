@@ -1,7 +1,9 @@
 """The HTTP API as a litestar application (served by uvicorn, see ``monitor.web.server``).
 
-GET  /healthz, /readyz, /metrics (Prometheus exposition), /api/v1/models,
+GET  / (the dashboard page, ``?model=``), /static/NAME (its script, styles, uPlot),
+     /healthz, /readyz, /metrics (Prometheus exposition), /api/v1/models,
      /api/v1/models/{m}/windows[?segment=&limit=&metrics=1],
+     /api/v1/models/{m}/windows/{id}/report (Evidently HTML; id: ``storage.records.window_url_id``),
      /api/v1/alerts[?state=&model=&rule=&limit=], /api/v1/silences[?limit=]
 POST /api/v1/models/{m}/references?version=v13   body: CSV (text/csv) or Parquet
 POST /api/v1/silences   JSON {"model", "rule", "until" | "duration", "comment", "created_by"}
@@ -10,7 +12,8 @@ Store reads and writes run in worker threads (``asyncio.to_thread``: a bounded
 pool), never on the event loop. Mutations need ``Authorization: Bearer
 <daemon.api_token>``, checked before a byte of the body is read (constant-time
 compare); without a configured token they are refused (403), so an
-unauthenticated daemon is read-only.
+unauthenticated daemon is read-only. With ``daemon.protect_reads`` every read but
+``/healthz``, ``/readyz`` and ``/static/`` needs the token too.
 
 Every error is ``{"error": "<short message>"}`` with a 4xx status for a client's
 mistake (never a traceback, exception text or path); an unexpected failure is a
@@ -30,6 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
@@ -39,6 +43,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 
 from monitor.web.metrics import DaemonMetrics
+from monitor.web.report_route import ReportRenderer
 from monitor.web.requests import (
     ApiError,
     clamp_limit,
@@ -100,8 +105,19 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
     token = _daemon(connection).config.secret("daemon.api_token")
     if not token:
         raise ApiError(403, "mutations are disabled: set daemon.api_token_env or daemon.api_token_file")
+    _check_bearer(connection, token)
+
+
+def require_read_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of every read: a no-op unless ``daemon.protect_reads`` (which requires a token)."""
+    d = _daemon(connection).config
+    if d.daemon.protect_reads:
+        _check_bearer(connection, d.secret("daemon.api_token") or "")
+
+
+def _check_bearer(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
     got = connection.headers.get("authorization", "")
-    if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
+    if not token or not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
         raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
@@ -121,14 +137,14 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200 if ready else 503, body)
 
 
-@get("/metrics")
+@get("/metrics", guards=[require_read_token])
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     m: DaemonMetrics = request.app.state.metrics
     data, ctype = await asyncio.to_thread(m.exposition)
     return Response(content=data, status_code=200, media_type=ctype)
 
 
-@get("/api/v1/models")
+@get("/api/v1/models", guards=[require_read_token])
 async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
     out = []
     for name, rt in _daemon(request).pipeline.models.items():
@@ -141,8 +157,9 @@ async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"models": out})
 
 
-@get("/api/v1/models/{model:str}/windows")
+@get("/api/v1/models/{model:str}/windows", guards=[require_read_token])
 async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from storage.records import window_url_id  # noqa: PLC0415
     from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
 
     d, model = _daemon(request), request.path_params["model"]
@@ -153,6 +170,9 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     def read() -> list[dict[str, Any]]:
         rows = windows_with_verdicts(d.store, model=model, segment=segment, limit=limit)
+        for r in rows:
+            r["url_id"] = window_url_id(r["id"])
+            r["report"] = f"/api/v1/models/{model}/windows/{r['url_id']}/report"
         if with_metrics:
             for r in rows:
                 r["metrics"] = window_metrics(d.store, r["id"])
@@ -161,7 +181,7 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"windows": await asyncio.to_thread(read)})
 
 
-@get("/api/v1/alerts")
+@get("/api/v1/alerts", guards=[require_read_token])
 async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.alerts import list_alerts  # noqa: PLC0415
 
@@ -173,13 +193,56 @@ async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"alerts": rows})
 
 
-@get("/api/v1/silences")
+@get("/api/v1/silences", guards=[require_read_token])
 async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.alerts import list_silences  # noqa: PLC0415
 
     limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
     rows = (await asyncio.to_thread(list_silences, _daemon(request).store))[:limit]
     return _json(200, {"silences": [asdict(s) for s in rows]})
+
+
+# -- the dashboard and reports ------------------------------------------------------------
+
+#: files served under /static/ (read once) and their types
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_STATIC_DIR = Path(__file__).parent / "static"
+HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    return {p.name: (p.read_bytes(), STATIC_TYPES[p.suffix]) for p in _STATIC_DIR.iterdir() if p.suffix in STATIC_TYPES}
+
+
+@get("/", guards=[require_read_token])
+async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from monitor.web import dashboard as page  # noqa: PLC0415
+
+    d = _daemon(request)
+    model = _query(request, "model")
+    if model is not None and model not in d.pipeline.models:
+        raise ApiError(404, f"unknown model {model[:100]}")
+    data = await asyncio.to_thread(page.gather, d, model)
+    body = page.render(data).encode()
+    return Response(content=body, status_code=200, media_type="text/html; charset=utf-8",
+                    headers={**HTML_HEADERS, "Content-Security-Policy": page.CSP})
+
+
+@get("/static/{name:str}")
+async def static(request: Request[Any, Any, Any]) -> Response[bytes]:
+    files: dict[str, tuple[bytes, str]] = request.app.state.static
+    got = files.get(request.path_params["name"])
+    if got is None:
+        raise ApiError(404, "no such file")
+    return Response(content=got[0], status_code=200, media_type=got[1],
+                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"})
+
+
+@get("/api/v1/models/{model:str}/windows/{wid:str}/report", guards=[require_read_token])
+async def report(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from monitor.web.report_route import render_report  # noqa: PLC0415
+
+    return await render_report(request, _daemon(request), request.path_params["model"], request.path_params["wid"])
 
 
 # -- mutations -----------------------------------------------------------------------------
@@ -223,9 +286,10 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
     """The ASGI application for one daemon (routes above, errors as JSON, bodies guarded)."""
     app = Litestar(
         route_handlers=[healthz, readyz, metrics, models, windows, alerts, silences, add_silence,
-                        register_reference],
+                        register_reference, dashboard, static, report],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
-        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": threading.Lock()}),
+        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": threading.Lock(),
+                     "static": _static_files(), "reports": ReportRenderer()}),
         openapi_config=None,
         logging_config=None,
         debug=False,

@@ -1,7 +1,16 @@
-"""Prometheus exposition for one daemon, from its own registry (never the global one)."""
+"""Prometheus exposition for one daemon, from its own registry (never the global one).
+
+Names follow Prometheus' conventions (``_total`` counters, ``_seconds`` and ``_bytes``
+units, ``_info`` for build facts). Label values are bounded: models, columns,
+notifiers from the config; versions by the stream's caps; reasons are our codes;
+partitions by the topic. The registry also holds the process, platform and GC
+collectors (``process_*``, ``python_*``). The drift gauges: :mod:`monitor.web.drift_metrics`.
+"""
 
 from __future__ import annotations
 
+import platform
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -10,11 +19,19 @@ if TYPE_CHECKING:
 
 class DaemonMetrics:
     def __init__(self, daemon: DaemonView) -> None:
-        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+        from prometheus_client import (  # noqa: PLC0415
+            CollectorRegistry,  # noqa: PLC0415
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.daemon = daemon
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def describe(self) -> list[Any]:
         return []
@@ -31,8 +48,9 @@ class DaemonMetrics:
         for reason, n in sorted(st.dead_letters.items()):
             dl.add_metric([reason], n)
         yield dl
-        late = CounterMetricFamily("driftwarden_late_rows", "Rows that arrived after their window closed", labels=[])
-        late.add_metric([], st.late_rows)
+        late = CounterMetricFamily("driftwarden_late_rows", "Rows that arrived after their window closed", labels=["model"])
+        for name, rt in d.pipeline.models.items():
+            late.add_metric([name], rt.windows.late_total)
         yield late
         closed = CounterMetricFamily("driftwarden_windows_closed", "Windows closed and stored", labels=[])
         closed.add_metric([], st.windows_closed)
@@ -59,6 +77,7 @@ class DaemonMetrics:
             if rt.windows.max_ts is not None:
                 wm.add_metric([name], rt.windows.watermark / 1000)
         yield wm
+        yield from self._observability()
         from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
 
         deliveries = GaugeMetricFamily(
@@ -72,6 +91,33 @@ class DaemonMetrics:
             alerts.add_metric([state, severity], n)
         yield alerts
         yield from self._storage()
+
+    def _observability(self) -> Any:
+        """Build facts, the window compute-time histogram, consumer lag, drift gauges."""
+        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily  # noqa: PLC0415
+
+        from monitor.web.drift_metrics import drift_families  # noqa: PLC0415
+
+        d = self.daemon
+        info = GaugeMetricFamily("driftwarden_build_info", "driftwarden's version and Python's (always 1)", labels=["version", "python"])
+        info.add_metric([_version(), platform.python_version()], 1.0)
+        yield info
+        compute = HistogramMetricFamily(
+            "driftwarden_window_compute_seconds", "Seconds spent computing a closed window's figures", labels=["model"]
+        )
+        for model, (buckets, total) in sorted(d.pipeline.stats.compute.snapshot().items()):
+            compute.add_metric([model], buckets, total)
+        yield compute
+        lag = GaugeMetricFamily(
+            "driftwarden_consumer_lag_messages",
+            "Messages of the predictions topic not consumed yet, per assigned partition (from the last fetch)",
+            labels=["topic", "partition"],
+        )
+        topic = d.config.kafka.predictions_topic
+        for partition, n in sorted(d.consumer_lag().items()):
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+        yield from drift_families(d.store, list(d.pipeline.models))
 
     def _storage(self) -> Any:
         """Retention and dead-letter volume: what was pruned, dropped, and the file size."""
@@ -118,3 +164,13 @@ class DaemonMetrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("driftwarden")
+    except PackageNotFoundError:
+        return "0+unknown"

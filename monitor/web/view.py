@@ -31,3 +31,7 @@ class DaemonView(Protocol):
 
     @property
     def storage_error(self) -> str | None: ...
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Messages not consumed yet per assigned partition of the predictions topic."""
+        ...

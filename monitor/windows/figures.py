@@ -35,6 +35,7 @@ from monitor.ingest.schema import ModelSchema
 from monitor.references.load import ReferenceData
 from monitor.windows.model_windows import OpenWindow
 from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso
+from storage.samples import WindowSample
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,10 @@ class WindowFigures:
     top_drifted: list[tuple[str, str, float]] = field(default_factory=list)
     ts_range: tuple[str, str] | None = None
     reference_metrics: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: a bounded sample of the window's rows, stored for reports (None: none kept)
+    sample: WindowSample | None = None
+    #: seconds it took to compute the figures (logged, and a /metrics histogram)
+    compute_seconds: float = 0.0
 
 
 def window_key(model: str, by: str, w: OpenWindow) -> WindowKey:

@@ -130,6 +130,22 @@ CASES: list[tuple[str, str, str, str]] = [
         '[[rules]]\nname = "r"\nmetric = "drift_share"\ndetector = "ewma"\n',
         'rules[0].detector.type: expected "cusum" or "page_hinkley", got "ewma"',
     ),
+    # reads behind the token, window samples
+    (
+        "protect-reads-without-token",
+        "",
+        "[daemon]\nprotect_reads = true\n",
+        "daemon.protect_reads: expected daemon.api_token_env or daemon.api_token_file as well: reads"
+        " would need a token that is not configured",
+    ),
+    ("sample-rows-negative", "", "[reports]\nsample_rows = -1\n", "reports.sample_rows: expected a number >= 0, got -1"),
+    (
+        "sample-rows-huge",
+        "",
+        "[reports]\nsample_rows = 1000000\n",
+        "reports.sample_rows: expected a number <= 100000, got 1000000",
+    ),
+    ("sample-windows-text", "", '[reports]\nsample_windows = "all"\n', 'reports.sample_windows: expected an integer, got "all"'),
     # unknown keys
     ("unknown-key-close", "", "[deamon]\n", 'deamon: unknown key; did you mean "daemon"?'),
     (
@@ -138,7 +154,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "[daemon]\ncolour = 1\n",
         "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
         "http_body_timeout, http_idle_timeout, http_listen, http_max_connections, log_format, "
-        "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, public_url, "
+        "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, protect_reads, public_url, "
         "shutdown_timeout, sqlite_synchronous, state_dir, tick_interval",
     ),
     (
@@ -1126,6 +1142,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "kafka": cfgmod.KafkaConfig,
     "labels": cfgmod.LabelsConfig,
     "retention": cfgmod.RetentionConfig,
+    "reports": cfgmod.ReportsConfig,
     "alerting": cfgmod.AlertingConfig,
     "models": cfgmod.ModelConfig,
     "models.fields": cfgmod.FieldMap,

@@ -52,3 +52,28 @@ def test_secrets_added_by_a_reload_are_redacted_too() -> None:
     finally:
         root.handlers[:] = saved
         root.setLevel(level)
+
+
+def test_json_lines_keep_extra_fields_and_redact_them() -> None:
+    import json
+
+    log, out = _logger(JsonFormatter())
+    log.setLevel(logging.INFO)
+    log.info("window closed: model=%s", "churn", extra={
+        "event": "window_closed", "model": "churn", "rows": 300, "drift_share": 0.6,
+        "drifted_columns": [{"column": "age", "score": 0.8}], "error": f"auth {SECRET}",
+        "nested": {"token": SECRET, "list": [SECRET, 1]}, "level": "cannot overwrite", "logger": "nor this",
+    })
+    doc = json.loads(out.getvalue())
+    assert doc["msg"] == "window closed: model=churn" and doc["level"] == "info" and doc["logger"].startswith("redact-")
+    assert (doc["event"], doc["model"], doc["rows"], doc["drift_share"]) == ("window_closed", "churn", 300, 0.6)
+    assert doc["drifted_columns"] == [{"column": "age", "score": 0.8}]
+    assert doc["error"] == "auth ***" and doc["nested"] == {"token": "***", "list": ["***", 1]}
+    assert SECRET not in out.getvalue()
+
+
+def test_text_lines_show_the_message_only() -> None:
+    log, out = _logger(logging.Formatter("%(levelname)s %(message)s"))
+    log.setLevel(logging.INFO)
+    log.info("window closed", extra={"event": "window_closed", "model": "churn"})
+    assert out.getvalue() == "INFO window closed\n"

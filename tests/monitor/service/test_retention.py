@@ -74,7 +74,7 @@ def test_every_retention_key_reaches_the_prune_and_the_store(tmp_path: Path) -> 
     extra = (
         '[retention]\nwindows = "9d"\nmetrics = "8d"\nalerts = "7d"\ndeliveries = "forever"\n'
         'dead_letters = "5h"\nprune_interval = "4m"\ndead_letters_per_minute = 3\n'
-        "dead_letter_payloads_per_minute = 2\n"
+        "dead_letter_payloads_per_minute = 2\n[reports]\nsample_windows = 11\n"
     )
     cfg = load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=free_port(), extra=extra))
     daemon = Daemon(cfg, http=False)
@@ -82,7 +82,7 @@ def test_every_retention_key_reaches_the_prune_and_the_store(tmp_path: Path) -> 
         d = timedelta(days=1)
         assert daemon.prune.pruner.policy == RetentionPolicy(
             windows=9 * d, metrics=8 * d, alerts=7 * d, deliveries=None, dead_letters=timedelta(hours=5),
-            references_dir=Path(cfg.daemon.state_dir) / "references",
+            references_dir=Path(cfg.daemon.state_dir) / "references", window_samples=11,
         )  # fmt: skip
         assert daemon.prune.interval == timedelta(minutes=4)
         assert daemon.store.dead_letter_cap == DeadLetterCap(per_minute=3, payloads_per_minute=2)

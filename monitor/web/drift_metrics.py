@@ -1,0 +1,85 @@
+"""The drift gauges of ``/metrics``: each model's newest judged figures per version and column.
+
+For every model, the versions of its newest :data:`RECENT_WINDOWS` all-rows windows
+(at most that many, and the stream's version cap bounds them further, ``__other__``
+included), and for each of them the figures of its newest window with status ``ok``:
+
+- ``driftwarden_drift_score{model,version,column,test}`` and ``driftwarden_drift_threshold``
+  (per column, the prediction column included), ``driftwarden_column_drifted`` (0/1);
+- ``driftwarden_drift_share{model,version}``, ``driftwarden_drift_share_threshold``,
+  ``driftwarden_dataset_drifted`` (0/1);
+- ``driftwarden_missing_share{model,version,column}``, ``driftwarden_window_rows{model,version}``.
+
+Segments are not labels (their values come from the stream): per-segment figures
+are in the API and on the dashboard. Labels: model names come from the config,
+versions are capped per model, columns come from the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from storage.db import Store
+from storage.overview import latest_judged
+from storage.records import DATASET
+
+#: a model's versions are those of its newest this-many all-rows windows
+RECENT_WINDOWS = 50
+
+
+def recent_versions(store: Store, model: str, windows: int = RECENT_WINDOWS) -> list[str]:
+    rows = store.query(
+        "SELECT DISTINCT version FROM (SELECT version FROM windows WHERE model = ? AND segment = ''"
+        ' ORDER BY "end" DESC LIMIT ?) ORDER BY version',
+        (model, windows),
+    )
+    return [r["version"] for r in rows]
+
+
+def drift_families(store: Store, models: list[str]) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+    col_labels = ["model", "version", "column", "test"]
+    score = GaugeMetricFamily(
+        "driftwarden_drift_score", "Drift score of a column in the newest judged window (p-value or distance, see test)",
+        labels=col_labels,
+    )
+    threshold = GaugeMetricFamily(
+        "driftwarden_drift_threshold", "Threshold the column's drift score was judged against", labels=col_labels
+    )
+    drifted = GaugeMetricFamily(
+        "driftwarden_column_drifted", "1 when the column drifted in the newest judged window", labels=["model", "version", "column"]
+    )
+    share = GaugeMetricFamily("driftwarden_drift_share", "Share of drifted columns in the newest judged window", labels=["model", "version"])
+    share_t = GaugeMetricFamily(
+        "driftwarden_drift_share_threshold", "Share of drifted columns at which the dataset counts as drifted", labels=["model", "version"]
+    )
+    dataset = GaugeMetricFamily("driftwarden_dataset_drifted", "1 when the newest judged window drifted as a whole", labels=["model", "version"])
+    missing = GaugeMetricFamily(
+        "driftwarden_missing_share", "Share of missing values of a column in the newest judged window", labels=["model", "version", "column"]
+    )
+    rows = GaugeMetricFamily("driftwarden_window_rows", "Rows of the newest judged window", labels=["model", "version"])
+    for model in models:
+        for r in latest_judged(store, model, recent_versions(store, model)):
+            v, col, value = r["version"], r["column"], r["value"]
+            if value is None:
+                continue
+            metric = r["metric"]
+            if metric in ("drift_score", "prediction_drift"):
+                score.add_metric([model, v, col, r["test"] or ""], value)
+                if r["threshold"] is not None:
+                    threshold.add_metric([model, v, col, r["test"] or ""], r["threshold"])
+                if r["drifted"] is not None:
+                    drifted.add_metric([model, v, col], float(r["drifted"]))
+            elif metric == "drift_share" and col == DATASET:
+                share.add_metric([model, v], value)
+                if r["threshold"] is not None:
+                    share_t.add_metric([model, v], r["threshold"])
+                if r["drifted"] is not None:
+                    dataset.add_metric([model, v], float(r["drifted"]))
+            elif metric == "missing_share":
+                missing.add_metric([model, v, col], value)
+            elif metric == "row_count" and col == DATASET:
+                rows.add_metric([model, v], value)
+    yield from (score, threshold, drifted, share, share_t, dataset, missing, rows)

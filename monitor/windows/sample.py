@@ -1,0 +1,87 @@
+"""A bounded sample of a closed window's rows, kept so that a report can be made later.
+
+At most ``max_rows`` rows, chosen uniformly at random without replacement with a
+seed taken from the window id (so a window replayed after a crash keeps the
+same sample), in consumption order. Only the judged columns (features and the
+prediction) and the event id are kept; category values and event ids are cut to
+:data:`MAX_TEXT` characters (a report shows labels, not payloads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from monitor.config import ReportsConfig
+from monitor.windows.figures import WindowFigures
+from monitor.windows.model_windows import OpenWindow
+from storage.samples import EVENT_ID, WindowSample, encode_sample
+
+#: longest category value or event id kept in a sample (characters)
+MAX_TEXT = 200
+
+
+def take_sample(
+    window_id: str, model: str, end: str, w: OpenWindow, columns: Sequence[str], max_rows: int
+) -> WindowSample | None:
+    """The sample of ``w`` (None when ``max_rows`` is 0 or the window has no rows).
+
+    Picks rows chunk by chunk, never concatenating the whole window.
+    """
+    if max_rows <= 0 or w.rows <= 0 or not w.chunks:
+        return None
+    n = w.rows
+    if n > max_rows:
+        rng = np.random.default_rng(zlib.crc32(window_id.encode()))
+        picked = np.sort(rng.choice(n, max_rows, replace=False))
+    else:
+        picked = np.arange(n)
+    present = [c for c in columns if c in w.chunks[0].columns]
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in [*present, EVENT_ID]}
+    start = 0
+    for chunk in w.chunks:
+        size = len(chunk)
+        lo, hi = np.searchsorted(picked, [start, start + size])
+        if hi > lo:
+            idx = picked[lo:hi] - start
+            for c in present:
+                parts[c].append(chunk.columns[c][idx])
+            parts[EVENT_ID].append(chunk.event_id[idx])
+        start += size
+    out: dict[str, Any] = {}
+    for c, arrays in parts.items():
+        arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
+        if arr.dtype.kind == "f":
+            out[c] = np.ascontiguousarray(arr, dtype=np.float64)
+        else:
+            out[c] = _texts(arr.tolist())
+    return WindowSample(
+        window_id=window_id, model=model, end=end, rows=n, sample_rows=int(picked.shape[0]),
+        payload=encode_sample(out),
+    )
+
+
+def finish_window(
+    figs: WindowFigures, w: OpenWindow, columns: Sequence[str], reports: ReportsConfig, seconds: float
+) -> WindowFigures:
+    """``figs`` with the time its figures took and, when ``[reports]`` keeps samples, its sample."""
+    sample = None
+    if reports.sample_rows > 0 and reports.sample_windows > 0:
+        k = figs.record.key
+        sample = take_sample(figs.record.id, k.model, k.end, w, columns, reports.sample_rows)
+    return dataclasses.replace(figs, sample=sample, compute_seconds=seconds)
+
+
+def _texts(values: list[Any]) -> list[str | None]:
+    """``values`` (``str`` or ``None``, as the decoder gives them) with long ones cut; the
+    common case (all short strings) is checked in C, without a Python loop per value."""
+    try:
+        if max(map(len, filter(None, values)), default=0) <= MAX_TEXT:
+            return values
+    except TypeError:  # not all str: shown as text
+        pass
+    return [None if v is None else str(v)[:MAX_TEXT] for v in values]

@@ -1,0 +1,81 @@
+"""Window samples: a bounded sample of a closed window's rows, so a report can be made later.
+
+Written in the flush transaction with the window's figures (one row per window,
+replaced when the window is written again). The payload is the columns as
+:func:`storage.reference_members.encode_columns` writes them (zlib-compressed
+JSON, never pickle): the judged columns (features, prediction) plus the event
+id (column :data:`EVENT_ID`) so labels can be joined to the sample later.
+How many windows keep theirs is bounded per model (:func:`storage.retention.trim_window_samples`),
+and the prune removes the samples of deleted windows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from storage.db import Store
+from storage.records import iso
+from storage.reference_members import decode_columns
+from storage.retention import trim_window_samples
+
+#: the sample's column holding each row's event id
+EVENT_ID = "__event_id__"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSample:
+    """Up to ``sample_rows`` of a window's ``rows`` rows, encoded (see the module docstring)."""
+
+    window_id: str
+    model: str
+    end: str
+    rows: int
+    sample_rows: int
+    payload: bytes
+
+
+def encode_sample(columns: dict[str, np.ndarray]) -> bytes:
+    """Columns as :func:`storage.reference_members.decode_columns` reads them, fast enough for
+    the consumer thread: float arrays go to orjson as they are (NaN becomes ``null``), text
+    columns must already be lists of ``str``/``None``; zlib level 1 (a sample is small)."""
+    out = {c: ({"f": a} if isinstance(a, np.ndarray) and a.dtype.kind == "f" else {"s": a}) for c, a in columns.items()}
+    return zlib.compress(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+
+
+def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) -> None:
+    """Insert or replace a window's sample (call inside ``store.transaction()``)."""
+    store.execute(
+        'INSERT OR REPLACE INTO window_samples (window_id, model, "end", rows, sample_rows, payload,'
+        " created_at) VALUES (?,?,?,?,?,?,?)",
+        (sample.window_id, sample.model, sample.end, sample.rows, sample.sample_rows, sample.payload, iso(now)),
+    )
+
+
+def keep_window_sample(store: Store, sample: WindowSample, *, keep: int, now: datetime) -> None:
+    """Store a window's sample and delete its model's samples beyond the newest ``keep``
+    (call inside the flush transaction; ``keep`` 0 stores nothing)."""
+    if keep <= 0:
+        return
+    write_window_sample(store, sample, now=now)
+    trim_window_samples(store, sample.model, keep)
+
+
+def read_window_sample(store: Store, window_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """``(row without payload, decoded columns)`` of a window's sample, or None when it has none."""
+    rows = store.query("SELECT * FROM window_samples WHERE window_id = ?", (window_id,))
+    if not rows:
+        return None
+    row = rows[0]
+    payload = row.pop("payload")
+    return row, decode_columns(bytes(payload))
+
+
+def sample_counts(store: Store) -> dict[str, int]:
+    """Windows with a stored sample, per model."""
+    return {r["model"]: r["n"] for r in store.query("SELECT model, COUNT(*) AS n FROM window_samples GROUP BY model")}

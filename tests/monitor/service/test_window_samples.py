@@ -1,0 +1,37 @@
+"""[reports] sample_rows / sample_windows through the real Pipeline and store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.samples import EVENT_ID, read_window_sample
+from tests.monitor.daemon_helpers import stream
+from tests.monitor.service.test_pipeline_isolation import run
+
+
+def test_each_closed_window_keeps_a_bounded_sample_and_only_the_newest_keep_theirs(tmp_path: Path) -> None:
+    store = run(tmp_path, stream(6, 200, 3), extra="[reports]\nsample_rows = 50\nsample_windows = 5\n")
+    try:
+        windows = store.query('SELECT id, rows FROM windows ORDER BY "end" DESC, id DESC')
+        kept = {r["window_id"] for r in store.query("SELECT window_id FROM window_samples")}
+        assert kept == {w["id"] for w in windows[:5]}
+        for w in windows[:5]:
+            meta, cols = read_window_sample(store, w["id"])  # type: ignore[misc]
+            assert meta["rows"] == w["rows"] and meta["sample_rows"] == min(50, w["rows"])
+            assert sorted(cols) == sorted(["age", "tenure_days", "monthly_charges", "plan", "region", "prediction",
+                                           EVENT_ID])
+            assert all(len(v) == meta["sample_rows"] for v in cols.values())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("reports", ["sample_rows = 0", "sample_windows = 0"])
+def test_no_samples_when_either_is_zero(tmp_path: Path, reports: str) -> None:
+    store = run(tmp_path, stream(3, 100, 99), extra=f"[reports]\n{reports}\n")
+    try:
+        assert store.query("SELECT COUNT(*) AS n FROM windows")[0]["n"] > 0
+        assert store.query("SELECT COUNT(*) AS n FROM window_samples")[0]["n"] == 0
+    finally:
+        store.close()

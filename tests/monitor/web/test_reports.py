@@ -1,0 +1,170 @@
+"""Evidently reports of stored windows over real HTTP: from the Slack link, the API, and their errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from storage.records import window_url_id
+from tests.monitor.web.http_helpers import AUTH, http
+from tests.monitor.web.seed_helpers import Seeded, report_links, seeded_daemon
+
+pytestmark = [pytest.mark.evidently]
+
+#: a category value that would end Evidently's inline data script and run its own
+EVIL = "</script><script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
+COLUMNS = ("age", "tenure_days", "monthly_charges", "plan", "region", "prediction")
+
+
+def poison_last_window(payloads: list[bytes]) -> list[bytes]:
+    """Every 5th event of the last minute gets the hostile plan value."""
+    out = []
+    for i, p in enumerate(payloads):
+        ev = orjson.loads(p)
+        if i >= len(payloads) - 300 and i % 5 == 0:
+            ev["features"]["plan"] = EVIL
+        out.append(orjson.dumps(ev))
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    with pytest.MonkeyPatch.context() as mp, seeded_daemon(
+        tmp_path_factory.mktemp("reports"), mp, reports="sample_rows = 500\nsample_windows = 20",
+        transform=poison_last_window,
+    ) as s:
+        yield s
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def windows(s: Seeded, segment: str | None = None) -> list[dict]:
+    q = "" if segment is None else f"&segment={segment}"
+    status, _, body = get(f"{s.url}/api/v1/models/churn/windows?limit=100{q}")
+    assert status == 200
+    return json.loads(body)["windows"]
+
+
+def test_the_report_link_in_the_slack_alert_resolves_to_the_windows_report(seeded: Seeded) -> None:
+    links = report_links(seeded.slack)
+    assert len(links) == 2  # dataset-drift and age-drift fired, one message each
+    for link in links:
+        assert link.startswith(f"{seeded.url}/api/v1/models/churn/windows/") and link.endswith("/report")
+        assert "|" not in link and "%" not in link
+        status, headers, body = get(link, {"Accept": "text/html"})
+        assert status == 200, body[:300]
+        assert headers["content-type"].startswith("text/html")
+        assert headers["content-security-policy"].startswith("sandbox allow-scripts")
+        page = body.decode()
+        wid = link.rsplit("/", 2)[-2]
+        from storage.records import window_id_from_url
+
+        window_id = window_id_from_url(wid)
+        assert f"window id: <code>{window_id}</code>" in page
+        assert "driftwarden · window report" in page and "300 rows; this report is made from a sample of 300 of them" in page
+        for col in COLUMNS:
+            assert f"<td>{col}</td>" in page  # our banner: the stored figure of every column
+            assert f'"{col}"' in page or f"Drift in column '{col}'" in page  # and in Evidently's
+        assert page.count("<script") > 3  # Evidently's report scripts came along
+        # the sample is the whole window here (300 rows <= 500): with the same tests and share,
+        # Evidently's verdict equals the stored one
+        from storage.windows import metric_value
+
+        drifted = metric_value(seeded.daemon.store, window_id, "drifted_columns")
+        share = metric_value(seeded.daemon.store, window_id, "drift_share")
+        assert drifted is not None and share is not None
+        assert f"Drift is detected for {share * 100:.1f}% of columns ({int(drifted)} out of 5)." in page
+
+
+def test_every_listed_window_names_its_report_and_segment_windows_have_one_too(seeded: Seeded) -> None:
+    listed = windows(seeded, "region=eu")
+    assert listed and all(w["url_id"] == window_url_id(w["id"]) for w in listed)
+    newest = listed[0]
+    assert newest["report"] == f"/api/v1/models/churn/windows/{newest['url_id']}/report"
+    status, _, body = get(seeded.url + newest["report"])
+    assert status == 200 and "segment</b> region=eu" in body.decode()
+
+
+def test_a_window_whose_sample_is_gone_says_so(seeded: Seeded) -> None:
+    oldest = windows(seeded)[-1]  # 32 windows stored, the newest 20 keep a sample
+    status, headers, body = get(seeded.url + oldest["report"])
+    assert status == 410 and headers["content-type"] == "application/json"
+    msg = json.loads(body)["error"]
+    assert msg.startswith("the sample of this window's rows is gone: reports can be made for the newest"
+                          " [reports] sample_windows windows")
+    status, headers, body = get(seeded.url + oldest["report"], {"Accept": "text/html,*/*"})
+    assert status == 410 and headers["content-type"].startswith("text/html")
+    assert "the sample of this window&#x27;s rows is gone" in body.decode()
+
+
+@pytest.mark.parametrize(("path", "status", "error"), [
+    ("/api/v1/models/churn/windows/not|an|id/report", 400,
+     "not a window id: give the URL-safe id of the window (its url_id in the API)"),
+    ("/api/v1/models/churn/windows/" + window_url_id("fraud|v1||a|b") + "/report", 404, "no such window of this model"),
+    ("/api/v1/models/churn/windows/" + window_url_id("churn|v1||2026-01-01T00:00:00.000Z|x") + "/report", 404,
+     "no such window: it was never stored, or the retention prune deleted it"),
+    ("/api/v1/models/fraud/windows/" + window_url_id("fraud|v1||a|b") + "/report", 404, "unknown model fraud"),
+])
+def test_bad_report_requests_get_a_short_json_error(seeded: Seeded, path: str, status: int, error: str) -> None:
+    r = http(seeded.server.port, "GET", path)
+    assert (r.status, r.json()) == (status, {"error": error})
+
+
+def test_a_hostile_category_value_cannot_close_evidentlys_script(seeded: Seeded) -> None:
+    newest = windows(seeded, "")[0]
+    status, _, body = get(seeded.url + newest["report"])
+    page = body.decode()
+    assert status == 200
+    assert EVIL not in page and "</script><script>window.__pwned" not in page
+    # shown as look-alikes (in Evidently's JSON, as \u escapes)
+    assert "\\uff1c/script\\uff1e\\uff1cscript\\uff1ewindow.__pwned=1" in page
+
+
+def test_reports_and_reads_need_the_token_when_reads_are_protected(tmp_path, monkeypatch) -> None:
+    with seeded_daemon(tmp_path, monkeypatch, windows=3, shift_from=9, daemon_extra="protect_reads = true") as s:
+        report = windows_with_token(s)[0]["report"]
+        for path in ("/", "/metrics", "/api/v1/models", "/api/v1/alerts", report):
+            r = http(s.server.port, "GET", path)
+            assert (r.status, r.json()) == (401, {"error": "missing or wrong bearer token"}), path
+            assert http(s.server.port, "GET", path, headers=AUTH).status == 200, path
+        assert http(s.server.port, "GET", "/healthz").status == 200
+        assert http(s.server.port, "GET", "/static/dashboard.js").status == 200
+
+
+def windows_with_token(s: Seeded) -> list[dict]:
+    r = http(s.server.port, "GET", "/api/v1/models/churn/windows", headers=AUTH)
+    assert r.status == 200
+    return r.json()["windows"]
+
+
+def test_the_webhook_payload_links_to_the_same_report(tmp_path, monkeypatch) -> None:
+    from monitor.demo.sinks import WebhookSink
+    from storage.records import window_id_from_url
+    from tests.monitor.web.seed_helpers import HOOK_SECRET
+
+    with WebhookSink(secret=HOOK_SECRET) as sink, seeded_daemon(
+        tmp_path, monkeypatch, windows=6, shift_from=3, hook_url=sink.url,
+    ) as s:
+        assert sink.wait_for(1, timeout=20)
+        [req] = sink.accepted()
+        body = json.loads(req.body)
+        assert body["type"] == "alert.firing" and req.verified
+        link = body["links"]["report"]
+        wid = link.rsplit("/", 2)[-2]
+        assert window_id_from_url(wid) == body["window"]["id"]
+        assert link == f"{s.url}/api/v1/models/churn/windows/{wid}/report"
+        assert link in report_links(s.slack)  # the same window's report as in Slack
+        status, _, page = get(link)
+        assert status == 200 and f"window id: <code>{body['window']['id']}</code>" in page.decode()

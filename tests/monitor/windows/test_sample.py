@@ -1,0 +1,79 @@
+"""A closed window's sample: bounded, a true subset of its rows, the same after a replay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.ingest.batch import ColumnBatch
+from monitor.windows.model_windows import OpenWindow
+from monitor.windows.sample import MAX_TEXT, take_sample
+from storage.reference_members import decode_columns
+from storage.samples import EVENT_ID
+
+
+def chunk(start: int, n: int) -> ColumnBatch:
+    i = np.arange(start, start + n)
+    return ColumnBatch(
+        model="churn", ts_ms=i.astype(np.int64), partition=np.zeros(n, dtype=np.int64), offset=i.astype(np.int64),
+        event_id=np.array([f"e{k}" for k in i], dtype=object), version=np.array(["v1"] * n, dtype=object),
+        segments={}, columns={
+            "age": i.astype(np.float64),
+            "plan": np.array([None if k % 7 == 0 else f"p{k % 3}" for k in i], dtype=object),
+            "prediction": i / 1000.0,
+            "ignored": i.astype(np.float64),
+        },
+    )
+
+
+def window(sizes: list[int]) -> OpenWindow:
+    w = OpenWindow("v1", "", 0, 60_000)
+    start = 0
+    for n in sizes:
+        w.add(chunk(start, n))
+        start += n
+    return w
+
+
+COLS = ["age", "plan", "prediction"]
+
+
+def test_a_small_window_is_kept_whole_with_its_event_ids() -> None:
+    s = take_sample("churn|v1||a|b", "churn", "b", window([30, 20]), COLS, max_rows=100)
+    assert s is not None and (s.rows, s.sample_rows) == (50, 50)
+    cols = decode_columns(s.payload)
+    assert sorted(cols) == sorted([*COLS, EVENT_ID])
+    assert cols["age"].tolist() == list(range(50))
+    assert cols[EVENT_ID].tolist() == [f"e{k}" for k in range(50)]
+    assert cols["plan"][0] is None and cols["plan"][1] == "p1"
+
+
+def test_a_big_window_keeps_at_most_max_rows_chosen_across_chunks_row_for_row() -> None:
+    w = window([400, 1, 999, 600])
+    s = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250)
+    assert s is not None and (s.rows, s.sample_rows) == (2000, 250)
+    cols = decode_columns(s.payload)
+    age = cols["age"]
+    assert len(age) == 250 and len(set(age.tolist())) == 250 and np.all(np.diff(age) > 0)
+    # every sampled row is one real row, all its columns from the same row
+    assert cols[EVENT_ID].tolist() == [f"e{int(a)}" for a in age]
+    assert np.allclose(cols["prediction"], age / 1000.0)
+    # rows from every chunk (a uniform draw over 2000 rows)
+    assert (age < 400).any() and (age >= 1400).any()
+
+
+def test_the_sample_depends_on_the_window_id_only() -> None:
+    a = take_sample("churn|v1||a|b", "churn", "b", window([1000, 1000]), COLS, max_rows=100)
+    b = take_sample("churn|v1||a|b", "churn", "b", window([1500, 500]), COLS, max_rows=100)
+    c = take_sample("churn|v1||a|c", "churn", "c", window([2000]), COLS, max_rows=100)
+    assert a is not None and b is not None and c is not None
+    assert a.payload == b.payload  # a replay cuts batches differently: same sample
+    assert decode_columns(a.payload)["age"].tolist() != decode_columns(c.payload)["age"].tolist()
+
+
+def test_nothing_is_kept_when_off_or_empty_and_long_values_are_cut() -> None:
+    assert take_sample("x|v1||a|b", "x", "b", window([10]), COLS, max_rows=0) is None
+    assert take_sample("x|v1||a|b", "x", "b", OpenWindow("v1", "", 0, 1), COLS, max_rows=10) is None
+    w = window([3])
+    w.chunks[0].columns["plan"][:] = "x" * 5000
+    s = take_sample("x|v1||a|b", "x", "b", w, COLS, max_rows=10)
+    assert s is not None and decode_columns(s.payload)["plan"].tolist() == ["x" * MAX_TEXT] * 3
