@@ -10,6 +10,7 @@ from detectors._columns import (
     PreparedReference,
     prepare_reference,
 )
+from detectors.comparison import Comparison, compare
 from detectors.dataset import (
     ColumnDrift,
     DatasetDrift,
@@ -25,6 +26,7 @@ from detectors.drift import (
     list_tests,
     register_test,
 )
+from detectors.estimation import Calibrator, Estimate, estimate_binary, fit_calibrator
 from detectors.multivariate import (
     MultivariateDrift,
     PreparedDomainReference,
@@ -42,9 +44,27 @@ from detectors.performance import (
 from detectors.quality import ColumnQuality, DataQuality, data_quality
 from detectors.sequential import CUSUM, PageHinkley
 from detectors.spec import ColumnSpec
+from detectors.window_performance import (
+    Figure,
+    WindowPerformance,
+    binary_performance,
+    multiclass_performance,
+    regression_performance,
+)
 
 __all__ = [
     "CUSUM",
+    "Calibrator",
+    "Comparison",
+    "Estimate",
+    "Figure",
+    "WindowPerformance",
+    "binary_performance",
+    "compare",
+    "estimate_binary",
+    "fit_calibrator",
+    "multiclass_performance",
+    "regression_performance",
     "ClassificationMetrics",
     "ColumnDrift",
     "ColumnQuality",
