@@ -10,13 +10,15 @@ from storage.records import MetricRow, WindowRecord, iso
 
 
 def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow]) -> None:
-    """Replace the window and all its figures (call inside ``store.transaction()``).
+    """Replace the window and its ``data`` figures (call inside ``store.transaction()``).
 
     Writing the same window twice leaves exactly the second write: the old
     figures are deleted first, so a metric that disappeared does not linger.
+    Figures of the ``performance`` family (written when labels mature, see
+    :mod:`storage.labels`) are left alone.
     """
     k = window.key
-    store.execute("DELETE FROM metrics WHERE window_id = ?", (window.id,))
+    store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'data'", (window.id,))
     store.execute(
         'INSERT OR REPLACE INTO windows (id, model, version, segment, start, "end", rows, status,'
         " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

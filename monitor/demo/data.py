@@ -27,10 +27,14 @@ def sample(n: int, rng: np.random.Generator, *, shifted: bool = False) -> dict[s
             "prediction": prediction}
 
 
-def write_reference_csv(path: str, n: int = 3000, seed: int = 7) -> None:
+def write_reference_csv(path: str, n: int = 3000, seed: int = 7, *, label: bool = False) -> None:
+    """A reference file; ``label``: with a ``label`` column drawn from the (calibrated)
+    prediction, for label drift, reference figures and estimated performance."""
     import csv  # noqa: PLC0415
 
     cols = sample(n, np.random.default_rng(seed))
+    if label:
+        cols["label"] = (np.random.default_rng(seed + 1).random(n) < cols["prediction"]).astype(int)
     names = list(cols)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -69,3 +73,24 @@ def events(
                 "segment": {"region": str(cols["region"][i])},
             }
             n += 1
+
+
+def label_events(
+    predictions: list[dict[str, object]], *, seed: int = 5, delay_ms: int = 0,
+    accuracy_drop_from: int | None = None, drop: float = 0.0, per_window: int | None = None,
+) -> list[dict[str, object]]:
+    """One label event per prediction event: class 1 with probability equal to the
+    prediction (the score is calibrated), timestamped ``delay_ms`` after it. From
+    window ``accuracy_drop_from`` on (with ``per_window`` events per window), a share
+    ``drop`` of the labels is flipped: the model gets worse there."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, ev in enumerate(predictions):
+        p = float(ev["prediction"])  # type: ignore[arg-type]
+        label = int(rng.random() < p)
+        if accuracy_drop_from is not None and per_window and i // per_window >= accuracy_drop_from:
+            if rng.random() < drop:
+                label = 1 - label
+        out.append({"event_id": ev["event_id"], "model": ev["model"], "label": label,
+                    "ts": int(ev["ts"]) + delay_ms})  # type: ignore[call-overload]
+    return out

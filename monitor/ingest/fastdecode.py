@@ -19,7 +19,7 @@ import orjson
 
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.event_time import in_range, iso_to_ms
-from monitor.ingest.schema import ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
 _NUM_OK = frozenset({float, int, type(None)})
 _CAT_OK = frozenset({str, type(None)})
@@ -136,6 +136,11 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         if not set(map(type, pv)) <= _CAT_OK:
             return None
         cols[pred_name] = _obj(pv)
+    if s.f_latency:
+        lat = [o.get(s.f_latency) for o in objs]
+        if not set(map(type, lat)) <= _NUM_OK:
+            return None
+        cols[LATENCY_COLUMN] = np.array(lat, dtype=np.float64)
     segs: dict[str, np.ndarray] = {}
     if s.segments:
         so = [o.get(s.f_segment) for o in objs]

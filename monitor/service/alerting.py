@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from monitor.config import (
 )
 from monitor.windows.figures import WindowFigures
 from storage.db import Store
+from storage.records import MetricRow, WindowKey, WindowRecord
 
 log = logging.getLogger("driftwarden.alerting")
 
@@ -122,6 +123,29 @@ class Alerting:
         )
         self.engine.observe_model_activity(model.name, self.clock())
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
+        for t in transitions:
+            self.on_event("transition", {"transition": t})
+
+    def on_performance(
+        self, key: WindowKey, metrics: list[MetricRow], model: ModelConfig,
+        reference: Mapping[tuple[str, str], float],
+    ) -> None:
+        """A performance window was (re)computed: rules judge it again (see
+        :meth:`alerts.engine.AlertEngine.on_window`, ``reevaluate``)."""
+        base = self.config.daemon.base_url
+        labelled = next((m.value for m in metrics if m.metric == "labelled_rows"), 0.0) or 0.0
+        rec = WindowRecord(key=key, rows=int(labelled), status="ok", computed_at=self.clock())
+        ctx = WindowContext(
+            reference_metrics=reference,
+            data={"topic": self.config.kafka.labels_topic or "", "from": key.start, "to": key.end},
+            links={
+                "api": f"{base}/api/v1/models/{model.name}/windows?metrics=1",
+                "report": f"{base}/api/v1/models/{model.name}/windows/{rec.id}/report",
+            },
+            callback=f"{base}/api/v1/models/{model.name}/references",
+            rows=rec.rows,
+        )
+        transitions = self.engine.on_window(rec, metrics, context=ctx, reevaluate=True)
         for t in transitions:
             self.on_event("transition", {"transition": t})
 
