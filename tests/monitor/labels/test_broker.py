@@ -1,0 +1,85 @@
+"""Labels through the real broker and the real daemon: one group, two topics.
+
+Labels arrive delayed, shuffled, duplicated, missing, for unknown ids and malformed; the
+stored performance figures equal scikit-learn's on the joined rows, a rule on a performance
+figure fires, and the labels topic's committed offset is what the join made durable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from monitor.demo.broker import EmbeddedBroker, free_port
+from storage.db import Store
+from storage.labels import label_counters
+from tests.monitor.daemon_helpers import produce, wait_for
+from tests.monitor.fault_helpers import committed, start_daemon, terminate, wait_ready
+from tests.monitor.labels.broker_helpers import label_offset, labels_done
+from tests.monitor.labels.helpers import expected_join, label_config, metric
+from tests.monitor.labels.test_join import expected_figures, scenario
+
+pytestmark = [pytest.mark.broker]
+
+RULE = """
+[[rules]]
+name = "accuracy-low"
+metric = "accuracy"
+op = "<"
+threshold = 0.99
+[[rules]]
+name = "coverage-low"
+metric = "label_coverage"
+op = "<"
+threshold = 0.5
+"""
+
+
+def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    preds_topic, labels_topic = f"preds-{tag}", f"labels-{tag}"
+    broker.create_topic(preds_topic)
+    broker.create_topic(labels_topic)
+    preds, labs = scenario(seed=8)
+    ghosts = [{"event_id": f"ghost-{i}", "model": "churn", "label": 0, "ts": int(preds[0]["ts"])} for i in range(5)]
+    bad = [b"{not json", orjson.dumps({"event_id": "x", "model": "churn", "label": {"a": 1}})]
+    label_payloads = [orjson.dumps(ev) for ev, _p, _o in labs] + [orjson.dumps(g) for g in ghosts] + bad
+    cfg = label_config(
+        tmp_path, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+        http_port=free_port(), extra=RULE, group=f"g-{tag}",
+    )
+    produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds])
+    produce(broker.bootstrap, labels_topic, label_payloads)
+    db = tmp_path / "state" / "driftwarden.db"
+    proc = start_daemon(cfg, log=tmp_path / "daemon.log")
+    try:
+        assert wait_ready(cfg), "daemon not ready"
+        assert wait_for(lambda: labels_done(db, len(label_payloads)), timeout=60), label_offset(db)
+        # the labels topic's committed offset follows what is durable
+        assert wait_for(lambda: committed(broker, f"g-{tag}") >= len(preds) + len(label_payloads) - 1, timeout=20)
+    finally:
+        assert terminate(proc) == 0
+    store = Store(db)
+    joined = expected_join(preds, labs, ttl_ms=3_600_000)
+    ids = [r["window_id"] for r in store.query(
+        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'")]
+    assert len(ids) >= 12
+    for wid in ids:
+        _m, _v, segment, start, _e = wid.split("|")
+        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
+        for name, value in expected_figures(preds, joined, start_ms, segment).items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
+    c = label_counters(store)["churn"]
+    assert c["joined"] == len(joined) and c["duplicate_labels"] == len(labs) - len(joined)
+    assert c["early"] == 5  # the ghosts wait (early_ttl) for predictions that never come
+    reasons = sorted(r["reason"].split(":", 1)[0] for r in store.query(
+        "SELECT reason FROM dead_letters WHERE topic = ?", (labels_topic,)))
+    assert reasons == ["bad_type", "not_json"]
+    alerts = {(a["rule"], a["state"]) for a in store.query("SELECT rule, state FROM alerts")}
+    assert ("accuracy-low", "firing") in alerts
+    assert not any(r == "coverage-low" and s == "firing" for r, s in alerts)
