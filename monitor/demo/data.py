@@ -21,7 +21,9 @@ def sample(n: int, rng: np.random.Generator, *, shifted: bool = False) -> dict[s
     plan_p = (0.2, 0.3, 0.5) if shifted else (0.5, 0.35, 0.15)
     plan = rng.choice(np.array(PLANS, dtype=object), n, p=plan_p)
     region = rng.choice(np.array(REGIONS, dtype=object), n, p=(0.5, 0.3, 0.2))
-    z = 0.04 * (age - 40) - 0.002 * (tenure - 400) + 0.02 * (charges - 70)
+    # most customers are confidently "stays" (score well below 0.5); the shift moves them
+    # towards the decision boundary, where a calibrated model is right less often
+    z = -2.0 + 0.08 * (age - 40) - 0.002 * (tenure - 400) + 0.04 * (charges - 70)
     prediction = (1 / (1 + np.exp(-z))).round(4)
     return {"age": age, "tenure_days": tenure, "monthly_charges": charges, "plan": plan, "region": region,
             "prediction": prediction}

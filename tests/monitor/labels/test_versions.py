@@ -67,7 +67,7 @@ def test_a_worse_canary_alerts(tmp_path: Path) -> None:
     assert len(ps) == 6 and max(ps) < 0.01, ps
     deltas = [r["value"] for r in store.query(
         "SELECT value FROM metrics WHERE metric = 'accuracy_delta' AND window_id LIKE 'churn|canary||%'")]
-    assert all(-0.2 < d < -0.06 for d in deltas), deltas  # flipping 30 % of ~70 %-right labels: about -0.12
+    assert all(-0.3 < d < -0.1 for d in deltas), deltas  # flipping 30 % of ~83 %-right labels: about -0.2
     alerts = store.query("SELECT rule, state, version, value FROM alerts")
     assert [(a["rule"], a["state"], a["version"]) for a in alerts] == [("canary-worse", "firing", "canary")]
     # the baseline's own windows carry no comparison
