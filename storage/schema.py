@@ -148,23 +148,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE metrics ADD COLUMN ci_low REAL",
             "ALTER TABLE metrics ADD COLUMN ci_high REAL",
             # one row per prediction of a model with performance enabled, until ttl:
-            # only what the join and the performance windows need. ts: event time (ms);
-            # segments: the segment values joined by U+001F (U+0000 = absent);
-            # label_ts/label_pos: event time and (partition << 40 | offset) of the label
-            # that won (the latest ts; ties: the later record)
+            # only what the join and the performance windows need, clustered by event
+            # time (a window's rows are one range). ts: event time (ms); segments: the
+            # segment values joined by U+001F (U+0000 = absent); label_ts/label_pos: event
+            # time and (partition << 40 | offset) of the label that won (the latest ts;
+            # ties: the later record)
             """CREATE TABLE IF NOT EXISTS label_predictions (
                 model TEXT NOT NULL,
+                ts INTEGER NOT NULL,
                 event_id TEXT NOT NULL,
                 version TEXT NOT NULL,
-                ts INTEGER NOT NULL,
                 segments TEXT NOT NULL DEFAULT '',
                 prediction,
                 label,
                 label_ts INTEGER,
                 label_pos INTEGER,
-                PRIMARY KEY (model, event_id)
+                PRIMARY KEY (model, ts, event_id)
             ) WITHOUT ROWID""",
-            "CREATE INDEX IF NOT EXISTS label_predictions_ts ON label_predictions (model, ts)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS label_predictions_id ON label_predictions (model, event_id)",
             # labels that came before their prediction, until early_ttl
             """CREATE TABLE IF NOT EXISTS label_early (
                 model TEXT NOT NULL,

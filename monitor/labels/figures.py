@@ -132,6 +132,7 @@ class _Group:
 
 def slot_figures(
     spec: PerformanceSpec,
+    counts: Sequence[tuple[str, str, int, int]],
     rows: Sequence[tuple[Any, ...]],
     start_ms: int,
     end_ms: int,
@@ -141,50 +142,56 @@ def slot_figures(
 ) -> list[tuple[WindowKey, list[MetricRow]]]:
     """Every window of one slot with its performance figures.
 
-    ``rows``: (event_id, version, segments, prediction, label) in (ts, event_id)
-    order, as :func:`storage.labels.slot_rows` returns them. ``label_reference``:
-    the reference labels prepared for drift (None: no ``label_drift``).
-    ``estimates``: given window ids, their stored (window id, ``estimated_<figure>``) -> value.
+    ``counts``: (version, segments, predictions, labelled) per stored combination,
+    and ``rows``: (version, segments, prediction, label) of the labelled predictions
+    in (ts, event_id) order, as :mod:`storage.labels` returns them.
+    ``label_reference``: the reference labels prepared for drift (None: no
+    ``label_drift``). ``estimates``: given window ids, their stored (window id,
+    ``estimated_<figure>``) -> value.
     """
-    if not rows:
+    if not counts:
         return []
-    _eid, ver_l, seg_l, pred_l, lab_l = zip(*rows, strict=True)
-    versions = np.empty(len(rows), dtype=object)
-    versions[:] = ver_l
-    preds = np.empty(len(rows), dtype=object)
-    preds[:] = pred_l
-    labels = np.empty(len(rows), dtype=object)
-    labels[:] = lab_l
-    valid = _valid(spec, labels, preds)
-    has_label = np.array([v is not None for v in lab_l], dtype=bool)
-    seg_cols: dict[str, np.ndarray] = {}
-    if spec.segments:
-        split = [s.split(SEP) for s in seg_l]
-        for i, name in enumerate(spec.segments):
-            col = np.empty(len(rows), dtype=object)
-            col[:] = [p[i] if i < len(p) and p[i] != ABSENT else None for p in split]
-            seg_cols[name] = col
     start = iso(datetime.fromtimestamp(start_ms / 1000, UTC))
     end = iso(datetime.fromtimestamp(end_ms / 1000, UTC))
+    # predictions and labelled predictions per window, from the counts
+    n_rows: dict[tuple[str, str], int] = {}
+    n_lab: dict[tuple[str, str], int] = {}
+    for version, segs, total, labelled in counts:
+        for segment in _segment_names(spec, segs):
+            n_rows[(version, segment)] = n_rows.get((version, segment), 0) + int(total)
+            n_lab[(version, segment)] = n_lab.get((version, segment), 0) + int(labelled)
+    versions = np.empty(len(rows), dtype=object)
+    preds = np.empty(len(rows), dtype=object)
+    labels = np.empty(len(rows), dtype=object)
+    seg_cols: dict[str, np.ndarray] = {}
+    if rows:
+        ver_l, seg_l, pred_l, lab_l = zip(*rows, strict=True)
+        versions[:] = ver_l
+        preds[:] = pred_l
+        labels[:] = lab_l
+        if spec.segments:
+            split = [s.split(SEP) for s in seg_l]
+            for i, name in enumerate(spec.segments):
+                col = np.empty(len(rows), dtype=object)
+                col[:] = [p[i] if i < len(p) and p[i] != ABSENT else None for p in split]
+                seg_cols[name] = col
+    valid = _valid(spec, labels, preds)
 
     groups: list[_Group] = []
-    for version in sorted({str(v) for v in ver_l}):
-        vmask = versions == version
-        masks: list[tuple[str, np.ndarray]] = [(ALL_SEGMENTS, vmask)]
-        for name, col in seg_cols.items():
-            vals = sorted({v for v in col[vmask].tolist() if v is not None})
-            masks += [(f"{name}={v}", vmask & (col == v)) for v in vals]
-        for segment, mask in masks:
-            key = WindowKey(spec.model, version, segment, start, end)
-            use = mask & valid
-            n_use = int(use.sum())
-            lab = labels[use]
-            perf = None
-            if n_use >= spec.min_rows:
-                if spec.kind == "regression":
-                    lab = lab.astype(np.float64)
-                perf = performance(spec, lab, preds[use], seed_of(key.id))
-            groups.append(_Group(key, version, segment, int(mask.sum()), int((mask & has_label).sum()), perf, lab))
+    for version, segment in sorted(n_rows):
+        key = WindowKey(spec.model, version, segment, start, end)
+        mask = versions == version
+        if segment != ALL_SEGMENTS:
+            name, _, value = segment.partition("=")
+            mask = mask & (seg_cols[name] == value) if name in seg_cols else np.zeros(len(rows), dtype=bool)
+        use = mask & valid
+        lab = labels[use]
+        perf = None
+        if int(use.sum()) >= spec.min_rows:
+            if spec.kind == "regression":
+                lab = lab.astype(np.float64)
+            perf = performance(spec, lab, preds[use], seed_of(key.id))
+        groups.append(_Group(key, version, segment, n_rows[(version, segment)], n_lab[(version, segment)], perf, lab))
 
     est = estimates([g.key.id for g in groups if g.perf is not None]) if estimates is not None else {}
     out: list[tuple[WindowKey, list[MetricRow]]] = []
@@ -219,6 +226,17 @@ def slot_figures(
                     metrics.append(MetricRow(DATASET, f"{c.metric}_delta", c.delta, p_value=c.p_value, test=c.test))
                     metrics.append(MetricRow(DATASET, f"{c.metric}_worse_p", c.p_worse, test=c.test))
         out.append((g.key, metrics))
+    return out
+
+
+def _segment_names(spec: PerformanceSpec, segs: str) -> list[str]:
+    """The windows a stored combination of segment values counts in: all rows, and
+    one per present segment value."""
+    out = [ALL_SEGMENTS]
+    if spec.segments:
+        for name, value in zip(spec.segments, segs.split(SEP), strict=False):
+            if value != ABSENT:
+                out.append(f"{name}={value}")
     return out
 
 

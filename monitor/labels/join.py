@@ -31,7 +31,7 @@ predictions' replayed rows are skipped too (they are in the join already).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -201,11 +201,8 @@ class LabelJoin:
                 return
             batch = batch.take(fresh)
         segs = self._segments(jm, batch)
-        pred = batch.columns[jm.config.prediction]
-        if jm.config.prediction_type == "numerical":
-            values: list[Any] = [None if v != v else v for v in pred.tolist()]
-        else:
-            values = pred.tolist()
+        # NaN scores are stored as NULL by SQLite itself
+        values: list[Any] = batch.columns[jm.config.prediction].tolist()
         self._preds.setdefault(model, []).append(
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
         )
@@ -217,6 +214,8 @@ class LabelJoin:
         names = jm.spec.segments
         if not names:
             return [""] * len(batch)
+        if len(names) == 1:
+            return [ABSENT if v is None else v for v in batch.segments[names[0]].tolist()]
         cols = [batch.segments[s].tolist() for s in names]
         return [SEP.join(ABSENT if v is None else v for v in row) for row in zip(*cols, strict=True)]
 
@@ -352,42 +351,55 @@ class LabelJoin:
         if not bufs:
             return
         name = jm.config.name
-        eids = np.concatenate([b.event_id for b in bufs])
+        eids: list[str] = [e for b in bufs for e in b.event_id.tolist()]
         ts = np.concatenate([b.ts for b in bufs])
-        vers = np.concatenate([b.version for b in bufs])
+        ts_l: list[int] = ts.tolist()
+        vers: list[str] = [v for b in bufs for v in b.version.tolist()]
         segs = [s for b in bufs for s in b.segments]
         preds = [p for b in bufs for p in b.prediction]
-        first: dict[str, int] = {}
-        for i, e in enumerate(eids.tolist()):
-            first.setdefault(e, i)
-        dup = len(eids) - len(first)
-        held = db.existing_prediction_ids(self.store, name, list(first))
-        idx = [i for e, i in first.items() if e not in held]
-        counts["duplicate_predictions"] = dup + len(held)
-        counts["predictions"] = len(idx)
-        if not idx:
-            return
-        new_ids = [str(eids[i]) for i in idx]
-        labels: dict[str, tuple[Any, int, int]] = {}
+        n = len(eids)
+        # the first of repeated ids in the batch (the same id later is a duplicate)
+        first = dict(zip(reversed(eids), range(n - 1, -1, -1), strict=True))
+        keep = None if len(first) == n else np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        sel = range(n) if keep is None else keep.tolist()
+        early: dict[str, db.EarlyLabel] = {}
         if db.has_early_labels(self.store, name):
-            early = db.early_labels(self.store, name, new_ids)
-            if early:
-                ts_of = {str(eids[i]): int(ts[i]) for i in idx}
-                for eid, e in early.items():
-                    if e.ts - ts_of[eid] > self.ttl_ms:
-                        counts["expired_labels"] = counts.get("expired_labels", 0) + 1
-                    else:
-                        labels[eid] = (e.label, e.ts, e.pos)
-                        counts["joined"] = counts.get("joined", 0) + 1
-                db.delete_early_labels(self.store, name, list(early))
-        rows = []
-        for i, eid in zip(idx, new_ids, strict=True):
-            lab = labels.get(eid, (None, None, None))
-            rows.append((eid, str(vers[i]), int(ts[i]), segs[i], preds[i], *lab))
-        db.insert_predictions(self.store, name, rows)
-        sel = np.asarray(idx, dtype=np.int64)
-        labelled = np.array([e in labels for e in new_ids], dtype=bool)
-        self._bump(jm, slots, ts[sel], 1, labelled, True)
+            early = db.early_labels(self.store, name, list(first))
+        plain: Iterable[tuple[Any, ...]] = []
+        labelled: list[tuple[Any, ...]] = []
+        lab_mask = np.zeros(n, dtype=bool)
+        if not early and keep is None:
+            # the common case: rows made one at a time as SQLite binds them (no list of
+            # 10k tuples for the garbage collector to walk)
+            plain = zip(eids, vers, ts_l, segs, preds, strict=True)
+            sel = range(0)
+        else:
+            plain = []
+        for i in sel:
+            row = (eids[i], vers[i], ts_l[i], segs[i], preds[i])
+            e = early.get(eids[i])
+            if e is None:
+                plain.append(row)  # type: ignore[attr-defined]
+            elif e.ts - ts_l[i] > self.ttl_ms:
+                counts["expired_labels"] = counts.get("expired_labels", 0) + 1
+                plain.append(row)  # type: ignore[attr-defined]
+            else:
+                labelled.append((*row, e.label, e.ts, e.pos))
+                lab_mask[i] = True
+        if early:
+            db.delete_early_labels(self.store, name, list(early))
+        attempted = len(first)
+        inserted = db.insert_predictions(self.store, name, plain, labelled)
+        counts["predictions"] = inserted
+        counts["duplicate_predictions"] = n - inserted
+        counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
+        idx = np.arange(n) if keep is None else keep
+        if inserted == attempted:
+            self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True)
+        else:
+            # some ids were held already: count those windows from the rows themselves
+            starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
+            db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
 
     def _write_labels(self, jm: JoinModel, counts: dict[str, int], slots: dict[tuple[int, int], list[int]]) -> None:
         bufs = self._labels.get(jm.config.name)
@@ -396,38 +408,48 @@ class LabelJoin:
         name = jm.config.name
         best: dict[str, tuple[int, int, Any]] = {}
         total = 0
+        shift = db.POS_SHIFT
         for b in bufs:
-            for eid, lab, ts, p, o in zip(b.event_id, b.label, b.ts, b.partition, b.offset, strict=True):
-                total += 1
-                cand = (ts, db.position(p, o), lab)
+            total += len(b)
+            pos = [(p << shift) | o for p, o in zip(b.partition, b.offset, strict=True)]
+            cands = zip(b.event_id, zip(b.ts, pos, b.label, strict=True), strict=True)
+            if not best and len(set(b.event_id)) == len(b):
+                best = dict(cands)  # no id twice: no comparison needed
+                continue
+            for eid, cand in cands:
                 old = best.get(eid)
                 if old is None or cand[:2] > old[:2]:
                     best[eid] = cand
         counts["labels"] = total
         counts["duplicate_labels"] = total - len(best)
         held = db.held_predictions(self.store, name, list(best))
-        updates: list[tuple[Any, int, int, str]] = []
+        updates: list[tuple[Any, int, int, int, str]] = []
         new_ts: list[int] = []
         changed_ts: list[int] = []
         early: list[db.EarlyLabel] = []
+        ttl = self.ttl_ms
+        joined = expired = dups = 0
         for eid, (ts, pos, lab) in best.items():
             p = held.get(eid)
             if p is None:
                 early.append(db.EarlyLabel(eid, lab, ts, pos))
                 continue
-            if ts - p.ts > self.ttl_ms:
-                counts["expired_labels"] = counts.get("expired_labels", 0) + 1
-                continue
-            if p.label is None:
-                counts["joined"] = counts.get("joined", 0) + 1
-                updates.append((lab, ts, pos, eid))
-                new_ts.append(p.ts)
-                continue
-            counts["duplicate_labels"] += 1
-            if (ts, pos) > (p.label_ts or 0, p.label_pos or 0):
-                updates.append((lab, ts, pos, eid))
-                if lab != p.label:
-                    changed_ts.append(p.ts)
+            _eid, p_ts, p_label, p_label_ts, p_label_pos = p
+            if ts - p_ts > ttl:
+                expired += 1
+            elif p_label is None:
+                joined += 1
+                updates.append((lab, ts, pos, p_ts, eid))
+                new_ts.append(p_ts)
+            else:
+                dups += 1
+                if (ts, pos) > (p_label_ts or 0, p_label_pos or 0):
+                    updates.append((lab, ts, pos, p_ts, eid))
+                    if lab != p_label:
+                        changed_ts.append(p_ts)
+        counts["expired_labels"] = counts.get("expired_labels", 0) + expired
+        counts["joined"] = counts.get("joined", 0) + joined
+        counts["duplicate_labels"] += dups
         db.set_labels(self.store, name, updates)
         self._bump(jm, slots, np.asarray(new_ts, dtype=np.int64), 0, np.ones(len(new_ts), dtype=bool), True)
         self._bump(jm, slots, np.asarray(changed_ts, dtype=np.int64), 0, None, True)
@@ -456,14 +478,15 @@ class LabelJoin:
         """Compute and store one slot's windows; a slot whose figures raise is logged and
         skipped (marked computed), so it cannot block the flush of everything else."""
         name = jm.config.name
-        rows = db.slot_rows(self.store, name, start, end)
+        counts = db.slot_counts(self.store, name, start, end)
+        rows = db.slot_labelled(self.store, name, start, end)
         try:
             with self.store.transaction():
                 estimates = None
                 if jm.reference.calibrator is not None:
                     estimates = lambda ids: db.data_figures(self.store, ids, "estimated_")  # noqa: E731
                 windows = slot_figures(
-                    jm.spec, rows, start, end, label_reference=jm.reference.labels, estimates=estimates,
+                    jm.spec, counts, rows, start, end, label_reference=jm.reference.labels, estimates=estimates,
                 )
                 for key, metrics in windows:
                     db.write_performance(self.store, key, metrics, computed_at=now)

@@ -397,10 +397,13 @@ class Pipeline:
 
     @property
     def has_pending(self) -> bool:
-        return bool(
-            self._closed or self._dead or self._late
-            or (self.labels is not None and self.labels.has_pending)
-        )
+        """Work that should be made durable now (closed windows, dead letters, late rows).
+
+        Rows buffered for the label join do not count: they are written with the next
+        flush (at a window close, or every ``kafka.commit_interval``), together with the
+        offsets they account for, so the join adds no commits of its own.
+        """
+        return bool(self._closed or self._dead or self._late)
 
     def flush(self) -> dict[int, int] | None:
         """Persist everything pending in one transaction; return offsets safe to commit.
