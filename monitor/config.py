@@ -1103,6 +1103,11 @@ def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretSt
         exists(f"models[{i}].reference", m.reference)
 
     labelled = [i for i, m in enumerate(cfg.models) if m.performance.enabled]
+    if cfg.labels.delay >= cfg.labels.ttl:
+        problems.append(
+            f"labels.delay: expected less than labels.ttl ({_show(cfg.labels.ttl)}): a window must mature"
+            f" before its predictions leave the join, got {_show(cfg.labels.delay)}"
+        )
     if labelled and cfg.kafka.labels_topic is None:
         problems.append(
             f"kafka.labels_topic: required by models[{labelled[0]}].performance.enabled;"
@@ -1131,7 +1136,10 @@ def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretSt
         if r.metric not in available:
             problems.append(f"rules[{i}].metric: {_unknown_metric(r.metric, available, targets)}")
         if r.column is not None and r.column != "*":
-            columns = sorted({c for m in targets for c in (*m.feature_names, m.prediction)})
+            columns = sorted(
+                {c for m in targets for c in (*m.feature_names, m.prediction)}
+                | {m.label for m in targets if m.performance.enabled}  # label_drift's column
+            )
             if r.column not in columns:
                 problems.append(
                     f"rules[{i}].column: unknown column {_show(r.column)}; expected one of: {', '.join(columns)}"

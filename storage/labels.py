@@ -34,7 +34,6 @@ COUNTERS = (
     "expired_labels",  # labels later than their prediction's ts + ttl (not used)
     "expired_predictions",  # predictions that left the join unlabelled at ttl
     "unmatched_labels",  # early labels whose prediction never came within early_ttl
-    "late_labels",  # labels that joined a window already computed (it is recomputed)
 )
 
 POS_SHIFT = 40

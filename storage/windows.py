@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,12 +63,18 @@ def metric_value(store: Store, window_id: str, metric: str, column: str = "") ->
     return rows[0]["value"] if rows else None
 
 
+#: the performance figures a window listing shows (when the window has them)
+HEADLINE_PERFORMANCE = ("accuracy", "f1", "roc_auc", "f1_macro", "mae", "rmse", "r2")
+
+
 def windows_with_verdicts(
     store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None,
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """Windows with their dataset drift share (``drift_share``, None for insufficient
-    windows) and verdict (``dataset_drift``)."""
+    windows) and verdict (``dataset_drift``); with labels, ``label_coverage`` and
+    ``performance``: the headline figures (:data:`HEADLINE_PERFORMANCE`) as
+    ``{metric: {"value", "ci_low", "ci_high"}}`` (empty before labels mature)."""
     where, params = [], []
     if model is not None:
         where.append("w.model = ?")
@@ -76,8 +83,10 @@ def windows_with_verdicts(
         where.append("w.segment = ?")
         params.append(segment)
     sql = (
-        "SELECT w.*, m.value AS drift_share, m.drifted AS dataset_drift FROM windows w LEFT JOIN metrics m "
-        "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        "SELECT w.*, m.value AS drift_share, m.drifted AS dataset_drift, c.value AS label_coverage"
+        " FROM windows w LEFT JOIN metrics m"
+        " ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        " LEFT JOIN metrics c ON c.window_id = w.id AND c.metric = 'label_coverage' AND c.\"column\" = ''"
         + (" WHERE " + " AND ".join(where) if where else "")
         + (' ORDER BY w."end", w.model, w.version, w.segment' if oldest_first
            else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
@@ -85,9 +94,27 @@ def windows_with_verdicts(
     if limit:
         sql += f" LIMIT {int(limit)}"
     rows = store.query(sql, params)
+    perf = _headline_performance(store, [r["id"] for r in rows])
     for r in rows:
         r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])
+        r["performance"] = perf.get(r["id"], {})
     return rows
+
+
+def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
+    if not ids:
+        return {}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    marks = ",".join("?" * len(HEADLINE_PERFORMANCE))
+    for r in store.query(
+        "SELECT window_id, metric, value, ci_low, ci_high FROM metrics WHERE family = 'performance'"
+        f" AND \"column\" = '' AND metric IN ({marks}) AND window_id IN (SELECT value FROM json_each(?))",
+        [*HEADLINE_PERFORMANCE, json.dumps(ids)],
+    ):
+        out.setdefault(r["window_id"], {})[r["metric"]] = {
+            "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]
+        }
+    return out
 
 
 def drifted_columns(store: Store, window_id: str) -> list[dict[str, Any]]:

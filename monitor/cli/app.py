@@ -106,7 +106,8 @@ def windows(
     limit: Annotated[int, typer.Option(help="At most this many windows.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stored windows with their drift verdicts, newest first."""
+    """Stored windows with their drift verdicts and, once labels matured, their label
+    coverage and headline performance (with its confidence interval), newest first."""
     from storage.windows import windows_with_verdicts  # noqa: PLC0415
 
     store = _store(config, state_dir)
@@ -114,11 +115,24 @@ def windows(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    _table(
-        "windows",
-        ["model", "version", "segment", "start", "end", "rows", "status", "drift_share", "dataset_drift"],
-        rows,
-    )
+    cols = ["model", "version", "segment", "start", "end", "rows", "status", "drift_share", "dataset_drift"]
+    if any(r.get("label_coverage") is not None for r in rows):
+        for r in rows:
+            r["performance"] = _performance_text(r.get("performance") or {})
+        cols += ["label_coverage", "performance"]
+    _table("windows", cols, rows)
+
+
+def _performance_text(perf: dict[str, Any]) -> str | None:
+    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``."""
+    for name, f in perf.items():
+        if f.get("value") is None:
+            continue
+        text = f"{name} {f['value']:.3g}"
+        if f.get("ci_low") is not None and f.get("ci_high") is not None:
+            text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
+        return text
+    return None
 
 
 @app.command()

@@ -72,6 +72,13 @@ CASES: list[tuple[str, str, str, str]] = [
         'labels.delay: expected a duration like "15m", got "-1h"',
     ),
     (
+        "delay-after-ttl",
+        "",
+        '[labels]\nttl = "1h"\ndelay = "2h"\n',
+        'labels.delay: expected less than labels.ttl ("1h"): a window must mature before its'
+        ' predictions leave the join, got "2h"',
+    ),
+    (
         "bootstrap",
         "",
         "[labels]\nbootstrap = -1\n",
@@ -140,4 +147,10 @@ def test_defaults_and_a_full_label_setup(tmp_path: Path) -> None:
     assert m.fields.latency == "latency_ms" and cfg.labels.delay == timedelta(0)
     assert [r.metric for r in cfg.rules] == [
         "accuracy_worse_p", "f1_segment_gap", "latency_p99", "estimated_accuracy"
+    ]
+    # label drift is a figure of the label column
+    cfg = load(tmp_path, '[[rules]]\nname = "ld"\nmetric = "label_drift"\ncolumn = "label"\nthreshold = 0.1\n', model=ON)
+    assert cfg.rules[0].column == "label"
+    assert problems(tmp_path, '[[rules]]\nname = "ld"\nmetric = "drifted"\ncolumn = "label"\nthreshold = 0.5\n') == [
+        'rules[0].column: unknown column "label"; expected one of: age, plan, prediction'
     ]

@@ -7,6 +7,7 @@ figure fires, and the labels topic's committed offset is what the join made dura
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from monitor.demo.broker import EmbeddedBroker, free_port
 from storage.db import Store
 from storage.labels import label_counters
 from tests.monitor.daemon_helpers import produce, wait_for
-from tests.monitor.fault_helpers import committed, start_daemon, terminate, wait_ready
+from tests.monitor.fault_helpers import committed, http_port, start_daemon, terminate, wait_ready
 from tests.monitor.labels.broker_helpers import label_offset, labels_done
 from tests.monitor.labels.helpers import expected_join, label_config, metric
 from tests.monitor.labels.test_join import expected_figures, scenario
@@ -61,6 +62,8 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
         assert wait_for(lambda: labels_done(db, len(label_payloads)), timeout=60), label_offset(db)
         # the labels topic's committed offset follows what is durable
         assert wait_for(lambda: committed(broker, f"g-{tag}") >= len(preds) + len(label_payloads) - 1, timeout=20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port(cfg)}/metrics", timeout=5) as r:
+            exposition = r.read().decode()
     finally:
         assert terminate(proc) == 0
     store = Store(db)
@@ -80,6 +83,10 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
     reasons = sorted(r["reason"].split(":", 1)[0] for r in store.query(
         "SELECT reason FROM dead_letters WHERE topic = ?", (labels_topic,)))
     assert reasons == ["bad_type", "not_json"]
+    # the durable counters are exported per model
+    assert f'driftwarden_label_join_total{{event="joined",model="churn"}} {float(c["joined"])}' in exposition
+    assert 'driftwarden_label_join_total{event="early",model="churn"} 5.0' in exposition
+    assert "driftwarden_label_windows_waiting 0.0" in exposition
     alerts = {(a["rule"], a["state"]) for a in store.query("SELECT rule, state FROM alerts")}
     assert ("accuracy-low", "firing") in alerts
     assert not any(r == "coverage-low" and s == "firing" for r, s in alerts)

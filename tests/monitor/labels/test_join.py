@@ -282,3 +282,28 @@ def test_a_label_record_that_makes_processing_raise_is_dead_lettered(tmp_path: P
     dl = store.query("SELECT \"offset\", reason FROM dead_letters WHERE topic = 'labels'")
     assert [(d["offset"], d["reason"].split(":", 1)[0]) for d in dl] == [(50, "internal")]
     assert label_counters(store)["churn"]["joined"] == 200
+
+
+def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    preds, labs = scenario(seed=6)
+    clock = Clock()
+    cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    runner = CliRunner()
+    state = str(cfg.daemon.state_dir)
+    out = runner.invoke(app, ["windows", "--state-dir", state, "--segment", "", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = orjson.loads(out.output)
+    w = next(r for r in rows if r["start"] == "2026-11-23T12:02:00.000Z")
+    wid = w["id"]
+    assert w["label_coverage"] == metric(store, wid, "label_coverage")
+    acc = w["performance"]["accuracy"]
+    assert acc["value"] == metric(store, wid, "accuracy") and acc["ci_low"] < acc["value"] < acc["ci_high"]
+    table = runner.invoke(app, ["windows", "--state-dir", state, "--segment", ""], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "label_coverage" in table.output and "accuracy 0." in table.output
