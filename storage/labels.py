@@ -262,13 +262,13 @@ def due_slots(
     store: Store, model: str, *, clock_ms: int, delay_ms: int, coverage: float,
     recompute_before: str, limit: int,
 ) -> list[Slot]:
-    """Slots to (re)compute, oldest first: never computed and mature (``end + delay <=
-    clock`` or labelled share >= ``coverage``), or dirty and last computed before
-    ``recompute_before`` (ISO time)."""
+    """Slots to (re)compute: first those never computed and mature (``end + delay <=
+    clock`` or labelled share >= ``coverage``), then those dirty and last computed
+    before ``recompute_before`` (ISO time); oldest first within each."""
     rows = store.execute(
         'SELECT model, start, "end", rows, labelled, computed_at, dirty FROM label_slots WHERE model = ?'
         ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ? OR labelled >= ? * rows))'
-        ' OR (dirty = 1 AND computed_at < ?)) ORDER BY "end", start LIMIT ?',
+        ' OR (dirty = 1 AND computed_at < ?)) ORDER BY computed_at IS NOT NULL, "end", start LIMIT ?',
         (model, delay_ms, clock_ms, coverage, recompute_before, limit),
     ).fetchall()
     return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]

@@ -31,6 +31,7 @@ predictions' replayed rows are skipped too (they are in the join already).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -54,6 +55,11 @@ log = logging.getLogger("driftwarden.labels")
 STATE_NAME = "labels"
 #: slots (re)computed per flush at most; the rest follow at the next flush
 MAX_SLOTS_PER_FLUSH = 16
+#: performance (re)computations may take this share of the daemon's wall time: labels
+#: that keep landing in many windows must not starve ingest (the rest waits its turn)
+COMPUTE_SHARE = 0.25
+#: seconds of computation that can be saved up while there is nothing to compute
+COMPUTE_BURST_S = 5.0
 
 
 class PerformanceListener(Protocol):
@@ -151,6 +157,9 @@ class LabelJoin:
         self._dirty = False
         #: slots were left due at the last flush, or may become due by the wall clock
         self._owed = False
+        #: seconds of computation available now (see COMPUTE_SHARE), and when it was topped up
+        self._budget = COMPUTE_BURST_S
+        self._budget_at: datetime | None = None
 
     @property
     def enabled(self) -> bool:
@@ -463,6 +472,12 @@ class LabelJoin:
 
     def _compute_due(self, jm: JoinModel, now: datetime) -> int:
         name = jm.config.name
+        if self._budget_at is not None:
+            earned = max(0.0, (now - self._budget_at).total_seconds()) * COMPUTE_SHARE
+            self._budget = min(COMPUTE_BURST_S, self._budget + earned)
+        self._budget_at = now
+        if self._budget <= 0:
+            return 0
         clock = max(self.clock_ms.get(name, -(2**62)), self.idle_ms.get(name, -(2**62)))
         due = db.due_slots(
             self.store, name, clock_ms=clock, delay_ms=self.delay_ms, coverage=self.coverage,
@@ -470,8 +485,12 @@ class LabelJoin:
         )
         written = 0
         for slot in due:
+            if self._budget <= 0:
+                break
+            t0 = time.perf_counter()
             written += self._compute_slot(jm, slot.start, slot.end, now)
             db.mark_computed(self.store, name, slot.start, slot.end, now)
+            self._budget -= time.perf_counter() - t0
         return written
 
     def _compute_slot(self, jm: JoinModel, start: int, end: int, now: datetime) -> int:
@@ -539,6 +558,10 @@ class LabelJoin:
         self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
         self.positions = dict(self.replay_before)
         self.clock_ms = {str(m): int(v) for m, v in state.get("clock", {}).items()}
+        # idle since the restart, not since the last event before it: a model that stays
+        # quiet still matures its windows once its idle_timeout has passed
+        now = self.wall()
+        self.last_activity = {m: now for m in self.clock_ms if m in self.models}
         return dict(self.replay_before)
 
     def release_partitions(self, keep: set[int]) -> list[int]:
