@@ -47,3 +47,14 @@ def perf_dump(db: Path) -> list[tuple[Any, ...]]:
         " FROM metrics WHERE family = 'performance' ORDER BY window_id, \"column\", metric",
     )
     return rows or []
+
+
+def data_dump(db: Path) -> list[tuple[Any, ...]]:
+    """The ``data`` figures and the windows (what a late label must not change)."""
+    rows = _query(
+        db,
+        'SELECT window_id, "column", metric, value, p_value, threshold, drifted, test'
+        " FROM metrics WHERE family = 'data' ORDER BY window_id, \"column\", metric",
+    ) or []
+    windows = _query(db, "SELECT id, rows, status, late_rows FROM windows ORDER BY id") or []
+    return rows + windows
