@@ -18,6 +18,11 @@ inside the pipeline's one transaction, :meth:`LabelJoin.write`:
    (the alert engine) in the same transaction;
 4. prunes what left the TTL, counting expired predictions and unmatched labels.
 
+The buffers never force a flush of their own: they ride the next one (a closed
+window, or ``kafka.commit_interval``), with the offsets they account for. The
+(re)computations of step 3 take at most :data:`COMPUTE_SHARE` of the wall time;
+due windows beyond that wait for a later flush (first computations first).
+
 The *clock* of a model is the newest event time seen on either stream (durable),
 so expiry and maturity do not depend on when the daemon runs; a model idle for
 its ``window.idle_timeout`` lets the wall clock mature its windows (like idle

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,3 @@ def perf_rows(store: Store, family: str = "performance") -> list[tuple[Any, ...]
 def metric(store: Store, window_id: str, name: str) -> float | None:
     rows = store.query("SELECT value FROM metrics WHERE window_id = ? AND metric = ?", (window_id, name))
     return rows[0]["value"] if rows else None
-
-
-_ = (UTC,)
