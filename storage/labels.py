@@ -62,10 +62,12 @@ def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, 
     label_pos) with the label they carry so far (plain tuples: this runs per label)."""
     if not ids:
         return {}
+    # the ids drive the loop (CROSS JOIN keeps that order): written as ``event_id IN
+    # (...)``, SQLite walks every row of the model by the primary key instead
     rows = store.execute(
-        "SELECT event_id, ts, label, label_ts, label_pos FROM label_predictions WHERE model = ?"
-        " AND event_id IN (SELECT value FROM json_each(?))",
-        (model, _ids(ids)),
+        "SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM json_each(?) AS j"
+        " CROSS JOIN label_predictions AS p ON p.model = ? AND p.event_id = j.value",
+        (_ids(ids), model),
     ).fetchall()
     return {r[0]: r for r in rows}
 

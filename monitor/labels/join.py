@@ -65,6 +65,10 @@ MAX_SLOTS_PER_FLUSH = 16
 COMPUTE_SHARE = 0.25
 #: seconds of computation that can be saved up while there is nothing to compute
 COMPUTE_BURST_S = 5.0
+#: SQLite page cache of the store's connection with the join on (KiB, as PRAGMA
+#: cache_size takes it negative): labels land on random rows of the join table, and
+#: its index's inner pages then stay in memory instead of being re-read per label
+CACHE_KIB = 32 * 1024
 
 
 class PerformanceListener(Protocol):
@@ -127,6 +131,7 @@ class LabelJoin:
         self.store = store
         self.wall = clock
         self.on_performance = on_performance
+        store.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         lab = config.labels
         self.ttl_ms = _ms(lab.ttl)
         self.early_ttl_ms = _ms(lab.early_ttl)
