@@ -158,9 +158,10 @@ def status(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What the state directory holds: windows, alerts, deliveries, dead letters."""
+    """What the state directory holds: windows, alerts, deliveries, dead letters, the label join."""
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
     from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
 
     store = _store(config, state_dir)
@@ -170,6 +171,8 @@ def status(
         "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
         "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
         "dead_letters": dead_letter_total(store),
+        "label_join": label_counters(store),
+        "performance_windows_waiting": slots_waiting(store),
     }
     if as_json:
         typer.echo(json.dumps(out, indent=2))

@@ -307,3 +307,21 @@ def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
     assert acc["value"] == metric(store, wid, "accuracy") and acc["ci_low"] < acc["value"] < acc["ci_high"]
     table = runner.invoke(app, ["windows", "--state-dir", state, "--segment", ""], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "label_coverage" in table.output and "accuracy 0." in table.output
+
+
+def test_cli_status_shows_the_join(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    preds, labs = scenario(seed=7)
+    clock = Clock()
+    cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    out = CliRunner().invoke(app, ["status", "--state-dir", str(cfg.daemon.state_dir), "--json"])
+    assert out.exit_code == 0, out.output
+    status = orjson.loads(out.output)
+    assert status["label_join"]["churn"] == label_counters(store)["churn"]
+    assert status["label_join"]["churn"]["joined"] > 1000 and status["performance_windows_waiting"] == 0
