@@ -42,11 +42,12 @@ from alerts.payloads import (
     notification_payload,
     retrain_payload,
 )
-from alerts.rules import Rule
+from alerts.rules import Evaluation, Rule, detector_step
 from alerts.state import FIRING, INACTIVE, PENDING, RESOLVED, step
 from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
+from storage.detectors import load_detector, save_detector
 from storage.records import MetricRow, WindowRecord, iso, parse_iso
 
 Clock = Callable[[], datetime]
@@ -207,6 +208,11 @@ class AlertEngine:
             events: list[_Pending] = []
             for rule in self.rules:
                 for ev in rule.evaluations(key, metrics, ctx.reference_metrics):
+                    if rule.detector is not None:
+                        detected = self._detect(rule, ev, window.id, key.end, now)
+                        if detected is None:
+                            continue
+                        ev = detected
                     aid = ev.alert_id
                     old = existing.get(aid)
                     if old is None:
@@ -329,6 +335,24 @@ class AlertEngine:
             return db.expire_silence(self.store, silence_id, self.clock())
 
     # -- internals ------------------------------------------------------------------
+
+    def _detect(
+        self, rule: Rule, ev: Evaluation, window_id: str, window_end: str, now: datetime
+    ) -> Evaluation | None:
+        """Feed the figure to the instance's persisted detector; None when this window
+        was already fed (a replay after a crash must not count a figure twice)."""
+        assert rule.detector is not None
+        saved = load_detector(self.store, ev.alert_id)
+        if saved is not None and (
+            saved["last_window_id"] == window_id or _older(window_end, saved["window_end"])
+        ):
+            return None
+        state, statistic, signalled = detector_step(rule, saved["state"] if saved else None, ev.value)
+        save_detector(
+            self.store, alert_id=ev.alert_id, rule=rule.name, model=ev.model, state=state,
+            last_window_id=window_id, window_end=window_end, now=now,
+        )
+        return replace(ev, value=statistic, threshold=rule.detector.limit, breached=signalled)
 
     def _seed_activity(self, started: datetime) -> None:
         """Known models start "active now" (downtime is not silence), except

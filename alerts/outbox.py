@@ -6,10 +6,23 @@ dies between a receiver's 2xx and the commit, the next run sends it again with
 the same id, which receivers deduplicate by (``webhook-id`` for webhooks; Slack
 messages carry it in their metadata).
 
+Isolation: every notifier has its own *lane*, a thread that sends that
+notifier's due deliveries one after the other, in creation order. Lanes run
+concurrently, and a notifier whose lane is still busy is skipped by the next
+dispatch, so a slow, hanging or failing receiver delays only its own
+deliveries (each request is bounded by the notifier's ``timeout``). Within a
+lane, one delivery's failure, whatever it is (an HTTP error, an exception from
+the notifier's code, a payload that cannot be rendered), is recorded on that
+delivery and the lane goes on with the next one.
+
 Backoff after the n-th failed attempt: ``d = min(max_delay, base_delay * 2**(n-1))``,
 then "equal jitter" ``d/2 + uniform(0, d/2)`` from the injected ``rng``; a
-``Retry-After`` from the receiver is a lower bound. After ``max_attempts``
-attempts the delivery is ``dead`` (see :func:`storage.alerts.delivery_counts`).
+``Retry-After`` from the receiver is a lower bound, clamped to ``max_delay``
+(the notifier's ``max_backoff``), so a receiver cannot park a delivery for
+longer than the operator allowed. Every delivery ends ``sent`` or ``dead``:
+after ``max_attempts`` attempts, at once on a permanent error (4xx, a payload
+that cannot be built, a row that cannot be read), see
+:func:`storage.alerts.delivery_counts`.
 
 A resolution or reminder waits while the firing message it refers to is still
 pending, so Slack can thread it under that message.
@@ -20,16 +33,25 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from alerts.notifiers.base import Notifier, SendResult
+from alerts.notifiers.base import MAX_RETRY_DELAY, Notifier, PayloadError, SendResult
 from storage import alerts as db
 from storage.alerts import DeliveryRecord
 from storage.db import Store
 
 log = logging.getLogger(__name__)
+
+#: Longest error text stored in ``deliveries.last_error`` (characters).
+MAX_ERROR_CHARS = 500
+#: Exponents beyond this cannot change ``min(max_delay, base * 2**n)`` (and would overflow).
+_MAX_EXPONENT = 60
 
 
 def _utc_now() -> datetime:
@@ -46,9 +68,28 @@ def _ceil_ms(ts: datetime) -> datetime:
     return ts if extra == 0 else ts + timedelta(microseconds=1000 - extra)
 
 
+def later(now: datetime, seconds: float) -> datetime:
+    """``now + seconds`` rounded up to the millisecond, for any ``seconds``:
+    NaN and negatives count as 0, more than :data:`MAX_RETRY_DELAY` as that,
+    and a result past ``datetime.max`` as ``datetime.max``. Never raises."""
+    s = seconds if math.isfinite(seconds) else (MAX_RETRY_DELAY if seconds > 0 else 0.0)
+    s = min(max(s, 0.0), MAX_RETRY_DELAY)
+    try:
+        return _ceil_ms(now + timedelta(seconds=s))
+    except OverflowError:
+        return datetime.max.replace(microsecond=999000, tzinfo=now.tzinfo)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How one notifier is retried (seconds); see the module doc for the formula."""
+    """How one notifier is retried (seconds); see the module doc for the formula.
+
+    ``max_delay`` is at most :data:`~alerts.notifiers.base.MAX_RETRY_DELAY` (7 days).
+    """
 
     max_attempts: int = 10
     base_delay: float = 30.0
@@ -57,16 +98,64 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if not (math.isfinite(self.base_delay) and math.isfinite(self.max_delay)):
+            raise ValueError("base_delay and max_delay must be finite")
         if self.base_delay < 0 or self.max_delay < self.base_delay:
             raise ValueError("need 0 <= base_delay <= max_delay")
+        if self.max_delay > MAX_RETRY_DELAY:
+            raise ValueError(f"max_delay must be at most {MAX_RETRY_DELAY:.0f} s (7 days)")
+
+
+class _Lanes:
+    """At most one running job per notifier, each on its own daemon thread
+    (daemon, so a receiver that never answers cannot hold the process at exit)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[str, Future[int]] = {}
+
+    def busy(self, name: str) -> bool:
+        with self._lock:
+            return name in self._busy
+
+    def running(self) -> list[Future[int]]:
+        with self._lock:
+            return list(self._busy.values())
+
+    def start(self, name: str, job: Callable[[], int]) -> Future[int] | None:
+        """Run ``job`` on ``name``'s lane; None if that lane is still busy."""
+        fut: Future[int] = Future()
+        with self._lock:
+            if name in self._busy:
+                return None
+            self._busy[name] = fut
+
+        def run() -> None:
+            result, error = 0, None
+            try:
+                result = job()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                error = exc
+            # idle again *before* waiters wake: their next dispatch may use this lane
+            with self._lock:
+                self._busy.pop(name, None)
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
+
+        threading.Thread(target=run, name=f"outbox:{name}", daemon=True).start()
+        return fut
 
 
 class DeliveryWorker:
     """Sends what :class:`alerts.engine.AlertEngine` queued.
 
-    ``run_once()`` attempts every due delivery once and returns how many it
-    attempted; ``next_due()`` says when to call it again. The daemon runs it
-    from a scheduler thread; tests call it directly with an injected clock.
+    ``dispatch()`` starts one lane per notifier with due deliveries (skipping
+    notifiers whose lane is still busy) and returns at once: the daemon calls
+    it every second. ``run_once()`` dispatches and waits for those lanes, and
+    returns how many deliveries they attempted; tests call it with an
+    injected clock. ``next_due()`` says when something is due again.
     ``max_attempts``/``base_delay``/``max_delay`` are the default policy;
     ``policies`` overrides it per notifier name.
     """
@@ -88,9 +177,14 @@ class DeliveryWorker:
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
         self.default_policy = RetryPolicy(max_attempts, _seconds(base_delay), _seconds(max_delay))
         self.policies = dict(policies or {})
         self.batch = batch
+        self._lanes = _Lanes()
+        self._stopping = threading.Event()
+        # a lane whose bookkeeping failed (storage trouble) rests until then
+        self._resting: dict[str, datetime] = {}
 
     def policy(self, notifier: str) -> RetryPolicy:
         return self.policies.get(notifier, self.default_policy)
@@ -98,55 +192,127 @@ class DeliveryWorker:
     def backoff(
         self, attempts: int, retry_after: float | None = None, notifier: str | None = None
     ) -> float:
-        """Seconds to wait after ``attempts`` failed attempts."""
+        """Seconds to wait after ``attempts`` failed attempts, in ``[0, max_delay]``.
+
+        ``retry_after`` (the receiver's wish) raises the wait, up to ``max_delay``
+        (``inf`` included); NaN and values <= 0 are ignored."""
         p = self.policy(notifier or "")
-        d = min(p.max_delay, p.base_delay * (2 ** max(0, attempts - 1)))
-        d = d / 2 + self.rng.uniform(0, d / 2)
-        if retry_after is not None and math.isfinite(retry_after):
-            d = max(d, retry_after)
-        return d
+        exponent = min(max(0, attempts - 1), _MAX_EXPONENT)
+        d = min(p.max_delay, p.base_delay * 2.0**exponent)
+        with self._rng_lock:
+            d = d / 2 + self.rng.uniform(0, d / 2)
+        if retry_after is not None and not math.isnan(retry_after) and retry_after > 0:
+            d = max(d, min(retry_after, p.max_delay))
+        return min(d, p.max_delay)
 
     def next_due(self) -> datetime | None:
         return db.next_due(self.store)
 
-    def run_once(self) -> int:
-        attempted = 0
+    # -- dispatching ------------------------------------------------------------------
+
+    def dispatch(self) -> dict[str, Future[int]]:
+        """Start a lane for each notifier with due deliveries whose lane is idle;
+        returns their futures by notifier name (each resolves to the number of
+        attempts made).
+
+        Deliveries to notifiers that are not configured are marked dead here."""
+        if self._stopping.is_set():
+            return {}
         now = self.clock()
-        for d in db.due_deliveries(self.store, now, self.batch):
-            now = self.clock()
-            parent = db.get_delivery(self.store, d.parent_id) if d.parent_id else None
-            if parent is not None and parent.status == "pending":
-                # send after the message it refers to (or after it is given up)
-                until = max(parent.next_attempt_at or now, now)
-                with self.store.transaction():
-                    db.defer_delivery(self.store, d.id, _ceil_ms(until), now)
+        for d in db.due_deliveries(self.store, now, self.batch, exclude=list(self.notifiers)):
+            self._record(d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"))
+        started: dict[str, Future[int]] = {}
+        for name in self.notifiers:
+            if self._lanes.busy(name) or self._resting.get(name, now) > now:
                 continue
-            notifier = self.notifiers.get(d.notifier)
-            if notifier is None:
-                result = SendResult.give_up(f"notifier {d.notifier!r} is not configured")
-            else:
-                result = self._send(notifier, d, parent)
-                attempted += 1
-            self._record(d, parent, result)
+            due = db.due_deliveries(self.store, now, self.batch, notifier=name)
+            if not due:
+                continue
+            fut = self._lanes.start(name, lambda name=name, due=due: self._run_lane(name, due))
+            if fut is not None:
+                started[name] = fut
+        return started
+
+    def run_once(self, timeout: float | None = None) -> int:
+        """Dispatch, then wait (at most ``timeout`` seconds, None = until done) for
+        the lanes started; the number of attempts they made. An exception that
+        escaped a lane (only ``BaseException``s such as ``SystemExit`` can) is raised here."""
+        futures = list(self.dispatch().values())
+        done, _ = wait_futures(futures, timeout)
+        return sum(f.result() for f in futures if f in done)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no lane is sending (True) or ``timeout`` seconds passed (False)."""
+        running = self._lanes.running()
+        if not running:
+            return True
+        _, pending = wait_futures(running, timeout)
+        return not pending
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Let running lanes finish for at most ``timeout`` seconds, then tell them
+        to stop after their current request (what is left stays pending, for the
+        next start). Returns whether every lane had finished."""
+        idle = self.wait_idle(timeout)
+        self._stopping.set()
+        return idle
+
+    # -- one lane -------------------------------------------------------------------------
+
+    def _run_lane(self, name: str, deliveries: list[DeliveryRecord]) -> int:
+        attempted = 0
+        for d in deliveries:
+            if self._stopping.is_set():
+                break
+            try:
+                attempted += self._deliver(d)
+            except Exception:  # noqa: BLE001 - bookkeeping failed: nothing else to record it on
+                log.exception("outbox: could not record delivery %s to %s; pausing it", d.id, name)
+                self._resting[name] = later(self.clock(), self.policy(name).base_delay)
+                break
         return attempted
+
+    def _deliver(self, d: DeliveryRecord) -> int:
+        """One delivery: send and record it (1), or defer / give it up unsent (0)."""
+        if d.payload_error:
+            self._record(d, None, SendResult.give_up(d.payload_error))
+            return 0
+        now = self.clock()
+        parent = db.get_delivery(self.store, d.parent_id) if d.parent_id else None
+        if parent is not None and parent.status == "pending":
+            # send after the message it refers to (or after it is given up)
+            until = max(parent.next_attempt_at or now, now)
+            with self.store.transaction():
+                db.defer_delivery(self.store, d.id, _ceil_ms(until), now)
+            return 0
+        result = self._send(self.notifiers[d.notifier], d, parent)
+        self._record(d, parent, result)
+        return 1
 
     def _send(
         self, notifier: Notifier, d: DeliveryRecord, parent: DeliveryRecord | None
     ) -> SendResult:
         try:
-            return notifier.send(d, parent)
+            result = notifier.send(d, parent)
+        except PayloadError as exc:
+            log.error("delivery %s to %s cannot be built: %s", d.id, d.notifier, exc)
+            return SendResult.give_up(str(exc))
         except Exception as exc:  # a notifier bug or an unexpected client error
             log.exception("notifier %s raised on delivery %s", d.notifier, d.id)
             return SendResult.retry(f"{type(exc).__name__}: {exc}")
+        if not isinstance(result, SendResult):
+            return SendResult.retry(f"notifier returned {type(result).__name__}, not a SendResult")
+        return result
 
     def _record(self, d: DeliveryRecord, parent: DeliveryRecord | None, r: SendResult) -> None:
         now = self.clock()
         attempts = d.attempts + 1
+        nxt: datetime | None
         if r.outcome == "sent":
             status, nxt, error = "sent", None, r.error or None
         elif r.outcome == "retry" and attempts < self.policy(d.notifier).max_attempts:
-            delay = self.backoff(attempts, r.retry_after, d.notifier)
-            status, nxt, error = "pending", _ceil_ms(now + timedelta(seconds=delay)), r.error
+            delay = self.backoff(attempts, _number_or_none(r.retry_after), d.notifier)
+            status, nxt, error = "pending", later(now, delay), r.error
         else:
             status, nxt = "dead", None
             error = (
@@ -162,10 +328,19 @@ class DeliveryWorker:
                 attempts=attempts,
                 now=now,
                 next_attempt_at=nxt,
-                error=error,
+                error=None if error is None else _cut(str(error)),
                 response=r.response,
             )
             if parent is not None and r.parent_response is not None:
                 db.set_response(self.store, parent.id, r.parent_response, now)
         if status == "dead":
             log.warning("delivery %s to %s is dead: %s", d.id, d.notifier, error)
+
+
+def _number_or_none(value: Any) -> float | None:
+    """A notifier's ``retry_after`` as a float (None if it is not a number or NaN)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if math.isnan(f) else f

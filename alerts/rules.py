@@ -43,7 +43,9 @@ import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+from detectors.sequential import CUSUM, PageHinkley, detector_from_state, make_detector
 from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -58,6 +60,47 @@ SEVERITIES = ("warning", "critical")
 ANY = "*"
 NO_DATA = "no_data"
 DRIFTED = "drifted"
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A change detector run over the figure series of each alert instance.
+
+    ``kind`` is ``"cusum"`` or ``"page_hinkley"`` (:mod:`detectors.sequential`),
+    ``params`` its constructor's keyword arguments (``mode`` is set from the
+    rule's ``op``). The evaluation's value is the detector's statistic and its
+    threshold the detector's decision limit; a window breaches when the
+    detector signals a change on it (then the detector starts afresh, as
+    river's do; CUSUM keeps its learned in-control level, so a change that
+    persists signals again after a few windows).
+    """
+
+    kind: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, op: str) -> CUSUM | PageHinkley:
+        mode = "up" if op in (">", ">=") else "down" if op in ("<", "<=") else "both"
+        return make_detector(self.kind, {**dict(self.params), "mode": mode})
+
+    @property
+    def limit(self) -> float:
+        p = dict(self.params)
+        return float(p.get("h", 5.0) if self.kind == "cusum" else p.get("threshold", 50.0))
+
+
+def detector_step(
+    rule: Rule, state: Mapping[str, Any] | None, value: float
+) -> tuple[dict[str, Any], float, bool]:
+    """Feed one figure to an instance's detector (restored from ``state`` when its
+    settings still match the rule's, else fresh); returns the new state, the
+    statistic after the update and whether a change was signalled."""
+    assert rule.detector is not None
+    fresh = rule.detector.build(rule.op)
+    det = fresh
+    if state is not None and state.get("settings") == fresh.state()["settings"]:
+        det = detector_from_state(state)
+    det.update(value)
+    return det.state(), float(det.statistic), bool(det.drift_detected)
 
 
 @dataclass(frozen=True)
@@ -90,6 +133,8 @@ class Rule:
     notifiers: tuple[str, ...] = ()
     repeat_interval: timedelta | None = None
     no_data_for: timedelta | None = None
+    #: a change detector over the series instead of ``threshold`` (see :class:`DetectorSpec`)
+    detector: DetectorSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
@@ -117,6 +162,10 @@ class Rule:
                 raise ValueError(f"{where}: no_data_for applies only to metric 'no_data'")
             if not math.isfinite(float(self.threshold)):
                 raise ValueError(f"{where}: threshold must be a finite number")
+        if self.detector is not None:
+            if self.is_no_data or self.relative or self.op == "==":
+                raise ValueError(f"{where}: a detector needs a figure, no relative threshold, op != '=='")
+            self.detector.build(self.op)  # raises on bad parameters
         object.__setattr__(self, "notifiers", tuple(self.notifiers))
         object.__setattr__(self, "labels", dict(self.labels))
         if self.model == "":

@@ -8,13 +8,23 @@ thresholds, binning, dataset share), computed from a reference prepared once.
 from detectors._columns import (
     PreparedColumn,
     PreparedReference,
+    merge_prepared,
     prepare_reference,
+)
+from detectors.calibration import (
+    Calibration,
+    NullModel,
+    calibrate,
+    calibration_sizes,
+    effective_size,
+    resolve_specs,
 )
 from detectors.comparison import Comparison, compare
 from detectors.dataset import (
     ColumnDrift,
     DatasetDrift,
     benjamini_hochberg,
+    calibrated_dataset_drift,
     column_drift,
     dataset_drift,
 )
@@ -54,6 +64,14 @@ from detectors.window_performance import (
 
 __all__ = [
     "CUSUM",
+    "Calibration",
+    "NullModel",
+    "calibrate",
+    "calibrated_dataset_drift",
+    "calibration_sizes",
+    "effective_size",
+    "merge_prepared",
+    "resolve_specs",
     "Calibrator",
     "Comparison",
     "Estimate",

@@ -253,53 +253,71 @@ def fixed_bin_counts(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray
 def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedColumn:
     if spec.kind == "numerical":
         clean, n_total, n_missing = clean_numerical(values)
-        s = np.sort(clean, kind="stable")
-        n = int(s.shape[0])
-        if n:
-            change = np.empty(n, dtype=bool)
-            change[0] = True
-            np.not_equal(s[1:], s[:-1], out=change[1:])
-            starts = np.flatnonzero(change)
-            uniques = s[starts]
-            ends = np.append(starts[1:], n)
-            ucounts = (ends - starts).astype(np.int64)
-            cum_right = ends.astype(np.int64)
-            mean = float(np.mean(clean))
-            std = float(np.std(clean))
-            var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan
-            lo, hi = float(s[0]), float(s[-1])
-        else:
-            uniques = np.zeros(0)
-            ucounts = cum_right = np.zeros(0, dtype=np.int64)
-            mean = std = var1 = lo = hi = math.nan
-        fixed_edges = fixed_keys = fixed_counts = None
-        if bins == "fixed":
-            fixed_edges, fixed_keys = _fixed_numerical_bins(s, uniques)
-            if fixed_edges is not None:
-                fixed_counts = fixed_bin_counts(fixed_edges, s)
-            else:
-                fixed_counts = np.append(ucounts, 0).astype(np.int64)  # + "other" bucket
-        return PreparedColumn(
-            spec=spec,
-            n_total=n_total,
-            n_missing=n_missing,
-            n=n,
-            values=clean,
-            sorted_values=s,
-            unique_values=uniques,
-            unique_counts=ucounts,
-            unique_cum_right=cum_right,
-            mean=mean,
-            std=std,
-            var1=var1,
-            min=lo,
-            max=hi,
-            counts=ucounts,
-            fixed_edges=fixed_edges,
-            fixed_keys=fixed_keys,
-            fixed_ref_counts=fixed_counts,
-        )
+        return _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
     cats, counts, codes, n_total, n_missing = factorize_categories(values)
+    return _categorical_column(spec, cats, counts, codes, n_total, n_missing, bins)
+
+
+def _numerical_column(
+    spec: ColumnSpec, clean: np.ndarray, s: np.ndarray, n_total: int, n_missing: int, bins: BinsMode
+) -> PreparedColumn:
+    n = int(s.shape[0])
+    if n:
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(s[1:], s[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        ends = np.append(starts[1:], n)
+        cum_right = ends.astype(np.int64)
+        if starts.shape[0] == n:
+            # every value distinct (the usual continuous column): no second copy of
+            # the sorted values, and counts of one as a zero-memory read-only view
+            uniques = s
+            ucounts = np.broadcast_to(np.int64(1), (n,))
+        else:
+            uniques = s[starts]
+            ucounts = (ends - starts).astype(np.int64)
+        mean = float(np.mean(clean))
+        std = float(np.std(clean))
+        var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan
+        lo, hi = float(s[0]), float(s[-1])
+    else:
+        uniques = np.zeros(0)
+        ucounts = cum_right = np.zeros(0, dtype=np.int64)
+        mean = std = var1 = lo = hi = math.nan
+    fixed_edges = fixed_keys = fixed_counts = None
+    if bins == "fixed":
+        fixed_edges, fixed_keys = _fixed_numerical_bins(s, uniques)
+        if fixed_edges is not None:
+            fixed_counts = fixed_bin_counts(fixed_edges, s)
+        else:
+            fixed_counts = np.append(ucounts, 0).astype(np.int64)  # + "other" bucket
+    return PreparedColumn(
+        spec=spec,
+        n_total=n_total,
+        n_missing=n_missing,
+        n=n,
+        values=clean,
+        sorted_values=s,
+        unique_values=uniques,
+        unique_counts=ucounts,
+        unique_cum_right=cum_right,
+        mean=mean,
+        std=std,
+        var1=var1,
+        min=lo,
+        max=hi,
+        counts=ucounts,
+        fixed_edges=fixed_edges,
+        fixed_keys=fixed_keys,
+        fixed_ref_counts=fixed_counts,
+    )
+
+
+def _categorical_column(
+    spec: ColumnSpec, cats: tuple[Any, ...], counts: np.ndarray, codes: np.ndarray, n_total: int,
+    n_missing: int, bins: BinsMode,
+) -> PreparedColumn:
     fixed_keys = fixed_counts = None
     if bins == "fixed":
         fixed_keys = cats
@@ -363,6 +381,53 @@ def prepare_reference(
     if not specs:
         rows = max((len(np.asarray(v)) for v in ref_columns.values()), default=0)
     return PreparedReference(columns=cols, rows=rows, specs=specs, bins=bins)
+
+
+def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
+    """The prepared reference of the union of ``parts``' rows, without their rows.
+
+    Equal to :func:`prepare_reference` on the concatenated rows (in ``parts``
+    order): numerical columns merge their already-sorted values (a merge of
+    sorted runs, not a sort from scratch), categorical columns add their
+    counts. Every part must have the same specs and bins mode; raises
+    ``ValueError`` otherwise or when ``parts`` is empty.
+    """
+    if not parts:
+        raise ValueError("merge_prepared needs at least one part")
+    first = parts[0]
+    if any(p.specs != first.specs or p.bins != first.bins for p in parts):
+        raise ValueError("merge_prepared: parts differ in specs or bins")
+    if len(parts) == 1:
+        return first
+    cols: dict[str, PreparedColumn] = {}
+    for spec in first.specs:
+        pcs = [p.columns[spec.name] for p in parts]
+        n_total = sum(c.n_total for c in pcs)
+        n_missing = sum(c.n_missing for c in pcs)
+        if spec.kind == "numerical":
+            clean = np.concatenate([c.values for c in pcs])
+            merged = np.sort(np.concatenate([c.sorted_values for c in pcs]), kind="stable")
+            cols[spec.name] = _numerical_column(spec, clean, merged, n_total, n_missing, first.bins)
+            continue
+        index: dict[Any, int] = {}
+        cats: list[Any] = []
+        codes = []
+        for c in pcs:
+            remap = np.empty(len(c.categories), dtype=np.intp)
+            for i, cat in enumerate(c.categories):
+                j = index.get(cat)
+                if j is None:
+                    j = index[cat] = len(cats)
+                    cats.append(cat)
+                remap[i] = j
+            codes.append(remap[c.codes] if c.codes.shape[0] else c.codes.astype(np.intp))
+        all_codes = np.concatenate(codes).astype(np.intp, copy=False)
+        counts = np.bincount(all_codes, minlength=len(cats)).astype(np.int64)
+        cols[spec.name] = _categorical_column(
+            spec, tuple(cats), counts, all_codes, n_total, n_missing, first.bins
+        )
+    rows = sum(p.rows for p in parts)
+    return PreparedReference(columns=cols, rows=rows, specs=first.specs, bins=first.bins)
 
 
 # --------------------------------------------------------------------------- current window

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference
+from detectors.calibration import Calibration, effective_size
 from detectors.drift.auto import auto_test_name
 from detectors.drift.registry import get_test
 
@@ -41,6 +42,11 @@ class ColumnDrift:
     raw_score: float = math.nan
     reference_n: int = 0
     current_n: int = 0
+    #: calibrated p-value (``thresholds="calibrated"``): how often a stationary
+    #: window of this size scores at least this badly; NaN otherwise
+    calibrated_p: float = math.nan
+    #: whether ``threshold`` was calibrated on the reference (``thresholds="calibrated"``)
+    calibrated: bool = False
 
     @property
     def defined(self) -> bool:
@@ -66,6 +72,8 @@ class DatasetDrift:
     dataset_drifted: bool
     multiple_testing: str | None = None
     undefined_columns: tuple[str, ...] = ()
+    #: "evidently" (fixed thresholds, a share of columns) or "calibrated"
+    thresholds: str = "evidently"
 
     def __getitem__(self, column: str) -> ColumnDrift:
         for c in self.columns:
@@ -213,4 +221,75 @@ def dataset_drift(
         dataset_drifted=bool(n > 0 and share >= share_threshold),
         multiple_testing=multiple_testing,
         undefined_columns=tuple(r.column for r in results if not r.defined),
+    )
+
+
+def calibrated_dataset_drift(
+    prepared: PreparedReference,
+    calibration: Calibration,
+    current_columns: Mapping[str, Any],
+    columns: Sequence[str] | None = None,
+    multiple_testing: Literal["bh"] | None = None,
+) -> DatasetDrift:
+    """Drift with thresholds calibrated on the reference (see :mod:`detectors.calibration`).
+
+    Each column is scored with its spec's (concrete) test; its threshold is
+    the calibrated one at the window's effective size, in the test's own
+    units, and ``calibrated_p`` its calibrated p-value. A column drifts when
+    ``calibrated_p <= alpha_column`` (equivalently: its score crosses the
+    threshold); with ``multiple_testing="bh"`` the calibrated p-values of all
+    columns (distances included) are Benjamini–Hochberg adjusted first (and
+    ``calibrated_p`` holds the adjusted value). The dataset drifts when at
+    least ``calibration.dataset_threshold(m)`` of the ``m`` defined columns
+    drift (after any adjustment, which only removes verdicts, so the false
+    alarm rate stays at most ``alpha``); ``share_threshold`` is that count
+    over ``m``.
+    Columns without a null model (all missing in the reference) are undefined.
+    """
+    if multiple_testing not in (None, "bh"):
+        raise ValueError(f"multiple_testing must be None or 'bh', got {multiple_testing!r}")
+    names = [s.name for s in prepared.specs] if columns is None else list(columns)
+    a = calibration.alpha_column
+    results: list[ColumnDrift] = []
+    for name in names:
+        ref = prepared.columns[name]
+        if name not in current_columns:
+            raise KeyError(f"current window has no column {name!r}")
+        cur = CurrentColumn(ref.kind, current_columns[name], ref)
+        test = get_test(_resolve_test_name(ref, cur))
+        model = calibration.columns.get(name)
+        if ref.n == 0 or cur.n == 0 or model is None:
+            score = p = thr = math.nan
+        else:
+            with np.errstate(all="ignore"):
+                score = test.score(ref, cur, prepared.bins)
+            n_eff = effective_size(ref.n, cur.n)
+            thr = model.threshold(n_eff, a)
+            p = model.p_value(n_eff, score)
+        results.append(
+            ColumnDrift(
+                column=name, kind=ref.kind, test=test.name, score=score, threshold=thr,
+                drifted=bool(p <= a), score_kind=test.score_kind, raw_score=score,
+                reference_n=ref.n, current_n=cur.n, calibrated_p=p, calibrated=True,
+            )
+        )
+    if multiple_testing == "bh":
+        idx = [i for i, r in enumerate(results) if r.defined]
+        adj = benjamini_hochberg([results[i].calibrated_p for i in idx])
+        for i, q in zip(idx, adj.tolist(), strict=True):
+            results[i] = replace(results[i], drifted=bool(q <= a), calibrated_p=q)
+    defined = [r for r in results if r.defined]
+    drifted = sum(1 for r in defined if r.drifted)
+    n = len(defined)
+    k = calibration.dataset_threshold(n)
+    return DatasetDrift(
+        columns=tuple(results),
+        drifted_count=drifted,
+        n_columns=n,
+        share=drifted / n if n else 0.0,
+        share_threshold=k / n if n else 1.0,
+        dataset_drifted=bool(n > 0 and drifted >= k),
+        multiple_testing=multiple_testing,
+        undefined_columns=tuple(r.column for r in results if not r.defined),
+        thresholds="calibrated",
     )

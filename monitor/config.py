@@ -41,11 +41,13 @@ from pydantic import Strict as _StrictType
 from pydantic_core import PydanticCustomError
 
 from monitor.metric_names import LATENCY_METRICS, model_metrics
+from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
 
 __all__ = [
     "AlertingConfig",
     "ColumnDriftConfig",
     "Config",
+    "CusumConfig",
     "ConfigError",
     "DaemonConfig",
     "DriftConfig",
@@ -55,6 +57,7 @@ __all__ = [
     "KafkaConfig",
     "LabelsConfig",
     "ModelConfig",
+    "PageHinkleyConfig",
     "PerformanceConfig",
     "RetentionConfig",
     "RetryConfig",
@@ -62,6 +65,8 @@ __all__ = [
     "SlackNotifierConfig",
     "WebhookNotifierConfig",
     "WindowConfig",
+    "apply_env_overrides",
+    "env_override_names",
     "format_duration",
     "load_config",
     "parse_config",
@@ -214,8 +219,13 @@ def _secret_pair(model: BaseModel, stem: str) -> None:
 # --------------------------------------------------------------------------- sections
 
 
+#: absolute, so the systemd unit (StateDirectory=driftwarden) and the container image
+#: (a volume there) agree and nothing lands next to a read-only config file
+DEFAULT_STATE_DIR = Path("/var/lib/driftwarden")
+
+
 class DaemonConfig(Strict):
-    state_dir: FilePath = Path("./driftwarden-state")
+    state_dir: FilePath = DEFAULT_STATE_DIR
     http_listen: str = "127.0.0.1:9308"
     public_url: Url | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -227,6 +237,17 @@ class DaemonConfig(Strict):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: payload bytes kept per dead letter (0 keeps none)
     max_payload_bytes: int = Field(default=65_536, ge=0)
+    #: HTTP: largest reference upload (bytes); streamed to disk, then parsed once
+    max_reference_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
+    #: HTTP: largest JSON request body (bytes), e.g. a silence
+    max_json_bytes: int = Field(default=65_536, ge=1)
+    #: HTTP: a connection must send a complete request head within this long of
+    #: opening or of its previous response (idle keep-alive, headers trickled)
+    http_idle_timeout: PositiveDuration = timedelta(seconds=10)
+    #: HTTP: a request body must arrive completely within this long (body trickled)
+    http_body_timeout: PositiveDuration = timedelta(seconds=60)
+    #: HTTP: open connections at once; beyond it new ones get 503 and are closed
+    http_max_connections: int = Field(default=100, ge=1)
 
     @field_validator("http_listen")
     @classmethod
@@ -258,10 +279,17 @@ class KafkaConfig(Strict):
     labels_topic: str | None = "labels"
     dead_letter_topic: str | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password_env: EnvName | None = None
     sasl_password_file: FilePath | None = None
+    #: OAUTHBEARER: a file holding the current token (re-read whenever it changes) ...
+    sasl_oauth_token_file: FilePath | None = None
+    #: ... or a command printing one (a raw token, or JSON with access_token/expires_in)
+    sasl_oauth_token_command: list[str] | None = Field(default=None, min_length=1)
+    #: how long a command's token is reused when neither its JSON nor the token (a JWT's
+    #: exp) says when it expires
+    sasl_oauth_token_ttl: PositiveDuration = timedelta(minutes=5)
     ssl_cafile: FilePath | None = None
     ssl_certfile: FilePath | None = None
     ssl_keyfile: FilePath | None = None
@@ -321,7 +349,7 @@ class KafkaConfig(Strict):
             raise _fail(
                 "sasl_mechanism",
                 'required when security_protocol is {p}; expected one of "PLAIN",'
-                ' "SCRAM-SHA-256", "SCRAM-SHA-512"',
+                ' "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"',
                 p=_show(self.security_protocol),
             )
         if self.sasl_mechanism and not sasl:
@@ -332,15 +360,39 @@ class KafkaConfig(Strict):
                 p=_show(self.security_protocol),
                 got=_show(self.sasl_mechanism),
             )
-        if self.sasl_mechanism and not self.sasl_username:
+        oauth = self.sasl_mechanism == "OAUTHBEARER"
+        has_file, has_command = self.sasl_oauth_token_file is not None, self.sasl_oauth_token_command is not None
+        if oauth and has_file == has_command:
+            raise _fail(
+                "sasl_oauth_token_file",
+                'expected either sasl_oauth_token_file or sasl_oauth_token_command with sasl_mechanism'
+                ' "OAUTHBEARER", got {got}',
+                got="both" if has_file else "neither",
+            )
+        if not oauth and (has_file or has_command):
+            key = "sasl_oauth_token_file" if has_file else "sasl_oauth_token_command"
+            raise _fail(key, 'expected only with sasl_mechanism "OAUTHBEARER", got sasl_mechanism {m}',
+                        m=_show(self.sasl_mechanism) if self.sasl_mechanism else "unset")
+        if oauth:
+            for key in ("sasl_username", "sasl_password_env", "sasl_password_file"):
+                if getattr(self, key) is not None:
+                    raise _fail(key, 'expected none with sasl_mechanism "OAUTHBEARER" (the token'
+                                     " authenticates), got {got}", got=_show(getattr(self, key)))
+        if self.sasl_mechanism and not oauth and not self.sasl_username:
             raise _fail(
                 "sasl_username", "required with sasl_mechanism {m}", m=_show(self.sasl_mechanism)
             )
-        if self.sasl_mechanism and not (self.sasl_password_env or self.sasl_password_file):
+        if self.sasl_mechanism and not oauth and not (self.sasl_password_env or self.sasl_password_file):
             raise _fail(
                 "sasl_password_env",
                 "required with sasl_mechanism {m} (or sasl_password_file)",
                 m=_show(self.sasl_mechanism),
+            )
+        if self.dead_letter_topic is not None and self.dead_letter_topic == self.predictions_topic:
+            raise _fail(
+                "dead_letter_topic",
+                "expected a topic other than predictions_topic (bad messages would be read back), got {got}",
+                got=_show(self.dead_letter_topic),
             )
         if self.heartbeat_interval >= self.session_timeout:
             raise _fail(
@@ -471,8 +523,10 @@ def known_drift_methods() -> set[str]:
 
 
 def _drift_test(name: str) -> Any:
+    if name == "auto":  # no import: loading a config stays fast (CLI, health checks)
+        return None
     reg = _drift_registry()
-    if reg is None or name == "auto":
+    if reg is None:
         return None
     try:
         return reg.get_test(name)
@@ -481,6 +535,8 @@ def _drift_test(name: str) -> Any:
 
 
 def _check_method(v: str) -> str:
+    if v == "auto":
+        return v
     names = known_drift_methods()
     if v != "auto" and names and v not in names and _drift_test(v) is None:
         raise PydanticCustomError(
@@ -509,11 +565,49 @@ class DriftConfig(Strict):
     multiple_testing: Literal["none", "bh"] = "none"
     prediction: bool = True
     columns: dict[str, ColumnDriftConfig] = {}
+    #: "evidently": the tests' fixed thresholds and a share of columns (Evidently parity);
+    #: "calibrated": thresholds and the dataset verdict calibrated on the reference
+    thresholds: Literal["evidently", "calibrated"] = "evidently"
+    #: calibrated: false-alarm level of the dataset verdict per stationary window
+    alpha: float = Field(default=0.01, gt=0, le=0.5)
+    #: calibrated: false-alarm level of each column's verdict per stationary window
+    alpha_column: float = Field(default=0.01, gt=0, le=0.5)
+    #: "domain_classifier": also a multivariate verdict (cross-validated ROC AUC)
+    multivariate: Literal["none", "domain_classifier"] = "none"
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
         return _check_method(v)
+
+    @model_validator(mode="after")
+    def _threshold_mode(self) -> DriftConfig:
+        check_threshold_mode(self)
+        return self
+
+
+def check_threshold_mode(d: DriftConfig) -> None:
+    """Options of one threshold mode are refused in the other (none is parsed and ignored)."""
+    given = d.model_fields_set
+    if d.thresholds == "calibrated":
+        for key in ("share", "threshold"):
+            if key in given:
+                raise _fail(
+                    key,
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha and alpha_column instead)",
+                )
+        for col, cd in d.columns.items():
+            if cd.threshold is not None:
+                raise _fail(
+                    f"columns.{col}.threshold",
+                    'applies only to thresholds = "evidently"; with "calibrated" the thresholds'
+                    " come from the reference (set alpha_column instead)",
+                )
+    else:
+        for key in ("alpha", "alpha_column"):
+            if key in given:
+                raise _fail(key, 'applies only to thresholds = "calibrated"')
 
 
 # --------------------------------------------------------------------------- models
@@ -547,9 +641,14 @@ class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
     reference: FilePath
-    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows
-    reference_mode: Literal["fixed", "rolling"] = "fixed"
-    reference_windows: int = Field(default=4, ge=1)
+    #: "fixed": the reference file; "rolling": the previous reference_windows closed windows;
+    #: "seasonal": the windows at the same phase of the previous reference_windows seasons
+    reference_mode: Literal["fixed", "rolling", "seasonal"] = "fixed"
+    reference_windows: int = Field(default=4, ge=1, le=100)
+    rolling_include_drifted: bool = False
+    season: PositiveDuration | None = None
+    #: rows a reference needs (file, upload, start-up); default: ``window.min_rows``
+    reference_min_rows: int | None = Field(default=None, ge=1)
     layout: Literal["nested", "flat"] = "nested"
     features: FeaturesConfig
     prediction: str = Field(default="prediction", min_length=1)
@@ -638,6 +737,11 @@ class ModelConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _reference_mode(self) -> ModelConfig:
+        check_reference_mode(self)
+        return self
+
+    @model_validator(mode="after")
     def _performance(self) -> ModelConfig:
         check_performance(self)
         return self
@@ -650,6 +754,42 @@ class ModelConfig(Strict):
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.numerical, *self.features.categorical]
+
+    @property
+    def min_reference_rows(self) -> int:
+        """Rows a reference must have: ``reference_min_rows``, by default ``window.min_rows``.
+
+        The window's ``min_rows`` is the operator's own statement of the smallest
+        sample worth a drift verdict; the reference is the other sample of every
+        test, so a smaller one is not worth judging against either. A 0-row
+        reference makes every window "no drift", a 1-row one "drift".
+        """
+        return self.reference_min_rows if self.reference_min_rows is not None else self.window.min_rows
+
+
+def check_reference_mode(m: ModelConfig) -> None:
+    """``reference_windows``, ``rolling_include_drifted`` and ``season`` need their mode."""
+    given = m.model_fields_set
+    if m.reference_mode == "fixed":
+        for key in ("reference_windows", "rolling_include_drifted"):
+            if key in given:
+                raise _fail(key, 'applies only to reference_mode = "rolling" or "seasonal"')
+    if m.reference_mode != "seasonal" and m.season is not None:
+        raise _fail("season", 'applies only to reference_mode = "seasonal"')
+    if m.reference_mode == "seasonal":
+        if m.season is None:
+            raise _fail("season", 'required for reference_mode = "seasonal", e.g. season = "7d"')
+        if m.window.by != "time":
+            raise _fail("reference_mode", '"seasonal" needs time windows (window.by = "time")')
+        step = m.window.step.total_seconds()
+        ratio = m.season.total_seconds() / step
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+            raise _fail(
+                "season",
+                "expected a whole multiple of the window step ({step}), got {got}",
+                step=_show(m.window.step),
+                got=_show(m.season),
+            )
 
 
 def check_performance(m: ModelConfig) -> None:
@@ -692,6 +832,41 @@ def check_performance(m: ModelConfig) -> None:
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
 
 
+class CusumConfig(Strict):
+    """Tabular CUSUM over the rule's figure series, standardised by its in-control level."""
+
+    type: Literal["cusum"]
+    #: slack, in in-control standard deviations (0.5 finds a one-sigma shift fastest)
+    k: float = Field(default=0.5, ge=0)
+    #: decision interval, in in-control standard deviations
+    h: float = Field(default=5.0, gt=0)
+    #: in-control mean and standard deviation; default: learned from the first warmup windows
+    target: float | None = None
+    sigma: float | None = Field(default=None, gt=0)
+    warmup: int = Field(default=20, ge=2)
+
+
+class PageHinkleyConfig(Strict):
+    """Page–Hinkley over the rule's figure series (delta and threshold in the figure's units)."""
+
+    type: Literal["page_hinkley"]
+    delta: float = Field(default=0.005, ge=0)
+    threshold: float = Field(gt=0)
+    alpha: float = Field(default=0.9999, gt=0, le=1)
+    warmup: int = Field(default=20, ge=1)
+
+
+def _detector_shorthand(v: Any) -> Any:
+    return {"type": v} if isinstance(v, str) else v
+
+
+DetectorConfig = Annotated[
+    CusumConfig | PageHinkleyConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_detector_shorthand),
+]
+
+
 class RuleConfig(Strict):
     name: str = Field(min_length=1)
     metric: str = Field(min_length=1)
@@ -710,10 +885,15 @@ class RuleConfig(Strict):
     notifiers: list[str] = []
     repeat_interval: PositiveDuration | None = None
     no_data_for: PositiveDuration | None = None
+    #: a change detector over the figure's series instead of a threshold
+    detector: DetectorConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("detector") is not None:
+            check_detector_rule(data)
+            return data
         if isinstance(data, dict) and "threshold" not in data and data.get("metric") != "no_data":
             raise _fail(
                 "threshold",
@@ -738,7 +918,28 @@ class RuleConfig(Strict):
         return self
 
 
+def check_detector_rule(data: dict[str, Any]) -> None:
+    """A detector replaces the threshold: threshold, relative and no_data do not apply;
+    op only says which direction to watch (">" up, "<" down, "!=" both)."""
+    if data.get("metric") == "no_data":
+        raise _fail("detector", 'expected no detector with metric "no_data"')
+    for key in ("threshold", "relative"):
+        if key in data:
+            raise _fail(
+                key,
+                "expected no {name} with a detector (it signals a change in the series itself;"
+                " op sets the direction)",
+                name=key,
+            )
+    if data.get("op") == "==":
+        raise _fail("op", 'expected ">", ">=", "<", "<=" or "!=" (both directions) with a detector, got "=="')
+
+
 # --------------------------------------------------------------------------- notifiers
+
+
+#: The longest retry delay a notifier may be configured with (the outbox's own limit).
+MAX_BACKOFF = timedelta(days=7)
 
 
 class RetryConfig(Strict):
@@ -754,6 +955,14 @@ class RetryConfig(Strict):
                 "max_backoff",
                 "expected at least backoff ({b}), got {got}",
                 b=_show(self.backoff),
+                got=_show(self.max_backoff),
+            )
+        if self.max_backoff > MAX_BACKOFF:
+            # the outbox cuts every wait (Retry-After included) to max_backoff: keep it sane
+            raise _fail(
+                "max_backoff",
+                "expected at most {m}, got {got}",
+                m=_show(MAX_BACKOFF),
                 got=_show(self.max_backoff),
             )
         return self
@@ -850,15 +1059,82 @@ class LabelsConfig(Strict):
         return v
 
 
-class RetentionConfig(Strict):
-    """Days each table keeps its rows; 0 keeps them forever."""
+def _keep(value: Any) -> timedelta | None:
+    """A retention: a positive duration, or ``"forever"`` (None)."""
+    if value == "forever":
+        return None
+    try:
+        td = parse_duration(value)
+    except PydanticCustomError:
+        raise PydanticCustomError(
+            "retention", 'expected a duration like "90d", or "forever", got {got}', {"got": _show(value)}
+        ) from None
+    if td <= timedelta(0):
+        raise PydanticCustomError(
+            "retention",
+            'expected a positive duration like "90d", or "forever" to keep rows for ever, got {got}',
+            {"got": _show(value)},
+        )
+    return td
 
-    windows_days: int = Field(default=90, ge=0)
-    metrics_days: int = Field(default=90, ge=0)
-    alerts_days: int = Field(default=365, ge=0)
-    deliveries_days: int = Field(default=30, ge=0)
-    dead_letters_days: int = Field(default=14, ge=0)
+
+#: how long a table keeps its rows: a positive duration, or "forever" (None)
+Keep = Annotated[timedelta | None, BeforeValidator(_keep)]
+
+
+def _show_keep(td: timedelta | None) -> str:
+    return '"forever"' if td is None else _show(td)
+
+
+class RetentionConfig(Strict):
+    """How long each table keeps its rows, and the dead-letter volume cap.
+
+    Retentions are durations (``"90d"``) or ``"forever"``; zero and negative
+    durations are refused. See :mod:`storage.retention` for what is never pruned.
+    """
+
+    windows: Keep = timedelta(days=90)
+    metrics: Keep = timedelta(days=90)
+    alerts: Keep = timedelta(days=365)
+    deliveries: Keep = timedelta(days=30)
+    dead_letters: Keep = timedelta(days=14)
     prune_interval: PositiveDuration = timedelta(hours=1)
+    #: dead letters stored per reason, partition and minute; beyond: counted only
+    dead_letters_per_minute: int = Field(default=DEAD_LETTERS_PER_MINUTE, ge=1)
+    #: of those, how many keep their payload; the rest are stored without it
+    dead_letter_payloads_per_minute: int = Field(default=DEAD_LETTER_PAYLOADS_PER_MINUTE, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in sorted(data):
+                if isinstance(key, str) and key.endswith("_days") and key[:-5] in cls.model_fields:
+                    value, new = data[key], key[:-5]
+                    if value == 0:
+                        raise _fail(key, 'renamed: write {new} = "forever" (0 kept rows for ever)', new=new)
+                    n = value if isinstance(value, int) and value > 0 else 90
+                    raise _fail(key, 'renamed: write {new} = "{n}d" (a duration, or "forever")', new=new, n=n)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetentionConfig:
+        if self.windows is not None and (self.metrics is None or self.metrics > self.windows):
+            raise _fail(
+                "metrics",
+                "expected at most retention.windows ({w}): figures are deleted with their"
+                " window, got {got}",
+                w=_show_keep(self.windows),
+                got=_show_keep(self.metrics),
+            )
+        if self.dead_letter_payloads_per_minute > self.dead_letters_per_minute:
+            raise _fail(
+                "dead_letter_payloads_per_minute",
+                "expected at most retention.dead_letters_per_minute ({n}), got {got}",
+                n=self.dead_letters_per_minute,
+                got=self.dead_letter_payloads_per_minute,
+            )
+        return self
 
 
 class Config(Strict):
@@ -1006,10 +1282,11 @@ def _describe(err: Any) -> str:
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         expected = ", ".join(f'"{o}"' for o in options) or str(ctx.get("expected", ""))
         return f"{path}: expected one of {expected}, got {_show(got)}"
+    tags = '"cusum" or "page_hinkley"' if "detector" in loc else '"slack" or "webhook"'
     if kind == "union_tag_invalid":
-        return f'{path}.type: expected "slack" or "webhook", got {_show(ctx.get("tag"))}'
+        return f"{path}.type: expected {tags}, got {_show(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
-        return f'{path}.type: required key is missing; expected "slack" or "webhook"'
+        return f"{path}.type: required key is missing; expected {tags}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         bound = ctx.get(key)
@@ -1037,10 +1314,11 @@ def _abs(p: Path, base: Path) -> Path:
 
 
 def _read_secret(
-    problems: list[str], base: Path, path: str, env: str | None, file: Path | None
+    problems: list[str], base: Path, path: str, env: str | None, file: Path | None,
+    environ: typing.Mapping[str, str] | None = None,
 ) -> SecretStr | None:
     if env:
-        value = os.environ.get(env)
+        value = (os.environ if environ is None else environ).get(env)
         if value is None:
             problems.append(f'{path}_env: environment variable "{env}" is not set')
             return None
@@ -1065,13 +1343,15 @@ def _read_secret(
     return None
 
 
-def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretStr]]:
+def _post_checks(
+    cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, SecretStr]]:
     """Checks that need the file system, the environment or the whole config."""
     problems: list[str] = []
     secrets: dict[str, SecretStr] = {}
 
     def secret(path: str, env: str | None, file: Path | None) -> None:
-        s = _read_secret(problems, base, path, env, file)
+        s = _read_secret(problems, base, path, env, file, environ)
         if s is not None:
             secrets[path] = s
 
@@ -1084,7 +1364,7 @@ def _post_checks(cfg: Config, base: Path) -> tuple[list[str], dict[str, SecretSt
     secret("daemon.api_token", cfg.daemon.api_token_env, cfg.daemon.api_token_file)
     secret("kafka.sasl_password", cfg.kafka.sasl_password_env, cfg.kafka.sasl_password_file)
     secret("kafka.ssl_password", cfg.kafka.ssl_password_env, cfg.kafka.ssl_password_file)
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_oauth_token_file"):
         exists(f"kafka.{key}", getattr(cfg.kafka, key))
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
@@ -1210,22 +1490,214 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "") -> Config:
-    """Validate an already-parsed TOML document; relative paths resolve against ``base_dir``."""
+
+# --------------------------------------------------------------------------- environment
+
+#: every override's name starts with this; the key path follows, its parts joined by ``__``
+ENV_PREFIX = "DRIFTWARDEN_"
+ENV_SEPARATOR = "__"
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def env_override_names(environ: typing.Mapping[str, str]) -> list[str]:
+    """The variables that override config keys: ``DRIFTWARDEN_`` then a path with ``__``.
+
+    Names without a double underscore (``DRIFTWARDEN_SLACK_TOKEN``, ``DRIFTWARDEN_CONFIG``)
+    are not overrides: they are free for secrets named by ``*_env`` keys.
+    """
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and ENV_SEPARATOR in n[len(ENV_PREFIX):])
+
+
+def _union_members(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return [_unwrap(a) for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _model_members(tp: Any, node: Any) -> list[type[BaseModel]]:
+    """The config classes a table may be: one, or a tagged union narrowed by its ``type``."""
+    members = [m for m in _union_members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(members) > 1 and isinstance(node, dict) and "type" in node:
+        tagged = [m for m in members if node["type"] in typing.get_args(m.model_fields["type"].annotation)]
+        return tagged or members
+    return members
+
+
+def _env_value(raw: str, tp: Any, var: str) -> Any:
+    """Convert an environment string to what the key at ``tp`` expects (the documented rule)."""
+    members = _union_members(tp)
+    kinds = {typing.get_origin(m) or m for m in members}
+    if kinds <= {bool}:
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ValueError(f"expected true or false, got {_show(raw)}")
+    if kinds & {list, dict} or any(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+        text = raw.strip()
+        if text.startswith(("[", "{")):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"expected a TOML array or inline table, got {_show(raw)} ({exc})") from None
+        if list in kinds:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        raise ValueError(f'expected a TOML inline table like {{size = "5m"}}, got {_show(raw)}')
+    if kinds <= {int} or kinds <= {int, float} or kinds <= {float}:
+        if _INT.fullmatch(raw.strip()) and int in kinds:
+            return int(raw)
+        if float in kinds and _FLOAT.fullmatch(raw.strip()):
+            return float(raw)
+        raise ValueError(f"expected {'an integer' if float not in kinds else 'a number'}, got {_show(raw)}")
+    if kinds & {int, float} and _INT.fullmatch(raw.strip()) and int in kinds:
+        return int(raw)  # a key taking a number or a string ("size": rows or a duration)
+    if float in kinds and _FLOAT.fullmatch(raw.strip()):
+        return float(raw)
+    if Any in kinds:  # pass-through tables (consumer_options): TOML if it parses
+        try:
+            return tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            return raw
+    return raw  # strings, paths, durations, choices: as written, no quotes
+
+
+def _apply_env_var(data: dict[str, Any], var: str, raw: str) -> str:
+    """Set the key ``var`` names in ``data``; returns its dotted path. Raises ValueError."""
+    parts = var[len(ENV_PREFIX):].split(ENV_SEPARATOR)
+    if any(not p for p in parts):
+        raise ValueError(
+            "expected DRIFTWARDEN_ then key names joined by double underscores,"
+            " like DRIFTWARDEN_DAEMON__STATE_DIR"
+        )
+    node: Any = data
+    tp: Any = Config
+    path = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        members = _model_members(tp, node)
+        origin = typing.get_origin(_unwrap(tp))
+        if members:
+            fields = {k: f for m in members for k, f in m.model_fields.items() if k != "secrets"}
+            names = {(f.alias or k): f for k, f in fields.items()}
+            key = next((n for n in names if n.lower() == part.lower()), None)
+            if key is None and f"{part.lower()}_env" in names:
+                env_var = ENV_PREFIX + ENV_SEPARATOR.join([*parts[:i], f"{part.upper()}_ENV"])
+                raise ValueError(
+                    f"secrets are never literal: set {env_var} to the name of the variable"
+                    f" holding {_join(path, part.lower())}"
+                )
+            if key is None:
+                close = difflib.get_close_matches(part.lower(), list(names), n=1, cutoff=0.6)
+                hint = f'; did you mean {ENV_PREFIX}{ENV_SEPARATOR.join([*parts[:i], close[0].upper()])}?' if close else (
+                    f"; expected one of: {', '.join(sorted(names))}")
+                raise ValueError(f"unknown key {_join(path, part.lower())}{hint}")
+            child_tp = names[key].annotation
+            path = _join(path, key)
+        elif origin is list:
+            if not part.isdigit():
+                raise ValueError(f"{path} is a list: expected an index like {path.upper()}__0, got {part}")
+            index = int(part)
+            key = index  # type: ignore[assignment]
+            child_tp = typing.get_args(_unwrap(tp))[0]
+            if index > len(node):
+                raise ValueError(f"{path}[{index}]: the list has {len(node)} entr{'y' if len(node) == 1 else 'ies'};"
+                                 f" an override may add the next one ({path}[{len(node)}]) at most")
+            if index == len(node) and not last:
+                node.append({})
+            path = f"{path}[{index}]"
+        elif origin is dict:
+            key = next((k for k in node if k.lower() == part.lower()), part.lower())
+            child_tp = typing.get_args(_unwrap(tp))[1]
+            path = _join(path, key)
+        else:
+            raise ValueError(f"{path} is not a table: it has no key {part.lower()}")
+        if last:
+            value = _env_value(raw, child_tp, var)
+            if isinstance(node, list) and key == len(node):
+                node.append(value)
+            else:
+                node[key] = value
+            return path
+        child = node[key] if (isinstance(node, list) or key in node) else None
+        if child is None:
+            child = [] if typing.get_origin(_unwrap(child_tp)) is list else {}
+            node[key] = child
+        if not isinstance(child, dict | list):
+            raise ValueError(f"{path} is a value in the file, not a table")
+        node, tp = child, child_tp
+    return path
+
+
+def apply_env_overrides(
+    data: dict[str, Any], environ: typing.Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """A copy of the TOML document with every ``DRIFTWARDEN_<PATH>`` variable applied.
+
+    The rule: the key path in upper case with ``__`` between its parts
+    (``models[0].window.size`` is ``DRIFTWARDEN_MODELS__0__WINDOW__SIZE``, a notifier
+    ``notifiers.slack.channel`` is ``DRIFTWARDEN_NOTIFIERS__SLACK__CHANNEL``; names match
+    case-insensitively, a list index may add the next entry). Values: text as is (no
+    quotes), numbers and ``true``/``false`` where the key takes them, a list as a TOML
+    array or comma-separated, a table as a TOML inline table. Returns the document,
+    ``{key path: variable}`` and the problems (each naming its variable).
+    """
+    import copy  # noqa: PLC0415
+
+    doc = copy.deepcopy(data)
+    origins: dict[str, str] = {}
+    problems: list[str] = []
+    for var in env_override_names(environ):
+        try:
+            origins[_apply_env_var(doc, var, environ[var])] = var
+        except ValueError as exc:
+            problems.append(f"{var}: {exc}")
+    return doc, origins, problems
+
+
+def _name_env(problem: str, origins: dict[str, str]) -> str:
+    """``path: message`` with the variables that set ``path`` (or keys below or above it) named."""
+    path, sep, rest = problem.partition(": ")
+    if not sep or not origins:
+        return problem
+    hits = sorted(
+        var for key, var in origins.items()
+        if key == path or key.startswith((path + ".", path + "[")) or path.startswith((key + ".", key + "["))
+    )
+    return f"{path} (from {', '.join(hits)}): {rest}" if hits else problem
+
+
+def parse_config(
+    data: dict[str, Any],
+    *,
+    base_dir: Path | None = None,
+    source: str = "",
+    environ: typing.Mapping[str, str] | None = None,
+) -> Config:
+    """Validate an already-parsed TOML document; relative paths resolve against ``base_dir``.
+
+    With ``environ``, ``DRIFTWARDEN_<PATH>`` variables override keys first (see
+    :func:`apply_env_overrides`); an error about such a key names its variable.
+    """
     base = (base_dir or Path.cwd()).resolve()
+    origins: dict[str, str] = {}
+    if environ is not None:
+        data, origins, env_problems = apply_env_overrides(data, environ)
+        if env_problems:
+            raise ConfigError(env_problems, source)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()], source) from None
-    problems, secrets = _post_checks(cfg, base)
+        raise ConfigError([_name_env(_describe(e), origins) for e in exc.errors()], source) from None
+    problems, secrets = _post_checks(cfg, base, environ)
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError([_name_env(p, origins) for p in problems], source)
     cfg = _resolve_paths(cfg, base)
     return cfg.model_copy(update={"secrets": secrets})
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML file. Raises :class:`ConfigError` naming every problem."""
+def load_config(path: str | Path, *, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML file, then the ``DRIFTWARDEN_<PATH>`` overrides of ``environ``
+    (default: this process's environment). Raises :class:`ConfigError` naming every problem."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -1237,4 +1709,6 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(["expected a UTF-8 text file, got undecodable bytes"], str(p)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], str(p)) from None
-    return parse_config(data, base_dir=p.resolve().parent, source=str(p))
+    return parse_config(
+        data, base_dir=p.resolve().parent, source=str(p), environ=os.environ if environ is None else environ
+    )

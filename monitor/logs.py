@@ -50,7 +50,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """Log lines to stderr for people (``text``), JSON lines to stdout for collectors
+    (``json``: what container runtimes and log shippers read)."""
+    handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
@@ -61,3 +63,13 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
     root.setLevel(level.upper())
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def add_secrets(secrets: Mapping[str, Any]) -> None:
+    """Redact these secrets too, in every handler :func:`setup_logging` installed (a config
+    reload may bring a rotated token; the old one stays redacted as well)."""
+    values = [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in secrets.values()]
+    for handler in logging.getLogger().handlers:
+        for f in handler.filters:
+            if isinstance(f, RedactingFilter):
+                f.secrets = sorted({*f.secrets, *(v for v in values if v)}, key=len, reverse=True)

@@ -52,6 +52,8 @@ def performance_figures(task: str, prediction_type: str) -> tuple[str, ...]:
 def model_metrics(model: Any) -> set[str]:
     """Every metric name ``model`` (a ``monitor.config.ModelConfig``) can produce."""
     names = set(DATA_METRICS) | {NO_DATA}
+    if getattr(model.drift, "multivariate", "none") == "domain_classifier":
+        names.add("multivariate_auc")
     if model.window.by == "time":
         names |= RATE_METRICS
     if model.fields.latency:

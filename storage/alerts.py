@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from storage.db import Store
@@ -141,6 +141,7 @@ def list_alerts(
     state: str | None = None,
     model: str | None = None,
     *,
+    rule: str | None = None,
     include_inactive: bool = False,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -157,6 +158,9 @@ def list_alerts(
     if model is not None:
         where.append("model = ?")
         params.append(model)
+    if rule is not None:
+        where.append("rule = ?")
+        params.append(rule)
     sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY updated_at DESC, id"
     if limit:
@@ -210,9 +214,55 @@ class DeliveryRecord:
     delivered_at: datetime | None = None
     response: Mapping[str, Any] | None = None
     updated_at: datetime | None = None
+    #: Why the stored row could not be read back (bad JSON, bad timestamp): such a
+    #: delivery cannot be sent, the outbox marks it dead with this reason.
+    payload_error: str | None = None
 
 
 def _delivery_from_row(row: Mapping[str, Any]) -> DeliveryRecord:
+    """A row as a record; a row that cannot be decoded comes back with
+    ``payload_error`` set (and an empty payload) instead of raising, so one
+    corrupt row cannot stop the outbox."""
+    try:
+        return _decode_delivery(row)
+    except Exception as exc:  # noqa: BLE001 - JSONDecodeError, ValueError, TypeError, ...
+        return DeliveryRecord(
+            id=str(row.get("id")),
+            notifier=str(row.get("notifier")),
+            kind=str(row.get("kind")),
+            created_at=_pt_or_epoch(row.get("created_at")),
+            parent_id=row.get("parent_id"),
+            status=str(row.get("status")),
+            attempts=_int_or_zero(row.get("attempts")),
+            next_attempt_at=_pt_or_none(row.get("next_attempt_at")),
+            last_error=row.get("last_error"),
+            delivered_at=_pt_or_none(row.get("delivered_at")),
+            payload_error=f"stored row unreadable: {type(exc).__name__}: {exc}"[:500],
+        )
+
+
+def _pt_or_epoch(value: Any) -> datetime:
+    try:
+        return parse_iso(value)
+    except Exception:  # noqa: BLE001
+        return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _pt_or_none(value: Any) -> datetime | None:
+    try:
+        return _pt(value)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _decode_delivery(row: Mapping[str, Any]) -> DeliveryRecord:
     return DeliveryRecord(
         id=row["id"],
         notifier=row["notifier"],
@@ -259,12 +309,26 @@ def get_delivery(store: Store, delivery_id: str) -> DeliveryRecord | None:
     return _delivery_from_row(rows[0]) if rows else None
 
 
-def due_deliveries(store: Store, now: datetime, limit: int = 100) -> list[DeliveryRecord]:
-    """Pending deliveries whose next attempt is due, oldest first."""
+def due_deliveries(
+    store: Store,
+    now: datetime,
+    limit: int = 100,
+    *,
+    notifier: str | None = None,
+    exclude: Sequence[str] = (),
+) -> list[DeliveryRecord]:
+    """Pending deliveries whose next attempt is due, oldest first; only those to
+    ``notifier`` when given, none to the ``exclude``d notifiers."""
+    where, params = ["status = 'pending'", "next_attempt_at <= ?"], [iso(now)]
+    if notifier is not None:
+        where.append("notifier = ?")
+        params.append(notifier)
+    if exclude:
+        where.append(f"notifier NOT IN ({','.join('?' for _ in exclude)})")
+        params.extend(exclude)
     rows = store.query(
-        "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-        " ORDER BY created_at, rowid LIMIT ?",
-        (iso(now), int(limit)),
+        f"SELECT * FROM deliveries WHERE {' AND '.join(where)} ORDER BY created_at, rowid LIMIT ?",
+        (*params, int(limit)),
     )
     return [_delivery_from_row(r) for r in rows]
 
@@ -372,14 +436,6 @@ def delivery_counts(store: Store) -> dict[tuple[str, str], int]:
         "SELECT notifier, status, COUNT(*) AS n FROM deliveries GROUP BY notifier, status"
     )
     return {(r["notifier"], r["status"]): int(r["n"]) for r in rows}
-
-
-def delete_deliveries_before(store: Store, before: datetime) -> int:
-    """Retention: drop finished (sent/dead) deliveries created before ``before``."""
-    cur = store.execute(
-        "DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?", (iso(before),)
-    )
-    return cur.rowcount
 
 
 # -- silences ---------------------------------------------------------------------

@@ -20,10 +20,15 @@ from typing import Any
 
 import sqlite_utils
 
+from storage.limits import DeadLetterCap
 from storage.records import iso
 from storage.schema import MIGRATIONS
 
 DB_FILENAME = "driftwarden.db"
+
+#: After a checkpoint the WAL file is cut back to this size (bytes): a burst of
+#: writes (a big prune, a flood) must not leave a large WAL behind for good.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
@@ -39,6 +44,12 @@ class Store:
 
     ``synchronous`` is ``FULL`` by default: a committed window survives a power
     cut, which matters because Kafka offsets are committed right after.
+
+    A new database is created with ``auto_vacuum = INCREMENTAL`` (pages freed by
+    the retention prune can be given back to the file system); one created
+    before that switches once, by :meth:`ensure_incremental_vacuum`.
+    ``dead_letter_cap`` is the volume cap :func:`storage.dead_letters.write_dead_letters`
+    applies (defaults from :mod:`storage.limits`).
     """
 
     def __init__(
@@ -48,8 +59,11 @@ class Store:
         busy_timeout_ms: int = 10_000,
         synchronous: str = "FULL",
         readonly: bool = False,
+        dead_letter_cap: DeadLetterCap | None = None,
+        migrate: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.dead_letter_cap = dead_letter_cap or DeadLetterCap()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
@@ -66,12 +80,17 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not readonly:
             try:
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                    # only takes effect before the first table exists: a new file
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot configure {self.path}: {exc}") from exc
-            self.migrate()
+            if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
+                self.migrate()
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path, **kwargs: Any) -> Store:
@@ -167,3 +186,87 @@ class Store:
                 )
             current = version
         return current
+
+    # -- file size: vacuum and checkpoints ---------------------------------------------
+
+    def auto_vacuum_mode(self) -> str:
+        """``none``, ``full`` or ``incremental`` (SQLite's ``PRAGMA auto_vacuum``)."""
+        with self._lock:
+            mode = int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+        return {0: "none", 1: "full", 2: "incremental"}.get(mode, str(mode))
+
+    def ensure_incremental_vacuum(self) -> bool:
+        """Switch a database created without incremental auto-vacuum, once.
+
+        SQLite can only change the mode by rebuilding the file (``VACUUM``), which
+        cannot run inside a transaction and needs free disk space about the size of
+        the database: call it at start-up, before other threads use the store.
+        Returns True when the file was rebuilt; on failure (disk full, locked) it
+        logs nothing itself, raises :class:`StorageError`, and the database stays
+        as it was (pruned rows' pages are then reused, not given back).
+        """
+        with self._lock:
+            if self._depth:
+                raise StorageError(f"cannot vacuum {self.path} inside a transaction")
+            if int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+                return False
+            try:
+                self.conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self.conn.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot vacuum {self.path}: {exc}") from exc
+            return int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+
+    def freelist_count(self) -> int:
+        """Unused pages inside the database file."""
+        with self._lock:
+            return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system; returns how many.
+
+        One short write of its own (not inside a transaction); a no-op unless the
+        database is in incremental auto-vacuum mode. The file shrinks on disk at the
+        next checkpoint (the freed pages are written through the WAL first).
+        """
+        with self._lock:
+            if self._depth:
+                raise StorageError(f"cannot vacuum {self.path} inside a transaction")
+            before = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+            try:
+                # executescript steps the pragma to the end; execute() frees one page only
+                self.conn.executescript(f"PRAGMA incremental_vacuum({max(int(pages), 1)});")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot vacuum {self.path}: {exc}") from exc
+            after = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return max(before - after, 0)
+
+    def checkpoint(self, *, wait_ms: int = 200) -> bool:
+        """Copy the WAL into the database and truncate the WAL file to zero bytes.
+
+        Waits at most ``wait_ms`` for readers of other connections (a CLI command)
+        to let go; returns False when it could not finish (the WAL is then cut back
+        at a later checkpoint, see :data:`JOURNAL_SIZE_LIMIT`).
+        """
+        with self._lock:
+            if self._depth:
+                raise StorageError(f"cannot checkpoint {self.path} inside a transaction")
+            timeout = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+                busy, _log, _done = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot checkpoint {self.path}: {exc}") from exc
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {timeout}")
+        return not busy
+
+    def size_on_disk(self) -> dict[str, int]:
+        """Bytes of the database file and its WAL (``db``, ``wal``; 0 when absent)."""
+        out = {}
+        for name, suffix in (("db", ""), ("wal", "-wal")):
+            try:
+                out[name] = (self.path.parent / (self.path.name + suffix)).stat().st_size
+            except OSError:
+                out[name] = 0
+        return out

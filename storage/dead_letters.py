@@ -1,17 +1,31 @@
-"""The dead-letter table: every message that could not be used, with its reason."""
+"""The dead-letter table: every message that could not be used, with its reason.
+
+Volume is capped (:class:`storage.limits.DeadLetterCap`, taken from the store):
+per reason code, topic, partition and minute received, the first letters keep
+their payload, the next ones are stored without it, and the rest are only
+counted. Nothing is dropped silently: ``dead_letter_volume`` holds the counts
+per minute (and the offset range of the letters not stored, per partition),
+``dead_letter_totals`` the running totals since the database was created.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from storage.db import Store
+from storage.limits import DeadLetterCap
 from storage.records import iso
 
 #: Stored payloads are cut to this many bytes (the first 64 KiB) by default.
 MAX_PAYLOAD_BYTES = 65_536
+#: Reasons are cut to this many characters (they may quote parts of the message).
+MAX_REASON_CHARS = 1000
+#: What a reason code looks like (``not_json``, ``internal``); others count as ``other``.
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,21 +38,193 @@ class DeadLetter:
     received_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterWrite:
+    """What one :func:`write_dead_letters` call did with its letters.
+
+    ``stored`` rows were inserted, ``payloads_dropped`` of them without their
+    payload; ``dropped`` letters were only counted; ``duplicates`` had been
+    handled before (the same record re-read after a restart) and changed nothing.
+    """
+
+    stored: int = 0
+    payloads_dropped: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+
+
+def reason_code(reason: str) -> str:
+    """The code of a reason: the text before the first ``:`` (``not_json``, ``bad_type``).
+
+    Codes key the volume counters, so they must come from our code, never from
+    the stream: anything that is not a short lower-case word is counted as ``other``.
+    """
+    code = reason.split(":", 1)[0].strip()
+    return code if _CODE.fullmatch(code) else "other"
+
+
+def received_minute(ts: datetime) -> str:
+    """The minute a letter was received in, as stored in ``dead_letter_volume.minute``."""
+    return iso(ts.astimezone(UTC).replace(second=0, microsecond=0))
+
+
+@dataclass
+class _Bucket:
+    stored: int  # rows of this bucket stored before and during this call
+    new_stored: int = 0
+    payloads: int = 0
+    payloads_dropped: int = 0
+    dropped: int = 0
+    drop_first: int | None = None
+    drop_last: int | None = None
+
+
 def write_dead_letters(
-    store: Store, letters: Sequence[DeadLetter], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
-) -> None:
-    """Insert letters; a (topic, partition, offset) seen before is not stored twice."""
+    store: Store,
+    letters: Sequence[DeadLetter],
+    *,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    cap: DeadLetterCap | None = None,
+) -> DeadLetterWrite:
+    """Store letters under the volume cap (default: ``store.dead_letter_cap``).
+
+    Idempotent: a letter whose (topic, partition, offset) was stored before, or
+    lies in the offset range of letters counted but not stored, is a re-read of
+    the same record and changes nothing. Deterministic: letters are taken in
+    (topic, partition, offset) order, and the n-th new letter of a bucket
+    (reason code, topic, partition, minute received) gets the n-th place, so a
+    replay with the same receive times gives the same tables. Runs in (a
+    savepoint of) the caller's transaction.
+    """
+    if not letters:
+        return DeadLetterWrite()
+    cap = cap or store.dead_letter_cap
+    unique: dict[tuple[str, int, int], DeadLetter] = {}
+    for d in letters:
+        unique.setdefault((d.topic, d.partition, d.offset), d)
+    keys = sorted(unique)
+    rows: list[tuple[Any, ...]] = []
+    buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+    duplicates = 0
+    with store.transaction():
+        handled = _already_handled(store, keys)
+        for key in keys:
+            if key in handled:
+                duplicates += 1
+                continue
+            d = unique[key]
+            code = reason_code(d.reason)
+            bkey = (code, received_minute(d.received_at), d.topic, d.partition)
+            b = buckets.get(bkey)
+            if b is None:
+                b = buckets[bkey] = _Bucket(stored=_stored_in_bucket(store, bkey))
+            size = None if d.payload is None else len(d.payload)
+            if b.stored >= cap.per_minute:
+                b.dropped += 1
+                b.drop_first = d.offset if b.drop_first is None else min(b.drop_first, d.offset)
+                b.drop_last = d.offset if b.drop_last is None else max(b.drop_last, d.offset)
+                continue
+            if b.stored < cap.payloads_per_minute:
+                payload = None if d.payload is None else bytes(d.payload[:max_payload_bytes])
+                b.payloads += 1
+            else:
+                payload = None
+                b.payloads_dropped += 1
+            b.stored += 1
+            b.new_stored += 1
+            rows.append(
+                (d.topic, d.partition, d.offset, d.reason[:MAX_REASON_CHARS], payload, size,
+                 iso(d.received_at))
+            )  # fmt: skip
+        store.executemany(
+            'INSERT OR IGNORE INTO dead_letters (topic, partition, "offset", reason, payload,'
+            " payload_size, received_at) VALUES (?,?,?,?,?,?,?)",
+            rows,
+        )
+        _count(store, buckets)
+    return DeadLetterWrite(
+        stored=len(rows),
+        payloads_dropped=sum(b.payloads_dropped for b in buckets.values()),
+        dropped=sum(b.dropped for b in buckets.values()),
+        duplicates=duplicates,
+    )
+
+
+def _already_handled(store: Store, keys: list[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+    """Keys (sorted) of letters stored before or inside a range of letters counted before."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for topic, partition, offset in keys:
+        lo, hi = spans.get((topic, partition), (offset, offset))
+        spans[(topic, partition)] = (min(lo, offset), max(hi, offset))
+    out: set[tuple[str, int, int]] = set()
+    for (topic, partition), (lo, hi) in spans.items():
+        for r in store.execute(
+            'SELECT "offset" FROM dead_letters WHERE topic = ? AND partition = ?'
+            ' AND "offset" BETWEEN ? AND ?',
+            (topic, partition, lo, hi),
+        ).fetchall():
+            out.add((topic, partition, int(r[0])))
+        ranges = store.execute(
+            "SELECT drop_first, drop_last FROM dead_letter_volume WHERE topic = ? AND partition = ?"
+            " AND drop_last >= ? AND drop_first <= ?",
+            (topic, partition, lo, hi),
+        ).fetchall()
+        if ranges:
+            for t, p, o in keys:
+                if t == topic and p == partition and any(a <= o <= b for a, b in ranges):
+                    out.add((t, p, o))
+    return out
+
+
+def _stored_in_bucket(store: Store, bkey: tuple[str, str, str, int]) -> int:
+    row = store.execute(
+        "SELECT stored FROM dead_letter_volume WHERE reason = ? AND minute = ? AND topic = ?"
+        " AND partition = ?",
+        bkey,
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _count(store: Store, buckets: dict[tuple[str, str, str, int], _Bucket]) -> None:
     store.executemany(
-        'INSERT OR IGNORE INTO dead_letters (topic, partition, "offset", reason, payload, received_at)'
-        " VALUES (?,?,?,?,?,?)",
+        "INSERT INTO dead_letter_volume (reason, minute, topic, partition, stored, payloads,"
+        " payloads_dropped, dropped, drop_first, drop_last) VALUES (?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (reason, minute, topic, partition) DO UPDATE SET"
+        " stored = stored + excluded.stored, payloads = payloads + excluded.payloads,"
+        " payloads_dropped = payloads_dropped + excluded.payloads_dropped,"
+        " dropped = dropped + excluded.dropped,"
+        " drop_first = COALESCE(MIN(drop_first, excluded.drop_first), drop_first, excluded.drop_first),"
+        " drop_last = COALESCE(MAX(drop_last, excluded.drop_last), drop_last, excluded.drop_last)",
         [
-            (
-                d.topic, d.partition, d.offset, d.reason,
-                None if d.payload is None else bytes(d.payload[:max_payload_bytes]),
-                iso(d.received_at),
-            )
-            for d in letters
+            (*k, b.new_stored, b.payloads, b.payloads_dropped, b.dropped, b.drop_first, b.drop_last)
+            for k, b in buckets.items()
         ],
+    )
+    totals: dict[str, tuple[int, int]] = {}
+    for (code, *_), b in buckets.items():
+        pd, dr = totals.get(code, (0, 0))
+        totals[code] = (pd + b.payloads_dropped, dr + b.dropped)
+    store.executemany(
+        "INSERT INTO dead_letter_totals (reason, payloads_dropped, dropped) VALUES (?,?,?)"
+        " ON CONFLICT (reason) DO UPDATE SET"
+        " payloads_dropped = payloads_dropped + excluded.payloads_dropped,"
+        " dropped = dropped + excluded.dropped",
+        [(code, pd, dr) for code, (pd, dr) in totals.items() if pd or dr],
+    )
+
+
+def dead_letter_drops(store: Store) -> dict[str, tuple[int, int]]:
+    """Per reason code, since the database was created: ``(payloads_dropped, dropped)``,
+    letters stored without payload and letters not stored (the volume cap)."""
+    rows = store.query("SELECT reason, payloads_dropped, dropped FROM dead_letter_totals")
+    return {r["reason"]: (int(r["payloads_dropped"]), int(r["dropped"])) for r in rows}
+
+
+def dead_letter_volume(store: Store, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Rows of ``dead_letter_volume`` (oldest minute first), from ``since`` on."""
+    return store.query(
+        "SELECT * FROM dead_letter_volume WHERE minute >= ? ORDER BY minute, reason, topic, partition",
+        (received_minute(since) if since is not None else "",),
     )
 
 
@@ -58,3 +244,12 @@ def list_dead_letters(store: Store, limit: int = 100) -> list[dict[str, Any]]:
 
 def dead_letter_total(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])
+
+
+def dead_letters_after(store: Store, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Stored dead letters with ``id > after_id``, oldest first (the dead-letter topic's feed)."""
+    return store.query(
+        'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
+        " WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    )

@@ -139,6 +139,73 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         4,
+        "retention: indexes for the prune; dead-letter volume cap: payload_size, volume, totals",
+        [
+            "CREATE INDEX IF NOT EXISTS windows_computed ON windows (computed_at)",
+            "CREATE INDEX IF NOT EXISTS windows_reference ON windows (reference)",
+            "CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated_at)",
+            "CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at)",
+            "CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at)",
+            "CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_at)",
+            # the original size of the message value (payload keeps at most its first bytes)
+            "ALTER TABLE dead_letters ADD COLUMN payload_size INTEGER",
+            # per (reason code, minute received, topic, partition): what was stored, stored
+            # without payload, or not stored; drop_first/drop_last bound the offsets of the
+            # letters not stored (to find them in Kafka, and to recognise them when re-read)
+            """CREATE TABLE IF NOT EXISTS dead_letter_volume (
+                reason TEXT NOT NULL,
+                minute TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                partition INTEGER NOT NULL,
+                stored INTEGER NOT NULL DEFAULT 0,
+                payloads INTEGER NOT NULL DEFAULT 0,
+                payloads_dropped INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0,
+                drop_first INTEGER,
+                drop_last INTEGER,
+                PRIMARY KEY (reason, minute, topic, partition)
+            )""",
+            "CREATE INDEX IF NOT EXISTS dead_letter_volume_minute ON dead_letter_volume (minute)",
+            "CREATE INDEX IF NOT EXISTS dead_letter_volume_drops"
+            " ON dead_letter_volume (topic, partition, drop_last)",
+            # cumulative since the database was created (never pruned): Prometheus counters
+            """CREATE TABLE IF NOT EXISTS dead_letter_totals (
+                reason TEXT PRIMARY KEY,
+                payloads_dropped INTEGER NOT NULL DEFAULT 0,
+                dropped INTEGER NOT NULL DEFAULT 0
+            )""",
+        ],
+    ),
+    (
+        5,
+        "detection: rule change-detector state; rolling/seasonal reference members",
+        [
+            """CREATE TABLE IF NOT EXISTS rule_detectors (
+                alert_id TEXT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                model TEXT NOT NULL,
+                state TEXT NOT NULL,
+                last_window_id TEXT NOT NULL,
+                window_end TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS reference_members (
+                model TEXT NOT NULL,
+                version TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                window_id TEXT NOT NULL,
+                start TEXT NOT NULL,
+                "end" TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                drifted INTEGER NOT NULL,
+                payload BLOB NOT NULL,
+                PRIMARY KEY (model, version, segment, window_id)
+            )""",
+            'CREATE INDEX IF NOT EXISTS reference_members_end ON reference_members (model, version, segment, "end")',
+        ],
+    ),
+    (
+        6,
         "labels: predictions awaiting labels, early labels, join counters, performance slots;"
         " metrics: family, confidence interval",
         [

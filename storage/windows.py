@@ -68,23 +68,39 @@ HEADLINE_PERFORMANCE = ("accuracy", "f1", "roc_auc", "f1_macro", "mae", "rmse", 
 
 
 def windows_with_verdicts(
-    store: Store, *, model: str | None = None, segment: str | None = None, limit: int | None = None,
+    store: Store,
+    *,
+    model: str | None = None,
+    segment: str | None = None,
+    since: str | None = None,
+    status: str | None = None,
+    drifted: bool | None = None,
+    limit: int | None = None,
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """Windows with their dataset drift share (``drift_share``, None for insufficient
-    windows) and verdict (``dataset_drift``); with labels, ``label_coverage`` and
-    ``performance``: the headline figures (:data:`HEADLINE_PERFORMANCE`) as
-    ``{metric: {"value", "ci_low", "ci_high"}}`` (empty before labels mature)."""
+    windows), the share it was compared with (``share_threshold``: ``drift.share``, or
+    the calibrated count over the number of columns) and verdict (``dataset_drift``);
+    with labels, ``label_coverage`` and ``performance``: the headline figures
+    (:data:`HEADLINE_PERFORMANCE`) as ``{metric: {"value", "ci_low", "ci_high"}}``
+    (empty before labels mature).
+
+    Filters: ``since`` bounds the window end (ISO text), ``status`` is the stored
+    status, ``drifted`` the dataset verdict (a window without one counts as not drifted).
+    Newest first unless ``oldest_first``; the API, the CLI and the demo all list here.
+    """
     where, params = [], []
-    if model is not None:
-        where.append("w.model = ?")
-        params.append(model)
-    if segment is not None:
-        where.append("w.segment = ?")
-        params.append(segment)
+    for cond, value in (("w.model = ?", model), ("w.segment = ?", segment), ('w."end" >= ?', since),
+                        ("w.status = ?", status)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    if drifted is not None:
+        where.append("COALESCE(m.drifted, 0) = ?")
+        params.append(int(drifted))
     sql = (
-        "SELECT w.*, m.value AS drift_share, m.drifted AS dataset_drift, c.value AS label_coverage"
-        " FROM windows w LEFT JOIN metrics m"
+        "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift,"
+        " c.value AS label_coverage FROM windows w LEFT JOIN metrics m"
         " ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
         " LEFT JOIN metrics c ON c.window_id = w.id AND c.metric = 'label_coverage' AND c.\"column\" = ''"
         + (" WHERE " + " AND ".join(where) if where else "")
@@ -92,7 +108,8 @@ def windows_with_verdicts(
            else ' ORDER BY w."end" DESC, w.model, w.version, w.segment')
     )
     if limit:
-        sql += f" LIMIT {int(limit)}"
+        sql += " LIMIT ?"
+        params.append(int(limit))
     rows = store.query(sql, params)
     perf = _headline_performance(store, [r["id"] for r in rows])
     for r in rows:

@@ -6,13 +6,16 @@ retry limit and bookkeeping belong to :class:`alerts.outbox.DeliveryWorker`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from storage.alerts import DeliveryRecord
 
+T = TypeVar("T")
 Outcome = Literal["sent", "retry", "give_up"]
 
 #: Notifier kinds: ``alert`` receives firing / resolved / reminder messages;
@@ -49,10 +52,27 @@ class SendResult:
         return cls("give_up", error=error, **kw)
 
 
+class PayloadError(ValueError):
+    """A delivery's stored payload cannot be turned into a request (a poison
+    delivery): retrying cannot help, so the outbox marks it dead with this reason."""
+
+
+def build(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a payload-building step; any error becomes a :class:`PayloadError`
+    naming ``what`` failed (e.g. ``"the Slack blocks"``)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - whatever the payload makes the renderer raise
+        raise PayloadError(f"cannot build {what}: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
 @runtime_checkable
 class Notifier(Protocol):
     """Sends one delivery. Must not raise for receiver errors (return a result);
-    an exception is treated by the worker as a retryable error."""
+    :class:`PayloadError` makes the delivery dead at once, any other exception
+    is treated by the worker as a retryable error. ``timeout`` (seconds, when
+    present) bounds one request; the worker sends each notifier's deliveries in
+    order on its own thread, so a slow receiver delays only its own."""
 
     name: str
     kind: str
@@ -76,25 +96,55 @@ class NotifierSpec:
             raise ValueError(f"notifier kind must be 'alert' or 'retrain', got {self.kind!r}")
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from datetime import UTC, datetime
-    from email.utils import parsedate_to_datetime
+#: The longest wait a notifier may be told to keep (seconds, 7 days): ``Retry-After``
+#: values and ``max_backoff`` above it are refused or cut to it, so no delay can
+#: overflow date arithmetic.
+MAX_RETRY_DELAY = 7 * 24 * 3600.0
+#: ``Retry-After`` values longer than this many characters are garbage, not parsed.
+_MAX_HEADER_CHARS = 64
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+
+def parse_retry_after(value: object, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or None when it says nothing usable.
+
+    Accepts delay-seconds (also as a float, e.g. ``"1.5"``) and an HTTP date
+    (relative to ``now``, the wall clock by default). Defensive against
+    hostile receivers: the result is always finite and in
+    ``0 <= s <= MAX_RETRY_DELAY`` (negative and past dates give 0, ``inf``,
+    huge numbers and far-future dates give ``MAX_RETRY_DELAY``); ``NaN``,
+    empty, over-long, or unparsable values give None. Never raises. A list
+    (some clients give every value of a repeated header) uses the first item.
+    The outbox clamps the result again to the notifier's ``max_backoff``.
+    """
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = repr(value)
+    if not isinstance(value, str):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    text = value.strip()
+    if not text or len(text) > _MAX_HEADER_CHARS:
+        return None
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = _seconds_until_http_date(text, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_DELAY)
+
+
+def _seconds_until_http_date(text: str, now: datetime | None) -> float | None:
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return (when - (now or datetime.now(UTC))).total_seconds()
+    except Exception:  # noqa: BLE001 - any garbage: ValueError, TypeError, OverflowError, ...
+        return None
 
 
 def classify_status(status: int, retry_after: str | None = None, detail: str = "") -> SendResult:

@@ -26,7 +26,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from alerts.notifiers.base import SendResult, classify_status, parse_retry_after
+from alerts.notifiers.base import (
+    PayloadError,
+    SendResult,
+    build,
+    classify_status,
+    parse_retry_after,
+)
 from alerts.notifiers.slack_blocks import render_blocks, render_text
 from storage.alerts import DeliveryRecord
 
@@ -108,6 +114,8 @@ class SlackNotifier:
         thread_ts = parent_ref.get("ts") if kind in ("resolved", "reminder") else None
         channel = (parent_ref.get("channel") or self.channel) if thread_ts else self.channel
         if "ts" not in progress:
+            text = build("the Slack message", render_text, payload, kind)
+            blocks = build("the Slack blocks", render_blocks, payload, kind)
             extra: dict[str, Any] = {}
             if thread_ts:
                 extra["thread_ts"] = thread_ts
@@ -120,9 +128,10 @@ class SlackNotifier:
             try:
                 resp = self._client.chat_postMessage(
                     channel=channel,
-                    text=render_text(payload, kind),
-                    blocks=render_blocks(payload, kind),
+                    text=text,
+                    blocks=blocks,
                     unfurl_links=False,
+                    unfurl_media=False,
                     metadata={
                         "event_type": "driftwarden_notification",
                         "event_payload": {"id": delivery.id, "kind": kind},
@@ -142,11 +151,15 @@ class SlackNotifier:
             | {str(a.get("id")) for a in payload.get("alerts") or []}
         )
         try:
+            text = build("the updated message", render_text, parent.payload, "firing")
+            blocks = build(
+                "the updated blocks", render_blocks, parent.payload, "firing", resolved_ids=resolved
+            )
+        except PayloadError as exc:  # the reply is posted: only the original stays as it was
+            return SendResult.sent(response=progress, error=f"original message not updated: {exc}")
+        try:
             self._client.chat_update(
-                channel=channel,
-                ts=thread_ts,
-                text=render_text(parent.payload, "firing"),
-                blocks=render_blocks(parent.payload, "firing", resolved_ids=resolved),
+                channel=channel, ts=thread_ts, text=text, blocks=blocks
             )
         except SlackApiError as exc:
             result = _api_error(exc)
@@ -180,11 +193,11 @@ class SlackWebhookNotifier:
         self._client = client or WebhookClient(url, timeout=timeout, retry_handlers=[])
 
     def send(self, delivery: DeliveryRecord, parent: DeliveryRecord | None = None) -> SendResult:
+        text = build("the Slack message", render_text, delivery.payload, delivery.kind)
+        blocks = build("the Slack blocks", render_blocks, delivery.payload, delivery.kind)
         try:
             resp = self._client.send(
-                text=render_text(delivery.payload, delivery.kind),
-                blocks=render_blocks(delivery.payload, delivery.kind),
-                unfurl_links=False,
+                text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
             )
         except _NETWORK_ERRORS as exc:
             return SendResult.retry(f"{type(exc).__name__}: {exc}")

@@ -4,12 +4,21 @@ Limits respected (https://docs.slack.dev/reference/block-kit/blocks): at most
 50 blocks per message, section text <= 3000 characters, header text <= 150,
 at most 10 section fields of <= 2000 characters, at most 10 context elements.
 The plain ``text`` fallback (notifications, screen readers) stays under 3000.
+
+Every value that comes from the stream or the store is escaped where it is
+rendered (values from the stream are hostile): model, version, segment and
+column names go into code spans (:func:`code`), other text is made inert
+(:func:`inert`), links are built by :func:`link`. Nothing a producer sends can
+become a mention (``<!channel>``), a link, or formatting outside its own span.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -20,26 +29,78 @@ MAX_CONTEXT_ELEMENTS = 10
 MAX_FALLBACK_TEXT = 3000
 #: alerts listed one per line in a message; the rest are counted
 MAX_ALERT_LINES = 50
+#: versions named in the Version field; the rest are counted
+MAX_VERSIONS = 10
+
+#: longest value from the stream shown in a message (characters); longer ones end in "…"
+MAX_VALUE_CHARS = 200
 
 LINK_NAMES = {"report": "HTML report", "api": "HTTP API"}
+# control characters (C0, DEL, C1) and Unicode line/paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LOOKALIKES = str.maketrans({"*": "∗", "~": "∼", "`": "ˋ"})
+_EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+# kept as they are in link URLs; everything else (<, >, |, space, ", `, ...) is %-encoded
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
 
 
+def _clean(value: object) -> str:
+    """``value`` as one line of printable text, at most :data:`MAX_VALUE_CHARS` long."""
+    text = _CONTROL.sub(" ", str(value))
+    return _cut(text, MAX_VALUE_CHARS)
+
+
 def esc(text: object) -> str:
-    """Escape Slack mrkdwn control characters."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape Slack's control characters ``&``, ``<``, ``>`` (so no value becomes a
+    link, a mention such as ``<!channel>``, or a broken tag), one line."""
+    return (
+        _CONTROL.sub(" ", str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    )
+
+
+def code(value: object) -> str:
+    """A value from the stream (model, version, segment, column) as an inline code
+    span, where ``*``, ``_``, ``~`` and ``:emoji:`` are shown as typed. A backtick
+    would end the span early: it is shown as the look-alike ``ˋ`` (U+02CB).
+    Cut to :data:`MAX_VALUE_CHARS`; an empty value shows as ``(empty)``."""
+    text = _clean(value).replace("`", "ˋ")
+    return f"`{esc(text)}`" if text.strip() else "`(empty)`"
+
+
+def inert(value: object) -> str:
+    """A value shown outside a code span (e.g. in bold): escaped, and with the
+    mrkdwn formatting characters replaced by look-alikes (``*`` ``∗``, ``~`` ``∼``,
+    a backtick ``ˋ``, and ``_`` ``ˍ`` where it could start or end italics, i.e.
+    not between two letters or digits), so it can neither format nor unbalance
+    the text around it. ``feature_drift`` stays as it is."""
+    text = esc(_clean(value)).translate(_LOOKALIKES)
+    return _EDGE_UNDERSCORE.sub("ˍ", text)
+
+
+def link(url: object, label: object) -> str:
+    """``<url|label>``: characters that would end or split the link (``<``, ``>``,
+    ``|``, spaces, quotes, backticks) are percent-encoded in the URL; the label
+    is :func:`inert` with ``|`` shown as ``¦``."""
+    safe_url = quote(_CONTROL.sub("", str(url)), safe=_URL_SAFE)
+    return f"<{safe_url.replace('&', '&amp;')}|{inert(label).replace('|', '¦')}>"
 
 
 def fmt(value: object) -> str:
+    """A number for display (floats to 4 significant digits); anything else :func:`inert`."""
     if value is None:
         return "n/a"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return inert(value)
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return "n/a"
     s = int(seconds)
     h, rem = divmod(s, 3600)
@@ -59,21 +120,26 @@ def _severity(alerts: Sequence[Mapping[str, Any]]) -> str:
     return "critical" if any(a.get("severity") == "critical" for a in alerts) else "warning"
 
 
-def headline(payload: Mapping[str, Any], kind: str) -> str:
-    """``CRITICAL · churn · feature-drift`` style title (plain text)."""
+def headline(
+    payload: Mapping[str, Any], kind: str, show: Callable[[object], str] = _clean
+) -> str:
+    """``CRITICAL · churn · feature-drift`` style title; ``show`` renders the model
+    and rule (plain text for the header block, :func:`inert` for mrkdwn)."""
     alerts = payload.get("alerts") or []
     sev = _severity(alerts).upper()
     group = payload.get("group") or {}
     model = group.get("model") or (alerts[0].get("model") if alerts else "")
     rules = sorted({str(a.get("rule")) for a in alerts})
-    rule = rules[0] if len(rules) == 1 else f"{len(rules)} rules"
+    rule = show(rules[0]) if len(rules) == 1 else f"{len(rules)} rules"
     if kind == "resolved":
         prefix = f"RESOLVED ({sev.lower()})"
     elif kind == "reminder":
         prefix = f"STILL FIRING ({sev.lower()})"
     else:
         prefix = sev
-    return f"{prefix} · {model} · {rule}" + (f" · {len(alerts)} alerts" if len(alerts) > 1 else "")
+    return f"{prefix} · {show(model)} · {rule}" + (
+        f" · {len(alerts)} alerts" if len(alerts) > 1 else ""
+    )
 
 
 def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "firing") -> str:
@@ -83,15 +149,15 @@ def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "fi
     line through (an updated firing message)."""
     where = []
     if alert.get("column"):
-        where.append(f"column `{esc(alert['column'])}`")
+        where.append(f"column {code(alert['column'])}")
     if alert.get("segment"):
-        where.append(f"segment `{esc(alert['segment'])}`")
+        where.append(f"segment {code(alert['segment'])}")
     version = (alert.get("labels") or {}).get("version")
     if version:
-        where.append(f"version `{esc(version)}`")
+        where.append(f"version {code(version)}")
     place = f" ({', '.join(where)})" if where else ""
     metric = alert.get("metric")
-    op = esc(alert.get("op") or "vs")
+    op = inert(alert.get("op") or "vs")
     if metric == "no_data":
         if kind == "resolved":
             cmp = "data is flowing again"
@@ -104,12 +170,12 @@ def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "fi
         cmp = "no longer drifted" if kind == "resolved" else "drift detected"
     elif kind == "resolved":
         cmp = (
-            f"`{esc(metric)}` back to *{fmt(alert.get('value'))}*"
+            f"{code(metric)} back to *{fmt(alert.get('value'))}*"
             f" (fires when {op} {fmt(alert.get('threshold'))})"
         )
     else:
-        cmp = f"`{esc(metric)}` = *{fmt(alert.get('value'))}* {op} {fmt(alert.get('threshold'))}"
-    line = f"*{esc(alert.get('rule'))}*{place}: {cmp}"
+        cmp = f"{code(metric)} = *{fmt(alert.get('value'))}* {op} {fmt(alert.get('threshold'))}"
+    line = f"*{inert(alert.get('rule'))}*{place}: {cmp}"
     if resolved:
         line = f":white_check_mark: ~{line}~ resolved"
     return line
@@ -163,6 +229,7 @@ def render_blocks(
             "type": "header",
             "text": {
                 "type": "plain_text",
+                # plain_text: shown as typed, never parsed for links or mentions
                 "text": _cut(f"{icon} {headline(payload, shown_kind)}", MAX_HEADER_TEXT),
                 "emoji": True,
             },
@@ -172,10 +239,11 @@ def render_blocks(
     first = alerts[0] if alerts else {}
     versions = sorted({str(a.get("version")) for a in alerts if a.get("version")})
     fields = [
-        f"*Model*\n{esc(first.get('model', ''))}",
-        f"*Version*\n{esc(', '.join(versions) or 'n/a')}",
+        f"*Model*\n{code(first.get('model', ''))}",
+        f"*Version*\n{', '.join(code(v) for v in versions[:MAX_VERSIONS]) or 'n/a'}"
+        + (f" and {len(versions) - MAX_VERSIONS} more" if len(versions) > MAX_VERSIONS else ""),
         f"*Severity*\n{_severity(alerts)}",
-        f"*Window*\n{esc(window.get('start') or 'n/a')} → {esc(window.get('end') or 'n/a')}"
+        f"*Window*\n{inert(window.get('start') or 'n/a')} → {inert(window.get('end') or 'n/a')}"
         + (f"\n{fmt(window.get('rows'))} rows" if window.get("rows") is not None else ""),
     ]
     blocks.append(
@@ -198,31 +266,30 @@ def render_blocks(
     blocks.extend(_sections_from_lines(lines, MAX_BLOCKS - reserved))
     if drifted:
         dl = [
-            f"• `{esc(d.get('column'))}` — {esc(d.get('test'))} {fmt(d.get('score'))}"
+            f"• {code(d.get('column'))} — {inert(d.get('test'))} {fmt(d.get('score'))}"
             for d in drifted
         ]
         blocks.extend(_sections_from_lines(["*Top drifted columns*", *dl], 1))
     if links:
-        parts = [
-            f"<{esc(url)}|{esc(LINK_NAMES.get(name, name))}>" for name, url in links.items() if url
-        ]
+        parts = [link(url, LINK_NAMES.get(name, name)) for name, url in links.items() if url]
         if parts:
             blocks.append(_section(" · ".join(parts)))
     blocks.append(
         {
             "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"driftwarden · {esc(payload.get('id', ''))}"}],
+            "elements": [{"type": "mrkdwn", "text": f"driftwarden · {inert(payload.get('id', ''))}"}],
         }
     )
     return enforce_limits(blocks)
 
 
 def render_text(payload: Mapping[str, Any], kind: str) -> str:
-    """The plain-text fallback: headline and one line per alert."""
+    """The plain-text fallback: headline and one line per alert. Slack may render
+    it as mrkdwn (clients without blocks), so values are :func:`inert` here too."""
     alerts = list(payload.get("alerts") or [])
-    lines = [headline(payload, kind)]
+    lines = [headline(payload, kind, show=inert)]
     for a in alerts[:20]:
-        col = f" [{a['column']}]" if a.get("column") else ""
+        col = f" [{inert(a['column'])}]" if a.get("column") else ""
         if a.get("metric") == "no_data":
             what = (
                 "data flowing again"
@@ -232,10 +299,13 @@ def render_text(payload: Mapping[str, Any], kind: str) -> str:
         elif a.get("metric") == "drifted":
             what = "no longer drifted" if kind == "resolved" else "drift detected"
         elif kind == "resolved":
-            what = f"{a.get('metric')} back to {fmt(a.get('value'))}"
+            what = f"{inert(a.get('metric'))} back to {fmt(a.get('value'))}"
         else:
-            what = f"{a.get('metric')} = {fmt(a.get('value'))} {a.get('op') or 'vs'} {fmt(a.get('threshold'))}"
-        lines.append(f"- {a.get('rule')}{col}: {what}")
+            what = (
+                f"{inert(a.get('metric'))} = {fmt(a.get('value'))}"
+                f" {inert(a.get('op') or 'vs')} {fmt(a.get('threshold'))}"
+            )
+        lines.append(f"- {inert(a.get('rule'))}{col}: {what}")
     if len(alerts) > 20:
         lines.append(f"…and {len(alerts) - 20} more")
     return _cut("\n".join(lines), MAX_FALLBACK_TEXT)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
+
+Mode = Literal["up", "down", "both"]
 
 
 class CUSUM:
@@ -16,7 +18,8 @@ class CUSUM:
         s_hi = max(0, s_hi + z - k)      # evidence of an increase
         s_lo = max(0, s_lo - z - k)      # evidence of a decrease
 
-    and a change is signalled when either exceeds ``h``. ``k`` (slack, in
+    and a change is signalled when either exceeds ``h`` (only ``s_hi`` with
+    ``mode="up"``, only ``s_lo`` with ``mode="down"``). ``k`` (slack, in
     sigmas; 0.5 detects a one-sigma shift fastest) and ``h`` (decision
     interval, in sigmas; 4–5 is usual) are the textbook settings. After a
     detection the sums restart from zero; the in-control estimates are kept
@@ -38,7 +41,10 @@ class CUSUM:
         target: float | None = None,
         sigma: float | None = None,
         min_instances: int = 30,
+        mode: Mode = "both",
     ) -> None:
+        if mode not in ("up", "down", "both"):
+            raise ValueError(f"mode must be 'up', 'down' or 'both', got {mode!r}")
         if k < 0 or h <= 0 or min_instances < 2:
             raise ValueError("need k >= 0, h > 0 and min_instances >= 2")
         if sigma is not None and sigma <= 0:
@@ -48,6 +54,7 @@ class CUSUM:
         self.target = None if target is None else float(target)
         self.sigma = None if sigma is None else float(sigma)
         self.min_instances = int(min_instances)
+        self.mode: Mode = mode
         self.reset()
 
     def reset(self) -> None:
@@ -68,6 +75,22 @@ class CUSUM:
     def statistics(self) -> tuple[float, float]:
         """Current (s_hi, s_lo), in sigmas."""
         return self._s_hi, self._s_lo
+
+    @property
+    def statistic(self) -> float:
+        """The sum the ``mode`` watches (the larger of both for ``"both"``), in sigmas;
+        compared with ``h``. Read it after ``update``: the sums restart on the next one
+        after a signal."""
+        if self.mode == "up":
+            return self._s_hi
+        if self.mode == "down":
+            return self._s_lo
+        return max(self._s_hi, self._s_lo)
+
+    @property
+    def learning(self) -> bool:
+        """True while the in-control mean/sigma are still being estimated."""
+        return self._in_control() is None
 
     def _in_control(self) -> tuple[float, float] | None:
         mu = (
@@ -102,7 +125,8 @@ class CUSUM:
         z = (x - mu) / sd
         self._s_hi = max(0.0, self._s_hi + z - self.k)
         self._s_lo = max(0.0, self._s_lo - z - self.k)
-        self._drift = self._s_hi > self.h or self._s_lo > self.h
+        up, down = self._s_hi > self.h, self._s_lo > self.h
+        self._drift = (self.mode != "down" and up) or (self.mode != "up" and down)
         return self
 
     def state(self) -> dict[str, Any]:
@@ -115,6 +139,7 @@ class CUSUM:
                 "target": self.target,
                 "sigma": self.sigma,
                 "min_instances": self.min_instances,
+                "mode": self.mode,
             },
             "n": self._n,
             "mean": self._mean,
@@ -139,4 +164,7 @@ class CUSUM:
         return det
 
     def __repr__(self) -> str:
-        return f"CUSUM(k={self.k}, h={self.h}, target={self.target}, sigma={self.sigma}, min_instances={self.min_instances})"
+        return (
+            f"CUSUM(k={self.k}, h={self.h}, target={self.target}, sigma={self.sigma}, "
+            f"min_instances={self.min_instances}, mode={self.mode!r})"
+        )

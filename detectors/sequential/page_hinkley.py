@@ -65,6 +65,20 @@ class PageHinkley:
         return self._drift
 
     @property
+    def statistic(self) -> float:
+        """What is compared with ``threshold``: the rise above the running minimum
+        (``"up"``), the fall below the running maximum (``"down"``), or the larger."""
+        if self._n == 0:
+            return 0.0
+        up = self._sum_up - self._min_up
+        down = self._max_down - self._sum_down
+        if self.mode == "up":
+            return up
+        if self.mode == "down":
+            return down
+        return max(up, down)
+
+    @property
     def n(self) -> int:
         """Values seen since the last reset or detection."""
         return self._n

@@ -1,9 +1,9 @@
 """The ``driftwarden`` command line. Heavy imports (pandas, evidently, kafka) happen
-inside commands, so ``--help`` answers at once."""
+inside commands, so ``--help`` answers at once. The daemon's commands (run, check,
+healthcheck, demo) are here; the on-call read commands in :mod:`monitor.cli.commands`."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,11 +18,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The TOML config file.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON instead of a table.")]
-StateOpt = Annotated[
-    Path | None, typer.Option("--state-dir", help="Read this state directory instead of the config's.")
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", envvar="DRIFTWARDEN_CONFIG", help="The TOML config file.")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            typer.echo(f"driftwarden {version('driftwarden')}")
+        except PackageNotFoundError:
+            typer.echo("driftwarden (not installed: version unknown)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Watch ML models in production: drift, data quality and performance over Kafka windows."""
 
 
 def _load(config: Path) -> Any:
@@ -35,55 +53,149 @@ def _load(config: Path) -> Any:
         raise typer.Exit(2) from None
 
 
-def _store(config: Path | None, state_dir: Path | None) -> Any:
-    from storage.db import DB_FILENAME, Store  # noqa: PLC0415
-
-    if state_dir is None:
-        if config is None:
-            typer.echo("driftwarden: give --config or --state-dir", err=True)
-            raise typer.Exit(2)
-        state_dir = _load(config).daemon.state_dir
-    path = Path(state_dir) / DB_FILENAME
-    if not path.exists():
-        typer.echo(f"driftwarden: no database at {path}", err=True)
-        raise typer.Exit(1)
-    return Store(path)
-
-
 @app.command()
 def run(config: ConfigOpt) -> None:
-    """Run the daemon until SIGTERM/SIGINT (drains, commits, exits 0)."""
+    """Run the daemon until SIGTERM/SIGINT (drains, commits, exits 0); SIGHUP reloads the config."""
     cfg = _load(config)
     from monitor.logs import setup_logging  # noqa: PLC0415
+    from storage.state_dir import DAEMON_UMASK, StateDirError, prepare_state_dir  # noqa: PLC0415
 
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format, secrets=cfg.secrets)
+    import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
+
+    os.umask(DAEMON_UMASK)  # the state dir is 0700 and every file in it 0600
+    try:
+        prepare_state_dir(cfg.daemon.state_dir)
+    except StateDirError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     # start-up (imports, preparing references) takes a moment: a signal meanwhile
     # means "do not start", and exits 0 without touching Kafka
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
+    # a SIGHUP while starting (its default action kills) reloads once the daemon runs
+    hup: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, _frame: hup.append(signum))
     from monitor.service.daemon import Daemon  # noqa: PLC0415
 
     if early:
         raise typer.Exit(0)
-    daemon = Daemon(cfg)
+    daemon = _start_daemon(Daemon, cfg, config)
     daemon.install_signal_handlers()
     if early:
         daemon.store.close()
         raise typer.Exit(0)
+    if hup:
+        daemon.request_reload()
     raise typer.Exit(daemon.run())
 
 
-@app.command()
-def check(config: ConfigOpt) -> None:
-    """Validate the config, then reach Kafka, Slack and the webhooks. Exit 0 if all is well, 1 if not, 2 for a bad config."""
-    cfg = _load(config)
-    from monitor.cli.check import run_checks  # noqa: PLC0415
+def _start_daemon(daemon_cls: Any, cfg: Any, config: Path) -> Any:
+    """The daemon, or exit 2 with what to fix when its store or a reference cannot be used."""
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
+    from storage.db import StorageError  # noqa: PLC0415
 
-    ok = run_checks(cfg, echo=typer.echo)
+    try:
+        return daemon_cls(cfg, config_path=config)
+    except StorageError as exc:
+        typer.echo(f"driftwarden: daemon.state_dir: {exc}; fix or move the database file", err=True)
+    except ReferenceError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)  # it names the model, the file and the column
+    raise typer.Exit(2)
+
+
+@app.command()
+def check(
+    config: ConfigOpt,
+    pre_start: Annotated[
+        bool,
+        typer.Option(
+            "--pre-start",
+            help="Fail only on what this host decides (config, references, state dir); report"
+            " Kafka, Slack and webhooks without failing (systemd's ExecStartPre).",
+        ),
+    ] = False,
+) -> None:
+    """Validate the config and load the references, then reach Kafka, Slack and the webhooks.
+    Exit 0 if all is well, 1 if not, 2 for a bad config, reference or state dir."""
+    cfg = _load(config)
+    from monitor.cli.check import check_references, run_checks  # noqa: PLC0415
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
+
+    try:
+        references = check_references(cfg)
+    except ReferenceError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(2) from None
+    ok = run_checks(cfg, echo=typer.echo, references=references, reachability_fatal=not pre_start)
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def healthcheck(
+    config: ConfigOpt,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Ask the running daemon's /healthz at the configured listen address: exit 0 if it answers 200, else 1."""
+    cfg = _load(config)
+    from monitor.cli.health import healthz_url, probe  # noqa: PLC0415
+
+    ok, line = probe(healthz_url(cfg), timeout)
+    typer.echo(line, err=not ok)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def replay(
+    config: ConfigOpt,
+    data: Annotated[Path, typer.Argument(help="Events to replay: .csv, .parquet or .jsonl, one event per row.")],
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where the replay's tables go: a new folder, or an earlier replay's.")
+    ] = Path("replay-state"),
+    notify: Annotated[bool, typer.Option("--notify", help="Send the notifications the rules cause (off by default).")] = False,
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="The event-time column (default: the model's ts field).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Every row is this model's (no model column needed).")] = None,
+) -> None:
+    """Run the live pipeline and rules over a file (backfill, or trying thresholds on history)."""
+    cfg = _load(config)
+    if not data.is_file():
+        typer.echo(f"driftwarden: DATA: no file {data}", err=True)
+        raise typer.Exit(2)
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
+    from monitor.service.replay import ReplayError, run_replay  # noqa: PLC0415
+    from monitor.service.replay_source import ReplaySourceError, count_rows  # noqa: PLC0415
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        total = count_rows(data)
+        with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                      TimeRemainingColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("replay", total=total)
+            result = run_replay(cfg, data, state_dir, notify=notify, time_column=time_column, model=model,
+                                progress=lambda n: bar.advance(task, n))
+    except (ReplayError, ReplaySourceError, ReferenceError) as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"replayed {result.rows} rows: {result.windows} windows, {result.late_rows} late rows,"
+        f" {result.dead_letters} dead letters, {result.alerts_fired} alert(s) fired"
+        + (f", {result.deliveries_sent} notification(s) sent" if notify else " (notifications off; --notify sends them)")
+    )
+    typer.echo(f"see: driftwarden windows --state-dir {result.state_dir}")
 
 
 @app.command()
@@ -92,114 +204,19 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120.0,
 ) -> None:
     """Everything embedded: a local broker, a drifting stream, Slack and webhook stand-ins."""
+    import os  # noqa: PLC0415
+
+    from storage.state_dir import DAEMON_UMASK  # noqa: PLC0415
+
+    os.umask(DAEMON_UMASK)
     from monitor.demo.run import run_demo  # noqa: PLC0415
 
     raise typer.Exit(run_demo(state_dir, timeout=timeout))
 
 
-@app.command()
-def windows(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The TOML config file.")] = None,
-    state_dir: StateOpt = None,
-    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
-    segment: Annotated[str | None, typer.Option(help='Only this segment ("" = all rows).')] = None,
-    limit: Annotated[int, typer.Option(help="At most this many windows.")] = 50,
-    as_json: JsonOpt = False,
-) -> None:
-    """Stored windows with their drift verdicts and, once labels matured, their label
-    coverage and headline performance (with its confidence interval), newest first."""
-    from storage.windows import windows_with_verdicts  # noqa: PLC0415
+from monitor.cli.commands import register  # noqa: E402 - after the app they attach to
 
-    store = _store(config, state_dir)
-    rows = windows_with_verdicts(store, model=model, segment=segment, limit=limit)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    cols = ["model", "version", "segment", "start", "end", "rows", "status", "drift_share", "dataset_drift"]
-    if any(r.get("label_coverage") is not None for r in rows):
-        for r in rows:
-            r["performance"] = _performance_text(r.get("performance") or {})
-        cols += ["label_coverage", "performance"]
-    _table("windows", cols, rows)
-
-
-def _performance_text(perf: dict[str, Any]) -> str | None:
-    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``."""
-    for name, f in perf.items():
-        if f.get("value") is None:
-            continue
-        text = f"{name} {f['value']:.3g}"
-        if f.get("ci_low") is not None and f.get("ci_high") is not None:
-            text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
-        return text
-    return None
-
-
-@app.command()
-def alerts(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The TOML config file.")] = None,
-    state_dir: StateOpt = None,
-    state: Annotated[str | None, typer.Option(help="pending | firing | resolved")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Alerts and their state."""
-    from storage.alerts import list_alerts  # noqa: PLC0415
-
-    rows = list_alerts(_store(config, state_dir), state=state)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    _table("alerts", ["rule", "model", "state", "severity", "value", "threshold", "started_at", "fired_at", "resolved_at"], rows)
-
-
-@app.command()
-def status(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The TOML config file.")] = None,
-    state_dir: StateOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """What the state directory holds: windows, alerts, deliveries, dead letters, the label join."""
-    from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
-    from storage.dead_letters import dead_letter_total  # noqa: PLC0415
-    from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
-    from storage.windows import window_counts  # noqa: PLC0415
-
-    store = _store(config, state_dir)
-    out = {
-        "schema_version": store.schema_version(),
-        "windows": window_counts(store),
-        "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
-        "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
-        "dead_letters": dead_letter_total(store),
-        "label_join": label_counters(store),
-        "performance_windows_waiting": slots_waiting(store),
-    }
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
-        return
-    from rich.console import Console  # noqa: PLC0415
-
-    Console().print_json(json.dumps(out))
-
-
-def _table(title: str, cols: list[str], rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    t = Table(title=f"{title} ({len(rows)})")
-    for c in cols:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[_fmt(r.get(c)) for c in cols])
-    Console().print(t)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+register(app)
 
 
 def main() -> None:

@@ -1,9 +1,14 @@
 """``driftwarden check``: is this config ready to run? One line per check, never a secret.
 
-Checks, each bounded in time: the config (already validated when it loaded), the
-state directory is writable, Kafka answers and has the topics, each Slack notifier
+Checks, each bounded in time: the config (already validated when it loaded) and
+the reference files (loaded and validated as at start-up, see
+:func:`check_references`; an unfit one exits 2 like a bad config), the state
+directory is writable, Kafka answers and has the topics, each Slack notifier
 authenticates (``auth.test``; an incoming-webhook URL is only reported as configured,
 nothing is posted), each webhook's host accepts a TCP connection (nothing is sent).
+With ``reachability_fatal=False`` (``check --pre-start``, systemd's ExecStartPre) the
+reachability checks are reported but only the local ones decide the outcome, so a
+Slack or Kafka outage does not keep the daemon from starting (it retries by itself).
 Every line passes through :func:`redact`, which blanks every resolved secret, so an
 error message that quotes a token or password cannot leak it.
 """
@@ -13,9 +18,11 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -26,11 +33,15 @@ T = TypeVar("T")
 
 #: seconds any single check may take
 TIMEOUT = 10.0
-OK, FAIL = "✓", "✗"
+OK, FAIL, WARN = "✓", "✗", "!"
 
 
 class CheckTimeout(Exception):
     pass
+
+
+class CheckFailed(Exception):
+    """A check's own verdict: its message is complete (no exception class name added)."""
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -62,7 +73,7 @@ def _bounded(fn: Callable[[], T], timeout: float = TIMEOUT) -> T:
 def _reason(exc: BaseException) -> str:
     name = type(exc).__name__
     text = str(exc) or name
-    if isinstance(exc, CheckTimeout) or text.startswith(name):
+    if isinstance(exc, CheckTimeout | CheckFailed) or text.startswith(name):
         return text
     return f"{name}: {text}"
 
@@ -75,8 +86,13 @@ def _host_port(url: str) -> str:
 
 
 def check_state_dir(cfg: Config) -> str:
-    d = Path(cfg.daemon.state_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    from storage.state_dir import StateDirError, prepare_state_dir  # noqa: PLC0415
+
+    try:
+        d = prepare_state_dir(Path(cfg.daemon.state_dir))
+    except StateDirError as exc:
+        raise CheckFailed(str(exc)) from None
+    mode = stat.S_IMODE(d.stat().st_mode)
     fd, name = tempfile.mkstemp(prefix=".check-", dir=d)
     try:
         os.write(fd, b"ok")
@@ -84,6 +100,8 @@ def check_state_dir(cfg: Config) -> str:
     finally:
         os.close(fd)
         os.unlink(name)
+    if mode & 0o077:
+        return f"state dir {d} writable (mode {mode:04o}: the daemon restricts it to 0700 at start)"
     return f"state dir {d} writable"
 
 
@@ -141,8 +159,36 @@ def check_webhook(name: str, n: WebhookNotifierConfig) -> str:
     return f"webhook {name} ({n.kind}): {u.hostname}:{port} accepts connections (nothing sent)"
 
 
-def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
-    """Print one line per check; True when every check passed."""
+def check_references(cfg: Config) -> list[str]:
+    """Load and validate every model's reference file, as ``run`` would at start-up.
+
+    Returns one ``model: N rows`` summary per model; raises ``ReferenceError`` naming
+    the file and the column for the first unfit reference (the CLI exits 2).
+    """
+    from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415
+
+    out = []
+    for m in cfg.models:
+        ref = load_reference(m.reference, ReferenceSpec.from_config(m))
+        out.append(f"{m.name} {ref.rows} rows")
+    return out
+
+
+def _outcome(fn: Callable[[], str]) -> tuple[str, Exception | None]:
+    try:
+        return _bounded(fn), None
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        return "", exc
+
+
+def run_checks(
+    cfg: Config, echo: Callable[[str], Any], references: list[str] | None = None, *, reachability_fatal: bool = True
+) -> bool:
+    """Print one line per check; True when every check that counts passed.
+
+    ``references``: summaries from :func:`check_references`, shown on the config line.
+    ``reachability_fatal=False``: Kafka, Slack and webhook failures are printed with
+    ``!`` and do not make the result false."""
     secrets = sorted(
         (s.get_secret_value() for s in cfg.secrets.values() if s.get_secret_value()),
         key=len,
@@ -150,26 +196,39 @@ def run_checks(cfg: Config, echo: Callable[[str], Any]) -> bool:
     )
     ok_all = True
 
-    def line(ok: bool, text: str) -> None:
-        echo(redact(f"{OK if ok else FAIL} {text}", secrets))
+    def line(ok: bool, text: str, mark: str | None = None) -> None:
+        echo(redact(f"{mark or (OK if ok else FAIL)} {text}", secrets))
 
+    refs = f"; reference(s): {', '.join(references)}" if references else ""
     line(
         True,
-        f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)",
+        f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)"
+        + refs,
     )
-    checks: list[tuple[str, Callable[[], str]]] = [
-        ("state dir", lambda: check_state_dir(cfg)),
-        ("kafka", lambda: check_kafka(cfg)),
-    ]
+    local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
+    checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg))]
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             checks.append((f"slack {name}", functools.partial(check_slack, cfg, name, n)))
         elif isinstance(n, WebhookNotifierConfig):
             checks.append((f"webhook {name}", functools.partial(check_webhook, name, n)))
-    for label, fn in checks:
+    for label, fn in local:
         try:
-            line(True, _bounded(fn))
+            line(True, _bounded(fn, timeout=max(TIMEOUT, 60.0)))  # a large reference takes a while
         except Exception as exc:  # noqa: BLE001 - each failure is one report line
             ok_all = False
             line(False, f"{label}: {_reason(exc)}")
+    # the remote checks wait on the network: run them side by side, report in order
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        outcomes = [pool.submit(_outcome, fn) for _, fn in checks]
+    for (label, _), fut in zip(checks, outcomes, strict=True):
+        text, exc = fut.result()
+        if exc is None:
+            line(True, text)
+        else:
+            if reachability_fatal:
+                ok_all = False
+                line(False, f"{label}: {_reason(exc)}")
+            else:
+                line(False, f"{label}: {_reason(exc)} (not fatal before start: the daemon retries)", WARN)
     return ok_all

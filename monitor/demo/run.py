@@ -107,13 +107,38 @@ backoff = "1s"
 """
 
 
+#: the file that marks a folder as the demo's own (the demo rewrites only such folders)
+MARKER = ".driftwarden-demo"
+
+
+def demo_state_refusal(state_dir: Path) -> str | None:
+    """Why the demo must not use ``state_dir`` (None when it may): the demo deletes and
+    rewrites its database, so it only touches a new or empty folder, or one it made."""
+    if not state_dir.exists():
+        return None
+    if not state_dir.is_dir():
+        return f"--state-dir {state_dir} is not a folder; give a new folder"
+    if (state_dir / MARKER).is_file() or not any(state_dir.iterdir()):
+        return None
+    return (
+        f"--state-dir {state_dir} holds files the demo did not create (no {MARKER} marker);"
+        " it would delete its driftwarden.db. Give a new or empty folder"
+    )
+
+
 def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415  (values from the stream are never markup)
 
     console = Console(highlight=False, soft_wrap=True)
     t0 = time.monotonic()
     state_dir = Path(state_dir).resolve()
+    refusal = demo_state_refusal(state_dir)
+    if refusal:
+        console.print(f"driftwarden demo: {refusal}", markup=False)
+        return 2
     state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / MARKER).write_text("created by `driftwarden demo`; it may delete and rewrite this folder\n")
     for stale in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
         (state_dir / stale).unlink(missing_ok=True)
 
@@ -155,7 +180,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         )
         cfg = load_config(state_dir / "demo.toml")
         console.print(f"  broker   {broker.bootstrap}   slack stand-in {slack.url}   webhook sink {sink.url}")
-        console.print(f"  state    {state_dir}")
+        console.print(f"  state    {escape(str(state_dir))}")
 
         start = (datetime.now(UTC) - timedelta(minutes=WINDOWS + 2)).replace(second=0, microsecond=0)
         producer = make_producer(cfg, linger_ms=5)
@@ -189,7 +214,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 seen_windows.add(w["id"])
                 cols = drifted_columns(reader, w["id"])
                 verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
-                cols_txt = ", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-"
+                cols_txt = escape(", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-")
                 share = w["drift_share"] if w["drift_share"] is not None else float("nan")
                 est = metric_value(reader, w["id"], "estimated_accuracy")
                 est_txt = f"  est. accuracy {est:.2f}" if est is not None else ""
@@ -215,7 +240,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                     first_alert_at = time.monotonic() - t0
                 colour = "red" if a["state"] == "firing" else "green"
                 console.print(
-                    f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {a['rule']} on {a['model']}: "
+                    f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {escape(a['rule'])} on {escape(a['model'])}: "
                     f"value {a['value']:.2f} vs threshold {a['threshold']}  ({time.monotonic() - t0:.1f}s)"
                 )
             for dl in list_deliveries(reader, status="sent"):
@@ -240,7 +265,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         ok = len(seen_windows) >= WINDOWS and first_alert_at is not None and len(seen_perf) >= WINDOWS
         letters = list_dead_letters(reader)
         console.print("")
-        console.print(f"  dead letters: {len(letters)}  " + "; ".join(d["reason"][:60] for d in reversed(letters)))
+        console.print(f"  dead letters: {len(letters)}  " + escape("; ".join(d["reason"][:60] for d in reversed(letters))))
         console.print(
             f"  slack stand-in: {len(slack.calls('chat.postMessage'))} message(s), "
             f"{len(slack.calls('chat.update'))} update(s); webhook sink: {len(sink.requests)} request(s)"

@@ -15,7 +15,8 @@ the OS picks a free one) served from a daemon thread:
 
 Responses are scriptable: queue ``(status, headers)`` or
 ``(status, headers, body)`` tuples (or a bare status) with ``script(...)``; each
-request consumes one, and when the queue is empty the normal answer is given::
+request consumes one (a status of 0 drops the connection without an answer),
+and when the queue is empty the normal answer is given::
 
     with SlackStandIn() as slack:
         slack.script((429, {"Retry-After": "3"}), (500, {}))
@@ -28,6 +29,12 @@ Example (webhook receiver down for a while)::
         ...
         sink.set_down(False)
         assert all(r.verified for r in sink.accepted())
+
+Slow receivers: ``hold()`` keeps every request waiting (unanswered) until
+``release()``; ``wait_arrived(n)`` blocks until ``n`` requests came in (held
+or not). ``set_trickle(interval)`` answers one byte every ``interval``
+seconds, so no single read ever times out but the answer takes ages.
+``reset()`` forgets the script, outages, holds and recorded requests.
 """
 
 from __future__ import annotations
@@ -116,6 +123,11 @@ class _StandIn:
         self._thread: threading.Thread | None = None
         self._down: str | None = None  # None | "status" | "reset"
         self._down_status = 503
+        self._released = threading.Event()
+        self._released.set()
+        self._hold_for = 60.0
+        self._arrived = 0
+        self._trickle: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -152,6 +164,7 @@ class _StandIn:
         return self
 
     def stop(self) -> None:
+        self._released.set()  # held requests end
         server, self._server = self._server, None
         if server is None:
             return
@@ -199,6 +212,40 @@ class _StandIn:
             self._down = how if down else None
             self._down_status = status
 
+    def hold(self, max_seconds: float = 60.0) -> None:
+        """Keep requests unanswered until :meth:`release` (at most ``max_seconds``)."""
+        self._hold_for = max_seconds
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def set_trickle(self, interval: float | None) -> None:
+        """Write answers one byte every ``interval`` seconds (None: all at once)."""
+        with self._lock:
+            self._trickle = interval
+
+    def reset(self) -> None:
+        """Back to normal: no script, outage, hold or trickle; no recorded requests."""
+        with self._lock:
+            self._script.clear()
+            self._down = None
+            self._trickle = None
+            self._requests.clear()
+            self._arrived = 0
+        self._released.set()
+
+    def wait_arrived(self, count: int, timeout: float = 5.0) -> bool:
+        """Block (real time) until ``count`` requests came in, answered or not."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._arrived < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
     # -- recorded ----------------------------------------------------------------
 
     @property
@@ -235,8 +282,15 @@ class _StandIn:
         body = handler.rfile.read(length) if length else b""
         headers = {k: v for k, v in handler.headers.items()}
         with self._lock:
+            self._arrived += 1
+            self._lock.notify_all()
+        if not self._released.is_set():
+            self._released.wait(self._hold_for)
+        with self._lock:
             down, down_status = self._down, self._down_status
             scripted = self._script.popleft() if (down is None and self._script) else None
+        if scripted is not None and scripted[0] == 0:
+            down, scripted = "reset", None  # a scripted 0: drop this one connection
         if down == "reset":
             self._record(handler, headers, body, 0, None, {})
             handler.close_connection = True
@@ -258,7 +312,12 @@ class _StandIn:
                 handler.command, handler.path, headers, body
             )
         self._record(handler, headers, body, status, payload, extra_headers)
-        self._respond(handler, status, extra_headers, payload)
+        with self._lock:
+            trickle = self._trickle
+        if trickle is not None:
+            self._respond_slowly(handler, status, extra_headers, payload, trickle)
+        else:
+            self._respond(handler, status, extra_headers, payload)
 
     def _record(
         self,
@@ -304,6 +363,27 @@ class _StandIn:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(raw)
+
+    @staticmethod
+    def _respond_slowly(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        headers: Mapping[str, str],
+        payload: Any,
+        interval: float,
+    ) -> None:
+        raw = json.dumps(payload).encode()
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(raw)}\r\nConnection: close\r\n\r\n"
+        handler.close_connection = True
+        try:
+            for byte in head.encode() + raw:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(interval)
+        except OSError:  # the client gave up
+            pass
 
     def _default_error_body(self, status: int) -> Any:
         return {"ok": 200 <= status < 300}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,3 +46,35 @@ class ColumnBatch:
             segments={k: v[idx] for k, v in self.segments.items()},
             columns={k: v[idx] for k, v in self.columns.items()},
         )
+
+    @classmethod
+    def of_records(
+        cls, model: str, records: Sequence[Any], *, ts_ms: np.ndarray, event_id: list[Any], version: list[Any],
+        segments: dict[str, np.ndarray], columns: dict[str, np.ndarray],
+    ) -> ColumnBatch:
+        """A batch whose partitions and offsets are those of ``records`` (Kafka records)."""
+        n = len(records)
+        return cls(
+            model=model,
+            ts_ms=ts_ms,
+            partition=np.fromiter((r.partition for r in records), dtype=np.int32, count=n),
+            offset=np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
+            event_id=object_array(event_id),
+            version=object_array(version),
+            segments=segments,
+            columns=columns,
+        )
+
+
+def object_array(values: Sequence[Any]) -> np.ndarray:
+    """``values`` as a 1-d object array (numpy would make a 2-d array of equal-length tuples)."""
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+def record_timestamps(records: Sequence[Any]) -> np.ndarray:
+    """Each record's Kafka timestamp in epoch ms, -1 where it has none."""
+    return np.fromiter(
+        (r.timestamp if isinstance(r.timestamp, int) else -1 for r in records), dtype=np.int64, count=len(records)
+    )

@@ -103,3 +103,18 @@ def in_range(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int, max_future_s
         return True
     base = np.where(record_ts < 0, now_ms, np.minimum(record_ts, now_ms))
     return bool(((ts_ms >= MIN_EVENT_MS) & (ts_ms <= base + max_future_skew_ms)).all())
+
+
+def epoch_ms_column(values: list[Any]) -> np.ndarray | None:
+    """The fast paths' event times: all epoch-ms integers or all RFC 3339 strings, as
+    int64; ``None`` for anything else (mixed, floats, missing, unparsable, too big), which
+    the per-record path then names. Range checks are :func:`in_range`'s."""
+    types = set(map(type, values))
+    try:
+        if types <= {int}:
+            return np.array(values, dtype=np.int64)
+        if types <= {str}:
+            return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
+    except (ValueError, OverflowError):
+        return None
+    return None

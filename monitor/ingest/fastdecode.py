@@ -1,4 +1,5 @@
-"""The columnar fast path of :class:`monitor.ingest.BatchDecoder`.
+"""The dict-based columnar fast path of :class:`monitor.ingest.decode.BatchDecoder`, used
+when the typed path (:mod:`monitor.ingest.typed_decode`) cannot express a schema.
 
 For a batch where every message is well-formed (the normal case), decoding is
 one ``orjson.loads`` per record plus, per column, one list comprehension and
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor.ingest.batch import ColumnBatch
-from monitor.ingest.event_time import in_range, iso_to_ms
+from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
+from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
 _NUM_OK = frozenset({float, int, type(None)})
@@ -26,22 +27,8 @@ _CAT_OK = frozenset({str, type(None)})
 _STR_OK = frozenset({str})
 
 
-def _obj(values: list[Any]) -> np.ndarray:
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
 
 
-def _ts(values: list[Any]) -> np.ndarray | None:
-    types = set(map(type, values))
-    if types <= {int}:
-        return np.array(values, dtype=np.int64)
-    if types <= {str}:
-        try:
-            return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
-        except (ValueError, OverflowError):
-            return None
-    return None
 
 
 def decode_fast(
@@ -71,24 +58,25 @@ def decode_fast(
     models = [o.get(model_field) for o in objs]
     if not set(map(type, models)) <= _STR_OK:
         return None  # missing or not a string (a list or object is not even hashable)
-    distinct = set(models)
-    if not distinct <= schemas.keys():
+    groups: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
+    if len(set(models)) == 1:
+        groups[models[0]] = (objs, list(records))
+    else:
+        # one pass over the batch whatever the number of models
+        for m, o, r in zip(models, objs, records, strict=True):
+            g = groups.get(m)
+            if g is None:
+                g = groups[m] = ([], [])
+            g[0].append(o)
+            g[1].append(r)
+    if not groups.keys() <= schemas.keys():
         return None
     out: dict[str, ColumnBatch] = {}
-    for model in distinct:
-        if len(distinct) == 1:
-            idx = range(len(objs))
-            objs_m, recs_m = objs, records
-        else:
-            idx = [i for i, m in enumerate(models) if m == model]
-            objs_m = [objs[i] for i in idx]
-            recs_m = [records[i] for i in idx]
+    for model, (objs_m, recs_m) in groups.items():
         batch = _model_batch(objs_m, recs_m, schemas[model], prediction_names[model])
         if batch is None:
             return None
-        record_ts = np.fromiter(
-            (r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs_m), dtype=np.int64, count=len(recs_m)
-        )
+        record_ts = record_timestamps(recs_m)
         if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
             return None
         out[model] = batch
@@ -105,7 +93,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         return None
     if type(None) in vtypes:
         vers = [v if v is not None else "" for v in vers]
-    ts = _ts([o.get(s.f_ts) for o in objs])
+    ts = epoch_ms_column([o.get(s.f_ts) for o in objs])
     if ts is None:
         return None
     if s.layout == "nested":
@@ -126,7 +114,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         v = [f.get(c) for f in feats]
         if not set(map(type, v)) <= _CAT_OK:
             return None
-        cols[c] = _obj(v)
+        cols[c] = object_array(v)
     pv = [o[s.f_prediction] for o in objs]
     if s.prediction_type == "numerical":
         if not set(map(type, pv)) <= _NUM_OK:
@@ -135,7 +123,7 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
     else:
         if not set(map(type, pv)) <= _CAT_OK:
             return None
-        cols[pred_name] = _obj(pv)
+        cols[pred_name] = object_array(pv)
     if s.f_latency:
         lat = [o.get(s.f_latency) for o in objs]
         if not set(map(type, lat)) <= _NUM_OK:
@@ -155,14 +143,8 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
             v = [d.get(name) for d in src]
             if not set(map(type, v)) <= _CAT_OK:
                 return None
-            segs[name] = _obj(v)
-    return ColumnBatch(
-        model=s.name,
-        ts_ms=ts,
-        partition=np.fromiter((r.partition for r in recs), dtype=np.int32, count=len(recs)),
-        offset=np.fromiter((r.offset for r in recs), dtype=np.int64, count=len(recs)),
-        event_id=_obj(eids),
-        version=_obj(vers),
-        segments=segs,
-        columns=cols,
+            segs[name] = object_array(v)
+    return ColumnBatch.of_records(
+        s.name, recs, ts_ms=ts, event_id=eids, version=vers,
+        segments=segs, columns=cols,
     )

@@ -15,7 +15,15 @@ def client_options(config: Config) -> dict[str, Any]:
         "client_id": k.client_id,
         "security_protocol": k.security_protocol,
     }
-    if k.sasl_mechanism:
+    if k.sasl_mechanism == "OAUTHBEARER":
+        from monitor.ingest.oauth import TokenProvider  # noqa: PLC0415
+
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        opts["sasl_oauth_token_provider"] = TokenProvider(
+            file=k.sasl_oauth_token_file, command=k.sasl_oauth_token_command,
+            ttl=k.sasl_oauth_token_ttl.total_seconds(),
+        )
+    elif k.sasl_mechanism:
         opts["sasl_mechanism"] = k.sasl_mechanism
         opts["sasl_plain_username"] = k.sasl_username
         opts["sasl_plain_password"] = config.secret("kafka.sasl_password")

@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import orjson
 
 from monitor.config import ModelConfig
-from monitor.ingest.batch import BadMessage
+from monitor.ingest.batch import BadMessage, record_timestamps
 from monitor.ingest.decode import _jtype, _text
-from monitor.ingest.event_time import check_future, in_range, parse_event_time
-from monitor.ingest.fastdecode import _ts
+from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
 from storage.dead_letters import DeadLetter
 
 
@@ -200,13 +198,10 @@ class LabelDecoder:
                 labels = raw if kinds == {str} else [v if type(v) is str else str(v) for v in raw]
                 if max(map(len, labels)) > spec.max_label_length:
                     return None
-            ts = _ts([o.get(spec.f_ts) for o in objs_m])
+            ts = epoch_ms_column([o.get(spec.f_ts) for o in objs_m])
             if ts is None:
                 return None
-            record_ts = np.fromiter(
-                (r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs_m), dtype=np.int64, count=len(recs_m)
-            )
-            if not in_range(ts, record_ts, now_ms, self.max_future_skew_ms):
+            if not in_range(ts, record_timestamps(recs_m), now_ms, self.max_future_skew_ms):
                 return None
             out[model] = LabelBatch(
                 model, eids, labels, ts.tolist(), [r.partition for r in recs_m], [r.offset for r in recs_m]

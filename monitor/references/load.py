@@ -1,23 +1,34 @@
 """Loading reference data (CSV or Parquet) into the column arrays ``detectors`` expects.
 
-Runs once per reference (at start-up and when a new reference is registered),
-never per window, so pandas is fine here.
+Runs once per reference (at start-up, in ``driftwarden check`` and when a new
+reference is registered), never per window, so pandas is fine here. Every load
+validates (see :mod:`monitor.references.validate`): a reference that loads is fit
+to judge windows against.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from monitor.ingest.schema import ModelSchema
+from monitor.references.validate import (
+    ReferenceError,
+    ReferenceSpec,
+    check_not_empty,
+    check_shape,
+    numerical_column,
+)
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-class ReferenceError(ValueError):
-    """The reference file is unreadable or lacks a configured column."""
+__all__ = ["ReferenceData", "ReferenceError", "ReferenceSpec", "categorical_values", "load_reference"]
+
+Format = Literal["csv", "parquet"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,22 @@ def categorical_values(values: np.ndarray) -> np.ndarray:
     booleans ``"true"``/``"false"``.
     """
     out = np.empty(values.shape[0], dtype=object)
-    for i, v in enumerate(values.tolist()):
+    items = values.tolist()
+    kinds = set(map(type, items))
+    if kinds <= {str, float, type(None)}:
+        # the usual text column (NaN or None where a cell is empty): one C-level pass
+        out[:] = items
+        if float in kinds:
+            floats = np.fromiter((type(v) is float for v in items), dtype=bool, count=len(items))
+            if any(v == v for v, f in zip(items, floats.tolist(), strict=True) if f):
+                return _categorical_slow(items, out)  # real numbers among the text
+            out[floats] = None
+        return out
+    return _categorical_slow(items, out)
+
+
+def _categorical_slow(items: list[Any], out: np.ndarray) -> np.ndarray:
+    for i, v in enumerate(items):
         if v is None or (isinstance(v, float) and v != v):
             out[i] = None
         elif isinstance(v, bool):
@@ -47,34 +73,71 @@ def categorical_values(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_reference(path: Path, schema: ModelSchema, prediction: str, *, require_prediction: bool = False) -> ReferenceData:
-    """Read a reference file; numerical columns become float64 (NaN = missing)."""
+def file_format(path: Path) -> Format:
+    """``parquet`` for ``.parquet``/``.pq``, else ``csv``."""
+    return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_frame(path: Path, fmt: Format | None = None) -> pd.DataFrame:
+    """The file as a DataFrame; any parser failure is a :class:`ReferenceError`.
+
+    The parser gets an open file, not the path, so its messages never carry the path.
+    """
     import pandas as pd  # noqa: PLC0415 - kept off the CLI's import path
 
+    fmt = fmt or file_format(path)
     try:
-        raw = path.read_bytes()
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(io.BytesIO(raw))
-        else:
-            df = pd.read_csv(io.BytesIO(raw))
-    except Exception as exc:  # noqa: BLE001
-        raise ReferenceError(f"cannot read reference {path}: {exc}") from exc
-    missing = [c for c in schema.features if c not in df.columns]
-    if missing:
-        raise ReferenceError(f"reference {path} lacks column(s): {', '.join(missing)}")
+        with open(path, "rb") as f:
+            return pd.read_parquet(f) if fmt == "parquet" else pd.read_csv(f)
+    except OSError as exc:
+        raise ReferenceError(path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure means "not a readable table"
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ReferenceError(path, f"is not readable as {fmt.upper()}: {text}") from None
+
+
+def load_reference(path: Path, spec: ReferenceSpec, *, fmt: Format | None = None) -> ReferenceData:
+    """Read and validate a reference; numerical columns become float64 (NaN = missing).
+
+    ``fmt`` overrides the format the suffix implies (uploads land in a temp file).
+    Raises :class:`ReferenceError` naming the file and the column.
+    """
+    try:
+        return _load(path, spec, fmt)
+    except ReferenceError as exc:
+        exc.model = spec.model
+        raise
+
+
+def _load(path: Path, spec: ReferenceSpec, fmt: Format | None) -> ReferenceData:
+    import pandas as pd  # noqa: PLC0415
+
+    df = read_frame(path, fmt)
+    check_shape(path, [str(c) for c in df.columns], len(df), spec)
     cols: dict[str, np.ndarray] = {}
-    for c in schema.numerical:
-        try:
-            cols[c] = pd.to_numeric(df[c], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
-        except (ValueError, TypeError) as exc:
-            raise ReferenceError(f"reference {path}: column {c} is not numerical: {exc}") from exc
-    for c in schema.categorical:
+    for c in spec.numerical:
+        cols[c] = numerical_column(path, df, c)
+        check_not_empty(path, c, np.isnan(cols[c]))
+    for c in spec.categorical:
         cols[c] = categorical_values(df[c].to_numpy(dtype=object))
-    if prediction in df.columns:
-        if schema.prediction_type == "numerical":
-            cols[prediction] = pd.to_numeric(df[prediction], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        check_not_empty(path, c, pd.isna(cols[c]).astype(bool))
+    pred = spec.prediction
+    if pred in df.columns:
+        if spec.prediction_type == "numerical":
+            if spec.require_prediction:
+                cols[pred] = numerical_column(path, df, pred)
+            else:
+                cols[pred] = pd.to_numeric(df[pred], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         else:
-            cols[prediction] = categorical_values(df[prediction].to_numpy(dtype=object))
-    elif require_prediction:
-        raise ReferenceError(f"reference {path} lacks the prediction column {prediction}")
-    return ReferenceData(path=path, sha256=hashlib.sha256(raw).hexdigest(), rows=len(df), columns=cols)
+            cols[pred] = categorical_values(df[pred].to_numpy(dtype=object))
+        if spec.require_prediction:
+            check_not_empty(path, pred, pd.isna(cols[pred]).astype(bool))
+    return ReferenceData(path=path, sha256=sha256_of(path), rows=len(df), columns=cols)

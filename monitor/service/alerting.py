@@ -16,10 +16,12 @@ from typing import Any
 from alerts.engine import AlertEngine, AlertSettings
 from alerts.outbox import DeliveryWorker, RetryPolicy
 from alerts.payloads import WindowContext
-from alerts.rules import Rule
+from alerts.rules import DetectorSpec, Rule
 from monitor.config import (
     Config,
+    CusumConfig,
     ModelConfig,
+    PageHinkleyConfig,
     RuleConfig,
     SlackNotifierConfig,
     WebhookNotifierConfig,
@@ -31,12 +33,26 @@ from storage.records import MetricRow, WindowKey, WindowRecord
 log = logging.getLogger("driftwarden.alerting")
 
 
+def detector_from_config(r: RuleConfig) -> DetectorSpec | None:
+    """The rule's change detector (None without one); config names -> constructor names."""
+    d = r.detector
+    if d is None:
+        return None
+    if isinstance(d, CusumConfig):
+        params = {"k": d.k, "h": d.h, "target": d.target, "sigma": d.sigma, "min_instances": d.warmup}
+        return DetectorSpec("cusum", tuple(params.items()))
+    assert isinstance(d, PageHinkleyConfig)
+    params = {"delta": d.delta, "threshold": d.threshold, "alpha": d.alpha, "min_instances": d.warmup}
+    return DetectorSpec("page_hinkley", tuple(params.items()))
+
+
 def rule_from_config(r: RuleConfig) -> Rule:
     return Rule(
         name=r.name, metric=r.metric, op=r.op, threshold=r.threshold, model=r.model, column=r.column,
         segment=r.segment, version=r.version, relative=r.relative, for_windows=r.for_,
         resolve_after=r.resolve_after, severity=r.severity, labels=dict(r.labels),
         notifiers=tuple(r.notifiers), repeat_interval=r.repeat_interval, no_data_for=r.no_data_for,
+        detector=detector_from_config(r),
     )
 
 
@@ -98,6 +114,8 @@ class Alerting:
             },
         )
         self._deliver_lock = threading.Lock()
+        #: set when a window caused transitions: deliveries to send after the commit
+        self._wake = threading.Event()
 
     def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
         base = self.config.daemon.base_url
@@ -125,6 +143,16 @@ class Alerting:
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
         for t in transitions:
             self.on_event("transition", {"transition": t})
+        if transitions:
+            self._wake.set()
+
+    def deliver_after_commit(self) -> None:
+        """Called right after the flush transaction commits: if a window changed an
+        alert's state, its notifications are in the outbox now; start sending them
+        at once instead of waiting for the next scheduler run (alert latency)."""
+        if self._wake.is_set():
+            self._wake.clear()
+            self.deliver_due()
 
     def on_performance(
         self, key: WindowKey, metrics: list[MetricRow], model: ModelConfig,
@@ -150,16 +178,34 @@ class Alerting:
             self.on_event("transition", {"transition": t})
 
     def deliver_due(self) -> int:
-        """Send what is due (one run at a time); never raises into the scheduler."""
+        """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),
+        without waiting for the receivers: a slow one holds only its own lane.
+        Returns how many lanes were started; never raises into the scheduler."""
         if not self._deliver_lock.acquire(blocking=False):
             return 0
         try:
-            return self.worker.run_once()
+            return len(self.worker.dispatch())
         except Exception as exc:  # noqa: BLE001
             log.error("outbox run failed: %s", exc)
             return 0
         finally:
             self._deliver_lock.release()
+
+    def drain(self, timeout: float) -> bool:
+        """At shutdown: start what is due, give the lanes at most ``timeout`` seconds,
+        then stop them after their current request (what is left stays pending
+        and is sent after the next start). Returns whether all lanes finished."""
+        self.deliver_due()
+        idle = self.worker.close(timeout)
+        if not idle:
+            log.warning("outbox: receivers still busy at shutdown; their deliveries stay pending")
+        return idle
+
+    def drain_timeout(self) -> float:
+        """Seconds a shutdown waits for the outbox: one request per notifier
+        (the longest ``timeout``), at most half of ``daemon.shutdown_timeout``."""
+        longest = max((n.timeout.total_seconds() for n in self.config.notifiers.values()), default=0.0)
+        return min(longest + 1.0, self.config.daemon.shutdown_timeout.total_seconds() / 2)
 
     def tick(self) -> None:
         try:

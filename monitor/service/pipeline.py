@@ -23,7 +23,8 @@ from monitor.ingest.schema import ModelSchema
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener
 from monitor.labels.reference import prepare_labelled_reference
-from monitor.references.load import load_reference
+from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
+from monitor.references.rolling import WindowReferences
 from monitor.windows.figures import (
     PreparedModel,
     WindowFigures,
@@ -56,6 +57,12 @@ class ModelRuntime:
     schema: ModelSchema
     windows: ModelWindows
     prepared: PreparedModel
+    #: which reference each window is judged against (reference_mode)
+    references: WindowReferences | None = None
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            self.references = WindowReferences(self.prepared)
 
 
 @dataclass
@@ -110,9 +117,10 @@ class Pipeline:
         self.models: dict[str, ModelRuntime] = {}
         for m in config.models:
             schema = ModelSchema.from_config(m)
-            ref = load_reference(m.reference, schema, m.prediction)
+            ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             pm = PreparedModel.build(m, schema, ref)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
+        restore_references(self.models.values(), store)
         self.decoder = BatchDecoder(
             {n: r.schema for n, r in self.models.items()},
             prediction_names={n: r.config.prediction for n, r in self.models.items()},
@@ -367,7 +375,7 @@ class Pipeline:
         by = rt.config.window.by
         for w in closed:
             try:
-                figs = compute_figures(rt.prepared, w, by=by, now=now)
+                figs = judge_window(rt, w, now)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
                 figs = error_figures(rt.prepared, w, by=by, now=now, error=f"internal: {type(exc).__name__}: {exc}")
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
@@ -423,11 +431,17 @@ class Pipeline:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
                 add_late_rows(self.store, wid, lr.count)
+            for rt in self.models.values():
+                assert rt.references is not None
+                rt.references.write(self.store)
             if self.labels is not None:
                 closed = [figs.record.key for _rt, figs in self._closed if _rt.config.window.by == "time"]
                 self.stats.performance_windows += self.labels.write(self.clock(), closed)
                 save_state(self.store, LABELS_STATE, self.labels.snapshot())
             save_state(self.store, STATE_NAME, self.snapshot())
+        for rt in self.models.values():
+            assert rt.references is not None
+            rt.references.committed()
         if self.labels is not None:
             self.labels.committed()
         self._closed.clear()
@@ -480,12 +494,19 @@ class Pipeline:
 
     # -- references -------------------------------------------------------------------------
 
-    def swap_reference(self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback") -> PreparedModel:
-        """Prepare a new reference for ``model`` and use it from the next window on."""
+    def swap_reference(
+        self, model: str, path: str, version: str, *, record: bool = True, source: str = "callback",
+        loaded: ReferenceData | None = None,
+    ) -> PreparedModel:
+        """Prepare a new reference for ``model`` and use it from the next window on.
+
+        ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
+        Raises ``ReferenceError`` for a reference unfit to judge windows against.
+        """
         from pathlib import Path  # noqa: PLC0415
 
         rt = self.models[model]
-        ref = load_reference(Path(path), rt.schema, rt.config.prediction)
+        ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version)
         if record:
             with self.store.transaction():
@@ -493,7 +514,37 @@ class Pipeline:
                     self.store, model=model, version=version, source=source, sha256=ref.sha256,
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
-        rt.prepared = pm
+        self.use_prepared(model, pm)
         if self.labels is not None and model in self.labels.models:
             self.labels.set_reference(model, prepare_labelled_reference(rt.config, ref.path))
         return pm
+
+    def use_prepared(self, model: str, pm: PreparedModel) -> None:
+        """Judge ``model``'s next windows with ``pm`` (a new reference, or new drift settings
+        on SIGHUP); rolling/seasonal members stay, their seed and thresholds change."""
+        rt = self.models[model]
+        rt.config = pm.config
+        rt.prepared = pm
+        assert rt.references is not None
+        rt.references.rebase(pm)
+
+
+def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigures:
+    """A closed window's figures against the reference its mode picks; the window
+    then becomes a candidate member of later windows' references."""
+    assert rt.references is not None
+    by = rt.config.window.by
+    key = window_key(rt.config.name, by, w)
+    figs = compute_figures(rt.references.for_window(key), w, by=by, now=now)
+    if rt.references.active:
+        rt.references.observe(key, w.columns(), figs)
+    return figs
+
+
+def restore_references(runtimes: Any, store: Store) -> None:
+    """Reload rolling/seasonal reference members written before a restart."""
+    for rt in runtimes:
+        assert rt.references is not None
+        n = rt.references.restore(store)
+        if n:
+            log.info("model %s: %d reference member windows restored", rt.config.name, n)

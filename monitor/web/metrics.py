@@ -72,6 +72,48 @@ class DaemonMetrics:
         for (state, severity), n in sorted(alert_counts(d.store).items()):
             alerts.add_metric([state, severity], n)
         yield alerts
+        yield from self._storage()
+
+    def _storage(self) -> Any:
+        """Retention and dead-letter volume: what was pruned, dropped, and the file size."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        from storage.dead_letters import dead_letter_drops  # noqa: PLC0415
+
+        d = self.daemon
+        drops = dead_letter_drops(d.store)
+        dropped = CounterMetricFamily(
+            "driftwarden_dead_letters_dropped",
+            "Dead letters not stored (volume cap per reason, partition and minute), since the database was created",
+            labels=["reason"],
+        )
+        stripped = CounterMetricFamily(
+            "driftwarden_dead_letter_payloads_dropped",
+            "Dead letters stored without their payload (volume cap), since the database was created",
+            labels=["reason"],
+        )
+        for reason, (payloads, rows) in sorted(drops.items()):
+            dropped.add_metric([reason], rows)
+            stripped.add_metric([reason], payloads)
+        yield dropped
+        yield stripped
+        st = d.retention
+        pruned = CounterMetricFamily("driftwarden_pruned_rows", "Rows deleted by the retention prune, by table", labels=["table"])
+        for table, n in sorted(st.pruned().items()):
+            pruned.add_metric([table], n)
+        yield pruned
+        runs = CounterMetricFamily("driftwarden_prune_runs", "Retention prune runs", labels=["outcome"])
+        runs.add_metric(["ok"], st.runs)
+        runs.add_metric(["error"], st.errors)
+        yield runs
+        last = GaugeMetricFamily("driftwarden_last_prune_timestamp_seconds", "When the last prune run started (Unix time)")
+        if st.last_run_at is not None:
+            last.add_metric([], st.last_run_at.timestamp())
+        yield last
+        size = GaugeMetricFamily("driftwarden_db_size_bytes", "Size of the SQLite database file and its WAL", labels=["file"])
+        for name, n in sorted(d.store.size_on_disk().items()):
+            size.add_metric([name], n)
+        yield size
 
     @staticmethod
     def _labels(d: DaemonView) -> Any:

@@ -14,7 +14,7 @@ from storage.db import Store
 class DaemonView(Protocol):
     """The daemon as the HTTP API and the metrics exposition see it.
 
-    ``pipeline`` and ``alerting`` are the service objects (models, stats,
+    ``pipeline``, ``alerting`` and ``retention`` are the service objects (models, stats,
     reference swap; silences); they are typed loosely so that this package stays
     below ``monitor.service`` in the import graph.
     """
@@ -26,6 +26,8 @@ class DaemonView(Protocol):
     clock: Callable[[], datetime]
     pipeline: Any
     alerting: Any
+    #: the retention prune's running totals (``storage.retention.RetentionStats``)
+    retention: Any
 
     @property
     def storage_error(self) -> str | None: ...

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from detectors import (
+    Calibration,
     ColumnSpec,
     PreparedReference,
+    calibrate,
+    calibrated_dataset_drift,
+    calibration_sizes,
     column_drift,
     data_quality,
     dataset_drift,
     prepare_reference,
+    resolve_specs,
+)
+from detectors.dataset import ColumnDrift
+from detectors.multivariate import (
+    DEFAULT_AUC_THRESHOLD,
+    DomainCalibration,
+    PreparedDomainReference,
+    calibrate_domain,
+    multivariate_drift,
+    prepare_domain_reference,
 )
 from monitor.config import ModelConfig
 from monitor.ingest.schema import ModelSchema
@@ -35,6 +50,13 @@ class PreparedModel:
     version: str = ""
     #: the reference's own figures by (column, metric), for rules with relative thresholds
     reference_metrics: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: thresholds = "calibrated": the null models (computed once, from the reference file)
+    calibration: Calibration | None = None
+    #: drift.multivariate = "domain_classifier": the encoded reference sample
+    domain: PreparedDomainReference | None = None
+    domain_calibration: DomainCalibration | None = None
+    #: what ``windows.reference`` records (default: the file's hash); rolling unions name theirs
+    label: str = ""
 
     @classmethod
     def build(cls, config: ModelConfig, schema: ModelSchema, reference: ReferenceData, version: str = "") -> PreparedModel:
@@ -59,7 +81,49 @@ class PreparedModel:
         quality = data_quality(prepared, {c: reference.columns[c] for c in features})
         for q in quality.columns:
             ref_metrics[(q.column, "missing_share")] = q.missing_share
-        return cls(config, schema, reference, prepared, pred, features, version, ref_metrics)
+        calibration = None
+        if d.thresholds == "calibrated":
+            prepared, calibration = _calibrated(config, reference, prepared)
+        domain = domain_cal = None
+        if d.multivariate == "domain_classifier":
+            fspecs = [s for s in prepared.specs if s.name in features]
+            domain = prepare_domain_reference(reference.columns, fspecs)
+            if d.thresholds == "calibrated":
+                domain_cal = calibrate_domain(
+                    reference.columns, fspecs, size=_window_rows(config, reference.rows), alpha=d.alpha
+                )
+        # the prepared state is all a window needs: keep the reference's identity, not its rows
+        # (half of a model's memory at start-up; reload from ``reference.path`` if rows are needed)
+        kept = dataclasses.replace(reference, columns={})
+        return cls(config, schema, kept, prepared, pred, features, version, ref_metrics,
+                   calibration, domain, domain_cal)
+
+    @property
+    def reference_label(self) -> str:
+        return self.label or self.reference.sha256[:12]
+
+
+def _window_rows(config: ModelConfig, reference_rows: int) -> int:
+    """Rows per window to calibrate the domain classifier at: the count window's size,
+    else 1,000 (its AUC spread is rescaled to each window's size)."""
+    if config.window.by == "count":
+        return int(config.window.size)  # type: ignore[arg-type]
+    return min(1000, max(reference_rows // 2, 10))
+
+
+def _calibrated(
+    config: ModelConfig, reference: ReferenceData, prepared: PreparedReference
+) -> tuple[PreparedReference, Calibration]:
+    """Fix each column's test (``auto`` resolved on the reference) and calibrate it."""
+    d = config.drift
+    specs = resolve_specs(prepared)
+    fixed = prepare_reference(reference.columns, specs, bins=d.bins)
+    rows = int(config.window.size) if config.window.by == "count" else None  # type: ignore[arg-type]
+    sizes = calibration_sizes(rows, reference.rows, config.window.min_rows)
+    cal = calibrate(
+        reference.columns, specs, sizes=sizes, alpha_column=d.alpha_column, alpha=d.alpha, bins=d.bins
+    )
+    return fixed, cal
 
 
 @dataclass(frozen=True)
@@ -107,27 +171,26 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
     top: list[tuple[str, str, float]] = []
     if status == "ok":
         mt = None if cfg.drift.multiple_testing == "none" else cfg.drift.multiple_testing
-        ds = dataset_drift(pm.prepared, cols, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
+        cal = pm.calibration
+        if cal is not None:
+            ds = calibrated_dataset_drift(pm.prepared, cal, cols, columns=list(pm.drift_columns), multiple_testing=mt)
+        else:
+            ds = dataset_drift(pm.prepared, cols, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
         for c in ds.columns:
-            metrics.append(
-                MetricRow(
-                    c.column, "drift_score", c.score, threshold=c.threshold, drifted=c.drifted,
-                    p_value=c.score if c.score_kind == "p_value" else None, test=c.test,
-                )
-            )
+            metrics.append(_drift_row(c, "drift_score"))
         metrics.append(MetricRow(DATASET, "drift_share", ds.share, threshold=ds.share_threshold, drifted=ds.dataset_drifted))
         metrics.append(MetricRow(DATASET, "drifted_columns", float(ds.drifted_count)))
         drifted = [c for c in ds.columns if c.drifted]
         drifted.sort(key=lambda c: (c.score if c.score_kind == "p_value" else -c.score))
         top = [(c.column, c.test, float(c.score)) for c in drifted]
         if pm.prediction in pm.prepared.columns and pm.prediction in cols:
-            p = column_drift(pm.prepared, pm.prediction, cols[pm.prediction])
-            metrics.append(
-                MetricRow(
-                    pm.prediction, "prediction_drift", p.score, threshold=p.threshold, drifted=p.drifted,
-                    p_value=p.score if p.score_kind == "p_value" else None, test=p.test,
-                )
-            )
+            if cal is not None:
+                p = calibrated_dataset_drift(pm.prepared, cal, cols, columns=[pm.prediction]).columns[0]
+            else:
+                p = column_drift(pm.prepared, pm.prediction, cols[pm.prediction])
+            metrics.append(_drift_row(p, "prediction_drift"))
+        if pm.domain is not None:
+            metrics.append(_multivariate_row(pm, cols))
     ts = w.ts_ms()
     ts_range = None
     if ts.shape[0]:
@@ -135,5 +198,25 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
             iso(datetime.fromtimestamp(int(np.min(ts)) / 1000, UTC)),
             iso(datetime.fromtimestamp(int(np.max(ts)) / 1000, UTC)),
         )
-    record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference.sha256[:12])
+    record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference_label)
     return WindowFigures(record, metrics, top, ts_range, pm.reference_metrics)
+
+
+def _drift_row(c: ColumnDrift, metric: str) -> MetricRow:
+    """A column verdict as stored: the calibrated p-value when there is one, else the test's."""
+    if c.calibrated:
+        p_value = c.calibrated_p
+    else:
+        p_value = c.score if c.score_kind == "p_value" else None
+    return MetricRow(c.column, metric, c.score, threshold=c.threshold, drifted=c.drifted, p_value=p_value, test=c.test)
+
+
+def _multivariate_row(pm: PreparedModel, cols: dict[str, np.ndarray]) -> MetricRow:
+    """The domain classifier's cross-validated AUC with its (calibrated or fixed) threshold."""
+    assert pm.domain is not None
+    res = multivariate_drift(pm.domain, cols)
+    threshold = DEFAULT_AUC_THRESHOLD
+    if pm.domain_calibration is not None:
+        threshold = pm.domain_calibration.threshold(res.reference_rows, res.current_rows)
+    drifted = bool(res.roc_auc > threshold)  # NaN never drifts
+    return MetricRow(DATASET, "multivariate_auc", res.roc_auc, threshold=threshold, drifted=drifted, test="domain_classifier")

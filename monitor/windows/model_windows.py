@@ -100,6 +100,35 @@ class LateRows:
     count: int
 
 
+class _Panes:
+    """The rows of one batch and group by pane (the slide-sized slot of their newest
+    window), each pane's rows taken from the batch once and shared by every window
+    that receives the whole pane: a sliding window of size/slide = k holds its rows
+    once instead of k times. A window that receives only part of a pane (the
+    watermark passed its end between two rows) gets its own copy of that part."""
+
+    __slots__ = ("_batch", "_idx", "_newest", "_taken", "_sizes")
+
+    def __init__(self, batch: ColumnBatch, idx: np.ndarray, newest_start: np.ndarray) -> None:
+        self._batch = batch
+        self._idx = idx
+        self._newest = newest_start
+        self._taken: dict[int, ColumnBatch] = {}
+        self._sizes: dict[int, int] = {}
+
+    def rows(self, pane: int, rows: np.ndarray) -> ColumnBatch:
+        """``batch.take(rows)`` for rows that all lie in ``pane``, shared when it is the whole pane."""
+        size = self._sizes.get(pane)
+        if size is None:
+            size = self._sizes[pane] = int(np.count_nonzero(self._newest == pane))
+        if rows.shape[0] != size:
+            return self._batch.take(rows)
+        got = self._taken.get(pane)
+        if got is None:
+            got = self._taken[pane] = self._batch.take(self._idx[self._newest == pane])
+        return got
+
+
 def _group_indices(labels: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
     """(label, row indices in original order) for each distinct label."""
     if labels.shape[0] == 0:
@@ -239,6 +268,7 @@ class ModelWindows:
         wm = wm_before[idx]
         rep = replay[idx]
         newest_start = (ts // self.step) * self.step
+        panes = _Panes(batch, idx, newest_start)
         late: list[LateRows] = []
         is_late = (newest_start + self.size <= wm) & ~rep
         if is_late.any():
@@ -255,13 +285,7 @@ class ModelWindows:
                     [(version, segment, int(s), int(s) + self.size) in self._restored for s in start.tolist()],
                     dtype=bool,
                 )
-            if not ok.any():
-                continue
-            sel_starts = start[ok]
-            sel_idx = idx[ok]
-            for s in np.unique(sel_starts).tolist():
-                rows = sel_idx[sel_starts == s]
-                self._window(version, segment, s, s + self.size).add(batch.take(rows))
+            self._fill(version, segment, j, start, ok, idx, panes)
         return late
 
     def _add_count(
@@ -288,15 +312,23 @@ class ModelWindows:
         seq = first + np.arange(idx.shape[0], dtype=np.int64)
         self.counters[gkey] = first + idx.shape[0]
         newest_start = (seq // self.step) * self.step
+        panes = _Panes(batch, idx, newest_start)
         for j in range(self.per_row):
             start = newest_start - j * self.step
-            ok = start >= 0
-            if not ok.any():
-                continue
-            sel_starts = start[ok]
-            sel_idx = idx[ok]
-            for s in np.unique(sel_starts).tolist():
-                self._window(version, segment, s, s + self.size).add(batch.take(sel_idx[sel_starts == s]))
+            self._fill(version, segment, j, start, start >= 0, idx, panes)
+
+    def _fill(
+        self, version: str, segment: str, j: int, start: np.ndarray, ok: np.ndarray, idx: np.ndarray, panes: _Panes
+    ) -> None:
+        """Add the rows selected by ``ok`` to the windows starting at ``start`` (their
+        ``j``-th newest window each), a pane's rows shared where a window takes them all."""
+        if not ok.any():
+            return
+        sel_starts = start[ok]
+        sel_idx = idx[ok]
+        for s in np.unique(sel_starts).tolist():
+            rows = sel_idx[sel_starts == s]
+            self._window(version, segment, s, s + self.size).add(panes.rows(s + j * self.step, rows))
 
     def _window(self, version: str, segment: str, start: int, end: int) -> OpenWindow:
         key = (version, segment, start, end)

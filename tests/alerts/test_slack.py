@@ -80,8 +80,8 @@ def test_firing_message_content(store, clock):
             msg.blocks[0]["text"]["text"] == ":red_circle: CRITICAL · churn · col-drift · 2 alerts"
         )
         for expected in (
-            "*Model*\nchurn",
-            "*Version*\nv12",
+            "*Model*\n`churn`",
+            "*Version*\n`v12`",
             "*Severity*\ncritical",
             "2026-11-23T14:00:00.000Z → 2026-11-23T14:15:00.000Z",
             "1000 rows",

@@ -85,6 +85,51 @@ RULE = '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 0.3\n'
 
 # (id, lines inside [[models]], lines after it, the exact message)
 CASES: list[tuple[str, str, str, str]] = [
+    # detection modes: an option of one mode is refused in another
+    (
+        "calibrated-share",
+        "",
+        '[models.drift]\nthresholds = "calibrated"\nshare = 0.3\n',
+        'models[0].drift.share: applies only to thresholds = "evidently"; with "calibrated" the'
+        " thresholds come from the reference (set alpha and alpha_column instead)",
+    ),
+    (
+        "alpha-with-evidently",
+        "",
+        "[models.drift]\nalpha = 0.05\n",
+        'models[0].drift.alpha: applies only to thresholds = "calibrated"',
+    ),
+    (
+        "reference-windows-with-fixed",
+        "reference_windows = 3",
+        "",
+        'models[0].reference_windows: applies only to reference_mode = "rolling" or "seasonal"',
+    ),
+    (
+        "season-required",
+        'reference_mode = "seasonal"',
+        "",
+        'models[0].season: required for reference_mode = "seasonal", e.g. season = "7d"',
+    ),
+    (
+        "season-whole-multiple",
+        'reference_mode = "seasonal"\nseason = "90m"',
+        '[models.window]\nsize = "1h"\n',
+        'models[0].season: expected a whole multiple of the window step ("1h"), got "1h30m"',
+    ),
+    (
+        "detector-with-threshold",
+        "",
+        RULE + 'detector = "cusum"\n',
+        "rules[0].threshold: expected no threshold with a detector (it signals a change in the"
+        " series itself; op sets the direction)",
+    ),
+    (
+        "detector-unknown",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "drift_share"\ndetector = "ewma"\n',
+        'rules[0].detector.type: expected "cusum" or "page_hinkley", got "ewma"',
+    ),
     # unknown keys
     ("unknown-key-close", "", "[deamon]\n", 'deamon: unknown key; did you mean "daemon"?'),
     (
@@ -92,8 +137,9 @@ CASES: list[tuple[str, str, str, str]] = [
         "",
         "[daemon]\ncolour = 1\n",
         "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
-        "http_listen, log_format, log_level, max_payload_bytes, public_url, shutdown_timeout, "
-        "sqlite_synchronous, state_dir, tick_interval",
+        "http_body_timeout, http_idle_timeout, http_listen, http_max_connections, log_format, "
+        "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, public_url, "
+        "shutdown_timeout, sqlite_synchronous, state_dir, tick_interval",
     ),
     (
         "unknown-key-nested",
@@ -240,10 +286,49 @@ CASES: list[tuple[str, str, str, str]] = [
         "daemon.max_payload_bytes: expected a number >= 0, got -1",
     ),
     (
-        "retention-days",
+        "retention-days-renamed",
         "",
-        "[retention]\nmetrics_days = -7\n",
-        "retention.metrics_days: expected a number >= 0, got -7",
+        "[retention]\nmetrics_days = 30\n",
+        'retention.metrics_days: renamed: write metrics = "30d" (a duration, or "forever")',
+    ),
+    (
+        "retention-days-zero-renamed",
+        "",
+        "[retention]\nwindows_days = 0\n",
+        'retention.windows_days: renamed: write windows = "forever" (0 kept rows for ever)',
+    ),
+    (
+        "retention-zero",
+        "",
+        '[retention]\nwindows = "0s"\n',
+        'retention.windows: expected a positive duration like "90d", or "forever" to keep rows'
+        ' for ever, got "0s"',
+    ),
+    (
+        "retention-number",
+        "",
+        "[retention]\ndead_letters = 14\n",
+        'retention.dead_letters: expected a duration like "90d", or "forever", got 14',
+    ),
+    (
+        "retention-metrics-longer-than-windows",
+        "",
+        '[retention]\nwindows = "30d"\nmetrics = "forever"\n',
+        'retention.metrics: expected at most retention.windows ("30d"): figures are deleted with'
+        ' their window, got "forever"',
+    ),
+    (
+        "dead-letter-cap-zero",
+        "",
+        "[retention]\ndead_letters_per_minute = 0\n",
+        "retention.dead_letters_per_minute: expected a number >= 1, got 0",
+    ),
+    (
+        "dead-letter-payload-cap",
+        "",
+        "[retention]\ndead_letters_per_minute = 10\ndead_letter_payloads_per_minute = 11\n",
+        "retention.dead_letter_payloads_per_minute: expected at most"
+        " retention.dead_letters_per_minute (10), got 11",
     ),
     # choices
     (
@@ -319,7 +404,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "sasl-needs-mechanism",
         "",
         '[kafka]\nsecurity_protocol = "SASL_SSL"\n',
-        'kafka.sasl_mechanism: required when security_protocol is "SASL_SSL"; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"',
+        'kafka.sasl_mechanism: required when security_protocol is "SASL_SSL"; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"',
     ),
     (
         "sasl-without-sasl-protocol",
@@ -538,6 +623,12 @@ CASES: list[tuple[str, str, str, str]] = [
         'notifiers.h.max_backoff: expected at least backoff ("1m"), got "30s"',
     ),
     (
+        "retry-max-backoff",
+        "",
+        HOOK + 'max_backoff = "8d"\n',
+        'notifiers.h.max_backoff: expected at most "7d", got "8d"',
+    ),
+    (
         "retry-attempts",
         "",
         HOOK + "max_attempts = 0\n",
@@ -725,7 +816,7 @@ def test_error_text_names_the_file(tmp_path: Path) -> None:
 def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     d, k = cfg.daemon, cfg.kafka
-    assert d.state_dir == tmp_path.resolve() / "driftwarden-state"
+    assert d.state_dir == Path("/var/lib/driftwarden")  # absolute: the unit's and the image's
     assert (d.http_listen, d.log_level, d.log_format) == ("127.0.0.1:9308", "info", "text")
     assert d.base_url == "http://127.0.0.1:9308"
     assert (d.tick_interval, d.shutdown_timeout) == (timedelta(seconds=5), timedelta(seconds=30))
@@ -777,15 +868,35 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
     assert cfg.alerting.group_by == ["model", "rule"]
     assert cfg.labels.ttl == timedelta(days=7)
     r = cfg.retention
-    assert (
-        r.windows_days,
-        r.metrics_days,
-        r.alerts_days,
-        r.deliveries_days,
-        r.dead_letters_days,
-    ) == (90, 90, 365, 30, 14)
+    assert (r.windows, r.metrics, r.alerts, r.deliveries, r.dead_letters) == (
+        timedelta(days=90),
+        timedelta(days=90),
+        timedelta(days=365),
+        timedelta(days=30),
+        timedelta(days=14),
+    )
+    assert (r.prune_interval, r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (
+        timedelta(hours=1),
+        60,
+        1,
+    )
     with pytest.raises(KeyError):
         cfg.model("fraud")
+
+
+def test_retention_durations_and_forever(tmp_path: Path) -> None:
+    r = load(
+        tmp_path,
+        '[retention]\nwindows = "forever"\nmetrics = "12h"\ndead_letters = "90m"\n'
+        'prune_interval = "5m"\ndead_letters_per_minute = 3\ndead_letter_payloads_per_minute = 0\n',
+    ).retention
+    assert (r.windows, r.metrics, r.dead_letters, r.prune_interval) == (
+        None,
+        timedelta(hours=12),
+        timedelta(minutes=90),
+        timedelta(minutes=5),
+    )
+    assert (r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (3, 0)
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -968,7 +1079,8 @@ def test_example_config_loads(example: Path) -> None:
     assert m.features.numerical == ["age", "tenure_days", "monthly_charges"]
     assert m.features.categorical == ["plan", "region"]
     assert m.reference == example.parent.resolve() / "reference" / "churn.csv"
-    assert [r.metric for r in cfg.rules] == ["drift_share", "prediction_drift", "no_data"]
+    assert [r.metric for r in cfg.rules] == ["drift_share", "prediction_drift", "no_data", "drift_share"]
+    assert cfg.rules[3].detector is not None and cfg.rules[3].detector.type == "cusum"
     assert sorted(cfg.notifiers) == ["alerts", "retrain", "slack"]
     retrain = cfg.notifiers["retrain"]
     assert isinstance(retrain, WebhookNotifierConfig)
@@ -1054,3 +1166,18 @@ def test_example_comments_show_the_real_defaults() -> None:
             )
     assert wrong == []
     assert checked > 40
+
+
+def test_detector_rules_reach_the_engine(tmp_path: Path) -> None:
+    from monitor.service.alerting import rule_from_config
+
+    cfg = load(
+        tmp_path,
+        '[[rules]]\nname = "a"\nmetric = "drift_share"\ndetector = "cusum"\n'
+        '[[rules]]\nname = "b"\nmetric = "accuracy"\nop = "<"\n'
+        'detector = { type = "page_hinkley", threshold = 0.2, warmup = 5 }\n',
+    )
+    a, b = (rule_from_config(r) for r in cfg.rules)
+    assert a.detector is not None and a.detector.kind == "cusum" and a.detector.limit == 5.0
+    assert b.detector is not None and dict(b.detector.params)["min_instances"] == 5
+    assert b.detector.build(b.op).mode == "down"

@@ -33,3 +33,22 @@ def test_message_args_and_traceback_are_redacted() -> None:
         assert SECRET not in text
         assert text.count("***") >= 2
         assert "ValueError: bad auth with ***" in text
+
+
+def test_secrets_added_by_a_reload_are_redacted_too() -> None:
+    from pydantic import SecretStr
+
+    from monitor.logs import add_secrets, setup_logging
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        setup_logging("info", "text", secrets={"old": SecretStr(SECRET)})
+        out = io.StringIO()
+        root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+        add_secrets({"notifiers.slack.token": SecretStr("xoxb-rotated-token-456")})
+        logging.getLogger("reload-test").warning("old %s new %s", SECRET, "xoxb-rotated-token-456")
+        assert out.getvalue().rstrip().endswith("reload-test: old *** new ***")
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)

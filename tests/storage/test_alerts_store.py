@@ -136,14 +136,6 @@ def test_latest_delivery_for_alert_and_cooldown_source(store):
     assert db.last_delivery_created(store, notifier="hook", kind="retrain", model="fraud") is None
 
 
-def test_retention_keeps_pending(store):
-    with store.transaction():
-        db.insert_delivery(store, delivery("old-sent", T0, status="sent"))
-        db.insert_delivery(store, delivery("old-pending", T0))
-        assert db.delete_deliveries_before(store, T0 + timedelta(days=1)) == 1
-    assert [d.id for d in db.list_deliveries(store)] == ["old-pending"]
-
-
 def test_silences(store):
     s = SilenceRecord(id="s1", starts_at=T0, ends_at=T0 + timedelta(hours=1), created_at=T0,
                       model="churn", created_by="oncall", comment="deploy")  # fmt: skip

@@ -144,7 +144,7 @@ def test_public_surface_is_exported():
         assert hasattr(detectors, name), name
     public = {n for n in dir(detectors) if not n.startswith("_")}
     modules = {
-        "dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec",
+        "calibration", "dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec",
         "comparison", "estimation", "window_performance",
     }
     assert public - modules <= set(detectors.__all__)

@@ -95,7 +95,10 @@ def test_each_bad_message_is_dead_lettered_and_figures_unchanged(broker: Embedde
 
     limits = "max_message_bytes = 4096\n"
     c1 = write_config(tmp_path / "clean", bootstrap=broker.bootstrap, topic=clean_topic, http_port=free_port())
-    c2 = write_config(tmp_path / "dirty", bootstrap=broker.bootstrap, topic=dirty_topic, http_port=free_port())
+    # every payload is compared below: keep them all (7 bad_type letters > the default cap of 5 a minute)
+    keep_payloads = "[retention]\ndead_letter_payloads_per_minute = 60\n"
+    c2 = write_config(tmp_path / "dirty", bootstrap=broker.bootstrap, topic=dirty_topic, http_port=free_port(),
+                      extra=keep_payloads)
     for c in (c1, c2):
         c.write_text(c.read_text().replace("[kafka]\n", "[kafka]\n" + limits))
     db_clean = _run(c1, 4)

@@ -89,6 +89,13 @@ def test_fast_path_equals_per_record_path(events: list[dict[str, Any]]) -> None:
     slow = slow_decode(recs)
     if fast is not None:
         _eq(fast, slow)
+    typed = decoder().typed
+    assert typed is not None
+    typed_out = typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+    if fast is not None:
+        assert typed_out is not None, "the typed path takes every batch the dict path takes"
+    if typed_out is not None:
+        _eq(typed_out, slow)
     got, dead = decoder().decode(recs, now=NOW)
     assert dead == []
     _eq(got, slow)
@@ -207,3 +214,30 @@ def test_any_event_time_is_accepted_in_range_or_dead_lettered(values: list[Any],
     assert all(0 <= t <= base + HOUR_MS <= MAX_EVENT_MS for t in got)
     for d in dead:
         assert d.reason.split(":", 1)[0] in ("bad_type", "non_finite", "missing_field", "not_json"), d.reason
+
+
+def test_a_uniform_batch_takes_the_typed_path_with_the_per_record_columns() -> None:
+    evs = [{**GOOD, "event_id": f"e{i}", "ts": REC_TS - i, "version": "v2", "segment": {"region": "eu"},
+            "features": {"age": i, "income": 2.5, "plan": None if i % 3 else "pro"}} for i in range(50)]
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps(e)) for i, e in enumerate(evs)]
+    typed = decoder().typed
+    assert typed is not None
+    out = typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+    assert out is not None
+    _eq(out, slow_decode(recs))
+    assert out["churn"].columns["age"].tolist() == [float(i) for i in range(50)]
+    # one record of another shape sends the batch to the per-record path, which keeps the rest
+    recs.append(Rec("t", 0, 50, REC_TS, orjson.dumps({**evs[0], "event_id": "x", "features": {"age": True}})))
+    assert typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS) is None
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert len(batches["churn"]) == 50 and [d.offset for d in dead] == [50]
+
+
+def test_schemas_a_struct_cannot_express_use_the_dict_path() -> None:
+    flat = ModelConfig.model_validate({
+        "name": "m", "reference": "ref.csv", "layout": "flat", "fields": {"version": "age"},
+        "features": {"numerical": ["age"], "categorical": ["plan"]},
+    })
+    s = ModelSchema.from_config(flat)
+    dec = BatchDecoder({"m": s}, prediction_names={"m": "prediction"})
+    assert dec.typed is None  # "age" would be both a number (feature) and a string (version)

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 
-from detectors.drift import registry
-from detectors.drift.registry import register_test
 from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
@@ -28,22 +24,8 @@ from tests.monitor.fault_helpers import durable_offset, open_windows
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-EXPLODES = "explodes_on_999"
 HOUR_MS = 3_600_000
 GOOD_SEGMENTS = "('', 'region=eu', 'region=us', 'region=apac')"
-
-
-@pytest.fixture
-def exploding_test() -> Iterator[str]:
-    @register_test(EXPLODES, score_kind="distance", default_threshold=0.1, kinds=("numerical",), inclusive=True)
-    def _explode(ref: Any, cur: Any, bins: str) -> float:
-        """Raises when the window holds age 999; else the mean absolute shift of the window."""
-        if np.any(np.asarray(cur.values) == 999):
-            raise FloatingPointError("cannot score this window")
-        return 0.0
-
-    yield EXPLODES
-    registry._REGISTRY.pop(EXPLODES, None)
 
 
 def poisons(good: list[bytes], now_ms: int) -> tuple[list[dict[str, Any] | bytes], dict[str, int]]:

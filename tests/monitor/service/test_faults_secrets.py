@@ -104,7 +104,8 @@ def test_secrets_never_in_logs_errors_or_check(
         _assert_clean(out, "check output")
         assert res.returncode == 0, out
         lines = res.stdout.strip().splitlines()
-        assert [ln[0] for ln in lines] == ["✓"] * 5, out
+        # config, references, state dir, kafka, slack, webhook
+        assert [ln[0] for ln in lines] == ["✓"] * 5, out  # config (with references), state dir, kafka, slack, webhook
         assert any("auth.test ok" in ln for ln in lines)
         assert slack.calls("auth.test"), "check did not call auth.test"
         assert sink.accepted() == [], "check must not POST to webhooks"

@@ -10,16 +10,11 @@ window assigner subclass), never by replacing the code under test.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-import pytest
 
-from detectors.drift import registry
-from detectors.drift.registry import register_test
 from monitor.config import load_config
 from monitor.service.pipeline import Pipeline
 from monitor.windows.model_windows import ModelWindows
@@ -93,22 +88,6 @@ def test_a_record_that_makes_processing_raise_is_isolated(tmp_path: Path) -> Non
     assert all(d["reason"] == "internal: RuntimeError: injected fault" for d in dead)
     assert dump(store) == clean
     assert p.positions[0] == len(recs)
-
-
-@pytest.fixture
-def exploding_test() -> Iterator[str]:
-    """A drift test that raises on windows holding an age of exactly 999."""
-    name = "explodes_on_999"
-
-    @register_test(name, score_kind="distance", default_threshold=0.1, kinds=("numerical",), inclusive=True)
-    def _explode(ref: Any, cur: Any, bins: str) -> float:
-        """Raises when the window holds age 999; else 0."""
-        if np.any(np.asarray(cur.values) == 999):
-            raise FloatingPointError("cannot score this window")
-        return 0.0
-
-    yield name
-    registry._REGISTRY.pop(name, None)
 
 
 def test_a_window_whose_figures_raise_is_stored_as_error(tmp_path: Path, exploding_test: str) -> None:

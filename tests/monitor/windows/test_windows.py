@@ -153,3 +153,15 @@ def test_empty_batch_changes_nothing(lateness: str) -> None:
     w = ModelWindows("m", tumbling(lateness=lateness))
     assert w.add(batch([])) == []
     assert w.snapshot()["open"] == []
+
+
+def test_sliding_windows_share_each_pane_of_rows_instead_of_copying_it() -> None:
+    cfg = WindowConfig(type="sliding", size="10m", slide="1m", lateness="0s")
+    w = ModelWindows("m", cfg)
+    ts = [i * 6_000 for i in range(100)]  # 10 minutes, 10 rows per 1-minute pane
+    w.add(batch(ts))
+    chunks = [c for win in w.open.values() for c in win.chunks]
+    assert sum(len(c) for c in chunks) == 100 * 10  # every row is in 10 windows ...
+    assert len({id(c) for c in chunks}) == 10  # ... but each pane is held once
+    full = w.open[("v1", "", 0, 10 * MIN)]
+    assert full.columns()["x"].tolist() == [float(i) for i in range(100)]

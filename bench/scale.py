@@ -1,0 +1,168 @@
+"""Scale: the pipeline's rate and memory against the number of models, the window shape
+and the number of columns, each scenario measured in its own process in one run.
+
+The real Pipeline (decode, caps, windows, drift + quality figures per closed window,
+one SQLite transaction per batch) is fed 10k-record batches of ~25-column JSON
+events directly, without Kafka, so the figures isolate what scales in our code:
+
+- models: the same total events spread over 1, 10, 100 (and 1,000 with ``--full``)
+  models, each with its own 2,000-row reference; ``models100_vs_1`` is the ratio of
+  the 100-model rate to the 1-model rate (target >= 0.8);
+- sliding: 12-minute windows sliding by 1 minute (12 open windows per stream) vs
+  12-minute tumbling windows; ``sliding_vs_tumbling`` (target >= 0.8);
+- width: 25, 200 (and 1,000 with ``--full``) columns; ``cols200_eps``;
+- memory: RSS added per model at start-up (``rss_mb_per_model``) against the size of
+  the reference's own arrays (``ref_mb_per_model``; target: at most 2x).
+
+Rates are events per second of CPU time of the measuring process (robust to other
+load on the machine). Ends with one line:
+``RESULT models100_vs_1=… sliding_vs_tumbling=… rss_mb_per_model=… ref_mb_per_model=… cols200_eps=…``
+
+    python bench/scale.py            # 200k events per scenario, a few minutes
+    python bench/scale.py --quick    # 40k events, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from collections import namedtuple
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+Rec = namedtuple("Rec", "topic partition offset timestamp value")
+CATS = np.array(["alpha", "beta", "gamma", "delta", "epsilon"], dtype=object)
+BASE = int(datetime(2026, 11, 23, tzinfo=UTC).timestamp() * 1000)
+
+
+def columns(width: int) -> tuple[list[str], list[str]]:
+    n_cat = max(1, width // 5)
+    return [f"n{i}" for i in range(width - n_cat)], [f"c{i}" for i in range(n_cat)]
+
+
+def write_reference(path: Path, num: list[str], cat: list[str], rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nums = rng.normal(50, 10, (rows, len(num))).round(3)
+    cats = rng.choice(CATS, (rows, len(cat)))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*num, *cat, "prediction"])
+        for i in range(rows):
+            w.writerow([*nums[i].tolist(), *cats[i].tolist(), float(nums[i, 0]) / 100])
+
+
+def make_events(n: int, models: int, num: list[str], cat: list[str], per_minute: int) -> list[bytes]:
+    rng = np.random.default_rng(1)
+    nums = rng.normal(50, 10, (n, len(num))).round(3)
+    cats = rng.choice(CATS, (n, len(cat)))
+    out = []
+    for i in range(n):
+        feats: dict[str, object] = {k: float(nums[i, j]) for j, k in enumerate(num)}
+        feats.update({k: str(cats[i, j]) for j, k in enumerate(cat)})
+        out.append(orjson.dumps({
+            "event_id": f"e{i:09d}", "model": f"m{i % models}", "version": "v1",
+            "ts": BASE + (i * 60_000) // per_minute, "features": feats, "prediction": float(nums[i, 0] / 100),
+        }))
+    return out
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def scenario(args: dict[str, Any], out: Any) -> None:
+    """One measurement in a fresh process: build the pipeline, feed the events, report."""
+    from monitor.config import parse_config
+    from monitor.service.pipeline import Pipeline
+    from storage.db import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="scale-"))
+    num, cat = columns(args["width"])
+    models = []
+    for m in range(args["models"]):
+        write_reference(tmp / f"ref{m}.csv", num, cat, args["ref_rows"], seed=m)
+        models.append({
+            "name": f"m{m}", "reference": f"ref{m}.csv",
+            "features": {"numerical": num, "categorical": cat}, "window": args["window"],
+        })
+    cfg = parse_config({"daemon": {"state_dir": "state"}, "kafka": {"predictions_topic": "t"}, "models": models},
+                       base_dir=tmp)
+    payloads = make_events(args["events"], args["models"], num, cat, args["per_minute"])
+    recs = [Rec("t", 0, i, BASE + 86_400_000, v) for i, v in enumerate(payloads)]
+    del payloads
+    before = rss_mb()
+    t0 = time.perf_counter()
+    p = Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir, synchronous="NORMAL"),
+                 clock=lambda: datetime.fromtimestamp(BASE / 1000 + 86_400, UTC))
+    startup_s = time.perf_counter() - t0
+    rss_per_model = (rss_mb() - before) / args["models"]
+    ref_mb = (args["ref_rows"] * (len(num) + 1) * 8 + args["ref_rows"] * len(cat) * 8) / 2**20
+    cpu0 = time.process_time()
+    for i in range(0, len(recs), 10_000):
+        p.process_records(recs[i:i + 10_000])
+        p.flush()
+    cpu = time.process_time() - cpu0
+    windows = p.stats.windows_closed
+    out.put({"eps": len(recs) / cpu, "startup_s": startup_s, "rss_mb_per_model": rss_per_model,
+             "ref_mb_per_model": ref_mb, "windows": windows, "peak_rss_mb": rss_mb()})
+
+
+def run(name: str, **kw: Any) -> dict[str, Any]:
+    q: Any = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=scenario, args=(kw, q))
+    proc.start()
+    res = q.get()
+    proc.join()
+    print(f"{name:<28} {res['eps']:>9,.0f} events/s  windows {res['windows']:>5}  start-up {res['startup_s']:5.1f}s"
+          f"  RSS/model {res['rss_mb_per_model']:5.2f} MB (reference arrays {res['ref_mb_per_model']:.2f} MB)",
+          flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full", action="store_true", help="also 1,000 models and 1,000 columns")
+    a = ap.parse_args()
+    n = 40_000 if a.quick else 200_000
+    tumbling = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
+    sliding = {**tumbling, "type": "sliding", "slide": "1m"}
+    one_min = {**tumbling, "size": "1m"}
+    common = {"events": n, "ref_rows": 2000, "per_minute": 10_000}
+    res: dict[str, dict[str, Any]] = {}
+    for k in (1, 10, 100, *((1000,) if a.full else ())):
+        res[f"models{k}"] = run(f"{k} model(s), 25 columns", models=k, width=25, window=one_min, **common)
+    # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
+    spread = {**common, "per_minute": n // 48}
+    res["tumbling"] = run("tumbling 12m", models=1, width=25, window=tumbling, **spread)
+    res["sliding"] = run("sliding 12m by 1m", models=1, width=25, window=sliding, **spread)
+    for w in (200, *((1000,) if a.full else ())):
+        res[f"cols{w}"] = run(f"1 model, {w} columns", models=1, width=w, window=one_min,
+                              **{**common, "events": n // 4})
+    result = {
+        "models100_vs_1": res["models100"]["eps"] / res["models1"]["eps"],
+        "sliding_vs_tumbling": res["sliding"]["eps"] / res["tumbling"]["eps"],
+        "rss_mb_per_model": res["models100"]["rss_mb_per_model"],
+        "ref_mb_per_model": res["models100"]["ref_mb_per_model"],
+        "cols200_eps": res["cols200"]["eps"],
+        "startup_s_100": res["models100"]["startup_s"],
+    }
+    print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+    print("RESULT " + " ".join(f"{k}={v:.3f}" if v < 100 else f"{k}={v:.0f}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Opening the store from the command line, and the errors that say what to fix.
+
+Read commands open ``driftwarden.db`` read-only (SQLite ``mode=ro``): they never create,
+migrate or lock it for writing, so they are safe next to a running daemon and on a copy
+made for a post-mortem. A database of another schema version is refused with the fix
+(an older one: let the new daemon, or ``driftwarden migrate``, upgrade it; a newer one:
+use the newer command line). Silences are the one thing the command line writes; it
+writes without migrating either.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.config import ConfigError, parse_duration
+
+
+class CliError(Exception):
+    """A problem the user can fix; ``str`` says what and how, ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def state_dir_of(config: Path | None, state_dir: Path | None) -> Path:
+    """The state dir from ``--state-dir``, else from the config (with its env overrides)."""
+    if state_dir is not None:
+        return Path(state_dir)
+    if config is None:
+        raise CliError("give --config FILE (or DRIFTWARDEN_CONFIG) or --state-dir DIR", 2)
+    from monitor.config import load_config  # noqa: PLC0415
+
+    try:
+        return Path(load_config(config).daemon.state_dir)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def latest_schema() -> int:
+    from storage.schema import MIGRATIONS  # noqa: PLC0415
+
+    return max(v for v, _, _ in MIGRATIONS)
+
+
+def open_store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Any:
+    """The store of the state dir, read-only unless ``write``; never migrated."""
+    from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
+
+    folder = state_dir_of(config, state_dir)
+    path = folder / DB_FILENAME
+    if not path.is_file():
+        where = "--state-dir" if state_dir is not None else "daemon.state_dir"
+        raise CliError(
+            f"no database at {path}: the daemon has not run with this state dir yet, or {where}"
+            " points elsewhere (give the folder that holds driftwarden.db)"
+        )
+    try:
+        store = Store(path, readonly=not write, migrate=False)
+        version = store.schema_version()
+    except StorageError as exc:
+        raise CliError(f"{exc}; check that {path} is a driftwarden database readable by this user") from None
+    except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a file that is not a database
+        raise CliError(f"cannot read {path}: {exc}; check that it is a driftwarden database") from None
+    latest = latest_schema()
+    if version < latest:
+        store.close()
+        raise CliError(
+            f"{path} has schema version {version}, this driftwarden expects {latest}: start the upgraded"
+            " daemon once or run `driftwarden migrate` (back up the state dir first)"
+        )
+    if version > latest:
+        store.close()
+        raise CliError(
+            f"{path} has schema version {version}, newer than this driftwarden knows ({latest}):"
+            " use the driftwarden the daemon runs"
+        )
+    return store
+
+
+def parse_since(text: str | None, now: datetime | None = None) -> str | None:
+    """``--since``: a duration back from now (``2h``, ``30m``, ``7d``) or a time
+    (``2026-11-23``, ``2026-11-23T14:00``, with ``Z`` or an offset; no offset is UTC);
+    returned in the store's ISO format."""
+    if text is None:
+        return None
+    from storage.records import iso  # noqa: PLC0415
+
+    now = now or datetime.now(UTC)
+    try:
+        return iso(now - parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f'--since: expected a duration like "2h" or a time like 2026-11-23T14:00Z, got "{text}"', 2
+        ) from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return iso(ts)
+
+
+def check_choice(option: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        raise CliError(f'{option}: expected one of {", ".join(choices)}, got "{value}"', 2)
+    return value

@@ -1,0 +1,267 @@
+"""The on-call commands' options and wiring: windows (and ``windows show``), alerts,
+dead-letters, deliveries, silence add|list|expire, status, migrate. What they show is in
+:mod:`monitor.cli.oncall`; how the store is opened, in :mod:`monitor.cli.access`.
+
+Every command takes ``-c FILE`` (or ``DRIFTWARDEN_CONFIG``) or ``--state-dir DIR``; all but
+``silence add|expire`` and ``migrate`` open the database read-only and never migrate it.
+Errors say what to fix and exit 1 (2 for a bad option or config), never with a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from monitor.cli.access import CliError, check_choice, open_store, parse_since
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="DRIFTWARDEN_CONFIG", help="The TOML config file.")
+]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="Read this state directory instead of the config's.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="A versioned JSON document instead of a table.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Only this model.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help='Only since then: a duration back ("2h", "7d") or a time (2026-11-23T14:00Z).')
+]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")]
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@contextmanager
+def _store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Iterator[Any]:
+    """The store for a command; a :class:`CliError` anywhere inside exits with its message."""
+    try:
+        store = open_store(config, state_dir, write=write)
+        try:
+            yield store
+        finally:
+            store.close()
+    except CliError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
+
+
+def _options(fn: Callable[[], Any]) -> Any:
+    """Run an option parser; a :class:`CliError` exits with its message."""
+    try:
+        return fn()
+    except CliError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
+
+
+# --------------------------------------------------------------------------- windows
+
+windows_app = typer.Typer(help="Stored windows with their drift verdicts; `windows show REF` for one window's figures.")
+
+
+@windows_app.callback(invoke_without_command=True)
+def windows(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    model: ModelOpt = None,
+    segment: Annotated[str | None, typer.Option(help='Only this segment, e.g. "region=eu" ("" = all rows).')] = None,
+    since: SinceOpt = None,
+    state: Annotated[str | None, typer.Option(help="ok | insufficient | drifted | stable")] = None,
+    limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stored windows, newest first: range, rows, drift verdict and drifted columns; with
+    labels, the label coverage and the headline performance figure with its interval."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from monitor.cli.oncall import windows_list  # noqa: PLC0415
+
+    since_iso = _options(lambda: parse_since(since))
+    _options(lambda: check_choice("--state", state, ("ok", "insufficient", "drifted", "stable")))
+    with _store(config, state_dir) as store:
+        windows_list(store, model=model, segment=segment, since=since_iso, state=state, limit=limit,
+                     as_json=as_json, echo=_echo)
+
+
+@windows_app.command("show")
+def windows_show(
+    ref: Annotated[str, typer.Argument(help="The window's ref (first column of `windows`) or its full id.")],
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every figure of one window: per column and metric, its value, test, threshold, p-value, verdict."""
+    from monitor.cli.oncall import window_show  # noqa: PLC0415
+
+    with _store(config, state_dir) as store:
+        window_show(store, ref, as_json=as_json, echo=_echo)
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def alerts(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    model: ModelOpt = None,
+    state: Annotated[str | None, typer.Option(help="pending | firing | resolved | inactive")] = None,
+    since: SinceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alerts and their state, latest change first."""
+    from monitor.cli.oncall import alerts_list  # noqa: PLC0415
+
+    since_iso = _options(lambda: parse_since(since))
+    _options(lambda: check_choice("--state", state, ("pending", "firing", "resolved", "inactive")))
+    with _store(config, state_dir) as store:
+        alerts_list(store, model=model, state=state, since=since_iso, as_json=as_json, echo=_echo)
+
+
+def dead_letters(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    since: SinceOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code, e.g. not_json, bad_type.")] = None,
+    by_reason: Annotated[bool, typer.Option("--by-reason", help="Counts per reason code instead of letters.")] = False,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write every matching letter as JSON lines to this new file (- = stdout).")
+    ] = None,
+    limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Messages that could not be used, with their reason and payload, newest first."""
+    from monitor.cli.oncall import dead_letters as show  # noqa: PLC0415
+
+    since_iso = _options(lambda: parse_since(since))
+    with _store(config, state_dir) as store:
+        show(store, since=since_iso, reason=reason, by_reason=by_reason, limit=limit, export=export,
+             as_json=as_json, echo=_echo)
+
+
+def deliveries(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    model: ModelOpt = None,
+    state: Annotated[str | None, typer.Option(help="pending | sent | dead | skipped")] = None,
+    notifier: Annotated[str | None, typer.Option(help="Only this notifier.")] = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The notification outbox: what was sent, what is retrying, what gave up."""
+    from monitor.cli.oncall import deliveries as show  # noqa: PLC0415
+
+    since_iso = _options(lambda: parse_since(since))
+    with _store(config, state_dir) as store:
+        show(store, model=model, state=state, notifier=notifier, since=since_iso, limit=limit, as_json=as_json,
+             echo=_echo)
+
+
+def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """What the state directory holds: windows, alerts, deliveries, dead letters, the label join."""
+    from monitor.cli.oncall import status as show  # noqa: PLC0415
+
+    with _store(config, state_dir) as store:
+        show(store, as_json=as_json, echo=_echo)
+
+
+def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
+    """Upgrade the state directory's database to this version's schema (back it up first)."""
+    from monitor.cli.access import latest_schema, state_dir_of  # noqa: PLC0415
+    from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
+
+    folder = _options(lambda: state_dir_of(config, state_dir))
+    path = Path(folder) / DB_FILENAME
+    if not path.is_file():
+        typer.echo(f"driftwarden: no database at {path}: nothing to migrate", err=True)
+        raise typer.Exit(1)
+    try:
+        before = Store(path, readonly=True, migrate=False)
+        old = before.schema_version()
+        before.close()
+        if old > latest_schema():
+            typer.echo(f"driftwarden: {path} has schema {old}, newer than this driftwarden's {latest_schema()}", err=True)
+            raise typer.Exit(1)
+        Store(path).close()  # opening read-write applies the pending migrations
+    except StorageError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{path}: schema version {old} -> {latest_schema()}")
+
+
+# --------------------------------------------------------------------------- silences
+
+silence_app = typer.Typer(help="Mute notifications of a model and/or rule for a while (state keeps changing).")
+
+
+@silence_app.command("add")
+def silence_add(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    model: ModelOpt = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    duration: Annotated[str | None, typer.Option("--for", help='How long, e.g. "2h".')] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Until then, e.g. 2026-11-24T09:00Z.")] = None,
+    comment: Annotated[str, typer.Option(help="Why (shown in `silence list`).")] = "",
+    created_by: Annotated[str, typer.Option("--by", help="Who.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a silence (written to the store; a running daemon applies it at its next notification)."""
+    from monitor.cli.oncall import silence_add as add  # noqa: PLC0415
+
+    known = None
+    if config is not None and state_dir is None:
+        from monitor.config import ConfigError, load_config  # noqa: PLC0415
+
+        try:
+            known = [r.name for r in load_config(config).rules]
+        except ConfigError as exc:
+            typer.echo(f"driftwarden: {exc}", err=True)
+            raise typer.Exit(2) from None
+    with _store(config, state_dir, write=True) as store:
+        add(store, model=model, rule=rule, duration=duration, until=until, comment=comment, created_by=created_by,
+            known_rules=known, as_json=as_json, echo=_echo)
+
+
+@silence_app.command("list")
+def silence_list(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    include_ended: Annotated[bool, typer.Option("--all", help="Also silences that ended.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Active silences (all with --all), newest first."""
+    from monitor.cli.oncall import silence_list as show  # noqa: PLC0415
+
+    with _store(config, state_dir) as store:
+        show(store, include_ended=include_ended, as_json=as_json, echo=_echo)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(help="The silence's id (see `silence list`).")],
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """End a silence now (it stays listed with --all)."""
+    from monitor.cli.oncall import silence_expire as expire  # noqa: PLC0415
+
+    with _store(config, state_dir, write=True) as store:
+        expire(store, silence_id, echo=_echo)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the on-call commands to the ``driftwarden`` app."""
+    app.add_typer(windows_app, name="windows")
+    app.command()(alerts)
+    app.command("dead-letters")(dead_letters)
+    app.command()(deliveries)
+    app.add_typer(silence_app, name="silence")
+    app.command()(status)
+    app.command()(migrate)

@@ -1,0 +1,401 @@
+"""What the on-call commands show: windows (and one window's every figure), alerts, dead
+letters, deliveries, silences, status. Each takes an open store and prints a table (see
+:mod:`monitor.cli.render`) or the versioned JSON document; the JSON items carry every
+field the table shows, and more (ids, full timestamps)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.cli.access import CliError
+from monitor.cli.render import Col, details, emit_json, short_time, table, time_range
+
+Echo = Callable[[str], Any]
+
+
+def _drifted_text(cols: list[dict[str, Any]]) -> list[str]:
+    """One drifted column per line: ``age 0.833``."""
+    return [f"{c['column']} {c['score']:.3g}" if c["score"] is not None else c["column"] for c in cols]
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def windows_list(store: Any, *, model: str | None, segment: str | None, since: str | None,
+                 state: str | None, limit: int, as_json: bool, echo: Echo) -> None:
+    from storage.oncall import drifted_columns_of, window_ref  # noqa: PLC0415
+    from storage.windows import windows_with_verdicts  # noqa: PLC0415
+
+    status = state if state in ("ok", "insufficient") else None
+    drifted = {"drifted": True, "stable": False}.get(state or "")
+    rows = windows_with_verdicts(store, model=model, segment=segment, since=since, status=status,
+                                 drifted=drifted, limit=limit)
+    cols = drifted_columns_of(store, [r["id"] for r in rows])
+    for r in rows:
+        r["drifted_columns"] = cols[r["id"]]
+        r["ref"] = window_ref(r["id"])
+    if as_json:
+        keys = ("id", "ref", "model", "version", "segment", "start", "end", "rows", "status", "late_rows",
+                "reference", "computed_at", "drift_share", "share_threshold", "dataset_drift", "drifted_columns",
+                "label_coverage", "performance")
+        emit_json("windows", items=[{k: r.get(k) for k in keys} for r in rows], echo=echo)
+        return
+    # one day in view: its date goes to the title, the cells keep the times
+    days = {t[:10] for r in rows for t in (r["start"], r["end"]) if not t.startswith("#")}
+    one_day = len(rows) > 1 and len(days) == 1
+
+    def span(r: Mapping[str, Any]) -> str:
+        text = time_range(r["start"], r["end"])
+        return text[6:] if one_day else text
+
+    title = "windows, newest first" + (f", {days.pop()[5:]}" if one_day else "")
+    labels: list[Col] = []
+    if any(r.get("label_coverage") is not None for r in rows):
+        # with labels: coverage and the headline figure with its confidence interval
+        labels = [
+            Col("labelled", lambda r: "-" if r.get("label_coverage") is None else f"{r['label_coverage']:.0%}",
+                justify="right"),
+            Col("performance", lambda r: _performance_text(r.get("performance") or {}), no_wrap=True),
+        ]
+    table(title, [
+        Col("ref", "ref", no_wrap=True),
+        Col("model", "model", hoist=True),
+        Col("version", lambda r: r["version"] or "-", no_wrap=True, hoist=True),
+        Col("segment", lambda r: r["segment"] or "(all)", no_wrap=True, hoist=True),
+        Col("window (UTC)", span, no_wrap=True),
+        Col("rows", "rows", justify="right"),
+        Col("drift", lambda r: _verdict(r), no_wrap=True),
+        # the share each verdict was held against (drift.share, or calibrated): the same
+        # for every row (the usual case) goes to the title
+        Col("drift at", lambda r: _share(r), no_wrap=True, hoist=True),
+        Col("drifted columns", lambda r: _drifted_text(r["drifted_columns"])),
+        *labels,
+    ], rows)
+
+
+def _performance_text(perf: Mapping[str, Any]) -> str:
+    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``."""
+    for name, f in perf.items():
+        if f.get("value") is None:
+            continue
+        text = f"{name} {f['value']:.3g}"
+        if f.get("ci_low") is not None and f.get("ci_high") is not None:
+            text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
+        return text
+    return "-"
+
+
+def _verdict(r: Mapping[str, Any]) -> str:
+    if r["status"] != "ok" or r["drift_share"] is None:
+        return r["status"]
+    return f"{'DRIFT' if r['dataset_drift'] else 'no'} {r['drift_share']:.2f}"
+
+
+def _share(r: Mapping[str, Any]) -> str:
+    return "-" if r.get("share_threshold") is None else f"≥{r['share_threshold']:.2f}"
+
+
+def window_show(store: Any, key: str, *, as_json: bool, echo: Echo) -> None:
+    from storage.oncall import find_window, window_figures, window_ref  # noqa: PLC0415
+
+    found = find_window(store, key)
+    if not found:
+        raise CliError(f'no window "{key}": give its ref (first column of `driftwarden windows`) or its full id')
+    if len(found) > 1:
+        raise CliError(f'"{key}" matches {len(found)} windows: give more characters of the ref, or the full id')
+    w = found[0]
+    figures = window_figures(store, w["id"])
+    for f in figures:
+        f["drifted"] = None if f["drifted"] is None else bool(f["drifted"])
+    if as_json:
+        emit_json("window", item={**w, "ref": window_ref(w["id"]), "figures": figures}, echo=echo)
+        return
+    dataset = [f for f in figures if f["column"] == ""]
+    drift = [f for f in figures if f["column"] != "" and f["test"]]
+    other = [f for f in figures if f["column"] != "" and not f["test"]]
+    details(f"window {window_ref(w['id'])}", [
+        ("id", w["id"]),
+        ("model", w["model"]),
+        ("version", w["version"] or "-"),
+        ("segment", w["segment"] or "(all rows)"),
+        ("start", w["start"]),
+        ("end", w["end"]),
+        ("rows", w["rows"]),
+        ("status", w["status"]),
+        ("late rows", w["late_rows"]),
+        ("reference", w["reference"] or "-"),
+        ("computed", w["computed_at"]),
+        *[(f["metric"], _figure_text(f)) for f in dataset],
+    ])
+    table("drift per column", [
+        Col("column", "column"),
+        Col("metric", "metric", no_wrap=True, hoist=True),
+        Col("test", "test", no_wrap=True),
+        Col("score", "value", justify="right"),
+        Col("threshold", "threshold", justify="right"),
+        Col("p-value", "p_value", justify="right"),
+        Col("drifted", "drifted"),
+    ], drift)
+    # the other per-column figures (quality), one column per metric
+    metrics = sorted({f["metric"] for f in other})
+    pivot: dict[str, dict[str, Any]] = {}
+    for f in other:
+        pivot.setdefault(f["column"], {"column": f["column"]})[f["metric"]] = f["value"]
+    table("quality per column", [
+        Col("column", "column"),
+        *[Col(m.removesuffix("_share").replace("_", " "), m, justify="right") for m in metrics],
+    ], list(pivot.values()))
+
+
+def _figure_text(f: Mapping[str, Any]) -> str:
+    """A dataset-level figure with its threshold and verdict when it has them."""
+    from monitor.cli.render import cell  # noqa: PLC0415
+
+    text = cell(f["value"])
+    if f["threshold"] is not None:
+        text += f" (threshold {cell(f['threshold'])})"
+    if f["drifted"] is not None:
+        text += " DRIFT" if f["drifted"] else " no drift"
+    return text
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def alerts_list(store: Any, *, model: str | None, state: str | None, since: str | None, as_json: bool,
+                echo: Echo) -> None:
+    from storage.alerts import list_alerts  # noqa: PLC0415
+
+    rows = list_alerts(store, state=state, model=model)
+    if since is not None:
+        rows = [r for r in rows if (r.get("updated_at") or r.get("started_at") or "") >= since]
+    if as_json:
+        emit_json("alerts", items=rows, echo=echo)
+        return
+    table("alerts, latest change first", [
+        Col("rule", "rule"),
+        Col("model", "model"),
+        Col("state", "state", no_wrap=True),
+        Col("severity", "severity", no_wrap=True),
+        Col("value", "value", justify="right"),
+        Col("threshold", "threshold", justify="right"),
+        Col("since (UTC)", lambda r: short_time(r["resolved_at"] or r["fired_at"] or r["started_at"]), no_wrap=True),
+    ], rows)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def _payload_text(payload: bytes | None, limit: int | None = None) -> str:
+    if payload is None:
+        return "-"
+    text = bytes(payload[:limit] if limit else payload).decode("utf-8", "replace")
+    return text + ("…" if limit and len(payload) > limit else "")
+
+
+def dead_letters(store: Any, *, since: str | None, reason: str | None, by_reason: bool, limit: int,
+                 export: Path | None, as_json: bool, echo: Echo) -> None:
+    from storage.oncall import dead_letter_reasons, dead_letters_page  # noqa: PLC0415
+
+    if export is not None:
+        n = export_dead_letters(store, export, since=since, reason=reason, echo=echo)
+        if str(export) != "-":
+            echo(f"exported {n} dead letter(s) to {export}")
+        return
+    if by_reason:
+        rows = dead_letter_reasons(store, since=since)
+        if as_json:
+            emit_json("dead_letter_reasons", items=rows, echo=echo)
+            return
+        table("dead letters by reason", [
+            Col("reason", "code"),
+            Col("count", "n", justify="right"),
+            Col("first (UTC)", lambda r: short_time(r["first"]), no_wrap=True),
+            Col("last (UTC)", lambda r: short_time(r["last"]), no_wrap=True),
+        ], rows)
+        return
+    rows = dead_letters_page(store, since=since, reason=reason, limit=limit)
+    if as_json:
+        emit_json("dead_letters", items=[_letter_json(r) for r in rows], echo=echo)
+        return
+    table("dead letters, newest first", [
+        Col("id", "id", justify="right"),
+        Col("received", lambda r: short_time(r["received_at"]), no_wrap=True),
+        Col("topic", "topic", hoist=True),
+        Col("partition", "partition", hoist=True),
+        Col("offset", "offset", justify="right"),
+        Col("reason", "reason"),
+        Col("payload", lambda r: _payload_text(r["payload"], 60)),
+    ], rows)
+
+
+def _letter_json(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A dead letter as JSON: the payload as UTF-8 text when it is, else base64."""
+    out = {k: r[k] for k in ("id", "topic", "partition", "offset", "reason", "received_at")}
+    payload = r["payload"]
+    if payload is None:
+        out["payload"], out["payload_encoding"] = None, None
+    else:
+        try:
+            out["payload"], out["payload_encoding"] = bytes(payload).decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            out["payload"], out["payload_encoding"] = base64.b64encode(bytes(payload)).decode(), "base64"
+    return out
+
+
+def export_dead_letters(store: Any, target: Path, *, since: str | None, reason: str | None, echo: Echo) -> int:
+    """Every matching dead letter as JSON lines (oldest first) to ``target`` (``-``: stdout)."""
+    from storage.oncall import dead_letters_page  # noqa: PLC0415
+
+    rows = list(reversed(dead_letters_page(store, since=since, reason=reason, limit=None)))
+    lines = [json.dumps(_letter_json(r), ensure_ascii=False) for r in rows]
+    if str(target) == "-":
+        for line in lines:
+            echo(line)
+        return len(lines)
+    try:
+        with open(target, "x", encoding="utf-8") as fh:  # never overwrite an earlier export
+            fh.writelines(line + "\n" for line in lines)
+    except FileExistsError:
+        raise CliError(f"--export: {target} exists; give a new file name (or - for stdout)", 2) from None
+    except OSError as exc:
+        raise CliError(f"--export: cannot write {target}: {exc.strerror or exc}", 2) from None
+    return len(lines)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def deliveries(store: Any, *, model: str | None, state: str | None, notifier: str | None, since: str | None,
+               limit: int, as_json: bool, echo: Echo) -> None:
+    from storage.oncall import deliveries_page  # noqa: PLC0415
+
+    rows = deliveries_page(store, model=model, status=state, notifier=notifier, since=since, limit=limit)
+    if as_json:
+        emit_json("deliveries", items=rows, echo=echo)
+        return
+    table("deliveries (the outbox), newest first", [
+        Col("created", lambda r: short_time(r["created_at"]), no_wrap=True),
+        Col("notifier", "notifier", no_wrap=True),
+        Col("kind", "kind", no_wrap=True),
+        Col("model", "model", hoist=True),
+        Col("status", "status", no_wrap=True),
+        Col("tries", "attempts", justify="right"),
+        Col("next / done", lambda r: short_time(r["delivered_at"] or (r["next_attempt_at"] if r["status"] == "pending" else None)),
+            no_wrap=True),
+        Col("last error", "last_error"),
+    ], rows)
+
+
+# --------------------------------------------------------------------------- silences
+
+
+def silence_add(store: Any, *, model: str | None, rule: str | None, duration: str | None, until: str | None,
+                comment: str, created_by: str, known_rules: list[str] | None, as_json: bool, echo: Echo) -> None:
+    """Insert a silence; the daemon reads silences from the store at each notification."""
+    import uuid  # noqa: PLC0415
+
+    from monitor.config import parse_duration  # noqa: PLC0415
+    from storage.alerts import SilenceRecord, insert_silence  # noqa: PLC0415
+    from storage.records import iso  # noqa: PLC0415
+
+    if known_rules is not None and rule is not None and rule not in known_rules:
+        raise CliError(f'silence add: unknown rule "{rule}"; the config\'s rules: {", ".join(known_rules) or "(none)"}', 2)
+    if model is None and rule is None:
+        raise CliError("silence add: give --model and/or --rule (a silence of everything is not allowed)", 2)
+    if (duration is None) == (until is None):
+        raise CliError('silence add: give either --for (like "2h") or --until (like 2026-11-24T09:00Z)', 2)
+    now = datetime.now(UTC)
+    if duration is not None:
+        try:
+            end = now + parse_duration(duration)
+        except ValueError:
+            raise CliError(f'--for: expected a duration like "2h", got "{duration}"', 2) from None
+    else:
+        try:
+            end = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+        except ValueError:
+            raise CliError(f'--until: expected a time like 2026-11-24T09:00Z, got "{until}"', 2) from None
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    if end <= now:
+        raise CliError("silence add: the end is in the past; give a later --until or a positive --for", 2)
+    sid = "sil_" + uuid.uuid4().hex[:20]
+    rec = SilenceRecord(id=sid, model=model, rule=rule, starts_at=now, ends_at=end, created_at=now,
+                        created_by=created_by, comment=comment)
+    with store.transaction():
+        insert_silence(store, rec)
+    if as_json:
+        emit_json("silence", item={"id": sid, "model": model, "rule": rule, "ends_at": iso(end)}, echo=echo)
+        return
+    echo(f"silence {sid} added: {model or 'any model'} / {rule or 'any rule'} until {iso(end)}")
+
+
+def silence_list(store: Any, *, include_ended: bool, as_json: bool, echo: Echo) -> None:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from storage.alerts import list_silences  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    rows = [asdict(s) | {"active": s.active(now)} for s in list_silences(store, active_at=None if include_ended else now)]
+    if as_json:
+        emit_json("silences", items=rows, echo=echo)
+        return
+    table("silences" + ("" if include_ended else ", active"), [
+        Col("id", "id", no_wrap=True),
+        Col("model", lambda r: r["model"] or "(any)"),
+        Col("rule", lambda r: r["rule"] or "(any)"),
+        Col("until (UTC)", lambda r: short_time(r["ends_at"].isoformat().replace("+00:00", "Z")), no_wrap=True),
+        Col("by", "created_by"),
+        Col("comment", "comment"),
+    ], rows)
+
+
+def silence_expire(store: Any, silence_id: str, *, echo: Echo) -> None:
+    from storage.alerts import expire_silence  # noqa: PLC0415
+
+    with store.transaction():
+        ended = expire_silence(store, silence_id, datetime.now(UTC))
+    if not ended:
+        raise CliError(f'no active silence "{silence_id}": see `driftwarden silence list --all`')
+    echo(f"silence {silence_id} expired")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status(store: Any, *, as_json: bool, echo: Echo) -> None:
+    from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
+    from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
+    from storage.windows import window_counts  # noqa: PLC0415
+
+    out = {
+        "schema_version": store.schema_version(),
+        "windows": window_counts(store),
+        "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
+        "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
+        "dead_letters": dead_letter_total(store),
+        "label_join": label_counters(store),
+        "performance_windows_waiting": slots_waiting(store),
+    }
+    if as_json:
+        emit_json("status", item=out, echo=echo)
+        return
+    table("windows by model", [
+        Col("model", "model"), Col("status", "status"), Col("count", "n", justify="right"),
+        Col("newest end (UTC)", lambda r: short_time(r["last_end"]), no_wrap=True),
+    ], out["windows"])
+    table("alerts", [Col("state", "state"), Col("severity", "severity"), Col("count", "n", justify="right")],
+          out["alerts"])
+    table("deliveries", [Col("notifier", "notifier"), Col("status", "status"), Col("count", "n", justify="right")],
+          out["deliveries"])
+    if out["label_join"]:
+        table("label join", [Col("model", "model"), *[Col(k, k, justify="right") for k in
+              ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",
+               "unmatched_labels")]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
+    echo(f"dead letters: {out['dead_letters']}   schema version: {out['schema_version']}")

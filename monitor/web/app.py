@@ -1,0 +1,236 @@
+"""The HTTP API as a litestar application (served by uvicorn, see ``monitor.web.server``).
+
+GET  /healthz, /readyz, /metrics (Prometheus exposition), /api/v1/models,
+     /api/v1/models/{m}/windows[?segment=&limit=&metrics=1],
+     /api/v1/alerts[?state=&model=&rule=&limit=], /api/v1/silences[?limit=]
+POST /api/v1/models/{m}/references?version=v13   body: CSV (text/csv) or Parquet
+POST /api/v1/silences   JSON {"model", "rule", "until" | "duration", "comment", "created_by"}
+
+Store reads and writes run in worker threads (``asyncio.to_thread``: a bounded
+pool), never on the event loop. Mutations need ``Authorization: Bearer
+<daemon.api_token>``, checked before a byte of the body is read (constant-time
+compare); without a configured token they are refused (403), so an
+unauthenticated daemon is read-only.
+
+Every error is ``{"error": "<short message>"}`` with a 4xx status for a client's
+mistake (never a traceback, exception text or path); an unexpected failure is a
+500 ``{"error": "internal error"}`` with the details in the (redacted) log.
+Limits: ``limit`` is clamped to 1..1000; JSON bodies to ``daemon.max_json_bytes``;
+uploads to ``daemon.max_reference_bytes``; bodies must arrive within
+``daemon.http_body_timeout``; a POST must declare its ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.handlers import BaseRouteHandler
+
+from monitor.web.metrics import DaemonMetrics
+from monitor.web.requests import (
+    ApiError,
+    clamp_limit,
+    declared_length,
+    guard_requests,
+    receive_body,
+)
+from monitor.web.view import DaemonView
+
+log = logging.getLogger("driftwarden.http")
+
+JSON = "application/json"
+#: default ``limit`` of /windows (as before) and of the other lists (their whole size before)
+WINDOWS_LIMIT, LIST_LIMIT = 100, 1000
+
+
+# -- plumbing ------------------------------------------------------------------------------
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[bytes]:
+    # json.dumps(default=str): the same shapes (and datetime text) as before the framework
+    return Response(
+        content=json.dumps(body, default=str).encode(), status_code=status, media_type=JSON, headers=headers
+    )
+
+
+def _daemon(request: Request[Any, Any, Any] | ASGIConnection[Any, Any, Any, Any]) -> DaemonView:
+    return request.app.state.daemon  # type: ignore[no-any-return]
+
+
+def _query(request: Request[Any, Any, Any], name: str) -> str | None:
+    """The last value of a query parameter, as the hand-written server read it."""
+    values = request.query_params.getall(name, [])
+    return values[-1] if values else None
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return _json(exc.status, {"error": exc.message}, exc.headers or None)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    # litestar's own refusals: no route (404), wrong method (405), ...
+    status = exc.status_code
+    phrase = HTTPStatus(status).phrase
+    message = phrase.lower() if not exc.detail or exc.detail == phrase else exc.detail
+    if status >= 500:
+        log.error("http: %s", exc.detail)
+        message = "internal error"
+    return _json(status, {"error": message})
+
+
+def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("http %s %s failed", request.method, request.url.path, exc_info=exc)
+    return _json(500, {"error": "internal error"})
+
+
+def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of every mutation; runs before the handler, so before any body is read."""
+    token = _daemon(connection).config.secret("daemon.api_token")
+    if not token:
+        raise ApiError(403, "mutations are disabled: set daemon.api_token_env or daemon.api_token_file")
+    got = connection.headers.get("authorization", "")
+    if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
+        raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+@get("/healthz")
+async def healthz() -> Response[bytes]:
+    return _json(200, {"status": "ok"})
+
+
+@get("/readyz")
+async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    d = _daemon(request)
+    ready = d.ready.is_set() and d.kafka_connected and d.storage_error is None
+    body = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error}
+    return _json(200 if ready else 503, body)
+
+
+@get("/metrics")
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    m: DaemonMetrics = request.app.state.metrics
+    data, ctype = await asyncio.to_thread(m.exposition)
+    return Response(content=data, status_code=200, media_type=ctype)
+
+
+@get("/api/v1/models")
+async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    out = []
+    for name, rt in _daemon(request).pipeline.models.items():
+        ref = rt.prepared.reference
+        out.append({"name": name, "task": rt.config.task, "features": list(rt.schema.features),
+                    "reference": {"path": str(ref.path), "sha256": ref.sha256, "rows": ref.rows,
+                                  "version": rt.prepared.version},
+                    "watermark_ms": rt.windows.watermark if rt.windows.max_ts is not None else None,
+                    "open_windows": len(rt.windows.open)})
+    return _json(200, {"models": out})
+
+
+@get("/api/v1/models/{model:str}/windows")
+async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
+
+    d, model = _daemon(request), request.path_params["model"]
+    if model not in d.pipeline.models:
+        raise ApiError(404, f"unknown model {model[:100]}")
+    limit = clamp_limit(_query(request, "limit"), WINDOWS_LIMIT)
+    segment, with_metrics = _query(request, "segment"), _query(request, "metrics") in ("1", "true")
+
+    def read() -> list[dict[str, Any]]:
+        rows = windows_with_verdicts(d.store, model=model, segment=segment, limit=limit)
+        if with_metrics:
+            for r in rows:
+                r["metrics"] = window_metrics(d.store, r["id"])
+        return rows
+
+    return _json(200, {"windows": await asyncio.to_thread(read)})
+
+
+@get("/api/v1/alerts")
+async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from storage.alerts import list_alerts  # noqa: PLC0415
+
+    limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
+    rows = await asyncio.to_thread(
+        list_alerts, _daemon(request).store, state=_query(request, "state"), model=_query(request, "model"),
+        rule=_query(request, "rule"), limit=limit,
+    )
+    return _json(200, {"alerts": rows})
+
+
+@get("/api/v1/silences")
+async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from storage.alerts import list_silences  # noqa: PLC0415
+
+    limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
+    rows = (await asyncio.to_thread(list_silences, _daemon(request).store))[:limit]
+    return _json(200, {"silences": [asdict(s) for s in rows]})
+
+
+# -- mutations -----------------------------------------------------------------------------
+
+
+async def _read_json(request: Request[Any, Any, Any]) -> bytes:
+    d = _daemon(request).config.daemon
+    length = declared_length(request.headers, d.max_json_bytes)
+    buf = bytearray()
+    await receive_body(request.receive, length, d.http_body_timeout.total_seconds(), buf.extend)
+    return bytes(buf)
+
+
+@post("/api/v1/silences", guards=[require_token])
+async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from monitor.web.silences import parse_silence  # noqa: PLC0415
+
+    d = _daemon(request)
+    body = await _read_json(request)
+    s = parse_silence(body, now=d.clock())
+    sid = await asyncio.to_thread(
+        d.alerting.silence, model=s.model, rule=s.rule, until=s.until, created_by=s.created_by, comment=s.comment,
+    )
+    return _json(201, {"id": sid, "until": s.until.isoformat()})
+
+
+@post("/api/v1/models/{model:str}/references", guards=[require_token])
+async def register_reference(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from monitor.web.uploads import receive_reference  # noqa: PLC0415
+
+    d, model = _daemon(request), request.path_params["model"]
+    lock: threading.Lock = request.app.state.upload_lock
+    body = await receive_reference(d, model, _query(request, "version"), request.headers, request.receive, lock)
+    return _json(201, body)
+
+
+# -- the application -----------------------------------------------------------------------
+
+
+def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any]:
+    """The ASGI application for one daemon (routes above, errors as JSON, bodies guarded)."""
+    app = Litestar(
+        route_handlers=[healthz, readyz, metrics, models, windows, alerts, silences, add_silence,
+                        register_reference],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": threading.Lock()}),
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+        # bodies are read by receive_body with their own caps; this is a backstop
+        request_max_body_size=daemon.config.daemon.max_json_bytes,
+    )
+    return guard_requests(app)
+

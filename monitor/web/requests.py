@@ -1,0 +1,138 @@
+"""Reading what an HTTP client sends, as hostile input: query values, declared lengths, bodies.
+
+Every failure is an :class:`ApiError` with a 4xx status and a short message that
+quotes nothing of the server (no path, no exception text); the app turns it into
+``{"error": message}``. Only the framework-free parts live here, so they stay
+importable without litestar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+#: ``limit`` query values are clamped to this range
+LIMIT_MIN, LIMIT_MAX = 1, 1000
+
+
+class ApiError(Exception):
+    """A request the API refuses: ``status`` (4xx) and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def clamp_limit(raw: str | None, default: int) -> int:
+    """``?limit=``: an integer clamped to 1..1000 (0 or negative -> 1); not an integer -> 400."""
+    if raw is None or raw == "":
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ApiError(400, f"limit must be an integer ({LIMIT_MIN}..{LIMIT_MAX})") from None
+    return max(LIMIT_MIN, min(LIMIT_MAX, n))
+
+
+def declared_length(headers: Mapping[str, str], cap: int) -> int:
+    """The body length a POST declares, checked before a byte of it is read.
+
+    No ``Content-Length`` (or a chunked body) -> 411; not a non-negative integer ->
+    400 (h11 already refuses those at the protocol level); larger than ``cap`` -> 413.
+    """
+    if "transfer-encoding" in headers:
+        raise ApiError(411, "send the body with a Content-Length; chunked bodies are not accepted")
+    raw = headers.get("content-length")
+    if raw is None:
+        raise ApiError(411, "Content-Length required")
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit():
+        raise ApiError(400, "Content-Length must be a non-negative integer")
+    n = int(raw)
+    if n > cap:
+        raise ApiError(413, f"body larger than {cap} bytes")
+    return n
+
+
+async def receive_body(
+    receive: Callable[[], Awaitable[Any]], length: int, timeout: float, sink: Callable[[bytes], Any]
+) -> int:
+    """Feed the request body to ``sink`` chunk by chunk (never all in memory).
+
+    The whole body must arrive within ``timeout`` seconds (a trickled body is cut
+    off: 408) and hold exactly ``length`` bytes. Returns the bytes received.
+    """
+    got = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ApiError(400, "client disconnected before sending the whole body")
+                chunk = message.get("body", b"")
+                got += len(chunk)
+                if got > length:
+                    raise ApiError(400, "body longer than its Content-Length")
+                if chunk:
+                    sink(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {timeout:g}s") from None
+    if got != length:
+        raise ApiError(400, "body shorter than its Content-Length")
+    return got
+
+
+#: bytes of request line + headers accepted (h11 refuses an incomplete head over 16 KiB;
+#: a complete one that arrived in a single read is measured here)
+MAX_HEAD_BYTES = 16 * 1024
+
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = ('{"error": "' + message + '"}').encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def guard_requests(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """ASGI wrapper applied before the application sees a request.
+
+    - A request head over :data:`MAX_HEAD_BYTES` is refused (431) unread.
+    - A response sent before the request body was read says ``Connection: close``:
+      a refused upload (no token, too large) is answered at once and its body is
+      never read; the server closes the connection instead of draining it.
+    """
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        raw_headers = scope.get("headers") or ()
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(k) + len(v) + 4 for k, v in raw_headers)
+        if size > MAX_HEAD_BYTES:
+            await _send_error(send, 431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
+            return
+        headers = dict(raw_headers)
+        pending = [b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")]
+
+        async def receive_() -> Any:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                pending[0] = False
+            return message
+
+        async def send_(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and pending[0]:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive_, send_)
+
+    return wrapped

@@ -1,0 +1,107 @@
+"""``POST /api/v1/models/{m}/references``: the retraining callback's upload, never whole in memory.
+
+1. Checked before the body is read (the token already was, by the route's guard):
+   the model exists (404), ``?version=`` is 1..64 of letters, digits, ``. _ -`` (400),
+   a ``Content-Length`` is declared (411), non-zero (400), at most
+   ``daemon.max_reference_bytes`` (413).
+2. The body streams into a temp file ``state_dir/references/<model>/.upload-*.part``
+   (0600) and must arrive within ``daemon.http_body_timeout`` (408).
+3. In a worker thread, one upload at a time (so parsing memory is one reference's):
+   the file is loaded and validated like the configured reference
+   (``monitor.references.validate``: rows, columns, types). Unfit: 422 naming the
+   column; the temp file is removed and the reference in force stays.
+4. Fit: renamed atomically to ``<version>-<sha256[:12]>.csv|.parquet``, recorded in
+   ``references`` and used from the next window on; 201
+   ``{"model", "version", "sha256", "rows"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from monitor.web.requests import ApiError, declared_length, receive_body
+from monitor.web.view import DaemonView
+
+log = logging.getLogger("driftwarden.http")
+
+VERSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".upload-", ".part"
+
+
+def uploads_dir(daemon: DaemonView, model: str) -> Path:
+    return Path(daemon.config.daemon.state_dir) / "references" / model
+
+
+def remove_partial_uploads(state_dir: Path) -> int:
+    """Delete temp files an interrupted upload left behind (called when the server starts)."""
+    n = 0
+    for p in (Path(state_dir) / "references").glob(f"*/{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            n += 1
+    return n
+
+
+async def receive_reference(
+    daemon: DaemonView, model: str, version: str | None, headers: Mapping[str, str],
+    receive: Callable[[], Awaitable[Any]], lock: threading.Lock,
+) -> dict[str, Any]:
+    """Steps 1-4 above; returns the 201 body or raises :class:`ApiError`."""
+    if model not in daemon.pipeline.models:
+        raise ApiError(404, f"unknown model {model[:100]}")
+    if not version or not VERSION.fullmatch(version):
+        raise ApiError(400, "query parameter version is required (1-64 letters, digits, . _ -)")
+    cfg = daemon.config.daemon
+    length = declared_length(headers, cfg.max_reference_bytes)
+    if length == 0:
+        raise ApiError(400, "empty body: send the reference data as CSV or Parquet")
+    folder = uploads_dir(daemon, model)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX, dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            await receive_body(receive, length, cfg.http_body_timeout.total_seconds(), f.write)
+        parquet = "parquet" in headers.get("content-type", "").lower()
+        return await asyncio.to_thread(_register, daemon, model, version, tmp, parquet, lock)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _register(
+    daemon: DaemonView, model: str, version: str, tmp: Path, parquet: bool, lock: threading.Lock
+) -> dict[str, Any]:
+    from monitor.references.load import ReferenceError, ReferenceSpec, load_reference  # noqa: PLC0415
+
+    with open(tmp, "rb") as f:
+        fmt = "parquet" if parquet or f.read(4) == b"PAR1" else "csv"
+    with lock:
+        rt = daemon.pipeline.models[model]
+        try:
+            ref = load_reference(tmp, ReferenceSpec.from_config(rt.config), fmt=fmt)
+        except ReferenceError as exc:
+            log.warning("model %s: reference %s refused: %s", model, version, exc.problem)
+            raise ApiError(422, f"reference refused: {exc.problem}") from None
+        final = tmp.parent / f"{version}-{ref.sha256[:12]}.{fmt}"
+        existed = final.exists()
+        os.replace(tmp, final)
+        try:
+            pm = daemon.pipeline.swap_reference(
+                model, str(final), version, loaded=dataclasses.replace(ref, path=final)
+            )
+        except BaseException:
+            if not existed:
+                final.unlink(missing_ok=True)
+            raise
+    log.info("model %s: now monitored against reference %s (%s rows)", model, version, pm.reference.rows)
+    return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows}

@@ -1,0 +1,110 @@
+"""Read queries for the on-call command line: filtered pages of windows, dead letters and
+deliveries, one query per question. Times are compared as the stored ISO 8601 UTC
+strings (``2026-11-23T14:00:00.000Z``), which sort like the instants they name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from storage.db import Store
+
+
+def window_ref(window_id: str) -> str:
+    """A short handle for a window id (the id itself is long): 8 hex digits of its SHA-1."""
+    return hashlib.sha1(window_id.encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def drifted_columns_of(store: Store, window_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per window id: its drifted columns (``column``, ``test``, ``score``), by column name."""
+    out: dict[str, list[dict[str, Any]]] = {wid: [] for wid in window_ids}
+    if not window_ids:
+        return out
+    marks = ",".join("?" * len(window_ids))
+    rows = store.query(
+        f"SELECT window_id, \"column\", test, value FROM metrics WHERE metric = 'drift_score' AND drifted = 1"
+        f" AND window_id IN ({marks}) ORDER BY window_id, \"column\"",
+        window_ids,
+    )
+    for r in rows:
+        out[r["window_id"]].append({"column": r["column"], "test": r["test"], "score": r["value"]})
+    return out
+
+
+def find_window(store: Store, key: str) -> list[dict[str, Any]]:
+    """Windows whose id is ``key``, or whose :func:`window_ref` starts with it (4+ characters)."""
+    rows = store.query("SELECT * FROM windows WHERE id = ?", (key,))
+    if rows or len(key) < 4 or len(key) > 8:
+        return rows
+    key = key.lower()
+    ids = [r["id"] for r in store.query("SELECT id FROM windows")]
+    hits = [i for i in ids if window_ref(i).startswith(key)]
+    if not hits:
+        return []
+    marks = ",".join("?" * len(hits))
+    return store.query(f"SELECT * FROM windows WHERE id IN ({marks}) ORDER BY id", hits)
+
+
+def window_figures(store: Store, window_id: str) -> list[dict[str, Any]]:
+    """Every figure of a window: dataset-level first (``column = ""``), then by column and metric."""
+    return store.query(
+        'SELECT "column", metric, value, p_value, threshold, drifted, test FROM metrics WHERE window_id = ?'
+        ' ORDER BY "column" != \'\', "column", metric',
+        (window_id,),
+    )
+
+
+def dead_letters_page(
+    store: Store, *, since: str | None = None, reason: str | None = None, limit: int | None = 100
+) -> list[dict[str, Any]]:
+    """Dead letters newest first; ``reason`` matches the code (text before the first ':')."""
+    where, params = [], []
+    if since is not None:
+        where.append("received_at >= ?")
+        params.append(since)
+    if reason is not None:
+        where.append("(reason = ? OR reason LIKE ? ESCAPE '\\')")
+        escaped = reason.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params.extend([reason, escaped + ":%"])
+    sql = 'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return store.query(sql, params)
+
+
+def dead_letter_reasons(store: Store, *, since: str | None = None) -> list[dict[str, Any]]:
+    """Per reason code: how many, and the first and last time seen; most frequent first."""
+    sql = (
+        "SELECT CASE WHEN instr(reason, ':') > 0 THEN substr(reason, 1, instr(reason, ':') - 1)"
+        " ELSE reason END AS code, COUNT(*) AS n, MIN(received_at) AS first, MAX(received_at) AS last"
+        " FROM dead_letters" + (" WHERE received_at >= ?" if since is not None else "")
+        + " GROUP BY code ORDER BY n DESC, code"
+    )
+    return store.query(sql, [since] if since is not None else [])
+
+
+def deliveries_page(
+    store: Store,
+    *,
+    model: str | None = None,
+    status: str | None = None,
+    notifier: str | None = None,
+    since: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Outbox rows newest first (without their payloads)."""
+    where, params = [], []
+    for cond, value in (("model = ?", model), ("status = ?", status), ("notifier = ?", notifier),
+                        ("created_at >= ?", since)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    sql = (
+        "SELECT id, alert_id, notifier, kind, status, attempts, next_attempt_at, last_error, delivered_at,"
+        " created_at, model FROM deliveries" + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+    )
+    return store.query(sql, [*params, int(limit)])

@@ -1,0 +1,441 @@
+"""Retention: the scheduled prune that keeps every table (and the file) bounded.
+
+One place for every ``DELETE`` of old rows. Each table is pruned by age in
+small batches; each batch is its own short transaction, and the prune pauses
+between batches, so the consumer thread's flush never waits long on the shared
+store lock. The batch size adapts so that one batch takes about
+``batch_seconds``.
+
+What is never deleted, whatever its age:
+
+- alerts that are ``pending`` or ``firing``;
+- deliveries not yet ``sent``/``dead``; deliveries that include a pending or
+  firing alert (a resolution or reminder is threaded under them); the parent of
+  a pending delivery; the newest retraining request per notifier and model (the
+  cooldown is read from it);
+- windows (and their figures) that a pending or firing alert points at
+  (``last_window_id``);
+- the reference in force per model (the newest registered), and any reference
+  a stored window was judged against (``windows.reference``).
+
+Ages: windows and figures by ``computed_at`` (when they were stored, not their
+event time, so replaying old data does not delete it at once), alerts by
+``updated_at`` (resolved or inactive ones), silences by ``ends_at`` (with the
+alerts' retention), deliveries by ``created_at``, dead letters by
+``received_at`` (their per-minute counts in ``dead_letter_volume`` with them;
+``dead_letter_totals`` is never pruned). A retention of ``None`` keeps a table
+forever.
+
+After a prune, free pages are given back to the file system
+(``PRAGMA incremental_vacuum``, in chunks) and the WAL is checkpointed and
+truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from storage.db import StorageError, Store
+from storage.records import iso
+
+log = logging.getLogger("driftwarden.retention")
+
+#: Pages given back to the file system per vacuum step (4 MiB with 4 KiB pages).
+VACUUM_PAGES_PER_STEP = 1024
+#: Uploaded reference files not registered in ``references`` are removed only
+#: after this long (an upload writes its file before it registers it).
+ORPHAN_FILE_GRACE = timedelta(hours=1)
+#: Names of uploaded reference files: ``<version>-<first 12 hex of sha256>.<ext>``.
+_REFERENCE_FILE = re.compile(r"-([0-9a-f]{12})\.(csv|parquet)$")
+
+_LIVE_ALERT_WINDOWS = (
+    "SELECT last_window_id FROM alerts WHERE state IN ('pending', 'firing')"
+    " AND last_window_id IS NOT NULL"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long each table keeps its rows (``None``: forever).
+
+    ``metrics`` may be shorter than ``windows`` (windows then stay without their
+    figures), never longer: figures go with their window. ``references_dir`` is
+    where uploaded reference files live (``state_dir/references``); files outside
+    it are never deleted.
+    """
+
+    windows: timedelta | None = timedelta(days=90)
+    metrics: timedelta | None = timedelta(days=90)
+    alerts: timedelta | None = timedelta(days=365)
+    deliveries: timedelta | None = timedelta(days=30)
+    dead_letters: timedelta | None = timedelta(days=14)
+    references_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "metrics", "alerts", "deliveries", "dead_letters"):
+            value = getattr(self, name)
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"{name}: expected a positive retention or None, got {value}")
+        if self.windows is not None and (self.metrics is None or self.metrics > self.windows):
+            raise ValueError("metrics: figures cannot be kept longer than their windows")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one prune run removed: rows per table, reference files, pages vacuumed."""
+
+    started_at: datetime
+    rows: dict[str, int]
+    files: int = 0
+    vacuumed_pages: int = 0
+    checkpointed: bool = True
+    seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values()) + self.files
+
+
+@dataclass
+class RetentionStats:
+    """Running totals of the prune since the process started (thread-safe reads of ints).
+
+    The daemon owns one; ``/metrics`` exports it.
+    """
+
+    runs: int = 0
+    errors: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+    vacuumed_pages: int = 0
+    last_run_at: datetime | None = None
+    last_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, report: PruneReport) -> None:
+        with self._lock:
+            self.runs += 1
+            for table, n in report.rows.items():
+                self.rows[table] = self.rows.get(table, 0) + n
+            self.files += report.files
+            self.vacuumed_pages += report.vacuumed_pages
+            self.last_run_at = report.started_at
+            self.last_seconds = report.seconds
+
+    def record_error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def pruned(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.rows)
+
+
+class Pruner:
+    """Runs the prune over one store; :meth:`run_once` is safe to call from any thread
+    (runs do not overlap: a second caller waits for the first)."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: RetentionPolicy,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stats: RetentionStats | None = None,
+        batch_seconds: float = 0.05,
+        pause_seconds: float = 0.005,
+        first_batch: int = 200,
+        max_batch: int = 5000,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.stats = stats if stats is not None else RetentionStats()
+        self.batch_seconds = batch_seconds
+        self.pause_seconds = pause_seconds
+        self.first_batch = first_batch
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self._sizes: dict[str, int] = {}
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- control --------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop a running prune after its current batch; True when none is running now."""
+        self._stop.set()
+        got = self._run_lock.acquire(timeout=timeout)
+        if got:
+            self._run_lock.release()
+        return got
+
+    def run_once(self) -> PruneReport:
+        """Prune every table once, then vacuum and checkpoint; returns what was removed.
+
+        Raises :class:`StorageError` when the store refuses a write (the rows of
+        the batches committed before stay deleted; the next run continues).
+        """
+        with self._run_lock:
+            started, t0 = self.clock(), time.perf_counter()
+            rows: dict[str, int] = {}
+            files = 0
+            p = self.policy
+            if p.deliveries is not None:
+                rows["deliveries"] = self._deliveries(iso(started - p.deliveries))
+            if p.alerts is not None:
+                cut = iso(started - p.alerts)
+                rows["alerts"] = self._alerts(cut)
+                rows["silences"] = self._silences(cut)
+            if p.windows is not None:
+                n_windows, n_metrics = self._windows(iso(started - p.windows))
+                rows["windows"] = n_windows
+                rows["metrics"] = n_metrics
+            if p.metrics is not None and p.metrics != p.windows:
+                rows["metrics"] = rows.get("metrics", 0) + self._metrics(iso(started - p.metrics))
+            rows["references"], files = self._references(started)
+            if p.dead_letters is not None:
+                cut = iso(started - p.dead_letters)
+                rows["dead_letters"] = self._dead_letters(cut)
+                rows["dead_letter_volume"] = self._volume(cut)
+            vacuumed, checkpointed = self._compact()
+            report = PruneReport(
+                started_at=started,
+                rows={k: v for k, v in rows.items() if v},
+                files=files,
+                vacuumed_pages=vacuumed,
+                checkpointed=checkpointed,
+                seconds=time.perf_counter() - t0,
+                stopped=self._stop.is_set(),
+            )
+            self.stats.record(report)
+            if report.total:
+                size = self.store.size_on_disk()
+                log.info(
+                    "retention: pruned %s%s; %d pages vacuumed; db %.1f MiB, wal %.1f MiB (%.1fs)",
+                    ", ".join(f"{n} {t}" for t, n in sorted(report.rows.items())) or "no rows",
+                    f", {files} reference files" if files else "",
+                    vacuumed, size["db"] / 2**20, size["wal"] / 2**20, report.seconds,
+                )
+            return report
+
+    # -- batches ------------------------------------------------------------------------
+
+    def _drain(
+        self,
+        name: str,
+        pick: Callable[[int], Sequence[Sequence[Any]]],
+        delete: Callable[[Sequence[Sequence[Any]]], int],
+    ) -> int:
+        """Repeat {pick up to n keys; delete them} in short transactions until none is left.
+
+        ``pick(n)`` runs inside the batch's transaction, so what is "live" is
+        decided in the same snapshot as the delete.
+        """
+        total = 0
+        size = self._sizes.get(name, self.first_batch)
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            with self.store.transaction():
+                keys = pick(size)
+                n = delete(keys) if keys else 0
+            took = time.perf_counter() - t0
+            total += n
+            if self.on_batch is not None and keys:
+                self.on_batch(name, n)
+            if len(keys) < size:
+                break
+            if took > self.batch_seconds and size > 1:
+                size = max(1, size // 2)
+            elif took < self.batch_seconds / 4:
+                size = min(self.max_batch, size * 2)
+            # let a writer waiting for the store lock in before the next batch
+            time.sleep(self.pause_seconds)
+        self._sizes[name] = size
+        return total
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.store.execute(sql, params).fetchall()]
+
+    def _delete_rowids(self, table: str, keys: Sequence[Sequence[Any]]) -> int:
+        marks = ",".join("?" for _ in keys)
+        cur = self.store.execute(f'DELETE FROM "{table}" WHERE rowid IN ({marks})', [k[0] for k in keys])
+        return cur.rowcount
+
+    # -- tables -------------------------------------------------------------------------
+
+    def _deliveries(self, cut: str) -> int:
+        sql = (
+            "SELECT d.rowid FROM deliveries d WHERE d.status IN ('sent', 'dead') AND d.created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM json_each(d.alert_ids) j JOIN alerts a ON a.id = j.value"
+            "   WHERE a.state IN ('pending', 'firing'))"
+            " AND d.id NOT IN (SELECT parent_id FROM deliveries WHERE status = 'pending'"
+            "   AND parent_id IS NOT NULL)"
+            " AND NOT (d.kind = 'retrain' AND d.created_at >= (SELECT MAX(x.created_at)"
+            "   FROM deliveries x WHERE x.notifier = d.notifier AND x.kind = 'retrain'"
+            "   AND x.model = d.model))"
+            " ORDER BY d.created_at LIMIT ?"
+        )
+        return self._drain(
+            "deliveries",
+            lambda n: self._rows(sql, (cut, n)),
+            lambda keys: self._delete_rowids("deliveries", keys),
+        )
+
+    def _alerts(self, cut: str) -> int:
+        sql = (
+            "SELECT rowid FROM alerts WHERE state IN ('resolved', 'inactive')"
+            " AND COALESCE(updated_at, resolved_at, started_at, '') < ?"
+            " ORDER BY updated_at LIMIT ?"
+        )
+        return self._drain(
+            "alerts", lambda n: self._rows(sql, (cut, n)), lambda keys: self._delete_rowids("alerts", keys)
+        )
+
+    def _silences(self, cut: str) -> int:
+        sql = "SELECT rowid FROM silences WHERE ends_at < ? ORDER BY ends_at LIMIT ?"
+        return self._drain(
+            "silences", lambda n: self._rows(sql, (cut, n)), lambda keys: self._delete_rowids("silences", keys)
+        )
+
+    def _windows(self, cut: str) -> tuple[int, int]:
+        """Windows stored before ``cut`` with all their figures; returns (windows, metrics)."""
+        sql = (
+            f"SELECT rowid, id FROM windows WHERE computed_at < ? AND id NOT IN ({_LIVE_ALERT_WINDOWS})"
+            " ORDER BY computed_at LIMIT ?"
+        )
+        metrics = 0
+
+        def delete(keys: Sequence[Sequence[Any]]) -> int:
+            nonlocal metrics
+            marks = ",".join("?" for _ in keys)
+            cur = self.store.execute(
+                f"DELETE FROM metrics WHERE window_id IN ({marks})", [k[1] for k in keys]
+            )
+            metrics += cur.rowcount
+            return self._delete_rowids("windows", keys)
+
+        windows = self._drain("windows", lambda n: self._rows(sql, (cut, n)), delete)
+        return windows, metrics
+
+    def _metrics(self, cut: str) -> int:
+        """Figures of windows stored before ``cut`` (the windows stay: ``metrics`` < ``windows``).
+
+        Walks the old windows once per run (keyset on ``computed_at, rowid``), so
+        windows already without figures are not looked at again in this run.
+        """
+        after: tuple[str, int] = ("", -1)
+        sql = (
+            "SELECT w.rowid, w.id, w.computed_at FROM windows w WHERE w.computed_at < ?"
+            " AND (w.computed_at, w.rowid) > (?, ?)"
+            f" AND w.id NOT IN ({_LIVE_ALERT_WINDOWS})"
+            " AND EXISTS (SELECT 1 FROM metrics m WHERE m.window_id = w.id)"
+            " ORDER BY w.computed_at, w.rowid LIMIT ?"
+        )
+
+        def pick(n: int) -> list[tuple[Any, ...]]:
+            nonlocal after
+            keys = self._rows(sql, (cut, after[0], after[1], n))
+            if keys:
+                after = (keys[-1][2], keys[-1][0])
+            return keys
+
+        def delete(keys: Sequence[Sequence[Any]]) -> int:
+            marks = ",".join("?" for _ in keys)
+            return self.store.execute(
+                f"DELETE FROM metrics WHERE window_id IN ({marks})", [k[1] for k in keys]
+            ).rowcount
+
+        return self._drain("metrics", pick, delete)
+
+    def _references(self, now: datetime) -> tuple[int, int]:
+        """Reference rows no longer in force and judged against by no stored window,
+        then their uploaded files (and orphaned uploads); returns (rows, files)."""
+        sql = (
+            'SELECT r.rowid, r.path FROM "references" r'
+            ' WHERE r.rowid != (SELECT x.rowid FROM "references" x WHERE x.model = r.model'
+            "   ORDER BY x.registered_at DESC, x.rowid DESC LIMIT 1)"
+            " AND NOT EXISTS (SELECT 1 FROM windows w WHERE w.reference = substr(r.sha256, 1, 12))"
+            " LIMIT ?"
+        )
+        with self.store.transaction():
+            keys = self._rows(sql, (10_000,))
+            rows = self._delete_rowids("references", keys) if keys else 0
+        files = 0
+        base = self.policy.references_dir
+        if base is None or not base.is_dir():
+            return rows, files
+        with self.store.transaction():
+            in_use = {str(r[0]) for r in self._rows('SELECT path FROM "references"', ())}
+        grace = ORPHAN_FILE_GRACE.total_seconds()
+        for path in sorted(base.glob("*/*")):
+            if self._stop.is_set():
+                break
+            if str(path) in in_use or not path.is_file():
+                continue
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if age < grace:
+                continue
+            m = _REFERENCE_FILE.search(path.name)
+            if m is not None:
+                used = self.store.execute(
+                    "SELECT 1 FROM windows WHERE reference = ? LIMIT 1", (m.group(1),)
+                ).fetchone()
+                if used:
+                    continue
+            elif not path.name.endswith(".tmp"):
+                continue  # not ours: leave it alone
+            try:
+                path.unlink()
+                files += 1
+            except OSError as exc:
+                log.warning("retention: cannot remove %s: %s", path, exc)
+        return rows, files
+
+    def _dead_letters(self, cut: str) -> int:
+        sql = "SELECT id FROM dead_letters WHERE received_at < ? ORDER BY received_at LIMIT ?"
+        return self._drain(
+            "dead_letters",
+            lambda n: self._rows(sql, (cut, n)),
+            lambda keys: self._delete_rowids("dead_letters", keys),
+        )
+
+    def _volume(self, cut: str) -> int:
+        sql = "SELECT rowid FROM dead_letter_volume WHERE minute < ? ORDER BY minute LIMIT ?"
+        return self._drain(
+            "dead_letter_volume",
+            lambda n: self._rows(sql, (cut, n)),
+            lambda keys: self._delete_rowids("dead_letter_volume", keys),
+        )
+
+    # -- the file ---------------------------------------------------------------------
+
+    def _compact(self) -> tuple[int, bool]:
+        """Give free pages back in steps of :data:`VACUUM_PAGES_PER_STEP`, then checkpoint."""
+        freed = 0
+        if self.store.auto_vacuum_mode() == "incremental":
+            while not self._stop.is_set() and self.store.freelist_count() > 0:
+                n = self.store.incremental_vacuum(VACUUM_PAGES_PER_STEP)
+                freed += n
+                if n == 0:
+                    break
+                time.sleep(self.pause_seconds)
+        try:
+            done = self.store.checkpoint()
+        except StorageError as exc:
+            log.warning("retention: %s", exc)
+            done = False
+        return freed, done

@@ -1,0 +1,129 @@
+"""Permissions of the state directory: the directory and its subdirectories 0700,
+every file in it 0600.
+
+The state holds alert payloads, reference data and raw dead-lettered messages:
+only the daemon's user may read it. The daemon sets a umask of 077 at start-up
+(``driftwarden run``, ``driftwarden demo``), so what it creates afterwards is
+private whatever the caller's umask; :func:`secure_state_dir` creates the
+directory and the database file with explicit modes and takes group and other
+permissions away from anything already there (a state dir created by an older
+version, by hand, or by a tool with umask 022), logging each change. Read-only
+commands never call it: they change no mode. A state directory that cannot be
+used is a deployment mistake, not a crash: :func:`prepare_state_dir` raises
+:class:`StateDirError` saying which folder, why, as which user, and how to fix it
+(``driftwarden run`` and ``check`` then exit 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from storage.db import DB_FILENAME
+
+log = logging.getLogger("driftwarden.storage")
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+#: The umask the daemon runs with: nothing it creates is readable by group or others.
+DAEMON_UMASK = 0o077
+_OPEN_BITS = stat.S_IRWXG | stat.S_IRWXO
+
+
+class StateDirError(Exception):
+    """The state directory cannot be created or written; the message says what to fix."""
+
+
+def _who() -> str:
+    uid = os.getuid()
+    try:
+        import pwd  # noqa: PLC0415 - POSIX only
+
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _fix(path: Path) -> str:
+    return (
+        f"make {path} writable for {_who()}, or set daemon.state_dir"
+        " (environment: DRIFTWARDEN_DAEMON__STATE_DIR) to a folder that is"
+    )
+
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700, parents as needed) and check that files can be written in it.
+
+    An existing folder that we own is narrowed to 0700 (the store holds payloads and
+    alert history; the change is logged); one owned by someone else is left alone.
+    Raises :class:`StateDirError` naming the folder, the reason and the fix.
+    """
+    return _prepare(Path(path))[0]
+
+
+def _prepare(path: Path) -> tuple[Path, bool]:
+    """:func:`prepare_state_dir`, and whether the folder's own mode was narrowed."""
+    if path.exists() and not path.is_dir():
+        raise StateDirError(f"daemon.state_dir: {path} exists and is not a folder; {_fix(path)}")
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StateDirError(f"daemon.state_dir: cannot create {path}: {reason}; {_fix(path)}") from None
+    narrowed = _restrict(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StateDirError(f"daemon.state_dir: cannot write in {path}: {reason}; {_fix(path)}") from None
+    return path, narrowed
+
+
+def secure_state_dir(state_dir: str | Path) -> list[Path]:
+    """Create ``state_dir`` (mode 0700) and its database file (0600) if missing, and
+    remove group/other permissions from the directory and everything under it
+    (symlinks are neither followed nor changed). Returns the paths whose mode was
+    changed; each change is logged as a warning. A path whose mode cannot be
+    changed (owned by another user) is logged as an error and left as it is."""
+    root, narrowed = _prepare(Path(state_dir))
+    db = root / DB_FILENAME
+    if not db.exists():
+        # created before SQLite opens it: SQLite gives -wal and -shm the same mode
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    changed = [root] if narrowed else []
+    changed += [p for p in _entries(root) if _restrict(p)]
+    return changed
+
+
+def _entries(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for folder, dirs, files in os.walk(root):  # does not descend into symlinked dirs
+        out.extend(Path(folder) / name for name in (*dirs, *files))
+    return out
+
+
+def _restrict(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:  # gone meanwhile (e.g. a -shm file)
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return False
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & _OPEN_BITS:
+        return False
+    new = mode & ~_OPEN_BITS
+    try:
+        os.chmod(path, new)
+    except OSError as exc:
+        log.error("state dir: cannot restrict %s (mode %04o): %s", path, mode, exc)
+        return False
+    log.warning(
+        "state dir: %s was readable by others (mode %04o): changed to %04o", path, mode, new
+    )
+    return True

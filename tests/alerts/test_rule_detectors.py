@@ -1,0 +1,92 @@
+"""Rules with a change detector (CUSUM, Page–Hinkley) over a stored figure's series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alerts.rules import DetectorSpec, Rule
+from storage.db import Store
+from tests.alerts.conftest import Clock, Feed, make_engine
+
+CUSUM = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", 20)))
+
+
+def ramp(n_flat: int = 30, n_ramp: int = 30, seed: int = 4) -> list[float]:
+    """Drift-share-like figures: noise around 0.05 (sd 0.01), then a slow rise of 0.0013 (noise sd 0.005)
+    per window; the last value stays below 0.1, so no single window crosses a 0.1 threshold."""
+    rng = np.random.default_rng(seed)
+    flat = 0.05 + 0.01 * rng.standard_normal(n_flat)
+    up = 0.05 + 0.0013 * np.arange(1, n_ramp + 1) + 0.005 * rng.standard_normal(n_ramp)
+    return [float(v) for v in np.clip(np.r_[flat, up], 0, None)]
+
+
+def fired_at(feed: Feed, series: list[float], offset: int = 0) -> list[int]:
+    out = []
+    for i, v in enumerate(series):
+        for t in feed.window({"drift_share": v}):
+            if t.to_state == "firing":
+                out.append(offset + i)
+    return out
+
+
+def test_cusum_fires_on_a_slow_ramp_that_no_single_window_crosses(store: Store, clock: Clock) -> None:
+    series = ramp()
+    assert max(series) < 0.1  # a plain rule at 0.1 never fires
+    plain = Rule("plain", "drift_share", ">", 0.1)
+    slow = Rule("slow", "drift_share", ">", detector=CUSUM)
+    feed = Feed(make_engine(store, clock, [plain, slow]), store, clock)
+    fired = []
+    for i, v in enumerate(series):
+        fired += [(t.rule, i) for t in feed.window({"drift_share": v}) if t.to_state == "firing"]
+    rules = {r for r, _ in fired}
+    assert rules == {"slow"}
+    first = min(i for r, i in fired if r == "slow")
+    assert 30 <= first < 60  # after the ramp began, before it ended
+    alert = store.query("SELECT value, threshold FROM alerts WHERE rule = 'slow'")[0]
+    assert alert["threshold"] == 5.0
+
+
+def test_cusum_stays_quiet_on_the_flat_part(store: Store, clock: Clock) -> None:
+    feed = Feed(make_engine(store, clock, [Rule("slow", "drift_share", ">", detector=CUSUM)]), store, clock)
+    assert fired_at(feed, ramp(n_flat=60, n_ramp=0)) == []
+
+
+def test_detector_state_survives_a_restart(tmp_path, clock: Clock) -> None:
+    series = ramp()
+    rule = Rule("slow", "drift_share", ">", detector=CUSUM)
+    a = Store(tmp_path / "a.db")
+    whole = fired_at(Feed(make_engine(a, clock, [rule]), a, clock), series)
+    b = Store(tmp_path / "b.db")
+    first = Feed(make_engine(b, clock, [rule]), b, clock)
+    got = fired_at(first, series[:40])
+    b.close()
+    b = Store(tmp_path / "b.db")  # a new process: the detector comes back from SQLite
+    second = Feed(make_engine(b, clock, [rule]), b, clock, n=40)
+    got += fired_at(second, series[40:], offset=40)
+    assert got == whole and whole
+    # a replayed window (same id) is not fed twice
+    state = b.query("SELECT state FROM rule_detectors")[0]["state"]
+    second.n -= 1
+    second.window({"drift_share": series[-1]})
+    assert b.query("SELECT state FROM rule_detectors")[0]["state"] == state
+
+
+def test_page_hinkley_and_direction(store: Store, clock: Clock) -> None:
+    ph = DetectorSpec("page_hinkley", (("delta", 0.001), ("threshold", 0.05), ("min_instances", 10)))
+    up = Rule("up", "drift_share", ">", detector=ph)
+    down = Rule("down", "drift_share", "<", detector=ph)
+    feed = Feed(make_engine(store, clock, [up, down]), store, clock)
+    series = [0.05] * 20 + [0.08] * 20
+    fired = [(t.rule, i) for i, v in enumerate(series) for t in feed.window({"drift_share": v})
+             if t.to_state == "firing"]
+    assert [r for r, _ in fired] == ["up"] and 20 <= fired[0][1] < 25
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"relative": True}, "a detector needs"), ({"op": "=="}, "a detector needs")],
+)
+def test_detector_rule_validation(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Rule("r", "drift_share", **{"op": ">", **kw}, detector=CUSUM)

@@ -1,0 +1,102 @@
+"""Calibrated thresholds: false-alarm rates on stationary data match the levels asked for."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detectors import (
+    ColumnSpec,
+    calibrate,
+    calibrated_dataset_drift,
+    calibration_sizes,
+    effective_size,
+    merge_prepared,
+    prepare_reference,
+    resolve_specs,
+)
+from detectors.calibration import beta_binomial_tail
+
+CATS = np.array(list("abcde"), dtype=object)
+
+
+def block(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, np.ndarray]:
+    cols = {f"x{i}": rng.normal(shift if i < 3 else 0.0, 1.0, n) for i in range(5)}
+    cols["c"] = rng.choice(CATS, n, p=[0.3, 0.25, 0.2, 0.15, 0.1])
+    return cols
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(21)
+    ref = block(rng, 4000)
+    specs = [ColumnSpec(f"x{i}", "numerical") for i in range(5)] + [ColumnSpec("c", "categorical")]
+    specs = resolve_specs(prepare_reference(ref, specs))
+    prepared = prepare_reference(ref, specs)
+    cal = calibrate(ref, specs, sizes=calibration_sizes(400, 4000, 30), alpha_column=0.05, alpha=0.02)
+    return prepared, cal
+
+
+def test_stationary_false_alarms_within_binomial_tolerance(setup) -> None:
+    prepared, cal = setup
+    rng = np.random.default_rng(5)
+    windows, hits, dataset = 600, 0, 0
+    for _ in range(windows):
+        res = calibrated_dataset_drift(prepared, cal, block(rng, 400))
+        hits += sum(c.drifted for c in res.columns)
+        dataset += res.dataset_drifted
+    trials = windows * 6
+    rate = hits / trials
+    # binomial sd, inflated 3x in variance for the calibration's own noise and the fixed
+    # reference (each column's rate is conditional on its reference sample)
+    sd = math.sqrt(3 * 0.05 * 0.95 / trials)
+    assert abs(rate - 0.05) <= 3 * sd, rate
+    # the dataset verdict: at most alpha (plus binomial tolerance); it may be quieter,
+    # since the count of drifted columns is discrete
+    assert dataset / windows <= 0.02 + 3 * math.sqrt(0.02 * 0.98 / windows)
+
+
+def test_a_half_sd_shift_in_half_the_columns_is_found_at_once(setup) -> None:
+    prepared, cal = setup
+    rng = np.random.default_rng(6)
+    found = [calibrated_dataset_drift(prepared, cal, block(rng, 400, shift=0.5)).dataset_drifted
+             for _ in range(20)]
+    assert all(found)
+    assert cal.dataset_threshold(6) == 3  # of 6 columns at alpha_column 0.05, alpha 0.02
+
+
+def test_thresholds_follow_the_effective_size(setup) -> None:
+    _, cal = setup
+    m = cal.columns["x0"]
+    assert m.test == "wasserstein"
+    small, big = m.threshold(effective_size(4000, 100), 0.05), m.threshold(effective_size(4000, 2000), 0.05)
+    assert small > 2 * big  # noise of a distance shrinks like 1/sqrt(n_eff)
+    assert m.threshold(300, 0.01) > m.threshold(300, 0.05)
+    # the calibrated p-value at the threshold is the level
+    t = m.threshold(300, 0.01)
+    assert m.p_value(300, t) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_beta_binomial_tail_is_the_binomial_without_dependence() -> None:
+    from scipy.stats import binom
+
+    tail = beta_binomial_tail(10, 0.05, 0.0)
+    assert tail[3] == pytest.approx(binom.sf(2, 10, 0.05))
+    assert beta_binomial_tail(10, 0.05, 0.3)[3] > tail[3]  # dependence fattens the tail
+
+
+def test_merge_prepared_equals_preparing_the_union() -> None:
+    rng = np.random.default_rng(2)
+    parts = [block(rng, 300), block(rng, 200), block(rng, 250)]
+    specs = [ColumnSpec(f"x{i}", "numerical") for i in range(5)] + [ColumnSpec("c", "categorical")]
+    merged = merge_prepared([prepare_reference(p, specs) for p in parts])
+    union = prepare_reference({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, specs)
+    for s in specs:
+        a, b = merged.columns[s.name], union.columns[s.name]
+        assert a.n == b.n
+        if s.kind == "numerical":
+            assert np.array_equal(a.sorted_values, b.sorted_values) and a.mean == pytest.approx(b.mean)
+        else:
+            assert dict(zip(a.categories, a.counts.tolist(), strict=True)) == dict(zip(b.categories, b.counts.tolist(), strict=True))

@@ -1,0 +1,333 @@
+"""The on-call command line against a real state dir: tables readable at 80 columns, the
+versioned JSON, filters, windows show, dead letters (by reason, export), deliveries,
+silences; read commands never write or migrate; every error says what to fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from storage.alerts import AlertRecord, DeliveryRecord, insert_delivery, upsert_alert
+from storage.db import Store
+from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.oncall import window_ref
+from storage.records import MetricRow, WindowKey, WindowRecord
+from storage.windows import write_window
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+DAY = (NOW - timedelta(hours=3)).replace(minute=0, second=0)
+LONG_SEGMENT = "region=eu-west-1-frankfurt"
+
+
+def _window(store: Store, start: datetime, segment: str, drifted: bool, status: str = "ok") -> str:
+    key = WindowKey("churn", "v12", segment, _iso(start), _iso(start + timedelta(minutes=15)))
+    metrics = [
+        MetricRow("", "row_count", 600.0),
+        MetricRow("age", "missing_share", 0.01),
+        MetricRow("plan", "new_category_share", 0.0),
+    ]
+    if status == "ok":
+        metrics += [
+            MetricRow("", "drift_share", 0.6 if drifted else 0.2, threshold=0.5, drifted=drifted),
+            MetricRow("age", "drift_score", 0.83 if drifted else 0.02, threshold=0.1, drifted=drifted, test="wasserstein"),
+            MetricRow("monthly_charges", "drift_score", 1.09 if drifted else 0.03, threshold=0.1, drifted=drifted,
+                      test="wasserstein"),
+            MetricRow("plan", "drift_score", 0.04, threshold=0.05, drifted=False, p_value=0.04, test="chisquare"),
+        ]
+    write_window(store, WindowRecord(key, 600 if status == "ok" else 12, status, NOW), metrics)
+    return key.id
+
+
+def _iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    folder = tmp_path / "state"
+    store = Store.in_state_dir(folder)
+    with store.transaction():
+        for i in range(6):
+            start = DAY + timedelta(minutes=15 * i)
+            _window(store, start, "", drifted=i >= 4)
+            _window(store, start, LONG_SEGMENT, drifted=i >= 5)
+        _window(store, DAY - timedelta(days=2), "", drifted=False, status="insufficient")
+        write_dead_letters(store, [
+            DeadLetter("predictions", 0, 10, "not_json: invalid literal", b"not json", NOW - timedelta(hours=1)),
+            DeadLetter("predictions", 0, 11, "not_json: invalid literal", b"\x1b[31mred\x1b[0m [bold]x[/bold]",
+                       NOW - timedelta(minutes=30)),
+            DeadLetter("predictions", 0, 12, "unknown_model: fraud", b'{"model": "fraud"}', NOW - timedelta(days=3)),
+            DeadLetter("predictions", 1, 7, "bad_type: features.age expected number, got string", b"\xff\xfe",
+                       NOW - timedelta(minutes=5)),
+        ])
+        upsert_alert(store, AlertRecord(id="a1", rule="dataset-drift", model="churn", state="firing", severity="critical",
+                                        value=0.6, threshold=0.5, started_at=NOW - timedelta(minutes=40),
+                                        fired_at=NOW - timedelta(minutes=30), updated_at=NOW - timedelta(minutes=30)))
+        upsert_alert(store, AlertRecord(id="a2", rule="dataset-drift", model="fraud", state="resolved",
+                                        value=0.1, threshold=0.5, started_at=NOW - timedelta(days=2),
+                                        resolved_at=NOW - timedelta(days=1), updated_at=NOW - timedelta(days=1)))
+        insert_delivery(store, DeliveryRecord(id="d1", notifier="slack", kind="firing", created_at=NOW - timedelta(minutes=30),
+                                              alert_id="a1", model="churn", status="sent", attempts=1,
+                                              delivered_at=NOW - timedelta(minutes=29)))
+        insert_delivery(store, DeliveryRecord(id="d2", notifier="retrain", kind="retrain", created_at=NOW - timedelta(minutes=30),
+                                              alert_id="a1", model="churn", status="pending", attempts=3,
+                                              last_error="HTTP 503 from https://retrain.example.com/hook: service unavailable",
+                                              next_attempt_at=NOW + timedelta(minutes=2)))
+    store.close()
+    return folder
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, columns: int = 80) -> Result:
+    """The real command line, in this process (typer's runner) at a terminal ``columns`` wide."""
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    runner = CliRunner(env={"COLUMNS": str(columns), "LINES": "50", "DRIFTWARDEN_CONFIG": None})
+    res = runner.invoke(app, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
+def ok(*args: str) -> str:
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    return res.stdout
+
+
+def doc(*args: str) -> dict[str, object]:
+    out = json.loads(ok(*args, "--json"))
+    assert out["version"] == 1
+    return out
+
+
+def _fits(text: str) -> None:
+    for line in text.splitlines():
+        assert len(line) <= 80, line
+    assert "…" not in text  # nothing cut
+
+
+def test_windows_table_fits_80_columns_and_shows_what_matters(state: Path) -> None:
+    out = ok("windows", "--state-dir", str(state), "--limit", "6")
+    _fits(out)
+    assert "model churn" in out  # one model: said once, in the title
+    assert LONG_SEGMENT in out  # the segment whole, on one line
+    drifted = [line for line in out.splitlines() if "DRIFT 0.60" in line]
+    assert len(drifted) >= 1 and "age 0.83" in drifted[0]  # drifted columns listed, one per line
+    assert "monthly_" in out and "1.09" in out
+    # times are short: hours and minutes, no year, no ISO "T"
+    assert str(NOW.year) not in out and ":00.000Z" not in out
+    first = [line for line in out.splitlines() if "DRIFT 0.60" in line][0]
+    assert re.search(r" \d\d:\d\d–\d\d:\d\d ", first), first
+
+
+def test_windows_filters_and_json(state: Path) -> None:
+    everything = doc("windows", "--state-dir", str(state), "--limit", "100")
+    assert everything["kind"] == "windows" and len(everything["items"]) == 13  # type: ignore[arg-type]
+    recent = doc("windows", "--state-dir", str(state), "--since", "1d", "--limit", "100")["items"]
+    assert len(recent) == 12  # type: ignore[arg-type]
+    drifted = doc("windows", "--state-dir", str(state), "--state", "drifted", "--limit", "100")["items"]
+    assert {(w["segment"], w["dataset_drift"]) for w in drifted} == {("", True), (LONG_SEGMENT, True)}  # type: ignore[index, union-attr]
+    assert len(drifted) == 3  # type: ignore[arg-type]
+    first = drifted[0]  # type: ignore[index]
+    assert first["drifted_columns"] == [
+        {"column": "age", "test": "wasserstein", "score": 0.83},
+        {"column": "monthly_charges", "test": "wasserstein", "score": 1.09},
+    ]
+    assert first["ref"] == window_ref(first["id"])
+    insufficient = doc("windows", "--state-dir", str(state), "--state", "insufficient")["items"]
+    assert [w["status"] for w in insufficient] == ["insufficient"]  # type: ignore[index]
+    segment = doc("windows", "--state-dir", str(state), "--segment", "", "--model", "churn", "--limit", "100")["items"]
+    assert {w["segment"] for w in segment} == {""}  # type: ignore[index]
+    assert doc("windows", "--state-dir", str(state), "--model", "fraud")["items"] == []
+
+
+def test_windows_show_every_figure(state: Path) -> None:
+    items = doc("windows", "--state-dir", str(state), "--state", "drifted")["items"]
+    wid = items[0]["id"]  # type: ignore[index]
+    ref = window_ref(wid)
+    out = ok("windows", "show", ref[:6], "--state-dir", str(state))
+    _fits(out)
+    assert wid in out and "drift_share" in out and "(threshold 0.5) DRIFT" in out
+    for expected in ("wasserstein", "chisquare", "0.83", "1.09", "0.04", "0.05"):
+        assert expected in out, expected
+    full = doc("windows", "show", wid, "--state-dir", str(state))
+    assert full["kind"] == "window"
+    item = full["item"]
+    figures = {(f["column"], f["metric"]): f for f in item["figures"]}  # type: ignore[index]
+    assert len(figures) == 7
+    assert figures[("plan", "drift_score")] == {"column": "plan", "metric": "drift_score", "value": 0.04,
+                                                "p_value": 0.04, "threshold": 0.05, "drifted": False, "test": "chisquare"}
+    assert figures[("", "drift_share")]["drifted"] is True
+    missing = cli("windows", "show", "ffffffff", "--state-dir", str(state))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        'driftwarden: no window "ffffffff": give its ref (first column of `driftwarden windows`) or its full id'
+    )
+
+
+def test_alerts_and_deliveries(state: Path) -> None:
+    out = ok("alerts", "--state-dir", str(state))
+    _fits(out)
+    assert "firing" in out and "critical" in out and "resolved" in out
+    firing = doc("alerts", "--state-dir", str(state), "--state", "firing")["items"]
+    assert [a["id"] for a in firing] == ["a1"]  # type: ignore[index]
+    assert [a["id"] for a in doc("alerts", "--state-dir", str(state), "--since", "2h")["items"]] == ["a1"]  # type: ignore[index]
+    assert [a["id"] for a in doc("alerts", "--state-dir", str(state), "--model", "fraud")["items"]] == ["a2"]  # type: ignore[index]
+    _fits(ok("deliveries", "--state-dir", str(state)))
+    wide = cli("deliveries", "--state-dir", str(state), columns=160).stdout
+    assert "HTTP 503 from https://retrain.example.com/hook: service unavailable" in wide
+    pending = doc("deliveries", "--state-dir", str(state), "--state", "pending")["items"]
+    assert [(d["id"], d["attempts"]) for d in pending] == [("d2", 3)]  # type: ignore[index]
+    assert [d["id"] for d in doc("deliveries", "--state-dir", str(state), "--notifier", "slack")["items"]] == ["d1"]  # type: ignore[index]
+
+
+def test_dead_letters_list_by_reason_and_export(state: Path, tmp_path: Path) -> None:
+    out = ok("dead-letters", "--state-dir", str(state))
+    _fits(out)
+    assert "\x1b" not in out  # a payload cannot drive the terminal
+    assert "\\x1b[31mred" in out and "[bold]x[/bold]" in out  # shown, not interpreted
+    wide = cli("dead-letters", "--state-dir", str(state), columns=160).stdout
+    assert "bad_type: features.age expected number, got string" in wide
+    reasons = doc("dead-letters", "--by-reason", "--state-dir", str(state))
+    assert reasons["kind"] == "dead_letter_reasons"
+    assert [(r["code"], r["n"]) for r in reasons["items"]] == [("not_json", 2), ("bad_type", 1), ("unknown_model", 1)]  # type: ignore[index]
+    recent = doc("dead-letters", "--by-reason", "--since", "2h", "--state-dir", str(state))["items"]
+    assert [(r["code"], r["n"]) for r in recent] == [("not_json", 2), ("bad_type", 1)]  # type: ignore[index]
+    only = doc("dead-letters", "--reason", "not_json", "--state-dir", str(state))["items"]
+    assert [d["offset"] for d in only] == [11, 10]  # type: ignore[index]
+    target = tmp_path / "letters.jsonl"
+    assert ok("dead-letters", "--export", str(target), "--state-dir", str(state)).strip() == (
+        f"exported 4 dead letter(s) to {target}"
+    )
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [d["offset"] for d in lines] == [10, 11, 12, 7]  # oldest first
+    assert lines[0]["payload"] == "not json" and lines[0]["payload_encoding"] == "utf-8"
+    assert lines[3]["payload_encoding"] == "base64" and lines[3]["payload"] == "//4="
+    again = cli("dead-letters", "--export", str(target), "--state-dir", str(state))
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"driftwarden: --export: {target} exists; give a new file name (or - for stdout)"
+
+
+def test_silence_add_list_expire(state: Path) -> None:
+    out = ok("silence", "add", "--state-dir", str(state), "--model", "churn", "--for", "2h",
+             "--comment", "deploying v13", "--by", "alice")
+    sid = out.split()[1]
+    assert sid.startswith("sil_") and "churn / any rule until" in out
+    listed = doc("silence", "list", "--state-dir", str(state))["items"]
+    assert [(s["id"], s["model"], s["created_by"], s["active"]) for s in listed] == [(sid, "churn", "alice", True)]  # type: ignore[index]
+    table = ok("silence", "list", "--state-dir", str(state))
+    _fits(table)
+    assert sid in table and "deploying v13" in table
+    assert ok("silence", "expire", sid, "--state-dir", str(state)).strip() == f"silence {sid} expired"
+    assert doc("silence", "list", "--state-dir", str(state))["items"] == []
+    assert len(doc("silence", "list", "--all", "--state-dir", str(state))["items"]) == 1  # type: ignore[arg-type]
+    gone = cli("silence", "expire", sid, "--state-dir", str(state))
+    assert gone.returncode == 1 and f'no active silence "{sid}"' in gone.stderr
+    bad = cli("silence", "add", "--state-dir", str(state), "--model", "churn")
+    assert bad.returncode == 2
+    assert 'give either --for (like "2h") or --until' in bad.stderr
+
+
+def _older_database(folder: Path) -> tuple[Path, int]:
+    """A database at the schema before the latest (every migration but the last applied)."""
+    from storage.schema import MIGRATIONS
+
+    folder.mkdir()
+    db = folder / "driftwarden.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)")
+    for version, description, statements in MIGRATIONS[:-1]:
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("INSERT INTO schema_version VALUES (?, ?, '2026-01-01T00:00:00.000Z')", (version, description))
+    conn.commit()
+    conn.close()
+    return db, MIGRATIONS[-1][0]
+
+
+def test_read_commands_never_write_or_migrate(tmp_path: Path) -> None:
+    # an older schema: reads are refused with the fix, and the file is untouched
+    db, top = _older_database(tmp_path / "old")
+    state = db.parent
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    res = cli("windows", "--state-dir", str(state))
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        f"driftwarden: {db} has schema version {top - 1}, this driftwarden expects {top}: start the upgraded"
+        " daemon once or run `driftwarden migrate` (back up the state dir first)"
+    )
+    for args in (("status",), ("alerts",), ("dead-letters",), ("deliveries",), ("silence", "list")):
+        assert cli(*args, "--state-dir", str(state)).returncode == 1
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    # migrate upgrades it; reads work again
+    assert ok("migrate", "--state-dir", str(state)).strip() == f"{db}: schema version {top - 1} -> {top}"
+    assert ok("status", "--state-dir", str(state), "--json")
+    # a read-only database file can still be read
+    db.chmod(0o444)
+    wal = state / "driftwarden.db-wal"
+    assert ok("windows", "--state-dir", str(state)) and (not wal.exists() or wal.stat().st_size == 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("windows",), 2, "driftwarden: give --config FILE (or DRIFTWARDEN_CONFIG) or --state-dir DIR"),
+        (("windows", "--state-dir", "{empty}"), 1,
+         "driftwarden: no database at {empty}/driftwarden.db: the daemon has not run with this state dir yet,"
+         " or --state-dir points elsewhere (give the folder that holds driftwarden.db)"),
+        (("windows", "--since", "yesterday", "--state-dir", "{state}"), 2,
+         'driftwarden: --since: expected a duration like "2h" or a time like 2026-11-23T14:00Z, got "yesterday"'),
+        (("windows", "--state", "red", "--state-dir", "{state}"), 2,
+         'driftwarden: --state: expected one of ok, insufficient, drifted, stable, got "red"'),
+        (("alerts", "--state", "on", "--state-dir", "{state}"), 2,
+         'driftwarden: --state: expected one of pending, firing, resolved, inactive, got "on"'),
+    ],
+)
+def test_errors_say_what_to_fix(state: Path, tmp_path: Path, args: tuple[str, ...], code: int, message: str) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli(*[a.format(state=state, empty=empty) for a in args])
+    assert res.returncode == code
+    assert res.stderr.strip() == message.format(state=state, empty=empty)
+    assert "Traceback" not in res.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    assert ok("--version").strip() == f"driftwarden {version('driftwarden')}"
+
+
+def test_demo_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
+    from monitor.demo.run import MARKER, demo_state_refusal
+
+    mine = tmp_path / "data"
+    mine.mkdir()
+    (mine / "driftwarden.db").write_text("precious")
+    res = cli("demo", "--state-dir", str(mine))
+    assert res.returncode == 2
+    assert "holds files the demo did not create (no .driftwarden-demo marker)" in res.stdout
+    assert (mine / "driftwarden.db").read_text() == "precious"
+    assert demo_state_refusal(tmp_path / "new") is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert demo_state_refusal(empty) is None
+    (mine / MARKER).write_text("")
+    assert demo_state_refusal(mine) is None

@@ -1,0 +1,69 @@
+"""Read commands (``windows``, ``alerts``, ``status``) against a real state directory:
+values from the stream are shown literally, and nothing on disk changes mode."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor.cli.app import app
+from storage.db import Store
+from storage.records import MetricRow, WindowKey, WindowRecord
+from storage.windows import write_window
+
+T = datetime(2026, 11, 23, 14, 15, tzinfo=UTC)
+HOSTILE = [
+    ("v1", "region=[/]"),  # closing tag with no opening one: a MarkupError in rich
+    ("[bold]v2[/bold]", "[red]eu"),
+    ("v3\x1b[2J\x1b[31m", "line\nbreak"),  # terminal control sequences
+]
+
+
+def state_with_hostile_windows(folder: Path) -> Path:
+    store = Store(folder / "driftwarden.db")
+    with store.transaction():
+        for i, (version, segment) in enumerate(HOSTILE):
+            key = WindowKey("churn", version, segment, f"2026-11-23T14:0{i}:00.000Z", f"2026-11-23T14:1{i}:00.000Z")
+            write_window(store, WindowRecord(key, 100 + i, "ok", T), [MetricRow("", "drift_share", 0.5, 0.5, True)])
+    store.close()
+    return folder
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "300"})
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_windows_table_shows_markup_like_values_literally(tmp_path: Path) -> None:
+    state = state_with_hostile_windows(tmp_path)
+    out = run("windows", "--state-dir", str(state))
+    assert "region=[/]" in out
+    assert "[bold]v2[/bold]" in out and "[red]eu" in out
+    # control characters are shown escaped, never sent to the terminal
+    assert "v3\\x1b[2J\\x1b[31m" in out and "line\\nbreak" in out
+    assert "\x1b" not in out
+    assert "windows, newest first" in out and "(3)" in out
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.mark.parametrize("command", ["windows", "alerts", "status"])
+def test_read_commands_change_no_mode_and_write_nothing(tmp_path: Path, command: str) -> None:
+    state = state_with_hostile_windows(tmp_path / "state")
+    db = state / "driftwarden.db"
+    os.chmod(state, 0o755)
+    os.chmod(db, 0o644)
+    before = db.read_bytes()
+    run(command, "--state-dir", str(state))
+    assert (mode(state), mode(db)) == (0o755, 0o644)
+    assert db.read_bytes() == before
+    # anything SQLite added for reading (-wal, -shm) is no more open than the database
+    assert all(mode(p) & ~0o644 == 0 for p in state.iterdir())

@@ -1,0 +1,116 @@
+"""What a reference must hold, checked by loading real files (CSV and Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.config import parse_config
+from monitor.references.load import ReferenceError, ReferenceSpec, load_reference
+
+MODEL = """
+[[models]]
+name = "churn"
+reference = "ref.csv"
+{extra}
+[models.features]
+numerical = ["age", "charges"]
+categorical = ["plan"]
+[models.window]
+min_rows = {min_rows}
+[models.drift]
+prediction = {prediction}
+"""
+
+
+def _spec(tmp_path: Path, *, min_rows: int = 3, prediction: bool = True, extra: str = "") -> ReferenceSpec:
+    (tmp_path / "ref.csv").write_text("x\n1\n")  # the config only needs it to exist
+    import tomllib
+
+    data = tomllib.loads(MODEL.format(min_rows=min_rows, prediction=str(prediction).lower(), extra=extra))
+    cfg = parse_config(data, base_dir=tmp_path)
+    return ReferenceSpec.from_config(cfg.models[0])
+
+
+def _write(tmp_path: Path, text: str, name: str = "r.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = "age,charges,plan,prediction\n40,70.5,pro,0.3\n41,,basic,0.4\n,80,,0.9\n"
+
+
+def test_a_good_reference_loads_with_missing_values_as_missing(tmp_path: Path) -> None:
+    ref = load_reference(_write(tmp_path, GOOD), _spec(tmp_path))
+    assert ref.rows == 3
+    assert np.array_equal(ref.columns["age"], [40, 41, np.nan], equal_nan=True)
+    assert list(ref.columns["plan"]) == ["pro", "basic", None]
+    assert np.array_equal(ref.columns["prediction"], [0.3, 0.4, 0.9])
+
+
+def test_min_rows_defaults_to_the_window_min_rows_and_can_be_set(tmp_path: Path) -> None:
+    assert _spec(tmp_path, min_rows=30).min_rows == 30
+    assert _spec(tmp_path, min_rows=30, extra="reference_min_rows = 2").min_rows == 2
+    path = _write(tmp_path, GOOD)
+    with pytest.raises(ReferenceError) as e:
+        load_reference(path, _spec(tmp_path, min_rows=4))
+    assert e.value.problem.startswith("has 3 row(s); at least 4 are needed")
+    assert load_reference(path, _spec(tmp_path, min_rows=4, extra="reference_min_rows = 3")).rows == 3
+
+
+@pytest.mark.parametrize(("text", "column", "problem"), [
+    ("age,plan,prediction\n1,a,0.1\n2,b,0.2\n3,c,0.3\n", "charges",
+     "lacks the configured feature column(s) 'charges'"),
+    ("age,charges,plan\n1,2,a\n2,3,b\n3,4,c\n", "prediction",
+     "lacks the prediction column 'prediction' (needed for drift on the prediction;"
+     " set models.drift.prediction = false to go without)"),
+    ("age,charges,plan,prediction\n1,2,a,0.1\n2,x,b,0.2\n3,y,c,0.3\n", "charges",
+     "column 'charges' is numerical but row 2 holds 'x' (2 such value(s))"),
+    ("age,charges,plan,prediction\n1,2,a,0.1\n2,3,b,high\n3,4,c,0.3\n", "prediction",
+     "column 'prediction' is numerical but row 2 holds 'high' (1 such value(s))"),
+    ("age,charges,plan,prediction\n1,-inf,a,0.1\n2,3,b,0.2\n3,4,c,0.3\n", "charges",
+     "column 'charges' is numerical but row 1 holds '-inf' (1 such value(s))"),
+    ("age,charges,plan,prediction\n1,2,,0.1\n2,3,,0.2\n3,4,,0.3\n", "plan", "column 'plan' holds no values"),
+    ("age,charges,plan,prediction\n,2,a,0.1\n,3,b,0.2\n,4,c,0.3\n", "age", "column 'age' holds no values"),
+])
+def test_each_problem_names_its_column(tmp_path: Path, text: str, column: str, problem: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ReferenceError) as e:
+        load_reference(path, _spec(tmp_path))
+    assert (e.value.column, e.value.problem) == (column, problem)
+    assert str(e.value) == f"model churn: reference {path}: {problem}"
+
+
+def test_the_prediction_column_is_optional_without_prediction_drift(tmp_path: Path) -> None:
+    path = _write(tmp_path, "age,charges,plan\n1,2,a\n2,3,b\n3,4,c\n")
+    ref = load_reference(path, _spec(tmp_path, prediction=False))
+    assert "prediction" not in ref.columns
+
+
+def test_an_unreadable_file_is_a_reference_error_without_a_traceback(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    with pytest.raises(ReferenceError) as e:
+        load_reference(tmp_path / "gone.csv", spec)
+    assert e.value.problem == "cannot be read: No such file or directory"
+    bad = _write(tmp_path, "not parquet", "r.parquet")
+    with pytest.raises(ReferenceError) as e:
+        load_reference(bad, spec)
+    assert e.value.problem.startswith("is not readable as PARQUET: ")
+    assert str(bad) not in e.value.problem
+
+
+def test_parquet_types_are_checked_too(tmp_path: Path) -> None:
+    df = pd.DataFrame({"age": ["1", "2", "three"], "charges": [1.0, 2.0, 3.0], "plan": ["a", "b", "c"],
+                       "prediction": [0.1, 0.2, 0.3]})
+    path = tmp_path / "r.parquet"
+    df.to_parquet(path)
+    with pytest.raises(ReferenceError) as e:
+        load_reference(path, _spec(tmp_path))
+    assert e.value.problem == "column 'age' is numerical but row 3 holds 'three' (1 such value(s))"
+    df["age"] = [1, 2, 3]
+    df.to_parquet(path)
+    assert load_reference(path, _spec(tmp_path)).rows == 3

@@ -1,0 +1,124 @@
+"""The daemon's outbox wiring (config -> Alerting): lanes per notifier, never waiting on a
+receiver in the scheduler, each notifier's ``max_backoff`` bounding any ``Retry-After``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from monitor.config import load_config
+from monitor.demo.sinks import WebhookSink
+from monitor.service.alerting import Alerting
+from storage import alerts as db
+from storage.db import Store
+from storage.records import MetricRow, WindowKey, WindowRecord
+
+T0 = datetime(2026, 11, 23, 14, 15, tzinfo=UTC)
+
+CONFIG = """
+[daemon]
+state_dir = "state"
+shutdown_timeout = "10s"
+
+[[models]]
+name = "churn"
+reference = "ref.csv"
+[models.features]
+numerical = ["age"]
+categorical = ["plan"]
+
+[[rules]]
+name = "drift"
+metric = "drift_share"
+threshold = 0.3
+notifiers = ["slow", "fast"]
+
+[[rules]]
+name = "accuracy"
+metric = "accuracy"
+op = "<"
+threshold = 0.8
+notifiers = ["slow"]
+
+[notifiers.slow]
+type = "webhook"
+url = "{slow}"
+backoff = "1s"
+max_backoff = "2m"
+timeout = "30s"
+
+[notifiers.fast]
+type = "webhook"
+url = "{fast}"
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def alerting_for(tmp_path: Path, slow: WebhookSink, fast: WebhookSink, clock: Clock) -> tuple[Alerting, Store]:
+    (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+    path = tmp_path / "driftwarden.toml"
+    path.write_text(CONFIG.format(slow=slow.url, fast=fast.url))
+    config = load_config(path)
+    store = Store(tmp_path / "driftwarden.db", synchronous="OFF")
+    alerting = Alerting(config, store, clock=clock)
+    key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
+    with store.transaction():
+        alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6), MetricRow("", "accuracy", 0.5)])
+    return alerting, store
+
+
+def test_scheduler_call_returns_while_a_receiver_hangs(tmp_path: Path) -> None:
+    clock = Clock()
+    with WebhookSink() as slow, WebhookSink() as fast:
+        slow.hold()
+        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        assert alerting.deliver_due() == 2  # two lanes started, none awaited
+        assert slow.wait_arrived(1, timeout=10)
+        assert fast.wait_for(1, timeout=10)
+        assert slow.requests == []  # still unanswered: the scheduler call did not wait for it
+        assert alerting.deliver_due() == 0  # the busy lane is not started twice
+        slow.release()
+        assert alerting.worker.wait_idle(timeout=30)
+        assert sorted((d.notifier, d.status) for d in db.list_deliveries(store)) == [
+            ("fast", "sent"), ("slow", "sent"), ("slow", "sent")
+        ]
+        store.close()
+
+
+def test_retry_after_is_clamped_to_the_configured_max_backoff(tmp_path: Path) -> None:
+    clock = Clock()
+    with WebhookSink() as slow, WebhookSink() as fast:
+        slow.script((429, {"Retry-After": "1e12"}))
+        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        alerting.deliver_due()
+        assert alerting.worker.wait_idle(timeout=30)
+        slow_1, slow_2 = db.list_deliveries(store, notifier="slow")
+        [fast_1] = db.list_deliveries(store, notifier="fast")
+        assert fast_1.status == "sent" and slow_2.status == "sent"
+        assert slow_1.status == "pending"
+        assert slow_1.next_attempt_at == T0 + timedelta(minutes=2)  # max_backoff = "2m"
+        store.close()
+
+
+def test_drain_at_shutdown_is_bounded_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    clock = Clock()
+    with WebhookSink() as slow, WebhookSink() as fast:
+        slow.hold()
+        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        assert alerting.drain_timeout() == 5.0  # min(30 s + 1, shutdown_timeout / 2)
+        assert alerting.drain(0.5) is False  # the hanging receiver is not waited for
+        assert alerting.deliver_due() == 0  # stopped: nothing new starts after the drain
+        slow.release()
+        assert alerting.worker.wait_idle(timeout=30)
+        slow_1, slow_2 = db.list_deliveries(store, notifier="slow")
+        # the request in flight was answered and recorded; the lane stopped after it
+        assert (slow_1.status, slow_1.attempts) == ("sent", 1)
+        assert (slow_2.status, slow_2.attempts) == ("pending", 0)  # sent after the next start
+        store.close()

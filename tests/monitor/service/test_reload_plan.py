@@ -1,0 +1,53 @@
+"""Which config changes a reload applies and which need a restart (named, first one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import Config, parse_config
+from monitor.service.reload import restart_only_change
+
+
+def _cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Config:
+    (tmp_path / "ref.csv").write_text("a,b,prediction\n1,x,0.5\n")
+    monkeypatch.setenv("DW_PLAN_SECRET", changes.pop("secret", "s1"))
+    doc: dict[str, Any] = {
+        "daemon": {"log_level": "info"},
+        "kafka": {"group_id": "g", "sasl_mechanism": "PLAIN", "security_protocol": "SASL_SSL",
+                  "sasl_username": "u", "sasl_password_env": "DW_PLAN_SECRET"},
+        "models": [{"name": "m", "reference": "ref.csv",
+                    "features": {"numerical": ["a"], "categorical": ["b"]}, "drift": {"share": 0.5}}],
+        "rules": [{"name": "r", "metric": "drift_share", "threshold": 0.5}],
+    }
+    for path, value in changes.items():
+        node = doc
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node[int(k)] if k.isdigit() else node[k]
+        node[keys[-1]] = value
+    return parse_config(doc, base_dir=tmp_path)
+
+
+def test_reloadable_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _cfg(tmp_path, monkeypatch)
+    assert restart_only_change(old, _cfg(tmp_path, monkeypatch, rules=[])) is None
+    assert restart_only_change(old, _cfg(tmp_path, monkeypatch, models__0__drift={"share": 0.2})) is None
+    assert restart_only_change(old, _cfg(tmp_path, monkeypatch, daemon__log_level="debug")) is None
+    assert restart_only_change(old, _cfg(tmp_path, monkeypatch, alerting={"repeat_interval": "1h"})) is None
+
+
+def test_changes_that_need_a_restart_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _cfg(tmp_path, monkeypatch)
+    cases = {
+        "kafka.group_id": {"kafka__group_id": "h"},
+        "models[0].window.size": {"models__0__window": {"size": "5m"}},
+        "models[0].features.categorical[0]": {"models__0__features": {"numerical": ["b"], "categorical": ["a"]}},
+        "daemon.http_listen": {"daemon__http_listen": "0.0.0.0:9308"},
+        "retention.metrics": {"retention": {"metrics": "1d"}},
+        "kafka.sasl_password": {"secret": "s2"},  # the Kafka password is read once
+    }
+    for expected, change in cases.items():
+        assert restart_only_change(old, _cfg(tmp_path, monkeypatch, **change)) == expected, change

@@ -1,0 +1,144 @@
+"""driftwarden replay: a file of events through the live pipeline gives the tables of a live
+run over the same records (JSON lines and flattened CSV and Parquet alike); rules fire
+without notifying unless --notify; bad rows are dead letters; the replay never writes
+into a folder it did not make."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from monitor.config import load_config
+from monitor.demo.broker import EmbeddedBroker
+from monitor.demo.sinks import WebhookSink
+from monitor.service.replay import MARKER, ReplayError, run_replay
+from storage.db import Store
+from tests.monitor.daemon_helpers import produce, stream, table_dump, write_config
+from tests.monitor.fault_helpers import fault_config, run_to_completion
+
+RULE = """
+[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.5
+notifiers = ["hook"]
+
+[notifiers.hook]
+type = "webhook"
+url = "{url}"
+backoff = "1s"
+"""
+
+
+def _files(folder: Path, msgs: list[bytes], *, tables: bool = True) -> dict[str, Path]:
+    """The messages as JSON lines, and (``tables``) flattened into CSV and Parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jsonl = folder / "events.jsonl"
+    jsonl.write_bytes(b"\n".join(msgs) + b"\n")
+    out = {"jsonl": jsonl}
+    if tables:
+        flat = pd.json_normalize([orjson.loads(m) for m in msgs], sep=".")
+        out["csv"], out["parquet"] = folder / "events.csv", folder / "events.parquet"
+        flat.to_csv(out["csv"], index=False)
+        flat.to_parquet(out["parquet"], index=False)
+    return out
+
+
+@pytest.mark.broker
+def test_replay_equals_a_live_run_over_the_same_records(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    topic = "replay-live"
+    broker.create_topic(topic)
+    msgs = stream(windows=6, per_window=200, shift_from=3, seed=17)
+    produce(broker.bootstrap, topic, msgs)
+    cfg = fault_config(tmp_path / "live", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s")
+    live = run_to_completion(cfg, len(msgs), all_closed=True)
+    assert len(live["windows"]) == 6 * 4  # every window, overall and per region, closed
+
+    files = _files(tmp_path / "data", msgs)
+    # the command line, as a user runs it
+    out = subprocess.run(
+        [sys.executable, "-m", "monitor.cli.app", "replay", "-c", str(cfg), str(files["jsonl"]),
+         "--state-dir", str(tmp_path / "r-jsonl")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0] == (
+        "replayed 1200 rows: 24 windows, 0 late rows, 0 dead letters, 0 alert(s) fired"
+        " (notifications off; --notify sends them)"
+    )
+    assert "replay" in out.stderr and "1200/1200" in out.stderr  # the progress bar
+    assert table_dump(tmp_path / "r-jsonl" / "driftwarden.db") == live
+    for kind in ("csv", "parquet"):
+        run_replay(load_config(cfg), files[kind], tmp_path / f"r-{kind}", chunk_rows=333)
+        assert table_dump(tmp_path / f"r-{kind}" / "driftwarden.db") == live, kind
+
+
+def test_rules_fire_without_notifying_unless_asked(tmp_path: Path) -> None:
+    msgs = stream(windows=6, per_window=200, shift_from=3, seed=17)
+    files = _files(tmp_path / "data", msgs)
+    with WebhookSink() as sink:
+        cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9,
+                                extra=RULE.format(url=sink.url + "/drift"))
+        cfg = load_config(cfg_path)
+        quiet = run_replay(cfg, files["jsonl"], tmp_path / "quiet")
+        assert quiet.alerts_fired >= 1 and quiet.deliveries_sent == 0
+        assert sink.requests == []
+        store = Store(tmp_path / "quiet" / "driftwarden.db", readonly=True)
+        try:
+            assert store.query("SELECT COUNT(*) AS n FROM deliveries")[0]["n"] == 0  # nothing queued either
+            assert store.query("SELECT state FROM alerts WHERE rule = 'drift'")[0]["state"] == "firing"
+        finally:
+            store.close()
+        loud = run_replay(cfg, files["jsonl"], tmp_path / "loud", notify=True)
+        assert loud.deliveries_sent >= 1
+        assert len(sink.accepted()) == loud.deliveries_sent
+        assert sink.accepted()[0].path == "/hooks/drift"
+
+
+def test_bad_rows_are_dead_letters_and_good_rows_count(tmp_path: Path) -> None:
+    msgs = stream(windows=2, per_window=100, shift_from=9, seed=3)
+    rows = [orjson.loads(m) for m in msgs]
+    rows[5]["model"] = "fraud"
+    rows[6]["ts"] = "yesterday"
+    del rows[7]["ts"]
+    rows[8]["features"]["age"] = "forty"  # lenient: counts as missing
+    files = _files(tmp_path / "data", [orjson.dumps(r) for r in rows], tables=False)
+    cfg = load_config(write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9))
+    res = run_replay(cfg, files["jsonl"], tmp_path / "out")
+    assert (res.rows, res.dead_letters) == (197, 3)
+    store = Store(tmp_path / "out" / "driftwarden.db", readonly=True)
+    try:
+        dead = store.query('SELECT topic, "offset", reason FROM dead_letters ORDER BY "offset"')
+        missing = store.query(
+            "SELECT m.value FROM metrics m JOIN windows w ON w.id = m.window_id WHERE w.segment = ''"
+            " AND m.\"column\" = 'age' AND m.metric = 'missing_share' ORDER BY w.start"
+        )
+    finally:
+        store.close()
+    assert dead == [
+        {"topic": "replay:events.jsonl", "offset": 5, "reason": "unknown_model: fraud"},
+        {"topic": "replay:events.jsonl", "offset": 6, "reason": "bad_type: ts is not an RFC 3339 time or epoch milliseconds"},
+        {"topic": "replay:events.jsonl", "offset": 7, "reason": "missing_field: ts"},
+    ]
+    assert missing[0]["value"] == pytest.approx(1 / 97)
+
+
+def test_replay_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9))
+    files = _files(tmp_path / "data", stream(windows=1, per_window=50, shift_from=9))
+    live_state = tmp_path / "live-state"
+    live_state.mkdir()
+    (live_state / "driftwarden.db").write_text("the daemon's")
+    with pytest.raises(ReplayError, match="holds files a replay did not create"):
+        run_replay(cfg, files["jsonl"], live_state)
+    assert (live_state / "driftwarden.db").read_text() == "the daemon's"
+    run_replay(cfg, files["jsonl"], tmp_path / "again")
+    assert (tmp_path / "again" / MARKER).is_file()
+    run_replay(cfg, files["jsonl"], tmp_path / "again")  # its own folder: rewritten

@@ -1,0 +1,163 @@
+"""systemd's notify protocol over a real unix datagram socket: the messages, the watchdog
+kicked only by a turning loop, and a daemon subprocess that is READY once consuming and
+stops kicking while its loop is stuck."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from monitor.demo.broker import EmbeddedBroker
+from monitor.service.systemd import SystemdNotifier, watchdog_interval
+from tests.monitor.daemon_helpers import produce, stream, wait_for
+from tests.monitor.fault_helpers import (
+    durable_offset,
+    fault_config,
+    start_daemon,
+    terminate,
+    wait_ready,
+)
+from tests.monitor.service.notify_helpers import NotifySocket, max_gap
+
+
+def test_messages_are_datagrams_of_key_value_lines() -> None:
+    with NotifySocket() as ns:
+        n = SystemdNotifier(ns.env())
+        assert n.enabled and n.watchdog is None
+        assert n.ready("consuming")
+        assert n.status("consuming: 10 events/s")
+        assert not n.status("consuming:   10 events/s")  # same line after whitespace folding
+        assert n.reloading("reloading /etc/driftwarden/config.toml")
+        assert n.stopping("draining")
+        assert wait_for(lambda: len(ns.snapshot()) == 4, timeout=5)
+        got = [fields for _, fields in ns.snapshot()]
+        n.close()
+    assert got[0] == ["READY=1", "STATUS=consuming"]
+    assert got[1] == ["STATUS=consuming: 10 events/s"]
+    assert got[2][0] == "RELOADING=1" and got[2][2] == "STATUS=reloading /etc/driftwarden/config.toml"
+    usec = int(got[2][1].removeprefix("MONOTONIC_USEC="))
+    assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 5
+    assert got[3] == ["STOPPING=1", "STATUS=draining"]
+
+
+def test_status_is_one_bounded_line() -> None:
+    with NotifySocket() as ns:
+        n = SystemdNotifier(ns.env())
+        n.status("line one\nline two " + "x" * 500)
+        assert wait_for(lambda: len(ns.snapshot()) == 1, timeout=5)
+        (fields,) = [f for _, f in ns.snapshot()]
+        n.close()
+    assert len(fields) == 1 and fields[0].startswith("STATUS=line one line two xx")
+    assert len(fields[0]) == len("STATUS=") + 200 and fields[0].endswith("…")
+
+
+def test_abstract_namespace_socket() -> None:
+    name = f"driftwarden-test-{uuid.uuid4().hex[:8]}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(5)
+    try:
+        n = SystemdNotifier({"NOTIFY_SOCKET": "@" + name})
+        assert n.ready()
+        assert sock.recv(1024) == b"READY=1"
+        n.close()
+    finally:
+        sock.close()
+
+
+def test_without_notify_socket_nothing_is_sent_and_nothing_fails(tmp_path: Path) -> None:
+    n = SystemdNotifier({})
+    assert not n.enabled
+    assert not n.ready() and not n.heartbeat() and not n.stopping()
+    # a socket that went away: reported as not sent, never raised
+    gone = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
+    assert gone.enabled and not gone.ready() and not gone.ready()
+    # not a unix socket path (vsock:, relative): switched off
+    assert not SystemdNotifier({"NOTIFY_SOCKET": "vsock:2:1234"}).enabled
+
+
+def test_watchdog_interval_from_the_environment() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}, pid=42) == 30.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "42"}, pid=42) == 30.0
+    # the variables were inherited from a parent that is the one being watched
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "41"}, pid=42) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}, pid=42) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}, pid=42) is None
+    assert watchdog_interval({}, pid=42) is None
+
+
+def test_watchdog_is_kicked_at_most_every_half_timeout() -> None:
+    with NotifySocket() as ns:
+        n = SystemdNotifier(ns.env(watchdog_usec=2_000_000))
+        assert n.watchdog == 2.0
+        sent = [n.heartbeat(now=t) for t in (100.0, 100.5, 100.99, 101.0, 101.4, 102.2)]
+        assert sent == [True, False, False, True, False, True]
+        assert wait_for(lambda: len(ns.times("WATCHDOG=1")) == 3, timeout=5)
+        n.close()
+    # no watchdog asked: heartbeats are free no-ops
+    with NotifySocket() as ns:
+        assert not SystemdNotifier(ns.env()).heartbeat(now=1e9)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_stalls(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic = f"notify-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    msgs = stream(windows=6, per_window=200, shift_from=99, seed=5)
+    produce(broker.bootstrap, topic, msgs[:400])
+    cfg = fault_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h")
+    db = cfg.parent / "state" / "driftwarden.db"
+    log = tmp_path / "daemon.log"
+    with NotifySocket() as ns:
+        proc = start_daemon(cfg, env=ns.env(watchdog_usec=2_000_000), log=log)
+        try:
+            assert wait_ready(cfg), log.read_text()[-2000:]
+            assert wait_for(lambda: ns.has("READY=1"), timeout=10)
+            # READY=1 came with the assignment, after the "waiting" status
+            statuses = ns.statuses()
+            assert statuses[0] == "waiting for Kafka partition assignment", statuses
+            assert "consuming" in statuses
+            assert wait_for(lambda: durable_offset(db) >= 400, timeout=30)
+            healthy_from = time.monotonic()
+            time.sleep(3.0)
+            healthy_gap = max_gap(ns.times("WATCHDOG=1"), healthy_from, time.monotonic())
+            assert healthy_gap < 1.6, healthy_gap  # kicks every ~1 s (half of WatchdogSec=2s)
+            assert wait_for(
+                lambda: any(s.startswith("consuming: ") and "open windows, lag" in s for s in ns.statuses()),
+                timeout=8,
+            ), ns.statuses()
+
+            # stall the loop: another process holds the write lock, so the daemon's flush
+            # waits inside SQLite (busy timeout 10 s) and the loop does not turn
+            lock = sqlite3.connect(db, timeout=5)
+            lock.execute("BEGIN EXCLUSIVE")
+            try:
+                produce(broker.bootstrap, topic, msgs[400:600])
+                stalled_from = time.monotonic()
+                time.sleep(6.0)
+                stalled_gap = max_gap(ns.times("WATCHDOG=1"), stalled_from, time.monotonic())
+            finally:
+                lock.rollback()
+                lock.close()
+            # a systemd watchdog of 2 s would have restarted it
+            assert stalled_gap > 3.0, stalled_gap
+            # once the loop turns again (the flush retries and succeeds), the kicks resume
+            assert wait_for(lambda: durable_offset(db) >= 600, timeout=30), log.read_text()[-2000:]
+            resumed_from = time.monotonic()
+            time.sleep(2.5)
+            assert max_gap(ns.times("WATCHDOG=1"), resumed_from, time.monotonic()) < 1.6
+        finally:
+            rc = terminate(proc)
+        assert rc == 0, log.read_text()[-2000:]
+        assert ns.has("STOPPING=1")
+        stopping = [f for _, f in ns.snapshot() if "STOPPING=1" in f][0]
+        assert stopping[1].startswith("STATUS=draining")
+

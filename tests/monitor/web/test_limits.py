@@ -1,0 +1,254 @@
+"""The HTTP server's resource limits, each shown to hold and each [daemon] key shown to change it.
+
+Real sockets against the real server. Timeouts are set to a second or two and
+the assertions compare against generous bounds on either side (closed within
+ten times the timeout; still open well before it), never a precise duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.demo.broker import free_port
+from storage.records import WindowKey, WindowRecord
+from storage.windows import write_window
+from tests.monitor.daemon_helpers import wait_for, write_config
+from tests.monitor.web.http_helpers import (
+    AUTH,
+    TOKEN,
+    TOKEN_ENV,
+    Api,
+    closed_by_server,
+    http,
+    read_reply,
+    rss_kb,
+    running_api,
+    wait_serving,
+)
+
+HUNDRED_MB = 100_000_000
+SILENCE = b'{"model": "churn", "duration": "1h", "comment": "a comment of some forty bytes ..."}'
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+# -- bodies that are never read --------------------------------------------------------------
+
+
+def test_an_unauthenticated_100mb_upload_is_refused_without_being_read(tmp_path: Path) -> None:
+    """The real daemon (``driftwarden run`` in a subprocess): the answer comes before the body,
+    the server closes the connection rather than read it, and its memory does not grow."""
+    port = free_port()
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=port,
+                       daemon_extra=f'api_token_env = "{TOKEN_ENV}"')
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli.app", "run", "-c", str(cfg)],
+                            env={**os.environ, TOKEN_ENV: TOKEN},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_serving(port, timeout=60)
+        rss_before = rss_kb(proc.pid)
+        with _connect(port) as s:
+            s.sendall(b"POST /api/v1/models/churn/references?version=v9 HTTP/1.1\r\nHost: t\r\n"
+                      b"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n" % HUNDRED_MB)
+            # not one body byte sent yet, and the answer is already there
+            reply = read_reply(s)
+            assert reply.status == 401 and reply.json() == {"error": "missing or wrong bearer token"}
+            assert reply.headers["connection"] == "close"
+            sent, chunk = 0, b"a,b\n" * (1 << 18)  # 1 MiB
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < HUNDRED_MB:
+                    sent += s.send(chunk)
+        # the kernel's socket buffers take a few MiB; the server read none of it
+        assert sent < 16 * (1 << 20), sent
+        grown_mb = (rss_kb(proc.pid) - rss_before) / 1024
+        assert grown_mb < 20, f"server RSS grew by {grown_mb:.0f} MB"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_an_upload_over_max_reference_bytes_is_refused_before_its_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = (tmp_path / "ref.csv")
+    with running_api(tmp_path / "default", monkeypatch) as a:
+        body.write_bytes((a.config.parent / "reference.csv").read_bytes())
+        ok = http(a.port, "POST", "/api/v1/models/churn/references?version=v2", body.read_bytes(), AUTH)
+        assert ok.status == 201, ok.body
+    with running_api(tmp_path / "small", monkeypatch, daemon_extra="max_reference_bytes = 1000") as a:
+        with _connect(a.port) as s:
+            s.sendall(b"POST /api/v1/models/churn/references?version=v2 HTTP/1.1\r\nHost: t\r\n"
+                      b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (TOKEN.encode(), body.stat().st_size))
+            reply = read_reply(s)  # before the body
+        assert reply.status == 413
+        assert reply.json() == {"error": "body larger than 1000 bytes"}
+        assert not list((a.daemon.config.daemon.state_dir / "references").glob("churn/*"))
+
+
+def test_max_json_bytes_caps_json_bodies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path / "default", monkeypatch) as a:
+        assert http(a.port, "POST", "/api/v1/silences", SILENCE, AUTH).status == 201
+    with running_api(tmp_path / "small", monkeypatch, daemon_extra="max_json_bytes = 50") as a:
+        r = http(a.port, "POST", "/api/v1/silences", SILENCE, AUTH)
+        assert (r.status, r.json()) == (413, {"error": "body larger than 50 bytes"})
+
+
+# -- slow and idle clients -----------------------------------------------------------------
+
+
+def test_an_idle_connection_is_closed_after_http_idle_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path / "short", monkeypatch, daemon_extra='http_idle_timeout = "1s"') as a:
+        with _connect(a.port) as s:  # connects, never sends
+            assert closed_by_server(s, within=10)
+        with _connect(a.port) as s:  # one request, then idle on keep-alive
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_reply(s).status == 200
+            assert closed_by_server(s, within=10)
+    with running_api(tmp_path / "long", monkeypatch, daemon_extra='http_idle_timeout = "30s"') as a:
+        with _connect(a.port) as s:
+            assert not closed_by_server(s, within=3)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")  # still served
+            assert read_reply(s).status == 200
+
+
+def test_headers_trickled_slowly_are_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slowloris: each byte would reset uvicorn's own keep-alive timer; ours counts from the start."""
+    with running_api(tmp_path, monkeypatch, daemon_extra='http_idle_timeout = "1s"') as a:
+        with _connect(a.port) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+            cut_off = False
+            for _ in range(40):  # 10 s of trickling, ten times the timeout
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    cut_off = True
+                    break
+                time.sleep(0.25)
+            assert cut_off or closed_by_server(s, within=0.5)
+
+
+def test_an_incomplete_head_over_16kib_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path, monkeypatch) as a, _connect(a.port) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(40):  # 40 KiB of header lines, never the blank line
+                s.sendall(b"X-Pad: " + b"a" * 1015 + b"\r\n")
+                time.sleep(0.01)
+        reply = read_reply(s)
+        assert reply.status == 400
+        assert reply.json() == {"error": "malformed HTTP request (framing, headers or Content-Length)"}
+
+
+def _trickled_silence(port: int, seconds: float) -> tuple[int, dict[str, str]]:
+    """POST a silence whose body trickles in over ``seconds``; (status, JSON reply)."""
+    with _connect(port) as s:
+        s.sendall(b"POST /api/v1/silences HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (TOKEN.encode(), len(SILENCE)))
+        step = seconds / 10
+        pieces = [SILENCE[i:i + len(SILENCE) // 10 + 1] for i in range(0, len(SILENCE), len(SILENCE) // 10 + 1)]
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for piece in pieces:
+                s.sendall(piece)
+                time.sleep(step)
+        reply = read_reply(s)
+        return reply.status, reply.json()
+
+
+def test_a_body_trickled_slowly_gets_408(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path / "short", monkeypatch, daemon_extra='http_body_timeout = "1s"') as a:
+        assert _trickled_silence(a.port, seconds=4) == (408, {"error": "request body not received within 1s"})
+    with running_api(tmp_path / "long", monkeypatch, daemon_extra='http_body_timeout = "20s"') as a:
+        status, body = _trickled_silence(a.port, seconds=2)
+        assert status == 201 and body["id"]
+
+
+# -- connections: no thread each, and a cap ------------------------------------------------
+
+
+def test_many_idle_connections_create_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path, monkeypatch, daemon_extra="http_max_connections = 400") as a:
+        before = threading.active_count()
+        conns = [_connect(a.port) for _ in range(300)]
+        try:
+            time.sleep(0.5)  # let the server accept them all
+            assert threading.active_count() <= before
+            # all held open (none refused) and the server still answers
+            assert not closed_by_server(conns[-1], within=0.2)
+            assert http(a.port, "GET", "/healthz").status == 200
+        finally:
+            for c in conns:
+                c.close()
+
+
+def test_connections_beyond_http_max_connections_get_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path, monkeypatch, daemon_extra="http_max_connections = 5") as a:
+        held = [_connect(a.port) for _ in range(5)]
+        try:
+            # poll: the server counts a connection once its event loop accepted it
+            def refused() -> bool:
+                with _connect(a.port) as extra:
+                    extra.settimeout(2)
+                    try:
+                        reply = read_reply(extra)
+                    except (OSError, ConnectionError):  # accepted after all: no answer yet
+                        return False
+                    return reply.status == 503 and reply.json() == {"error": "too many connections; try again later"}
+
+            assert wait_for(refused, timeout=10)
+            held.pop().close()
+            assert wait_for(lambda: http(a.port, "GET", "/healthz").status == 200, timeout=10)
+        finally:
+            for c in held:
+                c.close()
+
+
+# -- limit ---------------------------------------------------------------------------------
+
+
+def _store_windows(api: Api, n: int) -> None:
+    t0 = datetime(2026, 11, 23, tzinfo=UTC)
+    store = api.daemon.store
+    with store.transaction():
+        for i in range(n):
+            start, end = t0 + timedelta(minutes=i), t0 + timedelta(minutes=i + 1)
+            key = WindowKey("churn", "v1", "", start.isoformat(), end.isoformat())
+            write_window(store, WindowRecord(key=key, rows=100, status="ok", computed_at=end), [])
+
+
+@pytest.mark.parametrize(("query", "rows"), [
+    ("", 100), ("?limit=0", 1), ("?limit=-5", 1), ("?limit=7", 7), ("?limit=1000", 1000),
+    ("?limit=5000", 1000), ("?limit=99999999999999999999", 1000),
+])
+def test_limit_is_clamped_to_1_to_1000(api_with_windows: Api, query: str, rows: int) -> None:
+    r = http(api_with_windows.port, "GET", f"/api/v1/models/churn/windows{query}")
+    assert r.status == 200
+    assert len(r.json()["windows"]) == rows
+
+
+@pytest.fixture(scope="module")
+def api_with_windows(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as mp, running_api(tmp_path_factory.mktemp("w"), mp) as a:
+        _store_windows(a, 1005)
+        yield a
+
+
+def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path, monkeypatch) as a:
+        for _ in range(3):
+            assert http(a.port, "POST", "/api/v1/silences", SILENCE, AUTH).status == 201
+        assert len(http(a.port, "GET", "/api/v1/silences").json()["silences"]) == 3
+        assert len(http(a.port, "GET", "/api/v1/silences?limit=0").json()["silences"]) == 1
+        assert len(http(a.port, "GET", "/api/v1/silences?limit=2").json()["silences"]) == 2

@@ -1,0 +1,140 @@
+"""Uploads to the retraining callback are validated: an unfit reference is a 422 naming the
+column, and the reference in force stays in force (in memory, in the table, on disk)."""
+
+from __future__ import annotations
+
+import io
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.config import load_config
+from monitor.demo.data import sample
+from monitor.service.daemon import Daemon
+from storage.references import list_references
+from tests.monitor.web.http_helpers import AUTH, Api, http, running_api
+
+URL = "/api/v1/models/churn/references?version=v2"
+HEADER = "age,tenure_days,monthly_charges,plan,region,prediction\n"
+
+
+def _csv(n: int, seed: int = 3) -> bytes:
+    return pd.DataFrame(sample(n, np.random.default_rng(seed), shifted=True)).to_csv(index=False).encode()
+
+
+def _in_force(api: Api) -> tuple[str, str, int]:
+    ref = http(api.port, "GET", "/api/v1/models").json()["models"][0]["reference"]
+    return ref["version"], ref["sha256"], ref["rows"]
+
+
+def _refs_on_disk(api: Api) -> list[str]:
+    folder = api.daemon.config.daemon.state_dir / "references" / "churn"
+    return sorted(p.name for p in folder.glob("*")) if folder.exists() else []
+
+
+BAD: list[tuple[str, bytes, str]] = [
+    ("header-only", HEADER.encode(), "has 0 row(s); at least 50 are needed"),
+    ("one-row", (HEADER + "40,300,70.5,pro,eu,0.4\n").encode(), "has 1 row(s); at least 50 are needed"),
+    ("missing-column", _csv(200).replace(b"monthly_charges", b"charges"),
+     "lacks the configured feature column(s) 'monthly_charges'"),
+    ("missing-prediction", pd.DataFrame(sample(200, np.random.default_rng(1))).drop(columns="prediction")
+     .to_csv(index=False).encode(), "lacks the prediction column 'prediction'"),
+    ("non-numeric-column", (HEADER + "40,300,70.5,pro,eu,0.4\n" * 99 + "forty,300,70.5,pro,eu,0.4\n").encode(),
+     "column 'age' is numerical but row 100 holds 'forty' (1 such value(s))"),
+    ("infinite-number", (HEADER + "40,300,inf,pro,eu,0.4\n" * 60).encode(),
+     "column 'monthly_charges' is numerical but row 1 holds 'inf' (60 such value(s))"),
+    ("empty-column", (HEADER + "40,300,70.5,,eu,0.4\n" * 60).encode(), "column 'plan' holds no values"),
+    ("binary-garbage", b"\x00\x01\x02 garbage", "lacks the configured feature column(s) 'age'"),
+    ("unterminated-quote", (HEADER + '40,300,"70.5,pro,eu,0.4\n').encode(),
+     "is not readable as CSV: Error tokenizing data. C error: EOF inside string"),
+    ("empty-file-as-csv", b"\n", "is not readable as CSV: No columns to parse from file"),
+    ("not-parquet", b"PAR1" + b"\x00" * 100, "is not readable as PARQUET"),
+]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as mp, running_api(tmp_path_factory.mktemp("up"), mp) as a:
+        yield a
+
+
+@pytest.mark.parametrize(("body", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_an_unfit_reference_is_refused_and_the_old_one_stays(api: Api, body: bytes, problem: str) -> None:
+    before, files, table = _in_force(api), _refs_on_disk(api), list_references(api.daemon.store, "churn")
+    r = http(api.port, "POST", URL, body, {**AUTH, "Content-Type": "text/csv"})
+    assert r.status == 422, r.body
+    error = r.json()["error"]
+    assert error.startswith(f"reference refused: {problem}"), error
+    assert str(api.daemon.config.daemon.state_dir) not in error and ".part" not in error
+    assert _in_force(api) == before
+    assert _refs_on_disk(api) == files  # no temp file left, nothing renamed
+    assert list_references(api.daemon.store, "churn") == table
+
+
+def test_a_fit_reference_is_renamed_private_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_api(tmp_path, monkeypatch) as a:
+        body = _csv(500)
+        r = http(a.port, "POST", URL, body, {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 201, r.body
+        got = r.json()
+        assert (got["model"], got["version"], got["rows"]) == ("churn", "v2", 500)
+        assert _in_force(a) == ("v2", got["sha256"], 500)
+        assert _refs_on_disk(a) == [f"v2-{got['sha256'][:12]}.csv"]
+        path = a.daemon.config.daemon.state_dir / "references" / "churn" / _refs_on_disk(a)[0]
+        assert path.read_bytes() == body
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # Parquet, recognised by its magic bytes without a Content-Type
+        buf = io.BytesIO()
+        pd.DataFrame(sample(400, np.random.default_rng(5))).to_parquet(buf)
+        r = http(a.port, "POST", "/api/v1/models/churn/references?version=v3", buf.getvalue(), AUTH)
+        assert r.status == 201, r.body
+        assert _in_force(a)[0::2] == ("v3", 400)
+        assert any(n.startswith("v3-") and n.endswith(".parquet") for n in _refs_on_disk(a))
+
+
+def test_reference_min_rows_sets_the_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the configured reference has 3000 rows; uploads need reference_min_rows = 1000
+    with running_api(tmp_path, monkeypatch, model_extra="reference_min_rows = 1000") as a:
+        r = http(a.port, "POST", URL, _csv(999), AUTH)
+        assert r.status == 422
+        assert r.json()["error"].startswith("reference refused: has 999 row(s); at least 1000 are needed")
+        assert http(a.port, "POST", URL, _csv(1000), AUTH).status == 201
+
+
+def test_a_partial_upload_of_an_earlier_run_is_removed_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "state" / "references" / "churn"
+    folder.mkdir(parents=True)
+    (folder / ".upload-abc123.part").write_bytes(b"half a file")
+    (folder / "v1-0123456789ab.csv").write_bytes(b"kept")
+    with running_api(tmp_path, monkeypatch) as a:
+        assert _refs_on_disk(a) == ["v1-0123456789ab.csv"]
+
+
+def test_a_registered_reference_that_is_unfit_falls_back_to_the_configured_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header-only reference registered by an older release must not survive a restart."""
+    from datetime import UTC, datetime
+
+    from storage.references import register_reference
+
+    with running_api(tmp_path, monkeypatch) as a:
+        configured = _in_force(a)
+        bad = a.daemon.config.daemon.state_dir / "references" / "churn" / "v9-000000000000.csv"
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_text(HEADER)
+        with a.daemon.store.transaction():
+            register_reference(a.daemon.store, model="churn", version="v9", source="callback", sha256="0" * 64,
+                               rows=0, path=str(bad), registered_at=datetime(2030, 1, 1, tzinfo=UTC))
+        cfg = a.config
+    d = Daemon(load_config(cfg), http=False)
+    try:
+        rt = d.pipeline.models["churn"]
+        assert (rt.prepared.version, rt.prepared.reference.sha256, rt.prepared.reference.rows) == configured
+    finally:
+        d.store.close()

@@ -1,0 +1,49 @@
+"""The server's life inside the daemon: it leaves the signals to the daemon and stops cleanly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.monitor.web.http_helpers import http, running_api
+
+
+def test_the_server_installs_no_signal_handler_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    with running_api(tmp_path, monkeypatch) as a:
+        assert http(a.port, "GET", "/healthz").json() == {"status": "ok"}
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
+        assert [t.name for t in threading.enumerate()].count("http") == 1
+        port = a.port
+    # the context manager stopped it, as Daemon._shutdown does
+    assert "http" not in [t.name for t in threading.enumerate()]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_a_port_in_use_fails_the_start_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.web.server import ApiServer
+
+    with running_api(tmp_path, monkeypatch) as a:
+        second = ApiServer(a.daemon)
+        second.port = a.port
+        with pytest.raises(OSError):
+            second.start()
+
+
+def test_the_cli_and_the_server_module_import_no_web_framework() -> None:
+    """``--help`` and the daemon's start-up never wait for litestar/uvicorn: the server thread imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, monitor.cli.app, monitor.web.server; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'litestar', 'uvicorn', 'msgspec', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
