@@ -299,14 +299,14 @@ def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
     state = str(cfg.daemon.state_dir)
     out = runner.invoke(app, ["windows", "--state-dir", state, "--segment", "", "--json"])
     assert out.exit_code == 0, out.output
-    rows = orjson.loads(out.output)
+    rows = orjson.loads(out.output)["items"]
     w = next(r for r in rows if r["start"] == "2026-11-23T12:02:00.000Z")
     wid = w["id"]
     assert w["label_coverage"] == metric(store, wid, "label_coverage")
     acc = w["performance"]["accuracy"]
     assert acc["value"] == metric(store, wid, "accuracy") and acc["ci_low"] < acc["value"] < acc["ci_high"]
     table = runner.invoke(app, ["windows", "--state-dir", state, "--segment", ""], env={"COLUMNS": "250"})
-    assert table.exit_code == 0 and "label_coverage" in table.output and "accuracy 0." in table.output
+    assert table.exit_code == 0 and "labelled" in table.output and "92%" in table.output and "accuracy 0." in table.output
 
 
 def test_cli_status_shows_the_join(tmp_path: Path) -> None:
@@ -322,6 +322,6 @@ def test_cli_status_shows_the_join(tmp_path: Path) -> None:
     settle(p, clock)
     out = CliRunner().invoke(app, ["status", "--state-dir", str(cfg.daemon.state_dir), "--json"])
     assert out.exit_code == 0, out.output
-    status = orjson.loads(out.output)
+    status = orjson.loads(out.output)["item"]
     assert status["label_join"]["churn"] == label_counters(store)["churn"]
     assert status["label_join"]["churn"]["joined"] > 1000 and status["performance_windows_waiting"] == 0
