@@ -171,6 +171,7 @@ class AlertEngine:
         metrics: Sequence[MetricRow],
         *,
         context: WindowContext | None = None,
+        reevaluate: bool = False,
     ) -> list[Transition]:
         """Evaluate every rule on one closed window; returns the transitions.
 
@@ -181,6 +182,13 @@ class AlertEngine:
         last one it judged (so with ``version=None`` two versions' windows of
         the same time range count once). An instance gets an ``alerts`` row on
         its first breach.
+
+        ``reevaluate``: the figures of a window were recomputed (performance
+        windows, when late labels arrive). An instance whose last judged window
+        is this one judges it again: the same verdict only updates the value;
+        a changed verdict counts as one more evaluation (a window that turned
+        clear is a clear window, one that turned breaching a breaching one).
+        Older windows are still never judged after newer ones.
         """
         ctx = context or WindowContext()
         now = self.clock()
@@ -211,7 +219,15 @@ class AlertEngine:
                         if not ev.breached:
                             continue  # no row for instances that never breached
                         old = _fresh(rule, aid, key.model, ev.column, ev.segment)
-                    if old.last_window_id == window.id or _older(key.end, old.window_end):
+                    if old.last_window_id == window.id:
+                        if not reevaluate:
+                            continue
+                        if _last_breached(old) == ev.breached:
+                            if old.value != ev.value or old.threshold != ev.threshold:
+                                existing[aid] = old.evolve(value=ev.value, threshold=ev.threshold, updated_at=now)
+                                db.upsert_alert(self.store, existing[aid])
+                            continue
+                    elif _older(key.end, old.window_end):
                         continue
                     new = step(
                         old,
@@ -581,6 +597,11 @@ def _fresh(rule: Rule, aid: str, model: str, column: str, segment: str) -> Alert
         segment=segment,
         severity=rule.severity,
     )
+
+
+def _last_breached(alert: AlertRecord) -> bool:
+    """Whether the alert's last judged window breached (its counters say so)."""
+    return alert.state in (PENDING, FIRING) and alert.clears == 0
 
 
 def _older(end: str, last_end: str | None) -> bool:

@@ -19,6 +19,7 @@ from detectors.calibration import (
     effective_size,
     resolve_specs,
 )
+from detectors.comparison import Comparison, compare
 from detectors.dataset import (
     ColumnDrift,
     DatasetDrift,
@@ -35,6 +36,7 @@ from detectors.drift import (
     list_tests,
     register_test,
 )
+from detectors.estimation import Calibrator, Estimate, estimate_binary, fit_calibrator
 from detectors.multivariate import (
     MultivariateDrift,
     PreparedDomainReference,
@@ -52,6 +54,13 @@ from detectors.performance import (
 from detectors.quality import ColumnQuality, DataQuality, data_quality
 from detectors.sequential import CUSUM, PageHinkley
 from detectors.spec import ColumnSpec
+from detectors.window_performance import (
+    Figure,
+    WindowPerformance,
+    binary_performance,
+    multiclass_performance,
+    regression_performance,
+)
 
 __all__ = [
     "CUSUM",
@@ -63,6 +72,17 @@ __all__ = [
     "effective_size",
     "merge_prepared",
     "resolve_specs",
+    "Calibrator",
+    "Comparison",
+    "Estimate",
+    "Figure",
+    "WindowPerformance",
+    "binary_performance",
+    "compare",
+    "estimate_binary",
+    "fit_calibrator",
+    "multiclass_performance",
+    "regression_performance",
     "ClassificationMetrics",
     "ColumnDrift",
     "ColumnQuality",

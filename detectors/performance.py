@@ -92,19 +92,22 @@ def _binary_inputs(y_true: Any, y_score: Any, pos_label: Any) -> tuple[np.ndarra
 
 
 def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC (Mann–Whitney with half credit for ties) for rows of weights ``w`` (k × n)."""
-    order = np.argsort(s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    w = w[:, order]
-    wp = w * y_sorted
-    wn = w * (1.0 - y_sorted)
-    # group tied scores
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    gp = np.add.reduceat(wp, starts, axis=1)
-    gn = np.add.reduceat(wn, starts, axis=1)
-    neg_below = np.cumsum(gn, axis=1) - gn
-    num = np.sum(gp * (neg_below + 0.5 * gn), axis=1)
-    den = gp.sum(axis=1) * gn.sum(axis=1)
+    """ROC AUC (Mann–Whitney with half credit for ties) for rows of weights ``w`` (k × n).
+
+    Each positive scores the negative weight below it plus half the tied one; both come
+    from one cumulative sum over the negatives in score order, looked up where each
+    positive's score falls (two gathers instead of sums per group of tied scores).
+    """
+    pos = np.flatnonzero(y > 0.5)
+    neg = np.flatnonzero(y <= 0.5)
+    neg_order = neg[np.argsort(s[neg], kind="stable")]
+    neg_scores = s[neg_order]
+    cum = np.zeros((w.shape[0], neg_order.shape[0] + 1))
+    np.cumsum(w[:, neg_order], axis=1, out=cum[:, 1:])
+    lo = np.searchsorted(neg_scores, s[pos], side="left")
+    hi = np.searchsorted(neg_scores, s[pos], side="right")
+    num = np.sum(w[:, pos] * (cum[:, lo] + cum[:, hi]), axis=1) * 0.5
+    den = w[:, pos].sum(axis=1) * cum[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 

@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic import Strict as _StrictType
 from pydantic_core import PydanticCustomError
 
+from monitor.metric_names import LATENCY_METRICS, model_metrics
 from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "LabelsConfig",
     "ModelConfig",
     "PageHinkleyConfig",
+    "PerformanceConfig",
     "RetentionConfig",
     "RetryConfig",
     "RuleConfig",
@@ -421,7 +423,10 @@ class FieldMap(Strict):
     features: str = "features"
     prediction: str = "prediction"
     segment: str = "segment"
+    #: the ground truth in label events
     label: str = "label"
+    #: prediction events: the serving latency (a number; default none); p50/p95/p99 per window
+    latency: str | None = Field(default=None, min_length=1)
 
 
 class FeaturesConfig(Strict):
@@ -630,6 +635,17 @@ class LimitsConfig(Strict):
     max_event_id_length: int = Field(default=256, ge=1, le=65_536)
 
 
+class PerformanceConfig(Strict):
+    """The label join and performance windows of one model (see ``[labels]`` for timing)."""
+
+    #: join this model's labels (kafka.labels_topic) and compute performance windows
+    enabled: bool = False
+    #: score models: the predicted class is the class of interest when score >= threshold
+    threshold: float | None = None
+    #: A/B and canary: the version every other live version is compared with
+    baseline_version: str | None = Field(default=None, min_length=1)
+
+
 class ModelConfig(Strict):
     name: str = Field(min_length=1)
     task: Literal["classification", "regression"] = "classification"
@@ -653,6 +669,7 @@ class ModelConfig(Strict):
     drift: DriftConfig = DriftConfig()
     segments: list[str] = []
     limits: LimitsConfig = LimitsConfig()
+    performance: PerformanceConfig = PerformanceConfig()
 
     @field_validator("name")
     @classmethod
@@ -733,6 +750,11 @@ class ModelConfig(Strict):
         check_reference_mode(self)
         return self
 
+    @model_validator(mode="after")
+    def _performance(self) -> ModelConfig:
+        check_performance(self)
+        return self
+
     def _kind(self, col: str) -> str:
         if col == self.prediction:
             return self.prediction_type
@@ -777,6 +799,40 @@ def check_reference_mode(m: ModelConfig) -> None:
                 step=_show(m.window.step),
                 got=_show(m.season),
             )
+
+
+def check_performance(m: ModelConfig) -> None:
+    """What a model's label join needs, and options that apply only with it."""
+    perf = m.performance
+    given = perf.model_fields_set
+    if not perf.enabled:
+        for key in ("threshold", "baseline_version"):
+            if key in given:
+                raise _fail(f"performance.{key}", "applies only with performance.enabled = true")
+        return
+    if m.window.by != "time":
+        raise _fail(
+            "performance.enabled",
+            "performance windows follow the predictions' event time:"
+            ' expected window.by = "time", got "count"',
+        )
+    score = m.task == "classification" and m.prediction_type == "numerical"
+    if m.task == "regression" and m.prediction_type != "numerical":
+        raise _fail(
+            "prediction_type",
+            'expected "numerical" for a regression model with performance enabled, got {got}',
+            got=_show(m.prediction_type),
+        )
+    if perf.threshold is not None and not score:
+        raise _fail(
+            "performance.threshold",
+            'applies only to classifiers that publish a score (prediction_type = "numerical")',
+        )
+    if score and m.class_of_interest is None:
+        raise _fail(
+            "class_of_interest",
+            "required for a classifier that publishes a score (the class the score is for)",
+        )
 
 
 # --------------------------------------------------------------------------- rules
@@ -985,8 +1041,31 @@ class AlertingConfig(Strict):
 
 
 class LabelsConfig(Strict):
-    #: how long a prediction waits for its label before it is dropped from the join
+    """Timing of the label join (event time), for models with performance enabled."""
+
+    #: how long (event time) a prediction waits for its label before it leaves the join
     ttl: PositiveDuration = timedelta(days=7)
+    #: how long a label that came before its prediction waits for it
+    early_ttl: PositiveDuration = timedelta(days=1)
+    #: a performance window matures this long after its end (or at coverage, if sooner)
+    delay: Duration = timedelta(hours=1)
+    #: ... or once this share of its predictions is labelled
+    coverage: float = Field(default=0.95, gt=0, le=1)
+    #: a mature window that received late labels is recomputed at most this often
+    recompute_interval: PositiveDuration = timedelta(minutes=1)
+    #: bootstrap replicates per performance window (0: no confidence intervals)
+    bootstrap: int = Field(default=200, ge=0, le=10_000)
+    #: level of the confidence intervals (ci_low, ci_high)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, v: timedelta) -> timedelta:
+        if v < timedelta(0):
+            raise PydanticCustomError(
+                "duration", 'expected a duration of 0s or more like "1h", got {got}', {"got": _show(v)}
+            )
+        return v
 
 
 def _keep(value: Any) -> timedelta | None:
@@ -1322,6 +1401,22 @@ def _post_checks(
         seen.add(m.name)
         exists(f"models[{i}].reference", m.reference)
 
+    labelled = [i for i, m in enumerate(cfg.models) if m.performance.enabled]
+    if cfg.labels.delay >= cfg.labels.ttl:
+        problems.append(
+            f"labels.delay: expected less than labels.ttl ({_show(cfg.labels.ttl)}): a window must mature"
+            f" before its predictions leave the join, got {_show(cfg.labels.delay)}"
+        )
+    if labelled and cfg.kafka.labels_topic is None:
+        problems.append(
+            f"kafka.labels_topic: required by models[{labelled[0]}].performance.enabled;"
+            ' expected a topic name like "labels", got "" (off)'
+        )
+    if cfg.kafka.labels_topic is not None and cfg.kafka.labels_topic == cfg.kafka.predictions_topic:
+        problems.append(
+            f"kafka.labels_topic: expected a topic other than predictions_topic, got {_show(cfg.kafka.labels_topic)}"
+        )
+
     model_names = sorted({m.name for m in cfg.models})
     rule_names: set[str] = set()
     for i, r in enumerate(cfg.rules):
@@ -1335,9 +1430,15 @@ def _post_checks(
                 f"rules[{i}].model: unknown model {_show(r.model)}; expected one of: {', '.join(model_names)}"
             )
             continue
+        targets = [cfg.model(r.model)] if r.model else cfg.models
+        available = set().union(*(model_metrics(m) for m in targets))
+        if r.metric not in available:
+            problems.append(f"rules[{i}].metric: {_unknown_metric(r.metric, available, targets)}")
         if r.column is not None and r.column != "*":
-            targets = [cfg.model(r.model)] if r.model else cfg.models
-            columns = sorted({c for m in targets for c in (*m.feature_names, m.prediction)})
+            columns = sorted(
+                {c for m in targets for c in (*m.feature_names, m.prediction)}
+                | {m.label for m in targets if m.performance.enabled}  # label_drift's column
+            )
             if r.column not in columns:
                 problems.append(
                     f"rules[{i}].column: unknown column {_show(r.column)}; expected one of: {', '.join(columns)}"
@@ -1349,6 +1450,40 @@ def _post_checks(
                     f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
                 )
     return problems, secrets
+
+
+_SHAPES = {
+    ("classification", "numerical"): "a classifier that publishes a score",
+    ("classification", "categorical"): "a classifier that publishes a class",
+    ("regression", "numerical"): "a regression model",
+}
+
+
+def _unknown_metric(metric: str, available: set[str], targets: list[ModelConfig]) -> str:
+    """Why a rule's metric can never exist, and what would make it exist."""
+    which = f"model {_show(targets[0].name)}" if len(targets) == 1 else "any model"
+    full = PerformanceConfig(enabled=True, baseline_version="x")
+
+    def names(m: ModelConfig, **update: Any) -> set[str]:
+        return model_metrics(m.model_copy(update={"performance": full, **update}))
+
+    if metric in LATENCY_METRICS:
+        return f'{_show(metric)} needs [models.fields] latency = "<field>" ({which} has no such figure)'
+    if any(metric in names(m) for m in targets):
+        hint = "needs [models.performance] enabled = true"
+        if metric.endswith(("_delta", "_worse_p")):
+            hint += " and baseline_version"
+        return f"{_show(metric)} {hint} ({which} has no such figure)"
+    shapes = [
+        text for (task, kind), text in _SHAPES.items()
+        if any(metric in names(m, task=task, prediction_type=kind) for m in targets)
+    ]
+    if shapes:
+        return f"{_show(metric)} is a figure of {' or '.join(shapes)}; {which} is not one"
+    close = difflib.get_close_matches(metric, sorted(available), n=1, cutoff=0.7)
+    if close:
+        return f'unknown metric {_show(metric)} for {which}; did you mean "{close[0]}"?'
+    return f"unknown metric {_show(metric)} for {which}; expected one of: {', '.join(sorted(available))}"
 
 
 def _resolve_paths(value: Any, base: Path) -> Any:

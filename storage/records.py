@@ -120,7 +120,8 @@ class MetricRow:
 
     ``column`` is :data:`DATASET` for dataset-level figures. ``p_value`` is set
     only for tests whose score is a p-value (then equal to ``value``).
-    ``drifted`` is ``None`` for figures that carry no verdict.
+    ``drifted`` is ``None`` for figures that carry no verdict. ``ci_low``/``ci_high``:
+    the bootstrap interval of performance figures.
     """
 
     column: str
@@ -131,3 +132,6 @@ class MetricRow:
     p_value: float | None = None
     test: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: bootstrap confidence interval of ``value`` (performance figures), else None
+    ci_low: float | None = None
+    ci_high: float | None = None

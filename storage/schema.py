@@ -226,4 +226,65 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             'CREATE INDEX IF NOT EXISTS windows_end ON windows ("end")',
         ],
     ),
+    (
+        7,
+        "labels: predictions awaiting labels, early labels, join counters, performance slots;"
+        " metrics: family, confidence interval",
+        [
+            # which computation wrote a figure: "data" when the window closed, "performance"
+            # when its labels matured (recomputing one family never touches the other)
+            "ALTER TABLE metrics ADD COLUMN family TEXT NOT NULL DEFAULT 'data'",
+            "ALTER TABLE metrics ADD COLUMN ci_low REAL",
+            "ALTER TABLE metrics ADD COLUMN ci_high REAL",
+            # one row per prediction of a model with performance enabled, until ttl:
+            # only what the join and the performance windows need, clustered by event
+            # time (a window's rows are one range). ts: event time (ms); segments: the
+            # segment values joined by U+001F (U+0000 = absent); label_ts/label_pos: event
+            # time and (partition << 40 | offset) of the label that won (the latest ts;
+            # ties: the later record)
+            """CREATE TABLE IF NOT EXISTS label_predictions (
+                model TEXT NOT NULL,
+                ts INTEGER NOT NULL,
+                event_id TEXT NOT NULL,
+                version TEXT NOT NULL,
+                segments TEXT NOT NULL DEFAULT '',
+                prediction,
+                label,
+                label_ts INTEGER,
+                label_pos INTEGER,
+                PRIMARY KEY (model, ts, event_id)
+            ) WITHOUT ROWID""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS label_predictions_id ON label_predictions (model, event_id)",
+            # labels that came before their prediction, until early_ttl
+            """CREATE TABLE IF NOT EXISTS label_early (
+                model TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                label,
+                ts INTEGER NOT NULL,
+                pos INTEGER NOT NULL,
+                PRIMARY KEY (model, event_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX IF NOT EXISTS label_early_ts ON label_early (model, ts)",
+            # durable counters of the join per model (joined, duplicate, expired, ...)
+            """CREATE TABLE IF NOT EXISTS label_counters (
+                model TEXT NOT NULL,
+                name TEXT NOT NULL,
+                value INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (model, name)
+            ) WITHOUT ROWID""",
+            # one row per time window (all versions and segments) of a model with labels:
+            # predictions and labelled predictions in it, and whether its performance
+            # figures are computed (computed_at) or need recomputing (dirty)
+            """CREATE TABLE IF NOT EXISTS label_slots (
+                model TEXT NOT NULL,
+                start INTEGER NOT NULL,
+                "end" INTEGER NOT NULL,
+                rows INTEGER NOT NULL DEFAULT 0,
+                labelled INTEGER NOT NULL DEFAULT 0,
+                computed_at TEXT,
+                dirty INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (model, start, "end")
+            ) WITHOUT ROWID""",
+        ],
+    ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,13 +11,15 @@ from storage.records import MetricRow, WindowRecord, iso
 
 
 def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow]) -> None:
-    """Replace the window and all its figures (call inside ``store.transaction()``).
+    """Replace the window and its ``data`` figures (call inside ``store.transaction()``).
 
     Writing the same window twice leaves exactly the second write: the old
     figures are deleted first, so a metric that disappeared does not linger.
+    Figures of the ``performance`` family (written when labels mature, see
+    :mod:`storage.labels`) are left alone.
     """
     k = window.key
-    store.execute("DELETE FROM metrics WHERE window_id = ?", (window.id,))
+    store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'data'", (window.id,))
     store.execute(
         'INSERT OR REPLACE INTO windows (id, model, version, segment, start, "end", rows, status,'
         " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -60,6 +63,10 @@ def metric_value(store: Store, window_id: str, metric: str, column: str = "") ->
     return rows[0]["value"] if rows else None
 
 
+#: the performance figures a window listing shows (when the window has them)
+HEADLINE_PERFORMANCE = ("accuracy", "f1", "roc_auc", "f1_macro", "mae", "rmse", "r2")
+
+
 def windows_with_verdicts(
     store: Store,
     *,
@@ -73,7 +80,10 @@ def windows_with_verdicts(
 ) -> list[dict[str, Any]]:
     """Windows with their dataset drift share (``drift_share``, None for insufficient
     windows), the share it was compared with (``share_threshold``: ``drift.share``, or
-    the calibrated count over the number of columns) and verdict (``dataset_drift``).
+    the calibrated count over the number of columns) and verdict (``dataset_drift``);
+    with labels, ``label_coverage`` and ``performance``: the headline figures
+    (:data:`HEADLINE_PERFORMANCE`) as ``{metric: {"value", "ci_low", "ci_high"}}``
+    (empty before labels mature).
 
     Filters: ``since`` bounds the window end (ISO text), ``status`` is the stored
     status, ``drifted`` the dataset verdict (a window without one counts as not drifted).
@@ -100,15 +110,35 @@ def windows_with_verdicts(
         inner += " LIMIT ?"
         params.append(int(limit))
     sql = (
-        "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift"
+        "SELECT w.*, m.value AS drift_share, m.threshold AS share_threshold, m.drifted AS dataset_drift,"
+        " c.value AS label_coverage"
         f" FROM ({inner}) w LEFT JOIN metrics m"
         " ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = ''"
+        " LEFT JOIN metrics c ON c.window_id = w.id AND c.metric = 'label_coverage' AND c.\"column\" = ''"
         f' ORDER BY w."end"{direction}, w.model, w.version, w.segment'
     )
     rows = store.query(sql, params)
+    perf = _headline_performance(store, [r["id"] for r in rows])
     for r in rows:
         r["dataset_drift"] = None if r["dataset_drift"] is None else bool(r["dataset_drift"])
+        r["performance"] = perf.get(r["id"], {})
     return rows
+
+
+def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
+    if not ids:
+        return {}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    marks = ",".join("?" * len(HEADLINE_PERFORMANCE))
+    for r in store.query(
+        "SELECT window_id, metric, value, ci_low, ci_high FROM metrics WHERE family = 'performance'"
+        f" AND \"column\" = '' AND metric IN ({marks}) AND window_id IN (SELECT value FROM json_each(?))",
+        [*HEADLINE_PERFORMANCE, json.dumps(ids)],
+    ):
+        out.setdefault(r["window_id"], {})[r["metric"]] = {
+            "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]
+        }
+    return out
 
 
 def drifted_columns(store: Store, window_id: str) -> list[dict[str, Any]]:

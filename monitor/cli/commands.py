@@ -76,7 +76,8 @@ def windows(
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stored windows, newest first: range, rows, drift verdict and drifted columns."""
+    """Stored windows, newest first: range, rows, drift verdict and drifted columns; with
+    labels, the label coverage and the headline performance figure with its interval."""
     if ctx.invoked_subcommand is not None:
         return
     from monitor.cli.oncall import windows_list  # noqa: PLC0415
@@ -163,7 +164,7 @@ def deliveries(
 
 
 def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """What the state directory holds: windows, alerts, deliveries, dead letters."""
+    """What the state directory holds: windows, alerts, deliveries, dead letters, the label join."""
     from monitor.cli.oncall import status as show  # noqa: PLC0415
 
     with _store(config, state_dir) as store:

@@ -41,7 +41,8 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
         r["ref"] = window_ref(r["id"])
     if as_json:
         keys = ("id", "ref", "model", "version", "segment", "start", "end", "rows", "status", "late_rows",
-                "reference", "computed_at", "drift_share", "share_threshold", "dataset_drift", "drifted_columns")
+                "reference", "computed_at", "drift_share", "share_threshold", "dataset_drift", "drifted_columns",
+                "label_coverage", "performance")
         emit_json("windows", items=[{k: r.get(k) for k in keys} for r in rows], echo=echo)
         return
     # one day in view: its date goes to the title, the cells keep the times
@@ -53,6 +54,14 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
         return text[6:] if one_day else text
 
     title = "windows, newest first" + (f", {days.pop()[5:]}" if one_day else "")
+    labels: list[Col] = []
+    if any(r.get("label_coverage") is not None for r in rows):
+        # with labels: coverage and the headline figure with its confidence interval
+        labels = [
+            Col("labelled", lambda r: "-" if r.get("label_coverage") is None else f"{r['label_coverage']:.0%}",
+                justify="right"),
+            Col("performance", lambda r: _performance_text(r.get("performance") or {}), no_wrap=True),
+        ]
     table(title, [
         Col("ref", "ref", no_wrap=True),
         Col("model", "model", hoist=True),
@@ -65,7 +74,20 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
         # for every row (the usual case) goes to the title
         Col("drift at", lambda r: _share(r), no_wrap=True, hoist=True),
         Col("drifted columns", lambda r: _drifted_text(r["drifted_columns"])),
+        *labels,
     ], rows)
+
+
+def _performance_text(perf: Mapping[str, Any]) -> str:
+    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``."""
+    for name, f in perf.items():
+        if f.get("value") is None:
+            continue
+        text = f"{name} {f['value']:.3g}"
+        if f.get("ci_low") is not None and f.get("ci_high") is not None:
+            text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
+        return text
+    return "-"
 
 
 def _verdict(r: Mapping[str, Any]) -> str:
@@ -349,6 +371,7 @@ def silence_expire(store: Any, silence_id: str, *, echo: Echo) -> None:
 def status(store: Any, *, as_json: bool, echo: Echo) -> None:
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
     from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
 
     out = {
@@ -357,6 +380,8 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
         "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
         "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
         "dead_letters": dead_letter_total(store),
+        "label_join": label_counters(store),
+        "performance_windows_waiting": slots_waiting(store),
     }
     if as_json:
         emit_json("status", item=out, echo=echo)
@@ -369,4 +394,8 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
           out["alerts"])
     table("deliveries", [Col("notifier", "notifier"), Col("status", "status"), Col("count", "n", justify="right")],
           out["deliveries"])
+    if out["label_join"]:
+        table("label join", [Col("model", "model"), *[Col(k, k, justify="right") for k in
+              ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",
+               "unmatched_labels")]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
     echo(f"dead letters: {out['dead_letters']}   schema version: {out['schema_version']}")

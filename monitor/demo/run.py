@@ -6,6 +6,13 @@ the state directory, produces a churn-model stream whose distribution shifts
 halfway, runs the real daemon, prints each window's verdict and each alert as
 it happens, then stops everything it started. The state directory is left for
 ``driftwarden windows --state-dir …`` and friends.
+
+The label stream follows the predictions: once every window is in, the demo
+produces the ground truth (labels two minutes after their predictions, in event
+time). The shift of the second half moves customers towards the decision
+boundary, so the model is right less often there: the estimated accuracy (from the
+scores alone, calibrated on the reference's labels) flags it as each window
+closes, and the labels confirm it when they come.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ log_level = "warning"
 [kafka]
 bootstrap_servers = ["{bootstrap}"]
 group_id = "driftwarden-demo"
+labels_topic = "labels"
 session_timeout = "6s"
 heartbeat_interval = "1s"
 commit_interval = "1s"
@@ -50,6 +58,28 @@ size = "1m"
 lateness = "0s"
 min_rows = 100
 idle_timeout = "2s"
+[models.performance]
+enabled = true
+
+[labels]
+delay = "1m"
+recompute_interval = "1s"
+
+[[rules]]
+name = "accuracy-estimate"
+metric = "estimated_accuracy"
+op = "<"
+threshold = 0.78
+severity = "warning"
+notifiers = ["slack"]
+
+[[rules]]
+name = "accuracy"
+metric = "accuracy"
+op = "<"
+threshold = 0.78
+severity = "critical"
+notifiers = ["slack"]
 
 [[rules]]
 name = "dataset-drift"
@@ -116,14 +146,14 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
 
     from monitor.config import load_config  # noqa: PLC0415
     from monitor.demo.broker import BrokerUnavailable, EmbeddedBroker, free_port  # noqa: PLC0415
-    from monitor.demo.data import events, write_reference_csv  # noqa: PLC0415
+    from monitor.demo.data import events, label_events, write_reference_csv  # noqa: PLC0415
     from monitor.demo.sinks import SlackStandIn, WebhookSink  # noqa: PLC0415
     from monitor.ingest.kafka_client import make_producer  # noqa: PLC0415
     from monitor.service.daemon import Daemon  # noqa: PLC0415
     from storage.alerts import delivery_counts, list_alerts, list_deliveries  # noqa: PLC0415
     from storage.db import Store  # noqa: PLC0415
     from storage.dead_letters import list_dead_letters  # noqa: PLC0415
-    from storage.windows import drifted_columns, windows_with_verdicts  # noqa: PLC0415
+    from storage.windows import drifted_columns, metric_value, windows_with_verdicts  # noqa: PLC0415
 
     console.print("[bold]driftwarden demo[/bold]: embedded broker, drifting stream, Slack and webhook stand-ins")
     broker = EmbeddedBroker(log_path=state_dir / "broker.log")
@@ -138,7 +168,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     thread = None
     try:
         broker.create_topic("predictions", partitions=1)
-        write_reference_csv(str(state_dir / "reference.csv"))
+        broker.create_topic("labels", partitions=1)
+        write_reference_csv(str(state_dir / "reference.csv"), label=True)
         os.environ["DRIFTWARDEN_DEMO_SLACK_TOKEN"] = "xoxb-demo-token"
         os.environ["DRIFTWARDEN_DEMO_WEBHOOK_SECRET"] = SECRET
         (state_dir / "demo.toml").write_text(
@@ -153,16 +184,16 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
 
         start = (datetime.now(UTC) - timedelta(minutes=WINDOWS + 2)).replace(second=0, microsecond=0)
         producer = make_producer(cfg, linger_ms=5)
-        for ev in events(model="churn", start=start, windows=WINDOWS, per_window=PER_WINDOW,
-                         window_seconds=60, shift_from=SHIFT_FROM):
+        stream = list(events(model="churn", start=start, windows=WINDOWS, per_window=PER_WINDOW,
+                             window_seconds=60, shift_from=SHIFT_FROM))
+        for ev in stream:
             producer.send("predictions", orjson.dumps(ev))
         for bad in (b"not json", b'{"model": "churn"}', b'{"model": "unknown", "prediction": 1}'):
             producer.send("predictions", bad)
         producer.flush()
-        producer.close()
         console.print(
             f"  produced {WINDOWS * PER_WINDOW} events in {WINDOWS} one-minute windows "
-            f"(shift from window {SHIFT_FROM + 1}) and 3 malformed messages\n"
+            f"(shift from window {SHIFT_FROM + 1}) and 3 malformed messages; labels follow later\n"
         )
 
         daemon = Daemon(cfg)
@@ -174,6 +205,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         seen_deliveries: set[str] = set()
         first_alert_at = None
         first_drifted: str | None = None
+        labels_sent_at: float | None = None
+        seen_perf: set[str] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for w in windows_with_verdicts(reader, segment="", oldest_first=True):
@@ -186,9 +219,20 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
                 cols_txt = escape(", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-")
                 share = w["drift_share"] if w["drift_share"] is not None else float("nan")
+                est = metric_value(reader, w["id"], "estimated_accuracy")
+                est_txt = f"  est. accuracy {est:.2f}" if est is not None else ""
                 console.print(
                     f"  window {w['start'][11:16]}–{w['end'][11:16]}  rows {w['rows']:>4}  {verdict}  "
-                    f"share {share:.2f}  drifted: {cols_txt}"
+                    f"share {share:.2f}{est_txt}  drifted: {cols_txt}"
+                )
+            for w in windows_with_verdicts(reader, segment="", oldest_first=True):
+                acc = (w.get("performance") or {}).get("accuracy")
+                if w["id"] in seen_perf or acc is None or w["label_coverage"] is None or w["label_coverage"] < 0.99:
+                    continue
+                seen_perf.add(w["id"])
+                console.print(
+                    f"  labels {w['start'][11:16]}–{w['end'][11:16]}  coverage {w['label_coverage']:.2f}  "
+                    f"accuracy {acc['value']:.2f} [{acc['ci_low']:.2f}, {acc['ci_high']:.2f}]"
                 )
             for a in reversed(list_alerts(reader)):
                 key = (a["id"], a["state"])
@@ -200,7 +244,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 colour = "red" if a["state"] == "firing" else "green"
                 console.print(
                     f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {escape(a['rule'])} on {escape(a['model'])}: "
-                    f"value {a['value']:.2f} vs threshold {a['threshold']}"
+                    f"value {a['value']:.2f} vs threshold {a['threshold']}  ({time.monotonic() - t0:.1f}s)"
                 )
             for dl in list_deliveries(reader, status="sent"):
                 if dl.id in seen_deliveries:
@@ -208,12 +252,20 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 seen_deliveries.add(dl.id)
                 console.print(f"    delivered {dl.kind} to {dl.notifier} (attempt {dl.attempts}, id {dl.id[:12]}…)")
             pending = sum(n for (_, st), n in delivery_counts(reader).items() if st == "pending")
-            if len(seen_windows) >= WINDOWS and pending == 0 and time.monotonic() - t0 > 5:
+            if len(seen_windows) >= WINDOWS and labels_sent_at is None:
+                # the ground truth arrives after the fact: two minutes after each prediction
+                for lab in label_events(stream, delay_ms=120_000):
+                    producer.send("labels", orjson.dumps(lab))
+                producer.flush()
+                labels_sent_at = time.monotonic()
+                console.print(f"  [bold]labels[/bold] for all {len(stream)} predictions produced after {labels_sent_at - t0:.1f}s")
+            if len(seen_perf) >= WINDOWS and pending == 0 and time.monotonic() - t0 > 5:
                 break
             time.sleep(0.3)
+        producer.close()
         daemon.stop()
         thread.join(timeout=30)
-        ok = len(seen_windows) >= WINDOWS and first_alert_at is not None
+        ok = len(seen_windows) >= WINDOWS and first_alert_at is not None and len(seen_perf) >= WINDOWS
         letters = list_dead_letters(reader)
         console.print("")
         console.print(f"  dead letters: {len(letters)}  " + escape("; ".join(d["reason"][:60] for d in reversed(letters))))

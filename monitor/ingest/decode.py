@@ -26,7 +26,7 @@ import orjson
 from monitor.ingest.batch import BadMessage, ColumnBatch
 from monitor.ingest.event_time import check_future, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
-from monitor.ingest.schema import ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
 
@@ -49,6 +49,8 @@ class _Builder:
         nums = list(self.schema.numerical)
         cats = list(self.schema.categorical)
         (nums if self.schema.prediction_type == "numerical" else cats).append(self.prediction_name)
+        if self.schema.f_latency:
+            nums.append(LATENCY_COLUMN)
         self.num = {c: [] for c in nums}
         self.cat = {c: [] for c in cats}
 
@@ -239,6 +241,13 @@ class BatchDecoder:
                 raise BadMessage(f"bad_type: {schema.f_prediction} expected number, got {_jtype(pred)}")
         else:
             pred_v = _text(pred, schema.f_prediction, required=False)
+        latency = math.nan
+        if schema.f_latency:
+            lat = obj.get(schema.f_latency)
+            if lat is not None:
+                if type(lat) is not float and type(lat) is not int:
+                    raise BadMessage(f"bad_type: {schema.f_latency} expected number, got {_jtype(lat)}")
+                latency = float(lat)
         segs = []
         if schema.segments:
             seg_obj = obj.get(schema.f_segment)
@@ -257,5 +266,7 @@ class BatchDecoder:
         for c, v in zip(schema.categorical, cats, strict=True):
             b.cat[c].append(v)
         (b.num if schema.prediction_type == "numerical" else b.cat)[b.prediction_name].append(pred_v)
+        if schema.f_latency:
+            b.num[LATENCY_COLUMN].append(latency)
         for s, v in zip(schema.segments, segs, strict=True):
             b.seg[s].append(v)

@@ -20,7 +20,7 @@ import orjson
 
 from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
 from monitor.ingest.event_time import epoch_ms_column, in_range
-from monitor.ingest.schema import ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
 _NUM_OK = frozenset({float, int, type(None)})
 _CAT_OK = frozenset({str, type(None)})
@@ -124,6 +124,11 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         if not set(map(type, pv)) <= _CAT_OK:
             return None
         cols[pred_name] = object_array(pv)
+    if s.f_latency:
+        lat = [o.get(s.f_latency) for o in objs]
+        if not set(map(type, lat)) <= _NUM_OK:
+            return None
+        cols[LATENCY_COLUMN] = np.array(lat, dtype=np.float64)
     segs: dict[str, np.ndarray] = {}
     if s.segments:
         so = [o.get(s.f_segment) for o in objs]

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from monitor.config import ModelConfig
 
+#: the column of :class:`monitor.ingest.batch.ColumnBatch` holding the latency field
+#: (a name no feature can have: config names never hold a NUL)
+LATENCY_COLUMN = "\x00latency"
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSchema:
@@ -26,6 +30,8 @@ class ModelSchema:
     f_label: str
     #: longer event ids are dead letters
     max_event_id_length: int = 256
+    #: the serving latency field of prediction events (None: not read)
+    f_latency: str | None = None
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> ModelSchema:
@@ -45,6 +51,7 @@ class ModelSchema:
             f_segment=f.segment,
             f_label=f.label,
             max_event_id_length=m.limits.max_event_id_length,
+            f_latency=m.fields.latency,
         )
 
     @property

@@ -27,7 +27,7 @@ import numpy as np
 
 from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
 from monitor.ingest.event_time import epoch_ms_column, in_range
-from monitor.ingest.schema import ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
 _NUM = float | None
 _CAT = str | None
@@ -77,6 +77,7 @@ class _ModelPlan:
         self.ts = top.add(s.f_ts, int | str | None)
         # present, possibly null: a missing prediction is a dead letter, a null one is missing
         self.prediction = top.add(s.f_prediction, _NUM if s.prediction_type == "numerical" else _CAT, required=True)
+        self.latency = top.add(s.f_latency, _NUM) if s.f_latency else None
         feats = _Fields() if s.layout == "nested" else top
         self.numerical = [feats.add(c, _NUM) for c in s.numerical]
         self.categorical = [feats.add(c, _CAT) for c in s.categorical]
@@ -118,7 +119,11 @@ class _ModelPlan:
             cols[c] = object_array(list(map(attrgetter(attr), feats)))
         pv = list(map(attrgetter(self.prediction), objs))
         cols[self.pred_name] = np.array(pv, dtype=np.float64) if s.prediction_type == "numerical" else object_array(pv)
-        for c in (*s.numerical, *((self.pred_name,) if s.prediction_type == "numerical" else ())):
+        if self.latency is not None:
+            cols[LATENCY_COLUMN] = np.array(list(map(attrgetter(self.latency), objs)), dtype=np.float64)
+        checked = (*s.numerical, *((self.pred_name,) if s.prediction_type == "numerical" else ()),
+                   *((LATENCY_COLUMN,) if self.latency is not None else ()))
+        for c in checked:
             if np.isinf(cols[c]).any():
                 return None  # 1e308 * 10 style values: the per-record path names them
         segs: dict[str, np.ndarray] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from monitor.config import (
 from monitor.service.telemetry import log_transitions
 from monitor.windows.figures import WindowFigures
 from storage.db import Store
-from storage.records import window_url_id
+from storage.records import MetricRow, WindowKey, WindowRecord, window_url_id
 
 log = logging.getLogger("driftwarden.alerting")
 
@@ -166,6 +166,29 @@ class Alerting:
         if self._wake.is_set():
             self._wake.clear()
             self.deliver_due()
+
+    def on_performance(
+        self, key: WindowKey, metrics: list[MetricRow], model: ModelConfig,
+        reference: Mapping[tuple[str, str], float],
+    ) -> None:
+        """A performance window was (re)computed: rules judge it again (see
+        :meth:`alerts.engine.AlertEngine.on_window`, ``reevaluate``)."""
+        base = self.config.daemon.base_url
+        labelled = next((m.value for m in metrics if m.metric == "labelled_rows"), 0.0) or 0.0
+        rec = WindowRecord(key=key, rows=int(labelled), status="ok", computed_at=self.clock())
+        ctx = WindowContext(
+            reference_metrics=reference,
+            data={"topic": self.config.kafka.labels_topic or "", "from": key.start, "to": key.end},
+            links={
+                "api": f"{base}/api/v1/models/{model.name}/windows?metrics=1",
+                "report": f"{base}/api/v1/models/{model.name}/windows/{rec.id}/report",
+            },
+            callback=f"{base}/api/v1/models/{model.name}/references",
+            rows=rec.rows,
+        )
+        transitions = self.engine.on_window(rec, metrics, context=ctx, reevaluate=True)
+        for t in transitions:
+            self.on_event("transition", {"transition": t})
 
     def deliver_due(self) -> int:
         """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),

@@ -79,6 +79,7 @@ class Daemon:
             # loads and validates every reference: a bad one raises ReferenceError
             self.pipeline = Pipeline(
                 config, self.store, clock=clock, on_window=self.alerting.on_window,
+                on_performance=self.alerting.on_performance,
                 max_payload_bytes=config.daemon.max_payload_bytes,
             )
         except BaseException:
@@ -86,6 +87,8 @@ class Daemon:
             raise
         self.pipeline.register_initial_references()
         self._resume = self.pipeline.restore()
+        #: where each partition of the labels topic resumes (durable state), until assigned
+        self._label_resume = dict(self.pipeline.label_resume)
         self._consumer: Any = None
         self._last_flush = time.monotonic()
         self._tick_due = threading.Event()
@@ -183,6 +186,9 @@ class Daemon:
         from monitor.ingest.kafka_client import make_consumer  # noqa: PLC0415
 
         topic = self.config.kafka.predictions_topic
+        labels = self.pipeline.labels
+        labels_topic = labels.topic if labels is not None and labels.enabled else None
+        topics = [topic] if labels_topic is None else [topic, labels_topic]
         daemon = self
 
         class Listener(AsyncConsumerRebalanceListener):
@@ -190,7 +196,7 @@ class Daemon:
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 offsets = daemon._flush_for_rebalance()
-                if offsets:
+                if offsets is not None:
                     await daemon._commit_async(offsets, revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -198,14 +204,21 @@ class Daemon:
                 keep = {tp.partition for tp in assigned if tp.topic == topic}
                 for p in daemon.pipeline.release_partitions(keep):
                     daemon._resume.pop(p, None)
+                if labels is not None and labels_topic is not None:
+                    for p in labels.release_partitions({tp.partition for tp in assigned if tp.topic == labels_topic}):
+                        daemon._label_resume.pop(p, None)
                 for tp in assigned:
-                    if tp.topic != topic:
-                        continue
                     p = tp.partition
-                    if p in daemon._resume:
-                        daemon._consumer.seek(tp, daemon._resume.pop(p))
-                    elif p in daemon.pipeline.positions:
-                        daemon._consumer.seek(tp, daemon.pipeline.positions[p])
+                    if tp.topic == topic:
+                        resume, positions = daemon._resume, daemon.pipeline.positions
+                    elif labels is not None and tp.topic == labels_topic:
+                        resume, positions = daemon._label_resume, labels.positions
+                    else:
+                        continue
+                    if p in resume:
+                        daemon._consumer.seek(tp, resume.pop(p))
+                    elif p in positions:
+                        daemon._consumer.seek(tp, positions[p])
                 daemon.ready.set()
                 daemon._notify_ready()
                 daemon.on_event("assigned", {"partitions": sorted(tp.partition for tp in assigned)})
@@ -214,7 +227,7 @@ class Daemon:
         while not self.stop_event.is_set():
             try:
                 self._consumer = make_consumer(self.config)
-                self._consumer.subscribe([topic], listener=Listener())
+                self._consumer.subscribe(topics, listener=Listener())
                 self.kafka_connected = True
                 backoff = 1.0
                 self._poll_loop()
@@ -241,9 +254,12 @@ class Daemon:
                     self._wait(2.0)
                     continue
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=k.max_poll_records)
+            labels = self.pipeline.labels
             for tp, records in polled.items():
                 if tp.topic == k.predictions_topic:
                     self.pipeline.process_records(records)
+                elif labels is not None and tp.topic == labels.topic:
+                    self.pipeline.process_label_records(records)
             reachable = self._kafka_reachable()
             if reachable != self.kafka_connected:
                 if reachable:
@@ -397,8 +413,17 @@ class Daemon:
         from kafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
         topic = self.config.kafka.predictions_topic
-        owned = {tp.partition for tp in (partitions if partitions is not None else self._consumer.assignment()) if tp.topic == topic}
-        return {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in owned}
+        assigned = list(partitions if partitions is not None else self._consumer.assignment())
+        owned = {tp.partition for tp in assigned if tp.topic == topic}
+        out = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in owned}
+        labels = self.pipeline.labels
+        if labels is not None and labels.topic is not None:
+            lowned = {tp.partition for tp in assigned if tp.topic == labels.topic}
+            out.update(
+                {TopicPartition(labels.topic, p): OffsetAndMetadata(o, "", -1)
+                 for p, o in labels.commit_offsets().items() if p in lowned}
+            )
+        return out
 
     async def _commit_async(self, offsets: dict[int, int], partitions: Any) -> None:
         payload = self._offset_payload(offsets, partitions)
@@ -411,7 +436,8 @@ class Daemon:
             log.warning("offset commit on rebalance failed: %s", exc)
 
     def _commit(self, offsets: dict[int, int]) -> None:
-        if not offsets or self._consumer is None:
+        """Commit ``offsets`` of the predictions topic, and the durable ones of the labels topic."""
+        if self._consumer is None:
             return
         try:
             payload = self._offset_payload(offsets)

@@ -21,6 +21,9 @@ from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
+from monitor.labels.join import STATE_NAME as LABELS_STATE
+from monitor.labels.join import LabelJoin, PerformanceListener
+from monitor.labels.reference import prepare_labelled_reference
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
 from monitor.service.telemetry import ComputeHistogram, log_windows_stored
@@ -33,6 +36,7 @@ from monitor.windows.figures import (
 )
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
 from monitor.windows.sample import finish_window
+from monitor.windows.service_figures import service_figures
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.references import latest_reference, register_reference
@@ -75,10 +79,13 @@ class PipelineStats:
     window_errors: int = 0
     #: seconds spent on each window's figures, per model
     compute: ComputeHistogram = field(default_factory=ComputeHistogram)
+    #: valid labels consumed
+    labels: int = 0
+    #: performance windows (re)computed
+    performance_windows: int = 0
 
     def copy(self) -> PipelineStats:
-        return PipelineStats(self.rows, self.windows_closed, self.late_rows, dict(self.dead_letters), self.window_errors,
-                             self.compute.copy())
+        return dataclasses.replace(self, dead_letters=dict(self.dead_letters), compute=self.compute.copy())
 
 
 @dataclass
@@ -92,6 +99,7 @@ class _Checkpoint:
     stats: PipelineStats
     positions: dict[int, int]
     activity: dict[str, datetime]
+    labels: dict[str, Any] | None = None
 
 
 class Pipeline:
@@ -103,6 +111,7 @@ class Pipeline:
         topic: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_window: WindowListener | None = None,
+        on_performance: PerformanceListener | None = None,
         max_payload_bytes: int = 65_536,
     ) -> None:
         self.config = config
@@ -134,6 +143,16 @@ class Pipeline:
         self._dirty = False
         self.stats = PipelineStats()
         self.last_activity: dict[str, datetime] = {}
+        #: the label join, for models with performance enabled (None: no label stream)
+        self.labels: LabelJoin | None = None
+        if config.kafka.labels_topic is not None and any(m.performance.enabled for m in config.models):
+            refs = {
+                n: prepare_labelled_reference(rt.config, rt.prepared.reference.path)
+                for n, rt in self.models.items() if rt.config.performance.enabled
+            }
+            self.labels = LabelJoin(config, store, clock=clock, on_performance=on_performance, references=refs)
+        #: where to resume each partition of the labels topic (from durable state)
+        self.label_resume: dict[int, int] = {}
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -158,7 +177,10 @@ class Pipeline:
                     )
 
     def restore(self) -> dict[int, int]:
-        """Load durable state; returns the offset to resume each known partition from."""
+        """Load durable state; returns the offset to resume each known partition from
+        (of the predictions topic; the labels topic's are in :attr:`label_resume`)."""
+        if self.labels is not None:
+            self.label_resume = self.labels.restore(load_state(self.store, LABELS_STATE))
         state = load_state(self.store, STATE_NAME)
         if not state:
             return {}
@@ -232,6 +254,10 @@ class Pipeline:
             reason, exc_info=exc,
         )
         letter = DeadLetter(rec.topic, rec.partition, rec.offset, reason, rec.value, self.clock())
+        if self.labels is not None and rec.topic == self.labels.topic and rec.topic != self.topic:
+            self._label_dead([letter])
+            self.labels.advance_positions([rec])
+            return
         self.process({}, [letter], {rec.partition: rec.offset + 1})
 
     def _checkpoint(self) -> _Checkpoint:
@@ -239,6 +265,7 @@ class Pipeline:
             windows={n: rt.windows.checkpoint() for n, rt in self.models.items()},
             closed=len(self._closed), dead=len(self._dead), late=len(self._late), stats=self.stats.copy(),
             positions=dict(self.positions), activity=dict(self.last_activity),
+            labels=self.labels.checkpoint() if self.labels is not None else None,
         )
 
     def _rollback(self, cp: _Checkpoint) -> None:
@@ -250,6 +277,8 @@ class Pipeline:
         self.stats = cp.stats
         self.positions = cp.positions
         self.last_activity = cp.activity
+        if self.labels is not None and cp.labels is not None:
+            self.labels.rollback(cp.labels)
 
     def _process_records(self, records: list[Any]) -> None:
         batches, dead = self.decoder.decode(records, now=self.clock())
@@ -265,6 +294,8 @@ class Pipeline:
         for name, batch in batches.items():
             rt = self.models[name]
             late = rt.windows.add(batch, self.replay_before or None)
+            if self.labels is not None and len(batch) and rt.windows.last_capped is not None:
+                self.labels.add_predictions(name, rt.windows.last_capped, self.replay_before or None)
             self.stats.rows += len(batch)
             self.last_activity[name] = now
             for lr in late:
@@ -282,6 +313,44 @@ class Pipeline:
                 self.positions[p] = o
         self._dirty = True
 
+    def process_label_records(self, records: list[Any]) -> None:
+        """Decode and buffer records of the labels topic, with the same isolation as
+        :meth:`process_records`: a record that makes processing raise is dead-lettered
+        (``internal: ...``) and the others are processed as if it had not been there.
+        Records already reflected in durable state (re-read after a restart) are skipped.
+        """
+        if not records or self.labels is None:
+            return
+        cp = self._checkpoint()
+        try:
+            self._process_label_records(records)
+        except Exception as exc:  # noqa: BLE001 - no record may stop the daemon
+            self._rollback(cp)
+            if len(records) == 1:
+                self._poison(records[0], exc)
+                return
+            mid = len(records) // 2
+            self.process_label_records(records[:mid])
+            self.process_label_records(records[mid:])
+
+    def _process_label_records(self, records: list[Any]) -> None:
+        assert self.labels is not None
+        fresh = self.labels.fresh(records)
+        if fresh:
+            batches, dead = self.labels.decoder.decode(fresh, now=self.clock())
+            self.labels.add_labels(batches)
+            self.stats.labels += sum(len(b) for b in batches.values())
+            self._label_dead(dead)
+        self.labels.advance_positions(records)
+
+    def _label_dead(self, dead: list[DeadLetter]) -> None:
+        self._dead.extend(dead)
+        for d in dead:
+            code = d.reason.split(":", 1)[0]
+            self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
+        if dead:
+            self._dirty = True
+
     def touch(self) -> None:
         """Restart the idle clocks: called while consumption is paused (Kafka unreachable,
         storage failing), so a pause is not taken for a quiet stream and the rows still
@@ -289,10 +358,15 @@ class Pipeline:
         now = self.clock()
         for name in self.last_activity:
             self.last_activity[name] = now
+        if self.labels is not None:
+            self.labels.touch()
 
     def tick(self) -> None:
-        """Close windows of streams idle for longer than their ``idle_timeout``."""
+        """Close windows of streams idle for longer than their ``idle_timeout``; let the
+        label join mature idle models' performance windows and run due recomputes."""
         now = self.clock()
+        if self.labels is not None:
+            self.labels.tick()
         for name, rt in self.models.items():
             timeout = rt.config.window.idle_timeout
             last = self.last_activity.get(name)
@@ -314,16 +388,39 @@ class Pipeline:
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
                           figs.record.id, exc_info=exc)
                 self.stats.window_errors += 1
+            else:
+                figs = self._with_extras(rt, w, figs)
             figs = finish_window(figs, w, [*rt.schema.features, rt.config.prediction], self.config.reports,
                                  time.perf_counter() - t0)
             self.stats.compute.observe(rt.config.name, figs.compute_seconds)
             self._closed.append((rt, figs))
             self.stats.windows_closed += 1
 
+    def _with_extras(self, rt: ModelRuntime, w: OpenWindow, figs: WindowFigures) -> WindowFigures:
+        """Service figures (event rate, latency) and, with a labelled reference, the
+        estimated performance; the reference's performance figures for relative rules."""
+        cfg = rt.config
+        size = round(cfg.window.size.total_seconds() * 1000) if cfg.window.by == "time" else None  # type: ignore[union-attr]
+        extra = service_figures(w, by=cfg.window.by, size_ms=size, latency=rt.schema.f_latency is not None)
+        ref = figs.reference_metrics
+        if self.labels is not None and cfg.name in self.labels.models:
+            if figs.record.status == "ok":
+                extra += self.labels.estimates(cfg.name, w)
+            ref = {**ref, **self.labels.reference_metrics(cfg.name)}
+        if not extra and ref is figs.reference_metrics:
+            return figs
+        return dataclasses.replace(figs, metrics=[*figs.metrics, *extra], reference_metrics=ref)
+
     # -- durability -----------------------------------------------------------------------
 
     @property
     def has_pending(self) -> bool:
+        """Work that should be made durable now (closed windows, dead letters, late rows).
+
+        Rows buffered for the label join do not count: they are written with the next
+        flush (at a window close, or every ``kafka.commit_interval``), together with the
+        offsets they account for, so the join adds no commits of its own.
+        """
         return bool(self._closed or self._dead or self._late)
 
     def flush(self) -> dict[int, int] | None:
@@ -332,7 +429,8 @@ class Pipeline:
         Returns None when there was nothing to write. On a storage error nothing
         is lost: the pending work stays in memory and the error propagates.
         """
-        if not self._dirty and not self.has_pending:
+        wants_labels = self.labels is not None and self.labels.wants_flush
+        if not self._dirty and not self.has_pending and not wants_labels:
             return None
         with self.store.transaction():
             if self._dead:
@@ -346,11 +444,17 @@ class Pipeline:
             for rt in self.models.values():
                 assert rt.references is not None
                 rt.references.write(self.store)
+            if self.labels is not None:
+                closed = [figs.record.key for _rt, figs in self._closed if _rt.config.window.by == "time"]
+                self.stats.performance_windows += self.labels.write(self.clock(), closed)
+                save_state(self.store, LABELS_STATE, self.labels.snapshot())
             save_state(self.store, STATE_NAME, self.snapshot())
         for rt in self.models.values():
             assert rt.references is not None
             rt.references.committed()
         log_windows_stored(figs for _, figs in self._closed)
+        if self.labels is not None:
+            self.labels.committed()
         self._closed.clear()
         self._dead.clear()
         self._late.clear()
@@ -424,6 +528,8 @@ class Pipeline:
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
         self.use_prepared(model, pm)
+        if self.labels is not None and model in self.labels.models:
+            self.labels.set_reference(model, prepare_labelled_reference(rt.config, ref.path))
         return pm
 
     def use_prepared(self, model: str, pm: PreparedModel) -> None:

@@ -112,6 +112,8 @@ class Reload:
                 daemon.pipeline.use_prepared(name, pm)
             daemon.pipeline.config = self.config
             daemon.pipeline.on_window = self.alerting.on_window
+            if daemon.pipeline.labels is not None:
+                daemon.pipeline.labels.on_performance = self.alerting.on_performance
             daemon.alerting = self.alerting
             daemon.config = self.config
         finally:

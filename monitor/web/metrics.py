@@ -69,6 +69,7 @@ class DaemonMetrics:
             for dim, n in rt.windows.capped_rows().items():
                 capped.add_metric([name, dim], n)
         yield capped
+        yield from self._labels(d)
         ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy")
         ready.add_metric([], 1.0 if d.ready.is_set() and d.storage_error is None else 0.0)
         yield ready
@@ -159,6 +160,36 @@ class DaemonMetrics:
         for name, n in sorted(d.store.size_on_disk().items()):
             size.add_metric([name], n)
         yield size
+
+    @staticmethod
+    def _labels(d: DaemonView) -> Any:
+        """The label join: its durable counters per model, and the performance windows."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        from storage.labels import COUNTERS, label_counters, slots_waiting  # noqa: PLC0415
+
+        if getattr(d.pipeline, "labels", None) is None:
+            return
+        join = CounterMetricFamily(
+            "driftwarden_label_join",
+            "Label join events per model: predictions, labels, joined, duplicate_labels, early,"
+            " expired_labels, expired_predictions, unmatched_labels, duplicate_predictions (durable)",
+            labels=["model", "event"],
+        )
+        for model, counts in sorted(label_counters(d.store).items()):
+            for name in COUNTERS:
+                join.add_metric([model, name], counts.get(name, 0))
+        yield join
+        perf = CounterMetricFamily(
+            "driftwarden_performance_windows", "Performance windows (re)computed since start", labels=[]
+        )
+        perf.add_metric([], d.pipeline.stats.performance_windows)
+        yield perf
+        owed = GaugeMetricFamily(
+            "driftwarden_label_windows_waiting", "Time windows whose performance is not computed yet or is stale"
+        )
+        owed.add_metric([], slots_waiting(d.store))
+        yield owed
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415

@@ -174,6 +174,9 @@ class ModelWindows:
         self.segment_caps = {s: ValueCap(lim.max_segment_values, lim.max_value_length, retire_after=self.size) for s in segments}
         #: windows to close at the next :meth:`close_due` though not complete (their value was evicted)
         self._forced: set[tuple[str, str, int, int]] = set()
+        #: the last batch :meth:`add` assigned, with versions and segment values capped as
+        #: its windows saw them (the label join keys its rows the same way)
+        self.last_capped: ColumnBatch | None = None
 
     def capped_rows(self) -> dict[str, int]:
         """Rows sent to the ``__other__`` bucket so far, by dimension (``version``, ``segment:KEY``)."""
@@ -200,12 +203,14 @@ class ModelWindows:
         if self.by == "time":
             wm_before = self._advance_watermark(batch.ts_ms, replay)
             batch = self._capped(batch, batch.ts_ms, wm_before, replay)
+            self.last_capped = batch
             for version, segment, idx in self._groups(batch):
                 late.extend(self._add_time(batch, version, segment, idx, wm_before, replay))
         else:
             ordinal = self.rows_seen + np.cumsum(~replay)
             self.rows_seen = int(ordinal[-1])
             batch = self._capped(batch, ordinal, ordinal, replay)
+            self.last_capped = batch
             for version, segment, idx in self._groups(batch):
                 self._add_count(batch, version, segment, idx, replay)
         self.late_total += sum(x.count for x in late)

@@ -24,7 +24,7 @@ def test_contract_names_and_parameters():
         "no_data_for",
     ]  # fmt: skip
     assert params(alerts.engine.AlertEngine) == ["store", "rules", "notifiers", "clock", "settings"]
-    assert params(alerts.engine.AlertEngine.on_window) == ["window", "metrics", "context"]
+    assert params(alerts.engine.AlertEngine.on_window) == ["window", "metrics", "context", "reevaluate"]
     assert params(alerts.engine.AlertEngine.on_tick) == ["now"]
     assert params(alerts.engine.AlertEngine.silence)[:5] == [
         "model", "rule", "until", "created_by", "comment"

@@ -1028,7 +1028,7 @@ def test_env_and_file_secrets_resolved_and_never_shown(
     with pytest.raises(ConfigError) as exc:
         load(
             tmp_path,
-            rest + '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1.0\nnotifiers = ["x"]\n',
+            rest + '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 1.0\nnotifiers = ["x"]\n',
         )
     assert "very-secret" not in str(exc.value) and "also-secret" not in str(exc.value)
     assert exc.value.problems == [

@@ -143,5 +143,8 @@ def test_public_surface_is_exported():
     for name in detectors.__all__:
         assert hasattr(detectors, name), name
     public = {n for n in dir(detectors) if not n.startswith("_")}
-    modules = {"calibration", "dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec"}
+    modules = {
+        "calibration", "dataset", "drift", "quality", "multivariate", "performance", "sequential", "spec",
+        "comparison", "estimation", "window_performance",
+    }
     assert public - modules <= set(detectors.__all__)

@@ -1,0 +1,314 @@
+"""The performance of one window once labels have joined: figures with bootstrap intervals.
+
+Three shapes of model, each one function:
+
+- :func:`binary_performance`: a classifier that publishes a score for the class of
+  interest; the predicted class is ``score >= threshold``. Accuracy, precision,
+  recall, F1, ROC AUC, log loss and Brier score (the last two only when every
+  score is a probability in [0, 1]; NaN otherwise).
+- :func:`multiclass_performance`: a classifier that publishes a class. Accuracy;
+  precision, recall and F1 of the class of interest (one-vs-rest); their macro
+  and weighted averages over the classes seen in labels or predictions.
+- :func:`regression_performance`: MAE, RMSE, MAPE and R².
+
+Point values equal scikit-learn's on the same rows (checked to 1e-12 in the
+tests). Each figure carries a percentile bootstrap interval and the bootstrap
+standard error (used by :mod:`detectors.comparison`): all replicates are drawn
+as one matrix of multiplicities and evaluated with matrix products, ``chunk``
+replicates at a time. Replicates where a figure is undefined (ROC AUC of a
+resample holding one class) are left out. ``n_boot = 0`` gives NaN intervals.
+Deterministic for a given ``seed``: the caller derives it from the window id,
+so a recomputed window gets the same interval from the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detectors.performance import _auc_from_weights, _bootstrap_weights, _regression_from_weights
+
+#: figures where a larger value is better; every other performance figure is better smaller
+HIGHER_IS_BETTER = frozenset(
+    {
+        "accuracy", "precision", "recall", "f1", "roc_auc",
+        "precision_macro", "recall_macro", "f1_macro",
+        "precision_weighted", "recall_weighted", "f1_weighted", "r2",
+    }
+)
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape"})
+BINARY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+MULTICLASS_METRICS = (
+    "accuracy", "precision", "recall", "f1",
+    "precision_macro", "recall_macro", "f1_macro",
+    "precision_weighted", "recall_weighted", "f1_weighted",
+)
+REGRESSION_METRICS = ("mae", "rmse", "mape", "r2")
+#: above this many classes the multi-class intervals are left NaN (the one-hot
+#: matrices the replicates need would grow with classes x rows); points stay exact
+MAX_CLASSES_FOR_INTERVALS = 100
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One performance figure of one window.
+
+    ``ci_low``/``ci_high``: percentile bootstrap interval at the requested level;
+    ``se``: standard deviation of the bootstrap replicates. NaN when undefined.
+    """
+
+    metric: str
+    value: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    se: float = math.nan
+
+
+@dataclass(frozen=True)
+class WindowPerformance:
+    """The figures of one window's labelled rows.
+
+    ``n``: labelled rows used. ``rates``: for figures that are proportions, the
+    (successes, trials) a two-proportion test needs (accuracy: correct of all;
+    precision: true positives of predicted positives; recall: true positives of
+    actual positives).
+    """
+
+    n: int
+    figures: dict[str, Figure]
+    rates: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float:
+        f = self.figures.get(metric)
+        return math.nan if f is None else f.value
+
+
+def _intervals(
+    names: tuple[str, ...],
+    points: dict[str, float],
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]],
+    n: int,
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+    chunk: int,
+) -> dict[str, Figure]:
+    if n_boot <= 0 or n == 0:
+        return {m: Figure(m, points[m]) for m in names}
+    rng = np.random.default_rng(seed)
+    reps: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        vals = compute(_bootstrap_weights(n, k, rng))
+        for m in names:
+            reps[m].append(vals[m])
+    alpha = (1 - level) / 2
+    out: dict[str, Figure] = {}
+    for m in names:
+        v = np.concatenate(reps[m])
+        v = v[~np.isnan(v)]
+        if v.shape[0] < 2 or math.isnan(points[m]):
+            out[m] = Figure(m, points[m])
+            continue
+        lo, hi = np.quantile(v, [alpha, 1 - alpha])
+        out[m] = Figure(m, points[m], float(lo), float(hi), float(np.std(v, ddof=1)))
+    return out
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (scikit-learn's ``zero_division`` default)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------- binary
+
+
+def _binary_from_weights(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool
+) -> dict[str, np.ndarray]:
+    pred = (s >= threshold).astype(np.float64)
+    tot = w.sum(axis=1)
+    tp = w @ (pred * y)
+    fp = w @ (pred * (1 - y))
+    fn = w @ ((1 - pred) * y)
+    correct = w @ (pred == y).astype(np.float64)
+    nan = np.full(w.shape[0], np.nan)
+    out = {
+        "accuracy": correct / tot,
+        "precision": _safe_div(tp, tp + fp),
+        "recall": _safe_div(tp, tp + fn),
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "roc_auc": _auc_from_weights(y, s, w),
+        "log_loss": nan,
+        "brier": nan,
+    }
+    if probabilities:
+        eps = np.finfo(np.float64).eps
+        p = np.clip(s, eps, 1 - eps)
+        ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        out["log_loss"] = (w @ ll) / tot
+        out["brier"] = (w @ (s - y) ** 2) / tot
+    return out
+
+
+def binary_performance(
+    is_positive: np.ndarray,
+    score: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> WindowPerformance:
+    """Figures of a score model: ``is_positive`` (bool) says whether each row's label
+    is the class of interest, ``score`` its score (finite floats, same length).
+
+    Equal to scikit-learn's ``accuracy_score``, ``precision_score``,
+    ``recall_score``, ``f1_score`` on ``score >= threshold``, ``roc_auc_score``
+    (NaN when one class only, where sklearn raises), ``log_loss`` with
+    ``labels=[0, 1]`` and ``brier_score_loss`` (NaN unless every score is in
+    [0, 1]). All NaN for no rows.
+    """
+    y = np.asarray(is_positive, dtype=bool).astype(np.float64)
+    s = np.asarray(score, dtype=np.float64)
+    n = int(y.shape[0])
+    if n == 0:
+        return WindowPerformance(0, {m: Figure(m, math.nan) for m in BINARY_METRICS})
+    probabilities = bool(np.all((s >= 0.0) & (s <= 1.0)))
+    point = _binary_from_weights(y, s, np.ones((1, n)), threshold, probabilities)
+    points = {m: float(v[0]) for m, v in point.items()}
+    pred = s >= threshold
+    yb = y > 0.5
+    tp = int(np.sum(pred & yb))
+    rates = {
+        "accuracy": (int(np.sum(pred == yb)), n),
+        "precision": (tp, int(pred.sum())),
+        "recall": (tp, int(yb.sum())),
+    }
+    figs = _intervals(
+        BINARY_METRICS, points, lambda w: _binary_from_weights(y, s, w, threshold, probabilities), n,
+        n_boot=n_boot, level=level, seed=seed, chunk=chunk,
+    )
+    return WindowPerformance(n, figs, rates)
+
+
+# --------------------------------------------------------------------------- multi-class
+
+
+def _multiclass_from_counts(
+    tp: np.ndarray, true_sum: np.ndarray, pred_sum: np.ndarray, tot: np.ndarray, pos: int | None
+) -> dict[str, np.ndarray]:
+    """Figures from per-class counts (rows: replicates, columns: classes)."""
+    precision = _safe_div(tp, pred_sum)
+    recall = _safe_div(tp, true_sum)
+    f1 = _safe_div(2 * tp, true_sum + pred_sum)
+    present = (true_sum + pred_sum) > 0
+    n_present = present.sum(axis=1)
+    support = true_sum.sum(axis=1)
+    out = {"accuracy": tp.sum(axis=1) / tot}
+    for name, per_class in (("precision", precision), ("recall", recall), ("f1", f1)):
+        out[f"{name}_macro"] = _safe_div((per_class * present).sum(axis=1), n_present)
+        out[f"{name}_weighted"] = _safe_div((per_class * true_sum).sum(axis=1), support)
+        out[name] = per_class[:, pos] if pos is not None else np.zeros(tp.shape[0])
+    return out
+
+
+def multiclass_performance(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    positive: str | None = None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> WindowPerformance:
+    """Figures of a model that publishes a class: ``y_true``/``y_pred`` are arrays of
+    class names (``str``) of the same length, no missing values.
+
+    Equal to scikit-learn's ``accuracy_score``; ``precision_score``,
+    ``recall_score``, ``f1_score`` with ``average="macro"`` / ``"weighted"``
+    (over the classes present in either array, zero where a ratio is 0/0);
+    ``precision``, ``recall`` and ``f1`` are those of ``positive`` against every
+    other class (0.0 when ``positive`` is None or never seen).
+    """
+    t = np.asarray(y_true, dtype=object)
+    p = np.asarray(y_pred, dtype=object)
+    n = int(t.shape[0])
+    if n == 0:
+        return WindowPerformance(0, {m: Figure(m, math.nan) for m in MULTICLASS_METRICS})
+    classes, codes = np.unique(np.concatenate([t, p]).astype(str), return_inverse=True)
+    ct, cp = codes[:n], codes[n:]
+    k = int(classes.shape[0])
+    pos_idx = None
+    if positive is not None:
+        hit = np.nonzero(classes == str(positive))[0]
+        pos_idx = int(hit[0]) if hit.shape[0] else None
+    hit_rows = ct == cp
+    tp = np.bincount(ct[hit_rows], minlength=k).astype(np.float64)[None, :]
+    true_sum = np.bincount(ct, minlength=k).astype(np.float64)[None, :]
+    pred_sum = np.bincount(cp, minlength=k).astype(np.float64)[None, :]
+    point = _multiclass_from_counts(tp, true_sum, pred_sum, np.array([float(n)]), pos_idx)
+    points = {m: float(v[0]) for m, v in point.items()}
+    rates = {"accuracy": (int(hit_rows.sum()), n)}
+    if pos_idx is not None:
+        rates["precision"] = (int(tp[0, pos_idx]), int(pred_sum[0, pos_idx]))
+        rates["recall"] = (int(tp[0, pos_idx]), int(true_sum[0, pos_idx]))
+    if k > MAX_CLASSES_FOR_INTERVALS:
+        return WindowPerformance(n, {m: Figure(m, points[m]) for m in MULTICLASS_METRICS}, rates)
+    eye = np.eye(k)
+    t_hot, p_hot = eye[ct], eye[cp]
+    tp_hot = t_hot * hit_rows[:, None]
+
+    def compute(w: np.ndarray) -> dict[str, np.ndarray]:
+        return _multiclass_from_counts(w @ tp_hot, w @ t_hot, w @ p_hot, w.sum(axis=1), pos_idx)
+
+    figs = _intervals(MULTICLASS_METRICS, points, compute, n, n_boot=n_boot, level=level, seed=seed, chunk=chunk)
+    return WindowPerformance(n, figs, rates)
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def regression_performance(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> WindowPerformance:
+    """MAE, RMSE, MAPE (|y| floored at machine epsilon) and R² (NaN below two rows;
+    1.0/0.0 for a constant target as sklearn's ``force_finite``), equal to
+    scikit-learn's. ``y_true``/``y_pred``: finite floats of the same length."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    n = int(t.shape[0])
+    if n == 0:
+        return WindowPerformance(0, {m: Figure(m, math.nan) for m in REGRESSION_METRICS})
+    err = t - p
+    eps = np.finfo(np.float64).eps
+    if n >= 2:
+        ss_res = float(np.sum(err**2))
+        ss_tot = float(np.sum((t - np.mean(t)) ** 2))
+        r2 = (1 - ss_res / ss_tot) if ss_tot != 0 else (1.0 if ss_res == 0 else 0.0)
+    else:
+        r2 = math.nan
+    points = {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape": float(np.mean(np.abs(err) / np.maximum(np.abs(t), eps))),
+        "r2": float(r2),
+    }
+    figs = _intervals(
+        REGRESSION_METRICS, points, lambda w: _regression_from_weights(t, p, w), n,
+        n_boot=n_boot, level=level, seed=seed, chunk=chunk,
+    )
+    return WindowPerformance(n, figs)

@@ -1,0 +1,256 @@
+"""From a slot's joined rows to the performance figures of each of its windows.
+
+A *slot* is one time window of a model across all its versions and segments;
+its windows have the same identity as the drift windows
+(``model|version|segment|start|end``). For each window:
+
+- ``labelled_rows`` and ``label_coverage`` (labelled predictions / predictions),
+  always;
+- with at least ``window.min_rows`` labelled rows: every figure of the model's
+  shape with its bootstrap interval (``ci_low``/``ci_high``), ``label_drift``
+  against the reference's labels, and ``<figure>_estimation_error`` (realized
+  minus the estimate stored when the window closed);
+- on the all-segments window of a version: ``<figure>_segment_gap``, the worst
+  segment's figure minus the overall one (worst = lowest for figures where
+  higher is better, highest for errors);
+- on the windows of a version other than ``baseline_version``, when the
+  baseline has the same window: ``<figure>_delta`` (candidate minus baseline,
+  ``p_value`` = two-sided test) and ``<figure>_worse_p`` (one-sided p-value
+  that the candidate is worse), see :mod:`detectors.comparison`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from detectors import column_drift
+from detectors.comparison import compare
+from detectors.window_performance import (
+    HIGHER_IS_BETTER,
+    WindowPerformance,
+    binary_performance,
+    multiclass_performance,
+    regression_performance,
+)
+from monitor.config import LabelsConfig, ModelConfig
+from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey, iso
+
+#: separates segment values in ``label_predictions.segments``; ABSENT marks a missing one
+SEP = "\x1f"
+ABSENT = "\x00"
+
+
+@dataclass(frozen=True)
+class PerformanceSpec:
+    """How one model's performance windows are computed, derived once from the config."""
+
+    model: str
+    #: "binary" (a score), "multiclass" (a class) or "regression"
+    kind: str
+    label_column: str
+    positive: str | None
+    threshold: float
+    n_boot: int
+    level: float
+    min_rows: int
+    baseline: str | None
+    segments: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, labels: LabelsConfig) -> PerformanceSpec:
+        if m.task == "regression":
+            kind = "regression"
+        else:
+            kind = "binary" if m.prediction_type == "numerical" else "multiclass"
+        perf = m.performance
+        return cls(
+            model=m.name, kind=kind, label_column=m.label,
+            positive=None if m.class_of_interest is None else str(m.class_of_interest),
+            threshold=0.5 if perf.threshold is None else perf.threshold,
+            n_boot=labels.bootstrap, level=labels.confidence, min_rows=m.window.min_rows,
+            baseline=perf.baseline_version, segments=tuple(m.segments),
+        )
+
+
+def seed_of(window_id: str) -> int:
+    """A bootstrap seed derived from the window id: a recomputed window draws the same resamples."""
+    return int.from_bytes(hashlib.sha256(window_id.encode()).digest()[:8], "little")
+
+
+def performance(spec: PerformanceSpec, labels: np.ndarray, predictions: np.ndarray, seed: int, *, n_boot: int | None = None) -> WindowPerformance:
+    """The figures of labelled rows (``labels``: class names or floats; ``predictions``:
+    scores, class names or floats, all valid)."""
+    b = spec.n_boot if n_boot is None else n_boot
+    if spec.kind == "binary":
+        return binary_performance(
+            labels == spec.positive, predictions.astype(np.float64), threshold=spec.threshold,
+            n_boot=b, level=spec.level, seed=seed,
+        )
+    if spec.kind == "multiclass":
+        return multiclass_performance(labels, predictions, positive=spec.positive, n_boot=b, level=spec.level, seed=seed)
+    return regression_performance(labels.astype(np.float64), predictions.astype(np.float64), n_boot=b, level=spec.level, seed=seed)
+
+
+def _valid(spec: PerformanceSpec, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    has_label = np.array([v is not None for v in labels.tolist()], dtype=bool)
+    if spec.kind == "multiclass":
+        has_pred = np.array([v is not None for v in preds.tolist()], dtype=bool)
+    else:
+        has_pred = np.array([v is not None and isinstance(v, int | float) and math.isfinite(v) for v in preds.tolist()], dtype=bool)
+    return has_label & has_pred
+
+
+def reference_figures(m: ModelConfig, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The reference data's own figures (no intervals), for relative rules."""
+    from monitor.config import LabelsConfig  # noqa: PLC0415
+
+    spec = PerformanceSpec.from_config(m, LabelsConfig())
+    ok = _valid(spec, labels, predictions)
+    if not ok.any():
+        return {}
+    wp = performance(spec, labels[ok], predictions[ok], 0, n_boot=0)
+    return {k: f.value for k, f in wp.figures.items() if not math.isnan(f.value)}
+
+
+@dataclass
+class _Group:
+    key: WindowKey
+    version: str
+    segment: str
+    rows: int
+    labelled: int
+    perf: WindowPerformance | None
+    labels: np.ndarray
+
+
+def slot_figures(
+    spec: PerformanceSpec,
+    counts: Sequence[tuple[str, str, int, int]],
+    rows: Sequence[tuple[Any, ...]],
+    start_ms: int,
+    end_ms: int,
+    *,
+    label_reference: Any = None,
+    estimates: Callable[[list[str]], Mapping[tuple[str, str], float]] | None = None,
+) -> list[tuple[WindowKey, list[MetricRow]]]:
+    """Every window of one slot with its performance figures.
+
+    ``counts``: (version, segments, predictions, labelled) per stored combination,
+    and ``rows``: (version, segments, prediction, label) of the labelled predictions
+    in (ts, event_id) order, as :mod:`storage.labels` returns them.
+    ``label_reference``: the reference labels prepared for drift (None: no
+    ``label_drift``). ``estimates``: given window ids, their stored (window id,
+    ``estimated_<figure>``) -> value.
+    """
+    if not counts:
+        return []
+    start = iso(datetime.fromtimestamp(start_ms / 1000, UTC))
+    end = iso(datetime.fromtimestamp(end_ms / 1000, UTC))
+    # predictions and labelled predictions per window, from the counts
+    n_rows: dict[tuple[str, str], int] = {}
+    n_lab: dict[tuple[str, str], int] = {}
+    for version, segs, total, labelled in counts:
+        for segment in _segment_names(spec, segs):
+            n_rows[(version, segment)] = n_rows.get((version, segment), 0) + int(total)
+            n_lab[(version, segment)] = n_lab.get((version, segment), 0) + int(labelled)
+    versions = np.empty(len(rows), dtype=object)
+    preds = np.empty(len(rows), dtype=object)
+    labels = np.empty(len(rows), dtype=object)
+    seg_cols: dict[str, np.ndarray] = {}
+    if rows:
+        ver_l, seg_l, pred_l, lab_l = zip(*rows, strict=True)
+        versions[:] = ver_l
+        preds[:] = pred_l
+        labels[:] = lab_l
+        if spec.segments:
+            split = [s.split(SEP) for s in seg_l]
+            for i, name in enumerate(spec.segments):
+                col = np.empty(len(rows), dtype=object)
+                col[:] = [p[i] if i < len(p) and p[i] != ABSENT else None for p in split]
+                seg_cols[name] = col
+    valid = _valid(spec, labels, preds)
+
+    groups: list[_Group] = []
+    for version, segment in sorted(n_rows):
+        key = WindowKey(spec.model, version, segment, start, end)
+        mask = versions == version
+        if segment != ALL_SEGMENTS:
+            name, _, value = segment.partition("=")
+            mask = mask & (seg_cols[name] == value) if name in seg_cols else np.zeros(len(rows), dtype=bool)
+        use = mask & valid
+        lab = labels[use]
+        perf = None
+        if int(use.sum()) >= spec.min_rows:
+            if spec.kind == "regression":
+                lab = lab.astype(np.float64)
+            perf = performance(spec, lab, preds[use], seed_of(key.id))
+        groups.append(_Group(key, version, segment, n_rows[(version, segment)], n_lab[(version, segment)], perf, lab))
+
+    est = estimates([g.key.id for g in groups if g.perf is not None]) if estimates is not None else {}
+    out: list[tuple[WindowKey, list[MetricRow]]] = []
+    by_key = {(g.version, g.segment): g for g in groups}
+    for g in groups:
+        metrics = [
+            MetricRow(DATASET, "labelled_rows", float(g.labelled)),
+            MetricRow(DATASET, "label_coverage", g.labelled / g.rows if g.rows else math.nan),
+        ]
+        if g.perf is not None:
+            for f in g.perf.figures.values():
+                if math.isnan(f.value):
+                    continue
+                metrics.append(MetricRow(DATASET, f.metric, f.value, ci_low=_opt(f.ci_low), ci_high=_opt(f.ci_high)))
+            if label_reference is not None:
+                d = column_drift(label_reference, spec.label_column, g.labels)
+                metrics.append(
+                    MetricRow(
+                        spec.label_column, "label_drift", d.score, threshold=d.threshold, drifted=d.drifted,
+                        p_value=d.score if d.score_kind == "p_value" else None, test=d.test,
+                    )
+                )
+            for m, f in g.perf.figures.items():
+                e = est.get((g.key.id, f"estimated_{m}"))
+                if e is not None and not math.isnan(f.value):
+                    metrics.append(MetricRow(DATASET, f"{m}_estimation_error", f.value - e))
+            if g.segment == ALL_SEGMENTS:
+                metrics += _segment_gaps(g, [x for x in groups if x.version == g.version and x.segment != ALL_SEGMENTS])
+            base = by_key.get((spec.baseline, g.segment)) if spec.baseline is not None else None
+            if base is not None and base is not g and base.perf is not None:
+                for c in compare(g.perf, base.perf):
+                    metrics.append(MetricRow(DATASET, f"{c.metric}_delta", c.delta, p_value=c.p_value, test=c.test))
+                    metrics.append(MetricRow(DATASET, f"{c.metric}_worse_p", c.p_worse, test=c.test))
+        out.append((g.key, metrics))
+    return out
+
+
+def _segment_names(spec: PerformanceSpec, segs: str) -> list[str]:
+    """The windows a stored combination of segment values counts in: all rows, and
+    one per present segment value."""
+    out = [ALL_SEGMENTS]
+    if spec.segments:
+        for name, value in zip(spec.segments, segs.split(SEP), strict=False):
+            if value != ABSENT:
+                out.append(f"{name}={value}")
+    return out
+
+
+def _segment_gaps(overall: _Group, segments: list[_Group]) -> list[MetricRow]:
+    assert overall.perf is not None
+    out = []
+    for m, f in overall.perf.figures.items():
+        vals = [(s.perf.figures[m].value, s.segment) for s in segments if s.perf is not None and not math.isnan(s.perf.figures[m].value)]
+        if not vals or math.isnan(f.value):
+            continue
+        worst = min(vals) if m in HIGHER_IS_BETTER else max(vals)
+        out.append(MetricRow(DATASET, f"{m}_segment_gap", worst[0] - f.value, test=worst[1]))
+    return out
+
+
+def _opt(v: float) -> float | None:
+    return None if math.isnan(v) else v

@@ -1,0 +1,588 @@
+"""The label join: predictions and labels meet in the store; performance windows follow.
+
+Between two flushes the join only buffers what the pipeline hands it: the fresh
+predictions of models with performance enabled (after version and segment caps,
+so windows keep the drift windows' identity) and the decoded labels. At flush,
+inside the pipeline's one transaction, :meth:`LabelJoin.write`:
+
+1. inserts the new predictions (duplicate ids: the first stays, counted), joining
+   labels that waited for them;
+2. applies the labels: a held prediction gets its label (a further label for the
+   same id is a duplicate, counted; the one with the latest ``ts`` wins, ties go
+   to the later record); a label later than its prediction's ``ts + ttl`` is
+   counted as expired and not used; a label without its prediction waits
+   (``early_ttl``);
+3. (re)computes the performance windows of the slots that are due (mature:
+   ``end + delay <= clock`` or coverage reached; or holding late labels and last
+   computed ``recompute_interval`` ago), and hands each window to the listener
+   (the alert engine) in the same transaction;
+4. prunes what left the TTL, counting expired predictions and unmatched labels.
+
+The buffers never force a flush of their own: they ride the next one (a closed
+window, or ``kafka.commit_interval``), with the offsets they account for. The
+(re)computations of step 3 take at most :data:`COMPUTE_SHARE` of the wall time;
+due windows beyond that wait for a later flush (first computations first).
+
+The *clock* of a model is the newest event time seen on either stream (durable),
+so expiry and maturity do not depend on when the daemon runs; a model idle for
+its ``window.idle_timeout`` lets the wall clock mature its windows (like idle
+drift windows), never expire them.
+
+Crash safety: the label topic's consumed offsets are part of the durable state
+written with the join, and records before them are skipped after a restart; the
+predictions' replayed rows are skipped too (they are in the join already).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+
+from detectors.estimation import ESTIMATED_METRICS, estimate_binary
+from monitor.config import Config, ModelConfig
+from monitor.ingest.batch import ColumnBatch
+from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
+from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
+from monitor.labels.reference import LabelledReference
+from monitor.windows.model_windows import OpenWindow
+from storage import labels as db
+from storage.db import StorageError, Store
+from storage.records import DATASET, MetricRow, WindowKey, iso, parse_iso
+
+log = logging.getLogger("driftwarden.labels")
+
+STATE_NAME = "labels"
+#: slots (re)computed per flush at most; the rest follow at the next flush
+MAX_SLOTS_PER_FLUSH = 16
+#: performance (re)computations may take this share of the daemon's wall time: labels
+#: that keep landing in many windows must not starve ingest (the rest waits its turn)
+COMPUTE_SHARE = 0.25
+#: seconds of computation that can be saved up while there is nothing to compute
+COMPUTE_BURST_S = 5.0
+#: SQLite page cache of the store's connection with the join on (KiB, as PRAGMA
+#: cache_size takes it negative): labels land on random rows of the join table, and
+#: its index's inner pages then stay in memory instead of being re-read per label
+CACHE_KIB = 32 * 1024
+
+
+class PerformanceListener(Protocol):
+    """Called inside the flush transaction for each (re)computed performance window."""
+
+    def __call__(self, key: WindowKey, metrics: list[MetricRow], model: ModelConfig, reference: Mapping[tuple[str, str], float]) -> None: ...
+
+
+@dataclass
+class _Predictions:
+    event_id: np.ndarray
+    ts: np.ndarray
+    version: np.ndarray
+    segments: list[str]
+    prediction: list[Any]
+
+
+@dataclass
+class JoinModel:
+    """One model's side of the join."""
+
+    config: ModelConfig
+    spec: PerformanceSpec
+    size_ms: int
+    step_ms: int
+    reference: LabelledReference = field(default_factory=LabelledReference)
+
+    @property
+    def per_row(self) -> int:
+        return self.size_ms // self.step_ms
+
+    def slot_starts(self, ts: np.ndarray) -> list[np.ndarray]:
+        """For each of the ``per_row`` windows a row belongs to, the window starts
+        (as :class:`monitor.windows.model_windows.ModelWindows` assigns them)."""
+        newest = (ts // self.step_ms) * self.step_ms
+        return [newest - j * self.step_ms for j in range(self.per_row)]
+
+
+def _ms(td: timedelta) -> int:
+    return round(td.total_seconds() * 1000)
+
+
+def _ms_of(text: str) -> int:
+    return round(parse_iso(text).timestamp() * 1000)
+
+
+class LabelJoin:
+    """The label side of the pipeline (see the module documentation)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        on_performance: PerformanceListener | None = None,
+        references: Mapping[str, LabelledReference] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.wall = clock
+        self.on_performance = on_performance
+        store.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        lab = config.labels
+        self.ttl_ms = _ms(lab.ttl)
+        self.early_ttl_ms = _ms(lab.early_ttl)
+        self.delay_ms = _ms(lab.delay)
+        self.coverage = lab.coverage
+        self.recompute_interval = lab.recompute_interval
+        self.topic = config.kafka.labels_topic
+        self.models: dict[str, JoinModel] = {}
+        for m in config.models:
+            if not m.performance.enabled:
+                continue
+            self.models[m.name] = JoinModel(
+                m, PerformanceSpec.from_config(m, lab), _ms(m.window.size), _ms(m.window.step),
+                (references or {}).get(m.name, LabelledReference()),
+            )
+        self.decoder = LabelDecoder(
+            {n: LabelSpec.from_config(jm.config) for n, jm in self.models.items()},
+            [m.name for m in config.models],
+            max_message_bytes=config.kafka.max_message_bytes,
+            max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
+        )
+        #: next offset to consume per partition of the labels topic, as reflected in memory
+        self.positions: dict[int, int] = {}
+        #: first offset NOT reflected in durable state (records before it are skipped)
+        self.replay_before: dict[int, int] = {}
+        #: per model: newest event time seen on either stream (ms)
+        self.clock_ms: dict[str, int] = {}
+        #: per model: the wall clock (ms) that may mature windows while the model is idle
+        self.idle_ms: dict[str, int] = {}
+        self.last_activity: dict[str, datetime] = {}
+        self._preds: dict[str, list[_Predictions]] = {}
+        self._labels: dict[str, list[LabelBatch]] = {}
+        self._dirty = False
+        #: slots were left due at the last flush, or may become due by the wall clock
+        self._owed = False
+        #: seconds of computation available now (see COMPUTE_SHARE), and when it was topped up
+        self._budget = COMPUTE_BURST_S
+        self._budget_at: datetime | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.models) and self.topic is not None
+
+    def set_reference(self, model: str, ref: LabelledReference) -> None:
+        jm = self.models.get(model)
+        if jm is not None:
+            jm.reference = ref
+
+    def reference_metrics(self, model: str) -> dict[tuple[str, str], float]:
+        """The reference's own performance figures (also under ``estimated_<figure>``),
+        for rules with relative thresholds."""
+        jm = self.models.get(model)
+        if jm is None:
+            return {}
+        out = dict(jm.reference.figures)
+        out.update({(c, f"estimated_{m}"): v for (c, m), v in jm.reference.figures.items() if m in ESTIMATED_METRICS})
+        return out
+
+    def estimates(self, model: str, w: OpenWindow) -> list[MetricRow]:
+        """Estimated performance of a closed window from its scores (CBPE), for binary
+        score models whose reference holds labels; empty otherwise."""
+        jm = self.models.get(model)
+        if jm is None or jm.reference.calibrator is None or w.rows == 0:
+            return []
+        scores = w.columns().get(jm.config.prediction)
+        if scores is None:
+            return []
+        est = estimate_binary(jm.reference.calibrator, scores, threshold=jm.spec.threshold)
+        return [
+            MetricRow(DATASET, f"estimated_{m}", v) for m, v in est.as_dict().items() if v == v
+        ]
+
+    # -- hot path -------------------------------------------------------------------
+
+    def add_predictions(self, model: str, batch: ColumnBatch, replay_before: Mapping[int, int] | None) -> None:
+        """Buffer the fresh rows of a (capped) prediction batch of ``model``."""
+        jm = self.models.get(model)
+        if jm is None or len(batch) == 0:
+            return
+        fresh = np.ones(len(batch), dtype=bool)
+        if replay_before:
+            for p, o in replay_before.items():
+                fresh &= ~((batch.partition == p) & (batch.offset < o))
+        if not fresh.all():
+            if not fresh.any():
+                return
+            batch = batch.take(fresh)
+        segs = self._segments(jm, batch)
+        # NaN scores are stored as NULL by SQLite itself
+        values: list[Any] = batch.columns[jm.config.prediction].tolist()
+        self._preds.setdefault(model, []).append(
+            _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
+        )
+        self._advance(model, int(batch.ts_ms.max()))
+        self._dirty = True
+
+    @staticmethod
+    def _segments(jm: JoinModel, batch: ColumnBatch) -> list[str]:
+        names = jm.spec.segments
+        if not names:
+            return [""] * len(batch)
+        if len(names) == 1:
+            return [ABSENT if v is None else v for v in batch.segments[names[0]].tolist()]
+        cols = [batch.segments[s].tolist() for s in names]
+        return [SEP.join(ABSENT if v is None else v for v in row) for row in zip(*cols, strict=True)]
+
+    def add_labels(self, batches: Mapping[str, LabelBatch]) -> None:
+        for model, b in batches.items():
+            if len(b):
+                self._labels.setdefault(model, []).append(b)
+                self._advance(model, max(b.ts))
+                self._dirty = True
+
+    def _advance(self, model: str, ts: int) -> None:
+        if ts > self.clock_ms.get(model, -1):
+            self.clock_ms[model] = ts
+        self.last_activity[model] = self.wall()
+        self.idle_ms.pop(model, None)
+
+    def fresh(self, records: list[Any]) -> list[Any]:
+        """The records not yet reflected in durable state (a restart skips the others)."""
+        if not self.replay_before:
+            return records
+        return [r for r in records if r.offset >= self.replay_before.get(r.partition, -1)]
+
+    def advance_positions(self, records: list[Any]) -> None:
+        for r in records:
+            if r.offset + 1 > self.positions.get(r.partition, -1):
+                self.positions[r.partition] = r.offset + 1
+        self._dirty = True
+
+    def touch(self) -> None:
+        """Consumption is paused (Kafka or storage away): not an idle model."""
+        now = self.wall()
+        for name in self.last_activity:
+            self.last_activity[name] = now
+        self.idle_ms.clear()
+
+    def tick(self) -> None:
+        """Let idle models mature their windows by the wall clock; due recomputes run at the next flush."""
+        now = self.wall()
+        for name, jm in self.models.items():
+            timeout = jm.config.window.idle_timeout
+            last = self.last_activity.get(name)
+            if timeout is not None and last is not None and now - last >= timeout:
+                self.idle_ms[name] = int(now.timestamp() * 1000)
+        if self._owed or self.idle_ms:
+            self._dirty = True
+
+    # -- undo (poison isolation) ------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "preds": {m: len(v) for m, v in self._preds.items()},
+            "labels": {m: len(v) for m, v in self._labels.items()},
+            "positions": dict(self.positions),
+            "clock": dict(self.clock_ms),
+            "activity": dict(self.last_activity),
+            "idle": dict(self.idle_ms),
+            "dirty": self._dirty,
+        }
+
+    def rollback(self, cp: dict[str, Any]) -> None:
+        for buf, key in ((self._preds, "preds"), (self._labels, "labels")):
+            for m in list(buf):
+                keep = cp[key].get(m, 0)
+                del buf[m][keep:]
+                if not buf[m]:
+                    del buf[m]
+        self.positions = cp["positions"]
+        self.clock_ms = cp["clock"]
+        self.last_activity = cp["activity"]
+        self.idle_ms = cp["idle"]
+        self._dirty = cp["dirty"]
+
+    # -- durability ---------------------------------------------------------------------
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._preds or self._labels)
+
+    @property
+    def wants_flush(self) -> bool:
+        return self._dirty
+
+    def write(self, now: datetime, closed: Sequence[WindowKey] = ()) -> int:
+        """Everything buffered, due computations and pruning; call inside the flush
+        transaction. ``closed``: the drift windows stored in the same flush (a slot
+        computed before its drift window closed is recomputed, for the estimation
+        error). Returns the number of performance windows written."""
+        written = 0
+        owed = False
+        for key in closed:
+            if key.model in self.models and key.segment == "":
+                db.mark_dirty(self.store, key.model, _ms_of(key.start), _ms_of(key.end))
+        for name, jm in self.models.items():
+            counts: dict[str, int] = {}
+            slots: dict[tuple[int, int], list[int]] = {}
+            self._write_predictions(jm, counts, slots)
+            self._write_labels(jm, counts, slots)
+            if slots:
+                db.add_to_slots(
+                    self.store, name, [(s, e, v[0], v[1], bool(v[2])) for (s, e), v in sorted(slots.items())]
+                )
+            written += self._compute_due(jm, now)
+            self._prune(jm, counts)
+            db.add_counters(self.store, name, counts)
+            owed = owed or db.slots_waiting(self.store, name) > 0
+        self._owed = owed
+        return written
+
+    def committed(self) -> None:
+        """The flush transaction committed: buffers are durable now."""
+        self._preds.clear()
+        self._labels.clear()
+        self._dirty = False
+        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
+
+    def _bump(self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int, labelled: np.ndarray | None, changes: bool) -> None:
+        """Count ``rows`` (1 each) and ``labelled`` per slot of the rows at ``ts``."""
+        if ts.shape[0] == 0:
+            return
+        lab = labelled if labelled is not None else np.zeros(ts.shape[0], dtype=bool)
+        for starts in jm.slot_starts(ts):
+            uniq, inv = np.unique(starts, return_inverse=True)
+            n = np.bincount(inv, minlength=uniq.shape[0]) * rows
+            k = np.bincount(inv, weights=lab.astype(np.float64), minlength=uniq.shape[0])
+            for i, s in enumerate(uniq.tolist()):
+                cell = slots.setdefault((s, s + jm.size_ms), [0, 0, 0])
+                cell[0] += int(n[i])
+                cell[1] += int(k[i])
+                cell[2] |= int(changes)
+
+    def _write_predictions(self, jm: JoinModel, counts: dict[str, int], slots: dict[tuple[int, int], list[int]]) -> None:
+        bufs = self._preds.get(jm.config.name)
+        if not bufs:
+            return
+        name = jm.config.name
+        eids: list[str] = [e for b in bufs for e in b.event_id.tolist()]
+        ts = np.concatenate([b.ts for b in bufs])
+        ts_l: list[int] = ts.tolist()
+        vers: list[str] = [v for b in bufs for v in b.version.tolist()]
+        segs = [s for b in bufs for s in b.segments]
+        preds = [p for b in bufs for p in b.prediction]
+        n = len(eids)
+        # the first of repeated ids in the batch (the same id later is a duplicate)
+        first = dict(zip(reversed(eids), range(n - 1, -1, -1), strict=True))
+        keep = None if len(first) == n else np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+        sel = range(n) if keep is None else keep.tolist()
+        early: dict[str, db.EarlyLabel] = {}
+        if db.has_early_labels(self.store, name):
+            early = db.early_labels(self.store, name, list(first))
+        plain: Iterable[tuple[Any, ...]] = []
+        labelled: list[tuple[Any, ...]] = []
+        lab_mask = np.zeros(n, dtype=bool)
+        if not early and keep is None:
+            # the common case: rows made one at a time as SQLite binds them (no list of
+            # 10k tuples for the garbage collector to walk)
+            plain = zip(eids, vers, ts_l, segs, preds, strict=True)
+            sel = range(0)
+        else:
+            plain = []
+        for i in sel:
+            row = (eids[i], vers[i], ts_l[i], segs[i], preds[i])
+            e = early.get(eids[i])
+            if e is None:
+                plain.append(row)  # type: ignore[attr-defined]
+            elif e.ts - ts_l[i] > self.ttl_ms:
+                counts["expired_labels"] = counts.get("expired_labels", 0) + 1
+                plain.append(row)  # type: ignore[attr-defined]
+            else:
+                labelled.append((*row, e.label, e.ts, e.pos))
+                lab_mask[i] = True
+        if early:
+            db.delete_early_labels(self.store, name, list(early))
+        attempted = len(first)
+        inserted = db.insert_predictions(self.store, name, plain, labelled)
+        counts["predictions"] = inserted
+        counts["duplicate_predictions"] = n - inserted
+        counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
+        idx = np.arange(n) if keep is None else keep
+        if inserted == attempted:
+            self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True)
+        else:
+            # some ids were held already: count those windows from the rows themselves
+            starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
+            db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
+
+    def _write_labels(self, jm: JoinModel, counts: dict[str, int], slots: dict[tuple[int, int], list[int]]) -> None:
+        bufs = self._labels.get(jm.config.name)
+        if not bufs:
+            return
+        name = jm.config.name
+        best: dict[str, tuple[int, int, Any]] = {}
+        total = 0
+        shift = db.POS_SHIFT
+        for b in bufs:
+            total += len(b)
+            pos = [(p << shift) | o for p, o in zip(b.partition, b.offset, strict=True)]
+            cands = zip(b.event_id, zip(b.ts, pos, b.label, strict=True), strict=True)
+            if not best and len(set(b.event_id)) == len(b):
+                best = dict(cands)  # no id twice: no comparison needed
+                continue
+            for eid, cand in cands:
+                old = best.get(eid)
+                if old is None or cand[:2] > old[:2]:
+                    best[eid] = cand
+        counts["labels"] = total
+        counts["duplicate_labels"] = total - len(best)
+        held = db.held_predictions(self.store, name, list(best))
+        updates: list[tuple[Any, int, int, int, str]] = []
+        new_ts: list[int] = []
+        changed_ts: list[int] = []
+        early: list[db.EarlyLabel] = []
+        ttl = self.ttl_ms
+        joined = expired = dups = 0
+        for eid, (ts, pos, lab) in best.items():
+            p = held.get(eid)
+            if p is None:
+                early.append(db.EarlyLabel(eid, lab, ts, pos))
+                continue
+            _eid, p_ts, p_label, p_label_ts, p_label_pos = p
+            if ts - p_ts > ttl:
+                expired += 1
+            elif p_label is None:
+                joined += 1
+                updates.append((lab, ts, pos, p_ts, eid))
+                new_ts.append(p_ts)
+            else:
+                dups += 1
+                if (ts, pos) > (p_label_ts or 0, p_label_pos or 0):
+                    updates.append((lab, ts, pos, p_ts, eid))
+                    if lab != p_label:
+                        changed_ts.append(p_ts)
+        counts["expired_labels"] = counts.get("expired_labels", 0) + expired
+        counts["joined"] = counts.get("joined", 0) + joined
+        counts["duplicate_labels"] += dups
+        db.set_labels(self.store, name, updates)
+        self._bump(jm, slots, np.asarray(new_ts, dtype=np.int64), 0, np.ones(len(new_ts), dtype=bool), True)
+        self._bump(jm, slots, np.asarray(changed_ts, dtype=np.int64), 0, None, True)
+        if early:
+            waiting = db.early_labels(self.store, name, [e.event_id for e in early])
+            counts["duplicate_labels"] += len(waiting)
+            counts["early"] = len(early) - len(waiting)
+            db.upsert_early_labels(self.store, name, early)
+
+    # -- performance windows ----------------------------------------------------------------
+
+    def _compute_due(self, jm: JoinModel, now: datetime) -> int:
+        name = jm.config.name
+        if self._budget_at is not None:
+            earned = max(0.0, (now - self._budget_at).total_seconds()) * COMPUTE_SHARE
+            self._budget = min(COMPUTE_BURST_S, self._budget + earned)
+        self._budget_at = now
+        if self._budget <= 0:
+            return 0
+        clock = max(self.clock_ms.get(name, -(2**62)), self.idle_ms.get(name, -(2**62)))
+        due = db.due_slots(
+            self.store, name, clock_ms=clock, delay_ms=self.delay_ms, coverage=self.coverage,
+            recompute_before=iso(now - self.recompute_interval), limit=MAX_SLOTS_PER_FLUSH,
+        )
+        written = 0
+        for slot in due:
+            if self._budget <= 0:
+                break
+            t0 = time.perf_counter()
+            written += self._compute_slot(jm, slot.start, slot.end, now)
+            db.mark_computed(self.store, name, slot.start, slot.end, now)
+            self._budget -= time.perf_counter() - t0
+        return written
+
+    def _compute_slot(self, jm: JoinModel, start: int, end: int, now: datetime) -> int:
+        """Compute and store one slot's windows; a slot whose figures raise is logged and
+        skipped (marked computed), so it cannot block the flush of everything else."""
+        name = jm.config.name
+        counts = db.slot_counts(self.store, name, start, end)
+        rows = db.slot_labelled(self.store, name, start, end)
+        try:
+            with self.store.transaction():
+                estimates = None
+                if jm.reference.calibrator is not None:
+                    estimates = lambda ids: db.data_figures(self.store, ids, "estimated_")  # noqa: E731
+                windows = slot_figures(
+                    jm.spec, counts, rows, start, end, label_reference=jm.reference.labels, estimates=estimates,
+                )
+                for key, metrics in windows:
+                    db.write_performance(self.store, key, metrics, computed_at=now)
+                    if self.on_performance is not None:
+                        self.on_performance(key, metrics, jm.config, jm.reference.figures)
+            return len(windows)
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one slot's data must not stop the others
+            log.error("model %s: performance of window %s..%s failed; skipped", name, start, end, exc_info=exc)
+            return 0
+
+    def _prune(self, jm: JoinModel, counts: dict[str, int]) -> None:
+        name = jm.config.name
+        clock = self.clock_ms.get(name)
+        if clock is None:
+            return
+        # a prediction leaves once every window it belongs to ended more than ttl ago
+        a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
+        cutoff = a + jm.step_ms
+        owed = self.store.execute(
+            "SELECT MIN(start) FROM label_slots WHERE model = ? AND (computed_at IS NULL OR dirty = 1) AND rows > 0",
+            (name,),
+        ).fetchone()[0]
+        if owed is not None:
+            cutoff = min(cutoff, int(owed))
+        _dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
+        if unlabelled:
+            counts["expired_predictions"] = counts.get("expired_predictions", 0) + unlabelled
+        self.store.execute(
+            'DELETE FROM label_slots WHERE model = ? AND "end" <= ? AND ((computed_at IS NOT NULL AND dirty = 0) OR rows = 0)',
+            (name, clock - self.ttl_ms),
+        )
+        unmatched = db.prune_early_labels(self.store, name, clock - self.early_ttl_ms)
+        if unmatched:
+            counts["unmatched_labels"] = counts.get("unmatched_labels", 0) + unmatched
+
+    # -- state ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "offsets": {str(p): o for p, o in self.positions.items()},
+            "clock": dict(self.clock_ms),
+        }
+
+    def restore(self, state: Mapping[str, Any] | None) -> dict[int, int]:
+        """Load durable state; returns the offset to resume each labels partition from."""
+        if not state:
+            return {}
+        self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
+        self.positions = dict(self.replay_before)
+        self.clock_ms = {str(m): int(v) for m, v in state.get("clock", {}).items()}
+        # idle since the restart, not since the last event before it: a model that stays
+        # quiet still matures its windows once its idle_timeout has passed
+        now = self.wall()
+        self.last_activity = {m: now for m in self.clock_ms if m in self.models}
+        return dict(self.replay_before)
+
+    def release_partitions(self, keep: set[int]) -> list[int]:
+        """Forget the labels partitions not in ``keep`` (moved to another group member)."""
+        gone = sorted((set(self.positions) | set(self.replay_before)) - keep)
+        for p in gone:
+            self.positions.pop(p, None)
+            self.replay_before.pop(p, None)
+        return gone
+
+    def commit_offsets(self) -> dict[int, int]:
+        """Offsets of the labels topic safe to commit: all that is durable."""
+        return dict(self.replay_before)
+

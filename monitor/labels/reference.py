@@ -1,0 +1,90 @@
+"""What the label join prepares once per reference: label drift, reference figures, calibration.
+
+If the reference file holds the ground truth (the model's ``label`` column), it
+gives three things, each computed once per reference, never per window:
+
+- the reference labels prepared for the ``label_drift`` test;
+- the reference's own performance figures (when it also holds the prediction
+  column), so relative rules (``accuracy < 0.95 x reference``) work;
+- for classifiers that publish a score, the isotonic calibrator of the
+  estimated (CBPE) figures.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detectors import ColumnSpec, PreparedReference, prepare_reference
+from detectors.estimation import Calibrator, fit_calibrator
+from monitor.config import ModelConfig
+from monitor.references.load import ReferenceError, categorical_values
+from storage.records import DATASET
+
+
+@dataclass(frozen=True)
+class LabelledReference:
+    """The label-related parts of one model's reference (all optional)."""
+
+    #: the reference's labels, prepared for the label drift test (None: no label column)
+    labels: PreparedReference | None = None
+    #: the reference's own performance figures by (column, metric)
+    figures: dict[tuple[str, str], float] = field(default_factory=dict)
+    calibrator: Calibrator | None = None
+    rows: int = 0
+
+
+def read_label_columns(path: Path, label: str, prediction: str) -> dict[str, np.ndarray]:
+    """The label and prediction columns of a reference file, where present (raw values)."""
+    import pandas as pd  # noqa: PLC0415 - off the CLI's import path
+
+    try:
+        raw = path.read_bytes()
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(io.BytesIO(raw), columns=None)
+        else:
+            df = pd.read_csv(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001
+        raise ReferenceError(f"cannot read reference {path}: {exc}") from exc
+    return {c: df[c].to_numpy() for c in (label, prediction) if c in df.columns}
+
+
+def class_names(values: np.ndarray) -> np.ndarray:
+    """Labels as class names, the way label events are read (``1``, ``1.0`` and ``"1"`` are ``"1"``)."""
+    return categorical_values(np.asarray(values, dtype=object))
+
+
+def numbers(values: np.ndarray) -> np.ndarray:
+    import pandas as pd  # noqa: PLC0415
+
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
+    """Read and prepare the label-related parts of ``m``'s reference at ``path``."""
+    from monitor.labels.figures import reference_figures  # noqa: PLC0415
+
+    cols = read_label_columns(path, m.label, m.prediction)
+    if m.label not in cols:
+        return LabelledReference()
+    raw = cols[m.label]
+    if m.task == "regression":
+        labels = numbers(raw)
+        kind = "numerical"
+    else:
+        labels = class_names(raw)
+        kind = "categorical"
+    prepared = prepare_reference({m.label: labels}, [ColumnSpec(name=m.label, kind=kind)])
+    figures: dict[tuple[str, str], float] = {}
+    calibrator = None
+    if m.prediction in cols:
+        pred = numbers(cols[m.prediction]) if m.prediction_type == "numerical" else class_names(cols[m.prediction])
+        figures = {(DATASET, k): v for k, v in reference_figures(m, pred, labels).items()}
+        if m.task == "classification" and m.prediction_type == "numerical":
+            ok = np.isfinite(pred) & np.array([v is not None for v in labels], dtype=bool)
+            if ok.sum() >= 2:
+                calibrator = fit_calibrator(pred[ok], labels[ok] == str(m.class_of_interest))
+    return LabelledReference(prepared, figures, calibrator, int(len(labels)))

@@ -1,0 +1,367 @@
+"""The durable label join: predictions awaiting labels, early labels, counters, slots.
+
+One function per question; every write is meant to run inside the pipeline's
+flush transaction (``store.transaction()``), together with the windows and the
+stream state, so the join and the Kafka offsets it accounts for move together.
+Lists of ids travel as one JSON array parameter (``json_each``), so a probe of
+10,000 ids is one statement.
+
+Times are event times in epoch milliseconds. A label's *position* is
+``partition << 40 | offset``: with its ``ts`` it orders labels of the same id
+(the latest ``ts`` wins, ties go to the later record) the same way in every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from storage.db import Store
+from storage.records import MetricRow, WindowKey, iso
+
+#: the join's counters per model (``label_counters.name``), as exported to Prometheus
+COUNTERS = (
+    "predictions",  # predictions that entered the join
+    "duplicate_predictions",  # a prediction id seen before (the first one stays)
+    "labels",  # labels consumed (valid ones)
+    "joined",  # labels that labelled a prediction (first label of its id)
+    "duplicate_labels",  # a further label for an id (the latest ts wins)
+    "early",  # labels that had to wait for their prediction
+    "expired_labels",  # labels later than their prediction's ts + ttl (not used)
+    "expired_predictions",  # predictions that left the join unlabelled at ttl
+    "unmatched_labels",  # early labels whose prediction never came within early_ttl
+)
+
+POS_SHIFT = 40
+
+
+def position(partition: int, offset: int) -> int:
+    return (int(partition) << POS_SHIFT) | int(offset)
+
+
+def _ids(ids: Iterable[str]) -> str:
+    return orjson.dumps(list(ids)).decode()
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _literal(model: str) -> str:
+    """``model`` as an SQL string literal. Model names are validated by the config
+    (letters, digits, ``_-.``); quoting is doubled anyway. Binding one parameter less
+    per row is a measurable share of the insert's cost."""
+    return "'" + model.replace("'", "''") + "'"
+
+
+def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The held predictions among ``ids``: event_id -> (event_id, ts, label, label_ts,
+    label_pos) with the label they carry so far (plain tuples: this runs per label)."""
+    if not ids:
+        return {}
+    # the ids drive the loop (CROSS JOIN keeps that order): written as ``event_id IN
+    # (...)``, SQLite walks every row of the model by the primary key instead
+    rows = store.execute(
+        "SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM json_each(?) AS j"
+        " CROSS JOIN label_predictions AS p ON p.model = ? AND p.event_id = j.value",
+        (_ids(ids), model),
+    ).fetchall()
+    return {r[0]: r for r in rows}
+
+
+def insert_predictions(
+    store: Store, model: str, rows: Iterable[tuple[Any, ...]], labelled: Iterable[tuple[Any, ...]] = ()
+) -> int:
+    """Insert predictions; an id already held is left as it is (the first one stays).
+
+    ``rows``: (event_id, version, ts, segments, prediction) tuples; ``labelled``: the
+    same plus (label, label_ts, label_pos), for predictions whose label came first.
+    A NaN prediction is stored as NULL. Returns how many were inserted.
+    """
+    before = store.conn.total_changes
+    lit = _literal(model)
+    store.executemany(
+        "INSERT OR IGNORE INTO label_predictions (model, event_id, version, ts, segments, prediction)"
+        f" VALUES ({lit},?,?,?,?,?)",
+        rows,
+    )
+    if labelled:
+        store.executemany(
+            "INSERT OR IGNORE INTO label_predictions (model, event_id, version, ts, segments, prediction,"
+            f" label, label_ts, label_pos) VALUES ({lit},?,?,?,?,?,?,?,?)",
+            labelled,
+        )
+    return store.conn.total_changes - before
+
+
+def set_labels(store: Store, model: str, rows: Sequence[tuple[Any, int, int, int, str]]) -> None:
+    """Label held predictions: (label, label_ts, label_pos, ts, event_id) tuples, ``ts``
+    being the prediction's (its place in the table: updates go in table order)."""
+    store.executemany(
+        "UPDATE label_predictions SET label = ?, label_ts = ?, label_pos = ?"
+        f" WHERE model = {_literal(model)} AND ts = ? AND event_id = ?",
+        sorted(rows, key=lambda r: (r[3], r[4])),
+    )
+
+
+def slot_counts(store: Store, model: str, start: int, end: int) -> list[tuple[str, str, int, int]]:
+    """(version, segments, predictions, labelled) of the predictions with ``start <= ts < end``."""
+    return store.execute(
+        "SELECT version, segments, COUNT(*), COUNT(label) FROM label_predictions"
+        " WHERE model = ? AND ts >= ? AND ts < ? GROUP BY version, segments ORDER BY version, segments",
+        (model, start, end),
+    ).fetchall()
+
+
+def slot_labelled(store: Store, model: str, start: int, end: int) -> list[tuple[Any, ...]]:
+    """(version, segments, prediction, label) of the labelled predictions with
+    ``start <= ts < end``, in (ts, event_id) order (the table's order: deterministic)."""
+    return store.execute(
+        "SELECT version, segments, prediction, label FROM label_predictions"
+        " WHERE model = ? AND ts >= ? AND ts < ? AND label IS NOT NULL ORDER BY ts, event_id",
+        (model, start, end),
+    ).fetchall()
+
+
+def prune_predictions(store: Store, model: str, before_ts: int) -> tuple[int, int]:
+    """Drop the predictions with ``ts < before_ts``; (dropped, of which unlabelled)."""
+    unlabelled = store.execute(
+        "SELECT COUNT(*) FROM label_predictions WHERE model = ? AND ts < ? AND label IS NULL",
+        (model, before_ts),
+    ).fetchone()[0]
+    cur = store.execute("DELETE FROM label_predictions WHERE model = ? AND ts < ?", (model, before_ts))
+    return int(cur.rowcount), int(unlabelled)
+
+
+def pending_predictions(store: Store, model: str | None = None) -> dict[str, tuple[int, int]]:
+    """Per model: (held predictions, of which labelled)."""
+    sql = "SELECT model, COUNT(*), COUNT(label) FROM label_predictions"
+    params: tuple[Any, ...] = ()
+    if model is not None:
+        sql += " WHERE model = ?"
+        params = (model,)
+    return {r[0]: (int(r[1]), int(r[2])) for r in store.execute(sql + " GROUP BY model", params).fetchall()}
+
+
+# --------------------------------------------------------------------------- early labels
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyLabel:
+    event_id: str
+    label: Any
+    ts: int
+    pos: int
+
+
+def has_early_labels(store: Store, model: str) -> bool:
+    return store.execute("SELECT 1 FROM label_early WHERE model = ? LIMIT 1", (model,)).fetchone() is not None
+
+
+def early_labels(store: Store, model: str, ids: Sequence[str]) -> dict[str, EarlyLabel]:
+    """The waiting labels among ``ids``."""
+    if not ids:
+        return {}
+    rows = store.execute(
+        "SELECT event_id, label, ts, pos FROM label_early WHERE model = ?"
+        " AND event_id IN (SELECT value FROM json_each(?))",
+        (model, _ids(ids)),
+    ).fetchall()
+    return {r[0]: EarlyLabel(*r) for r in rows}
+
+
+def upsert_early_labels(store: Store, model: str, rows: Sequence[EarlyLabel]) -> None:
+    """Store labels that wait for their prediction; an id already waiting keeps the
+    later of the two (ts, then position)."""
+    store.executemany(
+        "INSERT INTO label_early (model, event_id, label, ts, pos) VALUES (?,?,?,?,?)"
+        " ON CONFLICT (model, event_id) DO UPDATE SET label = excluded.label, ts = excluded.ts,"
+        " pos = excluded.pos WHERE (excluded.ts, excluded.pos) > (label_early.ts, label_early.pos)",
+        [(model, e.event_id, e.label, e.ts, e.pos) for e in rows],
+    )
+
+
+def delete_early_labels(store: Store, model: str, ids: Sequence[str]) -> None:
+    if ids:
+        store.execute(
+            "DELETE FROM label_early WHERE model = ? AND event_id IN (SELECT value FROM json_each(?))",
+            (model, _ids(ids)),
+        )
+
+
+def prune_early_labels(store: Store, model: str, before_ts: int) -> int:
+    """Drop the waiting labels with ``ts < before_ts``; how many."""
+    cur = store.execute("DELETE FROM label_early WHERE model = ? AND ts < ?", (model, before_ts))
+    return int(cur.rowcount)
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def add_counters(store: Store, model: str, counts: Mapping[str, int]) -> None:
+    rows = [(model, k, int(v)) for k, v in counts.items() if v]
+    if rows:
+        store.executemany(
+            "INSERT INTO label_counters (model, name, value) VALUES (?,?,?)"
+            " ON CONFLICT (model, name) DO UPDATE SET value = value + excluded.value",
+            rows,
+        )
+
+
+def label_counters(store: Store) -> dict[str, dict[str, int]]:
+    """Per model, every counter of the join (missing ones are 0)."""
+    out: dict[str, dict[str, int]] = {}
+    for model, name, value in store.execute("SELECT model, name, value FROM label_counters").fetchall():
+        out.setdefault(model, dict.fromkeys(COUNTERS, 0))[name] = int(value)
+    return out
+
+
+# --------------------------------------------------------------------------- slots
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One time window of a model (all versions and segments) in the join."""
+
+    model: str
+    start: int
+    end: int
+    rows: int
+    labelled: int
+    computed_at: str | None
+    dirty: bool
+
+
+def recount_slots(store: Store, model: str, slots: Sequence[tuple[int, int]]) -> None:
+    """Set the counts of ``slots`` from the rows themselves (after inserts that skipped
+    duplicate ids, whose windows the batch cannot tell)."""
+    store.executemany(
+        'INSERT INTO label_slots (model, start, "end", rows, labelled, dirty)'
+        " SELECT ?1, ?2, ?3, COUNT(*), COUNT(label), 0 FROM label_predictions"
+        " WHERE model = ?1 AND ts >= ?2 AND ts < ?3"
+        ' ON CONFLICT (model, start, "end") DO UPDATE SET rows = excluded.rows, labelled = excluded.labelled,'
+        " dirty = CASE WHEN computed_at IS NOT NULL THEN 1 ELSE dirty END",
+        [(model, s, e) for s, e in slots],
+    )
+
+
+def add_to_slots(store: Store, model: str, counts: Sequence[tuple[int, int, int, int, bool]]) -> None:
+    """Add (start, end, rows, labelled, changes_figures) to slots; a computed slot whose
+    figures the change affects is marked dirty (recomputed when due)."""
+    store.executemany(
+        'INSERT INTO label_slots (model, start, "end", rows, labelled, dirty) VALUES (?,?,?,?,?,0)'
+        ' ON CONFLICT (model, start, "end") DO UPDATE SET rows = rows + excluded.rows,'
+        " labelled = labelled + excluded.labelled,"
+        " dirty = CASE WHEN computed_at IS NOT NULL AND ? THEN 1 ELSE dirty END",
+        [(model, s, e, r, lab, int(ch)) for s, e, r, lab, ch in counts],
+    )
+
+
+def due_slots(
+    store: Store, model: str, *, clock_ms: int, delay_ms: int, coverage: float,
+    recompute_before: str, limit: int,
+) -> list[Slot]:
+    """Slots to (re)compute: first those never computed and mature (``end + delay <=
+    clock`` or labelled share >= ``coverage``), then those dirty and last computed
+    before ``recompute_before`` (ISO time); oldest first within each."""
+    rows = store.execute(
+        'SELECT model, start, "end", rows, labelled, computed_at, dirty FROM label_slots WHERE model = ?'
+        ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ? OR labelled >= ? * rows))'
+        ' OR (dirty = 1 AND computed_at < ?)) ORDER BY computed_at IS NOT NULL, "end", start LIMIT ?',
+        (model, delay_ms, clock_ms, coverage, recompute_before, limit),
+    ).fetchall()
+    return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+
+def slots_waiting(store: Store, model: str | None = None) -> int:
+    """Slots not computed yet or dirty (work the join still owes)."""
+    sql = "SELECT COUNT(*) FROM label_slots WHERE (computed_at IS NULL OR dirty = 1)"
+    params: tuple[Any, ...] = ()
+    if model is not None:
+        sql += " AND model = ?"
+        params = (model,)
+    return int(store.execute(sql, params).fetchone()[0])
+
+
+def mark_computed(store: Store, model: str, start: int, end: int, at: datetime) -> None:
+    store.execute(
+        'UPDATE label_slots SET computed_at = ?, dirty = 0 WHERE model = ? AND start = ? AND "end" = ?',
+        (iso(at), model, start, end),
+    )
+
+
+def mark_dirty(store: Store, model: str, start: int, end: int) -> None:
+    """A computed slot needs recomputing (e.g. its drift window closed after it)."""
+    store.execute(
+        'UPDATE label_slots SET dirty = 1 WHERE model = ? AND start = ? AND "end" = ? AND computed_at IS NOT NULL',
+        (model, start, end),
+    )
+
+
+def prune_slots(store: Store, model: str, end_before: int) -> int:
+    """Drop slots ending at or before ``end_before`` (their predictions are gone)."""
+    cur = store.execute('DELETE FROM label_slots WHERE model = ? AND "end" <= ?', (model, end_before))
+    return int(cur.rowcount)
+
+
+def list_slots(store: Store, model: str) -> list[Slot]:
+    rows = store.execute(
+        'SELECT model, start, "end", rows, labelled, computed_at, dirty FROM label_slots WHERE model = ?'
+        ' ORDER BY start, "end"',
+        (model,),
+    ).fetchall()
+    return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+
+# --------------------------------------------------------------------------- performance figures
+
+
+def write_performance(
+    store: Store, key: WindowKey, metrics: Sequence[MetricRow], *, computed_at: datetime, reference: str = ""
+) -> None:
+    """Replace the ``performance`` figures of one window; its ``data`` figures stay.
+
+    A window whose data figures are not stored yet (its drift window is still
+    open) gets a placeholder ``windows`` row with status ``open``, which the drift
+    window replaces when it closes.
+    """
+    wid = key.id
+    store.execute(
+        'INSERT OR IGNORE INTO windows (id, model, version, segment, start, "end", rows, status,'
+        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,0,'open',?,0,?,'')",
+        (wid, key.model, key.version, key.segment, key.start, key.end, iso(computed_at), reference),
+    )
+    store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'performance'", (wid,))
+    store.executemany(
+        'INSERT OR REPLACE INTO metrics (window_id, model, "column", metric, value, p_value,'
+        " threshold, drifted, test, family, ci_low, ci_high) VALUES (?,?,?,?,?,?,?,?,?,'performance',?,?)",
+        [
+            (
+                wid, key.model, m.column, m.metric, _num(m.value), _num(m.p_value), _num(m.threshold),
+                None if m.drifted is None else int(m.drifted), m.test, _num(m.ci_low), _num(m.ci_high),
+            )
+            for m in metrics
+        ],
+    )
+
+
+def data_figures(store: Store, window_ids: Sequence[str], prefix: str) -> dict[tuple[str, str], float]:
+    """(window id, metric) -> value of the ``data`` figures whose name starts with ``prefix``."""
+    if not window_ids:
+        return {}
+    rows = store.execute(
+        "SELECT window_id, metric, value FROM metrics WHERE window_id IN (SELECT value FROM json_each(?))"
+        " AND family = 'data' AND metric >= ? AND metric < ?",
+        (_ids(window_ids), prefix, prefix + "\U0010ffff"),
+    ).fetchall()
+    return {(r[0], r[1]): r[2] for r in rows if r[2] is not None}
+
+
+def _num(v: float | None) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if f != f else f

@@ -1,0 +1,60 @@
+"""Helpers for label tests against the real broker: read-only peeks at the label join's state."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _query(db: Path, sql: str) -> list[tuple[Any, ...]] | None:
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def label_offset(db: Path) -> int:
+    """Sum over partitions of the labels topic's durably consumed offsets."""
+    rows = _query(db, "SELECT state FROM stream_state WHERE name = 'labels'")
+    if not rows:
+        return 0
+    return sum(int(o) for o in orjson.loads(rows[0][0]).get("offsets", {}).values())
+
+
+def slots_owed(db: Path) -> int:
+    """Performance slots not computed yet, or computed before labels that came since."""
+    rows = _query(db, "SELECT COUNT(*) FROM label_slots WHERE (computed_at IS NULL AND rows > 0) OR dirty = 1")
+    return -1 if rows is None else int(rows[0][0])
+
+
+def labels_done(db: Path, n_labels: int) -> bool:
+    return label_offset(db) >= n_labels and slots_owed(db) == 0
+
+
+def perf_dump(db: Path) -> list[tuple[Any, ...]]:
+    rows = _query(
+        db,
+        'SELECT window_id, "column", metric, value, p_value, threshold, drifted, test, ci_low, ci_high'
+        " FROM metrics WHERE family = 'performance' ORDER BY window_id, \"column\", metric",
+    )
+    return rows or []
+
+
+def data_dump(db: Path) -> list[tuple[Any, ...]]:
+    """The ``data`` figures and the windows (what a late label must not change)."""
+    rows = _query(
+        db,
+        'SELECT window_id, "column", metric, value, p_value, threshold, drifted, test'
+        " FROM metrics WHERE family = 'data' ORDER BY window_id, \"column\", metric",
+    ) or []
+    windows = _query(db, "SELECT id, rows, status, late_rows FROM windows ORDER BY id") or []
+    return rows + windows

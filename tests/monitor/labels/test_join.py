@@ -1,0 +1,327 @@
+"""The label join through the real Pipeline and a real SQLite store (no broker): delayed, early,
+duplicated, missing, unknown and expired labels; figures equal scikit-learn's on the joined rows;
+a late label changes only its performance window; the join does not depend on arrival order."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from sklearn import metrics as skm
+
+from storage.labels import label_counters, pending_predictions
+from tests.monitor.labels.helpers import (
+    NOW_MS,
+    Clock,
+    Rec,
+    expected_join,
+    label_config,
+    labels_for,
+    metric,
+    perf_rows,
+    pipeline,
+    predictions,
+    records,
+)
+
+MIN = 60_000
+
+
+def settle(p: Any, clock: Clock, rounds: int = 20) -> None:
+    """Let due recomputes run: move the wall clock past recompute_interval and flush."""
+    for _ in range(rounds):
+        clock.advance(seconds=2)
+        p.tick()
+        p.flush()
+        if not p.store.query("SELECT 1 FROM label_slots WHERE dirty = 1 OR (computed_at IS NULL AND rows > 0)"):
+            return
+
+
+def feed(p: Any, clock: Clock, recs: list[Rec], labels: bool, batch: int = 250) -> None:
+    for i in range(0, len(recs), batch):
+        chunk = recs[i : i + batch]
+        if labels:
+            p.process_label_records(chunk)
+        else:
+            p.process_records(chunk)
+        p.flush()
+        clock.advance(seconds=2)
+
+
+def scenario(seed: int = 3) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int, int]]]:
+    """Predictions, and labels (with the partition/offset they will be read at): 10 % never
+    labelled, 8 % labelled twice (the later label flips the class), shuffled, delayed 20-40 min."""
+    preds = predictions(windows=6, per_window=200)
+    rng = random.Random(seed)
+    labs = labels_for(preds, seed=seed)
+    out: list[dict[str, Any]] = []
+    for ev in labs:
+        r = rng.random()
+        if r < 0.10:
+            continue
+        ev = {**ev, "ts": int(ev["ts"]) + rng.randint(20, 40) * MIN}
+        out.append(ev)
+        if r > 0.92:
+            out.append({**ev, "label": 1 - int(ev["label"]), "ts": int(ev["ts"]) + rng.randint(1, 5) * MIN})
+    rng.shuffle(out)
+    return preds, [(ev, 0, i) for i, ev in enumerate(out)]
+
+
+def expected_figures(preds: list[dict[str, Any]], joined: dict[str, Any], window_start_ms: int, segment: str) -> dict[str, float]:
+    rows = [
+        p for p in preds
+        if window_start_ms <= int(p["ts"]) < window_start_ms + MIN and p["event_id"] in joined
+        and (segment == "" or f"region={p['segment']['region']}" == segment)
+    ]
+    y = np.array([int(joined[p["event_id"]]) == 1 for p in rows])
+    s = np.array([float(p["prediction"]) for p in rows])
+    pred = s >= 0.5
+    return {
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, zero_division=0),
+        "recall": skm.recall_score(y, pred, zero_division=0),
+        "f1": skm.f1_score(y, pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y, s),
+        "log_loss": skm.log_loss(y, s, labels=[False, True]),
+        "brier": skm.brier_score_loss(y, s),
+        "labelled_rows": float(len(rows)),
+    }
+
+
+def test_figures_equal_sklearn_on_the_joined_rows(tmp_path: Path) -> None:
+    preds, labs = scenario()
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    joined = expected_join(preds, labs, ttl_ms=3_600_000)
+    windows = store.query(
+        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' ORDER BY window_id"
+    )
+    ids = [w["window_id"] for w in windows]
+    # 6 one-minute windows x (all rows + 3 regions), one version
+    assert len(ids) == 24
+    compared = 0
+    for wid in ids:
+        _m, version, segment, start, _end = wid.split("|")
+        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
+        exp = expected_figures(preds, joined, start_ms, segment)
+        if exp["labelled_rows"] < 50:  # window.min_rows: counts only, no figures
+            assert metric(store, wid, "accuracy") is None
+            assert metric(store, wid, "labelled_rows") == exp["labelled_rows"]
+            continue
+        for name, value in exp.items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
+            compared += 1
+        n_preds = sum(1 for q in preds if start_ms <= int(q["ts"]) < start_ms + MIN
+                      and (segment == "" or f"region={q['segment']['region']}" == segment))
+        assert metric(store, wid, "label_coverage") == pytest.approx(exp["labelled_rows"] / n_preds, rel=1e-15)
+        ci = store.query("SELECT ci_low, ci_high, value FROM metrics WHERE window_id = ? AND metric = 'roc_auc'", (wid,))[0]
+        assert ci["ci_low"] <= ci["value"] <= ci["ci_high"]
+    assert compared >= 12 * 8
+    # the drift windows are untouched: their data figures sit beside the performance ones
+    assert store.query("SELECT COUNT(*) AS n FROM windows")[0]["n"] == 24
+    assert store.query("SELECT COUNT(*) AS n FROM metrics WHERE family = 'data' AND metric = 'row_count'")[0]["n"] == 24
+    c = label_counters(store)["churn"]
+    n_labels = len(labs)
+    assert c["labels"] == n_labels
+    assert c["joined"] == len(joined)
+    assert c["duplicate_labels"] == n_labels - len(joined)
+    assert c["predictions"] == len(preds) and c["duplicate_predictions"] == 0
+    # label drift against the reference's labels, with the test named
+    d = store.query("SELECT \"column\", test, threshold FROM metrics WHERE metric = 'label_drift' LIMIT 1")[0]
+    assert d["column"] == "label" and d["test"] and d["threshold"] is not None
+
+
+def test_a_late_label_changes_its_performance_window_and_nothing_else(tmp_path: Path) -> None:
+    preds, labs = scenario(seed=4)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    before_perf = perf_rows(store)
+    before_data = perf_rows(store, "data")
+    windows_before = store.query("SELECT id, rows, status FROM windows ORDER BY id")
+    # an unlabelled prediction of window 2 gets its label late
+    joined = expected_join(preds, labs, ttl_ms=3_600_000)
+    target = next(q for q in preds[400:600] if q["event_id"] not in joined)
+    late = {"event_id": target["event_id"], "model": "churn", "label": 1, "ts": int(target["ts"]) + 50 * MIN}
+    p.process_label_records([Rec("labels", 0, len(labs), NOW_MS, orjson.dumps(late))])
+    p.flush()
+    settle(p, clock)
+    after_perf = perf_rows(store)
+    assert perf_rows(store, "data") == before_data
+    assert store.query("SELECT id, rows, status FROM windows ORDER BY id") == windows_before
+    changed = {r[0] for r in set(after_perf) ^ set(before_perf)}
+    region = f"region={target['segment']['region']}"
+    assert changed == {
+        "churn|v1||2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z",
+        f"churn|v1|{region}|2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z",
+    }
+    wid = "churn|v1||2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z"
+    before = {r[2]: r[3] for r in before_perf if r[0] == wid}
+    assert metric(store, wid, "labelled_rows") == before["labelled_rows"] + 1
+
+
+def test_arrival_order_does_not_change_the_result(tmp_path: Path) -> None:
+    """Labels before, after, or interleaved with their predictions: the same tables."""
+    preds, labs = scenario(seed=5)
+    label_recs = [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs]
+    pred_recs = records("predictions", preds)
+    results = []
+    for order in ("labels-last", "labels-first", "interleaved"):
+        clock = Clock()
+        _cfg, store, p = pipeline(label_config(tmp_path / order, early_ttl="2h"), clock)
+        if order == "labels-last":
+            feed(p, clock, pred_recs, labels=False)
+            feed(p, clock, label_recs, labels=True)
+        elif order == "labels-first":
+            feed(p, clock, label_recs, labels=True)
+            feed(p, clock, pred_recs, labels=False)
+        else:
+            for i in range(0, max(len(pred_recs), len(label_recs)), 97):
+                p.process_label_records(label_recs[i : i + 97])
+                p.process_records(pred_recs[i : i + 97])
+                p.flush()
+                clock.advance(seconds=2)
+        settle(p, clock)
+        c = label_counters(store)["churn"]
+        results.append((perf_rows(store), perf_rows(store, "data"), c["joined"], c["duplicate_labels"]))
+        if order == "labels-first":
+            assert c["early"] > 0
+    assert results[0] == results[1] == results[2]
+
+
+def test_expired_unmatched_and_unlabelled_are_counted(tmp_path: Path) -> None:
+    preds = predictions(windows=3, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, ttl="1h", early_ttl="30m"), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    labs = labels_for(preds[:200])
+    for ev in labs:
+        ev["ts"] = int(ev["ts"]) + 10 * MIN
+    late = labs[:20]
+    for ev in late:
+        ev["ts"] = int(ev["ts"]) + 2 * 60 * MIN  # later than the prediction's ts + ttl
+    ghosts = [{"event_id": f"ghost-{i}", "model": "churn", "label": 1, "ts": int(preds[0]["ts"]) + i} for i in range(7)]
+    feed(p, clock, records("labels", ghosts + labs[20:]), labels=True)
+    settle(p, clock)
+    c = label_counters(store)["churn"]
+    assert c["joined"] == 180 and c["early"] == 7 and c["expired_labels"] == 0
+    assert pending_predictions(store)["churn"] == (300, 180)
+    # labels 2 h after their predictions: expired, and they move the stream's clock on,
+    # so the predictions leave the join and the ghosts give up waiting
+    p.process_label_records(records("labels", late, start=500))
+    p.flush()
+    c = label_counters(store)["churn"]
+    assert c["expired_labels"] == 20 and c["joined"] == 180
+    assert c["expired_predictions"] == 120 and c["unmatched_labels"] == 7
+    assert pending_predictions(store).get("churn", (0, 0)) == (0, 0)
+    # the performance windows were computed before their rows left, and stay
+    assert store.query("SELECT COUNT(DISTINCT window_id) AS n FROM metrics WHERE family = 'performance'")[0]["n"] == 12
+    assert store.query("SELECT COUNT(*) AS n FROM label_slots")[0]["n"] == 0
+
+
+def test_bad_labels_are_dead_letters_and_a_poison_label_is_isolated(tmp_path: Path) -> None:
+    preds = predictions(windows=2, per_window=100)
+    clock = Clock()
+    cfg_path = label_config(tmp_path, extra='\n[[models]]\nname = "other"\nreference = "reference.csv"\n'
+                            'features.numerical = ["age"]\n')
+    _cfg, store, p = pipeline(cfg_path, clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    bad = [
+        b"not json",
+        orjson.dumps({"event_id": "x", "model": "nope", "label": 1}),
+        orjson.dumps({"event_id": "x", "model": "other", "label": 1}),
+        orjson.dumps({"event_id": "x", "model": "churn"}),
+        orjson.dumps({"event_id": "x", "model": "churn", "label": 0.5}),
+        orjson.dumps({"event_id": "x", "model": "churn", "label": [1]}),
+        orjson.dumps({"event_id": "x", "model": "churn", "label": 1, "ts": "yesterday"}),
+    ]
+    good = [orjson.dumps(ev) for ev in labels_for(preds)]
+    recs = [Rec("labels", 0, i, NOW_MS, v) for i, v in enumerate(bad + good)]
+    p.process_label_records(recs)
+    p.flush()
+    reasons = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE topic = 'labels' ORDER BY \"offset\"")]
+    assert [r.split(":", 1)[0] for r in reasons] == [
+        "not_json", "unknown_model", "no_join", "missing_field", "bad_type", "bad_type", "bad_type",
+    ]
+    assert "expected a class" in reasons[4]
+    assert label_counters(store)["churn"]["joined"] == 200
+    assert p.labels is not None and p.labels.commit_offsets() == {0: len(recs)}
+
+
+def test_a_label_record_that_makes_processing_raise_is_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection through the decoder's spec lookup: one event id makes it raise."""
+    preds = predictions(windows=2, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    assert p.labels is not None
+
+    real_add = p.labels.add_labels
+
+    def add(batches: Any) -> None:
+        real_add(batches)
+        if any("poison" in e for b in batches.values() for e in b.event_id):
+            raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(p.labels, "add_labels", add)
+    labs = labels_for(preds)
+    payloads = [orjson.dumps(ev) for ev in labs]
+    payloads.insert(50, orjson.dumps({"event_id": "poison-1", "model": "churn", "label": 1}))
+    p.process_label_records([Rec("labels", 0, i, NOW_MS, v) for i, v in enumerate(payloads)])
+    p.flush()
+    dl = store.query("SELECT \"offset\", reason FROM dead_letters WHERE topic = 'labels'")
+    assert [(d["offset"], d["reason"].split(":", 1)[0]) for d in dl] == [(50, "internal")]
+    assert label_counters(store)["churn"]["joined"] == 200
+
+
+def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    preds, labs = scenario(seed=6)
+    clock = Clock()
+    cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    runner = CliRunner()
+    state = str(cfg.daemon.state_dir)
+    out = runner.invoke(app, ["windows", "--state-dir", state, "--segment", "", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = orjson.loads(out.output)["items"]
+    w = next(r for r in rows if r["start"] == "2026-11-23T12:02:00.000Z")
+    wid = w["id"]
+    assert w["label_coverage"] == metric(store, wid, "label_coverage")
+    acc = w["performance"]["accuracy"]
+    assert acc["value"] == metric(store, wid, "accuracy") and acc["ci_low"] < acc["value"] < acc["ci_high"]
+    table = runner.invoke(app, ["windows", "--state-dir", state, "--segment", ""], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "labelled" in table.output and "92%" in table.output and "accuracy 0." in table.output
+
+
+def test_cli_status_shows_the_join(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    preds, labs = scenario(seed=7)
+    clock = Clock()
+    cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
+    settle(p, clock)
+    out = CliRunner().invoke(app, ["status", "--state-dir", str(cfg.daemon.state_dir), "--json"])
+    assert out.exit_code == 0, out.output
+    status = orjson.loads(out.output)["item"]
+    assert status["label_join"]["churn"] == label_counters(store)["churn"]
+    assert status["label_join"]["churn"]["joined"] > 1000 and status["performance_windows_waiting"] == 0

@@ -1,0 +1,91 @@
+"""Regression and multi-class models through the real Pipeline and store: numbers and classes as
+labels, figures equal scikit-learn's on the joined rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from sklearn import metrics as skm
+
+from tests.monitor.labels.helpers import (
+    NOW_MS,
+    Clock,
+    Rec,
+    label_config,
+    metric,
+    pipeline,
+    predictions,
+)
+from tests.monitor.labels.test_join import feed, settle
+
+WID = "churn|v1||2026-11-23T12:{0:02d}:00.000Z|2026-11-23T12:{1:02d}:00.000Z"
+
+
+def run(tmp: Path, model_lines: str, preds: list[dict[str, Any]], labels: list[dict[str, Any]]) -> Any:
+    cfg_path = label_config(tmp, n_boot=30)
+    text = cfg_path.read_text().replace('[models.features]', model_lines + "\n[models.features]", 1)
+    cfg_path.write_text(text)
+    clock = Clock()
+    _cfg, store, p = pipeline(cfg_path, clock)
+    feed(p, clock, [Rec("predictions", 0, i, NOW_MS, orjson.dumps(e)) for i, e in enumerate(preds)], labels=False)
+    feed(p, clock, [Rec("labels", 0, i, NOW_MS, orjson.dumps(e)) for i, e in enumerate(labels)], labels=True)
+    settle(p, clock)
+    return store
+
+
+def test_regression(tmp_path: Path) -> None:
+    preds = predictions(windows=3, per_window=200)
+    rng = np.random.default_rng(3)
+    truth = {}
+    for ev in preds:
+        y = round(float(rng.normal(100, 20)), 3)
+        truth[ev["event_id"]] = y
+        ev["prediction"] = round(y + float(rng.normal(0, 5)), 3)
+    ts = {ev["event_id"]: int(ev["ts"]) + 600_000 for ev in preds}
+    labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
+    labels[5]["label"] = int(labels[5]["label"])  # an integer is a number too
+    truth[labels[5]["event_id"]] = float(labels[5]["label"])
+    store = run(tmp_path, 'task = "regression"', preds, labels)
+    for w in range(3):
+        rows = preds[w * 200 : (w + 1) * 200]
+        t = np.array([truth[r["event_id"]] for r in rows])
+        p = np.array([r["prediction"] for r in rows])
+        wid = WID.format(w, w + 1)
+        for name, value in {
+            "mae": skm.mean_absolute_error(t, p), "rmse": skm.root_mean_squared_error(t, p),
+            "mape": skm.mean_absolute_percentage_error(t, p), "r2": skm.r2_score(t, p),
+        }.items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
+    assert metric(store, WID.format(0, 1), "label_drift") is not None  # against the reference's labels
+
+
+def test_multiclass(tmp_path: Path) -> None:
+    preds = predictions(windows=3, per_window=200)
+    rng = np.random.default_rng(4)
+    classes = ["basic", "pro", "enterprise"]
+    truth = {}
+    for ev in preds:
+        y = classes[int(rng.integers(0, 3))]
+        truth[ev["event_id"]] = y
+        ev["prediction"] = y if rng.random() < 0.6 else classes[int(rng.integers(0, 3))]
+    ts = {ev["event_id"]: int(ev["ts"]) + 600_000 for ev in preds}
+    labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
+    store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels)
+    for w in range(3):
+        rows = preds[w * 200 : (w + 1) * 200]
+        t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
+        p = np.array([r["prediction"] for r in rows], dtype=object)
+        wid = WID.format(w, w + 1)
+        expected = {"accuracy": skm.accuracy_score(t, p), "f1": skm.f1_score(t == "pro", p == "pro")}
+        for avg in ("macro", "weighted"):
+            expected[f"precision_{avg}"] = skm.precision_score(t, p, average=avg, zero_division=0)
+            expected[f"recall_{avg}"] = skm.recall_score(t, p, average=avg, zero_division=0)
+            expected[f"f1_{avg}"] = skm.f1_score(t, p, average=avg, zero_division=0)
+        for name, value in expected.items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
+        assert metric(store, wid, "roc_auc") is None  # a class, not a score
