@@ -1,4 +1,9 @@
-"""Opening the SQLite store: pragmas, nested transactions and migrations.
+"""The store's interface, and its SQLite implementation: pragmas, nested transactions, migrations.
+
+:class:`Store` is what every query module in ``storage/`` talks to, on SQLite (this
+module, the embedded default) or PostgreSQL (:class:`storage.postgres.PostgresStore`,
+shared by several instances); :mod:`storage.dialect` says how one copy of the SQL
+serves both.
 
 All writes go through :class:`Store.transaction`, which nests (inner blocks are
 savepoints), so one window's figures and the alert transitions they cause
@@ -20,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
+from storage.dialect import SQLITE_DIALECT, Dialect
 from storage.limits import DeadLetterCap
 from storage.records import iso
 from storage.schema import MIGRATIONS
@@ -50,7 +56,13 @@ class Store:
     before that switches once, by :meth:`ensure_incremental_vacuum`.
     ``dead_letter_cap`` is the volume cap :func:`storage.dead_letters.write_dead_letters`
     applies (defaults from :mod:`storage.limits`).
+
+    A write transaction (``BEGIN IMMEDIATE``) excludes every other writer of the
+    file, so :meth:`lock` has nothing to do and ``dialect.for_update`` /
+    ``dialect.skip_locked`` are empty here.
     """
+
+    dialect: Dialect = SQLITE_DIALECT
 
     def __init__(
         self,
@@ -97,6 +109,28 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+    @property
+    def where(self) -> str:
+        """The database, for messages."""
+        return str(self.path)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other live instances may use this store at the same time (not SQLite:
+        one instance per file)."""
+        return False
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (on SQLite: by any thread; they share one connection)."""
+        return self._depth > 0
+
+    def lock(self, *keys: str) -> None:
+        """Serialize read-modify-write sections between instances sharing the store
+        (see :mod:`storage.dialect`). One SQLite writer excludes all others: nothing to do."""
+        if not self._depth:
+            raise StorageError("store.lock() needs a transaction")
 
     # -- transactions -------------------------------------------------------------
 

@@ -14,8 +14,10 @@ def register_reference(
     path: str, registered_at: datetime,
 ) -> None:
     store.execute(
-        'INSERT OR REPLACE INTO "references" (model, version, source, sha256, rows, registered_at, path)'
-        " VALUES (?,?,?,?,?,?,?)",
+        'INSERT INTO "references" (model, version, source, sha256, rows, registered_at, path)'
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (model, version) DO UPDATE SET source = excluded.source,"
+        " sha256 = excluded.sha256, rows = excluded.rows, registered_at = excluded.registered_at,"
+        " path = excluded.path",
         (model, version, source, sha256, rows, iso(registered_at), path),
     )
 

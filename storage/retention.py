@@ -277,7 +277,8 @@ class Pruner:
     def _deliveries(self, cut: str) -> int:
         sql = (
             "SELECT d.rowid FROM deliveries d WHERE d.status IN ('sent', 'dead') AND d.created_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM json_each(d.alert_ids) j JOIN alerts a ON a.id = j.value"
+            f" AND NOT EXISTS (SELECT 1 FROM {self.store.dialect.json_values('d.alert_ids')}"
+            " JOIN alerts a ON a.id = j.value"
             "   WHERE a.state IN ('pending', 'firing'))"
             " AND d.id NOT IN (SELECT parent_id FROM deliveries WHERE status = 'pending'"
             "   AND parent_id IS NOT NULL)"

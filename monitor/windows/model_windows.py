@@ -20,6 +20,12 @@ Crash safety
     restart, records before the persisted consumed offset (``replay_before``)
     are re-read from Kafka and only re-fill the open windows of the snapshot:
     nothing already stored is counted again.
+
+Partitions
+    :attr:`ModelWindows.partitions` are the Kafka partitions the model's rows came
+    from. The pipeline stores the model's snapshot with one of them (the lowest it
+    owns), so the instance that takes the partition over resumes the model exactly:
+    same watermark, same count-window positions, same open windows.
 """
 
 from __future__ import annotations
@@ -174,6 +180,8 @@ class ModelWindows:
         self.segment_caps = {s: ValueCap(lim.max_segment_values, lim.max_value_length, retire_after=self.size) for s in segments}
         #: windows to close at the next :meth:`close_due` though not complete (their value was evicted)
         self._forced: set[tuple[str, str, int, int]] = set()
+        #: Kafka partitions this model's rows came from (restored from snapshots too)
+        self.partitions: set[int] = set()
 
     def capped_rows(self) -> dict[str, int]:
         """Rows sent to the ``__other__`` bucket so far, by dimension (``version``, ``segment:KEY``)."""
@@ -192,6 +200,9 @@ class ModelWindows:
         n = len(batch)
         if n == 0:
             return []
+        first = int(batch.partition[0])
+        if first not in self.partitions or not (batch.partition == first).all():
+            self.partitions.update(np.unique(batch.partition).tolist())
         replay = np.zeros(n, dtype=bool)
         if replay_before:
             for p, o in replay_before.items():
@@ -381,6 +392,7 @@ class ModelWindows:
         for k in gone:
             del self.open[k]
             self._restored.discard(k)
+        self.partitions -= partitions
         return len(gone)
 
     # -- undo -----------------------------------------------------------------------
@@ -389,6 +401,7 @@ class ModelWindows:
         """An in-memory undo point: O(open windows), no row copied."""
         return {
             "scalars": (self.watermark, self.max_ts, self.late_total, self.rows_seen),
+            "partitions": set(self.partitions),
             "counters": dict(self.counters),
             "open": dict(self.open),
             "windows": [
@@ -402,6 +415,7 @@ class ModelWindows:
     def rollback(self, cp: dict[str, Any]) -> None:
         """Return to ``cp`` (from :meth:`checkpoint`), undoing every row added since."""
         self.watermark, self.max_ts, self.late_total, self.rows_seen = cp["scalars"]
+        self.partitions = cp["partitions"]
         self.counters = cp["counters"]
         self.open = cp["open"]
         for w, n_chunks, rows, ranges in cp["windows"]:
@@ -435,6 +449,7 @@ class ModelWindows:
             "late_total": self.late_total,
             "open": wins,
             "rows_seen": self.rows_seen,
+            "partitions": sorted(self.partitions),
             "caps": {
                 "version": self.version_cap.snapshot(),
                 "segments": {s: c.snapshot() for s, c in self.segment_caps.items()},
@@ -448,6 +463,7 @@ class ModelWindows:
         self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()}
         self.late_total = int(snap.get("late_total", 0))
         self.rows_seen = int(snap.get("rows_seen", 0))
+        self.partitions = {int(p) for p in snap.get("partitions", [])}
         caps = snap.get("caps", {})
         self.version_cap.restore(caps.get("version", {}))
         for s, c in self.segment_caps.items():
@@ -460,6 +476,12 @@ class ModelWindows:
             ow.saved_ranges = {int(p): list(r) for p, r in w["ranges"].items()}
             self.open[key] = ow
             self._restored.add(key)
+            self.partitions.update(ow.saved_ranges)
+
+    @property
+    def live(self) -> bool:
+        """Whether the model holds any state (rows seen, a watermark, open windows)."""
+        return bool(self.partitions or self.open or self.max_ts is not None or self.counters)
 
 
 def _ms(td: timedelta) -> int:

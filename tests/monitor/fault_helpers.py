@@ -38,18 +38,26 @@ def fault_config(
 
 
 def peek_state(db: Path) -> dict[str, Any] | None:
-    """The pipeline's durable snapshot, read without writing (no migrations, no locks held)."""
+    """The durable stream state of every partition in one piece (``offsets``, ``models``),
+    read without writing (no migrations, no locks held); None before any was written."""
     if not db.exists():
         return None
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            row = conn.execute("SELECT state FROM stream_state WHERE name = 'pipeline'").fetchone()
+            rows = conn.execute('SELECT partition, "offset", state FROM stream_partitions').fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
         return None
-    return orjson.loads(row[0]) if row else None
+    if not rows:
+        return None
+    out: dict[str, Any] = {"offsets": {}, "models": {}}
+    for partition, offset, state in rows:
+        if offset is not None:
+            out["offsets"][str(partition)] = int(offset)
+        out["models"].update(orjson.loads(state).get("models", {}))
+    return out
 
 
 def durable_offset(db: Path) -> int:
