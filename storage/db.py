@@ -126,6 +126,11 @@ class Store:
         """Whether a transaction is open (on SQLite: by any thread; they share one connection)."""
         return self._depth > 0
 
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table``, in order (introspection for tests and tools)."""
+        with self._lock:
+            return [str(r[1]) for r in self.conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+
     def lock(self, *keys: str) -> None:
         """Serialize read-modify-write sections between instances sharing the store
         (see :mod:`storage.dialect`). One SQLite writer excludes all others: nothing to do."""

@@ -26,7 +26,8 @@ Checklist for a new query module (what the coordinator checks when porting one)
    PostgreSQL's 4-byte ``real``), ``BLOB`` (``BYTEA``). ``INTEGER PRIMARY KEY``
    gets its values from the database on both. Times are ISO strings
    (:func:`storage.records.iso`), booleans ``INTEGER`` 0/1, JSON ``TEXT``.
-6. Pass each parameter as the column's Python type (``str`` for ``TEXT``,
+6. Conditions are boolean expressions (``WHERE 1 = 1``, ``drifted = 1``), never a
+   bare integer. Pass each parameter as the column's Python type (``str`` for ``TEXT``,
    ``int`` for ``INTEGER``): SQLite converts silently, PostgreSQL refuses.
    ``COUNT``/``SUM`` come back as ``int`` on both.
 7. ``rowid`` (SQLite's implicit row id) exists on PostgreSQL too: every table

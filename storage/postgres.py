@@ -268,6 +268,15 @@ class PostgresStore(Store):
                 r.pop("rowid", None)
         return out
 
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table``, in order, without the emulated ``rowid``."""
+        rows = self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
+        return [r["column_name"] for r in rows if r["column_name"] != "rowid"]
+
     def lock(self, *keys: str) -> None:
         """Transaction-scoped advisory locks on ``keys`` (sorted, so two callers never
         wait for each other in a circle); released at commit or rollback."""

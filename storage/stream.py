@@ -188,21 +188,6 @@ def release_partitions(store: Store, topic: str, owner: str, epochs: Mapping[int
             )
 
 
-def forget_partitions(store: Store, topic: str, owner: str, partitions: Iterable[int], now: datetime) -> None:
-    """Empty ``owner``'s rows of ``partitions`` (offset and state): for a store that is
-    not shared, where the next owner cannot read them and resumes from Kafka's committed
-    offset instead, so a later re-assignment must not resume from this stale state."""
-    parts = sorted(set(partitions))
-    if not parts:
-        return
-    with store.transaction():
-        store.executemany(
-            "UPDATE stream_partitions SET \"offset\" = NULL, state = '{}', owner = '', updated_at = ?"
-            " WHERE topic = ? AND partition = ? AND owner = ?",
-            [(iso(now), topic, p, owner) for p in parts],
-        )
-
-
 def partition_rows(store: Store, topic: str | None = None) -> list[dict[str, Any]]:
     """Every partition's row (``state`` parsed), by topic and partition: for ``status``,
     the API and tests."""

@@ -30,8 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import Config
-from monitor.service.pipeline import Pipeline
-from monitor.service.pipeline import instance_id
+from monitor.service.pipeline import Pipeline, instance_id
 from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
 from monitor.service.store import open_store
 from storage.db import StorageError, Store
@@ -172,7 +171,8 @@ class Daemon:
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
                 # only the added partitions. The consumer's assignment is the whole one in both.
-                daemon._on_assigned()
+                committed = await daemon._committed_async(daemon._owned())
+                daemon._on_assigned(committed)
                 daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
         backoff = 1.0
@@ -209,7 +209,35 @@ class Daemon:
             return None
         return gen if gen >= 0 else None
 
-    def _on_assigned(self) -> None:
+    async def _committed_async(self, partitions: set[int]) -> dict[int, int]:
+        """The group's committed offsets of ``partitions`` (from the IO loop); {} if unknown."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        topic = self.config.kafka.predictions_topic
+        try:
+            got = await self._consumer._coordinator.fetch_committed_offsets_async(
+                {TopicPartition(topic, p) for p in partitions}, timeout_ms=10_000
+            )
+        except Exception as exc:  # noqa: BLE001 - unknown: the stored state is taken as it is
+            log.debug("committed offsets: %s", exc)
+            return {}
+        return {tp.partition: int(o.offset) for tp, o in got.items() if o is not None and o.offset >= 0}
+
+    def _committed(self, partitions: set[int]) -> dict[int, int]:
+        """As :meth:`_committed_async`, from the consumer thread."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        topic = self.config.kafka.predictions_topic
+        try:
+            got = self._consumer._coordinator.fetch_committed_offsets(
+                {TopicPartition(topic, p) for p in partitions}, timeout_ms=10_000
+            )
+        except Exception as exc:  # noqa: BLE001
+            log.debug("committed offsets: %s", exc)
+            return {}
+        return {tp.partition: int(o.offset) for tp, o in got.items() if o is not None and o.offset >= 0}
+
+    def _on_assigned(self, committed: dict[int, int]) -> None:
         """Kafka's assignment changed: forget what went away, claim what we hold now, seek."""
         owned = self._owned()
         self.pipeline.release_partitions(owned)
@@ -219,10 +247,10 @@ class Daemon:
         except Exception:  # noqa: BLE001
             self.pipeline.topic_partitions = None
         self._unclaimed = owned - set(self.pipeline.claims)
-        self._claim(force=True)
+        self._claim(force=True, committed=committed)
         self.ready.set()
 
-    def _claim(self, force: bool = False) -> None:
+    def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
         """Claim the assigned partitions not claimed yet, seek them to their stored state;
         those still unclaimed stay paused (tried again every :data:`CLAIM_RETRY_SECONDS`)."""
         from kafka import TopicPartition  # noqa: PLC0415
@@ -233,8 +261,10 @@ class Daemon:
         self._unclaimed &= self._owned()
         wanted = sorted(self._unclaimed)
         tps = [TopicPartition(topic, p) for p in wanted]
+        if committed is None:
+            committed = self._committed(set(wanted))
         try:
-            seek, refused = self.pipeline.adopt(wanted, self._generation())
+            seek, refused = self.pipeline.adopt(wanted, self._generation(), committed)
         except StorageError as exc:
             log.error("storage: cannot claim partitions %s: %s; they stay paused", wanted, exc)
             seek, refused = {}, set(wanted)

@@ -46,9 +46,9 @@ from monitor.windows.figures import (
     window_key,
 )
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
+from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.alerts import alert_lock_key
 from storage.references import latest_reference, register_reference
 from storage.stream import (
     Claim,
@@ -56,10 +56,10 @@ from storage.stream import (
     PartitionWrite,
     adopt_legacy_state,
     claim_partitions,
-    forget_partitions,
     save_partitions,
     touch_partitions,
 )
+from storage.stream import release_partitions as free_partitions
 from storage.windows import add_late_rows, write_window
 
 log = logging.getLogger("driftwarden.pipeline")
@@ -208,9 +208,15 @@ class Pipeline:
         self.adopt(known, generation=None)
         return self.resume_offsets()
 
-    def adopt(self, partitions: Iterable[int], generation: int | None) -> tuple[dict[int, int], set[int]]:
+    def adopt(
+        self, partitions: Iterable[int], generation: int | None, committed: Mapping[int, int] | None = None
+    ) -> tuple[dict[int, int], set[int]]:
         """Claim ``partitions`` (assigned by Kafka at group ``generation``; None: no group)
         and resume each from the store unless what this instance holds is still current.
+
+        ``committed``: the group's committed offsets. A stored state older than them was
+        not written by the partition's last owner (instances with stores of their own,
+        each SQLite): it is ignored and the partition starts from the committed offset.
 
         Returns ``(seek, refused)``: the offset to seek each claimed partition to, and
         the partitions whose claim was refused (an instance of a newer generation holds
@@ -232,6 +238,17 @@ class Pipeline:
                 "partition %d: held by %s at group generation %d, newer than ours (%s): not consuming it"
                 " until a claim succeeds", p, c.previous_owner, c.generation, generation,
             )
+        if refused & (set(self.claims) | set(self.positions)):
+            self._forget(refused & (set(self.claims) | set(self.positions)), why="held by a newer generation")
+        for p, c in list(claims.items()):
+            k = (committed or {}).get(p)
+            if c.ok and c.offset is not None and k is not None and k > c.offset:
+                log.warning(
+                    "partition %d: stored state (offset %d) is older than the group's committed"
+                    " offset %d: another instance with a store of its own went further; starting"
+                    " from the committed offset without it", p, c.offset, k,
+                )
+                claims[p] = dataclasses.replace(c, offset=None, state={}, continued=False)
         fresh = [c for c in claims.values() if c.ok and not c.continued]
         if fresh:
             self._forget({c.partition for c in fresh}, why="taken over")
@@ -290,14 +307,13 @@ class Pipeline:
             known |= set(rt.windows.first_offsets()) | rt.windows.partitions
         gone = sorted(known - keep)
         if gone:
+            held = {p: self.claims[p] for p in gone if p in self.claims}
             self._forget(set(gone), why="now belong to another member")
-            if not self.store.shared:
-                # the next owner has its own store and resumes from Kafka's committed
-                # offset: our rows would be stale if the partitions came back to us
-                try:
-                    forget_partitions(self.store, self.topic, self.owner, gone, self.clock())
+            if held:
+                try:  # marked free (state kept): the next owner's claim needs no wait
+                    free_partitions(self.store, self.topic, self.owner, held, self.clock())
                 except StorageError as exc:
-                    log.warning("storage: cannot forget partitions %s: %s", gone, exc)
+                    log.warning("storage: cannot mark partitions %s free: %s", sorted(held), exc)
         return gone
 
     def _forget(self, partitions: set[int], *, why: str) -> None:

@@ -37,15 +37,19 @@ def fault_config(
     return path
 
 
-def peek_state(db: Path) -> dict[str, Any] | None:
+def peek_state(db: Path, *, owned_only: bool = False) -> dict[str, Any] | None:
     """The durable stream state of every partition in one piece (``offsets``, ``models``),
-    read without writing (no migrations, no locks held); None before any was written."""
+    read without writing (no migrations, no locks held); None before any was written.
+    ``owned_only``: without the rows of partitions an instance gave up."""
     if not db.exists():
         return None
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            rows = conn.execute('SELECT partition, "offset", state FROM stream_partitions').fetchall()
+            rows = conn.execute(
+                'SELECT partition, "offset", state FROM stream_partitions'
+                + (" WHERE owner != ''" if owned_only else "")
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
