@@ -146,6 +146,11 @@ class PostgresStore(Store):
         def configure(conn: Any) -> None:
             conn.adapters.register_loader("numeric", Numbers)
 
+        try:
+            # one direct attempt first: the pool would only report a timeout, this says why
+            psycopg.connect(**params, autocommit=True).close()
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to {self._where}: {str(exc).strip()}") from None
         self.pool = ConnectionPool(
             kwargs={**params, "autocommit": True},
             min_size=1,

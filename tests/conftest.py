@@ -96,3 +96,15 @@ def pg_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     target = _target("postgres", request, tmp_path)
     yield target
     target.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the PostgreSQL server carry the ``postgres`` marker
+    (``-m "not postgres"`` runs the SQLite half alone)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        names = getattr(item, "fixturenames", ())
+        if "postgres" in names or "pg_target" in names or (
+            callspec is not None and callspec.params.get("store_target") == "postgres"
+        ):
+            item.add_marker(pytest.mark.postgres)
