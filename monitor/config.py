@@ -1049,7 +1049,7 @@ class StorageConfig(Strict):
             )
         netloc = v.split("://", 1)[1].split("/", 1)[0]
         userinfo = netloc.rpartition("@")[0]
-        if ":" in userinfo or re.search(r"[?&]password=", v, re.IGNORECASE):
+        if userinfo.partition(":")[2] or re.search(r"[?&]password=", v, re.IGNORECASE):
             # never echo it: the value holds the secret
             raise PydanticCustomError(
                 "url",

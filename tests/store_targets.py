@@ -77,7 +77,8 @@ class PostgresTarget(StoreTarget):
         return store
 
     def storage_toml(self) -> str:
-        return f'\n[storage]\nurl = "{self.url}"\npool_size = 4\n'
+        url = self.url.replace("postgres:@", "postgres@")
+        return f'\n[storage]\nurl = "{url}"\npool_size = 4\n'
 
     def fresh(self) -> PostgresTarget:
         child = PostgresTarget(self._create, self._url, self._drop)

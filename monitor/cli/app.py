@@ -38,13 +38,24 @@ def _load(config: Path) -> Any:
 
 
 def _store(config: Path | None, state_dir: Path | None) -> Any:
-    from storage.db import DB_FILENAME, Store  # noqa: PLC0415
+    """The store read commands read: the config's (SQLite or the shared PostgreSQL), or
+    the SQLite database in ``--state-dir``; opened read-only."""
+    from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
 
     if state_dir is None:
         if config is None:
             typer.echo("driftwarden: give --config or --state-dir", err=True)
             raise typer.Exit(2)
-        state_dir = _load(config).daemon.state_dir
+        cfg = _load(config)
+        if cfg.storage.url is not None:
+            from monitor.service.store import open_store  # noqa: PLC0415
+
+            try:
+                return open_store(cfg, readonly=True, application_name="driftwarden cli")
+            except StorageError as exc:
+                typer.echo(f"driftwarden: {exc}", err=True)
+                raise typer.Exit(1) from None
+        state_dir = cfg.daemon.state_dir
     path = Path(state_dir) / DB_FILENAME
     if not path.exists():
         typer.echo(f"driftwarden: no database at {path}", err=True)
@@ -176,9 +187,11 @@ def status(
     state_dir: StateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What the state directory holds: windows, alerts, deliveries, dead letters."""
+    """What the store holds: windows, alerts, deliveries, dead letters, and which instance
+    owns each partition's stream state (with several instances on PostgreSQL)."""
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
     from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.stream import partition_rows  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
 
     store = _store(config, state_dir)
@@ -188,6 +201,10 @@ def status(
         "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
         "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
         "dead_letters": dead_letter_total(store),
+        "partitions": [
+            {k: r[k] for k in ("topic", "partition", "owner", "offset", "updated_at")}
+            for r in partition_rows(store)
+        ],
     }
     if as_json:
         typer.echo(json.dumps(out, indent=2))
