@@ -31,8 +31,18 @@ class StoreTarget:
         """Another, empty target of the same kind."""
         raise NotImplementedError
 
+    def reader(self) -> Store:
+        """One store kept open for repeated reads while daemons write (closed by close())."""
+        if getattr(self, "_reader", None) is None:
+            self._reader = self.open(readonly=True)
+        return self._reader
+
     def close(self) -> None:
         """Drop what the target created (databases on the server)."""
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+            self._reader = None
 
 
 class SqliteTarget(StoreTarget):
@@ -86,6 +96,7 @@ class PostgresTarget(StoreTarget):
         return child
 
     def close(self) -> None:
+        super().close()
         for child in self._children:
             child.close()
         for store in self._opened:
