@@ -22,6 +22,22 @@ def register_reference(
     )
 
 
+def store_reference_file(store: Store, *, sha256: str, name: str, content: bytes, now: datetime) -> None:
+    """Keep a registered reference's bytes in the store (a shared store: other instances
+    read them from here); the same content twice is kept once."""
+    store.execute(
+        "INSERT INTO reference_files (sha256, name, content, stored_at) VALUES (?,?,?,?)"
+        " ON CONFLICT (sha256) DO NOTHING",
+        (sha256, name, content, iso(now)),
+    )
+
+
+def reference_file(store: Store, sha256: str) -> tuple[str, bytes] | None:
+    """``(file name, bytes)`` of a reference kept by :func:`store_reference_file`, or None."""
+    rows = store.query("SELECT name, content FROM reference_files WHERE sha256 = ?", (sha256,))
+    return (rows[0]["name"], bytes(rows[0]["content"])) if rows else None
+
+
 def latest_reference(store: Store, model: str) -> dict[str, Any] | None:
     """The most recently registered reference of a model (any version), or None."""
     rows = store.query(

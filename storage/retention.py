@@ -372,6 +372,10 @@ class Pruner:
         with self.store.transaction():
             keys = self._rows(sql, (10_000,))
             rows = self._delete_rowids("references", keys) if keys else 0
+            # the bytes a shared store keeps of references no longer registered
+            self.store.execute(
+                'DELETE FROM reference_files WHERE sha256 NOT IN (SELECT sha256 FROM "references")'
+            )
         files = 0
         base = self.policy.references_dir
         if base is None or not base.is_dir():

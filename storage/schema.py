@@ -234,6 +234,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
             # no-data rules read the newest window of each model, whoever stored it
             "CREATE INDEX IF NOT EXISTS windows_model_computed ON windows (model, computed_at)",
+            # on a shared store, the content of each reference registered through the API,
+            # so every instance can judge with it (files live on the instance that received it)
+            """CREATE TABLE IF NOT EXISTS reference_files (
+                sha256 TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                content BLOB NOT NULL,
+                stored_at TEXT NOT NULL
+            )""",
         ],
     ),
 ]

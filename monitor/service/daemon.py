@@ -32,6 +32,7 @@ from typing import Any
 from monitor.config import Config
 from monitor.service.pipeline import Pipeline, instance_id
 from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
+from monitor.service.shared_references import follow_registered_references
 from monitor.service.store import open_store
 from storage.db import StorageError, Store
 from storage.state_dir import secure_state_dir
@@ -81,6 +82,8 @@ class Daemon:
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         self.pipeline.register_initial_references()
         adopt_legacy_state(self.store, self.pipeline.topic, clock())
+        #: registered references this instance could not use (not tried again)
+        self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
         self._claim_retry_at = 0.0
@@ -317,6 +320,11 @@ class Daemon:
                 self.pipeline.touch()
             elif self._tick_due.is_set():
                 self._tick_due.clear()
+                if self.store.shared:
+                    try:  # a reference registered through another instance's API
+                        follow_registered_references(self.pipeline, self._failed_references)
+                    except StorageError as exc:
+                        log.warning("storage: %s", exc)
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig
@@ -38,6 +39,7 @@ from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
+from monitor.service.shared_references import local_copy
 from monitor.windows.figures import (
     PreparedModel,
     WindowFigures,
@@ -49,7 +51,7 @@ from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.references import latest_reference, register_reference
+from storage.references import latest_reference, register_reference, store_reference_file
 from storage.stream import (
     Claim,
     PartitionsLost,
@@ -183,10 +185,13 @@ class Pipeline:
                 latest = latest_reference(self.store, name)
                 if latest and latest["source"] == "callback" and latest["sha256"] != rt.prepared.reference.sha256:
                     try:
-                        self.swap_reference(name, latest["path"], latest["version"], record=False)
+                        path = local_copy(self.store, Path(self.config.daemon.state_dir), name, latest)
+                        self.swap_reference(name, str(path or latest["path"]), latest["version"], record=False)
                         continue
                     except Exception as exc:  # noqa: BLE001
                         log.error("cannot load registered reference %s: %s", latest["path"], exc)
+                        if self.store.shared:
+                            continue  # another instance registered it: never register over it
                 if latest is None or latest["sha256"] != rt.prepared.reference.sha256:
                     ref = rt.prepared.reference
                     register_reference(
@@ -346,7 +351,7 @@ class Pipeline:
         gone = set(reset)
         self._closed = [c for c in self._closed if c[0].config.name not in gone]
         self._late = [x for x in self._late if x[0] not in gone]
-        log.info(
+        (log.info if dropped or reset else log.debug)(
             "partitions %s %s: %d open windows handed over, models %s reset",
             sorted(partitions), why, dropped, sorted(reset) or "none",
         )
@@ -640,8 +645,6 @@ class Pipeline:
         ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
         Raises ``ReferenceError`` for a reference unfit to judge windows against.
         """
-        from pathlib import Path  # noqa: PLC0415
-
         rt = self.models[model]
         ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version)
@@ -651,6 +654,11 @@ class Pipeline:
                     self.store, model=model, version=version, source=source, sha256=ref.sha256,
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
+                if self.store.shared:  # the other instances read the file from the store
+                    store_reference_file(
+                        self.store, sha256=ref.sha256, name=Path(ref.path).name,
+                        content=Path(ref.path).read_bytes(), now=self.clock(),
+                    )
         rt.prepared = pm
         assert rt.references is not None
         rt.references.rebase(pm)

@@ -199,3 +199,32 @@ def test_an_older_generation_cannot_take_a_partition_back(tmp_path: Path, store_
 
     release_partitions(store_b, "predictions", "b", b.claims, clock())
     assert a.adopt([0], generation=1)[1] == set()
+
+
+def test_a_reference_registered_through_one_instance_is_used_by_the_others(
+    tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """The retraining callback reaches instance A (its file lands in A's state dir); B,
+    which judges the model, switches to the same reference, read from the shared store."""
+    from monitor.demo.data import write_reference_csv
+    from monitor.service.shared_references import follow_registered_references
+
+    cfg_a, cfg_b = config(tmp_path / "a", "tumbling"), config(tmp_path / "b", "tumbling")
+    clock = Clock()
+    a = pipeline(cfg_a, pg_target.open(), clock, "a")
+    b = pipeline(cfg_b, pg_target.open(), clock, "b")
+    uploaded = Path(cfg_a.daemon.state_dir) / "references" / "churn" / "v2-upload.csv"
+    uploaded.parent.mkdir(parents=True)
+    write_reference_csv(str(uploaded), n=2000, seed=9)
+    pm = a.swap_reference("churn", str(uploaded), "v2")
+    uploaded.unlink()  # not reachable from B's machine anyway
+    assert b.models["churn"].prepared.reference.sha256 != pm.reference.sha256
+    assert follow_registered_references(b, set()) == ["churn"]
+    assert b.models["churn"].prepared.reference.sha256 == pm.reference.sha256
+    assert (Path(cfg_b.daemon.state_dir) / "references" / "churn" / "v2-upload.csv").is_file()
+    assert follow_registered_references(b, set()) == []  # once
+    # B's windows are judged against it
+    b.adopt([0], generation=1)
+    feed(b, records(stream(windows=3, per_window=100, shift_from=9, seed=8)))
+    refs = {r["reference"] for r in b.store.query("SELECT DISTINCT reference FROM windows")}
+    assert refs == {pm.reference.sha256[:12]}
