@@ -79,7 +79,7 @@ def _target(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if kind == "sqlite":
         return SqliteTarget(tmp_path / "driftwarden.db")
     server = request.getfixturevalue("postgres")
-    return PostgresTarget(server.create_database, server.url, server.drop_database)
+    return PostgresTarget(server.create_database, server.url, server.recycle_database)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

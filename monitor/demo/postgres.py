@@ -39,6 +39,9 @@ class EmbeddedPostgres:
         self.folder = Path(folder)
         self._server: Any = None
         self._template: str | None = None
+        self._template_tables: set[str] = set()
+        #: emptied databases of the current schema, handed out again (faster than creating)
+        self._free: list[str] = []
 
     def start(self) -> EmbeddedPostgres:
         try:
@@ -81,6 +84,8 @@ class EmbeddedPostgres:
         returns its name."""
         import psycopg  # noqa: PLC0415
 
+        if name is None and migrated and self._free:
+            return self._free.pop()
         name = name or f"t_{uuid.uuid4().hex[:16]}"
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
             raise ValueError(f"database name must be a lower-case identifier, got {name!r}")
@@ -88,6 +93,33 @@ class EmbeddedPostgres:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return name
+
+    def recycle_database(self, name: str) -> None:
+        """Empty a database made by :meth:`create_database` for the next caller, or drop it
+        when its tables are not the template's (a test added some)."""
+        import psycopg  # noqa: PLC0415
+
+        try:
+            with psycopg.connect(self.url(name), autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid != pg_backend_pid()"
+                )
+                tables = {r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}  # fmt: skip
+                functions = conn.execute(
+                    "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname = 'public'"
+                ).fetchone()
+                if tables != self._template_tables or (functions and functions[0]):
+                    raise ValueError("not the template's schema")
+                with conn.transaction():
+                    for t in sorted(tables - {"schema_version"}):
+                        conn.execute(f'DELETE FROM "{t}"')
+        except (psycopg.Error, ValueError):
+            self.drop_database(name)
+            return
+        self._free.append(name)
 
     def drop_database(self, name: str) -> None:
         import psycopg  # noqa: PLC0415
@@ -106,5 +138,8 @@ class EmbeddedPostgres:
             with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template1')
             PostgresStore(self.url(name), pool_size=1).close()
+            with psycopg.connect(self.url(name), autocommit=True) as conn:
+                self._template_tables = {r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}  # fmt: skip
             self._template = name
         return self._template
