@@ -249,7 +249,9 @@ class Daemon:
             self.pipeline.topic_partitions = len(parts) if parts else None
         except Exception:  # noqa: BLE001
             self.pipeline.topic_partitions = None
-        self._unclaimed = owned - set(self.pipeline.claims)
+        # all of them, kept ones too: the claim records the new generation (a member of an
+        # older one cannot take them back) and tells whether what we hold is still current
+        self._unclaimed = set(owned)
         self._claim(force=True, committed=committed)
         self.ready.set()
 
@@ -293,6 +295,8 @@ class Daemon:
         timeout_ms = int(k.poll_timeout.total_seconds() * 1000)
         commit_every = k.commit_interval.total_seconds()
         while not self.stop_event.is_set():
+            # assigned but not (or no longer: another instance claimed it) ours in the store
+            self._unclaimed |= self._owned() - set(self.pipeline.claims)
             if self._unclaimed:
                 self._claim()
             if self._storage_error is not None:

@@ -145,6 +145,7 @@ class Pipeline:
         #: partitions of the topic (set by the daemon): to warn about a model split over instances
         self.topic_partitions: int | None = None
         self._split_warned: set[str] = set()
+        self._refused_logged: set[tuple[int, str]] = set()
         self.topic = topic or config.kafka.predictions_topic
         self.clock = clock
         self.on_window = on_window
@@ -239,6 +240,9 @@ class Pipeline:
         refused = {p for p, c in claims.items() if not c.ok}
         for p in sorted(refused):
             c = claims[p]
+            if (p, c.previous_owner) in self._refused_logged:
+                continue
+            self._refused_logged.add((p, c.previous_owner))
             log.warning(
                 "partition %d: held by %s at group generation %d, newer than ours (%s): not consuming it"
                 " until a claim succeeds", p, c.previous_owner, c.generation, generation,

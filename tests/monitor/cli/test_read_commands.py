@@ -92,3 +92,19 @@ def test_read_commands_read_the_shared_postgres_of_the_config(tmp_path: Path, pg
     out = json.loads(run("status", "-c", str(cfg), "--json"))
     assert [(p["partition"], p["owner"]) for p in out["partitions"]] == [(0, "host-b:42:x"), (1, "host-b:42:x")]
     assert not (tmp_path / "driftwarden-state").exists()  # no SQLite file was made
+
+
+def test_check_reaches_the_shared_postgres(tmp_path: Path, pg_target) -> None:
+    """``driftwarden check`` reports the shared store: reachable and its schema, or why not."""
+    from monitor.cli.check import check_storage
+    from monitor.config import load_config
+    from storage.db import StorageError
+
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    model = '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(pg_target.storage_toml() + model)
+    bad.write_text('[storage]\nurl = "postgresql://me@127.0.0.1:1/none?connect_timeout=1"\n' + model)
+    assert "reachable (schema up to date)" in check_storage(load_config(good))
+    with pytest.raises(StorageError, match="127.0.0.1:1"):
+        check_storage(load_config(bad))
