@@ -7,10 +7,8 @@ serves both.
 
 All writes go through :class:`Store.transaction`, which nests (inner blocks are
 savepoints), so one window's figures and the alert transitions they cause
-commit together. Writes use plain SQL through ``execute``/``executemany``:
-sqlite-utils' own insert helpers wrap themselves in ``with conn:`` and would
-commit an enclosing transaction early. sqlite-utils serves for reads and
-introspection (``store.db``).
+commit together. Writes use plain SQL through ``execute``/``executemany``.
+Plain ``sqlite3`` throughout: opening a store imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from storage.dialect import SQLITE_DIALECT, Dialect
 from storage.limits import DeadLetterCap
@@ -85,7 +81,6 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open {self.path}: {exc}") from exc
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         self._depth = 0
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -126,10 +121,17 @@ class Store:
         """Whether a transaction is open (on SQLite: by any thread; they share one connection)."""
         return self._depth > 0
 
-    def columns(self, table: str) -> list[str]:
-        """The columns of ``table``, in order (introspection for tests and tools)."""
+    def table_exists(self, name: str) -> bool:
         with self._lock:
-            return [str(r[1]) for r in self.conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+            row = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone()
+        return row is not None
+
+    def columns(self, table: str) -> list[str]:
+        """The column names of ``table`` (empty when there is no such table)."""
+        with self._lock:
+            return [r[1] for r in self.conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
 
     def lock(self, *keys: str) -> None:
         """Serialize read-modify-write sections between instances sharing the store
@@ -198,7 +200,7 @@ class Store:
     # -- migrations ---------------------------------------------------------------
 
     def schema_version(self) -> int:
-        if not self.db["schema_version"].exists():
+        if not self.table_exists("schema_version"):
             return 0
         row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0] or 0)

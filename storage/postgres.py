@@ -273,6 +273,10 @@ class PostgresStore(Store):
                 r.pop("rowid", None)
         return out
 
+    def table_exists(self, name: str) -> bool:
+        rows = self.query("SELECT to_regclass(?) IS NOT NULL AS present", (f'"{name}"',))
+        return bool(rows and rows[0]["present"])
+
     def columns(self, table: str) -> list[str]:
         """The columns of ``table``, in order, without the emulated ``rowid``."""
         rows = self.query(

@@ -174,7 +174,12 @@ class Daemon:
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
                 # only the added partitions. The consumer's assignment is the whole one in both.
-                committed = await daemon._committed_async(daemon._owned())
+                # stop counting what went away at once, before anything is awaited
+                daemon.pipeline.release_partitions(daemon._owned())
+                committed: dict[int, int] = {}
+                if not daemon.store.shared:
+                    # a store of its own may hold a stale state of a partition that comes back
+                    committed = await daemon._committed_async(daemon._owned())
                 daemon._on_assigned(committed)
                 daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
@@ -267,7 +272,7 @@ class Daemon:
         wanted = sorted(self._unclaimed)
         tps = [TopicPartition(topic, p) for p in wanted]
         if committed is None:
-            committed = self._committed(set(wanted))
+            committed = {} if self.store.shared else self._committed(set(wanted))
         try:
             seek, refused = self.pipeline.adopt(wanted, self._generation(), committed)
         except StorageError as exc:

@@ -102,6 +102,6 @@ def test_drifting_stream_end_to_end(broker: EmbeddedBroker, topic: str, tmp_path
     assert body["alert"]["value"] >= 0.5
     assert body["callback"].endswith("/api/v1/models/churn/references")
     assert {c["column"] for c in body["drifted_columns"]} >= {"age", "monthly_charges"}
-    alerts = store.query("SELECT rule, state FROM alerts WHERE segment = '' OR segment IS NULL") if "segment" in store.db["alerts"].columns_dict else store.query("SELECT rule, state FROM alerts")
+    alerts = store.query("SELECT rule, state FROM alerts WHERE segment = '' OR segment IS NULL") if "segment" in store.columns("alerts") else store.query("SELECT rule, state FROM alerts")
     assert [(a["rule"], a["state"]) for a in alerts] == [("dataset-drift", "firing")]
     assert json.loads(json.dumps(body))  # JSON round-trips
