@@ -115,6 +115,29 @@ def consumed(url: str, topic: str) -> int:
     return int(row[0]) if row else 0
 
 
+def owners(url: str, topic: str) -> list[tuple[int, str, int]]:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [tuple(r) for r in conn.execute(
+            "SELECT partition, owner, epoch FROM stream_partitions WHERE topic = %s ORDER BY partition",
+            (topic,)).fetchall()]  # fmt: skip
+
+
+def settled(url: str, topic: str, k: int, quiet: float = 3.0, timeout: float = 120.0) -> None:
+    """Wait until the group has spread every partition over ``k`` instances and no claim
+    changed for ``quiet`` seconds (the last join's rebalance is over)."""
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = owners(url, topic)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif len(now) == PARTITIONS and len({o for _, o, _ in now if o}) == k and time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"group did not settle: {last}")
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
@@ -149,7 +172,7 @@ def run_instances(k: int, broker: EmbeddedBroker, pg: EmbeddedPostgres, data: di
             if time.monotonic() > deadline:
                 raise RuntimeError("instances not ready")
             time.sleep(0.2)
-        time.sleep(1.0)  # the last join settles
+        settled(pg.url(db), topic, k)
         n = sum(len(m) for m in data.values())
         t0 = time.monotonic()
         produce(broker.bootstrap, topic, data)
