@@ -21,6 +21,13 @@ go out as one message per notifier; resolutions and reminders are grouped per
 firing message they refer to (Slack threads them there). Retraining notifiers
 get one ``retrain.requested`` per model on firing, at most one per cooldown
 (derived from the outbox, so it survives restarts).
+
+Several instances on one shared store keep one alert state: every decision
+reads the ``alerts`` rows inside its transaction, under a lock per model
+(:func:`storage.alerts.alert_lock_key`; ticks also take a tick lock), so an
+alert that fired on one instance resolves on whichever instance judges the
+model's next window, and two instances' ticks never queue the same reminder.
+No-data rules count a model as active when any instance stored a window of it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ from storage.detectors import load_detector, save_detector
 from storage.records import MetricRow, WindowRecord, iso, parse_iso
 
 Clock = Callable[[], datetime]
+
+#: the store lock two instances' ticks take in turn (see the module doc)
+TICK_LOCK = "alerts:tick"
 
 
 def utc_now() -> datetime:
@@ -203,6 +213,7 @@ class AlertEngine:
             "status": window.status,
         }
         with self.store.transaction():
+            self.store.lock(db.alert_lock_key(key.model))
             existing = db.alerts_of_model(self.store, key.model)
             transitions: list[Transition] = []
             events: list[_Pending] = []
@@ -261,6 +272,12 @@ class AlertEngine:
         transitions: list[Transition] = []
         events: list[_Pending] = []
         with self.store.transaction():
+            if self.store.shared:
+                models = {a.model for a in db.active_alerts(self.store, (PENDING, FIRING))}
+                with self._lock:
+                    models |= set(self._activity)
+                models |= {r.model for r in self.rules if r.is_no_data and r.model}
+                self.store.lock(TICK_LOCK, *(db.alert_lock_key(m) for m in models))
             self._no_data(now, transitions, events)
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
@@ -380,6 +397,9 @@ class AlertEngine:
             models = [rule.model] if rule.model else sorted(activity)
             for model in models:
                 last = activity.get(model, self._started)
+                stored = db.latest_window_at(self.store, model)  # any instance's windows
+                if stored is not None and stored > last:
+                    last = stored
                 silent = now - last >= rule.no_data_for
                 aid = rule.instance_id(model, "", "", "")
                 old = db.get_alert(self.store, aid) or _fresh(rule, aid, model, "", "")

@@ -26,6 +26,13 @@ that cannot be built, a row that cannot be read), see
 
 A resolution or reminder waits while the firing message it refers to is still
 pending, so Slack can thread it under that message.
+
+Several instances on one shared store: a lane claims each delivery just before
+sending it (:func:`storage.alerts.claim_delivery`: ``FOR UPDATE SKIP LOCKED``, a
+lease of :meth:`DeliveryWorker.lease` seconds), so each delivery is sent by one
+instance; if that instance dies, another takes the delivery over when the lease
+has passed (the receiver may then see it twice, with the same id). Order within
+one notifier holds per instance, not across instances.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import math
 import random
 import re
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
@@ -173,8 +181,11 @@ class DeliveryWorker:
         max_delay: float | timedelta = 3600.0,
         batch: int = 100,
         policies: Mapping[str, RetryPolicy] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
+        #: this worker in ``deliveries.claimed_by``
+        self.owner = owner or f"outbox:{uuid.uuid4().hex[:12]}"
         self.notifiers = dict(notifiers)
         self.clock = clock
         self.rng = rng or random.Random()
@@ -209,6 +220,13 @@ class DeliveryWorker:
     def next_due(self) -> datetime | None:
         return db.next_due(self.store)
 
+    def lease(self, notifier: str) -> float:
+        """Seconds a claim lasts: twice the notifier's request timeout plus 30 s, so a
+        live worker always records its attempt before another may take the delivery."""
+        timeout = getattr(self.notifiers.get(notifier), "timeout", None)
+        t = float(timeout) if isinstance(timeout, int | float) and math.isfinite(timeout) else 30.0
+        return 2 * max(t, 0.0) + 30.0
+
     # -- dispatching ------------------------------------------------------------------
 
     def dispatch(self) -> dict[str, Future[int]]:
@@ -220,16 +238,19 @@ class DeliveryWorker:
         if self._stopping.is_set():
             return {}
         now = self.clock()
-        for d in db.due_deliveries(self.store, now, self.batch, exclude=list(self.notifiers)):
-            self._record(d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"))
+        for d in db.due_deliveries(
+            self.store, now, self.batch, exclude=list(self.notifiers), claimable_by=self.owner
+        ):
+            self._record(
+                d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"), claimed=False
+            )
         started: dict[str, Future[int]] = {}
         for name in self.notifiers:
             if self._lanes.busy(name) or self._resting.get(name, now) > now:
                 continue
-            due = db.due_deliveries(self.store, now, self.batch, notifier=name)
-            if not due:
+            if not db.due_deliveries(self.store, now, 1, notifier=name, claimable_by=self.owner):
                 continue
-            fut = self._lanes.start(name, lambda name=name, due=due: self._run_lane(name, due))
+            fut = self._lanes.start(name, lambda name=name: self._run_lane(name))
             if fut is not None:
                 started[name] = fut
         return started
@@ -260,12 +281,26 @@ class DeliveryWorker:
 
     # -- one lane -------------------------------------------------------------------------
 
-    def _run_lane(self, name: str, deliveries: list[DeliveryRecord]) -> int:
+    def _run_lane(self, name: str) -> int:
+        """Claim and send ``name``'s due deliveries one by one, oldest first (at most
+        ``batch`` per run; a delivery met again in the same run ends it)."""
         attempted = 0
-        for d in deliveries:
+        seen: set[str] = set()
+        for _ in range(self.batch):
             if self._stopping.is_set():
                 break
             try:
+                now = self.clock()
+                d = db.claim_delivery(
+                    self.store, notifier=name, now=now, owner=self.owner,
+                    lease_until=later(now, self.lease(name)),
+                )
+                if d is None:
+                    break
+                if d.id in seen:  # deferred to now behind its parent: next run
+                    db.release_claim(self.store, d.id, self.owner)
+                    break
+                seen.add(d.id)
                 attempted += self._deliver(d)
             except Exception:  # noqa: BLE001 - bookkeeping failed: nothing else to record it on
                 log.exception("outbox: could not record delivery %s to %s; pausing it", d.id, name)
@@ -305,7 +340,9 @@ class DeliveryWorker:
             return SendResult.retry(f"notifier returned {type(result).__name__}, not a SendResult")
         return result
 
-    def _record(self, d: DeliveryRecord, parent: DeliveryRecord | None, r: SendResult) -> None:
+    def _record(
+        self, d: DeliveryRecord, parent: DeliveryRecord | None, r: SendResult, *, claimed: bool = True
+    ) -> None:
         now = self.clock()
         attempts = d.attempts + 1
         nxt: datetime | None
@@ -322,7 +359,7 @@ class DeliveryWorker:
                 else f"gave up after {attempts} attempts: {r.error}"
             )
         with self.store.transaction():
-            db.record_attempt(
+            mine = db.record_attempt(
                 self.store,
                 d.id,
                 status=status,
@@ -331,7 +368,15 @@ class DeliveryWorker:
                 next_attempt_at=nxt,
                 error=None if error is None else _cut(str(error)),
                 response=r.response,
+                claimed_by=self.owner if claimed else None,
             )
+            if not mine:
+                log.warning(
+                    "delivery %s to %s: the claim ran out before the attempt was recorded;"
+                    " another worker has it now (the receiver may see it twice, same id)",
+                    d.id, d.notifier,
+                )
+                return
             if parent is not None and r.parent_response is not None:
                 db.set_response(self.store, parent.id, r.parent_response, now)
         _log_outcome(d, status, attempts, nxt, error)

@@ -1155,6 +1155,57 @@ class ReportsConfig(Strict):
     sample_windows: int = Field(default=200, ge=0, le=1_000_000)
 
 
+_PG_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
+
+
+class StorageConfig(Strict):
+    """Where figures and stream state live: SQLite in ``daemon.state_dir`` (no ``url``,
+    the default), or a PostgreSQL shared by several instances (``url``)."""
+
+    #: ``postgresql://user@host:5432/db?sslmode=require``; "" or absent: SQLite
+    url: str | None = None
+    password_env: EnvName | None = None
+    password_file: FilePath | None = None
+    #: connections to PostgreSQL at most (consumer, scheduler, outbox lanes, HTTP readers)
+    pool_size: int = Field(default=8, ge=2, le=100)
+    #: a statement (lock waits included) running longer fails; consumption pauses and retries
+    statement_timeout: PositiveDuration = timedelta(seconds=30)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("url")
+    @classmethod
+    def _pg(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not _PG_URL.match(v) or any(c.isspace() for c in v):
+            raise PydanticCustomError(
+                "url", 'expected a URL like "postgresql://user@host:5432/db", got {got}',
+                {"got": _show(v[:12] + "…" if len(v) > 12 else v)},
+            )
+        netloc = v.split("://", 1)[1].split("/", 1)[0]
+        userinfo = netloc.rpartition("@")[0]
+        if userinfo.partition(":")[2] or re.search(r"[?&]password=", v, re.IGNORECASE):
+            # never echo it: the value holds the secret
+            raise PydanticCustomError(
+                "url",
+                "a password must not be written in the file (not shown); use"
+                " storage.password_env or storage.password_file",
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _secrets(self) -> StorageConfig:
+        _secret_pair(self, "password")
+        if self.url is None and (self.password_env or self.password_file):
+            raise _fail("password_env" if self.password_env else "password_file",
+                        "expected only with storage.url (SQLite has no password)")
+        return self
+
+
 class Config(Strict):
     daemon: DaemonConfig = DaemonConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -1165,6 +1216,7 @@ class Config(Strict):
     labels: LabelsConfig = LabelsConfig()
     retention: RetentionConfig = RetentionConfig()
     reports: ReportsConfig = ReportsConfig()
+    storage: StorageConfig = StorageConfig()
     #: Resolved secrets by dotted path (``notifiers.slack.token``); filled by :func:`load_config`.
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -1383,6 +1435,7 @@ def _post_checks(
     secret("daemon.api_token", cfg.daemon.api_token_env, cfg.daemon.api_token_file)
     secret("kafka.sasl_password", cfg.kafka.sasl_password_env, cfg.kafka.sasl_password_file)
     secret("kafka.ssl_password", cfg.kafka.ssl_password_env, cfg.kafka.ssl_password_file)
+    secret("storage.password", cfg.storage.password_env, cfg.storage.password_file)
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_oauth_token_file"):
         exists(f"kafka.{key}", getattr(cfg.kafka, key))
     for name, n in cfg.notifiers.items():
@@ -1411,6 +1464,11 @@ def _post_checks(
         problems.append(
             f"kafka.labels_topic: required by models[{labelled[0]}].performance.enabled;"
             ' expected a topic name like "labels", got "" (off)'
+        )
+    if labelled and cfg.storage.url is not None:
+        problems.append(
+            f"models[{labelled[0]}].performance.enabled: the label join needs the SQLite store for now;"
+            " expected no storage.url (several instances on PostgreSQL do not join labels yet)"
         )
     if cfg.kafka.labels_topic is not None and cfg.kafka.labels_topic == cfg.kafka.predictions_topic:
         problems.append(

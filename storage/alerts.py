@@ -7,6 +7,13 @@ compare in time order.
 
 Delivery ``status`` is ``pending`` (waiting for its next attempt), ``sent``
 (a 2xx answer) or ``dead`` (permanent failure or retry limit reached).
+
+Claims: an outbox worker takes a due delivery with :func:`claim_delivery`
+(``claimed_by``, ``claimed_until``: a lease) before sending it, and recording the
+attempt ends the claim. On a shared store (PostgreSQL) the claim is ``SELECT ...
+FOR UPDATE SKIP LOCKED``, so instances never pick the same row, and a claim of
+an instance that died is taken over when its lease has passed. On SQLite one
+instance owns the file: a claim left by an earlier run of it is taken over at once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ DELIVERY_STATUSES = ("pending", "sent", "dead")
 
 
 # -- alerts ------------------------------------------------------------------------
+
+
+def alert_lock_key(model: str) -> str:
+    """The :meth:`storage.db.Store.lock` key that serializes changes to one model's alert
+    state between instances sharing a store (the window flush, the tick)."""
+    return f"alerts:{model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,13 @@ _ALERT_COLUMNS = (
 _ALERT_TIMES = ("started_at", "fired_at", "resolved_at", "last_notified_at", "updated_at")
 
 
+_UPSERT_ALERT = (
+    f"INSERT INTO alerts ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _ALERT_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in _ALERT_COLUMNS)}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in _ALERT_COLUMNS if c != "id")
+)
+
+
 def _t(value: datetime | None) -> str | None:
     return None if value is None else iso(value)
 
@@ -98,9 +118,7 @@ def upsert_alert(store: Store, alert: AlertRecord) -> None:
         elif name in _ALERT_TIMES:
             v = _t(v)
         values.append(v)
-    cols = ", ".join(f'"{c}"' for c in _ALERT_COLUMNS)
-    marks = ", ".join("?" for _ in _ALERT_COLUMNS)
-    store.execute(f"INSERT OR REPLACE INTO alerts ({cols}) VALUES ({marks})", values)
+    store.execute(_UPSERT_ALERT, values)
 
 
 def get_alert(store: Store, alert_id: str) -> AlertRecord | None:
@@ -175,6 +193,12 @@ def known_models(store: Store) -> list[str]:
     """Models that have windows or alerts (for no-data rules after a restart)."""
     rows = store.query("SELECT model FROM windows UNION SELECT model FROM alerts ORDER BY model")
     return [r["model"] for r in rows]
+
+
+def latest_window_at(store: Store, model: str) -> datetime | None:
+    """When the newest window of ``model`` was stored (by any instance), or None."""
+    rows = store.query("SELECT MAX(computed_at) AS t FROM windows WHERE model = ?", (model,))
+    return _pt(rows[0]["t"]) if rows and rows[0]["t"] else None
 
 
 def alert_counts(store: Store) -> dict[tuple[str, str], int]:
@@ -289,9 +313,10 @@ def insert_delivery(store: Store, d: DeliveryRecord) -> bool:
 
     Returns whether a row was inserted."""
     cur = store.execute(
-        "INSERT OR IGNORE INTO deliveries (id, alert_id, notifier, kind, status, attempts,"
+        "INSERT INTO deliveries (id, alert_id, notifier, kind, status, attempts,"
         " next_attempt_at, last_error, delivered_at, created_at, payload, model, group_key,"
-        " alert_ids, parent_id, response, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " alert_ids, parent_id, response, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (id) DO NOTHING",
         (
             d.id, d.alert_id, d.notifier, d.kind, d.status, d.attempts,
             _t(d.next_attempt_at or d.created_at), d.last_error, _t(d.delivered_at),
@@ -309,6 +334,14 @@ def get_delivery(store: Store, delivery_id: str) -> DeliveryRecord | None:
     return _delivery_from_row(rows[0]) if rows else None
 
 
+def _claimable(store: Store, now: datetime, owner: str) -> tuple[str, list[Any]]:
+    """A condition (and its parameters): the delivery is not claimed by a live worker."""
+    if store.shared:
+        return "(claimed_until IS NULL OR claimed_until <= ?)", [iso(now)]
+    # one instance per SQLite file: another owner's claim is an earlier run's
+    return "(claimed_until IS NULL OR claimed_until <= ? OR claimed_by != ?)", [iso(now), owner]
+
+
 def due_deliveries(
     store: Store,
     now: datetime,
@@ -316,10 +349,16 @@ def due_deliveries(
     *,
     notifier: str | None = None,
     exclude: Sequence[str] = (),
+    claimable_by: str | None = None,
 ) -> list[DeliveryRecord]:
     """Pending deliveries whose next attempt is due, oldest first; only those to
-    ``notifier`` when given, none to the ``exclude``d notifiers."""
+    ``notifier`` when given, none to the ``exclude``d notifiers, only those
+    ``claimable_by`` could claim now when given."""
     where, params = ["status = 'pending'", "next_attempt_at <= ?"], [iso(now)]
+    if claimable_by is not None:
+        cond, cparams = _claimable(store, now, claimable_by)
+        where.append(cond)
+        params.extend(cparams)
     if notifier is not None:
         where.append("notifier = ?")
         params.append(notifier)
@@ -331,6 +370,32 @@ def due_deliveries(
         (*params, int(limit)),
     )
     return [_delivery_from_row(r) for r in rows]
+
+
+def claim_delivery(
+    store: Store, *, notifier: str, now: datetime, owner: str, lease_until: datetime
+) -> DeliveryRecord | None:
+    """Claim the oldest due, unclaimed pending delivery to ``notifier`` for ``owner``
+    until ``lease_until``; None when there is none. Instances claiming at once get
+    different rows (``SKIP LOCKED``)."""
+    cond, cparams = _claimable(store, now, owner)
+    with store.transaction():
+        rows = store.query(
+            "UPDATE deliveries SET claimed_by = ?, claimed_until = ? WHERE id = (SELECT id FROM"
+            " deliveries WHERE status = 'pending' AND next_attempt_at <= ? AND notifier = ?"
+            f" AND {cond} ORDER BY created_at, rowid LIMIT 1{store.dialect.skip_locked})"
+            " RETURNING *",
+            (owner, iso(lease_until), iso(now), notifier, *cparams),
+        )
+    return _delivery_from_row(rows[0]) if rows else None
+
+
+def release_claim(store: Store, delivery_id: str, owner: str) -> None:
+    """Give a claimed delivery back unchanged (another worker may take it at once)."""
+    store.execute(
+        "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND claimed_by = ?",
+        (delivery_id, owner),
+    )
 
 
 def next_due(store: Store) -> datetime | None:
@@ -349,20 +414,25 @@ def record_attempt(
     next_attempt_at: datetime | None = None,
     error: str | None = None,
     response: Mapping[str, Any] | None = None,
-) -> None:
-    """Store an attempt's outcome. ``response`` (when given) replaces the stored one."""
+    claimed_by: str | None = None,
+) -> bool:
+    """Store an attempt's outcome and end the claim. ``response`` (when given) replaces
+    the stored one. With ``claimed_by``, only while that worker still holds the claim
+    (False: its lease passed and another worker took the delivery over)."""
     if status not in DELIVERY_STATUSES:
         raise ValueError(f"unknown delivery status {status!r}")
-    store.execute(
+    cur = store.execute(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?,"
         " delivered_at = CASE WHEN ? = 'sent' THEN ? ELSE delivered_at END,"
-        " response = COALESCE(?, response), updated_at = ? WHERE id = ?",
+        " response = COALESCE(?, response), updated_at = ?, claimed_by = NULL,"
+        " claimed_until = NULL WHERE id = ?" + (" AND claimed_by = ?" if claimed_by else ""),
         (
             status, attempts, _t(next_attempt_at), error, status, iso(now),
             None if response is None else json.dumps(response, sort_keys=True), iso(now),
-            delivery_id,
+            delivery_id, *((claimed_by,) if claimed_by else ()),
         ),
     )  # fmt: skip
+    return cur.rowcount > 0
 
 
 def set_response(
@@ -377,7 +447,8 @@ def set_response(
 def defer_delivery(store: Store, delivery_id: str, until: datetime, now: datetime) -> None:
     """Move a pending delivery's next attempt without counting an attempt."""
     store.execute(
-        "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+        "UPDATE deliveries SET next_attempt_at = ?, updated_at = ?, claimed_by = NULL,"
+        " claimed_until = NULL WHERE id = ? AND status = 'pending'",
         (iso(until), iso(now), delivery_id),
     )
 
@@ -393,7 +464,9 @@ def list_deliveries(
     """Deliveries in creation order; ``alert_id`` matches any alert of a grouped one."""
     where, params = [], []
     if alert_id is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(deliveries.alert_ids) WHERE value = ?)")
+        where.append(
+            f"EXISTS (SELECT 1 FROM {store.dialect.json_values('deliveries.alert_ids')} WHERE j.value = ?)"
+        )
         params.append(alert_id)
     for col, val in (("status", status), ("notifier", notifier), ("kind", kind)):
         if val is not None:
@@ -411,7 +484,8 @@ def latest_delivery_for_alert(
     marks = ",".join("?" for _ in kinds)
     rows = store.query(
         f"SELECT * FROM deliveries WHERE notifier = ? AND kind IN ({marks})"
-        " AND EXISTS (SELECT 1 FROM json_each(deliveries.alert_ids) WHERE value = ?)"
+        f" AND EXISTS (SELECT 1 FROM {store.dialect.json_values('deliveries.alert_ids')}"
+        " WHERE j.value = ?)"
         " ORDER BY created_at DESC, rowid DESC LIMIT 1",
         (notifier, *kinds, alert_id),
     )

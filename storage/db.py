@@ -1,4 +1,9 @@
-"""Opening the SQLite store: pragmas, nested transactions and migrations.
+"""The store's interface, and its SQLite implementation: pragmas, nested transactions, migrations.
+
+:class:`Store` is what every query module in ``storage/`` talks to, on SQLite (this
+module, the embedded default) or PostgreSQL (:class:`storage.postgres.PostgresStore`,
+shared by several instances); :mod:`storage.dialect` says how one copy of the SQL
+serves both.
 
 All writes go through :class:`Store.transaction`, which nests (inner blocks are
 savepoints), so one window's figures and the alert transitions they cause
@@ -17,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from storage.dialect import SQLITE_DIALECT, Dialect
 from storage.limits import DeadLetterCap
 from storage.records import iso
 from storage.schema import MIGRATIONS
@@ -47,7 +53,13 @@ class Store:
     before that switches once, by :meth:`ensure_incremental_vacuum`.
     ``dead_letter_cap`` is the volume cap :func:`storage.dead_letters.write_dead_letters`
     applies (defaults from :mod:`storage.limits`).
+
+    A write transaction (``BEGIN IMMEDIATE``) excludes every other writer of the
+    file, so :meth:`lock` has nothing to do and ``dialect.for_update`` /
+    ``dialect.skip_locked`` are empty here.
     """
+
+    dialect: Dialect = SQLITE_DIALECT
 
     def __init__(
         self,
@@ -95,6 +107,40 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+    @property
+    def where(self) -> str:
+        """The database, for messages."""
+        return str(self.path)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other live instances may use this store at the same time (not SQLite:
+        one instance per file)."""
+        return False
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (on SQLite: by any thread; they share one connection)."""
+        return self._depth > 0
+
+    def table_exists(self, name: str) -> bool:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone()
+        return row is not None
+
+    def columns(self, table: str) -> list[str]:
+        """The column names of ``table`` (empty when there is no such table)."""
+        with self._lock:
+            return [r[1] for r in self.conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+
+    def lock(self, *keys: str) -> None:
+        """Serialize read-modify-write sections between instances sharing the store
+        (see :mod:`storage.dialect`). One SQLite writer excludes all others: nothing to do."""
+        if not self._depth:
+            raise StorageError("store.lock() needs a transaction")
 
     # -- transactions -------------------------------------------------------------
 
@@ -161,18 +207,6 @@ class Store:
             return 0
         row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
-
-    def table_exists(self, name: str) -> bool:
-        with self._lock:
-            row = self.conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-        return row is not None
-
-    def columns(self, table: str) -> list[str]:
-        """The column names of ``table`` (empty when there is no such table)."""
-        with self._lock:
-            return [r[1] for r in self.conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
 
     def migrate(self) -> int:
         """Apply pending migrations, each in its own transaction. Returns the version."""

@@ -137,8 +137,9 @@ def write_dead_letters(
                  iso(d.received_at))
             )  # fmt: skip
         store.executemany(
-            'INSERT OR IGNORE INTO dead_letters (topic, partition, "offset", reason, payload,'
-            " payload_size, received_at) VALUES (?,?,?,?,?,?,?)",
+            'INSERT INTO dead_letters (topic, partition, "offset", reason, payload,'
+            " payload_size, received_at) VALUES (?,?,?,?,?,?,?)"
+            ' ON CONFLICT (topic, partition, "offset") DO NOTHING',
             rows,
         )
         _count(store, buckets)
@@ -187,14 +188,19 @@ def _stored_in_bucket(store: Store, bkey: tuple[str, str, str, int]) -> int:
 
 def _count(store: Store, buckets: dict[tuple[str, str, str, int], _Bucket]) -> None:
     store.executemany(
-        "INSERT INTO dead_letter_volume (reason, minute, topic, partition, stored, payloads,"
+        "INSERT INTO dead_letter_volume AS v (reason, minute, topic, partition, stored, payloads,"
         " payloads_dropped, dropped, drop_first, drop_last) VALUES (?,?,?,?,?,?,?,?,?,?)"
         " ON CONFLICT (reason, minute, topic, partition) DO UPDATE SET"
-        " stored = stored + excluded.stored, payloads = payloads + excluded.payloads,"
-        " payloads_dropped = payloads_dropped + excluded.payloads_dropped,"
-        " dropped = dropped + excluded.dropped,"
-        " drop_first = COALESCE(MIN(drop_first, excluded.drop_first), drop_first, excluded.drop_first),"
-        " drop_last = COALESCE(MAX(drop_last, excluded.drop_last), drop_last, excluded.drop_last)",
+        " stored = v.stored + excluded.stored, payloads = v.payloads + excluded.payloads,"
+        " payloads_dropped = v.payloads_dropped + excluded.payloads_dropped,"
+        " dropped = v.dropped + excluded.dropped,"
+        # the smaller / larger of two, NULL meaning "none": no scalar MIN/MAX on PostgreSQL
+        " drop_first = CASE WHEN excluded.drop_first IS NULL THEN v.drop_first"
+        "   WHEN v.drop_first IS NULL OR excluded.drop_first < v.drop_first THEN excluded.drop_first"
+        "   ELSE v.drop_first END,"
+        " drop_last = CASE WHEN excluded.drop_last IS NULL THEN v.drop_last"
+        "   WHEN v.drop_last IS NULL OR excluded.drop_last > v.drop_last THEN excluded.drop_last"
+        "   ELSE v.drop_last END",
         [
             (*k, b.new_stored, b.payloads, b.payloads_dropped, b.dropped, b.drop_first, b.drop_last)
             for k, b in buckets.items()
@@ -205,10 +211,10 @@ def _count(store: Store, buckets: dict[tuple[str, str, str, int], _Bucket]) -> N
         pd, dr = totals.get(code, (0, 0))
         totals[code] = (pd + b.payloads_dropped, dr + b.dropped)
     store.executemany(
-        "INSERT INTO dead_letter_totals (reason, payloads_dropped, dropped) VALUES (?,?,?)"
+        "INSERT INTO dead_letter_totals AS t (reason, payloads_dropped, dropped) VALUES (?,?,?)"
         " ON CONFLICT (reason) DO UPDATE SET"
-        " payloads_dropped = payloads_dropped + excluded.payloads_dropped,"
-        " dropped = dropped + excluded.dropped",
+        " payloads_dropped = t.payloads_dropped + excluded.payloads_dropped,"
+        " dropped = t.dropped + excluded.dropped",
         [(code, pd, dr) for code, (pd, dr) in totals.items() if pd or dr],
     )
 

@@ -33,7 +33,10 @@ def save_detector(
     last_window_id: str, window_end: str, now: datetime,
 ) -> None:
     store.execute(
-        "INSERT OR REPLACE INTO rule_detectors (alert_id, rule, model, state, last_window_id,"
-        " window_end, updated_at) VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO rule_detectors (alert_id, rule, model, state, last_window_id,"
+        " window_end, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (alert_id) DO UPDATE SET"
+        " rule = excluded.rule, model = excluded.model, state = excluded.state,"
+        " last_window_id = excluded.last_window_id, window_end = excluded.window_end,"
+        " updated_at = excluded.updated_at",
         (alert_id, rule, model, orjson.dumps(state).decode(), last_window_id, window_end, iso(now)),
     )

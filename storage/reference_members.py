@@ -47,8 +47,11 @@ def add_member(
     rows: int, drifted: bool, payload: bytes,
 ) -> None:
     store.execute(
-        'INSERT OR REPLACE INTO reference_members (model, version, segment, window_id, start, "end",'
-        " rows, drifted, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+        'INSERT INTO reference_members (model, version, segment, window_id, start, "end",'
+        " rows, drifted, payload) VALUES (?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (model, version, segment, window_id) DO UPDATE SET start = excluded.start,"
+        ' "end" = excluded."end", rows = excluded.rows, drifted = excluded.drifted,'
+        " payload = excluded.payload",
         (model, version, segment, window_id, start, end, rows, int(drifted), payload),
     )
 

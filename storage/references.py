@@ -14,10 +14,28 @@ def register_reference(
     path: str, registered_at: datetime,
 ) -> None:
     store.execute(
-        'INSERT OR REPLACE INTO "references" (model, version, source, sha256, rows, registered_at, path)'
-        " VALUES (?,?,?,?,?,?,?)",
+        'INSERT INTO "references" (model, version, source, sha256, rows, registered_at, path)'
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (model, version) DO UPDATE SET source = excluded.source,"
+        " sha256 = excluded.sha256, rows = excluded.rows, registered_at = excluded.registered_at,"
+        " path = excluded.path",
         (model, version, source, sha256, rows, iso(registered_at), path),
     )
+
+
+def store_reference_file(store: Store, *, sha256: str, name: str, content: bytes, now: datetime) -> None:
+    """Keep a registered reference's bytes in the store (a shared store: other instances
+    read them from here); the same content twice is kept once."""
+    store.execute(
+        "INSERT INTO reference_files (sha256, name, content, stored_at) VALUES (?,?,?,?)"
+        " ON CONFLICT (sha256) DO NOTHING",
+        (sha256, name, content, iso(now)),
+    )
+
+
+def reference_file(store: Store, sha256: str) -> tuple[str, bytes] | None:
+    """``(file name, bytes)`` of a reference kept by :func:`store_reference_file`, or None."""
+    rows = store.query("SELECT name, content FROM reference_files WHERE sha256 = ?", (sha256,))
+    return (rows[0]["name"], bytes(rows[0]["content"])) if rows else None
 
 
 def latest_reference(store: Store, model: str) -> dict[str, Any] | None:

@@ -288,7 +288,8 @@ class Pruner:
     def _deliveries(self, cut: str) -> int:
         sql = (
             "SELECT d.rowid FROM deliveries d WHERE d.status IN ('sent', 'dead') AND d.created_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM json_each(d.alert_ids) j JOIN alerts a ON a.id = j.value"
+            f" AND NOT EXISTS (SELECT 1 FROM {self.store.dialect.json_values('d.alert_ids')}"
+            " JOIN alerts a ON a.id = j.value"
             "   WHERE a.state IN ('pending', 'firing'))"
             " AND d.id NOT IN (SELECT parent_id FROM deliveries WHERE status = 'pending'"
             "   AND parent_id IS NOT NULL)"
@@ -404,6 +405,10 @@ class Pruner:
         with self.store.transaction():
             keys = self._rows(sql, (10_000,))
             rows = self._delete_rowids("references", keys) if keys else 0
+            # the bytes a shared store keeps of references no longer registered
+            self.store.execute(
+                'DELETE FROM reference_files WHERE sha256 NOT IN (SELECT sha256 FROM "references")'
+            )
         files = 0
         base = self.policy.references_dir
         if base is None or not base.is_dir():

@@ -1,4 +1,7 @@
-"""The SQLite schema as an ordered list of migrations.
+"""The schema as an ordered list of migrations, one definition for SQLite and PostgreSQL.
+
+Statements are written in SQLite's words; :func:`storage.dialect.to_postgres`
+translates the types (and adds the ``rowid`` SQLite has implicitly) for PostgreSQL.
 
 Each migration is applied in one transaction together with the row that records
 it in ``schema_version``; a database is never left half-migrated. Columns may be
@@ -248,8 +251,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 event_id TEXT NOT NULL,
                 version TEXT NOT NULL,
                 segments TEXT NOT NULL DEFAULT '',
-                prediction,
-                label,
+                prediction BLOB,
+                label BLOB,
                 label_ts INTEGER,
                 label_pos INTEGER,
                 PRIMARY KEY (model, ts, event_id)
@@ -259,7 +262,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """CREATE TABLE IF NOT EXISTS label_early (
                 model TEXT NOT NULL,
                 event_id TEXT NOT NULL,
-                label,
+                label BLOB,
                 ts INTEGER NOT NULL,
                 pos INTEGER NOT NULL,
                 PRIMARY KEY (model, event_id)
@@ -285,6 +288,43 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 dirty INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (model, start, "end")
             ) WITHOUT ROWID""",
+        ],
+    ),
+    (
+        8,
+        "scale-out: per-partition stream state with fencing; outbox claims; activity per model",
+        [
+            # the durable stream state of one partition of the predictions topic: its
+            # consumed offset and the state of the models whose rows it carries. ``owner``
+            # (an instance id) and ``epoch`` (bumped by every claim) fence the writer: an
+            # instance writes only rows it holds the current epoch of, in the same
+            # transaction as the figures. ``generation`` is the Kafka group generation of
+            # the claim: an older generation cannot claim over a newer one.
+            """CREATE TABLE IF NOT EXISTS stream_partitions (
+                topic TEXT NOT NULL,
+                partition INTEGER NOT NULL,
+                owner TEXT NOT NULL DEFAULT '',
+                generation INTEGER NOT NULL DEFAULT -1,
+                epoch INTEGER NOT NULL DEFAULT 0,
+                "offset" INTEGER,
+                state TEXT NOT NULL DEFAULT '{}',
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (topic, partition)
+            )""",
+            # which instance is sending a delivery, until when (a lease: another
+            # instance takes it over after it passes, so retries survive an instance dying)
+            "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
+            # no-data rules read the newest window of each model, whoever stored it
+            "CREATE INDEX IF NOT EXISTS windows_model_computed ON windows (model, computed_at)",
+            # on a shared store, the content of each reference registered through the API,
+            # so every instance can judge with it (files live on the instance that received it)
+            """CREATE TABLE IF NOT EXISTS reference_files (
+                sha256 TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                content BLOB NOT NULL,
+                stored_at TEXT NOT NULL
+            )""",
         ],
     ),
 ]

@@ -18,7 +18,8 @@ from storage.records import iso
 
 def save_state(store: Store, name: str, state: dict[str, Any]) -> None:
     store.execute(
-        "INSERT OR REPLACE INTO stream_state (name, state, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO stream_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+        " SET state = excluded.state, updated_at = excluded.updated_at",
         (name, orjson.dumps(state).decode(), iso(datetime.now(UTC))),
     )
 

@@ -21,16 +21,23 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
     k = window.key
     store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'data'", (window.id,))
     store.execute(
-        'INSERT OR REPLACE INTO windows (id, model, version, segment, start, "end", rows, status,'
-        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        'INSERT INTO windows (id, model, version, segment, start, "end", rows, status,'
+        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (id) DO UPDATE SET model = excluded.model, version = excluded.version,"
+        ' segment = excluded.segment, start = excluded.start, "end" = excluded."end",'
+        " rows = excluded.rows, status = excluded.status, computed_at = excluded.computed_at,"
+        " late_rows = excluded.late_rows, reference = excluded.reference, error = excluded.error",
         (
             window.id, k.model, k.version, k.segment, k.start, k.end, window.rows, window.status,
             iso(window.computed_at), window.late_rows, window.reference, window.error,
         ),
     )
     store.executemany(
-        'INSERT OR REPLACE INTO metrics (window_id, model, "column", metric, value, p_value,'
-        " threshold, drifted, test) VALUES (?,?,?,?,?,?,?,?,?)",
+        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value,'
+        " threshold, drifted, test) VALUES (?,?,?,?,?,?,?,?,?)"
+        ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
+        " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
+        " drifted = excluded.drifted, test = excluded.test",
         [
             (
                 window.id, k.model, m.column, m.metric, _num(m.value), _num(m.p_value),

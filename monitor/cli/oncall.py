@@ -372,6 +372,7 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
     from storage.dead_letters import dead_letter_total  # noqa: PLC0415
     from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
+    from storage.stream import partition_rows  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
 
     out = {
@@ -382,6 +383,10 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
         "dead_letters": dead_letter_total(store),
         "label_join": label_counters(store),
         "performance_windows_waiting": slots_waiting(store),
+        # which instance owns each partition's stream state (several instances on PostgreSQL)
+        "partitions": [
+            {k: r[k] for k in ("topic", "partition", "owner", "offset", "updated_at")} for r in partition_rows(store)
+        ],
     }
     if as_json:
         emit_json("status", item=out, echo=echo)
@@ -398,4 +403,8 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
         table("label join", [Col("model", "model"), *[Col(k, k, justify="right") for k in
               ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",
                "unmatched_labels")]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
+    if any(p["owner"] for p in out["partitions"]):
+        table("partitions", [Col("topic", "topic"), Col("partition", "partition", justify="right"),
+              Col("owner", "owner"), Col("offset", "offset", justify="right"),
+              Col("updated (UTC)", lambda r: short_time(r["updated_at"]), no_wrap=True)], out["partitions"])
     echo(f"dead letters: {out['dead_letters']}   schema version: {out['schema_version']}")

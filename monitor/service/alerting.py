@@ -90,6 +90,7 @@ class Alerting:
         *,
         clock: Callable[[], datetime],
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -113,6 +114,7 @@ class Alerting:
                 name: RetryPolicy(n.max_attempts, n.backoff.total_seconds(), n.max_backoff.total_seconds())
                 for name, n in config.notifiers.items()
             },
+            owner=owner,
         )
         self._deliver_lock = threading.Lock()
         #: set when a window caused transitions: deliveries to send after the commit

@@ -6,8 +6,16 @@ are committed only after the transaction, so a crash at any point replays from
 a position that the stored state accounts for.
 
 Shutdown (SIGTERM/SIGINT): stop polling, flush what is in hand, run the outbox
-once, commit, exit 0. A second signal exits at once; SQLite's journal keeps the
-file consistent.
+once, commit, give the partitions' rows up, exit 0. A second signal exits at
+once; SQLite's journal (or PostgreSQL's transactions) keep the store consistent.
+
+Partitions: when Kafka assigns partitions, the daemon claims them in the store
+(:meth:`Pipeline.adopt`) and seeks each to where its stored state resumes; a
+partition whose claim fails (storage down, or a newer group generation holds
+it) is paused and claimed again from the poll loop. With a store shared by
+several instances this is the whole hand-over: the next owner resumes exactly
+where the last stored state left off, and the previous owner can no longer
+store anything for it (see :mod:`storage.stream`).
 
 Under systemd (``Type=notify``, see :mod:`monitor.service.systemd`): ``READY=1`` once
 partitions are assigned, ``WATCHDOG=1`` from the consumer loop itself (a stuck loop
@@ -32,12 +40,18 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import Config
-from monitor.service.pipeline import Pipeline
-from monitor.service.retention import RetentionJob, dead_letter_cap, switch_to_incremental_vacuum
+from monitor.service.pipeline import Pipeline, instance_id
+from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
+from monitor.service.shared_references import follow_registered_references
+from monitor.service.store import open_store
 from monitor.service.systemd import SystemdNotifier
 from monitor.service.telemetry import consumer_lag, log_shutdown, log_startup, package_version
 from storage.db import StorageError, Store
 from storage.state_dir import secure_state_dir
+from storage.stream import adopt_legacy_state, partition_rows, release_partitions
+
+#: seconds between two attempts to claim partitions whose claim failed
+CLAIM_RETRY_SECONDS = 2.0
 
 log = logging.getLogger("driftwarden.daemon")
 
@@ -64,31 +78,37 @@ class Daemon:
         self.ready = threading.Event()
         self.kafka_connected = False
         secure_state_dir(config.daemon.state_dir)  # 0700 / 0600, before anything is written
-        self.store = Store.in_state_dir(
-            config.daemon.state_dir, synchronous=config.daemon.sqlite_synchronous,
-            dead_letter_cap=dead_letter_cap(config),
-        )
+        #: this instance in the store (partition owner, outbox claims)
+        self.instance = instance_id()
+        self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
         switch_to_incremental_vacuum(self.store)
         self.prune = RetentionJob(config, self.store, clock=clock)
         #: what the prune removed so far (``/metrics``)
         self.retention = self.prune.stats
         from monitor.service.alerting import Alerting  # noqa: PLC0415
 
-        self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event)
+        self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event, owner=self.instance)
         try:
             # loads and validates every reference: a bad one raises ReferenceError
             self.pipeline = Pipeline(
                 config, self.store, clock=clock, on_window=self.alerting.on_window,
                 on_performance=self.alerting.on_performance,
-                max_payload_bytes=config.daemon.max_payload_bytes,
+                max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
             )
         except BaseException:
             self.store.close()
             raise
+        self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         self.pipeline.register_initial_references()
-        self._resume = self.pipeline.restore()
+        self.pipeline.restore_labels()
         #: where each partition of the labels topic resumes (durable state), until assigned
         self._label_resume = dict(self.pipeline.label_resume)
+        adopt_legacy_state(self.store, self.pipeline.topic, clock())
+        #: registered references this instance could not use (not tried again)
+        self._failed_references: set[str] = set()
+        #: assigned partitions not claimed yet (paused until a claim succeeds)
+        self._unclaimed: set[int] = set()
+        self._claim_retry_at = 0.0
         self._consumer: Any = None
         self._last_flush = time.monotonic()
         self._tick_due = threading.Event()
@@ -152,7 +172,7 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
 
         started = time.monotonic()
-        log_startup(self, version=package_version(), resumed_partitions=len(self._resume))
+        log_startup(self, version=package_version(), resumed_partitions=len(partition_rows(self.store, self.pipeline.topic)))
 
         sched = BackgroundScheduler(timezone="UTC")
         sched.add_job(self._tick_due.set, "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="tick")
@@ -192,36 +212,43 @@ class Daemon:
         daemon = self
 
         class Listener(AsyncConsumerRebalanceListener):
-            """Runs on kafka-python's IO loop: flush to SQLite, then await the commit."""
+            """Runs on kafka-python's IO loop: flush to the store, then await the commit."""
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 offsets = daemon._flush_for_rebalance()
                 if offsets is not None:
                     await daemon._commit_async(offsets, revoked)
 
+            async def on_partitions_lost(self, lost: Any) -> None:
+                # evicted from the group: others may own them already, so no commit; the
+                # flush stores what is in hand only where our claim still stands
+                daemon._flush_for_rebalance()
+                gone = {tp.partition for tp in lost if tp.topic == topic}
+                daemon.pipeline.release_partitions(daemon._owned() - gone)
+
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                # eager assignors (range, round robin): ``assigned`` is the whole new assignment
-                keep = {tp.partition for tp in assigned if tp.topic == topic}
-                for p in daemon.pipeline.release_partitions(keep):
-                    daemon._resume.pop(p, None)
+                # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
+                # only the added partitions. The consumer's assignment is the whole one in both.
+                # stop counting what went away at once, before anything is awaited
+                daemon.pipeline.release_partitions(daemon._owned())
+                committed: dict[int, int] = {}
+                if not daemon.store.shared:
+                    # a store of its own may hold a stale state of a partition that comes back
+                    committed = await daemon._committed_async(daemon._owned())
+                daemon._on_assigned(committed)
                 if labels is not None and labels_topic is not None:
-                    for p in labels.release_partitions({tp.partition for tp in assigned if tp.topic == labels_topic}):
+                    lowned = daemon._owned(labels_topic)
+                    for p in labels.release_partitions(lowned):
                         daemon._label_resume.pop(p, None)
-                for tp in assigned:
-                    p = tp.partition
-                    if tp.topic == topic:
-                        resume, positions = daemon._resume, daemon.pipeline.positions
-                    elif labels is not None and tp.topic == labels_topic:
-                        resume, positions = daemon._label_resume, labels.positions
-                    else:
-                        continue
-                    if p in resume:
-                        daemon._consumer.seek(tp, resume.pop(p))
-                    elif p in positions:
-                        daemon._consumer.seek(tp, positions[p])
-                daemon.ready.set()
+                    for tp in assigned:
+                        if tp.topic != labels_topic:
+                            continue
+                        if tp.partition in daemon._label_resume:
+                            daemon._consumer.seek(tp, daemon._label_resume.pop(tp.partition))
+                        elif tp.partition in labels.positions:
+                            daemon._consumer.seek(tp, labels.positions[tp.partition])
                 daemon._notify_ready()
-                daemon.on_event("assigned", {"partitions": sorted(tp.partition for tp in assigned)})
+                daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
         backoff = 1.0
         while not self.stop_event.is_set():
@@ -241,12 +268,112 @@ class Daemon:
                 self._wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    def _owned(self, topic: str | None = None) -> set[int]:
+        """The partitions of ``topic`` (the predictions topic by default) Kafka assigns to
+        this member now."""
+        topic = topic or self.config.kafka.predictions_topic
+        try:
+            return {tp.partition for tp in self._consumer.assignment() if tp.topic == topic}
+        except Exception:  # noqa: BLE001 - no consumer (closing)
+            return set()
+
+    def _generation(self) -> int | None:
+        """The consumer group's current generation (None when unknown: claims then take
+        partitions unconditionally, still fenced by the claim epoch)."""
+        try:
+            gen = int(self._consumer._coordinator._generation.generation_id)
+        except Exception:  # noqa: BLE001 - client internals changed
+            return None
+        return gen if gen >= 0 else None
+
+    async def _committed_async(self, partitions: set[int]) -> dict[int, int]:
+        """The group's committed offsets of ``partitions`` (from the IO loop); {} if unknown."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        topic = self.config.kafka.predictions_topic
+        try:
+            got = await self._consumer._coordinator.fetch_committed_offsets_async(
+                {TopicPartition(topic, p) for p in partitions}, timeout_ms=10_000
+            )
+        except Exception as exc:  # noqa: BLE001 - unknown: the stored state is taken as it is
+            log.debug("committed offsets: %s", exc)
+            return {}
+        return {tp.partition: int(o.offset) for tp, o in got.items() if o is not None and o.offset >= 0}
+
+    def _committed(self, partitions: set[int]) -> dict[int, int]:
+        """As :meth:`_committed_async`, from the consumer thread."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        topic = self.config.kafka.predictions_topic
+        try:
+            got = self._consumer._coordinator.fetch_committed_offsets(
+                {TopicPartition(topic, p) for p in partitions}, timeout_ms=10_000
+            )
+        except Exception as exc:  # noqa: BLE001
+            log.debug("committed offsets: %s", exc)
+            return {}
+        return {tp.partition: int(o.offset) for tp, o in got.items() if o is not None and o.offset >= 0}
+
+    def _on_assigned(self, committed: dict[int, int]) -> None:
+        """Kafka's assignment changed: forget what went away, claim what we hold now, seek."""
+        owned = self._owned()
+        self.pipeline.release_partitions(owned)
+        try:
+            parts = self._consumer.partitions_for_topic(self.config.kafka.predictions_topic)
+            self.pipeline.topic_partitions = len(parts) if parts else None
+        except Exception:  # noqa: BLE001
+            self.pipeline.topic_partitions = None
+        # all of them, kept ones too: the claim records the new generation (a member of an
+        # older one cannot take them back) and tells whether what we hold is still current
+        self._unclaimed = set(owned)
+        self._claim(force=True, committed=committed)
+        self.ready.set()
+
+    def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
+        """Claim the assigned partitions not claimed yet, seek them to their stored state;
+        those still unclaimed stay paused (tried again every :data:`CLAIM_RETRY_SECONDS`)."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        if not self._unclaimed or (not force and time.monotonic() < self._claim_retry_at):
+            return
+        topic = self.config.kafka.predictions_topic
+        self._unclaimed &= self._owned()
+        wanted = sorted(self._unclaimed)
+        tps = [TopicPartition(topic, p) for p in wanted]
+        if committed is None:
+            committed = {} if self.store.shared else self._committed(set(wanted))
+        try:
+            seek, refused = self.pipeline.adopt(wanted, self._generation(), committed)
+        except StorageError as exc:
+            log.error("storage: cannot claim partitions %s: %s; they stay paused", wanted, exc)
+            seek, refused = {}, set(wanted)
+        for tp in tps:
+            if tp.partition in refused:
+                continue
+            if tp.partition in seek:
+                self._consumer.seek(tp, seek[tp.partition])
+        self._unclaimed = set(refused)
+        self._claim_retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
+        try:
+            paused = [tp for tp in tps if tp.partition in refused]
+            resumed = [tp for tp in tps if tp.partition not in refused]
+            if paused:
+                self._consumer.pause(*paused)
+            if resumed:
+                self._consumer.resume(*resumed)
+        except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
+            log.debug("pause/resume: %s", exc)
+
     def _poll_loop(self) -> None:
         k = self.config.kafka
         timeout_ms = int(k.poll_timeout.total_seconds() * 1000)
         commit_every = k.commit_interval.total_seconds()
         while not self.stop_event.is_set():
             self._service_tick()
+            # assigned but not (or no longer: another instance claimed it) ours in the store
+            self._unclaimed |= self._owned() - set(self.pipeline.claims)
+            if self._unclaimed:
+                self._claim()
             if self._storage_error is not None:
                 # storage is failing: do not consume more; retry the flush
                 self.pipeline.touch()
@@ -260,6 +387,9 @@ class Daemon:
                     self.pipeline.process_records(records)
                 elif labels is not None and tp.topic == labels.topic:
                     self.pipeline.process_label_records(records)
+            if self.pipeline.claims.keys() - self._owned():
+                # a cooperative rebalance revoked partitions without assigning any
+                self.pipeline.release_partitions(self._owned())
             reachable = self._kafka_reachable()
             if reachable != self.kafka_connected:
                 if reachable:
@@ -272,6 +402,11 @@ class Daemon:
                 self.pipeline.touch()
             elif self._tick_due.is_set():
                 self._tick_due.clear()
+                if self.store.shared:
+                    try:  # a reference registered through another instance's API
+                        follow_registered_references(self.pipeline, self._failed_references)
+                    except StorageError as exc:
+                        log.warning("storage: %s", exc)
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()
@@ -391,6 +526,11 @@ class Daemon:
             self._storage_error = None
         self.alerting.deliver_after_commit()
         self._last_flush = time.monotonic()
+        if offsets is None:
+            try:
+                self.pipeline.keepalive()  # an idle owner's rows stay fresh; lost ones are found
+            except StorageError as exc:
+                log.warning("storage: %s", exc)
         if offsets is None and not force:
             return True
         if offsets is None:
@@ -465,6 +605,11 @@ class Daemon:
         if self._http is not None:
             self._http.stop()
         self._close_consumer()
+        try:
+            # a clean stop: the next owner may claim at once, whatever its generation
+            release_partitions(self.store, self.pipeline.topic, self.instance, self.pipeline.claims, self.clock())
+        except StorageError as exc:
+            log.warning("storage: cannot give partitions up: %s", exc)
         self.store.close()
         self.systemd.close()
         self.on_event("stopped", {})

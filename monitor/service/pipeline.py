@@ -1,20 +1,37 @@
 """The stream pipeline: decoded batches -> windows -> figures -> one durable transaction.
 
-Single-threaded by design: only the consumer thread calls :meth:`Pipeline.process`,
-:meth:`Pipeline.tick` and :meth:`Pipeline.flush`. ``flush`` writes, in ONE
-transaction, the dead letters, every closed window with its figures, the
-alert transitions they cause (with their outbox rows), late-row counts and the
-stream state; it returns the offsets that are now safe to commit to Kafka.
+Single-threaded by design: only the consumer thread (and the rebalance listener,
+which runs while the consumer thread waits in ``poll``) calls :meth:`Pipeline.process`,
+:meth:`Pipeline.tick`, :meth:`Pipeline.flush` and the ownership methods. ``flush``
+writes, in ONE transaction, the dead letters, every closed window with its
+figures, the alert transitions they cause (with their outbox rows), late-row
+counts and the stream state of every owned partition; it returns the offsets that
+are now safe to commit to Kafka.
+
+Ownership (several instances on one shared store): the stream state lives per
+partition (:mod:`storage.stream`). :meth:`Pipeline.adopt` claims the partitions
+Kafka assigned and resumes each from its stored state (a model's watermark,
+count-window positions and open windows travel with the partition its rows come
+from); :meth:`Pipeline.release_partitions` forgets partitions Kafka took away.
+``flush`` writes only partitions this instance still holds: when another
+instance claimed one meanwhile, the transaction is rolled back, everything
+pending for that partition is dropped (its next owner recomputes it from the
+stored state) and the rest is flushed again. Without a consumer group (replay,
+tests) partitions are claimed as they appear.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig
@@ -26,6 +43,7 @@ from monitor.labels.join import LabelJoin, PerformanceListener
 from monitor.labels.reference import prepare_labelled_reference
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
+from monitor.service.shared_references import local_copy
 from monitor.service.telemetry import ComputeHistogram, log_windows_stored
 from monitor.windows.figures import (
     PreparedModel,
@@ -37,16 +55,34 @@ from monitor.windows.figures import (
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
 from monitor.windows.sample import finish_window
 from monitor.windows.service_figures import service_figures
+from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.references import latest_reference, register_reference
+from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
+from storage.stream import (
+    Claim,
+    PartitionsLost,
+    PartitionWrite,
+    adopt_legacy_state,
+    claim_partitions,
+    save_partitions,
+    touch_partitions,
+)
+from storage.stream import release_partitions as free_partitions
 from storage.windows import add_late_rows, write_window
 
 log = logging.getLogger("driftwarden.pipeline")
 
-STATE_NAME = "pipeline"
+#: how often :meth:`Pipeline.flush` tries again after losing partitions in one call
+_MAX_FENCED_RETRIES = 3
+
+
+def instance_id() -> str:
+    """This process's name in ``stream_partitions.owner`` and outbox claims:
+    ``host:pid:random`` (unique per start, readable for people)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class WindowListener(Protocol):
@@ -113,9 +149,20 @@ class Pipeline:
         on_window: WindowListener | None = None,
         on_performance: PerformanceListener | None = None,
         max_payload_bytes: int = 65_536,
+        owner: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        #: this instance, as written in ``stream_partitions.owner``
+        self.owner = owner or instance_id()
+        #: partitions this instance holds, with the epoch it claimed each at
+        self.claims: dict[int, int] = {}
+        #: claim partitions as records arrive (no consumer group); the daemon turns it off
+        self.auto_claim = True
+        #: partitions of the topic (set by the daemon): to warn about a model split over instances
+        self.topic_partitions: int | None = None
+        self._split_warned: set[str] = set()
+        self._refused_logged: set[tuple[int, str]] = set()
         self.topic = topic or config.kafka.predictions_topic
         self.clock = clock
         self.on_window = on_window
@@ -137,7 +184,8 @@ class Pipeline:
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state, per partition (replay boundary)
         self.replay_before: dict[int, int] = {}
-        self._closed: list[tuple[ModelRuntime, WindowFigures]] = []
+        #: closed windows to store, with the partitions their rows came from
+        self._closed: list[tuple[ModelRuntime, WindowFigures, frozenset[int]]] = []
         self._dead: list[DeadLetter] = []
         self._late: list[tuple[str, str, LateRows]] = []
         self._dirty = False
@@ -165,10 +213,13 @@ class Pipeline:
                 latest = latest_reference(self.store, name)
                 if latest and latest["source"] == "callback" and latest["sha256"] != rt.prepared.reference.sha256:
                     try:
-                        self.swap_reference(name, latest["path"], latest["version"], record=False)
+                        path = local_copy(self.store, Path(self.config.daemon.state_dir), name, latest)
+                        self.swap_reference(name, str(path or latest["path"]), latest["version"], record=False)
                         continue
                     except Exception as exc:  # noqa: BLE001
                         log.error("cannot load registered reference %s: %s", latest["path"], exc)
+                        if self.store.shared:
+                            continue  # another instance registered it: never register over it
                 if latest is None or latest["sha256"] != rt.prepared.reference.sha256:
                     ref = rt.prepared.reference
                     register_reference(
@@ -176,43 +227,185 @@ class Pipeline:
                         rows=ref.rows, path=str(ref.path), registered_at=now,
                     )
 
+    # -- ownership ---------------------------------------------------------------------
+
     def restore(self) -> dict[int, int]:
-        """Load durable state; returns the offset to resume each known partition from
-        (of the predictions topic; the labels topic's are in :attr:`label_resume`)."""
+        """Without a consumer group: claim every partition with stored state and resume
+        from it; returns the offset to resume each known partition from (of the
+        predictions topic; the labels topic's are in :attr:`label_resume`)."""
+        self.restore_labels()
+        now = self.clock()
+        adopt_legacy_state(self.store, self.topic, now)
+        known = [
+            int(r["partition"])
+            for r in self.store.query("SELECT partition FROM stream_partitions WHERE topic = ?", (self.topic,))
+        ]
+        self.adopt(known, generation=None)
+        return self.resume_offsets()
+
+    def restore_labels(self) -> None:
+        """Load the label join's durable state (buffers, labels-topic offsets) into memory:
+        where each labels partition resumes is then in :attr:`label_resume`."""
         if self.labels is not None:
             self.label_resume = self.labels.restore(load_state(self.store, LABELS_STATE))
-        state = load_state(self.store, STATE_NAME)
-        if not state:
-            return {}
-        self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
-        self.positions = dict(self.replay_before)
-        for name, snap in state.get("models", {}).items():
-            rt = self.models.get(name)
-            if rt is not None:
+
+    def adopt(
+        self, partitions: Iterable[int], generation: int | None, committed: Mapping[int, int] | None = None
+    ) -> tuple[dict[int, int], set[int]]:
+        """Claim ``partitions`` (assigned by Kafka at group ``generation``; None: no group)
+        and resume each from the store unless what this instance holds is still current.
+
+        ``committed``: the group's committed offsets. A stored state older than them was
+        not written by the partition's last owner (instances with stores of their own,
+        each SQLite): it is ignored and the partition starts from the committed offset.
+
+        Returns ``(seek, refused)``: the offset to seek each claimed partition to, and
+        the partitions whose claim was refused (an instance of a newer generation holds
+        them: do not consume them until a later claim succeeds). Raises
+        :class:`StorageError`; then nothing changed.
+        """
+        parts = sorted(set(partitions))
+        if not parts:
+            return {}, set()
+        stale = 3 * max(self.config.kafka.session_timeout, self.config.kafka.commit_interval)
+        claims = claim_partitions(
+            self.store, self.topic, parts, owner=self.owner, generation=generation,
+            held=self.claims, now=self.clock(), stale_after=stale,
+        )
+        refused = {p for p, c in claims.items() if not c.ok}
+        for p in sorted(refused):
+            c = claims[p]
+            if (p, c.previous_owner) in self._refused_logged:
+                continue
+            self._refused_logged.add((p, c.previous_owner))
+            log.warning(
+                "partition %d: held by %s at group generation %d, newer than ours (%s): not consuming it"
+                " until a claim succeeds", p, c.previous_owner, c.generation, generation,
+            )
+        if refused & (set(self.claims) | set(self.positions)):
+            self._forget(refused & (set(self.claims) | set(self.positions)), why="held by a newer generation")
+        for p, c in list(claims.items()):
+            k = (committed or {}).get(p)
+            if c.ok and c.offset is not None and k is not None and k > c.offset:
+                log.warning(
+                    "partition %d: stored state (offset %d) is older than the group's committed"
+                    " offset %d: another instance with a store of its own went further; starting"
+                    " from the committed offset without it", p, c.offset, k,
+                )
+                claims[p] = dataclasses.replace(c, offset=None, state={}, continued=False)
+        fresh = [c for c in claims.values() if c.ok and not c.continued]
+        if fresh:
+            self._forget({c.partition for c in fresh}, why="taken over")
+            self._resume(fresh)
+        for p, c in claims.items():
+            if c.ok:
+                self.claims[p] = c.epoch
+        seek: dict[int, int] = {}
+        resume = self.resume_offsets()
+        for p, c in claims.items():
+            if c.ok and p in resume:
+                seek[p] = resume[p] if not c.continued else self.positions.get(p, resume[p])
+        return seek, refused
+
+    def _resume(self, claims: list[Claim]) -> None:
+        """Load the stored state of freshly claimed partitions into memory."""
+        restored: list[str] = []
+        for c in claims:
+            p = c.partition
+            if c.offset is not None:
+                self.positions[p] = c.offset
+                self.replay_before[p] = c.offset
+            for name, snap in c.state.get("models", {}).items():
+                rt = self.models.get(name)
+                if rt is None:
+                    log.warning("partition %d: state of model %r dropped (not configured)", p, name)
+                    continue
+                if rt.windows.live and rt.windows.partitions - {p}:
+                    log.warning(
+                        "model %s: state stored with partition %d while this instance already holds"
+                        " the model from partitions %s: kept its own (key events by model, see README"
+                        " \"Scaling out\")", name, p, sorted(rt.windows.partitions),
+                    )
+                    continue
                 rt.windows.restore(snap)
-        return self.resume_offsets()
+                restored.append(name)
+        for name in restored:
+            rt = self.models[name]
+            assert rt.references is not None
+            rt.references.restore(self.store)
+        if claims:
+            log.info(
+                "partitions %s resumed from the store (models %s)",
+                sorted(c.partition for c in claims), sorted(restored) or "none",
+            )
 
     def release_partitions(self, keep: set[int]) -> list[int]:
         """Forget every partition not in ``keep`` (the new assignment after a rebalance).
 
-        Its open windows were flushed and the committed offset stops at their first
-        row, so the member that owns the partition now rebuilds them; keeping them here
-        would let the idle tick close them half full, and a stale position would make a
-        later re-assignment re-read rows another member already counted.
+        Its open windows were flushed with the partition's state, which its next owner
+        resumes from; keeping them here would let the idle tick close them, and a stale
+        position would make a later re-assignment re-read rows another member counted.
         """
-        known = set(self.positions) | set(self.replay_before)
+        known = set(self.positions) | set(self.replay_before) | set(self.claims)
         for rt in self.models.values():
-            known |= set(rt.windows.first_offsets())
+            known |= set(rt.windows.first_offsets()) | rt.windows.partitions
         gone = sorted(known - keep)
-        if not gone:
-            return []
-        for p in gone:
+        if gone:
+            held = {p: self.claims[p] for p in gone if p in self.claims}
+            self._forget(set(gone), why="now belong to another member")
+            if held:
+                try:  # marked free (state kept): the next owner's claim needs no wait
+                    free_partitions(self.store, self.topic, self.owner, held, self.clock())
+                except StorageError as exc:
+                    log.warning("storage: cannot mark partitions %s free: %s", sorted(held), exc)
+        return gone
+
+    def _forget(self, partitions: set[int], *, why: str) -> None:
+        """Drop everything held for ``partitions``: positions, claims, pending work fed
+        by them, and the state of the models whose rows they carry."""
+        if not partitions:
+            return
+        for p in partitions:
             self.positions.pop(p, None)
             self.replay_before.pop(p, None)
-        dropped = sum(rt.windows.drop_partitions(set(gone)) for rt in self.models.values())
-        log.info("partitions %s now belong to another member: %d open windows handed over", gone, dropped)
+            self.claims.pop(p, None)
+        self._closed = [c for c in self._closed if not (c[2] & partitions)]
+        self._dead = [d for d in self._dead if d.partition not in partitions]
+        dropped, reset = 0, []
+        for name, rt in self.models.items():
+            hit = rt.windows.partitions & partitions or any(
+                p in partitions for p in rt.windows.first_offsets()
+            )
+            if not hit:
+                continue
+            if rt.windows.partitions - partitions:
+                dropped += rt.windows.drop_partitions(partitions)  # a model split over partitions
+                continue
+            dropped += len(rt.windows.open)
+            rt.windows = ModelWindows(name, rt.config.window, rt.schema.segments, rt.config.limits)
+            assert rt.references is not None
+            rt.references.restore(self.store)
+            self.last_activity.pop(name, None)
+            reset.append(name)
+        gone = set(reset)
+        self._closed = [c for c in self._closed if c[0].config.name not in gone]
+        self._late = [x for x in self._late if x[0] not in gone]
+        (log.info if dropped or reset else log.debug)(
+            "partitions %s %s: %d open windows handed over, models %s reset",
+            sorted(partitions), why, dropped, sorted(reset) or "none",
+        )
         self._dirty = True
-        return gone
+
+    def keepalive(self) -> list[int]:
+        """Mark the owned partitions' rows alive (an idle owner writes nothing else);
+        partitions found claimed by another instance are forgotten and returned."""
+        if not self.claims:
+            return []
+        lost = touch_partitions(self.store, self.topic, self.owner, dict(self.claims), self.clock())
+        if lost:
+            log.warning("partitions %s were claimed by another instance: dropping them", lost)
+            self._forget(set(lost), why="claimed by another instance")
+        return lost
 
     def resume_offsets(self) -> dict[int, int]:
         """Per partition: where a restarted consumer must begin so open windows refill."""
@@ -233,6 +426,10 @@ class Pipeline:
         ``internal: <ExceptionType>: ...`` and every other record is processed as
         if the poison had not been there (figures do not depend on batch cuts).
         """
+        if not self.auto_claim:
+            # a partition not (or no longer) claimed is not ours to count: it is re-read
+            # from its stored state once a claim succeeds
+            records = [r for r in records if r.partition in self.claims]
         if not records:
             return
         cp = self._checkpoint()
@@ -296,6 +493,8 @@ class Pipeline:
             late = rt.windows.add(batch, self.replay_before or None)
             if self.labels is not None and len(batch) and rt.windows.last_capped is not None:
                 self.labels.add_predictions(name, rt.windows.last_capped, self.replay_before or None)
+            if len(rt.windows.partitions) > 1 and name not in self._split_warned:
+                self._warn_split(name, rt)
             self.stats.rows += len(batch)
             self.last_activity[name] = now
             for lr in late:
@@ -350,6 +549,17 @@ class Pipeline:
             self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
         if dead:
             self._dirty = True
+    def _warn_split(self, name: str, rt: ModelRuntime) -> None:
+        """Once per model: its rows come from several partitions while other instances own
+        some of the topic's partitions, so its windows are split between instances."""
+        if self.topic_partitions is None or len(self.claims) >= self.topic_partitions:
+            return
+        self._split_warned.add(name)
+        log.warning(
+            "model %s: rows arrive on partitions %s while other instances own part of the topic:"
+            " each instance sees part of its windows. Key events by model (README \"Scaling out\")",
+            name, sorted(rt.windows.partitions),
+        )
 
     def touch(self) -> None:
         """Restart the idle clocks: called while consumption is paused (Kafka unreachable,
@@ -393,7 +603,7 @@ class Pipeline:
             figs = finish_window(figs, w, [*rt.schema.features, rt.config.prediction], self.config.reports,
                                  time.perf_counter() - t0)
             self.stats.compute.observe(rt.config.name, figs.compute_seconds)
-            self._closed.append((rt, figs))
+            self._closed.append((rt, figs, frozenset(w.ranges) | frozenset(w.saved_ranges)))
             self.stats.windows_closed += 1
 
     def _with_extras(self, rt: ModelRuntime, w: OpenWindow, figs: WindowFigures) -> WindowFigures:
@@ -432,10 +642,57 @@ class Pipeline:
         wants_labels = self.labels is not None and self.labels.wants_flush
         if not self._dirty and not self.has_pending and not wants_labels:
             return None
+        for attempt in range(_MAX_FENCED_RETRIES + 1):
+            try:
+                performance_windows = self._write()
+                break
+            except PartitionsLost as exc:
+                log.warning(
+                    "partitions %s were claimed by another instance: their pending windows are"
+                    " left to it (it resumes from the last stored state); flushing the rest",
+                    exc.partitions,
+                )
+                self._forget(set(exc.partitions), why="claimed by another instance")
+                if attempt == _MAX_FENCED_RETRIES:
+                    raise StorageError(f"partitions keep being claimed by other instances: {exc}") from exc
+        for rt in self.models.values():
+            assert rt.references is not None
+            rt.references.committed()
+        log_windows_stored(figs for _, figs, _ in self._closed)
+        if self.labels is not None:
+            self.labels.committed()
+            self.stats.performance_windows += performance_windows
+        self._closed.clear()
+        self._dead.clear()
+        self._late.clear()
+        self._dirty = False
+        # everything consumed so far is now durable
+        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
+        return self.commit_offsets()
+
+    def _write(self) -> int:
+        """One flush transaction: fence (the owned partitions' rows, first), then dead
+        letters, windows with their alerts, late rows, reference members, the label join.
+        Returns the performance windows (re)computed."""
+        now = self.clock()
         with self.store.transaction():
+            if self.auto_claim:
+                seen = set(self.positions) | {d.partition for d in self._dead}
+                for rt in self.models.values():
+                    seen |= rt.windows.partitions
+                new = sorted(seen - set(self.claims))
+                if new:
+                    got = claim_partitions(
+                        self.store, self.topic, new, owner=self.owner, generation=None, now=now
+                    )
+                    self.claims.update({p: c.epoch for p, c in got.items() if c.ok})
+            save_partitions(self.store, self.topic, self.owner, self._partition_writes(), now)
+            models = sorted({rt.config.name for rt, _, _ in self._closed})
+            if models:
+                self.store.lock(*(alert_lock_key(m) for m in models))
             if self._dead:
                 write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
-            for rt, figs in self._closed:
+            for rt, figs, _ in self._closed:
                 self._store_window(rt, figs)
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
@@ -444,24 +701,26 @@ class Pipeline:
             for rt in self.models.values():
                 assert rt.references is not None
                 rt.references.write(self.store)
-            if self.labels is not None:
-                closed = [figs.record.key for _rt, figs in self._closed if _rt.config.window.by == "time"]
-                self.stats.performance_windows += self.labels.write(self.clock(), closed)
-                save_state(self.store, LABELS_STATE, self.labels.snapshot())
-            save_state(self.store, STATE_NAME, self.snapshot())
-        for rt in self.models.values():
-            assert rt.references is not None
-            rt.references.committed()
-        log_windows_stored(figs for _, figs in self._closed)
-        if self.labels is not None:
-            self.labels.committed()
-        self._closed.clear()
-        self._dead.clear()
-        self._late.clear()
-        self._dirty = False
-        # everything consumed so far is now durable
-        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
-        return self.commit_offsets()
+            if self.labels is None:
+                return 0
+            closed = [figs.record.key for rt, figs, _ in self._closed if rt.config.window.by == "time"]
+            written = self.labels.write(now, closed)
+            save_state(self.store, LABELS_STATE, self.labels.snapshot())
+            return written
+
+    def _partition_writes(self) -> dict[int, PartitionWrite]:
+        """Each owned partition's row: its consumed offset and the models it is home to
+        (a model's state goes with the lowest owned partition its rows came from)."""
+        owned = set(self.claims)
+        homes: dict[int, dict[str, Any]] = {p: {} for p in owned}
+        for name, rt in self.models.items():
+            mine = rt.windows.partitions & owned
+            if mine:
+                homes[min(mine)][name] = rt.windows.snapshot()
+        return {
+            p: PartitionWrite(self.claims[p], self.positions.get(p), {"models": homes[p]})
+            for p in sorted(owned)
+        }
 
     def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> None:
         """Write one window and run the rules on it, in a savepoint of the flush transaction.
@@ -491,6 +750,7 @@ class Pipeline:
                 write_window(self.store, err, rows)
 
     def snapshot(self) -> dict[str, Any]:
+        """The whole stream state in one piece (what the partition rows hold together)."""
         return {
             "offsets": {str(p): o for p, o in self.positions.items()},
             "models": {n: rt.windows.snapshot() for n, rt in self.models.items()},
@@ -516,8 +776,6 @@ class Pipeline:
         ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
         Raises ``ReferenceError`` for a reference unfit to judge windows against.
         """
-        from pathlib import Path  # noqa: PLC0415
-
         rt = self.models[model]
         ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version)
@@ -527,6 +785,11 @@ class Pipeline:
                     self.store, model=model, version=version, source=source, sha256=ref.sha256,
                     rows=ref.rows, path=str(ref.path), registered_at=self.clock(),
                 )
+                if self.store.shared:  # the other instances read the file from the store
+                    store_reference_file(
+                        self.store, sha256=ref.sha256, name=Path(ref.path).name,
+                        content=Path(ref.path).read_bytes(), now=self.clock(),
+                    )
         self.use_prepared(model, pm)
         if self.labels is not None and model in self.labels.models:
             self.labels.set_reference(model, prepare_labelled_reference(rt.config, ref.path))

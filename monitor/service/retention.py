@@ -35,8 +35,8 @@ def switch_to_incremental_vacuum(store: Store) -> None:
     """At start-up, before other threads use the store: rebuild a database created
     without incremental auto-vacuum, once. A failure (e.g. not enough free disk for
     the copy) is logged and start-up goes on; it is tried again at the next start."""
-    if store.auto_vacuum_mode() == "incremental":
-        return
+    if store.dialect.name != "sqlite" or store.auto_vacuum_mode() == "incremental":
+        return  # a server vacuums by itself
     size = store.size_on_disk()["db"]
     log.info("storage: one-time VACUUM of %s (%.1f MiB) to enable incremental vacuum", store.path, size / 2**20)
     try:

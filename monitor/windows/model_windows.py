@@ -20,6 +20,12 @@ Crash safety
     restart, records before the persisted consumed offset (``replay_before``)
     are re-read from Kafka and only re-fill the open windows of the snapshot:
     nothing already stored is counted again.
+
+Partitions
+    :attr:`ModelWindows.partitions` are the Kafka partitions the model's rows came
+    from. The pipeline stores the model's snapshot with one of them (the lowest it
+    owns), so the instance that takes the partition over resumes the model exactly:
+    same watermark, same count-window positions, same open windows.
 """
 
 from __future__ import annotations
@@ -177,6 +183,8 @@ class ModelWindows:
         #: the last batch :meth:`add` assigned, with versions and segment values capped as
         #: its windows saw them (the label join keys its rows the same way)
         self.last_capped: ColumnBatch | None = None
+        #: Kafka partitions this model's rows came from (restored from snapshots too)
+        self.partitions: set[int] = set()
 
     def capped_rows(self) -> dict[str, int]:
         """Rows sent to the ``__other__`` bucket so far, by dimension (``version``, ``segment:KEY``)."""
@@ -195,6 +203,9 @@ class ModelWindows:
         n = len(batch)
         if n == 0:
             return []
+        first = int(batch.partition[0])
+        if first not in self.partitions or not (batch.partition == first).all():
+            self.partitions.update(np.unique(batch.partition).tolist())
         replay = np.zeros(n, dtype=bool)
         if replay_before:
             for p, o in replay_before.items():
@@ -386,6 +397,7 @@ class ModelWindows:
         for k in gone:
             del self.open[k]
             self._restored.discard(k)
+        self.partitions -= partitions
         return len(gone)
 
     # -- undo -----------------------------------------------------------------------
@@ -394,6 +406,7 @@ class ModelWindows:
         """An in-memory undo point: O(open windows), no row copied."""
         return {
             "scalars": (self.watermark, self.max_ts, self.late_total, self.rows_seen),
+            "partitions": set(self.partitions),
             "counters": dict(self.counters),
             "open": dict(self.open),
             "windows": [
@@ -407,6 +420,7 @@ class ModelWindows:
     def rollback(self, cp: dict[str, Any]) -> None:
         """Return to ``cp`` (from :meth:`checkpoint`), undoing every row added since."""
         self.watermark, self.max_ts, self.late_total, self.rows_seen = cp["scalars"]
+        self.partitions = cp["partitions"]
         self.counters = cp["counters"]
         self.open = cp["open"]
         for w, n_chunks, rows, ranges in cp["windows"]:
@@ -440,6 +454,7 @@ class ModelWindows:
             "late_total": self.late_total,
             "open": wins,
             "rows_seen": self.rows_seen,
+            "partitions": sorted(self.partitions),
             "caps": {
                 "version": self.version_cap.snapshot(),
                 "segments": {s: c.snapshot() for s, c in self.segment_caps.items()},
@@ -453,6 +468,7 @@ class ModelWindows:
         self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()}
         self.late_total = int(snap.get("late_total", 0))
         self.rows_seen = int(snap.get("rows_seen", 0))
+        self.partitions = {int(p) for p in snap.get("partitions", [])}
         caps = snap.get("caps", {})
         self.version_cap.restore(caps.get("version", {}))
         for s, c in self.segment_caps.items():
@@ -465,6 +481,12 @@ class ModelWindows:
             ow.saved_ranges = {int(p): list(r) for p, r in w["ranges"].items()}
             self.open[key] = ow
             self._restored.add(key)
+            self.partitions.update(ow.saved_ranges)
+
+    @property
+    def live(self) -> bool:
+        """Whether the model holds any state (rows seen, a watermark, open windows)."""
+        return bool(self.partitions or self.open or self.max_ts is not None or self.counters)
 
 
 def _ms(td: timedelta) -> int:

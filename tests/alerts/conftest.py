@@ -16,6 +16,7 @@ from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from storage.db import Store
 from storage.records import MetricRow, WindowKey, WindowRecord, iso
+from tests.store_targets import StoreTarget
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
@@ -49,8 +50,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path, synchronous="NORMAL")
+def store(store_target: StoreTarget) -> Iterator[Store]:
+    """The test's store, on SQLite and on PostgreSQL (``store_target`` is parametrized)."""
+    s = store_target.open(synchronous="NORMAL")
     yield s
     s.close()
 

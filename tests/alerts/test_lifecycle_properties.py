@@ -3,15 +3,11 @@ model of the lifecycle, and notifies exactly on entering firing and on resolving
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts.rules import Rule
 from storage import alerts as db
-from storage.db import Store
 from tests.alerts.conftest import Clock, Feed, make_engine
 
 
@@ -38,25 +34,24 @@ def reference(seq: list[bool], for_windows: int, resolve_after: int) -> tuple[st
     return state, notes
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seq=st.lists(st.booleans(), min_size=1, max_size=25),
     for_windows=st.integers(1, 4),
     resolve_after=st.integers(1, 3),
 )
-def test_engine_matches_reference_lifecycle(seq, for_windows, resolve_after):
+def test_engine_matches_reference_lifecycle(store_target, seq, for_windows, resolve_after):
     rule = Rule(
         "drift", "drift_share", ">", 0.3, for_windows=for_windows, resolve_after=resolve_after
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "d.db", synchronous="OFF")
-        clock = Clock()
-        f = Feed(make_engine(store, clock, (rule,)), store, clock)
-        for b in seq:
-            f.window({"drift_share": 0.6 if b else 0.1})
-        want_state, want_notes = reference(seq, for_windows, resolve_after)
-        alert = db.get_alert(store, rule.instance_id("churn", "", "", "v12"))
-        got_state = "inactive" if alert is None else alert.state
-        assert got_state == want_state
-        assert [d.kind for d in db.list_deliveries(store)] == want_notes
-        store.close()
+    store = store_target.fresh().open(synchronous="OFF")
+    clock = Clock()
+    f = Feed(make_engine(store, clock, (rule,)), store, clock)
+    for b in seq:
+        f.window({"drift_share": 0.6 if b else 0.1})
+    want_state, want_notes = reference(seq, for_windows, resolve_after)
+    alert = db.get_alert(store, rule.instance_id("churn", "", "", "v12"))
+    got_state = "inactive" if alert is None else alert.state
+    assert got_state == want_state
+    assert [d.kind for d in db.list_deliveries(store)] == want_notes
+    store.close()

@@ -15,7 +15,6 @@ from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from monitor.demo.sinks import SlackStandIn, WebhookSink
 from storage import alerts as db
-from storage.db import Store
 from tests.alerts.conftest import Clock, Feed, make_engine, rng
 
 DRIFT = Rule("drift", "drift_share", ">", 0.3)
@@ -127,10 +126,10 @@ def test_receiver_down_ten_minutes_everything_arrives_once_signed(store, clock):
         assert len(sink.requests) > failed + len(deliveries) - 1
 
 
-def test_kill_between_transition_and_send_restart_sends_each_once(db_path, clock):
+def test_kill_between_transition_and_send_restart_sends_each_once(store_target, clock):
     secret = new_secret()
     with WebhookSink(secret=secret) as sink:
-        first = Store(db_path)
+        first = store_target.open()
         notifiers = {"hook": WebhookNotifier("hook", sink.url, secret)}
         f = Feed(make_engine(first, clock, (DRIFT, COLS), notifiers), first, clock)
         f.window(HIGH, columns={"age": (0.3, True)})
@@ -139,13 +138,13 @@ def test_kill_between_transition_and_send_restart_sends_each_once(db_path, clock
         assert len(queued) == 3 and sink.requests == []
         del f  # "kill": the engine is gone, nothing was sent, the file stays
 
-        second = Store(db_path)
+        second = store_target.open()
         worker = DeliveryWorker(second, notifiers, clock, rng())
         assert worker.run_once() == 3
         assert sorted(sink.unique()) == queued
         assert len(sink.accepted()) == 3
         # a second restart re-sends nothing
-        third = Store(db_path)
+        third = store_target.open()
         assert DeliveryWorker(third, notifiers, clock, rng()).run_once() == 0
         assert len(sink.requests) == 3
         for s in (first, second, third):
@@ -158,16 +157,17 @@ class CrashAfterSend:
     def __init__(self, inner: WebhookNotifier) -> None:
         self.inner = inner
         self.name, self.kind, self.cooldown = inner.name, inner.kind, inner.cooldown
+        self.timeout = inner.timeout
 
     def send(self, delivery, parent=None):
         self.inner.send(delivery, parent)
         raise SystemExit("killed")
 
 
-def test_kill_after_send_before_commit_receiver_dedupes_by_id(db_path, clock):
+def test_kill_after_send_before_commit_receiver_dedupes_by_id(store_target, clock):
     secret = new_secret()
     with WebhookSink(secret=secret) as sink:
-        first = Store(db_path)
+        first = store_target.open()
         hook = WebhookNotifier("hook", sink.url, secret)
         f = Feed(make_engine(first, clock, (DRIFT,), {"hook": hook}), first, clock)
         f.window(HIGH)
@@ -175,7 +175,12 @@ def test_kill_after_send_before_commit_receiver_dedupes_by_id(db_path, clock):
             DeliveryWorker(first, {"hook": CrashAfterSend(hook)}, clock, rng()).run_once()
         assert len(sink.accepted()) == 1
 
-        second = Store(db_path)
+        second = store_target.open()
+        if second.shared:
+            # instances share the store: the dead worker's claim is taken over when its
+            # lease has passed, not at once (another instance may still be sending)
+            assert DeliveryWorker(second, {"hook": hook}, clock, rng()).run_once() == 0
+            clock.advance(seconds=DeliveryWorker(second, {"hook": hook}).lease("hook"))
         assert DeliveryWorker(second, {"hook": hook}, clock, rng()).run_once() == 1
         accepted = sink.accepted()
         assert len(accepted) == 2

@@ -7,11 +7,9 @@ Real HTTP receivers on 127.0.0.1 (monitor.demo.sinks), real SQLite, injected clo
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import wait
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -349,7 +347,7 @@ def _scripted(answers: list[tuple[int, str | None]]) -> list[tuple[int, dict[str
     a=st.lists(ANSWER, max_size=2 * MAX_ATTEMPTS),
     b=st.lists(ANSWER, max_size=2 * MAX_ATTEMPTS),
 )
-def test_every_delivery_ends_sent_or_dead(receivers, a, b):
+def test_every_delivery_ends_sent_or_dead(receivers, store_target, a, b):
     sink_a, sink_b = receivers
     sink_a.reset()
     sink_b.reset()
@@ -357,36 +355,35 @@ def test_every_delivery_ends_sent_or_dead(receivers, a, b):
     sink_b.script(*_scripted(b))
     notifiers = {"a": WebhookNotifier("a", sink_a.url), "b": WebhookNotifier("b", sink_b.url)}
     clock = Clock()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "driftwarden.db", synchronous="OFF")
-        try:
-            f = Feed(make_engine(store, clock, (both("a", "b"),), notifiers), store, clock)
-            f.window(HIGH)
-            f.window(LOW)  # a resolution, waiting for its firing message
-            worker = DeliveryWorker(
-                store, notifiers, clock, rng(), max_attempts=MAX_ATTEMPTS, base_delay=1,
-                max_delay=MAX_DELAY,
-            )  # fmt: skip
-            for _ in range(100):
-                due = worker.next_due()
-                if due is None:
-                    break
-                clock.set(due)
-                worker.run_once()
-                for d in db.list_deliveries(store, status="pending"):
-                    # no receiver can park a delivery beyond max_backoff
-                    assert d.next_attempt_at - clock.now <= timedelta(seconds=MAX_DELAY)
-            deliveries = db.list_deliveries(store)
-            assert len(deliveries) == 4
-            assert {d.status for d in deliveries} <= {"sent", "dead"}
-            for d in deliveries:
-                assert 1 <= d.attempts <= MAX_ATTEMPTS
-                assert (d.delivered_at is not None) == (d.status == "sent")
-            for name, sink in (("a", sink_a), ("b", sink_b)):
-                mine = [d for d in deliveries if d.notifier == name]
-                assert len(sink.requests) == sum(d.attempts for d in mine)
-        finally:
-            store.close()
+    store = store_target.fresh().open(synchronous="OFF")
+    try:
+        f = Feed(make_engine(store, clock, (both("a", "b"),), notifiers), store, clock)
+        f.window(HIGH)
+        f.window(LOW)  # a resolution, waiting for its firing message
+        worker = DeliveryWorker(
+            store, notifiers, clock, rng(), max_attempts=MAX_ATTEMPTS, base_delay=1,
+            max_delay=MAX_DELAY,
+        )  # fmt: skip
+        for _ in range(100):
+            due = worker.next_due()
+            if due is None:
+                break
+            clock.set(due)
+            worker.run_once()
+            for d in db.list_deliveries(store, status="pending"):
+                # no receiver can park a delivery beyond max_backoff
+                assert d.next_attempt_at - clock.now <= timedelta(seconds=MAX_DELAY)
+        deliveries = db.list_deliveries(store)
+        assert len(deliveries) == 4
+        assert {d.status for d in deliveries} <= {"sent", "dead"}
+        for d in deliveries:
+            assert 1 <= d.attempts <= MAX_ATTEMPTS
+            assert (d.delivered_at is not None) == (d.status == "sent")
+        for name, sink in (("a", sink_a), ("b", sink_b)):
+            mine = [d for d in deliveries if d.notifier == name]
+            assert len(sink.requests) == sum(d.attempts for d in mine)
+    finally:
+        store.close()
 
 
 def test_hostile_retry_after_from_notifier_code_is_clamped(store, clock):

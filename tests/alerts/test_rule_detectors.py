@@ -8,6 +8,7 @@ import pytest
 from alerts.rules import DetectorSpec, Rule
 from storage.db import Store
 from tests.alerts.conftest import Clock, Feed, make_engine
+from tests.store_targets import StoreTarget
 
 CUSUM = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", 20)))
 
@@ -52,16 +53,16 @@ def test_cusum_stays_quiet_on_the_flat_part(store: Store, clock: Clock) -> None:
     assert fired_at(feed, ramp(n_flat=60, n_ramp=0)) == []
 
 
-def test_detector_state_survives_a_restart(tmp_path, clock: Clock) -> None:
+def test_detector_state_survives_a_restart(store_target: StoreTarget, clock: Clock) -> None:
     series = ramp()
     rule = Rule("slow", "drift_share", ">", detector=CUSUM)
-    a = Store(tmp_path / "a.db")
+    a = store_target.fresh().open()
     whole = fired_at(Feed(make_engine(a, clock, [rule]), a, clock), series)
-    b = Store(tmp_path / "b.db")
+    b = store_target.open()
     first = Feed(make_engine(b, clock, [rule]), b, clock)
     got = fired_at(first, series[:40])
     b.close()
-    b = Store(tmp_path / "b.db")  # a new process: the detector comes back from SQLite
+    b = store_target.open()  # a new process: the detector comes back from the store
     second = Feed(make_engine(b, clock, [rule]), b, clock, n=40)
     got += fired_at(second, series[40:], offset=40)
     assert got == whole and whole

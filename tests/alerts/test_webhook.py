@@ -14,7 +14,6 @@ from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from monitor.demo.sinks import WebhookSink
 from storage import alerts as db
-from storage.db import Store
 from tests.alerts.conftest import Feed, make_engine, rng
 from tests.alerts.test_outbox import drain
 
@@ -79,17 +78,17 @@ def test_retrain_body_is_design_payload_and_signature_verifies(store, clock):
         }
 
 
-def test_two_drifting_windows_inside_cooldown_make_one_retraining_call(db_path, clock):
+def test_two_drifting_windows_inside_cooldown_make_one_retraining_call(store_target, clock):
     secret = new_secret()
     with WebhookSink(secret=secret) as sink:
-        store = Store(db_path)
+        store = store_target.open()
         f, n = retrain_setup(store, clock, sink, secret)
         f.window({"drift_share": 0.6})
         f.window({"drift_share": 0.1})  # resolves
         t = f.window({"drift_share": 0.7})  # fires again 30 min later
         assert t[0].to_state == "firing" and t[0].notifiers == ()
         # a restart keeps the cooldown (it is derived from the outbox)
-        store2 = Store(db_path)
+        store2 = store_target.open()
         f2, n2 = retrain_setup(store2, clock, sink, secret)
         f2.n = f.n
         f2.window({"drift_share": 0.1})

@@ -109,9 +109,10 @@ def count_windows(db: Path, segment: str = "") -> int:
         s.close()
 
 
-def table_dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """windows and metrics, without timestamps of computation: for equality between runs."""
-    s = Store(db)
+def table_dump(db: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """windows and metrics, without timestamps of computation: for equality between runs.
+    ``db``: a SQLite path or a :class:`tests.store_targets.StoreTarget`."""
+    s = Store(db) if isinstance(db, Path) else db.open()
     try:
         w = [tuple(r.values()) for r in s.query(
             'SELECT id, model, version, segment, start, "end", rows, status, late_rows FROM windows ORDER BY id')]

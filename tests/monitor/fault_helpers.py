@@ -16,6 +16,7 @@ import orjson
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from tests.monitor.daemon_helpers import table_dump, wait_for, write_config
+from tests.store_targets import SqliteTarget, StoreTarget
 
 TUMBLING = 'type = "tumbling"\nsize = "1m"'
 #: window shapes under test, replacing the tumbling one of daemon_helpers.BASE_CONFIG
@@ -37,33 +38,59 @@ def fault_config(
     return path
 
 
-def peek_state(db: Path) -> dict[str, Any] | None:
-    """The pipeline's durable snapshot, read without writing (no migrations, no locks held)."""
+def peek_state(db: Path | StoreTarget, *, owned_only: bool = False) -> dict[str, Any] | None:
+    """The durable stream state of every partition in one piece (``offsets``, ``models``),
+    read without writing (no migrations, no locks held); None before any was written.
+    ``owned_only``: without the rows of partitions an instance gave up."""
+    if isinstance(db, StoreTarget):
+        if isinstance(db, SqliteTarget):
+            return peek_state(db.path, owned_only=owned_only)
+        store = db.reader()
+        rows = [
+            (r["partition"], r["offset"], r["state"])
+            for r in store.query('SELECT partition, "offset", state, owner FROM stream_partitions')
+            if r["owner"] or not owned_only
+        ]
+        return _merge(rows) if rows else None
     if not db.exists():
         return None
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            row = conn.execute("SELECT state FROM stream_state WHERE name = 'pipeline'").fetchone()
+            rows = conn.execute(
+                'SELECT partition, "offset", state FROM stream_partitions'
+                + (" WHERE owner != ''" if owned_only else "")
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
         return None
-    return orjson.loads(row[0]) if row else None
+    if not rows:
+        return None
+    return _merge(rows)
 
 
-def durable_offset(db: Path) -> int:
+def _merge(rows: list[tuple[Any, Any, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"offsets": {}, "models": {}}
+    for partition, offset, state in rows:
+        if offset is not None:
+            out["offsets"][str(partition)] = int(offset)
+        out["models"].update(orjson.loads(state).get("models", {}))
+    return out
+
+
+def durable_offset(db: Path | StoreTarget) -> int:
     """Sum over partitions of the consumed offsets recorded in the durable snapshot."""
     st = peek_state(db)
     return sum(int(o) for o in st.get("offsets", {}).values()) if st else 0
 
 
-def open_windows(db: Path) -> int:
+def open_windows(db: Path | StoreTarget) -> int:
     st = peek_state(db)
     return sum(len(m.get("open", [])) for m in st.get("models", {}).values()) if st else -1
 
 
-def finished(db: Path, n: int, all_closed: bool = False) -> bool:
+def finished(db: Path | StoreTarget, n: int, all_closed: bool = False) -> bool:
     """All ``n`` messages are durably consumed (and, if asked, no window is left open)."""
     if durable_offset(db) < n:
         return False
@@ -128,10 +155,12 @@ def wait_ready(cfg: Path, timeout: float = 30) -> bool:
 
 
 def run_to_completion(
-    cfg: Path, n: int, *, all_closed: bool = False, timeout: float = 60, log: Path | None = None
+    cfg: Path, n: int, *, all_closed: bool = False, timeout: float = 60, log: Path | None = None,
+    target: StoreTarget | None = None,
 ) -> dict[str, Any]:
-    """Run the daemon until all ``n`` messages are durable, SIGTERM it; the tables."""
-    db = cfg.parent / "state" / "driftwarden.db"
+    """Run the daemon until all ``n`` messages are durable, SIGTERM it; the tables.
+    ``target``: the store of the config's ``[storage]`` (default: its state dir's SQLite)."""
+    db: Path | StoreTarget = target if target is not None else cfg.parent / "state" / "driftwarden.db"
     proc = start_daemon(cfg, log=log)
     try:
         assert wait_ready(cfg, timeout=timeout), "daemon not ready"

@@ -656,6 +656,44 @@ CASES: list[tuple[str, str, str, str]] = [
         HOOK + 'cooldown = "0s"\n',
         'notifiers.h.cooldown: expected a positive duration like "30s", got "0s"',
     ),
+    (
+        "storage-url-scheme",
+        "",
+        '[storage]\nurl = "mysql://db/x"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "mysql://db/x"',
+    ),
+    (
+        "storage-url-password",
+        "",
+        '[storage]\nurl = "postgresql://me:hunter2@db/x"\n',
+        "storage.url: a password must not be written in the file (not shown); use"
+        " storage.password_env or storage.password_file",
+    ),
+    (
+        "storage-url-password-param",
+        "",
+        '[storage]\nurl = "postgresql://me@db/x?sslmode=require&password=hunter2"\n',
+        "storage.url: a password must not be written in the file (not shown); use"
+        " storage.password_env or storage.password_file",
+    ),
+    (
+        "storage-password-literal",
+        "",
+        '[storage]\nurl = "postgresql://me@db/x"\npassword = "hunter2"\n',
+        "storage.password: unknown key; secrets are never literal: use password_env or password_file",
+    ),
+    (
+        "storage-password-without-url",
+        "",
+        '[storage]\npassword_env = "PW"\n',
+        "storage.password_env: expected only with storage.url (SQLite has no password)",
+    ),
+    (
+        "storage-pool",
+        "",
+        '[storage]\nurl = "postgresql://me@db/x"\npool_size = 1\n',
+        "storage.pool_size: expected a number >= 2, got 1",
+    ),
 ]
 
 
@@ -1144,6 +1182,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "retention": cfgmod.RetentionConfig,
     "reports": cfgmod.ReportsConfig,
     "alerting": cfgmod.AlertingConfig,
+    "storage": cfgmod.StorageConfig,
     "models": cfgmod.ModelConfig,
     "models.fields": cfgmod.FieldMap,
     "models.window": cfgmod.WindowConfig,

@@ -54,6 +54,14 @@ CASES: list[tuple[str, str, str, str]] = [
         ' "labels", got "" (off)',
     ),
     (
+        # the join keeps its state in the SQLite store only: refused, not a join that never runs
+        "labels-on-shared-postgresql",
+        ON,
+        '[storage]\nurl = "postgresql://driftwarden@127.0.0.1:5432/dw"\n',
+        "models[0].performance.enabled: the label join needs the SQLite store for now; expected no"
+        " storage.url (several instances on PostgreSQL do not join labels yet)",
+    ),
+    (
         "labels-topic-same",
         "",
         '[kafka]\npredictions_topic = "events"\nlabels_topic = "events"\n',
@@ -154,3 +162,4 @@ def test_defaults_and_a_full_label_setup(tmp_path: Path) -> None:
     assert problems(tmp_path, '[[rules]]\nname = "ld"\nmetric = "drifted"\ncolumn = "label"\nthreshold = 0.5\n') == [
         'rules[0].column: unknown column "label"; expected one of: age, plan, prediction'
     ]
+

@@ -8,14 +8,13 @@ import pytest
 
 from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
-from storage.db import Store
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "driftwarden.db", synchronous="NORMAL")
+def store(store_target):
+    s = store_target.open(synchronous="NORMAL")
     yield s
     s.close()
 
@@ -27,8 +26,8 @@ def delivery(id: str, created: datetime, **kw) -> DeliveryRecord:
 
 def test_migration_2_adds_columns(store):
     assert store.schema_version() >= 2
-    alert_cols = {r["name"] for r in store.query("PRAGMA table_info(alerts)")}
-    delivery_cols = {r["name"] for r in store.query("PRAGMA table_info(deliveries)")}
+    alert_cols = set(store.columns("alerts"))
+    delivery_cols = set(store.columns("deliveries"))
     assert {
         "metric",
         "column",

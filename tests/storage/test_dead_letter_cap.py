@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +17,15 @@ from storage.dead_letters import (
     write_dead_letters,
 )
 from storage.limits import DeadLetterCap
+from tests.store_targets import StoreTarget
 
 T0 = datetime(2026, 11, 23, 14, 0, 5, tzinfo=UTC)
 CAP = DeadLetterCap(per_minute=5, payloads_per_minute=2)
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = Store(tmp_path / "driftwarden.db", synchronous="NORMAL", dead_letter_cap=CAP)
+def store(store_target: StoreTarget):
+    s = store_target.open(synchronous="NORMAL", dead_letter_cap=CAP)
     yield s
     s.close()
 
@@ -113,7 +113,7 @@ def test_a_record_read_again_is_neither_stored_nor_counted_twice(store: Store) -
     assert write(store, [letter(10, at=T0 + timedelta(minutes=5))]).stored == 1
 
 
-def test_the_same_records_in_any_order_or_batches_give_the_same_tables(tmp_path: Path) -> None:
+def test_the_same_records_in_any_order_or_batches_give_the_same_tables(store_target: StoreTarget) -> None:
     letters = [
         letter(i, partition=i % 3, reason=random.Random(i).choice(["not_json: x", "empty: y"]),
                at=T0 + timedelta(seconds=5 * i))
@@ -121,7 +121,7 @@ def test_the_same_records_in_any_order_or_batches_give_the_same_tables(tmp_path:
     ]  # fmt: skip
     dumps = []
     for seed in range(3):
-        store = Store(tmp_path / f"{seed}.db", dead_letter_cap=CAP)
+        store = store_target.fresh().open(dead_letter_cap=CAP)
         shuffled = list(letters)
         random.Random(seed).shuffle(shuffled)
         # one batch, or several, each sorted as the consumer would see a partition
@@ -145,12 +145,11 @@ def test_a_rolled_back_write_leaves_nothing_and_the_retry_decides_afresh(store: 
     assert write(store, [letter(i) for i in range(8)]).dropped == 3
 
 
-def test_counters_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "driftwarden.db"
-    store = Store(path, dead_letter_cap=CAP)
+def test_counters_survive_a_restart(store_target: StoreTarget) -> None:
+    store = store_target.open(dead_letter_cap=CAP)
     write(store, [letter(i) for i in range(9)])
     store.close()
-    store = Store(path, dead_letter_cap=CAP)
+    store = store_target.open(dead_letter_cap=CAP)
     try:
         assert dead_letter_drops(store) == {"not_json": (3, 4)}
         write(store, [letter(i) for i in range(9, 12)])  # same minute: all over the cap

@@ -20,6 +20,7 @@ from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.references import register_reference
 from storage.retention import ORPHAN_FILE_GRACE, Pruner, RetentionPolicy
 from storage.windows import write_window
+from tests.store_targets import StoreTarget
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -33,8 +34,8 @@ POLICY = RetentionPolicy(
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = Store(tmp_path / "driftwarden.db", synchronous="NORMAL")
+def store(store_target: StoreTarget):
+    s = store_target.open(synchronous="NORMAL")
     yield s
     s.close()
 
@@ -51,7 +52,7 @@ def window(name: str, computed_at: datetime, *, reference: str = "", model: str 
 METRICS = [MetricRow("", "row_count", 100.0), MetricRow("age", "drift_score", 0.1, 0.05, True)]
 
 
-def count(store: Store, table: str, where: str = "1") -> int:
+def count(store: Store, table: str, where: str = "1 = 1") -> int:
     return int(store.query(f'SELECT COUNT(*) AS n FROM "{table}" WHERE {where}')[0]["n"])
 
 
@@ -281,7 +282,8 @@ def test_a_writer_gets_in_between_batches_of_a_big_prune(store: Store) -> None:
 # -- the file stays bounded ---------------------------------------------------------------
 
 
-def test_new_database_is_incremental_and_prune_gives_space_back(store: Store) -> None:
+def test_new_database_is_incremental_and_prune_gives_space_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "driftwarden.db", synchronous="NORMAL")  # a file: SQLite only
     assert store.auto_vacuum_mode() == "incremental"
     blob = os.urandom(60_000)
     for batch in range(10):
@@ -300,6 +302,7 @@ def test_new_database_is_incremental_and_prune_gives_space_back(store: Store) ->
     assert store.freelist_count() == 0
     size = store.size_on_disk()
     assert size["db"] < 1_000_000 and size["wal"] == 0, size
+    store.close()
 
 
 def test_an_old_database_switches_to_incremental_vacuum_once(tmp_path: Path) -> None:

@@ -67,3 +67,44 @@ def test_read_commands_change_no_mode_and_write_nothing(tmp_path: Path, command:
     assert db.read_bytes() == before
     # anything SQLite added for reading (-wal, -shm) is no more open than the database
     assert all(mode(p) & ~0o644 == 0 for p in state.iterdir())
+
+
+def test_read_commands_read_the_shared_postgres_of_the_config(tmp_path: Path, pg_target) -> None:
+    """With ``[storage] url`` every read command reads the shared store, whichever
+    instance wrote it; and it cannot write there (read-only transactions)."""
+    import json
+
+    from storage.stream import claim_partitions
+
+    store = pg_target.open()
+    with store.transaction():
+        key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
+        write_window(store, WindowRecord(key, 100, "ok", T), [MetricRow("", "drift_share", 0.5, 0.5, True)])
+    claim_partitions(store, "predictions", [0, 1], owner="host-b:42:x", generation=7, now=T)
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        pg_target.storage_toml()
+        + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    )
+    rows = json.loads(run("windows", "-c", str(cfg), "--json"))
+    assert [(r["model"], r["rows"], r["dataset_drift"]) for r in rows] == [("churn", 100, True)]
+    out = json.loads(run("status", "-c", str(cfg), "--json"))
+    assert [(p["partition"], p["owner"]) for p in out["partitions"]] == [(0, "host-b:42:x"), (1, "host-b:42:x")]
+    assert not (tmp_path / "driftwarden-state").exists()  # no SQLite file was made
+
+
+def test_check_reaches_the_shared_postgres(tmp_path: Path, pg_target) -> None:
+    """``driftwarden check`` reports the shared store: reachable and its schema, or why not."""
+    from monitor.cli.check import check_storage
+    from monitor.config import load_config
+    from storage.db import StorageError
+
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    model = '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(pg_target.storage_toml() + model)
+    bad.write_text('[storage]\nurl = "postgresql://me@127.0.0.1:1/none?connect_timeout=1"\n' + model)
+    assert "reachable (schema up to date)" in check_storage(load_config(good))
+    with pytest.raises(StorageError, match="127.0.0.1:1"):
+        check_storage(load_config(bad))

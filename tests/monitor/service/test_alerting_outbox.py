@@ -12,6 +12,7 @@ from monitor.service.alerting import Alerting
 from storage import alerts as db
 from storage.db import Store
 from storage.records import MetricRow, WindowKey, WindowRecord
+from tests.store_targets import StoreTarget
 
 T0 = datetime(2026, 11, 23, 14, 15, tzinfo=UTC)
 
@@ -61,12 +62,14 @@ class Clock:
         return self.now
 
 
-def alerting_for(tmp_path: Path, slow: WebhookSink, fast: WebhookSink, clock: Clock) -> tuple[Alerting, Store]:
+def alerting_for(
+    tmp_path: Path, slow: WebhookSink, fast: WebhookSink, clock: Clock, target: StoreTarget
+) -> tuple[Alerting, Store]:
     (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
     path = tmp_path / "driftwarden.toml"
     path.write_text(CONFIG.format(slow=slow.url, fast=fast.url))
     config = load_config(path)
-    store = Store(tmp_path / "driftwarden.db", synchronous="OFF")
+    store = target.open(synchronous="OFF")
     alerting = Alerting(config, store, clock=clock)
     key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
     with store.transaction():
@@ -74,11 +77,11 @@ def alerting_for(tmp_path: Path, slow: WebhookSink, fast: WebhookSink, clock: Cl
     return alerting, store
 
 
-def test_scheduler_call_returns_while_a_receiver_hangs(tmp_path: Path) -> None:
+def test_scheduler_call_returns_while_a_receiver_hangs(tmp_path: Path, store_target: StoreTarget) -> None:
     clock = Clock()
     with WebhookSink() as slow, WebhookSink() as fast:
         slow.hold()
-        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        alerting, store = alerting_for(tmp_path, slow, fast, clock, store_target)
         assert alerting.deliver_due() == 2  # two lanes started, none awaited
         assert slow.wait_arrived(1, timeout=10)
         assert fast.wait_for(1, timeout=10)
@@ -92,11 +95,11 @@ def test_scheduler_call_returns_while_a_receiver_hangs(tmp_path: Path) -> None:
         store.close()
 
 
-def test_retry_after_is_clamped_to_the_configured_max_backoff(tmp_path: Path) -> None:
+def test_retry_after_is_clamped_to_the_configured_max_backoff(tmp_path: Path, store_target: StoreTarget) -> None:
     clock = Clock()
     with WebhookSink() as slow, WebhookSink() as fast:
         slow.script((429, {"Retry-After": "1e12"}))
-        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        alerting, store = alerting_for(tmp_path, slow, fast, clock, store_target)
         alerting.deliver_due()
         assert alerting.worker.wait_idle(timeout=30)
         slow_1, slow_2 = db.list_deliveries(store, notifier="slow")
@@ -107,11 +110,11 @@ def test_retry_after_is_clamped_to_the_configured_max_backoff(tmp_path: Path) ->
         store.close()
 
 
-def test_drain_at_shutdown_is_bounded_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+def test_drain_at_shutdown_is_bounded_and_leaves_the_rest_pending(tmp_path: Path, store_target: StoreTarget) -> None:
     clock = Clock()
     with WebhookSink() as slow, WebhookSink() as fast:
         slow.hold()
-        alerting, store = alerting_for(tmp_path, slow, fast, clock)
+        alerting, store = alerting_for(tmp_path, slow, fast, clock, store_target)
         assert alerting.drain_timeout() == 5.0  # min(30 s + 1, shutdown_timeout / 2)
         assert alerting.drain(0.5) is False  # the hanging receiver is not waited for
         assert alerting.deliver_due() == 0  # stopped: nothing new starts after the drain

@@ -133,7 +133,7 @@ def test_two_instances_split_the_work_without_double_counting(
 def _state(db: Path) -> dict[str, Any] | None:
     from tests.monitor.fault_helpers import peek_state
 
-    return peek_state(db)
+    return peek_state(db, owned_only=True)
 
 
 def _open(st: dict[str, Any] | None) -> int:

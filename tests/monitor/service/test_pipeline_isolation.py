@@ -20,6 +20,7 @@ from monitor.service.pipeline import Pipeline
 from monitor.windows.model_windows import ModelWindows
 from storage.db import Store
 from tests.monitor.daemon_helpers import START, stream, write_config
+from tests.store_targets import StoreTarget
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
 NOW_MS = int(START.timestamp() * 1000) + 86_400_000
@@ -37,9 +38,9 @@ def dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     return {"windows": w, "metrics": m}
 
 
-def run(tmp: Path, payloads: list[bytes], *, batch: int = 500, extra: str = "") -> Store:
+def run(tmp: Path, target: StoreTarget, payloads: list[bytes], *, batch: int = 500, extra: str = "") -> Store:
     cfg = load_config(write_config(tmp, bootstrap="127.0.0.1:9", topic="predictions", http_port=1, extra=extra))
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = target.open()
     p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
     recs = records(payloads)
     for i in range(0, len(recs), batch):
@@ -61,9 +62,9 @@ class PoisonedWindows(ModelWindows):
         return out
 
 
-def test_a_record_that_makes_processing_raise_is_isolated(tmp_path: Path) -> None:
+def test_a_record_that_makes_processing_raise_is_isolated(tmp_path: Path, store_target: StoreTarget) -> None:
     good = stream(6, 120, shift_from=3)
-    clean = dump(run(tmp_path / "clean", good))
+    clean = dump(run(tmp_path / "clean", store_target.fresh(), good))
 
     poisoned = list(good)
     for at in (5, 250, 251, 700):
@@ -71,7 +72,7 @@ def test_a_record_that_makes_processing_raise_is_isolated(tmp_path: Path) -> Non
         ev["event_id"] = f"poison-{at}"
         poisoned.insert(at, orjson.dumps(ev))
     cfg = load_config(write_config(tmp_path / "p", bootstrap="127.0.0.1:9", topic="predictions", http_port=1))
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = store_target.open()
     p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
     rt = p.models["churn"]
     rt.windows = PoisonedWindows("churn", rt.config.window, rt.schema.segments, rt.config.limits)
@@ -90,7 +91,9 @@ def test_a_record_that_makes_processing_raise_is_isolated(tmp_path: Path) -> Non
     assert p.positions[0] == len(recs)
 
 
-def test_a_window_whose_figures_raise_is_stored_as_error(tmp_path: Path, exploding_test: str) -> None:
+def test_a_window_whose_figures_raise_is_stored_as_error(
+    tmp_path: Path, store_target: StoreTarget, exploding_test: str
+) -> None:
     payloads = stream(4, 120, shift_from=99)
     ev = orjson.loads(payloads[130])  # in the second window
     ev["features"]["age"] = 999.0
@@ -100,7 +103,7 @@ def test_a_window_whose_figures_raise_is_stored_as_error(tmp_path: Path, explodi
     cfg_path.write_text(cfg_path.read_text().replace(
         'idle_timeout = "2s"', f'idle_timeout = "2s"\n[models.drift.columns.age]\nmethod = "{exploding_test}"'))
     cfg = load_config(cfg_path)
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = store_target.open()
     p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
     p.process_records(records(payloads))
     p.flush()

@@ -26,6 +26,7 @@ from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.limits import DeadLetterCap
 from storage.retention import RetentionPolicy
 from tests.monitor.daemon_helpers import START, stream, table_dump, write_config
+from tests.store_targets import StoreTarget
 
 T0 = datetime(2026, 11, 23, 14, 0, 5, tzinfo=UTC)
 
@@ -120,7 +121,7 @@ def _letters(db: Store) -> dict[str, list[Any]]:
     }
 
 
-def test_a_replay_after_a_crash_gives_the_same_dead_letter_tables(tmp_path: Path) -> None:
+def test_a_replay_after_a_crash_gives_the_same_dead_letter_tables(tmp_path: Path, store_target: StoreTarget) -> None:
     """The real pipeline, one run straight through and one that loses its last flush and
     re-reads from its durable state: the capped dead-letter tables come out the same."""
     extra = "[retention]\ndead_letters_per_minute = 4\ndead_letter_payloads_per_minute = 2\n"
@@ -133,8 +134,8 @@ def test_a_replay_after_a_crash_gives_the_same_dead_letter_tables(tmp_path: Path
             payloads.append(b"not json %d" % i if i % 12 else b'{"model": "nobody", "n": %d}' % i)
     records = [Rec("t", 0, o, None, v) for o, v in enumerate(payloads)]  # no record timestamp: bounded by T0
 
-    def run(db: Path, cuts: list[int], crash_after: int | None = None) -> None:
-        store = Store(db, dead_letter_cap=dead_letter_cap(cfg))
+    def run(db: StoreTarget, cuts: list[int], crash_after: int | None = None) -> None:
+        store = db.open(dead_letter_cap=dead_letter_cap(cfg))
         pipe = Pipeline(cfg, store, topic="t", clock=lambda: T0)
         pipe.restore()
         for n, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
@@ -146,15 +147,15 @@ def test_a_replay_after_a_crash_gives_the_same_dead_letter_tables(tmp_path: Path
         pipe.flush()
         store.close()
 
-    straight, crashed = tmp_path / "straight.db", tmp_path / "crashed.db"
+    straight, crashed = store_target.fresh(), store_target.fresh()
     run(straight, [0, 50, 100, 150, len(records)])
     run(crashed, [0, 70, 130], crash_after=1)
-    state = Pipeline(cfg, Store(crashed), topic="t", clock=lambda: T0)
+    state = Pipeline(cfg, crashed.open(), topic="t", clock=lambda: T0)
     resume = state.restore()[0]
     state.store.close()
     assert resume < 70  # the replay re-reads records whose letters are already stored
     run(crashed, [resume, resume + 33, len(records)])
-    a, b = Store(straight, readonly=True), Store(crashed, readonly=True)
+    a, b = straight.open(readonly=True), crashed.open(readonly=True)
     try:
         assert _letters(a) == _letters(b)
         assert sum(r["dropped"] for r in _letters(a)["totals"]) > 0

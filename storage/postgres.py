@@ -1,0 +1,356 @@
+"""The shared PostgreSQL store: the same tables, migrations and queries as SQLite.
+
+Several daemon instances (one Kafka consumer group) share one database. The
+interface is :class:`storage.db.Store`'s, so every query module serves both:
+
+- a pool of connections (psycopg 3 + psycopg_pool); each thread's
+  :meth:`PostgresStore.transaction` holds one connection until it ends, and
+  nested calls are savepoints on it. Threads no longer wait for each other as
+  they do on the single SQLite connection: the outbox lanes, the prune and the
+  HTTP readers run beside the consumer's flush.
+- ``execute``/``query`` outside a transaction borrow a connection for one
+  autocommitted statement.
+- statements are translated once (:func:`storage.dialect.to_postgres`), the
+  schema too (types, the emulated ``rowid``).
+- isolation is PostgreSQL's default, READ COMMITTED: what several instances may
+  write at once is guarded explicitly (fencing of partition state, advisory
+  locks around alert state, ``SKIP LOCKED`` outbox claims).
+
+Every failure of the server, the network or the pool becomes a
+:class:`storage.db.StorageError`, like a failing SQLite file: the daemon stops
+consuming and retries, and commits no Kafka offset past what is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from storage.db import StorageError, Store
+from storage.dialect import POSTGRES_DIALECT, mentions_rowid, to_postgres
+from storage.limits import DeadLetterCap
+from storage.records import iso
+from storage.schema import MIGRATIONS
+
+log = logging.getLogger("driftwarden.storage")
+
+#: Advisory lock held while migrating: instances starting together migrate once.
+_MIGRATION_LOCK = 0x6472_6966_7477_6172  # "driftwar"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415
+
+        parts = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - not parseable: show nothing of it
+        return "<unparseable database url>"
+    parts.pop("password", None)
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    db = parts.get("dbname") or ""
+    user = parts.get("user") or ""
+    _ = make_conninfo
+    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+
+
+class Result:
+    """What ``execute`` returns on PostgreSQL: the rows already fetched (the connection
+    went back to the pool), with the ``sqlite3.Cursor`` methods the queries use."""
+
+    __slots__ = ("rows", "rowcount", "description")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int, description: Any) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+        self.description = description
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self.rows)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+class PostgresStore(Store):
+    """A PostgreSQL database shared by several instances.
+
+    ``url``: a libpq URL or DSN (``postgresql://user@host:5432/db?sslmode=require``);
+    ``password`` is given apart (from ``storage.password_env``/``_file``), never in
+    the URL of a config file. ``pool_size``: connections at most (the consumer, the
+    scheduler, one per notifier lane, HTTP readers). ``statement_timeout_ms``: a
+    statement (a lock wait included) that takes longer fails with
+    :class:`StorageError` instead of hanging the consumer. ``readonly``: every
+    transaction is read-only (the CLI's read commands).
+    """
+
+    def __init__(  # noqa: PLR0913 - the options of one store
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        pool_size: int = 8,
+        statement_timeout_ms: int = 30_000,
+        connect_timeout_s: float = 10.0,
+        readonly: bool = False,
+        dead_letter_cap: DeadLetterCap | None = None,
+        application_name: str = "driftwarden",
+        migrate: bool = True,
+    ) -> None:
+        import psycopg  # noqa: PLC0415
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+        from psycopg.types.numeric import NumericLoader  # noqa: PLC0415
+        from psycopg_pool import ConnectionPool  # noqa: PLC0415
+
+        self._psycopg = psycopg
+        self.url = url
+        self.path = None  # type: ignore[assignment] - no file
+        self.dialect = POSTGRES_DIALECT
+        self.dead_letter_cap = dead_letter_cap or DeadLetterCap()
+        self.readonly = readonly
+        self._local = threading.local()
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StorageError(f"storage.url: not a PostgreSQL URL ({exc})") from None
+        options = [str(params.pop("options", "") or "")]
+        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        if readonly:
+            options.append("-c default_transaction_read_only=on")
+        params["options"] = " ".join(o for o in options if o)
+        params.setdefault("application_name", application_name)
+        params.setdefault("connect_timeout", str(max(1, int(connect_timeout_s))))
+        if password is not None:
+            params["password"] = password
+        self._where = redact(url)
+
+        class Numbers(NumericLoader):
+            """``numeric`` (SUM of integers, ...) as int or float, like SQLite."""
+
+            def load(self, data: Any) -> Any:
+                return _number(super().load(data))
+
+        def configure(conn: Any) -> None:
+            conn.adapters.register_loader("numeric", Numbers)
+
+        try:
+            # one direct attempt first: the pool would only report a timeout, this says why
+            psycopg.connect(**params, autocommit=True).close()
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to {self._where}: {str(exc).strip()}") from None
+        self.pool = ConnectionPool(
+            kwargs={**params, "autocommit": True},
+            min_size=1,
+            max_size=max(1, int(pool_size)),
+            open=False,
+            configure=configure,
+            timeout=max(connect_timeout_s, statement_timeout_ms / 1000),
+            name="driftwarden",
+        )
+        try:
+            self.pool.open(wait=True, timeout=connect_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - PoolTimeout, OperationalError
+            self.pool.close()
+            raise StorageError(f"cannot connect to {self._where}: {exc}") from exc
+        if migrate and not readonly:
+            self.migrate()
+
+    @property
+    def where(self) -> str:
+        """The database, for messages (no password)."""
+        return self._where
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- transactions -------------------------------------------------------------
+
+    def _wrap(self, exc: Exception) -> StorageError:
+        return StorageError(f"cannot write {self._where}: {type(exc).__name__}: {exc}".strip())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """A transaction on this thread's connection; nested calls are savepoints.
+
+        Raises :class:`StorageError` (and rolls back) when the server refuses.
+        """
+        psycopg = self._psycopg
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                with conn.transaction():
+                    yield self
+            except psycopg.Error as exc:
+                raise self._wrap(exc) from exc
+            return
+        try:
+            ctx = self.pool.connection()
+            conn = ctx.__enter__()
+        except psycopg.Error as exc:
+            raise self._wrap(exc) from exc
+        self._local.conn = conn
+        failed: BaseException | None = None
+        try:
+            with conn.transaction():
+                yield self
+        except BaseException as exc:
+            failed = exc
+            if isinstance(exc, psycopg.Error):
+                raise self._wrap(exc) from exc
+            raise
+        finally:
+            self._local.conn = None
+            try:
+                if failed is None:
+                    ctx.__exit__(None, None, None)
+                else:
+                    ctx.__exit__(type(failed), failed, failed.__traceback__)
+            except psycopg.Error:
+                pass
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    @property
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
+    def _run(self, fn: Any) -> Any:
+        """``fn(connection)`` on this thread's transaction, or on a borrowed connection."""
+        psycopg = self._psycopg
+        conn = getattr(self._local, "conn", None)
+        try:
+            if conn is not None:
+                return fn(conn)
+            with self.pool.connection() as c:
+                return fn(c)
+        except psycopg.Error as exc:
+            raise self._wrap(exc) from exc
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:  # type: ignore[override]
+        q = to_postgres(sql, bool(params))
+
+        def run(conn: Any) -> Result:
+            with conn.cursor() as cur:
+                cur.execute(q, list(params) if params else None)
+                rows = cur.fetchall() if cur.description is not None else []
+                return Result([tuple(r) for r in rows], cur.rowcount, cur.description)
+
+        return self._run(run)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        q = to_postgres(sql, True)
+
+        def run(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(q, [list(r) for r in rows])
+
+        self._run(run)
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts; the emulated ``rowid`` only when the query names it."""
+        res = self.execute(sql, params)
+        names = [d[0] for d in res.description or ()]
+        out = [dict(zip(names, row, strict=True)) for row in res.rows]
+        if "rowid" in names and not mentions_rowid(sql):
+            for r in out:
+                r.pop("rowid", None)
+        return out
+
+    def table_exists(self, name: str) -> bool:
+        rows = self.query("SELECT to_regclass(?) IS NOT NULL AS present", (f'"{name}"',))
+        return bool(rows and rows[0]["present"])
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table``, in order, without the emulated ``rowid``."""
+        rows = self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
+        return [r["column_name"] for r in rows if r["column_name"] != "rowid"]
+
+    def lock(self, *keys: str) -> None:
+        """Transaction-scoped advisory locks on ``keys`` (sorted, so two callers never
+        wait for each other in a circle); released at commit or rollback."""
+        if not self.in_transaction:
+            raise StorageError("store.lock() needs a transaction")
+        for key in sorted(set(keys)):
+            self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    # -- migrations ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        rows = self.query("SELECT to_regclass('schema_version') IS NOT NULL AS present")
+        if not rows or not rows[0]["present"]:
+            return 0
+        return int(self.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"] or 0)
+
+    def migrate(self) -> int:
+        """Apply pending migrations, each in its own transaction, under an advisory lock
+        so that instances starting at once do not race (the second finds them applied)."""
+        with self.transaction():
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)"
+            )
+        current = self.schema_version()
+        for version, description, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction():
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+                if self.query("SELECT 1 FROM schema_version WHERE version = ?", (version,)):
+                    current = version
+                    continue
+                for sql in statements:
+                    self.execute(sql)
+                self.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (version, description, iso(datetime.now(UTC))),
+                )
+            current = version
+        return current
+
+    # -- what a file has and a server does not ------------------------------------------
+
+    def auto_vacuum_mode(self) -> str:
+        """The server vacuums by itself (autovacuum): nothing for the prune to do."""
+        return "server"
+
+    def ensure_incremental_vacuum(self) -> bool:
+        return False
+
+    def freelist_count(self) -> int:
+        return 0
+
+    def incremental_vacuum(self, pages: int) -> int:
+        return 0
+
+    def checkpoint(self, *, wait_ms: int = 200) -> bool:
+        return True
+
+    def size_on_disk(self) -> dict[str, int]:
+        """Bytes of the database on the server (``db``; ``wal`` is the server's business: 0)."""
+        try:
+            rows = self.query("SELECT pg_database_size(current_database()) AS n")
+        except StorageError:
+            return {"db": 0, "wal": 0}
+        return {"db": int(rows[0]["n"]), "wal": 0}

