@@ -51,8 +51,10 @@ def encode_sample(columns: dict[str, np.ndarray]) -> bytes:
 def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) -> None:
     """Insert or replace a window's sample (call inside ``store.transaction()``)."""
     store.execute(
-        'INSERT OR REPLACE INTO window_samples (window_id, model, "end", rows, sample_rows, payload,'
-        " created_at) VALUES (?,?,?,?,?,?,?)",
+        'INSERT INTO window_samples (window_id, model, "end", rows, sample_rows, payload,'
+        " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (window_id) DO UPDATE SET model = excluded.model,"
+        ' "end" = excluded."end", rows = excluded.rows, sample_rows = excluded.sample_rows,'
+        " payload = excluded.payload, created_at = excluded.created_at",
         (sample.window_id, sample.model, sample.end, sample.rows, sample.sample_rows, sample.payload, iso(now)),
     )
 

@@ -139,7 +139,8 @@ def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, d
     marks = ",".join("?" * len(HEADLINE_PERFORMANCE))
     for r in store.query(
         "SELECT window_id, metric, value, ci_low, ci_high FROM metrics WHERE family = 'performance'"
-        f" AND \"column\" = '' AND metric IN ({marks}) AND window_id IN (SELECT value FROM json_each(?))",
+        f" AND \"column\" = '' AND metric IN ({marks})"
+        f" AND window_id IN (SELECT value FROM {store.dialect.json_values('?')})",
         [*HEADLINE_PERFORMANCE, json.dumps(ids)],
     ):
         out.setdefault(r["window_id"], {})[r["metric"]] = {

@@ -1232,6 +1232,7 @@ def test_detector_rules_reach_the_engine(tmp_path: Path) -> None:
         '[[rules]]\nname = "a"\nmetric = "drift_share"\ndetector = "cusum"\n'
         '[[rules]]\nname = "b"\nmetric = "accuracy"\nop = "<"\n'
         'detector = { type = "page_hinkley", threshold = 0.2, warmup = 5 }\n',
+        'label = "label"\ntask = "classification"\nperformance.enabled = true',
     )
     a, b = (rule_from_config(r) for r in cfg.rules)
     assert a.detector is not None and a.detector.kind == "cusum" and a.detector.limit == 5.0

@@ -87,9 +87,9 @@ def test_read_commands_read_the_shared_postgres_of_the_config(tmp_path: Path, pg
         pg_target.storage_toml()
         + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
     )
-    rows = json.loads(run("windows", "-c", str(cfg), "--json"))
+    rows = json.loads(run("windows", "-c", str(cfg), "--json"))["items"]
     assert [(r["model"], r["rows"], r["dataset_drift"]) for r in rows] == [("churn", 100, True)]
-    out = json.loads(run("status", "-c", str(cfg), "--json"))
+    out = json.loads(run("status", "-c", str(cfg), "--json"))["item"]
     assert [(p["partition"], p["owner"]) for p in out["partitions"]] == [(0, "host-b:42:x"), (1, "host-b:42:x")]
     assert not (tmp_path / "driftwarden-state").exists()  # no SQLite file was made
 

@@ -78,6 +78,8 @@ def feed(daemon: Daemon, payloads: list[bytes], *, close_at_ms: int, batch: int 
     now_ms = int(START.timestamp() * 1000) + 86_400_000
     recs = [Rec("predictions", 0, i, now_ms, p) for i, p in enumerate(payloads)]
     p = daemon.pipeline
+    if 0 not in p.claims:
+        p.adopt([0], generation=None)  # as Kafka's assignment would: the daemon claims it
     for i in range(0, len(recs), batch):
         p.process_records(recs[i:i + batch])
         p.flush()
