@@ -252,10 +252,22 @@ def dead_letter_total(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])
 
 
-def dead_letters_after(store: Store, after_id: int, limit: int) -> list[dict[str, Any]]:
-    """Stored dead letters with ``id > after_id``, oldest first (the dead-letter topic's feed)."""
-    return store.query(
+def dead_letters_after(
+    store: Store, after_id: int, limit: int, *, settled_before: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored dead letters with ``id > after_id``, oldest first (the dead-letter topic's feed);
+    with ``settled_before`` (ISO time), only the first ones received before it, stopping
+    at the first one that is not (ids stay in order)."""
+    rows = store.query(
         'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
         " WHERE id > ? ORDER BY id LIMIT ?",
         (after_id, limit),
     )
+    if settled_before is None:
+        return rows
+    out = []
+    for r in rows:
+        if r["received_at"] >= settled_before:
+            break
+        out.append(r)
+    return out

@@ -444,7 +444,8 @@ class Pruner:
         return rows, files
 
     def _dead_letters(self, cut: str) -> int:
-        sql = "SELECT id FROM dead_letters WHERE received_at < ? ORDER BY received_at LIMIT ?"
+        # rowid, not id: the same on SQLite, but two sequences on PostgreSQL
+        sql = "SELECT rowid FROM dead_letters WHERE received_at < ? ORDER BY received_at LIMIT ?"
         return self._drain(
             "dead_letters",
             lambda n: self._rows(sql, (cut, n)),

@@ -146,6 +146,11 @@ class Alerting:
         )
         self.engine.observe_model_activity(model.name, self.clock())
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
+        self._made(transitions)
+
+    def _made(self, transitions: list[Any]) -> None:
+        """Transitions made inside the flush transaction: logged, and their notifications
+        sent, once it commits (:meth:`deliver_after_commit`)."""
         for t in transitions:
             self.on_event("transition", {"transition": t})
         if transitions:
@@ -183,14 +188,13 @@ class Alerting:
             data={"topic": self.config.kafka.labels_topic or "", "from": key.start, "to": key.end},
             links={
                 "api": f"{base}/api/v1/models/{model.name}/windows?metrics=1",
-                "report": f"{base}/api/v1/models/{model.name}/windows/{rec.id}/report",
+                "report": f"{base}/api/v1/models/{model.name}/windows/{window_url_id(rec.id)}/report",
             },
             callback=f"{base}/api/v1/models/{model.name}/references",
             rows=rec.rows,
         )
         transitions = self.engine.on_window(rec, metrics, context=ctx, reevaluate=True)
-        for t in transitions:
-            self.on_event("transition", {"transition": t})
+        self._made(transitions)
 
     def deliver_due(self) -> int:
         """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),

@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import Config
 from storage.db import Store
 from storage.dead_letters import dead_letters_after
+from storage.records import iso
 from storage.state import load_state, save_state
 
 log = logging.getLogger("driftwarden.dead_letter_topic")
@@ -102,10 +104,25 @@ class DeadLetterTopic:
         return sent
 
     def _run(self) -> int:
+        if self.store.shared:
+            # every instance runs this job: the lock (a PostgreSQL advisory lock held until
+            # the cursor is saved) lets one at a time produce, so each letter goes out once
+            with self.store.transaction():
+                self.store.lock(CURSOR)
+                sent, error = self._produce()
+        else:  # one instance: no transaction held while the broker acknowledges
+            sent, error = self._produce()
+        if error is not None:
+            raise error
+        return sent
+
+    def _produce(self) -> tuple[int, BaseException | None]:
+        """Produce the letters after the cursor, move it past those acknowledged; returns
+        how many were sent and the error that stopped the acknowledgements (if any)."""
         last = self.cursor()
-        rows = dead_letters_after(self.store, last, self.batch)
+        rows = dead_letters_after(self.store, last, self.batch, settled_before=self._settled())
         if not rows:
-            return 0
+            return 0, None
         if self._producer is None:
             self._producer = self._factory()
         futures = []
@@ -117,15 +134,22 @@ class DeadLetterTopic:
         error: BaseException | None = None
         for letter_id, fut in futures:
             if not fut.succeeded():
-                error = fut.exception if fut.is_done else TimeoutError("no acknowledgement")
+                cause = fut.exception if fut.is_done else TimeoutError("no acknowledgement")
+                error = RuntimeError(f"produced up to dead letter {acked}, then: {cause}")
                 break
             acked = letter_id
         if acked > last:
             with self.store.transaction():
                 save_state(self.store, CURSOR, {"last_id": acked})
-        if error is not None:
-            raise RuntimeError(f"produced up to dead letter {acked}, then: {error}")
-        return len(futures)
+        return len(futures), error
+
+    def _settled(self) -> str | None:
+        """On a shared store, letters newer than one statement timeout are left for the
+        next run: ids come from one sequence but transactions commit out of order, and a
+        cursor past an id not committed yet would skip that letter for good."""
+        if not self.store.shared:
+            return None
+        return iso(datetime.now(UTC) - self.config.storage.statement_timeout)
 
     def close(self) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ RECENT_WINDOWS = 50
 def recent_versions(store: Store, model: str, windows: int = RECENT_WINDOWS) -> list[str]:
     rows = store.query(
         "SELECT DISTINCT version FROM (SELECT version FROM windows WHERE model = ? AND segment = ''"
-        ' ORDER BY "end" DESC LIMIT ?) ORDER BY version',
+        ' ORDER BY "end" DESC LIMIT ?) AS recent ORDER BY version',
         (model, windows),
     )
     return [r["version"] for r in rows]

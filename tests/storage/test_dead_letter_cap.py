@@ -174,3 +174,14 @@ def test_a_cap_given_by_the_caller_wins_and_bad_caps_are_refused(store: Store) -
         DeadLetterCap(per_minute=0)
     with pytest.raises(ValueError):
         DeadLetterCap(per_minute=3, payloads_per_minute=4)
+
+
+def test_reasons_by_code_on_both_stores(store: Store) -> None:
+    """`driftwarden dead-letters --by-reason` groups by the code before ':' on both stores."""
+    from storage.oncall import dead_letter_reasons
+
+    write(store, [letter(0, reason="not_json: a"), letter(1, reason="not_json: b", at=T0 + timedelta(seconds=1)),
+                  letter(2, reason="unknown_model: x", at=T0 + timedelta(minutes=1))])
+    rows = dead_letter_reasons(store)
+    assert [(r["code"], r["n"]) for r in rows] == [("not_json", 2), ("unknown_model", 1)]
+    assert rows[0]["first"] < rows[0]["last"]

@@ -36,7 +36,7 @@ notifiers = ["slow", "fast"]
 
 [[rules]]
 name = "accuracy"
-metric = "accuracy"
+metric = "events_per_second"
 op = "<"
 threshold = 0.8
 notifiers = ["slow"]
@@ -73,7 +73,7 @@ def alerting_for(
     alerting = Alerting(config, store, clock=clock)
     key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
     with store.transaction():
-        alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6), MetricRow("", "accuracy", 0.5)])
+        alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6), MetricRow("", "events_per_second", 0.5)])
     return alerting, store
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,8 +16,14 @@ from monitor.logs import setup_logging
 from monitor.service.daemon import Daemon
 from storage.windows import windows_with_verdicts
 from tests.monitor.daemon_helpers import stream, write_config
-from tests.monitor.service.test_pipeline_isolation import run
+from tests.monitor.service.test_pipeline_isolation import run as run_on
 from tests.monitor.web.seed_helpers import seeded_daemon
+from tests.store_targets import SqliteTarget
+
+
+def run(tmp: Path, payloads: list[bytes], **kw: Any) -> Any:
+    """The pipeline fed ``payloads`` on a SQLite store in ``tmp``."""
+    return run_on(tmp, SqliteTarget(tmp / "driftwarden.db"), payloads, **kw)
 
 
 def story(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
