@@ -172,10 +172,15 @@ def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
 
 
 def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
-    """Upgrade the state directory's database to this version's schema (back it up first)."""
-    from monitor.cli.access import latest_schema, state_dir_of  # noqa: PLC0415
+    """Upgrade the state directory's database (or the config's shared PostgreSQL) to this
+    version's schema (back it up first)."""
+    from monitor.cli.access import config_of, latest_schema, state_dir_of  # noqa: PLC0415
     from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
 
+    cfg = _options(lambda: config_of(config)) if state_dir is None else None
+    if cfg is not None and cfg.storage.url is not None:
+        _migrate_shared(cfg, latest_schema())
+        return
     folder = _options(lambda: state_dir_of(config, state_dir))
     path = Path(folder) / DB_FILENAME
     if not path.is_file():
@@ -193,6 +198,27 @@ def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{path}: schema version {old} -> {latest_schema()}")
+
+
+def _migrate_shared(cfg: Any, latest: int) -> None:
+    """``migrate`` on the shared PostgreSQL store (migrations take an advisory lock: one
+    instance or command applies each)."""
+    from monitor.service.store import open_store  # noqa: PLC0415
+    from storage.db import StorageError  # noqa: PLC0415
+
+    try:
+        before = open_store(cfg, readonly=True, application_name="driftwarden migrate", migrate=False)
+        old = before.schema_version()
+        before.close()
+        if old > latest:
+            typer.echo(f"driftwarden: the shared store has schema {old}, newer than this driftwarden's {latest}",
+                       err=True)
+            raise typer.Exit(1)
+        open_store(cfg, application_name="driftwarden migrate").close()  # applies the pending ones
+    except StorageError as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"shared store: schema version {old} -> {latest}")
 
 
 # --------------------------------------------------------------------------- silences

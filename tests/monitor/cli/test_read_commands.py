@@ -91,7 +91,13 @@ def test_read_commands_read_the_shared_postgres_of_the_config(tmp_path: Path, pg
     assert [(r["model"], r["rows"], r["dataset_drift"]) for r in rows] == [("churn", 100, True)]
     out = json.loads(run("status", "-c", str(cfg), "--json"))["item"]
     assert [(p["partition"], p["owner"]) for p in out["partitions"]] == [(0, "host-b:42:x"), (1, "host-b:42:x")]
+    reasons = json.loads(run("dead-letters", "-c", str(cfg), "--by-reason", "--json"))
+    assert reasons["items"] == []
     assert not (tmp_path / "driftwarden-state").exists()  # no SQLite file was made
+    from storage.schema import MIGRATIONS
+
+    latest = MIGRATIONS[-1][0]
+    assert run("migrate", "-c", str(cfg)).strip() == f"shared store: schema version {latest} -> {latest}"
 
 
 def test_check_reaches_the_shared_postgres(tmp_path: Path, pg_target) -> None:
