@@ -8,7 +8,12 @@ JSON with 20 numerical and 5 categorical features; 10k events per 1-minute windo
     python bench/ingest.py            # 300k events
     python bench/ingest.py --quick    # 60k events, well under a minute
 
-Ends with: RESULT bare_eps=… ours_eps=… ratio=…
+Then the alert latency: a real Daemon (not consuming) whose pipeline closes windows that
+alternately breach and clear a drift rule; each breach's time from the window's close to
+a webhook receiver on 127.0.0.1 holding the signed request (the outbox is woken by the
+commit that created the delivery).
+
+Ends with: RESULT bare_eps=… ours_eps=… ratio=… alert_latency_p50_s=… alert_latency_p99_s=…
 """
 
 from __future__ import annotations
@@ -140,6 +145,86 @@ window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
     return n / dt
 
 
+def alert_latency(folder: Path, windows: int = 60, per_window: int = 500) -> list[float]:
+    """Seconds from each breaching window's close to the webhook receiver holding it."""
+    import os
+    from collections import namedtuple
+
+    from monitor.demo.sinks import WebhookSink
+
+    Rec = namedtuple("Rec", "topic partition offset timestamp value")
+    secret = "whsec_" + "YmVuY2gtYWxlcnQtbGF0ZW5jeS1zZWNyZXQ="
+    os.environ["DRIFTWARDEN_BENCH_HOOK"] = secret
+    hook = WebhookSink(secret).start()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_reference(folder / "reference.csv")
+    (folder / "config.toml").write_text(
+        f"""
+[daemon]
+state_dir = "state"
+http_listen = "127.0.0.1:{free_port()}"
+log_level = "warning"
+[kafka]
+bootstrap_servers = ["127.0.0.1:9"]
+predictions_topic = "predictions"
+[[models]]
+name = "bench"
+reference = "reference.csv"
+features.numerical = {NUM!r}
+features.categorical = {CAT!r}
+window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
+[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.5
+notifiers = ["hook"]
+[notifiers.hook]
+type = "webhook"
+url = "{hook.url}"
+secret_env = "DRIFTWARDEN_BENCH_HOOK"
+""".replace("'", '"')
+    )
+    d = Daemon(load_config(folder / "config.toml"), http=False)
+    p = d.pipeline
+    p.adopt([0], generation=None)
+    rng = np.random.default_rng(7)
+    base = int(datetime(2026, 11, 23, tzinfo=UTC).timestamp() * 1000)
+    offset, out = 0, []
+    try:
+        for w in range(windows):
+            shift = 30.0 if w % 2 else 0.0  # odd windows drift: fire, even ones resolve
+            recs = []
+            for i in range(per_window):
+                feats: dict[str, object] = {k: float(rng.normal(50 + shift, 10)) for k in NUM}
+                feats.update({k: str(rng.choice(CATS)) for k in CAT})
+                ev = {"event_id": f"l{offset}", "model": "bench", "version": "v1",
+                      "ts": base + w * 60_000 + (i * 60_000) // per_window, "features": feats,
+                      "prediction": 0.5}
+                recs.append(Rec("predictions", 0, offset, base + 86_400_000, orjson.dumps(ev)))
+                offset += 1
+            p.process_records(recs)
+            p.flush()
+            d.alerting.deliver_after_commit()
+            before = len(hook.requests)
+            t0 = time.time()
+            for rt in p.models.values():  # the window closes as the idle tick would close it
+                p._collect(rt, rt.windows.close_idle(base + (w + 1) * 60_000), datetime.now(UTC))
+            p.flush()
+            d.alerting.deliver_after_commit()
+            if shift:
+                if not hook.wait_arrived(before + 1, timeout=10):
+                    raise RuntimeError(f"window {w}: no webhook within 10 s")
+                out.append(hook.requests[before].received_at - t0)
+            else:
+                time.sleep(0.05)  # the resolved notification, if any, is not timed
+    finally:
+        d.alerting.worker.close(timeout=5)
+        d.store.close()
+        hook.stop()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -162,7 +247,12 @@ def main() -> None:
         print(f"bare kafka-python + orjson: {be:,.0f} events/s")
         oe = ours(b.bootstrap, topic, n, Path(tmp))
         print(f"driftwarden end to end:     {oe:,.0f} events/s  ({oe / be:.2f}× bare)")
-    print(f"RESULT bare_eps={be:.0f} ours_eps={oe:.0f} ratio={oe / be:.3f}")
+        lat = sorted(alert_latency(Path(tmp) / "latency", windows=20 if a.quick else 60))
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    print(f"alert latency, window close -> webhook received ({len(lat)} alerts): p50 {p50 * 1000:.1f} ms,"
+          f" p99 {p99 * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+    print(f"RESULT bare_eps={be:.0f} ours_eps={oe:.0f} ratio={oe / be:.3f}"
+          f" alert_latency_p50_s={p50:.4f} alert_latency_p99_s={p99:.4f}")
 
 
 if __name__ == "__main__":

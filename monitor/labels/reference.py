@@ -48,7 +48,7 @@ def read_label_columns(path: Path, label: str, prediction: str) -> dict[str, np.
         else:
             df = pd.read_csv(io.BytesIO(raw))
     except Exception as exc:  # noqa: BLE001
-        raise ReferenceError(f"cannot read reference {path}: {exc}") from exc
+        raise ReferenceError(path, f"cannot be read: {exc}") from exc
     return {c: df[c].to_numpy() for c in (label, prediction) if c in df.columns}
 
 
@@ -77,6 +77,15 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
     else:
         labels = class_names(raw)
         kind = "categorical"
+    if m.task == "classification" and m.class_of_interest is not None:
+        seen = {v for v in labels.tolist() if v is not None}
+        if seen and str(m.class_of_interest) not in seen:
+            # else precision, recall and F1 would be 0 in every window, silently
+            shown = ", ".join(sorted(seen)[:5]) + (", ..." if len(seen) > 5 else "")
+            raise ReferenceError(
+                path, f"models.class_of_interest = {m.class_of_interest!r} is none of the classes in"
+                f" column {m.label!r} ({shown}): set class_of_interest to one of them", m.label,
+            )
     prepared = prepare_reference({m.label: labels}, [ColumnSpec(name=m.label, kind=kind)])
     figures: dict[tuple[str, str], float] = {}
     calibrator = None

@@ -82,3 +82,19 @@ def test_the_estimate_alerts_before_the_labels_confirm_it(tmp_path: Path) -> Non
     th = store.query("SELECT threshold FROM alerts WHERE rule = 'accuracy-relative'")[0]["threshold"]
     ref_acc = float(((ref["prediction"] >= 0.5) == (ref["label"] == 1)).mean())
     assert th == pytest.approx(0.95 * ref_acc, rel=1e-12)
+
+
+def test_a_class_of_interest_the_reference_never_labels_is_refused(tmp_path: Path) -> None:
+    """Class names like "churn"/"stay" with the default class_of_interest (1) would make
+    precision, recall and F1 0 in every window: refused, naming the key and the classes."""
+    from monitor.labels.reference import prepare_labelled_reference
+    from monitor.references.load import ReferenceError
+    from tests.monitor.test_config import load
+
+    cfg = load(tmp_path, "", 'label = "label"\ntask = "classification"\nperformance.enabled = true')
+    ref = tmp_path / "labelled.csv"
+    ref.write_text("age,plan,prediction,label\n42,pro,0.9,churn\n40,pro,0.2,stay\n41,pro,0.7,churn\n")
+    with pytest.raises(ReferenceError, match=r"class_of_interest = 1 is none of the classes in column 'label' \(churn, stay\)"):
+        prepare_labelled_reference(cfg.models[0], ref)
+    good = cfg.models[0].model_copy(update={"class_of_interest": "churn"})
+    assert prepare_labelled_reference(good, ref).rows == 3
