@@ -29,6 +29,7 @@ new config that is invalid or changes what needs a restart is refused and logged
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -253,7 +254,10 @@ class Daemon:
         backoff = 1.0
         while not self.stop_event.is_set():
             try:
-                self._consumer = make_consumer(self.config)
+                consumer = self._connect(make_consumer)
+                if consumer is None:  # stop asked for while the client bootstrapped
+                    return
+                self._consumer = consumer
                 self._consumer.subscribe(topics, listener=Listener())
                 self.kafka_connected = True
                 backoff = 1.0
@@ -267,6 +271,33 @@ class Daemon:
                 self._close_consumer()
                 self._wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def _connect(self, make_consumer: Any) -> Any:
+        """A new consumer, made on a helper thread: the client's bootstrap can block for
+        tens of seconds (broker away, SASL refused), and a SIGTERM meanwhile must stop the
+        daemon at once. Returns None when stopped first (the client is closed when it
+        is made); raises what making it raised."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def make() -> None:
+            try:
+                box["consumer"] = make_consumer(self.config)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+                box["error"] = exc
+            done.set()
+            if self.stop_event.is_set() and "consumer" in box:
+                with contextlib.suppress(Exception):
+                    box["consumer"].close()
+
+        threading.Thread(target=make, name="driftwarden-kafka-connect", daemon=True).start()
+        while not done.is_set():
+            if self.stop_event.is_set():
+                return None
+            self._wait(0.2)
+        if "error" in box:
+            raise box["error"]
+        return box["consumer"]
 
     def _owned(self, topic: str | None = None) -> set[int]:
         """The partitions of ``topic`` (the predictions topic by default) Kafka assigns to
