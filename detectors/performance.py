@@ -205,22 +205,27 @@ def regression_metrics(y_true: Any, y_pred: Any) -> RegressionMetrics:
     if n == 0:
         nan = math.nan
         return RegressionMetrics(0, dropped, nan, nan, nan, nan)
+    return RegressionMetrics(n=n, n_dropped=dropped, **regression_points(t, p))
+
+
+def regression_points(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``mae``, ``rmse``, ``mape`` and ``r2`` of finite float arrays of one length ≥ 1, as
+    scikit-learn computes them (MAPE divides by ``max(|y|, eps)``; R² is NaN for one row,
+    1 for a perfect fit of a constant target, else 0 for a constant target)."""
     err = t - p
     eps = np.finfo(np.float64).eps
-    if n >= 2:
+    if t.shape[0] >= 2:
         ss_res = float(np.sum(err**2))
         ss_tot = float(np.sum((t - np.mean(t)) ** 2))
         r2 = (1 - ss_res / ss_tot) if ss_tot != 0 else (1.0 if ss_res == 0 else 0.0)
     else:
         r2 = math.nan
-    return RegressionMetrics(
-        n=n,
-        n_dropped=dropped,
-        mae=float(np.mean(np.abs(err))),
-        rmse=float(np.sqrt(np.mean(err**2))),
-        mape=float(np.mean(np.abs(err) / np.maximum(np.abs(t), eps))),
-        r2=float(r2),
-    )
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape": float(np.mean(np.abs(err) / np.maximum(np.abs(t), eps))),
+        "r2": float(r2),
+    }
 
 
 def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.performance import _auc_from_weights, _bootstrap_weights, _regression_from_weights
+from detectors.performance import (
+    _auc_from_weights,
+    _bootstrap_weights,
+    _regression_from_weights,
+    regression_points,
+)
 
 #: figures where a larger value is better; every other performance figure is better smaller
 HIGHER_IS_BETTER = frozenset(
@@ -293,20 +298,7 @@ def regression_performance(
     n = int(t.shape[0])
     if n == 0:
         return WindowPerformance(0, {m: Figure(m, math.nan) for m in REGRESSION_METRICS})
-    err = t - p
-    eps = np.finfo(np.float64).eps
-    if n >= 2:
-        ss_res = float(np.sum(err**2))
-        ss_tot = float(np.sum((t - np.mean(t)) ** 2))
-        r2 = (1 - ss_res / ss_tot) if ss_tot != 0 else (1.0 if ss_res == 0 else 0.0)
-    else:
-        r2 = math.nan
-    points = {
-        "mae": float(np.mean(np.abs(err))),
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mape": float(np.mean(np.abs(err) / np.maximum(np.abs(t), eps))),
-        "r2": float(r2),
-    }
+    points = regression_points(t, p)
     figs = _intervals(
         REGRESSION_METRICS, points, lambda w: _regression_from_weights(t, p, w), n,
         n_boot=n_boot, level=level, seed=seed, chunk=chunk,

@@ -105,6 +105,32 @@ def _jtype(v: Any) -> str:
     )
 
 
+def parse_envelope(value: bytes | None, max_bytes: int, model_field: str) -> tuple[dict[str, Any], str]:
+    """The JSON object of one record and its model name, or :class:`BadMessage` with the
+    reason code the dead letter gets (``empty``, ``too_large``, ``non_finite``,
+    ``not_json``, ``not_object``, ``missing_field``, ``bad_type``). Shared by the
+    predictions and the labels decoders."""
+    if value is None or len(value) == 0:
+        raise BadMessage("empty: message has no value")
+    if len(value) > max_bytes:
+        raise BadMessage(f"too_large: {len(value)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "infinity" in msg:
+            raise BadMessage(f"non_finite: {msg}") from None
+        raise BadMessage(f"not_json: {msg}") from None
+    if not isinstance(obj, dict):
+        raise BadMessage(f"not_object: top-level JSON {_jtype(obj)}")
+    model = obj.get(model_field)
+    if model is None:
+        raise BadMessage(f"missing_field: {model_field}")
+    if not isinstance(model, str):
+        raise BadMessage(f"bad_type: {model_field} expected string, got {_jtype(model)}")
+    return obj, model
+
+
 class BatchDecoder:
     """Turns a list of Kafka records into per-model :class:`ColumnBatch` es and dead letters.
 
@@ -168,24 +194,7 @@ class BatchDecoder:
         return {m: b.build() for m, b in builders.items() if b.ts}, dead
 
     def _one(self, rec: Any, value: bytes | None, builders: dict[str, _Builder], now_ms: int) -> None:
-        if value is None or len(value) == 0:
-            raise BadMessage("empty: message has no value")
-        if len(value) > self.max_message_bytes:
-            raise BadMessage(f"too_large: {len(value)} bytes > limit {self.max_message_bytes}")
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            msg = str(exc)
-            if "infinity" in msg:
-                raise BadMessage(f"non_finite: {msg}") from None
-            raise BadMessage(f"not_json: {msg}") from None
-        if not isinstance(obj, dict):
-            raise BadMessage(f"not_object: top-level JSON {_jtype(obj)}")
-        model = obj.get(self.model_field)
-        if model is None:
-            raise BadMessage(f"missing_field: {self.model_field}")
-        if not isinstance(model, str):
-            raise BadMessage(f"bad_type: {self.model_field} expected string, got {_jtype(model)}")
+        obj, model = parse_envelope(value, self.max_message_bytes, self.model_field)
         schema = self.schemas.get(model)
         if schema is None:
             raise BadMessage(f"unknown_model: {model[:100]}")

@@ -25,7 +25,7 @@ import orjson
 
 from monitor.config import ModelConfig
 from monitor.ingest.batch import BadMessage, record_timestamps
-from monitor.ingest.decode import _jtype, _text
+from monitor.ingest.decode import _jtype, _text, parse_envelope
 from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
 from storage.dead_letters import DeadLetter
 
@@ -209,25 +209,7 @@ class LabelDecoder:
         return out
 
     def _one(self, rec: Any, now_ms: int) -> tuple[str, str, Any, int]:
-        value = rec.value
-        if value is None or len(value) == 0:
-            raise BadMessage("empty: message has no value")
-        if len(value) > self.max_message_bytes:
-            raise BadMessage(f"too_large: {len(value)} bytes > limit {self.max_message_bytes}")
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            msg = str(exc)
-            if "infinity" in msg:
-                raise BadMessage(f"non_finite: {msg}") from None
-            raise BadMessage(f"not_json: {msg}") from None
-        if not isinstance(obj, dict):
-            raise BadMessage(f"not_object: top-level JSON {_jtype(obj)}")
-        model = obj.get(self.model_field)
-        if model is None:
-            raise BadMessage(f"missing_field: {self.model_field}")
-        if not isinstance(model, str):
-            raise BadMessage(f"bad_type: {self.model_field} expected string, got {_jtype(model)}")
+        obj, model = parse_envelope(rec.value, self.max_message_bytes, self.model_field)
         spec = self.specs.get(model)
         if spec is None:
             if model in self.known:

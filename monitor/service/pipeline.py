@@ -430,19 +430,24 @@ class Pipeline:
             # a partition not (or no longer) claimed is not ours to count: it is re-read
             # from its stored state once a claim succeeds
             records = [r for r in records if r.partition in self.claims]
+        self._isolated(records, self._process_records)
+
+    def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:
+        """``process(records)``; if it raises, roll back and bisect until the records that
+        make it raise are alone, then dead-letter each of those (``internal: ...``)."""
         if not records:
             return
         cp = self._checkpoint()
         try:
-            self._process_records(records)
+            process(records)
         except Exception as exc:  # noqa: BLE001 - no record may stop the daemon
             self._rollback(cp)
             if len(records) == 1:
                 self._poison(records[0], exc)
                 return
             mid = len(records) // 2
-            self.process_records(records[:mid])
-            self.process_records(records[mid:])
+            self._isolated(records[:mid], process)
+            self._isolated(records[mid:], process)
 
     def _poison(self, rec: Any, exc: Exception) -> None:
         reason = f"internal: {type(exc).__name__}: {exc}"[:500]
@@ -518,19 +523,8 @@ class Pipeline:
         (``internal: ...``) and the others are processed as if it had not been there.
         Records already reflected in durable state (re-read after a restart) are skipped.
         """
-        if not records or self.labels is None:
-            return
-        cp = self._checkpoint()
-        try:
-            self._process_label_records(records)
-        except Exception as exc:  # noqa: BLE001 - no record may stop the daemon
-            self._rollback(cp)
-            if len(records) == 1:
-                self._poison(records[0], exc)
-                return
-            mid = len(records) // 2
-            self.process_label_records(records[:mid])
-            self.process_label_records(records[mid:])
+        if self.labels is not None:
+            self._isolated(records, self._process_label_records)
 
     def _process_label_records(self, records: list[Any]) -> None:
         assert self.labels is not None
