@@ -66,7 +66,7 @@ from alerts.rules import DetectorSpec, Rule, detector_step  # noqa: E402
 from monitor.config import ModelConfig, parse_config  # noqa: E402
 from monitor.ingest.batch import ColumnBatch  # noqa: E402
 from monitor.ingest.schema import ModelSchema  # noqa: E402
-from monitor.references.load import load_reference  # noqa: E402
+from monitor.references.load import ReferenceSpec, load_reference  # noqa: E402
 from monitor.references.rolling import WindowReferences  # noqa: E402
 from monitor.windows.figures import PreparedModel, compute_figures, window_key  # noqa: E402
 from monitor.windows.model_windows import OpenWindow  # noqa: E402
@@ -179,7 +179,7 @@ def build_modes(ref: Cols, window: int) -> dict[str, Mode]:
         schema = ModelSchema.from_config(cfg)
         kind = "evidently" if mode == "evidently" else "calibrated"
         if kind not in cache:
-            data = load_reference(cfg.reference, schema, cfg.prediction)
+            data = load_reference(cfg.reference, ReferenceSpec.from_config(cfg))
             cache[kind] = PreparedModel.build(cfg, schema, data)
         pm = replace(cache[kind], config=cfg)  # same reference and calibration, this mode's config
         cusum = None

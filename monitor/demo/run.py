@@ -206,6 +206,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         first_alert_at = None
         first_drifted: str | None = None
         labels_sent_at: float | None = None
+        estimate_fired_at: float | None = None
         seen_perf: set[str] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -241,6 +242,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 seen_alerts.add(key)
                 if first_alert_at is None and a["state"] == "firing":
                     first_alert_at = time.monotonic() - t0
+                if estimate_fired_at is None and a["state"] == "firing" and a["rule"] == "accuracy-estimate":
+                    estimate_fired_at = time.monotonic()
                 colour = "red" if a["state"] == "firing" else "green"
                 console.print(
                     f"  [{colour}]ALERT {a['state'].upper()}[/{colour}] {a['severity']} {escape(a['rule'])} on {escape(a['model'])}: "
@@ -265,7 +268,9 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         producer.close()
         daemon.stop()
         thread.join(timeout=30)
-        ok = len(seen_windows) >= WINDOWS and first_alert_at is not None and len(seen_perf) >= WINDOWS
+        # the point of the estimate: it flags the accuracy drop before any label arrives
+        early = estimate_fired_at is not None and labels_sent_at is not None and estimate_fired_at <= labels_sent_at
+        ok = len(seen_windows) >= WINDOWS and first_alert_at is not None and len(seen_perf) >= WINDOWS and early
         letters = list_dead_letters(reader)
         console.print("")
         console.print(f"  dead letters: {len(letters)}  " + escape("; ".join(d["reason"][:60] for d in reversed(letters))))
@@ -276,6 +281,12 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         for r in sink.requests:
             verified = getattr(r, "verified", None)
             console.print(f"    webhook {r.path} id={r.headers.get('webhook-id', '?')[:16]}… signature {'verified' if verified else 'NOT verified'}")
+        if early:
+            assert estimate_fired_at is not None and labels_sent_at is not None
+            console.print(f"  the estimate flagged the accuracy drop {labels_sent_at - estimate_fired_at:.1f}s"
+                          " before the first label was produced")
+        else:
+            console.print("  [red]the accuracy estimate did not fire before the labels came[/red]")
         if first_alert_at is not None:
             console.print(f"  first alert after {first_alert_at:.1f}s; total {time.monotonic() - t0:.1f}s")
         console.print(f"\n  inspect: driftwarden windows --state-dir {state_dir}   |   driftwarden alerts --state-dir {state_dir}")
