@@ -67,6 +67,8 @@ def postgres() -> Iterator[Any]:
         server.start()
     except PostgresUnavailable as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("DRIFTWARDEN_REQUIRE_POSTGRES"):  # CI: a missing server fails, never skips
+            pytest.fail(f"embedded PostgreSQL required (DRIFTWARDEN_REQUIRE_POSTGRES) but unavailable: {exc}")
         pytest.skip(f"embedded PostgreSQL not available on this platform: {exc}")
     yield server
     server.stop()
