@@ -24,8 +24,17 @@ from tests.monitor.labels.test_join import feed, settle
 WID = "churn|v1||2026-11-23T12:{0:02d}:00.000Z|2026-11-23T12:{1:02d}:00.000Z"
 
 
-def run(tmp: Path, model_lines: str, preds: list[dict[str, Any]], labels: list[dict[str, Any]]) -> Any:
+def run(
+    tmp: Path, model_lines: str, preds: list[dict[str, Any]], labels: list[dict[str, Any]],
+    reference_classes: list[str] | None = None,
+) -> Any:
     cfg_path = label_config(tmp, n_boot=30)
+    if reference_classes is not None:  # the reference's labels are these classes (at random)
+        import pandas as pd
+
+        ref = pd.read_csv(tmp / "reference.csv")
+        ref["label"] = np.random.default_rng(1).choice(reference_classes, len(ref))
+        ref.to_csv(tmp / "reference.csv", index=False)
     text = cfg_path.read_text().replace('[models.features]', model_lines + "\n[models.features]", 1)
     cfg_path.write_text(text)
     clock = Clock()
@@ -74,7 +83,8 @@ def test_multiclass(tmp_path: Path) -> None:
         ev["prediction"] = y if rng.random() < 0.6 else classes[int(rng.integers(0, 3))]
     ts = {ev["event_id"]: int(ev["ts"]) + 600_000 for ev in preds}
     labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
-    store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels)
+    store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels,
+                reference_classes=classes)
     for w in range(3):
         rows = preds[w * 200 : (w + 1) * 200]
         t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
