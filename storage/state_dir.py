@@ -84,15 +84,16 @@ def _prepare(path: Path) -> tuple[Path, bool]:
     return path, narrowed
 
 
-def secure_state_dir(state_dir: str | Path) -> list[Path]:
-    """Create ``state_dir`` (mode 0700) and its database file (0600) if missing, and
+def secure_state_dir(state_dir: str | Path, *, database: bool = True) -> list[Path]:
+    """Create ``state_dir`` (mode 0700) and its database file (0600; not with
+    ``database=False``: a shared PostgreSQL holds the data) if missing, and
     remove group/other permissions from the directory and everything under it
     (symlinks are neither followed nor changed). Returns the paths whose mode was
     changed; each change is logged as a warning. A path whose mode cannot be
     changed (owned by another user) is logged as an error and left as it is."""
     root, narrowed = _prepare(Path(state_dir))
     db = root / DB_FILENAME
-    if not db.exists():
+    if database and not db.exists():
         # created before SQLite opens it: SQLite gives -wal and -shm the same mode
         os.close(os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE))
     changed = [root] if narrowed else []

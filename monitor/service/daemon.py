@@ -78,7 +78,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.kafka_connected = False
-        secure_state_dir(config.daemon.state_dir)  # 0700 / 0600, before anything is written
+        # 0700 / 0600, before anything is written (uploaded references live there with any store)
+        secure_state_dir(config.daemon.state_dir, database=config.storage.url is None)
         #: this instance in the store (partition owner, outbox claims)
         self.instance = instance_id()
         self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")

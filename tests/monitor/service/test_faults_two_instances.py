@@ -30,9 +30,11 @@ from tests.monitor.fault_helpers import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-#: longer than instance A's idle spell while B starts and joins (~2-5 s): an idle close
-#: during a hand-over is a known limitation (README, "Scaling out"), not what this proves
-IDLE = "10s"
+#: longer than instance A's idle spell while B starts and joins (2-5 s on a quiet machine,
+#: over 10 s with the suite's 4 workers on 2 cores): an idle close during a hand-over between
+#: instances with SQLite files of their own is a known limitation (README, "Scaling out";
+#: a shared PostgreSQL store has none, see test_scale_out.py), not what this proves
+IDLE = "30s"
 SECOND_MODEL = MODEL_BLOCK.format(name="fraud", idle_timeout=IDLE)
 
 
@@ -102,7 +104,7 @@ def test_two_instances_split_the_work_without_double_counting(
                     offs[p] = max(offs.get(p, 0), o)
             return sum(offs.values()) >= n and all(_open(s) == 0 for s in st)
 
-        assert wait_for(done, timeout=60), (_state(dba), _state(dbb))
+        assert wait_for(done, timeout=120), (_state(dba), _state(dbb))
     finally:
         ra = terminate(pa)
         rb = terminate(pb) if pb is not None else 0
@@ -113,7 +115,7 @@ def test_two_instances_split_the_work_without_double_counting(
     dbc = clean_cfg.parent / "state" / "driftwarden.db"
     try:
         assert wait_ready(clean_cfg)
-        assert wait_for(lambda: durable_offset(dbc) >= n and _open(_state(dbc)) == 0, timeout=60)
+        assert wait_for(lambda: durable_offset(dbc) >= n and _open(_state(dbc)) == 0, timeout=120)
     finally:
         assert terminate(pc) == 0
     clean = table_dump(dbc)

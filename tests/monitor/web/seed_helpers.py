@@ -95,11 +95,13 @@ def seeded_daemon(
     folder: Path, monkeypatch: pytest.MonkeyPatch, *, windows: int = 8, per_window: int = 300, shift_from: int = 4,
     reports: str = "", daemon_extra: str = "", model_extra: str = "", bad: list[bytes] | None = None,
     transform: Callable[[list[bytes]], list[bytes]] | None = None, hook_url: str | None = None,
+    storage: str = "",
 ) -> Iterator[Seeded]:
     """The daemon of ``folder`` fed ``windows`` one-minute windows (drifting from ``shift_from``),
     its HTTP API serving, alerts sent to a Slack stand-in; ``reports``: lines under [reports];
     ``model_extra``: lines in the model's table; ``transform``: rewrites the stream first;
-    ``hook_url``: the dataset-drift rule also notifies a webhook there (secret ``HOOK_SECRET``)."""
+    ``hook_url``: the dataset-drift rule also notifies a webhook there (secret ``HOOK_SECRET``);
+    ``storage``: a ``[storage]`` table (the shared PostgreSQL of a ``pg_target``)."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     monkeypatch.setenv(SLACK_ENV, SLACK_TOKEN)
     slack = SlackStandIn(token=SLACK_TOKEN).start()
@@ -110,6 +112,7 @@ def seeded_daemon(
         monkeypatch.setenv(HOOK_ENV, HOOK_SECRET)
         extra += f'\n[notifiers.hook]\ntype = "webhook"\nurl = "{hook_url}"\nsecret_env = "{HOOK_ENV}"\nbackoff = "1s"\n'
     extra += f"\n[reports]\n{reports}\n" if reports else ""
+    extra += storage
     path = write_config(
         folder, bootstrap="127.0.0.1:9", topic="predictions", http_port=port, extra=extra,
         daemon_extra=f'api_token_env = "{TOKEN_ENV}"\npublic_url = "http://127.0.0.1:{port}"\n{daemon_extra}',
