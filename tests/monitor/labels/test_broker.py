@@ -108,3 +108,54 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
     alerts = {(a["rule"], a["state"]) for a in store.query("SELECT rule, state FROM alerts")}
     assert ("accuracy-low", "firing") in alerts
     assert not any(r == "coverage-low" and s == "firing" for r, s in alerts)
+
+
+def test_early_labels_wait_and_too_late_ones_are_counted_through_the_broker(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Every label is consumed before its prediction exists: each waits (``early``) and joins
+    when the prediction comes. Labels later than ``ttl`` after their prediction are counted,
+    never joined, and change no figure."""
+    from tests.monitor.labels.helpers import labels_for, predictions
+
+    tag = uuid.uuid4().hex[:8]
+    preds_topic, labels_topic = f"preds-{tag}", f"labels-{tag}"
+    broker.create_topic(preds_topic)
+    broker.create_topic(labels_topic)
+    preds = predictions(windows=3, per_window=100, seed=21)
+    labels = labels_for(preds, delay_ms=30_000)
+    # three second opinions two hours after their predictions: past the 1h ttl
+    too_late = [{**lab, "label": 1 - int(lab["label"]), "ts": int(lab["ts"]) + 7_200_000} for lab in labels[:3]]
+    cfg = label_config(tmp_path, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+                       http_port=free_port(), group=f"g-{tag}")
+    db = tmp_path / "state" / "driftwarden.db"
+    produce(broker.bootstrap, labels_topic, [orjson.dumps(lab) for lab in labels])
+    proc = start_daemon(cfg, log=tmp_path / "daemon.log")
+    try:
+        assert wait_ready(cfg), "daemon not ready"
+        assert wait_for(lambda: label_offset(db) >= len(labels), timeout=60), label_offset(db)
+        store = Store(db)
+        assert label_counters(store)["churn"]["early"] == len(labels)  # all wait for their predictions
+        assert store.query("SELECT COUNT(*) AS n FROM label_early")[0]["n"] == len(labels)
+        produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds])
+        produce(broker.bootstrap, labels_topic, [orjson.dumps(lab) for lab in too_late])
+        total = len(labels) + len(too_late)
+        assert wait_for(lambda: labels_done(db, total) and label_counters(store)["churn"]["joined"] == len(preds),
+                        timeout=60), label_counters(store)
+    finally:
+        assert terminate(proc) == 0
+    c = label_counters(store)["churn"]
+    assert c["joined"] == len(preds) and c["labels"] == total
+    assert c["expired_labels"] == len(too_late), c
+    assert store.query("SELECT COUNT(*) AS n FROM label_early")[0]["n"] == 0  # every early label found its prediction
+    joined = expected_join(preds, [(lab, 0, i) for i, lab in enumerate([*labels, *too_late])], ttl_ms=3_600_000)
+    assert joined == {lab["event_id"]: lab["label"] for lab in labels}  # the too-late ones changed nothing
+    for w in range(3):
+        start_ms = int(preds[w * 100]["ts"]) // 60_000 * 60_000
+        start = np.datetime64(start_ms, "ms").astype(str) + "Z"
+        wid = next(r["window_id"] for r in store.query(
+            "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'"
+            " AND window_id LIKE ?", (f"churn|v1||{start}|%",)))
+        for name, value in expected_figures(preds, joined, start_ms, "").items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
