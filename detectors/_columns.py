@@ -535,3 +535,9 @@ def n_unique_union(ref: PreparedColumn, cur: CurrentColumn, cap: int | None = No
 
 
 sorted_keys = _sort_key_list
+
+
+def as_current(ref: PreparedColumn, values: Any) -> CurrentColumn:
+    """``values`` as a :class:`CurrentColumn` against ``ref`` (already one: as it is, so a
+    window's categorical column is factorised once for its quality and its drift)."""
+    return values if isinstance(values, CurrentColumn) else CurrentColumn(ref.kind, values, ref)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference
+from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference, as_current
 from detectors.calibration import Calibration, effective_size
 from detectors.drift.auto import auto_test_name
 from detectors.drift.registry import get_test
@@ -124,7 +124,7 @@ def column_drift(prepared: PreparedReference, column: str, values: Any) -> Colum
     that has no spec.
     """
     ref = prepared.columns[column]
-    return _column_drift(ref, CurrentColumn(ref.kind, values, ref), prepared.bins)
+    return _column_drift(ref, as_current(ref, values), prepared.bins)
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
@@ -199,7 +199,7 @@ def dataset_drift(
         if name not in current_columns:
             raise KeyError(f"current window has no column {name!r}")
         results.append(
-            _column_drift(ref, CurrentColumn(ref.kind, current_columns[name], ref), prepared.bins)
+            _column_drift(ref, as_current(ref, current_columns[name]), prepared.bins)
         )
     if multiple_testing == "bh":
         idx = [i for i, r in enumerate(results) if r.score_kind == "p_value" and r.defined]
@@ -255,7 +255,7 @@ def calibrated_dataset_drift(
         ref = prepared.columns[name]
         if name not in current_columns:
             raise KeyError(f"current window has no column {name!r}")
-        cur = CurrentColumn(ref.kind, current_columns[name], ref)
+        cur = as_current(ref, current_columns[name])
         test = get_test(_resolve_test_name(ref, cur))
         model = calibration.columns.get(name)
         if ref.n == 0 or cur.n == 0 or model is None:

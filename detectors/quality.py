@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors._columns import PreparedReference, factorize_known
+from detectors._columns import CurrentColumn, PreparedReference, factorize_known
 
 #: at most this many new categories are listed per column (most frequent first)
 MAX_NEW_CATEGORIES = 50
@@ -85,15 +85,16 @@ def data_quality(
 ) -> DataQuality:
     """Missing share, out-of-range share, new categories and type violations per column.
 
-    ``row_count`` is the length of the longest column passed (all columns of
+    A categorical column may be passed as a :class:`CurrentColumn` made against the
+    reference (then it is not factorised again). ``row_count`` is the length of the longest column passed (all columns of
     a window normally have the same length); a spec column absent from
     ``current_columns`` is reported as entirely missing. Never raises on data.
     """
     tv = dict(type_violations or {})
     lengths = [
-        int(np.asarray(v, dtype=object).shape[0])
-        if not isinstance(v, np.ndarray)
-        else int(v.shape[0])
+        v.n_total if isinstance(v, CurrentColumn)
+        else int(v.shape[0]) if isinstance(v, np.ndarray)
+        else int(np.asarray(v, dtype=object).shape[0])
         for v in current_columns.values()
     ]
     row_count = max(lengths, default=0)
@@ -130,7 +131,10 @@ def data_quality(
                 )
             )
             continue
-        cats, counts, _, n, missing = factorize_known(values, ref.categories, ref.lookup)
+        if isinstance(values, CurrentColumn):  # factorised already (shared with the drift tests)
+            cats, counts, n, missing = values.categories, values.counts, values.n_total, values.n_missing
+        else:
+            cats, counts, _, n, missing = factorize_known(values, ref.categories, ref.lookup)
         present = n - missing
         idx = ref.category_index
         new = [(c, int(k)) for c, k in zip(cats, counts.tolist(), strict=True) if c not in idx]

@@ -21,6 +21,7 @@ from detectors import (
     prepare_reference,
     resolve_specs,
 )
+from detectors._columns import CurrentColumn
 from detectors.dataset import ColumnDrift
 from detectors.multivariate import (
     DEFAULT_AUC_THRESHOLD,
@@ -164,8 +165,14 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
     cols = w.columns()
     key = window_key(cfg.name, by, w)
     metrics: list[MetricRow] = [MetricRow(DATASET, "row_count", float(w.rows))]
+    # categorical columns factorised once, for their quality and their drift test both
+    # (``cols`` stays the raw values: the multivariate check reads rows)
+    judged = {**cols, **{
+        c: CurrentColumn("categorical", cols[c], ref)
+        for c, ref in pm.prepared.columns.items() if ref.kind == "categorical" and c in cols
+    }}
     if w.rows:
-        quality = data_quality(pm.prepared, {c: cols[c] for c in pm.drift_columns if c in cols})
+        quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
         for q in quality.columns:
             metrics.append(MetricRow(q.column, "missing_share", q.missing_share))
             if q.out_of_range_share is not None:
@@ -178,9 +185,9 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
         mt = None if cfg.drift.multiple_testing == "none" else cfg.drift.multiple_testing
         cal = pm.calibration
         if cal is not None:
-            ds = calibrated_dataset_drift(pm.prepared, cal, cols, columns=list(pm.drift_columns), multiple_testing=mt)
+            ds = calibrated_dataset_drift(pm.prepared, cal, judged, columns=list(pm.drift_columns), multiple_testing=mt)
         else:
-            ds = dataset_drift(pm.prepared, cols, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
+            ds = dataset_drift(pm.prepared, judged, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
         for c in ds.columns:
             metrics.append(_drift_row(c, "drift_score"))
         metrics.append(MetricRow(DATASET, "drift_share", ds.share, threshold=ds.share_threshold, drifted=ds.dataset_drifted))
@@ -190,9 +197,9 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
         top = [(c.column, c.test, float(c.score)) for c in drifted]
         if pm.prediction in pm.prepared.columns and pm.prediction in cols:
             if cal is not None:
-                p = calibrated_dataset_drift(pm.prepared, cal, cols, columns=[pm.prediction]).columns[0]
+                p = calibrated_dataset_drift(pm.prepared, cal, judged, columns=[pm.prediction]).columns[0]
             else:
-                p = column_drift(pm.prepared, pm.prediction, cols[pm.prediction])
+                p = column_drift(pm.prepared, pm.prediction, judged[pm.prediction])
             metrics.append(_drift_row(p, "prediction_drift"))
         if pm.domain is not None:
             metrics.append(_multivariate_row(pm, cols))
