@@ -198,6 +198,7 @@ class Pipeline:
                 n: prepare_labelled_reference(rt.config, rt.prepared.reference.path)
                 for n, rt in self.models.items() if rt.config.performance.enabled
             }
+            check_label_rules(config, refs)
             self.labels = LabelJoin(config, store, clock=clock, on_performance=on_performance, references=refs)
         #: where to resume each partition of the labels topic (from durable state)
         self.label_resume: dict[int, int] = {}
@@ -809,6 +810,32 @@ def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigure
     if rt.references.active:
         rt.references.observe(key, w.columns(), figs)
     return figs
+
+
+def check_label_rules(config: Config, refs: Mapping[str, Any]) -> None:
+    """A rule on ``label_drift`` needs labels in the reference, one on ``estimated_*`` (or
+    its ``*_estimation_error``) labels and scores to calibrate on: else the figure never
+    exists and the rule never fires. Raises :class:`ReferenceError` naming the rule."""
+    from monitor.references.load import ReferenceError  # noqa: PLC0415
+
+    for i, rule in enumerate(config.rules):
+        m = rule.metric
+        if m == "label_drift":
+            need, what = (lambda r: r.labels is not None), "a label column"
+        elif m.startswith("estimated_") or m.endswith("_estimation_error"):
+            need, what = (lambda r: r.calibrator is not None), "labels and scores (to calibrate the estimate)"
+        else:
+            continue
+        targets = [rule.model] if rule.model is not None else sorted(refs)
+        ok = [t for t in targets if t in refs and need(refs[t])]
+        if not ok:
+            model = config.model(targets[0]) if targets and targets[0] in refs else None
+            path = model.reference if model is not None else "(no reference)"
+            label = model.label if model is not None else None
+            raise ReferenceError(
+                path, f"rules[{i}] ({rule.name}) uses {m}, which needs {what} in the reference of"
+                f" model {targets[0] if targets else '?'}: add them, or drop the rule", label,
+            )
 
 
 def restore_references(runtimes: Any, store: Store) -> None:

@@ -98,3 +98,21 @@ def test_a_class_of_interest_the_reference_never_labels_is_refused(tmp_path: Pat
         prepare_labelled_reference(cfg.models[0], ref)
     good = cfg.models[0].model_copy(update={"class_of_interest": "churn"})
     assert prepare_labelled_reference(good, ref).rows == 3
+
+
+def test_rules_on_figures_the_reference_cannot_give_are_refused(tmp_path: Path) -> None:
+    """label_drift needs the reference's labels, an estimate needs labels and scores: a rule on
+    one the reference cannot give would never fire, so start-up refuses it, naming the rule."""
+    from monitor.references.load import ReferenceError
+    from tests.monitor.labels.helpers import label_config
+
+    rule = '[[rules]]\nname = "labels-moved"\nmetric = "label_drift"\nop = ">"\nthreshold = 0.1\n'
+    cfg_path = label_config(tmp_path, extra=rule)
+    ref = tmp_path / "reference.csv"
+    with_labels = ref.read_text()
+    pd.read_csv(ref).drop(columns=["label"]).to_csv(ref, index=False)
+    cfg = load_config(cfg_path)
+    with pytest.raises(ReferenceError, match=r"rules\[0\] \(labels-moved\) uses label_drift, which needs a label column"):
+        Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir))
+    ref.write_text(with_labels)
+    assert Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir)).labels is not None
