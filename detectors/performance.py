@@ -112,33 +112,40 @@ def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _classification_from_weights(
-    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (scikit-learn's ``zero_division`` default)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _binary_from_weights(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool = True
 ) -> dict[str, np.ndarray]:
+    """Binary figures for each row of bootstrap weights ``w`` (one row of ones: the point
+    figures); ``log_loss`` and ``brier`` are NaN unless the scores are ``probabilities``."""
     pred = (s >= threshold).astype(np.float64)
     tot = w.sum(axis=1)
     tp = w @ (pred * y)
     fp = w @ (pred * (1 - y))
     fn = w @ ((1 - pred) * y)
     correct = w @ (pred == y).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
-        recall = np.where(tp + fn > 0, tp / np.where(tp + fn > 0, tp + fn, 1), 0.0)
-        f1 = np.where(
-            2 * tp + fp + fn > 0, 2 * tp / np.where(2 * tp + fp + fn > 0, 2 * tp + fp + fn, 1), 0.0
-        )
+    nan = np.full(w.shape[0], np.nan)
+    out = {
+        "accuracy": correct / tot,
+        "precision": _safe_div(tp, tp + fp),
+        "recall": _safe_div(tp, tp + fn),
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "roc_auc": _auc_from_weights(y, s, w),
+        "log_loss": nan,
+        "brier": nan,
+    }
+    if probabilities:
         eps = np.finfo(np.float64).eps
         p = np.clip(s, eps, 1 - eps)
-        ll_terms = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-        return {
-            "accuracy": correct / tot,
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "roc_auc": _auc_from_weights(y, s, w),
-            "log_loss": (w @ ll_terms) / tot,
-            "brier": (w @ (s - y) ** 2) / tot,
-        }
+        ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        out["log_loss"] = (w @ ll) / tot
+        out["brier"] = (w @ (s - y) ** 2) / tot
+    return out
 
 
 def classification_metrics(
@@ -152,7 +159,7 @@ def classification_metrics(
         return ClassificationMetrics(
             0, dropped, 0, nan, nan, nan, nan, nan, nan, nan, float(threshold), pos_label
         )
-    vals = _classification_from_weights(y, s, np.ones((1, n)), threshold)
+    vals = _binary_from_weights(y, s, np.ones((1, n)), threshold)
     # exact sums for the point figures (weights of 1 keep the matrix path exact too)
     return ClassificationMetrics(
         n=n,
@@ -275,7 +282,7 @@ def bootstrap_ci(
         def compute(w: np.ndarray) -> dict[str, np.ndarray]:
             if metric == "roc_auc":
                 return {"roc_auc": _auc_from_weights(y, s, w)}
-            return _classification_from_weights(y, s, w, threshold)
+            return _binary_from_weights(y, s, w, threshold)
     else:
         if metric not in REGRESSION_METRICS:
             raise ValueError(f"unknown regression metric {metric!r}; known: {REGRESSION_METRICS}")

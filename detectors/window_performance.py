@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.performance import (
-    _auc_from_weights,
+    _binary_from_weights,
     _bootstrap_weights,
     _regression_from_weights,
+    _safe_div,
     regression_points,
 )
 
@@ -124,41 +125,7 @@ def _intervals(
     return out
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den``, 0 where ``den`` is 0 (scikit-learn's ``zero_division`` default)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-
-
 # --------------------------------------------------------------------------- binary
-
-
-def _binary_from_weights(
-    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool
-) -> dict[str, np.ndarray]:
-    pred = (s >= threshold).astype(np.float64)
-    tot = w.sum(axis=1)
-    tp = w @ (pred * y)
-    fp = w @ (pred * (1 - y))
-    fn = w @ ((1 - pred) * y)
-    correct = w @ (pred == y).astype(np.float64)
-    nan = np.full(w.shape[0], np.nan)
-    out = {
-        "accuracy": correct / tot,
-        "precision": _safe_div(tp, tp + fp),
-        "recall": _safe_div(tp, tp + fn),
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
-        "roc_auc": _auc_from_weights(y, s, w),
-        "log_loss": nan,
-        "brier": nan,
-    }
-    if probabilities:
-        eps = np.finfo(np.float64).eps
-        p = np.clip(s, eps, 1 - eps)
-        ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-        out["log_loss"] = (w @ ll) / tot
-        out["brier"] = (w @ (s - y) ** 2) / tot
-    return out
 
 
 def binary_performance(
