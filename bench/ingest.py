@@ -99,28 +99,34 @@ def bare(bootstrap: str, topic: str, n: int) -> float:
     return n / dt
 
 
-def ours(bootstrap: str, topic: str, n: int, folder: Path) -> float:
+def write_config(folder: Path, *, kafka: str, extra: str = "") -> Path:
+    """The bench model's config (and its reference) in ``folder``: ``kafka`` lines under
+    [kafka], ``extra`` tables after the model."""
+    folder.mkdir(parents=True, exist_ok=True)
     write_reference(folder / "reference.csv")
-    (folder / "config.toml").write_text(
+    path = folder / "config.toml"
+    path.write_text(
         f"""
 [daemon]
 state_dir = "state"
 http_listen = "127.0.0.1:{free_port()}"
 log_level = "warning"
 [kafka]
-bootstrap_servers = ["{bootstrap}"]
-group_id = "ours"
-predictions_topic = "{topic}"
-session_timeout = "6s"
-heartbeat_interval = "1s"
+{kafka}
 [[models]]
 name = "bench"
 reference = "reference.csv"
 features.numerical = {NUM!r}
 features.categorical = {CAT!r}
 window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
-""".replace("'", '"')
+{extra}""".replace("'", '"')
     )
+    return path
+
+
+def ours(bootstrap: str, topic: str, n: int, folder: Path) -> float:
+    write_config(folder, kafka=f'bootstrap_servers = ["{bootstrap}"]\ngroup_id = "ours"\n'
+                 f'predictions_topic = "{topic}"\nsession_timeout = "6s"\nheartbeat_interval = "1s"')
     cfg = load_config(folder / "config.toml")
     d = Daemon(cfg, http=False)
     first: list[float] = []
@@ -156,23 +162,7 @@ def alert_latency(folder: Path, windows: int = 60, per_window: int = 500) -> lis
     secret = "whsec_" + "YmVuY2gtYWxlcnQtbGF0ZW5jeS1zZWNyZXQ="
     os.environ["DRIFTWARDEN_BENCH_HOOK"] = secret
     hook = WebhookSink(secret).start()
-    folder.mkdir(parents=True, exist_ok=True)
-    write_reference(folder / "reference.csv")
-    (folder / "config.toml").write_text(
-        f"""
-[daemon]
-state_dir = "state"
-http_listen = "127.0.0.1:{free_port()}"
-log_level = "warning"
-[kafka]
-bootstrap_servers = ["127.0.0.1:9"]
-predictions_topic = "predictions"
-[[models]]
-name = "bench"
-reference = "reference.csv"
-features.numerical = {NUM!r}
-features.categorical = {CAT!r}
-window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
+    write_config(folder, kafka='bootstrap_servers = ["127.0.0.1:9"]\npredictions_topic = "predictions"', extra=f"""
 [[rules]]
 name = "drift"
 metric = "drift_share"
@@ -183,8 +173,7 @@ notifiers = ["hook"]
 type = "webhook"
 url = "{hook.url}"
 secret_env = "DRIFTWARDEN_BENCH_HOOK"
-""".replace("'", '"')
-    )
+""")
     d = Daemon(load_config(folder / "config.toml"), http=False)
     p = d.pipeline
     p.adopt([0], generation=None)
