@@ -98,10 +98,9 @@ def _shared_store(cfg: Any, *, write: bool) -> Any:
     return _checked_version(store, where, version)
 
 
-def _checked_version(store: Any, where: str, version: int | None = None) -> Any:
-    """``store`` when its schema is this driftwarden's; else closed and a :class:`CliError`."""
-    version = store.schema_version() if version is None else version
-    path = where
+def _checked_version(store: Any, path: str, version: int) -> Any:
+    """``store`` (at ``path``, its schema ``version``) when the schema is this driftwarden's;
+    else closed and a :class:`CliError`."""
     latest = latest_schema()
     if version < latest:
         store.close()
