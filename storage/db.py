@@ -25,7 +25,7 @@ from typing import Any
 from storage.dialect import SQLITE_DIALECT, Dialect
 from storage.limits import DeadLetterCap
 from storage.records import iso
-from storage.schema import MIGRATIONS
+from storage.schema import MIGRATIONS, PostgresOnly
 
 DB_FILENAME = "driftwarden.db"
 
@@ -136,6 +136,12 @@ class Store:
         with self._lock:
             return [r[1] for r in self.conn.execute("SELECT * FROM pragma_table_info(?)", (table,))]
 
+    def page_cache(self, kib: int) -> None:
+        """Let this connection cache up to ``kib`` KiB of database pages (SQLite's default
+        is 2 MiB; the label join's random updates want its index's inner pages kept)."""
+        with self._lock:
+            self.conn.execute(f"PRAGMA cache_size = -{int(kib)}")
+
     def lock(self, *keys: str) -> None:
         """Serialize read-modify-write sections between instances sharing the store
         (see :mod:`storage.dialect`). One SQLite writer excludes all others: nothing to do."""
@@ -189,9 +195,11 @@ class Store:
         with self._lock:
             return self.conn.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row; returns the rows it changed in all (an insert
+        skipped by ``ON CONFLICT DO NOTHING`` changes none)."""
         with self._lock:
-            self.conn.executemany(sql, rows)
+            return self.conn.executemany(sql, rows).rowcount
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts (reads need no transaction)."""
@@ -221,7 +229,8 @@ class Store:
                 continue
             with self.transaction():
                 for sql in statements:
-                    self.conn.execute(sql)
+                    if not isinstance(sql, PostgresOnly):
+                        self.conn.execute(sql)
                 self.conn.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (version, description, iso(datetime.now(UTC))),

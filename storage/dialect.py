@@ -42,16 +42,24 @@ Checklist for a new query module (what the coordinator checks when porting one)
    change under the transaction: ``store.dialect.for_update``. Read-modify-write
    of rows no key covers (e.g. "insert if none is firing"): ``store.lock(key)``
    inside the transaction (a PostgreSQL advisory lock, a no-op on SQLite).
-10. Nothing file-specific (``PRAGMA``, ``VACUUM``, ``sqlite_master``) outside
+10. A column that holds values of any type (a score or a class name: SQLite's
+    typeless ``BLOB`` column, ``jsonb`` on PostgreSQL, see migration 9): pass each
+    value through ``store.dialect.variant`` (JSON text for PostgreSQL; SQLite takes
+    the value itself). Both give it back as the Python value it was.
+11. Nothing file-specific (``PRAGMA``, ``VACUUM``, ``sqlite_master``) outside
     :mod:`storage.db`; test the module with the parametrized ``store`` fixture
     (``tests/storage/conftest.py``), which runs it on both stores.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+
+import orjson
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -72,6 +80,20 @@ class Dialect:
         if self.name == POSTGRESQL:
             return f"json_array_elements_text(CAST({expr} AS json)) AS j(value)"
         return f"json_each({expr}) AS j"
+
+    @property
+    def encodes_variants(self) -> bool:
+        """Whether :meth:`variant` changes values (callers may skip it when not)."""
+        return self.name == POSTGRESQL
+
+    def variant(self, value: Any) -> Any:
+        """``value`` (a float, an int, a str or None) as a column of any type takes it: on
+        PostgreSQL JSON text for ``jsonb``, NaN and None as NULL (as SQLite stores NaN)."""
+        if self.name != POSTGRESQL:
+            return value
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return orjson.dumps(value).decode()
 
 
 SQLITE_DIALECT = Dialect(SQLITE, for_update="", skip_locked="")

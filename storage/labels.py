@@ -3,8 +3,13 @@
 One function per question; every write is meant to run inside the pipeline's
 flush transaction (``store.transaction()``), together with the windows and the
 stream state, so the join and the Kafka offsets it accounts for move together.
-Lists of ids travel as one JSON array parameter (``json_each``), so a probe of
-10,000 ids is one statement.
+Lists of ids travel as one JSON array parameter (``store.dialect.json_values``),
+so a probe of 10,000 ids is one statement.
+
+One copy of each query serves SQLite and PostgreSQL (:mod:`storage.dialect`).
+Predictions and labels are floats or class names: SQLite keeps them as they are in
+its typeless columns, PostgreSQL in ``jsonb`` (``store.dialect.variant``); both
+give back the Python values that went in.
 
 Times are event times in epoch milliseconds. A label's *position* is
 ``partition << 40 | offset``: with its ``ts`` it orders labels of the same id
@@ -13,7 +18,7 @@ Times are event times in epoch milliseconds. A label's *position* is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +52,16 @@ def _ids(ids: Iterable[str]) -> str:
     return orjson.dumps(list(ids)).decode()
 
 
+def _variants(store: Store, rows: Iterable[tuple[Any, ...]], at: Sequence[int]) -> Iterable[tuple[Any, ...]]:
+    """``rows`` with the values at positions ``at`` as ``store``'s any-type columns take
+    them (unchanged, and not copied, on SQLite)."""
+    d = store.dialect
+    if not d.encodes_variants:
+        return rows
+    enc: Callable[[Any], Any] = d.variant
+    return (tuple(enc(v) if i in at else v for i, v in enumerate(r)) for r in rows)
+
+
 # --------------------------------------------------------------------------- predictions
 
 
@@ -62,11 +77,11 @@ def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, 
     label_pos) with the label they carry so far (plain tuples: this runs per label)."""
     if not ids:
         return {}
-    # the ids drive the loop (CROSS JOIN keeps that order): written as ``event_id IN
-    # (...)``, SQLite walks every row of the model by the primary key instead
+    # the ids drive the loop (SQLite's CROSS JOIN keeps that order): written as
+    # ``event_id IN (...)``, SQLite walks every row of the model by the primary key instead
     rows = store.execute(
-        "SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM json_each(?) AS j"
-        " CROSS JOIN label_predictions AS p ON p.model = ? AND p.event_id = j.value",
+        f"SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM {store.dialect.json_values('?')}"
+        " CROSS JOIN label_predictions AS p WHERE p.model = ? AND p.event_id = j.value",
         (_ids(ids), model),
     ).fetchall()
     return {r[0]: r for r in rows}
@@ -81,20 +96,20 @@ def insert_predictions(
     same plus (label, label_ts, label_pos), for predictions whose label came first.
     A NaN prediction is stored as NULL. Returns how many were inserted.
     """
-    before = store.conn.total_changes
     lit = _literal(model)
-    store.executemany(
-        "INSERT OR IGNORE INTO label_predictions (model, event_id, version, ts, segments, prediction)"
-        f" VALUES ({lit},?,?,?,?,?)",
-        rows,
+    # DO NOTHING without a target: a held id conflicts on (model, event_id), not on the key
+    inserted = store.executemany(
+        "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction)"
+        f" VALUES ({lit},?,?,?,?,?) ON CONFLICT DO NOTHING",
+        _variants(store, rows, (4,)),
     )
     if labelled:
-        store.executemany(
-            "INSERT OR IGNORE INTO label_predictions (model, event_id, version, ts, segments, prediction,"
-            f" label, label_ts, label_pos) VALUES ({lit},?,?,?,?,?,?,?,?)",
-            labelled,
+        inserted += store.executemany(
+            "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction,"
+            f" label, label_ts, label_pos) VALUES ({lit},?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            _variants(store, labelled, (4, 5)),
         )
-    return store.conn.total_changes - before
+    return inserted
 
 
 def set_labels(store: Store, model: str, rows: Sequence[tuple[Any, int, int, int, str]]) -> None:
@@ -103,7 +118,7 @@ def set_labels(store: Store, model: str, rows: Sequence[tuple[Any, int, int, int
     store.executemany(
         "UPDATE label_predictions SET label = ?, label_ts = ?, label_pos = ?"
         f" WHERE model = {_literal(model)} AND ts = ? AND event_id = ?",
-        sorted(rows, key=lambda r: (r[3], r[4])),
+        _variants(store, sorted(rows, key=lambda r: (r[3], r[4])), (0,)),
     )
 
 
@@ -167,7 +182,7 @@ def early_labels(store: Store, model: str, ids: Sequence[str]) -> dict[str, Earl
         return {}
     rows = store.execute(
         "SELECT event_id, label, ts, pos FROM label_early WHERE model = ?"
-        " AND event_id IN (SELECT value FROM json_each(?))",
+        f" AND event_id IN (SELECT value FROM {store.dialect.json_values('?')})",
         (model, _ids(ids)),
     ).fetchall()
     return {r[0]: EarlyLabel(*r) for r in rows}
@@ -180,14 +195,15 @@ def upsert_early_labels(store: Store, model: str, rows: Sequence[EarlyLabel]) ->
         "INSERT INTO label_early (model, event_id, label, ts, pos) VALUES (?,?,?,?,?)"
         " ON CONFLICT (model, event_id) DO UPDATE SET label = excluded.label, ts = excluded.ts,"
         " pos = excluded.pos WHERE (excluded.ts, excluded.pos) > (label_early.ts, label_early.pos)",
-        [(model, e.event_id, e.label, e.ts, e.pos) for e in rows],
+        _variants(store, [(model, e.event_id, e.label, e.ts, e.pos) for e in rows], (2,)),
     )
 
 
 def delete_early_labels(store: Store, model: str, ids: Sequence[str]) -> None:
     if ids:
         store.execute(
-            "DELETE FROM label_early WHERE model = ? AND event_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM label_early WHERE model = ?"
+            f" AND event_id IN (SELECT value FROM {store.dialect.json_values('?')})",
             (model, _ids(ids)),
         )
 
@@ -206,7 +222,7 @@ def add_counters(store: Store, model: str, counts: Mapping[str, int]) -> None:
     if rows:
         store.executemany(
             "INSERT INTO label_counters (model, name, value) VALUES (?,?,?)"
-            " ON CONFLICT (model, name) DO UPDATE SET value = value + excluded.value",
+            " ON CONFLICT (model, name) DO UPDATE SET value = label_counters.value + excluded.value",
             rows,
         )
 
@@ -240,11 +256,11 @@ def recount_slots(store: Store, model: str, slots: Sequence[tuple[int, int]]) ->
     duplicate ids, whose windows the batch cannot tell)."""
     store.executemany(
         'INSERT INTO label_slots (model, start, "end", rows, labelled, dirty)'
-        " SELECT ?1, ?2, ?3, COUNT(*), COUNT(label), 0 FROM label_predictions"
-        " WHERE model = ?1 AND ts >= ?2 AND ts < ?3"
+        " SELECT ?, ?, ?, COUNT(*), COUNT(label), 0 FROM label_predictions"
+        " WHERE model = ? AND ts >= ? AND ts < ?"
         ' ON CONFLICT (model, start, "end") DO UPDATE SET rows = excluded.rows, labelled = excluded.labelled,'
-        " dirty = CASE WHEN computed_at IS NOT NULL THEN 1 ELSE dirty END",
-        [(model, s, e) for s, e in slots],
+        " dirty = CASE WHEN label_slots.computed_at IS NOT NULL THEN 1 ELSE label_slots.dirty END",
+        [(model, s, e, model, s, e) for s, e in slots],
     )
 
 
@@ -253,9 +269,9 @@ def add_to_slots(store: Store, model: str, counts: Sequence[tuple[int, int, int,
     figures the change affects is marked dirty (recomputed when due)."""
     store.executemany(
         'INSERT INTO label_slots (model, start, "end", rows, labelled, dirty) VALUES (?,?,?,?,?,0)'
-        ' ON CONFLICT (model, start, "end") DO UPDATE SET rows = rows + excluded.rows,'
-        " labelled = labelled + excluded.labelled,"
-        " dirty = CASE WHEN computed_at IS NOT NULL AND ? THEN 1 ELSE dirty END",
+        ' ON CONFLICT (model, start, "end") DO UPDATE SET rows = label_slots.rows + excluded.rows,'
+        " labelled = label_slots.labelled + excluded.labelled,"
+        " dirty = CASE WHEN label_slots.computed_at IS NOT NULL AND ? = 1 THEN 1 ELSE label_slots.dirty END",
         [(model, s, e, r, lab, int(ch)) for s, e, r, lab, ch in counts],
     )
 
@@ -301,9 +317,24 @@ def mark_dirty(store: Store, model: str, start: int, end: int) -> None:
     )
 
 
+def first_owed_start(store: Store, model: str) -> int | None:
+    """The start of the oldest slot with predictions still owing figures (not computed,
+    or dirty): its predictions must stay in the join. None when nothing is owed."""
+    row = store.execute(
+        "SELECT MIN(start) FROM label_slots WHERE model = ? AND (computed_at IS NULL OR dirty = 1) AND rows > 0",
+        (model,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def prune_slots(store: Store, model: str, end_before: int) -> int:
-    """Drop slots ending at or before ``end_before`` (their predictions are gone)."""
-    cur = store.execute('DELETE FROM label_slots WHERE model = ? AND "end" <= ?', (model, end_before))
+    """Drop slots ending at or before ``end_before`` whose figures are final (computed and
+    not dirty) or that hold no predictions; how many."""
+    cur = store.execute(
+        'DELETE FROM label_slots WHERE model = ? AND "end" <= ?'
+        " AND ((computed_at IS NOT NULL AND dirty = 0) OR rows = 0)",
+        (model, end_before),
+    )
     return int(cur.rowcount)
 
 
@@ -330,14 +361,20 @@ def write_performance(
     """
     wid = key.id
     store.execute(
-        'INSERT OR IGNORE INTO windows (id, model, version, segment, start, "end", rows, status,'
-        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,0,'open',?,0,?,'')",
+        'INSERT INTO windows (id, model, version, segment, start, "end", rows, status,'
+        " computed_at, late_rows, reference, error) VALUES (?,?,?,?,?,?,0,'open',?,0,?,'')"
+        " ON CONFLICT (id) DO NOTHING",
         (wid, key.model, key.version, key.segment, key.start, key.end, iso(computed_at), reference),
     )
     store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'performance'", (wid,))
+    # a figure named like a data figure of the window takes its row (the whole row)
     store.executemany(
-        'INSERT OR REPLACE INTO metrics (window_id, model, "column", metric, value, p_value,'
-        " threshold, drifted, test, family, ci_low, ci_high) VALUES (?,?,?,?,?,?,?,?,?,'performance',?,?)",
+        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value,'
+        " threshold, drifted, test, family, ci_low, ci_high) VALUES (?,?,?,?,?,?,?,?,?,'performance',?,?)"
+        ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
+        " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
+        " drifted = excluded.drifted, test = excluded.test, family = excluded.family,"
+        " ci_low = excluded.ci_low, ci_high = excluded.ci_high",
         [
             (
                 wid, key.model, m.column, m.metric, _num(m.value), _num(m.p_value), _num(m.threshold),
@@ -352,10 +389,13 @@ def data_figures(store: Store, window_ids: Sequence[str], prefix: str) -> dict[t
     """(window id, metric) -> value of the ``data`` figures whose name starts with ``prefix``."""
     if not window_ids:
         return {}
+    # substr, not a range ``metric >= prefix AND metric < prefix + U+10FFFF``: the range
+    # depends on the collation, which on PostgreSQL is the database's
     rows = store.execute(
-        "SELECT window_id, metric, value FROM metrics WHERE window_id IN (SELECT value FROM json_each(?))"
-        " AND family = 'data' AND metric >= ? AND metric < ?",
-        (_ids(window_ids), prefix, prefix + "\U0010ffff"),
+        "SELECT window_id, metric, value FROM metrics WHERE window_id IN"
+        f" (SELECT value FROM {store.dialect.json_values('?')})"
+        " AND family = 'data' AND substr(metric, 1, ?) = ?",
+        (_ids(window_ids), len(prefix), prefix),
     ).fetchall()
     return {(r[0], r[1]): r[2] for r in rows if r[2] is not None}
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -252,16 +252,19 @@ class PostgresStore(Store):
 
         return self._run(run)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row (psycopg pipelines them); returns the rows changed in all."""
+        params = [list(r) for r in rows]
+        if not params:
+            return 0
         q = to_postgres(sql, True)
 
-        def run(conn: Any) -> None:
+        def run(conn: Any) -> int:
             with conn.cursor() as cur:
-                cur.executemany(q, [list(r) for r in rows])
+                cur.executemany(q, params)
+                return max(int(cur.rowcount), 0)
 
-        self._run(run)
+        return int(self._run(run))
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts; the emulated ``rowid`` only when the query names it."""
@@ -285,6 +288,9 @@ class PostgresStore(Store):
             (table,),
         )
         return [r["column_name"] for r in rows if r["column_name"] != "rowid"]
+
+    def page_cache(self, kib: int) -> None:
+        """The server's shared buffers serve every connection: nothing to set per connection."""
 
     def lock(self, *keys: str) -> None:
         """Transaction-scoped advisory locks on ``keys`` (sorted, so two callers never
@@ -320,7 +326,7 @@ class PostgresStore(Store):
                 if self.query("SELECT 1 FROM schema_version WHERE version = ?", (version,)):
                     current = version
                     continue
-                for sql in statements:
+                for sql in statements:  # PostgresOnly ones too
                     self.execute(sql)
                 self.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",

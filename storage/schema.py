@@ -10,6 +10,15 @@ added by later migrations, never renamed (other programs read these tables).
 
 from __future__ import annotations
 
+
+class PostgresOnly(str):
+    """A migration statement for PostgreSQL alone: the step it takes has nothing to do on
+    SQLite (e.g. giving a typed column to what SQLite's typeless ``BLOB`` column already
+    holds). SQLite's :meth:`storage.db.Store.migrate` skips it; the version is recorded on both."""
+
+    __slots__ = ()
+
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
         1,
@@ -325,6 +334,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 content BLOB NOT NULL,
                 stored_at TEXT NOT NULL
             )""",
+        ],
+    ),
+    (
+        9,
+        "labels on PostgreSQL: predictions and labels keep their type (jsonb); the join tables"
+        " lose the emulated rowid (clustered by their key on SQLite, they have none there)",
+        [
+            # SQLite keeps each value's type in a BLOB column (a float score, a class name);
+            # PostgreSQL's bytea holds bytes only. jsonb holds numbers and strings and gives
+            # them back as they were (Python float/int and str). The join refused to run on
+            # PostgreSQL before this version, so the tables are empty; text is kept anyway.
+            PostgresOnly(
+                "ALTER TABLE label_predictions"
+                " ALTER COLUMN prediction TYPE jsonb USING to_jsonb(convert_from(prediction, 'UTF8')),"
+                " ALTER COLUMN label TYPE jsonb USING to_jsonb(convert_from(label, 'UTF8'))"
+            ),
+            PostgresOnly(
+                "ALTER TABLE label_early ALTER COLUMN label TYPE jsonb USING to_jsonb(convert_from(label, 'UTF8'))"
+            ),
+            # one insert per prediction: an identity column and its index would cost every one
+            PostgresOnly("ALTER TABLE label_predictions DROP COLUMN IF EXISTS rowid"),
+            PostgresOnly("ALTER TABLE label_early DROP COLUMN IF EXISTS rowid"),
+            PostgresOnly("ALTER TABLE label_counters DROP COLUMN IF EXISTS rowid"),
+            PostgresOnly("ALTER TABLE label_slots DROP COLUMN IF EXISTS rowid"),
         ],
     ),
 ]

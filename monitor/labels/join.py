@@ -65,9 +65,9 @@ MAX_SLOTS_PER_FLUSH = 16
 COMPUTE_SHARE = 0.25
 #: seconds of computation that can be saved up while there is nothing to compute
 COMPUTE_BURST_S = 5.0
-#: SQLite page cache of the store's connection with the join on (KiB, as PRAGMA
-#: cache_size takes it negative): labels land on random rows of the join table, and
-#: its index's inner pages then stay in memory instead of being re-read per label
+#: SQLite page cache of the store's connection with the join on (KiB): labels land on
+#: random rows of the join table, and its index's inner pages then stay in memory
+#: instead of being re-read per label
 CACHE_KIB = 32 * 1024
 
 
@@ -131,7 +131,7 @@ class LabelJoin:
         self.store = store
         self.wall = clock
         self.on_performance = on_performance
-        store.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        store.page_cache(CACHE_KIB)
         lab = config.labels
         self.ttl_ms = _ms(lab.ttl)
         self.early_ttl_ms = _ms(lab.early_ttl)
@@ -220,7 +220,7 @@ class LabelJoin:
                 return
             batch = batch.take(fresh)
         segs = self._segments(jm, batch)
-        # NaN scores are stored as NULL by SQLite itself
+        # NaN scores are stored as NULL (by SQLite itself; by storage.labels on PostgreSQL)
         values: list[Any] = batch.columns[jm.config.prediction].tolist()
         self._preds.setdefault(model, []).append(
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
@@ -536,19 +536,13 @@ class LabelJoin:
         # a prediction leaves once every window it belongs to ended more than ttl ago
         a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
         cutoff = a + jm.step_ms
-        owed = self.store.execute(
-            "SELECT MIN(start) FROM label_slots WHERE model = ? AND (computed_at IS NULL OR dirty = 1) AND rows > 0",
-            (name,),
-        ).fetchone()[0]
+        owed = db.first_owed_start(self.store, name)
         if owed is not None:
-            cutoff = min(cutoff, int(owed))
+            cutoff = min(cutoff, owed)
         _dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
         if unlabelled:
             counts["expired_predictions"] = counts.get("expired_predictions", 0) + unlabelled
-        self.store.execute(
-            'DELETE FROM label_slots WHERE model = ? AND "end" <= ? AND ((computed_at IS NOT NULL AND dirty = 0) OR rows = 0)',
-            (name, clock - self.ttl_ms),
-        )
+        db.prune_slots(self.store, name, clock - self.ttl_ms)
         unmatched = db.prune_early_labels(self.store, name, clock - self.early_ttl_ms)
         if unmatched:
             counts["unmatched_labels"] = counts.get("unmatched_labels", 0) + unmatched

@@ -56,7 +56,8 @@ def test_both_stores_have_the_same_tables_and_columns(store_target: StoreTarget,
     tables = [
         "windows", "metrics", "alerts", "deliveries", "silences", "dead_letters", "references",
         "stream_state", "stream_partitions", "dead_letter_volume", "dead_letter_totals",
-        "rule_detectors", "reference_members",
+        "rule_detectors", "reference_members", "label_predictions", "label_early", "label_counters",
+        "label_slots",
     ]  # fmt: skip
     for table in tables:
         assert store.columns(table) == sqlite.columns(table), table

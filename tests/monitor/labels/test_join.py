@@ -1,6 +1,7 @@
-"""The label join through the real Pipeline and a real SQLite store (no broker): delayed, early,
+"""The label join through the real Pipeline and a real store (no broker): delayed, early,
 duplicated, missing, unknown and expired labels; figures equal scikit-learn's on the joined rows;
-a late label changes only its performance window; the join does not depend on arrival order."""
+a late label changes only its performance window; the join does not depend on arrival order.
+Tests taking ``store_target`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.monitor.labels.helpers import (
     predictions,
     records,
 )
+from tests.store_targets import StoreTarget
 
 MIN = 60_000
 
@@ -92,10 +94,10 @@ def expected_figures(preds: list[dict[str, Any]], joined: dict[str, Any], window
     }
 
 
-def test_figures_equal_sklearn_on_the_joined_rows(tmp_path: Path) -> None:
+def test_figures_equal_sklearn_on_the_joined_rows(tmp_path: Path, store_target: StoreTarget) -> None:
     preds, labs = scenario()
     clock = Clock()
-    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock)
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock, target=store_target)
     feed(p, clock, records("predictions", preds), labels=False)
     feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
     settle(p, clock)
@@ -139,10 +141,10 @@ def test_figures_equal_sklearn_on_the_joined_rows(tmp_path: Path) -> None:
     assert d["column"] == "label" and d["test"] and d["threshold"] is not None
 
 
-def test_a_late_label_changes_its_performance_window_and_nothing_else(tmp_path: Path) -> None:
+def test_a_late_label_changes_its_performance_window_and_nothing_else(tmp_path: Path, store_target: StoreTarget) -> None:
     preds, labs = scenario(seed=4)
     clock = Clock()
-    _cfg, store, p = pipeline(label_config(tmp_path), clock)
+    _cfg, store, p = pipeline(label_config(tmp_path), clock, target=store_target)
     feed(p, clock, records("predictions", preds), labels=False)
     feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
     settle(p, clock)
@@ -199,10 +201,10 @@ def test_arrival_order_does_not_change_the_result(tmp_path: Path) -> None:
     assert results[0] == results[1] == results[2]
 
 
-def test_expired_unmatched_and_unlabelled_are_counted(tmp_path: Path) -> None:
+def test_expired_unmatched_and_unlabelled_are_counted(tmp_path: Path, store_target: StoreTarget) -> None:
     preds = predictions(windows=3, per_window=100)
     clock = Clock()
-    _cfg, store, p = pipeline(label_config(tmp_path, ttl="1h", early_ttl="30m"), clock)
+    _cfg, store, p = pipeline(label_config(tmp_path, ttl="1h", early_ttl="30m"), clock, target=store_target)
     feed(p, clock, records("predictions", preds), labels=False)
     labs = labels_for(preds[:200])
     for ev in labs:

@@ -1,5 +1,5 @@
-"""Regression and multi-class models through the real Pipeline and store: numbers and classes as
-labels, figures equal scikit-learn's on the joined rows."""
+"""Regression and multi-class models through the real Pipeline and store (SQLite and PostgreSQL):
+numbers and classes as labels, figures equal scikit-learn's on the joined rows."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from tests.monitor.labels.helpers import (
     predictions,
 )
 from tests.monitor.labels.test_join import feed, settle
+from tests.store_targets import StoreTarget
 
 WID = "churn|v1||2026-11-23T12:{0:02d}:00.000Z|2026-11-23T12:{1:02d}:00.000Z"
 
 
 def run(
     tmp: Path, model_lines: str, preds: list[dict[str, Any]], labels: list[dict[str, Any]],
-    reference_classes: list[str] | None = None,
+    reference_classes: list[str] | None = None, target: StoreTarget | None = None,
 ) -> Any:
     cfg_path = label_config(tmp, n_boot=30)
     if reference_classes is not None:  # the reference's labels are these classes (at random)
@@ -38,14 +39,14 @@ def run(
     text = cfg_path.read_text().replace('[models.features]', model_lines + "\n[models.features]", 1)
     cfg_path.write_text(text)
     clock = Clock()
-    _cfg, store, p = pipeline(cfg_path, clock)
+    _cfg, store, p = pipeline(cfg_path, clock, target=target)
     feed(p, clock, [Rec("predictions", 0, i, NOW_MS, orjson.dumps(e)) for i, e in enumerate(preds)], labels=False)
     feed(p, clock, [Rec("labels", 0, i, NOW_MS, orjson.dumps(e)) for i, e in enumerate(labels)], labels=True)
     settle(p, clock)
     return store
 
 
-def test_regression(tmp_path: Path) -> None:
+def test_regression(tmp_path: Path, store_target: StoreTarget) -> None:
     preds = predictions(windows=3, per_window=200)
     rng = np.random.default_rng(3)
     truth = {}
@@ -57,7 +58,7 @@ def test_regression(tmp_path: Path) -> None:
     labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
     labels[5]["label"] = int(labels[5]["label"])  # an integer is a number too
     truth[labels[5]["event_id"]] = float(labels[5]["label"])
-    store = run(tmp_path, 'task = "regression"', preds, labels)
+    store = run(tmp_path, 'task = "regression"', preds, labels, target=store_target)
     for w in range(3):
         rows = preds[w * 200 : (w + 1) * 200]
         t = np.array([truth[r["event_id"]] for r in rows])
@@ -72,7 +73,7 @@ def test_regression(tmp_path: Path) -> None:
     assert metric(store, WID.format(0, 1), "label_drift") is not None  # against the reference's labels
 
 
-def test_multiclass(tmp_path: Path) -> None:
+def test_multiclass(tmp_path: Path, store_target: StoreTarget) -> None:
     preds = predictions(windows=3, per_window=200)
     rng = np.random.default_rng(4)
     classes = ["basic", "pro", "enterprise"]
@@ -84,7 +85,7 @@ def test_multiclass(tmp_path: Path) -> None:
     ts = {ev["event_id"]: int(ev["ts"]) + 600_000 for ev in preds}
     labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
     store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels,
-                reference_classes=classes)
+                reference_classes=classes, target=store_target)
     for w in range(3):
         rows = preds[w * 200 : (w + 1) * 200]
         t = np.array([truth[r["event_id"]] for r in rows], dtype=object)

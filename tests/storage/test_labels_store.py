@@ -1,0 +1,123 @@
+"""The label join's queries (storage/labels.py) on SQLite and PostgreSQL: values keep their
+Python type, duplicate ids are counted, early labels keep the latest, slots count and age."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from storage.labels import (
+    EarlyLabel,
+    add_counters,
+    add_to_slots,
+    data_figures,
+    delete_early_labels,
+    due_slots,
+    early_labels,
+    first_owed_start,
+    held_predictions,
+    insert_predictions,
+    label_counters,
+    list_slots,
+    mark_computed,
+    position,
+    prune_predictions,
+    prune_slots,
+    recount_slots,
+    set_labels,
+    slot_counts,
+    slot_labelled,
+    upsert_early_labels,
+)
+from storage.records import MetricRow, WindowKey
+from tests.store_targets import StoreTarget
+
+AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+BIG = position(3, 2**39 + 5)  # partition << 40 | offset: past 32 bits
+
+
+def test_predictions_and_labels_come_back_as_they_went_in(store_target: StoreTarget) -> None:
+    store = store_target.open()
+    with store.transaction():
+        n = insert_predictions(
+            store, "m",
+            [("a", "v1", 1000, "", 0.1), ("b", "v1", 1001, "", "pro"), ("c", "v1", 1002, "", math.nan),
+             ("a", "v1", 5000, "", 0.9)],  # a held id: the first stays
+            [("d", "v2", 1003, "x", 1e20, 2.5, 1500, BIG)],
+        )
+        assert n == 4
+        set_labels(store, "m", [("1", 1600, position(0, 7), 1000, "a"), (3.25, 1601, position(0, 8), 1001, "b")])
+    held = held_predictions(store, "m", ["a", "b", "c", "d", "zz"])
+    assert held == {
+        "a": ("a", 1000, "1", 1600, 7), "b": ("b", 1001, 3.25, 1601, 8),
+        "c": ("c", 1002, None, None, None), "d": ("d", 1003, 2.5, 1500, BIG),
+    }
+    assert type(held["a"][2]) is str and type(held["b"][2]) is float
+    rows = slot_labelled(store, "m", 0, 2000)
+    assert rows == [("v1", "", 0.1, "1"), ("v1", "", "pro", 3.25), ("v2", "x", 1e20, 2.5)]
+    assert slot_counts(store, "m", 0, 2000) == [("v1", "", 3, 2), ("v2", "x", 1, 1)]
+    with store.transaction():
+        assert prune_predictions(store, "m", 1002) == (2, 0)
+        assert prune_predictions(store, "m", 9999) == (2, 1)  # c was never labelled
+
+
+def test_early_labels_keep_the_latest_and_go(store_target: StoreTarget) -> None:
+    store = store_target.open()
+    with store.transaction():
+        upsert_early_labels(store, "m", [EarlyLabel("a", "0", 10, 1), EarlyLabel("b", 1.5, 10, BIG)])
+        # later ts wins; same ts: the later position; an older one changes nothing
+        upsert_early_labels(store, "m", [EarlyLabel("a", "1", 11, 0), EarlyLabel("b", 9.0, 9, BIG + 1)])
+    assert early_labels(store, "m", ["a", "b", "c"]) == {
+        "a": EarlyLabel("a", "1", 11, 0), "b": EarlyLabel("b", 1.5, 10, BIG),
+    }
+    with store.transaction():
+        delete_early_labels(store, "m", ["a"])
+    assert list(early_labels(store, "m", ["a", "b"])) == ["b"]
+
+
+def test_slots_and_counters(store_target: StoreTarget) -> None:
+    store = store_target.open()
+    with store.transaction():
+        insert_predictions(store, "m", [(f"e{i}", "v1", 60_000 + i, "", 0.5) for i in range(4)])
+        add_to_slots(store, "m", [(60_000, 120_000, 4, 0, True), (120_000, 180_000, 0, 0, False)])
+        add_counters(store, "m", {"predictions": 4, "joined": 0})
+        add_counters(store, "m", {"predictions": 2, "joined": 1})
+    assert label_counters(store)["m"]["predictions"] == 6 and label_counters(store)["m"]["joined"] == 1
+    due = due_slots(store, "m", clock_ms=200_000, delay_ms=60_000, coverage=1.0, recompute_before="9", limit=5)
+    assert [(s.start, s.end, s.rows) for s in due] == [(60_000, 120_000, 4)]
+    assert first_owed_start(store, "m") == 60_000
+    with store.transaction():
+        mark_computed(store, "m", 60_000, 120_000, AT)
+        # a label lands in the computed slot: it turns dirty
+        add_to_slots(store, "m", [(60_000, 120_000, 0, 1, True)])
+    [s, empty] = list_slots(store, "m")
+    assert (s.labelled, s.dirty, s.computed_at) == (1, True, "2026-11-23T12:00:00.000Z") and empty.rows == 0
+    assert first_owed_start(store, "m") == 60_000
+    with store.transaction():
+        recount_slots(store, "m", [(60_000, 120_000)])  # from the rows: 4 predictions, none labelled
+        assert prune_slots(store, "m", 200_000) == 1  # the empty one; the dirty one stays
+    [s] = list_slots(store, "m")
+    assert (s.rows, s.labelled, s.dirty) == (4, 0, True)
+
+
+def test_performance_rows_replace_only_their_family(store_target: StoreTarget) -> None:
+    from storage.labels import write_performance
+
+    store = store_target.open()
+    key = WindowKey("m", "v1", "", "2026-11-23T12:00:00.000Z", "2026-11-23T12:01:00.000Z")
+    with store.transaction():
+        write_performance(store, key, [MetricRow("", "accuracy", 0.5, ci_low=0.4, ci_high=0.6)], computed_at=AT)
+        store.execute(
+            "INSERT INTO metrics (window_id, model, \"column\", metric, value, family) VALUES (?,?,?,?,?,'data')",
+            (key.id, "m", "", "estimated_accuracy", 0.7),
+        )
+        write_performance(store, key, [MetricRow("", "accuracy", 0.75), MetricRow("", "f1", math.nan)], computed_at=AT)
+    rows = store.query('SELECT metric, value, ci_low, family FROM metrics ORDER BY metric')
+    assert rows == [
+        {"metric": "accuracy", "value": 0.75, "ci_low": None, "family": "performance"},
+        {"metric": "estimated_accuracy", "value": 0.7, "ci_low": None, "family": "data"},
+        {"metric": "f1", "value": None, "ci_low": None, "family": "performance"},
+    ]
+    assert store.query("SELECT status, rows FROM windows") == [{"status": "open", "rows": 0}]
+    assert data_figures(store, [key.id, "other"], "estimated_") == {(key.id, "estimated_accuracy"): 0.7}
+    assert data_figures(store, [key.id], "estimated_f") == {}
