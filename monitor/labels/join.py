@@ -31,6 +31,19 @@ drift windows), never expire them.
 Crash safety: the label topic's consumed offsets are part of the durable state
 written with the join, and records before them are skipped after a restart; the
 predictions' replayed rows are skipped too (they are in the join already).
+
+Several instances on one store: both topics are keyed by model and have the same
+partition count, so partition ``p`` of either topic carries the same models, and
+Kafka's range assignor gives both to one instance. A model's *home* is the
+partition its records come from; its durable join state (the clock) and the labels
+topic's offset of ``p`` are kept in the row of ``p`` in ``stream_partitions``
+(:meth:`partition_state`), which the pipeline writes fenced by its claim epoch in
+the flush transaction. On a shared store an instance writes the join of the
+models whose home it holds (:meth:`write`'s ``held``) and nothing else: whoever
+holds the claim of ``p`` is the only writer of its models' join rows, so a
+hand-over moves them as exactly as the windows (:mod:`storage.stream`). What
+has no home among the owned partitions (a labels topic with more partitions, on
+a store of one's own) is kept in the ``stream_state`` row ``labels`` as before.
 """
 
 from __future__ import annotations
@@ -161,6 +174,11 @@ class LabelJoin:
         self.clock_ms: dict[str, int] = {}
         #: per model: the wall clock (ms) that may mature windows while the model is idle
         self.idle_ms: dict[str, int] = {}
+        #: per model: the partition its records are read from (its state lives in that
+        #: partition's row; see the module documentation)
+        self.home: dict[str, int] = {}
+        #: labels-topic offsets of the older single-row state, until a partition's row has its own
+        self._legacy_offsets: dict[int, int] = {}
         self.last_activity: dict[str, datetime] = {}
         self._preds: dict[str, list[_Predictions]] = {}
         self._labels: dict[str, list[LabelBatch]] = {}
@@ -225,6 +243,7 @@ class LabelJoin:
         self._preds.setdefault(model, []).append(
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
         )
+        self.home.setdefault(model, int(batch.partition.min()))
         self._advance(model, int(batch.ts_ms.max()))
         self._dirty = True
 
@@ -242,6 +261,7 @@ class LabelJoin:
         for model, b in batches.items():
             if len(b):
                 self._labels.setdefault(model, []).append(b)
+                self.home.setdefault(model, min(b.partition))
                 self._advance(model, max(b.ts))
                 self._dirty = True
 
@@ -291,6 +311,7 @@ class LabelJoin:
             "clock": dict(self.clock_ms),
             "activity": dict(self.last_activity),
             "idle": dict(self.idle_ms),
+            "home": dict(self.home),
             "dirty": self._dirty,
         }
 
@@ -305,6 +326,7 @@ class LabelJoin:
         self.clock_ms = cp["clock"]
         self.last_activity = cp["activity"]
         self.idle_ms = cp["idle"]
+        self.home = cp["home"]
         self._dirty = cp["dirty"]
 
     # -- durability ---------------------------------------------------------------------
@@ -317,17 +339,30 @@ class LabelJoin:
     def wants_flush(self) -> bool:
         return self._dirty
 
-    def write(self, now: datetime, closed: Sequence[WindowKey] = ()) -> int:
+    def held(self, owned: Iterable[int]) -> list[str]:
+        """The models whose join this instance writes: on a shared store those whose home
+        is among the ``owned`` partitions (their writer is fenced by its claim); on a store
+        of one's own, every model."""
+        if not self.store.shared:
+            return list(self.models)
+        mine = set(owned)
+        return [m for m in self.models if self.home.get(m) in mine]
+
+    def write(self, now: datetime, closed: Sequence[WindowKey] = (), held: Iterable[str] | None = None) -> int:
         """Everything buffered, due computations and pruning; call inside the flush
         transaction. ``closed``: the drift windows stored in the same flush (a slot
         computed before its drift window closed is recomputed, for the estimation
-        error). Returns the number of performance windows written."""
+        error). ``held``: the models to write (see :meth:`held`; None: all). Returns the
+        number of performance windows written."""
         written = 0
         owed = False
+        mine = set(self.models if held is None else held)
         for key in closed:
-            if key.model in self.models and key.segment == "":
+            if key.model in mine and key.segment == "":
                 db.mark_dirty(self.store, key.model, _ms_of(key.start), _ms_of(key.end))
         for name, jm in self.models.items():
+            if name not in mine:
+                continue
             counts: dict[str, int] = {}
             slots: dict[tuple[int, int], list[int]] = {}
             self._write_predictions(jm, counts, slots)
@@ -549,24 +584,77 @@ class LabelJoin:
 
     # -- state ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "offsets": {str(p): o for p, o in self.positions.items()},
-            "clock": dict(self.clock_ms),
+    def partition_state(self, partition: int) -> dict[str, Any]:
+        """What the row of ``partition`` keeps of the join: the labels topic's next offset
+        of that partition (absent: nothing consumed yet) and the clocks of the models
+        whose home it is."""
+        out: dict[str, Any] = {
+            "clock": {m: self.clock_ms[m] for m, p in sorted(self.home.items()) if p == partition and m in self.clock_ms}
         }
+        if partition in self.positions:
+            out["offset"] = self.positions[partition]
+        return out
+
+    def remainder(self, owned: Iterable[int]) -> dict[str, Any]:
+        """The state no owned partition's row keeps (the single ``labels`` row): offsets of
+        labels partitions not owned, clocks of models without an owned home. Empty on a
+        shared store, where records of partitions not owned are not processed."""
+        if self.store.shared:  # one row for every instance would be overwritten by each
+            return {}
+        mine = set(owned)
+        offsets = {str(p): o for p, o in sorted(self.positions.items()) if p not in mine}
+        clock = {m: v for m, v in sorted(self.clock_ms.items()) if self.home.get(m) not in mine}
+        return {"offsets": offsets, "clock": clock} if offsets or clock else {}
 
     def restore(self, state: Mapping[str, Any] | None) -> dict[int, int]:
-        """Load durable state; returns the offset to resume each labels partition from."""
+        """Load the single-row state (``stream_state`` ``labels``: what no partition's row
+        keeps, or all of it for a store written before rows kept it); returns the offset
+        to resume each labels partition from. A partition's row, once claimed, takes
+        precedence (:meth:`resume_partition`)."""
         if not state:
             return {}
         self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
         self.positions = dict(self.replay_before)
+        self._legacy_offsets = dict(self.replay_before)
         self.clock_ms = {str(m): int(v) for m, v in state.get("clock", {}).items()}
         # idle since the restart, not since the last event before it: a model that stays
         # quiet still matures its windows once its idle_timeout has passed
         now = self.wall()
         self.last_activity = {m: now for m in self.clock_ms if m in self.models}
         return dict(self.replay_before)
+
+    def resume_partition(self, partition: int, state: Mapping[str, Any] | None) -> None:
+        """Take over ``partition``'s join state from its row (just claimed): where its labels
+        resume (records before are in the store already) and its models' clocks."""
+        offset = (state or {}).get("offset", self._legacy_offsets.get(partition))
+        self._legacy_offsets.pop(partition, None)
+        if offset is not None:
+            self.positions[partition] = self.replay_before[partition] = int(offset)
+        now = self.wall()
+        for m, v in (state or {}).get("clock", {}).items():
+            if m in self.models:
+                self.clock_ms[m] = int(v)
+                self.home[m] = partition
+                self.last_activity[m] = now
+
+    def forget(self, partitions: set[int]) -> list[str]:
+        """Drop what is held for ``partitions`` (another instance owns them now): positions,
+        buffered labels read from them, and everything of the models whose home they are
+        (their next owner resumes them from the store). Returns those models."""
+        for p in partitions:
+            self.positions.pop(p, None)
+            self.replay_before.pop(p, None)
+        gone = sorted(m for m, p in self.home.items() if p in partitions)
+        for m in gone:
+            for held in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels):
+                held.pop(m, None)  # type: ignore[attr-defined]
+        for m, bufs in list(self._labels.items()):
+            kept = [b for b in (_without(b, partitions) for b in bufs) if len(b)]
+            if kept:
+                self._labels[m] = kept
+            else:
+                del self._labels[m]
+        return gone
 
     def release_partitions(self, keep: set[int]) -> list[int]:
         """Forget the labels partitions not in ``keep`` (moved to another group member)."""
@@ -580,3 +668,13 @@ class LabelJoin:
         """Offsets of the labels topic safe to commit: all that is durable."""
         return dict(self.replay_before)
 
+
+def _without(b: LabelBatch, partitions: set[int]) -> LabelBatch:
+    """``b`` without the labels read from ``partitions``."""
+    keep = [i for i, p in enumerate(b.partition) if p not in partitions]
+    if len(keep) == len(b):
+        return b
+    return LabelBatch(
+        b.model, [b.event_id[i] for i in keep], [b.label[i] for i in keep], [b.ts[i] for i in keep],
+        [b.partition[i] for i in keep], [b.offset[i] for i in keep],
+    )

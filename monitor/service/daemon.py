@@ -102,9 +102,8 @@ class Daemon:
             raise
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         self.pipeline.register_initial_references()
+        # the single-row label state; each partition's row, once claimed, takes over
         self.pipeline.restore_labels()
-        #: where each partition of the labels topic resumes (durable state), until assigned
-        self._label_resume = dict(self.pipeline.label_resume)
         adopt_legacy_state(self.store, self.pipeline.topic, clock())
         #: registered references this instance could not use (not tried again)
         self._failed_references: set[str] = set()
@@ -239,15 +238,11 @@ class Daemon:
                     committed = await daemon._committed_async(daemon._owned())
                 daemon._on_assigned(committed)
                 if labels is not None and labels_topic is not None:
-                    lowned = daemon._owned(labels_topic)
-                    for p in labels.release_partitions(lowned):
-                        daemon._label_resume.pop(p, None)
+                    labels.release_partitions(daemon._owned(labels_topic))
                     for tp in assigned:
-                        if tp.topic != labels_topic:
-                            continue
-                        if tp.partition in daemon._label_resume:
-                            daemon._consumer.seek(tp, daemon._label_resume.pop(tp.partition))
-                        elif tp.partition in labels.positions:
+                        # where the join's durable state resumes (the claimed rows, or the
+                        # single-row state for partitions no row keeps)
+                        if tp.topic == labels_topic and tp.partition in labels.positions:
                             daemon._consumer.seek(tp, labels.positions[tp.partition])
                 daemon._notify_ready()
                 daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
@@ -384,6 +379,15 @@ class Daemon:
                 continue
             if tp.partition in seek:
                 self._consumer.seek(tp, seek[tp.partition])
+        # the labels partition of the same number goes with the claim (see monitor.labels.join)
+        labels = self.pipeline.labels
+        if labels is not None and labels.enabled and labels.topic is not None:
+            lowned = self._owned(labels.topic)
+            ltps = [TopicPartition(labels.topic, p) for p in wanted if p in lowned]
+            for tp in ltps:
+                if tp.partition not in refused and tp.partition in labels.positions:
+                    self._consumer.seek(tp, labels.positions[tp.partition])
+            tps = tps + ltps
         self._unclaimed = set(refused)
         self._claim_retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
         try:

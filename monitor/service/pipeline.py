@@ -202,6 +202,10 @@ class Pipeline:
             self.labels = LabelJoin(config, store, clock=clock, on_performance=on_performance, references=refs)
         #: where to resume each partition of the labels topic (from durable state)
         self.label_resume: dict[int, int] = {}
+        #: the single-row label state holds something (loaded, or committed by a flush):
+        #: then a flush rewrites it, emptied when every partition's row keeps its part
+        self._label_row = False
+        self._label_row_written = False
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -248,7 +252,9 @@ class Pipeline:
         """Load the label join's durable state (buffers, labels-topic offsets) into memory:
         where each labels partition resumes is then in :attr:`label_resume`."""
         if self.labels is not None:
-            self.label_resume = self.labels.restore(load_state(self.store, LABELS_STATE))
+            state = load_state(self.store, LABELS_STATE)
+            self._label_row = bool(state)
+            self.label_resume = self.labels.restore(state)
 
     def adopt(
         self, partitions: Iterable[int], generation: int | None, committed: Mapping[int, int] | None = None
@@ -316,6 +322,8 @@ class Pipeline:
             if c.offset is not None:
                 self.positions[p] = c.offset
                 self.replay_before[p] = c.offset
+            if self.labels is not None:
+                self.labels.resume_partition(p, c.state.get("labels"))
             for name, snap in c.state.get("models", {}).items():
                 rt = self.models.get(name)
                 if rt is None:
@@ -372,6 +380,8 @@ class Pipeline:
             self.claims.pop(p, None)
         self._closed = [c for c in self._closed if not (c[2] & partitions)]
         self._dead = [d for d in self._dead if d.partition not in partitions]
+        if self.labels is not None:
+            self.labels.forget(partitions)
         dropped, reset = 0, []
         for name, rt in self.models.items():
             hit = rt.windows.partitions & partitions or any(
@@ -525,6 +535,10 @@ class Pipeline:
         Records already reflected in durable state (re-read after a restart) are skipped.
         """
         if self.labels is not None:
+            if not self.auto_claim and self.store.shared:
+                # labels partition p carries the models of predictions partition p: its
+                # join belongs to p's owner, who resumes it from p's row (see monitor.labels.join)
+                records = [r for r in records if r.partition in self.claims]
             self._isolated(records, self._process_label_records)
 
     def _process_label_records(self, records: list[Any]) -> None:
@@ -656,6 +670,7 @@ class Pipeline:
         log_windows_stored(figs for _, figs, _ in self._closed)
         if self.labels is not None:
             self.labels.committed()
+            self._label_row = self._label_row_written
             self.stats.performance_windows += performance_windows
         self._closed.clear()
         self._dead.clear()
@@ -673,6 +688,8 @@ class Pipeline:
         with self.store.transaction():
             if self.auto_claim:
                 seen = set(self.positions) | {d.partition for d in self._dead}
+                if self.labels is not None:
+                    seen |= set(self.labels.positions)
                 for rt in self.models.values():
                     seen |= rt.windows.partitions
                 new = sorted(seen - set(self.claims))
@@ -682,7 +699,10 @@ class Pipeline:
                     )
                     self.claims.update({p: c.epoch for p, c in got.items() if c.ok})
             save_partitions(self.store, self.topic, self.owner, self._partition_writes(), now)
-            models = sorted({rt.config.name for rt, _, _ in self._closed})
+            held = self.labels.held(self.claims) if self.labels is not None else []
+            # the models whose alerts this flush may change, locked in one sorted go: a
+            # performance window's rules must not take a model's lock after another's
+            models = sorted({rt.config.name for rt, _, _ in self._closed} | set(held))
             if models:
                 self.store.lock(*(alert_lock_key(m) for m in models))
             if self._dead:
@@ -699,8 +719,13 @@ class Pipeline:
             if self.labels is None:
                 return 0
             closed = [figs.record.key for rt, figs, _ in self._closed if rt.config.window.by == "time"]
-            written = self.labels.write(now, closed)
-            save_state(self.store, LABELS_STATE, self.labels.snapshot())
+            written = self.labels.write(now, closed, held)
+            rest = self.labels.remainder(self.claims)
+            self._label_row_written = self._label_row
+            if rest or self._label_row:
+                # what no owned partition's row keeps (a store of one's own only)
+                save_state(self.store, LABELS_STATE, rest)
+                self._label_row_written = bool(rest)
             return written
 
     def _partition_writes(self) -> dict[int, PartitionWrite]:
@@ -712,10 +737,13 @@ class Pipeline:
             mine = rt.windows.partitions & owned
             if mine:
                 homes[min(mine)][name] = rt.windows.snapshot()
-        return {
-            p: PartitionWrite(self.claims[p], self.positions.get(p), {"models": homes[p]})
-            for p in sorted(owned)
-        }
+        out = {}
+        for p in sorted(owned):
+            state: dict[str, Any] = {"models": homes[p]}
+            if self.labels is not None:  # the labels partition of the same number (see monitor.labels.join)
+                state["labels"] = self.labels.partition_state(p)
+            out[p] = PartitionWrite(self.claims[p], self.positions.get(p), state)
+        return out
 
     def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> None:
         """Write one window and run the rules on it, in a savepoint of the flush transaction.

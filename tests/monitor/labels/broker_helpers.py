@@ -23,11 +23,16 @@ def _query(db: Path, sql: str) -> list[tuple[Any, ...]] | None:
 
 
 def label_offset(db: Path) -> int:
-    """Sum over partitions of the labels topic's durably consumed offsets."""
-    rows = _query(db, "SELECT state FROM stream_state WHERE name = 'labels'")
-    if not rows:
-        return 0
-    return sum(int(o) for o in orjson.loads(rows[0][0]).get("offsets", {}).values())
+    """Sum over partitions of the labels topic's durably consumed offsets (each kept in the
+    row of the predictions partition of the same number, or in the single-row state)."""
+    offsets: dict[int, int] = {}
+    for (state,) in _query(db, "SELECT state FROM stream_state WHERE name = 'labels'") or []:
+        offsets.update({int(p): int(o) for p, o in orjson.loads(state).get("offsets", {}).items()})
+    for part, state in _query(db, "SELECT partition, state FROM stream_partitions") or []:
+        off = orjson.loads(state).get("labels", {}).get("offset")
+        if off is not None:
+            offsets[int(part)] = int(off)
+    return sum(offsets.values())
 
 
 def slots_owed(db: Path) -> int:
