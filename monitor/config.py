@@ -1465,11 +1465,6 @@ def _post_checks(
             f"kafka.labels_topic: required by models[{labelled[0]}].performance.enabled;"
             ' expected a topic name like "labels", got "" (off)'
         )
-    if labelled and cfg.storage.url is not None:
-        problems.append(
-            f"models[{labelled[0]}].performance.enabled: the label join needs the SQLite store for now;"
-            " expected no storage.url (several instances on PostgreSQL do not join labels yet)"
-        )
     if cfg.kafka.labels_topic is not None and cfg.kafka.labels_topic == cfg.kafka.predictions_topic:
         problems.append(
             f"kafka.labels_topic: expected a topic other than predictions_topic, got {_show(cfg.kafka.labels_topic)}"

@@ -54,14 +54,6 @@ CASES: list[tuple[str, str, str, str]] = [
         ' "labels", got "" (off)',
     ),
     (
-        # the join keeps its state in the SQLite store only: refused, not a join that never runs
-        "labels-on-shared-postgresql",
-        ON,
-        '[storage]\nurl = "postgresql://driftwarden@127.0.0.1:5432/dw"\n',
-        "models[0].performance.enabled: the label join needs the SQLite store for now; expected no"
-        " storage.url (several instances on PostgreSQL do not join labels yet)",
-    ),
-    (
         "labels-topic-same",
         "",
         '[kafka]\npredictions_topic = "events"\nlabels_topic = "events"\n',
@@ -133,6 +125,14 @@ CASES: list[tuple[str, str, str, str]] = [
 )
 def test_bad_file_gives_exact_message(tmp_path: Path, model: str, rest: str, message: str) -> None:
     assert problems(tmp_path, rest, model) == [message]
+
+
+def test_the_label_join_is_accepted_on_a_shared_postgresql_store(tmp_path: Path) -> None:
+    """The join runs on both stores: performance with a storage.url loads (it was refused
+    while the join needed SQLite)."""
+    cfg = load(tmp_path, '[storage]\nurl = "postgresql://driftwarden@127.0.0.1:5432/dw"\n', model=ON)
+    assert cfg.storage.url == "postgresql://driftwarden@127.0.0.1:5432/dw"
+    assert cfg.models[0].performance.enabled is True and cfg.kafka.labels_topic == "labels"
 
 
 def test_defaults_and_a_full_label_setup(tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""Labels through the real broker on the shared PostgreSQL store, handed over between two daemons.
+
+Instance A joins the first half of the labels; instance B joins the group, A stops, so
+the partition of both topics moves (at B's join or at A's exit) and B resumes the join
+from the partition's row: the second half, a late label. The stored performance
+figures equal scikit-learn's on the joined rows and every counter is exact: no label
+was read twice across the hand-over, none lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from monitor.demo.broker import EmbeddedBroker, free_port
+from storage.labels import label_counters
+from storage.stream import partition_rows
+from tests.monitor.daemon_helpers import produce, wait_for
+from tests.monitor.fault_helpers import start_daemon, terminate, wait_ready
+from tests.monitor.labels.helpers import expected_join, label_config, metric
+from tests.monitor.labels.test_join import expected_figures, scenario
+from tests.store_targets import StoreTarget
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
+
+
+def durable_labels(store: object, topic: str) -> int:
+    """The labels topic's offset kept in the partition row (what the join made durable)."""
+    rows = partition_rows(store, topic)  # type: ignore[arg-type]
+    return sum(int(r["state"].get("labels", {}).get("offset") or 0) for r in rows)
+
+
+def owed(store: object) -> int:
+    return store.query(  # type: ignore[attr-defined]
+        "SELECT COUNT(*) AS n FROM label_slots WHERE (computed_at IS NULL AND rows > 0) OR dirty = 1"
+    )[0]["n"]
+
+
+def test_labels_joined_on_postgresql_across_a_hand_over(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    preds_topic, labels_topic = f"preds-{tag}", f"labels-{tag}"
+    broker.create_topic(preds_topic)
+    broker.create_topic(labels_topic)
+    preds, labs = scenario(seed=9)
+    payloads = [orjson.dumps(ev) for ev, _p, _o in labs]
+    half = len(payloads) // 2
+    cfgs = [
+        label_config(
+            tmp_path / name, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+            http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
+        )
+        for name in ("a", "b")
+    ]
+    reader = pg_target.reader()
+    produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds])
+    produce(broker.bootstrap, labels_topic, payloads[:half])
+    a = start_daemon(cfgs[0], log=tmp_path / "a.log")
+    b = None
+    try:
+        assert wait_ready(cfgs[0], timeout=60), "A not ready"
+        assert wait_for(lambda: durable_labels(reader, preds_topic) >= half, timeout=60)
+        b = start_daemon(cfgs[1], log=tmp_path / "b.log")
+        assert wait_ready(cfgs[1], timeout=60), "B not ready"
+        assert terminate(a) == 0
+        # the rest, and a label for an id that had none: read by B only
+        joined = expected_join(preds, labs, ttl_ms=3_600_000)
+        target = next(q for q in preds[400:600] if q["event_id"] not in joined)
+        late = {"event_id": target["event_id"], "model": "churn", "label": 1, "ts": int(target["ts"]) + 50 * 60_000}
+        produce(broker.bootstrap, labels_topic, [*payloads[half:], orjson.dumps(late)])
+        n = len(payloads) + 1
+        assert wait_for(lambda: durable_labels(reader, preds_topic) >= n and owed(reader) == 0, timeout=60), (
+            durable_labels(reader, preds_topic), owed(reader)
+        )
+        [row] = partition_rows(reader, preds_topic)
+        assert row["owner"] != "" and row["epoch"] >= 2  # claimed again after A
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                assert terminate(proc) == 0
+    labs = [*labs, (late, 0, len(payloads))]
+    joined = expected_join(preds, labs, ttl_ms=3_600_000)
+    c = label_counters(reader)["churn"]
+    assert c["labels"] == len(labs)  # none read twice across the hand-over
+    assert c["joined"] == len(joined) and c["duplicate_labels"] == len(labs) - len(joined)
+    assert c["predictions"] == len(preds) and c["duplicate_predictions"] == 0
+    ids = [r["window_id"] for r in reader.query(
+        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'"
+        " ORDER BY window_id")]  # fmt: skip
+    assert len(ids) >= 12
+    for wid in ids:
+        _m, _v, segment, start, _e = wid.split("|")
+        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
+        for name, value in expected_figures(preds, joined, start_ms, segment).items():
+            got = metric(reader, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
