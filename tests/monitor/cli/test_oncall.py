@@ -1,6 +1,9 @@
-"""The on-call command line against a real state dir: tables readable at 80 columns, the
+"""The on-call command line against a real store: tables readable at 80 columns, the
 versioned JSON, filters, windows show, dead letters (by reason, export), deliveries,
-silences; read commands never write or migrate; every error says what to fix."""
+silences; read commands never write or migrate; every error says what to fix.
+
+The commands on one seeded store run against a SQLite state dir (``--state-dir``) and
+against the shared PostgreSQL of a config (``-c FILE``): ``where`` gives the arguments."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
+from tests.store_targets import SqliteTarget, StoreTarget
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = (NOW - timedelta(hours=3)).replace(minute=0, second=0)
@@ -51,8 +55,33 @@ def _iso(ts: datetime) -> str:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
+    """A seeded SQLite state dir."""
     folder = tmp_path / "state"
     store = Store.in_state_dir(folder)
+    _seed(store)
+    store.close()
+    return folder
+
+
+@pytest.fixture
+def where(store_target: StoreTarget, tmp_path: Path) -> tuple[str, str]:
+    """The seeded store as the CLI is pointed at it: ``--state-dir DIR`` (SQLite) or
+    ``-c FILE`` (a config whose ``[storage] url`` is the test PostgreSQL)."""
+    store = store_target.open()
+    _seed(store)
+    store.close()
+    if isinstance(store_target, SqliteTarget):
+        return ("--state-dir", str(store_target.path.parent))
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    cfg = tmp_path / "pg.toml"
+    cfg.write_text(
+        store_target.storage_toml()
+        + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    )
+    return ("-c", str(cfg))
+
+
+def _seed(store: Store) -> None:
     with store.transaction():
         for i in range(6):
             start = DAY + timedelta(minutes=15 * i)
@@ -80,8 +109,6 @@ def state(tmp_path: Path) -> Path:
                                               alert_id="a1", model="churn", status="pending", attempts=3,
                                               last_error="HTTP 503 from https://retrain.example.com/hook: service unavailable",
                                               next_attempt_at=NOW + timedelta(minutes=2)))
-    store.close()
-    return folder
 
 
 @dataclass
@@ -123,8 +150,8 @@ def _fits(text: str) -> None:
     assert "…" not in text  # nothing cut
 
 
-def test_windows_table_fits_80_columns_and_shows_what_matters(state: Path) -> None:
-    out = ok("windows", "--state-dir", str(state), "--limit", "6")
+def test_windows_table_fits_80_columns_and_shows_what_matters(where: tuple[str, str]) -> None:
+    out = ok("windows", *where, "--limit", "6")
     _fits(out)
     assert "model churn" in out  # one model: said once, in the title
     assert LONG_SEGMENT in out  # the segment whole, on one line
@@ -137,12 +164,12 @@ def test_windows_table_fits_80_columns_and_shows_what_matters(state: Path) -> No
     assert re.search(r" \d\d:\d\d–\d\d:\d\d ", first), first
 
 
-def test_windows_filters_and_json(state: Path) -> None:
-    everything = doc("windows", "--state-dir", str(state), "--limit", "100")
+def test_windows_filters_and_json(where: tuple[str, str]) -> None:
+    everything = doc("windows", *where, "--limit", "100")
     assert everything["kind"] == "windows" and len(everything["items"]) == 13  # type: ignore[arg-type]
-    recent = doc("windows", "--state-dir", str(state), "--since", "1d", "--limit", "100")["items"]
+    recent = doc("windows", *where, "--since", "1d", "--limit", "100")["items"]
     assert len(recent) == 12  # type: ignore[arg-type]
-    drifted = doc("windows", "--state-dir", str(state), "--state", "drifted", "--limit", "100")["items"]
+    drifted = doc("windows", *where, "--state", "drifted", "--limit", "100")["items"]
     assert {(w["segment"], w["dataset_drift"]) for w in drifted} == {("", True), (LONG_SEGMENT, True)}  # type: ignore[index, union-attr]
     assert len(drifted) == 3  # type: ignore[arg-type]
     first = drifted[0]  # type: ignore[index]
@@ -151,23 +178,23 @@ def test_windows_filters_and_json(state: Path) -> None:
         {"column": "monthly_charges", "test": "wasserstein", "score": 1.09},
     ]
     assert first["ref"] == window_ref(first["id"])
-    insufficient = doc("windows", "--state-dir", str(state), "--state", "insufficient")["items"]
+    insufficient = doc("windows", *where, "--state", "insufficient")["items"]
     assert [w["status"] for w in insufficient] == ["insufficient"]  # type: ignore[index]
-    segment = doc("windows", "--state-dir", str(state), "--segment", "", "--model", "churn", "--limit", "100")["items"]
+    segment = doc("windows", *where, "--segment", "", "--model", "churn", "--limit", "100")["items"]
     assert {w["segment"] for w in segment} == {""}  # type: ignore[index]
-    assert doc("windows", "--state-dir", str(state), "--model", "fraud")["items"] == []
+    assert doc("windows", *where, "--model", "fraud")["items"] == []
 
 
-def test_windows_show_every_figure(state: Path) -> None:
-    items = doc("windows", "--state-dir", str(state), "--state", "drifted")["items"]
+def test_windows_show_every_figure(where: tuple[str, str]) -> None:
+    items = doc("windows", *where, "--state", "drifted")["items"]
     wid = items[0]["id"]  # type: ignore[index]
     ref = window_ref(wid)
-    out = ok("windows", "show", ref[:6], "--state-dir", str(state))
+    out = ok("windows", "show", ref[:6], *where)
     _fits(out)
     assert wid in out and "drift_share" in out and "(threshold 0.5) DRIFT" in out
     for expected in ("wasserstein", "chisquare", "0.83", "1.09", "0.04", "0.05"):
         assert expected in out, expected
-    full = doc("windows", "show", wid, "--state-dir", str(state))
+    full = doc("windows", "show", wid, *where)
     assert full["kind"] == "window"
     item = full["item"]
     figures = {(f["column"], f["metric"]): f for f in item["figures"]}  # type: ignore[index]
@@ -175,72 +202,72 @@ def test_windows_show_every_figure(state: Path) -> None:
     assert figures[("plan", "drift_score")] == {"column": "plan", "metric": "drift_score", "value": 0.04,
                                                 "p_value": 0.04, "threshold": 0.05, "drifted": False, "test": "chisquare"}
     assert figures[("", "drift_share")]["drifted"] is True
-    missing = cli("windows", "show", "ffffffff", "--state-dir", str(state))
+    missing = cli("windows", "show", "ffffffff", *where)
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
         'driftwarden: no window "ffffffff": give its ref (first column of `driftwarden windows`) or its full id'
     )
 
 
-def test_alerts_and_deliveries(state: Path) -> None:
-    out = ok("alerts", "--state-dir", str(state))
+def test_alerts_and_deliveries(where: tuple[str, str]) -> None:
+    out = ok("alerts", *where)
     _fits(out)
     assert "firing" in out and "critical" in out and "resolved" in out
-    firing = doc("alerts", "--state-dir", str(state), "--state", "firing")["items"]
+    firing = doc("alerts", *where, "--state", "firing")["items"]
     assert [a["id"] for a in firing] == ["a1"]  # type: ignore[index]
-    assert [a["id"] for a in doc("alerts", "--state-dir", str(state), "--since", "2h")["items"]] == ["a1"]  # type: ignore[index]
-    assert [a["id"] for a in doc("alerts", "--state-dir", str(state), "--model", "fraud")["items"]] == ["a2"]  # type: ignore[index]
-    _fits(ok("deliveries", "--state-dir", str(state)))
-    wide = cli("deliveries", "--state-dir", str(state), columns=160).stdout
+    assert [a["id"] for a in doc("alerts", *where, "--since", "2h")["items"]] == ["a1"]  # type: ignore[index]
+    assert [a["id"] for a in doc("alerts", *where, "--model", "fraud")["items"]] == ["a2"]  # type: ignore[index]
+    _fits(ok("deliveries", *where))
+    wide = cli("deliveries", *where, columns=160).stdout
     assert "HTTP 503 from https://retrain.example.com/hook: service unavailable" in wide
-    pending = doc("deliveries", "--state-dir", str(state), "--state", "pending")["items"]
+    pending = doc("deliveries", *where, "--state", "pending")["items"]
     assert [(d["id"], d["attempts"]) for d in pending] == [("d2", 3)]  # type: ignore[index]
-    assert [d["id"] for d in doc("deliveries", "--state-dir", str(state), "--notifier", "slack")["items"]] == ["d1"]  # type: ignore[index]
+    assert [d["id"] for d in doc("deliveries", *where, "--notifier", "slack")["items"]] == ["d1"]  # type: ignore[index]
 
 
-def test_dead_letters_list_by_reason_and_export(state: Path, tmp_path: Path) -> None:
-    out = ok("dead-letters", "--state-dir", str(state))
+def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path: Path) -> None:
+    out = ok("dead-letters", *where)
     _fits(out)
     assert "\x1b" not in out  # a payload cannot drive the terminal
     assert "\\x1b[31mred" in out and "[bold]x[/bold]" in out  # shown, not interpreted
-    wide = cli("dead-letters", "--state-dir", str(state), columns=160).stdout
+    wide = cli("dead-letters", *where, columns=160).stdout
     assert "bad_type: features.age expected number, got string" in wide
-    reasons = doc("dead-letters", "--by-reason", "--state-dir", str(state))
+    reasons = doc("dead-letters", "--by-reason", *where)
     assert reasons["kind"] == "dead_letter_reasons"
     assert [(r["code"], r["n"]) for r in reasons["items"]] == [("not_json", 2), ("bad_type", 1), ("unknown_model", 1)]  # type: ignore[index]
-    recent = doc("dead-letters", "--by-reason", "--since", "2h", "--state-dir", str(state))["items"]
+    recent = doc("dead-letters", "--by-reason", "--since", "2h", *where)["items"]
     assert [(r["code"], r["n"]) for r in recent] == [("not_json", 2), ("bad_type", 1)]  # type: ignore[index]
-    only = doc("dead-letters", "--reason", "not_json", "--state-dir", str(state))["items"]
+    only = doc("dead-letters", "--reason", "not_json", *where)["items"]
     assert [d["offset"] for d in only] == [11, 10]  # type: ignore[index]
     target = tmp_path / "letters.jsonl"
-    assert ok("dead-letters", "--export", str(target), "--state-dir", str(state)).strip() == (
+    assert ok("dead-letters", "--export", str(target), *where).strip() == (
         f"exported 4 dead letter(s) to {target}"
     )
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert [d["offset"] for d in lines] == [10, 11, 12, 7]  # oldest first
     assert lines[0]["payload"] == "not json" and lines[0]["payload_encoding"] == "utf-8"
     assert lines[3]["payload_encoding"] == "base64" and lines[3]["payload"] == "//4="
-    again = cli("dead-letters", "--export", str(target), "--state-dir", str(state))
+    again = cli("dead-letters", "--export", str(target), *where)
     assert again.returncode == 2
     assert again.stderr.strip() == f"driftwarden: --export: {target} exists; give a new file name (or - for stdout)"
 
 
-def test_silence_add_list_expire(state: Path) -> None:
-    out = ok("silence", "add", "--state-dir", str(state), "--model", "churn", "--for", "2h",
+def test_silence_add_list_expire(where: tuple[str, str]) -> None:
+    out = ok("silence", "add", *where, "--model", "churn", "--for", "2h",
              "--comment", "deploying v13", "--by", "alice")
     sid = out.split()[1]
     assert sid.startswith("sil_") and "churn / any rule until" in out
-    listed = doc("silence", "list", "--state-dir", str(state))["items"]
+    listed = doc("silence", "list", *where)["items"]
     assert [(s["id"], s["model"], s["created_by"], s["active"]) for s in listed] == [(sid, "churn", "alice", True)]  # type: ignore[index]
-    table = ok("silence", "list", "--state-dir", str(state))
+    table = ok("silence", "list", *where)
     _fits(table)
     assert sid in table and "deploying v13" in table
-    assert ok("silence", "expire", sid, "--state-dir", str(state)).strip() == f"silence {sid} expired"
-    assert doc("silence", "list", "--state-dir", str(state))["items"] == []
-    assert len(doc("silence", "list", "--all", "--state-dir", str(state))["items"]) == 1  # type: ignore[arg-type]
-    gone = cli("silence", "expire", sid, "--state-dir", str(state))
+    assert ok("silence", "expire", sid, *where).strip() == f"silence {sid} expired"
+    assert doc("silence", "list", *where)["items"] == []
+    assert len(doc("silence", "list", "--all", *where)["items"]) == 1  # type: ignore[arg-type]
+    gone = cli("silence", "expire", sid, *where)
     assert gone.returncode == 1 and f'no active silence "{sid}"' in gone.stderr
-    bad = cli("silence", "add", "--state-dir", str(state), "--model", "churn")
+    bad = cli("silence", "add", *where, "--model", "churn")
     assert bad.returncode == 2
     assert 'give either --for (like "2h") or --until' in bad.stderr
 
