@@ -1,5 +1,7 @@
 """The HTTP API, ``/metrics``, reports and the on-call CLI read a shared PostgreSQL store the
-way they read SQLite: the same stream seeded into each store gives the same answers."""
+way they read SQLite: the same stream seeded into each store gives the same answers. The
+model has the label join on, so its predictions wait in the join of each store and its
+counters and owed windows are among the answers."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from tests.monitor.web.test_metrics import scrape
 
 pytestmark = [pytest.mark.evidently]
 
+#: the label join on (predictions only: they wait for labels in the join's tables)
+JOIN = "performance = { enabled = true }"
 #: series that measure time or the process, not the stored figures
 VOLATILE = ("driftwarden_window_compute_seconds", "driftwarden_build_info", "driftwarden_uptime",
             "driftwarden_last_", "driftwarden_storage_", "driftwarden_retention_", "driftwarden_db_size")
@@ -61,6 +65,7 @@ def _reads(s: Seeded) -> dict[str, Any]:
 def sqlite_reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp, seeded_daemon(
         tmp_path_factory.mktemp("sqlite-reads"), mp, windows=6, shift_from=3, bad=[b"not json", b"[1]"],
+        model_extra=JOIN,
     ) as s:
         yield _reads(s)
 
@@ -70,7 +75,7 @@ def test_every_read_path_answers_the_same_on_postgresql(
 ) -> None:
     with seeded_daemon(
         tmp_path / "pg", monkeypatch, windows=6, shift_from=3, bad=[b"not json", b"[1]"],
-        storage=pg_target.storage_toml(),
+        storage=pg_target.storage_toml(), model_extra=JOIN,
     ) as s:
         assert s.daemon.store.shared and not (tmp_path / "pg" / "state" / "driftwarden.db").exists()
         got = _reads(s)
@@ -86,3 +91,6 @@ def test_every_read_path_answers_the_same_on_postgresql(
         assert got[key] == sqlite_reads[key], key
     assert got["/metrics"]["driftwarden_dataset_drifted"]  # the comparison is of something
     assert any(w["dataset_drift"] for w in got["windows --limit 100"]["items"])
+    joined = got["/metrics"]["driftwarden_label_join_total"]
+    assert ([("event", "predictions"), ("model", "churn")], 6 * 300.0) in joined
+    assert got["status"]["item"]["label_join"]["churn"]["predictions"] == 6 * 300
