@@ -13,6 +13,7 @@ segments by region, 10k events per 1-minute window) and 1M labels (shuffled, eac
 
     python bench/label_join.py            # 1M + 1M
     python bench/label_join.py --quick    # 100k + 100k, about a minute
+    python bench/label_join.py --quick --store postgres   # the same on an embedded PostgreSQL
 
 Ends with: RESULT joined_rows_per_s=… db_mb_per_million_pending=… ingest_ratio=…
 ingest_ratio_cpu=… join_cpu_share=… (events/s with the join / without, by wall time and
@@ -67,6 +68,7 @@ features.numerical = ["age", "tenure_days", "monthly_charges"]
 features.categorical = ["plan", "region"]
 window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
 {performance}
+{storage}
 """
 
 
@@ -109,7 +111,7 @@ def produce_stream(bootstrap: str, preds_topic: str, labels_topic: str, n: int) 
 
 
 def run_daemon(folder: Path, bootstrap: str, preds: str, labels: str, group: str, performance: bool,
-               until: str, n: int, commit_interval: str = "100ms") -> tuple[float, float, float]:
+               until: str, n: int, commit_interval: str = "100ms", storage: str = "") -> tuple[float, float, float]:
     """Run a daemon until ``n`` rows (``until`` = "rows") or labels (``"labels"``) are durable;
     returns (per second of wall time, per second of this process's CPU time, share of the
     consumer thread's CPU time spent in the label join), from the first record of that kind. The ingest runs flush at least every 100 ms, so the join's
@@ -119,7 +121,7 @@ def run_daemon(folder: Path, bootstrap: str, preds: str, labels: str, group: str
     (folder / "config.toml").write_text(CONFIG.format(
         port=free_port(), bootstrap=bootstrap, group=group, preds=preds, labels=labels,
         commit_interval=commit_interval,
-        performance="[models.performance]\nenabled = true" if performance else "",
+        performance="[models.performance]\nenabled = true" if performance else "", storage=storage,
     ))
     cfg = load_config(folder / "config.toml")
     d = Daemon(cfg, http=False)
@@ -169,6 +171,45 @@ def run_daemon(folder: Path, bootstrap: str, preds: str, labels: str, group: str
     return n / dt, n / cpu, share
 
 
+class Databases:
+    """Where each daemon folder stores: its SQLite file, or a database of its own on one
+    embedded PostgreSQL (``--store postgres``)."""
+
+    def __init__(self, pg: object | None) -> None:
+        self.pg = pg
+        self.urls: dict[Path, str] = {}
+
+    def storage(self, folder: Path) -> str:
+        """The ``[storage]`` table of ``folder``'s daemon ("" for SQLite)."""
+        if self.pg is None:
+            return ""
+        if folder not in self.urls:
+            db = self.pg.create_database()  # type: ignore[attr-defined]
+            self.urls[folder] = self.pg.url(db).replace("postgres:@", "postgres@")  # type: ignore[attr-defined]
+        return f'[storage]\nurl = "{self.urls[folder]}"\n'
+
+    def size(self, folder: Path) -> int:
+        if self.pg is None:
+            return db_bytes(folder)
+        import psycopg
+
+        with psycopg.connect(self.urls[folder], autocommit=True) as conn:
+            conn.execute("VACUUM")  # as the SQLite figure counts used pages only
+            return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+    def scalar(self, folder: Path, sql: str) -> int:
+        if self.pg is None:
+            conn = sqlite3.connect(folder / "state" / "driftwarden.db")
+            try:
+                return int(conn.execute(sql).fetchone()[0])
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(self.urls[folder], autocommit=True) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+
 def db_bytes(folder: Path) -> int:
     db = folder / "state" / "driftwarden.db"
     conn = sqlite3.connect(db)
@@ -184,10 +225,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each ingest daemon (best kept)")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                    help="where the daemons store (postgres: an embedded server, one database each)")
     a = ap.parse_args()
     n = a.events or (100_000 if a.quick else 1_000_000)
     with EmbeddedBroker() as b, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        pg = None
+        if a.store == "postgres":
+            from monitor.demo.postgres import EmbeddedPostgres
+
+            pg = EmbeddedPostgres(root / "pg").start()
+        dbs = Databases(pg)
         for name in ("off", "on"):
             (root / name).mkdir()
             write_reference_csv(str(root / name / "reference.csv"), n=5000, label=True)
@@ -207,7 +256,8 @@ def main() -> None:
                 if not last:
                     folder.mkdir()
                     write_reference_csv(str(folder / "reference.csv"), n=5000, label=True)
-                runs[name].append(run_daemon(folder, b.bootstrap, "preds", "no-labels", f"{name}{rep}", perf, "rows", n))
+                runs[name].append(run_daemon(folder, b.bootstrap, "preds", "no-labels", f"{name}{rep}", perf, "rows", n,
+                                             storage=dbs.storage(folder)))
             print(f"  run {rep + 1}: without the join {runs['off'][-1][0]:,.0f} events/s "
                   f"({runs['off'][-1][1]:,.0f} per CPU-s), with it {runs['on'][-1][0]:,.0f} events/s "
                   f"({runs['on'][-1][1]:,.0f} per CPU-s; {runs['on'][-1][2]:.0%} of its consumer's CPU in the join)")
@@ -218,14 +268,15 @@ def main() -> None:
               f"  (wall {on / off:.2f}x, CPU {on_cpu / off_cpu:.2f}x)")
         share = sorted(r[2] for r in runs["on"])[len(runs["on"]) // 2]
         print(f"the join's share of the consumer thread's CPU: {share:.1%} (median of {a.repeat})")
-        mb = (db_bytes(root / "on") - db_bytes(root / "off")) / 2**20
+        mb = (dbs.size(root / "on") - dbs.size(root / "off")) / 2**20
         per_million = mb * 1_000_000 / n
         print(f"join table: {mb:.1f} MB for {n} pending predictions = {per_million:.1f} MB per million")
-        joined, joined_cpu, _share = run_daemon(root / "on", b.bootstrap, "preds", "labels", f"on{a.repeat - 1}", True, "labels", n_labels, "5s")
-        conn = sqlite3.connect(root / "on" / "state" / "driftwarden.db")
-        perf = conn.execute("SELECT COUNT(DISTINCT window_id) FROM metrics WHERE family = 'performance'").fetchone()[0]
-        labelled = conn.execute("SELECT COUNT(label) FROM label_predictions").fetchone()[0]
-        conn.close()
+        joined, joined_cpu, _share = run_daemon(root / "on", b.bootstrap, "preds", "labels", f"on{a.repeat - 1}", True,
+                                                "labels", n_labels, "5s", storage=dbs.storage(root / "on"))
+        perf = dbs.scalar(root / "on", "SELECT COUNT(DISTINCT window_id) FROM metrics WHERE family = 'performance'")
+        labelled = dbs.scalar(root / "on", "SELECT COUNT(label) FROM label_predictions")
+        if pg is not None:
+            pg.stop()
         print(f"labels through the join: {joined:,.0f} labels/s, {joined_cpu:,.0f} per CPU-second"
               f" ({labelled} predictions labelled, {perf} performance windows)")
     print(
