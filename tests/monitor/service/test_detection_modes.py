@@ -18,6 +18,7 @@ from monitor.config import Config, parse_config
 from monitor.ingest.batch import ColumnBatch
 from monitor.service.pipeline import Pipeline
 from storage.db import Store
+from tests.store_targets import StoreTarget
 
 HOUR = 3_600_000
 CATS = np.array(["a", "b", "c"], dtype=object)
@@ -192,14 +193,16 @@ def test_rolling_differs_from_fixed_on_a_trending_stream(tmp_path: Path) -> None
     assert rolling.query("SELECT COUNT(*) AS n FROM reference_members")[0]["n"] <= 4
 
 
-def test_rolling_reference_survives_a_restart(tmp_path: Path) -> None:
+def test_rolling_reference_survives_a_restart(tmp_path: Path, store_target: StoreTarget) -> None:
+    """On SQLite and PostgreSQL: the members come back from the store after a restart."""
     chunks = trending(10)
     model = {"reference_mode": "rolling", "reference_windows": 3}
-    whole = run(make_config(tmp_path / "a", model), chunks)
+    whole = run(make_config(tmp_path / "a", model), chunks, store=store_target.fresh().open())
     cfg = make_config(tmp_path / "b", model)
-    first = run(cfg, chunks[:6])
+    first = run(cfg, chunks[:6], store=store_target.open())
     first.close()
-    second = run(cfg, chunks[6:], first_offset=6 * 500)  # a new process: members from SQLite
+    # a new process: members from the store
+    second = run(cfg, chunks[6:], first_offset=6 * 500, store=store_target.open())
     assert figures(second) == figures(whole)
 
 
@@ -269,12 +272,14 @@ def test_cli_windows_shows_the_calibrated_thresholds(tmp_path: Path) -> None:
     assert all(f"≥{share:.2f}" in table.output for share in shares), table.output
 
 
-def test_rolling_members_are_kept_for_at_most_the_caps_worth_of_groups(tmp_path: Path) -> None:
+def test_rolling_members_are_kept_for_at_most_the_caps_worth_of_groups(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
     """Versions that come and go (a version per two windows here) must not leave their
-    member windows in memory and in reference_members forever."""
+    member windows in memory and in reference_members forever (on both stores)."""
     cfg = make_config(tmp_path, {"reference_mode": "rolling", "reference_windows": 1,
                                  "limits": {"max_versions": 2}})
-    store = Store.in_state_dir(cfg.daemon.state_dir, synchronous="NORMAL")
+    store = store_target.open()
     p = Pipeline(cfg, store)
     rng = np.random.default_rng(3)
     off = 0
