@@ -19,6 +19,7 @@ from storage.db import Store
 from tests.monitor.daemon_helpers import START
 from tests.monitor.labels.helpers import NOW_MS, Clock, Rec, label_config
 from tests.monitor.labels.test_join import settle
+from tests.store_targets import StoreTarget
 
 RULES = """
 [[rules]]
@@ -40,9 +41,11 @@ relative = true
 """
 
 
-def test_the_estimate_alerts_before_the_labels_confirm_it(tmp_path: Path) -> None:
+def test_the_estimate_alerts_before_the_labels_confirm_it(tmp_path: Path, store_target: StoreTarget) -> None:
+    """On SQLite and PostgreSQL: the estimates stored with the windows, the alerts judged on
+    performance windows, the estimation errors read back from the data figures."""
     cfg = load_config(label_config(tmp_path, extra=RULES, n_boot=0))
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = store_target.open()
     clock = Clock()
     alerting = Alerting(cfg, store, clock=clock)
     p = Pipeline(cfg, store, clock=clock, on_window=alerting.on_window, on_performance=alerting.on_performance)
