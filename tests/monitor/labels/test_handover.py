@@ -157,3 +157,30 @@ def test_the_single_row_state_of_older_versions_moves_into_the_partition_row(tmp
     assert label_counters(store)["churn"]["labels"] == 20
     assert partition_rows(store, "predictions")[0]["state"]["labels"] == {"offset": 60, "clock": {"churn": NOW_MS}}
     assert load_state(store, "labels") == {}
+
+
+def test_on_a_shared_store_labels_of_a_partition_not_held_are_left_to_its_owner(
+    tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """Labels partition 0 carries the models of predictions partition 0: an instance that
+    holds only partition 1 neither joins them nor moves their offset, and writes no join
+    row of their model, even with due windows of it in the store."""
+    cfg = load_config(label_config(tmp_path))
+    preds, labels = streams()
+    store = pg_target.open()
+    clock = Clock()
+    owner = instance(cfg, store, clock, "owner")
+    owner.adopt([0], generation=1)
+    run(owner, clock, preds[:300], labels[:300])
+    before = dump(store)
+    assert before["counters"]["churn"]["labels"] == 300
+    other = instance(cfg, pg_target.open(), clock, "other")
+    other.adopt([1], generation=1)
+    other.process_label_records(labels[300:600])
+    clock.advance(hours=1)  # the owner's windows are due by now: not the other's to compute
+    other.tick()
+    other.flush()
+    assert other.labels is not None and other.labels.positions == {} and not other.labels.has_pending
+    assert other.labels.held(other.claims) == []
+    assert dump(store) == before
+    assert partition_rows(store, "predictions")[0]["state"]["labels"]["offset"] == 300
