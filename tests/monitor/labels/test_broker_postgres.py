@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from monitor.demo.broker import EmbeddedBroker, free_port
+from storage.db import Store
 from storage.labels import label_counters
 from storage.stream import partition_rows
 from tests.monitor.daemon_helpers import produce, wait_for
@@ -28,14 +29,15 @@ from tests.store_targets import StoreTarget
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
 
 
-def durable_labels(store: object, topic: str) -> int:
+def durable_labels(store: Store, topic: str) -> int:
     """The labels topic's offset kept in the partition row (what the join made durable)."""
-    rows = partition_rows(store, topic)  # type: ignore[arg-type]
+    rows = partition_rows(store, topic)
     return sum(int(r["state"].get("labels", {}).get("offset") or 0) for r in rows)
 
 
-def owed(store: object) -> int:
-    return store.query(  # type: ignore[attr-defined]
+def owed(store: Store) -> int:
+    """Performance windows not computed yet, or computed before labels that came since."""
+    return store.query(
         "SELECT COUNT(*) AS n FROM label_slots WHERE (computed_at IS NULL AND rows > 0) OR dirty = 1"
     )[0]["n"]
 
