@@ -109,6 +109,7 @@ class Daemon:
         self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
+        self._label_partitions_warned = False
         self._claim_retry_at = 0.0
         self._consumer: Any = None
         self._last_flush = time.monotonic()
@@ -350,11 +351,34 @@ class Daemon:
             self.pipeline.topic_partitions = len(parts) if parts else None
         except Exception:  # noqa: BLE001
             self.pipeline.topic_partitions = None
+        self._check_label_partitions()
         # all of them, kept ones too: the claim records the new generation (a member of an
         # older one cannot take them back) and tells whether what we hold is still current
         self._unclaimed = set(owned)
         self._claim(force=True, committed=committed)
         self.ready.set()
+
+    def _check_label_partitions(self) -> None:
+        """On a shared store, labels partition N is joined by the owner of predictions
+        partition N (see :mod:`monitor.labels.join`): say so once when the two topics'
+        partition counts differ (labels of some models would then be joined by an
+        instance that does not hold them, or never)."""
+        labels = self.pipeline.labels
+        if self._label_partitions_warned or labels is None or labels.topic is None or not self.store.shared:
+            return
+        try:
+            n = self._consumer.partitions_for_topic(labels.topic)
+        except Exception:  # noqa: BLE001 - unknown: nothing to say
+            return
+        preds = self.pipeline.topic_partitions
+        if n and preds and len(n) != preds:
+            self._label_partitions_warned = True
+            log.warning(
+                "labels topic %s has %d partitions, predictions topic %d: with a shared store the"
+                " labels of partition N are joined by the owner of predictions partition N; give both"
+                " the same partition count and key both by model (README \"Scaling out\")",
+                labels.topic, len(n), preds,
+            )
 
     def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
         """Claim the assigned partitions not claimed yet, seek them to their stored state;
