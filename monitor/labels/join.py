@@ -646,8 +646,8 @@ class LabelJoin:
             self.replay_before.pop(p, None)
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
-            for held in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels):
-                held.pop(m, None)  # type: ignore[attr-defined]
+            for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels):
+                per_model.pop(m, None)  # type: ignore[attr-defined]
         for m, bufs in list(self._labels.items()):
             kept = [b for b in (_without(b, partitions) for b in bufs) if len(b)]
             if kept:
