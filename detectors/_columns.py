@@ -154,10 +154,15 @@ class PreparedColumn:
     """Reference state of one column, computed once.
 
     Numerical columns carry ``values`` (finite values in their original order,
-    for the few tests whose rounding depends on order), ``sorted_values``,
-    ``unique_values``/``unique_counts`` and moments; categorical columns carry
-    ``categories``/``counts``. ``n`` is the number of non-missing reference values
-    (the size Evidently's ``auto`` rule compares with 1000).
+    for the few tests whose rounding depends on order), ``sorted_values``, the
+    number of distinct values and moments; their ``unique_values``,
+    ``unique_counts`` and ``unique_cum_right`` are derived from ``sorted_values``
+    on first use and kept (only KS and the tests that treat numbers as
+    categories read them; Wasserstein, Jensen–Shannon and PSI never do, so a
+    model on the default tests does not hold three more reference-length arrays
+    per column). Categorical columns carry ``categories``/``counts``. ``n`` is
+    the number of non-missing reference values (the size Evidently's ``auto``
+    rule compares with 1000).
     """
 
     spec: ColumnSpec
@@ -167,9 +172,8 @@ class PreparedColumn:
     # numerical
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
     sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    unique_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    unique_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    unique_cum_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: distinct values among ``sorted_values`` (numerical; 0 for categorical columns)
+    n_distinct: int = 0
     mean: float = math.nan
     std: float = math.nan  # population std (ddof=0), as np.std
     var1: float = math.nan  # sample variance (ddof=1)
@@ -178,7 +182,8 @@ class PreparedColumn:
     # categorical (also used for numerical "values as categories" tests)
     categories: tuple[Any, ...] = ()
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))  # original order
+    #: category index of each non-missing value, original order (smallest unsigned int type)
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
     lookup: Any = None  # hash table of ``categories`` (pandas), for fast window factorisation
     category_index: Mapping[Any, int] = field(default_factory=dict)
     # fixed-bin mode (None when prepared with bins="evidently")
@@ -197,8 +202,31 @@ class PreparedColumn:
     @property
     def n_unique(self) -> int:
         if self.spec.kind == "numerical":
-            return int(self.unique_values.shape[0])
+            return self.n_distinct
         return len(self.categories)
+
+    @cached_property
+    def _unique_runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct values ascending, their counts, cumulative counts) of ``sorted_values``.
+
+        Computed once, on first use (cached on the instance; a race computes it twice,
+        identically). Every value distinct (the usual continuous column): the
+        values are ``sorted_values`` itself and the counts a read-only view of ones.
+        """
+        return _runs(self.sorted_values)
+
+    @property
+    def unique_values(self) -> np.ndarray:
+        return self._unique_runs[0]
+
+    @property
+    def unique_counts(self) -> np.ndarray:
+        return self._unique_runs[1]
+
+    @property
+    def unique_cum_right(self) -> np.ndarray:
+        """Number of reference values ``<=`` each distinct value (int64)."""
+        return self._unique_runs[2]
 
     def value_counts(self) -> tuple[tuple[Any, ...], np.ndarray]:
         """Distinct values and their counts (numerical: ascending floats)."""
@@ -258,35 +286,45 @@ def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedCo
     return _categorical_column(spec, cats, counts, codes, n_total, n_missing, bins)
 
 
+def _runs(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values, counts, cumulative counts) of the sorted array ``s``; empty arrays
+    for an empty ``s``. With no repeated value the distinct values are ``s`` itself (no
+    copy) and the counts a zero-memory read-only view of ones."""
+    n = int(s.shape[0])
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = _run_starts(s)
+    ends = np.append(starts[1:], n)
+    cum_right = ends.astype(np.int64)
+    if starts.shape[0] == n:
+        return s, np.broadcast_to(np.int64(1), (n,)), cum_right
+    return s[starts], (ends - starts).astype(np.int64), cum_right
+
+
+def _run_starts(s: np.ndarray) -> np.ndarray:
+    """Index of the first element of each run of equal values in the non-empty sorted ``s``."""
+    change = np.empty(s.shape[0], dtype=bool)
+    change[0] = True
+    np.not_equal(s[1:], s[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
 def _numerical_column(
     spec: ColumnSpec, clean: np.ndarray, s: np.ndarray, n_total: int, n_missing: int, bins: BinsMode
 ) -> PreparedColumn:
     n = int(s.shape[0])
     if n:
-        change = np.empty(n, dtype=bool)
-        change[0] = True
-        np.not_equal(s[1:], s[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        ends = np.append(starts[1:], n)
-        cum_right = ends.astype(np.int64)
-        if starts.shape[0] == n:
-            # every value distinct (the usual continuous column): no second copy of
-            # the sorted values, and counts of one as a zero-memory read-only view
-            uniques = s
-            ucounts = np.broadcast_to(np.int64(1), (n,))
-        else:
-            uniques = s[starts]
-            ucounts = (ends - starts).astype(np.int64)
+        n_distinct = int(np.count_nonzero(s[1:] != s[:-1])) + 1
         mean = float(np.mean(clean))
         std = float(np.std(clean))
         var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan
         lo, hi = float(s[0]), float(s[-1])
     else:
-        uniques = np.zeros(0)
-        ucounts = cum_right = np.zeros(0, dtype=np.int64)
+        n_distinct = 0
         mean = std = var1 = lo = hi = math.nan
     fixed_edges = fixed_keys = fixed_counts = None
     if bins == "fixed":
+        uniques, ucounts, _ = _runs(s)
         fixed_edges, fixed_keys = _fixed_numerical_bins(s, uniques)
         if fixed_edges is not None:
             fixed_counts = fixed_bin_counts(fixed_edges, s)
@@ -299,19 +337,24 @@ def _numerical_column(
         n=n,
         values=clean,
         sorted_values=s,
-        unique_values=uniques,
-        unique_counts=ucounts,
-        unique_cum_right=cum_right,
+        n_distinct=n_distinct,
         mean=mean,
         std=std,
         var1=var1,
         min=lo,
         max=hi,
-        counts=ucounts,
         fixed_edges=fixed_edges,
         fixed_keys=fixed_keys,
         fixed_ref_counts=fixed_counts,
     )
+
+
+def _compact_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:
+    """``codes`` (all in ``[0, n_categories)``) in the smallest unsigned integer type that holds
+    them: a reference keeps one code per row, 1 byte instead of 8 for up to 256 categories."""
+    if n_categories <= 1 << 8:
+        return codes.astype(np.uint8, copy=False)
+    return codes.astype(np.uint16 if n_categories <= 1 << 16 else np.uint32, copy=False)
 
 
 def _categorical_column(
@@ -329,7 +372,7 @@ def _categorical_column(
         n=int(counts.sum()),
         categories=cats,
         counts=counts,
-        codes=codes,
+        codes=_compact_codes(codes, len(cats)),
         lookup=category_lookup(cats),
         category_index={c: i for i, c in enumerate(cats)},
         fixed_keys=fixed_keys,
