@@ -109,14 +109,32 @@ def factorize_known(
     )
     if table is None or arr.dtype != object:
         return factorize_categories(arr)
-    n_total = int(arr.shape[0])
-    codes = table.lookup(arr).astype(np.intp, copy=False)
+    codes = lookup_codes(arr, table)
+    return factorize_looked_up(codes, arr[codes < 0], known)
+
+
+def lookup_codes(values: np.ndarray, table: Any) -> np.ndarray:
+    """Each value's index among the categories of ``table`` (from :func:`category_lookup`),
+    -1 for a value that is not one of them (a new category or a missing value)."""
+    return table.lookup(values).astype(np.intp, copy=False)
+
+
+def factorize_looked_up(
+    codes: np.ndarray, others: np.ndarray, known: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray, int, int]:
+    """:func:`factorize_known` from its two parts, so they can be computed piece by piece
+    (a sliding window's panes) and joined: ``codes`` from :func:`lookup_codes` (an intp
+    array, overwritten) and ``others``, the values where ``codes`` is -1, in order.
+
+    Returns (categories, counts, codes of the non-missing values, total rows, missing rows).
+    """
+    n_total = int(codes.shape[0])
     k = len(known)
-    other = np.flatnonzero(codes < 0)
     n_missing = 0
     new_cats: tuple[Any, ...] = ()
-    if other.shape[0]:
-        o_codes, o_uniques = pd.factorize(arr[other], use_na_sentinel=True)
+    if others.shape[0]:
+        other = np.flatnonzero(codes < 0)
+        o_codes, o_uniques = pd.factorize(others, use_na_sentinel=True)
         n_missing = int(np.count_nonzero(o_codes < 0))
         new_cats = tuple(o_uniques.tolist())
         codes[other] = np.where(o_codes >= 0, o_codes + k, -1)
@@ -491,6 +509,18 @@ class CurrentColumn:
                 fact = factorize_categories(values)
             self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
             self.n = int(self.counts.sum())
+
+    @classmethod
+    def looked_up(cls, codes: np.ndarray, others: np.ndarray, ref: PreparedColumn) -> CurrentColumn:
+        """A categorical column from its :func:`lookup_codes` against ``ref.lookup`` and the
+        values those codes miss (see :func:`factorize_looked_up`); equal to
+        ``CurrentColumn("categorical", values, ref)`` on the same values."""
+        self = cls.__new__(cls)
+        self.kind = "categorical"
+        fact = factorize_looked_up(codes, others, ref.categories)
+        self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
+        self.n = int(self.counts.sum())
+        return self
 
     @cached_property
     def sorted_values(self) -> np.ndarray:
