@@ -120,14 +120,20 @@ def _column_drift(
     )
 
 
+#: Wasserstein columns are scored together when reference and window each have at most this
+#: many values: the per-column overhead they save dominates small windows, while for large
+#: ones copying both sides into 2-d arrays costs more than it saves
+BATCH_MAX_VALUES = 8192
+
+
 def _batched_scores(jobs: Sequence[tuple[PreparedColumn, CurrentColumn, DriftTest]]) -> dict[int, float]:
     """Scores of the Wasserstein columns computed together, by job index: columns whose
-    reference and window sizes are equal form a group, scored in one 2-d pass
-    (:func:`wasserstein_many`, identical to one column at a time). Columns in no group
-    of two or more are left to :func:`_column_drift`."""
+    reference and window sizes are equal (both at most :data:`BATCH_MAX_VALUES`) form a
+    group, scored in one 2-d pass (:func:`wasserstein_many`, identical to one column at a
+    time). Columns in no group of two or more are left to :func:`_column_drift`."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (ref, cur, test) in enumerate(jobs):
-        if test.func is wasserstein and ref.n > 0 and cur.n > 0:
+        if test.func is wasserstein and 0 < ref.n <= BATCH_MAX_VALUES and 0 < cur.n <= BATCH_MAX_VALUES:
             groups.setdefault((ref.n, cur.n), []).append(i)
     out: dict[int, float] = {}
     for idx in groups.values():

@@ -14,6 +14,10 @@ from detectors._columns import CurrentColumn, PreparedReference, factorize_known
 #: at most this many new categories are listed per column (most frequent first)
 MAX_NEW_CATEGORIES = 50
 
+#: numerical columns of windows up to this many rows get their quality counts in one 2-d pass;
+#: above it the copy into a 2-d array costs more than the per-column calls it saves
+BATCH_MAX_ROWS = 4096
+
 
 @dataclass(frozen=True)
 class ColumnQuality:
@@ -84,7 +88,8 @@ def _numerical_batch(
     """:func:`_numerical_quality` of every numerical spec column given as a 1-d float64 array
     of the most common length, computed for all of them at once (one 2-d pass instead of a
     few numpy calls per column: most of a small window's quality time). The counts are
-    the same integers, so the shares are identical. Other columns are left out."""
+    the same integers, so the shares are identical. Other columns, and every column of a
+    window over :data:`BATCH_MAX_ROWS` rows, are left out (empty dict)."""
     names: list[str] = []
     arrays: list[np.ndarray] = []
     for spec in prepared.specs:
@@ -96,7 +101,7 @@ def _numerical_batch(
         return {}
     n = max({a.shape[0] for a in arrays}, key=[a.shape[0] for a in arrays].count)
     keep = [i for i, a in enumerate(arrays) if a.shape[0] == n]
-    if len(keep) < 2 or n == 0:
+    if len(keep) < 2 or n == 0 or n > BATCH_MAX_ROWS:
         return {}
     names = [names[i] for i in keep]
     m = np.stack([arrays[i] for i in keep])
