@@ -13,6 +13,7 @@ Evidently replaces ±inf with NaN and drops NaN); for categorical columns
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class PreparedColumn:
     """Reference state of one column, computed once.
 
     Numerical columns carry ``values`` (finite values in their original order,
-    for the few tests whose rounding depends on order), ``sorted_values``, the
+    for the few tests that read them; see :func:`prepare_reference`), ``sorted_values``, the
     number of distinct values and moments; their ``unique_values``,
     ``unique_counts`` and ``unique_cum_right`` are derived from ``sorted_values``
     on first use and kept (only KS and the tests that treat numbers as
@@ -188,7 +189,9 @@ class PreparedColumn:
     n_missing: int
     n: int
     # numerical
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
+    #: finite values in their original order; None when prepared without them (see
+    #: :func:`prepare_reference`), then reading :attr:`values` raises
+    ordered: np.ndarray | None = field(default_factory=lambda: np.zeros(0))
     sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: distinct values among ``sorted_values`` (numerical; 0 for categorical columns)
     n_distinct: int = 0
@@ -216,6 +219,20 @@ class PreparedColumn:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def values(self) -> np.ndarray:
+        """Finite values in their original order (numerical columns).
+
+        Raises ``ValueError`` for a column prepared without them: its spec's test does
+        not read them (prepare with ``keep_order=True`` to keep them anyway).
+        """
+        if self.ordered is None:
+            raise ValueError(
+                f"reference column {self.name!r} was prepared without its values in their original"
+                " order (its test does not read them): prepare_reference(..., keep_order=True)"
+            )
+        return self.ordered
 
     @property
     def n_unique(self) -> int:
@@ -296,10 +313,13 @@ def fixed_bin_counts(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray
     return np.concatenate(([below], np.diff(inner_cum), [above])).astype(np.int64)
 
 
-def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedColumn:
+def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode, keep_order: bool) -> PreparedColumn:
     if spec.kind == "numerical":
         clean, n_total, n_missing = clean_numerical(values)
-        return _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
+        col = _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
+        if keep_order or _reads_order(spec):
+            return col
+        return dataclasses.replace(col, ordered=None)
     cats, counts, codes, n_total, n_missing = factorize_categories(values)
     return _categorical_column(spec, cats, counts, codes, n_total, n_missing, bins)
 
@@ -353,7 +373,7 @@ def _numerical_column(
         n_total=n_total,
         n_missing=n_missing,
         n=n,
-        values=clean,
+        ordered=clean,
         sorted_values=s,
         n_distinct=n_distinct,
         mean=mean,
@@ -398,10 +418,25 @@ def _categorical_column(
     )
 
 
+def _reads_order(spec: ColumnSpec) -> bool:
+    """Whether the test of ``spec`` may read the reference's values in their original order
+    (``auto`` picks only tests that do not; an unknown name: assume it does)."""
+    from detectors.drift.registry import get_test  # noqa: PLC0415 - the registry imports this module
+
+    if spec.method == "auto":
+        return False
+    try:
+        return get_test(spec.method).reads_order
+    except KeyError:
+        return True
+
+
 def prepare_reference(
     ref_columns: Mapping[str, Any],
     specs: Sequence[ColumnSpec],
     bins: BinsMode = "evidently",
+    *,
+    keep_order: bool = False,
 ) -> PreparedReference:
     """Reduce reference data once to the state every window's tests need.
 
@@ -418,6 +453,12 @@ def prepare_reference(
       categorical columns), plus out-of-range bins (below the reference
       minimum, above the maximum, or an unseen value/category). Figures are
       stable across windows but no longer equal Evidently's.
+
+    A numerical column keeps its values in their original order (``values``) only
+    when its spec's test reads them (``DriftTest.reads_order``: the t-test,
+    Mann–Whitney, Anderson–Darling, Epps–Singleton; ``auto`` never picks one),
+    or with ``keep_order=True`` (needed by :func:`merge_prepared`); otherwise
+    only the sorted values, half of a model's reference memory.
 
     Raises ``KeyError`` if a spec names a column absent from ``ref_columns``
     and ``ValueError`` for duplicate spec names or an unknown ``bins`` mode.
@@ -436,7 +477,7 @@ def prepare_reference(
     for spec in specs:
         if spec.name not in ref_columns:
             raise KeyError(f"reference has no column {spec.name!r}")
-        col = _prepare_column(spec, ref_columns[spec.name], bins)
+        col = _prepare_column(spec, ref_columns[spec.name], bins, keep_order)
         cols[spec.name] = col
         rows = max(rows, col.n_total)
     if not specs:
@@ -450,7 +491,8 @@ def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
     Equal to :func:`prepare_reference` on the concatenated rows (in ``parts``
     order): numerical columns merge their already-sorted values (a merge of
     sorted runs, not a sort from scratch), categorical columns add their
-    counts. Every part must have the same specs and bins mode; raises
+    counts. Every part must have the same specs and bins mode and be prepared
+    with ``keep_order=True`` (the moments are recomputed in row order); raises
     ``ValueError`` otherwise or when ``parts`` is empty.
     """
     if not parts:

@@ -130,6 +130,7 @@ def _pairing(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     inclusive=True,
     evidently_name="wasserstein",
     aliases=("wasserstein_norm",),
+    reads_order=False,
 )
 def wasserstein(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Wasserstein-1 distance divided by the reference's standard deviation
@@ -147,6 +148,7 @@ def wasserstein(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=False,
     evidently_name="ed",
     aliases=("energy_distance",),
+    reads_order=False,
 )
 def energy(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Energy distance (scipy ``energy_distance``: sqrt(2) times the L2 distance
