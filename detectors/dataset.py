@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -233,10 +234,13 @@ def dataset_drift(
         cur = as_current(ref, current_columns[name])
         jobs.append((ref, cur, get_test(_resolve_test_name(ref, cur))))
     scores = _batched_scores(jobs)
-    results = [
-        _column_drift(ref, cur, prepared.bins, test, scores.get(i))
-        for i, (ref, cur, test) in enumerate(jobs)
-    ]
+    results: list[ColumnDrift] = run_jobs(
+        [
+            functools.partial(_column_drift, ref, cur, prepared.bins, test, scores.get(i))
+            for i, (ref, cur, test) in enumerate(jobs)
+        ],
+        workers,
+    )
     if multiple_testing == "bh":
         idx = [i for i, r in enumerate(results) if r.score_kind == "p_value" and r.defined]
         adj = benjamini_hochberg([results[i].score for i in idx])

@@ -55,3 +55,10 @@ def test_quality_of_many_numerical_columns_is_per_column() -> None:
         assert (q.rows, q.missing_count, q.out_of_range_share) == (n, missing, oor)
     empty = data_quality(prep, {c: np.full(10, np.nan) for c in prep.columns})
     assert all(np.isnan(q.out_of_range_share) and q.missing_share == 1.0 for q in empty.columns)
+
+
+def test_dataset_drift_on_threads_is_the_same() -> None:
+    rng = np.random.default_rng(9)
+    prep = reference(rng, 4, 1200)
+    cur = {c: rng.normal(2.0, 3.0, 9000) for c in prep.columns}  # above the batch limit
+    assert dataset_drift(prep, cur, workers=2) == dataset_drift(prep, cur)
