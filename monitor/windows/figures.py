@@ -170,11 +170,10 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
     # categorical columns factorised once, for their quality and their drift test both, from
     # codes looked up once per chunk (a pane shared by overlapping windows is looked up once);
     # ``cols`` stays the raw values: the multivariate check reads rows
-    judged: dict[str, Any] = {c: cols[c] for c in pm.prepared.columns if c in cols}
-    judged.update({
-        c: categorical_column(w.chunks, c, ref)
-        for c, ref in pm.prepared.columns.items() if ref.kind == "categorical" and c in cols
-    })
+    judged: dict[str, Any] = {
+        c: categorical_column(w.chunks, c, ref) if ref.kind == "categorical" else cols[c]
+        for c, ref in pm.prepared.columns.items() if c in cols
+    }
     if w.rows:
         quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
         for q in quality.columns:
