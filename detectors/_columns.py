@@ -13,6 +13,7 @@ Evidently replaces ±inf with NaN and drops NaN); for categorical columns
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,14 +110,32 @@ def factorize_known(
     )
     if table is None or arr.dtype != object:
         return factorize_categories(arr)
-    n_total = int(arr.shape[0])
-    codes = table.lookup(arr).astype(np.intp, copy=False)
+    codes = lookup_codes(arr, table)
+    return factorize_looked_up(codes, arr[codes < 0], known)
+
+
+def lookup_codes(values: np.ndarray, table: Any) -> np.ndarray:
+    """Each value's index among the categories of ``table`` (from :func:`category_lookup`),
+    -1 for a value that is not one of them (a new category or a missing value)."""
+    return table.lookup(values).astype(np.intp, copy=False)
+
+
+def factorize_looked_up(
+    codes: np.ndarray, others: np.ndarray, known: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray, int, int]:
+    """:func:`factorize_known` from its two parts, so they can be computed piece by piece
+    (a sliding window's panes) and joined: ``codes`` from :func:`lookup_codes` (an intp
+    array, overwritten) and ``others``, the values where ``codes`` is -1, in order.
+
+    Returns (categories, counts, codes of the non-missing values, total rows, missing rows).
+    """
+    n_total = int(codes.shape[0])
     k = len(known)
-    other = np.flatnonzero(codes < 0)
     n_missing = 0
     new_cats: tuple[Any, ...] = ()
-    if other.shape[0]:
-        o_codes, o_uniques = pd.factorize(arr[other], use_na_sentinel=True)
+    if others.shape[0]:
+        other = np.flatnonzero(codes < 0)
+        o_codes, o_uniques = pd.factorize(others, use_na_sentinel=True)
         n_missing = int(np.count_nonzero(o_codes < 0))
         new_cats = tuple(o_uniques.tolist())
         codes[other] = np.where(o_codes >= 0, o_codes + k, -1)
@@ -154,10 +173,15 @@ class PreparedColumn:
     """Reference state of one column, computed once.
 
     Numerical columns carry ``values`` (finite values in their original order,
-    for the few tests whose rounding depends on order), ``sorted_values``,
-    ``unique_values``/``unique_counts`` and moments; categorical columns carry
-    ``categories``/``counts``. ``n`` is the number of non-missing reference values
-    (the size Evidently's ``auto`` rule compares with 1000).
+    for the few tests that read them; see :func:`prepare_reference`), ``sorted_values``, the
+    number of distinct values and moments; their ``unique_values``,
+    ``unique_counts`` and ``unique_cum_right`` are derived from ``sorted_values``
+    on first use and kept (only KS and the tests that treat numbers as
+    categories read them; Wasserstein, Jensen–Shannon and PSI never do, so a
+    model on the default tests does not hold three more reference-length arrays
+    per column). Categorical columns carry ``categories``/``counts``. ``n`` is
+    the number of non-missing reference values (the size Evidently's ``auto``
+    rule compares with 1000).
     """
 
     spec: ColumnSpec
@@ -165,11 +189,12 @@ class PreparedColumn:
     n_missing: int
     n: int
     # numerical
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finite values, original order
+    #: finite values in their original order; None when prepared without them (see
+    #: :func:`prepare_reference`), then reading :attr:`values` raises
+    ordered: np.ndarray | None = field(default_factory=lambda: np.zeros(0))
     sorted_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    unique_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    unique_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    unique_cum_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: distinct values among ``sorted_values`` (numerical; 0 for categorical columns)
+    n_distinct: int = 0
     mean: float = math.nan
     std: float = math.nan  # population std (ddof=0), as np.std
     var1: float = math.nan  # sample variance (ddof=1)
@@ -178,7 +203,8 @@ class PreparedColumn:
     # categorical (also used for numerical "values as categories" tests)
     categories: tuple[Any, ...] = ()
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))  # original order
+    #: category index of each non-missing value, original order (smallest unsigned int type)
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
     lookup: Any = None  # hash table of ``categories`` (pandas), for fast window factorisation
     category_index: Mapping[Any, int] = field(default_factory=dict)
     # fixed-bin mode (None when prepared with bins="evidently")
@@ -195,10 +221,47 @@ class PreparedColumn:
         return self.spec.kind
 
     @property
+    def values(self) -> np.ndarray:
+        """Finite values in their original order (numerical columns).
+
+        Raises ``ValueError`` for a column prepared without them: its spec's test does
+        not read them (prepare with ``keep_order=True`` to keep them anyway).
+        """
+        if self.ordered is None:
+            raise ValueError(
+                f"reference column {self.name!r} was prepared without its values in their original"
+                " order (its test does not read them): prepare_reference(..., keep_order=True)"
+            )
+        return self.ordered
+
+    @property
     def n_unique(self) -> int:
         if self.spec.kind == "numerical":
-            return int(self.unique_values.shape[0])
+            return self.n_distinct
         return len(self.categories)
+
+    @cached_property
+    def _unique_runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct values ascending, their counts, cumulative counts) of ``sorted_values``.
+
+        Computed once, on first use (cached on the instance; a race computes it twice,
+        identically). Every value distinct (the usual continuous column): the
+        values are ``sorted_values`` itself and the counts a read-only view of ones.
+        """
+        return _runs(self.sorted_values)
+
+    @property
+    def unique_values(self) -> np.ndarray:
+        return self._unique_runs[0]
+
+    @property
+    def unique_counts(self) -> np.ndarray:
+        return self._unique_runs[1]
+
+    @property
+    def unique_cum_right(self) -> np.ndarray:
+        """Number of reference values ``<=`` each distinct value (int64)."""
+        return self._unique_runs[2]
 
     def value_counts(self) -> tuple[tuple[Any, ...], np.ndarray]:
         """Distinct values and their counts (numerical: ascending floats)."""
@@ -250,12 +313,38 @@ def fixed_bin_counts(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray
     return np.concatenate(([below], np.diff(inner_cum), [above])).astype(np.int64)
 
 
-def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode) -> PreparedColumn:
+def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode, keep_order: bool) -> PreparedColumn:
     if spec.kind == "numerical":
         clean, n_total, n_missing = clean_numerical(values)
-        return _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
+        col = _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
+        if keep_order or _reads_order(spec):
+            return col
+        return dataclasses.replace(col, ordered=None)
     cats, counts, codes, n_total, n_missing = factorize_categories(values)
     return _categorical_column(spec, cats, counts, codes, n_total, n_missing, bins)
+
+
+def _runs(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values, counts, cumulative counts) of the sorted array ``s``; empty arrays
+    for an empty ``s``. With no repeated value the distinct values are ``s`` itself (no
+    copy) and the counts a zero-memory read-only view of ones."""
+    n = int(s.shape[0])
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = _run_starts(s)
+    ends = np.append(starts[1:], n)
+    cum_right = ends.astype(np.int64)
+    if starts.shape[0] == n:
+        return s, np.broadcast_to(np.int64(1), (n,)), cum_right
+    return s[starts], (ends - starts).astype(np.int64), cum_right
+
+
+def _run_starts(s: np.ndarray) -> np.ndarray:
+    """Index of the first element of each run of equal values in the non-empty sorted ``s``."""
+    change = np.empty(s.shape[0], dtype=bool)
+    change[0] = True
+    np.not_equal(s[1:], s[:-1], out=change[1:])
+    return np.flatnonzero(change)
 
 
 def _numerical_column(
@@ -263,30 +352,17 @@ def _numerical_column(
 ) -> PreparedColumn:
     n = int(s.shape[0])
     if n:
-        change = np.empty(n, dtype=bool)
-        change[0] = True
-        np.not_equal(s[1:], s[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        ends = np.append(starts[1:], n)
-        cum_right = ends.astype(np.int64)
-        if starts.shape[0] == n:
-            # every value distinct (the usual continuous column): no second copy of
-            # the sorted values, and counts of one as a zero-memory read-only view
-            uniques = s
-            ucounts = np.broadcast_to(np.int64(1), (n,))
-        else:
-            uniques = s[starts]
-            ucounts = (ends - starts).astype(np.int64)
+        n_distinct = int(np.count_nonzero(s[1:] != s[:-1])) + 1
         mean = float(np.mean(clean))
         std = float(np.std(clean))
         var1 = float(np.var(clean, ddof=1)) if n > 1 else math.nan
         lo, hi = float(s[0]), float(s[-1])
     else:
-        uniques = np.zeros(0)
-        ucounts = cum_right = np.zeros(0, dtype=np.int64)
+        n_distinct = 0
         mean = std = var1 = lo = hi = math.nan
     fixed_edges = fixed_keys = fixed_counts = None
     if bins == "fixed":
+        uniques, ucounts, _ = _runs(s)
         fixed_edges, fixed_keys = _fixed_numerical_bins(s, uniques)
         if fixed_edges is not None:
             fixed_counts = fixed_bin_counts(fixed_edges, s)
@@ -297,21 +373,26 @@ def _numerical_column(
         n_total=n_total,
         n_missing=n_missing,
         n=n,
-        values=clean,
+        ordered=clean,
         sorted_values=s,
-        unique_values=uniques,
-        unique_counts=ucounts,
-        unique_cum_right=cum_right,
+        n_distinct=n_distinct,
         mean=mean,
         std=std,
         var1=var1,
         min=lo,
         max=hi,
-        counts=ucounts,
         fixed_edges=fixed_edges,
         fixed_keys=fixed_keys,
         fixed_ref_counts=fixed_counts,
     )
+
+
+def _compact_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:
+    """``codes`` (all in ``[0, n_categories)``) in the smallest unsigned integer type that holds
+    them: a reference keeps one code per row, 1 byte instead of 8 for up to 256 categories."""
+    if n_categories <= 1 << 8:
+        return codes.astype(np.uint8, copy=False)
+    return codes.astype(np.uint16 if n_categories <= 1 << 16 else np.uint32, copy=False)
 
 
 def _categorical_column(
@@ -329,7 +410,7 @@ def _categorical_column(
         n=int(counts.sum()),
         categories=cats,
         counts=counts,
-        codes=codes,
+        codes=_compact_codes(codes, len(cats)),
         lookup=category_lookup(cats),
         category_index={c: i for i, c in enumerate(cats)},
         fixed_keys=fixed_keys,
@@ -337,10 +418,25 @@ def _categorical_column(
     )
 
 
+def _reads_order(spec: ColumnSpec) -> bool:
+    """Whether the test of ``spec`` may read the reference's values in their original order
+    (``auto`` picks only tests that do not; an unknown name: assume it does)."""
+    from detectors.drift.registry import get_test  # noqa: PLC0415 - the registry imports this module
+
+    if spec.method == "auto":
+        return False
+    try:
+        return get_test(spec.method).reads_order
+    except KeyError:
+        return True
+
+
 def prepare_reference(
     ref_columns: Mapping[str, Any],
     specs: Sequence[ColumnSpec],
     bins: BinsMode = "evidently",
+    *,
+    keep_order: bool = False,
 ) -> PreparedReference:
     """Reduce reference data once to the state every window's tests need.
 
@@ -357,6 +453,12 @@ def prepare_reference(
       categorical columns), plus out-of-range bins (below the reference
       minimum, above the maximum, or an unseen value/category). Figures are
       stable across windows but no longer equal Evidently's.
+
+    A numerical column keeps its values in their original order (``values``) only
+    when its spec's test reads them (``DriftTest.reads_order``: the t-test,
+    Mann–Whitney, Anderson–Darling, Epps–Singleton; ``auto`` never picks one),
+    or with ``keep_order=True`` (needed by :func:`merge_prepared`); otherwise
+    only the sorted values, half of a model's reference memory.
 
     Raises ``KeyError`` if a spec names a column absent from ``ref_columns``
     and ``ValueError`` for duplicate spec names or an unknown ``bins`` mode.
@@ -375,7 +477,7 @@ def prepare_reference(
     for spec in specs:
         if spec.name not in ref_columns:
             raise KeyError(f"reference has no column {spec.name!r}")
-        col = _prepare_column(spec, ref_columns[spec.name], bins)
+        col = _prepare_column(spec, ref_columns[spec.name], bins, keep_order)
         cols[spec.name] = col
         rows = max(rows, col.n_total)
     if not specs:
@@ -389,7 +491,8 @@ def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
     Equal to :func:`prepare_reference` on the concatenated rows (in ``parts``
     order): numerical columns merge their already-sorted values (a merge of
     sorted runs, not a sort from scratch), categorical columns add their
-    counts. Every part must have the same specs and bins mode; raises
+    counts. Every part must have the same specs and bins mode and be prepared
+    with ``keep_order=True`` (the moments are recomputed in row order); raises
     ``ValueError`` otherwise or when ``parts`` is empty.
     """
     if not parts:
@@ -448,6 +551,18 @@ class CurrentColumn:
                 fact = factorize_categories(values)
             self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
             self.n = int(self.counts.sum())
+
+    @classmethod
+    def looked_up(cls, codes: np.ndarray, others: np.ndarray, ref: PreparedColumn) -> CurrentColumn:
+        """A categorical column from its :func:`lookup_codes` against ``ref.lookup`` and the
+        values those codes miss (see :func:`factorize_looked_up`); equal to
+        ``CurrentColumn("categorical", values, ref)`` on the same values."""
+        self = cls.__new__(cls)
+        self.kind = "categorical"
+        fact = factorize_looked_up(codes, others, ref.categories)
+        self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
+        self.n = int(self.counts.sum())
+        return self
 
     @cached_property
     def sorted_values(self) -> np.ndarray:

@@ -222,7 +222,7 @@ def resolve_specs(prepared: PreparedReference) -> tuple[ColumnSpec, ...]:
             out.append(spec)
             continue
         ref = prepared.columns[spec.name]
-        values: Any = ref.values if ref.kind == "numerical" else np.asarray(ref.categories, dtype=object)
+        values: Any = ref.sorted_values if ref.kind == "numerical" else np.asarray(ref.categories, dtype=object)
         name = auto_test_name(ref, CurrentColumn(ref.kind, values, ref))
         out.append(ColumnSpec(spec.name, spec.kind, name, spec.threshold))
     return tuple(out)

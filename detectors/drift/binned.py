@@ -24,6 +24,7 @@ from detectors.drift.registry import register_test
     kinds=("numerical", "categorical"),
     inclusive=True,
     evidently_name="psi",
+    reads_order=False,
 )
 def psi(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Population Stability Index, sum((r - c) * ln(r / c)) over bins, empty
@@ -41,6 +42,7 @@ def psi(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=True,
     evidently_name="jensenshannon",
     aliases=("js",),
+    reads_order=False,
 )
 def jensenshannon(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Jensen–Shannon distance (natural log; scipy ``jensenshannon``) between
@@ -61,6 +63,7 @@ def jensenshannon(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=True,
     evidently_name="kl_div",
     aliases=("kl",),
+    reads_order=False,
 )
 def kl_div(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Kullback–Leibler divergence KL(reference || current) of the binned
@@ -87,6 +90,7 @@ def _hellinger_from_products(products: list[float], scale: float | None = None) 
     kinds=("numerical", "categorical"),
     inclusive=True,
     evidently_name="hellinger",
+    reads_order=False,
 )
 def hellinger(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Hellinger distance sqrt(1 - Σ sqrt(p·q)) in [0, 1]. Categorical: over

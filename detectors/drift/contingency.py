@@ -25,6 +25,7 @@ from detectors.drift.registry import register_test
     inclusive=False,
     evidently_name="chisquare",
     aliases=("chi2", "chi_square"),
+    reads_order=False,
 )
 def chisquare(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Pearson chi-square goodness of fit of the current counts against the
@@ -48,6 +49,7 @@ def chisquare(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=False,
     evidently_name="z",
     aliases=("ztest", "proportions_z"),
+    reads_order=False,
 )
 def z_test(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Two-proportion z-test on the share of the first value (in sorted order)
@@ -78,6 +80,7 @@ def z_test(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=False,
     evidently_name="fisher_exact",
     aliases=("fisher",),
+    reads_order=False,
 )
 def fisher_exact(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Fisher's exact test on the 2×2 table (current, reference) × (value A,
@@ -101,6 +104,7 @@ def fisher_exact(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     inclusive=False,
     evidently_name="g_test",
     aliases=("g",),
+    reads_order=False,
 )
 def g_test(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """G-test (log-likelihood ratio) of the current counts against the
@@ -132,6 +136,7 @@ TVD_PERMUTATIONS = 1000
     inclusive=False,
     evidently_name="TVD",
     aliases=("tvd", "total_variation"),
+    reads_order=False,
 )
 def total_variation(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Permutation test on the total variation distance ½·Σ|p − q| of the

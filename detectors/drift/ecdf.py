@@ -55,6 +55,7 @@ def ks_pvalue(d: float, n1: int, n2: int) -> float:
     kinds=("numerical",),
     inclusive=True,
     evidently_name="ks",
+    reads_order=False,
 )
 def ks(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Two-sample Kolmogorov–Smirnov test; score is the two-sided p-value
@@ -152,6 +153,7 @@ def cvm_pvalue(xa: np.ndarray, ya: np.ndarray) -> float:
     inclusive=True,
     evidently_name="cramer_von_mises",
     aliases=("cvm",),
+    reads_order=False,
 )
 def cramer_von_mises(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Two-sample Cramér–von Mises test; score is the p-value (exact when both

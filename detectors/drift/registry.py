@@ -49,6 +49,10 @@ class DriftTest:
     description: str
     evidently_name: str | None = None
     aliases: tuple[str, ...] = ()
+    #: whether the test reads the reference's values in their original order
+    #: (``PreparedColumn.values``); references prepared for tests that do not keep only
+    #: their sorted values (see :func:`detectors.prepare_reference`)
+    reads_order: bool = True
 
     @property
     def direction(self) -> Literal["lower", "higher"]:
@@ -80,10 +84,13 @@ def register_test(
     inclusive: bool,
     evidently_name: str | None = None,
     aliases: tuple[str, ...] = (),
+    reads_order: bool = True,
 ) -> Callable[[ScoreFunc], ScoreFunc]:
     """Decorator registering a score function as drift test ``name``.
 
-    The function's docstring is the test's documentation (required).
+    The function's docstring is the test's documentation (required). ``reads_order``:
+    whether it reads ``ref.values`` (the reference in its original order); say False
+    only for a test that reads sorted values, counts or moments alone.
     """
     if score_kind not in ("p_value", "distance"):
         raise ValueError(f"score_kind must be 'p_value' or 'distance', got {score_kind!r}")
@@ -104,6 +111,7 @@ def register_test(
             description=doc,
             evidently_name=evidently_name,
             aliases=tuple(aliases),
+            reads_order=reads_order,
         )
         for a in aliases:
             _ALIASES[a] = name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,10 @@ class ColumnBatch:
     version: np.ndarray
     segments: dict[str, np.ndarray]
     columns: dict[str, np.ndarray]
+    #: figures' inputs derived from ``columns`` once per batch and shared by every window
+    #: holding it (a sliding window's panes), keyed by column (see
+    #: :mod:`monitor.windows.pane_columns`); never part of the rows
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])

@@ -169,7 +169,10 @@ class WindowReferences:
     def _member(
         self, window_id: str, start: str, end: str, rows: int, drifted: bool, columns: dict[str, Any]
     ) -> Member:
-        prepared = prepare_reference(columns, self.base.prepared.specs, bins=self.base.prepared.bins)
+        # merged into unions later: the moments are recomputed from the rows in their order
+        prepared = prepare_reference(
+            columns, self.base.prepared.specs, bins=self.base.prepared.bins, keep_order=True
+        )
         return Member(window_id, start, end, _start_ms(start), rows, drifted, prepared)
 
     def _add(self, version: str, segment: str, member: Member) -> None:

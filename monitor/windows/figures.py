@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +23,6 @@ from detectors import (
     prepare_reference,
     resolve_specs,
 )
-from detectors._columns import CurrentColumn
 from detectors.dataset import ColumnDrift
 from detectors.multivariate import (
     DEFAULT_AUC_THRESHOLD,
@@ -35,6 +36,7 @@ from monitor.config import ModelConfig
 from monitor.ingest.schema import ModelSchema
 from monitor.references.load import ReferenceData
 from monitor.windows.model_windows import OpenWindow
+from monitor.windows.pane_columns import WindowColumns, categorical_column
 from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso
 from storage.samples import WindowSample
 
@@ -162,15 +164,16 @@ def error_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime, e
 def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime) -> WindowFigures:
     """Every figure of one closed window. ``insufficient`` windows get counts and quality only."""
     cfg = pm.config
-    cols = w.columns()
+    cols = WindowColumns(w.chunks)
     key = window_key(cfg.name, by, w)
     metrics: list[MetricRow] = [MetricRow(DATASET, "row_count", float(w.rows))]
-    # categorical columns factorised once, for their quality and their drift test both
-    # (``cols`` stays the raw values: the multivariate check reads rows)
-    judged = {**cols, **{
-        c: CurrentColumn("categorical", cols[c], ref)
-        for c, ref in pm.prepared.columns.items() if ref.kind == "categorical" and c in cols
-    }}
+    # categorical columns factorised once, for their quality and their drift test both, from
+    # codes looked up once per chunk (a pane shared by overlapping windows is looked up once);
+    # ``cols`` stays the raw values: the multivariate check reads rows
+    judged: dict[str, Any] = {
+        c: categorical_column(w.chunks, c, ref) if ref.kind == "categorical" else cols[c]
+        for c, ref in pm.prepared.columns.items() if c in cols
+    }
     if w.rows:
         quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
         for q in quality.columns:
@@ -223,7 +226,7 @@ def _drift_row(c: ColumnDrift, metric: str) -> MetricRow:
     return MetricRow(c.column, metric, c.score, threshold=c.threshold, drifted=c.drifted, p_value=p_value, test=c.test)
 
 
-def _multivariate_row(pm: PreparedModel, cols: dict[str, np.ndarray]) -> MetricRow:
+def _multivariate_row(pm: PreparedModel, cols: Mapping[str, np.ndarray]) -> MetricRow:
     """The domain classifier's cross-validated AUC with its (calibrated or fixed) threshold."""
     assert pm.domain is not None
     res = multivariate_drift(pm.domain, cols)

@@ -91,7 +91,7 @@ def test_merge_prepared_equals_preparing_the_union() -> None:
     rng = np.random.default_rng(2)
     parts = [block(rng, 300), block(rng, 200), block(rng, 250)]
     specs = [ColumnSpec(f"x{i}", "numerical") for i in range(5)] + [ColumnSpec("c", "categorical")]
-    merged = merge_prepared([prepare_reference(p, specs) for p in parts])
+    merged = merge_prepared([prepare_reference(p, specs, keep_order=True) for p in parts])
     union = prepare_reference({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, specs)
     for s in specs:
         a, b = merged.columns[s.name], union.columns[s.name]
@@ -100,3 +100,5 @@ def test_merge_prepared_equals_preparing_the_union() -> None:
             assert np.array_equal(a.sorted_values, b.sorted_values) and a.mean == pytest.approx(b.mean)
         else:
             assert dict(zip(a.categories, a.counts.tolist(), strict=True)) == dict(zip(b.categories, b.counts.tolist(), strict=True))
+    with pytest.raises(ValueError, match="keep_order=True"):  # the moments need the rows in order
+        merge_prepared([prepare_reference(p, specs) for p in parts])

@@ -64,3 +64,17 @@ def test_prepare_validation():
         )
     with pytest.raises(ValueError, match="bins"):
         prepare_reference({"x": np.zeros(2)}, [ColumnSpec("x", "numerical")], bins="quantile")  # type: ignore[arg-type]
+
+
+def test_values_in_order_are_kept_only_for_tests_that_read_them() -> None:
+    x = np.array([3.0, 1.0, 2.0])
+    specs = [ColumnSpec("a", "numerical"), ColumnSpec("w", "numerical", "wasserstein"),
+             ColumnSpec("t", "numerical", "t_test"), ColumnSpec("k", "numerical", "anderson")]
+    p = prepare_reference({"a": x, "w": x, "t": x, "k": x}, specs)
+    assert p["t"].values.tolist() == p["k"].values.tolist() == [3.0, 1.0, 2.0]
+    for name in ("a", "w"):  # auto and Wasserstein read sorted values only
+        assert p[name].sorted_values.tolist() == [1.0, 2.0, 3.0] and p[name].std == p["t"].std
+        with pytest.raises(ValueError, match="keep_order=True"):
+            p[name].values  # noqa: B018
+    kept = prepare_reference({"a": x}, specs[:1], keep_order=True)
+    assert kept["a"].values.tolist() == [3.0, 1.0, 2.0]

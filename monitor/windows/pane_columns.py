@@ -1,0 +1,80 @@
+"""A closed window's columns, assembled from its chunks (a sliding window's panes) at close.
+
+A window holds its rows as chunks, each shared by every overlapping window that
+received it whole (see :class:`monitor.windows.model_windows._Panes`). What the
+figures derive from a chunk's rows alone is computed once per chunk and kept on
+it (:attr:`ColumnBatch.derived`), so a row in 12 overlapping windows is looked
+up once, not 12 times:
+
+- categorical columns: each value's code among the reference's categories
+  (1 byte per row up to 126 categories) and the values the reference does not
+  know (new categories, missing), joined at close into the same
+  :class:`CurrentColumn` as factorising the concatenated column gives.
+
+Columns are concatenated only when something reads them (:class:`WindowColumns`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from detectors._columns import CurrentColumn, PreparedColumn, lookup_codes
+from monitor.ingest.batch import ColumnBatch
+
+
+class WindowColumns(Mapping[str, np.ndarray]):
+    """The window's rows as one array per column, each concatenated on first read (then
+    kept); a window of one chunk reads that chunk's arrays as they are."""
+
+    def __init__(self, chunks: list[ColumnBatch]) -> None:
+        self._chunks = chunks
+        self._names = tuple(chunks[0].columns) if chunks else ()
+        self._joined: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        got = self._joined.get(name)
+        if got is None:
+            if name not in self._names:
+                raise KeyError(name)
+            if len(self._chunks) == 1:
+                got = self._chunks[0].columns[name]
+            else:
+                got = np.concatenate([ch.columns[name] for ch in self._chunks])
+            self._joined[name] = got
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+def categorical_column(chunks: list[ColumnBatch], name: str, ref: PreparedColumn) -> CurrentColumn:
+    """Column ``name`` of the window made of ``chunks`` (at least one), factorised against the
+    categorical reference column ``ref``: equal to ``CurrentColumn("categorical", values, ref)``
+    on the concatenated values, with each chunk's lookup done once and kept on the chunk."""
+    if ref.lookup is None or any(ch.columns[name].dtype != object for ch in chunks):
+        return CurrentColumn("categorical", WindowColumns(chunks)[name], ref)
+    codes: list[np.ndarray] = []
+    others: list[np.ndarray] = []
+    for ch in chunks:
+        got = ch.derived.get(name)
+        if got is None or got[0] is not ref.lookup:  # a new reference: look up again
+            got = ch.derived[name] = _chunk_codes(ch.columns[name], ref)
+        codes.append(got[1])
+        others.append(got[2])
+    joined = np.concatenate(codes).astype(np.intp) if len(codes) > 1 else codes[0].astype(np.intp)
+    return CurrentColumn.looked_up(joined, np.concatenate(others), ref)
+
+
+def _chunk_codes(values: np.ndarray, ref: PreparedColumn) -> tuple[object, np.ndarray, np.ndarray]:
+    """(the lookup table used, codes in the smallest signed type, the values coded -1)."""
+    codes = lookup_codes(values, ref.lookup)
+    small = codes.astype(np.int8 if len(ref.categories) < 127 else np.int32)
+    return ref.lookup, small, values[codes < 0]

@@ -1,0 +1,64 @@
+"""Figures computed for many columns at once equal the one-column computations bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import ColumnSpec, data_quality, dataset_drift, prepare_reference
+from detectors._columns import CurrentColumn
+from detectors.drift.distance import wasserstein, wasserstein_many
+from detectors.quality import _numerical_quality
+
+
+def reference(rng: np.random.Generator, k: int, n: int):
+    cols = {f"x{i}": rng.normal(i * 3.0, 1.0 + i, n).round(i % 4) for i in range(k)}
+    return prepare_reference(cols, [ColumnSpec(c, "numerical") for c in cols])
+
+
+@pytest.mark.parametrize(("n1", "n2"), [(2000, 100), (1500, 1500), (1001, 997), (1200, 1), (1, 5)])
+def test_wasserstein_many_is_wasserstein_per_column(n1: int, n2: int) -> None:
+    rng = np.random.default_rng(n1 * 7 + n2)
+    prep = reference(rng, 6, n1)
+    refs = [prep[c] for c in prep.columns]
+    curs = [rng.normal(0.5, 2.0, n2).round(2) for _ in refs]
+    got = wasserstein_many(refs, curs)
+    want = [
+        wasserstein(r, CurrentColumn("numerical", c), "evidently")
+        for r, c in zip(refs, curs, strict=True)
+    ]
+    assert got == want  # exact, not approximately
+
+
+def test_dataset_drift_batches_only_what_it_can() -> None:
+    rng = np.random.default_rng(3)
+    prep = reference(rng, 5, 1500)
+    cur = {c: rng.normal(1.0, 3.0, 300) for c in prep.columns}
+    cur["x1"] = np.append(cur["x1"][:-3], [np.nan, np.inf, -np.inf])  # fewer finite values: alone
+    got = dataset_drift(prep, cur)
+    for c in got.columns:
+        alone = dataset_drift(prep, {c.column: cur[c.column]}, columns=[c.column]).columns[0]
+        assert (c.test, c.score, c.drifted) == (alone.test, alone.score, alone.drifted)
+
+
+def test_quality_of_many_numerical_columns_is_per_column() -> None:
+    rng = np.random.default_rng(5)
+    prep = reference(rng, 4, 1200)
+    cur = {c: rng.normal(5.0, 6.0, 200) for c in prep.columns}
+    cur["x0"][:7] = np.nan
+    cur["x2"][3] = np.inf
+    cur["x3"] = cur["x3"][:150]  # another length: computed alone
+    got = data_quality(prep, cur)
+    for q in got.columns:
+        ref = prep[q.column]
+        n, missing, oor = _numerical_quality(cur[q.column], ref.min, ref.max)
+        assert (q.rows, q.missing_count, q.out_of_range_share) == (n, missing, oor)
+    empty = data_quality(prep, {c: np.full(10, np.nan) for c in prep.columns})
+    assert all(np.isnan(q.out_of_range_share) and q.missing_share == 1.0 for q in empty.columns)
+
+
+def test_dataset_drift_on_threads_is_the_same() -> None:
+    rng = np.random.default_rng(9)
+    prep = reference(rng, 4, 1200)
+    cur = {c: rng.normal(2.0, 3.0, 9000) for c in prep.columns}  # above the batch limit
+    assert dataset_drift(prep, cur, workers=2) == dataset_drift(prep, cur)
