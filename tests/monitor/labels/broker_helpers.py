@@ -6,7 +6,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+
+from storage.db import Store
+from tests.monitor.labels.helpers import metric
+from tests.monitor.labels.test_join import expected_figures
 
 
 def _query(db: Path, sql: str) -> list[tuple[Any, ...]] | None:
@@ -63,3 +68,23 @@ def data_dump(db: Path) -> list[tuple[Any, ...]]:
     ) or []
     windows = _query(db, "SELECT id, rows, status, late_rows FROM windows ORDER BY id") or []
     return rows + windows
+
+
+def performance_windows(store: Store) -> list[str]:
+    """The ids of the stored performance windows (those with an accuracy), in order."""
+    return [r["window_id"] for r in store.query(
+        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'"
+        " ORDER BY window_id")]  # fmt: skip
+
+
+def assert_figures_equal_expected(
+    store: Store, window_ids: list[str], preds: list[dict[str, Any]], joined: dict[str, Any]
+) -> None:
+    """Each window's stored performance figures equal scikit-learn's on the expected join
+    (relative 1e-12)."""
+    for wid in window_ids:
+        _m, _v, segment, start, _e = wid.split("|")
+        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
+        for name, value in expected_figures(preds, joined, start_ms, segment).items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)

@@ -20,9 +20,16 @@ from storage.db import Store
 from storage.labels import label_counters
 from tests.monitor.daemon_helpers import produce, wait_for
 from tests.monitor.fault_helpers import committed, http_port, start_daemon, terminate, wait_ready
-from tests.monitor.labels.broker_helpers import data_dump, label_offset, labels_done, perf_dump
-from tests.monitor.labels.helpers import expected_join, label_config, metric
-from tests.monitor.labels.test_join import expected_figures, scenario
+from tests.monitor.labels.broker_helpers import (
+    assert_figures_equal_expected,
+    data_dump,
+    label_offset,
+    labels_done,
+    perf_dump,
+    performance_windows,
+)
+from tests.monitor.labels.helpers import expected_join, label_config
+from tests.monitor.labels.test_join import scenario
 
 pytestmark = [pytest.mark.broker]
 
@@ -84,15 +91,9 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
     store = Store(db)
     labs = [*labs, (late, 0, len(label_payloads))]
     joined = expected_join(preds, labs, ttl_ms=3_600_000)
-    ids = [r["window_id"] for r in store.query(
-        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'")]
+    ids = performance_windows(store)
     assert len(ids) >= 12
-    for wid in ids:
-        _m, _v, segment, start, _e = wid.split("|")
-        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
-        for name, value in expected_figures(preds, joined, start_ms, segment).items():
-            got = metric(store, wid, name)
-            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
+    assert_figures_equal_expected(store, ids, preds, joined)
     c = label_counters(store)["churn"]
     assert c["joined"] == len(joined) and c["duplicate_labels"] == len(labs) - len(joined)
     assert c["labels"] == len(labs) + len(ghosts)
@@ -150,12 +151,11 @@ def test_early_labels_wait_and_too_late_ones_are_counted_through_the_broker(
     assert store.query("SELECT COUNT(*) AS n FROM label_early")[0]["n"] == 0  # every early label found its prediction
     joined = expected_join(preds, [(lab, 0, i) for i, lab in enumerate([*labels, *too_late])], ttl_ms=3_600_000)
     assert joined == {lab["event_id"]: lab["label"] for lab in labels}  # the too-late ones changed nothing
+    wids = []
     for w in range(3):
         start_ms = int(preds[w * 100]["ts"]) // 60_000 * 60_000
         start = np.datetime64(start_ms, "ms").astype(str) + "Z"
-        wid = next(r["window_id"] for r in store.query(
+        wids.append(next(r["window_id"] for r in store.query(
             "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'"
-            " AND window_id LIKE ?", (f"churn|v1||{start}|%",)))
-        for name, value in expected_figures(preds, joined, start_ms, "").items():
-            got = metric(store, wid, name)
-            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
+            " AND window_id LIKE ?", (f"churn|v1||{start}|%",))))  # fmt: skip
+    assert_figures_equal_expected(store, wids, preds, joined)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
@@ -22,8 +21,9 @@ from storage.labels import label_counters
 from storage.stream import partition_rows
 from tests.monitor.daemon_helpers import produce, wait_for
 from tests.monitor.fault_helpers import start_daemon, terminate, wait_ready
-from tests.monitor.labels.helpers import expected_join, label_config, metric
-from tests.monitor.labels.test_join import expected_figures, scenario
+from tests.monitor.labels.broker_helpers import assert_figures_equal_expected, performance_windows
+from tests.monitor.labels.helpers import expected_join, label_config
+from tests.monitor.labels.test_join import scenario
 from tests.store_targets import StoreTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
@@ -91,13 +91,6 @@ def test_labels_joined_on_postgresql_across_a_hand_over(
     assert c["labels"] == len(labs)  # none read twice across the hand-over
     assert c["joined"] == len(joined) and c["duplicate_labels"] == len(labs) - len(joined)
     assert c["predictions"] == len(preds) and c["duplicate_predictions"] == 0
-    ids = [r["window_id"] for r in reader.query(
-        "SELECT DISTINCT window_id FROM metrics WHERE family = 'performance' AND metric = 'accuracy'"
-        " ORDER BY window_id")]  # fmt: skip
+    ids = performance_windows(reader)
     assert len(ids) >= 12
-    for wid in ids:
-        _m, _v, segment, start, _e = wid.split("|")
-        start_ms = int(np.datetime64(start.replace("Z", "")).astype("datetime64[ms]").astype(np.int64))
-        for name, value in expected_figures(preds, joined, start_ms, segment).items():
-            got = metric(reader, wid, name)
-            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (wid, name, got, value)
+    assert_figures_equal_expected(reader, ids, preds, joined)
