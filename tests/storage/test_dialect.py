@@ -97,3 +97,36 @@ def test_a_failing_statement_is_a_storage_error_and_rolls_back(store_target: Sto
             store.execute("INSERT INTO dead_letter_totals (reason) VALUES (?)", ("inner",))
             raise RuntimeError("undo the inner block")
     assert [r["reason"] for r in store.query("SELECT reason FROM dead_letter_totals")] == ["outer"]
+
+
+def test_json_rows_read_the_fields_of_a_batch(store_target: StoreTarget) -> None:
+    """One JSON array of arrays as a table: text, 64-bit ints, values of any type (null
+    and a missing field as NULL), on both stores."""
+    store = store_target.open()
+    d = store.dialect
+    f = d.json_field
+    rows = store.execute(
+        f"SELECT {f(0)}, {f(1, 'int')}, {f(2, 'variant')}, {f(3, 'variant')} FROM {d.json_rows('?')}",
+        ('[["a", 1099511627781, 2.5], ["b", 7, "pro", null], ["c", 0, null]]',),
+    ).fetchall()
+    assert rows == [("a", 2**40 + 5, 2.5, None), ("b", 7, "pro", None), ("c", 0, None, None)]
+    with pytest.raises(ValueError):
+        f(0, "blob")
+
+
+def test_batches_are_one_json_statement_on_postgres_and_per_row_on_sqlite() -> None:
+    assert not SQLITE_DIALECT.json_batches and POSTGRES_DIALECT.json_batches
+    assert SQLITE_DIALECT.batch_rows(["'m'"], ("text", "int")) == "VALUES ('m', ?, ?)"
+    assert POSTGRES_DIALECT.batch_rows(["'m'"], ("text", "int")) == (
+        "SELECT 'm', j.value ->> 0, CAST(j.value ->> 1 AS BIGINT)"
+        " FROM jsonb_array_elements(CAST(? AS jsonb)) AS j(value) WHERE 1 = 1"
+    )
+    assert SQLITE_DIALECT.batch_update("t", ("a",), "m = 'x'", ("k",), ("variant", "int")) == (
+        "UPDATE t SET a = ? WHERE m = 'x' AND k = ?"
+    )
+    assert POSTGRES_DIALECT.batch_update("t", ("a",), "m = 'x'", ("k",), ("variant", "int")) == (
+        "WITH u AS MATERIALIZED (SELECT NULLIF(j.value -> 0, 'null'::jsonb) AS a,"
+        " CAST(j.value ->> 1 AS BIGINT) AS k FROM jsonb_array_elements(CAST(? AS jsonb)) AS j(value))"
+        " UPDATE t SET a = u.a FROM u WHERE m = 'x' AND t.k = u.k"
+    )
+    assert POSTGRES_DIALECT.batch_params([("a", 1.5, float("nan"), None)]) == '[["a",1.5,null,null]]'
