@@ -4,12 +4,17 @@ One function per question; every write is meant to run inside the pipeline's
 flush transaction (``store.transaction()``), together with the windows and the
 stream state, so the join and the Kafka offsets it accounts for move together.
 Lists of ids travel as one JSON array parameter (``store.dialect.json_values``),
-so a probe of 10,000 ids is one statement.
+so a probe of 10,000 ids is one statement; so do the batches of rows the flush
+writes (predictions, labels, early labels) are one set-based statement each on
+PostgreSQL (``store.dialect.batch_rows``/``batch_update``: a pipelined
+``executemany`` cost about twice as much a row there) and one statement per row on
+SQLite (where reading the rows from JSON is the slower way).
 
 One copy of each query serves SQLite and PostgreSQL (:mod:`storage.dialect`).
 Predictions and labels are floats or class names: SQLite keeps them as they are in
-its typeless columns, PostgreSQL in ``jsonb`` (``store.dialect.variant``); both
-give back the Python values that went in.
+its typeless columns, PostgreSQL in ``jsonb`` (``store.dialect.variant``, or
+``json_field(i, "variant")`` in a batch); both give back the Python values that
+went in.
 
 Times are event times in epoch milliseconds. A label's *position* is
 ``partition << 40 | offset``: with its ``ts`` it orders labels of the same id
@@ -18,7 +23,7 @@ Times are event times in epoch milliseconds. A label's *position* is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,16 +57,6 @@ def _ids(ids: Iterable[str]) -> str:
     return orjson.dumps(list(ids)).decode()
 
 
-def _variants(store: Store, rows: Iterable[tuple[Any, ...]], at: Sequence[int]) -> Iterable[tuple[Any, ...]]:
-    """``rows`` with the values at positions ``at`` as ``store``'s any-type columns take
-    them (unchanged, and not copied, on SQLite)."""
-    d = store.dialect
-    if not d.encodes_variants:
-        return rows
-    enc: Callable[[Any], Any] = d.variant
-    return (tuple(enc(v) if i in at else v for i, v in enumerate(r)) for r in rows)
-
-
 # --------------------------------------------------------------------------- predictions
 
 
@@ -87,6 +82,19 @@ def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, 
     return {r[0]: r for r in rows}
 
 
+def _write_batch(store: Store, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    """Run a batch statement of :meth:`Dialect.batch_rows <storage.dialect.Dialect.batch_rows>`
+    or ``batch_update``: once with the rows as one JSON parameter, or once per row. Returns
+    the rows changed."""
+    if store.dialect.json_batches:
+        return max(int(store.execute(sql, (store.dialect.batch_params(rows),)).rowcount), 0)
+    return store.executemany(sql, rows)
+
+
+_PREDICTION = ("text", "text", "int", "text", "variant")  # event_id, version, ts, segments, prediction
+_LABEL = ("variant", "int", "int")  # label, label_ts, label_pos
+
+
 def insert_predictions(
     store: Store, model: str, rows: Iterable[tuple[Any, ...]], labelled: Iterable[tuple[Any, ...]] = ()
 ) -> int:
@@ -96,29 +104,40 @@ def insert_predictions(
     same plus (label, label_ts, label_pos), for predictions whose label came first.
     A NaN prediction is stored as NULL. Returns how many were inserted.
     """
+    d = store.dialect
     lit = _literal(model)
     # DO NOTHING without a target: a held id conflicts on (model, event_id), not on the key
-    inserted = store.executemany(
+    inserted = _write_batch(
+        store,
         "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction)"
-        f" VALUES ({lit},?,?,?,?,?) ON CONFLICT DO NOTHING",
-        _variants(store, rows, (4,)),
+        f" {d.batch_rows([lit], _PREDICTION)} ON CONFLICT DO NOTHING",
+        rows,
     )
     if labelled:
-        inserted += store.executemany(
+        inserted += _write_batch(
+            store,
             "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction,"
-            f" label, label_ts, label_pos) VALUES ({lit},?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-            _variants(store, labelled, (4, 5)),
+            f" label, label_ts, label_pos) {d.batch_rows([lit], _PREDICTION + _LABEL)} ON CONFLICT DO NOTHING",
+            labelled,
         )
     return inserted
 
 
 def set_labels(store: Store, model: str, rows: Sequence[tuple[Any, int, int, int, str]]) -> None:
     """Label held predictions: (label, label_ts, label_pos, ts, event_id) tuples, ``ts``
-    being the prediction's (its place in the table: updates go in table order)."""
-    store.executemany(
-        "UPDATE label_predictions SET label = ?, label_ts = ?, label_pos = ?"
-        f" WHERE model = {_literal(model)} AND ts = ? AND event_id = ?",
-        _variants(store, sorted(rows, key=lambda r: (r[3], r[4])), (0,)),
+    being the prediction's (its place in the table: updates go in table order). Of rows
+    for the same prediction the last one given wins (as if each were applied in turn,
+    which one set-based statement does not do by itself)."""
+    if not rows:
+        return
+    last = {(r[3], r[4]): r for r in rows}
+    _write_batch(
+        store,
+        store.dialect.batch_update(
+            "label_predictions", ("label", "label_ts", "label_pos"), f"model = {_literal(model)}",
+            ("ts", "event_id"), (*_LABEL, "int", "text"),
+        ),
+        sorted(last.values(), key=lambda r: (r[3], r[4])),
     )
 
 
@@ -190,12 +209,23 @@ def early_labels(store: Store, model: str, ids: Sequence[str]) -> dict[str, Earl
 
 def upsert_early_labels(store: Store, model: str, rows: Sequence[EarlyLabel]) -> None:
     """Store labels that wait for their prediction; an id already waiting keeps the
-    later of the two (ts, then position)."""
-    store.executemany(
-        "INSERT INTO label_early (model, event_id, label, ts, pos) VALUES (?,?,?,?,?)"
+    later of the two (ts, then position). Of rows for the same id only the first of the
+    latest goes in (what applying each in turn leaves: a set-based upsert may not touch
+    a row twice on PostgreSQL)."""
+    if not rows:
+        return
+    best: dict[str, EarlyLabel] = {}
+    for e in rows:
+        old = best.get(e.event_id)
+        if old is None or (e.ts, e.pos) > (old.ts, old.pos):
+            best[e.event_id] = e
+    _write_batch(
+        store,
+        "INSERT INTO label_early (model, event_id, label, ts, pos)"
+        f" {store.dialect.batch_rows([_literal(model)], ('text', 'variant', 'int', 'int'))}"
         " ON CONFLICT (model, event_id) DO UPDATE SET label = excluded.label, ts = excluded.ts,"
         " pos = excluded.pos WHERE (excluded.ts, excluded.pos) > (label_early.ts, label_early.pos)",
-        _variants(store, [(model, e.event_id, e.label, e.ts, e.pos) for e in rows], (2,)),
+        [(e.event_id, e.label, e.ts, e.pos) for e in best.values()],
     )
 
 

@@ -75,6 +75,26 @@ def test_early_labels_keep_the_latest_and_go(store_target: StoreTarget) -> None:
     assert list(early_labels(store, "m", ["a", "b"])) == ["b"]
 
 
+def test_one_batch_repeating_an_id_ends_as_if_applied_in_turn(store_target: StoreTarget) -> None:
+    """Each batch is one set-based statement: rows repeating an id leave what one
+    statement per row left (labels: the last given; early labels: the first of the latest)."""
+    store = store_target.open()
+    with store.transaction():
+        assert insert_predictions(store, "m", [("a", "v1", 1000, "", 0.5), ("a", "v1", 1000, "", 0.7)]) == 1
+        set_labels(store, "m", [("x", 1600, 1, 1000, "a"), (2, 1500, 2, 1000, "a")])
+        upsert_early_labels(
+            store, "m",
+            [EarlyLabel("e", "0", 10, 1), EarlyLabel("e", "1", 12, 0), EarlyLabel("e", "2", 12, 0),
+             EarlyLabel("e", "3", 11, 9)],
+        )
+    assert held_predictions(store, "m", ["a"]) == {"a": ("a", 1000, 2, 1500, 2)}
+    assert early_labels(store, "m", ["e"]) == {"e": EarlyLabel("e", "1", 12, 0)}
+    with store.transaction():
+        assert insert_predictions(store, "m", []) == 0
+        set_labels(store, "m", [])
+        upsert_early_labels(store, "m", [])
+
+
 def test_slots_and_counters(store_target: StoreTarget) -> None:
     store = store_target.open()
     with store.transaction():
