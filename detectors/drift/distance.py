@@ -51,20 +51,32 @@ def wasserstein_distance(ref: PreparedColumn, cur: CurrentColumn) -> float:
     from zero with a tiny spread. With equal sizes it is the mean
     |difference| of the two sorted samples.
     """
-    rs, cs = ref.sorted_values, cur.sorted_values
-    n1, n2 = rs.shape[0], cs.shape[0]
+    return float(_sorted_distances(ref.sorted_values[None, :], cur.sorted_values[None, :])[0])
+
+
+def _sorted_distances(rs: np.ndarray, cs: np.ndarray) -> np.ndarray:
+    """:func:`wasserstein_distance` of each row pair: ``rs`` (k, n1) and ``cs`` (k, n2),
+    every row sorted ascending, n1 and n2 >= 1. Each row is summed alone (numpy's
+    pairwise sum of a contiguous row is its 1-d sum), so a row gives bit for bit what
+    it gives alone; returns the k distances (float64)."""
+    n1, n2 = rs.shape[1], cs.shape[1]
     if n1 == n2:
         diff = rs - cs
         np.abs(diff, out=diff)
-        return float(np.sum(diff) / n1)
+        return np.sum(diff, axis=1) / n1
     c_idx, w_ref, r_idx, w_cur, scale = _pairing(n1, n2)
-    t_ref = rs - cs.take(c_idx)
+    t_ref = rs - cs.take(c_idx, axis=1)
     np.abs(t_ref, out=t_ref)
     t_ref *= w_ref
-    t_cur = rs.take(r_idx) - cs
+    t_cur = rs.take(r_idx, axis=1) - cs
     np.abs(t_cur, out=t_cur)
     t_cur *= w_cur
-    return float((np.sum(t_ref) + np.sum(t_cur)) / scale)
+    return (np.sum(t_ref, axis=1) + np.sum(t_cur, axis=1)) / scale
+
+
+def _norm(ref: PreparedColumn) -> float:
+    """The divisor of the normed distance: the reference's population std, floored at 0.001."""
+    return max(ref.std, 0.001)
 
 
 def wasserstein_many(refs: Sequence[PreparedColumn], currents: Sequence[np.ndarray]) -> list[float]:
@@ -72,29 +84,14 @@ def wasserstein_many(refs: Sequence[PreparedColumn], currents: Sequence[np.ndarr
 
     ``refs``: numerical reference columns with the same number of values n1 >= 1;
     ``currents``: each one's window values (finite, any order), all n2 >= 1 long.
-    One 2-d sort and one pass of the same elementwise operations as
-    :func:`wasserstein_distance`, each row summed alone (numpy's pairwise sum
-    of a contiguous row is the 1-d sum), instead of a dozen numpy calls per
-    column: the fixed cost that dominates small windows.
+    One 2-d sort and one pass of :func:`_sorted_distances` (the code one column
+    runs too) instead of a dozen numpy calls per column: the fixed cost that
+    dominates small windows.
     """
-    rs = np.stack([r.sorted_values for r in refs])
     cs = np.stack(currents)
     cs.sort(axis=1)
-    n1, n2 = rs.shape[1], cs.shape[1]
-    if n1 == n2:
-        diff = rs - cs
-        np.abs(diff, out=diff)
-        d = np.sum(diff, axis=1) / n1
-    else:
-        c_idx, w_ref, r_idx, w_cur, scale = _pairing(n1, n2)
-        t_ref = rs - cs.take(c_idx, axis=1)
-        np.abs(t_ref, out=t_ref)
-        t_ref *= w_ref
-        t_cur = rs.take(r_idx, axis=1) - cs
-        np.abs(t_cur, out=t_cur)
-        t_cur *= w_cur
-        d = (np.sum(t_ref, axis=1) + np.sum(t_cur, axis=1)) / scale
-    return [float(x) / max(r.std, 0.001) for x, r in zip(d.tolist(), refs, strict=True)]
+    d = _sorted_distances(np.stack([r.sorted_values for r in refs]), cs)
+    return [float(x) / _norm(r) for x, r in zip(d.tolist(), refs, strict=True)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,8 +133,7 @@ def wasserstein(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Wasserstein-1 distance divided by the reference's standard deviation
     (population std, floored at 0.001), as Evidently's "Wasserstein distance
     (normed)". Drift when ``d >= threshold``."""
-    norm = max(ref.std, 0.001)
-    return wasserstein_distance(ref, cur) / norm
+    return wasserstein_distance(ref, cur) / _norm(ref)
 
 
 @register_test(
