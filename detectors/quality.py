@@ -62,6 +62,13 @@ class DataQuality:
         raise KeyError(column)
 
 
+def _share_outside(n: int, missing: int, outside: int, lo: float) -> tuple[int, int, float]:
+    """(rows, missing rows, share of the present values outside the reference range); the
+    share is NaN with no present value or no reference range (``lo`` NaN)."""
+    present = n - missing
+    return n, missing, math.nan if present == 0 or math.isnan(lo) else outside / present
+
+
 def _numerical_quality(values: Any, lo: float, hi: float) -> tuple[int, int, float]:
     arr = np.asarray(values)
     if arr.dtype == object:
@@ -74,12 +81,10 @@ def _numerical_quality(values: Any, lo: float, hi: float) -> tuple[int, int, flo
     n = int(arr.shape[0])
     nan = np.isnan(arr)
     missing = int(nan.sum())
-    present = n - missing
-    if present == 0 or math.isnan(lo):
-        return n, missing, math.nan
+    if missing == n or math.isnan(lo):
+        return _share_outside(n, missing, 0, lo)
     vals = arr[~nan] if missing else arr
-    outside = int(np.count_nonzero((vals < lo) | (vals > hi)))
-    return n, missing, outside / present
+    return _share_outside(n, missing, int(np.count_nonzero((vals < lo) | (vals > hi))), lo)
 
 
 def _numerical_batch(
@@ -109,12 +114,10 @@ def _numerical_batch(
     hi = np.array([prepared.columns[c].max for c in names])[:, None]
     missing = np.count_nonzero(np.isnan(m), axis=1).tolist()
     outside = np.count_nonzero((m < lo) | (m > hi), axis=1).tolist()  # NaN compares False
-    out: dict[str, tuple[int, int, float]] = {}
-    for c, miss, off in zip(names, missing, outside, strict=True):
-        present = n - miss
-        no_range = math.isnan(prepared.columns[c].min)
-        out[c] = (n, miss, math.nan if present == 0 or no_range else off / present)
-    return out
+    return {
+        c: _share_outside(n, miss, off, prepared.columns[c].min)
+        for c, miss, off in zip(names, missing, outside, strict=True)
+    }
 
 
 def data_quality(
