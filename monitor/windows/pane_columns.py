@@ -69,8 +69,8 @@ def categorical_column(chunks: list[ColumnBatch], name: str, ref: PreparedColumn
             got = ch.derived[name] = _chunk_codes(ch.columns[name], ref)
         codes.append(got[1])
         others.append(got[2])
-    joined = np.concatenate(codes).astype(np.intp) if len(codes) > 1 else codes[0].astype(np.intp)
-    return CurrentColumn.looked_up(joined, np.concatenate(others), ref)
+    # a fresh intp array (looked_up overwrites it), one chunk or several
+    return CurrentColumn.looked_up(np.concatenate(codes, dtype=np.intp), np.concatenate(others), ref)
 
 
 def _chunk_codes(values: np.ndarray, ref: PreparedColumn) -> tuple[object, np.ndarray, np.ndarray]:
