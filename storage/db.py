@@ -201,6 +201,13 @@ class Store:
         with self._lock:
             return self.conn.executemany(sql, rows).rowcount
 
+    def execute_batch(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run a batch statement built with :meth:`Dialect.batch_rows
+        <storage.dialect.Dialect.batch_rows>` or ``batch_update`` over ``rows``: here once
+        per row (SQLite reads parameters faster than JSON); :class:`PostgresStore` runs it
+        once with the rows as one JSON parameter. Returns the rows changed."""
+        return self.executemany(sql, rows)
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts (reads need no transaction)."""
         with self._lock:

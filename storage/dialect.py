@@ -39,10 +39,10 @@ Checklist for a new query module (what the coordinator checks when porting one)
 8. JSON inside a column: ``store.dialect.json_values(expr)`` is a table of its
    array elements with one column ``value`` (``json_each`` / ``json_array_elements_text``).
    A batch of rows to write (upsert, update): ``store.dialect.batch_rows`` /
-   ``batch_update`` give the statement's row source, run by one ``execute`` with the
-   rows as one JSON parameter (``batch_params``) where ``json_batches`` (PostgreSQL:
-   one set-based statement, about twice as fast a row as psycopg's ``executemany``),
-   else by ``executemany`` (SQLite: faster than reading JSON). Reduce rows repeating a
+   ``batch_update`` give the statement, run by ``store.execute_batch(sql, rows)``:
+   on PostgreSQL one set-based statement with the rows as one JSON parameter
+   (``batch_params``; about twice as fast a row as psycopg's ``executemany``), on
+   SQLite once per row (faster than reading JSON). Reduce rows repeating a
    key first where the result depends on their order (one statement is not applied
    row by row; PostgreSQL refuses an upsert touching a row twice).
 9. Rows that several instances may claim: ``store.dialect.skip_locked`` after the

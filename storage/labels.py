@@ -82,15 +82,6 @@ def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, 
     return {r[0]: r for r in rows}
 
 
-def _write_batch(store: Store, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-    """Run a batch statement of :meth:`Dialect.batch_rows <storage.dialect.Dialect.batch_rows>`
-    or ``batch_update``: once with the rows as one JSON parameter, or once per row. Returns
-    the rows changed."""
-    if store.dialect.json_batches:
-        return max(int(store.execute(sql, (store.dialect.batch_params(rows),)).rowcount), 0)
-    return store.executemany(sql, rows)
-
-
 _PREDICTION = ("text", "text", "int", "text", "variant")  # event_id, version, ts, segments, prediction
 _LABEL = ("variant", "int", "int")  # label, label_ts, label_pos
 
@@ -107,15 +98,13 @@ def insert_predictions(
     d = store.dialect
     lit = _literal(model)
     # DO NOTHING without a target: a held id conflicts on (model, event_id), not on the key
-    inserted = _write_batch(
-        store,
+    inserted = store.execute_batch(
         "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction)"
         f" {d.batch_rows([lit], _PREDICTION)} ON CONFLICT DO NOTHING",
         rows,
     )
     if labelled:
-        inserted += _write_batch(
-            store,
+        inserted += store.execute_batch(
             "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction,"
             f" label, label_ts, label_pos) {d.batch_rows([lit], _PREDICTION + _LABEL)} ON CONFLICT DO NOTHING",
             labelled,
@@ -131,8 +120,7 @@ def set_labels(store: Store, model: str, rows: Sequence[tuple[Any, int, int, int
     if not rows:
         return
     last = {(r[3], r[4]): r for r in rows}
-    _write_batch(
-        store,
+    store.execute_batch(
         store.dialect.batch_update(
             "label_predictions", ("label", "label_ts", "label_pos"), f"model = {_literal(model)}",
             ("ts", "event_id"), (*_LABEL, "int", "text"),
@@ -219,8 +207,7 @@ def upsert_early_labels(store: Store, model: str, rows: Sequence[EarlyLabel]) ->
         old = best.get(e.event_id)
         if old is None or (e.ts, e.pos) > (old.ts, old.pos):
             best[e.event_id] = e
-    _write_batch(
-        store,
+    store.execute_batch(
         "INSERT INTO label_early (model, event_id, label, ts, pos)"
         f" {store.dialect.batch_rows([_literal(model)], ('text', 'variant', 'int', 'int'))}"
         " ON CONFLICT (model, event_id) DO UPDATE SET label = excluded.label, ts = excluded.ts,"

@@ -266,6 +266,11 @@ class PostgresStore(Store):
 
         return int(self._run(run))
 
+    def execute_batch(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """One set-based statement, the rows as one JSON parameter (``dialect.batch_params``):
+        about half the cost a row of the pipelined :meth:`executemany`."""
+        return max(int(self.execute(sql, (self.dialect.batch_params(rows),)).rowcount), 0)
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts; the emulated ``rowid`` only when the query names it."""
         res = self.execute(sql, params)
