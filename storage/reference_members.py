@@ -2,14 +2,13 @@
 
 Each member is one window's (capped) rows, written in the same transaction as
 the window's figures, so after a restart the pipeline rebuilds exactly the
-reference it judged with. The payload is zlib-compressed JSON (numbers as
-floats, NaN as null; categories as strings or null): never pickle, since the
-database is readable and writable by other programs.
+reference it judged with. The payload is compressed JSON (numbers as floats,
+NaN as null; categories as strings or null; compressed by :mod:`storage.payloads`):
+never pickle, since the database is readable and writable by other programs.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import orjson
 
 from storage.db import Store
+from storage.payloads import compress, decompress
 
 
 def encode_columns(columns: Mapping[str, np.ndarray]) -> bytes:
@@ -28,11 +28,11 @@ def encode_columns(columns: Mapping[str, np.ndarray]) -> bytes:
             out[name] = {"f": [None if v != v else v for v in a.astype(np.float64).tolist()]}
         else:
             out[name] = {"s": [None if v is None or v != v else str(v) for v in a.tolist()]}
-    return zlib.compress(orjson.dumps(out), 6)
+    return compress(orjson.dumps(out))
 
 
 def decode_columns(payload: bytes) -> dict[str, np.ndarray]:
-    data = orjson.loads(zlib.decompress(payload))
+    data = orjson.loads(decompress(payload))
     out: dict[str, np.ndarray] = {}
     for name, col in data.items():
         if "f" in col:

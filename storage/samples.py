@@ -2,8 +2,8 @@
 
 Written in the flush transaction with the window's figures (one row per window,
 replaced when the window is written again). The payload is the columns as
-:func:`storage.reference_members.encode_columns` writes them (zlib-compressed
-JSON, never pickle): the judged columns (features, prediction) plus the event
+:func:`storage.reference_members.encode_columns` writes them (JSON compressed by
+:mod:`storage.payloads`, never pickle): the judged columns (features, prediction) plus the event
 id (column :data:`EVENT_ID`) so labels can be joined to the sample later.
 How many windows keep theirs is bounded per model (:func:`storage.retention.trim_window_samples`),
 and the prune removes the samples of deleted windows.
@@ -11,7 +11,6 @@ and the prune removes the samples of deleted windows.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import orjson
 
 from storage.db import Store
+from storage.payloads import compress
 from storage.records import iso
 from storage.reference_members import decode_columns
 from storage.retention import trim_window_samples
@@ -43,9 +43,9 @@ class WindowSample:
 def encode_sample(columns: dict[str, np.ndarray]) -> bytes:
     """Columns as :func:`storage.reference_members.decode_columns` reads them, fast enough for
     the consumer thread: float arrays go to orjson as they are (NaN becomes ``null``), text
-    columns must already be lists of ``str``/``None``; zlib level 1 (a sample is small)."""
+    columns must already be lists of ``str``/``None``."""
     out = {c: ({"f": a} if isinstance(a, np.ndarray) and a.dtype.kind == "f" else {"s": a}) for c, a in columns.items()}
-    return zlib.compress(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+    return compress(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) -> None:
