@@ -360,4 +360,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             PostgresOnly("ALTER TABLE label_slots DROP COLUMN IF EXISTS rowid"),
         ],
     ),
+    (
+        10,
+        "metrics: only the key's index (every query finds figures by window id); each closed"
+        " window writes ~80 rows, and the unused (model, metric) index was half of their cost",
+        [
+            "DROP INDEX IF EXISTS metrics_model_metric",
+            # nothing reads the emulated row id of a figure (retention deletes by window id)
+            PostgresOnly("ALTER TABLE metrics DROP COLUMN IF EXISTS rowid"),
+        ],
+    ),
 ]

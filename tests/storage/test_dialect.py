@@ -130,3 +130,16 @@ def test_batches_are_one_json_statement_on_postgres_and_per_row_on_sqlite() -> N
         " UPDATE t SET a = u.a FROM u WHERE m = 'x' AND t.k = u.k"
     )
     assert POSTGRES_DIALECT.batch_params([("a", 1.5, float("nan"), None)]) == '[["a",1.5,null,null]]'
+
+
+def test_figures_carry_only_the_index_of_their_key(store_target: StoreTarget) -> None:
+    """Each closed window writes ~80 figure rows: every index on ``metrics`` is paid per row,
+    so it has its key's alone (every query finds figures by window id; migration 10 dropped
+    the unused (model, metric) index, and on PostgreSQL the emulated row id with its index)."""
+    store = store_target.open()
+    if store.dialect is SQLITE_DIALECT:
+        rows = store.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metrics'")
+    else:
+        rows = store.query("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'metrics'")
+    assert len(rows) == 1, rows
+    assert rows[0]["name"] in ("sqlite_autoindex_metrics_1", "metrics_pkey")
