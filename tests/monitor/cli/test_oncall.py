@@ -277,7 +277,7 @@ def test_silence_add_list_expire(where: tuple[str, str]) -> None:
 
 def _older_database(folder: Path) -> tuple[Path, int]:
     """A database at the schema before the latest (every migration but the last applied)."""
-    from storage.schema import MIGRATIONS
+    from storage.schema import MIGRATIONS, PostgresOnly
 
     folder.mkdir()
     db = folder / "driftwarden.db"
@@ -285,7 +285,8 @@ def _older_database(folder: Path) -> tuple[Path, int]:
     conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)")
     for version, description, statements in MIGRATIONS[:-1]:
         for sql in statements:
-            conn.execute(sql)
+            if not isinstance(sql, PostgresOnly):  # as Store.migrate does on SQLite
+                conn.execute(sql)
         conn.execute("INSERT INTO schema_version VALUES (?, ?, '2026-01-01T00:00:00.000Z')", (version, description))
     conn.commit()
     conn.close()
