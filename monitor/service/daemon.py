@@ -375,9 +375,10 @@ class Daemon:
             self._label_partitions_warned = True
             log.warning(
                 "labels topic %s has %d partitions, predictions topic %d: with a shared store the"
-                " labels of partition N are joined by the owner of predictions partition N; give both"
+                " labels of partition N are joined by the owner of predictions partition N%s; give both"
                 " the same partition count and key both by model (README \"Scaling out\")",
                 labels.topic, len(n), preds,
+                f" (labels on partitions {preds}..{len(n) - 1} are not joined at all)" if len(n) > preds else "",
             )
 
     def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:

@@ -94,3 +94,28 @@ def test_labels_joined_on_postgresql_across_a_hand_over(
     ids = performance_windows(reader)
     assert len(ids) >= 12
     assert_figures_equal_expected(reader, ids, preds, joined)
+
+
+def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """On a shared store, labels partition N is joined by the owner of predictions partition N:
+    with 3 labels partitions and 1 predictions partition, the labels on partitions 1 and 2 are
+    joined by no one, and the daemon says so, naming both topics and those partitions."""
+    tag = uuid.uuid4().hex[:8]
+    preds_topic, labels_topic = f"preds-{tag}", f"labels-{tag}"
+    broker.create_topic(preds_topic)
+    broker.create_topic(labels_topic, partitions=3)
+    cfg = label_config(
+        tmp_path / "a", bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+        http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
+    )
+    log = tmp_path / "a.log"
+    proc = start_daemon(cfg, log=log)
+    try:
+        assert wait_ready(cfg, timeout=60), "not ready"
+        warned = f"labels topic {labels_topic} has 3 partitions, predictions topic 1"
+        assert wait_for(lambda: warned in log.read_text(), timeout=30), log.read_text()[-2000:]
+        assert "(labels on partitions 1..2 are not joined at all)" in log.read_text()
+    finally:
+        assert terminate(proc) == 0
