@@ -108,11 +108,14 @@ class Dialect:
 
     def json_field(self, index: int, kind: str = "text") -> str:
         """Field ``index`` of a row of :meth:`json_rows`: ``kind`` ``text``, ``int``
-        (64-bit) or ``variant`` (a value of any type for an any-type column, JSON null as
+        (64-bit), ``real`` (a double; pass ±inf as :meth:`real` gives it, JSON has no
+        infinity) or ``variant`` (a value of any type for an any-type column, JSON null as
         SQL NULL, see :meth:`variant`)."""
         i = int(index)
         if kind == "int":
             return f"CAST(j.value ->> {i} AS BIGINT)"
+        if kind == "real":
+            return f"CAST(j.value ->> {i} AS {'DOUBLE PRECISION' if self.name == POSTGRESQL else 'REAL'})"
         if kind == "variant" and self.name == POSTGRESQL:
             return f"NULLIF(j.value -> {i}, 'null'::jsonb)"
         if kind not in ("text", "variant"):
@@ -154,6 +157,19 @@ class Dialect:
         """The one parameter of a :attr:`json_batches` statement: ``rows`` as a JSON array
         of arrays (NaN, infinities and None as null)."""
         return orjson.dumps(list(rows), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+    def real(self, value: float | None) -> float | str | None:
+        """A float for a ``real`` field of a batch row: NaN as None (SQLite has no NaN
+        and stores NULL for it; both stores then read None); with :attr:`json_batches` ±inf
+        as the text PostgreSQL casts back (JSON would make it null); else as it is."""
+        if value is None:
+            return None
+        f = float(value)
+        if f != f:
+            return None
+        if self.json_batches and (f == math.inf or f == -math.inf):
+            return "Infinity" if f > 0 else "-Infinity"
+        return f
 
     @property
     def encodes_variants(self) -> bool:

@@ -384,21 +384,25 @@ def write_performance(
         (wid, key.model, key.version, key.segment, key.start, key.end, iso(computed_at), reference),
     )
     store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'performance'", (wid,))
-    # a figure named like a data figure of the window takes its row (the whole row)
-    store.executemany(
-        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value,'
-        " threshold, drifted, test, family, ci_low, ci_high) VALUES (?,?,?,?,?,?,?,?,?,'performance',?,?)"
-        ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
+    # a figure named like a data figure of the window takes its row (the whole row); one
+    # row per (column, metric), the last wins (see storage.windows.write_window)
+    d = store.dialect
+    rows = {
+        (m.column, m.metric): (
+            wid, key.model, m.column, m.metric, d.real(m.value), d.real(m.p_value), d.real(m.threshold),
+            None if m.drifted is None else int(m.drifted), m.test, d.real(m.ci_low), d.real(m.ci_high),
+        )
+        for m in metrics
+    }
+    store.execute_batch(
+        'INSERT INTO metrics (family, window_id, model, "column", metric, value, p_value,'
+        " threshold, drifted, test, ci_low, ci_high) "
+        + d.batch_rows(("'performance'",), ("text", "text", "text", "text", "real", "real", "real", "int", "text", "real", "real"))
+        + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
         " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
         " drifted = excluded.drifted, test = excluded.test, family = excluded.family,"
         " ci_low = excluded.ci_low, ci_high = excluded.ci_high",
-        [
-            (
-                wid, key.model, m.column, m.metric, _num(m.value), _num(m.p_value), _num(m.threshold),
-                None if m.drifted is None else int(m.drifted), m.test, _num(m.ci_low), _num(m.ci_high),
-            )
-            for m in metrics
-        ],
+        list(rows.values()),
     )
 
 
@@ -415,10 +419,3 @@ def data_figures(store: Store, window_ids: Sequence[str], prefix: str) -> dict[t
         (_ids(window_ids), len(prefix), prefix),
     ).fetchall()
     return {(r[0], r[1]): r[2] for r in rows if r[2] is not None}
-
-
-def _num(v: float | None) -> float | None:
-    if v is None:
-        return None
-    f = float(v)
-    return None if f != f else f

@@ -32,28 +32,24 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
             iso(window.computed_at), window.late_rows, window.reference, window.error,
         ),
     )
-    store.executemany(
-        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value,'
-        " threshold, drifted, test) VALUES (?,?,?,?,?,?,?,?,?)"
-        ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
+    d = store.dialect
+    # one row per (column, metric): the last wins, as the upsert run row by row would
+    # leave it (one set-based statement may not touch a row twice on PostgreSQL)
+    rows = {
+        (m.column, m.metric): (
+            window.id, k.model, m.column, m.metric, d.real(m.value), d.real(m.p_value),
+            d.real(m.threshold), None if m.drifted is None else int(m.drifted), m.test,
+        )
+        for m in metrics
+    }
+    store.execute_batch(
+        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value, threshold, drifted, test) '
+        + d.batch_rows((), ("text", "text", "text", "text", "real", "real", "real", "int", "text"))
+        + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
         " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
         " drifted = excluded.drifted, test = excluded.test",
-        [
-            (
-                window.id, k.model, m.column, m.metric, _num(m.value), _num(m.p_value),
-                _num(m.threshold), None if m.drifted is None else int(m.drifted), m.test,
-            )
-            for m in metrics
-        ],
+        list(rows.values()),
     )
-
-
-def _num(v: float | None) -> float | None:
-    """SQLite has no NaN: store NaN as NULL."""
-    if v is None:
-        return None
-    f = float(v)
-    return None if f != f else f
 
 
 def window_metrics(store: Store, window_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,73 @@
+"""A window's figures as stored, on both stores: one set-based statement on PostgreSQL, one
+statement per row on SQLite, and the same rows read back from either."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from storage.dialect import POSTGRES_DIALECT, SQLITE_DIALECT
+from storage.labels import write_performance
+from storage.records import MetricRow, WindowKey, WindowRecord
+from storage.windows import window_metrics, write_window
+from tests.store_targets import StoreTarget
+
+KEY = WindowKey("churn", "v1", "", "2026-11-23T00:00:00.000Z", "2026-11-23T00:01:00.000Z")
+NOW = datetime(2026, 11, 23, 0, 2, tzinfo=UTC)
+
+
+def _stored(store) -> dict[tuple[str, str], dict]:
+    return {(r["column"], r["metric"]): r for r in window_metrics(store, KEY.id)}
+
+
+def test_figures_keep_their_values_on_both_stores(store_target: StoreTarget) -> None:
+    """NaN is stored as NULL (SQLite has none); ±inf, 0/1 verdicts and None come back as they
+    went in; a (column, metric) given twice keeps the last, as a row-by-row upsert would."""
+    store = store_target.open()
+    rows = [
+        MetricRow("", "row_count", 120.0),
+        MetricRow("age", "drift_score", 0.25, threshold=0.1, drifted=True, p_value=None, test="wasserstein"),
+        MetricRow("age", "missing_share", math.nan),
+        MetricRow("plan", "drift_score", math.inf, threshold=0.1, drifted=False, test="psi"),
+        MetricRow("plan", "missing_share", -math.inf),
+        MetricRow("plan", "missing_share", 0.5),  # the same figure again: the last wins
+        MetricRow("score", "drift_score", 1e-300, threshold=0.05, drifted=True, p_value=1e-300, test="ks"),
+    ]
+    with store.transaction():
+        write_window(store, WindowRecord(key=KEY, rows=120, status="ok", computed_at=NOW, reference="r"), rows)
+    got = _stored(store)
+    assert len(got) == 6
+    assert got[("", "row_count")]["value"] == 120.0 and got[("", "row_count")]["drifted"] is None
+    age = got[("age", "drift_score")]
+    assert (age["value"], age["threshold"], age["drifted"], age["p_value"], age["test"]) == (
+        0.25, 0.1, 1, None, "wasserstein")
+    assert got[("age", "missing_share")]["value"] is None
+    assert got[("plan", "drift_score")]["value"] == math.inf and got[("plan", "drift_score")]["drifted"] == 0
+    assert got[("plan", "missing_share")]["value"] == 0.5
+    score = got[("score", "drift_score")]
+    assert score["value"] == 1e-300 and score["p_value"] == 1e-300  # no digit lost on the way
+    assert {r["family"] for r in got.values()} == {"data"}
+
+    # the window written again: its old data figures go, performance figures stay
+    with store.transaction():
+        write_performance(store, KEY, [
+            MetricRow("", "accuracy", 0.75, ci_low=0.7, ci_high=-math.inf),
+            MetricRow("", "f1", math.nan, ci_low=None, ci_high=math.inf),
+        ], computed_at=NOW)
+        write_window(store, WindowRecord(key=KEY, rows=130, status="ok", computed_at=NOW, reference="r"),
+                     [MetricRow("", "row_count", 130.0)])
+    got = _stored(store)
+    assert set(got) == {("", "row_count"), ("", "accuracy"), ("", "f1")}
+    acc, f1 = got[("", "accuracy")], got[("", "f1")]
+    assert (acc["family"], acc["value"], acc["ci_low"], acc["ci_high"]) == ("performance", 0.75, 0.7, -math.inf)
+    assert (f1["value"], f1["ci_low"], f1["ci_high"]) == (None, None, math.inf)
+    assert got[("", "row_count")]["value"] == 130.0
+
+
+def test_real_fields_of_a_batch() -> None:
+    for d in (SQLITE_DIALECT, POSTGRES_DIALECT):
+        assert d.real(None) is None and d.real(math.nan) is None and d.real(0.5) == 0.5
+    assert SQLITE_DIALECT.real(math.inf) == math.inf
+    # JSON has no infinity: PostgreSQL gets the text its cast reads back
+    assert (POSTGRES_DIALECT.real(math.inf), POSTGRES_DIALECT.real(-math.inf)) == ("Infinity", "-Infinity")
+    assert "DOUBLE PRECISION" in POSTGRES_DIALECT.json_field(4, "real")
