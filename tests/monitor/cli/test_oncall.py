@@ -242,6 +242,10 @@ def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path
     assert [(r["code"], r["n"]) for r in recent] == [("not_json", 2), ("bad_type", 1)]  # type: ignore[index]
     only = doc("dead-letters", "--reason", "not_json", *where)["items"]
     assert [d["offset"] for d in only] == [11, 10]  # type: ignore[index]
+    # a code is matched whole, the same on both stores (SQLite's LIKE ignores case, PostgreSQL's
+    # does not); codes are lower case, so one typed in capitals finds the same letters
+    for code, offsets in (("NOT_JSON", [11, 10]), ("Unknown_Model", [12]), ("not", []), ("not_%", []), ("_", [])):
+        assert [d["offset"] for d in doc("dead-letters", "--reason", code, *where)["items"]] == offsets, code  # type: ignore[index]
     target = tmp_path / "letters.jsonl"
     assert ok("dead-letters", "--export", str(target), *where).strip() == (
         f"exported 4 dead letter(s) to {target}"
