@@ -13,6 +13,7 @@ import pytest
 from storage.records import window_url_id
 from tests.monitor.web.http_helpers import AUTH, http
 from tests.monitor.web.seed_helpers import Seeded, report_links, seeded_daemon
+from tests.store_targets import StoreTarget
 
 pytestmark = [pytest.mark.evidently]
 
@@ -33,10 +34,11 @@ def poison_last_window(payloads: list[bytes]) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+def seeded(tmp_path_factory: pytest.TempPathFactory, module_store_target: StoreTarget) -> Iterator[Seeded]:
+    """On SQLite and on PostgreSQL: reports are made from the window samples kept in the store."""
     with pytest.MonkeyPatch.context() as mp, seeded_daemon(
         tmp_path_factory.mktemp("reports"), mp, reports="sample_rows = 500\nsample_windows = 20",
-        transform=poison_last_window,
+        transform=poison_last_window, storage=module_store_target.storage_toml(),
     ) as s:
         yield s
 
