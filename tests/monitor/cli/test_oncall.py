@@ -23,7 +23,7 @@ from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
-from tests.store_targets import SqliteTarget, StoreTarget
+from tests.store_targets import StoreTarget
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # the seeded windows span 1.5 h from DAY, all on one calendar day whenever the suite runs
@@ -73,15 +73,7 @@ def where(store_target: StoreTarget, tmp_path: Path) -> tuple[str, str]:
     store = store_target.open()
     _seed(store)
     store.close()
-    if isinstance(store_target, SqliteTarget):
-        return ("--state-dir", str(store_target.path.parent))
-    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
-    cfg = tmp_path / "pg.toml"
-    cfg.write_text(
-        store_target.storage_toml()
-        + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
-    )
-    return ("-c", str(cfg))
+    return store_target.cli_args(tmp_path)
 
 
 def _seed(store: Store) -> None:
