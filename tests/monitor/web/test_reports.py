@@ -111,6 +111,7 @@ def test_a_window_whose_sample_is_gone_says_so(seeded: Seeded) -> None:
     assert "the sample of this window&#x27;s rows is gone" in body.decode()
 
 
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # refused before or at one lookup by id
 @pytest.mark.parametrize(("path", "status", "error"), [
     ("/api/v1/models/churn/windows/not|an|id/report", 400,
      "not a window id: give the URL-safe id of the window (its url_id in the API)"),
@@ -124,6 +125,7 @@ def test_bad_report_requests_get_a_short_json_error(seeded: Seeded, path: str, s
     assert (r.status, r.json()) == (status, {"error": error})
 
 
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # the page's escaping: one store is enough
 def test_a_hostile_category_value_cannot_close_evidentlys_script(seeded: Seeded) -> None:
     newest = windows(seeded, "")[0]
     status, _, body = get(seeded.url + newest["report"])
