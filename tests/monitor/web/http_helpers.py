@@ -121,7 +121,8 @@ def request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[st
         return r.status, r.headers, r.body
 
 
-def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str | None] | None = None) -> Reply:
+def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str | None] | None = None,
+         timeout: float = 10) -> Reply:
     """One request on a fresh connection, written by hand (so it can be malformed on purpose).
 
     A POST gets ``Content-Length: len(body)`` unless ``headers`` name a Content-Length
@@ -134,7 +135,7 @@ def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str
     if method == "POST" and not framed:
         lines.append(f"Content-Length: {len(body)}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
         return read_reply(s)
 
