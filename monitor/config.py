@@ -635,6 +635,28 @@ class LimitsConfig(Strict):
     max_event_id_length: int = Field(default=256, ge=1, le=65_536)
 
 
+#: Bytes of the keys a PostgreSQL B-tree index entry holds: 2704 (a third of a page) less
+#: the entry's and its columns' headers. SQLite has no such bound: a key over it fails every
+#: flush on PostgreSQL alone (a poison pill stalling the consumer), so limits that admit one
+#: are refused with a PostgreSQL store.
+PG_INDEX_KEY_BYTES = 2600
+#: an ISO window bound as stored (``2026-11-23T14:00:00.000Z``)
+_TIME_BYTES = 24
+
+
+def pg_key_bytes(model: str, segments: list[str], limits: LimitsConfig) -> dict[str, int]:
+    """The largest index keys the stream can make under ``limits``, in bytes (each
+    character up to 4 in UTF-8): ``value`` the window tables' (``reference_members``,
+    whose key holds the version and segment twice, once inside the window id),
+    ``event_id`` the label join's ``(model, ts, event_id)``."""
+    m = len(model.encode())
+    k = max((len(s.encode()) for s in segments), default=0)
+    v = 4 * limits.max_value_length
+    segment = k + 1 + v if segments else 0
+    window_id = m + 1 + v + 1 + segment + 1 + _TIME_BYTES + 1 + _TIME_BYTES
+    return {"value": m + v + segment + window_id, "event_id": m + 8 + 4 * limits.max_event_id_length}
+
+
 class PerformanceConfig(Strict):
     """The label join and performance windows of one model (see ``[labels]`` for timing)."""
 
@@ -1414,6 +1436,26 @@ def _read_secret(
     return None
 
 
+def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
+    """Limits of model ``m`` admitting values whose keys a PostgreSQL index cannot hold."""
+    out = []
+    sizes = pg_key_bytes(m.name, m.segments, m.limits)
+    for key, kind in (("max_value_length", "value"), ("max_event_id_length", "event_id")):
+        size = sizes[kind]
+        if size <= PG_INDEX_KEY_BYTES:
+            continue
+        given = getattr(m.limits, key)
+        # the key grows by the same bytes with each character the limit admits
+        per = size - pg_key_bytes(m.name, m.segments, m.limits.model_copy(update={key: given - 1}))[kind]
+        most = max(given - -(-(size - PG_INDEX_KEY_BYTES) // per), 0)
+        out.append(
+            f"{path}.{key}: expected at most {most} with a PostgreSQL store (storage.url): longer values"
+            f" (up to 4 bytes a character) make index keys of up to {size} bytes, over the"
+            f" {PG_INDEX_KEY_BYTES} a PostgreSQL index entry holds; got {given}"
+        )
+    return out
+
+
 def _post_checks(
     cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None
 ) -> tuple[list[str], dict[str, SecretStr]]:
@@ -1453,6 +1495,8 @@ def _post_checks(
             )
         seen.add(m.name)
         exists(f"models[{i}].reference", m.reference)
+        if cfg.storage.url is not None:
+            problems += _pg_key_problems(f"models[{i}].limits", m)
 
     labelled = [i for i, m in enumerate(cfg.models) if m.performance.enabled]
     if cfg.labels.delay >= cfg.labels.ttl:

@@ -55,7 +55,9 @@ Checklist for a new query module (what the coordinator checks when porting one)
     typeless ``BLOB`` column, ``jsonb`` on PostgreSQL, see migration 9): pass each
     value through ``store.dialect.variant`` (JSON text for PostgreSQL; SQLite takes
     the value itself). Both give it back as the Python value it was.
-11. Nothing file-specific (``PRAGMA``, ``VACUUM``, ``sqlite_master``) outside
+11. No ``LIKE`` to compare text: SQLite's ignores the case of ASCII letters,
+    PostgreSQL's does not. A prefix is ``substr(c, 1, ?) = ?`` (both count characters).
+12. Nothing file-specific (``PRAGMA``, ``VACUUM``, ``sqlite_master``) outside
     :mod:`storage.db`; test the module with the parametrized ``store`` fixture
     (``tests/storage/conftest.py``), which runs it on both stores.
 """

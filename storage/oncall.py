@@ -58,15 +58,19 @@ def window_figures(store: Store, window_id: str) -> list[dict[str, Any]]:
 def dead_letters_page(
     store: Store, *, since: str | None = None, reason: str | None = None, limit: int | None = 100
 ) -> list[dict[str, Any]]:
-    """Dead letters newest first; ``reason`` matches the code (text before the first ':')."""
+    """Dead letters newest first; ``reason`` matches the code (text before the first ':')
+    whole, in any case (codes are lower case, :func:`storage.dead_letters.reason_code`).
+
+    Compared with ``substr``, not ``LIKE``: SQLite's ``LIKE`` ignores the case of ASCII
+    letters and PostgreSQL's does not, so one pattern gave the stores different answers."""
     where, params = [], []
     if since is not None:
         where.append("received_at >= ?")
         params.append(since)
     if reason is not None:
-        where.append("(reason = ? OR reason LIKE ? ESCAPE '\\')")
-        escaped = reason.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params.extend([reason, escaped + ":%"])
+        code = reason.lower()
+        where.append("(reason = ? OR substr(reason, 1, ?) = ?)")
+        params.extend([code, len(code) + 1, code + ":"])
     sql = 'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
     sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
     if limit is not None:

@@ -92,6 +92,14 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
     target.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_store_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``store_target`` for a module-scoped fixture (one seeded daemon serving many tests)."""
+    target = _target(request.param, request, tmp_path_factory.mktemp("store"))
+    yield target
+    target.close()
+
+
 @pytest.fixture
 def pg_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh database on the test PostgreSQL server (for tests of PostgreSQL only)."""
@@ -106,7 +114,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         names = getattr(item, "fixturenames", ())
-        if "postgres" in names or "pg_target" in names or (
-            callspec is not None and callspec.params.get("store_target") == "postgres"
+        params = callspec.params if callspec is not None else {}
+        if "postgres" in names or "pg_target" in names or "postgres" in (
+            params.get("store_target"), params.get("module_store_target")
         ):
             item.add_marker(pytest.mark.postgres)

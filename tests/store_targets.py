@@ -31,6 +31,12 @@ class StoreTarget:
         """Another, empty target of the same kind."""
         raise NotImplementedError
 
+    def cli_args(self, folder: Path) -> tuple[str, str]:
+        """How the command line is pointed at this store: ``--state-dir DIR`` (SQLite) or
+        ``-c FILE``, a config (written into ``folder``) whose ``[storage] url`` is this
+        database on the test PostgreSQL."""
+        raise NotImplementedError
+
     def reader(self) -> Store:
         """One store kept open for repeated reads while daemons write (closed by close())."""
         if getattr(self, "_reader", None) is None:
@@ -58,6 +64,9 @@ class SqliteTarget(StoreTarget):
     def fresh(self) -> SqliteTarget:
         self._n += 1
         return SqliteTarget(self.path.parent / f"fresh-{self._n}" / self.path.name)
+
+    def cli_args(self, folder: Path) -> tuple[str, str]:
+        return ("--state-dir", str(self.path.parent))
 
     def __repr__(self) -> str:
         return f"SqliteTarget({self.path})"
@@ -89,6 +98,16 @@ class PostgresTarget(StoreTarget):
     def storage_toml(self) -> str:
         url = self.url.replace("postgres:@", "postgres@")
         return f'\n[storage]\nurl = "{url}"\npool_size = 4\n'
+
+    def cli_args(self, folder: Path) -> tuple[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "ref.csv").write_text("age,prediction\n1,0.5\n")
+        cfg = folder / "pg.toml"
+        cfg.write_text(
+            self.storage_toml()
+            + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+        )
+        return ("-c", str(cfg))
 
     def fresh(self) -> PostgresTarget:
         child = PostgresTarget(self._create, self._url, self._drop)

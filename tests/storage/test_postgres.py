@@ -141,3 +141,59 @@ def test_the_password_comes_from_password_env(
         hba.write_text(original)
         with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
+
+
+def test_limits_admit_no_key_a_postgresql_index_cannot_hold(pg_target: PostgresTarget, tmp_path: Path) -> None:
+    """A B-tree entry holds 2704 bytes; SQLite has no bound. A version of 700 four-byte
+    characters (admitted by max_value_length up to 4096) made a window key PostgreSQL
+    refused on every flush: with a PostgreSQL store the limits are bounded to what fits,
+    and the longest values they admit are stored."""
+    import random
+    import re
+    from datetime import UTC, datetime
+
+    from monitor.config import ConfigError
+    from storage.labels import insert_predictions
+    from storage.records import MetricRow, WindowKey, WindowRecord
+    from storage.reference_members import add_member
+    from storage.windows import write_window
+
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    base = '[[models]]\nname = "churn"\nreference = "ref.csv"\nsegments = ["region"]\n[models.features]\nnumerical = ["age"]\n'
+    limits = "[models.limits]\nmax_value_length = 4096\nmax_event_id_length = 65536\n"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(base + limits)
+    load_config(cfg)  # SQLite: any length the ranges allow
+    cfg.write_text(pg_target.storage_toml() + base + limits)
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg)
+    got = {m.group(1): int(m.group(2)) for p in exc.value.problems
+           if (m := re.match(r"models\[0\]\.limits\.(\w+): expected at most (\d+) with a PostgreSQL store", p))}
+    assert got.keys() == {"max_value_length", "max_event_id_length"}, exc.value.problems
+    assert 128 <= got["max_value_length"] < 200 and 256 <= got["max_event_id_length"] < 700  # the defaults fit
+    cfg.write_text(pg_target.storage_toml() + base + "[models.limits]\n"
+                   + "".join(f"{k} = {v}\n" for k, v in got.items()))
+    assert load_config(cfg).models[0].limits.max_value_length == got["max_value_length"]
+
+    store = pg_target.open()
+    rng = random.Random(5)  # four-byte characters PostgreSQL cannot compress away (CJK extension B)
+
+    def text(n: int) -> str:
+        return "".join(chr(rng.randrange(0x20000, 0x2A6DF)) for _ in range(n))
+
+    value, event_id = text(got["max_value_length"]), text(got["max_event_id_length"])
+    key = WindowKey("churn", value, f"region={text(got['max_value_length'])}", "2026-11-23T14:00:00.000Z",
+                    "2026-11-23T14:01:00.000Z")
+    with store.transaction():
+        write_window(store, WindowRecord(key, 100, "ok", datetime.now(UTC)), [MetricRow("", "drift_share", 0.5, 0.5, True)])
+        add_member(store, model="churn", version=value, segment=key.segment, window_id=key.id, start=key.start,
+                   end=key.end, rows=100, drifted=False, payload=b"x")
+        assert insert_predictions(store, "churn", [(event_id, value, 1, "", 0.5)]) == 1
+    assert store.query("SELECT COUNT(*) AS n FROM reference_members WHERE window_id = ?", (key.id,))[0]["n"] == 1
+    # ten characters more than admitted (allowed before) is what PostgreSQL refuses (a version
+    # and a segment value of their own: a value repeated in one key may be compressed)
+    n = got["max_value_length"] + 10
+    longer = WindowKey("churn", text(n), f"region={text(n)}", key.start, key.end)
+    with pytest.raises(StorageError, match="index row size"), store.transaction():
+        add_member(store, model="churn", version=longer.version, segment=longer.segment, window_id=longer.id,
+                   start=key.start, end=key.end, rows=100, drifted=False, payload=b"x")

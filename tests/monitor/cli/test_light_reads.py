@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Store
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
 from tests.monitor.cli.test_read_commands import T
+from tests.store_targets import StoreTarget
 
 HEAVY = {"pandas", "evidently", "sqlite_utils", "litestar", "uvicorn", "sklearn", "scipy", "kafka"}
 CODE = f"HEAVY = {HEAVY!r}\n" + """
@@ -26,12 +26,13 @@ print("HEAVY", sorted({m.split(".")[0] for m in sys.modules} & HEAVY))
 
 
 @pytest.mark.parametrize("command", ["windows", "alerts", "status"])
-def test_read_commands_import_nothing_heavy(tmp_path: Path, command: str) -> None:
-    store = Store(tmp_path / "driftwarden.db")
+def test_read_commands_import_nothing_heavy(tmp_path: Path, command: str, store_target: StoreTarget) -> None:
+    """On SQLite (``--state-dir``) and on the shared PostgreSQL of a config (``-c``)."""
+    store = store_target.open()
     with store.transaction():
         key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
         write_window(store, WindowRecord(key, 100, "ok", T), [MetricRow("", "drift_share", 0.5, 0.5, True)])
     store.close()
-    out = subprocess.run([sys.executable, "-c", CODE, command, "--state-dir", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-c", CODE, command, *store_target.cli_args(tmp_path / "cli")],
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stdout[-500:]

@@ -23,7 +23,7 @@ from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
-from tests.store_targets import SqliteTarget, StoreTarget
+from tests.store_targets import StoreTarget
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # the seeded windows span 1.5 h from DAY, all on one calendar day whenever the suite runs
@@ -73,15 +73,7 @@ def where(store_target: StoreTarget, tmp_path: Path) -> tuple[str, str]:
     store = store_target.open()
     _seed(store)
     store.close()
-    if isinstance(store_target, SqliteTarget):
-        return ("--state-dir", str(store_target.path.parent))
-    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
-    cfg = tmp_path / "pg.toml"
-    cfg.write_text(
-        store_target.storage_toml()
-        + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
-    )
-    return ("-c", str(cfg))
+    return store_target.cli_args(tmp_path)
 
 
 def _seed(store: Store) -> None:
@@ -242,6 +234,10 @@ def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path
     assert [(r["code"], r["n"]) for r in recent] == [("not_json", 2), ("bad_type", 1)]  # type: ignore[index]
     only = doc("dead-letters", "--reason", "not_json", *where)["items"]
     assert [d["offset"] for d in only] == [11, 10]  # type: ignore[index]
+    # a code is matched whole, the same on both stores (SQLite's LIKE ignores case, PostgreSQL's
+    # does not); codes are lower case, so one typed in capitals finds the same letters
+    for code, offsets in (("NOT_JSON", [11, 10]), ("Unknown_Model", [12]), ("not", []), ("not_%", []), ("_", [])):
+        assert [d["offset"] for d in doc("dead-letters", "--reason", code, *where)["items"]] == offsets, code  # type: ignore[index]
     target = tmp_path / "letters.jsonl"
     assert ok("dead-letters", "--export", str(target), *where).strip() == (
         f"exported 4 dead letter(s) to {target}"

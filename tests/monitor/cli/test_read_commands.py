@@ -15,6 +15,7 @@ from monitor.cli.app import app
 from storage.db import Store
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
+from tests.store_targets import StoreTarget
 
 T = datetime(2026, 11, 23, 14, 15, tzinfo=UTC)
 HOSTILE = [
@@ -26,12 +27,16 @@ HOSTILE = [
 
 def state_with_hostile_windows(folder: Path) -> Path:
     store = Store(folder / "driftwarden.db")
+    _hostile_windows(store)
+    return folder
+
+
+def _hostile_windows(store: Store) -> None:
     with store.transaction():
         for i, (version, segment) in enumerate(HOSTILE):
             key = WindowKey("churn", version, segment, f"2026-11-23T14:0{i}:00.000Z", f"2026-11-23T14:1{i}:00.000Z")
             write_window(store, WindowRecord(key, 100 + i, "ok", T), [MetricRow("", "drift_share", 0.5, 0.5, True)])
     store.close()
-    return folder
 
 
 def run(*args: str) -> str:
@@ -40,9 +45,9 @@ def run(*args: str) -> str:
     return result.output
 
 
-def test_windows_table_shows_markup_like_values_literally(tmp_path: Path) -> None:
-    state = state_with_hostile_windows(tmp_path)
-    out = run("windows", "--state-dir", str(state))
+def test_windows_table_shows_markup_like_values_literally(tmp_path: Path, store_target: StoreTarget) -> None:
+    _hostile_windows(store_target.open())
+    out = run("windows", *store_target.cli_args(tmp_path / "cli"))
     assert "region=[/]" in out
     assert "[bold]v2[/bold]" in out and "[red]eu" in out
     # control characters are shown escaped, never sent to the terminal

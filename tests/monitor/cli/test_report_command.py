@@ -17,23 +17,30 @@ from monitor.service.daemon import Daemon
 from storage.records import window_url_id
 from tests.monitor.daemon_helpers import START, stream, write_config
 from tests.monitor.web.seed_helpers import feed
+from tests.store_targets import StoreTarget
 
 pytestmark = [pytest.mark.evidently]
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, list[str]]]:
-    """(config, state dir, window ids newest first) after a drifting stream, 6 samples kept."""
+def state(
+    tmp_path_factory: pytest.TempPathFactory, module_store_target: StoreTarget
+) -> Iterator[tuple[Path, tuple[str, str], list[str]]]:
+    """(config, the store as the command line names it, window ids newest first) after a
+    drifting stream, 6 samples kept; in a state dir (``--state-dir``) or the shared
+    PostgreSQL of the config (``-c``)."""
     folder = tmp_path_factory.mktemp("report-cli")
     cfg_path = write_config(folder, bootstrap="127.0.0.1:9", topic="p", http_port=1,
-                            extra="[reports]\nsample_rows = 400\nsample_windows = 6\n")
+                            extra="[reports]\nsample_rows = 400\nsample_windows = 6\n"
+                            + module_store_target.storage_toml())
     daemon = Daemon(load_config(cfg_path), http=False)
     try:
         feed(daemon, stream(4, 300, 2), close_at_ms=int(START.timestamp() * 1000) + 5 * 60_000)
         ids = [r["id"] for r in daemon.store.query('SELECT id FROM windows ORDER BY "end" DESC, id DESC')]
     finally:
         daemon.store.close()
-    yield cfg_path, folder / "state", ids
+    shared = module_store_target.kind == "postgres"
+    yield cfg_path, ("-c", str(cfg_path)) if shared else ("--state-dir", str(folder / "state")), ids
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -41,11 +48,11 @@ def run(*args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_a_report_by_window_id_from_the_state_dir(state, tmp_path: Path) -> None:
-    _, state_dir, ids = state
+def test_a_report_by_window_id_from_the_store(state, tmp_path: Path) -> None:
+    _, where, ids = state
     wid = next(i for i in ids if i.split("|")[2] == "")  # the newest all-rows window
     out = tmp_path / "r.html"
-    code, stdout, stderr = run("report", "--state-dir", str(state_dir), "--window", wid, "--out", str(out))
+    code, stdout, stderr = run("report", *where, "--window", wid, "--out", str(out))
     assert code == 0, stderr
     assert stdout.startswith(f"wrote {out} (") and f"window {wid}, a sample of 300 of its 300 rows against" in stdout
     assert "the reference this window was judged against (reference.csv)" in stdout
@@ -74,23 +81,25 @@ def test_a_report_by_url_id_with_the_config_and_model(state, tmp_path: Path) -> 
     (["--window", "churn|v1||2026-01-01T00:00:00.000Z|x"], 1,
      "driftwarden: no report for window 'churn|v1||2026-01-01T00:00:00.000Z|x': no such window"),
 ])
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # refused before or at one lookup by id
 def test_refusals(state, tmp_path: Path, args: list[str], code: int, message: str) -> None:
-    _, state_dir, _ = state
-    got, _, stderr = run("report", "--state-dir", str(state_dir), "--out", str(tmp_path / "x.html"), *args)
+    _, where, _ = state
+    got, _, stderr = run("report", *where, "--out", str(tmp_path / "x.html"), *args)
     assert got == code and stderr.startswith(message), stderr
     assert not (tmp_path / "x.html").exists()
 
 
 def test_an_old_window_says_its_sample_is_gone(state, tmp_path: Path) -> None:
-    _, state_dir, ids = state
-    code, _, stderr = run("report", "--state-dir", str(state_dir), "--window", ids[-1], "--out", str(tmp_path / "o.html"))
+    _, where, ids = state
+    code, _, stderr = run("report", *where, "--window", ids[-1], "--out", str(tmp_path / "o.html"))
     assert code == 1
     assert "the sample of this window's rows is gone: reports can be made for the newest [reports] sample_windows" in stderr
 
 
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # the file's bytes and mode
 def test_the_store_is_opened_read_only(state, tmp_path: Path) -> None:
-    _, state_dir, ids = state
-    db = state_dir / "driftwarden.db"
+    _, (_, state_dir), ids = state
+    db = Path(state_dir) / "driftwarden.db"
     os.chmod(db, 0o644)
     before = (db.read_bytes(), stat.S_IMODE(db.stat().st_mode))
     code, _, stderr = run("report", "--state-dir", str(state_dir), "--window", ids[0], "--out", str(tmp_path / "a.html"))

@@ -1,7 +1,7 @@
 """A real daemon (not consuming) with its real HTTP server on 127.0.0.1, and raw-socket requests.
 
-The daemon object is built from a real config and state dir (SQLite, reference
-loaded and validated); Kafka is never contacted because ``run()`` is not called:
+The daemon object is built from a real config and state dir (its store SQLite, or
+the shared PostgreSQL of a ``[storage]`` table; reference loaded and validated); Kafka is never contacted because ``run()`` is not called:
 only the HTTP server is started, exactly as ``Daemon.run`` starts it.
 """
 
@@ -47,14 +47,16 @@ class Api:
 @contextlib.contextmanager
 def running_api(
     folder: Path, monkeypatch: pytest.MonkeyPatch, *, daemon_extra: str = "", token: bool = True,
-    model_extra: str = "",
+    model_extra: str = "", storage: str = "",
 ) -> Iterator[Api]:
-    """The daemon's HTTP API on a free port; ``daemon_extra`` lines go under [daemon]."""
+    """The daemon's HTTP API on a free port; ``daemon_extra`` lines go under [daemon];
+    ``storage``: a ``[storage]`` table (``StoreTarget.storage_toml()``, "" for SQLite)."""
     extra = daemon_extra
     if token:
         monkeypatch.setenv(TOKEN_ENV, TOKEN)
         extra = f'api_token_env = "{TOKEN_ENV}"\n{extra}'
-    path = write_config(folder, bootstrap="127.0.0.1:9", topic="unused", http_port=free_port(), daemon_extra=extra)
+    path = write_config(folder, bootstrap="127.0.0.1:9", topic="unused", http_port=free_port(), daemon_extra=extra,
+                        extra=storage)
     if model_extra:
         text = path.read_text()
         path.write_text(text.replace('reference = "reference.csv"\n', f'reference = "reference.csv"\n{model_extra}\n'))
@@ -119,7 +121,8 @@ def request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[st
         return r.status, r.headers, r.body
 
 
-def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str | None] | None = None) -> Reply:
+def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str | None] | None = None,
+         timeout: float = 10) -> Reply:
     """One request on a fresh connection, written by hand (so it can be malformed on purpose).
 
     A POST gets ``Content-Length: len(body)`` unless ``headers`` name a Content-Length
@@ -132,7 +135,7 @@ def http(port: int, method: str, path: str, body: bytes = b"", headers: dict[str
     if method == "POST" and not framed:
         lines.append(f"Content-Length: {len(body)}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
         return read_reply(s)
 

@@ -36,6 +36,7 @@ from tests.monitor.web.http_helpers import (
     running_api,
     wait_serving,
 )
+from tests.store_targets import StoreTarget
 
 HUNDRED_MB = 100_000_000
 SILENCE = b'{"model": "churn", "duration": "1h", "comment": "a comment of some forty bytes ..."}'
@@ -239,14 +240,17 @@ def test_limit_is_clamped_to_1_to_1000(api_with_windows: Api, query: str, rows: 
 
 
 @pytest.fixture(scope="module")
-def api_with_windows(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with pytest.MonkeyPatch.context() as mp, running_api(tmp_path_factory.mktemp("w"), mp) as a:
+def api_with_windows(tmp_path_factory: pytest.TempPathFactory, module_store_target: StoreTarget):  # type: ignore[no-untyped-def]
+    """1005 windows in each store: the clamped limit is the query's LIMIT on both."""
+    with pytest.MonkeyPatch.context() as mp, running_api(
+        tmp_path_factory.mktemp("w"), mp, storage=module_store_target.storage_toml()
+    ) as a:
         _store_windows(a, 1005)
         yield a
 
 
-def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with running_api(tmp_path, monkeypatch) as a:
+def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: StoreTarget) -> None:
+    with running_api(tmp_path, monkeypatch, storage=store_target.storage_toml()) as a:
         for _ in range(3):
             assert http(a.port, "POST", "/api/v1/silences", SILENCE, AUTH).status == 201
         assert len(http(a.port, "GET", "/api/v1/silences").json()["silences"]) == 3

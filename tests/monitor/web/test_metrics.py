@@ -15,14 +15,17 @@ from storage.overview import latest_judged
 from tests.conftest import repo_root
 from tests.monitor.web.http_helpers import http
 from tests.monitor.web.seed_helpers import Seeded, seeded_daemon
+from tests.store_targets import StoreTarget
 
 GRAFANA = repo_root() / "deploy" / "grafana" / "driftwarden.json"
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+def seeded(tmp_path_factory: pytest.TempPathFactory, module_store_target: StoreTarget) -> Iterator[Seeded]:
+    """The seeded daemon on SQLite and on PostgreSQL: the gauges and counters are read from its store."""
     with pytest.MonkeyPatch.context() as mp, seeded_daemon(
         tmp_path_factory.mktemp("metrics"), mp, bad=[b"not json", b"{}", b"[1]"],
+        storage=module_store_target.storage_toml(),
     ) as s:
         yield s
 

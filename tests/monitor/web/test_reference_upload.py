@@ -16,6 +16,7 @@ from monitor.demo.data import sample
 from monitor.service.daemon import Daemon
 from storage.references import list_references
 from tests.monitor.web.http_helpers import AUTH, Api, http, running_api
+from tests.store_targets import StoreTarget
 
 URL = "/api/v1/models/churn/references?version=v2"
 HEADER = "age,tenure_days,monthly_charges,plan,region,prediction\n"
@@ -74,8 +75,11 @@ def test_an_unfit_reference_is_refused_and_the_old_one_stays(api: Api, body: byt
     assert list_references(api.daemon.store, "churn") == table
 
 
-def test_a_fit_reference_is_renamed_private_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with running_api(tmp_path, monkeypatch) as a:
+def test_a_fit_reference_is_renamed_private_and_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: StoreTarget
+) -> None:
+    """Registered in the store (SQLite or the shared PostgreSQL), the file in the state dir."""
+    with running_api(tmp_path, monkeypatch, storage=store_target.storage_toml()) as a:
         body = _csv(500)
         r = http(a.port, "POST", URL, body, {**AUTH, "Content-Type": "text/csv"})
         assert r.status == 201, r.body
@@ -116,14 +120,14 @@ def test_a_partial_upload_of_an_earlier_run_is_removed_at_start(
 
 
 def test_a_registered_reference_that_is_unfit_falls_back_to_the_configured_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: StoreTarget
 ) -> None:
     """A header-only reference registered by an older release must not survive a restart."""
     from datetime import UTC, datetime
 
     from storage.references import register_reference
 
-    with running_api(tmp_path, monkeypatch) as a:
+    with running_api(tmp_path, monkeypatch, storage=store_target.storage_toml()) as a:
         configured = _in_force(a)
         bad = a.daemon.config.daemon.state_dir / "references" / "churn" / "v9-000000000000.csv"
         bad.parent.mkdir(parents=True, exist_ok=True)
