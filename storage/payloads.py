@@ -26,15 +26,20 @@ class PayloadError(ValueError):
 
 
 def compress(raw: bytes) -> bytes:
-    """``raw`` as one Zstandard frame (its size recorded in the frame header)."""
+    """``raw`` as one Zstandard frame (its size recorded in the frame header).
+
+    Raises :class:`PayloadError` when ``raw`` is longer than :data:`MAX_PAYLOAD`:
+    :func:`decompress` would refuse it, so it is never written."""
+    if len(raw) > MAX_PAYLOAD:
+        raise PayloadError(f"payload of {len(raw)} bytes is over the {MAX_PAYLOAD}-byte limit")
     return zstandard.compress(raw, LEVEL)
 
 
 def decompress(payload: bytes) -> bytes:
     """The bytes :func:`compress` (or, before it, ``zlib.compress``) was given.
 
-    Raises :class:`PayloadError` for anything else and for a payload that would
-    inflate beyond :data:`MAX_PAYLOAD` bytes.
+    Raises :class:`PayloadError` for anything else (a truncated stream included) and
+    for a payload that would inflate beyond :data:`MAX_PAYLOAD` bytes.
     """
     try:
         if payload[:4] == ZSTD_MAGIC:
@@ -48,4 +53,6 @@ def decompress(payload: bytes) -> bytes:
         raise PayloadError(f"stored payload is not readable: {exc}") from exc
     if inflater.unconsumed_tail:
         raise PayloadError(f"stored payload inflates beyond {MAX_PAYLOAD} bytes")
+    if not inflater.eof:  # cut short: its checksum was never read
+        raise PayloadError("stored payload is not readable: truncated zlib stream")
     return out

@@ -27,6 +27,7 @@ union's effective size. ``windows.reference`` names the union
 from __future__ import annotations
 
 import hashlib
+import logging
 import zlib
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -37,6 +38,7 @@ import numpy as np
 from detectors import PreparedReference, merge_prepared, prepare_reference
 from monitor.windows.figures import PreparedModel, WindowFigures
 from storage.db import Store
+from storage.payloads import PayloadError
 from storage.records import DATASET, WindowKey, parse_iso
 from storage.reference_members import (
     add_member,
@@ -45,6 +47,8 @@ from storage.reference_members import (
     members,
     prune_members,
 )
+
+log = logging.getLogger("driftwarden.references")
 
 #: rows of one member window kept (a seeded sample of bigger windows)
 MEMBER_MAX_ROWS = 5000
@@ -162,9 +166,14 @@ class WindowReferences:
         if any(n not in columns for n in names):
             return
         sample = _sample({n: columns[n] for n in names}, figures.record.rows, key.id)
+        try:
+            payload = encode_columns(sample)
+        except PayloadError as exc:  # too wide to store (and so to reload): not a member
+            log.warning("model %s: window %s not kept as a reference member: %s", self.base.config.name, key.id, exc)
+            return
         member = self._member(key.id, key.start, key.end, figures.record.rows, drifted, sample)
         self._add(key.version, key.segment, member)
-        self._pending.append((key.version, key.segment, member, encode_columns(sample)))
+        self._pending.append((key.version, key.segment, member, payload))
 
     def _member(
         self, window_id: str, start: str, end: str, rows: int, drifted: bool, columns: dict[str, Any]
@@ -224,7 +233,12 @@ class WindowReferences:
         names = {s.name for s in self.base.prepared.specs}
         n = 0
         for row in members(store, self.base.config.name):
-            cols = decode_columns(row["payload"])
+            try:
+                cols = decode_columns(row["payload"])
+            except ValueError as exc:  # damaged, or written by another program: unusable
+                log.warning("model %s: reference member of window %s not read: %s",
+                            self.base.config.name, row["window_id"], exc)
+                continue
             if not names <= set(cols):
                 continue  # written for other columns (the config changed): not usable
             m = self._member(row["window_id"], row["start"], row["end"], row["rows"], bool(row["drifted"]), cols)

@@ -42,6 +42,7 @@ import numpy as np
 
 from storage.db import Store
 from storage.overview import get_window
+from storage.payloads import PayloadError
 from storage.records import DATASET
 from storage.samples import EVENT_ID, read_window_sample
 from storage.windows import window_metrics
@@ -107,7 +108,10 @@ def gather(
     window = get_window(store, window_id)
     if window is None:
         raise ReportUnavailable(404, "no such window: it was never stored, or the retention prune deleted it")
-    got = read_window_sample(store, window_id)
+    try:
+        got = read_window_sample(store, window_id)
+    except PayloadError as exc:  # written by another program, or damaged
+        raise ReportUnavailable(422, f"the sample of this window cannot be read: {exc}") from exc
     if got is None:
         raise ReportUnavailable(
             410,

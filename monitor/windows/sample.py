@@ -10,6 +10,7 @@ prediction) and the event id are kept; category values and event ids are cut to
 from __future__ import annotations
 
 import dataclasses
+import logging
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,10 @@ import numpy as np
 from monitor.config import ReportsConfig
 from monitor.windows.figures import WindowFigures
 from monitor.windows.model_windows import OpenWindow
+from storage.payloads import PayloadError
 from storage.samples import EVENT_ID, WindowSample, encode_sample
+
+log = logging.getLogger("driftwarden.reports")
 
 #: longest category value or event id kept in a sample (characters)
 MAX_TEXT = 200
@@ -59,9 +63,13 @@ def take_sample(
             out[c] = np.ascontiguousarray(arr, dtype=np.float64)
         else:
             out[c] = _texts(arr.tolist())
+    try:
+        payload = encode_sample(out)
+    except PayloadError as exc:  # [reports] sample_rows times a wide schema: too big to keep
+        log.warning("window %s: no report sample kept: %s (lower [reports] sample_rows)", window_id, exc)
+        return None
     return WindowSample(
-        window_id=window_id, model=model, end=end, rows=n, sample_rows=int(picked.shape[0]),
-        payload=encode_sample(out),
+        window_id=window_id, model=model, end=end, rows=n, sample_rows=int(picked.shape[0]), payload=payload,
     )
 
 

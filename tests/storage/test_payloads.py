@@ -57,3 +57,18 @@ def test_a_payload_inflating_past_the_cap_is_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(PayloadError, match="beyond 1000 bytes"):
         decompress(zlib.compress(raw))
     assert decompress(zstandard.compress(b"x" * 1000, 1)) == b"x" * 1000
+
+
+def test_a_truncated_or_empty_zlib_stream_is_refused() -> None:
+    """zlib.decompress refused these before; the streaming inflater must too."""
+    whole = zlib.compress(b'{"a": {"f": [1.0, 2.0, 3.0]}}' * 20)
+    for cut in (b"", whole[: len(whole) // 2], whole[:-4]):  # nothing, half, no checksum
+        with pytest.raises(PayloadError, match="not readable"):
+            decompress(cut)
+
+
+def test_a_payload_over_the_cap_is_never_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payloads, "MAX_PAYLOAD", 1000)
+    with pytest.raises(PayloadError, match="over the 1000-byte limit"):
+        compress(b"x" * 1001)
+    assert decompress(compress(b"x" * 1000)) == b"x" * 1000

@@ -111,6 +111,23 @@ def test_a_window_whose_sample_is_gone_says_so(seeded: Seeded) -> None:
     assert "the sample of this window&#x27;s rows is gone" in body.decode()
 
 
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # the blob is the same on both
+def test_a_window_whose_sample_cannot_be_read_says_so(seeded: Seeded) -> None:
+    """A sample blob damaged or written by another program: a short error, not a 500."""
+    target = windows(seeded)[10]
+    store = seeded.daemon.store
+    [kept] = store.query("SELECT payload FROM window_samples WHERE window_id = ?", (target["id"],))
+    try:
+        with store.transaction():
+            store.execute("UPDATE window_samples SET payload = ? WHERE window_id = ?", (b"not a payload", target["id"]))
+        status, headers, body = get(seeded.url + target["report"])
+        assert status == 422 and headers["content-type"] == "application/json"
+        assert json.loads(body)["error"].startswith("the sample of this window cannot be read: stored payload is not readable")
+    finally:
+        with store.transaction():
+            store.execute("UPDATE window_samples SET payload = ? WHERE window_id = ?", (kept["payload"], target["id"]))
+
+
 @pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # refused before or at one lookup by id
 @pytest.mark.parametrize(("path", "status", "error"), [
     ("/api/v1/models/churn/windows/not|an|id/report", 400,

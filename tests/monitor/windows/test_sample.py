@@ -77,3 +77,16 @@ def test_nothing_is_kept_when_off_or_empty_and_long_values_are_cut() -> None:
     w.chunks[0].columns["plan"][:] = "x" * 5000
     s = take_sample("x|v1||a|b", "x", "b", w, COLS, max_rows=10)
     assert s is not None and decode_columns(s.payload)["plan"].tolist() == ["x" * MAX_TEXT] * 3
+
+
+def test_a_sample_too_big_to_read_back_is_not_kept(monkeypatch, caplog) -> None:
+    """[reports] sample_rows allows samples a reader would refuse (wide schemas): such a
+    sample is dropped with a warning, never written and refused later."""
+    from storage import payloads
+
+    monkeypatch.setattr(payloads, "MAX_PAYLOAD", 2_000)
+    w = window([500])
+    with caplog.at_level("WARNING", logger="driftwarden.reports"):
+        assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=400) is None
+    assert "no report sample kept" in caplog.text and "over the 2000-byte limit" in caplog.text
+    assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=5) is not None
