@@ -34,8 +34,8 @@ Checklist for a new query module (what the coordinator checks when porting one)
 7. ``rowid`` (SQLite's implicit row id) exists on PostgreSQL too: every table
    created through the migrations gets a ``rowid`` identity column there, in
    insertion order; ``SELECT *`` leaves it out on both. Prefer a real key anyway.
-   (Tables SQLite clusters by their key, ``WITHOUT ROWID``, have none: migration 9
-   drops it again from the label join's four.)
+   (Migration 9 drops it again from the label join's four tables, which SQLite
+   clusters by their key, and migration 10 from ``metrics``, read by window id only.)
 8. JSON inside a column: ``store.dialect.json_values(expr)`` is a table of its
    array elements with one column ``value`` (``json_each`` / ``json_array_elements_text``).
    A batch of rows to write (upsert, update): ``store.dialect.batch_rows`` /

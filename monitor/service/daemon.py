@@ -378,7 +378,9 @@ class Daemon:
                 " labels of partition N are joined by the owner of predictions partition N%s; give both"
                 " the same partition count and key both by model (README \"Scaling out\")",
                 labels.topic, len(n), preds,
-                f" (labels on partitions {preds}..{len(n) - 1} are not joined at all)" if len(n) > preds else "",
+                "" if len(n) <= preds else
+                f" (labels on partition {preds} are not joined at all)" if len(n) == preds + 1 else
+                f" (labels on partitions {preds}..{len(n) - 1} are not joined at all)",
             )
 
     def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
