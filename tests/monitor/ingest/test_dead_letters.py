@@ -20,6 +20,7 @@ from tests.monitor.daemon_helpers import (
     wait_for,
     write_config,
 )
+from tests.store_targets import PostgresTarget, StoreTarget
 
 pytestmark = [pytest.mark.broker]
 
@@ -60,14 +61,22 @@ BAD: list[tuple[bytes, str]] = [
 ]
 
 
-def _run(cfg_path: Path, expected_windows: int) -> Path:
+def _run(cfg_path: Path, expected_windows: int, target: StoreTarget | None = None) -> Path:
+    """Run the daemon until ``expected_windows`` are stored: in its state dir's SQLite file,
+    or in ``target`` (the test PostgreSQL) when given."""
     cfg = load_config(cfg_path)
     daemon = Daemon(cfg, http=False)
     t = threading.Thread(target=daemon.run, daemon=True)
     t.start()
     db = cfg.daemon.state_dir / "driftwarden.db"
+
+    def stored() -> int:
+        if target is None:
+            return count_windows(db)
+        return target.reader().query("SELECT COUNT(*) AS n FROM windows WHERE segment = ''")[0]["n"]
+
     try:
-        assert wait_for(lambda: count_windows(db) >= expected_windows, timeout=60)
+        assert wait_for(lambda: stored() >= expected_windows, timeout=60)
     finally:
         daemon.stop()
         t.join(timeout=30)
@@ -75,7 +84,12 @@ def _run(cfg_path: Path, expected_windows: int) -> Path:
     return db
 
 
-def test_each_bad_message_is_dead_lettered_and_figures_unchanged(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_each_bad_message_is_dead_lettered_and_figures_unchanged(
+    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The dirty stream is stored on each store (SQLite, or the shared PostgreSQL) and
+    compared with one clean run on SQLite: figures equal, one letter per bad message."""
+    pg = store_target if isinstance(store_target, PostgresTarget) else None
     good = stream(windows=4, per_window=200, shift_from=2)
     clean_topic, dirty_topic = f"clean-{free_port()}", f"dirty-{free_port()}"
     broker.create_topic(clean_topic)
@@ -98,14 +112,14 @@ def test_each_bad_message_is_dead_lettered_and_figures_unchanged(broker: Embedde
     # every payload is compared below: keep them all (7 bad_type letters > the default cap of 5 a minute)
     keep_payloads = "[retention]\ndead_letter_payloads_per_minute = 60\n"
     c2 = write_config(tmp_path / "dirty", bootstrap=broker.bootstrap, topic=dirty_topic, http_port=free_port(),
-                      extra=keep_payloads)
+                      extra=keep_payloads + (pg.storage_toml() if pg else ""))
     for c in (c1, c2):
         c.write_text(c.read_text().replace("[kafka]\n", "[kafka]\n" + limits))
     db_clean = _run(c1, 4)
-    db_dirty = _run(c2, 4)
+    db_dirty = _run(c2, 4, pg)
 
-    assert table_dump(db_clean) == table_dump(db_dirty)
-    store = Store(db_dirty)
+    assert table_dump(db_clean) == table_dump(pg or db_dirty)
+    store = pg.reader() if pg else Store(db_dirty)
     letters = store.query('SELECT "offset", reason, payload FROM dead_letters ORDER BY "offset"')
     assert len(letters) == len(BAD)
     for (payload, reason), row in zip(BAD, letters, strict=True):
