@@ -21,6 +21,7 @@ from monitor.windows.caps import OTHER
 from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, wait_for, write_config
 from tests.monitor.fault_helpers import durable_offset, open_windows
+from tests.store_targets import PostgresTarget, StoreTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -88,12 +89,16 @@ def interleave(good: list[bytes], bad: list[dict[str, Any] | bytes], seed: int) 
     return out
 
 
-def run_daemon(cfg_path: Path, n: int, timeout: float = 120) -> tuple[Path, dict[str, Any]]:
+def run_daemon(
+    cfg_path: Path, n: int, timeout: float = 120, target: StoreTarget | None = None
+) -> tuple[Path | StoreTarget, dict[str, Any]]:
+    """Run until ``n`` messages are durably consumed and no window is open; returns where it
+    stored (its state dir's SQLite file, or ``target``, the test PostgreSQL, when given)."""
     cfg = load_config(cfg_path)
     daemon = Daemon(cfg, http=False)
     t = threading.Thread(target=daemon.run, daemon=True)
     t.start()
-    db = cfg.daemon.state_dir / "driftwarden.db"
+    db: Path | StoreTarget = target if target is not None else cfg.daemon.state_dir / "driftwarden.db"
     try:
         assert wait_for(lambda: durable_offset(db) >= n and open_windows(db) == 0, timeout=timeout), (
             f"offset {durable_offset(db)}/{n}, open {open_windows(db)}"
@@ -106,8 +111,12 @@ def run_daemon(cfg_path: Path, n: int, timeout: float = 120) -> tuple[Path, dict
     return db, {"caps": caps, "stats": daemon.pipeline.stats}
 
 
-def v1_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    s = Store(db)
+def _open(db: Path | StoreTarget) -> Store:
+    return Store(db) if isinstance(db, Path) else db.open()
+
+
+def v1_tables(db: Path | StoreTarget) -> dict[str, list[tuple[Any, ...]]]:
+    s = _open(db)
     try:
         w = [tuple(r.values()) for r in s.query(
             f"SELECT id, rows, status, late_rows FROM windows WHERE version = 'v1' AND segment IN {GOOD_SEGMENTS}"
@@ -122,16 +131,20 @@ def v1_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_poison_pills_neither_stop_nor_blind_the_daemon(
-    broker: EmbeddedBroker, tmp_path: Path, exploding_test: str
+    broker: EmbeddedBroker, tmp_path: Path, exploding_test: str, store_target: StoreTarget
 ) -> None:
+    """The dirty stream on each store (SQLite, or the shared PostgreSQL, where keys have
+    bounds SQLite lacks), compared with one clean run on SQLite."""
     import time
+
+    pg = store_target if isinstance(store_target, PostgresTarget) else None
 
     good = stream(windows=6, per_window=300, shift_from=3)
     bad, kinds = poisons(good, now_ms=int(time.time() * 1000))
     dirty = interleave(good, bad, seed=11)
 
-    def config(name: str, topic: str) -> Path:
-        c = write_config(tmp_path / name, bootstrap=broker.bootstrap, topic=topic, http_port=free_port())
+    def config(name: str, topic: str, extra: str = "") -> Path:
+        c = write_config(tmp_path / name, bootstrap=broker.bootstrap, topic=topic, http_port=free_port(), extra=extra)
         c.write_text(c.read_text().replace(
             'idle_timeout = "2s"', f'idle_timeout = "2s"\n[models.drift.columns.age]\nmethod = "{exploding_test}"'))
         return c
@@ -142,8 +155,8 @@ def test_poison_pills_neither_stop_nor_blind_the_daemon(
         broker.create_topic(topics[name])
         produce(broker.bootstrap, topics[name], msgs)
     db_clean, _ = run_daemon(config("clean", topics["clean"]), len(good))
-    cfg_dirty = config("dirty", topics["dirty"])
-    db_dirty, run = run_daemon(cfg_dirty, len(dirty))
+    cfg_dirty = config("dirty", topics["dirty"], pg.storage_toml() if pg else "")
+    db_dirty, run = run_daemon(cfg_dirty, len(dirty), target=pg)
 
     # the good stream's windows and figures are exactly the clean run's
     clean, got = v1_tables(db_clean), v1_tables(db_dirty)
@@ -151,7 +164,7 @@ def test_poison_pills_neither_stop_nor_blind_the_daemon(
     assert sorted(set(got["windows"]) ^ set(clean["windows"])) == []
     assert got == clean
 
-    s = Store(db_dirty)
+    s = _open(db_dirty)
     try:
         letters = s.query('SELECT reason FROM dead_letters')
         reasons = [r["reason"] for r in letters]
@@ -189,6 +202,6 @@ def test_poison_pills_neither_stop_nor_blind_the_daemon(
 
     # a restart on the same state comes up, reads nothing new, changes nothing
     before = v1_tables(db_dirty)
-    _, again = run_daemon(cfg_dirty, len(dirty), timeout=60)
+    _, again = run_daemon(cfg_dirty, len(dirty), timeout=60, target=pg)
     assert v1_tables(db_dirty) == before
     assert again["stats"].rows == 0
