@@ -25,6 +25,7 @@ from monitor.service.daemon import Daemon
 from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, table_dump, wait_for, write_config
 from tests.monitor.fault_helpers import durable_offset, open_windows
+from tests.store_targets import PostgresTarget, StoreTarget
 
 REASONS = {
     "too_large",
@@ -172,12 +173,13 @@ def bad_messages(count: int, seed: int, max_bytes: int) -> list[bytes]:
     return out
 
 
-def _run_until(cfg_path: Path, done: Any, timeout: float = 90) -> Path:
+def _run_until(cfg_path: Path, done: Any, timeout: float = 90, target: StoreTarget | None = None) -> Path | StoreTarget:
+    """Run until ``done(store)``; the store is the state dir's SQLite file, or ``target``."""
     cfg = load_config(cfg_path)
     daemon = Daemon(cfg, http=False)
     t = threading.Thread(target=daemon.run, daemon=True)
     t.start()
-    db = cfg.daemon.state_dir / "driftwarden.db"
+    db: Path | StoreTarget = target if target is not None else cfg.daemon.state_dir / "driftwarden.db"
     try:
         assert wait_for(lambda: done(db), timeout=timeout), f"offset {durable_offset(db)}"
     finally:
@@ -189,7 +191,10 @@ def _run_until(cfg_path: Path, done: Any, timeout: float = 90) -> Path:
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget) -> None:
+    """The fuzzed stream on each store (SQLite, or the shared PostgreSQL), compared with
+    one clean run on SQLite; every bad message is stored or counted by the volume cap."""
+    pg = store_target if isinstance(store_target, PostgresTarget) else None
     max_bytes, keep = 2048, 100
     good = stream(windows=4, per_window=300, shift_from=2)
     bad = bad_messages(24_000, seed=5, max_bytes=max_bytes)
@@ -210,6 +215,7 @@ def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Pat
             topic=topic,
             http_port=free_port(),
             daemon_extra=f"max_payload_bytes = {keep}",
+            extra=pg.storage_toml() if pg and name == "dirty" else "",
         )
         c.write_text(
             c.read_text().replace("[kafka]\n", f"[kafka]\nmax_message_bytes = {max_bytes}\n")
@@ -219,7 +225,7 @@ def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Pat
         cfgs[0], lambda db: durable_offset(db) >= len(good) and open_windows(db) == 0
     )
     db_dirty = _run_until(
-        cfgs[1], lambda db: durable_offset(db) >= len(dirty) and open_windows(db) == 0
+        cfgs[1], lambda db: durable_offset(db) >= len(dirty) and open_windows(db) == 0, target=pg
     )
 
     clean, fuzzed = table_dump(db_clean), table_dump(db_dirty)
@@ -228,7 +234,7 @@ def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Pat
         f" {len(clean['metrics'])} metrics compared"
     )
     assert fuzzed == clean
-    store = Store(db_dirty)
+    store = Store(db_dirty) if isinstance(db_dirty, Path) else db_dirty.open()
     try:
         letters = store.query('SELECT "offset", reason, length(payload) AS n FROM dead_letters')
         by_reason: dict[str, int] = {}
