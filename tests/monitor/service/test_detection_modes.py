@@ -206,6 +206,25 @@ def test_rolling_reference_survives_a_restart(tmp_path: Path, store_target: Stor
     assert figures(second) == figures(whole)
 
 
+def test_a_damaged_member_is_skipped_at_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A member blob that cannot be read (damaged, or written by another program) is left
+    out with a warning naming its window; the daemon comes up on the members it can read."""
+    chunks = trending(6)
+    model = {"reference_mode": "rolling", "reference_windows": 3}
+    cfg = make_config(tmp_path / "a", model)
+    store = run(cfg, chunks)
+    ids = [r["window_id"] for r in store.query("SELECT window_id FROM reference_members ORDER BY start")]
+    assert len(ids) >= 2
+    with store.transaction():
+        store.execute("UPDATE reference_members SET payload = ? WHERE window_id = ?", (b"\x00 damaged", ids[0]))
+    with caplog.at_level("WARNING", logger="driftwarden.references"):
+        p = Pipeline(cfg, store)
+        p.restore()
+    assert f"reference member of window {ids[0]} not read: stored payload is not readable" in caplog.text
+    kept = [m for group in p.models["m"].references._members.values() for m in group]
+    assert len(kept) == len(ids) - 1  # the other members came back
+
+
 def test_rolling_include_drifted_changes_figures(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     chunks = [rows(rng, 500) for _ in range(4)] + [rows(rng, 500, mean=1.0, scale=2.0) for _ in range(6)]
