@@ -112,3 +112,71 @@ def test_full_disk_and_locked_database_pause_then_recover(
     faulty = table_dump(db)
     print(f"\nstorage: {len(clean['windows'])} windows / {len(clean['metrics'])} metrics compared")
     assert faulty == clean
+
+
+@pytest.mark.postgres
+def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_path: Path, pg_target: Any) -> None:
+    """The shared PostgreSQL goes away mid-stream (its connections cut, new ones refused):
+    the daemon says so and pauses, commits nothing past what was stored, and once the
+    database is back it reconnects by itself; the tables end equal to a clean SQLite run's."""
+    import psycopg
+
+    from tests.store_targets import PostgresTarget
+
+    assert isinstance(pg_target, PostgresTarget)
+    topic = f"pg-outage-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = with_sentinel(stream(windows=6, per_window=300, shift_from=3, seed=3))
+    n = len(msgs)
+    group = f"g-faulty-{topic}"  # not the clean run's group (write_config's default)
+    cfg_path = fault_config(
+        tmp_path / "faulty", bootstrap=broker.bootstrap, topic=topic, group=group, max_poll_records=200,
+        idle_timeout="2s", extra=pg_target.storage_toml(),
+    )
+    daemon = Daemon(load_config(cfg_path))
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, msgs[:900])
+    t.start()
+
+    def durable() -> int:  # a fresh connection each time: the outage cuts pooled ones
+        s = pg_target.open(readonly=True, pool_size=1)
+        try:
+            rows = s.query('SELECT "offset" FROM stream_partitions')
+            return sum(int(r["offset"] or 0) for r in rows)
+        finally:
+            s.close()
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    db = pg_target.database
+    try:
+        assert wait_for(lambda: durable() >= 900, timeout=30)
+        stuck = durable()
+        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+        produce(broker.bootstrap, topic, msgs[900:])
+        assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
+        err = daemon.storage_error
+        assert "postgres" in err.lower() and "password" not in err.lower(), err
+        status, body = http_get(cfg_path, "/readyz")
+        assert status == 503 and body["storage_error"]
+        held = dict(daemon.pipeline.positions)
+        time.sleep(3)
+        assert daemon.pipeline.positions == held, "kept consuming while storage fails"
+        assert committed(broker, group) <= stuck
+        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        assert wait_for(lambda: finished(pg_target, n, all_closed=True), timeout=60)
+        assert daemon.storage_error is None
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+    finally:
+        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+    assert 0 < committed(broker, group) <= n
+    clean = run_to_completion(
+        fault_config(tmp_path / "clean", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s"), n, all_closed=True
+    )
+    assert table_dump(pg_target) == clean
