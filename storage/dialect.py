@@ -169,7 +169,7 @@ class Dialect:
         f = float(value)
         if f != f:
             return None
-        if self.json_batches and (f == math.inf or f == -math.inf):
+        if self.json_batches and math.isinf(f):
             return "Infinity" if f > 0 else "-Infinity"
         return f
 

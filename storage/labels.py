@@ -32,6 +32,7 @@ import orjson
 
 from storage.db import Store
 from storage.records import MetricRow, WindowKey, iso
+from storage.windows import METRIC_KINDS, metric_rows
 
 #: the join's counters per model (``label_counters.name``), as exported to Prometheus
 COUNTERS = (
@@ -384,25 +385,16 @@ def write_performance(
         (wid, key.model, key.version, key.segment, key.start, key.end, iso(computed_at), reference),
     )
     store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'performance'", (wid,))
-    # a figure named like a data figure of the window takes its row (the whole row); one
-    # row per (column, metric), the last wins (see storage.windows.write_window)
-    d = store.dialect
-    rows = {
-        (m.column, m.metric): (
-            wid, key.model, m.column, m.metric, d.real(m.value), d.real(m.p_value), d.real(m.threshold),
-            None if m.drifted is None else int(m.drifted), m.test, d.real(m.ci_low), d.real(m.ci_high),
-        )
-        for m in metrics
-    }
+    # a figure named like a data figure of the window takes its row (the whole row)
     store.execute_batch(
         'INSERT INTO metrics (family, window_id, model, "column", metric, value, p_value,'
         " threshold, drifted, test, ci_low, ci_high) "
-        + d.batch_rows(("'performance'",), ("text", "text", "text", "text", "real", "real", "real", "int", "text", "real", "real"))
+        + store.dialect.batch_rows(("'performance'",), (*METRIC_KINDS, "real", "real"))
         + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
         " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
         " drifted = excluded.drifted, test = excluded.test, family = excluded.family,"
         " ci_low = excluded.ci_low, ci_high = excluded.ci_high",
-        list(rows.values()),
+        metric_rows(store, wid, key.model, metrics, with_ci=True),
     )
 
 

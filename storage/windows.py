@@ -32,24 +32,37 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
             iso(window.computed_at), window.late_rows, window.reference, window.error,
         ),
     )
-    d = store.dialect
-    # one row per (column, metric): the last wins, as the upsert run row by row would
-    # leave it (one set-based statement may not touch a row twice on PostgreSQL)
-    rows = {
-        (m.column, m.metric): (
-            window.id, k.model, m.column, m.metric, d.real(m.value), d.real(m.p_value),
-            d.real(m.threshold), None if m.drifted is None else int(m.drifted), m.test,
-        )
-        for m in metrics
-    }
     store.execute_batch(
         'INSERT INTO metrics (window_id, model, "column", metric, value, p_value, threshold, drifted, test) '
-        + d.batch_rows((), ("text", "text", "text", "text", "real", "real", "real", "int", "text"))
+        + store.dialect.batch_rows((), METRIC_KINDS)
         + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
         " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
         " drifted = excluded.drifted, test = excluded.test",
-        list(rows.values()),
+        metric_rows(store, window.id, k.model, metrics),
     )
+
+
+#: the batch fields of :func:`metric_rows`' rows (see :meth:`storage.dialect.Dialect.json_field`)
+METRIC_KINDS = ("text", "text", "text", "text", "real", "real", "real", "int", "text")
+
+
+def metric_rows(
+    store: Store, window_id: str, model: str, metrics: Sequence[MetricRow], *, with_ci: bool = False
+) -> list[tuple[Any, ...]]:
+    """``metrics`` as rows of a batch upsert into ``metrics`` (:data:`METRIC_KINDS`, then
+    ``ci_low``, ``ci_high`` with ``with_ci``): one row per (column, metric), the last
+    wins, as the upsert run row by row would leave it (one set-based statement may not
+    touch a row twice on PostgreSQL); floats through :meth:`Dialect.real
+    <storage.dialect.Dialect.real>`."""
+    real = store.dialect.real
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for m in metrics:
+        row: tuple[Any, ...] = (
+            window_id, model, m.column, m.metric, real(m.value), real(m.p_value), real(m.threshold),
+            None if m.drifted is None else int(m.drifted), m.test,
+        )
+        rows[(m.column, m.metric)] = (*row, real(m.ci_low), real(m.ci_high)) if with_ci else row
+    return list(rows.values())
 
 
 def window_metrics(store: Store, window_id: str) -> list[dict[str, Any]]:
