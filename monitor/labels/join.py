@@ -606,13 +606,13 @@ class LabelJoin:
         clock = {m: v for m, v in sorted(self.clock_ms.items()) if self.home.get(m) not in mine}
         return {"offsets": offsets, "clock": clock} if offsets or clock else {}
 
-    def restore(self, state: Mapping[str, Any] | None) -> dict[int, int]:
+    def restore(self, state: Mapping[str, Any] | None) -> None:
         """Load the single-row state (``stream_state`` ``labels``: what no partition's row
-        keeps, or all of it for a store written before rows kept it); returns the offset
-        to resume each labels partition from. A partition's row, once claimed, takes
-        precedence (:meth:`resume_partition`)."""
+        keeps, or all of it for a store written before rows kept it): where each labels
+        partition resumes is then in :attr:`positions`. A partition's row, once claimed,
+        takes precedence (:meth:`resume_partition`)."""
         if not state:
-            return {}
+            return
         self.replay_before = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
         self.positions = dict(self.replay_before)
         self._legacy_offsets = dict(self.replay_before)
@@ -621,7 +621,6 @@ class LabelJoin:
         # quiet still matures its windows once its idle_timeout has passed
         now = self.wall()
         self.last_activity = {m: now for m in self.clock_ms if m in self.models}
-        return dict(self.replay_before)
 
     def resume_partition(self, partition: int, state: Mapping[str, Any] | None) -> None:
         """Take over ``partition``'s join state from its row (just claimed): where its labels

@@ -200,8 +200,6 @@ class Pipeline:
             }
             check_label_rules(config, refs)
             self.labels = LabelJoin(config, store, clock=clock, on_performance=on_performance, references=refs)
-        #: where to resume each partition of the labels topic (from durable state)
-        self.label_resume: dict[int, int] = {}
         #: the single-row label state holds something (loaded, or committed by a flush):
         #: then a flush rewrites it, emptied when every partition's row keeps its part
         self._label_row = False
@@ -237,7 +235,7 @@ class Pipeline:
     def restore(self) -> dict[int, int]:
         """Without a consumer group: claim every partition with stored state and resume
         from it; returns the offset to resume each known partition from (of the
-        predictions topic; the labels topic's are in :attr:`label_resume`)."""
+        predictions topic; the labels topic's are in ``labels.positions``)."""
         self.restore_labels()
         now = self.clock()
         adopt_legacy_state(self.store, self.topic, now)
@@ -249,12 +247,12 @@ class Pipeline:
         return self.resume_offsets()
 
     def restore_labels(self) -> None:
-        """Load the label join's durable state (buffers, labels-topic offsets) into memory:
-        where each labels partition resumes is then in :attr:`label_resume`."""
+        """Load the label join's single-row durable state (labels-topic offsets, clocks) into
+        memory: where each labels partition resumes is then in ``labels.positions``."""
         if self.labels is not None:
             state = load_state(self.store, LABELS_STATE)
             self._label_row = bool(state)
-            self.label_resume = self.labels.restore(state)
+            self.labels.restore(state)
 
     def adopt(
         self, partitions: Iterable[int], generation: int | None, committed: Mapping[int, int] | None = None
