@@ -93,8 +93,11 @@ class PostgresStore(Store):
     the URL of a config file. ``pool_size``: connections at most (the consumer, the
     scheduler, one per notifier lane, HTTP readers). ``statement_timeout_ms``: a
     statement (a lock wait included) that takes longer fails with
-    :class:`StorageError` instead of hanging the consumer. ``readonly``: every
-    transaction is read-only (the CLI's read commands).
+    :class:`StorageError` instead of hanging the consumer. ``connect_timeout_s``:
+    how long a new connection may take, and how long a thread waits for a pooled
+    one; past it the call fails with :class:`StorageError`, so a database that
+    refuses connections is reported within seconds, not after a statement's
+    timeout. ``readonly``: every transaction is read-only (the CLI's read commands).
     """
 
     def __init__(  # noqa: PLR0913 - the options of one store
@@ -157,7 +160,7 @@ class PostgresStore(Store):
             max_size=max(1, int(pool_size)),
             open=False,
             configure=configure,
-            timeout=max(connect_timeout_s, statement_timeout_ms / 1000),
+            timeout=connect_timeout_s,
             name="driftwarden",
         )
         try:
