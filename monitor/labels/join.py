@@ -290,6 +290,13 @@ class LabelJoin:
             self.last_activity[name] = now
         self.idle_ms.clear()
 
+    def excuse(self, blocked: timedelta) -> None:
+        """The consumer loop was held up for ``blocked``: not idle time (see
+        :meth:`monitor.service.pipeline.Pipeline.excuse`); capped at now."""
+        now = self.wall()
+        for name, last in self.last_activity.items():
+            self.last_activity[name] = min(now, last + blocked)
+
     def tick(self) -> None:
         """Let idle models mature their windows by the wall clock; due recomputes run at the next flush."""
         now = self.wall()

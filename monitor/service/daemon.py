@@ -30,13 +30,14 @@ new config that is invalid or changes what needs a restart is refused and logged
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,25 @@ log = logging.getLogger("driftwarden.daemon")
 
 #: seconds between two STATUS= lines to systemd
 STATUS_EVERY = 5.0
+
+
+def away_from_poll(method: Callable[..., Any]) -> Callable[..., Any]:
+    """For a consumer-loop step that can block on the store or the broker outside
+    ``poll()`` (a flush, a claim, a reload): the time it takes is moved off the idle
+    clocks (:meth:`Pipeline.excuse`). Rows can only arrive in ``poll()``; a store
+    that holds a flush up for longer than ``idle_timeout`` is not a quiet stream, and
+    counting it as one would close the open windows by the wall clock and turn the
+    rows still waiting in Kafka late."""
+
+    @functools.wraps(method)
+    def step(self: Daemon, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.pipeline.excuse(timedelta(seconds=time.monotonic() - started))
+
+    return step
 
 
 class Daemon:
@@ -383,6 +403,7 @@ class Daemon:
                 f" (labels on partitions {preds}..{len(n) - 1} are not joined at all)",
             )
 
+    @away_from_poll
     def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
         """Claim the assigned partitions not claimed yet, seek them to their stored state;
         those still unclaimed stay paused (tried again every :data:`CLAIM_RETRY_SECONDS`)."""
@@ -466,10 +487,7 @@ class Daemon:
             elif self._tick_due.is_set():
                 self._tick_due.clear()
                 if self.store.shared:
-                    try:  # a reference registered through another instance's API
-                        follow_registered_references(self.pipeline, self._failed_references)
-                    except StorageError as exc:
-                        log.warning("storage: %s", exc)
+                    self._follow_references()
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()
@@ -509,11 +527,23 @@ class Daemon:
         self._status_at, self._status_count = now, count
         self.systemd.status(self.status_text(rate))
 
+    @away_from_poll
+    def _follow_references(self) -> None:
+        """Load a reference registered through another instance's API (a shared store)."""
+        try:
+            follow_registered_references(self.pipeline, self._failed_references)
+        except StorageError as exc:
+            log.warning("storage: %s", exc)
+
     def _maybe_reload(self) -> None:
         """Apply a requested reload; a refused one is logged and changes nothing."""
         if not self._reload_due.is_set():
             return
         self._reload_due.clear()
+        self._reload()
+
+    @away_from_poll
+    def _reload(self) -> None:
         from monitor.service.reload import ReloadRefused, prepare_reload  # noqa: PLC0415
 
         if self.config_path is None:
@@ -574,10 +604,12 @@ class Daemon:
         except Exception:  # noqa: BLE001 - client internals changed: assume reachable
             return True
 
+    @away_from_poll
     def _flush_and_commit(self, force: bool = False) -> bool:
         try:
             offsets = self.pipeline.flush()
         except StorageError as exc:
+            self.pipeline.touch()  # paused from here on: the rows waiting in Kafka are not late
             self.alerting.forget_uncommitted()
             if self._storage_error != str(exc):
                 log.error("storage: %s; consumption paused until it clears", exc)
@@ -601,6 +633,7 @@ class Daemon:
         self._commit(offsets)
         return True
 
+    @away_from_poll
     def _flush_for_rebalance(self) -> dict[int, int] | None:
         try:
             self.pipeline.flush()

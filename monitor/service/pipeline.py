@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -577,6 +577,20 @@ class Pipeline:
             self.last_activity[name] = now
         if self.labels is not None:
             self.labels.touch()
+
+    def excuse(self, blocked: timedelta) -> None:
+        """The consumer loop was held up for ``blocked`` (a flush waiting on a slow or
+        recovering store): move the idle clocks on by that much, capped at now. Time
+        the loop could not poll is not a quiet stream; without this, a flush that
+        waits longer than ``idle_timeout`` closes the open windows by the wall clock
+        and the rows still waiting in Kafka all turn late."""
+        if blocked <= timedelta(0):
+            return
+        now = self.clock()
+        for name, last in self.last_activity.items():
+            self.last_activity[name] = min(now, last + blocked)
+        if self.labels is not None:
+            self.labels.excuse(blocked)
 
     def tick(self) -> None:
         """Close windows of streams idle for longer than their ``idle_timeout``; let the

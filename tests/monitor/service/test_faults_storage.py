@@ -180,3 +180,60 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
         fault_config(tmp_path / "clean", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s"), n, all_closed=True
     )
     assert table_dump(pg_target) == clean
+
+
+@pytest.mark.postgres
+def test_a_store_that_holds_the_loop_up_is_not_an_idle_stream(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """A statement of the consumer loop waits on a lock for longer than ``idle_timeout``
+    (2 s) while rows of the open window wait in Kafka. Once the lock goes, those rows
+    land in their window: the wait is not taken for a quiet stream, which would close
+    the window by the wall clock and count them late. The loop's step here is the tick's
+    look at the shared reference registry (the step that stalled in a CI run)."""
+    import psycopg
+
+    from tests.store_targets import PostgresTarget
+
+    assert isinstance(pg_target, PostgresTarget)
+    topic = f"pg-held-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = with_sentinel(stream(windows=1, per_window=600, shift_from=5, seed=5))
+    cfg_path = fault_config(
+        tmp_path / "held", bootstrap=broker.bootstrap, topic=topic, max_poll_records=100,
+        idle_timeout="2s", extra=pg_target.storage_toml(),
+    )
+    daemon = Daemon(load_config(cfg_path))
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, msgs[:300])
+    t.start()
+
+    def waiting_on_lock(conn: Any) -> bool:
+        return bool(conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%FROM \"references\"%'"
+        ).fetchone()[0])
+
+    try:
+        assert wait_for(lambda: sum(daemon.pipeline.positions.values()) >= 300, timeout=30)
+        with psycopg.connect(pg_target._url(pg_target.database), autocommit=True) as watcher, \
+                psycopg.connect(pg_target._url(pg_target.database)) as holder:
+            holder.execute('LOCK TABLE "references" IN ACCESS EXCLUSIVE MODE')
+            assert wait_for(lambda: waiting_on_lock(watcher), timeout=15), "the loop never reached the lock"
+            produce(broker.bootstrap, topic, msgs[300:])
+            time.sleep(3.0)  # longer than idle_timeout, with rows waiting
+            assert sum(daemon.pipeline.positions.values()) == 300, "consumed while held up"
+            holder.rollback()
+        assert wait_for(lambda: finished(pg_target, len(msgs), all_closed=True), timeout=60)
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+    store = pg_target.open(readonly=True)
+    try:
+        rows = store.query(
+            "SELECT rows, late_rows FROM windows WHERE segment = '' ORDER BY start"
+        )
+    finally:
+        store.close()
+    assert [(r["rows"], r["late_rows"]) for r in rows] == [(600, 0), (1, 0)]
