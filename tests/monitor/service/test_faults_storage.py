@@ -1,8 +1,10 @@
-"""Storage faults: a full disk and a database locked by another process. Each gives a clear
-error, pauses consumption (and the pause is not taken for an idle stream: the idle
-timeout of 2 s is shorter than the faults, yet no window closes early) (offsets are never committed past what was stored, /readyz says
-not ready), and the daemon recovers by itself once the fault clears: the tables end equal
-to a clean run's."""
+"""Storage faults: a full disk and a database locked by another process (SQLite), a
+PostgreSQL that cuts and refuses connections, and a PostgreSQL lock that holds the loop
+up. Each gives a clear error or a wait, pauses consumption (offsets are never committed
+past what was stored, /readyz says not ready), and the pause is not taken for an idle
+stream: the idle timeout of 2 s is shorter than the faults, yet no window closes early.
+The daemon recovers by itself once the fault clears: the tables end equal to a clean
+run's."""
 
 from __future__ import annotations
 
