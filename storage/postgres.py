@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -94,10 +95,10 @@ class PostgresStore(Store):
     scheduler, one per notifier lane, HTTP readers). ``statement_timeout_ms``: a
     statement (a lock wait included) that takes longer fails with
     :class:`StorageError` instead of hanging the consumer. ``connect_timeout_s``:
-    how long a new connection may take, and how long a thread waits for a pooled
-    one; past it the call fails with :class:`StorageError`, so a database that
-    refuses connections is reported within seconds, not after a statement's
-    timeout. ``readonly``: every transaction is read-only (the CLI's read commands).
+    how long a new connection may take. A thread waits for a pooled connection up to
+    the statement timeout while the pool is merely busy (every connection in use),
+    but only ``connect_timeout_s`` while the pool's attempts to connect fail: a
+    database that refuses connections is reported within seconds. ``readonly``: every transaction is read-only (the CLI's read commands).
     """
 
     def __init__(  # noqa: PLR0913 - the options of one store
@@ -154,6 +155,8 @@ class PostgresStore(Store):
             psycopg.connect(**params, autocommit=True).close()
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to {self._where}: {str(exc).strip()}") from None
+        self._connect_wait_s = float(connect_timeout_s)
+        self._busy_wait_s = max(float(connect_timeout_s), statement_timeout_ms / 1000)
         self.pool = ConnectionPool(
             kwargs={**params, "autocommit": True},
             min_size=1,
@@ -181,6 +184,39 @@ class PostgresStore(Store):
 
     # -- transactions -------------------------------------------------------------
 
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        """A pooled connection (see the class docstring for how long this waits).
+
+        Raises :class:`psycopg_pool.PoolTimeout` (a :class:`psycopg.OperationalError`).
+        """
+        from psycopg_pool import PoolTimeout  # noqa: PLC0415
+
+        deadline = time.monotonic() + self._busy_wait_s
+        while True:
+            errors = self.pool.get_stats().get("connections_errors", 0)
+            wait = max(0.001, min(self._connect_wait_s, deadline - time.monotonic()))
+            ctx = self.pool.connection(timeout=wait)
+            try:
+                conn = ctx.__enter__()
+            except PoolTimeout:
+                refused = self.pool.get_stats().get("connections_errors", 0) > errors
+                if refused or time.monotonic() >= deadline:
+                    raise
+                continue  # every connection busy, none refused: keep waiting
+            break
+        failed: BaseException | None = None
+        try:
+            yield conn
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            if failed is None:
+                ctx.__exit__(None, None, None)
+            else:
+                ctx.__exit__(type(failed), failed, failed.__traceback__)
+
     def _wrap(self, exc: Exception) -> StorageError:
         return StorageError(f"cannot write {self._where}: {type(exc).__name__}: {exc}".strip())
 
@@ -200,7 +236,7 @@ class PostgresStore(Store):
                 raise self._wrap(exc) from exc
             return
         try:
-            ctx = self.pool.connection()
+            ctx = self._borrow()
             conn = ctx.__enter__()
         except psycopg.Error as exc:
             raise self._wrap(exc) from exc
@@ -239,7 +275,7 @@ class PostgresStore(Store):
         try:
             if conn is not None:
                 return fn(conn)
-            with self.pool.connection() as c:
+            with self._borrow() as c:
                 return fn(c)
         except psycopg.Error as exc:
             raise self._wrap(exc) from exc

@@ -66,6 +66,58 @@ def test_the_pool_never_opens_more_than_pool_size_connections(pg_target: Postgre
     assert max(seen) == 2, seen
 
 
+def test_a_busy_pool_is_waited_for_and_a_refusing_database_fails_fast(pg_target: PostgresTarget) -> None:
+    """All connections in use: a caller waits past ``connect_timeout_s`` (up to the
+    statement timeout) and gets one. A database that refuses connections: the caller
+    gets a StorageError after about ``connect_timeout_s``, not the statement timeout."""
+    import psycopg
+
+    store = pg_target.open(pool_size=1, connect_timeout_s=1, statement_timeout_ms=8000)
+    held, got = threading.Event(), []
+
+    def hold() -> None:
+        with store.transaction():
+            store.query("SELECT 1")
+            held.set()
+            time.sleep(2.5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(5)
+        t0 = time.monotonic()
+        with store.transaction():
+            got.append(store.query("SELECT 2 AS n")[0]["n"])
+        waited = time.monotonic() - t0
+    finally:
+        t.join(10)
+    assert got == [2] and waited > 1.0  # longer than connect_timeout_s: the pool was busy
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    db = pg_target.database
+    admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+    try:
+        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+        t0 = time.monotonic()
+        for _ in range(2):  # the first may draw the connection the server just cut
+            try:
+                with store.transaction():
+                    store.query("SELECT 1")
+            except StorageError as exc:
+                err = str(exc)
+        failed_after = time.monotonic() - t0
+    finally:
+        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+    assert "PoolTimeout" in err, err
+    assert failed_after < 6.0, failed_after  # about connect_timeout_s, well short of 8 s
+    with store.transaction():  # back by itself once the database is
+        assert store.query("SELECT 3 AS n")[0]["n"] == 3
+    store.close()
+
+
 def test_a_read_only_store_refuses_writes(pg_target: PostgresTarget) -> None:
     ro = pg_target.open(readonly=True)
     assert ro.query("SELECT COUNT(*) AS n FROM windows")[0]["n"] == 0
