@@ -30,13 +30,12 @@ new config that is invalid or changes what needs a restart is refused and logged
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,25 +58,6 @@ log = logging.getLogger("driftwarden.daemon")
 
 #: seconds between two STATUS= lines to systemd
 STATUS_EVERY = 5.0
-
-
-def away_from_poll(method: Callable[..., Any]) -> Callable[..., Any]:
-    """For a consumer-loop step that can block on the store or the broker outside
-    ``poll()`` (a flush, a claim, a reload): the time it takes is moved off the idle
-    clocks (:meth:`Pipeline.excuse`). Rows can only arrive in ``poll()``; a store
-    that holds a flush up for longer than ``idle_timeout`` is not a quiet stream, and
-    counting it as one would close the open windows by the wall clock and turn the
-    rows still waiting in Kafka late."""
-
-    @functools.wraps(method)
-    def step(self: Daemon, *args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self.pipeline.excuse(timedelta(seconds=time.monotonic() - started))
-
-    return step
 
 
 class Daemon:
@@ -134,6 +114,8 @@ class Daemon:
         self._consumer: Any = None
         self._last_flush = time.monotonic()
         self._tick_due = threading.Event()
+        #: seconds rebalance callbacks took inside the current poll() (excused from idleness)
+        self._busy_in_poll = 0.0
         self._scheduler: Any = None
         self._http: Any = None
         self._want_http = http
@@ -237,36 +219,39 @@ class Daemon:
             """Runs on kafka-python's IO loop: flush to the store, then await the commit."""
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                offsets = daemon._flush_for_rebalance()
-                if offsets is not None:
-                    await daemon._commit_async(offsets, revoked)
+                with daemon._inside_poll_but_busy():
+                    offsets = daemon._flush_for_rebalance()
+                    if offsets is not None:
+                        await daemon._commit_async(offsets, revoked)
 
             async def on_partitions_lost(self, lost: Any) -> None:
                 # evicted from the group: others may own them already, so no commit; the
                 # flush stores what is in hand only where our claim still stands
-                daemon._flush_for_rebalance()
-                gone = {tp.partition for tp in lost if tp.topic == topic}
-                daemon.pipeline.release_partitions(daemon._owned() - gone)
+                with daemon._inside_poll_but_busy():
+                    daemon._flush_for_rebalance()
+                    gone = {tp.partition for tp in lost if tp.topic == topic}
+                    daemon.pipeline.release_partitions(daemon._owned() - gone)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
-                # only the added partitions. The consumer's assignment is the whole one in both.
-                # stop counting what went away at once, before anything is awaited
-                daemon.pipeline.release_partitions(daemon._owned())
-                committed: dict[int, int] = {}
-                if not daemon.store.shared:
-                    # a store of its own may hold a stale state of a partition that comes back
-                    committed = await daemon._committed_async(daemon._owned())
-                daemon._on_assigned(committed)
-                if labels is not None and labels_topic is not None:
-                    labels.release_partitions(daemon._owned(labels_topic))
-                    for tp in assigned:
-                        # where the join's durable state resumes (the claimed rows, or the
-                        # single-row state for partitions no row keeps)
-                        if tp.topic == labels_topic and tp.partition in labels.positions:
-                            daemon._consumer.seek(tp, labels.positions[tp.partition])
-                daemon._notify_ready()
-                daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
+                with daemon._inside_poll_but_busy():
+                    # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
+                    # only the added partitions. The consumer's assignment is the whole one in both.
+                    # stop counting what went away at once, before anything is awaited
+                    daemon.pipeline.release_partitions(daemon._owned())
+                    committed: dict[int, int] = {}
+                    if not daemon.store.shared:
+                        # a store of its own may hold a stale state of a partition that comes back
+                        committed = await daemon._committed_async(daemon._owned())
+                    daemon._on_assigned(committed)
+                    if labels is not None and labels_topic is not None:
+                        labels.release_partitions(daemon._owned(labels_topic))
+                        for tp in assigned:
+                            # where the join's durable state resumes (the claimed rows, or the
+                            # single-row state for partitions no row keeps)
+                            if tp.topic == labels_topic and tp.partition in labels.positions:
+                                daemon._consumer.seek(tp, labels.positions[tp.partition])
+                    daemon._notify_ready()
+                    daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
         backoff = 1.0
         while not self.stop_event.is_set():
@@ -403,7 +388,6 @@ class Daemon:
                 f" (labels on partitions {preds}..{len(n) - 1} are not joined at all)",
             )
 
-    @away_from_poll
     def _claim(self, force: bool = False, committed: dict[int, int] | None = None) -> None:
         """Claim the assigned partitions not claimed yet, seek them to their stored state;
         those still unclaimed stay paused (tried again every :data:`CLAIM_RETRY_SECONDS`)."""
@@ -452,19 +436,34 @@ class Daemon:
         k = self.config.kafka
         timeout_ms = int(k.poll_timeout.total_seconds() * 1000)
         commit_every = k.commit_interval.total_seconds()
+        # Idle clocks: only time spent waiting in poll() counts as a quiet stream. The
+        # rest of each turn (flushes and claims that wait on the store, figures, reloads,
+        # rebalance callbacks that run inside poll()) is excused, and a pause (Kafka or the
+        # store away, partitions not claimed) restarts them. Otherwise a store that holds
+        # the loop up past idle_timeout closes the open windows by the wall clock and the
+        # rows still waiting in Kafka all turn late.
+        self.pipeline.touch()  # what came before (start-up, a reconnect) was no quiet stream
+        mark = time.monotonic()
         while not self.stop_event.is_set():
             self._service_tick()
             # assigned but not (or no longer: another instance claimed it) ours in the store
             self._unclaimed |= self._owned() - set(self.pipeline.claims)
             if self._unclaimed:
                 self._claim()
+                if self._unclaimed:  # those partitions stay paused
+                    self.pipeline.touch()
             if self._storage_error is not None:
                 # storage is failing: do not consume more; retry the flush
                 self.pipeline.touch()
                 if not self._flush_and_commit(force=True):
                     self._wait(2.0)
                     continue
+            self._busy_in_poll = 0.0
+            polling = time.monotonic()
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=k.max_poll_records)
+            polled_at = time.monotonic()
+            self.pipeline.excuse(timedelta(seconds=polling - mark + self._busy_in_poll))
+            mark = polled_at
             labels = self.pipeline.labels
             for tp, records in polled.items():
                 if tp.topic == k.predictions_topic:
@@ -488,11 +487,24 @@ class Daemon:
                 self._tick_due.clear()
                 if self.store.shared:
                     self._follow_references()
+                now = time.monotonic()
+                self.pipeline.excuse(timedelta(seconds=now - mark))
+                mark = now
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()
 
     # -- systemd ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _inside_poll_but_busy(self) -> Iterator[None]:
+        """A rebalance callback: it runs inside ``poll()`` but is not waiting for rows;
+        its time is excused after the poll returns (see :meth:`_poll_loop`)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_in_poll += time.monotonic() - started
 
     def _notify_ready(self) -> None:
         """READY=1 the first time partitions are assigned (the daemon is consuming)."""
@@ -527,7 +539,6 @@ class Daemon:
         self._status_at, self._status_count = now, count
         self.systemd.status(self.status_text(rate))
 
-    @away_from_poll
     def _follow_references(self) -> None:
         """Load a reference registered through another instance's API (a shared store)."""
         try:
@@ -540,10 +551,6 @@ class Daemon:
         if not self._reload_due.is_set():
             return
         self._reload_due.clear()
-        self._reload()
-
-    @away_from_poll
-    def _reload(self) -> None:
         from monitor.service.reload import ReloadRefused, prepare_reload  # noqa: PLC0415
 
         if self.config_path is None:
@@ -604,7 +611,6 @@ class Daemon:
         except Exception:  # noqa: BLE001 - client internals changed: assume reachable
             return True
 
-    @away_from_poll
     def _flush_and_commit(self, force: bool = False) -> bool:
         try:
             offsets = self.pipeline.flush()
@@ -633,7 +639,6 @@ class Daemon:
         self._commit(offsets)
         return True
 
-    @away_from_poll
     def _flush_for_rebalance(self) -> dict[int, int] | None:
         try:
             self.pipeline.flush()
