@@ -393,7 +393,11 @@ class Pipeline:
             dropped += len(rt.windows.open)
             rt.windows = ModelWindows(name, rt.config.window, rt.schema.segments, rt.config.limits)
             assert rt.references is not None
-            rt.references.restore(self.store)
+            try:
+                rt.references.restore(self.store)
+            except StorageError as exc:  # a rebalance must not stop the daemon
+                log.error("model %s: rolling reference not reloaded after the handover (%s); it"
+                          " is rebuilt from the windows that close from now on", name, exc)
             self.last_activity.pop(name, None)
             reset.append(name)
         gone = set(reset)

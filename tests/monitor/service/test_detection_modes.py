@@ -314,3 +314,43 @@ def test_rolling_members_are_kept_for_at_most_the_caps_worth_of_groups(
     assert sorted(refs._members) == [("v4", ""), ("v5", "")]
     stored = store.query("SELECT DISTINCT version FROM reference_members ORDER BY version")
     assert [r["version"] for r in stored] == ["v4", "v5"]
+
+
+@pytest.mark.postgres
+def test_a_handover_while_the_store_is_away_does_not_stop_the_pipeline(
+    tmp_path: Path, pg_target: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Partitions taken away while PostgreSQL refuses connections: the reset model cannot
+    reload its rolling members. That is logged, not raised (it used to escape the consumer
+    loop and stop the daemon); the pipeline goes on and flushes once the store is back."""
+    import psycopg
+
+    model = {"reference_mode": "rolling", "reference_windows": 3}
+    cfg = make_config(tmp_path, model)
+    store = pg_target.open(connect_timeout_s=1)
+    p = Pipeline(cfg, store)
+    p.restore()
+    off = 0
+    for c in trending(4):
+        n = len(c["x"])
+        p.process({"m": batch(c, off)}, [], {0: off + n})
+        off += n
+        p.flush()
+    assert store.query("SELECT COUNT(*) AS n FROM reference_members")[0]["n"] >= 1
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    db = pg_target.database
+    admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+    try:
+        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+        with caplog.at_level("ERROR", logger="driftwarden.pipeline"):
+            p.release_partitions(set())
+    finally:
+        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+    assert "model m: rolling reference not reloaded after the handover" in caplog.text
+    assert not p.models["m"].windows.open and not p.positions
+    p.flush()  # the store is back: nothing held up
+    store.close()
