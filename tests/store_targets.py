@@ -8,7 +8,8 @@ needs to use it, and can hand out more fresh stores (one per hypothesis example)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,25 @@ class PostgresTarget(StoreTarget):
         store = PostgresStore(self.url, **kw)
         self._opened.append(store)
         return store
+
+    def admin(self, sql: str) -> None:
+        """``sql`` as the superuser on the server's maintenance database."""
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(self._url("postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    @contextmanager
+    def refusing_connections(self) -> Iterator[None]:
+        """An outage of this database: its connections are cut and new ones refused
+        until the block ends (the server itself stays up for the other tests)."""
+        db = self.database
+        self.admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        try:
+            self.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+            yield
+        finally:
+            self.admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
 
     def storage_toml(self) -> str:
         url = self.url.replace("postgres:@", "postgres@")

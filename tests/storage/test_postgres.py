@@ -70,8 +70,6 @@ def test_a_busy_pool_is_waited_for_and_a_refusing_database_fails_fast(pg_target:
     """All connections in use: a caller waits past ``connect_timeout_s`` (up to the
     statement timeout) and gets one. A database that refuses connections: the caller
     gets a StorageError after about ``connect_timeout_s``, not the statement timeout."""
-    import psycopg
-
     store = pg_target.open(pool_size=1, connect_timeout_s=1, statement_timeout_ms=8000)
     held, got = threading.Event(), []
 
@@ -93,14 +91,7 @@ def test_a_busy_pool_is_waited_for_and_a_refusing_database_fails_fast(pg_target:
         t.join(10)
     assert got == [2] and waited > 1.0  # longer than connect_timeout_s: the pool was busy
 
-    def admin(sql: str) -> None:
-        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
-            conn.execute(sql)
-
-    db = pg_target.database
-    admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-    try:
-        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+    with pg_target.refusing_connections():
         t0 = time.monotonic()
         for _ in range(2):  # the first may draw the connection the server just cut
             try:
@@ -109,8 +100,6 @@ def test_a_busy_pool_is_waited_for_and_a_refusing_database_fails_fast(pg_target:
             except StorageError as exc:
                 err = str(exc)
         failed_after = time.monotonic() - t0
-    finally:
-        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
     assert "PoolTimeout" in err, err
     assert failed_after < 6.0, failed_after  # about connect_timeout_s, well short of 8 s
     with store.transaction():  # back by itself once the database is

@@ -323,8 +323,6 @@ def test_a_handover_while_the_store_is_away_does_not_stop_the_pipeline(
     """Partitions taken away while PostgreSQL refuses connections: the reset model cannot
     reload its rolling members. That is logged, not raised (it used to escape the consumer
     loop and stop the daemon); the pipeline goes on and flushes once the store is back."""
-    import psycopg
-
     model = {"reference_mode": "rolling", "reference_windows": 3}
     cfg = make_config(tmp_path, model)
     store = pg_target.open(connect_timeout_s=1)
@@ -338,18 +336,8 @@ def test_a_handover_while_the_store_is_away_does_not_stop_the_pipeline(
         p.flush()
     assert store.query("SELECT COUNT(*) AS n FROM reference_members")[0]["n"] >= 1
 
-    def admin(sql: str) -> None:
-        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
-            conn.execute(sql)
-
-    db = pg_target.database
-    admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-    try:
-        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
-        with caplog.at_level("ERROR", logger="driftwarden.pipeline"):
-            p.release_partitions(set())
-    finally:
-        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+    with pg_target.refusing_connections(), caplog.at_level("ERROR", logger="driftwarden.pipeline"):
+        p.release_partitions(set())
     assert "model m: rolling reference not reloaded after the handover" in caplog.text
     assert not p.models["m"].windows.open and not p.positions
     p.flush()  # the store is back: nothing held up

@@ -121,8 +121,6 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
     """The shared PostgreSQL goes away mid-stream (its connections cut, new ones refused):
     the daemon says so and pauses, commits nothing past what was stored, and once the
     database is back it reconnects by itself; the tables end equal to a clean SQLite run's."""
-    import psycopg
-
     from tests.store_targets import PostgresTarget
 
     assert isinstance(pg_target, PostgresTarget)
@@ -148,32 +146,24 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
         finally:
             s.close()
 
-    def admin(sql: str) -> None:
-        with psycopg.connect(pg_target._url("postgres"), autocommit=True) as conn:
-            conn.execute(sql)
-
-    db = pg_target.database
     try:
         assert wait_for(lambda: durable() >= 900, timeout=30)
         stuck = durable()
-        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
-        produce(broker.bootstrap, topic, msgs[900:])
-        assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
-        err = daemon.storage_error
-        assert "postgres" in err.lower() and "password" not in err.lower(), err
-        status, body = http_get(cfg_path, "/readyz")
-        assert status == 503 and body["storage_error"]
-        held = dict(daemon.pipeline.positions)
-        time.sleep(3)
-        assert daemon.pipeline.positions == held, "kept consuming while storage fails"
-        assert committed(broker, group) <= stuck
-        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        with pg_target.refusing_connections():
+            produce(broker.bootstrap, topic, msgs[900:])
+            assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
+            err = daemon.storage_error
+            assert "postgres" in err.lower() and "password" not in err.lower(), err
+            status, body = http_get(cfg_path, "/readyz")
+            assert status == 503 and body["storage_error"]
+            held = dict(daemon.pipeline.positions)
+            time.sleep(3)
+            assert daemon.pipeline.positions == held, "kept consuming while storage fails"
+            assert committed(broker, group) <= stuck
         assert wait_for(lambda: finished(pg_target, n, all_closed=True), timeout=60)
         assert daemon.storage_error is None
         assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
     finally:
-        admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
         daemon.stop()
         t.join(timeout=30)
     assert not t.is_alive()
