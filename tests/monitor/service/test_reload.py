@@ -1,11 +1,10 @@
-"""SIGHUP through a real daemon subprocess: new rules, notifiers and thresholds apply from the
+"""SIGHUP through a real daemon subprocess, on SQLite and on a shared PostgreSQL: new rules, notifiers and thresholds apply from the
 next closed window; the window open during the reload keeps every row; a config that does
 not validate, or that changes what needs a restart, is refused and the old one keeps running."""
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.monitor.fault_helpers import (
     with_sentinel,
 )
 from tests.monitor.service.notify_helpers import NotifySocket
+from tests.store_targets import PostgresTarget, SqliteTarget, StoreTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -58,31 +58,33 @@ backoff = "1s"
 """
 
 
-def _age_thresholds(db: Path) -> list[tuple[str, float]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def _age_thresholds(db: StoreTarget) -> list[tuple[str, float]]:
+    s = db.open(readonly=True)
     try:
         return [
-            (r[0], r[1])
-            for r in conn.execute(
+            (r["start"], r["threshold"])
+            for r in s.query(
                 "SELECT w.start, m.threshold FROM metrics m JOIN windows w ON w.id = m.window_id"
                 " WHERE w.segment = '' AND m.\"column\" = 'age' AND m.metric = 'drift_score' ORDER BY w.start"
             )
         ]
     finally:
-        conn.close()
+        s.close()
 
 
-def _rows(db: Path) -> list[int]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def _rows(db: StoreTarget) -> list[int]:
+    s = db.open(readonly=True)
     try:
-        return [r[0] for r in conn.execute("SELECT rows FROM windows WHERE segment = '' ORDER BY start")]
+        return [r["rows"] for r in s.query("SELECT rows FROM windows WHERE segment = '' ORDER BY start")]
     finally:
-        conn.close()
+        s.close()
 
 
 def test_sighup_reloads_rules_notifiers_and_thresholds_and_refuses_bad_configs(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
 ) -> None:
+    """On SQLite and on a shared PostgreSQL (the store only changes where rows land)."""
+    pg = store_target if isinstance(store_target, PostgresTarget) else None
     topic = f"reload-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic)
     msgs = with_sentinel(stream(windows=8, per_window=PER_WINDOW, shift_from=4, seed=21))
@@ -92,9 +94,11 @@ def test_sighup_reloads_rules_notifiers_and_thresholds_and_refuses_bad_configs(
             tmp_path, bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h",
             extra=RULES.format(age_threshold=0.1, threshold=0.99, notifier="one", sink=base, two=""),
         )
+        if pg is not None:
+            cfg.write_text(cfg.read_text() + pg.storage_toml())
         # the rules' extra lands after [models.window]: the drift override belongs to the model
         original = cfg.read_text()
-        db = cfg.parent / "state" / "driftwarden.db"
+        db: StoreTarget = pg or SqliteTarget(cfg.parent / "state" / "driftwarden.db")
         log = tmp_path / "daemon.log"
         produce(broker.bootstrap, topic, msgs[: 6 * PER_WINDOW])
         proc = start_daemon(cfg, env=ns.env(), log=log)
@@ -153,3 +157,5 @@ def test_sighup_reloads_rules_notifiers_and_thresholds_and_refuses_bad_configs(
         finally:
             rc = terminate(proc)
         assert rc == 0, log.read_text()[-3000:]
+        if pg is not None:  # every row went to PostgreSQL
+            assert not (cfg.parent / "state" / "driftwarden.db").exists()
