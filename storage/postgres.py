@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -98,7 +98,8 @@ class PostgresStore(Store):
     how long a new connection may take. A thread waits for a pooled connection up to
     the statement timeout while the pool is merely busy (every connection in use),
     but only ``connect_timeout_s`` while the pool's attempts to connect fail: a
-    database that refuses connections is reported within seconds. ``readonly``: every transaction is read-only (the CLI's read commands).
+    database that refuses connections is reported within seconds. ``readonly``:
+    every transaction is read-only (the CLI's read commands).
     """
 
     def __init__(  # noqa: PLR0913 - the options of one store
@@ -196,26 +197,17 @@ class PostgresStore(Store):
         while True:
             errors = self.pool.get_stats().get("connections_errors", 0)
             wait = max(0.001, min(self._connect_wait_s, deadline - time.monotonic()))
-            ctx = self.pool.connection(timeout=wait)
+            held = ExitStack()
             try:
-                conn = ctx.__enter__()
+                conn = held.enter_context(self.pool.connection(timeout=wait))
             except PoolTimeout:
                 refused = self.pool.get_stats().get("connections_errors", 0) > errors
                 if refused or time.monotonic() >= deadline:
                     raise
                 continue  # every connection busy, none refused: keep waiting
-            break
-        failed: BaseException | None = None
-        try:
-            yield conn
-        except BaseException as exc:
-            failed = exc
-            raise
-        finally:
-            if failed is None:
-                ctx.__exit__(None, None, None)
-            else:
-                ctx.__exit__(type(failed), failed, failed.__traceback__)
+            with held:  # the pool's own exit: commit or roll back, give the connection back
+                yield conn
+            return
 
     def _wrap(self, exc: Exception) -> StorageError:
         return StorageError(f"cannot write {self._where}: {type(exc).__name__}: {exc}".strip())
