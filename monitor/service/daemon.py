@@ -486,7 +486,10 @@ class Daemon:
             elif self._tick_due.is_set():
                 self._tick_due.clear()
                 if self.store.shared:
-                    self._follow_references()
+                    try:  # a reference registered through another instance's API
+                        follow_registered_references(self.pipeline, self._failed_references)
+                    except StorageError as exc:
+                        log.warning("storage: %s", exc)
                 now = time.monotonic()
                 self.pipeline.excuse(timedelta(seconds=now - mark))
                 mark = now
@@ -538,13 +541,6 @@ class Daemon:
         rate = (count - self._status_count) / (now - self._status_at) if self._status_at else 0.0
         self._status_at, self._status_count = now, count
         self.systemd.status(self.status_text(rate))
-
-    def _follow_references(self) -> None:
-        """Load a reference registered through another instance's API (a shared store)."""
-        try:
-            follow_registered_references(self.pipeline, self._failed_references)
-        except StorageError as exc:
-            log.warning("storage: %s", exc)
 
     def _maybe_reload(self) -> None:
         """Apply a requested reload; a refused one is logged and changes nothing."""

@@ -583,11 +583,12 @@ class Pipeline:
             self.labels.touch()
 
     def excuse(self, blocked: timedelta) -> None:
-        """The consumer loop was held up for ``blocked`` (a flush waiting on a slow or
-        recovering store): move the idle clocks on by that much, capped at now. Time
-        the loop could not poll is not a quiet stream; without this, a flush that
-        waits longer than ``idle_timeout`` closes the open windows by the wall clock
-        and the rows still waiting in Kafka all turn late."""
+        """The consumer loop spent ``blocked`` away from waiting on Kafka (a flush held
+        up by the store, figures, a rebalance: see ``Daemon._poll_loop``): move the idle
+        clocks on by that much, capped at now. Only a poll that brings nothing is a
+        quiet stream; without this, a flush that waits longer than ``idle_timeout``
+        closes the open windows by the wall clock and the rows still waiting in Kafka
+        all turn late."""
         if blocked <= timedelta(0):
             return
         now = self.clock()
