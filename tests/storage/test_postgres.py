@@ -91,6 +91,7 @@ def test_a_busy_pool_is_waited_for_and_a_refusing_database_fails_fast(pg_target:
         t.join(10)
     assert got == [2] and waited > 1.0  # longer than connect_timeout_s: the pool was busy
 
+    err = ""
     with pg_target.refusing_connections():
         t0 = time.monotonic()
         for _ in range(2):  # the first may draw the connection the server just cut

@@ -208,8 +208,7 @@ def test_a_store_that_holds_the_loop_up_is_not_an_idle_stream(
 
     try:
         assert wait_for(lambda: sum(daemon.pipeline.positions.values()) >= 300, timeout=30)
-        with psycopg.connect(pg_target._url(pg_target.database), autocommit=True) as watcher, \
-                psycopg.connect(pg_target._url(pg_target.database)) as holder:
+        with psycopg.connect(pg_target.url, autocommit=True) as watcher, psycopg.connect(pg_target.url) as holder:
             holder.execute('LOCK TABLE "references" IN ACCESS EXCLUSIVE MODE')
             assert wait_for(lambda: waiting_on_lock(watcher), timeout=15), "the loop never reached the lock"
             produce(broker.bootstrap, topic, msgs[300:])
