@@ -130,6 +130,23 @@ def test_bad_rows_are_dead_letters_and_good_rows_count(tmp_path: Path) -> None:
     assert missing[0]["value"] == pytest.approx(1 / 97)
 
 
+def test_a_shared_store_config_replays_into_its_own_sqlite_file(tmp_path: Path) -> None:
+    """With ``[storage] url`` set, a replay still writes only its --state-dir's SQLite file:
+    the database (here a port nobody listens on) is never contacted."""
+    cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9,
+                            extra='\n[storage]\nurl = "postgresql://driftwarden@127.0.0.1:9/nowhere"\n')
+    cfg = load_config(cfg_path)
+    assert cfg.storage.url is not None
+    files = _files(tmp_path / "data", stream(windows=2, per_window=100, shift_from=9, seed=3), tables=False)
+    res = run_replay(cfg, files["jsonl"], tmp_path / "out")
+    assert (res.rows, res.dead_letters) == (200, 0)
+    store = Store(tmp_path / "out" / "driftwarden.db", readonly=True)
+    try:
+        assert store.query("SELECT COUNT(*) AS n FROM windows")[0]["n"] == res.windows >= 2
+    finally:
+        store.close()
+
+
 def test_replay_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9))
     files = _files(tmp_path / "data", stream(windows=1, per_window=50, shift_from=9))
