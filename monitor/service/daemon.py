@@ -489,7 +489,7 @@ class Daemon:
                     try:  # a reference registered through another instance's API
                         follow_registered_references(self.pipeline, self._failed_references)
                     except StorageError as exc:
-                        log.warning("storage: %s", exc)
+                        self._storage_failed(exc)  # paused; the next flush or keepalive clears it
                 now = time.monotonic()
                 self.pipeline.excuse(timedelta(seconds=now - mark))
                 mark = now
@@ -607,27 +607,31 @@ class Daemon:
         except Exception:  # noqa: BLE001 - client internals changed: assume reachable
             return True
 
+    def _storage_failed(self, exc: StorageError) -> None:
+        """The store refused or is away: say so once per distinct error, and show it in
+        ``/readyz`` and the status until a flush or keepalive reaches the store again."""
+        if self._storage_error != str(exc):
+            log.error("storage: %s; consumption paused until it clears", exc)
+        self._storage_error = str(exc)
+        self.on_event("storage_error", {"error": str(exc)})
+
     def _flush_and_commit(self, force: bool = False) -> bool:
         try:
             offsets = self.pipeline.flush()
+            if offsets is None:
+                # nothing to write: an idle owner's rows stay fresh and lost ones are found,
+                # and this is how a daemon with nothing to write finds its store away
+                self.pipeline.keepalive()
         except StorageError as exc:
             self.pipeline.touch()  # paused from here on: the rows waiting in Kafka are not late
             self.alerting.forget_uncommitted()
-            if self._storage_error != str(exc):
-                log.error("storage: %s; consumption paused until it clears", exc)
-            self._storage_error = str(exc)
-            self.on_event("storage_error", {"error": str(exc)})
+            self._storage_failed(exc)
             return False
         if self._storage_error is not None:
             log.info("storage recovered")
             self._storage_error = None
         self.alerting.deliver_after_commit()
         self._last_flush = time.monotonic()
-        if offsets is None:
-            try:
-                self.pipeline.keepalive()  # an idle owner's rows stay fresh; lost ones are found
-            except StorageError as exc:
-                log.warning("storage: %s", exc)
         if offsets is None and not force:
             return True
         if offsets is None:

@@ -175,6 +175,45 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
 
 
 @pytest.mark.postgres
+def test_an_idle_daemon_notices_a_postgresql_outage_and_its_end(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """Nothing to write (every row consumed and stored, the window open for an hour): the
+    outage still shows, through the reads and keepalives an idle daemon makes, as a
+    storage error and /readyz 503 within seconds, and clears by itself once it ends."""
+    topic = f"pg-idle-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    cfg_path = fault_config(
+        tmp_path / "idle", bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h",
+        extra=pg_target.storage_toml(),
+    )
+    daemon = Daemon(load_config(cfg_path))
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, stream(windows=1, per_window=200, shift_from=9, seed=4))
+    t.start()
+
+    def durable() -> int:
+        s = pg_target.open(readonly=True, pool_size=1)
+        try:
+            return sum(int(r["offset"] or 0) for r in s.query('SELECT "offset" FROM stream_partitions'))
+        finally:
+            s.close()
+
+    try:
+        assert wait_for(lambda: durable() >= 200, timeout=30)
+        assert daemon.storage_error is None
+        with pg_target.refusing_connections():
+            assert wait_for(lambda: daemon.storage_error is not None, timeout=25)
+            assert http_get(cfg_path, "/readyz")[0] == 503
+        assert wait_for(lambda: daemon.storage_error is None, timeout=30)
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+
+
+@pytest.mark.postgres
 def test_a_store_that_holds_the_loop_up_is_not_an_idle_stream(
     broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
 ) -> None:
