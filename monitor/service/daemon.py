@@ -186,7 +186,7 @@ class Daemon:
         if self.config.kafka.dead_letter_topic:
             from monitor.service.dead_letter_topic import DeadLetterTopic  # noqa: PLC0415
 
-            self.dead_letter_topic = DeadLetterTopic(self.config, self.store)
+            self.dead_letter_topic = DeadLetterTopic(self.config, self.store, owner=self.instance)
             sched.add_job(self.dead_letter_topic.run_once, "interval", seconds=1.0, id="dead-letter-topic", max_instances=1, coalesce=True)
         sched.add_job(self.prune, "interval", seconds=self.prune.interval.total_seconds(), id="prune", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         sched.start()

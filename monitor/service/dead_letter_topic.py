@@ -3,9 +3,22 @@
 The feed is the ``dead_letters`` table itself, read after its rows committed: a
 letter is produced only once it is stored, and a restart picks up where the last
 acknowledged produce left off (a cursor in ``stream_state``, advanced only over
-letters the broker acknowledged, in id order). Delivery is at least once: a crash
-between the broker's acknowledgement and the cursor's commit produces a letter again
-with the same key, by which consumers deduplicate.
+letters the broker acknowledged, in id order, never backwards). Delivery is at least
+once: a crash between the broker's acknowledgement and the cursor's commit produces a
+letter again with the same key, by which consumers deduplicate.
+
+Every instance runs this job; on a shared store one at a time produces, under a
+**lease** kept in the cursor's row (``owner``, ``until``). A run that finds letters
+to produce takes the lease in a short transaction (only if it is free, has lapsed or
+is already its own), produces with no database connection held while it waits on
+the broker, then in a second short transaction moves the cursor past what was
+acknowledged and gives the lease back; a run that fails gives it back too. Others
+skip their runs while it is held. A run that outlives its lease (the lease is
+:data:`LEASE_SECONDS`, well over a run's worst case; a stalled process) may see
+another instance take the lease over and produce the same letters again, with the
+same keys; the late run then leaves the cursor alone (the new owner moves it) and
+logs a warning. On SQLite (one instance) the same code runs; the lease is never
+contested.
 
 Each record: key ``"<topic>/<partition>/<offset>"`` of the source message; value the
 stored payload (the first ``daemon.max_payload_bytes`` bytes; none if 0); headers
@@ -14,22 +27,26 @@ stored payload (the first ``daemon.max_payload_bytes`` bytes; none if 0); header
 switched on, the letters already stored (within retention) are produced too.
 
 Runs on the scheduler thread, never on the consumer loop: a slow or absent broker
-delays the feed, never consumption. Bounded: at most ``batch`` letters (each at most
-64 KiB by default) per run.
+delays the feed, never consumption, and holds none of the store's pooled connections
+(which the consumer's flushes, the HTTP API and the outbox share). Bounded: at most
+``batch`` letters (each at most 64 KiB by default) per run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.config import Config
 from storage.db import Store
 from storage.dead_letters import dead_letters_after
-from storage.records import iso
+from storage.records import iso, parse_iso
 from storage.state import load_state, save_state
 
 log = logging.getLogger("driftwarden.dead_letter_topic")
@@ -37,6 +54,14 @@ log = logging.getLogger("driftwarden.dead_letter_topic")
 CURSOR = "dead_letter_topic"
 #: seconds a run waits for the broker's acknowledgements
 FLUSH_TIMEOUT = 30.0
+#: milliseconds the producer waits for a broker at all: to bootstrap, and in each send
+#: for the topic's metadata or buffer room
+MAX_BLOCK_MS = 10_000
+#: seconds a run's lease lasts. A run's worst case with the broker away is about 50 s
+#: (bootstrap 10 s, a send 10 s, the flush 30 s) plus the store's reads (each bounded by
+#: ``storage.statement_timeout``); instances compare ``until`` with their own wall
+#: clocks, so this also absorbs their difference (a minute of skew would still be safe).
+LEASE_SECONDS = 120.0
 
 
 def record_of(row: dict[str, Any]) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
@@ -54,15 +79,21 @@ def record_of(row: dict[str, Any]) -> tuple[bytes, bytes | None, list[tuple[str,
 
 
 class DeadLetterTopic:
-    """Produces stored dead letters to ``kafka.dead_letter_topic``; see the module doc."""
+    """Produces stored dead letters to ``kafka.dead_letter_topic``; see the module doc.
 
-    def __init__(
+    ``owner``: this object's name in the lease (default ``host:pid:random``; unique per
+    object). ``lease_seconds``: how long a run's lease lasts (:data:`LEASE_SECONDS`).
+    """
+
+    def __init__(  # noqa: PLR0913 - the options of one job
         self,
         config: Config,
         store: Store,
         *,
         batch: int = 500,
         producer_factory: Callable[[], Any] | None = None,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         topic = config.kafka.dead_letter_topic
         if not topic:
@@ -71,6 +102,8 @@ class DeadLetterTopic:
         self.config = config
         self.store = store
         self.batch = batch
+        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = timedelta(seconds=lease_seconds)
         self._factory = producer_factory or self._make_producer
         self._producer: Any = None
         self._failing = False
@@ -80,7 +113,8 @@ class DeadLetterTopic:
         from monitor.ingest.kafka_client import make_producer  # noqa: PLC0415
 
         # acks from every in-sync replica: the cursor moves only past what is safe
-        return make_producer(self.config, acks="all", max_block_ms=10_000, linger_ms=20)
+        return make_producer(self.config, acks="all", max_block_ms=MAX_BLOCK_MS,
+                             bootstrap_timeout_ms=MAX_BLOCK_MS, linger_ms=20)
 
     def cursor(self) -> int:
         state = load_state(self.store, CURSOR)
@@ -104,25 +138,72 @@ class DeadLetterTopic:
         return sent
 
     def _run(self) -> int:
-        if self.store.shared:
-            # every instance runs this job: the lock (a PostgreSQL advisory lock held until
-            # the cursor is saved) lets one at a time produce, so each letter goes out once
-            with self.store.transaction():
-                self.store.lock(CURSOR)
-                sent, error = self._produce()
-        else:  # one instance: no transaction held while the broker acknowledges
-            sent, error = self._produce()
+        # a look first, outside any transaction: an idle feed takes no lease, writes nothing
+        if not dead_letters_after(self.store, self.cursor(), 1, settled_before=self._settled()):
+            return 0
+        last = self._claim()
+        if last is None:
+            return 0  # another instance holds the lease: its run produces these
+        try:
+            # read under the lease, outside any transaction: no connection is held from
+            # here until the broker has answered
+            rows = dead_letters_after(self.store, last, self.batch, settled_before=self._settled())
+            sent, acked, error = self._produce(rows, last)
+        except BaseException:
+            try:
+                self._finish(last)  # the lease back at once: another instance may do better
+            except Exception:  # noqa: BLE001 - the store may be away too: the lease lapses
+                pass
+            raise
+        self._finish(acked)
         if error is not None:
             raise error
         return sent
 
-    def _produce(self) -> tuple[int, BaseException | None]:
-        """Produce the letters after the cursor, move it past those acknowledged; returns
-        how many were sent and the error that stopped the acknowledgements (if any)."""
-        last = self.cursor()
-        rows = dead_letters_after(self.store, last, self.batch, settled_before=self._settled())
+    def _claim(self) -> int | None:
+        """Take the lease if it is free, has lapsed or is ours; the cursor then, or None
+        when another instance holds it. One short transaction."""
+        now = datetime.now(UTC)
+        with self.store.transaction():
+            self.store.lock(CURSOR)  # read-modify-write of one row that may not exist yet
+            state = load_state(self.store, CURSOR) or {}
+            lease = state.get("lease")
+            if lease and lease.get("owner") != self.owner:
+                if parse_iso(lease["until"]) > now:
+                    return None
+                log.warning(
+                    "dead-letter topic %s: the lease of %s lapsed at %s; taking over (letters it"
+                    " produced after the cursor go out again, with the same keys)",
+                    self.topic, lease.get("owner"), lease["until"],
+                )
+            state["lease"] = {"owner": self.owner, "until": iso(now + self.lease)}
+            save_state(self.store, CURSOR, state)
+        return int(state.get("last_id", 0))
+
+    def _finish(self, acked: int) -> None:
+        """Move the cursor up to ``acked`` (never back) and give the lease back, if the
+        lease is still ours; else leave both to their new owner. One short transaction."""
+        with self.store.transaction():
+            self.store.lock(CURSOR)
+            state = load_state(self.store, CURSOR) or {}
+            lease = state.get("lease") or {}
+            if lease.get("owner") != self.owner:
+                log.warning(
+                    "dead-letter topic %s: this run outlived its lease (now held by %s); the"
+                    " cursor (%s) is left to it, not moved to %s here: letters acknowledged in"
+                    " this run may be produced twice, with the same keys",
+                    self.topic, lease.get("owner") or "nobody", state.get("last_id", 0), acked,
+                )
+                return
+            del state["lease"]
+            state["last_id"] = max(int(state.get("last_id", 0)), acked)
+            save_state(self.store, CURSOR, state)
+
+    def _produce(self, rows: list[dict[str, Any]], last: int) -> tuple[int, int, BaseException | None]:
+        """Produce ``rows`` (the letters after ``last``); returns how many were sent, the
+        last id acknowledged in order, and the error that stopped the acknowledgements."""
         if not rows:
-            return 0, None
+            return 0, last, None
         if self._producer is None:
             self._producer = self._factory()
         futures = []
@@ -138,10 +219,7 @@ class DeadLetterTopic:
                 error = RuntimeError(f"produced up to dead letter {acked}, then: {cause}")
                 break
             acked = letter_id
-        if acked > last:
-            with self.store.transaction():
-                save_state(self.store, CURSOR, {"last_id": acked})
-        return len(futures), error
+        return len(futures), acked, error
 
     def _settled(self) -> str | None:
         """On a shared store, letters newer than one statement timeout are left for the

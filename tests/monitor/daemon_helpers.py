@@ -90,6 +90,26 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes], partition: int | 
     p.close()
 
 
+def topic_records(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[Any]:
+    """The records of ``topic`` from its start: polled until ``expect`` arrived (or
+    ``timeout``), then a little longer, so that more than expected (a duplicate) shows."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    got: list[Any] = []
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            got.extend(r for recs in c.poll(timeout_ms=300).values() for r in recs)
+            if len(got) >= expect:
+                # linger a little: more than expected would be a duplicate
+                got.extend(r for recs in c.poll(timeout_ms=1500).values() for r in recs)
+                break
+    finally:
+        c.close()
+    return got
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

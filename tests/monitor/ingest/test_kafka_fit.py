@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,14 @@ from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
 from storage.db import Store
-from tests.monitor.daemon_helpers import count_windows, stream, table_dump, wait_for, write_config
+from tests.monitor.daemon_helpers import (
+    count_windows,
+    stream,
+    table_dump,
+    topic_records,
+    wait_for,
+    write_config,
+)
 from tests.monitor.fault_helpers import durable_offset, with_sentinel
 
 pytestmark = [pytest.mark.broker]
@@ -111,24 +117,6 @@ def test_the_broker_serves_batches_as_compressed_and_the_codec_package_is_what_r
 BAD = [b"not json", b'{"model": "churn"}', b'{"model": "fraud", "prediction": 1}', b"[1, 2]"]
 
 
-def _dlq_records(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[object]:
-    from kafka import KafkaConsumer
-
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    got: list[object] = []
-    end = time.monotonic() + timeout
-    try:
-        while time.monotonic() < end:
-            got.extend(r for recs in c.poll(timeout_ms=300).values() for r in recs)
-            if len(got) >= expect:
-                # linger a little: more than expected would be a duplicate
-                got.extend(r for recs in c.poll(timeout_ms=1500).values() for r in recs)
-                break
-    finally:
-        c.close()
-    return got
-
-
 def test_dead_letters_are_produced_to_the_topic_once_with_key_and_headers(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -142,7 +130,7 @@ def test_dead_letters_are_produced_to_the_topic_once_with_key_and_headers(
     cfg.write_text(cfg.read_text().replace("[kafka]\n", f'[kafka]\ndead_letter_topic = "{dlq}"\n')
                    + "\n[retention]\ndead_letter_payloads_per_minute = 60\n")  # keep every payload here
     db = _run(cfg, len(msgs))
-    records = _dlq_records(broker.bootstrap, dlq, len(BAD))
+    records = topic_records(broker.bootstrap, dlq, len(BAD))
     store = Store(db, readonly=True)
     try:
         stored = store.query('SELECT "offset", reason, payload FROM dead_letters ORDER BY id')
@@ -164,7 +152,7 @@ def test_dead_letters_are_produced_to_the_topic_once_with_key_and_headers(
     # a restart produces only what is new: the cursor is durable
     _produce(broker.bootstrap, topic, [b"late garbage"], None)
     _run(cfg, len(msgs) + 1)
-    again = _dlq_records(broker.bootstrap, dlq, len(BAD) + 1)
+    again = topic_records(broker.bootstrap, dlq, len(BAD) + 1)
     assert len(again) == len(BAD) + 1
     assert again[-1].value == b"late garbage"  # type: ignore[attr-defined]
     assert count_windows(db) >= 2

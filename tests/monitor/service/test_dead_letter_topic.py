@@ -1,0 +1,248 @@
+"""The dead-letter topic on a shared PostgreSQL: instances share the feed through a lease
+in the store, hold no pooled connection while they wait on the broker, and each letter
+goes out once unless a run outlives its lease (then at least once, with the same key).
+
+Real broker, real PostgreSQL; two ``PostgresStore``s on one database stand for two
+instances."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import Config, parse_config
+from monitor.demo.broker import EmbeddedBroker, free_port
+from monitor.ingest.kafka_client import make_producer
+from monitor.service.dead_letter_topic import CURSOR, DeadLetterTopic
+from storage.db import Store
+from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.limits import DeadLetterCap
+from storage.state import load_state
+from tests.monitor.daemon_helpers import topic_records
+
+pytestmark = [pytest.mark.broker, pytest.mark.postgres]
+
+SOURCE = "predictions"
+N = 30
+
+
+def _config(tmp_path: Path, bootstrap: str, dlq: str, url: str) -> Config:
+    (tmp_path / "ref.csv").write_text("a\n1\n")
+    doc = {
+        "kafka": {"bootstrap_servers": [bootstrap], "predictions_topic": SOURCE, "dead_letter_topic": dlq},
+        "models": [{"name": "m", "reference": "ref.csv", "features": {"numerical": ["a"]}}],
+        "storage": {"url": url.replace("postgres:@", "postgres@")},
+    }
+    return parse_config(doc, base_dir=tmp_path)
+
+
+def _setup(broker: EmbeddedBroker, tmp_path: Path, pg_target: Any) -> tuple[Config, str, str, list[Store]]:
+    """A fresh dead-letter topic, two stores on one database (application name shared, to
+    find their sessions in ``pg_stat_activity``) and :data:`N` stored letters."""
+    dlq = f"dlt-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(dlq)
+    app = f"dlt-test-{uuid.uuid4().hex[:8]}"
+    stores = [pg_target.open(application_name=app), pg_target.open(application_name=app)]
+    # received an hour ago: past _settled()'s cut (one statement timeout)
+    received = datetime.now(UTC) - timedelta(hours=1)
+    letters = [DeadLetter(SOURCE, 0, i, "not_json: test", f"bad {i}".encode(), received) for i in range(N)]
+    res = write_dead_letters(stores[0], letters, cap=DeadLetterCap(per_minute=1000, payloads_per_minute=1000))
+    assert res.stored == N
+    return _config(tmp_path, broker.bootstrap, dlq, pg_target.url), dlq, app, stores
+
+
+def _last_id(store: Store) -> int:
+    return int(store.query("SELECT MAX(id) AS m FROM dead_letters")[0]["m"])
+
+
+def _keys(records: list[Any]) -> Counter[bytes]:
+    return Counter(r.key for r in records)
+
+
+EXPECTED_KEYS = Counter(f"{SOURCE}/0/{i}".encode() for i in range(N))
+
+
+def test_two_instances_on_one_postgresql_produce_each_letter_once(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """Two instances run the job over and over at once (small batches, so they contend
+    for the lease run after run): every letter reaches the topic exactly once."""
+    cfg, dlq, _, stores = _setup(broker, tmp_path, pg_target)
+    last = _last_id(stores[0])
+    jobs = [DeadLetterTopic(cfg, s, batch=4) for s in stores]
+    sent = [0, 0]
+    skipped = [0, 0]
+
+    def work(i: int) -> None:
+        end = time.monotonic() + 15
+        while time.monotonic() < end and jobs[i].cursor() < last:
+            n = jobs[i].run_once()
+            sent[i] += n
+            skipped[i] += n == 0
+            time.sleep(0.005 * (i + 1))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        for j in jobs:
+            j.close()
+    assert jobs[0].cursor() == last
+    assert sum(sent) == N, (sent, skipped)  # no letter produced by both
+    records = topic_records(broker.bootstrap, dlq, N)
+    assert _keys(records) == EXPECTED_KEYS
+    assert load_state(stores[0], CURSOR) == {"last_id": last}  # the lease given back
+
+
+def test_a_broker_away_holds_no_connection_and_the_other_instance_does_not_wait(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """One instance's producer points at a broker that is away: its run waits in a send
+    (the metadata wait, ``max_block_ms``) for 4 s. Meanwhile none of our sessions is idle
+    in a transaction, and the other instance's run returns at once without producing (the
+    lease is held) instead of queueing behind it. When the run fails it gives the lease
+    back, and the other instance (its broker is up) produces every letter once."""
+    import psycopg
+    from kafka import KafkaProducer
+
+    cfg, dlq, app, stores = _setup(broker, tmp_path, pg_target)
+    last = _last_id(stores[0])
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens
+    waiting = threading.Event()
+
+    def away_producer() -> Any:
+        # api_version given: built at once; the first send then waits for metadata
+        p = KafkaProducer(bootstrap_servers=[dead], api_version=(2, 6), max_block_ms=4000, acks="all")
+        waiting.set()
+        return p
+
+    away = DeadLetterTopic(cfg, stores[0], producer_factory=away_producer)
+    other = DeadLetterTopic(cfg, stores[1])
+    result: dict[str, int] = {}
+    t = threading.Thread(target=lambda: result.setdefault("sent", away.run_once()))
+    started = time.monotonic()
+    t.start()
+    try:
+        assert waiting.wait(timeout=10), "the run never got to its producer"
+        time.sleep(0.5)  # inside the send's wait on the broker
+        with psycopg.connect(pg_target.url, autocommit=True) as watcher:
+            idle_in_tx = watcher.execute(
+                "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = %s"
+                " AND state LIKE 'idle in transaction%%'",
+                (app,),
+            ).fetchall()
+        assert idle_in_tx == [], "a pooled connection is held in a transaction while waiting on the broker"
+        t0 = time.monotonic()
+        assert other.run_once() == 0, "produced while the lease was held"
+        assert time.monotonic() - t0 < 1.0, "the other instance waited for the first"
+        assert t.is_alive(), "the first run no longer waits on the broker: the checks above proved nothing"
+        assert (load_state(stores[1], CURSOR) or {}).get("lease", {}).get("owner") == away.owner
+    finally:
+        t.join(timeout=15)
+    assert not t.is_alive()
+    assert result["sent"] == 0
+    assert time.monotonic() - started >= 3.5  # it did wait on the broker
+    assert "lease" not in (load_state(stores[0], CURSOR) or {})  # given back on failure
+    assert other.run_once() == N
+    assert other.cursor() == last
+    assert _keys(topic_records(broker.bootstrap, dlq, N)) == EXPECTED_KEYS
+    away.close()
+    other.close()
+
+
+class _Stalled:
+    """A real producer whose flush first waits for ``go``: a process that stalls in its
+    run (a long GC pause, SIGSTOP) while holding the lease."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.in_flush = threading.Event()
+        self.go = threading.Event()
+
+    def send(self, *args: Any, **kw: Any) -> Any:
+        return self.inner.send(*args, **kw)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.in_flush.set()
+        self.go.wait(timeout=15)
+        self.inner.flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.inner.close(timeout=timeout)
+
+
+def test_a_run_that_outlives_its_lease_leaves_the_cursor_to_the_next_owner(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two instances with a 1 s lease each stall in their flush past it: the second takes
+    the lapsed lease over and produces the same first letters again (at least once, same
+    keys). The first, finishing while the second still holds the lease, leaves the
+    cursor and the lease alone; the second then moves the cursor to the end."""
+    caplog.set_level(logging.WARNING, logger="driftwarden.dead_letter_topic")
+    cfg, dlq, _, stores = _setup(broker, tmp_path, pg_target)
+    last = _last_id(stores[0])
+    stalls = [_Stalled(make_producer(cfg, acks="all")), _Stalled(make_producer(cfg, acks="all"))]
+    first = DeadLetterTopic(cfg, stores[0], batch=10, lease_seconds=1.0, producer_factory=lambda: stalls[0])
+    second = DeadLetterTopic(cfg, stores[1], lease_seconds=1.0, producer_factory=lambda: stalls[1])
+    results: dict[str, int] = {}
+    t1 = threading.Thread(target=lambda: results.setdefault("first", first.run_once()))
+    t2 = threading.Thread(target=lambda: results.setdefault("second", second.run_once()))
+    try:
+        t1.start()
+        assert stalls[0].in_flush.wait(timeout=10)
+        assert second.run_once() == 0  # the lease still runs
+        time.sleep(1.2)  # past it
+        t2.start()
+        assert stalls[1].in_flush.wait(timeout=10), "the lapsed lease was not taken over"
+        stalls[0].go.set()
+        t1.join(timeout=15)
+        assert results["first"] == 10
+        state = load_state(stores[0], CURSOR) or {}
+        assert state.get("last_id", 0) == 0, "the run that lost its lease moved the cursor"
+        assert state["lease"]["owner"] == second.owner, "the run that lost its lease touched it"
+        stalls[1].go.set()
+        t2.join(timeout=15)
+    finally:
+        for s in stalls:
+            s.go.set()
+        t1.join(timeout=15)
+        t2.join(timeout=15)
+        first.close()
+        second.close()
+    assert results["second"] == N
+    assert load_state(stores[0], CURSOR) == {"last_id": last}
+    keys = _keys(topic_records(broker.bootstrap, dlq, N + 10))
+    assert set(keys) == set(EXPECTED_KEYS)
+    assert sorted(k for k, n in keys.items() if n == 2) == sorted(f"{SOURCE}/0/{i}".encode() for i in range(10))
+    assert max(keys.values()) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("lapsed" in m and first.owner in m for m in messages), messages
+    assert any("outlived its lease" in m for m in messages), messages
+
+
+def test_an_idle_feed_takes_no_lease_and_writes_nothing(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """An idle feed (every letter produced) takes no lease and writes nothing."""
+    cfg, _, _, stores = _setup(broker, tmp_path, pg_target)
+    job = DeadLetterTopic(cfg, stores[0])
+    try:
+        assert job.run_once() == N
+        before = stores[0].query("SELECT state, updated_at FROM stream_state WHERE name = ?", (CURSOR,))
+        assert job.run_once() == 0
+        after = stores[0].query("SELECT state, updated_at FROM stream_state WHERE name = ?", (CURSOR,))
+        assert after == before
+    finally:
+        job.close()
