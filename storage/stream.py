@@ -162,9 +162,13 @@ def save_partitions(
 def touch_partitions(
     store: Store, topic: str, owner: str, epochs: Mapping[int, int], now: datetime
 ) -> list[int]:
-    """Mark owned rows alive (nothing else changes); returns the partitions found lost."""
+    """Mark owned rows alive (nothing else changes); returns the partitions found lost.
+    With no rows owned it still reaches the store: an instance that holds no partition
+    (more instances than partitions) finds a store that went away all the same."""
     lost = []
     with store.transaction():
+        if not epochs:
+            store.query("SELECT 1 AS reachable")
         for p in sorted(epochs):
             cur = store.execute(
                 "UPDATE stream_partitions SET updated_at = ? WHERE topic = ? AND partition = ?"

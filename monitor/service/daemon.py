@@ -58,6 +58,9 @@ log = logging.getLogger("driftwarden.daemon")
 
 #: seconds between two STATUS= lines to systemd
 STATUS_EVERY = 5.0
+#: a running consumer loop that has not turned for this long (or twice
+#: storage.statement_timeout, if longer) is stalled: /healthz and /readyz say 503
+STALL_AFTER_MIN_S = 60.0
 
 
 class Daemon:
@@ -126,9 +129,15 @@ class Daemon:
         self._status_at = 0.0
         self._status_count = 0
         self._reload_due = threading.Event()
-        #: time.monotonic() of the consumer loop's last turn: what a liveness check
-        #: (systemd's watchdog here; /healthz could use it too) should watch
+        #: time.monotonic() of the consumer loop's last turn: what the liveness checks
+        #: (systemd's watchdog, /healthz) watch
         self.loop_turned_at = time.monotonic()
+        self._looping = False
+        #: seconds without a turn of the running loop after which it counts as stalled
+        #: (/healthz and /readyz 503): a turn waits on the store for a few statements at
+        #: most, each bounded by storage.statement_timeout, unless the store stopped
+        #: answering altogether (a frozen host, a proxy that holds the socket open)
+        self.stall_after = max(STALL_AFTER_MIN_S, 2 * config.storage.statement_timeout.total_seconds())
         #: kafka.dead_letter_topic's producer (monitor/service/dead_letter_topic.py), if set
         self.dead_letter_topic: Any = None
 
@@ -136,6 +145,26 @@ class Daemon:
     def storage_error(self) -> str | None:
         """The storage failure that paused consumption, or None while storage is healthy."""
         return self._storage_error
+
+    def stalled_for(self) -> float | None:
+        """Seconds since the running consumer loop last turned, once that exceeds
+        :attr:`stall_after`; None while it turns (and before it starts, after it ends)."""
+        if not self._looping:
+            return None
+        quiet = time.monotonic() - self.loop_turned_at
+        return quiet if quiet > self.stall_after else None
+
+    @property
+    def is_ready(self) -> bool:
+        """Consuming: partitions assigned, Kafka reachable, the store healthy, the loop turning."""
+        return (self.ready.is_set() and self.kafka_connected and self._storage_error is None
+                and self.stalled_for() is None)
+
+    @property
+    def store_suspect(self) -> bool:
+        """Whether a read of the store may fail or hang now (a storage error, a stalled
+        loop): the dashboard and /metrics then show what is in memory without asking it."""
+        return self._storage_error is not None or self.stalled_for() is not None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -433,9 +462,6 @@ class Daemon:
             log.debug("pause/resume: %s", exc)
 
     def _poll_loop(self) -> None:
-        k = self.config.kafka
-        timeout_ms = int(k.poll_timeout.total_seconds() * 1000)
-        commit_every = k.commit_interval.total_seconds()
         # Idle clocks: only time spent waiting in poll() counts as a quiet stream. The
         # rest of each turn (flushes and claims that wait on the store, figures, reloads,
         # rebalance callbacks that run inside poll()) is excused, and a pause (Kafka or the
@@ -444,6 +470,17 @@ class Daemon:
         # rows still waiting in Kafka all turn late.
         self.pipeline.touch()  # what came before (start-up, a reconnect) was no quiet stream
         mark = time.monotonic()
+        self.loop_turned_at = mark
+        self._looping = True
+        try:
+            self._turn_until_stopped(mark)
+        finally:
+            self._looping = False
+
+    def _turn_until_stopped(self, mark: float) -> None:
+        k = self.config.kafka
+        timeout_ms = int(k.poll_timeout.total_seconds() * 1000)
+        commit_every = k.commit_interval.total_seconds()
         while not self.stop_event.is_set():
             self._service_tick()
             # assigned but not (or no longer: another instance claimed it) ours in the store

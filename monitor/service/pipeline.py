@@ -411,8 +411,9 @@ class Pipeline:
 
     def keepalive(self) -> list[int]:
         """Mark the owned partitions' rows alive (an idle owner writes nothing else);
-        partitions found claimed by another instance are forgotten and returned."""
-        if not self.claims:
+        partitions found claimed by another instance are forgotten and returned. On a
+        shared store it reaches the store even with nothing owned (a standby instance)."""
+        if not self.claims and not self.store.shared:
             return []
         lost = touch_partitions(self.store, self.topic, self.owner, dict(self.claims), self.clock())
         if lost:

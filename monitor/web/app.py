@@ -17,7 +17,11 @@ unauthenticated daemon is read-only. With ``daemon.protect_reads`` every read bu
 
 Every error is ``{"error": "<short message>"}`` with a 4xx status for a client's
 mistake (never a traceback, exception text or path); an unexpected failure is a
-500 ``{"error": "internal error"}`` with the details in the (redacted) log.
+500 ``{"error": "internal error"}`` with the details in the (redacted) log; the store
+away or refusing is a 503 with ``Retry-After``. ``/healthz`` is 503 once the consumer
+loop has stalled (see ``Daemon.stalled_for``); ``/readyz`` also while Kafka or the
+store is failing. During a storage failure the dashboard and ``/metrics`` show what
+the daemon holds in memory without asking the store.
 Limits: ``limit`` is clamped to 1..1000; JSON bodies to ``daemon.max_json_bytes``;
 uploads to ``daemon.max_reference_bytes``; bodies must arrive within
 ``daemon.http_body_timeout``; a POST must declare its ``Content-Length``.
@@ -52,6 +56,7 @@ from monitor.web.requests import (
     receive_body,
 )
 from monitor.web.view import DaemonView
+from storage.db import StorageError
 
 log = logging.getLogger("driftwarden.http")
 
@@ -95,6 +100,13 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
     return _json(status, {"error": message})
 
 
+def _storage_error(request: Request[Any, Any, Any], exc: StorageError) -> Response[bytes]:
+    # the store away or refusing: a retry may work, nothing in the request is wrong; where
+    # the database is stays in the log, not in an answer to whoever asked
+    log.warning("http %s %s: %s", request.method, request.url.path, exc)
+    return _json(503, {"error": "storage unavailable, try again later"}, {"Retry-After": "5"})
+
+
 def _server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("http %s %s failed", request.method, request.url.path, exc_info=exc)
     return _json(500, {"error": "internal error"})
@@ -125,15 +137,22 @@ def _check_bearer(connection: ASGIConnection[Any, Any, Any, Any], token: str) ->
 
 
 @get("/healthz")
-async def healthz() -> Response[bytes]:
+async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Liveness: 503 once the consumer loop has not turned for ``stall_after`` seconds (a
+    hung store call), so that an orchestrator restarts the process as systemd's watchdog would."""
+    stalled = _daemon(request).stalled_for()
+    if stalled is not None:
+        return _json(503, {"status": "stalled", "stalled_seconds": round(stalled, 1)})
     return _json(200, {"status": "ok"})
 
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     d = _daemon(request)
-    ready = d.ready.is_set() and d.kafka_connected and d.storage_error is None
-    body = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error}
+    ready = d.is_ready
+    stalled = d.stalled_for()
+    body = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error,
+            "stalled_seconds": None if stalled is None else round(stalled, 1)}
     return _json(200 if ready else 503, body)
 
 
@@ -287,7 +306,8 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
     app = Litestar(
         route_handlers=[healthz, readyz, metrics, models, windows, alerts, silences, add_silence,
                         register_reference, dashboard, static, report],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageError: _storage_error,
+                            Exception: _server_error},
         state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": threading.Lock(),
                      "static": _static_files(), "reports": ReportRenderer()}),
         openapi_config=None,

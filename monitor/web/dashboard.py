@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from monitor.web.view import DaemonView
 from storage.alerts import list_alerts
+from storage.db import StorageError
 from storage.overview import drift_history, recent_dead_letters, recent_deliveries
 from storage.records import parse_iso, window_url_id
 from storage.windows import windows_with_verdicts
@@ -43,21 +44,47 @@ e = html.escape
 
 
 def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
-    """What the page shows, read from the daemon and the store (call in a worker thread)."""
-    from monitor.web.drift_metrics import recent_versions  # noqa: PLC0415
+    """What the page shows, read from the daemon and the store (call in a worker thread).
 
+    While the store is failing (or a read fails) the page shows what the daemon holds in
+    memory, with the storage error in its status line, instead of waiting on the store.
+    """
     names = list(d.pipeline.models)
     selected = model if model in d.pipeline.models else (names[0] if names else None)
+    stored: dict[str, Any] = {"versions": {}, "windows": [], "history": [], "alerts": [], "deliveries": [],
+                              "dead_letters": []}
+    store_error = d.storage_error
+    if not d.store_suspect:
+        try:
+            stored = _stored(d, selected)
+        except StorageError as exc:
+            store_error = str(exc)
     models = []
     for name, rt in d.pipeline.models.items():
         ref = rt.prepared.reference
         models.append({
             "name": name, "task": rt.config.task, "features": len(rt.schema.features),
             "reference": ref.path.name, "reference_rows": ref.rows, "reference_version": rt.prepared.version,
-            "reference_mode": rt.config.reference_mode, "versions": recent_versions(d.store, name),
+            "reference_mode": rt.config.reference_mode, "versions": stored["versions"].get(name, []),
             "open_windows": len(rt.windows.open),
             "watermark": _ms_iso(rt.windows.watermark) if rt.windows.max_ts is not None and rt.windows.by == "time" else None,
         })
+    stalled = d.stalled_for()
+    if store_error is None and stalled is not None:
+        store_error = f"the consumer loop has not turned for {stalled:.0f} s (waiting on the store?)"
+    return {
+        "models": models, "selected": selected, "windows": stored["windows"], "charts": charts(stored["history"]),
+        "alerts": stored["alerts"], "deliveries": stored["deliveries"], "dead_letters": stored["dead_letters"],
+        "dead_letter_counts": dict(sorted(d.pipeline.stats.dead_letters.items())),
+        "ready": d.is_ready, "storage_error": store_error,
+        "now": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def _stored(d: DaemonView, selected: str | None) -> dict[str, Any]:
+    """The page's parts that come from the store."""
+    from monitor.web.drift_metrics import recent_versions  # noqa: PLC0415
+
     windows: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     if selected is not None:
@@ -66,14 +93,13 @@ def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
         for w in windows:
             w["has_sample"] = w["id"] in sampled
         history = drift_history(d.store, selected, windows=CHART_WINDOWS)
-    active = list_alerts(d.store, state="firing", limit=TABLE_ROWS) + list_alerts(d.store, state="pending", limit=TABLE_ROWS)
     return {
-        "models": models, "selected": selected, "windows": windows, "charts": charts(history),
-        "alerts": active, "deliveries": recent_deliveries(d.store, TABLE_ROWS),
+        "versions": {name: recent_versions(d.store, name) for name in d.pipeline.models},
+        "windows": windows, "history": history,
+        "alerts": list_alerts(d.store, state="firing", limit=TABLE_ROWS)
+        + list_alerts(d.store, state="pending", limit=TABLE_ROWS),
+        "deliveries": recent_deliveries(d.store, TABLE_ROWS),
         "dead_letters": recent_dead_letters(d.store, TABLE_ROWS),
-        "dead_letter_counts": dict(sorted(d.pipeline.stats.dead_letters.items())),
-        "ready": d.ready.is_set() and d.kafka_connected and d.storage_error is None,
-        "storage_error": d.storage_error, "now": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
 
 

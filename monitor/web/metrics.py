@@ -5,16 +5,28 @@ units, ``_info`` for build facts). Label values are bounded: models, columns,
 notifiers from the config; versions by the stream's caps; reasons are our codes;
 partitions by the topic. The registry also holds the process, platform and GC
 collectors (``process_*``, ``python_*``). The drift gauges: :mod:`monitor.web.drift_metrics`.
+
+Families read from the store (outbox, alerts, label join, drift gauges, dead-letter
+drops, database size) are left out of a scrape while the store is failing or the
+consumer loop is stalled, or when a read fails: the in-memory families (``driftwarden_ready``
+among them) are still served at once, and ``driftwarden_store_readable`` says whether
+this scrape read the store.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from storage.db import StorageError
+
 if TYPE_CHECKING:
     from monitor.web.view import DaemonView
+
+log = logging.getLogger("driftwarden.metrics")
 
 
 class DaemonMetrics:
@@ -38,6 +50,8 @@ class DaemonMetrics:
 
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        from monitor.web.drift_metrics import drift_families  # noqa: PLC0415
 
         d = self.daemon
         st = d.pipeline.stats
@@ -69,9 +83,11 @@ class DaemonMetrics:
             for dim, n in rt.windows.capped_rows().items():
                 capped.add_metric([name, dim], n)
         yield capped
-        yield from self._labels(d)
-        ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy")
-        ready.add_metric([], 1.0 if d.ready.is_set() and d.storage_error is None else 0.0)
+        read = [True]  # whether every store read of this scrape answered
+        yield from self._performance(d)
+        yield from self._from_store(lambda: self._labels(d), read)
+        ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy (as /readyz)")
+        ready.add_metric([], 1.0 if d.is_ready else 0.0)
         yield ready
         wm = GaugeMetricFamily("driftwarden_watermark_seconds", "Event-time watermark per model", labels=["model"])
         for name, rt in d.pipeline.models.items():
@@ -79,6 +95,35 @@ class DaemonMetrics:
                 wm.add_metric([name], rt.windows.watermark / 1000)
         yield wm
         yield from self._observability()
+        yield from self._from_store(lambda: drift_families(d.store, list(d.pipeline.models)), read)
+        yield from self._from_store(lambda: self._outbox(d), read)
+        yield from self._retention(d)
+        yield from self._from_store(lambda: self._storage(d), read)
+        readable = GaugeMetricFamily(
+            "driftwarden_store_readable",
+            "1 when this scrape read the store; 0 when it is failing (its families are left out)",
+        )
+        readable.add_metric([], 1.0 if read[0] else 0.0)
+        yield readable
+
+    def _from_store(self, families: Callable[[], Iterable[Any]], read: list[bool]) -> list[Any]:
+        """``families()`` read in full, or none (``read[0]`` set False) while the store is
+        failing: a scrape never waits on a store known to be away, nor fails with it."""
+        if not read[0] or self.daemon.store_suspect:  # one failed read is enough per scrape
+            read[0] = False
+            return []
+        try:
+            return list(families())
+        except StorageError as exc:
+            log.warning("metrics: store families left out of this scrape: %s", exc)
+            read[0] = False
+            return []
+
+    @staticmethod
+    def _outbox(d: DaemonView) -> Any:
+        """Outbox rows and alerts by state, from the store."""
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
         from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
 
         deliveries = GaugeMetricFamily(
@@ -91,13 +136,10 @@ class DaemonMetrics:
         for (state, severity), n in sorted(alert_counts(d.store).items()):
             alerts.add_metric([state, severity], n)
         yield alerts
-        yield from self._storage()
 
     def _observability(self) -> Any:
-        """Build facts, the window compute-time histogram, consumer lag, drift gauges."""
+        """Build facts, the window compute-time histogram, consumer lag (in memory)."""
         from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily  # noqa: PLC0415
-
-        from monitor.web.drift_metrics import drift_families  # noqa: PLC0415
 
         d = self.daemon
         info = GaugeMetricFamily("driftwarden_build_info", "driftwarden's version and Python's (always 1)", labels=["version", "python"])
@@ -118,15 +160,14 @@ class DaemonMetrics:
         for partition, n in sorted(d.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
-        yield from drift_families(d.store, list(d.pipeline.models))
 
-    def _storage(self) -> Any:
-        """Retention and dead-letter volume: what was pruned, dropped, and the file size."""
+    @staticmethod
+    def _storage(d: DaemonView) -> Any:
+        """Dead-letter volume (what was dropped) and the database's size, from the store."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
 
         from storage.dead_letters import dead_letter_drops  # noqa: PLC0415
 
-        d = self.daemon
         drops = dead_letter_drops(d.store)
         dropped = CounterMetricFamily(
             "driftwarden_dead_letters_dropped",
@@ -143,6 +184,16 @@ class DaemonMetrics:
             stripped.add_metric([reason], payloads)
         yield dropped
         yield stripped
+        size = GaugeMetricFamily("driftwarden_db_size_bytes", "Size of the SQLite database file and its WAL", labels=["file"])
+        for name, n in sorted(d.store.size_on_disk().items()):
+            size.add_metric([name], n)
+        yield size
+
+    @staticmethod
+    def _retention(d: DaemonView) -> Any:
+        """The retention prune's running totals (in memory)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
         st = d.retention
         pruned = CounterMetricFamily("driftwarden_pruned_rows", "Rows deleted by the retention prune, by table", labels=["table"])
         for table, n in sorted(st.pruned().items()):
@@ -156,14 +207,23 @@ class DaemonMetrics:
         if st.last_run_at is not None:
             last.add_metric([], st.last_run_at.timestamp())
         yield last
-        size = GaugeMetricFamily("driftwarden_db_size_bytes", "Size of the SQLite database file and its WAL", labels=["file"])
-        for name, n in sorted(d.store.size_on_disk().items()):
-            size.add_metric([name], n)
-        yield size
+
+    @staticmethod
+    def _performance(d: DaemonView) -> Any:
+        """Performance windows (re)computed since start (in memory; with labels only)."""
+        from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415
+
+        if getattr(d.pipeline, "labels", None) is None:
+            return
+        perf = CounterMetricFamily(
+            "driftwarden_performance_windows", "Performance windows (re)computed since start", labels=[]
+        )
+        perf.add_metric([], d.pipeline.stats.performance_windows)
+        yield perf
 
     @staticmethod
     def _labels(d: DaemonView) -> Any:
-        """The label join: its durable counters per model, and the performance windows."""
+        """The label join's durable counters per model and the windows owed, from the store."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
 
         from storage.labels import COUNTERS, label_counters, slots_waiting  # noqa: PLC0415
@@ -180,11 +240,6 @@ class DaemonMetrics:
             for name in COUNTERS:
                 join.add_metric([model, name], counts.get(name, 0))
         yield join
-        perf = CounterMetricFamily(
-            "driftwarden_performance_windows", "Performance windows (re)computed since start", labels=[]
-        )
-        perf.add_metric([], d.pipeline.stats.performance_windows)
-        yield perf
         owed = GaugeMetricFamily(
             "driftwarden_label_windows_waiting", "Time windows whose performance is not computed yet or is stale"
         )

@@ -32,6 +32,20 @@ class DaemonView(Protocol):
     @property
     def storage_error(self) -> str | None: ...
 
+    @property
+    def is_ready(self) -> bool:
+        """What /readyz answers: consuming, Kafka reachable, the store healthy, the loop turning."""
+        ...
+
+    @property
+    def store_suspect(self) -> bool:
+        """A store read may fail or hang now: show what is in memory instead."""
+        ...
+
+    def stalled_for(self) -> float | None:
+        """Seconds the running consumer loop has not turned, once it counts as stalled."""
+        ...
+
     def consumer_lag(self) -> dict[int, int]:
         """Messages not consumed yet per assigned partition of the predictions topic."""
         ...

@@ -137,16 +137,25 @@ def http_port(cfg: Path) -> int:
 
 def http_get(cfg: Path, path: str) -> tuple[int, Any]:
     """(status, JSON body) from the daemon's HTTP API; (0, None) when it does not answer."""
+    status, body = http_get_bytes(cfg, path)
+    try:
+        return status, orjson.loads(body or b"null") if status else None
+    except ValueError:
+        return 0, None
+
+
+def http_get_bytes(cfg: Path, path: str, timeout: float = 2) -> tuple[int, bytes]:
+    """(status, body) from the daemon's HTTP server; (0, b"") when it does not answer in time."""
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port(cfg)}{path}", timeout=2) as r:
-            return r.status, orjson.loads(r.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port(cfg)}{path}", timeout=timeout) as r:
+            return r.status, r.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read() or b"null")
-    except (OSError, ValueError):
-        return 0, None
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
 
 
 def wait_ready(cfg: Path, timeout: float = 30) -> bool:

@@ -26,6 +26,7 @@ from tests.monitor.fault_helpers import (
     fault_config,
     finished,
     http_get,
+    http_get_bytes,
     run_to_completion,
     with_sentinel,
 )
@@ -202,15 +203,107 @@ def test_an_idle_daemon_notices_a_postgresql_outage_and_its_end(
     try:
         assert wait_for(lambda: durable() >= 200, timeout=30)
         assert daemon.storage_error is None
+        assert b"driftwarden_store_readable 1.0" in http_get_bytes(cfg_path, "/metrics")[1]
         with pg_target.refusing_connections():
             assert wait_for(lambda: daemon.storage_error is not None, timeout=25)
             assert http_get(cfg_path, "/readyz")[0] == 503
+            # what the daemon holds in memory is still shown, at once, without the store
+            status, text = http_get_bytes(cfg_path, "/metrics", timeout=5)
+            assert status == 200 and b"driftwarden_ready 0.0" in text and b"driftwarden_store_readable 0.0" in text
+            assert b"driftwarden_rows_total 200.0" in text
+            status, page = http_get_bytes(cfg_path, "/", timeout=5)
+            assert status == 200 and b"not ready" in page and b"storage:" in page
+            status, body = http_get_bytes(cfg_path, "/api/v1/alerts", timeout=15)
+            assert status == 503 and b"storage unavailable" in body and b"postgres" not in body
         assert wait_for(lambda: daemon.storage_error is None, timeout=30)
         assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
     finally:
         daemon.stop()
         t.join(timeout=30)
     assert not t.is_alive()
+
+
+@pytest.mark.postgres
+def test_a_database_that_stops_answering_is_a_stall_that_probes_see(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """The database host hangs (a proxy holds the connections open and forwards nothing):
+    statement_timeout, a server timer, never fires, and the consumer loop waits in a store
+    call. Once it has not turned for ``stall_after`` seconds, /healthz and /readyz say 503
+    and /metrics and the dashboard still answer at once; when the host answers again the
+    loop goes on and every row is stored."""
+    from tests.freeze_proxy import FreezeProxy
+
+    proxy = FreezeProxy(pg_target.url)
+    topic = f"pg-frozen-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = with_sentinel(stream(windows=2, per_window=150, shift_from=9, seed=6))
+    cfg_path = fault_config(
+        tmp_path / "frozen", bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h",
+        extra=f'\n[storage]\nurl = "{proxy.url}"\nstatement_timeout = "2s"\n',
+    )
+    daemon = Daemon(load_config(cfg_path))
+    daemon.stall_after = 3.0  # 60 s by default
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, msgs[:150])
+    t.start()
+    try:
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200 and http_get(cfg_path, "/healthz")[0] == 200,
+                        timeout=30)
+        proxy.freeze()
+        produce(broker.bootstrap, topic, msgs[150:])
+        assert wait_for(lambda: http_get(cfg_path, "/healthz")[0] == 503, timeout=30)
+        status, body = http_get(cfg_path, "/readyz")
+        assert status == 503 and body["stalled_seconds"] > 3
+        status, text = http_get_bytes(cfg_path, "/metrics", timeout=5)
+        assert status == 200 and b"driftwarden_ready 0.0" in text and b"driftwarden_store_readable 0.0" in text
+        status, page = http_get_bytes(cfg_path, "/", timeout=5)
+        assert status == 200 and b"has not turned" in page
+        proxy.thaw()
+        assert wait_for(lambda: finished(pg_target, len(msgs)), timeout=60)
+        assert wait_for(lambda: http_get(cfg_path, "/healthz")[0] == 200, timeout=10)
+    finally:
+        proxy.close()
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+
+
+@pytest.mark.postgres
+def test_an_instance_holding_no_partition_is_not_ready_while_the_store_is_away(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """Two instances, one partition: the standby has nothing to write or keep alive, yet
+    during an outage it says not ready all along (it did not flap back to ready)."""
+    topic = f"pg-standby-{time.time_ns() % 10**8}"
+    broker.create_topic(topic, partitions=1)
+    cfgs = [
+        fault_config(tmp_path / n, bootstrap=broker.bootstrap, topic=topic, group=f"g-{topic}", idle_timeout="1h",
+                     extra=pg_target.storage_toml())
+        for n in ("a", "b")
+    ]
+    daemons = [Daemon(load_config(c)) for c in cfgs]
+    threads = [threading.Thread(target=d.run, daemon=True) for d in daemons]
+    produce(broker.bootstrap, topic, stream(windows=1, per_window=100, shift_from=9, seed=4))
+    threads[0].start()
+    try:
+        assert wait_for(lambda: daemons[0].pipeline.claims, timeout=30)
+        threads[1].start()
+        assert wait_for(lambda: all(http_get(c, "/readyz")[0] == 200 for c in cfgs), timeout=30)
+        standby = next(i for i, d in enumerate(daemons) if not d.pipeline.claims)
+        with pg_target.refusing_connections():
+            assert wait_for(lambda: http_get(cfgs[standby], "/readyz")[0] == 503, timeout=25)
+            answers = []
+            for _ in range(12):
+                answers.append(http_get(cfgs[standby], "/readyz")[0])
+                time.sleep(0.5)
+            assert answers == [503] * 12, answers
+        assert wait_for(lambda: http_get(cfgs[standby], "/readyz")[0] == 200, timeout=30)
+    finally:
+        for d in daemons:
+            d.stop()
+        for th in threads:
+            th.join(timeout=30)
 
 
 @pytest.mark.postgres
