@@ -42,6 +42,12 @@ class StorageError(RuntimeError):
     """
 
 
+class StoreUnreachable(StorageError):
+    """The shared database cannot be reached now (refused, timed out, starting up, out
+    of connection slots): it may come back by itself, unlike a wrong password or a
+    database that does not exist (a plain :class:`StorageError`)."""
+
+
 class Store:
     """One SQLite database in WAL mode, shared by the daemon's threads.
 

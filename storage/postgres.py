@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from storage.db import StorageError, Store
+from storage.db import StorageError, Store, StoreUnreachable
 from storage.dialect import POSTGRES_DIALECT, mentions_rowid, to_postgres
 from storage.limits import DeadLetterCap
 from storage.records import iso
@@ -80,6 +80,24 @@ class Result:
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.rows)
+
+
+#: what a refused connection says when only the config can fix it (libpq reports the
+#: server's FATAL message, without a SQLSTATE, for a failed connection)
+_CONFIG_FAULTS = (
+    "authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
+    "no password supplied", "does not support ssl", "certificate",
+)
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a failed connection may succeed later by itself (refused, timed out, the
+    server starting up or out of connection slots), as opposed to a wrong password, an
+    unknown role or database, a pg_hba rule or TLS settings, which the config must fix.
+    A message in another language is taken as transient: a restart loop is the safer
+    mistake than a service left down."""
+    text = str(exc).lower()
+    return not any(fault in text for fault in _CONFIG_FAULTS)
 
 
 def _number(value: Decimal) -> int | float:
@@ -155,7 +173,8 @@ class PostgresStore(Store):
             # one direct attempt first: the pool would only report a timeout, this says why
             psycopg.connect(**params, autocommit=True).close()
         except psycopg.Error as exc:
-            raise StorageError(f"cannot connect to {self._where}: {str(exc).strip()}") from None
+            error = StoreUnreachable if _transient(exc) else StorageError
+            raise error(f"cannot connect to {self._where}: {str(exc).strip()}") from None
         self._connect_wait_s = float(connect_timeout_s)
         self._busy_wait_s = max(float(connect_timeout_s), statement_timeout_ms / 1000)
         self.pool = ConnectionPool(
@@ -171,7 +190,7 @@ class PostgresStore(Store):
             self.pool.open(wait=True, timeout=connect_timeout_s)
         except Exception as exc:  # noqa: BLE001 - PoolTimeout, OperationalError
             self.pool.close()
-            raise StorageError(f"cannot connect to {self._where}: {exc}") from exc
+            raise StoreUnreachable(f"cannot connect to {self._where}: {exc}") from exc
         if migrate and not readonly:
             self.migrate()
 

@@ -94,14 +94,22 @@ def run(config: ConfigOpt) -> None:
 
 
 def _start_daemon(daemon_cls: Any, cfg: Any, config: Path) -> Any:
-    """The daemon, or exit 2 with what to fix when its store or a reference cannot be used."""
+    """The daemon, or exit 2 with what to fix when its store or a reference cannot be used;
+    exit 1 when the shared database is unreachable for now (a service manager retries)."""
     from monitor.references.load import ReferenceError  # noqa: PLC0415
-    from storage.db import StorageError  # noqa: PLC0415
+    from storage.db import StorageError, StoreUnreachable  # noqa: PLC0415
 
     try:
         return daemon_cls(cfg, config_path=config)
+    except StoreUnreachable as exc:
+        typer.echo(f"driftwarden: storage.url: {exc}; exiting with status 1 to be started again"
+                   " (systemd's Restart=on-failure, a container's restart policy)", err=True)
+        raise typer.Exit(1) from None
     except StorageError as exc:
-        typer.echo(f"driftwarden: daemon.state_dir: {exc}; fix or move the database file", err=True)
+        if cfg.storage.url is not None:
+            typer.echo(f"driftwarden: storage.url: {exc}", err=True)
+        else:
+            typer.echo(f"driftwarden: daemon.state_dir: {exc}; fix or move the database file", err=True)
     except ReferenceError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)  # it names the model, the file and the column
     raise typer.Exit(2)

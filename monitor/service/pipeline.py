@@ -561,6 +561,7 @@ class Pipeline:
             self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
         if dead:
             self._dirty = True
+
     def _warn_split(self, name: str, rt: ModelRuntime) -> None:
         """Once per model: its rows come from several partitions while other instances own
         some of the topic's partitions, so its windows are split between instances."""
@@ -569,7 +570,9 @@ class Pipeline:
         self._split_warned.add(name)
         log.warning(
             "model %s: rows arrive on partitions %s while other instances own part of the topic:"
-            " each instance sees part of its windows. Key events by model (README \"Scaling out\")",
+            " each instance computes its windows from part of the rows and stores them under the same"
+            " window ids, so the last write wins and the other instances' rows are missing from the"
+            " stored figures. Key events by model (README \"Scaling out\")",
             name, sorted(rt.windows.partitions),
         )
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,6 +190,30 @@ def test_unusable_state_dir_is_a_clear_error_with_status_2(tmp_path: Path) -> No
     )
     pre = _run(_as_written(service("ExecStartPre")[0], cfg))
     assert pre.returncode == 1 and "✗ state dir: daemon.state_dir: cannot create" in pre.stdout
+
+
+@pytest.mark.postgres
+def test_a_database_away_at_start_exits_1_for_a_restart_and_a_wrong_one_exits_2(tmp_path: Path, pg_target: Any) -> None:
+    """The unit restarts on failure but not on status 2 (a config error): a shared
+    PostgreSQL that is not up yet must not keep the daemon down for good, while a
+    database that does not exist is a config error, named as such."""
+    from monitor.demo.broker import free_port  # noqa: PLC0415
+
+    away = _config(tmp_path / "away")
+    away.write_text(away.read_text() + f'\n[storage]\nurl = "postgresql://driftwarden@127.0.0.1:{free_port()}/dw"\n')
+    res = _run(_as_written(service("ExecStart")[0], away))
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("driftwarden: storage.url: cannot connect to postgresql://driftwarden@127.0.0.1:")
+    assert "to be started again" in res.stderr and "state_dir" not in res.stderr
+
+    wrong = _config(tmp_path / "wrong")
+    missing = pg_target.storage_toml().replace(pg_target.database, "no_such_database")
+    wrong.write_text(wrong.read_text() + missing)
+    res = _run(_as_written(service("ExecStart")[0], wrong))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("driftwarden: storage.url: cannot connect to ")
+    assert 'database "no_such_database" does not exist' in res.stderr and "state_dir" not in res.stderr
 
 
 def _who() -> str:
