@@ -514,8 +514,11 @@ class Daemon:
             if reachable != self.kafka_connected:
                 if reachable:
                     log.info("kafka: consuming (group coordinator reachable, group stable)")
+                elif self.ready.is_set() and self._coordinator_connected():
+                    # routine when instances join or leave: not worth an error
+                    log.info("kafka: group rebalancing; not ready until it settles")
                 elif self.ready.is_set():
-                    log.error("kafka: group coordinator unreachable or group rebalancing; not ready")
+                    log.error("kafka: group coordinator unreachable; not ready")
                 self.kafka_connected = reachable
             if not reachable:
                 # an empty poll during an outage or a rebalance is not a quiet stream
@@ -630,6 +633,14 @@ class Daemon:
         except Exception:  # noqa: BLE001 - a status line must never stop the loop
             return "?"
         return str(total) if known else "?"
+
+    def _coordinator_connected(self) -> bool:
+        """Whether the group coordinator is connected (the group may be rebalancing)."""
+        try:
+            cid = self._consumer._coordinator.coordinator_id
+            return cid is not None and bool(self._consumer._client.connected(cid))
+        except Exception:  # noqa: BLE001 - client internals changed: say unreachable
+            return False
 
     def _kafka_reachable(self) -> bool:
         """Whether the group coordinator is connected and the member is in a stable group.
