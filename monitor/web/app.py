@@ -127,6 +127,14 @@ def require_read_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
         _check_bearer(connection, d.secret("daemon.api_token") or "")
 
 
+def require_store(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of the routes that need the store: 503 at once while it is failing (or the
+    consumer loop is stalled on it), instead of tying up a worker thread on a wait that
+    ends in the same answer. Runs after the token guards."""
+    if _daemon(connection).store_suspect:
+        raise ApiError(503, "storage unavailable, try again later", {"Retry-After": "5"})
+
+
 def _check_bearer(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
     got = connection.headers.get("authorization", "")
     if not token or not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
@@ -176,7 +184,7 @@ async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"models": out})
 
 
-@get("/api/v1/models/{model:str}/windows", guards=[require_read_token])
+@get("/api/v1/models/{model:str}/windows", guards=[require_read_token, require_store])
 async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.records import window_url_id  # noqa: PLC0415
     from storage.windows import window_metrics, windows_with_verdicts  # noqa: PLC0415
@@ -200,7 +208,7 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"windows": await asyncio.to_thread(read)})
 
 
-@get("/api/v1/alerts", guards=[require_read_token])
+@get("/api/v1/alerts", guards=[require_read_token, require_store])
 async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.alerts import list_alerts  # noqa: PLC0415
 
@@ -212,7 +220,7 @@ async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(200, {"alerts": rows})
 
 
-@get("/api/v1/silences", guards=[require_read_token])
+@get("/api/v1/silences", guards=[require_read_token, require_store])
 async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.alerts import list_silences  # noqa: PLC0415
 
@@ -257,7 +265,7 @@ async def static(request: Request[Any, Any, Any]) -> Response[bytes]:
                     headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"})
 
 
-@get("/api/v1/models/{model:str}/windows/{wid:str}/report", guards=[require_read_token])
+@get("/api/v1/models/{model:str}/windows/{wid:str}/report", guards=[require_read_token, require_store])
 async def report(request: Request[Any, Any, Any]) -> Response[bytes]:
     from monitor.web.report_route import render_report  # noqa: PLC0415
 
@@ -275,7 +283,7 @@ async def _read_json(request: Request[Any, Any, Any]) -> bytes:
     return bytes(buf)
 
 
-@post("/api/v1/silences", guards=[require_token])
+@post("/api/v1/silences", guards=[require_token, require_store])
 async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
     from monitor.web.silences import parse_silence  # noqa: PLC0415
 
@@ -288,7 +296,7 @@ async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(201, {"id": sid, "until": s.until.isoformat()})
 
 
-@post("/api/v1/models/{model:str}/references", guards=[require_token])
+@post("/api/v1/models/{model:str}/references", guards=[require_token, require_store])
 async def register_reference(request: Request[Any, Any, Any]) -> Response[bytes]:
     from monitor.web.uploads import receive_reference  # noqa: PLC0415
 
