@@ -93,6 +93,19 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
     root.setLevel(level.upper())
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    sched = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, SkippedRunFilter) for f in sched.filters):
+        sched.addFilter(SkippedRunFilter())
+
+
+class SkippedRunFilter(logging.Filter):
+    """Drops APScheduler's warning that a run was skipped because the previous one is
+    still running: every job runs with ``max_instances=1`` on purpose, and while the
+    store is away each job waits on it, so the warning came every second per job and
+    buried the one line that says what is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
 
 
 def add_secrets(secrets: Mapping[str, Any]) -> None:

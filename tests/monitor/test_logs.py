@@ -77,3 +77,40 @@ def test_text_lines_show_the_message_only() -> None:
     log.setLevel(logging.INFO)
     log.info("window closed", extra={"event": "window_closed", "model": "churn"})
     assert out.getvalue() == "INFO window closed\n"
+
+
+def test_a_scheduler_run_skipped_while_the_last_one_runs_is_not_logged() -> None:
+    """A real BackgroundScheduler whose job outlasts its interval (as the outbox does
+    while the store is away) logs no "skipped" warning once logging is set up; its other
+    warnings still come through."""
+    import threading
+    import time
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from monitor.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    try:
+        setup_logging("INFO", "text")
+        root.addHandler(Keep())
+        release = threading.Event()
+        sched = BackgroundScheduler()
+        sched.add_job(lambda: release.wait(2), "interval", seconds=0.2, max_instances=1, coalesce=True)
+        sched.start()
+        time.sleep(1.2)
+        release.set()
+        sched.shutdown(wait=True)
+        logging.getLogger("apscheduler.scheduler").warning("something else")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert not [m for m in seen if "skipped" in m], seen
+    assert "something else" in seen
