@@ -184,6 +184,11 @@ class PostgresStore(Store):
             open=False,
             configure=configure,
             timeout=connect_timeout_s,
+            # psycopg_pool retries a lost connection with a backoff that doubles up to this
+            # timeout (by default 1, 2, 4 ... 64 s over 5 minutes), and callers wait for
+            # that schedule: after a long outage the pool came back up to a minute late.
+            # Giving up after connect_timeout_s lets the next caller's demand connect at once.
+            reconnect_timeout=max(1.0, float(connect_timeout_s)),
             name="driftwarden",
         )
         try:
