@@ -289,6 +289,7 @@ class DeliveryWorker:
         for _ in range(self.batch):
             if self._stopping.is_set():
                 break
+            d: DeliveryRecord | None = None  # none claimed yet in this turn
             try:
                 now = self.clock()
                 d = db.claim_delivery(
@@ -303,7 +304,10 @@ class DeliveryWorker:
                 seen.add(d.id)
                 attempted += self._deliver(d)
             except Exception:  # noqa: BLE001 - bookkeeping failed: nothing else to record it on
-                log.exception("outbox: could not record delivery %s to %s; pausing it", d.id, name)
+                if d is None:  # the claim itself failed (the store away, a pool timeout)
+                    log.exception("outbox: could not claim a delivery to %s; pausing the lane", name)
+                else:
+                    log.exception("outbox: could not record delivery %s to %s; pausing the lane", d.id, name)
                 self._resting[name] = later(self.clock(), self.policy(name).base_delay)
                 break
         return attempted

@@ -19,6 +19,7 @@ from typing import Any
 from storage.db import Store
 from storage.limits import DeadLetterCap
 from storage.records import iso
+from storage.text import printable
 
 #: Stored payloads are cut to this many bytes (the first 64 KiB) by default.
 MAX_PAYLOAD_BYTES = 65_536
@@ -61,6 +62,13 @@ def reason_code(reason: str) -> str:
     """
     code = reason.split(":", 1)[0].strip()
     return code if _CODE.fullmatch(code) else "other"
+
+
+def stored_reason(reason: str) -> str:
+    """A reason as stored: control characters shown as the command line shows them
+    (``\\x00``, ``\\n``: a reason may quote the message, and PostgreSQL text cannot hold
+    U+0000), at most :data:`MAX_REASON_CHARS` characters. The same on both stores."""
+    return printable(reason[:MAX_REASON_CHARS])[:MAX_REASON_CHARS]
 
 
 def received_minute(ts: datetime) -> str:
@@ -133,7 +141,7 @@ def write_dead_letters(
             b.stored += 1
             b.new_stored += 1
             rows.append(
-                (d.topic, d.partition, d.offset, d.reason[:MAX_REASON_CHARS], payload, size,
+                (d.topic, d.partition, d.offset, stored_reason(d.reason), payload, size,
                  iso(d.received_at))
             )  # fmt: skip
         store.executemany(

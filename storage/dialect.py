@@ -38,6 +38,9 @@ Checklist for a new query module (what the coordinator checks when porting one)
    clusters by their key, and migration 10 from ``metrics``, read by window id only.)
 8. JSON inside a column: ``store.dialect.json_values(expr)`` is a table of its
    array elements with one column ``value`` (``json_each`` / ``json_array_elements_text``).
+   A JSON document passed as a parameter (a list of ids for ``json_values('?')``) is a
+   :class:`JsonParam` (``json_param(value)``): PostgreSQL's json cannot turn ``\\u0000``
+   into text, and the store replaces that escape only in parameters it knows are JSON.
    A batch of rows to write (upsert, update): ``store.dialect.batch_rows`` /
    ``batch_update`` give the statement, run by ``store.execute_batch(sql, rows)``:
    on PostgreSQL one set-based statement with the rows as one JSON parameter
@@ -75,6 +78,19 @@ import orjson
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
+
+
+class JsonParam(str):
+    """A parameter that is a JSON document (read with ``CAST(? AS json)``/``jsonb`` on
+    PostgreSQL): the PostgreSQL store sends its ``\\u0000`` escapes as ``\\ufffd``, as it
+    sends a NUL in any text as U+FFFD (see :mod:`storage.postgres`). SQLite takes it as text."""
+
+    __slots__ = ()
+
+
+def json_param(value: Any) -> JsonParam:
+    """``value`` (a list of ids, ...) as one JSON parameter."""
+    return JsonParam(orjson.dumps(value).decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +171,10 @@ class Dialect:
             f" UPDATE {table} SET {assign} FROM u WHERE {where}" + "".join(f" AND {table}.{k} = u.{k}" for k in keys)
         )
 
-    def batch_params(self, rows: Iterable[Sequence[Any]]) -> str:
+    def batch_params(self, rows: Iterable[Sequence[Any]]) -> JsonParam:
         """The one parameter of a :attr:`json_batches` statement: ``rows`` as a JSON array
         of arrays (NaN, infinities and None as null)."""
-        return orjson.dumps(list(rows), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return JsonParam(orjson.dumps(list(rows), option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
     def real(self, value: float | None) -> float | str | None:
         """A float for a ``real`` field of a batch row: NaN as None (SQLite has no NaN

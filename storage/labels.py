@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from storage.db import Store
+from storage.dialect import JsonParam, json_param
 from storage.records import MetricRow, WindowKey, iso
 from storage.windows import METRIC_KINDS, metric_rows
 
@@ -54,8 +53,8 @@ def position(partition: int, offset: int) -> int:
     return (int(partition) << POS_SHIFT) | int(offset)
 
 
-def _ids(ids: Iterable[str]) -> str:
-    return orjson.dumps(list(ids)).decode()
+def _ids(ids: Iterable[str]) -> JsonParam:
+    return json_param(list(ids))
 
 
 # --------------------------------------------------------------------------- predictions

@@ -19,24 +19,34 @@ interface is :class:`storage.db.Store`'s, so every query module serves both:
 Every failure of the server, the network or the pool becomes a
 :class:`storage.db.StorageError`, like a failing SQLite file: the daemon stops
 consuming and retries, and commits no Kafka offset past what is stored.
+
+PostgreSQL text cannot hold U+0000 (NUL), nor can json/jsonb turn ``\\u0000`` into
+text: one such value fails its whole transaction, which the daemon would retry for
+ever. Text from the stream is cleaned before it gets here (:mod:`storage.text`); as a
+safety net, every parameter is sent with each NUL as U+FFFD, and each ``\\u0000``
+escape of a JSON parameter (:class:`storage.dialect.JsonParam`: a batch, a list of
+ids) as ``\\ufffd`` (:func:`_sendable`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from storage.db import StorageError, Store, StoreUnreachable
-from storage.dialect import POSTGRES_DIALECT, mentions_rowid, to_postgres
+from storage.dialect import POSTGRES_DIALECT, JsonParam, mentions_rowid, to_postgres
 from storage.limits import DeadLetterCap
 from storage.records import iso
 from storage.schema import MIGRATIONS
+from storage.text import without_nul
 
 log = logging.getLogger("driftwarden.storage")
 
@@ -102,6 +112,49 @@ def _transient(exc: Exception) -> bool:
 
 def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+#: JSON's escape of U+0000 where it is one: after an even run of backslashes (after an
+#: odd one, the backslash before ``u0000`` is itself escaped, and ``u0000`` is text)
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_is_str = str.__instancecheck__
+
+
+def _sendable(params: Sequence[Any]) -> list[Any]:
+    """``params`` as PostgreSQL can take them: each NUL in a ``str`` as U+FFFD
+    (:func:`storage.text.without_nul`), each ``\\u0000`` escape in a
+    :class:`~storage.dialect.JsonParam` as ``\\ufffd`` (json/jsonb refuse it). Bytes
+    (``bytea``) are never changed. Cheap when there is nothing to do (the usual case): one
+    look at each parameter, a C-level scan for NUL in plain text."""
+    out = list(params)
+    for value in out:
+        if value.__class__ is str:
+            if "\x00" in value:
+                break
+        elif isinstance(value, str):  # a JsonParam
+            break
+    else:
+        return out
+    return [_sendable_text(v) if isinstance(v, str) else v for v in out]
+
+
+def _sendable_text(value: str) -> str:
+    json = isinstance(value, JsonParam)
+    if "\x00" in value:
+        value = without_nul(value)
+    if json and "\\u0000" in value:
+        value = _JSON_NUL.sub(r"\1\\ufffd", value)
+    return value
+
+
+def _sendable_rows(rows: list[list[Any]]) -> list[list[Any]]:
+    """:func:`_sendable` for the rows of an ``executemany``, cheaply (rows may be many):
+    C-level passes join their text and look for NUL and ``\\u0000`` in it; the rows are
+    only rebuilt when one is found."""
+    text = "".join(filter(_is_str, chain.from_iterable(rows)))
+    if "\x00" in text or "\\u0000" in text:
+        return [_sendable(r) for r in rows]
+    return rows
 
 
 class PostgresStore(Store):
@@ -297,19 +350,22 @@ class PostgresStore(Store):
             raise self._wrap(exc) from exc
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:  # type: ignore[override]
+        """Run one statement; text parameters are sent without NUL (:func:`_sendable`)."""
         q = to_postgres(sql, bool(params))
+        args = _sendable(params) if params else None  # type: ignore[arg-type]
 
         def run(conn: Any) -> Result:
             with conn.cursor() as cur:
-                cur.execute(q, list(params) if params else None)
+                cur.execute(q, args)
                 rows = cur.fetchall() if cur.description is not None else []
                 return Result([tuple(r) for r in rows], cur.rowcount, cur.description)
 
         return self._run(run)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        """Run ``sql`` once per row (psycopg pipelines them); returns the rows changed in all."""
-        params = [list(r) for r in rows]
+        """Run ``sql`` once per row (psycopg pipelines them); returns the rows changed in all.
+        Text parameters are sent without NUL (:func:`_sendable_rows`)."""
+        params = _sendable_rows([list(r) for r in rows])
         if not params:
             return 0
         q = to_postgres(sql, True)

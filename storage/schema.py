@@ -251,7 +251,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # one row per prediction of a model with performance enabled, until ttl:
             # only what the join and the performance windows need, clustered by event
             # time (a window's rows are one range). ts: event time (ms); segments: the
-            # segment values joined by U+001F (U+0000 = absent); label_ts/label_pos: event
+            # segment values joined by U+001F (U+FFFF = absent; U+0000 in SQLite rows written
+            # before that, see monitor/labels/figures.py); label_ts/label_pos: event
             # time and (partition << 40 | offset) of the label that won (the latest ts;
             # ties: the later record)
             """CREATE TABLE IF NOT EXISTS label_predictions (

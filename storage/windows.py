@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Store
+from storage.dialect import json_param
 from storage.records import MetricRow, WindowRecord, iso
 
 
@@ -150,7 +150,7 @@ def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, d
         "SELECT window_id, metric, value, ci_low, ci_high FROM metrics WHERE family = 'performance'"
         f" AND \"column\" = '' AND metric IN ({marks})"
         f" AND window_id IN (SELECT value FROM {store.dialect.json_values('?')})",
-        [*HEADLINE_PERFORMANCE, json.dumps(ids)],
+        [*HEADLINE_PERFORMANCE, json_param(ids)],
     ):
         out.setdefault(r["window_id"], {})[r["metric"]] = {
             "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from storage.text import printable
+
 #: the version of every --json document
 JSON_VERSION = 1
 
@@ -38,22 +40,6 @@ class Col:
 
     def value(self, row: Mapping[str, Any]) -> Any:
         return self.key(row) if callable(self.key) else row.get(self.key)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters shown escaped: ``\\n``, ``\\t``, ``\\xNN`` (ESC, CR, ...),
-    so a value from the stream can neither drive the terminal nor pass for two rows."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 32 or 127 <= ord(ch) < 160:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def cell(value: Any) -> str:

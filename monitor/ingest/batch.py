@@ -82,3 +82,18 @@ def record_timestamps(records: Sequence[Any]) -> np.ndarray:
     return np.fromiter(
         (r.timestamp if isinstance(r.timestamp, int) else -1 for r in records), dtype=np.int64, count=len(records)
     )
+
+
+#: how JSON writes U+0000 (a raw NUL byte is not valid JSON)
+_JSON_NUL = b"\\u0000"
+
+
+def may_hold_nul(values: Sequence[bytes]) -> bool:
+    """Whether a payload may hold the character U+0000 (JSON's ``\\u0000``, or an escaped
+    backslash before ``u0000``). The columnar fast paths leave such a batch to the
+    per-record path, which stores each NUL as U+FFFD (:func:`storage.text.without_nul`).
+    Cheap: the payloads joined once, a ``memchr`` for a backslash (JSON without escapes
+    has none), and only then a search for the escape (``rfind``: its skip character is
+    the rare backslash)."""
+    joined = b"".join(values)
+    return b"\\" in joined and joined.rfind(_JSON_NUL) >= 0

@@ -10,6 +10,11 @@ pandas is never touched.
 Reason codes (the text before ``:`` in ``dead_letters.reason``): ``too_large``,
 ``empty``, ``not_json``, ``non_finite``, ``not_object``, ``missing_field``,
 ``bad_type``, ``unknown_model``.
+
+Text read from a message (event id, version, categories, segment values) never
+holds U+0000: each NUL is stored as U+FFFD on both stores (PostgreSQL text cannot
+hold it, see :mod:`storage.text`). The fast paths leave a batch that may hold one
+to the per-record path, which replaces it (:func:`_text`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
+from storage.text import without_nul
 
 
 @dataclass(slots=True)
@@ -87,7 +93,7 @@ def _text(value: Any, name: str, *, required: bool) -> str | None:
             raise BadMessage(f"missing_field: {name}")
         return None
     if isinstance(value, str):
-        return value
+        return without_nul(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -4,7 +4,7 @@ when the typed path (:mod:`monitor.ingest.typed_decode`) cannot express a schema
 For a batch where every message is well-formed (the normal case), decoding is
 one ``orjson.loads`` per record plus, per column, one list comprehension and
 one C-level type check over the whole batch. Any anomaly (a bad message, a
-missing ``ts``, a number where a category is expected, ...) makes
+missing ``ts``, a number where a category is expected, a NUL character, ...) makes
 :func:`decode_fast` return ``None`` and the caller re-decodes the batch with
 the per-record validator, which dead-letters exactly the bad ones. Both paths
 produce identical columns for valid input (a property test checks this).
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
+from monitor.ingest.batch import ColumnBatch, may_hold_nul, object_array, record_timestamps
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
@@ -47,7 +47,7 @@ def decode_fast(
     send the batch to the per-record path, which dead-letters exactly those records.
     """
     values = [r.value for r in records]
-    if not values or not all(values) or max(map(len, values)) > max_message_bytes:
+    if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_nul(values):
         return None
     try:
         objs = list(map(orjson.loads, values))

@@ -8,7 +8,8 @@ nested layout. Columns are then read with ``operator.attrgetter`` over the
 structs, one C-level pass per column. Unknown fields are ignored.
 
 Anything the structs reject (a wrong type, a missing field, an unknown model,
-``1e999``, malformed JSON) makes :meth:`TypedDecoder.decode` return ``None``
+``1e999``, malformed JSON), and a payload that may hold a NUL character (``\\u0000``,
+stored as U+FFFD by the per-record path), makes :meth:`TypedDecoder.decode` return ``None``
 and the caller re-decodes the batch with the per-record validator, which
 dead-letters exactly the bad records; a property test checks both paths give
 identical columns for valid input. Schemas a struct cannot express (one JSON key
@@ -25,7 +26,7 @@ from typing import Any, Union
 import msgspec
 import numpy as np
 
-from monitor.ingest.batch import ColumnBatch, object_array, record_timestamps
+from monitor.ingest.batch import ColumnBatch, may_hold_nul, object_array, record_timestamps
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
@@ -173,7 +174,7 @@ class TypedDecoder:
         self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int
     ) -> dict[str, ColumnBatch] | None:
         values = [r.value for r in records]
-        if not values or not all(values) or max(map(len, values)) > max_message_bytes:
+        if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_nul(values):
             return None
         try:
             objs = list(map(self._decode, values))

@@ -42,9 +42,14 @@ from detectors.window_performance import (
 from monitor.config import LabelsConfig, ModelConfig
 from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey, iso
 
-#: separates segment values in ``label_predictions.segments``; ABSENT marks a missing one
+#: separates segment values in ``label_predictions.segments``; ABSENT marks a missing one:
+#: U+FFFF, a noncharacter (Unicode keeps it for such internal use). It was U+0000, which
+#: PostgreSQL text cannot hold: a prediction without a segment value failed every flush
+#: there. SQLite rows written before still hold it, and are read as absent too (no value
+#: from the stream holds U+0000: ingest stores it as U+FFFD).
 SEP = "\x1f"
-ABSENT = "\x00"
+ABSENT = "\uffff"
+_ABSENT = frozenset((ABSENT, "\x00"))
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ def slot_figures(
             split = [s.split(SEP) for s in seg_l]
             for i, name in enumerate(spec.segments):
                 col = np.empty(len(rows), dtype=object)
-                col[:] = [p[i] if i < len(p) and p[i] != ABSENT else None for p in split]
+                col[:] = [p[i] if i < len(p) and p[i] not in _ABSENT else None for p in split]
                 seg_cols[name] = col
     valid = _valid(spec, labels, preds)
 
@@ -235,7 +240,7 @@ def _segment_names(spec: PerformanceSpec, segs: str) -> list[str]:
     out = [ALL_SEGMENTS]
     if spec.segments:
         for name, value in zip(spec.segments, segs.split(SEP), strict=False):
-            if value != ABSENT:
+            if value not in _ABSENT:
                 out.append(f"{name}={value}")
     return out
 

@@ -4,13 +4,16 @@ Two (or three) :class:`DeliveryWorker` s stand for instances: each has its own
 connection pool to the same PostgreSQL database and its own owner id, and they
 dispatch at the same time against one receiver. Claims are ``FOR UPDATE SKIP
 LOCKED`` with a lease; a worker that died holding a claim is taken over when the
-lease has passed.
+lease has passed. A claim the store refuses pauses the lane, which says so.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
+
+import pytest
 
 from alerts.notifiers.webhook import WebhookNotifier
 from alerts.outbox import DeliveryWorker
@@ -100,3 +103,27 @@ def test_an_expired_claims_late_record_does_not_overwrite_the_new_owner(pg_targe
         assert not db.record_attempt(store, did, status="pending", attempts=1, now=clock(), claimed_by="slow")
     d = db.get_delivery(store, did)
     assert (d.status, d.attempts) == ("sent", 1)
+
+
+def test_a_lane_whose_claim_the_store_refuses_says_so_and_rests(
+    store_target: StoreTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dispatch sees a due delivery, the lane's claim fails (a read-only store here; a
+    PostgreSQL outage between the look and the claim, or a pool timeout, does the same).
+    The lane logs that it could not claim -- naming no delivery, it has none -- and rests
+    for the notifier's base delay, like any lane whose bookkeeping failed. (It raised
+    UnboundLocalError from its own except block: nothing logged, no rest.)"""
+    clock = Clock(T0 + timedelta(seconds=1))
+    [did] = queue(store_target.open(), 1)
+    store = store_target.open(readonly=True)
+    worker = DeliveryWorker(store, {"hook": WebhookNotifier("hook", "http://127.0.0.1:9/")}, clock, rng(), owner="a")
+    caplog.set_level(logging.ERROR, logger="alerts.outbox")
+    assert worker.run_once() == 0
+    errors = [r for r in caplog.records if r.name == "alerts.outbox"]
+    assert [r.getMessage() for r in errors] == ["outbox: could not claim a delivery to hook; pausing the lane"]
+    assert errors[0].exc_info is not None and "StorageError" in errors[0].exc_info[0].__name__
+    assert worker.dispatch() == {}  # resting
+    clock.advance(seconds=worker.policy("hook").base_delay)
+    assert set(worker.dispatch()) == {"hook"}  # tries again after the rest
+    assert worker.wait_idle(10)
+    assert db.get_delivery(store, did).status == "pending"

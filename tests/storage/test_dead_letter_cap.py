@@ -12,6 +12,7 @@ from storage.db import Store
 from storage.dead_letters import (
     DeadLetter,
     DeadLetterWrite,
+    dead_letter_counts,
     dead_letter_drops,
     dead_letter_volume,
     write_dead_letters,
@@ -185,3 +186,14 @@ def test_reasons_by_code_on_both_stores(store: Store) -> None:
     rows = dead_letter_reasons(store)
     assert [(r["code"], r["n"]) for r in rows] == [("not_json", 2), ("unknown_model", 1)]
     assert rows[0]["first"] < rows[0]["last"]
+
+
+def test_reasons_are_stored_with_control_characters_shown(store: Store) -> None:
+    """A reason may quote the message (an unknown model's name): its control characters are
+    stored as the CLI shows them (``\\x00``, ``\\n``), on both stores; PostgreSQL text cannot
+    hold U+0000 at all, and one such reason failed every flush there. Still cut to 1000."""
+    write(store, [letter(0, reason="unknown_model: evil\x00\n\x1b[2J"), letter(1, reason="bad_type: " + "\x00" * 2000)])
+    reasons = [r["reason"] for r in store.query('SELECT reason FROM dead_letters ORDER BY "offset"')]
+    assert reasons[0] == "unknown_model: evil\\x00\\n\\x1b[2J"
+    assert reasons[1] == ("bad_type: " + "\\x00" * 1000)[:1000]
+    assert dead_letter_counts(store) == {"unknown_model": 1, "bad_type": 1}

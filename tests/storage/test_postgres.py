@@ -239,3 +239,29 @@ def test_limits_admit_no_key_a_postgresql_index_cannot_hold(pg_target: PostgresT
     with pytest.raises(StorageError, match="index row size"), store.transaction():
         add_member(store, model="churn", version=longer.version, segment=longer.segment, window_id=longer.id,
                    start=key.start, end=key.end, rows=100, drifted=False, payload=b"x")
+
+
+def test_no_nul_character_reaches_the_server_as_text(pg_target: PostgresTarget) -> None:
+    """PostgreSQL text cannot hold U+0000, nor can json/jsonb turn ``\\u0000`` into text: the
+    store sends every NUL in a text parameter, and every ``\\u0000`` escape in a JSON one (a
+    batch, a list of ids), as U+FFFD, whatever the caller passed, so that no such value can
+    fail a transaction. An escaped backslash before ``u0000`` is text and is kept, and so is
+    ``\\u0000`` in a parameter that is not JSON."""
+    from storage.dialect import json_param
+
+    store = pg_target.open()
+    store.execute("CREATE TABLE nul_texts (n INTEGER, t TEXT)")
+    d = store.dialect
+    with store.transaction():
+        store.execute("INSERT INTO nul_texts (n, t) VALUES (?, ?)", (1, "a\x00b"))
+        store.executemany("INSERT INTO nul_texts (n, t) VALUES (?, ?)", [(2, "\x00"), (3, "kept \\u0000")])
+        store.execute_batch(f"INSERT INTO nul_texts (n, t) {d.batch_rows([], ('int', 'text'))}",
+                            [(4, "c\x00\x00"), (5, "kept \\u0000 \\\\u0000"), (6, "\\\x00")])
+    rows = store.query("SELECT n, t FROM nul_texts ORDER BY n")
+    assert [r["t"] for r in rows] == [
+        "a\ufffdb", "\ufffd", "kept \\u0000", "c\ufffd\ufffd", "kept \\u0000 \\\\u0000", "\\\ufffd"
+    ]
+    ids = json_param(["e\x00", "\\u0000"])  # as storage.labels passes a list of ids
+    assert [r["value"] for r in store.query(f"SELECT value FROM {d.json_values('?')}", (ids,))] == [
+        "e\ufffd", "\\u0000"
+    ]

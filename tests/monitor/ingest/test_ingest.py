@@ -241,3 +241,29 @@ def test_schemas_a_struct_cannot_express_use_the_dict_path() -> None:
     s = ModelSchema.from_config(flat)
     dec = BatchDecoder({"m": s}, prediction_names={"m": "prediction"})
     assert dec.typed is None  # "age" would be both a number (feature) and a string (version)
+
+
+def test_a_nul_character_in_message_text_is_stored_as_the_replacement_character() -> None:
+    """U+0000 (JSON ``\\u0000``) cannot be stored in PostgreSQL text: in every text field of
+    a message it becomes U+FFFD, on every path (the fast paths leave such a batch to the
+    per-record one); in a model name it makes an unknown model, a dead letter."""
+    evs = [{**GOOD, "event_id": f"e{i}\u0000", "ts": REC_TS - i, "version": "v\u00002", "segment": {"region": "\u0000eu"},
+            "features": {"age": i, "income": 2.5, "plan": "pro\u0000"}} for i in range(20)]
+    evs.append({**GOOD, "event_id": "escaped", "ts": REC_TS, "version": "\\u0000 as text", "segment": {"region": "eu"}})
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps(e)) for i, e in enumerate(evs)]
+    typed = decoder().typed
+    assert typed is not None
+    for batch in (recs, [r._replace(value=r.value.replace(b"\\u0000", b"x")) for r in recs[:20]]):
+        got = typed.decode(batch, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+        fast = decode_fast(batch, {"churn": SCHEMA}, {"churn": "prediction"}, "model", 10_000, now_ms=NOW_MS,
+                           max_future_skew_ms=HOUR_MS)
+        assert (got is None, fast is None) == ((True, True) if batch is recs else (False, False))
+    batches, dead = decoder().decode(recs, now=NOW)
+    b = batches["churn"]
+    assert dead == []
+    assert b.event_id.tolist() == [*(f"e{i}\ufffd" for i in range(20)), "escaped"]
+    assert b.version.tolist() == [*["v\ufffd2"] * 20, "\\u0000 as text"]
+    assert b.segments["region"].tolist()[:20] == ["\ufffdeu"] * 20
+    assert b.columns["plan"].tolist()[:20] == ["pro\ufffd"] * 20
+    _batches, dead = decoder().decode([Rec("t", 0, 7, REC_TS, orjson.dumps({**GOOD, "model": "churn\u0000"}))], now=NOW)
+    assert [(d.offset, d.reason) for d in dead] == [(7, "unknown_model: churn\x00")]  # stored as \x00 (storage.text)

@@ -76,3 +76,16 @@ def test_booleans_and_integral_floats_are_classes() -> None:
         {"event_id": "b", "model": "churn", "label": 1.0, "ts": NOW_MS},
     ]), now=NOW)
     assert dead == [] and out["churn"].label == ["true", "1"]
+
+
+def test_a_nul_character_in_an_event_id_or_a_class_is_the_replacement_character() -> None:
+    """PostgreSQL text cannot hold U+0000: in a label's event id and class it becomes U+FFFD
+    (the fast path leaves the batch to the per-record one), as in predictions."""
+    objs = [{"event_id": f"e{i}\u0000", "model": "churn", "label": "yes\u0000" if i % 2 else 1, "ts": NOW_MS - i}
+            for i in range(10)]
+    d = decoder()
+    assert d._fast(recs(objs), NOW_MS) is None
+    out, dead = d.decode(recs(objs), now=NOW)
+    assert dead == []
+    assert out["churn"].event_id == [f"e{i}\ufffd" for i in range(10)]
+    assert out["churn"].label[:2] == ["1", "yes\ufffd"]

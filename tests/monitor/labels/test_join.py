@@ -327,3 +327,58 @@ def test_cli_status_shows_the_join(tmp_path: Path) -> None:
     status = orjson.loads(out.output)["item"]
     assert status["label_join"]["churn"] == label_counters(store)["churn"]
     assert status["label_join"]["churn"]["joined"] > 1000 and status["performance_windows_waiting"] == 0
+
+
+def test_absent_segment_values_and_nul_characters_go_through_the_join(tmp_path: Path, store_target: StoreTarget) -> None:
+    """A prediction without a segment value is kept in the join with an "absent" marker
+    PostgreSQL text can hold (it was U+0000: on PostgreSQL such a prediction failed every
+    flush); a NUL in a prediction's or a label's text is stored as U+FFFD, on both stores.
+    Absent values count in the window of all rows and in no segment's."""
+    preds = predictions(windows=2, per_window=200)
+    for ev in preds[:40]:
+        del ev["segment"]["region"]
+    for ev in preds[40:60]:
+        ev["event_id"] += "\u0000"
+    for ev in preds[60:70]:
+        ev.update(version="v\u00002")
+        ev["segment"]["region"] = "e\u0000u"
+    labs = labels_for(preds)
+    for ev in labs[40:50]:
+        ev["label"] = f"{ev['label']}\u0000"
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock, target=store_target)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, [Rec("labels", 0, i, NOW_MS, orjson.dumps(ev)) for i, ev in enumerate(labs)], labels=True)
+    settle(p, clock)
+    labelled = {r["window_id"]: r["value"] for r in store.query(
+        "SELECT window_id, value FROM metrics WHERE family = 'performance' AND metric = 'labelled_rows'"
+        " AND window_id LIKE 'churn|v1|%|2026-11-23T12:00:00.000Z|%'")}
+    everything = labelled.pop("churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z")
+    assert everything == 190 and sum(labelled.values()) == 150
+    nul_ids = store.query("SELECT event_id FROM label_predictions WHERE event_id LIKE '%\ufffd' ORDER BY event_id")
+    assert [r["event_id"] for r in nul_ids] == sorted(ev["event_id"].replace("\x00", "\ufffd") for ev in preds[40:60])
+    classes = store.query("SELECT label FROM label_predictions WHERE event_id = ?", (nul_ids[0]["event_id"],))
+    assert classes[0]["label"] in ("0\ufffd", "1\ufffd")
+    versions = store.query("SELECT DISTINCT version, segment FROM windows WHERE version != 'v1' ORDER BY segment")
+    assert [(r["version"], r["segment"]) for r in versions] == [("v\ufffd2", ""), ("v\ufffd2", "region=e\ufffdu")]
+
+
+def test_absent_values_an_older_version_stored_as_nul_still_read_as_absent(tmp_path: Path) -> None:
+    """SQLite databases written before the marker changed hold U+0000 for an absent segment
+    value, until their predictions expire: they are read as absent, like the new marker."""
+    preds = predictions(windows=2, per_window=200)
+    for ev in preds[:40]:
+        del ev["segment"]["region"]
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    assert store.execute("UPDATE label_predictions SET segments = ? WHERE segments = ?", ("\x00", "\uffff")).rowcount == 40
+    feed(p, clock, [Rec("labels", 0, i, NOW_MS, orjson.dumps(ev)) for i, ev in enumerate(labels_for(preds))], labels=True)
+    settle(p, clock)
+    labelled = {r["window_id"]: r["value"] for r in store.query(
+        "SELECT window_id, value FROM metrics WHERE family = 'performance' AND metric = 'labelled_rows'"
+        " AND window_id LIKE 'churn|v1|%|2026-11-23T12:00:00.000Z|%'")}
+    assert labelled.pop("churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z") == 200
+    assert sorted(labelled) == [f"churn|v1|region={r}|2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z"
+                                for r in ("apac", "eu", "us")]
+    assert sum(labelled.values()) == 160

@@ -1,7 +1,7 @@
 """Poison pills through the real broker: hostile event times, thousands of versions and
-segment values, overlong strings, a window whose figures raise. The daemon stays up,
-every poison lands in ``dead_letters`` or in the ``__other__`` bucket, the good
-stream's windows equal a clean run's, and a restart on the same state does not
+segment values, overlong strings, a window whose figures raise, NUL characters. The
+daemon stays up, every poison lands in ``dead_letters`` or in the ``__other__`` bucket,
+the good stream's windows equal a clean run's, and a restart on the same state does not
 crash-loop."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from monitor.service.daemon import Daemon
 from monitor.windows.caps import OTHER
 from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, wait_for, write_config
-from tests.monitor.fault_helpers import durable_offset, open_windows
+from tests.monitor.fault_helpers import durable_offset, fault_config, http_get, open_windows
 from tests.store_targets import PostgresTarget, StoreTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -205,3 +205,48 @@ def test_poison_pills_neither_stop_nor_blind_the_daemon(
     _, again = run_daemon(cfg_dirty, len(dirty), timeout=60, target=pg)
     assert v1_tables(db_dirty) == before
     assert again["stats"].rows == 0
+
+
+def test_a_nul_character_neither_stalls_the_daemon_nor_reaches_the_store(
+    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """One record whose model name holds U+0000 (JSON ``\\u0000``) used to stop a daemon on
+    PostgreSQL for good: text there cannot hold it, every flush failed and was retried,
+    consumption stayed paused (and a restart re-read the record). Now it is a dead letter
+    on both stores, and a NUL in a stored field (a version here) is stored as U+FFFD."""
+    import time
+
+    pg = store_target if isinstance(store_target, PostgresTarget) else None
+    topic = f"nul-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = stream(windows=2, per_window=100, shift_from=9, seed=4)
+    nul_version = orjson.loads(msgs[60])
+    nul_version.update(version="v\u00002", event_id="nul-version")
+    dirty = [*msgs[:50], b'{"model": "evil\\u0000", "event_id": "x"}', *msgs[50:60], orjson.dumps(nul_version),
+             *msgs[60:]]
+    produce(broker.bootstrap, topic, dirty)
+    cfg_path = fault_config(tmp_path / "d", bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h",
+                            extra=pg.storage_toml() if pg else "")
+    cfg = load_config(cfg_path)
+    db: Path | StoreTarget = pg if pg else cfg.daemon.state_dir / "driftwarden.db"
+    daemon = Daemon(cfg)
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        consumed = wait_for(lambda: durable_offset(db) >= len(dirty), timeout=30)
+        assert consumed, f"{durable_offset(db)}/{len(dirty)} consumed; storage: {daemon.storage_error}"
+        assert daemon.storage_error is None
+        assert http_get(cfg_path, "/readyz")[0] == 200
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    s = _open(db)
+    try:
+        letters = s.query('SELECT "offset", reason, payload FROM dead_letters')
+        assert [(r["offset"], r["reason"], bytes(r["payload"])) for r in letters] == [
+            (50, "unknown_model: evil\\x00", dirty[50])
+        ]
+        versions = s.query("SELECT DISTINCT version FROM windows ORDER BY version")
+        assert [r["version"] for r in versions] == ["v1", "v\ufffd2"]
+    finally:
+        s.close()

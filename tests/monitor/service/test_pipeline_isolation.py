@@ -115,3 +115,35 @@ def test_a_window_whose_figures_raise_is_stored_as_error(
                           " AND segment = '' LIMIT 1)")
     assert [m["metric"] for m in metrics] == ["row_count"]
     assert p.stats.window_errors >= 1
+
+
+def test_a_nul_character_in_a_record_stops_nothing(tmp_path: Path, store_target: StoreTarget) -> None:
+    """U+0000 (JSON ``\\u0000``) in a model name, a version, a segment value, an event id and
+    a category: PostgreSQL text cannot hold it, and one such record used to fail every
+    flush for good there. The unknown model is a dead letter whose reason shows the NUL as
+    ``\\x00``; in the other fields it is stored as U+FFFD; both stores alike, and the good
+    records before and after give exactly the figures of a run without them."""
+    good = stream(6, 120, shift_from=3)
+    clean = dump(run(tmp_path / "clean", store_target.fresh(), good))
+
+    dirty, nul_models = list(good), []
+    for i, at in enumerate(range(700, 100, -10)):  # 60 rows: windows of their own version
+        ev = orjson.loads(good[at])
+        ev.update(version="nul\u0000v", event_id=f"nul\u0000{i}")
+        ev["segment"]["region"] = "e\u0000u"
+        ev["features"]["plan"] = "pro\u0000"
+        dirty.insert(at, orjson.dumps(ev))
+    for at in (650, 5):
+        dirty.insert(at, b'{"model": "churn\\u0000", "event_id": "x", "ts": 1}')
+    nul_models = [i for i, p in enumerate(dirty) if p.startswith(b'{"model": "churn\\u0000"')]
+    store = run(tmp_path / "dirty", store_target, dirty)
+
+    dead = store.query('SELECT "offset", reason FROM dead_letters ORDER BY "offset"')
+    assert [(d["offset"], d["reason"]) for d in dead] == [(i, "unknown_model: churn\\x00") for i in nul_models]
+    got = dump(store)
+    v1 = {"windows": [w for w in got["windows"] if w[0].split("|")[1] == "v1"],
+          "metrics": [m for m in got["metrics"] if m[0].split("|")[1] == "v1"]}
+    assert v1 == clean
+    nul = store.query("SELECT segment, SUM(rows) AS n FROM windows WHERE version = ? GROUP BY segment ORDER BY segment",
+                      ("nul\ufffdv",))
+    assert [(r["segment"], r["n"]) for r in nul] == [("", 60), ("region=e\ufffdu", 60)]
