@@ -37,8 +37,9 @@ def commit_loss_run(
     at once, or with ``store_away`` (the store cannot be read at first, to tell whether the
     COMMIT happened) after consuming more, as after a flush that failed in a rebalance.
 
-    Returns what the store holds, whether the flush raised, and
+    Returns what the store holds, the transitions logged, whether the flush raised, and
     what each look at the store found (``looked``: True/False; None: it could not)."""
+    import monitor.service.alerting as alerting_module
     import monitor.service.pipeline as pipeline_module
     from monitor.demo.data import events
     from monitor.service.alerting import Alerting
@@ -61,32 +62,39 @@ def commit_loss_run(
         monkeypatch.setattr(pipeline_module, "flush_outcome", outcome)
     cfg = load_config(label_config(folder, extra=DRIFT_RULE))
     clock = Clock()
+    logged: list[str] = []
     alerting = Alerting(cfg, store, clock=clock)
-    p = Pipeline(cfg, store, clock=clock, on_window=alerting.on_window, on_performance=alerting.on_performance)
+    p = Pipeline(cfg, store, clock=clock, on_window=alerting.on_window, on_performance=alerting.on_performance,
+                 on_outcome=alerting.flush_outcome)
+    original = alerting_module.log_transitions
+    alerting_module.log_transitions = lambda ts: logged.extend(f"{t.alert_id} {t.to_state}" for t in ts)
     raised = False
-    preds = list(events(model="churn", start=START, windows=4, per_window=100, window_seconds=60,
-                        shift_from=2, seed=11))
-    labels = labels_for(preds)
-    p.process_records(records("predictions", preds[:300]))  # windows 0 and 1 close
-    p.flush()
-    late = [{**ev, "event_id": f"late-{i}"} for i, ev in enumerate(preds[:5])]  # window 0's, closed
-    p.process_records(records("predictions", [*late, *preds[300:]], start=300))  # window 2 (drifting) closes
-    p.process_label_records(records("labels", labels[:200]))
-    p.process_records([records("predictions", [{}], start=405)[0]._replace(value=b"not json")])
-    assert p.stats.late_rows and p.has_pending
-    if arm is not None:
-        arm()
     try:
+        preds = list(events(model="churn", start=START, windows=4, per_window=100, window_seconds=60,
+                            shift_from=2, seed=11))
+        labels = labels_for(preds)
+        p.process_records(records("predictions", preds[:300]))  # windows 0 and 1 close
         p.flush()
-    except StorageError:
-        raised = True
-        if not store_away:
-            p.flush()  # the pending work is still in memory
-    p.process_label_records(records("labels", labels[200:], start=200))
-    clock.advance(minutes=5)
-    p.tick()  # window 3 closes (idle)
-    p.flush()
-    p.flush()
+        late = [{**ev, "event_id": f"late-{i}"} for i, ev in enumerate(preds[:5])]  # window 0's, closed
+        p.process_records(records("predictions", [*late, *preds[300:]], start=300))  # window 2 (drifting) closes
+        p.process_label_records(records("labels", labels[:200]))
+        p.process_records([records("predictions", [{}], start=405)[0]._replace(value=b"not json")])
+        assert p.stats.late_rows and p.has_pending
+        if arm is not None:
+            arm()
+        try:
+            p.flush()
+        except StorageError:
+            raised = True
+            if not store_away:
+                p.flush()  # the pending work is still in memory
+        p.process_label_records(records("labels", labels[200:], start=200))
+        clock.advance(minutes=5)
+        p.tick()  # window 3 closes (idle)
+        p.flush()
+        p.flush()
+    finally:
+        alerting_module.log_transitions = original
 
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r.values()) for r in store.query(sql)]
@@ -103,6 +111,7 @@ def commit_loss_run(
         "alerts": rows("SELECT id, state, episode, last_window_id FROM alerts ORDER BY id"),
         "deliveries": rows("SELECT id, kind FROM deliveries ORDER BY id"),
         "offsets": rows('SELECT partition, "offset" FROM stream_partitions ORDER BY partition'),
+        "logged": sorted(logged),
         "raised": raised,
         "looked": looked,
     }

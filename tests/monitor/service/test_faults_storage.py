@@ -381,7 +381,8 @@ def test_a_flush_whose_commit_answer_is_lost_is_stored_exactly_once(
     """The connection drops at the flush's COMMIT: the server committed it (or never got
     it), the client only sees an error and keeps the work pending. Flushing again must not
     apply it twice (late rows and the label join's counters are added to what is stored)
-    nor lose it: every table ends equal to a run without the cut. The flush looks in the store at once; when the store
+    nor lose it: every table ends equal to a run without the cut, and each alert
+    transition is logged once. The flush looks in the store at once; when the store
     cannot be read then either (``store_away``), the flush raises and the next one, after
     more rows were consumed, finds out first."""
     from storage.postgres import PostgresStore
@@ -405,6 +406,6 @@ def test_a_flush_whose_commit_answer_is_lost_is_stored_exactly_once(
     assert lossy.pop("looked") == ([None] if store_away else []) + [reaches_server]
     assert lossy.pop("raised") == (store_away or not reaches_server)
     assert not clean.pop("raised") and not clean.pop("looked")
-    assert [w for w in clean["windows"] if w[3]] and clean["label_counters"]
+    assert [w for w in clean["windows"] if w[3]] and clean["label_counters"] and clean["logged"]
     for table in clean:
         assert lossy[table] == clean[table], table

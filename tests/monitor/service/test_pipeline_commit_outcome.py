@@ -1,5 +1,7 @@
 """A flush whose COMMIT raised (the connection dropped): on either store the pipeline finds
-out whether it committed before writing anything again, so it is stored exactly once."""
+out whether it committed before writing anything again, so it is stored exactly once, and
+the daemon hands the outcome to the alerting (its transitions are logged once, or dropped
+and made again)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Any
 import pytest
 
 from monitor.config import load_config
+from monitor.service.daemon import Daemon
+from monitor.service.reload import prepare_reload
 from tests.monitor.daemon_helpers import write_config
-from tests.monitor.service.commit_helpers import commit_loss_run, cut_next_commit
+from tests.monitor.service.commit_helpers import DRIFT_RULE, commit_loss_run, cut_next_commit
 from tests.store_targets import StoreTarget
 
 
@@ -29,9 +33,31 @@ def test_a_flush_whose_commit_raised_is_stored_exactly_once(
     assert lossy.pop("looked") == ([None] if store_away else []) + [committed]
     assert lossy.pop("raised") == (store_away or not committed)
     clean.pop("raised"), clean.pop("looked")
-    assert [w for w in clean["windows"] if w[3]] and clean["label_counters"]
+    assert [w for w in clean["windows"] if w[3]] and clean["label_counters"] and clean["logged"]
     for table in clean:
         assert lossy[table] == clean[table], table
+
+
+def test_the_daemon_and_a_reload_hand_the_outcome_to_the_alerting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transitions of a flush in doubt survive a reload (SIGHUP may come while the
+    store is away) and are logged by the new alerting once the flush is found committed."""
+    path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1, extra=DRIFT_RULE)
+    daemon = Daemon(load_config(path), http=False, config_path=path)
+    try:
+        assert daemon.pipeline.on_outcome == daemon.alerting.flush_outcome
+        in_doubt: list[Any] = [object()]
+        daemon.alerting._uncommitted = in_doubt
+        prepare_reload(daemon, path).apply(daemon)
+        assert daemon.pipeline.on_outcome == daemon.alerting.flush_outcome
+        assert daemon.alerting._uncommitted == in_doubt
+        logged: list[Any] = []
+        monkeypatch.setattr("monitor.service.alerting.log_transitions", logged.extend)
+        daemon.pipeline.on_outcome(True)
+        assert logged == in_doubt and daemon.alerting._uncommitted == []
+    finally:
+        daemon.store.close()
 
 
 def test_a_flush_in_doubt_whose_partitions_were_all_claimed_again_is_left_to_their_owner(
