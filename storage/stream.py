@@ -20,6 +20,13 @@ stale member cannot take a partition back from its current owner), unless the
 row has not been written for ``stale_after`` (owners write their rows at
 least every commit interval; a group deleted and created anew starts its
 generations at 1 again).
+
+Commits of unknown outcome: when the connection drops during COMMIT, the
+transaction may have committed while the writer sees an error. Each save
+therefore writes the flush's token (:data:`FLUSH_TOKEN`, unique per attempt)
+into the state of every row it writes; :func:`flush_outcome` reads the rows
+back and tells whether the attempt committed, so its writer finishes it
+instead of applying it a second time.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from storage.records import iso
 
 #: the single-row snapshot older versions kept in ``stream_state``
 LEGACY_STATE = "pipeline"
+#: the key of a row's state that holds the token of the flush that wrote it last
+FLUSH_TOKEN = "flush"
 
 
 class PartitionsLost(Exception):  # noqa: N818 - a condition, not a failure of the store
@@ -139,24 +148,76 @@ def claim_partitions(
 
 
 def save_partitions(
-    store: Store, topic: str, owner: str, writes: Mapping[int, PartitionWrite], now: datetime
+    store: Store, topic: str, owner: str, writes: Mapping[int, PartitionWrite], now: datetime,
+    *, token: str | None = None,
 ) -> None:
     """Write owned partitions' rows (inside the caller's transaction, before the figures:
     the row locks taken here order concurrent claims). Raises :class:`PartitionsLost`
-    naming every partition no longer ``owner``'s at the given epoch."""
+    naming every partition no longer ``owner``'s at the given epoch.
+
+    ``token``: the flush transaction's own (see :func:`flush_outcome`), kept in each
+    row's state under :data:`FLUSH_TOKEN`."""
     lost: list[int] = []
     stamp = iso(now)
     for p in sorted(writes):
         w = writes[p]
+        state = w.state if token is None else {**w.state, FLUSH_TOKEN: token}
         cur = store.execute(
             'UPDATE stream_partitions SET "offset" = COALESCE(?, "offset"), state = ?, updated_at = ?'
             " WHERE topic = ? AND partition = ? AND owner = ? AND epoch = ?",
-            (w.offset, orjson.dumps(w.state).decode(), stamp, topic, int(p), owner, w.epoch),
+            (w.offset, orjson.dumps(state).decode(), stamp, topic, int(p), owner, w.epoch),
         )
         if cur.rowcount != 1:
             lost.append(p)
     if lost:
         raise PartitionsLost(lost)
+
+
+def flush_outcome(store: Store, topic: str, token: str, epochs: Mapping[int, int]) -> bool | None:
+    """Whether the flush transaction that saved ``token`` into the rows of ``epochs``
+    (partition -> the epoch it wrote it at) committed, read back after its COMMIT raised.
+
+    True: a row holds the token (nobody else writes it). False: a row does not, yet
+    nobody claimed the partition since (only its owner at that epoch writes its state,
+    and it has written nothing since), or the row is missing (the flush's own claim
+    inserted it); a transaction commits whole, so the other rows agree. None: every row
+    was claimed again since (claims leave the state alone, the next owner's saves
+    replace it) and none holds the token: no row can tell any more, and each partition
+    was resumed from what was stored, whichever it was. A flush that wrote no row
+    (``epochs`` empty) owned no partition: False (see the pipeline's ``flush``).
+    Raises :class:`StorageError` while the store cannot be read.
+    """
+    if not epochs:
+        return False
+    parts = sorted(epochs)
+    marks = ",".join("?" for _ in parts)
+    rows = store.query(
+        f"SELECT partition, epoch, state FROM stream_partitions WHERE topic = ? AND partition IN ({marks})",
+        (topic, *parts),
+    )
+    found = {int(r["partition"]): r for r in rows}
+    if any(orjson.loads(r["state"] or "{}").get(FLUSH_TOKEN) == token for r in rows):
+        return True
+    if len(found) < len(parts) or any(int(r["epoch"]) <= epochs[p] for p, r in found.items()):
+        return False
+    return None
+
+
+def replay_after_commit(
+    replay_before: Mapping[int, int], positions: Mapping[int, int], written: Mapping[int, int]
+) -> dict[int, int]:
+    """Per partition consumed (``positions``), the first offset not reflected in durable
+    state once a flush that wrote the positions ``written`` (as they were when it began)
+    committed. Rows consumed since it began stay to replay; partitions no longer consumed
+    drop out."""
+    out: dict[int, int] = {}
+    for p in positions:
+        o = written.get(p)
+        if o is not None:
+            out[p] = max(o, replay_before.get(p, 0))
+        elif p in replay_before:
+            out[p] = replay_before[p]
+    return out
 
 
 def touch_partitions(

@@ -67,6 +67,7 @@ from monitor.windows.model_windows import OpenWindow
 from storage import labels as db
 from storage.db import StorageError, Store
 from storage.records import DATASET, MetricRow, WindowKey, iso, parse_iso
+from storage.stream import replay_after_commit
 
 log = logging.getLogger("driftwarden.labels")
 
@@ -88,6 +89,18 @@ class PerformanceListener(Protocol):
     """Called inside the flush transaction for each (re)computed performance window."""
 
     def __call__(self, key: WindowKey, metrics: list[MetricRow], model: ModelConfig, reference: Mapping[tuple[str, str], float]) -> None: ...
+
+
+@dataclass
+class Sealed:
+    """What one flush attempt writes of the join (:meth:`LabelJoin.seal`)."""
+
+    #: the buffered batches, by id (held: an id stays theirs)
+    batches: dict[int, Any]
+    #: the labels topic's positions
+    positions: dict[int, int]
+    #: whether the join wanted a flush
+    dirty: bool
 
 
 @dataclass
@@ -183,6 +196,8 @@ class LabelJoin:
         self._preds: dict[str, list[_Predictions]] = {}
         self._labels: dict[str, list[LabelBatch]] = {}
         self._dirty = False
+        #: what the flush attempt in progress (or of unknown outcome) writes
+        self._sealed: Sealed | None = None
         #: slots were left due at the last flush, or may become due by the wall clock
         self._owed = False
         #: seconds of computation available now (see COMPUTE_SHARE), and when it was topped up
@@ -385,12 +400,32 @@ class LabelJoin:
         self._owed = owed
         return written
 
-    def committed(self) -> None:
-        """The flush transaction committed: buffers are durable now."""
-        self._preds.clear()
-        self._labels.clear()
+    def seal(self) -> Sealed:
+        """A flush attempt begins: it writes what is buffered now. Returns that, to finish
+        the attempt with (:meth:`committed` or :meth:`rolled_back`) once its outcome is
+        known, which may be after more was buffered (see ``Pipeline.flush``)."""
+        bufs = [b for per_model in (self._preds, self._labels) for bs in per_model.values() for b in bs]
+        self._sealed = Sealed({id(b): b for b in bufs}, dict(self.positions), self._dirty)
         self._dirty = False
-        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
+        return self._sealed
+
+    def committed(self, sealed: Sealed) -> None:
+        """The flush attempt ``sealed`` committed: what it wrote is durable now (what was
+        buffered since stays)."""
+        for per_model in (self._preds, self._labels):
+            for m in list(per_model):
+                kept = [b for b in per_model[m] if id(b) not in sealed.batches]
+                if kept:
+                    per_model[m] = kept  # type: ignore[assignment]
+                else:
+                    del per_model[m]
+        self.replay_before = replay_after_commit(self.replay_before, self.positions, sealed.positions)
+        self._sealed = None
+
+    def rolled_back(self, sealed: Sealed) -> None:
+        """The flush attempt ``sealed`` did not commit: what it wrote is still to write."""
+        self._dirty = self._dirty or sealed.dirty
+        self._sealed = None
 
     def _bump(self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int, labelled: np.ndarray | None, changes: bool) -> None:
         """Count ``rows`` (1 each) and ``labelled`` per slot of the rows at ``ts``."""
@@ -654,8 +689,15 @@ class LabelJoin:
         for m in gone:
             for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels):
                 per_model.pop(m, None)  # type: ignore[attr-defined]
+        sealed = self._sealed.batches if self._sealed is not None else {}
         for m, bufs in list(self._labels.items()):
-            kept = [b for b in (_without(b, partitions) for b in bufs) if len(b)]
+            kept = []
+            for b in bufs:
+                rest = _without(b, partitions)
+                if rest is not b and id(b) in sealed:
+                    sealed[id(rest)] = rest  # what is left of it was written by the same attempt
+                if len(rest):
+                    kept.append(rest)
             if kept:
                 self._labels[m] = kept
             else:

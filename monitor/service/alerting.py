@@ -2,7 +2,9 @@
 
 The pipeline calls :meth:`Alerting.on_window` inside its flush transaction, so a
 window's figures, the alert transitions they cause and their outbox rows commit
-together; the scheduler calls :meth:`deliver_due` and :meth:`tick`.
+together, and :meth:`Alerting.flush_outcome` once it knows whether that transaction
+committed (which, when its COMMIT raised, it learns later); the scheduler calls
+:meth:`deliver_due` and :meth:`tick`.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class Alerting:
         self._deliver_lock = threading.Lock()
         #: set when a window caused transitions: deliveries to send after the commit
         self._wake = threading.Event()
-        #: transitions of the flush in progress, logged once it commits
+        #: transitions of the flush in progress (or whose COMMIT raised), logged once it commits
         self._uncommitted: list[Any] = []
 
     def on_window(self, figures: WindowFigures, model: ModelConfig) -> None:
@@ -162,6 +164,19 @@ class Alerting:
         again when the flush is retried."""
         self._uncommitted.clear()
         self._wake.clear()
+
+    def flush_outcome(self, committed: bool) -> None:
+        """The pipeline found out how a flush attempt ended (``Pipeline.on_outcome``):
+        committed, its transitions are logged (their notifications are in the outbox,
+        sent by :meth:`deliver_after_commit` or the next scheduler run); rolled back,
+        they are forgotten (the flush, written again, makes them again). A flush whose
+        COMMIT raised keeps its transitions until then: it may have committed, and
+        written again it would not make them again (each window is judged once)."""
+        if not committed:
+            self.forget_uncommitted()
+        elif self._uncommitted:
+            done, self._uncommitted = self._uncommitted, []
+            log_transitions(done)
 
     def deliver_after_commit(self) -> None:
         """Called right after the flush transaction commits: log the alert transitions it

@@ -99,6 +99,7 @@ class Daemon:
                 config, self.store, clock=clock, on_window=self.alerting.on_window,
                 on_performance=self.alerting.on_performance,
                 max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
+                on_outcome=self.alerting.flush_outcome,
             )
         except BaseException:
             self.store.close()
@@ -671,8 +672,9 @@ class Daemon:
                 # and this is how a daemon with nothing to write finds its store away
                 self.pipeline.keepalive()
         except StorageError as exc:
+            # the flush's alert transitions stay with the alerting: if its COMMIT raised it
+            # may have committed, and the pipeline says so (flush_outcome) once it knows
             self.pipeline.touch()  # paused from here on: the rows waiting in Kafka are not late
-            self.alerting.forget_uncommitted()
             self._storage_failed(exc)
             return False
         if self._storage_error is not None:
@@ -691,7 +693,6 @@ class Daemon:
         try:
             self.pipeline.flush()
         except StorageError as exc:
-            self.alerting.forget_uncommitted()
             log.error("storage: %s; not committing on rebalance", exc)
             self._storage_error = str(exc)
             return None

@@ -18,6 +18,14 @@ instance claimed one meanwhile, the transaction is rolled back, everything
 pending for that partition is dropped (its next owner recomputes it from the
 stored state) and the rest is flushed again. Without a consumer group (replay,
 tests) partitions are claimed as they appear.
+
+A flush whose COMMIT raises (the connection dropped) may have committed all the
+same: its pending work stays in memory, but before anything else is written the
+flush reads the rows it wrote back (:func:`storage.stream.flush_outcome`). If it
+committed, it is finished as if the COMMIT had answered; only otherwise is it
+written again. Not all its writes are idempotent (late-row counts and the label
+join's counters are added to what is stored), so writing a committed flush again
+would count them twice.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.labels.join import STATE_NAME as LABELS_STATE
-from monitor.labels.join import LabelJoin, PerformanceListener
+from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import prepare_labelled_reference
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
@@ -67,6 +75,8 @@ from storage.stream import (
     PartitionWrite,
     adopt_legacy_state,
     claim_partitions,
+    flush_outcome,
+    replay_after_commit,
     save_partitions,
     touch_partitions,
 )
@@ -125,6 +135,35 @@ class PipelineStats:
 
 
 @dataclass
+class _Attempt:
+    """One flush transaction: what it writes, to finish it by once its outcome is known
+    (:meth:`Pipeline.flush`). The pending lists hold the very items it writes: items
+    added later (before the outcome of a COMMIT that raised is known) are told apart."""
+
+    #: written into every partition row it writes (see :func:`storage.stream.flush_outcome`)
+    token: str
+    closed: list[tuple[ModelRuntime, WindowFigures, frozenset[int]]]
+    dead: list[DeadLetter]
+    late: list[tuple[str, str, LateRows]]
+    #: the positions it writes
+    positions: dict[int, int]
+    labels: Sealed | None
+    #: partition -> epoch of each row it writes
+    epochs: dict[int, int] = field(default_factory=dict)
+    #: partitions it claimed itself (auto_claim), with their new epoch
+    claimed: dict[int, int] = field(default_factory=dict)
+    #: whether the single-row label state holds something once it commits
+    label_row: bool = False
+    performance_windows: int = 0
+
+
+def _unwritten(items: list[Any], written: list[Any]) -> list[Any]:
+    """``items`` but those in ``written`` (the same objects)."""
+    done = {id(x) for x in written}
+    return [x for x in items if id(x) not in done]
+
+
+@dataclass
 class _Checkpoint:
     """What :meth:`Pipeline._process_records` may change, to undo a batch that raised."""
 
@@ -150,6 +189,7 @@ class Pipeline:
         on_performance: PerformanceListener | None = None,
         max_payload_bytes: int = 65_536,
         owner: str | None = None,
+        on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -166,6 +206,11 @@ class Pipeline:
         self.topic = topic or config.kafka.predictions_topic
         self.clock = clock
         self.on_window = on_window
+        #: told whether each flush attempt committed (True) or not (False), once known; the
+        #: windows' alert transitions were made inside it (the alerting logs them or drops them)
+        self.on_outcome = on_outcome
+        #: the flush attempt whose COMMIT raised, until the store tells whether it committed
+        self._in_doubt: _Attempt | None = None
         self.max_payload_bytes = max_payload_bytes
         self.models: dict[str, ModelRuntime] = {}
         for m in config.models:
@@ -203,7 +248,6 @@ class Pipeline:
         #: the single-row label state holds something (loaded, or committed by a flush):
         #: then a flush rewrites it, emptied when every partition's row keeps its part
         self._label_row = False
-        self._label_row_written = False
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -667,16 +711,23 @@ class Pipeline:
         """Persist everything pending in one transaction; return offsets safe to commit.
 
         Returns None when there was nothing to write. On a storage error nothing
-        is lost: the pending work stays in memory and the error propagates.
+        is lost: the pending work stays in memory and the error propagates. When the
+        COMMIT itself raised, the next call (or this one, if the store answers at once)
+        first finds out whether it committed (see the module documentation): a flush is
+        stored once, however often it is called again.
         """
+        if self._in_doubt is not None:
+            self._settle(self._in_doubt, fresh=False)  # raises StorageError while the store is away
         wants_labels = self.labels is not None and self.labels.wants_flush
         if not self._dirty and not self.has_pending and not wants_labels:
             return None
         for attempt in range(_MAX_FENCED_RETRIES + 1):
+            att = self._begin()
             try:
-                performance_windows = self._write()
+                self._write(att)
                 break
             except PartitionsLost as exc:
+                self._rolled_back(att)
                 log.warning(
                     "partitions %s were claimed by another instance: their pending windows are"
                     " left to it (it resumes from the last stored state); flushing the rest",
@@ -685,26 +736,99 @@ class Pipeline:
                 self._forget(set(exc.partitions), why="claimed by another instance")
                 if attempt == _MAX_FENCED_RETRIES:
                     raise StorageError(f"partitions keep being claimed by other instances: {exc}") from exc
-        for rt in self.models.values():
-            assert rt.references is not None
-            rt.references.committed()
-        log_windows_stored(figs for _, figs, _ in self._closed)
-        if self.labels is not None:
-            self.labels.committed()
-            self._label_row = self._label_row_written
-            self.stats.performance_windows += performance_windows
-        self._closed.clear()
-        self._dead.clear()
-        self._late.clear()
-        self._dirty = False
-        # everything consumed so far is now durable
-        self.replay_before = {p: max(o, self.replay_before.get(p, 0)) for p, o in self.positions.items()}
+            except StorageError as exc:
+                # the COMMIT may have reached the store and committed: only the rows can tell
+                self._in_doubt = att
+                try:
+                    committed = self._settle(att, fresh=True)
+                except StorageError:
+                    committed = False  # the store is away: found out by the next call
+                if not committed:
+                    raise
+                log.warning("storage: %s; the flush had committed all the same (found in the store):"
+                            " it is not written again", exc)
+                return self.commit_offsets()
+            except Exception:
+                self._rolled_back(att)  # raised inside the transaction: rolled back
+                raise
+        self._committed(att, fresh=True)
         return self.commit_offsets()
 
-    def _write(self) -> int:
+    def _begin(self) -> _Attempt:
+        """A flush attempt starts: what it writes is what is pending now."""
+        att = _Attempt(
+            token=uuid.uuid4().hex, closed=list(self._closed), dead=list(self._dead), late=list(self._late),
+            positions=dict(self.positions), labels=self.labels.seal() if self.labels is not None else None,
+        )
+        self._dirty = False  # set again by whatever changes before its outcome is known
+        return att
+
+    def _committed(self, att: _Attempt, *, fresh: bool) -> None:
+        """``att`` committed: what it wrote is durable (``fresh``: nothing changed since it began)."""
+        if fresh:
+            # later (not fresh): members observed since are pending too; writing the
+            # attempt's again is harmless (an upsert, and a prune to the members in memory)
+            for rt in self.models.values():
+                assert rt.references is not None
+                rt.references.committed()
+        log_windows_stored(figs for _, figs, _ in att.closed)
+        if self.labels is not None:
+            assert att.labels is not None
+            self.labels.committed(att.labels)
+            self._label_row = att.label_row
+            self.stats.performance_windows += att.performance_windows
+        self._closed = _unwritten(self._closed, att.closed)
+        self._dead = _unwritten(self._dead, att.dead)
+        self._late = _unwritten(self._late, att.late)
+        # everything it consumed is now durable
+        self.replay_before = replay_after_commit(self.replay_before, self.positions, att.positions)
+        if self.on_outcome is not None:
+            self.on_outcome(True)
+
+    def _rolled_back(self, att: _Attempt) -> None:
+        """``att`` did not commit: what it wrote is still pending (and its own claims void)."""
+        for p, epoch in att.claimed.items():
+            if self.claims.get(p) == epoch:
+                del self.claims[p]  # claimed again by the next attempt
+        self._dirty = True
+        if self.labels is not None and att.labels is not None:
+            self.labels.rolled_back(att.labels)
+        if self.on_outcome is not None:
+            self.on_outcome(False)
+
+    def _settle(self, att: _Attempt, *, fresh: bool) -> bool:
+        """Find out whether ``att``, whose COMMIT raised, committed, and finish it so;
+        returns whether it did. Raises :class:`StorageError` while the store cannot tell.
+
+        A flush that owned no partition wrote no token: it is taken as rolled back. On a
+        shared store such a flush writes nothing that adds up (the label join writes only
+        models whose home partition is owned, and no single-row state); on SQLite a
+        COMMIT that raised did not happen.
+        """
+        outcome = flush_outcome(self.store, self.topic, att.token, att.epochs)
+        self._in_doubt = None
+        if outcome is None:
+            # every row it wrote was claimed again since, and each partition resumed from
+            # whatever was stored: what it held for them is their owners' (as when fenced)
+            lost = {p for p, e in att.epochs.items() if self.claims.get(p) == e}
+            log.warning(
+                "a flush whose COMMIT failed cannot be told committed or not: its partitions %s"
+                " were all claimed again since; their owners resume them from what was stored",
+                sorted(att.epochs),
+            )
+            self._rolled_back(att)
+            self._forget(lost, why="claimed by another instance")
+            return False
+        if outcome:
+            self._committed(att, fresh=fresh)
+        else:
+            self._rolled_back(att)
+        return outcome
+
+    def _write(self, att: _Attempt) -> None:
         """One flush transaction: fence (the owned partitions' rows, first), then dead
         letters, windows with their alerts, late rows, reference members, the label join.
-        Returns the performance windows (re)computed."""
+        Notes in ``att`` the rows it writes and what it found."""
         now = self.clock()
         with self.store.transaction():
             if self.auto_claim:
@@ -718,8 +842,11 @@ class Pipeline:
                     got = claim_partitions(
                         self.store, self.topic, new, owner=self.owner, generation=None, now=now
                     )
-                    self.claims.update({p: c.epoch for p, c in got.items() if c.ok})
-            save_partitions(self.store, self.topic, self.owner, self._partition_writes(), now)
+                    att.claimed = {p: c.epoch for p, c in got.items() if c.ok}
+                    self.claims.update(att.claimed)
+            writes = self._partition_writes()
+            att.epochs = {p: w.epoch for p, w in writes.items()}
+            save_partitions(self.store, self.topic, self.owner, writes, now, token=att.token)
             held = self.labels.held(self.claims) if self.labels is not None else []
             # the models whose alerts this flush may change, locked in one sorted go: a
             # performance window's rules must not take a model's lock after another's
@@ -738,16 +865,15 @@ class Pipeline:
                 assert rt.references is not None
                 rt.references.write(self.store)
             if self.labels is None:
-                return 0
+                return
             closed = [figs.record.key for rt, figs, _ in self._closed if rt.config.window.by == "time"]
-            written = self.labels.write(now, closed, held)
+            att.performance_windows = self.labels.write(now, closed, held)
             rest = self.labels.remainder(self.claims)
-            self._label_row_written = self._label_row
+            att.label_row = self._label_row
             if rest or self._label_row:
                 # what no owned partition's row keeps (a store of one's own only)
                 save_state(self.store, LABELS_STATE, rest)
-                self._label_row_written = bool(rest)
-            return written
+                att.label_row = bool(rest)
 
     def _partition_writes(self) -> dict[int, PartitionWrite]:
         """Each owned partition's row: its consumed offset and the models it is home to

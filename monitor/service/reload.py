@@ -112,6 +112,9 @@ class Reload:
                 daemon.pipeline.use_prepared(name, pm)
             daemon.pipeline.config = self.config
             daemon.pipeline.on_window = self.alerting.on_window
+            daemon.pipeline.on_outcome = self.alerting.flush_outcome
+            # transitions of a flush whose COMMIT raised: logged or dropped once its outcome is known
+            self.alerting._uncommitted = old._uncommitted
             if daemon.pipeline.labels is not None:
                 daemon.pipeline.labels.on_performance = self.alerting.on_performance
             daemon.alerting = self.alerting

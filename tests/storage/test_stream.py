@@ -12,9 +12,11 @@ from storage.stream import (
     PartitionWrite,
     adopt_legacy_state,
     claim_partitions,
+    flush_outcome,
     merged_state,
     partition_rows,
     release_partitions,
+    replay_after_commit,
     save_partitions,
     touch_partitions,
 )
@@ -40,6 +42,40 @@ def test_a_claim_bumps_the_epoch_and_fences_the_previous_writer(store_target: St
     assert store.query("SELECT COUNT(*) AS n FROM dead_letter_totals")[0]["n"] == 0
     assert merged_state(store, "t") == {"offsets": {"0": 10, "1": 5}, "models": {"m": {"x": 1}}}
     assert touch_partitions(store, "t", "a", {0: 1, 1: 1}, T) == [1]
+
+
+def test_the_flush_token_tells_whether_a_commit_that_raised_happened(store_target: StoreTarget) -> None:
+    store = store_target.open()
+    claim_partitions(store, "t", [0, 1], owner="a", generation=1, now=T)
+    both = {0: 1, 1: 1}
+    with store.transaction():
+        save_partitions(store, "t", "a", {p: PartitionWrite(1, 10, {"models": {}}) for p in both}, T, token="t1")
+    assert flush_outcome(store, "t", "t1", both) is True
+    with pytest.raises(RuntimeError), store.transaction():
+        save_partitions(store, "t", "a", {p: PartitionWrite(1, 20, {}) for p in both}, T, token="t2")
+        raise RuntimeError("the COMMIT never happened")
+    # still a's at epoch 1 and only a writes it there: the token would be in it
+    assert flush_outcome(store, "t", "t2", both) is False
+    assert partition_rows(store, "t")[0]["state"] == {"models": {}, "flush": "t1"}
+    # another instance claimed both: the token stays until it writes the rows
+    claim_partitions(store, "t", [0, 1], owner="b", generation=2, now=T)
+    assert flush_outcome(store, "t", "t1", both) is True
+    assert flush_outcome(store, "t", "t2", both) is None
+    with store.transaction():
+        save_partitions(store, "t", "b", {0: PartitionWrite(2, 30, {})}, T, token="b1")
+    assert flush_outcome(store, "t", "t1", both) is True  # partition 1 still tells
+    with store.transaction():
+        save_partitions(store, "t", "b", {1: PartitionWrite(2, 30, {})}, T, token="b2")
+    assert flush_outcome(store, "t", "t1", both) is None  # no row can tell any more
+    # a row the flush's own claim inserted is missing: that claim did not commit
+    assert flush_outcome(store, "t", "t3", {5: 1}) is False
+    assert flush_outcome(store, "t", "t3", {}) is False
+
+
+def test_what_a_committed_flush_makes_durable() -> None:
+    # partition 0 consumed on since the flush began; 1 only since; 2 no longer consumed
+    assert replay_after_commit({0: 5, 2: 7}, {0: 40, 1: 9}, {0: 30, 2: 8}) == {0: 30}
+    assert replay_after_commit({0: 50, 1: 4}, {0: 60, 1: 9}, {0: 30}) == {0: 50, 1: 4}
 
 
 def test_memory_is_current_only_when_nobody_claimed_in_between(store_target: StoreTarget) -> None:

@@ -368,3 +368,46 @@ def test_a_store_that_holds_the_loop_up_is_not_an_idle_stream(
     finally:
         store.close()
     assert [(r["rows"], r["late_rows"]) for r in rows] == [(600, 0), (1, 0)]
+
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("reaches_server", "store_away"),
+    [(True, False), (True, True), (False, False), (False, True)],
+    ids=["answer-lost", "answer-lost-store-away", "commit-lost", "commit-lost-store-away"],
+)
+def test_a_flush_whose_commit_answer_is_lost_is_stored_exactly_once(
+    tmp_path: Path, pg_target: Any, monkeypatch: pytest.MonkeyPatch, reaches_server: bool, store_away: bool
+) -> None:
+    """The connection drops at the flush's COMMIT: the server committed it (or never got
+    it), the client only sees an error and keeps the work pending. Flushing again must not
+    apply it twice (late rows and the label join's counters are added to what is stored)
+    nor lose it: every table ends equal to a run without the cut, and each alert
+    transition is logged once. The flush looks in the store at once; when the store
+    cannot be read then either (``store_away``), the flush raises and the next one, after
+    more rows were consumed, finds out first."""
+    from storage.postgres import PostgresStore
+    from tests.freeze_proxy import CommitLossProxy
+    from tests.monitor.service.commit_helpers import commit_loss_run
+
+    clean = commit_loss_run(tmp_path / "clean", pg_target.fresh().open())
+    pg_target.open().close()  # creates the tables
+    proxy = CommitLossProxy(pg_target.url)
+    store = PostgresStore(proxy.url, pool_size=2, statement_timeout_ms=5000, connect_timeout_s=2.0, migrate=False)
+    try:
+        lossy = commit_loss_run(
+            tmp_path / "lossy", store, arm=lambda: proxy.arm(reaches_server=reaches_server),
+            store_away=store_away, monkeypatch=monkeypatch,
+        )
+    finally:
+        store.close()
+        proxy.close()
+    assert proxy.fired.is_set()
+    # found out at once, or by the next flush; a flush found committed does not raise
+    assert lossy.pop("looked") == ([None] if store_away else []) + [reaches_server]
+    assert lossy.pop("raised") == (store_away or not reaches_server)
+    assert not clean.pop("raised") and not clean.pop("looked")
+    assert [w for w in clean["windows"] if w[3]] and clean["label_counters"] and clean["logged"]
+    for table in clean:
+        assert lossy[table] == clean[table], table
