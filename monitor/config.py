@@ -5,7 +5,9 @@ Every error names the key path, the bad value and what was expected, e.g.
 prints them and exits with status 2 before anything connects. Secrets are never
 literal: ``*_env = "NAME"`` reads an environment variable, ``*_file = "path"``
 reads a file (trailing newline stripped). Resolved secrets live in
-:attr:`Config.secrets`, keyed by their dotted path, and never in ``repr``.
+:attr:`Config.secrets`, keyed by their dotted path, and never in ``repr``. A command
+that only reads the store loads with ``secrets=STORE_SECRETS``: the others are not
+read, so an operator needs the store's password and none of the notifiers'.
 
 Relative paths (references, state directory, secret and TLS files) resolve
 against the folder of the config file. Types are strict: ``"30"`` is not an
@@ -31,6 +33,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -62,6 +65,7 @@ __all__ = [
     "RetentionConfig",
     "RetryConfig",
     "RuleConfig",
+    "STORE_SECRETS",
     "SlackNotifierConfig",
     "WebhookNotifierConfig",
     "WindowConfig",
@@ -207,6 +211,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
     )
+
+
+#: the secrets that opening the store needs: all a command that only reads the store
+#: resolves (``load_config(path, secrets=STORE_SECRETS)``), so an operator reading the
+#: shared store needs neither the notifiers' nor the API's secrets
+STORE_SECRETS = frozenset({"storage.password"})
+_STORE_NOTE = "the secrets opening the store"
 
 
 def _secret_pair(model: BaseModel, stem: str) -> None:
@@ -1248,7 +1259,15 @@ class Config(Strict):
                 return m
         raise KeyError(name)
 
+    #: configured secrets the loader was asked not to resolve (see ``load_config(secrets=...)``)
+    _unresolved: frozenset[str] = PrivateAttr(default=frozenset())
+
     def secret(self, path: str) -> str | None:
+        """The resolved secret at ``path`` (None when none is configured there). A secret
+        left unresolved (a config loaded for reading the store) raises ``LookupError``
+        rather than pass for one that is not configured."""
+        if path in self._unresolved:
+            raise LookupError(f"{path}: not resolved (the config was loaded with only {_STORE_NOTE})")
         s = self.secrets.get(path)
         return s.get_secret_value() if s is not None else None
 
@@ -1457,13 +1476,21 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
 
 
 def _post_checks(
-    cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None
-) -> tuple[list[str], dict[str, SecretStr]]:
-    """Checks that need the file system, the environment or the whole config."""
+    cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None,
+    wanted: typing.Collection[str] | None = None,
+) -> tuple[list[str], dict[str, SecretStr], set[str]]:
+    """Checks that need the file system, the environment or the whole config. Secrets
+    are resolved (and required) when their path is in ``wanted`` (default: all); the
+    paths of configured secrets left unresolved are returned third."""
     problems: list[str] = []
     secrets: dict[str, SecretStr] = {}
+    unresolved: set[str] = set()
 
     def secret(path: str, env: str | None, file: Path | None) -> None:
+        if wanted is not None and path not in wanted:
+            if env or file:
+                unresolved.add(path)
+            return
         s = _read_secret(problems, base, path, env, file, environ)
         if s is not None:
             secrets[path] = s
@@ -1546,7 +1573,7 @@ def _post_checks(
                 problems.append(
                     f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
                 )
-    return problems, secrets
+    return problems, secrets, unresolved
 
 
 _SHAPES = {
@@ -1788,11 +1815,16 @@ def parse_config(
     base_dir: Path | None = None,
     source: str = "",
     environ: typing.Mapping[str, str] | None = None,
+    secrets: typing.Collection[str] | None = None,
 ) -> Config:
     """Validate an already-parsed TOML document; relative paths resolve against ``base_dir``.
 
     With ``environ``, ``DRIFTWARDEN_<PATH>`` variables override keys first (see
     :func:`apply_env_overrides`); an error about such a key names its variable.
+    ``secrets``: the dotted paths of the secrets to resolve, and so to require (e.g.
+    :data:`STORE_SECRETS`); default: every configured one. The others are still
+    validated as keys (``*_env`` a variable name, not both ``_env`` and ``_file``) but
+    not read; :meth:`Config.secret` refuses them.
     """
     base = (base_dir or Path.cwd()).resolve()
     origins: dict[str, str] = {}
@@ -1804,16 +1836,25 @@ def parse_config(
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_name_env(_describe(e), origins) for e in exc.errors()], source) from None
-    problems, secrets = _post_checks(cfg, base, environ)
+    problems, resolved, unresolved = _post_checks(cfg, base, environ, secrets)
     if problems:
         raise ConfigError([_name_env(p, origins) for p in problems], source)
-    cfg = _resolve_paths(cfg, base)
-    return cfg.model_copy(update={"secrets": secrets})
+    cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": resolved})
+    cfg._unresolved = frozenset(unresolved)
+    return cfg
 
 
-def load_config(path: str | Path, *, environ: typing.Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path,
+    *,
+    environ: typing.Mapping[str, str] | None = None,
+    secrets: typing.Collection[str] | None = None,
+) -> Config:
     """Read and validate a TOML file, then the ``DRIFTWARDEN_<PATH>`` overrides of ``environ``
-    (default: this process's environment). Raises :class:`ConfigError` naming every problem."""
+    (default: this process's environment). Raises :class:`ConfigError` naming every problem.
+
+    ``secrets``: resolve only these (see :func:`parse_config`): the command line's read
+    commands pass :data:`STORE_SECRETS`; ``run`` and ``check`` resolve every one."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -1826,5 +1867,6 @@ def load_config(path: str | Path, *, environ: typing.Mapping[str, str] | None = 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], str(p)) from None
     return parse_config(
-        data, base_dir=p.resolve().parent, source=str(p), environ=os.environ if environ is None else environ
+        data, base_dir=p.resolve().parent, source=str(p), environ=os.environ if environ is None else environ,
+        secrets=secrets,
     )

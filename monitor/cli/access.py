@@ -31,22 +31,21 @@ def state_dir_of(config: Path | None, state_dir: Path | None) -> Path:
         return Path(state_dir)
     if config is None:
         raise CliError("give --config FILE (or DRIFTWARDEN_CONFIG) or --state-dir DIR", 2)
-    from monitor.config import load_config  # noqa: PLC0415
-
-    try:
-        return Path(load_config(config).daemon.state_dir)
-    except ConfigError as exc:
-        raise CliError(str(exc), 2) from None
+    return Path(config_of(config).daemon.state_dir)
 
 
 def config_of(config: Path | None) -> Any | None:
-    """The loaded config when ``-c`` was given, else None; a bad config is a :class:`CliError`."""
+    """The loaded config when ``-c`` was given, else None; a bad config is a :class:`CliError`.
+
+    Only the secrets that open the store are resolved (the PostgreSQL password): a
+    command that reads the store needs neither the notifiers' nor the API's secrets,
+    which ``run`` and ``check`` still require."""
     if config is None:
         return None
-    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.config import STORE_SECRETS, load_config  # noqa: PLC0415
 
     try:
-        return load_config(config)
+        return load_config(config, secrets=STORE_SECRETS)
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
 

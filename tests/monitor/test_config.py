@@ -1038,6 +1038,47 @@ def test_format_duration_round_trips(text: str) -> None:
     assert format_duration(parse_duration(text)) == text
 
 
+def test_store_secrets_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``secrets=STORE_SECRETS`` (the command line's read commands): the store's password
+    is resolved and required, the others are neither read nor required, and asking for
+    one is an error rather than None (which would pass for "not configured")."""
+    monkeypatch.delenv("DW_TEST_UNSET", raising=False)
+    monkeypatch.setenv("DW_TEST_PG", "pg-secret")
+    rest = (
+        '[daemon]\napi_token_env = "DW_TEST_UNSET"\n'
+        '[storage]\nurl = "postgresql://me@db/x"\npassword_env = "DW_TEST_PG"\n'
+        + SLACK + 'token_file = "missing-token"\nchannel = "#ml"\n'
+        + HOOK + 'kind = "retrain"\nsecret_env = "DW_TEST_UNSET"\n'
+    )
+    path = write(tmp_path, model_text() + rest)
+    cfg = load_config(path, secrets=cfgmod.STORE_SECRETS)
+    assert cfg.secret("storage.password") == "pg-secret"
+    assert set(cfg.secrets) == {"storage.password"}
+    for unread in ("daemon.api_token", "notifiers.s.token", "notifiers.h.secret"):
+        with pytest.raises(LookupError, match=f"^{re.escape(unread)}: not resolved"):
+            cfg.secret(unread)
+    assert cfg.secret("notifiers.s.webhook_url") is None  # not configured at all
+    # the keys themselves are still validated
+    bad = rest.replace('secret_env = "DW_TEST_UNSET"', 'secret_env = "whsec_literal value"')
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path / "bad", model_text() + bad), secrets=cfgmod.STORE_SECRETS)
+    assert [p.split(":")[0] for p in exc.value.problems] == ["notifiers.h.secret_env"]
+    # the store's password stays required; every secret is, by default (run, check)
+    monkeypatch.delenv("DW_TEST_PG")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, secrets=cfgmod.STORE_SECRETS)
+    assert exc.value.problems == ['storage.password_env: environment variable "DW_TEST_PG" is not set']
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        'daemon.api_token_env: environment variable "DW_TEST_UNSET" is not set',
+        'storage.password_env: environment variable "DW_TEST_PG" is not set',
+        'notifiers.s.token_file: expected a readable file, got "missing-token" (No such file or directory)',
+        'notifiers.h.secret_env: environment variable "DW_TEST_UNSET" is not set',
+    ]
+
+
 def test_env_and_file_secrets_resolved_and_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
