@@ -186,10 +186,23 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 FilePath = Annotated[Path, _StrictType(False)]
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+
+
+def _url_shown(v: str) -> str:
+    """A URL as an error message may quote it: without what may hold a secret, the
+    ``user:password@`` part (``pg://…@host/db``) and the value of a ``password=``."""
+    scheme = _SCHEME.match(v)
+    head, rest = (scheme.group(0), v[scheme.end():]) if scheme else ("", v)
+    if "@" in rest:  # the last one: a password may hold "@", "/" or "?" unencoded
+        rest = "…@" + rest.rpartition("@")[2]
+    return head + re.sub(r"(?i)(password=)[^&]*", r"\1…", rest)
+
+
 def _url(v: str) -> str:
     if not re.match(r"https?://[^/\s]+", v) or any(c.isspace() for c in v):
         raise PydanticCustomError(
-            "url", "expected an http:// or https:// URL, got {got}", {"got": _show(v)}
+            "url", "expected an http:// or https:// URL, got {got}", {"got": _show(_url_shown(v))}
         )
     return v
 
@@ -218,6 +231,12 @@ class Strict(BaseModel):
 #: shared store needs neither the notifiers' nor the API's secrets
 STORE_SECRETS = frozenset({"storage.password"})
 _STORE_NOTE = "the secrets opening the store"
+
+
+def _from_env(info: ValidationInfo, path: str) -> bool:
+    """Whether the key at ``path`` was set by a ``DRIFTWARDEN_`` variable rather than
+    written in the file (:func:`parse_config` passes the paths the variables set)."""
+    return path in (info.context or {}).get("env_keys", ())
 
 
 def _secret_pair(model: BaseModel, stem: str) -> None:
@@ -1211,18 +1230,24 @@ class StorageConfig(Strict):
 
     @field_validator("url")
     @classmethod
-    def _pg(cls, v: str | None) -> str | None:
+    def _pg(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         if not _PG_URL.match(v) or any(c.isspace() for c in v):
             raise PydanticCustomError(
                 "url", 'expected a URL like "postgresql://user@host:5432/db", got {got}',
-                {"got": _show(v[:12] + "…" if len(v) > 12 else v)},
+                {"got": _show(_url_shown(v))},
             )
         netloc = v.split("://", 1)[1].split("/", 1)[0]
         userinfo = netloc.rpartition("@")[0]
         if userinfo.partition(":")[2] or re.search(r"[?&]password=", v, re.IGNORECASE):
             # never echo it: the value holds the secret
+            if _from_env(info, "storage.url"):
+                raise PydanticCustomError(
+                    "url",
+                    "a password must not be part of the URL (not shown); name the variable holding it in"
+                    " storage.password_env (DRIFTWARDEN_STORAGE__PASSWORD_ENV), or use storage.password_file",
+                )
             raise PydanticCustomError(
                 "url",
                 "a password must not be written in the file (not shown); use"
@@ -1833,7 +1858,7 @@ def parse_config(
         if env_problems:
             raise ConfigError(env_problems, source)
     try:
-        cfg = Config.model_validate(data)
+        cfg = Config.model_validate(data, context={"env_keys": frozenset(origins)})
     except ValidationError as exc:
         raise ConfigError([_name_env(_describe(e), origins) for e in exc.errors()], source) from None
     problems, resolved, unresolved = _post_checks(cfg, base, environ, secrets)

@@ -662,6 +662,38 @@ CASES: list[tuple[str, str, str, str]] = [
         '[storage]\nurl = "mysql://db/x"\n',
         'storage.url: expected a URL like "postgresql://user@host:5432/db", got "mysql://db/x"',
     ),
+    # a bad URL is echoed without its user and password, whatever is wrong with it
+    (
+        "storage-url-scheme-userinfo",
+        "",
+        '[storage]\nurl = "pg://u:hunter2@h/db"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "pg://…@h/db"',
+    ),
+    (
+        "storage-url-no-scheme-userinfo",
+        "",
+        '[storage]\nurl = "u:hunter2/x@db.example:5432/db"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "…@db.example:5432/db"',
+    ),
+    (
+        "storage-url-space-userinfo",
+        "",
+        '[storage]\nurl = "postgresql://me:hunter 2@db/x"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "postgresql://…@db/x"',
+    ),
+    (
+        "storage-url-scheme-password-param",
+        "",
+        '[storage]\nurl = "postgres:/db/x?sslmode=require&password=hunter2"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got'
+        ' "postgres:/db/x?sslmode=require&password=…"',
+    ),
+    (
+        "webhook-url-userinfo",
+        "",
+        '[notifiers.h]\ntype = "webhook"\nurl = "htps://bot:hunter2@hooks.example/x"\n',
+        'notifiers.h.url: expected an http:// or https:// URL, got "htps://…@hooks.example/x"',
+    ),
     (
         "storage-url-password",
         "",
