@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -1286,6 +1287,13 @@ class Config(Strict):
 
     #: configured secrets the loader was asked not to resolve (see ``load_config(secrets=...)``)
     _unresolved: frozenset[str] = PrivateAttr(default=frozenset())
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the loader found worth fixing but not refusing, ``key: what and the fix``
+        (a secret file every user can read): ``run`` logs them, ``check`` prints them."""
+        return self._warnings
 
     def secret(self, path: str) -> str | None:
         """The resolved secret at ``path`` (None when none is configured there). A secret
@@ -1450,9 +1458,23 @@ def _abs(p: Path, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _exposed(key: str, p: Path) -> str | None:
+    """A warning when the secret file ``p`` (of config key ``key``) can be read by every
+    user on the machine. Not refused: container runtimes mount secrets with modes the
+    operator does not always choose (a Kubernetes Secret volume is 0644 by default)."""
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & stat.S_IROTH:
+        return None
+    return (f"{key}: {p} is readable by every user (mode {mode:04o}); restrict it: chmod 600 {p}"
+            " (640 if the daemon reads it through its group)")
+
+
 def _read_secret(
     problems: list[str], base: Path, path: str, env: str | None, file: Path | None,
-    environ: typing.Mapping[str, str] | None = None,
+    environ: typing.Mapping[str, str] | None = None, warnings: list[str] | None = None,
 ) -> SecretStr | None:
     if env:
         value = (os.environ if environ is None else environ).get(env)
@@ -1476,6 +1498,9 @@ def _read_secret(
                 f"{path}_file: expected a file holding the secret, got {_show(file)} (empty)"
             )
             return None
+        exposed = _exposed(f"{path}_file", p)
+        if exposed and warnings is not None:
+            warnings.append(exposed)
         return SecretStr(text)
     return None
 
@@ -1500,23 +1525,35 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
     return out
 
 
+class _Checked(typing.NamedTuple):
+    problems: list[str]
+    secrets: dict[str, SecretStr]
+    #: configured secrets not resolved (not in ``wanted``)
+    unresolved: set[str]
+    warnings: list[str]
+
+
+#: files the daemon reads that hold a secret without being one of the ``*_file`` keys
+_SECRET_FILES = ("ssl_keyfile", "sasl_oauth_token_file")
+
+
 def _post_checks(
     cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None,
     wanted: typing.Collection[str] | None = None,
-) -> tuple[list[str], dict[str, SecretStr], set[str]]:
+) -> _Checked:
     """Checks that need the file system, the environment or the whole config. Secrets
-    are resolved (and required) when their path is in ``wanted`` (default: all); the
-    paths of configured secrets left unresolved are returned third."""
+    are resolved (and required) when their path is in ``wanted`` (default: all)."""
     problems: list[str] = []
     secrets: dict[str, SecretStr] = {}
     unresolved: set[str] = set()
+    warnings: list[str] = []
 
     def secret(path: str, env: str | None, file: Path | None) -> None:
         if wanted is not None and path not in wanted:
             if env or file:
                 unresolved.add(path)
             return
-        s = _read_secret(problems, base, path, env, file, environ)
+        s = _read_secret(problems, base, path, env, file, environ, warnings)
         if s is not None:
             secrets[path] = s
 
@@ -1530,8 +1567,14 @@ def _post_checks(
     secret("kafka.sasl_password", cfg.kafka.sasl_password_env, cfg.kafka.sasl_password_file)
     secret("kafka.ssl_password", cfg.kafka.ssl_password_env, cfg.kafka.ssl_password_file)
     secret("storage.password", cfg.storage.password_env, cfg.storage.password_file)
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_oauth_token_file"):
+    for key in ("ssl_cafile", "ssl_certfile", *_SECRET_FILES):
         exists(f"kafka.{key}", getattr(cfg.kafka, key))
+    for key in _SECRET_FILES:
+        file = getattr(cfg.kafka, key)
+        if file is not None and (wanted is None or f"kafka.{key}" in wanted):
+            exposed = _exposed(f"kafka.{key}", _abs(file, base))
+            if exposed:
+                warnings.append(exposed)
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             secret(f"notifiers.{name}.token", n.token_env, n.token_file)
@@ -1598,7 +1641,7 @@ def _post_checks(
                 problems.append(
                     f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
                 )
-    return problems, secrets, unresolved
+    return _Checked(problems, secrets, unresolved, warnings)
 
 
 _SHAPES = {
@@ -1861,11 +1904,12 @@ def parse_config(
         cfg = Config.model_validate(data, context={"env_keys": frozenset(origins)})
     except ValidationError as exc:
         raise ConfigError([_name_env(_describe(e), origins) for e in exc.errors()], source) from None
-    problems, resolved, unresolved = _post_checks(cfg, base, environ, secrets)
-    if problems:
-        raise ConfigError([_name_env(p, origins) for p in problems], source)
-    cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": resolved})
-    cfg._unresolved = frozenset(unresolved)
+    checked = _post_checks(cfg, base, environ, secrets)
+    if checked.problems:
+        raise ConfigError([_name_env(p, origins) for p in checked.problems], source)
+    cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": checked.secrets})
+    cfg._unresolved = frozenset(checked.unresolved)
+    cfg._warnings = tuple(_name_env(w, origins) for w in checked.warnings)
     return cfg
 
 

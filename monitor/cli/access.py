@@ -10,6 +10,7 @@ writes without migrating either.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def _shared_store(cfg: Any, *, write: bool) -> Any:
     from storage.db import StorageError  # noqa: PLC0415
 
     where = "the PostgreSQL store of [storage] url"
+    for warning in cfg.warnings:  # the password file every user can read
+        print(f"driftwarden: warning: {warning}", file=sys.stderr)
     try:
         store = open_configured(cfg, readonly=not write, application_name="driftwarden cli", migrate=False)
         version = store.schema_version()

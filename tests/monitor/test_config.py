@@ -1111,6 +1111,46 @@ def test_store_secrets_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ]
 
 
+def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> None:
+    """A secret file others can read (mode 0644, as a container may mount it) is loaded
+    with a warning naming it and the fix; group-readable (0640) is fine."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    modes = {"api": 0o644, "pg": 0o604, "key.pem": 0o644, "slack": 0o640, "hook": 0o600, "sasl": 0o400}
+    for name, mode in modes.items():
+        (folder / name).write_text("s3cret\n")
+        (folder / name).chmod(mode)
+    rest = (
+        '[daemon]\napi_token_file = "secrets/api"\n'
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "u"\n'
+        'sasl_password_file = "secrets/sasl"\nssl_keyfile = "secrets/key.pem"\n'
+        '[storage]\nurl = "postgresql://me@db/x"\npassword_file = "secrets/pg"\n'
+        + SLACK + 'token_file = "secrets/slack"\nchannel = "#ml"\n'
+        + HOOK + 'secret_file = "secrets/hook"\n'
+    )
+    path = write(tmp_path, model_text() + rest)
+    shown = folder.resolve()
+
+    def warning(key: str, name: str, mode: str) -> str:
+        return (f"{key}: {shown / name} is readable by every user (mode {mode}); restrict it: chmod 600"
+                f" {shown / name} (640 if the daemon reads it through its group)")
+
+    cfg = load_config(path)
+    assert cfg.secret("daemon.api_token") == "s3cret"
+    assert cfg.warnings == (
+        warning("daemon.api_token_file", "api", "0644"),
+        warning("storage.password_file", "pg", "0604"),
+        warning("kafka.ssl_keyfile", "key.pem", "0644"),
+    )
+    # a command that reads the store is told only about the file it reads
+    assert load_config(path, secrets=cfgmod.STORE_SECRETS).warnings == (
+        warning("storage.password_file", "pg", "0604"),
+    )
+    for name in ("api", "pg", "key.pem"):
+        (folder / name).chmod(0o600)
+    assert load_config(path).warnings == ()
+
+
 def test_env_and_file_secrets_resolved_and_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
