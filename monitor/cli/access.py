@@ -73,6 +73,7 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(
             f"no database at {path}: the daemon has not run with this state dir yet, or {where}"
             " points elsewhere (give the folder that holds driftwarden.db)"
+            + (_shared_store_hint(config) if state_dir is not None else "")
         )
     try:
         store = Store(path, readonly=not write, migrate=False)
@@ -81,7 +82,19 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(f"{exc}; check that {path} is a driftwarden database readable by this user") from None
     except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a file that is not a database
         raise CliError(f"cannot read {path}: {exc}; check that it is a driftwarden database") from None
-    return _checked_version(store, str(path), version)
+    return _checked_version(store, str(path), version, backup="the state dir first")
+
+
+def _shared_store_hint(config: Path | None) -> str:
+    """When ``--state-dir`` (which wins by design) was given beside a config naming a
+    shared PostgreSQL store: how to read that store instead ("" otherwise)."""
+    try:
+        cfg = config_of(config)
+    except CliError:  # the config is not needed here: no hint rather than its errors
+        return ""
+    if cfg is None or cfg.storage.url is None:
+        return ""
+    return f"; {config} names a shared PostgreSQL store ([storage] url): leave out --state-dir to read it"
 
 
 def _shared_store(cfg: Any, *, write: bool) -> Any:
@@ -97,18 +110,18 @@ def _shared_store(cfg: Any, *, write: bool) -> Any:
         version = store.schema_version()
     except StorageError as exc:
         raise CliError(f"{exc}; check [storage] url and the password") from None
-    return _checked_version(store, where, version)
+    return _checked_version(store, where, version, backup="the database first, e.g. with pg_dump")
 
 
-def _checked_version(store: Any, path: str, version: int) -> Any:
+def _checked_version(store: Any, path: str, version: int, *, backup: str) -> Any:
     """``store`` (at ``path``, its schema ``version``) when the schema is this driftwarden's;
-    else closed and a :class:`CliError`."""
+    else closed and a :class:`CliError` (an older one: migrate after backing up ``backup``)."""
     latest = latest_schema()
     if version < latest:
         store.close()
         raise CliError(
             f"{path} has schema version {version}, this driftwarden expects {latest}: start the upgraded"
-            " daemon once or run `driftwarden migrate` (back up the state dir first)"
+            f" daemon once or run `driftwarden migrate` (back up {backup})"
         )
     if version > latest:
         store.close()

@@ -194,3 +194,51 @@ def test_read_commands_need_only_the_secret_that_opens_the_store(tmp_path: Path,
             f"driftwarden: invalid config {cfg}:\n"
             '  storage.password_env: environment variable "DW_TEST_PG_PASSWORD" is not set\n'
         ))
+
+
+def test_an_older_shared_store_is_refused_with_a_database_backup_hint(tmp_path: Path, pg_target: Any) -> None:
+    """On PostgreSQL the advice before migrating is to back up the database, not a state dir."""
+    from storage.schema import MIGRATIONS
+
+    top = MIGRATIONS[-1][0]
+    cfg = _config_with_secrets(tmp_path / "cli", pg_target)
+    newest = f"SELECT version, description, applied_at FROM schema_version WHERE version = {top}"
+    store = pg_target.open()
+    row = store.query(newest)[0]
+    with store.transaction():
+        store.execute("DELETE FROM schema_version WHERE version = ?", (top,))
+    try:
+        res = _invoke("windows", "-c", str(cfg))
+        assert (res.exit_code, res.stderr) == (1, (
+            f"driftwarden: the PostgreSQL store of [storage] url has schema version {top - 1}, this driftwarden"
+            f" expects {top}: start the upgraded daemon once or run `driftwarden migrate` (back up the"
+            " database first, e.g. with pg_dump)\n"
+        ))
+    finally:  # the database goes back to the pool of the test server: as it was
+        with store.transaction():
+            store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                          (row["version"], row["description"], row["applied_at"]))
+        store.close()
+
+
+def test_state_dir_beside_a_shared_store_config_says_how_to_read_the_shared_store(tmp_path: Path) -> None:
+    """``--state-dir`` wins over the config by design; when the config names a shared
+    PostgreSQL, a state dir without a database says that ``-c`` alone reads it."""
+    empty = tmp_path / "state"
+    empty.mkdir()
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    shared, local = tmp_path / "shared.toml", tmp_path / "local.toml"
+    model = '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    shared.write_text('[storage]\nurl = "postgresql://driftwarden@db.example/driftwarden"\n' + model)
+    local.write_text(model)
+    missing = (
+        f"driftwarden: no database at {empty}/driftwarden.db: the daemon has not run with this state dir yet,"
+        " or --state-dir points elsewhere (give the folder that holds driftwarden.db)"
+    )
+    res = _invoke("windows", "--state-dir", str(empty), "-c", str(shared))
+    assert (res.exit_code, res.stderr) == (1, missing + (
+        f"; {shared} names a shared PostgreSQL store ([storage] url): leave out --state-dir to read it\n"
+    ))
+    for args in (("-c", str(local)), ()):  # no shared store named: no hint
+        res = _invoke("windows", "--state-dir", str(empty), *args)
+        assert (res.exit_code, res.stderr) == (1, missing + "\n")
