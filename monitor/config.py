@@ -5,7 +5,9 @@ Every error names the key path, the bad value and what was expected, e.g.
 prints them and exits with status 2 before anything connects. Secrets are never
 literal: ``*_env = "NAME"`` reads an environment variable, ``*_file = "path"``
 reads a file (trailing newline stripped). Resolved secrets live in
-:attr:`Config.secrets`, keyed by their dotted path, and never in ``repr``.
+:attr:`Config.secrets`, keyed by their dotted path, and never in ``repr``. A command
+that only reads the store loads with ``secrets=STORE_SECRETS``: the others are not
+read, so an operator needs the store's password and none of the notifiers'.
 
 Relative paths (references, state directory, secret and TLS files) resolve
 against the folder of the config file. Types are strict: ``"30"`` is not an
@@ -18,6 +20,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -31,6 +34,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -62,6 +66,7 @@ __all__ = [
     "RetentionConfig",
     "RetryConfig",
     "RuleConfig",
+    "STORE_SECRETS",
     "SlackNotifierConfig",
     "WebhookNotifierConfig",
     "WindowConfig",
@@ -182,10 +187,23 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 FilePath = Annotated[Path, _StrictType(False)]
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+
+
+def _url_shown(v: str) -> str:
+    """A URL as an error message may quote it: without what may hold a secret, the
+    ``user:password@`` part (``pg://…@host/db``) and the value of a ``password=``."""
+    scheme = _SCHEME.match(v)
+    head, rest = (scheme.group(0), v[scheme.end():]) if scheme else ("", v)
+    if "@" in rest:  # the last one: a password may hold "@", "/" or "?" unencoded
+        rest = "…@" + rest.rpartition("@")[2]
+    return head + re.sub(r"(?i)(password=)[^&]*", r"\1…", rest)
+
+
 def _url(v: str) -> str:
     if not re.match(r"https?://[^/\s]+", v) or any(c.isspace() for c in v):
         raise PydanticCustomError(
-            "url", "expected an http:// or https:// URL, got {got}", {"got": _show(v)}
+            "url", "expected an http:// or https:// URL, got {got}", {"got": _show(_url_shown(v))}
         )
     return v
 
@@ -207,6 +225,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
     )
+
+
+#: the secrets that opening the store needs: all a command that only reads the store
+#: resolves (``load_config(path, secrets=STORE_SECRETS)``), so an operator reading the
+#: shared store needs neither the notifiers' nor the API's secrets
+STORE_SECRETS = frozenset({"storage.password"})
+_STORE_NOTE = "the secrets opening the store"
+
+
+def _from_env(info: ValidationInfo, path: str) -> bool:
+    """Whether the key at ``path`` was set by a ``DRIFTWARDEN_`` variable rather than
+    written in the file (:func:`parse_config` passes the paths the variables set)."""
+    return path in (info.context or {}).get("env_keys", ())
 
 
 def _secret_pair(model: BaseModel, stem: str) -> None:
@@ -1200,18 +1231,24 @@ class StorageConfig(Strict):
 
     @field_validator("url")
     @classmethod
-    def _pg(cls, v: str | None) -> str | None:
+    def _pg(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         if not _PG_URL.match(v) or any(c.isspace() for c in v):
             raise PydanticCustomError(
                 "url", 'expected a URL like "postgresql://user@host:5432/db", got {got}',
-                {"got": _show(v[:12] + "…" if len(v) > 12 else v)},
+                {"got": _show(_url_shown(v))},
             )
         netloc = v.split("://", 1)[1].split("/", 1)[0]
         userinfo = netloc.rpartition("@")[0]
         if userinfo.partition(":")[2] or re.search(r"[?&]password=", v, re.IGNORECASE):
             # never echo it: the value holds the secret
+            if _from_env(info, "storage.url"):
+                raise PydanticCustomError(
+                    "url",
+                    "a password must not be part of the URL (not shown); name the variable holding it in"
+                    " storage.password_env (DRIFTWARDEN_STORAGE__PASSWORD_ENV), or use storage.password_file",
+                )
             raise PydanticCustomError(
                 "url",
                 "a password must not be written in the file (not shown); use"
@@ -1248,7 +1285,22 @@ class Config(Strict):
                 return m
         raise KeyError(name)
 
+    #: configured secrets the loader was asked not to resolve (see ``load_config(secrets=...)``)
+    _unresolved: frozenset[str] = PrivateAttr(default=frozenset())
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the loader found worth fixing but not refusing, ``key: what and the fix``
+        (a secret file every user can read): ``run`` logs them, ``check`` prints them."""
+        return self._warnings
+
     def secret(self, path: str) -> str | None:
+        """The resolved secret at ``path`` (None when none is configured there). A secret
+        left unresolved (a config loaded for reading the store) raises ``LookupError``
+        rather than pass for one that is not configured."""
+        if path in self._unresolved:
+            raise LookupError(f"{path}: not resolved (the config was loaded with only {_STORE_NOTE})")
         s = self.secrets.get(path)
         return s.get_secret_value() if s is not None else None
 
@@ -1406,9 +1458,23 @@ def _abs(p: Path, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _exposed(key: str, p: Path) -> str | None:
+    """A warning when the secret file ``p`` (of config key ``key``) can be read by every
+    user on the machine. Not refused: container runtimes mount secrets with modes the
+    operator does not always choose (a Kubernetes Secret volume is 0644 by default)."""
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & stat.S_IROTH:
+        return None
+    return (f"{key}: {p} is readable by every user (mode {mode:04o}); restrict it: chmod 600 {p}"
+            " (640 if the daemon reads it through its group)")
+
+
 def _read_secret(
     problems: list[str], base: Path, path: str, env: str | None, file: Path | None,
-    environ: typing.Mapping[str, str] | None = None,
+    environ: typing.Mapping[str, str] | None = None, warnings: list[str] | None = None,
 ) -> SecretStr | None:
     if env:
         value = (os.environ if environ is None else environ).get(env)
@@ -1432,6 +1498,9 @@ def _read_secret(
                 f"{path}_file: expected a file holding the secret, got {_show(file)} (empty)"
             )
             return None
+        exposed = _exposed(f"{path}_file", p)
+        if exposed and warnings is not None:
+            warnings.append(exposed)
         return SecretStr(text)
     return None
 
@@ -1456,15 +1525,35 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
     return out
 
 
+class _Checked(typing.NamedTuple):
+    problems: list[str]
+    secrets: dict[str, SecretStr]
+    #: configured secrets not resolved (not in ``wanted``)
+    unresolved: set[str]
+    warnings: list[str]
+
+
+#: files the daemon reads that hold a secret without being one of the ``*_file`` keys
+_SECRET_FILES = ("ssl_keyfile", "sasl_oauth_token_file")
+
+
 def _post_checks(
-    cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None
-) -> tuple[list[str], dict[str, SecretStr]]:
-    """Checks that need the file system, the environment or the whole config."""
+    cfg: Config, base: Path, environ: typing.Mapping[str, str] | None = None,
+    wanted: typing.Collection[str] | None = None,
+) -> _Checked:
+    """Checks that need the file system, the environment or the whole config. Secrets
+    are resolved (and required) when their path is in ``wanted`` (default: all)."""
     problems: list[str] = []
     secrets: dict[str, SecretStr] = {}
+    unresolved: set[str] = set()
+    warnings: list[str] = []
 
     def secret(path: str, env: str | None, file: Path | None) -> None:
-        s = _read_secret(problems, base, path, env, file, environ)
+        if wanted is not None and path not in wanted:
+            if env or file:
+                unresolved.add(path)
+            return
+        s = _read_secret(problems, base, path, env, file, environ, warnings)
         if s is not None:
             secrets[path] = s
 
@@ -1478,8 +1567,14 @@ def _post_checks(
     secret("kafka.sasl_password", cfg.kafka.sasl_password_env, cfg.kafka.sasl_password_file)
     secret("kafka.ssl_password", cfg.kafka.ssl_password_env, cfg.kafka.ssl_password_file)
     secret("storage.password", cfg.storage.password_env, cfg.storage.password_file)
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_oauth_token_file"):
+    for key in ("ssl_cafile", "ssl_certfile", *_SECRET_FILES):
         exists(f"kafka.{key}", getattr(cfg.kafka, key))
+    for key in _SECRET_FILES:
+        file = getattr(cfg.kafka, key)
+        if file is not None and (wanted is None or f"kafka.{key}" in wanted):
+            exposed = _exposed(f"kafka.{key}", _abs(file, base))
+            if exposed:
+                warnings.append(exposed)
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             secret(f"notifiers.{name}.token", n.token_env, n.token_file)
@@ -1546,7 +1641,7 @@ def _post_checks(
                 problems.append(
                     f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
                 )
-    return problems, secrets
+    return _Checked(problems, secrets, unresolved, warnings)
 
 
 _SHAPES = {
@@ -1788,11 +1883,16 @@ def parse_config(
     base_dir: Path | None = None,
     source: str = "",
     environ: typing.Mapping[str, str] | None = None,
+    secrets: typing.Collection[str] | None = None,
 ) -> Config:
     """Validate an already-parsed TOML document; relative paths resolve against ``base_dir``.
 
     With ``environ``, ``DRIFTWARDEN_<PATH>`` variables override keys first (see
     :func:`apply_env_overrides`); an error about such a key names its variable.
+    ``secrets``: the dotted paths of the secrets to resolve, and so to require (e.g.
+    :data:`STORE_SECRETS`); default: every configured one. The others are still
+    validated as keys (``*_env`` a variable name, not both ``_env`` and ``_file``) but
+    not read; :meth:`Config.secret` refuses them.
     """
     base = (base_dir or Path.cwd()).resolve()
     origins: dict[str, str] = {}
@@ -1801,19 +1901,29 @@ def parse_config(
         if env_problems:
             raise ConfigError(env_problems, source)
     try:
-        cfg = Config.model_validate(data)
+        cfg = Config.model_validate(data, context={"env_keys": frozenset(origins)})
     except ValidationError as exc:
         raise ConfigError([_name_env(_describe(e), origins) for e in exc.errors()], source) from None
-    problems, secrets = _post_checks(cfg, base, environ)
-    if problems:
-        raise ConfigError([_name_env(p, origins) for p in problems], source)
-    cfg = _resolve_paths(cfg, base)
-    return cfg.model_copy(update={"secrets": secrets})
+    checked = _post_checks(cfg, base, environ, secrets)
+    if checked.problems:
+        raise ConfigError([_name_env(p, origins) for p in checked.problems], source)
+    cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": checked.secrets})
+    cfg._unresolved = frozenset(checked.unresolved)
+    cfg._warnings = tuple(_name_env(w, origins) for w in checked.warnings)
+    return cfg
 
 
-def load_config(path: str | Path, *, environ: typing.Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path,
+    *,
+    environ: typing.Mapping[str, str] | None = None,
+    secrets: typing.Collection[str] | None = None,
+) -> Config:
     """Read and validate a TOML file, then the ``DRIFTWARDEN_<PATH>`` overrides of ``environ``
-    (default: this process's environment). Raises :class:`ConfigError` naming every problem."""
+    (default: this process's environment). Raises :class:`ConfigError` naming every problem.
+
+    ``secrets``: resolve only these (see :func:`parse_config`): the command line's read
+    commands pass :data:`STORE_SECRETS`; ``run`` and ``check`` resolve every one."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -1826,5 +1936,6 @@ def load_config(path: str | Path, *, environ: typing.Mapping[str, str] | None = 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], str(p)) from None
     return parse_config(
-        data, base_dir=p.resolve().parent, source=str(p), environ=os.environ if environ is None else environ
+        data, base_dir=p.resolve().parent, source=str(p), environ=os.environ if environ is None else environ,
+        secrets=secrets,
     )

@@ -10,6 +10,7 @@ writes without migrating either.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,22 +32,21 @@ def state_dir_of(config: Path | None, state_dir: Path | None) -> Path:
         return Path(state_dir)
     if config is None:
         raise CliError("give --config FILE (or DRIFTWARDEN_CONFIG) or --state-dir DIR", 2)
-    from monitor.config import load_config  # noqa: PLC0415
-
-    try:
-        return Path(load_config(config).daemon.state_dir)
-    except ConfigError as exc:
-        raise CliError(str(exc), 2) from None
+    return Path(config_of(config).daemon.state_dir)
 
 
 def config_of(config: Path | None) -> Any | None:
-    """The loaded config when ``-c`` was given, else None; a bad config is a :class:`CliError`."""
+    """The loaded config when ``-c`` was given, else None; a bad config is a :class:`CliError`.
+
+    Only the secrets that open the store are resolved (the PostgreSQL password): a
+    command that reads the store needs neither the notifiers' nor the API's secrets,
+    which ``run`` and ``check`` still require."""
     if config is None:
         return None
-    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.config import STORE_SECRETS, load_config  # noqa: PLC0415
 
     try:
-        return load_config(config)
+        return load_config(config, secrets=STORE_SECRETS)
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
 
@@ -73,6 +73,7 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(
             f"no database at {path}: the daemon has not run with this state dir yet, or {where}"
             " points elsewhere (give the folder that holds driftwarden.db)"
+            + (_shared_store_hint(config) if state_dir is not None else "")
         )
     try:
         store = Store(path, readonly=not write, migrate=False)
@@ -81,7 +82,19 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(f"{exc}; check that {path} is a driftwarden database readable by this user") from None
     except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a file that is not a database
         raise CliError(f"cannot read {path}: {exc}; check that it is a driftwarden database") from None
-    return _checked_version(store, str(path), version)
+    return _checked_version(store, str(path), version, backup="the state dir first")
+
+
+def _shared_store_hint(config: Path | None) -> str:
+    """When ``--state-dir`` (which wins by design) was given beside a config naming a
+    shared PostgreSQL store: how to read that store instead ("" otherwise)."""
+    try:
+        cfg = config_of(config)
+    except CliError:  # the config is not needed here: no hint rather than its errors
+        return ""
+    if cfg is None or cfg.storage.url is None:
+        return ""
+    return f"; {config} names a shared PostgreSQL store ([storage] url): leave out --state-dir to read it"
 
 
 def _shared_store(cfg: Any, *, write: bool) -> Any:
@@ -90,23 +103,25 @@ def _shared_store(cfg: Any, *, write: bool) -> Any:
     from storage.db import StorageError  # noqa: PLC0415
 
     where = "the PostgreSQL store of [storage] url"
+    for warning in cfg.warnings:  # the password file every user can read
+        print(f"driftwarden: warning: {warning}", file=sys.stderr)
     try:
         store = open_configured(cfg, readonly=not write, application_name="driftwarden cli", migrate=False)
         version = store.schema_version()
     except StorageError as exc:
         raise CliError(f"{exc}; check [storage] url and the password") from None
-    return _checked_version(store, where, version)
+    return _checked_version(store, where, version, backup="the database first, e.g. with pg_dump")
 
 
-def _checked_version(store: Any, path: str, version: int) -> Any:
+def _checked_version(store: Any, path: str, version: int, *, backup: str) -> Any:
     """``store`` (at ``path``, its schema ``version``) when the schema is this driftwarden's;
-    else closed and a :class:`CliError`."""
+    else closed and a :class:`CliError` (an older one: migrate after backing up ``backup``)."""
     latest = latest_schema()
     if version < latest:
         store.close()
         raise CliError(
             f"{path} has schema version {version}, this driftwarden expects {latest}: start the upgraded"
-            " daemon once or run `driftwarden migrate` (back up the state dir first)"
+            f" daemon once or run `driftwarden migrate` (back up {backup})"
         )
     if version > latest:
         store.close()

@@ -61,7 +61,11 @@ def run(config: ConfigOpt) -> None:
     from storage.state_dir import DAEMON_UMASK, StateDirError, prepare_state_dir  # noqa: PLC0415
 
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format, secrets=cfg.secrets)
+    import logging  # noqa: PLC0415
     import os  # noqa: PLC0415
+
+    for warning in cfg.warnings:  # e.g. a secret file every user can read
+        logging.getLogger("driftwarden.config").warning("%s", warning)
     import signal  # noqa: PLC0415
 
     os.umask(DAEMON_UMASK)  # the state dir is 0700 and every file in it 0600

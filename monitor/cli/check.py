@@ -220,6 +220,8 @@ def run_checks(
         f"config: {len(cfg.models)} model(s), {len(cfg.rules)} rule(s), {len(cfg.notifiers)} notifier(s)"
         + refs,
     )
+    for warning in cfg.warnings:  # worth fixing, not failing (a secret file every user can read)
+        line(True, warning, WARN)
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
     checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg))]
     if cfg.storage.url is not None:

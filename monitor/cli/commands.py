@@ -243,13 +243,7 @@ def silence_add(
 
     known = None
     if config is not None and state_dir is None:
-        from monitor.config import ConfigError, load_config  # noqa: PLC0415
-
-        try:
-            known = [r.name for r in load_config(config).rules]
-        except ConfigError as exc:
-            typer.echo(f"driftwarden: {exc}", err=True)
-            raise typer.Exit(2) from None
+        known = [r.name for r in _options(lambda: config_of(config)).rules]
     with _store(config, state_dir, write=True) as store:
         add(store, model=model, rule=rule, duration=duration, until=until, comment=comment, created_by=created_by,
             known_rules=known, as_json=as_json, echo=_echo)

@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from monitor.cli.access import CliError
-from monitor.cli.render import Col, details, emit_json, short_time, table, time_range
+from monitor.cli.render import Col, details, emit_json, fit_list, short_time, table, time_range
 
 Echo = Callable[[str], Any]
 
 
-def _drifted_text(cols: list[dict[str, Any]]) -> list[str]:
-    """One drifted column per line: ``age 0.833``."""
-    return [f"{c['column']} {c['score']:.3g}" if c["score"] is not None else c["column"] for c in cols]
+def _drifted_text(r: Mapping[str, Any], width: int) -> str:
+    """A window's drifted columns in one line of ``width``: ``age 0.833, plan 0.41``, else
+    the names alone, else as many as fit and how many more (``age +4``)."""
+    cols = r["drifted_columns"]
+    full = [f"{c['column']} {c['score']:.3g}" if c["score"] is not None else c["column"] for c in cols]
+    return fit_list(full, width, short=[c["column"] for c in cols])
 
 
 # --------------------------------------------------------------------------- windows
@@ -59,33 +62,42 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
         # with labels: coverage and the headline figure with its confidence interval
         labels = [
             Col("labelled", lambda r: "-" if r.get("label_coverage") is None else f"{r['label_coverage']:.0%}",
-                justify="right"),
-            Col("performance", lambda r: _performance_text(r.get("performance") or {}), no_wrap=True),
+                no_wrap=True, justify="right", drop=4),
+            Col("performance", "performance", fit=lambda r, w: _performance_text(r.get("performance") or {}, w),
+                min_width=14, drop=2),
         ]
+    # At 80 columns what tells windows apart keeps its width (ref, model, version,
+    # segment, time, rows, verdict); the drifted columns shrink to "age +4" and the
+    # performance figure loses its interval; then labelled, "drift at", performance and
+    # the drifted columns are left out, in that order. Only if that is not enough are
+    # the widest identifying values cut in their middle.
     table(title, [
-        Col("ref", "ref", no_wrap=True),
-        Col("model", "model", hoist=True),
+        Col("ref", "ref", no_wrap=True, cut=False),
+        Col("model", "model", no_wrap=True, hoist=True),
         Col("version", lambda r: r["version"] or "-", no_wrap=True, hoist=True),
         Col("segment", lambda r: r["segment"] or "(all)", no_wrap=True, hoist=True),
         Col("window (UTC)", span, no_wrap=True),
-        Col("rows", "rows", justify="right"),
+        Col("rows", "rows", no_wrap=True, justify="right"),
         Col("drift", lambda r: _verdict(r), no_wrap=True),
         # the share each verdict was held against (drift.share, or calibrated): the same
         # for every row (the usual case) goes to the title
-        Col("drift at", lambda r: _share(r), no_wrap=True, hoist=True),
-        Col("drifted columns", lambda r: _drifted_text(r["drifted_columns"])),
+        Col("drift at", lambda r: _share(r), no_wrap=True, hoist=True, drop=3),
+        Col("drifted columns", "drifted_columns", fit=_drifted_text, min_width=6, drop=1),
         *labels,
     ], rows)
 
 
-def _performance_text(perf: Mapping[str, Any]) -> str:
-    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``."""
+def _performance_text(perf: Mapping[str, Any], width: int = 10**6) -> str:
+    """The first headline figure of a window, as ``accuracy 0.831 [0.80, 0.86]``; without
+    the interval when ``width`` is too small for it."""
     for name, f in perf.items():
         if f.get("value") is None:
             continue
         text = f"{name} {f['value']:.3g}"
         if f.get("ci_low") is not None and f.get("ci_high") is not None:
-            text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
+            interval = f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
+            if len(text + interval) <= width:
+                text += interval
         return text
     return "-"
 
@@ -400,7 +412,7 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
     table("deliveries", [Col("notifier", "notifier"), Col("status", "status"), Col("count", "n", justify="right")],
           out["deliveries"])
     if out["label_join"]:
-        table("label join", [Col("model", "model"), *[Col(k, k, justify="right") for k in
+        table("label join", [Col("model", "model", no_wrap=True), *[Col(k.replace("_", " "), k, no_wrap=True, justify="right") for k in
               ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",
                "unmatched_labels")]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
     if any(p["owner"] for p in out["partitions"]):

@@ -603,6 +603,8 @@ class Daemon:
             self.on_event("reload", {"ok": False, "reason": str(exc)})
             return
         log.info("reloaded %s: %s", self.config_path, plan.summary)
+        for warning in plan.config.warnings:  # e.g. a secret file every user can read
+            logging.getLogger("driftwarden.config").warning("%s", warning)
         self.systemd.ready(f"reloaded: {plan.summary}")
         self.on_event("reload", {"ok": True, "summary": plan.summary})
 

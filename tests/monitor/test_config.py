@@ -662,6 +662,38 @@ CASES: list[tuple[str, str, str, str]] = [
         '[storage]\nurl = "mysql://db/x"\n',
         'storage.url: expected a URL like "postgresql://user@host:5432/db", got "mysql://db/x"',
     ),
+    # a bad URL is echoed without its user and password, whatever is wrong with it
+    (
+        "storage-url-scheme-userinfo",
+        "",
+        '[storage]\nurl = "pg://u:hunter2@h/db"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "pg://…@h/db"',
+    ),
+    (
+        "storage-url-no-scheme-userinfo",
+        "",
+        '[storage]\nurl = "u:hunter2/x@db.example:5432/db"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "…@db.example:5432/db"',
+    ),
+    (
+        "storage-url-space-userinfo",
+        "",
+        '[storage]\nurl = "postgresql://me:hunter 2@db/x"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "postgresql://…@db/x"',
+    ),
+    (
+        "storage-url-scheme-password-param",
+        "",
+        '[storage]\nurl = "postgres:/db/x?sslmode=require&password=hunter2"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got'
+        ' "postgres:/db/x?sslmode=require&password=…"',
+    ),
+    (
+        "webhook-url-userinfo",
+        "",
+        '[notifiers.h]\ntype = "webhook"\nurl = "htps://bot:hunter2@hooks.example/x"\n',
+        'notifiers.h.url: expected an http:// or https:// URL, got "htps://…@hooks.example/x"',
+    ),
     (
         "storage-url-password",
         "",
@@ -1036,6 +1068,87 @@ def test_bad_durations_refused(text: str) -> None:
 @pytest.mark.parametrize("text", ["500ms", "30s", "15m", "1h30m", "2d", "1d2h3m4s5ms"])
 def test_format_duration_round_trips(text: str) -> None:
     assert format_duration(parse_duration(text)) == text
+
+
+def test_store_secrets_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``secrets=STORE_SECRETS`` (the command line's read commands): the store's password
+    is resolved and required, the others are neither read nor required, and asking for
+    one is an error rather than None (which would pass for "not configured")."""
+    monkeypatch.delenv("DW_TEST_UNSET", raising=False)
+    monkeypatch.setenv("DW_TEST_PG", "pg-secret")
+    rest = (
+        '[daemon]\napi_token_env = "DW_TEST_UNSET"\n'
+        '[storage]\nurl = "postgresql://me@db/x"\npassword_env = "DW_TEST_PG"\n'
+        + SLACK + 'token_file = "missing-token"\nchannel = "#ml"\n'
+        + HOOK + 'kind = "retrain"\nsecret_env = "DW_TEST_UNSET"\n'
+    )
+    path = write(tmp_path, model_text() + rest)
+    cfg = load_config(path, secrets=cfgmod.STORE_SECRETS)
+    assert cfg.secret("storage.password") == "pg-secret"
+    assert set(cfg.secrets) == {"storage.password"}
+    for unread in ("daemon.api_token", "notifiers.s.token", "notifiers.h.secret"):
+        with pytest.raises(LookupError, match=f"^{re.escape(unread)}: not resolved"):
+            cfg.secret(unread)
+    assert cfg.secret("notifiers.s.webhook_url") is None  # not configured at all
+    # the keys themselves are still validated
+    bad = rest.replace('secret_env = "DW_TEST_UNSET"', 'secret_env = "whsec_literal value"')
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path / "bad", model_text() + bad), secrets=cfgmod.STORE_SECRETS)
+    assert [p.split(":")[0] for p in exc.value.problems] == ["notifiers.h.secret_env"]
+    # the store's password stays required; every secret is, by default (run, check)
+    monkeypatch.delenv("DW_TEST_PG")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, secrets=cfgmod.STORE_SECRETS)
+    assert exc.value.problems == ['storage.password_env: environment variable "DW_TEST_PG" is not set']
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [
+        'daemon.api_token_env: environment variable "DW_TEST_UNSET" is not set',
+        'storage.password_env: environment variable "DW_TEST_PG" is not set',
+        'notifiers.s.token_file: expected a readable file, got "missing-token" (No such file or directory)',
+        'notifiers.h.secret_env: environment variable "DW_TEST_UNSET" is not set',
+    ]
+
+
+def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> None:
+    """A secret file others can read (mode 0644, as a container may mount it) is loaded
+    with a warning naming it and the fix; group-readable (0640) is fine."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    modes = {"api": 0o644, "pg": 0o604, "key.pem": 0o644, "slack": 0o640, "hook": 0o600, "sasl": 0o400}
+    for name, mode in modes.items():
+        (folder / name).write_text("s3cret\n")
+        (folder / name).chmod(mode)
+    rest = (
+        '[daemon]\napi_token_file = "secrets/api"\n'
+        '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "u"\n'
+        'sasl_password_file = "secrets/sasl"\nssl_keyfile = "secrets/key.pem"\n'
+        '[storage]\nurl = "postgresql://me@db/x"\npassword_file = "secrets/pg"\n'
+        + SLACK + 'token_file = "secrets/slack"\nchannel = "#ml"\n'
+        + HOOK + 'secret_file = "secrets/hook"\n'
+    )
+    path = write(tmp_path, model_text() + rest)
+    shown = folder.resolve()
+
+    def warning(key: str, name: str, mode: str) -> str:
+        return (f"{key}: {shown / name} is readable by every user (mode {mode}); restrict it: chmod 600"
+                f" {shown / name} (640 if the daemon reads it through its group)")
+
+    cfg = load_config(path)
+    assert cfg.secret("daemon.api_token") == "s3cret"
+    assert cfg.warnings == (
+        warning("daemon.api_token_file", "api", "0644"),
+        warning("storage.password_file", "pg", "0604"),
+        warning("kafka.ssl_keyfile", "key.pem", "0644"),
+    )
+    # a command that reads the store is told only about the file it reads
+    assert load_config(path, secrets=cfgmod.STORE_SECRETS).warnings == (
+        warning("storage.password_file", "pg", "0604"),
+    )
+    for name in ("api", "pg", "key.pem"):
+        (folder / name).chmod(0o600)
+    assert load_config(path).warnings == ()
 
 
 def test_env_and_file_secrets_resolved_and_never_shown(

@@ -164,6 +164,21 @@ def test_errors_name_the_variable(conf: Path) -> None:
         "DRIFTWARDEN_NOTIFIERS__SLACK__TOKEN: secrets are never literal: set"
         " DRIFTWARDEN_NOTIFIERS__SLACK__TOKEN_ENV to the name of the variable holding notifiers.Slack.token"
     ]
+    # a password in a URL from the environment: refused for what it is, and not echoed
+    assert problems(conf, DRIFTWARDEN_STORAGE__URL="postgresql://me:hunter2@db/x") == [
+        "storage.url (from DRIFTWARDEN_STORAGE__URL): a password must not be part of the URL (not shown);"
+        " name the variable holding it in storage.password_env (DRIFTWARDEN_STORAGE__PASSWORD_ENV), or use"
+        " storage.password_file"
+    ]
+    assert problems(conf, DRIFTWARDEN_STORAGE__URL="postgresql://me@db/x?password=hunter2") == [
+        "storage.url (from DRIFTWARDEN_STORAGE__URL): a password must not be part of the URL (not shown);"
+        " name the variable holding it in storage.password_env (DRIFTWARDEN_STORAGE__PASSWORD_ENV), or use"
+        " storage.password_file"
+    ]
+    assert problems(conf, DRIFTWARDEN_STORAGE__URL="pg://me:hunter2@db/x") == [
+        'storage.url (from DRIFTWARDEN_STORAGE__URL): expected a URL like "postgresql://user@host:5432/db",'
+        ' got "pg://…@db/x"'
+    ]
     # checks after parsing (files, cross references) name it too
     assert problems(conf, DRIFTWARDEN_MODELS__0__REFERENCE="missing.csv") == [
         f'models[0].reference (from DRIFTWARDEN_MODELS__0__REFERENCE): expected an existing file, got'

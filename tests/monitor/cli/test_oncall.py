@@ -151,12 +151,91 @@ def test_windows_table_fits_80_columns_and_shows_what_matters(where: tuple[str, 
     assert "model churn" in out  # one model: said once, in the title
     assert LONG_SEGMENT in out  # the segment whole, on one line
     drifted = [line for line in out.splitlines() if "DRIFT 0.60" in line]
-    assert len(drifted) >= 1 and "age 0.83" in drifted[0]  # drifted columns listed, one per line
-    assert "monthly_" in out and "1.09" in out
+    # the whole segment leaves no room for both drifted columns: the first, and how many more
+    assert len(drifted) >= 1 and drifted[0].rstrip().endswith("DRIFT 0.60  age +1")
+    wide = [line for line in cli("windows", *where, "--limit", "6", columns=120).stdout.splitlines()
+            if "DRIFT 0.60" in line]
+    assert wide[0].rstrip().endswith("DRIFT 0.60  age 0.83, monthly_charges 1.09")
     # times are short: hours and minutes, no year, no ISO "T"
     assert str(NOW.year) not in out and ":00.000Z" not in out
     first = [line for line in out.splitlines() if "DRIFT 0.60" in line][0]
     assert re.search(r" \d\d:\d\d–\d\d:\d\d ", first), first
+
+
+MODELS = [("churn", "v12"), ("fraud-detector-eu", "2026.11.2"), ("ltv-forecast", "v3")]
+DRIFTED = {"monthly_charges": 1.09, "tenure_days": 0.41, "age": 0.83, "contract_type": 0.2, "payment_method": 0.35}
+
+
+def _seed_models(store: Store) -> None:
+    """Windows of three models with versions of their own, each with five drifted columns
+    and, once labels matured, a coverage and an accuracy with its interval."""
+    from storage.labels import write_performance
+
+    with store.transaction():
+        for i in range(3):
+            start = DAY + timedelta(minutes=15 * i)
+            for model, version in MODELS:
+                key = WindowKey(model, version, "", _iso(start), _iso(start + timedelta(minutes=15)))
+                metrics = [MetricRow("", "drift_share", 1.0, threshold=0.5, drifted=True)] + [
+                    MetricRow(c, "drift_score", v, threshold=0.1, drifted=True, test="wasserstein")
+                    for c, v in DRIFTED.items()
+                ]
+                write_window(store, WindowRecord(key, 12345, "ok", NOW), metrics)
+                write_performance(store, key, [MetricRow("", "label_coverage", 0.93),
+                                               MetricRow("", "accuracy", 0.831, ci_low=0.8, ci_high=0.86)],
+                                  computed_at=NOW)
+    store.close()
+
+
+def _table_rows(out: str) -> list[str]:
+    """The lines under a table's header rule; each must be one window (its ref first)."""
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.strip() and set(line.strip()) == {"─"})
+    end = next((i for i, line in enumerate(lines) if line.startswith("hidden at ")), len(lines))
+    body = [line.strip() for line in lines[rule + 1:end] if line.strip()]
+    for line in body:  # a cell wrapped onto a line of its own would not start with a ref
+        assert re.match(r"[0-9a-f]{8}  ", line), (line, out)
+    return body
+
+
+def test_windows_table_at_80_columns_keeps_what_tells_windows_apart(
+    store_target: StoreTarget, tmp_path: Path
+) -> None:
+    """Several models (not a terminal, or 80 columns): every window on one line with its
+    model, version, time, rows and verdict whole; the drifted columns shrink to the first
+    and a count; what does not fit is named under the table, never squeezed."""
+    _seed_models(store_target.open())
+    where = store_target.cli_args(tmp_path / "cli")
+    known = {w["ref"]: w for w in doc("windows", *where)["items"]}  # type: ignore[union-attr]
+    assert len(known) == 9
+    out = ok("windows", *where)
+    _fits(out)
+    rows = _table_rows(out)
+    assert len(rows) == 9
+    for line in rows:
+        w = known[line[:8]]
+        assert re.search(rf"  {re.escape(w['model'])} +{re.escape(w['version'])} +\d\d:\d\d–\d\d:\d\d"
+                         r" +12345  DRIFT 1\.00  age \+4$", line), line
+    assert out.splitlines()[-1] == "hidden at 80 columns: labelled, performance (see --json)"
+    # one model: it goes to the title, and the labels' columns fit beside the drifted ones
+    one = ok("windows", *where, "--model", "fraud-detector-eu")
+    _fits(one)
+    assert "model fraud-detector-eu, version 2026.11.2" in one.splitlines()[0]
+    rows = _table_rows(one)
+    assert len(rows) == 3
+    assert all(re.search(r"  12345  DRIFT 1\.00  age \+4 +93%  accuracy 0\.831$", line) for line in rows), one
+    # narrower than what tells windows apart: values are cut in their middle, still one line each
+    # (the ref, which `windows show` takes, never)
+    narrow = cli("windows", *where, columns=50).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 50, narrow
+    assert {line[:8] for line in _table_rows(narrow)} == set(known), narrow
+    assert "fra…-eu" in narrow
+    # a wide terminal shows everything whole
+    wide = cli("windows", *where, "--model", "fraud-detector-eu", columns=200).stdout
+    rows = _table_rows(wide)
+    assert all(line.endswith(
+        "DRIFT 1.00  age 0.83, contract_type 0.2, monthly_charges 1.09, payment_method 0.35, tenure_days 0.41"
+        "       93%  accuracy 0.831 [0.8, 0.86]") for line in rows), wide
 
 
 def test_windows_filters_and_json(where: tuple[str, str]) -> None:

@@ -7,6 +7,7 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,125 @@ def test_check_reaches_the_shared_postgres(tmp_path: Path, pg_target) -> None:
     assert "reachable (schema up to date)" in check_storage(load_config(good))
     with pytest.raises(StorageError, match="127.0.0.1:1"):
         check_storage(load_config(bad))
+
+
+# notifiers and an API token whose secrets are missing where the operator reads: an
+# environment variable that is not set, a file that is not there
+OTHER_SECRETS = """
+[notifiers.retrain]
+type = "webhook"
+kind = "retrain"
+url = "https://retrain.example.com/hook"
+secret_env = "DW_TEST_WEBHOOK_SECRET"
+
+[notifiers.slack]
+type = "slack"
+channel = "#ml"
+token_file = "secrets/slack-token"
+"""
+
+
+def _config_with_secrets(folder: Path, target: StoreTarget) -> Path:
+    """A config of ``target``'s store (PostgreSQL: ``[storage] url`` with ``password_env``;
+    SQLite: ``daemon.state_dir``) that also names secrets a read command does not need."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    daemon = '[daemon]\napi_token_env = "DW_TEST_API_TOKEN"\n'
+    if target.kind == "postgres":
+        store = target.storage_toml() + 'password_env = "DW_TEST_PG_PASSWORD"\n'
+    else:
+        daemon += f'state_dir = "{target.path.parent}"\n'  # type: ignore[attr-defined]
+        store = ""
+    cfg = folder / "dw.toml"
+    cfg.write_text(
+        daemon + store
+        + '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+        + OTHER_SECRETS
+    )
+    return cfg
+
+
+def _invoke(*args: str, **env: str | None) -> Any:
+    base: dict[str, str | None] = {"COLUMNS": "200", "DRIFTWARDEN_CONFIG": None, "DW_TEST_API_TOKEN": None,
+                                   "DW_TEST_WEBHOOK_SECRET": None, "DW_TEST_PG_PASSWORD": "not-checked-here"}
+    return CliRunner().invoke(app, list(args), env={**base, **env})
+
+
+def test_read_commands_need_only_the_secret_that_opens_the_store(tmp_path: Path, store_target: StoreTarget) -> None:
+    """Reading the store needs its password (PostgreSQL), not the notifiers' or the API's
+    secrets; ``run`` and ``check`` still refuse a config whose secrets are missing."""
+    import json
+
+    _hostile_windows(store_target.open())
+    cfg = _config_with_secrets(tmp_path / "cli", store_target)
+    kinds = {("windows",): "windows", ("alerts",): "alerts", ("dead-letters",): "dead_letters",
+             ("deliveries",): "deliveries", ("silence", "list"): "silences", ("status",): "status"}
+    for args, kind in kinds.items():
+        res = _invoke(*args, "-c", str(cfg), "--json")
+        assert res.exit_code == 0, (args, res.output)
+        assert json.loads(res.stdout)["kind"] == kind
+    rows = json.loads(_invoke("windows", "-c", str(cfg), "--json").stdout)["items"]
+    assert sorted(r["rows"] for r in rows) == [100, 101, 102]
+    missing = (
+        f"driftwarden: invalid config {cfg}:\n"
+        '  daemon.api_token_env: environment variable "DW_TEST_API_TOKEN" is not set\n'
+        '  notifiers.retrain.secret_env: environment variable "DW_TEST_WEBHOOK_SECRET" is not set\n'
+        '  notifiers.slack.token_file: expected a readable file, got "secrets/slack-token" (No such file or directory)\n'
+    )
+    for command in ("run", "check"):
+        res = _invoke(command, "-c", str(cfg))
+        assert (res.exit_code, res.stderr) == (2, missing), command
+    if store_target.kind == "postgres":  # the store's own password stays required
+        res = _invoke("status", "-c", str(cfg), DW_TEST_PG_PASSWORD=None)
+        assert (res.exit_code, res.stderr) == (2, (
+            f"driftwarden: invalid config {cfg}:\n"
+            '  storage.password_env: environment variable "DW_TEST_PG_PASSWORD" is not set\n'
+        ))
+
+
+def test_an_older_shared_store_is_refused_with_a_database_backup_hint(tmp_path: Path, pg_target: Any) -> None:
+    """On PostgreSQL the advice before migrating is to back up the database, not a state dir."""
+    from storage.schema import MIGRATIONS
+
+    top = MIGRATIONS[-1][0]
+    cfg = _config_with_secrets(tmp_path / "cli", pg_target)
+    newest = f"SELECT version, description, applied_at FROM schema_version WHERE version = {top}"
+    store = pg_target.open()
+    row = store.query(newest)[0]
+    with store.transaction():
+        store.execute("DELETE FROM schema_version WHERE version = ?", (top,))
+    try:
+        res = _invoke("windows", "-c", str(cfg))
+        assert (res.exit_code, res.stderr) == (1, (
+            f"driftwarden: the PostgreSQL store of [storage] url has schema version {top - 1}, this driftwarden"
+            f" expects {top}: start the upgraded daemon once or run `driftwarden migrate` (back up the"
+            " database first, e.g. with pg_dump)\n"
+        ))
+    finally:  # the database goes back to the pool of the test server: as it was
+        with store.transaction():
+            store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                          (row["version"], row["description"], row["applied_at"]))
+        store.close()
+
+
+def test_state_dir_beside_a_shared_store_config_says_how_to_read_the_shared_store(tmp_path: Path) -> None:
+    """``--state-dir`` wins over the config by design; when the config names a shared
+    PostgreSQL, a state dir without a database says that ``-c`` alone reads it."""
+    empty = tmp_path / "state"
+    empty.mkdir()
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    shared, local = tmp_path / "shared.toml", tmp_path / "local.toml"
+    model = '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    shared.write_text('[storage]\nurl = "postgresql://driftwarden@db.example/driftwarden"\n' + model)
+    local.write_text(model)
+    missing = (
+        f"driftwarden: no database at {empty}/driftwarden.db: the daemon has not run with this state dir yet,"
+        " or --state-dir points elsewhere (give the folder that holds driftwarden.db)"
+    )
+    res = _invoke("windows", "--state-dir", str(empty), "-c", str(shared))
+    assert (res.exit_code, res.stderr) == (1, missing + (
+        f"; {shared} names a shared PostgreSQL store ([storage] url): leave out --state-dir to read it\n"
+    ))
+    for args in (("-c", str(local)), ()):  # no shared store named: no hint
+        res = _invoke("windows", "--state-dir", str(empty), *args)
+        assert (res.exit_code, res.stderr) == (1, missing + "\n")
