@@ -45,8 +45,12 @@ class FreezeProxy:
                 return
             up = socket.socket(socket.AF_UNIX)
             up.connect(self.sock_path)
-            for a, b in ((c, up), (up, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            self._serve(c, up)
+
+    def _serve(self, c: socket.socket, up: socket.socket) -> None:
+        """Forward one client connection ``c`` to the server's ``up``, both ways."""
+        for a, b in ((c, up), (up, c)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         try:
@@ -59,11 +63,7 @@ class FreezeProxy:
         except OSError:
             pass
         finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _cut(a, b)
 
     def close(self) -> None:
         self.running.set()
@@ -92,17 +92,10 @@ class CommitLossProxy(FreezeProxy):
         self.fired.clear()
         self.armed.set()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.socket(socket.AF_UNIX)
-            up.connect(self.sock_path)
-            muted = threading.Event()
-            threading.Thread(target=self._up, args=(c, up, muted), daemon=True).start()
-            threading.Thread(target=self._down, args=(up, c, muted), daemon=True).start()
+    def _serve(self, c: socket.socket, up: socket.socket) -> None:
+        muted = threading.Event()
+        threading.Thread(target=self._up, args=(c, up, muted), daemon=True).start()
+        threading.Thread(target=self._down, args=(up, c, muted), daemon=True).start()
 
     def _up(self, c: socket.socket, up: socket.socket, muted: threading.Event) -> None:
         try:
@@ -122,11 +115,7 @@ class CommitLossProxy(FreezeProxy):
         except OSError:
             pass
         finally:
-            for s in (c, up):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _cut(c, up)
 
     def _down(self, up: socket.socket, c: socket.socket, muted: threading.Event) -> None:
         try:
@@ -136,5 +125,14 @@ class CommitLossProxy(FreezeProxy):
                     break
                 if not muted.is_set():
                     c.sendall(data)
+        except OSError:
+            pass
+
+
+def _cut(*socks: socket.socket) -> None:
+    """Shut both directions of each socket, ignoring those already gone."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
