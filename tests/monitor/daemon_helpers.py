@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,21 @@ def table_dump(db: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 _ = timedelta
+
+
+def drain_output(proc: Any) -> Callable[[float], bytes]:
+    """Read ``proc``'s stdout as it comes, in a thread: a pipe holds 64 KiB, and a daemon
+    whose log writes block once it is full stops consuming. Returns ``finish(timeout)``:
+    after the process has ended, everything it wrote."""
+    import threading  # noqa: PLC0415
+
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)
+    reader.start()
+
+    def finish(timeout: float) -> bytes:
+        proc.wait(timeout=timeout)
+        reader.join(timeout=10)
+        return b"".join(lines)
+
+    return finish

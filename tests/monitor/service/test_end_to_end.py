@@ -15,7 +15,14 @@ from standardwebhooks.webhooks import Webhook
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.demo.sinks import SlackStandIn, WebhookSink
 from storage.db import Store
-from tests.monitor.daemon_helpers import count_windows, produce, stream, wait_for, write_config
+from tests.monitor.daemon_helpers import (
+    count_windows,
+    drain_output,
+    produce,
+    stream,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.broker]
 
@@ -61,13 +68,14 @@ def test_drifting_stream_end_to_end(broker: EmbeddedBroker, topic: str, tmp_path
             [sys.executable, "-m", "monitor.cli.app", "run", "-c", str(cfg)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        output = drain_output(proc)
         db = tmp_path / "state" / "driftwarden.db"
         try:
             assert wait_for(lambda: count_windows(db) >= windows, timeout=60), "windows did not all close"
             assert wait_for(lambda: len(sink.accepted()) >= 1 and len(slack.calls("chat.postMessage")) >= 1, timeout=20)
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
+            out = output(30)
         assert proc.returncode == 0, out.decode()[-3000:]
 
     store = Store(db)

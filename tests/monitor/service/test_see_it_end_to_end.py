@@ -18,7 +18,14 @@ from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.demo.sinks import SlackStandIn
 from storage.db import Store
 from storage.overview import latest_judged
-from tests.monitor.daemon_helpers import count_windows, produce, stream, wait_for, write_config
+from tests.monitor.daemon_helpers import (
+    count_windows,
+    drain_output,
+    produce,
+    stream,
+    wait_for,
+    write_config,
+)
 from tests.monitor.web.seed_helpers import report_links
 
 pytestmark = [pytest.mark.broker, pytest.mark.evidently]
@@ -63,6 +70,7 @@ def test_metrics_report_link_and_logs_after_the_demo_stream(broker: EmbeddedBrok
         env = {**os.environ, "DRIFTWARDEN_TEST_SLACK_TOKEN": "xoxb-test"}
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli.app", "run", "-c", str(cfg)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output = drain_output(proc)  # a run logs ~37 KB of JSON, more under load
         db = tmp_path / "state" / "driftwarden.db"
         try:
             # a fresh interpreter's imports plus 2,400 rows: 20-50 s on a loaded 2-core CI
@@ -77,7 +85,7 @@ def test_metrics_report_link_and_logs_after_the_demo_stream(broker: EmbeddedBrok
                 status, page = r.status, r.read().decode()
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=60)
+            out = output(60)
         assert proc.returncode == 0, out.decode()[-3000:]
 
     store = Store(db, readonly=True)
