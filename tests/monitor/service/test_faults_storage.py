@@ -139,17 +139,9 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
     produce(broker.bootstrap, topic, msgs[:900])
     t.start()
 
-    def durable() -> int:  # a fresh connection each time: the outage cuts pooled ones
-        s = pg_target.open(readonly=True, pool_size=1)
-        try:
-            rows = s.query('SELECT "offset" FROM stream_partitions')
-            return sum(int(r["offset"] or 0) for r in rows)
-        finally:
-            s.close()
-
     try:
-        assert wait_for(lambda: durable() >= 900, timeout=30)
-        stuck = durable()
+        assert wait_for(lambda: _durable(pg_target) >= 900, timeout=30)
+        stuck = _durable(pg_target)
         with pg_target.refusing_connections():
             produce(broker.bootstrap, topic, msgs[900:])
             assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
@@ -193,15 +185,8 @@ def test_an_idle_daemon_notices_a_postgresql_outage_and_its_end(
     produce(broker.bootstrap, topic, stream(windows=1, per_window=200, shift_from=9, seed=4))
     t.start()
 
-    def durable() -> int:
-        s = pg_target.open(readonly=True, pool_size=1)
-        try:
-            return sum(int(r["offset"] or 0) for r in s.query('SELECT "offset" FROM stream_partitions'))
-        finally:
-            s.close()
-
     try:
-        assert wait_for(lambda: durable() >= 200, timeout=30)
+        assert wait_for(lambda: _durable(pg_target) >= 200, timeout=30)
         assert daemon.storage_error is None
         assert b"driftwarden_store_readable 1.0" in http_get_bytes(cfg_path, "/metrics")[1]
         with pg_target.refusing_connections():
@@ -411,3 +396,13 @@ def test_a_flush_whose_commit_answer_is_lost_is_stored_exactly_once(
     assert [w for w in clean["windows"] if w[3]] and clean["label_counters"] and clean["logged"]
     for table in clean:
         assert lossy[table] == clean[table], table
+
+
+def _durable(pg_target: Any) -> int:
+    """The offsets stored for every partition, summed, read on a fresh connection each
+    time (an outage cuts the pooled ones)."""
+    s = pg_target.open(readonly=True, pool_size=1)
+    try:
+        return sum(int(r["offset"] or 0) for r in s.query('SELECT "offset" FROM stream_partitions'))
+    finally:
+        s.close()
