@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.db import Store
+from storage.db import StorageError, Store
 from storage.limits import DeadLetterCap
 from storage.records import iso
 from storage.text import printable
@@ -260,22 +260,63 @@ def dead_letter_total(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])
 
 
-def dead_letters_after(
-    store: Store, after_id: int, limit: int, *, settled_before: str | None = None
-) -> list[dict[str, Any]]:
-    """Stored dead letters with ``id > after_id``, oldest first (the dead-letter topic's feed);
-    with ``settled_before`` (ISO time), only the first ones received before it, stopping
-    at the first one that is not (ids stay in order)."""
-    rows = store.query(
-        'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
-        " WHERE id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    )
-    if settled_before is None:
-        return rows
-    out = []
-    for r in rows:
-        if r["received_at"] >= settled_before:
-            break
-        out.append(r)
-    return out
+#: where the dead-letter feed stands: (txid, id) of the last letter it passed
+Position = tuple[int, int]
+
+_FEED_COLUMNS = 'txid, id, topic, partition, "offset", reason, payload, received_at'
+
+
+def finished_below(store: Store) -> int:
+    """A transaction id such that every letter with a smaller ``txid`` that will ever be
+    stored is visible now (its transaction has finished): the feed's cut. Never decreases
+    on one server; 1 on SQLite (every letter has ``txid`` 0 there, and is committed once
+    visible). A cut taken before a read may be used for it; never one taken after."""
+    return int(store.query(f"SELECT {store.dialect.finished_below} AS below")[0]["below"])
+
+
+def server_identity(store: Store) -> str | None:
+    """The database server's identity (PostgreSQL's ``system_identifier``: a restore into
+    another server changes it, and with it the meaning of stored ``txid`` values); None on
+    SQLite, or when the server does not let us read it. Outside a transaction (a refusal
+    would end it)."""
+    if store.dialect.server_identity is None:
+        return None
+    try:
+        value = store.query(f"SELECT {store.dialect.server_identity} AS server")[0]["server"]
+    except StorageError:
+        return None  # refused (a managed service) or away: the txid check still holds
+    return None if value is None else str(value)
+
+
+def dead_letters_after(store: Store, after: Position, limit: int, *, below: int) -> list[dict[str, Any]]:
+    """The dead-letter topic's feed: at most ``limit`` stored letters after ``after`` in
+    (txid, id) order, the order their transactions are known to have finished in, among
+    those with ``txid < below`` (:func:`finished_below`, taken before this call). No letter
+    can later appear before the last one returned: each one stored later has a ``txid`` of
+    ``below`` or more. Each row also has ``txid``; payloads are those stored.
+
+    Two reads, each an index range on (txid, id): the rest of the transaction ``after``
+    stopped in, then the transactions after it (SQLite would scan the whole index for a
+    row-value comparison)."""
+    txid, last_id = after
+    rows = []
+    if txid < below:
+        rows = store.query(
+            f"SELECT {_FEED_COLUMNS} FROM dead_letters WHERE txid = ? AND id > ? ORDER BY id LIMIT ?",
+            (txid, last_id, limit),
+        )
+    if len(rows) < limit:
+        rows += store.query(
+            f"SELECT {_FEED_COLUMNS} FROM dead_letters WHERE txid > ? AND txid < ? ORDER BY txid, id LIMIT ?",
+            (txid, below, limit - len(rows)),
+        )
+    return rows
+
+
+def rebase_feed(store: Store, below: int) -> int:
+    """Give every visible letter with ``txid >= below`` the ``txid`` 0: after a restore into
+    another server, stored ids no longer compare with new ones, and the feed starts again
+    from (0, 0) (every letter produced again, none skipped). Rows not visible now belong
+    to transactions still running, whose ids are ``below`` or more: they keep them.
+    Returns the letters changed. In the caller's transaction."""
+    return store.execute("UPDATE dead_letters SET txid = 0 WHERE txid >= ?", (below,)).rowcount

@@ -63,6 +63,12 @@ Checklist for a new query module (what the coordinator checks when porting one)
 12. Nothing file-specific (``PRAGMA``, ``VACUUM``, ``sqlite_master``) outside
     :mod:`storage.db`; test the module with the parametrized ``store`` fixture
     (``tests/storage/conftest.py``), which runs it on both stores.
+13. Never read new rows "after the last id seen": on PostgreSQL ids are taken in one
+    order and committed in another, so a cursor past an id not committed yet skips it
+    for good. Record the writing transaction (a ``txid`` column defaulting to
+    :data:`POSTGRES_TXID` there, 0 on SQLite), read only rows with ``txid`` below
+    ``store.dialect.finished_below`` and move the cursor by ``(txid, id)`` (the
+    dead-letter feed, :func:`storage.dead_letters.dead_letters_after`).
 """
 
 from __future__ import annotations
@@ -102,6 +108,15 @@ class Dialect:
     for_update: str
     #: appended to a SELECT that claims rows other instances may be claiming too
     skip_locked: str
+    #: an expression: a transaction id such that every transaction with a smaller id has
+    #: finished (committed or rolled back), as ``dead_letters.txid`` counts them. A row
+    #: with a smaller ``txid`` not visible now never will be; one with this id or a larger
+    #: one may still commit. PostgreSQL: the ``xmin`` of the statement's snapshot; SQLite: 1
+    #: (its rows keep ``txid`` 0, and a row a reader sees is committed: one writer at a time)
+    finished_below: str = "1"
+    #: an expression: the identity of the database server (``system_identifier``: a new
+    #: one after ``initdb``, so after a restore into another server), as text; None: none
+    server_identity: str | None = None
 
     def json_values(self, expr: str) -> str:
         """A table (one column ``value``, text) of the elements of the JSON array in ``expr``."""
@@ -204,8 +219,20 @@ class Dialect:
         return orjson.dumps(value).decode()
 
 
+#: the id of the writing transaction, as ``dead_letters.txid`` stores it (PostgreSQL's column
+#: default: ``pg_current_xact_id()``, the 64-bit id with its wrap-around epoch, so it only
+#: grows; as BIGINT, which it fits for 2^31 epochs of 2^32 transactions). The id of the
+#: top-level transaction, also inside a savepoint.
+POSTGRES_TXID = "CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT)"
+
 SQLITE_DIALECT = Dialect(SQLITE, for_update="", skip_locked="")
-POSTGRES_DIALECT = Dialect(POSTGRESQL, for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+POSTGRES_DIALECT = Dialect(
+    POSTGRESQL,
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    finished_below="CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT)",
+    server_identity="(SELECT CAST(system_identifier AS TEXT) FROM pg_control_system())",
+)
 
 # quoted strings and identifiers are copied as they are; ? and % outside them are rewritten
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|(\?)|(%)""")

@@ -10,6 +10,8 @@ added by later migrations, never renamed (other programs read these tables).
 
 from __future__ import annotations
 
+from storage.dialect import POSTGRES_TXID
+
 
 class PostgresOnly(str):
     """A migration statement for PostgreSQL alone: the step it takes has nothing to do on
@@ -369,6 +371,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "DROP INDEX IF EXISTS metrics_model_metric",
             # nothing reads the emulated row id of a figure (retention deletes by window id)
             PostgresOnly("ALTER TABLE metrics DROP COLUMN IF EXISTS rowid"),
+        ],
+    ),
+    (
+        11,
+        "dead letters: the id of the transaction that stored each one (the dead-letter topic"
+        " reads them in commit order)",
+        [
+            # rows stored before this version are all committed (this statement waits for
+            # every transaction writing the table): 0, read first. On SQLite it stays 0 (one
+            # writer: rows commit in id order); on PostgreSQL new rows get their transaction's
+            # id (storage.dialect, item 13)
+            "ALTER TABLE dead_letters ADD COLUMN txid INTEGER NOT NULL DEFAULT 0",
+            PostgresOnly(f"ALTER TABLE dead_letters ALTER COLUMN txid SET DEFAULT {POSTGRES_TXID}"),
+            "CREATE INDEX IF NOT EXISTS dead_letters_feed ON dead_letters (txid, id)",
         ],
     ),
 ]

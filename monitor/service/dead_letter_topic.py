@@ -1,17 +1,31 @@
 """``kafka.dead_letter_topic``: bad messages produced to a topic after they are durable.
 
-The feed is the ``dead_letters`` table itself, read after its rows committed: a
-letter is produced only once it is stored, and a restart picks up where the last
-acknowledged produce left off (a cursor in ``stream_state``, advanced only over
-letters the broker acknowledged, in id order, never backwards). Delivery is at least
-once: a crash between the broker's acknowledgement and the cursor's commit produces a
-letter again with the same key, by which consumers deduplicate.
+The feed is the ``dead_letters`` table itself, read in the order its rows' transactions
+are known to have finished: a letter is produced only once it is stored, and a restart
+picks up where the last acknowledged produce left off (a cursor in ``stream_state``,
+advanced only over letters the broker acknowledged, never backwards). Delivery is at
+least once: a crash between the broker's acknowledgement and the cursor's commit
+produces a letter again with the same key, by which consumers deduplicate.
+
+No letter is skipped, however late its transaction commits (a flush held through a
+storage outage, a slow one): ids come from one sequence but transactions commit out of
+order, so the cursor is not an id but ``(txid, id)``, the storing transaction's id first
+(:mod:`storage.dialect`, item 13). A run reads only letters whose transaction id is below
+every transaction still running (:func:`storage.dead_letters.finished_below`), so none
+can commit behind the cursor later. A transaction left open anywhere on the server
+(another database's too) holds the feed back until it ends, never loses a letter. On
+SQLite one writer commits in id order and every letter has ``txid`` 0: the cursor is
+the id. Stored transaction ids only compare on one server: after a restore into
+another one (``pg_dump``/``pg_restore``; seen as another ``system_identifier``, or the
+cursor at or above the server's running transactions) the next run gives every stored
+letter the id 0 and starts again from the beginning, so every letter within retention
+is produced again (same keys), none skipped.
 
 Every instance runs this job; on a shared store one at a time produces, under a
 **lease** kept in the cursor's row (``owner``, ``until``). A run that finds letters
 to produce takes the lease in a short transaction (only if it is free, has lapsed or
-is already its own), produces with no database connection held while it waits on
-the broker, then in a second short transaction moves the cursor past what was
+is already its own), produces with no database connection held while it waits on the
+broker, then in a second short transaction moves the cursor past what was
 acknowledged and gives the lease back; a run that fails gives it back too. Others
 skip their runs while it is held. A run that outlives its lease (the lease is
 :data:`LEASE_SECONDS`, well over a run's worst case; a stalled process) may see
@@ -45,7 +59,13 @@ from typing import Any
 
 from monitor.config import Config
 from storage.db import Store
-from storage.dead_letters import dead_letters_after
+from storage.dead_letters import (
+    Position,
+    dead_letters_after,
+    finished_below,
+    rebase_feed,
+    server_identity,
+)
 from storage.records import iso, parse_iso
 from storage.state import load_state, save_state
 
@@ -62,6 +82,22 @@ MAX_BLOCK_MS = 10_000
 #: ``storage.statement_timeout``); instances compare ``until`` with their own wall
 #: clocks, so this also absorbs their difference (a minute of skew would still be safe).
 LEASE_SECONDS = 120.0
+
+
+def position(state: dict[str, Any]) -> Position:
+    """The cursor in a state: (txid, id) of the last letter produced. A state written before
+    letters had a ``txid`` holds ``last_id`` alone: (0, last_id), the txid every letter stored
+    then was given (and every one stored since has a larger one)."""
+    return int(state.get("last_xid", 0)), int(state.get("last_id", 0))
+
+
+def _moved(state: dict[str, Any], below: int, server: str | None) -> bool:
+    """Whether the stored cursor belongs to another server's transaction ids: another
+    ``system_identifier`` (when both are known), or a cursor at or above ``below``, which one
+    server never shows (the cursor was set below an earlier cut, and the cut never goes
+    down). ``below`` must be taken after ``state`` was read."""
+    known = state.get("server")
+    return (known is not None and server is not None and known != server) or int(state.get("last_xid", 0)) >= below
 
 
 def record_of(row: dict[str, Any]) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
@@ -116,9 +152,9 @@ class DeadLetterTopic:
         return make_producer(self.config, acks="all", max_block_ms=MAX_BLOCK_MS,
                              bootstrap_timeout_ms=MAX_BLOCK_MS, linger_ms=20)
 
-    def cursor(self) -> int:
-        state = load_state(self.store, CURSOR)
-        return int(state.get("last_id", 0)) if state else 0
+    def cursor(self) -> Position:
+        """(txid, id) of the last letter produced (acknowledged): the feed goes on after it."""
+        return position(load_state(self.store, CURSOR) or {})
 
     def run_once(self) -> int:
         """Produce the next stored letters; returns how many the broker acknowledged.
@@ -138,16 +174,21 @@ class DeadLetterTopic:
         return sent
 
     def _run(self) -> int:
-        # a look first, outside any transaction: an idle feed takes no lease, writes nothing
-        if not dead_letters_after(self.store, self.cursor(), 1, settled_before=self._settled()):
+        # a look first, outside any transaction: an idle feed takes no lease, writes nothing.
+        # The state before the cut: its cursor was below a cut taken earlier, so below this one
+        state = load_state(self.store, CURSOR) or {}
+        below = finished_below(self.store)
+        server = server_identity(self.store)
+        if not _moved(state, below, server) and not dead_letters_after(self.store, position(state), 1, below=below):
             return 0
-        last = self._claim()
-        if last is None:
+        claimed = self._claim(server)
+        if claimed is None:
             return 0  # another instance holds the lease: its run produces these
+        last, below = claimed
         try:
             # read under the lease, outside any transaction: no connection is held from
             # here until the broker has answered
-            rows = dead_letters_after(self.store, last, self.batch, settled_before=self._settled())
+            rows = dead_letters_after(self.store, last, self.batch, below=below)
             sent, acked, error = self._produce(rows, last)
         except BaseException:
             try:
@@ -160,9 +201,10 @@ class DeadLetterTopic:
             raise error
         return sent
 
-    def _claim(self) -> int | None:
-        """Take the lease if it is free, has lapsed or is ours; the cursor then, or None
-        when another instance holds it. One short transaction."""
+    def _claim(self, server: str | None) -> tuple[Position, int] | None:
+        """Take the lease if it is free, has lapsed or is ours; then the cursor and the cut
+        to read under (starting the feed again if the server changed), or None when another
+        instance holds it. One short transaction."""
         now = datetime.now(UTC)
         with self.store.transaction():
             self.store.lock(CURSOR)  # read-modify-write of one row that may not exist yet
@@ -176,11 +218,24 @@ class DeadLetterTopic:
                     " produced after the cursor go out again, with the same keys)",
                     self.topic, lease.get("owner"), lease["until"],
                 )
+            below = finished_below(self.store)  # after the state was read: see _moved
+            if _moved(state, below, server):
+                n = rebase_feed(self.store, below)
+                log.warning(
+                    "dead-letter topic %s: the store's transaction ids no longer follow the"
+                    " cursor's (server %s, was %s; cursor at transaction %s, the oldest one"
+                    " running is %s): restored into another server? Every stored letter is"
+                    " produced again, with the same keys (%d renumbered)",
+                    self.topic, server, state.get("server"), state.get("last_xid", 0), below, n,
+                )
+                state["last_xid"], state["last_id"] = 0, 0
+            if server is not None:
+                state["server"] = server
             state["lease"] = {"owner": self.owner, "until": iso(now + self.lease)}
             save_state(self.store, CURSOR, state)
-        return int(state.get("last_id", 0))
+        return position(state), below
 
-    def _finish(self, acked: int) -> None:
+    def _finish(self, acked: Position) -> None:
         """Move the cursor up to ``acked`` (never back) and give the lease back, if the
         lease is still ours; else leave both to their new owner. One short transaction."""
         with self.store.transaction():
@@ -192,16 +247,17 @@ class DeadLetterTopic:
                     "dead-letter topic %s: this run outlived its lease (now held by %s); the"
                     " cursor (%s) is left to it, not moved to %s here: letters acknowledged in"
                     " this run may be produced twice, with the same keys",
-                    self.topic, lease.get("owner") or "nobody", state.get("last_id", 0), acked,
+                    self.topic, lease.get("owner") or "nobody", position(state), acked,
                 )
                 return
             del state["lease"]
-            state["last_id"] = max(int(state.get("last_id", 0)), acked)
+            state["last_xid"], state["last_id"] = max(position(state), acked)
             save_state(self.store, CURSOR, state)
 
-    def _produce(self, rows: list[dict[str, Any]], last: int) -> tuple[int, int, BaseException | None]:
+    def _produce(self, rows: list[dict[str, Any]], last: Position) -> tuple[int, Position, BaseException | None]:
         """Produce ``rows`` (the letters after ``last``); returns how many were sent, the
-        last id acknowledged in order, and the error that stopped the acknowledgements."""
+        position of the last one acknowledged in order, and the error that stopped the
+        acknowledgements."""
         if not rows:
             return 0, last, None
         if self._producer is None:
@@ -209,25 +265,18 @@ class DeadLetterTopic:
         futures = []
         for row in rows:
             key, value, headers = record_of(row)
-            futures.append((row["id"], self._producer.send(self.topic, key=key, value=value, headers=headers)))
+            sent = self._producer.send(self.topic, key=key, value=value, headers=headers)
+            futures.append(((int(row["txid"]), int(row["id"])), sent))
         self._producer.flush(timeout=FLUSH_TIMEOUT)
         acked = last
         error: BaseException | None = None
-        for letter_id, fut in futures:
+        for at, fut in futures:
             if not fut.succeeded():
                 cause = fut.exception if fut.is_done else TimeoutError("no acknowledgement")
-                error = RuntimeError(f"produced up to dead letter {acked}, then: {cause}")
+                error = RuntimeError(f"produced up to dead letter {acked[1]}, then: {cause}")
                 break
-            acked = letter_id
+            acked = at
         return len(futures), acked, error
-
-    def _settled(self) -> str | None:
-        """On a shared store, letters newer than one statement timeout are left for the
-        next run: ids come from one sequence but transactions commit out of order, and a
-        cursor past an id not committed yet would skip that letter for good."""
-        if not self.store.shared:
-            return None
-        return iso(datetime.now(UTC) - self.config.storage.statement_timeout)
 
     def close(self) -> None:
         with self._lock:

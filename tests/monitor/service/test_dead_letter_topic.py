@@ -25,7 +25,7 @@ from monitor.service.dead_letter_topic import CURSOR, DeadLetterTopic
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.limits import DeadLetterCap
-from storage.state import load_state
+from storage.state import load_state, save_state
 from tests.monitor.daemon_helpers import topic_records
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -51,7 +51,7 @@ def _setup(broker: EmbeddedBroker, tmp_path: Path, pg_target: Any) -> tuple[Conf
     broker.create_topic(dlq)
     app = f"dlt-test-{uuid.uuid4().hex[:8]}"
     stores = [pg_target.open(application_name=app), pg_target.open(application_name=app)]
-    # received an hour ago: past _settled()'s cut (one statement timeout)
+    # received an hour ago (the previous cut by decode time let these through)
     received = datetime.now(UTC) - timedelta(hours=1)
     letters = [DeadLetter(SOURCE, 0, i, "not_json: test", f"bad {i}".encode(), received) for i in range(N)]
     res = write_dead_letters(stores[0], letters, cap=DeadLetterCap(per_minute=1000, payloads_per_minute=1000))
@@ -83,7 +83,7 @@ def test_two_instances_on_one_postgresql_produce_each_letter_once(
 
     def work(i: int) -> None:
         end = time.monotonic() + 15
-        while time.monotonic() < end and jobs[i].cursor() < last:
+        while time.monotonic() < end and jobs[i].cursor()[1] < last:
             n = jobs[i].run_once()
             sent[i] += n
             skipped[i] += n == 0
@@ -99,11 +99,11 @@ def test_two_instances_on_one_postgresql_produce_each_letter_once(
     finally:
         for j in jobs:
             j.close()
-    assert jobs[0].cursor() == last
+    assert jobs[0].cursor()[1] == last
     assert sum(sent) == N, (sent, skipped)  # no letter produced by both
     records = topic_records(broker.bootstrap, dlq, N)
     assert _keys(records) == EXPECTED_KEYS
-    assert load_state(stores[0], CURSOR) == {"last_id": last}  # the lease given back
+    assert "lease" not in (load_state(stores[0], CURSOR) or {})  # given back
 
 
 def test_a_broker_away_holds_no_connection_and_the_other_instance_does_not_wait(
@@ -156,7 +156,7 @@ def test_a_broker_away_holds_no_connection_and_the_other_instance_does_not_wait(
     assert time.monotonic() - started >= 3.5  # it did wait on the broker
     assert "lease" not in (load_state(stores[0], CURSOR) or {})  # given back on failure
     assert other.run_once() == N
-    assert other.cursor() == last
+    assert other.cursor()[1] == last
     assert _keys(topic_records(broker.bootstrap, dlq, N)) == EXPECTED_KEYS
     away.close()
     other.close()
@@ -210,7 +210,7 @@ def test_a_run_that_outlives_its_lease_leaves_the_cursor_to_the_next_owner(
         t1.join(timeout=15)
         assert results["first"] == 10
         state = load_state(stores[0], CURSOR) or {}
-        assert state.get("last_id", 0) == 0, "the run that lost its lease moved the cursor"
+        assert first.cursor() == (0, 0), "the run that lost its lease moved the cursor"
         assert state["lease"]["owner"] == second.owner, "the run that lost its lease touched it"
         stalls[1].go.set()
         t2.join(timeout=15)
@@ -222,7 +222,8 @@ def test_a_run_that_outlives_its_lease_leaves_the_cursor_to_the_next_owner(
         first.close()
         second.close()
     assert results["second"] == N
-    assert load_state(stores[0], CURSOR) == {"last_id": last}
+    state = load_state(stores[0], CURSOR) or {}
+    assert state["last_id"] == last and "lease" not in state
     keys = _keys(topic_records(broker.bootstrap, dlq, N + 10))
     assert set(keys) == set(EXPECTED_KEYS)
     assert sorted(k for k, n in keys.items() if n == 2) == sorted(f"{SOURCE}/0/{i}".encode() for i in range(10))
@@ -246,3 +247,80 @@ def test_an_idle_feed_takes_no_lease_and_writes_nothing(
         assert after == before
     finally:
         job.close()
+
+
+def _drain(job: DeadLetterTopic) -> int:
+    """Runs until one produces nothing; the letters produced."""
+    sent = 0
+    for _ in range(20):
+        n = job.run_once()
+        if not n:
+            break
+        sent += n
+    return sent
+
+
+BIG_CAP = DeadLetterCap(per_minute=1000, payloads_per_minute=1000)
+
+
+def test_a_letter_committed_after_a_later_one_is_produced_once(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any
+) -> None:
+    """A flush stores letter ``held`` (decoded an hour ago: held through an outage) and its
+    transaction stays open; letter ``later``, stored after it with a larger id, commits
+    first. The feed runs meanwhile, then again once ``held`` commits: both letters reach
+    the topic exactly once. (Cut by decode time, the run in between produced ``later``
+    and moved the cursor past ``held``'s id: ``held`` was never produced.)"""
+    cfg, dlq, _, stores = _setup(broker, tmp_path, pg_target)
+    writer = pg_target.open()  # the slow flush's instance
+    job = DeadLetterTopic(cfg, stores[1])
+    old = datetime.now(UTC) - timedelta(hours=1)
+    try:
+        with writer.transaction():
+            write_dead_letters(writer, [DeadLetter(SOURCE, 1, 7, "not_json: held", b"held", old)], cap=BIG_CAP)
+            write_dead_letters(stores[0], [DeadLetter(SOURCE, 2, 9, "not_json: later", b"later", old)], cap=BIG_CAP)
+            [held] = writer.query("SELECT id FROM dead_letters WHERE partition = 1")
+            [later] = stores[0].query("SELECT id FROM dead_letters WHERE partition = 2")
+            assert held["id"] < later["id"]  # ids in one order, commits in the other
+            assert stores[0].query("SELECT id FROM dead_letters WHERE partition = 1") == []
+            during = _drain(job)
+        after = _drain(job)
+    finally:
+        job.close()
+    assert during + after == N + 2, (during, after)  # neither skipped nor produced twice
+    assert during == N  # what committed before the held transaction began; later waits behind it
+    expected = EXPECTED_KEYS + Counter([f"{SOURCE}/1/7".encode(), f"{SOURCE}/2/9".encode()])
+    assert _keys(topic_records(broker.bootstrap, dlq, N + 2)) == expected
+    assert _drain(DeadLetterTopic(cfg, stores[0])) == 0  # another instance: nothing left
+
+
+@pytest.mark.parametrize("restored", ["another server", "transaction ids behind the cursor"])
+def test_after_a_restore_into_another_server_every_letter_goes_out_again(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any, restored: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stored transaction ids compare on one server only. After a restore into another one
+    (its ``system_identifier`` differs, or the cursor is at or above its running
+    transactions: the old server had counted further), the feed renumbers the stored
+    letters and starts again: the letters produced before go out again (same keys) and
+    the one stored since, whose transaction id is below the old cursor's, is not skipped."""
+    caplog.set_level(logging.WARNING, logger="driftwarden.dead_letter_topic")
+    cfg, dlq, _, stores = _setup(broker, tmp_path, pg_target)
+    job = DeadLetterTopic(cfg, stores[0])
+    try:
+        assert _drain(job) == N
+        state = load_state(stores[0], CURSOR) or {}
+        assert state.get("server")  # PostgreSQL tells its identity
+        with stores[0].transaction():
+            if restored == "another server":
+                state["server"] = "1"
+            else:  # the letters and the cursor carry the old server's larger transaction ids
+                state["last_xid"] += 2**33
+                stores[0].execute("UPDATE dead_letters SET txid = txid + ?", (2**33,))
+            save_state(stores[0], CURSOR, state)
+        write_dead_letters(stores[0], [DeadLetter(SOURCE, 3, 0, "not_json: new", b"new", datetime.now(UTC))], cap=BIG_CAP)
+        assert _drain(job) == N + 1
+    finally:
+        job.close()
+    keys = _keys(topic_records(broker.bootstrap, dlq, 2 * N + 1))
+    assert keys == Counter({k: 2 for k in EXPECTED_KEYS}) + Counter([f"{SOURCE}/3/0".encode()])
+    assert any("produced again" in r.getMessage() for r in caplog.records)
