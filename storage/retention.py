@@ -16,7 +16,8 @@ What is never deleted, whatever its age:
 - windows (and their figures) that a pending or firing alert points at
   (``last_window_id``);
 - the reference in force per model (the newest registered), and any reference
-  a stored window was judged against (``windows.reference``).
+  a stored window was judged against (``windows.reference``);
+- the newest dead letter (the highest id: SQLite would give it to the next one).
 
 Ages: windows and figures by ``computed_at`` (when they were stored, not their
 event time, so replaying old data does not delete it at once), alerts by
@@ -444,8 +445,14 @@ class Pruner:
         return rows, files
 
     def _dead_letters(self, cut: str) -> int:
-        # rowid, not id: the same on SQLite, but two sequences on PostgreSQL
-        sql = "SELECT rowid FROM dead_letters WHERE received_at < ? ORDER BY received_at LIMIT ?"
+        # rowid, not id: the same on SQLite, but two sequences on PostgreSQL. The newest
+        # letter (highest id) stays: SQLite numbers a new row after the highest id left, so
+        # deleting it would hand its id out again, and the dead-letter topic's cursor, past
+        # it already, would skip the next letters
+        sql = (
+            "SELECT rowid FROM dead_letters WHERE received_at < ?"
+            " AND id < (SELECT MAX(id) FROM dead_letters) ORDER BY received_at LIMIT ?"
+        )
         return self._drain(
             "dead_letters",
             lambda n: self._rows(sql, (cut, n)),

@@ -189,6 +189,20 @@ def test_dead_letters_and_their_counts_by_age_totals_stay(store: Store) -> None:
     assert store.query("SELECT * FROM dead_letter_totals") == totals_before
 
 
+def test_the_newest_dead_letter_stays_so_that_its_id_is_not_given_again(store: Store) -> None:
+    """Every letter is old: all go but the newest (the highest id). SQLite numbers a new row
+    after the highest id left: had it gone too, the next letter would get id 1, behind the
+    dead-letter topic's cursor, and never be produced."""
+    with store.transaction():
+        write_dead_letters(store, [letter(i, OLD) for i in range(3)], cap=BIG_CAP)
+    ids = [r["id"] for r in store.query("SELECT id FROM dead_letters ORDER BY id")]
+    assert pruner(store).run_once().rows["dead_letters"] == 2
+    assert [r["id"] for r in store.query("SELECT id FROM dead_letters")] == [ids[-1]]
+    with store.transaction():
+        write_dead_letters(store, [letter(3, NOW)], cap=BIG_CAP)
+    assert store.query("SELECT id FROM dead_letters WHERE \"offset\" = 3")[0]["id"] > ids[-1]
+
+
 def test_forever_keeps_everything(store: Store) -> None:
     with store.transaction():
         write_window(store, window("old", OLD - 9000 * DAY), METRICS)
@@ -297,7 +311,7 @@ def test_new_database_is_incremental_and_prune_gives_space_back(tmp_path: Path) 
     full = store.size_on_disk()["db"]
     assert full > 50_000_000
     report = pruner(store).run_once()
-    assert report.rows["dead_letters"] == 1000
+    assert report.rows["dead_letters"] == 999  # the newest stays
     assert report.vacuumed_pages > 10_000 and report.checkpointed
     assert store.freelist_count() == 0
     size = store.size_on_disk()
