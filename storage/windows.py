@@ -178,3 +178,21 @@ def add_late_rows(store: Store, window_id: str, count: int) -> bool:
     """Count rows that arrived after a window closed; False if the window is not stored."""
     cur = store.execute("UPDATE windows SET late_rows = late_rows + ? WHERE id = ?", (count, window_id))
     return cur.rowcount > 0
+
+
+def stored_time_windows(
+    store: Store, model: str, ends_after: str | None, starts_before: str | None
+) -> list[tuple[str, str, str, str]]:
+    """``(version, segment, start, end)`` of ``model``'s stored time windows (not count
+    windows) that end after ``ends_after`` and start before ``starts_before`` (ISO text;
+    None: unbounded): which windows a model re-windowed into a new shape must not
+    rewrite (see :mod:`monitor.windows.carry`)."""
+    sql = "SELECT version, segment, start, \"end\" FROM windows WHERE model = ? AND start NOT LIKE '#%'"
+    params: list[Any] = [model]
+    if ends_after is not None:
+        sql += ' AND "end" > ?'
+        params.append(ends_after)
+    if starts_before is not None:
+        sql += " AND start < ?"
+        params.append(starts_before)
+    return [(r["version"], r["segment"], r["start"], r["end"]) for r in store.query(sql, params)]

@@ -6,6 +6,8 @@ the reference files (loaded and validated as at start-up, see
 directory is writable, Kafka answers and has the topics, each Slack notifier
 authenticates (``auth.test``; an incoming-webhook URL is only reported as configured,
 nothing is posted), each webhook's host accepts a TCP connection (nothing is sent).
+A model whose stream state in the store was built with another window shape than
+the config's is reported with ``!`` (see :func:`check_window_shapes`), never fatal.
 With ``reachability_fatal=False`` (``check --pre-start``, systemd's ExecStartPre) the
 reachability checks are reported but only the local ones decide the outcome, so a
 Slack or Kafka outage does not keep the daemon from starting (it retries by itself).
@@ -118,6 +120,24 @@ def check_storage(cfg: Config) -> str:
     latest = MIGRATIONS[-1][0]
     state = "up to date" if version == latest else f"version {version}, the daemon migrates it to {latest}"
     return f"storage {store.where} reachable (schema {state})"
+
+
+def check_window_shapes(cfg: Config) -> list[str]:
+    """One warning per model whose stream state in the store (SQLite: if the state dir
+    has a database yet) was built with another window shape than ``cfg`` says."""
+    from monitor.service.store import open_store, sqlite_path  # noqa: PLC0415
+    from monitor.windows.shape import WindowShape, mismatch_text, mismatches, stored_shapes  # noqa: PLC0415
+    from storage.stream import partition_rows  # noqa: PLC0415
+
+    if cfg.storage.url is None and not sqlite_path(cfg).is_file():
+        return []
+    store = open_store(cfg, readonly=True, application_name="driftwarden check", migrate=False)
+    try:
+        rows = partition_rows(store, cfg.kafka.predictions_topic)
+    finally:
+        store.close()
+    configured = {m.name: WindowShape.of(m.window) for m in cfg.models}
+    return [mismatch_text(x, configured[x.model]) for x in mismatches(stored_shapes(rows), configured)]
 
 
 def check_kafka(cfg: Config) -> str:
@@ -250,4 +270,9 @@ def run_checks(
                 line(False, f"{label}: {_reason(exc)}")
             else:
                 line(False, f"{label}: {_reason(exc)} (not fatal before start: the daemon retries)", WARN)
+    try:  # a difference is worth knowing, not a failure (a rolling config change passes through it)
+        for warning in _bounded(lambda: check_window_shapes(cfg)):
+            line(True, warning, WARN)
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        line(True, f"window shapes of the stored stream state not checked: {_reason(exc)}", WARN)
     return ok_all

@@ -165,10 +165,12 @@ def deliveries(
 
 def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """What the state directory holds: windows, alerts, deliveries, dead letters, the label join."""
+    from monitor.cli.access import config_of  # noqa: PLC0415
     from monitor.cli.oncall import status as show  # noqa: PLC0415
 
+    cfg = _options(lambda: config_of(config))
     with _store(config, state_dir) as store:
-        show(store, as_json=as_json, echo=_echo)
+        show(store, as_json=as_json, echo=_echo, models=cfg.models if cfg is not None else None)
 
 
 def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:

@@ -380,13 +380,24 @@ def silence_expire(store: Any, silence_id: str, *, echo: Echo) -> None:
 # --------------------------------------------------------------------------- status
 
 
-def status(store: Any, *, as_json: bool, echo: Echo) -> None:
+def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None:
+    """``models``: the config's (``-c``), to flag stream states built with another window shape."""
+    from monitor.windows.shape import WindowShape, stored_shapes  # noqa: PLC0415
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
     from storage.dead_letters import dead_letter_total  # noqa: PLC0415
     from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
     from storage.stream import partition_rows  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
 
+    rows = partition_rows(store)
+    configured = {m.name: WindowShape.of(m.window) for m in models or []}
+    shapes = [
+        {"model": x.model, "topic": x.topic, "partition": x.partition,  # its owner: in "partitions"
+         "window": x.shape.describe() if x.shape is not None else None,
+         "config_window": configured[x.model].describe() if x.model in configured else None,
+         "differs": x.shape is not None and x.model in configured and x.shape != configured[x.model]}
+        for x in stored_shapes(rows)
+    ]
     out = {
         "schema_version": store.schema_version(),
         "windows": window_counts(store),
@@ -397,8 +408,11 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
         "performance_windows_waiting": slots_waiting(store),
         # which instance owns each partition's stream state (several instances on PostgreSQL)
         "partitions": [
-            {k: r[k] for k in ("topic", "partition", "owner", "offset", "updated_at")} for r in partition_rows(store)
+            {k: r[k] for k in ("topic", "partition", "owner", "offset", "updated_at")} for r in rows
         ],
+        # the window shape each model's stream state was built with (and, with -c, whether
+        # this config's differs: another instance's definition, or a restart to come re-windows it)
+        "stream_models": shapes,
     }
     if as_json:
         emit_json("status", item=out, echo=echo)
@@ -419,4 +433,10 @@ def status(store: Any, *, as_json: bool, echo: Echo) -> None:
         table("partitions", [Col("topic", "topic"), Col("partition", "partition", justify="right"),
               Col("owner", "owner"), Col("offset", "offset", justify="right"),
               Col("updated (UTC)", lambda r: short_time(r["updated_at"]), no_wrap=True)], out["partitions"])
+    if shapes:
+        cols = [Col("model", "model", no_wrap=True), Col("partition", "partition", justify="right"),
+                Col("window", lambda r: r["window"] or "not recorded")]
+        if configured:
+            cols.append(Col("this config", lambda r: ("DIFFERS: " if r["differs"] else "") + (r["config_window"] or "-")))
+        table("stream state by model", cols, shapes)
     echo(f"dead letters: {out['dead_letters']}   schema version: {out['schema_version']}")

@@ -60,12 +60,14 @@ from monitor.windows.figures import (
     error_figures,
     window_key,
 )
-from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow
+from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow, Resumed
 from monitor.windows.sample import finish_window
 from monitor.windows.service_figures import service_figures
+from monitor.windows.shape import describe
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.records import iso
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
@@ -81,7 +83,7 @@ from storage.stream import (
     touch_partitions,
 )
 from storage.stream import release_partitions as free_partitions
-from storage.windows import add_late_rows, write_window
+from storage.windows import add_late_rows, stored_time_windows, write_window
 
 log = logging.getLogger("driftwarden.pipeline")
 
@@ -360,10 +362,11 @@ class Pipeline:
         """Load the stored state of freshly claimed partitions into memory."""
         restored: list[str] = []
         for c in claims:
-            p = c.partition
             if c.offset is not None:
-                self.positions[p] = c.offset
-                self.replay_before[p] = c.offset
+                self.positions[c.partition] = c.offset
+                self.replay_before[c.partition] = c.offset
+        for c in claims:
+            p = c.partition
             if self.labels is not None:
                 self.labels.resume_partition(p, c.state.get("labels"))
             for name, snap in c.state.get("models", {}).items():
@@ -378,7 +381,7 @@ class Pipeline:
                         " \"Scaling out\")", name, p, sorted(rt.windows.partitions),
                     )
                     continue
-                rt.windows.restore(snap)
+                self._reshaped(rt, p, rt.windows.restore(snap, self.replay_before))
                 restored.append(name)
         for name in restored:
             rt = self.models[name]
@@ -389,6 +392,34 @@ class Pipeline:
                 "partitions %s resumed from the store (models %s)",
                 sorted(c.partition for c in claims), sorted(restored) or "none",
             )
+
+    def _reshaped(self, rt: ModelRuntime, partition: int, res: Resumed) -> None:
+        """A model's state resumed (from ``partition``'s row): when it was built with
+        another window shape, say so (one WARNING) and tell the carry which windows of
+        the new shape are stored already."""
+        if res.carry is not None:
+            span = res.carried_span()
+            if span is not None:
+                lo, hi = (None if t is None else iso(datetime.fromtimestamp(t / 1000, UTC)) for t in span)
+                res.carry.stored.update(
+                    (v, s, _epoch_ms(a), _epoch_ms(b)) for v, s, a, b in stored_time_windows(self.store, rt.config.name, lo, hi)
+                )
+        if res.same:
+            if res.carry is not None:
+                log.info("model %s: resuming the re-windowing of %d open windows of window %s (stopped"
+                         " while their rows were re-read)", rt.config.name, len(res.carry.windows), describe(res.carry.source))
+            return
+        what = (
+            f"the rows of its {len(res.carry.windows)} open windows (re-read from Kafka from offset"
+            f" {_offsets(res.carry.first_offsets())}) go to windows of the new shape; windows already stored stay as they are"
+            if res.carry is not None else "it had no open window; new windows use the new shape"
+        )
+        if res.carry is not None and rt.config.window.by == "count":
+            what += " (count windows of the new shape start after the last position of the old ones)"
+        log.warning(
+            "model %s: its stream state (partition %d) was saved with window %s; the config says %s:"
+            " %s (README \"Changing a window\")", rt.config.name, partition, describe(res.saved), res.shape.describe(), what,
+        )
 
     def release_partitions(self, keep: set[int]) -> list[int]:
         """Forget every partition not in ``keep`` (the new assignment after a rebalance).
@@ -564,6 +595,12 @@ class Pipeline:
                 self._late.append((name, rt.config.window.by, lr))
                 self.stats.late_rows += lr.count
             self._collect(rt, rt.windows.close_due(), now)
+        for rt in self.models.values():
+            if rt.windows.carry is not None:
+                rt.windows.passed(next_offsets)
+                if rt.windows.carry is None:
+                    self._carry_ended(rt)
+                    self._collect(rt, rt.windows.close_due(), now)
         if dead:
             fresh = [d for d in dead if d.offset >= self.replay_before.get(d.partition, -1)]
             self._dead.extend(dead)
@@ -657,9 +694,22 @@ class Pipeline:
             if timeout is None or last is None or (now - last) < timeout:
                 continue
             closed = rt.windows.close_idle(int(now.timestamp() * 1000))
+            self._carry_ended(rt)
             if closed:
                 self._collect(rt, closed, now)
                 self._dirty = True
+
+    @staticmethod
+    def _carry_ended(rt: ModelRuntime) -> None:
+        """Log what a carry into a new window shape did, once it ended."""
+        done = rt.windows.carry_ended
+        if done is None:
+            return
+        rt.windows.carry_ended = None
+        skipped = f"; {done.skipped_rows} were in windows already stored and stay there only" if done.skipped_rows else ""
+        gone = "; the stream went idle before all of them were re-read (gone from Kafka?)" if done.idle else ""
+        log.info("model %s: re-windowing done: %d rows of %d old open windows went to windows of the new shape%s%s",
+                 done.model, done.carried_rows - done.skipped_rows, done.windows, skipped, gone)
 
     def _collect(self, rt: ModelRuntime, closed: list[OpenWindow], now: datetime) -> None:
         by = rt.config.window.by
@@ -1020,3 +1070,15 @@ def restore_references(runtimes: Any, store: Store) -> None:
         n = rt.references.restore(store)
         if n:
             log.info("model %s: %d reference member windows restored", rt.config.name, n)
+
+
+def _epoch_ms(text: str) -> int:
+    """A stored window bound (ISO text) in epoch ms."""
+    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _offsets(first: Mapping[int, int]) -> str:
+    """``{0: 600, 2: 15}`` -> ``600 (partition 0), 15 (partition 2)``; one partition: ``600``."""
+    if len(first) == 1:
+        return str(next(iter(first.values())))
+    return ", ".join(f"{o} (partition {p})" for p, o in sorted(first.items()))

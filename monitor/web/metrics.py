@@ -99,6 +99,7 @@ class DaemonMetrics:
         yield from self._from_store(lambda: self._outbox(d), read)
         yield from self._retention(d)
         yield from self._from_store(lambda: self._storage(d), read)
+        yield from self._from_store(lambda: self._window_shapes(d), read)
         readable = GaugeMetricFamily(
             "driftwarden_store_readable",
             "1 when this scrape read the store; 0 when it is failing (its families are left out)",
@@ -188,6 +189,27 @@ class DaemonMetrics:
         for name, n in sorted(d.store.size_on_disk().items()):
             size.add_metric([name], n)
         yield size
+
+    @staticmethod
+    def _window_shapes(d: DaemonView) -> Any:
+        """Per configured model: whether a partition row of the store holds its stream state
+        built with another window shape than this instance's config (from the store)."""
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        from monitor.windows.shape import mismatches, stored_shapes  # noqa: PLC0415
+        from storage.stream import partition_rows  # noqa: PLC0415
+
+        configured = {name: rt.windows.shape for name, rt in d.pipeline.models.items()}
+        differ = {s.model for s in mismatches(stored_shapes(partition_rows(d.store, d.pipeline.topic)), configured)}
+        g = GaugeMetricFamily(
+            "driftwarden_window_shape_mismatch",
+            "1 when the store holds a model's stream state built with another window shape than this"
+            " instance's config (another instance runs another definition, or a restart is re-windowing it)",
+            labels=["model"],
+        )
+        for name in sorted(configured):
+            g.add_metric([name], 1.0 if name in differ else 0.0)
+        yield g
 
     @staticmethod
     def _retention(d: DaemonView) -> Any:

@@ -21,6 +21,15 @@ Crash safety
     are re-read from Kafka and only re-fill the open windows of the snapshot:
     nothing already stored is counted again.
 
+Window shape
+    The snapshot records the :class:`~monitor.windows.shape.WindowShape` it was built
+    with. Restored into another shape (the config changed between the two runs, or
+    another instance with another definition wrote it), its open windows are not
+    resumed but *carried* (:mod:`monitor.windows.carry`): their rows, re-read, go to
+    the windows of the current shape. A snapshot without a recorded shape (older
+    versions) resumes as before when its open windows fit the current shape, and is
+    carried otherwise.
+
 Partitions
     :attr:`ModelWindows.partitions` are the Kafka partitions the model's rows came
     from. The pipeline stores the model's snapshot with one of them (the lowest it
@@ -40,6 +49,8 @@ import numpy as np
 from monitor.config import LimitsConfig, WindowConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.windows.caps import ValueCap
+from monitor.windows.carry import CarriedWindow, CarryEnded, CarryOver
+from monitor.windows.shape import WindowShape
 from storage.records import ALL_SEGMENTS
 
 _NO_WM = np.iinfo(np.int64).min // 4
@@ -156,6 +167,7 @@ class ModelWindows:
     ) -> None:
         self.model = model
         self.by = window.by
+        self.shape = WindowShape.of(window)
         self.segments = segments
         if window.by == "time":
             self.size = _ms(window.size)
@@ -185,6 +197,13 @@ class ModelWindows:
         self.last_capped: ColumnBatch | None = None
         #: Kafka partitions this model's rows came from (restored from snapshots too)
         self.partitions: set[int] = set()
+        #: rows of old-shape windows being re-read into this shape (see :mod:`monitor.windows.carry`)
+        self.carry: CarryOver | None = None
+        #: count windows: per group, the first position of the current shape (windows start
+        #: there or later; positions before it belong to windows of an earlier shape)
+        self.origins: dict[str, int] = {}
+        #: set when a carry ended; the pipeline logs it and clears it
+        self.carry_ended: CarryEnded | None = None
 
     def capped_rows(self) -> dict[str, int]:
         """Rows sent to the ``__other__`` bucket so far, by dimension (``version``, ``segment:KEY``)."""
@@ -278,6 +297,7 @@ class ModelWindows:
         ts = batch.ts_ms[idx]
         wm = wm_before[idx]
         rep = replay[idx]
+        refill, carried = self._replayed(batch, idx, version, segment, ts, rep)
         newest_start = (ts // self.step) * self.step
         panes = _Panes(batch, idx, newest_start)
         late: list[LateRows] = []
@@ -286,25 +306,47 @@ class ModelWindows:
             starts = newest_start[is_late]
             for s in np.unique(starts).tolist():
                 late.append(LateRows(version, segment, s, s + self.size, int((starts == s).sum())))
+        placed = np.zeros_like(rep)
         for j in range(self.per_row):
             start = newest_start - j * self.step
             end = start + self.size
-            ok = end > wm
+            ok = (end > wm) & ~rep
             if rep.any():
-                # replayed rows only re-fill windows restored from the snapshot
-                ok &= ~rep | np.array(
-                    [(version, segment, int(s), int(s) + self.size) in self._restored for s in start.tolist()],
-                    dtype=bool,
-                )
+                # replayed rows re-fill the windows restored from the snapshot (they held
+                # them whatever the watermark is now), or are carried into this shape
+                keys = [(version, segment, int(s), int(s) + self.size) for s in start.tolist()]
+                ok |= refill & np.array([k in self._restored for k in keys], dtype=bool)
+                if self.carry is not None and carried.any():
+                    stored = self.carry.stored
+                    take = carried & np.array([k not in stored for k in keys], dtype=bool)
+                    placed |= take
+                    ok |= take
             self._fill(version, segment, j, start, ok, idx, panes)
+        if self.carry is not None and carried.any():
+            self.carry.skipped_rows += int((carried & ~placed).sum())
         return late
+
+    def _replayed(
+        self, batch: ColumnBatch, idx: np.ndarray, version: str, segment: str, ts: np.ndarray, rep: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which replayed rows re-fill restored windows, and which are carried into this
+        shape (see :mod:`monitor.windows.carry`); without a carry, every replayed row
+        may re-fill and none is carried."""
+        if self.carry is None or not rep.any():
+            return rep, np.zeros_like(rep)
+        parts, offs = batch.partition[idx], batch.offset[idx]
+        early = rep & self.carry.early(parts, offs)
+        carried = early & self.carry.members(version, segment, ts, parts, offs)
+        self.carry.carried_rows += int(carried.sum())
+        return rep & ~early, carried
 
     def _add_count(
         self, batch: ColumnBatch, version: str, segment: str, idx: np.ndarray, replay: np.ndarray
     ) -> None:
         rep = replay[idx]
         if rep.any():
-            ridx = idx[rep]
+            refill, carried = self._replayed(batch, idx, version, segment, batch.ts_ms[idx], rep)
+            ridx = idx[refill]
             parts, offs = batch.partition[ridx], batch.offset[ridx]
             for key in list(self._restored):
                 if key[0] != version or key[1] != segment:
@@ -315,7 +357,8 @@ class ModelWindows:
                     mask |= (parts == p) & (offs >= lo) & (offs <= hi)
                 if mask.any():
                     w.add(batch.take(ridx[mask]))
-            idx = idx[~rep]
+            # carried rows take the next positions, as fresh rows do
+            idx = idx[~rep | carried]
         if idx.shape[0] == 0:
             return
         gkey = f"{version}|{segment}"
@@ -324,9 +367,10 @@ class ModelWindows:
         self.counters[gkey] = first + idx.shape[0]
         newest_start = (seq // self.step) * self.step
         panes = _Panes(batch, idx, newest_start)
+        origin = self.origins.get(gkey, 0)
         for j in range(self.per_row):
             start = newest_start - j * self.step
-            self._fill(version, segment, j, start, start >= 0, idx, panes)
+            self._fill(version, segment, j, start, start >= origin, idx, panes)
 
     def _fill(
         self, version: str, segment: str, j: int, start: np.ndarray, ok: np.ndarray, idx: np.ndarray, panes: _Panes
@@ -351,7 +395,10 @@ class ModelWindows:
     # -- closing ------------------------------------------------------------------
 
     def close_due(self) -> list[OpenWindow]:
-        """Remove and return the windows that are complete, oldest first."""
+        """Remove and return the windows that are complete, oldest first (none while rows
+        are being carried into this shape: a window may still get some)."""
+        if self.carry is not None:
+            return []
         if self.by == "time":
             due = [k for k in self.open if k[3] <= self.watermark]
         else:
@@ -373,14 +420,30 @@ class ModelWindows:
         that went quiet still gets its last windows closed once their end has
         passed. Rows that arrive later for them are late.
         """
+        if self.carry is not None:
+            # idle while rows were still to be re-read: they are not coming (gone from Kafka)
+            self._end_carry(idle=True)
         if self.by != "time" or self.max_ts is None:
             return []
         self.watermark = max(self.watermark, self.max_ts, now_ms - self.lateness)
         return self.close_due()
 
+    def passed(self, next_offsets: Mapping[int, int]) -> None:
+        """The consumer has read each partition up to ``next_offsets`` (exclusive): a carry
+        whose rows have all been re-read ends (windows close again from the next
+        :meth:`close_due`; :attr:`carry_ended` says what it did)."""
+        if self.carry is not None and self.carry.passed(next_offsets):
+            self._end_carry(idle=False)
+
+    def _end_carry(self, *, idle: bool) -> None:
+        c = self.carry
+        assert c is not None
+        self.carry = None
+        self.carry_ended = CarryEnded(self.model, len(c.windows), c.carried_rows, c.skipped_rows, idle)
+
     def first_offsets(self) -> dict[int, int]:
         """Per partition, the smallest offset held by an open window."""
-        out: dict[int, int] = {}
+        out: dict[int, int] = self.carry.first_offsets() if self.carry is not None else {}
         for w in self.open.values():
             for src in (w.saved_ranges, w.ranges):
                 for p, (lo, _hi) in src.items():
@@ -398,6 +461,10 @@ class ModelWindows:
             del self.open[k]
             self._restored.discard(k)
         self.partitions -= partitions
+        if self.carry is not None:
+            self.carry.drop_partitions(partitions)
+            if not self.carry.windows:
+                self.carry = None
         return len(gone)
 
     # -- undo -----------------------------------------------------------------------
@@ -415,6 +482,7 @@ class ModelWindows:
             "restored": set(self._restored),
             "forced": set(self._forced),
             "caps": (self.version_cap.snapshot(), {s: c.snapshot() for s, c in self.segment_caps.items()}),
+            "carry": (self.carry, self.carry.mark() if self.carry is not None else None, self.carry_ended),
         }
 
     def rollback(self, cp: dict[str, Any]) -> None:
@@ -429,6 +497,9 @@ class ModelWindows:
             w.ranges = ranges
         self._restored = cp["restored"]
         self._forced = cp["forced"]
+        self.carry, mark, self.carry_ended = cp["carry"]
+        if self.carry is not None:
+            self.carry.undo(mark)
         version, segments = cp["caps"]
         self.version_cap.restore(version)
         for s, c in self.segment_caps.items():
@@ -437,7 +508,8 @@ class ModelWindows:
     # -- persistence --------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-able state: watermark, counters and open windows with offset ranges."""
+        """JSON-able state: the window shape, watermark, counters and open windows with
+        offset ranges (and the rows still being carried into this shape, if any)."""
         wins = []
         for (v, s, start, end), w in self.open.items():
             ranges: dict[int, list[int]] = {}
@@ -447,7 +519,8 @@ class ModelWindows:
                     ranges[p] = [lo, hi] if r is None else [min(r[0], lo), max(r[1], hi)]
             wins.append({"v": v, "s": s, "start": start, "end": end, "rows": w.rows,
                          "ranges": {str(p): r for p, r in ranges.items()}})
-        return {
+        out = {
+            "shape": self.shape.to_state(),
             "watermark": int(self.watermark),
             "max_ts": self.max_ts,
             "counters": dict(self.counters),
@@ -460,12 +533,32 @@ class ModelWindows:
                 "segments": {s: c.snapshot() for s, c in self.segment_caps.items()},
             },
         }
+        if self.carry is not None:
+            out["carry"] = self.carry.to_state()
+        if self.origins:
+            out["origins"] = dict(self.origins)
+        return out
 
-    def restore(self, snap: Mapping[str, Any]) -> None:
-        """Reload a snapshot; open windows start empty and are re-filled by the replay."""
-        self.watermark = int(snap.get("watermark", _NO_WM))
-        self.max_ts = snap.get("max_ts")
-        self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()}
+    def restore(self, snap: Mapping[str, Any], offsets: Mapping[int, int] | None = None) -> Resumed:
+        """Reload a snapshot; open windows start empty and are re-filled by the replay.
+
+        ``offsets``: per partition, the first offset not reflected in the snapshot (the
+        replay boundary). A snapshot built with another window shape is carried into
+        this one (see :mod:`monitor.windows.carry`): its rows re-read before ``offsets``
+        go to this shape's windows. Returns what was found (:class:`Resumed`).
+        """
+        saved = WindowShape.from_state(snap.get("shape"))
+        old_by = saved.by if saved is not None else _infer_by(snap)
+        wins = list(snap.get("open", []))
+        if saved is not None:
+            same = saved == self.shape
+        else:  # older state: resumed as before if its open windows fit
+            same = old_by == self.by and all(self.shape.fits(int(w["start"]), int(w["end"])) for w in wins)
+        kept_by = old_by == self.by
+        self.watermark = int(snap.get("watermark", _NO_WM)) if kept_by else _NO_WM
+        self.max_ts = snap.get("max_ts") if kept_by else None
+        self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()} if kept_by else {}
+        self.origins = {k: int(v) for k, v in snap.get("origins", {}).items()} if kept_by else {}
         self.late_total = int(snap.get("late_total", 0))
         self.rows_seen = int(snap.get("rows_seen", 0))
         self.partitions = {int(p) for p in snap.get("partitions", [])}
@@ -473,20 +566,77 @@ class ModelWindows:
         self.version_cap.restore(caps.get("version", {}))
         for s, c in self.segment_caps.items():
             c.restore(caps.get("segments", {}).get(s, {}))
+        if not kept_by:  # the caps' clock was event time, now it is rows (or the reverse)
+            clock = self.rows_seen if self.by == "count" else 0
+            for cap in (self.version_cap, *self.segment_caps.values()):
+                cap.last_seen = dict.fromkeys(cap.last_seen, clock)
         self.open = {}
         self._restored = set()
-        for w in snap.get("open", []):
-            key = (w["v"], w["s"], int(w["start"]), int(w["end"]))
-            ow = OpenWindow(*key)
-            ow.saved_ranges = {int(p): list(r) for p, r in w["ranges"].items()}
-            self.open[key] = ow
-            self._restored.add(key)
-            self.partitions.update(ow.saved_ranges)
+        prior = CarryOver.from_state(snap["carry"]) if isinstance(snap.get("carry"), Mapping) else None
+        self.carry = None
+        self.carry_ended = None
+        if same:
+            for w in wins:
+                key = (w["v"], w["s"], int(w["start"]), int(w["end"]))
+                ow = OpenWindow(*key)
+                ow.saved_ranges = {int(p): list(r) for p, r in w["ranges"].items()}
+                self.open[key] = ow
+                self._restored.add(key)
+                self.partitions.update(ow.saved_ranges)
+            if prior is not None:  # stopped while carrying rows into this very shape: go on
+                self.carry = prior
+        else:
+            carried = [CarriedWindow.from_state(w, old_by) for w in wins]
+            carried += prior.windows if prior is not None else []
+            for g, n in self.counters.items():  # count windows of this shape begin after the old ones
+                self.origins[g] = n = -(-n // self.step) * self.step
+                self.counters[g] = n
+            if carried:
+                parts = {p for w in carried for p in w.ranges}
+                self.carry = CarryOver(saved, carried, {p: int(o) for p, o in (offsets or {}).items() if p in parts})
+        if self.carry is not None:
+            self.carry.wait_for(w.saved_ranges for w in self.open.values())
+            for w in self.carry.windows:
+                self.partitions.update(w.ranges)
+        return Resumed(self.model, saved, self.shape, same, len(wins), self.carry)
 
     @property
     def live(self) -> bool:
         """Whether the model holds any state (rows seen, a watermark, open windows)."""
-        return bool(self.partitions or self.open or self.max_ts is not None or self.counters)
+        return bool(self.partitions or self.open or self.max_ts is not None or self.counters or self.carry)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """What :meth:`ModelWindows.restore` found: the shape the state was built with
+    (``saved``, None when not recorded) against the configured one, and the carry
+    (None when the open windows resumed as they were)."""
+
+    model: str
+    saved: WindowShape | None
+    shape: WindowShape
+    same: bool
+    open_windows: int
+    carry: CarryOver | None
+
+    def carried_span(self) -> tuple[int | None, int | None] | None:
+        """The event times (ms) between which windows of this shape may receive carried
+        rows: to look up which of them are stored already (a carried row never rewrites
+        one). None: nothing to look up (count windows: carried rows take positions after
+        every stored window). ``(None, None)``: unbounded (rows of old count windows,
+        whose event times the state does not tell)."""
+        if self.carry is None or self.shape.by != "time":
+            return None
+        if any(w.by != "time" for w in self.carry.windows):
+            return (None, None)
+        return (min(w.start for w in self.carry.windows), max(w.end for w in self.carry.windows))
+
+
+def _infer_by(snap: Mapping[str, Any]) -> str:
+    """Time or count, for a snapshot that did not record its shape."""
+    if snap.get("max_ts") is not None:
+        return "time"
+    return "count" if snap.get("counters") else "time"
 
 
 def _ms(td: timedelta) -> int:
