@@ -98,8 +98,8 @@ def windows_with_verdicts(
     windows), the share it was compared with (``share_threshold``: ``drift.share``, or
     the calibrated count over the number of columns) and verdict (``dataset_drift``);
     with labels, ``label_coverage`` and ``performance``: the headline figures
-    (:data:`HEADLINE_PERFORMANCE`) as ``{metric: {"value", "ci_low", "ci_high"}}``
-    (empty before labels mature).
+    (:data:`HEADLINE_PERFORMANCE`, in its order) as ``{metric: {"value", "ci_low",
+    "ci_high"}}`` (empty before labels mature).
 
     Filters: ``since`` bounds the window end (ISO text), ``status`` is the stored
     status, ``drifted`` the dataset verdict (a window without one counts as not drifted).
@@ -144,7 +144,7 @@ def windows_with_verdicts(
 def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
     if not ids:
         return {}
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    found: dict[str, dict[str, dict[str, float | None]]] = {}
     marks = ",".join("?" * len(HEADLINE_PERFORMANCE))
     for r in store.query(
         "SELECT window_id, metric, value, ci_low, ci_high FROM metrics WHERE family = 'performance'"
@@ -152,10 +152,12 @@ def _headline_performance(store: Store, ids: list[str]) -> dict[str, dict[str, d
         f" AND window_id IN (SELECT value FROM {store.dialect.json_values('?')})",
         [*HEADLINE_PERFORMANCE, json_param(ids)],
     ):
-        out.setdefault(r["window_id"], {})[r["metric"]] = {
+        found.setdefault(r["window_id"], {})[r["metric"]] = {
             "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]
         }
-    return out
+    # in HEADLINE_PERFORMANCE's order, not the rows' (which the store chooses: PostgreSQL
+    # returns them as stored), so "the first headline figure" is the same on every store
+    return {wid: {m: figs[m] for m in HEADLINE_PERFORMANCE if m in figs} for wid, figs in found.items()}
 
 
 def drifted_columns(store: Store, window_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from monitor.demo.broker import BrokerUnavailable, EmbeddedBroker
+from storage.db import DB_FILENAME
+from tests.store_targets import PG_MODE, TEST_STORE
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +69,9 @@ def postgres() -> Iterator[Any]:
         server.start()
     except PostgresUnavailable as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        if os.environ.get("DRIFTWARDEN_REQUIRE_POSTGRES"):  # CI: a missing server fails, never skips
-            pytest.fail(f"embedded PostgreSQL required (DRIFTWARDEN_REQUIRE_POSTGRES) but unavailable: {exc}")
+        if os.environ.get("DRIFTWARDEN_REQUIRE_POSTGRES") or PG_MODE:  # CI / asked for: fails, never skips
+            pytest.fail(f"embedded PostgreSQL required (DRIFTWARDEN_REQUIRE_POSTGRES or DRIFTWARDEN_TEST_STORE)"
+                        f" but unavailable: {exc}")
         pytest.skip(f"embedded PostgreSQL not available on this platform: {exc}")
     yield server
     server.stop()
@@ -78,13 +81,17 @@ def postgres() -> Iterator[Any]:
 def _target(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from tests.store_targets import PostgresTarget, SqliteTarget
 
-    if kind == "sqlite":
+    if kind == "sqlite" and not PG_MODE:  # PostgreSQL mode: the default store is PostgreSQL
         return SqliteTarget(tmp_path / "driftwarden.db")
     server = request.getfixturevalue("postgres")
     return PostgresTarget(server.create_database, server.url, server.recycle_database)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+#: the stores of the parametrized fixtures: both, or in PostgreSQL mode PostgreSQL alone
+STORES = ["postgres"] if PG_MODE else ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=STORES)
 def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The store a test writes to, on SQLite and on PostgreSQL (parametrized)."""
     target = _target(request.param, request, tmp_path)
@@ -92,7 +99,7 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
     target.close()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=STORES)
 def module_store_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """``store_target`` for a module-scoped fixture (one seeded daemon serving many tests)."""
     target = _target(request.param, request, tmp_path_factory.mktemp("store"))
@@ -108,9 +115,52 @@ def pg_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     target.close()
 
 
+# -- DRIFTWARDEN_TEST_STORE=postgres: the whole suite on PostgreSQL (README "Development") --
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_STORE not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f'DRIFTWARDEN_TEST_STORE: expected "sqlite" or "postgres", got "{TEST_STORE}"')
+
+
+@pytest.fixture(scope="session", autouse=PG_MODE)
+def _state_dirs_on_postgres(request: pytest.FixtureRequest) -> Iterator[None]:
+    """PostgreSQL mode: each state dir a test names gets a database on the session's server."""
+    from tests.store_targets import StateDirStores, install_state_dir_stores
+
+    stores = StateDirStores(request.getfixturevalue("postgres"))
+    install_state_dir_stores(stores)
+    yield
+    stores.release(set())
+    install_state_dir_stores(None)
+
+
+@pytest.fixture(autouse=PG_MODE)
+def _no_sqlite_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """PostgreSQL mode: a test leaves no ``driftwarden.db`` in its ``tmp_path`` but those of
+    replays and demos, SQLite by design (one that does still uses the default store:
+    route it through tests/store_targets.py, or mark it ``sqlite_only``); the databases
+    of the state dirs it named are recycled afterwards."""
+    from tests.store_targets import _state_dirs
+
+    keep = _state_dirs.mark() if _state_dirs is not None else set()
+    checked = request.node.get_closest_marker("sqlite_only") is None and "tmp_path" in request.fixturenames
+    tmp: Path | None = request.getfixturevalue("tmp_path") if checked else None
+    yield
+    if _state_dirs is not None:
+        _state_dirs.release(keep)
+    if tmp is not None:
+        by_design = (".driftwarden-replay", ".driftwarden-demo")  # their own SQLite file, on any store
+        left = sorted(
+            str(p) for p in tmp.rglob(DB_FILENAME) if not any((p.parent / marker).exists() for marker in by_design)
+        )
+        assert not left, f"DRIFTWARDEN_TEST_STORE=postgres, but the test wrote SQLite stores: {left}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the PostgreSQL server carry the ``postgres`` marker
-    (``-m "not postgres"`` runs the SQLite half alone)."""
+    (``-m "not postgres"`` runs the SQLite half alone); in PostgreSQL mode those about
+    SQLite itself (``sqlite_only``) are skipped with their reason."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         names = getattr(item, "fixturenames", ())
@@ -119,3 +169,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             params.get("store_target"), params.get("module_store_target")
         ):
             item.add_marker(pytest.mark.postgres)
+        only = item.get_closest_marker("sqlite_only")
+        if PG_MODE and only is not None:
+            why = only.args[0] if only.args else only.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"sqlite_only: {why}"))

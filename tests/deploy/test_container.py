@@ -26,8 +26,9 @@ from monitor.demo.data import write_reference_csv
 from monitor.demo.sinks import SlackStandIn
 from tests.conftest import repo_root
 from tests.deploy.dockerfile import env, healthcheck_command, options, parse
-from tests.monitor.daemon_helpers import produce, stream, wait_for
+from tests.monitor.daemon_helpers import count_windows, produce, stream, wait_for
 from tests.monitor.fault_helpers import with_sentinel
+from tests.store_targets import PG_MODE, state_env
 
 ROOT = repo_root()
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -165,6 +166,7 @@ def test_what_the_image_runs_works(broker: EmbeddedBroker, tmp_path: Path) -> No
             "DRIFTWARDEN_KAFKA__HEARTBEAT_INTERVAL": "1s",
             "DRIFTWARDEN_DAEMON__HTTP_LISTEN": f"0.0.0.0:{port}",
             "DRIFTWARDEN_NOTIFIERS__SLACK__BASE_URL": slack.url,
+            **state_env(state),  # DRIFTWARDEN_TEST_STORE=postgres: -e DRIFTWARDEN_STORAGE__URL
         }
         workdir = Path(_mapped([i.args for i in ins if i.name == "WORKDIR"][-1], mapping))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -199,10 +201,13 @@ def test_what_the_image_runs_works(broker: EmbeddedBroker, tmp_path: Path) -> No
     assert err.read_text() == ""
     # the state volume: private
     assert state.stat().st_mode & 0o777 == 0o700
-    assert (state / "driftwarden.db").stat().st_mode & 0o777 == 0o600
+    if not PG_MODE:
+        assert (state / "driftwarden.db").stat().st_mode & 0o777 == 0o600
 
 
 def _windows(db: Path) -> int:
+    if PG_MODE:
+        return count_windows(db)
     if not db.exists():
         return 0
     try:

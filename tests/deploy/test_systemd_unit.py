@@ -17,6 +17,7 @@ from monitor.config import DEFAULT_STATE_DIR
 from monitor.demo.broker import free_port
 from monitor.demo.data import write_reference_csv
 from tests.conftest import repo_root
+from tests.store_targets import PG_MODE, state_storage_toml
 
 UNIT = repo_root() / "deploy" / "driftwarden.service"
 VENV_BIN = "/opt/driftwarden/venv/bin/driftwarden"
@@ -122,12 +123,15 @@ secret_env = "DW_UNIT_TEST_SECRET"
 """
 
 
-def _config(folder: Path, state_dir: str = "state") -> Path:
+def _config(folder: Path, state_dir: str = "state", *, default_store: bool = True) -> Path:
+    """``default_store``: with the default store's ``[storage]`` (none, or in PostgreSQL mode
+    of the tests the state dir's database); False: the test adds its own."""
     folder.mkdir(parents=True, exist_ok=True)
     write_reference_csv(str(folder / "reference.csv"), n=300, seed=3)
     path = folder / "config.toml"
     # nothing listens on these ports: Kafka and the webhook are unreachable
-    path.write_text(CONFIG.format(state_dir=state_dir, http=free_port(), kafka=free_port(), hook=free_port()))
+    path.write_text(CONFIG.format(state_dir=state_dir, http=free_port(), kafka=free_port(), hook=free_port())
+                    + (state_storage_toml(folder / state_dir) if default_store else ""))
     return path
 
 
@@ -158,6 +162,8 @@ def test_pre_start_check_reports_unreachable_services_without_failing(tmp_path: 
     lines = res.stdout.splitlines()
     assert lines[0] == "✓ config: 1 model(s), 1 rule(s), 1 notifier(s); reference(s): churn 300 rows"
     assert lines[1].startswith("✓ state dir ")
+    if PG_MODE:  # the suite on PostgreSQL: the store's own line
+        assert lines.pop(2).startswith("✓ storage postgresql://"), lines
     assert lines[2].startswith("! kafka: ") and lines[2].endswith("(not fatal before start: the daemon retries)")
     assert lines[3].startswith("! webhook retrain: ")
     # the same check without --pre-start fails on them
@@ -199,7 +205,7 @@ def test_a_database_away_at_start_exits_1_for_a_restart_and_a_wrong_one_exits_2(
     database that does not exist is a config error, named as such."""
     from monitor.demo.broker import free_port  # noqa: PLC0415
 
-    away = _config(tmp_path / "away")
+    away = _config(tmp_path / "away", default_store=False)
     away.write_text(away.read_text() + f'\n[storage]\nurl = "postgresql://driftwarden@127.0.0.1:{free_port()}/dw"\n')
     res = _run(_as_written(service("ExecStart")[0], away))
     assert res.returncode == 1, res.stderr
@@ -207,7 +213,7 @@ def test_a_database_away_at_start_exits_1_for_a_restart_and_a_wrong_one_exits_2(
     assert res.stderr.startswith("driftwarden: storage.url: cannot connect to postgresql://driftwarden@127.0.0.1:")
     assert "to be started again" in res.stderr and "state_dir" not in res.stderr
 
-    wrong = _config(tmp_path / "wrong")
+    wrong = _config(tmp_path / "wrong", default_store=False)
     missing = pg_target.storage_toml().replace(pg_target.database, "no_such_database")
     wrong.write_text(wrong.read_text() + missing)
     res = _run(_as_written(service("ExecStart")[0], wrong))

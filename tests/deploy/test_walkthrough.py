@@ -15,6 +15,7 @@ import pytest
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from tests.conftest import repo_root
+from tests.store_targets import PG_MODE, state_env
 
 pytestmark = [pytest.mark.broker]
 
@@ -66,6 +67,7 @@ def test_following_the_walkthrough_shows_windows(broker: EmbeddedBroker, tmp_pat
         "KAFKA": broker.bootstrap,
         "DRIFTWARDEN_DAEMON__HTTP_LISTEN": f"127.0.0.1:{free_port()}",
         "COLUMNS": "80",
+        **state_env(folder / "state"),  # DRIFTWARDEN_TEST_STORE=postgres: the store's url from the environment
     }
     (folder / "walkthrough.sh").write_text(script(walkthrough()))
     res = subprocess.run(["bash", "walkthrough.sh"], cwd=folder, env=env, capture_output=True, text=True,
@@ -79,4 +81,4 @@ def test_following_the_walkthrough_shows_windows(broker: EmbeddedBroker, tmp_pat
     # whole 5-minute windows of 4 events a second (the last one closes when the stream is idle)
     rows = [line for line in table.splitlines() if re.search(r"\d\d:\d\d–\d\d:\d\d\s+1200\s", line)]
     assert 1 <= len(rows) <= 4, table
-    assert (folder / "state" / "driftwarden.db").is_file()
+    assert (folder / "state" / "driftwarden.db").is_file() != PG_MODE

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from monitor.demo.data import events, write_reference_csv
-from storage.db import Store
+from tests.store_targets import open_state_store, state_has_store, state_storage_toml
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -63,6 +63,8 @@ def write_config(
     if not (folder / "reference.csv").exists():
         write_reference_csv(str(folder / "reference.csv"), n=3000, seed=7)
     path = folder / "config.toml"
+    if "[storage]" not in extra:  # DRIFTWARDEN_TEST_STORE=postgres: the state dir's database
+        extra += state_storage_toml(folder / "state")
     path.write_text(
         BASE_CONFIG.format(
             bootstrap=bootstrap, topic=topic, http_port=http_port, extra=extra, group=group or f"g-{topic}",
@@ -121,9 +123,9 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
 
 
 def count_windows(db: Path, segment: str = "") -> int:
-    if not db.exists():
+    if not state_has_store(db):
         return 0
-    s = Store(db)
+    s = open_state_store(db)
     try:
         return s.query("SELECT COUNT(*) AS n FROM windows WHERE segment = ?", (segment,))[0]["n"]
     finally:
@@ -133,7 +135,7 @@ def count_windows(db: Path, segment: str = "") -> int:
 def table_dump(db: Any) -> dict[str, list[tuple[Any, ...]]]:
     """windows and metrics, without timestamps of computation: for equality between runs.
     ``db``: a SQLite path or a :class:`tests.store_targets.StoreTarget`."""
-    s = Store(db) if isinstance(db, Path) else db.open()
+    s = open_state_store(db) if isinstance(db, Path) else db.open()
     try:
         w = [tuple(r.values()) for r in s.query(
             'SELECT id, model, version, segment, start, "end", rows, status, late_rows FROM windows ORDER BY id')]

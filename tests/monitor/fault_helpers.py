@@ -16,7 +16,7 @@ import orjson
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from tests.monitor.daemon_helpers import table_dump, wait_for, write_config
-from tests.store_targets import SqliteTarget, StoreTarget
+from tests.store_targets import PG_MODE, SqliteTarget, StoreTarget, state_target
 
 TUMBLING = 'type = "tumbling"\nsize = "1m"'
 #: window shapes under test, replacing the tumbling one of daemon_helpers.BASE_CONFIG
@@ -42,6 +42,8 @@ def peek_state(db: Path | StoreTarget, *, owned_only: bool = False) -> dict[str,
     """The durable stream state of every partition in one piece (``offsets``, ``models``),
     read without writing (no migrations, no locks held); None before any was written.
     ``owned_only``: without the rows of partitions an instance gave up."""
+    if PG_MODE and isinstance(db, Path):  # DRIFTWARDEN_TEST_STORE=postgres: the dir's database
+        db = state_target(db)
     if isinstance(db, StoreTarget):
         if isinstance(db, SqliteTarget):
             return peek_state(db.path, owned_only=owned_only)

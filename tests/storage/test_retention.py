@@ -296,6 +296,7 @@ def test_a_writer_gets_in_between_batches_of_a_big_prune(store: Store) -> None:
 # -- the file stays bounded ---------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the SQLite file's incremental vacuum and size")
 def test_new_database_is_incremental_and_prune_gives_space_back(tmp_path: Path) -> None:
     store = Store(tmp_path / "driftwarden.db", synchronous="NORMAL")  # a file: SQLite only
     assert store.auto_vacuum_mode() == "incremental"
@@ -319,6 +320,7 @@ def test_new_database_is_incremental_and_prune_gives_space_back(tmp_path: Path) 
     store.close()
 
 
+@pytest.mark.sqlite_only("a SQLite file made before incremental vacuum")
 def test_an_old_database_switches_to_incremental_vacuum_once(tmp_path: Path) -> None:
     path = tmp_path / "driftwarden.db"
     raw = sqlite3.connect(path, isolation_level=None)

@@ -12,6 +12,7 @@ import pytest
 from storage.db import Store
 from storage.state_dir import secure_state_dir
 
+pytestmark = pytest.mark.sqlite_only("the modes of the state dir's files, the SQLite database's among them")
 
 def mode(p: Path) -> int:
     return stat.S_IMODE(p.lstat().st_mode)

@@ -1,4 +1,4 @@
-"""Window samples and URL-safe window ids on a real SQLite file."""
+"""Window samples and URL-safe window ids on the default store (SQLite, or PostgreSQL when the suite runs on it)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ from storage.samples import (
     sample_counts,
 )
 from storage.windows import write_window
+from tests.store_targets import open_state_store
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def store(tmp_path: Path):
-    s = Store(tmp_path / "driftwarden.db", synchronous="NORMAL")
+    s = open_state_store(tmp_path, synchronous="NORMAL")
     yield s
     s.close()
 

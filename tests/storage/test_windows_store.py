@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from storage.dialect import POSTGRES_DIALECT, SQLITE_DIALECT
 from storage.labels import write_performance
 from storage.records import MetricRow, WindowKey, WindowRecord
-from storage.windows import window_metrics, write_window
+from storage.windows import window_metrics, windows_with_verdicts, write_window
 from tests.store_targets import StoreTarget
 
 KEY = WindowKey("churn", "v1", "", "2026-11-23T00:00:00.000Z", "2026-11-23T00:01:00.000Z")
@@ -71,3 +71,17 @@ def test_real_fields_of_a_batch() -> None:
     # JSON has no infinity: PostgreSQL gets the text its cast reads back
     assert (POSTGRES_DIALECT.real(math.inf), POSTGRES_DIALECT.real(-math.inf)) == ("Infinity", "-Infinity")
     assert "DOUBLE PRECISION" in POSTGRES_DIALECT.json_field(4, "real")
+
+
+def test_headline_performance_comes_in_the_documented_order_on_both_stores(store_target: StoreTarget) -> None:
+    """The CLI and the API show a window's first headline figure: ``HEADLINE_PERFORMANCE``'s
+    order (mae before rmse before r2), whatever order the store returns rows in (SQLite by
+    its index: alphabetical; PostgreSQL: as stored)."""
+    store = store_target.open()
+    with store.transaction():
+        write_window(store, WindowRecord(key=KEY, rows=120, status="ok", computed_at=NOW, reference="r"), [])
+        write_performance(store, KEY, [
+            MetricRow("", "r2", 0.5), MetricRow("", "rmse", 2.0), MetricRow("", "mae", 1.5),
+        ], computed_at=NOW)
+    [w] = windows_with_verdicts(store)
+    assert list(w["performance"]) == ["mae", "rmse", "r2"]

@@ -23,7 +23,7 @@ from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, open_state_store, state_cli_args
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # the seeded windows span 1.5 h from DAY, all on one calendar day whenever the suite runs
@@ -57,13 +57,14 @@ def _iso(ts: datetime) -> str:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Path:
-    """A seeded SQLite state dir."""
+def state(tmp_path: Path) -> tuple[str, str]:
+    """A seeded state dir, as the CLI is pointed at it: ``--state-dir DIR`` (or, when the
+    suite runs on PostgreSQL, ``-c FILE`` naming the dir's database)."""
     folder = tmp_path / "state"
-    store = Store.in_state_dir(folder)
+    store = open_state_store(folder)
     _seed(store)
     store.close()
-    return folder
+    return state_cli_args(folder, tmp_path / "cli")
 
 
 @pytest.fixture
@@ -368,6 +369,7 @@ def _older_database(folder: Path) -> tuple[Path, int]:
     return db, MIGRATIONS[-1][0]
 
 
+@pytest.mark.sqlite_only("an older SQLite file, read-only by its mode, under --state-dir")
 def test_read_commands_never_write_or_migrate(tmp_path: Path) -> None:
     # an older schema: reads are refused with the fix, and the file is untouched
     db, top = _older_database(tmp_path / "old")
@@ -398,20 +400,22 @@ def test_read_commands_never_write_or_migrate(tmp_path: Path) -> None:
         (("windows", "--state-dir", "{empty}"), 1,
          "driftwarden: no database at {empty}/driftwarden.db: the daemon has not run with this state dir yet,"
          " or --state-dir points elsewhere (give the folder that holds driftwarden.db)"),
-        (("windows", "--since", "yesterday", "--state-dir", "{state}"), 2,
+        (("windows", "--since", "yesterday", "{state}"), 2,
          'driftwarden: --since: expected a duration like "2h" or a time like 2026-11-23T14:00Z, got "yesterday"'),
-        (("windows", "--state", "red", "--state-dir", "{state}"), 2,
+        (("windows", "--state", "red", "{state}"), 2,
          'driftwarden: --state: expected one of ok, insufficient, drifted, stable, got "red"'),
-        (("alerts", "--state", "on", "--state-dir", "{state}"), 2,
+        (("alerts", "--state", "on", "{state}"), 2,
          'driftwarden: --state: expected one of pending, firing, resolved, inactive, got "on"'),
     ],
 )
-def test_errors_say_what_to_fix(state: Path, tmp_path: Path, args: tuple[str, ...], code: int, message: str) -> None:
+def test_errors_say_what_to_fix(
+    state: tuple[str, str], tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = cli(*[a.format(state=state, empty=empty) for a in args])
+    res = cli(*[b for a in args for b in (state if a == "{state}" else (a.format(empty=empty),))])
     assert res.returncode == code
-    assert res.stderr.strip() == message.format(state=state, empty=empty)
+    assert res.stderr.strip() == message.format(empty=empty)
     assert "Traceback" not in res.stderr
 
 
@@ -421,6 +425,7 @@ def test_version() -> None:
     assert ok("--version").strip() == f"driftwarden {version('driftwarden')}"
 
 
+@pytest.mark.sqlite_only("the demo's own SQLite state dir")
 def test_demo_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
     from monitor.demo.run import MARKER, demo_state_refusal
 

@@ -61,6 +61,7 @@ def mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.sqlite_only("the modes and bytes of the SQLite file under --state-dir")
 @pytest.mark.parametrize("command", ["windows", "alerts", "status"])
 def test_read_commands_change_no_mode_and_write_nothing(tmp_path: Path, command: str) -> None:
     state = state_with_hostile_windows(tmp_path / "state")

@@ -96,6 +96,7 @@ def test_an_old_window_says_its_sample_is_gone(state, tmp_path: Path) -> None:
     assert "the sample of this window's rows is gone: reports can be made for the newest [reports] sample_windows" in stderr
 
 
+@pytest.mark.sqlite_only("the SQLite file's bytes and mode")
 @pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # the file's bytes and mode
 def test_the_store_is_opened_read_only(state, tmp_path: Path) -> None:
     _, (_, state_dir), ids = state

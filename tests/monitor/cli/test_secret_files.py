@@ -12,6 +12,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from monitor.cli.app import app
+from tests.store_targets import state_storage_toml
 
 MODEL = '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
 
@@ -37,7 +38,7 @@ def test_check_prints_and_run_logs_a_world_readable_secret_file(tmp_path: Path) 
     cfg = tmp_path / "dw.toml"
     cfg.write_text(
         '[daemon]\napi_token_file = "api-token"\nstate_dir = "state"\n'
-        '[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\n' + MODEL
+        '[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\n' + MODEL + state_storage_toml(tmp_path / "state")
     )
     res = CliRunner().invoke(app, ["check", "--pre-start", "-c", str(cfg)], env={"COLUMNS": "300"})
     lines = res.stdout.splitlines()

@@ -11,7 +11,6 @@ import pytest
 from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
-from storage.db import Store
 from tests.monitor.daemon_helpers import (
     count_windows,
     produce,
@@ -20,7 +19,7 @@ from tests.monitor.daemon_helpers import (
     wait_for,
     write_config,
 )
-from tests.store_targets import PostgresTarget, StoreTarget
+from tests.store_targets import PostgresTarget, StoreTarget, open_state_store
 
 pytestmark = [pytest.mark.broker]
 
@@ -119,11 +118,11 @@ def test_each_bad_message_is_dead_lettered_and_figures_unchanged(
     db_dirty = _run(c2, 4, pg)
 
     assert table_dump(db_clean) == table_dump(pg or db_dirty)
-    store = pg.reader() if pg else Store(db_dirty)
+    store = pg.reader() if pg else open_state_store(db_dirty)
     letters = store.query('SELECT "offset", reason, payload FROM dead_letters ORDER BY "offset"')
     assert len(letters) == len(BAD)
     for (payload, reason), row in zip(BAD, letters, strict=True):
         assert row["reason"].startswith(reason), (row["reason"], reason)
         if payload:
             assert bytes(row["payload"]) == payload[:65536]
-    assert Store(db_clean).query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"] == 0
+    assert open_state_store(db_clean).query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"] == 0

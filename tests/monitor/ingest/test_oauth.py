@@ -19,7 +19,7 @@ from kafka.net.sasl.oauth import AbstractTokenProvider
 from monitor.config import ConfigError, parse_config
 from monitor.ingest.kafka_client import client_options
 from monitor.ingest.oauth import TokenError, TokenProvider, jwt_expiry
-from storage.db import Store
+from tests.store_targets import open_state_store
 
 
 def _jwt(exp: float) -> str:
@@ -259,7 +259,7 @@ def test_the_daemon_consumes_through_oauthbearer_while_its_token_rotates(tmp_pat
         finally:
             assert terminate(proc) == 0
         assert "tok-2" in proxy.tokens() and "tok-1" in proxy.tokens()
-        store = Store(db, readonly=True)
+        store = open_state_store(db, readonly=True)
         try:
             rows = [r["rows"] for r in store.query("SELECT rows FROM windows WHERE segment = '' ORDER BY start")]
         finally:

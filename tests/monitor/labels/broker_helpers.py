@@ -9,12 +9,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from storage.db import Store
+from storage.db import StorageError, Store
 from tests.monitor.labels.helpers import metric
 from tests.monitor.labels.test_join import expected_figures
+from tests.store_targets import PG_MODE, state_target
 
 
 def _query(db: Path, sql: str) -> list[tuple[Any, ...]] | None:
+    if PG_MODE:  # DRIFTWARDEN_TEST_STORE=postgres: the state dir's database
+        try:
+            return [tuple(r.values()) for r in state_target(db).reader().query(sql)]
+        except StorageError:
+            return None
     if not db.exists():
         return None
     try:

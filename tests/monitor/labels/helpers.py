@@ -16,7 +16,7 @@ from monitor.demo.data import events, label_events, write_reference_csv
 from monitor.service.pipeline import Pipeline
 from storage.db import Store
 from tests.monitor.daemon_helpers import START, write_config
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, open_state_store
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
 NOW = START + timedelta(days=1)
@@ -82,9 +82,9 @@ def pipeline(
     cfg_path: Path, clock: Callable[[], datetime] | None = None, on_performance: Any = None,
     target: StoreTarget | None = None,
 ) -> tuple[Config, Store, Pipeline]:
-    """A pipeline on ``target``'s store (default: SQLite in the config's state dir)."""
+    """A pipeline on ``target``'s store (default: the config's state dir's)."""
     cfg = load_config(cfg_path)
-    store = target.open() if target is not None else Store.in_state_dir(cfg.daemon.state_dir)
+    store = target.open() if target is not None else open_state_store(cfg.daemon.state_dir)
     p = Pipeline(cfg, store, clock=clock or Clock(), on_performance=on_performance)
     p.restore()
     return cfg, store, p

@@ -16,7 +16,6 @@ import orjson
 import pytest
 
 from monitor.demo.broker import EmbeddedBroker, free_port
-from storage.db import Store
 from storage.labels import label_counters
 from tests.monitor.daemon_helpers import produce, wait_for
 from tests.monitor.fault_helpers import committed, http_port, start_daemon, terminate, wait_ready
@@ -30,6 +29,7 @@ from tests.monitor.labels.broker_helpers import (
 )
 from tests.monitor.labels.helpers import expected_join, label_config
 from tests.monitor.labels.test_join import scenario
+from tests.store_targets import open_state_store
 
 pytestmark = [pytest.mark.broker]
 
@@ -88,7 +88,7 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
         "churn|v1||2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z",
         f"churn|v1|{region}|2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z",
     }
-    store = Store(db)
+    store = open_state_store(db)
     labs = [*labs, (late, 0, len(label_payloads))]
     joined = expected_join(preds, labs, ttl_ms=3_600_000)
     ids = performance_windows(store)
@@ -135,7 +135,7 @@ def test_early_labels_wait_and_too_late_ones_are_counted_through_the_broker(
     try:
         assert wait_ready(cfg), "daemon not ready"
         assert wait_for(lambda: label_offset(db) >= len(labels), timeout=60), label_offset(db)
-        store = Store(db)
+        store = open_state_store(db)
         assert label_counters(store)["churn"]["early"] == len(labels)  # all wait for their predictions
         assert store.query("SELECT COUNT(*) AS n FROM label_early")[0]["n"] == len(labels)
         produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds])

@@ -12,7 +12,6 @@ on how the two topics' polls interleave, which differs between any two runs.
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.monitor.fault_helpers import (
 from tests.monitor.labels.broker_helpers import label_offset, labels_done, perf_dump
 from tests.monitor.labels.helpers import label_config
 from tests.monitor.labels.test_join import scenario
+from tests.store_targets import open_state_store
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -53,19 +53,21 @@ def config(folder: Path, broker: EmbeddedBroker, preds: str, labels: str) -> Pat
 
 
 def join_dump(db: Path) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    store = open_state_store(db, readonly=True)
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r.values()) for r in store.query(sql)]
+
     try:
-        held = conn.execute(
+        held = rows(
             "SELECT model, event_id, version, ts, segments, prediction, label, label_ts, label_pos"
             " FROM label_predictions ORDER BY model, event_id"
-        ).fetchall()
-        early = conn.execute("SELECT * FROM label_early ORDER BY model, event_id").fetchall()
-        counters = conn.execute(
-            "SELECT model, name, value FROM label_counters WHERE name != 'early' ORDER BY model, name"
-        ).fetchall()
-        slots = conn.execute('SELECT model, start, "end", rows, labelled FROM label_slots ORDER BY start').fetchall()
+        )
+        early = rows("SELECT * FROM label_early ORDER BY model, event_id")
+        counters = rows("SELECT model, name, value FROM label_counters WHERE name != 'early' ORDER BY model, name")
+        slots = rows('SELECT model, start, "end", rows, labelled FROM label_slots ORDER BY start')
     finally:
-        conn.close()
+        store.close()
     return {"held": held, "early": early, "counters": counters, "slots": slots, "perf": perf_dump(db), **table_dump(db)}
 
 

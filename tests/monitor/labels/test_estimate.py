@@ -15,11 +15,10 @@ from monitor.config import load_config
 from monitor.demo.data import events, label_events
 from monitor.service.alerting import Alerting
 from monitor.service.pipeline import Pipeline
-from storage.db import Store
 from tests.monitor.daemon_helpers import START
 from tests.monitor.labels.helpers import NOW_MS, Clock, Rec, label_config
 from tests.monitor.labels.test_join import settle
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, open_state_store
 
 RULES = """
 [[rules]]
@@ -116,6 +115,6 @@ def test_rules_on_figures_the_reference_cannot_give_are_refused(tmp_path: Path) 
     pd.read_csv(ref).drop(columns=["label"]).to_csv(ref, index=False)
     cfg = load_config(cfg_path)
     with pytest.raises(ReferenceError, match=r"rules\[0\] \(labels-moved\) uses label_drift, which needs a label column"):
-        Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir))
+        Pipeline(cfg, open_state_store(cfg.daemon.state_dir))
     ref.write_text(with_labels)
-    assert Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir)).labels is not None
+    assert Pipeline(cfg, open_state_store(cfg.daemon.state_dir)).labels is not None

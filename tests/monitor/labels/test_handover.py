@@ -34,7 +34,7 @@ from tests.monitor.labels.helpers import (
     predictions,
 )
 from tests.monitor.labels.test_join import settle
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, open_state_store
 
 CHUNK = 150
 
@@ -144,7 +144,7 @@ def test_the_single_row_state_of_older_versions_moves_into_the_partition_row(tmp
     from storage.state import load_state, save_state
 
     cfg = load_config(label_config(tmp_path))
-    store = Store(tmp_path / "old.db")
+    store = open_state_store(tmp_path / "old.db")
     with store.transaction():
         save_state(store, "labels", {"offsets": {"0": 40}, "clock": {"churn": NOW_MS}})
     clock = Clock()

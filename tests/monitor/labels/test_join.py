@@ -28,7 +28,7 @@ from tests.monitor.labels.helpers import (
     predictions,
     records,
 )
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, state_cli_args
 
 MIN = 60_000
 
@@ -298,8 +298,8 @@ def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
     feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
     settle(p, clock)
     runner = CliRunner()
-    state = str(cfg.daemon.state_dir)
-    out = runner.invoke(app, ["windows", "--state-dir", state, "--segment", "", "--json"])
+    where = state_cli_args(cfg.daemon.state_dir, tmp_path / "cli")
+    out = runner.invoke(app, ["windows", *where, "--segment", "", "--json"])
     assert out.exit_code == 0, out.output
     rows = orjson.loads(out.output)["items"]
     w = next(r for r in rows if r["start"] == "2026-11-23T12:02:00.000Z")
@@ -307,7 +307,7 @@ def test_cli_windows_shows_coverage_and_performance(tmp_path: Path) -> None:
     assert w["label_coverage"] == metric(store, wid, "label_coverage")
     acc = w["performance"]["accuracy"]
     assert acc["value"] == metric(store, wid, "accuracy") and acc["ci_low"] < acc["value"] < acc["ci_high"]
-    table = runner.invoke(app, ["windows", "--state-dir", state, "--segment", ""], env={"COLUMNS": "250"})
+    table = runner.invoke(app, ["windows", *where, "--segment", ""], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "labelled" in table.output and "92%" in table.output and "accuracy 0." in table.output
 
 
@@ -322,7 +322,7 @@ def test_cli_status_shows_the_join(tmp_path: Path) -> None:
     feed(p, clock, records("predictions", preds), labels=False)
     feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs], labels=True)
     settle(p, clock)
-    out = CliRunner().invoke(app, ["status", "--state-dir", str(cfg.daemon.state_dir), "--json"])
+    out = CliRunner().invoke(app, ["status", *state_cli_args(cfg.daemon.state_dir, tmp_path / "cli"), "--json"])
     assert out.exit_code == 0, out.output
     status = orjson.loads(out.output)["item"]
     assert status["label_join"]["churn"] == label_counters(store)["churn"]
@@ -363,6 +363,7 @@ def test_absent_segment_values_and_nul_characters_go_through_the_join(tmp_path: 
     assert [(r["version"], r["segment"]) for r in versions] == [("v\ufffd2", ""), ("v\ufffd2", "region=e\ufffdu")]
 
 
+@pytest.mark.sqlite_only("U+0000 in SQLite text written by an older version; PostgreSQL text cannot hold it")
 def test_absent_values_an_older_version_stored_as_nul_still_read_as_absent(tmp_path: Path) -> None:
     """SQLite databases written before the marker changed hold U+0000 for an absent segment
     value, until their predictions expire: they are read as absent, like the new marker."""

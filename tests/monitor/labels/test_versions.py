@@ -20,6 +20,7 @@ from monitor.service.pipeline import Pipeline
 from storage.db import Store
 from tests.monitor.labels.helpers import NOW_MS, Clock, Rec, label_config, predictions
 from tests.monitor.labels.test_join import settle
+from tests.store_targets import open_state_store
 
 RULE = """
 [[rules]]
@@ -33,7 +34,7 @@ version = "canary"
 
 def run(folder: Path, seed: int, drop: float, windows: int = 6, per_window: int = 500) -> Store:
     cfg = load_config(label_config(folder, perf='baseline_version = "stable"', extra=RULE, n_boot=100))
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = open_state_store(cfg.daemon.state_dir)
     clock = Clock()
     alerting = Alerting(cfg, store, clock=clock)
     p = Pipeline(cfg, store, clock=clock, on_window=alerting.on_window, on_performance=alerting.on_performance)

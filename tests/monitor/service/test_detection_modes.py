@@ -18,7 +18,7 @@ from monitor.config import Config, parse_config
 from monitor.ingest.batch import ColumnBatch
 from monitor.service.pipeline import Pipeline
 from storage.db import Store
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, open_state_store, state_cli_args
 
 HOUR = 3_600_000
 CATS = np.array(["a", "b", "c"], dtype=object)
@@ -77,7 +77,7 @@ def batch(cols: dict[str, np.ndarray], first_offset: int, ts_ms: np.ndarray | No
 
 def run(cfg: Config, chunks: list[dict[str, np.ndarray]], *, first_offset: int = 0,
         ts: list[np.ndarray] | None = None, store: Store | None = None) -> Store:
-    store = store or Store.in_state_dir(cfg.daemon.state_dir, synchronous="NORMAL")
+    store = store or open_state_store(cfg.daemon.state_dir, synchronous="NORMAL")
     p = Pipeline(cfg, store)
     p.restore()
     off = first_offset
@@ -277,16 +277,16 @@ def test_cli_windows_shows_the_calibrated_thresholds(tmp_path: Path) -> None:
 
     cfg = make_config(tmp_path, {}, {"thresholds": "calibrated"})
     run(cfg, stationary(2)).close()
-    state = str(cfg.daemon.state_dir)
-    out = CliRunner().invoke(app, ["windows", "--state-dir", state, "--json"])
+    where = state_cli_args(cfg.daemon.state_dir, tmp_path / "cli")
+    out = CliRunner().invoke(app, ["windows", *where, "--json"])
     assert out.exit_code == 0, out.output
     listed = json.loads(out.output)["items"]
     assert len(listed) == 2 and all(w["share_threshold"] in (0.25, 0.5, 0.75, 1.0) for w in listed)
-    shown = CliRunner().invoke(app, ["windows", "show", listed[0]["ref"], "--state-dir", state, "--json"])
+    shown = CliRunner().invoke(app, ["windows", "show", listed[0]["ref"], *where, "--json"])
     assert shown.exit_code == 0, shown.output
     rows = {(r["column"], r["metric"]): r for r in json.loads(shown.output)["item"]["figures"]}
     assert 0.0 < rows[("x", "drift_score")]["threshold"] < 0.2 and rows[("x", "drift_score")]["p_value"] is not None
-    table = CliRunner().invoke(app, ["windows", "--state-dir", state], env={"COLUMNS": "100"})
+    table = CliRunner().invoke(app, ["windows", *where], env={"COLUMNS": "100"})
     shares = {w["share_threshold"] for w in listed}
     assert all(f"≥{share:.2f}" in table.output for share in shares), table.output
 

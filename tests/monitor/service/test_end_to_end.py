@@ -14,7 +14,6 @@ from standardwebhooks.webhooks import Webhook
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.demo.sinks import SlackStandIn, WebhookSink
-from storage.db import Store
 from tests.monitor.daemon_helpers import (
     count_windows,
     drain_output,
@@ -23,6 +22,7 @@ from tests.monitor.daemon_helpers import (
     wait_for,
     write_config,
 )
+from tests.store_targets import open_state_store
 
 pytestmark = [pytest.mark.broker]
 
@@ -78,7 +78,7 @@ def test_drifting_stream_end_to_end(broker: EmbeddedBroker, topic: str, tmp_path
             out = output(30)
         assert proc.returncode == 0, out.decode()[-3000:]
 
-    store = Store(db)
+    store = open_state_store(db)
     rows = store.query(
         "SELECT w.start, w.rows, w.status, m.value AS share, m.drifted FROM windows w JOIN metrics m "
         "ON m.window_id = w.id AND m.metric = 'drift_share' AND m.\"column\" = '' "

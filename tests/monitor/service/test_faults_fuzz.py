@@ -22,10 +22,9 @@ from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.schema import ModelSchema
 from monitor.service.daemon import Daemon
-from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, table_dump, wait_for, write_config
 from tests.monitor.fault_helpers import durable_offset, open_windows
-from tests.store_targets import PostgresTarget, StoreTarget
+from tests.store_targets import PostgresTarget, StoreTarget, open_state_store
 
 REASONS = {
     "too_large",
@@ -234,7 +233,7 @@ def test_tens_of_thousands_of_bad_messages(broker: EmbeddedBroker, tmp_path: Pat
         f" {len(clean['metrics'])} metrics compared"
     )
     assert fuzzed == clean
-    store = Store(db_dirty) if isinstance(db_dirty, Path) else db_dirty.open()
+    store = open_state_store(db_dirty) if isinstance(db_dirty, Path) else db_dirty.open()
     try:
         letters = store.query('SELECT "offset", reason, length(payload) AS n FROM dead_letters')
         by_reason: dict[str, int] = {}

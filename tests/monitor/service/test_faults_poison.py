@@ -21,7 +21,7 @@ from monitor.windows.caps import OTHER
 from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, wait_for, write_config
 from tests.monitor.fault_helpers import durable_offset, fault_config, http_get, open_windows
-from tests.store_targets import PostgresTarget, StoreTarget
+from tests.store_targets import PostgresTarget, StoreTarget, open_state_store
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -112,7 +112,7 @@ def run_daemon(
 
 
 def _open(db: Path | StoreTarget) -> Store:
-    return Store(db) if isinstance(db, Path) else db.open()
+    return open_state_store(db) if isinstance(db, Path) else db.open()
 
 
 def v1_tables(db: Path | StoreTarget) -> dict[str, list[tuple[Any, ...]]]:

@@ -15,6 +15,7 @@ from monitor.demo.broker import EmbeddedBroker
 from monitor.demo.sinks import SlackStandIn, WebhookSink
 from tests.monitor.daemon_helpers import count_windows, produce, stream, wait_for
 from tests.monitor.fault_helpers import fault_config, start_daemon, terminate, wait_ready
+from tests.store_targets import PG_MODE
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -104,8 +105,8 @@ def test_secrets_never_in_logs_errors_or_check(
         _assert_clean(out, "check output")
         assert res.returncode == 0, out
         lines = res.stdout.strip().splitlines()
-        # config, references, state dir, kafka, slack, webhook
-        assert [ln[0] for ln in lines] == ["✓"] * 5, out  # config (with references), state dir, kafka, slack, webhook
+        # config (with references), state dir, kafka, slack, webhook (and the store on PostgreSQL)
+        assert [ln[0] for ln in lines] == ["✓"] * (6 if PG_MODE else 5), out
         assert any("auth.test ok" in ln for ln in lines)
         assert slack.calls("auth.test"), "check did not call auth.test"
         assert sink.accepted() == [], "check must not POST to webhooks"

@@ -34,6 +34,7 @@ from tests.monitor.fault_helpers import (
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
+@pytest.mark.sqlite_only("SQLite's page limit (a full disk) and its file lock; PostgreSQL's outage and lock are tested below")
 def test_full_disk_and_locked_database_pause_then_recover(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:

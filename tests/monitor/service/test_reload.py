@@ -26,7 +26,7 @@ from tests.monitor.fault_helpers import (
     with_sentinel,
 )
 from tests.monitor.service.notify_helpers import NotifySocket
-from tests.store_targets import PostgresTarget, SqliteTarget, StoreTarget
+from tests.store_targets import PostgresTarget, StoreTarget, state_target
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -92,13 +92,12 @@ def test_sighup_reloads_rules_notifiers_and_thresholds_and_refuses_bad_configs(
         base = sink.url.rstrip("/")
         cfg = fault_config(
             tmp_path, bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h",
-            extra=RULES.format(age_threshold=0.1, threshold=0.99, notifier="one", sink=base, two=""),
+            extra=RULES.format(age_threshold=0.1, threshold=0.99, notifier="one", sink=base, two="")
+            + (pg.storage_toml() if pg is not None else ""),
         )
-        if pg is not None:
-            cfg.write_text(cfg.read_text() + pg.storage_toml())
         # the rules' extra lands after [models.window]: the drift override belongs to the model
         original = cfg.read_text()
-        db: StoreTarget = pg or SqliteTarget(cfg.parent / "state" / "driftwarden.db")
+        db: StoreTarget = pg or state_target(cfg.parent / "state")
         log = tmp_path / "daemon.log"
         produce(broker.bootstrap, topic, msgs[: 6 * PER_WINDOW])
         proc = start_daemon(cfg, env=ns.env(), log=log)

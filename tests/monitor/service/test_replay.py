@@ -21,6 +21,7 @@ from monitor.service.replay import MARKER, ReplayError, run_replay
 from storage.db import Store
 from tests.monitor.daemon_helpers import produce, stream, table_dump, write_config
 from tests.monitor.fault_helpers import fault_config, run_to_completion
+from tests.store_targets import SqliteTarget
 
 RULE = """
 [[rules]]
@@ -74,10 +75,11 @@ def test_replay_equals_a_live_run_over_the_same_records(broker: EmbeddedBroker, 
         " (notifications off; --notify sends them)"
     )
     assert "replay" in out.stderr and "1200/1200" in out.stderr  # the progress bar
-    assert table_dump(tmp_path / "r-jsonl" / "driftwarden.db") == live
+    # a replay writes SQLite whatever the live store (DRIFTWARDEN_TEST_STORE=postgres: PostgreSQL)
+    assert table_dump(SqliteTarget(tmp_path / "r-jsonl" / "driftwarden.db")) == live
     for kind in ("csv", "parquet"):
         run_replay(load_config(cfg), files[kind], tmp_path / f"r-{kind}", chunk_rows=333)
-        assert table_dump(tmp_path / f"r-{kind}" / "driftwarden.db") == live, kind
+        assert table_dump(SqliteTarget(tmp_path / f"r-{kind}" / "driftwarden.db")) == live, kind
 
 
 def test_rules_fire_without_notifying_unless_asked(tmp_path: Path) -> None:
@@ -147,6 +149,7 @@ def test_a_shared_store_config_replays_into_its_own_sqlite_file(tmp_path: Path) 
         store.close()
 
 
+@pytest.mark.sqlite_only("a daemon's SQLite file in the folder given to the replay")
 def test_replay_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9))
     files = _files(tmp_path / "data", stream(windows=1, per_window=50, shift_from=9))

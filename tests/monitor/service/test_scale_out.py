@@ -31,7 +31,7 @@ from storage.db import Store
 from storage.stream import merged_state
 from tests.monitor.daemon_helpers import MODEL_BLOCK, produce, wait_for
 from tests.monitor.fault_helpers import fault_config, start_daemon, terminate, wait_ready
-from tests.store_targets import PostgresTarget, SqliteTarget, StoreTarget
+from tests.store_targets import PostgresTarget, StoreTarget, state_target
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
 
@@ -196,7 +196,7 @@ def test_three_instances_with_kills_and_rejoins_equal_one_instance(
     with WebhookSink() as clean_sink:
         solo_topic = f"solo-{time.time_ns() % 10**8}"
         broker.create_topic(solo_topic, partitions=6)
-        solo = SqliteTarget(tmp_path / "solo" / "state" / "driftwarden.db")
+        solo = state_target(tmp_path / "solo" / "state")  # SQLite (PostgreSQL when the suite runs on it)
         cfg = config(tmp_path / "solo", broker, solo_topic, f"g-{solo_topic}", solo, clean_sink.url)
         run_phases([cfg], solo, broker, solo_topic, phases, moves=False)
 

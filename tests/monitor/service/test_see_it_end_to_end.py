@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.demo.sinks import SlackStandIn
-from storage.db import Store
 from storage.overview import latest_judged
 from tests.monitor.daemon_helpers import (
     count_windows,
@@ -27,6 +26,7 @@ from tests.monitor.daemon_helpers import (
     write_config,
 )
 from tests.monitor.web.seed_helpers import report_links
+from tests.store_targets import open_state_store
 
 pytestmark = [pytest.mark.broker, pytest.mark.evidently]
 
@@ -88,7 +88,7 @@ def test_metrics_report_link_and_logs_after_the_demo_stream(broker: EmbeddedBrok
             out = output(60)
         assert proc.returncode == 0, out.decode()[-3000:]
 
-    store = Store(db, readonly=True)
+    store = open_state_store(db, readonly=True)
     try:
         stored = latest_judged(store, "churn", ["v1"])
         windows = store.query("SELECT id, rows FROM windows")

@@ -19,6 +19,7 @@ from monitor.demo.broker import EmbeddedBroker
 from monitor.demo.data import sample
 from tests.monitor.daemon_helpers import wait_for
 from tests.monitor.fault_helpers import fault_config, http_port, terminate, wait_ready
+from tests.store_targets import PG_MODE
 
 pytestmark = [pytest.mark.broker]
 
@@ -66,18 +67,20 @@ def test_daemon_started_with_umask_022_keeps_state_private(broker: EmbeddedBroke
         )
         assert r.status_code == 201, r.text
         db = state / "driftwarden.db"
-        assert wait_for(lambda: (state / "driftwarden.db-wal").exists(), timeout=10)
+        # the SQLite files (none when the suite runs on PostgreSQL: the state dir keeps references)
+        sqlite_files = () if PG_MODE else ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm")
+        assert PG_MODE or wait_for(lambda: (state / "driftwarden.db-wal").exists(), timeout=10)
         entries = [Path(d) / n for d, dirs, files in os.walk(state) for n in (*dirs, *files)]
         modes = {str(p.relative_to(state)): mode(p) for p in entries}
         uploaded = [p for p in modes if p.startswith("references/churn/v2-")]
         assert len(uploaded) == 1, modes
         assert mode(state) == 0o700
         assert modes["references"] == modes["references/churn"] == 0o700
-        for name in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm", "notes.txt", uploaded[0]):
+        for name in (*sqlite_files, "notes.txt", uploaded[0]):
             assert modes[name] == 0o600, (name, oct(modes[name]))
         # nothing at all in the state dir is open to group or others
         assert all(m & 0o077 == 0 for m in modes.values()), {k: oct(m) for k, m in modes.items()}
-        assert mode(db) == 0o600
+        assert PG_MODE or mode(db) == 0o600
     finally:
         rc = terminate(proc)
     assert rc == 0

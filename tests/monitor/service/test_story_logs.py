@@ -18,12 +18,12 @@ from storage.windows import windows_with_verdicts
 from tests.monitor.daemon_helpers import stream, write_config
 from tests.monitor.service.test_pipeline_isolation import run as run_on
 from tests.monitor.web.seed_helpers import seeded_daemon
-from tests.store_targets import SqliteTarget
+from tests.store_targets import state_target
 
 
 def run(tmp: Path, payloads: list[bytes], **kw: Any) -> Any:
-    """The pipeline fed ``payloads`` on a SQLite store in ``tmp``."""
-    return run_on(tmp, SqliteTarget(tmp / "driftwarden.db"), payloads, **kw)
+    """The pipeline fed ``payloads`` on the default store in ``tmp`` (SQLite, or PostgreSQL when the suite runs on it)."""
+    return run_on(tmp, state_target(tmp), payloads, **kw)
 
 
 def story(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:

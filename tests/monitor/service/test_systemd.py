@@ -8,6 +8,8 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from tests.monitor.fault_helpers import (
     wait_ready,
 )
 from tests.monitor.service.notify_helpers import NotifySocket, max_gap
+from tests.store_targets import PG_MODE, state_target
 
 
 def test_messages_are_datagrams_of_key_value_lines() -> None:
@@ -104,6 +107,29 @@ def test_watchdog_is_kicked_at_most_every_half_timeout() -> None:
         assert not SystemdNotifier(ns.env()).heartbeat(now=1e9)
 
 
+@contextmanager
+def _write_lock_held(db: Path) -> Iterator[None]:
+    """Another process holds the store's write lock: SQLite's file lock, or on PostgreSQL
+    (the suite run on it) the lock of the table every flush writes."""
+    if PG_MODE:
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(state_target(db).url) as holder:  # type: ignore[attr-defined]
+            holder.execute("LOCK TABLE stream_partitions IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                holder.rollback()
+        return
+    lock = sqlite3.connect(db, timeout=5)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        lock.rollback()
+        lock.close()
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_stalls(
@@ -136,17 +162,13 @@ def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_sta
             ), ns.statuses()
 
             # stall the loop: another process holds the write lock, so the daemon's flush
-            # waits inside SQLite (busy timeout 10 s) and the loop does not turn
-            lock = sqlite3.connect(db, timeout=5)
-            lock.execute("BEGIN EXCLUSIVE")
-            try:
+            # waits inside the store (SQLite's busy timeout 10 s, PostgreSQL's statement
+            # timeout 30 s) and the loop does not turn
+            with _write_lock_held(db):
                 produce(broker.bootstrap, topic, msgs[400:600])
                 stalled_from = time.monotonic()
                 time.sleep(6.0)
                 stalled_gap = max_gap(ns.times("WATCHDOG=1"), stalled_from, time.monotonic())
-            finally:
-                lock.rollback()
-                lock.close()
             # a systemd watchdog of 2 s would have restarted it
             assert stalled_gap > 3.0, stalled_gap
             # once the loop turns again (the flush retries and succeeds), the kicks resume

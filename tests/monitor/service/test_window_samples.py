@@ -10,12 +10,12 @@ import pytest
 from storage.samples import EVENT_ID, read_window_sample
 from tests.monitor.daemon_helpers import stream
 from tests.monitor.service.test_pipeline_isolation import run as run_on
-from tests.store_targets import SqliteTarget
+from tests.store_targets import state_target
 
 
 def run(tmp: Path, payloads: list[bytes], **kw: Any) -> Any:
-    """The pipeline fed ``payloads`` on a SQLite store in ``tmp``."""
-    return run_on(tmp, SqliteTarget(tmp / "driftwarden.db"), payloads, **kw)
+    """The pipeline fed ``payloads`` on the default store in ``tmp`` (SQLite, or PostgreSQL when the suite runs on it)."""
+    return run_on(tmp, state_target(tmp), payloads, **kw)
 
 
 def test_each_closed_window_keeps_a_bounded_sample_and_only_the_newest_keep_theirs(tmp_path: Path) -> None:

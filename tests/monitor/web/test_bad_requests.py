@@ -138,6 +138,7 @@ def test_mutations_without_a_configured_token_are_refused(
         }
 
 
+@pytest.mark.sqlite_only("the failure is a closed SQLite connection; a closed PostgreSQL pool is a StorageError (503)")
 def test_a_server_failure_is_a_generic_500_with_details_only_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

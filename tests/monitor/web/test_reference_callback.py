@@ -17,8 +17,8 @@ from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.demo.data import events, sample
 from monitor.service.daemon import Daemon
-from storage.db import Store
 from tests.monitor.daemon_helpers import START, count_windows, produce, wait_for, write_config
+from tests.store_targets import open_state_store
 
 pytestmark = [pytest.mark.broker]
 
@@ -36,7 +36,7 @@ def _csv(cols: dict[str, np.ndarray]) -> bytes:
 
 
 def _drifted(db: Path) -> list[tuple[bool, str]]:
-    s = Store(db)
+    s = open_state_store(db)
     try:
         rows = s.query(
             "SELECT m.drifted, w.reference FROM windows w JOIN metrics m ON m.window_id = w.id "
@@ -90,7 +90,7 @@ def test_posted_reference_is_used_from_the_next_window(broker: EmbeddedBroker, t
     assert [d for d, _ in got] == [False, False, True, False, False, False]
     assert len({ref for _, ref in got[:3]}) == 1
     assert got[3][1] == got[4][1] == got[5][1] != got[0][1]
-    s = Store(db)
+    s = open_state_store(db)
     refs = s.query('SELECT model, version, source, rows FROM "references" ORDER BY registered_at')
     assert [(r["version"], r["source"], r["rows"]) for r in refs] == [("", "config", 3000), ("v2", "callback", 3000)]
     s.close()

@@ -19,6 +19,7 @@ from storage.records import window_url_id
 from tests.monitor.web.http_helpers import AUTH, http
 from tests.monitor.web.seed_helpers import Seeded, seeded_daemon
 from tests.monitor.web.test_metrics import scrape
+from tests.store_targets import SQLITE_STORAGE_TOML
 
 pytestmark = [pytest.mark.evidently]
 
@@ -65,7 +66,7 @@ def _reads(s: Seeded) -> dict[str, Any]:
 def sqlite_reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp, seeded_daemon(
         tmp_path_factory.mktemp("sqlite-reads"), mp, windows=6, shift_from=3, bad=[b"not json", b"[1]"],
-        model_extra=JOIN,
+        model_extra=JOIN, storage=SQLITE_STORAGE_TOML,  # SQLite even when the suite runs on PostgreSQL
     ) as s:
         yield _reads(s)
 

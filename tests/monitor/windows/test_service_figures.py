@@ -13,6 +13,7 @@ from monitor.config import load_config
 from monitor.service.pipeline import Pipeline
 from storage.db import Store
 from tests.monitor.daemon_helpers import START, write_config
+from tests.store_targets import open_state_store
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
 NOW_MS = int(START.timestamp() * 1000) + 86_400_000
@@ -22,7 +23,7 @@ def run(tmp: Path, payloads: list[bytes]) -> Store:
     path = write_config(tmp, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
     path.write_text(path.read_text().replace('[models.features]', 'fields = { latency = "latency_ms" }\n[models.features]'))
     cfg = load_config(path)
-    store = Store.in_state_dir(cfg.daemon.state_dir)
+    store = open_state_store(cfg.daemon.state_dir)
     p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
     p.process_records([Rec("predictions", 0, i, NOW_MS, v) for i, v in enumerate(payloads)])
     for rt in p.models.values():
