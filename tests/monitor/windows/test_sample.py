@@ -90,3 +90,15 @@ def test_a_sample_too_big_to_read_back_is_not_kept(monkeypatch, caplog) -> None:
         assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=400) is None
     assert "no report sample kept" in caplog.text and "over the 2000-byte limit" in caplog.text
     assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=5) is not None
+
+
+def test_picking_from_the_joined_columns_gives_the_same_sample() -> None:
+    """The figures join a window's numerical columns; the sample picks from them in one
+    step instead of chunk by chunk: the same payload."""
+    w = window([400, 1, 999, 600])
+    joined = {c: np.concatenate([ch.columns[c] for ch in w.chunks]) for c in ("age", "prediction", "plan")}
+    a = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250)
+    b = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250, joined=joined)
+    c = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250, joined={"age": joined["age"]})
+    assert a is not None and b is not None and c is not None
+    assert a.payload == b.payload == c.payload
