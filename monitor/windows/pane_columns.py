@@ -94,11 +94,32 @@ def categorical_column(chunks: list[ColumnBatch], name: str, ref: PreparedColumn
     return CurrentColumn.counted(cats, cat_counts, n_total, n_missing, codes)
 
 
-def _chunk_codes(values: np.ndarray, ref: PreparedColumn) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
+def _chunk_codes(
+    values: np.ndarray, ref: PreparedColumn
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray, int | None]:
     """(the lookup table used, codes in the smallest signed type, the values coded -1, how
-    many values have each known code)."""
+    many values have each known code, the longest known category's length (None: one is
+    not a ``str``))."""
     codes = lookup_codes(values, ref.lookup)
     k = len(ref.categories)
     small = codes.astype(np.int8 if k < 127 else np.int32)
     known = np.bincount(codes + 1, minlength=k + 1)[1:]  # code -1 counted apart, dropped
-    return ref.lookup, small, values[codes < 0], known
+    longest = None
+    if all(type(c) is str for c in ref.categories):
+        longest = max(map(len, ref.categories), default=0)
+    return ref.lookup, small, values[codes < 0], known, longest
+
+
+def short_texts(chunks: list[ColumnBatch], name: str, limit: int) -> bool:
+    """Whether column ``name`` of ``chunks`` is known, from the lookups its figures made, to
+    hold only ``str`` of at most ``limit`` characters and ``None``: a value the lookup found
+    is one of the reference's categories; the few it did not find are checked here. False
+    when a chunk was not looked up (then nothing is known)."""
+    for ch in chunks:
+        got = ch.derived.get(name)
+        if got is None or got[4] is None or got[4] > limit:
+            return False
+        for v in got[2].tolist():
+            if v is not None and (type(v) is not str or len(v) > limit):
+                return False
+    return True

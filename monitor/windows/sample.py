@@ -20,6 +20,7 @@ import numpy as np
 from monitor.config import ReportsConfig
 from monitor.windows.figures import WindowFigures
 from monitor.windows.model_windows import OpenWindow
+from monitor.windows.pane_columns import short_texts
 from storage.payloads import PayloadError
 from storage.samples import EVENT_ID, WindowSample, encode_sample
 
@@ -70,6 +71,8 @@ def take_sample(
             arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
         if arr.dtype.kind == "f":
             out[c] = np.ascontiguousarray(arr, dtype=np.float64)
+        elif c != EVENT_ID and short_texts(w.chunks, c, MAX_TEXT):
+            out[c] = arr.tolist()  # known short from the figures' lookups: nothing to cut
         else:
             out[c] = _texts(arr.tolist())
     try:
