@@ -146,11 +146,12 @@ def data_quality(
 ) -> DataQuality:
     """Missing share, out-of-range share, new categories and type violations per column.
 
-    A column may be passed as a :class:`CurrentColumn` (a categorical one made against
-    the reference: then it is not factorised again; a numerical one: counted from its
-    cleaned, and if already done sorted, values; the figures are the same). ``row_count`` is the length of the longest column passed (all columns of
-    a window normally have the same length); a spec column absent from
-    ``current_columns`` is reported as entirely missing. Never raises on data.
+    A column may be passed as a :class:`CurrentColumn`: a categorical one made against
+    the reference is not factorised again; a numerical one is counted from its cleaned
+    values (with two binary searches once they are sorted), the same figures.
+    ``row_count`` is the length of the longest column passed (all columns of a window
+    normally have the same length); a spec column absent from ``current_columns`` is
+    reported as entirely missing. Never raises on data.
     """
     tv = dict(type_violations or {})
     lengths = [
