@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,8 +40,8 @@ def _is_missing_object(values: np.ndarray) -> np.ndarray:
     return np.asarray(pd.isna(values), dtype=bool)
 
 
-def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
-    """Return (finite values as float64, total rows, missing rows). ±inf counts as missing."""
+def _as_float(values: Any) -> np.ndarray:
+    """``values`` as a 1-d float64 array (object arrays: anything not a number is NaN)."""
     arr = np.asarray(values)
     if arr.dtype == object:
         arr = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
@@ -49,7 +49,12 @@ def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
         )
     else:
         arr = arr.astype(np.float64, copy=False)
-    arr = arr.ravel()
+    return arr.ravel()
+
+
+def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
+    """Return (finite values as float64, total rows, missing rows). ±inf counts as missing."""
+    arr = _as_float(values)
     finite = np.isfinite(arr)
     n_total = int(arr.shape[0])
     if finite.all():
@@ -150,6 +155,34 @@ def factorize_looked_up(
     all_cats = known + new_cats
     cats = tuple(all_cats[i] for i in present.tolist())
     return cats, counts, kept, n_total, n_missing
+
+
+def factorize_counted(
+    known_counts: np.ndarray, others: np.ndarray, known: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], np.ndarray, int]:
+    """The categories and counts of :func:`factorize_looked_up` from counts alone:
+    ``known_counts[i]`` values found as ``known[i]`` and ``others``, the values not found
+    (new categories and missing values, in row order). Sums of counts are exact, so a
+    window's ``known_counts`` may be added up from its pieces in any grouping.
+
+    Returns (categories, counts, missing rows): the same categories in the same order,
+    with the same counts, as :func:`factorize_looked_up` on the joined pieces.
+    """
+    counts = known_counts.astype(np.int64, copy=False)
+    n_missing = 0
+    new_cats: tuple[Any, ...] = ()
+    if others.shape[0]:
+        o_codes, o_uniques = pd.factorize(others, use_na_sentinel=True)
+        present_o = o_codes[o_codes >= 0]
+        n_missing = int(others.shape[0] - present_o.shape[0])
+        new_cats = tuple(o_uniques.tolist())
+        counts = np.concatenate((counts, np.bincount(present_o, minlength=len(new_cats)).astype(np.int64)))
+    present = np.flatnonzero(counts)
+    all_cats = known + new_cats
+    if present.shape[0] != counts.shape[0]:  # drop zero-count categories
+        counts = counts[present]
+        return tuple(all_cats[i] for i in present.tolist()), counts, n_missing
+    return all_cats, counts, n_missing
 
 
 def count_categories(values: Any) -> tuple[tuple[Any, ...], np.ndarray, int, int]:
@@ -544,6 +577,7 @@ class CurrentColumn:
         if kind == "numerical":
             self.values, self.n_total, self.n_missing = clean_numerical(values)
             self.n = int(self.values.shape[0])
+            self._raw = values if self.n_missing else None
         else:
             if ref is not None and ref.lookup is not None:
                 fact = factorize_known(values, ref.categories, ref.lookup)
@@ -563,6 +597,28 @@ class CurrentColumn:
         self.categories, self.counts, self.codes, self.n_total, self.n_missing = fact
         self.n = int(self.counts.sum())
         return self
+
+    @classmethod
+    def counted(
+        cls, categories: tuple[Any, ...], counts: np.ndarray, n_total: int, n_missing: int,
+        codes: Callable[[], np.ndarray],
+    ) -> CurrentColumn:
+        """A categorical column from its counts (see :func:`factorize_counted`), its
+        ``codes`` (row order: only the TVD test reads them) made by ``codes()`` on first read."""
+        self = _CountedColumn.__new__(_CountedColumn)
+        self.kind = "categorical"
+        self.categories, self.counts, self.n_total, self.n_missing = categories, counts, n_total, n_missing
+        self.n = int(counts.sum())
+        self._make_codes = codes
+        return self
+
+    @cached_property
+    def n_inf(self) -> int:
+        """Numerical columns: how many of the missing values were ±inf (quality counts them
+        as out of range, not missing)."""
+        if not self.n_missing:
+            return 0
+        return int(np.count_nonzero(np.isinf(_as_float(self._raw))))
 
     @cached_property
     def sorted_values(self) -> np.ndarray:
@@ -593,6 +649,16 @@ class CurrentColumn:
             u, c = self._uniques
             return tuple(u.tolist()), c
         return self.categories, self.counts
+
+
+class _CountedColumn(CurrentColumn):
+    """A categorical :class:`CurrentColumn` made by :meth:`CurrentColumn.counted`."""
+
+    _make_codes: Callable[[], np.ndarray]
+
+    @cached_property
+    def codes(self) -> np.ndarray:  # type: ignore[override]
+        return self._make_codes()
 
 
 def union_counts(

@@ -87,6 +87,23 @@ def _numerical_quality(values: Any, lo: float, hi: float) -> tuple[int, int, flo
     return _share_outside(n, missing, int(np.count_nonzero((vals < lo) | (vals > hi))), lo)
 
 
+def _current_quality(cur: CurrentColumn, lo: float, hi: float) -> tuple[int, int, float]:
+    """:func:`_numerical_quality` of the values ``cur`` was made from (the same counts):
+    NaN is missing and ±inf out of range. Counted with two binary searches when the
+    column's sorted values are already there (a window that ran its drift tests first)."""
+    n, n_inf = cur.n_total, cur.n_inf
+    missing = cur.n_missing - n_inf
+    if missing == n or math.isnan(lo):
+        return _share_outside(n, missing, 0, lo)
+    if "sorted_values" in cur.__dict__:
+        s = cur.sorted_values
+        outside = int(s.searchsorted(lo, "left")) + int(s.shape[0] - s.searchsorted(hi, "right"))
+    else:
+        v = cur.values
+        outside = int(np.count_nonzero((v < lo) | (v > hi)))
+    return _share_outside(n, missing, outside + n_inf, lo)
+
+
 def _numerical_batch(
     prepared: PreparedReference, current_columns: Mapping[str, Any]
 ) -> dict[str, tuple[int, int, float]]:
@@ -99,6 +116,8 @@ def _numerical_batch(
     arrays: list[np.ndarray] = []
     for spec in prepared.specs:
         v = current_columns.get(spec.name)
+        if isinstance(v, CurrentColumn) and v.kind == "numerical" and v.n_missing == 0:
+            v = v.values  # every value finite: the cleaned values are the values
         if spec.kind == "numerical" and isinstance(v, np.ndarray) and v.dtype == np.float64 and v.ndim == 1:
             names.append(spec.name)
             arrays.append(v)
@@ -127,10 +146,12 @@ def data_quality(
 ) -> DataQuality:
     """Missing share, out-of-range share, new categories and type violations per column.
 
-    A categorical column may be passed as a :class:`CurrentColumn` made against the
-    reference (then it is not factorised again). ``row_count`` is the length of the longest column passed (all columns of
-    a window normally have the same length); a spec column absent from
-    ``current_columns`` is reported as entirely missing. Never raises on data.
+    A column may be passed as a :class:`CurrentColumn`: a categorical one made against
+    the reference is not factorised again; a numerical one is counted from its cleaned
+    values (with two binary searches once they are sorted), the same figures.
+    ``row_count`` is the length of the longest column passed (all columns of a window
+    normally have the same length); a spec column absent from ``current_columns`` is
+    reported as entirely missing. Never raises on data.
     """
     tv = dict(type_violations or {})
     lengths = [
@@ -161,7 +182,12 @@ def data_quality(
             continue
         if spec.kind == "numerical":
             got = batched.get(spec.name)
-            n, missing, oor = got if got is not None else _numerical_quality(values, ref.min, ref.max)
+            if got is not None:
+                n, missing, oor = got
+            elif isinstance(values, CurrentColumn):
+                n, missing, oor = _current_quality(values, ref.min, ref.max)
+            else:
+                n, missing, oor = _numerical_quality(values, ref.min, ref.max)
             out.append(
                 ColumnQuality(
                     column=spec.name,

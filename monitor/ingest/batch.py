@@ -30,10 +30,11 @@ class ColumnBatch:
     version: np.ndarray
     segments: dict[str, np.ndarray]
     columns: dict[str, np.ndarray]
-    #: figures' inputs derived from ``columns`` once per batch and shared by every window
-    #: holding it (a sliding window's panes), keyed by column (see
-    #: :mod:`monitor.windows.pane_columns`); never part of the rows
-    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: what windows derive from the rows once per batch and share (a sliding window's
+    #: panes): keyed by column name for the figures' inputs (see
+    #: :mod:`monitor.windows.pane_columns`), by a tuple for anything else (never a column
+    #: name); never part of the rows
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])

@@ -61,6 +61,7 @@ from monitor.windows.figures import (
     window_key,
 )
 from monitor.windows.model_windows import LateRows, ModelWindows, OpenWindow, Resumed
+from monitor.windows.pane_columns import WindowColumns
 from monitor.windows.sample import finish_window
 from monitor.windows.service_figures import service_figures
 from monitor.windows.shape import describe
@@ -715,8 +716,9 @@ class Pipeline:
         by = rt.config.window.by
         for w in closed:
             t0 = time.perf_counter()
+            cols = WindowColumns(w.chunks)  # joined once, for the figures and the sample both
             try:
-                figs = judge_window(rt, w, now)
+                figs = judge_window(rt, w, now, cols)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
                 figs = error_figures(rt.prepared, w, by=by, now=now, error=f"internal: {type(exc).__name__}: {exc}")
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
@@ -725,7 +727,7 @@ class Pipeline:
             else:
                 figs = self._with_extras(rt, w, figs)
             figs = finish_window(figs, w, [*rt.schema.features, rt.config.prediction], self.config.reports,
-                                 time.perf_counter() - t0)
+                                 time.perf_counter() - t0, cols.joined())
             self.stats.compute.observe(rt.config.name, figs.compute_seconds)
             self._closed.append((rt, figs, frozenset(w.ranges) | frozenset(w.saved_ranges)))
             self.stats.windows_closed += 1
@@ -1025,15 +1027,16 @@ class Pipeline:
         rt.references.rebase(pm)
 
 
-def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime) -> WindowFigures:
+def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowColumns | None = None) -> WindowFigures:
     """A closed window's figures against the reference its mode picks; the window
-    then becomes a candidate member of later windows' references."""
+    then becomes a candidate member of later windows' references. ``cols``: see
+    :func:`compute_figures`."""
     assert rt.references is not None
     by = rt.config.window.by
     key = window_key(rt.config.name, by, w)
-    figs = compute_figures(rt.references.for_window(key), w, by=by, now=now)
+    figs = compute_figures(rt.references.for_window(key), w, by=by, now=now, cols=cols)
     if rt.references.active:
-        rt.references.observe(key, w.columns(), figs)
+        rt.references.observe(key, w.columns() if cols is None else {c: cols[c] for c in cols}, figs)
     return figs
 
 

@@ -23,6 +23,7 @@ from detectors import (
     prepare_reference,
     resolve_specs,
 )
+from detectors._columns import CurrentColumn
 from detectors.dataset import ColumnDrift
 from detectors.multivariate import (
     DEFAULT_AUC_THRESHOLD,
@@ -161,29 +162,32 @@ def error_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime, e
     return WindowFigures(record, [MetricRow(DATASET, "row_count", float(w.rows))], [], None, pm.reference_metrics)
 
 
-def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime) -> WindowFigures:
-    """Every figure of one closed window. ``insufficient`` windows get counts and quality only."""
+def compute_figures(
+    pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime, cols: WindowColumns | None = None
+) -> WindowFigures:
+    """Every figure of one closed window. ``insufficient`` windows get counts and quality only.
+
+    ``cols``: the window's columns (default: a fresh :class:`WindowColumns` of its chunks);
+    pass one to read the columns it joined afterwards (the report sample does).
+    """
     cfg = pm.config
-    cols = WindowColumns(w.chunks)
+    if cols is None:
+        cols = WindowColumns(w.chunks)
     key = window_key(cfg.name, by, w)
     metrics: list[MetricRow] = [MetricRow(DATASET, "row_count", float(w.rows))]
-    # categorical columns factorised once, for their quality and their drift test both, from
-    # codes looked up once per chunk (a pane shared by overlapping windows is looked up once);
+    # each column made once, for its quality and its drift test both: categorical columns
+    # from counts looked up once per chunk (a pane shared by overlapping windows is looked up
+    # once), numerical ones cleaned (and sorted by the first test that sorts) once;
     # ``cols`` stays the raw values: the multivariate check reads rows
     judged: dict[str, Any] = {
-        c: categorical_column(w.chunks, c, ref) if ref.kind == "categorical" else cols[c]
+        c: categorical_column(w.chunks, c, ref) if ref.kind == "categorical" else CurrentColumn("numerical", cols[c])
         for c, ref in pm.prepared.columns.items() if c in cols
     }
-    if w.rows:
-        quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
-        for q in quality.columns:
-            metrics.append(MetricRow(q.column, "missing_share", q.missing_share))
-            if q.out_of_range_share is not None:
-                metrics.append(MetricRow(q.column, "out_of_range_share", q.out_of_range_share))
-            if q.new_category_share is not None:
-                metrics.append(MetricRow(q.column, "new_category_share", q.new_category_share))
     status = "ok" if w.rows >= cfg.window.min_rows else "insufficient"
+    drift_rows: list[MetricRow] = []
     top: list[tuple[str, str, float]] = []
+    # drift first (its figures are listed after quality's): quality then counts the values
+    # out of range with two binary searches in the values the drift tests sorted
     if status == "ok":
         mt = None if cfg.drift.multiple_testing == "none" else cfg.drift.multiple_testing
         cal = pm.calibration
@@ -192,9 +196,9 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
         else:
             ds = dataset_drift(pm.prepared, judged, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
         for c in ds.columns:
-            metrics.append(_drift_row(c, "drift_score"))
-        metrics.append(MetricRow(DATASET, "drift_share", ds.share, threshold=ds.share_threshold, drifted=ds.dataset_drifted))
-        metrics.append(MetricRow(DATASET, "drifted_columns", float(ds.drifted_count)))
+            drift_rows.append(_drift_row(c, "drift_score"))
+        drift_rows.append(MetricRow(DATASET, "drift_share", ds.share, threshold=ds.share_threshold, drifted=ds.dataset_drifted))
+        drift_rows.append(MetricRow(DATASET, "drifted_columns", float(ds.drifted_count)))
         drifted = [c for c in ds.columns if c.drifted]
         drifted.sort(key=lambda c: (c.score if c.score_kind == "p_value" else -c.score))
         top = [(c.column, c.test, float(c.score)) for c in drifted]
@@ -203,9 +207,18 @@ def compute_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime)
                 p = calibrated_dataset_drift(pm.prepared, cal, judged, columns=[pm.prediction]).columns[0]
             else:
                 p = column_drift(pm.prepared, pm.prediction, judged[pm.prediction])
-            metrics.append(_drift_row(p, "prediction_drift"))
+            drift_rows.append(_drift_row(p, "prediction_drift"))
         if pm.domain is not None:
-            metrics.append(_multivariate_row(pm, cols))
+            drift_rows.append(_multivariate_row(pm, cols))
+    if w.rows:
+        quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
+        for q in quality.columns:
+            metrics.append(MetricRow(q.column, "missing_share", q.missing_share))
+            if q.out_of_range_share is not None:
+                metrics.append(MetricRow(q.column, "out_of_range_share", q.out_of_range_share))
+            if q.new_category_share is not None:
+                metrics.append(MetricRow(q.column, "new_category_share", q.new_category_share))
+    metrics.extend(drift_rows)
     ts = w.ts_ms()
     ts_range = None
     if ts.shape[0]:

@@ -76,16 +76,15 @@ class OpenWindow:
             return
         self.chunks.append(rows)
         self.rows += n
-        parts = rows.partition
-        for p in np.unique(parts).tolist():
-            offs = rows.offset[parts == p]
-            lo, hi = int(offs.min()), int(offs.max())
+        for p, (lo, hi) in partition_ranges(rows).items():
             r = self.ranges.get(p)
             if r is None:
                 self.ranges[p] = [lo, hi]
             else:
-                r[0] = min(r[0], lo)
-                r[1] = max(r[1], hi)
+                if lo < r[0]:
+                    r[0] = lo
+                if hi > r[1]:
+                    r[1] = hi
 
     def columns(self) -> dict[str, np.ndarray]:
         """All rows as one array per column (empty arrays when no rows)."""
@@ -117,32 +116,62 @@ class LateRows:
     count: int
 
 
+#: key of a chunk's partition ranges in :attr:`ColumnBatch.derived` (not a column name)
+_RANGES = ("partition_ranges",)
+
+
+def partition_ranges(rows: ColumnBatch) -> dict[int, tuple[int, int]]:
+    """``{partition: (lowest offset, highest offset)}`` of the non-empty ``rows``, computed
+    once per chunk and kept on it (a pane's chunk is added to every overlapping window)."""
+    got = rows.derived.get(_RANGES)
+    if got is None:
+        parts = rows.partition
+        first = int(parts[0])
+        if (parts == first).all():
+            got = {first: (int(rows.offset.min()), int(rows.offset.max()))}
+        else:
+            got = {}
+            for p in np.unique(parts).tolist():
+                offs = rows.offset[parts == p]
+                got[p] = (int(offs.min()), int(offs.max()))
+        rows.derived[_RANGES] = got
+    return got
+
+
 class _Panes:
     """The rows of one batch and group by pane (the slide-sized slot of their newest
     window), each pane's rows taken from the batch once and shared by every window
     that receives the whole pane: a sliding window of size/slide = k holds its rows
     once instead of k times. A window that receives only part of a pane (the
-    watermark passed its end between two rows) gets its own copy of that part."""
+    watermark passed its end between two rows) gets its own copy of that part.
 
-    __slots__ = ("_batch", "_idx", "_newest", "_taken", "_sizes")
+    ``panes`` lists, in ascending pane order, each pane's start and the positions of
+    its rows in ``idx`` (ascending, so rows keep the batch's order)."""
+
+    __slots__ = ("_batch", "_idx", "_taken", "panes")
 
     def __init__(self, batch: ColumnBatch, idx: np.ndarray, newest_start: np.ndarray) -> None:
         self._batch = batch
         self._idx = idx
-        self._newest = newest_start
         self._taken: dict[int, ColumnBatch] = {}
-        self._sizes: dict[int, int] = {}
+        if newest_start.shape[0] == 0:
+            self.panes: list[tuple[int, np.ndarray]] = []
+        elif (newest_start == newest_start[0]).all():
+            self.panes = [(int(newest_start[0]), np.arange(newest_start.shape[0]))]
+        else:
+            uniq, inv = np.unique(newest_start, return_inverse=True)
+            order = np.argsort(inv, kind="stable")
+            bounds = np.searchsorted(inv[order], np.arange(uniq.shape[0] + 1))
+            self.panes = [(int(u), order[bounds[i]:bounds[i + 1]]) for i, u in enumerate(uniq.tolist())]
 
-    def rows(self, pane: int, rows: np.ndarray) -> ColumnBatch:
-        """``batch.take(rows)`` for rows that all lie in ``pane``, shared when it is the whole pane."""
-        size = self._sizes.get(pane)
-        if size is None:
-            size = self._sizes[pane] = int(np.count_nonzero(self._newest == pane))
-        if rows.shape[0] != size:
-            return self._batch.take(rows)
+    def rows(self, pane: int, pos: np.ndarray, sel: np.ndarray) -> ColumnBatch:
+        """The rows at positions ``sel`` (a subset of pane ``pane``'s positions ``pos``),
+        the pane's shared chunk when ``sel`` is all of it, else a copy of those rows."""
+        if sel.shape[0] != pos.shape[0]:
+            return self._batch.take(self._idx[sel])
         got = self._taken.get(pane)
         if got is None:
-            got = self._taken[pane] = self._batch.take(self._idx[self._newest == pane])
+            got = self._taken[pane] = self._batch.take(self._idx[pos])
         return got
 
 
@@ -306,24 +335,33 @@ class ModelWindows:
             starts = newest_start[is_late]
             for s in np.unique(starts).tolist():
                 late.append(LateRows(version, segment, s, s + self.size, int((starts == s).sum())))
+        any_rep = bool(rep.any())
+        carrying = self.carry is not None and bool(carried.any())
         placed = np.zeros_like(rep)
         for j in range(self.per_row):
-            start = newest_start - j * self.step
-            end = start + self.size
-            ok = (end > wm) & ~rep
-            if rep.any():
-                # replayed rows re-fill the windows restored from the snapshot (they held
-                # them whatever the watermark is now), or are carried into this shape
-                keys = [(version, segment, int(s), int(s) + self.size) for s in start.tolist()]
-                ok |= refill & np.array([k in self._restored for k in keys], dtype=bool)
-                if self.carry is not None and carried.any():
-                    stored = self.carry.stored
-                    take = carried & np.array([k not in stored for k in keys], dtype=bool)
-                    placed |= take
-                    ok |= take
-            self._fill(version, segment, j, start, ok, idx, panes)
-        if self.carry is not None and carried.any():
-            self.carry.skipped_rows += int((carried & ~placed).sum())
+            for pane, pos in panes.panes:
+                start = pane - j * self.step
+                end = start + self.size
+                wm_p = wm[pos]
+                if not any_rep and end > wm_p[-1]:  # watermarks only grow along the batch
+                    sel = pos
+                else:
+                    ok = (end > wm_p) & ~rep[pos]
+                    if any_rep:
+                        # replayed rows re-fill the windows restored from the snapshot (they
+                        # held them whatever the watermark is now), or are carried into this shape
+                        key = (version, segment, start, end)
+                        if key in self._restored:
+                            ok |= refill[pos]
+                        if carrying and key not in self.carry.stored:  # type: ignore[union-attr]
+                            take = carried[pos]
+                            placed[pos] |= take
+                            ok |= take
+                    sel = pos[ok]
+                if sel.shape[0]:
+                    self._window(version, segment, start, end).add(panes.rows(pane, pos, sel))
+        if carrying:
+            self.carry.skipped_rows += int((carried & ~placed).sum())  # type: ignore[union-attr]
         return late
 
     def _replayed(
@@ -369,21 +407,10 @@ class ModelWindows:
         panes = _Panes(batch, idx, newest_start)
         origin = self.origins.get(gkey, 0)
         for j in range(self.per_row):
-            start = newest_start - j * self.step
-            self._fill(version, segment, j, start, start >= origin, idx, panes)
-
-    def _fill(
-        self, version: str, segment: str, j: int, start: np.ndarray, ok: np.ndarray, idx: np.ndarray, panes: _Panes
-    ) -> None:
-        """Add the rows selected by ``ok`` to the windows starting at ``start`` (their
-        ``j``-th newest window each), a pane's rows shared where a window takes them all."""
-        if not ok.any():
-            return
-        sel_starts = start[ok]
-        sel_idx = idx[ok]
-        for s in np.unique(sel_starts).tolist():
-            rows = sel_idx[sel_starts == s]
-            self._window(version, segment, s, s + self.size).add(panes.rows(s + j * self.step, rows))
+            for pane, pos in panes.panes:
+                start = pane - j * self.step
+                if start >= origin:
+                    self._window(version, segment, start, start + self.size).add(panes.rows(pane, pos, pos))
 
     def _window(self, version: str, segment: str, start: int, end: int) -> OpenWindow:
         key = (version, segment, start, end)

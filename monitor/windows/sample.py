@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from monitor.config import ReportsConfig
 from monitor.windows.figures import WindowFigures
 from monitor.windows.model_windows import OpenWindow
+from monitor.windows.pane_columns import short_texts
 from storage.payloads import PayloadError
 from storage.samples import EVENT_ID, WindowSample, encode_sample
 
@@ -30,11 +31,14 @@ MAX_TEXT = 200
 
 
 def take_sample(
-    window_id: str, model: str, end: str, w: OpenWindow, columns: Sequence[str], max_rows: int
+    window_id: str, model: str, end: str, w: OpenWindow, columns: Sequence[str], max_rows: int,
+    joined: Mapping[str, np.ndarray] | None = None,
 ) -> WindowSample | None:
     """The sample of ``w`` (None when ``max_rows`` is 0 or the window has no rows).
 
-    Picks rows chunk by chunk, never concatenating the whole window.
+    Picks rows chunk by chunk, never concatenating the whole window; a column in
+    ``joined`` (the window's columns already concatenated by its figures) is picked from
+    there in one step. The sample is the same either way.
     """
     if max_rows <= 0 or w.rows <= 0 or not w.chunks:
         return None
@@ -45,22 +49,30 @@ def take_sample(
     else:
         picked = np.arange(n)
     present = [c for c in columns if c in w.chunks[0].columns]
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in [*present, EVENT_ID]}
+    whole = joined or {}
+    chunked = [c for c in present if c not in whole]
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in chunked}
+    parts[EVENT_ID] = []
     start = 0
     for chunk in w.chunks:
         size = len(chunk)
         lo, hi = np.searchsorted(picked, [start, start + size])
         if hi > lo:
             idx = picked[lo:hi] - start
-            for c in present:
+            for c in chunked:
                 parts[c].append(chunk.columns[c][idx])
             parts[EVENT_ID].append(chunk.event_id[idx])
         start += size
     out: dict[str, Any] = {}
-    for c, arrays in parts.items():
-        arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
+    for c, arrays in [*((c, parts.get(c)) for c in present), (EVENT_ID, parts[EVENT_ID])]:
+        if arrays is None:
+            arr = whole[c][picked]
+        else:
+            arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
         if arr.dtype.kind == "f":
             out[c] = np.ascontiguousarray(arr, dtype=np.float64)
+        elif c != EVENT_ID and short_texts(w.chunks, c, MAX_TEXT):
+            out[c] = arr.tolist()  # known short from the figures' lookups: nothing to cut
         else:
             out[c] = _texts(arr.tolist())
     try:
@@ -74,13 +86,15 @@ def take_sample(
 
 
 def finish_window(
-    figs: WindowFigures, w: OpenWindow, columns: Sequence[str], reports: ReportsConfig, seconds: float
+    figs: WindowFigures, w: OpenWindow, columns: Sequence[str], reports: ReportsConfig, seconds: float,
+    joined: Mapping[str, np.ndarray] | None = None,
 ) -> WindowFigures:
-    """``figs`` with the time its figures took and, when ``[reports]`` keeps samples, its sample."""
+    """``figs`` with the time its figures took and, when ``[reports]`` keeps samples, its
+    sample (``joined``: see :func:`take_sample`)."""
     sample = None
     if reports.sample_rows > 0 and reports.sample_windows > 0:
         k = figs.record.key
-        sample = take_sample(figs.record.id, k.model, k.end, w, columns, reports.sample_rows)
+        sample = take_sample(figs.record.id, k.model, k.end, w, columns, reports.sample_rows, joined)
     return dataclasses.replace(figs, sample=sample, compute_seconds=seconds)
 
 

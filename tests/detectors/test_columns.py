@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import ColumnSpec, prepare_reference
-from detectors._columns import CurrentColumn, category_lookup, factorize_categories, factorize_known
+from detectors._columns import (
+    CurrentColumn,
+    category_lookup,
+    factorize_categories,
+    factorize_counted,
+    factorize_known,
+    lookup_codes,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -34,6 +41,29 @@ def test_factorize_known_counts_like_factorize(values, known):
     assert known_present == [
         k for k in known if k in known_present
     ]  # known ones first, in known order
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.sampled_from(["a", "b", "c", "new", "zz", None, float("nan"), ""]), max_size=60),
+    known=st.lists(st.sampled_from(["a", "b", "c", "q"]), unique=True, min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+)
+def test_counts_added_up_piece_by_piece_factorise_like_the_joined_values(values, known, cuts):
+    """A window's categorical column from its chunks' counts (a sliding window adds up its
+    panes'): the categories, in the same order, with the same counts and missing rows."""
+    arr = np.array(values, dtype=object)
+    table = category_lookup(tuple(known))
+    cats, counts, _, n, missing = factorize_known(arr, tuple(known), table)
+    pieces = np.split(arr, sorted(min(c, len(arr)) for c in cuts))
+    known_counts = np.zeros(len(known), dtype=np.int64)
+    others = []
+    for piece in pieces:
+        codes = lookup_codes(piece, table)
+        known_counts += np.bincount(codes + 1, minlength=len(known) + 1)[1:]
+        others.append(piece[codes < 0])
+    got = factorize_counted(known_counts, np.concatenate(others), tuple(known))
+    assert (got[0], got[1].tolist(), got[2]) == (cats, counts.tolist(), missing)
 
 
 def test_numerical_cleaning_and_reference_state():

@@ -90,3 +90,36 @@ def test_a_sample_too_big_to_read_back_is_not_kept(monkeypatch, caplog) -> None:
         assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=400) is None
     assert "no report sample kept" in caplog.text and "over the 2000-byte limit" in caplog.text
     assert take_sample("churn|v1|*|a|b", "churn", "b", w, COLS, max_rows=5) is not None
+
+
+def test_picking_from_the_joined_columns_gives_the_same_sample() -> None:
+    """The figures join a window's numerical columns; the sample picks from them in one
+    step instead of chunk by chunk: the same payload."""
+    w = window([400, 1, 999, 600])
+    joined = {c: np.concatenate([ch.columns[c] for ch in w.chunks]) for c in ("age", "prediction", "plan")}
+    a = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250)
+    b = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250, joined=joined)
+    c = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=250, joined={"age": joined["age"]})
+    assert a is not None and b is not None and c is not None
+    assert a.payload == b.payload == c.payload
+
+
+def test_categories_known_short_from_the_lookups_are_not_checked_again_and_long_ones_are_cut() -> None:
+    """The figures look each chunk's categorical values up against the reference; the
+    sample then checks only the values the lookup did not find: the same payload as
+    checking every value, long new categories cut all the same."""
+    from detectors import ColumnSpec, prepare_reference
+    from monitor.windows.pane_columns import categorical_column, short_texts
+
+    ref = prepare_reference({"plan": np.array(["p0", "p1", "p2"], dtype=object)}, [ColumnSpec("plan", "categorical")])
+    for long_value in (None, "y" * 5000):
+        looked, plain = window([300, 700]), window([300, 700])
+        for w in (looked, plain):
+            w.chunks[1].columns["plan"][5] = long_value
+        categorical_column(looked.chunks, "plan", ref["plan"])
+        assert short_texts(looked.chunks, "plan", MAX_TEXT) is (long_value is None)
+        assert not short_texts(plain.chunks, "plan", MAX_TEXT)
+        a = take_sample("churn|v1||a|b", "churn", "b", looked, COLS, max_rows=1000)
+        b = take_sample("churn|v1||a|b", "churn", "b", plain, COLS, max_rows=1000)
+        assert a is not None and b is not None and a.payload == b.payload
+        assert decode_columns(a.payload)["plan"][305] == (None if long_value is None else "y" * MAX_TEXT)

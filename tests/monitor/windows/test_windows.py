@@ -165,3 +165,49 @@ def test_sliding_windows_share_each_pane_of_rows_instead_of_copying_it() -> None
     assert len({id(c) for c in chunks}) == 10  # ... but each pane is held once
     full = w.open[("v1", "", 0, 10 * MIN)]
     assert full.columns()["x"].tolist() == [float(i) for i in range(100)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=8 * MIN), min_size=1, max_size=80),
+    st.integers(1, 25),
+    st.sampled_from(["0s", "30s"]),
+    st.lists(st.integers(0, 2), min_size=80, max_size=80),
+)
+def test_property_sliding_rows_land_in_every_open_window_that_holds_them(
+    ts: list[int], cut: int, lateness: str, parts: list[int]
+) -> None:
+    """Unsorted rows from several partitions, cut into batches anywhere: each row is in
+    exactly the windows [s, s + size) that hold its time and had not closed when it came
+    (the watermark before it, from the rows before it); partition offset ranges cover
+    exactly the rows held. (Within one batch a window takes its rows pane by pane.)"""
+    cfg = WindowConfig(type="sliding", size="3m", slide="1m", lateness=lateness)
+    w = ModelWindows("m", cfg)
+    lag = 30_000 if lateness == "30s" else 0
+    expected: dict[tuple[int, int], list[int]] = {}
+    high = None
+    for i, t in enumerate(ts):
+        wm = -(2**62) if high is None else high - lag
+        newest = t // MIN * MIN
+        for s in range(newest - 2 * MIN, newest + 1, MIN):
+            if s + 3 * MIN > wm:
+                expected.setdefault((s, s + 3 * MIN), []).append(i)
+        high = t if high is None else max(high, t)
+    offsets = {p: 0 for p in range(3)}
+    for lo in range(0, len(ts), cut):
+        rows = list(range(lo, min(lo + cut, len(ts))))
+        b = batch([ts[i] for i in rows])
+        b.partition[:] = [parts[i] for i in rows]
+        for k, i in enumerate(rows):
+            b.offset[k] = offsets[parts[i]]
+            offsets[parts[i]] += 1
+        b.columns["x"][:] = rows
+        w.add(b)
+    got = {(win.start, win.end): win for win in w.open.values()}
+    assert sorted(got) == sorted(expected)
+    for key, win in got.items():
+        assert sorted(win.columns()["x"].tolist()) == expected[key]
+        held = np.concatenate([c.partition for c in win.chunks]), np.concatenate([c.offset for c in win.chunks])
+        assert win.ranges == {
+            int(p): [int(held[1][held[0] == p].min()), int(held[1][held[0] == p].max())] for p in np.unique(held[0])
+        }
