@@ -395,7 +395,7 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
         {"model": x.model, "topic": x.topic, "partition": x.partition,  # its owner: in "partitions"
          "window": x.shape.describe() if x.shape is not None else None,
          "config_window": configured[x.model].describe() if x.model in configured else None,
-         "differs": x.shape is not None and x.model in configured and x.shape != configured[x.model]}
+         "differs": x.differs_from(configured)}
         for x in stored_shapes(rows)
     ]
     out = {

@@ -90,6 +90,11 @@ class StoredShape:
     owner: str
     shape: WindowShape | None
 
+    def differs_from(self, configured: Mapping[str, WindowShape]) -> bool:
+        """Whether ``configured`` (model -> shape) gives this model another shape than the
+        one recorded (False when unrecorded or the model is not configured)."""
+        return self.shape is not None and self.model in configured and self.shape != configured[self.model]
+
 
 def stored_shapes(rows: Iterable[Mapping[str, Any]]) -> list[StoredShape]:
     """Every model state in ``rows`` (from :func:`storage.stream.partition_rows`), by model
@@ -107,10 +112,7 @@ def mismatches(stored: Iterable[StoredShape], configured: Mapping[str, WindowSha
     """The stored states built with another shape than ``configured`` (model -> shape)
     says: another instance runs another definition of the model, or this config changed
     since the state was saved. Unrecorded shapes and unconfigured models are left out."""
-    return [
-        s for s in stored
-        if s.shape is not None and s.model in configured and s.shape != configured[s.model]
-    ]
+    return [s for s in stored if s.differs_from(configured)]
 
 
 def mismatch_text(s: StoredShape, configured: WindowShape) -> str:
