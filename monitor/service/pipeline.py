@@ -68,7 +68,7 @@ from monitor.windows.shape import describe
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.records import iso
+from storage.records import iso, parse_iso
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
@@ -1077,7 +1077,7 @@ def restore_references(runtimes: Any, store: Store) -> None:
 
 def _epoch_ms(text: str) -> int:
     """A stored window bound (ISO text) in epoch ms."""
-    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    return round(parse_iso(text).timestamp() * 1000)
 
 
 def _offsets(first: Mapping[int, int]) -> str:
