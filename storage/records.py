@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 #: The column name used in ``metrics`` for dataset-level figures (drift share,
 #: row count, ...), which belong to no single column.
@@ -23,6 +24,22 @@ ALL_SEGMENTS = ""
 def iso(ts: datetime) -> str:
     """Format an aware datetime as ``2026-11-23T14:00:00.123Z`` (UTC, milliseconds)."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_ms(ms: int) -> str:
+    """Format epoch milliseconds as :func:`iso` does: ``1_795_442_400_123`` ->
+    ``2026-11-23T14:00:00.123Z``.
+
+    Exact integer arithmetic: ``-1`` -> ``1969-12-31T23:59:59.999Z``, and the last
+    millisecond of year 9999 keeps its ``.999`` (``datetime.fromtimestamp(ms / 1000)``
+    goes through a float and loses a millisecond for about a third of times after
+    2109). Accepts any integer (numpy's too); a float raises ``TypeError``, a time
+    outside years 1..9999 ``OverflowError``.
+    """
+    return iso(_EPOCH + timedelta(milliseconds=operator.index(ms)))
 
 
 def parse_iso(text: str) -> datetime:

@@ -25,7 +25,6 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from detectors.window_performance import (
     regression_performance,
 )
 from monitor.config import LabelsConfig, ModelConfig
-from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey, iso
+from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey, iso_ms
 
 #: separates segment values in ``label_predictions.segments``; ABSENT marks a missing one:
 #: U+FFFF, a noncharacter (Unicode keeps it for such internal use). It was U+0000, which
@@ -156,8 +155,8 @@ def slot_figures(
     """
     if not counts:
         return []
-    start = iso(datetime.fromtimestamp(start_ms / 1000, UTC))
-    end = iso(datetime.fromtimestamp(end_ms / 1000, UTC))
+    start = iso_ms(start_ms)
+    end = iso_ms(end_ms)
     # predictions and labelled predictions per window, from the counts
     n_rows: dict[tuple[str, str], int] = {}
     n_lab: dict[tuple[str, str], int] = {}

@@ -68,7 +68,7 @@ from monitor.windows.shape import describe
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.records import iso, parse_iso
+from storage.records import iso_ms, parse_iso
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
@@ -401,7 +401,7 @@ class Pipeline:
         if res.carry is not None:
             span = res.carried_span()
             if span is not None:
-                lo, hi = (None if t is None else iso(datetime.fromtimestamp(t / 1000, UTC)) for t in span)
+                lo, hi = (None if t is None else iso_ms(t) for t in span)
                 res.carry.stored.update(
                     (v, s, _epoch_ms(a), _epoch_ms(b)) for v, s, a, b in stored_time_windows(self.store, rt.config.name, lo, hi)
                 )

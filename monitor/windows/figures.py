@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from monitor.ingest.schema import ModelSchema
 from monitor.references.load import ReferenceData
 from monitor.windows.model_windows import OpenWindow
 from monitor.windows.pane_columns import WindowColumns, categorical_column
-from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso
+from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso_ms
 from storage.samples import WindowSample
 
 
@@ -146,8 +146,8 @@ class WindowFigures:
 
 def window_key(model: str, by: str, w: OpenWindow) -> WindowKey:
     if by == "time":
-        start = iso(datetime.fromtimestamp(w.start / 1000, UTC))
-        end = iso(datetime.fromtimestamp(w.end / 1000, UTC))
+        start = iso_ms(w.start)
+        end = iso_ms(w.end)
     else:
         start, end = f"#{w.start:012d}", f"#{w.end:012d}"
     return WindowKey(model, w.version, w.segment, start, end)
@@ -223,8 +223,8 @@ def compute_figures(
     ts_range = None
     if ts.shape[0]:
         ts_range = (
-            iso(datetime.fromtimestamp(int(np.min(ts)) / 1000, UTC)),
-            iso(datetime.fromtimestamp(int(np.max(ts)) / 1000, UTC)),
+            iso_ms(int(np.min(ts))),
+            iso_ms(int(np.max(ts))),
         )
     record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference_label)
     return WindowFigures(record, metrics, top, ts_range, pm.reference_metrics)
