@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from monitor.config import WindowConfig
+from monitor.config import WindowConfig, format_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,14 @@ class WindowShape:
 
     def describe(self) -> str:
         """For people: ``tumbling 5m, lateness 1m``, ``sliding 2m every 30s, lateness 0s``,
-        ``tumbling 1000 rows``, ``sliding 1000 rows every 250``."""
+        ``tumbling 2s500ms, lateness 0s``, ``tumbling 1000 rows``, ``sliding 1000 rows
+        every 250``. Durations are written as in the config (:func:`monitor.config.format_duration`)."""
         if self.by == "count":
             every = f" every {self.step}" if self.type == "sliding" else ""
             return f"{self.type} {self.size} rows{every}"
-        every = f" every {_duration(self.step)}" if self.type == "sliding" else ""
-        return f"{self.type} {_duration(self.size)}{every}, lateness {_duration(self.lateness)}"
+        size, step, lateness = (format_duration(timedelta(milliseconds=ms)) for ms in (self.size, self.step, self.lateness))
+        every = f" every {step}" if self.type == "sliding" else ""
+        return f"{self.type} {size}{every}, lateness {lateness}"
 
 
 def describe(shape: WindowShape | None) -> str:
@@ -129,17 +131,3 @@ def mismatch_text(s: StoredShape, configured: WindowShape) -> str:
 def _ms(td: Any) -> int:
     return round(td.total_seconds() * 1000) if isinstance(td, timedelta) else int(td)
 
-
-def _duration(ms: int) -> str:
-    """``90000`` -> ``1m30s``; ``1500`` -> ``1.5s``; ``0`` -> ``0s``."""
-    if ms == 0:
-        return "0s"
-    out = []
-    rest = ms
-    for unit, n in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
-        if rest >= n:
-            out.append(f"{rest // n}{unit}")
-            rest %= n
-    if rest:
-        out.append(f"{rest // 1000}s" if rest % 1000 == 0 else f"{rest / 1000:g}s")
-    return "".join(out)

@@ -16,7 +16,9 @@ from monitor.windows.shape import WindowShape, describe
     [
         ({"size": "5m"}, "tumbling 5m, lateness 1m"),
         ({"type": "sliding", "size": "1h", "slide": "15m", "lateness": "90s"}, "sliding 1h every 15m, lateness 1m30s"),
-        ({"size": "2500ms", "lateness": "0s"}, "tumbling 2.5s, lateness 0s"),
+        # durations read as the config writes them (monitor.config.format_duration)
+        ({"size": "2500ms", "lateness": "0s"}, "tumbling 2s500ms, lateness 0s"),
+        ({"type": "sliding", "size": "2s", "slide": "500ms", "lateness": "1.5s"}, "sliding 2s every 500ms, lateness 1s500ms"),
         ({"by": "count", "size": 1000}, "tumbling 1000 rows"),
         ({"by": "count", "type": "sliding", "size": 1000, "slide": 250}, "sliding 1000 rows every 250"),
     ],
