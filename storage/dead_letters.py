@@ -313,6 +313,18 @@ def dead_letters_after(store: Store, after: Position, limit: int, *, below: int)
     return rows
 
 
+#: a cut above every transaction id: :func:`dead_letters_after` with it reads the letters
+#: after a position whether or not their transactions are known to have finished
+NO_CUT = 2**63 - 1
+
+
+def waiting_letters(store: Store, below: int) -> int:
+    """How many stored letters the feed cannot pass yet: visible (committed) but with a
+    ``txid`` of ``below`` (:func:`finished_below`) or more, so a transaction that began
+    before theirs is still running. 0 on SQLite. One index range on (txid, id)."""
+    return int(store.query("SELECT COUNT(*) AS n FROM dead_letters WHERE txid >= ?", (below,))[0]["n"])
+
+
 def rebase_feed(store: Store, below: int) -> int:
     """Give every visible letter with ``txid >= below`` the ``txid`` 0: after a restore into
     another server, stored ids no longer compare with new ones, and the feed starts again

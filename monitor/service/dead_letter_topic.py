@@ -13,7 +13,10 @@ order, so the cursor is not an id but ``(txid, id)``, the storing transaction's 
 (:mod:`storage.dialect`, item 13). A run reads only letters whose transaction id is below
 every transaction still running (:func:`storage.dead_letters.finished_below`), so none
 can commit behind the cursor later. A transaction left open anywhere on the server
-(another database's too) holds the feed back until it ends, never loses a letter. On
+(another database's too) holds the feed back until it ends, never loses a letter; when
+letters have waited behind one for :data:`STALL_SECONDS` a WARNING says how many, for how
+long and which transaction (once per stall, at most one per :data:`STALL_REPEAT_SECONDS`),
+and an INFO when the feed moves again. On
 SQLite one writer commits in id order and every letter has ``txid`` 0: the cursor is
 the id. Stored transaction ids only compare on one server: after a restore into
 another one (``pg_dump``/``pg_restore``; seen as another ``system_identifier``, or the
@@ -52,19 +55,23 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.config import Config
 from storage.db import Store
 from storage.dead_letters import (
+    NO_CUT,
     Position,
     dead_letters_after,
     finished_below,
     rebase_feed,
     server_identity,
+    waiting_letters,
 )
 from storage.records import iso, parse_iso
 from storage.state import load_state, save_state
@@ -82,6 +89,28 @@ MAX_BLOCK_MS = 10_000
 #: ``storage.statement_timeout``); instances compare ``until`` with their own wall
 #: clocks, so this also absorbs their difference (a minute of skew would still be safe).
 LEASE_SECONDS = 120.0
+#: seconds stored letters may wait behind a transaction still open on the server (they
+#: cannot be produced before it ends) before a WARNING says so. A flush's transaction
+#: lasts well under a second; a minute is a session left open (idle in transaction) or a
+#: long batch job, on any database of the PostgreSQL server.
+STALL_SECONDS = 60.0
+#: seconds at least between two stall WARNINGs: a stall over :data:`STALL_SECONDS`
+#: sooner after the last warning is counted, and named in the next warning, not logged
+STALL_REPEAT_SECONDS = 900.0
+
+
+@dataclass
+class _Stall:
+    """The feed's next letter waits behind an open transaction (PostgreSQL)."""
+
+    #: the clock (seconds) when this instance first found it waiting
+    since: float
+    #: the cursor then: the stall ends when the cursor moves (this or another instance
+    #: produced), or when the next letter no longer waits
+    at: Position
+    #: "watching" (under the bound), "logged" (a WARNING went out: an INFO when it ends),
+    #: "quiet" (over the bound, but too soon after the last WARNING)
+    stage: str = "watching"
 
 
 def position(state: dict[str, Any]) -> Position:
@@ -119,6 +148,8 @@ class DeadLetterTopic:
 
     ``owner``: this object's name in the lease (default ``host:pid:random``; unique per
     object). ``lease_seconds``: how long a run's lease lasts (:data:`LEASE_SECONDS`).
+    ``stall_seconds``: how long letters wait behind an open transaction before a WARNING
+    (:data:`STALL_SECONDS`); ``clock``: seconds, for those waits (monotonic).
     """
 
     def __init__(  # noqa: PLR0913 - the options of one job
@@ -130,6 +161,8 @@ class DeadLetterTopic:
         producer_factory: Callable[[], Any] | None = None,
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        stall_seconds: float = STALL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         topic = config.kafka.dead_letter_topic
         if not topic:
@@ -144,6 +177,11 @@ class DeadLetterTopic:
         self._producer: Any = None
         self._failing = False
         self._lock = threading.Lock()  # the scheduler's run and the shutdown's never overlap
+        self.stall_seconds = stall_seconds
+        self._clock = clock
+        self._stall: _Stall | None = None
+        self._last_warning: float | None = None  # clock() of the last stall WARNING
+        self._unlogged = 0  # stalls over the bound since then, not logged
 
     def _make_producer(self) -> Any:
         from monitor.ingest.kafka_client import make_producer  # noqa: PLC0415
@@ -179,8 +217,14 @@ class DeadLetterTopic:
         state = load_state(self.store, CURSOR) or {}
         below = finished_below(self.store)
         server = server_identity(self.store)
-        if not _moved(state, below, server) and not dead_letters_after(self.store, position(state), 1, below=below):
-            return 0
+        if not _moved(state, below, server):
+            # the next letter whatever its transaction: none, one to produce, or one that
+            # waits (its txid not below the cut: an older transaction is still open)
+            after = dead_letters_after(self.store, position(state), 1, below=NO_CUT)
+            waits = bool(after) and int(after[0]["txid"]) >= below
+            self._watch(position(state), below, waits=waits)
+            if not after or waits:
+                return 0
         claimed = self._claim(server)
         if claimed is None:
             return 0  # another instance holds the lease: its run produces these
@@ -200,6 +244,41 @@ class DeadLetterTopic:
         if error is not None:
             raise error
         return sent
+
+    def _watch(self, at: Position, below: int, *, waits: bool) -> None:
+        """Follow a stall: the next letter after the cursor ``at`` waits behind the cut
+        ``below`` (``waits``). A WARNING once it has lasted :attr:`stall_seconds` (at most
+        one per :data:`STALL_REPEAT_SECONDS`), an INFO when a stall warned about ends."""
+        now = self._clock()
+        stall = self._stall
+        if stall is not None and (not waits or stall.at != at):
+            if stall.stage == "logged":
+                log.info("dead-letter topic %s: moving again, after %.0f s held back by an open transaction",
+                         self.topic, now - stall.since)
+            stall = self._stall = None
+        if not waits:
+            return
+        if stall is None:
+            stall = self._stall = _Stall(now, at)
+        if stall.stage != "watching" or now - stall.since < self.stall_seconds:
+            return
+        if self._last_warning is not None and now - self._last_warning < STALL_REPEAT_SECONDS:
+            stall.stage = "quiet"
+            self._unlogged += 1
+            return
+        stall.stage = "logged"
+        n = self._unlogged
+        more = (f" {n} more stall{'s' if n > 1 else ''} over {self.stall_seconds:.0f} s since the last"
+                " warning went unlogged.") if n else ""
+        self._last_warning, self._unlogged = now, 0
+        log.warning(
+            "dead-letter topic %s: %d stored letter(s) held back for at least %.0f s by a transaction"
+            " still open on the PostgreSQL server (the oldest one running: %d); produced when it ends,"
+            " nothing is lost. Usually a long or idle-in-transaction session, on any database of"
+            " the server: see pg_stat_activity (backend_xid = '%d', state 'idle in transaction') or"
+            " pg_prepared_xacts.%s",
+            self.topic, waiting_letters(self.store, below), now - stall.since, below, below % 2**32, more,
+        )
 
     def _claim(self, server: str | None) -> tuple[Position, int] | None:
         """Take the lease if it is free, has lapsed or is ours; then the cursor and the cut

@@ -21,7 +21,7 @@ import pytest
 from monitor.config import Config, parse_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.ingest.kafka_client import make_producer
-from monitor.service.dead_letter_topic import CURSOR, DeadLetterTopic
+from monitor.service.dead_letter_topic import CURSOR, STALL_REPEAT_SECONDS, DeadLetterTopic
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.limits import DeadLetterCap
@@ -324,3 +324,75 @@ def test_after_a_restore_into_another_server_every_letter_goes_out_again(
     keys = _keys(topic_records(broker.bootstrap, dlq, 2 * N + 1))
     assert keys == Counter({k: 2 for k in EXPECTED_KEYS}) + Counter([f"{SOURCE}/3/0".encode()])
     assert any("produced again" in r.getMessage() for r in caplog.records)
+
+
+
+def test_letters_held_back_by_an_open_transaction_are_logged_once_per_stall(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another session keeps a write transaction open while letters commit: the feed
+    cannot produce them. A WARNING once they have waited the bound (60 s on the injected
+    clock, not before), naming how many wait, for how long and the transaction holding
+    them (as ``pg_stat_activity.backend_xid`` shows it); one only, however long it lasts;
+    an INFO when the feed moves again. A second stall soon after is not logged; the next
+    one past :data:`STALL_REPEAT_SECONDS` is, and counts the one left out."""
+    caplog.set_level(logging.INFO, logger="driftwarden.dead_letter_topic")
+    cfg, dlq, _, stores = _setup(broker, tmp_path, pg_target)
+    now = [1000.0]
+    job = DeadLetterTopic(cfg, stores[1], stall_seconds=60, clock=lambda: now[0])
+    holder = pg_target.open()  # a session of another program, left idle in a transaction
+
+    def logged(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+    def stall(partition: int, waits: list[float]) -> int:
+        """A transaction held open while two letters commit; the feed runs at once, then
+        after each of ``waits`` seconds of the clock, producing nothing. Returns the
+        transaction's xid (the transaction ends on return)."""
+        with holder.transaction():
+            [row] = holder.query("SELECT CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT) AS xid")
+            letters = [DeadLetter(SOURCE, partition, i, "not_json: held", b"held", datetime.now(UTC)) for i in range(2)]
+            write_dead_letters(stores[0], letters, cap=BIG_CAP)
+            assert job.run_once() == 0
+            for wait in waits:
+                now[0] += wait
+                assert job.run_once() == 0
+                if wait == 61:  # the warning, if any, comes now; the other waits check it stays one
+                    seen.append(logged(logging.WARNING))
+        return int(row["xid"])
+
+    seen: list[list[str]] = []
+    try:
+        assert _drain(job) == N
+        caplog.clear()
+        stall(1, [59])
+        assert caplog.records == []  # under the bound
+        assert job.run_once() == 2  # the transaction ended: both go out
+        assert caplog.records == []  # no warning, nothing to end
+
+        xid = stall(2, [61, 100, 100, 100])
+        [warning] = seen.pop()
+        assert f"{dlq}: 2 stored letter(s) held back for at least 61 s by a transaction" in warning
+        assert f"the oldest one running: {xid})" in warning
+        assert f"pg_stat_activity (backend_xid = '{xid % 2**32}'" in warning
+        assert len(logged(logging.WARNING)) == 1  # one per stall, however long
+        assert logged(logging.INFO) == []
+        assert job.run_once() == 2
+        [info] = logged(logging.INFO)
+        assert info == f"dead-letter topic {dlq}: moving again, after 361 s held back by an open transaction"
+
+        caplog.clear()
+        stall(3, [61])  # over the bound, but within STALL_REPEAT_SECONDS of the warning
+        assert job.run_once() == 2
+        assert caplog.records == []
+        now[0] += STALL_REPEAT_SECONDS
+        stall(4, [61])
+        [warning] = logged(logging.WARNING)
+        assert "2 stored letter(s) held back for at least 61 s" in warning
+        assert warning.endswith(" pg_prepared_xacts. 1 more stall over 60 s since the last warning went unlogged.")
+        assert job.run_once() == 2
+    finally:
+        job.close()
+        holder.close()
+    held = Counter(f"{SOURCE}/{p}/{i}".encode() for p in range(1, 5) for i in range(2))
+    assert _keys(topic_records(broker.bootstrap, dlq, N + 8)) == EXPECTED_KEYS + held  # each once
