@@ -716,7 +716,7 @@ class Pipeline:
         by = rt.config.window.by
         for w in closed:
             t0 = time.perf_counter()
-            cols = WindowColumns(w.chunks)  # joined once, for the figures and the sample both
+            cols = WindowColumns(w.chunks, w.order())  # joined once, for the figures and the sample both
             try:
                 figs = judge_window(rt, w, now, cols)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others

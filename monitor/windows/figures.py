@@ -167,12 +167,13 @@ def compute_figures(
 ) -> WindowFigures:
     """Every figure of one closed window. ``insufficient`` windows get counts and quality only.
 
-    ``cols``: the window's columns (default: a fresh :class:`WindowColumns` of its chunks);
-    pass one to read the columns it joined afterwards (the report sample does).
+    ``cols``: the window's columns (default: a fresh :class:`WindowColumns` of its chunks, in
+    consumption order); pass one to read the columns it joined afterwards (the report sample does).
     """
     cfg = pm.config
+    order = w.order()
     if cols is None:
-        cols = WindowColumns(w.chunks)
+        cols = WindowColumns(w.chunks, order)
     key = window_key(cfg.name, by, w)
     metrics: list[MetricRow] = [MetricRow(DATASET, "row_count", float(w.rows))]
     # each column made once, for its quality and its drift test both: categorical columns
@@ -180,7 +181,7 @@ def compute_figures(
     # once), numerical ones cleaned (and sorted by the first test that sorts) once;
     # ``cols`` stays the raw values: the multivariate check reads rows
     judged: dict[str, Any] = {
-        c: categorical_column(w.chunks, c, ref) if ref.kind == "categorical" else CurrentColumn("numerical", cols[c])
+        c: categorical_column(w.chunks, c, ref, order) if ref.kind == "categorical" else CurrentColumn("numerical", cols[c])
         for c, ref in pm.prepared.columns.items() if c in cols
     }
     status = "ok" if w.rows >= cfg.window.min_rows else "insufficient"

@@ -48,17 +48,22 @@ import numpy as np
 
 from monitor.config import LimitsConfig, WindowConfig
 from monitor.ingest.batch import ColumnBatch
+from monitor.windows.arrival import ARRIVAL, arrival_order
 from monitor.windows.caps import ValueCap
 from monitor.windows.carry import CarriedWindow, CarryEnded, CarryOver
 from monitor.windows.shape import WindowShape
 from storage.records import ALL_SEGMENTS
 
 _NO_WM = np.iinfo(np.int64).min // 4
+#: :meth:`OpenWindow.order` not computed since the window last changed
+_UNKNOWN: Any = object()
 
 
 @dataclass(slots=True)
 class OpenWindow:
-    """Rows collected so far for one (version, segment, start, end)."""
+    """Rows collected so far for one (version, segment, start, end): ``chunks`` (shared
+    with the overlapping windows of a sliding shape), read in consumption order through
+    :meth:`order` (see :mod:`monitor.windows.arrival`)."""
 
     version: str
     segment: str
@@ -69,12 +74,14 @@ class OpenWindow:
     ranges: dict[int, list[int]] = field(default_factory=dict)
     #: offset ranges of a window restored from a snapshot (rows not yet re-read)
     saved_ranges: dict[int, list[int]] = field(default_factory=dict)
+    _order: Any = field(default=_UNKNOWN, init=False, repr=False, compare=False)
 
     def add(self, rows: ColumnBatch) -> None:
         n = len(rows)
         if n == 0:
             return
         self.chunks.append(rows)
+        self._order = _UNKNOWN
         self.rows += n
         for p, (lo, hi) in partition_ranges(rows).items():
             r = self.ranges.get(p)
@@ -86,23 +93,47 @@ class OpenWindow:
                 if hi > r[1]:
                     r[1] = hi
 
+    def truncate(self, n_chunks: int, rows: int, ranges: dict[int, list[int]]) -> None:
+        """Back to its first ``n_chunks`` chunks (an undo: ``rows`` and ``ranges`` as they were)."""
+        del self.chunks[n_chunks:]
+        self.rows = rows
+        self.ranges = ranges
+        self._order = _UNKNOWN
+
+    def order(self) -> np.ndarray | None:
+        """Positions, in the concatenation of :attr:`chunks`, of the rows in consumption
+        order; None when the chunks hold them in that order already (always, but for a
+        sliding window that got rows of several panes out of event-time order in one
+        batch). Computed once until the window changes."""
+        got = self._order
+        if got is _UNKNOWN:
+            got = self._order = arrival_order(self.chunks)
+        return got
+
+    def _joined(self, arrays: list[np.ndarray]) -> np.ndarray:
+        joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        order = self.order()
+        return joined if order is None else joined[order]
+
     def columns(self) -> dict[str, np.ndarray]:
-        """All rows as one array per column (empty arrays when no rows)."""
+        """All rows as one array per column, in consumption order ({} when no rows)."""
         if not self.chunks:
             return {}
         if len(self.chunks) == 1:
             return dict(self.chunks[0].columns)
-        return {c: np.concatenate([ch.columns[c] for ch in self.chunks]) for c in self.chunks[0].columns}
+        return {c: self._joined([ch.columns[c] for ch in self.chunks]) for c in self.chunks[0].columns}
 
     def ts_ms(self) -> np.ndarray:
+        """Event times (epoch ms) of the rows, in consumption order."""
         if not self.chunks:
             return np.empty(0, dtype=np.int64)
-        return np.concatenate([ch.ts_ms for ch in self.chunks])
+        return self._joined([ch.ts_ms for ch in self.chunks])
 
     def event_ids(self) -> np.ndarray:
+        """Event ids of the rows, in consumption order."""
         if not self.chunks:
             return np.empty(0, dtype=object)
-        return np.concatenate([ch.event_id for ch in self.chunks])
+        return self._joined([ch.event_id for ch in self.chunks])
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +177,17 @@ class _Panes:
     watermark passed its end between two rows) gets its own copy of that part.
 
     ``panes`` lists, in ascending pane order, each pane's start and the positions of
-    its rows in ``idx`` (ascending, so rows keep the batch's order)."""
+    its rows in ``idx`` (ascending, so rows keep the batch's order). ``first``: the
+    arrival number of the batch's first row, to number each chunk's rows by (see
+    :mod:`monitor.windows.arrival`); None: not numbered (a window gets one pane per
+    batch: its chunks are in consumption order by construction)."""
 
-    __slots__ = ("_batch", "_idx", "_taken", "panes")
+    __slots__ = ("_batch", "_first", "_idx", "_taken", "panes")
 
-    def __init__(self, batch: ColumnBatch, idx: np.ndarray, newest_start: np.ndarray) -> None:
+    def __init__(self, batch: ColumnBatch, idx: np.ndarray, newest_start: np.ndarray, first: int | None = None) -> None:
         self._batch = batch
         self._idx = idx
+        self._first = first
         self._taken: dict[int, ColumnBatch] = {}
         if newest_start.shape[0] == 0:
             self.panes: list[tuple[int, np.ndarray]] = []
@@ -168,11 +203,17 @@ class _Panes:
         """The rows at positions ``sel`` (a subset of pane ``pane``'s positions ``pos``),
         the pane's shared chunk when ``sel`` is all of it, else a copy of those rows."""
         if sel.shape[0] != pos.shape[0]:
-            return self._batch.take(self._idx[sel])
+            return self._numbered(self._idx[sel])
         got = self._taken.get(pane)
         if got is None:
-            got = self._taken[pane] = self._batch.take(self._idx[pos])
+            got = self._taken[pane] = self._numbered(self._idx[pos])
         return got
+
+    def _numbered(self, at: np.ndarray) -> ColumnBatch:
+        rows = self._batch.take(at)
+        if self._first is not None:
+            rows.derived[ARRIVAL] = at + self._first
+        return rows
 
 
 def _group_indices(labels: np.ndarray) -> Iterator[tuple[Any, np.ndarray]]:
@@ -217,6 +258,9 @@ class ModelWindows:
         lim = limits or LimitsConfig()
         #: fresh rows seen so far: the clock of the caps for count windows
         self.rows_seen = 0
+        #: rows given to :meth:`add` so far (replayed ones too), never undone: the next
+        #: arrival number of a sliding time window's rows (see :mod:`monitor.windows.arrival`)
+        self.arrived = 0
         self.version_cap = ValueCap(lim.max_versions, lim.max_value_length, retire_after=self.size)
         self.segment_caps = {s: ValueCap(lim.max_segment_values, lim.max_value_length, retire_after=self.size) for s in segments}
         #: windows to close at the next :meth:`close_due` though not complete (their value was evicted)
@@ -263,8 +307,12 @@ class ModelWindows:
             wm_before = self._advance_watermark(batch.ts_ms, replay)
             batch = self._capped(batch, batch.ts_ms, wm_before, replay)
             self.last_capped = batch
+            first = None
+            if self.per_row > 1:  # a window gets rows of several panes: number them
+                first = self.arrived
+                self.arrived += n
             for version, segment, idx in self._groups(batch):
-                late.extend(self._add_time(batch, version, segment, idx, wm_before, replay))
+                late.extend(self._add_time(batch, version, segment, idx, wm_before, replay, first))
         else:
             ordinal = self.rows_seen + np.cumsum(~replay)
             self.rows_seen = int(ordinal[-1])
@@ -321,14 +369,14 @@ class ModelWindows:
 
     def _add_time(
         self, batch: ColumnBatch, version: str, segment: str, idx: np.ndarray,
-        wm_before: np.ndarray, replay: np.ndarray,
+        wm_before: np.ndarray, replay: np.ndarray, first: int | None,
     ) -> list[LateRows]:
         ts = batch.ts_ms[idx]
         wm = wm_before[idx]
         rep = replay[idx]
         refill, carried = self._replayed(batch, idx, version, segment, ts, rep)
         newest_start = (ts // self.step) * self.step
-        panes = _Panes(batch, idx, newest_start)
+        panes = _Panes(batch, idx, newest_start, first)
         late: list[LateRows] = []
         is_late = (newest_start + self.size <= wm) & ~rep
         if is_late.any():
@@ -519,9 +567,7 @@ class ModelWindows:
         self.counters = cp["counters"]
         self.open = cp["open"]
         for w, n_chunks, rows, ranges in cp["windows"]:
-            del w.chunks[n_chunks:]
-            w.rows = rows
-            w.ranges = ranges
+            w.truncate(n_chunks, rows, ranges)
         self._restored = cp["restored"]
         self._forced = cp["forced"]
         self.carry, mark, self.carry_ended = cp["carry"]

@@ -12,7 +12,8 @@ up once, not 12 times:
   added up into the same :class:`CurrentColumn` as factorising the concatenated
   column gives (its codes in row order joined only if a test reads them).
 
-Columns are concatenated only when something reads them (:class:`WindowColumns`).
+Columns are concatenated only when something reads them (:class:`WindowColumns`), in
+consumption order (the window's ``order``, see :mod:`monitor.windows.arrival`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ from detectors._columns import (
     lookup_codes,
 )
 from monitor.ingest.batch import ColumnBatch
+from monitor.windows.arrival import arrival_numbers
 
 
 class WindowColumns(Mapping[str, np.ndarray]):
     """The window's rows as one array per column, each concatenated on first read (then
-    kept); a window of one chunk reads that chunk's arrays as they are."""
+    kept); a window of one chunk reads that chunk's arrays as they are. ``order``: the
+    positions of the rows in consumption order in the concatenated chunks (None: as they
+    are; see :meth:`monitor.windows.model_windows.OpenWindow.order`)."""
 
-    def __init__(self, chunks: list[ColumnBatch]) -> None:
+    def __init__(self, chunks: list[ColumnBatch], order: np.ndarray | None = None) -> None:
         self._chunks = chunks
+        self._order = order
         self._names = tuple(chunks[0].columns) if chunks else ()
         self._joined: dict[str, np.ndarray] = {}
 
@@ -49,6 +54,8 @@ class WindowColumns(Mapping[str, np.ndarray]):
                 got = self._chunks[0].columns[name]
             else:
                 got = np.concatenate([ch.columns[name] for ch in self._chunks])
+                if self._order is not None:
+                    got = got[self._order]
             self._joined[name] = got
         return got
 
@@ -66,13 +73,17 @@ class WindowColumns(Mapping[str, np.ndarray]):
         return name in self._names
 
 
-def categorical_column(chunks: list[ColumnBatch], name: str, ref: PreparedColumn) -> CurrentColumn:
+def categorical_column(
+    chunks: list[ColumnBatch], name: str, ref: PreparedColumn, order: np.ndarray | None = None
+) -> CurrentColumn:
     """Column ``name`` of the window made of ``chunks`` (at least one), factorised against the
     categorical reference column ``ref``: equal to ``CurrentColumn("categorical", values, ref)``
-    on the concatenated values, from each chunk's lookup (done once, kept on the chunk): the
-    window adds up the chunks' counts; its codes in row order are joined only if read."""
+    on the window's values in consumption order (``order``: see :class:`WindowColumns`), from
+    each chunk's lookup (done once, kept on the chunk): the window adds up the chunks' counts
+    and orders only the values the reference does not know (new categories are listed in the
+    order they were first seen); its codes in row order are joined only if read."""
     if ref.lookup is None or any(ch.columns[name].dtype != object for ch in chunks):
-        return CurrentColumn("categorical", WindowColumns(chunks)[name], ref)
+        return CurrentColumn("categorical", WindowColumns(chunks, order)[name], ref)
     parts = []
     for ch in chunks:
         got = ch.derived.get(name)
@@ -83,11 +94,15 @@ def categorical_column(chunks: list[ColumnBatch], name: str, ref: PreparedColumn
     if len(parts) > 1:
         counts = np.sum([p[3] for p in parts], axis=0)
     others = parts[0][2] if len(parts) == 1 else np.concatenate([p[2] for p in parts])
+    if order is not None and others.shape[0] > 1:
+        others = others[np.argsort(arrival_numbers(chunks, [p[1] < 0 for p in parts]), kind="stable")]
     cats, cat_counts, n_missing = factorize_counted(counts, others, ref.categories)
 
     def codes() -> np.ndarray:
         # a fresh intp array (factorize_looked_up overwrites it), one chunk or several
         joined = np.concatenate([p[1] for p in parts], dtype=np.intp)
+        if order is not None:
+            joined = joined[order]
         return factorize_looked_up(joined, others, ref.categories)[2]
 
     n_total = sum(int(p[1].shape[0]) for p in parts)

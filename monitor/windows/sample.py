@@ -2,7 +2,8 @@
 
 At most ``max_rows`` rows, chosen uniformly at random without replacement with a
 seed taken from the window id (so a window replayed after a crash keeps the
-same sample), in consumption order. Only the judged columns (features and the
+same sample), in consumption order (whatever the batches were: see
+:mod:`monitor.windows.arrival`). Only the judged columns (features and the
 prediction) and the event id are kept; category values and event ids are cut to
 :data:`MAX_TEXT` characters (a report shows labels, not payloads).
 """
@@ -37,8 +38,8 @@ def take_sample(
     """The sample of ``w`` (None when ``max_rows`` is 0 or the window has no rows).
 
     Picks rows chunk by chunk, never concatenating the whole window; a column in
-    ``joined`` (the window's columns already concatenated by its figures) is picked from
-    there in one step. The sample is the same either way.
+    ``joined`` (the window's columns already concatenated by its figures, in consumption
+    order) is picked from there in one step. The sample is the same either way.
     """
     if max_rows <= 0 or w.rows <= 0 or not w.chunks:
         return None
@@ -51,14 +52,22 @@ def take_sample(
     present = [c for c in columns if c in w.chunks[0].columns]
     whole = joined or {}
     chunked = [c for c in present if c not in whole]
+    # the picked rows' positions in the concatenated chunks, ascending (``back`` puts the
+    # rows picked there back in consumption order; None: already in it)
+    at, back = picked, None
+    order = w.order()
+    if order is not None:
+        at = order[picked]
+        back = np.argsort(at)
+        at = at[back]
     parts: dict[str, list[np.ndarray]] = {c: [] for c in chunked}
     parts[EVENT_ID] = []
     start = 0
     for chunk in w.chunks:
         size = len(chunk)
-        lo, hi = np.searchsorted(picked, [start, start + size])
+        lo, hi = np.searchsorted(at, [start, start + size])
         if hi > lo:
-            idx = picked[lo:hi] - start
+            idx = at[lo:hi] - start
             for c in chunked:
                 parts[c].append(chunk.columns[c][idx])
             parts[EVENT_ID].append(chunk.event_id[idx])
@@ -69,6 +78,10 @@ def take_sample(
             arr = whole[c][picked]
         else:
             arr = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
+            if back is not None:  # row j was picked as the back[j]-th
+                ordered = np.empty_like(arr)
+                ordered[back] = arr
+                arr = ordered
         if arr.dtype.kind == "f":
             out[c] = np.ascontiguousarray(arr, dtype=np.float64)
         elif c != EVENT_ID and short_texts(w.chunks, c, MAX_TEXT):

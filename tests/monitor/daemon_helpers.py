@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,18 @@ def stream(windows: int, per_window: int, shift_from: int, seed: int = 11) -> li
     ]
 
 
+def disordered(msgs: list[bytes], seed: int, spread: int = 40) -> list[bytes]:
+    """``msgs`` with each one swapped with one of the next ``spread``: event times out of
+    order by up to ``spread`` events (across the panes of sliding windows, which is where
+    a window could lose the order its rows came in)."""
+    rng = random.Random(seed)
+    out = list(msgs)
+    for i in range(len(out)):
+        j = min(len(out) - 1, i + rng.randrange(spread))
+        out[i], out[j] = out[j], out[i]
+    return out
+
+
 def produce(bootstrap: str, topic: str, payloads: list[bytes], partition: int | None = None) -> None:
     from kafka import KafkaProducer
 
@@ -143,6 +156,17 @@ def table_dump(db: Any) -> dict[str, list[tuple[Any, ...]]]:
             'SELECT window_id, "column", metric, value, p_value, threshold, drifted, test FROM metrics '
             'ORDER BY window_id, "column", metric')]
         return {"windows": w, "metrics": m}
+    finally:
+        s.close()
+
+
+def sample_dump(db: Any) -> list[tuple[Any, ...]]:
+    """The stored report samples (``window_samples``, payload included), for equality
+    between runs. ``db``: as for :func:`table_dump`."""
+    s = open_state_store(db) if isinstance(db, Path) else db.open()
+    try:
+        return [tuple(r.values()) for r in s.query(
+            "SELECT window_id, model, rows, sample_rows, payload FROM window_samples ORDER BY window_id")]
     finally:
         s.close()
 

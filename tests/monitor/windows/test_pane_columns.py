@@ -8,6 +8,7 @@ import pytest
 from detectors import ColumnSpec, prepare_reference
 from detectors._columns import CurrentColumn
 from monitor.ingest.batch import ColumnBatch
+from monitor.windows.arrival import ARRIVAL, arrival_order
 from monitor.windows.pane_columns import WindowColumns, categorical_column
 
 
@@ -84,3 +85,36 @@ def test_window_columns_join_on_read() -> None:
     single = WindowColumns(chunks[:1])
     assert single["x"] is chunks[0].columns["x"]
     assert len(WindowColumns([])) == 0
+
+
+def numbered(values: list[object], arrival: list[int]) -> ColumnBatch:
+    """A chunk of a sliding window: its rows' arrival numbers kept on it."""
+    ch = chunk(values, [float(a) for a in arrival])
+    ch.derived[ARRIVAL] = np.array(arrival, dtype=np.int64)
+    return ch
+
+
+def test_columns_of_chunks_out_of_arrival_order_are_read_in_arrival_order() -> None:
+    """A sliding window gets a batch's rows pane by pane: its chunks may hold them out of
+    the order they came in. Its columns, codes and new categories (first seen first) are
+    those of the rows in arrival order."""
+    chunks = [numbered(["a", "new", "b"], [0, 4, 5]), numbered(["other", None, "new"], [1, 2, 6]),
+              numbered(["b", "last"], [3, 7])]
+    order = arrival_order(chunks)
+    assert order is not None and order.tolist() == [0, 3, 4, 6, 1, 2, 5, 7]
+    in_order = np.array(["a", "other", None, "b", "new", "b", "new", "last"], dtype=object)
+    cols = WindowColumns(chunks, order)
+    assert cols["x"].tolist() == list(map(float, range(8)))
+    assert cols["c"].tolist() == in_order.tolist()
+    ref = reference(["a", "b"])
+    got = categorical_column(chunks, "c", ref, order)
+    assert got.categories == ("a", "b", "other", "new", "last")
+    same(got, CurrentColumn("categorical", in_order, ref))
+    numbers = reference([1.0, 2.0])  # a column of numbers: joined, then factorised
+    same(categorical_column(chunks, "x", numbers, order), CurrentColumn("categorical", cols["x"], numbers))
+
+
+def test_chunks_in_arrival_order_or_without_numbers_are_read_as_they_are() -> None:
+    assert arrival_order([numbered(["a"], [0]), numbered(["b", "c"], [3, 9])]) is None
+    assert arrival_order([numbered(["a", "b"], [5, 6])]) is None
+    assert arrival_order([chunk(["a"]), chunk(["b"])]) is None  # tumbling and count windows

@@ -123,3 +123,29 @@ def test_categories_known_short_from_the_lookups_are_not_checked_again_and_long_
         b = take_sample("churn|v1||a|b", "churn", "b", plain, COLS, max_rows=1000)
         assert a is not None and b is not None and a.payload == b.payload
         assert decode_columns(a.payload)["plan"][305] == (None if long_value is None else "y" * MAX_TEXT)
+
+
+def test_a_window_whose_chunks_hold_rows_out_of_arrival_order_samples_them_in_arrival_order() -> None:
+    """A sliding window gets a batch's rows pane by pane, so its chunks may hold them out of
+    the order they came in (each chunk carries its rows' arrival numbers): its sample is
+    that of the same rows in arrival order, picked chunk by chunk or from joined columns."""
+    from monitor.windows.arrival import ARRIVAL
+    from monitor.windows.pane_columns import WindowColumns
+
+    rows = chunk(0, 1000)
+    w = OpenWindow("v1", "", 0, 60_000)
+    for at in (np.arange(0, 600, 2), np.arange(1, 600, 2), np.arange(600, 1000)):
+        part = rows.take(at)
+        part.derived[ARRIVAL] = at
+        w.add(part)
+    assert w.order() is not None
+    plain = window([1000])
+    for n in (250, 1000):
+        cols = WindowColumns(w.chunks, w.order())
+        joined = {"age": cols["age"], "plan": cols["plan"]}
+        a = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=n)
+        b = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=n, joined=joined)
+        c = take_sample("churn|v1||a|b", "churn", "b", plain, COLS, max_rows=n)
+        assert a is not None and b is not None and c is not None
+        assert a.payload == b.payload == c.payload
+    assert list(decode_columns(a.payload)[EVENT_ID]) == [f"e{k}" for k in range(1000)]

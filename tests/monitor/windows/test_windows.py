@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import WindowConfig
@@ -174,13 +174,15 @@ def test_sliding_windows_share_each_pane_of_rows_instead_of_copying_it() -> None
     st.sampled_from(["0s", "30s"]),
     st.lists(st.integers(0, 2), min_size=80, max_size=80),
 )
+@example([MIN, 0], 2, "0s", [0] * 80)  # one batch, the later pane first
 def test_property_sliding_rows_land_in_every_open_window_that_holds_them(
     ts: list[int], cut: int, lateness: str, parts: list[int]
 ) -> None:
     """Unsorted rows from several partitions, cut into batches anywhere: each row is in
     exactly the windows [s, s + size) that hold its time and had not closed when it came
-    (the watermark before it, from the rows before it); partition offset ranges cover
-    exactly the rows held. (Within one batch a window takes its rows pane by pane.)"""
+    (the watermark before it, from the rows before it), and a window reads its rows in
+    the order they came, whatever the cuts (within one batch it takes them pane by pane);
+    partition offset ranges cover exactly the rows held."""
     cfg = WindowConfig(type="sliding", size="3m", slide="1m", lateness=lateness)
     w = ModelWindows("m", cfg)
     lag = 30_000 if lateness == "30s" else 0
@@ -202,11 +204,14 @@ def test_property_sliding_rows_land_in_every_open_window_that_holds_them(
             b.offset[k] = offsets[parts[i]]
             offsets[parts[i]] += 1
         b.columns["x"][:] = rows
+        b.event_id[:] = [f"r{i}" for i in rows]
         w.add(b)
     got = {(win.start, win.end): win for win in w.open.values()}
     assert sorted(got) == sorted(expected)
     for key, win in got.items():
-        assert sorted(win.columns()["x"].tolist()) == expected[key]
+        assert win.columns()["x"].tolist() == expected[key]
+        assert win.event_ids().tolist() == [f"r{i}" for i in expected[key]]
+        assert win.ts_ms().tolist() == [ts[i] for i in expected[key]]
         held = np.concatenate([c.partition for c in win.chunks]), np.concatenate([c.offset for c in win.chunks])
         assert win.ranges == {
             int(p): [int(held[1][held[0] == p].min()), int(held[1][held[0] == p].max())] for p in np.unique(held[0])
