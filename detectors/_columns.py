@@ -42,6 +42,8 @@ def _is_missing_object(values: np.ndarray) -> np.ndarray:
 
 def _as_float(values: Any) -> np.ndarray:
     """``values`` as a 1-d float64 array (object arrays: anything not a number is NaN)."""
+    if type(values) is np.ndarray and values.dtype == np.float64 and values.ndim == 1 and values.flags.c_contiguous:
+        return values  # what the conversions below leave of it (the same values, contiguous)
     arr = np.asarray(values)
     if arr.dtype == object:
         arr = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
@@ -57,7 +59,7 @@ def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
     arr = _as_float(values)
     finite = np.isfinite(arr)
     n_total = int(arr.shape[0])
-    if finite.all():
+    if np.count_nonzero(finite) == n_total:
         return arr, n_total, 0
     kept = arr[finite]
     return kept, n_total, n_total - int(kept.shape[0])

@@ -63,7 +63,7 @@ def _sorted_distances(rs: np.ndarray, cs: np.ndarray) -> np.ndarray:
     if n1 == n2:
         diff = rs - cs
         np.abs(diff, out=diff)
-        return np.sum(diff, axis=1) / n1
+        return np.add.reduce(diff, axis=1) / n1
     c_idx, w_ref, r_idx, w_cur, scale, c_count, r_count = _pairing(n1, n2)
     # each side's partner cells, gathered or repeated (the cells are ascending runs, so both
     # give the same array): a gather costs per cell it makes, a repeat per cell it reads
@@ -75,7 +75,7 @@ def _sorted_distances(rs: np.ndarray, cs: np.ndarray) -> np.ndarray:
     t_cur -= cs
     np.abs(t_cur, out=t_cur)
     t_cur *= w_cur
-    return (np.sum(t_ref, axis=1) + np.sum(t_cur, axis=1)) / scale
+    return (np.add.reduce(t_ref, axis=1) + np.add.reduce(t_cur, axis=1)) / scale
 
 
 def _norm(ref: PreparedColumn) -> float:

@@ -223,8 +223,8 @@ def compute_figures(
     ts_range = None
     if ts.shape[0]:
         ts_range = (
-            iso(datetime.fromtimestamp(int(np.min(ts)) / 1000, UTC)),
-            iso(datetime.fromtimestamp(int(np.max(ts)) / 1000, UTC)),
+            iso(datetime.fromtimestamp(int(np.minimum.reduce(ts)) / 1000, UTC)),
+            iso(datetime.fromtimestamp(int(np.maximum.reduce(ts)) / 1000, UTC)),
         )
     record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference_label)
     return WindowFigures(record, metrics, top, ts_range, pm.reference_metrics)
