@@ -246,6 +246,11 @@ class PreparedColumn:
     fixed_edges: np.ndarray | None = None
     fixed_keys: tuple[Any, ...] | None = None
     fixed_ref_counts: np.ndarray | None = None
+    #: numerical columns with as many values as others of the reference: the 2-d array whose
+    #: row ``block_row`` is ``sorted_values`` (one row per such column, in spec order), so
+    #: tests scoring them together read the rows without copying them (None: not shared)
+    block: np.ndarray | None = None
+    block_row: int = 0
 
     @property
     def name(self) -> str:
@@ -517,7 +522,26 @@ def prepare_reference(
         rows = max(rows, col.n_total)
     if not specs:
         rows = max((len(np.asarray(v)) for v in ref_columns.values()), default=0)
-    return PreparedReference(columns=cols, rows=rows, specs=specs, bins=bins)
+    return PreparedReference(columns=_shared_blocks(cols), rows=rows, specs=specs, bins=bins)
+
+
+def _shared_blocks(cols: dict[str, PreparedColumn]) -> dict[str, PreparedColumn]:
+    """``cols`` with the sorted values of numerical columns of equal size (two or more, in
+    their order) moved into the rows of one 2-d array (see :attr:`PreparedColumn.block`):
+    the same values, in no more memory."""
+    by_size: dict[int, list[str]] = {}
+    for name, c in cols.items():
+        if c.kind == "numerical" and c.n > 0:
+            by_size.setdefault(c.n, []).append(name)
+    out = dict(cols)
+    for n, names in by_size.items():
+        if len(names) < 2:
+            continue
+        block = np.empty((len(names), n), dtype=np.float64)
+        for i, name in enumerate(names):
+            block[i] = cols[name].sorted_values
+            out[name] = dataclasses.replace(cols[name], sorted_values=block[i], block=block, block_row=i)
+    return out
 
 
 def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
@@ -565,7 +589,7 @@ def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
             spec, tuple(cats), counts, all_codes, n_total, n_missing, first.bins
         )
     rows = sum(p.rows for p in parts)
-    return PreparedReference(columns=cols, rows=rows, specs=first.specs, bins=first.bins)
+    return PreparedReference(columns=_shared_blocks(cols), rows=rows, specs=first.specs, bins=first.bins)
 
 
 # --------------------------------------------------------------------------- current window

@@ -94,8 +94,17 @@ def wasserstein_many(refs: Sequence[PreparedColumn], currents: Sequence[np.ndarr
     """
     cs = np.stack(currents)
     cs.sort(axis=1)
-    d = _sorted_distances(np.stack([r.sorted_values for r in refs]), cs)
+    d = _sorted_distances(_sorted_rows(refs), cs)
     return [float(x) / _norm(r) for x, r in zip(d.tolist(), refs, strict=True)]
+
+
+def _sorted_rows(refs: Sequence[PreparedColumn]) -> np.ndarray:
+    """The columns' sorted values as the rows of one array: consecutive rows of the block
+    they share (:attr:`PreparedColumn.block`) as they are, else stacked (a copy)."""
+    block, first = refs[0].block, refs[0].block_row
+    if block is not None and all(r.block is block and r.block_row == first + i for i, r in enumerate(refs)):
+        return block[first:first + len(refs)]
+    return np.stack([r.sorted_values for r in refs])
 
 
 @functools.lru_cache(maxsize=4)
