@@ -42,6 +42,8 @@ def _is_missing_object(values: np.ndarray) -> np.ndarray:
 
 def _as_float(values: Any) -> np.ndarray:
     """``values`` as a 1-d float64 array (object arrays: anything not a number is NaN)."""
+    if type(values) is np.ndarray and values.dtype == np.float64 and values.ndim == 1 and values.flags.c_contiguous:
+        return values  # what the conversions below leave of it (the same values, contiguous)
     arr = np.asarray(values)
     if arr.dtype == object:
         arr = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
@@ -57,7 +59,7 @@ def clean_numerical(values: Any) -> tuple[np.ndarray, int, int]:
     arr = _as_float(values)
     finite = np.isfinite(arr)
     n_total = int(arr.shape[0])
-    if finite.all():
+    if np.count_nonzero(finite) == n_total:
         return arr, n_total, 0
     kept = arr[finite]
     return kept, n_total, n_total - int(kept.shape[0])
@@ -244,6 +246,11 @@ class PreparedColumn:
     fixed_edges: np.ndarray | None = None
     fixed_keys: tuple[Any, ...] | None = None
     fixed_ref_counts: np.ndarray | None = None
+    #: numerical columns with as many values as others of the reference: the 2-d array whose
+    #: row ``block_row`` is ``sorted_values`` (one row per such column, in spec order), so
+    #: tests scoring them together read the rows without copying them (None: not shared)
+    block: np.ndarray | None = None
+    block_row: int = 0
 
     @property
     def name(self) -> str:
@@ -515,7 +522,26 @@ def prepare_reference(
         rows = max(rows, col.n_total)
     if not specs:
         rows = max((len(np.asarray(v)) for v in ref_columns.values()), default=0)
-    return PreparedReference(columns=cols, rows=rows, specs=specs, bins=bins)
+    return PreparedReference(columns=_shared_blocks(cols), rows=rows, specs=specs, bins=bins)
+
+
+def _shared_blocks(cols: dict[str, PreparedColumn]) -> dict[str, PreparedColumn]:
+    """``cols`` with the sorted values of numerical columns of equal size (two or more, in
+    their order) moved into the rows of one 2-d array (see :attr:`PreparedColumn.block`):
+    the same values, in no more memory."""
+    by_size: dict[int, list[str]] = {}
+    for name, c in cols.items():
+        if c.kind == "numerical" and c.n > 0:
+            by_size.setdefault(c.n, []).append(name)
+    out = dict(cols)
+    for n, names in by_size.items():
+        if len(names) < 2:
+            continue
+        block = np.empty((len(names), n), dtype=np.float64)
+        for i, name in enumerate(names):
+            block[i] = cols[name].sorted_values
+            out[name] = dataclasses.replace(cols[name], sorted_values=block[i], block=block, block_row=i)
+    return out
 
 
 def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
@@ -563,7 +589,7 @@ def merge_prepared(parts: Sequence[PreparedReference]) -> PreparedReference:
             spec, tuple(cats), counts, all_codes, n_total, n_missing, first.bins
         )
     rows = sum(p.rows for p in parts)
-    return PreparedReference(columns=cols, rows=rows, specs=first.specs, bins=first.bins)
+    return PreparedReference(columns=_shared_blocks(cols), rows=rows, specs=first.specs, bins=first.bins)
 
 
 # --------------------------------------------------------------------------- current window

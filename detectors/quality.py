@@ -131,8 +131,9 @@ def _numerical_batch(
     m = np.stack([arrays[i] for i in keep])
     lo = np.array([prepared.columns[c].min for c in names])[:, None]
     hi = np.array([prepared.columns[c].max for c in names])[:, None]
-    missing = np.count_nonzero(np.isnan(m), axis=1).tolist()
-    outside = np.count_nonzero((m < lo) | (m > hi), axis=1).tolist()  # NaN compares False
+    # counted as np.count_nonzero(..., axis=1) counts, without its Python wrapper
+    missing = np.add.reduce(np.isnan(m), axis=1, dtype=np.intp).tolist()
+    outside = np.add.reduce((m < lo) | (m > hi), axis=1, dtype=np.intp).tolist()  # NaN compares False
     return {
         c: _share_outside(n, miss, off, prepared.columns[c].min)
         for c, miss, off in zip(names, missing, outside, strict=True)

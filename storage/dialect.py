@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -155,16 +155,23 @@ class Dialect:
             raise ValueError(f"json_field: unknown kind {kind!r}")
         return f"j.value ->> {i}"
 
-    def batch_rows(self, fixed: Sequence[str], kinds: Sequence[str]) -> str:
+    def batch_rows(self, fixed: Sequence[str], kinds: Sequence[str], nulls: Collection[int] = ()) -> str:
         """The rows of an ``INSERT`` of a batch: the SQL expressions ``fixed`` (the same in
         every row), then one field per ``kinds`` (see :meth:`json_field`). With
         :attr:`json_batches` a ``SELECT`` from the one JSON parameter (its ``WHERE`` keeps
         SQLite from reading a following ``ON CONFLICT`` as a join's ``ON``), else
-        ``VALUES`` with one ``?`` per field, run once per row."""
+        ``VALUES`` with one ``?`` per field, run once per row.
+
+        ``nulls``: indexes (into ``kinds``) of fields that are NULL in every row, written
+        as a literal ``NULL`` and left out of the rows, for statements run once per row
+        only (``ValueError`` with :attr:`json_batches`): SQLite's driver binds a ``None``
+        several times slower than a number (it looks for an adapter first)."""
         if self.json_batches:
+            if nulls:
+                raise ValueError("batch_rows: nulls are for statements run once per row")
             fields = [*fixed, *(self.json_field(i, k) for i, k in enumerate(kinds))]
             return f"SELECT {', '.join(fields)} FROM {self.json_rows('?')} WHERE 1 = 1"
-        return f"VALUES ({', '.join([*fixed, *('?' for _ in kinds)])})"
+        return f"VALUES ({', '.join([*fixed, *('NULL' if i in nulls else '?' for i in range(len(kinds)))])})"
 
     def batch_update(self, table: str, sets: Sequence[str], where: str, keys: Sequence[str],
                      kinds: Sequence[str]) -> str:

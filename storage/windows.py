@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from storage.db import Store
-from storage.dialect import json_param
+from storage.dialect import Dialect, json_param
 from storage.records import MetricRow, WindowRecord, iso
 
 
@@ -32,18 +34,76 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
             iso(window.computed_at), window.late_rows, window.reference, window.error,
         ),
     )
-    store.execute_batch(
-        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value, threshold, drifted, test) '
-        + store.dialect.batch_rows((), METRIC_KINDS)
-        + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
-        " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
-        " drifted = excluded.drifted, test = excluded.test",
-        metric_rows(store, window.id, k.model, metrics),
-    )
+    upsert_metrics(store, window.id, k.model, metrics)
 
 
 #: the batch fields of :func:`metric_rows`' rows (see :meth:`storage.dialect.Dialect.json_field`)
 METRIC_KINDS = ("text", "text", "text", "text", "real", "real", "real", "int", "text")
+
+
+def _metric_upsert(rows_sql: str) -> str:
+    return (
+        'INSERT INTO metrics (window_id, model, "column", metric, value, p_value, threshold, drifted, test) '
+        + rows_sql
+        + ' ON CONFLICT (window_id, "column", metric) DO UPDATE SET model = excluded.model,'
+        " value = excluded.value, p_value = excluded.p_value, threshold = excluded.threshold,"
+        " drifted = excluded.drifted, test = excluded.test"
+    )
+
+
+def upsert_metrics(store: Store, window_id: str, model: str, metrics: Sequence[MetricRow]) -> None:
+    """Upsert a window's ``data`` figures, the rows :func:`metric_rows` makes (call inside
+    ``store.transaction()``).
+
+    Where the statement runs once per row (SQLite), consecutive rows with None in the same
+    fields (most figures have no p-value, threshold, verdict or test) go through one
+    statement with a literal ``NULL`` there, left out of their parameters (see
+    :meth:`Dialect.batch_rows <storage.dialect.Dialect.batch_rows>`): the same rows in
+    the same order, ~1.5 µs less a None."""
+    d = store.dialect
+    if d.json_batches:
+        store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), metric_rows(store, window_id, model, metrics))
+        return
+    last: dict[tuple[str, str], MetricRow] = {}
+    for m in metrics:  # one row per (column, metric), the last wins (as metric_rows)
+        last[(m.column, m.metric)] = m
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    absent_before = None
+    batch: list[tuple[Any, ...]] = []
+    for m in last.values():
+        # Dialect.real without JSON: NaN as None
+        v, p, t = m.value, m.p_value, m.threshold
+        if v is not None:
+            v = float(v)
+            if v != v:
+                v = None
+        if p is not None:
+            p = float(p)
+            if p != p:
+                p = None
+        if t is not None:
+            t = float(t)
+            if t != t:
+                t = None
+        drifted = None if m.drifted is None else int(m.drifted)
+        absent = (v is None, p is None, t is None, drifted is None, m.test is None)
+        if absent != absent_before:
+            sql, pick = _upsert_without(d, absent)
+            batch = []
+            runs.append((sql, batch))
+            absent_before = absent
+        batch.append(pick((window_id, model, m.column, m.metric, v, p, t, drifted, m.test)))
+    for sql, rows in runs:
+        store.execute_batch(sql, rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_without(d: Dialect, absent: tuple[bool, ...]) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
+    """The upsert of metric rows whose nullable fields (value, p_value, threshold, drifted,
+    test) are None where ``absent`` says, and what it binds of a full row."""
+    nulls = [4 + i for i, a in enumerate(absent) if a]
+    kept = [i for i in range(len(METRIC_KINDS)) if i not in nulls]
+    return _metric_upsert(d.batch_rows((), METRIC_KINDS, nulls)), operator.itemgetter(*kept)
 
 
 def metric_rows(

@@ -48,10 +48,11 @@ def jensenshannon(ref: PreparedColumn, cur: CurrentColumn, bins: str) -> float:
     """Jensen–Shannon distance (natural log; scipy ``jensenshannon``) between
     the binned shares, empty bins kept at zero. Drift when ``d >= threshold``."""
     p, q = binned_percents(ref, cur, bins, fill_zeroes=False)
-    p = p / np.sum(p, axis=0, keepdims=True)
-    q = q / np.sum(q, axis=0, keepdims=True)
+    # np.add.reduce is what np.sum calls, without its wrapper (most of a small column's time)
+    p = p / np.add.reduce(p, axis=0, keepdims=True)
+    q = q / np.add.reduce(q, axis=0, keepdims=True)
     m = (p + q) / 2.0
-    js = np.sum(rel_entr(p, m), axis=0) + np.sum(rel_entr(q, m), axis=0)
+    js = np.add.reduce(rel_entr(p, m), axis=0) + np.add.reduce(rel_entr(q, m), axis=0)
     return float(np.sqrt(js / 2.0))
 
 

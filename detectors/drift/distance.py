@@ -63,16 +63,19 @@ def _sorted_distances(rs: np.ndarray, cs: np.ndarray) -> np.ndarray:
     if n1 == n2:
         diff = rs - cs
         np.abs(diff, out=diff)
-        return np.sum(diff, axis=1) / n1
-    c_idx, w_ref, r_count, w_cur, scale = _pairing(n1, n2)
-    t_ref = rs - cs.take(c_idx, axis=1)
+        return np.add.reduce(diff, axis=1) / n1
+    c_idx, w_ref, r_idx, w_cur, scale, c_count, r_count = _pairing(n1, n2)
+    # each side's partner cells, gathered or repeated (the cells are ascending runs, so both
+    # give the same array): a gather costs per cell it makes, a repeat per cell it reads
+    t_ref = np.repeat(cs, c_count, axis=1) if n2 < n1 else cs.take(c_idx, axis=1)
+    np.subtract(rs, t_ref, out=t_ref)
     np.abs(t_ref, out=t_ref)
     t_ref *= w_ref
-    t_cur = np.repeat(rs, r_count, axis=1)  # rs.take(r_idx): the cells are ascending runs
+    t_cur = rs.take(r_idx, axis=1) if n2 < n1 else np.repeat(rs, r_count, axis=1)
     t_cur -= cs
     np.abs(t_cur, out=t_cur)
     t_cur *= w_cur
-    return (np.sum(t_ref, axis=1) + np.sum(t_cur, axis=1)) / scale
+    return (np.add.reduce(t_ref, axis=1) + np.add.reduce(t_cur, axis=1)) / scale
 
 
 def _norm(ref: PreparedColumn) -> float:
@@ -91,16 +94,29 @@ def wasserstein_many(refs: Sequence[PreparedColumn], currents: Sequence[np.ndarr
     """
     cs = np.stack(currents)
     cs.sort(axis=1)
-    d = _sorted_distances(np.stack([r.sorted_values for r in refs]), cs)
+    d = _sorted_distances(_sorted_rows(refs), cs)
     return [float(x) / _norm(r) for x, r in zip(d.tolist(), refs, strict=True)]
 
 
+def _sorted_rows(refs: Sequence[PreparedColumn]) -> np.ndarray:
+    """The columns' sorted values as the rows of one array: consecutive rows of the block
+    they share (:attr:`PreparedColumn.block`) as they are, else stacked (a copy)."""
+    block, first = refs[0].block, refs[0].block_row
+    if block is not None and all(r.block is block and r.block_row == first + i for i, r in enumerate(refs)):
+        return block[first:first + len(refs)]
+    return np.stack([r.sorted_values for r in refs])
+
+
 @functools.lru_cache(maxsize=4)
-def _pairing(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+def _pairing(
+    n1: int, n2: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]:
     """Partner cells and piece lengths for sizes (n1, n2); see :func:`wasserstein_distance`.
 
-    Returns ``(c_idx, w_ref, r_count, w_cur, scale)``: ``r_count[i]`` is how many
-    current cells pair with reference cell ``i`` (``r_idx``, ascending, as run lengths).
+    Returns ``(c_idx, w_ref, r_idx, w_cur, scale, c_count, r_count)``: ``c_idx`` (ascending)
+    is the current cell paired with each reference cell, ``r_idx`` (ascending) the
+    reference cell paired with each current cell, and ``c_count[j]`` / ``r_count[i]``
+    how often each cell occurs in them (the same pairing as run lengths).
     Depends on the sizes only (a few are cached: count windows repeat their
     size); the distance never depends on whether this was cached.
     """
@@ -116,9 +132,10 @@ def _pairing(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     r_idx, rem = np.divmod(np.arange(1, n2 + 1, dtype=np.int64) * b, a)
     w_cur = np.minimum(rem, b).astype(np.float64)
     np.minimum(r_idx, n1 - 1, out=r_idx)
+    c_count = np.bincount(c_idx, minlength=n2)
     r_count = np.bincount(r_idx, minlength=n1)
-    out = (c_idx, w_ref, r_count, w_cur, float(n1 // g) * float(n2))
-    for arr in out[:4]:
+    out = (c_idx, w_ref, r_idx, w_cur, float(n1 // g) * float(n2), c_count, r_count)
+    for arr in (*out[:4], *out[5:]):
         arr.flags.writeable = False  # shared by threads and later windows
     return out
 

@@ -224,8 +224,8 @@ def compute_figures(
     ts_range = None
     if ts.shape[0]:
         ts_range = (
-            iso_ms(int(np.min(ts))),
-            iso_ms(int(np.max(ts))),
+            iso_ms(int(np.minimum.reduce(ts))),
+            iso_ms(int(np.maximum.reduce(ts))),
         )
     record = WindowRecord(key=key, rows=w.rows, status=status, computed_at=now, reference=pm.reference_label)
     return WindowFigures(record, metrics, top, ts_range, pm.reference_metrics)

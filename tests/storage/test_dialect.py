@@ -117,6 +117,10 @@ def test_json_rows_read_the_fields_of_a_batch(store_target: StoreTarget) -> None
 def test_batches_are_one_json_statement_on_postgres_and_per_row_on_sqlite() -> None:
     assert not SQLITE_DIALECT.json_batches and POSTGRES_DIALECT.json_batches
     assert SQLITE_DIALECT.batch_rows(["'m'"], ("text", "int")) == "VALUES ('m', ?, ?)"
+    # fields NULL in every row of a run: a literal, not a parameter (SQLite binds None slowly)
+    assert SQLITE_DIALECT.batch_rows([], ("text", "real", "int"), nulls=[1, 2]) == "VALUES (?, NULL, NULL)"
+    with pytest.raises(ValueError):
+        POSTGRES_DIALECT.batch_rows([], ("text", "real"), nulls=[1])
     assert POSTGRES_DIALECT.batch_rows(["'m'"], ("text", "int")) == (
         "SELECT 'm', j.value ->> 0, CAST(j.value ->> 1 AS BIGINT)"
         " FROM jsonb_array_elements(CAST(? AS jsonb)) AS j(value) WHERE 1 = 1"

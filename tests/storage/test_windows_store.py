@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
+
+from storage.db import Store
 from storage.dialect import POSTGRES_DIALECT, SQLITE_DIALECT
 from storage.labels import write_performance
 from storage.records import MetricRow, WindowKey, WindowRecord
-from storage.windows import window_metrics, windows_with_verdicts, write_window
+from storage.windows import metric_rows, window_metrics, windows_with_verdicts, write_window
 from tests.store_targets import StoreTarget
 
 KEY = WindowKey("churn", "v1", "", "2026-11-23T00:00:00.000Z", "2026-11-23T00:01:00.000Z")
@@ -62,6 +66,31 @@ def test_figures_keep_their_values_on_both_stores(store_target: StoreTarget) -> 
     assert (acc["family"], acc["value"], acc["ci_low"], acc["ci_high"]) == ("performance", 0.75, 0.7, -math.inf)
     assert (f1["value"], f1["ci_low"], f1["ci_high"]) == (None, None, math.inf)
     assert got[("", "row_count")]["value"] == 130.0
+
+
+@pytest.mark.sqlite_only("the rowid order of SQLite's rows")
+def test_sqlite_stores_the_rows_of_metric_rows_in_their_order(tmp_path: Path) -> None:
+    """On SQLite runs of rows with None in the same fields share a statement with NULL
+    literals there: the rows stored, and their order, are still exactly metric_rows'."""
+    store = Store(tmp_path / "d.db")
+    rows = [
+        MetricRow("", "row_count", 120.0),
+        MetricRow("a", "missing_share", 0.0),
+        MetricRow("a", "out_of_range_share", math.nan),
+        MetricRow("a", "drift_score", 0.2, threshold=0.1, drifted=True, test="wasserstein"),
+        MetricRow("b", "drift_score", 0.5, threshold=0.05, drifted=False, p_value=0.5, test="ks"),
+        MetricRow("a", "missing_share", 0.25),  # again: the last value, in the first place
+        MetricRow("", "drift_share", 0.5, threshold=0.5, drifted=True),
+        MetricRow("c", "drift_score", math.nan, threshold=math.inf, drifted=False, p_value=math.nan, test="z"),
+        MetricRow("", "drifted_columns", 1.0),
+    ]
+    with store.transaction():
+        write_window(store, WindowRecord(key=KEY, rows=120, status="ok", computed_at=NOW, reference="r"), rows)
+    stored = store.conn.execute(
+        'SELECT window_id, model, "column", metric, value, p_value, threshold, drifted, test FROM metrics ORDER BY rowid'
+    ).fetchall()
+    assert stored == metric_rows(store, KEY.id, KEY.model, rows)
+    assert [r[2:4] for r in stored][:3] == [("", "row_count"), ("a", "missing_share"), ("a", "out_of_range_share")]
 
 
 def test_real_fields_of_a_batch() -> None:
