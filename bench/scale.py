@@ -83,8 +83,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def scenario(args: dict[str, Any], out: Any) -> None:
-    """One measurement in a fresh process: build the pipeline, feed the events, report."""
+def prepare(args: dict[str, Any]) -> tuple[Any, list[Rec], dict[str, Any]]:
+    """One scenario built: its pipeline (references written, started up), its records, and
+    what start-up measured (``startup_s``, ``rss_mb_per_model``, ``ref_mb_per_model``)."""
     from monitor.config import parse_config
     from monitor.service.pipeline import Pipeline
     from storage.db import Store
@@ -108,16 +109,50 @@ def scenario(args: dict[str, Any], out: Any) -> None:
     p = Pipeline(cfg, Store.in_state_dir(cfg.daemon.state_dir, synchronous="NORMAL"),
                  clock=lambda: datetime.fromtimestamp(BASE / 1000 + 86_400, UTC))
     startup_s = time.perf_counter() - t0
-    rss_per_model = (rss_mb() - before) / args["models"]
     ref_mb = (args["ref_rows"] * (len(num) + 1) * 8 + args["ref_rows"] * len(cat) * 8) / 2**20
-    cpu0 = time.process_time()
+    return p, recs, {"startup_s": startup_s, "rss_mb_per_model": (rss_mb() - before) / args["models"],
+                     "ref_mb_per_model": ref_mb}
+
+
+def feed(p: Any, recs: list[Rec]) -> None:
+    """What a scenario measures: the records through the pipeline in 10k-record batches,
+    each flushed (figures of the windows it closed, one SQLite transaction)."""
     for i in range(0, len(recs), 10_000):
         p.process_records(recs[i:i + 10_000])
         p.flush()
+
+
+def scenario(args: dict[str, Any], out: Any) -> None:
+    """One measurement in a fresh process: build the pipeline, feed the events, report."""
+    p, recs, info = prepare(args)
+    cpu0 = time.process_time()
+    feed(p, recs)
     cpu = time.process_time() - cpu0
-    windows = p.stats.windows_closed
-    out.put({"eps": len(recs) / cpu, "startup_s": startup_s, "rss_mb_per_model": rss_per_model,
-             "ref_mb_per_model": ref_mb, "windows": windows, "peak_rss_mb": rss_mb()})
+    out.put({"eps": len(recs) / cpu, **info, "windows": p.stats.windows_closed, "peak_rss_mb": rss_mb()})
+
+
+def scenarios(n: int, full: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every scenario of a run of ``n`` events: name -> (label, arguments of :func:`prepare`)."""
+    tumbling = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
+    sliding = {**tumbling, "type": "sliding", "slide": "1m"}
+    one_min = {**tumbling, "size": "1m"}
+    common = {"events": n, "ref_rows": 2000, "per_minute": 10_000}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for k in (1, 10, 100, *((1000,) if full else ())):
+        out[f"models{k}"] = (f"{k} model(s), 25 columns", {"models": k, "width": 25, "window": one_min, **common})
+    # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
+    spread = {**common, "per_minute": n // 48}
+    out["tumbling"] = ("tumbling 12m", {"models": 1, "width": 25, "window": tumbling, **spread})
+    out["sliding"] = ("sliding 12m by 1m", {"models": 1, "width": 25, "window": sliding, **spread})
+    for w in (200, *((1000,) if full else ())):
+        out[f"cols{w}"] = (f"1 model, {w} columns", {"models": 1, "width": w, "window": one_min,
+                                                     **{**common, "events": n // 4}})
+    return out
+
+
+def events(quick: bool) -> int:
+    """Events per scenario: 200k, ``--quick`` 40k."""
+    return 40_000 if quick else 200_000
 
 
 def run(name: str, **kw: Any) -> dict[str, Any]:
@@ -137,21 +172,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--full", action="store_true", help="also 1,000 models and 1,000 columns")
     a = ap.parse_args()
-    n = 40_000 if a.quick else 200_000
-    tumbling = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
-    sliding = {**tumbling, "type": "sliding", "slide": "1m"}
-    one_min = {**tumbling, "size": "1m"}
-    common = {"events": n, "ref_rows": 2000, "per_minute": 10_000}
-    res: dict[str, dict[str, Any]] = {}
-    for k in (1, 10, 100, *((1000,) if a.full else ())):
-        res[f"models{k}"] = run(f"{k} model(s), 25 columns", models=k, width=25, window=one_min, **common)
-    # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
-    spread = {**common, "per_minute": n // 48}
-    res["tumbling"] = run("tumbling 12m", models=1, width=25, window=tumbling, **spread)
-    res["sliding"] = run("sliding 12m by 1m", models=1, width=25, window=sliding, **spread)
-    for w in (200, *((1000,) if a.full else ())):
-        res[f"cols{w}"] = run(f"1 model, {w} columns", models=1, width=w, window=one_min,
-                              **{**common, "events": n // 4})
+    res = {name: run(label, **kw) for name, (label, kw) in scenarios(events(a.quick), a.full).items()}
     result = {
         "models100_vs_1": res["models100"]["eps"] / res["models1"]["eps"],
         "sliding_vs_tumbling": res["sliding"]["eps"] / res["tumbling"]["eps"],
