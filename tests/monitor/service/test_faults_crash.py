@@ -137,6 +137,9 @@ def crash_run(
     }
 
 
+# three shapes with several lives each: ~3.5 min on a quiet 2-core machine, so pytest's 300 s
+# default would stop it under load before its own bounded waits decide
+@pytest.mark.timeout(600)
 def test_sigkill_at_random_points_equals_clean_run(
     broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
 ) -> None:
