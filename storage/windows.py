@@ -61,40 +61,24 @@ def upsert_metrics(store: Store, window_id: str, model: str, metrics: Sequence[M
     :meth:`Dialect.batch_rows <storage.dialect.Dialect.batch_rows>`): the same rows in
     the same order, ~1.5 µs less a None."""
     d = store.dialect
+    rows = metric_rows(store, window_id, model, metrics)
     if d.json_batches:
-        store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), metric_rows(store, window_id, model, metrics))
+        store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), rows)
         return
-    last: dict[tuple[str, str], MetricRow] = {}
-    for m in metrics:  # one row per (column, metric), the last wins (as metric_rows)
-        last[(m.column, m.metric)] = m
     runs: list[tuple[str, list[tuple[Any, ...]]]] = []
     absent_before = None
     batch: list[tuple[Any, ...]] = []
-    for m in last.values():
-        # Dialect.real without JSON: NaN as None
-        v, p, t = m.value, m.p_value, m.threshold
-        if v is not None:
-            v = float(v)
-            if v != v:
-                v = None
-        if p is not None:
-            p = float(p)
-            if p != p:
-                p = None
-        if t is not None:
-            t = float(t)
-            if t != t:
-                t = None
-        drifted = None if m.drifted is None else int(m.drifted)
-        absent = (v is None, p is None, t is None, drifted is None, m.test is None)
+    for row in rows:
+        # (window_id, model, column, metric, value, p_value, threshold, drifted, test)
+        absent = (row[4] is None, row[5] is None, row[6] is None, row[7] is None, row[8] is None)
         if absent != absent_before:
             sql, pick = _upsert_without(d, absent)
             batch = []
             runs.append((sql, batch))
             absent_before = absent
-        batch.append(pick((window_id, model, m.column, m.metric, v, p, t, drifted, m.test)))
-    for sql, rows in runs:
-        store.execute_batch(sql, rows)
+        batch.append(pick(row))
+    for sql, run in runs:
+        store.execute_batch(sql, run)
 
 
 @functools.lru_cache(maxsize=64)
