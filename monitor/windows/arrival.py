@@ -48,6 +48,13 @@ def arrival_order(chunks: list[ColumnBatch]) -> np.ndarray | None:
     return np.argsort(np.concatenate([ch.derived[ARRIVAL] for ch in chunks]), kind="stable")
 
 
+def joined_in_order(arrays: list[np.ndarray], order: np.ndarray | None) -> np.ndarray:
+    """The concatenation of ``arrays`` (at least one; a single array as it is, not copied),
+    read in ``order`` (:func:`arrival_order`; None: as concatenated)."""
+    got = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    return got if order is None else got[order]
+
+
 def arrival_numbers(chunks: list[ColumnBatch], masks: list[np.ndarray]) -> np.ndarray:
     """The arrival numbers of the rows selected by ``masks`` (one boolean mask per chunk)."""
     return np.concatenate([ch.derived[ARRIVAL][m] for ch, m in zip(chunks, masks, strict=True)])

@@ -48,7 +48,7 @@ import numpy as np
 
 from monitor.config import LimitsConfig, WindowConfig
 from monitor.ingest.batch import ColumnBatch
-from monitor.windows.arrival import ARRIVAL, arrival_order
+from monitor.windows.arrival import ARRIVAL, arrival_order, joined_in_order
 from monitor.windows.caps import ValueCap
 from monitor.windows.carry import CarriedWindow, CarryEnded, CarryOver
 from monitor.windows.shape import WindowShape
@@ -110,30 +110,24 @@ class OpenWindow:
             got = self._order = arrival_order(self.chunks)
         return got
 
-    def _joined(self, arrays: list[np.ndarray]) -> np.ndarray:
-        joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        order = self.order()
-        return joined if order is None else joined[order]
-
     def columns(self) -> dict[str, np.ndarray]:
         """All rows as one array per column, in consumption order ({} when no rows)."""
         if not self.chunks:
             return {}
-        if len(self.chunks) == 1:
-            return dict(self.chunks[0].columns)
-        return {c: self._joined([ch.columns[c] for ch in self.chunks]) for c in self.chunks[0].columns}
+        order = self.order()
+        return {c: joined_in_order([ch.columns[c] for ch in self.chunks], order) for c in self.chunks[0].columns}
 
     def ts_ms(self) -> np.ndarray:
         """Event times (epoch ms) of the rows, in consumption order."""
         if not self.chunks:
             return np.empty(0, dtype=np.int64)
-        return self._joined([ch.ts_ms for ch in self.chunks])
+        return joined_in_order([ch.ts_ms for ch in self.chunks], self.order())
 
     def event_ids(self) -> np.ndarray:
         """Event ids of the rows, in consumption order."""
         if not self.chunks:
             return np.empty(0, dtype=object)
-        return self._joined([ch.event_id for ch in self.chunks])
+        return joined_in_order([ch.event_id for ch in self.chunks], self.order())
 
 
 @dataclass(frozen=True, slots=True)

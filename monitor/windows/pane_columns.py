@@ -30,7 +30,7 @@ from detectors._columns import (
     lookup_codes,
 )
 from monitor.ingest.batch import ColumnBatch
-from monitor.windows.arrival import arrival_numbers
+from monitor.windows.arrival import arrival_numbers, joined_in_order
 
 
 class WindowColumns(Mapping[str, np.ndarray]):
@@ -50,13 +50,7 @@ class WindowColumns(Mapping[str, np.ndarray]):
         if got is None:
             if name not in self._names:
                 raise KeyError(name)
-            if len(self._chunks) == 1:
-                got = self._chunks[0].columns[name]
-            else:
-                got = np.concatenate([ch.columns[name] for ch in self._chunks])
-                if self._order is not None:
-                    got = got[self._order]
-            self._joined[name] = got
+            got = self._joined[name] = joined_in_order([ch.columns[name] for ch in self._chunks], self._order)
         return got
 
     def __iter__(self) -> Iterator[str]:
