@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
+from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
@@ -68,7 +69,7 @@ from monitor.windows.shape import describe
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.records import iso_ms, parse_iso
+from storage.records import iso_ms
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
@@ -403,7 +404,7 @@ class Pipeline:
             if span is not None:
                 lo, hi = (None if t is None else iso_ms(t) for t in span)
                 res.carry.stored.update(
-                    (v, s, _epoch_ms(a), _epoch_ms(b)) for v, s, a, b in stored_time_windows(self.store, rt.config.name, lo, hi)
+                    (v, s, iso_to_ms(a), iso_to_ms(b)) for v, s, a, b in stored_time_windows(self.store, rt.config.name, lo, hi)
                 )
         if res.same:
             if res.carry is not None:
@@ -1073,11 +1074,6 @@ def restore_references(runtimes: Any, store: Store) -> None:
         n = rt.references.restore(store)
         if n:
             log.info("model %s: %d reference member windows restored", rt.config.name, n)
-
-
-def _epoch_ms(text: str) -> int:
-    """A stored window bound (ISO text) in epoch ms."""
-    return round(parse_iso(text).timestamp() * 1000)
 
 
 def _offsets(first: Mapping[int, int]) -> str:
