@@ -20,6 +20,7 @@ dict-based fast path (:func:`monitor.ingest.fastdecode.decode_fast`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Union
 
@@ -96,7 +97,20 @@ class _ModelPlan:
         del top.by_key[model_field]
         self.struct = top.struct(f"Event_{tag}", tag=s.name, tag_field=model_field)
 
-    def batch(self, objs: list[Any], recs: Sequence[Any]) -> ColumnBatch | None:
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """What reading this model's structs depends on: models with equal layouts (the same
+        shape of message, whatever their names) are read together, one pass per column."""
+        s = self.schema
+        return (
+            self.event_id, self.version, self.ts, self.prediction, s.prediction_type, self.latency,
+            tuple(self.numerical), tuple(self.categorical), self.features is not None,
+            self.segment_obj, tuple(self.segment_top), tuple(self.segment_in), s.max_event_id_length,
+        )
+
+    def rows(self, objs: list[Any]) -> _Rows | None:
+        """The columns of ``objs`` (structs of this plan's layout, any models of it), by
+        position; ``None`` if a value needs the per-record path to be named."""
         s = self.schema
         eids = list(map(attrgetter(self.event_id), objs))
         if None in eids or max(map(len, eids)) > s.max_event_id_length:
@@ -113,21 +127,19 @@ class _ModelPlan:
         vers = list(map(attrgetter(self.version), objs))
         if None in vers:
             vers = [v if v is not None else "" for v in vers]
-        cols: dict[str, np.ndarray] = {}
-        for c, attr in zip(s.numerical, self.numerical, strict=True):
-            cols[c] = np.array(list(map(attrgetter(attr), feats)), dtype=np.float64)
-        for c, attr in zip(s.categorical, self.categorical, strict=True):
-            cols[c] = object_array(list(map(attrgetter(attr), feats)))
+        num = [np.array(list(map(attrgetter(a), feats)), dtype=np.float64) for a in self.numerical]
+        cat = [object_array(list(map(attrgetter(a), feats))) for a in self.categorical]
         pv = list(map(attrgetter(self.prediction), objs))
-        cols[self.pred_name] = np.array(pv, dtype=np.float64) if s.prediction_type == "numerical" else object_array(pv)
+        numerical_prediction = s.prediction_type == "numerical"
+        pred = np.array(pv, dtype=np.float64) if numerical_prediction else object_array(pv)
+        latency = None
         if self.latency is not None:
-            cols[LATENCY_COLUMN] = np.array(list(map(attrgetter(self.latency), objs)), dtype=np.float64)
-        checked = (*s.numerical, *((self.pred_name,) if s.prediction_type == "numerical" else ()),
-                   *((LATENCY_COLUMN,) if self.latency is not None else ()))
-        for c in checked:
-            if np.isinf(cols[c]).any():
+            latency = np.array(list(map(attrgetter(self.latency), objs)), dtype=np.float64)
+        checked = [*num, *((pred,) if numerical_prediction else ()), *((latency,) if latency is not None else ())]
+        for a in checked:
+            if np.isinf(a).any():
                 return None  # 1e308 * 10 style values: the per-record path names them
-        segs: dict[str, np.ndarray] = {}
+        segs: list[np.ndarray] = []
         if s.segments:
             so = list(map(attrgetter(self.segment_obj), objs))  # type: ignore[arg-type]
             present = [o is not None for o in so]
@@ -136,13 +148,42 @@ class _ModelPlan:
             elif not any(present):
                 src, attrs = objs, self.segment_top
             else:
-                return None
-            for name, attr in zip(s.segments, attrs, strict=True):
-                segs[name] = object_array(list(map(attrgetter(attr), src)))
-        return ColumnBatch.of_records(
-            s.name, recs, ts_ms=ts, event_id=eids, version=vers,
-            segments=segs, columns=cols,
+                return None  # some with a segment object, some without: the per-record path
+            segs = [object_array(list(map(attrgetter(a), src))) for a in attrs]
+        return _Rows(ts, object_array(eids), object_array(vers), num, cat, pred, latency, segs)
+
+    def batch(self, rows: _Rows, idx: np.ndarray | None, partition: np.ndarray, offset: np.ndarray) -> ColumnBatch:
+        """This model's batch: ``rows`` at ``idx`` (all of them for ``None``) under its names;
+        ``partition`` and ``offset`` are already those rows'."""
+        s = self.schema
+
+        def at(a: np.ndarray) -> np.ndarray:
+            return a if idx is None else a[idx]
+
+        cols = {c: at(a) for c, a in zip(s.numerical, rows.numerical, strict=True)}
+        cols.update((c, at(a)) for c, a in zip(s.categorical, rows.categorical, strict=True))
+        cols[self.pred_name] = at(rows.prediction)
+        if rows.latency is not None:
+            cols[LATENCY_COLUMN] = at(rows.latency)
+        return ColumnBatch(
+            model=s.name, ts_ms=at(rows.ts_ms), partition=partition, offset=offset,
+            event_id=at(rows.event_id), version=at(rows.version),
+            segments={k: at(a) for k, a in zip(s.segments, rows.segments, strict=True)}, columns=cols,
         )
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The columns of one layout's structs, by position (the names are each model's)."""
+
+    ts_ms: np.ndarray
+    event_id: np.ndarray
+    version: np.ndarray
+    numerical: list[np.ndarray]
+    categorical: list[np.ndarray]
+    prediction: np.ndarray
+    latency: np.ndarray | None
+    segments: list[np.ndarray]
 
 
 class TypedDecoder:
@@ -155,6 +196,13 @@ class TypedDecoder:
         for i, (name, s) in enumerate(schemas.items()):
             plan = _ModelPlan(s, prediction_names[name], model_field, str(i))
             self.plans[plan.struct] = plan
+        self._plan_list = list(self.plans.values())
+        #: a struct type -> its model's index in ``_plan_list``
+        self._code = {t: i for i, t in enumerate(self.plans)}
+        layouts: dict[tuple[Any, ...], int] = {}
+        #: a model's index -> its layout's index; a layout's index -> a plan that reads it
+        self._layout_of = np.array([layouts.setdefault(p.layout, len(layouts)) for p in self._plan_list], dtype=np.intp)
+        self._layout_plan = {i: self._plan_list[int(np.flatnonzero(self._layout_of == i)[0])] for i in layouts.values()}
         types = tuple(self.plans)
         self._decode = msgspec.json.Decoder(Union[types] if len(types) > 1 else types[0]).decode  # noqa: UP007
 
@@ -180,25 +228,43 @@ class TypedDecoder:
             objs = list(map(self._decode, values))
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        groups: dict[type, tuple[list[Any], list[Any]]] = {}
-        kinds = set(map(type, objs))
-        if len(kinds) == 1:
-            groups[kinds.pop()] = (objs, list(records))
-        else:
-            for o, r in zip(objs, records, strict=True):
-                g = groups.get(type(o))
-                if g is None:
-                    g = groups[type(o)] = ([], [])
-                g[0].append(o)
-                g[1].append(r)
+        n = len(objs)
+        partition = np.fromiter((r.partition for r in records), dtype=np.int32, count=n)
+        offset = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+        record_ts = record_timestamps(records)
+        kinds = list(map(type, objs))
+        if len(set(kinds)) == 1:
+            plan = self.plans[kinds[0]]
+            rows = plan.rows(objs)
+            if rows is None or not in_range(rows.ts_ms, record_ts, now_ms, max_future_skew_ms):
+                return None
+            return {plan.schema.name: plan.batch(rows, None, partition, offset)}
+        # several models: each layout's structs read once, one pass per column, then split
+        code = np.fromiter(map(self._code.__getitem__, kinds), dtype=np.intp, count=n)
+        layout = self._layout_of[code]
+        parts: dict[int, tuple[_Rows, np.ndarray | None]] = {}
+        for lay in np.unique(layout).tolist():
+            sel = None if len(parts) == 0 and (layout == lay).all() else np.flatnonzero(layout == lay)
+            objs_l = objs if sel is None else [objs[i] for i in sel.tolist()]
+            rows = self._layout_plan[lay].rows(objs_l)
+            if rows is None:
+                return None
+            if not in_range(rows.ts_ms, record_ts if sel is None else record_ts[sel], now_ms, max_future_skew_ms):
+                return None
+            parts[lay] = (rows, sel)
+        models, first = np.unique(code, return_index=True)
         out: dict[str, ColumnBatch] = {}
-        for kind, (objs_m, recs_m) in groups.items():
-            plan = self.plans[kind]
-            batch = plan.batch(objs_m, recs_m)
-            if batch is None:
-                return None
-            record_ts = record_timestamps(recs_m)
-            if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
-                return None
-            out[plan.schema.name] = batch
+        split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for m in models[np.argsort(first)].tolist():  # in order of first appearance, as the batch has them
+            lay = int(self._layout_of[m])
+            rows, sel = parts[lay]
+            if lay not in split:
+                c = code if sel is None else code[sel]
+                order = np.argsort(c, kind="stable")
+                split[lay] = (order, c[order])
+            order, sorted_code = split[lay]
+            idx = order[np.searchsorted(sorted_code, m):np.searchsorted(sorted_code, m, side="right")]
+            at = idx if sel is None else sel[idx]
+            plan = self._plan_list[m]
+            out[plan.schema.name] = plan.batch(rows, idx, partition[at], offset[at])
         return out

@@ -267,3 +267,63 @@ def test_a_nul_character_in_message_text_is_stored_as_the_replacement_character(
     assert b.columns["plan"].tolist()[:20] == ["pro\ufffd"] * 20
     _batches, dead = decoder().decode([Rec("t", 0, 7, REC_TS, orjson.dumps({**GOOD, "model": "churn\u0000"}))], now=NOW)
     assert [(d.offset, d.reason) for d in dead] == [(7, "unknown_model: churn\x00")]  # stored as \x00 (storage.text)
+
+
+#: three models: "upsell" has churn's shape under other names (read in the same pass),
+#: "fraud" another shape (a prediction category, no segments, a fourth feature)
+MULTI = {
+    "churn": SCHEMA,
+    "upsell": ModelSchema.from_config(ModelConfig.model_validate({
+        "name": "upsell", "reference": "ref.csv", "segments": ["region"],
+        "features": {"numerical": ["tenure", "spend"], "categorical": ["tier"]},
+    })),
+    "fraud": ModelSchema.from_config(ModelConfig.model_validate({
+        "name": "fraud", "reference": "ref.csv", "prediction_type": "categorical",
+        "features": {"numerical": ["amount", "age", "score"], "categorical": ["plan"]},
+    })),
+}
+MULTI_PRED = {m: "prediction" for m in MULTI}
+
+
+def _multi_event(model: str) -> Any:
+    names = {"churn": ("age", "income", "plan"), "upsell": ("tenure", "spend", "tier")}.get(model)
+    base = {"event_id": st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=8), "model": st.just(model),
+            "ts": st.integers(0, REC_TS)}  # one form per batch: mixed forms take the per-record path
+    if names is None:
+        return st.fixed_dictionaries({
+            **base, "features": st.fixed_dictionaries({"amount": num, "age": num, "score": num, "plan": cat}),
+            "prediction": cat,
+        }, optional={"version": st.sampled_from(["v1", "v2"])})
+    return st.fixed_dictionaries({
+        **base, "features": st.fixed_dictionaries({names[0]: num, names[1]: num, names[2]: cat}), "prediction": num,
+    }, optional={"version": st.sampled_from(["v1", "v2"])})
+
+
+multi_event = st.sampled_from(sorted(MULTI)).flatmap(_multi_event)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(multi_event, min_size=1, max_size=30), st.data())
+def test_models_read_in_one_pass_equal_the_per_record_path(events: list[dict[str, Any]], data: Any) -> None:
+    """Models of one shape are decoded together and split; the columns each model gets
+    (names, values, row order, partitions, offsets) are those of the per-record path."""
+    recs = [Rec("t", data.draw(st.integers(0, 2)), i, REC_TS, orjson.dumps(e)) for i, e in enumerate(events)]
+    dec = BatchDecoder(MULTI, prediction_names=MULTI_PRED, max_message_bytes=10_000)
+    assert dec.typed is not None
+    typed = dec.typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+    builders: dict[str, Any] = {}
+    for r in recs:
+        dec._one(r, r.value, builders, NOW_MS)
+    slow = {m: b.build() for m, b in builders.items()}
+    assert typed is not None, "every one of these batches is well-formed"
+    assert list(typed) == list(slow), "models in order of first appearance"
+    _eq(typed, slow)
+    for m in typed:
+        np.testing.assert_array_equal(typed[m].partition, slow[m].partition)
+        assert typed[m].model == m
+
+
+def test_churn_and_upsell_share_a_layout_and_fraud_has_its_own() -> None:
+    dec = BatchDecoder(MULTI, prediction_names=MULTI_PRED)
+    assert dec.typed is not None
+    assert dec.typed._layout_of.tolist() == [0, 0, 1]
