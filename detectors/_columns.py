@@ -356,7 +356,7 @@ def fixed_bin_counts(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray
 def _prepare_column(spec: ColumnSpec, values: Any, bins: BinsMode, keep_order: bool) -> PreparedColumn:
     if spec.kind == "numerical":
         clean, n_total, n_missing = clean_numerical(values)
-        col = _numerical_column(spec, clean, np.sort(clean, kind="stable"), n_total, n_missing, bins)
+        col = _numerical_column(spec, clean, np.sort(clean), n_total, n_missing, bins)
         if keep_order or _reads_order(spec):
             return col
         return dataclasses.replace(col, ordered=None)
