@@ -29,6 +29,7 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -94,9 +95,16 @@ def prepare(args: dict[str, Any]) -> tuple[Any, list[Rec], dict[str, Any]]:
     num, cat = columns(args["width"])
     models = []
     for m in range(args["models"]):
-        write_reference(tmp / f"ref{m}.csv", num, cat, args["ref_rows"], seed=m)
+        ref = f"ref{m}.csv"
+        write_reference(tmp / ref, num, cat, args["ref_rows"], seed=m)
+        if args.get("ref_format") == "parquet":
+            import pandas as pd  # noqa: PLC0415 - only this scenario converts
+
+            pd.read_csv(tmp / ref).to_parquet(tmp / f"ref{m}.parquet")
+            (tmp / ref).unlink()
+            ref = f"ref{m}.parquet"
         models.append({
-            "name": f"m{m}", "reference": f"ref{m}.csv",
+            "name": f"m{m}", "reference": ref,
             "features": {"numerical": num, "categorical": cat}, "window": args["window"],
         })
     cfg = parse_config({"daemon": {"state_dir": "state"}, "kafka": {"predictions_topic": "t"}, "models": models},
@@ -125,25 +133,40 @@ def feed(p: Any, recs: list[Rec]) -> None:
 def scenario(args: dict[str, Any], out: Any) -> None:
     """One measurement in a fresh process: build the pipeline, feed the events, report."""
     p, recs, info = prepare(args)
+    if args.get("startup_only"):
+        out.put({"eps": float("nan"), **info, "windows": 0, "peak_rss_mb": rss_mb()})
+        p.store.close()
+        shutil.rmtree(Path(p.config.daemon.state_dir).parent, ignore_errors=True)  # ~1.2 GB of references
+        return
     cpu0 = time.process_time()
     feed(p, recs)
     cpu = time.process_time() - cpu0
     out.put({"eps": len(recs) / cpu, **info, "windows": p.stats.windows_closed, "peak_rss_mb": rss_mb()})
 
 
-def scenarios(n: int, full: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every scenario of a run of ``n`` events: name -> (label, arguments of :func:`prepare`)."""
+def scenarios(n: int, full: bool = False, startup: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every scenario of a run of ``n`` events: name -> (label, arguments of :func:`prepare`);
+    ``startup``: only the start-up scenario (100 models with 100k-row references)."""
     tumbling = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
     sliding = {**tumbling, "type": "sliding", "slide": "1m"}
     one_min = {**tumbling, "size": "1m"}
     common = {"events": n, "ref_rows": 2000, "per_minute": 10_000}
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for k in (1, 10, 100, *((1000,) if full else ())):
+    for k in (1, 10, 100, *((1000,) if full else ())) if not startup else ():
         out[f"models{k}"] = (f"{k} model(s), 25 columns", {"models": k, "width": 25, "window": one_min, **common})
     # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
     spread = {**common, "per_minute": n // 48}
     out["tumbling"] = ("tumbling 12m", {"models": 1, "width": 25, "window": tumbling, **spread})
     out["sliding"] = ("sliding 12m by 1m", {"models": 1, "width": 25, "window": sliding, **spread})
+    if full or startup:
+        # start-up alone: 100 models, each its own 100k-row reference (read, validated, prepared)
+        for fmt in ("csv", "parquet"):
+            out[f"startup100_100k_{fmt}"] = (f"start-up, 100 models x 100k rows, {fmt}", {
+                "models": 100, "width": 25, "window": one_min, **common, "events": 100, "ref_rows": 100_000,
+                "startup_only": True, "ref_format": fmt,
+            })
+        if startup:
+            return {k: v for k, v in out.items() if k.startswith("startup")}
     for w in (200, *((1000,) if full else ())):
         out[f"cols{w}"] = (f"1 model, {w} columns", {"models": 1, "width": w, "window": one_min,
                                                      **{**common, "events": n // 4}})
@@ -161,6 +184,10 @@ def run(name: str, **kw: Any) -> dict[str, Any]:
     proc.start()
     res = q.get()
     proc.join()
+    if kw.get("startup_only"):
+        print(f"{name:<34} start-up {res['startup_s']:5.1f}s  RSS/model {res['rss_mb_per_model']:5.2f} MB"
+              f" (reference arrays {res['ref_mb_per_model']:.2f} MB)", flush=True)
+        return res
     print(f"{name:<28} {res['eps']:>9,.0f} events/s  windows {res['windows']:>5}  start-up {res['startup_s']:5.1f}s"
           f"  RSS/model {res['rss_mb_per_model']:5.2f} MB (reference arrays {res['ref_mb_per_model']:.2f} MB)",
           flush=True)
@@ -170,9 +197,16 @@ def run(name: str, **kw: Any) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--full", action="store_true", help="also 1,000 models and 1,000 columns")
+    ap.add_argument("--full", action="store_true", help="also 1,000 models, 1,000 columns and the 100k-row start-up")
+    ap.add_argument("--startup", action="store_true",
+                    help="only start-up with 100 models of 100k-row references (writes ~1.2 GB of CSV, then Parquet, to a temporary folder)")
     a = ap.parse_args()
-    res = {name: run(label, **kw) for name, (label, kw) in scenarios(events(a.quick), a.full).items()}
+    res = {name: run(label, **kw) for name, (label, kw) in scenarios(events(a.quick), a.full, a.startup).items()}
+    if a.startup:
+        c, q = res["startup100_100k_csv"], res["startup100_100k_parquet"]
+        print(f"RESULT startup_s_100x100k_csv={c['startup_s']:.2f} startup_s_100x100k_parquet={q['startup_s']:.2f}"
+              f" rss_mb_per_model_100k={c['rss_mb_per_model']:.2f} ref_mb_per_model_100k={c['ref_mb_per_model']:.2f}")
+        return
     result = {
         "models100_vs_1": res["models100"]["eps"] / res["models1"]["eps"],
         "sliding_vs_tumbling": res["sliding"]["eps"] / res["tumbling"]["eps"],
