@@ -45,7 +45,7 @@ from storage.db import StorageError, Store, StoreUnreachable
 from storage.dialect import POSTGRES_DIALECT, JsonParam, mentions_rowid, to_postgres
 from storage.limits import DeadLetterCap
 from storage.records import iso
-from storage.schema import MIGRATIONS
+from storage.schema import MIGRATIONS, SqliteOnly
 from storage.text import without_nul
 
 log = logging.getLogger("driftwarden.storage")
@@ -443,7 +443,8 @@ class PostgresStore(Store):
                     current = version
                     continue
                 for sql in statements:  # PostgresOnly ones too
-                    self.execute(sql)
+                    if not isinstance(sql, SqliteOnly):
+                        self.execute(sql)
                 self.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (version, description, iso(datetime.now(UTC))),

@@ -139,11 +139,16 @@ def test_batches_are_one_json_statement_on_postgres_and_per_row_on_sqlite() -> N
 def test_figures_carry_only_the_index_of_their_key(store_target: StoreTarget) -> None:
     """Each closed window writes ~80 figure rows: every index on ``metrics`` is paid per row,
     so it has its key's alone (every query finds figures by window id; migration 10 dropped
-    the unused (model, metric) index, and on PostgreSQL the emulated row id with its index)."""
+    the unused (model, metric) index, and on PostgreSQL the emulated row id with its index;
+    on SQLite migration 12 made the table itself the key's tree: no index apart)."""
     store = store_target.open()
     if store.dialect is SQLITE_DIALECT:
         rows = store.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metrics'")
-    else:
-        rows = store.query("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'metrics'")
+        assert rows == []
+        sql = store.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'metrics'")[0]["sql"]
+        assert sql.rstrip().endswith("WITHOUT ROWID")
+        assert 'PRIMARY KEY (window_id, "column", metric)' in sql
+        return
+    rows = store.query("SELECT indexname AS name FROM pg_indexes WHERE tablename = 'metrics'")
     assert len(rows) == 1, rows
-    assert rows[0]["name"] in ("sqlite_autoindex_metrics_1", "metrics_pkey")
+    assert rows[0]["name"] == "metrics_pkey"

@@ -68,10 +68,11 @@ def test_figures_keep_their_values_on_both_stores(store_target: StoreTarget) -> 
     assert got[("", "row_count")]["value"] == 130.0
 
 
-@pytest.mark.sqlite_only("the rowid order of SQLite's rows")
-def test_sqlite_stores_the_rows_of_metric_rows_in_their_order(tmp_path: Path) -> None:
+@pytest.mark.sqlite_only("SQLite's statements with NULL literals")
+def test_sqlite_stores_exactly_the_rows_of_metric_rows(tmp_path: Path) -> None:
     """On SQLite runs of rows with None in the same fields share a statement with NULL
-    literals there: the rows stored, and their order, are still exactly metric_rows'."""
+    literals there: the rows stored are still exactly metric_rows' (read in key order: the
+    table is clustered by its key since migration 12)."""
     store = Store(tmp_path / "d.db")
     rows = [
         MetricRow("", "row_count", 120.0),
@@ -87,10 +88,13 @@ def test_sqlite_stores_the_rows_of_metric_rows_in_their_order(tmp_path: Path) ->
     with store.transaction():
         write_window(store, WindowRecord(key=KEY, rows=120, status="ok", computed_at=NOW, reference="r"), rows)
     stored = store.conn.execute(
-        'SELECT window_id, model, "column", metric, value, p_value, threshold, drifted, test FROM metrics ORDER BY rowid'
+        'SELECT window_id, model, "column", metric, value, p_value, threshold, drifted, test FROM metrics'
+        ' ORDER BY "column", metric'
     ).fetchall()
-    assert stored == metric_rows(store, KEY.id, KEY.model, rows)
-    assert [r[2:4] for r in stored][:3] == [("", "row_count"), ("a", "missing_share"), ("a", "out_of_range_share")]
+    expected = metric_rows(store, KEY.id, KEY.model, rows)
+    assert len(expected) == 8  # the repeated ("a", "missing_share") once, with its last value
+    assert stored == sorted(expected, key=lambda r: (r[2], r[3]))
+    assert ("a", "missing_share", 0.25) in [r[2:5] for r in stored]
 
 
 def test_real_fields_of_a_batch() -> None:
@@ -114,3 +118,50 @@ def test_headline_performance_comes_in_the_documented_order_on_both_stores(store
         ], computed_at=NOW)
     [w] = windows_with_verdicts(store)
     assert list(w["performance"]) == ["mae", "rmse", "r2"]
+
+
+def test_migration_12_clusters_sqlite_metrics_and_keeps_every_figure(tmp_path: Path) -> None:
+    """A database of version 11 (metrics a rowid table with a separate key index) becomes
+    version 12: the same columns in the same order, every figure kept, no rowid left, and
+    writes and reads by window id work as before."""
+    from storage.schema import MIGRATIONS, PostgresOnly  # noqa: PLC0415
+
+    path = tmp_path / "older.db"
+    older = Store(path, migrate=False)
+    with older.transaction():
+        older.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)")
+        for version, description, statements in MIGRATIONS:
+            if version >= 12:
+                break
+            for sql in statements:
+                if not isinstance(sql, PostgresOnly):
+                    older.execute(sql)
+            older.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                          (version, description, NOW.isoformat()))
+        write_window(older, WindowRecord(key=KEY, rows=100, status="ok", computed_at=NOW, reference="r"),
+                     [MetricRow("age", "drift_score", 0.25, p_value=0.01, threshold=0.1, drifted=True, test="ks"),
+                      MetricRow("__dataset__", "row_count", 100.0)])
+        older.execute(
+            "INSERT INTO metrics (window_id, model, \"column\", metric, value, family, ci_low, ci_high)"
+            " VALUES (?, 'churn', '__dataset__', 'accuracy', 0.9, 'performance', 0.85, 0.95)", (KEY.id,)
+        )
+    before = older.conn.execute("SELECT * FROM metrics ORDER BY window_id, \"column\", metric").fetchall()
+    cols_before = [r[1] for r in older.conn.execute("PRAGMA table_info(metrics)")]
+    assert older.conn.execute("SELECT count(rowid) FROM metrics").fetchone()[0] == 3
+    older.close()
+
+    store = Store(path)
+    assert store.schema_version() == MIGRATIONS[-1][0] >= 12
+    assert [r[1] for r in store.conn.execute("PRAGMA table_info(metrics)")] == cols_before
+    assert store.conn.execute("SELECT * FROM metrics ORDER BY window_id, \"column\", metric").fetchall() == before
+    with pytest.raises(Exception, match="rowid"):
+        store.conn.execute("SELECT rowid FROM metrics")
+    fresh = Store(tmp_path / "fresh.db")
+    assert [r[1:] for r in store.conn.execute("PRAGMA table_info(metrics)")] == [
+        r[1:] for r in fresh.conn.execute("PRAGMA table_info(metrics)")
+    ]
+    with store.transaction():
+        write_window(store, WindowRecord(key=KEY, rows=100, status="ok", computed_at=NOW, reference="r"),
+                     [MetricRow("age", "drift_score", 0.5, p_value=0.001, threshold=0.1, drifted=True, test="ks")])
+    assert _stored(store)[("age", "drift_score")]["value"] == 0.5
+    assert _stored(store)[("__dataset__", "accuracy")]["ci_low"] == 0.85
