@@ -204,7 +204,9 @@ class _Panes:
         return got
 
     def _numbered(self, at: np.ndarray) -> ColumnBatch:
-        rows = self._batch.take(at)
+        # ``at`` ascends without repeats: as long as the batch, it is all of it, which then is
+        # the chunk itself (its arrays are the decoder's own, never written again), not a copy
+        rows = self._batch if at.shape[0] == len(self._batch) else self._batch.take(at)
         if self._first is not None:
             rows.derived[ARRIVAL] = at + self._first
         return rows
