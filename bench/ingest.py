@@ -40,6 +40,7 @@ import orjson
 from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
+from monitor.service.heap import settle_heap
 
 NUM = [f"n{i}" for i in range(20)]
 CAT = [f"c{i}" for i in range(5)]
@@ -187,6 +188,7 @@ url = "{hook.url}"
 secret_env = "DRIFTWARDEN_BENCH_HOOK"
 """)
     d = Daemon(load_config(folder / "config.toml"), http=False)
+    settle_heap()  # as `driftwarden run` does once the daemon has started
     p = d.pipeline
     p.adopt([0], generation=None)
     rng = np.random.default_rng(7)

@@ -94,6 +94,9 @@ def run(config: ConfigOpt) -> None:
         raise typer.Exit(0)
     if hup:
         daemon.request_reload()
+    from monitor.service.heap import settle_heap  # noqa: PLC0415
+
+    logging.getLogger("driftwarden.daemon").debug("start-up objects frozen: %d", settle_heap())
     raise typer.Exit(daemon.run())
 
 
