@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import Config
+from monitor.service.heap import resettle_heap
 from monitor.service.pipeline import Pipeline, instance_id
 from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
 from monitor.service.shared_references import follow_registered_references
@@ -603,6 +604,7 @@ class Daemon:
             self.on_event("reload", {"ok": False, "reason": str(exc)})
             return
         log.info("reloaded %s: %s", self.config_path, plan.summary)
+        resettle_heap()  # what the old config left in reference cycles is freed, the new one frozen
         for warning in plan.config.warnings:  # e.g. a secret file every user can read
             logging.getLogger("driftwarden.config").warning("%s", warning)
         self.systemd.ready(f"reloaded: {plan.summary}")

@@ -11,8 +11,9 @@ Measured with ``bench/ingest.py``'s alert latency: one such pause made a webhook
 permanent generation (:func:`gc.freeze`): later full collections walk only objects made
 after start-up. Frozen objects are never collected; what was alive at start-up is meant
 to stay, and anything of it that becomes garbage later (a reference replaced by a
-reload) is freed by reference counting as usual, unless it sits in a cycle: a bounded,
-one-time amount.
+reload) is freed by reference counting as usual, unless it sits in a cycle. So a reload
+calls :func:`resettle_heap`: one full collection over everything, then a new freeze, and
+what the old configuration left in cycles is freed rather than kept for good.
 """
 
 from __future__ import annotations
@@ -25,3 +26,13 @@ def settle_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def resettle_heap() -> int:
+    """In a process that froze its heap (:func:`settle_heap`): thaw it, collect, freeze again
+    (after a reload replaced what was frozen); returns how many objects are frozen now.
+    A process that never froze (tests, ``replay``) is left as it is: returns 0."""
+    if not gc.get_freeze_count():
+        return 0
+    gc.unfreeze()
+    return settle_heap()
