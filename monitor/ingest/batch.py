@@ -58,12 +58,12 @@ class ColumnBatch:
         segments: dict[str, np.ndarray], columns: dict[str, np.ndarray],
     ) -> ColumnBatch:
         """A batch whose partitions and offsets are those of ``records`` (Kafka records)."""
-        n = len(records)
+        partition, offset = record_positions(records)
         return cls(
             model=model,
             ts_ms=ts_ms,
-            partition=np.fromiter((r.partition for r in records), dtype=np.int32, count=n),
-            offset=np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
+            partition=partition,
+            offset=offset,
             event_id=object_array(event_id),
             version=object_array(version),
             segments=segments,
@@ -76,6 +76,15 @@ def object_array(values: Sequence[Any]) -> np.ndarray:
     a = np.empty(len(values), dtype=object)
     a[:] = values
     return a
+
+
+def record_positions(records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Each Kafka record's partition (int32) and offset (int64)."""
+    n = len(records)
+    return (
+        np.fromiter((r.partition for r in records), dtype=np.int32, count=n),
+        np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
+    )
 
 
 def record_timestamps(records: Sequence[Any]) -> np.ndarray:

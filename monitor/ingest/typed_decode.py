@@ -27,7 +27,13 @@ from typing import Any, Union
 import msgspec
 import numpy as np
 
-from monitor.ingest.batch import ColumnBatch, may_hold_nul, object_array, record_timestamps
+from monitor.ingest.batch import (
+    ColumnBatch,
+    may_hold_nul,
+    object_array,
+    record_positions,
+    record_timestamps,
+)
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 
@@ -199,10 +205,18 @@ class TypedDecoder:
         self._plan_list = list(self.plans.values())
         #: a struct type -> its model's index in ``_plan_list``
         self._code = {t: i for i, t in enumerate(self.plans)}
+        #: a layout's index -> the first plan of that layout (any of them reads all their structs)
+        self._layout_plan: list[_ModelPlan] = []
         layouts: dict[tuple[Any, ...], int] = {}
-        #: a model's index -> its layout's index; a layout's index -> a plan that reads it
-        self._layout_of = np.array([layouts.setdefault(p.layout, len(layouts)) for p in self._plan_list], dtype=np.intp)
-        self._layout_plan = {i: self._plan_list[int(np.flatnonzero(self._layout_of == i)[0])] for i in layouts.values()}
+        layout_of = []
+        for plan in self._plan_list:
+            i = layouts.get(plan.layout)
+            if i is None:
+                i = layouts[plan.layout] = len(self._layout_plan)
+                self._layout_plan.append(plan)
+            layout_of.append(i)
+        #: a model's index -> its layout's index
+        self._layout_of = np.array(layout_of, dtype=np.intp)
         types = tuple(self.plans)
         self._decode = msgspec.json.Decoder(Union[types] if len(types) > 1 else types[0]).decode  # noqa: UP007
 
@@ -228,9 +242,7 @@ class TypedDecoder:
             objs = list(map(self._decode, values))
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        n = len(objs)
-        partition = np.fromiter((r.partition for r in records), dtype=np.int32, count=n)
-        offset = np.fromiter((r.offset for r in records), dtype=np.int64, count=n)
+        partition, offset = record_positions(records)
         record_ts = record_timestamps(records)
         kinds = list(map(type, objs))
         if len(set(kinds)) == 1:
@@ -240,31 +252,29 @@ class TypedDecoder:
                 return None
             return {plan.schema.name: plan.batch(rows, None, partition, offset)}
         # several models: each layout's structs read once, one pass per column, then split
-        code = np.fromiter(map(self._code.__getitem__, kinds), dtype=np.intp, count=n)
+        code = np.fromiter(map(self._code.__getitem__, kinds), dtype=np.intp, count=len(kinds))
         layout = self._layout_of[code]
+        lays = np.unique(layout).tolist()
         parts: dict[int, tuple[_Rows, np.ndarray | None]] = {}
-        for lay in np.unique(layout).tolist():
-            sel = None if len(parts) == 0 and (layout == lay).all() else np.flatnonzero(layout == lay)
-            objs_l = objs if sel is None else [objs[i] for i in sel.tolist()]
-            rows = self._layout_plan[lay].rows(objs_l)
+        for lay in lays:
+            # sel: this layout's positions in the batch (None: the whole batch, ascending)
+            sel = None if len(lays) == 1 else np.flatnonzero(layout == lay)
+            rows = self._layout_plan[lay].rows(objs if sel is None else [objs[i] for i in sel.tolist()])
             if rows is None:
                 return None
             if not in_range(rows.ts_ms, record_ts if sel is None else record_ts[sel], now_ms, max_future_skew_ms):
                 return None
             parts[lay] = (rows, sel)
-        models, first = np.unique(code, return_index=True)
+        # each model's positions in the batch, ascending: a run of one stable sort by model
+        order = np.argsort(code, kind="stable")
+        models, first, counts = np.unique(code, return_index=True, return_counts=True)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         out: dict[str, ColumnBatch] = {}
-        split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for m in models[np.argsort(first)].tolist():  # in order of first appearance, as the batch has them
-            lay = int(self._layout_of[m])
-            rows, sel = parts[lay]
-            if lay not in split:
-                c = code if sel is None else code[sel]
-                order = np.argsort(c, kind="stable")
-                split[lay] = (order, c[order])
-            order, sorted_code = split[lay]
-            idx = order[np.searchsorted(sorted_code, m):np.searchsorted(sorted_code, m, side="right")]
-            at = idx if sel is None else sel[idx]
+        for k in np.argsort(first).tolist():  # models in order of first appearance, as the batch has them
+            m = int(models[k])
+            at = order[starts[k]:starts[k] + counts[k]]
+            rows, sel = parts[int(self._layout_of[m])]
             plan = self._plan_list[m]
-            out[plan.schema.name] = plan.batch(rows, idx, partition[at], offset[at])
+            # the rows of its layout's read: ``at`` itself, or where ``at`` stands in ``sel``
+            out[plan.schema.name] = plan.batch(rows, at if sel is None else np.searchsorted(sel, at), partition[at], offset[at])
         return out
