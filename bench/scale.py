@@ -144,33 +144,42 @@ def scenario(args: dict[str, Any], out: Any) -> None:
     out.put({"eps": len(recs) / cpu, **info, "windows": p.stats.windows_closed, "peak_rss_mb": rss_mb()})
 
 
-def scenarios(n: int, full: bool = False, startup: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+#: 12-minute tumbling windows (the sliding scenario's counterpart)
+TUMBLING = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
+#: the 1-minute tumbling windows of the model, width and start-up scenarios
+ONE_MINUTE = {**TUMBLING, "size": "1m"}
+
+
+def scenarios(n: int, full: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
     """Every scenario of a run of ``n`` events: name -> (label, arguments of :func:`prepare`);
-    ``startup``: only the start-up scenario (100 models with 100k-row references)."""
-    tumbling = {"type": "tumbling", "size": "12m", "lateness": "0s", "min_rows": 50, "idle_timeout": "1h"}
-    sliding = {**tumbling, "type": "sliding", "slide": "1m"}
-    one_min = {**tumbling, "size": "1m"}
+    ``full`` adds 1,000 models, 1,000 columns and :func:`startup_scenarios`."""
+    sliding = {**TUMBLING, "type": "sliding", "slide": "1m"}
     common = {"events": n, "ref_rows": 2000, "per_minute": 10_000}
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for k in (1, 10, 100, *((1000,) if full else ())) if not startup else ():
-        out[f"models{k}"] = (f"{k} model(s), 25 columns", {"models": k, "width": 25, "window": one_min, **common})
+    for k in (1, 10, 100, *((1000,) if full else ())):
+        out[f"models{k}"] = (f"{k} model(s), 25 columns", {"models": k, "width": 25, "window": ONE_MINUTE, **common})
     # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
     spread = {**common, "per_minute": n // 48}
-    out["tumbling"] = ("tumbling 12m", {"models": 1, "width": 25, "window": tumbling, **spread})
+    out["tumbling"] = ("tumbling 12m", {"models": 1, "width": 25, "window": TUMBLING, **spread})
     out["sliding"] = ("sliding 12m by 1m", {"models": 1, "width": 25, "window": sliding, **spread})
-    if full or startup:
-        # start-up alone: 100 models, each its own 100k-row reference (read, validated, prepared)
-        for fmt in ("csv", "parquet"):
-            out[f"startup100_100k_{fmt}"] = (f"start-up, 100 models x 100k rows, {fmt}", {
-                "models": 100, "width": 25, "window": one_min, **common, "events": 100, "ref_rows": 100_000,
-                "startup_only": True, "ref_format": fmt,
-            })
-        if startup:
-            return {k: v for k, v in out.items() if k.startswith("startup")}
+    if full:
+        out.update(startup_scenarios())
     for w in (200, *((1000,) if full else ())):
-        out[f"cols{w}"] = (f"1 model, {w} columns", {"models": 1, "width": w, "window": one_min,
+        out[f"cols{w}"] = (f"1 model, {w} columns", {"models": 1, "width": w, "window": ONE_MINUTE,
                                                      **{**common, "events": n // 4}})
     return out
+
+
+def startup_scenarios() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Start-up alone: 100 models, each its own 100k-row reference (read, validated,
+    prepared), as CSV and as Parquet."""
+    return {
+        f"startup100_100k_{fmt}": (f"start-up, 100 models x 100k rows, {fmt}", {
+            "models": 100, "width": 25, "window": ONE_MINUTE, "events": 100, "ref_rows": 100_000,
+            "per_minute": 10_000, "startup_only": True, "ref_format": fmt,
+        })
+        for fmt in ("csv", "parquet")
+    }
 
 
 def events(quick: bool) -> int:
@@ -201,7 +210,8 @@ def main() -> None:
     ap.add_argument("--startup", action="store_true",
                     help="only start-up with 100 models of 100k-row references (writes ~1.2 GB of CSV, then Parquet, to a temporary folder)")
     a = ap.parse_args()
-    res = {name: run(label, **kw) for name, (label, kw) in scenarios(events(a.quick), a.full, a.startup).items()}
+    chosen = startup_scenarios() if a.startup else scenarios(events(a.quick), a.full)
+    res = {name: run(label, **kw) for name, (label, kw) in chosen.items()}
     if a.startup:
         c, q = res["startup100_100k_csv"], res["startup100_100k_parquet"]
         print(f"RESULT startup_s_100x100k_csv={c['startup_s']:.2f} startup_s_100x100k_parquet={q['startup_s']:.2f}"
