@@ -14,26 +14,12 @@ from monitor.service.dead_letter_topic import position
 from storage.db import Store
 from storage.dead_letters import DeadLetter, dead_letters_after, finished_below, write_dead_letters
 from storage.limits import DeadLetterCap
-from storage.records import iso
-from storage.schema import MIGRATIONS, PostgresOnly
+from storage.schema import MIGRATIONS
+from tests.storage.migration_helpers import migrate_before
 from tests.store_targets import StoreTarget
 
 CAP = DeadLetterCap(per_minute=100, payloads_per_minute=100)
 VERSION = 11  # the migration that added dead_letters.txid
-
-
-def _older(store: Store) -> None:
-    """``store`` (empty, not migrated) brought to the schema before :data:`VERSION`."""
-    with store.transaction():
-        store.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)")
-        for version, description, statements in MIGRATIONS:
-            if version >= VERSION:
-                break
-            for sql in statements:
-                if store.shared or not isinstance(sql, PostgresOnly):  # as Store.migrate does
-                    store.execute(sql)
-            store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                          (version, description, iso(datetime.now(UTC))))
 
 
 def _letter(partition: int, offset: int) -> DeadLetter:
@@ -58,7 +44,7 @@ def test_letters_stored_before_the_migration_stay_in_the_feed(
         db = server.create_database(migrated=False)
         store, drop = PostgresStore(server.url(db), pool_size=2, migrate=False), (server, db)
     try:
-        _older(store)
+        migrate_before(store, VERSION)
         _write(store, [_letter(0, 0), _letter(0, 1)])
         assert "txid" not in store.columns("dead_letters")
         store.migrate()

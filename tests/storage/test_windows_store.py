@@ -14,6 +14,7 @@ from storage.dialect import POSTGRES_DIALECT, SQLITE_DIALECT
 from storage.labels import write_performance
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import metric_rows, window_metrics, windows_with_verdicts, write_window
+from tests.storage.migration_helpers import migrate_before
 from tests.store_targets import StoreTarget
 
 KEY = WindowKey("churn", "v1", "", "2026-11-23T00:00:00.000Z", "2026-11-23T00:01:00.000Z")
@@ -124,20 +125,12 @@ def test_migration_12_clusters_sqlite_metrics_and_keeps_every_figure(tmp_path: P
     """A database of version 11 (metrics a rowid table with a separate key index) becomes
     version 12: the same columns in the same order, every figure kept, no rowid left, and
     writes and reads by window id work as before."""
-    from storage.schema import MIGRATIONS, PostgresOnly  # noqa: PLC0415
+    from storage.schema import MIGRATIONS  # noqa: PLC0415
 
     path = tmp_path / "older.db"
     older = Store(path, migrate=False)
+    migrate_before(older, 12)
     with older.transaction():
-        older.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)")
-        for version, description, statements in MIGRATIONS:
-            if version >= 12:
-                break
-            for sql in statements:
-                if not isinstance(sql, PostgresOnly):
-                    older.execute(sql)
-            older.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                          (version, description, NOW.isoformat()))
         write_window(older, WindowRecord(key=KEY, rows=100, status="ok", computed_at=NOW, reference="r"),
                      [MetricRow("age", "drift_score", 0.25, p_value=0.01, threshold=0.1, drifted=True, test="ks"),
                       MetricRow("__dataset__", "row_count", 100.0)])
