@@ -14,18 +14,46 @@ to stay, and anything of it that becomes garbage later (a reference replaced by 
 reload) is freed by reference counting as usual, unless it sits in a cycle. So a reload
 calls :func:`resettle_heap`: one full collection over everything, then a new freeze, and
 what the old configuration left in cycles is freed rather than kept for good.
+
+Both then hand the C allocator's free pages back to the system
+(:func:`release_free_memory`). Start-up frees far more than it keeps: parsing a
+reference makes temporary frames and copies, and glibc keeps the pages they leave free in
+the middle of its heap. Measured with ``bench/scale.py``'s scenarios right after
+start-up: a 1,000-column model's RSS went from 53 MB to 17.5 MB (its reference arrays
+are 15.3 MB), a 200-column one's from 9.9 MB to 6.2 MB.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
+from collections.abc import Callable
 
 
 def settle_heap() -> int:
-    """Collect garbage, then freeze the survivors; returns how many objects were frozen."""
+    """Collect garbage, freeze the survivors, give free pages back (:func:`release_free_memory`);
+    returns how many objects were frozen."""
     gc.collect()
     gc.freeze()
+    release_free_memory()
     return gc.get_freeze_count()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; musl and others have none
+    except (AttributeError, OSError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Return the pages the C allocator holds free to the system (glibc's ``malloc_trim(0)``,
+    which also releases free pages inside the heap, not only at its end). True when some
+    memory was released; False when none was, or where the C library has no such call."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
 
 
 def resettle_heap() -> int:
