@@ -12,7 +12,7 @@ stored, pruned and dropped.
     python bench/soak.py            # 3 minutes
     python bench/soak.py --quick    # 45 seconds
 
-Ends with: RESULT events=… rss_start_mb=… rss_peak_mb=… rss_end_mb=… rss_growth_pct=…
+Ends with: RESULT events=… rss_start_mb=… peak_rss_mb=… rss_end_mb=… rss_growth_pct=…
 db_mb_end=… db_mb_peak=… unbounded_mb=… windows=… windows_in_table=… dead_letters_dropped=…
 """
 
@@ -193,7 +193,7 @@ def main() -> None:
         " bad payloads that an uncapped, unpruned store would hold"
     )
     print(
-        f"RESULT events={sent['good']} rss_start_mb={rss_start:.1f} rss_peak_mb={rss_peak:.1f}"
+        f"RESULT events={sent['good']} rss_start_mb={rss_start:.1f} peak_rss_mb={rss_peak:.1f}"
         f" rss_end_mb={rss_end:.1f} rss_growth_pct={growth:.1f} db_mb_end={db_end / 2**20:.2f}"
         f" db_mb_peak={db_peak / 2**20:.2f} unbounded_mb={unbounded:.1f} windows={windows:.0f}"
         f" windows_in_table={in_table} dead_letters_dropped={dropped:.0f}"
