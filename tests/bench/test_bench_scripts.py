@@ -1,0 +1,59 @@
+"""bench/: the scripts that produce the README's performance figures still run against
+today's code, at tiny sizes (what they measure is never asserted here: only that they
+build what they claim to build and feed it through)."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench() -> dict[str, ModuleType]:
+    """``bench/scale.py`` and ``bench/decode.py`` imported as the scripts import each other."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return {name: importlib.import_module(name) for name in ("scale", "decode")}
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_scale_builds_its_scenario_and_feeds_it_through_the_pipeline(bench: dict[str, ModuleType]) -> None:
+    scale = bench["scale"]
+    args = {"models": 2, "width": 10, "window": scale.ONE_MINUTE, "events": 4000, "ref_rows": 200, "per_minute": 1000}
+    p, recs, info = scale.prepare(args)
+    gc.unfreeze()  # prepare() settles the heap as the daemon does: not for the test process
+    try:
+        assert len(recs) == 4000
+        # 200 rows of 8 numerical columns and the prediction, 2 categorical ones, 8 bytes each
+        assert info["ref_mb_per_model"] == 200 * (8 + 1) * 8 / 2**20 + 200 * 2 * 8 / 2**20
+        scale.feed(p, recs)
+        # 4 minutes of event time per model: 3 one-minute windows closed each, the 4th open
+        assert p.stats.windows_closed == 6
+        rows = p.store.query("SELECT model, COUNT(*) AS n FROM windows GROUP BY model ORDER BY model")
+        assert [(r["model"], r["n"]) for r in rows] == [("m0", 3), ("m1", 3)]
+        drift = p.store.query("SELECT COUNT(*) AS n FROM metrics WHERE metric = 'drift_score'")[0]["n"]
+        assert drift == 6 * 10  # every window judged every feature column
+    finally:
+        p.store.close()
+        shutil.rmtree(Path(p.config.daemon.state_dir).parent, ignore_errors=True)
+
+
+def test_scale_names_every_scenario_its_result_line_reads(bench: dict[str, ModuleType]) -> None:
+    scale = bench["scale"]
+    assert set(scale.scenarios(1000)) == {"models1", "models10", "models100", "tumbling", "sliding", "cols200"}
+    full = scale.scenarios(1000, full=True)
+    assert {"models1000", "cols1000", "startup100_100k_csv", "startup100_100k_parquet"} <= set(full)
+
+
+def test_decode_decodes_a_batch_over_several_models_whole(bench: dict[str, ModuleType]) -> None:
+    # batch_ms raises SystemExit when a record is dead-lettered or a row goes missing
+    assert bench["decode"].batch_ms(3, n=300, repeats=1) > 0
