@@ -25,9 +25,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from storage.db import Store
-from storage.records import MetricRow, WindowKey, WindowRecord
-from storage.windows import write_window
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
+
+from storage.db import Store  # noqa: E402
+from storage.records import MetricRow, WindowKey, WindowRecord  # noqa: E402
+from storage.windows import write_window  # noqa: E402
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)
 

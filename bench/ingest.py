@@ -2,7 +2,7 @@
 
 Both consume the same topic on the embedded broker in one run. "ours" is the real
 Daemon: decode into numpy columns, windows, drift + quality figures per closed
-window, one SQLite transaction per flush, offset commits. Events are ~720-byte
+window, one SQLite transaction per flush, offset commits. Events are ~430-byte
 JSON with 20 numerical and 5 categorical features; 10k events per 1-minute window.
 
     python bench/ingest.py              # 300k events
@@ -21,13 +21,14 @@ alternately breach and clear a drift rule; each breach's time from the window's 
 a webhook receiver on 127.0.0.1 holding the signed request (the outbox is woken by the
 commit that created the delivery).
 
-Ends with: RESULT bare_eps=… ours_eps=… ratio=… alert_latency_p50_s=… alert_latency_p99_s=…
+Ends with: RESULT bare_eps=… ours_eps=… ratio=… cpu_ratio=… alert_latency_p50_s=… alert_latency_p99_s=…
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import tempfile
 import threading
 import time
@@ -37,10 +38,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from monitor.config import load_config
-from monitor.demo.broker import EmbeddedBroker, free_port
-from monitor.service.daemon import Daemon
-from monitor.service.heap import settle_heap
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
+
+from monitor.config import load_config  # noqa: E402
+from monitor.demo.broker import EmbeddedBroker, free_port  # noqa: E402
+from monitor.service.daemon import Daemon  # noqa: E402
+from monitor.service.heap import settle_heap  # noqa: E402
 
 NUM = [f"n{i}" for i in range(20)]
 CAT = [f"c{i}" for i in range(5)]

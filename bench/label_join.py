@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -35,10 +36,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from monitor.config import load_config
-from monitor.demo.broker import EmbeddedBroker, free_port
-from monitor.demo.data import sample, write_reference_csv
-from monitor.service.daemon import Daemon
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
+
+from monitor.config import load_config  # noqa: E402
+from monitor.demo.broker import EmbeddedBroker, free_port  # noqa: E402
+from monitor.demo.data import sample, write_reference_csv  # noqa: E402
+from monitor.service.daemon import Daemon  # noqa: E402
 
 PER_WINDOW = 10_000
 BASE = int(datetime(2026, 11, 23, tzinfo=UTC).timestamp() * 1000)

@@ -15,12 +15,19 @@ events directly, without Kafka, so the figures isolate what scales in our code:
   the reference's own arrays (``ref_mb_per_model``; target: at most 2x).
 
 Rates are events per second of CPU time of the measuring process (robust to other
-load on the machine). Ends with one line:
-``RESULT models100_vs_1=… sliding_vs_tumbling=… rss_mb_per_model=… ref_mb_per_model=… cols200_eps=…``
+load on the machine). There is no peer here: the targets are ratios of our own
+scenarios. Ends with one line:
+``RESULT models100_vs_1=… sliding_vs_tumbling=… rss_mb_per_model=… ref_mb_per_model=… cols200_eps=… startup_s_100=…``
 
     python bench/scale.py            # 200k events per scenario, a few minutes
-    python bench/scale.py --quick    # 40k events, under a minute
-    python bench/scale.py --repeat 3 # each scenario's fastest of 3 alternating rounds
+    python bench/scale.py --repeat 3 # each scenario's fastest of 3 alternating rounds (each
+                                     # scenario's best is kept apart, so a ratio of bests
+                                     # may differ from any one round's ratio)
+    python bench/scale.py --full     # also 1,000 models, 1,000 columns, the 100k-row start-up
+    python bench/scale.py --startup  # only the 100k-row start-up (writes ~1.2 GB, removed after)
+    python bench/scale.py --quick    # 40k events, under a minute: a smoke test, not figures;
+                                     # 3 windows per model instead of 19 and 10k-row sliding
+                                     # windows weigh each window's fixed cost far more
 """
 
 from __future__ import annotations
@@ -165,15 +172,16 @@ def scenarios(n: int, full: bool = False) -> dict[str, tuple[str, dict[str, Any]
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for k in (1, 10, 100, *((1000,) if full else ())):
         out[f"models{k}"] = (f"{k} model(s), 25 columns", {"models": k, "width": 25, "window": ONE_MINUTE, **common})
-    # 48 minutes of event time: 4 tumbling windows close, and 37 sliding ones
+    # 48 minutes of event time: 4 tumbling windows close, and 48 sliding ones
     spread = {**common, "per_minute": n // 48}
     out["tumbling"] = ("tumbling 12m", {"models": 1, "width": 25, "window": TUMBLING, **spread})
     out["sliding"] = ("sliding 12m by 1m", {"models": 1, "width": 25, "window": sliding, **spread})
     if full:
         out.update(startup_scenarios())
     for w in (200, *((1000,) if full else ())):
+        # a quarter of the events over 5 minutes of event time: 4 windows close whatever n is
         out[f"cols{w}"] = (f"1 model, {w} columns", {"models": 1, "width": w, "window": ONE_MINUTE,
-                                                     **{**common, "events": n // 4}})
+                                                     **{**common, "events": n // 4, "per_minute": max(1, n // 20)}})
     return out
 
 

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import orjson
 
-from monitor.demo.broker import EmbeddedBroker, free_port
-from monitor.demo.data import events, write_reference_csv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
+
+from monitor.demo.broker import EmbeddedBroker, free_port  # noqa: E402
+from monitor.demo.data import events, write_reference_csv  # noqa: E402
 
 START = datetime(2026, 11, 23, tzinfo=UTC)
 RETENTION_S = 20
