@@ -225,6 +225,14 @@ class Alerting:
         finally:
             self._deliver_lock.release()
 
+    def send_due(self) -> int:
+        """Send what is due and wait for every lane to finish: for a batch run (``replay``)
+        that closes the store afterwards, so no request may still be in flight or unrecorded
+        then. Returns the number of requests made (retries later due are not waited for).
+        Storage errors propagate."""
+        with self._deliver_lock:
+            return self.worker.run_once()
+
     def drain(self, timeout: float) -> bool:
         """At shutdown: start what is due, give the lanes at most ``timeout`` seconds,
         then stop them after their current request (what is left stays pending

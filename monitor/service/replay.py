@@ -107,6 +107,7 @@ def run_replay(
     cfg = replay_config(config, state_dir, notify=notify)
     clock = _Clock(started)
     store = Store.in_state_dir(state_dir, synchronous="NORMAL")  # a replay can be rerun: speed over power cuts
+    alerting = None
     try:
         alerting = Alerting(cfg, store, clock=clock)
         pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
@@ -118,7 +119,7 @@ def run_replay(
             dead += len(chunk.dead)
             pipeline.flush()
             if notify:
-                sent += alerting.deliver_due()
+                sent += alerting.send_due()
             if progress is not None:
                 progress(chunk.rows)
         # the end of the file: close what is open, as the idle tick of a quiet stream does
@@ -136,14 +137,17 @@ def run_replay(
         st = pipeline.stats
         return ReplayResult(st.rows, st.windows_closed, st.late_rows, dead, fired, sent, Path(state_dir))
     finally:
+        if alerting is not None:  # an error left a lane sending: let it finish (bounded) first
+            alerting.worker.close(alerting.drain_timeout())
         store.close()
 
 
 def _drain(alerting: Any, rounds: int = 20) -> int:
-    """Send what is due until nothing is (bounded: retries are the live daemon's job)."""
+    """Send what is due until nothing is (bounded: retries are the live daemon's job);
+    the number of requests made."""
     sent = 0
     for _ in range(rounds):
-        n = alerting.deliver_due()
+        n = alerting.send_due()
         if n == 0:
             break
         sent += n

@@ -104,6 +104,29 @@ def test_rules_fire_without_notifying_unless_asked(tmp_path: Path) -> None:
         assert sink.accepted()[0].path == "/hooks/drift"
 
 
+def test_a_replay_returns_only_once_every_notification_is_answered_and_recorded(tmp_path: Path) -> None:
+    """The outbox sends on lanes of their own; a replay closes its store when it returns,
+    so it must wait for them. With a receiver that takes 0.5 s to answer, a replay that
+    only started the lanes returned with the request unanswered and its delivery never
+    recorded (the lane then met a closed database)."""
+    msgs = stream(windows=6, per_window=200, shift_from=3, seed=17)
+    files = _files(tmp_path / "data", msgs)
+    with WebhookSink() as sink:
+        sink.hold(max_seconds=0.5)  # every request answered after 0.5 s
+        cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9,
+                                extra=RULE.format(url=sink.url + "/drift"))
+        result = run_replay(load_config(cfg_path), files["jsonl"], tmp_path / "slow", notify=True)
+        assert result.deliveries_sent >= 1
+        assert len(sink.accepted()) == result.deliveries_sent
+        store = Store(tmp_path / "slow" / "driftwarden.db", readonly=True)
+        try:
+            rows = store.query("SELECT status, attempts FROM deliveries")
+        finally:
+            store.close()
+        assert rows and all(r["status"] == "sent" and r["attempts"] == 1 for r in rows)
+        assert len(rows) == result.deliveries_sent
+
+
 def test_bad_rows_are_dead_letters_and_good_rows_count(tmp_path: Path) -> None:
     msgs = stream(windows=2, per_window=100, shift_from=9, seed=3)
     rows = [orjson.loads(m) for m in msgs]
