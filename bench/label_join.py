@@ -14,6 +14,12 @@ segments by region, 10k events per 1-minute window) and 1M labels (shuffled, eac
     python bench/label_join.py            # 1M + 1M
     python bench/label_join.py --quick    # 100k + 100k, about a minute
     python bench/label_join.py --quick --store postgres   # the same on an embedded PostgreSQL
+    python bench/label_join.py --quick --ids sequential   # ascending ids instead of UUIDs
+
+Event ids are random UUIDs by default, as production streams carry them: each
+prediction then lands on a random page of the join's id index, and that costs more the
+more predictions await labels. Ascending ids (what this bench used before) keep the
+index appending and flatter the join.
 
 Ends with: RESULT joined_rows_per_s=… db_mb_per_million_pending=… ingest_ratio=…
 ingest_ratio_cpu=… join_cpu_share=… (events/s with the join / without, by wall time and
@@ -25,11 +31,13 @@ target is a ratio >= 0.8, i.e. a share <= 0.2).
 from __future__ import annotations
 
 import argparse
+import random
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,10 +83,20 @@ window = {{ type = "tumbling", size = "1m", lateness = "0s", min_rows = 100 }}
 """
 
 
-def produce_stream(bootstrap: str, preds_topic: str, labels_topic: str, n: int) -> int:
+def event_ids(n: int, kind: str) -> list[str]:
+    """``n`` event ids: random UUIDs (``"uuid"``, what production streams carry; seeded) or
+    ascending numbers (``"sequential"``, which keeps the join's id index appending)."""
+    if kind == "sequential":
+        return [f"e{i:09d}" for i in range(n)]
+    rnd = random.Random(7)
+    return [str(uuid.UUID(int=rnd.getrandbits(128), version=4)) for _ in range(n)]
+
+
+def produce_stream(bootstrap: str, preds_topic: str, labels_topic: str, n: int, ids: str = "uuid") -> int:
     """Produce ``n`` predictions and their labels; returns how many labels."""
     from kafka import KafkaProducer
 
+    eid = event_ids(n, ids)
     rng = np.random.default_rng(1)
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
     label_ts = np.empty(n, dtype=np.int64)
@@ -91,7 +109,7 @@ def produce_stream(bootstrap: str, preds_topic: str, labels_topic: str, n: int) 
             i = start + j
             ts = BASE + (i * 60_000) // PER_WINDOW
             p.send(preds_topic, orjson.dumps({
-                "event_id": f"e{i:09d}", "model": "churn", "version": "v1", "ts": ts,
+                "event_id": eid[i], "model": "churn", "version": "v1", "ts": ts,
                 "features": {"age": float(cols["age"][j]), "tenure_days": float(cols["tenure_days"][j]),
                              "monthly_charges": float(cols["monthly_charges"][j]), "plan": str(cols["plan"][j]),
                              "region": str(cols["region"][j])},
@@ -106,7 +124,7 @@ def produce_stream(bootstrap: str, preds_topic: str, labels_topic: str, n: int) 
     rng.shuffle(order)
     for i in order.tolist():
         p.send(labels_topic, orjson.dumps(
-            {"event_id": f"e{i:09d}", "model": "churn", "label": int(label_val[i]), "ts": int(label_ts[i])}
+            {"event_id": eid[i], "model": "churn", "label": int(label_val[i]), "ts": int(label_ts[i])}
         ))
     p.flush()
     p.close()
@@ -230,6 +248,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each ingest daemon (best kept)")
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
                     help="where the daemons store (postgres: an embedded server, one database each)")
+    ap.add_argument("--ids", choices=("uuid", "sequential"), default="uuid",
+                    help="event ids: random UUIDs (default, as in production) or ascending numbers")
     a = ap.parse_args()
     n = a.events or (100_000 if a.quick else 1_000_000)
     with EmbeddedBroker() as b, tempfile.TemporaryDirectory() as tmp:
@@ -247,7 +267,7 @@ def main() -> None:
         b.create_topic("labels")
         b.create_topic("no-labels")
         t0 = time.perf_counter()
-        n_labels = produce_stream(b.bootstrap, "preds", "labels", n)
+        n_labels = produce_stream(b.bootstrap, "preds", "labels", n, a.ids)
         print(f"produced {n} predictions and {n_labels} labels in {time.perf_counter() - t0:.0f}s")
         # the machine is shared: alternate the two daemons, keep each one's best run, and
         # compare CPU time too (events per CPU-second barely move with the neighbours' load)
