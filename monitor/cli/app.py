@@ -208,7 +208,9 @@ def replay(
     typer.echo(
         f"replayed {result.rows} rows: {result.windows} windows, {result.late_rows} late rows,"
         f" {result.dead_letters} dead letters, {result.alerts_fired} alert(s) fired"
-        + (f", {result.deliveries_sent} notification(s) sent" if notify else " (notifications off; --notify sends them)")
+        + (f", {result.deliveries_sent} notification(s) delivered" if notify else " (notifications off; --notify sends them)")
+        + (f", {result.deliveries_pending} left pending (failed or timed out)" if result.deliveries_pending else "")
+        + (f", {result.deliveries_dead} refused by the receiver" if result.deliveries_dead else "")
     )
     typer.echo(f"see: driftwarden windows --state-dir {result.state_dir}")
 

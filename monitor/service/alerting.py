@@ -225,13 +225,15 @@ class Alerting:
         finally:
             self._deliver_lock.release()
 
-    def send_due(self) -> int:
-        """Send what is due and wait for every lane to finish: for a batch run (``replay``)
-        that closes the store afterwards, so no request may still be in flight or unrecorded
-        then. Returns the number of requests made (retries later due are not waited for).
-        Storage errors propagate."""
+    def send_due(self, timeout: float | None = None) -> int:
+        """Send what is due and wait for the lanes to finish, at most ``timeout`` seconds
+        (None: however long): for a batch run (``replay``) that closes the store afterwards,
+        so no request should still be in flight or unrecorded then. Returns the number of
+        requests the finished lanes made, whatever their outcome (retries later due are not
+        waited for). A storage error while dispatching propagates; one inside a lane is
+        logged and rests that lane."""
         with self._deliver_lock:
-            return self.worker.run_once()
+            return self.worker.run_once(timeout)
 
     def drain(self, timeout: float) -> bool:
         """At shutdown: start what is due, give the lanes at most ``timeout`` seconds,

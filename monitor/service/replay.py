@@ -45,6 +45,10 @@ class ReplayResult:
     alerts_fired: int
     deliveries_sent: int
     state_dir: Path
+    #: with ``notify``: deliveries left for a retry (failed, timed out) and refused for good
+    #: (``dead``), as the replay's own outbox holds them at the end
+    deliveries_pending: int = 0
+    deliveries_dead: int = 0
 
 
 class _Clock:
@@ -113,13 +117,13 @@ def run_replay(
         pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
                             max_payload_bytes=cfg.daemon.max_payload_bytes)
         pipeline.register_initial_references()
-        dead = sent = 0
+        dead = 0
         for chunk in source:
             pipeline.process(chunk.batches, chunk.dead, {0: chunk.next_offset})
             dead += len(chunk.dead)
             pipeline.flush()
             if notify:
-                sent += alerting.send_due()
+                alerting.send_due(alerting.drain_timeout())
             if progress is not None:
                 progress(chunk.rows)
         # the end of the file: close what is open, as the idle tick of a quiet stream does
@@ -130,25 +134,36 @@ def run_replay(
         pipeline.tick()
         pipeline.flush()
         if notify:
-            sent += _drain(alerting)
+            _drain(alerting)
         from storage.alerts import list_alerts  # noqa: PLC0415
 
         fired = sum(1 for a in list_alerts(store) if a.get("fired_at"))
         st = pipeline.stats
-        return ReplayResult(st.rows, st.windows_closed, st.late_rows, dead, fired, sent, Path(state_dir))
+        outcomes = _delivery_outcomes(store) if notify else {}
+        return ReplayResult(
+            st.rows, st.windows_closed, st.late_rows, dead, fired, outcomes.get("sent", 0), Path(state_dir),
+            deliveries_pending=outcomes.get("pending", 0), deliveries_dead=outcomes.get("dead", 0),
+        )
     finally:
-        if alerting is not None:  # an error left a lane sending: let it finish (bounded) first
-            alerting.worker.close(alerting.drain_timeout())
+        if alerting is not None and not alerting.worker.close(2 * alerting.drain_timeout()):
+            log.warning("replay: receivers still busy at the end; their deliveries stay pending")
         store.close()
 
 
-def _drain(alerting: Any, rounds: int = 20) -> int:
-    """Send what is due until nothing is (bounded: retries are the live daemon's job);
-    the number of requests made."""
-    sent = 0
+def _delivery_outcomes(store: Any) -> dict[str, int]:
+    """Deliveries of the replay's outbox by status (``sent``, ``pending``, ``dead``): a
+    replay's store is new, so these are exactly this replay's."""
+    from storage.alerts import delivery_counts  # noqa: PLC0415
+
+    out: dict[str, int] = {}
+    for (_notifier, status), n in delivery_counts(store).items():
+        out[status] = out.get(status, 0) + n
+    return out
+
+
+def _drain(alerting: Any, rounds: int = 20) -> None:
+    """Send what is due until nothing is (bounded: at most ``rounds`` rounds, each waiting at
+    most the drain timeout; retries are the live daemon's job)."""
     for _ in range(rounds):
-        n = alerting.send_due()
-        if n == 0:
+        if alerting.send_due(alerting.drain_timeout()) == 0:
             break
-        sent += n
-    return sent

@@ -127,6 +127,28 @@ def test_a_replay_returns_only_once_every_notification_is_answered_and_recorded(
         assert len(rows) == result.deliveries_sent
 
 
+def test_a_replay_counts_what_was_delivered_not_what_was_tried(tmp_path: Path) -> None:
+    """A receiver that answers 503 got requests but no notification: the summary says none
+    was delivered and how many stay pending (it used to count the attempts as sent)."""
+    msgs = stream(windows=6, per_window=200, shift_from=3, seed=17)
+    files = _files(tmp_path / "data", msgs)
+    with WebhookSink() as sink:
+        sink.set_down(True)  # 503 to everything
+        cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9,
+                                extra=RULE.format(url=sink.url + "/drift"))
+        result = run_replay(load_config(cfg_path), files["jsonl"], tmp_path / "down", notify=True)
+        assert len(sink.requests) >= 1 and sink.accepted() == []
+    assert result.alerts_fired >= 1
+    assert result.deliveries_sent == 0 and result.deliveries_dead == 0
+    assert result.deliveries_pending >= 1
+    store = Store(tmp_path / "down" / "driftwarden.db", readonly=True)
+    try:
+        pending = store.query("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'pending'")[0]["n"]
+    finally:
+        store.close()
+    assert pending == result.deliveries_pending
+
+
 def test_bad_rows_are_dead_letters_and_good_rows_count(tmp_path: Path) -> None:
     msgs = stream(windows=2, per_window=100, shift_from=9, seed=3)
     rows = [orjson.loads(m) for m in msgs]
