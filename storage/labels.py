@@ -23,7 +23,7 @@ Times are event times in epoch milliseconds. A label's *position* is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,19 +67,47 @@ def _literal(model: str) -> str:
     return "'" + model.replace("'", "''") + "'"
 
 
-def held_predictions(store: Store, model: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """The held predictions among ``ids``: event_id -> (event_id, ts, label, label_ts,
-    label_pos) with the label they carry so far (plain tuples: this runs per label)."""
-    if not ids:
+def held_predictions(store: Store, model: str, candidates: Sequence[tuple[str, int]]) -> dict[str, tuple[Any, ...]]:
+    """The held predictions among ``candidates`` ((event_id, ts) pairs, as
+    :class:`monitor.labels.held_ids.HeldIds` gives them; a pair whose row is not there is
+    left out): event_id -> (event_id, ts, label, label_ts, label_pos) with the label they
+    carry so far (plain tuples: this runs per label). Each pair is one primary-key read."""
+    if not candidates:
         return {}
-    # the ids drive the loop (SQLite's CROSS JOIN keeps that order): written as
-    # ``event_id IN (...)``, SQLite walks every row of the model by the primary key instead
+    d = store.dialect
+    # the pairs drive the loop (SQLite's CROSS JOIN keeps that order), each a key lookup
     rows = store.execute(
-        f"SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM {store.dialect.json_values('?')}"
-        " CROSS JOIN label_predictions AS p WHERE p.model = ? AND p.event_id = j.value",
-        (_ids(ids), model),
+        f"SELECT p.event_id, p.ts, p.label, p.label_ts, p.label_pos FROM {d.json_rows('?')}"
+        f" CROSS JOIN label_predictions AS p WHERE p.model = ? AND p.ts = {d.json_field(1, 'int')}"
+        f" AND p.event_id = {d.json_field(0)}",
+        (json_param(list(candidates)), model),
     ).fetchall()
     return {r[0]: r for r in rows}
+
+
+def held_ids(store: Store, model: str, *, chunk: int = 50_000) -> Iterator[tuple[list[str], list[int]]]:
+    """Every held prediction of ``model`` as (event ids, event times) chunks of at most
+    ``chunk``, in key order: what the join's in-memory id index is built from. Each chunk
+    is one key-range read (memory bounded by ``chunk``, whatever the table holds)."""
+    after: tuple[int, str] | None = None
+    while True:
+        if after is None:
+            rows = store.execute(
+                "SELECT ts, event_id FROM label_predictions WHERE model = ? ORDER BY ts, event_id LIMIT ?",
+                (model, chunk),
+            ).fetchall()
+        else:
+            rows = store.execute(
+                "SELECT ts, event_id FROM label_predictions WHERE model = ? AND (ts > ? OR (ts = ? AND event_id > ?))"
+                " ORDER BY ts, event_id LIMIT ?",
+                (model, after[0], after[0], after[1], chunk),
+            ).fetchall()
+        if not rows:
+            return
+        yield [r[1] for r in rows], [int(r[0]) for r in rows]
+        if len(rows) < chunk:
+            return
+        after = (int(rows[-1][0]), rows[-1][1])
 
 
 _PREDICTION = ("text", "text", "int", "text", "variant")  # event_id, version, ts, segments, prediction
@@ -89,7 +117,10 @@ _LABEL = ("variant", "int", "int")  # label, label_ts, label_pos
 def insert_predictions(
     store: Store, model: str, rows: Iterable[tuple[Any, ...]], labelled: Iterable[tuple[Any, ...]] = ()
 ) -> int:
-    """Insert predictions; an id already held is left as it is (the first one stays).
+    """Insert predictions; a row whose key ``(ts, event_id)`` is held already is left as
+    it is. An id held at another ``ts`` is not looked for: the join keeps ids unique
+    (:mod:`monitor.labels.held_ids`; the table has no index by id, which cost most of
+    the join's writes with random ids).
 
     ``rows``: (event_id, version, ts, segments, prediction) tuples; ``labelled``: the
     same plus (label, label_ts, label_pos), for predictions whose label came first.
@@ -97,7 +128,6 @@ def insert_predictions(
     """
     d = store.dialect
     lit = _literal(model)
-    # DO NOTHING without a target: a held id conflicts on (model, event_id), not on the key
     inserted = store.execute_batch(
         "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction)"
         f" {d.batch_rows([lit], _PREDICTION)} ON CONFLICT DO NOTHING",

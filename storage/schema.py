@@ -428,4 +428,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             SqliteOnly("ALTER TABLE metrics_clustered RENAME TO metrics"),
         ],
     ),
+    (
+        13,
+        "label join: no index by prediction id (the join finds ids in memory and confirms each by"
+        " the key); with random ids the index rewrote one page per prediction at every flush",
+        [
+            "DROP INDEX IF EXISTS label_predictions_id",
+        ],
+    ),
 ]

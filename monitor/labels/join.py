@@ -6,7 +6,9 @@ so windows keep the drift windows' identity) and the decoded labels. At flush,
 inside the pipeline's one transaction, :meth:`LabelJoin.write`:
 
 1. inserts the new predictions (duplicate ids: the first stays, counted), joining
-   labels that waited for them;
+   labels that waited for them; which ids are held is known in memory
+   (:mod:`monitor.labels.held_ids`, built from the table when first needed), each find
+   confirmed by a key read;
 2. applies the labels: a held prediction gets its label (a further label for the
    same id is a duplicate, counted; the one with the latest ``ts`` wins, ties go
    to the later record); a label later than its prediction's ``ts + ttl`` is
@@ -62,6 +64,7 @@ from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
 from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
+from monitor.labels.held_ids import HeldIds, build
 from monitor.labels.reference import LabelledReference
 from monitor.windows.model_windows import OpenWindow
 from storage import labels as db
@@ -80,7 +83,7 @@ COMPUTE_SHARE = 0.25
 #: seconds of computation that can be saved up while there is nothing to compute
 COMPUTE_BURST_S = 5.0
 #: SQLite page cache of the store's connection with the join on (KiB): labels land on
-#: random rows of the join table, and its index's inner pages then stay in memory
+#: rows of the join table spread over their delay, whose pages then stay in memory
 #: instead of being re-read per label
 CACHE_KIB = 32 * 1024
 
@@ -195,6 +198,9 @@ class LabelJoin:
         self.last_activity: dict[str, datetime] = {}
         self._preds: dict[str, list[_Predictions]] = {}
         self._labels: dict[str, list[LabelBatch]] = {}
+        #: per model: where its held predictions are, by id (built from the table when first
+        #: needed; dropped when a flush did not commit, or the model moved to another instance)
+        self._held_ids: dict[str, HeldIds] = {}
         self._dirty = False
         #: what the flush attempt in progress (or of unknown outcome) writes
         self._sealed: Sealed | None = None
@@ -425,6 +431,8 @@ class LabelJoin:
     def rolled_back(self, sealed: Sealed) -> None:
         """The flush attempt ``sealed`` did not commit: what it wrote is still to write."""
         self._dirty = self._dirty or sealed.dirty
+        # the id index may hold predictions that are not in the table: built again from it
+        self._held_ids.clear()
         self._sealed = None
 
     def _bump(self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int, labelled: np.ndarray | None, changes: bool) -> None:
@@ -454,12 +462,16 @@ class LabelJoin:
         segs = [s for b in bufs for s in b.segments]
         preds = [p for b in bufs for p in b.prediction]
         n = len(eids)
-        # the first of repeated ids in the batch (the same id later is a duplicate)
+        # the first of repeated ids in the batch (the same id later is a duplicate), less
+        # the ids held already (the first prediction of an id stays)
         first = dict(zip(reversed(eids), range(n - 1, -1, -1), strict=True))
+        held = self._held(name, list(first))
+        if held:
+            first = {e: i for e, i in first.items() if e not in held}
         keep = None if len(first) == n else np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         sel = range(n) if keep is None else keep.tolist()
         early: dict[str, db.EarlyLabel] = {}
-        if db.has_early_labels(self.store, name):
+        if first and db.has_early_labels(self.store, name):
             early = db.early_labels(self.store, name, list(first))
         plain: Iterable[tuple[Any, ...]] = []
         labelled: list[tuple[Any, ...]] = []
@@ -486,6 +498,7 @@ class LabelJoin:
             db.delete_early_labels(self.store, name, list(early))
         attempted = len(first)
         inserted = db.insert_predictions(self.store, name, plain, labelled)
+        self._ids(name).add(list(first), [ts_l[i] for i in first.values()])
         counts["predictions"] = inserted
         counts["duplicate_predictions"] = n - inserted
         counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
@@ -493,9 +506,24 @@ class LabelJoin:
         if inserted == attempted:
             self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True)
         else:
-            # some ids were held already: count those windows from the rows themselves
+            # rows were held already under their key (a table the id index did not know):
+            # count those windows from the rows themselves
             starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
             db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
+
+    def _ids(self, model: str) -> HeldIds:
+        """``model``'s id index, built from the table when not held yet."""
+        ids = self._held_ids.get(model)
+        if ids is None:
+            t0 = time.perf_counter()
+            ids = self._held_ids[model] = build(db.held_ids(self.store, model))
+            if len(ids) >= 100_000:
+                log.info("model %s: %d held prediction ids indexed in %.1f s", model, len(ids), time.perf_counter() - t0)
+        return ids
+
+    def _held(self, model: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """The held predictions among ``ids`` (see :func:`storage.labels.held_predictions`)."""
+        return db.held_predictions(self.store, model, self._ids(model).candidates(ids))
 
     def _write_labels(self, jm: JoinModel, counts: dict[str, int], slots: dict[tuple[int, int], list[int]]) -> None:
         bufs = self._labels.get(jm.config.name)
@@ -518,7 +546,7 @@ class LabelJoin:
                     best[eid] = cand
         counts["labels"] = total
         counts["duplicate_labels"] = total - len(best)
-        held = db.held_predictions(self.store, name, list(best))
+        held = self._held(name, list(best))
         updates: list[tuple[Any, int, int, int, str]] = []
         new_ts: list[int] = []
         changed_ts: list[int] = []
@@ -616,7 +644,10 @@ class LabelJoin:
         owed = db.first_owed_start(self.store, name)
         if owed is not None:
             cutoff = min(cutoff, owed)
-        _dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
+        dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
+        ids = self._held_ids.get(name)
+        if dropped and ids is not None:
+            ids.prune(cutoff)
         if unlabelled:
             counts["expired_predictions"] = counts.get("expired_predictions", 0) + unlabelled
         db.prune_slots(self.store, name, clock - self.ttl_ms)
@@ -687,7 +718,8 @@ class LabelJoin:
             self.replay_before.pop(p, None)
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
-            for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels):
+            for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
+                              self._held_ids):
                 per_model.pop(m, None)  # type: ignore[attr-defined]
         sealed = self._sealed.batches if self._sealed is not None else {}
         for m, bufs in list(self._labels.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 from storage.labels import (
     EarlyLabel,
@@ -15,6 +16,7 @@ from storage.labels import (
     due_slots,
     early_labels,
     first_owed_start,
+    held_ids,
     held_predictions,
     insert_predictions,
     label_counters,
@@ -42,12 +44,15 @@ def test_predictions_and_labels_come_back_as_they_went_in(store_target: StoreTar
         n = insert_predictions(
             store, "m",
             [("a", "v1", 1000, "", 0.1), ("b", "v1", 1001, "", "pro"), ("c", "v1", 1002, "", math.nan),
-             ("a", "v1", 5000, "", 0.9)],  # a held id: the first stays
+             ("a", "v1", 1000, "", 0.9)],  # a held key: the first stays
             [("d", "v2", 1003, "x", 1e20, 2.5, 1500, BIG)],
         )
         assert n == 4
         set_labels(store, "m", [("1", 1600, position(0, 7), 1000, "a"), (3.25, 1601, position(0, 8), 1001, "b")])
-    held = held_predictions(store, "m", ["a", "b", "c", "d", "zz"])
+    # each candidate is confirmed by its key: a pair whose row is not there is left out
+    held = held_predictions(
+        store, "m", [("a", 1000), ("a", 5000), ("b", 1001), ("c", 1002), ("d", 1003), ("d", 1000), ("zz", 1)]
+    )
     assert held == {
         "a": ("a", 1000, "1", 1600, 7), "b": ("b", 1001, 3.25, 1601, 8),
         "c": ("c", 1002, None, None, None), "d": ("d", 1003, 2.5, 1500, BIG),
@@ -59,6 +64,21 @@ def test_predictions_and_labels_come_back_as_they_went_in(store_target: StoreTar
     with store.transaction():
         assert prune_predictions(store, "m", 1002) == (2, 0)
         assert prune_predictions(store, "m", 9999) == (2, 1)  # c was never labelled
+
+
+def test_held_ids_read_every_prediction_of_a_model_in_bounded_chunks(store_target: StoreTarget) -> None:
+    """What the join's id index is built from: every (id, ts) of the model, in key order,
+    whatever the chunk size (ties on ts continue after the last id read)."""
+    store = store_target.open()
+    rows = [(f"e{i:02d}", "v1", 1000 + i // 3, "", 0.5) for i in range(20)]
+    with store.transaction():
+        insert_predictions(store, "m", rows)
+        insert_predictions(store, "other", [("x", "v1", 1, "", 0.5)])
+    for chunk in (1, 3, 7, 20, 50):
+        got = list(held_ids(store, "m", chunk=chunk))
+        assert all(len(ids) <= chunk for ids, _ts in got)
+        assert [(i, t) for ids, ts in got for i, t in zip(ids, ts, strict=True)] == [(r[0], r[2]) for r in rows]
+    assert list(held_ids(store, "none")) == []
 
 
 def test_early_labels_keep_the_latest_and_go(store_target: StoreTarget) -> None:
@@ -87,7 +107,7 @@ def test_one_batch_repeating_an_id_ends_as_if_applied_in_turn(store_target: Stor
             [EarlyLabel("e", "0", 10, 1), EarlyLabel("e", "1", 12, 0), EarlyLabel("e", "2", 12, 0),
              EarlyLabel("e", "3", 11, 9)],
         )
-    assert held_predictions(store, "m", ["a"]) == {"a": ("a", 1000, 2, 1500, 2)}
+    assert held_predictions(store, "m", [("a", 1000)]) == {"a": ("a", 1000, 2, 1500, 2)}
     assert early_labels(store, "m", ["e"]) == {"e": EarlyLabel("e", "1", 12, 0)}
     with store.transaction():
         assert insert_predictions(store, "m", []) == 0
@@ -141,3 +161,29 @@ def test_performance_rows_replace_only_their_family(store_target: StoreTarget) -
     assert store.query("SELECT status, rows FROM windows") == [{"status": "open", "rows": 0}]
     assert data_figures(store, [key.id, "other"], "estimated_") == {(key.id, "estimated_accuracy"): 0.7}
     assert data_figures(store, [key.id], "estimated_f") == {}
+
+
+def test_migration_13_drops_the_id_index_and_keeps_every_prediction(tmp_path: Path) -> None:
+    """A database of version 12 (predictions indexed by id as well as by key) becomes version
+    13: the index is gone, the rows stay, and the join's queries find them."""
+    from storage.db import Store  # noqa: PLC0415
+    from storage.schema import MIGRATIONS  # noqa: PLC0415
+    from tests.storage.migration_helpers import migrate_before  # noqa: PLC0415
+
+    path = tmp_path / "older.db"
+    older = Store(path, migrate=False)
+    migrate_before(older, 13)
+    with older.transaction():
+        insert_predictions(older, "m", [("a", "v1", 1000, "", 0.5), ("b", "v1", 1001, "", 0.25)])
+
+    def indexes(s: Store) -> list[str]:
+        return [r[0] for r in s.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'label_predictions'")]
+
+    assert indexes(older) == ["label_predictions_id"]
+    older.close()
+    store = Store(path)
+    assert store.schema_version() == MIGRATIONS[-1][0] >= 13
+    assert indexes(store) == []
+    assert list(held_ids(store, "m")) == [(["a", "b"], [1000, 1001])]
+    assert held_predictions(store, "m", [("b", 1001)]) == {"b": ("b", 1001, None, None, None)}

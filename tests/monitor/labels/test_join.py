@@ -383,3 +383,65 @@ def test_absent_values_an_older_version_stored_as_nul_still_read_as_absent(tmp_p
     assert sorted(labelled) == [f"churn|v1|region={r}|2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z"
                                 for r in ("apac", "eu", "us")]
     assert sum(labelled.values()) == 160
+
+
+def test_a_repeated_prediction_id_keeps_the_first_across_flushes_and_restarts(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The join finds held ids in memory (no index by id in the table): an id seen again,
+    in a later flush, twice in one batch, or after a restart (the memory built anew from
+    the table), is a counted duplicate, and its label joins the first prediction."""
+    preds = predictions(windows=3, per_window=100)
+    first, rest = preds[:150], preds[150:]
+    again = [{**ev, "ts": int(ev["ts"]) + 90_000, "prediction": 1.0 - float(ev["prediction"])} for ev in first[:40]]
+    clock = Clock()
+    cfg_path = label_config(tmp_path)
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)
+    feed(p, clock, records("predictions", first), labels=False)
+    p.process_records(records("predictions", rest[:50] + again[:20] + again[:5], start=150))
+    p.flush()
+    store.close()
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)  # a restart
+    p.process_records(records("predictions", rest[50:] + again[20:], start=225))
+    p.flush()
+    c = label_counters(store)["churn"]
+    assert c["predictions"] == len(preds) and c["duplicate_predictions"] == 20 + 5 + 20
+    held = {r["event_id"]: (r["ts"], r["prediction"]) for r in store.query(
+        "SELECT event_id, ts, prediction FROM label_predictions")}
+    assert held == {ev["event_id"]: (int(ev["ts"]), pytest.approx(float(ev["prediction"]))) for ev in preds}
+    feed(p, clock, records("labels", labels_for(first)), labels=True)
+    c = label_counters(store)["churn"]
+    assert c["joined"] == len(first) and c["early"] == 0
+    assert pending_predictions(store)["churn"] == (len(preds), len(first))
+
+
+def test_a_flush_rolled_back_after_its_prune_finds_the_predictions_it_had_dropped(
+    tmp_path: Path, store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush prunes the predictions past their ttl and its COMMIT fails (rolled back): the
+    rows are back, and the retry must find them (the memory of held ids is built anew), so
+    it ends as the flush that committed at once."""
+    from storage.db import StorageError
+    from tests.monitor.service.commit_helpers import cut_next_commit
+
+    preds = predictions(windows=3, per_window=100)
+    late = labels_for(preds[:50])
+    for ev in late:
+        ev["ts"] = int(ev["ts"]) + 3 * 60 * MIN  # past ttl: expired, and the clock moves past every prediction
+    results = []
+    for cut in (False, True):
+        target = store_target.fresh()
+        clock = Clock()
+        _cfg, store, p = pipeline(label_config(tmp_path / str(cut), ttl="1h", early_ttl="30m"), clock, target=target)
+        feed(p, clock, records("predictions", preds), labels=False)
+        p.process_label_records(records("labels", late))
+        if cut:
+            cut_next_commit(store, committed=False)()
+            with pytest.raises(StorageError):
+                p.flush()
+        p.flush()
+        c = label_counters(store)["churn"]
+        results.append((c, pending_predictions(store), store.query("SELECT COUNT(*) AS n FROM label_early")[0]["n"]))
+        store.close()
+    assert results[0][0]["expired_labels"] == 50 and results[0][0]["expired_predictions"] == len(preds)
+    assert results[1] == results[0]
