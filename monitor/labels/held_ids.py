@@ -86,11 +86,13 @@ class HeldIds:
         if self._hash.shape[0]:
             lo = np.searchsorted(self._hash, hashes, side="left")
             hi = np.searchsorted(self._hash, hashes, side="right")
-            found = np.flatnonzero(hi > lo)
-            if found.shape[0]:
-                ts = self._ts
-                for i, a, b in zip(found.tolist(), lo[found].tolist(), hi[found].tolist(), strict=True):
-                    out.extend((ids[i], int(t)) for t in ts[a:b].tolist())
+            count = hi - lo
+            one = np.flatnonzero(count == 1)  # the usual find: one entry for the hash
+            if one.shape[0]:
+                out.extend(zip(map(ids.__getitem__, one.tolist()), self._ts[lo[one]].tolist(), strict=True))
+            ts = self._ts
+            for i in np.flatnonzero(count > 1).tolist():
+                out.extend((ids[i], t) for t in ts[lo[i]:hi[i]].tolist())
         recent = self._recent
         if recent:
             get = recent.get
@@ -98,12 +100,12 @@ class HeldIds:
                 t = get(h)
                 if t is not None:
                     out.append((ids[i], t))
-            if self._clash:
-                wanted: dict[int, list[int]] = {}
-                for i, h in enumerate(hashes.tolist()):
-                    wanted.setdefault(h, []).append(i)
-                for h, t in self._clash:
-                    out.extend((ids[i], t) for i in wanted.get(h, ()))
+        if self._clash:  # (a prune may have emptied ``_recent`` and left these)
+            wanted: dict[int, list[int]] = {}
+            for i, h in enumerate(hashes.tolist()):
+                wanted.setdefault(h, []).append(i)
+            for h, t in self._clash:
+                out.extend((ids[i], t) for i in wanted.get(h, ()))
         return out
 
     def prune(self, before_ts: int) -> None:
