@@ -14,18 +14,27 @@ channels the app was not invited to).
 Errors: HTTP 429 retries after ``Retry-After``; 408 / 5xx, network errors and
 Slack's transient error codes retry; anything else (``invalid_auth``,
 ``channel_not_found``, ...) gives up.
+
+slack-sdk builds the requests and reads Slack's answers; the requests themselves go
+through :mod:`alerts.notifiers.http`, as webhooks do: each is bounded by ``timeout`` as
+a whole (urllib's timeout is per read: an answer trickled byte by byte held the Slack
+lane for ever), and an answer longer than :data:`MAX_ANSWER_BYTES` is not read (it is
+retried, like a lost connection).
 """
 
 from __future__ import annotations
 
-import http.client
+import http.client as http_client
 from datetime import timedelta
 from typing import Any
+from urllib.request import Request
 
+import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.webhook import WebhookClient
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
+from alerts.notifiers import http
 from alerts.notifiers.base import (
     PayloadError,
     SendResult,
@@ -47,7 +56,63 @@ TRANSIENT_ERRORS = frozenset(
         "team_added_to_org",
     }
 )
-_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+_NETWORK_ERRORS = (OSError, http_client.HTTPException)
+#: Slack's answers (a posted message comes back whole, blocks included) are read up to
+#: this many bytes; a longer one is not Slack's, and is retried
+MAX_ANSWER_BYTES = 1 << 20
+
+
+def _bounded(client: httpx.Client, timeout: float, url: str, req: Request) -> http.Answer:
+    """``req`` (as slack-sdk built it) made through :func:`alerts.notifiers.http.request`.
+    Raises :class:`~alerts.notifiers.http.NoAnswer` (an ``OSError``) when no complete
+    answer came within ``timeout`` or it was longer than :data:`MAX_ANSWER_BYTES`."""
+    answer = http.request(
+        client, req.get_method(), url, content=req.data,  # type: ignore[arg-type]
+        headers={k: str(v) for k, v in req.header_items()}, timeout=timeout, max_bytes=MAX_ANSWER_BYTES,
+    )
+    if not answer.complete:
+        raise http.NoAnswer(f"answer longer than {MAX_ANSWER_BYTES} bytes (HTTP {answer.status}); not read")
+    return answer
+
+
+def _why(exc: BaseException) -> str:
+    """Why no answer came, for the delivery's ``last_error``."""
+    return str(exc) if isinstance(exc, http.NoAnswer) else f"{type(exc).__name__}: {exc}"
+
+
+# the two methods the bounded clients replace: if slack-sdk renamed them, requests would
+# silently go around the bounds, so refuse to start instead
+for _cls, _name in ((WebClient, "_perform_urllib_http_request_internal"),
+                    (WebhookClient, "_perform_http_request_internal")):
+    if not callable(getattr(_cls, _name, None)):
+        raise ImportError(f"this slack-sdk has no {_cls.__name__}.{_name}, which driftwarden replaces"
+                          " to bound Slack requests: install an earlier slack-sdk 3.x")
+
+
+class BoundedWebClient(WebClient):
+    """slack-sdk's Web API client, its requests made through :mod:`alerts.notifiers.http`."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.http = http.client(self.timeout)
+
+    # slack-sdk's one place where a request meets urllib (slack_sdk.web.base_client)
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        answer = _bounded(self.http, self.timeout, url, req)
+        return {"status": answer.status, "headers": answer.headers, "body": answer.text()}
+
+
+class BoundedWebhookClient(WebhookClient):
+    """slack-sdk's incoming-webhook client, its requests made through :mod:`alerts.notifiers.http`."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.http = http.client(self.timeout)
+
+    # slack-sdk's one place where a request meets urllib (slack_sdk.webhook.client)
+    def _perform_http_request_internal(self, url: str, req: Request) -> WebhookResponse:
+        answer = _bounded(self.http, self.timeout, url, req)
+        return WebhookResponse(url=url, status_code=answer.status, body=answer.text(), headers=dict(answer.headers))
 
 
 def _api_error(exc: SlackApiError) -> SendResult:
@@ -97,7 +162,7 @@ class SlackNotifier:
         self.icon_emoji = icon_emoji
         self.broadcast_reminders = broadcast_reminders
         # retries are the outbox's job: no hidden retries inside the client
-        self._client = client or WebClient(
+        self._client = client or BoundedWebClient(
             token=token, base_url=base_url, timeout=timeout, retry_handlers=[]
         )
 
@@ -141,7 +206,7 @@ class SlackNotifier:
             except SlackApiError as exc:
                 return _api_error(exc)
             except _NETWORK_ERRORS as exc:
-                return SendResult.retry(f"{type(exc).__name__}: {exc}")
+                return SendResult.retry(_why(exc))
             progress = {"channel": resp.get("channel") or channel, "ts": resp.get("ts")}
         if kind != "resolved" or not thread_ts or parent is None:
             return SendResult.sent(response=progress)
@@ -171,7 +236,7 @@ class SlackNotifier:
                 response=progress, error=f"original message not updated: {result.error}"
             )
         except _NETWORK_ERRORS as exc:
-            return SendResult.retry(f"chat.update: {type(exc).__name__}: {exc}", response=progress)
+            return SendResult.retry(f"chat.update: {_why(exc)}", response=progress)
         return SendResult.sent(
             response={**progress, "updated": True},
             parent_response={**parent_ref, "resolved_ids": resolved},
@@ -190,7 +255,7 @@ class SlackWebhookNotifier:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"notifier {name!r}: webhook_url must be http(s)://…")
         self.name = name
-        self._client = client or WebhookClient(url, timeout=timeout, retry_handlers=[])
+        self._client = client or BoundedWebhookClient(url, timeout=timeout, retry_handlers=[])
 
     def send(self, delivery: DeliveryRecord, parent: DeliveryRecord | None = None) -> SendResult:
         text = build("the Slack message", render_text, delivery.payload, delivery.kind)
@@ -200,7 +265,7 @@ class SlackWebhookNotifier:
                 text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
             )
         except _NETWORK_ERRORS as exc:
-            return SendResult.retry(f"{type(exc).__name__}: {exc}")
+            return SendResult.retry(_why(exc))
         headers = resp.headers or {}
         retry_after = headers.get("Retry-After") or headers.get("retry-after")
         if isinstance(retry_after, list):

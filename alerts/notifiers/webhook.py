@@ -23,16 +23,14 @@ import base64
 import binascii
 import json
 import math
-import socket
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import httpx
 from standardwebhooks import Webhook
 
+from alerts.notifiers import http
 from alerts.notifiers.base import KINDS, SendResult, build, classify_status
 from alerts.payloads import webhook_body
 from storage.alerts import DeliveryRecord
@@ -51,65 +49,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-class _Deadline:
-    """Cuts one request's connection when ``seconds`` have passed.
-
-    httpx's timeouts apply to each connect/read/write, so an answer trickled
-    one byte at a time could last forever; this shuts the socket down (found
-    through httpx's ``trace`` extension) so the blocked read returns."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event != "connection.connect_tcp.complete":
-            return
-        stream = info.get("return_value")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if not isinstance(sock, socket.socket):
-            return
-        with self._lock:
-            self._socks.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._socks:
-                _shutdown(sock)
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._timer.cancel()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _read_capped(resp: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> str:
-    """The start of an answer's body as text (at most ``limit`` bytes read)."""
-    buf = bytearray()
-    for chunk in resp.iter_raw():
-        buf += chunk
-        if len(buf) >= limit:
-            break
-    return bytes(buf[:limit]).decode("utf-8", errors="replace")
 
 
 def check_secret(secret: str) -> str:
@@ -161,12 +100,7 @@ class WebhookNotifier:
         self._webhook = Webhook(check_secret(secret)) if secret else None
         self._headers = dict(headers or {})
         self._clock = clock or (lambda: datetime.now(UTC))
-        # no keep-alive: each request opens its own connection, which its deadline can cut
-        self._client = client or httpx.Client(
-            timeout=timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._client = client or http.client(timeout)
 
     def close(self) -> None:
         self._client.close()
@@ -183,7 +117,6 @@ class WebhookNotifier:
         headers = {
             **self._headers,
             "content-type": "application/json",
-            "accept-encoding": "identity",  # the answer's start is read as is, never inflated
             "user-agent": USER_AGENT,
             "webhook-id": delivery.id,
             "webhook-timestamp": str(int(now.timestamp())),
@@ -195,18 +128,14 @@ class WebhookNotifier:
     def send(self, delivery: DeliveryRecord, parent: DeliveryRecord | None = None) -> SendResult:
         body = self.body(delivery)
         headers = self.headers(delivery, body)
-        with _Deadline(self.timeout) as deadline:
-            try:
-                with self._client.stream(
-                    "POST", self.url, content=body, headers=headers,
-                    extensions={"trace": deadline.trace},
-                ) as resp:  # fmt: skip
-                    status, retry_after = resp.status_code, resp.headers.get("retry-after")
-                    detail = _read_capped(resp)
-            except httpx.HTTPError as exc:  # connect/read errors, timeouts, protocol errors
-                if deadline.expired:
-                    return SendResult.retry(f"no complete answer within {self.timeout:g} s")
-                return SendResult.retry(f"{type(exc).__name__}: {exc}")
+        try:
+            answer = http.request(
+                self._client, "POST", self.url, content=body, headers=headers, timeout=self.timeout,
+                max_bytes=MAX_RESPONSE_BYTES,
+            )
+        except http.NoAnswer as exc:
+            return SendResult.retry(str(exc))
+        status, retry_after, detail = answer.status, answer.headers.get("retry-after"), answer.text()
         return classify_status(status, retry_after, detail[:200])
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts.notifiers.base import MAX_RETRY_DELAY, SendResult, parse_retry_after
-from alerts.notifiers.slack import SlackNotifier
+from alerts.notifiers.slack import MAX_ANSWER_BYTES, SlackNotifier, SlackWebhookNotifier
 from alerts.notifiers.webhook import WebhookNotifier
 from alerts.outbox import DeliveryWorker, RetryPolicy, later
 from alerts.rules import Rule
@@ -226,6 +226,47 @@ def test_trickling_receiver_is_cut_at_the_notifier_timeout(store, clock):
         [d] = db.list_deliveries(store, notifier="slow")
         assert (d.status, d.last_error) == ("pending", "no complete answer within 0.5 s")
         assert status_of(store, "fast") == [("sent", 1)]
+
+
+def slack_notifier(slack: SlackStandIn, mode: str, timeout: float = 10) -> SlackNotifier | SlackWebhookNotifier:
+    if mode == "bot":
+        return SlackNotifier("slack", "xoxb-test", "C0ML", base_url=slack.url, timeout=timeout)  # type: ignore[arg-type]
+    return SlackNotifier.from_webhook_url("slack", slack.webhook_url, timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["bot", "incoming-webhook"])
+def test_a_trickling_slack_is_cut_at_the_notifier_timeout(store, clock, mode):
+    """slack-sdk's urllib timeout is per read: an answer trickled one byte per 50 ms held
+    the Slack lane for ever. Its requests go through the notifiers' bounded client now."""
+    with SlackStandIn() as slack, WebhookSink() as fast:
+        slack.set_trickle(0.05)
+        notifiers = {"slack": slack_notifier(slack, mode, timeout=0.5), "fast": WebhookNotifier("fast", fast.url)}
+        Feed(make_engine(store, clock, (both("slack", "fast"),), notifiers), store, clock).window(HIGH)
+        worker = DeliveryWorker(store, notifiers, clock, rng(), base_delay=1)
+        assert worker.run_once() == 2
+        [d] = db.list_deliveries(store, notifier="slack")
+        assert (d.status, d.attempts, d.last_error) == ("pending", 1, "no complete answer within 0.5 s")
+        assert status_of(store, "fast") == [("sent", 1)]
+        slack.set_trickle(None)
+        drain(worker, clock, clock.now + timedelta(minutes=1))
+        assert status_of(store, "slack") == [("sent", 2)]
+
+
+@pytest.mark.parametrize("mode", ["bot", "incoming-webhook"])
+def test_an_endless_slack_answer_is_not_read_whole(store, clock, mode):
+    """An answer longer than MAX_ANSWER_BYTES (a base_url that is not Slack, a proxy's
+    error page streaming on) is cut, not read into memory: the delivery is retried."""
+    with SlackStandIn() as slack:
+        slack.script((200, {}, "x" * (MAX_ANSWER_BYTES + 1)))
+        notifiers = {"slack": slack_notifier(slack, mode)}
+        Feed(make_engine(store, clock, (both("slack"),), notifiers), store, clock).window(HIGH)
+        worker = DeliveryWorker(store, notifiers, clock, rng(), base_delay=1)
+        worker.run_once()
+        [d] = db.list_deliveries(store, notifier="slack")
+        assert (d.status, d.attempts) == ("pending", 1)
+        assert d.last_error == f"answer longer than {MAX_ANSWER_BYTES} bytes (HTTP 200); not read"
+        drain(worker, clock, clock.now + timedelta(minutes=1))
+        assert status_of(store, "slack") == [("sent", 2)]
 
 
 # -- errors of one delivery -----------------------------------------------------------------------
