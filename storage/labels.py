@@ -98,9 +98,11 @@ def held_ids(store: Store, model: str, *, chunk: int = 50_000) -> Iterator[tuple
             ).fetchall()
         else:
             rows = store.execute(
-                "SELECT ts, event_id FROM label_predictions WHERE model = ? AND (ts > ? OR (ts = ? AND event_id > ?))"
+                # a row value: both stores then seek the key to it (with an OR, SQLite read
+                # the model's rows from its first each time)
+                "SELECT ts, event_id FROM label_predictions WHERE model = ? AND (ts, event_id) > (?, ?)"
                 " ORDER BY ts, event_id LIMIT ?",
-                (model, after[0], after[0], after[1], chunk),
+                (model, after[0], after[1], chunk),
             ).fetchall()
         if not rows:
             return
