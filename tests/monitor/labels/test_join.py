@@ -445,3 +445,20 @@ def test_a_flush_rolled_back_after_its_prune_finds_the_predictions_it_had_droppe
         store.close()
     assert results[0][0]["expired_labels"] == 50 and results[0][0]["expired_predictions"] == len(preds)
     assert results[1] == results[0]
+
+
+def test_a_repeated_prediction_leaves_computed_windows_as_they_are(tmp_path: Path) -> None:
+    """A repeated id changes nothing in the join (the first prediction stays), so the
+    windows its copy falls in are not marked for a recompute."""
+    preds = predictions(windows=3, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="1m", coverage=0.5), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, records("labels", labels_for(preds)), labels=True)
+    settle(p, clock)
+    slots = store.query('SELECT start, computed_at, dirty FROM label_slots ORDER BY start')
+    assert slots and all(s["computed_at"] and not s["dirty"] for s in slots)
+    p.process_records(records("predictions", [{**preds[5], "prediction": 0.99}], start=len(preds)))
+    p.flush()
+    assert store.query('SELECT start, computed_at, dirty FROM label_slots ORDER BY start') == slots
+    assert label_counters(store)["churn"]["duplicate_predictions"] == 1
