@@ -33,22 +33,15 @@ class Answer:
     body: bytes
     #: False when the body was longer than ``max_bytes`` (the rest was not read)
     complete: bool
+    #: the charset its ``Content-Type`` names (None: none named)
+    charset: str | None = None
 
     def text(self) -> str:
         """The body as text (its charset, else UTF-8; undecodable bytes replaced)."""
-        charset = _charset(self.headers.get("content-type", "")) or "utf-8"
         try:
-            return self.body.decode(charset, errors="replace")
+            return self.body.decode(self.charset or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
             return self.body.decode("utf-8", errors="replace")
-
-
-def _charset(content_type: str) -> str | None:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset" and value:
-            return value.strip('"')
-    return None
 
 
 def client(timeout: float) -> httpx.Client:
@@ -125,7 +118,7 @@ def request(
                     if len(buf) > max_bytes:
                         complete = False
                         break
-                return Answer(resp.status_code, resp.headers, bytes(buf[:max_bytes]), complete)
+                return Answer(resp.status_code, resp.headers, bytes(buf[:max_bytes]), complete, resp.charset_encoding)
         except httpx.HTTPError as exc:  # connect/read errors, timeouts, protocol errors
             if deadline.expired:
                 raise NoAnswer(f"no complete answer within {timeout:g} s") from exc
