@@ -25,7 +25,7 @@ from typing import Any
 from storage.dialect import SQLITE_DIALECT, Dialect
 from storage.limits import DeadLetterCap
 from storage.records import iso
-from storage.schema import MIGRATIONS, PostgresOnly
+from storage.schema import LATEST_VERSION, MIGRATIONS, PostgresOnly
 
 DB_FILENAME = "driftwarden.db"
 
@@ -46,6 +46,21 @@ class StoreUnreachable(StorageError):
     """The shared database cannot be reached now (refused, timed out, starting up, out
     of connection slots): it may come back by itself, unlike a wrong password or a
     database that does not exist (a plain :class:`StorageError`)."""
+
+
+class SchemaTooNew(StorageError):
+    """The store was migrated by a newer driftwarden than this one: writing it could break
+    what the newer version relies on, so this version refuses to open it for writing."""
+
+
+def refuse_newer_schema(version: int, where: str) -> None:
+    """Raise :class:`SchemaTooNew` when ``version`` (the store's) is past this code's newest."""
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{where} is at schema version {version}, newer than this driftwarden knows (up to"
+            f" {LATEST_VERSION}): a newer version migrated it. Run that version (or a later one);"
+            " an older version must not write a store a newer one migrated"
+        )
 
 
 class Store:
@@ -237,6 +252,7 @@ class Store:
                 "(version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)"
             )
         current = self.schema_version()
+        refuse_newer_schema(current, str(self.path))
         for version, description, statements in MIGRATIONS:
             if version <= current:
                 continue

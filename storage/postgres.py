@@ -41,11 +41,11 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from storage.db import StorageError, Store, StoreUnreachable
+from storage.db import StorageError, Store, StoreUnreachable, refuse_newer_schema
 from storage.dialect import POSTGRES_DIALECT, JsonParam, mentions_rowid, to_postgres
 from storage.limits import DeadLetterCap
 from storage.records import iso
-from storage.schema import MIGRATIONS, SqliteOnly
+from storage.schema import LATEST_VERSION, MIGRATIONS, WRITER_SETTING, SqliteOnly
 from storage.text import without_nul
 
 log = logging.getLogger("driftwarden.storage")
@@ -204,6 +204,9 @@ class PostgresStore(Store):
             raise StorageError(f"storage.url: not a PostgreSQL URL ({exc})") from None
         options = [str(params.pop("options", "") or "")]
         options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        # tables an older version would corrupt refuse writers that do not say they know
+        # this schema (storage.schema.WRITER_SETTING)
+        options.append(f"-c {WRITER_SETTING}={LATEST_VERSION}")
         if readonly:
             options.append("-c default_transaction_read_only=on")
         params["options"] = " ".join(o for o in options if o)
@@ -434,6 +437,7 @@ class PostgresStore(Store):
                 "(version INTEGER PRIMARY KEY, description TEXT, applied_at TEXT)"
             )
         current = self.schema_version()
+        refuse_newer_schema(current, self._where)
         for version, description, statements in MIGRATIONS:
             if version <= current:
                 continue

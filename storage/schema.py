@@ -433,7 +433,38 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "label join: no index by prediction id (the join finds ids in memory and confirms each by"
         " the key); with random ids the index rewrote one page per prediction at every flush",
         [
+            # versions before this one kept ids unique through that index alone: on a shared
+            # store an instance of one of them would now store a repeated id twice. A session
+            # that does not say it knows this schema (WRITER_SETTING, set on every connection
+            # of a PostgresStore) can no longer insert predictions, so such an instance fails
+            # its flushes (and retries them) instead (SQLite: one instance per file)
+            PostgresOnly(
+                """CREATE OR REPLACE FUNCTION driftwarden_refuse_older_writer() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF coalesce(nullif(current_setting('driftwarden.schema', true), ''), '0')::int
+                            < TG_ARGV[0]::int THEN
+                        RAISE EXCEPTION 'driftwarden: % is written by a version older than schema %'
+                            ' (this session did not set driftwarden.schema): stop every instance'
+                            ' of an earlier driftwarden version and upgrade it', TG_TABLE_NAME, TG_ARGV[0]
+                            USING ERRCODE = 'object_not_in_prerequisite_state';
+                    END IF;
+                    RETURN NULL;
+                END $$"""
+            ),
+            PostgresOnly(
+                "CREATE TRIGGER label_predictions_older_writer BEFORE INSERT ON label_predictions"
+                " FOR EACH STATEMENT EXECUTE FUNCTION driftwarden_refuse_older_writer('13')"
+            ),
             "DROP INDEX IF EXISTS label_predictions_id",
         ],
     ),
 ]
+
+#: the newest schema version this code knows; it refuses to write a store migrated past it
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+#: the PostgreSQL session setting each connection of this code sets to
+#: :data:`LATEST_VERSION`; a table an older version's writes would corrupt has a trigger
+#: (``driftwarden_refuse_older_writer``) refusing sessions that set it lower or not at all
+WRITER_SETTING = "driftwarden.schema"

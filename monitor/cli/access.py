@@ -52,9 +52,9 @@ def config_of(config: Path | None) -> Any | None:
 
 
 def latest_schema() -> int:
-    from storage.schema import MIGRATIONS  # noqa: PLC0415
+    from storage.schema import LATEST_VERSION  # noqa: PLC0415
 
-    return max(v for v, _, _ in MIGRATIONS)
+    return LATEST_VERSION
 
 
 def open_store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Any:

@@ -110,6 +110,7 @@ def check_state_dir(cfg: Config) -> str:
 def check_storage(cfg: Config) -> str:
     """The shared PostgreSQL of ``[storage] url``: reachable, logged in, schema version."""
     from monitor.service.store import open_store  # noqa: PLC0415
+    from storage.db import refuse_newer_schema  # noqa: PLC0415
     from storage.schema import MIGRATIONS  # noqa: PLC0415
 
     store = open_store(cfg, readonly=True, application_name="driftwarden check")
@@ -117,6 +118,7 @@ def check_storage(cfg: Config) -> str:
         version = store.schema_version()
     finally:
         store.close()
+    refuse_newer_schema(version, store.where)
     latest = MIGRATIONS[-1][0]
     state = "up to date" if version == latest else f"version {version}, the daemon migrates it to {latest}"
     return f"storage {store.where} reachable (schema {state})"

@@ -192,10 +192,7 @@ def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
         before = Store(path, readonly=True, migrate=False)
         old = before.schema_version()
         before.close()
-        if old > latest_schema():
-            typer.echo(f"driftwarden: {path} has schema {old}, newer than this driftwarden's {latest_schema()}", err=True)
-            raise typer.Exit(1)
-        Store(path).close()  # opening read-write applies the pending migrations
+        Store(path).close()  # opening read-write applies the pending migrations (refuses a newer schema)
     except StorageError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -212,11 +209,7 @@ def _migrate_shared(cfg: Any, latest: int) -> None:
         before = open_store(cfg, readonly=True, application_name="driftwarden migrate", migrate=False)
         old = before.schema_version()
         before.close()
-        if old > latest:
-            typer.echo(f"driftwarden: the shared store has schema {old}, newer than this driftwarden's {latest}",
-                       err=True)
-            raise typer.Exit(1)
-        open_store(cfg, application_name="driftwarden migrate").close()  # applies the pending ones
+        open_store(cfg, application_name="driftwarden migrate").close()  # applies the pending ones (or refuses)
     except StorageError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(1) from None

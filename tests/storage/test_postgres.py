@@ -275,3 +275,41 @@ def test_no_nul_character_reaches_the_server_as_text(pg_target: PostgresTarget) 
     assert [r["value"] for r in store.query(f"SELECT value FROM {d.json_values('?')}", (ids,))] == [
         "e\ufffd", "\\u0000"
     ]
+
+
+def test_a_version_older_than_schema_13_cannot_insert_predictions(pg_target: PostgresTarget) -> None:
+    """Versions before 13 kept prediction ids unique through the index migration 13 drops:
+    on a migrated shared store their inserts fail (and their flushes retry) instead of
+    storing a repeated id twice. This store's own inserts go through."""
+    import psycopg
+
+    from storage.labels import insert_predictions
+
+    store = pg_target.open()
+    with store.transaction():
+        assert insert_predictions(store, "m", [("a", "v1", 1000, "", 0.5)]) == 1
+    older_insert = (  # as versions before 13 wrote: no target, the id index was the conflict
+        "INSERT INTO label_predictions (model, event_id, version, ts, segments, prediction)"
+        " VALUES ('m', 'a', 'v1', 2000, '', '0.5') ON CONFLICT DO NOTHING"
+    )
+    with psycopg.connect(pg_target.url, autocommit=True) as older:  # connects without driftwarden.schema
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="stop every instance"):
+            older.execute(older_insert)
+        older.execute("SET driftwarden.schema = '12'")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="label_predictions"):
+            older.execute(older_insert)
+    assert store.query("SELECT event_id, ts FROM label_predictions") == [{"event_id": "a", "ts": 1000}]
+
+
+def test_a_store_migrated_by_a_newer_version_is_refused(pg_target: PostgresTarget) -> None:
+    from storage.db import SchemaTooNew
+
+    store = pg_target.open()
+    newest = MIGRATIONS[-1][0]
+    with store.transaction():
+        store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, 'later', '')",
+                      (newest + 1,))
+    with pytest.raises(SchemaTooNew, match=f"schema version {newest + 1}, newer than this driftwarden knows"):
+        pg_target.open()
+    reader = pg_target.open(readonly=True)  # reading stays possible (the CLI's check says why)
+    assert reader.schema_version() == newest + 1

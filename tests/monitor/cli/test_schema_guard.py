@@ -1,0 +1,41 @@
+"""A store migrated by a newer driftwarden: ``run`` exits 2 (a config error, not restarted)
+saying so, and ``migrate`` exits 1, before anything is written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from storage.schema import LATEST_VERSION
+from tests.monitor.daemon_helpers import write_config
+from tests.store_targets import open_state_store
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    return subprocess.run([sys.executable, "-m", "monitor.cli.app", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_run_refuses_a_store_a_newer_version_migrated(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)
+    store = open_state_store(tmp_path / "state")
+    with store.transaction():
+        store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, 'later', '')",
+                      (LATEST_VERSION + 1,))
+    store.close()
+    res = _cli("run", "-c", str(cfg))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows (up to {LATEST_VERSION})" \
+        in res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    res = _cli("migrate", "-c", str(cfg))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows" in res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    reader = open_state_store(tmp_path / "state", readonly=True)
+    assert reader.schema_version() == LATEST_VERSION + 1  # nothing was written
+    assert reader.query("SELECT COUNT(*) AS n FROM windows") == [{"n": 0}]
+    reader.close()
