@@ -18,6 +18,11 @@ report one that is not held.
 Entries live in two sorted numpy arrays (hash, ts), plus a dict of the ones added
 since the last merge; the dict is merged in (``O(n + m log m)``) once it holds an
 eighth of the arrays. Memory: 16 bytes an id merged, ~100 bytes an id in the dict.
+
+A prune only moves a cutoff (entries older than it are no longer returned); the
+arrays drop them at the next merge, or at a prune once the rows deleted since the
+last compaction reach a quarter of the entries, so the work of forgetting is spread
+over many window steps instead of copying every array at each one.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
 class HeldIds:
     """One model's held prediction ids (see the module documentation)."""
 
-    __slots__ = ("_hash", "_ts", "_recent", "_clash", "_min_ts")
+    __slots__ = ("_hash", "_ts", "_recent", "_clash", "_min_ts", "_cutoff", "_dead")
 
     def __init__(self) -> None:
         self._hash = np.empty(0, dtype=np.int64)  # sorted
@@ -52,8 +57,14 @@ class HeldIds:
         #: (hash, ts) added since the last merge whose hash ``_recent`` holds already
         self._clash: list[tuple[int, int]] = []
         self._min_ts: int | None = None
+        #: entries with ``ts`` below this are forgotten (dropped by the next compaction,
+        #: which clears it; an add below it compacts first)
+        self._cutoff: int | None = None
+        #: rows deleted since the last compaction, as the caller counted them
+        self._dead = 0
 
     def __len__(self) -> int:
+        """Entries kept, forgotten ones not yet compacted away included."""
         return int(self._hash.shape[0]) + len(self._recent) + len(self._clash)
 
     @property
@@ -63,15 +74,18 @@ class HeldIds:
 
     def add(self, ids: Sequence[str], ts: Sequence[int]) -> None:
         """Record predictions ``ids`` held at event times ``ts`` (ms), one per id."""
+        if not ts:
+            return
+        low = int(min(ts))
+        if self._cutoff is not None and low < self._cutoff:
+            self._compact()  # forget what is below the cutoff, not these entries (held again)
         recent, clash = self._recent, self._clash
         for h, t in zip(map(key_of, ids), ts, strict=True):
             if h in recent:
                 clash.append((h, int(t)))
             else:
                 recent[h] = int(t)
-        if ts:
-            low = int(min(ts))
-            self._min_ts = low if self._min_ts is None else min(self._min_ts, low)
+        self._min_ts = low if self._min_ts is None else min(self._min_ts, low)
         if len(recent) + len(clash) >= max(MIN_RECENT, self._hash.shape[0] // 8):
             self._merge()
 
@@ -106,23 +120,41 @@ class HeldIds:
                 wanted.setdefault(h, []).append(i)
             for h, t in self._clash:
                 out.extend((ids[i], t) for i in wanted.get(h, ()))
+        cutoff = self._cutoff
+        if cutoff is not None and self._min_ts is not None and self._min_ts < cutoff:
+            out = [c for c in out if c[1] >= cutoff]
         return out
 
-    def prune(self, before_ts: int) -> None:
-        """Forget the entries with ``ts < before_ts`` (their rows were deleted)."""
+    def prune(self, before_ts: int, dropped: int) -> None:
+        """Forget the entries with ``ts < before_ts``: their ``dropped`` rows were deleted.
+        O(1), except when the rows deleted since the last compaction reach a quarter of
+        the entries: then O(n) once (see the module documentation)."""
         if self._min_ts is None or before_ts <= self._min_ts:
             return
-        keep = self._ts >= before_ts
+        if self._cutoff is None or before_ts > self._cutoff:
+            self._cutoff = before_ts
+        self._dead += max(0, int(dropped))
+        if self._dead * 4 >= len(self):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the forgotten entries (``ts`` below the cutoff) from the arrays and the dict."""
+        cutoff, self._cutoff, self._dead = self._cutoff, None, 0
+        if cutoff is None:
+            return
+        keep = self._ts >= cutoff
         if not keep.all():
             self._hash, self._ts = self._hash[keep], self._ts[keep]
-        self._recent = {h: t for h, t in self._recent.items() if t >= before_ts}
-        self._clash = [(h, t) for h, t in self._clash if t >= before_ts]
+        self._recent = {h: t for h, t in self._recent.items() if t >= cutoff}
+        self._clash = [(h, t) for h, t in self._clash if t >= cutoff]
         lows = [t for t in (self._ts.min() if self._ts.shape[0] else None, min(self._recent.values(), default=None),
                             min((t for _h, t in self._clash), default=None)) if t is not None]
         self._min_ts = int(min(lows)) if lows else None
 
     def _merge(self) -> None:
-        """Move the recent entries into the sorted arrays."""
+        """Move the recent entries into the sorted arrays (and compact: the arrays are
+        copied anyway)."""
+        self._compact()
         parts_h: list[np.ndarray] = []
         parts_t: list[np.ndarray] = []
         if self._recent:

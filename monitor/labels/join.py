@@ -647,7 +647,7 @@ class LabelJoin:
         dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
         ids = self._held_ids.get(name)
         if dropped and ids is not None:
-            ids.prune(cutoff)
+            ids.prune(cutoff, dropped)
         if unlabelled:
             counts["expired_predictions"] = counts.get("expired_predictions", 0) + unlabelled
         db.prune_slots(self.store, name, clock - self.ttl_ms)

@@ -49,8 +49,9 @@ def test_candidates_hold_every_held_id(monkeypatch: pytest.MonkeyPatch, few_keys
             index.add([i for i, _t in rows], [t for _i, t in rows])
             held |= set(rows)
         elif op == "prune":
-            index.prune(arg)  # type: ignore[arg-type]
-            held = {(i, t) for i, t in held if t >= arg}  # type: ignore[operator]
+            kept = {(i, t) for i, t in held if t >= arg}  # type: ignore[operator]
+            index.prune(arg, len(held) - len(kept))  # type: ignore[arg-type]
+            held = kept
             assert all(t >= arg for _i, t in index.candidates(sorted({i for i, _t in held} | set(probe))))  # type: ignore[operator]
         else:
             rows = sorted(held)
@@ -67,7 +68,12 @@ def test_memory_is_sixteen_bytes_an_id_once_merged() -> None:
     index.add(ids, list(range(200_000)))
     assert len(index) == 200_000
     assert index.nbytes == 16 * 200_000  # the last add merged everything
-    index.prune(150_000)
+    index.prune(100_000, 100_000)  # a half deleted: compacted
+    assert len(index) == 100_000 and index.nbytes == 16 * 100_000
+    index.prune(110_000, 10_000)  # a tenth: forgotten, compacted later
+    assert index.nbytes == 16 * 100_000
+    assert index.candidates(ids[109_999:110_001]) == [(ids[110_000], 110_000)]
+    index.prune(150_000, 40_000)
     assert len(index) == 50_000 and index.nbytes == 16 * 50_000
     got = index.candidates(ids[149_990:150_010])
     assert got == [(ids[i], i) for i in range(150_000, 150_010)]
@@ -76,6 +82,6 @@ def test_memory_is_sixteen_bytes_an_id_once_merged() -> None:
 def test_an_empty_index_and_empty_probes() -> None:
     index = build([])
     assert len(index) == 0 and index.candidates(["a"]) == [] and index.candidates([]) == []
-    index.prune(10)
+    index.prune(10, 0)
     index.add([], [])
     assert np.asarray(index.candidates(["a"])).size == 0
