@@ -85,6 +85,22 @@ def held_predictions(store: Store, model: str, candidates: Sequence[tuple[str, i
     return {r[0]: r for r in rows}
 
 
+def held_predictions_by_id(store: Store, model: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The held predictions among ``ids``, found by id alone, as :func:`held_predictions`
+    gives them. The table has no index by id: this reads every held prediction of
+    ``model``, for the join's rare misses when another instance may have stored them
+    (:attr:`monitor.labels.join.LabelJoin.lookup_misses`)."""
+    if not ids:
+        return {}
+    d = store.dialect
+    rows = store.execute(
+        "SELECT event_id, ts, label, label_ts, label_pos FROM label_predictions WHERE model = ?"
+        f" AND event_id IN (SELECT j.value FROM {d.json_values('?')})",
+        (model, json_param(list(ids))),
+    ).fetchall()
+    return {r[0]: r for r in rows}
+
+
 def held_ids(store: Store, model: str, *, chunk: int = 50_000) -> Iterator[tuple[list[str], list[int]]]:
     """Every held prediction of ``model`` as (event ids, event times) chunks of at most
     ``chunk``, in key order: what the join's in-memory id index is built from. Each chunk

@@ -201,6 +201,11 @@ class LabelJoin:
         #: per model: where its held predictions are, by id (built from the table when first
         #: needed; dropped when a flush did not commit, or the model moved to another instance)
         self._held_ids: dict[str, HeldIds] = {}
+        #: another instance may store predictions whose labels this one joins (a shared
+        #: store whose labels and predictions topics have different partition counts, set
+        #: by the daemon): a label whose id is not held in memory is looked up in the store
+        #: by id before it waits as early (a read of the model's held predictions)
+        self.lookup_misses = False
         self._dirty = False
         #: what the flush attempt in progress (or of unknown outcome) writes
         self._sealed: Sealed | None = None
@@ -547,6 +552,11 @@ class LabelJoin:
         counts["labels"] = total
         counts["duplicate_labels"] = total - len(best)
         held = self._held(name, list(best))
+        if self.lookup_misses and len(held) < len(best):
+            found = db.held_predictions_by_id(self.store, name, [e for e in best if e not in held])
+            if found:  # stored by another instance since this one built its index
+                held.update(found)
+                self._ids(name).add(list(found), [r[1] for r in found.values()])
         updates: list[tuple[Any, int, int, int, str]] = []
         new_ts: list[int] = []
         changed_ts: list[int] = []

@@ -396,22 +396,35 @@ class Daemon:
 
     def _check_label_partitions(self) -> None:
         """On a shared store, labels partition N is joined by the owner of predictions
-        partition N (see :mod:`monitor.labels.join`): say so once when the two topics'
-        partition counts differ (labels of some models would then be joined by an
-        instance that does not hold them, or never)."""
+        partition N (see :mod:`monitor.labels.join`). When the two topics' partition counts
+        differ, labels of some models are joined by an instance that does not hold their
+        predictions (or never): while other instances hold some predictions partitions, the
+        join then looks up in the store the ids it does not hold in memory
+        (:attr:`LabelJoin.lookup_misses`); this says so once."""
         labels = self.pipeline.labels
-        if self._label_partitions_warned or labels is None or labels.topic is None or not self.store.shared:
+        if labels is None or labels.topic is None or not self.store.shared:
             return
         try:
             n = self._consumer.partitions_for_topic(labels.topic)
-        except Exception:  # noqa: BLE001 - unknown: nothing to say
+        except Exception:  # noqa: BLE001 - unknown: keep what was decided
             return
         preds = self.pipeline.topic_partitions
-        if n and preds and len(n) != preds:
+        if not n or not preds:
+            return
+        # an instance holding every predictions partition stores every prediction itself
+        lookup = len(n) != preds and len(self._owned()) < preds
+        if lookup != labels.lookup_misses:
+            labels.lookup_misses = lookup
+            log.info("label join: ids not held in memory are %s", "looked up in the store (other instances hold"
+                     " predictions partitions)" if lookup else "not looked up in the store (no longer needed)")
+        if len(n) != preds and not self._label_partitions_warned:
             self._label_partitions_warned = True
             log.warning(
                 "labels topic %s has %d partitions, predictions topic %d: with a shared store the"
-                " labels of partition N are joined by the owner of predictions partition N%s; give both"
+                " labels of partition N are joined by the owner of predictions partition N%s; labels"
+                " of predictions another instance stored are looked up in the store by id (while the"
+                " predictions topic is shared between instances: a read of the model's held"
+                " predictions per flush with such labels); give both"
                 " the same partition count and key both by model (README \"Scaling out\")",
                 labels.topic, len(n), preds,
                 "" if len(n) <= preds else

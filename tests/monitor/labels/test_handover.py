@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from monitor.config import Config, load_config
 from monitor.service.pipeline import Pipeline
@@ -184,3 +185,40 @@ def test_on_a_shared_store_labels_of_a_partition_not_held_are_left_to_its_owner(
     assert other.labels.held(other.claims) == []
     assert dump(store) == before
     assert partition_rows(store, "predictions")[0]["state"]["labels"]["offset"] == 300
+
+
+@pytest.mark.parametrize("lookup", [True, False], ids=["lookup-misses", "memory-only"])
+def test_labels_joined_by_an_instance_that_does_not_hold_their_predictions(
+    tmp_path: Path, pg_target: StoreTarget, lookup: bool
+) -> None:
+    """Topics of different partition counts on a shared store: the model's predictions come
+    to A (predictions partition 0), its labels to B (labels partition 1). B's in-memory ids
+    are built from the store when it first joins, so a label of a prediction A stored after
+    that is found only by the daemon's fallback (``lookup_misses``, set for such topics):
+    with it every label is joined, without it they wait and end unmatched."""
+    cfg = load_config(label_config(tmp_path, ttl="2h", early_ttl="30m"))
+    preds, labels = streams()
+    labels = [r._replace(partition=1) for r in labels]
+    clock = Clock()
+    a = instance(cfg, pg_target.open(), clock, "a")
+    a.adopt([0], generation=1)
+    b_store = pg_target.open()
+    b = instance(cfg, b_store, clock, "b")
+    b.adopt([1], generation=1)
+    assert b.labels is not None
+    b.labels.lookup_misses = lookup
+    for i in range(0, len(preds), CHUNK):
+        step(a, clock, preds[i : i + CHUNK], [])
+        step(b, clock, [], labels[i : i + CHUNK])  # labels of the predictions just stored
+    clock.advance(hours=3)
+    b.tick()
+    b.flush()
+    counters = label_counters(b_store)["churn"]
+    labelled = b_store.query("SELECT COUNT(label) AS n FROM label_predictions")[0]["n"]
+    if lookup:
+        assert counters["joined"] == labelled == len(labels)
+        assert counters["unmatched_labels"] == 0
+        assert b_store.query("SELECT COUNT(*) AS n FROM label_early") == [{"n": 0}]
+    else:  # joined: the first chunk's labels (B built its index after A stored them) and those
+        # that came before their prediction (A found them waiting); the rest wait in vain
+        assert counters["joined"] == labelled < len(labels) // 2
