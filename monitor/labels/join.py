@@ -201,6 +201,8 @@ class LabelJoin:
         #: per model: where its held predictions are, by id (built from the table when first
         #: needed; dropped when a flush did not commit, or the model moved to another instance)
         self._held_ids: dict[str, HeldIds] = {}
+        #: models whose id index the flush attempt in progress changed (added to, pruned)
+        self._ids_changed: set[str] = set()
         #: another instance may store predictions whose labels this one joins (a shared
         #: store whose labels and predictions topics have different partition counts, set
         #: by the daemon): a label whose id is not held in memory is looked up in the store
@@ -418,6 +420,7 @@ class LabelJoin:
         bufs = [b for per_model in (self._preds, self._labels) for bs in per_model.values() for b in bs]
         self._sealed = Sealed({id(b): b for b in bufs}, dict(self.positions), self._dirty)
         self._dirty = False
+        self._ids_changed = set()
         return self._sealed
 
     def committed(self, sealed: Sealed) -> None:
@@ -436,8 +439,11 @@ class LabelJoin:
     def rolled_back(self, sealed: Sealed) -> None:
         """The flush attempt ``sealed`` did not commit: what it wrote is still to write."""
         self._dirty = self._dirty or sealed.dirty
-        # the id index may hold predictions that are not in the table: built again from it
-        self._held_ids.clear()
+        # an id index the attempt changed may hold predictions that are not in the table, or
+        # miss restored ones (a prune rolled back): built again from it when next needed
+        for model in self._ids_changed:
+            self._held_ids.pop(model, None)
+        self._ids_changed = set()
         self._sealed = None
 
     def _bump(self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int, labelled: np.ndarray | None, changes: bool) -> None:
@@ -503,6 +509,7 @@ class LabelJoin:
             db.delete_early_labels(self.store, name, list(early))
         attempted = len(first)
         inserted = db.insert_predictions(self.store, name, plain, labelled)
+        self._ids_changed.add(name)
         self._ids(name).add(list(first), [ts_l[i] for i in first.values()])
         counts["predictions"] = inserted
         counts["duplicate_predictions"] = n - inserted
@@ -657,6 +664,7 @@ class LabelJoin:
         dropped, unlabelled = db.prune_predictions(self.store, name, cutoff)
         ids = self._held_ids.get(name)
         if dropped and ids is not None:
+            self._ids_changed.add(name)
             ids.prune(cutoff, dropped)
         if unlabelled:
             counts["expired_predictions"] = counts.get("expired_predictions", 0) + unlabelled

@@ -447,6 +447,38 @@ def test_a_flush_rolled_back_after_its_prune_finds_the_predictions_it_had_droppe
     assert results[1] == results[0]
 
 
+def test_a_rolled_back_flush_rebuilds_only_the_id_index_it_changed(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """A flush of labels alone that does not commit leaves the id index as it is (it still
+    matches the table); one that inserted predictions drops it, built again on the retry."""
+    from storage.db import StorageError
+    from tests.monitor.service.commit_helpers import cut_next_commit
+
+    preds = predictions(windows=3, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, ttl="2h"), clock, target=store_target)
+    assert p.labels is not None
+    feed(p, clock, records("predictions", preds[:200]), labels=False)
+    index = p.labels._held_ids["churn"]
+    p.process_label_records(records("labels", labels_for(preds[:50])))
+    cut_next_commit(store, committed=False)()
+    with pytest.raises(StorageError):
+        p.flush()
+    assert p.labels._held_ids["churn"] is index
+    p.flush()
+    p.process_records(records("predictions", preds[200:], start=200))
+    cut_next_commit(store, committed=False)()
+    with pytest.raises(StorageError):
+        p.flush()
+    assert "churn" not in p.labels._held_ids
+    p.flush()
+    feed(p, clock, records("labels", labels_for(preds[50:]), start=50), labels=True)
+    c = label_counters(store)["churn"]
+    assert c["predictions"] == len(preds) and c["duplicate_predictions"] == 0
+    assert c["joined"] == len(preds) and c["early"] == 0
+
+
 def test_a_repeated_prediction_leaves_computed_windows_as_they_are(tmp_path: Path) -> None:
     """A repeated id changes nothing in the join (the first prediction stays), so the
     windows its copy falls in are not marked for a recompute."""
