@@ -15,14 +15,19 @@ two ids sharing a hash) is harmless, because callers confirm each candidate with
 primary-key read ``(model, ts, event_id)``. Lookups never miss a held id, and never
 report one that is not held.
 
-Entries live in two sorted numpy arrays (hash, ts), plus a dict of the ones added
-since the last merge; the dict is merged in (``O(n + m log m)``) once it holds an
-eighth of the arrays. Memory: 16 bytes an id merged, ~100 bytes an id in the dict.
+Entries live in sorted numpy arrays (hash, and the event time beside it), no Python
+object per id: one large *base* pair, and the *runs* added since it was last
+rebuilt, each sorted on its own (an add sorts its ids: ``O(m log m)``). A new run
+is merged with the run before it while that one is at most twice its size, so
+there are ``O(log m)`` runs; all runs are merged into the base
+(``O(n + m log m)``) once they hold an eighth of it. A lookup is a binary search
+in each array, for all ids at once.
 
 A prune only moves a cutoff (entries older than it are no longer returned); the
-arrays drop them at the next merge, or at a prune once the rows deleted since the
-last compaction reach a quarter of the entries, so the work of forgetting is spread
-over many window steps instead of copying every array at each one.
+arrays drop them at the next rebuild of the base, or at a prune once the rows
+deleted since the last compaction reach a quarter of the entries, so the work of
+forgetting is spread over many window steps instead of copying every array at
+each one.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-#: the dict of recent entries is merged into the arrays once it holds this many, or
-#: an eighth of the arrays, whichever is more
+#: the runs are merged into the base once they hold this many entries, or an eighth
+#: of the base, whichever is more
 MIN_RECENT = 65_536
 
 #: an id's 64-bit key (Python's string hash: fast, and cached on each string object)
 key_of: Callable[[str], int] = hash
+
+_EMPTY = np.empty(0, dtype=np.int64)
 
 
 def id_hashes(ids: Sequence[str]) -> np.ndarray:
@@ -44,18 +51,24 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(key_of, ids), dtype=np.int64, count=len(ids))
 
 
+def _sorted_pair(h: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, t)`` ordered by ``h`` (stable: two sorted runs concatenated merge in O(n))."""
+    order = np.argsort(h, kind="stable")
+    return h[order], t[order]
+
+
 class HeldIds:
     """One model's held prediction ids (see the module documentation)."""
 
-    __slots__ = ("_hash", "_ts", "_recent", "_clash", "_min_ts", "_cutoff", "_dead")
+    __slots__ = ("_hash", "_ts", "_runs", "_run_len", "_min_ts", "_cutoff", "_dead")
 
     def __init__(self) -> None:
-        self._hash = np.empty(0, dtype=np.int64)  # sorted
-        self._ts = np.empty(0, dtype=np.int64)  # the event time of each hash (ms)
-        #: hash -> ts added since the last merge
-        self._recent: dict[int, int] = {}
-        #: (hash, ts) added since the last merge whose hash ``_recent`` holds already
-        self._clash: list[tuple[int, int]] = []
+        self._hash = _EMPTY  # sorted
+        self._ts = _EMPTY  # the event time of each hash (ms)
+        #: (hash, ts) pairs added since the base was rebuilt, each sorted by hash;
+        #: sizes decrease along the list (each at most half the one before, roughly)
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._run_len = 0
         self._min_ts: int | None = None
         #: entries with ``ts`` below this are forgotten (dropped by the next compaction,
         #: which clears it; an add below it compacts first)
@@ -65,28 +78,31 @@ class HeldIds:
 
     def __len__(self) -> int:
         """Entries kept, forgotten ones not yet compacted away included."""
-        return int(self._hash.shape[0]) + len(self._recent) + len(self._clash)
+        return int(self._hash.shape[0]) + self._run_len
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the merged arrays (bytes; the recent dict not counted)."""
-        return int(self._hash.nbytes + self._ts.nbytes)
+        """Memory held by the arrays (bytes)."""
+        return int(self._hash.nbytes + self._ts.nbytes) + 16 * self._run_len
 
     def add(self, ids: Sequence[str], ts: Sequence[int]) -> None:
         """Record predictions ``ids`` held at event times ``ts`` (ms), one per id."""
-        if not ts:
+        if len(ids) != len(ts):
+            raise ValueError(f"{len(ids)} ids, {len(ts)} event times")
+        if not ids:
             return
-        low = int(min(ts))
+        t = np.asarray(ts, dtype=np.int64)
+        low = int(t.min())
         if self._cutoff is not None and low < self._cutoff:
             self._compact()  # forget what is below the cutoff, not these entries (held again)
-        recent, clash = self._recent, self._clash
-        for h, t in zip(map(key_of, ids), ts, strict=True):
-            if h in recent:
-                clash.append((h, int(t)))
-            else:
-                recent[h] = int(t)
+        runs = self._runs
+        runs.append(_sorted_pair(id_hashes(ids), t))
+        self._run_len += len(ids)
+        while len(runs) >= 2 and runs[-2][0].shape[0] <= 2 * runs[-1][0].shape[0]:
+            (h1, t1), (h2, t2) = runs[-2], runs.pop()
+            runs[-1] = _sorted_pair(np.concatenate((h1, h2)), np.concatenate((t1, t2)))
         self._min_ts = low if self._min_ts is None else min(self._min_ts, low)
-        if len(recent) + len(clash) >= max(MIN_RECENT, self._hash.shape[0] // 8):
+        if self._run_len >= max(MIN_RECENT, self._hash.shape[0] // 8):
             self._merge()
 
     def candidates(self, ids: Sequence[str]) -> list[tuple[str, int]]:
@@ -95,34 +111,42 @@ class HeldIds:
         are pruned rows or other ids sharing a hash)."""
         if not ids or not len(self):
             return []
-        out: list[tuple[str, int]] = []
         hashes = id_hashes(ids)
-        if self._hash.shape[0]:
-            lo = np.searchsorted(self._hash, hashes, side="left")
-            hi = np.searchsorted(self._hash, hashes, side="right")
-            count = hi - lo
-            one = np.flatnonzero(count == 1)  # the usual find: one entry for the hash
-            if one.shape[0]:
-                out.extend(zip(map(ids.__getitem__, one.tolist()), self._ts[lo[one]].tolist(), strict=True))
-            ts = self._ts
-            for i in np.flatnonzero(count > 1).tolist():
-                out.extend((ids[i], t) for t in ts[lo[i]:hi[i]].tolist())
-        recent = self._recent
-        if recent:
-            get = recent.get
-            for i, h in enumerate(hashes.tolist()):
-                t = get(h)
-                if t is not None:
-                    out.append((ids[i], t))
-        if self._clash:  # (a prune may have emptied ``_recent`` and left these)
-            wanted: dict[int, list[int]] = {}
-            for i, h in enumerate(hashes.tolist()):
-                wanted.setdefault(h, []).append(i)
-            for h, t in self._clash:
-                out.extend((ids[i], t) for i in wanted.get(h, ()))
-        cutoff = self._cutoff
-        if cutoff is not None and self._min_ts is not None and self._min_ts < cutoff:
-            out = [c for c in out if c[1] >= cutoff]
+        order = np.argsort(hashes)
+        wanted = hashes[order]  # sorted needles: each search starts near the last one
+        cutoff = self._cutoff if self._min_ts is not None and self._cutoff is not None and \
+            self._min_ts < self._cutoff else None
+        out: list[tuple[str, int]] = []
+        where: list[np.ndarray] = []  # positions in ``ids`` of single finds
+        when: list[np.ndarray] = []  # their event times
+        for h, ts in ((self._hash, self._ts), *self._runs):
+            n = h.shape[0]
+            if not n:
+                continue
+            lo = np.searchsorted(h, wanted, side="left")
+            at = np.minimum(lo, n - 1)
+            hit = np.flatnonzero(h[at] == wanted)
+            if not hit.shape[0]:
+                continue
+            first = lo[hit]
+            after = np.minimum(first + 1, n - 1)
+            more = (first + 1 < n) & (h[after] == wanted[hit])  # the hash has several entries
+            one = hit[~more]  # the usual find: one entry for the hash
+            found = ts[lo[one]]
+            if cutoff is not None:
+                live = found >= cutoff
+                one, found = one[live], found[live]
+            where.append(order[one])
+            when.append(found)
+            for i in hit[more].tolist():
+                end = int(np.searchsorted(h, wanted[i], side="right"))
+                eid = ids[int(order[i])]
+                out.extend((eid, t) for t in ts[lo[i]:end].tolist() if cutoff is None or t >= cutoff)
+        if where:  # in the order of ``ids`` (the key reads then follow the table's order)
+            pos = np.concatenate(where)
+            first_seen = np.argsort(pos, kind="stable")
+            out[:0] = zip(map(ids.__getitem__, pos[first_seen].tolist()),
+                          np.concatenate(when)[first_seen].tolist(), strict=True)
         return out
 
     def prune(self, before_ts: int, dropped: int) -> None:
@@ -138,38 +162,31 @@ class HeldIds:
             self._compact()
 
     def _compact(self) -> None:
-        """Drop the forgotten entries (``ts`` below the cutoff) from the arrays and the dict."""
+        """Drop the forgotten entries (``ts`` below the cutoff) from every array."""
         cutoff, self._cutoff, self._dead = self._cutoff, None, 0
         if cutoff is None:
             return
         keep = self._ts >= cutoff
         if not keep.all():
             self._hash, self._ts = self._hash[keep], self._ts[keep]
-        self._recent = {h: t for h, t in self._recent.items() if t >= cutoff}
-        self._clash = [(h, t) for h, t in self._clash if t >= cutoff]
-        lows = [t for t in (self._ts.min() if self._ts.shape[0] else None, min(self._recent.values(), default=None),
-                            min((t for _h, t in self._clash), default=None)) if t is not None]
-        self._min_ts = int(min(lows)) if lows else None
+        runs = []
+        for h, t in self._runs:
+            keep = t >= cutoff
+            if keep.any():
+                runs.append((h, t) if keep.all() else (h[keep], t[keep]))
+        self._runs = runs
+        self._run_len = sum(h.shape[0] for h, _t in runs)
+        lows = [int(t.min()) for t in (self._ts, *(t for _h, t in runs)) if t.shape[0]]
+        self._min_ts = min(lows) if lows else None
 
     def _merge(self) -> None:
-        """Move the recent entries into the sorted arrays (and compact: the arrays are
-        copied anyway)."""
+        """Move the runs into the base (and compact: the base is copied anyway)."""
         self._compact()
-        parts_h: list[np.ndarray] = []
-        parts_t: list[np.ndarray] = []
-        if self._recent:
-            parts_h.append(np.fromiter(self._recent.keys(), dtype=np.int64, count=len(self._recent)))
-            parts_t.append(np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent)))
-        if self._clash:
-            parts_h.append(np.fromiter((h for h, _t in self._clash), dtype=np.int64, count=len(self._clash)))
-            parts_t.append(np.fromiter((t for _h, t in self._clash), dtype=np.int64, count=len(self._clash)))
-        self._recent, self._clash = {}, []
-        if not parts_h:
+        if not self._runs:
             return
-        add_h = np.concatenate(parts_h)
-        add_t = np.concatenate(parts_t)
-        order = np.argsort(add_h, kind="stable")
-        add_h, add_t = add_h[order], add_t[order]
+        add_h, add_t = _sorted_pair(np.concatenate([h for h, _t in self._runs]),
+                                    np.concatenate([t for _h, t in self._runs]))
+        self._runs, self._run_len = [], 0
         at = np.searchsorted(self._hash, add_h, side="right")
         self._hash = np.insert(self._hash, at, add_h)
         self._ts = np.insert(self._ts, at, add_t)
