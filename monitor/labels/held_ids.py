@@ -142,11 +142,11 @@ class HeldIds:
                 end = int(np.searchsorted(h, wanted[i], side="right"))
                 eid = ids[int(order[i])]
                 out.extend((eid, t) for t in ts[lo[i]:end].tolist() if cutoff is None or t >= cutoff)
-        if where:  # in the order of ``ids`` (the key reads then follow the table's order)
+        if where:  # by event time: the key reads that confirm them then follow the table's order
             pos = np.concatenate(where)
-            first_seen = np.argsort(pos, kind="stable")
-            out[:0] = zip(map(ids.__getitem__, pos[first_seen].tolist()),
-                          np.concatenate(when)[first_seen].tolist(), strict=True)
+            times = np.concatenate(when)
+            by_time = np.argsort(times, kind="stable")
+            out[:0] = zip(map(ids.__getitem__, pos[by_time].tolist()), times[by_time].tolist(), strict=True)
         return out
 
     def prune(self, before_ts: int, dropped: int) -> None:
