@@ -523,6 +523,11 @@ class LabelJoin:
             starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
             db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
 
+    def held_id_memory(self) -> dict[str, tuple[int, int]]:
+        """Per model whose id index is built: (entries, bytes) of the index, for
+        ``/metrics`` (read from another thread: a copy of the mapping is iterated)."""
+        return {m: (len(ids), ids.nbytes) for m, ids in list(self._held_ids.items())}
+
     def _ids(self, model: str) -> HeldIds:
         """``model``'s id index, built from the table when not held yet."""
         ids = self._held_ids.get(model)

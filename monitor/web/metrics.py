@@ -267,6 +267,21 @@ class DaemonMetrics:
         )
         owed.add_metric([], slots_waiting(d.store))
         yield owed
+        held = GaugeMetricFamily(
+            "driftwarden_label_held_ids",
+            "Predictions awaiting labels in this instance's in-memory id index, per model (pruned ones"
+            " included until compacted; a model appears once the index is built)",
+            labels=["model"],
+        )
+        memory = GaugeMetricFamily(
+            "driftwarden_label_held_ids_bytes", "Memory of this instance's in-memory id index, per model",
+            labels=["model"],
+        )
+        for model, (entries, size) in sorted(d.pipeline.labels.held_id_memory().items()):
+            held.add_metric([model], entries)
+            memory.add_metric([model], size)
+        yield held
+        yield memory
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: PLC0415
