@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 #: the bucket that takes the rows of values beyond a cap (stored as the version or
 #: as the segment value, e.g. ``region=__other__``)
@@ -70,9 +71,20 @@ class ValueCap:
             if fresh.any():
                 self.last_seen[first] = max(self.last_seen[first], int(seen_at[fresh].max()))
             return values, []
+        last = self.last_seen
+        codes, uniques = pd.factorize(values)  # None -> -1; hashed in C
+        if all(u in last for u in uniques.tolist()):
+            # every value admitted already (a few segment values): the newest row of each
+            fresh = ~replay & (codes >= 0)
+            if fresh.any():
+                newest = np.full(uniques.shape[0], np.iinfo(np.int64).min, dtype=np.int64)
+                np.maximum.at(newest, codes[fresh], seen_at[fresh].astype(np.int64, copy=False))
+                for v, t in zip(uniques.tolist(), newest.tolist(), strict=True):
+                    if t > last[v]:
+                        last[v] = t
+            return values, []
         out = values.copy()
         evicted: list[str] = []
-        last = self.last_seen
         for i, v in enumerate(values.tolist()):
             if v is None:
                 continue

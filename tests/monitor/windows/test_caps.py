@@ -114,3 +114,39 @@ def test_value_cap_unit_replay_rows_only_look_up() -> None:
     clock = np.array([0, 100], dtype=np.int64)
     out, gone = cap.apply(vals, clock, clock, np.array([True, False]))
     assert out.tolist() == [OTHER, "b"] and gone == [] and cap.capped_rows == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([None, "a", "b", "c", "d", "e"]), st.integers(0, 50), st.booleans()),
+           min_size=1, max_size=40),
+    st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=4),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_a_batch_is_capped_as_its_rows_one_by_one(
+    rows_: list[tuple[str | None, int, bool]], admitted: list[str], limit: int, only_admitted: bool
+) -> None:
+    """Whichever path a batch takes (every value admitted already, or a row at a time), the
+    values, evictions and what the cap remembers equal those of its rows applied singly."""
+    def cap() -> ValueCap:
+        c = ValueCap(limit=limit, max_length=10, retire_after=20)
+        for i, v in enumerate(admitted[:limit]):
+            c.last_seen[v] = i
+        return c
+
+    if only_admitted and admitted[:limit]:  # the path for batches of admitted values only
+        known = admitted[:limit]
+        rows_ = [(None if v is None else known[ord(v) % len(known)], t, r) for v, t, r in rows_]
+    whole, single = cap(), cap()
+    vals = np.array([v for v, _t, _r in rows_], dtype=object)
+    seen = np.array([t for _v, t, _r in rows_], dtype=np.int64)
+    replay = np.array([r for _v, _t, r in rows_])
+    out, gone = whole.apply(vals, seen, seen, replay)
+    outs, gones = [], []
+    for i in range(len(rows_)):
+        o, g = single.apply(vals[i:i + 1], seen[i:i + 1], seen[i:i + 1], replay[i:i + 1])
+        outs.extend(o.tolist())
+        gones.extend(g)
+    assert out.tolist() == outs and gone == gones
+    assert whole.last_seen == single.last_seen and whole.capped_rows == single.capped_rows
