@@ -203,11 +203,7 @@ class LabelJoin:
         self._held_ids: dict[str, HeldIds] = {}
         #: models whose id index the flush attempt in progress changed (added to, pruned)
         self._ids_changed: set[str] = set()
-        #: another instance may store predictions whose labels this one joins (a shared
-        #: store whose labels and predictions topics have different partition counts, set
-        #: by the daemon): a label whose id is not held in memory is looked up in the store
-        #: by id before it waits as early (a read of the model's held predictions)
-        self.lookup_misses = False
+        self._lookup_misses = False
         self._dirty = False
         #: what the flush attempt in progress (or of unknown outcome) writes
         self._sealed: Sealed | None = None
@@ -523,6 +519,23 @@ class LabelJoin:
             starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
             db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
 
+    @property
+    def lookup_misses(self) -> bool:
+        """Whether another instance may store predictions whose labels this one joins (a
+        shared store whose labels and predictions topics have different partition counts;
+        set by the daemon at each assignment): a label whose id is not held in memory is
+        then looked up in the store by id before it waits as early (a read of the model's
+        held predictions)."""
+        return self._lookup_misses
+
+    @lookup_misses.setter
+    def lookup_misses(self, on: bool) -> None:
+        if self._lookup_misses and not on:
+            # the indexes were built while another instance stored predictions, and learnt
+            # of those only through lookups: built again from the store when next needed
+            self._held_ids.clear()
+        self._lookup_misses = on
+
     def held_id_memory(self) -> dict[str, tuple[int, int]]:
         """Per model whose id index is built: (entries, bytes) of the index, for
         ``/metrics`` (read from another thread: a copy of the mapping is iterated)."""
@@ -564,7 +577,7 @@ class LabelJoin:
         counts["labels"] = total
         counts["duplicate_labels"] = total - len(best)
         held = self._held(name, list(best))
-        if self.lookup_misses and len(held) < len(best):
+        if self._lookup_misses and len(held) < len(best):
             found = db.held_predictions_by_id(self.store, name, [e for e in best if e not in held])
             if found:  # stored by another instance since this one built its index
                 held.update(found)

@@ -222,3 +222,37 @@ def test_labels_joined_by_an_instance_that_does_not_hold_their_predictions(
     else:  # joined: the first chunk's labels (B built its index after A stored them) and those
         # that came before their prediction (A found them waiting); the rest wait in vain
         assert counters["joined"] == labelled < len(labels) // 2
+
+
+def test_an_instance_left_with_every_partition_builds_its_id_index_again(
+    tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """B joined labels of predictions A stored (``lookup_misses`` on), then A leaves and B
+    holds every predictions partition (the daemon turns the lookup off): B's index, which
+    learnt of A's predictions only through lookups, is built again from the store, so the
+    labels of predictions A stored last are joined too."""
+    cfg = load_config(label_config(tmp_path, ttl="2h", early_ttl="30m"))
+    preds, labels = streams()
+    labels = [r._replace(partition=1) for r in labels]
+    clock = Clock()
+    a = instance(cfg, pg_target.open(), clock, "a")
+    a.adopt([0], generation=1)
+    b_store = pg_target.open()
+    b = instance(cfg, b_store, clock, "b")
+    b.adopt([1], generation=1)
+    assert b.labels is not None
+    b.labels.lookup_misses = True
+    for i in range(0, 2 * CHUNK, CHUNK):
+        step(a, clock, preds[i : i + CHUNK], [])
+        step(b, clock, [], labels[i : i + CHUNK])
+    step(a, clock, preds[2 * CHUNK :], [])  # A stores the rest, then leaves the group
+    b.adopt([0, 1], generation=2)
+    b.labels.lookup_misses = False
+    rest = labels[2 * CHUNK :]
+    for i in range(0, len(rest), CHUNK):
+        step(b, clock, [], rest[i : i + CHUNK])
+    clock.advance(hours=3)
+    b.tick()
+    b.flush()
+    c = label_counters(b_store)["churn"]
+    assert c["joined"] == len(labels) and c["unmatched_labels"] == 0
