@@ -445,7 +445,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                     IF coalesce(nullif(current_setting('driftwarden.schema', true), ''), '0')::int
                             < TG_ARGV[0]::int THEN
                         RAISE EXCEPTION 'driftwarden: % is written by a version older than schema %'
-                            ' (this session did not set driftwarden.schema): stop every instance'
+                            ' (this session''s driftwarden.schema is unset or lower): stop every instance'
                             ' of an earlier driftwarden version and upgrade it', TG_TABLE_NAME, TG_ARGV[0]
                             USING ERRCODE = 'object_not_in_prerequisite_state';
                     END IF;

@@ -225,7 +225,9 @@ def run_checks(
 
     ``references``: summaries from :func:`check_references`, shown on the config line.
     ``reachability_fatal=False``: Kafka, Slack and webhook failures are printed with
-    ``!`` and do not make the result false."""
+    ``!`` and do not make the result false (a store migrated by a newer version still does)."""
+    from storage.db import SchemaTooNew  # noqa: PLC0415
+
     secrets = sorted(
         (s.get_secret_value() for s in cfg.secrets.values() if s.get_secret_value()),
         key=len,
@@ -267,7 +269,7 @@ def run_checks(
         if exc is None:
             line(True, text)
         else:
-            if reachability_fatal:
+            if reachability_fatal or isinstance(exc, SchemaTooNew):  # not a matter of waiting
                 ok_all = False
                 line(False, f"{label}: {_reason(exc)}")
             else:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from storage.schema import LATEST_VERSION
 from tests.monitor.daemon_helpers import write_config
-from tests.store_targets import open_state_store
+from tests.store_targets import StoreTarget, open_state_store
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,3 +41,21 @@ def test_run_refuses_a_store_a_newer_version_migrated(tmp_path: Path) -> None:
     assert reader.schema_version() == LATEST_VERSION + 1  # nothing was written
     assert reader.query("SELECT COUNT(*) AS n FROM windows") == [{"n": 0}]
     reader.close()
+
+
+@pytest.mark.postgres
+def test_check_before_start_fails_on_a_shared_store_a_newer_version_migrated(
+    tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """``check --pre-start`` lets unreachable services pass (the daemon waits for them), not
+    a store no wait will fix."""
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1, extra=pg_target.storage_toml())
+    store = pg_target.open()
+    with store.transaction():
+        store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, 'later', '')",
+                      (LATEST_VERSION + 1,))
+    res = _cli("check", "--pre-start", "-c", str(cfg))
+    assert res.returncode != 0, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows" in out
+    assert "not fatal before start" not in out.split("newer than this driftwarden knows")[1].splitlines()[0]
