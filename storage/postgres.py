@@ -224,6 +224,13 @@ class PostgresStore(Store):
 
         def configure(conn: Any) -> None:
             conn.adapters.register_loader("numeric", Numbers)
+            # again as a statement: a pooler in front of the server (PgBouncer with
+            # ignore_startup_parameters) drops the startup options, and without the writer
+            # setting the join's table refuses this session's inserts
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false), set_config(%s, %s, false)",
+                (str(int(statement_timeout_ms)), WRITER_SETTING, str(LATEST_VERSION)),
+            )
 
         try:
             # one direct attempt first: the pool would only report a timeout, this says why

@@ -313,3 +313,22 @@ def test_a_store_migrated_by_a_newer_version_is_refused(pg_target: PostgresTarge
         pg_target.open()
     reader = pg_target.open(readonly=True)  # reading stays possible (the CLI's check says why)
     assert reader.schema_version() == newest + 1
+
+
+def test_every_pooled_connection_says_which_schema_it_writes(pg_target: PostgresTarget) -> None:
+    store = pg_target.open(pool_size=2, statement_timeout_ms=4321)
+    seen = []
+    hold = threading.Barrier(2)
+
+    def look() -> None:
+        with store.transaction():
+            hold.wait(10)  # both connections of the pool at once
+            seen.append(store.query("SELECT current_setting('driftwarden.schema') AS v,"
+                                    " current_setting('statement_timeout') AS t")[0])
+
+    threads = [threading.Thread(target=look) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == [{"v": str(MIGRATIONS[-1][0]), "t": "4321ms"}] * 2
