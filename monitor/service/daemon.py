@@ -35,7 +35,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,8 @@ class Daemon:
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
         self._label_partitions_warned = False
+        #: labels partitions assigned here and paused: no predictions partition of that number held
+        self._label_orphans: list[int] = []
         self._claim_retry_at = 0.0
         self._consumer: Any = None
         self._last_flush = time.monotonic()
@@ -199,9 +201,14 @@ class Daemon:
         log.error("drain did not finish within daemon.shutdown_timeout: exiting now")
         os._exit(1)
 
-    def consumer_lag(self) -> dict[int, int]:
-        """Messages behind the newest known offset, per assigned partition (``/metrics``)."""
-        return consumer_lag(self._consumer, self.pipeline.positions, self.config.kafka.predictions_topic)
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the newest known offset, per assigned partition of the predictions
+        topic and of the labels topic (``/metrics``)."""
+        positions: dict[str, Mapping[int, int]] = {self.config.kafka.predictions_topic: self.pipeline.positions}
+        labels = self.pipeline.labels
+        if labels is not None and labels.enabled and labels.topic is not None:
+            positions[labels.topic] = labels.positions
+        return consumer_lag(self._consumer, positions)
 
     def run(self) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
@@ -466,8 +473,23 @@ class Daemon:
             tps = tps + ltps
         self._unclaimed = set(refused)
         self._claim_retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
+        orphans: list[Any] = []
+        if labels is not None and labels.enabled and labels.topic is not None and self.store.shared:
+            # a labels partition whose predictions partition this instance does not hold is
+            # not its to join (see monitor.labels.join): not fetched at all, rather than
+            # fetched and dropped at every poll (again from its committed offset after each
+            # rebalance)
+            held = set(self.pipeline.claims)
+            orphans = [TopicPartition(labels.topic, p) for p in sorted(self._owned(labels.topic) - held)]
+            numbers = [tp.partition for tp in orphans]
+            if numbers != self._label_orphans:
+                self._label_orphans = numbers
+                if numbers:
+                    log.info("labels topic %s: partition(s) %s not read here (this instance holds no"
+                             " predictions partition of that number; see README \"Scaling out\")",
+                             labels.topic, ", ".join(map(str, numbers)))
         try:
-            paused = [tp for tp in tps if tp.partition in refused]
+            paused = [tp for tp in tps if tp.partition in refused] + orphans
             resumed = [tp for tp in tps if tp.partition not in refused]
             if paused:
                 self._consumer.pause(*paused)

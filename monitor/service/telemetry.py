@@ -164,20 +164,22 @@ def log_transition(t: Any) -> None:
 # -- consumer lag -------------------------------------------------------------------------
 
 
-def consumer_lag(consumer: Any, positions: Mapping[int, int], topic: str) -> dict[int, int]:
-    """Per assigned partition of ``topic``: messages between the next offset the pipeline
-    consumes (``positions``) and the partition's highwater as last reported by the broker
-    in a fetch response (no request is made; a partition not fetched yet is left out).
-    Never negative; ``{}`` without a consumer or when the client's state is unreadable."""
+def consumer_lag(consumer: Any, positions: Mapping[str, Mapping[int, int]]) -> dict[tuple[str, int], int]:
+    """Per assigned (topic, partition) of the topics in ``positions``: messages between the
+    next offset the pipeline consumes there and the partition's highwater as last reported
+    by the broker in a fetch response (no request is made; a partition not fetched yet, or
+    not consumed, is left out). Never negative; ``{}`` without a consumer or when the
+    client's state is unreadable."""
     if consumer is None:
         return {}
-    out: dict[int, int] = {}
+    out: dict[tuple[str, int], int] = {}
     try:
         for tp in list(consumer.assignment() or ()):
-            position = positions.get(tp.partition) if tp.topic == topic else None
+            of_topic = positions.get(tp.topic)
+            position = None if of_topic is None else of_topic.get(tp.partition)
             high = None if position is None else consumer.highwater(tp)
             if high is not None and position is not None:
-                out[tp.partition] = max(int(high) - int(position), 0)
+                out[(tp.topic, tp.partition)] = max(int(high) - int(position), 0)
     except Exception:  # noqa: BLE001 - a rebalance in progress (partition unassigned meanwhile)
         return out
     return out

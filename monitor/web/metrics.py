@@ -154,11 +154,11 @@ class DaemonMetrics:
         yield compute
         lag = GaugeMetricFamily(
             "driftwarden_consumer_lag_messages",
-            "Messages of the predictions topic not consumed yet, per assigned partition (from the last fetch)",
+            "Messages of the predictions and labels topics not consumed yet, per assigned partition"
+            " (from the last fetch)",
             labels=["topic", "partition"],
         )
-        topic = d.config.kafka.predictions_topic
-        for partition, n in sorted(d.consumer_lag().items()):
+        for (topic, partition), n in sorted(d.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
 

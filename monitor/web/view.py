@@ -46,6 +46,7 @@ class DaemonView(Protocol):
         """Seconds the running consumer loop has not turned, once it counts as stalled."""
         ...
 
-    def consumer_lag(self) -> dict[int, int]:
-        """Messages not consumed yet per assigned partition of the predictions topic."""
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Messages not consumed yet per assigned (topic, partition) of the predictions and
+        labels topics."""
         ...

@@ -106,6 +106,9 @@ def test_labels_through_the_broker(broker: EmbeddedBroker, tmp_path: Path) -> No
     assert f'driftwarden_label_join_total{{event="joined",model="churn"}} {float(c["joined"] - 1)}' in exposition
     assert 'driftwarden_label_join_total{event="early",model="churn"} 5.0' in exposition
     assert "driftwarden_label_windows_waiting 0.0" in exposition
+    # both topics' partition 0 consumed to the end (the late label comes after the scrape)
+    assert f'driftwarden_consumer_lag_messages{{partition="0",topic="{labels_topic}"}} 0.0' in exposition
+    assert f'driftwarden_consumer_lag_messages{{partition="0",topic="{preds_topic}"}} 0.0' in exposition
     # every prediction is held (ttl 1h): the in-memory index has each id once
     assert f'driftwarden_label_held_ids{{model="churn"}} {float(len(preds))}' in exposition
     assert f'driftwarden_label_held_ids_bytes{{model="churn"}} {float(16 * len(preds))}' in exposition

@@ -117,5 +117,7 @@ def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
         warned = f"labels topic {labels_topic} has 3 partitions, predictions topic 1"
         assert wait_for(lambda: warned in log.read_text(), timeout=30), log.read_text()[-2000:]
         assert "(labels on partitions 1..2 are not joined at all)" in log.read_text()
+        # and not fetched only to be dropped: paused while no claim goes with them
+        assert f"labels topic {labels_topic}: partition(s) 1, 2 not read here" in log.read_text()
     finally:
         assert terminate(proc) == 0
