@@ -121,3 +121,59 @@ def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
         assert f"labels topic {labels_topic}: partition(s) 1, 2 not read here" in log.read_text()
     finally:
         assert terminate(proc) == 0
+
+
+def test_labels_joined_by_the_instance_without_their_predictions_partition(
+    broker: EmbeddedBroker, tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """Topics of different partition counts on a shared store, two daemons: the model's
+    predictions go to predictions partition 1, its labels to labels partition 0, so one
+    instance stores the predictions and the other joins the labels. The joining instance
+    built its in-memory ids when the first labels came; the labels of the predictions
+    stored after that are found because the daemon turned on the lookup in the store."""
+    from tests.monitor.labels.helpers import labels_for, predictions
+
+    tag = uuid.uuid4().hex[:8]
+    preds_topic, labels_topic = f"preds-{tag}", f"labels-{tag}"
+    broker.create_topic(preds_topic, partitions=2)
+    broker.create_topic(labels_topic)
+    preds = predictions(windows=6, per_window=100)
+    labs = labels_for(preds, seed=4)
+    half = len(preds) // 2
+    cfgs = [
+        label_config(
+            tmp_path / name, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+            http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
+        )
+        for name in ("a", "b")
+    ]
+    reader = pg_target.reader()
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start_daemon(cfgs[0], log=logs[0])]
+    try:
+        assert wait_ready(cfgs[0], timeout=60), "A not ready"
+        procs.append(start_daemon(cfgs[1], log=logs[1]))
+        assert wait_ready(cfgs[1], timeout=60), "B not ready"
+
+        def owners() -> set[str]:
+            return {r["owner"] for r in partition_rows(reader, preds_topic) if r["owner"]}
+
+        assert wait_for(lambda: len(owners()) == 2, timeout=60), owners()
+
+        def counter(name: str) -> int:
+            return label_counters(reader).get("churn", {}).get(name, 0)
+
+        produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[:half]], partition=1)
+        assert wait_for(lambda: counter("predictions") == half, timeout=60), counter("predictions")
+        produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[:half]], partition=0)
+        assert wait_for(lambda: counter("joined") == half, timeout=60), counter("joined")
+        produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[half:]], partition=1)
+        assert wait_for(lambda: counter("predictions") == len(preds), timeout=60), counter("predictions")
+        produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[half:]], partition=0)
+        assert wait_for(lambda: counter("joined") == len(labs), timeout=60), (counter("joined"), counter("early"))
+    finally:
+        for proc in procs:
+            assert terminate(proc) == 0
+    said = [log.read_text() for log in logs]
+    assert sum("ids not held in memory are looked up in the store" in text for text in said) >= 1, said
+    assert label_counters(reader)["churn"]["unmatched_labels"] == 0
