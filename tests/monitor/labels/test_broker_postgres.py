@@ -42,6 +42,19 @@ def owed(store: Store) -> int:
     )[0]["n"]
 
 
+def two_configs(
+    tmp_path: Path, broker: EmbeddedBroker, pg_target: StoreTarget, preds_topic: str, labels_topic: str, tag: str
+) -> list[Path]:
+    """The configs of daemons "a" and "b": one consumer group, one shared store."""
+    return [
+        label_config(
+            tmp_path / name, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+            http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
+        )
+        for name in ("a", "b")
+    ]
+
+
 def test_labels_joined_on_postgresql_across_a_hand_over(
     broker: EmbeddedBroker, tmp_path: Path, pg_target: StoreTarget
 ) -> None:
@@ -52,13 +65,7 @@ def test_labels_joined_on_postgresql_across_a_hand_over(
     preds, labs = scenario(seed=9)
     payloads = [orjson.dumps(ev) for ev, _p, _o in labs]
     half = len(payloads) // 2
-    cfgs = [
-        label_config(
-            tmp_path / name, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
-            http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
-        )
-        for name in ("a", "b")
-    ]
+    cfgs = two_configs(tmp_path, broker, pg_target, preds_topic, labels_topic, tag)
     reader = pg_target.reader()
     produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds])
     produce(broker.bootstrap, labels_topic, payloads[:half])
@@ -140,13 +147,7 @@ def test_labels_joined_by_the_instance_without_their_predictions_partition(
     preds = predictions(windows=6, per_window=100)
     labs = labels_for(preds, seed=4)
     half = len(preds) // 2
-    cfgs = [
-        label_config(
-            tmp_path / name, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
-            http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
-        )
-        for name in ("a", "b")
-    ]
+    cfgs = two_configs(tmp_path, broker, pg_target, preds_topic, labels_topic, tag)
     reader = pg_target.reader()
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start_daemon(cfgs[0], log=logs[0])]

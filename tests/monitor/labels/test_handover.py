@@ -187,6 +187,19 @@ def test_on_a_shared_store_labels_of_a_partition_not_held_are_left_to_its_owner(
     assert partition_rows(store, "predictions")[0]["state"]["labels"]["offset"] == 300
 
 
+def split_instances(tmp_path: Path, pg_target: StoreTarget) -> tuple[Pipeline, Pipeline, Store, Clock]:
+    """A (predictions partition 0) and B (partition 1) on one shared store, and their clock:
+    the model's labels go to B (labels partition 1) while A stores its predictions."""
+    cfg = load_config(label_config(tmp_path, ttl="2h", early_ttl="30m"))
+    clock = Clock()
+    a = instance(cfg, pg_target.open(), clock, "a")
+    a.adopt([0], generation=1)
+    b_store = pg_target.open()
+    b = instance(cfg, b_store, clock, "b")
+    b.adopt([1], generation=1)
+    return a, b, b_store, clock
+
+
 @pytest.mark.parametrize("lookup", [True, False], ids=["lookup-misses", "memory-only"])
 def test_labels_joined_by_an_instance_that_does_not_hold_their_predictions(
     tmp_path: Path, pg_target: StoreTarget, lookup: bool
@@ -196,15 +209,9 @@ def test_labels_joined_by_an_instance_that_does_not_hold_their_predictions(
     are built from the store when it first joins, so a label of a prediction A stored after
     that is found only by the daemon's fallback (``lookup_misses``, set for such topics):
     with it every label is joined, without it they wait and end unmatched."""
-    cfg = load_config(label_config(tmp_path, ttl="2h", early_ttl="30m"))
+    a, b, b_store, clock = split_instances(tmp_path, pg_target)
     preds, labels = streams()
     labels = [r._replace(partition=1) for r in labels]
-    clock = Clock()
-    a = instance(cfg, pg_target.open(), clock, "a")
-    a.adopt([0], generation=1)
-    b_store = pg_target.open()
-    b = instance(cfg, b_store, clock, "b")
-    b.adopt([1], generation=1)
     assert b.labels is not None
     b.labels.lookup_misses = lookup
     for i in range(0, len(preds), CHUNK):
@@ -231,15 +238,9 @@ def test_an_instance_left_with_every_partition_builds_its_id_index_again(
     holds every predictions partition (the daemon turns the lookup off): B's index, which
     learnt of A's predictions only through lookups, is built again from the store, so the
     labels of predictions A stored last are joined too."""
-    cfg = load_config(label_config(tmp_path, ttl="2h", early_ttl="30m"))
+    a, b, b_store, clock = split_instances(tmp_path, pg_target)
     preds, labels = streams()
     labels = [r._replace(partition=1) for r in labels]
-    clock = Clock()
-    a = instance(cfg, pg_target.open(), clock, "a")
-    a.adopt([0], generation=1)
-    b_store = pg_target.open()
-    b = instance(cfg, b_store, clock, "b")
-    b.adopt([1], generation=1)
     assert b.labels is not None
     b.labels.lookup_misses = True
     for i in range(0, 2 * CHUNK, CHUNK):
