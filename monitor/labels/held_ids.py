@@ -192,15 +192,20 @@ class HeldIds:
         self._ts = np.insert(self._ts, at, add_t)
 
 
-def build(chunks: Iterable[tuple[Sequence[str], Sequence[int]]]) -> HeldIds:
-    """A :class:`HeldIds` of the held predictions read in ``chunks`` of (ids, ts). Memory
-    at its peak: about twice the result's (the ids are hashed chunk by chunk, then
-    sorted once)."""
+def build(
+    chunks: Iterable[tuple[Sequence[str], Sequence[int]]], progress: Callable[[], object] | None = None
+) -> HeldIds:
+    """A :class:`HeldIds` of the held predictions read in ``chunks`` of (ids, ts);
+    ``progress`` is called after each chunk (a build of many millions takes a while: the
+    daemon's liveness checks must see it advance). Memory at its peak: about twice the
+    result's (the ids are hashed chunk by chunk, then sorted once)."""
     hashes: list[np.ndarray] = []
     times: list[np.ndarray] = []
     for ids, ts in chunks:
         hashes.append(id_hashes(ids))
         times.append(np.asarray(ts, dtype=np.int64))
+        if progress is not None:
+            progress()
     held = HeldIds()
     if hashes:
         h = np.concatenate(hashes)

@@ -204,6 +204,9 @@ class LabelJoin:
         #: models whose id index the flush attempt in progress changed (added to, pruned)
         self._ids_changed: set[str] = set()
         self._lookup_misses = False
+        #: called while a long piece of work advances (the id index built from the table:
+        #: 0.7 s a million), so the daemon's liveness checks do not take it for a stall
+        self.progress: Callable[[], object] = lambda: None
         self._dirty = False
         #: what the flush attempt in progress (or of unknown outcome) writes
         self._sealed: Sealed | None = None
@@ -546,7 +549,7 @@ class LabelJoin:
         ids = self._held_ids.get(model)
         if ids is None:
             t0 = time.perf_counter()
-            ids = self._held_ids[model] = build(db.held_ids(self.store, model))
+            ids = self._held_ids[model] = build(db.held_ids(self.store, model), progress=self.progress)
             if len(ids) >= 100_000:
                 log.info("model %s: %d held prediction ids indexed in %.1f s", model, len(ids), time.perf_counter() - t0)
         return ids

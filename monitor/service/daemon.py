@@ -106,6 +106,10 @@ class Daemon:
             self.store.close()
             raise
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
+        if self.pipeline.labels is not None:
+            # a flush that builds a large id index (millions of pending predictions) turns
+            # no loop for a while; each chunk it reads is progress, not a stall
+            self.pipeline.labels.progress = self._advancing
         self.pipeline.register_initial_references()
         # the single-row label state; each partition's row, once claimed, takes over
         self.pipeline.restore_labels()
@@ -605,6 +609,12 @@ class Daemon:
             self.systemd.heartbeat()
             self._maybe_reload()
             self.stop_event.wait(min(step, left))
+
+    def _advancing(self) -> None:
+        """Long work inside one turn of the loop made progress: the liveness checks
+        (systemd's watchdog, /healthz) hear of it as of a turn."""
+        self.loop_turned_at = time.monotonic()
+        self.systemd.heartbeat()
 
     def _service_tick(self) -> None:
         """Called on every turn of the consumer loop: watchdog kick, reload, the status line."""

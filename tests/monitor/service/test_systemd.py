@@ -183,3 +183,28 @@ def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_sta
         stopping = [f for _, f in ns.snapshot() if "STOPPING=1" in f][0]
         assert stopping[1].startswith("STATUS=draining")
 
+
+
+def test_the_label_joins_long_work_counts_as_the_loop_turning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that builds a large id index (see tests/monitor/labels/test_join.py) reports
+    each chunk as progress: the daemon takes it as a turn of its loop, so the watchdog is
+    kicked and /healthz stays 200 through it."""
+    from monitor.config import load_config
+    from monitor.service.daemon import Daemon
+    from tests.monitor.labels.helpers import label_config
+
+    with NotifySocket() as ns:
+        for key, value in ns.env(watchdog_usec=200_000).items():
+            monkeypatch.setenv(key, value)
+        d = Daemon(load_config(label_config(tmp_path)), http=False)
+        try:
+            assert d.pipeline.labels is not None
+            before = d.loop_turned_at
+            time.sleep(0.15)  # past half the watchdog's timeout
+            d.pipeline.labels.progress()
+            assert d.loop_turned_at > before
+            assert wait_for(lambda: ns.has("WATCHDOG=1"), timeout=5)
+        finally:
+            d.store.close()
