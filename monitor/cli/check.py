@@ -142,7 +142,11 @@ def check_window_shapes(cfg: Config) -> list[str]:
     return [mismatch_text(x, configured[x.model]) for x in mismatches(stored_shapes(rows), configured)]
 
 
-def check_kafka(cfg: Config) -> str:
+def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
+    """The brokers answer and the predictions topic exists. ``warnings`` receives what is
+    worth fixing without failing the check: on a shared store, a labels topic whose
+    partition count differs from the predictions topic's (the label join is then not
+    exact, see README "Scaling out")."""
     from kafka import KafkaConsumer  # noqa: PLC0415
 
     from monitor.ingest.kafka_client import client_options  # noqa: PLC0415
@@ -154,6 +158,8 @@ def check_kafka(cfg: Config) -> str:
         if k.predictions_topic not in topics:
             raise LookupError(f"topic {k.predictions_topic!r} not found")
         n = len(consumer.partitions_for_topic(k.predictions_topic) or ())
+        joined = k.labels_topic in topics and any(m.performance.enabled for m in cfg.models)
+        n_labels = len(consumer.partitions_for_topic(k.labels_topic) or ()) if joined else None  # type: ignore[arg-type]
     finally:
         consumer.close()
     out = (
@@ -163,6 +169,12 @@ def check_kafka(cfg: Config) -> str:
     if k.labels_topic and k.labels_topic not in topics:
         # not fatal: predictions are monitored; labels join once the topic exists
         out += f"; labels topic {k.labels_topic!r} not found yet"
+    if warnings is not None and cfg.storage.url is not None and n_labels is not None and n_labels != n:
+        warnings.append(
+            f"labels topic {k.labels_topic!r} has {n_labels} partition{'s' if n_labels != 1 else ''},"
+            f" predictions topic {n}: on the shared store each instance joins the labels of the"
+            " partitions it holds, so give both the same count (README \"Scaling out\")"
+        )
     return out
 
 
@@ -247,7 +259,8 @@ def run_checks(
     for warning in cfg.warnings:  # worth fixing, not failing (a secret file every user can read)
         line(True, warning, WARN)
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
-    checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg))]
+    kafka_warnings: list[str] = []
+    checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg, kafka_warnings))]
     if cfg.storage.url is not None:
         checks.insert(0, ("storage", lambda: check_storage(cfg)))
     for name, n in cfg.notifiers.items():
@@ -268,6 +281,9 @@ def run_checks(
         text, exc = fut.result()
         if exc is None:
             line(True, text)
+            if label == "kafka":
+                for warning in kafka_warnings:
+                    line(True, warning, WARN)
         else:
             if reachability_fatal or isinstance(exc, SchemaTooNew):  # not a matter of waiting
                 ok_all = False

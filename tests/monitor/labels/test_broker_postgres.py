@@ -9,6 +9,9 @@ was read twice across the hand-over, none lost.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -117,6 +120,12 @@ def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
         tmp_path / "a", bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
         http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
     )
+    # `check` (an ExecStartPre) says so before the daemon starts
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    res = subprocess.run([sys.executable, "-m", "monitor.cli.app", "check", "--pre-start", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"! labels topic {labels_topic!r} has 3 partitions, predictions topic 1" in res.stdout, res.stdout
     log = tmp_path / "a.log"
     proc = start_daemon(cfg, log=log)
     try:
