@@ -468,6 +468,7 @@ class Daemon:
                 self._consumer.seek(tp, seek[tp.partition])
         # the labels partition of the same number goes with the claim (see monitor.labels.join)
         labels = self.pipeline.labels
+        orphans: list[Any] = []
         if labels is not None and labels.enabled and labels.topic is not None:
             lowned = self._owned(labels.topic)
             ltps = [TopicPartition(labels.topic, p) for p in wanted if p in lowned]
@@ -475,23 +476,21 @@ class Daemon:
                 if tp.partition not in refused and tp.partition in labels.positions:
                     self._consumer.seek(tp, labels.positions[tp.partition])
             tps = tps + ltps
+            if self.store.shared:
+                # a labels partition whose predictions partition this instance does not hold
+                # is not its to join (see monitor.labels.join): not fetched at all, rather
+                # than fetched and dropped at every poll (again from its committed offset
+                # after each rebalance)
+                orphans = [TopicPartition(labels.topic, p) for p in sorted(lowned - set(self.pipeline.claims))]
+                numbers = [tp.partition for tp in orphans]
+                if numbers != self._label_orphans:
+                    self._label_orphans = numbers
+                    if numbers:
+                        log.info("labels topic %s: partition(s) %s not read here (this instance holds no"
+                                 " predictions partition of that number; see README \"Scaling out\")",
+                                 labels.topic, ", ".join(map(str, numbers)))
         self._unclaimed = set(refused)
         self._claim_retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
-        orphans: list[Any] = []
-        if labels is not None and labels.enabled and labels.topic is not None and self.store.shared:
-            # a labels partition whose predictions partition this instance does not hold is
-            # not its to join (see monitor.labels.join): not fetched at all, rather than
-            # fetched and dropped at every poll (again from its committed offset after each
-            # rebalance)
-            held = set(self.pipeline.claims)
-            orphans = [TopicPartition(labels.topic, p) for p in sorted(self._owned(labels.topic) - held)]
-            numbers = [tp.partition for tp in orphans]
-            if numbers != self._label_orphans:
-                self._label_orphans = numbers
-                if numbers:
-                    log.info("labels topic %s: partition(s) %s not read here (this instance holds no"
-                             " predictions partition of that number; see README \"Scaling out\")",
-                             labels.topic, ", ".join(map(str, numbers)))
         try:
             paused = [tp for tp in tps if tp.partition in refused] + orphans
             resumed = [tp for tp in tps if tp.partition not in refused]
@@ -605,21 +604,19 @@ class Daemon:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.loop_turned_at = time.monotonic()
-            self.systemd.heartbeat()
+            self._advancing()
             self._maybe_reload()
             self.stop_event.wait(min(step, left))
 
     def _advancing(self) -> None:
-        """Long work inside one turn of the loop made progress: the liveness checks
-        (systemd's watchdog, /healthz) hear of it as of a turn."""
+        """The loop turned, or long work inside one turn made progress: what the liveness
+        checks (systemd's watchdog, /healthz) watch."""
         self.loop_turned_at = time.monotonic()
         self.systemd.heartbeat()
 
     def _service_tick(self) -> None:
         """Called on every turn of the consumer loop: watchdog kick, reload, the status line."""
-        self.loop_turned_at = time.monotonic()
-        self.systemd.heartbeat()
+        self._advancing()
         self._maybe_reload()
         now = time.monotonic()
         if not self.systemd.enabled or now - self._status_at < STATUS_EVERY:
