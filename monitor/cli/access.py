@@ -51,12 +51,6 @@ def config_of(config: Path | None) -> Any | None:
         raise CliError(str(exc), 2) from None
 
 
-def latest_schema() -> int:
-    from storage.schema import LATEST_VERSION  # noqa: PLC0415
-
-    return LATEST_VERSION
-
-
 def open_store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Any:
     """The store of the state dir, or the shared PostgreSQL of the config's ``[storage] url``
     (unless ``--state-dir`` is given); read-only unless ``write``; never migrated."""
@@ -116,17 +110,18 @@ def _shared_store(cfg: Any, *, write: bool) -> Any:
 def _checked_version(store: Any, path: str, version: int, *, backup: str) -> Any:
     """``store`` (at ``path``, its schema ``version``) when the schema is this driftwarden's;
     else closed and a :class:`CliError` (an older one: migrate after backing up ``backup``)."""
-    latest = latest_schema()
-    if version < latest:
+    from storage.schema import LATEST_VERSION  # noqa: PLC0415
+
+    if version < LATEST_VERSION:
         store.close()
         raise CliError(
-            f"{path} has schema version {version}, this driftwarden expects {latest}: start the upgraded"
+            f"{path} has schema version {version}, this driftwarden expects {LATEST_VERSION}: start the upgraded"
             f" daemon once or run `driftwarden migrate` (back up {backup})"
         )
-    if version > latest:
+    if version > LATEST_VERSION:
         store.close()
         raise CliError(
-            f"{path} has schema version {version}, newer than this driftwarden knows ({latest}):"
+            f"{path} has schema version {version}, newer than this driftwarden knows ({LATEST_VERSION}):"
             " use the driftwarden the daemon runs"
         )
     return store

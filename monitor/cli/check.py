@@ -111,7 +111,7 @@ def check_storage(cfg: Config) -> str:
     """The shared PostgreSQL of ``[storage] url``: reachable, logged in, schema version."""
     from monitor.service.store import open_store  # noqa: PLC0415
     from storage.db import refuse_newer_schema  # noqa: PLC0415
-    from storage.schema import MIGRATIONS  # noqa: PLC0415
+    from storage.schema import LATEST_VERSION  # noqa: PLC0415
 
     store = open_store(cfg, readonly=True, application_name="driftwarden check")
     try:
@@ -119,8 +119,7 @@ def check_storage(cfg: Config) -> str:
     finally:
         store.close()
     refuse_newer_schema(version, store.where)
-    latest = MIGRATIONS[-1][0]
-    state = "up to date" if version == latest else f"version {version}, the daemon migrates it to {latest}"
+    state = "up to date" if version == LATEST_VERSION else f"version {version}, the daemon migrates it to {LATEST_VERSION}"
     return f"storage {store.where} reachable (schema {state})"
 
 

@@ -176,12 +176,13 @@ def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
 def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
     """Upgrade the state directory's database (or the config's shared PostgreSQL) to this
     version's schema (back it up first)."""
-    from monitor.cli.access import config_of, latest_schema, state_dir_of  # noqa: PLC0415
+    from monitor.cli.access import config_of, state_dir_of  # noqa: PLC0415
     from storage.db import DB_FILENAME, StorageError, Store  # noqa: PLC0415
+    from storage.schema import LATEST_VERSION  # noqa: PLC0415
 
     cfg = _options(lambda: config_of(config)) if state_dir is None else None
     if cfg is not None and cfg.storage.url is not None:
-        _migrate_shared(cfg, latest_schema())
+        _migrate_shared(cfg, LATEST_VERSION)
         return
     folder = _options(lambda: state_dir_of(config, state_dir))
     path = Path(folder) / DB_FILENAME
@@ -196,7 +197,7 @@ def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
     except StorageError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{path}: schema version {old} -> {latest_schema()}")
+    typer.echo(f"{path}: schema version {old} -> {LATEST_VERSION}")
 
 
 def _migrate_shared(cfg: Any, latest: int) -> None:
