@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -190,3 +193,11 @@ def drain_output(proc: Any) -> Callable[[float], bytes]:
         return b"".join(lines)
 
     return finish
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``driftwarden ARGS`` in a subprocess, without the environment's DRIFTWARDEN_* settings
+    (so only the arguments and the config they name count); text output captured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    return subprocess.run([sys.executable, "-m", "monitor.cli.app", *args], capture_output=True, text=True,
+                          timeout=120, env=env)

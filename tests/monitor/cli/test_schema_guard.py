@@ -3,22 +3,13 @@ saying so, and ``migrate`` exits 1, before anything is written."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage.schema import LATEST_VERSION
-from tests.monitor.daemon_helpers import write_config
+from tests.monitor.daemon_helpers import run_cli, write_config
 from tests.store_targets import StoreTarget, open_state_store
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
-    return subprocess.run([sys.executable, "-m", "monitor.cli.app", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
 
 
 def test_run_refuses_a_store_a_newer_version_migrated(tmp_path: Path) -> None:
@@ -28,12 +19,12 @@ def test_run_refuses_a_store_a_newer_version_migrated(tmp_path: Path) -> None:
         store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, 'later', '')",
                       (LATEST_VERSION + 1,))
     store.close()
-    res = _cli("run", "-c", str(cfg))
+    res = run_cli("run", "-c", str(cfg))
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows (up to {LATEST_VERSION})" \
         in res.stderr
     assert "Traceback" not in res.stdout + res.stderr
-    res = _cli("migrate", "-c", str(cfg))
+    res = run_cli("migrate", "-c", str(cfg))
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows" in res.stderr
     assert "Traceback" not in res.stdout + res.stderr
@@ -54,7 +45,7 @@ def test_check_before_start_fails_on_a_shared_store_a_newer_version_migrated(
     with store.transaction():
         store.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, 'later', '')",
                       (LATEST_VERSION + 1,))
-    res = _cli("check", "--pre-start", "-c", str(cfg))
+    res = run_cli("check", "--pre-start", "-c", str(cfg))
     assert res.returncode != 0, res.stdout + res.stderr
     out = res.stdout + res.stderr
     assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows" in out

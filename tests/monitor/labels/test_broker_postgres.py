@@ -9,9 +9,6 @@ was read twice across the hand-over, none lost.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from monitor.demo.broker import EmbeddedBroker, free_port
 from storage.db import Store
 from storage.labels import label_counters
 from storage.stream import partition_rows
-from tests.monitor.daemon_helpers import produce, wait_for
+from tests.monitor.daemon_helpers import produce, run_cli, wait_for
 from tests.monitor.fault_helpers import start_daemon, terminate, wait_ready
 from tests.monitor.labels.broker_helpers import assert_figures_equal_expected, performance_windows
 from tests.monitor.labels.helpers import expected_join, label_config
@@ -121,9 +118,7 @@ def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
         http_port=free_port(), extra=pg_target.storage_toml(), group=f"g-{tag}",
     )
     # `check` (an ExecStartPre) says so before the daemon starts
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
-    res = subprocess.run([sys.executable, "-m", "monitor.cli.app", "check", "--pre-start", "-c", str(cfg)],
-                         capture_output=True, text=True, timeout=120, env=env)
+    res = run_cli("check", "--pre-start", "-c", str(cfg))
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"! labels topic {labels_topic!r} has 3 partitions, predictions topic 1" in res.stdout, res.stdout
     log = tmp_path / "a.log"

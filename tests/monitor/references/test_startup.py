@@ -3,22 +3,13 @@ and the column, before Kafka is touched and without a traceback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.monitor.daemon_helpers import write_config
+from tests.monitor.daemon_helpers import run_cli, write_config
 
 HEADER = "age,tenure_days,monthly_charges,plan,region,prediction\n"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
-    return subprocess.run([sys.executable, "-m", "monitor.cli.app", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
 
 
 @pytest.mark.parametrize(("reference", "problem"), [
@@ -35,7 +26,7 @@ def test_a_bad_reference_exits_2_naming_file_and_column(
     cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)
     ref = tmp_path / "reference.csv"
     ref.write_text(reference)
-    res = _cli(command, "-c", str(cfg))
+    res = run_cli(command, "-c", str(cfg))
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.strip() == f"driftwarden: model churn: reference {ref.resolve()}: {problem}"
     assert "Traceback" not in res.stdout + res.stderr
@@ -43,7 +34,7 @@ def test_a_bad_reference_exits_2_naming_file_and_column(
 
 def test_check_reports_the_references_it_loaded(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)
-    res = _cli("check", "-c", str(cfg))
+    res = run_cli("check", "-c", str(cfg))
     first = res.stdout.splitlines()[0]
     assert first == "✓ config: 1 model(s), 0 rule(s), 0 notifier(s); reference(s): churn 3000 rows", res.stdout
     assert res.returncode == 1  # nothing listens on 127.0.0.1:9: the Kafka check fails
