@@ -491,15 +491,14 @@ class Daemon:
                                  labels.topic, ", ".join(map(str, numbers)))
         self._unclaimed = set(refused)
         self._claim_retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
-        try:
-            paused = [tp for tp in tps if tp.partition in refused] + orphans
-            resumed = [tp for tp in tps if tp.partition not in refused]
-            if paused:
-                self._consumer.pause(*paused)
-            if resumed:
-                self._consumer.resume(*resumed)
-        except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
-            log.debug("pause/resume: %s", exc)
+        paused = [tp for tp in tps if tp.partition in refused] + orphans
+        resumed = [tp for tp in tps if tp.partition not in refused]
+        for action, parts in ((self._consumer.pause, paused), (self._consumer.resume, resumed)):
+            try:  # apart: a pause that fails must not leave the claimed partitions paused
+                if parts:
+                    action(*parts)
+            except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
+                log.debug("pause/resume: %s", exc)
 
     def _poll_loop(self) -> None:
         # Idle clocks: only time spent waiting in poll() counts as a quiet stream. The

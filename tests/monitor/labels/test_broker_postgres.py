@@ -168,14 +168,18 @@ def test_labels_joined_by_the_instance_without_their_predictions_partition(
         def counter(name: str) -> int:
             return label_counters(reader).get("churn", {}).get(name, 0)
 
+        def logs_tail() -> str:  # what both daemons said, for a failure's message
+            return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+
         produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[:half]], partition=1)
         assert wait_for(lambda: counter("predictions") == half, timeout=60), counter("predictions")
         produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[:half]], partition=0)
-        assert wait_for(lambda: counter("joined") == half, timeout=60), counter("joined")
+        assert wait_for(lambda: counter("joined") == half, timeout=60), (counter("joined"), logs_tail())
         produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[half:]], partition=1)
         assert wait_for(lambda: counter("predictions") == len(preds), timeout=60), counter("predictions")
         produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[half:]], partition=0)
-        assert wait_for(lambda: counter("joined") == len(labs), timeout=60), (counter("joined"), counter("early"))
+        assert wait_for(lambda: counter("joined") == len(labs), timeout=60), (
+            counter("joined"), counter("early"), logs_tail())
     finally:
         for proc in procs:
             assert terminate(proc) == 0
