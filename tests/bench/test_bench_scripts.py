@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -18,10 +19,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """``bench/scale.py`` and ``bench/decode.py`` imported as the scripts import each other."""
+    """``bench/scale.py``, ``bench/decode.py`` and ``bench/split_lookup.py`` imported as the
+    scripts import each other."""
     sys.path.insert(0, str(BENCH))
     try:
-        return {name: importlib.import_module(name) for name in ("scale", "decode")}
+        return {name: importlib.import_module(name) for name in ("scale", "decode", "split_lookup")}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -57,3 +59,19 @@ def test_scale_names_every_scenario_its_result_line_reads(bench: dict[str, Modul
 def test_decode_decodes_a_batch_over_several_models_whole(bench: dict[str, ModuleType]) -> None:
     # batch_ms raises SystemExit when a record is dead-lettered or a row goes missing
     assert bench["decode"].batch_ms(3, n=300, repeats=1) > 0
+
+
+def test_split_lookup_fills_held_predictions_and_finds_the_one_held_id(
+    bench: dict[str, ModuleType], postgres: Any
+) -> None:
+    from storage.postgres import PostgresStore
+
+    url = postgres.url(postgres.create_database())
+    bench["split_lookup"].fill(url, 2000)
+    store = PostgresStore(url)
+    try:
+        assert store.query("SELECT COUNT(*) AS n FROM label_predictions WHERE model = 'm'")[0]["n"] == 2000
+        # raises SystemExit unless exactly the one held id of its 500 is found
+        assert bench["split_lookup"].lookup_seconds(store, repeat=1) > 0
+    finally:
+        store.close()
