@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,21 +32,11 @@ from alerts.notifiers import http
 from alerts.notifiers.base import KINDS, SendResult, build, classify_status
 from alerts.payloads import webhook_body
 from storage.alerts import DeliveryRecord
+from storage.finite import dumps_finite
 
 USER_AGENT = "driftwarden-webhook/1"
 #: At most this much of a receiver's answer is read (bytes); the rest is not awaited.
 MAX_RESPONSE_BYTES = 4096
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN/±inf floats replaced by None, recursively (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def check_secret(secret: str) -> str:
@@ -140,5 +128,4 @@ class WebhookNotifier:
 
 
 def _encode(kind: str, payload: Mapping[str, Any]) -> bytes:
-    data = _finite(webhook_body(kind, payload))
-    return json.dumps(data, separators=(",", ":"), sort_keys=False, allow_nan=False).encode()
+    return dumps_finite(webhook_body(kind, payload), separators=(",", ":"), sort_keys=False).encode()

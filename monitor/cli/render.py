@@ -20,11 +20,11 @@ table. No cell is ever squeezed to a sliver that wraps letter by letter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from storage.finite import dumps_finite
 from storage.text import printable
 
 #: the version of every --json document
@@ -298,7 +298,7 @@ def emit_json(kind: str, *, items: Sequence[Any] | None = None, item: Any = None
         doc["items"] = list(items)
     else:
         doc["item"] = item
-    echo(json.dumps(doc, indent=2, default=_jsonable))
+    echo(dumps_finite(doc, indent=2, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -57,6 +56,7 @@ from monitor.web.requests import (
 )
 from monitor.web.view import DaemonView
 from storage.db import StorageError
+from storage.finite import dumps_finite
 
 log = logging.getLogger("driftwarden.http")
 
@@ -71,7 +71,7 @@ WINDOWS_LIMIT, LIST_LIMIT = 100, 1000
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[bytes]:
     # json.dumps(default=str): the same shapes (and datetime text) as before the framework
     return Response(
-        content=json.dumps(body, default=str).encode(), status_code=status, media_type=JSON, headers=headers
+        content=dumps_finite(body, default=str).encode(), status_code=status, media_type=JSON, headers=headers
     )
 
 

@@ -18,7 +18,6 @@ server only: no inline script runs, whatever a value holds.
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +25,7 @@ from urllib.parse import quote
 from monitor.web.view import DaemonView
 from storage.alerts import list_alerts
 from storage.db import StorageError
+from storage.finite import dumps_finite
 from storage.overview import drift_history, recent_dead_letters, recent_deliveries
 from storage.records import parse_iso, window_url_id
 from storage.windows import windows_with_verdicts
@@ -165,7 +165,7 @@ def charts(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def json_for_script(data: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: no ``<``, ``>``, ``&``, U+2028/9."""
-    text = json.dumps(data, default=str, allow_nan=False)
+    text = dumps_finite(data, default=str)
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
     return text

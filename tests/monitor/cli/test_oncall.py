@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -135,7 +136,12 @@ def ok(*args: str) -> str:
 
 
 def doc(*args: str) -> dict[str, object]:
-    out = json.loads(ok(*args, "--json"))
+    """The ``--json`` document, read as strict JSON (``NaN``/``Infinity`` refused)."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    out = json.loads(ok(*args, "--json"), parse_constant=refuse)
     assert out["version"] == 1
     return out
 
@@ -258,6 +264,24 @@ def test_windows_filters_and_json(where: tuple[str, str]) -> None:
     segment = doc("windows", *where, "--segment", "", "--model", "churn", "--limit", "100")["items"]
     assert {w["segment"] for w in segment} == {""}  # type: ignore[index]
     assert doc("windows", *where, "--model", "fraud")["items"] == []
+
+
+def test_an_infinite_figure_is_null_in_the_json_and_inf_in_the_table(store_target: StoreTarget, tmp_path: Path) -> None:
+    # a feature value of 1e308 makes a Wasserstein distance infinite; json.dumps wrote a bare
+    # ``Infinity``, which no strict JSON reader accepts
+    store = store_target.open()
+    key = WindowKey("churn", "v12", "", _iso(DAY), _iso(DAY + timedelta(minutes=15)))
+    write_window(store, WindowRecord(key, 600, "ok", NOW), [
+        MetricRow("", "row_count", 600.0),
+        MetricRow("age", "drift_score", math.inf, threshold=0.1, drifted=True, test="wasserstein"),
+    ])
+    store.close()
+    where = store_target.cli_args(tmp_path)
+    figures = doc("windows", "show", key.id, *where)["item"]["figures"]  # type: ignore[index]
+    assert [f["value"] for f in figures if f["metric"] == "drift_score"] == [None]  # type: ignore[index]
+    assert doc("windows", *where)["items"][0]["drifted_columns"] == [  # type: ignore[index]
+        {"column": "age", "test": "wasserstein", "score": None}]
+    assert "inf" in ok("windows", "show", key.id, *where)
 
 
 def test_windows_show_every_figure(where: tuple[str, str]) -> None:

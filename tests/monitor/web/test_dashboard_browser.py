@@ -126,3 +126,38 @@ def test_a_report_with_a_hostile_category_runs_none_of_it(tmp_path: Path,
             assert "driftwarden · window report" in page.evaluate("document.querySelector('#driftwarden-window').textContent")
             text = page.evaluate("document.body.innerText")
             assert "plan" in text and EVIL not in text
+
+
+def test_an_infinite_figure_is_a_gap_in_its_chart_and_null_in_the_api(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One finite JSON number (1e308) makes a window's Wasserstein distance infinite: the
+    store keeps it, the dashboard still draws (it answered 500 while that window was in its
+    history) and the API's JSON stays JSON (it wrote a bare ``Infinity``)."""
+    import json
+    import math
+    import urllib.request
+
+    def huge(payloads: list[bytes]) -> list[bytes]:
+        out = list(payloads)
+        ev = orjson.loads(out[130])  # in the second window
+        ev["features"]["age"] = 1e308
+        out[130] = orjson.dumps(ev)
+        return out
+
+    def strict(raw: bytes) -> object:
+        def refuse(name: str) -> object:
+            raise ValueError(f"not JSON: {name}")
+        return json.loads(raw, parse_constant=refuse)
+
+    with seeded_daemon(tmp_path / "state", monkeypatch, windows=4, per_window=120, shift_from=2, transform=huge) as s:
+        stored = s.daemon.store.query("SELECT value FROM metrics WHERE \"column\" = 'age' AND metric = 'drift_score'")
+        assert any(math.isinf(r["value"]) for r in stored), stored
+        listed = strict(urllib.request.urlopen(s.url + "/api/v1/models/churn/windows?metrics=1&segment=", timeout=30).read())
+        scores = [m["value"] for w in listed["windows"] for m in w["metrics"]  # type: ignore[index]
+                  if m["column"] == "age" and m["metric"] == "drift_score"]
+        assert None in scores and len(scores) == 4, scores
+        with chromium(tmp_path / "profile") as page:
+            page.goto(s.url + "/")
+            page.pump(1.0)
+            assert page.errors() == []
+            assert page.evaluate("document.body.dataset.charts") == str(len(COLUMNS) + 1)
