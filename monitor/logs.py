@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.text import escape_controls
+
 #: attributes every LogRecord has: anything else on a record came from ``extra=``
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -62,6 +64,15 @@ class RedactingFilter(logging.Filter):
         return text
 
 
+class TextFormatter(logging.Formatter):
+    """``ts LEVEL logger: message``, the message with control characters escaped
+    (:func:`storage.text.escape_controls`): whatever a call passed in, from the stream or
+    an HTTP client, one record is one line (a traceback follows on its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_controls(super().formatMessage(record))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -84,7 +95,7 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
     (``json``: what container runtimes and log shippers read)."""
     handler = logging.StreamHandler(sys.stdout if fmt == "json" else sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     values = [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in (secrets or {}).values()]
     handler.addFilter(RedactingFilter(values))

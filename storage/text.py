@@ -17,6 +17,8 @@ itself (:mod:`storage.postgres`), so no value can fail a transaction.
 
 from __future__ import annotations
 
+import re
+
 #: what a NUL in a stored value becomes (U+FFFD REPLACEMENT CHARACTER)
 NUL_REPLACEMENT = "\ufffd"
 
@@ -40,3 +42,16 @@ def printable(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+#: control characters (C0, DEL, C1) and the two Unicode line separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters and line separators as Python escapes (``\\n``,
+    ``\\r``, ``\\x1b``, ``\\u2028``): one line that cannot drive a terminal. Text without
+    any is returned as it is, after one scan in C."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)

@@ -12,7 +12,6 @@ values) are shown with control characters escaped and cut to
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 from monitor.windows.figures import WindowFigures
 from storage.records import DATASET
+from storage.text import escape_controls
 
 log = logging.getLogger("driftwarden.story")
 
@@ -28,7 +28,6 @@ log = logging.getLogger("driftwarden.story")
 MAX_TEXT = 120
 #: drifted columns named in a window's line
 TOP_COLUMNS = 5
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 #: upper bounds (seconds) of the window compute-time histogram
 COMPUTE_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,7 +35,7 @@ COMPUTE_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 
 def safe(value: object) -> str:
     """``value`` as one short line: control characters as ``\\xNN``, at most :data:`MAX_TEXT`."""
-    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+    text = escape_controls(str(value))
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from litestar import Request, Response
 
+from monitor.service.telemetry import safe
 from monitor.web.view import DaemonView
 
 log = logging.getLogger("driftwarden.http")
@@ -142,6 +143,6 @@ def _make(d: DaemonView, model: str, window_id: str) -> bytes:
         page = render(inputs)
     except ReportUnavailable as exc:
         raise _Unavailable(exc.status, exc.message) from None
-    log.info("report of window %s rendered (%d KiB)", window_id.replace("\n", " ")[:300], len(page) // 1024,
+    log.info("report of window %s rendered (%d KiB)", safe(window_id), len(page) // 1024,
              extra={"event": "report", "window_id": window_id, "model": model})
     return page.encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from monitor.logs import JsonFormatter, RedactingFilter
+from monitor.logs import JsonFormatter, RedactingFilter, TextFormatter
 
 SECRET = "xoxb-very-secret-token-123"
 
@@ -77,6 +77,24 @@ def test_text_lines_show_the_message_only() -> None:
     log.setLevel(logging.INFO)
     log.info("window closed", extra={"event": "window_closed", "model": "churn"})
     assert out.getvalue() == "INFO window closed\n"
+
+
+def test_a_text_line_cannot_be_forged_or_drive_the_terminal() -> None:
+    # a version from the stream, as an HTTP client's report request put it in a log line
+    hostile = "v9\r\x1b[2K2026-11-29 05:00:00 INFO driftwarden.pipeline: all good\u2028\n"
+    log, out = _logger(TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    log.warning("report of window %s rendered", hostile)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed for %s", "a\nb")
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith(
+        ": report of window v9\\r\\x1b[2K2026-11-29 05:00:00 INFO driftwarden.pipeline: all good\\u2028\\n rendered")
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+    assert lines[1].endswith(": failed for a\\nb")
+    # the traceback keeps its own lines
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"
 
 
 def test_a_scheduler_run_skipped_while_the_last_one_runs_is_not_logged() -> None:
