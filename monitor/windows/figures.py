@@ -83,7 +83,7 @@ class PreparedModel:
         prepared = prepare_reference(reference.columns, specs, bins=d.bins)
         features = tuple(schema.features)
         ref_metrics: dict[tuple[str, str], float] = {(DATASET, "row_count"): float(reference.rows)}
-        quality = data_quality(prepared, {c: reference.columns[c] for c in features})
+        quality = data_quality(prepared, {s.name: reference.columns[s.name] for s in prepared.specs})
         for q in quality.columns:
             ref_metrics[(q.column, "missing_share")] = q.missing_share
         calibration = None
@@ -212,7 +212,9 @@ def compute_figures(
         if pm.domain is not None:
             drift_rows.append(_multivariate_row(pm, cols))
     if w.rows:
-        quality = data_quality(pm.prepared, {c: judged[c] for c in pm.drift_columns if c in judged})
+        # every column the reference prepared (the prediction too, when its drift is judged):
+        # one left out here was reported as entirely missing in every window
+        quality = data_quality(pm.prepared, judged)
         for q in quality.columns:
             metrics.append(MetricRow(q.column, "missing_share", q.missing_share))
             if q.out_of_range_share is not None:

@@ -61,3 +61,19 @@ def test_latency_percentiles_and_event_rate(tmp_path: Path) -> None:
     assert {k: got2[k] for k in got if k.startswith("latency")} == {k: got[k] for k in got if k.startswith("latency")}
     dl = store2.query("SELECT reason FROM dead_letters")
     assert [d["reason"] for d in dl] == ["bad_type: latency_ms expected number, got string"]
+
+
+def test_the_prediction_has_its_own_quality_figures(tmp_path: Path) -> None:
+    # every event carries a prediction: its missing share was stored as 1.0 in every window
+    # (only the features were handed to the quality figures), so a `missing_share` rule on
+    # column "*" fired for ever
+    evs = [event(i, 10.0) for i in range(300)]
+    for i in (3, 30, 300 - 1):
+        evs[i]["prediction"] = 50.0  # far outside the reference's predictions
+    store = run(tmp_path, [orjson.dumps(e) for e in evs])
+    wid = "churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z"
+    got = {r["metric"]: r["value"] for r in store.query(
+        "SELECT metric, value FROM metrics WHERE window_id = ? AND \"column\" = 'prediction'", (wid,))}
+    assert got["missing_share"] == 0.0
+    assert got["out_of_range_share"] == 3 / 300
+    assert "prediction_drift" in got
