@@ -183,8 +183,16 @@ def _env_name(v: str) -> str:
 
 #: the name of an environment variable holding a secret
 EnvName = Annotated[str, AfterValidator(_env_name)]
+def _non_empty_path(v: object) -> object:
+    # Path("") is ".", which resolves to the config file's folder: a state_dir = "" (or an
+    # empty DRIFTWARDEN_DAEMON__STATE_DIR) made `run` take that folder's files private
+    if isinstance(v, str) and not v.strip():
+        raise PydanticCustomError("empty_path", "expected a path, got an empty string")
+    return v
+
+
 #: a filesystem path; relative paths resolve against the config file's folder
-FilePath = Annotated[Path, _StrictType(False)]
+FilePath = Annotated[Path, BeforeValidator(_non_empty_path), _StrictType(False)]
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")

@@ -90,8 +90,10 @@ def _host_port(url: str) -> str:
 def check_state_dir(cfg: Config) -> str:
     from storage.state_dir import StateDirError, prepare_state_dir  # noqa: PLC0415
 
+    path = Path(cfg.daemon.state_dir)
+    before = stat.S_IMODE(path.stat().st_mode) if path.is_dir() else None
     try:
-        d = prepare_state_dir(Path(cfg.daemon.state_dir))
+        d = prepare_state_dir(path)  # as `run` does: created 0700, or narrowed to it
     except StateDirError as exc:
         raise CheckFailed(str(exc)) from None
     mode = stat.S_IMODE(d.stat().st_mode)
@@ -102,8 +104,10 @@ def check_state_dir(cfg: Config) -> str:
     finally:
         os.close(fd)
         os.unlink(name)
-    if mode & 0o077:
-        return f"state dir {d} writable (mode {mode:04o}: the daemon restricts it to 0700 at start)"
+    if before is not None and before != mode:
+        return f"state dir {d} writable (mode {before:04o} narrowed to {mode:04o}, as the daemon does at start)"
+    if mode & 0o077:  # a folder owned by another user is left as it is
+        return f"state dir {d} writable (mode {mode:04o}, not ours to narrow)"
     return f"state dir {d} writable"
 
 

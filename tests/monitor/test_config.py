@@ -270,6 +270,13 @@ CASES: list[tuple[str, str, str, str]] = [
         "[daemon]\nstate_dir = 5\n",
         "daemon.state_dir: expected a path (a string), got 5",
     ),
+    (
+        # Path("") is the config file's folder: `run` took its files private
+        "path-empty",
+        "",
+        '[daemon]\nstate_dir = " "\n',
+        "daemon.state_dir: expected a path, got an empty string",
+    ),
     # bounds
     (
         "int-lower-bound",
