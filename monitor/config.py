@@ -319,6 +319,61 @@ class DaemonConfig(Strict):
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
+#: kafka-python consumer options the daemon sets itself: from the [kafka] key named, or
+#: (None) because its correctness depends on the value it sets
+_OWNED_CONSUMER_OPTIONS: dict[str, str | None] = {
+    "bootstrap_servers": "kafka.bootstrap_servers", "client_id": "kafka.client_id", "group_id": "kafka.group_id",
+    "security_protocol": "kafka.security_protocol", "sasl_mechanism": "kafka.sasl_mechanism",
+    "sasl_plain_username": "kafka.sasl_username", "sasl_oauth_token_provider": "kafka.sasl_oauth_token_file",
+    "ssl_cafile": "kafka.ssl_cafile", "ssl_certfile": "kafka.ssl_certfile", "ssl_keyfile": "kafka.ssl_keyfile",
+    "ssl_check_hostname": "kafka.ssl_check_hostname", "auto_offset_reset": "kafka.auto_offset_reset",
+    "session_timeout_ms": "kafka.session_timeout", "heartbeat_interval_ms": "kafka.heartbeat_interval",
+    "max_poll_records": "kafka.max_poll_records",
+    # offsets are committed by the daemon once what they cover is stored
+    "enable_auto_commit": None, "auto_commit_interval_ms": None, "default_offset_commit_callback": None,
+    # the label join relies on the range assignor giving partition N of both topics to one member
+    "partition_assignment_strategy": None,
+    # the records' bytes are decoded by the daemon; poll() must not end the consumer
+    "key_deserializer": None, "value_deserializer": None, "consumer_timeout_ms": None,
+    # objects, not values a config file can hold
+    "kafka_client": None, "selector": None, "metric_reporters": None, "ssl_context": None, "socket_options": None,
+    # GSSAPI is not a supported sasl_mechanism
+    "sasl_kerberos_domain_name": None, "sasl_kerberos_name": None, "sasl_kerberos_service_name": None,
+}
+
+
+def _consumer_option(key: str, value: Any) -> None:
+    """Refuse a ``kafka.consumer_options`` entry kafka-python does not know, the daemon
+    sets itself, or of the wrong type (it failed only when the consumer was made: a
+    reconnect loop or a traceback)."""
+    from difflib import get_close_matches  # noqa: PLC0415
+
+    from kafka import KafkaConsumer  # noqa: PLC0415 - only for a config that has consumer_options
+
+    defaults = KafkaConsumer.DEFAULT_CONFIG
+    if key in _OWNED_CONSUMER_OPTIONS:
+        own = _OWNED_CONSUMER_OPTIONS[key]
+        raise _fail(key, f"set by the daemon from {own}: set that instead" if own else "set by the daemon itself")
+    if key not in defaults:
+        near = get_close_matches(key, [k for k in defaults if k not in _OWNED_CONSUMER_OPTIONS], n=1)
+        raise _fail(key, "not a kafka-python consumer option" + (f' (did you mean "{near[0]}"?)' if near else ""))
+    default = defaults[key]
+    if isinstance(default, bool) or default is None:
+        want: tuple[type, ...] = (bool,) if isinstance(default, bool) else (str, int, list)
+    elif isinstance(default, int):
+        want = (int,)
+    elif isinstance(default, float):
+        want = (int, float)
+    elif isinstance(default, str):
+        want = (str,)
+    else:
+        want = (type(default),)
+    if not isinstance(value, want) or (want == (int,) and isinstance(value, bool)):
+        names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
+                             list: "a list"}.get(t, t.__name__) for t in want)
+        raise _fail(key, "expected {names}, got {got}", names=names, got=_show(value))
+
+
 class KafkaConfig(Strict):
     bootstrap_servers: list[str] = Field(default=["localhost:9092"], min_length=1)
     group_id: str = Field(default="driftwarden", min_length=1)
@@ -378,14 +433,15 @@ class KafkaConfig(Strict):
 
     @field_validator("consumer_options")
     @classmethod
-    def _no_literal_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
+    def _consumer_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
             if "password" in key or "token" in key:
                 raise _fail(
                     key,
                     "secrets are never literal: use kafka.sasl_password_env/sasl_password_file"
                     " or kafka.ssl_password_env/ssl_password_file",
                 )
+            _consumer_option(key, value)
         return v
 
     @model_validator(mode="after")
@@ -393,6 +449,22 @@ class KafkaConfig(Strict):
         _secret_pair(self, "sasl_password")
         _secret_pair(self, "ssl_password")
         sasl = self.security_protocol.startswith("SASL")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        # set but unused, they would let a PLAINTEXT connection pass for an encrypted or
+        # authenticated one
+        for key in sorted(self.model_fields_set):
+            if key.startswith("ssl_") and not tls:
+                raise _fail(key, 'expected only with security_protocol "SSL" or "SASL_SSL" (it is ignored'
+                                 " otherwise), got security_protocol {p}", p=_show(self.security_protocol))
+            if key in ("sasl_username", "sasl_password_env", "sasl_password_file") and not self.sasl_mechanism:
+                raise _fail(key, 'expected only with a sasl_mechanism and security_protocol "SASL_PLAINTEXT"'
+                                 ' or "SASL_SSL" (it is ignored otherwise), got security_protocol {p}',
+                            p=_show(self.security_protocol))
+        for key in self.consumer_options:
+            if key.startswith("ssl_") and not tls:
+                raise _fail(f"consumer_options.{key}", 'expected only with security_protocol "SSL" or'
+                            ' "SASL_SSL" (it is ignored otherwise), got security_protocol {p}',
+                            p=_show(self.security_protocol))
         if sasl and not self.sasl_mechanism:
             raise _fail(
                 "sasl_mechanism",

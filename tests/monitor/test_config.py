@@ -264,6 +264,60 @@ CASES: list[tuple[str, str, str, str]] = [
         "[kafka]\nconsumer_options = 5\n",
         "kafka.consumer_options: expected a table, got 5",
     ),
+    # consumer options kafka-python refused only when the consumer was made (a reconnect loop
+    # or a traceback), or that overrode what the daemon sets
+    (
+        "consumer-option-unknown",
+        "",
+        "[kafka]\nconsumer_options = { fetch_max_wait = 200 }\n",
+        'kafka.consumer_options.fetch_max_wait: not a kafka-python consumer option (did you mean "fetch_max_wait_ms"?)',
+    ),
+    (
+        "consumer-option-type",
+        "",
+        '[kafka]\nconsumer_options = { fetch_max_wait_ms = "fast" }\n',
+        'kafka.consumer_options.fetch_max_wait_ms: expected an integer, got "fast"',
+    ),
+    (
+        "consumer-option-bool",
+        "",
+        "[kafka]\nconsumer_options = { check_crcs = 1 }\n",
+        "kafka.consumer_options.check_crcs: expected true/false, got 1",
+    ),
+    (
+        "consumer-option-owned-by-a-key",
+        "",
+        '[kafka]\nconsumer_options = { group_id = "other" }\n',
+        "kafka.consumer_options.group_id: set by the daemon from kafka.group_id: set that instead",
+    ),
+    (
+        "consumer-option-owned",
+        "",
+        "[kafka]\nconsumer_options = { enable_auto_commit = true }\n",
+        "kafka.consumer_options.enable_auto_commit: set by the daemon itself",
+    ),
+    (
+        "consumer-option-tls-without-tls",
+        "",
+        '[kafka]\nconsumer_options = { ssl_ciphers = "ECDHE" }\n',
+        'kafka.consumer_options.ssl_ciphers: expected only with security_protocol "SSL" or "SASL_SSL"'
+        ' (it is ignored otherwise), got security_protocol "PLAINTEXT"',
+    ),
+    # TLS and SASL keys without the protocol that uses them: the connection stayed plain
+    (
+        "tls-key-without-tls",
+        "",
+        "[kafka]\nssl_check_hostname = false\n",
+        'kafka.ssl_check_hostname: expected only with security_protocol "SSL" or "SASL_SSL"'
+        ' (it is ignored otherwise), got security_protocol "PLAINTEXT"',
+    ),
+    (
+        "sasl-key-without-sasl",
+        "",
+        '[kafka]\nsecurity_protocol = "SSL"\nsasl_username = "u"\n',
+        'kafka.sasl_username: expected only with a sasl_mechanism and security_protocol "SASL_PLAINTEXT"'
+        ' or "SASL_SSL" (it is ignored otherwise), got security_protocol "SSL"',
+    ),
     (
         "path-as-int",
         "",
@@ -798,7 +852,7 @@ def test_reference_not_found(tmp_path: Path) -> None:
 
 
 def test_tls_file_not_found(tmp_path: Path) -> None:
-    assert problems(tmp_path, '[kafka]\nssl_cafile = "ca.pem"\n') == [
+    assert problems(tmp_path, '[kafka]\nsecurity_protocol = "SSL"\nssl_cafile = "ca.pem"\n') == [
         f'kafka.ssl_cafile: expected an existing file, got "ca.pem" (not found in {tmp_path.resolve()})'
     ]
 
