@@ -44,7 +44,13 @@ from pydantic import (
 from pydantic import Strict as _StrictType
 from pydantic_core import PydanticCustomError
 
-from monitor.metric_names import LATENCY_METRICS, model_metrics
+from monitor.metric_names import (
+    COLUMN_METRICS,
+    DATASET_METRICS,
+    LATENCY_METRICS,
+    has_reference_figure,
+    model_metrics,
+)
 from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
 
 __all__ = [
@@ -1706,6 +1712,7 @@ def _post_checks(
         available = set().union(*(model_metrics(m) for m in targets))
         if r.metric not in available:
             problems.append(f"rules[{i}].metric: {_unknown_metric(r.metric, available, targets)}")
+        problems += _rule_shape_problems(i, r, targets)
         if r.column is not None and r.column != "*":
             columns = sorted(
                 {c for m in targets for c in (*m.feature_names, m.prediction)}
@@ -1722,6 +1729,32 @@ def _post_checks(
                     f"rules[{i}].notifiers[{j}]: unknown notifier {_show(target)}; expected one of: {known}"
                 )
     return _Checked(problems, secrets, unresolved, warnings)
+
+
+def _rule_shape_problems(i: int, r: RuleConfig, targets: list[ModelConfig]) -> list[str]:
+    """A rule whose column, segment or relative threshold its metric's figures never have:
+    it would never fire (each was accepted and silently never matched)."""
+    out = []
+    which = f"model {_show(targets[0].name)}" if len(targets) == 1 else "any model"
+    if r.metric in DATASET_METRICS and r.column is not None:
+        out.append(f"rules[{i}].column: {_show(r.metric)} is a figure of the whole window, stored without a"
+                   f" column; expected no column, got {_show(r.column)}")
+    if r.metric in COLUMN_METRICS and r.column is None:
+        out.append(f'rules[{i}].column: required for {_show(r.metric)}, a figure of each column; expected a'
+                   ' column name or "*" (any column)')
+    if r.segment is not None:
+        keys = sorted({k for m in targets for k in m.segments})
+        key, eq, _ = r.segment.partition("=")
+        if not keys:
+            out.append(f"rules[{i}].segment: {which} has no segments ([models] segments), so no window has"
+                       f" segment {_show(r.segment)}")
+        elif r.segment != "*" and (not eq or key not in keys):
+            out.append(f'rules[{i}].segment: expected "*" or KEY=VALUE with KEY one of: {", ".join(keys)};'
+                       f" got {_show(r.segment)}")
+    if r.relative and not has_reference_figure(r.metric):
+        out.append(f"rules[{i}].relative: the reference has no {_show(r.metric)} of its own to compare with"
+                   " (relative thresholds apply to row_count, missing_share and performance figures)")
+    return out
 
 
 _SHAPES = {

@@ -42,6 +42,25 @@ ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 #: with labels: label counts of the window, and label drift (reference labels needed)
 LABEL_METRICS = frozenset({"label_coverage", "labelled_rows", "label_drift"})
 
+#: figures of a whole window (stored with column ""): a rule naming a column never sees one
+DATASET_METRICS = frozenset(
+    {"row_count", "drift_share", "drifted_columns", "multivariate_auc", "label_coverage", "labelled_rows"}
+) | RATE_METRICS | LATENCY_METRICS
+#: figures of one column (the prediction's and the label's drift too): a rule on one names
+#: its column, or "*"
+COLUMN_METRICS = frozenset(
+    {"missing_share", "out_of_range_share", "new_category_share", "drift_score", "prediction_drift", "label_drift"}
+)
+
+
+def has_reference_figure(metric: str) -> bool:
+    """Whether the reference gives its own ``metric`` (what a rule with ``relative = true``
+    compares with): its row count and missing shares, and, when it holds labels, the
+    performance figures and their estimates."""
+    base = metric.removeprefix("estimated_")
+    return metric in ("row_count", "missing_share") or base in {*BINARY, *MULTICLASS, *REGRESSION}
+
+
 def performance_figures(task: str, prediction_type: str) -> tuple[str, ...]:
     """The performance figures of a model shape (before suffixes)."""
     if task == "regression":

@@ -616,8 +616,44 @@ CASES: list[tuple[str, str, str, str]] = [
     (
         "rule-column",
         "",
-        RULE + 'column = "agee"\n',
+        RULE.replace('"drift_share"', '"drift_score"') + 'column = "agee"\n',
         'rules[0].column: unknown column "agee"; expected one of: age, plan, prediction',
+    ),
+    # rules that could never fire: their figures never have that column, segment or
+    # reference figure (each was accepted)
+    (
+        "rule-column-on-a-window-figure",
+        "",
+        RULE + 'column = "age"\n',
+        'rules[0].column: "drift_share" is a figure of the whole window, stored without a column;'
+        ' expected no column, got "age"',
+    ),
+    (
+        "rule-no-column-on-a-column-figure",
+        "",
+        RULE.replace('"drift_share"', '"missing_share"'),
+        'rules[0].column: required for "missing_share", a figure of each column; expected a column'
+        ' name or "*" (any column)',
+    ),
+    (
+        "rule-segment-without-segments",
+        "",
+        RULE + 'segment = "region=eu"\n',
+        'rules[0].segment: model "churn" has no segments ([models] segments), so no window has'
+        ' segment "region=eu"',
+    ),
+    (
+        "rule-segment-unknown-key",
+        'segments = ["plan"]',
+        RULE + 'segment = "region=eu"\n',
+        'rules[0].segment: expected "*" or KEY=VALUE with KEY one of: plan; got "region=eu"',
+    ),
+    (
+        "rule-relative-without-a-reference-figure",
+        "",
+        RULE + "relative = true\n",
+        'rules[0].relative: the reference has no "drift_share" of its own to compare with'
+        " (relative thresholds apply to row_count, missing_share and performance figures)",
     ),
     (
         "rule-notifier-none",
@@ -1084,9 +1120,10 @@ def test_kafka_conveniences(tmp_path: Path) -> None:
 def test_rule_defaults_and_wildcards(tmp_path: Path) -> None:
     cfg = load(
         tmp_path,
-        RULE
+        RULE.replace('"drift_share"', '"drift_score"')
         + 'column = "*"\nsegment = "*"\n'
         + '[[rules]]\nname = "quiet"\nmetric = "no_data"\nno_data_for = "30m"\n',
+        model='segments = ["plan"]',
     )
     r, q = cfg.rules
     assert (r.op, r.for_, r.resolve_after, r.severity, r.relative, r.column) == (

@@ -108,7 +108,7 @@ def test_rules_on_figures_the_reference_cannot_give_are_refused(tmp_path: Path) 
     from monitor.references.load import ReferenceError
     from tests.monitor.labels.helpers import label_config
 
-    rule = '[[rules]]\nname = "labels-moved"\nmetric = "label_drift"\nop = ">"\nthreshold = 0.1\n'
+    rule = '[[rules]]\nname = "labels-moved"\nmetric = "label_drift"\ncolumn = "label"\nop = ">"\nthreshold = 0.1\n'
     cfg_path = label_config(tmp_path, extra=rule)
     ref = tmp_path / "reference.csv"
     with_labels = ref.read_text()
