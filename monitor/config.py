@@ -595,6 +595,11 @@ class WindowConfig(Strict):
     @model_validator(mode="after")
     def _shape(self) -> WindowConfig:
         example = '"5m"' if self.by == "time" else "1000"
+        if self.by == "count":
+            for key in ("lateness", "idle_timeout"):
+                if key in self.model_fields_set:
+                    raise _fail(key, 'expected only with by = "time" (a count window closes at its row'
+                                     " count and has neither), got {got}", got=_show(getattr(self, key)))
         if self.type == "tumbling" and self.slide is not None and self.slide != self.size:
             raise _fail(
                 "slide",
@@ -851,6 +856,12 @@ class ModelConfig(Strict):
                 got=_show(self.prediction),
             )
         known = [*names, self.prediction]
+        if self.prediction in self.drift.columns and not self.drift.prediction:
+            raise _fail(f"drift.columns.{self.prediction}", "expected no settings for the prediction with"
+                        " drift.prediction = false (its drift is not judged)")
+        if self.layout == "flat" and "features" in self.fields.model_fields_set:
+            raise _fail("fields.features", 'expected only with layout = "nested" (flat messages hold the'
+                        " features at the top level), got {got}", got=_show(self.fields.features))
         for col, cd in self.drift.columns.items():
             if col not in known:
                 raise _fail(
@@ -1143,6 +1154,11 @@ class SlackNotifierConfig(RetryConfig):
                 " webhook_url_env/webhook_url_file, got {got}",
                 got="both" if has_token else "neither",
             )
+        if has_hook:
+            for key in ("channel", "base_url"):
+                if key in self.model_fields_set:
+                    raise _fail(key, "expected only with token_env/token_file (an incoming webhook posts to"
+                                     " its own channel at its own URL), got {got}", got=_show(getattr(self, key)))
         if has_token and not self.channel:
             raise _fail("channel", 'required with a bot token, e.g. channel = "#ml-alerts"')
         return self
@@ -1159,6 +1175,10 @@ class WebhookNotifierConfig(RetryConfig):
     @model_validator(mode="after")
     def _secret(self) -> WebhookNotifierConfig:
         _secret_pair(self, "secret")
+        if self.cooldown is not None and self.kind != "retrain":
+            raise _fail("cooldown", 'expected only with kind = "retrain" (alert notifications are grouped and'
+                        " repeated by [alerting] and each rule's repeat_interval), got {got}",
+                        got=_show(self.cooldown))
         if self.kind == "retrain" and not (self.secret_env or self.secret_file):
             raise _fail(
                 "secret_env",
@@ -1172,6 +1192,11 @@ NotifierConfig = Annotated[SlackNotifierConfig | WebhookNotifierConfig, Field(di
 
 
 # --------------------------------------------------------------------------- the rest
+
+
+#: the labels every alert has (alerts.rules.Rule.instance_labels; "rule" is alertname),
+#: besides each rule's own ``labels``
+ALERT_LABELS = ("alertname", "model", "metric", "severity", "column", "segment", "version")
 
 
 class AlertingConfig(Strict):
@@ -1694,6 +1719,23 @@ def _post_checks(
         problems.append(
             f"kafka.labels_topic: expected a topic other than predictions_topic, got {_show(cfg.kafka.labels_topic)}"
         )
+
+    if cfg.labels.model_fields_set and not labelled:
+        problems.append("labels: expected only with a model whose [models.performance] enabled = true"
+                        " (no model joins labels, so these settings change nothing)")
+    if cfg.storage.url is None and "pool_size" in cfg.storage.model_fields_set:
+        problems.append(f"storage.pool_size: expected only with storage.url (a PostgreSQL pool; the SQLite"
+                        f" store has no pool), got {cfg.storage.pool_size}")
+    if cfg.storage.url is not None and "sqlite_synchronous" in cfg.daemon.model_fields_set:
+        problems.append(f"daemon.sqlite_synchronous: expected only without storage.url (the SQLite store),"
+                        f" got {_show(cfg.daemon.sqlite_synchronous)}")
+    group_labels = {*ALERT_LABELS, "rule"} | {k for r in cfg.rules for k in r.labels}
+    for j, g in enumerate(cfg.alerting.group_by):
+        if g not in group_labels:
+            close = difflib.get_close_matches(g, sorted(group_labels), n=1)
+            problems.append(f"alerting.group_by[{j}]: unknown alert label {_show(g)}"
+                            + (f'; did you mean "{close[0]}"?' if close else
+                               f"; expected one of: {', '.join(sorted(group_labels))}"))
 
     model_names = sorted({m.name for m in cfg.models})
     rule_names: set[str] = set()

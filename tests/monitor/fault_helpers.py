@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -32,10 +33,19 @@ def fault_config(
 ) -> Path:
     """``write_config`` with another window shape; a fresh HTTP port each call."""
     path = write_config(folder, bootstrap=bootstrap, topic=topic, http_port=free_port(), **kw)
-    text = path.read_text()
-    assert TUMBLING in text
-    path.write_text(text.replace(TUMBLING, SHAPES[shape]))
+    path.write_text(shaped(path.read_text(), shape))
     return path
+
+
+def shaped(config_text: str, shape: str) -> str:
+    """A config written by ``write_config`` with its window shape replaced by ``shape``
+    (one of :data:`SHAPES`); count windows lose the time windows' lateness and
+    idle_timeout, which they refuse."""
+    assert TUMBLING in config_text
+    text = config_text.replace(TUMBLING, SHAPES[shape])
+    if shape == "count":
+        text = re.sub(r'\n(lateness|idle_timeout) = "[^"]*"', "", text)
+    return text
 
 
 def peek_state(db: Path | StoreTarget, *, owned_only: bool = False) -> dict[str, Any] | None:

@@ -823,6 +823,60 @@ CASES: list[tuple[str, str, str, str]] = [
         '[storage]\nurl = "postgresql://me@db/x"\npool_size = 1\n',
         "storage.pool_size: expected a number >= 2, got 1",
     ),
+    # keys that were accepted and changed nothing
+    (
+        "count-window-lateness",
+        'window = { by = "count", size = 100, lateness = "5m" }',
+        "",
+        'models[0].window.lateness: expected only with by = "time" (a count window closes at its row count'
+        ' and has neither), got "5m"',
+    ),
+    (
+        "count-window-idle-timeout",
+        'window = { by = "count", size = 100, idle_timeout = "1m" }',
+        "",
+        'models[0].window.idle_timeout: expected only with by = "time" (a count window closes at its row count'
+        ' and has neither), got "1m"',
+    ),
+    (
+        "prediction-settings-without-prediction-drift",
+        'drift = { prediction = false, columns = { prediction = { threshold = 0.2 } } }',
+        "",
+        "models[0].drift.columns.prediction: expected no settings for the prediction with"
+        " drift.prediction = false (its drift is not judged)",
+    ),
+    (
+        "features-field-of-a-flat-message",
+        'layout = "flat"\nfields = { features = "f" }',
+        "",
+        'models[0].fields.features: expected only with layout = "nested" (flat messages hold the'
+        ' features at the top level), got "f"',
+    ),
+    (
+        "cooldown-on-alert-webhooks",
+        "",
+        HOOK + 'cooldown = "6h"\n',
+        'notifiers.h.cooldown: expected only with kind = "retrain" (alert notifications are grouped and'
+        " repeated by [alerting] and each rule's repeat_interval), got \"6h\"",
+    ),
+    (
+        "pool-size-on-sqlite",
+        "",
+        "[storage]\npool_size = 4\n",
+        "storage.pool_size: expected only with storage.url (a PostgreSQL pool; the SQLite store has no pool), got 4",
+    ),
+    (
+        "sqlite-synchronous-on-postgresql",
+        "",
+        '[daemon]\nsqlite_synchronous = "NORMAL"\n[storage]\nurl = "postgresql://me@db/x"\n',
+        'daemon.sqlite_synchronous: expected only without storage.url (the SQLite store), got "NORMAL"',
+    ),
+    (
+        "group-by-typo",
+        "",
+        '[alerting]\ngroup_by = ["modle"]\n',
+        'alerting.group_by[0]: unknown alert label "modle"; did you mean "model"?',
+    ),
 ]
 
 
@@ -1312,14 +1366,20 @@ def test_relative_paths_resolve_against_config_folder(
 def test_slack_base_url_gets_trailing_slash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DW_TEST_HOOK", "https://hooks.slack.com/services/x")
+    monkeypatch.setenv("DW_TEST_TOKEN", "xoxb-test")
     cfg = load(
         tmp_path,
-        SLACK + 'webhook_url_env = "DW_TEST_HOOK"\nbase_url = "http://127.0.0.1:8080/api"\n',
+        SLACK + 'token_env = "DW_TEST_TOKEN"\nchannel = "#a"\nbase_url = "http://127.0.0.1:8080/api"\n',
     )
     s = cfg.notifiers["s"]
     assert isinstance(s, SlackNotifierConfig) and s.base_url == "http://127.0.0.1:8080/api/"
-    assert cfg.secret("notifiers.s.webhook_url") == "https://hooks.slack.com/services/x"
+    # an incoming webhook has its own URL and channel: both keys would be ignored
+    monkeypatch.setenv("DW_TEST_HOOK", "https://hooks.slack.com/services/x")
+    for key in ('base_url = "http://127.0.0.1:8080/api/"', 'channel = "#a"'):
+        assert problems(tmp_path, SLACK + f'webhook_url_env = "DW_TEST_HOOK"\n{key}\n') == [
+            f"notifiers.s.{key.split(' ')[0]}: expected only with token_env/token_file (an incoming webhook posts"
+            f" to its own channel at its own URL), got {key.split(' = ')[1]}"
+        ]
 
 
 # --------------------------------------------------------------------------- config.example.toml

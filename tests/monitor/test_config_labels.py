@@ -73,10 +73,17 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "delay-after-ttl",
-        "",
+        ON,
         '[labels]\nttl = "1h"\ndelay = "2h"\n',
         'labels.delay: expected less than labels.ttl ("1h"): a window must mature before its'
         ' predictions leave the join, got "2h"',
+    ),
+    (
+        "labels-without-a-labelled-model",
+        "",
+        '[labels]\nttl = "2d"\n',
+        "labels: expected only with a model whose [models.performance] enabled = true (no model joins"
+        " labels, so these settings change nothing)",
     ),
     (
         "bootstrap",

@@ -24,7 +24,7 @@ from monitor.service.pipeline import Pipeline
 from storage.db import Store
 from storage.stream import partition_rows
 from tests.monitor.daemon_helpers import START, stream, write_config
-from tests.monitor.fault_helpers import SHAPES, TUMBLING
+from tests.monitor.fault_helpers import shaped
 from tests.store_targets import StoreTarget
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
@@ -42,7 +42,7 @@ class Clock:
 
 def config(tmp: Path, shape: str) -> Config:
     path = write_config(tmp, bootstrap="127.0.0.1:9", topic="predictions", http_port=1, idle_timeout="2s")
-    path.write_text(path.read_text().replace(TUMBLING, SHAPES[shape]))
+    path.write_text(shaped(path.read_text(), shape))
     return load_config(path)
 
 

@@ -21,7 +21,7 @@ from monitor.config import Config, load_config
 from monitor.service.pipeline import Pipeline
 from storage.db import Store
 from tests.monitor.daemon_helpers import START, disordered, stream, write_config
-from tests.monitor.fault_helpers import SHAPES, TUMBLING
+from tests.monitor.fault_helpers import shaped
 from tests.monitor.service.test_pipeline_isolation import NOW_MS, Rec, records
 from tests.store_targets import StoreTarget, state_target
 
@@ -31,7 +31,7 @@ def config(tmp: Path, shape: str) -> Config:
         tmp, bootstrap="127.0.0.1:9", topic="predictions", http_port=1,
         extra="[reports]\nsample_rows = 40\nsample_windows = 1000\n",
     )
-    text = path.read_text().replace(TUMBLING, SHAPES[shape])
+    text = shaped(path.read_text(), shape)
     # the t-test reads the values in row order (its sums), where the default tests sort them
     path.write_text(text + '\n[models.drift.columns.age]\nmethod = "t_test"\n')
     return load_config(path)
