@@ -289,7 +289,8 @@ async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     d = _daemon(request)
     body = await _read_json(request)
-    s = parse_silence(body, now=d.clock())
+    s = parse_silence(body, now=d.clock(), models=d.pipeline.models.keys(),
+                      rules=[r.name for r in d.config.rules])
     sid = await asyncio.to_thread(
         d.alerting.silence, model=s.model, rule=s.rule, until=s.until, created_by=s.created_by, comment=s.comment,
     )
