@@ -119,6 +119,9 @@ def _show(value: Any) -> str:
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: the longest duration accepted: now plus or minus it stays a valid time (``datetime``
+#: ends at year 9999), so a retention, a ``--since`` or a silence cannot overflow
+MAX_DURATION = timedelta(days=36_500)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -138,6 +141,10 @@ def parse_duration(value: Any) -> timedelta:
             total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
             pos = match.end()
         if text and pos == len(text):
+            if total > MAX_DURATION.total_seconds():
+                raise PydanticCustomError(
+                    "duration", 'expected a duration of at most 100 years ("36500d"), got {got}', {"got": _show(value)}
+                )
             return timedelta(seconds=total)
     raise PydanticCustomError(
         "duration", 'expected a duration like "15m", got {got}', {"got": _show(value)}
@@ -1238,7 +1245,11 @@ def _keep(value: Any) -> timedelta | None:
         return None
     try:
         td = parse_duration(value)
-    except PydanticCustomError:
+    except PydanticCustomError as exc:
+        if "at most" in exc.message_template:  # too long: "forever" is what was meant
+            raise PydanticCustomError(
+                "retention", 'expected at most 100 years ("36500d"), or "forever", got {got}', {"got": _show(value)}
+            ) from None
         raise PydanticCustomError(
             "retention", 'expected a duration like "90d", or "forever", got {got}', {"got": _show(value)}
         ) from None

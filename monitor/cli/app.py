@@ -152,7 +152,7 @@ def check(
 @app.command()
 def healthcheck(
     config: ConfigOpt,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
+    timeout: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds to wait for the answer.")] = 5.0,
 ) -> None:
     """Ask the running daemon's /healthz at the configured listen address: exit 0 if it answers 200, else 1."""
     cfg = _load(config)
@@ -218,7 +218,7 @@ def replay(
 @app.command()
 def demo(
     state_dir: Annotated[Path, typer.Option("--state-dir", help="Where to leave the demo's state.")] = Path("demo-state"),
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120.0,
+    timeout: Annotated[float, typer.Option(min=1, max=86_400, help="Give up after this many seconds.")] = 120.0,
 ) -> None:
     """Everything embedded: a local broker, a drifting stream, Slack and webhook stand-ins."""
     import os  # noqa: PLC0415

@@ -29,7 +29,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Only this model."
 SinceOpt = Annotated[
     str | None, typer.Option("--since", help='Only since then: a duration back ("2h", "7d") or a time (2026-11-23T14:00Z).')
 ]
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=1_000_000_000, help="At most this many rows.")]
 
 
 def _echo(text: str) -> None:

@@ -871,6 +871,19 @@ CASES: list[tuple[str, str, str, str]] = [
         '[daemon]\nsqlite_synchronous = "NORMAL"\n[storage]\nurl = "postgresql://me@db/x"\n',
         'daemon.sqlite_synchronous: expected only without storage.url (the SQLite store), got "NORMAL"',
     ),
+    # durations that overflowed a date later (a traceback, or every prune failing)
+    (
+        "duration-too-long",
+        "",
+        '[kafka]\ncommit_interval = "99999999d"\n',
+        'kafka.commit_interval: expected a duration of at most 100 years ("36500d"), got "99999999d"',
+    ),
+    (
+        "retention-too-long",
+        "",
+        '[retention]\nwindows = "99999999d"\n',
+        'retention.windows: expected at most 100 years ("36500d"), or "forever", got "99999999d"',
+    ),
     (
         "group-by-typo",
         "",

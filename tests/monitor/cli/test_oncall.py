@@ -284,6 +284,16 @@ def test_an_infinite_figure_is_null_in_the_json_and_inf_in_the_table(store_targe
     assert "inf" in ok("windows", "show", key.id, *where)
 
 
+def test_huge_numbers_are_refused_not_a_traceback(where: tuple[str, str]) -> None:
+    # each overflowed a date or SQLite's 64-bit integer: a traceback
+    since = cli("windows", *where, "--since", "100000000d")
+    assert since.returncode == 2 and "--since: expected a duration" in since.stderr, since.stderr
+    limit = cli("windows", *where, "--limit", "9" * 23)
+    assert limit.returncode == 2 and "Invalid value for '--limit'" in limit.stderr, limit.stderr
+    silence = cli("silence", "add", *where, "--model", "churn", "--for", "9999999d")
+    assert silence.returncode == 2 and "--for: expected a duration" in silence.stderr, silence.stderr
+
+
 def test_windows_show_every_figure(where: tuple[str, str]) -> None:
     items = doc("windows", *where, "--state", "drifted")["items"]
     wid = items[0]["id"]  # type: ignore[index]
