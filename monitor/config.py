@@ -18,6 +18,7 @@ mistake worth reporting).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import stat
@@ -27,6 +28,7 @@ import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -196,6 +198,8 @@ def _env_name(v: str) -> str:
 
 #: the name of an environment variable holding a secret
 EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 def _non_empty_path(v: object) -> object:
     # Path("") is ".", which resolves to the config file's folder: a state_dir = "" (or an
     # empty DRIFTWARDEN_DAEMON__STATE_DIR) made `run` take that folder's files private
@@ -222,7 +226,14 @@ def _url_shown(v: str) -> str:
 
 
 def _url(v: str) -> str:
-    if not re.match(r"https?://[^/\s]+", v) or any(c.isspace() for c in v):
+    ok = bool(re.match(r"https?://[^/\s]+", v)) and not any(c.isspace() for c in v)
+    if ok:
+        try:  # a port past 65535 or a broken [IPv6] host failed only at the first request
+            parts = urlsplit(v)
+            ok = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            ok = False
+    if not ok:
         raise PydanticCustomError(
             "url", "expected an http:// or https:// URL, got {got}", {"got": _show(_url_shown(v))}
         )
@@ -234,6 +245,11 @@ Url = Annotated[str, AfterValidator(_url)]
 
 def _host_port(v: str) -> bool:
     host, sep, port = v.rpartition(":")
+    if re.fullmatch(r"[\d.]+", host):  # looks like an IPv4 address: must be one (not 999.1.1.1)
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
@@ -1333,6 +1349,21 @@ class ReportsConfig(Strict):
 _PG_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
 
 
+def _libpq_parses(url: str) -> bool:
+    """Whether libpq reads ``url`` (its own parser: bad brackets, unknown parameters such
+    as ``?foo=bar``, a port past 65535 are refused here instead of at start)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only for a shared store
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return True
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError: libpq refused it
+        return False
+    port = str(params.get("port") or "5432")
+    return all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(","))
+
+
 class StorageConfig(Strict):
     """Where figures and stream state live: SQLite in ``daemon.state_dir`` (no ``url``,
     the default), or a PostgreSQL shared by several instances (``url``)."""
@@ -1356,7 +1387,7 @@ class StorageConfig(Strict):
     def _pg(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
-        if not _PG_URL.match(v) or any(c.isspace() for c in v):
+        if not _PG_URL.match(v) or any(c.isspace() for c in v) or not _libpq_parses(v):
             raise PydanticCustomError(
                 "url", 'expected a URL like "postgresql://user@host:5432/db", got {got}',
                 {"got": _show(_url_shown(v))},

@@ -97,7 +97,14 @@ def run(config: ConfigOpt) -> None:
     from monitor.service.heap import settle_heap  # noqa: PLC0415
 
     logging.getLogger("driftwarden.daemon").debug("start-up objects frozen: %d", settle_heap())
-    raise typer.Exit(daemon.run())
+    from monitor.web.server import ListenError  # noqa: PLC0415
+
+    try:
+        code = daemon.run()
+    except ListenError as exc:  # a port in use may come free: status 1, started again
+        typer.echo(f"driftwarden: {exc}; exiting with status 1 to be started again", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def _start_daemon(daemon_cls: Any, cfg: Any, config: Path) -> Any:

@@ -111,6 +111,19 @@ def check_state_dir(cfg: Config) -> str:
     return f"state dir {d} writable"
 
 
+def check_listen(cfg: Config) -> tuple[bool, str]:
+    """Whether the HTTP listen address can be bound now (bound and released at once), and
+    the line that says so."""
+    from monitor.web.server import ListenError, bind  # noqa: PLC0415
+
+    host, _, port = cfg.daemon.http_listen.rpartition(":")
+    try:
+        bind(host.strip("[]"), int(port)).close()
+    except ListenError as exc:
+        return False, f"{exc} (in use by another process, or by this daemon already running)"
+    return True, f"http listen {cfg.daemon.http_listen} free"
+
+
 def check_storage(cfg: Config) -> str:
     """The shared PostgreSQL of ``[storage] url``: reachable, logged in, schema version."""
     from monitor.service.store import open_store  # noqa: PLC0415
@@ -262,6 +275,8 @@ def run_checks(
     for warning in cfg.warnings:  # worth fixing, not failing (a secret file every user can read)
         line(True, warning, WARN)
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
+    free, text = check_listen(cfg)
+    line(True, text, None if free else WARN)  # in use now (this daemon already running?): a warning
     kafka_warnings: list[str] = []
     checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg, kafka_warnings))]
     if cfg.storage.url is not None:

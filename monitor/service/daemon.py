@@ -237,7 +237,12 @@ class Daemon:
             from monitor.web.server import ApiServer  # noqa: PLC0415
 
             self._http = ApiServer(self)
-            self._http.start()
+            try:
+                self._http.start()
+            except Exception:  # ListenError: nothing consumed yet; stop what started
+                self._http = None
+                self._shutdown()
+                raise
         try:
             self._consume()
         finally:

@@ -19,6 +19,7 @@ and ``max_reference_bytes`` per route; request line + headers at most 16 KiB (h1
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,22 @@ log = logging.getLogger("driftwarden.http")
 
 #: seconds in-flight requests get to finish when the daemon stops
 GRACEFUL_STOP_S = 3.0
+
+
+class ListenError(RuntimeError):
+    """The listen address cannot be bound (in use, not an address of this host): the
+    message names ``daemon.http_listen`` and the reason."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; raises :class:`ListenError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, a host name that does not resolve
+        # create_server's own error text also repeats the address: the errno's words suffice
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"daemon.http_listen: cannot listen on {host}:{port}: {reason}") from None
 
 
 class ApiServer:
@@ -46,9 +63,9 @@ class ApiServer:
         self.metrics = DaemonMetrics(daemon)
 
     def start(self) -> None:
-        """Bind now, serve from a background thread (see the module docstring)."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, backlog=128)
+        """Bind now (raises :class:`ListenError`), serve from a background thread (see the
+        module docstring)."""
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="http", daemon=True)
         self._thread.start()

@@ -161,6 +161,7 @@ def test_pre_start_check_reports_unreachable_services_without_failing(tmp_path: 
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "✓ config: 1 model(s), 1 rule(s), 1 notifier(s); reference(s): churn 300 rows"
+    assert lines.pop(1).startswith("✓ http listen ")
     assert lines[1].startswith("✓ state dir ")
     if PG_MODE:  # the suite on PostgreSQL: the store's own line
         assert lines.pop(2).startswith("✓ storage postgresql://"), lines

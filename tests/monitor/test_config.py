@@ -884,6 +884,25 @@ CASES: list[tuple[str, str, str, str]] = [
         '[retention]\nwindows = "99999999d"\n',
         'retention.windows: expected at most 100 years ("36500d"), or "forever", got "99999999d"',
     ),
+    # addresses that failed only at start or at the first request
+    (
+        "listen-not-an-address",
+        "",
+        '[daemon]\nhttp_listen = "999.1.1.1:9308"\n',
+        'daemon.http_listen: expected host:port like "127.0.0.1:9308", got "999.1.1.1:9308"',
+    ),
+    (
+        "webhook-url-port",
+        "",
+        '[notifiers.h]\ntype = "webhook"\nurl = "https://example.com:99999/hook"\n',
+        'notifiers.h.url: expected an http:// or https:// URL, got "https://example.com:99999/hook"',
+    ),
+    (
+        "storage-url-libpq-refuses",
+        "",
+        '[storage]\nurl = "postgresql://me@db/x?foo=bar"\n',
+        'storage.url: expected a URL like "postgresql://user@host:5432/db", got "postgresql://…@db/x?foo=bar"',
+    ),
     (
         "group-by-typo",
         "",

@@ -29,12 +29,12 @@ def test_the_server_installs_no_signal_handler_and_stops_cleanly(
 
 
 def test_a_port_in_use_fails_the_start_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.web.server import ApiServer
+    from monitor.web.server import ApiServer, ListenError
 
     with running_api(tmp_path, monkeypatch) as a:
         second = ApiServer(a.daemon)
         second.port = a.port
-        with pytest.raises(OSError):
+        with pytest.raises(ListenError, match=f"daemon.http_listen: cannot listen on 127.0.0.1:{a.port}: Address already in use$"):
             second.start()
 
 
