@@ -9,7 +9,9 @@ stored, the same way on both stores:
   replacement character, for each NUL (:func:`without_nul`; one character for one,
   so length caps count the same);
 - a dead letter's reason, which may quote the message, is stored :func:`printable`,
-  as the command line shows it: ``\\x00``, ``\\n``, ``\\x1b``.
+  as the command line shows it: ``\\x00``, ``\\n``, ``\\x1b``;
+- a segment value also gets U+FFFD for U+001F and U+FFFF (:func:`segment_text`), the
+  label join's separator and missing mark inside ``label_predictions.segments``.
 
 Whatever still carries a NUL to PostgreSQL is replaced the same way by the store
 itself (:mod:`storage.postgres`), so no value can fail a transaction.
@@ -26,6 +28,18 @@ NUL_REPLACEMENT = "\ufffd"
 def without_nul(text: str) -> str:
     """``text`` with each U+0000 replaced by :data:`NUL_REPLACEMENT`."""
     return text.replace("\x00", NUL_REPLACEMENT)
+
+
+#: what the label join reserves inside ``label_predictions.segments``
+#: (:data:`monitor.labels.figures.SEP` and ``ABSENT``), and NUL
+_SEGMENT_RESERVED = str.maketrans({"\x00": NUL_REPLACEMENT, "\x1f": NUL_REPLACEMENT, "\uffff": NUL_REPLACEMENT})
+
+
+def segment_text(text: str) -> str:
+    """A segment value as both stores keep it: NUL, U+001F and U+FFFF each become
+    :data:`NUL_REPLACEMENT` (one character for one). A value holding the join's separator
+    was split there, and its rows counted in another segment's performance figures."""
+    return text.translate(_SEGMENT_RESERVED)
 
 
 def printable(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,16 +95,24 @@ def record_timestamps(records: Sequence[Any]) -> np.ndarray:
     )
 
 
-#: how JSON writes U+0000 (a raw NUL byte is not valid JSON)
-_JSON_NUL = b"\\u0000"
+#: JSON escapes of the characters the columnar paths must not pass on: U+0000 (a raw
+#: NUL byte is not valid JSON; PostgreSQL text cannot hold it), U+001F and U+FFFF (the
+#: label join's segment separator and missing mark, see storage.text.segment_text)
+_JSON_UNSAFE = re.compile(rb"\\u(?:0000|001[fF]|[fF]{4})")
+#: U+FFFF written as itself (UTF-8)
+_RAW_FFFF = "\uffff".encode()
 
 
-def may_hold_nul(values: Sequence[bytes]) -> bool:
-    """Whether a payload may hold the character U+0000 (JSON's ``\\u0000``, or an escaped
-    backslash before ``u0000``). The columnar fast paths leave such a batch to the
-    per-record path, which stores each NUL as U+FFFD (:func:`storage.text.without_nul`).
-    Cheap: the payloads joined once, a ``memchr`` for a backslash (JSON without escapes
-    has none), and only then a search for the escape (``rfind``: its skip character is
-    the rare backslash)."""
+def may_hold_unsafe_text(values: Sequence[bytes]) -> bool:
+    """Whether a payload may hold U+0000, U+001F or U+FFFF (JSON escapes, an escaped
+    backslash before one included, or U+FFFF itself). The columnar fast paths leave such
+    a batch to the per-record path, which replaces them (:func:`storage.text.without_nul`,
+    :func:`storage.text.segment_text`). Cheap: the payloads joined once, and a ``memchr``
+    each for a backslash (JSON without escapes has none) and for U+FFFF's lead byte; the
+    escapes and U+FFFF itself are looked for only when those are there."""
     joined = b"".join(values)
-    return b"\\" in joined and joined.rfind(_JSON_NUL) >= 0
+    # a memchr for U+FFFF's lead byte first: the 3-byte search costs ~50x more, and text
+    # from U+F000 up is rare
+    if b"\xef" in joined and _RAW_FFFF in joined:
+        return True
+    return b"\\" in joined and _JSON_UNSAFE.search(joined) is not None

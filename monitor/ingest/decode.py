@@ -34,7 +34,7 @@ from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
-from storage.text import without_nul
+from storage.text import segment_text, without_nul
 
 
 @dataclass(slots=True)
@@ -85,6 +85,12 @@ class _Builder:
             segments=segs,
             columns=cols,
         )
+
+
+def _segment(value: Any, name: str) -> str | None:
+    """A segment value (see :func:`storage.text.segment_text`)."""
+    text = _text(value, name, required=False)
+    return None if text is None else segment_text(text)
 
 
 def _text(value: Any, name: str, *, required: bool) -> str | None:
@@ -269,7 +275,7 @@ class BatchDecoder:
             if seg_obj is not None and not isinstance(seg_obj, dict):
                 raise BadMessage(f"bad_type: {schema.f_segment} expected object, got {_jtype(seg_obj)}")
             src = seg_obj if seg_obj is not None else obj
-            segs = [_text(src.get(s), f"{schema.f_segment}.{s}", required=False) for s in schema.segments]
+            segs = [_segment(src.get(s), f"{schema.f_segment}.{s}") for s in schema.segments]
 
         b.ts.append(ts)
         b.part.append(rec.partition)

@@ -29,7 +29,7 @@ import numpy as np
 
 from monitor.ingest.batch import (
     ColumnBatch,
-    may_hold_nul,
+    may_hold_unsafe_text,
     object_array,
     record_positions,
     record_timestamps,
@@ -236,7 +236,7 @@ class TypedDecoder:
         self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int
     ) -> dict[str, ColumnBatch] | None:
         values = [r.value for r in records]
-        if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_nul(values):
+        if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_unsafe_text(values):
             return None
         try:
             objs = list(map(self._decode, values))

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from monitor.config import ModelConfig
-from monitor.ingest.batch import BadMessage, may_hold_nul, record_timestamps
+from monitor.ingest.batch import BadMessage, may_hold_unsafe_text, record_timestamps
 from monitor.ingest.decode import _jtype, _text, parse_envelope
 from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
 from storage.dead_letters import DeadLetter
@@ -161,7 +161,7 @@ class LabelDecoder:
 
     def _fast(self, records: list[Any], now_ms: int) -> dict[str, LabelBatch] | None:
         values = [r.value for r in records]
-        if not values or not all(values) or max(map(len, values)) > self.max_message_bytes or may_hold_nul(values):
+        if not values or not all(values) or max(map(len, values)) > self.max_message_bytes or may_hold_unsafe_text(values):
             return None  # a NUL (stored as U+FFFD): the per-record path replaces it
         try:
             objs = list(map(orjson.loads, values))

@@ -269,6 +269,25 @@ def test_a_nul_character_in_message_text_is_stored_as_the_replacement_character(
     assert [(d.offset, d.reason) for d in dead] == [(7, "unknown_model: churn\x00")]  # stored as \x00 (storage.text)
 
 
+def test_the_joins_segment_separator_in_a_segment_value_is_replaced_on_every_path() -> None:
+    """U+001F and U+FFFF are the label join's separator and missing mark inside stored
+    segments: in a segment value each becomes U+FFFD (the fast paths leave such a batch to
+    the per-record one); elsewhere in a message they are kept."""
+    evs = [{**GOOD, "event_id": f"e{i}", "ts": REC_TS - i, "segment": {"region": "eu\u001fus" if i % 2 else "\uffff"},
+            "features": {"age": i, "income": 2.5, "plan": "pro\u001f"}} for i in range(20)]
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps(e)) for i, e in enumerate(evs)]
+    typed = decoder().typed
+    assert typed is not None
+    assert typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS) is None
+    assert decode_fast(recs, {"churn": SCHEMA}, {"churn": "prediction"}, "model", 10_000, now_ms=NOW_MS,
+                       max_future_skew_ms=HOUR_MS) is None
+    batches, dead = decoder().decode(recs, now=NOW)
+    assert dead == []
+    b = batches["churn"]
+    assert b.segments["region"].tolist() == ["eu\ufffdus" if i % 2 else "\ufffd" for i in range(20)]
+    assert b.columns["plan"].tolist() == ["pro\u001f"] * 20
+
+
 #: three models: "upsell" has churn's shape under other names (read in the same pass),
 #: "fraud" another shape (a prediction category, no segments, a fourth feature)
 MULTI = {
@@ -287,7 +306,8 @@ MULTI_PRED = {m: "prediction" for m in MULTI}
 
 def _multi_event(model: str) -> Any:
     names = {"churn": ("age", "income", "plan"), "upsell": ("tenure", "spend", "tier")}.get(model)
-    base = {"event_id": st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=8), "model": st.just(model),
+    # (NUL, U+001F and U+FFFF send a batch to the per-record path: see may_hold_unsafe_text)
+    base = {"event_id": st.text(st.characters(exclude_characters="\x00\x1f\uffff", exclude_categories=("Cs",)), min_size=1, max_size=8), "model": st.just(model),
             "ts": st.integers(0, REC_TS)}  # one form per batch: mixed forms take the per-record path
     if names is None:
         return st.fixed_dictionaries({

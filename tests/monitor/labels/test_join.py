@@ -515,3 +515,32 @@ def test_a_repeated_prediction_leaves_computed_windows_as_they_are(tmp_path: Pat
     p.flush()
     assert store.query('SELECT start, computed_at, dirty FROM label_slots ORDER BY start') == slots
     assert label_counters(store)["churn"]["duplicate_predictions"] == 1
+
+
+@pytest.mark.parametrize("hostile", ["eu\u001fus", "\uffff"])
+def test_a_segment_value_holding_the_joins_separator_stays_its_own_segment(tmp_path: Path, hostile: str) -> None:
+    """U+001F separates segment values in label_predictions.segments and U+FFFF marks a
+    missing one: a value holding either was split (its rows and labels counted in the
+    "region=eu" performance window) or taken as no segment. Both become U+FFFD when
+    decoded, for the drift windows and the join alike, so each performance window holds
+    exactly the rows of the drift window of its id."""
+    preds = predictions(windows=4, per_window=200)
+    moved = 0
+    for i, ev in enumerate(preds):
+        if 200 <= i < 400 and ev["segment"]["region"] == "us" and moved < 30:
+            ev["segment"] = {"region": hostile}
+            moved += 1
+    labs = [{**ev, "ts": int(ev["ts"]) + 60_000} for ev in labels_for(preds, seed=3)]
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="2m"), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    for rt in p.models.values():
+        p._collect(rt, rt.windows.close_idle(NOW_MS * 10), clock())
+    p.flush()
+    feed(p, clock, records("labels", labs), labels=True)
+    settle(p, clock)
+    kept = "region=" + hostile.replace("\u001f", "\ufffd").replace("\uffff", "\ufffd")
+    windows = store.query("SELECT id, segment, rows FROM windows WHERE start LIKE '%12:01:00%' AND segment != ''")
+    assert kept in {w["segment"] for w in windows}
+    for w in windows:
+        assert metric(store, w["id"], "labelled_rows") == w["rows"], w
