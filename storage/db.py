@@ -107,6 +107,12 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if readonly:
+            try:  # the first read of the file: not a database (or damaged) says so here
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
         if not readonly:
             try:
                 if conn.execute("PRAGMA page_count").fetchone()[0] == 0:

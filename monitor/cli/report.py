@@ -38,6 +38,9 @@ def write_report(
         echo("driftwarden: --window: expected a window id (model|version|segment|start|end, as"
              " `driftwarden windows` lists it) or its URL-safe id (from a report link)", err=True)
         return 2
+    if not out.resolve().parent.is_dir():  # before rendering, which takes seconds
+        echo(f"driftwarden: --out: no folder {out.resolve().parent} to write {out.name} in", err=True)
+        return 2
     named = window_id.split("|", 1)[0]
     if model is not None and model != named:
         echo(f"driftwarden: window {window_id!r} belongs to model {named!r}, not {model!r}", err=True)
@@ -65,7 +68,11 @@ def write_report(
     except ReportUnavailable as exc:
         echo(f"driftwarden: no report for window {window_id!r}: {exc.message}", err=True)
         return 1
-    _write_private(out, page.encode())
+    try:
+        _write_private(out, page.encode())
+    except OSError as exc:
+        echo(f"driftwarden: --out: cannot write {out}: {exc.strerror or exc}", err=True)
+        return 1
     echo(
         f"wrote {out} ({len(page) // 1024} KiB): window {window_id}, a sample of {inputs.sample_rows} of its"
         f" {inputs.window['rows']} rows against {inputs.reference_note}"

@@ -137,7 +137,11 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     if refusal:
         console.print(f"driftwarden demo: {refusal}", markup=False)
         return 2
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a parent folder should be, no permission
+        console.print(f"driftwarden demo: --state-dir {state_dir}: cannot create it: {exc.strerror or exc}", markup=False)
+        return 2
     (state_dir / MARKER).write_text("created by `driftwarden demo`; it may delete and rewrite this folder\n")
     for stale in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
         (state_dir / stale).unlink(missing_ok=True)

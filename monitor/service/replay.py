@@ -72,7 +72,10 @@ def prepare_replay_dir(state_dir: Path) -> None:
                 f"--state-dir {state_dir} holds files a replay did not create (no {MARKER} marker); a replay"
                 " never writes into a live daemon's state. Give a new or empty folder"
             )
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a parent folder should be, no permission
+        raise ReplayError(f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}") from None
     (state_dir / MARKER).write_text("created by `driftwarden replay`; a new replay rewrites this folder\n")
     for name in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
         (state_dir / name).unlink(missing_ok=True)

@@ -61,9 +61,13 @@ def count_rows(path: Path) -> int | None:
     """Rows in the file (for the progress bar): Parquet's metadata, or the lines of text."""
     fmt = file_format(path)
     if fmt == "parquet":
+        import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise ReplaySourceError(f"{path}: not a readable Parquet file: {exc}") from None
     with path.open("rb") as fh:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     return max(0, lines - (1 if fmt == "csv" else 0))

@@ -1,0 +1,65 @@
+"""Paths that cannot be used (a file where a folder should be, a damaged database or
+Parquet file, a missing output folder): each command names the path and exits, never
+with a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.monitor.daemon_helpers import run_cli, write_config
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, Path]:
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    events = tmp_path / "events.csv"
+    events.write_text("ts,age,tenure_days,monthly_charges,plan,region,prediction\n"
+                      "2026-11-23T12:00:00Z,40,3,70,pro,eu,0.5\n")
+    bad_parquet = tmp_path / "events.parquet"
+    bad_parquet.write_text("not parquet at all")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "driftwarden.db").write_bytes(b"this is not a SQLite database, just forty bytes" * 4)
+    return {"cfg": cfg, "blocker": blocker, "events": events, "parquet": bad_parquet, "damaged": damaged}
+
+
+def _refused(res: object, code: int, text: str) -> None:
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)  # type: ignore[attr-defined]
+    out = res.stdout + res.stderr  # type: ignore[attr-defined]
+    assert text in out, out
+    assert "Traceback" not in out, out
+
+
+def test_replay_names_a_state_dir_it_cannot_create_and_a_damaged_parquet_file(setup: dict[str, Path]) -> None:
+    under_a_file = setup["blocker"] / "sub"
+    _refused(run_cli("replay", "-c", str(setup["cfg"]), str(setup["events"]), "--model", "churn",
+                     "--state-dir", str(under_a_file)), 2, f"--state-dir {under_a_file}: cannot create it: Not a directory")
+    _refused(run_cli("replay", "-c", str(setup["cfg"]), str(setup["parquet"]), "--model", "churn",
+                     "--state-dir", str(setup["blocker"].parent / "replayed")), 2,
+             f"{setup['parquet']}: not a readable Parquet file")
+
+
+def test_a_damaged_database_is_named_by_migrate_and_the_read_commands(setup: dict[str, Path]) -> None:
+    db = setup["damaged"] / "driftwarden.db"
+    for args in (("migrate",), ("windows",), ("status",)):
+        res = run_cli(*args, "--state-dir", str(setup["damaged"]))
+        assert res.returncode in (1, 2), (args, res.stderr)
+        assert f"cannot read {db}: file is not a database" in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+
+
+def test_demo_names_a_state_dir_it_cannot_create(setup: dict[str, Path]) -> None:
+    _refused(run_cli("demo", "--state-dir", str(setup["blocker"] / "sub")), 2, "cannot create it: Not a directory")
+
+
+def test_report_refuses_an_output_folder_that_does_not_exist_before_rendering(setup: dict[str, Path], tmp_path: Path) -> None:
+    from storage.db import Store
+
+    Store(tmp_path / "store" / "driftwarden.db").close()
+    out = tmp_path / "no-such-folder" / "report.html"
+    _refused(run_cli("report", "--window", "churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z",
+                     "--out", str(out), "--state-dir", str(tmp_path / "store")), 2,
+             f"--out: no folder {out.parent} to write report.html in")
