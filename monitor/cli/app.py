@@ -142,7 +142,7 @@ def check(
     ] = False,
 ) -> None:
     """Validate the config and load the references, then reach Kafka, Slack and the webhooks.
-    Exit 0 if all is well, 1 if not, 2 for a bad config, reference or state dir."""
+    Exit 0 if all is well, 1 if not, 2 for a bad config, reference, state dir or SQLite database."""
     cfg = _load(config)
     from monitor.cli.check import check_references, run_checks  # noqa: PLC0415
     from monitor.references.load import ReferenceError  # noqa: PLC0415
@@ -152,8 +152,7 @@ def check(
     except ReferenceError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None
-    ok = run_checks(cfg, echo=typer.echo, references=references, reachability_fatal=not pre_start)
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(run_checks(cfg, echo=typer.echo, references=references, reachability_fatal=not pre_start))
 
 
 @app.command()

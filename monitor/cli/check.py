@@ -73,9 +73,11 @@ def _bounded(fn: Callable[[], T], timeout: float = TIMEOUT) -> T:
 
 
 def _reason(exc: BaseException) -> str:
+    from storage.db import StorageError  # noqa: PLC0415 - its messages name the store and the fix
+
     name = type(exc).__name__
     text = str(exc) or name
-    if isinstance(exc, CheckTimeout | CheckFailed) or text.startswith(name):
+    if isinstance(exc, CheckTimeout | CheckFailed | StorageError) or text.startswith(name):
         return text
     return f"{name}: {text}"
 
@@ -125,11 +127,14 @@ def check_listen(cfg: Config) -> tuple[bool, str]:
 
 
 def check_storage(cfg: Config) -> str:
-    """The shared PostgreSQL of ``[storage] url``: reachable, logged in, schema version."""
-    from monitor.service.store import open_store  # noqa: PLC0415
+    """The store: the shared PostgreSQL of ``[storage] url`` reachable and logged in, or
+    the state dir's SQLite file readable (when there is one yet); its schema version."""
+    from monitor.service.store import open_store, sqlite_path  # noqa: PLC0415
     from storage.db import refuse_newer_schema  # noqa: PLC0415
     from storage.schema import LATEST_VERSION  # noqa: PLC0415
 
+    if cfg.storage.url is None and not sqlite_path(cfg).is_file():
+        return f"database {sqlite_path(cfg)} created at start"
     store = open_store(cfg, readonly=True, application_name="driftwarden check")
     try:
         version = store.schema_version()
@@ -137,6 +142,8 @@ def check_storage(cfg: Config) -> str:
         store.close()
     refuse_newer_schema(version, store.where)
     state = "up to date" if version == LATEST_VERSION else f"version {version}, the daemon migrates it to {LATEST_VERSION}"
+    if cfg.storage.url is None:
+        return f"database {store.where} readable (schema {state})"
     return f"storage {store.where} reachable (schema {state})"
 
 
@@ -248,12 +255,14 @@ def _outcome(fn: Callable[[], str]) -> tuple[str, Exception | None]:
 
 def run_checks(
     cfg: Config, echo: Callable[[str], Any], references: list[str] | None = None, *, reachability_fatal: bool = True
-) -> bool:
-    """Print one line per check; True when every check that counts passed.
+) -> int:
+    """Print one line per check; return the exit status: 0 when every check that counts
+    passed, 2 when one this host decides failed (the state dir, the SQLite database), 1
+    for any other failure.
 
     ``references``: summaries from :func:`check_references`, shown on the config line.
     ``reachability_fatal=False``: Kafka, Slack and webhook failures are printed with
-    ``!`` and do not make the result false (a store migrated by a newer version still does)."""
+    ``!`` and do not count (a store migrated by a newer version still does)."""
     from storage.db import SchemaTooNew  # noqa: PLC0415
 
     secrets = sorted(
@@ -274,7 +283,10 @@ def run_checks(
     )
     for warning in cfg.warnings:  # worth fixing, not failing (a secret file every user can read)
         line(True, warning, WARN)
+    # what this host decides: a failure here is exit status 2, as for the config
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]
+    if cfg.storage.url is None:
+        local.append(("database", lambda: check_storage(cfg)))
     free, text = check_listen(cfg)
     line(True, text, None if free else WARN)  # in use now (this daemon already running?): a warning
     kafka_warnings: list[str] = []
@@ -286,11 +298,14 @@ def run_checks(
             checks.append((f"slack {name}", functools.partial(check_slack, cfg, name, n)))
         elif isinstance(n, WebhookNotifierConfig):
             checks.append((f"webhook {name}", functools.partial(check_webhook, name, n)))
+    local_failed = False
     for label, fn in local:
+        if local_failed:  # no database to read in a state dir that failed
+            break
         try:
             line(True, _bounded(fn, timeout=max(TIMEOUT, 60.0)))  # a large reference takes a while
         except Exception as exc:  # noqa: BLE001 - each failure is one report line
-            ok_all = False
+            local_failed = True
             line(False, f"{label}: {_reason(exc)}")
     # the remote checks wait on the network: run them side by side, report in order
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
@@ -309,8 +324,8 @@ def run_checks(
             else:
                 line(False, f"{label}: {_reason(exc)} (not fatal before start: the daemon retries)", WARN)
     try:  # a difference is worth knowing, not a failure (a rolling config change passes through it)
-        for warning in _bounded(lambda: check_window_shapes(cfg)):
+        for warning in ([] if local_failed else _bounded(lambda: check_window_shapes(cfg))):
             line(True, warning, WARN)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         line(True, f"window shapes of the stored stream state not checked: {_reason(exc)}", WARN)
-    return ok_all
+    return 2 if local_failed else 0 if ok_all else 1

@@ -163,6 +163,8 @@ def test_pre_start_check_reports_unreachable_services_without_failing(tmp_path: 
     assert lines[0] == "✓ config: 1 model(s), 1 rule(s), 1 notifier(s); reference(s): churn 300 rows"
     assert lines.pop(1).startswith("✓ http listen ")
     assert lines[1].startswith("✓ state dir ")
+    if not PG_MODE:  # the SQLite store's own line
+        assert lines.pop(2).startswith("✓ database "), lines
     if PG_MODE:  # the suite on PostgreSQL: the store's own line
         assert lines.pop(2).startswith("✓ storage postgresql://"), lines
     assert lines[2].startswith("! kafka: ") and lines[2].endswith("(not fatal before start: the daemon retries)")
@@ -196,7 +198,8 @@ def test_unusable_state_dir_is_a_clear_error_with_status_2(tmp_path: Path) -> No
         " (environment: DRIFTWARDEN_DAEMON__STATE_DIR) to a folder that is"
     )
     pre = _run(_as_written(service("ExecStartPre")[0], cfg))
-    assert pre.returncode == 1 and "✗ state dir: daemon.state_dir: cannot create" in pre.stdout
+    # the same status as `run` (and as check --help says): the unit does not restart on 2
+    assert pre.returncode == 2 and "✗ state dir: daemon.state_dir: cannot create" in pre.stdout
 
 
 @pytest.mark.postgres

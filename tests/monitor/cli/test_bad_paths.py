@@ -63,3 +63,23 @@ def test_report_refuses_an_output_folder_that_does_not_exist_before_rendering(se
     _refused(run_cli("report", "--window", "churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z",
                      "--out", str(out), "--state-dir", str(tmp_path / "store")), 2,
              f"--out: no folder {out.parent} to write report.html in")
+
+
+def test_check_fails_with_status_2_on_what_this_host_decides(setup: dict[str, Path], tmp_path: Path) -> None:
+    """A damaged database and a state dir that is a file: `run` refuses both with status 2;
+    `check` passed the first (a warning) and gave 1 for the second (its help says 2)."""
+    from tests.store_targets import PG_MODE
+
+    text = setup["cfg"].read_text()
+    damaged = tmp_path / "damaged.toml"
+    damaged.write_text(text.replace('state_dir = "state"', f'state_dir = "{setup["damaged"]}"'))
+    blocked = tmp_path / "blocked.toml"
+    blocked.write_text(text.replace('state_dir = "state"', f'state_dir = "{setup["blocker"]}"'))
+    assert damaged.read_text() != text and blocked.read_text() != text
+    res = run_cli("check", "--pre-start", "-c", str(blocked))
+    _refused(res, 2, f"✗ state dir: daemon.state_dir: {setup['blocker']} exists and is not a folder")
+    if not PG_MODE:  # the database line is the SQLite store's
+        res = run_cli("check", "--pre-start", "-c", str(damaged))
+        _refused(res, 2, f"✗ database: cannot read {setup['damaged'] / 'driftwarden.db'}: file is not a database")
+        fresh = run_cli("check", "--pre-start", "-c", str(setup["cfg"]))
+        assert f"✓ database {tmp_path / 'state' / 'driftwarden.db'} created at start" in fresh.stdout, fresh.stdout
