@@ -15,7 +15,6 @@ from monitor.demo.broker import EmbeddedBroker
 from monitor.demo.sinks import SlackStandIn, WebhookSink
 from tests.monitor.daemon_helpers import count_windows, produce, stream, wait_for
 from tests.monitor.fault_helpers import fault_config, start_daemon, terminate, wait_ready
-from tests.store_targets import PG_MODE
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
