@@ -18,7 +18,7 @@ from typing import Any
 
 from storage.db import StorageError, Store
 from storage.limits import DeadLetterCap
-from storage.records import iso
+from storage.records import iso, parse_iso
 from storage.text import printable
 
 #: Stored payloads are cut to this many bytes (the first 64 KiB) by default.
@@ -258,6 +258,17 @@ def list_dead_letters(store: Store, limit: int = 100) -> list[dict[str, Any]]:
 
 def dead_letter_total(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"])
+
+
+def dead_letters_not_kept(store: Store, *, since: str | None = None) -> dict[str, int]:
+    """Letters counted but not stored (beyond the per-minute caps), per reason code, from
+    ``dead_letter_volume``; ``since`` (ISO 8601) counts from the start of its minute."""
+    args: list[Any] = []
+    sql = "SELECT reason, SUM(dropped) AS n FROM dead_letter_volume WHERE dropped > 0"
+    if since is not None:
+        sql += " AND minute >= ?"
+        args.append(received_minute(parse_iso(since)))
+    return {r["reason"]: int(r["n"]) for r in store.query(sql + " GROUP BY reason", args)}
 
 
 #: where the dead-letter feed stands: (txid, id) of the last letter it passed

@@ -9,6 +9,7 @@ import hashlib
 from typing import Any
 
 from storage.db import Store
+from storage.dead_letters import dead_letters_not_kept
 
 
 def window_ref(window_id: str) -> str:
@@ -80,8 +81,9 @@ def dead_letters_page(
 
 
 def dead_letter_reasons(store: Store, *, since: str | None = None) -> list[dict[str, Any]]:
-    """Per reason code (the reason up to its first ``:``): how many, and the first and last
-    time seen; most frequent first. Grouped by full reason in SQL (no string function both
+    """Per reason code (the reason up to its first ``:``): how many are stored (``n``) and
+    how many more were only counted (``not_kept``), and the first and last stored one's
+    time; most frequent first. Grouped by full reason in SQL (no string function both
     dialects share), then by code here: the reasons are few."""
     sql = (
         "SELECT reason, COUNT(*) AS n, MIN(received_at) AS first, MAX(received_at) AS last"
@@ -92,11 +94,15 @@ def dead_letter_reasons(store: Store, *, since: str | None = None) -> list[dict[
         code = r["reason"].split(":", 1)[0]
         c = codes.get(code)
         if c is None:
-            codes[code] = {"code": code, "n": r["n"], "first": r["first"], "last": r["last"]}
+            codes[code] = {"code": code, "n": r["n"], "not_kept": 0, "first": r["first"], "last": r["last"]}
         else:
             c["n"] += r["n"]
             c["first"], c["last"] = min(c["first"], r["first"]), max(c["last"], r["last"])
-    return sorted(codes.values(), key=lambda c: (-c["n"], c["code"]))
+    # beyond the per-minute caps letters are counted, not stored: without them a flood
+    # showed as its first few letters
+    for code, n in dead_letters_not_kept(store, since=since).items():
+        codes.setdefault(code, {"code": code, "n": 0, "not_kept": 0, "first": None, "last": None})["not_kept"] = n
+    return sorted(codes.values(), key=lambda c: (-(c["n"] + c["not_kept"]), c["code"]))
 
 
 def deliveries_page(

@@ -148,7 +148,7 @@ def deliveries(
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     model: ModelOpt = None,
-    state: Annotated[str | None, typer.Option(help="pending | sent | dead | skipped")] = None,
+    state: Annotated[str | None, typer.Option(help="pending | sent | dead")] = None,
     notifier: Annotated[str | None, typer.Option(help="Only this notifier.")] = None,
     since: SinceOpt = None,
     limit: LimitOpt = 50,
@@ -156,7 +156,9 @@ def deliveries(
 ) -> None:
     """The notification outbox: what was sent, what is retrying, what gave up."""
     from monitor.cli.oncall import deliveries as show  # noqa: PLC0415
+    from storage.alerts import DELIVERY_STATUSES  # noqa: PLC0415
 
+    _options(lambda: check_choice("--state", state, DELIVERY_STATUSES))
     since_iso = _options(lambda: parse_since(since))
     with _store(config, state_dir) as store:
         show(store, model=model, state=state, notifier=notifier, since=since_iso, limit=limit, as_json=as_json,

@@ -226,12 +226,17 @@ def dead_letters(store: Any, *, since: str | None, reason: str | None, by_reason
             return
         table("dead letters by reason", [
             Col("reason", "code"),
-            Col("count", "n", justify="right"),
+            Col("stored", "n", justify="right"),
+            Col("not kept", "not_kept", justify="right"),
             Col("first (UTC)", lambda r: short_time(r["first"]), no_wrap=True),
             Col("last (UTC)", lambda r: short_time(r["last"]), no_wrap=True),
         ], rows)
         return
     rows = dead_letters_page(store, since=since, reason=reason, limit=limit)
+    if not rows and reason is not None and not as_json:  # a typo looks like "no such letters"
+        known = [r["code"] for r in dead_letter_reasons(store, since=since)]
+        echo(f'no dead letters with reason "{reason}"; stored reason codes: {", ".join(known) or "(none)"}')
+        return
     if as_json:
         emit_json("dead_letters", items=[_letter_json(r) for r in rows], echo=echo)
         return
@@ -384,7 +389,7 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
     """``models``: the config's (``-c``), to flag stream states built with another window shape."""
     from monitor.windows.shape import WindowShape, stored_shapes  # noqa: PLC0415
     from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
-    from storage.dead_letters import dead_letter_total  # noqa: PLC0415
+    from storage.dead_letters import dead_letter_total, dead_letters_not_kept  # noqa: PLC0415
     from storage.labels import label_counters, slots_waiting  # noqa: PLC0415
     from storage.stream import partition_rows  # noqa: PLC0415
     from storage.windows import window_counts  # noqa: PLC0415
@@ -404,6 +409,8 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
         "alerts": [{"state": k[0], "severity": k[1], "n": n} for k, n in sorted(alert_counts(store).items())],
         "deliveries": [{"notifier": k[0], "status": k[1], "n": n} for k, n in sorted(delivery_counts(store).items())],
         "dead_letters": dead_letter_total(store),
+        # beyond the per-minute caps: counted, not stored
+        "dead_letters_not_kept": sum(dead_letters_not_kept(store).values()),
         "label_join": label_counters(store),
         "performance_windows_waiting": slots_waiting(store),
         # which instance owns each partition's stream state (several instances on PostgreSQL)
@@ -439,4 +446,5 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
         if configured:
             cols.append(Col("this config", lambda r: ("DIFFERS: " if r["differs"] else "") + (r["config_window"] or "-")))
         table("stream state by model", cols, shapes)
-    echo(f"dead letters: {out['dead_letters']}   schema version: {out['schema_version']}")
+    kept_note = f" (and {out['dead_letters_not_kept']} more counted, not kept: over the per-minute cap)" if out["dead_letters_not_kept"] else ""
+    echo(f"dead letters: {out['dead_letters']}{kept_note}   schema version: {out['schema_version']}")

@@ -210,11 +210,14 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/api/v1/alerts", guards=[require_read_token, require_store])
 async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
-    from storage.alerts import list_alerts  # noqa: PLC0415
+    from storage.alerts import ALERT_STATES, list_alerts  # noqa: PLC0415
 
     limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
+    state = _query(request, "state")
+    if state is not None and state not in ALERT_STATES:  # a typo answered an empty list
+        raise ApiError(400, f"query parameter state must be one of {', '.join(ALERT_STATES)}")
     rows = await asyncio.to_thread(
-        list_alerts, _daemon(request).store, state=_query(request, "state"), model=_query(request, "model"),
+        list_alerts, _daemon(request).store, state=state, model=_query(request, "model"),
         rule=_query(request, "rule"), limit=limit,
     )
     return _json(200, {"alerts": rows})

@@ -188,6 +188,22 @@ def test_reasons_by_code_on_both_stores(store: Store) -> None:
     assert rows[0]["first"] < rows[0]["last"]
 
 
+def test_reasons_count_the_letters_only_counted_beyond_the_cap(store: Store) -> None:
+    """A flood showed as its first few letters: `--by-reason` and `status` now say how many
+    more were counted without being kept (per code, from ``dead_letter_volume``)."""
+    from storage.dead_letters import dead_letters_not_kept
+    from storage.oncall import dead_letter_reasons
+
+    write(store, [letter(i, at=T0 + timedelta(seconds=i)) for i in range(12)])  # 5 kept, 7 counted
+    write(store, [letter(100, reason="bad_type: x", at=T0 + timedelta(minutes=3))])
+    rows = dead_letter_reasons(store)
+    assert [(r["code"], r["n"], r["not_kept"]) for r in rows] == [("not_json", 5, 7), ("bad_type", 1, 0)]
+    assert dead_letters_not_kept(store) == {"not_json": 7}
+    later = (T0 + timedelta(minutes=2)).isoformat()
+    assert dead_letters_not_kept(store, since=later) == {}
+    assert [(r["code"], r["n"], r["not_kept"]) for r in dead_letter_reasons(store, since=later)] == [("bad_type", 1, 0)]
+
+
 def test_reasons_are_stored_with_control_characters_shown(store: Store) -> None:
     """A reason may quote the message (an unknown model's name): its control characters are
     stored as the CLI shows them (``\\x00``, ``\\n``), on both stores; PostgreSQL text cannot

@@ -352,6 +352,11 @@ def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path
     # does not); codes are lower case, so one typed in capitals finds the same letters
     for code, offsets in (("NOT_JSON", [11, 10]), ("Unknown_Model", [12]), ("not", []), ("not_%", []), ("_", [])):
         assert [d["offset"] for d in doc("dead-letters", "--reason", code, *where)["items"]] == offsets, code  # type: ignore[index]
+    # a typo in --reason or --state answered like "none of those"
+    assert ok("dead-letters", "--reason", "not-json", *where).strip() == (
+        'no dead letters with reason "not-json"; stored reason codes: not_json, bad_type, unknown_model')
+    bogus = cli("deliveries", "--state", "skipped", *where)
+    assert bogus.returncode == 2 and 'expected one of pending, sent, dead, got "skipped"' in bogus.stderr, bogus.stderr
     target = tmp_path / "letters.jsonl"
     assert ok("dead-letters", "--export", str(target), *where).strip() == (
         f"exported 4 dead letter(s) to {target}"

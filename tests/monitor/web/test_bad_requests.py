@@ -95,6 +95,8 @@ CASES: list[tuple[str, str, str, dict[str, str | None], bytes, int, str]] = [
      400, "bad silence: unknown model \"nope\\x1b[2J\"; the config's models: churn"),
     ("silence-unknown-rule", "POST", SILENCES, AUTH, b'{"rule": "nope", "duration": "2h"}',
      400, "bad silence: unknown rule \"nope\"; the config's rules: (none)"),
+    ("alerts-unknown-state", "GET", "/api/v1/alerts?state=fring", {}, b"",
+     400, "query parameter state must be one of inactive, pending, firing, resolved"),
     ("json-over-the-cap", "POST", SILENCES, AUTH, b'{"comment": "' + b"x" * 70_000 + b'"}',
      413, "body larger than 65536 bytes"),
     ("no-token", "POST", SILENCES, {}, b'{"duration": "2h"}', 401, "missing or wrong bearer token"),
