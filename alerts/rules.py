@@ -204,8 +204,11 @@ class Rule:
     ) -> Iterator[Evaluation]:
         """The figures of one window this rule looks at, with their verdicts.
 
-        Missing or non-finite figures (and relative rules without a reference
-        figure) yield nothing: absence is neither a breach nor a clear window.
+        Missing or NaN figures (and relative rules without a reference figure) yield
+        nothing: absence is neither a breach nor a clear window. An infinite figure is
+        compared like any other (one feature value of 1e308 makes a Wasserstein distance
+        infinite: a drift, not an absence), except by a change detector, whose running
+        sums it would leave infinite for good.
         """
         if self.is_no_data or not self.matches_window(key):
             return
@@ -224,7 +227,7 @@ class Rule:
                 if m.metric == self.metric and m.value is not None and self._column_ok(m.column)
             )
         for column, value in candidates:
-            if not math.isfinite(value):
+            if math.isnan(value) or (self.detector is not None and math.isinf(value)):
                 continue
             threshold = float(self.threshold)
             if self.relative:

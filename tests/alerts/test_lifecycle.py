@@ -133,6 +133,16 @@ def test_missing_or_nan_figure_is_neither_breach_nor_clear(store, clock):
     assert events(f.window(HIGH)) == [("drift", "pending", "firing")]
 
 
+def test_an_infinite_figure_breaches_like_any_other(store, clock):
+    """+inf is above every threshold (a Wasserstein distance of one 1e308 value): it was
+    skipped as absent, so a drift_score rule stayed quiet on the worst drift there is."""
+    f = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3),))
+    assert events(f.window({"drift_share": float("inf")})) == [("drift", "inactive", "firing")]
+    assert events(f.window({"drift_share": float("-inf")})) == [("drift", "firing", "resolved")]
+    row = db.list_alerts(store, model="churn")[0]
+    assert row["value"] == float("-inf")
+
+
 def test_alert_row_records_value_window_and_labels(store, clock):
     rule = Rule("drift", "drift_share", ">", 0.3, labels={"team": "ml"})
     f = feed(store, clock, (rule,))

@@ -122,3 +122,14 @@ def test_validation_messages(kwargs, message):
     with pytest.raises(ValueError) as err:
         Rule(**args)
     assert str(err.value) == f"rule 'r': {message}"
+
+
+def test_an_infinite_figure_is_judged_but_never_fed_to_a_change_detector() -> None:
+    from alerts.rules import DetectorSpec
+
+    inf = [MetricRow("", "drift_share", float("inf")), MetricRow("", "row_count", float("nan"))]
+    plain = Rule("r", "drift_share", ">", 0.3)
+    assert [(e.value, e.breached) for e in plain.evaluations(KEY, inf)] == [(float("inf"), True)]
+    assert list(Rule("n", "row_count", "<", 10.0).evaluations(KEY, inf)) == []  # NaN: absent
+    cusum = Rule("c", "drift_share", ">", 0.0, detector=DetectorSpec("cusum", (("k", 0.5), ("h", 5.0))))
+    assert list(cusum.evaluations(KEY, inf)) == []  # its sums would stay infinite
