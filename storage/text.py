@@ -69,3 +69,14 @@ def escape_controls(text: str) -> str:
     if _CONTROL.search(text) is None:
         return text
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+#: longest value from the stream a log line quotes (characters)
+MAX_LOG_TEXT = 120
+
+
+def log_text(value: object) -> str:
+    """``value`` as a log line quotes it: one short line, control characters escaped
+    (:func:`escape_controls`), at most :data:`MAX_LOG_TEXT` characters."""
+    text = escape_controls(str(value))
+    return text if len(text) <= MAX_LOG_TEXT else text[: MAX_LOG_TEXT - 1] + "…"

@@ -6,7 +6,8 @@ start-up and at shutdown. Each line carries its facts twice: readable in the
 message, and as ``extra=`` fields (``event``, ``model``, ...) that the JSON log
 format keeps as keys. Values that come from the stream (versions, segment
 values) are shown with control characters escaped and cut to
-:data:`MAX_TEXT` characters, so a producer cannot forge log lines.
+:data:`storage.text.MAX_LOG_TEXT` characters (:func:`storage.text.log_text`), so a
+producer cannot forge log lines.
 """
 
 from __future__ import annotations
@@ -20,23 +21,16 @@ from typing import Any
 
 from monitor.windows.figures import WindowFigures
 from storage.records import DATASET
-from storage.text import escape_controls
+from storage.text import log_text
 
 log = logging.getLogger("driftwarden.story")
 
 #: longest stream value shown in a log line (characters)
-MAX_TEXT = 120
 #: drifted columns named in a window's line
 TOP_COLUMNS = 5
 
 #: upper bounds (seconds) of the window compute-time histogram
 COMPUTE_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def safe(value: object) -> str:
-    """``value`` as one short line: control characters as ``\\xNN``, at most :data:`MAX_TEXT`."""
-    text = escape_controls(str(value))
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 # -- the compute-time histogram -------------------------------------------------------------
@@ -96,7 +90,7 @@ def log_windows_stored(figures: Iterable[WindowFigures]) -> None:
         try:
             log_window(figs)
         except Exception:  # noqa: BLE001 - a log line must never fail a flush that committed
-            log.exception("cannot log window %s", safe(figs.record.id))
+            log.exception("cannot log window %s", log_text(figs.record.id))
 
 
 def log_window(figs: WindowFigures) -> None:
@@ -104,7 +98,7 @@ def log_window(figs: WindowFigures) -> None:
     k = rec.key
     share = next((m for m in figs.metrics if m.column == DATASET and m.metric == "drift_share"), None)
     top = [(c, t, s) for c, t, s in figs.top_drifted[:TOP_COLUMNS]]
-    drifted_text = ", ".join(f"{safe(c)} ({t} {s:.4g})" for c, t, s in top) or "none"
+    drifted_text = ", ".join(f"{log_text(c)} ({t} {s:.4g})" for c, t, s in top) or "none"
     extra_n = max(len(figs.top_drifted) - TOP_COLUMNS, 0)
     if extra_n:
         drifted_text += f" and {extra_n} more"
@@ -114,7 +108,7 @@ def log_window(figs: WindowFigures) -> None:
         share_text = f" drift_share={share.value:.3g}" + ("" if share.threshold is None else f"/{share.threshold:.3g}")
     log.info(
         "window closed: model=%s version=%s segment=%s %s..%s rows=%d verdict=%s%s drifted=[%s] compute_ms=%.1f",
-        safe(k.model), safe(k.version) or '""', safe(k.segment) or "(all)", k.start, k.end, rec.rows, v,
+        log_text(k.model), log_text(k.version) or '""', log_text(k.segment) or "(all)", k.start, k.end, rec.rows, v,
         share_text, drifted_text, figs.compute_seconds * 1000,
         extra={
             "event": "window_closed", "model": k.model, "version": k.version, "segment": k.segment,
@@ -142,14 +136,14 @@ def log_transitions(transitions: Iterable[Any]) -> None:
 
 def log_transition(t: Any) -> None:
     labels: Mapping[str, str] = t.labels or {}
-    where = " ".join(f"{k}={safe(v)}" for k, v in sorted(labels.items()) if k not in ("alertname", "model") and v)
+    where = " ".join(f"{k}={log_text(v)}" for k, v in sorted(labels.items()) if k not in ("alertname", "model") and v)
     value = "n/a" if t.value is None else f"{t.value:.4g}"
     threshold = "n/a" if t.threshold is None else f"{t.threshold:.4g}"
     sent = ",".join(t.notifiers) or "nobody"
     muted = f" ({t.muted})" if t.muted else ""
     log.info(
         "alert %s: rule=%s model=%s%s value=%s threshold=%s %s->%s notify=%s%s",
-        t.event, safe(t.rule), safe(t.model), f" {where}" if where else "", value, threshold,
+        t.event, log_text(t.rule), log_text(t.model), f" {where}" if where else "", value, threshold,
         t.from_state, t.to_state, sent, muted,
         extra={
             "event": "alert_transition", "alert_id": t.alert_id, "rule": t.rule, "model": t.model,

@@ -31,8 +31,8 @@ from typing import Any
 
 from litestar import Request, Response
 
-from monitor.service.telemetry import safe
 from monitor.web.view import DaemonView
+from storage.text import log_text
 
 log = logging.getLogger("driftwarden.http")
 
@@ -143,6 +143,6 @@ def _make(d: DaemonView, model: str, window_id: str) -> bytes:
         page = render(inputs)
     except ReportUnavailable as exc:
         raise _Unavailable(exc.status, exc.message) from None
-    log.info("report of window %s rendered (%d KiB)", safe(window_id), len(page) // 1024,
+    log.info("report of window %s rendered (%d KiB)", log_text(window_id), len(page) // 1024,
              extra={"event": "report", "window_id": window_id, "model": model})
     return page.encode()
