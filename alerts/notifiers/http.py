@@ -40,7 +40,8 @@ class Answer:
         """The body as text (its charset, else UTF-8; undecodable bytes replaced)."""
         try:
             return self.body.decode(self.charset or "utf-8", errors="replace")
-        except LookupError:  # a charset Python does not know
+        except (LookupError, UnicodeError, ValueError):  # unknown, or a codec that refuses
+            # errors="replace" (charset=undefined, idna, punycode): read as UTF-8
             return self.body.decode("utf-8", errors="replace")
 
 

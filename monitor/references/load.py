@@ -86,17 +86,24 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_frame(path: Path, fmt: Format | None = None) -> pd.DataFrame:
+def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> pd.DataFrame:
     """The file as a DataFrame; any parser failure is a :class:`ReferenceError`.
 
     The parser gets an open file, not the path, so its messages never carry the path.
+    ``max_cells``: a file holding more values (rows times columns) is refused before it
+    is read whole (Parquet: from its metadata; a few KB can hold millions of equal
+    values; CSV: read up to the limit).
     """
     import pandas as pd  # noqa: PLC0415 - kept off the CLI's import path
 
     fmt = fmt or file_format(path)
     try:
         with open(path, "rb") as f:
-            return pd.read_parquet(f) if fmt == "parquet" else pd.read_csv(f)
+            if max_cells is None:
+                return pd.read_parquet(f) if fmt == "parquet" else pd.read_csv(f)
+            return _read_bounded(path, f, fmt, max_cells)
+    except ReferenceError:
+        raise
     except OSError as exc:
         raise ReferenceError(path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means "not a readable table"
@@ -104,23 +111,50 @@ def read_frame(path: Path, fmt: Format | None = None) -> pd.DataFrame:
         raise ReferenceError(path, f"is not readable as {fmt.upper()}: {text}") from None
 
 
-def load_reference(path: Path, spec: ReferenceSpec, *, fmt: Format | None = None) -> ReferenceData:
+def _read_bounded(path: Path, f: Any, fmt: Format, max_cells: int) -> pd.DataFrame:
+    """:func:`read_frame` of at most ``max_cells`` values, or :class:`ReferenceError`."""
+    import pandas as pd  # noqa: PLC0415
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        meta = pq.ParquetFile(f).metadata
+        rows, cols = meta.num_rows, meta.num_columns
+        if rows * cols > max_cells:
+            raise ReferenceError(path, f"holds {rows} rows x {cols} columns, more than the {max_cells} values"
+                                       " an upload may hold (daemon.max_reference_bytes / 4)")
+        f.seek(0)
+        return pd.read_parquet(f)
+    cols = len(pd.read_csv(f, nrows=0).columns)
+    f.seek(0)
+    limit = max(1, max_cells // max(1, cols))
+    df = pd.read_csv(f, nrows=limit + 1)
+    if len(df) > limit:
+        raise ReferenceError(path, f"holds more than {limit} rows x {cols} columns, more than the {max_cells}"
+                                   " values an upload may hold (daemon.max_reference_bytes / 4)")
+    return df
+
+
+def load_reference(
+    path: Path, spec: ReferenceSpec, *, fmt: Format | None = None, max_cells: int | None = None
+) -> ReferenceData:
     """Read and validate a reference; numerical columns become float64 (NaN = missing).
 
-    ``fmt`` overrides the format the suffix implies (uploads land in a temp file).
+    ``fmt`` overrides the format the suffix implies (uploads land in a temp file);
+    ``max_cells``: see :func:`read_frame` (uploads).
     Raises :class:`ReferenceError` naming the file and the column.
     """
     try:
-        return _load(path, spec, fmt)
+        return _load(path, spec, fmt, max_cells)
     except ReferenceError as exc:
         exc.model = spec.model
         raise
 
 
-def _load(path: Path, spec: ReferenceSpec, fmt: Format | None) -> ReferenceData:
+def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | None = None) -> ReferenceData:
     import pandas as pd  # noqa: PLC0415
 
-    df = read_frame(path, fmt)
+    df = read_frame(path, fmt, max_cells=max_cells)
     check_shape(path, [str(c) for c in df.columns], len(df), spec)
     cols: dict[str, np.ndarray] = {}
     for c in spec.numerical:

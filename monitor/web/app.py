@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from http import HTTPStatus
@@ -305,7 +304,7 @@ async def register_reference(request: Request[Any, Any, Any]) -> Response[bytes]
     from monitor.web.uploads import receive_reference  # noqa: PLC0415
 
     d, model = _daemon(request), request.path_params["model"]
-    lock: threading.Lock = request.app.state.upload_lock
+    lock: asyncio.Lock = request.app.state.upload_lock
     body = await receive_reference(d, model, _query(request, "version"), request.headers, request.receive, lock)
     return _json(201, body)
 
@@ -320,7 +319,7 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
                         register_reference, dashboard, static, report],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageError: _storage_error,
                             Exception: _server_error},
-        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": threading.Lock(),
+        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": asyncio.Lock(),
                      "static": _static_files(), "reports": ReportRenderer()}),
         openapi_config=None,
         logging_config=None,

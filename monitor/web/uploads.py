@@ -6,10 +6,15 @@
    ``daemon.max_reference_bytes`` (413).
 2. The body streams into a temp file ``state_dir/references/<model>/.upload-*.part``
    (0600) and must arrive within ``daemon.http_body_timeout`` (408).
-3. In a worker thread, one upload at a time (so parsing memory is one reference's):
-   the file is loaded and validated like the configured reference
+3. One upload at a time (so parsing memory is one reference's): another one meanwhile
+   is answered 503 with ``Retry-After`` before its body is read, and uploads wait on
+   the event loop, never in the worker threads every API read needs. In a worker
+   thread the file is loaded and validated like the configured reference
    (``monitor.references.validate``: rows, columns, types). Unfit: 422 naming the
-   column; the temp file is removed and the reference in force stays.
+   column; the temp file is removed and the reference in force stays. A file holding
+   more values than ``daemon.max_reference_bytes / 4`` (rows times the model's
+   columns; a few KB of Parquet can hold millions of equal values) is refused (422)
+   before it is read into memory.
 4. Fit: renamed atomically to ``<version>-<sha256[:12]>.csv|.parquet``, recorded in
    ``references`` and used from the next window on; 201
    ``{"model", "version", "sha256", "rows"}``.
@@ -24,7 +29,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,9 +58,11 @@ def remove_partial_uploads(state_dir: Path) -> int:
 
 async def receive_reference(
     daemon: DaemonView, model: str, version: str | None, headers: Mapping[str, str],
-    receive: Callable[[], Awaitable[Any]], lock: threading.Lock,
+    receive: Callable[[], Awaitable[Any]], lock: asyncio.Lock,
 ) -> dict[str, Any]:
     """Steps 1-4 above; returns the 201 body or raises :class:`ApiError`."""
+    if lock.locked():  # one at a time: the next waits in its client, not in our threads
+        raise ApiError(503, "another reference upload is being processed; retry", {"Retry-After": "5"})
     if model not in daemon.pipeline.models:
         raise ApiError(404, f"unknown model {model[:100]}")
     if not version or not VERSION.fullmatch(version):
@@ -73,35 +79,34 @@ async def receive_reference(
         with os.fdopen(fd, "wb") as f:
             await receive_body(receive, length, cfg.http_body_timeout.total_seconds(), f.write)
         parquet = "parquet" in headers.get("content-type", "").lower()
-        return await asyncio.to_thread(_register, daemon, model, version, tmp, parquet, lock)
+        async with lock:  # held on the event loop: waiting uploads take no worker thread
+            return await asyncio.to_thread(_register, daemon, model, version, tmp, parquet)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _register(
-    daemon: DaemonView, model: str, version: str, tmp: Path, parquet: bool, lock: threading.Lock
-) -> dict[str, Any]:
+def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: bool) -> dict[str, Any]:
     from monitor.references.load import ReferenceError, ReferenceSpec, load_reference  # noqa: PLC0415
 
     with open(tmp, "rb") as f:
         fmt = "parquet" if parquet or f.read(4) == b"PAR1" else "csv"
-    with lock:
-        rt = daemon.pipeline.models[model]
-        try:
-            ref = load_reference(tmp, ReferenceSpec.from_config(rt.config), fmt=fmt)
-        except ReferenceError as exc:
-            log.warning("model %s: reference %s refused: %s", model, version, exc.problem)
-            raise ApiError(422, f"reference refused: {exc.problem}") from None
-        final = tmp.parent / f"{version}-{ref.sha256[:12]}.{fmt}"
-        existed = final.exists()
-        os.replace(tmp, final)
-        try:
-            pm = daemon.pipeline.swap_reference(
-                model, str(final), version, loaded=dataclasses.replace(ref, path=final)
-            )
-        except BaseException:
-            if not existed:
-                final.unlink(missing_ok=True)
-            raise
+    rt = daemon.pipeline.models[model]
+    try:
+        ref = load_reference(tmp, ReferenceSpec.from_config(rt.config), fmt=fmt,
+                             max_cells=daemon.config.daemon.max_reference_bytes // 4)
+    except ReferenceError as exc:
+        log.warning("model %s: reference %s refused: %s", model, version, exc.problem)
+        raise ApiError(422, f"reference refused: {exc.problem}") from None
+    final = tmp.parent / f"{version}-{ref.sha256[:12]}.{fmt}"
+    existed = final.exists()
+    os.replace(tmp, final)
+    try:
+        pm = daemon.pipeline.swap_reference(
+            model, str(final), version, loaded=dataclasses.replace(ref, path=final)
+        )
+    except BaseException:
+        if not existed:
+            final.unlink(missing_ok=True)
+        raise
     log.info("model %s: now monitored against reference %s (%s rows)", model, version, pm.reference.rows)
     return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows}

@@ -241,3 +241,38 @@ def test_secret_and_options_are_validated():
     with pytest.raises(ValueError, match="url must be"):
         WebhookNotifier("x", "ftp://h")
     assert new_secret() != new_secret() and check_secret(new_secret())
+
+
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode", "no-such-charset"])
+def test_an_answer_in_a_charset_that_refuses_decoding_is_still_read(charset: str) -> None:
+    """A receiver answering 200 with ``charset=undefined`` (or idna, punycode) made reading
+    the answer raise UnicodeError: the delivery was retried though it had been sent, and
+    ended dead. The status decides; the text is read as UTF-8 when the charset cannot."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from alerts.notifiers import http
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", f"text/plain; charset={charset}")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with http.client(5.0) as client:
+            answer = http.request(client, "POST", f"http://127.0.0.1:{server.server_address[1]}/", content=b"{}",
+                                  headers={}, timeout=5.0, max_bytes=4096)
+        text = answer.text()  # raised UnicodeError for undefined, idna
+        assert (answer.status, answer.charset) == (200, charset)
+        assert text == ("" if charset == "punycode" else "ok")  # punycode reads b"ok" as nothing
+    finally:
+        server.shutdown()

@@ -168,18 +168,19 @@ def test_labels_joined_by_the_instance_without_their_predictions_partition(
         def counter(name: str) -> int:
             return label_counters(reader).get("churn", {}).get(name, 0)
 
-        def logs_tail() -> str:  # what both daemons said, for a failure's message
-            return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+        def why() -> str:  # for a failure's message: the counters, the claims, both daemons' logs
+            claims = [(r["partition"], r["owner"], r["offset"]) for r in partition_rows(reader, preds_topic)]
+            said = "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for log in logs)
+            return f"counters {label_counters(reader).get('churn')}\nclaims {claims}\n{said}"
 
         produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[:half]], partition=1)
-        assert wait_for(lambda: counter("predictions") == half, timeout=60), counter("predictions")
+        assert wait_for(lambda: counter("predictions") == half, timeout=60), why()
         produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[:half]], partition=0)
-        assert wait_for(lambda: counter("joined") == half, timeout=60), (counter("joined"), logs_tail())
+        assert wait_for(lambda: counter("joined") == half, timeout=60), why()
         produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[half:]], partition=1)
-        assert wait_for(lambda: counter("predictions") == len(preds), timeout=60), counter("predictions")
+        assert wait_for(lambda: counter("predictions") == len(preds), timeout=60), why()
         produce(broker.bootstrap, labels_topic, [orjson.dumps(e) for e in labs[half:]], partition=0)
-        assert wait_for(lambda: counter("joined") == len(labs), timeout=60), (
-            counter("joined"), counter("early"), logs_tail())
+        assert wait_for(lambda: counter("joined") == len(labs), timeout=60), why()
     finally:
         for proc in procs:
             assert terminate(proc) == 0

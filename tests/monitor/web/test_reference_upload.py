@@ -142,3 +142,58 @@ def test_a_registered_reference_that_is_unfit_falls_back_to_the_configured_one(
         assert (rt.prepared.version, rt.prepared.reference.sha256, rt.prepared.reference.rows) == configured
     finally:
         d.store.close()
+
+
+def test_a_small_file_of_too_many_values_is_refused_before_it_is_read(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few KB of Parquet can hold millions of equal values (a 483 KB file of 20M rows took
+    the daemon from 0.5 to 3.6 GB): the upload cap counted bytes on the wire only. Now a file
+    of more than max_reference_bytes / 4 values is refused from its metadata; a CSV is read
+    no further than that."""
+    with running_api(tmp_path, monkeypatch, daemon_extra="max_reference_bytes = 200000\n") as a:
+        before = _in_force(a)
+        rows = 9_000  # x 6 columns = 54,000 values > 200,000 / 4
+        frame = pd.DataFrame({"age": [42.0] * rows, "tenure_days": [3.0] * rows, "monthly_charges": [70.0] * rows,
+                              "plan": ["pro"] * rows, "region": ["eu"] * rows, "prediction": [0.5] * rows})
+        buf = io.BytesIO()
+        frame.to_parquet(buf, compression="zstd")
+        assert len(buf.getvalue()) < 10_000
+        r = http(a.port, "POST", URL, buf.getvalue(), {**AUTH, "Content-Type": "application/vnd.apache.parquet"})
+        assert r.status == 422, r.body
+        assert r.json()["error"] == ("reference refused: holds 9000 rows x 6 columns, more than the 50000 values an"
+                                     " upload may hold (daemon.max_reference_bytes / 4)")
+        small = frame.head(8_400).astype({"age": int, "tenure_days": int, "monthly_charges": int, "prediction": int})
+        csv = small.to_csv(index=False).encode()  # 50,400 values in under 200 KB
+        assert len(csv) <= 200_000
+        r = http(a.port, "POST", URL, csv, {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 422 and "holds more than 8333 rows x 6 columns" in r.json()["error"], r.body
+        assert _in_force(a) == before
+        ok = http(a.port, "POST", URL, _csv(300), {**AUTH, "Content-Type": "text/csv"})
+        assert ok.status == 201, ok.body
+
+
+def test_a_second_upload_meanwhile_is_told_to_retry() -> None:
+    """Uploads waited for each other inside the worker threads every API read needs: 20 of
+    them held /metrics for 11 s. One at a time now, on the event loop; one that comes
+    meanwhile is answered 503 before its body is read."""
+    import asyncio
+
+    from monitor.web.requests import ApiError
+    from monitor.web.uploads import receive_reference
+
+    async def second_while_first_runs() -> ApiError:
+        lock = asyncio.Lock()
+        async with lock:  # the first upload, parsing
+            try:
+                await receive_reference(None, "churn", "v2", {}, _never_read, lock)  # type: ignore[arg-type]
+            except ApiError as exc:
+                return exc
+        raise AssertionError("not refused")
+
+    exc = asyncio.run(second_while_first_runs())
+    assert (exc.status, exc.message, exc.headers) == (
+        503, "another reference upload is being processed; retry", {"Retry-After": "5"})
+
+
+async def _never_read() -> dict[str, object]:
+    raise AssertionError("the body of a refused upload is not read")
