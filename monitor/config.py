@@ -371,6 +371,15 @@ _OWNED_CONSUMER_OPTIONS: dict[str, str | None] = {
 }
 
 
+#: the types of the consumer options whose kafka-python default is None (no type to
+#: read from it); api_version: a list like [2, 8] (made a tuple) or a string like "2.8"
+_NONE_DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
+    "api_version": (list, str), "group_instance_id": (str,), "receive_buffer_bytes": (int,),
+    "send_buffer_bytes": (int,), "proxy_url": (str,), "socks5_proxy": (str,), "ssl_ciphers": (str,),
+    "ssl_crlfile": (str,),
+}
+
+
 def _consumer_option(key: str, value: Any) -> None:
     """Refuse a ``kafka.consumer_options`` entry kafka-python does not know, the daemon
     sets itself, or of the wrong type (it failed only when the consumer was made: a
@@ -387,8 +396,10 @@ def _consumer_option(key: str, value: Any) -> None:
         near = get_close_matches(key, [k for k in defaults if k not in _OWNED_CONSUMER_OPTIONS], n=1)
         raise _fail(key, "not a kafka-python consumer option" + (f' (did you mean "{near[0]}"?)' if near else ""))
     default = defaults[key]
-    if isinstance(default, bool) or default is None:
-        want: tuple[type, ...] = (bool,) if isinstance(default, bool) else (str, int, list)
+    if default is None:
+        want: tuple[type, ...] = _NONE_DEFAULT_TYPES.get(key, (str, int, list))
+    elif isinstance(default, bool):
+        want = (bool,)
     elif isinstance(default, int):
         want = (int,)
     elif isinstance(default, float):
@@ -397,7 +408,11 @@ def _consumer_option(key: str, value: Any) -> None:
         want = (str,)
     else:
         want = (type(default),)
-    if not isinstance(value, want) or (want == (int,) and isinstance(value, bool)):
+    if key == "api_version" and isinstance(value, list) and not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise _fail(key, "expected a list of integers like [2, 8] or a string like \"2.8\", got {got}", got=_show(value))
+    if not isinstance(value, want) or (int in want and bool not in want and isinstance(value, bool)):
         names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
                              list: "a list"}.get(t, t.__name__) for t in want)
         raise _fail(key, "expected {names}, got {got}", names=names, got=_show(value))
@@ -482,6 +497,8 @@ class KafkaConfig(Strict):
         # set but unused, they would let a PLAINTEXT connection pass for an encrypted or
         # authenticated one
         for key in sorted(self.model_fields_set):
+            if getattr(self, key) == type(self).model_fields[key].default:  # ssl_check_hostname = true
+                continue
             if key.startswith("ssl_") and not tls:
                 raise _fail(key, 'expected only with security_protocol "SSL" or "SASL_SSL" (it is ignored'
                                  " otherwise), got security_protocol {p}", p=_show(self.security_protocol))
@@ -1360,8 +1377,8 @@ def _libpq_parses(url: str) -> bool:
         params = conninfo_to_dict(url)
     except Exception:  # noqa: BLE001 - psycopg.ProgrammingError: libpq refused it
         return False
-    port = str(params.get("port") or "5432")
-    return all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(","))
+    # several hosts give a list; an empty item is the default port (libpq)
+    return all(p.isdigit() and 0 < int(p) < 65536 for p in str(params.get("port") or "").split(",") if p)
 
 
 class StorageConfig(Strict):

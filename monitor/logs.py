@@ -39,7 +39,7 @@ class RedactingFilter(logging.Filter):
             record.msg, record.args = self.redact(record.getMessage()), None
             if record.exc_info:
                 # tracebacks quote arguments and locals' reprs: redact the rendered text
-                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_text = self.redact(format_exception(record.exc_info))
                 record.exc_info = None
             if record.stack_info:
                 record.stack_info = self.redact(record.stack_info)
@@ -67,10 +67,46 @@ class RedactingFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     """``ts LEVEL logger: message``, the message with control characters escaped
     (:func:`storage.text.escape_controls`): whatever a call passed in, from the stream or
-    an HTTP client, one record is one line (a traceback follows on its own lines)."""
+    an HTTP client, one record is one line. A traceback follows on its own lines, each
+    escaped the same way (an exception's message may quote a value from the stream)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_text:  # rendered already (by RedactingFilter): escaped here (idempotent)
+            record.exc_text = _escape_lines(record.exc_text)
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return format_exception(ei)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return _escape_lines(super().formatStack(stack_info))
+
+
+def _escape_lines(text: str) -> str:
+    """``text`` with control characters escaped in each line, its line breaks kept."""
+    return "\n".join(escape_controls(line) for line in text.split("\n"))
+
+
+#: how the chunks of a traceback that are not an exception's own text begin
+_TRACEBACK_FRAMES = ("Traceback (most recent call last)", "  ", "\nThe above exception", "\nDuring handling")
+
+
+def format_exception(ei: Any) -> str:
+    """A traceback as :class:`logging.Formatter` writes it, but each exception's own text
+    (``ValueError: <message>``, which may quote a value from the stream) on one line with
+    its line breaks and control characters escaped, so it cannot pass for log lines."""
+    import traceback  # noqa: PLC0415
+
+    out = []
+    for chunk in traceback.TracebackException(*ei).format(chain=True):
+        if chunk.startswith(_TRACEBACK_FRAMES):
+            out.append(_escape_lines(chunk))
+        else:
+            out.append(escape_controls(chunk.removesuffix("\n")) + "\n")  # the message's own breaks escaped
+    return "".join(out).rstrip("\n")
 
 
 class JsonFormatter(logging.Formatter):

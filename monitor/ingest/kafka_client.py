@@ -56,6 +56,8 @@ def make_consumer(config: Config) -> Any:
         fetch_max_bytes=max(52_428_800, k.max_message_bytes + 1024),
     )
     opts.update(k.consumer_options)
+    if isinstance(opts.get("api_version"), list):  # TOML has no tuple: [2, 8] means (2, 8)
+        opts["api_version"] = tuple(opts["api_version"])
     return KafkaConsumer(**opts)
 
 

@@ -133,3 +133,11 @@ def test_an_infinite_figure_is_judged_but_never_fed_to_a_change_detector() -> No
     assert list(Rule("n", "row_count", "<", 10.0).evaluations(KEY, inf)) == []  # NaN: absent
     cusum = Rule("c", "drift_share", ">", 0.0, detector=DetectorSpec("cusum", (("k", 0.5), ("h", 5.0))))
     assert list(cusum.evaluations(KEY, inf)) == []  # its sums would stay infinite
+
+
+def test_a_relative_rule_compares_an_infinite_figure_and_skips_an_infinite_reference() -> None:
+    rule = Rule("r", "row_count", "<", 0.5, relative=True)
+    rows = [MetricRow("", "row_count", float("-inf"))]
+    assert [(e.value, e.threshold, e.breached) for e in rule.evaluations(KEY, rows, {("", "row_count"): 100.0})] == [
+        (float("-inf"), 50.0, True)]
+    assert list(rule.evaluations(KEY, rows, {("", "row_count"): float("inf")})) == []

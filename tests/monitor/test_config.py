@@ -285,6 +285,19 @@ CASES: list[tuple[str, str, str, str]] = [
         "kafka.consumer_options.check_crcs: expected true/false, got 1",
     ),
     (
+        "consumer-option-none-default-type",
+        "",
+        '[kafka]\nconsumer_options = { group_instance_id = 7 }\n',
+        "kafka.consumer_options.group_instance_id: expected a string, got 7",
+    ),
+    (
+        "consumer-option-api-version",
+        "",
+        '[kafka]\nconsumer_options = { api_version = ["two"] }\n',
+        'kafka.consumer_options.api_version: expected a list of integers like [2, 8] or a string like "2.8",'
+        " got ['two']",
+    ),
+    (
         "consumer-option-owned-by-a-key",
         "",
         '[kafka]\nconsumer_options = { group_id = "other" }\n',
@@ -1541,3 +1554,24 @@ def test_detector_rules_reach_the_engine(tmp_path: Path) -> None:
     assert a.detector is not None and a.detector.kind == "cusum" and a.detector.limit == 5.0
     assert b.detector is not None and dict(b.detector.params)["min_instances"] == 5
     assert b.detector.build(b.op).mode == "down"
+
+
+def test_what_the_new_checks_must_still_accept(tmp_path: Path) -> None:
+    """The checks that refuse unusable keys accept what libpq and kafka-python accept: a
+    PostgreSQL URL of several hosts (an empty port item is the default port), api_version
+    as a list (TOML has no tuple: the consumer gets (2, 8)) or a string, and
+    ssl_check_hostname = true (its default) under PLAINTEXT, as a shared template sets it."""
+    from monitor.ingest.kafka_client import make_consumer
+
+    for url in ("postgresql://me@db1,db2:5433/x", "postgresql://me@db1:5432,db2/x", "postgresql://me@db1,db2/x",
+                "postgresql://me@[::1]:5432/x", "postgresql:///x?host=/var/run/postgresql"):
+        assert load(tmp_path, f'[storage]\nurl = "{url}"\n').storage.url == url
+    cfg = load(tmp_path, '[kafka]\nssl_check_hostname = true\nconsumer_options = { api_version = [2, 8] }\n')
+    assert cfg.kafka.consumer_options == {"api_version": [2, 8]}
+    assert load(tmp_path, '[kafka]\nconsumer_options = { api_version = "2.8" }\n').kafka.consumer_options == {
+        "api_version": "2.8"}
+    consumer = make_consumer(cfg)  # kafka-python refused a list ("api_version must be tuple")
+    try:
+        assert consumer.config["api_version"] == (2, 8)
+    finally:
+        consumer.close()

@@ -85,7 +85,7 @@ def test_a_text_line_cannot_be_forged_or_drive_the_terminal() -> None:
     log, out = _logger(TextFormatter("%(levelname)s %(name)s: %(message)s"))
     log.warning("report of window %s rendered", hostile)
     try:
-        raise ValueError("boom")
+        raise ValueError(f"boom {hostile}")  # an exception's message may quote the stream too
     except ValueError:
         log.exception("failed for %s", "a\nb")
     lines = out.getvalue().splitlines()
@@ -93,8 +93,22 @@ def test_a_text_line_cannot_be_forged_or_drive_the_terminal() -> None:
         ": report of window v9\\r\\x1b[2K2026-11-29 05:00:00 INFO driftwarden.pipeline: all good\\u2028\\n rendered")
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
     assert lines[1].endswith(": failed for a\\nb")
-    # the traceback keeps its own lines
-    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"
+    # the traceback keeps its own lines, escaped the same way (through the redacting
+    # filter, which renders it before the formatter, and without it)
+    assert lines[2] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom v9\\r\\x1b[2K2026-11-29 05:00:00 INFO driftwarden.pipeline: all good\\u2028\\n"
+    plain = io.StringIO()
+    h = logging.StreamHandler(plain)
+    h.setFormatter(TextFormatter("%(message)s"))
+    bare = logging.getLogger("no-filter")
+    bare.handlers[:] = [h]
+    bare.propagate = False
+    try:
+        raise ValueError(f"boom {hostile}")
+    except ValueError:
+        bare.exception("failed")
+    assert "\x1b" not in plain.getvalue() and "\r" not in plain.getvalue()
+    assert plain.getvalue().splitlines()[-1] == lines[-1]
 
 
 def test_a_scheduler_run_skipped_while_the_last_one_runs_is_not_logged() -> None:
