@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -54,6 +53,7 @@ from alerts.notifiers.base import MAX_RETRY_DELAY, Notifier, PayloadError, SendR
 from storage import alerts as db
 from storage.alerts import DeliveryRecord
 from storage.db import Store
+from storage.text import CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -386,13 +386,9 @@ class DeliveryWorker:
         _log_outcome(d, status, attempts, nxt, error)
 
 
-#: control characters (C0, DEL, C1, line separators): a receiver's error text must not forge log lines
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def _log_outcome(d: DeliveryRecord, status: str, attempts: int, nxt: datetime | None, error: str | None) -> None:
     """One line per delivery attempt's outcome: INFO when sent or retried, WARNING when dead."""
-    shown = "" if error is None else _CONTROL.sub(" ", _cut(str(error)))
+    shown = "" if error is None else CONTROL.sub(" ", _cut(str(error)))  # a receiver's error text cannot forge log lines
     extra = {
         "event": "delivery", "delivery_id": d.id, "notifier": d.notifier, "kind": d.kind,
         "model": d.model, "status": status, "attempts": attempts, "error": shown or None,

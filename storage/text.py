@@ -58,17 +58,18 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-#: control characters (C0, DEL, C1) and the two Unicode line separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: control characters (C0, DEL, C1) and the two Unicode line separators: what no text from
+#: the stream may carry into a log line, a terminal or a chat message
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def escape_controls(text: str) -> str:
     """``text`` with control characters and line separators as Python escapes (``\\n``,
     ``\\r``, ``\\x1b``, ``\\u2028``): one line that cannot drive a terminal. Text without
     any is returned as it is, after one scan in C."""
-    if _CONTROL.search(text) is None:
+    if CONTROL.search(text) is None:
         return text
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 #: longest value from the stream a log line quotes (characters)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from storage.text import CONTROL
+
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_HEADER_TEXT = 150
@@ -36,8 +38,6 @@ MAX_VERSIONS = 10
 MAX_VALUE_CHARS = 200
 
 LINK_NAMES = {"report": "HTML report", "api": "HTTP API"}
-# control characters (C0, DEL, C1) and Unicode line/paragraph separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LOOKALIKES = str.maketrans({"*": "∗", "~": "∼", "`": "ˋ"})
 _EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
 # kept as they are in link URLs; everything else (<, >, |, space, ", `, ...) is %-encoded
@@ -47,7 +47,7 @@ _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
 
 def _clean(value: object) -> str:
     """``value`` as one line of printable text, at most :data:`MAX_VALUE_CHARS` long."""
-    text = _CONTROL.sub(" ", str(value))
+    text = CONTROL.sub(" ", str(value))
     return _cut(text, MAX_VALUE_CHARS)
 
 
@@ -55,7 +55,7 @@ def esc(text: object) -> str:
     """Escape Slack's control characters ``&``, ``<``, ``>`` (so no value becomes a
     link, a mention such as ``<!channel>``, or a broken tag), one line."""
     return (
-        _CONTROL.sub(" ", str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        CONTROL.sub(" ", str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     )
 
 
@@ -82,7 +82,7 @@ def link(url: object, label: object) -> str:
     """``<url|label>``: characters that would end or split the link (``<``, ``>``,
     ``|``, spaces, quotes, backticks) are percent-encoded in the URL; the label
     is :func:`inert` with ``|`` shown as ``¦``."""
-    safe_url = quote(_CONTROL.sub("", str(url)), safe=_URL_SAFE)
+    safe_url = quote(CONTROL.sub("", str(url)), safe=_URL_SAFE)
     return f"<{safe_url.replace('&', '&amp;')}|{inert(label).replace('|', '¦')}>"
 
 
