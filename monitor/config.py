@@ -145,7 +145,8 @@ def parse_duration(value: Any) -> timedelta:
         if text and pos == len(text):
             if total > MAX_DURATION.total_seconds():
                 raise PydanticCustomError(
-                    "duration", 'expected a duration of at most 100 years ("36500d"), got {got}', {"got": _show(value)}
+                    "duration_too_long", 'expected a duration of at most 100 years ("36500d"), got {got}',
+                    {"got": _show(value)},
                 )
             return timedelta(seconds=total)
     raise PydanticCustomError(
@@ -1279,7 +1280,7 @@ def _keep(value: Any) -> timedelta | None:
     try:
         td = parse_duration(value)
     except PydanticCustomError as exc:
-        if "at most" in exc.message_template:  # too long: "forever" is what was meant
+        if exc.type == "duration_too_long":  # "forever" is what was meant
             raise PydanticCustomError(
                 "retention", 'expected at most 100 years ("36500d"), or "forever", got {got}', {"got": _show(value)}
             ) from None
