@@ -8,6 +8,7 @@ to it directly instead of through Kafka.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from monitor.config import Config, parse_config
 from monitor.ingest.batch import ColumnBatch
 from monitor.service.pipeline import Pipeline
-from storage.db import Store
+from storage.db import StorageError, Store
 from tests.store_targets import StoreTarget, open_state_store, state_cli_args
 
 HOUR = 3_600_000
@@ -340,5 +341,15 @@ def test_a_handover_while_the_store_is_away_does_not_stop_the_pipeline(
         p.release_partitions(set())
     assert "model m: rolling reference not reloaded after the handover" in caplog.text
     assert not p.models["m"].windows.open and not p.positions
-    p.flush()  # the store is back: nothing held up
+    # the store is back: nothing held up. The pool reconnects with a back-off (seconds under
+    # load), so the flush is retried as the daemon retries it
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            p.flush()
+            break
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     store.close()
