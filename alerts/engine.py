@@ -175,6 +175,15 @@ class AlertEngine:
             if last is None or ts > last:
                 self._activity[model] = ts
 
+    def continue_activity(self, previous: AlertEngine) -> None:
+        """Go on with ``previous``'s no-data clocks (a config reload builds a new engine):
+        its last activity per model replaces this engine's start-up seed of "active now",
+        which would restart every clock at each reload."""
+        with previous._lock:
+            activity = dict(previous._activity)
+        with self._lock:
+            self._activity.update(activity)
+
     def on_window(
         self,
         window: WindowRecord,

@@ -106,8 +106,7 @@ class Reload:
         acquired = lock.acquire(timeout=60)
         try:
             self.alerting._deliver_lock = lock
-            for model, ts in dict(old.engine._activity).items():  # no-data clocks go on
-                self.alerting.engine.observe_model_activity(model, ts)
+            self.alerting.engine.continue_activity(old.engine)  # no-data clocks go on
             for name, pm in self.prepared.items():
                 daemon.pipeline.use_prepared(name, pm)
             daemon.pipeline.config = self.config

@@ -395,6 +395,20 @@ def test_no_data_counts_from_start_after_a_restart(store, clock):
     assert [x.to_state for x in f.engine.on_tick(clock.now + timedelta(minutes=30))] == ["firing"]
 
 
+def test_no_data_clocks_go_on_across_a_reload(store, clock):
+    """A reload builds a new engine, which seeds every model "active now": copying the old
+    clocks kept only newer values, so each SIGHUP restarted them (with reloads more often
+    than no_data_for, the alert never fired)."""
+    old = feed(store, clock, (NO_DATA,))
+    start = clock.now
+    old.engine.observe_model_activity("churn", start)
+    clock.now = start + timedelta(minutes=20)
+    new = make_engine(store, clock, (NO_DATA,))  # the reload's engine, made 20 minutes later
+    new.continue_activity(old.engine)
+    t = new.on_tick(start + timedelta(minutes=30))
+    assert [(x.to_state, x.value) for x in t] == [("firing", 1800.0)]
+
+
 def test_no_data_for_any_model_covers_models_seen(store, clock):
     rule = Rule("silent", "no_data", no_data_for=timedelta(minutes=30))
     f = feed(store, clock, (rule,))
