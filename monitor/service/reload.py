@@ -154,6 +154,15 @@ def prepare_reload(daemon: Daemon, path: Path) -> Reload:
         try:
             # a prepared model keeps the reference's identity, not its rows: read them again
             ref = load_reference(rt.prepared.reference.path, ReferenceSpec.from_config(new_m))
+        except Exception as exc:  # noqa: BLE001
+            raise ReloadRefused(f"models.{new_m.name}.drift: {exc}") from None
+        in_force = rt.prepared.reference.sha256
+        if ref.sha256 != in_force:  # edited on disk since it was loaded: no silent swap
+            raise ReloadRefused(
+                f"models.{new_m.name}.drift: the reference file {ref.path} changed on disk since it was"
+                f" loaded (sha256 {in_force[:12]}, now {ref.sha256[:12]}); new drift settings need its"
+                " rows: restore the file, or restart (or upload it) to use the new one")
+        try:
             prepared[new_m.name] = PreparedModel.build(new_m, rt.schema, ref, rt.prepared.version)
         except Exception as exc:  # noqa: BLE001
             raise ReloadRefused(f"models.{new_m.name}.drift: {exc}") from None

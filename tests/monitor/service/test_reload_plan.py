@@ -51,3 +51,27 @@ def test_changes_that_need_a_restart_are_named(tmp_path: Path, monkeypatch: pyte
     }
     for expected, change in cases.items():
         assert restart_only_change(old, _cfg(tmp_path, monkeypatch, **change)) == expected, change
+
+
+def test_new_drift_settings_refuse_a_reference_file_changed_on_disk(tmp_path: Path) -> None:
+    """New drift settings are prepared from the reference's rows, read again from its file.
+    An edited file was taken in silently: windows judged against a reference never recorded.
+    The reload is now refused, naming the file; the same file is reloaded fine."""
+    from monitor.config import load_config
+    from monitor.service.daemon import Daemon
+    from monitor.service.reload import ReloadRefused, prepare_reload
+    from tests.monitor.daemon_helpers import write_config
+
+    path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
+    daemon = Daemon(load_config(path), http=False)
+    try:
+        text = path.read_text()
+        path.write_text(text.replace("[models.features]", "[models.drift]\nshare = 0.2\n[models.features]", 1))
+        assert "drift settings of churn" in prepare_reload(daemon, path).summary
+        ref = tmp_path / "reference.csv"
+        lines = ref.read_text().splitlines()
+        ref.write_text("\n".join([lines[0], *lines[1:][::-1]]) + "\n")  # the same rows, another file
+        with pytest.raises(ReloadRefused, match=rf"the reference file {ref} changed on disk since it was loaded"):
+            prepare_reload(daemon, path)
+    finally:
+        daemon.store.close()
