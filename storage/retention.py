@@ -207,6 +207,7 @@ class Pruner:
                 cut = iso(started - p.alerts)
                 rows["alerts"] = self._alerts(cut)
                 rows["silences"] = self._silences(cut)
+                rows["rule_detectors"] = self._detectors(cut)
             if p.windows is not None:
                 n_windows, n_metrics, n_samples = self._windows(iso(started - p.windows))
                 rows["windows"] = n_windows
@@ -313,6 +314,15 @@ class Pruner:
         )
         return self._drain(
             "alerts", lambda n: self._rows(sql, (cut, n)), lambda keys: self._delete_rowids("alerts", keys)
+        )
+
+    def _detectors(self, cut: str) -> int:
+        """Change-detector states not updated since ``cut``: a running detector is updated
+        at every window of its rule, so these are of rules, models or segments gone."""
+        sql = "SELECT rowid FROM rule_detectors WHERE updated_at < ? ORDER BY updated_at LIMIT ?"
+        return self._drain(
+            "rule_detectors", lambda n: self._rows(sql, (cut, n)),
+            lambda keys: self._delete_rowids("rule_detectors", keys),
         )
 
     def _silences(self, cut: str) -> int:

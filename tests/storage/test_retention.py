@@ -129,6 +129,21 @@ def test_alerts_by_last_change_never_pending_or_firing(store: Store) -> None:
     assert report.rows["alerts"] == 2
 
 
+def test_change_detector_states_not_updated_for_the_alerts_retention(store: Store) -> None:
+    """rule_detectors was never pruned: a state per rule x model x segment x column, kept
+    for ever after its rule, model or segment was gone. A running detector is updated at
+    each window of its rule, so only the stale ones go."""
+    from storage.detectors import save_detector
+
+    with store.transaction():
+        for aid, at in (("gone", OLD), ("running", NEW)):
+            save_detector(store, alert_id=aid, rule="r", model="m", state={"n": 1}, last_window_id="w",
+                          window_end="2026-11-01T00:00:00.000Z", now=at)
+    report = pruner(store).run_once()
+    assert [r["alert_id"] for r in store.query("SELECT alert_id FROM rule_detectors")] == ["running"]
+    assert report.rows["rule_detectors"] == 1
+
+
 def delivery(did: str, created: datetime, **kw) -> DeliveryRecord:
     return DeliveryRecord(
         id=did, notifier=kw.pop("notifier", "slack"), kind=kw.pop("kind", "firing"),
