@@ -1333,6 +1333,15 @@ class RetentionConfig(Strict):
                         raise _fail(key, 'renamed: write {new} = "forever" (0 kept rows for ever)', new=new)
                     n = value if isinstance(value, int) and value > 0 else 90
                     raise _fail(key, 'renamed: write {new} = "{n}d" (a duration, or "forever")', new=new, n=n)
+            if "windows" in data and "metrics" not in data:
+                # figures go with their windows: unset, metrics follows windows (its default,
+                # 90d, refused windows = "7d" alone as longer than the windows); a bad
+                # windows value is reported once, as itself
+                try:
+                    _keep(data["windows"])
+                except PydanticCustomError:
+                    return data
+                data = {**data, "metrics": data["windows"]}
         return data
 
     @model_validator(mode="after")

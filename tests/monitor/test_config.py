@@ -1179,6 +1179,10 @@ def test_retention_durations_and_forever(tmp_path: Path) -> None:
         timedelta(minutes=5),
     )
     assert (r.dead_letters_per_minute, r.dead_letter_payloads_per_minute) == (3, 0)
+    # metrics unset follows windows: windows = "7d" alone was refused (metrics' 90d is longer)
+    short = load(tmp_path, '[retention]\nwindows = "7d"\n').retention
+    assert (short.windows, short.metrics) == (timedelta(days=7), timedelta(days=7))
+    assert load(tmp_path, '[retention]\nwindows = "forever"\n').retention.metrics is None
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
