@@ -181,7 +181,9 @@ def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
         if k.predictions_topic not in topics:
             raise LookupError(f"topic {k.predictions_topic!r} not found")
         n = len(consumer.partitions_for_topic(k.predictions_topic) or ())
-        joined = k.labels_topic in topics and any(m.performance.enabled for m in cfg.models)
+        # the labels topic is read only for models that join labels
+        labelled = k.labels_topic is not None and any(m.performance.enabled for m in cfg.models)
+        joined = labelled and k.labels_topic in topics
         n_labels = len(consumer.partitions_for_topic(k.labels_topic) or ()) if joined else None  # type: ignore[arg-type]
     finally:
         consumer.close()
@@ -189,7 +191,7 @@ def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
         f"kafka {', '.join(k.bootstrap_servers)} ({k.security_protocol}) answers;"
         f" topic {k.predictions_topic!r} has {n} partition{'s' if n != 1 else ''}"
     )
-    if k.labels_topic and k.labels_topic not in topics:
+    if labelled and k.labels_topic not in topics:
         # not fatal: predictions are monitored; labels join once the topic exists
         out += f"; labels topic {k.labels_topic!r} not found yet"
     if warnings is not None and cfg.storage.url is not None and n_labels is not None and n_labels != n:
