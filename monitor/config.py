@@ -345,6 +345,12 @@ class DaemonConfig(Strict):
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.http_listen}").rstrip("/")
 
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """``http_listen`` as (host, port): an IPv6 host without its brackets."""
+        host, _, port = self.http_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
@@ -456,6 +462,11 @@ class KafkaConfig(Strict):
     max_future_skew: Duration = timedelta(hours=1)
     consumer_options: dict[str, Any] = {}
 
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is encrypted (``SSL``, ``SASL_SSL``): the ``ssl_*`` keys apply."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
@@ -494,7 +505,7 @@ class KafkaConfig(Strict):
         _secret_pair(self, "sasl_password")
         _secret_pair(self, "ssl_password")
         sasl = self.security_protocol.startswith("SASL")
-        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        tls = self.uses_tls
         # set but unused, they would let a PLAINTEXT connection pass for an encrypted or
         # authenticated one
         for key in sorted(self.model_fields_set):

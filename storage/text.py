@@ -76,8 +76,8 @@ def escape_controls(text: str) -> str:
 MAX_LOG_TEXT = 120
 
 
-def log_text(value: object) -> str:
-    """``value`` as a log line quotes it: one short line, control characters escaped
-    (:func:`escape_controls`), at most :data:`MAX_LOG_TEXT` characters."""
+def log_text(value: object, limit: int = MAX_LOG_TEXT) -> str:
+    """``value`` as a log line (or an error message) quotes it: one short line, control
+    characters escaped (:func:`escape_controls`), at most ``limit`` characters."""
     text = escape_controls(str(value))
-    return text if len(text) <= MAX_LOG_TEXT else text[: MAX_LOG_TEXT - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -118,9 +118,8 @@ def check_listen(cfg: Config) -> tuple[bool, str]:
     the line that says so."""
     from monitor.web.server import ListenError, bind  # noqa: PLC0415
 
-    host, _, port = cfg.daemon.http_listen.rpartition(":")
     try:
-        bind(host.strip("[]"), int(port)).close()
+        bind(*cfg.daemon.listen_address).close()
     except ListenError as exc:
         return False, f"{exc} (in use by another process, or by this daemon already running)"
     return True, f"http listen {cfg.daemon.http_listen} free"

@@ -14,8 +14,7 @@ from monitor.config import Config
 
 
 def healthz_url(cfg: Config) -> str:
-    host, _, port = cfg.daemon.http_listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = cfg.daemon.listen_address
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":

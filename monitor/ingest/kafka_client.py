@@ -27,7 +27,7 @@ def client_options(config: Config) -> dict[str, Any]:
         opts["sasl_mechanism"] = k.sasl_mechanism
         opts["sasl_plain_username"] = k.sasl_username
         opts["sasl_plain_password"] = config.secret("kafka.sasl_password")
-    if k.security_protocol in ("SSL", "SASL_SSL"):
+    if k.uses_tls:
         opts["ssl_check_hostname"] = k.ssl_check_hostname
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             v = getattr(k, key)

@@ -52,8 +52,7 @@ def bind(host: str, port: int) -> socket.socket:
 class ApiServer:
     def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
-        host, _, port = daemon.config.daemon.http_listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
+        self.host, self.port = daemon.config.daemon.listen_address
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.serving = threading.Event()

@@ -88,7 +88,6 @@ def parse_silence(
 
 def _quoted(name: str) -> str:
     """A name from the request as an error may show it: quoted, control characters escaped, cut."""
-    from storage.text import escape_controls  # noqa: PLC0415
+    from storage.text import log_text  # noqa: PLC0415
 
-    text = escape_controls(name)
-    return '"' + (text if len(text) <= 80 else text[:79] + "…") + '"'
+    return f'"{log_text(name, 80)}"'
