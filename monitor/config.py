@@ -1716,6 +1716,24 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
     return out
 
 
+def _webhook_secret_problems(path: str, secrets: dict[str, SecretStr], n: WebhookNotifierConfig) -> list[str]:
+    """A resolved webhook signing secret that Standard Webhooks cannot use (not base64, under
+    24 bytes): refused here, where the config is read, naming where it came from and never
+    the value, rather than failing the daemon when the notifier is built."""
+    from alerts.notifiers.webhook import check_secret  # noqa: PLC0415 - httpx only with a webhook secret
+
+    got = secrets.get(path)
+    if got is None:
+        return []
+    try:
+        check_secret(got.get_secret_value())
+    except ValueError as exc:
+        source = f"environment variable {n.secret_env}" if n.secret_env else f"file {n.secret_file}"
+        return [f"{path}: {exc}, e.g. whsec_ and the base64 of 32 random bytes (`openssl rand -base64 32`);"
+                f" read from {source} (not shown)"]
+    return []
+
+
 class _Checked(typing.NamedTuple):
     problems: list[str]
     secrets: dict[str, SecretStr]
@@ -1772,6 +1790,7 @@ def _post_checks(
             secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file)
         else:
             secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file)
+            problems += _webhook_secret_problems(f"notifiers.{name}.secret", secrets, n)
 
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):

@@ -1,6 +1,8 @@
 """deploy/driftwarden.service: Type=notify, hardened, and the commands it runs work as written:
-the pre-start check fails on local problems only, and an unusable state dir is a clear
-error with status 2 (which the unit does not restart on), never a traceback."""
+the pre-start check reports local problems (its status is ignored: systemd's
+RestartPreventExitStatus= reads only the main process's), and `run` refuses them, an
+unusable state dir included, as a clear error with status 2 (which the unit does not
+restart on), never a traceback."""
 
 from __future__ import annotations
 
@@ -50,7 +52,10 @@ def test_notify_type_watchdog_and_reload() -> None:
     assert service("ExecReload") == ["/bin/kill -HUP $MAINPID"]
     assert service("RestartPreventExitStatus") == ["2"]
     (pre,) = service("ExecStartPre")
-    assert shlex.split(pre) == [VENV_BIN, "check", "--pre-start", "-c", ETC_CONFIG]
+    # "-": systemd's RestartPreventExitStatus= reads the main process's status only, so a
+    # pre-start check failing with 2 would be restarted for ever; `run` fails with 2 instead
+    assert pre.startswith("-")
+    assert shlex.split(pre[1:]) == [VENV_BIN, "check", "--pre-start", "-c", ETC_CONFIG]
     assert shlex.split(service("ExecStart")[0]) == [VENV_BIN, "run", "-c", ETC_CONFIG]
 
 
@@ -136,15 +141,16 @@ def _config(folder: Path, state_dir: str = "state", *, default_store: bool = Tru
 
 
 def _as_written(line: str, config: Path) -> list[str]:
-    """A command of the unit, run from this checkout: the binary and the config path swapped."""
-    argv = shlex.split(line)
+    """A command of the unit, run from this checkout: the binary and the config path swapped
+    (a leading "-", systemd's "ignore this command's status", dropped)."""
+    argv = shlex.split(line.removeprefix("-"))
     assert argv[0] == VENV_BIN
     return [sys.executable, "-m", "monitor.cli.app", *[str(config) if a == ETC_CONFIG else a for a in argv[1:]]]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, env={"DW_UNIT_TEST_SECRET": "whsec_x", "PATH": "/usr/bin:/bin",
+        argv, capture_output=True, text=True, timeout=120, env={"DW_UNIT_TEST_SECRET": "whsec_" + "dW5pdC10ZXN0LXNpZ25pbmctc2VjcmV0LTMyLWJ5dGVz", "PATH": "/usr/bin:/bin",
                                                                  **_pythonpath()},
     )
 
@@ -179,10 +185,16 @@ def test_pre_start_check_fails_on_a_reference_without_the_features(tmp_path: Pat
     cfg = _config(tmp_path)
     (tmp_path / "reference.csv").write_text("age,plan\n1,pro\n")
     res = _run(_as_written(service("ExecStartPre")[0], cfg))
-    assert res.returncode == 2  # like a bad config: the unit does not start, restarting won't fix it
+    assert res.returncode == 2  # like a bad config
     assert "model churn: reference " in res.stderr
     assert "lacks the configured feature column(s) 'tenure_days', 'monthly_charges', 'region'" in res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+    # the unit ignores the check's status ("-"): what keeps it down is `run` failing alike
+    # with 2, the status RestartPreventExitStatus= does not restart (restarting won't fix it)
+    started = _run(_as_written(service("ExecStart")[0], cfg))
+    assert started.returncode == 2, started.stderr
+    assert "lacks the configured feature column(s) 'tenure_days', 'monthly_charges', 'region'" in started.stderr
+    assert "Traceback" not in started.stdout + started.stderr
 
 
 def test_unusable_state_dir_is_a_clear_error_with_status_2(tmp_path: Path) -> None:
@@ -198,7 +210,7 @@ def test_unusable_state_dir_is_a_clear_error_with_status_2(tmp_path: Path) -> No
         " (environment: DRIFTWARDEN_DAEMON__STATE_DIR) to a folder that is"
     )
     pre = _run(_as_written(service("ExecStartPre")[0], cfg))
-    # the same status as `run` (and as check --help says): the unit does not restart on 2
+    # the same status as `run` (and as check --help says)
     assert pre.returncode == 2 and "✗ state dir: daemon.state_dir: cannot create" in pre.stdout
 
 

@@ -81,6 +81,8 @@ def load(tmp_path: Path, rest: str = "", model: str = "") -> Config:
 
 SLACK = '[notifiers.s]\ntype = "slack"\n'
 HOOK = '[notifiers.h]\ntype = "webhook"\nurl = "https://example.com/hook"\n'
+#: a usable Standard Webhooks signing secret (whsec_ and the base64 of 32 bytes)
+HOOK_SECRET = "whsec_" + "ZHJpZnR3YXJkZW4tdGVzdC1zaWduaW5nLXNlY3JldC0zMmI="
 RULE = '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 0.3\n'
 
 # (id, lines inside [[models]], lines after it, the exact message)
@@ -1319,7 +1321,7 @@ def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> No
     folder.mkdir()
     modes = {"api": 0o644, "pg": 0o604, "key.pem": 0o644, "slack": 0o640, "hook": 0o600, "sasl": 0o400}
     for name, mode in modes.items():
-        (folder / name).write_text("s3cret\n")
+        (folder / name).write_text((HOOK_SECRET if name == "hook" else "s3cret") + "\n")
         (folder / name).chmod(mode)
     rest = (
         '[daemon]\napi_token_file = "secrets/api"\n'
@@ -1352,12 +1354,38 @@ def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> No
     assert load_config(path).warnings == ()
 
 
+def test_unusable_webhook_secrets_refused_where_read_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signing secret Standard Webhooks cannot use is a config error (status 2 for `run`
+    and `check`), not a traceback when the notifier is built; its value is never echoed."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hook").write_text("whsec_c2hvcnQ=\n")  # "short": 5 bytes
+    monkeypatch.setenv("DW_TEST_HOOK", "whsec_not base64!")
+    by_file = HOOK + 'kind = "retrain"\nsecret_file = "secrets/hook"\n'
+    by_env = HOOK + 'secret_env = "DW_TEST_HOOK"\n'
+    for rest, want in (
+        (by_file, "notifiers.h.secret: webhook secret is too short: use at least 24 random bytes, e.g. whsec_"
+                  " and the base64 of 32 random bytes (`openssl rand -base64 32`); read from file"),
+        (by_env, "notifiers.h.secret: webhook secret must be 'whsec_' followed by base64, e.g. whsec_ and the"
+                 " base64 of 32 random bytes (`openssl rand -base64 32`); read from environment variable"
+                 " DW_TEST_HOOK (not shown)"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            load(tmp_path, rest)
+        (problem,) = exc.value.problems
+        assert problem.startswith(want), problem
+        assert "c2hvcnQ" not in problem and "not base64!" not in problem
+    monkeypatch.setenv("DW_TEST_HOOK", HOOK_SECRET)
+    assert load(tmp_path, by_env).secret("notifiers.h.secret") == HOOK_SECRET
+
+
 def test_env_and_file_secrets_resolved_and_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DW_TEST_SLACK", "xoxb-very-secret")
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "hook").write_text("whsec-also-secret\n")
+    (tmp_path / "secrets" / "hook").write_text(HOOK_SECRET + "\n")
     rest = (
         SLACK
         + 'token_env = "DW_TEST_SLACK"\nchannel = "#ml"\n'
@@ -1367,7 +1395,7 @@ def test_env_and_file_secrets_resolved_and_never_shown(
     monkeypatch.chdir(tmp_path.parent)  # the file path is relative to the config, not the cwd
     cfg = load(tmp_path, rest)
     assert cfg.secret("notifiers.s.token") == "xoxb-very-secret"
-    assert cfg.secret("notifiers.h.secret") == "whsec-also-secret"
+    assert cfg.secret("notifiers.h.secret") == HOOK_SECRET
     assert cfg.secret("notifiers.s.webhook_url") is None
     h = cfg.notifiers["h"]
     assert (
@@ -1443,7 +1471,7 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "age,tenure_days,monthly_charges,plan,region,prediction\n42,311,70.5,pro,eu,0.87\n"
     )
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-example")
-    monkeypatch.setenv("RETRAIN_WEBHOOK_SECRET", "whsec-example")
+    monkeypatch.setenv("RETRAIN_WEBHOOK_SECRET", HOOK_SECRET)
     return path
 
 
@@ -1460,7 +1488,7 @@ def test_example_config_loads(example: Path) -> None:
     assert isinstance(retrain, WebhookNotifierConfig)
     assert (retrain.kind, retrain.cooldown) == ("retrain", timedelta(hours=24))
     assert cfg.secret("notifiers.slack.token") == "xoxb-example"
-    assert cfg.secret("notifiers.retrain.secret") == "whsec-example"
+    assert cfg.secret("notifiers.retrain.secret") == HOOK_SECRET
 
 
 def _models(tp: object) -> list[type[BaseModel]]:
