@@ -1716,19 +1716,28 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
     return out
 
 
-def _webhook_secret_problems(path: str, secrets: dict[str, SecretStr], n: WebhookNotifierConfig) -> list[str]:
-    """A resolved webhook signing secret that Standard Webhooks cannot use (not base64, under
-    24 bytes): refused here, where the config is read, naming where it came from and never
-    the value, rather than failing the daemon when the notifier is built."""
-    from alerts.notifiers.webhook import check_secret  # noqa: PLC0415 - httpx only with a webhook secret
+def _notifier_secret_problems(path: str, secrets: dict[str, SecretStr], source: str) -> list[str]:
+    """A resolved notifier secret its notifier cannot use: a webhook signing secret Standard
+    Webhooks rejects (not base64, under 24 bytes), a Slack webhook URL that is not http(s).
+    Refused here, where the config is read (``run`` and ``check`` exit 2), naming where it
+    came from (``source``) and never the value, rather than failing the daemon with a
+    traceback when the notifier is built."""
+    from alerts.notifiers.webhook import check_secret  # noqa: PLC0415 - httpx only with a notifier
 
     got = secrets.get(path)
     if got is None:
         return []
+    value = got.get_secret_value()
+    if path.endswith(".webhook_url"):
+        try:
+            _url(value)
+        except PydanticCustomError:
+            return [f"{path}: expected an http:// or https:// URL (a Slack incoming webhook);"
+                    f" read from {source} (not shown)"]
+        return []
     try:
-        check_secret(got.get_secret_value())
+        check_secret(value)
     except ValueError as exc:
-        source = f"environment variable {n.secret_env}" if n.secret_env else f"file {n.secret_file}"
         return [f"{path}: {exc}, e.g. whsec_ and the base64 of 32 random bytes (`openssl rand -base64 32`);"
                 f" read from {source} (not shown)"]
     return []
@@ -1766,6 +1775,11 @@ def _post_checks(
         if s is not None:
             secrets[path] = s
 
+    def notifier_secret(path: str, env: str | None, file: Path | None) -> None:
+        secret(path, env, file)
+        source = f"environment variable {env}" if env else f"file {file}"
+        problems.extend(_notifier_secret_problems(path, secrets, source))
+
     def exists(path: str, p: Path | None) -> None:
         if p is not None and not _abs(p, base).is_file():
             problems.append(
@@ -1787,10 +1801,9 @@ def _post_checks(
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             secret(f"notifiers.{name}.token", n.token_env, n.token_file)
-            secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file)
+            notifier_secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file)
         else:
-            secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file)
-            problems += _webhook_secret_problems(f"notifiers.{name}.secret", secrets, n)
+            notifier_secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file)
 
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):

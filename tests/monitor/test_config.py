@@ -1354,11 +1354,12 @@ def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> No
     assert load_config(path).warnings == ()
 
 
-def test_unusable_webhook_secrets_refused_where_read_and_never_shown(
+def test_unusable_notifier_secrets_refused_where_read_and_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A signing secret Standard Webhooks cannot use is a config error (status 2 for `run`
-    and `check`), not a traceback when the notifier is built; its value is never echoed."""
+    """A signing secret Standard Webhooks cannot use, or a Slack webhook URL that is not
+    one, is a config error (status 2 for `run` and `check`), not a traceback when the
+    notifier is built; the value is never echoed."""
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "hook").write_text("whsec_c2hvcnQ=\n")  # "short": 5 bytes
     monkeypatch.setenv("DW_TEST_HOOK", "whsec_not base64!")
@@ -1378,6 +1379,14 @@ def test_unusable_webhook_secrets_refused_where_read_and_never_shown(
         assert "c2hvcnQ" not in problem and "not base64!" not in problem
     monkeypatch.setenv("DW_TEST_HOOK", HOOK_SECRET)
     assert load(tmp_path, by_env).secret("notifiers.h.secret") == HOOK_SECRET
+    # a Slack incoming-webhook URL from a secret: checked like a url key, not quoted
+    monkeypatch.setenv("DW_TEST_SLACK_URL", "hooks.slack.com/services/T0/B0/sekrit")
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, SLACK + 'webhook_url_env = "DW_TEST_SLACK_URL"\n')
+    assert exc.value.problems == [
+        "notifiers.s.webhook_url: expected an http:// or https:// URL (a Slack incoming webhook);"
+        " read from environment variable DW_TEST_SLACK_URL (not shown)"
+    ]
 
 
 def test_env_and_file_secrets_resolved_and_never_shown(
