@@ -518,6 +518,11 @@ class KafkaConfig(Strict):
                 raise _fail(key, 'expected only with a sasl_mechanism and security_protocol "SASL_PLAINTEXT"'
                                  ' or "SASL_SSL" (it is ignored otherwise), got security_protocol {p}',
                             p=_show(self.security_protocol))
+        if self.ssl_certfile is None:  # the client loads the key and its password with a certificate only
+            for key in ("ssl_keyfile", "ssl_password_env", "ssl_password_file"):
+                if getattr(self, key) is not None:
+                    raise _fail(key, "expected only with kafka.ssl_certfile (the client certificate it"
+                                     " goes with; it is ignored otherwise)")
         for key in self.consumer_options:
             if key.startswith("ssl_") and not tls:
                 raise _fail(f"consumer_options.{key}", 'expected only with security_protocol "SSL" or'
@@ -1743,6 +1748,38 @@ def _notifier_secret_problems(path: str, secrets: dict[str, SecretStr], source: 
     return []
 
 
+def _kafka_tls_problems(k: KafkaConfig, base: Path, password: str | None) -> list[str]:
+    """The Kafka TLS files loaded as the client loads them at its first connection, where a
+    file that exists but holds no certificate, or a key that does not match its certificate
+    or its password, was only a connection error repeated for ever (``check`` said "no
+    answer"). Files that do not exist are reported by the caller. Never prompts for a
+    password: a missing one is an empty one."""
+    import ssl  # noqa: PLC0415 - only with TLS files
+
+    def reason(exc: Exception) -> str:
+        text = getattr(exc, "reason", None) or str(exc)
+        return str(text).replace("_", " ").lower() if isinstance(exc, ssl.SSLError) else str(text)
+
+    out: list[str] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca = _abs(k.ssl_cafile, base) if k.ssl_cafile is not None else None
+    if ca is not None and ca.is_file():
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            out.append(f"kafka.ssl_cafile: no usable CA certificate in {_show(str(ca))}: {reason(exc)}")
+    cert = _abs(k.ssl_certfile, base) if k.ssl_certfile is not None else None
+    key = _abs(k.ssl_keyfile, base) if k.ssl_keyfile is not None else None
+    if cert is not None and cert.is_file() and (key is None or key.is_file()):
+        try:
+            ctx.load_cert_chain(str(cert), str(key) if key is not None else None, password=password or "")
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            with_key = f" with the key {_show(str(key))}" if key is not None else ""
+            out.append(f"kafka.ssl_certfile: cannot load the client certificate {_show(str(cert))}{with_key}"
+                       f" (and kafka.ssl_password, if set): {reason(exc)}")
+    return out
+
+
 class _Checked(typing.NamedTuple):
     problems: list[str]
     secrets: dict[str, SecretStr]
@@ -1792,6 +1829,9 @@ def _post_checks(
     secret("storage.password", cfg.storage.password_env, cfg.storage.password_file)
     for key in ("ssl_cafile", "ssl_certfile", *_SECRET_FILES):
         exists(f"kafka.{key}", getattr(cfg.kafka, key))
+    if wanted is None and cfg.kafka.uses_tls:
+        pw = secrets.get("kafka.ssl_password")
+        problems += _kafka_tls_problems(cfg.kafka, base, pw.get_secret_value() if pw is not None else None)
     for key in _SECRET_FILES:
         file = getattr(cfg.kafka, key)
         if file is not None and (wanted is None or f"kafka.{key}" in wanted):

@@ -1320,13 +1320,18 @@ def test_secret_files_every_user_can_read_are_warned_about(tmp_path: Path) -> No
     folder = tmp_path / "secrets"
     folder.mkdir()
     modes = {"api": 0o644, "pg": 0o604, "key.pem": 0o644, "slack": 0o640, "hook": 0o600, "sasl": 0o400}
+    import trustme  # noqa: PLC0415 - a test-only package
+
+    client = trustme.CA().issue_cert("driftwarden-client")  # the key is loaded with its certificate
+    client.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    contents = {"hook": HOOK_SECRET, "key.pem": client.private_key_pem.bytes().decode().strip()}
     for name, mode in modes.items():
-        (folder / name).write_text((HOOK_SECRET if name == "hook" else "s3cret") + "\n")
+        (folder / name).write_text(contents.get(name, "s3cret") + "\n")
         (folder / name).chmod(mode)
     rest = (
         '[daemon]\napi_token_file = "secrets/api"\n'
         '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "u"\n'
-        'sasl_password_file = "secrets/sasl"\nssl_keyfile = "secrets/key.pem"\n'
+        'sasl_password_file = "secrets/sasl"\nssl_certfile = "secrets/cert.pem"\nssl_keyfile = "secrets/key.pem"\n'
         '[storage]\nurl = "postgresql://me@db/x"\npassword_file = "secrets/pg"\n'
         + SLACK + 'token_file = "secrets/slack"\nchannel = "#ml"\n'
         + HOOK + 'secret_file = "secrets/hook"\n'
@@ -1425,13 +1430,48 @@ def test_env_and_file_secrets_resolved_and_never_shown(
     ]
 
 
+def test_kafka_tls_files_are_loaded_as_the_client_loads_them(tmp_path: Path) -> None:
+    """A CA file without a certificate, or a client key that does not go with its
+    certificate, was a connection error repeated for ever (``check``: "no answer within
+    10s"); now a config problem naming the file. A key or key password without a client
+    certificate is ignored by the client, so it is refused."""
+    import trustme  # noqa: PLC0415 - a test-only package
+
+    ca = trustme.CA()
+    client, other = ca.issue_cert("driftwarden-client"), ca.issue_cert("someone-else")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    tls = '[kafka]\nsecurity_protocol = "SSL"\n'
+    files = 'ssl_cafile = "ca.pem"\nssl_certfile = "client.pem"\nssl_keyfile = "client.key"\n'
+    cfg = load(tmp_path, tls + files)
+    assert cfg.kafka.ssl_keyfile == tmp_path.resolve() / "client.key"
+    where = tmp_path.resolve()
+    assert problems(tmp_path, tls + 'ssl_cafile = "junk.pem"\n') == [
+        f'kafka.ssl_cafile: no usable CA certificate in "{where / "junk.pem"}": no certificate or crl found'
+    ]
+    (got,) = problems(tmp_path, tls + files.replace("client.key", "other.key"))
+    assert got.startswith(
+        f'kafka.ssl_certfile: cannot load the client certificate "{where / "client.pem"}" with the key'
+        f' "{where / "other.key"}" (and kafka.ssl_password, if set): '
+    ), got
+    assert problems(tmp_path, tls + 'ssl_keyfile = "client.key"\n') == [
+        "kafka.ssl_keyfile: expected only with kafka.ssl_certfile (the client certificate it goes with;"
+        " it is ignored otherwise)"
+    ]
+
+
 def test_relative_paths_resolve_against_config_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf = tmp_path / "etc"
     (conf / "ref").mkdir(parents=True)
     (conf / "ref" / "churn.csv").write_text("age,plan\n1,a\n")
-    (conf / "ca.pem").write_text("pem")
+    import trustme  # noqa: PLC0415 - a test-only package
+
+    trustme.CA().cert_pem.write_to_path(str(conf / "ca.pem"))  # loaded as the client would
     (conf / "config.toml").write_text(
         MODEL.format(model="").replace('"ref.csv"', '"ref/churn.csv"')
         + '[daemon]\nstate_dir = "state"\n[kafka]\nssl_cafile = "ca.pem"\nsecurity_protocol = "SSL"\n'
