@@ -37,6 +37,8 @@ MULTICLASS = (
     "precision_weighted", "recall_weighted", "f1_weighted",
 )
 REGRESSION = ("mae", "rmse", "mape", "r2")
+#: every realized performance figure, whatever the model's shape
+PERFORMANCE_METRICS = frozenset({*BINARY, *MULTICLASS, *REGRESSION})
 #: estimated before labels (binary score models whose reference holds labels)
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 #: with labels: label counts of the window, and label drift (reference labels needed)
@@ -58,7 +60,7 @@ def has_reference_figure(metric: str) -> bool:
     compares with): its row count and missing shares, and, when it holds labels, the
     performance figures and their estimates."""
     base = metric.removeprefix("estimated_")
-    return metric in ("row_count", "missing_share") or base in {*BINARY, *MULTICLASS, *REGRESSION}
+    return metric in ("row_count", "missing_share") or base in PERFORMANCE_METRICS
 
 
 def performance_figures(task: str, prediction_type: str) -> tuple[str, ...]:

@@ -102,12 +102,22 @@ def performance(spec: PerformanceSpec, labels: np.ndarray, predictions: np.ndarr
     return regression_performance(labels.astype(np.float64), predictions.astype(np.float64), n_boot=b, level=spec.level, seed=seed)
 
 
+def _finite(v: object) -> bool:
+    return v is not None and isinstance(v, int | float) and math.isfinite(v)
+
+
 def _valid(spec: PerformanceSpec, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    has_label = np.array([v is not None for v in labels.tolist()], dtype=bool)
+    """Rows with a label and a prediction: a class name or a finite number as the task
+    needs (a regression reference's empty or non-numeric label cell reads as NaN, and one
+    NaN would make every figure NaN)."""
+    if spec.kind == "regression":
+        has_label = np.array([_finite(v) for v in labels.tolist()], dtype=bool)
+    else:
+        has_label = np.array([v is not None for v in labels.tolist()], dtype=bool)
     if spec.kind == "multiclass":
         has_pred = np.array([v is not None for v in preds.tolist()], dtype=bool)
     else:
-        has_pred = np.array([v is not None and isinstance(v, int | float) and math.isfinite(v) for v in preds.tolist()], dtype=bool)
+        has_pred = np.array([_finite(v) for v in preds.tolist()], dtype=bool)
     return has_label & has_pred
 
 

@@ -50,6 +50,7 @@ from monitor.ingest.schema import ModelSchema
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import prepare_labelled_reference
+from monitor.metric_names import PERFORMANCE_METRICS
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
 from monitor.service.shared_references import local_copy
@@ -69,7 +70,7 @@ from monitor.windows.shape import describe
 from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.records import iso_ms
+from storage.records import DATASET, iso_ms
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.samples import keep_window_sample
 from storage.state import load_state, save_state
@@ -1043,8 +1044,9 @@ def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowCol
 
 def check_label_rules(config: Config, refs: Mapping[str, Any]) -> None:
     """A rule on ``label_drift`` needs labels in the reference, one on ``estimated_*`` (or
-    its ``*_estimation_error``) labels and scores to calibrate on: else the figure never
-    exists and the rule never fires. Raises :class:`ReferenceError` naming the rule."""
+    its ``*_estimation_error``) labels and scores to calibrate on, a relative rule on a
+    performance figure the reference's own figure: else the figure (or its threshold)
+    never exists and the rule never fires. Raises :class:`ReferenceError` naming the rule."""
     from monitor.references.load import ReferenceError  # noqa: PLC0415
 
     for i, rule in enumerate(config.rules):
@@ -1053,6 +1055,10 @@ def check_label_rules(config: Config, refs: Mapping[str, Any]) -> None:
             need, what = (lambda r: r.labels is not None), "a label column"
         elif m.startswith("estimated_") or m.endswith("_estimation_error"):
             need, what = (lambda r: r.calibrator is not None), "labels and scores (to calibrate the estimate)"
+        elif rule.relative and m in PERFORMANCE_METRICS:
+            need = lambda r, m=m: (DATASET, m) in r.figures  # noqa: E731
+            what = (f"labels and predictions giving its own {m} (what the relative threshold multiplies;"
+                    " empty, non-numeric or constant labels give none)")
         else:
             continue
         targets = [rule.model] if rule.model is not None else sorted(refs)

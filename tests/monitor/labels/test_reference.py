@@ -1,0 +1,59 @@
+"""The labelled parts of a reference: its own performance figures (what relative rules
+multiply) survive cells a careless export leaves empty, and a relative rule the reference
+cannot give a figure for is refused at start-up instead of never firing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.config import ModelConfig, load_config
+from monitor.labels.reference import prepare_labelled_reference
+from monitor.references.load import ReferenceError
+from monitor.service.pipeline import check_label_rules
+from storage.records import DATASET
+
+
+def _regression_reference(path: Path, blank_label_at: int | None) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    y = 2 * x + 0.1 * rng.normal(size=50)
+    rows = ["x,label,prediction"]
+    rows += [f"{a},{'' if i == blank_label_at else b},{2 * a}" for i, (a, b) in enumerate(zip(x, y, strict=True))]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_a_regression_reference_with_an_empty_label_cell_keeps_its_figures(tmp_path: Path) -> None:
+    """One empty (or non-numeric) label read as NaN used to make every figure NaN, so the
+    reference had none and relative rules on mae/rmse/mape/r2 silently never fired."""
+    model = ModelConfig.model_validate({"name": "r", "task": "regression", "reference": str(tmp_path / "r.csv"),
+                                        "features": {"numerical": ["x"]}})
+    _regression_reference(tmp_path / "r.csv", blank_label_at=None)
+    full = prepare_labelled_reference(model, tmp_path / "r.csv").figures
+    _regression_reference(tmp_path / "r.csv", blank_label_at=7)
+    gapped = prepare_labelled_reference(model, tmp_path / "r.csv").figures
+    assert sorted(k for _, k in gapped) == ["mae", "mape", "r2", "rmse"]
+    # the figures of the 49 labelled rows: close to the 50's, not NaN
+    for key in ((DATASET, "mae"), (DATASET, "rmse"), (DATASET, "r2")):
+        assert np.isfinite(gapped[key]) and gapped[key] == pytest.approx(full[key], rel=0.1), key
+
+
+def test_a_relative_rule_without_the_references_figure_is_refused(tmp_path: Path) -> None:
+    reference = tmp_path / "r.csv"
+    reference.write_text("x,label,prediction\n" + "".join(f"{i},,{i}\n" for i in range(40)))  # no label at all
+    cfg_path = tmp_path / "driftwarden.toml"
+    cfg_path.write_text(
+        '[kafka]\npredictions_topic = "p"\nlabels_topic = "l"\n'
+        '[[models]]\nname = "r"\ntask = "regression"\nreference = "r.csv"\n'
+        '[models.features]\nnumerical = ["x"]\n[models.performance]\nenabled = true\n'
+        '[[rules]]\nname = "mae-worse"\nmetric = "mae"\nop = ">"\nthreshold = 1.5\nrelative = true\n'
+    )
+    cfg = load_config(cfg_path)
+    refs = {"r": prepare_labelled_reference(cfg.models[0], reference)}
+    with pytest.raises(ReferenceError, match=r"rules\[0\] \(mae-worse\) uses mae, which needs labels and predictions"
+                                              r" giving its own mae"):
+        check_label_rules(cfg, refs)
+    _regression_reference(reference, blank_label_at=3)
+    check_label_rules(cfg, {"r": prepare_labelled_reference(cfg.models[0], reference)})
