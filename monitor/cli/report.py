@@ -60,10 +60,7 @@ def write_report(
         return Path(latest["path"]) if latest and latest.get("path") else None
 
     try:
-        inputs = gather(
-            store, window_id, reference_file=reference_file,
-            task=mcfg.task if mcfg is not None else None, prediction=mcfg.prediction if mcfg is not None else None,
-        )
+        inputs = gather(store, window_id, reference_file=reference_file)
         page = render(inputs)
     except ReportUnavailable as exc:
         echo(f"driftwarden: no report for window {window_id!r}: {exc.message}", err=True)

@@ -72,12 +72,6 @@ class ReportInputs:
     sample_rows: int
     reference: dict[str, np.ndarray]
     reference_note: str
-    #: ``classification`` | ``regression`` | None (unknown: no performance section)
-    task: str | None = None
-    prediction: str | None = None
-    #: the label of each sample row and of each reference row (None: no performance section)
-    current_target: np.ndarray | None = None
-    reference_target: np.ndarray | None = None
 
 
 def safe_text(value: object) -> str:
@@ -94,8 +88,6 @@ def gather(
     *,
     reference_file: Callable[[], Path | None] | None = None,
     load_file: Callable[[Path, dict[str, str]], dict[str, np.ndarray]] | None = None,
-    task: str | None = None,
-    prediction: str | None = None,
 ) -> ReportInputs:
     """The inputs of a window's report, or :class:`ReportUnavailable` (404: no such window;
     410: its sample is gone or was never kept).
@@ -126,7 +118,6 @@ def gather(
     return ReportInputs(
         window=window, figures=window_metrics(store, window_id), sample=columns,
         sample_rows=int(meta["sample_rows"]), reference=reference, reference_note=note,
-        task=task, prediction=prediction,
     )
 
 
@@ -217,42 +208,12 @@ def render(inputs: ReportInputs) -> str:
     presets: list[Any] = [DataDriftPreset(columns=features, drift_share=min(max(share, 0.0), 1.0),
                                           per_column_method=methods or None)]
     presets += [ValueDrift(column=names[c], method=methods.get(names[c])) for c in sorted(predicted)]
-    performance = _performance(inputs, names, cur, ref)
-    if performance is not None:
-        extra_definition, preset = performance
-        definition.update(extra_definition)
-        presets.append(preset)
     dd = DataDefinition(**definition)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snapshot = Report(presets).run(Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd))
         page = snapshot.get_html_str(as_iframe=False)
-    return _with_banner(page, banner(inputs, performance is not None))
-
-
-def _performance(
-    inputs: ReportInputs, names: dict[str, str], cur: Any, ref: Any
-) -> tuple[dict[str, Any], Any] | None:
-    """The performance preset when labels are known for the sample and the reference."""
-    if (
-        inputs.current_target is None or inputs.reference_target is None or inputs.task is None
-        or inputs.prediction not in names
-    ):
-        return None
-    from evidently import BinaryClassification, Regression  # noqa: PLC0415
-    from evidently.presets import ClassificationPreset, RegressionPreset  # noqa: PLC0415
-
-    target = "__target__"
-    pred = names[inputs.prediction]
-    if inputs.task == "regression":
-        cur[target] = _series(np.asarray(inputs.current_target, dtype=np.float64))
-        ref[target] = _series(np.asarray(inputs.reference_target, dtype=np.float64))
-        return {"regression": [Regression(target=target, prediction=pred)]}, RegressionPreset()
-    cur[target] = _series(np.asarray([None if v is None else safe_text(v) for v in inputs.current_target], dtype=object))
-    ref[target] = _series(np.asarray([None if v is None else safe_text(v) for v in inputs.reference_target], dtype=object))
-    if inputs.sample[inputs.prediction].dtype.kind == "f":
-        return {"classification": [BinaryClassification(target=target, prediction_probas=pred, pos_label="1")]}, ClassificationPreset()
-    return {"classification": [BinaryClassification(target=target, prediction_labels=pred)]}, ClassificationPreset()
+    return _with_banner(page, banner(inputs))
 
 
 def _series(values: np.ndarray) -> Any:
@@ -280,7 +241,7 @@ def _with_banner(page: str, banner_html: str) -> str:
     return page[:i] + banner_html + page[i:]
 
 
-def banner(inputs: ReportInputs, performance: bool) -> str:
+def banner(inputs: ReportInputs) -> str:
     """driftwarden's own facts about the window, escaped, as a block above Evidently's report."""
     w = inputs.window
     e = html.escape
@@ -293,8 +254,6 @@ def banner(inputs: ReportInputs, performance: bool) -> str:
             f"<tr><td>{e(f['column'] or '(dataset)')}</td><td>{e(f['metric'])}</td><td>{e(str(f.get('test') or ''))}</td>"
             f"<td>{_num(f.get('value'))}</td><td>{_num(f.get('threshold'))}</td><td>{e(drifted)}</td></tr>"
         )
-    perf = ("performance: Evidently's preset on the sample's joined labels" if performance
-            else "performance: no labels joined to this sample, so no performance section")
     style = ("font:14px/1.4 system-ui,sans-serif;margin:12px;padding:12px 16px;border:1px solid #c8ccd4;"
              "border-radius:6px;background:#f6f8fa;color:#1f2328")
     return (
@@ -306,7 +265,8 @@ def banner(inputs: ReportInputs, performance: bool) -> str:
         f"<p style=\"margin:0 0 6px\">{int(w['rows'])} rows; this report is made from a sample of"
         f" {inputs.sample_rows} of them against {e(inputs.reference_note)}. Evidently recomputes on the"
         f" sample: its scores can differ a little from driftwarden's figures below, which are for every"
-        f" row, with the thresholds used. {e(perf)}.</p>"
+        f" row, with the thresholds used. Performance figures (with labels) are in the API, the"
+        f" dashboard and `driftwarden windows show`, not in this report.</p>"
         f"<p style=\"margin:0 0 6px;font-size:12px\">window id: <code>{e(str(w['id']))}</code></p>"
         + (
             "<table style=\"border-collapse:collapse;font-size:13px\"><thead><tr><th align=left>column</th>"
