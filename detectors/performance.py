@@ -112,17 +112,23 @@ def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den``, 0 where ``den`` is 0 (scikit-learn's ``zero_division`` default)."""
+def _safe_div(num: np.ndarray, den: np.ndarray, zero_division: float = 0.0) -> np.ndarray:
+    """``num / den``, ``zero_division`` where ``den`` is 0 (by default 0, scikit-learn's
+    ``zero_division`` default; NaN in bootstrap replicates, where 0/0 is undefined)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), zero_division)
 
 
 def _binary_from_weights(
-    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool = True
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool = True,
+    zero_division: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Binary figures for each row of bootstrap weights ``w`` (one row of ones: the point
-    figures); ``log_loss`` and ``brier`` are NaN unless the scores are ``probabilities``."""
+    figures); ``log_loss`` and ``brier`` are NaN unless the scores are ``probabilities``.
+    ``zero_division``: precision, recall and F1 where their denominator is 0 (0 for the
+    point figures, as scikit-learn; NaN for bootstrap replicates, which the intervals then
+    leave out as they do ROC AUC on a one-class resample: a resample without a predicted
+    or actual positive says nothing about precision or recall)."""
     pred = (s >= threshold).astype(np.float64)
     tot = w.sum(axis=1)
     tp = w @ (pred * y)
@@ -132,9 +138,9 @@ def _binary_from_weights(
     nan = np.full(w.shape[0], np.nan)
     out = {
         "accuracy": correct / tot,
-        "precision": _safe_div(tp, tp + fp),
-        "recall": _safe_div(tp, tp + fn),
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "precision": _safe_div(tp, tp + fp, zero_division),
+        "recall": _safe_div(tp, tp + fn, zero_division),
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn, zero_division),
         "roc_auc": _auc_from_weights(y, s, w),
         "log_loss": nan,
         "brier": nan,
@@ -261,7 +267,8 @@ def bootstrap_ci(
     are drawn as a matrix of multiplicities and evaluated with matrix
     products, ``chunk`` replicates at a time. Deterministic for a given
     ``seed``. Replicates where the metric is undefined (ROC AUC on a resample
-    with one class) are left out; ``n_defined`` says how many remain. An
+    with one class, precision without a predicted positive, recall without an
+    actual one) are left out; ``n_defined`` says how many remain. An
     empty window gives NaN bounds.
     """
     if task is None:
@@ -282,7 +289,7 @@ def bootstrap_ci(
         def compute(w: np.ndarray) -> dict[str, np.ndarray]:
             if metric == "roc_auc":
                 return {"roc_auc": _auc_from_weights(y, s, w)}
-            return _binary_from_weights(y, s, w, threshold)
+            return _binary_from_weights(y, s, w, threshold, zero_division=math.nan)
     else:
         if metric not in REGRESSION_METRICS:
             raise ValueError(f"unknown regression metric {metric!r}; known: {REGRESSION_METRICS}")

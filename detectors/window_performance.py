@@ -164,7 +164,7 @@ def binary_performance(
         "recall": (tp, int(yb.sum())),
     }
     figs = _intervals(
-        BINARY_METRICS, points, lambda w: _binary_from_weights(y, s, w, threshold, probabilities), n,
+        BINARY_METRICS, points, lambda w: _binary_from_weights(y, s, w, threshold, probabilities, zero_division=math.nan), n,
         n_boot=n_boot, level=level, seed=seed, chunk=chunk,
     )
     return WindowPerformance(n, figs, rates)
@@ -174,9 +174,14 @@ def binary_performance(
 
 
 def _multiclass_from_counts(
-    tp: np.ndarray, true_sum: np.ndarray, pred_sum: np.ndarray, tot: np.ndarray, pos: int | None
+    tp: np.ndarray, true_sum: np.ndarray, pred_sum: np.ndarray, tot: np.ndarray, pos: int | None,
+    zero_division: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Figures from per-class counts (rows: replicates, columns: classes)."""
+    """Figures from per-class counts (rows: replicates, columns: classes). ``zero_division``:
+    the class of interest's precision, recall and F1 where their denominator is 0 (0 for
+    the point figures, as scikit-learn; NaN in bootstrap replicates, left out of the
+    intervals). Inside the macro and weighted averages a 0/0 class counts 0, as in
+    scikit-learn, so those stay defined."""
     precision = _safe_div(tp, pred_sum)
     recall = _safe_div(tp, true_sum)
     f1 = _safe_div(2 * tp, true_sum + pred_sum)
@@ -188,6 +193,9 @@ def _multiclass_from_counts(
         out[f"{name}_macro"] = _safe_div((per_class * present).sum(axis=1), n_present)
         out[f"{name}_weighted"] = _safe_div((per_class * true_sum).sum(axis=1), support)
         out[name] = per_class[:, pos] if pos is not None else np.zeros(tp.shape[0])
+    if pos is not None and not zero_division == 0.0:
+        for name, den in (("precision", pred_sum), ("recall", true_sum), ("f1", true_sum + pred_sum)):
+            out[name] = np.where(den[:, pos] > 0, out[name], zero_division)
     return out
 
 
@@ -239,7 +247,7 @@ def multiclass_performance(
     tp_hot = t_hot * hit_rows[:, None]
 
     def compute(w: np.ndarray) -> dict[str, np.ndarray]:
-        return _multiclass_from_counts(w @ tp_hot, w @ t_hot, w @ p_hot, w.sum(axis=1), pos_idx)
+        return _multiclass_from_counts(w @ tp_hot, w @ t_hot, w @ p_hot, w.sum(axis=1), pos_idx, zero_division=math.nan)
 
     figs = _intervals(MULTICLASS_METRICS, points, compute, n, n_boot=n_boot, level=level, seed=seed, chunk=chunk)
     return WindowPerformance(n, figs, rates)

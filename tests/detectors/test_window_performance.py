@@ -89,6 +89,39 @@ def test_multiclass_bootstrap_matches_a_plain_loop() -> None:
     assert f.se == pytest.approx(np.std(loop, ddof=1), rel=1e-12)
 
 
+def test_resamples_where_precision_or_recall_is_undefined_are_left_out() -> None:
+    """A resample without a predicted (or actual) positive has no precision (recall): counting
+    it as 0 made a perfect classifier's interval [0, 1] in a small window, and inflated the
+    bootstrap standard error that f1_delta and f1_worse_p use. Left out, like ROC AUC on a
+    one-class resample; the point figures keep scikit-learn's 0 for 0/0."""
+    y = np.array([True, True] + [False] * 18)
+    s = np.where(y, 0.9, 0.1)
+    wp = binary_performance(y, s, n_boot=2000, seed=1)
+    t = np.where(y, "churn", "stay").astype(object)
+    mc = multiclass_performance(t, t.copy(), positive="churn", n_boot=2000, seed=1)
+    for figs in (wp.figures, mc.figures):
+        for m in ("precision", "recall", "f1"):
+            f = figs[m]
+            assert (f.value, f.ci_low, f.ci_high, f.se) == (1.0, 1.0, 1.0, 0.0), (m, f)
+    # the intervals of the defined resamples, as a loop over scikit-learn computes them
+    y = np.zeros(20, dtype=bool)
+    y[[0, 1]] = True  # two positives, of which one is predicted, and one false alarm
+    s = np.full(20, 0.1)
+    s[[0, 5]] = 0.9
+    wp = binary_performance(y, s, n_boot=300, seed=4, chunk=300)
+    idx = np.random.default_rng(4).integers(0, 20, size=(300, 20))
+    for m, fn, den in (("precision", skm.precision_score, lambda i: (s[i] >= 0.5).sum()),
+                       ("recall", skm.recall_score, lambda i: y[i].sum())):
+        loop = [fn(y[i], s[i] >= 0.5, zero_division=0) for i in idx if den(i) > 0]
+        assert len(loop) < 300  # some resamples had none: the case at hand
+        lo, hi = np.quantile(loop, [0.025, 0.975])
+        f = wp.figures[m]
+        assert f.ci_low == pytest.approx(lo, rel=1e-12) and f.ci_high == pytest.approx(hi, rel=1e-12), m
+        assert f.se == pytest.approx(np.std(loop, ddof=1), rel=1e-12), m
+    # and the point figure of a window without a predicted positive stays scikit-learn's 0
+    assert binary_performance(y, np.zeros(20), n_boot=50).figures["precision"].value == 0.0
+
+
 def test_regression_equals_sklearn() -> None:
     rng = np.random.default_rng(4)
     t = rng.normal(50, 10, 700)
