@@ -118,6 +118,11 @@ class Daemon:
         self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
+        #: predictions partitions revoked by a rebalance still under way: kafka-python keeps
+        #: them in the assignment (not fetched) until the join completes, and the group's
+        #: generation moves on before that, so a claim of one now would be taken as current
+        #: and take it back from the member it goes to; never claimed again until assigned
+        self._revoking: set[int] = set()
         self._label_partitions_warned = False
         #: labels partitions assigned here and paused: no predictions partition of that number held
         self._label_orphans: list[int] = []
@@ -266,6 +271,7 @@ class Daemon:
             """Runs on kafka-python's IO loop: flush to the store, then await the commit."""
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
+                daemon._revoking |= {tp.partition for tp in revoked if tp.topic == topic}
                 with daemon._inside_poll_but_busy():
                     offsets = daemon._flush_for_rebalance()
                     if offsets is not None:
@@ -274,12 +280,14 @@ class Daemon:
             async def on_partitions_lost(self, lost: Any) -> None:
                 # evicted from the group: others may own them already, so no commit; the
                 # flush stores what is in hand only where our claim still stands
+                gone = {tp.partition for tp in lost if tp.topic == topic}
+                daemon._revoking |= gone
                 with daemon._inside_poll_but_busy():
                     daemon._flush_for_rebalance()
-                    gone = {tp.partition for tp in lost if tp.topic == topic}
                     daemon.pipeline.release_partitions(daemon._owned() - gone)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                daemon._revoking.clear()  # the assignment is settled: what it holds is ours
                 with daemon._inside_poll_but_busy():
                     # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
                     # only the added partitions. The consumer's assignment is the whole one in both.
@@ -307,6 +315,7 @@ class Daemon:
                 if consumer is None:  # stop asked for while the client bootstrapped
                     return
                 self._consumer = consumer
+                self._revoking = set()
                 self._consumer.subscribe(topics, listener=Listener())
                 self.kafka_connected = True
                 backoff = 1.0
@@ -456,7 +465,7 @@ class Daemon:
         if not self._unclaimed or (not force and time.monotonic() < self._claim_retry_at):
             return
         topic = self.config.kafka.predictions_topic
-        self._unclaimed &= self._owned()
+        self._unclaimed &= self._owned() - self._revoking
         wanted = sorted(self._unclaimed)
         tps = [TopicPartition(topic, p) for p in wanted]
         if committed is None:
@@ -505,6 +514,21 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
                 log.debug("pause/resume: %s", exc)
 
+    def _pause_partitions(self, partitions: set[int]) -> None:
+        """Pause these predictions partitions and the labels partitions of the same numbers
+        (resumed by the claim that makes them ours, see :meth:`_claim`)."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        tps = [TopicPartition(self.config.kafka.predictions_topic, p) for p in sorted(partitions)]
+        labels = self.pipeline.labels
+        if labels is not None and labels.enabled and labels.topic is not None:
+            lowned = self._owned(labels.topic)
+            tps += [TopicPartition(labels.topic, p) for p in sorted(partitions) if p in lowned]
+        try:
+            self._consumer.pause(*tps)
+        except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
+            log.debug("pause: %s", exc)
+
     def _poll_loop(self) -> None:
         # Idle clocks: only time spent waiting in poll() counts as a quiet stream. The
         # rest of each turn (flushes and claims that wait on the store, figures, reloads,
@@ -527,8 +551,15 @@ class Daemon:
         commit_every = k.commit_interval.total_seconds()
         while not self.stop_event.is_set():
             self._service_tick()
-            # assigned but not (or no longer: another instance claimed it) ours in the store
-            self._unclaimed |= self._owned() - set(self.pipeline.claims)
+            # assigned but not (or no longer: another instance claimed it) ours in the store;
+            # not while a rebalance revokes it (its next owner may hold the claim already)
+            newly = self._owned() - set(self.pipeline.claims) - self._revoking - self._unclaimed
+            if newly:
+                # paused at once, not at the next claim attempt (up to CLAIM_RETRY_SECONDS
+                # later): what the consumer fetched of them meanwhile would be dropped as not
+                # ours while its position moved past it
+                self._pause_partitions(newly)
+                self._unclaimed |= newly
             if self._unclaimed:
                 self._claim()
                 if self._unclaimed:  # those partitions stay paused
