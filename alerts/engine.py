@@ -55,6 +55,7 @@ from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
 from storage.detectors import load_detector, save_detector
+from storage.instances import known_elsewhere
 from storage.records import MetricRow, WindowRecord, iso, parse_iso
 
 Clock = Callable[[], datetime]
@@ -136,8 +137,11 @@ class AlertEngine:
         notifiers: Mapping[str, Any] | None = None,
         clock: Clock = utc_now,
         settings: AlertSettings | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
+        #: this instance in :mod:`storage.instances` (a shared store: whose rules are whose)
+        self.owner = owner
         self.clock = clock
         self.settings = settings or AlertSettings()
         self.rules: tuple[Rule, ...] = tuple(rules)
@@ -288,8 +292,18 @@ class AlertEngine:
                 models |= {r.model for r in self.rules if r.is_no_data and r.model}
                 self.store.lock(TICK_LOCK, *(db.alert_lock_key(m) for m in models))
             self._no_data(now, transitions, events)
+            elsewhere: dict[str, bool] = {}
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
+                if rule is None and self.store.shared:
+                    # a rule another live instance of the shared store has (a rolling change of
+                    # the config): its alerts are that instance's, not a rule that left
+                    if alert.rule not in elsewhere:
+                        elsewhere[alert.rule] = bool(
+                            known_elsewhere(self.store, now, "rules", alert.rule, other_than=self.owner)
+                        )
+                    if elsewhere[alert.rule]:
+                        continue
                 if rule is None:  # the rule left the config: end the alert quietly
                     gone = alert.evolve(
                         state=RESOLVED if alert.state == FIRING else INACTIVE,

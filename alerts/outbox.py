@@ -53,6 +53,7 @@ from alerts.notifiers.base import MAX_RETRY_DELAY, Notifier, PayloadError, SendR
 from storage import alerts as db
 from storage.alerts import DeliveryRecord
 from storage.db import Store
+from storage.instances import known_elsewhere
 from storage.text import CONTROL
 
 log = logging.getLogger(__name__)
@@ -234,13 +235,23 @@ class DeliveryWorker:
         returns their futures by notifier name (each resolves to the number of
         attempts made).
 
-        Deliveries to notifiers that are not configured are marked dead here."""
+        Deliveries to notifiers that are not configured are marked dead here, except, on a
+        shared store, those to a notifier another live instance has (a rolling change of the
+        config): they are left to it."""
         if self._stopping.is_set():
             return {}
         now = self.clock()
+        elsewhere: dict[str, bool] = {}
         for d in db.due_deliveries(
             self.store, now, self.batch, exclude=list(self.notifiers), claimable_by=self.owner
         ):
+            if self.store.shared:
+                if d.notifier not in elsewhere:
+                    elsewhere[d.notifier] = bool(
+                        known_elsewhere(self.store, now, "notifiers", d.notifier, other_than=self.owner)
+                    )
+                if elsewhere[d.notifier]:
+                    continue
             self._record(
                 d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"), claimed=False
             )

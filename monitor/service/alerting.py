@@ -107,6 +107,7 @@ class Alerting:
                 repeat_interval=config.alerting.repeat_interval,
                 group_by=tuple("alertname" if g == "rule" else g for g in config.alerting.group_by),
             ),
+            owner=owner,
         )
         self.worker = DeliveryWorker(
             store,

@@ -118,6 +118,8 @@ class Daemon:
         self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
+        #: the other instances of a shared store (None: not shared, or not running)
+        self._peers: Any = None
         #: predictions partitions revoked by a rebalance still under way: kafka-python keeps
         #: them in the assignment (not fetched) until the join completes, and the group's
         #: generation moves on before that, so a claim of one now would be taken as current
@@ -236,6 +238,13 @@ class Daemon:
             self.dead_letter_topic = DeadLetterTopic(self.config, self.store, owner=self.instance)
             sched.add_job(self.dead_letter_topic.run_once, "interval", seconds=1.0, id="dead-letter-topic", max_instances=1, coalesce=True)
         sched.add_job(self.prune, "interval", seconds=self.prune.interval.total_seconds(), id="prune", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        if self.store.shared:
+            from monitor.service.peers import Peers  # noqa: PLC0415
+            from storage.instances import ANNOUNCE_EVERY  # noqa: PLC0415
+
+            self._peers = Peers(self.store, self.instance, self._config_facts, self.clock)
+            sched.add_job(self._announce, "interval", seconds=ANNOUNCE_EVERY.total_seconds(), id="peers",
+                          max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         sched.start()
         self._scheduler = sched
         if self._want_http:
@@ -844,6 +853,22 @@ class Daemon:
         self.store.close()
         self.systemd.close()
         self.on_event("stopped", {})
+
+    def _config_facts(self) -> dict[str, Any]:
+        """This instance's config as the others of a shared store compare it (see
+        :mod:`monitor.service.peers`); read at each announcement, so a reload shows."""
+        from monitor.service.peers import config_facts  # noqa: PLC0415
+
+        refs = {name: rt.prepared.reference.sha256 for name, rt in self.pipeline.models.items()}
+        return config_facts(self.config, refs)
+
+    def _announce(self) -> None:
+        if self._peers is None:
+            return
+        try:
+            self._peers.run_once()
+        except Exception as exc:  # noqa: BLE001 - a store away is reported by the flushes
+            log.debug("peers: %s", exc)
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:

@@ -367,6 +367,30 @@ def test_rule_removed_from_config_ends_its_alert_quietly(store, clock):
     assert kinds(store) == ["firing"]
 
 
+def test_a_rule_another_live_instance_has_is_left_to_it(store, clock):
+    """On a shared store, an instance whose config lacks a rule (a rolling change of the
+    config) leaves that rule's alerts alone while an instance that has it is alive (it
+    used to resolve them at its next tick, every time they fired); once that instance
+    is gone (its row older than LIVE_FOR), the rule has left the config for good."""
+    from storage.instances import LIVE_FOR, announce
+
+    f = feed(store, clock)
+    f.window(HIGH)
+    announce(store, "host-a:1:aa", {"rules": {"drift": "d1"}, "notifiers": ["ops"], "models": {}}, clock.now)
+    g = feed(store, clock, (Rule("other", "x", ">", 1),))
+    g.engine.owner = "host-b:2:bb"
+    t = g.engine.on_tick(clock.now)
+    if not store.shared:  # SQLite: one instance per file, no one else to leave it to
+        assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
+        return
+    assert t == [] and [a.state for a in db.active_alerts(store)] == ["firing"]
+    # this instance's own row does not count as another instance having the rule
+    announce(store, "host-b:2:bb", {"rules": {"drift": "d1"}}, clock.now)
+    t = g.engine.on_tick(clock.now + LIVE_FOR + timedelta(seconds=1))
+    assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
+    assert kinds(store) == ["firing"]
+
+
 # -- no data -----------------------------------------------------------------------------
 
 

@@ -285,6 +285,28 @@ def test_unconfigured_notifier_is_dead_without_an_attempt(store, clock):
     assert d.status == "dead" and "not configured" in (d.last_error or "")
 
 
+def test_a_notifier_another_live_instance_has_is_left_to_it(store, clock):
+    """On a shared store a delivery to a notifier this instance lacks but another live one
+    has (a rolling change of the config) stays pending for that one; when no live instance
+    has it, it is dead as before."""
+    from storage.instances import LIVE_FOR, announce
+
+    n = Flaky([])
+    Feed(make_engine(store, clock, (DRIFT,), {"flaky": n}), store, clock).window(HIGH)
+    announce(store, "host-a:1:aa", {"rules": {}, "notifiers": ["flaky"], "models": {}}, clock.now)
+    worker = DeliveryWorker(store, {}, clock, rng(), owner="host-b:2:bb")
+    assert worker.run_once() == 0
+    [d] = db.list_deliveries(store)
+    if not store.shared:  # SQLite: one instance per file
+        assert d.status == "dead"
+        return
+    assert (d.status, d.attempts) == ("pending", 0)
+    clock.advance(LIVE_FOR + timedelta(seconds=1))  # host-a is gone
+    assert worker.run_once() == 0
+    [d] = db.list_deliveries(store)
+    assert d.status == "dead" and "not configured" in (d.last_error or "")
+
+
 def test_resolution_waits_for_its_firing_message(store, clock):
     n = Flaky(
         [SendResult.retry("HTTP 503"), SendResult.sent(response={"ts": "1"}), SendResult.sent()]

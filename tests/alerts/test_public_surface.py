@@ -23,7 +23,7 @@ def test_contract_names_and_parameters():
         "for_windows", "resolve_after", "severity", "labels", "notifiers", "repeat_interval",
         "no_data_for",
     ]  # fmt: skip
-    assert params(alerts.engine.AlertEngine) == ["store", "rules", "notifiers", "clock", "settings"]
+    assert params(alerts.engine.AlertEngine) == ["store", "rules", "notifiers", "clock", "settings", "owner"]
     assert params(alerts.engine.AlertEngine.on_window) == ["window", "metrics", "context", "reevaluate"]
     assert params(alerts.engine.AlertEngine.on_tick) == ["now"]
     assert params(alerts.engine.AlertEngine.silence)[:5] == [

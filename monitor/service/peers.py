@@ -1,0 +1,100 @@
+"""The other instances of a shared store: this one's config announced, theirs compared.
+
+Every instance of a shared PostgreSQL store keeps its rules, notifiers and models (each
+with a digest of its settings, the model's including its reference's content) in the
+store (:mod:`storage.instances`). With that, an instance leaves the alerts and the
+deliveries of a rule or notifier another live instance has to that instance, and logs a
+warning once per difference it finds: a model one instance lacks dead-letters that
+model's events on the partitions it holds (``unknown_model``), a rule one lacks is not
+judged on those partitions, and differing settings judge alike windows differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from monitor.config import Config
+from storage.db import Store
+from storage.instances import announce, live_instances
+
+log = logging.getLogger("driftwarden.peers")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+def config_facts(config: Config, reference_sha256: Mapping[str, str]) -> dict[str, Any]:
+    """What the other instances compare: rule and model names with a digest of their
+    settings (a model's reference by content, not path: hosts may keep it elsewhere),
+    notifier names. ``reference_sha256``: each model's reference file in force."""
+    rules = {r.name: _digest(r.model_dump(mode="json")) for r in config.rules}
+    models = {
+        m.name: _digest({**m.model_dump(mode="json", exclude={"reference"}), "reference": reference_sha256.get(m.name)})
+        for m in config.models
+    }
+    return {"rules": rules, "notifiers": sorted(config.notifiers), "models": models}
+
+
+def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """What differs between two instances' facts, one phrase each (empty: alike)."""
+    out = []
+    for kind, noun in (("models", "model"), ("rules", "rule")):
+        mine, other = ours.get(kind) or {}, theirs.get(kind) or {}
+        only_theirs = sorted(set(other) - set(mine))
+        only_mine = sorted(set(mine) - set(other))
+        changed = sorted(n for n in set(mine) & set(other) if mine[n] != other[n])
+        if only_theirs:
+            out.append(f"{noun}s only it has: {', '.join(only_theirs)}")
+        if only_mine:
+            out.append(f"{noun}s only this one has: {', '.join(only_mine)}")
+        if changed:
+            out.append(f"{noun}s with other settings{' or another reference' if kind == 'models' else ''}:"
+                       f" {', '.join(changed)}")
+    mine_n, other_n = set(ours.get("notifiers") or ()), set(theirs.get("notifiers") or ())
+    if other_n - mine_n:
+        out.append(f"notifiers only it has: {', '.join(sorted(other_n - mine_n))}")
+    if mine_n - other_n:
+        out.append(f"notifiers only this one has: {', '.join(sorted(mine_n - other_n))}")
+    return out
+
+
+class Peers:
+    """Announces this instance's facts (see :func:`config_facts`) and warns, once per
+    instance and difference, about the others' (called by the scheduler)."""
+
+    def __init__(self, store: Store, instance: str, facts: Callable[[], dict[str, Any]],
+                 clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.instance = instance
+        self.facts = facts
+        self.clock = clock
+        #: what was last said about each other instance (said again only when it changes)
+        self._said: dict[str, tuple[str, ...]] = {}
+
+    def run_once(self) -> list[str]:
+        """Announce, compare; the warnings logged now (each also in the log)."""
+        now = self.clock()
+        ours = self.facts()
+        announce(self.store, self.instance, ours, now)
+        said = []
+        others = live_instances(self.store, now, other_than=self.instance)
+        for who, theirs in sorted(others.items()):
+            diff = tuple(differences(ours, theirs))
+            if diff and self._said.get(who) != diff:
+                line = (f"instance {who} shares this store with another config: {'; '.join(diff)}."
+                        " Events of a model an instance lacks are dead-lettered (unknown_model) on the"
+                        " partitions it holds, and its rules judge the windows it stores: give every"
+                        " instance the same [[models]] and [[rules]] (README \"Scaling out\")")
+                log.warning("%s", line)
+                said.append(line)
+            self._said[who] = diff
+        for gone in set(self._said) - set(others):
+            del self._said[gone]
+        return said

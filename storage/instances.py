@@ -1,0 +1,79 @@
+"""The instances sharing a store and what each is configured with.
+
+Each running instance keeps a row ``instance:<id>`` in ``stream_state`` (its rules,
+notifiers and models, each with a digest of its settings), refreshed every
+:data:`ANNOUNCE_EVERY` while it runs. A row not refreshed for :data:`LIVE_FOR` is an
+instance that is gone (stopped, killed, or cut off from the store); a clean stop does
+not remove its row, so a restart within :data:`LIVE_FOR` (a rolling restart) does not
+let the others end its alerts in between.
+
+On a shared store this is how an instance tells "a rule (notifier) that left the
+config" from "a rule (notifier) another instance still has", e.g. during a rolling
+change of the config: the first ends its alerts (gives up its deliveries), the second
+is left to the instance that has it. The same rows let each instance say when the
+others' configs differ from its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from storage.db import Store
+from storage.records import iso
+
+PREFIX = "instance:"
+#: how often a running instance refreshes its row
+ANNOUNCE_EVERY = timedelta(seconds=15)
+#: a row older than this is an instance that is gone
+LIVE_FOR = timedelta(seconds=90)
+#: rows of instances gone this long are deleted (a killed instance never removes its own)
+FORGET_AFTER = timedelta(days=1)
+
+
+def announce(store: Store, instance: str, facts: Mapping[str, Any], now: datetime) -> None:
+    """Write (or refresh) ``instance``'s row; delete rows of instances gone for
+    :data:`FORGET_AFTER` (so restarts, each a new id, do not pile up)."""
+    with store.transaction():
+        store.execute(
+            "INSERT INTO stream_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET state = excluded.state, updated_at = excluded.updated_at",
+            (PREFIX + instance, orjson.dumps(dict(facts)).decode(), iso(now)),
+        )
+        store.execute(
+            "DELETE FROM stream_state WHERE name LIKE ? AND updated_at < ?",
+            (PREFIX + "%", iso(now - FORGET_AFTER)),
+        )
+
+
+def live_instances(store: Store, now: datetime, *, other_than: str | None = None) -> dict[str, dict[str, Any]]:
+    """The facts of each instance refreshed within :data:`LIVE_FOR` of ``now``, by id;
+    ``other_than``: leave this one out. A row that does not parse is skipped."""
+    rows = store.query(
+        "SELECT name, state FROM stream_state WHERE name LIKE ? AND updated_at >= ?",
+        (PREFIX + "%", iso(now - LIVE_FOR)),
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        who = str(r["name"])[len(PREFIX):]
+        if who == other_than:
+            continue
+        try:
+            facts = orjson.loads(r["state"])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(facts, dict):
+            out[who] = facts
+    return out
+
+
+def known_elsewhere(store: Store, now: datetime, kind: str, name: str, *, other_than: str | None) -> list[str]:
+    """The live instances (other than ``other_than``) whose ``kind`` (``rules``,
+    ``notifiers``, ``models``) includes ``name``."""
+    return sorted(
+        who for who, facts in live_instances(store, now, other_than=other_than).items()
+        if name in (facts.get(kind) or ())
+    )

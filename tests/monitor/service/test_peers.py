@@ -1,0 +1,72 @@
+"""Instances of a shared store announce their config and say, once, how another's differs."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from monitor.config import parse_config
+from monitor.service.peers import Peers, config_facts, differences
+from storage.instances import FORGET_AFTER, LIVE_FOR, announce, known_elsewhere, live_instances
+from tests.store_targets import StoreTarget
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def _config(threshold: float = 0.3, models: tuple[str, ...] = ("churn",), notifiers: bool = True) -> Any:
+    data: dict[str, Any] = {
+        "kafka": {"predictions_topic": "p"},
+        "models": [{"name": m, "reference": "ref.csv", "features": {"numerical": ["age"]}} for m in models],
+        "rules": [{"name": "drift", "metric": "drift_share", "threshold": threshold,
+                   "notifiers": ["ops"] if notifiers else []}],
+    }
+    if notifiers:
+        data["notifiers"] = {"ops": {"type": "webhook", "url": "https://example.com/hook"}}
+    return data
+
+
+def test_differences_name_what_differs(tmp_path: Any) -> None:
+    (tmp_path / "ref.csv").write_text("age\n1\n")
+    ours = config_facts(parse_config(_config(), base_dir=tmp_path), {"churn": "aaa"})
+    assert differences(ours, ours) == []
+    # the reference by content: another path with the same content is alike, other content is not
+    assert differences(ours, config_facts(parse_config(_config(), base_dir=tmp_path), {"churn": "bbb"})) == [
+        "models with other settings or another reference: churn"
+    ]
+    theirs = config_facts(parse_config(_config(0.5, ("churn", "fraud"), notifiers=False), base_dir=tmp_path),
+                          {"churn": "aaa", "fraud": "ccc"})
+    assert differences(ours, theirs) == [
+        "models only it has: fraud", "rules with other settings: drift", "notifiers only this one has: ops",
+    ]
+
+
+def test_peers_warn_once_per_difference_and_forget_the_gone(
+    store_target: StoreTarget, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ref.csv").write_text("age\n1\n")
+    store = store_target.open()
+    now = [T0]
+    ours = config_facts(parse_config(_config(), base_dir=tmp_path), {"churn": "aaa"})
+    peers = Peers(store, "host-b:2:bb", lambda: ours, lambda: now[0])
+    assert peers.run_once() == []  # alone
+    theirs = {**ours, "models": {**ours["models"], "fraud": "x"}}
+    announce(store, "host-a:1:aa", theirs, T0)
+    with caplog.at_level(logging.WARNING, logger="driftwarden.peers"):
+        (said,) = peers.run_once()
+        assert said.startswith("instance host-a:1:aa shares this store with another config: models only it has: fraud.")
+        assert "dead-lettered (unknown_model)" in said
+        assert peers.run_once() == []  # said once, not at every announcement
+    assert [r.getMessage() for r in caplog.records] == [said]
+    assert known_elsewhere(store, T0, "models", "fraud", other_than="host-b:2:bb") == ["host-a:1:aa"]
+    assert known_elsewhere(store, T0, "models", "fraud", other_than="host-a:1:aa") == []
+    # host-a stops refreshing its row: gone after LIVE_FOR, deleted after FORGET_AFTER
+    now[0] = T0 + LIVE_FOR + timedelta(seconds=1)
+    assert peers.run_once() == [] and set(live_instances(store, now[0])) == {"host-b:2:bb"}
+    now[0] = T0 + FORGET_AFTER + timedelta(seconds=1)
+    peers.run_once()
+    rows = store.query("SELECT name FROM stream_state WHERE name LIKE 'instance:%'")
+    assert [r["name"] for r in rows] == ["instance:host-b:2:bb"]
+    store.close()
