@@ -62,6 +62,10 @@ log = logging.getLogger("driftwarden.http")
 JSON = "application/json"
 #: default ``limit`` of /windows (as before) and of the other lists (their whole size before)
 WINDOWS_LIMIT, LIST_LIMIT = 100, 1000
+#: at most this many figures in one ``windows?metrics=1`` answer (~0.4 KB of JSON each): a
+#: wide model's windows hold thousands each, and ``limit=1000`` of them made answers of
+#: tens of MB (over a GB at 1,000 windows of 1,000 columns) built in the daemon's memory
+MAX_METRIC_ROWS = 20_000
 
 
 # -- plumbing ------------------------------------------------------------------------------
@@ -194,17 +198,26 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
     limit = clamp_limit(_query(request, "limit"), WINDOWS_LIMIT)
     segment, with_metrics = _query(request, "segment"), _query(request, "metrics") in ("1", "true")
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> bytes:
         rows = windows_with_verdicts(d.store, model=model, segment=segment, limit=limit)
         for r in rows:
             r["url_id"] = window_url_id(r["id"])
             r["report"] = f"/api/v1/models/{model}/windows/{r['url_id']}/report"
+        body: dict[str, Any] = {"windows": rows}
         if with_metrics:
-            for r in rows:
+            figures = 0
+            for i, r in enumerate(rows):
                 r["metrics"] = window_metrics(d.store, r["id"])
-        return rows
+                figures += len(r["metrics"])
+                if figures > MAX_METRIC_ROWS and i > 0:  # the newest window is always whole
+                    body = {"windows": rows[:i], "truncated": (
+                        f"the {i} newest of the {len(rows)} windows asked for: with their figures they hold"
+                        f" at most {MAX_METRIC_ROWS} figures in one answer; ask for fewer (limit) or"
+                        " without metrics=1")}
+                    break
+        return dumps_finite(body, default=str).encode()  # off the event loop: it may be MBs
 
-    return _json(200, {"windows": await asyncio.to_thread(read)})
+    return Response(content=await asyncio.to_thread(read), status_code=200, media_type=JSON)
 
 
 @get("/api/v1/alerts", guards=[require_read_token, require_store])

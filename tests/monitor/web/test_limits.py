@@ -249,6 +249,32 @@ def api_with_windows(tmp_path_factory: pytest.TempPathFactory, module_store_targ
         yield a
 
 
+def test_windows_with_their_figures_are_capped_by_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limit` counts windows, and a wide model's window holds thousands of figures: with
+    metrics=1 an answer holds at most MAX_METRIC_ROWS figures (the newest windows, whole),
+    and says so, instead of tens of MB built in the daemon's memory."""
+    from monitor.web import app as web_app  # noqa: PLC0415
+    from storage.records import MetricRow  # noqa: PLC0415
+
+    monkeypatch.setattr(web_app, "MAX_METRIC_ROWS", 250)
+    with running_api(tmp_path, monkeypatch) as a:
+        t0 = datetime(2026, 11, 23, tzinfo=UTC)
+        with a.daemon.store.transaction():
+            for i in range(6):
+                start, end = t0 + timedelta(minutes=i), t0 + timedelta(minutes=i + 1)
+                key = WindowKey("churn", "v1", "", start.isoformat(), end.isoformat())
+                figures = [MetricRow(f"c{j}", "drift_score", 0.1) for j in range(100)]
+                write_window(a.daemon.store, WindowRecord(key=key, rows=100, status="ok", computed_at=end), figures)
+        got = http(a.port, "GET", "/api/v1/models/churn/windows?metrics=1&limit=5").json()
+        assert [len(w["metrics"]) for w in got["windows"]] == [100, 100]  # a third would make 300
+        assert got["windows"][0]["end"] > got["windows"][1]["end"]  # the newest
+        assert got["truncated"].startswith("the 2 newest of the 5 windows asked for: with their figures they hold"
+                                           " at most 250 figures in one answer")
+        whole = http(a.port, "GET", "/api/v1/models/churn/windows?metrics=1&limit=2").json()
+        assert "truncated" not in whole and len(whole["windows"]) == 2
+        assert len(http(a.port, "GET", "/api/v1/models/churn/windows?limit=5").json()["windows"]) == 5
+
+
 def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: StoreTarget) -> None:
     with running_api(tmp_path, monkeypatch, storage=store_target.storage_toml()) as a:
         for _ in range(3):
