@@ -197,7 +197,8 @@ def render(inputs: ReportInputs) -> str:
     for f in inputs.figures:
         if f["metric"] in ("drift_score", "prediction_drift") and f["column"] in names and f.get("test"):
             name = _evidently_test(str(f["test"]))
-            if name:
+            numerical = inputs.sample[f["column"]].dtype.kind == "f"
+            if name and _applies(name, numerical):
                 methods[names[f["column"]]] = name
         elif f["metric"] == "drift_share" and f["column"] == DATASET and f.get("threshold") is not None:
             share = float(f["threshold"])
@@ -231,6 +232,21 @@ def _evidently_test(name: str) -> str | None:
         return get_test(name).evidently_name
     except (KeyError, ValueError):
         return None
+
+
+def _applies(name: str, numerical: bool) -> bool:
+    """Whether Evidently takes test ``name`` by name for a column of that type. It picks
+    ``z`` or ``chisquare`` itself for a numerical column of at most 5 values (as
+    driftwarden's ``auto`` does) but refuses them by name there (the report was a 500):
+    such columns are left to its own choice, which is the same test."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest  # noqa: PLC0415
+    from evidently.legacy.core import ColumnType  # noqa: PLC0415
+
+    try:
+        get_registered_stattest(name, ColumnType.Numerical if numerical else ColumnType.Categorical)
+    except Exception:  # noqa: BLE001 - StatTestInvalidFeatureTypeError, StatTestNotFoundError
+        return False
+    return True
 
 
 def _with_banner(page: str, banner_html: str) -> str:

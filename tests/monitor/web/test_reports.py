@@ -190,3 +190,29 @@ def test_the_webhook_payload_links_to_the_same_report(tmp_path, monkeypatch) -> 
         assert link in report_links(s.slack)  # the same window's report as in Slack
         status, _, page = get(link)
         assert status == 200 and f"window id: <code>{body['window']['id']}</code>" in page.decode()
+
+
+def test_a_numerical_column_judged_by_z_or_chisquare_renders() -> None:
+    """driftwarden's auto test (as Evidently's) is z or chisquare for a numerical column of at
+    most 5 values with a reference of at most 1,000 rows (a 0/1 flag, a constant
+    prediction); Evidently refuses those names for a numerical column, so every report of
+    such a model was a 500. Left to Evidently's own choice, which is the same test."""
+    import numpy as np
+
+    from monitor.web.reports import ReportInputs, render
+
+    rng = np.random.default_rng(0)
+    sample = {"age": rng.normal(40, 10, 300), "is_premium": rng.integers(0, 2, 300).astype(float),
+              "plan": rng.choice(np.array(["a", "b", "c"], dtype=object), 300)}
+    reference = {"age": rng.normal(40, 10, 800), "is_premium": rng.integers(0, 2, 800).astype(float),
+                 "plan": rng.choice(np.array(["a", "b", "c"], dtype=object), 800)}
+    figures = [
+        {"metric": "drift_score", "column": "age", "test": "ks", "value": 0.5, "threshold": 0.05, "drifted": 0},
+        {"metric": "drift_score", "column": "is_premium", "test": "z", "value": 0.5, "threshold": 0.05, "drifted": 0},
+        {"metric": "drift_score", "column": "plan", "test": "chisquare", "value": 0.5, "threshold": 0.05, "drifted": 0},
+    ]
+    window = {"id": "m|v||a|b", "model": "m", "version": "v", "segment": "", "start": "a", "end": "b",
+              "status": "ok", "rows": 300}
+    page = render(ReportInputs(window=window, figures=figures, sample=sample, sample_rows=300,
+                               reference=reference, reference_note="the reference file"))
+    assert "Z-test" in page and "chi-square" in page.lower() and "K-S" in page
