@@ -317,9 +317,21 @@ class DaemonConfig(Strict):
     http_body_timeout: PositiveDuration = timedelta(seconds=60)
     #: HTTP: open connections at once; beyond it new ones get 503 and are closed
     http_max_connections: int = Field(default=100, ge=1)
+    #: HTTP: open connections at once from one client address; beyond it its new ones
+    #: get 503 and are closed, so one client cannot hold them all (health probes too).
+    #: Unset: 25, or http_max_connections if lower (see :attr:`client_connection_cap`)
+    http_max_client_connections: int | None = Field(default=None, ge=1)
     #: HTTP: reads (dashboard, API, reports, /metrics) need the bearer token too;
     #: /healthz and /readyz never do
     protect_reads: bool = False
+
+    @property
+    def client_connection_cap(self) -> int:
+        """Open connections one client address may hold: ``http_max_client_connections``,
+        by default 25 or ``http_max_connections`` if lower."""
+        if self.http_max_client_connections is not None:
+            return self.http_max_client_connections
+        return min(25, self.http_max_connections)
 
     @field_validator("http_listen")
     @classmethod
@@ -332,6 +344,10 @@ class DaemonConfig(Strict):
 
     @model_validator(mode="after")
     def _secrets(self) -> DaemonConfig:
+        if self.http_max_client_connections is not None and self.http_max_client_connections > self.http_max_connections:
+            raise _fail("http_max_client_connections", "expected at most http_max_connections ({most}): one"
+                        " client could hold every connection; got {got}",
+                        most=self.http_max_connections, got=self.http_max_client_connections)
         _secret_pair(self, "api_token")
         if self.protect_reads and not (self.api_token_env or self.api_token_file):
             raise _fail(

@@ -46,22 +46,45 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
 
 #: sent to a connection over the cap, before its request is read
 TOO_MANY = _raw_response(503, "Service Unavailable", "too many connections; try again later")
+#: sent to a connection over its client address's cap
+TOO_MANY_HERE = _raw_response(503, "Service Unavailable", "too many connections from this address; try again later")
 
 
-def guarded_protocol(*, idle_timeout: float, max_connections: int) -> type[H11Protocol]:
-    """An ``H11Protocol`` subclass bound to these limits (pass it as uvicorn's ``http``)."""
+def _address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+def guarded_protocol(*, idle_timeout: float, max_connections: int, max_client_connections: int | None = None) -> type[H11Protocol]:
+    """An ``H11Protocol`` subclass bound to these limits (pass it as uvicorn's ``http``):
+    ``max_connections`` open at once, ``max_client_connections`` of them from one client
+    address (None: no cap of its own), so one client holding connections cannot keep
+    the health probes out."""
+    per_client = max_connections if max_client_connections is None else max_client_connections
+    #: open connections by client address (the event loop's thread only)
+    open_from: dict[str, int] = {}
 
     class GuardedH11Protocol(H11Protocol):
         _refused = False
+        _address = ""
+
+        def _refuse(self, transport: asyncio.Transport, answer: bytes, why: str) -> None:
+            self._refused = True
+            self.transport = transport
+            log.debug("http: %s: refusing a new connection", why)
+            transport.write(answer)
+            transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
-                self._refused = True
-                self.transport = transport
-                log.debug("http: %d connections open: refusing a new one", len(self.connections))
-                transport.write(TOO_MANY)
-                transport.close()
+                self._refuse(transport, TOO_MANY, f"{len(self.connections)} connections open")
                 return
+            address = _address(transport)
+            if open_from.get(address, 0) >= per_client:
+                self._refuse(transport, TOO_MANY_HERE, f"{per_client} connections open from {address}")
+                return
+            self._address = address
+            open_from[address] = open_from.get(address, 0) + 1
             super().connection_made(transport)
             # uvicorn arms no timer before the first request: arm the head deadline now
             self.timeout_keep_alive_task = self.loop.call_later(idle_timeout, self.timeout_keep_alive_handler)
@@ -72,6 +95,11 @@ def guarded_protocol(*, idle_timeout: float, max_connections: int) -> type[H11Pr
 
         def connection_lost(self, exc: Exception | None) -> None:
             if not self._refused:
+                left = open_from.get(self._address, 1) - 1
+                if left > 0:
+                    open_from[self._address] = left
+                else:
+                    open_from.pop(self._address, None)
                 super().connection_lost(exc)
 
         def _unset_keepalive_if_required(self) -> None:

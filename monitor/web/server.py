@@ -10,8 +10,8 @@ and returns; litestar and uvicorn are imported and the app built in the server
 thread, so neither ``--help`` nor the daemon's start-up waits for them.
 Connections that arrive meanwhile wait in the listen backlog.
 
-Limits (``[daemon]``): ``http_max_connections`` open connections (beyond it: 503
-and closed), ``http_idle_timeout`` to send a complete request head (idle keep-alive
+Limits (``[daemon]``): ``http_max_connections`` open connections, of which
+``http_max_client_connections`` from one client address (beyond either: 503 and closed), ``http_idle_timeout`` to send a complete request head (idle keep-alive
 and slowloris headers), ``http_body_timeout`` for a whole body, ``max_json_bytes``
 and ``max_reference_bytes`` per route; request line + headers at most 16 KiB (h11).
 """
@@ -84,7 +84,8 @@ class ApiServer:
             idle = d.http_idle_timeout.total_seconds()
             config = uvicorn.Config(
                 create_app(self.daemon, self.metrics),
-                http=guarded_protocol(idle_timeout=idle, max_connections=d.http_max_connections),
+                http=guarded_protocol(idle_timeout=idle, max_connections=d.http_max_connections,
+                                      max_client_connections=d.client_connection_cap),
                 ws="none",
                 lifespan="off",
                 loop="asyncio",

@@ -155,7 +155,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "",
         "[daemon]\ncolour = 1\n",
         "daemon.colour: unknown key; expected one of: api_token_env, api_token_file, "
-        "http_body_timeout, http_idle_timeout, http_listen, http_max_connections, log_format, "
+        "http_body_timeout, http_idle_timeout, http_listen, http_max_client_connections, http_max_connections, log_format, "
         "log_level, max_json_bytes, max_payload_bytes, max_reference_bytes, protect_reads, public_url, "
         "shutdown_timeout, sqlite_synchronous, state_dir, tick_interval",
     ),
@@ -1656,3 +1656,13 @@ def test_what_the_new_checks_must_still_accept(tmp_path: Path) -> None:
         assert consumer.config["api_version"] == (2, 8)
     finally:
         consumer.close()
+
+
+def test_a_client_may_not_hold_more_connections_than_all(tmp_path: Path) -> None:
+    assert problems(tmp_path, "[daemon]\nhttp_max_connections = 10\nhttp_max_client_connections = 11\n") == [
+        "daemon.http_max_client_connections: expected at most http_max_connections (10): one client could hold"
+        " every connection; got 11"
+    ]
+    assert load(tmp_path, "[daemon]\nhttp_max_connections = 10\n").daemon.client_connection_cap == 10
+    assert load(tmp_path, "").daemon.client_connection_cap == 25
+    assert load(tmp_path, "[daemon]\nhttp_max_client_connections = 3\n").daemon.client_connection_cap == 3

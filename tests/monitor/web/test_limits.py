@@ -180,7 +180,7 @@ def test_a_body_trickled_slowly_gets_408(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_many_idle_connections_create_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with running_api(tmp_path, monkeypatch, daemon_extra="http_max_connections = 400") as a:
+    with running_api(tmp_path, monkeypatch, daemon_extra="http_max_connections = 400\nhttp_max_client_connections = 400") as a:
         before = threading.active_count()
         conns = [_connect(a.port) for _ in range(300)]
         try:
@@ -209,6 +209,36 @@ def test_connections_beyond_http_max_connections_get_503(tmp_path: Path, monkeyp
                     return reply.status == 503 and reply.json() == {"error": "too many connections; try again later"}
 
             assert wait_for(refused, timeout=10)
+            held.pop().close()
+            assert wait_for(lambda: http(a.port, "GET", "/healthz").status == 200, timeout=10)
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_one_client_address_cannot_hold_every_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client holding connections open (incomplete heads, reconnecting) kept /healthz at
+    503 for as long as it liked, and a liveness probe then restarts the daemon: one
+    address gets http_max_client_connections, others still get in."""
+    extra = "http_max_connections = 10\nhttp_max_client_connections = 3"
+    with running_api(tmp_path, monkeypatch, daemon_extra=extra) as a:
+        held = [_connect(a.port) for _ in range(3)]
+        try:
+            def refused() -> bool:
+                with _connect(a.port) as more:
+                    more.settimeout(2)
+                    try:
+                        reply = read_reply(more)
+                    except (OSError, ConnectionError):
+                        return False
+                    return reply.status == 503 and reply.json() == {
+                        "error": "too many connections from this address; try again later"}
+
+            assert wait_for(refused, timeout=10)
+            # another address (127.0.0.2 is loopback too) still gets in
+            with socket.create_connection(("127.0.0.1", a.port), timeout=5, source_address=("127.0.0.2", 0)) as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert read_reply(other).status == 200
             held.pop().close()
             assert wait_for(lambda: http(a.port, "GET", "/healthz").status == 200, timeout=10)
         finally:
