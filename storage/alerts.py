@@ -562,15 +562,16 @@ def insert_silence(store: Store, s: SilenceRecord) -> None:
     )  # fmt: skip
 
 
-def list_silences(store: Store, *, active_at: datetime | None = None) -> list[SilenceRecord]:
-    """All silences, or those active at ``active_at``; newest first."""
+def list_silences(store: Store, *, active_at: datetime | None = None, limit: int | None = None) -> list[SilenceRecord]:
+    """All silences, or those active at ``active_at``; newest first, at most ``limit``."""
+    tail = "" if limit is None else f" LIMIT {int(limit)}"
     if active_at is None:
-        rows = store.query("SELECT * FROM silences ORDER BY created_at DESC, id")
+        rows = store.query("SELECT * FROM silences ORDER BY created_at DESC, id" + tail)
     else:
         t = iso(active_at)
         rows = store.query(
             "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ?"
-            " ORDER BY created_at DESC, id",
+            " ORDER BY created_at DESC, id" + tail,
             (t, t),
         )
     return [_silence_from_row(r) for r in rows]

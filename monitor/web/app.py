@@ -240,14 +240,16 @@ async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
     from storage.alerts import list_silences  # noqa: PLC0415
 
     limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
-    rows = (await asyncio.to_thread(list_silences, _daemon(request).store))[:limit]
-    return _json(200, {"silences": [asdict(s) for s in rows]})
+    d = _daemon(request)
+    rows = await asyncio.to_thread(lambda: list_silences(d.store, limit=limit))
+    now = d.clock()
+    return _json(200, {"silences": [asdict(s) | {"active": s.active(now)} for s in rows]})
 
 
 # -- the dashboard and reports ------------------------------------------------------------
 
 #: files served under /static/ (read once) and their types
-STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}  # litestar adds "; charset=utf-8"
 _STATIC_DIR = Path(__file__).parent / "static"
 HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
@@ -266,7 +268,7 @@ async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise ApiError(404, f"unknown model {model[:100]}")
     data = await asyncio.to_thread(page.gather, d, model)
     body = page.render(data).encode()
-    return Response(content=body, status_code=200, media_type="text/html; charset=utf-8",
+    return Response(content=body, status_code=200, media_type="text/html",
                     headers={**HTML_HEADERS, "Content-Security-Policy": page.CSP})
 
 

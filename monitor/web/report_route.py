@@ -82,7 +82,7 @@ def _error(request: Request[Any, Any, Any], status: int, message: str, headers: 
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>driftwarden: no report</title></head>"
             f"<body><h1>No report</h1><p>{html.escape(message)}</p></body></html>"
         ).encode()
-        return Response(content=body, status_code=status, media_type="text/html; charset=utf-8",
+        return Response(content=body, status_code=status, media_type="text/html",
                         headers={**(headers or {}), "Content-Security-Policy": "default-src 'none'"})
     return Response(content=json.dumps({"error": message}).encode(), status_code=status,
                     media_type="application/json", headers=headers)
@@ -119,7 +119,7 @@ async def render_report(request: Request[Any, Any, Any], d: DaemonView, model: s
             return _error(request, exc.status, exc.message)
         finally:
             renderer.waiting -= 1
-    return Response(content=body, status_code=200, media_type="text/html; charset=utf-8",
+    return Response(content=body, status_code=200, media_type="text/html",
                     headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
                              "Referrer-Policy": "no-referrer", "Cache-Control": "private, max-age=300"})
 

@@ -312,3 +312,5 @@ def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.Monke
         assert len(http(a.port, "GET", "/api/v1/silences").json()["silences"]) == 3
         assert len(http(a.port, "GET", "/api/v1/silences?limit=0").json()["silences"]) == 1
         assert len(http(a.port, "GET", "/api/v1/silences?limit=2").json()["silences"]) == 2
+        # as `silence list --json` has them: whether each is in force now
+        assert [s["active"] for s in http(a.port, "GET", "/api/v1/silences").json()["silences"]] == [True] * 3

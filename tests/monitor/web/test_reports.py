@@ -67,7 +67,7 @@ def test_the_report_link_in_the_slack_alert_resolves_to_the_windows_report(seede
         assert "|" not in link and "%" not in link
         status, headers, body = get(link, {"Accept": "text/html"})
         assert status == 200, body[:300]
-        assert headers["content-type"].startswith("text/html")
+        assert headers["content-type"] == "text/html; charset=utf-8"  # once (it was there twice)
         assert headers["content-security-policy"].startswith("sandbox allow-scripts")
         page = body.decode()
         wid = link.rsplit("/", 2)[-2]
@@ -162,7 +162,9 @@ def test_reports_and_reads_need_the_token_when_reads_are_protected(tmp_path, mon
             # a report renders in seconds, the first in a process in tens on a busy machine
             assert http(s.server.port, "GET", path, headers=AUTH, timeout=120).status == 200, path
         assert http(s.server.port, "GET", "/healthz").status == 200
-        assert http(s.server.port, "GET", "/static/dashboard.js").status == 200
+        js = http(s.server.port, "GET", "/static/dashboard.js")
+        assert (js.status, js.headers["content-type"]) == (200, "text/javascript; charset=utf-8")
+        assert http(s.server.port, "GET", "/", headers=AUTH).headers["content-type"] == "text/html; charset=utf-8"
 
 
 def windows_with_token(s: Seeded) -> list[dict]:
