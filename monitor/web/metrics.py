@@ -125,16 +125,22 @@ class DaemonMetrics:
         """Outbox rows and alerts by state, from the store."""
         from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
 
-        from storage.alerts import alert_counts, delivery_counts  # noqa: PLC0415
+        from alerts.rules import SEVERITIES  # noqa: PLC0415
+        from storage.alerts import ALERT_STATES, DELIVERY_STATUSES, alert_counts, delivery_counts  # noqa: PLC0415
 
+        # every state of every configured notifier (every severity), 0 when there is none: a
+        # series that vanished when its last alert resolved left Grafana's stat panels
+        # showing the last count for their whole range
         deliveries = GaugeMetricFamily(
             "driftwarden_deliveries", "Outbox rows by notifier and status (dead = gave up)", labels=["notifier", "status"]
         )
-        for (notifier, status), n in sorted(delivery_counts(d.store).items()):
+        counted = dict.fromkeys(((n, s) for n in d.config.notifiers for s in DELIVERY_STATUSES), 0)
+        for (notifier, status), n in sorted({**counted, **delivery_counts(d.store)}.items()):
             deliveries.add_metric([notifier, status], n)
         yield deliveries
         alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state and severity", labels=["state", "severity"])
-        for (state, severity), n in sorted(alert_counts(d.store).items()):
+        counted = dict.fromkeys(((st, sv) for st in ALERT_STATES for sv in SEVERITIES), 0)
+        for (state, severity), n in sorted({**counted, **alert_counts(d.store)}.items()):
             alerts.add_metric([state, severity], n)
         yield alerts
 

@@ -94,6 +94,11 @@ def test_counters_histogram_alerts_deliveries_build_and_process(seeded: Seeded) 
     assert one(m, "driftwarden_alerts", state="firing", severity="critical") == 1
     assert one(m, "driftwarden_alerts", state="firing", severity="warning") == 1
     assert one(m, "driftwarden_deliveries", notifier="slack", status="sent") == 2
+    # every state is a series, 0 when there is none: one that vanished when its last alert
+    # resolved left Grafana's stat panels on the last count
+    assert one(m, "driftwarden_alerts", state="pending", severity="critical") == 0
+    assert len(m["driftwarden_alerts"]) == 4 * 2
+    assert one(m, "driftwarden_deliveries", notifier="slack", status="dead") == 0
     from monitor.web.metrics import _version
 
     assert one(m, "driftwarden_build_info", version=_version()) == 1
