@@ -41,6 +41,8 @@ CSP = (
 )
 
 e = html.escape
+#: what a section read from the store says while the store cannot be read
+UNREAD = "Not shown: the store cannot be read now (see the status line above). This is not an empty store."
 
 
 def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
@@ -54,9 +56,11 @@ def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
     stored: dict[str, Any] = {"versions": {}, "windows": [], "history": [], "alerts": [], "deliveries": [],
                               "dead_letters": []}
     store_error = d.storage_error
+    read = False
     if not d.store_suspect:
         try:
             stored = _stored(d, selected)
+            read = True
         except StorageError as exc:
             store_error = str(exc)
     models = []
@@ -77,6 +81,8 @@ def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
         "alerts": stored["alerts"], "deliveries": stored["deliveries"], "dead_letters": stored["dead_letters"],
         "dead_letter_counts": dict(sorted(d.pipeline.stats.dead_letters.items())),
         "ready": d.is_ready, "storage_error": store_error,
+        #: False: the store was not read (failing): its sections say so rather than "none"
+        "store_read": read,
         "now": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
 
@@ -183,6 +189,8 @@ def render(data: dict[str, Any]) -> str:
     status = "ready" if data["ready"] else "not ready"
     if data["storage_error"]:
         status += f" · storage: {data['storage_error']}"
+    read = data.get("store_read", True)
+    unread = f'<p class="empty unread">{e(UNREAD)}</p>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -203,12 +211,12 @@ def render(data: dict[str, Any]) -> str:
 <main>
 <section id="models"><h2>Models</h2>{_models_table(data["models"])}</section>
 <section id="drift"><h2>Drift over time{(" · " + e(selected)) if selected else ""} <small>all rows, newest {CHART_WINDOWS} windows; dashed: threshold; dots: drifted</small></h2>
-<div id="charts"><p class="empty" id="charts-empty">{"No judged windows yet." if not data["charts"]["charts"] else "Loading charts…"}</p></div>
+<div id="charts"><p class="empty" id="charts-empty">{e(UNREAD) if not read else "No judged windows yet." if not data["charts"]["charts"] else "Loading charts…"}</p></div>
 </section>
-<section id="windows"><h2>Latest windows{(" · " + e(selected)) if selected else ""}</h2>{_windows_table(selected, data["windows"])}</section>
-<section id="alerts"><h2>Firing and pending alerts</h2>{_alerts_table(data["alerts"])}</section>
-<section id="deliveries"><h2>Recent deliveries</h2>{_deliveries_table(data["deliveries"])}</section>
-<section id="dead-letters"><h2>Dead letters</h2>{_dead_letters(data["dead_letters"], data["dead_letter_counts"])}</section>
+<section id="windows"><h2>Latest windows{(" · " + e(selected)) if selected else ""}</h2>{_windows_table(selected, data["windows"]) if read else unread}</section>
+<section id="alerts"><h2>Firing and pending alerts</h2>{_alerts_table(data["alerts"]) if read else unread}</section>
+<section id="deliveries"><h2>Recent deliveries</h2>{_deliveries_table(data["deliveries"]) if read else unread}</section>
+<section id="dead-letters"><h2>Dead letters</h2>{_dead_letters(data["dead_letters"] if read else None, data["dead_letter_counts"])}</section>
 </main>
 <script id="drift-data" type="application/json">{json_for_script(data["charts"])}</script>
 <script src="static/uPlot.iife.min.js"></script>
@@ -302,8 +310,11 @@ def _deliveries_table(deliveries: list[dict[str, Any]]) -> str:
                   "No notifications sent yet.", "deliveries")
 
 
-def _dead_letters(letters: list[dict[str, Any]], counts: dict[str, int]) -> str:
+def _dead_letters(letters: list[dict[str, Any]] | None, counts: dict[str, int]) -> str:
+    """The counts since start (memory) and the stored letters (None: the store was not read)."""
     summary = ", ".join(f"{e(k)}: {n}" for k, n in counts.items()) or "none"
+    if letters is None:
+        return f'<p class="muted">Since start, by reason: {summary}</p><p class="empty unread">{e(UNREAD)}</p>'
     rows = [[
         _t(x["received_at"]), f"{e(x['topic'])}[{_n(x['partition'])}]@{_n(x['offset'])}",
         e(x["reason"][:200]), _n(x["payload_size"]),

@@ -248,6 +248,8 @@ def test_a_database_that_stops_answering_is_a_stall_that_probes_see(
         assert status == 200 and b"driftwarden_ready 0.0" in text and b"driftwarden_store_readable 0.0" in text
         status, page = http_get_bytes(cfg_path, "/", timeout=5)
         assert status == 200 and b"has not turned" in page
+        # the sections read from the store say they were not read, not "nothing firing"
+        assert b"This is not an empty store." in page and b"Nothing firing or pending." not in page
         proxy.thaw()
         assert wait_for(lambda: finished(pg_target, len(msgs)), timeout=60)
         assert wait_for(lambda: http_get(cfg_path, "/healthz")[0] == 200, timeout=10)
