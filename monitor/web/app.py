@@ -62,6 +62,8 @@ log = logging.getLogger("driftwarden.http")
 JSON = "application/json"
 #: default ``limit`` of /windows (as before) and of the other lists (their whole size before)
 WINDOWS_LIMIT, LIST_LIMIT = 100, 1000
+#: /metrics expositions running at once (beyond: 503); each one reads the store
+MAX_SCRAPES = 2
 #: at most this many figures in one ``windows?metrics=1`` answer (~0.4 KB of JSON each): a
 #: wide model's windows hold thousands each, and ``limit=1000`` of them made answers of
 #: tens of MB (over a GB at 1,000 windows of 1,000 columns) built in the daemon's memory
@@ -170,7 +172,13 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get("/metrics", guards=[require_read_token])
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     m: DaemonMetrics = request.app.state.metrics
-    data, ctype = await asyncio.to_thread(m.exposition)
+    scrapes: asyncio.Semaphore = request.app.state.scrapes
+    if scrapes.locked():
+        # Prometheus scrapes one at a time (two for an HA pair): 20 at once took 47 s each,
+        # 480 MB, the worker threads the API's reads need, and 14x the consumer's time
+        raise ApiError(503, f"{MAX_SCRAPES} scrapes are running; try again later", headers={"Retry-After": "5"})
+    async with scrapes:
+        data, ctype = await asyncio.to_thread(m.exposition)
     return Response(content=data, status_code=200, media_type=ctype)
 
 
@@ -334,7 +342,7 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
                         register_reference, dashboard, static, report],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageError: _storage_error,
                             Exception: _server_error},
-        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": asyncio.Lock(),
+        state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": asyncio.Lock(), "scrapes": asyncio.Semaphore(MAX_SCRAPES),
                      "static": _static_files(), "reports": ReportRenderer()}),
         openapi_config=None,
         logging_config=None,

@@ -100,7 +100,8 @@ def _stored(d: DaemonView, selected: str | None) -> dict[str, Any]:
             w["has_sample"] = w["id"] in sampled
         history = drift_history(d.store, selected, windows=CHART_WINDOWS)
     return {
-        "versions": {name: recent_versions(d.store, name) for name in d.pipeline.models},
+        "versions": {name: recent_versions(d.store, name, rt.config.limits.max_versions)
+                     for name, rt in d.pipeline.models.items()},
         "windows": windows, "history": history,
         "alerts": list_alerts(d.store, state="firing", limit=TABLE_ROWS)
         + list_alerts(d.store, state="pending", limit=TABLE_ROWS),

@@ -1,8 +1,8 @@
 """The drift gauges of ``/metrics``: each model's newest judged figures per version and column.
 
-For every model, the versions of its newest :data:`RECENT_WINDOWS` all-rows windows
-(at most that many, and the stream's version cap bounds them further, ``__other__``
-included), and for each of them the figures of its newest window with status ``ok``:
+For every model, the versions of its newest :data:`RECENT_WINDOWS` all-rows windows,
+at most the model's ``limits.max_versions`` of them (those seen last), and for each of
+them the figures of its newest window with status ``ok``:
 
 - ``driftwarden_drift_score{model,version,column,test}`` and ``driftwarden_drift_threshold``
   (per column, the prediction column included), ``driftwarden_column_drifted`` (0/1);
@@ -28,16 +28,22 @@ from storage.records import DATASET
 RECENT_WINDOWS = 50
 
 
-def recent_versions(store: Store, model: str, windows: int = RECENT_WINDOWS) -> list[str]:
+def recent_versions(store: Store, model: str, most: int, windows: int = RECENT_WINDOWS) -> list[str]:
+    """The versions of ``model``'s newest ``windows`` all-rows windows, at most ``most`` + 1
+    of them (those seen last: the model's ``limits.max_versions`` and ``__other__``),
+    sorted. Without ``most``, a stream with a new version every window kept up to
+    ``windows`` versions in ``/metrics``, each with a series per column, whatever the
+    version cap said."""
     rows = store.query(
-        "SELECT DISTINCT version FROM (SELECT version FROM windows WHERE model = ? AND segment = ''"
-        ' ORDER BY "end" DESC LIMIT ?) AS recent ORDER BY version',
-        (model, windows),
+        "SELECT version FROM (SELECT version, \"end\" FROM windows WHERE model = ? AND segment = ''"
+        ' ORDER BY "end" DESC LIMIT ?) AS recent GROUP BY version ORDER BY MAX("end") DESC, version LIMIT ?',
+        (model, windows, most + 1),
     )
-    return [r["version"] for r in rows]
+    return sorted(r["version"] for r in rows)
 
 
-def drift_families(store: Store, models: list[str]) -> Iterator[Any]:
+def drift_families(store: Store, models: dict[str, int]) -> Iterator[Any]:
+    """The drift gauges of ``models`` (name -> its version cap, ``limits.max_versions``)."""
     from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
 
     col_labels = ["model", "version", "column", "test"]
@@ -60,8 +66,8 @@ def drift_families(store: Store, models: list[str]) -> Iterator[Any]:
         "driftwarden_missing_share", "Share of missing values of a column in the newest judged window", labels=["model", "version", "column"]
     )
     rows = GaugeMetricFamily("driftwarden_window_rows", "Rows of the newest judged window", labels=["model", "version"])
-    for model in models:
-        for r in latest_judged(store, model, recent_versions(store, model)):
+    for model, most in models.items():
+        for r in latest_judged(store, model, recent_versions(store, model, most)):
             v, col, value = r["version"], r["column"], r["value"]
             if value is None:
                 continue

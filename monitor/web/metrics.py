@@ -95,7 +95,8 @@ class DaemonMetrics:
                 wm.add_metric([name], rt.windows.watermark / 1000)
         yield wm
         yield from self._observability()
-        yield from self._from_store(lambda: drift_families(d.store, list(d.pipeline.models)), read)
+        caps = {name: rt.config.limits.max_versions for name, rt in d.pipeline.models.items()}
+        yield from self._from_store(lambda: drift_families(d.store, caps), read)
         yield from self._from_store(lambda: self._outbox(d), read)
         yield from self._retention(d)
         yield from self._from_store(lambda: self._storage(d), read)

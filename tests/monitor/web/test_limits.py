@@ -246,6 +246,39 @@ def test_one_client_address_cannot_hold_every_connection(tmp_path: Path, monkeyp
                 c.close()
 
 
+def test_at_most_two_scrapes_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each /metrics exposition reads the store in a worker thread: 20 at once took 47 s
+    each and the threads the API's reads need. A third one while two run gets 503."""
+    with running_api(tmp_path, monkeypatch) as a:
+        release = threading.Event()
+        real = a.server.metrics.exposition
+        inside: list[int] = []
+
+        def slow() -> tuple[bytes, str]:
+            inside.append(1)
+            release.wait(20)
+            return real()
+
+        monkeypatch.setattr(a.server.metrics, "exposition", slow)
+        answers: list[int] = []
+        scrapers = [threading.Thread(target=lambda: answers.append(http(a.port, "GET", "/metrics", timeout=30).status))
+                    for _ in range(2)]
+        for t in scrapers:
+            t.start()
+        try:
+            assert wait_for(lambda: len(inside) == 2, timeout=10)
+            r = http(a.port, "GET", "/metrics", timeout=30)
+            assert (r.status, r.json()) == (503, {"error": "2 scrapes are running; try again later"})
+            assert r.headers["retry-after"] == "5"
+            assert http(a.port, "GET", "/healthz").status == 200
+        finally:
+            release.set()
+            for t in scrapers:
+                t.join(30)
+        assert answers == [200, 200]
+        assert http(a.port, "GET", "/metrics").status == 200
+
+
 # -- limit ---------------------------------------------------------------------------------
 
 

@@ -127,6 +127,29 @@ def test_version_labels_are_bounded_by_the_cap(tmp_path: Path, monkeypatch: pyte
     assert one(m, "driftwarden_capped_rows_total", model="churn", dimension="version") > 0
 
 
+def test_versions_that_come_and_go_are_bounded_by_the_cap_too(tmp_path: Path) -> None:
+    """A stream whose version changes every window never trips the cap (each version is
+    retired before the next), yet the newest 50 windows held 50 versions, each a series per
+    column: /metrics keeps the cap's worth seen last (and __other__)."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.web.drift_metrics import recent_versions
+    from storage.db import Store
+    from storage.records import WindowKey, WindowRecord
+    from storage.windows import write_window
+
+    store = Store(tmp_path / "d.db")
+    t0 = datetime(2026, 11, 23, tzinfo=UTC)
+    with store.transaction():
+        for i in range(12):
+            start, end = t0 + timedelta(minutes=i), t0 + timedelta(minutes=i + 1)
+            key = WindowKey("churn", f"v{i:02d}", "", start.isoformat(), end.isoformat())
+            write_window(store, WindowRecord(key=key, rows=10, status="ok", computed_at=end), [])
+    assert recent_versions(store, "churn", 3) == ["v08", "v09", "v10", "v11"]
+    assert recent_versions(store, "churn", 100) == [f"v{i:02d}" for i in range(12)]
+    store.close()
+
+
 def grafana_metrics() -> set[str]:
     doc = json.loads(GRAFANA.read_text())
     exprs: list[str] = []
