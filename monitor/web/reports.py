@@ -187,6 +187,7 @@ def render(inputs: ReportInputs) -> str:
         raise ReportUnavailable(409, "the reference file has none of the sampled columns")
     if inputs.sample_rows == 0:
         raise ReportUnavailable(409, "the window has no rows to report on")
+    cols, note = report_columns(inputs, cols)
     names = {c: safe_text(c) for c in cols}
     num = [names[c] for c in cols if inputs.sample[c].dtype.kind == "f"]
     cat = [names[c] for c in cols if inputs.sample[c].dtype.kind != "f"]
@@ -214,7 +215,7 @@ def render(inputs: ReportInputs) -> str:
         warnings.simplefilter("ignore")
         snapshot = Report(presets).run(Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd))
         page = snapshot.get_html_str(as_iframe=False)
-    return _with_banner(page, banner(inputs))
+    return _with_banner(page, banner(inputs, note))
 
 
 def _series(values: np.ndarray) -> Any:
@@ -232,6 +233,26 @@ def _evidently_test(name: str) -> str | None:
         return get_test(name).evidently_name
     except (KeyError, ValueError):
         return None
+
+
+#: columns Evidently's part of a report covers at most: a 1,000-column window took 74 s,
+#: 47 MB of HTML and ~950 MB of memory to render, holding the only render slot
+MAX_REPORT_COLUMNS = 100
+
+
+def report_columns(inputs: ReportInputs, cols: list[str]) -> tuple[list[str], str]:
+    """The sampled columns Evidently's part covers (at most :data:`MAX_REPORT_COLUMNS`: the
+    prediction's, then the drifted ones, then the rest, in the window's order) and what the
+    banner says of those left out ("" when none is)."""
+    if len(cols) <= MAX_REPORT_COLUMNS:
+        return cols, ""
+    predicted = {f["column"] for f in inputs.figures if f["metric"] == "prediction_drift"}
+    drifted = {f["column"] for f in inputs.figures if f["metric"] in ("drift_score", "prediction_drift") and f.get("drifted")}
+    order = {c: i for i, c in enumerate(cols)}
+    chosen = sorted(cols, key=lambda c: (c not in predicted, c not in drifted, order[c]))[:MAX_REPORT_COLUMNS]
+    note = (f"Evidently's part below covers {MAX_REPORT_COLUMNS} of the window's {len(cols)} columns (the"
+            " prediction's and the drifted ones first; its drift share is theirs); this table has every column.")
+    return sorted(chosen, key=order.__getitem__), note
 
 
 def _applies(name: str, numerical: bool) -> bool:
@@ -257,7 +278,7 @@ def _with_banner(page: str, banner_html: str) -> str:
     return page[:i] + banner_html + page[i:]
 
 
-def banner(inputs: ReportInputs) -> str:
+def banner(inputs: ReportInputs, note: str = "") -> str:
     """driftwarden's own facts about the window, escaped, as a block above Evidently's report."""
     w = inputs.window
     e = html.escape
@@ -282,7 +303,7 @@ def banner(inputs: ReportInputs) -> str:
         f" {inputs.sample_rows} of them against {e(inputs.reference_note)}. Evidently recomputes on the"
         f" sample: its scores can differ a little from driftwarden's figures below, which are for every"
         f" row, with the thresholds used. Performance figures (with labels) are in the API, the"
-        f" dashboard and `driftwarden windows show`, not in this report.</p>"
+        f" dashboard and `driftwarden windows show`, not in this report.{(' ' + e(note)) if note else ''}</p>"
         f"<p style=\"margin:0 0 6px;font-size:12px\">window id: <code>{e(str(w['id']))}</code></p>"
         + (
             "<table style=\"border-collapse:collapse;font-size:13px\"><thead><tr><th align=left>column</th>"
