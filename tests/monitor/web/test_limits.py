@@ -194,21 +194,23 @@ def test_many_idle_connections_create_no_threads(tmp_path: Path, monkeypatch: py
                 c.close()
 
 
+def _refused_at_once(port: int, error: str) -> bool:
+    """Whether a new connection gets 503 ``{"error": error}`` before sending anything."""
+    with _connect(port) as extra:
+        extra.settimeout(2)
+        try:
+            reply = read_reply(extra)
+        except (OSError, ConnectionError):  # accepted after all: no answer yet
+            return False
+        return reply.status == 503 and reply.json() == {"error": error}
+
+
 def test_connections_beyond_http_max_connections_get_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with running_api(tmp_path, monkeypatch, daemon_extra="http_max_connections = 5") as a:
         held = [_connect(a.port) for _ in range(5)]
         try:
             # poll: the server counts a connection once its event loop accepted it
-            def refused() -> bool:
-                with _connect(a.port) as extra:
-                    extra.settimeout(2)
-                    try:
-                        reply = read_reply(extra)
-                    except (OSError, ConnectionError):  # accepted after all: no answer yet
-                        return False
-                    return reply.status == 503 and reply.json() == {"error": "too many connections; try again later"}
-
-            assert wait_for(refused, timeout=10)
+            assert wait_for(lambda: _refused_at_once(a.port, "too many connections; try again later"), timeout=10)
             held.pop().close()
             assert wait_for(lambda: http(a.port, "GET", "/healthz").status == 200, timeout=10)
         finally:
@@ -224,17 +226,8 @@ def test_one_client_address_cannot_hold_every_connection(tmp_path: Path, monkeyp
     with running_api(tmp_path, monkeypatch, daemon_extra=extra) as a:
         held = [_connect(a.port) for _ in range(3)]
         try:
-            def refused() -> bool:
-                with _connect(a.port) as more:
-                    more.settimeout(2)
-                    try:
-                        reply = read_reply(more)
-                    except (OSError, ConnectionError):
-                        return False
-                    return reply.status == 503 and reply.json() == {
-                        "error": "too many connections from this address; try again later"}
-
-            assert wait_for(refused, timeout=10)
+            error = "too many connections from this address; try again later"
+            assert wait_for(lambda: _refused_at_once(a.port, error), timeout=10)
             # another address (127.0.0.2 is loopback too) still gets in
             with socket.create_connection(("127.0.0.1", a.port), timeout=5, source_address=("127.0.0.2", 0)) as other:
                 other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
