@@ -53,7 +53,7 @@ from alerts.notifiers.base import MAX_RETRY_DELAY, Notifier, PayloadError, SendR
 from storage import alerts as db
 from storage.alerts import DeliveryRecord
 from storage.db import Store
-from storage.instances import known_elsewhere
+from storage.instances import live_instances
 from storage.text import CONTROL
 
 log = logging.getLogger(__name__)
@@ -241,17 +241,11 @@ class DeliveryWorker:
         if self._stopping.is_set():
             return {}
         now = self.clock()
-        elsewhere: dict[str, bool] = {}
-        for d in db.due_deliveries(
-            self.store, now, self.batch, exclude=list(self.notifiers), claimable_by=self.owner
-        ):
-            if self.store.shared:
-                if d.notifier not in elsewhere:
-                    elsewhere[d.notifier] = bool(
-                        known_elsewhere(self.store, now, "notifiers", d.notifier, other_than=self.owner)
-                    )
-                if elsewhere[d.notifier]:
-                    continue
+        exclude = set(self.notifiers)
+        if self.store.shared:  # another live instance's notifiers: left to it, and out of the batch
+            exclude |= {n for facts in live_instances(self.store, now, other_than=self.owner).values()
+                        for n in (facts.get("notifiers") or ()) if isinstance(n, str)}
+        for d in db.due_deliveries(self.store, now, self.batch, exclude=sorted(exclude), claimable_by=self.owner):
             self._record(
                 d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"), claimed=False
             )

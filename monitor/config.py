@@ -1791,8 +1791,10 @@ def _kafka_tls_problems(k: KafkaConfig, base: Path, password: str | None) -> lis
             ctx.load_cert_chain(str(cert), str(key) if key is not None else None, password=password or "")
         except (ssl.SSLError, OSError, ValueError) as exc:
             with_key = f" with the key {_show(str(key))}" if key is not None else ""
+            hint = ("" if password else "; an encrypted key needs its password in kafka.ssl_password_env or"
+                    " kafka.ssl_password_file")
             out.append(f"kafka.ssl_certfile: cannot load the client certificate {_show(str(cert))}{with_key}"
-                       f" (and kafka.ssl_password, if set): {reason(exc)}")
+                       f" (and kafka.ssl_password, if set): {reason(exc)}{hint}")
     return out
 
 

@@ -34,9 +34,23 @@ LIVE_FOR = timedelta(seconds=90)
 FORGET_AFTER = timedelta(days=1)
 
 
+def store_time(store: Store, fallback: datetime) -> datetime:
+    """The time rows are stamped and judged by: on a shared store the database server's
+    clock, the same for every instance (their own clocks may differ: one 80 s behind
+    looked gone to the others between its announcements, which then ended its alerts);
+    on a store of one's own, ``fallback`` (the caller's clock)."""
+    if not store.shared:
+        return fallback
+    rows = store.query("SELECT clock_timestamp() AS t")
+    got = rows[0]["t"] if rows else None
+    return got if isinstance(got, datetime) else fallback
+
+
 def announce(store: Store, instance: str, facts: Mapping[str, Any], now: datetime) -> None:
     """Write (or refresh) ``instance``'s row; delete rows of instances gone for
-    :data:`FORGET_AFTER` (so restarts, each a new id, do not pile up)."""
+    :data:`FORGET_AFTER` (so restarts, each a new id, do not pile up). ``now``: the
+    caller's clock, used on a store of one's own (see :func:`store_time`)."""
+    now = store_time(store, now)
     with store.transaction():
         store.execute(
             "INSERT INTO stream_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
@@ -50,8 +64,10 @@ def announce(store: Store, instance: str, facts: Mapping[str, Any], now: datetim
 
 
 def live_instances(store: Store, now: datetime, *, other_than: str | None = None) -> dict[str, dict[str, Any]]:
-    """The facts of each instance refreshed within :data:`LIVE_FOR` of ``now``, by id;
-    ``other_than``: leave this one out. A row that does not parse is skipped."""
+    """The facts of each instance refreshed within :data:`LIVE_FOR` of ``now`` (the store's
+    time on a shared store, see :func:`store_time`), by id; ``other_than``: leave this one
+    out. A row that does not parse is skipped."""
+    now = store_time(store, now)
     rows = store.query(
         "SELECT name, state FROM stream_state WHERE name LIKE ? AND updated_at >= ?",
         (PREFIX + "%", iso(now - LIVE_FOR)),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,15 @@ def state_env(state_dir: Path) -> dict[str, str]:
     target = state_target(state_dir)
     assert isinstance(target, PostgresTarget)
     return {"DRIFTWARDEN_STORAGE__URL": target.config_url}
+
+
+def age_instance(store: Store, instance: str, by: timedelta, now: datetime) -> None:
+    """Make ``instance``'s announcement (storage.instances) ``by`` older than the store's
+    time (the server's on PostgreSQL, ``now`` on SQLite): an instance that stopped
+    announcing that long ago."""
+    from storage.instances import PREFIX, store_time  # noqa: PLC0415
+    from storage.records import iso  # noqa: PLC0415
+
+    with store.transaction():
+        store.execute("UPDATE stream_state SET updated_at = ? WHERE name = ?",
+                      (iso(store_time(store, now) - by), PREFIX + instance))

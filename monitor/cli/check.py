@@ -244,6 +244,14 @@ def check_references(cfg: Config) -> list[str]:
     for m in cfg.models:
         ref = load_reference(m.reference, ReferenceSpec.from_config(m))
         out.append(f"{m.name} {ref.rows} rows")
+    if cfg.kafka.labels_topic is not None and any(m.performance.enabled for m in cfg.models):
+        # rules on figures the references cannot give (label drift, estimates, relative
+        # performance): `run` refuses them at start-up, so `check` says so first
+        from monitor.labels.reference import prepare_labelled_reference  # noqa: PLC0415
+        from monitor.service.pipeline import check_label_rules  # noqa: PLC0415
+
+        check_label_rules(cfg, {m.name: prepare_labelled_reference(m, m.reference)
+                                for m in cfg.models if m.performance.enabled})
     return out
 
 

@@ -120,6 +120,9 @@ class Daemon:
         self._unclaimed: set[int] = set()
         #: the other instances of a shared store (None: not shared, or not running)
         self._peers: Any = None
+        #: when announcing to them started failing (monotonic), and whether that was said
+        self._announce_failing_since: float | None = None
+        self._announce_warned = False
         #: predictions partitions revoked by a rebalance still under way: kafka-python keeps
         #: them in the assignment (not fetched) until the join completes, and the group's
         #: generation moves on before that, so a claim of one now would be taken as current
@@ -863,12 +866,30 @@ class Daemon:
         return config_facts(self.config, refs)
 
     def _announce(self) -> None:
+        """Refresh this instance's announcement (a scheduler job on a shared store). Failing
+        for half of LIVE_FOR is a WARNING: past LIVE_FOR the others take this instance as
+        gone (they end the alerts of rules only it has, give up its notifiers' deliveries)."""
+        from storage.instances import LIVE_FOR  # noqa: PLC0415
+
         if self._peers is None:
             return
         try:
             self._peers.run_once()
-        except Exception as exc:  # noqa: BLE001 - a store away is reported by the flushes
-            log.debug("peers: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a store away is also reported by the flushes
+            since = self._announce_failing_since = self._announce_failing_since or time.monotonic()
+            failing = time.monotonic() - since
+            if failing >= LIVE_FOR.total_seconds() / 2 and not self._announce_warned:
+                self._announce_warned = True
+                log.warning("peers: this instance has not announced itself for %.0f s (%s): after %.0f s the"
+                            " other instances of the store take it as gone, and end the alerts of rules only it"
+                            " has and give up deliveries to notifiers only it has", failing, exc,
+                            LIVE_FOR.total_seconds())
+            else:
+                log.debug("peers: %s", exc)
+            return
+        if self._announce_warned:
+            log.info("peers: this instance announces itself again")
+        self._announce_failing_since, self._announce_warned = None, False
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:

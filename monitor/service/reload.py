@@ -142,8 +142,19 @@ def prepare_reload(daemon: Daemon, path: Path) -> Reload:
                             " alerting, models' drift settings and daemon.log_level)")
     from monitor.service.alerting import Alerting  # noqa: PLC0415
 
+    labels = daemon.pipeline.labels
+    if labels is not None:
+        # a rule the references cannot serve would be refused by the next start (status 2,
+        # which systemd does not restart): refused here already
+        from monitor.references.load import ReferenceError  # noqa: PLC0415
+        from monitor.service.pipeline import check_label_rules  # noqa: PLC0415
+
+        try:
+            check_label_rules(new, {n: jm.reference for n, jm in labels.models.items()})
+        except ReferenceError as exc:
+            raise ReloadRefused(str(exc)) from None
     try:
-        alerting = Alerting(new, daemon.store, clock=daemon.clock, on_event=daemon.on_event)
+        alerting = Alerting(new, daemon.store, clock=daemon.clock, on_event=daemon.on_event, owner=daemon.instance)
     except Exception as exc:  # noqa: BLE001 - a notifier or rule that cannot be built
         raise ReloadRefused(f"cannot build rules and notifiers: {exc}") from None
     prepared: dict[str, PreparedModel] = {}

@@ -373,6 +373,7 @@ def test_a_rule_another_live_instance_has_is_left_to_it(store, clock):
     used to resolve them at its next tick, every time they fired); once that instance
     is gone (its row older than LIVE_FOR), the rule has left the config for good."""
     from storage.instances import LIVE_FOR, announce
+    from tests.store_targets import age_instance
 
     f = feed(store, clock)
     f.window(HIGH)
@@ -386,7 +387,8 @@ def test_a_rule_another_live_instance_has_is_left_to_it(store, clock):
     assert t == [] and [a.state for a in db.active_alerts(store)] == ["firing"]
     # this instance's own row does not count as another instance having the rule
     announce(store, "host-b:2:bb", {"rules": {"drift": "d1"}}, clock.now)
-    t = g.engine.on_tick(clock.now + LIVE_FOR + timedelta(seconds=1))
+    age_instance(store, "host-a:1:aa", LIVE_FOR + timedelta(seconds=1), clock.now)  # host-a is gone
+    t = g.engine.on_tick(clock.now)
     assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
     assert kinds(store) == ["firing"]
 

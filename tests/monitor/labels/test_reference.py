@@ -57,3 +57,43 @@ def test_a_relative_rule_without_the_references_figure_is_refused(tmp_path: Path
         check_label_rules(cfg, refs)
     _regression_reference(reference, blank_label_at=3)
     check_label_rules(cfg, {"r": prepare_labelled_reference(cfg.models[0], reference)})
+
+
+def _unlabelled_regression(tmp_path: Path, rule: str) -> Path:
+    (tmp_path / "r.csv").write_text("x,label,prediction\n" + "".join(f"{i},,{i}\n" for i in range(40)))
+    path = tmp_path / "driftwarden.toml"
+    path.write_text(
+        '[daemon]\nstate_dir = "state"\n[kafka]\nbootstrap_servers = ["127.0.0.1:9"]\npredictions_topic = "p"\n'
+        'labels_topic = "l"\n[[models]]\nname = "r"\ntask = "regression"\nreference = "r.csv"\n'
+        '[models.features]\nnumerical = ["x"]\n[models.performance]\nenabled = true\n' + rule
+    )
+    return path
+
+
+RELATIVE_MAE = '[[rules]]\nname = "mae-worse"\nmetric = "mae"\nop = ">"\nthreshold = 1.5\nrelative = true\n'
+
+
+def test_check_refuses_what_run_would_refuse(tmp_path: Path) -> None:
+    """`check` passed a rule the references cannot serve; `run` then exited 2, which the
+    systemd unit does not restart."""
+    from tests.monitor.daemon_helpers import run_cli
+
+    res = run_cli("check", "--pre-start", "-c", str(_unlabelled_regression(tmp_path, RELATIVE_MAE)))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "rules[0] (mae-worse) uses mae, which needs labels and predictions giving its own mae" in res.stderr
+
+
+def test_a_reload_refuses_a_rule_the_references_cannot_serve(tmp_path: Path) -> None:
+    from monitor.service.daemon import Daemon
+    from monitor.service.reload import ReloadRefused, prepare_reload
+
+    path = _unlabelled_regression(tmp_path, "")
+    daemon = Daemon(load_config(path), http=False)
+    try:
+        path.write_text(path.read_text() + RELATIVE_MAE)
+        with pytest.raises(ReloadRefused, match=r"rules\[0\] \(mae-worse\) uses mae, which needs labels"):
+            prepare_reload(daemon, path)
+        path.write_text(path.read_text().replace("relative = true\n", ""))
+        assert prepare_reload(daemon, path) is not None  # an absolute threshold needs no reference figure
+    finally:
+        daemon.store.close()

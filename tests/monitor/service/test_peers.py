@@ -11,7 +11,7 @@ import pytest
 from monitor.config import parse_config
 from monitor.service.peers import Peers, config_facts, differences
 from storage.instances import FORGET_AFTER, LIVE_FOR, announce, known_elsewhere, live_instances
-from tests.store_targets import StoreTarget
+from tests.store_targets import StoreTarget, age_instance
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -63,9 +63,9 @@ def test_peers_warn_once_per_difference_and_forget_the_gone(
     assert known_elsewhere(store, T0, "models", "fraud", other_than="host-b:2:bb") == ["host-a:1:aa"]
     assert known_elsewhere(store, T0, "models", "fraud", other_than="host-a:1:aa") == []
     # host-a stops refreshing its row: gone after LIVE_FOR, deleted after FORGET_AFTER
-    now[0] = T0 + LIVE_FOR + timedelta(seconds=1)
+    age_instance(store, "host-a:1:aa", LIVE_FOR + timedelta(seconds=1), now[0])
     assert peers.run_once() == [] and set(live_instances(store, now[0])) == {"host-b:2:bb"}
-    now[0] = T0 + FORGET_AFTER + timedelta(seconds=1)
+    age_instance(store, "host-a:1:aa", FORGET_AFTER + timedelta(seconds=1), now[0])
     peers.run_once()
     rows = store.query("SELECT name FROM stream_state WHERE name LIKE 'instance:%'")
     assert [r["name"] for r in rows] == ["instance:host-b:2:bb"]
