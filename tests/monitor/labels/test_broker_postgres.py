@@ -135,7 +135,7 @@ def test_a_labels_topic_with_more_partitions_is_named_at_assignment(
         assert terminate(proc) == 0
 
 
-@pytest.mark.parametrize("lagging_rejoin", [False, True], ids=["", "first-member-rejoins-3s-late"])
+@pytest.mark.parametrize("lagging_rejoin", [False, True], ids=["rejoins-on-time", "first-member-rejoins-3s-late"])
 def test_labels_joined_by_the_instance_without_their_predictions_partition(
     broker: EmbeddedBroker, tmp_path: Path, pg_target: StoreTarget, lagging_rejoin: bool
 ) -> None:
