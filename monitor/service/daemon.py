@@ -62,6 +62,8 @@ STATUS_EVERY = 5.0
 #: a running consumer loop that has not turned for this long (or twice
 #: storage.statement_timeout, if longer) is stalled: /healthz and /readyz say 503
 STALL_AFTER_MIN_S = 60.0
+#: how long an HTTP read waits on an SQLite lock (ms) before it fails (the API: 503)
+READ_BUSY_TIMEOUT_MS = 2_000
 
 
 class Daemon:
@@ -120,6 +122,9 @@ class Daemon:
         self._unclaimed: set[int] = set()
         #: the other instances of a shared store (None: not shared, or not running)
         self._peers: Any = None
+        #: the HTTP layer's read-only SQLite connection (see :attr:`reads`)
+        self._reads: Store | None = None
+        self._reads_lock = threading.Lock()
         #: when announcing to them started failing (monotonic), and whether that was said
         self._announce_failing_since: float | None = None
         self._announce_warned = False
@@ -177,6 +182,20 @@ class Daemon:
         """Consuming: partitions assigned, Kafka reachable, the store healthy, the loop turning."""
         return (self.ready.is_set() and self.kafka_connected and self._storage_error is None
                 and self.stalled_for() is None)
+
+    @property
+    def reads(self) -> Store:
+        """The store the HTTP API, the dashboard and /metrics read: on SQLite a read-only
+        connection of its own (opened at the first read), so a read does not wait behind
+        the consumer's connection while it waits on a lock (a dashboard took 37 s); a
+        shared store's pool serves every thread already."""
+        if self.store.shared:
+            return self.store
+        if self._reads is None:
+            with self._reads_lock:
+                if self._reads is None:
+                    self._reads = Store(self.store.path, readonly=True, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
+        return self._reads
 
     @property
     def store_suspect(self) -> bool:
@@ -853,6 +872,8 @@ class Daemon:
             release_partitions(self.store, self.pipeline.topic, self.instance, self.pipeline.claims, self.clock())
         except StorageError as exc:
             log.warning("storage: cannot give partitions up: %s", exc)
+        if self._reads is not None:
+            self._reads.close()
         self.store.close()
         self.systemd.close()
         self.on_event("stopped", {})

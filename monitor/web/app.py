@@ -207,7 +207,7 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
     segment, with_metrics = _query(request, "segment"), _query(request, "metrics") in ("1", "true")
 
     def read() -> bytes:
-        rows = windows_with_verdicts(d.store, model=model, segment=segment, limit=limit)
+        rows = windows_with_verdicts(d.reads, model=model, segment=segment, limit=limit)
         for r in rows:
             r["url_id"] = window_url_id(r["id"])
             r["report"] = f"/api/v1/models/{model}/windows/{r['url_id']}/report"
@@ -215,7 +215,7 @@ async def windows(request: Request[Any, Any, Any]) -> Response[bytes]:
         if with_metrics:
             figures = 0
             for i, r in enumerate(rows):
-                r["metrics"] = window_metrics(d.store, r["id"])
+                r["metrics"] = window_metrics(d.reads, r["id"])
                 figures += len(r["metrics"])
                 if figures > MAX_METRIC_ROWS and i > 0:  # the newest window is always whole
                     body = {"windows": rows[:i], "truncated": (
@@ -237,7 +237,7 @@ async def alerts(request: Request[Any, Any, Any]) -> Response[bytes]:
     if state is not None and state not in ALERT_STATES:  # a typo answered an empty list
         raise ApiError(400, f"query parameter state must be one of {', '.join(ALERT_STATES)}")
     rows = await asyncio.to_thread(
-        list_alerts, _daemon(request).store, state=state, model=_query(request, "model"),
+        list_alerts, _daemon(request).reads, state=state, model=_query(request, "model"),
         rule=_query(request, "rule"), limit=limit,
     )
     return _json(200, {"alerts": rows})
@@ -249,7 +249,7 @@ async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     limit = clamp_limit(_query(request, "limit"), LIST_LIMIT)
     d = _daemon(request)
-    rows = await asyncio.to_thread(lambda: list_silences(d.store, limit=limit))
+    rows = await asyncio.to_thread(lambda: list_silences(d.reads, limit=limit))
     now = d.clock()
     return _json(200, {"silences": [asdict(s) | {"active": s.active(now)} for s in rows]})
 

@@ -94,19 +94,19 @@ def _stored(d: DaemonView, selected: str | None) -> dict[str, Any]:
     windows: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     if selected is not None:
-        windows = windows_with_verdicts(d.store, model=selected, limit=TABLE_ROWS)
+        windows = windows_with_verdicts(d.reads, model=selected, limit=TABLE_ROWS)
         sampled = _sampled(d, [w["id"] for w in windows])
         for w in windows:
             w["has_sample"] = w["id"] in sampled
-        history = drift_history(d.store, selected, windows=CHART_WINDOWS)
+        history = drift_history(d.reads, selected, windows=CHART_WINDOWS)
     return {
-        "versions": {name: recent_versions(d.store, name, rt.config.limits.max_versions)
+        "versions": {name: recent_versions(d.reads, name, rt.config.limits.max_versions)
                      for name, rt in d.pipeline.models.items()},
         "windows": windows, "history": history,
-        "alerts": list_alerts(d.store, state="firing", limit=TABLE_ROWS)
-        + list_alerts(d.store, state="pending", limit=TABLE_ROWS),
-        "deliveries": recent_deliveries(d.store, TABLE_ROWS),
-        "dead_letters": recent_dead_letters(d.store, TABLE_ROWS),
+        "alerts": list_alerts(d.reads, state="firing", limit=TABLE_ROWS)
+        + list_alerts(d.reads, state="pending", limit=TABLE_ROWS),
+        "deliveries": recent_deliveries(d.reads, TABLE_ROWS),
+        "dead_letters": recent_dead_letters(d.reads, TABLE_ROWS),
     }
 
 
@@ -114,7 +114,7 @@ def _sampled(d: DaemonView, ids: list[str]) -> set[str]:
     if not ids:
         return set()
     marks = ",".join("?" * len(ids))
-    rows = d.store.query(f"SELECT window_id FROM window_samples WHERE window_id IN ({marks})", ids)
+    rows = d.reads.query(f"SELECT window_id FROM window_samples WHERE window_id IN ({marks})", ids)
     return {r["window_id"] for r in rows}
 
 

@@ -96,7 +96,7 @@ class DaemonMetrics:
         yield wm
         yield from self._observability()
         caps = {name: rt.config.limits.max_versions for name, rt in d.pipeline.models.items()}
-        yield from self._from_store(lambda: drift_families(d.store, caps), read)
+        yield from self._from_store(lambda: drift_families(d.reads, caps), read)
         yield from self._from_store(lambda: self._outbox(d), read)
         yield from self._retention(d)
         yield from self._from_store(lambda: self._storage(d), read)
@@ -136,12 +136,12 @@ class DaemonMetrics:
             "driftwarden_deliveries", "Outbox rows by notifier and status (dead = gave up)", labels=["notifier", "status"]
         )
         counted = dict.fromkeys(((n, s) for n in d.config.notifiers for s in DELIVERY_STATUSES), 0)
-        for (notifier, status), n in sorted({**counted, **delivery_counts(d.store)}.items()):
+        for (notifier, status), n in sorted({**counted, **delivery_counts(d.reads)}.items()):
             deliveries.add_metric([notifier, status], n)
         yield deliveries
         alerts = GaugeMetricFamily("driftwarden_alerts", "Alerts by state and severity", labels=["state", "severity"])
         counted = dict.fromkeys(((st, sv) for st in ALERT_STATES for sv in SEVERITIES), 0)
-        for (state, severity), n in sorted({**counted, **alert_counts(d.store)}.items()):
+        for (state, severity), n in sorted({**counted, **alert_counts(d.reads)}.items()):
             alerts.add_metric([state, severity], n)
         yield alerts
 
@@ -176,7 +176,7 @@ class DaemonMetrics:
 
         from storage.dead_letters import dead_letter_drops  # noqa: PLC0415
 
-        drops = dead_letter_drops(d.store)
+        drops = dead_letter_drops(d.reads)
         dropped = CounterMetricFamily(
             "driftwarden_dead_letters_dropped",
             "Dead letters not stored (volume cap per reason, partition and minute), since the database was created",
@@ -193,7 +193,7 @@ class DaemonMetrics:
         yield dropped
         yield stripped
         size = GaugeMetricFamily("driftwarden_db_size_bytes", "Size of the SQLite database file and its WAL", labels=["file"])
-        for name, n in sorted(d.store.size_on_disk().items()):
+        for name, n in sorted(d.reads.size_on_disk().items()):
             size.add_metric([name], n)
         yield size
 
@@ -207,7 +207,7 @@ class DaemonMetrics:
         from storage.stream import partition_rows  # noqa: PLC0415
 
         configured = {name: rt.windows.shape for name, rt in d.pipeline.models.items()}
-        differ = {s.model for s in mismatches(stored_shapes(partition_rows(d.store, d.pipeline.topic)), configured)}
+        differ = {s.model for s in mismatches(stored_shapes(partition_rows(d.reads, d.pipeline.topic)), configured)}
         g = GaugeMetricFamily(
             "driftwarden_window_shape_mismatch",
             "1 when the store holds a model's stream state built with another window shape than this"
@@ -265,14 +265,14 @@ class DaemonMetrics:
             " expired_labels, expired_predictions, unmatched_labels, duplicate_predictions (durable)",
             labels=["model", "event"],
         )
-        for model, counts in sorted(label_counters(d.store).items()):
+        for model, counts in sorted(label_counters(d.reads).items()):
             for name in COUNTERS:
                 join.add_metric([model, name], counts.get(name, 0))
         yield join
         owed = GaugeMetricFamily(
             "driftwarden_label_windows_waiting", "Time windows whose performance is not computed yet or is stale"
         )
-        owed.add_metric([], slots_waiting(d.store))
+        owed.add_metric([], slots_waiting(d.reads))
         yield owed
         held = GaugeMetricFamily(
             "driftwarden_label_held_ids",

@@ -138,7 +138,7 @@ def _make(d: DaemonView, model: str, window_id: str) -> bytes:
     # file the window was judged against (found by its hash in ``references``)
     ref = rt.prepared.reference
     try:
-        inputs = gather(d.store, window_id, reference_file=lambda: ref.path)
+        inputs = gather(d.reads, window_id, reference_file=lambda: ref.path)
         page = render(inputs)
     except ReportUnavailable as exc:
         raise _Unavailable(exc.status, exc.message) from None

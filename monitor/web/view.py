@@ -38,6 +38,11 @@ class DaemonView(Protocol):
         ...
 
     @property
+    def reads(self) -> Store:
+        """The store the HTTP layer reads (on SQLite a read-only connection of its own)."""
+        ...
+
+    @property
     def store_suspect(self) -> bool:
         """A store read may fail or hang now: show what is in memory instead."""
         ...

@@ -159,8 +159,9 @@ def test_a_server_failure_is_a_generic_500_with_details_only_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with running_api(tmp_path, monkeypatch) as a:
-        # the store goes away under the server (what a crashed disk looks like to a query)
-        a.daemon.store.close()
+        # the store goes away under the server (what a crashed disk looks like to a query):
+        # the connection the HTTP layer reads through
+        a.daemon.reads.close()
         with caplog.at_level(logging.ERROR, logger="driftwarden.http"):
             r = http(a.port, "GET", "/api/v1/alerts")
         assert r.status == 500

@@ -340,3 +340,28 @@ def test_limit_applies_to_silences_too(tmp_path: Path, monkeypatch: pytest.Monke
         assert len(http(a.port, "GET", "/api/v1/silences?limit=2").json()["silences"]) == 2
         # as `silence list --json` has them: whether each is in force now
         assert [s["active"] for s in http(a.port, "GET", "/api/v1/silences").json()["silences"]] == [True] * 3
+
+
+@pytest.mark.sqlite_only("SQLite: one connection per store object; a PostgreSQL pool serves each thread its own")
+def test_reads_do_not_wait_behind_the_consumers_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer's connection held (a flush waiting on a lock, for as long as its busy
+    timeout): the dashboard took 37 s and /metrics 19 s. The HTTP layer reads through a
+    read-only connection of its own."""
+    with running_api(tmp_path, monkeypatch) as a:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with a.daemon.store.transaction():  # the consumer's connection, busy
+                held.set()
+                release.wait(30)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        try:
+            assert held.wait(10)
+            for path in ("/api/v1/alerts", "/api/v1/models/churn/windows", "/metrics", "/"):
+                # behind the held connection, it would wait until release: the 10 s timeout
+                assert http(a.port, "GET", path, timeout=10).status == 200, path
+        finally:
+            release.set()
+            t.join(30)
