@@ -65,6 +65,21 @@ def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]
     return out
 
 
+def consequences(diff: tuple[str, ...] | list[str]) -> str:
+    """What the differences of :func:`differences` do, for the warning."""
+    said = []
+    if any(d.startswith("models only") for d in diff):
+        said.append("events of a model an instance lacks are dead-lettered (unknown_model) on the partitions"
+                    " it holds")
+    if any(d.startswith("rules only") for d in diff):
+        said.append("a rule is judged only on the windows an instance that has it stores")
+    if any("other settings" in d for d in diff):
+        said.append("each window is judged with the settings of the instance that closes it")
+    if any(d.startswith("notifiers only") for d in diff):
+        said.append("notifications to a notifier go out from the instances that have it")
+    return "; ".join(said).capitalize() + ": give every instance the same config."
+
+
 class Peers:
     """Announces this instance's facts (see :func:`config_facts`) and warns, once per
     instance and difference, about the others' (called by the scheduler)."""
@@ -88,10 +103,8 @@ class Peers:
         for who, theirs in sorted(others.items()):
             diff = tuple(differences(ours, theirs))
             if diff and self._said.get(who) != diff:
-                line = (f"instance {who} shares this store with another config: {'; '.join(diff)}."
-                        " Events of a model an instance lacks are dead-lettered (unknown_model) on the"
-                        " partitions it holds, and its rules judge the windows it stores: give every"
-                        " instance the same [[models]] and [[rules]] (README \"Scaling out\")")
+                line = (f"instance {who} shares this store with another config: {'; '.join(diff)}. "
+                        + consequences(diff) + " (README \"Scaling out\")")
                 log.warning("%s", line)
                 said.append(line)
             self._said[who] = diff
