@@ -324,9 +324,13 @@ class DeliveryWorker:
             return 0
         now = self.clock()
         parent = db.get_delivery(self.store, d.parent_id) if d.parent_id else None
-        if parent is not None and parent.status == "pending":
-            # send after the message it refers to (or after it is given up)
-            until = max(parent.next_attempt_at or now, now)
+        # send after the message it refers to, and after every earlier message of its alert
+        # group to this notifier (or after they are given up): a receiver that was away got
+        # the newest first, then the older ones as their backoff ended, and its last word
+        # on a firing alert was an old "resolved"
+        before = parent if parent is not None and parent.status == "pending" else db.pending_before(self.store, d)
+        if before is not None:
+            until = max(before.next_attempt_at or now, now)
             with self.store.transaction():
                 db.defer_delivery(self.store, d.id, _ceil_ms(until), now)
             return 0

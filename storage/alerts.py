@@ -334,6 +334,19 @@ def get_delivery(store: Store, delivery_id: str) -> DeliveryRecord | None:
     return _delivery_from_row(rows[0]) if rows else None
 
 
+def pending_before(store: Store, d: DeliveryRecord) -> DeliveryRecord | None:
+    """The oldest delivery still pending to ``d``'s notifier for ``d``'s alert group that
+    was created before ``d`` (None: there is none, or ``d`` has no group)."""
+    if not d.group_key:
+        return None
+    rows = store.query(
+        "SELECT * FROM deliveries WHERE status = 'pending' AND notifier = ? AND group_key = ? AND created_at < ?"
+        " ORDER BY created_at LIMIT 1",
+        (d.notifier, d.group_key, iso(d.created_at)),
+    )
+    return _delivery_from_row(rows[0]) if rows else None
+
+
 def _claimable(store: Store, now: datetime, owner: str) -> tuple[str, list[Any]]:
     """A condition (and its parameters): the delivery is not claimed by a live worker."""
     if store.shared:
