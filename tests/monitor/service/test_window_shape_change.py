@@ -272,7 +272,7 @@ def test_two_instances_with_different_shapes_on_one_store_are_told(
     b = Pipeline(cfg_b, store_b, clock=clock, owner="b")
 
     def gauge() -> float:
-        view = SimpleNamespace(pipeline=b, store=store_b)
+        view = SimpleNamespace(pipeline=b, store=store_b, reads=store_b)
         (fam,) = list(DaemonMetrics._window_shapes(view))  # type: ignore[arg-type]
         return {s.labels["model"]: s.value for s in fam.samples}["churn"]
 
