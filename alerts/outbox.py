@@ -331,6 +331,10 @@ class DeliveryWorker:
         before = parent if parent is not None and parent.status == "pending" else db.pending_before(self.store, d)
         if before is not None:
             until = max(before.next_attempt_at or now, now)
+            if until <= now:
+                # due, yet held by a claim (another instance sending it, or a lane that could
+                # not record it): look again shortly, and let the lane go on to other groups
+                until = later(now, 1.0)
             with self.store.transaction():
                 db.defer_delivery(self.store, d.id, _ceil_ms(until), now)
             return 0

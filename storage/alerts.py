@@ -336,13 +336,15 @@ def get_delivery(store: Store, delivery_id: str) -> DeliveryRecord | None:
 
 def pending_before(store: Store, d: DeliveryRecord) -> DeliveryRecord | None:
     """The oldest delivery still pending to ``d``'s notifier for ``d``'s alert group that
-    was created before ``d`` (None: there is none, or ``d`` has no group)."""
+    was created before ``d`` (None: there is none, or ``d`` has no group). A delivery whose
+    parent is ``d`` is not one: it waits for ``d`` (clocks that disagree can stamp a
+    resolution before its firing message, and each would wait for the other)."""
     if not d.group_key:
         return None
     rows = store.query(
         "SELECT * FROM deliveries WHERE status = 'pending' AND notifier = ? AND group_key = ? AND created_at < ?"
-        " ORDER BY created_at LIMIT 1",
-        (d.notifier, d.group_key, iso(d.created_at)),
+        " AND (parent_id IS NULL OR parent_id != ?) ORDER BY created_at LIMIT 1",
+        (d.notifier, d.group_key, iso(d.created_at), d.id),
     )
     return _delivery_from_row(rows[0]) if rows else None
 

@@ -236,11 +236,16 @@ class Store:
         return self.executemany(sql, rows)
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts (reads need no transaction)."""
+        """Rows as dicts (reads need no transaction). A read that fails (a lock held past the
+        busy timeout, a damaged file) raises :class:`StorageError`, as a write does: the
+        HTTP layer answers 503 and /metrics says the store is unreadable, not a 500."""
         with self._lock:
-            cur = self.conn.execute(sql, params)
-            names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            try:
+                cur = self.conn.execute(sql, params)
+                names = [d[0] for d in cur.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read {self.path}: {exc}") from exc
 
     # -- migrations ---------------------------------------------------------------
 

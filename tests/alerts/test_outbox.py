@@ -336,6 +336,68 @@ def test_deliveries_left_to_another_instance_do_not_hold_up_giving_up_the_rest(s
     assert status == ({"busy": "pending", "gone": "dead"} if store.shared else {"busy": "dead", "gone": "dead"})
 
 
+class _Recorder:
+    """A notifier that accepts everything and records the ids it was given."""
+
+    timeout = 10.0
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, d, parent=None):
+        self.sent.append(d.id)
+        return SendResult.sent()
+
+
+def _queued(store, *rows):
+    from storage.alerts import DeliveryRecord
+
+    with store.transaction():
+        for did, created, group, parent in rows:
+            db.insert_delivery(store, DeliveryRecord(id=did, notifier="hook", kind="firing", created_at=created,
+                                                     group_key=group, parent_id=parent))
+
+
+def test_a_group_waiting_on_a_claimed_message_does_not_hold_up_other_groups(store, clock):
+    """A (group G) is due but claimed (another instance sending it, or a lane that could
+    not record it): B of G waits for it, while C of group H goes out. B was put back as
+    due at once, met again, and ended every run of the lane: nothing went out for the
+    whole lease."""
+    from storage.records import iso
+
+    t = clock.now
+    _queued(store, ("A", t, "G", None), ("B", t + timedelta(seconds=1), "G", None),
+            ("C", t + timedelta(seconds=2), "H", None))
+    clock.advance(seconds=10)
+    store.execute("UPDATE deliveries SET claimed_by = 'me', claimed_until = ? WHERE id = 'A'",
+                  (iso(clock.now + timedelta(seconds=50)),))
+    n = _Recorder()
+    worker = DeliveryWorker(store, {"hook": n}, clock, rng(), owner="me")
+    for _ in range(45):
+        worker.run_once()
+        clock.advance(seconds=1)
+    assert n.sent == ["C"]  # and B still waits for A
+    clock.advance(seconds=10)  # A's claim lapsed: A, then B
+    for _ in range(5):
+        worker.run_once()
+        clock.advance(seconds=1)
+    assert n.sent == ["C", "A", "B"]
+
+
+def test_a_resolution_stamped_before_its_firing_message_does_not_deadlock(store, clock):
+    """Clocks that disagree (two instances, an NTP step back) can stamp a resolution before
+    its firing message: it waits for its parent, and the parent must not wait for it."""
+    t = clock.now
+    _queued(store, ("P", t + timedelta(seconds=2), "G", None), ("R", t + timedelta(seconds=1), "G", "P"))
+    clock.advance(seconds=10)
+    n = _Recorder()
+    worker = DeliveryWorker(store, {"hook": n}, clock, rng())
+    for _ in range(5):
+        worker.run_once()
+        clock.advance(seconds=1)
+    assert n.sent == ["P", "R"]
+
+
 def test_resolution_waits_for_its_firing_message(store, clock):
     n = Flaky(
         [SendResult.retry("HTTP 503"), SendResult.sent(response={"ts": "1"}), SendResult.sent()]

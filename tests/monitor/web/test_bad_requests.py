@@ -154,19 +154,32 @@ def test_mutations_without_a_configured_token_are_refused(
         }
 
 
-@pytest.mark.sqlite_only("the failure is a closed SQLite connection; a closed PostgreSQL pool is a StorageError (503)")
 def test_a_server_failure_is_a_generic_500_with_details_only_in_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import storage.alerts
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, with details for the log only")
+
     with running_api(tmp_path, monkeypatch) as a:
-        # the store goes away under the server (what a crashed disk looks like to a query):
-        # the connection the HTTP layer reads through
-        a.daemon.reads.close()
+        monkeypatch.setattr(storage.alerts, "list_alerts", broken)
         with caplog.at_level(logging.ERROR, logger="driftwarden.http"):
             r = http(a.port, "GET", "/api/v1/alerts")
         assert r.status == 500
         assert r.json() == {"error": "internal error"}
         assert any("GET /api/v1/alerts failed" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+@pytest.mark.sqlite_only("the failure is a closed SQLite connection; a closed PostgreSQL pool is another test's")
+def test_a_store_that_cannot_be_read_is_a_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store goes away under the server (what a crashed disk looks like to a query): a
+    storage error the client may retry, 503, not an internal error."""
+    with running_api(tmp_path, monkeypatch) as a:
+        a.daemon.reads.close()  # the connection the HTTP layer reads through
+        r = http(a.port, "GET", "/api/v1/alerts")
+        assert r.status == 503
+        assert r.json()["error"].startswith("storage"), r.json()
 
 
 def test_a_refused_upload_closes_the_connection_instead_of_reading_the_body(api: Api) -> None:
