@@ -152,9 +152,16 @@ def _no_sqlite_store(request: pytest.FixtureRequest) -> Iterator[None]:
     if tmp is not None:
         by_design = (".driftwarden-replay", ".driftwarden-demo")  # their own SQLite file, on any store
         left = sorted(
-            str(p) for p in tmp.rglob(DB_FILENAME) if not any((p.parent / marker).exists() for marker in by_design)
+            str(p) for p in tmp.rglob(DB_FILENAME)
+            if not any((p.parent / marker).exists() for marker in by_design) and _is_sqlite(p)
         )
         assert not left, f"DRIFTWARDEN_TEST_STORE=postgres, but the test wrote SQLite stores: {left}"
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is an SQLite database (a test's deliberately damaged file is not)."""
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

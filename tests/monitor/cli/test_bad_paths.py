@@ -55,6 +55,7 @@ def test_demo_names_a_state_dir_it_cannot_create(setup: dict[str, Path]) -> None
     _refused(run_cli("demo", "--state-dir", str(setup["blocker"] / "sub")), 2, "cannot create it: Not a directory")
 
 
+@pytest.mark.sqlite_only("report --state-dir reads the state dir's SQLite file")
 def test_report_refuses_an_output_folder_that_does_not_exist_before_rendering(setup: dict[str, Path], tmp_path: Path) -> None:
     from storage.db import Store
 

@@ -14,6 +14,7 @@ from monitor.labels.reference import prepare_labelled_reference
 from monitor.references.load import ReferenceError
 from monitor.service.pipeline import check_label_rules
 from storage.records import DATASET
+from tests.store_targets import state_storage_toml
 
 
 def _regression_reference(path: Path, blank_label_at: int | None) -> None:
@@ -66,6 +67,7 @@ def _unlabelled_regression(tmp_path: Path, rule: str) -> Path:
         '[daemon]\nstate_dir = "state"\n[kafka]\nbootstrap_servers = ["127.0.0.1:9"]\npredictions_topic = "p"\n'
         'labels_topic = "l"\n[[models]]\nname = "r"\ntask = "regression"\nreference = "r.csv"\n'
         '[models.features]\nnumerical = ["x"]\n[models.performance]\nenabled = true\n' + rule
+        + state_storage_toml(tmp_path / "state")
     )
     return path
 
