@@ -35,7 +35,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -120,14 +120,9 @@ class Daemon:
         self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)
         self._unclaimed: set[int] = set()
-        #: the other instances of a shared store (None: not shared, or not running)
-        self._peers: Any = None
         #: the HTTP layer's read-only SQLite connection (see :attr:`reads`)
         self._reads: Store | None = None
         self._reads_lock = threading.Lock()
-        #: when announcing to them started failing (monotonic), and whether that was said
-        self._announce_failing_since: float | None = None
-        self._announce_warned = False
         #: predictions partitions revoked by a rebalance still under way: kafka-python keeps
         #: them in the assignment (not fetched) until the join completes, and the group's
         #: generation moves on before that, so a claim of one now would be taken as current
@@ -234,13 +229,18 @@ class Daemon:
         log.error("drain did not finish within daemon.shutdown_timeout: exiting now")
         os._exit(1)
 
+    @property
+    def labels_topic(self) -> str | None:
+        """The labels topic this daemon reads (None: no label join, or switched off)."""
+        labels = self.pipeline.labels
+        return labels.topic if labels is not None and labels.enabled else None
+
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the newest known offset, per assigned partition of the predictions
         topic and of the labels topic (``/metrics``)."""
         positions: dict[str, Mapping[int, int]] = {self.config.kafka.predictions_topic: self.pipeline.positions}
-        labels = self.pipeline.labels
-        if labels is not None and labels.enabled and labels.topic is not None:
-            positions[labels.topic] = labels.positions
+        if self.labels_topic is not None:
+            positions[self.labels_topic] = self.pipeline.labels.positions
         return consumer_lag(self._consumer, positions)
 
     def run(self) -> int:
@@ -264,8 +264,8 @@ class Daemon:
             from monitor.service.peers import Peers  # noqa: PLC0415
             from storage.instances import ANNOUNCE_EVERY  # noqa: PLC0415
 
-            self._peers = Peers(self.store, self.instance, self._config_facts, self.clock)
-            sched.add_job(self._announce, "interval", seconds=ANNOUNCE_EVERY.total_seconds(), id="peers",
+            peers = Peers(self.store, self.instance, self._config_facts, self.clock)
+            sched.add_job(peers.tick, "interval", seconds=ANNOUNCE_EVERY.total_seconds(), id="peers",
                           max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         sched.start()
         self._scheduler = sched
@@ -293,8 +293,7 @@ class Daemon:
         from monitor.ingest.kafka_client import make_consumer  # noqa: PLC0415
 
         topic = self.config.kafka.predictions_topic
-        labels = self.pipeline.labels
-        labels_topic = labels.topic if labels is not None and labels.enabled else None
+        labels, labels_topic = self.pipeline.labels, self.labels_topic
         topics = [topic] if labels_topic is None else [topic, labels_topic]
         daemon = self
 
@@ -514,9 +513,9 @@ class Daemon:
         # the labels partition of the same number goes with the claim (see monitor.labels.join)
         labels = self.pipeline.labels
         orphans: list[Any] = []
-        if labels is not None and labels.enabled and labels.topic is not None:
+        if self.labels_topic is not None:
             lowned = self._owned(labels.topic)
-            ltps = [TopicPartition(labels.topic, p) for p in wanted if p in lowned]
+            ltps = self._label_partitions(wanted)
             for tp in ltps:
                 if tp.partition not in refused and tp.partition in labels.positions:
                     self._consumer.seek(tp, labels.positions[tp.partition])
@@ -545,16 +544,23 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
                 log.debug("pause/resume: %s", exc)
 
+    def _label_partitions(self, partitions: Iterable[int]) -> list[Any]:
+        """The labels partitions of these numbers assigned here (none without a label join)."""
+        from kafka import TopicPartition  # noqa: PLC0415
+
+        topic = self.labels_topic
+        if topic is None:
+            return []
+        owned = self._owned(topic)
+        return [TopicPartition(topic, p) for p in sorted(partitions) if p in owned]
+
     def _pause_partitions(self, partitions: set[int]) -> None:
         """Pause these predictions partitions and the labels partitions of the same numbers
         (resumed by the claim that makes them ours, see :meth:`_claim`)."""
         from kafka import TopicPartition  # noqa: PLC0415
 
         tps = [TopicPartition(self.config.kafka.predictions_topic, p) for p in sorted(partitions)]
-        labels = self.pipeline.labels
-        if labels is not None and labels.enabled and labels.topic is not None:
-            lowned = self._owned(labels.topic)
-            tps += [TopicPartition(labels.topic, p) for p in sorted(partitions) if p in lowned]
+        tps += self._label_partitions(partitions)
         try:
             self._consumer.pause(*tps)
         except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
@@ -885,32 +891,6 @@ class Daemon:
 
         refs = {name: rt.prepared.reference.sha256 for name, rt in self.pipeline.models.items()}
         return config_facts(self.config, refs)
-
-    def _announce(self) -> None:
-        """Refresh this instance's announcement (a scheduler job on a shared store). Failing
-        for half of LIVE_FOR is a WARNING: past LIVE_FOR the others take this instance as
-        gone (they end the alerts of rules only it has, give up its notifiers' deliveries)."""
-        from storage.instances import LIVE_FOR  # noqa: PLC0415
-
-        if self._peers is None:
-            return
-        try:
-            self._peers.run_once()
-        except Exception as exc:  # noqa: BLE001 - a store away is also reported by the flushes
-            since = self._announce_failing_since = self._announce_failing_since or time.monotonic()
-            failing = time.monotonic() - since
-            if failing >= LIVE_FOR.total_seconds() / 2 and not self._announce_warned:
-                self._announce_warned = True
-                log.warning("peers: this instance has not announced itself for %.0f s (%s): after %.0f s the"
-                            " other instances of the store take it as gone, and end the alerts of rules only it"
-                            " has and give up deliveries to notifiers only it has", failing, exc,
-                            LIVE_FOR.total_seconds())
-            else:
-                log.debug("peers: %s", exc)
-            return
-        if self._announce_warned:
-            log.info("peers: this instance announces itself again")
-        self._announce_failing_since, self._announce_warned = None, False
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:

@@ -21,7 +21,7 @@ import orjson
 
 from monitor.config import Config
 from storage.db import Store
-from storage.instances import announce, live_instances
+from storage.instances import LIVE_FOR, announce, live_instances
 
 log = logging.getLogger("driftwarden.peers")
 
@@ -92,6 +92,33 @@ class Peers:
         self.clock = clock
         #: what was last said about each other instance (said again only when it changes)
         self._said: dict[str, tuple[str, ...]] = {}
+        #: when announcing started failing (this clock), and whether that was said
+        self._failing_since: datetime | None = None
+        self._failure_said = False
+
+    def tick(self) -> None:
+        """:meth:`run_once` as the scheduler calls it: a failure is logged, not raised, and
+        failing for half of LIVE_FOR is a WARNING: past LIVE_FOR the others take this
+        instance as gone (they end the alerts of rules only it has and give up deliveries
+        to notifiers only it has)."""
+        try:
+            self.run_once()
+        except Exception as exc:  # noqa: BLE001 - a store away is also reported by the flushes
+            now = self.clock()
+            self._failing_since = self._failing_since or now
+            failing = (now - self._failing_since).total_seconds()
+            if failing >= LIVE_FOR.total_seconds() / 2 and not self._failure_said:
+                self._failure_said = True
+                log.warning("peers: this instance has not announced itself for %.0f s (%s): after %.0f s the"
+                            " other instances of the store take it as gone, and end the alerts of rules only it"
+                            " has and give up deliveries to notifiers only it has", failing, exc,
+                            LIVE_FOR.total_seconds())
+            else:
+                log.debug("peers: %s", exc)
+            return
+        if self._failure_said:
+            log.info("peers: this instance announces itself again")
+        self._failing_since, self._failure_said = None, False
 
     def run_once(self) -> list[str]:
         """Announce, compare; the warnings logged now (each also in the log)."""

@@ -72,3 +72,35 @@ def test_peers_warn_once_per_difference_and_forget_the_gone(
     rows = store.query("SELECT name FROM stream_state WHERE name LIKE 'instance:%'")
     assert [r["name"] for r in rows] == ["instance:host-b:2:bb"]
     store.close()
+
+
+def test_an_instance_that_cannot_announce_itself_says_so_once_then_when_it_can_again(
+    store_target: StoreTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past LIVE_FOR without an announcement the others take this instance as gone: failing
+    for half of that is a WARNING (once), and announcing again is said too."""
+    store = store_target.open()
+    now = [T0]
+    broken = [True]
+
+    def facts() -> dict[str, Any]:
+        if broken[0]:
+            raise RuntimeError("the store is away")
+        return {"rules": {}, "notifiers": [], "models": {}}
+
+    peers = Peers(store, "host-b:2:bb", facts, lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="driftwarden.peers"):
+        for _ in range(4):  # 0, 15, 30, 45 s of failing
+            peers.tick()
+            now[0] += timedelta(seconds=15)
+        peers.tick()  # 60 s: said already
+        broken[0] = False
+        peers.tick()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        ("WARNING", "peers: this instance has not announced itself for 45 s (the store is away): after 90 s the"
+                    " other instances of the store take it as gone, and end the alerts of rules only it has and"
+                    " give up deliveries to notifiers only it has"),
+        ("INFO", "peers: this instance announces itself again"),
+    ]
+    store.close()
