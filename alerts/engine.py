@@ -55,7 +55,7 @@ from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
 from storage.detectors import load_detector, save_detector
-from storage.instances import known_elsewhere
+from storage.instances import names_elsewhere
 from storage.records import MetricRow, WindowRecord, iso, parse_iso
 
 Clock = Callable[[], datetime]
@@ -292,17 +292,15 @@ class AlertEngine:
                 models |= {r.model for r in self.rules if r.is_no_data and r.model}
                 self.store.lock(TICK_LOCK, *(db.alert_lock_key(m) for m in models))
             self._no_data(now, transitions, events)
-            elsewhere: dict[str, bool] = {}
+            elsewhere: set[str] | None = None  # the rules other live instances have, read once
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
                 if rule is None and self.store.shared:
                     # a rule another live instance of the shared store has (a rolling change of
                     # the config): its alerts are that instance's, not a rule that left
-                    if alert.rule not in elsewhere:
-                        elsewhere[alert.rule] = bool(
-                            known_elsewhere(self.store, now, "rules", alert.rule, other_than=self.owner)
-                        )
-                    if elsewhere[alert.rule]:
+                    if elsewhere is None:
+                        elsewhere = names_elsewhere(self.store, now, "rules", other_than=self.owner)
+                    if alert.rule in elsewhere:
                         continue
                 if rule is None:  # the rule left the config: end the alert quietly
                     gone = alert.evolve(

@@ -53,7 +53,7 @@ from alerts.notifiers.base import MAX_RETRY_DELAY, Notifier, PayloadError, SendR
 from storage import alerts as db
 from storage.alerts import DeliveryRecord
 from storage.db import Store
-from storage.instances import live_instances
+from storage.instances import names_elsewhere
 from storage.text import CONTROL
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,7 @@ class DeliveryWorker:
         now = self.clock()
         exclude = set(self.notifiers)
         if self.store.shared:  # another live instance's notifiers: left to it, and out of the batch
-            exclude |= {n for facts in live_instances(self.store, now, other_than=self.owner).values()
-                        for n in (facts.get("notifiers") or ()) if isinstance(n, str)}
+            exclude |= names_elsewhere(self.store, now, "notifiers", other_than=self.owner)
         for d in db.due_deliveries(self.store, now, self.batch, exclude=sorted(exclude), claimable_by=self.owner):
             self._record(
                 d, None, SendResult.give_up(f"notifier {d.notifier!r} is not configured"), claimed=False

@@ -24,6 +24,7 @@ import orjson
 
 from storage.db import Store
 from storage.records import iso
+from storage.state import save_state
 
 PREFIX = "instance:"
 #: how often a running instance refreshes its row
@@ -52,11 +53,7 @@ def announce(store: Store, instance: str, facts: Mapping[str, Any], now: datetim
     caller's clock, used on a store of one's own (see :func:`store_time`)."""
     now = store_time(store, now)
     with store.transaction():
-        store.execute(
-            "INSERT INTO stream_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-            " SET state = excluded.state, updated_at = excluded.updated_at",
-            (PREFIX + instance, orjson.dumps(dict(facts)).decode(), iso(now)),
-        )
+        save_state(store, PREFIX + instance, dict(facts), at=now)
         store.execute(
             "DELETE FROM stream_state WHERE name LIKE ? AND updated_at < ?",
             (PREFIX + "%", iso(now - FORGET_AFTER)),
@@ -86,10 +83,10 @@ def live_instances(store: Store, now: datetime, *, other_than: str | None = None
     return out
 
 
-def known_elsewhere(store: Store, now: datetime, kind: str, name: str, *, other_than: str | None) -> list[str]:
-    """The live instances (other than ``other_than``) whose ``kind`` (``rules``,
-    ``notifiers``, ``models``) includes ``name``."""
-    return sorted(
-        who for who, facts in live_instances(store, now, other_than=other_than).items()
-        if name in (facts.get(kind) or ())
-    )
+def names_elsewhere(store: Store, now: datetime, kind: str, *, other_than: str | None) -> set[str]:
+    """The names of ``kind`` (``rules``, ``notifiers``, ``models``) that live instances other
+    than ``other_than`` have."""
+    return {
+        n for facts in live_instances(store, now, other_than=other_than).values()
+        for n in (facts.get(kind) or ()) if isinstance(n, str)
+    }

@@ -16,11 +16,12 @@ from storage.db import Store
 from storage.records import iso
 
 
-def save_state(store: Store, name: str, state: dict[str, Any]) -> None:
+def save_state(store: Store, name: str, state: dict[str, Any], at: datetime | None = None) -> None:
+    """Write ``state`` as the row ``name``, stamped ``at`` (default: now)."""
     store.execute(
         "INSERT INTO stream_state (name, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
         " SET state = excluded.state, updated_at = excluded.updated_at",
-        (name, orjson.dumps(state).decode(), iso(datetime.now(UTC))),
+        (name, orjson.dumps(state).decode(), iso(at or datetime.now(UTC))),
     )
 
 
