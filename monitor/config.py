@@ -1737,31 +1737,25 @@ def _pg_key_problems(path: str, m: ModelConfig) -> list[str]:
     return out
 
 
-def _notifier_secret_problems(path: str, secrets: dict[str, SecretStr], source: str) -> list[str]:
-    """A resolved notifier secret its notifier cannot use: a webhook signing secret Standard
-    Webhooks rejects (not base64, under 24 bytes), a Slack webhook URL that is not http(s).
-    Refused here, where the config is read (``run`` and ``check`` exit 2), naming where it
-    came from (``source``) and never the value, rather than failing the daemon with a
-    traceback when the notifier is built."""
-    from alerts.notifiers.webhook import check_secret  # noqa: PLC0415 - httpx only with a notifier
+def _unusable_webhook_url(value: str) -> str | None:
+    """Why a Slack incoming-webhook URL read from a secret cannot be used (None: it can)."""
+    try:
+        _url(value)
+    except PydanticCustomError:
+        return "expected an http:// or https:// URL (a Slack incoming webhook)"
+    return None
 
-    got = secrets.get(path)
-    if got is None:
-        return []
-    value = got.get_secret_value()
-    if path.endswith(".webhook_url"):
-        try:
-            _url(value)
-        except PydanticCustomError:
-            return [f"{path}: expected an http:// or https:// URL (a Slack incoming webhook);"
-                    f" read from {source} (not shown)"]
-        return []
+
+def _unusable_signing_secret(value: str) -> str | None:
+    """Why a webhook signing secret cannot be used by Standard Webhooks (not base64, under
+    24 bytes; None: it can)."""
+    from alerts.notifiers.webhook import check_secret  # noqa: PLC0415 - httpx only with a webhook
+
     try:
         check_secret(value)
     except ValueError as exc:
-        return [f"{path}: {exc}, e.g. whsec_ and the base64 of 32 random bytes (`openssl rand -base64 32`);"
-                f" read from {source} (not shown)"]
-    return []
+        return f"{exc}, e.g. whsec_ and the base64 of 32 random bytes (`openssl rand -base64 32`)"
+    return None
 
 
 def _kafka_tls_problems(k: KafkaConfig, base: Path, password: str | None) -> list[str]:
@@ -1830,10 +1824,15 @@ def _post_checks(
         if s is not None:
             secrets[path] = s
 
-    def notifier_secret(path: str, env: str | None, file: Path | None) -> None:
+    def notifier_secret(path: str, env: str | None, file: Path | None, unusable: typing.Callable[[str], str | None]) -> None:
+        # one its notifier cannot use is refused here (run and check exit 2), naming where it
+        # came from and never the value, rather than failing the daemon when it is built
         secret(path, env, file)
-        source = f"environment variable {env}" if env else f"file {file}"
-        problems.extend(_notifier_secret_problems(path, secrets, source))
+        got = secrets.get(path)
+        why = unusable(got.get_secret_value()) if got is not None else None
+        if why:
+            source = f"environment variable {env}" if env else f"file {file}"
+            problems.append(f"{path}: {why}; read from {source} (not shown)")
 
     def exists(path: str, p: Path | None) -> None:
         if p is not None and not _abs(p, base).is_file():
@@ -1859,9 +1858,10 @@ def _post_checks(
     for name, n in cfg.notifiers.items():
         if isinstance(n, SlackNotifierConfig):
             secret(f"notifiers.{name}.token", n.token_env, n.token_file)
-            notifier_secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file)
+            notifier_secret(f"notifiers.{name}.webhook_url", n.webhook_url_env, n.webhook_url_file,
+                            _unusable_webhook_url)
         else:
-            notifier_secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file)
+            notifier_secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file, _unusable_signing_secret)
 
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):
