@@ -1497,6 +1497,11 @@ class Config(Strict):
                 return m
         raise KeyError(name)
 
+    @property
+    def joins_labels(self) -> bool:
+        """Whether a label stream is read: a labels topic and a model with performance on."""
+        return self.kafka.labels_topic is not None and any(m.performance.enabled for m in self.models)
+
     #: configured secrets the loader was asked not to resolve (see ``load_config(secrets=...)``)
     _unresolved: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())

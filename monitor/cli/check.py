@@ -181,7 +181,7 @@ def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
             raise LookupError(f"topic {k.predictions_topic!r} not found")
         n = len(consumer.partitions_for_topic(k.predictions_topic) or ())
         # the labels topic is read only for models that join labels
-        labelled = k.labels_topic is not None and any(m.performance.enabled for m in cfg.models)
+        labelled = cfg.joins_labels
         joined = labelled and k.labels_topic in topics
         n_labels = len(consumer.partitions_for_topic(k.labels_topic) or ()) if joined else None  # type: ignore[arg-type]
     finally:
@@ -244,7 +244,7 @@ def check_references(cfg: Config) -> list[str]:
     for m in cfg.models:
         ref = load_reference(m.reference, ReferenceSpec.from_config(m))
         out.append(f"{m.name} {ref.rows} rows")
-    if cfg.kafka.labels_topic is not None and any(m.performance.enabled for m in cfg.models):
+    if cfg.joins_labels:
         # rules on figures the references cannot give (label drift, estimates, relative
         # performance): `run` refuses them at start-up, so `check` says so first
         from monitor.labels.reference import prepare_labelled_reference  # noqa: PLC0415

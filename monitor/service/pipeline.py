@@ -243,7 +243,7 @@ class Pipeline:
         self.last_activity: dict[str, datetime] = {}
         #: the label join, for models with performance enabled (None: no label stream)
         self.labels: LabelJoin | None = None
-        if config.kafka.labels_topic is not None and any(m.performance.enabled for m in config.models):
+        if config.joins_labels:
             refs = {
                 n: prepare_labelled_reference(rt.config, rt.prepared.reference.path)
                 for n, rt in self.models.items() if rt.config.performance.enabled
