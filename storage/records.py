@@ -81,6 +81,22 @@ def window_id_from_url(text: str) -> str:
     return decoded
 
 
+def id_field(text: str) -> str:
+    """``text`` as one ``|``-separated field of a window id: ``%`` becomes ``%25`` and
+    ``|`` becomes ``%7C``, so versions and segment values from the stream (which may hold
+    either) cannot make two windows' ids equal. Text holding neither (every model name,
+    time, and nearly every version) is returned as it is."""
+    if "|" not in text and "%" not in text:
+        return text
+    return text.replace("%", "%25").replace("|", "%7C")
+
+
+def group_key(version: str, segment: str) -> str:
+    """One text for a (version, segment) pair of a model's windows, as its count
+    windows' counters are keyed: the two window-id fields joined by ``|``."""
+    return f"{id_field(version)}|{id_field(segment)}"
+
+
 @dataclass(frozen=True, slots=True)
 class WindowKey:
     """A window's deterministic identity: writing the same key twice replaces it.
@@ -98,8 +114,9 @@ class WindowKey:
 
     @property
     def id(self) -> str:
-        """Stable text id: ``model|version|segment|start|end``."""
-        return f"{self.model}|{self.version}|{self.segment}|{self.start}|{self.end}"
+        """Stable text id: ``model|version|segment|start|end``, each field through
+        :func:`id_field` (a ``|`` or ``%`` in a version or segment value is escaped)."""
+        return f"{id_field(self.model)}|{group_key(self.version, self.segment)}|{self.start}|{self.end}"
 
     @property
     def url_id(self) -> str:

@@ -52,7 +52,7 @@ from monitor.windows.arrival import ARRIVAL, arrival_order, joined_in_order
 from monitor.windows.caps import ValueCap
 from monitor.windows.carry import CarriedWindow, CarryEnded, CarryOver
 from monitor.windows.shape import WindowShape
-from storage.records import ALL_SEGMENTS
+from storage.records import ALL_SEGMENTS, group_key
 
 _NO_WM = np.iinfo(np.int64).min // 4
 #: :meth:`OpenWindow.order` not computed since the window last changed
@@ -443,7 +443,7 @@ class ModelWindows:
             idx = idx[~rep | carried]
         if idx.shape[0] == 0:
             return
-        gkey = f"{version}|{segment}"
+        gkey = group_key(version, segment)
         first = self.counters.get(gkey, 0)
         seq = first + np.arange(idx.shape[0], dtype=np.int64)
         self.counters[gkey] = first + idx.shape[0]
@@ -473,10 +473,10 @@ class ModelWindows:
         if self.by == "time":
             due = [k for k in self.open if k[3] <= self.watermark]
         else:
-            due = [k for k in self.open if k[3] <= self.counters.get(f"{k[0]}|{k[1]}", 0) or k in self._forced]
+            due = [k for k in self.open if k[3] <= self.counters.get(group_key(k[0], k[1]), 0) or k in self._forced]
             for k in self._forced & set(due):
                 # an evicted value that comes back starts with fresh windows
-                g = f"{k[0]}|{k[1]}"
+                g = group_key(k[0], k[1])
                 self.counters[g] = max(self.counters.get(g, 0), k[3])
             self._forced.clear()
         due.sort(key=lambda k: (k[3], k[2], k[0], k[1]))

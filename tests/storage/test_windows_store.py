@@ -158,3 +158,15 @@ def test_migration_12_clusters_sqlite_metrics_and_keeps_every_figure(tmp_path: P
                      [MetricRow("age", "drift_score", 0.5, p_value=0.001, threshold=0.1, drifted=True, test="ks")])
     assert _stored(store)[("age", "drift_score")]["value"] == 0.5
     assert _stored(store)[("__dataset__", "accuracy")]["ci_low"] == 0.85
+
+
+def test_window_ids_escape_bars_and_percents_in_their_fields() -> None:
+    from storage.records import WindowKey, window_id_from_url
+
+    plain = WindowKey("m", "v1", "region=eu", "s", "e")
+    assert plain.id == "m|v1|region=eu|s|e"
+    a = WindowKey("m", "a|region=x", "", "s", "e")
+    b = WindowKey("m", "a", "region=x|", "s", "e")
+    assert (a.id, b.id) == ("m|a%7Cregion=x||s|e", "m|a|region=x%7C|s|e")
+    assert WindowKey("m", "50%|", "", "s", "e").id == "m|50%25%7C||s|e"
+    assert window_id_from_url(b.url_id) == b.id

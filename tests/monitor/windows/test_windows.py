@@ -96,6 +96,25 @@ def test_segments_and_versions_get_their_own_windows() -> None:
                    ("v2", "", 1), ("v2", "region=eu", 1)]
 
 
+def test_a_bar_in_a_version_or_segment_value_cannot_merge_two_windows() -> None:
+    """``a|region=x`` (no segment) and ``a`` with region ``x|`` once made the same window
+    id and the same count-window counter: each group now counts its own rows."""
+    from monitor.windows.figures import window_key
+
+    w = ModelWindows("m", WindowConfig(by="count", size=3), ("region",))
+    w.add(batch([0, 1], version="a|region=x"))
+    w.add(batch([2, 3], version="a", first_offset=2, regions=["x|", "x|"]))
+    # neither group has 3 rows; merged, "a|region=x||" would have had 4 and closed
+    assert [(c.version, c.segment, c.rows) for c in w.close_due()] == []
+    w.add(batch([4], version="a", first_offset=4, regions=["x|"]))
+    closed = w.close_due()
+    assert [(c.version, c.segment, c.rows) for c in closed] == [("a", "", 3), ("a", "region=x|", 3)]
+    w.add(batch([5], version="a|region=x", first_offset=5))
+    mixed = closed + w.close_due()
+    ids = {window_key("m", "count", c).id for c in mixed}
+    assert len(ids) == len(mixed) == 3
+
+
 def test_idle_close_uses_the_wall_clock() -> None:
     w = ModelWindows("m", tumbling(lateness="5m"))
     w.add(batch([1_000, 2_000]))
