@@ -7,8 +7,26 @@ from typing import Any
 from monitor.config import Config
 
 
+def connection_options(config: Config) -> dict[str, Any]:
+    """The ``kafka.consumer_options`` every client of the daemon takes: those kafka-python's
+    producer knows as well as its consumer (connection settings such as ``api_version``,
+    ``request_timeout_ms``, ``metadata_max_age_ms``, ``reconnect_backoff_ms``), so
+    ``driftwarden check`` and the dead-letter producer connect as the consumer does. The
+    consumer-only ones (fetch sizes, ``group_instance_id``, ...) reach the consumer alone."""
+    if not config.kafka.consumer_options:
+        return {}
+    from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415
+
+    both = KafkaConsumer.DEFAULT_CONFIG.keys() & KafkaProducer.DEFAULT_CONFIG.keys()
+    opts = {key: v for key, v in config.kafka.consumer_options.items() if key in both}
+    if isinstance(opts.get("api_version"), list):  # TOML has no tuple: [2, 8] means (2, 8)
+        opts["api_version"] = tuple(opts["api_version"])
+    return opts
+
+
 def client_options(config: Config) -> dict[str, Any]:
-    """Connection and security options shared by consumers and producers."""
+    """Connection and security options shared by consumers and producers (with
+    :func:`connection_options`)."""
     k = config.kafka
     opts: dict[str, Any] = {
         "bootstrap_servers": list(k.bootstrap_servers),
@@ -36,6 +54,7 @@ def client_options(config: Config) -> dict[str, Any]:
         pw = config.secret("kafka.ssl_password")
         if pw:
             opts["ssl_password"] = pw
+    opts.update(connection_options(config))
     return opts
 
 
