@@ -54,6 +54,7 @@ from monitor.metric_names import (
     model_metrics,
 )
 from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
+from storage.text import log_text
 
 __all__ = [
     "AlertingConfig",
@@ -441,13 +442,39 @@ def _consumer_option(key: str, value: Any) -> None:
         raise _fail(key, "expected {names}, got {got}", names=names, got=_show(value))
 
 
+#: a name Kafka accepts for a topic (its own rule: at most 249 of these characters)
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _topic_name(v: str | None) -> str | None:
+    if v is not None and (not _TOPIC.fullmatch(v) or v in (".", "..")):
+        raise PydanticCustomError(
+            "topic", "expected a Kafka topic name (at most 249 letters, digits, '.', '_' or '-'), got {got}",
+            {"got": _show(v)},
+        )
+    return v
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+
+
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise PydanticCustomError("blank", "expected a name, got {got}", {"got": _show(v)})
+    return v
+
+
+#: a name that is more than white space
+Name = Annotated[str, AfterValidator(_not_blank)]
+
+
 class KafkaConfig(Strict):
     bootstrap_servers: list[str] = Field(default=["localhost:9092"], min_length=1)
-    group_id: str = Field(default="driftwarden", min_length=1)
-    client_id: str = Field(default="driftwarden", min_length=1)
-    predictions_topic: str = Field(default="predictions", min_length=1)
-    labels_topic: str | None = "labels"
-    dead_letter_topic: str | None = None
+    group_id: Name = Field(default="driftwarden", min_length=1)
+    client_id: Name = Field(default="driftwarden", min_length=1)
+    predictions_topic: TopicName = "predictions"
+    labels_topic: TopicName | None = "labels"
+    dead_letter_topic: TopicName | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
@@ -587,12 +614,17 @@ class KafkaConfig(Strict):
                 "required with sasl_mechanism {m} (or sasl_password_file)",
                 m=_show(self.sasl_mechanism),
             )
-        if self.dead_letter_topic is not None and self.dead_letter_topic == self.predictions_topic:
-            raise _fail(
-                "dead_letter_topic",
-                "expected a topic other than predictions_topic (bad messages would be read back), got {got}",
-                got=_show(self.dead_letter_topic),
-            )
+        if "sasl_oauth_token_ttl" in self.model_fields_set and not (oauth and has_command):
+            raise _fail("sasl_oauth_token_ttl", 'expected only with sasl_mechanism "OAUTHBEARER" and'
+                        " sasl_oauth_token_command (a token file is re-read whenever it changes; it is"
+                        " ignored otherwise)")
+        for other in ("predictions_topic", "labels_topic"):
+            if self.dead_letter_topic is not None and self.dead_letter_topic == getattr(self, other):
+                raise _fail(
+                    "dead_letter_topic",
+                    "expected a topic other than {other} (bad messages would be read back), got {got}",
+                    other=other, got=_show(self.dead_letter_topic),
+                )
         if self.heartbeat_interval >= self.session_timeout:
             raise _fail(
                 "heartbeat_interval",
@@ -606,17 +638,33 @@ class KafkaConfig(Strict):
 class FieldMap(Strict):
     """Where each field lives in a message (top-level keys; dotted paths are not supported)."""
 
-    event_id: str = "event_id"
-    model: str = "model"
-    version: str = "version"
-    ts: str = "ts"
-    features: str = "features"
-    prediction: str = "prediction"
-    segment: str = "segment"
+    event_id: str = Field(default="event_id", min_length=1)
+    model: str = Field(default="model", min_length=1)
+    version: str = Field(default="version", min_length=1)
+    ts: str = Field(default="ts", min_length=1)
+    features: str = Field(default="features", min_length=1)
+    prediction: str = Field(default="prediction", min_length=1)
+    segment: str = Field(default="segment", min_length=1)
     #: the ground truth in label events
-    label: str = "label"
+    label: str = Field(default="label", min_length=1)
     #: prediction events: the serving latency (a number; default none); p50/p95/p99 per window
     latency: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FieldMap:
+        # a label event holds event_id, model, ts and label; a prediction event all the others
+        seen: dict[str, str] = {}
+        for key in ("event_id", "model", "version", "ts", "features", "prediction", "segment", "latency"):
+            name = getattr(self, key)
+            if name is not None and name in seen:
+                raise _fail(key, "expected a field of its own, got {got}, which fields.{other} reads too",
+                            got=_show(name), other=seen[name])
+            seen[name] = key
+        for key in ("event_id", "model", "ts"):
+            if self.label == getattr(self, key):
+                raise _fail("label", "expected a field of its own, got {got}, which fields.{other} reads too",
+                            got=_show(self.label), other=key)
+        return self
 
 
 class FeaturesConfig(Strict):
@@ -673,6 +721,9 @@ class WindowConfig(Strict):
                 if key in self.model_fields_set:
                     raise _fail(key, 'expected only with by = "time" (a count window closes at its row'
                                      " count and has neither), got {got}", got=_show(getattr(self, key)))
+        if self.by == "count" and self.min_rows > self.size:  # type: ignore[operator]
+            raise _fail("min_rows", "expected at most size ({size}) for count windows (every window would be"
+                        " too small for a verdict), got {got}", size=_show(self.size), got=self.min_rows)
         if self.type == "tumbling" and self.slide is not None and self.slide != self.size:
             raise _fail(
                 "slide",
@@ -969,6 +1020,20 @@ class ModelConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _segments(self) -> ModelConfig:
+        for i, key in enumerate(self.segments):
+            if not key.strip():
+                raise _fail(f"segments[{i}]", "expected a segment key, got {got}", got=_show(key))
+            if key in self.segments[:i]:
+                raise _fail(f"segments[{i}]", "expected each segment key once, got {got} again", got=_show(key))
+        if not self.segments:
+            if "segment" in self.fields.model_fields_set:
+                raise _fail("fields.segment", "applies only with segments (it is ignored otherwise)")
+            if "max_segment_values" in self.limits.model_fields_set:
+                raise _fail("limits.max_segment_values", "applies only with segments (it is ignored otherwise)")
+        return self
+
+    @model_validator(mode="after")
     def _reference_mode(self) -> ModelConfig:
         check_reference_mode(self)
         return self
@@ -1032,7 +1097,15 @@ def check_performance(m: ModelConfig) -> None:
         for key in ("threshold", "baseline_version"):
             if key in given:
                 raise _fail(f"performance.{key}", "applies only with performance.enabled = true")
+        # read by the label join alone
+        for key in ("label", "class_of_interest"):
+            if key in m.model_fields_set:
+                raise _fail(key, "applies only with performance.enabled = true (the label join reads it)")
+        if "label" in m.fields.model_fields_set:
+            raise _fail("fields.label", "applies only with performance.enabled = true (the label join reads it)")
         return
+    if m.task == "regression" and "class_of_interest" in m.model_fields_set:
+        raise _fail("class_of_interest", 'applies only to task = "classification"')
     if m.window.by != "time":
         raise _fail(
             "performance.enabled",
@@ -1077,6 +1150,13 @@ class CusumConfig(Strict):
     sigma: float | None = Field(default=None, gt=0)
     warmup: int = Field(default=20, ge=2)
 
+    @model_validator(mode="after")
+    def _warmup(self) -> CusumConfig:
+        if "warmup" in self.model_fields_set and self.target is not None and self.sigma is not None:
+            raise _fail("warmup", "applies only when target or sigma is learned (both are given, so"
+                                  " nothing is)")
+        return self
+
 
 class PageHinkleyConfig(Strict):
     """Page–Hinkley over the rule's figure series (delta and threshold in the figure's units)."""
@@ -1100,7 +1180,7 @@ DetectorConfig = Annotated[
 
 
 class RuleConfig(Strict):
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     metric: str = Field(min_length=1)
     op: Comparison = ">"
     #: required except for metric "no_data"
@@ -1123,6 +1203,13 @@ class RuleConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "for_" in data:  # the attribute's name, not a key
+            raise _fail("for_", 'unknown key; did you mean "for"?')
+        if isinstance(data, dict) and data.get("metric") == "no_data":
+            for key in ("for", "resolve_after", "op", "threshold", "relative", "column", "segment", "version"):
+                if key in data:
+                    raise _fail(key, 'expected none with metric "no_data" (it fires once the model has'
+                                     " sent nothing for no_data_for, and resolves at its next event)")
         if isinstance(data, dict) and data.get("detector") is not None:
             check_detector_rule(data)
             return data
@@ -1133,6 +1220,15 @@ class RuleConfig(Strict):
                 m=_show(data.get("metric", "the metric")),
             )
         return data
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise _fail(key, "expected a label name (a letter or '_', then letters, digits or '_'), got {got}",
+                            got=_show(key))
+        return v
 
     @model_validator(mode="after")
     def _no_data(self) -> RuleConfig:
@@ -1295,6 +1391,12 @@ class LabelsConfig(Strict):
     #: level of the confidence intervals (ci_low, ci_high)
     confidence: float = Field(default=0.95, gt=0, lt=1)
 
+    @model_validator(mode="after")
+    def _intervals(self) -> LabelsConfig:
+        if self.bootstrap == 0 and "confidence" in self.model_fields_set:
+            raise _fail("confidence", "applies only with bootstrap > 0 (bootstrap = 0 computes no intervals)")
+        return self
+
     @field_validator("delay")
     @classmethod
     def _delay(cls, v: timedelta) -> timedelta:
@@ -1403,6 +1505,13 @@ class ReportsConfig(Strict):
     sample_rows: int = Field(default=2000, ge=0, le=100_000)
     #: windows per model that keep their sample (the newest ones); 0 keeps none
     sample_windows: int = Field(default=200, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _both_on(self) -> ReportsConfig:
+        for off, other in (("sample_rows", "sample_windows"), ("sample_windows", "sample_rows")):
+            if getattr(self, off) == 0 and other in self.model_fields_set and getattr(self, other) != 0:
+                raise _fail(other, "applies only with {off} > 0 ({off} = 0 keeps no samples)", off=off)
+        return self
 
 
 _PG_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
@@ -1898,6 +2007,9 @@ def _post_checks(
     if cfg.labels.model_fields_set and not labelled:
         problems.append("labels: expected only with a model whose [models.performance] enabled = true"
                         " (no model joins labels, so these settings change nothing)")
+    if cfg.storage.url is None and "statement_timeout" in cfg.storage.model_fields_set:
+        problems.append(f"storage.statement_timeout: expected only with storage.url (PostgreSQL's own"
+                        f" statement timeout; SQLite has none), got {_show(cfg.storage.statement_timeout)}")
     if cfg.storage.url is None and "pool_size" in cfg.storage.model_fields_set:
         problems.append(f"storage.pool_size: expected only with storage.url (a PostgreSQL pool; the SQLite"
                         f" store has no pool), got {cfg.storage.pool_size}")
@@ -2048,6 +2160,49 @@ def env_override_names(environ: typing.Mapping[str, str]) -> list[str]:
     are not overrides: they are free for secrets named by ``*_env`` keys.
     """
     return sorted(n for n in environ if n.startswith(ENV_PREFIX) and ENV_SEPARATOR in n[len(ENV_PREFIX):])
+
+
+def _named_env_vars(node: Any) -> set[str]:
+    """The variables the config's ``*_env`` keys name (secrets, not overrides)."""
+    out: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                out.add(value)
+            else:
+                out |= _named_env_vars(value)
+    elif isinstance(node, list):
+        for value in node:
+            out |= _named_env_vars(value)
+    return out
+
+
+def env_near_misses(environ: typing.Mapping[str, str], cfg: Config) -> list[str]:
+    """Variables that look meant to override a key but are not read as overrides
+    (``key: what and the fix``, as :attr:`Config.warnings`): the prefix in lower case
+    (``driftwarden_daemon__log_level``), or one underscore where the key's parts need two
+    (``DRIFTWARDEN_DAEMON_LOG_LEVEL`` for ``daemon.log_level``). A variable a ``*_env``
+    key names is a secret, never one of these."""
+    named = _named_env_vars(cfg.model_dump(by_alias=True, exclude={"secrets"}))
+    out: list[str] = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if var in named or not upper.startswith(ENV_PREFIX):
+            continue
+        rest = upper[len(ENV_PREFIX):]
+        if not var.startswith(ENV_PREFIX):
+            if ENV_SEPARATOR in rest:
+                out.append(f"{log_text(var)}: not read (override names are upper case); did you mean {upper}?")
+            continue
+        if ENV_SEPARATOR in rest:
+            continue
+        section, _, key = rest.lower().partition("_")
+        field = Config.model_fields.get(section)
+        tp = _unwrap(field.annotation) if field is not None else None
+        if key and isinstance(tp, type) and issubclass(tp, BaseModel) and key in tp.model_fields:
+            out.append(f"{var}: not read (an override separates the key's parts with {ENV_SEPARATOR});"
+                       f" did you mean {ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}{key.upper()}?")
+    return out
 
 
 def _union_members(tp: Any) -> list[Any]:
@@ -2239,7 +2394,8 @@ def parse_config(
         raise ConfigError([_name_env(p, origins) for p in checked.problems], source)
     cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": checked.secrets})
     cfg._unresolved = frozenset(checked.unresolved)
-    cfg._warnings = tuple(_name_env(w, origins) for w in checked.warnings)
+    misses = env_near_misses(environ, cfg) if environ is not None else []
+    cfg._warnings = tuple(_name_env(w, origins) for w in checked.warnings) + tuple(misses)
     return cfg
 
 

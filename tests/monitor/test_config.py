@@ -918,6 +918,160 @@ CASES: list[tuple[str, str, str, str]] = [
         '[storage]\nurl = "postgresql://me@db/x?foo=bar"\n',
         'storage.url: expected a URL like "postgresql://user@host:5432/db", got "postgresql://…@db/x?foo=bar"',
     ),
+    # keys that were accepted and changed nothing (an audit of every key, 2026-11-29)
+    (
+        "label-without-performance",
+        'label = "churned"',
+        "",
+        "models[0].label: applies only with performance.enabled = true (the label join reads it)",
+    ),
+    (
+        "class-of-interest-without-performance",
+        'class_of_interest = "yes"',
+        "",
+        "models[0].class_of_interest: applies only with performance.enabled = true (the label join reads it)",
+    ),
+    (
+        "label-field-without-performance",
+        "",
+        '[models.fields]\nlabel = "y"\n',
+        "models[0].fields.label: applies only with performance.enabled = true (the label join reads it)",
+    ),
+    (
+        "class-of-interest-regression",
+        'task = "regression"\nclass_of_interest = 1',
+        "[models.performance]\nenabled = true\n",
+        'models[0].class_of_interest: applies only to task = "classification"',
+    ),
+    (
+        "segment-field-without-segments",
+        "",
+        '[models.fields]\nsegment = "seg"\n',
+        "models[0].fields.segment: applies only with segments (it is ignored otherwise)",
+    ),
+    (
+        "segment-cap-without-segments",
+        "",
+        "[models.limits]\nmax_segment_values = 3\n",
+        "models[0].limits.max_segment_values: applies only with segments (it is ignored otherwise)",
+    ),
+    (
+        "segment-key-twice",
+        'segments = ["region", "region"]',
+        "",
+        'models[0].segments[1]: expected each segment key once, got "region" again',
+    ),
+    (
+        "segment-key-blank",
+        'segments = [" "]',
+        "",
+        'models[0].segments[0]: expected a segment key, got " "',
+    ),
+    (
+        "field-name-empty",
+        "",
+        '[models.fields]\nversion = ""\n',
+        'models[0].fields.version: expected a non-empty string, got ""',
+    ),
+    (
+        "field-read-twice",
+        "",
+        '[models.fields]\nversion = "ts"\n',
+        'models[0].fields.ts: expected a field of its own, got "ts", which fields.version reads too',
+    ),
+    (
+        "count-window-min-rows-above-size",
+        "",
+        '[models.window]\nby = "count"\nsize = 10\nmin_rows = 30\n',
+        "models[0].window.min_rows: expected at most size (10) for count windows (every window would be"
+        " too small for a verdict), got 30",
+    ),
+    (
+        "no-data-for",
+        "",
+        '[[rules]]\nname = "quiet"\nmetric = "no_data"\nno_data_for = "30m"\nfor = 5\n',
+        'rules[0].for: expected none with metric "no_data" (it fires once the model has sent nothing for'
+        " no_data_for, and resolves at its next event)",
+    ),
+    (
+        "no-data-segment",
+        "",
+        '[[rules]]\nname = "quiet"\nmetric = "no_data"\nno_data_for = "30m"\nsegment = "region=eu"\n',
+        'rules[0].segment: expected none with metric "no_data" (it fires once the model has sent nothing for'
+        " no_data_for, and resolves at its next event)",
+    ),
+    (
+        "rule-for-underscore",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "drift_share"\nthreshold = 0.3\nfor_ = 3\n',
+        'rules[0].for_: unknown key; did you mean "for"?',
+    ),
+    (
+        "rule-name-blank",
+        "",
+        '[[rules]]\nname = " "\nmetric = "drift_share"\nthreshold = 0.3\n',
+        'rules[0].name: expected a name, got " "',
+    ),
+    (
+        "rule-label-name",
+        "",
+        RULE + 'labels = { "" = "x" }\n',
+        'rules[0].labels: expected a label name (a letter or \'_\', then letters, digits or \'_\'), got ""',
+    ),
+    (
+        "cusum-warmup-nothing-learned",
+        "",
+        '[[rules]]\nname = "r"\nmetric = "drift_share"\n'
+        'detector = { type = "cusum", target = 0.1, sigma = 0.05, warmup = 10 }\n',
+        "rules[0].detector.cusum.warmup: applies only when target or sigma is learned (both are given, so"
+        " nothing is)",
+    ),
+    (
+        "oauth-ttl-without-command",
+        "",
+        '[kafka]\nsasl_oauth_token_ttl = "1h"\n',
+        'kafka.sasl_oauth_token_ttl: expected only with sasl_mechanism "OAUTHBEARER" and'
+        " sasl_oauth_token_command (a token file is re-read whenever it changes; it is ignored otherwise)",
+    ),
+    (
+        "dead-letter-topic-is-labels-topic",
+        "",
+        '[kafka]\ndead_letter_topic = "labels"\n',
+        "kafka.dead_letter_topic: expected a topic other than labels_topic (bad messages would be read"
+        ' back), got "labels"',
+    ),
+    (
+        "topic-name",
+        "",
+        '[kafka]\npredictions_topic = "a b/c"\n',
+        "kafka.predictions_topic: expected a Kafka topic name (at most 249 letters, digits, '.', '_' or '-'),"
+        ' got "a b/c"',
+    ),
+    (
+        "group-id-blank",
+        "",
+        '[kafka]\ngroup_id = " "\n',
+        'kafka.group_id: expected a name, got " "',
+    ),
+    (
+        "confidence-without-bootstrap",
+        "[models.performance]\nenabled = true",
+        "[labels]\nbootstrap = 0\nconfidence = 0.9\n",
+        "labels.confidence: applies only with bootstrap > 0 (bootstrap = 0 computes no intervals)",
+    ),
+    (
+        "sample-windows-without-rows",
+        "",
+        "[reports]\nsample_rows = 0\nsample_windows = 500\n",
+        "reports.sample_windows: applies only with sample_rows > 0 (sample_rows = 0 keeps no samples)",
+    ),
+    (
+        "statement-timeout-sqlite",
+        "",
+        '[storage]\nstatement_timeout = "1ms"\n',
+        'storage.statement_timeout: expected only with storage.url (PostgreSQL\'s own statement timeout;'
+        ' SQLite has none), got "1ms"',
+    ),
     (
         "group-by-typo",
         "",

@@ -71,9 +71,10 @@ def test_scalars_of_every_kind(conf: Path) -> None:
         DRIFTWARDEN_DAEMON__MAX_PAYLOAD_BYTES="1024",
         DRIFTWARDEN_KAFKA__SECURITY_PROTOCOL="SSL",
         DRIFTWARDEN_KAFKA__SSL_CHECK_HOSTNAME="false",
-        DRIFTWARDEN_KAFKA__LABELS_TOPIC="",
+        DRIFTWARDEN_KAFKA__DEAD_LETTER_TOPIC="",
         DRIFTWARDEN_MODELS__0__WINDOW__SIZE="5m",
         DRIFTWARDEN_MODELS__0__DRIFT__SHARE="0.25",
+        DRIFTWARDEN_MODELS__0__PERFORMANCE__ENABLED="true",
         DRIFTWARDEN_MODELS__0__CLASS_OF_INTEREST="yes",
         DRIFTWARDEN_RULES__0__FOR="3",
         DRIFTWARDEN_RULES__0__THRESHOLD="1",
@@ -81,7 +82,7 @@ def test_scalars_of_every_kind(conf: Path) -> None:
     d, k, m, r = cfg.daemon, cfg.kafka, cfg.models[0], cfg.rules[0]  # type: ignore[attr-defined]
     assert (d.http_listen, d.log_format, d.max_payload_bytes) == ("0.0.0.0:9308", "json", 1024)
     assert d.state_dir == conf.parent.resolve() / "state"  # relative: against the config's folder
-    assert k.ssl_check_hostname is False and k.labels_topic is None
+    assert k.ssl_check_hostname is False and k.dead_letter_topic is None
     assert m.window.size == timedelta(minutes=5)
     assert (m.drift.share, m.class_of_interest) == (0.25, "yes")
     assert (r.for_, r.threshold) == (3, 1.0)
@@ -207,3 +208,22 @@ def test_parse_config_without_environ_ignores_the_environment(
     cfg = parse_config(tomllib.loads(BASE), base_dir=conf.parent)
     assert cfg.daemon.log_level == "info"
     assert load_config(conf).daemon.log_level == "debug"  # load_config reads os.environ
+
+
+def test_variables_that_look_like_overrides_but_are_not_read_are_warned_about(conf: Path) -> None:
+    """One underscore where the key's parts need two, or a lower-case prefix, was ignored
+    without a word; a variable a ``*_env`` key names is a secret and never warned about."""
+    cfg = load(
+        conf,
+        DRIFTWARDEN_DAEMON_LOG_LEVEL="debug",
+        driftwarden_daemon__log_format="json",
+        DRIFTWARDEN_SLACK_TOKEN="xoxb-1",
+        DRIFTWARDEN_CONFIG="/etc/driftwarden.toml",
+    )
+    assert cfg.daemon.log_level == "info" and cfg.daemon.log_format == "text"  # neither was applied
+    assert cfg.warnings == (
+        "DRIFTWARDEN_DAEMON_LOG_LEVEL: not read (an override separates the key's parts with __);"
+        " did you mean DRIFTWARDEN_DAEMON__LOG_LEVEL?",
+        "driftwarden_daemon__log_format: not read (override names are upper case); did you mean"
+        " DRIFTWARDEN_DAEMON__LOG_FORMAT?",
+    )
