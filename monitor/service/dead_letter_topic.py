@@ -40,8 +40,12 @@ contested.
 Each record: key ``"<topic>/<partition>/<offset>"`` of the source message; value the
 stored payload (the first ``daemon.max_payload_bytes`` bytes; none if 0); headers
 ``driftwarden.reason``, ``driftwarden.source.topic``, ``driftwarden.source.partition``,
-``driftwarden.source.offset``, ``driftwarden.received_at``. When the option is first
-switched on, the letters already stored (within retention) are produced too.
+``driftwarden.source.offset``, ``driftwarden.received_at``. A record the producer or the
+broker refuses for its size (a ``daemon.max_payload_bytes`` above the topic's
+``max.message.bytes``) is produced again without its value, with a header
+``driftwarden.payload_dropped`` saying why (and a WARNING): one such letter would
+otherwise hold every later one back for ever. When the option is first switched on, the
+letters already stored (within retention) are produced too.
 
 Runs on the scheduler thread, never on the consumer loop: a slow or absent broker
 delays the feed, never consumption, and holds none of the store's pooled connections
@@ -97,6 +101,19 @@ STALL_SECONDS = 60.0
 #: seconds at least between two stall WARNINGs: a stall over :data:`STALL_SECONDS`
 #: sooner after the last warning is counted, and named in the next warning, not logged
 STALL_REPEAT_SECONDS = 900.0
+
+
+#: the header of a letter produced without its payload: the record with it was too large for
+#: the topic (the broker's ``max.message.bytes``) or for the producer's ``max_request_size``
+PAYLOAD_DROPPED = "driftwarden.payload_dropped"
+
+
+def _too_large(exc: BaseException | None) -> bool:
+    """Whether a produce failed for the record's size alone (for good: retrying the same
+    record fails the same way, and would hold every later letter back for ever)."""
+    from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError  # noqa: PLC0415
+
+    return isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError))
 
 
 @dataclass
@@ -342,20 +359,46 @@ class DeadLetterTopic:
         if self._producer is None:
             self._producer = self._factory()
         futures = []
+        stripped: list[str] = []
         for row in rows:
             key, value, headers = record_of(row)
-            sent = self._producer.send(self.topic, key=key, value=value, headers=headers)
-            futures.append(((int(row["txid"]), int(row["id"])), sent))
+            try:
+                sent = self._producer.send(self.topic, key=key, value=value, headers=headers)
+            except Exception as exc:  # the producer's own size check raises at once
+                if not (_too_large(exc) and value is not None):
+                    raise
+                sent = self._without_payload(row, exc)
+                stripped.append(key.decode())
+            futures.append(((int(row["txid"]), int(row["id"])), sent, row))
         self._producer.flush(timeout=FLUSH_TIMEOUT)
         acked = last
         error: BaseException | None = None
-        for at, fut in futures:
+        for at, fut, row in futures:
+            if not fut.succeeded() and fut.is_done and _too_large(fut.exception) and row["payload"] is not None:
+                # the broker refused it (the topic's max.message.bytes)
+                fut = self._without_payload(row, fut.exception)
+                self._producer.flush(timeout=FLUSH_TIMEOUT)
+                stripped.append(record_of(row)[0].decode())
             if not fut.succeeded():
                 cause = fut.exception if fut.is_done else TimeoutError("no acknowledgement")
                 error = RuntimeError(f"produced up to dead letter {acked[1]}, then: {cause}")
                 break
             acked = at
+        if stripped:
+            log.warning(
+                "dead-letter topic %s: %d letter(s) too large for the topic or for the producer's"
+                " max_request_size were produced without their payload (header %s; the payload"
+                " stays in the dead_letters table): %s",
+                self.topic, len(stripped), PAYLOAD_DROPPED, ", ".join(stripped[:5]) + (" ..." if len(stripped) > 5 else ""),
+            )
         return len(futures), acked, error
+
+    def _without_payload(self, row: dict[str, Any], cause: BaseException) -> Any:
+        """Send ``row``'s letter with no value, and a header saying why (with it, the record
+        was refused for its size); the future of that send."""
+        key, value, headers = record_of(row)
+        why = f"{type(cause).__name__}: {len(value or b'')} bytes of payload".encode()
+        return self._producer.send(self.topic, key=key, value=None, headers=[*headers, (PAYLOAD_DROPPED, why)])
 
     def close(self) -> None:
         with self._lock:

@@ -396,3 +396,38 @@ def test_letters_held_back_by_an_open_transaction_are_logged_once_per_stall(
         holder.close()
     held = Counter(f"{SOURCE}/{p}/{i}".encode() for p in range(1, 5) for i in range(2))
     assert _keys(topic_records(broker.bootstrap, dlq, N + 8)) == EXPECTED_KEYS + held  # each once
+
+
+def test_a_letter_too_large_for_the_topic_goes_out_without_its_payload(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A 1.1 MB payload (kept with daemon.max_payload_bytes = 2 MiB) is over the producer's
+    1 MiB max_request_size: it was retried for ever and no later letter went out again."""
+    from monitor.service.dead_letter_topic import PAYLOAD_DROPPED
+
+    dlq = f"dlt-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(dlq)
+    (tmp_path / "ref.csv").write_text("a\n1\n")
+    cfg = parse_config({
+        "daemon": {"state_dir": str(tmp_path / "state"), "max_payload_bytes": 2 << 20},
+        "kafka": {"bootstrap_servers": [broker.bootstrap], "predictions_topic": SOURCE, "dead_letter_topic": dlq},
+        "models": [{"name": "m", "reference": "ref.csv", "features": {"numerical": ["a"]}}],
+    }, base_dir=tmp_path)
+    store = Store.in_state_dir(tmp_path / "state")
+    received = datetime.now(UTC) - timedelta(hours=1)
+    payloads = [b"small 0", b"X" * 1_100_000, b"small 2", b"small 3"]
+    letters = [DeadLetter(SOURCE, 0, i, "not_json: test", p, received) for i, p in enumerate(payloads)]
+    cap = DeadLetterCap(per_minute=100, payloads_per_minute=100)
+    assert write_dead_letters(store, letters, max_payload_bytes=2 << 20, cap=cap).stored == 4
+    feed = DeadLetterTopic(cfg, store)
+    try:
+        assert feed.run_once() == 4
+        assert feed.run_once() == 0  # nothing held back
+    finally:
+        feed.close()
+    records = topic_records(broker.bootstrap, dlq, expect=4, timeout=20)
+    by_key = {r.key: r for r in records}
+    assert sorted(by_key) == [f"{SOURCE}/0/{i}".encode() for i in range(4)]
+    big = by_key[f"{SOURCE}/0/1".encode()]
+    assert big.value is None
+    assert dict(big.headers)[PAYLOAD_DROPPED] == b"MessageSizeTooLargeError: 1100000 bytes of payload"
+    assert [by_key[f"{SOURCE}/0/{i}".encode()].value for i in (0, 2, 3)] == [b"small 0", b"small 2", b"small 3"]
+    store.close()
