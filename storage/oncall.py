@@ -57,10 +57,12 @@ def window_figures(store: Store, window_id: str) -> list[dict[str, Any]]:
 
 
 def dead_letters_page(
-    store: Store, *, since: str | None = None, reason: str | None = None, limit: int | None = 100
+    store: Store, *, since: str | None = None, reason: str | None = None, limit: int | None = 100,
+    after_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Dead letters newest first; ``reason`` matches the code (text before the first ':')
-    whole, in any case (codes are lower case, :func:`storage.dead_letters.reason_code`).
+    """Dead letters newest first, or with ``after_id`` those with a larger id, oldest first
+    (page on with the last one's id); ``reason`` matches the code (text before the first
+    ':') whole, in any case (codes are lower case, :func:`storage.dead_letters.reason_code`).
 
     Compared with ``substr``, not ``LIKE``: SQLite's ``LIKE`` ignores the case of ASCII
     letters and PostgreSQL's does not, so one pattern gave the stores different answers."""
@@ -72,8 +74,11 @@ def dead_letters_page(
         code = reason.lower()
         where.append("(reason = ? OR substr(reason, 1, ?) = ?)")
         params.extend([code, len(code) + 1, code + ":"])
+    if after_id is not None:
+        where.append("id > ?")
+        params.append(int(after_id))
     sql = 'SELECT id, topic, partition, "offset", reason, payload, received_at FROM dead_letters'
-    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+    sql += (" WHERE " + " AND ".join(where) if where else "") + (" ORDER BY id" if after_id is not None else " ORDER BY id DESC")
     if limit is not None:
         sql += " LIMIT ?"
         params.append(int(limit))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,24 +265,43 @@ def _letter_json(r: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_dead_letters(store: Any, target: Path, *, since: str | None, reason: str | None, echo: Echo) -> int:
-    """Every matching dead letter as JSON lines (oldest first) to ``target`` (``-``: stdout)."""
+#: dead letters read per query while exporting (each holds up to ``max_payload_bytes``)
+EXPORT_PAGE = 200
+
+
+def _letter_lines(store: Any, since: str | None, reason: str | None) -> Iterator[str]:
+    """Every matching dead letter as one JSON line each, oldest first, a page at a time:
+    memory holds one page, whatever the table holds."""
     from storage.oncall import dead_letters_page  # noqa: PLC0415
 
-    rows = list(reversed(dead_letters_page(store, since=since, reason=reason, limit=None)))
-    lines = [json.dumps(_letter_json(r), ensure_ascii=False) for r in rows]
+    after = 0
+    while True:
+        rows = dead_letters_page(store, since=since, reason=reason, limit=EXPORT_PAGE, after_id=after)
+        for r in rows:
+            yield json.dumps(_letter_json(r), ensure_ascii=False)
+        if len(rows) < EXPORT_PAGE:
+            return
+        after = int(rows[-1]["id"])
+
+
+def export_dead_letters(store: Any, target: Path, *, since: str | None, reason: str | None, echo: Echo) -> int:
+    """Every matching dead letter as JSON lines (oldest first) to ``target`` (``-``: stdout)."""
+    n = 0
     if str(target) == "-":
-        for line in lines:
+        for line in _letter_lines(store, since, reason):
             echo(line)
-        return len(lines)
+            n += 1
+        return n
     try:
         with open(target, "x", encoding="utf-8") as fh:  # never overwrite an earlier export
-            fh.writelines(line + "\n" for line in lines)
+            for line in _letter_lines(store, since, reason):
+                fh.write(line + "\n")
+                n += 1
     except FileExistsError:
         raise CliError(f"--export: {target} exists; give a new file name (or - for stdout)", 2) from None
     except OSError as exc:
         raise CliError(f"--export: cannot write {target}: {exc.strerror or exc}", 2) from None
-    return len(lines)
+    return n
 
 
 # --------------------------------------------------------------------------- deliveries

@@ -481,3 +481,27 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
     assert demo_state_refusal(empty) is None
     (mine / MARKER).write_text("")
     assert demo_state_refusal(mine) is None
+
+
+def test_export_pages_through_the_letters_oldest_first(tmp_path: Path) -> None:
+    """The export read every letter in one query (a table of ~2 GB of payloads, several GB in
+    memory); it now reads a page at a time, and pages join without gap or repeat."""
+    from datetime import UTC, datetime
+
+    from monitor.cli.oncall import EXPORT_PAGE, export_dead_letters
+    from storage.db import Store
+    from storage.dead_letters import DeadLetter, write_dead_letters
+    from storage.limits import DeadLetterCap
+
+    store = Store.in_state_dir(tmp_path / "state")
+    n = 2 * EXPORT_PAGE + 17
+    now = datetime.now(UTC)
+    letters = [DeadLetter("p", 0, i, "not_json: x" if i % 3 else "empty: y", b"%d" % i, now) for i in range(n)]
+    assert write_dead_letters(store, letters, cap=DeadLetterCap(per_minute=10_000, payloads_per_minute=10_000)).stored == n
+    lines: list[str] = []
+    assert export_dead_letters(store, Path("-"), since=None, reason=None, echo=lines.append) == n
+    assert [json.loads(x)["offset"] for x in lines] == list(range(n))
+    some: list[str] = []
+    assert export_dead_letters(store, Path("-"), since=None, reason="empty", echo=some.append) == len(range(0, n, 3))
+    assert [json.loads(x)["payload"] for x in some] == [str(i) for i in range(0, n, 3)]
+    store.close()
