@@ -138,8 +138,9 @@ def parse_since(text: str | None, now: datetime | None = None) -> str | None:
     now = now or datetime.now(UTC)
     try:
         return iso(now - parse_duration(text))
-    except ValueError:
-        pass
+    except ValueError as exc:  # PydanticCustomError is one
+        if "at most" in str(exc):  # a well-formed duration, too long: say so
+            raise CliError(f"--since: {exc}", 2) from None
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -441,6 +441,8 @@ def test_read_commands_never_write_or_migrate(tmp_path: Path) -> None:
          " or --state-dir points elsewhere (give the folder that holds driftwarden.db)"),
         (("windows", "--since", "yesterday", "{state}"), 2,
          'driftwarden: --since: expected a duration like "2h" or a time like 2026-11-23T14:00Z, got "yesterday"'),
+        (("dead-letters", "--since", "99999999d", "{state}"), 2,
+         'driftwarden: --since: expected a duration of at most 100 years ("36500d"), got "99999999d"'),
         (("windows", "--state", "red", "{state}"), 2,
          'driftwarden: --state: expected one of ok, insufficient, drifted, stable, got "red"'),
         (("alerts", "--state", "on", "{state}"), 2,
