@@ -23,8 +23,10 @@ from detectors.comparison import Comparison, compare
 from detectors.dataset import (
     ColumnDrift,
     DatasetDrift,
+    DatasetLevel,
     benjamini_hochberg,
     calibrated_dataset_drift,
+    calibrated_dataset_level,
     column_drift,
     dataset_drift,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "NullModel",
     "calibrate",
     "calibrated_dataset_drift",
+    "calibrated_dataset_level",
     "calibration_sizes",
     "effective_size",
     "merge_prepared",
@@ -89,6 +92,7 @@ __all__ = [
     "ColumnSpec",
     "DataQuality",
     "DatasetDrift",
+    "DatasetLevel",
     "ConfidenceInterval",
     "DriftTest",
     "MultivariateDrift",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference, as_current
-from detectors.calibration import Calibration, effective_size
+from detectors.calibration import Calibration, beta_binomial_tail, effective_size
 from detectors.drift.auto import auto_test_name
 from detectors.drift.distance import wasserstein, wasserstein_many
 from detectors.drift.registry import DriftTest, get_test
@@ -333,3 +333,60 @@ def calibrated_dataset_drift(
         undefined_columns=tuple(r.column for r in results if not r.defined),
         thresholds="calibrated",
     )
+
+
+@dataclass(frozen=True)
+class DatasetLevel:
+    """The false-alarm level a calibrated dataset verdict reaches, against the one asked.
+
+    ``asked`` is ``calibration.alpha``; ``reached`` the modelled probability that a
+    stationary window with ``columns`` defined columns is judged drifted (at least
+    ``min_drifted`` of them drifted), both per window, in [0, 1]. ``reachable`` is
+    ``reached <= asked``. ``alpha_column_for_asked`` is the largest per-column level at
+    which even "all ``columns`` drifted" stays within ``asked`` under the same column
+    dependence (only set when the asked level is not reachable; NaN otherwise).
+    """
+
+    columns: int
+    min_drifted: int
+    asked: float
+    reached: float
+    alpha_column: float
+    rho: float
+    alpha_column_for_asked: float = math.nan
+
+    @property
+    def reachable(self) -> bool:
+        """``reached <= asked`` (up to rounding: a level equal to ``asked`` is reached)."""
+        return self.reached <= self.asked * (1 + 1e-9)
+
+
+def calibrated_dataset_level(calibration: Calibration, columns: int) -> DatasetLevel:
+    """What the dataset verdict's count threshold gives with ``columns`` defined columns.
+
+    The count of drifted columns in a stationary window is modelled (as in
+    :func:`detectors.calibration.calibrate`) as beta-binomial with mean
+    ``columns * alpha_column`` and intra-class correlation ``rho``. When no count
+    reaches ``alpha``, the verdict falls back to "all columns drifted", whose level
+    ``P(C >= columns)`` is above ``alpha``: e.g. one column gives ``alpha_column``
+    whatever ``alpha`` says, and strongly correlated columns give nearly
+    ``alpha_column`` too. ``columns <= 0``: no verdict, level 0 (reachable).
+    """
+    a, rho, alpha = calibration.alpha_column, calibration.rho, calibration.alpha
+    if columns <= 0:
+        return DatasetLevel(0, 0, alpha, 0.0, a, rho)
+    k = calibration.dataset_threshold(columns)
+    reached = float(min(beta_binomial_tail(columns, a, rho)[k], 1.0))
+    level = DatasetLevel(columns, k, alpha, reached, a, rho)
+    if level.reachable:
+        return level
+    # the largest alpha_column whose "all columns drifted" tail is within alpha (bisection
+    # on a log scale: the tail grows with alpha_column)
+    lo, hi = math.log(1e-12), math.log(a)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if beta_binomial_tail(columns, math.exp(mid), rho)[columns] <= alpha:
+            lo = mid
+        else:
+            hi = mid
+    return replace(level, alpha_column_for_asked=math.exp(lo))

@@ -148,11 +148,13 @@ def check(
     from monitor.references.load import ReferenceError  # noqa: PLC0415
 
     try:
-        references = check_references(cfg)
+        ref_warnings: list[str] = []
+        references = check_references(cfg, ref_warnings)
     except ReferenceError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None
-    raise typer.Exit(run_checks(cfg, echo=typer.echo, references=references, reachability_fatal=not pre_start))
+    raise typer.Exit(run_checks(cfg, echo=typer.echo, references=references, reachability_fatal=not pre_start,
+                                reference_warnings=ref_warnings))
 
 
 @app.command()

@@ -233,18 +233,29 @@ def check_webhook(name: str, n: WebhookNotifierConfig) -> str:
     return f"webhook {name} ({n.kind}): {u.hostname}:{port} accepts connections (nothing sent)"
 
 
-def check_references(cfg: Config) -> list[str]:
+def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str]:
     """Load and validate every model's reference file, as ``run`` would at start-up.
 
     Returns one ``model: N rows`` summary per model; raises ``ReferenceError`` naming
     the file and the column for the first unfit reference (the CLI exits 2).
+    ``warnings`` receives what is worth fixing without failing: a calibrated model whose
+    ``drift.alpha`` its columns cannot reach (the daemon logs the same WARNING at start-up;
+    calibrating takes about 1 s per 10 columns).
     """
+    from monitor.ingest.schema import ModelSchema  # noqa: PLC0415
     from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415
+    from monitor.windows.figures import PreparedModel  # noqa: PLC0415
 
     out = []
     for m in cfg.models:
         ref = load_reference(m.reference, ReferenceSpec.from_config(m))
         out.append(f"{m.name} {ref.rows} rows")
+        if warnings is not None and m.drift.thresholds == "calibrated":
+            # the column calibration only (the domain classifier's says nothing of alpha)
+            plain = m.model_copy(update={"drift": m.drift.model_copy(update={"multivariate": "none"})})
+            text = PreparedModel.build(plain, ModelSchema.from_config(m), ref).alpha_warning()
+            if text:
+                warnings.append(text)
     if cfg.joins_labels:
         # rules on figures the references cannot give (label drift, estimates, relative
         # performance): `run` refuses them at start-up, so `check` says so first
@@ -264,13 +275,15 @@ def _outcome(fn: Callable[[], str]) -> tuple[str, Exception | None]:
 
 
 def run_checks(
-    cfg: Config, echo: Callable[[str], Any], references: list[str] | None = None, *, reachability_fatal: bool = True
+    cfg: Config, echo: Callable[[str], Any], references: list[str] | None = None, *, reachability_fatal: bool = True,
+    reference_warnings: list[str] | None = None,
 ) -> int:
     """Print one line per check; return the exit status: 0 when every check that counts
     passed, 2 when one this host decides failed (the state dir, the SQLite database), 1
     for any other failure.
 
-    ``references``: summaries from :func:`check_references`, shown on the config line.
+    ``references``: summaries from :func:`check_references`, shown on the config line;
+    ``reference_warnings``: its warnings, one ``!`` line each (not fatal).
     ``reachability_fatal=False``: Kafka, Slack and webhook failures are printed with
     ``!`` and do not count (a store migrated by a newer version still does)."""
     from storage.db import SchemaTooNew  # noqa: PLC0415
@@ -292,6 +305,8 @@ def run_checks(
         + refs,
     )
     for warning in cfg.warnings:  # worth fixing, not failing (a secret file every user can read)
+        line(True, warning, WARN)
+    for warning in reference_warnings or []:  # a drift.alpha the columns cannot reach
         line(True, warning, WARN)
     # what this host decides: a failure here is exit status 2, as for the config
     local: list[tuple[str, Callable[[], str]]] = [("state dir", lambda: check_state_dir(cfg))]

@@ -222,6 +222,7 @@ class Pipeline:
             schema = ModelSchema.from_config(m)
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             pm = PreparedModel.build(m, schema, ref)
+            _warn_alpha(pm)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         restore_references(self.models.values(), store)
         self.decoder = BatchDecoder(
@@ -1023,10 +1024,18 @@ class Pipeline:
         """Judge ``model``'s next windows with ``pm`` (a new reference, or new drift settings
         on SIGHUP); rolling/seasonal members stay, their seed and thresholds change."""
         rt = self.models[model]
+        _warn_alpha(pm)  # new drift settings or a new reference: the reachable level moves
         rt.config = pm.config
         rt.prepared = pm
         assert rt.references is not None
         rt.references.rebase(pm)
+
+
+def _warn_alpha(pm: PreparedModel) -> None:
+    """Log a WARNING when the model's calibrated ``drift.alpha`` cannot be reached."""
+    text = pm.alpha_warning()
+    if text:
+        log.warning("%s", text)
 
 
 def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowColumns | None = None) -> WindowFigures:

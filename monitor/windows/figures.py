@@ -16,6 +16,7 @@ from detectors import (
     PreparedReference,
     calibrate,
     calibrated_dataset_drift,
+    calibrated_dataset_level,
     calibration_sizes,
     column_drift,
     data_quality,
@@ -106,6 +107,32 @@ class PreparedModel:
     @property
     def reference_label(self) -> str:
         return self.label or self.reference.sha256[:12]
+
+    def alpha_warning(self) -> str | None:
+        """``thresholds = "calibrated"``: one sentence when ``drift.alpha`` cannot be reached.
+
+        With every drift column defined, the dataset verdict needs a count of drifted
+        columns whose tail is at most ``alpha``; when none is (one column with
+        ``alpha_column > alpha``, or columns that move together), it falls back to "all
+        columns drifted", which false-alarms more often than ``alpha``. None when the
+        level is reached, or in evidently mode.
+        """
+        cal = self.calibration
+        if cal is None:
+            return None
+        m = sum(1 for c in self.drift_columns if c in cal.columns)
+        lv = calibrated_dataset_level(cal, m)
+        if lv.reachable:
+            return None
+        dep = f", columns' false alarms correlated (rho {lv.rho:.2f})" if m > 1 else ""
+        return (
+            f"model {self.config.name}: drift.alpha = {lv.asked:g} cannot be reached with {m} drift"
+            f" column{'s' if m != 1 else ''} at drift.alpha_column = {lv.alpha_column:g}{dep}: the"
+            f" dataset verdict falls back to all {m} drifted, a false-alarm level of about"
+            f" {lv.reached:.2g} per stationary window ({1000 * lv.reached:.1f} per 1,000, not"
+            f" {1000 * lv.asked:g}); set drift.alpha_column to at most {lv.alpha_column_for_asked:.2g}"
+            " to reach it (README \"Choosing thresholds\")"
+        )
 
 
 def _window_rows(config: ModelConfig, reference_rows: int) -> int:

@@ -10,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import (
+    Calibration,
     ColumnDrift,
     ColumnSpec,
     DatasetDrift,
     benjamini_hochberg,
+    calibrate,
+    calibrated_dataset_level,
     column_drift,
     dataset_drift,
     prepare_reference,
@@ -147,3 +150,43 @@ def test_order_inside_a_window_does_not_matter(seed, n):
     for x, y in zip(a.columns, b.columns, strict=True):
         assert x.test == y.test and x.drifted == y.drifted
         assert x.score == pytest.approx(y.score, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- calibrated level
+
+
+def _calibration(alpha_column: float, alpha: float, rho: float, m: int) -> Calibration:
+    from detectors.calibration import _min_drifted
+
+    table = (0,) + tuple(_min_drifted(j, alpha_column, rho, alpha) for j in range(1, m + 1))
+    return Calibration(alpha_column, alpha, {}, table, rho, (1000,), 400)
+
+
+def test_one_column_cannot_reach_an_alpha_below_alpha_column():
+    rng = np.random.default_rng(3)
+    cal = calibrate({"x": rng.normal(size=4000)}, [ColumnSpec("x", "numerical", "ks")],
+                    sizes=[500], alpha_column=0.01, alpha=0.001, resamples=100, splits=5)
+    lv = calibrated_dataset_level(cal, 1)
+    # the verdict is "the one column drifted": its level is alpha_column, ten times alpha
+    assert (lv.min_drifted, lv.asked, lv.reachable) == (1, 0.001, False)
+    assert lv.reached == pytest.approx(0.01)
+    assert lv.alpha_column_for_asked == pytest.approx(0.001, rel=1e-6)
+    assert calibrated_dataset_level(dataclasses.replace(cal, alpha=0.01), 1).reachable
+
+
+def test_correlated_columns_reach_only_about_alpha_column():
+    lv = calibrated_dataset_level(_calibration(0.01, 0.001, 0.9, 5), 5)
+    assert lv.min_drifted == 5 and not lv.reachable
+    assert 0.005 < lv.reached < 0.01  # nearly one column's level: they drift together
+    # the suggested alpha_column brings "all 5 drifted" down to alpha exactly
+    from detectors.calibration import beta_binomial_tail
+
+    assert beta_binomial_tail(5, lv.alpha_column_for_asked, 0.9)[5] == pytest.approx(0.001, rel=1e-6)
+
+
+def test_independent_columns_reach_alpha_with_a_count_below_all():
+    lv = calibrated_dataset_level(_calibration(0.01, 0.001, 0.0, 5), 5)
+    assert lv.min_drifted == 2 and lv.reachable
+    assert lv.reached == pytest.approx(1 - 0.99**5 - 5 * 0.01 * 0.99**4)
+    assert np.isnan(lv.alpha_column_for_asked)
+    assert calibrated_dataset_level(_calibration(0.01, 0.001, 0.0, 5), 0).reached == 0.0

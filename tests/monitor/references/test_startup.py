@@ -38,3 +38,14 @@ def test_check_reports_the_references_it_loaded(tmp_path: Path) -> None:
     first = res.stdout.splitlines()[0]
     assert first == "✓ config: 1 model(s), 0 rule(s), 0 notifier(s); reference(s): churn 3000 rows", res.stdout
     assert res.returncode == 1  # nothing listens on 127.0.0.1:9: the Kafka check fails
+
+
+def test_check_warns_of_a_drift_alpha_the_columns_cannot_reach(tmp_path: Path) -> None:
+    drift = '[models.drift]\nthresholds = "calibrated"\nalpha = 0.001\nalpha_column = 0.5\n'
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1, extra=drift)
+    res = run_cli("check", "-c", str(cfg))
+    warned = [ln for ln in res.stdout.splitlines() if "drift.alpha" in ln]
+    assert len(warned) == 1, res.stdout
+    assert warned[0].startswith(
+        "! model churn: drift.alpha = 0.001 cannot be reached with 5 drift columns at drift.alpha_column = 0.5")
+    assert res.returncode == 1  # a warning only: the Kafka check (nothing on 127.0.0.1:9) fails

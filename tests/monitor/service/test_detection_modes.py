@@ -142,6 +142,39 @@ def test_alpha_and_alpha_column_change_the_thresholds(tmp_path: Path) -> None:
     assert all(x < y for x, y in share)
 
 
+def test_an_alpha_the_columns_cannot_reach_is_logged_at_start_up_and_on_new_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.windows.figures import PreparedModel
+
+    # 4 columns at alpha_column 0.5: even "all 4 drifted" happens in >= 1/16 of windows
+    cfg = make_config(tmp_path, {}, {"thresholds": "calibrated", "alpha_column": 0.5, "alpha": 0.001})
+    store = open_state_store(cfg.daemon.state_dir, synchronous="NORMAL")
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        p = Pipeline(cfg, store)
+    warned = [r.getMessage() for r in caplog.records if "drift.alpha" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        "model m: drift.alpha = 0.001 cannot be reached with 4 drift columns at drift.alpha_column = 0.5"), warned
+    assert "set drift.alpha_column to at most" in warned[0]
+    rt = p.models["m"]
+    assert rt.prepared.calibration is not None and rt.prepared.calibration.dataset_threshold(4) == 4
+    caplog.clear()
+    ok = make_config(tmp_path, {}, {"thresholds": "calibrated"}).models[0]
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        p.use_prepared("m", PreparedModel.build(ok, rt.schema, load_ref(ok)))  # what a reload does
+    assert "drift.alpha" not in caplog.text  # 0.01 is reachable with 4 columns at 0.01
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        p.use_prepared("m", PreparedModel.build(cfg.models[0], rt.schema, load_ref(cfg.models[0])))
+    assert "model m: drift.alpha = 0.001 cannot be reached" in caplog.text
+    store.close()
+
+
+def load_ref(m: Any) -> Any:
+    from monitor.references.load import ReferenceSpec, load_reference
+
+    return load_reference(m.reference, ReferenceSpec.from_config(m))
+
+
 def test_bh_adjusts_calibrated_p_values_of_distance_tests(tmp_path: Path) -> None:
     chunks = stationary(2)
     plain = figures(run(make_config(tmp_path / "a", {}, {"thresholds": "calibrated"}), chunks))
