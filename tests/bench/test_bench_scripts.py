@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -19,11 +20,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """``bench/scale.py``, ``bench/decode.py`` and ``bench/split_lookup.py`` imported as the
-    scripts import each other."""
+    """``bench/scale.py``, ``bench/decode.py``, ``bench/split_lookup.py`` and
+    ``bench/detection.py`` imported as the scripts import each other."""
     sys.path.insert(0, str(BENCH))
     try:
-        return {name: importlib.import_module(name) for name in ("scale", "decode", "split_lookup")}
+        return {name: importlib.import_module(name) for name in ("scale", "decode", "split_lookup", "detection")}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -75,3 +76,19 @@ def test_split_lookup_fills_held_predictions_and_finds_the_one_held_id(
         assert bench["split_lookup"].lookup_seconds(store, repeat=1) > 0
     finally:
         store.close()
+
+
+def test_detection_shuttle_change_halves_the_most_common_class(bench: dict[str, ModuleType]) -> None:
+    detection = bench["detection"]
+    y = np.array(["0"] * 45_586 + ["1"] * 3_511, dtype=object)  # river 0.26's Shuttle labels
+    keep = detection.shuttle_change(y)
+    assert keep.sum() == 2 * 3_511 and (y[keep] == "1").sum() == 3_511
+    assert detection.class_shares(y[keep]) == {"0": 0.5, "1": 0.5}
+    assert "total variation 0.428" in detection.check_mix_moved(y, y[keep])
+
+
+def test_detection_stops_on_a_change_that_keeps_the_class_mix(bench: dict[str, ModuleType]) -> None:
+    detection = bench["detection"]
+    y = np.array(["0"] * 930 + ["1"] * 70, dtype=object)
+    with pytest.raises(SystemExit, match="does not move the mix: 0 0.930, 1 0.070 -> 0 0.930, 1 0.070"):
+        detection.check_mix_moved(y, y[np.ones(1000, dtype=bool)])
