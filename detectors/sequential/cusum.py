@@ -30,8 +30,26 @@ class CUSUM:
     >>> next(i for i, x in enumerate(series) if c.update(x).drift_detected)
     12
 
-    Non-finite values are ignored. A learned sigma of 0 is floored at 1e-12
-    (any later change is then signalled at once).
+    Non-finite values are ignored.
+
+    The learned sigma needs a scale the warm-up can show:
+
+    - **a constant warm-up gives none**: while every value seen is the same,
+      the detector keeps learning past ``min_instances`` (``learning`` stays
+      True, the statistic 0); the first different value joins the warm-up and
+      ends it. (Before, sigma was floored at 1e-12: a figure such as
+      ``drift_share`` that was 0 in every warm-up window then signalled on the
+      first window with one drifted column.)
+    - **a figure moves in steps at least its resolution**: sigma is at least
+      ``step / sqrt(12)``, the standard deviation of rounding to a grid of
+      ``step`` (what a value read to that resolution is uncertain by), where
+      ``step`` is the smallest non-zero change between consecutive warm-up
+      values. A share of ``m`` columns moves by ``1/m``: a single window one
+      column above a quiet warm-up is then about 3.5 sigmas, not a change on
+      its own (two such windows close together are, at ``k=0.5, h=5``). For a
+      continuous figure the step is tiny and the floor never binds.
+
+    A given ``sigma`` is used as it is.
     """
 
     def __init__(
@@ -65,6 +83,9 @@ class CUSUM:
         self._s_hi = 0.0
         self._s_lo = 0.0
         self._drift = False
+        #: last warm-up value and the smallest non-zero change between consecutive ones
+        self._last: float | None = None
+        self._step = 0.0
 
     @property
     def drift_detected(self) -> bool:
@@ -102,9 +123,10 @@ class CUSUM:
             return None
         if self.sigma is not None:
             return mu, self.sigma
-        if self._n < self.min_instances:
-            return None
-        return mu, max(math.sqrt(self._m2 / (self._n - 1)), 1e-12)
+        if self._n < self.min_instances or self._m2 <= 0.0:
+            return None  # too few values, or all equal: no scale yet
+        sd = math.sqrt(max(self._m2, 0.0) / (self._n - 1))
+        return mu, max(sd, self._step / math.sqrt(12.0), 1e-12)
 
     def update(self, x: float) -> CUSUM:
         """Add one value; returns ``self`` so calls chain."""
@@ -120,6 +142,10 @@ class CUSUM:
             d = x - self._mean
             self._mean += d / self._n
             self._m2 += d * (x - self._mean)
+            if self._last is not None and x != self._last:
+                gap = abs(x - self._last)
+                self._step = gap if self._step == 0.0 else min(self._step, gap)
+            self._last = x
             return self
         mu, sd = params
         z = (x - mu) / sd
@@ -147,6 +173,8 @@ class CUSUM:
             "s_hi": self._s_hi,
             "s_lo": self._s_lo,
             "drift": self._drift,
+            "last": self._last,
+            "step": self._step,
         }
 
     @classmethod
@@ -161,6 +189,14 @@ class CUSUM:
         det._s_hi = float(state["s_hi"])
         det._s_lo = float(state["s_lo"])
         det._drift = bool(state["drift"])
+        if "step" in state:
+            det._last = None if state["last"] is None else float(state["last"])
+            det._step = float(state["step"])
+        elif det._n and det._m2 <= 0.0:
+            # saved before ``last``/``step`` were kept: a warm-up of variance 0 held one
+            # repeated value (its mean), so it learns on as a fresh one would; any other
+            # warm-up's step is unknown (0): its sigma stays the one it learned, unfloored
+            det._last = det._mean
         return det
 
     def __repr__(self) -> str:

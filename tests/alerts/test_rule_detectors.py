@@ -53,6 +53,17 @@ def test_cusum_stays_quiet_on_the_flat_part(store: Store, clock: Clock) -> None:
     assert fired_at(feed, ramp(n_flat=60, n_ramp=0)) == []
 
 
+def test_cusum_on_drift_share_ignores_single_column_blips_after_a_quiet_warmup(store: Store, clock: Clock) -> None:
+    # 5 columns, none drifted in any of the 20 warm-up windows, then a column drifts
+    # alone now and then (as stationary windows at alpha_column do): no change; before,
+    # the learned sigma was floored at 1e-12 and every blip fired
+    feed = Feed(make_engine(store, clock, [Rule("slow", "drift_share", ">", detector=CUSUM)]), store, clock)
+    quiet = [0.0] * 20 + ([0.0] * 9 + [0.2]) * 20
+    assert fired_at(feed, quiet) == []
+    # one more drifted column in every window is a change, within three windows
+    assert fired_at(feed, [0.2] * 5, offset=len(quiet))[0] <= len(quiet) + 2
+
+
 def test_detector_state_survives_a_restart(store_target: StoreTarget, clock: Clock) -> None:
     series = ramp()
     rule = Rule("slow", "drift_share", ">", detector=CUSUM)

@@ -78,3 +78,54 @@ def test_reset_and_nonfinite_and_validation():
         CUSUM(sigma=0.0)
     with pytest.raises(ValueError):
         CUSUM.from_state(PageHinkley().state())
+
+
+# --------------------------------------------------------------------------- CUSUM's scale
+
+
+def test_cusum_keeps_learning_through_a_constant_warmup():
+    # drift_share of 5 columns, 0 in every warm-up window: no scale to learn yet
+    c = CUSUM(k=0.5, h=5.0, min_instances=20)
+    for _ in range(30):
+        c.update(0.0)
+    assert c.learning and c.statistic == 0.0
+    c.update(0.2)  # the first different value joins the warm-up and ends it
+    assert not c.learning and not c.drift_detected
+    # 30 zeros and one 0.2: mean 0.2/31, sd 0.0359 < the 0.2 step's floor 0.2/sqrt(12)
+    c.update(0.2)
+    assert not c.drift_detected
+    assert c.statistic == pytest.approx((0.2 - 0.2 / 31) / (0.2 / 12**0.5) - 0.5)
+    # one-column blips five windows apart never add up to a change
+    hits = [c.update(x).drift_detected for x in ([0.0] * 5 + [0.2]) * 50]
+    assert not any(hits)
+    # one more drifted column in every window does, within three windows
+    assert _first(c, [0.2] * 10) <= 2
+
+
+def test_cusum_sigma_is_at_least_the_figures_resolution():
+    c = CUSUM(k=0.5, h=5.0, min_instances=20)
+    for x in [0.0] * 19 + [0.2]:
+        c.update(x)
+    # learned sd: sqrt(0.2**2 * 19/20 / 19) = 0.0447; the 0.2 step floors it at 0.0577
+    c.update(0.2)
+    assert c.statistic == pytest.approx((0.2 - 0.01) / (0.2 / 12**0.5) - 0.5)
+    # a continuous figure's step is tiny: its learned sd stands
+    rng = np.random.default_rng(3)
+    warm = rng.normal(0.0, 1.0, 20)
+    d = CUSUM(k=0.5, h=5.0, min_instances=20)
+    for x in warm:
+        d.update(x)
+    d.update(3.0)
+    assert d.statistic == pytest.approx((3.0 - warm.mean()) / warm.std(ddof=1) - 0.5)
+
+
+def test_cusum_state_saved_before_the_step_was_kept_restores():
+    old = {"type": "CUSUM", "settings": CUSUM(min_instances=20).state()["settings"],
+           "n": 20, "mean": 0.0, "m2": 0.0, "s_hi": 0.0, "s_lo": 0.0, "drift": False}
+    c = CUSUM.from_state(old)
+    assert c.learning  # a constant warm-up: learns on
+    assert not c.update(0.2).drift_detected and not c.learning
+    learned = {**old, "n": 20, "mean": 0.01, "m2": 0.2**2 * 19 / 20}
+    d = CUSUM.from_state(learned)  # step unknown: the sigma it learned, as before
+    d.update(0.2)
+    assert d.statistic == pytest.approx((0.2 - 0.01) / (0.2**2 * 19 / 20 / 19) ** 0.5 - 0.5)
