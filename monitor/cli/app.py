@@ -149,7 +149,9 @@ def check(
 
     try:
         ref_warnings: list[str] = []
-        references = check_references(cfg, ref_warnings)
+        # before `run` (systemd), calibrating each model here would double the start-up:
+        # the daemon logs the same warning when it calibrates
+        references = check_references(cfg, None if pre_start else ref_warnings)
     except ReferenceError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None

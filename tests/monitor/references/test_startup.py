@@ -49,3 +49,6 @@ def test_check_warns_of_a_drift_alpha_the_columns_cannot_reach(tmp_path: Path) -
     assert warned[0].startswith(
         "! model churn: drift.alpha = 0.001 cannot be reached with 5 drift columns at drift.alpha_column = 0.5")
     assert res.returncode == 1  # a warning only: the Kafka check (nothing on 127.0.0.1:9) fails
+    # before run (systemd's ExecStartPre) the check does not calibrate: the daemon warns
+    pre = run_cli("check", "--pre-start", "-c", str(cfg))
+    assert "drift.alpha" not in pre.stdout, pre.stdout
