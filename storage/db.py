@@ -48,6 +48,19 @@ class StoreUnreachable(StorageError):
     database that does not exist (a plain :class:`StorageError`)."""
 
 
+class StoreBusy(StorageError):
+    """Another process held the store longer than this one waited (SQLite's busy
+    timeout; on PostgreSQL a lock wait or statement cut by ``statement_timeout``): it
+    passes by itself, e.g. a migration another instance runs, a backup, a long query."""
+
+
+def _sqlite_error(exc: sqlite3.Error, message: str) -> StorageError:
+    """``message`` as a :class:`StoreBusy` when SQLite says the database is busy or
+    locked, else as a plain :class:`StorageError`."""
+    busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return (StoreBusy if busy else StorageError)(message)
+
+
 class SchemaTooNew(StorageError):
     """The store was migrated by a newer driftwarden than this one: writing it could break
     what the newer version relies on, so this version refuses to open it for writing."""
@@ -112,7 +125,7 @@ class Store:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             except sqlite3.Error as exc:
                 conn.close()
-                raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                raise _sqlite_error(exc, f"cannot read {self.path}: {exc}") from exc
         if not readonly:
             try:
                 if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
@@ -123,7 +136,7 @@ class Store:
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot configure {self.path}: {exc}") from exc
+                raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
             if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
                 self.migrate()
 
@@ -189,7 +202,7 @@ class Store:
             try:
                 self.conn.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot write {self.path}: {exc}") from exc
+                raise _sqlite_error(exc, f"cannot write {self.path}: {exc}") from exc
             self._depth += 1
             try:
                 yield self
@@ -204,7 +217,7 @@ class Store:
                 except sqlite3.Error:
                     pass
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"cannot write {self.path}: {exc}") from exc
+                    raise _sqlite_error(exc, f"cannot write {self.path}: {exc}") from exc
                 raise
             else:
                 self._depth -= 1
@@ -216,7 +229,7 @@ class Store:
                             self.conn.execute("ROLLBACK")
                         except sqlite3.Error:
                             pass
-                    raise StorageError(f"cannot write {self.path}: {exc}") from exc
+                    raise _sqlite_error(exc, f"cannot write {self.path}: {exc}") from exc
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -245,7 +258,7 @@ class Store:
                 names = [d[0] for d in cur.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot read {self.path}: {exc}") from exc
+                raise _sqlite_error(exc, f"cannot read {self.path}: {exc}") from exc
 
     # -- migrations ---------------------------------------------------------------
 

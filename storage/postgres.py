@@ -41,7 +41,7 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-from storage.db import StorageError, Store, StoreUnreachable, refuse_newer_schema
+from storage.db import StorageError, Store, StoreBusy, StoreUnreachable, refuse_newer_schema
 from storage.dialect import POSTGRES_DIALECT, JsonParam, mentions_rowid, to_postgres
 from storage.limits import DeadLetterCap
 from storage.records import iso
@@ -297,7 +297,10 @@ class PostgresStore(Store):
             return
 
     def _wrap(self, exc: Exception) -> StorageError:
-        return StorageError(f"cannot write {self._where}: {type(exc).__name__}: {exc}".strip())
+        # a lock wait or statement cut by statement_timeout (57014), a lock not available
+        # (55P03): another session held what this one needed, for now
+        busy = getattr(exc, "sqlstate", None) in ("57014", "55P03")
+        return (StoreBusy if busy else StorageError)(f"cannot write {self._where}: {type(exc).__name__}: {exc}".strip())
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:

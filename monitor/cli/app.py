@@ -109,14 +109,17 @@ def run(config: ConfigOpt) -> None:
 
 def _start_daemon(daemon_cls: Any, cfg: Any, config: Path) -> Any:
     """The daemon, or exit 2 with what to fix when its store or a reference cannot be used;
-    exit 1 when the shared database is unreachable for now (a service manager retries)."""
+    exit 1 when the shared database is unreachable or the store held by another process
+    for now (a service manager retries)."""
     from monitor.references.load import ReferenceError  # noqa: PLC0415
-    from storage.db import StorageError, StoreUnreachable  # noqa: PLC0415
+    from storage.db import StorageError, StoreBusy, StoreUnreachable  # noqa: PLC0415
 
     try:
         return daemon_cls(cfg, config_path=config)
-    except StoreUnreachable as exc:
-        typer.echo(f"driftwarden: storage.url: {exc}; exiting with status 1 to be started again"
+    except (StoreUnreachable, StoreBusy) as exc:
+        key = "storage.url" if cfg.storage.url is not None else "daemon.state_dir"
+        why = "" if isinstance(exc, StoreUnreachable) else " (held by another process for now)"
+        typer.echo(f"driftwarden: {key}: {exc}{why}; exiting with status 1 to be started again"
                    " (systemd's Restart=on-failure, a container's restart policy)", err=True)
         raise typer.Exit(1) from None
     except StorageError as exc:

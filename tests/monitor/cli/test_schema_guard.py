@@ -50,3 +50,23 @@ def test_check_before_start_fails_on_a_shared_store_a_newer_version_migrated(
     out = res.stdout + res.stderr
     assert f"schema version {LATEST_VERSION + 1}, newer than this driftwarden knows" in out
     assert "not fatal before start" not in out.split("newer than this driftwarden knows")[1].splitlines()[0]
+
+
+def test_run_held_out_by_another_writer_exits_1_to_be_started_again(tmp_path: Path) -> None:
+    """A backup or another process holding the SQLite file past the busy timeout is not a
+    config error: status 2 kept the systemd unit down (RestartPreventExitStatus=2)."""
+    import sqlite3
+
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)
+    open_state_store(tmp_path / "state").close()
+    holder = sqlite3.connect(tmp_path / "state" / "driftwarden.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        res = run_cli("run", "-c", str(cfg))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "database is locked (held by another process for now); exiting with status 1 to be started again" \
+        in res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
