@@ -125,7 +125,7 @@ class Store:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             except sqlite3.Error as exc:
                 conn.close()
-                raise _sqlite_error(exc, f"cannot read {self.path}: {exc}") from exc
+                conn = self.conn = self._immutable(exc, busy_timeout_ms)
         if not readonly:
             try:
                 if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
@@ -139,6 +139,28 @@ class Store:
                 raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
             if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
                 self.migrate()
+
+    def _immutable(self, first: sqlite3.Error, busy_timeout_ms: int) -> sqlite3.Connection:
+        """A read of a copy SQLite cannot open read-only as it is: in WAL mode it must create
+        its ``-shm`` file beside it, which a read-only filesystem or a folder this user may not
+        write refuses. A copy (no ``-shm`` file: no process has it open; no ``-wal`` file
+        holding commits) is all in its database file, which SQLite then reads as immutable
+        (no ``-shm``, no locks); otherwise ``first``."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        shm = self.path.with_name(self.path.name + "-shm")
+        try:
+            a_copy = not shm.exists() and (not wal.exists() or wal.stat().st_size == 0)
+        except OSError:
+            a_copy = False
+        if a_copy and self.path.is_file():
+            try:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                       check_same_thread=False, timeout=busy_timeout_ms / 1000)
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.Error:
+                pass
+        raise _sqlite_error(first, f"cannot read {self.path}: {first}") from first
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path, **kwargs: Any) -> Store:

@@ -51,6 +51,28 @@ def config_of(config: Path | None) -> Any | None:
         raise CliError(str(exc), 2) from None
 
 
+def _not_yours(folder: Path) -> str:
+    """Why this user may not enter ``folder``, and the fix: the state dir is 0700 and
+    belongs to the daemon's user."""
+    import os  # noqa: PLC0415
+    import pwd  # noqa: PLC0415
+
+    def name(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+
+    try:
+        uid = folder.stat().st_uid
+    except OSError:
+        return f"this command runs as {name(os.geteuid())}; run it as the daemon's user"
+    owner = name(uid)
+    sudo = f"'#{uid}'" if owner.startswith("uid ") else owner
+    return (f"it belongs to {owner} and this command runs as {name(os.geteuid())}; run it as {owner}"
+            f" (e.g. sudo -u {sudo} driftwarden ...)")
+
+
 def open_store(config: Path | None, state_dir: Path | None, *, write: bool = False) -> Any:
     """The store of the state dir, or the shared PostgreSQL of the config's ``[storage] url``
     (unless ``--state-dir`` is given); read-only unless ``write``; never migrated."""
@@ -62,7 +84,11 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
             return _shared_store(cfg, write=write)
     folder = state_dir_of(config, state_dir)
     path = folder / DB_FILENAME
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except PermissionError:
+        raise CliError(f"cannot enter {folder}: {_not_yours(folder)}") from None
+    if not exists:
         where = "--state-dir" if state_dir is not None else "daemon.state_dir"
         raise CliError(
             f"no database at {path}: the daemon has not run with this state dir yet, or {where}"

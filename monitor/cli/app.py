@@ -168,10 +168,18 @@ def healthcheck(
     timeout: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds to wait for the answer.")] = 5.0,
 ) -> None:
     """Ask the running daemon's /healthz at the configured listen address: exit 0 if it answers 200, else 1."""
-    cfg = _load(config)
-    from monitor.cli.health import healthz_url, probe  # noqa: PLC0415
+    from monitor.cli.health import healthz_url, listen_of, probe  # noqa: PLC0415
+    from monitor.config import ConfigError, load_config  # noqa: PLC0415
 
-    ok, line = probe(healthz_url(cfg), timeout)
+    try:
+        target: Any = load_config(config)
+    except ConfigError:  # edited since the daemon read it: still ask the daemon (exit 0 or 1 only)
+        try:
+            target = listen_of(config)
+        except ValueError as exc:
+            typer.echo(f"driftwarden: daemon.http_listen: {exc}", err=True)
+            raise typer.Exit(1) from None
+    ok, line = probe(healthz_url(target), timeout)
     typer.echo(line, err=not ok)
     raise typer.Exit(0 if ok else 1)
 

@@ -7,14 +7,34 @@ listener (``0.0.0.0``, ``::``) is probed on the loopback address of its family.
 
 from __future__ import annotations
 
+import os
+import tomllib
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-from monitor.config import Config
+from monitor.config import Config, DaemonConfig
 
 
-def healthz_url(cfg: Config) -> str:
-    host, port = cfg.daemon.listen_address
+def listen_of(path: Path) -> DaemonConfig:
+    """The listen address of a config file that does not validate (edited since the daemon
+    read it: a reload was refused and the daemon runs on): ``daemon.http_listen`` from
+    ``DRIFTWARDEN_DAEMON__HTTP_LISTEN`` or the file, read alone, else the default. The
+    probe asks the daemon, not the file: a bad edit must not make a running daemon look
+    unhealthy. ``ValueError`` when that address itself is unusable."""
+    listen = os.environ.get("DRIFTWARDEN_DAEMON__HTTP_LISTEN")
+    if listen is None:
+        try:
+            daemon = tomllib.loads(path.read_text(encoding="utf-8")).get("daemon", {})
+            listen = daemon.get("http_listen") if isinstance(daemon, dict) else None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            listen = None
+    return DaemonConfig() if listen is None else DaemonConfig(http_listen=listen)
+
+
+def healthz_url(cfg: Config | DaemonConfig) -> str:
+    daemon = cfg.daemon if isinstance(cfg, Config) else cfg
+    host, port = daemon.listen_address
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":

@@ -84,3 +84,75 @@ def test_check_fails_with_status_2_on_what_this_host_decides(setup: dict[str, Pa
         _refused(res, 2, f"✗ database: cannot read {setup['damaged'] / 'driftwarden.db'}: file is not a database")
         fresh = run_cli("check", "--pre-start", "-c", str(setup["cfg"]))
         assert f"✓ database {tmp_path / 'state' / 'driftwarden.db'} created at start" in fresh.stdout, fresh.stdout
+
+
+def _as_another_user(*args: str, uid: int | None = None) -> object:
+    """``driftwarden ARGS`` without the power to pass over file permissions (root's
+    CAP_DAC_OVERRIDE dropped with setpriv; as uid ``uid`` when given), as an on-call
+    engineer's own account meets the daemon's files."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be enforced")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+        if uid is not None:
+            prefix += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    elif uid is not None:
+        pytest.skip("needs root to act as another uid")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    return subprocess.run([*prefix, sys.executable, "-m", "monitor.cli.app", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_read_commands_name_a_state_dir_they_may_not_enter(tmp_path: Path) -> None:
+    """The state dir is 0700 and belongs to the daemon's user: another user got a traceback."""
+    import os
+
+    from storage.db import Store
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the state dir to another user")
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)
+    state = tmp_path / "state"
+    Store.in_state_dir(state).close()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(cfg, 0o644)
+    os.chown(state, 4321, 4321)  # the daemon's user; the command runs as root without its bypass
+    os.chmod(state, 0o700)
+    res = _as_another_user("windows", "-c", str(cfg))
+    _refused(res, 1, f"driftwarden: cannot enter {state}: it belongs to uid 4321 and this command runs as root;"
+             " run it as uid 4321")
+
+
+def test_a_copy_on_a_folder_this_user_may_not_write_is_read(tmp_path: Path) -> None:
+    """A backup copy (WAL mode, no -wal or -shm) in a folder or filesystem this user cannot
+    write: SQLite could not create the -shm file, so the copy 'could not be read'."""
+    import os
+    import sqlite3
+
+    from storage.db import Store
+
+    live = Store.in_state_dir(tmp_path / "state")
+    live.close()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    src = sqlite3.connect(tmp_path / "state" / "driftwarden.db")
+    dst = sqlite3.connect(copy / "driftwarden.db")
+    src.backup(dst)
+    dst.close()
+    src.close()
+    assert not (copy / "driftwarden.db-shm").exists()
+    os.chmod(copy / "driftwarden.db", 0o644)
+    os.chmod(copy, 0o555)
+    try:
+        res = _as_another_user("windows", "--state-dir", str(copy))
+    finally:
+        os.chmod(copy, 0o755)
+    assert res.returncode == 0, (res.stdout, res.stderr)  # type: ignore[attr-defined]
+    assert "Traceback" not in res.stderr  # type: ignore[attr-defined]
