@@ -88,25 +88,31 @@ class Daemon:
         secure_state_dir(config.daemon.state_dir, database=config.storage.url is None)
         #: this instance in the store (partition owner, outbox claims)
         self.instance = instance_id()
-        self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
-        switch_to_incremental_vacuum(self.store)
+        # -- systemd (all no-ops without NOTIFY_SOCKET)
+        self.systemd = SystemdNotifier()
+        # a schema migration, a first VACUUM or 100 references to prepare may outlast
+        # TimeoutStartSec: systemd is asked for more time while they run
+        with self.systemd.extending("starting: opening the store (migrating its schema if needed)"):
+            self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
+            switch_to_incremental_vacuum(self.store)
         self.prune = RetentionJob(config, self.store, clock=clock)
         #: what the prune removed so far (``/metrics``)
         self.retention = self.prune.stats
         from monitor.service.alerting import Alerting  # noqa: PLC0415
 
         self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event, owner=self.instance)
-        try:
-            # loads and validates every reference: a bad one raises ReferenceError
-            self.pipeline = Pipeline(
-                config, self.store, clock=clock, on_window=self.alerting.on_window,
-                on_performance=self.alerting.on_performance,
-                max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
-                on_outcome=self.alerting.flush_outcome,
-            )
-        except BaseException:
-            self.store.close()
-            raise
+        with self.systemd.extending("starting: loading and preparing the references"):
+            try:
+                # loads and validates every reference: a bad one raises ReferenceError
+                self.pipeline = Pipeline(
+                    config, self.store, clock=clock, on_window=self.alerting.on_window,
+                    on_performance=self.alerting.on_performance,
+                    max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
+                    on_outcome=self.alerting.flush_outcome,
+                )
+            except BaseException:
+                self.store.close()
+                raise
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         if self.pipeline.labels is not None:
             # a flush that builds a large id index (millions of pending predictions) turns
@@ -141,8 +147,6 @@ class Daemon:
         self._http: Any = None
         self._want_http = http
         self._storage_error: str | None = None
-        # -- systemd (all no-ops without NOTIFY_SOCKET)
-        self.systemd = SystemdNotifier()
         self._notified_ready = False
         self._status_at = 0.0
         self._status_count = 0

@@ -18,12 +18,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 log = logging.getLogger("driftwarden.systemd")
 
 #: a STATUS= text is cut to this many characters (systemd shows one line)
 MAX_STATUS = 200
+#: seconds of start timeout each ``EXTEND_TIMEOUT_USEC`` asks for, and seconds between two
+#: asks (well inside it: a late datagram must not let the timeout lapse)
+EXTEND_BY = 90.0
+EXTEND_EVERY = 20.0
 
 
 def _address(raw: str) -> str | None:
@@ -124,6 +129,32 @@ class SystemdNotifier:
             return False
         self._last_kick = now
         return self.send("WATCHDOG=1")
+
+    @contextmanager
+    def extending(self, status: str, *, every: float = EXTEND_EVERY) -> Iterator[None]:
+        """While the block runs (start-up: a schema migration, references to prepare),
+        ask systemd every ``every`` seconds for :data:`EXTEND_BY` more seconds of start
+        timeout (``EXTEND_TIMEOUT_USEC``, systemd 236+), with ``status``. A long migration
+        is then not killed by ``TimeoutStartSec`` and begun again at every restart; a
+        process that hangs stops asking and is still stopped. A no-op without systemd."""
+        if self.address is None:
+            yield
+            return
+        done = threading.Event()
+
+        def extend() -> None:
+            while True:
+                self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1_000_000)}", *self._status_field(status))
+                if done.wait(every):
+                    return
+
+        thread = threading.Thread(target=extend, name="systemd-extend", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
 
     def close(self) -> None:
         with self._lock:

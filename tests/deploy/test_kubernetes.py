@@ -36,6 +36,18 @@ def test_one_replica_recreated_non_root() -> None:
     assert pod["terminationGracePeriodSeconds"] > 30  # more than daemon.shutdown_timeout
 
 
+def test_the_migration_runs_first_without_probes_on_the_same_files() -> None:
+    """A large store's migration outlasted the startup probe, which restarted the pod and
+    so the migration, for ever: an init container runs it, with no probe."""
+    pod = docs()["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (c,) = pod["containers"]
+    assert init["args"] == ["migrate"] and init["image"] == c["image"]
+    assert not {"startupProbe", "livenessProbe", "readinessProbe"} & set(init)
+    assert init["securityContext"] == c["securityContext"]
+    assert init["volumeMounts"] == c["volumeMounts"]
+
+
 def test_probes_and_mounts() -> None:
     c = docs()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"

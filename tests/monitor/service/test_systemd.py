@@ -48,6 +48,24 @@ def test_messages_are_datagrams_of_key_value_lines() -> None:
     assert got[3] == ["STOPPING=1", "STATUS=draining"]
 
 
+def test_long_start_up_work_asks_for_more_start_time_until_it_ends() -> None:
+    """A migration of a large store outlasted TimeoutStartSec: systemd killed it and every
+    restart began it again. While it runs, EXTEND_TIMEOUT_USEC asks for more time."""
+    with NotifySocket() as ns:
+        n = SystemdNotifier(ns.env())
+        with n.extending("starting: migrating", every=0.05):
+            time.sleep(0.3)
+        after = len(ns.snapshot())
+        time.sleep(0.2)
+        got = [fields for _, fields in ns.snapshot()]
+        n.close()
+    assert len(got) == after >= 3  # nothing once the work ended
+    assert all(fields == ["EXTEND_TIMEOUT_USEC=90000000", "STATUS=starting: migrating"] for fields in got)
+    quiet = SystemdNotifier({})
+    with quiet.extending("x"):  # without systemd: nothing, no thread
+        pass
+
+
 def test_status_is_one_bounded_line() -> None:
     with NotifySocket() as ns:
         n = SystemdNotifier(ns.env())
@@ -147,9 +165,12 @@ def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_sta
         try:
             assert wait_ready(cfg), log.read_text()[-2000:]
             assert wait_for(lambda: ns.has("READY=1"), timeout=10)
-            # READY=1 came with the assignment, after the "waiting" status
+            # READY=1 came with the assignment, after the start-up and "waiting" statuses
             statuses = ns.statuses()
-            assert statuses[0] == "waiting for Kafka partition assignment", statuses
+            assert statuses[:3] == ["starting: opening the store (migrating its schema if needed)",
+                                    "starting: loading and preparing the references",
+                                    "waiting for Kafka partition assignment"], statuses
+            assert ns.has("EXTEND_TIMEOUT_USEC=90000000")
             assert "consuming" in statuses
             assert wait_for(lambda: durable_offset(db) >= 400, timeout=30)
             healthy_from = time.monotonic()
