@@ -75,6 +75,10 @@ def test_following_the_walkthrough_shows_windows(broker: EmbeddedBroker, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "✓ config: 1 model(s), 0 rule(s), 0 notifier(s); reference(s): churn 2000 rows" in out
+    # the check's lines in the README's order (the sample there once lacked two of them)
+    checked = [line.split()[1] for line in out.splitlines() if line.startswith(("✓ ", "! "))]
+    assert checked == ["config:", "http", "state", *([] if PG_MODE else ["database"]),
+                       *(["storage"] if PG_MODE else []), "kafka:"], out
     assert "sent 4800 events" in out
     table = out[out.index("windows, newest first"):]
     assert "model churn, version v1, segment (all)" in table.splitlines()[0], table
