@@ -122,7 +122,14 @@ def _restrict(path: Path) -> bool:
     try:
         os.chmod(path, new)
     except OSError as exc:
-        log.error("state dir: cannot restrict %s (mode %04o): %s", path, mode, exc)
+        if st.st_uid != os.geteuid():
+            # a mounted volume's root (Kubernetes' fsGroup: root-owned, group-writable): not
+            # ours to change, and what the daemon writes in it is 0600 all the same
+            log.warning("state dir: %s (mode %04o) belongs to uid %d, not this process's uid %d, and"
+                        " cannot be narrowed (%s); the files the daemon writes in it are 0600",
+                        path, mode, st.st_uid, os.geteuid(), exc.strerror or exc)
+        else:
+            log.error("state dir: cannot restrict %s (mode %04o): %s", path, mode, exc)
         return False
     log.warning(
         "state dir: %s was readable by others (mode %04o): changed to %04o", path, mode, new

@@ -59,3 +59,31 @@ def test_existing_open_state_dir_is_restricted_and_logged(tmp_path: Path, caplog
     assert f"state dir: {state} was readable by others (mode 0755): changed to 0700" in caplog.messages
     assert len(caplog.messages) == 5
     assert secure_state_dir(state) == []  # nothing left to fix
+
+
+def test_a_volume_root_owned_by_another_user_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """Kubernetes mounts a volume with fsGroup as root-owned and group-writable: the daemon
+    cannot narrow it, which logged an ERROR at every start although nothing was wrong."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as the daemon's user on a root-owned folder")
+    import tempfile
+
+    outer = Path(tempfile.mkdtemp(prefix="dw-volume-"))  # pytest's own folders are 0700
+    volume = outer / "volume"
+    volume.mkdir()
+    os.chmod(outer, 0o755)
+    os.chmod(volume, 0o2777)  # root-owned; the daemon's uid may write in it
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(levelname)s %(message)s');"
+            "from storage.state_dir import secure_state_dir; secure_state_dir(sys.argv[1])")
+    res = subprocess.run(["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups", "--inh-caps=-all",
+                          "--bounding-set=-all", sys.executable, "-c", code, str(volume)],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 0, res.stderr
+    assert "ERROR" not in res.stdout, res.stdout
+    assert f"WARNING state dir: {volume} (mode 2777) belongs to uid 0, not this process's uid 4321" in res.stdout
+    assert mode(volume / "driftwarden.db") == 0o600
+    shutil.rmtree(outer)
