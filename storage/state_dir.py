@@ -135,3 +135,60 @@ def _restrict(path: Path) -> bool:
         "state dir: %s was readable by others (mode %04o): changed to %04o", path, mode, new
     )
     return True
+
+
+#: the lock file of a state directory: a daemon holds a shared lock on it while it runs, a
+#: replay an exclusive one, so neither starts on a folder the other is using
+LOCK_FILENAME = ".driftwarden.lock"
+#: the file that marks a folder as a replay's own: a replay rewrites only such folders and
+#: a daemon refuses to start on one (its tables would be replaced by the next replay)
+REPLAY_MARKER = ".driftwarden-replay"
+
+
+class StateDirBusy(StateDirError):
+    """Another driftwarden process (a daemon or a replay) is using the state directory."""
+
+
+class StateDirLock:
+    """An ``flock`` held on a state directory's lock file until :meth:`release` (or the
+    process ends: the kernel drops it, so a crash never leaves a stale lock)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateDirLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def lock_state_dir(state_dir: str | Path, *, exclusive: bool) -> StateDirLock:
+    """Lock ``state_dir`` (which must exist): shared (a daemon) or exclusive (a replay).
+
+    Never waits: raises :class:`StateDirBusy` when a conflicting lock is held (a replay
+    while a daemon or another replay runs there, a daemon while a replay runs there),
+    :class:`StateDirError` when the lock file cannot be created. The lock file is 0600.
+    """
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    path = Path(state_dir) / LOCK_FILENAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise StateDirError(f"{path.parent}: cannot create its lock file: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        holder = "a replay" if (path.parent / REPLAY_MARKER).exists() else "a running daemon"
+        raise StateDirBusy(f"{path.parent} is in use by {holder} (it holds {path}); wait for it to end,"
+                           " or give another folder") from None
+    return StateDirLock(path, fd)

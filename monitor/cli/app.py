@@ -113,9 +113,12 @@ def _start_daemon(daemon_cls: Any, cfg: Any, config: Path) -> Any:
     for now (a service manager retries)."""
     from monitor.references.load import ReferenceError  # noqa: PLC0415
     from storage.db import StorageError, StoreBusy, StoreUnreachable  # noqa: PLC0415
+    from storage.state_dir import StateDirError  # noqa: PLC0415
 
     try:
         return daemon_cls(cfg, config_path=config)
+    except StateDirError as exc:  # a replay's folder, or one a replay is using
+        typer.echo(f"driftwarden: {exc}", err=True)
     except (StoreUnreachable, StoreBusy) as exc:
         key = "storage.url" if cfg.storage.url is not None else "daemon.state_dir"
         why = "" if isinstance(exc, StoreUnreachable) else " (held by another process for now)"

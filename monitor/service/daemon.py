@@ -49,7 +49,7 @@ from monitor.service.store import open_store
 from monitor.service.systemd import SystemdNotifier
 from monitor.service.telemetry import consumer_lag, log_shutdown, log_startup, package_version
 from storage.db import StorageError, Store
-from storage.state_dir import secure_state_dir
+from storage.state_dir import REPLAY_MARKER, StateDirError, lock_state_dir, secure_state_dir
 from storage.stream import adopt_legacy_state, partition_rows, release_partitions
 
 #: seconds between two attempts to claim partitions whose claim failed
@@ -86,15 +86,27 @@ class Daemon:
         self.kafka_connected = False
         # 0700 / 0600, before anything is written (uploaded references live there with any store)
         secure_state_dir(config.daemon.state_dir, database=config.storage.url is None)
+        if (Path(config.daemon.state_dir) / REPLAY_MARKER).exists():
+            raise StateDirError(
+                f"daemon.state_dir: {config.daemon.state_dir} is a `driftwarden replay` folder (it holds"
+                f" {REPLAY_MARKER}): the next replay there would replace the daemon's tables. Give the daemon"
+                " a folder of its own"
+            )
+        # shared: instances may share a folder as before; a replay (exclusive) may not meanwhile
+        self._state_lock = lock_state_dir(config.daemon.state_dir, exclusive=False)
         #: this instance in the store (partition owner, outbox claims)
         self.instance = instance_id()
         # -- systemd (all no-ops without NOTIFY_SOCKET)
         self.systemd = SystemdNotifier()
         # a schema migration, a first VACUUM or 100 references to prepare may outlast
         # TimeoutStartSec: systemd is asked for more time while they run
-        with self.systemd.extending("starting: opening the store (migrating its schema if needed)"):
-            self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
-            switch_to_incremental_vacuum(self.store)
+        try:
+            with self.systemd.extending("starting: opening the store (migrating its schema if needed)"):
+                self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
+                switch_to_incremental_vacuum(self.store)
+        except BaseException:
+            self._state_lock.release()
+            raise
         self.prune = RetentionJob(config, self.store, clock=clock)
         #: what the prune removed so far (``/metrics``)
         self.retention = self.prune.stats
@@ -112,6 +124,7 @@ class Daemon:
                 )
             except BaseException:
                 self.store.close()
+                self._state_lock.release()
                 raise
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         if self.pipeline.labels is not None:
@@ -885,6 +898,7 @@ class Daemon:
         if self._reads is not None:
             self._reads.close()
         self.store.close()
+        self._state_lock.release()
         self.systemd.close()
         self.on_event("stopped", {})
 
