@@ -205,6 +205,9 @@ def replay(
     if not data.is_file():
         typer.echo(f"driftwarden: DATA: no file {data}", err=True)
         raise typer.Exit(2)
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -215,9 +218,12 @@ def replay(
     )
 
     from monitor.references.load import ReferenceError  # noqa: PLC0415
-    from monitor.service.replay import ReplayError, run_replay  # noqa: PLC0415
+    from monitor.service.replay import ReplayError, ReplayInterrupted, run_replay  # noqa: PLC0415
     from monitor.service.replay_source import ReplaySourceError, count_rows  # noqa: PLC0415
+    from storage.state_dir import DAEMON_UMASK  # noqa: PLC0415
 
+    os.umask(DAEMON_UMASK)  # the replay's folder is 0700 and its files 0600, as a daemon's
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     console = Console(stderr=True, highlight=False)
     try:
         total = count_rows(data)
@@ -229,6 +235,9 @@ def replay(
     except (ReplayError, ReplaySourceError, ReferenceError) as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None
+    except ReplayInterrupted as exc:
+        typer.echo(f"driftwarden: {exc}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(
         f"replayed {result.rows} rows: {result.windows} windows, {result.late_rows} late rows,"
         f" {result.dead_letters} dead letters, {result.alerts_fired} alert(s) fired"

@@ -17,6 +17,8 @@ engine's clock stands still at the replay's start (alert times are not event tim
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,15 +27,40 @@ from typing import Any
 
 from monitor.config import Config
 from monitor.service.replay_source import ReplaySource
+from storage.db import DB_FILENAME
+from storage.state_dir import (
+    DIR_MODE,
+    FILE_MODE,
+    LOCK_FILENAME,
+    REPLAY_MARKER,
+    StateDirError,
+    StateDirLock,
+    lock_state_dir,
+)
 
 log = logging.getLogger("driftwarden.replay")
 
-#: the file that marks a folder as a replay's own (a replay rewrites only such folders)
-MARKER = ".driftwarden-replay"
+#: the file that marks a folder as a replay's own (a replay rewrites only such folders,
+#: and a daemon refuses to start on one)
+MARKER = REPLAY_MARKER
+#: where a replay writes its tables until it finishes (then renamed to the database)
+PARTIAL_DB = "driftwarden.db.partial"
 
 
 class ReplayError(Exception):
     """The replay cannot start; the message says what to fix."""
+
+
+class ReplayInterrupted(Exception):
+    """The replay was stopped (Ctrl-C, SIGTERM) before the end of the file: nothing it
+    wrote was kept; the folder holds what it held before."""
+
+    def __init__(self, rows: int, state_dir: Path) -> None:
+        super().__init__(
+            f"replay interrupted after {rows} rows: nothing of it was kept; {state_dir} holds what it held"
+            " before (an earlier replay's tables, or none)"
+        )
+        self.rows = rows
 
 
 @dataclass
@@ -61,24 +88,55 @@ class _Clock:
         return self.now
 
 
-def prepare_replay_dir(state_dir: Path) -> None:
-    """Use ``state_dir`` for a replay: new, empty, or one an earlier replay made (rewritten)."""
+def claim_replay_dir(state_dir: Path) -> StateDirLock:
+    """Take ``state_dir`` for a replay and hold it: new, empty, or an earlier replay's.
+
+    The folder is created 0700 (an existing one narrowed to it), marked with
+    :data:`MARKER` (0600), and locked exclusively (:func:`storage.state_dir.lock_state_dir`)
+    until the returned lock is released: a daemon never runs on it meanwhile, nor another
+    replay. Nothing else in it is touched. Raises :class:`ReplayError` for a file where the
+    folder should be, a folder a replay did not make (a daemon's), a folder in use.
+    """
     state_dir = Path(state_dir)
-    if state_dir.exists():
-        if not state_dir.is_dir():
-            raise ReplayError(f"--state-dir {state_dir} is not a folder")
-        if any(state_dir.iterdir()) and not (state_dir / MARKER).is_file():
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ReplayError(f"--state-dir {state_dir} is not a folder")
+    try:
+        state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a parent folder should be, no permission
+        raise ReplayError(f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}") from None
+    try:
+        lock = lock_state_dir(state_dir, exclusive=True)
+    except StateDirError as exc:
+        raise ReplayError(f"--state-dir {exc}") from None
+    try:
+        others = [p.name for p in state_dir.iterdir() if p.name not in (LOCK_FILENAME, MARKER)]
+        if others and not (state_dir / MARKER).is_file():
             raise ReplayError(
                 f"--state-dir {state_dir} holds files a replay did not create (no {MARKER} marker); a replay"
                 " never writes into a live daemon's state. Give a new or empty folder"
             )
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:  # a file where a parent folder should be, no permission
-        raise ReplayError(f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}") from None
-    (state_dir / MARKER).write_text("created by `driftwarden replay`; a new replay rewrites this folder\n")
-    for name in ("driftwarden.db", "driftwarden.db-wal", "driftwarden.db-shm"):
-        (state_dir / name).unlink(missing_ok=True)
+        if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
+            state_dir.chmod(DIR_MODE)
+        fd = os.open(state_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("created by `driftwarden replay`; a new replay rewrites this folder\n")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _db_files(db: Path) -> list[Path]:
+    """A SQLite database file and its WAL companions."""
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+
+
+def _install(partial: Path, db: Path) -> None:
+    """Put the finished replay's database (closed: no WAL left) in place of the last one.
+    The old WAL files go first: left beside the new file, SQLite would apply them to it."""
+    for companion in _db_files(db)[1:]:
+        companion.unlink(missing_ok=True)
+    os.replace(partial, db)
 
 
 def replay_config(config: Config, state_dir: Path, *, notify: bool) -> Config:
@@ -102,7 +160,16 @@ def run_replay(
     chunk_rows: int = 10_000,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Replay ``data`` into ``state_dir``; ``progress(rows)`` after each chunk."""
+    """Replay ``data`` into ``state_dir``; ``progress(rows)`` after each chunk.
+
+    The file and the options are checked before the folder is touched
+    (:class:`~monitor.service.replay_source.ReplaySourceError`); the folder is then held
+    (:func:`claim_replay_dir`) for the whole run. The tables are written to
+    :data:`PARTIAL_DB` and take the place of the folder's database only once the replay
+    has finished: a replay that fails or is interrupted (``KeyboardInterrupt``, which the
+    CLI also raises on SIGTERM; re-raised as :class:`ReplayInterrupted`) leaves the folder
+    as it was (its partial tables are deleted).
+    """
     from monitor.service.alerting import Alerting  # noqa: PLC0415
     from monitor.service.pipeline import Pipeline  # noqa: PLC0415
     from storage.db import Store  # noqa: PLC0415
@@ -110,47 +177,65 @@ def run_replay(
     started = datetime.now(UTC)
     source = ReplaySource(config, data, time_column=time_column, model=model, chunk_rows=chunk_rows,
                           received_at=started)
-    prepare_replay_dir(state_dir)
+    state_dir = Path(state_dir)
     cfg = replay_config(config, state_dir, notify=notify)
-    clock = _Clock(started)
-    store = Store.in_state_dir(state_dir, synchronous="NORMAL")  # a replay can be rerun: speed over power cuts
-    alerting = None
-    try:
-        alerting = Alerting(cfg, store, clock=clock)
-        pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
-                            max_payload_bytes=cfg.daemon.max_payload_bytes)
-        pipeline.register_initial_references()
-        dead = 0
-        for chunk in source:
-            pipeline.process(chunk.batches, chunk.dead, {0: chunk.next_offset})
-            dead += len(chunk.dead)
+    rows = 0
+    with claim_replay_dir(state_dir):
+        partial = state_dir / PARTIAL_DB
+        for f in _db_files(partial):  # an earlier replay's, killed before it finished
+            f.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))  # SQLite's -wal/-shm copy it
+        clock = _Clock(started)
+        store = Store(partial, synchronous="NORMAL")  # a replay can be rerun: speed over power cuts
+        alerting = None
+        done = False
+        try:
+            alerting = Alerting(cfg, store, clock=clock)
+            pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
+                                max_payload_bytes=cfg.daemon.max_payload_bytes)
+            pipeline.register_initial_references()
+            for chunk in source:
+                # the daemon's own path: the live decoder, poison isolation, dead letters
+                pipeline.process_records(chunk.records)
+                if chunk.dead:
+                    pipeline.process({}, chunk.dead, {0: max(d.offset for d in chunk.dead) + 1})
+                pipeline.flush()
+                if notify:
+                    alerting.send_due(alerting.drain_timeout())
+                rows += chunk.rows
+                if progress is not None:
+                    progress(chunk.rows)
+            # the end of the file: close what is open, as the idle tick of a quiet stream does
+            longest = max((m.window.idle_timeout or timedelta(0) for m in cfg.models), default=timedelta(0))
+            clock.now = started + longest + timedelta(seconds=1)
+            for name in pipeline.models:
+                pipeline.last_activity.setdefault(name, started)
+            pipeline.tick()
             pipeline.flush()
             if notify:
-                alerting.send_due(alerting.drain_timeout())
-            if progress is not None:
-                progress(chunk.rows)
-        # the end of the file: close what is open, as the idle tick of a quiet stream does
-        longest = max((m.window.idle_timeout or timedelta(0) for m in cfg.models), default=timedelta(0))
-        clock.now = started + longest + timedelta(seconds=1)
-        for name in pipeline.models:
-            pipeline.last_activity.setdefault(name, started)
-        pipeline.tick()
-        pipeline.flush()
-        if notify:
-            _drain(alerting)
-        from storage.alerts import list_alerts  # noqa: PLC0415
+                _drain(alerting)
+            from storage.alerts import list_alerts  # noqa: PLC0415
 
-        fired = sum(1 for a in list_alerts(store) if a.get("fired_at"))
-        st = pipeline.stats
-        outcomes = _delivery_outcomes(store) if notify else {}
-        return ReplayResult(
-            st.rows, st.windows_closed, st.late_rows, dead, fired, outcomes.get("sent", 0), Path(state_dir),
-            deliveries_pending=outcomes.get("pending", 0), deliveries_dead=outcomes.get("dead", 0),
-        )
-    finally:
-        if alerting is not None and not alerting.worker.close(2 * alerting.drain_timeout()):
-            log.warning("replay: receivers still busy at the end; their deliveries stay pending")
-        store.close()
+            fired = sum(1 for a in list_alerts(store) if a.get("fired_at"))
+            st = pipeline.stats
+            outcomes = _delivery_outcomes(store) if notify else {}
+            result = ReplayResult(
+                st.rows, st.windows_closed, st.late_rows, sum(st.dead_letters.values()), fired,
+                outcomes.get("sent", 0), state_dir,
+                deliveries_pending=outcomes.get("pending", 0), deliveries_dead=outcomes.get("dead", 0),
+            )
+            done = True
+        except KeyboardInterrupt:
+            raise ReplayInterrupted(rows, state_dir) from None
+        finally:
+            if alerting is not None and not alerting.worker.close(2 * alerting.drain_timeout()):
+                log.warning("replay: receivers still busy at the end; their deliveries stay pending")
+            store.close()
+            if not done:
+                for f in _db_files(partial):
+                    f.unlink(missing_ok=True)
+        _install(partial, state_dir / DB_FILENAME)
+    return result
 
 
 def _delivery_outcomes(store: Any) -> dict[str, int]:

@@ -1,53 +1,83 @@
-"""Reading a file of events (CSV, Parquet or JSON lines) as the pipeline's column batches.
+"""Reading a file of events (CSV, Parquet or JSON lines) as the Kafka records it stands for.
 
-A row is one prediction event, with the same field names as the Kafka messages
-(``[models.fields]``): the model, event time, event id, version, the features (as
-columns of their own, or ``features.age`` as flattened nested JSON), the prediction and
-the segment keys (``region`` or ``segment.region``). Event time comes from the model's
-``ts`` field or ``--time-column``: RFC 3339 text or epoch milliseconds.
+Each row becomes the bytes of one message, and the replay hands them to the live
+decoder (:meth:`monitor.service.pipeline.Pipeline.process_records`), so a row is accepted,
+refused (a dead letter with the live reason code) or counted exactly as the daemon would
+count the same message: the limits (``kafka.max_message_bytes``, the event-time range and
+``kafka.max_future_skew`` against the wall clock, the event-id length), the segment rules
+and the NUL handling are the decoder's own.
 
-Rows are read in chunks (bounded memory) and become :class:`ColumnBatch` es exactly as
-the decoder would build them from the same JSON (numbers as float64, categories as text,
-``1.0`` as ``"1"``). Values are read leniently: a non-numeric value in a numerical column
-counts as missing (the live decoder would dead-letter the message). A row without a
-usable model, event time or prediction is a dead letter with the live reason codes
-(``unknown_model``, ``missing_field``, ``bad_type``), topic ``replay:<file name>`` and the
-row number as its offset.
+- JSON lines: each line is the message payload as it is (read with a bounded line length:
+  a line longer than ``kafka.max_message_bytes`` is a ``too_large`` dead letter, never
+  read whole into memory; a line that is not JSON is the decoder's ``not_json``). Blank
+  lines are skipped and not counted.
+- Parquet: each row as a Python dict (nested struct columns stay nested), rebuilt by
+  :class:`~monitor.service.replay_messages.MessageShaper`, then JSON.
+- CSV: every cell read as text (an empty cell is absent) and typed as the config says
+  (see :mod:`monitor.service.replay_messages`). A row the CSV reader cannot read (a cell
+  over ``kafka.max_message_bytes``, a cell count unlike the header's) is a dead letter
+  ``bad_csv``, the one reason code a live run never gives.
+
+Records carry topic ``replay:<file name>``, partition 0, and the row's number from 0 (JSON
+lines: the non-blank line's) as offset; they have no Kafka timestamp, so event times are
+bounded by the wall clock alone. Memory is bounded: a chunk holds at most ``chunk_rows``
+rows and about ``chunk_bytes`` of messages.
+
+Before anything is replayed, :class:`ReplaySource` checks the options against the file
+(the header of a CSV, the schema of a Parquet file, the first
+:data:`SCAN_LINES` lines of JSON lines): the event-time field (``--time-column`` or the
+model's ``ts``), the prediction, and a model field when the config has several models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import numpy as np
 import orjson
 
-from monitor.config import Config, ModelConfig
-from monitor.ingest.batch import ColumnBatch
-from monitor.ingest.schema import ModelSchema
-from monitor.references.load import categorical_values
+from monitor.config import Config
+from monitor.service.replay_messages import MessageShaper, encode
 from storage.dead_letters import DeadLetter
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
+#: JSON lines read before the replay starts to check the options against the file
+SCAN_LINES = 1000
 
 
 class ReplaySourceError(ValueError):
     """The file cannot be replayed as it is; the message says what to fix."""
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One chunk of the file as the pipeline takes it."""
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A row as the Kafka record the decoder reads (no Kafka timestamp: ``None``)."""
 
-    batches: dict[str, ColumnBatch]
-    dead: list[DeadLetter]
-    next_offset: int
-    rows: int
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    value: bytes
+
+
+@dataclass
+class Chunk:
+    """Rows of the file in order: ``records`` for the decoder, ``dead`` the rows the file
+    itself refused (a line over the size limit, an unreadable CSV row)."""
+
+    records: list[Record] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    nbytes: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.records) + len(self.dead)
 
 
 def file_format(path: Path) -> str:
@@ -61,195 +91,252 @@ def count_rows(path: Path) -> int | None:
     """Rows in the file (for the progress bar): Parquet's metadata, or the lines of text."""
     fmt = file_format(path)
     if fmt == "parquet":
-        import pyarrow as pa  # noqa: PLC0415
-        import pyarrow.parquet as pq  # noqa: PLC0415
-
-        try:
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        except (pa.ArrowException, OSError) as exc:
-            raise ReplaySourceError(f"{path}: not a readable Parquet file: {exc}") from None
+        return int(_parquet(path).metadata.num_rows)
     with path.open("rb") as fh:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     return max(0, lines - (1 if fmt == "csv" else 0))
 
 
-def _frames(path: Path, chunk_rows: int) -> Iterator[Any]:
-    import pandas as pd  # noqa: PLC0415
+def _parquet(path: Path) -> Any:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
 
-    fmt = file_format(path)
     try:
-        if fmt == "csv":
-            yield from pd.read_csv(path, chunksize=chunk_rows)
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq  # noqa: PLC0415
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
-        else:
-            lines: list[Any] = []
-            with path.open("rb") as fh:
-                for i, raw in enumerate(fh, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        lines.append(orjson.loads(raw))
-                    except orjson.JSONDecodeError as exc:
-                        raise ReplaySourceError(f"{path} line {i}: not JSON ({exc})") from None
-                    if len(lines) >= chunk_rows:
-                        yield pd.json_normalize(lines, sep=".")
-                        lines = []
-            if lines:
-                yield pd.json_normalize(lines, sep=".")
-    except ReplaySourceError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ReplaySourceError(f"cannot read {path}: {exc}") from None
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReplaySourceError(f"{path}: not a readable Parquet file: {exc}") from None
 
 
-def _column(df: Any, *names: str) -> Any | None:
-    for n in names:
-        if n and n in df.columns:
-            return df[n]
-    return None
+def read_lines(fh: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
+    """``(line, size)`` of each line without its line end; a line longer than ``limit``
+    bytes is yielded as its first ``limit + 1`` bytes with its full size, the rest read in
+    pieces and dropped (memory stays ``O(limit)``)."""
+    while True:
+        line = fh.readline(limit + 3)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) < limit + 3:
+            body = line[:-1] if line.endswith(b"\n") else line
+            if body.endswith(b"\r"):
+                body = body[:-1]
+            yield body, len(body)
+            continue
+        size = len(line)
+        head = line[: limit + 1]
+        while not line.endswith(b"\n"):
+            line = fh.readline(1 << 20)
+            if not line:
+                break
+            size += len(line)
+        yield head, size - (1 if line.endswith(b"\n") else 0)
 
 
-def _times_ms(series: Any) -> np.ndarray:
-    """Epoch milliseconds (int64) with -1 where the time is missing or unreadable."""
-    import pandas as pd  # noqa: PLC0415
-
-    numeric = pd.to_numeric(series, errors="coerce")
-    out = np.full(len(series), -1, dtype=np.int64)
-    is_num = numeric.notna().to_numpy()
-    out[is_num] = numeric[is_num].to_numpy(dtype=np.float64).astype(np.int64)
-    text = ~is_num & series.notna().to_numpy()
-    if text.any():
-        parsed = pd.to_datetime(series[text].astype(str), utc=True, errors="coerce", format="ISO8601")
-        ok = parsed.notna().to_numpy()
-        idx = np.flatnonzero(text)[ok]
-        out[idx] = parsed[ok].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    return out
+def _names(obj: Any, prefix: str = "", depth: int = 2) -> Iterator[str]:
+    """A row's keys, and the dotted keys of nested objects (two levels)."""
+    if not isinstance(obj, dict):
+        return
+    for k, v in obj.items():
+        name = f"{prefix}{k}"
+        yield name
+        if depth > 1 and isinstance(v, dict):
+            yield from _names(v, name + ".", depth - 1)
 
 
 class ReplaySource:
-    """Chunks of a replay file for the models of ``config``."""
+    """The records of a replay file for the models of ``config`` (see the module doc).
+
+    Raises :class:`ReplaySourceError` when the file or the options cannot work (an
+    unknown ``--model``, a format not known, no event-time, prediction or model field),
+    before any row is replayed.
+    """
 
     def __init__(self, config: Config, path: Path, *, time_column: str | None = None, model: str | None = None,
-                 chunk_rows: int = 10_000, received_at: datetime) -> None:
+                 chunk_rows: int = 10_000, chunk_bytes: int = 32 << 20, received_at: datetime,
+                 model_field: str = "model") -> None:
         self.config = config
         self.path = Path(path)
-        self.time_column = time_column
-        self.force_model = model
+        self.fmt = file_format(self.path)
         self.chunk_rows = chunk_rows
+        self.chunk_bytes = chunk_bytes
         self.received_at = received_at
+        self.max_bytes = config.kafka.max_message_bytes
         self.topic = f"replay:{self.path.name}"
         if model is not None and model not in {m.name for m in config.models}:
             known = ", ".join(m.name for m in config.models)
             raise ReplaySourceError(f'--model: unknown model "{model}"; the config has: {known}')
-        file_format(self.path)
+        names = self._scan()
+        default_model = None
+        if model is None and model_field not in names:
+            if len(config.models) > 1:
+                raise ReplaySourceError(
+                    f'{self.path}: no "{model_field}" field to tell the models apart; add one or give --model'
+                )
+            default_model = config.models[0].name
+        self._check(names, time_column, model)
+        self.shaper = MessageShaper(config, model_field=model_field, time_column=time_column, force_model=model,
+                                    default_model=default_model)
+
+    # -- checking the options against the file ------------------------------------------
+
+    def _scan(self) -> set[str] | None:
+        """The field names the file has (``None``: JSON lines with no object to tell)."""
+        try:
+            if self.fmt == "csv":
+                with self.path.open(newline="", encoding="utf-8", errors="replace") as fh:
+                    csv.field_size_limit(max(self.max_bytes, 131_072))
+                    try:
+                        header = next(csv.reader(fh), [])
+                    except csv.Error as exc:
+                        raise ReplaySourceError(f"{self.path}: unreadable CSV header: {exc}") from None
+                if not any(header):
+                    raise ReplaySourceError(f"{self.path}: no header row (the first row names the columns)")
+                return set(header)
+            if self.fmt == "parquet":
+                return set(_names(_struct_names(_parquet(self.path).schema_arrow)))
+            names: set[str] = set()
+            seen = 0
+            with self.path.open("rb") as fh:
+                for line, size in read_lines(fh, self.max_bytes):
+                    if size > self.max_bytes or not line.strip():
+                        continue
+                    try:
+                        obj = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(obj, dict):
+                        names.update(_names(obj))
+                        seen += 1
+                        if seen >= SCAN_LINES:
+                            break
+            return names if seen else None
+        except OSError as exc:
+            raise ReplaySourceError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+
+    def _check(self, names: set[str] | None, time_column: str | None, model: str | None) -> None:
+        if names is None:
+            return  # no JSON object in the first lines: every line is a dead letter, as live
+        where = f"the first {SCAN_LINES} events of {self.path}" if self.fmt == "jsonl" else str(self.path)
+        models = [m for m in self.config.models if model is None or m.name == model]
+        if time_column is not None:
+            if time_column not in names:
+                raise ReplaySourceError(f'--time-column: no "{time_column}" field in {where}')
+        elif not any(m.fields.ts in names for m in models):
+            ts = " or ".join(sorted({f'"{m.fields.ts}"' for m in models}))
+            raise ReplaySourceError(f"no {ts} field for the event time in {where}; give --time-column")
+        if not any(m.fields.prediction in names for m in models):
+            pred = " or ".join(sorted({f'"{m.fields.prediction}"' for m in models}))
+            raise ReplaySourceError(f"no {pred} field (the prediction) in {where}")
+
+    # -- reading ----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Chunk]:
-        offset = 0
-        for df in _frames(self.path, self.chunk_rows):
-            yield self._chunk(df.reset_index(drop=True), offset)
-            offset += len(df)
-
-    def _chunk(self, df: Any, first: int) -> Chunk:
-        n = len(df)
-        offsets = np.arange(first, first + n, dtype=np.int64)
-        first_model = self.config.models[0]
-        if self.force_model is not None:
-            models = np.full(n, self.force_model, dtype=object)
-        else:
-            col = _column(df, first_model.fields.model)
-            if col is None:
-                if len(self.config.models) > 1:
-                    raise ReplaySourceError(
-                        f'{self.path}: no "{first_model.fields.model}" column to tell the models apart; add one'
-                        " or give --model"
-                    )
-                models = np.full(n, first_model.name, dtype=object)
+        rows = {"csv": self._csv_rows, "parquet": self._parquet_rows, "jsonl": self._jsonl_rows}[self.fmt]()
+        chunk = Chunk()
+        for item in rows:
+            if isinstance(item, DeadLetter):
+                chunk.dead.append(item)
             else:
-                models = col.astype(object).where(col.notna(), None).to_numpy(dtype=object)
-        dead: list[DeadLetter] = []
-        batches: dict[str, ColumnBatch] = {}
-        known = {m.name: m for m in self.config.models}
-        unknown = np.array([m not in known for m in models], dtype=bool)
-        for i in np.flatnonzero(unknown):
-            reason = "missing_field: model" if models[i] is None else f"unknown_model: {str(models[i])[:100]}"
-            dead.append(self._dead(df, int(i), int(offsets[i]), reason))
-        for name, m in known.items():
-            mask = (models == name) & ~unknown
-            if mask.any():
-                batch = self._batch(df[mask].reset_index(drop=True), offsets[mask], m, dead)
-                if batch is not None and len(batch):
-                    batches[name] = batch
-        return Chunk(batches, sorted(dead, key=lambda d: d.offset), first + n, n)
+                chunk.records.append(item)
+                chunk.nbytes += len(item.value)
+            if chunk.rows >= self.chunk_rows or chunk.nbytes >= self.chunk_bytes:
+                yield chunk
+                chunk = Chunk()
+        if chunk.rows:
+            yield chunk
 
-    def _dead(self, df: Any, i: int, offset: int, reason: str) -> DeadLetter:
-        """Row ``i`` of ``df`` (file row ``offset``) as a dead letter, its payload the row as JSON."""
-        row = {k: (None if _isna(v) else v) for k, v in df.iloc[i].to_dict().items()}
-        payload = orjson.dumps(row, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+    def _record(self, offset: int, value: bytes) -> Record:
+        return Record(self.topic, 0, offset, None, value)
+
+    def _dead(self, offset: int, reason: str, payload: bytes) -> DeadLetter:
         return DeadLetter(self.topic, 0, offset, reason, payload, self.received_at)
 
-    def _batch(self, df: Any, offsets: np.ndarray, m: ModelConfig, dead: list[DeadLetter]) -> ColumnBatch | None:
-        import pandas as pd  # noqa: PLC0415
+    def _jsonl_rows(self) -> Iterator[Record | DeadLetter]:
+        offset = 0
+        rewrite = self.shaper.rewrites_lines
+        with self.path.open("rb") as fh:
+            for line, size in read_lines(fh, self.max_bytes):
+                if size <= self.max_bytes and not line.strip():
+                    continue
+                if size > self.max_bytes:
+                    # the decoder's own wording (parse_envelope), with the line's full size
+                    yield self._dead(offset, f"too_large: {size} bytes > limit {self.max_bytes}", line)
+                elif rewrite:
+                    yield self._rewritten(offset, line)
+                else:
+                    yield self._record(offset, line)
+                offset += 1
 
-        schema = ModelSchema.from_config(m)
-        f = m.fields
-        pred = _column(df, f.prediction)
-        if pred is None:
-            raise ReplaySourceError(f'{self.path}: no "{f.prediction}" column (the prediction of model {m.name})')
-        ts_col = _column(df, self.time_column or f.ts)
-        if ts_col is None:
-            raise ReplaySourceError(
-                f'{self.path}: no "{self.time_column or f.ts}" column for the event time; give --time-column'
-            )
-        ts = _times_ms(ts_col)
-        keep = ts >= 0
-        for i in np.flatnonzero(~keep):
-            reason = (f"missing_field: {f.ts}" if _isna(ts_col.iloc[int(i)])
-                      else f"bad_type: {f.ts} is not an RFC 3339 time or epoch milliseconds")
-            dead.append(self._dead(df, int(i), int(offsets[i]), reason))
-        if not keep.any():
-            return None
-        df, offsets, ts = df[keep].reset_index(drop=True), offsets[keep], ts[keep]
-        n = len(df)
+    def _rewritten(self, offset: int, line: bytes) -> Record | DeadLetter:
+        """A line with the options applied (``--model``, ``--time-column``); a line that is
+        not a JSON object goes to the decoder as it is (it names what is wrong)."""
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return self._record(offset, line)
+        if not isinstance(obj, dict):
+            return self._record(offset, line)
+        return self._encoded(offset, self.shaper.message(obj, table=False), line)
 
-        def feature(name: str) -> Any:
-            return _column(df, name, f"{f.features}.{name}")
+    def _encoded(self, offset: int, msg: dict[str, Any], original: bytes) -> Record | DeadLetter:
+        try:
+            return self._record(offset, encode(msg))
+        except TypeError as exc:  # orjson.JSONEncodeError included: text not UTF-8, an int beyond 64 bits
+            return self._dead(offset, f"not_json: {exc}"[:500], original)
 
-        def text(series: Any | None) -> np.ndarray:
-            if series is None:
-                out = np.empty(n, dtype=object)
-                out[:] = None
-                return out
-            return categorical_values(series.astype(object).where(series.notna(), None).to_numpy(dtype=object))
+    def _parquet_rows(self) -> Iterator[Record | DeadLetter]:
+        offset = 0
+        for batch in _parquet(self.path).iter_batches(batch_size=max(1, min(self.chunk_rows, 10_000))):
+            for row in batch.to_pylist():
+                msg = self.shaper.message(row, table=True)
+                yield self._encoded(offset, msg, _payload(row))
+                offset += 1
 
-        def number(series: Any | None) -> np.ndarray:
-            if series is None:
-                return np.full(n, np.nan)
-            return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    def _csv_rows(self) -> Iterator[Record | DeadLetter]:
+        csv.field_size_limit(max(self.max_bytes, 131_072))
+        with self.path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            offset = 0
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    code = "too_large" if "field limit" in str(exc) else "bad_csv"
+                    yield self._dead(offset, f"{code}: CSV row ending on line {reader.line_num}: {exc}", b"")
+                    offset += 1
+                    continue
+                if not cells:
+                    continue  # a blank line
+                if len(cells) != len(header):
+                    yield self._dead(offset, f"bad_csv: {len(cells)} cells, the header has {len(header)}",
+                                     _csv_line(cells))
+                    offset += 1
+                    continue
+                row = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
+                msg = self.shaper.message(row, table=True, text=True)
+                yield self._encoded(offset, msg, _csv_line(cells))
+                offset += 1
 
-        cols: dict[str, np.ndarray] = {c: number(feature(c)) for c in schema.numerical}
-        cols.update({c: text(feature(c)) for c in schema.categorical})
-        prediction = df[pred.name]
-        cols[m.prediction] = number(prediction) if schema.prediction_type == "numerical" else text(prediction)
-        segs = {s: text(_column(df, f"{f.segment}.{s}", s)) for s in schema.segments}
-        eid = text(_column(df, f.event_id))
-        eid[np.equal(eid, None)] = ""
-        ver = text(_column(df, f.version))
-        ver[np.equal(ver, None)] = ""
-        return ColumnBatch(
-            model=m.name, ts_ms=ts, partition=np.zeros(n, dtype=np.int32), offset=offsets.astype(np.int64),
-            event_id=eid, version=ver, segments=segs, columns=cols,
-        )
+
+def _struct_names(schema: Any) -> dict[str, Any]:
+    """A Parquet schema as nested dicts of field names (for :func:`_names`)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    def walk(fields: Iterable[Any]) -> dict[str, Any]:
+        return {f.name: walk(f.type) if pa.types.is_struct(f.type) else None for f in fields}
+
+    return walk(schema)
 
 
-def _isna(v: Any) -> bool:
-    """Missing as pandas says it (None, NaN, NA, NaT), for scalars only."""
-    import pandas as pd  # noqa: PLC0415
+def _payload(row: dict[str, Any]) -> bytes:
+    """A Parquet row as JSON for a dead letter (a value JSON cannot hold as text)."""
+    return orjson.dumps(row, default=str)
 
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):  # lists, dicts: not a missing scalar
-        return False
+
+def _csv_line(cells: list[str]) -> bytes:
+    """A CSV row as it was written (for a dead letter's payload)."""
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue().rstrip("\r\n").encode("utf-8", "surrogateescape")

@@ -1,0 +1,180 @@
+"""Turning a replay file's row back into the Kafka message it stands for.
+
+A JSON line already is a message. A table row (CSV, Parquet) is not: its columns may be
+flattened (``features.age``, ``segment.region``, as ``pandas.json_normalize`` writes
+them) or nested (Parquet struct columns), and a CSV cell has no type. :class:`MessageShaper`
+rebuilds the message the live decoder (:mod:`monitor.ingest.decode`) expects, so a
+replay's rows are judged by the very code that judges live messages:
+
+- ``--model`` sets the model field of every row; a file of a one-model config without
+  a model field gets that model;
+- ``--time-column`` (a key, or a dotted path into nested objects) becomes the model's
+  ``ts`` field; a row without it has no ``ts`` (a ``missing_field`` dead letter);
+- table rows: ``features.X`` columns go into the features object (``layout = "nested"``)
+  or to the top level (``"flat"``); an unprefixed feature column of a nested model goes
+  into the features object too; ``segment.X`` columns make the segment object;
+- CSV cells are text: an empty cell is absent; the numerical features, a numerical
+  prediction and the latency field are JSON numbers when the text is a decimal number
+  (left as text otherwise, which the decoder dead-letters as live does), the event time
+  is a number when it is one (epoch ms) and text otherwise (RFC 3339); every other
+  cell stays text (``"1.10"``, ``"NA"``, ``"007"`` are kept as written).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from monitor.config import Config, ModelConfig
+
+#: a JSON number as text (no ``nan``, ``inf``, ``1_000``, hex, which ``float()`` accepts)
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_INT64 = 1 << 63
+
+
+def text_number(text: str) -> Any:
+    """A CSV cell as a JSON number when it is one (int when integral text, float otherwise,
+    float beyond int64), else the text unchanged (including ``1e999``: not finite)."""
+    s = text.strip()
+    if not _NUMBER.fullmatch(s):
+        return text
+    if "." not in s and "e" not in s and "E" not in s:
+        n = int(s)
+        return n if -_INT64 <= n < _INT64 else float(n)
+    v = float(s)
+    return v if math.isfinite(v) else text
+
+
+def lookup(obj: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """``(found, value)`` of ``key`` in ``obj``: the key itself, else a dotted path into
+    nested objects (``meta.time``)."""
+    if key in obj:
+        return True, obj[key]
+    cur: Any = obj
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False, None
+        cur = cur[part]
+    return True, cur
+
+
+def _json_default(v: Any) -> Any:
+    """Parquet values orjson does not write itself."""
+    if isinstance(v, datetime | date | time):  # pandas Timestamps included
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, bytes | bytearray):
+        return bytes(v).decode("utf-8")
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    raise TypeError(f"{type(v).__name__} is not a JSON type")
+
+
+def encode(msg: Mapping[str, Any]) -> bytes:
+    """The message as JSON bytes. Raises ``TypeError`` (orjson's ``JSONEncodeError``, or a
+    value no JSON can hold, such as text that is not UTF-8)."""
+    return orjson.dumps(msg, default=_json_default)
+
+
+class MessageShaper:
+    """Builds messages from rows for the models of a config (see the module doc).
+
+    ``model_field`` is the live decoder's; ``default_model`` is the model of rows without
+    one (a one-model config whose file has no model field), ``None`` otherwise.
+    """
+
+    def __init__(self, config: Config, *, model_field: str, time_column: str | None, force_model: str | None,
+                 default_model: str | None) -> None:
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.model_field = model_field
+        self.time_column = time_column
+        self.force_model = force_model or None
+        self.default_model = default_model
+
+    @property
+    def rewrites_lines(self) -> bool:
+        """Whether a JSON line must be parsed and rebuilt (else it is the message as it is)."""
+        return bool(self.time_column or self.force_model or self.default_model)
+
+    def message(self, row: dict[str, Any], *, table: bool, text: bool = False) -> dict[str, Any]:
+        """The message of ``row`` (changed in place): ``table`` for CSV and Parquet rows,
+        ``text`` for CSV ones (every value a string; empty ones already dropped)."""
+        if self.force_model is not None:
+            row[self.model_field] = self.force_model
+        elif self.default_model is not None and row.get(self.model_field) is None:
+            row[self.model_field] = self.default_model
+        model = row.get(self.model_field)
+        m = self.models.get(model) if isinstance(model, str) else None
+        if m is None:
+            return row  # the decoder names it (missing, not a string, unknown)
+        f = m.fields
+        if self.time_column is not None and self.time_column != f.ts:
+            found, value = lookup(row, self.time_column)
+            if found:
+                row[f.ts] = value
+            else:
+                row.pop(f.ts, None)
+        if table:
+            row = self._nest(row, m)
+        if text:
+            self._types(row, m)
+        return row
+
+    def _nest(self, row: dict[str, Any], m: ModelConfig) -> dict[str, Any]:
+        f = m.fields
+        fp, sp = f.features + ".", f.segment + "."
+        msg: dict[str, Any] = {}
+        feats: dict[str, Any] = {}
+        seg: dict[str, Any] = {}
+        for k, v in row.items():
+            if k.startswith(fp):
+                if v is not None:
+                    feats[k[len(fp):]] = v
+            elif k.startswith(sp) and m.segments:
+                if v is not None:
+                    seg[k[len(sp):]] = v
+            else:
+                msg[k] = v
+        if m.layout == "nested":
+            own = msg.get(f.features)
+            if own is None or isinstance(own, dict):
+                merged = dict(own or {})
+                envelope = {f.model, f.event_id, f.version, f.ts, f.prediction, f.segment, f.features,
+                            f.latency, self.model_field}
+                for c in (*m.features.numerical, *m.features.categorical):
+                    if c not in merged and c not in envelope and msg.get(c) is not None:
+                        merged[c] = msg.pop(c)
+                merged.update(feats)
+                msg[f.features] = merged  # a table row always has the object (null: every feature missing)
+        else:
+            for k, v in feats.items():
+                msg.setdefault(k, v)
+        if seg:
+            own_seg = msg.get(f.segment)
+            msg[f.segment] = {**own_seg, **seg} if isinstance(own_seg, dict) else seg
+        return msg
+
+    def _types(self, msg: dict[str, Any], m: ModelConfig) -> None:
+        f = m.fields
+        feats = msg.get(f.features) if m.layout == "nested" else msg
+        if isinstance(feats, dict):
+            for c in m.features.numerical:
+                v = feats.get(c)
+                if isinstance(v, str):
+                    feats[c] = text_number(v)
+        numeric_top = [f.ts]
+        if m.prediction_type == "numerical":
+            numeric_top.append(f.prediction)
+        if f.latency:
+            numeric_top.append(f.latency)
+        for k in numeric_top:
+            v = msg.get(k)
+            if isinstance(v, str):
+                msg[k] = text_number(v)

@@ -1,0 +1,103 @@
+"""The replay's folder: nothing in it changes until the file and options are known to
+work; it is held (locked) for the whole run, against a daemon and another replay; an
+interrupted or failed replay keeps nothing and leaves the earlier tables; its files are
+private (0700 / 0600) like a daemon's."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Config, load_config
+from monitor.service.daemon import Daemon
+from monitor.service.replay import MARKER, PARTIAL_DB, ReplayError, ReplayInterrupted, run_replay
+from monitor.service.replay_source import ReplaySourceError
+from storage.db import Store
+from storage.state_dir import StateDirError, lock_state_dir
+from tests.monitor.daemon_helpers import stream, write_config
+
+
+def _setup(tmp_path: Path) -> tuple[Config, Path]:
+    cfg = load_config(write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9))
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"\n".join(stream(windows=3, per_window=100, shift_from=9, seed=3)) + b"\n")
+    return cfg, data
+
+
+def _windows(folder: Path) -> int:
+    store = Store(folder / "driftwarden.db", readonly=True)
+    try:
+        return int(store.query("SELECT COUNT(*) AS n FROM windows")[0]["n"])
+    finally:
+        store.close()
+
+
+def test_a_wrong_option_leaves_the_earlier_replay_as_it_was(tmp_path: Path) -> None:
+    """A typo in --time-column was found only after the earlier tables were deleted."""
+    cfg, data = _setup(tmp_path)
+    out = tmp_path / "out"
+    first = run_replay(cfg, data, out)
+    assert first.windows >= 3 and _windows(out) == first.windows
+    with pytest.raises(ReplaySourceError, match='--time-column: no "evnet_time" field'):
+        run_replay(cfg, data, out, time_column="evnet_time")
+    assert _windows(out) == first.windows
+
+
+def test_an_interrupted_replay_keeps_nothing_and_says_so(tmp_path: Path) -> None:
+    """Ctrl-C (and SIGTERM, which the CLI turns into the same) half-way: the partial
+    tables are deleted and the folder still holds the earlier, complete replay (before,
+    the partial tables stayed and looked complete)."""
+    cfg, data = _setup(tmp_path)
+    out = tmp_path / "out"
+    first = run_replay(cfg, data, out)
+
+    def interrupt(_rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(ReplayInterrupted, match="interrupted after 50 rows: nothing of it was kept"):
+        run_replay(cfg, data, out, chunk_rows=50, progress=interrupt)
+    assert _windows(out) == first.windows
+    assert not [p.name for p in out.iterdir() if p.name.startswith(PARTIAL_DB)]
+
+
+def test_a_replay_and_a_daemon_or_another_replay_exclude_each_other(tmp_path: Path) -> None:
+    cfg, data = _setup(tmp_path)
+    out = tmp_path / "out"
+    first = run_replay(cfg, data, out)
+    with lock_state_dir(out, exclusive=True):  # another replay holds the folder
+        with pytest.raises(ReplayError, match="is in use by a replay"):
+            run_replay(cfg, data, out)
+    assert _windows(out) == first.windows
+
+    # a daemon may not start on a replay's folder: the next replay would replace its tables
+    on_replay = cfg.model_copy(update={"daemon": cfg.daemon.model_copy(update={"state_dir": out})})
+    with pytest.raises(StateDirError, match="is a `driftwarden replay` folder"):
+        Daemon(on_replay, http=False)
+
+    # a running daemon's folder: the replay is refused before it looks at the folder's files
+    daemon = Daemon(cfg, http=False)
+    try:
+        assert daemon.config.daemon.state_dir.is_dir()
+        with pytest.raises(ReplayError, match="is in use by a running daemon"):
+            run_replay(cfg, data, daemon.config.daemon.state_dir)
+    finally:  # as its shutdown ends (never run: no consumer to close)
+        daemon.store.close()
+        daemon._state_lock.release()
+    with pytest.raises(ReplayError, match="holds files a replay did not create"):  # stopped: still its own
+        run_replay(cfg, data, cfg.daemon.state_dir)
+
+
+def test_replay_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    cfg, data = _setup(tmp_path)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        run_replay(cfg, data, out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {MARKER: 0o600, ".driftwarden.lock": 0o600, "driftwarden.db": 0o600}
