@@ -227,11 +227,19 @@ def replay(
     console = Console(stderr=True, highlight=False)
     try:
         total = count_rows(data)
-        with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                      TimeRemainingColumn(), console=console, transient=False) as bar:
-            task = bar.add_task("replay", total=total)
+        bar = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                       TimeRemainingColumn(), console=console, transient=False)
+        task = bar.add_task("replay", total=total)
+
+        def advance(n: int) -> None:
+            bar.start()  # at the first chunk: a file or option refused before shows no bar
+            bar.advance(task, n)
+
+        try:
             result = run_replay(cfg, data, state_dir, notify=notify, time_column=time_column, model=model,
-                                progress=lambda n: bar.advance(task, n))
+                                progress=advance)
+        finally:
+            bar.stop()
     except (ReplayError, ReplaySourceError, ReferenceError) as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None

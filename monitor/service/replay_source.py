@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -275,20 +275,22 @@ class ReplaySource:
             return self._record(offset, line)
         if not isinstance(obj, dict):
             return self._record(offset, line)
-        return self._encoded(offset, self.shaper.message(obj, table=False), line)
+        return self._encoded(offset, self.shaper.message(obj, table=False), lambda: line)
 
-    def _encoded(self, offset: int, msg: dict[str, Any], original: bytes) -> Record | DeadLetter:
+    def _encoded(self, offset: int, msg: dict[str, Any], original: Callable[[], bytes]) -> Record | DeadLetter:
+        """The message as a record, or a ``not_json`` dead letter whose payload is
+        ``original()`` (made only then) when JSON cannot hold it."""
         try:
             return self._record(offset, encode(msg))
         except TypeError as exc:  # orjson.JSONEncodeError included: text not UTF-8, an int beyond 64 bits
-            return self._dead(offset, f"not_json: {exc}"[:500], original)
+            return self._dead(offset, f"not_json: {exc}"[:500], original())
 
     def _parquet_rows(self) -> Iterator[Record | DeadLetter]:
         offset = 0
         for batch in _parquet(self.path).iter_batches(batch_size=max(1, min(self.chunk_rows, 10_000))):
             for row in batch.to_pylist():
-                msg = self.shaper.message(row, table=True)
-                yield self._encoded(offset, msg, _payload(row))
+                msg = self.shaper.message(dict(row), table=True)
+                yield self._encoded(offset, msg, lambda row=row: _payload(row))
                 offset += 1
 
     def _csv_rows(self) -> Iterator[Record | DeadLetter]:
@@ -316,7 +318,7 @@ class ReplaySource:
                     continue
                 row = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
                 msg = self.shaper.message(row, table=True, text=True)
-                yield self._encoded(offset, msg, _csv_line(cells))
+                yield self._encoded(offset, msg, lambda cells=cells: _csv_line(cells))
                 offset += 1
 
 
