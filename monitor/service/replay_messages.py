@@ -97,6 +97,7 @@ class MessageShaper:
         self.time_column = time_column
         self.force_model = force_model or None
         self.default_model = default_model
+        self._plans: dict[str, _Plan] = {}
 
     @property
     def rewrites_lines(self) -> bool:
@@ -128,28 +129,27 @@ class MessageShaper:
         return row
 
     def _nest(self, row: dict[str, Any], m: ModelConfig) -> dict[str, Any]:
-        f = m.fields
-        fp, sp = f.features + ".", f.segment + "."
+        plan = self._plan(m)
+        route = plan.route
         msg: dict[str, Any] = {}
         feats: dict[str, Any] = {}
         seg: dict[str, Any] = {}
         for k, v in row.items():
-            if k.startswith(fp):
-                if v is not None:
-                    feats[k[len(fp):]] = v
-            elif k.startswith(sp) and m.segments:
-                if v is not None:
-                    seg[k[len(sp):]] = v
-            else:
+            r = route.get(k)
+            if r is None:
+                r = plan.add_route(k)
+            where, name = r
+            if where == _TOP:
                 msg[k] = v
-        if m.layout == "nested":
+            elif v is not None:
+                (feats if where == _FEATURE else seg)[name] = v
+        f = m.fields
+        if plan.nested:
             own = msg.get(f.features)
             if own is None or isinstance(own, dict):
                 merged = dict(own or {})
-                envelope = {f.model, f.event_id, f.version, f.ts, f.prediction, f.segment, f.features,
-                            f.latency, self.model_field}
-                for c in (*m.features.numerical, *m.features.categorical):
-                    if c not in merged and c not in envelope and msg.get(c) is not None:
+                for c in plan.movable:  # an unprefixed feature column of a nested model
+                    if c not in merged and msg.get(c) is not None:
                         merged[c] = msg.pop(c)
                 merged.update(feats)
                 msg[f.features] = merged  # a table row always has the object (null: every feature missing)
@@ -162,19 +162,53 @@ class MessageShaper:
         return msg
 
     def _types(self, msg: dict[str, Any], m: ModelConfig) -> None:
-        f = m.fields
-        feats = msg.get(f.features) if m.layout == "nested" else msg
+        plan = self._plan(m)
+        feats = msg.get(m.fields.features) if plan.nested else msg
         if isinstance(feats, dict):
-            for c in m.features.numerical:
+            for c in plan.numerical:
                 v = feats.get(c)
                 if isinstance(v, str):
                     feats[c] = text_number(v)
-        numeric_top = [f.ts]
-        if m.prediction_type == "numerical":
-            numeric_top.append(f.prediction)
-        if f.latency:
-            numeric_top.append(f.latency)
-        for k in numeric_top:
+        for k in plan.numeric_top:
             v = msg.get(k)
             if isinstance(v, str):
                 msg[k] = text_number(v)
+
+    def _plan(self, m: ModelConfig) -> _Plan:
+        plan = self._plans.get(m.name)
+        if plan is None:
+            plan = self._plans[m.name] = _Plan(m, self.model_field)
+        return plan
+
+
+_TOP, _FEATURE, _SEGMENT = 0, 1, 2
+
+
+class _Plan:
+    """What :meth:`MessageShaper._nest` and ``_types`` need of one model, worked out once;
+    ``route`` remembers where each column name goes (bounded: a table has few names)."""
+
+    def __init__(self, m: ModelConfig, model_field: str) -> None:
+        f = m.fields
+        self.nested = m.layout == "nested"
+        self.prefixes = ((f.features + ".", _FEATURE), *(((f.segment + ".", _SEGMENT),) if m.segments else ()))
+        envelope = {f.model, f.event_id, f.version, f.ts, f.prediction, f.segment, f.features, f.latency, model_field}
+        self.movable = tuple(c for c in (*m.features.numerical, *m.features.categorical) if c not in envelope)
+        self.numerical = tuple(m.features.numerical)
+        top = [f.ts]
+        if m.prediction_type == "numerical":
+            top.append(f.prediction)
+        if f.latency:
+            top.append(f.latency)
+        self.numeric_top = tuple(top)
+        self.route: dict[str, tuple[int, str]] = {}
+
+    def add_route(self, key: str) -> tuple[int, str]:
+        r = (_TOP, key)
+        for prefix, where in self.prefixes:
+            if key.startswith(prefix):
+                r = (where, key[len(prefix):])
+                break
+        if len(self.route) < 10_000:
+            self.route[key] = r
+        return r
