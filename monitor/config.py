@@ -1607,6 +1607,12 @@ class Config(Strict):
         raise KeyError(name)
 
     @property
+    def model_field(self) -> str:
+        """The message field naming the model, ``fields.model`` (the same for every model:
+        it is read before the message's model is known; see :func:`_post_checks`)."""
+        return self.models[0].fields.model
+
+    @property
     def joins_labels(self) -> bool:
         """Whether a label stream is read: a labels topic and a model with performance on."""
         return self.kafka.labels_topic is not None and any(m.performance.enabled for m in self.models)
@@ -1988,6 +1994,13 @@ def _post_checks(
         if cfg.storage.url is not None:
             problems += _pg_key_problems(f"models[{i}].limits", m)
 
+    fields_model = {m.fields.model for m in cfg.models}
+    if len(fields_model) > 1:
+        i = next(i for i, m in enumerate(cfg.models) if m.fields.model != cfg.models[0].fields.model)
+        problems.append(
+            f"models[{i}].fields.model: expected the same field as models[0] ({_show(cfg.models[0].fields.model)}):"
+            f" it is read to learn a message's model, before the model is known; got {_show(cfg.models[i].fields.model)}"
+        )
     labelled = [i for i, m in enumerate(cfg.models) if m.performance.enabled]
     if cfg.labels.delay >= cfg.labels.ttl:
         problems.append(

@@ -181,6 +181,7 @@ class LabelJoin:
             [m.name for m in config.models],
             max_message_bytes=config.kafka.max_message_bytes,
             max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
+            model_field=config.model_field,
         )
         #: next offset to consume per partition of the labels topic, as reflected in memory
         self.positions: dict[int, int] = {}

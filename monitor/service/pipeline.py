@@ -230,6 +230,7 @@ class Pipeline:
             prediction_names={n: r.config.prediction for n, r in self.models.items()},
             max_message_bytes=config.kafka.max_message_bytes,
             max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
+            model_field=config.model_field,
         )
         #: next offset to consume per partition, as reflected in memory
         self.positions: dict[int, int] = {}

@@ -151,9 +151,9 @@ class ReplaySource:
     """
 
     def __init__(self, config: Config, path: Path, *, time_column: str | None = None, model: str | None = None,
-                 chunk_rows: int = 10_000, chunk_bytes: int = 32 << 20, received_at: datetime,
-                 model_field: str = "model") -> None:
+                 chunk_rows: int = 10_000, chunk_bytes: int = 32 << 20, received_at: datetime) -> None:
         self.config = config
+        model_field = config.model_field  # the live decoder's (fields.model)
         self.path = Path(path)
         self.fmt = file_format(self.path)
         self.chunk_rows = chunk_rows

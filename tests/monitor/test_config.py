@@ -1820,3 +1820,16 @@ def test_a_client_may_not_hold_more_connections_than_all(tmp_path: Path) -> None
     assert load(tmp_path, "[daemon]\nhttp_max_connections = 10\n").daemon.client_connection_cap == 10
     assert load(tmp_path, "").daemon.client_connection_cap == 25
     assert load(tmp_path, "[daemon]\nhttp_max_client_connections = 3\n").daemon.client_connection_cap == 3
+
+
+def test_fields_model_is_one_field_for_every_model(tmp_path: Path) -> None:
+    """fields.model was accepted and never read: the decoders always read "model". It is
+    now read, and must be one field (it is read before a message's model is known)."""
+    (tmp_path / "other.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+    cfg = load(tmp_path, model='[models.fields]\nmodel = "m"')
+    assert cfg.model_field == "m"
+    second = '\n[[models]]\nname = "other"\nreference = "other.csv"\n[models.features]\nnumerical = ["age"]\n'
+    assert problems(tmp_path, second, model='[models.fields]\nmodel = "m"') == [
+        'models[1].fields.model: expected the same field as models[0] ("m"): it is read to learn a message\'s'
+        ' model, before the model is known; got "model"'
+    ]

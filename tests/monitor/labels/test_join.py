@@ -544,3 +544,23 @@ def test_a_segment_value_holding_the_joins_separator_stays_its_own_segment(tmp_p
     assert kept in {w["segment"] for w in windows}
     for w in windows:
         assert metric(store, w["id"], "labelled_rows") == w["rows"], w
+
+
+def test_fields_model_names_the_model_in_predictions_and_labels(tmp_path: Path) -> None:
+    """``fields.model`` was accepted and never read: every message was read for "model", so
+    a stream naming its model in another field was all ``missing_field`` dead letters."""
+    cfg_path = label_config(tmp_path, ttl="2h", extra='[models.fields]\nmodel = "served_by"\n')
+    def renamed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{("served_by" if k == "model" else k): v for k, v in e.items()} for e in events]
+
+    plain = predictions(windows=2, per_window=100)
+    preds, labs = renamed(plain), renamed(labels_for(plain))
+    clock = Clock()
+    _cfg, store, p = pipeline(cfg_path, clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, records("labels", labs), labels=True)
+    p.flush()
+    assert store.query("SELECT COUNT(*) AS n FROM dead_letters") == [{"n": 0}]
+    counters = label_counters(store)["churn"]
+    assert (counters["predictions"], counters["joined"]) == (200, len(labs))
+    store.close()
