@@ -706,6 +706,12 @@ class WindowConfig(Strict):
             if data.get("by", "time") != "count":
                 return {**data, "size": timedelta(minutes=15)}
             raise _fail("size", "required for count windows; expected a number of rows like 1000")
+        if isinstance(data, dict) and data.get("by") == "count" and "min_rows" not in data:
+            size = data["size"]
+            default = cls.model_fields["min_rows"].default
+            if isinstance(size, int) and not isinstance(size, bool) and 0 < size < default:
+                # the default above a smaller count window's size: no window could get a verdict
+                return {**data, "min_rows": size}
         return data
 
     @field_validator("size", "slide", mode="before")
@@ -722,8 +728,8 @@ class WindowConfig(Strict):
                     raise _fail(key, 'expected only with by = "time" (a count window closes at its row'
                                      " count and has neither), got {got}", got=_show(getattr(self, key)))
         if self.by == "count" and self.min_rows > self.size:  # type: ignore[operator]
-            raise _fail("min_rows", "expected at most size ({size}) for count windows (every window would be"
-                        " too small for a verdict), got {got}", size=_show(self.size), got=self.min_rows)
+            raise _fail("min_rows", "expected at most size ({size}) for count windows (every window would"
+                        " be too small for a verdict), got {got}", size=_show(self.size), got=self.min_rows)
         if self.type == "tumbling" and self.slide is not None and self.slide != self.size:
             raise _fail(
                 "slide",

@@ -1833,3 +1833,11 @@ def test_fields_model_is_one_field_for_every_model(tmp_path: Path) -> None:
         'models[1].fields.model: expected the same field as models[0] ("m"): it is read to learn a message\'s'
         ' model, before the model is known; got "model"'
     ]
+
+
+def test_a_count_window_smaller_than_the_default_min_rows_gets_its_size(tmp_path: Path) -> None:
+    """min_rows defaults to 30: a 10-row count window would never have had a verdict."""
+    small = load(tmp_path, '[models.window]\nby = "count"\nsize = 10\n')
+    assert small.models[0].window.min_rows == 10
+    large = load(tmp_path, '[models.window]\nby = "count"\nsize = 1000\n')
+    assert large.models[0].window.min_rows == 30
