@@ -9,12 +9,23 @@ ignores how many columns there are and how they move together.
 :func:`calibrate` estimates, once per reference, each column's score
 distribution under "no change" and sets thresholds from it:
 
-1. **Resamples.** The reference is split at random into two halves, each
-   prepared once; windows of each calibration size are drawn (without
-   replacement) from one half and scored against the other, with the drift
-   test the column uses. ``splits`` different random splits average over the
-   reference's own randomness. Every draw scores all columns on the *same*
-   rows, so the dependence between columns is kept.
+1. **Resamples.** Under "no change" the reference and a window are two
+   independent samples of one distribution, of ``n_ref`` and ``n`` rows. The
+   best estimate of that distribution is the reference itself, so each draw
+   is a pooled bootstrap of the real comparison: a pseudo-reference of
+   ``n_ref`` rows and a pseudo-window of ``n`` rows, both drawn *with
+   replacement* from the reference, scored with the column's test. Sizes are
+   the real ones, so the null distribution is the real test's, whatever the
+   ratio ``n / n_ref`` (windows larger than the reference included; a test
+   whose no-change score grows with ``n / n_ref``, like Evidently's
+   chi-square, which takes the reference shares as exact, is calibrated
+   where it is used). Each pseudo-reference is scored against a few
+   pseudo-windows per size: up to ``resamples / splits`` for windows much
+   smaller than the reference, one for windows larger than it (there
+   most of a score's noise is the reference's own, so draws sharing one
+   pseudo-reference would be nearly copies: the flaw of drawing windows from a
+   fixed half of the reference, which left 50 distinct scores of 400). Every draw scores
+   all columns on the *same* rows, so the dependence between columns is kept.
 2. **Per-column null model.** Scores are turned into a *badness* (the
    distance itself, or ``-ln p`` for p-value tests). Per calibration size the
    model keeps the badness quantiles down to the upper 10 % and, beyond, an
@@ -33,6 +44,12 @@ distribution under "no change" and sets thresholds from it:
    drifts when at least ``k`` columns drift, ``k`` the smallest count whose
    tail probability is at most ``alpha``; when no count reaches ``alpha``
    (e.g. one column with ``alpha_column > alpha``), ``k = m``.
+
+Limits: resampling cannot draw a value more extreme than the reference holds,
+so for heavy-tailed columns (tail index below ~2) a window's extremes make
+distances larger than any draw and the false-alarm rate exceeds
+``alpha_column`` (see the README's "Choosing thresholds"). A reference of fewer
+than :data:`MIN_CALIBRATION_ROWS` rows is refused: its bootstrap is too coarse.
 
 Everything is seeded: the same reference and settings give the same
 thresholds, before and after a restart.
@@ -62,6 +79,16 @@ from detectors.spec import ColumnSpec
 #: upper-tail probabilities of the stored body quantiles (the tail starts at the last)
 BODY_PROBS: tuple[float, ...] = (0.99, 0.9, 0.75, 0.5, 0.25, 0.1)
 TAIL_START = BODY_PROBS[-1]
+#: fewest reference rows calibration accepts. Measured (README "Choosing thresholds"):
+#: below ~100 rows a binary or rare category is absent from many bootstrap draws and
+#: the per-column false alarms of z-test / chi-square / KS run 2-20x ``alpha_column``
+MIN_CALIBRATION_ROWS = 100
+#: time windows (size unknown): the calibration grid stops at this many times the
+#: reference's rows (beyond, a score's no-change distribution barely moves for tests
+#: of the effective size, which tends to ``n_ref``) ...
+GRID_REFERENCE_MULTIPLE = 4
+#: ... and at this many rows (start-up cost); larger windows are extrapolated
+GRID_MAX_ROWS = 50_000
 _TINY = 1e-12
 _MIN_P = 1e-300
 
@@ -103,7 +130,12 @@ class NullModel:
         return self.score_kind == "distance"
 
     def _at(self, n_eff: float) -> tuple[np.ndarray, float]:
-        """Body quantiles and tail scale interpolated at ``n_eff`` (log n axis)."""
+        """Body quantiles and tail scale interpolated at ``n_eff`` (log n axis).
+
+        Outside the calibrated sizes distances extrapolate log-log from the nearest
+        two; p-value badness is held below the smallest size and, above the largest,
+        continues the last step's growth (never a decrease).
+        """
         sizes = np.log(np.asarray(self.n_eff))
         body = np.asarray(self.body)
         beta = np.log(np.maximum(np.asarray(self.tail_beta), _TINY))
@@ -122,10 +154,17 @@ class NullModel:
             else:
                 i = int(np.searchsorted(sizes, x)) - 1
             w = (x - sizes[i]) / (sizes[i + 1] - sizes[i])
-            if not self._log_scale():
-                w = min(max(w, 0.0), 1.0)  # p-value badness: no extrapolation
-            q = tr[i] + w * (tr[i + 1] - tr[i])
-            b = beta[i] + w * (beta[i + 1] - beta[i])
+            if not self._log_scale() and w > 1.0:
+                # p-value badness above the largest size: the last step's growth goes on
+                # (chi-square's no-change score grows with window / reference rows), a
+                # decrease does not (KS's is flat: any slope there is noise)
+                q = tr[i + 1] + (w - 1.0) * np.maximum(tr[i + 1] - tr[i], 0.0)
+                b = beta[i + 1] + (w - 1.0) * max(beta[i + 1] - beta[i], 0.0)
+            else:
+                if not self._log_scale():
+                    w = max(w, 0.0)  # p-value badness: no extrapolation below the smallest size
+                q = tr[i] + w * (tr[i + 1] - tr[i])
+                b = beta[i] + w * (beta[i + 1] - beta[i])
         q = np.maximum.accumulate(q)  # quantiles must not decrease
         if self._log_scale():
             q = np.exp(q)
@@ -229,29 +268,57 @@ def resolve_specs(prepared: PreparedReference) -> tuple[ColumnSpec, ...]:
 
 
 def calibration_sizes(window_rows: int | None, reference_rows: int, min_rows: int) -> tuple[int, ...]:
-    """Window sizes to calibrate at.
+    """Window sizes (rows) to calibrate at; each is drawn at its own size, so any size works.
 
-    A known window size (count windows) gives that size and two neighbours
-    (so a rolling reference or a short last window interpolates); otherwise a
-    geometric grid (factor 4) from ``min_rows`` to half the reference. Sizes
-    are capped at half the reference (the resampling draws from one half).
+    A known window size (count windows) gives that size and two neighbours, half
+    and twice it (a rolling reference or a short window interpolates between
+    them). Otherwise (time windows) a geometric grid (factor 4) from ``min_rows``
+    (at least 2) up to :data:`GRID_REFERENCE_MULTIPLE` times ``reference_rows``,
+    capped at :data:`GRID_MAX_ROWS` (start-up cost), the cap included as the
+    last size; larger windows are extrapolated (:meth:`NullModel.threshold`).
     """
-    half = max(reference_rows // 2, 2)
-    lo = max(min(min_rows, half), 2)
+    lo = max(min_rows, 2)
     if window_rows:
-        cands = [window_rows // 2, window_rows, window_rows * 2]
-    else:
-        cands = []
-        n = lo
-        while n < half:
-            cands.append(n)
-            n *= 4
-        cands.append(half)
-    return tuple(sorted({min(max(c, lo), half) for c in cands}))
+        return tuple(sorted({max(c, lo) for c in (window_rows // 2, window_rows, window_rows * 2)}))
+    hi = max(min(GRID_REFERENCE_MULTIPLE * max(reference_rows, 1), GRID_MAX_ROWS), lo)
+    cands = []
+    n = lo
+    while n < hi:
+        cands.append(n)
+        n *= 4
+    cands.append(hi)
+    return tuple(sorted(set(cands)))
 
 
-def _take(columns: Mapping[str, Any], idx: np.ndarray) -> dict[str, Any]:
-    return {k: np.asarray(v)[idx] for k, v in columns.items()}
+def _spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per row, the interval a resampled copy of a continuous column's value is drawn in.
+
+    A numerical column whose finite reference values are all distinct is continuous
+    data: a real window would not repeat a reference value, but a draw with
+    replacement does, and ties make rank and distribution-function tests (KS above
+    all) score smaller than the real comparison, most when the window outnumbers the
+    reference. Such a column is drawn from the reference's linearly interpolated
+    distribution function instead: each drawn row's value uniformly within halfway
+    to its sorted neighbours (never beyond the reference's range). Returns
+    ``(low, width)`` per row (NaN for missing values), or ``None`` for a column with
+    ties (ties are then the data's own, kept) or fewer than 2 finite values.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(x))
+    if finite.shape[0] < 2:
+        return None
+    order = finite[np.argsort(x[finite], kind="stable")]
+    s = x[order]
+    if not np.all(np.diff(s) > 0):
+        return None
+    mid = (s[1:] + s[:-1]) / 2
+    lo_s = np.concatenate(([s[0]], mid))
+    hi_s = np.concatenate((mid, [s[-1]]))
+    low = np.full(x.shape[0], np.nan)
+    width = np.full(x.shape[0], np.nan)
+    low[order] = lo_s
+    width[order] = hi_s - lo_s
+    return low, width
 
 
 def calibrate(
@@ -269,9 +336,14 @@ def calibrate(
     """Calibrate every spec column on the reference (see the module documentation).
 
     ``specs`` must name concrete tests (see :func:`resolve_specs`). ``sizes``
-    are window row counts; each gets ``resamples`` draws over ``splits``
-    random half/half splits. Cost: ``len(sizes) * resamples`` scorings per
-    column (about 0.1 ms each at 1,000 rows), plus two preparations per split.
+    are window row counts; each gets about ``resamples`` draws, at most
+    ``resamples / splits`` against each pseudo-reference (a bootstrap sample of
+    the reference at its own size), fewer as the window nears the reference's
+    size (down to one each for windows larger than the reference: their
+    score's noise is mostly the reference's). Cost: ``len(sizes) * resamples``
+    scorings per column (about 0.1 ms each at 1,000 rows, growing like
+    ``n log n``), plus one preparation of the reference's size per
+    pseudo-reference (``splits`` to ``resamples``).
     Raises ``ValueError`` for levels outside (0, 0.5], no sizes, a reference
     of fewer than 4 rows or an ``auto`` spec.
     """
@@ -285,35 +357,48 @@ def calibrate(
         raise ValueError("calibration needs at least 4 reference rows and one size")
     rng = np.random.default_rng(seed)
     sizes = tuple(sorted(set(int(s) for s in sizes)))
-    per_half = max(1, math.ceil(resamples / (2 * splits)))
+    per_ref = max(1, math.ceil(resamples / splits))
     names = [s.name for s in specs]
     # bad[size][column] -> list of badness values; neff[size][column] -> list of n_eff
     bad = {n: {c: [] for c in names} for n in sizes}  # type: dict[int, dict[str, list[float]]]
     neff = {n: {c: [] for c in names} for n in sizes}  # type: dict[int, dict[str, list[float]]]
     tests = {s.name: get_test(s.method) for s in specs}
-    for _ in range(splits):
-        perm = rng.permutation(n_rows)
-        halves = (perm[: n_rows // 2], perm[n_rows // 2 :])
-        prepared = [prepare_reference(_take(ref_columns, h), specs, bins=bins) for h in halves]
-        for side in (0, 1):
-            ref = prepared[side]
-            pool = halves[1 - side]
-            for n in sizes:
-                take = min(n, pool.shape[0])
-                for _ in range(per_half):
-                    idx = rng.choice(pool, take, replace=False)
-                    for s in specs:
-                        col: PreparedColumn = ref.columns[s.name]
-                        cur = CurrentColumn(s.kind, np.asarray(ref_columns[s.name])[idx], col)
-                        if col.n == 0 or cur.n == 0:
-                            continue
-                        with np.errstate(all="ignore"):
-                            score = tests[s.name].score(col, cur, ref.bins)
-                        b = badness(score, tests[s.name].score_kind)
-                        if math.isnan(b):
-                            continue
-                        bad[n][s.name].append(b)
-                        neff[n][s.name].append(effective_size(col.n, cur.n))
+    values = {s.name: np.asarray(ref_columns[s.name]) for s in specs}
+    spread = {s.name: _spread(values[s.name]) for s in specs if s.kind == "numerical"}
+
+    def draw(idx: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, v in values.items():
+            sp = spread.get(name)
+            out[name] = v[idx] if sp is None else sp[0][idx] + rng.random(idx.shape[0]) * sp[1][idx]
+        return out
+
+    # draws per pseudo-reference: a window's score shares the share n / (n_rows + n) of
+    # its no-change variance with the others of its pseudo-reference (n_eff / n_ref), so
+    # windows as large as the reference need a pseudo-reference each, small ones share
+    # one; the count keeps the design effect 1 + (k - 1) * share at most 1.5
+    per_size = {n: max(1, min(per_ref, 1 + int(0.5 * (n_rows + n) / n))) for n in sizes}
+    wanted = {n: math.ceil(resamples / k) for n, k in per_size.items()}
+    for j in range(max(splits, *wanted.values())):
+        # a pseudo-reference of the reference's own size, drawn with replacement
+        ref = prepare_reference(draw(rng.integers(0, n_rows, n_rows)), specs, bins=bins)
+        for n in sizes:
+            if j >= wanted[n]:
+                continue
+            for _ in range(per_size[n]):
+                cols = draw(rng.integers(0, n_rows, n))  # a pseudo-window, independent of it
+                for s in specs:
+                    col: PreparedColumn = ref.columns[s.name]
+                    cur = CurrentColumn(s.kind, cols[s.name], col)
+                    if col.n == 0 or cur.n == 0:
+                        continue
+                    with np.errstate(all="ignore"):
+                        score = tests[s.name].score(col, cur, ref.bins)
+                    b = badness(score, tests[s.name].score_kind)
+                    if math.isnan(b):
+                        continue
+                    bad[n][s.name].append(b)
+                    neff[n][s.name].append(effective_size(col.n, cur.n))
     models: dict[str, NullModel] = {}
     for s in specs:
         grid, body, beta = [], [], []
@@ -329,7 +414,9 @@ def calibrate(
             beta.append(float(excess.mean()) if excess.shape[0] else _TINY)
         if not grid:
             continue  # an all-missing (or constant) column: no model, never drifts
-        order = np.argsort(grid)
+        order = [int(i) for i in np.argsort(grid, kind="stable")]
+        # sizes whose draws have the same effective size (a column mostly missing): keep one
+        order = [i for j, i in enumerate(order) if j == 0 or grid[i] > grid[order[j - 1]]]
         models[s.name] = NullModel(
             column=s.name,
             test=tests[s.name].name,

@@ -102,3 +102,71 @@ def test_merge_prepared_equals_preparing_the_union() -> None:
             assert dict(zip(a.categories, a.counts.tolist(), strict=True)) == dict(zip(b.categories, b.counts.tolist(), strict=True))
     with pytest.raises(ValueError, match="keep_order=True"):  # the moments need the rows in order
         merge_prepared([prepare_reference(p, specs) for p in parts])
+
+
+def test_sizes_are_not_capped_at_half_the_reference() -> None:
+    # count windows: the size and its neighbours, however they compare with the reference
+    assert calibration_sizes(3000, 600, 30) == (1500, 3000, 6000)
+    assert calibration_sizes(40, 600, 30) == (30, 40, 80)
+    # time windows: a grid up to 4x the reference, or the row cap
+    assert calibration_sizes(None, 600, 30) == (30, 120, 480, 1920, 2400)
+    assert calibration_sizes(None, 100_000, 30)[-1] == 50_000
+
+
+def test_draws_at_half_the_reference_are_distinct() -> None:
+    # drawing windows of half the reference from one fixed half gave the same rows in every
+    # draw of a split: 400 scores, 50 distinct
+    import detectors.calibration as C
+
+    seen: list[float] = []
+    orig = C.badness
+
+    def spy(score: float, kind):  # type: ignore[no-untyped-def]
+        seen.append(score)
+        return orig(score, kind)
+
+    rng = np.random.default_rng(0)
+    C.badness = spy
+    try:
+        calibrate({"x": rng.standard_normal(2000)}, [ColumnSpec("x", "numerical", "wasserstein")], sizes=[1000])
+    finally:
+        C.badness = orig
+    assert len(seen) >= 400
+    assert len(np.unique(np.round(seen, 12))) == len(seen)
+
+
+def test_ks_threshold_is_the_level_when_the_window_outnumbers_the_reference() -> None:
+    # KS p-values are uniform under no change, so the calibrated threshold at 0.01 is ~0.01
+    # whatever the window / reference ratio (before: median 0.018, up to 0.21 at 3000 / 600)
+    rng = np.random.default_rng(3)
+    cols = [f"x{i}" for i in range(6)]
+    ref = {c: rng.standard_normal(600) for c in cols}
+    cal = calibrate(ref, [ColumnSpec(c, "numerical", "ks") for c in cols], sizes=calibration_sizes(3000, 600, 30))
+    th = np.array([cal.columns[c].threshold(effective_size(600, 3000), 0.01) for c in cols])
+    assert 0.006 <= float(np.median(th)) <= 0.015, th
+    assert th.min() >= 0.003 and th.max() <= 0.03, th
+
+
+def test_chisquare_threshold_follows_windows_larger_than_the_reference() -> None:
+    # Evidently's chi-square takes the reference shares as exact: with no change its
+    # statistic is about (1 + n / n_ref) times a chi-square of (categories - 1) degrees
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(4)
+    levels, p = np.array(list("abcd"), dtype=object), [0.5, 0.3, 0.15, 0.05]
+    ref = {"c": rng.choice(levels, 800, p=p)}
+    cal = calibrate(ref, [ColumnSpec("c", "categorical", "chisquare")], sizes=calibration_sizes(5000, 800, 30))
+    got = -math.log(cal.columns["c"].threshold(effective_size(800, 5000), 0.01))
+    want = -chi2.logsf((1 + 5000 / 800) * chi2.isf(0.01, 3), 3)  # ~38 (before: ~7, from half the reference)
+    assert 0.75 * want <= got <= 1.33 * want, (got, want)
+
+
+def test_p_value_badness_grows_beyond_the_largest_size_but_never_shrinks() -> None:
+    from detectors.calibration import NullModel
+
+    grow = NullModel("c", "chisquare", "p_value", (100.0, 200.0), ((1, 2, 3, 4, 5, 6), (2, 3, 4, 5, 6, 7)), (1.0, 1.0))
+    flat = NullModel("c", "ks", "p_value", (100.0, 200.0), ((2, 3, 4, 5, 6, 7), (1, 2, 3, 4, 5, 6)), (1.0, 1.0))
+    # one more doubling of n_eff: one more step of growth (was held at the largest size)
+    assert grow.badness_threshold(400.0, 0.1) == pytest.approx(8.0)
+    assert flat.badness_threshold(400.0, 0.1) == pytest.approx(6.0)
+    assert grow.badness_threshold(50.0, 0.1) == pytest.approx(6.0)  # held below the smallest
