@@ -7,6 +7,8 @@ A reference is checked wherever it enters: the configured file at start-up and i
 - have at least :attr:`ReferenceSpec.min_rows` rows (``models.reference_min_rows``,
   by default the window's ``min_rows``; see ``ModelConfig.min_reference_rows``):
   a 0-row reference silently makes every window "no drift", a 1-row one "drift";
+  with ``drift.thresholds = "calibrated"`` also at least
+  :data:`detectors.calibration.MIN_CALIBRATION_ROWS` (calibration resamples it);
 - hold every configured feature column, and the prediction column when drift on
   the prediction is enabled (``models.drift.prediction``);
 - hold, in every numerical column, numbers only: an empty cell is a missing value,
@@ -68,9 +70,16 @@ class ReferenceSpec:
     #: the prediction column must be present (drift on the prediction is enabled)
     require_prediction: bool
     min_rows: int
+    #: rows calibrated thresholds need (``drift.thresholds = "calibrated"``; 0: not calibrated)
+    calibration_min_rows: int = 0
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> ReferenceSpec:
+        calibration_min_rows = 0
+        if m.drift.thresholds == "calibrated":
+            from detectors.calibration import MIN_CALIBRATION_ROWS  # noqa: PLC0415 - off the CLI's import path
+
+            calibration_min_rows = MIN_CALIBRATION_ROWS
         return cls(
             model=m.name,
             numerical=tuple(m.features.numerical),
@@ -79,6 +88,7 @@ class ReferenceSpec:
             prediction_type=m.prediction_type,
             require_prediction=m.drift.prediction,
             min_rows=m.min_reference_rows,
+            calibration_min_rows=calibration_min_rows,
         )
 
     @property
@@ -113,6 +123,13 @@ def check_shape(path: Path, columns: list[str], rows: int, spec: ReferenceSpec) 
             path,
             f"has {rows} row(s); at least {spec.min_rows} are needed"
             " (models.reference_min_rows, by default the window's min_rows)",
+        )
+    if rows < spec.calibration_min_rows:
+        raise ReferenceError(
+            path,
+            f"has {rows} row(s); calibrated thresholds (drift.thresholds = \"calibrated\") need at"
+            f" least {spec.calibration_min_rows}: resampling a smaller reference gives thresholds"
+            " that miss alpha_column many times over (use a larger reference or thresholds = \"evidently\")",
         )
 
 

@@ -114,3 +114,34 @@ def test_parquet_types_are_checked_too(tmp_path: Path) -> None:
     df["age"] = [1, 2, 3]
     df.to_parquet(path)
     assert load_reference(path, _spec(tmp_path)).rows == 3
+
+
+def _rows(n: int) -> str:
+    rng = np.random.default_rng(0)
+    lines = ["age,charges,plan,prediction"]
+    lines += [f"{a:.3f},{c:.3f},{p},0.5" for a, c, p in zip(rng.normal(40, 9, n), rng.normal(70, 20, n),
+                                                             rng.choice(["pro", "basic"], n), strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def test_calibrated_thresholds_refuse_a_reference_too_small_to_resample(tmp_path: Path) -> None:
+    from detectors.calibration import MIN_CALIBRATION_ROWS
+
+    calibrated = '[models.drift]\nthresholds = "calibrated"\n'.join(MODEL.rsplit("[models.drift]\n", 1))
+    import tomllib
+
+    (tmp_path / "ref.csv").write_text("x\n1\n")
+    cfg = parse_config(tomllib.loads(calibrated.format(min_rows=30, prediction="true", extra="")), base_dir=tmp_path)
+    spec = ReferenceSpec.from_config(cfg.models[0])
+    assert spec.calibration_min_rows == MIN_CALIBRATION_ROWS == 100
+    small = _write(tmp_path, _rows(99))
+    with pytest.raises(ReferenceError) as e:
+        load_reference(small, spec)
+    assert e.value.problem.startswith(
+        'has 99 row(s); calibrated thresholds (drift.thresholds = "calibrated") need at least 100'
+    )
+    assert str(e.value).startswith("model churn: reference ")  # the model, for check / run / reload / callback
+    assert load_reference(_write(tmp_path, _rows(100), "ok.csv"), spec).rows == 100
+    # evidently thresholds: only min_rows applies
+    assert _spec(tmp_path, min_rows=30).calibration_min_rows == 0
+    assert load_reference(small, _spec(tmp_path, min_rows=30)).rows == 99
