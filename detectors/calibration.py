@@ -21,10 +21,11 @@ distribution under "no change" and sets thresholds from it:
    chi-square, which takes the reference shares as exact, is calibrated
    where it is used). Each pseudo-reference is scored against a few
    pseudo-windows per size: up to ``resamples / splits`` for windows much
-   smaller than the reference, one for windows larger than it (there
-   most of a score's noise is the reference's own, so draws sharing one
+   smaller than the reference, two for windows larger than it (there most
+   of a score's noise is the reference's own, so many draws sharing one
    pseudo-reference would be nearly copies: the flaw of drawing windows from a
-   fixed half of the reference, which left 50 distinct scores of 400). Every draw scores
+   fixed half of the reference, which left 50 distinct scores of 400); the
+   count keeps the draws' design effect at most 2. Every draw scores
    all columns on the *same* rows, so the dependence between columns is kept.
 2. **Per-column null model.** Scores are turned into a *badness* (the
    distance itself, or ``-ln p`` for p-value tests). Per calibration size the
@@ -339,11 +340,11 @@ def calibrate(
     are window row counts; each gets about ``resamples`` draws, at most
     ``resamples / splits`` against each pseudo-reference (a bootstrap sample of
     the reference at its own size), fewer as the window nears the reference's
-    size (down to one each for windows larger than the reference: their
+    size (down to two each for windows larger than the reference: their
     score's noise is mostly the reference's). Cost: ``len(sizes) * resamples``
     scorings per column (about 0.1 ms each at 1,000 rows, growing like
     ``n log n``), plus one preparation of the reference's size per
-    pseudo-reference (``splits`` to ``resamples``).
+    pseudo-reference (``splits`` to ``resamples / 2``).
     Raises ``ValueError`` for levels outside (0, 0.5], no sizes, a reference
     of fewer than 4 rows or an ``auto`` spec.
     """
@@ -364,20 +365,23 @@ def calibrate(
     neff = {n: {c: [] for c in names} for n in sizes}  # type: dict[int, dict[str, list[float]]]
     tests = {s.name: get_test(s.method) for s in specs}
     values = {s.name: np.asarray(ref_columns[s.name]) for s in specs}
-    spread = {s.name: _spread(values[s.name]) for s in specs if s.kind == "numerical"}
+    spread = {s.name: sp for s in specs if s.kind == "numerical" and (sp := _spread(values[s.name])) is not None}
 
     def draw(idx: np.ndarray) -> dict[str, np.ndarray]:
+        # one uniform per row serves every smoothed column: it only places a value
+        # within its own gap, so sharing it costs nothing but a fifth of the draw's time
+        u = rng.random(idx.shape[0]) if spread else np.empty(0)
         out = {}
         for name, v in values.items():
             sp = spread.get(name)
-            out[name] = v[idx] if sp is None else sp[0][idx] + rng.random(idx.shape[0]) * sp[1][idx]
+            out[name] = v[idx] if sp is None else sp[0][idx] + u * sp[1][idx]
         return out
 
     # draws per pseudo-reference: a window's score shares the share n / (n_rows + n) of
     # its no-change variance with the others of its pseudo-reference (n_eff / n_ref), so
     # windows as large as the reference need a pseudo-reference each, small ones share
-    # one; the count keeps the design effect 1 + (k - 1) * share at most 1.5
-    per_size = {n: max(1, min(per_ref, 1 + int(0.5 * (n_rows + n) / n))) for n in sizes}
+    # one; the count keeps the design effect 1 + (k - 1) * share at most 2
+    per_size = {n: max(1, min(per_ref, 1 + int((n_rows + n) / n))) for n in sizes}
     wanted = {n: math.ceil(resamples / k) for n, k in per_size.items()}
     for j in range(max(splits, *wanted.values())):
         # a pseudo-reference of the reference's own size, drawn with replacement
