@@ -88,7 +88,7 @@ MIN_CALIBRATION_ROWS = 100
 #: reference's rows (beyond, a score's no-change distribution barely moves for tests
 #: of the effective size, which tends to ``n_ref``) ...
 GRID_REFERENCE_MULTIPLE = 4
-#: ... and at this many rows (start-up cost); larger windows are extrapolated
+#: ... and at this many rows (start-up cost), count windows too; larger windows are extrapolated
 GRID_MAX_ROWS = 50_000
 _TINY = 1e-12
 _MIN_P = 1e-300
@@ -273,14 +273,18 @@ def calibration_sizes(window_rows: int | None, reference_rows: int, min_rows: in
 
     A known window size (count windows) gives that size and two neighbours, half
     and twice it (a rolling reference or a short window interpolates between
-    them). Otherwise (time windows) a geometric grid (factor 4) from ``min_rows``
+    them), none above :data:`GRID_MAX_ROWS` (sizes beyond it are replaced by it
+    and half of it, and extrapolated). Otherwise (time windows) a geometric grid (factor 4) from ``min_rows``
     (at least 2) up to :data:`GRID_REFERENCE_MULTIPLE` times ``reference_rows``,
     capped at :data:`GRID_MAX_ROWS` (start-up cost), the cap included as the
     last size; larger windows are extrapolated (:meth:`NullModel.threshold`).
     """
     lo = max(min_rows, 2)
     if window_rows:
-        return tuple(sorted({max(c, lo) for c in (window_rows // 2, window_rows, window_rows * 2)}))
+        cands = {max(c, lo) for c in (window_rows // 2, window_rows, window_rows * 2)}
+        if max(cands) > GRID_MAX_ROWS:  # start-up cost: extrapolate from the cap and half of it
+            cands = {min(c, GRID_MAX_ROWS) for c in cands} | {max(GRID_MAX_ROWS // 2, lo)}
+        return tuple(sorted(cands))
     hi = max(min(GRID_REFERENCE_MULTIPLE * max(reference_rows, 1), GRID_MAX_ROWS), lo)
     cands = []
     n = lo

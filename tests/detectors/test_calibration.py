@@ -111,6 +111,9 @@ def test_sizes_are_not_capped_at_half_the_reference() -> None:
     # time windows: a grid up to 4x the reference, or the row cap
     assert calibration_sizes(None, 600, 30) == (30, 120, 480, 1920, 2400)
     assert calibration_sizes(None, 100_000, 30)[-1] == 50_000
+    # start-up cost: no size above 50,000 rows, and two sizes to extrapolate from
+    assert calibration_sizes(40_000, 100_000, 30) == (20_000, 25_000, 40_000, 50_000)
+    assert calibration_sizes(1_000_000, 100_000, 30) == (25_000, 50_000)
 
 
 def test_draws_at_half_the_reference_are_distinct() -> None:
