@@ -1071,8 +1071,16 @@ class ModelConfig(Strict):
 
 
 def check_reference_mode(m: ModelConfig) -> None:
-    """``reference_windows``, ``rolling_include_drifted`` and ``season`` need their mode."""
+    """``reference_windows``, ``rolling_include_drifted`` and ``season`` need their mode;
+    a ``reference_min_rows`` calibrated thresholds would refuse anyway is refused here."""
     given = m.model_fields_set
+    if m.drift.thresholds == "calibrated" and m.reference_min_rows is not None:
+        from detectors.calibration import MIN_CALIBRATION_ROWS  # noqa: PLC0415
+
+        if m.reference_min_rows < MIN_CALIBRATION_ROWS:
+            raise _fail("reference_min_rows", 'expected at least {least} with drift.thresholds = "calibrated"'
+                        " (a smaller reference is refused: its bootstrap is too coarse), got {got}",
+                        least=MIN_CALIBRATION_ROWS, got=m.reference_min_rows)
     if m.reference_mode == "fixed":
         for key in ("reference_windows", "rolling_include_drifted"):
             if key in given:

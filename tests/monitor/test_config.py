@@ -1073,6 +1073,13 @@ CASES: list[tuple[str, str, str, str]] = [
         ' SQLite has none), got "1ms"',
     ),
     (
+        "calibrated-reference-min-rows",
+        "reference_min_rows = 30",
+        '[models.drift]\nthresholds = "calibrated"\n',
+        'models[0].reference_min_rows: expected at least 100 with drift.thresholds = "calibrated" (a smaller'
+        " reference is refused: its bootstrap is too coarse), got 30",
+    ),
+    (
         "group-by-typo",
         "",
         '[alerting]\ngroup_by = ["modle"]\n',
