@@ -225,6 +225,50 @@ class Calibration:
         return _min_drifted(m, self.alpha_column, self.rho, self.alpha)
 
 
+#: the version of :func:`calibrate`'s method and defaults (bump it when either changes): a
+#: stored calibration (see :func:`calibration_to_dict`) of another version is not reused
+CALIBRATION_VERSION = 2
+
+
+def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
+    """``cal`` as plain JSON-able values (floats, ints, strings, lists), with
+    :data:`CALIBRATION_VERSION`; :func:`calibration_from_dict` reads it back equal."""
+    return {
+        "version": CALIBRATION_VERSION,
+        "alpha_column": cal.alpha_column, "alpha": cal.alpha, "rho": cal.rho,
+        "min_drifted": list(cal.min_drifted), "sizes": list(cal.sizes), "resamples": cal.resamples,
+        "columns": [
+            {"column": m.column, "test": m.test, "score_kind": m.score_kind, "n_eff": list(m.n_eff),
+             "body": [list(b) for b in m.body], "tail_beta": list(m.tail_beta)}
+            for m in cal.columns.values()
+        ],
+    }
+
+
+def calibration_from_dict(data: Mapping[str, Any]) -> Calibration:
+    """The :class:`Calibration` :func:`calibration_to_dict` wrote; ``ValueError`` when
+    ``data`` is not one of this :data:`CALIBRATION_VERSION` (or malformed)."""
+    try:
+        if data["version"] != CALIBRATION_VERSION:
+            raise ValueError(f"calibration version {data['version']!r}, expected {CALIBRATION_VERSION}")
+        columns = {
+            c["column"]: NullModel(
+                column=str(c["column"]), test=str(c["test"]), score_kind=c["score_kind"],
+                n_eff=tuple(float(x) for x in c["n_eff"]),
+                body=tuple(tuple(float(x) for x in b) for b in c["body"]),
+                tail_beta=tuple(float(x) for x in c["tail_beta"]),
+            )
+            for c in data["columns"]
+        }
+        return Calibration(
+            alpha_column=float(data["alpha_column"]), alpha=float(data["alpha"]), columns=columns,
+            min_drifted=tuple(int(x) for x in data["min_drifted"]), rho=float(data["rho"]),
+            sizes=tuple(int(x) for x in data["sizes"]), resamples=int(data["resamples"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a stored calibration: {exc!r}") from None
+
+
 def beta_binomial_tail(m: int, a: float, rho: float) -> np.ndarray:
     """``P(C >= k)`` for k = 0..m, C beta-binomial with mean ``m*a`` and
     intra-class correlation ``rho`` (``rho = 0``: binomial)."""

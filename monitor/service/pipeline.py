@@ -51,6 +51,7 @@ from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import prepare_labelled_reference
 from monitor.metric_names import PERFORMANCE_METRICS
+from monitor.references.calibration_cache import CalibrationCache
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
 from monitor.references.rolling import WindowReferences
 from monitor.service.shared_references import local_copy
@@ -218,10 +219,12 @@ class Pipeline:
         self._in_doubt: _Attempt | None = None
         self.max_payload_bytes = max_payload_bytes
         self.models: dict[str, ModelRuntime] = {}
+        #: calibrations of the references, kept in the state dir across restarts and reloads
+        self.calibration_cache = CalibrationCache(Path(config.daemon.state_dir) / "calibration")
         for m in config.models:
             schema = ModelSchema.from_config(m)
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
-            pm = PreparedModel.build(m, schema, ref)
+            pm = PreparedModel.build(m, schema, ref, cache=self.calibration_cache)
             _warn_alpha(pm)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         restore_references(self.models.values(), store)
@@ -1004,7 +1007,7 @@ class Pipeline:
         """
         rt = self.models[model]
         ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
-        pm = PreparedModel.build(rt.config, rt.schema, ref, version)
+        pm = PreparedModel.build(rt.config, rt.schema, ref, version, cache=self.calibration_cache)
         if record:
             with self.store.transaction():
                 register_reference(

@@ -174,7 +174,8 @@ def prepare_reload(daemon: Daemon, path: Path) -> Reload:
                 f" loaded (sha256 {in_force[:12]}, now {ref.sha256[:12]}); new drift settings need its"
                 " rows: restore the file, or restart (or upload it) to use the new one")
         try:
-            prepared[new_m.name] = PreparedModel.build(new_m, rt.schema, ref, rt.prepared.version)
+            prepared[new_m.name] = PreparedModel.build(new_m, rt.schema, ref, rt.prepared.version,
+                                                       cache=daemon.pipeline.calibration_cache)
         except Exception as exc:  # noqa: BLE001
             raise ReloadRefused(f"models.{new_m.name}.drift: {exc}") from None
     parts = [f"{len(new.rules)} rule(s)", f"{len(new.notifiers)} notifier(s)"]

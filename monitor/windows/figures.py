@@ -36,6 +36,7 @@ from detectors.multivariate import (
 )
 from monitor.config import ModelConfig
 from monitor.ingest.schema import ModelSchema
+from monitor.references.calibration_cache import CalibrationCache
 from monitor.references.load import ReferenceData
 from monitor.windows.model_windows import OpenWindow
 from monitor.windows.pane_columns import WindowColumns, categorical_column
@@ -65,7 +66,13 @@ class PreparedModel:
     label: str = ""
 
     @classmethod
-    def build(cls, config: ModelConfig, schema: ModelSchema, reference: ReferenceData, version: str = "") -> PreparedModel:
+    def build(
+        cls, config: ModelConfig, schema: ModelSchema, reference: ReferenceData, version: str = "",
+        cache: CalibrationCache | None = None,
+    ) -> PreparedModel:
+        """The model's reference prepared for its windows; with calibrated thresholds the
+        calibration is read from ``cache`` when it holds one of the same inputs (else
+        computed, and stored there)."""
         d = config.drift
 
         def spec(name: str, kind: str) -> ColumnSpec:
@@ -89,7 +96,7 @@ class PreparedModel:
             ref_metrics[(q.column, "missing_share")] = q.missing_share
         calibration = None
         if d.thresholds == "calibrated":
-            prepared, calibration = _calibrated(config, reference, prepared)
+            prepared, calibration = _calibrated(config, reference, prepared, cache)
         domain = domain_cal = None
         if d.multivariate == "domain_classifier":
             fspecs = [s for s in prepared.specs if s.name in features]
@@ -144,18 +151,23 @@ def _window_rows(config: ModelConfig, reference_rows: int) -> int:
 
 
 def _calibrated(
-    config: ModelConfig, reference: ReferenceData, prepared: PreparedReference
+    config: ModelConfig, reference: ReferenceData, prepared: PreparedReference, cache: CalibrationCache | None
 ) -> tuple[PreparedReference, Calibration]:
-    """Fix each column's test (``auto`` resolved on the reference) and calibrate it."""
+    """Fix each column's test (``auto`` resolved on the reference) and calibrate it (or
+    read the calibration of the same inputs from ``cache``)."""
     d = config.drift
     specs = resolve_specs(prepared)
     fixed = prepare_reference(reference.columns, specs, bins=d.bins)
     rows = int(config.window.size) if config.window.by == "count" else None  # type: ignore[arg-type]
     sizes = calibration_sizes(rows, reference.rows, config.window.min_rows)
-    cal = calibrate(
-        reference.columns, specs, sizes=sizes, alpha_column=d.alpha_column, alpha=d.alpha, bins=d.bins
-    )
-    return fixed, cal
+
+    def compute() -> Calibration:
+        return calibrate(reference.columns, specs, sizes=sizes, alpha_column=d.alpha_column, alpha=d.alpha, bins=d.bins)
+
+    if cache is None:
+        return fixed, compute()
+    settings = {"sizes": list(sizes), "alpha_column": d.alpha_column, "alpha": d.alpha, "bins": d.bins}
+    return fixed, cache.get_or_compute(cache.key(reference.sha256, specs, settings), compute)
 
 
 @dataclass(frozen=True)
