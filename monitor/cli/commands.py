@@ -175,7 +175,13 @@ def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
         show(store, as_json=as_json, echo=_echo, models=cfg.models if cfg is not None else None)
 
 
-def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
+def migrate(
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    missing_ok: Annotated[
+        bool, typer.Option("--missing-ok", help="No database yet is not an error (a first install: run creates it).")
+    ] = False,
+) -> None:
     """Upgrade the state directory's database (or the config's shared PostgreSQL) to this
     version's schema (back it up first)."""
     from monitor.cli.access import config_of, state_dir_of  # noqa: PLC0415
@@ -189,6 +195,9 @@ def migrate(config: ConfigOpt = None, state_dir: StateOpt = None) -> None:
     folder = _options(lambda: state_dir_of(config, state_dir))
     path = Path(folder) / DB_FILENAME
     if not path.is_file():
+        if missing_ok:
+            typer.echo(f"{path}: no database yet (the daemon creates it at its first start): nothing to migrate")
+            return
         typer.echo(f"driftwarden: no database at {path}: nothing to migrate", err=True)
         raise typer.Exit(1)
     try:

@@ -42,7 +42,8 @@ def test_the_migration_runs_first_without_probes_on_the_same_files() -> None:
     pod = docs()["Deployment"]["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     (c,) = pod["containers"]
-    assert init["args"] == ["migrate"] and init["image"] == c["image"]
+    assert init["args"] == ["migrate", "--missing-ok"] and init["image"] == c["image"]  # a first install
+    assert init["env"] == c["env"]
     assert not {"startupProbe", "livenessProbe", "readinessProbe"} & set(init)
     assert init["securityContext"] == c["securityContext"]
     assert init["volumeMounts"] == c["volumeMounts"]

@@ -70,3 +70,16 @@ def test_run_held_out_by_another_writer_exits_1_to_be_started_again(tmp_path: Pa
     assert "database is locked (held by another process for now); exiting with status 1 to be started again" \
         in res.stderr
     assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_migrate_on_a_first_install_has_nothing_to_do_with_missing_ok(tmp_path: Path) -> None:
+    """Kubernetes' init container runs migrate before the daemon ever created a database:
+    exit 1 there blocked the pod for good (Init:CrashLoopBackOff)."""
+    empty = tmp_path / "state"
+    empty.mkdir()
+    res = run_cli("migrate", "--state-dir", str(empty))
+    assert res.returncode == 1 and "nothing to migrate" in res.stderr  # asked by hand: say so
+    res = run_cli("migrate", "--missing-ok", "--state-dir", str(empty))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no database yet (the daemon creates it at its first start)" in res.stdout
+    assert not (empty / "driftwarden.db").exists()
