@@ -170,6 +170,19 @@ class StateDirLock:
         self.release()
 
 
+def _replace_lock_file(path: Path) -> int:
+    """A new lock file in place of one this user may not open (another user's, 0600)."""
+    try:
+        owner = path.stat().st_uid
+        path.unlink()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise StateDirError(f"{path.parent}: cannot open its lock file {path.name} (left by another user?):"
+                            f" {exc.strerror or exc}; remove it") from None
+    log.warning("state dir: replaced the lock file %s, which uid %d left and this user may not open", path, owner)
+    return fd
+
+
 def lock_state_dir(state_dir: str | Path, *, exclusive: bool) -> StateDirLock:
     """Lock ``state_dir`` (which must exist): shared (a daemon) or exclusive (a replay).
 
@@ -182,6 +195,15 @@ def lock_state_dir(state_dir: str | Path, *, exclusive: bool) -> StateDirLock:
     path = Path(state_dir) / LOCK_FILENAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except PermissionError:
+        # one another user left (a `sudo driftwarden ...`): flock needs no write access,
+        # and a folder of ours lets us replace a file we may not even read
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            fd = _replace_lock_file(path)
+        except OSError as exc:
+            raise StateDirError(f"{path.parent}: cannot open its lock file: {exc.strerror or exc}") from None
     except OSError as exc:
         raise StateDirError(f"{path.parent}: cannot create its lock file: {exc.strerror or exc}") from None
     try:

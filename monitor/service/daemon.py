@@ -107,14 +107,14 @@ class Daemon:
         except BaseException:
             self._state_lock.release()
             raise
-        self.prune = RetentionJob(config, self.store, clock=clock)
-        #: what the prune removed so far (``/metrics``)
-        self.retention = self.prune.stats
-        from monitor.service.alerting import Alerting  # noqa: PLC0415
+        try:
+            self.prune = RetentionJob(config, self.store, clock=clock)
+            #: what the prune removed so far (``/metrics``)
+            self.retention = self.prune.stats
+            from monitor.service.alerting import Alerting  # noqa: PLC0415
 
-        self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event, owner=self.instance)
-        with self.systemd.extending("starting: loading and preparing the references"):
-            try:
+            self.alerting = Alerting(config, self.store, clock=clock, on_event=self.on_event, owner=self.instance)
+            with self.systemd.extending("starting: loading and preparing the references"):
                 # loads and validates every reference: a bad one raises ReferenceError
                 self.pipeline = Pipeline(
                     config, self.store, clock=clock, on_window=self.alerting.on_window,
@@ -122,10 +122,10 @@ class Daemon:
                     max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
                     on_outcome=self.alerting.flush_outcome,
                 )
-            except BaseException:
-                self.store.close()
-                self._state_lock.release()
-                raise
+        except BaseException:  # nothing of a start that failed is held on to
+            self.store.close()
+            self._state_lock.release()
+            raise
         self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
         if self.pipeline.labels is not None:
             # a flush that builds a large id index (millions of pending predictions) turns

@@ -104,17 +104,23 @@ def claim_replay_dir(state_dir: Path) -> StateDirLock:
         state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:  # a file where a parent folder should be, no permission
         raise ReplayError(f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}") from None
-    try:
-        lock = lock_state_dir(state_dir, exclusive=True)
-    except StateDirError as exc:
-        raise ReplayError(f"--state-dir {exc}") from None
-    try:
+    def refuse_a_daemons_folder() -> None:
         others = [p.name for p in state_dir.iterdir() if p.name not in (LOCK_FILENAME, MARKER)]
         if others and not (state_dir / MARKER).is_file():
             raise ReplayError(
                 f"--state-dir {state_dir} holds files a replay did not create (no {MARKER} marker); a replay"
                 " never writes into a live daemon's state. Give a new or empty folder"
             )
+
+    # before the lock file is made: a replay refused on a daemon's folder (by root, say)
+    # must leave nothing there the daemon's user could not open
+    refuse_a_daemons_folder()
+    try:
+        lock = lock_state_dir(state_dir, exclusive=True)
+    except StateDirError as exc:
+        raise ReplayError(f"--state-dir {exc}") from None
+    try:
+        refuse_a_daemons_folder()  # again, under the lock
         if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
             state_dir.chmod(DIR_MODE)
         fd = os.open(state_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)

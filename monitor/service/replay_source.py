@@ -182,7 +182,7 @@ class ReplaySource:
         """The field names the file has (``None``: JSON lines with no object to tell)."""
         try:
             if self.fmt == "csv":
-                with self.path.open(newline="", encoding="utf-8", errors="replace") as fh:
+                with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
                     csv.field_size_limit(max(self.max_bytes, 131_072))
                     try:
                         header = next(csv.reader(fh), [])
@@ -295,7 +295,7 @@ class ReplaySource:
 
     def _csv_rows(self) -> Iterator[Record | DeadLetter]:
         csv.field_size_limit(max(self.max_bytes, 131_072))
-        with self.path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        with self.path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
             reader = csv.reader(fh)
             header = next(reader)
             offset = 0

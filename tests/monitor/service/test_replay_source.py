@@ -61,6 +61,20 @@ def test_csv_cells_keep_their_text(tmp_path: Path) -> None:
     assert missing and all(r["value"] == 0 for r in missing)
 
 
+def test_a_csv_with_a_byte_order_mark_reads_as_one_without(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the first column was read as
+    "\ufeffevent_id", and every row became a missing_field dead letter."""
+    rows = [orjson.loads(m) for m in stream(windows=2, per_window=100, shift_from=9, seed=4)]
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    pd.json_normalize(rows, sep=".").to_csv(plain, index=False)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    cfg = _config(tmp_path)
+    a = run_replay(cfg, plain, tmp_path / "out-plain")
+    b = run_replay(cfg, marked, tmp_path / "out-marked")
+    assert (b.rows, b.dead_letters) == (a.rows, 0) == (200, 0)
+    assert table_dump(tmp_path / "out-marked" / "driftwarden.db") == table_dump(tmp_path / "out-plain" / "driftwarden.db")
+
+
 def test_a_row_without_ts_is_a_dead_letter_wherever_it_falls(tmp_path: Path) -> None:
     """A whole chunk of rows without ts stopped the replay ("no ts column"); now each is a
     dead letter, whatever the chunk size."""

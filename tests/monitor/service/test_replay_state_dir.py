@@ -77,12 +77,14 @@ def test_a_replay_and_a_daemon_or_another_replay_exclude_each_other(tmp_path: Pa
     with pytest.raises(StateDirError, match="is a `driftwarden replay` folder"):
         Daemon(on_replay, http=False)
 
-    # a running daemon's folder: the replay is refused before it looks at the folder's files
+    # a running daemon's folder: refused for its files, before a lock file is made there
     daemon = Daemon(cfg, http=False)
     try:
         assert daemon.config.daemon.state_dir.is_dir()
-        with pytest.raises(ReplayError, match="is in use by a running daemon"):
+        with pytest.raises(ReplayError, match="holds files a replay did not create"):
             run_replay(cfg, data, daemon.config.daemon.state_dir)
+        with pytest.raises(StateDirError, match="is in use by a running daemon"):
+            lock_state_dir(daemon.config.daemon.state_dir, exclusive=True)
     finally:  # as its shutdown ends (never run: no consumer to close)
         daemon.store.close()
         daemon._state_lock.release()
@@ -101,3 +103,39 @@ def test_replay_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
     assert modes == {MARKER: 0o600, ".driftwarden.lock": 0o600, "driftwarden.db": 0o600}
+
+
+def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_path: Path) -> None:
+    """`sudo driftwarden replay --state-dir <the daemon's folder>` was refused but left a
+    root-owned 0600 lock file there: the daemon's user could not open it and `run` exited 2
+    at every start."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    cfg, data = _setup(tmp_path)
+    Store.in_state_dir(cfg.daemon.state_dir).close()
+    with pytest.raises(ReplayError, match="holds files a replay did not create"):
+        run_replay(cfg, data, cfg.daemon.state_dir)
+    assert not (cfg.daemon.state_dir / ".driftwarden.lock").exists()
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return
+    # a lock file another uid left (0600): the folder's owner replaces it
+    outer = Path(tempfile.mkdtemp(prefix="dw-lock-"))
+    try:
+        os.chmod(outer, 0o755)
+        folder = outer / "state"
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 4321, 4321)
+        left = folder / ".driftwarden.lock"
+        left.write_text("")
+        os.chmod(left, 0o600)  # root's, unreadable to uid 4321
+        code = "import sys; from storage.state_dir import lock_state_dir; lock_state_dir(sys.argv[1], exclusive=False); print('locked')"
+        res = subprocess.run(["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups", "--inh-caps=-all",
+                              "--bounding-set=-all", sys.executable, "-c", code, str(folder)], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert res.returncode == 0 and res.stdout.strip() == "locked", res.stderr
+        assert left.stat().st_uid == 4321
+    finally:
+        shutil.rmtree(outer)
