@@ -618,13 +618,12 @@ class KafkaConfig(Strict):
             raise _fail("sasl_oauth_token_ttl", 'expected only with sasl_mechanism "OAUTHBEARER" and'
                         " sasl_oauth_token_command (a token file is re-read whenever it changes; it is"
                         " ignored otherwise)")
-        for other in ("predictions_topic", "labels_topic"):
-            if self.dead_letter_topic is not None and self.dead_letter_topic == getattr(self, other):
-                raise _fail(
-                    "dead_letter_topic",
-                    "expected a topic other than {other} (bad messages would be read back), got {got}",
-                    other=other, got=_show(self.dead_letter_topic),
-                )
+        if self.dead_letter_topic is not None and self.dead_letter_topic == self.predictions_topic:
+            raise _fail(
+                "dead_letter_topic",
+                "expected a topic other than predictions_topic (bad messages would be read back), got {got}",
+                got=_show(self.dead_letter_topic),
+            )
         if self.heartbeat_interval >= self.session_timeout:
             raise _fail(
                 "heartbeat_interval",
@@ -2025,6 +2024,11 @@ def _post_checks(
         problems.append(
             f"kafka.labels_topic: required by models[{labelled[0]}].performance.enabled;"
             ' expected a topic name like "labels", got "" (off)'
+        )
+    if cfg.joins_labels and cfg.kafka.dead_letter_topic == cfg.kafka.labels_topic:
+        problems.append(
+            "kafka.dead_letter_topic: expected a topic other than labels_topic, which a model with performance"
+            f" enabled reads (bad messages would be read back), got {_show(cfg.kafka.dead_letter_topic)}"
         )
     if cfg.kafka.labels_topic is not None and cfg.kafka.labels_topic == cfg.kafka.predictions_topic:
         problems.append(

@@ -1035,10 +1035,10 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "dead-letter-topic-is-labels-topic",
-        "",
+        "[models.performance]\nenabled = true",
         '[kafka]\ndead_letter_topic = "labels"\n',
-        "kafka.dead_letter_topic: expected a topic other than labels_topic (bad messages would be read"
-        ' back), got "labels"',
+        "kafka.dead_letter_topic: expected a topic other than labels_topic, which a model with performance"
+        ' enabled reads (bad messages would be read back), got "labels"',
     ),
     (
         "topic-name",
@@ -1848,3 +1848,10 @@ def test_a_count_window_smaller_than_the_default_min_rows_gets_its_size(tmp_path
     assert small.models[0].window.min_rows == 10
     large = load(tmp_path, '[models.window]\nby = "count"\nsize = 1000\n')
     assert large.models[0].window.min_rows == 30
+
+
+def test_a_dead_letter_topic_named_like_an_unread_labels_topic_is_fine(tmp_path: Path) -> None:
+    """Without a model joining labels the labels topic is never read: no loop to refuse."""
+    cfg = load(tmp_path, '[kafka]\ndead_letter_topic = "labels"\n')
+    assert cfg.kafka.dead_letter_topic == "labels" and not cfg.joins_labels
+
