@@ -97,7 +97,8 @@ def secure_state_dir(state_dir: str | Path, *, database: bool = True) -> list[Pa
         # created before SQLite opens it: SQLite gives -wal and -shm the same mode
         os.close(os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE))
     changed = [root] if narrowed else []
-    changed += [p for p in _entries(root) if _restrict(p)]
+    # the lock file holds no data, and stays readable so any user's process can lock it
+    changed += [p for p in _entries(root) if p.name != LOCK_FILENAME and _restrict(p)]
     return changed
 
 
@@ -140,6 +141,9 @@ def _restrict(path: Path) -> bool:
 #: the lock file of a state directory: a daemon holds a shared lock on it while it runs, a
 #: replay an exclusive one, so neither starts on a folder the other is using
 LOCK_FILENAME = ".driftwarden.lock"
+#: the lock file's mode: it holds nothing, and any user's process must be able to open
+#: it to lock it (the folder itself is 0700)
+LOCK_MODE = 0o644
 #: the file that marks a folder as a replay's own: a replay rewrites only such folders and
 #: a daemon refuses to start on one (its tables would be replaced by the next replay)
 REPLAY_MARKER = ".driftwarden-replay"
@@ -170,40 +174,29 @@ class StateDirLock:
         self.release()
 
 
-def _replace_lock_file(path: Path) -> int:
-    """A new lock file in place of one this user may not open (another user's, 0600)."""
-    try:
-        owner = path.stat().st_uid
-        path.unlink()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    except OSError as exc:
-        raise StateDirError(f"{path.parent}: cannot open its lock file {path.name} (left by another user?):"
-                            f" {exc.strerror or exc}; remove it") from None
-    log.warning("state dir: replaced the lock file %s, which uid %d left and this user may not open", path, owner)
-    return fd
-
-
 def lock_state_dir(state_dir: str | Path, *, exclusive: bool) -> StateDirLock:
     """Lock ``state_dir`` (which must exist): shared (a daemon) or exclusive (a replay).
 
     Never waits: raises :class:`StateDirBusy` when a conflicting lock is held (a replay
     while a daemon or another replay runs there, a daemon while a replay runs there),
-    :class:`StateDirError` when the lock file cannot be created. The lock file is 0600.
+    :class:`StateDirError` when the lock file cannot be created. The lock file is
+    :data:`LOCK_MODE`, so one another user created can still be opened to lock it.
     """
     import fcntl  # noqa: PLC0415 - POSIX only
 
     path = Path(state_dir) / LOCK_FILENAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, LOCK_MODE)
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, LOCK_MODE)  # whatever the umask
     except PermissionError:
-        # one another user left (a `sudo driftwarden ...`): flock needs no write access,
-        # and a folder of ours lets us replace a file we may not even read
+        # one another user made (a `sudo driftwarden ...`): flock needs no write access.
+        # Never replaced: a process holding a lock on it would no longer exclude anyone
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError:
-            fd = _replace_lock_file(path)
         except OSError as exc:
-            raise StateDirError(f"{path.parent}: cannot open its lock file: {exc.strerror or exc}") from None
+            raise StateDirError(f"{path.parent}: cannot open its lock file {path.name} (another user's, not"
+                                f" readable?): {exc.strerror or exc}; remove it while nothing runs there") from None
     except OSError as exc:
         raise StateDirError(f"{path.parent}: cannot create its lock file: {exc.strerror or exc}") from None
     try:

@@ -154,7 +154,22 @@ def load_reference(
 def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | None = None) -> ReferenceData:
     import pandas as pd  # noqa: PLC0415
 
-    df = read_frame(path, fmt, max_cells=max_cells)
+    # the hash names the rows read: taken before and after reading, a file replaced in
+    # between (a new reference copied in place while the daemon starts) is read again
+    for _ in range(3):
+        try:
+            before = sha256_of(path)
+        except OSError:
+            before = None  # read_frame says why it cannot be read
+        df = read_frame(path, fmt, max_cells=max_cells)
+        try:
+            sha256 = sha256_of(path)
+        except OSError as exc:  # gone or unreadable once read
+            raise ReferenceError(path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+        if sha256 == before:
+            break
+    else:
+        raise ReferenceError(path, "changed three times while it was read; try again once it is in place")
     check_shape(path, [str(c) for c in df.columns], len(df), spec)
     cols: dict[str, np.ndarray] = {}
     for c in spec.numerical:
@@ -174,4 +189,4 @@ def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | 
             cols[pred] = categorical_values(df[pred].to_numpy(dtype=object))
         if spec.require_prediction:
             check_not_empty(path, pred, pd.isna(cols[pred]).astype(bool))
-    return ReferenceData(path=path, sha256=sha256_of(path), rows=len(df), columns=cols)
+    return ReferenceData(path=path, sha256=sha256, rows=len(df), columns=cols)

@@ -122,19 +122,19 @@ class Daemon:
                     max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
                     on_outcome=self.alerting.flush_outcome,
                 )
+            self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
+            if self.pipeline.labels is not None:
+                # a flush that builds a large id index (millions of pending predictions) turns
+                # no loop for a while; each chunk it reads is progress, not a stall
+                self.pipeline.labels.progress = self._advancing
+            self.pipeline.register_initial_references()
+            # the single-row label state; each partition's row, once claimed, takes over
+            self.pipeline.restore_labels()
+            adopt_legacy_state(self.store, self.pipeline.topic, clock())
         except BaseException:  # nothing of a start that failed is held on to
             self.store.close()
             self._state_lock.release()
             raise
-        self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
-        if self.pipeline.labels is not None:
-            # a flush that builds a large id index (millions of pending predictions) turns
-            # no loop for a while; each chunk it reads is progress, not a stall
-            self.pipeline.labels.progress = self._advancing
-        self.pipeline.register_initial_references()
-        # the single-row label state; each partition's row, once claimed, takes over
-        self.pipeline.restore_labels()
-        adopt_legacy_state(self.store, self.pipeline.topic, clock())
         #: registered references this instance could not use (not tried again)
         self._failed_references: set[str] = set()
         #: assigned partitions not claimed yet (paused until a claim succeeds)

@@ -107,6 +107,10 @@ def _parquet(path: Path) -> Any:
         raise ReplaySourceError(f"{path}: not a readable Parquet file: {exc}") from None
 
 
+#: the UTF-8 byte-order mark some editors start a text file with
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_lines(fh: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
     """``(line, size)`` of each line without its line end; a line longer than ``limit``
     bytes is yielded as its first ``limit + 1`` bytes with its full size, the rest read in
@@ -196,6 +200,8 @@ class ReplaySource:
             names: set[str] = set()
             seen = 0
             with self.path.open("rb") as fh:
+                if fh.read(3) != _BOM:
+                    fh.seek(0)
                 for line, size in read_lines(fh, self.max_bytes):
                     if size > self.max_bytes or not line.strip():
                         continue
@@ -254,6 +260,8 @@ class ReplaySource:
         offset = 0
         rewrite = self.shaper.rewrites_lines
         with self.path.open("rb") as fh:
+            if fh.read(3) != _BOM:  # a UTF-8 byte-order mark (Windows editors) is not the first line's
+                fh.seek(0)
             for line, size in read_lines(fh, self.max_bytes):
                 if size <= self.max_bytes and not line.strip():
                     continue

@@ -150,6 +150,11 @@ def _window_rows(config: ModelConfig, reference_rows: int) -> int:
     return min(1000, max(reference_rows // 2, 10))
 
 
+#: the resampling of every calibration (``calibrate``'s defaults, named here so the
+#: calibration cache's key holds them)
+CALIBRATION_DRAWS: dict[str, int] = {"resamples": 400, "splits": 25, "seed": 0}
+
+
 def _calibrated(
     config: ModelConfig, reference: ReferenceData, prepared: PreparedReference, cache: CalibrationCache | None
 ) -> tuple[PreparedReference, Calibration]:
@@ -161,13 +166,18 @@ def _calibrated(
     rows = int(config.window.size) if config.window.by == "count" else None  # type: ignore[arg-type]
     sizes = calibration_sizes(rows, reference.rows, config.window.min_rows)
 
+    # every input of calibrate(), its defaults spelt out: the cache's key holds them all
+    settings = {"sizes": list(sizes), "alpha_column": d.alpha_column, "alpha": d.alpha, "bins": d.bins,
+                **CALIBRATION_DRAWS}
+
     def compute() -> Calibration:
-        return calibrate(reference.columns, specs, sizes=sizes, alpha_column=d.alpha_column, alpha=d.alpha, bins=d.bins)
+        return calibrate(reference.columns, specs, sizes=sizes, alpha_column=d.alpha_column, alpha=d.alpha,
+                         bins=d.bins, **CALIBRATION_DRAWS)
 
     if cache is None:
         return fixed, compute()
-    settings = {"sizes": list(sizes), "alpha_column": d.alpha_column, "alpha": d.alpha, "bins": d.bins}
-    return fixed, cache.get_or_compute(cache.key(reference.sha256, specs, settings), compute)
+    return fixed, cache.get_or_compute(cache.key(reference.sha256, specs, settings), compute,
+                                       expect=(specs, sizes, d.alpha_column, d.alpha))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 from detectors import calibrate
 from detectors.calibration import CALIBRATION_VERSION, calibration_from_dict, calibration_to_dict
 from detectors.spec import ColumnSpec
-from monitor.references.calibration_cache import CalibrationCache
+from monitor.references.calibration_cache import CalibrationCache, _sealed
 from monitor.references.load import ReferenceSpec, load_reference
 from monitor.service.pipeline import Pipeline
 from monitor.windows.figures import PreparedModel
@@ -79,3 +79,39 @@ def test_a_restart_reads_the_calibration_and_judges_alike(tmp_path: Path) -> Non
     q = Pipeline(other, store)
     assert (q.calibration_cache.hits, q.calibration_cache.misses) == (0, 1)
     assert first and len(list((Path(cfg.daemon.state_dir) / "calibration").glob("*.json"))) == 2
+
+
+def test_a_stored_calibration_unlike_the_inputs_or_not_a_file_is_computed_again(tmp_path: Path) -> None:
+    """A file that parsed was used as it was: one saying alpha_column 0.5 made every window
+    drift, one with no columns switched detection off, and a FIFO there hung the start."""
+    cfg = make_config(tmp_path, {}, {"thresholds": "calibrated"})
+    store = run(cfg, [])
+    folder = Path(cfg.daemon.state_dir) / "calibration"
+    (stored,) = folder.glob("*.json")
+    sealed = orjson.loads(stored.read_bytes())
+    good = sealed["calibration"]
+    for bad in ({**sealed, "calibration": {**good, "alpha_column": 0.5}},  # damaged: hash fails
+                {**sealed, "calibration": {**good, "columns": []}},
+                _sealed({**good, "alpha_column": 0.5}),  # well sealed, unlike the inputs
+                _sealed({**good, "columns": [{**good["columns"][0], "body": [[1.0]]}]}),  # malformed
+                {"calibration": good}):
+        stored.write_bytes(orjson.dumps(bad))
+        p = Pipeline(cfg, store)
+        assert (p.calibration_cache.hits, p.calibration_cache.misses) == (0, 1), bad
+        assert orjson.loads(stored.read_bytes()) == sealed  # replaced by the one computed
+    stored.unlink()
+    os.mkfifo(stored)
+    p = Pipeline(cfg, store)  # neither hangs nor fails
+    assert (p.calibration_cache.hits, p.calibration_cache.misses) == (0, 1)
+    store.close()
+
+
+def test_the_key_holds_the_draws_and_the_code() -> None:
+    from monitor.windows.figures import CALIBRATION_DRAWS
+
+    specs = [ColumnSpec("x", "numerical", "ks")]
+    base = {"sizes": [50], **CALIBRATION_DRAWS}
+    assert CalibrationCache.key("ab" * 32, specs, base) != CalibrationCache.key(
+        "ab" * 32, specs, {**base, "resamples": 800})
+    assert CalibrationCache.key("ab" * 32, specs, base) != CalibrationCache.key(
+        "ab" * 32, [ColumnSpec("x", "numerical", "wasserstein")], base)

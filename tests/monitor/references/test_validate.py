@@ -145,3 +145,31 @@ def test_calibrated_thresholds_refuse_a_reference_too_small_to_resample(tmp_path
     # evidently thresholds: only min_rows applies
     assert _spec(tmp_path, min_rows=30).calibration_min_rows == 0
     assert load_reference(small, _spec(tmp_path, min_rows=30)).rows == 99
+
+
+def test_the_hash_names_the_rows_read_when_the_file_is_replaced_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash was taken after the rows were read: a file replaced in between got the new
+    file's hash for the old rows, and the calibration cache kept the old rows' calibration
+    under it for good. A file that changed while read is read again."""
+    import monitor.references.load as load_mod
+    from monitor.references.load import ReferenceSpec, load_reference, sha256_of
+
+    path = tmp_path / "ref.csv"
+    path.write_text("a\n" + "\n".join(str(i) for i in range(200)) + "\n")
+    real = load_mod.read_frame
+    calls = []
+
+    def replaced_during_the_first_read(*args: object, **kw: object) -> object:
+        df = real(*args, **kw)
+        if not calls:  # the new reference lands while the old one is being parsed
+            path.write_text("a\n" + "\n".join(str(i * 2) for i in range(300)) + "\n")
+        calls.append(1)
+        return df
+
+    monkeypatch.setattr(load_mod, "read_frame", replaced_during_the_first_read)
+    spec = ReferenceSpec(model="m", numerical=("a",), categorical=(), prediction="p", prediction_type="numerical",
+                         require_prediction=False, min_rows=1)
+    ref = load_reference(path, spec)
+    assert (ref.rows, ref.sha256, len(calls)) == (300, sha256_of(path), 2)

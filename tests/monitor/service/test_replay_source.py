@@ -73,6 +73,11 @@ def test_a_csv_with_a_byte_order_mark_reads_as_one_without(tmp_path: Path) -> No
     b = run_replay(cfg, marked, tmp_path / "out-marked")
     assert (b.rows, b.dead_letters) == (a.rows, 0) == (200, 0)
     assert table_dump(tmp_path / "out-marked" / "driftwarden.db") == table_dump(tmp_path / "out-plain" / "driftwarden.db")
+    lines, marked_lines = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"  # JSON lines alike
+    lines.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    marked_lines.write_bytes(b"\xef\xbb\xbf" + lines.read_bytes())
+    c = run_replay(cfg, marked_lines, tmp_path / "out-marked-lines")
+    assert (c.rows, c.dead_letters) == (200, 0)
 
 
 def test_a_row_without_ts_is_a_dead_letter_wherever_it_falls(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from monitor.service.daemon import Daemon
 from monitor.service.replay import MARKER, PARTIAL_DB, ReplayError, ReplayInterrupted, run_replay
 from monitor.service.replay_source import ReplaySourceError
 from storage.db import Store
-from storage.state_dir import StateDirError, lock_state_dir
+from storage.state_dir import StateDirError, lock_state_dir, secure_state_dir
 from tests.monitor.daemon_helpers import stream, write_config
 
 
@@ -102,7 +102,7 @@ def test_replay_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
-    assert modes == {MARKER: 0o600, ".driftwarden.lock": 0o600, "driftwarden.db": 0o600}
+    assert modes == {MARKER: 0o600, ".driftwarden.lock": 0o644, "driftwarden.db": 0o600}
 
 
 def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_path: Path) -> None:
@@ -121,21 +121,33 @@ def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_
     assert not (cfg.daemon.state_dir / ".driftwarden.lock").exists()
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return
-    # a lock file another uid left (0600): the folder's owner replaces it
+    # a lock file root made (`sudo driftwarden run`) stays readable: the folder's owner can
+    # lock it, and is kept out while root holds it (it was replaced, which let both run)
     outer = Path(tempfile.mkdtemp(prefix="dw-lock-"))
     try:
         os.chmod(outer, 0o755)
         folder = outer / "state"
         folder.mkdir(mode=0o700)
+        old = os.umask(0o077)
+        try:
+            held = lock_state_dir(folder, exclusive=True)  # root's, made under the daemon's umask
+        finally:
+            os.umask(old)
+        secure_state_dir(folder)  # root's start narrows the folder's files, never the lock file
         os.chown(folder, 4321, 4321)
-        left = folder / ".driftwarden.lock"
-        left.write_text("")
-        os.chmod(left, 0o600)  # root's, unreadable to uid 4321
-        code = "import sys; from storage.state_dir import lock_state_dir; lock_state_dir(sys.argv[1], exclusive=False); print('locked')"
-        res = subprocess.run(["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups", "--inh-caps=-all",
-                              "--bounding-set=-all", sys.executable, "-c", code, str(folder)], capture_output=True,
-                             text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        assert res.returncode == 0 and res.stdout.strip() == "locked", res.stderr
-        assert left.stat().st_uid == 4321
+        assert stat.S_IMODE((folder / ".driftwarden.lock").stat().st_mode) == 0o644
+        code = ("import sys; from storage.state_dir import lock_state_dir, StateDirBusy\n"
+                "try:\n    lock_state_dir(sys.argv[1], exclusive=False); print('locked')\n"
+                "except StateDirBusy: print('busy')")
+        def as_owner() -> str:
+            res = subprocess.run(["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups", "--inh-caps=-all",
+                                  "--bounding-set=-all", sys.executable, "-c", code, str(folder)], capture_output=True,
+                                 text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            assert res.returncode == 0, res.stderr
+            return res.stdout.strip()
+        assert as_owner() == "busy"
+        held.release()
+        assert as_owner() == "locked"
+        assert (folder / ".driftwarden.lock").stat().st_uid == 0  # the same file, not a new one
     finally:
         shutil.rmtree(outer)

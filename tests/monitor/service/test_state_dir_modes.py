@@ -78,7 +78,9 @@ def test_daemon_started_with_umask_022_keeps_state_private(broker: EmbeddedBroke
         assert modes["references"] == modes["references/churn"] == 0o700
         for name in (*sqlite_files, "notes.txt", uploaded[0]):
             assert modes[name] == 0o600, (name, oct(modes[name]))
-        # nothing at all in the state dir is open to group or others
+        # nothing in the state dir is open to group or others but the empty lock file (0644, so
+        # any user's process can lock it: the folder itself is 0700)
+        assert modes.pop(".driftwarden.lock") == 0o644 and (state / ".driftwarden.lock").stat().st_size == 0
         assert all(m & 0o077 == 0 for m in modes.values()), {k: oct(m) for k, m in modes.items()}
         assert PG_MODE or mode(db) == 0o600
     finally:
