@@ -226,7 +226,7 @@ secret_env = "DRIFTWARDEN_BENCH_HOOK"
                 time.sleep(0.05)  # the resolved notification, if any, is not timed
     finally:
         d.alerting.worker.close(timeout=5)
-        d.store.close()
+        d.close()
         hook.stop()
     return out
 

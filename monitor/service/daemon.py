@@ -92,8 +92,11 @@ class Daemon:
                 f" {REPLAY_MARKER}): the next replay there would replace the daemon's tables. Give the daemon"
                 " a folder of its own"
             )
-        # shared: instances may share a folder as before; a replay (exclusive) may not meanwhile
-        self._state_lock = lock_state_dir(config.daemon.state_dir, exclusive=False)
+        # one instance per SQLite file: a second daemon on it (a `driftwarden run` by hand
+        # beside the service) would take half the partitions and overwrite the windows
+        # the first computes with its own half; instances of a shared PostgreSQL store may
+        # share a folder. A replay (exclusive) never runs beside either
+        self._state_lock = lock_state_dir(config.daemon.state_dir, exclusive=config.storage.url is None)
         #: this instance in the store (partition owner, outbox claims)
         self.instance = instance_id()
         # -- systemd (all no-ops without NOTIFY_SOCKET)
@@ -895,12 +898,19 @@ class Daemon:
             release_partitions(self.store, self.pipeline.topic, self.instance, self.pipeline.claims, self.clock())
         except StorageError as exc:
             log.warning("storage: cannot give partitions up: %s", exc)
+        self.close()
+        self.on_event("stopped", {})
+
+    def close(self) -> None:
+        """Give up what a daemon holds (its store connections, the state-dir lock, the
+        systemd socket): the end of :meth:`run`, and what a daemon built but never run (a
+        test, the demo's set-up) must call. Idempotent."""
         if self._reads is not None:
             self._reads.close()
+            self._reads = None
         self.store.close()
         self._state_lock.release()
         self.systemd.close()
-        self.on_event("stopped", {})
 
     def _config_facts(self) -> dict[str, Any]:
         """This instance's config as the others of a shared store compare it (see

@@ -38,7 +38,7 @@ def state(
         feed(daemon, stream(4, 300, 2), close_at_ms=int(START.timestamp() * 1000) + 5 * 60_000)
         ids = [r["id"] for r in daemon.store.query('SELECT id FROM windows ORDER BY "end" DESC, id DESC')]
     finally:
-        daemon.store.close()
+        daemon.close()
     shared = module_store_target.kind == "postgres"
     yield cfg_path, ("-c", str(cfg_path)) if shared else ("--state-dir", str(folder / "state")), ids
 

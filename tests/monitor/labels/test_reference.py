@@ -98,4 +98,4 @@ def test_a_reload_refuses_a_rule_the_references_cannot_serve(tmp_path: Path) -> 
         path.write_text(path.read_text().replace("relative = true\n", ""))
         assert prepare_reload(daemon, path) is not None  # an absolute threshold needs no reference figure
     finally:
-        daemon.store.close()
+        daemon.close()

@@ -57,7 +57,7 @@ def test_the_daemon_and_a_reload_hand_the_outcome_to_the_alerting(
         daemon.pipeline.on_outcome(True)
         assert logged == in_doubt and daemon.alerting._uncommitted == []
     finally:
-        daemon.store.close()
+        daemon.close()
 
 
 def test_a_flush_in_doubt_whose_partitions_were_all_claimed_again_is_left_to_their_owner(

@@ -74,4 +74,4 @@ def test_new_drift_settings_refuse_a_reference_file_changed_on_disk(tmp_path: Pa
         with pytest.raises(ReloadRefused, match=rf"the reference file {ref} changed on disk since it was loaded"):
             prepare_reload(daemon, path)
     finally:
-        daemon.store.close()
+        daemon.close()

@@ -86,8 +86,7 @@ def test_a_replay_and_a_daemon_or_another_replay_exclude_each_other(tmp_path: Pa
         with pytest.raises(StateDirError, match="is in use by a running daemon"):
             lock_state_dir(daemon.config.daemon.state_dir, exclusive=True)
     finally:  # as its shutdown ends (never run: no consumer to close)
-        daemon.store.close()
-        daemon._state_lock.release()
+        daemon.close()
     with pytest.raises(ReplayError, match="holds files a replay did not create"):  # stopped: still its own
         run_replay(cfg, data, cfg.daemon.state_dir)
 
@@ -151,3 +150,22 @@ def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_
         assert (folder / ".driftwarden.lock").stat().st_uid == 0  # the same file, not a new one
     finally:
         shutil.rmtree(outer)
+
+
+def test_a_second_daemon_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """`driftwarden run` by hand beside the service took half the partitions and overwrote
+    the windows the service computed with its own half, without a word."""
+    from storage.state_dir import StateDirBusy
+    from tests.store_targets import PG_MODE
+
+    cfg, _ = _setup(tmp_path)
+    if PG_MODE:
+        pytest.skip("instances of a shared PostgreSQL store may share a folder")
+    first = Daemon(cfg, http=False)
+    try:
+        with pytest.raises(StateDirBusy, match="is in use by a running daemon"):
+            Daemon(cfg, http=False)
+    finally:
+        first.close()
+    second = Daemon(cfg, http=False)  # once the first is gone
+    second.close()

@@ -60,7 +60,7 @@ def test_metrics_count_pruned_rows_and_dropped_dead_letters_across_restarts(tmp_
         assert m["driftwarden_last_prune_timestamp_seconds"] == now.timestamp()
         assert m['driftwarden_db_size_bytes{file="db"}'] > 0
     finally:
-        daemon.store.close()
+        daemon.close()
     restarted = Daemon(cfg, http=False, clock=lambda: now)
     try:
         m = metric_lines(restarted)
@@ -68,7 +68,7 @@ def test_metrics_count_pruned_rows_and_dropped_dead_letters_across_restarts(tmp_
         assert m['driftwarden_dead_letters_dropped_total{reason="not_json"}'] == 7
         assert m['driftwarden_dead_letter_payloads_dropped_total{reason="not_json"}'] == 2
     finally:
-        restarted.store.close()
+        restarted.close()
 
 
 def test_every_retention_key_reaches_the_prune_and_the_store(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_every_retention_key_reaches_the_prune_and_the_store(tmp_path: Path) -> 
         assert daemon.prune.interval == timedelta(minutes=4)
         assert daemon.store.dead_letter_cap == DeadLetterCap(per_minute=3, payloads_per_minute=2)
     finally:
-        daemon.store.close()
+        daemon.close()
 
 
 @pytest.mark.sqlite_only("a SQLite file made before incremental vacuum")
@@ -105,7 +105,7 @@ def test_the_daemon_switches_an_old_database_to_incremental_vacuum(tmp_path: Pat
         assert daemon.store.auto_vacuum_mode() == "incremental"
         assert daemon.store.schema_version() >= 4
     finally:
-        daemon.store.close()
+        daemon.close()
 
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")

@@ -228,4 +228,4 @@ def test_the_label_joins_long_work_counts_as_the_loop_turning(
             assert d.loop_turned_at > before
             assert wait_for(lambda: ns.has("WATCHDOG=1"), timeout=5)
         finally:
-            d.store.close()
+            d.close()

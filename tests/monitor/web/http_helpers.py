@@ -68,7 +68,7 @@ def running_api(
         yield Api(daemon, server, path)
     finally:
         server.stop()
-        daemon.store.close()
+        daemon.close()
 
 
 def wait_serving(port: int, timeout: float = 15.0) -> bool:

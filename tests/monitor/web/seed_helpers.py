@@ -146,7 +146,7 @@ def seeded_daemon(
     finally:
         server.stop()
         daemon.alerting.drain(2)
-        daemon.store.close()
+        daemon.close()
         slack.stop()
 
 

@@ -141,7 +141,7 @@ def test_a_registered_reference_that_is_unfit_falls_back_to_the_configured_one(
         rt = d.pipeline.models["churn"]
         assert (rt.prepared.version, rt.prepared.reference.sha256, rt.prepared.reference.rows) == configured
     finally:
-        d.store.close()
+        d.close()
 
 
 def test_a_small_file_of_too_many_values_is_refused_before_it_is_read(tmp_path: Path,
