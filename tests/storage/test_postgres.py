@@ -12,7 +12,7 @@ import pytest
 
 from monitor.config import load_config
 from monitor.service.store import open_store
-from storage.db import StorageError
+from storage.db import StorageError, StoreBusy
 from storage.postgres import PostgresStore, redact
 from storage.schema import MIGRATIONS
 from tests.store_targets import PostgresTarget
@@ -36,7 +36,8 @@ def test_a_statement_waiting_too_long_fails_instead_of_hanging(pg_target: Postgr
     held.wait(5)
     t0 = time.monotonic()
     try:
-        with pytest.raises(StorageError, match="statement timeout"), impatient.transaction():
+        # held by another session for now: StoreBusy, which `run` exits 1 for (restarted)
+        with pytest.raises(StoreBusy, match="statement timeout"), impatient.transaction():
             impatient.lock("the-key")
     finally:
         release.set()
