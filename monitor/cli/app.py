@@ -246,6 +246,9 @@ def replay(
     except ReplayInterrupted as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before the replay began (counting the file's rows)
+        typer.echo(f"driftwarden: replay interrupted before it began: nothing was replayed into {state_dir}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(
         f"replayed {result.rows} rows: {result.windows} windows, {result.late_rows} late rows,"
         f" {result.dead_letters} dead letters, {result.alerts_fired} alert(s) fired"
