@@ -459,6 +459,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "DROP INDEX IF EXISTS label_predictions_id",
         ],
     ),
+    (
+        14,
+        "deliveries: the pending ones by notifier and alert group, in the order they were made"
+        " (the outbox sends a group's messages in order: the read of the earlier pending one"
+        " scanned every pending delivery, 2.5 ms a send with 20,000 pending)",
+        [
+            "CREATE INDEX IF NOT EXISTS deliveries_pending_group ON deliveries (notifier, group_key, created_at)"
+            " WHERE status = 'pending'",
+        ],
+    ),
 ]
 
 #: the newest schema version this code knows; it refuses to write a store migrated past it

@@ -157,3 +157,25 @@ def test_writes_roll_back_with_the_enclosing_transaction(store):
         db.insert_delivery(store, delivery("d", T0, alert_ids=("a",)))
         raise RuntimeError("window write failed")
     assert db.list_alerts(store) == [] and db.list_deliveries(store) == []
+
+
+def test_the_earlier_pending_message_of_a_group_is_found_by_an_index(store):
+    """The outbox asks, before each send, for an earlier pending message of the same notifier
+    and alert group: the read scanned every pending delivery (185 ms per 100 sends with
+    20,000 pending); migration 14's partial index answers it (under 1 ms)."""
+    sql = ("SELECT * FROM deliveries WHERE status = 'pending' AND notifier = ? AND group_key = ? AND created_at < ?"
+           " AND (parent_id IS NULL OR parent_id != ?) ORDER BY created_at LIMIT 1")
+    params = ("slack", "g1", "2026-11-23T15:00:00.000Z", "d9")
+    if store.shared:  # PostgreSQL's planner picks it by the table's size: that it is there
+        found = store.query("SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_pending_group'")
+        assert found and "WHERE (status = 'pending'::text)" in found[0]["indexdef"], found
+    else:
+        plan = " ".join(str(r) for r in store.query("EXPLAIN QUERY PLAN " + sql, params))
+        assert "deliveries_pending_group" in plan, plan
+    first = delivery("d1", T0, group_key="g1")
+    second = delivery("d2", T0 + timedelta(seconds=1), group_key="g1")
+    with store.transaction():
+        db.insert_delivery(store, first)
+        db.insert_delivery(store, second)
+    assert db.pending_before(store, second).id == "d1"
+    assert db.pending_before(store, first) is None
