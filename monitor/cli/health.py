@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from monitor.config import Config, DaemonConfig
+from monitor.config import Config, DaemonConfig, apply_env_overrides
 
 
 def listen_of(path: Path) -> DaemonConfig:
@@ -22,13 +22,15 @@ def listen_of(path: Path) -> DaemonConfig:
     ``DRIFTWARDEN_DAEMON__HTTP_LISTEN`` or the file, read alone, else the default. The
     probe asks the daemon, not the file: a bad edit must not make a running daemon look
     unhealthy. ``ValueError`` when that address itself is unusable."""
-    listen = os.environ.get("DRIFTWARDEN_DAEMON__HTTP_LISTEN")
-    if listen is None:
-        try:
-            daemon = tomllib.loads(path.read_text(encoding="utf-8")).get("daemon", {})
-            listen = daemon.get("http_listen") if isinstance(daemon, dict) else None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            listen = None
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        doc = {}
+    # the loader's own override rule (names match case-insensitively, ...); an override
+    # that is itself a problem leaves the file's value
+    doc, _origins, _problems = apply_env_overrides(doc, os.environ)
+    daemon = doc.get("daemon", {})
+    listen = daemon.get("http_listen") if isinstance(daemon, dict) else None
     return DaemonConfig() if listen is None else DaemonConfig(http_listen=listen)
 
 
