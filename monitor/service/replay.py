@@ -40,9 +40,6 @@ from storage.state_dir import (
 
 log = logging.getLogger("driftwarden.replay")
 
-#: the file that marks a folder as a replay's own (a replay rewrites only such folders,
-#: and a daemon refuses to start on one)
-MARKER = REPLAY_MARKER
 #: where a replay writes its tables until it finishes (then renamed to the database)
 PARTIAL_DB = "driftwarden.db.partial"
 
@@ -92,7 +89,7 @@ def claim_replay_dir(state_dir: Path) -> StateDirLock:
     """Take ``state_dir`` for a replay and hold it: new, empty, or an earlier replay's.
 
     The folder is created 0700 (an existing one narrowed to it), marked with
-    :data:`MARKER` (0600), and locked exclusively (:func:`storage.state_dir.lock_state_dir`)
+    :data:`REPLAY_MARKER` (0600), and locked exclusively (:func:`storage.state_dir.lock_state_dir`)
     until the returned lock is released: a daemon never runs on it meanwhile, nor another
     replay. Nothing else in it is touched. Raises :class:`ReplayError` for a file where the
     folder should be, a folder a replay did not make (a daemon's), a folder in use.
@@ -105,10 +102,10 @@ def claim_replay_dir(state_dir: Path) -> StateDirLock:
     except OSError as exc:  # a file where a parent folder should be, no permission
         raise ReplayError(f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}") from None
     def refuse_a_daemons_folder() -> None:
-        others = [p.name for p in state_dir.iterdir() if p.name not in (LOCK_FILENAME, MARKER)]
-        if others and not (state_dir / MARKER).is_file():
+        others = [p.name for p in state_dir.iterdir() if p.name not in (LOCK_FILENAME, REPLAY_MARKER)]
+        if others and not (state_dir / REPLAY_MARKER).is_file():
             raise ReplayError(
-                f"--state-dir {state_dir} holds files a replay did not create (no {MARKER} marker); a replay"
+                f"--state-dir {state_dir} holds files a replay did not create (no {REPLAY_MARKER} marker); a replay"
                 " never writes into a live daemon's state. Give a new or empty folder"
             )
 
@@ -123,7 +120,7 @@ def claim_replay_dir(state_dir: Path) -> StateDirLock:
         refuse_a_daemons_folder()  # again, under the lock
         if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
             state_dir.chmod(DIR_MODE)
-        fd = os.open(state_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        fd = os.open(state_dir / REPLAY_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "w") as fh:
             fh.write("created by `driftwarden replay`; a new replay rewrites this folder\n")
     except BaseException:

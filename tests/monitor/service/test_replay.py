@@ -20,8 +20,9 @@ import pytest
 from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker
 from monitor.demo.sinks import WebhookSink
-from monitor.service.replay import MARKER, ReplayError, run_replay
+from monitor.service.replay import ReplayError, run_replay
 from storage.db import Store
+from storage.state_dir import REPLAY_MARKER
 from tests.monitor.daemon_helpers import produce, stream, table_dump, write_config
 from tests.monitor.fault_helpers import fault_config, run_to_completion
 from tests.store_targets import SqliteTarget
@@ -277,5 +278,5 @@ def test_replay_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> No
         run_replay(cfg, files["jsonl"], live_state)
     assert (live_state / "driftwarden.db").read_text() == "the daemon's"
     run_replay(cfg, files["jsonl"], tmp_path / "again")
-    assert (tmp_path / "again" / MARKER).is_file()
+    assert (tmp_path / "again" / REPLAY_MARKER).is_file()
     run_replay(cfg, files["jsonl"], tmp_path / "again")  # its own folder: rewritten

@@ -13,10 +13,10 @@ import pytest
 
 from monitor.config import Config, load_config
 from monitor.service.daemon import Daemon
-from monitor.service.replay import MARKER, PARTIAL_DB, ReplayError, ReplayInterrupted, run_replay
+from monitor.service.replay import PARTIAL_DB, ReplayError, ReplayInterrupted, run_replay
 from monitor.service.replay_source import ReplaySourceError
 from storage.db import Store
-from storage.state_dir import StateDirError, lock_state_dir, secure_state_dir
+from storage.state_dir import REPLAY_MARKER, StateDirError, lock_state_dir, secure_state_dir
 from tests.monitor.daemon_helpers import stream, write_config
 
 
@@ -101,7 +101,7 @@ def test_replay_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
-    assert modes == {MARKER: 0o600, ".driftwarden.lock": 0o644, "driftwarden.db": 0o600}
+    assert modes == {REPLAY_MARKER: 0o600, ".driftwarden.lock": 0o644, "driftwarden.db": 0o600}
 
 
 def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_path: Path) -> None:
