@@ -103,14 +103,11 @@ class Daemon:
         self.systemd = SystemdNotifier()
         # a schema migration, a first VACUUM or 100 references to prepare may outlast
         # TimeoutStartSec: systemd is asked for more time while they run
+        store: Store | None = None
         try:
             with self.systemd.extending("starting: opening the store (migrating its schema if needed)"):
-                self.store: Store = open_store(config, application_name=f"driftwarden {self.instance}")
+                self.store = store = open_store(config, application_name=f"driftwarden {self.instance}")
                 switch_to_incremental_vacuum(self.store)
-        except BaseException:
-            self._state_lock.release()
-            raise
-        try:
             self.prune = RetentionJob(config, self.store, clock=clock)
             #: what the prune removed so far (``/metrics``)
             self.retention = self.prune.stats
@@ -135,7 +132,8 @@ class Daemon:
             self.pipeline.restore_labels()
             adopt_legacy_state(self.store, self.pipeline.topic, clock())
         except BaseException:  # nothing of a start that failed is held on to
-            self.store.close()
+            if store is not None:
+                store.close()
             self._state_lock.release()
             raise
         #: registered references this instance could not use (not tried again)
