@@ -45,6 +45,33 @@ def test_a_statement_waiting_too_long_fails_instead_of_hanging(pg_target: Postgr
     assert time.monotonic() - t0 < 3
 
 
+def test_a_lock_wait_cut_by_the_servers_lock_timeout_is_busy_too(pg_target: PostgresTarget) -> None:
+    """An operator's ``lock_timeout`` (on the role or database) ends a lock wait with
+    sqlstate 55P03: held by another session for now, StoreBusy like a statement timeout."""
+    holder = pg_target.open()
+    impatient = pg_target.open()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.transaction():
+            holder.lock("the-lock-timeout-key")
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(5)
+    try:
+        with pytest.raises(StoreBusy, match="lock timeout"), impatient.transaction():
+            impatient.execute("SET LOCAL lock_timeout = '200ms'")
+            impatient.lock("the-lock-timeout-key")
+    finally:
+        release.set()
+        t.join(10)
+        holder.close()
+        impatient.close()
+
+
 def test_the_pool_never_opens_more_than_pool_size_connections(pg_target: PostgresTarget) -> None:
     name = f"pooltest-{uuid.uuid4().hex[:8]}"
     store = pg_target.open(pool_size=2, application_name=name)
