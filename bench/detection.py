@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def build_modes(ref: Cols, window: int) -> dict[str, Mode]:
             spec = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", WARMUP)))
             cusum = Rule("slow", "drift_share", ">", detector=spec)
         out[mode] = Mode(mode, pm, WindowReferences(pm), cusum)
+    shutil.rmtree(folder, ignore_errors=True)  # the reference is read and prepared: nothing reads the file again
     return out
 
 

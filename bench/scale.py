@@ -158,6 +158,8 @@ def scenario(args: dict[str, Any], out: Any) -> None:
     feed(p, recs)
     cpu = time.process_time() - cpu0
     out.put({"eps": len(recs) / cpu, **info, "windows": p.stats.windows_closed, "peak_rss_mb": rss_mb()})
+    p.store.close()
+    shutil.rmtree(Path(p.config.daemon.state_dir).parent, ignore_errors=True)  # references and the store
 
 
 #: 12-minute tumbling windows (the sliding scenario's counterpart)
