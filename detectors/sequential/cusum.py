@@ -40,16 +40,32 @@ class CUSUM:
       ends it. (Before, sigma was floored at 1e-12: a figure such as
       ``drift_share`` that was 0 in every warm-up window then signalled on the
       first window with one drifted column.)
-    - **a figure moves in steps at least its resolution**: sigma is at least
-      ``step / sqrt(12)``, the standard deviation of rounding to a grid of
-      ``step`` (what a value read to that resolution is uncertain by), where
-      ``step`` is the smallest non-zero change between consecutive warm-up
-      values. A share of ``m`` columns moves by ``1/m``: a single window one
-      column above a quiet warm-up is then about 3.5 sigmas, not a change on
-      its own (two such windows close together are, at ``k=0.5, h=5``). For a
-      continuous figure the step is tiny and the floor never binds.
+    - **a figure that moves in steps is measured in steps**: ``step`` is the
+      smallest non-zero change between consecutive warm-up values (a share of
+      ``m`` columns moves by ``1/m``; a continuous figure's step is tiny and
+      neither bound below binds). With a learned sigma:
 
-    A given ``sigma`` is used as it is.
+      - sigma is at least ``step / 2``, the largest standard deviation of a
+        figure that sits on one of two neighbouring steps: a single one-step
+        move is at most two sigmas above a level below it;
+      - the reference value is at least half a step: ``k`` is raised to
+        ``step / (2 * sigma)`` sigmas when that is more, as the textbook
+        ``k = shift / 2`` for the smallest lasting shift such a figure can
+        make, one step.
+
+      Why: ``drift_share`` over stationary windows is mostly 0, one column
+      now and then (16–25 % of the windows at ``alpha_column`` 0.01) and two
+      or three columns rarely (about 3 %). Twenty warm-up windows rarely hold
+      one of the rare ones, so the sd they give is too small (0.011–0.020
+      against 0.024–0.025 over the next 400 windows of 20 columns), and at
+      ``step / sqrt(12)`` (the floor before) one drifted column was 3.3
+      sigmas: two such windows close together, or one of two columns,
+      signalled. That was 26 CUSUM alarms per 1,000 stationary windows at
+      ``k=0.5, h=5``; with both bounds, 6 (bench/detection.py). The price: a
+      column that stays drifted is signalled after about five windows, not
+      two or three.
+
+    A given ``sigma`` is used as it is, and ``k`` with it.
     """
 
     def __init__(
@@ -113,7 +129,8 @@ class CUSUM:
         """True while the in-control mean/sigma are still being estimated."""
         return self._in_control() is None
 
-    def _in_control(self) -> tuple[float, float] | None:
+    def _in_control(self) -> tuple[float, float, float] | None:
+        """(target, sigma, slack ``k`` in sigmas) once known, else None."""
         mu = (
             self.target
             if self.target is not None
@@ -122,11 +139,12 @@ class CUSUM:
         if mu is None:
             return None
         if self.sigma is not None:
-            return mu, self.sigma
+            return mu, self.sigma, self.k
         if self._n < self.min_instances or self._m2 <= 0.0:
             return None  # too few values, or all equal: no scale yet
         sd = math.sqrt(max(self._m2, 0.0) / (self._n - 1))
-        return mu, max(sd, self._step / math.sqrt(12.0), 1e-12)
+        sd = max(sd, self._step / 2.0, 1e-12)
+        return mu, sd, max(self.k, self._step / (2.0 * sd))
 
     def update(self, x: float) -> CUSUM:
         """Add one value; returns ``self`` so calls chain."""
@@ -147,10 +165,10 @@ class CUSUM:
                 self._step = gap if self._step == 0.0 else min(self._step, gap)
             self._last = x
             return self
-        mu, sd = params
+        mu, sd, k = params
         z = (x - mu) / sd
-        self._s_hi = max(0.0, self._s_hi + z - self.k)
-        self._s_lo = max(0.0, self._s_lo - z - self.k)
+        self._s_hi = max(0.0, self._s_hi + z - k)
+        self._s_lo = max(0.0, self._s_lo - z - k)
         up, down = self._s_hi > self.h, self._s_lo > self.h
         self._drift = (self.mode != "down" and up) or (self.mode != "up" and down)
         return self
