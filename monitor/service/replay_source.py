@@ -14,9 +14,11 @@ and the NUL handling are the decoder's own.
 - Parquet: each row as a Python dict (nested struct columns stay nested), rebuilt by
   :class:`~monitor.service.replay_messages.MessageShaper`, then JSON.
 - CSV: every cell read as text (an empty cell is absent) and typed as the config says
-  (see :mod:`monitor.service.replay_messages`). A row the CSV reader cannot read (a cell
-  over ``kafka.max_message_bytes``, a cell count unlike the header's) is a dead letter
-  ``bad_csv``, the one reason code a live run never gives.
+  (see :mod:`monitor.service.replay_messages`). A record (a row's text, quoted line ends
+  included) over ``kafka.max_message_bytes`` is a ``too_large`` dead letter, read in
+  bounded memory (:mod:`monitor.service.replay_csv`); a row the CSV reader cannot read or
+  with a cell count unlike the header's is a dead letter ``bad_csv``, the one reason code
+  a live run never gives. A header over the limit stops the replay before it starts.
 
 Records carry topic ``replay:<file name>``, partition 0, and the row's number from 0 (JSON
 lines: the non-blank line's) as offset; they have no Kafka timestamp, so event times are
@@ -42,6 +44,7 @@ from typing import IO, Any
 import orjson
 
 from monitor.config import Config
+from monitor.service.replay_csv import CsvRow, csv_rows
 from monitor.service.replay_messages import MessageShaper, encode
 from storage.dead_letters import DeadLetter
 
@@ -186,15 +189,8 @@ class ReplaySource:
         """The field names the file has (``None``: JSON lines with no object to tell)."""
         try:
             if self.fmt == "csv":
-                with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-                    csv.field_size_limit(max(self.max_bytes, 131_072))
-                    try:
-                        header = next(csv.reader(fh), [])
-                    except csv.Error as exc:
-                        raise ReplaySourceError(f"{self.path}: unreadable CSV header: {exc}") from None
-                if not any(header):
-                    raise ReplaySourceError(f"{self.path}: no header row (the first row names the columns)")
-                return set(header)
+                with self._open_csv() as fh:
+                    return set(self._csv_header(csv_rows(fh, self.max_bytes)))
             if self.fmt == "parquet":
                 return set(_names(_struct_names(_parquet(self.path).schema_arrow)))
             names: set[str] = set()
@@ -301,32 +297,43 @@ class ReplaySource:
                 yield self._encoded(offset, msg, lambda row=row: _payload(row))
                 offset += 1
 
+    def _open_csv(self) -> IO[str]:
+        csv.field_size_limit(max(self.max_bytes, 131_072))  # a record, hence a cell, is within max_bytes
+        return self.path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+    def _csv_header(self, rows: Iterator[CsvRow]) -> list[str]:
+        """The column names (the first record), or :class:`ReplaySourceError`."""
+        header = next(rows, None)
+        if header is not None and header.too_large:
+            raise ReplaySourceError(f"{self.path}: the header row is over kafka.max_message_bytes"
+                                    f" ({header.size} bytes > {self.max_bytes})")
+        if header is not None and header.error is not None:
+            raise ReplaySourceError(f"{self.path}: unreadable CSV header: {header.error}")
+        if header is None or not any(header.cells or ()):
+            raise ReplaySourceError(f"{self.path}: no header row (the first row names the columns)")
+        return header.cells or []
+
     def _csv_rows(self) -> Iterator[Record | DeadLetter]:
-        csv.field_size_limit(max(self.max_bytes, 131_072))
-        with self.path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            reader = csv.reader(fh)
-            header = next(reader)
+        with self._open_csv() as fh:
+            rows = csv_rows(fh, self.max_bytes)
+            header = self._csv_header(rows)
             offset = 0
-            while True:
-                try:
-                    cells = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    code = "too_large" if "field limit" in str(exc) else "bad_csv"
-                    yield self._dead(offset, f"{code}: CSV row ending on line {reader.line_num}: {exc}", b"")
-                    offset += 1
-                    continue
-                if not cells:
+            for row in rows:
+                if row.too_large:
+                    # the decoder's own wording, as for a JSON line (the CSV record's size)
+                    yield self._dead(offset, f"too_large: {row.size} bytes > limit {self.max_bytes}", row.head)
+                elif row.error is not None:
+                    yield self._dead(offset, f"bad_csv: CSV row ending on line {row.line}: {row.error}", b"")
+                elif not row.cells:
                     continue  # a blank line
-                if len(cells) != len(header):
-                    yield self._dead(offset, f"bad_csv: {len(cells)} cells, the header has {len(header)}",
-                                     _csv_line(cells))
-                    offset += 1
-                    continue
-                row = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
-                msg = self.shaper.message(row, table=True, text=True)
-                yield self._encoded(offset, msg, lambda cells=cells: _csv_line(cells))
+                elif len(row.cells) != len(header):
+                    yield self._dead(offset, f"bad_csv: {len(row.cells)} cells, the header has {len(header)}",
+                                     _csv_line(row.cells))
+                else:
+                    cells = row.cells
+                    msg = self.shaper.message({k: v for k, v in zip(header, cells, strict=True) if v != ""},
+                                              table=True, text=True)
+                    yield self._encoded(offset, msg, lambda cells=cells: _csv_line(cells))
                 offset += 1
 
 
