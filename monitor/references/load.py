@@ -9,9 +9,10 @@ to judge windows against.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -26,7 +27,8 @@ from monitor.references.validate import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReferenceData", "ReferenceError", "ReferenceSpec", "categorical_values", "load_reference"]
+__all__ = ["ReferenceData", "ReferenceError", "ReferenceSpec", "Table", "categorical_values", "load_reference",
+           "read_frame", "read_table"]
 
 Format = Literal["csv", "parquet"]
 
@@ -78,30 +80,61 @@ def file_format(path: Path) -> Format:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class Table:
+    """A reference file as read: its rows, and the SHA-256 (hex) of the bytes they were
+    parsed from."""
+
+    frame: pd.DataFrame
+    sha256: str
 
 
-def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> pd.DataFrame:
-    """The file as a DataFrame; any parser failure is a :class:`ReferenceError`.
+class _Hashing(io.RawIOBase):
+    """A binary file read through, hashing every byte as it is read (reads only go on:
+    the file is never sought back, so each byte is hashed once, in order)."""
 
-    The parser gets an open file, not the path, so its messages never carry the path.
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer) or 0
+        self.hash.update(memoryview(buffer)[:n])
+        return n
+
+
+def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> Table:
+    """The file's rows and the hash of the bytes they came from, from one read of it.
+
+    The file is opened once and each byte read once: a CSV is parsed as it streams
+    through a hashing reader (read on to the end after the parser stops, so the hash is
+    the whole file's); a Parquet file, which the parser reads out of order (footer first),
+    is read into memory (its compressed size), hashed and parsed from there. So the hash
+    names exactly the bytes the rows were parsed from, by construction: a file replaced
+    while it is read (a new reference copied in place at start-up) cannot give the new
+    file's hash to the old rows; the open file is the old one to its end, and the new
+    one is read next time (a reload or restart).
+
     ``max_cells``: a file holding more values (rows times columns) is refused before it
-    is read whole (Parquet: from its metadata; a few KB can hold millions of equal
-    values; CSV: read up to the limit).
+    is read whole (Parquet: from its metadata, as a few KB can hold millions of equal
+    values; CSV: read up to the limit). Any failure is a :class:`ReferenceError`; the
+    parsers get an open file, not the path, so their messages never carry the path.
     """
-    import pandas as pd  # noqa: PLC0415 - kept off the CLI's import path
-
     fmt = fmt or file_format(path)
     try:
         with open(path, "rb") as f:
-            if max_cells is None:
-                return pd.read_parquet(f) if fmt == "parquet" else pd.read_csv(f)
-            return _read_bounded(path, f, fmt, max_cells)
+            if fmt == "parquet":
+                data = f.read()
+                return Table(_parquet(path, io.BytesIO(data), max_cells), hashlib.sha256(data).hexdigest())
+            hashing = _Hashing(f)
+            stream = io.BufferedReader(hashing, 1 << 20)
+            frame = _csv(path, stream, max_cells)
+            while stream.read(1 << 20):  # whatever the parser left unread: the hash is the file's
+                pass
+            return Table(frame, hashing.hash.hexdigest())
     except ReferenceError:
         raise
     except OSError as exc:
@@ -111,27 +144,46 @@ def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None =
         raise ReferenceError(path, f"is not readable as {fmt.upper()}: {text}") from None
 
 
-def _read_bounded(path: Path, f: Any, fmt: Format, max_cells: int) -> pd.DataFrame:
-    """:func:`read_frame` of at most ``max_cells`` values, or :class:`ReferenceError`."""
-    import pandas as pd  # noqa: PLC0415
+def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> pd.DataFrame:
+    """The file as a DataFrame (:func:`read_table` without the hash)."""
+    return read_table(path, fmt, max_cells=max_cells).frame
 
-    if fmt == "parquet":
+
+def _too_many(path: Path, what: str, max_cells: int) -> ReferenceError:
+    return ReferenceError(path, f"holds {what}, more than the {max_cells} values an upload may hold"
+                                " (daemon.max_reference_bytes / 4)")
+
+
+def _parquet(path: Path, f: BinaryIO, max_cells: int | None) -> pd.DataFrame:
+    import pandas as pd  # noqa: PLC0415 - kept off the CLI's import path
+
+    if max_cells is not None:
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         meta = pq.ParquetFile(f).metadata
         rows, cols = meta.num_rows, meta.num_columns
         if rows * cols > max_cells:
-            raise ReferenceError(path, f"holds {rows} rows x {cols} columns, more than the {max_cells} values"
-                                       " an upload may hold (daemon.max_reference_bytes / 4)")
+            raise _too_many(path, f"{rows} rows x {cols} columns", max_cells)
         f.seek(0)
-        return pd.read_parquet(f)
-    cols = len(pd.read_csv(f, nrows=0).columns)
-    f.seek(0)
-    limit = max(1, max_cells // max(1, cols))
-    df = pd.read_csv(f, nrows=limit + 1)
+    return pd.read_parquet(f)
+
+
+def _csv(path: Path, f: BinaryIO, max_cells: int | None) -> pd.DataFrame:
+    """A CSV read front to back once; with ``max_cells``, at most that many values."""
+    import pandas as pd  # noqa: PLC0415
+
+    if max_cells is None:
+        return pd.read_csv(f)
+    with pd.read_csv(f, iterator=True) as reader:
+        header = reader.read(0)  # the columns, before any row
+        cols = len(header.columns)
+        limit = max(1, max_cells // max(1, cols))
+        try:
+            df = reader.read(limit + 1)
+        except StopIteration:  # a header and no row
+            return header
     if len(df) > limit:
-        raise ReferenceError(path, f"holds more than {limit} rows x {cols} columns, more than the {max_cells}"
-                                   " values an upload may hold (daemon.max_reference_bytes / 4)")
+        raise _too_many(path, f"more than {limit} rows x {cols} columns", max_cells)
     return df
 
 
@@ -141,7 +193,7 @@ def load_reference(
     """Read and validate a reference; numerical columns become float64 (NaN = missing).
 
     ``fmt`` overrides the format the suffix implies (uploads land in a temp file);
-    ``max_cells``: see :func:`read_frame` (uploads).
+    ``max_cells``: see :func:`read_table` (uploads).
     Raises :class:`ReferenceError` naming the file and the column.
     """
     try:
@@ -154,22 +206,8 @@ def load_reference(
 def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | None = None) -> ReferenceData:
     import pandas as pd  # noqa: PLC0415
 
-    # the hash names the rows read: taken before and after reading, a file replaced in
-    # between (a new reference copied in place while the daemon starts) is read again
-    for _ in range(3):
-        try:
-            before = sha256_of(path)
-        except OSError:
-            before = None  # read_frame says why it cannot be read
-        df = read_frame(path, fmt, max_cells=max_cells)
-        try:
-            sha256 = sha256_of(path)
-        except OSError as exc:  # gone or unreadable once read
-            raise ReferenceError(path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
-        if sha256 == before:
-            break
-    else:
-        raise ReferenceError(path, "changed three times while it was read; try again once it is in place")
+    table = read_table(path, fmt, max_cells=max_cells)  # the hash is of the bytes parsed: see there
+    df, sha256 = table.frame, table.sha256
     check_shape(path, [str(c) for c in df.columns], len(df), spec)
     cols: dict[str, np.ndarray] = {}
     for c in spec.numerical:

@@ -147,29 +147,40 @@ def test_calibrated_thresholds_refuse_a_reference_too_small_to_resample(tmp_path
     assert load_reference(small, _spec(tmp_path, min_rows=30)).rows == 99
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_the_hash_names_the_rows_read_when_the_file_is_replaced_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
     """The hash was taken after the rows were read: a file replaced in between got the new
     file's hash for the old rows, and the calibration cache kept the old rows' calibration
-    under it for good. A file that changed while read is read again."""
-    import monitor.references.load as load_mod
-    from monitor.references.load import ReferenceSpec, load_reference, sha256_of
+    under it for good. Then the file was hashed before and after the read, read again
+    when they differed (three full reads at each start). Now one read gives the rows and
+    the hash of the very bytes they were parsed from: a file replaced while the parser
+    runs leaves both the old file's, and the file is parsed once."""
+    import hashlib
 
-    path = tmp_path / "ref.csv"
-    path.write_text("a\n" + "\n".join(str(i) for i in range(200)) + "\n")
-    real = load_mod.read_frame
+    import pandas as pd
+
+    from monitor.references.load import ReferenceSpec, load_reference
+
+    path, new = tmp_path / f"ref.{fmt}", tmp_path / f"new.{fmt}"
+    for p, n in ((path, 200), (new, 300)):
+        frame = pd.DataFrame({"a": [float(i) for i in range(n)]})
+        frame.to_csv(p, index=False) if fmt == "csv" else frame.to_parquet(p, index=False)
+    old_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    parser = "read_csv" if fmt == "csv" else "read_parquet"
+    real = getattr(pd, parser)
     calls = []
 
-    def replaced_during_the_first_read(*args: object, **kw: object) -> object:
-        df = real(*args, **kw)
-        if not calls:  # the new reference lands while the old one is being parsed
-            path.write_text("a\n" + "\n".join(str(i * 2) for i in range(300)) + "\n")
+    def replaced_while_parsed(*args: object, **kw: object) -> object:
         calls.append(1)
-        return df
+        new.replace(path)  # the new reference lands while the old one is being parsed
+        return real(*args, **kw)
 
-    monkeypatch.setattr(load_mod, "read_frame", replaced_during_the_first_read)
+    monkeypatch.setattr(pd, parser, replaced_while_parsed)
     spec = ReferenceSpec(model="m", numerical=("a",), categorical=(), prediction="p", prediction_type="numerical",
                          require_prediction=False, min_rows=1)
     ref = load_reference(path, spec)
-    assert (ref.rows, ref.sha256, len(calls)) == (300, sha256_of(path), 2)
+    assert (ref.rows, ref.sha256, len(calls)) == (200, old_hash, 1)
+    monkeypatch.setattr(pd, parser, real)
+    assert load_reference(path, spec).rows == 300  # the new file, next time
