@@ -63,6 +63,7 @@ def test_an_interrupted_replay_keeps_nothing_and_says_so(tmp_path: Path) -> None
     assert not [p.name for p in out.iterdir() if p.name.startswith(PARTIAL_DB)]
 
 
+@pytest.mark.sqlite_only("a daemon's SQLite file in its folder, refused to a replay")
 def test_a_replay_and_a_daemon_or_another_replay_exclude_each_other(tmp_path: Path) -> None:
     cfg, data = _setup(tmp_path)
     out = tmp_path / "out"
@@ -104,6 +105,7 @@ def test_replay_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert modes == {REPLAY_MARKER: 0o600, ".driftwarden.lock": 0o644, "driftwarden.db": 0o600}
 
 
+@pytest.mark.sqlite_only("a daemon's SQLite file in its folder, refused to a replay")
 def test_a_refused_replay_leaves_no_lock_file_and_another_users_is_replaced(tmp_path: Path) -> None:
     """`sudo driftwarden replay --state-dir <the daemon's folder>` was refused but left a
     root-owned 0600 lock file there: the daemon's user could not open it and `run` exited 2
