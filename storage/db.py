@@ -166,9 +166,16 @@ class Store:
     def in_state_dir(cls, state_dir: str | Path, **kwargs: Any) -> Store:
         return cls(Path(state_dir) / DB_FILENAME, **kwargs)
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout: float | None = None) -> None:
+        """Close the connection once no other thread uses it; ``timeout``: wait for that
+        at most this long, then leave it open (a stop while a scheduler job waits on a
+        locked database: the process is ending, the lock goes with it)."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return
+        try:
             self.conn.close()
+        finally:
+            self._lock.release()
 
     @property
     def where(self) -> str:

@@ -152,6 +152,8 @@ class Daemon:
         #: labels partitions assigned here and paused: no predictions partition of that number held
         self._label_orphans: list[int] = []
         self._claim_retry_at = 0.0
+        #: every assigned partition was paused for a storage outage (see :meth:`_stay_in_group`)
+        self._outage_paused = False
         self._consumer: Any = None
         self._last_flush = time.monotonic()
         self._tick_due = threading.Event()
@@ -244,7 +246,9 @@ class Daemon:
         self.stop_event.set()
 
     def _drain_timed_out(self) -> None:
-        log.error("drain did not finish within daemon.shutdown_timeout: exiting now")
+        log.error("drain did not finish within daemon.shutdown_timeout (a store or broker that does not"
+                  " answer): exiting now; %s; offsets are committed only up to what is stored, so those"
+                  " rows are read from Kafka again at the next start", self._unflushed())
         os._exit(1)
 
     @property
@@ -321,7 +325,7 @@ class Daemon:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 daemon._revoking |= {tp.partition for tp in revoked if tp.topic == topic}
                 with daemon._inside_poll_but_busy():
-                    offsets = daemon._flush_for_rebalance()
+                    offsets = daemon._flush_for_rebalance(revoked)
                     if offsets is not None:
                         await daemon._commit_async(offsets, revoked)
 
@@ -331,8 +335,8 @@ class Daemon:
                 gone = {tp.partition for tp in lost if tp.topic == topic}
                 daemon._revoking |= gone
                 with daemon._inside_poll_but_busy():
-                    daemon._flush_for_rebalance()
-                    daemon.pipeline.release_partitions(daemon._owned() - gone)
+                    daemon._flush_for_rebalance(lost)
+                    daemon.pipeline.release_partitions(daemon._owned() - gone, mark_free=daemon._store_up)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 daemon._revoking.clear()  # the assignment is settled: what it holds is ours
@@ -340,9 +344,9 @@ class Daemon:
                     # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
                     # only the added partitions. The consumer's assignment is the whole one in both.
                     # stop counting what went away at once, before anything is awaited
-                    daemon.pipeline.release_partitions(daemon._owned())
+                    daemon.pipeline.release_partitions(daemon._owned(), mark_free=daemon._store_up)
                     committed: dict[int, int] = {}
-                    if not daemon.store.shared:
+                    if not daemon.store.shared and daemon._store_up:
                         # a store of its own may hold a stale state of a partition that comes back
                         committed = await daemon._committed_async(daemon._owned())
                     daemon._on_assigned(committed)
@@ -464,7 +468,14 @@ class Daemon:
         # all of them, kept ones too: the claim records the new generation (a member of an
         # older one cannot take them back) and tells whether what we hold is still current
         self._unclaimed = set(owned)
-        self._claim(force=True, committed=committed)
+        if self._store_up:
+            self._claim(force=True, committed=committed)
+        else:
+            # the store is away: a claim would only wait for it on kafka-python's IO thread
+            # (no heartbeats meanwhile); paused, claimed by the loop once the store is back
+            log.warning("storage unavailable: assigned partitions %s stay paused until it is back and"
+                        " they are claimed", sorted(owned))
+            self._pause_partitions(set(owned))
         self.ready.set()
 
     def _check_label_partitions(self) -> None:
@@ -615,28 +626,29 @@ class Daemon:
                 # ours while its position moved past it
                 self._pause_partitions(newly)
                 self._unclaimed |= newly
-            if self._unclaimed:
+            if self._unclaimed and self._store_up:  # during an outage: once it is over
                 self._claim()
                 if self._unclaimed:  # those partitions stay paused
                     self.pipeline.touch()
             if self._storage_error is not None:
                 # storage is failing: do not consume more; retry the flush
                 self.pipeline.touch()
-                if not self._flush_and_commit(force=True):
-                    self._wait(2.0)
+                if self._outage_paused and not self._kafka_reachable():
+                    # a rebalance under way: finish it first (a flush attempt waits on the
+                    # store for seconds, while the join needs poll() to go on)
+                    self._stay_in_group()
                     continue
+                if not self._flush_and_commit(force=True):
+                    self._stay_in_group()
+                    continue
+                self._resume_after_outage()
             self._busy_in_poll = 0.0
             polling = time.monotonic()
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=k.max_poll_records)
             polled_at = time.monotonic()
             self.pipeline.excuse(timedelta(seconds=polling - mark + self._busy_in_poll))
             mark = polled_at
-            labels = self.pipeline.labels
-            for tp, records in polled.items():
-                if tp.topic == k.predictions_topic:
-                    self.pipeline.process_records(records)
-                elif labels is not None and tp.topic == labels.topic:
-                    self.pipeline.process_label_records(records)
+            self._dispatch(polled)
             if self.pipeline.claims.keys() - self._owned():
                 # a cooperative rebalance revoked partitions without assigning any
                 self.pipeline.release_partitions(self._owned())
@@ -666,6 +678,49 @@ class Daemon:
                 self.pipeline.tick()
             if self.pipeline.has_pending or time.monotonic() - self._last_flush >= commit_every:
                 self._flush_and_commit()
+
+    def _stay_in_group(self, seconds: float = 2.0) -> None:
+        """The store is away: consume nothing, but keep taking part in the consumer group.
+
+        Every assigned partition is paused and ``poll()`` is called all the same: without
+        it the member would not rejoin when the group rebalances (an instance joining or
+        leaving), holding up the whole group's rebalance for as long as the outage lasts
+        (up to ``max.poll.interval.ms``, then dropped from the group). The rebalance
+        listener, which then runs, leaves the store alone while it is known to be away."""
+        self._outage_paused = True
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:  # each turn: a rebalance may have assigned more
+                assigned = list(self._consumer.assignment())
+                if assigned:
+                    self._consumer.pause(*assigned)
+            except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
+                log.debug("pause: %s", exc)
+            self._advancing()
+            self._maybe_reload()
+            polled = self._consumer.poll(timeout_ms=200, max_records=self.config.kafka.max_poll_records)
+            self.pipeline.touch()
+            self._dispatch(polled)  # rows fetched before the pause: kept, not dropped
+
+    def _resume_after_outage(self) -> None:
+        """The store answers again: claim every assigned partition again (as after an
+        assignment: it tells whether what is held is still current), which resumes those
+        claimed and keeps the others paused."""
+        if not self._outage_paused:
+            return
+        self._outage_paused = False
+        self._unclaimed = set(self._owned()) - self._revoking
+        self._claim(force=True)
+
+    def _dispatch(self, polled: Mapping[Any, list[Any]]) -> None:
+        """Hand polled records to the pipeline, by topic."""
+        k = self.config.kafka
+        labels = self.pipeline.labels
+        for tp, records in polled.items():
+            if tp.topic == k.predictions_topic:
+                self.pipeline.process_records(records)
+            elif labels is not None and tp.topic == labels.topic:
+                self.pipeline.process_label_records(records)
 
     # -- systemd ----------------------------------------------------------------------------
 
@@ -825,14 +880,42 @@ class Daemon:
         self._commit(offsets)
         return True
 
-    def _flush_for_rebalance(self) -> dict[int, int] | None:
+    @property
+    def _store_up(self) -> bool:
+        """Whether the store answered the last time the consumer loop asked (no storage error)."""
+        return self._storage_error is None
+
+    def _flush_for_rebalance(self, partitions: Any) -> dict[int, int] | None:
+        """Flush before partitions go (on kafka-python's IO thread); the offsets to commit,
+        or None when nothing may be committed (the store is away). During a known storage
+        outage the store is not even asked: each call would wait for it (10 s on a
+        PostgreSQL that refuses connections) with the group's heartbeats stopped."""
+        gone = sorted(tp.partition for tp in partitions if tp.topic == self.config.kafka.predictions_topic)
+        if self._store_up:
+            try:
+                self.pipeline.flush()
+                return self.pipeline.commit_offsets()
+            except StorageError as exc:
+                self._storage_failed(exc)
+        log.warning(
+            "rebalance while the store is unavailable: partitions %s go without a flush and without an"
+            " offset commit; %s; their next owner re-reads them from Kafka", gone, self._unflushed(),
+        )
+        return None
+
+    def _unflushed(self) -> str:
+        """What is held in memory and not stored, for the log lines of a rebalance or a stop
+        during a storage outage."""
         try:
-            self.pipeline.flush()
-        except StorageError as exc:
-            log.error("storage: %s; not committing on rebalance", exc)
-            self._storage_error = str(exc)
-            return None
-        return self.pipeline.commit_offsets()
+            p = self.pipeline
+            resume = p.resume_offsets()
+            held = {q: (resume.get(q), o) for q, o in sorted(p.positions.items()) if resume.get(q, o) < o}
+            closed = len(p._closed)
+            parts = ", ".join(f"{q}: offsets {a}..{b - 1}" for q, (a, b) in held.items()) or "none"
+            return (f"not stored: {closed} closed window(s), {len(p._dead)} dead letter(s) and the rows"
+                    f" consumed since the last stored state (partition {parts})")
+        except Exception as exc:  # noqa: BLE001 - a log line must not fail a stop
+            return f"not stored: unknown ({exc})"
 
     def _offset_payload(self, offsets: dict[int, int], partitions: Any = None) -> dict[Any, Any]:
         from kafka import TopicPartition  # noqa: PLC0415
@@ -873,27 +956,48 @@ class Daemon:
             log.warning("offset commit failed (will retry): %s", exc)
 
     def _shutdown(self) -> None:
+        """Drain: one final flush and commit, the outbox, the partitions given up.
+
+        The final flush is tried once, however the store did before (it may be back),
+        and waits on it no longer than any store call does. If the store cannot take it,
+        the stop goes on at once without asking the store for anything else (each call
+        would wait as long again, and the whole stop would outlast the stop timeout of
+        systemd or Kubernetes and end in SIGKILL): one ERROR line says what was not
+        stored. Nothing is lost: offsets were committed only up to what is stored, so the
+        next start (or the partitions' next owner) reads those rows from Kafka again."""
         try:
             self.pipeline.tick()
             self._flush_and_commit(force=True)
         except Exception as exc:  # noqa: BLE001
+            self._storage_error = self._storage_error or str(exc)
             log.error("final flush failed: %s", exc)
+        store_up = self._store_up
+        if not store_up:
+            log.error(
+                "stopping with the store unavailable (%s): %s; offsets are committed only up to what"
+                " is stored, so those rows are read from Kafka again at the next start",
+                self._storage_error, self._unflushed(),
+            )
+            self.on_event("unflushed", {"error": self._storage_error})
         try:
-            self.alerting.drain(self.alerting.drain_timeout())
+            if store_up:
+                self.alerting.drain(self.alerting.drain_timeout())
         except Exception as exc:  # noqa: BLE001
             log.error("final outbox run failed: %s", exc)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         self.prune.stop()
         if self.dead_letter_topic is not None:
-            self.dead_letter_topic.run_once()  # what the final flush stored
+            if store_up:
+                self.dead_letter_topic.run_once()  # what the final flush stored
             self.dead_letter_topic.close()
         if self._http is not None:
             self._http.stop()
-        self._close_consumer()
+        self._close_consumer()  # its revoke listener leaves the store alone while it is away
         try:
             # a clean stop: the next owner may claim at once, whatever its generation
-            release_partitions(self.store, self.pipeline.topic, self.instance, self.pipeline.claims, self.clock())
+            if store_up:
+                release_partitions(self.store, self.pipeline.topic, self.instance, self.pipeline.claims, self.clock())
         except StorageError as exc:
             log.warning("storage: cannot give partitions up: %s", exc)
         self.close()
@@ -906,7 +1010,10 @@ class Daemon:
         if self._reads is not None:
             self._reads.close()
             self._reads = None
-        self.store.close()
+        if self._store_up or self.store.shared:
+            self.store.close()
+        else:  # a scheduler job may be waiting on the locked file for seconds
+            self.store.close(timeout=1.0)
         self._state_lock.release()
         self.systemd.close()
 

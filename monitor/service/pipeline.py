@@ -429,12 +429,14 @@ class Pipeline:
             " %s (README \"Changing a window\")", rt.config.name, partition, describe(res.saved), res.shape.describe(), what,
         )
 
-    def release_partitions(self, keep: set[int]) -> list[int]:
+    def release_partitions(self, keep: set[int], *, mark_free: bool = True) -> list[int]:
         """Forget every partition not in ``keep`` (the new assignment after a rebalance).
 
         Its open windows were flushed with the partition's state, which its next owner
         resumes from; keeping them here would let the idle tick close them, and a stale
         position would make a later re-assignment re-read rows another member counted.
+        ``mark_free``: mark their rows free in the store (False while the store is known to
+        be away: the next owner then waits for the claim to go stale).
         """
         known = set(self.positions) | set(self.replay_before) | set(self.claims)
         for rt in self.models.values():
@@ -442,17 +444,19 @@ class Pipeline:
         gone = sorted(known - keep)
         if gone:
             held = {p: self.claims[p] for p in gone if p in self.claims}
-            self._forget(set(gone), why="now belong to another member")
-            if held:
+            self._forget(set(gone), why="now belong to another member", store=mark_free)
+            if held and mark_free:
                 try:  # marked free (state kept): the next owner's claim needs no wait
                     free_partitions(self.store, self.topic, self.owner, held, self.clock())
                 except StorageError as exc:
                     log.warning("storage: cannot mark partitions %s free: %s", sorted(held), exc)
         return gone
 
-    def _forget(self, partitions: set[int], *, why: str) -> None:
+    def _forget(self, partitions: set[int], *, why: str, store: bool = True) -> None:
         """Drop everything held for ``partitions``: positions, claims, pending work fed
-        by them, and the state of the models whose rows they carry."""
+        by them, and the state of the models whose rows they carry. ``store``: False
+        while the store is known to be away (the rolling references of the models reset
+        are not reloaded from it)."""
         if not partitions:
             return
         for p in partitions:
@@ -477,6 +481,8 @@ class Pipeline:
             rt.windows = ModelWindows(name, rt.config.window, rt.schema.segments, rt.config.limits)
             assert rt.references is not None
             try:
+                if not store:
+                    raise StorageError("the store is unavailable")
                 rt.references.restore(self.store)
             except StorageError as exc:  # a rebalance must not stop the daemon
                 log.error("model %s: rolling reference not reloaded after the handover (%s); it"
