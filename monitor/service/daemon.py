@@ -154,6 +154,9 @@ class Daemon:
         self._claim_retry_at = 0.0
         #: every assigned partition was paused for a storage outage (see :meth:`_stay_in_group`)
         self._outage_paused = False
+        #: monotonic times the stop was asked and the store last refused a flush
+        self._stop_asked_at = float("inf")
+        self._flush_failed_at = float("-inf")
         self._consumer: Any = None
         self._last_flush = time.monotonic()
         self._tick_due = threading.Event()
@@ -227,7 +230,7 @@ class Daemon:
                 os._exit(1)
             timeout = self.config.daemon.shutdown_timeout.total_seconds()
             log.info("signal %s: draining (at most %.0fs)", signal.Signals(signum).name, timeout)
-            self.stop_event.set()
+            self.stop()
             self.systemd.stopping("draining: flushing windows and committing offsets")
             # a drain stuck on an unreachable broker must not outlive the stop timeout
             watchdog = threading.Timer(timeout, self._drain_timed_out)
@@ -243,6 +246,8 @@ class Daemon:
         self._reload_due.set()
 
     def stop(self) -> None:
+        if not self.stop_event.is_set():
+            self._stop_asked_at = time.monotonic()
         self.stop_event.set()
 
     def _drain_timed_out(self) -> None:
@@ -265,6 +270,19 @@ class Daemon:
             positions[self.labels_topic] = self.pipeline.labels.positions
         return consumer_lag(self._consumer, positions)
 
+    def _while_store_up(self, job: Callable[[], Any]) -> Callable[[], None]:
+        """``job`` as a scheduled job that stands aside while the consumer loop knows the
+        store is away (its last flush failed): the loop's flush retry alone asks the store
+        until it is back. Each job would only fail after waiting for it (on SQLite the
+        busy timeout, 10 s, holding the one connection the flush retry and the final flush
+        of a stop then queue behind)."""
+
+        def run() -> None:
+            if self._storage_error is None:
+                job()
+
+        return run
+
     def run(self) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
 
@@ -274,20 +292,20 @@ class Daemon:
         sched = BackgroundScheduler(timezone="UTC")
         sched.add_job(self._tick_due.set, "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="tick")
         # through self.alerting at each run: a reload swaps it
-        sched.add_job(lambda: self.alerting.deliver_due(), "interval", seconds=1.0, id="outbox", max_instances=1, coalesce=True)
-        sched.add_job(lambda: self.alerting.tick(), "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="alert-tick", max_instances=1, coalesce=True)
+        sched.add_job(self._while_store_up(lambda: self.alerting.deliver_due()), "interval", seconds=1.0, id="outbox", max_instances=1, coalesce=True)
+        sched.add_job(self._while_store_up(lambda: self.alerting.tick()), "interval", seconds=self.config.daemon.tick_interval.total_seconds(), id="alert-tick", max_instances=1, coalesce=True)
         if self.config.kafka.dead_letter_topic:
             from monitor.service.dead_letter_topic import DeadLetterTopic  # noqa: PLC0415
 
             self.dead_letter_topic = DeadLetterTopic(self.config, self.store, owner=self.instance)
-            sched.add_job(self.dead_letter_topic.run_once, "interval", seconds=1.0, id="dead-letter-topic", max_instances=1, coalesce=True)
-        sched.add_job(self.prune, "interval", seconds=self.prune.interval.total_seconds(), id="prune", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+            sched.add_job(self._while_store_up(self.dead_letter_topic.run_once), "interval", seconds=1.0, id="dead-letter-topic", max_instances=1, coalesce=True)
+        sched.add_job(self._while_store_up(self.prune), "interval", seconds=self.prune.interval.total_seconds(), id="prune", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         if self.store.shared:
             from monitor.service.peers import Peers  # noqa: PLC0415
             from storage.instances import ANNOUNCE_EVERY  # noqa: PLC0415
 
             peers = Peers(self.store, self.instance, self._config_facts, self.clock)
-            sched.add_job(peers.tick, "interval", seconds=ANNOUNCE_EVERY.total_seconds(), id="peers",
+            sched.add_job(self._while_store_up(peers.tick), "interval", seconds=ANNOUNCE_EVERY.total_seconds(), id="peers",
                           max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         sched.start()
         self._scheduler = sched
@@ -850,9 +868,11 @@ class Daemon:
     def _storage_failed(self, exc: StorageError) -> None:
         """The store refused or is away: say so once per distinct error, and show it in
         ``/readyz`` and the status until a flush or keepalive reaches the store again."""
-        if self._storage_error != str(exc):
-            log.error("storage: %s; consumption paused until it clears", exc)
+        self._flush_failed_at = time.monotonic()
+        known = self._storage_error
         self._storage_error = str(exc)
+        if known != str(exc):
+            log.error("storage: %s; consumption paused until it clears", exc)
         self.on_event("storage_error", {"error": str(exc)})
 
     def _flush_and_commit(self, force: bool = False) -> bool:
@@ -959,18 +979,28 @@ class Daemon:
         """Drain: one final flush and commit, the outbox, the partitions given up.
 
         The final flush is tried once, however the store did before (it may be back),
-        and waits on it no longer than any store call does. If the store cannot take it,
+        and waits on it no longer than any store call does; not at all when the consumer
+        loop's own retry, made after the stop was asked, already found the store away. If the store cannot take it,
         the stop goes on at once without asking the store for anything else (each call
         would wait as long again, and the whole stop would outlast the stop timeout of
         systemd or Kubernetes and end in SIGKILL): one ERROR line says what was not
         stored. Nothing is lost: offsets were committed only up to what is stored, so the
         next start (or the partitions' next owner) reads those rows from Kafka again."""
-        try:
-            self.pipeline.tick()
-            self._flush_and_commit(force=True)
-        except Exception as exc:  # noqa: BLE001
-            self._storage_error = self._storage_error or str(exc)
-            log.error("final flush failed: %s", exc)
+        if self._scheduler is not None:
+            # no scheduled job (outbox, alert tick, dead-letter topic) queues for the store
+            # ahead of the final flush: on SQLite each would wait out the busy timeout there
+            self._scheduler.shutdown(wait=False)
+        if self._storage_error is not None and self._flush_failed_at >= self._stop_asked_at:
+            # the loop's own retry, made after the stop was asked, found the store away:
+            # asking again would only wait as long again
+            log.info("final flush not tried: the store was away at the last attempt, after the stop")
+        else:
+            try:
+                self.pipeline.tick()
+                self._flush_and_commit(force=True)
+            except Exception as exc:  # noqa: BLE001
+                self._storage_error = self._storage_error or str(exc)
+                log.error("final flush failed: %s", exc)
         store_up = self._store_up
         if not store_up:
             log.error(
@@ -984,8 +1014,6 @@ class Daemon:
                 self.alerting.drain(self.alerting.drain_timeout())
         except Exception as exc:  # noqa: BLE001
             log.error("final outbox run failed: %s", exc)
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
         self.prune.stop()
         if self.dead_letter_topic is not None:
             if store_up:

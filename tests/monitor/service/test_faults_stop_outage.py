@@ -55,14 +55,8 @@ def store_away(target: StoreTarget) -> Iterator[None]:
 
 
 def test_sigterm_during_a_store_outage_exits_promptly_and_loses_nothing(
-    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget, request: pytest.FixtureRequest
+    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
 ) -> None:
-    if isinstance(store_target, SqliteTarget):
-        # known gap: on one SQLite connection the final flush (10 s busy timeout, then the
-        # read that settles its outcome) queues behind the scheduler's jobs (alert tick,
-        # outbox), each waiting 10 s on the same lock: over 30 s, cut by shutdown_timeout
-        request.applymarker(pytest.mark.xfail(reason="SQLite: final flush queues behind scheduler jobs"
-                                              " on the locked file past shutdown_timeout", strict=False))
     topic = f"stop-out-{time.time_ns() % 10**8}"
     broker.create_topic(topic)
     msgs = with_sentinel(stream(windows=6, per_window=300, shift_from=3, seed=21))
