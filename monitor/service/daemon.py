@@ -930,9 +930,9 @@ class Daemon:
             p = self.pipeline
             resume = p.resume_offsets()
             held = {q: (resume.get(q), o) for q, o in sorted(p.positions.items()) if resume.get(q, o) < o}
-            closed = len(p._closed)
+            closed, dead = p.pending_counts
             parts = ", ".join(f"{q}: offsets {a}..{b - 1}" for q, (a, b) in held.items()) or "none"
-            return (f"not stored: {closed} closed window(s), {len(p._dead)} dead letter(s) and the rows"
+            return (f"not stored: {closed} closed window(s), {dead} dead letter(s) and the rows"
                     f" consumed since the last stored state (partition {parts})")
         except Exception as exc:  # noqa: BLE001 - a log line must not fail a stop
             return f"not stored: unknown ({exc})"

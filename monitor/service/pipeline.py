@@ -763,6 +763,11 @@ class Pipeline:
     # -- durability -----------------------------------------------------------------------
 
     @property
+    def pending_counts(self) -> tuple[int, int]:
+        """(closed windows, dead letters) waiting for the next flush."""
+        return len(self._closed), len(self._dead)
+
+    @property
     def has_pending(self) -> bool:
         """Work that should be made durable now (closed windows, dead letters, late rows).
 
