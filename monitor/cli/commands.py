@@ -79,6 +79,15 @@ def windows(
     """Stored windows, newest first: range, rows, drift verdict and drifted columns; with
     labels, the label coverage and the headline performance figure with its interval."""
     if ctx.invoked_subcommand is not None:
+        # `windows --state-dir D show REF`: where to read (and --json) carry over to `show`;
+        # the listing's filters do not apply to one window, so they are refused, not ignored
+        given = [name for name, value in (("--model", model), ("--segment", segment), ("--since", since),
+                                          ("--state", state)) if value is not None]
+        if given:
+            typer.echo(f"driftwarden: {', '.join(given)}: filter(s) of the `windows` listing, not of"
+                       f" `windows {ctx.invoked_subcommand}` (one window); leave them out", err=True)
+            raise typer.Exit(2)
+        ctx.obj = {"config": config, "state_dir": state_dir, "as_json": as_json}
         return
     from monitor.cli.oncall import windows_list  # noqa: PLC0415
 
@@ -91,6 +100,7 @@ def windows(
 
 @windows_app.command("show")
 def windows_show(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="The window's ref (first column of `windows`) or its full id.")],
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
@@ -98,6 +108,11 @@ def windows_show(
 ) -> None:
     """Every figure of one window: per column and metric, its value, test, threshold, p-value, verdict."""
     from monitor.cli.oncall import window_show  # noqa: PLC0415
+
+    outer = ctx.obj if isinstance(ctx.obj, dict) else {}  # given before `show`
+    if state_dir is None and config is None:
+        config, state_dir = outer.get("config"), outer.get("state_dir")
+    as_json = as_json or bool(outer.get("as_json"))
 
     with _store(config, state_dir) as store:
         window_show(store, ref, as_json=as_json, echo=_echo)

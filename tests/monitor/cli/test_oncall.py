@@ -507,3 +507,21 @@ def test_export_pages_through_the_letters_oldest_first(tmp_path: Path) -> None:
     assert export_dead_letters(store, Path("-"), since=None, reason="empty", echo=some.append) == len(range(0, n, 3))
     assert [json.loads(x)["payload"] for x in some] == [str(i) for i in range(0, n, 3)]
     store.close()
+
+
+def test_windows_show_takes_the_options_given_before_it(where: tuple[str, str]) -> None:
+    # `windows --state-dir D show REF` (or `-c FILE`): the store named before `show` is read,
+    # as is --json; it used to say "give --config FILE ... or --state-dir DIR"
+    wid = doc("windows", *where, "--state", "drifted")["items"][0]["id"]  # type: ignore[index]
+    ref = window_ref(wid)
+    out = ok("windows", *where, "show", ref)
+    assert wid in out and "drift_share" in out
+    item = json.loads(ok("windows", *where, "--json", "show", ref))["item"]
+    assert item["id"] == wid and len(item["figures"]) == 7
+    # the listing's filters do not apply to one window: refused, not silently ignored
+    res = cli("windows", *where, "--model", "churn", "show", ref)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "driftwarden: --model: filter(s) of the `windows` listing, not of `windows show` (one window);"
+        " leave them out"
+    )
