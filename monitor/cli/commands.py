@@ -263,12 +263,13 @@ def silence_add(
     """Add a silence (written to the store; a running daemon applies it at its next notification)."""
     from monitor.cli.oncall import silence_add as add  # noqa: PLC0415
 
-    known = None
+    known = known_models = None
     if config is not None and state_dir is None:
-        known = [r.name for r in _options(lambda: config_of(config)).rules]
+        cfg = _options(lambda: config_of(config))
+        known, known_models = [r.name for r in cfg.rules], [m.name for m in cfg.models]
     with _store(config, state_dir, write=True) as store:
         add(store, model=model, rule=rule, duration=duration, until=until, comment=comment, created_by=created_by,
-            known_rules=known, as_json=as_json, echo=_echo)
+            known_rules=known, known_models=known_models, as_json=as_json, echo=_echo)
 
 
 @silence_app.command("list")

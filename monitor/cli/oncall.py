@@ -332,7 +332,8 @@ def deliveries(store: Any, *, model: str | None, state: str | None, notifier: st
 
 
 def silence_add(store: Any, *, model: str | None, rule: str | None, duration: str | None, until: str | None,
-                comment: str, created_by: str, known_rules: list[str] | None, as_json: bool, echo: Echo) -> None:
+                comment: str, created_by: str, known_rules: list[str] | None, as_json: bool, echo: Echo,
+                known_models: list[str] | None = None) -> None:
     """Insert a silence; the daemon reads silences from the store at each notification."""
     import uuid  # noqa: PLC0415
 
@@ -342,6 +343,10 @@ def silence_add(store: Any, *, model: str | None, rule: str | None, duration: st
 
     if known_rules is not None and rule is not None and rule not in known_rules:
         raise CliError(f'silence add: unknown rule "{rule}"; the config\'s rules: {", ".join(known_rules) or "(none)"}', 2)
+    if known_models is not None and model is not None and model not in known_models:
+        # a typo would mute nothing while the operator believes the model is muted
+        raise CliError(f'silence add: unknown model "{model}"; the config\'s models:'
+                       f' {", ".join(known_models) or "(none)"}', 2)
     if model is None and rule is None:
         raise CliError("silence add: give --model and/or --rule (a silence of everything is not allowed)", 2)
     if (duration is None) == (until is None):

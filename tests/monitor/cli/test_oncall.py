@@ -525,3 +525,22 @@ def test_windows_show_takes_the_options_given_before_it(where: tuple[str, str]) 
         "driftwarden: --model: filter(s) of the `windows` listing, not of `windows show` (one window);"
         " leave them out"
     )
+
+
+@pytest.mark.sqlite_only("a config naming a SQLite state dir")
+def test_silence_add_refuses_a_model_the_config_does_not_have(tmp_path: Path) -> None:
+    # as POST /api/v1/silences does: a typo in --model would mute nothing while the
+    # operator believes the model muted; it used to be stored without a word
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[[models]]\nname = "churn"\nreference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n'
+    )
+    open_state_store(tmp_path / "state").close()
+    res = cli("silence", "add", "-c", str(cfg), "--model", "chrun", "--for", "2h")
+    assert res.returncode == 2
+    assert res.stderr.strip() == 'driftwarden: silence add: unknown model "chrun"; the config\'s models: churn'
+    assert doc("silence", "list", "-c", str(cfg))["items"] == []
+    out = ok("silence", "add", "-c", str(cfg), "--model", "churn", "--for", "2h")
+    assert "churn / any rule until" in out
