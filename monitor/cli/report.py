@@ -35,8 +35,9 @@ def write_report(
     try:
         window_id = resolve_window_id(window)
     except ValueError:
-        echo("driftwarden: --window: expected a window id (model|version|segment|start|end, as"
-             " `driftwarden windows` lists it) or its URL-safe id (from a report link)", err=True)
+        # the caller looked it up as a ref first: a ref that matched nothing ends here too
+        echo(f"driftwarden: --window: no window {window!r}: give its ref (first column of `driftwarden windows`),"
+             " its id (model|version|segment|start|end) or its URL-safe id (from a report link)", err=True)
         return 2
     if not out.resolve().parent.is_dir():  # before rendering, which takes seconds
         echo(f"driftwarden: --out: no folder {out.resolve().parent} to write {out.name} in", err=True)

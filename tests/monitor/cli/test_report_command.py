@@ -75,7 +75,10 @@ def test_a_report_by_url_id_with_the_config_and_model(state, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["--window", "not-an-id"], 2, "driftwarden: --window: expected a window id (model|version|segment|start|end"),
+    (["--window", "not-an-id"], 2, "driftwarden: --window: no window 'not-an-id': give its ref (first column of"
+     " `driftwarden windows`), its id (model|version|segment|start|end) or its URL-safe id"),
+    # a ref-shaped name that matches no window was answered "expected a window id …"
+    (["--window", "ffffffff"], 2, "driftwarden: --window: no window 'ffffffff': give its ref"),
     (["--window", "churn|v1||a|b", "--model", "fraud"], 2,
      "driftwarden: window 'churn|v1||a|b' belongs to model 'churn', not 'fraud'"),
     (["--window", "churn|v1||2026-01-01T00:00:00.000Z|x"], 1,
