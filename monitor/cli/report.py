@@ -39,6 +39,10 @@ def write_report(
         echo(f"driftwarden: --window: no window {window!r}: give its ref (first column of `driftwarden windows`),"
              " its id (model|version|segment|start|end) or its URL-safe id (from a report link)", err=True)
         return 2
+    if out.is_dir():  # before rendering, which takes seconds
+        echo(f"driftwarden: --out: {out} is a folder; give the report's file name, e.g. {out / 'report.html'}",
+             err=True)
+        return 2
     if not out.resolve().parent.is_dir():  # before rendering, which takes seconds
         echo(f"driftwarden: --out: no folder {out.resolve().parent} to write {out.name} in", err=True)
         return 2

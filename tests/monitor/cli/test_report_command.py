@@ -109,3 +109,15 @@ def test_the_store_is_opened_read_only(state, tmp_path: Path) -> None:
     code, _, stderr = run("report", "--state-dir", str(state_dir), "--window", ids[0], "--out", str(tmp_path / "a.html"))
     assert code == 0, stderr
     assert (db.read_bytes(), stat.S_IMODE(db.stat().st_mode)) == before
+
+
+@pytest.mark.parametrize("module_store_target", ["sqlite"], indirect=True)  # refused before the lookup
+def test_out_naming_a_folder_is_refused_before_rendering(state, tmp_path: Path) -> None:
+    # it used to render the report (seconds) and then fail with "cannot write DIR: Is a directory", exit 1
+    _, where, ids = state
+    got, _, stderr = run("report", *where, "--window", ids[0], "--out", str(tmp_path))
+    assert got == 2
+    assert stderr.strip() == (
+        f"driftwarden: --out: {tmp_path} is a folder; give the report's file name, e.g. {tmp_path / 'report.html'}"
+    )
+    assert list(tmp_path.iterdir()) == []
