@@ -343,11 +343,15 @@ def run_checks(
                 for warning in kafka_warnings:
                     line(True, warning, WARN)
         else:
+            reason = _reason(exc)
+            if label == "kafka":  # the address tried: a typo in it is the likeliest cause
+                reason += f"; kafka.bootstrap_servers = {', '.join(cfg.kafka.bootstrap_servers)}" \
+                          f" ({cfg.kafka.security_protocol})"
             if reachability_fatal or isinstance(exc, SchemaTooNew):  # not a matter of waiting
                 ok_all = False
-                line(False, f"{label}: {_reason(exc)}")
+                line(False, f"{label}: {reason}")
             else:
-                line(False, f"{label}: {_reason(exc)} (not fatal before start: the daemon retries)", WARN)
+                line(False, f"{label}: {reason} (not fatal before start: the daemon retries)", WARN)
     try:  # a difference is worth knowing, not a failure (a rolling config change passes through it)
         for warning in ([] if local_failed else _bounded(lambda: check_window_shapes(cfg))):
             line(True, warning, WARN)

@@ -27,3 +27,17 @@ def test_the_labels_topic_is_checked_only_when_a_model_joins_labels(broker: Embe
     joined = load_config(label_config(tmp_path / "joined", bootstrap=broker.bootstrap, topic=topic,
                                       labels_topic=missing, http_port=1))
     assert check_kafka(joined).endswith(f"; labels topic {missing!r} not found yet")
+
+
+def test_an_unreachable_broker_is_named(tmp_path: Path) -> None:
+    # `check` said only "✗ kafka: no answer within 10s": not which address it tried
+    from monitor.cli.check import run_checks
+    from monitor.demo.broker import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = load_config(write_config(tmp_path, bootstrap=bootstrap, topic="p", http_port=free_port()))
+    lines: list[str] = []
+    assert run_checks(cfg, lines.append) == 1
+    (kafka,) = [x for x in lines if "kafka" in x]
+    assert kafka.startswith("✗ kafka: ")
+    assert kafka.endswith(f"; kafka.bootstrap_servers = {bootstrap} (PLAINTEXT)"), kafka
