@@ -215,6 +215,19 @@ def migrate(
             return
         typer.echo(f"driftwarden: no database at {path}: nothing to migrate", err=True)
         raise typer.Exit(1)
+    from storage.state_dir import StateDirBusy, StateDirError, lock_state_dir  # noqa: PLC0415
+
+    # the daemon's (and a replay's) lock: migrating under a running daemon would change the
+    # schema of the file an older version is writing (SQLite has no guard against that) and
+    # hold its writes up for as long as a migration rewrites a table
+    try:
+        lock = lock_state_dir(folder, exclusive=True)
+    except StateDirBusy as exc:
+        typer.echo(f"driftwarden: migrate: {str(exc).split('; wait', 1)[0]}; stop it, then migrate", err=True)
+        raise typer.Exit(1) from None
+    except StateDirError as exc:
+        typer.echo(f"driftwarden: migrate: {exc}", err=True)
+        raise typer.Exit(1) from None
     try:
         before = Store(path, readonly=True, migrate=False)
         old = before.schema_version()
@@ -223,6 +236,8 @@ def migrate(
     except StorageError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        lock.release()
     typer.echo(f"{path}: schema version {old} -> {LATEST_VERSION}")
 
 

@@ -83,3 +83,27 @@ def test_migrate_on_a_first_install_has_nothing_to_do_with_missing_ok(tmp_path: 
     assert res.returncode == 0, res.stdout + res.stderr
     assert "no database yet (the daemon creates it at its first start)" in res.stdout
     assert not (empty / "driftwarden.db").exists()
+
+
+def test_migrate_waits_for_the_daemon_on_its_state_dir_to_stop(tmp_path: Path) -> None:
+    """A state dir a daemon holds (its lock) is not migrated under it: SQLite has no guard
+    against an older version writing a file whose schema changed, and a migration that
+    rewrites a table holds the daemon's writes up. It used to migrate regardless."""
+    import sqlite3
+
+    from storage.state_dir import lock_state_dir
+    from tests.monitor.cli.test_oncall import _older_database
+
+    db, top = _older_database(tmp_path / "state")
+    with lock_state_dir(db.parent, exclusive=True):  # what a running daemon on a SQLite store holds
+        res = run_cli("migrate", "--state-dir", str(db.parent))
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert res.stderr.strip() == (
+            f"driftwarden: migrate: {db.parent} is in use by a running daemon (it holds"
+            f" {db.parent / '.driftwarden.lock'}); stop it, then migrate"
+        )
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == top - 1
+    conn.close()
+    res = run_cli("migrate", "--state-dir", str(db.parent))  # the daemon stopped
+    assert res.returncode == 0 and res.stdout.strip() == f"{db}: schema version {top - 1} -> {top}"
