@@ -113,14 +113,18 @@ def check_state_dir(cfg: Config) -> str:
     return f"state dir {d} writable"
 
 
-def check_listen(cfg: Config) -> tuple[bool, str]:
+def check_listen(cfg: Config) -> tuple[bool | None, str]:
     """Whether the HTTP listen address can be bound now (bound and released at once), and
-    the line that says so."""
+    the line that says so: ``True`` free, ``False`` in use (a warning: this daemon may be
+    running), ``None`` never bindable on this host (not its address, a name that does not
+    resolve, a privileged port): ``run`` would fail at every start."""
     from monitor.web.server import ListenError, bind  # noqa: PLC0415
 
     try:
         bind(*cfg.daemon.listen_address).close()
     except ListenError as exc:
+        if not exc.in_use:
+            return None, str(exc)
         return False, f"{exc} (in use by another process, or by this daemon already running)"
     return True, f"http listen {cfg.daemon.http_listen} free"
 
@@ -313,7 +317,10 @@ def run_checks(
     if cfg.storage.url is None:
         local.append(("database", lambda: check_storage(cfg)))
     free, text = check_listen(cfg)
-    line(True, text, None if free else WARN)  # in use now (this daemon already running?): a warning
+    # in use now (this daemon already running?): a warning. Never bindable here: a failure
+    # even before start (this host decides it), exit 1 as `run` gives for it
+    listen_failed = free is None
+    line(not listen_failed, text, None if free or listen_failed else WARN)
     kafka_warnings: list[str] = []
     checks: list[tuple[str, Callable[[], str]]] = [("kafka", lambda: check_kafka(cfg, kafka_warnings))]
     if cfg.storage.url is not None:
@@ -357,4 +364,4 @@ def run_checks(
             line(True, warning, WARN)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         line(True, f"window shapes of the stored stream state not checked: {_reason(exc)}", WARN)
-    return 2 if local_failed else 0 if ok_all else 1
+    return 2 if local_failed else 0 if ok_all and not listen_failed else 1

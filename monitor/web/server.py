@@ -18,6 +18,7 @@ and ``max_reference_bytes`` per route; request line + headers at most 16 KiB (h1
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -35,7 +36,12 @@ GRACEFUL_STOP_S = 3.0
 
 class ListenError(RuntimeError):
     """The listen address cannot be bound (in use, not an address of this host): the
-    message names ``daemon.http_listen`` and the reason."""
+    message names ``daemon.http_listen`` and the reason. ``in_use``: the address is this
+    host's and another socket holds it (waiting may help); otherwise it never will bind."""
+
+    def __init__(self, message: str, *, in_use: bool = False) -> None:
+        super().__init__(message)
+        self.in_use = in_use
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -45,8 +51,14 @@ def bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=128)
     except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, a host name that does not resolve
         # create_server's own error text also repeats the address: the errno's words suffice
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ListenError(f"daemon.http_listen: cannot listen on {host}:{port}: {reason}") from None
+        # (a host name that does not resolve: create_server re-raises the gaierror as an
+        # OSError whose errno, EAI_NONAME, is no OS error number: os.strerror says "Unknown error -2")
+        if exc.errno and exc.errno > 0:
+            reason = os.strerror(exc.errno)
+        else:
+            reason = (exc.strerror or str(exc)).split(" (while attempting to bind", 1)[0]
+        raise ListenError(f"daemon.http_listen: cannot listen on {host}:{port}: {reason}",
+                          in_use=exc.errno == errno.EADDRINUSE) from None
 
 
 class ApiServer:

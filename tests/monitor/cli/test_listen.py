@@ -22,3 +22,24 @@ def test_a_port_in_use_is_named_by_check_and_run(tmp_path: Path) -> None:
         assert "Traceback" not in ran.stderr
     freed = run_cli("check", "--pre-start", "-c", str(cfg))
     assert f"✓ http listen 127.0.0.1:{port} free" in freed.stdout
+
+
+def test_an_address_that_never_binds_here_fails_check(tmp_path: Path) -> None:
+    """Not an address of this host, or a name that does not resolve: `run` fails at every
+    start, so `check` (even --pre-start) fails too, exit 1. It used to warn "in use by another
+    process, or by this daemon already running" and exit 0; the name said "Unknown error -2"."""
+    from monitor.demo.broker import free_port
+
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=free_port())
+    for host, reason in (("192.0.2.1", "Cannot assign requested address"),  # TEST-NET-1: no host has it
+                         ("nosuchhost.invalid", "")):  # the resolver's words vary (no DNS: "Temporary failure …")
+        text = cfg.read_text().replace('http_listen = "127.0.0.1:', f'http_listen = "{host}:')
+        assert text != cfg.read_text()
+        bad = tmp_path / f"{host}.toml"
+        bad.write_text(text)
+        checked = run_cli("check", "--pre-start", "-c", str(bad))
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        port = text.split(f'http_listen = "{host}:', 1)[1].split('"', 1)[0]
+        assert f"✗ daemon.http_listen: cannot listen on {host}:{port}: {reason}" in checked.stdout, checked.stdout
+        assert "in use by another process" not in checked.stdout
+        assert "Unknown error" not in checked.stdout and "while attempting" not in checked.stdout
