@@ -67,7 +67,9 @@ def prepare_state_dir(path: Path) -> Path:
 def _prepare(path: Path) -> tuple[Path, bool]:
     """:func:`prepare_state_dir`, and whether the folder's own mode was narrowed."""
     if path.exists() and not path.is_dir():
-        raise StateDirError(f"daemon.state_dir: {path} exists and is not a folder; {_fix(path)}")
+        # making the file "writable" would not help: it has to become (or give way to) a folder
+        raise StateDirError(f"daemon.state_dir: {path} exists and is not a folder; move it away, or set"
+                            " daemon.state_dir (environment: DRIFTWARDEN_DAEMON__STATE_DIR) to a folder")
     try:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:

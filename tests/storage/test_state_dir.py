@@ -87,3 +87,17 @@ def test_a_volume_root_owned_by_another_user_is_a_warning_not_an_error(tmp_path:
     assert f"WARNING state dir: {volume} (mode 2777) belongs to uid 0, not this process's uid 4321" in res.stdout
     assert mode(volume / "driftwarden.db") == 0o600
     shutil.rmtree(outer)
+
+
+def test_a_file_in_the_state_dirs_place_is_not_told_to_be_made_writable(tmp_path: Path) -> None:
+    # it said "... exists and is not a folder; make F writable for user …", which cannot help
+    from storage.state_dir import StateDirError, prepare_state_dir
+
+    blocker = tmp_path / "state"
+    blocker.write_text("")
+    with pytest.raises(StateDirError) as caught:
+        prepare_state_dir(blocker)
+    assert str(caught.value) == (
+        f"daemon.state_dir: {blocker} exists and is not a folder; move it away, or set daemon.state_dir"
+        " (environment: DRIFTWARDEN_DAEMON__STATE_DIR) to a folder"
+    )
