@@ -202,6 +202,9 @@ def replay(
 ) -> None:
     """Run the live pipeline and rules over a file (backfill, or trying thresholds on history)."""
     cfg = _load(config)
+    if data.is_dir():  # a folder of exports is a likely slip: "no file" would be untrue
+        typer.echo(f"driftwarden: DATA: {data} is a folder; give one .csv, .parquet or .jsonl file in it", err=True)
+        raise typer.Exit(2)
     if not data.is_file():
         typer.echo(f"driftwarden: DATA: no file {data}", err=True)
         raise typer.Exit(2)

@@ -156,3 +156,13 @@ def test_a_copy_on_a_folder_this_user_may_not_write_is_read(tmp_path: Path) -> N
         os.chmod(copy, 0o755)
     assert res.returncode == 0, (res.stdout, res.stderr)  # type: ignore[attr-defined]
     assert "Traceback" not in res.stderr  # type: ignore[attr-defined]
+
+
+def test_replay_names_a_folder_given_as_its_data(setup: dict[str, Path], tmp_path: Path) -> None:
+    # it said "DATA: no file DIR" about a folder that exists
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    res = run_cli("replay", "-c", str(setup["cfg"]), str(folder), "--model", "churn",
+                  "--state-dir", str(tmp_path / "replayed"))
+    _refused(res, 2, f"driftwarden: DATA: {folder} is a folder; give one .csv, .parquet or .jsonl file in it")
+    assert not (tmp_path / "replayed").exists()
