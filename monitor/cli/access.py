@@ -90,6 +90,10 @@ def open_store(config: Path | None, state_dir: Path | None, *, write: bool = Fal
         raise CliError(f"cannot enter {folder}: {_not_yours(folder)}") from None
     if not exists:
         where = "--state-dir" if state_dir is not None else "daemon.state_dir"
+        if folder.is_file():  # the database file itself, most likely: not "no database at F/driftwarden.db"
+            hint = f" ({folder.parent})" if folder.name == DB_FILENAME else ""
+            raise CliError(f"{where} {folder} is a file, not a folder: give the folder that holds"
+                           f" driftwarden.db{hint}")
         raise CliError(
             f"no database at {path}: the daemon has not run with this state dir yet, or {where}"
             " points elsewhere (give the folder that holds driftwarden.db)"

@@ -166,3 +166,18 @@ def test_replay_names_a_folder_given_as_its_data(setup: dict[str, Path], tmp_pat
                   "--state-dir", str(tmp_path / "replayed"))
     _refused(res, 2, f"driftwarden: DATA: {folder} is a folder; give one .csv, .parquet or .jsonl file in it")
     assert not (tmp_path / "replayed").exists()
+
+
+@pytest.mark.sqlite_only("--state-dir names a SQLite state dir")
+def test_read_commands_name_a_database_file_given_as_the_state_dir(tmp_path: Path) -> None:
+    # it said "no database at S/driftwarden.db/driftwarden.db: the daemon has not run with
+    # this state dir yet", which is not so
+    from storage.db import Store
+
+    db = tmp_path / "state" / "driftwarden.db"
+    Store(db).close()
+    for args in (("windows",), ("status",), ("alerts",)):
+        res = run_cli(*args, "--state-dir", str(db))
+        _refused(res, 1, f"driftwarden: --state-dir {db} is a file, not a folder: give the folder that holds"
+                         f" driftwarden.db ({db.parent})")
+    assert run_cli("windows", "--state-dir", str(db.parent)).returncode == 0
