@@ -451,11 +451,12 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
     table("windows by model", [
         Col("model", "model"), Col("status", "status"), Col("count", "n", justify="right"),
         Col("newest end (UTC)", lambda r: short_time(r["last_end"]), no_wrap=True),
-    ], out["windows"])
+    ], out["windows"], count=sum(r["n"] for r in out["windows"]))
+    # tables of counts: the title gives their total ("alerts (2)" over 3 alerts read as 2)
     table("alerts", [Col("state", "state"), Col("severity", "severity"), Col("count", "n", justify="right")],
-          out["alerts"])
+          out["alerts"], count=sum(r["n"] for r in out["alerts"]))
     table("deliveries", [Col("notifier", "notifier"), Col("status", "status"), Col("count", "n", justify="right")],
-          out["deliveries"])
+          out["deliveries"], count=sum(r["n"] for r in out["deliveries"]))
     if out["label_join"]:
         table("label join", [Col("model", "model", no_wrap=True), *[Col(k.replace("_", " "), k, no_wrap=True, justify="right") for k in
               ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",

@@ -242,13 +242,15 @@ def layout(cols: Sequence[Col], rows: Sequence[Mapping[str, Any]], width: int) -
     return [widths.get(i) for i in range(len(cols))]
 
 
-def table(title: str, cols: Sequence[Col], rows: Sequence[Mapping[str, Any]], *, console: Any = None) -> None:
+def table(title: str, cols: Sequence[Col], rows: Sequence[Mapping[str, Any]], *, console: Any = None,
+          count: int | None = None) -> None:
     """Print ``rows`` as a table (the one place tables are drawn), as wide as the console
     at most (see :func:`layout`).
 
     Light borders (no vertical rules) leave the width to the data; a ``hoist`` column
     whose value is the same in every row moves into the title. Cells are
-    :class:`rich.text.Text`: a value is never read as markup."""
+    :class:`rich.text.Text`: a value is never read as markup. The title's number is the
+    rows', or ``count`` (a table of counts gives the total it adds up to)."""
     from rich import box  # noqa: PLC0415
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -261,7 +263,7 @@ def table(title: str, cols: Sequence[Col], rows: Sequence[Mapping[str, Any]], *,
             facts.append(f"{c.header} {values.pop()}")
         else:
             shown.append(c)
-    head = f"{title} ({len(rows)})" + (": " + ", ".join(facts) if facts else "")
+    head = f"{title} ({len(rows) if count is None else count})" + (": " + ", ".join(facts) if facts else "")
     con = console or Console(highlight=False)
     widths = layout(shown, rows, con.width)
     placed = [(c, w) for c, w in zip(shown, widths, strict=True) if w is not None]

@@ -544,3 +544,13 @@ def test_silence_add_refuses_a_model_the_config_does_not_have(tmp_path: Path) ->
     assert doc("silence", "list", "-c", str(cfg))["items"] == []
     out = ok("silence", "add", "-c", str(cfg), "--model", "churn", "--for", "2h")
     assert "churn / any rule until" in out
+
+
+def test_status_titles_give_the_totals_their_counts_add_up_to(where: tuple[str, str]) -> None:
+    # 13 windows (12 ok, 1 insufficient) made "windows by model (2)": the number of rows of
+    # a table of counts, read as the number of windows
+    out = ok("status", *where)
+    assert "windows by model (13)\n" in out, out
+    assert "alerts (2)\n" in out and "deliveries (2)\n" in out, out
+    counts = doc("status", *where)["item"]
+    assert sum(r["n"] for r in counts["windows"]) == 13  # type: ignore[index]
