@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -546,6 +546,14 @@ class SilenceRecord:
 
     def active(self, now: datetime) -> bool:
         return self.starts_at <= now < self.ends_at
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        """The silence as the API and ``silence list --json`` give it: times as every other
+        time there (``2026-11-23T14:00:00.000Z``), and whether it is ``active`` at ``now``."""
+        out = asdict(self)
+        for key in ("starts_at", "ends_at", "created_at"):
+            out[key] = iso(out[key])
+        return out | {"active": self.active(now)}
 
     def matches(self, model: str, rule: str) -> bool:
         return (self.model is None or self.model == model) and (

@@ -377,12 +377,10 @@ def silence_add(store: Any, *, model: str | None, rule: str | None, duration: st
 
 
 def silence_list(store: Any, *, include_ended: bool, as_json: bool, echo: Echo) -> None:
-    from dataclasses import asdict  # noqa: PLC0415
-
     from storage.alerts import list_silences  # noqa: PLC0415
 
     now = datetime.now(UTC)
-    rows = [asdict(s) | {"active": s.active(now)} for s in list_silences(store, active_at=None if include_ended else now)]
+    rows = [s.to_json(now) for s in list_silences(store, active_at=None if include_ended else now)]
     if as_json:
         emit_json("silences", items=rows, echo=echo)
         return
@@ -390,7 +388,7 @@ def silence_list(store: Any, *, include_ended: bool, as_json: bool, echo: Echo) 
         Col("id", "id", no_wrap=True),
         Col("model", lambda r: r["model"] or "(any)"),
         Col("rule", lambda r: r["rule"] or "(any)"),
-        Col("until (UTC)", lambda r: short_time(r["ends_at"].isoformat().replace("+00:00", "Z")), no_wrap=True),
+        Col("until (UTC)", lambda r: short_time(r["ends_at"]), no_wrap=True),
         Col("by", "created_by"),
         Col("comment", "comment"),
     ], rows)

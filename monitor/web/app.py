@@ -33,7 +33,6 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -251,7 +250,7 @@ async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
     d = _daemon(request)
     rows = await asyncio.to_thread(lambda: list_silences(d.reads, limit=limit))
     now = d.clock()
-    return _json(200, {"silences": [asdict(s) | {"active": s.active(now)} for s in rows]})
+    return _json(200, {"silences": [s.to_json(now) for s in rows]})
 
 
 # -- the dashboard and reports ------------------------------------------------------------
@@ -319,7 +318,10 @@ async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
     sid = await asyncio.to_thread(
         d.alerting.silence, model=s.model, rule=s.rule, until=s.until, created_by=s.created_by, comment=s.comment,
     )
-    return _json(201, {"id": sid, "until": s.until.isoformat()})
+    from storage.records import iso  # noqa: PLC0415
+
+    # as stored and listed (UTC, milliseconds, Z), not the request's own offset and microseconds
+    return _json(201, {"id": sid, "until": iso(s.until)})
 
 
 @post("/api/v1/models/{model:str}/references", guards=[require_token, require_store])

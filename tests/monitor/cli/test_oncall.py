@@ -554,3 +554,14 @@ def test_status_titles_give_the_totals_their_counts_add_up_to(where: tuple[str, 
     assert "alerts (2)\n" in out and "deliveries (2)\n" in out, out
     counts = doc("status", *where)["item"]
     assert sum(r["n"] for r in counts["windows"]) == 13  # type: ignore[index]
+
+
+def test_silence_list_json_gives_times_as_every_other_json_does(where: tuple[str, str]) -> None:
+    # they were Python's isoformat ("2026-11-29T15:26:04.524000+00:00"), unlike the alerts'
+    # and windows' "…T15:26:04.524Z"
+    ok("silence", "add", *where, "--model", "churn", "--until", "2099-11-24T09:00:00.250+02:00")
+    (item,) = doc("silence", "list", *where)["items"]  # type: ignore[misc]
+    assert item["ends_at"] == "2099-11-24T07:00:00.250Z"  # type: ignore[index]
+    for key in ("starts_at", "created_at"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", item[key]), item  # type: ignore[index]
+    assert "11-24 07:00" in ok("silence", "list", *where)

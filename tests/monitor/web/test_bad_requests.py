@@ -190,3 +190,14 @@ def test_a_refused_upload_closes_the_connection_instead_of_reading_the_body(api:
     # a bodiless refusal keeps the connection
     status, headers, _ = request(api.port, b"GET /api/v2/x HTTP/1.1\r\nHost: t\r\n\r\n")
     assert status == 404 and "connection" not in headers
+
+
+def test_a_new_silence_answers_its_end_as_it_is_stored_and_listed(api: Api) -> None:
+    # it answered "until": "2026-11-24T07:00:00+00:00" / "…T15:26:04.524927+00:00" (Python's
+    # isoformat) while `silence list`, GET /api/v1/silences and every other time say "…Z" in ms
+    r = http(api.port, "POST", SILENCES, b'{"model": "churn", "until": "2099-11-24T09:00:00.250+02:00",'
+             b' "comment": "until-format"}', AUTH)
+    assert r.status == 201, r.body
+    assert r.json()["until"] == "2099-11-24T07:00:00.250Z"
+    listed = [s for s in http(api.port, "GET", SILENCES).json()["silences"] if s["comment"] == "until-format"]
+    assert [s["ends_at"] for s in listed] == ["2099-11-24T07:00:00.250Z"]
