@@ -72,7 +72,7 @@ def windows(
     model: ModelOpt = None,
     segment: Annotated[str | None, typer.Option(help='Only this segment, e.g. "region=eu" ("" = all rows).')] = None,
     since: SinceOpt = None,
-    state: Annotated[str | None, typer.Option(help="ok | insufficient | drifted | stable")] = None,
+    state: Annotated[str | None, typer.Option(help="ok | insufficient | error | drifted | stable")] = None,
     limit: LimitOpt = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -92,7 +92,7 @@ def windows(
     from monitor.cli.oncall import windows_list  # noqa: PLC0415
 
     since_iso = _options(lambda: parse_since(since))
-    _options(lambda: check_choice("--state", state, ("ok", "insufficient", "drifted", "stable")))
+    _options(lambda: check_choice("--state", state, ("ok", "insufficient", "error", "drifted", "stable")))
     with _store(config, state_dir) as store:
         windows_list(store, model=model, segment=segment, since=since_iso, state=state, limit=limit,
                      as_json=as_json, echo=_echo)

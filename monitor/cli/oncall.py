@@ -34,7 +34,7 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
     from storage.oncall import drifted_columns_of, window_ref  # noqa: PLC0415
     from storage.windows import windows_with_verdicts  # noqa: PLC0415
 
-    status = state if state in ("ok", "insufficient") else None
+    status = state if state in ("ok", "insufficient", "error") else None
     drifted = {"drifted": True, "stable": False}.get(state or "")
     rows = windows_with_verdicts(store, model=model, segment=segment, since=since, status=status,
                                  drifted=drifted, limit=limit)
@@ -44,8 +44,8 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
         r["ref"] = window_ref(r["id"])
     if as_json:
         keys = ("id", "ref", "model", "version", "segment", "start", "end", "rows", "status", "late_rows",
-                "reference", "computed_at", "drift_share", "share_threshold", "dataset_drift", "drifted_columns",
-                "label_coverage", "performance")
+                "reference", "computed_at", "error", "drift_share", "share_threshold", "dataset_drift",
+                "drifted_columns", "label_coverage", "performance")
         emit_json("windows", items=[{k: r.get(k) for k in keys} for r in rows], echo=echo)
         return
     # one day in view: its date goes to the title, the cells keep the times
@@ -139,6 +139,7 @@ def window_show(store: Any, key: str, *, as_json: bool, echo: Echo) -> None:
         ("end", w["end"]),
         ("rows", w["rows"]),
         ("status", w["status"]),
+        *([("error", w["error"])] if w.get("error") else []),  # why its figures could not be computed
         ("late rows", w["late_rows"]),
         ("reference", w["reference"] or "-"),
         ("computed", w["computed_at"]),

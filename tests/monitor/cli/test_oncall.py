@@ -444,7 +444,7 @@ def test_read_commands_never_write_or_migrate(tmp_path: Path) -> None:
         (("dead-letters", "--since", "99999999d", "{state}"), 2,
          'driftwarden: --since: expected a duration of at most 100 years ("36500d"), got "99999999d"'),
         (("windows", "--state", "red", "{state}"), 2,
-         'driftwarden: --state: expected one of ok, insufficient, drifted, stable, got "red"'),
+         'driftwarden: --state: expected one of ok, insufficient, error, drifted, stable, got "red"'),
         (("alerts", "--state", "on", "{state}"), 2,
          'driftwarden: --state: expected one of pending, firing, resolved, inactive, got "on"'),
     ],
@@ -565,3 +565,20 @@ def test_silence_list_json_gives_times_as_every_other_json_does(where: tuple[str
     for key in ("starts_at", "created_at"):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", item[key]), item  # type: ignore[index]
     assert "11-24 07:00" in ok("silence", "list", *where)
+
+
+def test_a_window_whose_figures_failed_is_found_and_says_why(where: tuple[str, str], store_target: StoreTarget) -> None:
+    # `windows --state error` was refused, `windows --json` left `error` out and `windows show`
+    # printed "status error" without the reason stored beside it
+    key = WindowKey("churn", "v12", "", _iso(DAY + timedelta(hours=2)), _iso(DAY + timedelta(hours=2, minutes=15)))
+    store = store_target.open()
+    with store.transaction():
+        write_window(store, WindowRecord(key, 600, "error", NOW, error="ValueError: boom in wasserstein"),
+                     [MetricRow("", "row_count", 600.0)])
+    store.close()
+    items = doc("windows", *where, "--state", "error")["items"]
+    assert [(w["id"], w["status"], w["error"]) for w in items] == [  # type: ignore[index]
+        (key.id, "error", "ValueError: boom in wasserstein")]
+    assert all(w["error"] == "" for w in doc("windows", *where, "--state", "ok")["items"])  # type: ignore[index]
+    shown = ok("windows", "show", window_ref(key.id), *where)
+    assert re.search(r"^  error +ValueError: boom in wasserstein$", shown, re.M), shown
