@@ -213,6 +213,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         estimate_fired_at: float | None = None
         seen_perf: set[str] = set()
         deadline = time.monotonic() + timeout
+        finished = False
         while time.monotonic() < deadline:
             for w in windows_with_verdicts(reader, segment="", oldest_first=True):
                 if w["id"] in seen_windows:
@@ -267,6 +268,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 labels_sent_at = time.monotonic()
                 console.print(f"  [bold]labels[/bold] for all {len(stream)} predictions produced after {labels_sent_at - t0:.1f}s")
             if len(seen_perf) >= WINDOWS and pending == 0 and time.monotonic() - t0 > 5:
+                finished = True
                 break
             time.sleep(0.3)
         producer.close()
@@ -289,8 +291,15 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
             assert estimate_fired_at is not None and labels_sent_at is not None
             console.print(f"  the estimate flagged the accuracy drop {labels_sent_at - estimate_fired_at:.1f}s"
                           " before the first label was produced")
-        else:
+        elif labels_sent_at is not None and (estimate_fired_at is not None or finished):
             console.print("  [red]the accuracy estimate did not fire before the labels came[/red]")
+        if not finished:  # not a verdict on the estimate: the demo stopped waiting
+            console.print(
+                f"  [red]gave up after {timeout:g}s (--timeout): {min(len(seen_windows), WINDOWS)} of {WINDOWS}"
+                f" windows closed, {min(len(seen_perf), WINDOWS)} of {WINDOWS} labelled"
+                f"{'' if labels_sent_at is not None else ' (no labels produced yet)'};"
+                " on a slow machine give a larger --timeout[/red]"
+            )
         if first_alert_at is not None:
             console.print(f"  first alert after {first_alert_at:.1f}s; total {time.monotonic() - t0:.1f}s")
         console.print(f"\n  inspect: driftwarden windows --state-dir {state_dir}   |   driftwarden alerts --state-dir {state_dir}")
