@@ -192,7 +192,9 @@ def status(config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOp
 
 def migrate(
     config: ConfigOpt = None,
-    state_dir: StateOpt = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Upgrade this state directory's database instead of the config's.")
+    ] = None,
     missing_ok: Annotated[
         bool, typer.Option("--missing-ok", help="No database yet is not an error (a first install: run creates it).")
     ] = False,

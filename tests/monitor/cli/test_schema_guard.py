@@ -107,3 +107,16 @@ def test_migrate_waits_for_the_daemon_on_its_state_dir_to_stop(tmp_path: Path) -
     conn.close()
     res = run_cli("migrate", "--state-dir", str(db.parent))  # the daemon stopped
     assert res.returncode == 0 and res.stdout.strip() == f"{db}: schema version {top - 1} -> {top}"
+
+
+def test_migrate_help_says_it_upgrades_the_state_dir_given() -> None:
+    # its --state-dir said "Read this state directory instead of the config's" (the read
+    # commands' words) on the one command that writes it
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["migrate", "--help"])
+    assert res.exit_code == 0
+    assert "Upgrade this state directory's database instead of the config's." in res.stdout
+    assert "Read this state directory" not in res.stdout
