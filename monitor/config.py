@@ -1969,8 +1969,10 @@ def _post_checks(
 
     def exists(path: str, p: Path | None) -> None:
         if p is not None and not _abs(p, base).is_file():
+            # "not found" about a folder that is there would send the user looking for it
+            why = "a folder" if _abs(p, base).is_dir() else "not found"
             problems.append(
-                f"{path}: expected an existing file, got {_show(p)} (not found in {base})"
+                f"{path}: expected an existing file, got {_show(p)} ({why} in {base})"
             )
 
     secret("daemon.api_token", cfg.daemon.api_token_env, cfg.daemon.api_token_file)

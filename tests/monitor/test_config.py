@@ -1149,6 +1149,15 @@ def test_reference_not_found(tmp_path: Path) -> None:
     ]
 
 
+def test_reference_that_is_a_folder_is_not_called_missing(tmp_path: Path) -> None:
+    # it said "(not found in …)" about a folder that is there
+    (tmp_path / "data" / "churn.csv").mkdir(parents=True)
+    assert problems(tmp_path, model='reference = "data/churn.csv"') == [
+        f'models[0].reference: expected an existing file, got "data/churn.csv" (a folder in'
+        f' {tmp_path.resolve()})'
+    ]
+
+
 def test_tls_file_not_found(tmp_path: Path) -> None:
     assert problems(tmp_path, '[kafka]\nsecurity_protocol = "SSL"\nssl_cafile = "ca.pem"\n') == [
         f'kafka.ssl_cafile: expected an existing file, got "ca.pem" (not found in {tmp_path.resolve()})'
