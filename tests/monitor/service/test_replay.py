@@ -116,6 +116,7 @@ def _hostile(ev: dict) -> list[bytes]:
 
 
 @pytest.mark.broker
+@pytest.mark.sqlite_only("reads the live run's dead letters from its SQLite file")
 def test_rows_live_dead_letters_are_dead_letters_of_the_replay_too(broker: EmbeddedBroker, tmp_path: Path) -> None:
     """One hostile event (a far-future time, an out-of-range time, a missing prediction, a
     model given as a list, a line that is no JSON object...) among clean ones: live
