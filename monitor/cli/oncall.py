@@ -29,6 +29,23 @@ def _drifted_text(r: Mapping[str, Any], width: int) -> str:
 # --------------------------------------------------------------------------- windows
 
 
+def _hint_unknown_model(store: Any, model: str | None) -> None:
+    """Nothing listed for ``--model M``: when the store has no window or alert of ``M`` at
+    all (a typo, most likely), say so on stderr with the models it has, rather than an
+    empty table that reads as "all quiet". Standard output (a table, or JSON) is unchanged."""
+    if model is None:
+        return
+    import typer  # noqa: PLC0415
+
+    from storage.alerts import known_models  # noqa: PLC0415
+
+    models = known_models(store)
+    if model not in models:
+        shown = ", ".join(models[:20]) + (f" (and {len(models) - 20} more)" if len(models) > 20 else "")
+        typer.echo(f"driftwarden: --model {model!r}: no window or alert of that model in this store;"
+                   f" its models: {shown or '(none yet)'}", err=True)
+
+
 def windows_list(store: Any, *, model: str | None, segment: str | None, since: str | None,
                  state: str | None, limit: int, as_json: bool, echo: Echo) -> None:
     from storage.oncall import drifted_columns_of, window_ref  # noqa: PLC0415
@@ -38,6 +55,8 @@ def windows_list(store: Any, *, model: str | None, segment: str | None, since: s
     drifted = {"drifted": True, "stable": False}.get(state or "")
     rows = windows_with_verdicts(store, model=model, segment=segment, since=since, status=status,
                                  drifted=drifted, limit=limit)
+    if not rows:
+        _hint_unknown_model(store, model)
     cols = drifted_columns_of(store, [r["id"] for r in rows])
     for r in rows:
         r["drifted_columns"] = cols[r["id"]]
@@ -185,6 +204,8 @@ def alerts_list(store: Any, *, model: str | None, state: str | None, since: str 
     from storage.alerts import list_alerts  # noqa: PLC0415
 
     rows = list_alerts(store, state=state, model=model)
+    if not rows:
+        _hint_unknown_model(store, model)
     if since is not None:
         rows = [r for r in rows if (r.get("updated_at") or r.get("started_at") or "") >= since]
     if as_json:

@@ -266,6 +266,18 @@ def test_windows_filters_and_json(where: tuple[str, str]) -> None:
     assert doc("windows", *where, "--model", "fraud")["items"] == []
 
 
+def test_a_model_the_store_does_not_have_is_named_on_stderr(where: tuple[str, str]) -> None:
+    # an empty table for a typo read as "all quiet"; stdout stays a table (or JSON)
+    for command in ("windows", "alerts"):
+        typo = cli(command, *where, "--model", "chrun")
+        assert typo.returncode == 0, typo.stderr
+        assert "--model 'chrun': no window or alert of that model in this store; its models: churn" in typo.stderr
+        as_json = cli(command, *where, "--model", "chrun", "--json")
+        assert json.loads(as_json.stdout)["items"] == [] and "its models: churn" in as_json.stderr
+    quiet = cli("alerts", *where, "--model", "churn", "--state", "resolved")
+    assert "no window or alert" not in quiet.stderr  # a known model with nothing to list: no hint
+
+
 def test_an_infinite_figure_is_null_in_the_json_and_inf_in_the_table(store_target: StoreTarget, tmp_path: Path) -> None:
     # a feature value of 1e308 makes a Wasserstein distance infinite; json.dumps wrote a bare
     # ``Infinity``, which no strict JSON reader accepts
