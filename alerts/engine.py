@@ -179,6 +179,44 @@ class AlertEngine:
             if last is None or ts > last:
                 self._activity[model] = ts
 
+    def start_clocks(self, at: datetime) -> None:
+        """Count no-data silences from ``at`` instead of from this engine's construction: a
+        replay, whose clock is event time, starts them at the file's first events."""
+        with self._lock:
+            self._started = at
+        if any(r.is_no_data for r in self.rules):
+            self._seed_activity(at)
+
+    def tick_due(self) -> datetime | None:
+        """The earliest time at which :meth:`on_tick` would change something, or None: a
+        no-data rule's silence reaching ``no_data_for``, a firing no-data alert whose model
+        was active since (it resolves), a reminder. For a replay, which ticks at these event
+        times instead of every ``tick_interval``. Notifications held back by an inhibition
+        are not counted (they go out at the next tick made for another reason)."""
+        due: list[datetime] = []
+        with self._lock:
+            activity = dict(self._activity)
+        for rule in self.rules:
+            if not rule.is_no_data:
+                continue
+            assert rule.no_data_for is not None
+            for model in [rule.model] if rule.model else sorted(activity):
+                last = activity.get(model, self._started)
+                stored = db.latest_window_at(self.store, model)
+                if stored is not None and stored > last:
+                    last = stored
+                alert = db.get_alert(self.store, rule.instance_id(model, "", "", ""))
+                if alert is not None and alert.state == FIRING:
+                    if alert.window_start and last > parse_iso(alert.window_start):
+                        due.append(last)
+                else:
+                    due.append(last + rule.no_data_for)
+        for alert in db.active_alerts(self.store, (FIRING,)):
+            rule = self._rules_by_name.get(alert.rule)
+            if rule is not None and alert.last_notified_at is not None:
+                due.append(alert.last_notified_at + (rule.repeat_interval or self.settings.repeat_interval))
+        return min(due, default=None)
+
     def continue_activity(self, previous: AlertEngine) -> None:
         """Go on with ``previous``'s no-data clocks (a config reload builds a new engine):
         its last activity per model replaces this engine's start-up seed of "active now",

@@ -93,7 +93,10 @@ class Alerting:
         clock: Callable[[], datetime],
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         owner: str | None = None,
+        delivery_clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``clock`` times the alerts; ``delivery_clock`` (default: ``clock``) the outbox's
+        attempts and back-offs (a replay: alerts at event time, deliveries at the wall clock)."""
         self.config = config
         self.clock = clock
         self.on_event = on_event or (lambda kind, data: None)
@@ -112,7 +115,7 @@ class Alerting:
         self.worker = DeliveryWorker(
             store,
             self.notifiers,
-            clock,
+            delivery_clock or clock,
             policies={
                 name: RetryPolicy(n.max_attempts, n.backoff.total_seconds(), n.max_backoff.total_seconds())
                 for name, n in config.notifiers.items()

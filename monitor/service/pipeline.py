@@ -196,6 +196,8 @@ class Pipeline:
         max_payload_bytes: int = 65_536,
         owner: str | None = None,
         on_outcome: Callable[[bool], None] | None = None,
+        window_time: Callable[[ModelRuntime, OpenWindow, datetime], datetime] | None = None,
+        before_window: WindowListener | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -212,6 +214,12 @@ class Pipeline:
         self.topic = topic or config.kafka.predictions_topic
         self.clock = clock
         self.on_window = on_window
+        #: the time a closed window is stamped with (``computed_at``), given the window and
+        #: the clock's time; None: the clock's time (a replay: the window's event time)
+        self.window_time = window_time
+        #: called in the flush transaction before a window is written (a replay: the alert
+        #: ticks due in event time before it)
+        self.before_window = before_window
         #: told whether each flush attempt committed (True) or not (False), once known; the
         #: windows' alert transitions were made inside it (the alerting logs them or drops them)
         self.on_outcome = on_outcome
@@ -729,11 +737,12 @@ class Pipeline:
         by = rt.config.window.by
         for w in closed:
             t0 = time.perf_counter()
+            at = now if self.window_time is None else self.window_time(rt, w, now)
             cols = WindowColumns(w.chunks, w.order())  # joined once, for the figures and the sample both
             try:
-                figs = judge_window(rt, w, now, cols)
+                figs = judge_window(rt, w, at, cols)
             except Exception as exc:  # noqa: BLE001 - one window's data must not stop the others
-                figs = error_figures(rt.prepared, w, by=by, now=now, error=f"internal: {type(exc).__name__}: {exc}")
+                figs = error_figures(rt.prepared, w, by=by, now=at, error=f"internal: {type(exc).__name__}: {exc}")
                 log.error("model %s: figures of window %s failed; stored with status error", rt.config.name,
                           figs.record.id, exc_info=exc)
                 self.stats.window_errors += 1
@@ -970,6 +979,8 @@ class Pipeline:
         window is stored with status ``error`` instead, so one window cannot block
         the flush of every other one forever.
         """
+        if self.before_window is not None:
+            self.before_window(figs, rt.config)
         try:
             with self.store.transaction():
                 write_window(self.store, figs.record, figs.metrics)

@@ -10,8 +10,19 @@ still fire and resolve (the ``alerts`` table shows what would have been sent), b
 notifier is wired, so nothing is queued or sent; with ``notify`` the outbox is delivered
 as the replay goes and drained at the end.
 
-Deterministic: the same file and config give the same windows and figures. The alert
-engine's clock stands still at the replay's start (alert times are not event times).
+Time is event time: a window is stamped (``computed_at``) and judged at the time a live
+daemon fed the stream as it happened would have judged it (a time window at its end plus
+``lateness``, a count window at its last row's time; never before a window judged
+earlier), so an alert's ``started_at``, ``fired_at``, ``resolved_at`` and its deliveries'
+times say when it would have happened. ``for`` and ``resolve_after`` count windows, as
+live. The alert ticks (no-data rules, their resolution, reminders) run at the event times
+they fall due between windows, never past the last one: a gap in the file fires a no-data
+rule, the end of the file does not. What is not event time: event times are judged
+against the replay's start (``kafka.max_future_skew``), and the outbox (with ``notify``)
+sends and retries by it. Silences live in a daemon's store, never in a replay's.
+
+Deterministic: the same file and config give the same windows, figures and alerts,
+timestamps included.
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ from typing import Any
 
 from monitor.config import Config
 from monitor.service.replay_source import ReplaySource
+from monitor.service.telemetry import log_transitions
 from storage.db import DB_FILENAME
+from storage.records import parse_iso
 from storage.state_dir import (
     DIR_MODE,
     FILE_MODE,
@@ -76,13 +89,71 @@ class ReplayResult:
 
 
 class _Clock:
-    """A clock that stands still unless moved (the idle close at the end moves it)."""
+    """A clock that stands still unless moved (the idle close at the end moves it): the
+    pipeline's wall clock (event times are judged against it, ``kafka.max_future_skew``)
+    and the outbox's."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
 
     def __call__(self) -> datetime:
         return self.now
+
+
+class _EventClock:
+    """The replay's clock of windows and alerts: event time, never going backwards.
+
+    A window is stamped (``computed_at``) and judged at the time a live daemon fed the
+    stream as it happened would have judged it: a time window at its end plus
+    ``lateness``, a count window at its last row's time (or later, never before a window
+    judged earlier). Before a window is judged, the alert ticks due in between run at
+    their own times (:meth:`alerts.engine.AlertEngine.tick_due`: no-data rules, their
+    resolution, reminders), as the live daemon's ticks would have; none runs past the
+    last window (the end of the file is not the stream going quiet).
+    """
+
+    def __init__(self, placeholder: datetime) -> None:
+        #: the time of the last window stamped (the pipeline's side)
+        self.windows: datetime | None = None
+        #: the alert engine's time (the last window judged, or the last tick)
+        self.now: datetime | None = None
+        self._placeholder = placeholder  # before the first window (the engine's construction)
+        self.engine: Any = None
+
+    def __call__(self) -> datetime:
+        return self.now or self._placeholder
+
+    def window_time(self, rt: Any, w: Any, now: datetime) -> datetime:
+        """``Pipeline.window_time``: the event time at which window ``w`` closes."""
+        if rt.config.window.by == "time":
+            t = datetime.fromtimestamp(w.end / 1000, UTC) + (rt.config.window.lateness or timedelta(0))
+        else:
+            ts = w.ts_ms()
+            t = datetime.fromtimestamp(int(ts.max()) / 1000, UTC) if len(ts) else (self.windows or now)
+        self.windows = t if self.windows is None else max(self.windows, t)
+        return self.windows
+
+    def before_window(self, figures: Any, model: Any) -> None:
+        """``Pipeline.before_window``: the ticks due before the window, then its time."""
+        at = figures.record.computed_at
+        if self.now is None:  # no-data silences count from the first events of the file
+            first = parse_iso(figures.ts_range[0]) if figures.ts_range else at
+            self.now = min(first, at)
+            self.engine.start_clocks(self.now)
+        self.catch_up(at)
+        self.now = max(self.now, at)
+
+    def catch_up(self, until: datetime) -> None:
+        """Run the alert ticks due at or before ``until``, each at its own time."""
+        if self.now is None:
+            return
+        last = None
+        while (due := self.engine.tick_due()) is not None and due <= until:
+            due = max(due, self.now)
+            if due == last:  # the tick at ``due`` changed nothing more: wait for the next window
+                break
+            self.now = last = due
+            log_transitions(self.engine.on_tick(due))
 
 
 def claim_replay_dir(state_dir: Path) -> StateDirLock:
@@ -189,13 +260,16 @@ def run_replay(
             f.unlink(missing_ok=True)
         os.close(os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))  # SQLite's -wal/-shm copy it
         clock = _Clock(started)
+        events = _EventClock(started)
         store = Store(partial, synchronous="NORMAL")  # a replay can be rerun: speed over power cuts
         alerting = None
         done = False
         try:
-            alerting = Alerting(cfg, store, clock=clock)
+            alerting = Alerting(cfg, store, clock=events, delivery_clock=clock)
+            events.engine = alerting.engine
             pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
-                                max_payload_bytes=cfg.daemon.max_payload_bytes)
+                                max_payload_bytes=cfg.daemon.max_payload_bytes,
+                                window_time=events.window_time, before_window=events.before_window)
             pipeline.register_initial_references()
             for chunk in source:
                 # the daemon's own path: the live decoder, poison isolation, dead letters
@@ -215,6 +289,8 @@ def run_replay(
                 pipeline.last_activity.setdefault(name, started)
             pipeline.tick()
             pipeline.flush()
+            if events.now is not None:  # the ticks due up to the last window (a no-data alert it resolves)
+                events.catch_up(events.now)
             if notify:
                 _drain(alerting)
             from storage.alerts import list_alerts  # noqa: PLC0415
