@@ -39,7 +39,7 @@ from typing import Any
 from monitor.config import Config
 from monitor.service.replay_source import ReplaySource
 from monitor.service.telemetry import log_transitions
-from storage.db import DB_FILENAME
+from storage.db import DB_FILENAME, StorageError
 from storage.records import parse_iso
 from storage.state_dir import (
     DIR_MODE,
@@ -153,7 +153,14 @@ class _EventClock:
             if due == last:  # the tick at ``due`` changed nothing more: wait for the next window
                 break
             self.now = last = due
-            log_transitions(self.engine.on_tick(due))
+            try:
+                transitions = self.engine.on_tick(due)
+            except StorageError:
+                raise  # the replay's own file: the replay fails, as for a window it cannot write
+            except Exception as exc:  # noqa: BLE001 - as the live alert tick: one failure is logged, not fatal
+                log.error("alert tick at %s failed: %s", due.isoformat(), exc)
+                return
+            log_transitions(transitions)
 
 
 def claim_replay_dir(state_dir: Path) -> StateDirLock:
