@@ -110,6 +110,7 @@ def _as_another_user(*args: str, uid: int | None = None) -> object:
                           text=True, timeout=120, env=env)
 
 
+@pytest.mark.sqlite_only("--state-dir permissions: a SQLite state dir")
 def test_read_commands_name_a_state_dir_they_may_not_enter(tmp_path: Path) -> None:
     """The state dir is 0700 and belongs to the daemon's user: another user got a traceback."""
     import os
@@ -130,6 +131,7 @@ def test_read_commands_name_a_state_dir_they_may_not_enter(tmp_path: Path) -> No
              " run it as uid 4321")
 
 
+@pytest.mark.sqlite_only("a copy of a SQLite database read in place")
 def test_a_copy_on_a_folder_this_user_may_not_write_is_read(tmp_path: Path) -> None:
     """A backup copy (WAL mode, no -wal or -shm) in a folder or filesystem this user cannot
     write: SQLite could not create the -shm file, so the copy 'could not be read'."""

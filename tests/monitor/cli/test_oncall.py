@@ -497,17 +497,16 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
     assert demo_state_refusal(mine) is None
 
 
-def test_export_pages_through_the_letters_oldest_first(tmp_path: Path) -> None:
+def test_export_pages_through_the_letters_oldest_first(store_target: StoreTarget) -> None:
     """The export read every letter in one query (a table of ~2 GB of payloads, several GB in
     memory); it now reads a page at a time, and pages join without gap or repeat."""
     from datetime import UTC, datetime
 
     from monitor.cli.oncall import EXPORT_PAGE, export_dead_letters
-    from storage.db import Store
     from storage.dead_letters import DeadLetter, write_dead_letters
     from storage.limits import DeadLetterCap
 
-    store = Store.in_state_dir(tmp_path / "state")
+    store = store_target.open()
     n = 2 * EXPORT_PAGE + 17
     now = datetime.now(UTC)
     letters = [DeadLetter("p", 0, i, "not_json: x" if i % 3 else "empty: y", b"%d" % i, now) for i in range(n)]

@@ -52,6 +52,7 @@ def test_check_before_start_fails_on_a_shared_store_a_newer_version_migrated(
     assert "not fatal before start" not in out.split("newer than this driftwarden knows")[1].splitlines()[0]
 
 
+@pytest.mark.sqlite_only("SQLite's database lock held by another writer")
 def test_run_held_out_by_another_writer_exits_1_to_be_started_again(tmp_path: Path) -> None:
     """A backup or another process holding the SQLite file past the busy timeout is not a
     config error: status 2 kept the systemd unit down (RestartPreventExitStatus=2)."""
@@ -85,6 +86,7 @@ def test_migrate_on_a_first_install_has_nothing_to_do_with_missing_ok(tmp_path: 
     assert not (empty / "driftwarden.db").exists()
 
 
+@pytest.mark.sqlite_only("the SQLite state dir's lock")
 def test_migrate_waits_for_the_daemon_on_its_state_dir_to_stop(tmp_path: Path) -> None:
     """A state dir a daemon holds (its lock) is not migrated under it: SQLite has no guard
     against an older version writing a file whose schema changed, and a migration that

@@ -398,6 +398,7 @@ def test_letters_held_back_by_an_open_transaction_are_logged_once_per_stall(
     assert _keys(topic_records(broker.bootstrap, dlq, N + 8)) == EXPECTED_KEYS + held  # each once
 
 
+@pytest.mark.sqlite_only("its letters are seeded in a SQLite state dir")
 def test_a_letter_too_large_for_the_topic_goes_out_without_its_payload(broker: EmbeddedBroker, tmp_path: Path) -> None:
     """A 1.1 MB payload (kept with daemon.max_payload_bytes = 2 MiB) is over the producer's
     1 MiB max_request_size: it was retried for ever and no later letter went out again."""
