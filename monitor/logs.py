@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.log_repeats import RepeatFilter
 from storage.text import escape_controls
 
 #: attributes every LogRecord has: anything else on a record came from ``extra=``
@@ -134,10 +135,14 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
         JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     values = [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in (secrets or {}).values()]
-    handler.addFilter(RedactingFilter(values))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        # kafka-python's per-attempt lines while a broker is away: each kind once a minute
+        # (at DEBUG everything shows)
+        handler.addFilter(RepeatFilter(("kafka",)))
+    handler.addFilter(RedactingFilter(values))
+    root.handlers[:] = [handler]
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched = logging.getLogger("apscheduler.scheduler")
