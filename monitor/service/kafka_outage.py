@@ -1,0 +1,113 @@
+"""The daemon's own word on Kafka being away: one clear line at the first failed
+connection attempt, naming the brokers and what happens next, then one a minute while
+it lasts, and one when the brokers are reachable again.
+
+kafka-python's consumer bootstraps inside its constructor and keeps retrying there for
+``bootstrap_timeout_ms`` (30 s) before it raises; its only word meanwhile is its own
+log lines. :class:`BootstrapWatch` listens to those for the duration of one connect, so
+the first refused or failed connection is reported at once, not 30 s later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("driftwarden.daemon")
+
+#: the client's logger of connection and bootstrap failures ("Connection failed: ...")
+CONNECTION_LOGGER = "kafka.net.manager"
+#: how the client's giving up on a bootstrap reads: it says nothing of why
+_GENERIC = "Unable to bootstrap"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class KafkaOutage:
+    """Reports an outage of the brokers ``brokers``: :meth:`failed` on every failed
+    attempt (the first one logs an ERROR at once, later ones at most one line per
+    ``every`` seconds), :meth:`recovered` once connected (one INFO line if an outage was
+    reported). Thread-safe: failures come from the client's IO thread too."""
+
+    def __init__(
+        self, brokers: Sequence[str], *, retry_max: float = 30.0, every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.brokers = ", ".join(brokers)
+        self.retry_max = retry_max
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the outage began (None: no outage)
+        self._said_at = 0.0
+        self._reason = ""
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return self._since is not None
+
+    def failed(self, reason: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if not (_GENERIC in reason and self._reason):  # the giving up does not hide why
+                self._reason = reason
+            reason = self._reason
+            if self._since is None:
+                self._since = self._said_at = now
+                first = True
+            elif now - self._said_at >= self.every:
+                self._said_at = now
+                first = False
+            else:
+                return
+            down = now - self._since
+        fields = {"event": "kafka_unreachable", "brokers": self.brokers, "reason": reason, "down_s": round(down)}
+        if first:
+            log.error(
+                "kafka: cannot connect to %s: %s; retrying with backoff (at most %.0fs apart), not ready until then",
+                self.brokers, reason, self.retry_max, extra=fields,
+            )
+        else:
+            log.error(
+                "kafka: %s still unreachable after %s: %s; still retrying", self.brokers, _duration(down), reason,
+                extra=fields,
+            )
+
+    def recovered(self) -> None:
+        now = self.clock()
+        with self._lock:
+            since, self._since, self._reason = self._since, None, ""
+        if since is not None:
+            log.info(
+                "kafka: %s reachable again after %s", self.brokers, _duration(now - since),
+                extra={"event": "kafka_reachable", "brokers": self.brokers, "down_s": round(now - since)},
+            )
+
+
+class BootstrapWatch(logging.Handler):
+    """While installed (a context manager), passes the client's connection failures to
+    ``outage``: each ERROR of :data:`CONNECTION_LOGGER`. Sees them whatever the log
+    handlers' filters hold back, since it sits on the client's own logger."""
+
+    def __init__(self, outage: KafkaOutage) -> None:
+        super().__init__(level=logging.ERROR)
+        self.outage = outage
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.outage.failed(record.getMessage())
+        except Exception:  # noqa: BLE001 - a report must never break the client's IO loop
+            self.handleError(record)
+
+    def __enter__(self) -> BootstrapWatch:
+        logging.getLogger(CONNECTION_LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(CONNECTION_LOGGER).removeHandler(self)

@@ -1,0 +1,68 @@
+"""The daemon's own word on Kafka being away: once at the first failure, then once a
+minute, then once when it is back; the client's failures reach it through BootstrapWatch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from monitor.service.kafka_outage import CONNECTION_LOGGER, BootstrapWatch, KafkaOutage
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "driftwarden.daemon"]
+
+
+def test_once_at_first_then_once_a_minute_then_back(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    outage = KafkaOutage(["10.0.0.1:9092", "10.0.0.2:9092"], clock=clock)
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    outage.recovered()  # no outage: nothing to say
+    assert _ours(caplog) == []
+    for _ in range(30):  # 90 s of attempts every 3 s
+        outage.failed("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+        clock.now += 3.0
+    outage.recovered()
+    recs = _ours(caplog)
+    assert [r.levelname for r in recs] == ["ERROR", "ERROR", "INFO"]
+    first, again, back = (r.getMessage() for r in recs)
+    assert first == (
+        "kafka: cannot connect to 10.0.0.1:9092, 10.0.0.2:9092: Connection failed: KafkaConnectionError: "
+        "111 ECONNREFUSED; retrying with backoff (at most 30s apart), not ready until then"
+    )
+    assert again.startswith("kafka: 10.0.0.1:9092, 10.0.0.2:9092 still unreachable after 1m00s: Connection failed")
+    assert back == "kafka: 10.0.0.1:9092, 10.0.0.2:9092 reachable again after 1m30s"
+    assert recs[0].event == "kafka_unreachable" and recs[2].event == "kafka_reachable"  # type: ignore[attr-defined]
+    assert not outage.active
+
+
+def test_the_bootstrap_timeout_does_not_hide_the_cause(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    outage = KafkaOutage(["b:9092"], clock=clock)
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    outage.failed("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    clock.now += 61
+    outage.failed("KafkaTimeoutError: Unable to bootstrap from ['b:9092']")
+    assert "111 ECONNREFUSED" in _ours(caplog)[1].getMessage()
+
+
+def test_watch_hears_the_clients_connection_errors_only_while_installed(caplog: pytest.LogCaptureFixture) -> None:
+    outage = KafkaOutage(["b:9092"], clock=Clock())
+    client = logging.getLogger(CONNECTION_LOGGER)
+    client.error("Connection failed: %s", "before")
+    assert not outage.active
+    with BootstrapWatch(outage):
+        client.warning("Bootstrap bootstrap-0 not ready; waiting 0.10 secs")  # not a failure of its own
+        assert not outage.active
+        client.error("Connection failed: %s", "KafkaConnectionError: 111 ECONNREFUSED")
+        assert outage.active
+    assert not any(isinstance(h, BootstrapWatch) for h in client.handlers)

@@ -1,0 +1,131 @@
+"""With the broker away, a real daemon process says so itself, at once, naming the broker
+and what it does next, and the client library's per-attempt lines do not bury it; when
+the broker comes, one line says Kafka is reachable again.
+
+Bounds, not timings: the client's own retries ramp up to 30 s apart, so over the first
+15 s the old daemon wrote about 20 of the library's lines and nothing of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.demo.broker import EmbeddedBroker, free_port
+from tests.monitor.daemon_helpers import wait_for
+from tests.monitor.fault_helpers import fault_config, http_get, start_daemon, terminate
+
+#: how long the bounded run lasts (the daemon's line must come well before)
+RUN_SECONDS = 15.0
+
+
+def _lines(log: Path) -> list[str]:
+    return log.read_text(errors="replace").splitlines() if log.exists() else []
+
+
+def _problems(lines: list[str], fmt: str) -> list[str]:
+    """The ERROR and WARNING lines of a text or JSON log."""
+    if fmt == "json":
+        return [ln for ln in lines if ln.startswith("{") and json.loads(ln)["level"] in ("error", "warning")]
+    return [ln for ln in lines if " ERROR " in ln or " WARNING " in ln]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_broker_away_few_lines_and_the_daemon_says_so_first(tmp_path: Path, fmt: str) -> None:
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = fault_config(tmp_path / "d", bootstrap=closed, topic="p", daemon_extra=f'log_format = "{fmt}"')
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log=log)
+    started = time.monotonic()
+    try:
+        ours = f"kafka: cannot connect to {closed}: "
+        # the old daemon said it only when the client gave up, after 30 s
+        assert wait_for(lambda: any(ours in ln for ln in _lines(log)), timeout=10), _lines(log)
+        assert http_get(cfg, "/readyz")[0] in (0, 503)  # not ready (0: HTTP not up yet)
+        time.sleep(max(0.0, RUN_SECONDS - (time.monotonic() - started)))
+    finally:
+        assert terminate(proc) == 0
+    lines = _lines(log)
+    problems = _problems(lines, fmt)
+    said = [ln for ln in problems if ours in ln]
+    assert len(said) == 1, problems
+    assert "ECONNREFUSED" in said[0] and "retrying with backoff" in said[0]
+    # the client's first line of each kind (4 of them) and the daemon's own; the old
+    # daemon wrote about 20 in this time
+    assert len(problems) <= 6, "\n".join(problems)
+    assert sum("ECONNREFUSED" in ln and "Connection failed" in ln for ln in problems) == 2  # ours, the client's
+    if fmt == "json":
+        row = json.loads(said[0])
+        assert row["logger"] == "driftwarden.daemon" and row["event"] == "kafka_unreachable"
+        assert row["brokers"] == closed
+
+
+class LateForwarder:
+    """Listens on ``port`` only once :meth:`open` is called, then forwards to ``target``:
+    a bootstrap address that refuses connections until the broker "comes up"."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.sock: socket.socket | None = None
+
+    def open(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
+
+    def _accept(self, lsock: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = lsock.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                return
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+@pytest.fixture
+def late_forwarder(broker: EmbeddedBroker) -> Iterator[LateForwarder]:
+    fwd = LateForwarder(free_port(), broker.port)
+    try:
+        yield fwd
+    finally:
+        fwd.close()
+
+
+@pytest.mark.broker
+def test_one_line_when_kafka_is_reachable_again(tmp_path: Path, topic: str, late_forwarder: LateForwarder) -> None:
+    bootstrap = f"127.0.0.1:{late_forwarder.port}"
+    # the client's retries 1 s apart at most, so it finds the broker soon after it comes
+    cfg = fault_config(tmp_path / "d", bootstrap=bootstrap, topic=topic,
+                       extra="[kafka.consumer_options]\nreconnect_backoff_max_ms = 1000\n")
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log=log)
+    try:
+        assert wait_for(lambda: any(f"kafka: cannot connect to {bootstrap}" in ln for ln in _lines(log)), timeout=10)
+        late_forwarder.open()
+        back = f"INFO driftwarden.daemon: kafka: {bootstrap} reachable again after "
+        assert wait_for(lambda: any(back in ln for ln in _lines(log)), timeout=60), "\n".join(_lines(log))
+        assert wait_for(lambda: http_get(cfg, "/readyz")[0] == 200, timeout=60)
+    finally:
+        assert terminate(proc) == 0
+    lines = _lines(log)
+    assert sum(f"kafka: cannot connect to {bootstrap}" in ln for ln in lines) == 1
+    assert sum(back in ln for ln in lines) == 1
