@@ -11,6 +11,7 @@ the first refused or failed connection is reported at once, not 30 s later.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ log = logging.getLogger("driftwarden.daemon")
 CONNECTION_LOGGER = "kafka.net.manager"
 #: how the client's giving up on a bootstrap reads: it says nothing of why
 _GENERIC = "Unable to bootstrap"
+#: the client's own backoff, at the end of its failure lines: the daemon says its own
+_BACKOFF = re.compile(r"\s*\(backoff [\d.]+ secs\)$")
 
 
 def _duration(seconds: float) -> str:
@@ -92,16 +95,20 @@ class KafkaOutage:
 
 class BootstrapWatch(logging.Handler):
     """While installed (a context manager), passes the client's connection failures to
-    ``outage``: each ERROR of :data:`CONNECTION_LOGGER`. Sees them whatever the log
-    handlers' filters hold back, since it sits on the client's own logger."""
+    ``outage``: the WARNING and ERROR lines of :data:`CONNECTION_LOGGER` that say
+    something failed ("Connection failed: ...", refused or TLS; "Bootstrap connection to
+    bootstrap-0 failed: ...", which is the only one for a refused SASL login). Sees them
+    whatever the log handlers' filters hold back, since it sits on the client's own logger."""
 
     def __init__(self, outage: KafkaOutage) -> None:
-        super().__init__(level=logging.ERROR)
+        super().__init__(level=logging.WARNING)
         self.outage = outage
 
     def emit(self, record: logging.LogRecord) -> None:
+        if "failed" not in str(record.msg).lower():  # "not ready; waiting", "deprecated", ...
+            return
         try:
-            self.outage.failed(record.getMessage())
+            self.outage.failed(_BACKOFF.sub("", record.getMessage()))
         except Exception:  # noqa: BLE001 - a report must never break the client's IO loop
             self.handleError(record)
 

@@ -63,6 +63,24 @@ def test_watch_hears_the_clients_connection_errors_only_while_installed(caplog: 
     with BootstrapWatch(outage):
         client.warning("Bootstrap bootstrap-0 not ready; waiting 0.10 secs")  # not a failure of its own
         assert not outage.active
+        client.warning("socks5_proxy is deprecated, use proxy_url instead")
+        assert not outage.active
         client.error("Connection failed: %s", "KafkaConnectionError: 111 ECONNREFUSED")
         assert outage.active
     assert not any(isinstance(h, BootstrapWatch) for h in client.handlers)
+
+
+def test_watch_hears_a_refused_login(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused SASL login is only in the bootstrap's WARNING (no "Connection failed")."""
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    outage = KafkaOutage(["b:9092"], clock=Clock())
+    with BootstrapWatch(outage):
+        logging.getLogger(CONNECTION_LOGGER).warning(
+            "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0",
+            "[Error 58] SaslAuthenticationFailedError: authentication failed", 0.04,
+        )
+    (said,) = _ours(caplog)
+    assert said.getMessage().startswith(
+        "kafka: cannot connect to b:9092: Bootstrap connection to bootstrap-0 failed: [Error 58] "
+        "SaslAuthenticationFailedError: authentication failed; retrying with backoff"
+    )

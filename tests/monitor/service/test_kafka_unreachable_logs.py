@@ -129,3 +129,28 @@ def test_one_line_when_kafka_is_reachable_again(tmp_path: Path, topic: str, late
     lines = _lines(log)
     assert sum(f"kafka: cannot connect to {bootstrap}" in ln for ln in lines) == 1
     assert sum(back in ln for ln in lines) == 1
+
+
+@pytest.mark.broker
+def test_a_refused_login_is_said_at_once_too(tmp_path: Path) -> None:
+    """A wrong password: the client's only word is a WARNING per attempt (no "Connection
+    failed"); the daemon names it at the first one, and the collapsing keeps it visible."""
+    from tests.monitor.ingest.sasl_proxy import SaslFront  # noqa: PLC0415
+
+    with SaslFront(mechanism="PLAIN", users={"driftwarden": "s3cret"}) as front:
+        cfg = fault_config(tmp_path / "d", bootstrap=front.bootstrap, topic="p")
+        (cfg.parent / "kafka-password").write_text("wrong\n")
+        cfg.write_text(cfg.read_text().replace("[kafka]\n", (
+            '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"\n'
+            'sasl_username = "driftwarden"\nsasl_password_file = "kafka-password"\n'
+        ), 1))
+        log = tmp_path / "daemon.log"
+        proc = start_daemon(cfg, log=log)
+        try:
+            ours = f"kafka: cannot connect to {front.bootstrap}: "
+            assert wait_for(lambda: any(ours in ln for ln in _lines(log)), timeout=10), "\n".join(_lines(log))
+        finally:
+            assert terminate(proc) == 0
+    said = [ln for ln in _lines(log) if ours in ln]
+    assert len(said) == 1 and "SaslAuthenticationFailedError" in said[0], said
+    assert "backoff 0." not in said[0]  # the client's backoff is not the daemon's word
