@@ -735,6 +735,20 @@ class Daemon:
         self._outage_paused = False
         self._unclaimed = set(self._owned()) - self._revoking
         self._claim(force=True)
+        # the claim resumes the labels partitions of the numbers it claims; with a store of
+        # its own a labels partition of no predictions partition held here (the labels topic
+        # has more partitions) is read here too, and :meth:`_stay_in_group` paused it as well
+        # (on a shared store it is not this instance's to join: it stays paused)
+        if self.labels_topic is not None and not self.store.shared:
+            from kafka import TopicPartition  # noqa: PLC0415
+
+            held = self._owned()
+            extra = [TopicPartition(self.labels_topic, p) for p in sorted(self._owned(self.labels_topic) - held)]
+            try:
+                if extra:
+                    self._consumer.resume(*extra)
+            except Exception as exc:  # noqa: BLE001 - assignment changed meanwhile
+                log.debug("resume: %s", exc)
 
     def _dispatch(self, polled: Mapping[Any, list[Any]]) -> None:
         """Hand polled records to the pipeline, by topic."""

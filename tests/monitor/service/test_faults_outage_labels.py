@@ -1,0 +1,73 @@
+"""A storage outage with a label join: every labels partition is read again once the store
+is back.
+
+During an outage the consumer loop pauses every assigned partition (``_stay_in_group``);
+once a flush succeeds it claims the predictions partitions again, which resumes them and
+the labels partitions of the same numbers. A labels partition with no predictions
+partition of that number (the labels topic has more partitions; with a store of its own
+one instance joins them all) must be resumed too: otherwise its labels are never read
+again, silently, until the daemon restarts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from monitor.config import load_config
+from monitor.demo.broker import EmbeddedBroker, free_port
+from monitor.service.daemon import Daemon
+from tests.monitor.daemon_helpers import produce, wait_for
+from tests.monitor.labels.helpers import label_config
+from tests.monitor.labels.test_join import scenario
+from tests.monitor.service.test_faults_rebalance_outage import Outage
+from tests.store_targets import SqliteTarget
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def _labels(start: int, n: int) -> list[bytes]:
+    return [orjson.dumps({"event_id": f"nobody-{start + i}", "model": "churn", "label": 0, "ts": 1_795_000_000_000})
+            for i in range(n)]
+
+
+@pytest.mark.sqlite_only("with a shared store a labels partition of no held predictions partition is not read here")
+def test_labels_partitions_without_a_predictions_partition_are_resumed_after_an_outage(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    tag = time.time_ns() % 10**8
+    preds_topic, labels_topic = f"olp-{tag}", f"oll-{tag}"
+    broker.create_topic(preds_topic, partitions=1)
+    broker.create_topic(labels_topic, partitions=2)
+    preds, _labs = scenario(seed=5)
+    cfg = label_config(tmp_path, bootstrap=broker.bootstrap, topic=preds_topic, labels_topic=labels_topic,
+                       http_port=free_port(), group=f"g-{tag}")
+    produce(broker.bootstrap, preds_topic, [orjson.dumps(p) for p in preds[:300]], partition=0)
+    produce(broker.bootstrap, labels_topic, _labels(0, 10), partition=0)
+    produce(broker.bootstrap, labels_topic, _labels(100, 10), partition=1)
+    daemon = Daemon(load_config(cfg), http=False)
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        joined = daemon.pipeline.labels
+        assert joined is not None
+        assert wait_for(lambda: joined.positions.get(0) == 10 and joined.positions.get(1) == 10, timeout=60), \
+            dict(joined.positions)
+        with Outage(SqliteTarget(tmp_path / "state" / "driftwarden.db"), daemon):
+            assert wait_for(lambda: daemon._outage_paused, timeout=30), "the loop never found the store away"
+        assert wait_for(lambda: daemon.storage_error is None and not daemon._outage_paused, timeout=30)
+        # after the outage: new labels on both labels partitions are read
+        produce(broker.bootstrap, labels_topic, _labels(10, 5), partition=0)
+        produce(broker.bootstrap, labels_topic, _labels(110, 5), partition=1)
+        assert wait_for(lambda: joined.positions.get(0) == 15, timeout=30), dict(joined.positions)
+        assert wait_for(lambda: joined.positions.get(1) == 15, timeout=15), (
+            dict(joined.positions), sorted(str(tp) for tp in daemon._consumer.paused()))
+        assert t.is_alive()
+    finally:
+        daemon.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()
