@@ -657,9 +657,11 @@ class Daemon:
             if self._storage_error is not None:
                 # storage is failing: do not consume more; retry the flush
                 self.pipeline.touch()
-                if self._outage_paused and not self._kafka_reachable():
+                if self._outage_paused and self._coordinator_connected() and not self._kafka_reachable():
                     # a rebalance under way: finish it first (a flush attempt waits on the
-                    # store for seconds, while the join needs poll() to go on)
+                    # store for seconds, while the join needs poll() to go on). Not while the
+                    # broker is away: no join to finish, and the store may be back already
+                    # (the scheduled jobs, no-data alerts among them, wait for the retry)
                     self._stay_in_group()
                     continue
                 if not self._flush_and_commit(force=True):
@@ -789,7 +791,21 @@ class Daemon:
                 return
             self._advancing()
             self._maybe_reload()
+            self._retry_store_between_consumers()
             self.stop_event.wait(min(step, left))
+
+    def _retry_store_between_consumers(self) -> None:
+        """No consumer (reconnecting to Kafka) and the store known away: retry the flush
+        every 2 s all the same. Only the consumer loop's retry clears the storage error, and
+        the scheduled jobs (outbox, the alert tick with its no-data rules, prune) stand
+        aside until it does: a broker outage must not keep them off once the store is back.
+        Nothing is committed meanwhile (no consumer); the next assignment claims again."""
+        if self._consumer is not None or self._storage_error is None:
+            return
+        if time.monotonic() - self._flush_failed_at < 2.0:
+            return
+        if self._flush_and_commit(force=True):
+            self._outage_paused = False  # the next assignment claims (and resumes) what it gives
 
     def _advancing(self) -> None:
         """The loop turned, or long work inside one turn made progress: what the liveness

@@ -21,9 +21,11 @@ import pytest
 from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
-from tests.monitor.daemon_helpers import produce, wait_for
+from tests.monitor.daemon_helpers import produce, stream, wait_for
+from tests.monitor.fault_helpers import durable_offset, fault_config
 from tests.monitor.labels.helpers import label_config
 from tests.monitor.labels.test_join import scenario
+from tests.monitor.service.test_faults_outage import Proxy, proxied_broker  # noqa: F401 - a fixture
 from tests.monitor.service.test_faults_rebalance_outage import Outage
 from tests.store_targets import SqliteTarget
 
@@ -68,6 +70,47 @@ def test_labels_partitions_without_a_predictions_partition_are_resumed_after_an_
             dict(joined.positions), sorted(str(tp) for tp in daemon._consumer.paused()))
         assert t.is_alive()
     finally:
+        daemon.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()
+
+
+@pytest.mark.sqlite_only("the outage here is a lock on the SQLite file")
+def test_the_store_back_while_kafka_is_away_clears_the_storage_error(
+    proxied_broker: tuple[str, Proxy], tmp_path: Path  # noqa: F811 - the fixture
+) -> None:
+    """The store comes back while the broker is still away: the storage error clears (the
+    alert tick with its no-data rules, the outbox and prune run again; /readyz names Kafka
+    alone), rather than staying set until the broker is back."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    bootstrap, proxy = proxied_broker
+    topic = "predictions"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    msgs = stream(windows=4, per_window=300, shift_from=4, seed=8)
+    produce(bootstrap, topic, msgs[:450])
+    cfg_path = fault_config(tmp_path / "f", bootstrap=bootstrap, topic=topic, max_poll_records=200, idle_timeout="1h")
+    daemon = Daemon(load_config(cfg_path), http=False)
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: durable_offset(tmp_path / "f" / "state" / "driftwarden.db") >= 300, timeout=30)
+        with Outage(SqliteTarget(tmp_path / "f" / "state" / "driftwarden.db"), daemon):
+            assert wait_for(lambda: daemon._outage_paused, timeout=30), "the loop never found the store away"
+            proxy.drop()
+            time.sleep(3)
+        assert t.is_alive()
+        # the broker stays away (the proxy refuses): the store alone is back
+        assert wait_for(lambda: daemon.storage_error is None, timeout=20), daemon.storage_error
+        proxy.restore()
+        produce(bootstrap, topic, msgs[450:])
+        # the broker back: the rest is consumed and stored
+        assert wait_for(lambda: durable_offset(tmp_path / "f" / "state" / "driftwarden.db") >= 900, timeout=60)
+        assert daemon.storage_error is None
+    finally:
+        proxy.restore()
         daemon.stop()
         t.join(timeout=60)
     assert not t.is_alive()
