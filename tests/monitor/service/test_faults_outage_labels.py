@@ -27,9 +27,9 @@ from tests.monitor.labels.helpers import label_config
 from tests.monitor.labels.test_join import scenario
 from tests.monitor.service.test_faults_outage import Proxy, proxied_broker  # noqa: F401 - a fixture
 from tests.monitor.service.test_faults_rebalance_outage import Outage
-from tests.store_targets import SqliteTarget
+from tests.store_targets import PostgresTarget, SqliteTarget, StoreTarget
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _labels(start: int, n: int) -> list[bytes]:
@@ -75,9 +75,8 @@ def test_labels_partitions_without_a_predictions_partition_are_resumed_after_an_
     assert not t.is_alive()
 
 
-@pytest.mark.sqlite_only("the outage here is a lock on the SQLite file")
 def test_the_store_back_while_kafka_is_away_clears_the_storage_error(
-    proxied_broker: tuple[str, Proxy], tmp_path: Path  # noqa: F811 - the fixture
+    proxied_broker: tuple[str, Proxy], tmp_path: Path, store_target: StoreTarget  # noqa: F811 - the fixture
 ) -> None:
     """The store comes back while the broker is still away: the storage error clears (the
     alert tick with its no-data rules, the outbox and prune run again; /readyz names Kafka
@@ -91,23 +90,32 @@ def test_the_store_back_while_kafka_is_away_clears_the_storage_error(
     admin.close()
     msgs = stream(windows=4, per_window=300, shift_from=4, seed=8)
     produce(bootstrap, topic, msgs[:450])
-    cfg_path = fault_config(tmp_path / "f", bootstrap=bootstrap, topic=topic, max_poll_records=200, idle_timeout="1h")
+    cfg_path = fault_config(tmp_path / "f", bootstrap=bootstrap, topic=topic, max_poll_records=200, idle_timeout="1h",
+                            extra=store_target.storage_toml())
+    if isinstance(store_target, SqliteTarget):
+        store_target = SqliteTarget(tmp_path / "f" / "state" / "driftwarden.db")
+    where: Path | StoreTarget = store_target if isinstance(store_target, PostgresTarget) else store_target.path
     daemon = Daemon(load_config(cfg_path), http=False)
     t = threading.Thread(target=daemon.run, daemon=True)
     t.start()
     try:
-        assert wait_for(lambda: durable_offset(tmp_path / "f" / "state" / "driftwarden.db") >= 300, timeout=30)
-        with Outage(SqliteTarget(tmp_path / "f" / "state" / "driftwarden.db"), daemon):
-            assert wait_for(lambda: daemon._outage_paused, timeout=30), "the loop never found the store away"
+        assert wait_for(lambda: durable_offset(where) >= 300, timeout=30)
+        with Outage(store_target, daemon):
+            # on PostgreSQL each attempt waits out the pool timeout (10 s)
+            assert wait_for(lambda: daemon._outage_paused, timeout=60), "the loop never found the store away"
             proxy.drop()
             time.sleep(3)
         assert t.is_alive()
         # the broker stays away (the proxy refuses): the store alone is back
         assert wait_for(lambda: daemon.storage_error is None, timeout=20), daemon.storage_error
         proxy.restore()
+        reader = getattr(store_target, "_reader", None)  # the test's own connection: cut by the outage
+        if reader is not None:
+            reader.close()
+            store_target._reader = None
         produce(bootstrap, topic, msgs[450:])
         # the broker back: the rest is consumed and stored
-        assert wait_for(lambda: durable_offset(tmp_path / "f" / "state" / "driftwarden.db") >= 900, timeout=60)
+        assert wait_for(lambda: durable_offset(where) >= 900, timeout=60)
         assert daemon.storage_error is None
     finally:
         proxy.restore()
