@@ -1035,7 +1035,8 @@ class Daemon:
                 self.pipeline.tick()
                 self._flush_and_commit(force=True)
             except Exception as exc:  # noqa: BLE001
-                self._storage_error = self._storage_error or str(exc)
+                # not a storage error (_flush_and_commit takes those): the store answers, so
+                # the outbox is drained and the partitions given up as at any stop
                 log.error("final flush failed: %s", exc)
         store_up = self._store_up
         if not store_up:

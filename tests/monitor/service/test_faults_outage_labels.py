@@ -22,7 +22,7 @@ from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.daemon import Daemon
 from tests.monitor.daemon_helpers import produce, stream, wait_for
-from tests.monitor.fault_helpers import durable_offset, fault_config
+from tests.monitor.fault_helpers import durable_offset, fault_config, peek_state
 from tests.monitor.labels.helpers import label_config
 from tests.monitor.labels.test_join import scenario
 from tests.monitor.service.test_faults_outage import Proxy, proxied_broker  # noqa: F401 - a fixture
@@ -122,3 +122,40 @@ def test_the_store_back_while_kafka_is_away_clears_the_storage_error(
         daemon.stop()
         t.join(timeout=60)
     assert not t.is_alive()
+
+
+def test_a_final_flush_failing_for_another_reason_is_no_storage_outage(
+    broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The final flush raises something other than a storage error (here: the last tick)
+    while the store answers: the stop still drains the outbox and gives the partitions up
+    (their next owner claims them at once), and does not report the store away."""
+    topic = f"stop-other-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = stream(windows=3, per_window=300, shift_from=4, seed=9)
+    cfg_path = fault_config(tmp_path / "f", bootstrap=broker.bootstrap, topic=topic, max_poll_records=200,
+                            idle_timeout="1h", extra=store_target.storage_toml())
+    if isinstance(store_target, SqliteTarget):
+        store_target = SqliteTarget(tmp_path / "f" / "state" / "driftwarden.db")
+    where: Path | StoreTarget = store_target if isinstance(store_target, PostgresTarget) else store_target.path
+    events: list[str] = []
+    daemon = Daemon(load_config(cfg_path), http=False, on_event=lambda kind, _d: events.append(kind))
+    produce(broker.bootstrap, topic, msgs[:450])
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: durable_offset(where) >= 300, timeout=30)
+        assert peek_state(where, owned_only=True) is not None  # claimed
+
+        def broken_tick() -> None:
+            raise RuntimeError("a bug in the last tick")
+
+        daemon.pipeline.tick = broken_tick  # type: ignore[method-assign]
+    finally:
+        daemon.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()
+    assert "unflushed" not in events
+    assert daemon.storage_error is None
+    # given up at the stop: no row is left owned by the stopped instance
+    assert peek_state(where, owned_only=True) is None
