@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import orjson
 
 from monitor.demo.broker import EmbeddedBroker, free_port
 from tests.monitor.daemon_helpers import table_dump, wait_for, write_config
-from tests.store_targets import PG_MODE, SqliteTarget, StoreTarget, state_target
+from tests.store_targets import PG_MODE, PostgresTarget, SqliteTarget, StoreTarget, state_target
 
 TUMBLING = 'type = "tumbling"\nsize = "1m"'
 #: window shapes under test, replacing the tumbling one of daemon_helpers.BASE_CONFIG
@@ -208,3 +210,21 @@ def committed(broker: EmbeddedBroker, group: str) -> int:
         return sum(o.offset for o in offsets.values() if o.offset >= 0)
     finally:
         admin.close()
+
+
+@contextmanager
+def store_away(target: StoreTarget) -> Iterator[None]:
+    """The store away while inside: SQLite locked by another connection (every write waits
+    out the busy timeout, then fails), PostgreSQL refusing connections."""
+    if isinstance(target, PostgresTarget):
+        with target.refusing_connections():
+            yield
+        return
+    assert isinstance(target, SqliteTarget)
+    other = sqlite3.connect(target.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

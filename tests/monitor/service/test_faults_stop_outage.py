@@ -11,10 +11,7 @@ whole grace period."""
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +25,7 @@ from tests.monitor.fault_helpers import (
     finished,
     run_to_completion,
     start_daemon,
+    store_away,
     terminate,
     wait_ready,
     with_sentinel,
@@ -35,23 +33,6 @@ from tests.monitor.fault_helpers import (
 from tests.store_targets import PostgresTarget, SqliteTarget, StoreTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@contextmanager
-def store_away(target: StoreTarget) -> Iterator[None]:
-    """SQLite locked by another connection; PostgreSQL refusing connections."""
-    if isinstance(target, PostgresTarget):
-        with target.refusing_connections():
-            yield
-        return
-    assert isinstance(target, SqliteTarget)
-    other = sqlite3.connect(target.path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
 
 
 def test_sigterm_during_a_store_outage_exits_promptly_and_loses_nothing(
