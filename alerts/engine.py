@@ -187,12 +187,16 @@ class AlertEngine:
         if any(r.is_no_data for r in self.rules):
             self._seed_activity(at)
 
-    def tick_due(self) -> datetime | None:
+    def tick_due(self, after: datetime | None = None) -> datetime | None:
         """The earliest time at which :meth:`on_tick` would change something, or None: a
         no-data rule's silence reaching ``no_data_for``, a firing no-data alert whose model
         was active since (it resolves), a reminder. For a replay, which ticks at these event
         times instead of every ``tick_interval``. Notifications held back by an inhibition
-        are not counted (they go out at the next tick made for another reason)."""
+        are not counted (they go out at the next tick made for another reason).
+
+        ``after``: only times later than it (a tick at ``after`` handled all that was due by
+        then; a reminder held back by an inhibition stays due at its time, and must not hide
+        the times due after it)."""
         due: list[datetime] = []
         with self._lock:
             activity = dict(self._activity)
@@ -215,7 +219,7 @@ class AlertEngine:
             rule = self._rules_by_name.get(alert.rule)
             if rule is not None and alert.last_notified_at is not None:
                 due.append(alert.last_notified_at + (rule.repeat_interval or self.settings.repeat_interval))
-        return min(due, default=None)
+        return min((t for t in due if after is None or t > after), default=None)
 
     def continue_activity(self, previous: AlertEngine) -> None:
         """Go on with ``previous``'s no-data clocks (a config reload builds a new engine):

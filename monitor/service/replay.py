@@ -148,9 +148,11 @@ class _EventClock:
         if self.now is None:
             return
         last = None
-        while (due := self.engine.tick_due()) is not None and due <= until:
+        # each tick later than the last: a tick that changes nothing (a reminder an inhibition
+        # holds back stays due) must not stop the ticks due after it
+        while (due := self.engine.tick_due(after=last)) is not None and due <= until:
             due = max(due, self.now)
-            if due == last:  # the tick at ``due`` changed nothing more: wait for the next window
+            if last is not None and due <= last:  # cannot happen (due > last >= now): no loop
                 break
             self.now = last = due
             try:

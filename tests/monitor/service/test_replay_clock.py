@@ -129,3 +129,45 @@ def test_the_end_of_the_file_is_not_a_silence(tmp_path: Path) -> None:
     res = run_replay(load_config(cfg), data, tmp_path / "r")
     assert _rows(tmp_path / "r" / "driftwarden.db", "SELECT * FROM alerts WHERE rule = 'quiet'") == []
     assert res.windows == 5
+
+
+INHIBITED = CONFIG.replace('''[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.3
+for = 3
+''', '''[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.3
+for = 1
+repeat_interval = "1m"
+
+[[rules]]
+name = "drift_critical"
+metric = "drift_share"
+op = ">="
+threshold = 0.3
+for = 2
+severity = "critical"
+''')
+
+
+def test_a_reminder_held_back_by_an_inhibition_does_not_stop_the_ticks_due_after_it(tmp_path: Path) -> None:
+    """A firing warning whose critical twin fires has its reminders inhibited: the reminder
+    stays due (its last notification does not move), and the tick at that time changes
+    nothing. The ticks due after it (a no-data rule over a gap) must still run at their
+    times; the catch-up used to stop at the first tick that changed nothing."""
+    # drifting from the first window to the gap (12:00-12:04), nothing for 10 minutes, then clean
+    cfg, data = _setup(tmp_path, [(0, 4, 0, 17), (14, 4, 99, 18)])
+    (tmp_path / "config.toml").write_text(INHIBITED)
+    run_replay(load_config(cfg), data, tmp_path / "r")
+    db = tmp_path / "r" / "driftwarden.db"
+    warning, critical = _rows(db, "SELECT * FROM alerts WHERE rule LIKE 'drift%' ORDER BY rule")
+    assert (warning["fired_at"], critical["fired_at"]) == (_at(1.5), _at(2.5))  # the premise
+    (alert,) = _rows(db, "SELECT * FROM alerts WHERE rule = 'quiet'")
+    # the last window before the gap closed at 12:04:30; silent for no_data_for = 2m at 12:06:30
+    assert alert["fired_at"] == _at(6.5)
+    assert alert["resolved_at"] == _at(15.5)
