@@ -83,6 +83,9 @@ def windows(
         # the listing's filters do not apply to one window, so they are refused, not ignored
         given = [name for name, value in (("--model", model), ("--segment", segment), ("--since", since),
                                           ("--state", state)) if value is not None]
+        source = ctx.get_parameter_source("limit")
+        if source is not None and source.name != "DEFAULT":
+            given.append("--limit")  # it has a default: given or not is the parser's to say
         if given:
             typer.echo(f"driftwarden: {', '.join(given)}: filter(s) of the `windows` listing, not of"
                        f" `windows {ctx.invoked_subcommand}` (one window); leave them out", err=True)

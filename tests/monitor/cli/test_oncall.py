@@ -593,3 +593,12 @@ def test_a_window_whose_figures_failed_is_found_and_says_why(where: tuple[str, s
     assert all(w["error"] == "" for w in doc("windows", *where, "--state", "ok")["items"])  # type: ignore[index]
     shown = ok("windows", "show", window_ref(key.id), *where)
     assert re.search(r"^  error +ValueError: boom in wasserstein$", shown, re.M), shown
+
+
+def test_windows_show_refuses_a_limit_given_before_it(where: tuple[str, str]) -> None:
+    # --limit of the listing has a default, so it escaped the check of the other filters:
+    # `windows --limit 5 show REF` was accepted and the limit ignored
+    wid = doc("windows", *where, "--state", "drifted")["items"][0]["id"]  # type: ignore[index]
+    res = cli("windows", *where, "--limit", "5", "show", window_ref(wid))
+    assert res.returncode == 2, res.stdout
+    assert "--limit" in res.stderr and "leave them out" in res.stderr
