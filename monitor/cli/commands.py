@@ -113,8 +113,9 @@ def windows_show(
     from monitor.cli.oncall import window_show  # noqa: PLC0415
 
     outer = ctx.obj if isinstance(ctx.obj, dict) else {}  # given before `show`
-    if state_dir is None and config is None:
-        config, state_dir = outer.get("config"), outer.get("state_dir")
+    # each option on its own: one given after `show` must not drop another given before it
+    config = config if config is not None else outer.get("config")
+    state_dir = state_dir if state_dir is not None else outer.get("state_dir")
     as_json = as_json or bool(outer.get("as_json"))
 
     with _store(config, state_dir) as store:

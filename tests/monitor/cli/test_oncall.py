@@ -602,3 +602,20 @@ def test_windows_show_refuses_a_limit_given_before_it(where: tuple[str, str]) ->
     res = cli("windows", *where, "--limit", "5", "show", window_ref(wid))
     assert res.returncode == 2, res.stdout
     assert "--limit" in res.stderr and "leave them out" in res.stderr
+
+
+@pytest.mark.sqlite_only("a --state-dir beside a config naming another SQLite state dir")
+def test_windows_show_keeps_a_state_dir_given_before_it_beside_a_config_after_it(
+    state: tuple[str, str], tmp_path: Path,
+) -> None:
+    # `windows --state-dir D show REF -c FILE` read FILE's state dir: the --state-dir given
+    # before `show` was dropped without a word as soon as `show` had an option of its own;
+    # given both after `show`, --state-dir wins, and so it does given before
+    (tmp_path / "ref.csv").write_text("age,prediction\n1,0.5\n")
+    other = tmp_path / "other.toml"
+    other.write_text(f'[daemon]\nstate_dir = "{tmp_path / "elsewhere"}"\n[[models]]\nname = "churn"\n'
+                     'reference = "ref.csv"\n[models.features]\nnumerical = ["age"]\n')
+    wid = doc("windows", *state, "--state", "drifted")["items"][0]["id"]  # type: ignore[index]
+    res = cli("windows", *state, "show", window_ref(wid), "-c", str(other))
+    assert res.returncode == 0, res.stderr
+    assert wid in res.stdout
