@@ -143,11 +143,28 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
         handler.addFilter(RepeatFilter(("kafka",)))
     handler.addFilter(RedactingFilter(values))
     root.handlers[:] = [handler]
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    apply_log_level(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched = logging.getLogger("apscheduler.scheduler")
     if not any(isinstance(f, SkippedRunFilter) for f in sched.filters):
         sched.addFilter(SkippedRunFilter())
+
+
+def apply_log_level(level: str) -> None:
+    """Set ``daemon.log_level`` (at start-up and on reload): the root logger's level, and the
+    same threshold on the root's handlers.
+
+    The ``kafka`` loggers stay at WARNING whatever the level (never below: the client's
+    INFO and DEBUG lines are its own chatter): their connection warnings must still be
+    *made* at ``error``, because the daemon learns of a refused connection from them
+    (:class:`monitor.service.kafka_outage.BootstrapWatch`); the handlers' threshold keeps
+    them off the output there. Records propagate to the root's handlers without the root
+    logger's own level being asked, so the threshold has to be on the handlers."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for handler in root.handlers:
+        handler.setLevel(root.level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 class SkippedRunFilter(logging.Filter):

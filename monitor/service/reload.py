@@ -121,10 +121,9 @@ class Reload:
         finally:
             if acquired:
                 lock.release()
-        level = self.config.daemon.log_level.upper()
-        logging.getLogger().setLevel(level)
-        logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
-        from monitor.logs import add_secrets  # noqa: PLC0415
+        from monitor.logs import add_secrets, apply_log_level  # noqa: PLC0415
+
+        apply_log_level(self.config.daemon.log_level)
 
         add_secrets(self.config.secrets)
 

@@ -84,3 +84,27 @@ def test_watch_hears_a_refused_login(caplog: pytest.LogCaptureFixture) -> None:
         "kafka: cannot connect to b:9092: Bootstrap connection to bootstrap-0 failed: [Error 58] "
         "SaslAuthenticationFailedError: authentication failed; retrying with backoff"
     )
+
+
+def test_at_log_level_error_the_first_refused_connection_is_still_seen(capsys: pytest.CaptureFixture[str]) -> None:
+    """At ``log_level = "error"`` the kafka loggers were set to ERROR too: the client's
+    "Connection failed" warnings were never made, so the daemon said nothing for the 30 s
+    bootstrap timeout. They are made and seen by the watch, and kept off the output."""
+    from monitor.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("kafka").level
+    try:
+        setup_logging("error", "text")
+        outage = KafkaOutage(["127.0.0.1:19999"])
+        with BootstrapWatch(outage):
+            logging.getLogger(CONNECTION_LOGGER).warning("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+        logging.getLogger("driftwarden.daemon").warning("a warning of ours: below the level")
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("kafka").setLevel(saved[2])
+    assert outage.active
+    assert "ERROR driftwarden.daemon: kafka: cannot connect to 127.0.0.1:19999: Connection failed" in err, err
+    assert "WARNING" not in err, err  # the client's warning and ours stay off at error
