@@ -115,17 +115,18 @@ def check_state_dir(cfg: Config) -> str:
 
 def check_listen(cfg: Config) -> tuple[bool | None, str]:
     """Whether the HTTP listen address can be bound now (bound and released at once), and
-    the line that says so: ``True`` free, ``False`` in use (a warning: this daemon may be
-    running), ``None`` never bindable on this host (not its address, a name that does not
-    resolve, a privileged port): ``run`` would fail at every start."""
+    the line that says so: ``True`` free, ``False`` not now but perhaps for the service or
+    later (a warning: in use, maybe by this daemon running; a privileged port; the resolver
+    away), ``None`` never bindable on this host (not its address, a name that does not
+    resolve): ``run`` would fail at every start."""
     from monitor.web.server import ListenError, bind  # noqa: PLC0415
 
     try:
         bind(*cfg.daemon.listen_address).close()
     except ListenError as exc:
-        if not exc.in_use:
+        if exc.passing is None:
             return None, str(exc)
-        return False, f"{exc} (in use by another process, or by this daemon already running)"
+        return False, f"{exc} ({exc.passing})"
     return True, f"http listen {cfg.daemon.http_listen} free"
 
 

@@ -34,14 +34,22 @@ log = logging.getLogger("driftwarden.http")
 GRACEFUL_STOP_S = 3.0
 
 
+#: why a bind may succeed later or for another process: the address is held by another
+#: socket (EADDRINUSE), a privileged port this process may not take but a service with
+#: CAP_NET_BIND_SERVICE may (EACCES), the resolver unreachable for now (EAI_AGAIN)
+PASSING = {errno.EADDRINUSE: "in use by another process, or by this daemon already running",
+           errno.EACCES: "a port below 1024 needs root or CAP_NET_BIND_SERVICE, which the service may have",
+           socket.EAI_AGAIN: "the name could not be resolved for now"}
+
+
 class ListenError(RuntimeError):
     """The listen address cannot be bound (in use, not an address of this host): the
-    message names ``daemon.http_listen`` and the reason. ``in_use``: the address is this
-    host's and another socket holds it (waiting may help); otherwise it never will bind."""
+    message names ``daemon.http_listen`` and the reason. ``passing``: why it may bind later
+    or for the service (see :data:`PASSING`), or None when it never will on this host."""
 
-    def __init__(self, message: str, *, in_use: bool = False) -> None:
+    def __init__(self, message: str, *, passing: str | None = None) -> None:
         super().__init__(message)
-        self.in_use = in_use
+        self.passing = passing
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -58,7 +66,7 @@ def bind(host: str, port: int) -> socket.socket:
         else:
             reason = (exc.strerror or str(exc)).split(" (while attempting to bind", 1)[0]
         raise ListenError(f"daemon.http_listen: cannot listen on {host}:{port}: {reason}",
-                          in_use=exc.errno == errno.EADDRINUSE) from None
+                          passing=PASSING.get(exc.errno or 0)) from None
 
 
 class ApiServer:

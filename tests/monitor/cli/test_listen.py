@@ -43,3 +43,30 @@ def test_an_address_that_never_binds_here_fails_check(tmp_path: Path) -> None:
         assert f"✗ daemon.http_listen: cannot listen on {host}:{port}: {reason}" in checked.stdout, checked.stdout
         assert "in use by another process" not in checked.stdout
         assert "Unknown error" not in checked.stdout and "while attempting" not in checked.stdout
+
+
+def test_a_privileged_port_this_user_may_not_take_is_a_warning(tmp_path: Path) -> None:
+    """`check` run by an operator without CAP_NET_BIND_SERVICE, for a service that has it
+    (systemd's AmbientCapabilities, a container's): a warning, not a failure of a config
+    the service itself can run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop the capability")
+    if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 81:
+        pytest.skip("this host lets anyone bind port 81")
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=81)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    checked = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "monitor.cli.app",
+         "check", "--pre-start", "-c", str(cfg)], capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert ("! daemon.http_listen: cannot listen on 127.0.0.1:81: Permission denied (a port below 1024 needs"
+            " root or CAP_NET_BIND_SERVICE, which the service may have)") in checked.stdout, checked.stdout
+    assert checked.returncode == 0, checked.stdout + checked.stderr
