@@ -49,8 +49,8 @@ class Rec:
 
 @functools.cache
 def _decoder() -> BatchDecoder:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-cfg-"))
-    cfg = load_config(write_config(folder, bootstrap="127.0.0.1:9", topic="t", http_port=1))
+    with tempfile.TemporaryDirectory(prefix="fuzz-cfg-") as folder:  # the decoder keeps nothing of it
+        cfg = load_config(write_config(Path(folder), bootstrap="127.0.0.1:9", topic="t", http_port=1))
     m = cfg.models[0]
     return BatchDecoder(
         {m.name: ModelSchema.from_config(m)},
