@@ -152,7 +152,12 @@ REPLAY_MARKER = ".driftwarden-replay"
 
 
 class StateDirBusy(StateDirError):
-    """Another driftwarden process (a daemon or a replay) is using the state directory."""
+    """Another driftwarden process (a daemon or a replay) is using the state directory.
+    ``in_use``: who holds it, without the advice (a caller may give its own)."""
+
+    def __init__(self, in_use: str) -> None:
+        super().__init__(f"{in_use}; wait for it to end, or give another folder")
+        self.in_use = in_use
 
 
 class StateDirLock:
@@ -206,6 +211,5 @@ def lock_state_dir(state_dir: str | Path, *, exclusive: bool) -> StateDirLock:
     except OSError:
         os.close(fd)
         holder = "a replay" if (path.parent / REPLAY_MARKER).exists() else "a running daemon"
-        raise StateDirBusy(f"{path.parent} is in use by {holder} (it holds {path}); wait for it to end,"
-                           " or give another folder") from None
+        raise StateDirBusy(f"{path.parent} is in use by {holder} (it holds {path})") from None
     return StateDirLock(path, fd)

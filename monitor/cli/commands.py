@@ -229,7 +229,7 @@ def migrate(
     try:
         lock = lock_state_dir(folder, exclusive=True)
     except StateDirBusy as exc:
-        typer.echo(f"driftwarden: migrate: {str(exc).split('; wait', 1)[0]}; stop it, then migrate", err=True)
+        typer.echo(f"driftwarden: migrate: {exc.in_use}; stop it, then migrate", err=True)
         raise typer.Exit(1) from None
     except StateDirError as exc:
         typer.echo(f"driftwarden: migrate: {exc}", err=True)
