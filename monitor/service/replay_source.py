@@ -195,9 +195,7 @@ class ReplaySource:
                 return set(_names(_struct_names(_parquet(self.path).schema_arrow)))
             names: set[str] = set()
             seen = 0
-            with self.path.open("rb") as fh:
-                if fh.read(3) != _BOM:
-                    fh.seek(0)
+            with self._open_jsonl() as fh:
                 for line, size in read_lines(fh, self.max_bytes):
                     if size > self.max_bytes or not line.strip():
                         continue
@@ -255,9 +253,7 @@ class ReplaySource:
     def _jsonl_rows(self) -> Iterator[Record | DeadLetter]:
         offset = 0
         rewrite = self.shaper.rewrites_lines
-        with self.path.open("rb") as fh:
-            if fh.read(3) != _BOM:  # a UTF-8 byte-order mark (Windows editors) is not the first line's
-                fh.seek(0)
+        with self._open_jsonl() as fh:
             for line, size in read_lines(fh, self.max_bytes):
                 if size <= self.max_bytes and not line.strip():
                     continue
@@ -296,6 +292,14 @@ class ReplaySource:
                 msg = self.shaper.message(dict(row), table=True)
                 yield self._encoded(offset, msg, lambda row=row: _payload(row))
                 offset += 1
+
+    def _open_jsonl(self) -> IO[bytes]:
+        """The JSON-lines file, opened past a UTF-8 byte-order mark (Windows editors) when
+        it starts with one: the mark is not the first line's."""
+        fh = self.path.open("rb")
+        if fh.read(3) != _BOM:
+            fh.seek(0)
+        return fh
 
     def _open_csv(self) -> IO[str]:
         csv.field_size_limit(max(self.max_bytes, 131_072))  # a record, hence a cell, is within max_bytes
