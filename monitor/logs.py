@@ -136,14 +136,13 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
     )
     values = [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in (secrets or {}).values()]
     root = logging.getLogger()
-    root.setLevel(level.upper())
-    if root.level > logging.DEBUG:
-        # kafka-python's per-attempt lines while a broker is away: each kind once a minute
-        # (at DEBUG everything shows)
-        handler.addFilter(RepeatFilter(("kafka",)))
-    handler.addFilter(RedactingFilter(values))
     root.handlers[:] = [handler]
     apply_log_level(level)
+    if root.level > logging.DEBUG:
+        # kafka-python's per-attempt lines while a broker is away: each kind once a minute
+        # (at DEBUG everything shows); before the redaction, which then sees the line it writes
+        handler.addFilter(RepeatFilter(("kafka",)))
+    handler.addFilter(RedactingFilter(values))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched = logging.getLogger("apscheduler.scheduler")
     if not any(isinstance(f, SkippedRunFilter) for f in sched.filters):
