@@ -278,7 +278,7 @@ class Daemon:
         of a stop then queue behind)."""
 
         def run() -> None:
-            if self._storage_error is None:
+            if self._store_up:
                 job()
 
         return run
@@ -800,7 +800,7 @@ class Daemon:
         the scheduled jobs (outbox, the alert tick with its no-data rules, prune) stand
         aside until it does: a broker outage must not keep them off once the store is back.
         Nothing is committed meanwhile (no consumer); the next assignment claims again."""
-        if self._consumer is not None or self._storage_error is None:
+        if self._consumer is not None or self._store_up:
             return
         if time.monotonic() - self._flush_failed_at < 2.0:
             return
