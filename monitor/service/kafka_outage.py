@@ -15,6 +15,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from monitor.config import format_duration
 
 log = logging.getLogger("driftwarden.daemon")
 
@@ -26,16 +29,13 @@ _GENERIC = "Unable to bootstrap"
 _BACKOFF = re.compile(r"\s*\(backoff [\d.]+ secs\)$")
 
 
-def _duration(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 class KafkaOutage:
     """Reports an outage of the brokers ``brokers``: :meth:`failed` on every failed
     attempt (the first one logs an ERROR at once, later ones at most one line per
     ``every`` seconds), :meth:`recovered` once connected (one INFO line if an outage was
-    reported). Thread-safe: failures come from the client's IO thread too."""
+    reported). Durations in the lines are whole seconds written as the config writes them
+    (:func:`monitor.config.format_duration`: ``"1m"``, ``"2m13s"``, ``"1h1m5s"``).
+    Thread-safe: failures come from the client's IO thread too."""
 
     def __init__(
         self, brokers: Sequence[str], *, retry_max: float = 30.0, every: float = 60.0,
@@ -78,8 +78,8 @@ class KafkaOutage:
             )
         else:
             log.error(
-                "kafka: %s still unreachable after %s: %s; still retrying", self.brokers, _duration(down), reason,
-                extra=fields,
+                "kafka: %s still unreachable after %s: %s; still retrying",
+                self.brokers, format_duration(timedelta(seconds=round(down))), reason, extra=fields,
             )
 
     def recovered(self) -> None:
@@ -87,9 +87,10 @@ class KafkaOutage:
         with self._lock:
             since, self._since, self._reason = self._since, None, ""
         if since is not None:
+            down = round(now - since)
             log.info(
-                "kafka: %s reachable again after %s", self.brokers, _duration(now - since),
-                extra={"event": "kafka_reachable", "brokers": self.brokers, "down_s": round(now - since)},
+                "kafka: %s reachable again after %s", self.brokers, format_duration(timedelta(seconds=down)),
+                extra={"event": "kafka_reachable", "brokers": self.brokers, "down_s": down},
             )
 
 

@@ -39,10 +39,28 @@ def test_once_at_first_then_once_a_minute_then_back(caplog: pytest.LogCaptureFix
         "kafka: cannot connect to 10.0.0.1:9092, 10.0.0.2:9092: Connection failed: KafkaConnectionError: "
         "111 ECONNREFUSED; retrying with backoff (at most 30s apart), not ready until then"
     )
-    assert again.startswith("kafka: 10.0.0.1:9092, 10.0.0.2:9092 still unreachable after 1m00s: Connection failed")
+    assert again.startswith("kafka: 10.0.0.1:9092, 10.0.0.2:9092 still unreachable after 1m: Connection failed")
     assert back == "kafka: 10.0.0.1:9092, 10.0.0.2:9092 reachable again after 1m30s"
     assert recs[0].event == "kafka_unreachable" and recs[2].event == "kafka_reachable"  # type: ignore[attr-defined]
     assert not outage.active
+
+
+def test_durations_are_written_as_the_config_writes_them(caplog: pytest.LogCaptureFixture) -> None:
+    """One way of writing durations (``monitor.config.format_duration``): an hour-long
+    outage reads "1h1m1s", not "61m01s", and a whole minute "1m", not "1m00s"."""
+    clock = Clock()
+    outage = KafkaOutage(["b:9092"], clock=clock)
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    outage.failed("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    clock.now += 3660.6  # rounds to 3661 s
+    outage.failed("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    clock.now += 59.0
+    outage.recovered()
+    _, again, back = (r.getMessage() for r in _ours(caplog))
+    assert again == "kafka: b:9092 still unreachable after 1h1m1s: Connection failed: KafkaConnectionError: " \
+        "111 ECONNREFUSED; still retrying"
+    assert back == "kafka: b:9092 reachable again after 1h2m"
+    assert _ours(caplog)[2].down_s == 3720  # type: ignore[attr-defined]
 
 
 def test_the_bootstrap_timeout_does_not_hide_the_cause(caplog: pytest.LogCaptureFixture) -> None:
