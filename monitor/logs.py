@@ -137,12 +137,8 @@ def setup_logging(level: str, fmt: str, *, secrets: Mapping[str, Any] | None = N
     values = [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in (secrets or {}).values()]
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    handler.addFilter(RedactingFilter(values))  # marks the handler as ours for apply_log_level
     apply_log_level(level)
-    if root.level > logging.DEBUG:
-        # kafka-python's per-attempt lines while a broker is away: each kind once a minute
-        # (at DEBUG everything shows); before the redaction, which then sees the line it writes
-        handler.addFilter(RepeatFilter(("kafka",)))
-    handler.addFilter(RedactingFilter(values))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched = logging.getLogger("apscheduler.scheduler")
     if not any(isinstance(f, SkippedRunFilter) for f in sched.filters):
@@ -158,11 +154,30 @@ def apply_log_level(level: str) -> None:
     *made* at ``error``, because the daemon learns of a refused connection from them
     (:class:`monitor.service.kafka_outage.BootstrapWatch`); the handlers' threshold keeps
     them off the output there. Records propagate to the root's handlers without the root
-    logger's own level being asked, so the threshold has to be on the handlers."""
+    logger's own level being asked, so the threshold has to be on the handlers.
+
+    Above ``debug`` the handlers :func:`setup_logging` installed (those with a
+    :class:`RedactingFilter`) collapse kafka-python's repeated lines (a
+    :class:`~monitor.log_repeats.RepeatFilter`, placed before the redaction, which then
+    sees the line it writes); at ``debug`` every line shows, so the filter is removed.
+    Start-up and a reload both come here, so a reload to or from ``debug`` ends as a
+    start at that level would. A reload between two levels above ``debug`` keeps the
+    filter and what it has counted."""
     root = logging.getLogger()
     root.setLevel(level.upper())
+    collapse = root.level > logging.DEBUG
     for handler in root.handlers:
         handler.setLevel(root.level)
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            continue  # not ours (a test's capture handler, say)
+        repeats = [f for f in handler.filters if isinstance(f, RepeatFilter)]
+        if collapse and not repeats:
+            # kafka-python's per-attempt lines while a broker is away: each kind once a minute
+            first = next(i for i, f in enumerate(handler.filters) if isinstance(f, RedactingFilter))
+            handler.filters.insert(first, RepeatFilter(("kafka",)))
+        elif not collapse:
+            for f in repeats:
+                handler.removeFilter(f)
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
