@@ -378,18 +378,24 @@ class Daemon:
                     daemon._notify_ready()
                     daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
-        from monitor.service.kafka_outage import BootstrapWatch, KafkaOutage  # noqa: PLC0415
+        from monitor.service.kafka_outage import (  # noqa: PLC0415
+            BootstrapWatch,
+            KafkaOutage,
+            is_connection_error,
+        )
 
         retry_max = max(30.0, float(self.config.kafka.consumer_options.get("reconnect_backoff_max_ms", 0)) / 1000)
         outage = KafkaOutage(self.config.kafka.bootstrap_servers, retry_max=retry_max)
         backoff = 1.0
         while not self.stop_event.is_set():
+            connected = False
             try:
                 with BootstrapWatch(outage):  # the first refused connection, not 30 s later
                     consumer = self._connect(make_consumer)
                 if consumer is None:  # stop asked for while the client bootstrapped
                     return
                 outage.recovered()
+                connected = True
                 self._consumer = consumer
                 self._revoking = set()
                 self._consumer.subscribe(topics, listener=Listener())
@@ -400,7 +406,12 @@ class Daemon:
             except KafkaError as exc:
                 self.kafka_connected = False
                 self.ready.clear()
-                outage.failed(str(exc))  # said once, then once a minute while it lasts
+                if connected and not is_connection_error(exc):
+                    # the brokers answered (an authorisation failure, say): no outage, and
+                    # the reconnect that follows is no "reachable again"
+                    outage.error(str(exc))
+                else:
+                    outage.failed(str(exc))  # said once, then once a minute while it lasts
                 self.systemd.status(f"kafka: {exc}; reconnecting in {backoff:.0f}s")
                 self._close_consumer()
                 self._wait(backoff)

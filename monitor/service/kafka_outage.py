@@ -2,6 +2,11 @@
 connection attempt, naming the brokers and what happens next, then one a minute while
 it lasts, and one when the brokers are reachable again.
 
+An error once connected that is not about reaching the brokers (an authorisation
+failure, say) is no outage: :meth:`KafkaOutage.error` names it as it is, once, then at
+most once a minute with a count while it recurs; the reconnects it leads to are not
+"reachable again".
+
 kafka-python's consumer bootstraps inside its constructor and keeps retrying there for
 ``bootstrap_timeout_ms`` (30 s) before it raises; its only word meanwhile is its own
 log lines. :class:`BootstrapWatch` listens to those for the duration of one connect, so
@@ -29,12 +34,27 @@ _GENERIC = "Unable to bootstrap"
 _BACKOFF = re.compile(r"\s*\(backoff [\d.]+ secs\)$")
 
 
+#: the names (in ``kafka.errors``) of the errors that say the brokers could not be reached
+_CONNECTION_ERRORS = ("KafkaConnectionError", "NoBrokersAvailable", "NodeNotReadyError", "KafkaTimeoutError")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised once connected, says a broker could not be reached (a
+    connection lost, a node not ready, a request that timed out), not that the brokers
+    answered with an error (authorisation, an unknown topic, an incompatible version)."""
+    from kafka import errors  # noqa: PLC0415 - kafka-python is imported lazily
+
+    kinds = tuple(k for n in _CONNECTION_ERRORS if isinstance(k := getattr(errors, n, None), type))
+    return isinstance(exc, kinds)
+
+
 class KafkaOutage:
     """Reports an outage of the brokers ``brokers``: :meth:`failed` on every failed
     attempt (the first one logs an ERROR at once, later ones at most one line per
     ``every`` seconds), :meth:`recovered` once connected (one INFO line if an outage was
     reported). Durations in the lines are whole seconds written as the config writes them
     (:func:`monitor.config.format_duration`: ``"1m"``, ``"2m13s"``, ``"1h1m5s"``).
+    :meth:`error` reports errors once connected that are not about reaching the brokers.
     Thread-safe: failures come from the client's IO thread too."""
 
     def __init__(
@@ -49,6 +69,9 @@ class KafkaOutage:
         self._since: float | None = None  # when the outage began (None: no outage)
         self._said_at = 0.0
         self._reason = ""
+        self._error = ""  # the last error reported by :meth:`error` ("" none yet)
+        self._error_said_at = 0.0
+        self._error_held = 0  # how many of it were held back since it was said
 
     @property
     def active(self) -> bool:
@@ -80,6 +103,33 @@ class KafkaOutage:
             log.error(
                 "kafka: %s still unreachable after %s: %s; still retrying",
                 self.brokers, format_duration(timedelta(seconds=round(down))), reason, extra=fields,
+            )
+
+    def error(self, reason: str) -> None:
+        """Kafka failed once connected, with an error that is not about reaching the brokers
+        (:func:`is_connection_error` is false): one ERROR line ``kafka: <brokers>: <reason>``
+        at once; the same reason again within ``every`` seconds of that line is held back,
+        and the first one after it says how many there were since (``N more times in the
+        last 1m2s``). A different reason is said at once. Not an outage: :attr:`active`
+        stays as it was and :meth:`recovered` says nothing of it."""
+        now = self.clock()
+        with self._lock:
+            if reason == self._error and now - self._error_said_at < self.every:
+                self._error_held += 1
+                return
+            more = self._error_held + 1 if reason == self._error and self._error_held else 0
+            since = now - self._error_said_at
+            self._error, self._error_said_at, self._error_held = reason, now, 0
+        fields = {"event": "kafka_error", "brokers": self.brokers, "reason": reason, "repeated": more}
+        if more:
+            log.error(
+                "kafka: %s: %s; %d more times in the last %s, still reconnecting", self.brokers, reason, more,
+                format_duration(timedelta(seconds=round(since))), extra=fields,
+            )
+        else:
+            log.error(
+                "kafka: %s: %s; reconnecting with backoff, not ready until then", self.brokers, reason,
+                extra=fields,
             )
 
     def recovered(self) -> None:

@@ -10,6 +10,9 @@ re-authenticate, KIP-368), and pipes every other request to a Tansu broker that 
 the proxy's address.
 Responses stay in request order: a local answer waits for the forwarded requests
 before it. Loopback only; every connection is a pair of threads.
+
+A client without SASL (``PLAINTEXT``) passes straight through; ``answer`` may answer other
+requests itself (a broker that refuses the consumer group, say).
 """
 
 from __future__ import annotations
@@ -136,6 +139,8 @@ class _Connection:
                 elif api_key == SASL_AUTHENTICATE:
                     req = SaslAuthenticateRequest.decode(frame, version=version, header=True)
                     self._local(self.proxy.authenticate(self, bytes(req.auth_bytes), version), corr)
+                elif (resp := self.proxy.answer(api_key, version, frame)) is not None:
+                    self._local(resp, corr)
                 else:
                     with self.cond:
                         self.inflight += 1
@@ -180,7 +185,8 @@ class _Connection:
 class SaslFront:
     """Tansu behind a SASL front. OAUTHBEARER: ``accept(token)`` decides and ``seen`` records
     the tokens; PLAIN and SCRAM: ``users`` maps names to passwords and ``seen`` records
-    ``(time, user, ok)``."""
+    ``(time, user, ok)``. ``answer(api_key, version, frame)`` may answer any other request
+    itself (a response object of kafka-python's protocol classes) or return None to forward it."""
 
     def __init__(
         self,
@@ -189,8 +195,10 @@ class SaslFront:
         session_lifetime_ms: int = 2000,
         mechanism: str = "OAUTHBEARER",
         users: dict[str, str] | None = None,
+        answer: Callable[[int, int, bytes], object | None] = lambda _key, _version, _frame: None,
     ) -> None:
         self.accept = accept
+        self.answer = answer
         self.mechanism = mechanism
         self.users = users or {}
         self.session_lifetime_ms = session_lifetime_ms

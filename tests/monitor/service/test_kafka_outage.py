@@ -7,7 +7,12 @@ import logging
 
 import pytest
 
-from monitor.service.kafka_outage import CONNECTION_LOGGER, BootstrapWatch, KafkaOutage
+from monitor.service.kafka_outage import (
+    CONNECTION_LOGGER,
+    BootstrapWatch,
+    KafkaOutage,
+    is_connection_error,
+)
 
 
 class Clock:
@@ -61,6 +66,47 @@ def test_durations_are_written_as_the_config_writes_them(caplog: pytest.LogCaptu
         "111 ECONNREFUSED; still retrying"
     assert back == "kafka: b:9092 reachable again after 1h2m"
     assert _ours(caplog)[2].down_s == 3720  # type: ignore[attr-defined]
+
+
+def test_an_error_once_connected_is_no_outage_and_its_recurrences_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The daemon's loop on an error that recurs once connected: connect (recovered),
+    fail, reconnect 1, 2, 4, ... 30 s later. Said once, then once a minute with how many
+    there were; never "cannot connect" nor "reachable again"; a different error at once."""
+    clock = Clock()
+    outage = KafkaOutage(["b:9092"], clock=clock)
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    denied = "[Error 30] GroupAuthorizationFailedError: g-churn"
+    backoff = 1.0
+    for _ in range(7):  # at 0, 1, 3, 7, 15, 31, 61 s
+        outage.recovered()
+        outage.error(denied)
+        assert not outage.active
+        clock.now += backoff
+        backoff = min(backoff * 2, 30.0)
+    outage.recovered()
+    outage.error("[Error 3] UnknownTopicOrPartitionError")
+    recs = _ours(caplog)
+    assert [r.getMessage() for r in recs] == [
+        f"kafka: b:9092: {denied}; reconnecting with backoff, not ready until then",
+        f"kafka: b:9092: {denied}; 6 more times in the last 1m1s, still reconnecting",
+        "kafka: b:9092: [Error 3] UnknownTopicOrPartitionError; reconnecting with backoff, not ready until then",
+    ]
+    assert [r.levelname for r in recs] == ["ERROR"] * 3
+    assert [(r.event, r.repeated) for r in recs] == [("kafka_error", 0), ("kafka_error", 6), ("kafka_error", 0)]  # type: ignore[attr-defined]
+
+
+def test_connection_errors_are_told_from_the_brokers_answers() -> None:
+    from kafka import errors
+
+    assert is_connection_error(errors.KafkaConnectionError("socket disconnected"))
+    assert is_connection_error(errors.NodeNotReadyError("coordinator"))
+    assert is_connection_error(errors.KafkaTimeoutError("Failed to update metadata after 60.0 secs."))
+    assert not is_connection_error(errors.GroupAuthorizationFailedError("g"))
+    assert not is_connection_error(errors.TopicAuthorizationFailedError("p"))
+    assert not is_connection_error(errors.UnknownTopicOrPartitionError())
+    assert not is_connection_error(errors.IncompatibleBrokerVersion())
 
 
 def test_the_bootstrap_timeout_does_not_hide_the_cause(caplog: pytest.LogCaptureFixture) -> None:

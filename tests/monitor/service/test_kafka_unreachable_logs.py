@@ -1,6 +1,7 @@
 """With the broker away, a real daemon process says so itself, at once, naming the broker
 and what it does next, and the client library's per-attempt lines do not bury it; when
-the broker comes, one line says Kafka is reachable again.
+the broker comes, one line says Kafka is reachable again. An error once connected that is
+not about reaching the brokers is said as it is, not as an outage that keeps ending.
 
 Bounds, not timings: the client's own retries ramp up to 30 s apart, so over the first
 15 s the old daemon wrote about 20 of the library's lines and nothing of its own."""
@@ -154,3 +155,56 @@ def test_a_refused_login_is_said_at_once_too(tmp_path: Path) -> None:
     said = [ln for ln in _lines(log) if ours in ln]
     assert len(said) == 1 and "SaslAuthenticationFailedError" in said[0], said
     assert "backoff 0." not in said[0]  # the client's backoff is not the daemon's word
+
+
+class GroupRefused:
+    """Answers every FindCoordinator itself with GROUP_AUTHORIZATION_FAILED (error 30), as a
+    broker whose ACLs do not let the daemon join its consumer group would; counts them."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, api_key: int, version: int, frame: bytes) -> object | None:
+        from kafka.protocol.metadata import FindCoordinatorRequest, FindCoordinatorResponse  # noqa: PLC0415
+
+        if api_key != 10:  # FindCoordinator
+            return None
+        req = FindCoordinatorRequest.decode(frame, version=version, header=True)
+        with self._lock:
+            self.refused += 1
+        if version >= 4:
+            coordinators = [FindCoordinatorResponse.Coordinator(key=k, node_id=-1, host="", port=-1, error_code=30,
+                                                                error_message=None) for k in req.coordinator_keys]
+            return FindCoordinatorResponse(throttle_time_ms=0, coordinators=coordinators, version=version)
+        extra = {"throttle_time_ms": 0, "error_message": None} if version >= 1 else {}
+        return FindCoordinatorResponse(error_code=30, node_id=-1, host="", port=-1, version=version, **extra)
+
+
+@pytest.mark.broker
+def test_an_error_once_connected_is_said_as_it_is_not_as_an_outage(tmp_path: Path) -> None:
+    """The brokers answer, but refuse the group: the consumer raises at each poll, the daemon
+    reconnects with backoff. It used to say "cannot connect" and then, at every reconnect,
+    "reachable again after 1s" and "cannot connect" again."""
+    from tests.monitor.ingest.sasl_proxy import SaslFront  # noqa: PLC0415
+
+    refuse = GroupRefused()
+    with SaslFront(mechanism="PLAIN", answer=refuse) as front:  # PLAINTEXT clients pass straight through
+        cfg = fault_config(tmp_path / "d", bootstrap=front.bootstrap, topic="p")
+        log = tmp_path / "daemon.log"
+        proc = start_daemon(cfg, log=log)
+        try:
+            # three refusals: three connections, two reconnects (1 s and 2 s of backoff)
+            assert wait_for(lambda: refuse.refused >= 3, timeout=30), "\n".join(_lines(log))
+            assert http_get(cfg, "/readyz")[0] in (0, 503)
+        finally:
+            assert terminate(proc) == 0
+    lines = _lines(log)
+    ours = [ln for ln in lines if " driftwarden.daemon: kafka: " in ln]
+    assert ours == [ln for ln in ours if " ERROR " in ln], ours  # nothing "reachable again"
+    assert len(ours) == 1, ours  # the recurrences within the minute held back
+    assert ours[0].endswith(
+        f"ERROR driftwarden.daemon: kafka: {front.bootstrap}: [Error 30] GroupAuthorizationFailedError: g-p;"
+        " reconnecting with backoff, not ready until then"
+    ), ours
+    assert not any("cannot connect" in ln or "reachable again" in ln for ln in lines), lines
