@@ -508,10 +508,12 @@ class Pipeline:
 
     def keepalive(self) -> list[int]:
         """Mark the owned partitions' rows alive (an idle owner writes nothing else);
-        partitions found claimed by another instance are forgotten and returned. On a
-        shared store it reaches the store even with nothing owned (a standby instance)."""
-        if not self.claims and not self.store.shared:
-            return []
+        partitions found claimed by another instance are forgotten and returned.
+
+        Always reaches the store, with nothing owned too (a standby instance of a shared
+        store; on SQLite, partitions not claimed yet because the store was away): a write
+        transaction, so the daemon's storage error clears only on a real answer, and a
+        store that is away raises :class:`StorageError` (on SQLite after its busy timeout)."""
         lost = touch_partitions(self.store, self.topic, self.owner, dict(self.claims), self.clock())
         if lost:
             log.warning("partitions %s were claimed by another instance: dropping them", lost)

@@ -1,0 +1,71 @@
+"""SQLite away before any partition is claimed: the daemon's idle keepalive is then its
+only contact with the store. It used to return without asking the store when nothing
+was claimed, so the store's absence went unseen (no storage error, /readyz 200 with
+every partition paused) and a storage error could clear ("storage recovered") without
+the store having answered. Now it asks the store every time: the error shows while the
+store is away, stays, and clears once, when the store answers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.demo.broker import EmbeddedBroker
+from monitor.service.daemon import Daemon
+from tests.monitor.daemon_helpers import produce, stream, wait_for
+from tests.monitor.fault_helpers import durable_offset, fault_config, store_away
+from tests.store_targets import SqliteTarget
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.slow,
+    pytest.mark.sqlite_only("the SQLite keepalive with nothing claimed; a shared store always reached it"),
+]
+
+
+def test_an_outage_with_nothing_claimed_shows_and_clears_only_when_the_store_answers(
+    broker: EmbeddedBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="driftwarden")
+    topic = f"unclaimed-{time.time_ns() % 10**8}"
+    broker.create_topic(topic)
+    msgs = stream(windows=1, per_window=200, shift_from=9, seed=5)
+    cfg_path = fault_config(tmp_path / "d", bootstrap=broker.bootstrap, topic=topic, idle_timeout="1h")
+    cfg = load_config(cfg_path)
+    daemon = Daemon(cfg, http=False)
+    daemon.store.execute("PRAGMA busy_timeout = 300")  # each write waits 0.3 s for the lock, not 10 s
+    db = SqliteTarget(Path(cfg.daemon.state_dir) / "driftwarden.db")
+    produce(broker.bootstrap, topic, msgs)
+
+    def recovered() -> int:
+        return sum(r.getMessage() == "storage recovered" for r in caplog.records)
+
+    t = threading.Thread(target=daemon.run, daemon=True)
+    try:
+        with store_away(db):
+            t.start()
+            # the claim at the assignment fails: nothing claimed, the partition paused
+            assert wait_for(lambda: daemon.storage_error is not None, timeout=30), "the outage went unseen"
+            assert "locked" in daemon.storage_error, daemon.storage_error
+            assert daemon.pipeline.claims == {}
+            seen: list[str | None] = []
+            deadline = time.monotonic() + 3.0  # several keepalives (commit_interval 1 s)
+            while time.monotonic() < deadline:
+                seen.append(daemon.storage_error)
+                time.sleep(0.05)
+            assert None not in seen, "the storage error cleared while the store was away"
+            assert recovered() == 0
+            assert daemon.pipeline.positions.get(0, 0) == 0  # nothing consumed meanwhile
+        assert wait_for(lambda: daemon.storage_error is None, timeout=30)
+        assert wait_for(lambda: set(daemon.pipeline.claims) == {0}, timeout=30)
+        assert wait_for(lambda: durable_offset(db) >= len(msgs), timeout=30), durable_offset(db)
+    finally:
+        daemon.stop()
+        t.join(timeout=30)
+    assert not t.is_alive()
+    assert recovered() == 1
