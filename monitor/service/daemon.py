@@ -187,6 +187,27 @@ class Daemon:
         """The storage failure that paused consumption, or None while storage is healthy."""
         return self._storage_error
 
+    @property
+    def paused_for_storage(self) -> bool:
+        """Whether the consumer loop found the store away and holds every assigned partition
+        paused (consuming nothing, still taking part in the group) until a flush or
+        keepalive reaches the store again; False otherwise, and before the loop starts."""
+        return self._outage_paused
+
+    def assigned_partitions(self, topic: str | None = None) -> frozenset[int]:
+        """The partitions of ``topic`` (the predictions topic by default) Kafka assigns to
+        this member now, claimed in the store or not; empty before the first assignment,
+        while (re)connecting and once the consumer is closed. A copy: read-only."""
+        return frozenset(self._owned(topic))
+
+    def paused_partitions(self) -> frozenset[tuple[str, int]]:
+        """``(topic, partition)`` of the assigned partitions the consumer holds paused now
+        (not claimed yet, or a storage outage); empty without a consumer. A copy."""
+        try:
+            return frozenset((tp.topic, tp.partition) for tp in self._consumer.paused())
+        except Exception:  # noqa: BLE001 - no consumer (before it is made, closing)
+            return frozenset()
+
     def stalled_for(self) -> float | None:
         """Seconds since the running consumer loop last turned, once that exceeds
         :attr:`stall_after`; None while it turns (and before it starts, after it ends)."""

@@ -60,14 +60,14 @@ def test_labels_partitions_without_a_predictions_partition_are_resumed_after_an_
         assert wait_for(lambda: joined.positions.get(0) == 10 and joined.positions.get(1) == 10, timeout=60), \
             dict(joined.positions)
         with Outage(SqliteTarget(tmp_path / "state" / "driftwarden.db"), daemon):
-            assert wait_for(lambda: daemon._outage_paused, timeout=30), "the loop never found the store away"
-        assert wait_for(lambda: daemon.storage_error is None and not daemon._outage_paused, timeout=30)
+            assert wait_for(lambda: daemon.paused_for_storage, timeout=30), "the loop never found the store away"
+        assert wait_for(lambda: daemon.storage_error is None and not daemon.paused_for_storage, timeout=30)
         # after the outage: new labels on both labels partitions are read
         produce(broker.bootstrap, labels_topic, _labels(10, 5), partition=0)
         produce(broker.bootstrap, labels_topic, _labels(110, 5), partition=1)
         assert wait_for(lambda: joined.positions.get(0) == 15, timeout=30), dict(joined.positions)
         assert wait_for(lambda: joined.positions.get(1) == 15, timeout=15), (
-            dict(joined.positions), sorted(str(tp) for tp in daemon._consumer.paused()))
+            dict(joined.positions), sorted(daemon.paused_partitions()))
         assert t.is_alive()
     finally:
         daemon.stop()
@@ -102,7 +102,7 @@ def test_the_store_back_while_kafka_is_away_clears_the_storage_error(
         assert wait_for(lambda: durable_offset(where) >= 300, timeout=30)
         with Outage(store_target, daemon):
             # on PostgreSQL each attempt waits out the pool timeout (10 s)
-            assert wait_for(lambda: daemon._outage_paused, timeout=60), "the loop never found the store away"
+            assert wait_for(lambda: daemon.paused_for_storage, timeout=60), "the loop never found the store away"
             proxy.drop()
             time.sleep(3)
         assert t.is_alive()

@@ -115,12 +115,13 @@ def test_a_rebalance_during_a_store_outage_loses_nothing_and_counts_nothing_twic
             assert wait_for(lambda: bool(intruder.assigned), timeout=30), "the intruder never joined"
             assert wait_for(lambda: daemon.storage_error is not None, timeout=30)
             # the daemon took part: the group settled with each member holding one partition
-            assert wait_for(lambda: len(daemon._owned()) == 1 and daemon._owned().isdisjoint(intruder.assigned),
-                            timeout=60), (daemon._owned(), intruder.assigned)
+            assert wait_for(lambda: len(daemon.assigned_partitions()) == 1
+                            and daemon.assigned_partitions().isdisjoint(intruder.assigned),
+                            timeout=60), (daemon.assigned_partitions(), intruder.assigned)
             time.sleep(2)
             intruder.leave()
             intruder = None
-            assert wait_for(lambda: daemon._owned() == {0, 1}, timeout=60), daemon._owned()
+            assert wait_for(lambda: daemon.assigned_partitions() == {0, 1}, timeout=60), daemon.assigned_partitions()
             time.sleep(2)
             assert t.is_alive(), "the daemon died during the outage"
             assert committed(broker, group) <= stuck, "committed past what was stored"

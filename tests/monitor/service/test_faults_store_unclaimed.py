@@ -46,6 +46,9 @@ def test_an_outage_with_nothing_claimed_shows_and_clears_only_when_the_store_ans
         return sum(r.getMessage() == "storage recovered" for r in caplog.records)
 
     t = threading.Thread(target=daemon.run, daemon=True)
+    # the public read-only view of the consumer: nothing before it runs
+    assert daemon.assigned_partitions() == frozenset() and daemon.paused_partitions() == frozenset()
+    assert not daemon.paused_for_storage
     try:
         with store_away(db):
             t.start()
@@ -61,9 +64,14 @@ def test_an_outage_with_nothing_claimed_shows_and_clears_only_when_the_store_ans
             assert None not in seen, "the storage error cleared while the store was away"
             assert recovered() == 0
             assert daemon.pipeline.positions.get(0, 0) == 0  # nothing consumed meanwhile
+            assert daemon.assigned_partitions() == {0}  # assigned by Kafka, not claimed in the store
+            assert daemon.paused_partitions() == {(topic, 0)}
+            assert daemon.paused_for_storage
         assert wait_for(lambda: daemon.storage_error is None, timeout=30)
         assert wait_for(lambda: set(daemon.pipeline.claims) == {0}, timeout=30)
         assert wait_for(lambda: durable_offset(db) >= len(msgs), timeout=30), durable_offset(db)
+        assert daemon.paused_partitions() == frozenset() and not daemon.paused_for_storage
+        assert daemon.assigned_partitions() == {0}
     finally:
         daemon.stop()
         t.join(timeout=30)
