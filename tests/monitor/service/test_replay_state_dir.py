@@ -63,6 +63,68 @@ def test_an_interrupted_replay_keeps_nothing_and_says_so(tmp_path: Path) -> None
     assert not [p.name for p in out.iterdir() if p.name.startswith(PARTIAL_DB)]
 
 
+def _opened_by(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open now (Linux: its /proc/PID/fd links)."""
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:  # it ended, or a descriptor closed while listed
+        return False
+    return str(path) in links
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="tells the counting pass by /proc/PID/fd (Linux)")
+def test_ctrl_c_while_the_rows_are_counted_says_so_and_leaves_the_folders_as_they_were(tmp_path: Path) -> None:
+    """SIGINT during the progress bar's counting pass over a large file (before any row is
+    replayed): exit 130 with one line saying nothing was replayed, no traceback; an earlier
+    replay's folder is left byte for byte as it was and a new folder is not made."""
+    cfg, data = _setup(tmp_path)
+    out = tmp_path / "out"
+    first = run_replay(cfg, data, out)
+    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir())
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as fh:
+        fh.truncate(64 << 30)  # sparse, no disk used: counting its lines takes minutes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
+    fresh = tmp_path / "fresh"
+    try:
+        for folder in (out, fresh):
+            _interrupt_the_count(tmp_path / "conf" / "config.toml", huge, folder, env)
+    finally:
+        huge.unlink()  # 64 GiB to whatever walks the folder
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+    assert _windows(out) == first.windows
+    assert not fresh.exists()
+
+
+def _interrupt_the_count(cfg: Path, data: Path, folder: Path, env: dict[str, str]) -> None:
+    """``driftwarden replay`` of ``data`` into ``folder``, SIGINT once it opened the file
+    (its counting pass): the exit status and what it said."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.monitor.daemon_helpers import wait_for
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli.app", "replay", "-c", str(cfg), str(data), "--state-dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        # the counting pass is the first to open the file
+        assert wait_for(lambda: _opened_by(proc.pid, data) or proc.poll() is not None, timeout=30)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stdout == ""
+    assert stderr == f"driftwarden: replay interrupted before it began: nothing was replayed into {folder}\n"
+
+
 @pytest.mark.sqlite_only("a daemon's SQLite file in its folder, refused to a replay")
 def test_a_replay_and_a_daemon_or_another_replay_exclude_each_other(tmp_path: Path) -> None:
     cfg, data = _setup(tmp_path)
