@@ -176,11 +176,11 @@ def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
     exact, see README "Scaling out")."""
     from kafka import KafkaConsumer  # noqa: PLC0415
 
-    from monitor.ingest.kafka_client import client_options  # noqa: PLC0415
+    from monitor.ingest.kafka_client import client_options, closed_on_failure  # noqa: PLC0415
 
     k = cfg.kafka
     # the check's own time bound, whatever consumer_options.request_timeout_ms says
-    consumer = KafkaConsumer(**{**client_options(cfg), "request_timeout_ms": int(TIMEOUT * 1000) - 1000})
+    consumer = closed_on_failure(KafkaConsumer, {**client_options(cfg), "request_timeout_ms": int(TIMEOUT * 1000) - 1000})
     try:
         topics = consumer.topics()
         if k.predictions_topic not in topics:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from monitor.config import Config
@@ -77,7 +79,7 @@ def make_consumer(config: Config) -> Any:
     opts.update(k.consumer_options)
     if isinstance(opts.get("api_version"), list):  # TOML has no tuple: [2, 8] means (2, 8)
         opts["api_version"] = tuple(opts["api_version"])
-    return KafkaConsumer(**opts)
+    return closed_on_failure(KafkaConsumer, opts)
 
 
 def make_producer(config: Config, **extra: Any) -> Any:
@@ -85,4 +87,32 @@ def make_producer(config: Config, **extra: Any) -> Any:
 
     opts = client_options(config)
     opts.update(extra)
-    return KafkaProducer(**opts)
+    return closed_on_failure(KafkaProducer, opts)
+
+
+def closed_on_failure(kind: Callable[..., Any], opts: dict[str, Any]) -> Any:
+    """``kind(**opts)`` (a kafka-python consumer, producer or admin client), closing the
+    network client it made when the constructor raises.
+
+    kafka-python 3 makes its network client (the consumer's with a running IO thread and
+    its sockets) before it bootstraps, inside the constructor; when the bootstrap fails
+    (SASL refused, TLS refused, brokers away for ``bootstrap_timeout_ms``) the constructor
+    raises and nobody can close what it made. The daemon reconnects with backoff for as
+    long as that lasts, and each attempt left one thread and its sockets behind: after a
+    day of a wrong password, thousands of threads and the process out of file descriptors.
+    """
+    made: list[Any] = []
+    factory = opts.get("kafka_client") or kind.DEFAULT_CONFIG["kafka_client"]  # type: ignore[attr-defined]
+
+    def client(**kw: Any) -> Any:
+        c = factory(**kw)
+        made.append(c)
+        return c
+
+    try:
+        return kind(**{**opts, "kafka_client": client})
+    except BaseException:
+        for c in made:
+            with contextlib.suppress(Exception):
+                c.close()
+        raise
