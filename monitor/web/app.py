@@ -24,15 +24,18 @@ store is failing. During a storage failure the dashboard and ``/metrics`` show w
 the daemon holds in memory without asking the store.
 Limits: ``limit`` is clamped to 1..1000; JSON bodies to ``daemon.max_json_bytes``;
 uploads to ``daemon.max_reference_bytes``; bodies must arrive within
-``daemon.http_body_timeout``; a POST must declare its ``Content-Length``.
+``daemon.http_body_timeout``; a POST must declare its ``Content-Length``; dashboard
+pages are built :data:`MAX_PAGES` at a time (:data:`MAX_PAGES_WAITING` more wait, others
+get 503), ``/metrics`` expositions :data:`MAX_SCRAPES` at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,10 @@ MAX_SCRAPES = 2
 #: wide model's windows hold thousands each, and ``limit=1000`` of them made answers of
 #: tens of MB (over a GB at 1,000 windows of 1,000 columns) built in the daemon's memory
 MAX_METRIC_ROWS = 20_000
+#: dashboard pages built at once, and more that may wait for a turn (beyond: 503); each
+#: reads the store in a worker thread: a 1,000-column model's page took 2 s and ~240 MB,
+#: and 10 at once 1.4 GB and every worker thread the API's reads need (an alerts read: 10 s)
+MAX_PAGES, MAX_PAGES_WAITING = 2, 8
 
 
 # -- plumbing ------------------------------------------------------------------------------
@@ -255,6 +262,27 @@ async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 # -- the dashboard and reports ------------------------------------------------------------
 
+
+class Turns:
+    """At most ``running`` at once and ``waiting`` more queued for a turn; beyond: 503."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.slots = asyncio.Semaphore(running)
+        self.most = running + waiting
+        self.inside = 0
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[None]:
+        if self.inside >= self.most:
+            raise ApiError(503, "busy building other pages; try again shortly", {"Retry-After": "5"})
+        self.inside += 1
+        try:
+            async with self.slots:
+                yield
+        finally:
+            self.inside -= 1
+
+
 #: files served under /static/ (read once) and their types
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}  # litestar adds "; charset=utf-8"
 _STATIC_DIR = Path(__file__).parent / "static"
@@ -273,8 +301,10 @@ async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
     model = _query(request, "model")
     if model is not None and model not in d.pipeline.models:
         raise ApiError(404, f"unknown model {model[:100]}")
-    data = await asyncio.to_thread(page.gather, d, model)
-    body = page.render(data).encode()
+    turns: Turns = request.app.state.pages
+    async with turns.take():
+        data = await asyncio.to_thread(page.gather, d, model)
+        body = await asyncio.to_thread(lambda: page.render(data).encode())
     return Response(content=body, status_code=200, media_type="text/html",
                     headers={**HTML_HEADERS, "Content-Security-Policy": page.CSP})
 
@@ -345,6 +375,7 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, StorageError: _storage_error,
                             Exception: _server_error},
         state=State({"daemon": daemon, "metrics": metrics_, "upload_lock": asyncio.Lock(), "scrapes": asyncio.Semaphore(MAX_SCRAPES),
+                     "pages": Turns(MAX_PAGES, MAX_PAGES_WAITING),
                      "static": _static_files(), "reports": ReportRenderer()}),
         openapi_config=None,
         logging_config=None,

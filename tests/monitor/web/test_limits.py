@@ -272,6 +272,49 @@ def test_at_most_two_scrapes_run_at_once(tmp_path: Path, monkeypatch: pytest.Mon
         assert http(a.port, "GET", "/metrics").status == 200
 
 
+def test_at_most_two_dashboard_pages_are_built_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page reads the store in a worker thread (a 1,000-column model's: 2 s, ~240 MB):
+    10 at once took 1.4 GB and every worker thread, an alerts read waited 10 s. Two are
+    built at once, eight more wait for a turn, the next one gets 503; reads go on meanwhile."""
+    from monitor.web import dashboard  # noqa: PLC0415
+
+    with running_api(tmp_path, monkeypatch) as a:
+        release = threading.Event()
+        real = dashboard.gather
+        inside: list[int] = []
+
+        def slow(d: object, model: str | None) -> dict[str, object]:
+            inside.append(1)
+            release.wait(30)
+            return real(d, model)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(dashboard, "gather", slow)
+        queued = 10  # MAX_PAGES + MAX_PAGES_WAITING
+        answers: list[int] = []
+        viewers = [threading.Thread(target=lambda: answers.append(http(a.port, "GET", "/", timeout=40).status))
+                   for _ in range(queued)]
+        for t in viewers:
+            t.start()
+        try:
+            assert wait_for(lambda: len(inside) >= 2, timeout=10)
+            assert wait_for(lambda: a.server._server is not None and len(a.server._server.server_state.connections) >= 10,
+                            timeout=10)
+            time.sleep(0.5)
+            assert len(inside) == 2  # the others wait for a turn, not in a worker thread
+            r = http(a.port, "GET", "/", timeout=10)
+            assert (r.status, r.json()) == (503, {"error": "busy building other pages; try again shortly"})
+            assert r.headers["retry-after"] == "5"
+            started = time.monotonic()
+            assert http(a.port, "GET", "/api/v1/alerts", timeout=10).json() == {"alerts": []}
+            assert time.monotonic() - started < 5
+        finally:
+            release.set()
+            for t in viewers:
+                t.join(40)
+        assert answers == [200] * queued and len(inside) == queued
+        assert http(a.port, "GET", "/").status == 200
+
+
 # -- limit ---------------------------------------------------------------------------------
 
 
