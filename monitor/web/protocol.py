@@ -18,6 +18,11 @@ class adds:
   large) carries ``{"error": ...}`` like every other error of the API.
 - **a stuck reader is dropped**: a client that stops reading its response is
   aborted after ``idle_timeout`` instead of holding the buffered response.
+- **no Nagle delay**: asyncio turns Nagle's algorithm off (``TCP_NODELAY``) only for
+  sockets whose ``proto`` is ``IPPROTO_TCP``; ``socket.create_server`` (see
+  ``monitor.web.server.bind``) makes them with 0, so each response after the first on
+  a kept-alive connection waited ~40 ms for the client's delayed ACK before its body
+  left. It is set here on every connection.
 
 The request *body* deadline is the application's (it reads the body); see
 ``monitor.web.requests``. No thread per connection: everything here runs on the
@@ -27,7 +32,9 @@ server's one event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -85,6 +92,10 @@ def guarded_protocol(*, idle_timeout: float, max_connections: int, max_client_co
                 return
             self._address = address
             open_from[address] = open_from.get(address, 0) + 1
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().connection_made(transport)
             # uvicorn arms no timer before the first request: arm the head deadline now
             self.timeout_keep_alive_task = self.loop.call_later(idle_timeout, self.timeout_keep_alive_handler)
