@@ -383,5 +383,6 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
         # bodies are read by receive_body with their own caps; this is a backstop
         request_max_body_size=daemon.config.daemon.max_json_bytes,
     )
-    return guard_requests(app)
+    d = daemon.config.daemon
+    return guard_requests(app, max_requests=d.http_max_connections, max_client_requests=d.client_connection_cap)
 

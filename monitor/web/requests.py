@@ -92,18 +92,25 @@ async def receive_body(
 MAX_HEAD_BYTES = 16 * 1024
 
 
-async def _send_error(send: Any, status: int, message: str) -> None:
+async def _send_error(send: Any, status: int, message: str, *, retry_after: bool = False) -> None:
     body = ('{"error": "' + message + '"}').encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+        (b"connection", b"close"), *([(b"retry-after", b"5")] if retry_after else [])]})
     await send({"type": "http.response.body", "body": body})
 
 
-def guard_requests(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+def guard_requests(
+    app: Callable[..., Awaitable[None]], *, max_requests: int | None = None, max_client_requests: int | None = None,
+) -> Callable[..., Awaitable[None]]:
     """ASGI wrapper applied before the application sees a request.
 
     - A request head over :data:`MAX_HEAD_BYTES` is refused (431) unread.
+    - At most ``max_requests`` requests are in progress, ``max_client_requests`` of them
+      from one client address (beyond: 503, unread). A request goes on when its client
+      closes the connection, which the connection caps then no longer count: a client
+      that sent 200 wide ``windows?metrics=1`` requests, closing each, queued a store
+      read for every one ahead of everyone else's (an alerts read waited 14 s).
     - A response sent before the request body was read says ``Connection: close``:
       a refused upload (no token, too large) is answered at once and its body is
       never read; the server closes the connection instead of draining it.
@@ -119,6 +126,15 @@ def guard_requests(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
         if size > MAX_HEAD_BYTES:
             await _send_error(send, 431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
             return
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        if max_requests is not None and total[0] >= max_requests:
+            await _send_error(send, 503, "too many requests in progress; try again later", retry_after=True)
+            return
+        if max_client_requests is not None and in_progress.get(address, 0) >= max_client_requests:
+            await _send_error(send, 503, "too many requests in progress from this address; try again later",
+                              retry_after=True)
+            return
         headers = dict(raw_headers)
         pending = [b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")]
 
@@ -133,6 +149,19 @@ def guard_requests(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
                 message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
             await send(message)
 
-        await app(scope, receive_, send_)
+        in_progress[address] = in_progress.get(address, 0) + 1
+        total[0] += 1
+        try:
+            await app(scope, receive_, send_)
+        finally:
+            total[0] -= 1
+            left = in_progress[address] - 1
+            if left:
+                in_progress[address] = left
+            else:
+                del in_progress[address]
 
+    #: requests in progress, by client address and in all (the event loop's thread only)
+    in_progress: dict[str, int] = {}
+    total = [0]
     return wrapped

@@ -29,6 +29,7 @@ from tests.monitor.web.http_helpers import (
     TOKEN,
     TOKEN_ENV,
     Api,
+    Reply,
     closed_by_server,
     http,
     read_reply,
@@ -237,6 +238,58 @@ def test_one_client_address_cannot_hold_every_connection(tmp_path: Path, monkeyp
         finally:
             for c in held:
                 c.close()
+
+
+def test_requests_left_by_their_client_still_count_against_the_caps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request goes on after its client closes the connection, and the connection caps
+    stopped counting it: 200 wide requests sent and dropped one after the other queued a
+    store read each, and an alerts read waited 14 s behind them. Requests in progress are
+    capped per client address and in all, as connections are."""
+    import storage.alerts  # noqa: PLC0415
+
+    extra = "http_max_connections = 10\nhttp_max_client_connections = 3"
+    with running_api(tmp_path, monkeypatch, daemon_extra=extra) as a:
+        release = threading.Event()
+        real = storage.alerts.list_alerts
+        calls: list[int] = []
+
+        def slow(*args: object, **kwargs: object) -> list[dict[str, object]]:
+            calls.append(1)
+            release.wait(30)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(storage.alerts, "list_alerts", slow)
+
+        def fire_and_forget(source: str, n: int) -> None:
+            for _ in range(n):
+                with socket.create_connection(("127.0.0.1", a.port), timeout=5, source_address=(source, 0)) as s:
+                    s.sendall(b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.2)  # closed: the connection caps no longer count it
+
+        def answer(source: str) -> Reply:
+            with socket.create_connection(("127.0.0.1", a.port), timeout=10, source_address=(source, 0)) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return read_reply(s)
+
+        try:
+            fire_and_forget("127.0.0.1", 8)
+            r = answer("127.0.0.1")
+            assert (r.status, r.json()) == (503, {"error": "too many requests in progress from this address; try again later"})
+            assert r.headers["retry-after"] == "5"
+            assert answer("127.0.0.2").json() == {"status": "ok"}  # another address still gets in
+            for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+                fire_and_forget(source, 3)
+            r = answer("127.0.0.5")
+            assert (r.status, r.json()) == (503, {"error": "too many requests in progress; try again later"})
+        finally:
+            release.set()
+        assert wait_for(lambda: answer("127.0.0.1").status == 200, timeout=20)
+        # 3 from the first address, 7 more in all (6 worker threads: the last ones run late)
+        assert wait_for(lambda: len(calls) >= 10, timeout=20)
+        time.sleep(0.5)
+        assert len(calls) == 10  # none of the others ran
 
 
 def test_at_most_two_scrapes_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
