@@ -63,7 +63,10 @@ def parse_silence(
         raise ApiError(400, 'bad silence: give either "until" or "duration", not both')
     if req.until is not None:
         try:
-            until = datetime.fromisoformat(req.until.replace("Z", "+00:00")).astimezone(UTC)
+            until = datetime.fromisoformat(req.until.replace("Z", "+00:00"))
+            # without an offset: UTC, as `driftwarden silence add --until` reads it (astimezone
+            # took it as the daemon's local time: hours off on a host not set to UTC)
+            until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
         except (ValueError, OverflowError):
             raise ApiError(400, 'bad silence: "until" must be an RFC 3339 time like "2026-11-24T09:00:00Z"') from None
     elif req.duration is not None:

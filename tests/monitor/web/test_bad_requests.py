@@ -201,3 +201,21 @@ def test_a_new_silence_answers_its_end_as_it_is_stored_and_listed(api: Api) -> N
     assert r.json()["until"] == "2099-11-24T07:00:00.250Z"
     listed = [s for s in http(api.port, "GET", SILENCES).json()["silences"] if s["comment"] == "until-format"]
     assert [s["ends_at"] for s in listed] == ["2099-11-24T07:00:00.250Z"]
+
+
+def test_an_until_without_an_offset_is_utc_whatever_the_hosts_zone(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`silence add --until 2099-11-24T09:00` ends at 09:00Z; the API took the same text as
+    the daemon's local time (datetime.astimezone on a naive time): 14:00Z on a host in New York."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        r = http(api.port, "POST", SILENCES, b'{"model": "churn", "until": "2099-11-24T09:00:00", "comment": "naive"}', AUTH)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert r.status == 201, r.body
+    assert r.json()["until"] == "2099-11-24T09:00:00.000Z"
+    listed = [s for s in http(api.port, "GET", SILENCES).json()["silences"] if s["comment"] == "naive"]
+    assert [s["ends_at"] for s in listed] == ["2099-11-24T09:00:00.000Z"]
