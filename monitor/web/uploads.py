@@ -6,15 +6,15 @@
    ``daemon.max_reference_bytes`` (413).
 2. The body streams into a temp file ``state_dir/references/<model>/.upload-*.part``
    (0600) and must arrive within ``daemon.http_body_timeout`` (408).
-3. One upload at a time (so parsing memory is one reference's): another one meanwhile
-   is answered 503 with ``Retry-After`` before its body is read, and uploads wait on
-   the event loop, never in the worker threads every API read needs. In a worker
-   thread the file is loaded and validated like the configured reference
-   (``monitor.references.validate``: rows, columns, types). Unfit: 422 naming the
-   column; the temp file is removed and the reference in force stays. A file holding
-   more values than ``daemon.max_reference_bytes / 4`` (rows times the model's
-   columns; a few KB of Parquet can hold millions of equal values) is refused (422)
-   before it is read into memory.
+3. One upload at a time, from its first byte of body to its answer (so disk and parsing
+   memory are one reference's): another one meanwhile is answered 503 with
+   ``Retry-After`` before its body is read. In a worker thread the file is loaded and
+   validated like the configured reference (``monitor.references.validate``: rows,
+   columns, types). Unfit: 422 naming the column; the temp file is removed and the
+   reference in force stays. A file holding more values than
+   ``daemon.max_reference_bytes / 4`` (rows times the model's columns; a few KB of
+   Parquet can hold millions of equal values) is refused (422) before it is read into
+   memory.
 4. Fit: renamed atomically to ``<version>-<sha256[:12]>.csv|.parquet``, recorded in
    ``references`` and used from the next window on; 201
    ``{"model", "version", "sha256", "rows"}``.
@@ -71,18 +71,21 @@ async def receive_reference(
     length = declared_length(headers, cfg.max_reference_bytes)
     if length == 0:
         raise ApiError(400, "empty body: send the reference data as CSV or Parquet")
-    folder = uploads_dir(daemon, model)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX, dir=folder)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            await receive_body(receive, length, cfg.http_body_timeout.total_seconds(), f.write)
-        parquet = "parquet" in headers.get("content-type", "").lower()
-        async with lock:  # held on the event loop: waiting uploads take no worker thread
+    # held from before the body is read (no await since the check above): a second upload
+    # while one streamed its body read its own whole body to disk too, then waited
+    async with lock:
+        folder = uploads_dir(daemon, model)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX, dir=folder)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                await receive_body(receive, length, cfg.http_body_timeout.total_seconds(), f.write)
+            parquet = "parquet" in headers.get("content-type", "").lower()
+            # the lock is held on the event loop: waiting uploads take no worker thread
             return await asyncio.to_thread(_register, daemon, model, version, tmp, parquet)
-    finally:
-        tmp.unlink(missing_ok=True)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: bool) -> dict[str, Any]:

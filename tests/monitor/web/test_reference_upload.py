@@ -15,6 +15,7 @@ from monitor.config import load_config
 from monitor.demo.data import sample
 from monitor.service.daemon import Daemon
 from storage.references import list_references
+from tests.monitor.daemon_helpers import wait_for
 from tests.monitor.web.http_helpers import AUTH, Api, http, running_api
 from tests.store_targets import StoreTarget
 
@@ -197,3 +198,32 @@ def test_a_second_upload_meanwhile_is_told_to_retry() -> None:
 
 async def _never_read() -> dict[str, object]:
     raise AssertionError("the body of a refused upload is not read")
+
+
+def test_an_upload_while_another_streams_its_body_is_told_to_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-at-a-time lock was taken only once a body had arrived: a second upload while
+    the first streamed its body (up to max_reference_bytes each, from every connection a
+    client may hold) read its whole body to disk too, then waited, instead of the 503."""
+    import socket
+
+    from tests.monitor.web.http_helpers import read_reply
+
+    with running_api(tmp_path, monkeypatch) as a:
+        body = _csv(500)
+        head = (f"POST {URL} HTTP/1.1\r\nHost: t\r\nAuthorization: {AUTH['Authorization']}\r\n"
+                f"Content-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", a.port), timeout=20) as first:
+            first.sendall(head + body[:100])  # streaming its body
+            folder = a.daemon.config.daemon.state_dir / "references" / "churn"
+            assert wait_for(lambda: folder.exists() and any(folder.glob(".upload-*")), timeout=10)
+            r = http(a.port, "POST", "/api/v1/models/churn/references?version=v3", _csv(400), AUTH)
+            assert (r.status, r.json()) == (503, {"error": "another reference upload is being processed; retry"})
+            assert r.headers["retry-after"] == "5" and r.headers["connection"] == "close"
+            assert len(list(folder.glob(".upload-*"))) == 1  # the second one's body was never read
+            first.sendall(body[100:])
+            got = read_reply(first)
+        assert got.status == 201, got.body
+        assert _in_force(a)[0::2] == ("v2", 500)
+        assert _refs_on_disk(a) == [f"v2-{got.json()['sha256'][:12]}.csv"]
