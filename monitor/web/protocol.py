@@ -17,7 +17,10 @@ class adds:
 - **JSON errors**: its own 400 (bad framing, bad ``Content-Length``, headers too
   large) carries ``{"error": ...}`` like every other error of the API.
 - **a stuck reader is dropped**: a client that stops reading its response is
-  aborted after ``idle_timeout`` instead of holding the buffered response.
+  aborted after ``idle_timeout`` instead of holding the buffered response, also while
+  a response waits for the buffer to drain (uvicorn waits without a deadline: a client
+  that pipelined requests and read no answer held its connection for ever, past the
+  head deadline, so 25 such connections kept its address's cap full at no cost).
 - **no Nagle delay**: asyncio turns Nagle's algorithm off (``TCP_NODELAY``) only for
   sockets whose ``proto`` is ``IPPROTO_TCP``; ``socket.create_server`` (see
   ``monitor.web.server.bind``) makes them with 0, so each response after the first on
@@ -74,6 +77,7 @@ def guarded_protocol(*, idle_timeout: float, max_connections: int, max_client_co
     class GuardedH11Protocol(H11Protocol):
         _refused = False
         _address = ""
+        _write_stall: asyncio.TimerHandle | None = None
 
         def _refuse(self, transport: asyncio.Transport, answer: bytes, why: str) -> None:
             self._refused = True
@@ -105,6 +109,9 @@ def guarded_protocol(*, idle_timeout: float, max_connections: int, max_client_co
                 super().data_received(data)
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._write_stall is not None:
+                self._write_stall.cancel()
+                self._write_stall = None
             if not self._refused:
                 left = open_from.get(self._address, 1) - 1
                 if left > 0:
@@ -118,6 +125,24 @@ def guarded_protocol(*, idle_timeout: float, max_connections: int, max_client_co
             # only the latter may stop the head deadline (our state turns SEND_RESPONSE)
             if self.conn.our_state is h11.SEND_RESPONSE:
                 super()._unset_keepalive_if_required()
+
+        def pause_writing(self) -> None:
+            # the write buffer is over its high-water mark: the client must read some of it
+            # within idle_timeout (resume_writing), or it is dropped
+            super().pause_writing()
+            if self._write_stall is None:
+                self._write_stall = self.loop.call_later(idle_timeout, self._drop_stuck_reader)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_stall is not None:
+                self._write_stall.cancel()
+                self._write_stall = None
+
+        def _drop_stuck_reader(self) -> None:
+            self._write_stall = None
+            log.debug("http: %s read nothing of its answers for %gs: dropped", self.client, idle_timeout)
+            self.transport.abort()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -126,6 +126,34 @@ def test_an_idle_connection_is_closed_after_http_idle_timeout(tmp_path: Path, mo
             assert read_reply(s).status == 200
 
 
+def test_a_client_that_pipelines_requests_and_reads_nothing_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn waits for the write buffer to drain with no deadline: a client that sent a
+    few hundred requests in one go and read no answer held its connection for ever (past
+    the head deadline: each head was complete), so a handful of them kept its address's cap
+    full. It is dropped once it has read nothing for http_idle_timeout."""
+    with running_api(tmp_path, monkeypatch, daemon_extra='http_idle_timeout = "1s"') as a:
+        def open_here() -> int:
+            return len(a.server._server.server_state.connections)
+
+        with _connect(a.port) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: t\r\n\r\n" * 400)  # ~20 MB of answers
+            assert wait_for(lambda: open_here() == 1, timeout=10)
+            assert wait_for(lambda: open_here() == 0, timeout=20)  # 1 s after its reading stalled
+        # one that reads its answers, in small bites, gets all of them
+        size = len(http(a.port, "GET", "/static/uPlot.iife.min.js").body)
+        with _connect(a.port) as s:
+            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: t\r\n\r\n" * 20)
+            got = b""
+            while got.count(b"HTTP/1.1 200 OK") < 20 or len(got) < 20 * size:
+                chunk = s.recv(16384)
+                assert chunk, f"closed after {len(got)} bytes"
+                got += chunk
+                time.sleep(0.01)
+
+
 def test_headers_trickled_slowly_are_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Slowloris: each byte would reset uvicorn's own keep-alive timer; ours counts from the start."""
     with running_api(tmp_path, monkeypatch, daemon_extra='http_idle_timeout = "1s"') as a:
