@@ -56,19 +56,13 @@ def test_answers_on_a_kept_alive_connection_are_not_held_back_by_nagle(
     leaves Nagle's algorithm on: every answer after the first on a kept-alive connection
     (Prometheus' scrapes, a browser's static files) waited ~40 ms for the client's delayed
     ACK before its body left. The server turns it off on each connection."""
-    import time  # noqa: PLC0415
-
     from tests.monitor.web.http_helpers import read_reply  # noqa: PLC0415
 
     with running_api(tmp_path, monkeypatch) as a, socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        took = []
-        for _ in range(11):
-            started = time.perf_counter()
+        for _ in range(3):  # kept alive: the same connection answers each
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_reply(s).json() == {"status": "ok"}
-            took.append(time.perf_counter() - started)
         ours = [c.transport.get_extra_info("socket") for c in a.server._server.server_state.connections]
+        # the option itself, not a timing (Linux delays an ACK 40 ms at least: the median
+        # answer was 44 ms, now ~1 ms; bench-like figures are never asserted in tests)
         assert [x.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0 for x in ours] == [True]
-        # Linux delays an ACK 40 ms at least: the median answer was 44 ms, now ~1 ms
-        assert sorted(took[1:])[5] < 0.025, took
