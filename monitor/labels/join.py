@@ -104,6 +104,8 @@ class Sealed:
     positions: dict[int, int]
     #: whether the join wanted a flush
     dirty: bool
+    #: per model: the clock its prune used in this attempt
+    pruned: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,6 +196,9 @@ class LabelJoin:
         #: per model: the partition its records are read from (its state lives in that
         #: partition's row; see the module documentation)
         self.home: dict[str, int] = {}
+        #: per model: the clock of its last prune that committed (restored: the durable clock,
+        #: written with that prune); windows that ended more than ttl before it are final
+        self._pruned_clock: dict[str, int] = {}
         #: labels-topic offsets of the older single-row state, until a partition's row has its own
         self._legacy_offsets: dict[int, int] = {}
         self.last_activity: dict[str, datetime] = {}
@@ -434,6 +439,8 @@ class LabelJoin:
                 else:
                     del per_model[m]
         self.replay_before = replay_after_commit(self.replay_before, self.positions, sealed.positions)
+        for m, clock in sealed.pruned.items():
+            self._pruned_clock[m] = max(clock, self._pruned_clock.get(m, clock))
         self._sealed = None
 
     def rolled_back(self, sealed: Sealed) -> None:
@@ -446,8 +453,22 @@ class LabelJoin:
         self._ids_changed = set()
         self._sealed = None
 
-    def _bump(self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int, labelled: np.ndarray | None, changes: bool) -> None:
-        """Count ``rows`` (1 each) and ``labelled`` per slot of the rows at ``ts``."""
+    def _final_end(self, jm: JoinModel) -> int | None:
+        """Slots ending at or before this are final: they ended more than ``ttl`` before the
+        clock of the model's last committed prune, which dropped them and their rows. A
+        prediction arriving that late must not count in them: its slot would be computed
+        again from what is left of its rows and replace the window's figures (one late
+        record erased a computed window's). The clock of this flush is not used: a window
+        that turns final in it is computed with its rows before they leave."""
+        clock = self._pruned_clock.get(jm.config.name)
+        return None if clock is None else clock - self.ttl_ms
+
+    def _bump(
+        self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int,
+        labelled: np.ndarray | None, changes: bool, final_end: int | None = None,
+    ) -> None:
+        """Count ``rows`` (1 each) and ``labelled`` per slot of the rows at ``ts``; slots
+        ending at or before ``final_end`` are left as they are."""
         if ts.shape[0] == 0:
             return
         lab = labelled if labelled is not None else np.zeros(ts.shape[0], dtype=bool)
@@ -456,6 +477,8 @@ class LabelJoin:
             n = np.bincount(inv, minlength=uniq.shape[0]) * rows
             k = np.bincount(inv, weights=lab.astype(np.float64), minlength=uniq.shape[0])
             for i, s in enumerate(uniq.tolist()):
+                if final_end is not None and s + jm.size_ms <= final_end:
+                    continue
                 cell = slots.setdefault((s, s + jm.size_ms), [0, 0, 0])
                 cell[0] += int(n[i])
                 cell[1] += int(k[i])
@@ -515,12 +538,14 @@ class LabelJoin:
         counts["duplicate_predictions"] = n - inserted
         counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
         idx = np.arange(n) if keep is None else keep
+        final_end = self._final_end(jm)
         if inserted == attempted:
-            self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True)
+            self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True, final_end)
         else:
             # rows were held already under their key (a table the id index did not know):
             # count those windows from the rows themselves
-            starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()}
+            starts = {int(s) for st in jm.slot_starts(ts[idx]) for s in np.unique(st).tolist()
+                      if final_end is None or s + jm.size_ms > final_end}
             db.recount_slots(self.store, name, sorted((s, s + jm.size_ms) for s in starts))
 
     @property
@@ -680,6 +705,8 @@ class LabelJoin:
         # a prediction leaves once every window it belongs to ended more than ttl ago
         a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
         cutoff = a + jm.step_ms
+        if self._sealed is not None:
+            self._sealed.pruned[name] = clock
         owed = db.first_owed_start(self.store, name)
         if owed is not None:
             cutoff = min(cutoff, owed)
@@ -730,6 +757,7 @@ class LabelJoin:
         self.positions = dict(self.replay_before)
         self._legacy_offsets = dict(self.replay_before)
         self.clock_ms = {str(m): int(v) for m, v in state.get("clock", {}).items()}
+        self._pruned_clock = dict(self.clock_ms)
         # idle since the restart, not since the last event before it: a model that stays
         # quiet still matures its windows once its idle_timeout has passed
         now = self.wall()
@@ -745,7 +773,7 @@ class LabelJoin:
         now = self.wall()
         for m, v in (state or {}).get("clock", {}).items():
             if m in self.models:
-                self.clock_ms[m] = int(v)
+                self.clock_ms[m] = self._pruned_clock[m] = int(v)
                 self.home[m] = partition
                 self.last_activity[m] = now
 
@@ -759,7 +787,7 @@ class LabelJoin:
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
             for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
-                              self._held_ids):
+                              self._held_ids, self._pruned_clock):
                 per_model.pop(m, None)  # type: ignore[attr-defined]
         sealed = self._sealed.batches if self._sealed is not None else {}
         for m, bufs in list(self._labels.items()):

@@ -564,3 +564,90 @@ def test_fields_model_names_the_model_in_predictions_and_labels(tmp_path: Path) 
     counters = label_counters(store)["churn"]
     assert (counters["predictions"], counters["joined"]) == (200, len(labs))
     store.close()
+
+
+@pytest.mark.parametrize("shape", ["tumbling", "sliding"])
+def test_a_prediction_later_than_the_ttl_leaves_final_windows_as_they_are(
+    tmp_path: Path, shape: str, store_target: StoreTarget
+) -> None:
+    """A window that ended more than ``ttl`` before the model's clock is final: its
+    predictions left the join. A prediction arriving for it (a late or hostile event time)
+    made its slot again and had it computed from what was left, replacing the window's
+    figures: one record turned 100 labelled rows and an accuracy of 0.83 into
+    ``labelled_rows`` 0 and no accuracy. A flood of such records, each in a window of its
+    own, made a slot each, owed computations (16 a flush) that held every prediction in
+    the join until they were done. Such windows are left as they are now; the prediction
+    is counted when it leaves the join."""
+    cfg_path = label_config(tmp_path, ttl="1h", n_boot=0)
+    if shape == "sliding":
+        cfg_path.write_text(cfg_path.read_text().replace('type = "tumbling"', 'type = "sliding"\nslide = "20s"'))
+    preds = predictions(windows=3, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, records("labels", labels_for(preds)), labels=True)
+    settle(p, clock)
+    start = int(preds[0]["ts"])
+    # the clock moves to 1 h 2 min 10 s after the first window's start: windows ending by
+    # 2 min 10 s are final (with 20 s slides, rows before 1 min 20 s have left the join)
+    mover = {**preds[0], "event_id": "mover", "ts": start + 3_600_000 + 130_000}
+    p.process_records(records("predictions", [mover], start=1000))
+    p.flush()
+    settle(p, clock)
+    final_end = start + 130_000
+    final = [r for r in perf_rows(store) if _ms_of(r[0].split("|")[4]) <= final_end]
+    first = "churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z"
+    assert metric(store, first, "labelled_rows") == 100 and metric(store, first, "accuracy") is not None
+    slots = store.query("SELECT start, \"end\" FROM label_slots ORDER BY start")
+    # one late prediction in the first window, one in a final sliding window of a live row,
+    # and 300 in windows of their own long before
+    late = [{**preds[0], "event_id": "late-1"}, {**preds[0], "event_id": "late-2", "ts": start + 85_000}]
+    late += [{**preds[0], "event_id": f"old-{i}", "ts": 1_000_000 + i * 60_000} for i in range(300)]
+    p.process_records(records("predictions", late, start=1001))
+    p.flush()
+    settle(p, clock)
+    assert [r for r in perf_rows(store) if _ms_of(r[0].split("|")[4]) <= final_end] == final
+    assert metric(store, first, "labelled_rows") == 100
+    live = [(s["start"], s["end"]) for s in store.query("SELECT start, \"end\" FROM label_slots ORDER BY start")]
+    assert all(e > final_end for _s, e in live), live
+    assert len(live) <= len(slots) + 3
+    # no window for the old records (the only open one is the mover's, whose drift window is open)
+    assert store.query("SELECT COUNT(*) AS n FROM windows WHERE start < '2026-11-23'")[0]["n"] == 0
+    assert {w["start"] for w in store.query("SELECT start FROM windows WHERE status = 'open'")} == {
+        "2026-11-23T13:02:00.000Z"} | ({"2026-11-23T13:01:20.000Z", "2026-11-23T13:01:40.000Z"} if shape == "sliding" else set())
+    c = label_counters(store)["churn"]
+    assert c["predictions"] == len(preds) + 1 + len(late)
+    # the late ones left the join unlabelled (with 20 s slides late-2 still has a live window)
+    still = {r["event_id"] for r in store.query("SELECT event_id FROM label_predictions WHERE event_id LIKE 'late-%'")}
+    assert still == ({"late-2"} if shape == "sliding" else set())
+    assert c["expired_predictions"] == len(late) - len(still)
+
+
+
+def test_windows_turn_final_at_the_last_committed_prune_not_at_the_clock_of_the_flush(tmp_path: Path) -> None:
+    """Labels first (all early), then the predictions and labels two hours later in one
+    flush: the late labels move the clock past every window, but the predictions join
+    their early labels and their windows are computed before they leave, as the broker
+    test has it; only windows that a committed prune already dropped are final."""
+    preds = predictions(windows=3, per_window=100, seed=21)
+    labels = labels_for(preds, delay_ms=30_000)
+    too_late = [{**lab, "label": 1 - int(lab["label"]), "ts": int(lab["ts"]) + 7_200_000} for lab in labels[:3]]
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, ttl="1h", n_boot=0), clock)
+    feed(p, clock, records("labels", labels), labels=True)
+    assert label_counters(store)["churn"]["early"] == len(labels)
+    p.process_records(records("predictions", preds))
+    p.process_label_records(records("labels", too_late, start=len(labels)))
+    p.flush()
+    settle(p, clock)
+    c = label_counters(store)["churn"]
+    assert c["joined"] == len(preds) and c["expired_labels"] == 3 and c["expired_predictions"] == 0
+    for w in range(3):
+        wid = f"churn|v1||2026-11-23T12:0{w}:00.000Z|2026-11-23T12:0{w + 1}:00.000Z"
+        assert metric(store, wid, "labelled_rows") == 100
+    assert pending_predictions(store).get("churn", (0, 0)) == (0, 0)  # all left once computed
+
+def _ms_of(text: str) -> int:
+    from storage.records import parse_iso
+
+    return int(parse_iso(text).timestamp() * 1000)
