@@ -199,6 +199,22 @@ def _multiclass_from_counts(
     return out
 
 
+def _class_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct class names of ``values`` (as text, sorted) and each value's index
+    among them, as ``np.unique(values.astype(str), return_inverse=True)`` gives them.
+    Not that way: ``astype(str)`` makes every row as wide as the longest name, so one
+    predicted class of 500,000 characters in a window of 2,000 rows took 8 GB."""
+    index: dict[str, int] = {}
+    first = np.fromiter((index.setdefault(str(v), len(index)) for v in values.tolist()), dtype=np.intp,
+                        count=values.shape[0])
+    names = sorted(index)
+    rank = np.empty(len(names), dtype=np.intp)
+    rank[[index[c] for c in names]] = np.arange(len(names))
+    classes = np.empty(len(names), dtype=object)
+    classes[:] = names
+    return classes, rank[first]
+
+
 def multiclass_performance(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -223,7 +239,7 @@ def multiclass_performance(
     n = int(t.shape[0])
     if n == 0:
         return WindowPerformance(0, {m: Figure(m, math.nan) for m in MULTICLASS_METRICS})
-    classes, codes = np.unique(np.concatenate([t, p]).astype(str), return_inverse=True)
+    classes, codes = _class_codes(np.concatenate([t, p]))
     ct, cp = codes[:n], codes[n:]
     k = int(classes.shape[0])
     pos_idx = None

@@ -71,6 +71,35 @@ def test_multiclass_equals_sklearn() -> None:
     assert f.ci_low < f.value < f.ci_high
 
 
+def test_a_very_long_class_name_costs_its_own_length_not_every_rows() -> None:
+    """Class names were made a fixed-width text array (``astype(str)``): every row as wide
+    as the longest name. One predicted class of 500,000 characters (a message under the
+    1 MiB cap) in a window of 2,000 labelled rows asked for 8 GB and the daemon was killed,
+    again at each restart (the window was still owed its figures). Here 20,000 characters
+    in 2,000 rows took 960 MB; figures are those of scikit-learn either way."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    classes = np.array(["basic", "pro", "enterprise"], dtype=object)
+    t = rng.choice(classes, 2000)
+    p = np.where(rng.random(2000) < 0.7, t, rng.choice(classes, 2000))
+    p[7] = "x" * 20_000
+    t[11] = 12  # a class that is not text yet is read as its text, as before
+    tracemalloc.start()
+    try:
+        wp = multiclass_performance(t, p, positive="pro", n_boot=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak
+    ts = np.array([str(v) for v in t], dtype=object)
+    assert close(wp.value("accuracy"), skm.accuracy_score(ts, p))
+    for avg in ("macro", "weighted"):
+        assert close(wp.value(f"precision_{avg}"), skm.precision_score(ts, p, average=avg, zero_division=0))
+        assert close(wp.value(f"f1_{avg}"), skm.f1_score(ts, p, average=avg, zero_division=0))
+    assert close(wp.value("recall"), skm.recall_score(ts == "pro", p == "pro"))
+
+
 def test_multiclass_bootstrap_matches_a_plain_loop() -> None:
     rng = np.random.default_rng(5)
     classes = np.array(["a", "b", "c"], dtype=object)
