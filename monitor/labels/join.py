@@ -50,6 +50,7 @@ a store of one's own) is kept in the ``stream_state`` row ``labels`` as before.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -273,6 +274,8 @@ class LabelJoin:
         segs = self._segments(jm, batch)
         # NaN scores are stored as NULL (by SQLite itself; by storage.labels on PostgreSQL)
         values: list[Any] = batch.columns[jm.config.prediction].tolist()
+        if jm.spec.kind == "multiclass":
+            values = held_classes(values, jm.config.limits.max_value_length)
         self._preds.setdefault(model, []).append(
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
         )
@@ -815,6 +818,22 @@ class LabelJoin:
     def commit_offsets(self) -> dict[int, int]:
         """Offsets of the labels topic safe to commit: all that is durable."""
         return dict(self.replay_before)
+
+
+def held_classes(values: list[Any], limit: int) -> list[Any]:
+    """Predicted classes as the join holds them: one longer than ``limit`` (the models'
+    ``limits.max_value_length``, which no label may pass: a longer one is a dead letter)
+    becomes its first ``limit`` characters, ``…`` and 32 hex digits of its SHA-256. It
+    still equals no label and no other class, so every figure is what it was, but a row
+    held for ``labels.ttl`` costs at most ``limit + 33`` characters of it, not up to the
+    message size cap (400 predictions of 500,000 characters held 200 MB)."""
+    if all(type(v) is not str or len(v) <= limit for v in values):
+        return values
+    return [
+        v if type(v) is not str or len(v) <= limit
+        else f"{v[:limit]}\u2026{hashlib.sha256(v.encode()).hexdigest()[:32]}"
+        for v in values
+    ]
 
 
 def _without(b: LabelBatch, partitions: set[int]) -> LabelBatch:

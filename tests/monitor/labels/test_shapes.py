@@ -100,3 +100,43 @@ def test_multiclass(tmp_path: Path, store_target: StoreTarget) -> None:
             got = metric(store, wid, name)
             assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
         assert metric(store, wid, "roc_auc") is None  # a class, not a score
+
+
+def test_a_very_long_predicted_class_is_held_short_and_figures_are_unchanged(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The join held a predicted class as it came, up to the message size cap, for the
+    whole ``labels.ttl``: 400 predictions of 500,000 characters held 200 MB. No label can
+    be longer than ``limits.max_value_length`` (128; a longer one is a dead letter), so a
+    longer class is held as 128 characters, ``…`` and a digest: still a wrong class of its
+    own, and every figure equals scikit-learn's on the classes as sent."""
+    preds = predictions(windows=3, per_window=200)
+    rng = np.random.default_rng(4)
+    classes = ["basic", "pro", "enterprise"]
+    truth = {}
+    for i, ev in enumerate(preds):
+        y = classes[int(rng.integers(0, 3))]
+        truth[ev["event_id"]] = y
+        ev["prediction"] = y if rng.random() < 0.6 else classes[int(rng.integers(0, 3))]
+        if i % 40 == 3:  # 14 hostile predictions of 3 classes (60,001 characters), one exactly at the cap
+            ev["prediction"] = "pro" * 20_000 + str(i % 3)
+        if i == 3:
+            ev["prediction"] = "p" * 128
+    ts = {ev["event_id"]: int(ev["ts"]) + 600_000 for ev in preds}
+    labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
+    store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels,
+                reference_classes=classes, target=store_target)
+    held = [r["prediction"] for r in store.query("SELECT prediction FROM label_predictions")]
+    assert len(held) == len(preds) and max(map(len, held)) == 128 + 1 + 32 and len(set(held)) == 3 + 1 + 3
+    for w in range(3):
+        rows = preds[w * 200 : (w + 1) * 200]
+        t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
+        p = np.array([r["prediction"] for r in rows], dtype=object)
+        wid = WID.format(w, w + 1)
+        expected = {"accuracy": skm.accuracy_score(t, p), "f1": skm.f1_score(t == "pro", p == "pro")}
+        for avg in ("macro", "weighted"):
+            expected[f"precision_{avg}"] = skm.precision_score(t, p, average=avg, zero_division=0)
+            expected[f"f1_{avg}"] = skm.f1_score(t, p, average=avg, zero_division=0)
+        for name, value in expected.items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
