@@ -593,6 +593,9 @@ class LabelJoin:
             return
         name = jm.config.name
         best: dict[str, tuple[int, int, Any]] = {}
+        #: the other labels of an id labelled more than once in this flush: one of them is
+        #: used if the latest is expired (as if each had come in a flush of its own)
+        others: dict[str, list[tuple[int, int, Any]]] = {}
         total = 0
         shift = db.POS_SHIFT
         for b in bufs:
@@ -604,10 +607,14 @@ class LabelJoin:
                 continue
             for eid, cand in cands:
                 old = best.get(eid)
-                if old is None or cand[:2] > old[:2]:
+                if old is None:
                     best[eid] = cand
+                    continue
+                if cand[:2] > old[:2]:
+                    best[eid], cand = cand, old
+                others.setdefault(eid, []).append(cand)
         counts["labels"] = total
-        counts["duplicate_labels"] = total - len(best)
+        counts["duplicate_labels"] = 0
         held = self._held(name, list(best))
         if self._lookup_misses and len(held) < len(best):
             found = db.held_predictions_by_id(self.store, name, [e for e in best if e not in held])
@@ -620,12 +627,23 @@ class LabelJoin:
         early: list[db.EarlyLabel] = []
         ttl = self.ttl_ms
         joined = expired = dups = 0
-        for eid, (ts, pos, lab) in best.items():
+        for eid, cand in best.items():
             p = held.get(eid)
+            more = others.get(eid) if others else None
             if p is None:
+                ts, pos, lab = cand
                 early.append(db.EarlyLabel(eid, lab, ts, pos))
+                dups += len(more) if more else 0
                 continue
             _eid, p_ts, p_label, p_label_ts, p_label_pos = p
+            if more:
+                live = [c for c in (cand, *more) if c[0] - p_ts <= ttl]
+                expired += len(more) + 1 - len(live)
+                if not live:
+                    continue
+                cand = max(live, key=lambda c: c[:2])
+                dups += len(live) - 1
+            ts, pos, lab = cand
             if ts - p_ts > ttl:
                 expired += 1
             elif p_label is None:
