@@ -456,6 +456,14 @@ class LabelJoin:
         self._ids_changed = set()
         self._sealed = None
 
+    def _leave_before(self, jm: JoinModel, clock: int | None) -> int | None:
+        """Predictions before this event time leave the join at a prune on ``clock``: every
+        window they belong to ended more than ``ttl`` before it (None: no clock)."""
+        if clock is None:
+            return None
+        a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
+        return a + jm.step_ms
+
     def _final_end(self, jm: JoinModel) -> int | None:
         """Slots ending at or before this are final: they ended more than ``ttl`` before the
         clock of the model's last committed prune, which dropped them and their rows. A
@@ -505,6 +513,16 @@ class LabelJoin:
         held = self._held(name, list(first))
         if held:
             first = {e: i for e, i in first.items() if e not in held}
+        leave = self._leave_before(jm, self._pruned_clock.get(name))
+        late = 0
+        if leave is not None and int(ts.min()) < leave:
+            # every window of these ended more than ttl before the clock of the last
+            # committed prune (final, see _final_end): they would leave the join at this
+            # flush's prune. Not held at all, they cannot make the id index compact itself
+            # (O(held ids)) at every flush.
+            kept = {e: i for e, i in first.items() if ts_l[i] >= leave}
+            late = len(first) - len(kept)
+            first = kept
         keep = None if len(first) == n else np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
         sel = range(n) if keep is None else keep.tolist()
         early: dict[str, db.EarlyLabel] = {}
@@ -537,8 +555,10 @@ class LabelJoin:
         inserted = db.insert_predictions(self.store, name, plain, labelled)
         self._ids_changed.add(name)
         self._ids(name).add(list(first), [ts_l[i] for i in first.values()])
-        counts["predictions"] = inserted
-        counts["duplicate_predictions"] = n - inserted
+        counts["predictions"] = inserted + late
+        counts["duplicate_predictions"] = n - inserted - late
+        if late:
+            counts["expired_predictions"] = counts.get("expired_predictions", 0) + late
         counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
         idx = np.arange(n) if keep is None else keep
         final_end = self._final_end(jm)
@@ -723,9 +743,8 @@ class LabelJoin:
         clock = self.clock_ms.get(name)
         if clock is None:
             return
-        # a prediction leaves once every window it belongs to ended more than ttl ago
-        a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
-        cutoff = a + jm.step_ms
+        cutoff = self._leave_before(jm, clock)
+        assert cutoff is not None
         if self._sealed is not None:
             self._sealed.pruned[name] = clock
         owed = db.first_owed_start(self.store, name)
