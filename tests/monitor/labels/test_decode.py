@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitor.labels.decode import LabelDecoder, LabelSpec
 
@@ -89,3 +91,64 @@ def test_a_nul_character_in_an_event_id_or_a_class_is_the_replacement_character(
     assert dead == []
     assert out["churn"].event_id == [f"e{i}\ufffd" for i in range(10)]
     assert out["churn"].label[:2] == ["1", "yes\ufffd"]
+
+
+# -- hostile messages, generated ---------------------------------------------------------
+
+_text = st.text(max_size=20) | st.sampled_from(["\x00", "\x1f", "\uffff", "", "1", "1.0", "x" * 17, "e" * 65])
+_scalar = (st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False)
+           | _text)
+_value = st.recursive(_scalar, lambda c: st.lists(c, max_size=3) | st.dictionaries(_text, c, max_size=3), max_leaves=5)
+_ts = (st.none() | st.integers(-(2**63), 2**64) | st.integers(NOW_MS - 10**10, NOW_MS + 10**7) | _value
+       | st.sampled_from(["2026-11-23T10:00:00Z", "9999-12-31T23:59:59.999-01:00", "0001-01-01T00:00:00+01:00"]))
+_hostile = st.fixed_dictionaries({
+    "model": st.sampled_from(["churn", "other", "x"]) | _value, "event_id": _value, "label": _value, "ts": _ts,
+})
+_valid = st.fixed_dictionaries({
+    "model": st.just("churn"), "event_id": st.text(max_size=64),
+    "label": st.integers(-5, 5) | st.text(max_size=16) | st.floats(-5, 5, allow_nan=False) | st.booleans(),
+    "ts": st.integers(NOW_MS - 10**10, NOW_MS + 10**6) | st.none(),
+})
+_CODES = {"empty", "too_large", "not_json", "non_finite", "not_object", "missing_field", "bad_type",
+          "unknown_model", "no_join"}
+
+
+def _json(obj: object) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an integer past 64 bits: orjson reads none either
+        return b'{"event_id":'
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_valid, min_size=1, max_size=12) | st.lists(_hostile | _valid, min_size=1, max_size=12),
+       st.sampled_from(["classification", "regression"]), st.just(NOW_MS) | st.integers(-5, 2**64))
+def test_every_record_is_a_label_or_a_dead_letter_with_a_reason_code(
+    events: list[dict[str, object]], task: str, record_ts: int
+) -> None:
+    """Whatever the messages: each one is a valid label (the fast path's batch equal to
+    the per-record path's, one record at a time) or a dead letter with one of the reason
+    codes; no exception's name for a reason, no NUL, no value past its cap."""
+    records = [Rec("labels", 0, i, record_ts if record_ts < 2**63 else None, _json(e)) for i, e in enumerate(events)]
+    d = decoder(task)
+    out, dead = d.decode(records, now=NOW)
+    assert sum(len(b) for b in out.values()) + len(dead) == len(records)
+    for x in dead:
+        assert x.reason.split(":")[0] in _CODES and "Error" not in x.reason, x.reason
+    one_by_one: dict[str, list[tuple[object, ...]]] = {}
+    alone_dead = []
+    for r in records:  # with a bad record beside it: never the fast path
+        o, dl = d.decode([r, Rec("labels", 0, 10**6, NOW_MS, b"x")], now=NOW)
+        alone_dead += dl[:-1]
+        for m, b in o.items():
+            one_by_one.setdefault(m, []).extend(zip(b.event_id, b.label, b.ts, b.partition, b.offset, strict=True))
+    assert {m: list(zip(b.event_id, b.label, b.ts, b.partition, b.offset, strict=True)) for m, b in out.items()} \
+        == one_by_one
+    assert [x.reason for x in dead] == [x.reason for x in alone_dead]
+    for b in out.values():
+        assert all(isinstance(e, str) and len(e) <= 64 and "\x00" not in e for e in b.event_id)
+        assert all(0 <= t <= 253_402_300_799_999 for t in b.ts)
+        if task == "regression":
+            assert all(type(v) is float for v in b.label)
+        else:
+            assert all(type(v) is str and len(v) <= 16 and "\x00" not in v for v in b.label)
