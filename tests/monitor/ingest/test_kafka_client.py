@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import struct
+import threading
 from pathlib import Path
 
 import pytest
 
 from monitor.cli.check import check_kafka
-from monitor.config import Config, parse_config
+from monitor.config import Config, load_config, parse_config
 from monitor.ingest.kafka_client import client_options, make_consumer, make_producer
+from tests.monitor.daemon_helpers import wait_for
 
 
 def _cfg(tmp_path: Path, bootstrap: str, topic: str, options: dict[str, object]) -> Config:
@@ -44,3 +49,105 @@ def test_connection_options_reach_every_client_and_consumer_only_ones_the_consum
         consumer.close()
     # the check keeps its own time bound over consumer_options.request_timeout_ms
     assert f"topic {topic!r} has 1 partition" in check_kafka(cfg)
+
+
+# -- what reaches the wire: a loopback front that records each connection's TLS handshake
+# and the client id in the header of its first request (then hangs up) ---------------------
+
+
+class _Front:
+    """A listener that, for each connection, completes a TLS handshake (``context``; plain
+    TCP without one), and records ``(peer certificate DER or None, client_id)`` of the first
+    Kafka request, or ``("failed", error)`` when the handshake fails; then closes it. The
+    client never bootstraps."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self.context = context
+        self.seen: list[tuple[object, str]] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.bootstrap = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                peer = None
+                if self.context is not None:
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                    peer = conn.getpeercert(binary_form=True)
+                size = struct.unpack(">i", self._read(conn, 4))[0]
+                frame = self._read(conn, size)
+                (length,) = struct.unpack(">h", frame[8:10])  # api key, version, correlation id, then client_id
+                self.seen.append((peer, frame[10 : 10 + length].decode()))
+            except (OSError, struct.error) as exc:
+                self.seen.append(("failed", str(exc)))
+            finally:
+                conn.close()
+
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed early")
+            buf += chunk
+        return buf
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _toml_cfg(tmp_path: Path, kafka: str) -> Config:
+    (tmp_path / "ref.csv").write_text("a\n1\n")
+    (tmp_path / "config.toml").write_text(
+        f"[kafka]\n{kafka}\nconsumer_options = {{ api_version = [2, 8] }}\n"  # no bootstrap in the constructor
+        '[[models]]\nname = "m"\nreference = "ref.csv"\nfeatures.numerical = ["a"]\n'
+    )
+    return load_config(tmp_path / "config.toml")
+
+
+def _connect(tmp_path: Path, kafka: str, context: ssl.SSLContext | None = None) -> list[tuple[object, str]]:
+    """What a front saw of the daemon's consumer, built from ``[kafka]`` lines ``kafka``
+    (pointed at the front), once it tried to bootstrap: the successful handshakes'
+    ``(peer certificate DER or None, client_id)``, ``("failed", why)`` for the others."""
+    front = _Front(context)
+    consumer = make_consumer(_toml_cfg(tmp_path, f'bootstrap_servers = ["{front.bootstrap}"]\n{kafka}'))
+
+    def bootstrap() -> None:
+        try:
+            consumer.bootstrap()
+        except Exception:  # noqa: BLE001 - it never can: the front hangs up (the close ends it)
+            pass
+
+    trying = threading.Thread(target=bootstrap, daemon=True)
+    trying.start()
+    try:
+        assert wait_for(lambda: front.seen, timeout=10), "no connection reached the front"
+    finally:
+        consumer.close()
+        front.close()
+        trying.join(timeout=10)
+    return list(front.seen)
+
+
+def _handshakes(seen: list[tuple[object, str]]) -> set[object]:
+    """The client certificates (None: none) of the handshakes that succeeded."""
+    return {peer for peer, _ in seen if peer != "failed"}
+
+
+def test_client_id_is_the_one_each_request_carries(tmp_path: Path) -> None:
+    """``kafka.client_id`` is what the broker sees in every request header (its quotas and
+    request logs)."""
+    assert {cid for _, cid in _connect(tmp_path, 'client_id = "dw-fraud-eu"')} == {"dw-fraud-eu"}
+    assert {cid for _, cid in _connect(tmp_path, "")} == {"driftwarden"}
+    producer = make_producer(_toml_cfg(tmp_path, 'client_id = "dw-fraud-eu"'), api_version=(2, 8))
+    try:  # the dead-letter producer: built from the same options
+        assert producer.config["client_id"] == "dw-fraud-eu"
+    finally:
+        producer.close(timeout=1)
