@@ -151,3 +151,60 @@ def test_client_id_is_the_one_each_request_carries(tmp_path: Path) -> None:
         assert producer.config["client_id"] == "dw-fraud-eu"
     finally:
         producer.close(timeout=1)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA; the broker's certificate for 127.0.0.1 and one for "localhost" only; the client's
+    certificate with its key encrypted under the password "k3y-pass"."""
+    import trustme  # noqa: PLC0415 - a test-only package
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    folder = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    ip, name = ca.issue_cert("127.0.0.1"), ca.issue_cert("localhost")
+    for cert, stem in ((ip, "broker-ip"), (name, "broker-name")):
+        cert.cert_chain_pems[0].write_to_path(str(folder / f"{stem}.pem"))
+        cert.private_key_pem.write_to_path(str(folder / f"{stem}.key"))
+    client = ca.issue_cert("driftwarden-client")
+    client.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
+    (folder / "client.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"k3y-pass"),
+    ))
+    (folder / "client.key.pass").write_text("k3y-pass\n")
+    return folder
+
+
+def _tls(pki: Path, broker_cert: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / f"{broker_cert}.pem", pki / f"{broker_cert}.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # the front records whether a client certificate came
+    return ctx
+
+
+def test_tls_keys_shape_the_handshake(tmp_path: Path, pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``kafka.ssl_*`` keys from a TOML config reach the daemon's consumer: ``ssl_cafile``
+    is what makes the broker's certificate trusted, ``ssl_certfile``/``ssl_keyfile`` the client
+    certificate the broker receives, ``ssl_password_file``/``_env`` what unlocks its key, and
+    ``ssl_check_hostname`` whether a certificate for another name is refused."""
+    client_der = ssl.PEM_cert_to_DER_cert((pki / "client.pem").read_text())
+    tls = f'security_protocol = "SSL"\nssl_cafile = "{pki / "ca.pem"}"\n'
+    mtls = tls + f'ssl_certfile = "{pki / "client.pem"}"\nssl_keyfile = "{pki / "client.key"}"\n'
+    ip, name = _tls(pki, "broker-ip"), _tls(pki, "broker-name")
+    # the CA file makes the handshake succeed; no client certificate without ssl_certfile
+    assert _handshakes(_connect(tmp_path, tls, ip)) == {None}
+    # without ssl_cafile the broker's certificate (from a private CA) is refused by the client
+    assert _handshakes(_connect(tmp_path, 'security_protocol = "SSL"', ip)) == set()
+    # the client certificate, its encrypted key unlocked by the password file, or the variable
+    assert _handshakes(_connect(tmp_path, mtls + f'ssl_password_file = "{pki / "client.key.pass"}"', ip)) == {
+        client_der
+    }
+    monkeypatch.setenv("DW_TEST_KEY_PASS", "k3y-pass")
+    assert _handshakes(_connect(tmp_path, mtls + 'ssl_password_env = "DW_TEST_KEY_PASS"', ip)) == {client_der}
+    # a certificate for "localhost" reached as 127.0.0.1: refused unless ssl_check_hostname = false
+    assert _handshakes(_connect(tmp_path, tls, name)) == set()
+    assert _handshakes(_connect(tmp_path, tls + "ssl_check_hostname = false", name)) == {None}
