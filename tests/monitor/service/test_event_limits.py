@@ -56,3 +56,21 @@ def test_max_future_skew_bounds_event_times_on_both_topics(tmp_path: Path) -> No
     got = _dead_letters(tmp_path / "10m", kafka='max_future_skew = "10m"', odd=odd, odd_label=odd_label)
     reason = "bad_type: ts too far in the future: 1200s ahead of the record timestamp (kafka.max_future_skew is 600s)"
     assert got == {"predictions": [reason], "labels": [reason]}
+
+
+def test_max_event_id_length_bounds_event_ids_on_both_topics(tmp_path: Path) -> None:
+    """With ``max_event_id_length = 14`` (the length of the stream's own ids, like
+    "churn-00000000"), an id of 14 characters is accepted and one of 15 is dead-lettered
+    with a reason naming the limit, for a prediction and for a label; the default (256)
+    takes the 15."""
+    base = predictions(windows=1, per_window=1)[0]
+    limits = "max_event_id_length = 14"
+    for eid, dead in (("x" * 14, False), ("x" * 15, True)):
+        odd = {**base, "event_id": eid}
+        odd_label = {"event_id": eid, "model": "churn", "label": 1, "ts": base["ts"]}
+        got = _dead_letters(tmp_path / str(len(eid)), limits=limits, odd=odd, odd_label=odd_label)
+        reason = "bad_type: event_id longer than 14 characters"
+        assert got == ({"predictions": [reason], "labels": [reason]} if dead else {"predictions": [], "labels": []})
+    odd = {**base, "event_id": "x" * 15}
+    odd_label = {"event_id": "x" * 15, "model": "churn", "label": 1, "ts": base["ts"]}
+    assert _dead_letters(tmp_path / "default", odd=odd, odd_label=odd_label) == {"predictions": [], "labels": []}
