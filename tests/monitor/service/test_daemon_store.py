@@ -1,0 +1,28 @@
+"""The SQLite store the daemon opens from its config: ``daemon.sqlite_synchronous`` is the
+``PRAGMA synchronous`` its connection runs with (no broker: the store opens at start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config
+from monitor.service.daemon import Daemon
+from tests.monitor.daemon_helpers import write_config
+
+#: SQLite's numbers for the levels
+LEVELS = {"NORMAL": 1, "FULL": 2}
+
+
+@pytest.mark.sqlite_only("PRAGMA synchronous is SQLite's")
+@pytest.mark.parametrize("level", [None, "NORMAL", "FULL"])
+def test_the_daemons_store_runs_with_the_configured_synchronous_level(tmp_path: Path, level: str | None) -> None:
+    extra = f'sqlite_synchronous = "{level}"' if level else ""
+    path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1, daemon_extra=extra)
+    daemon = Daemon(load_config(path), http=False)
+    try:
+        ((got,),) = daemon.store.conn.execute("PRAGMA synchronous").fetchall()
+        assert got == LEVELS[level or "FULL"]  # FULL by default: a committed window survives a power cut
+    finally:
+        daemon.close()
