@@ -725,3 +725,23 @@ def test_predictions_whose_windows_are_final_do_not_make_the_id_index_compact(
     c = label_counters(store)["churn"]
     assert c["predictions"] == len(preds) + 5 and c["duplicate_predictions"] == 0
     assert c["expired_predictions"] == len(preds) + 5 - pending_predictions(store)["churn"][0]
+def test_labels_confidence_is_the_level_of_the_stored_intervals(tmp_path: Path) -> None:
+    """``labels.confidence`` from the TOML config: the same joined rows give, in every
+    window with figures, a narrower bootstrap interval at 0.5 than at 0.99."""
+    preds, labs = scenario()
+    widths: dict[float, dict[str, float]] = {}
+    for level in (0.5, 0.99):
+        clock = Clock()
+        _cfg, store, p = pipeline(label_config(tmp_path / str(level), extra=f"confidence = {level}\n"), clock)
+        try:
+            feed(p, clock, records("predictions", preds), labels=False)
+            feed(p, clock, [Rec("labels", part, off, NOW_MS, orjson.dumps(ev)) for ev, part, off in labs],
+                 labels=True)
+            settle(p, clock)
+            rows = store.query("SELECT window_id, ci_low, ci_high FROM metrics WHERE family = 'performance'"
+                               " AND metric = 'accuracy' AND ci_low IS NOT NULL")
+            widths[level] = {r["window_id"]: r["ci_high"] - r["ci_low"] for r in rows}
+        finally:
+            store.close()
+    assert widths[0.5].keys() == widths[0.99].keys() and len(widths[0.5]) >= 6
+    assert all(widths[0.5][w] < widths[0.99][w] for w in widths[0.5]), widths
