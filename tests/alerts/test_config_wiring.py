@@ -1,0 +1,50 @@
+"""``[alerting]`` and ``[notifiers]`` keys from a TOML config through the daemon's
+:class:`monitor.service.alerting.Alerting` (the engine and the outbox it builds), driven
+with windows like the other alert tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from monitor.config import load_config
+from monitor.service.alerting import Alerting
+from storage import alerts as db
+from tests.alerts.conftest import Feed
+
+MODEL = '[[models]]\nname = "churn"\nreference = "ref.csv"\nfeatures.numerical = ["age"]\n'
+#: two rules that both fire on a window with drift_share 0.6 and 10 rows
+RULES = """
+[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">"
+threshold = 0.3
+notifiers = ["ops"]
+[[rules]]
+name = "rows"
+metric = "row_count"
+op = "<"
+threshold = 100
+notifiers = ["ops"]
+"""
+
+
+def _alerting(folder: Path, toml: str, store: object, clock: object) -> Alerting:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ref.csv").write_text("age\n1\n2\n")
+    (folder / "config.toml").write_text(MODEL + toml)
+    return Alerting(load_config(folder / "config.toml"), store, clock=clock)  # type: ignore[arg-type]
+
+
+def test_alerting_group_by_decides_which_alerts_share_a_message(tmp_path: Path, store, clock) -> None:
+    """By default (["model", "rule"]) two rules firing on one window make two messages;
+    with ``group_by = ["model"]`` one message carries both."""
+    ops = '[notifiers.ops]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+    default = _alerting(tmp_path / "default", RULES + ops, store, clock)
+    Feed(default.engine, store, clock).window({"drift_share": 0.6, "row_count": 10})
+    firing = db.list_deliveries(store, kind="firing")
+    assert sorted((d.payload["group"]["alertname"], len(d.alert_ids)) for d in firing) == [("drift", 1), ("rows", 1)]
+    by_model = _alerting(tmp_path / "model", RULES + ops + '[alerting]\ngroup_by = ["model"]\n', store, clock)
+    Feed(by_model.engine, store, clock, model="fraud").window({"drift_share": 0.6, "row_count": 10})
+    [d] = [d for d in db.list_deliveries(store, kind="firing") if d.payload["group"].get("model") == "fraud"]
+    assert d.payload["group"] == {"model": "fraud"} and len(d.alert_ids) == 2
