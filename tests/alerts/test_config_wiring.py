@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitor.config import load_config
+from monitor.demo.sinks import SlackStandIn
 from monitor.service.alerting import Alerting
 from storage import alerts as db
 from tests.alerts.conftest import Feed
@@ -48,3 +51,24 @@ def test_alerting_group_by_decides_which_alerts_share_a_message(tmp_path: Path, 
     Feed(by_model.engine, store, clock, model="fraud").window({"drift_share": 0.6, "row_count": 10})
     [d] = [d for d in db.list_deliveries(store, kind="firing") if d.payload["group"].get("model") == "fraud"]
     assert d.payload["group"] == {"model": "fraud"} and len(d.alert_ids) == 2
+
+
+@pytest.mark.parametrize("source", ["webhook_url_file", "webhook_url_env"])
+def test_a_slack_notifier_with_an_incoming_webhook_posts_to_it(
+    tmp_path: Path, store, clock, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """``webhook_url_file``/``_env``: the Slack notifier posts to the incoming-webhook URL
+    read from there (it is a secret: it carries its own credential)."""
+    with SlackStandIn() as slack:
+        if source == "webhook_url_file":
+            (tmp_path / "hook-url").write_text(slack.webhook_url + "\n")
+            (tmp_path / "hook-url").chmod(0o600)
+            where = 'webhook_url_file = "hook-url"'
+        else:
+            monkeypatch.setenv("DW_TEST_SLACK_HOOK", slack.webhook_url)
+            where = 'webhook_url_env = "DW_TEST_SLACK_HOOK"'
+        alerting = _alerting(tmp_path, RULES + f'[notifiers.ops]\ntype = "slack"\n{where}\n', store, clock)
+        Feed(alerting.engine, store, clock).window({"drift_share": 0.6, "row_count": 10})
+        alerting.worker.run_once()
+        assert sorted(m.text.splitlines()[0] for m in slack.messages) == ["WARNING · churn · drift", "WARNING · churn · rows"]
+        assert [d.status for d in db.list_deliveries(store)] == ["sent", "sent"]
