@@ -1,5 +1,6 @@
 """The daemon's outbox wiring (config -> Alerting): lanes per notifier, never waiting on a
-receiver in the scheduler, each notifier's ``max_backoff`` bounding any ``Retry-After``."""
+receiver in the scheduler, each notifier's ``max_backoff`` bounding any ``Retry-After``,
+its ``max_attempts`` and ``backoff`` shaping its retries."""
 
 from __future__ import annotations
 
@@ -124,4 +125,36 @@ def test_drain_at_shutdown_is_bounded_and_leaves_the_rest_pending(tmp_path: Path
         # the request in flight was answered and recorded; the lane stopped after it
         assert (slow_1.status, slow_1.attempts) == ("sent", 1)
         assert (slow_2.status, slow_2.attempts) == ("pending", 0)  # sent after the next start
+        store.close()
+
+
+def test_each_notifiers_max_attempts_and_backoff_come_from_the_config(tmp_path: Path, store_target: StoreTarget) -> None:
+    """With ``max_attempts = 2`` and ``backoff = "10m"`` on "slow", a receiver that keeps
+    failing is tried again 5 to 10 minutes later (equal jitter), then given up on (``dead``);
+    "fast" (the defaults: 12 attempts, 5 s) has tried twice too and keeps trying."""
+    clock = Clock()
+    with WebhookSink() as slow, WebhookSink() as fast:
+        slow.set_down()
+        fast.set_down()
+        (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+        path = tmp_path / "driftwarden.toml"
+        text = CONFIG.format(slow=slow.url, fast=fast.url)
+        path.write_text(text.replace('backoff = "1s"\nmax_backoff = "2m"', 'backoff = "10m"\nmax_backoff = "1h"\nmax_attempts = 2'))
+        store = store_target.open(synchronous="OFF")
+        alerting = Alerting(load_config(path), store, clock=clock)
+        key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
+        with store.transaction():
+            alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6)])
+        alerting.deliver_due()
+        assert alerting.worker.wait_idle(timeout=30)
+        [slow_1] = db.list_deliveries(store, notifier="slow")
+        assert (slow_1.status, slow_1.attempts) == ("pending", 1)
+        assert T0 + timedelta(minutes=5) <= slow_1.next_attempt_at <= T0 + timedelta(minutes=10)
+        clock.now = slow_1.next_attempt_at
+        alerting.deliver_due()
+        assert alerting.worker.wait_idle(timeout=30)
+        [slow_1] = db.list_deliveries(store, notifier="slow")
+        [fast_1] = db.list_deliveries(store, notifier="fast")
+        assert (slow_1.status, slow_1.attempts) == ("dead", 2)
+        assert (fast_1.status, fast_1.attempts) == ("pending", 2)  # 12 attempts by default
         store.close()
