@@ -1,6 +1,6 @@
-"""``[alerting]`` and ``[notifiers]`` keys from a TOML config through the daemon's
-:class:`monitor.service.alerting.Alerting` (the engine and the outbox it builds), driven
-with windows like the other alert tests."""
+"""``[alerting]``, ``[notifiers]`` and the rules' detector keys from a TOML config through
+the daemon's :class:`monitor.service.alerting.Alerting` (the engine and the outbox it
+builds), driven with windows like the other alert tests."""
 
 from __future__ import annotations
 
@@ -72,3 +72,48 @@ def test_a_slack_notifier_with_an_incoming_webhook_posts_to_it(
         alerting.worker.run_once()
         assert sorted(m.text.splitlines()[0] for m in slack.messages) == ["WARNING · churn · drift", "WARNING · churn · rows"]
         assert [d.status for d in db.list_deliveries(store)] == ["sent", "sent"]
+
+
+#: rules over one series, each with a change detector whose settings differ from a baseline
+#: ("cusum", "ph") in one key
+DETECTORS = {
+    "cusum": '{ type = "cusum" }',
+    "cusum-h": '{ type = "cusum", h = 8 }',
+    "cusum-k": '{ type = "cusum", k = 5 }',
+    "cusum-known": '{ type = "cusum", target = 0.05, sigma = 0.005 }',
+    "cusum-warmup": '{ type = "cusum", warmup = 40 }',
+    "ph": '{ type = "page_hinkley", threshold = 0.05 }',
+    "ph-threshold": '{ type = "page_hinkley", threshold = 0.2 }',
+    "ph-delta": '{ type = "page_hinkley", threshold = 0.05, delta = 0.02 }',
+    "ph-alpha": '{ type = "page_hinkley", threshold = 0.05, alpha = 0.5 }',
+    "ph-warmup": '{ type = "page_hinkley", threshold = 0.05, warmup = 50 }',
+}
+
+
+def test_each_detector_key_changes_when_its_rule_fires(tmp_path: Path, store, clock) -> None:
+    """The ``[rules.detector]`` keys from a TOML config reach the rule's detector: on one
+    series (30 quiet windows, then a slow rise), each setting moves the first firing from
+    its baseline's the way it should, and the alert's threshold is the decision limit."""
+    from tests.alerts.test_rule_detectors import ramp
+
+    rules = "".join(
+        f'[[rules]]\nname = "{name}"\nmetric = "drift_share"\nop = ">"\ndetector = {det}\n'
+        for name, det in DETECTORS.items()
+    )
+    alerting = _alerting(tmp_path, rules, store, clock)
+    feed = Feed(alerting.engine, store, clock)
+    first: dict[str, int] = {}
+    for i, v in enumerate(ramp()):
+        for t in feed.window({"drift_share": v}):
+            if t.to_state == "firing":
+                first.setdefault(t.rule, i)
+    limits = {r["rule"]: r["threshold"] for r in store.query("SELECT rule, threshold FROM alerts")}
+    assert 30 <= first["cusum"] < 60 and 30 <= first["ph"] < 60  # after the rise began
+    assert first["cusum-h"] > first["cusum"] and limits["cusum-h"] == 8.0  # a wider decision interval
+    assert "cusum-k" not in first  # a slack of 5 sigmas: the rise never counts
+    assert first["cusum-known"] < first["cusum"]  # a given (tighter) sigma instead of the learned one
+    assert first["cusum-warmup"] > first["cusum"]  # the level learned over 40 windows includes the rise
+    assert first["ph-threshold"] > first["ph"] and limits["ph-threshold"] == 0.2
+    assert first["ph-delta"] > first["ph"]  # a larger tolerance per window
+    assert first["ph-alpha"] > first["ph"]  # old deviations fade
+    assert first["ph-warmup"] >= 49 and first["ph-warmup"] > first["ph"]  # nothing before its 50th window
