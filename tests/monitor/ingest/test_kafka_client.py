@@ -208,3 +208,18 @@ def test_tls_keys_shape_the_handshake(tmp_path: Path, pki: Path, monkeypatch: py
     # a certificate for "localhost" reached as 127.0.0.1: refused unless ssl_check_hostname = false
     assert _handshakes(_connect(tmp_path, tls, name)) == set()
     assert _handshakes(_connect(tmp_path, tls + "ssl_check_hostname = false", name)) == {None}
+
+
+def test_group_keys_reach_the_consumer(tmp_path: Path) -> None:
+    """``group_id``, ``session_timeout``, ``heartbeat_interval`` and ``max_message_bytes``
+    from a TOML config, in the daemon's consumer as kafka-python holds them (the group
+    membership it negotiates, and fetches large enough for the largest accepted message)."""
+    cfg = _toml_cfg(tmp_path, 'bootstrap_servers = ["127.0.0.1:9"]\ngroup_id = "dw-fraud"\nsession_timeout = "7s"\n'
+                              'heartbeat_interval = "2s"\nmax_message_bytes = 4000000')
+    consumer = make_consumer(cfg)
+    try:
+        got = {k: consumer.config[k] for k in ("group_id", "session_timeout_ms", "heartbeat_interval_ms")}
+        assert got == {"group_id": "dw-fraud", "session_timeout_ms": 7000, "heartbeat_interval_ms": 2000}
+        assert consumer.config["max_partition_fetch_bytes"] >= 4_000_000  # kafka-python: 1 MiB
+    finally:
+        consumer.close()
