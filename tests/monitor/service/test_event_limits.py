@@ -1,7 +1,8 @@
 """Limits on each event, from a TOML config through the real Pipeline and a real store, on
 the predictions topic and on the labels topic: ``kafka.max_future_skew`` (how far ahead of
-its record and the wall clock an event time may be) and ``models.limits.max_event_id_length``.
-Each test shows the same event accepted under one setting and dead-lettered under another."""
+its record and the wall clock an event time may be), ``models.limits.max_event_id_length``
+and ``max_value_length`` (for class labels). Each test shows the same event accepted under
+one setting and dead-lettered under another."""
 
 from __future__ import annotations
 
@@ -74,3 +75,14 @@ def test_max_event_id_length_bounds_event_ids_on_both_topics(tmp_path: Path) -> 
     odd = {**base, "event_id": "x" * 15}
     odd_label = {"event_id": "x" * 15, "model": "churn", "label": 1, "ts": base["ts"]}
     assert _dead_letters(tmp_path / "default", odd=odd, odd_label=odd_label) == {"predictions": [], "labels": []}
+
+
+def test_max_value_length_bounds_class_labels(tmp_path: Path) -> None:
+    """``max_value_length`` (which caps versions and segment values in the windows) also caps
+    a class label: one of 6 characters is taken by default and dead-lettered at 5."""
+    base = predictions(windows=1, per_window=1)[0]
+    odd = {**base, "event_id": "wordy"}
+    odd_label = {"event_id": "wordy", "model": "churn", "label": "abcdef", "ts": base["ts"]}
+    assert _dead_letters(tmp_path / "default", odd=odd, odd_label=odd_label) == {"predictions": [], "labels": []}
+    got = _dead_letters(tmp_path / "5", limits="max_value_length = 5", odd=odd, odd_label=odd_label)
+    assert got == {"predictions": [], "labels": ["bad_type: label longer than 5 characters"]}
