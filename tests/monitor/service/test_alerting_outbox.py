@@ -1,6 +1,6 @@
 """The daemon's outbox wiring (config -> Alerting): lanes per notifier, never waiting on a
 receiver in the scheduler, each notifier's ``max_backoff`` bounding any ``Retry-After``,
-its ``max_attempts`` and ``backoff`` shaping its retries."""
+its ``max_attempts`` and ``backoff`` shaping its retries, its ``timeout`` bounding each request."""
 
 from __future__ import annotations
 
@@ -157,4 +157,26 @@ def test_each_notifiers_max_attempts_and_backoff_come_from_the_config(tmp_path: 
         [fast_1] = db.list_deliveries(store, notifier="fast")
         assert (slow_1.status, slow_1.attempts) == ("dead", 2)
         assert (fast_1.status, fast_1.attempts) == ("pending", 2)  # 12 attempts by default
+        store.close()
+
+
+def test_a_notifiers_timeout_bounds_each_request(tmp_path: Path, store_target: StoreTarget) -> None:
+    """``timeout = "1s"`` on "slow": a receiver that answers only after 3 s has its request
+    abandoned and the delivery left pending (10 s, the default, would have waited for it)."""
+    clock = Clock()
+    with WebhookSink() as slow, WebhookSink() as fast:
+        slow.hold(max_seconds=3)
+        (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+        path = tmp_path / "driftwarden.toml"
+        path.write_text(CONFIG.format(slow=slow.url, fast=fast.url).replace('timeout = "30s"', 'timeout = "1s"'))
+        store = store_target.open(synchronous="OFF")
+        alerting = Alerting(load_config(path), store, clock=clock)
+        key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
+        with store.transaction():
+            alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6)])
+        alerting.deliver_due()
+        assert alerting.worker.wait_idle(timeout=30)
+        [slow_1] = db.list_deliveries(store, notifier="slow")
+        assert (slow_1.status, slow_1.attempts) == ("pending", 1)
+        assert slow_1.last_error == "no complete answer within 1 s"
         store.close()
