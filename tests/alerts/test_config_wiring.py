@@ -117,3 +117,39 @@ def test_each_detector_key_changes_when_its_rule_fires(tmp_path: Path, store, cl
     assert first["ph-delta"] > first["ph"]  # a larger tolerance per window
     assert first["ph-alpha"] > first["ph"]  # old deviations fade
     assert first["ph-warmup"] >= 49 and first["ph-warmup"] > first["ph"]  # nothing before its 50th window
+
+
+def test_a_rules_keys_select_its_windows_and_shape_its_alert(tmp_path: Path, store, clock) -> None:
+    """A rule's ``model``, ``segment`` and ``version`` select the windows it judges, ``for``
+    and ``resolve_after`` how many windows fire and resolve it, ``severity`` and ``labels``
+    are on its alert: all from a TOML config."""
+    (tmp_path / "ref.csv").write_text("age,region\n1,eu\n2,us\n")
+    (tmp_path / "config.toml").write_text(
+        '[[models]]\nname = "churn"\nreference = "ref.csv"\nsegments = ["region"]\n'
+        'features.numerical = ["age"]\nfeatures.categorical = ["region"]\n'
+        '[[models]]\nname = "fraud"\nreference = "ref.csv"\nsegments = ["region"]\n'
+        'features.numerical = ["age"]\nfeatures.categorical = ["region"]\n'
+        '[[rules]]\nname = "eu"\nmetric = "drift_share"\nop = ">"\nthreshold = 0.3\nmodel = "churn"\n'
+        'segment = "region=eu"\nversion = "v12"\nfor = 2\nresolve_after = 2\nseverity = "critical"\n'
+        'labels = { team = "ml" }\n'
+    )
+    alerting = Alerting(load_config(tmp_path / "config.toml"), store, clock=clock)
+    feed = Feed(alerting.engine, store, clock)
+    high, low = {"drift_share": 0.6}, {"drift_share": 0.1}
+
+    def states(values: dict[str, float], **kw: str) -> list[str]:
+        return [t.to_state for t in feed.window(values, **kw)]
+
+    assert states(high, segment="") == []  # the overall window
+    assert states(high, segment="region=us") == []
+    assert states(high, segment="region=eu", version="v13") == []
+    feed.model = "fraud"
+    assert states(high, segment="region=eu") == []
+    feed.model = "churn"
+    assert "firing" not in states(high, segment="region=eu")  # for = 2: one breach is not enough
+    assert states(high, segment="region=eu") == ["firing"]
+    [row] = db.list_alerts(store, state="firing")
+    assert row["labels"] == {"alertname": "eu", "model": "churn", "metric": "drift_share", "severity": "critical",
+                             "segment": "region=eu", "version": "v12", "team": "ml"}
+    assert states(low, segment="region=eu") == []  # resolve_after = 2
+    assert states(low, segment="region=eu") == ["resolved"]
