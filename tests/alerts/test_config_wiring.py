@@ -153,3 +153,35 @@ def test_a_rules_keys_select_its_windows_and_shape_its_alert(tmp_path: Path, sto
                              "segment": "region=eu", "version": "v12", "team": "ml"}
     assert states(low, segment="region=eu") == []  # resolve_after = 2
     assert states(low, segment="region=eu") == ["resolved"]
+
+
+def test_a_retraining_webhook_from_the_config_signs_and_keeps_its_cooldown(tmp_path: Path, store, clock) -> None:
+    """``kind = "retrain"``, ``cooldown`` and ``secret_file`` of a webhook notifier from a
+    TOML config: a firing, a resolution and a second firing within the hour make one
+    signed retraining call, while an alert webhook on the same rule hears both firings."""
+    from alerts.notifiers.webhook import new_secret
+    from monitor.demo.sinks import WebhookSink
+
+    secret = new_secret()
+    (tmp_path / "hook-secret").write_text(secret + "\n")
+    (tmp_path / "hook-secret").chmod(0o600)
+    with WebhookSink(secret=secret) as retrain, WebhookSink() as plain:
+        toml = (
+            '[[rules]]\nname = "drift"\nmetric = "drift_share"\nop = ">"\nthreshold = 0.3\n'
+            'notifiers = ["retrain", "plain"]\n'
+            f'[notifiers.retrain]\ntype = "webhook"\nkind = "retrain"\nurl = "{retrain.url}"\n'
+            'secret_file = "hook-secret"\ncooldown = "1h"\n'
+            f'[notifiers.plain]\ntype = "webhook"\nurl = "{plain.url}"\n'
+        )
+        alerting = _alerting(tmp_path, toml, store, clock)
+        feed = Feed(alerting.engine, store, clock)
+        fired = [t.notifiers for v in (0.6, 0.1, 0.7) for t in feed.window({"drift_share": v})
+                 if t.to_state == "firing"]
+        assert fired == [("retrain", "plain"), ("plain",)]  # 30 minutes apart: inside the cooldown
+        for _ in range(10):  # each run sends what is due; a resolution waits for its firing
+            if not alerting.worker.run_once():
+                break
+        [req] = retrain.requests
+        assert req.verified, req.verify_error  # signed with the secret from the file
+        assert req.data["type"] == "retrain.requested"
+        assert [e["type"] for e in plain.events()] == ["alert.firing", "alert.resolved", "alert.firing"]
