@@ -73,7 +73,8 @@ from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.records import DATASET, iso_ms
 from storage.references import latest_reference, register_reference, store_reference_file
-from storage.samples import keep_window_sample
+from storage.retention import trim_window_samples
+from storage.samples import write_window_sample
 from storage.state import load_state, save_state
 from storage.stream import (
     Claim,
@@ -938,6 +939,7 @@ class Pipeline:
                 write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
             for rt, figs, _ in self._closed:
                 self._store_window(rt, figs)
+            self._trim_samples()
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
@@ -973,6 +975,19 @@ class Pipeline:
             out[p] = PartitionWrite(self.claims[p], self.positions.get(p), state)
         return out
 
+    def _trim_samples(self) -> None:
+        """Delete each model's window samples beyond the newest ``[reports] sample_windows``,
+        once per flush for every model this flush wrote samples of (not once per window).
+
+        What stays is the same as trimming after each window: the newest ``keep`` of the
+        stored and the new samples, by a total order (window end, then id), so a sample
+        trimmed after one window could not have survived a later trim either."""
+        keep = self.config.reports.sample_windows
+        if keep <= 0:
+            return
+        for model in sorted({figs.sample.model for _, figs, _ in self._closed if figs.sample is not None}):
+            trim_window_samples(self.store, model, keep)
+
     def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> None:
         """Write one window and run the rules on it, in a savepoint of the flush transaction.
 
@@ -986,8 +1001,10 @@ class Pipeline:
         try:
             with self.store.transaction():
                 write_window(self.store, figs.record, figs.metrics)
-                if figs.sample is not None:
-                    keep_window_sample(self.store, figs.sample, keep=self.config.reports.sample_windows, now=figs.record.computed_at)
+                if figs.sample is not None and self.config.reports.sample_windows > 0:
+                    # each model's samples beyond the newest ``sample_windows`` go once per
+                    # flush, after its windows (:meth:`_trim_samples`)
+                    write_window_sample(self.store, figs.sample, now=figs.record.computed_at)
                 if self.on_window is not None:
                     self.on_window(figs, rt.config)
         except StorageError:

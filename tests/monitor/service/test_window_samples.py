@@ -42,3 +42,25 @@ def test_no_samples_when_either_is_zero(tmp_path: Path, reports: str) -> None:
         assert store.query("SELECT COUNT(*) AS n FROM window_samples")[0]["n"] == 0
     finally:
         store.close()
+
+
+def test_a_flush_of_many_windows_keeps_the_samples_a_flush_per_window_keeps(tmp_path: Path) -> None:
+    """Samples are trimmed once per model per flush, after its windows: the newest
+    ``sample_windows`` stay, with the same contents, as when each window is trimmed alone."""
+    extra = "[reports]\nsample_rows = 30\nsample_windows = 3\n"
+
+    def kept(store: Any) -> dict[str, Any]:
+        try:
+            out = {}
+            for r in store.query("SELECT window_id FROM window_samples"):
+                meta, cols = read_window_sample(store, r["window_id"])  # type: ignore[misc]
+                out[r["window_id"]] = (meta["rows"], meta["sample_rows"], {c: list(v) for c, v in cols.items()})
+            return out
+        finally:
+            store.close()
+
+    payloads = stream(8, 60, 4)
+    per_window = kept(run(tmp_path / "small", payloads, batch=20, extra=extra))  # about a window a flush
+    at_once = kept(run(tmp_path / "large", payloads, batch=len(payloads), extra=extra))  # all in one flush
+    assert len(per_window) == 3
+    assert repr(at_once) == repr(per_window)  # NaN-safe: the same values, bit for bit as text
