@@ -22,6 +22,20 @@ def test_payloads_are_zstandard_frames_that_round_trip() -> None:
     assert decompress(packed) == raw
 
 
+def test_the_reused_compressor_writes_the_frames_a_fresh_one_writes() -> None:
+    """Each thread keeps one compressor: the same bytes as ``zstandard.compress`` every time,
+    whatever it compressed before, and in another thread."""
+    import threading
+
+    raws = [b'{"x": {"f": [1.5, null]}}' * 100, b"", b"abc" * 50_000, bytes(range(256)) * 64]
+    assert [compress(r) for r in raws * 2] == [zstandard.compress(r, payloads.LEVEL) for r in raws * 2]
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.extend(compress(r) for r in raws))
+    t.start()
+    t.join()
+    assert got == [zstandard.compress(r, payloads.LEVEL) for r in raws]
+
+
 def test_zlib_payloads_written_before_are_still_read() -> None:
     """A store upgraded in place keeps its old rows: zlib level 6 (reference members) and 1
     (window samples) were the formats before."""
