@@ -44,13 +44,12 @@ def take_sample(
     if max_rows <= 0 or w.rows <= 0 or not w.chunks:
         return None
     n = w.rows
-    if n > max_rows:
-        rng = np.random.default_rng(zlib.crc32(window_id.encode()))
-        picked = np.sort(rng.choice(n, max_rows, replace=False))
-    else:
-        picked = np.arange(n)
     present = [c for c in columns if c in w.chunks[0].columns]
     whole = joined or {}
+    if n <= max_rows:
+        return _encoded(window_id, model, end, n, _all_rows(w, present, whole))
+    rng = np.random.default_rng(zlib.crc32(window_id.encode()))
+    picked = np.sort(rng.choice(n, max_rows, replace=False))
     chunked = [c for c in present if c not in whole]
     # the picked rows' positions in the concatenated chunks, ascending (``back`` puts the
     # rows picked there back in consumption order; None: already in it)
@@ -82,19 +81,48 @@ def take_sample(
                 ordered = np.empty_like(arr)
                 ordered[back] = arr
                 arr = ordered
-        if arr.dtype.kind == "f":
-            out[c] = np.ascontiguousarray(arr, dtype=np.float64)
-        elif c != EVENT_ID and short_texts(w.chunks, c, MAX_TEXT):
-            out[c] = arr.tolist()  # known short from the figures' lookups: nothing to cut
-        else:
-            out[c] = _texts(arr.tolist())
+        out[c] = _kept(w, c, arr)
+    return _encoded(window_id, model, end, n, out, int(picked.shape[0]))
+
+
+def _all_rows(w: OpenWindow, present: Sequence[str], whole: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The sample of a window of at most ``max_rows`` rows: every row, in consumption order
+    (what picking ``arange(rows)`` gives, without the picking): a joined column as it is, the
+    others each one concatenation (in ``w.order()`` when the chunks are not in it)."""
+    order = w.order()
+    out: dict[str, Any] = {}
+    for c in [*present, EVENT_ID]:
+        arr = whole.get(c) if c != EVENT_ID else None
+        if arr is None:
+            arrays = [ch.event_id for ch in w.chunks] if c == EVENT_ID else [ch.columns[c] for ch in w.chunks]
+            arr = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            if order is not None:
+                arr = arr[order]
+        out[c] = _kept(w, c, arr)
+    return out
+
+
+def _kept(w: OpenWindow, c: str, arr: np.ndarray) -> Any:
+    """Column ``c``'s sampled values ``arr`` as encoded: floats as a contiguous float64
+    array, text as a list with long values cut (see :data:`MAX_TEXT`)."""
+    if arr.dtype.kind == "f":
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    if c != EVENT_ID and short_texts(w.chunks, c, MAX_TEXT):
+        return arr.tolist()  # known short from the figures' lookups: nothing to cut
+    return _texts(arr.tolist())
+
+
+def _encoded(window_id: str, model: str, end: str, n: int, out: dict[str, Any], sample_rows: int | None = None,
+             ) -> WindowSample | None:
+    """The sample of ``out`` (``sample_rows`` of the window's ``n``; None: all of them)."""
     try:
         payload = encode_sample(out)
     except PayloadError as exc:  # [reports] sample_rows times a wide schema: too big to keep
         log.warning("window %s: no report sample kept: %s (lower [reports] sample_rows)", window_id, exc)
         return None
     return WindowSample(
-        window_id=window_id, model=model, end=end, rows=n, sample_rows=int(picked.shape[0]), payload=payload,
+        window_id=window_id, model=model, end=end, rows=n, sample_rows=n if sample_rows is None else sample_rows,
+        payload=payload,
     )
 
 

@@ -149,3 +149,35 @@ def test_a_window_whose_chunks_hold_rows_out_of_arrival_order_samples_them_in_ar
         assert a is not None and b is not None and c is not None
         assert a.payload == b.payload == c.payload
     assert list(decode_columns(a.payload)[EVENT_ID]) == [f"e{k}" for k in range(1000)]
+
+
+def test_a_window_kept_whole_is_every_row_in_arrival_order_whatever_its_chunks() -> None:
+    """A window of at most ``max_rows`` rows skips the picking: its payload is that of every
+    row in arrival order, as picking ``arange(rows)`` gave, for one chunk or several, rows out
+    of arrival order, joined columns or not, long values cut."""
+    from monitor.windows.arrival import ARRIVAL
+    from monitor.windows.pane_columns import WindowColumns
+    from storage.samples import encode_sample
+
+    rows = chunk(0, 600)
+    rows.columns["plan"][7] = "z" * 5000
+    shuffled = OpenWindow("v1", "", 0, 60_000)
+    for at in (np.arange(0, 400, 2), np.arange(1, 400, 2), np.arange(400, 600)):
+        part = rows.take(at)
+        part.derived[ARRIVAL] = at
+        shuffled.add(part)
+    one = OpenWindow("v1", "", 0, 60_000)
+    one.add(rows)
+    expected = encode_sample({
+        "age": np.arange(600, dtype=np.float64), "plan": [None if v is None else v[:MAX_TEXT] for v in rows.columns["plan"]],
+        "prediction": np.arange(600) / 1000.0, EVENT_ID: [f"e{k}" for k in range(600)],
+    })
+    for w in (one, shuffled, window([100, 1, 499])):
+        if w is not shuffled and w is not one:
+            w.chunks[0].columns["plan"][7] = "z" * 5000
+        cols = WindowColumns(w.chunks, w.order())
+        for joined in (None, {"age": cols["age"], "plan": cols["plan"]}):
+            for n in (600, 601, 10_000):
+                s = take_sample("churn|v1||a|b", "churn", "b", w, COLS, max_rows=n, joined=joined)
+                assert s is not None and (s.rows, s.sample_rows) == (600, 600)
+                assert s.payload == expected
