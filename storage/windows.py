@@ -61,22 +61,32 @@ def upsert_metrics(store: Store, window_id: str, model: str, metrics: Sequence[M
     :meth:`Dialect.batch_rows <storage.dialect.Dialect.batch_rows>`): the same rows in
     the same order, ~1.5 µs less a None."""
     d = store.dialect
-    rows = metric_rows(store, window_id, model, metrics)
     if d.json_batches:
-        store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), rows)
+        store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), metric_rows(store, window_id, model, metrics))
         return
     runs: list[tuple[str, list[tuple[Any, ...]]]] = []
     absent_before = None
     batch: list[tuple[Any, ...]] = []
-    for row in rows:
-        # (window_id, model, column, metric, value, p_value, threshold, drifted, test)
-        absent = (row[4] is None, row[5] is None, row[6] is None, row[7] is None, row[8] is None)
+    # metric_rows' rows made in the same pass that groups them (one Python step per row, not
+    # three: ~1 µs less a row; test_sqlite_stores_exactly_the_rows_of_metric_rows): each
+    # (column, metric) once, where it first came, with its last figures; floats as
+    # Dialect.real makes them on SQLite (None and NaN as None, else float)
+    last = {(m.column, m.metric): m for m in metrics}
+    for m in (metrics if len(last) == len(metrics) else last.values()):
+        v, p, t, dr, test = m.value, m.p_value, m.threshold, m.drifted, m.test
+        if v is not None and (v := float(v)) != v:
+            v = None
+        if p is not None and (p := float(p)) != p:
+            p = None
+        if t is not None and (t := float(t)) != t:
+            t = None
+        absent = (v is None, p is None, t is None, dr is None, test is None)
         if absent != absent_before:
             sql, pick = _upsert_without(d, absent)
             batch = []
             runs.append((sql, batch))
             absent_before = absent
-        batch.append(pick(row))
+        batch.append(pick((window_id, model, m.column, m.metric, v, p, t, None if dr is None else int(dr), test)))
     for sql, run in runs:
         store.execute_batch(sql, run)
 

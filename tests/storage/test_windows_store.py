@@ -85,6 +85,7 @@ def test_sqlite_stores_exactly_the_rows_of_metric_rows(tmp_path: Path) -> None:
         MetricRow("", "drift_share", 0.5, threshold=0.5, drifted=True),
         MetricRow("c", "drift_score", math.nan, threshold=math.inf, drifted=False, p_value=math.nan, test="z"),
         MetricRow("", "drifted_columns", 1.0),
+        MetricRow("d", "missing_share", 2, threshold=-math.inf, drifted=False),  # an int value, an infinity
     ]
     with store.transaction():
         write_window(store, WindowRecord(key=KEY, rows=120, status="ok", computed_at=NOW, reference="r"), rows)
@@ -93,7 +94,7 @@ def test_sqlite_stores_exactly_the_rows_of_metric_rows(tmp_path: Path) -> None:
         ' ORDER BY "column", metric'
     ).fetchall()
     expected = metric_rows(store, KEY.id, KEY.model, rows)
-    assert len(expected) == 8  # the repeated ("a", "missing_share") once, with its last value
+    assert len(expected) == 9  # the repeated ("a", "missing_share") once, with its last value
     assert stored == sorted(expected, key=lambda r: (r[2], r[3]))
     assert ("a", "missing_share", 0.25) in [r[2:5] for r in stored]
 
