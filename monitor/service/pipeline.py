@@ -937,9 +937,11 @@ class Pipeline:
                 self.store.lock(*(alert_lock_key(m) for m in models))
             if self._dead:
                 write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
+            sampled: set[str] = set()
             for rt, figs, _ in self._closed:
-                self._store_window(rt, figs)
-            self._trim_samples()
+                if self._store_window(rt, figs):
+                    sampled.add(figs.record.key.model)
+            self._trim_samples(sampled)
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)
                 wid = window_key(model, by, w).id
@@ -975,21 +977,24 @@ class Pipeline:
             out[p] = PartitionWrite(self.claims[p], self.positions.get(p), state)
         return out
 
-    def _trim_samples(self) -> None:
-        """Delete each model's window samples beyond the newest ``[reports] sample_windows``,
-        once per flush for every model this flush wrote samples of (not once per window).
+    def _trim_samples(self, models: set[str]) -> None:
+        """Delete the window samples of ``models`` (those this flush stored a sample of)
+        beyond each one's newest ``[reports] sample_windows``: once per model and flush, after
+        its windows, not after each window.
 
-        What stays is the same as trimming after each window: the newest ``keep`` of the
+        What stays is what trimming after each stored sample left: the newest ``keep`` of the
         stored and the new samples, by a total order (window end, then id), so a sample
-        trimmed after one window could not have survived a later trim either."""
+        trimmed after one window could not have survived a later trim either; a model whose
+        samples this flush all rolled back (its rules raised) is not trimmed, as before."""
         keep = self.config.reports.sample_windows
         if keep <= 0:
             return
-        for model in sorted({figs.sample.model for _, figs, _ in self._closed if figs.sample is not None}):
+        for model in sorted(models):
             trim_window_samples(self.store, model, keep)
 
-    def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> None:
-        """Write one window and run the rules on it, in a savepoint of the flush transaction.
+    def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> bool:
+        """Write one window and run the rules on it, in a savepoint of the flush transaction;
+        returns whether its sample was stored (see :meth:`_trim_samples`).
 
         Storage errors propagate (the whole flush is retried). Anything else the
         rules raise for this window undoes only this window's savepoint, and the
@@ -998,15 +1003,17 @@ class Pipeline:
         """
         if self.before_window is not None:
             self.before_window(figs, rt.config)
+        sample = figs.sample if self.config.reports.sample_windows > 0 else None
         try:
             with self.store.transaction():
                 write_window(self.store, figs.record, figs.metrics)
-                if figs.sample is not None and self.config.reports.sample_windows > 0:
+                if sample is not None:
                     # each model's samples beyond the newest ``sample_windows`` go once per
                     # flush, after its windows (:meth:`_trim_samples`)
-                    write_window_sample(self.store, figs.sample, now=figs.record.computed_at)
+                    write_window_sample(self.store, sample, now=figs.record.computed_at)
                 if self.on_window is not None:
                     self.on_window(figs, rt.config)
+            return sample is not None
         except StorageError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -1018,6 +1025,7 @@ class Pipeline:
             rows = [m for m in figs.metrics if m.metric == "row_count" and m.column == ""]
             with self.store.transaction():
                 write_window(self.store, err, rows)
+            return False
 
     def snapshot(self) -> dict[str, Any]:
         """The whole stream state in one piece (what the partition rows hold together)."""

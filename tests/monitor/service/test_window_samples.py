@@ -64,3 +64,39 @@ def test_a_flush_of_many_windows_keeps_the_samples_a_flush_per_window_keeps(tmp_
     at_once = kept(run(tmp_path / "large", payloads, batch=len(payloads), extra=extra))  # all in one flush
     assert len(per_window) == 3
     assert repr(at_once) == repr(per_window)  # NaN-safe: the same values, bit for bit as text
+
+
+@pytest.mark.parametrize("rules_raise", [False, True])
+def test_a_model_whose_samples_all_rolled_back_is_not_trimmed_in_that_flush(tmp_path: Path, rules_raise: bool) -> None:
+    """Samples are trimmed once per model per flush, for the models whose samples the flush
+    stored: a window whose rules raise rolls its sample back, and its model is then left
+    as trimming after each stored sample left it (here: 5 samples kept under an older,
+    larger ``sample_windows``, untouched until a sample of the model is stored again)."""
+    from monitor.config import load_config
+    from monitor.service.pipeline import Pipeline
+    from tests.monitor.daemon_helpers import START, write_config
+    from tests.monitor.service.test_pipeline_isolation import records
+
+    target = state_target(tmp_path / "s")
+    payloads = stream(8, 60, 4)
+    first = run_on(tmp_path / "a", target, payloads[:6 * 60], extra="[reports]\nsample_rows = 30\nsample_windows = 5\n")
+    first.close()
+    cfg = load_config(write_config(tmp_path / "b", bootstrap="127.0.0.1:9", topic="predictions", http_port=1,
+                                   extra="[reports]\nsample_rows = 30\nsample_windows = 2\n"))
+    store = target.open()
+    try:
+        p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
+
+        def on_window(figs: Any, model: Any) -> None:
+            raise RuntimeError("rules failed")
+
+        if rules_raise:
+            p.on_window = on_window
+        p.process_records(records(payloads)[6 * 60:])
+        p.flush()
+        stored = store.query("SELECT COUNT(*) AS n FROM window_samples")[0]["n"]
+        assert stored == (5 if rules_raise else 2)
+        if rules_raise:
+            assert store.query("SELECT COUNT(*) AS n FROM windows WHERE status = 'error'")[0]["n"] >= 1
+    finally:
+        store.close()
