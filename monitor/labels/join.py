@@ -868,7 +868,7 @@ def held_classes(values: list[Any], limit: int) -> list[Any]:
         return values
     return [
         v if type(v) is not str or len(v) <= limit
-        else f"{v[:limit]}\u2026{hashlib.sha256(v.encode()).hexdigest()[:32]}"
+        else f"{v[:limit]}\u2026{hashlib.sha256(v.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
         for v in values
     ]
 
