@@ -22,7 +22,6 @@ from storage.db import Store
 from storage.payloads import compress
 from storage.records import iso
 from storage.reference_members import decode_columns
-from storage.retention import trim_window_samples
 
 #: the sample's column holding each row's event id
 EVENT_ID = "__event_id__"
@@ -57,15 +56,6 @@ def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) ->
         " payload = excluded.payload, created_at = excluded.created_at",
         (sample.window_id, sample.model, sample.end, sample.rows, sample.sample_rows, sample.payload, iso(now)),
     )
-
-
-def keep_window_sample(store: Store, sample: WindowSample, *, keep: int, now: datetime) -> None:
-    """Store a window's sample and delete its model's samples beyond the newest ``keep``
-    (call inside the flush transaction; ``keep`` 0 stores nothing)."""
-    if keep <= 0:
-        return
-    write_window_sample(store, sample, now=now)
-    trim_window_samples(store, sample.model, keep)
 
 
 def read_window_sample(store: Store, window_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:

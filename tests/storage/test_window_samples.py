@@ -18,14 +18,20 @@ from storage.retention import Pruner, RetentionPolicy, trim_window_samples
 from storage.samples import (
     EVENT_ID,
     WindowSample,
-    keep_window_sample,
     read_window_sample,
     sample_counts,
+    write_window_sample,
 )
 from storage.windows import write_window
 from tests.store_targets import open_state_store
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+
+
+def _keep(store: Store, sample: WindowSample, keep: int) -> None:
+    """Store a sample and trim its model's to the newest ``keep``, as a flush does."""
+    write_window_sample(store, sample, now=NOW)
+    trim_window_samples(store, sample.model, keep)
 
 
 @pytest.fixture
@@ -82,8 +88,8 @@ def _sample(rec: WindowRecord, value: float = 1.0) -> WindowSample:
 def test_a_sample_round_trips_and_a_rewrite_replaces_it(store: Store) -> None:
     rec = _window(store, 0)
     with store.transaction():
-        keep_window_sample(store, _sample(rec, 1.0), keep=5, now=NOW)
-        keep_window_sample(store, _sample(rec, 2.0), keep=5, now=NOW)
+        _keep(store, _sample(rec, 1.0), 5)
+        _keep(store, _sample(rec, 2.0), 5)
     meta, cols = read_window_sample(store, rec.id)  # type: ignore[misc]
     assert (meta["rows"], meta["sample_rows"], meta["model"]) == (10, 2, "churn")
     assert cols["age"][0] == 2.0 and np.isnan(cols["age"][1])
@@ -96,14 +102,12 @@ def test_only_the_newest_windows_of_each_model_keep_a_sample(store: Store) -> No
         for model in ("churn", "fraud"):
             rec = _window(store, m, model)
             with store.transaction():
-                keep_window_sample(store, _sample(rec), keep=3, now=NOW)
+                _keep(store, _sample(rec), 3)
     assert sample_counts(store) == {"churn": 3, "fraud": 3}
     kept = [r["end"][11:16] for r in store.query("SELECT \"end\" FROM window_samples WHERE model = 'churn' ORDER BY \"end\"")]
     assert kept == ["14:04", "14:05", "14:06"]
     with store.transaction():
         assert trim_window_samples(store, "churn", 1) == 2
-    with store.transaction():
-        keep_window_sample(store, _sample(_window(store, 9)), keep=0, now=NOW)  # keep 0 stores nothing
     assert sample_counts(store) == {"churn": 1, "fraud": 3}
 
 
@@ -112,7 +116,7 @@ def test_the_prune_deletes_samples_with_their_window_orphans_and_beyond_the_coun
     for m in range(6):
         rec = _window(store, m, computed_at=old if m < 2 else NOW)
         with store.transaction():
-            keep_window_sample(store, _sample(rec), keep=10, now=NOW)
+            _keep(store, _sample(rec), 10)
     with store.transaction():  # a sample whose window is gone (deleted by another program, say)
         store.execute("DELETE FROM windows WHERE id = ?", (_window(store, 5).id,))
     policy = RetentionPolicy(windows=timedelta(days=30), metrics=timedelta(days=30), window_samples=2)
