@@ -91,23 +91,41 @@ def _binary_inputs(y_true: Any, y_score: Any, pos_label: Any) -> tuple[np.ndarra
     return y, s, dropped
 
 
-def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC (Mann–Whitney with half credit for ties) for rows of weights ``w`` (k × n).
+@dataclass(frozen=True)
+class _AucPlan:
+    """What ROC AUC needs of a window's labels and scores, whatever the weights: the
+    positives, the negatives in score order, and where each positive's score falls among
+    theirs (made once per window, not once per chunk of replicates)."""
+
+    pos: np.ndarray
+    neg_order: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _auc_plan(y: np.ndarray, s: np.ndarray) -> _AucPlan:
+    pos = np.flatnonzero(y > 0.5)
+    neg = np.flatnonzero(y <= 0.5)
+    neg_order = neg[np.argsort(s[neg], kind="stable")]
+    neg_scores = s[neg_order]
+    lo = np.searchsorted(neg_scores, s[pos], side="left")
+    hi = np.searchsorted(neg_scores, s[pos], side="right")
+    return _AucPlan(pos, neg_order, lo, hi)
+
+
+def _auc_from_weights(y: np.ndarray, s: np.ndarray, w: np.ndarray, plan: _AucPlan | None = None) -> np.ndarray:
+    """ROC AUC (Mann–Whitney with half credit for ties) for rows of weights ``w`` (k × n);
+    ``plan``: :func:`_auc_plan` of ``y`` and ``s`` when already made.
 
     Each positive scores the negative weight below it plus half the tied one; both come
     from one cumulative sum over the negatives in score order, looked up where each
     positive's score falls (two gathers instead of sums per group of tied scores).
     """
-    pos = np.flatnonzero(y > 0.5)
-    neg = np.flatnonzero(y <= 0.5)
-    neg_order = neg[np.argsort(s[neg], kind="stable")]
-    neg_scores = s[neg_order]
-    cum = np.zeros((w.shape[0], neg_order.shape[0] + 1))
-    np.cumsum(w[:, neg_order], axis=1, out=cum[:, 1:])
-    lo = np.searchsorted(neg_scores, s[pos], side="left")
-    hi = np.searchsorted(neg_scores, s[pos], side="right")
-    num = np.sum(w[:, pos] * (cum[:, lo] + cum[:, hi]), axis=1) * 0.5
-    den = w[:, pos].sum(axis=1) * cum[:, -1]
+    a = _auc_plan(y, s) if plan is None else plan
+    cum = np.zeros((w.shape[0], a.neg_order.shape[0] + 1))
+    np.cumsum(w[:, a.neg_order], axis=1, out=cum[:, 1:])
+    num = np.sum(w[:, a.pos] * (cum[:, a.lo] + cum[:, a.hi]), axis=1) * 0.5
+    den = w[:, a.pos].sum(axis=1) * cum[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
@@ -119,38 +137,61 @@ def _safe_div(num: np.ndarray, den: np.ndarray, zero_division: float = 0.0) -> n
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), zero_division)
 
 
+@dataclass(frozen=True)
+class _BinaryTerms:
+    """A window's per-row terms of the binary figures (made once per window; each chunk of
+    bootstrap replicates only multiplies its weights by them)."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    correct: np.ndarray
+    auc: _AucPlan
+    log_loss: np.ndarray | None  # None unless the scores are probabilities
+    brier: np.ndarray | None
+
+
+def _binary_terms(y: np.ndarray, s: np.ndarray, threshold: float, probabilities: bool = True) -> _BinaryTerms:
+    pred = (s >= threshold).astype(np.float64)
+    ll = sq = None
+    if probabilities:
+        eps = np.finfo(np.float64).eps
+        p = np.clip(s, eps, 1 - eps)
+        ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        sq = (s - y) ** 2
+    return _BinaryTerms(pred * y, pred * (1 - y), (1 - pred) * y, (pred == y).astype(np.float64), _auc_plan(y, s), ll, sq)
+
+
 def _binary_from_weights(
     y: np.ndarray, s: np.ndarray, w: np.ndarray, threshold: float, probabilities: bool = True,
-    zero_division: float = 0.0,
+    zero_division: float = 0.0, terms: _BinaryTerms | None = None,
 ) -> dict[str, np.ndarray]:
     """Binary figures for each row of bootstrap weights ``w`` (one row of ones: the point
     figures); ``log_loss`` and ``brier`` are NaN unless the scores are ``probabilities``.
     ``zero_division``: precision, recall and F1 where their denominator is 0 (0 for the
     point figures, as scikit-learn; NaN for bootstrap replicates, which the intervals then
     leave out as they do ROC AUC on a one-class resample: a resample without a predicted
-    or actual positive says nothing about precision or recall)."""
-    pred = (s >= threshold).astype(np.float64)
+    or actual positive says nothing about precision or recall). ``terms``:
+    :func:`_binary_terms` of the same arguments when already made."""
+    t = _binary_terms(y, s, threshold, probabilities) if terms is None else terms
     tot = w.sum(axis=1)
-    tp = w @ (pred * y)
-    fp = w @ (pred * (1 - y))
-    fn = w @ ((1 - pred) * y)
-    correct = w @ (pred == y).astype(np.float64)
+    tp = w @ t.tp
+    fp = w @ t.fp
+    fn = w @ t.fn
+    correct = w @ t.correct
     nan = np.full(w.shape[0], np.nan)
     out = {
         "accuracy": correct / tot,
         "precision": _safe_div(tp, tp + fp, zero_division),
         "recall": _safe_div(tp, tp + fn, zero_division),
         "f1": _safe_div(2 * tp, 2 * tp + fp + fn, zero_division),
-        "roc_auc": _auc_from_weights(y, s, w),
+        "roc_auc": _auc_from_weights(y, s, w, t.auc),
         "log_loss": nan,
         "brier": nan,
     }
-    if probabilities:
-        eps = np.finfo(np.float64).eps
-        p = np.clip(s, eps, 1 - eps)
-        ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-        out["log_loss"] = (w @ ll) / tot
-        out["brier"] = (w @ (s - y) ** 2) / tot
+    if t.log_loss is not None and t.brier is not None:
+        out["log_loss"] = (w @ t.log_loss) / tot
+        out["brier"] = (w @ t.brier) / tot
     return out
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from detectors.performance import (
     _binary_from_weights,
+    _binary_terms,
     _bootstrap_weights,
     _regression_from_weights,
     _safe_div,
@@ -56,6 +57,12 @@ REGRESSION_METRICS = ("mae", "rmse", "mape", "r2")
 #: above this many classes the multi-class intervals are left NaN (the one-hot
 #: matrices the replicates need would grow with classes x rows); points stay exact
 MAX_CLASSES_FOR_INTERVALS = 100
+#: bootstrap weights held at once (replicates x rows): a chunk of replicates is made
+#: smaller for a large window, so memory stays bounded whatever its rows. Drawing the
+#: weights in smaller chunks draws the same numbers (the generator's stream does not
+#: depend on how it is cut). Making them takes four arrays of this many 8-byte cells
+#: (~128 MB): 100 replicates of a 300,000-row window took ~1 GB at once
+MAX_BOOT_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ def _intervals(
         return {m: Figure(m, points[m]) for m in names}
     rng = np.random.default_rng(seed)
     reps: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    chunk = max(1, min(chunk, MAX_BOOT_CELLS // n))
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
         vals = compute(_bootstrap_weights(n, k, rng))
@@ -153,7 +161,8 @@ def binary_performance(
     if n == 0:
         return WindowPerformance(0, {m: Figure(m, math.nan) for m in BINARY_METRICS})
     probabilities = bool(np.all((s >= 0.0) & (s <= 1.0)))
-    point = _binary_from_weights(y, s, np.ones((1, n)), threshold, probabilities)
+    terms = _binary_terms(y, s, threshold, probabilities)  # once, for the point and every chunk of replicates
+    point = _binary_from_weights(y, s, np.ones((1, n)), threshold, probabilities, terms=terms)
     points = {m: float(v[0]) for m, v in point.items()}
     pred = s >= threshold
     yb = y > 0.5
@@ -164,7 +173,8 @@ def binary_performance(
         "recall": (tp, int(yb.sum())),
     }
     figs = _intervals(
-        BINARY_METRICS, points, lambda w: _binary_from_weights(y, s, w, threshold, probabilities, zero_division=math.nan), n,
+        BINARY_METRICS, points,
+        lambda w: _binary_from_weights(y, s, w, threshold, probabilities, zero_division=math.nan, terms=terms), n,
         n_boot=n_boot, level=level, seed=seed, chunk=chunk,
     )
     return WindowPerformance(n, figs, rates)
@@ -197,6 +207,25 @@ def _multiclass_from_counts(
         for name, den in (("precision", pred_sum), ("recall", true_sum), ("f1", true_sum + pred_sum)):
             out[name] = np.where(den[:, pos] > 0, out[name], zero_division)
     return out
+
+
+class _ClassSums:
+    """Per-class sums of rows of weights: ``self(w)[r, c]`` is the sum of ``w[r, i]`` over
+    the rows ``i`` whose class code is ``c`` (0 for a class without rows), as
+    ``w @ one_hot(codes, k)`` without the rows x ``k`` matrix."""
+
+    def __init__(self, codes: np.ndarray, k: int) -> None:
+        self.k = k
+        self.order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=k)
+        self.present = np.flatnonzero(counts)
+        self.starts = (np.cumsum(counts) - counts)[self.present]
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        out = np.zeros((w.shape[0], self.k))
+        if self.present.shape[0]:
+            out[:, self.present] = np.add.reduceat(w[:, self.order], self.starts, axis=1)
+        return out
 
 
 def _class_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,12 +287,16 @@ def multiclass_performance(
         rates["recall"] = (int(tp[0, pos_idx]), int(true_sum[0, pos_idx]))
     if k > MAX_CLASSES_FOR_INTERVALS:
         return WindowPerformance(n, {m: Figure(m, points[m]) for m in MULTICLASS_METRICS}, rates)
-    eye = np.eye(k)
-    t_hot, p_hot = eye[ct], eye[cp]
-    tp_hot = t_hot * hit_rows[:, None]
+    # per-class sums of each replicate's weights, from the rows grouped by class: no
+    # rows x classes one-hot matrices (three of 240 MB for 300,000 rows of 100 classes);
+    # sums of whole multiplicities, so exactly what those matrices' products gave
+    by_true, by_pred = _ClassSums(ct, k), _ClassSums(cp, k)
+    by_hit = _ClassSums(ct[hit_rows], k)
+    hit_idx = np.flatnonzero(hit_rows)
 
     def compute(w: np.ndarray) -> dict[str, np.ndarray]:
-        return _multiclass_from_counts(w @ tp_hot, w @ t_hot, w @ p_hot, w.sum(axis=1), pos_idx, zero_division=math.nan)
+        return _multiclass_from_counts(by_hit(w[:, hit_idx]), by_true(w), by_pred(w), w.sum(axis=1), pos_idx,
+                                       zero_division=math.nan)
 
     figs = _intervals(MULTICLASS_METRICS, points, compute, n, n_boot=n_boot, level=level, seed=seed, chunk=chunk)
     return WindowPerformance(n, figs, rates)

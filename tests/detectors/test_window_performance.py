@@ -118,6 +118,47 @@ def test_multiclass_bootstrap_matches_a_plain_loop() -> None:
     assert f.se == pytest.approx(np.std(loop, ddof=1), rel=1e-12)
 
 
+def test_class_sums_equal_the_one_hot_products_they_replace() -> None:
+    from detectors.performance import _bootstrap_weights
+    from detectors.window_performance import _ClassSums
+
+    rng = np.random.default_rng(6)
+    for n, k in ((1, 1), (50, 7), (3000, 40)):
+        codes = rng.integers(0, max(1, k - 2), n)  # the last classes have no rows
+        w = _bootstrap_weights(n, 9, rng)
+        assert np.array_equal(_ClassSums(codes, k)(w), w @ np.eye(k)[codes])
+    assert _ClassSums(np.zeros(0, dtype=np.intp), 3)(np.zeros((2, 0))).tolist() == [[0.0] * 3] * 2
+
+
+def test_a_large_window_bootstraps_in_bounded_memory_with_the_same_intervals() -> None:
+    """100 replicates' weights of a 300,000-row window, and three rows x classes one-hot
+    matrices, were all held at once: ~1.5 GB for 100 classes, in a daemon whose windows
+    may be that large without any hostile input. Replicates are now drawn in chunks of at
+    most MAX_BOOT_CELLS weights, and class sums come from the rows grouped by class; the
+    numbers drawn, hence the intervals, do not depend on the chunks."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    classes = np.array([f"c{i}" for i in range(50)], dtype=object)
+    n = 200_000
+    t = rng.choice(classes, n)
+    p = np.where(rng.random(n) < 0.6, t, rng.choice(classes, n))
+    tracemalloc.start()
+    try:
+        big = multiclass_performance(t, p, positive="c3", n_boot=40, seed=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # before: 40 replicates x 200k weights at once (4 arrays of 64 MB) and 3 one-hot
+    # matrices of 80 MB: ~500 MB; now 20 replicates at a time, no one-hot matrices
+    assert peak < 200_000_000, peak
+    small = multiclass_performance(t[:20_000], p[:20_000], positive="c3", n_boot=12, seed=3, chunk=12)
+    same = multiclass_performance(t[:20_000], p[:20_000], positive="c3", n_boot=12, seed=3, chunk=5)
+    assert small.figures == same.figures
+    f = big.figures["f1_macro"]
+    assert f.ci_low is not None and f.ci_low < big.value("f1_macro") < f.ci_high  # type: ignore[operator]
+
+
 def test_resamples_where_precision_or_recall_is_undefined_are_left_out() -> None:
     """A resample without a predicted (or actual) positive has no precision (recall): counting
     it as 0 made a perfect classifier's interval [0, 1] in a small window, and inflated the
