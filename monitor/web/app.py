@@ -53,6 +53,7 @@ from monitor.web.requests import (
     clamp_limit,
     declared_length,
     guard_requests,
+    loopback_hosts,
     receive_body,
 )
 from monitor.web.view import DaemonView
@@ -384,5 +385,6 @@ def create_app(daemon: DaemonView, metrics_: DaemonMetrics) -> Callable[..., Any
         request_max_body_size=daemon.config.daemon.max_json_bytes,
     )
     d = daemon.config.daemon
-    return guard_requests(app, max_requests=d.http_max_connections, max_client_requests=d.client_connection_cap)
+    return guard_requests(app, max_requests=d.http_max_connections, max_client_requests=d.client_connection_cap,
+                          hosts=loopback_hosts(d.listen_address[0], d.public_url))
 

@@ -9,8 +9,11 @@ importable without litestar.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 #: ``limit`` query values are clamped to this range
 LIMIT_MIN, LIMIT_MAX = 1, 1000
@@ -93,19 +96,66 @@ MAX_HEAD_BYTES = 16 * 1024
 
 
 async def _send_error(send: Any, status: int, message: str, *, retry_after: bool = False) -> None:
-    body = ('{"error": "' + message + '"}').encode()
+    body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), *([(b"retry-after", b"5")] if retry_after else [])]})
     await send({"type": "http.response.body", "body": body})
 
 
+def loopback_hosts(listen_host: str, public_url: str | None = None) -> frozenset[str] | None:
+    """The host names a request may give in its ``Host`` header when the server listens on
+    a loopback address only (None: it listens beyond, any name goes): ``localhost`` and
+    the listen address (loopback IP literals are always accepted, see :func:`host_allowed`),
+    plus ``public_url``'s host, the name a reverse proxy in front may forward.
+
+    Why: a web page the operator opens can make its own host name resolve to 127.0.0.1
+    (DNS rebinding) and then read the loopback API, dashboard and reports (sampled rows
+    of production data) as same-origin; its requests still carry its own name in ``Host``.
+    """
+    host = listen_host.strip("[]").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        return None
+    names = {"localhost", host}
+    if public_url:
+        name = urlsplit(public_url).hostname
+        if name:
+            names.add(name.lower())
+    return frozenset(names)
+
+
+def host_allowed(value: bytes | None, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (None: none, as HTTP/1.0 allows) names this server:
+    a name in ``allowed`` or under ``.localhost``, or a loopback IP literal, with any port."""
+    if value is None:
+        return True
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        name = text[1:text.find("]")] if "]" in text else text[1:]
+    else:
+        name = text.rpartition(":")[0] if text.count(":") == 1 else text
+    name = name.rstrip(".")
+    if name in allowed or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def guard_requests(
     app: Callable[..., Awaitable[None]], *, max_requests: int | None = None, max_client_requests: int | None = None,
+    hosts: frozenset[str] | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """ASGI wrapper applied before the application sees a request.
 
     - A request head over :data:`MAX_HEAD_BYTES` is refused (431) unread.
+    - With ``hosts`` (see :func:`loopback_hosts`), a ``Host`` header naming another
+      server is refused (421, unread): a page using DNS rebinding reads nothing.
     - At most ``max_requests`` requests are in progress, ``max_client_requests`` of them
       from one client address (beyond: 503, unread). A request goes on when its client
       closes the connection, which the connection caps then no longer count: a client
@@ -126,6 +176,14 @@ def guard_requests(
         if size > MAX_HEAD_BYTES:
             await _send_error(send, 431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
             return
+        if hosts is not None:
+            host = next((v for k, v in raw_headers if k.lower() == b"host"), None)
+            if not host_allowed(host, hosts):
+                shown = (host or b"").decode("latin-1")[:100]
+                await _send_error(send, 421, f"Host {shown} is not this daemon's: it listens on a loopback"
+                                  f" address and answers {', '.join(sorted(hosts))} or a loopback IP; behind a"
+                                  " proxy that forwards another name, set daemon.public_url to it")
+                return
         client = scope.get("client")
         address = str(client[0]) if client else ""
         if max_requests is not None and total[0] >= max_requests:

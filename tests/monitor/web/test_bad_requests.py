@@ -188,7 +188,7 @@ def test_a_refused_upload_closes_the_connection_instead_of_reading_the_body(api:
     assert r.status == 401 and r.headers.get("connection") == "close"
     assert r.headers.get("www-authenticate") == "Bearer"
     # a bodiless refusal keeps the connection
-    status, headers, _ = request(api.port, b"GET /api/v2/x HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, _ = request(api.port, b"GET /api/v2/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 404 and "connection" not in headers
 
 

@@ -63,7 +63,7 @@ def test_an_unauthenticated_100mb_upload_is_refused_without_being_read(tmp_path:
         assert wait_serving(port, timeout=60)
         rss_before = rss_kb(proc.pid)
         with _connect(port) as s:
-            s.sendall(b"POST /api/v1/models/churn/references?version=v9 HTTP/1.1\r\nHost: t\r\n"
+            s.sendall(b"POST /api/v1/models/churn/references?version=v9 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       b"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n" % HUNDRED_MB)
             # not one body byte sent yet, and the answer is already there
             reply = read_reply(s)
@@ -92,7 +92,7 @@ def test_an_upload_over_max_reference_bytes_is_refused_before_its_body(
         assert ok.status == 201, ok.body
     with running_api(tmp_path / "small", monkeypatch, daemon_extra="max_reference_bytes = 1000") as a:
         with _connect(a.port) as s:
-            s.sendall(b"POST /api/v1/models/churn/references?version=v2 HTTP/1.1\r\nHost: t\r\n"
+            s.sendall(b"POST /api/v1/models/churn/references?version=v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (TOKEN.encode(), body.stat().st_size))
             reply = read_reply(s)  # before the body
         assert reply.status == 413
@@ -116,13 +116,13 @@ def test_an_idle_connection_is_closed_after_http_idle_timeout(tmp_path: Path, mo
         with _connect(a.port) as s:  # connects, never sends
             assert closed_by_server(s, within=10)
         with _connect(a.port) as s:  # one request, then idle on keep-alive
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert read_reply(s).status == 200
             assert closed_by_server(s, within=10)
     with running_api(tmp_path / "long", monkeypatch, daemon_extra='http_idle_timeout = "30s"') as a:
         with _connect(a.port) as s:
             assert not closed_by_server(s, within=3)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")  # still served
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # still served
             assert read_reply(s).status == 200
 
 
@@ -139,13 +139,13 @@ def test_a_client_that_pipelines_requests_and_reads_nothing_is_dropped(
 
         with _connect(a.port) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: t\r\n\r\n" * 400)  # ~20 MB of answers
+            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 400)  # ~20 MB of answers
             assert wait_for(lambda: open_here() == 1, timeout=10)
             assert wait_for(lambda: open_here() == 0, timeout=20)  # 1 s after its reading stalled
         # one that reads its answers, in small bites, gets all of them
         size = len(http(a.port, "GET", "/static/uPlot.iife.min.js").body)
         with _connect(a.port) as s:
-            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: t\r\n\r\n" * 20)
+            s.sendall(b"GET /static/uPlot.iife.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 20)
             got = b""
             while got.count(b"HTTP/1.1 200 OK") < 20 or len(got) < 20 * size:
                 chunk = s.recv(16384)
@@ -158,7 +158,7 @@ def test_headers_trickled_slowly_are_cut_off(tmp_path: Path, monkeypatch: pytest
     """Slowloris: each byte would reset uvicorn's own keep-alive timer; ours counts from the start."""
     with running_api(tmp_path, monkeypatch, daemon_extra='http_idle_timeout = "1s"') as a:
         with _connect(a.port) as s:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             cut_off = False
             for _ in range(40):  # 10 s of trickling, ten times the timeout
                 try:
@@ -172,7 +172,7 @@ def test_headers_trickled_slowly_are_cut_off(tmp_path: Path, monkeypatch: pytest
 
 def test_an_incomplete_head_over_16kib_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with running_api(tmp_path, monkeypatch) as a, _connect(a.port) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(40):  # 40 KiB of header lines, never the blank line
                 s.sendall(b"X-Pad: " + b"a" * 1015 + b"\r\n")
@@ -185,7 +185,7 @@ def test_an_incomplete_head_over_16kib_is_refused(tmp_path: Path, monkeypatch: p
 def _trickled_silence(port: int, seconds: float) -> tuple[int, dict[str, str]]:
     """POST a silence whose body trickles in over ``seconds``; (status, JSON reply)."""
     with _connect(port) as s:
-        s.sendall(b"POST /api/v1/silences HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+        s.sendall(b"POST /api/v1/silences HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
                   b"Content-Length: %d\r\n\r\n" % (TOKEN.encode(), len(SILENCE)))
         step = seconds / 10
         pieces = [SILENCE[i:i + len(SILENCE) // 10 + 1] for i in range(0, len(SILENCE), len(SILENCE) // 10 + 1)]
@@ -259,7 +259,7 @@ def test_one_client_address_cannot_hold_every_connection(tmp_path: Path, monkeyp
             assert wait_for(lambda: _refused_at_once(a.port, error), timeout=10)
             # another address (127.0.0.2 is loopback too) still gets in
             with socket.create_connection(("127.0.0.1", a.port), timeout=5, source_address=("127.0.0.2", 0)) as other:
-                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 assert read_reply(other).status == 200
             held.pop().close()
             assert wait_for(lambda: http(a.port, "GET", "/healthz").status == 200, timeout=10)
@@ -293,12 +293,12 @@ def test_requests_left_by_their_client_still_count_against_the_caps(
         def fire_and_forget(source: str, n: int) -> None:
             for _ in range(n):
                 with socket.create_connection(("127.0.0.1", a.port), timeout=5, source_address=(source, 0)) as s:
-                    s.sendall(b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\n\r\n")
+                    s.sendall(b"GET /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 time.sleep(0.2)  # closed: the connection caps no longer count it
 
         def answer(source: str) -> Reply:
             with socket.create_connection(("127.0.0.1", a.port), timeout=10, source_address=(source, 0)) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 return read_reply(s)
 
         try:

@@ -212,7 +212,7 @@ def test_an_upload_while_another_streams_its_body_is_told_to_retry(
 
     with running_api(tmp_path, monkeypatch) as a:
         body = _csv(500)
-        head = (f"POST {URL} HTTP/1.1\r\nHost: t\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        head = (f"POST {URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
                 f"Content-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         with socket.create_connection(("127.0.0.1", a.port), timeout=20) as first:
             first.sendall(head + body[:100])  # streaming its body

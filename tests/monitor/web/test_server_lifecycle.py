@@ -60,7 +60,7 @@ def test_answers_on_a_kept_alive_connection_are_not_held_back_by_nagle(
 
     with running_api(tmp_path, monkeypatch) as a, socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
         for _ in range(3):  # kept alive: the same connection answers each
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert read_reply(s).json() == {"status": "ok"}
         ours = [c.transport.get_extra_info("socket") for c in a.server._server.server_state.connections]
         # the option itself, not a timing (Linux delays an ACK 40 ms at least: the median
