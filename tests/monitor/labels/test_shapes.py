@@ -46,6 +46,25 @@ def run(
     return store
 
 
+def assert_multiclass_figures(store: Any, preds: list[dict[str, Any]], truth: dict[str, str]) -> None:
+    """Each of the 3 windows of 200 predictions has scikit-learn's figures of its rows
+    (class of interest "pro"), and no ROC AUC: a class, not a score."""
+    for w in range(3):
+        rows = preds[w * 200 : (w + 1) * 200]
+        t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
+        p = np.array([r["prediction"] for r in rows], dtype=object)
+        wid = WID.format(w, w + 1)
+        expected = {"accuracy": skm.accuracy_score(t, p), "f1": skm.f1_score(t == "pro", p == "pro")}
+        for avg in ("macro", "weighted"):
+            expected[f"precision_{avg}"] = skm.precision_score(t, p, average=avg, zero_division=0)
+            expected[f"recall_{avg}"] = skm.recall_score(t, p, average=avg, zero_division=0)
+            expected[f"f1_{avg}"] = skm.f1_score(t, p, average=avg, zero_division=0)
+        for name, value in expected.items():
+            got = metric(store, wid, name)
+            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
+        assert metric(store, wid, "roc_auc") is None
+
+
 def test_regression(tmp_path: Path, store_target: StoreTarget) -> None:
     preds = predictions(windows=3, per_window=200)
     rng = np.random.default_rng(3)
@@ -86,20 +105,7 @@ def test_multiclass(tmp_path: Path, store_target: StoreTarget) -> None:
     labels = [{"event_id": e, "model": "churn", "label": y, "ts": ts[e]} for e, y in truth.items()]
     store = run(tmp_path, 'prediction_type = "categorical"\nclass_of_interest = "pro"', preds, labels,
                 reference_classes=classes, target=store_target)
-    for w in range(3):
-        rows = preds[w * 200 : (w + 1) * 200]
-        t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
-        p = np.array([r["prediction"] for r in rows], dtype=object)
-        wid = WID.format(w, w + 1)
-        expected = {"accuracy": skm.accuracy_score(t, p), "f1": skm.f1_score(t == "pro", p == "pro")}
-        for avg in ("macro", "weighted"):
-            expected[f"precision_{avg}"] = skm.precision_score(t, p, average=avg, zero_division=0)
-            expected[f"recall_{avg}"] = skm.recall_score(t, p, average=avg, zero_division=0)
-            expected[f"f1_{avg}"] = skm.f1_score(t, p, average=avg, zero_division=0)
-        for name, value in expected.items():
-            got = metric(store, wid, name)
-            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
-        assert metric(store, wid, "roc_auc") is None  # a class, not a score
+    assert_multiclass_figures(store, preds, truth)
 
 
 def test_a_very_long_predicted_class_is_held_short_and_figures_are_unchanged(
@@ -128,15 +134,4 @@ def test_a_very_long_predicted_class_is_held_short_and_figures_are_unchanged(
                 reference_classes=classes, target=store_target)
     held = [r["prediction"] for r in store.query("SELECT prediction FROM label_predictions")]
     assert len(held) == len(preds) and max(map(len, held)) == 128 + 1 + 32 and len(set(held)) == 3 + 1 + 3
-    for w in range(3):
-        rows = preds[w * 200 : (w + 1) * 200]
-        t = np.array([truth[r["event_id"]] for r in rows], dtype=object)
-        p = np.array([r["prediction"] for r in rows], dtype=object)
-        wid = WID.format(w, w + 1)
-        expected = {"accuracy": skm.accuracy_score(t, p), "f1": skm.f1_score(t == "pro", p == "pro")}
-        for avg in ("macro", "weighted"):
-            expected[f"precision_{avg}"] = skm.precision_score(t, p, average=avg, zero_division=0)
-            expected[f"f1_{avg}"] = skm.f1_score(t, p, average=avg, zero_division=0)
-        for name, value in expected.items():
-            got = metric(store, wid, name)
-            assert got is not None and abs(got - value) <= 1e-12 * max(1.0, abs(value)), (name, got, value)
+    assert_multiclass_figures(store, preds, truth)

@@ -128,6 +128,22 @@ def test_drain_at_shutdown_is_bounded_and_leaves_the_rest_pending(tmp_path: Path
         store.close()
 
 
+def _one_firing(tmp_path: Path, store_target: StoreTarget, clock: Clock, config_text: str) -> tuple[Alerting, Store]:
+    """An Alerting of ``config_text`` on a fresh store, one breaching window judged and its
+    notifications tried once (the worker idle again)."""
+    (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
+    path = tmp_path / "driftwarden.toml"
+    path.write_text(config_text)
+    store = store_target.open(synchronous="OFF")
+    alerting = Alerting(load_config(path), store, clock=clock)
+    key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
+    with store.transaction():
+        alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6)])
+    alerting.deliver_due()
+    assert alerting.worker.wait_idle(timeout=30)
+    return alerting, store
+
+
 def test_each_notifiers_max_attempts_and_backoff_come_from_the_config(tmp_path: Path, store_target: StoreTarget) -> None:
     """With ``max_attempts = 2`` and ``backoff = "10m"`` on "slow", a receiver that keeps
     failing is tried again 5 to 10 minutes later (equal jitter), then given up on (``dead``);
@@ -136,17 +152,9 @@ def test_each_notifiers_max_attempts_and_backoff_come_from_the_config(tmp_path: 
     with WebhookSink() as slow, WebhookSink() as fast:
         slow.set_down()
         fast.set_down()
-        (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
-        path = tmp_path / "driftwarden.toml"
         text = CONFIG.format(slow=slow.url, fast=fast.url)
-        path.write_text(text.replace('backoff = "1s"\nmax_backoff = "2m"', 'backoff = "10m"\nmax_backoff = "1h"\nmax_attempts = 2'))
-        store = store_target.open(synchronous="OFF")
-        alerting = Alerting(load_config(path), store, clock=clock)
-        key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
-        with store.transaction():
-            alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6)])
-        alerting.deliver_due()
-        assert alerting.worker.wait_idle(timeout=30)
+        alerting, store = _one_firing(tmp_path, store_target, clock, text.replace(
+            'backoff = "1s"\nmax_backoff = "2m"', 'backoff = "10m"\nmax_backoff = "1h"\nmax_attempts = 2'))
         [slow_1] = db.list_deliveries(store, notifier="slow")
         assert (slow_1.status, slow_1.attempts) == ("pending", 1)
         assert T0 + timedelta(minutes=5) <= slow_1.next_attempt_at <= T0 + timedelta(minutes=10)
@@ -166,16 +174,8 @@ def test_a_notifiers_timeout_bounds_each_request(tmp_path: Path, store_target: S
     clock = Clock()
     with WebhookSink() as slow, WebhookSink() as fast:
         slow.hold(max_seconds=3)
-        (tmp_path / "ref.csv").write_text("age,plan,prediction\n42,pro,0.5\n")
-        path = tmp_path / "driftwarden.toml"
-        path.write_text(CONFIG.format(slow=slow.url, fast=fast.url).replace('timeout = "30s"', 'timeout = "1s"'))
-        store = store_target.open(synchronous="OFF")
-        alerting = Alerting(load_config(path), store, clock=clock)
-        key = WindowKey("churn", "v1", "", "2026-11-23T14:00:00.000Z", "2026-11-23T14:15:00.000Z")
-        with store.transaction():
-            alerting.engine.on_window(WindowRecord(key, 1000, "ok", T0), [MetricRow("", "drift_share", 0.6)])
-        alerting.deliver_due()
-        assert alerting.worker.wait_idle(timeout=30)
+        text = CONFIG.format(slow=slow.url, fast=fast.url).replace('timeout = "30s"', 'timeout = "1s"')
+        alerting, store = _one_firing(tmp_path, store_target, clock, text)
         [slow_1] = db.list_deliveries(store, notifier="slow")
         assert (slow_1.status, slow_1.attempts) == ("pending", 1)
         assert slow_1.last_error == "no complete answer within 1 s"
