@@ -464,15 +464,25 @@ class LabelJoin:
         a = ((clock - self.ttl_ms - jm.size_ms) // jm.step_ms) * jm.step_ms
         return a + jm.step_ms
 
-    def _final_end(self, jm: JoinModel) -> int | None:
+    def _final_end(self, jm: JoinModel, earliest_ms: int) -> int | None:
         """Slots ending at or before this are final: they ended more than ``ttl`` before the
         clock of the model's last committed prune, which dropped them and their rows. A
         prediction arriving that late must not count in them: its slot would be computed
         again from what is left of its rows and replace the window's figures (one late
         record erased a computed window's). The clock of this flush is not used: a window
-        that turns final in it is computed with its rows before they leave."""
+        that turns final in it is computed with its rows before they leave. Nor is a slot
+        from the oldest one still owing figures on (the prune keeps those and their rows:
+        a late prediction still counts there). ``earliest_ms``: the batch's earliest event
+        time (the store is asked for owed slots only when a slot may be final)."""
         clock = self._pruned_clock.get(jm.config.name)
-        return None if clock is None else clock - self.ttl_ms
+        if clock is None:
+            return None
+        end = clock - self.ttl_ms
+        if earliest_ms < end:
+            owed = db.first_owed_start(self.store, jm.config.name)
+            if owed is not None:
+                end = min(end, owed + jm.size_ms - 1)  # s + size <= end: s < owed as well
+        return end
 
     def _bump(
         self, jm: JoinModel, slots: dict[tuple[int, int], list[int]], ts: np.ndarray, rows: int,
@@ -515,6 +525,10 @@ class LabelJoin:
             first = {e: i for e, i in first.items() if e not in held}
         leave = self._leave_before(jm, self._pruned_clock.get(name))
         late = 0
+        if leave is not None and int(ts.min()) < leave:
+            owed = db.first_owed_start(self.store, name)
+            if owed is not None:  # the prune keeps rows from the oldest window owing figures on
+                leave = min(leave, owed)
         if leave is not None and int(ts.min()) < leave:
             # every window of these ended more than ttl before the clock of the last
             # committed prune (final, see _final_end): they would leave the join at this
@@ -561,7 +575,7 @@ class LabelJoin:
             counts["expired_predictions"] = counts.get("expired_predictions", 0) + late
         counts["joined"] = counts.get("joined", 0) + int(lab_mask.sum())
         idx = np.arange(n) if keep is None else keep
-        final_end = self._final_end(jm)
+        final_end = self._final_end(jm, int(ts.min()))
         if inserted == attempted:
             self._bump(jm, slots, ts[idx], 1, lab_mask[idx], True, final_end)
         else:

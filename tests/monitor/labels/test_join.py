@@ -624,6 +624,36 @@ def test_a_prediction_later_than_the_ttl_leaves_final_windows_as_they_are(
 
 
 
+def test_a_late_prediction_still_counts_in_a_window_that_owes_its_figures(tmp_path: Path) -> None:
+    """The prune keeps the rows of the oldest window still owing its figures (computations
+    catch up 16 a flush): such a window is not final, whatever the clock, and a late
+    prediction for it is held and counted there, not dropped as expired."""
+    cfg_path = label_config(tmp_path, ttl="1h", n_boot=0)
+    preds = predictions(windows=20, per_window=20)
+    clock = Clock()
+    _cfg, store, p = pipeline(cfg_path, clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    feed(p, clock, records("labels", labels_for(preds)), labels=True)
+    settle(p, clock)
+    start = int(preds[0]["ts"])
+    with store.transaction():  # all 20 owe their figures again, as after downtime
+        store.execute("UPDATE label_slots SET dirty = 1 WHERE model = 'churn'")
+    mover = {**preds[0], "event_id": "mover", "ts": start + 3_600_000 + 30 * 60_000}
+    p.process_records(records("predictions", [mover], start=1000))
+    p.flush()  # computes 16 of them; the last 4 still owe theirs
+    last = start + 19 * 60_000
+    [owed] = store.query('SELECT rows, dirty FROM label_slots WHERE model = ? AND start = ?', ("churn", last))
+    assert (owed["rows"], owed["dirty"]) == (20, 1)
+    late = {**preds[0], "event_id": "late-owed", "ts": last + 30_000}
+    p.process_records(records("predictions", [late], start=1001))
+    p.flush()
+    held = {r["event_id"] for r in store.query("SELECT event_id FROM label_predictions WHERE event_id = 'late-owed'")}
+    assert held == {"late-owed"}
+    [slot] = store.query('SELECT rows FROM label_slots WHERE model = ? AND start = ?', ("churn", last))
+    assert slot["rows"] == 21
+    assert label_counters(store)["churn"].get("expired_predictions", 0) == 0
+
+
 def test_windows_turn_final_at_the_last_committed_prune_not_at_the_clock_of_the_flush(tmp_path: Path) -> None:
     """Labels first (all early), then the predictions and labels two hours later in one
     flush: the late labels move the clock past every window, but the predictions join
