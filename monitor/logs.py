@@ -174,10 +174,13 @@ def apply_log_level(level: str) -> None:
         if collapse and not repeats:
             # kafka-python's per-attempt lines while a broker is away: each kind once a minute
             first = next(i for i, f in enumerate(handler.filters) if isinstance(f, RedactingFilter))
-            handler.filters.insert(first, RepeatFilter(("kafka",)))
-        elif not collapse:
-            for f in repeats:
-                handler.removeFilter(f)
+            # a new list, swapped in at once: other threads log meanwhile, and logging walks
+            # the list without a lock; an insert or a removal in place shifted the redaction
+            # filter under a thread that had just passed this one, and its line went out
+            # with secrets in clear
+            handler.filters = [*handler.filters[:first], RepeatFilter(("kafka",)), *handler.filters[first:]]
+        elif not collapse and repeats:
+            handler.filters = [f for f in handler.filters if not isinstance(f, RepeatFilter)]
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 

@@ -146,3 +146,30 @@ def test_a_scheduler_run_skipped_while_the_last_one_runs_is_not_logged() -> None
         root.setLevel(level)
     assert not [m for m in seen if "skipped" in m], seen
     assert "something else" in seen
+
+
+def test_a_level_change_swaps_the_handlers_filters_never_edits_them_in_place() -> None:
+    """Other threads log while a reload changes the level, and logging walks a handler's
+    filter list without a lock: an insert or removal in place shifted the redaction filter
+    under a thread that had just passed the repeat filter, and that line went out with its
+    secrets in clear. The list a thread may be walking must stay as it was."""
+    from monitor.logs import apply_log_level, setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("kafka").level
+    try:
+        setup_logging("info", "text", secrets={"pw": "hunter2"})
+        (handler,) = root.handlers
+        walking = handler.filters
+        before = list(walking)
+        apply_log_level("debug")  # the repeat filter goes
+        assert walking == before and handler.filters is not walking
+        assert [type(f).__name__ for f in handler.filters] == ["RedactingFilter"]
+        walking = handler.filters
+        apply_log_level("warning")  # and comes back, before the redaction
+        assert walking == [f for f in walking if type(f).__name__ == "RedactingFilter"]
+        assert [type(f).__name__ for f in handler.filters] == ["RepeatFilter", "RedactingFilter"]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("kafka").setLevel(saved[2])
