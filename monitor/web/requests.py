@@ -103,29 +103,30 @@ async def _send_error(send: Any, status: int, message: str, *, retry_after: bool
     await send({"type": "http.response.body", "body": body})
 
 
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
+
+
 def loopback_hosts(listen_host: str, public_url: str | None = None) -> frozenset[str] | None:
-    """The host names a request may give in its ``Host`` header when the server listens on
-    a loopback address only (None: it listens beyond, any name goes): ``localhost`` and
-    the listen address (loopback IP literals are always accepted, see :func:`host_allowed`),
-    plus ``public_url``'s host, the name a reverse proxy in front may forward.
+    """The host names a request may give in its ``Host`` header when the daemon is reached
+    on loopback only: it listens on a loopback address, or ``public_url`` (where users
+    reach it) is a loopback URL, as in a container published on the host's 127.0.0.1.
+    None otherwise (any name goes). The names: ``localhost``, the listen address and
+    ``public_url``'s host (loopback IP literals are always accepted, see
+    :func:`host_allowed`), the last being the name a reverse proxy in front may forward.
 
     Why: a web page the operator opens can make its own host name resolve to 127.0.0.1
     (DNS rebinding) and then read the loopback API, dashboard and reports (sampled rows
     of production data) as same-origin; its requests still carry its own name in ``Host``.
     """
     host = listen_host.strip("[]").lower()
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    public = (urlsplit(public_url).hostname or "").lower() if public_url else ""
+    if not (_is_loopback(host) or (public and _is_loopback(public))):
         return None
-    names = {"localhost", host}
-    if public_url:
-        name = urlsplit(public_url).hostname
-        if name:
-            names.add(name.lower())
-    return frozenset(names)
+    return frozenset(n for n in ("localhost", host, public) if n)
 
 
 def host_allowed(value: bytes | None, allowed: frozenset[str]) -> bool:

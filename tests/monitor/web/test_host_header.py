@@ -43,8 +43,13 @@ def test_the_public_url_host_is_answered_too(tmp_path: Path, monkeypatch: pytest
         assert _get(a.port, "/healthz", "other.example.com")[0] == 421
 
 
-def test_beyond_loopback_any_name_goes() -> None:
+def test_beyond_loopback_any_name_goes_unless_users_reach_it_on_loopback() -> None:
     assert loopback_hosts("0.0.0.0") is None and loopback_hosts("10.1.2.3") is None and loopback_hosts("::") is None
+    assert loopback_hosts("0.0.0.0", "https://drift.example.com") is None  # a pod behind its service name
+    # a container published on the host's 127.0.0.1 (deploy/compose): the check is on, and
+    # `driftwarden healthcheck` inside it asks 127.0.0.1
+    assert loopback_hosts("0.0.0.0", "http://127.0.0.1:9308") == {"localhost", "0.0.0.0", "127.0.0.1"}
+    assert loopback_hosts("0.0.0.0", "http://localhost:9308") == {"localhost", "0.0.0.0"}
     assert loopback_hosts("127.0.0.1") == {"localhost", "127.0.0.1"}
     assert loopback_hosts("::1", "http://mon.internal:9308") == {"localhost", "::1", "mon.internal"}
     hosts = loopback_hosts("localhost")
