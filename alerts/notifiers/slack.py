@@ -25,6 +25,7 @@ retried, like a lost connection).
 from __future__ import annotations
 
 import http.client as http_client
+import json
 from datetime import timedelta
 from typing import Any
 from urllib.request import Request
@@ -75,6 +76,16 @@ def _bounded(client: httpx.Client, timeout: float, url: str, req: Request) -> ht
     return answer
 
 
+def _not_an_object(body: str) -> bool:
+    """True when ``body`` is JSON but not an object (``[1]``, ``"x"``, ``null``): slack-sdk
+    would fail on it with a TypeError or AttributeError. Not JSON at all is left to
+    slack-sdk (it turns it into a Slack error naming the body)."""
+    try:
+        return not isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
 def _why(exc: BaseException) -> str:
     """Why no answer came, for the delivery's ``last_error``."""
     return str(exc) if isinstance(exc, http.NoAnswer) else f"{type(exc).__name__}: {exc}"
@@ -99,7 +110,10 @@ class BoundedWebClient(WebClient):
     # slack-sdk's one place where a request meets urllib (slack_sdk.web.base_client)
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
         answer = _bounded(self.http, self.timeout, url, req)
-        return {"status": answer.status, "headers": answer.headers, "body": answer.text()}
+        body = answer.text()
+        if answer.status == 200 and _not_an_object(body):  # not Slack's (a proxy, a wrong base_url): retried
+            raise http.NoAnswer(f"answer is JSON but not an object (HTTP {answer.status}); not Slack's")
+        return {"status": answer.status, "headers": answer.headers, "body": body}
 
 
 class BoundedWebhookClient(WebhookClient):
@@ -122,6 +136,8 @@ def _api_error(exc: SlackApiError) -> SendResult:
     retry_after = headers.get("Retry-After") or headers.get("retry-after")
     data = getattr(resp, "data", None)
     code = data.get("error", "") if isinstance(data, dict) else ""
+    if not isinstance(code, str):  # {"error": [...]} is no Slack error code
+        code = ""
     if status == 429:
         return SendResult.retry(
             f"HTTP 429 {code}".strip(), parse_retry_after(retry_after), status_code=429

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -273,3 +274,32 @@ def test_rendering_respects_slack_limits(alerts, kind, ndrift, link):
     blocks = render_blocks(payload, kind, resolved_ids={alerts[0]["id"]})
     check_limits(blocks)
     assert len(render_text(payload, kind)) <= 3000
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"ok"', "null", "1"])
+def test_slack_answer_that_is_json_but_not_an_object_is_retried(store, clock, body):
+    """slack-sdk failed on such an answer with an AttributeError, logged as a notifier
+    bug with its traceback (``null``: dead at once as "slack error unknown")."""
+    with SlackStandIn() as slack:
+        slack.script((200, {"Content-Type": "application/json"}, body))
+        f, n, worker = setup(store, clock, slack)
+        f.window(columns={"age": (0.3, True)})
+        worker.run_once()
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts) == ("pending", 1)
+        assert d.last_error == "answer is JSON but not an object (HTTP 200); not Slack's"
+        drain(worker, clock, clock.now + timedelta(minutes=5))
+        assert [(x.status, x.attempts) for x in db.list_deliveries(store)] == [("sent", 2)]
+
+
+@pytest.mark.parametrize("error", [["ratelimited"], {"code": 1}])
+def test_slack_error_that_is_not_a_string_gives_up(store, clock, error):
+    """``{"ok": false, "error": [...]}`` raised TypeError (unhashable) in the notifier:
+    retried as a notifier bug, with a traceback per attempt."""
+    with SlackStandIn() as slack:
+        slack.script((200, {}, {"ok": False, "error": error}))
+        f, n, worker = setup(store, clock, slack)
+        f.window(columns={"age": (0.3, True)})
+        worker.run_once()
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts, d.last_error) == ("dead", 1, "slack error unknown")
