@@ -214,15 +214,20 @@ def check_slack(cfg: Config, name: str, n: SlackNotifierConfig) -> str:
         if not cfg.secret(f"notifiers.{name}.webhook_url"):
             raise ValueError("incoming-webhook URL is empty")
         return f"slack {name}: incoming webhook configured (not posted to)"
-    from slack_sdk import WebClient  # noqa: PLC0415
     from slack_sdk.errors import SlackApiError  # noqa: PLC0415
 
-    client = WebClient(token=token, base_url=n.base_url, timeout=int(TIMEOUT) - 2)
+    from alerts.notifiers.slack import BoundedWebClient  # noqa: PLC0415
+
+    # the notifier's client: no redirect followed (urllib's followed one to any host with
+    # the token in Authorization) and the request bounded as a whole
+    client = BoundedWebClient(token=token, base_url=n.base_url, timeout=int(TIMEOUT) - 2, retry_handlers=[])
     try:
         resp = client.auth_test()
     except SlackApiError as exc:
+        status = exc.response.status_code
+        http_status = "" if status == 200 else f"HTTP {status}: "  # a redirect, say
         raise ConnectionError(
-            f"auth.test refused: {exc.response.get('error', 'unknown error')}"
+            f"auth.test refused: {http_status}{exc.response.get('error', 'unknown error')}"
         ) from None
     team = resp.get("team") or "?"
     return (
