@@ -178,5 +178,7 @@ def test_a_notifiers_timeout_bounds_each_request(tmp_path: Path, store_target: S
         alerting, store = _one_firing(tmp_path, store_target, clock, text)
         [slow_1] = db.list_deliveries(store, notifier="slow")
         assert (slow_1.status, slow_1.attempts) == ("pending", 1)
-        assert slow_1.last_error == "no complete answer within 1 s"
+        # cut at 1 s (the receiver answers at 3 s: with the default 10 s it would be sent),
+        # by the whole-request deadline or by the client's own read timeout, whichever fires first
+        assert slow_1.last_error in ("no complete answer within 1 s", "ReadTimeout: timed out")
         store.close()
