@@ -140,12 +140,7 @@ def host_allowed(value: bytes | None, allowed: frozenset[str]) -> bool:
     else:
         name = text.rpartition(":")[0] if text.count(":") == 1 else text
     name = name.rstrip(".")
-    if name in allowed or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return name in allowed or _is_loopback(name)
 
 
 def guard_requests(
@@ -181,8 +176,8 @@ def guard_requests(
             host = next((v for k, v in raw_headers if k.lower() == b"host"), None)
             if not host_allowed(host, hosts):
                 shown = (host or b"").decode("latin-1")[:100]
-                await _send_error(send, 421, f"Host {shown} is not this daemon's: it listens on a loopback"
-                                  f" address and answers {', '.join(sorted(hosts))} or a loopback IP; behind a"
+                await _send_error(send, 421, f"Host {shown} is not this daemon's: it is reached on loopback"
+                                  f" only and answers {', '.join(sorted(hosts))} or a loopback IP; behind a"
                                   " proxy that forwards another name, set daemon.public_url to it")
                 return
         client = scope.get("client")
