@@ -985,12 +985,10 @@ class Pipeline:
         What stays is what trimming after each stored sample left: the newest ``keep`` of the
         stored and the new samples, by a total order (window end, then id), so a sample
         trimmed after one window could not have survived a later trim either; a model whose
-        samples this flush all rolled back (its rules raised) is not trimmed, as before."""
-        keep = self.config.reports.sample_windows
-        if keep <= 0:
-            return
+        samples this flush all rolled back (its rules raised) is not trimmed, as before. With
+        ``sample_windows = 0`` no sample is stored (:meth:`_store_window`), so none is trimmed."""
         for model in sorted(models):
-            trim_window_samples(self.store, model, keep)
+            trim_window_samples(self.store, model, self.config.reports.sample_windows)
 
     def _store_window(self, rt: ModelRuntime, figs: WindowFigures) -> bool:
         """Write one window and run the rules on it, in a savepoint of the flush transaction;
