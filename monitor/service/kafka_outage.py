@@ -35,7 +35,7 @@ _BACKOFF = re.compile(r"\s*\(backoff [\d.]+ secs\)$")
 
 
 #: the names (in ``kafka.errors``) of the errors that say the brokers could not be reached
-_CONNECTION_ERRORS = ("KafkaConnectionError", "NoBrokersAvailable", "NodeNotReadyError", "KafkaTimeoutError")
+_CONNECTION_ERRORS = ("KafkaConnectionError", "NodeNotReadyError", "KafkaTimeoutError")
 
 
 def is_connection_error(exc: BaseException) -> bool:
