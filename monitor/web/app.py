@@ -32,10 +32,9 @@ get 503), ``/metrics`` expositions :data:`MAX_SCRAPES` at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,8 @@ from monitor.web.metrics import DaemonMetrics
 from monitor.web.report_route import ReportRenderer
 from monitor.web.requests import (
     ApiError,
+    Turns,
+    TurnsFull,
     clamp_limit,
     declared_length,
     guard_requests,
@@ -264,26 +265,6 @@ async def silences(request: Request[Any, Any, Any]) -> Response[bytes]:
 # -- the dashboard and reports ------------------------------------------------------------
 
 
-class Turns:
-    """At most ``running`` at once and ``waiting`` more queued for a turn; beyond: 503."""
-
-    def __init__(self, running: int, waiting: int) -> None:
-        self.slots = asyncio.Semaphore(running)
-        self.most = running + waiting
-        self.inside = 0
-
-    @contextlib.asynccontextmanager
-    async def take(self) -> AsyncIterator[None]:
-        if self.inside >= self.most:
-            raise ApiError(503, "busy building other pages; try again shortly", {"Retry-After": "5"})
-        self.inside += 1
-        try:
-            async with self.slots:
-                yield
-        finally:
-            self.inside -= 1
-
-
 #: files served under /static/ (read once) and their types
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}  # litestar adds "; charset=utf-8"
 _STATIC_DIR = Path(__file__).parent / "static"
@@ -303,9 +284,12 @@ async def dashboard(request: Request[Any, Any, Any]) -> Response[bytes]:
     if model is not None and model not in d.pipeline.models:
         raise ApiError(404, f"unknown model {model[:100]}")
     turns: Turns = request.app.state.pages
-    async with turns.take():
-        data = await asyncio.to_thread(page.gather, d, model)
-        body = await asyncio.to_thread(lambda: page.render(data).encode())
+    try:
+        async with turns.take():
+            data = await asyncio.to_thread(page.gather, d, model)
+            body = await asyncio.to_thread(lambda: page.render(data).encode())
+    except TurnsFull:
+        raise ApiError(503, "busy building other pages; try again shortly", {"Retry-After": "5"}) from None
     return Response(content=body, status_code=200, media_type="text/html",
                     headers={**HTML_HEADERS, "Content-Security-Policy": page.CSP})
 

@@ -10,8 +10,8 @@ dashboard and notification links give it.
   409: no reference data to compare with.
 - One report is rendered at a time, in a worker thread (Evidently: about a second,
   plus several seconds to import it for the first report after start-up); at most
-  :data:`MAX_WAITING` more requests wait for their turn, others get 503 with
-  ``Retry-After``. The last :data:`CACHE_SIZE` reports are kept in memory.
+  :data:`MAX_WAITING` requests are in, the one rendering included (the others wait for
+  their turn), others get 503 with ``Retry-After``. The last :data:`CACHE_SIZE` reports are kept in memory.
 - Errors are the API's JSON ``{"error": …}``, or a short HTML page when the client
   asks for ``text/html`` (a browser following a link from Slack).
 - The page is served with ``Content-Security-Policy: sandbox allow-scripts …``: it runs
@@ -31,12 +31,13 @@ from typing import Any
 
 from litestar import Request, Response
 
+from monitor.web.requests import Turns, TurnsFull
 from monitor.web.view import DaemonView
 from storage.text import log_text
 
 log = logging.getLogger("driftwarden.http")
 
-#: requests that may wait while a report renders; beyond: 503
+#: report requests in at once, the one rendering and those waiting for their turn; beyond: 503
 MAX_WAITING = 4
 #: rendered reports kept (each a few MiB: Evidently inlines its script)
 CACHE_SIZE = 3
@@ -54,14 +55,9 @@ class ReportRenderer:
     """One report at a time, a short queue, a small cache (one per application)."""
 
     def __init__(self) -> None:
-        self.waiting = 0
-        self._turn: asyncio.Lock | None = None
+        #: the one rendering and those waiting: MAX_WAITING requests in all
+        self.turns = Turns(1, MAX_WAITING - 1)
         self.cache: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
-
-    def turn(self) -> asyncio.Lock:
-        if self._turn is None:
-            self._turn = asyncio.Lock()
-        return self._turn
 
     def cached(self, key: tuple[str, ...]) -> bytes | None:
         body = self.cache.get(key)
@@ -105,20 +101,17 @@ async def render_report(request: Request[Any, Any, Any], d: DaemonView, model: s
     key = (window_id, ref.sha256)
     body = renderer.cached(key)
     if body is None:
-        if renderer.waiting >= MAX_WAITING:
-            return _error(request, 503, "busy rendering other reports; try again shortly",
-                          {"Retry-After": str(RETRY_AFTER_S)})
-        renderer.waiting += 1
         try:
-            async with renderer.turn():
+            async with renderer.turns.take():
                 body = renderer.cached(key)
                 if body is None:
                     body = await asyncio.to_thread(_make, d, model, window_id)
                     renderer.keep(key, body)
+        except TurnsFull:
+            return _error(request, 503, "busy rendering other reports; try again shortly",
+                          {"Retry-After": str(RETRY_AFTER_S)})
         except _Unavailable as exc:
             return _error(request, exc.status, exc.message)
-        finally:
-            renderer.waiting -= 1
     return Response(content=body, status_code=200, media_type="text/html",
                     headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
                              "Referrer-Policy": "no-referrer", "Cache-Control": "private, max-age=300"})

@@ -9,9 +9,10 @@ importable without litestar.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +89,32 @@ async def receive_body(
     if got != length:
         raise ApiError(400, "body shorter than its Content-Length")
     return got
+
+
+class TurnsFull(Exception):
+    """Every turn of a :class:`Turns` is taken or queued for: answer 503."""
+
+
+class Turns:
+    """Heavy work (a dashboard page, a report) done ``running`` at a time, with at most
+    ``waiting`` more requests queued for a turn; beyond, :meth:`take` raises
+    :class:`TurnsFull` at once. On the event loop only (not thread-safe)."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.slots = asyncio.Semaphore(running)
+        self.most = running + waiting
+        self.inside = 0
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[None]:
+        if self.inside >= self.most:
+            raise TurnsFull
+        self.inside += 1
+        try:
+            async with self.slots:
+                yield
+        finally:
+            self.inside -= 1
 
 
 #: bytes of request line + headers accepted (h11 refuses an incomplete head over 16 KiB;
