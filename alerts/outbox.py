@@ -22,7 +22,10 @@ then "equal jitter" ``d/2 + uniform(0, d/2)`` from the injected ``rng``; a
 longer than the operator allowed. Every delivery ends ``sent`` or ``dead``:
 after ``max_attempts`` attempts, at once on a permanent error (4xx, a payload
 that cannot be built, a row that cannot be read), see
-:func:`storage.alerts.delivery_counts`.
+:func:`storage.alerts.delivery_counts`. A delivery whose message went out and
+whose retries were only for a follow-up step (``SendResult.delivered``: Slack's
+``chat.update`` of the original message) ends ``sent`` when they run out, with
+its ``last_error`` saying what was not done: ``dead`` means the receiver was not told.
 
 A resolution or reminder waits while the firing message it refers to is still
 pending, so Slack can thread it under that message.
@@ -367,6 +370,8 @@ class DeliveryWorker:
         elif r.outcome == "retry" and attempts < self.policy(d.notifier).max_attempts:
             delay = self.backoff(attempts, _number_or_none(r.retry_after), d.notifier)
             status, nxt, error = "pending", later(now, delay), r.error
+        elif r.outcome == "retry" and r.delivered:  # the receiver was told; a follow-up step was not done
+            status, nxt, error = "sent", None, f"delivered; gave up after {attempts} attempts on: {r.error}"
         else:
             status, nxt = "dead", None
             error = (
@@ -399,14 +404,20 @@ class DeliveryWorker:
 
 
 def _log_outcome(d: DeliveryRecord, status: str, attempts: int, nxt: datetime | None, error: str | None) -> None:
-    """One line per delivery attempt's outcome: INFO when sent or retried, WARNING when dead."""
+    """One line per delivery attempt's outcome: INFO when sent or retried, WARNING when dead
+    or sent with an error (the message went out, a follow-up step did not)."""
     shown = "" if error is None else CONTROL.sub(" ", _cut(str(error)))  # a receiver's error text cannot forge log lines
     extra = {
         "event": "delivery", "delivery_id": d.id, "notifier": d.notifier, "kind": d.kind,
         "model": d.model, "status": status, "attempts": attempts, "error": shown or None,
         "next_attempt_at": None if nxt is None else nxt.isoformat().replace("+00:00", "Z"),
     }
-    if status == "sent":
+    if status == "sent" and shown:  # sent, but a follow-up step failed (Slack's chat.update)
+        log.warning(
+            "delivery %s sent to %s (%s, attempt %d), but: %s", d.id, d.notifier, d.kind, attempts, shown,
+            extra=extra,
+        )
+    elif status == "sent":
         log.info("delivery %s sent to %s (%s, attempt %d)", d.id, d.notifier, d.kind, attempts, extra=extra)
     elif status == "pending":
         log.info(

@@ -30,6 +30,11 @@ class SendResult:
     ``response`` is stored on the delivery (e.g. Slack's channel and ``ts``, or
     partial progress a retry must not repeat); ``parent_response`` replaces the
     stored response of the delivery's parent (the firing message).
+
+    ``delivered`` (with ``retry``): the message itself reached the receiver and only a
+    follow-up step is retried (Slack's ``chat.update`` of the original message after the
+    resolution was posted). When the retries run out such a delivery ends ``sent``, its
+    ``last_error`` saying what was not done, not ``dead``: the receiver was told.
     """
 
     outcome: Outcome
@@ -38,6 +43,7 @@ class SendResult:
     status_code: int | None = None
     response: Mapping[str, Any] | None = None
     parent_response: Mapping[str, Any] | None = None
+    delivered: bool = False
 
     @classmethod
     def sent(cls, **kw: Any) -> SendResult:

@@ -226,18 +226,24 @@ class SlackNotifier:
             progress = {"channel": resp.get("channel") or channel, "ts": resp.get("ts")}
         if kind != "resolved" or not thread_ts or parent is None:
             return SendResult.sent(response=progress)
-        # the reply is in the thread: now mark the original message
+        # the reply is in the thread: now mark the original message. From here on the
+        # on-call was told: every outcome keeps the reply's progress (a retry does not post
+        # it again) and its resolved ids (a later update shows them), and a retry is
+        # ``delivered`` (when retries run out, the delivery ends sent, not dead)
         resolved = sorted(
             set(parent_ref.get("resolved_ids") or [])
             | {str(a.get("id")) for a in payload.get("alerts") or []}
         )
+        marked = {**parent_ref, "resolved_ids": resolved}
         try:
             text = build("the updated message", render_text, parent.payload, "firing")
             blocks = build(
                 "the updated blocks", render_blocks, parent.payload, "firing", resolved_ids=resolved
             )
         except PayloadError as exc:  # the reply is posted: only the original stays as it was
-            return SendResult.sent(response=progress, error=f"original message not updated: {exc}")
+            return SendResult.sent(
+                response=progress, error=f"original message not updated: {exc}", parent_response=marked
+            )
         try:
             self._client.chat_update(
                 channel=channel, ts=thread_ts, text=text, blocks=blocks
@@ -246,17 +252,20 @@ class SlackNotifier:
             result = _api_error(exc)
             if result.outcome == "retry":
                 return SendResult.retry(
-                    f"chat.update: {result.error}", result.retry_after, response=progress
+                    f"chat.update: {result.error}", result.retry_after, response=progress,
+                    parent_response=marked, delivered=True,
                 )
+            # message_not_found, cant_update_message, edit_window_closed, is_archived, ...:
+            # no retry can update it; the resolution itself is in the thread
             return SendResult.sent(
-                response=progress, error=f"original message not updated: {result.error}"
+                response=progress, error=f"original message not updated: {result.error}",
+                parent_response=marked,
             )
         except _NETWORK_ERRORS as exc:
-            return SendResult.retry(f"chat.update: {_why(exc)}", response=progress)
-        return SendResult.sent(
-            response={**progress, "updated": True},
-            parent_response={**parent_ref, "resolved_ids": resolved},
-        )
+            return SendResult.retry(
+                f"chat.update: {_why(exc)}", response=progress, parent_response=marked, delivered=True
+            )
+        return SendResult.sent(response={**progress, "updated": True}, parent_response=marked)
 
 
 class SlackWebhookNotifier:
