@@ -6,18 +6,35 @@ seconds *as a whole*, not only per read (httpx's own timeouts apply to each
 connect/read/write, so an answer trickled one byte at a time could last forever), and
 at most ``max_bytes`` of an answer are read (a receiver streaming without end is not
 awaited).
+
+Host names are resolved within that time too: socket timeouts do not bound
+``getaddrinfo``, so a hanging resolver held the lane (and the daemon's shutdown wait)
+for as long as it hung. Each lookup runs on a daemon thread of its own and is waited for
+at most the connect timeout (the request's ``timeout``); then the connection is made to
+the address found, TLS still sending and verifying the host name (httpcore's
+``server_hostname`` is the URL's host, not the address). A lookup that does not answer
+is left running (one per host and port at a time; at most :data:`MAX_LOOKUPS` at once).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import httpcore
 import httpx
+
+#: host name lookups left running at once (a hung resolver's stay until it answers);
+#: beyond that, a lookup fails at once rather than start another thread
+MAX_LOOKUPS = 16
 
 
 class NoAnswer(OSError):
@@ -45,12 +62,120 @@ class Answer:
             return self.body.decode("utf-8", errors="replace")
 
 
+class NotResolved(httpcore.ConnectError):
+    """A host name was not resolved (in time); the message names the host."""
+
+
+class _Lookups:
+    """``getaddrinfo`` on daemon threads, each waited for at most a timeout. A lookup
+    already running for the same host and port is waited for again, not repeated, so a
+    hung resolver costs one thread per name, not one per attempt."""
+
+    def __init__(self, limit: int = MAX_LOOKUPS) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], Future[list[Any]]] = {}
+
+    def resolve(self, host: str, port: int, timeout: float | None) -> list[Any]:
+        """``getaddrinfo(host, port)`` for TCP within ``timeout`` seconds (None: no limit).
+        Raises :class:`NotResolved` when it failed, did not answer in time, or
+        :attr:`limit` lookups are already left running."""
+        key = (host, port)
+        with self._lock:
+            fut = self._running.get(key)
+            if fut is None:
+                if len(self._running) >= self.limit:
+                    raise NotResolved(
+                        f"host name {host!r} not resolved: {len(self._running)} host name lookups"
+                        " are still unanswered (is the resolver hanging?)"
+                    )
+                fut = self._running[key] = Future()
+                threading.Thread(
+                    target=self._run, args=(key, fut), name=f"resolve:{host}", daemon=True
+                ).start()
+        if not wait_futures([fut], timeout).done:
+            raise NotResolved(f"host name {host!r} not resolved within {timeout:g} s")
+        try:
+            return fut.result()
+        except OSError as exc:
+            raise NotResolved(f"host name {host!r} not resolved: {exc}") from exc
+
+    def _run(self, key: tuple[str, int], fut: Future[list[Any]]) -> None:
+        try:
+            result: list[Any] | None = socket.getaddrinfo(key[0], key[1], 0, socket.SOCK_STREAM)
+            error: BaseException | None = None
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            result, error = None, exc
+        with self._lock:
+            self._running.pop(key, None)
+        if error is None:
+            fut.set_result(result or [])
+        else:
+            fut.set_exception(error)
+
+
+_LOOKUPS = _Lookups()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _Backend(httpcore.SyncBackend):
+    """httpcore's network backend, its host name lookups bounded by the connect timeout
+    (see the module doc). Addresses are tried in the resolver's order, within what is
+    left of that timeout."""
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        if _is_ip(host):
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        start = time.monotonic()
+        infos = _LOOKUPS.resolve(host, port, timeout)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise NotResolved(f"host name {host!r} not resolved: no address")
+        error: Exception | None = None
+        for address in addresses:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                raise httpcore.ConnectTimeout(f"{host!r} not connected within {timeout:g} s")
+            try:
+                return super().connect_tcp(address, port, left, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+
+_BACKEND = _Backend()
+
+
 def client(timeout: float) -> httpx.Client:
     """A client for bounded requests: no redirects followed, no keep-alive (each request
-    opens its own connection, which its deadline can cut)."""
-    return httpx.Client(
+    opens its own connection, which its deadline can cut), host names resolved within
+    ``timeout`` (proxies from the environment included)."""
+    made = httpx.Client(
         timeout=timeout, follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
     )
+    for transport in [made._transport, *made._mounts.values()]:
+        if transport is None:  # a NO_PROXY pattern: the default transport
+            continue
+        pool = getattr(transport, "_pool", None)
+        if not hasattr(pool, "_network_backend"):  # httpx/httpcore changed inside
+            made.close()
+            raise RuntimeError(
+                f"cannot bound host name lookups with this httpx {httpx.__version__} /"
+                f" httpcore {httpcore.__version__}: install httpx 0.28 and httpcore 1.0"
+            )
+        pool._network_backend = _BACKEND
+    return made
 
 
 class Deadline:
@@ -121,6 +246,8 @@ def request(
                         break
                 return Answer(resp.status_code, resp.headers, bytes(buf[:max_bytes]), complete, resp.charset_encoding)
         except httpx.HTTPError as exc:  # connect/read errors, timeouts, protocol errors
+            if isinstance(exc.__cause__, NotResolved):  # httpx made it a ConnectError
+                raise NoAnswer(str(exc.__cause__)) from exc
             if deadline.expired:
                 raise NoAnswer(f"no complete answer within {timeout:g} s") from exc
             raise NoAnswer(f"{type(exc).__name__}: {exc}") from exc
