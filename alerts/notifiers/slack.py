@@ -19,13 +19,16 @@ slack-sdk builds the requests and reads Slack's answers; the requests themselves
 through :mod:`alerts.notifiers.http`, as webhooks do: each is bounded by ``timeout`` as
 a whole (urllib's timeout is per read: an answer trickled byte by byte held the Slack
 lane for ever), and an answer longer than :data:`MAX_ANSWER_BYTES` is not read (it is
-retried, like a lost connection).
+retried, like a lost connection). A posted message's ``ts`` and ``channel`` are stored
+and sent back later: an answer whose ``ts`` is not like Slack's (``1700000000.123456``) or
+whose ``channel`` is not a short name is not Slack's, and is retried, nothing of it stored.
 """
 
 from __future__ import annotations
 
 import http.client as http_client
 import json
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.request import Request
@@ -61,6 +64,30 @@ _NETWORK_ERRORS = (OSError, http_client.HTTPException)
 #: Slack's answers (a posted message comes back whole, blocks included) are read up to
 #: this many bytes; a longer one is not Slack's, and is retried
 MAX_ANSWER_BYTES = 1 << 20
+
+
+#: Slack's message ``ts`` (``1700000000.123456``: seconds, a dot, a sequence), as it is
+#: stored with a delivery and sent back for threads and ``chat.update``
+_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
+#: a channel as Slack names it in an answer (an id like ``C0123ABCD``; a name in tests)
+_CHANNEL = re.compile(r"[A-Za-z0-9#@._-]{1,80}")
+
+
+def _valid(pattern: re.Pattern[str], value: object) -> str | None:
+    """``value`` when it is a string ``pattern`` matches whole, else None."""
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def _show(value: object) -> str:
+    """A hostile answer's value, for ``last_error``: short, control characters escaped."""
+    if isinstance(value, str) and len(value) <= 40:
+        return repr(value)
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if value is None:
+        return "none"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _bounded(client: httpx.Client, timeout: float, url: str, req: Request) -> http.Answer:
@@ -192,8 +219,9 @@ class SlackNotifier:
         kind = delivery.kind
         progress: dict[str, Any] = dict(delivery.response or {})
         parent_ref = dict(parent.response or {}) if parent is not None else {}
-        thread_ts = parent_ref.get("ts") if kind in ("resolved", "reminder") else None
-        channel = (parent_ref.get("channel") or self.channel) if thread_ts else self.channel
+        # (a ts stored before it was checked, and not Slack's: no thread, no update)
+        thread_ts = _valid(_TS, parent_ref.get("ts")) if kind in ("resolved", "reminder") else None
+        channel = (_valid(_CHANNEL, parent_ref.get("channel")) or self.channel) if thread_ts else self.channel
         if "ts" not in progress:
             text = build("the Slack message", render_text, payload, kind)
             blocks = build("the Slack blocks", render_blocks, payload, kind)
@@ -223,7 +251,12 @@ class SlackNotifier:
                 return _api_error(exc)
             except _NETWORK_ERRORS as exc:
                 return SendResult.retry(_why(exc))
-            progress = {"channel": resp.get("channel") or channel, "ts": resp.get("ts")}
+            ts, answered = resp.get("ts"), resp.get("channel")
+            if _valid(_TS, ts) is None:  # a base_url that is not Slack: retried like other such answers
+                return SendResult.retry(f"answer's message ts is {_show(ts)}; not Slack's")
+            if answered and _valid(_CHANNEL, answered) is None:
+                return SendResult.retry(f"answer's channel is {_show(answered)}; not Slack's")
+            progress = {"channel": answered or channel, "ts": ts}
         if kind != "resolved" or not thread_ts or parent is None:
             return SendResult.sent(response=progress)
         # the reply is in the thread: now mark the original message. From here on the
