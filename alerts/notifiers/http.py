@@ -18,7 +18,9 @@ is left running (one per host and port at a time; at most :data:`MAX_LOOKUPS` at
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -35,6 +37,8 @@ import httpx
 #: host name lookups left running at once (a hung resolver's stay until it answers);
 #: beyond that, a lookup fails at once rather than start another thread
 MAX_LOOKUPS = 16
+
+log = logging.getLogger(__name__)
 
 
 class NoAnswer(OSError):
@@ -169,13 +173,22 @@ def client(timeout: float) -> httpx.Client:
             continue
         pool = getattr(transport, "_pool", None)
         if not hasattr(pool, "_network_backend"):  # httpx/httpcore changed inside
-            made.close()
-            raise RuntimeError(
-                f"cannot bound host name lookups with this httpx {httpx.__version__} /"
-                f" httpcore {httpcore.__version__}: install httpx 0.28 and httpcore 1.0"
-            )
+            # degrade, not refuse: a notifier without the lookup bound still delivers
+            # (what every release before the bound did); the operator is told once
+            _unbounded_lookups_warning()
+            continue
         pool._network_backend = _BACKEND
     return made
+
+
+@functools.cache
+def _unbounded_lookups_warning() -> None:
+    """Say once that this httpx/httpcore cannot take the bounded resolver."""
+    log.warning(
+        "host name lookups of notifiers are not bounded by their timeout: httpx %s / httpcore %s"
+        " do not take a network backend where httpx 0.28 / httpcore 1.0 did",
+        httpx.__version__, httpcore.__version__,
+    )
 
 
 class Deadline:
