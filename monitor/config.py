@@ -1386,6 +1386,12 @@ class AlertingConfig(Strict):
     group_by: list[str] = ["model", "rule"]
 
 
+#: default of ``labels.max_early``: labels that wait for their prediction, per model. Labels
+#: normally wait only while their prediction is in flight (a label reaches the daemon before
+#: it when the two topics' polls interleave so): a few flushes' worth
+MAX_EARLY_LABELS = 1_000_000
+
+
 class LabelsConfig(Strict):
     """Timing of the label join (event time), for models with performance enabled."""
 
@@ -1393,6 +1399,10 @@ class LabelsConfig(Strict):
     ttl: PositiveDuration = timedelta(days=7)
     #: how long a label that came before its prediction waits for it
     early_ttl: PositiveDuration = timedelta(days=1)
+    #: at most this many labels wait for their prediction, per model; past it the oldest
+    #: are dropped (counted): labels for ids that never come cannot grow the store for a
+    #: whole early_ttl (1M rows: about 130 MB on SQLite with UUID ids)
+    max_early: int = Field(default=MAX_EARLY_LABELS, ge=1)
     #: a performance window matures this long after its end (or at coverage, if sooner)
     delay: Duration = timedelta(hours=1)
     #: ... or once this share of its predictions is labelled

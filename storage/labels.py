@@ -44,6 +44,7 @@ COUNTERS = (
     "expired_labels",  # labels later than their prediction's ts + ttl (not used)
     "expired_predictions",  # predictions that left the join unlabelled at ttl
     "unmatched_labels",  # early labels whose prediction never came within early_ttl
+    "dropped_early_labels",  # early labels dropped, oldest first, past labels.max_early waiting
 )
 
 POS_SHIFT = 40
@@ -276,6 +277,26 @@ def delete_early_labels(store: Store, model: str, ids: Sequence[str]) -> None:
 def prune_early_labels(store: Store, model: str, before_ts: int) -> int:
     """Drop the waiting labels with ``ts < before_ts``; how many."""
     cur = store.execute("DELETE FROM label_early WHERE model = ? AND ts < ?", (model, before_ts))
+    return int(cur.rowcount)
+
+
+def count_early_labels(store: Store, model: str) -> int:
+    """How many labels of ``model`` wait for their prediction (reads the model's entries of
+    the ``(model, ts)`` index: O(waiting labels))."""
+    return int(store.execute("SELECT COUNT(*) FROM label_early WHERE model = ?", (model,)).fetchone()[0])
+
+
+def drop_oldest_early_labels(store: Store, model: str, n: int) -> int:
+    """Drop the ``n`` oldest waiting labels of ``model`` (by ``ts``, then position: the order
+    in which a later label replaces an earlier one); how many were dropped (fewer when fewer
+    wait; none for ``n <= 0``). Reads only the rows it drops, from the ``(model, ts)`` index."""
+    if n <= 0:
+        return 0
+    cur = store.execute(
+        "DELETE FROM label_early WHERE model = ? AND event_id IN"
+        " (SELECT event_id FROM label_early WHERE model = ? ORDER BY ts, pos, event_id LIMIT ?)",
+        (model, model, n),
+    )
     return int(cur.rowcount)
 
 

@@ -18,7 +18,10 @@ inside the pipeline's one transaction, :meth:`LabelJoin.write`:
    ``end + delay <= clock`` or coverage reached; or holding late labels and last
    computed ``recompute_interval`` ago), and hands each window to the listener
    (the alert engine) in the same transaction;
-4. prunes what left the TTL, counting expired predictions and unmatched labels.
+4. prunes what left the TTL, counting expired predictions and unmatched labels, and
+   keeps at most ``labels.max_early`` early labels per model (the oldest beyond are
+   dropped, counted: labels for ids that never come would otherwise grow the store
+   for a whole ``early_ttl``). Nothing is held in memory per early label.
 
 The buffers never force a flush of their own: they ride the next one (a closed
 window, or ``kafka.commit_interval``), with the offsets they account for. The
@@ -83,6 +86,8 @@ MAX_SLOTS_PER_FLUSH = 16
 COMPUTE_SHARE = 0.25
 #: seconds of computation that can be saved up while there is nothing to compute
 COMPUTE_BURST_S = 5.0
+#: seconds between two log lines about early labels dropped past ``labels.max_early``, per model
+EARLY_DROP_LOG_S = 60.0
 #: SQLite page cache of the store's connection with the join on (KiB): labels land on
 #: rows of the join table spread over their delay, whose pages then stay in memory
 #: instead of being re-read per label
@@ -167,6 +172,7 @@ class LabelJoin:
         lab = config.labels
         self.ttl_ms = _ms(lab.ttl)
         self.early_ttl_ms = _ms(lab.early_ttl)
+        self.max_early = lab.max_early
         self.delay_ms = _ms(lab.delay)
         self.coverage = lab.coverage
         self.recompute_interval = lab.recompute_interval
@@ -210,6 +216,13 @@ class LabelJoin:
         self._held_ids: dict[str, HeldIds] = {}
         #: models whose id index the flush attempt in progress changed (added to, pruned)
         self._ids_changed: set[str] = set()
+        #: per model: how many labels wait in ``label_early`` (read from the table when first
+        #: needed, then kept up to date by this instance's writes; dropped when a flush did not
+        #: commit, the model moved, or other instances may write its early labels)
+        self._early_count: dict[str, int] = {}
+        #: per model: early labels dropped past max_early not logged yet, and when (monotonic
+        #: seconds) the last line about them was logged
+        self._early_dropped: dict[str, tuple[int, float | None]] = {}
         self._lookup_misses = False
         #: called while a long piece of work advances (the id index built from the table:
         #: 0.7 s a million), so the daemon's liveness checks do not take it for a stall
@@ -454,6 +467,8 @@ class LabelJoin:
         for model in self._ids_changed:
             self._held_ids.pop(model, None)
         self._ids_changed = set()
+        # the counts of waiting labels included the attempt's writes: read again when needed
+        self._early_count.clear()
         self._sealed = None
 
     def _leave_before(self, jm: JoinModel, clock: int | None) -> int | None:
@@ -565,6 +580,7 @@ class LabelJoin:
                 lab_mask[i] = True
         if early:
             db.delete_early_labels(self.store, name, list(early))
+            self._count_early(name, -len(early))
         attempted = len(first)
         inserted = db.insert_predictions(self.store, name, plain, labelled)
         self._ids_changed.add(name)
@@ -600,6 +616,8 @@ class LabelJoin:
             # the indexes were built while another instance stored predictions, and learnt
             # of those only through lookups: built again from the store when next needed
             self._held_ids.clear()
+        if on:  # other instances may write early labels of the same models now
+            self._early_count.clear()
         self._lookup_misses = on
 
     def held_id_memory(self) -> dict[str, tuple[int, int]]:
@@ -701,6 +719,7 @@ class LabelJoin:
             counts["duplicate_labels"] += len(waiting)
             counts["early"] = len(early) - len(waiting)
             db.upsert_early_labels(self.store, name, early)
+            self._count_early(name, counts["early"])
 
     # -- performance windows ----------------------------------------------------------------
 
@@ -774,7 +793,52 @@ class LabelJoin:
         db.prune_slots(self.store, name, clock - self.ttl_ms)
         unmatched = db.prune_early_labels(self.store, name, clock - self.early_ttl_ms)
         if unmatched:
+            self._count_early(name, -unmatched)
             counts["unmatched_labels"] = counts.get("unmatched_labels", 0) + unmatched
+        if counts.get("early"):
+            self._cap_early(name, counts)
+
+    def _count_early(self, model: str, delta: int) -> None:
+        """``delta`` labels of ``model`` started (> 0) or stopped (< 0) waiting in this flush
+        attempt; a count not held yet is read from the table when next needed instead."""
+        if model in self._early_count:
+            self._early_count[model] += delta
+
+    def _cap_early(self, model: str, counts: dict[str, int]) -> None:
+        """Keep at most ``labels.max_early`` labels of ``model`` waiting: drop the oldest (by
+        ``ts``, then position) beyond, counted as ``dropped_early_labels`` and logged at most
+        once per :data:`EARLY_DROP_LOG_S` per model. Called when labels started waiting (the
+        only way the count grows). The count is read from the table once, then kept in memory
+        (a read per flush would cost O(waiting labels)); with :attr:`lookup_misses` other
+        instances may write the model's early labels too, so it is read every time."""
+        waiting = self._early_count.get(model)
+        if waiting is None:
+            waiting = db.count_early_labels(self.store, model)
+            if not self._lookup_misses:
+                self._early_count[model] = waiting
+        excess = waiting - self.max_early
+        if excess <= 0:
+            return
+        dropped = db.drop_oldest_early_labels(self.store, model, excess)
+        self._count_early(model, -dropped)
+        counts["dropped_early_labels"] = counts.get("dropped_early_labels", 0) + dropped
+        self._log_early_dropped(model, dropped)
+
+    def _log_early_dropped(self, model: str, dropped: int) -> None:
+        """Log the early labels dropped past the cap: at once, then at most once per
+        :data:`EARLY_DROP_LOG_S` per model, with how many since the last line."""
+        pending, last = self._early_dropped.get(model, (0, None))
+        pending += dropped
+        now = time.monotonic()
+        if last is not None and now - last < EARLY_DROP_LOG_S:
+            self._early_dropped[model] = (pending, last)
+            return
+        log.warning(
+            "model %s: %d early labels dropped, oldest first: more than labels.max_early = %d labels"
+            " waited for their prediction (an unknown id, or a producer ahead of the predictions;"
+            " counted as dropped_early_labels)", model, pending, self.max_early,
+        )
+        self._early_dropped[model] = (0, now)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -841,7 +905,7 @@ class LabelJoin:
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
             for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
-                              self._held_ids, self._pruned_clock):
+                              self._held_ids, self._pruned_clock, self._early_count):
                 per_model.pop(m, None)  # type: ignore[attr-defined]
         sealed = self._sealed.batches if self._sealed is not None else {}
         for m, bufs in list(self._labels.items()):

@@ -262,7 +262,8 @@ class DaemonMetrics:
         join = CounterMetricFamily(
             "driftwarden_label_join",
             "Label join events per model: predictions, labels, joined, duplicate_labels, early,"
-            " expired_labels, expired_predictions, unmatched_labels, duplicate_predictions (durable)",
+            " expired_labels, expired_predictions, unmatched_labels, dropped_early_labels, duplicate_predictions"
+            " (durable)",
             labels=["model", "event"],
         )
         for model, counts in sorted(label_counters(d.reads).items()):

@@ -92,6 +92,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "labels.bootstrap: expected a number >= 0, got -1",
     ),
     (
+        "max-early",
+        "",
+        "[labels]\nmax_early = 0\n",
+        "labels.max_early: expected a number >= 1, got 0",
+    ),
+    (
         "rule-typo",
         ON,
         '[[rules]]\nname = "r"\nmetric = "acuracy"\nthreshold = 0.9\n',

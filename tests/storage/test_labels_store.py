@@ -11,8 +11,10 @@ from storage.labels import (
     EarlyLabel,
     add_counters,
     add_to_slots,
+    count_early_labels,
     data_figures,
     delete_early_labels,
+    drop_oldest_early_labels,
     due_slots,
     early_labels,
     first_owed_start,
@@ -93,6 +95,24 @@ def test_early_labels_keep_the_latest_and_go(store_target: StoreTarget) -> None:
     with store.transaction():
         delete_early_labels(store, "m", ["a"])
     assert list(early_labels(store, "m", ["a", "b"])) == ["b"]
+
+
+def test_dropping_the_oldest_early_labels_keeps_the_newest_of_the_model(store_target: StoreTarget) -> None:
+    """The oldest go first (by ts, then position), of the model named only; asking for more
+    than wait drops what waits, asking for none drops nothing."""
+    store = store_target.open()
+    with store.transaction():
+        upsert_early_labels(store, "m", [EarlyLabel(f"e{i}", i, 100 - i // 2, i) for i in range(6)])
+        upsert_early_labels(store, "other", [EarlyLabel("x", 1, 0, 0)])
+        assert count_early_labels(store, "m") == 6
+        # ts 100, 100, 99, 99, 98, 98: the oldest are e4 (pos 4) and e5, then e2
+        assert drop_oldest_early_labels(store, "m", 3) == 3
+        assert drop_oldest_early_labels(store, "m", 0) == 0
+    assert sorted(early_labels(store, "m", [f"e{i}" for i in range(6)])) == ["e0", "e1", "e3"]
+    assert count_early_labels(store, "m") == 3 and count_early_labels(store, "other") == 1
+    with store.transaction():
+        assert drop_oldest_early_labels(store, "m", 10) == 3
+    assert count_early_labels(store, "m") == 0 and count_early_labels(store, "other") == 1
 
 
 def test_one_batch_repeating_an_id_ends_as_if_applied_in_turn(store_target: StoreTarget) -> None:

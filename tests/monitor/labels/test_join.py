@@ -775,3 +775,55 @@ def test_labels_confidence_is_the_level_of_the_stored_intervals(tmp_path: Path) 
             store.close()
     assert widths[0.5].keys() == widths[0.99].keys() and len(widths[0.5]) >= 6
     assert all(widths[0.5][w] < widths[0.99][w] for w in widths[0.5]), widths
+
+
+def _early(store: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r.values()) for r in store.query("SELECT event_id, label FROM label_early ORDER BY ts")]
+
+
+def test_early_labels_past_max_early_drop_the_oldest_and_are_counted(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """Labels waiting for their prediction had no bound but ``early_ttl``: labels for ids
+    that never come (a buggy or hostile producer) grew ``label_early`` by every one for a
+    whole day. With ``labels.max_early = 5``, 8 early labels (5 in one flush, 3 in the
+    next: the count read from the table, then kept) leave the 5 newest waiting, the 3
+    oldest counted as dropped; a prediction that comes later still joins a kept label
+    (and one whose label was dropped stays unlabelled)."""
+    preds = predictions(windows=1, per_window=8)
+    labs = [{**ev, "ts": int(preds[0]["ts"]) + MIN + 1000 * i}
+            for i, ev in enumerate(labels_for(preds))]  # label i newer than label i - 1
+    random.Random(4).shuffle(labs)  # dropped by event time, not by arrival
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, extra="max_early = 5\n"), clock, target=store_target)
+    feed(p, clock, records("labels", labs), labels=True, batch=5)
+    newest = sorted(labs, key=lambda ev: ev["ts"])[3:]
+    assert _early(store) == [(ev["event_id"], str(ev["label"])) for ev in newest]
+    c = label_counters(store)["churn"]
+    assert c["early"] == 8 and c["dropped_early_labels"] == 3 and c["unmatched_labels"] == 0
+    feed(p, clock, records("predictions", preds), labels=False)
+    assert _early(store) == []
+    c = label_counters(store)["churn"]
+    assert c["joined"] == 5 and c["dropped_early_labels"] == 3
+    held = {r["event_id"]: r["label"] for r in store.query("SELECT event_id, label FROM label_predictions")}
+    assert held == {ev["event_id"]: None for ev in preds} | {ev["event_id"]: str(ev["label"]) for ev in newest}
+
+
+def test_max_early_counts_the_labels_already_waiting_after_a_restart(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The count of waiting labels is read from the table (not started at 0) by a new
+    process: 4 labels waiting before a restart and 4 after, with ``max_early = 5``, keep 5."""
+    preds = predictions(windows=1, per_window=8)
+    labs = [{**ev, "ts": int(preds[0]["ts"]) + MIN + 1000 * i} for i, ev in enumerate(labels_for(preds))]
+    cfg_path = label_config(tmp_path, extra="max_early = 5\n")
+    clock = Clock()
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)
+    feed(p, clock, records("labels", labs[:4]), labels=True)
+    store.close()
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)  # a restart
+    p.process_label_records(records("labels", labs[4:], start=4))
+    p.flush()
+    assert _early(store) == [(ev["event_id"], str(ev["label"])) for ev in labs[3:]]
+    assert label_counters(store)["churn"]["dropped_early_labels"] == 3
+
