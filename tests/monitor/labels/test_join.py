@@ -827,3 +827,40 @@ def test_max_early_counts_the_labels_already_waiting_after_a_restart(
     assert _early(store) == [(ev["event_id"], str(ev["label"])) for ev in labs[3:]]
     assert label_counters(store)["churn"]["dropped_early_labels"] == 3
 
+
+@pytest.mark.parametrize("order", ["older_first", "newer_first"])
+def test_two_labels_of_one_id_the_later_wins_whether_its_prediction_came_first_or_last(
+    tmp_path: Path, store_target: StoreTarget, order: str
+) -> None:
+    """Two labels of one id, read in two flushes in either order: the one with the later
+    ``ts`` labels the prediction and the other counts as a duplicate, the same whether the
+    prediction was held when they came or came after both (both waited as early labels: the
+    upsert keeps the later one)."""
+    preds = predictions(windows=1, per_window=4)
+    target = preds[1]
+    older = {"event_id": target["event_id"], "model": "churn", "label": 0, "ts": int(target["ts"]) + MIN}
+    newer = {**older, "label": 1, "ts": int(target["ts"]) + 2 * MIN}
+    two = [older, newer] if order == "older_first" else [newer, older]
+    results = []
+    for prediction_first in (True, False):
+        clock = Clock()
+        target_store = store_target.fresh()
+        _cfg, store, p = pipeline(label_config(tmp_path / str(prediction_first), n_boot=0), clock, target=target_store)
+        if prediction_first:
+            feed(p, clock, records("predictions", preds), labels=False)
+        for k, ev in enumerate(two):
+            p.process_label_records(records("labels", [ev], start=k))
+            p.flush()
+        if not prediction_first:
+            assert [tuple(r.values()) for r in store.query("SELECT label, ts FROM label_early")] == [("1", newer["ts"])]
+            feed(p, clock, records("predictions", preds), labels=False)
+        c = label_counters(store)["churn"]
+        results.append((
+            store.query("SELECT label, label_ts FROM label_predictions WHERE event_id = ?", (target["event_id"],)),
+            {k: c[k] for k in ("labels", "joined", "duplicate_labels", "expired_labels")},
+        ))
+        store.close()
+        target_store.close()
+    assert results[0][0] == [{"label": "1", "label_ts": newer["ts"]}]
+    assert results[0][1] == {"labels": 2, "joined": 1, "duplicate_labels": 1, "expired_labels": 0}
+    assert results[1] == results[0]
