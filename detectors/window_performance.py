@@ -145,6 +145,7 @@ def binary_performance(
     level: float = 0.95,
     seed: int = 0,
     chunk: int = 100,
+    probabilities: bool | None = None,
 ) -> WindowPerformance:
     """Figures of a score model: ``is_positive`` (bool) says whether each row's label
     is the class of interest, ``score`` its score (finite floats, same length).
@@ -154,13 +155,17 @@ def binary_performance(
     (NaN when one class only, where sklearn raises), ``log_loss`` with
     ``labels=[0, 1]`` and ``brier_score_loss`` (NaN unless every score is in
     [0, 1]). All NaN for no rows.
+
+    ``probabilities``: whether the model's scores are probabilities. False (a margin):
+    log loss and Brier score are NaN, whatever the window holds; True or None: they are
+    computed when every score is in [0, 1] (for True the decoder keeps others out).
     """
     y = np.asarray(is_positive, dtype=bool).astype(np.float64)
     s = np.asarray(score, dtype=np.float64)
     n = int(y.shape[0])
     if n == 0:
         return WindowPerformance(0, {m: Figure(m, math.nan) for m in BINARY_METRICS})
-    probabilities = bool(np.all((s >= 0.0) & (s <= 1.0)))
+    probabilities = probabilities is not False and bool(np.all((s >= 0.0) & (s <= 1.0)))
     terms = _binary_terms(y, s, threshold, probabilities)  # once, for the point and every chunk of replicates
     point = _binary_from_weights(y, s, np.ones((1, n)), threshold, probabilities, terms=terms)
     points = {m: float(v[0]) for m, v in point.items()}

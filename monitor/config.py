@@ -917,6 +917,12 @@ class PerformanceConfig(Strict):
     threshold: float | None = None
     #: A/B and canary: the version every other live version is compared with
     baseline_version: str | None = Field(default=None, min_length=1)
+    #: score models: whether the score is a probability in [0, 1] (log loss and Brier
+    #: score are computed; a live score outside it is a dead letter ``out_of_range``), or
+    #: not (a margin: those two stay NaN). Unset: the reference file's prediction column
+    #: decides at start (every score in [0, 1]: probabilities); without one, each window
+    #: as before (log loss and Brier only if every score of the window is in [0, 1])
+    probabilities: bool | None = None
 
 
 class ModelConfig(Strict):
@@ -1107,7 +1113,7 @@ def check_performance(m: ModelConfig) -> None:
     perf = m.performance
     given = perf.model_fields_set
     if not perf.enabled:
-        for key in ("threshold", "baseline_version"):
+        for key in ("threshold", "baseline_version", "probabilities"):
             if key in given:
                 raise _fail(f"performance.{key}", "applies only with performance.enabled = true")
         # read by the label join alone
@@ -1132,11 +1138,12 @@ def check_performance(m: ModelConfig) -> None:
             'expected "numerical" for a regression model with performance enabled, got {got}',
             got=_show(m.prediction_type),
         )
-    if perf.threshold is not None and not score:
-        raise _fail(
-            "performance.threshold",
-            'applies only to classifiers that publish a score (prediction_type = "numerical")',
-        )
+    for key in ("threshold", "probabilities"):
+        if getattr(perf, key) is not None and not score:
+            raise _fail(
+                f"performance.{key}",
+                'applies only to classifiers that publish a score (prediction_type = "numerical")',
+            )
     if score and m.class_of_interest is None:
         raise _fail(
             "class_of_interest",

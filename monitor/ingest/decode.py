@@ -9,7 +9,8 @@ pandas is never touched.
 
 Reason codes (the text before ``:`` in ``dead_letters.reason``): ``too_large``,
 ``empty``, ``not_json``, ``non_finite``, ``not_object``, ``missing_field``,
-``bad_type``, ``unknown_model``.
+``bad_type``, ``unknown_model``, ``out_of_range`` (a score outside [0, 1] of a model
+whose scores are probabilities, :attr:`ModelSchema.probabilities`).
 
 Text read from a message (event id, version, categories, segment values) never
 holds U+0000: each NUL is stored as U+FFFD on both stores (PostgreSQL text cannot
@@ -31,7 +32,7 @@ import orjson
 from monitor.ingest.batch import BadMessage, ColumnBatch
 from monitor.ingest.event_time import check_future, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
-from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, out_of_range
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
 from storage.text import segment_text, without_nul
@@ -260,6 +261,8 @@ class BatchDecoder:
                 pred_v = float(pred)
             else:
                 raise BadMessage(f"bad_type: {schema.f_prediction} expected number, got {_jtype(pred)}")
+            if schema.probabilities and not 0.0 <= pred_v <= 1.0 and not math.isnan(pred_v):
+                raise BadMessage(out_of_range(schema.f_prediction, pred_v))
         else:
             pred_v = _text(pred, schema.f_prediction, required=False)
         latency = math.nan

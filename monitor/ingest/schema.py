@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 from monitor.config import ModelConfig
 
@@ -32,9 +35,12 @@ class ModelSchema:
     max_event_id_length: int = 256
     #: the serving latency field of prediction events (None: not read)
     f_latency: str | None = None
+    #: the prediction is a probability: a score outside [0, 1] is a dead letter
+    #: (``out_of_range``); see :func:`scores_are_probabilities`
+    probabilities: bool = False
 
     @classmethod
-    def from_config(cls, m: ModelConfig) -> ModelSchema:
+    def from_config(cls, m: ModelConfig, *, probabilities: bool = False) -> ModelSchema:
         f = m.fields
         return cls(
             name=m.name,
@@ -52,8 +58,40 @@ class ModelSchema:
             f_label=f.label,
             max_event_id_length=m.limits.max_event_id_length,
             f_latency=m.fields.latency,
+            probabilities=probabilities,
         )
 
     @property
     def features(self) -> tuple[str, ...]:
         return self.numerical + self.categorical
+
+
+def scores_are_probabilities(m: ModelConfig, reference: Mapping[str, np.ndarray]) -> bool | None:
+    """Whether ``m``'s scores are probabilities, a property of the model (not of each window):
+    ``performance.probabilities`` when set; else, for a classifier publishing a score with
+    performance enabled, whether every finite value of the reference's prediction column
+    (``reference``: the reference's columns by name) is in [0, 1] (None without such a
+    column: each window decides, as :func:`detectors.window_performance.binary_performance`
+    does by default). None for any other model (no log loss or Brier score)."""
+    if not (m.performance.enabled and m.task == "classification" and m.prediction_type == "numerical"):
+        return None
+    if m.performance.probabilities is not None:
+        return m.performance.probabilities
+    col = reference.get(m.prediction)
+    if col is None:
+        return None
+    scores = np.asarray(col, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.shape[0] == 0:
+        return None
+    return bool(np.all((scores >= 0.0) & (scores <= 1.0)))
+
+
+def out_of_range(name: str, value: float) -> str:
+    """The dead-letter reason of a probability score outside [0, 1] (``value`` finite)."""
+    return f"out_of_range: {name} {value!r} outside [0, 1] (the model's scores are probabilities)"
+
+
+def outside_unit(scores: np.ndarray) -> bool:
+    """Whether any score (float64) lies outside [0, 1]; NaN (a missing score) does not."""
+    return bool(((scores < 0.0) | (scores > 1.0)).any())

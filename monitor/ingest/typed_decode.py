@@ -35,7 +35,7 @@ from monitor.ingest.batch import (
     record_timestamps,
 )
 from monitor.ingest.event_time import epoch_ms_column, in_range
-from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, outside_unit
 
 _NUM = float | None
 _CAT = str | None
@@ -112,6 +112,7 @@ class _ModelPlan:
             self.event_id, self.version, self.ts, self.prediction, s.prediction_type, self.latency,
             tuple(self.numerical), tuple(self.categorical), self.features is not None,
             self.segment_obj, tuple(self.segment_top), tuple(self.segment_in), s.max_event_id_length,
+            s.probabilities,
         )
 
     def rows(self, objs: list[Any]) -> _Rows | None:
@@ -145,6 +146,8 @@ class _ModelPlan:
         for a in checked:
             if np.isinf(a).any():
                 return None  # 1e308 * 10 style values: the per-record path names them
+        if s.probabilities and numerical_prediction and outside_unit(pred):
+            return None  # a score outside [0, 1]: the per-record path dead-letters it
         segs: list[np.ndarray] = []
         if s.segments:
             so = list(map(attrgetter(self.segment_obj), objs))  # type: ignore[arg-type]

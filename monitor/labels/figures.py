@@ -66,9 +66,15 @@ class PerformanceSpec:
     min_rows: int
     baseline: str | None
     segments: tuple[str, ...]
+    #: score models: the scores are probabilities (True: log loss and Brier score; the
+    #: decoder keeps out scores outside [0, 1]), are not (False: those two are NaN), or
+    #: unknown (None: each window decides, see binary_performance)
+    probabilities: bool | None = None
 
     @classmethod
-    def from_config(cls, m: ModelConfig, labels: LabelsConfig) -> PerformanceSpec:
+    def from_config(cls, m: ModelConfig, labels: LabelsConfig, *, probabilities: bool | None = None) -> PerformanceSpec:
+        """``probabilities``: see :func:`monitor.ingest.schema.scores_are_probabilities`
+        (None: ``performance.probabilities``)."""
         if m.task == "regression":
             kind = "regression"
         else:
@@ -80,6 +86,7 @@ class PerformanceSpec:
             threshold=0.5 if perf.threshold is None else perf.threshold,
             n_boot=labels.bootstrap, level=labels.confidence, min_rows=m.window.min_rows,
             baseline=perf.baseline_version, segments=tuple(m.segments),
+            probabilities=perf.probabilities if probabilities is None else probabilities,
         )
 
 
@@ -95,7 +102,7 @@ def performance(spec: PerformanceSpec, labels: np.ndarray, predictions: np.ndarr
     if spec.kind == "binary":
         return binary_performance(
             labels == spec.positive, predictions.astype(np.float64), threshold=spec.threshold,
-            n_boot=b, level=spec.level, seed=seed,
+            n_boot=b, level=spec.level, seed=seed, probabilities=spec.probabilities,
         )
     if spec.kind == "multiclass":
         return multiclass_performance(labels, predictions, positive=spec.positive, n_boot=b, level=spec.level, seed=seed)

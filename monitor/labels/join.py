@@ -163,7 +163,11 @@ class LabelJoin:
         clock: Callable[[], datetime],
         on_performance: PerformanceListener | None = None,
         references: Mapping[str, LabelledReference] | None = None,
+        probabilities: Mapping[str, bool | None] | None = None,
     ) -> None:
+        """``probabilities``: per model, whether its scores are probabilities
+        (:func:`monitor.ingest.schema.scores_are_probabilities`; absent: its
+        ``performance.probabilities``)."""
         self.config = config
         self.store = store
         self.wall = clock
@@ -181,8 +185,9 @@ class LabelJoin:
         for m in config.models:
             if not m.performance.enabled:
                 continue
+            probs = (probabilities or {}).get(m.name, m.performance.probabilities)
             self.models[m.name] = JoinModel(
-                m, PerformanceSpec.from_config(m, lab), _ms(m.window.size), _ms(m.window.step),
+                m, PerformanceSpec.from_config(m, lab, probabilities=probs), _ms(m.window.size), _ms(m.window.step),
                 (references or {}).get(m.name, LabelledReference()),
             )
         self.decoder = LabelDecoder(

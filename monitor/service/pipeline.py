@@ -46,7 +46,7 @@ from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
-from monitor.ingest.schema import ModelSchema
+from monitor.ingest.schema import ModelSchema, scores_are_probabilities
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import prepare_labelled_reference
@@ -230,9 +230,18 @@ class Pipeline:
         self.models: dict[str, ModelRuntime] = {}
         #: calibrations of the references, kept in the state dir across restarts and reloads
         self.calibration_cache = CalibrationCache(Path(config.daemon.state_dir) / "calibration")
+        #: per model: whether its scores are probabilities (decided once, at start)
+        self.probabilities: dict[str, bool | None] = {}
         for m in config.models:
-            schema = ModelSchema.from_config(m)
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
+            self.probabilities[m.name] = probs = scores_are_probabilities(m, ref.columns)
+            if probs is not None and m.performance.probabilities is None:
+                log.info(
+                    "model %s: scores are %s (the reference's %s column; set performance.probabilities to decide)",
+                    m.name, "probabilities: one outside [0, 1] is a dead letter" if probs
+                    else "not probabilities: no log loss or Brier score", m.prediction,
+                )
+            schema = ModelSchema.from_config(m, probabilities=bool(probs))
             pm = PreparedModel.build(m, schema, ref, cache=self.calibration_cache)
             _warn_alpha(pm)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
@@ -263,7 +272,10 @@ class Pipeline:
                 for n, rt in self.models.items() if rt.config.performance.enabled
             }
             check_label_rules(config, refs)
-            self.labels = LabelJoin(config, store, clock=clock, on_performance=on_performance, references=refs)
+            self.labels = LabelJoin(
+                config, store, clock=clock, on_performance=on_performance, references=refs,
+                probabilities=self.probabilities,
+            )
         #: the single-row label state holds something (loaded, or committed by a flush):
         #: then a flush rewrites it, emptied when every partition's row keeps its part
         self._label_row = False

@@ -53,6 +53,20 @@ def test_binary_scores_that_are_not_probabilities_have_no_log_loss() -> None:
     assert wp.value("accuracy") == 1.0 and wp.value("roc_auc") == 1.0
 
 
+def test_a_model_whose_scores_are_margins_has_no_log_loss_even_in_a_window_within_0_1() -> None:
+    """Whether scores are probabilities is the model's (``probabilities``), not each
+    window's: a margin model's window whose margins happen to fall in [0, 1] gets no log
+    loss or Brier score; a probability model's window gets sklearn's, as with the default."""
+    y, s = np.array([True, False, True, False]), np.array([0.9, 0.2, 0.6, 0.4])
+    margin = binary_performance(y, s, n_boot=20, probabilities=False)
+    assert math.isnan(margin.value("log_loss")) and math.isnan(margin.value("brier"))
+    assert margin.value("accuracy") == 1.0 and margin.value("roc_auc") == 1.0
+    for probs in (True, None):
+        wp = binary_performance(y, s, n_boot=20, probabilities=probs)
+        assert close(wp.value("log_loss"), skm.log_loss(y, s, labels=[False, True]))
+        assert close(wp.value("brier"), skm.brier_score_loss(y, s))
+
+
 def test_multiclass_equals_sklearn() -> None:
     rng = np.random.default_rng(2)
     classes = np.array(["cat", "dog", "eel", "fox"], dtype=object)

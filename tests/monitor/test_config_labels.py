@@ -40,6 +40,19 @@ CASES: list[tuple[str, str, str, str]] = [
         ' (prediction_type = "numerical")',
     ),
     (
+        "probabilities-without-join",
+        "performance.probabilities = true",
+        "",
+        "models[0].performance.probabilities: applies only with performance.enabled = true",
+    ),
+    (
+        "probabilities-for-class-predictions",
+        ON + '\nprediction_type = "categorical"\nperformance.probabilities = true',
+        "",
+        "models[0].performance.probabilities: applies only to classifiers that publish a score"
+        ' (prediction_type = "numerical")',
+    ),
+    (
         "regression-categorical",
         ON + '\ntask = "regression"\nprediction_type = "categorical"',
         "",

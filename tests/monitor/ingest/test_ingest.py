@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -347,3 +348,91 @@ def test_churn_and_upsell_share_a_layout_and_fraud_has_its_own() -> None:
     dec = BatchDecoder(MULTI, prediction_names=MULTI_PRED)
     assert dec.typed is not None
     assert dec.typed._layout_of.tolist() == [0, 0, 1]
+
+
+#: churn whose scores are probabilities, and upsell: the same shape of message, scores of any size
+PROB = {"churn": replace(SCHEMA, probabilities=True), "upsell": MULTI["upsell"]}
+score = st.one_of(st.none(), st.sampled_from([0, 1, 0.0, 1.0, 0.5, -0.0, 1.5, -0.25, 1e-300, 1.0000001, 7]),
+                  st.floats(-2, 3, allow_nan=False, width=32))
+
+
+def _prob_event(model: str) -> Any:
+    names = ("age", "income", "plan") if model == "churn" else ("tenure", "spend", "tier")
+    return st.fixed_dictionaries({
+        "event_id": st.text(st.characters(exclude_characters="\x00\x1f\uffff", exclude_categories=("Cs",)),
+                            min_size=1, max_size=8),
+        "model": st.just(model), "ts": st.integers(0, REC_TS),
+        "features": st.fixed_dictionaries({names[0]: num, names[1]: num, names[2]: cat}), "prediction": score,
+    })
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(["churn", "upsell"]).flatmap(_prob_event), min_size=1, max_size=20))
+def test_a_probability_outside_0_1_is_a_dead_letter_on_every_path(events: list[dict[str, Any]]) -> None:
+    """A model whose scores are probabilities: each score outside [0, 1] is a dead letter
+    ``out_of_range`` naming the field and value, the rest decode as they did; the typed and
+    dict fast paths take a batch only when no score is out of range, and then give the
+    per-record path's columns. A model of the same shape without probabilities keeps any score."""
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps(e)) for i, e in enumerate(events)]
+    bad = {i for i, e in enumerate(events)
+           if e["model"] == "churn" and e["prediction"] is not None and not 0 <= e["prediction"] <= 1}
+    batches, dead = BatchDecoder(PROB, prediction_names=MULTI_PRED, max_message_bytes=10_000).decode(recs, now=NOW)
+    assert {d.offset: d.reason for d in dead} == {
+        i: f"out_of_range: prediction {float(events[i]['prediction'])!r} outside [0, 1]"
+           " (the model's scores are probabilities)" for i in bad
+    }
+    good = [r for i, r in enumerate(recs) if i not in bad]
+    dec = BatchDecoder(PROB, prediction_names=MULTI_PRED, max_message_bytes=10_000)
+    builders: dict[str, Any] = {}
+    for r in good:
+        dec._one(r, r.value, builders, NOW_MS)
+    slow = {m: b.build() for m, b in builders.items()}
+    _eq(batches, slow)
+    assert dec.typed is not None
+    for recs_ in (recs, good) if good else (recs,):
+        typed = dec.typed.decode(recs_, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+        fast = decode_fast(recs_, PROB, MULTI_PRED, "model", 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+        if bad and recs_ is recs:
+            assert typed is None and fast is None
+        else:
+            assert typed is not None and fast is not None
+            _eq(typed, slow)
+            _eq(fast, slow)
+
+
+def test_a_probability_models_layout_is_not_shared_with_a_margin_models() -> None:
+    """Models of one shape are read in one pass by the first one's plan: a probability model
+    must not lend its range check to a margin model, nor the other way round."""
+    dec = BatchDecoder(PROB, prediction_names=MULTI_PRED)
+    assert dec.typed is not None and dec.typed._layout_of.tolist() == [0, 1]
+    recs = [Rec("t", 0, 0, REC_TS, orjson.dumps({**GOOD, "ts": REC_TS, "model": "upsell", "prediction": 2.5,
+                                                 "features": {"tenure": 1, "spend": 2, "tier": "a"}})),
+            Rec("t", 0, 1, REC_TS, orjson.dumps({**GOOD, "ts": REC_TS, "prediction": True})),
+            Rec("t", 0, 2, REC_TS, orjson.dumps({**GOOD, "ts": REC_TS, "prediction": -1}))]
+    batches, dead = dec.decode(recs, now=NOW)
+    assert batches["upsell"].columns["prediction"].tolist() == [2.5]
+    assert batches["churn"].columns["prediction"].tolist() == [1.0]
+    assert [(d.offset, d.reason) for d in dead] == [
+        (2, "out_of_range: prediction -1.0 outside [0, 1] (the model's scores are probabilities)")]
+
+
+def test_whether_scores_are_probabilities_is_the_models_setting_or_its_references() -> None:
+    """``performance.probabilities`` when set; else the reference's prediction column (every
+    finite score in [0, 1]; none or no column: undecided); only for score classifiers
+    with performance enabled."""
+    from monitor.ingest.schema import scores_are_probabilities  # noqa: PLC0415
+
+    def model(**perf: Any) -> ModelConfig:
+        return ModelConfig.model_validate({
+            "name": "m", "reference": "ref.csv", "features": {"numerical": ["age"]},
+            "performance": {"enabled": True, **perf},
+        })
+
+    probs, margins = np.array([0.0, 0.3, np.nan, 1.0]), np.array([0.2, -1.5, 3.0])
+    assert scores_are_probabilities(model(), {"prediction": probs}) is True
+    assert scores_are_probabilities(model(), {"prediction": margins}) is False
+    assert scores_are_probabilities(model(), {"prediction": np.array([np.nan])}) is None
+    assert scores_are_probabilities(model(), {}) is None
+    assert scores_are_probabilities(model(probabilities=False), {"prediction": probs}) is False
+    assert scores_are_probabilities(model(probabilities=True), {"prediction": margins}) is True
+    assert scores_are_probabilities(MODEL, {"prediction": probs}) is None  # performance off

@@ -5,6 +5,7 @@ Tests taking ``store_target`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -864,3 +865,44 @@ def test_two_labels_of_one_id_the_later_wins_whether_its_prediction_came_first_o
     assert results[0][0] == [{"label": "1", "label_ts": newer["ts"]}]
     assert results[0][1] == {"labels": 2, "joined": 1, "duplicate_labels": 1, "expired_labels": 0}
     assert results[1] == results[0]
+
+
+def _window_of(store: Any, start_ms: int) -> str:
+    from storage.records import iso_ms
+
+    return f"churn|v1||{iso_ms(start_ms)}|{iso_ms(start_ms + MIN)}"
+
+
+@pytest.mark.parametrize("probabilities", ["", "probabilities = false"])
+def test_one_score_outside_0_1_does_not_blind_log_loss_and_brier(
+    tmp_path: Path, store_target: StoreTarget, probabilities: str
+) -> None:
+    """One message with a score of 1.5 made log loss and Brier score NaN for its whole
+    window (they were computed only if every score of the window was in [0, 1]). The
+    reference's scores are all in [0, 1], so the model's are probabilities: the 1.5 is a
+    dead letter naming the field and value, and the window's figures are scikit-learn's on
+    the rest. A model configured ``probabilities = false`` (a margin) keeps the 1.5 and has
+    no log loss or Brier score in any window."""
+    preds = predictions(windows=1, per_window=120)
+    hostile = {**preds[7], "event_id": "hostile", "prediction": 1.5}
+    labs = [{**ev, "ts": int(ev["ts"]) + MIN} for ev in labels_for([*preds, hostile])]
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, perf=probabilities, n_boot=0), clock, target=store_target)
+    feed(p, clock, records("predictions", [*preds, hostile]), labels=False)
+    feed(p, clock, records("labels", labs), labels=True)
+    settle(p, clock)
+    start = (int(preds[0]["ts"]) // MIN) * MIN
+    wid = _window_of(store, start)
+    dead = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE topic = 'predictions'")]
+    if probabilities:
+        assert dead == []
+        assert metric(store, wid, "labelled_rows") == 121
+        assert math.isnan(metric(store, wid, "log_loss") or math.nan)
+        assert math.isnan(metric(store, wid, "brier") or math.nan)
+        return
+    assert dead == ["out_of_range: prediction 1.5 outside [0, 1] (the model's scores are probabilities)"]
+    y = np.array([ev["label"] == 1 for ev in labs[:-1]])
+    s = np.array([float(ev["prediction"]) for ev in preds])
+    assert metric(store, wid, "labelled_rows") == 120
+    assert metric(store, wid, "log_loss") == pytest.approx(skm.log_loss(y, s, labels=[False, True]), rel=1e-12)
+    assert metric(store, wid, "brier") == pytest.approx(skm.brier_score_loss(y, s), rel=1e-12)
