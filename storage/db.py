@@ -66,6 +66,24 @@ class SchemaTooNew(StorageError):
     what the newer version relies on, so this version refuses to open it for writing."""
 
 
+#: what each kind of storage failure is called where its message may not be shown
+_BRIEFLY: dict[type[StorageError], str] = {
+    StoreUnreachable: "the store cannot be reached",
+    StoreBusy: "the store is locked or busy",
+    SchemaTooNew: "the store was migrated by a newer version",
+    StorageError: "the store refused a read or a write",
+}
+
+
+def brief_reason(exc: StorageError) -> str:
+    """``exc`` for an answer to a client that may not see where the store is: the name of
+    its kind (the nearest of the classes above) and a fixed phrase, at most ~60
+    characters. Never the message: that names the SQLite path or the PostgreSQL host,
+    role and database, and quotes the driver's text (which may quote stored values)."""
+    kind = next(k for k in type(exc).__mro__ if k in _BRIEFLY)
+    return f"{kind.__name__}: {_BRIEFLY[kind]}"
+
+
 def refuse_newer_schema(version: int, where: str) -> None:
     """Raise :class:`SchemaTooNew` when ``version`` (the store's) is past this code's newest."""
     if version > LATEST_VERSION:

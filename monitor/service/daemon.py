@@ -48,7 +48,7 @@ from monitor.service.shared_references import follow_registered_references
 from monitor.service.store import open_store
 from monitor.service.systemd import SystemdNotifier
 from monitor.service.telemetry import consumer_lag, log_shutdown, log_startup, package_version
-from storage.db import StorageError, Store
+from storage.db import StorageError, Store, brief_reason
 from storage.state_dir import REPLAY_MARKER, StateDirError, lock_state_dir, secure_state_dir
 from storage.stream import adopt_legacy_state, partition_rows, release_partitions
 
@@ -166,6 +166,8 @@ class Daemon:
         self._http: Any = None
         self._want_http = http
         self._storage_error: str | None = None
+        #: the same failure as :func:`storage.db.brief_reason` words it (no path, host or role)
+        self._storage_brief: str | None = None
         self._notified_ready = False
         self._status_at = 0.0
         self._status_count = 0
@@ -186,6 +188,12 @@ class Daemon:
     def storage_error(self) -> str | None:
         """The storage failure that paused consumption, or None while storage is healthy."""
         return self._storage_error
+
+    @property
+    def storage_error_brief(self) -> str | None:
+        """:attr:`storage_error` as an unauthenticated client may see it: its kind and a
+        fixed phrase (:func:`storage.db.brief_reason`), or None while storage is healthy."""
+        return None if self._storage_error is None else self._storage_brief
 
     @property
     def paused_for_storage(self) -> bool:
@@ -939,6 +947,7 @@ class Daemon:
         self._flush_failed_at = time.monotonic()
         known = self._storage_error
         self._storage_error = str(exc)
+        self._storage_brief = brief_reason(exc)
         if known != str(exc):
             log.error("storage: %s; consumption paused until it clears", exc)
         self.on_event("storage_error", {"error": str(exc)})

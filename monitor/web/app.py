@@ -20,7 +20,8 @@ mistake (never a traceback, exception text or path); an unexpected failure is a
 500 ``{"error": "internal error"}`` with the details in the (redacted) log; the store
 away or refusing is a 503 with ``Retry-After``. ``/healthz`` is 503 once the consumer
 loop has stalled (see ``Daemon.stalled_for``); ``/readyz`` also while Kafka or the
-store is failing. During a storage failure the dashboard and ``/metrics`` show what
+store is failing, naming a storage failure by its kind only (its text, which says where
+the store is, goes to the log, and to a request with the token). During a storage failure the dashboard and ``/metrics`` show what
 the daemon holds in memory without asking the store.
 Limits: ``limit`` is clamped to 1..1000; JSON bodies to ``daemon.max_json_bytes``;
 uploads to ``daemon.max_reference_bytes``; bodies must arrive within
@@ -76,6 +77,8 @@ MAX_METRIC_ROWS = 20_000
 #: reads the store in a worker thread: a 1,000-column model's page took 2 s and ~240 MB,
 #: and 10 at once 1.4 GB and every worker thread the API's reads need (an alerts read: 10 s)
 MAX_PAGES, MAX_PAGES_WAITING = 2, 8
+#: characters of the storage error's own text /readyz gives a token holder
+MAX_DETAIL = 500
 
 
 # -- plumbing ------------------------------------------------------------------------------
@@ -148,6 +151,16 @@ def require_store(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
         raise ApiError(503, "storage unavailable, try again later", {"Retry-After": "5"})
 
 
+def _holds_token(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Whether the request carries the configured bearer token (False without one configured)."""
+    token = _daemon(connection).config.secret("daemon.api_token")
+    try:
+        _check_bearer(connection, token or "")
+    except ApiError:
+        return False
+    return True
+
+
 def _check_bearer(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
     got = connection.headers.get("authorization", "")
     if not token or not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
@@ -169,11 +182,19 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Readiness, open to anyone (a probe carries no token): ``storage_error`` is the
+    failure's kind and a fixed phrase (:func:`storage.db.brief_reason`), never its text,
+    which names the SQLite path or the PostgreSQL host, role and database. A request with
+    the bearer token also gets that text, cut to :data:`MAX_DETAIL` characters, as
+    ``storage_error_detail``; the log has it in full."""
     d = _daemon(request)
     ready = d.is_ready
     stalled = d.stalled_for()
-    body = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error,
-            "stalled_seconds": None if stalled is None else round(stalled, 1)}
+    body: dict[str, Any] = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error_brief,
+                            "stalled_seconds": None if stalled is None else round(stalled, 1)}
+    detail = d.storage_error
+    if detail is not None and _holds_token(request):
+        body["storage_error_detail"] = detail[:MAX_DETAIL]
     return _json(200 if ready else 503, body)
 
 

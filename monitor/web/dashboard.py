@@ -18,17 +18,20 @@ server only: no inline script runs, whatever a value holds.
 from __future__ import annotations
 
 import html
+import logging
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from monitor.web.view import DaemonView
 from storage.alerts import list_alerts
-from storage.db import StorageError
+from storage.db import StorageError, brief_reason
 from storage.finite import dumps_finite
 from storage.overview import drift_history, recent_dead_letters, recent_deliveries
 from storage.records import parse_iso, window_url_id
 from storage.windows import windows_with_verdicts
+
+log = logging.getLogger("driftwarden.http")
 
 #: windows per chart (the newest all-rows windows of the model)
 CHART_WINDOWS = 200
@@ -49,20 +52,23 @@ def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
     """What the page shows, read from the daemon and the store (call in a worker thread).
 
     While the store is failing (or a read fails) the page shows what the daemon holds in
-    memory, with the storage error in its status line, instead of waiting on the store.
+    memory, with the storage error in its status line, instead of waiting on the store:
+    its kind and a fixed phrase (:func:`storage.db.brief_reason`), as ``/readyz`` shows
+    anyone; where the store is (its path, host, role, database) stays in the log.
     """
     names = list(d.pipeline.models)
     selected = model if model in d.pipeline.models else (names[0] if names else None)
     stored: dict[str, Any] = {"versions": {}, "windows": [], "history": [], "alerts": [], "deliveries": [],
                               "dead_letters": []}
-    store_error = d.storage_error
+    store_error = d.storage_error_brief
     read = False
     if not d.store_suspect:
         try:
             stored = _stored(d, selected)
             read = True
         except StorageError as exc:
-            store_error = str(exc)
+            log.warning("dashboard: store not read: %s", exc)
+            store_error = brief_reason(exc)
     models = []
     for name, rt in d.pipeline.models.items():
         ref = rt.prepared.reference

@@ -30,7 +30,14 @@ class DaemonView(Protocol):
     retention: Any
 
     @property
-    def storage_error(self) -> str | None: ...
+    def storage_error(self) -> str | None:
+        """The storage failure in full (paths, hosts): for the log and token holders only."""
+        ...
+
+    @property
+    def storage_error_brief(self) -> str | None:
+        """The storage failure's kind and a fixed phrase: what anyone may be shown."""
+        ...
 
     @property
     def is_ready(self) -> bool:
