@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor.config import Config
 from monitor.service.heap import resettle_heap
@@ -56,6 +56,8 @@ from storage.stream import adopt_legacy_state, partition_rows, release_partition
 CLAIM_RETRY_SECONDS = 2.0
 
 log = logging.getLogger("driftwarden.daemon")
+
+T = TypeVar("T")
 
 #: seconds between two STATUS= lines to systemd
 STATUS_EVERY = 5.0
@@ -367,12 +369,14 @@ class Daemon:
         daemon = self
 
         class Listener(AsyncConsumerRebalanceListener):
-            """Runs on kafka-python's IO loop: flush to the store, then await the commit."""
+            """Runs on kafka-python's IO loop, the loop that sends the group's heartbeats:
+            what asks the store (flush, claims) runs on a thread of its own meanwhile
+            (:meth:`Daemon._off_the_io_loop`), the commit is awaited on the loop."""
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 daemon._revoking |= {tp.partition for tp in revoked if tp.topic == topic}
                 with daemon._inside_poll_but_busy():
-                    offsets = daemon._flush_for_rebalance(revoked)
+                    offsets = await daemon._off_the_io_loop(lambda: daemon._flush_for_rebalance(revoked))
                     if offsets is not None:
                         await daemon._commit_async(offsets, revoked)
 
@@ -381,9 +385,13 @@ class Daemon:
                 # flush stores what is in hand only where our claim still stands
                 gone = {tp.partition for tp in lost if tp.topic == topic}
                 daemon._revoking |= gone
-                with daemon._inside_poll_but_busy():
+
+                def flush_and_release() -> None:
                     daemon._flush_for_rebalance(lost)
                     daemon.pipeline.release_partitions(daemon._owned() - gone, mark_free=daemon._store_up)
+
+                with daemon._inside_poll_but_busy():
+                    await daemon._off_the_io_loop(flush_and_release)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 daemon._revoking.clear()  # the assignment is settled: what it holds is ours
@@ -391,12 +399,13 @@ class Daemon:
                     # eager assignors: ``assigned`` is the whole assignment; cooperative ones:
                     # only the added partitions. The consumer's assignment is the whole one in both.
                     # stop counting what went away at once, before anything is awaited
-                    daemon.pipeline.release_partitions(daemon._owned(), mark_free=daemon._store_up)
+                    await daemon._off_the_io_loop(
+                        lambda: daemon.pipeline.release_partitions(daemon._owned(), mark_free=daemon._store_up))
                     committed: dict[int, int] = {}
                     if not daemon.store.shared and daemon._store_up:
                         # a store of its own may hold a stale state of a partition that comes back
                         committed = await daemon._committed_async(daemon._owned())
-                    daemon._on_assigned(committed)
+                    await daemon._off_the_io_loop(lambda: daemon._on_assigned(committed))
                     if labels is not None and labels_topic is not None:
                         labels.release_partitions(daemon._owned(labels_topic))
                         for tp in assigned:
@@ -473,6 +482,51 @@ class Daemon:
             raise box["error"]
         return box["consumer"]
 
+    async def _off_the_io_loop(self, work: Callable[[], T]) -> T:
+        """``work()`` (store calls of a rebalance callback) on a thread of its own, awaited
+        from kafka-python's IO loop: the loop goes on sending the group's heartbeats while
+        the store makes it wait. Run on the loop itself, a flush waiting out SQLite's busy
+        timeout (10 s, as long as the default ``kafka.session_timeout``) or PostgreSQL's
+        ``statement_timeout`` (30 s) stopped every heartbeat for that long, and the
+        coordinator could evict the member in the middle of the rebalance.
+
+        The wait itself is as long as the store makes it (each store call is bounded by
+        those timeouts); the consumer thread waits meanwhile inside ``poll()``, as it waits
+        for any rebalance, so nothing else touches the pipeline. A store that never
+        answers stalls the loop, which ``/healthz`` and systemd's watchdog report.
+        Returns what ``work`` returns and raises what it raises. Without the client's
+        loop (its internals changed) ``work`` runs inline, as before."""
+        from kafka.future import Future  # noqa: PLC0415
+
+        net = getattr(getattr(self._consumer, "_coordinator", None), "_net", None)
+        if net is None or not hasattr(net, "call_soon_threadsafe"):
+            return work()
+        done: Any = Future()
+
+        def run() -> None:
+            outcome: tuple[bool, Any]
+            try:
+                outcome = (True, work())
+            except BaseException as exc:  # noqa: BLE001 - raised again on the loop
+                outcome = (False, exc)
+
+            def settle() -> None:  # returns None: the loop would take a Future for a wait
+                ok, got = outcome
+                if ok:
+                    done.success(got)
+                else:
+                    done.failure(got)
+
+            try:
+                # resolved on the loop's own thread: a Future's callbacks reschedule the
+                # awaiting task with the loop's (not thread-safe) call_soon
+                net.call_soon_threadsafe(settle)
+            except Exception as exc:  # noqa: BLE001 - the loop is closed: no one awaits it
+                log.debug("rebalance callback: the IO loop is gone: %s", exc)
+
+        threading.Thread(target=run, name="driftwarden-rebalance", daemon=True).start()
+        return await done  # type: ignore[no-any-return]
+
     def _owned(self, topic: str | None = None) -> set[int]:
         """The partitions of ``topic`` (the predictions topic by default) Kafka assigns to
         this member now."""
@@ -535,8 +589,8 @@ class Daemon:
         if self._store_up:
             self._claim(force=True, committed=committed)
         else:
-            # the store is away: a claim would only wait for it on kafka-python's IO thread
-            # (no heartbeats meanwhile); paused, claimed by the loop once the store is back
+            # the store is away: a claim would only wait for it, holding the rebalance up;
+            # paused, claimed by the consumer loop once the store is back
             log.warning("storage unavailable: assigned partitions %s stay paused until it is back and"
                         " they are claimed", sorted(owned))
             self._pause_partitions(set(owned))
@@ -983,10 +1037,11 @@ class Daemon:
         return self._storage_error is None
 
     def _flush_for_rebalance(self, partitions: Any) -> dict[int, int] | None:
-        """Flush before partitions go (on kafka-python's IO thread); the offsets to commit,
-        or None when nothing may be committed (the store is away). During a known storage
-        outage the store is not even asked: each call would wait for it (10 s on a
-        PostgreSQL that refuses connections) with the group's heartbeats stopped."""
+        """Flush before partitions go (from the rebalance listener, on a thread of its own:
+        :meth:`_off_the_io_loop`); the offsets to commit, or None when nothing may be
+        committed (the store is away). During a known storage outage the store is not even
+        asked: each call would wait for it (10 s on a PostgreSQL that refuses connections)
+        with the whole group's rebalance waiting."""
         gone = sorted(tp.partition for tp in partitions if tp.topic == self.config.kafka.predictions_topic)
         if self._store_up:
             try:
