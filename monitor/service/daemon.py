@@ -18,7 +18,8 @@ where the last stored state left off, and the previous owner can no longer
 store anything for it (see :mod:`storage.stream`).
 
 Under systemd (``Type=notify``, see :mod:`monitor.service.systemd`): ``READY=1`` once
-partitions are assigned, ``WATCHDOG=1`` from the consumer loop itself (a stuck loop
+started (store, references, HTTP API; Kafka need not be reachable: its state is in
+``STATUS=`` and ``/readyz``), ``WATCHDOG=1`` from the consumer loop itself (a stuck loop
 stops kicking and gets restarted), a ``STATUS=`` line every few seconds, ``STOPPING=1``
 on SIGTERM/SIGINT.
 
@@ -350,6 +351,7 @@ class Daemon:
                 self._http = None
                 self._shutdown()
                 raise
+        self._notify_started()
         try:
             self._consume()
         finally:
@@ -423,7 +425,7 @@ class Daemon:
         )
 
         retry_max = max(30.0, float(self.config.kafka.consumer_options.get("reconnect_backoff_max_ms", 0)) / 1000)
-        outage = KafkaOutage(self.config.kafka.bootstrap_servers, retry_max=retry_max)
+        outage = KafkaOutage(self.config.kafka.bootstrap_servers, retry_max=retry_max, status=self.systemd.status)
         backoff = 1.0
         while not self.stop_event.is_set():
             connected = False
@@ -868,11 +870,21 @@ class Daemon:
         finally:
             self._busy_in_poll += time.monotonic() - started
 
+    def _notify_started(self) -> None:
+        """READY=1: start-up is over (config, references, store, scheduler, HTTP API up).
+
+        Not at the first partition assignment: a daemon started while Kafka is away would
+        then be killed at ``TimeoutStartSec`` and restarted in a loop, instead of running,
+        answering ``/healthz`` and reporting the outage, as it does when Kafka goes away
+        later. Kafka's state is in ``STATUS=`` (:meth:`status_text`, the reconnect lines)
+        and ``/readyz`` (503 until partitions are assigned and the group is stable)."""
+        self.systemd.ready(self.status_text(0.0))
+
     def _notify_ready(self) -> None:
-        """READY=1 the first time partitions are assigned (the daemon is consuming)."""
+        """``STATUS=consuming`` the first time partitions are assigned."""
         if not self._notified_ready:
             self._notified_ready = True
-            self.systemd.ready("consuming")
+            self.systemd.status("consuming")
 
     def _wait(self, seconds: float) -> None:
         """``stop_event.wait`` that keeps kicking the watchdog: a deliberate pause

@@ -55,13 +55,17 @@ class KafkaOutage:
     reported). Durations in the lines are whole seconds written as the config writes them
     (:func:`monitor.config.format_duration`: ``"1m"``, ``"2m13s"``, ``"1h1m5s"``).
     :meth:`error` reports errors once connected that are not about reaching the brokers.
-    Thread-safe: failures come from the client's IO thread too."""
+    ``status``, if given, gets a one-line summary at every failed attempt (the daemon's
+    systemd ``STATUS=``: the outage shows there at the first refused connection, not when
+    the client gives up its bootstrap 30 s later). Thread-safe: failures come from the
+    client's IO thread too."""
 
     def __init__(
         self, brokers: Sequence[str], *, retry_max: float = 30.0, every: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, status: Callable[[str], object] | None = None,
     ) -> None:
         self.brokers = ", ".join(brokers)
+        self.status = status
         self.retry_max = retry_max
         self.every = every
         self.clock = clock
@@ -84,15 +88,18 @@ class KafkaOutage:
             if not (_GENERIC in reason and self._reason):  # the giving up does not hide why
                 self._reason = reason
             reason = self._reason
-            if self._since is None:
+            first = self._since is None
+            since = now if self._since is None else self._since
+            if first:
                 self._since = self._said_at = now
-                first = True
-            elif now - self._said_at >= self.every:
+            due = first or now - self._said_at >= self.every
+            if due:
                 self._said_at = now
-                first = False
-            else:
-                return
-            down = now - self._since
+            down = now - since
+        if self.status is not None:
+            self.status(f"kafka: cannot connect to {self.brokers}: {reason}; retrying, not ready")
+        if not due:
+            return
         fields = {"event": "kafka_unreachable", "brokers": self.brokers, "reason": reason, "down_s": round(down)}
         if first:
             log.error(

@@ -50,6 +50,22 @@ def test_once_at_first_then_once_a_minute_then_back(caplog: pytest.LogCaptureFix
     assert not outage.active
 
 
+def test_every_failed_attempt_is_in_the_status_though_the_log_says_it_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``status`` (the daemon's systemd STATUS=) gets each attempt: it is the current state,
+    not a log line to hold back."""
+    clock, said = Clock(), []
+    outage = KafkaOutage(["b:9092"], clock=clock, status=said.append)
+    caplog.set_level(logging.INFO, logger="driftwarden.daemon")
+    for _ in range(3):
+        outage.failed("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+        clock.now += 3.0
+    assert said == ["kafka: cannot connect to b:9092: Connection failed: KafkaConnectionError: 111 ECONNREFUSED;"
+                    " retrying, not ready"] * 3
+    assert len(_ours(caplog)) == 1
+
+
 def test_durations_are_written_as_the_config_writes_them(caplog: pytest.LogCaptureFixture) -> None:
     """One way of writing durations (``monitor.config.format_duration``): an hour-long
     outage reads "1h1m1s", not "61m01s", and a whole minute "1m", not "1m00s"."""

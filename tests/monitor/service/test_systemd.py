@@ -1,6 +1,6 @@
 """systemd's notify protocol over a real unix datagram socket: the messages, the watchdog
-kicked only by a turning loop, and a daemon subprocess that is READY once consuming and
-stops kicking while its loop is stuck."""
+kicked only by a turning loop, and a daemon subprocess that is READY once started (with
+Kafka away too), consumes, and stops kicking while its loop is stuck."""
 
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from monitor.demo.broker import EmbeddedBroker
+from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.systemd import SystemdNotifier, watchdog_interval
 from tests.monitor.daemon_helpers import produce, stream, wait_for
 from tests.monitor.fault_helpers import (
     durable_offset,
     fault_config,
+    http_get,
     start_daemon,
     terminate,
     wait_ready,
 )
 from tests.monitor.service.notify_helpers import NotifySocket, max_gap
+from tests.monitor.service.test_kafka_unreachable_logs import LateForwarder
 from tests.store_targets import PG_MODE, state_target
 
 
@@ -165,7 +167,7 @@ def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_sta
         try:
             assert wait_ready(cfg), log.read_text()[-2000:]
             assert wait_for(lambda: ns.has("READY=1"), timeout=10)
-            # READY=1 came with the assignment, after the start-up and "waiting" statuses
+            # READY=1 came at the end of start-up (with the "waiting" status), then "consuming"
             statuses = ns.statuses()
             assert statuses[:3] == ["starting: opening the store (migrating its schema if needed)",
                                     "starting: loading and preparing the references",
@@ -229,3 +231,45 @@ def test_the_label_joins_long_work_counts_as_the_loop_turning(
             assert wait_for(lambda: ns.has("WATCHDOG=1"), timeout=5)
         finally:
             d.close()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_daemon_started_while_kafka_is_down_is_ready_and_reports_the_outage(
+    broker: EmbeddedBroker, tmp_path: Path, topic: str
+) -> None:
+    """READY=1 follows the start-up (config, references, store, HTTP API), not the first
+    partition assignment: a daemon started while the broker is down is not killed by
+    systemd at TimeoutStartSec and restarted in a loop. It runs, answers /healthz, says
+    not ready on /readyz and why in STATUS=, and consumes once the broker is there."""
+    produce(broker.bootstrap, topic, stream(windows=2, per_window=100, shift_from=99, seed=5))
+    late_forwarder = LateForwarder(free_port(), broker.port)
+    bootstrap = f"127.0.0.1:{late_forwarder.port}"  # nothing listens there yet
+    cfg = fault_config(tmp_path, bootstrap=bootstrap, topic=topic, idle_timeout="1h",
+                       extra="[kafka.consumer_options]\nreconnect_backoff_max_ms = 1000\n")
+    log = tmp_path / "daemon.log"
+    with NotifySocket() as ns:
+        proc = start_daemon(cfg, env=ns.env(), log=log)
+        try:
+            assert wait_for(lambda: ns.has("READY=1"), timeout=30), (ns.statuses(), log.read_text()[-2000:])
+            statuses = ns.statuses()
+            assert statuses[:3] == ["starting: opening the store (migrating its schema if needed)",
+                                    "starting: loading and preparing the references",
+                                    "waiting for Kafka partition assignment"], statuses
+            ready = next(f for _, f in ns.snapshot() if "READY=1" in f)
+            assert ready == ["READY=1", "STATUS=waiting for Kafka partition assignment"]
+            assert http_get(cfg, "/healthz") == (200, {"status": "ok"})
+            status, body = http_get(cfg, "/readyz")
+            assert status == 503 and body["ready"] is False and body["kafka"] is False, body
+            # the outage in STATUS=, for `systemctl status`, from the first refused connection
+            assert wait_for(lambda: any(s.startswith(f"kafka: cannot connect to {bootstrap}: ")
+                                        for s in ns.statuses()), timeout=15), ns.statuses()
+            assert proc.poll() is None
+            late_forwarder.open()  # the broker comes
+            assert wait_ready(cfg, timeout=60), log.read_text()[-2000:]
+            assert wait_for(lambda: "consuming" in ns.statuses(), timeout=10), ns.statuses()
+            assert sum("READY=1" in f for _, f in ns.snapshot()) == 1  # once, at the start
+        finally:
+            rc = terminate(proc)
+            late_forwarder.close()
+        assert rc == 0, log.read_text()[-2000:]
