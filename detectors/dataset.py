@@ -15,6 +15,7 @@ import numpy as np
 from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference, as_current
 from detectors.calibration import Calibration, beta_binomial_tail, effective_size
 from detectors.drift.auto import auto_test_name
+from detectors.drift.binned import jensenshannon, jensenshannon_many
 from detectors.drift.distance import wasserstein, wasserstein_many
 from detectors.drift.registry import DriftTest, get_test
 
@@ -127,21 +128,39 @@ def _column_drift(
 BATCH_MAX_VALUES = 8192
 
 
-def _batched_scores(jobs: Sequence[tuple[PreparedColumn, CurrentColumn, DriftTest]]) -> dict[int, float]:
-    """Scores of the Wasserstein columns computed together, by job index: columns whose
-    reference and window sizes are equal (both at most :data:`BATCH_MAX_VALUES`) form a
-    group, scored in one 2-d pass (:func:`wasserstein_many`, identical to one column at a
-    time). Columns in no group of two or more are left to :func:`_column_drift`."""
-    groups: dict[tuple[int, int], list[int]] = {}
+def _batch_key(ref: PreparedColumn, cur: CurrentColumn, test: DriftTest, bins: str) -> tuple[Any, ...] | None:
+    """The group a column is scored in by :func:`_batched_scores` (None: alone). Wasserstein
+    columns group by reference and window sizes (both at most :data:`BATCH_MAX_VALUES`);
+    categorical Jensen–Shannon columns binned per window (not on fixed bins) all together
+    (:func:`jensenshannon_many` groups them by their number of categories)."""
+    if ref.n == 0 or cur.n == 0:
+        return None
+    if test.func is wasserstein:
+        return ("w", ref.n, cur.n) if ref.n <= BATCH_MAX_VALUES and cur.n <= BATCH_MAX_VALUES else None
+    if test.func is jensenshannon and ref.kind == "categorical" and (bins != "fixed" or ref.fixed_ref_counts is None):
+        return ("js",)
+    return None
+
+
+def _batched_scores(jobs: Sequence[tuple[PreparedColumn, CurrentColumn, DriftTest]], bins: str) -> dict[int, float]:
+    """Scores of the columns computed together, by job index: columns of the same group
+    (:func:`_batch_key`) are scored in one 2-d pass (:func:`wasserstein_many`,
+    :func:`jensenshannon_many`, each identical to one column at a time). Columns in no
+    group of two or more are left to :func:`_column_drift`."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (ref, cur, test) in enumerate(jobs):
-        if test.func is wasserstein and 0 < ref.n <= BATCH_MAX_VALUES and 0 < cur.n <= BATCH_MAX_VALUES:
-            groups.setdefault((ref.n, cur.n), []).append(i)
+        key = _batch_key(ref, cur, test, bins)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
     out: dict[int, float] = {}
-    for idx in groups.values():
+    for key, idx in groups.items():
         if len(idx) < 2:
             continue
         with np.errstate(all="ignore"):
-            got = wasserstein_many([jobs[i][0] for i in idx], [jobs[i][1].values for i in idx])
+            if key[0] == "w":
+                got = wasserstein_many([jobs[i][0] for i in idx], [jobs[i][1].values for i in idx])
+            else:
+                got = jensenshannon_many([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
         out.update(zip(idx, got, strict=True))
     return out
 
@@ -233,7 +252,7 @@ def dataset_drift(
             raise KeyError(f"current window has no column {name!r}")
         cur = as_current(ref, current_columns[name])
         jobs.append((ref, cur, get_test(_resolve_test_name(ref, cur))))
-    scores = _batched_scores(jobs)
+    scores = _batched_scores(jobs, prepared.bins)
     results: list[ColumnDrift] = run_jobs(
         [
             functools.partial(_column_drift, ref, cur, prepared.bins, test, scores.get(i))

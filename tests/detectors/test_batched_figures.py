@@ -7,6 +7,7 @@ import pytest
 
 from detectors import ColumnSpec, data_quality, dataset_drift, prepare_reference
 from detectors._columns import CurrentColumn
+from detectors.drift.binned import jensenshannon, jensenshannon_many
 from detectors.drift.distance import wasserstein, wasserstein_many
 from detectors.quality import _numerical_quality
 
@@ -28,6 +29,37 @@ def test_wasserstein_many_is_wasserstein_per_column(n1: int, n2: int) -> None:
         for r, c in zip(refs, curs, strict=True)
     ]
     assert got == want  # exact, not approximately
+
+
+def categorical_reference(rng: np.random.Generator, k: int, n: int, n_cats: int):
+    cats = np.array([f"v{i}" for i in range(n_cats)], dtype=object)
+    cols = {f"c{i}": rng.choice(cats, n, p=rng.dirichlet(np.ones(n_cats))) for i in range(k)}
+    return prepare_reference(cols, [ColumnSpec(c, "categorical") for c in cols]), cats
+
+
+@pytest.mark.parametrize(("n_cats", "n1", "n2"), [(5, 2000, 100), (40, 1500, 1500), (300, 3000, 700), (1, 1200, 3)])
+def test_jensenshannon_many_is_jensenshannon_per_column(n_cats: int, n1: int, n2: int) -> None:
+    rng = np.random.default_rng(n_cats * 11 + n2)
+    prep, cats = categorical_reference(rng, 5, n1, n_cats)
+    refs = [prep[c] for c in prep.columns]
+    curs = [CurrentColumn("categorical", rng.choice(cats, n2), r) for r in refs]
+    got = jensenshannon_many(refs, curs)
+    want = [jensenshannon(r, c, "evidently") for r, c in zip(refs, curs, strict=True)]
+    assert got == want  # exact, not approximately
+
+
+def test_dataset_drift_batches_categorical_columns_by_their_categories() -> None:
+    rng = np.random.default_rng(4)
+    prep, cats = categorical_reference(rng, 5, 1500, 6)
+    cur = {c: rng.choice(cats, 120) for c in prep.columns}
+    cur["c1"][:4] = "unseen"  # one more category than the others: scored alone
+    cur["c2"][5] = None
+    cur["c3"][:3] = ["new", "newer", None]
+    got = dataset_drift(prep, cur)
+    assert [c.test for c in got.columns] == ["jensenshannon"] * 5
+    for c in got.columns:
+        alone = dataset_drift(prep, {c.column: cur[c.column]}, columns=[c.column]).columns[0]
+        assert (c.test, c.score, c.drifted, c.current_n) == (alone.test, alone.score, alone.drifted, alone.current_n)
 
 
 def test_dataset_drift_batches_only_what_it_can() -> None:
