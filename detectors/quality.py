@@ -128,7 +128,7 @@ def _numerical_batch(
     if len(keep) < 2 or n == 0 or n > BATCH_MAX_ROWS:
         return {}
     names = [names[i] for i in keep]
-    m = np.stack([arrays[i] for i in keep])
+    m = np.array([arrays[i] for i in keep])  # np.stack's copy, without its Python wrapper (rows of one length)
     lo = np.array([prepared.columns[c].min for c in names])[:, None]
     hi = np.array([prepared.columns[c].max for c in names])[:, None]
     # counted as np.count_nonzero(..., axis=1) counts, without its Python wrapper

@@ -80,7 +80,8 @@ def jensenshannon_many(refs: Sequence[PreparedColumn], currents: Sequence[Curren
         # the shares as binned_percents makes them: each count over its side's size
         rn = np.array([refs[i].n for i in idx], dtype=np.int64)[:, None]
         cn = np.array([currents[i].n for i in idx], dtype=np.int64)[:, None]
-        got = _js_rows(np.stack([rc for _, rc, _ in group]) / rn, np.stack([cc for _, _, cc in group]) / cn)
+        # np.array of rows of one length: np.stack's copy, without its Python wrapper
+        got = _js_rows(np.array([rc for _, rc, _ in group]) / rn, np.array([cc for _, _, cc in group]) / cn)
         for i, d in zip(idx, got.tolist(), strict=True):
             out[i] = d
     return out

@@ -92,7 +92,7 @@ def wasserstein_many(refs: Sequence[PreparedColumn], currents: Sequence[np.ndarr
     runs too) instead of a dozen numpy calls per column: the fixed cost that
     dominates small windows.
     """
-    cs = np.stack(currents)
+    cs = np.array(currents)  # np.stack's copy (rows of one length) without its Python wrapper: ~3.5 µs of 6
     cs.sort(axis=1)
     d = _sorted_distances(_sorted_rows(refs), cs)
     return [float(x) / _norm(r) for x, r in zip(d.tolist(), refs, strict=True)]
@@ -104,7 +104,7 @@ def _sorted_rows(refs: Sequence[PreparedColumn]) -> np.ndarray:
     block, first = refs[0].block, refs[0].block_row
     if block is not None and all(r.block is block and r.block_row == first + i for i, r in enumerate(refs)):
         return block[first:first + len(refs)]
-    return np.stack([r.sorted_values for r in refs])
+    return np.array([r.sorted_values for r in refs])
 
 
 @functools.lru_cache(maxsize=4)
