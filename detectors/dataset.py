@@ -77,6 +77,9 @@ class DatasetDrift:
     undefined_columns: tuple[str, ...] = ()
     #: "evidently" (fixed thresholds, a share of columns) or "calibrated"
     thresholds: str = "evidently"
+    #: verdicts of :func:`dataset_drift`'s ``also`` columns, in that order: each as
+    #: :func:`column_drift` gives it alone, outside the share and any adjustment
+    also: tuple[ColumnDrift, ...] = ()
 
     def __getitem__(self, column: str) -> ColumnDrift:
         for c in self.columns:
@@ -229,6 +232,7 @@ def dataset_drift(
     multiple_testing: Literal["bh"] | None = None,
     *,
     workers: int = 1,
+    also: Sequence[str] = (),
 ) -> DatasetDrift:
     """Drift of every (or the named) spec column and the share of drifted columns.
 
@@ -238,13 +242,18 @@ def dataset_drift(
     comparing with each column's threshold; distance tests are unaffected.
     The default ``None`` equals Evidently's DataDriftPreset. ``workers > 1``
     computes columns on a shared thread pool of that size (worth it from about
-    10k rows per window; results are identical). Raises
+    10k rows per window; results are identical). ``also``: more columns scored with
+    these (batched with them, see :func:`_batched_scores`) but left out of the share and
+    of the adjustment, their verdicts in :attr:`DatasetDrift.also`, each equal to
+    :func:`column_drift` on it (a model's prediction column). Raises
     ``KeyError`` for a named column without spec or a spec column missing from
     ``current_columns``, ``ValueError`` for an unknown ``multiple_testing``.
     """
     if multiple_testing not in (None, "bh"):
         raise ValueError(f"multiple_testing must be None or 'bh', got {multiple_testing!r}")
     names = [s.name for s in prepared.specs] if columns is None else list(columns)
+    n_shared = len(names)
+    names += also
     jobs: list[tuple[PreparedColumn, CurrentColumn, DriftTest]] = []
     for name in names:
         ref = prepared.columns[name]
@@ -260,6 +269,8 @@ def dataset_drift(
         ],
         workers,
     )
+    extra = tuple(results[n_shared:])
+    del results[n_shared:]
     if multiple_testing == "bh":
         idx = [i for i, r in enumerate(results) if r.score_kind == "p_value" and r.defined]
         adj = benjamini_hochberg([results[i].score for i in idx])
@@ -280,6 +291,7 @@ def dataset_drift(
         dataset_drifted=bool(n > 0 and share >= share_threshold),
         multiple_testing=multiple_testing,
         undefined_columns=tuple(r.column for r in results if not r.defined),
+        also=extra,
     )
 
 

@@ -18,7 +18,6 @@ from detectors import (
     calibrated_dataset_drift,
     calibrated_dataset_level,
     calibration_sizes,
-    column_drift,
     data_quality,
     dataset_drift,
     prepare_reference,
@@ -244,7 +243,10 @@ def compute_figures(
         if cal is not None:
             ds = calibrated_dataset_drift(pm.prepared, cal, judged, columns=list(pm.drift_columns), multiple_testing=mt)
         else:
-            ds = dataset_drift(pm.prepared, judged, columns=list(pm.drift_columns), share_threshold=cfg.drift.share, multiple_testing=mt)
+            # the prediction scored with the features (one batch), outside their share
+            also = [pm.prediction] if pm.prediction in pm.prepared.columns and pm.prediction in cols else []
+            ds = dataset_drift(pm.prepared, judged, columns=list(pm.drift_columns), share_threshold=cfg.drift.share,
+                               multiple_testing=mt, also=also)
         for c in ds.columns:
             drift_rows.append(_drift_row(c, "drift_score"))
         drift_rows.append(MetricRow(DATASET, "drift_share", ds.share, threshold=ds.share_threshold, drifted=ds.dataset_drifted))
@@ -256,7 +258,7 @@ def compute_figures(
             if cal is not None:
                 p = calibrated_dataset_drift(pm.prepared, cal, judged, columns=[pm.prediction]).columns[0]
             else:
-                p = column_drift(pm.prepared, pm.prediction, judged[pm.prediction])
+                p = ds.also[0]
             drift_rows.append(_drift_row(p, "prediction_drift"))
         if pm.domain is not None:
             drift_rows.append(_multivariate_row(pm, cols))

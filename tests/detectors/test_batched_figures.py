@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from detectors import ColumnSpec, data_quality, dataset_drift, prepare_reference
+from detectors import ColumnSpec, column_drift, data_quality, dataset_drift, prepare_reference
 from detectors._columns import CurrentColumn
 from detectors.drift.binned import jensenshannon, jensenshannon_many
 from detectors.drift.distance import wasserstein, wasserstein_many
@@ -94,3 +96,15 @@ def test_dataset_drift_on_threads_is_the_same() -> None:
     prep = reference(rng, 4, 1200)
     cur = {c: rng.normal(2.0, 3.0, 9000) for c in prep.columns}  # above the batch limit
     assert dataset_drift(prep, cur, workers=2) == dataset_drift(prep, cur)
+
+
+@pytest.mark.parametrize("multiple_testing", [None, "bh"])
+def test_also_columns_are_scored_alone_and_stay_out_of_the_share(multiple_testing) -> None:
+    rng = np.random.default_rng(12)
+    prep = reference(rng, 5, 2000)
+    cur = {c: rng.normal(2.0, 1.0 + i, 100) for i, c in enumerate(prep.columns)}
+    features = ["x0", "x1", "x2", "x3"]
+    got = dataset_drift(prep, cur, columns=features, multiple_testing=multiple_testing, also=["x4"])
+    without = dataset_drift(prep, cur, columns=features, multiple_testing=multiple_testing)
+    assert dataclasses.replace(got, also=()) == without  # the share and its columns as without it
+    assert got.also == (column_drift(prep, "x4", cur["x4"]),)  # x4 as alone, bit for bit
