@@ -17,6 +17,13 @@ from monitor.cli.render import Col, details, emit_json, fit_list, short_time, ta
 
 Echo = Callable[[str], Any]
 
+#: the label join's counters the status table shows (``label_counters``), and their headers
+LABEL_JOIN_HEADERS = {
+    "predictions": "preds", "joined": "joined", "duplicate_labels": "dup labels", "early": "early",
+    "expired_labels": "expired labels", "expired_predictions": "expired preds",
+    "unmatched_labels": "unmatched", "dropped_early_labels": "dropped early",
+}
+
 
 def _drifted_text(r: Mapping[str, Any], width: int) -> str:
     """A window's drifted columns in one line of ``width``: ``age 0.833, plan 0.41``, else
@@ -478,9 +485,9 @@ def status(store: Any, *, as_json: bool, echo: Echo, models: Any = None) -> None
     table("deliveries", [Col("notifier", "notifier"), Col("status", "status"), Col("count", "n", justify="right")],
           out["deliveries"], count=sum(r["n"] for r in out["deliveries"]))
     if out["label_join"]:
-        table("label join", [Col("model", "model", no_wrap=True), *[Col(k.replace("_", " "), k, no_wrap=True, justify="right") for k in
-              ("predictions", "joined", "duplicate_labels", "early", "expired_labels", "expired_predictions",
-               "unmatched_labels")]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
+        # headers short enough that 8 counters fit 80 columns without cutting words ("predictio/ns")
+        table("label join", [Col("model", "model", no_wrap=True), *[Col(h, k, no_wrap=True, justify="right") for k, h in
+              LABEL_JOIN_HEADERS.items()]], [{"model": m, **c} for m, c in sorted(out["label_join"].items())])
     if any(p["owner"] for p in out["partitions"]):
         table("partitions", [Col("topic", "topic"), Col("partition", "partition", justify="right"),
               Col("owner", "owner"), Col("offset", "offset", justify="right"),

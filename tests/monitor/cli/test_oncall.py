@@ -21,6 +21,7 @@ import pytest
 from storage.alerts import AlertRecord, DeliveryRecord, insert_delivery, upsert_alert
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
+from storage.labels import add_counters
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
@@ -565,6 +566,22 @@ def test_status_titles_give_the_totals_their_counts_add_up_to(where: tuple[str, 
     assert "alerts (2)\n" in out and "deliveries (2)\n" in out, out
     counts = doc("status", *where)["item"]
     assert sum(r["n"] for r in counts["windows"]) == 13  # type: ignore[index]
+
+
+def test_status_shows_the_early_labels_dropped_past_max_early(where: tuple[str, str], store_target: StoreTarget) -> None:
+    # dropped_early_labels was exported to /metrics but missing from the status table, so an
+    # on-call reading `status` saw no sign of labels thrown away past labels.max_early
+    store = store_target.open()
+    with store.transaction():
+        add_counters(store, "churn", {"predictions": 40, "early": 9, "unmatched_labels": 2, "dropped_early_labels": 3})
+    store.close()
+    out = ok("status", *where)
+    table = out[out.index("label join (1)"):].splitlines()
+    # every header whole on 80 columns: "predictions" was cut into "predictio" / "ns"
+    assert table[1].split() == ["expired", "expired", "dropped"], out
+    assert table[2].split() == ["model", "preds", "joined", "dup", "labels", "early", "labels", "preds", "unmatched", "early"], out
+    assert table[4].split() == ["churn", "40", "0", "0", "9", "0", "0", "2", "3"], out
+    assert doc("status", *where)["item"]["label_join"]["churn"]["dropped_early_labels"] == 3  # type: ignore[index]
 
 
 def test_silence_list_json_gives_times_as_every_other_json_does(where: tuple[str, str]) -> None:
