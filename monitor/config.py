@@ -28,7 +28,7 @@ import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -53,6 +53,7 @@ from monitor.metric_names import (
     has_reference_figure,
     model_metrics,
 )
+from storage import redaction
 from storage.limits import DEAD_LETTER_PAYLOADS_PER_MINUTE, DEAD_LETTERS_PER_MINUTE
 from storage.text import log_text
 
@@ -2443,10 +2444,30 @@ def parse_config(
     if checked.problems:
         raise ConfigError([_name_env(p, origins) for p in checked.problems], source)
     cfg = _resolve_paths(cfg, base).model_copy(update={"secrets": checked.secrets})
+    register_secrets(cfg)
     cfg._unresolved = frozenset(checked.unresolved)
     misses = env_near_misses(environ, cfg) if environ is not None else []
     cfg._warnings = tuple(_name_env(w, origins) for w in checked.warnings) + tuple(misses)
     return cfg
+
+
+def register_secrets(cfg: Config) -> None:
+    """Have :func:`storage.redaction.redact` take ``cfg``'s resolved secrets out of every
+    error text stored, logged or shown from now on: each secret's value (a URL-valued one,
+    ``webhook_url``, also by its parts: a receiver's 404 page echoes the path), and the
+    password in ``storage.url`` (``postgresql://user:password@host/db`` or ``?password=``)."""
+    for path, value in cfg.secrets.items():
+        plain = value.get_secret_value()
+        redaction.register([plain])
+        if path.endswith(".webhook_url"):
+            redaction.register_url(plain)
+    if cfg.storage.url is not None:
+        try:
+            password = urlsplit(cfg.storage.url).password
+        except ValueError:  # libpq's own forms (several hosts) need not parse here
+            password = None
+        found = re.findall(r"(?i)(?:^|[?&])password=([^&]*)", cfg.storage.url)
+        redaction.register([unquote(p) for p in [password or "", *found]])
 
 
 def load_config(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.log_repeats import RepeatFilter
+from storage import redaction
 from storage.text import escape_controls
 
 #: attributes every LogRecord has: anything else on a record came from ``extra=``
@@ -29,14 +30,16 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class RedactingFilter(logging.Filter):
     """Replaces every secret value in a record's final message, its traceback and the
-    strings of its ``extra=`` fields with ``***``."""
+    strings of its ``extra=`` fields with ``***``: its own ``secrets``, and what the
+    process registered for every text it stores (:mod:`storage.redaction`: the config's
+    secrets, each notifier's receiver URL by its parts), the same way."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        if self.secrets or redaction.registered():
             record.msg, record.args = self.redact(record.getMessage()), None
             if record.exc_info:
                 # tracebacks quote arguments and locals' reprs: redact the rendered text
@@ -62,7 +65,7 @@ class RedactingFilter(logging.Filter):
     def redact(self, text: str) -> str:
         for s in self.secrets:
             text = text.replace(s, "***")
-        return text
+        return redaction.redact(text)
 
 
 class TextFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ from typing import Any
 from storage.db import StorageError, Store
 from storage.limits import DeadLetterCap
 from storage.records import iso, parse_iso
+from storage.redaction import redact
 from storage.text import printable
 
 #: Stored payloads are cut to this many bytes (the first 64 KiB) by default.
@@ -67,8 +68,10 @@ def reason_code(reason: str) -> str:
 def stored_reason(reason: str) -> str:
     """A reason as stored: control characters shown as the command line shows them
     (``\\x00``, ``\\n``: a reason may quote the message, and PostgreSQL text cannot hold
-    U+0000), at most :data:`MAX_REASON_CHARS` characters. The same on both stores."""
-    return printable(reason[:MAX_REASON_CHARS])[:MAX_REASON_CHARS]
+    U+0000), at most :data:`MAX_REASON_CHARS` characters, without a registered secret
+    (:func:`storage.redaction.redact`: an ``internal`` reason quotes an exception). The
+    same on both stores."""
+    return printable(redact(reason)[:MAX_REASON_CHARS])[:MAX_REASON_CHARS]
 
 
 def received_minute(ts: datetime) -> str:

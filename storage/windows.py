@@ -10,6 +10,7 @@ from typing import Any
 from storage.db import Store
 from storage.dialect import Dialect, json_param
 from storage.records import MetricRow, WindowRecord, iso
+from storage.redaction import redact
 
 
 def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow]) -> None:
@@ -18,7 +19,8 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
     Writing the same window twice leaves exactly the second write: the old
     figures are deleted first, so a metric that disappeared does not linger.
     Figures of the ``performance`` family (written when labels mature, see
-    :mod:`storage.labels`) are left alone.
+    :mod:`storage.labels`) are left alone. The window's ``error`` (an exception's text) is
+    stored without a registered secret (:func:`storage.redaction.redact`).
     """
     k = window.key
     store.execute("DELETE FROM metrics WHERE window_id = ? AND family = 'data'", (window.id,))
@@ -31,7 +33,7 @@ def write_window(store: Store, window: WindowRecord, metrics: Sequence[MetricRow
         " late_rows = excluded.late_rows, reference = excluded.reference, error = excluded.error",
         (
             window.id, k.model, k.version, k.segment, k.start, k.end, window.rows, window.status,
-            iso(window.computed_at), window.late_rows, window.reference, window.error,
+            iso(window.computed_at), window.late_rows, window.reference, redact(window.error),
         ),
     )
     upsert_metrics(store, window.id, k.model, metrics)

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from storage.alerts import DeliveryRecord
+from storage.redaction import redact
 
 T = TypeVar("T")
 Outcome = Literal["sent", "retry", "give_up"]
@@ -35,6 +36,11 @@ class SendResult:
     follow-up step is retried (Slack's ``chat.update`` of the original message after the
     resolution was posted). When the retries run out such a delivery ends ``sent``, its
     ``last_error`` saying what was not done, not ``dead``: the receiver was told.
+
+    ``error`` is redacted when the result is made (:func:`storage.redaction.redact`): it
+    is stored as the delivery's ``last_error``, logged and shown by the dashboard and the
+    command line, and a receiver's answer may echo a secret (its own URL's token, the
+    ``Authorization`` header).
     """
 
     outcome: Outcome
@@ -44,6 +50,10 @@ class SendResult:
     response: Mapping[str, Any] | None = None
     parent_response: Mapping[str, Any] | None = None
     delivered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.error:
+            object.__setattr__(self, "error", redact(str(self.error)))
 
     @classmethod
     def sent(cls, **kw: Any) -> SendResult:

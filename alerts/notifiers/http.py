@@ -34,6 +34,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from storage import redaction
+
 #: host name lookups left running at once (a hung resolver's stay until it answers);
 #: beyond that, a lookup fails at once rather than start another thread
 MAX_LOOKUPS = 16
@@ -58,12 +60,16 @@ class Answer:
     charset: str | None = None
 
     def text(self) -> str:
-        """The body as text (its charset, else UTF-8; undecodable bytes replaced)."""
+        """The body as text (its charset, else UTF-8; undecodable bytes replaced), without
+        a registered secret (:func:`storage.redaction.redact`): error texts quote it, cut
+        short (a secret cut in two could no longer be found), and a receiver may echo the
+        request (its path, its ``Authorization`` header)."""
         try:
-            return self.body.decode(self.charset or "utf-8", errors="replace")
+            text = self.body.decode(self.charset or "utf-8", errors="replace")
         except (LookupError, UnicodeError, ValueError):  # unknown, or a codec that refuses
             # errors="replace" (charset=undefined, idna, punycode): read as UTF-8
-            return self.body.decode("utf-8", errors="replace")
+            text = self.body.decode("utf-8", errors="replace")
+        return redaction.redact(text)
 
 
 class NotResolved(httpcore.ConnectError):

@@ -1,0 +1,31 @@
+"""What :mod:`storage.redaction` takes as a URL's secrets: its token-like path, its query,
+its password; never what is no secret (a user name alone, ``/hook``), which would garble
+every text that happens to hold it (``driftwarden stopped after …``)."""
+
+from __future__ import annotations
+
+from storage.redaction import shown_url, url_secrets
+
+
+def test_a_url_without_a_secret_part_registers_nothing() -> None:
+    for url in ("postgresql://driftwarden@db.example/driftwarden", "http://127.0.0.1:9/hook",
+                "https://slack.com/api/chat.postMessage"):
+        assert url_secrets(url) == {}, url
+    # libpq's forms without a host; a query value like "require" is no secret
+    got = url_secrets("postgresql:///dw?host=/run/postgresql&sslmode=require")
+    assert "require" not in got and "/run/postgresql" not in got
+
+
+def test_a_url_s_secret_parts_and_what_they_become() -> None:
+    got = url_secrets("https://ops:pa55w0rd@hooks.example.com/services/T0123ABCD/x?token=abc123def")
+    assert got["https://ops:pa55w0rd@hooks.example.com/services/T0123ABCD/x?token=abc123def"] == "https://hooks.example.com/…"
+    assert got["/services/T0123ABCD/x?token=abc123def"] == "/…"
+    assert {got[k] for k in ("T0123ABCD", "abc123def", "pa55w0rd", "ops:pa55w0rd")} == {"***"}
+    assert "services" not in got and "ops" not in got
+
+
+def test_shown_url_keeps_scheme_host_and_port_only() -> None:
+    assert shown_url("https://u:p@hooks.slack.com/services/T0/B0/XX") == "https://hooks.slack.com/…"
+    assert shown_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert shown_url("http://127.0.0.1:8080/?token=x") == "http://127.0.0.1:8080/…"
+    assert shown_url("not a url") == "<url not shown>"
