@@ -249,7 +249,13 @@ def request(
 ) -> Answer:
     """Make one request within ``timeout`` seconds in all; read at most ``max_bytes`` of
     the answer (asked for uncompressed: what is read is what is counted). Raises
-    :class:`NoAnswer` when no answer came (in time)."""
+    :class:`NoAnswer` when no answer came (in time); a failed connection names the
+    receiver as :func:`storage.redaction.shown_url` shows it (``https://hooks.slack.com/…``).
+
+    The request's secrets are registered first (:func:`register_secrets`), so no error
+    text made of its answer or its failure can carry them into a delivery's ``last_error``
+    or the log."""
+    register_secrets(url, headers)
     sent = {"accept-encoding": "identity", **headers}
     with Deadline(timeout) as deadline:
         try:
@@ -269,4 +275,15 @@ def request(
                 raise NoAnswer(str(exc.__cause__)) from exc
             if deadline.expired:
                 raise NoAnswer(f"no complete answer within {timeout:g} s") from exc
-            raise NoAnswer(f"{type(exc).__name__}: {exc}") from exc
+            raise NoAnswer(f"{type(exc).__name__}: {exc} (to {redaction.shown_url(url)})") from exc
+
+
+def register_secrets(url: str, headers: Mapping[str, str]) -> None:
+    """Register what a notifier's request carries that is secret with
+    :mod:`storage.redaction`: the receiver URL's parts (a Slack incoming-webhook path,
+    ``?token=``, ``user:password@``) and the ``Authorization`` header (Slack's bot token),
+    whole and without its scheme word. Every notifier's requests come here."""
+    redaction.register_url(url)
+    for name, value in headers.items():
+        if name.lower() in ("authorization", "proxy-authorization"):
+            redaction.register([value, value.partition(" ")[2]])

@@ -31,6 +31,7 @@ from standardwebhooks import Webhook
 from alerts.notifiers import http
 from alerts.notifiers.base import KINDS, SendResult, build, classify_status
 from alerts.payloads import webhook_body
+from storage import redaction
 from storage.alerts import DeliveryRecord
 from storage.finite import dumps_finite
 
@@ -79,7 +80,7 @@ class WebhookNotifier:
         if kind not in KINDS:
             raise ValueError(f"notifier {name!r}: kind must be 'alert' or 'retrain', got {kind!r}")
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"notifier {name!r}: url must be http(s)://…, got {url!r}")
+            raise ValueError(f"notifier {name!r}: url must be http(s)://…, got {redaction.shown_url(url)!r}")
         self.name = name
         self.url = url
         self.kind = kind
