@@ -20,6 +20,7 @@ from ordinary words, and replacing them would garble every text.
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 from collections.abc import Iterable
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -28,11 +29,17 @@ from urllib.parse import SplitResult, unquote, urlsplit
 MASK = "***"
 #: shorter values are not registered (see the module doc)
 MIN_CHARS = 4
+#: at most this many values are registered (memory, and the cost of each :func:`redact`)
+MAX_SECRETS = 10_000
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 #: secret -> what it becomes; longest first (a secret containing another goes first)
 _pairs: tuple[tuple[str, str], ...] = ()
 _known: dict[str, str] = {}
+#: :data:`MAX_SECRETS` was reached (said once)
+_full = False
 
 
 def register(values: Iterable[str], shown: str = MASK) -> None:
@@ -53,6 +60,17 @@ def _add(pairs: dict[str, str]) -> None:
         new = {k: v for k, v in pairs.items() if k and _known.get(k) != v}
         if not new:
             return
+        room = MAX_SECRETS - len(_known)
+        if len(new) > room:
+            # the secrets are the config's and its receivers' (a few dozen): this many means
+            # something registers per request what is not constant; bounded, and said once
+            global _full
+            if not _full:
+                _full = True
+                log.warning("more than %d secret values to redact: the newest are not redacted", MAX_SECRETS)
+            new = dict(list(new.items())[:room])
+            if not new:
+                return
         _known.update(new)
         _pairs = tuple(sorted(_known.items(), key=lambda kv: len(kv[0]), reverse=True))
 

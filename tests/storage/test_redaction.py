@@ -4,6 +4,9 @@ every text that happens to hold it (``driftwarden stopped after …``)."""
 
 from __future__ import annotations
 
+import pytest
+
+from storage import redaction
 from storage.redaction import shown_url, url_secrets
 
 
@@ -29,3 +32,20 @@ def test_shown_url_keeps_scheme_host_and_port_only() -> None:
     assert shown_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert shown_url("http://127.0.0.1:8080/?token=x") == "http://127.0.0.1:8080/…"
     assert shown_url("not a url") == "<url not shown>"
+
+
+def test_the_registry_is_bounded_and_says_so_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # registering is per request: a receiver URL that changed with every request would
+    # otherwise grow the registry (and the cost of every redact) without bound
+    monkeypatch.setattr(redaction, "_known", {})
+    monkeypatch.setattr(redaction, "_pairs", ())
+    monkeypatch.setattr(redaction, "_full", False)
+    monkeypatch.setattr(redaction, "MAX_SECRETS", 3)
+    with caplog.at_level("WARNING", logger="storage.redaction"):
+        redaction.register(["alpha-secret", "beta-secret"])
+        redaction.register(["gamma-secret", "delta-secret"])
+        redaction.register(["epsilon-secret"])
+    assert len(redaction._known) == 3
+    assert redaction.redact("alpha-secret gamma-secret delta-secret") == "*** *** delta-secret"
+    assert [r.getMessage() for r in caplog.records] == [
+        "more than 3 secret values to redact: the newest are not redacted"]
