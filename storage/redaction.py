@@ -88,6 +88,13 @@ def redact(text: str) -> str:
     return text
 
 
+def quoted(text: str, limit: int) -> str:
+    """``text`` without a registered secret, then cut to ``limit`` characters: in this
+    order, since a secret cut in two could no longer be found and its first part would
+    be stored."""
+    return redact(text)[:limit]
+
+
 def _parts(url: str) -> SplitResult | None:
     try:
         parts = urlsplit(url.strip())

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from storage.alerts import DeliveryRecord
-from storage.redaction import redact
+from storage.redaction import quoted, redact
 
 T = TypeVar("T")
 Outcome = Literal["sent", "retry", "give_up"]
@@ -79,7 +79,7 @@ def build(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever the payload makes the renderer raise
-        raise PayloadError(f"cannot build {what}: {type(exc).__name__}: {exc}"[:500]) from exc
+        raise PayloadError(quoted(f"cannot build {what}: {type(exc).__name__}: {exc}", 500)) from exc
 
 
 @runtime_checkable

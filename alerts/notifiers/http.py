@@ -60,16 +60,17 @@ class Answer:
     charset: str | None = None
 
     def text(self) -> str:
-        """The body as text (its charset, else UTF-8; undecodable bytes replaced), without
-        a registered secret (:func:`storage.redaction.redact`): error texts quote it, cut
-        short (a secret cut in two could no longer be found), and a receiver may echo the
-        request (its path, its ``Authorization`` header)."""
+        """The body as text (its charset, else UTF-8; undecodable bytes replaced), as it
+        came: Slack's JSON is read from it (a secret redacted inside it could change its
+        ``ts`` or break it). An error text quoting it goes through
+        :func:`storage.redaction.quoted` (a receiver may echo the request: its path, its
+        ``Authorization`` header)."""
         try:
             text = self.body.decode(self.charset or "utf-8", errors="replace")
         except (LookupError, UnicodeError, ValueError):  # unknown, or a codec that refuses
             # errors="replace" (charset=undefined, idna, punycode): read as UTF-8
             text = self.body.decode("utf-8", errors="replace")
-        return redaction.redact(text)
+        return text
 
 
 class NotResolved(httpcore.ConnectError):

@@ -48,6 +48,7 @@ from alerts.notifiers.base import (
 )
 from alerts.notifiers.slack_blocks import render_blocks, render_text
 from storage.alerts import DeliveryRecord
+from storage.redaction import quoted
 
 TRANSIENT_ERRORS = frozenset(
     {
@@ -328,4 +329,4 @@ class SlackWebhookNotifier:
         retry_after = headers.get("Retry-After") or headers.get("retry-after")
         if isinstance(retry_after, list):
             retry_after = retry_after[0] if retry_after else None
-        return classify_status(resp.status_code, retry_after, (resp.body or "")[:200])
+        return classify_status(resp.status_code, retry_after, quoted(resp.body or "", 200))

@@ -124,8 +124,8 @@ class WebhookNotifier:
             )
         except http.NoAnswer as exc:
             return SendResult.retry(str(exc))
-        status, retry_after, detail = answer.status, answer.headers.get("retry-after"), answer.text()
-        return classify_status(status, retry_after, detail[:200])
+        status, retry_after = answer.status, answer.headers.get("retry-after")
+        return classify_status(status, retry_after, redaction.quoted(answer.text(), 200))
 
 
 def _encode(kind: str, payload: Mapping[str, Any]) -> bytes:

@@ -35,6 +35,7 @@ from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, out_of_range
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
+from storage.redaction import quoted
 from storage.text import segment_text, without_nul
 
 
@@ -202,7 +203,7 @@ class BatchDecoder:
                 dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, str(exc), value, received))
             except Exception as exc:  # noqa: BLE001 - the daemon never dies on a message
                 dead.append(
-                    DeadLetter(rec.topic, rec.partition, rec.offset, f"bad_type: {type(exc).__name__}: {exc}"[:500], value, received)
+                    DeadLetter(rec.topic, rec.partition, rec.offset, quoted(f"bad_type: {type(exc).__name__}: {exc}", 500), value, received)
                 )
         return {m: b.build() for m, b in builders.items() if b.ts}, dead
 

@@ -28,6 +28,7 @@ from monitor.ingest.batch import BadMessage, may_hold_unsafe_text, record_timest
 from monitor.ingest.decode import _jtype, _text, parse_envelope
 from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
 from storage.dead_letters import DeadLetter
+from storage.redaction import quoted
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ class LabelDecoder:
                 dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, str(exc), rec.value, received))
                 continue
             except Exception as exc:  # noqa: BLE001 - the daemon never dies on a message
-                reason = f"bad_type: {type(exc).__name__}: {exc}"[:500]
+                reason = quoted(f"bad_type: {type(exc).__name__}: {exc}", 500)
                 dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, reason, rec.value, received))
                 continue
             b = out.get(model)

@@ -1012,8 +1012,10 @@ class Daemon:
         ``/readyz`` and the status until a flush or keepalive reaches the store again."""
         self._flush_failed_at = time.monotonic()
         known = self._storage_error
-        self._storage_error = str(exc)
+        # the brief first: a reader between the two (/readyz on another thread) would see an
+        # error without its brief, or the brief of the failure before
         self._storage_brief = brief_reason(exc)
+        self._storage_error = str(exc)
         if known != str(exc):
             log.error("storage: %s; consumption paused until it clears", exc)
         self.on_event("storage_error", {"error": str(exc)})

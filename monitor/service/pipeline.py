@@ -72,6 +72,7 @@ from storage.alerts import alert_lock_key
 from storage.db import StorageError, Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.records import DATASET, iso_ms
+from storage.redaction import quoted
 from storage.references import latest_reference, register_reference, store_reference_file
 from storage.retention import trim_window_samples
 from storage.samples import write_window_sample
@@ -576,7 +577,7 @@ class Pipeline:
             self._isolated(records[mid:], process)
 
     def _poison(self, rec: Any, exc: Exception) -> None:
-        reason = f"internal: {type(exc).__name__}: {exc}"[:500]
+        reason = quoted(f"internal: {type(exc).__name__}: {exc}", 500)
         log.error(
             "record %s[%s]@%s made processing raise; dead-lettered (%s)", rec.topic, rec.partition, rec.offset,
             reason, exc_info=exc,
@@ -1030,7 +1031,7 @@ class Pipeline:
             log.error("window %s: storing or alerting failed; stored with status error", figs.record.id, exc_info=exc)
             self.stats.window_errors += 1
             err = dataclasses.replace(
-                figs.record, status="error", error=f"internal: {type(exc).__name__}: {exc}"[:500]
+                figs.record, status="error", error=quoted(f"internal: {type(exc).__name__}: {exc}", 500)
             )
             rows = [m for m in figs.metrics if m.metric == "row_count" and m.column == ""]
             with self.store.transaction():

@@ -40,6 +40,7 @@ from monitor.references.load import ReferenceData
 from monitor.windows.model_windows import OpenWindow
 from monitor.windows.pane_columns import WindowColumns, categorical_column
 from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso_ms
+from storage.redaction import quoted
 from storage.samples import WindowSample
 
 
@@ -205,7 +206,7 @@ def error_figures(pm: PreparedModel, w: OpenWindow, *, by: str, now: datetime, e
     """A window whose figures could not be computed: status ``error``, its row count and why."""
     key = window_key(pm.config.name, by, w)
     record = WindowRecord(
-        key=key, rows=w.rows, status="error", computed_at=now, reference=pm.reference.sha256[:12], error=error[:500]
+        key=key, rows=w.rows, status="error", computed_at=now, reference=pm.reference.sha256[:12], error=quoted(error, 500)
     )
     return WindowFigures(record, [MetricRow(DATASET, "row_count", float(w.rows))], [], None, pm.reference_metrics)
 

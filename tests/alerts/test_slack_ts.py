@@ -72,3 +72,23 @@ def test_a_stored_ts_that_is_not_slacks_is_not_sent_back(store, clock):
         assert (resolved.status, resolved.last_error) == ("sent", None)
         assert slack.messages[-1].thread_ts is None
         assert [r.extra["method"] for r in slack.requests] == ["chat.postMessage", "chat.postMessage"]
+
+
+def test_a_secret_made_of_digits_leaves_slacks_ts_as_it_came(store, clock, monkeypatch):
+    """Slack's answer is read as it came: redacting a registered secret inside it (a
+    password or token of digits) turned the ts "1712345678.000100" into "17***.000100",
+    which failed the ts check, so the message was posted again at every retry."""
+    from storage import redaction
+
+    monkeypatch.setattr(redaction, "_known", dict(redaction._known))
+    monkeypatch.setattr(redaction, "_pairs", redaction._pairs)
+    redaction.register(["12345678"])
+    with SlackStandIn() as slack:
+        f, n, worker = setup(store, clock, slack)
+        slack.script((200, {}, {"ok": True, "channel": "C0ML", "ts": "1712345678.000100"}))
+        f.window(columns={"age": (0.3, True)})
+        worker.run_once()
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts, d.last_error) == ("sent", 1, None)
+        assert d.response == {"channel": "C0ML", "ts": "1712345678.000100"}
+        assert [r.extra["method"] for r in slack.requests] == ["chat.postMessage"]

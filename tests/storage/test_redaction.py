@@ -49,3 +49,14 @@ def test_the_registry_is_bounded_and_says_so_once(monkeypatch: pytest.MonkeyPatc
     assert redaction.redact("alpha-secret gamma-secret delta-secret") == "*** *** delta-secret"
     assert [r.getMessage() for r in caplog.records] == [
         "more than 3 secret values to redact: the newest are not redacted"]
+
+
+def test_quoted_redacts_before_it_cuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # texts were cut to 500 characters where they were made and redacted where they were
+    # stored: a secret across character 500 was stored as its first part
+    monkeypatch.setattr(redaction, "_known", {})
+    monkeypatch.setattr(redaction, "_pairs", ())
+    redaction.register(["hunter2-very-secret-9"])
+    text = "x" * 490 + "hunter2-very-secret-9 and more"
+    assert redaction.quoted(text, 500) == "x" * 490 + "*** and mo"
+    assert redaction.redact(text[:500]).endswith("hunter2-ve")  # what the old order stored
