@@ -32,7 +32,7 @@ import orjson
 from monitor.ingest.batch import BadMessage, ColumnBatch
 from monitor.ingest.event_time import check_future, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
-from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, out_of_range
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, unit_score
 from monitor.ingest.typed_decode import TypedDecoder
 from storage.dead_letters import DeadLetter
 from storage.redaction import quoted
@@ -262,8 +262,11 @@ class BatchDecoder:
                 pred_v = float(pred)
             else:
                 raise BadMessage(f"bad_type: {schema.f_prediction} expected number, got {_jtype(pred)}")
-            if schema.probabilities and not 0.0 <= pred_v <= 1.0 and not math.isnan(pred_v):
-                raise BadMessage(out_of_range(schema.f_prediction, pred_v))
+            if schema.probabilities:
+                try:
+                    pred_v = unit_score(schema.f_prediction, pred_v)
+                except ValueError as exc:
+                    raise BadMessage(str(exc)) from None
         else:
             pred_v = _text(pred, schema.f_prediction, required=False)
         latency = math.nan

@@ -84,7 +84,7 @@ def scores_are_probabilities(m: ModelConfig, reference: Mapping[str, np.ndarray]
     scores = scores[np.isfinite(scores)]
     if scores.shape[0] == 0:
         return None
-    return bool(np.all((scores >= 0.0) & (scores <= 1.0)))
+    return not outside_unit(scores)  # rounding overshoots of a softmax are still probabilities
 
 
 def out_of_range(name: str, value: float) -> str:
@@ -92,6 +92,29 @@ def out_of_range(name: str, value: float) -> str:
     return f"out_of_range: {name} {value!r} outside [0, 1] (the model's scores are probabilities)"
 
 
+#: how far outside [0, 1] a probability may be and still be one: a softmax or an average
+#: of probabilities overshoots by rounding (``1.0000000000000002``); such a score is
+#: taken as 0 or 1 (:func:`unit_score`), anything further is a dead letter
+PROBABILITY_TOLERANCE = 1e-9
+
+
 def outside_unit(scores: np.ndarray) -> bool:
-    """Whether any score (float64) lies outside [0, 1]; NaN (a missing score) does not."""
-    return bool(((scores < 0.0) | (scores > 1.0)).any())
+    """Whether any score (float64) lies outside [0, 1] by more than
+    :data:`PROBABILITY_TOLERANCE`; NaN (a missing score) does not."""
+    return bool(((scores < -PROBABILITY_TOLERANCE) | (scores > 1.0 + PROBABILITY_TOLERANCE)).any())
+
+
+def clip_unit(scores: np.ndarray) -> np.ndarray:
+    """``scores`` (float64, none :func:`outside_unit`) with those just outside [0, 1] set to
+    0 or 1, in place; NaN stays NaN. Returns ``scores``."""
+    return np.clip(scores, 0.0, 1.0, out=scores)
+
+
+def unit_score(name: str, value: float) -> float:
+    """One probability score as :func:`clip_unit` keeps it; raises ``ValueError`` with the
+    dead-letter reason (:func:`out_of_range`) when it is further outside [0, 1]."""
+    if -PROBABILITY_TOLERANCE <= value <= 1.0 + PROBABILITY_TOLERANCE:
+        return min(max(value, 0.0), 1.0)
+    if value != value:  # NaN: a missing score
+        return value
+    raise ValueError(out_of_range(name, value))
