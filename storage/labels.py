@@ -286,18 +286,29 @@ def count_early_labels(store: Store, model: str) -> int:
     return int(store.execute("SELECT COUNT(*) FROM label_early WHERE model = ?", (model,)).fetchone()[0])
 
 
-def drop_oldest_early_labels(store: Store, model: str, n: int) -> int:
-    """Drop the ``n`` oldest waiting labels of ``model`` (by ``ts``, then position: the order
-    in which a later label replaces an earlier one); how many were dropped (fewer when fewer
-    wait; none for ``n <= 0``). Reads only the rows it drops, from the ``(model, ts)`` index."""
-    if n <= 0:
-        return 0
-    cur = store.execute(
-        "DELETE FROM label_early WHERE model = ? AND event_id IN"
-        " (SELECT event_id FROM label_early WHERE model = ? ORDER BY ts, pos, event_id LIMIT ?)",
-        (model, model, n),
-    )
-    return int(cur.rowcount)
+def drop_oldest_early_labels(store: Store, model: str, n: int, *, future_after: int | None = None) -> int:
+    """Drop ``n`` waiting labels of ``model``: first those stamped after ``future_after``
+    (epoch ms: the wall clock, None: none counts as such), furthest ahead first, then the
+    oldest (by ``ts``, then position: the order in which a later label replaces an earlier
+    one). A label stamped ahead of the wall clock is implausible (a label comes after the
+    fact); dropped oldest first, a flood stamped up to ``max_future_skew`` ahead would have
+    outlived every real label for that long. Returns how many were dropped (fewer when
+    fewer wait; none for ``n <= 0``). Reads only the rows it drops, from the ``(model, ts)``
+    index."""
+    dropped = 0
+    if n > 0 and future_after is not None:
+        dropped = int(store.execute(
+            "DELETE FROM label_early WHERE model = ? AND event_id IN (SELECT event_id FROM label_early"
+            " WHERE model = ? AND ts > ? ORDER BY ts DESC, pos DESC, event_id DESC LIMIT ?)",
+            (model, model, future_after, n),
+        ).rowcount)
+    if n - dropped > 0:
+        dropped += int(store.execute(
+            "DELETE FROM label_early WHERE model = ? AND event_id IN"
+            " (SELECT event_id FROM label_early WHERE model = ? ORDER BY ts, pos, event_id LIMIT ?)",
+            (model, model, n - dropped),
+        ).rowcount)
+    return dropped
 
 
 # --------------------------------------------------------------------------- counters

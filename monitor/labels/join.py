@@ -810,8 +810,8 @@ class LabelJoin:
             self._early_count[model] += delta
 
     def _cap_early(self, model: str, counts: dict[str, int]) -> None:
-        """Keep at most ``labels.max_early`` labels of ``model`` waiting: drop the oldest (by
-        ``ts``, then position) beyond, counted as ``dropped_early_labels`` and logged at most
+        """Keep at most ``labels.max_early`` labels of ``model`` waiting: drop those stamped
+        ahead of the wall clock, then the oldest (by ``ts``, then position) beyond, counted as ``dropped_early_labels`` and logged at most
         once per :data:`EARLY_DROP_LOG_S` per model. Called when labels started waiting (the
         only way the count grows). The count is read from the table once, then kept in memory
         (a read per flush would cost O(waiting labels)); with :attr:`lookup_misses` other
@@ -824,7 +824,9 @@ class LabelJoin:
         excess = waiting - self.max_early
         if excess <= 0:
             return
-        dropped = db.drop_oldest_early_labels(self.store, model, excess)
+        # those stamped ahead of the wall clock first: a flood of them would outlive every real one
+        dropped = db.drop_oldest_early_labels(
+            self.store, model, excess, future_after=int(self.wall().timestamp() * 1000))
         self._count_early(model, -dropped)
         counts["dropped_early_labels"] = counts.get("dropped_early_labels", 0) + dropped
         self._log_early_dropped(model, dropped)
@@ -839,9 +841,9 @@ class LabelJoin:
             self._early_dropped[model] = (pending, last)
             return
         log.warning(
-            "model %s: %d early labels dropped, oldest first: more than labels.max_early = %d labels"
-            " waited for their prediction (an unknown id, or a producer ahead of the predictions;"
-            " counted as dropped_early_labels)", model, pending, self.max_early,
+            "model %s: %d early labels dropped (those stamped ahead of the wall clock, then the oldest):"
+            " more than labels.max_early = %d labels waited for their prediction (an unknown id, or a"
+            " producer ahead of the predictions; counted as dropped_early_labels)", model, pending, self.max_early,
         )
         self._early_dropped[model] = (0, now)
 

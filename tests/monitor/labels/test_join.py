@@ -906,3 +906,22 @@ def test_one_score_outside_0_1_does_not_blind_log_loss_and_brier(
     assert metric(store, wid, "labelled_rows") == 120
     assert metric(store, wid, "log_loss") == pytest.approx(skm.log_loss(y, s, labels=[False, True]), rel=1e-12)
     assert metric(store, wid, "brier") == pytest.approx(skm.brier_score_loss(y, s), rel=1e-12)
+
+
+def test_early_labels_stamped_ahead_of_the_wall_clock_are_dropped_first(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """Dropped oldest first, a flood of labels stamped up to ``max_future_skew`` ahead (an
+    hour) outlived every real early label, and each real one that came after the flood was
+    the oldest again: early joins were off for that hour. Labels from the future go first,
+    furthest ahead first; the real ones stay."""
+    preds = predictions(windows=1, per_window=8)
+    real = [{**ev, "ts": NOW_MS - 10 * MIN + 1000 * i} for i, ev in enumerate(labels_for(preds)[:3])]
+    flood = [{**ev, "ts": NOW_MS + 30 * MIN + 1000 * i} for i, ev in enumerate(labels_for(preds)[3:])]
+    clock = Clock()
+    cfg_path = label_config(tmp_path, early_ttl="1d", extra="max_early = 5\n")
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)
+    feed(p, clock, records("labels", real + flood), labels=True, batch=8)
+    kept = {eid for eid, _ in _early(store)}
+    assert kept == {ev["event_id"] for ev in real + flood[:2]}
+    assert label_counters(store)["churn"]["dropped_early_labels"] == 3
