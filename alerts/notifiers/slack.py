@@ -47,6 +47,7 @@ from alerts.notifiers.base import (
     parse_retry_after,
 )
 from alerts.notifiers.slack_blocks import render_blocks, render_text
+from storage import redaction
 from storage.alerts import DeliveryRecord
 from storage.redaction import quoted
 
@@ -104,14 +105,15 @@ def _bounded(client: httpx.Client, timeout: float, url: str, req: Request) -> ht
     return answer
 
 
-def _not_an_object(body: str) -> bool:
-    """True when ``body`` is JSON but not an object (``[1]``, ``"x"``, ``null``): slack-sdk
-    would fail on it with a TypeError or AttributeError. Not JSON at all is left to
-    slack-sdk (it turns it into a Slack error naming the body)."""
+def _json_kind(body: str) -> str:
+    """``"object"`` when ``body`` is a JSON object (Slack's answers), ``"other"`` when it is
+    JSON but not an object (``[1]``, ``"x"``, ``null``: slack-sdk would fail on it with a
+    TypeError or AttributeError), ``"none"`` when it is not JSON (slack-sdk turns it into a
+    Slack error quoting the body, cut short)."""
     try:
-        return not isinstance(json.loads(body), dict)
+        return "object" if isinstance(json.loads(body), dict) else "other"
     except ValueError:
-        return False
+        return "none"
 
 
 def _why(exc: BaseException) -> str:
@@ -139,8 +141,15 @@ class BoundedWebClient(WebClient):
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
         answer = _bounded(self.http, self.timeout, url, req)
         body = answer.text()
-        if answer.status == 200 and _not_an_object(body):  # not Slack's (a proxy, a wrong base_url): retried
+        kind = _json_kind(body)
+        if answer.status == 200 and kind == "other":  # not Slack's (a proxy, a wrong base_url): retried
             raise http.NoAnswer(f"answer is JSON but not an object (HTTP {answer.status}); not Slack's")
+        if kind == "none":
+            # slack-sdk quotes a body that is not JSON in its error and its log, cut short: a
+            # secret the receiver echoed (the bot token) would be stored cut, past finding.
+            # Slack's own answers (JSON objects) are read as they came: redacting inside
+            # them could change a ts
+            body = redaction.redact(body)
         return {"status": answer.status, "headers": answer.headers, "body": body}
 
 
