@@ -20,26 +20,21 @@ daemon's consumer went on receiving heartbeat responses.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker
 from monitor.service.daemon import Daemon
-from tests.monitor.daemon_helpers import produce, stream, wait_for
+from tests.monitor.daemon_helpers import produce, wait_for
 from tests.monitor.fault_helpers import (
     committed,
     durable_offset,
-    fault_config,
     finished,
     store_away,
-    with_sentinel,
 )
-from tests.monitor.service.test_faults_rebalance_outage import Intruder
+from tests.monitor.service.test_faults_rebalance_outage import Intruder, start_holding
 from tests.store_targets import SqliteTarget
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -94,25 +89,13 @@ def _member(daemon: Daemon) -> str:
 def test_a_locked_store_in_a_rebalance_callback_keeps_the_member_in_the_group(
     broker: EmbeddedBroker, tmp_path: Path, client_events: ClientEvents
 ) -> None:
-    topic = f"rebal-hang-{time.time_ns() % 10**8}"
-    broker.create_topic(topic, partitions=2)
-    msgs = with_sentinel(stream(windows=6, per_window=300, shift_from=3, seed=12))
-    n = len(msgs)
-    group = f"g-hang-{topic}"
-    cfg_path = fault_config(
-        tmp_path / "hang", bootstrap=broker.bootstrap, topic=topic, group=group, max_poll_records=100,
-        idle_timeout="1h",
-    )
     # the rebalance listener is the first to meet the lock (the loop itself writes only
     # when a window closes); heartbeats every second, evicted after 6 s without one
-    text = cfg_path.read_text().replace('commit_interval = "1s"', 'commit_interval = "1h"')
-    cfg_path.write_text(text.replace('tick_interval = "1s"', 'tick_interval = "1h"'))
-    assert 'session_timeout = "6s"' in text
+    run = start_holding(broker, tmp_path / "hang", "rebal-hang")
+    daemon, t, msgs, topic, group = run.daemon, run.thread, run.msgs, run.topic, run.group
+    n = len(msgs)
+    assert 'session_timeout = "6s"' in run.cfg_path.read_text()
     db = tmp_path / "hang" / "state" / "driftwarden.db"
-    daemon = Daemon(load_config(cfg_path))
-    t = threading.Thread(target=daemon.run, daemon=True)
-    produce(broker.bootstrap, topic, msgs[:1050], partition=0)
-    t.start()
     intruder: Intruder | None = None
     try:
         # three windows stored, the 150 rows after them held in memory: the revoke flushes them

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,44 @@ class Intruder:
         self.consumer.close(autocommit=False)
 
 
+@dataclass
+class Holding:
+    """A daemon of :func:`start_holding`, running on :attr:`thread`."""
+
+    daemon: Daemon
+    thread: threading.Thread
+    #: every message of the stream, the sentinel last; the first 1,050 are produced
+    msgs: list[bytes]
+    topic: str
+    group: str
+    cfg_path: Path
+
+
+def start_holding(broker: EmbeddedBroker, folder: Path, prefix: str, extra: str = "") -> Holding:
+    """A daemon on a new 2-partition topic, started on a thread once the first 1,050 of 6
+    300-row windows' messages are in partition 0: the 3rd window closes with the first row
+    of the 4th (offset 900) and is stored, the 150 rows after it are held in memory only.
+    Commits and ticks are hourly, so the loop touches the store only when a window closes
+    and the rebalance listener is the first to meet a store that is away or locked (with
+    1 s, the next flush would meet it first, and the paused loop would take no part in a
+    rebalance until the store is back)."""
+    topic = f"{prefix}-{time.time_ns() % 10**8}"
+    broker.create_topic(topic, partitions=2)
+    msgs = with_sentinel(stream(windows=6, per_window=300, shift_from=3, seed=12))
+    group = f"g-holding-{topic}"  # not fault_config's default: a clean run of the topic uses that
+    cfg_path = fault_config(
+        folder, bootstrap=broker.bootstrap, topic=topic, group=group, max_poll_records=100,
+        idle_timeout="1h", extra=extra,
+    )
+    text = cfg_path.read_text().replace('commit_interval = "1s"', 'commit_interval = "1h"')
+    cfg_path.write_text(text.replace('tick_interval = "1s"', 'tick_interval = "1h"'))
+    daemon = Daemon(load_config(cfg_path))
+    t = threading.Thread(target=daemon.run, daemon=True)
+    produce(broker.bootstrap, topic, msgs[:1050], partition=0)
+    t.start()
+    return Holding(daemon, t, msgs, topic, group, cfg_path)
+
+
 @contextmanager
 def Outage(target: StoreTarget, daemon: Daemon) -> Iterator[None]:  # noqa: N802 - reads as the thing it is
     """The store away (:func:`store_away`); on SQLite the daemon's writes wait 0.3 s, not 10 s."""
@@ -81,31 +120,14 @@ def test_a_rebalance_during_a_store_outage_loses_nothing_and_counts_nothing_twic
     broker: EmbeddedBroker, tmp_path: Path, store_target: StoreTarget, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    topic = f"rebal-out-{time.time_ns() % 10**8}"
-    broker.create_topic(topic, partitions=2)
-    msgs = with_sentinel(stream(windows=6, per_window=300, shift_from=3, seed=12))
+    run = start_holding(broker, tmp_path / "faulty", "rebal-out", extra=store_target.storage_toml())
+    daemon, t, msgs, topic, group = run.daemon, run.thread, run.msgs, run.topic, run.group
     n = len(msgs)
-    group = f"g-faulty-{topic}"
-    cfg_path = fault_config(
-        tmp_path / "faulty", bootstrap=broker.bootstrap, topic=topic, group=group, max_poll_records=100,
-        idle_timeout="1h", extra=store_target.storage_toml(),
-    )
-    # the loop itself touches the store only when a window closes: the rebalance listener is
-    # the first to find the store away (with 1 s, the next flush would find it first and
-    # the paused loop would not take part in a rebalance until the store is back)
-    text = cfg_path.read_text().replace('commit_interval = "1s"', 'commit_interval = "1h"')
-    cfg_path.write_text(text.replace('tick_interval = "1s"', 'tick_interval = "1h"'))
     if isinstance(store_target, SqliteTarget):
         store_target = SqliteTarget(tmp_path / "faulty" / "state" / "driftwarden.db")
     where: Path | StoreTarget = store_target if isinstance(store_target, PostgresTarget) else store_target.path
-    daemon = Daemon(load_config(cfg_path))
-    t = threading.Thread(target=daemon.run, daemon=True)
-    produce(broker.bootstrap, topic, msgs[:1050], partition=0)
-    t.start()
     intruder: Intruder | None = None
     try:
-        # the 3rd window closed with the first row of the 4th (offset 900): stored; the
-        # 150 rows after it are held in memory only
         assert wait_for(lambda: durable_offset(where) >= 900, timeout=30)
         assert wait_for(lambda: sum(daemon.pipeline.positions.values()) >= 1050, timeout=30)
         stuck = durable_offset(where)
