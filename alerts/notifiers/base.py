@@ -163,8 +163,15 @@ def _seconds_until_http_date(text: str, now: datetime | None) -> float | None:
         return None
 
 
+#: characters of a receiver's answer (or error code) quoted after ``HTTP <status>: ``
+DETAIL_CHARS = 200
+
+
 def classify_status(status: int, retry_after: str | None = None, detail: str = "") -> SendResult:
-    """2xx sent; 408, 429 and 5xx retry (honouring ``Retry-After``); anything else gives up."""
+    """2xx sent; 408, 429 and 5xx retry (honouring ``Retry-After``); anything else gives up.
+    ``detail`` (the receiver's answer) is quoted redacted, then cut to :data:`DETAIL_CHARS`
+    (:func:`storage.redaction.quoted`: a secret it echoes is not cut in two first)."""
+    detail = quoted(detail, DETAIL_CHARS)
     suffix = f": {detail}" if detail else ""
     if 200 <= status < 300:
         return SendResult.sent(status_code=status)

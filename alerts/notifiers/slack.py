@@ -47,9 +47,8 @@ from alerts.notifiers.base import (
     parse_retry_after,
 )
 from alerts.notifiers.slack_blocks import render_blocks, render_text
-from storage import redaction
 from storage.alerts import DeliveryRecord
-from storage.redaction import quoted
+from storage.redaction import redact
 
 TRANSIENT_ERRORS = frozenset(
     {
@@ -149,7 +148,7 @@ class BoundedWebClient(WebClient):
             # secret the receiver echoed (the bot token) would be stored cut, past finding.
             # Slack's own answers (JSON objects) are read as they came: redacting inside
             # them could change a ts
-            body = redaction.redact(body)
+            body = redact(body)
         return {"status": answer.status, "headers": answer.headers, "body": body}
 
 
@@ -338,4 +337,4 @@ class SlackWebhookNotifier:
         retry_after = headers.get("Retry-After") or headers.get("retry-after")
         if isinstance(retry_after, list):
             retry_after = retry_after[0] if retry_after else None
-        return classify_status(resp.status_code, retry_after, quoted(resp.body or "", 200))
+        return classify_status(resp.status_code, retry_after, resp.body or "")

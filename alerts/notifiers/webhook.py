@@ -125,7 +125,7 @@ class WebhookNotifier:
         except http.NoAnswer as exc:
             return SendResult.retry(str(exc))
         status, retry_after = answer.status, answer.headers.get("retry-after")
-        return classify_status(status, retry_after, redaction.quoted(answer.text(), 200))
+        return classify_status(status, retry_after, answer.text())
 
 
 def _encode(kind: str, payload: Mapping[str, Any]) -> bytes:
