@@ -20,7 +20,7 @@ import orjson
 
 from monitor.ingest.batch import ColumnBatch, may_hold_unsafe_text, object_array, record_timestamps
 from monitor.ingest.event_time import epoch_ms_column, in_range
-from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit, outside_unit
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 
 _NUM_OK = frozenset({float, int, type(None)})
 _CAT_OK = frozenset({str, type(None)})
@@ -120,10 +120,8 @@ def _model_batch(objs: list[dict[str, Any]], recs: Sequence[Any], s: ModelSchema
         if not set(map(type, pv)) <= _NUM_OK:
             return None
         cols[pred_name] = np.array(pv, dtype=np.float64)
-        if s.probabilities:
-            if outside_unit(cols[pred_name]):
-                return None  # a score outside [0, 1]: the per-record path dead-letters it
-            clip_unit(cols[pred_name])
+        if s.probabilities and not clip_unit(cols[pred_name]):
+            return None  # a score outside [0, 1]: the per-record path dead-letters it
     else:
         if not set(map(type, pv)) <= _CAT_OK:
             return None

@@ -104,10 +104,15 @@ def outside_unit(scores: np.ndarray) -> bool:
     return bool(((scores < -PROBABILITY_TOLERANCE) | (scores > 1.0 + PROBABILITY_TOLERANCE)).any())
 
 
-def clip_unit(scores: np.ndarray) -> np.ndarray:
-    """``scores`` (float64, none :func:`outside_unit`) with those just outside [0, 1] set to
-    0 or 1, in place; NaN stays NaN. Returns ``scores``."""
-    return np.clip(scores, 0.0, 1.0, out=scores)
+def clip_unit(scores: np.ndarray) -> bool:
+    """A batch's probability scores (float64) as the fast decode paths keep them: those
+    just outside [0, 1] set to 0 or 1, in place (NaN stays NaN), and True; False, the
+    scores untouched, when one lies further out (:func:`outside_unit`: the per-record path
+    then dead-letters it)."""
+    if outside_unit(scores):
+        return False
+    np.clip(scores, 0.0, 1.0, out=scores)
+    return True
 
 
 def unit_score(name: str, value: float) -> float:

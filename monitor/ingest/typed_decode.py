@@ -35,7 +35,7 @@ from monitor.ingest.batch import (
     record_timestamps,
 )
 from monitor.ingest.event_time import epoch_ms_column, in_range
-from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit, outside_unit
+from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 
 _NUM = float | None
 _CAT = str | None
@@ -146,10 +146,8 @@ class _ModelPlan:
         for a in checked:
             if np.isinf(a).any():
                 return None  # 1e308 * 10 style values: the per-record path names them
-        if s.probabilities and numerical_prediction:
-            if outside_unit(pred):
-                return None  # a score outside [0, 1]: the per-record path dead-letters it
-            clip_unit(pred)
+        if s.probabilities and numerical_prediction and not clip_unit(pred):
+            return None  # a score outside [0, 1]: the per-record path dead-letters it
         segs: list[np.ndarray] = []
         if s.segments:
             so = list(map(attrgetter(self.segment_obj), objs))  # type: ignore[arg-type]
