@@ -19,8 +19,8 @@ inside the pipeline's one transaction, :meth:`LabelJoin.write`:
    computed ``recompute_interval`` ago), and hands each window to the listener
    (the alert engine) in the same transaction;
 4. prunes what left the TTL, counting expired predictions and unmatched labels, and
-   keeps at most ``labels.max_early`` early labels per model (the oldest beyond are
-   dropped, counted: labels for ids that never come would otherwise grow the store
+   keeps at most ``labels.max_early`` early labels per model (those beyond are dropped,
+   stamped ahead of the wall clock first, then the oldest; counted: labels for ids that never come would otherwise grow the store
    for a whole ``early_ttl``). Nothing is held in memory per early label.
 
 The buffers never force a flush of their own: they ride the next one (a closed
@@ -810,9 +810,10 @@ class LabelJoin:
             self._early_count[model] += delta
 
     def _cap_early(self, model: str, counts: dict[str, int]) -> None:
-        """Keep at most ``labels.max_early`` labels of ``model`` waiting: drop those stamped
-        ahead of the wall clock, then the oldest (by ``ts``, then position) beyond, counted as ``dropped_early_labels`` and logged at most
-        once per :data:`EARLY_DROP_LOG_S` per model. Called when labels started waiting (the
+        """Keep at most ``labels.max_early`` labels of ``model`` waiting: drop those beyond,
+        stamped ahead of the wall clock first, then the oldest (by ``ts``, then position),
+        counted as ``dropped_early_labels`` and logged at most once per
+        :data:`EARLY_DROP_LOG_S` per model. Called when labels started waiting (the
         only way the count grows). The count is read from the table once, then kept in memory
         (a read per flush would cost O(waiting labels)); with :attr:`lookup_misses` other
         instances may write the model's early labels too, so it is read every time."""
