@@ -53,6 +53,7 @@ a store of one's own) is kept in the ``stream_state`` row ``labels`` as before.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -249,6 +250,15 @@ class LabelJoin:
         jm = self.models.get(model)
         if jm is not None:
             jm.reference = ref
+
+    def set_probabilities(self, model: str, probabilities: bool | None) -> None:
+        """Whether ``model``'s scores are probabilities, decided again (a new reference):
+        log loss and Brier score of windows computed from now on follow it. None: its
+        ``performance.probabilities`` (each window decides when that is unset too)."""
+        jm = self.models.get(model)
+        if jm is not None:
+            probs = jm.config.performance.probabilities if probabilities is None else probabilities
+            jm.spec = dataclasses.replace(jm.spec, probabilities=probs)
 
     def reference_metrics(self, model: str) -> dict[tuple[str, str], float]:
         """The reference's own performance figures (also under ``estimated_<figure>``),

@@ -231,29 +231,20 @@ class Pipeline:
         self.models: dict[str, ModelRuntime] = {}
         #: calibrations of the references, kept in the state dir across restarts and reloads
         self.calibration_cache = CalibrationCache(Path(config.daemon.state_dir) / "calibration")
-        #: per model: whether its scores are probabilities (decided once, at start)
+        #: per model: whether its scores are probabilities (decided at start, and again
+        #: when its reference is replaced unless ``performance.probabilities`` is set)
         self.probabilities: dict[str, bool | None] = {}
         for m in config.models:
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             self.probabilities[m.name] = probs = scores_are_probabilities(m, ref.columns)
             if probs is not None and m.performance.probabilities is None:
-                log.info(
-                    "model %s: scores are %s (the reference's %s column; set performance.probabilities to decide)",
-                    m.name, "probabilities: one outside [0, 1] is a dead letter" if probs
-                    else "not probabilities: no log loss or Brier score", m.prediction,
-                )
+                log.info("model %s: scores are %s", m.name, _probabilities_text(probs, m))
             schema = ModelSchema.from_config(m, probabilities=bool(probs))
             pm = PreparedModel.build(m, schema, ref, cache=self.calibration_cache)
             _warn_alpha(pm)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         restore_references(self.models.values(), store)
-        self.decoder = BatchDecoder(
-            {n: r.schema for n, r in self.models.items()},
-            prediction_names={n: r.config.prediction for n, r in self.models.items()},
-            max_message_bytes=config.kafka.max_message_bytes,
-            max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
-            model_field=config.model_field,
-        )
+        self.decoder = self._build_decoder()
         #: next offset to consume per partition, as reflected in memory
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state, per partition (replay boundary)
@@ -280,6 +271,18 @@ class Pipeline:
         #: the single-row label state holds something (loaded, or committed by a flush):
         #: then a flush rewrites it, emptied when every partition's row keeps its part
         self._label_row = False
+
+    def _build_decoder(self) -> BatchDecoder:
+        """The predictions decoder for the models' current schemas (replaced as a whole, so
+        a batch being decoded on another thread keeps the one it started with)."""
+        kafka = self.config.kafka
+        return BatchDecoder(
+            {n: r.schema for n, r in self.models.items()},
+            prediction_names={n: r.config.prediction for n, r in self.models.items()},
+            max_message_bytes=kafka.max_message_bytes,
+            max_future_skew_ms=int(kafka.max_future_skew.total_seconds() * 1000),
+            model_field=self.config.model_field,
+        )
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -1082,7 +1085,25 @@ class Pipeline:
         self.use_prepared(model, pm)
         if self.labels is not None and model in self.labels.models:
             self.labels.set_reference(model, prepare_labelled_reference(rt.config, ref.path))
+        self._redecide_probabilities(model, ref)
         return pm
+
+    def _redecide_probabilities(self, model: str, ref: ReferenceData) -> None:
+        """Decide again whether ``model``'s scores are probabilities, from its new reference
+        ``ref`` (a no-op when ``performance.probabilities`` sets it or the answer stays):
+        the decoder (scores outside [0, 1]: dead letters or kept) and the label join (log
+        loss and Brier score) follow from the next batch on. Logged once per change."""
+        rt = self.models[model]
+        probs = scores_are_probabilities(rt.config, ref.columns)
+        if probs == self.probabilities.get(model):
+            return
+        log.info("model %s: with reference %s, scores are %s (were %s)", model, Path(ref.path).name,
+                 _probabilities_text(probs, rt.config), _probabilities_text(self.probabilities.get(model), rt.config))
+        self.probabilities[model] = probs
+        rt.schema = dataclasses.replace(rt.schema, probabilities=bool(probs))
+        self.decoder = self._build_decoder()
+        if self.labels is not None:
+            self.labels.set_probabilities(model, probs)
 
     def use_prepared(self, model: str, pm: PreparedModel) -> None:
         """Judge ``model``'s next windows with ``pm`` (a new reference, or new drift settings
@@ -1093,6 +1114,15 @@ class Pipeline:
         rt.prepared = pm
         assert rt.references is not None
         rt.references.rebase(pm)
+
+
+def _probabilities_text(probs: bool | None, m: ModelConfig) -> str:
+    """How a decision of :func:`scores_are_probabilities` reads in a log line."""
+    if probs is None:
+        return f"undecided (the reference has no finite {m.prediction} score: each window decides)"
+    what = ("probabilities: one outside [0, 1] is a dead letter" if probs
+            else "not probabilities: no log loss or Brier score")
+    return f"{what} (the reference's {m.prediction} column; set performance.probabilities to decide)"
 
 
 def _warn_alpha(pm: PreparedModel) -> None:

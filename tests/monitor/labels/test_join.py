@@ -908,6 +908,51 @@ def test_one_score_outside_0_1_does_not_blind_log_loss_and_brier(
     assert metric(store, wid, "brier") == pytest.approx(skm.brier_score_loss(y, s), rel=1e-12)
 
 
+@pytest.mark.parametrize("probabilities", ["", "probabilities = true"])
+def test_a_new_reference_decides_again_whether_scores_are_probabilities(
+    tmp_path: Path, store_target: StoreTarget, probabilities: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether a model's scores are probabilities was decided from the reference at start
+    and kept until a restart: a retrained model uploaded with a reference of margins still
+    had its scores outside [0, 1] dead-lettered, and log loss computed on them. The new
+    reference decides again (logged once), for the decoder and the label join, unless
+    ``performance.probabilities`` decides."""
+    import pandas as pd  # noqa: PLC0415
+
+    preds = predictions(windows=2, per_window=120)
+    first = {**preds[7], "event_id": "first", "prediction": 1.5}
+    second = {**preds[127], "event_id": "second", "prediction": 1.5}
+    labs = [{**ev, "ts": int(ev["ts"]) + MIN} for ev in labels_for([*preds, first, second])]
+    clock = Clock()
+    cfg_path = label_config(tmp_path, perf=probabilities, n_boot=0)
+    _cfg, store, p = pipeline(cfg_path, clock, target=store_target)
+    feed(p, clock, records("predictions", [*preds[:120], first]), labels=False)
+    ref = pd.read_csv(tmp_path / "reference.csv")
+    ref["prediction"] = ref["prediction"] * 6 - 3  # log-odds-like margins
+    for version in ("v2", "v3"):  # the second upload changes nothing more
+        ref.to_csv(tmp_path / f"{version}.csv", index=False)
+        with caplog.at_level("INFO", logger="driftwarden"):
+            p.swap_reference("churn", str(tmp_path / f"{version}.csv"), version)
+    feed(p, clock, records("predictions", [*preds[120:], second], start=121), labels=False)
+    feed(p, clock, records("labels", labs), labels=True)
+    settle(p, clock)
+    dead = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE topic = 'predictions' ORDER BY \"offset\"")]
+    changes = [r.getMessage() for r in caplog.records if "scores are" in r.getMessage()]
+    wid = _window_of(store, (int(preds[120]["ts"]) // MIN) * MIN)
+    reason = "out_of_range: prediction 1.5 outside [0, 1] (the model's scores are probabilities)"
+    if probabilities:
+        assert dead == [reason, reason]
+        assert changes == []
+        assert metric(store, wid, "labelled_rows") == 120
+        assert math.isfinite(metric(store, wid, "log_loss") or math.nan)
+        return
+    assert dead == [reason]
+    assert len(changes) == 1 and "scores are not probabilities" in changes[0] and "v2.csv" in changes[0]
+    assert metric(store, wid, "labelled_rows") == 121
+    assert math.isnan(metric(store, wid, "log_loss") or math.nan)
+    assert math.isnan(metric(store, wid, "brier") or math.nan)
+
+
 def test_early_labels_stamped_ahead_of_the_wall_clock_are_dropped_first(
     tmp_path: Path, store_target: StoreTarget
 ) -> None:
