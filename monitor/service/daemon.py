@@ -958,9 +958,14 @@ class Daemon:
         self.on_event("reload", {"ok": True, "summary": plan.summary})
 
     def status_text(self, rate: float) -> str:
-        """One line for ``systemctl status``: what the daemon is doing, events/s, open windows, lag."""
-        if self._storage_error is not None:
-            return f"paused: storage failing: {self._storage_error}"
+        """One line for ``systemctl status``: what the daemon is doing, events/s, open windows, lag.
+
+        A storage failure is named as ``/readyz`` names it (:attr:`storage_error_brief`):
+        anyone on the host may read ``systemctl status``, and the error's text names the
+        SQLite path or the PostgreSQL host, role and database (it is in the log)."""
+        brief = self.storage_error_brief
+        if brief is not None:
+            return f"paused: storage failing: {brief}"
         if not self.ready.is_set():
             return "waiting for Kafka partition assignment"
         if not self.kafka_connected:

@@ -9,8 +9,9 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,6 +232,82 @@ def test_the_label_joins_long_work_counts_as_the_loop_turning(
             assert wait_for(lambda: ns.has("WATCHDOG=1"), timeout=5)
         finally:
             d.close()
+
+
+def _status_during(d: Any, ns: NotifySocket, fail: AbstractContextManager[Any]) -> tuple[str, str]:
+    """The storage error of daemon ``d`` and the STATUS= line it sends to ``ns`` after a
+    flush failed while ``fail`` made the store fail."""
+    with fail:
+        assert d._flush_and_commit(force=True) is False
+    err = d.storage_error
+    assert err is not None
+    d._status_at = 0.0  # the next turn sends a status line
+    d._service_tick()
+    assert wait_for(lambda: any(s.startswith("paused: storage failing") for s in ns.statuses()), timeout=5)
+    return err, next(s for s in ns.statuses() if s.startswith("paused: storage failing"))
+
+
+@contextmanager
+def _exclusive(db: Path) -> Iterator[None]:
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@pytest.mark.sqlite_only("SQLite's file lock and path")
+def test_status_names_a_storage_failure_without_the_store_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``systemctl status`` (any user of the host) showed the storage error's text: the
+    SQLite path. STATUS= names the failure as /readyz does, the kind and a fixed phrase."""
+    from monitor.config import load_config
+    from monitor.service.daemon import Daemon
+    from tests.monitor.daemon_helpers import write_config
+
+    with NotifySocket() as ns:
+        for key, value in ns.env().items():
+            monkeypatch.setenv(key, value)
+        d = Daemon(load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1)), http=False)
+        try:
+            db = Path(d.store.path)
+            d.store.execute("PRAGMA busy_timeout = 200")
+            err, status = _status_during(d, ns, _exclusive(db))
+        finally:
+            d.close()
+    assert str(db) in err, err
+    assert status == "paused: storage failing: StoreBusy: the store is locked or busy"
+    assert not any(str(tmp_path) in s or "driftwarden.db" in s for s in ns.statuses()), ns.statuses()
+
+
+@pytest.mark.postgres
+def test_status_names_a_storage_failure_without_the_postgresql_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_target: Any
+) -> None:
+    """As above, on a PostgreSQL store that refuses connections: STATUS= names neither
+    its database, role nor socket."""
+    from monitor.config import load_config
+    from monitor.service.daemon import Daemon
+    from tests.monitor.daemon_helpers import write_config
+
+    storage = f'\n[storage]\nurl = "{pg_target.config_url}"\npool_size = 2\n'
+    with NotifySocket() as ns:
+        for key, value in ns.env().items():
+            monkeypatch.setenv(key, value)
+        path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1, extra=storage)
+        d = Daemon(load_config(path), http=False)
+        try:
+            err, status = _status_during(d, ns, pg_target.refusing_connections())
+        finally:
+            d.close()
+    assert pg_target.database in err, err
+    assert status in ("paused: storage failing: StorageError: the store refused a read or a write",
+                      "paused: storage failing: StoreUnreachable: the store cannot be reached"), status
+    for secret in (pg_target.database, "postgres", ".s.PGSQL"):
+        assert not any(secret in s for s in ns.statuses()), (secret, ns.statuses())
 
 
 @pytest.mark.broker
