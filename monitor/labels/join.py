@@ -19,7 +19,8 @@ inside the pipeline's one transaction, :meth:`LabelJoin.write`:
    computed ``recompute_interval`` ago), and hands each window to the listener
    (the alert engine) in the same transaction;
 4. prunes what left the TTL, counting expired predictions and unmatched labels, and
-   keeps at most ``labels.max_early`` early labels per model (those beyond are dropped,
+   keeps at most ``labels.max_early`` early labels per model in the store (on a shared
+   one, whichever instances wrote them; those beyond are dropped,
    stamped ahead of the wall clock first, then the oldest; counted: labels for ids that never come would otherwise grow the store
    for a whole ``early_ttl``). Nothing is held in memory per early label.
 
@@ -224,7 +225,7 @@ class LabelJoin:
         self._ids_changed: set[str] = set()
         #: per model: how many labels wait in ``label_early`` (read from the table when first
         #: needed, then kept up to date by this instance's writes; dropped when a flush did not
-        #: commit, the model moved, or other instances may write its early labels)
+        #: commit or the model moved; never kept on a shared store, see :meth:`_cap_early`)
         self._early_count: dict[str, int] = {}
         #: per model: early labels dropped past max_early not logged yet, and when (monotonic
         #: seconds) the last line about them was logged
@@ -631,8 +632,6 @@ class LabelJoin:
             # the indexes were built while another instance stored predictions, and learnt
             # of those only through lookups: built again from the store when next needed
             self._held_ids.clear()
-        if on:  # other instances may write early labels of the same models now
-            self._early_count.clear()
         self._lookup_misses = on
 
     def held_id_memory(self) -> dict[str, tuple[int, int]]:
@@ -824,13 +823,17 @@ class LabelJoin:
         stamped ahead of the wall clock first, then the oldest (by ``ts``, then position),
         counted as ``dropped_early_labels`` and logged at most once per
         :data:`EARLY_DROP_LOG_S` per model. Called when labels started waiting (the
-        only way the count grows). The count is read from the table once, then kept in memory
-        (a read per flush would cost O(waiting labels)); with :attr:`lookup_misses` other
-        instances may write the model's early labels too, so it is read every time."""
+        only way the count grows). On a store of one's own the count is read from the table
+        once, then kept in memory (a read per flush would cost O(waiting labels)). On a
+        shared store other instances may write the model's early labels too (its labels
+        read from several partitions): the count is read every time, so the bound holds
+        for the table, whoever inserted the rows; the flush holds the model's lock
+        (:func:`storage.alerts.alert_lock_key`), so no other instance's early labels of
+        the model are uncommitted meanwhile."""
         waiting = self._early_count.get(model)
         if waiting is None:
             waiting = db.count_early_labels(self.store, model)
-            if not self._lookup_misses:
+            if not self.store.shared:
                 self._early_count[model] = waiting
         excess = waiting - self.max_early
         if excess <= 0:

@@ -257,3 +257,29 @@ def test_an_instance_left_with_every_partition_builds_its_id_index_again(
     b.flush()
     c = label_counters(b_store)["churn"]
     assert c["joined"] == len(labels) and c["unmatched_labels"] == 0
+
+
+def test_max_early_bounds_the_table_whichever_instances_wrote_the_early_labels(
+    tmp_path: Path, pg_target: StoreTarget
+) -> None:
+    """The model's labels read by A (labels partition 0) and B (partition 1) on one shared
+    store: each kept its own count of the waiting labels, read from the table once, then
+    grown by its own writes only, so the table held up to instances x ``max_early``. The
+    count is read from the table (under the model's lock) every time: 5 wait, the 5 newest,
+    and the counters add up."""
+    cfg = load_config(label_config(tmp_path, early_ttl="1d", extra="max_early = 5\n"))
+    clock = Clock()
+    a, b = instance(cfg, pg_target.open(), clock, "a"), instance(cfg, pg_target.open(), clock, "b")
+    a.adopt([0], generation=1)
+    b.adopt([1], generation=1)
+    preds = predictions(windows=1, per_window=10)
+    labs = [{**ev, "ts": int(preds[0]["ts"]) + 60_000 + 1000 * i} for i, ev in enumerate(labels_for(preds))]
+    recs = [Rec("labels", i % 2, i // 2, NOW_MS, orjson.dumps(ev)) for i, ev in enumerate(labs)]
+    # one label each (each reads the count), then four each (A's count, kept, would say 5)
+    for p, part in ((a, recs[0:1]), (b, recs[1:2]), (a, recs[2:10:2]), (b, recs[3:10:2])):
+        step(p, clock, [], part)
+    store = a.store
+    waiting = [r["event_id"] for r in store.query("SELECT event_id FROM label_early ORDER BY ts")]
+    assert waiting == [ev["event_id"] for ev in labs[5:]]
+    c = label_counters(store)["churn"]
+    assert c["early"] == 10 and c["dropped_early_labels"] == 5
