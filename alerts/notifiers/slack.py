@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import http.client as http_client
 import json
+import logging
 import re
 from datetime import timedelta
 from typing import Any
@@ -62,6 +63,7 @@ TRANSIENT_ERRORS = frozenset(
     }
 )
 _NETWORK_ERRORS = (OSError, http_client.HTTPException)
+log = logging.getLogger(__name__)
 #: Slack's answers (a posted message comes back whole, blocks included) are read up to
 #: this many bytes; a longer one is not Slack's, and is retried
 MAX_ANSWER_BYTES = 1 << 20
@@ -270,13 +272,29 @@ class SlackNotifier:
             return SendResult.sent(response=progress)
         # the reply is in the thread: now mark the original message. From here on the
         # on-call was told: every outcome keeps the reply's progress (a retry does not post
-        # it again) and its resolved ids (a later update shows them), and a retry is
-        # ``delivered`` (when retries run out, the delivery ends sent, not dead)
-        resolved = sorted(
-            set(parent_ref.get("resolved_ids") or [])
-            | {str(a.get("id")) for a in payload.get("alerts") or []}
-        )
-        marked = {**parent_ref, "resolved_ids": resolved}
+        # it again) and, once known, its resolved ids (a later update shows them), and a
+        # retry is ``delivered`` (when retries run out, the delivery ends sent, not dead),
+        # whatever the update raises: an exception left to the outbox would be retried
+        # without the progress, and post the resolution again
+        marked: dict[str, Any] | None = None
+        try:
+            marked = _marked(parent_ref, payload)
+            return self._update_original(channel, thread_ts, parent, progress, marked)
+        except Exception as exc:  # noqa: BLE001 - the reply is posted: never post it again
+            if not isinstance(exc, _NETWORK_ERRORS):  # a bug, or an answer slack-sdk cannot read
+                log.warning("notifier %s: delivery %s posted, but updating the original message raised",
+                            self.name, delivery.id, exc_info=exc)
+            return SendResult.retry(
+                f"chat.update: {_why(exc)}", response=progress, parent_response=marked, delivered=True
+            )
+
+    def _update_original(
+        self, channel: str, ts: str, parent: DeliveryRecord, progress: dict[str, Any], marked: dict[str, Any]
+    ) -> SendResult:
+        """``chat.update`` of the firing message ``ts`` to show the resolved ids in
+        ``marked`` (the parent's new response); ``progress``: the posted reply's channel
+        and ts. A network error or anything else raised is the caller's to handle."""
+        resolved = marked["resolved_ids"]
         try:
             text = build("the updated message", render_text, parent.payload, "firing")
             blocks = build(
@@ -287,9 +305,7 @@ class SlackNotifier:
                 response=progress, error=f"original message not updated: {exc}", parent_response=marked
             )
         try:
-            self._client.chat_update(
-                channel=channel, ts=thread_ts, text=text, blocks=blocks
-            )
+            self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
             result = _api_error(exc)
             if result.outcome == "retry":
@@ -303,11 +319,17 @@ class SlackNotifier:
                 response=progress, error=f"original message not updated: {result.error}",
                 parent_response=marked,
             )
-        except _NETWORK_ERRORS as exc:
-            return SendResult.retry(
-                f"chat.update: {_why(exc)}", response=progress, parent_response=marked, delivered=True
-            )
         return SendResult.sent(response={**progress, "updated": True}, parent_response=marked)
+
+
+def _marked(parent_ref: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """The firing message's stored response with ``resolved_ids``: those resolved in its
+    thread before and the alerts of the resolution ``payload``, sorted."""
+    resolved = sorted(
+        set(parent_ref.get("resolved_ids") or [])
+        | {str(a.get("id")) for a in payload.get("alerts") or []}
+    )
+    return {**parent_ref, "resolved_ids": resolved}
 
 
 class SlackWebhookNotifier:

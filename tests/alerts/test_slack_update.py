@@ -59,9 +59,14 @@ def test_update_refused_for_good_ends_sent_with_the_reason(store, clock, caplog,
     assert line.getMessage().endswith(f"but: original message not updated: slack error {code}")
 
 
+#: an answer slack-sdk cannot read: JSON nested too deep for Python's parser (it raises
+#: RecursionError, neither a Slack API error nor a network error)
+TOO_DEEP = (200, {"Content-Type": "application/json"}, "[" * 100_000 + "]" * 100_000)
+
+
 @pytest.mark.parametrize(
-    "answer", [(503, {}), (429, {"Retry-After": "1"}), (200, {}, {"ok": False, "error": "internal_error"}), 0],
-    ids=["503", "429", "internal_error", "connection-dropped"],
+    "answer", [(503, {}), (429, {"Retry-After": "1"}), (200, {}, {"ok": False, "error": "internal_error"}), 0, TOO_DEEP],
+    ids=["503", "429", "internal_error", "connection-dropped", "json-too-deep"],
 )
 def test_update_failing_until_retries_run_out_ends_sent_not_dead(store, clock, caplog, answer):
     """It ended dead ("gave up after 3 attempts"), read as "the on-call was not told"."""
@@ -91,3 +96,20 @@ def test_an_update_that_failed_is_made_good_by_the_next_one(store, clock):
         original = slack.messages[0]
         assert original.updates == 1
         assert original.blocks[0]["text"]["text"].startswith(":white_check_mark: RESOLVED (critical)")
+
+
+def test_an_update_that_raised_something_odd_does_not_post_the_resolution_again(store, clock, caplog):
+    """``chat.update`` raising anything but a Slack API or network error (here slack-sdk
+    reading an answer nested too deep: RecursionError) went up to the outbox, which retried
+    the delivery without the reply's ts: the retry posted the resolution a second time.
+    Now the retry only updates the original message."""
+    caplog.set_level(logging.WARNING, logger="alerts.notifiers.slack")
+    with SlackStandIn() as slack:
+        fire_then_resolve_age(store, clock, slack, TOO_DEEP)
+        [d] = db.list_deliveries(store, kind="resolved")
+        assert (d.status, d.attempts, d.last_error) == ("sent", 2, None)
+        assert d.response == {"channel": "C0ML", "ts": "1700000099.000099", "updated": True}
+        assert methods(slack) == ["chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]
+        assert slack.messages[0].updates == 1
+    [line] = [r for r in caplog.records if r.name == "alerts.notifiers.slack"]
+    assert line.exc_info is not None and line.exc_info[0] is RecursionError
