@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: characters of an offending value quoted in a message
 _SHOW = 40
+#: columns of the file named when a configured one is missing
+_SHOW_COLUMNS = 12
 
 
 class ReferenceError(ValueError):
@@ -101,14 +103,38 @@ def _show(value: Any) -> str:
     return repr(text if len(text) <= _SHOW else text[:_SHOW] + "…")
 
 
+def file_columns(columns: list[str]) -> str:
+    """What a reference lacking a configured column holds instead, for its message.
+
+    The first :data:`_SHOW_COLUMNS` column names, each quoted and cut as :func:`_show`
+    does, then how many there are in all; no columns at all says so. A single column
+    whose name holds ``;`` or a tab is a file separated by that character, which is
+    not read as CSV (comma-separated): the text then says so.
+    """
+    if not columns:
+        return "it has no columns"
+    shown = ", ".join(_show(c) for c in columns[:_SHOW_COLUMNS])
+    if len(columns) > _SHOW_COLUMNS:
+        shown += f", … ({len(columns)} in all)"
+    text = f"its columns: {shown}"
+    if len(columns) == 1 and (";" in columns[0] or "\t" in columns[0]):
+        text += " (a CSV reference must be comma-separated)"
+    return text
+
+
 def check_shape(path: Path, columns: list[str], rows: int, spec: ReferenceSpec) -> None:
-    """Every needed column is present and there are enough rows."""
+    """Every needed column is present and there are enough rows.
+
+    A missing feature column is named together with the columns the file does hold
+    (:func:`file_columns`): a misspelt header, another separator or a file of another
+    model show at once."""
     have = set(columns)
     missing = [c for c in spec.features if c not in have]
     if missing:
         raise ReferenceError(
             path,
-            f"lacks the configured feature column(s) {', '.join(_show(c) for c in missing)}",
+            f"lacks the configured feature column(s) {', '.join(_show(c) for c in missing)};"
+            f" {file_columns(columns)}",
             column=missing[0],
         )
     if spec.require_prediction and spec.prediction not in have:

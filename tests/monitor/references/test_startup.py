@@ -13,7 +13,8 @@ HEADER = "age,tenure_days,monthly_charges,plan,region,prediction\n"
 
 
 @pytest.mark.parametrize(("reference", "problem"), [
-    (HEADER.replace("monthly_charges,", ""), "lacks the configured feature column(s) 'monthly_charges'"),
+    (HEADER.replace("monthly_charges,", ""), "lacks the configured feature column(s) 'monthly_charges';"
+     " its columns: 'age', 'tenure_days', 'plan', 'region', 'prediction'"),
     (HEADER + "40,300,70.5,pro,eu,0.4\n",
      "has 1 row(s); at least 50 are needed (models.reference_min_rows, by default the window's min_rows)"),
     (HEADER + "40,300,70.5,pro,eu,0.4\n" * 59 + "40,300,n/a?,pro,eu,0.4\n",

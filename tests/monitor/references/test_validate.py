@@ -64,7 +64,7 @@ def test_min_rows_defaults_to_the_window_min_rows_and_can_be_set(tmp_path: Path)
 
 @pytest.mark.parametrize(("text", "column", "problem"), [
     ("age,plan,prediction\n1,a,0.1\n2,b,0.2\n3,c,0.3\n", "charges",
-     "lacks the configured feature column(s) 'charges'"),
+     "lacks the configured feature column(s) 'charges'; its columns: 'age', 'plan', 'prediction'"),
     ("age,charges,plan\n1,2,a\n2,3,b\n3,4,c\n", "prediction",
      "lacks the prediction column 'prediction' (needed for drift on the prediction;"
      " set models.drift.prediction = false to go without)"),
@@ -83,6 +83,23 @@ def test_each_problem_names_its_column(tmp_path: Path, text: str, column: str, p
         load_reference(path, _spec(tmp_path))
     assert (e.value.column, e.value.problem) == (column, problem)
     assert str(e.value) == f"model churn: reference {path}: {problem}"
+
+
+def test_a_missing_feature_column_is_named_with_what_the_file_holds(tmp_path: Path) -> None:
+    """A semicolon-separated file reads as one column named by its whole header line: the
+    message shows that header and names the separator, so the fix is plain; a wide file
+    shows its first columns and its count."""
+    spec = _spec(tmp_path)
+    with pytest.raises(ReferenceError) as e:
+        load_reference(_write(tmp_path, GOOD.replace(",", ";")), spec)
+    assert e.value.problem == (
+        "lacks the configured feature column(s) 'age', 'charges', 'plan';"
+        " its columns: 'age;charges;plan;prediction' (a CSV reference must be comma-separated)"
+    )
+    wide = ",".join(f"c{i}" for i in range(20))
+    with pytest.raises(ReferenceError) as e:
+        load_reference(_write(tmp_path, wide + "\n" + ",".join("1" * 20) + "\n"), spec)
+    assert e.value.problem.endswith("its columns: " + ", ".join(f"'c{i}'" for i in range(12)) + ", … (20 in all)")
 
 
 def test_the_prediction_column_is_optional_without_prediction_drift(tmp_path: Path) -> None:
