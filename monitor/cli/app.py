@@ -102,7 +102,8 @@ def run(config: ConfigOpt) -> None:
     try:
         code = daemon.run()
     except ListenError as exc:  # a port in use may come free: status 1, started again
-        typer.echo(f"driftwarden: {exc}; exiting with status 1 to be started again", err=True)
+        why = f" ({exc.passing})" if exc.passing else ""  # what holds it, and what to do
+        typer.echo(f"driftwarden: {exc}{why}; exiting with status 1 to be started again", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

@@ -37,7 +37,8 @@ GRACEFUL_STOP_S = 3.0
 #: why a bind may succeed later or for another process: the address is held by another
 #: socket (EADDRINUSE), a privileged port this process may not take but a service with
 #: CAP_NET_BIND_SERVICE may (EACCES), the resolver unreachable for now (EAI_AGAIN)
-PASSING = {errno.EADDRINUSE: "in use by another process, or by this daemon already running",
+PASSING = {errno.EADDRINUSE: "in use by another process, or by this daemon already running:"
+                              " stop that, or set daemon.http_listen to a free host:port",
            errno.EACCES: "a port below 1024 needs root or CAP_NET_BIND_SERVICE, which the service may have",
            socket.EAI_AGAIN: "the name could not be resolved for now"}
 

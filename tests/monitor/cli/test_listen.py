@@ -1,5 +1,5 @@
-"""A listen address in use: ``check`` warns, ``run`` exits 1 with the key and the reason,
-never a traceback (a service manager starts it again)."""
+"""A listen address in use: ``check`` warns, ``run`` exits 1 with the key, the reason and
+what to do, never a traceback (a service manager starts it again)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ def test_a_port_in_use_is_named_by_check_and_run(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=port)
         reason = f"daemon.http_listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+        fix = ("in use by another process, or by this daemon already running:"
+               " stop that, or set daemon.http_listen to a free host:port")
         checked = run_cli("check", "--pre-start", "-c", str(cfg))
-        assert f"! {reason} (in use by another process, or by this daemon already running)" in checked.stdout
+        assert f"! {reason} ({fix})" in checked.stdout
         ran = run_cli("run", "-c", str(cfg))
         assert ran.returncode == 1, ran.stderr
-        assert f"driftwarden: {reason}; exiting with status 1 to be started again" in ran.stderr
+        # what to do, not only what went wrong (run used to give the errno's words alone)
+        assert f"driftwarden: {reason} ({fix}); exiting with status 1 to be started again" in ran.stderr
         assert "Traceback" not in ran.stderr
     freed = run_cli("check", "--pre-start", "-c", str(cfg))
     assert f"✓ http listen 127.0.0.1:{port} free" in freed.stdout
