@@ -170,7 +170,8 @@ def check_window_shapes(cfg: Config) -> list[str]:
 
 
 def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
-    """The brokers answer and the predictions topic exists. ``warnings`` receives what is
+    """The brokers answer and the predictions topic exists (a missing one is a
+    :class:`CheckFailed` naming the key to set). ``warnings`` receives what is
     worth fixing without failing the check: on a shared store, a labels topic whose
     partition count differs from the predictions topic's (the label join is then not
     exact, see README "Scaling out")."""
@@ -184,7 +185,11 @@ def check_kafka(cfg: Config, warnings: list[str] | None = None) -> str:
     try:
         topics = consumer.topics()
         if k.predictions_topic not in topics:
-            raise LookupError(f"topic {k.predictions_topic!r} not found")
+            # the likeliest causes: a topic not created yet, or the key left at its default
+            raise CheckFailed(
+                f"topic {k.predictions_topic!r} not found: create it, or set kafka.predictions_topic"
+                " to the topic the models' events go to"
+            )
         n = len(consumer.partitions_for_topic(k.predictions_topic) or ())
         # the labels topic is read only for models that join labels
         labelled = cfg.joins_labels

@@ -41,3 +41,17 @@ def test_an_unreachable_broker_is_named(tmp_path: Path) -> None:
     (kafka,) = [x for x in lines if "kafka" in x]
     assert kafka.startswith("✗ kafka: ")
     assert kafka.endswith(f"; kafka.bootstrap_servers = {bootstrap} (PLAINTEXT)"), kafka
+
+
+def test_a_missing_predictions_topic_says_what_to_do(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A new user's first `check` (no topic yet, or the default name left in place) said
+    only "LookupError: topic 'predictions' not found"."""
+    from monitor.cli.check import run_checks
+
+    topic = f"absent-{uuid.uuid4().hex[:8]}"
+    cfg = load_config(write_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, http_port=1))
+    lines: list[str] = []
+    assert run_checks(cfg, lines.append) == 1
+    (kafka,) = [x for x in lines if "kafka" in x]
+    assert kafka == (f"✗ kafka: topic {topic!r} not found: create it, or set kafka.predictions_topic to the"
+                     f" topic the models' events go to; kafka.bootstrap_servers = {broker.bootstrap} (PLAINTEXT)")
