@@ -255,7 +255,8 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
     the file and the column for the first unfit reference (the CLI exits 2).
     ``warnings`` receives what is worth fixing without failing: a calibrated model whose
     ``drift.alpha`` its columns cannot reach (the daemon logs the same WARNING at start-up;
-    calibrating takes about 1 s per 10 columns).
+    calibrating takes about 1 s per 10 columns), a reference lacking the label column
+    ``models.label`` names (no label figures; the daemon warns too).
     """
     from monitor.ingest.schema import ModelSchema  # noqa: PLC0415
     from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415
@@ -277,8 +278,11 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
         from monitor.labels.reference import prepare_labelled_reference  # noqa: PLC0415
         from monitor.service.pipeline import check_label_rules  # noqa: PLC0415
 
-        check_label_rules(cfg, {m.name: prepare_labelled_reference(m, m.reference)
-                                for m in cfg.models if m.performance.enabled})
+        labelled = {m.name: prepare_labelled_reference(m, m.reference)
+                    for m in cfg.models if m.performance.enabled}
+        check_label_rules(cfg, labelled)
+        if warnings is not None:  # a label column the config names but the file lacks
+            warnings.extend(lr.warning for lr in labelled.values() if lr.warning)
     return out
 
 

@@ -35,6 +35,25 @@ class LabelledReference:
     figures: dict[tuple[str, str], float] = field(default_factory=dict)
     calibrator: Calibrator | None = None
     rows: int = 0
+    #: worth a warning, not a failure: the label column the config names explicitly
+    #: is not in the file, so none of the above exists (see :func:`missing_label_warning`)
+    warning: str | None = None
+
+
+def missing_label_warning(m: ModelConfig, path: Path) -> str | None:
+    """Why a reference without ``m``'s label column gives no label figures, when the
+    config names that column itself (``models.label`` set); None when it does not (the
+    default ``"label"`` is optional: a reference without labels is a normal case).
+
+    A misspelt ``label`` would otherwise pass every check and silently give no label
+    drift, no estimated performance and no reference figures."""
+    if "label" not in m.model_fields_set:
+        return None
+    return (
+        f"model {m.name}: reference {path} has no column {m.label!r} (models.label): no label drift,"
+        " estimated performance or reference figures; name a column the file holds, add the labels to it,"
+        " or drop models.label"
+    )
 
 
 def read_label_columns(path: Path, label: str, prediction: str) -> dict[str, np.ndarray]:
@@ -64,12 +83,15 @@ def numbers(values: np.ndarray) -> np.ndarray:
 
 
 def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
-    """Read and prepare the label-related parts of ``m``'s reference at ``path``."""
+    """Read and prepare the label-related parts of ``m``'s reference at ``path``.
+
+    A file without the label column gives an empty :class:`LabelledReference`, with a
+    ``warning`` for the caller to show when the config named that column itself."""
     from monitor.labels.figures import reference_figures  # noqa: PLC0415
 
     cols = read_label_columns(path, m.label, m.prediction)
     if m.label not in cols:
-        return LabelledReference()
+        return LabelledReference(warning=missing_label_warning(m, path))
     raw = cols[m.label]
     if m.task == "regression":
         labels = numbers(raw)

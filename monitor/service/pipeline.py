@@ -49,7 +49,7 @@ from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
-from monitor.labels.reference import prepare_labelled_reference
+from monitor.labels.reference import LabelledReference, prepare_labelled_reference
 from monitor.metric_names import PERFORMANCE_METRICS
 from monitor.references.calibration_cache import CalibrationCache
 from monitor.references.load import ReferenceData, ReferenceSpec, load_reference
@@ -264,6 +264,8 @@ class Pipeline:
                 for n, rt in self.models.items() if rt.config.performance.enabled
             }
             check_label_rules(config, refs)
+            for lr in refs.values():
+                _warn_label(lr)
             self.labels = LabelJoin(
                 config, store, clock=clock, on_performance=on_performance, references=refs,
                 probabilities=self.probabilities,
@@ -1084,7 +1086,9 @@ class Pipeline:
                     )
         self.use_prepared(model, pm)
         if self.labels is not None and model in self.labels.models:
-            self.labels.set_reference(model, prepare_labelled_reference(rt.config, ref.path))
+            lr = prepare_labelled_reference(rt.config, ref.path)
+            _warn_label(lr)
+            self.labels.set_reference(model, lr)
         self._redecide_probabilities(model, ref)
         return pm
 
@@ -1143,6 +1147,12 @@ def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowCol
     if rt.references.active:
         rt.references.observe(key, w.columns() if cols is None else {c: cols[c] for c in cols}, figs)
     return figs
+
+
+def _warn_label(lr: LabelledReference) -> None:
+    """Log the WARNING of a reference lacking the label column the config names."""
+    if lr.warning:
+        log.warning("%s", lr.warning)
 
 
 def check_label_rules(config: Config, refs: Mapping[str, Any]) -> None:
