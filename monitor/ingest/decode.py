@@ -145,6 +145,20 @@ def parse_envelope(value: bytes | None, max_bytes: int, model_field: str) -> tup
     return obj, model
 
 
+def unknown_model(model: str, known: Iterable[str]) -> BadMessage:
+    """The ``unknown_model`` dead letter of an event naming ``model``, which no configured
+    model (``known``) is. A name that differs from a configured one only in case or in
+    surrounding blanks (``"Fraud"``, ``"fraud "`` for ``fraud``) is a producer's slip, not
+    another model's event on a shared topic: the reason then names the configured model.
+    The name is cut to 100 characters, as before."""
+    text = f"unknown_model: {model[:100]}"
+    key = model.strip().casefold()
+    near = sorted(k for k in known if k.casefold() == key)
+    if near:
+        text += f" (the config has {near[0]!r}: model names match exactly)"
+    return BadMessage(text)
+
+
 class BatchDecoder:
     """Turns a list of Kafka records into per-model :class:`ColumnBatch` es and dead letters.
 
@@ -211,7 +225,7 @@ class BatchDecoder:
         obj, model = parse_envelope(value, self.max_message_bytes, self.model_field)
         schema = self.schemas.get(model)
         if schema is None:
-            raise BadMessage(f"unknown_model: {model[:100]}")
+            raise unknown_model(model, self.schemas)
         b = builders.get(model)
         if b is None:
             b = builders[model] = _Builder(schema, self.prediction_names[model])

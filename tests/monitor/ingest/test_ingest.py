@@ -442,3 +442,17 @@ def test_whether_scores_are_probabilities_is_the_models_setting_or_its_reference
     assert scores_are_probabilities(model(probabilities=False), {"prediction": probs}) is False
     assert scores_are_probabilities(model(probabilities=True), {"prediction": margins}) is True
     assert scores_are_probabilities(MODEL, {"prediction": probs}) is None  # performance off
+
+
+def test_an_unknown_model_differing_only_in_case_names_the_configured_one() -> None:
+    """A producer sending "Churn" (or "churn ") for the configured churn got only
+    "unknown_model: Churn", read as a foreign model; other names are left as they were."""
+    names = ["Churn", " churn ", "CHURN", "fraud", "churn-v2"]
+    recs = [Rec("t", 0, i, REC_TS, orjson.dumps({**GOOD, "model": m})) for i, m in enumerate(names)]
+    batches, dead = decoder().decode([*recs, Rec("t", 0, 9, REC_TS, orjson.dumps(GOOD))], now=NOW)
+    assert batches["churn"].event_id.tolist() == [GOOD["event_id"]]
+    hint = " (the config has 'churn': model names match exactly)"
+    assert [d.reason for d in dead] == [
+        f"unknown_model: Churn{hint}", f"unknown_model:  churn {hint}", f"unknown_model: CHURN{hint}",
+        "unknown_model: fraud", "unknown_model: churn-v2",
+    ]

@@ -152,3 +152,12 @@ def test_every_record_is_a_label_or_a_dead_letter_with_a_reason_code(
             assert all(type(v) is float for v in b.label)
         else:
             assert all(type(v) is str and len(v) <= 16 and "\x00" not in v for v in b.label)
+
+
+def test_a_label_for_a_model_differing_only_in_case_names_the_configured_one() -> None:
+    objs = [{"event_id": "e1", "model": m, "label": 1, "ts": NOW_MS} for m in ("Churn", "nope")]
+    out, dead = decoder().decode(recs(objs), now=NOW)
+    assert out == {}
+    assert [d.reason for d in dead] == [
+        "unknown_model: Churn (the config has 'churn': model names match exactly)", "unknown_model: nope",
+    ]
