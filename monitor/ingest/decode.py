@@ -145,17 +145,26 @@ def parse_envelope(value: bytes | None, max_bytes: int, model_field: str) -> tup
     return obj, model
 
 
-def unknown_model(model: str, known: Iterable[str]) -> BadMessage:
+def folded_names(names: Iterable[str]) -> dict[str, str]:
+    """Configured model names by their case-folded, stripped form (the first in sorted
+    order where two fold alike): built once per decoder, so naming the near miss of an
+    unknown model costs one lookup, whatever the number of models."""
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        out.setdefault(name.strip().casefold(), name)
+    return out
+
+
+def unknown_model(model: str, folded: Mapping[str, str]) -> BadMessage:
     """The ``unknown_model`` dead letter of an event naming ``model``, which no configured
-    model (``known``) is. A name that differs from a configured one only in case or in
-    surrounding blanks (``"Fraud"``, ``"fraud "`` for ``fraud``) is a producer's slip, not
-    another model's event on a shared topic: the reason then names the configured model.
-    The name is cut to 100 characters, as before."""
+    model is (``folded``: their :func:`folded_names`). A name that differs from a configured
+    one only in case or in surrounding blanks (``"Fraud"``, ``"fraud "`` for ``fraud``) is a
+    producer's slip, not another model's event on a shared topic: the reason then names the
+    configured model. The name is cut to 100 characters, as before."""
     text = f"unknown_model: {model[:100]}"
-    key = model.strip().casefold()
-    near = sorted(k for k in known if k.casefold() == key)
-    if near:
-        text += f" (the config has {near[0]!r}: model names match exactly)"
+    near = folded.get(model.strip().casefold())
+    if near is not None:
+        text += f" (the config has {near!r}: model names match exactly)"
     return BadMessage(text)
 
 
@@ -176,6 +185,7 @@ class BatchDecoder:
         max_future_skew_ms: int = 3_600_000,
     ) -> None:
         self.schemas = dict(schemas)
+        self._folded = folded_names(self.schemas)
         self.prediction_names = dict(prediction_names)
         self.model_field = model_field
         self.max_message_bytes = max_message_bytes
@@ -225,7 +235,7 @@ class BatchDecoder:
         obj, model = parse_envelope(value, self.max_message_bytes, self.model_field)
         schema = self.schemas.get(model)
         if schema is None:
-            raise unknown_model(model, self.schemas)
+            raise unknown_model(model, self._folded)
         b = builders.get(model)
         if b is None:
             b = builders[model] = _Builder(schema, self.prediction_names[model])

@@ -25,7 +25,7 @@ import orjson
 
 from monitor.config import ModelConfig
 from monitor.ingest.batch import BadMessage, may_hold_unsafe_text, record_timestamps
-from monitor.ingest.decode import _jtype, _text, parse_envelope, unknown_model
+from monitor.ingest.decode import _jtype, _text, folded_names, parse_envelope, unknown_model
 from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
 from storage.dead_letters import DeadLetter
 from storage.redaction import quoted
@@ -117,6 +117,7 @@ class LabelDecoder:
     ) -> None:
         self.specs = dict(specs)
         self.known = set(known)
+        self._folded = folded_names(self.known)
         self.model_field = model_field
         self.max_message_bytes = max_message_bytes
         self.max_future_skew_ms = max_future_skew_ms
@@ -215,7 +216,7 @@ class LabelDecoder:
         if spec is None:
             if model in self.known:
                 raise BadMessage(f"no_join: model {model} has no label join ([models.performance] enabled = false)")
-            raise unknown_model(model, self.known)
+            raise unknown_model(model, self._folded)
         eid = _text(obj.get(spec.f_event_id), spec.f_event_id, required=True)
         assert eid is not None
         if len(eid) > spec.max_event_id_length:
