@@ -18,6 +18,7 @@ Times are epoch milliseconds (int) throughout.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,7 +106,7 @@ def in_range(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int, max_future_s
     return bool(((ts_ms >= MIN_EVENT_MS) & (ts_ms <= base + max_future_skew_ms)).all())
 
 
-def epoch_ms_column(values: list[Any]) -> np.ndarray | None:
+def epoch_ms_column(values: Sequence[Any]) -> np.ndarray | None:
     """The fast paths' event times: all epoch-ms integers or all RFC 3339 strings, as
     int64; ``None`` for anything else (mixed, floats, missing, unparsable, too big), which
     the per-record path then names. Range checks are :func:`in_range`'s."""
