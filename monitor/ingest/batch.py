@@ -6,6 +6,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -74,10 +75,10 @@ class ColumnBatch:
 
 
 def object_array(values: Sequence[Any]) -> np.ndarray:
-    """``values`` as a 1-d object array (numpy would make a 2-d array of equal-length tuples)."""
-    a = np.empty(len(values), dtype=object)
-    a[:] = values
-    return a
+    """``values`` as a 1-d object array, each value one element (``np.array`` would make a
+    2-d array of equal-length tuples). ``np.fromiter`` stores each value as it is, about
+    half the cost of assigning the sequence to an empty array (numpy's sequence discovery)."""
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def float_column(values: Sequence[Any]) -> np.ndarray:
@@ -98,16 +99,34 @@ def record_positions(records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Each Kafka record's partition (int32) and offset (int64)."""
     n = len(records)
     return (
-        np.fromiter((r.partition for r in records), dtype=np.int32, count=n),
-        np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
+        np.fromiter(map(_PARTITION, records), dtype=np.int32, count=n),
+        np.fromiter(map(_OFFSET, records), dtype=np.int64, count=n),
     )
 
 
 def record_timestamps(records: Sequence[Any]) -> np.ndarray:
-    """Each record's Kafka timestamp in epoch ms, -1 where it has none."""
+    """Each record's Kafka timestamp in epoch ms, -1 where it has none (not an ``int``).
+
+    All exactly ``int`` (the normal case): packed by one ``struct.pack_into``; anything
+    else (None, a float, a bool, a numpy integer) sends the records through one by one."""
+    n = len(records)
+    ts = list(map(_TIMESTAMP, records))
+    if n and set(map(type, ts)) == {int}:
+        a = np.empty(n, dtype=np.int64)
+        try:
+            struct.pack_into(f"{n}q", a, 0, *ts)
+        except struct.error:  # beyond int64: as the path below, which raises OverflowError
+            pass
+        else:
+            return a
     return np.fromiter(
-        (r.timestamp if isinstance(r.timestamp, int) else -1 for r in records), dtype=np.int64, count=len(records)
+        (r.timestamp if isinstance(r.timestamp, int) else -1 for r in records), dtype=np.int64, count=n
     )
+
+
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
 
 
 #: JSON escapes of the characters the columnar paths must not pass on: U+0000 (a raw
