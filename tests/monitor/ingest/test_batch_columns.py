@@ -104,3 +104,61 @@ def test_the_typed_path_runs_no_collection_and_restores_the_collector() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+FLAT = ModelSchema.from_config(ModelConfig.model_validate({
+    "name": "flat", "reference": "ref.csv", "layout": "flat", "segments": ["region"],
+    "features": {"numerical": ["age", "income"], "categorical": ["plan"]}, "fields": {"latency": "took_ms"},
+}))
+
+
+def _flat_columns(recs: list[Rec], *, typed: bool) -> dict[str, np.ndarray]:
+    """Decoded columns of the flat model, by the typed path or the per-record one."""
+    from monitor.ingest.decode import BatchDecoder, _Builder  # noqa: PLC0415
+
+    d = BatchDecoder({"flat": FLAT}, prediction_names={"flat": "prediction"})
+    if typed:
+        assert d.typed is not None
+        out = d.typed.decode(recs, 10_000, now_ms=2_000_000_000_000, max_future_skew_ms=3_600_000)
+        assert out is not None, "a well-formed batch takes the typed path"
+        b = out["flat"]
+    else:
+        builders: dict[str, _Builder] = {}
+        for r in recs:
+            d._one(r, r.value, builders, 2_000_000_000_000)
+        b = builders["flat"].build()
+    cols = dict(b.columns)
+    cols.update({f"segment:{k}": a for k, a in b.segments.items()})
+    cols.update(ts=b.ts_ms, event_id=b.event_id, version=b.version)
+    return cols
+
+
+@pytest.mark.parametrize("segment", ["object", "top level"])
+def test_a_flat_layout_reads_the_per_record_columns(segment: str) -> None:
+    """Flat messages: features, latency and segment values are fields of the one struct,
+    read from its field tuple by position."""
+    events = []
+    for i in range(6):
+        e: dict[str, Any] = {
+            "event_id": f"e{i}", "model": "flat", "ts": 1_700_000_000_000 + i, "age": [None, 3, 4.5][i % 3],
+            "income": i * 1.25, "plan": [None, "pro", "basic"][i % 3], "prediction": i / 10,
+            "took_ms": [None, 7][i % 2], **({"version": "v2"} if i % 2 else {}),
+        }
+        region = ["eu", None, "us"][i % 3]
+        if segment == "object":
+            e["segment"] = {"region": region}
+        else:
+            e["region"] = region
+        events.append(e)
+    recs = [Rec("t", 0, i, 2_000_000_000_000, orjson.dumps(e)) for i, e in enumerate(events)]
+    typed, slow = _flat_columns(recs, typed=True), _flat_columns(recs, typed=False)
+    assert typed.keys() == slow.keys()
+    for c, want in slow.items():
+        got = typed[c]
+        assert got.dtype == want.dtype, c
+        if want.dtype == object:
+            assert got.tolist() == want.tolist(), c
+        else:
+            assert got.tobytes() == want.tobytes(), c
+    assert typed["age"][1] == 3.0 and np.isnan(typed["age"][0])
+    assert typed["segment:region"].tolist() == ["eu", None, "us", "eu", None, "us"]
