@@ -1,8 +1,8 @@
 """Decoding Kafka records into columnar per-model batches, dead-lettering the rest.
 
 A well-formed batch (the normal case) takes the typed fast path: msgspec decodes
-each payload straight into a per-model struct, validating types in C, and each
-column is read from the structs in one pass (:mod:`monitor.ingest.typed_decode`).
+each payload straight into a per-model struct, validating types in C, and the
+structs' fields are transposed into columns in C (:mod:`monitor.ingest.typed_decode`).
 A batch holding anything unexpected is decoded record by record here, which
 dead-letters exactly the bad records. No per-event objects survive the batch and
 pandas is never touched.
