@@ -22,6 +22,7 @@ dict-based fast path (:func:`monitor.ingest.fastdecode.decode_fast`).
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,17 +74,33 @@ class _Fields:
         return msgspec.defstruct(name, fields, rename=rename, gc=False, kw_only=True, **kwargs)
 
 
+#: how many decodes pause the collector now, and the lock that guards it with the
+#: collector's state: two threads decoding at once cannot leave it off for good
+_pauses = 0
+_pause_lock = threading.Lock()
+#: whether the collector was on when the first of the current pauses began
+_was_enabled = False
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block, then back as it was (left off if it
-    was off). Process-wide: other threads' allocations meanwhile are collected later."""
-    was = gc.isenabled()
-    gc.disable()
+    """The cyclic garbage collector off for the block, then back as it was before the first
+    of any overlapping pauses (left off if it was off). Process-wide: other threads'
+    allocations meanwhile are collected later. Overlapping pauses from several threads
+    are counted, so the last one to end restores the state the first one found."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
 
 
 def _positions(struct: type[msgspec.Struct]) -> dict[str, int]:

@@ -4,6 +4,7 @@ conversions gave, and the typed path leaves the garbage collector as it found it
 from __future__ import annotations
 
 import gc
+import threading
 from collections import namedtuple
 from typing import Any
 
@@ -105,6 +106,35 @@ def test_the_typed_path_runs_no_collection_and_restores_the_collector() -> None:
     finally:
         gc.enable()
 
+
+
+def test_overlapping_pauses_from_two_threads_keep_the_collector_off_until_the_last_ends() -> None:
+    """Two threads decoding at once: the first to end must not turn the collector back on
+    under the other, and once both end it is on again (a pause that restored the state it
+    found itself could leave it off for good, or on under the other thread)."""
+    from monitor.ingest.typed_decode import _gc_paused
+
+    inside, first_done, states = threading.Barrier(2), threading.Event(), []
+
+    def first() -> None:
+        with _gc_paused():
+            inside.wait(timeout=5)
+        first_done.set()
+
+    def second() -> None:
+        with _gc_paused():
+            inside.wait(timeout=5)
+            first_done.wait(timeout=5)
+            states.append(gc.isenabled())
+
+    assert gc.isenabled()
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert states == [False]
+    assert gc.isenabled()
 
 FLAT = ModelSchema.from_config(ModelConfig.model_validate({
     "name": "flat", "reference": "ref.csv", "layout": "flat", "segments": ["region"],
