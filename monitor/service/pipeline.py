@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -229,6 +230,11 @@ class Pipeline:
         self._in_doubt: _Attempt | None = None
         self.max_payload_bytes = max_payload_bytes
         self.models: dict[str, ModelRuntime] = {}
+        #: held while a new reference is put in use (:meth:`swap_reference`): an upload (the
+        #: HTTP server's worker thread) and a reference another instance registered (the
+        #: consumer thread) may swap at once, and each swap's reference, label reference,
+        #: decision of probabilities and decoder must land together
+        self._swap_lock = threading.Lock()
         #: calibrations of the references, kept in the state dir across restarts and reloads
         self.calibration_cache = CalibrationCache(Path(config.daemon.state_dir) / "calibration")
         #: per model: whether its scores are probabilities (decided at start, and again
@@ -1068,7 +1074,9 @@ class Pipeline:
         """Prepare a new reference for ``model`` and use it from the next window on.
 
         ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
-        Raises ``ReferenceError`` for a reference unfit to judge windows against.
+        Raises ``ReferenceError`` for a reference unfit to judge windows against. Safe to
+        call from two threads at once (an upload, a reference another instance registered):
+        the one that puts its reference in use last wins, with all that follows from it.
         """
         rt = self.models[model]
         ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
@@ -1084,19 +1092,22 @@ class Pipeline:
                         self.store, sha256=ref.sha256, name=Path(ref.path).name,
                         content=Path(ref.path).read_bytes(), now=self.clock(),
                     )
-        self.use_prepared(model, pm)
-        if self.labels is not None and model in self.labels.models:
-            lr = prepare_labelled_reference(rt.config, ref.path)
-            _warn_label(lr)
-            self.labels.set_reference(model, lr)
-        self._redecide_probabilities(model, ref)
+        with self._swap_lock:  # the last swap to take it is the one in use, all of it
+            self.use_prepared(model, pm)
+            if self.labels is not None and model in self.labels.models:
+                lr = prepare_labelled_reference(rt.config, ref.path)
+                _warn_label(lr)
+                self.labels.set_reference(model, lr)
+            self._redecide_probabilities(model, ref)
         return pm
 
     def _redecide_probabilities(self, model: str, ref: ReferenceData) -> None:
         """Decide again whether ``model``'s scores are probabilities, from its new reference
         ``ref`` (a no-op when ``performance.probabilities`` sets it or the answer stays):
         the decoder (scores outside [0, 1]: dead letters or kept) and the label join (log
-        loss and Brier score) follow from the next batch on. Logged once per change."""
+        loss and Brier score) follow from the next batch on. Logged once per change.
+        Called with :attr:`_swap_lock` held: the decoder is built from every model's schema,
+        so two swaps at once would otherwise install one built before the other's change."""
         rt = self.models[model]
         probs = scores_are_probabilities(rt.config, ref.columns)
         if probs == self.probabilities.get(model):
