@@ -1074,13 +1074,19 @@ class Pipeline:
         """Prepare a new reference for ``model`` and use it from the next window on.
 
         ``loaded``: the file at ``path`` already loaded (and so validated) by the caller.
-        Raises ``ReferenceError`` for a reference unfit to judge windows against. Safe to
+        Raises ``ReferenceError`` for a reference unfit to judge windows against (its
+        features, or its labels for the label join), before anything is recorded or put
+        in use: the reference in force then stays, all of it. Safe to
         call from two threads at once (an upload, a reference another instance registered):
         the one that puts its reference in use last wins, with all that follows from it.
         """
         rt = self.models[model]
         ref = loaded or load_reference(Path(path), ReferenceSpec.from_config(rt.config))
         pm = PreparedModel.build(rt.config, rt.schema, ref, version, cache=self.calibration_cache)
+        # the labels read (and refused: ReferenceError) before anything is recorded or switched
+        lr = None
+        if self.labels is not None and model in self.labels.models:
+            lr = prepare_labelled_reference(rt.config, ref.path)
         if record:
             with self.store.transaction():
                 register_reference(
@@ -1094,8 +1100,8 @@ class Pipeline:
                     )
         with self._swap_lock:  # the last swap to take it is the one in use, all of it
             self.use_prepared(model, pm)
-            if self.labels is not None and model in self.labels.models:
-                lr = prepare_labelled_reference(rt.config, ref.path)
+            if lr is not None:
+                assert self.labels is not None
                 _warn_label(lr)
                 self.labels.set_reference(model, lr)
             self._redecide_probabilities(model, ref)

@@ -10,8 +10,8 @@
    memory are one reference's): another one meanwhile is answered 503 with
    ``Retry-After`` before its body is read. In a worker thread the file is loaded and
    validated like the configured reference (``monitor.references.validate``: rows,
-   columns, types). Unfit: 422 naming the column; the temp file is removed and the
-   reference in force stays. A file holding more values than
+   columns, types; for a model joining labels, the label column too). Unfit: 422 naming
+   the column; the temp file is removed and the reference in force stays. A file holding more values than
    ``daemon.max_reference_bytes / 4`` (rows times the model's columns; a few KB of
    Parquet can hold millions of equal values) is refused (422) before it is read into
    memory.
@@ -107,9 +107,12 @@ def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: 
         pm = daemon.pipeline.swap_reference(
             model, str(final), version, loaded=dataclasses.replace(ref, path=final)
         )
-    except BaseException:
+    except BaseException as exc:
         if not existed:
             final.unlink(missing_ok=True)
+        if isinstance(exc, ReferenceError):  # its labels (refused before anything switched)
+            log.warning("model %s: reference %s refused: %s", model, version, exc.problem)
+            raise ApiError(422, f"reference refused: {exc.problem}") from None
         raise
     log.info("model %s: now monitored against reference %s (%s rows)", model, version, pm.reference.rows)
     return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows}

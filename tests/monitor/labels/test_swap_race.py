@@ -62,3 +62,36 @@ def test_concurrent_swaps_leave_one_decision_of_probabilities(tmp_path: Path) ->
             sys.setswitchinterval(old)
     finally:
         store.close()
+
+
+def test_a_reference_whose_labels_are_refused_changes_nothing(tmp_path: Path) -> None:
+    """A new reference whose label column lacks ``class_of_interest`` (a retrained model's
+    file labelled "yes"/"no" where the config says 1) is refused as a whole: the drift
+    reference, its registration and the label reference were switched before the labels
+    were read and refused, so the upload was answered with an error while the daemon
+    judged windows against the refused file (and its registration outlived the file)."""
+    from monitor.references.validate import ReferenceError  # noqa: PLC0415
+    from storage.references import latest_reference  # noqa: PLC0415
+
+    cfg_path = label_config(tmp_path, n_boot=0)
+    _cfg, store, p = pipeline(cfg_path, Clock())
+    try:
+        p.register_initial_references()
+        before = p.models["churn"].prepared.reference.sha256
+        registered = latest_reference(store, "churn")
+        assert registered is not None and registered["sha256"] == before
+        ref = pd.read_csv(tmp_path / "reference.csv")
+        ref["label"] = ref["label"].map({0: "no", 1: "yes"})
+        ref["prediction"] = ref["prediction"] * 6 - 3  # margins: a decision that would change too
+        ref.to_csv(tmp_path / "v2.csv", index=False)
+        try:
+            p.swap_reference("churn", str(tmp_path / "v2.csv"), "v2")
+        except ReferenceError as exc:
+            assert "class_of_interest" in str(exc)
+        else:
+            raise AssertionError("the reference was taken")
+        assert p.models["churn"].prepared.reference.sha256 == before
+        assert latest_reference(store, "churn") == registered
+        assert p.probabilities["churn"] is True and p.decoder.schemas["churn"].probabilities
+    finally:
+        store.close()

@@ -227,3 +227,29 @@ def test_an_upload_while_another_streams_its_body_is_told_to_retry(
         assert got.status == 201, got.body
         assert _in_force(a)[0::2] == ("v2", 500)
         assert _refs_on_disk(a) == [f"v2-{got.json()['sha256'][:12]}.csv"]
+
+
+def test_a_reference_whose_labels_are_refused_is_a_422_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model joining labels: an upload whose label column lacks ``class_of_interest``
+    (labelled "no"/"yes" where the config says 1) is refused like any unfit reference. The
+    labels were read only after the drift reference was registered and put in use, so the
+    upload was answered 500 while the daemon judged against the refused file, its
+    registration left behind and the file deleted."""
+    from monitor.demo.data import write_reference_csv  # noqa: PLC0415
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_reference_csv(str(tmp_path / "reference.csv"), n=3000, seed=7, label=True)
+    with running_api(tmp_path, monkeypatch, model_extra="performance = { enabled = true }") as a:
+        before, files, table = _in_force(a), _refs_on_disk(a), list_references(a.daemon.store, "churn")
+        ref = pd.read_csv(tmp_path / "reference.csv")
+        ref["label"] = ref["label"].map({0: "no", 1: "yes"})
+        r = http(a.port, "POST", URL, ref.to_csv(index=False).encode(), {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 422, r.body
+        error = r.json()["error"]
+        assert error.startswith("reference refused: models.class_of_interest = 1 is none of the classes"), error
+        assert str(a.daemon.config.daemon.state_dir) not in error
+        assert _in_force(a) == before
+        assert _refs_on_disk(a) == files
+        assert list_references(a.daemon.store, "churn") == table
