@@ -107,8 +107,11 @@ class Reload:
         try:
             self.alerting._deliver_lock = lock
             self.alerting.engine.continue_activity(old.engine)  # no-data clocks go on
-            for name, pm in self.prepared.items():
-                daemon.pipeline.use_prepared(name, pm)
+            # a reference swapped in since the reload was prepared (an upload on the HTTP
+            # server's worker thread) stays: the new settings are prepared on it instead
+            with daemon.pipeline._swap_lock:
+                for name, pm in self.prepared.items():
+                    daemon.pipeline.use_prepared(name, on_reference_in_use(daemon, name, pm))
             daemon.pipeline.config = self.config
             daemon.pipeline.on_window = self.alerting.on_window
             daemon.pipeline.on_outcome = self.alerting.flush_outcome
@@ -126,6 +129,27 @@ class Reload:
         apply_log_level(self.config.daemon.log_level)
 
         add_secrets(self.config.secrets)
+
+
+def on_reference_in_use(daemon: Daemon, name: str, pm: PreparedModel) -> PreparedModel:
+    """``pm`` (model ``name``'s new drift settings, prepared on the reference then in use)
+    if that reference is still in use; else the same settings prepared on the one swapped
+    in since (read again from its file). Called with the pipeline's swap lock held. When
+    that file cannot be read or prepared the reference in use stays with its settings
+    (logged as an ERROR): a reload never puts back a reference that was replaced."""
+    rt = daemon.pipeline.models[name]
+    in_use = rt.prepared
+    if in_use.reference.sha256 == pm.reference.sha256:
+        return pm
+    try:
+        ref = load_reference(in_use.reference.path, ReferenceSpec.from_config(pm.config))
+        if ref.sha256 != in_use.reference.sha256:
+            raise ValueError(f"the file {ref.path} changed on disk since it was loaded")
+        return PreparedModel.build(pm.config, rt.schema, ref, in_use.version, cache=daemon.pipeline.calibration_cache)
+    except Exception as exc:  # noqa: BLE001 - the reference in use stays
+        log.error("model %s: reference %s replaced while the reload was prepared, and its new drift settings"
+                  " cannot be prepared on it: %s; it is judged with the settings before", name, in_use.version, exc)
+        return in_use
 
 
 def prepare_reload(daemon: Daemon, path: Path) -> Reload:

@@ -75,3 +75,34 @@ def test_new_drift_settings_refuse_a_reference_file_changed_on_disk(tmp_path: Pa
             prepare_reload(daemon, path)
     finally:
         daemon.close()
+
+
+def test_a_reference_swapped_while_a_reload_is_prepared_stays_in_use(tmp_path: Path) -> None:
+    """New drift settings are prepared (on the consumer thread, seconds for a calibrated
+    model) from the reference in use; an upload landing meanwhile (the HTTP worker thread)
+    was undone by the reload, which put back the reference it had prepared: windows were
+    judged against the old file while the store, the label join and the decoder had the
+    new one, until a restart. The reload now prepares the new settings on the new file."""
+    import pandas as pd
+
+    from monitor.config import load_config
+    from monitor.service.daemon import Daemon
+    from monitor.service.reload import prepare_reload
+    from tests.monitor.daemon_helpers import write_config
+
+    path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
+    daemon = Daemon(load_config(path), http=False)
+    try:
+        text = path.read_text()
+        path.write_text(text.replace("[models.features]", "[models.drift]\nshare = 0.2\n[models.features]", 1))
+        reload = prepare_reload(daemon, path)
+        ref = pd.read_csv(tmp_path / "reference.csv")
+        ref.iloc[: len(ref) // 2].to_csv(tmp_path / "v2.csv", index=False)
+        uploaded = daemon.pipeline.swap_reference("churn", str(tmp_path / "v2.csv"), "v2")
+        reload.apply(daemon)
+        rt = daemon.pipeline.models["churn"]
+        assert rt.prepared.reference.sha256 == uploaded.reference.sha256
+        assert rt.prepared.version == "v2"
+        assert rt.config.drift.share == 0.2 and rt.prepared.config.drift.share == 0.2
+    finally:
+        daemon.close()
