@@ -11,6 +11,7 @@ and the prune removes the samples of deleted windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,15 +48,27 @@ def encode_sample(columns: dict[str, np.ndarray]) -> bytes:
     return compress(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
+_SAMPLE_UPSERT = (
+    'INSERT INTO window_samples (window_id, model, "end", rows, sample_rows, payload,'
+    " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (window_id) DO UPDATE SET model = excluded.model,"
+    ' "end" = excluded."end", rows = excluded.rows, sample_rows = excluded.sample_rows,'
+    " payload = excluded.payload, created_at = excluded.created_at"
+)
+
+
 def write_window_sample(store: Store, sample: WindowSample, *, now: datetime) -> None:
     """Insert or replace a window's sample (call inside ``store.transaction()``)."""
-    store.execute(
-        'INSERT INTO window_samples (window_id, model, "end", rows, sample_rows, payload,'
-        " created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (window_id) DO UPDATE SET model = excluded.model,"
-        ' "end" = excluded."end", rows = excluded.rows, sample_rows = excluded.sample_rows,'
-        " payload = excluded.payload, created_at = excluded.created_at",
-        (sample.window_id, sample.model, sample.end, sample.rows, sample.sample_rows, sample.payload, iso(now)),
-    )
+    write_window_samples(store, [(sample, now)])
+
+
+def write_window_samples(store: Store, samples: Sequence[tuple[WindowSample, datetime]]) -> None:
+    """Insert or replace window samples, each with its creation time, in one ``executemany``
+    (call inside ``store.transaction()``; the payloads are bytes, which a JSON batch cannot
+    carry). A window given twice keeps its later sample. None: nothing is run."""
+    if samples:
+        store.executemany(_SAMPLE_UPSERT, [
+            (s.window_id, s.model, s.end, s.rows, s.sample_rows, s.payload, iso(now)) for s, now in samples
+        ])
 
 
 def read_window_sample(store: Store, window_id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
