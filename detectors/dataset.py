@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detectors._columns import CurrentColumn, PreparedColumn, PreparedReference, as_current
+from detectors._fast_init import fast_init
 from detectors.calibration import Calibration, beta_binomial_tail, effective_size
 from detectors.drift.auto import auto_test_name
 from detectors.drift.binned import jensenshannon, jensenshannon_many
@@ -22,7 +23,8 @@ from detectors.drift.registry import DriftTest, get_test
 ScoreKind = Literal["p_value", "distance"]
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class ColumnDrift:
     """Drift verdict for one column in one window.
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from detectors._columns import CurrentColumn, PreparedReference, factorize_known
+from detectors._fast_init import fast_init
 
 #: at most this many new categories are listed per column (most frequent first)
 MAX_NEW_CATEGORIES = 50
@@ -19,7 +20,8 @@ MAX_NEW_CATEGORIES = 50
 BATCH_MAX_ROWS = 4096
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class ColumnQuality:
     """Quality figures of one column in one window.
 

@@ -10,8 +10,10 @@ import base64
 import binascii
 import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from detectors._fast_init import fast_init
 
 #: The column name used in ``metrics`` for dataset-level figures (drift share,
 #: row count, ...), which belong to no single column.
@@ -148,6 +150,7 @@ class WindowRecord:
         return self.key.id
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MetricRow:
     """One figure of one window, as stored in the ``metrics`` table.
@@ -165,7 +168,6 @@ class MetricRow:
     drifted: bool | None = None
     p_value: float | None = None
     test: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
     #: bootstrap confidence interval of ``value`` (performance figures), else None
     ci_low: float | None = None
     ci_high: float | None = None
