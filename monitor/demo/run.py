@@ -33,6 +33,8 @@ CONFIG = """\
 [daemon]
 state_dir = "."
 http_listen = "127.0.0.1:{http_port}"
+# the demo's links (reports, API, retraining callback) are meant for this machine only
+public_url = "http://127.0.0.1:{http_port}"
 tick_interval = "1s"
 log_level = "warning"
 
@@ -126,6 +128,19 @@ def demo_state_refusal(state_dir: Path) -> str | None:
     )
 
 
+def write_demo_config(state_dir: Path, *, http_port: int, bootstrap: str, slack_url: str, webhook_url: str) -> Path:
+    """Write the demo's config (``demo.toml``) into ``state_dir`` and return its path.
+
+    ``webhook_url`` is the sink's base URL without a trailing ``/``. The daemon listens on
+    ``127.0.0.1:http_port`` and that is also its public URL: the demo's links are for this
+    machine, so it sets ``daemon.public_url`` rather than have the daemon warn that it is unset.
+    """
+    path = state_dir / "demo.toml"
+    path.write_text(CONFIG.format(http_port=http_port, bootstrap=bootstrap, slack_url=slack_url,
+                                  webhook_url=webhook_url))
+    return path
+
+
 def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from rich.console import Console  # noqa: PLC0415
     from rich.markup import escape  # noqa: PLC0415  (values from the stream are never markup)
@@ -176,13 +191,8 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
         write_reference_csv(str(state_dir / "reference.csv"), label=True)
         os.environ["DRIFTWARDEN_DEMO_SLACK_TOKEN"] = "xoxb-demo-token"
         os.environ["DRIFTWARDEN_DEMO_WEBHOOK_SECRET"] = SECRET
-        (state_dir / "demo.toml").write_text(
-            CONFIG.format(
-                http_port=free_port(), bootstrap=broker.bootstrap, slack_url=slack.url,
-                webhook_url=sink.url.rstrip("/"),
-            )
-        )
-        cfg = load_config(state_dir / "demo.toml")
+        cfg = load_config(write_demo_config(state_dir, http_port=free_port(), bootstrap=broker.bootstrap,
+                                            slack_url=slack.url, webhook_url=sink.url.rstrip("/")))
         console.print(f"  broker   {broker.bootstrap}   slack stand-in {slack.url}   webhook sink {sink.url}")
         console.print(f"  state    {escape(str(state_dir))}")
 
