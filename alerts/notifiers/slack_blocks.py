@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from storage.scores import score_text
 from storage.text import CONTROL
 
 MAX_BLOCKS = 50
@@ -266,7 +267,7 @@ def render_blocks(
     blocks.extend(_sections_from_lines(lines, MAX_BLOCKS - reserved))
     if drifted:
         dl = [
-            f"• {code(d.get('column'))} — {inert(d.get('test'))} {fmt(d.get('score'))}"
+            f"• {code(d.get('column'))} — {inert(_score(d))}"
             for d in drifted
         ]
         blocks.extend(_sections_from_lines(["*Top drifted columns*", *dl], 1))
@@ -281,6 +282,17 @@ def render_blocks(
         }
     )
     return enforce_limits(blocks)
+
+
+def _score(drifted: Mapping[str, Any]) -> str:
+    """A drifted column's score named by its statistic (``ks p=1.1e-19``, ``wasserstein
+    0.312``): a p-value and a distance read alike as bare numbers. A score that is not a
+    number (a payload from elsewhere) is shown as it is."""
+    test, score = drifted.get("test"), drifted.get("score")
+    name = str(test) if test else None
+    if score is None or (isinstance(score, int | float) and not isinstance(score, bool)):
+        return score_text(name, None if score is None else float(score))
+    return f"{name} {score}" if name else str(score)
 
 
 def render_text(payload: Mapping[str, Any], kind: str) -> str:

@@ -26,10 +26,13 @@ LABEL_JOIN_HEADERS = {
 
 
 def _drifted_text(r: Mapping[str, Any], width: int) -> str:
-    """A window's drifted columns in one line of ``width``: ``age 0.833, plan 0.41``, else
-    the names alone, else as many as fit and how many more (``age +4``)."""
+    """A window's drifted columns in one line of ``width``: ``age (wasserstein 0.833), amount
+    (ks p=1.1e-19)`` (the statistic named: a p-value is no distance), else the names alone,
+    else as many as fit and how many more (``age +4``)."""
+    from storage.scores import drifted_column_text  # noqa: PLC0415
+
     cols = r["drifted_columns"]
-    full = [f"{c['column']} {c['score']:.3g}" if c["score"] is not None else c["column"] for c in cols]
+    full = [drifted_column_text(c["column"], c["test"], c["score"]) for c in cols]
     return fit_list(full, width, short=[c["column"] for c in cols])
 
 

@@ -135,7 +135,7 @@ def ellipsize_middle(text: str, width: int) -> str:
 
 
 def fit_list(items: Sequence[str], width: int, *, short: Sequence[str] | None = None) -> str:
-    """A list in one line of at most ``width`` cells: every item (``age 0.83, plan 0.41``),
+    """A list in one line of at most ``width`` cells: every item (``age (wasserstein 0.83), plan (chisquare p=0.01)``),
     else every ``short`` item (the same, shorter: ``age, plan``), else as many short
     items as fit and how many more (``age +4``), at worst the first one cut ("-": none)."""
     if not items:

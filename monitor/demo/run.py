@@ -172,6 +172,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
     from storage.alerts import delivery_counts, list_alerts, list_deliveries  # noqa: PLC0415
     from storage.db import Store  # noqa: PLC0415
     from storage.dead_letters import list_dead_letters  # noqa: PLC0415
+    from storage.scores import drifted_column_text  # noqa: PLC0415
     from storage.windows import drifted_columns, metric_value, windows_with_verdicts  # noqa: PLC0415
 
     console.print("[bold]driftwarden demo[/bold]: embedded broker, drifting stream, Slack and webhook stand-ins")
@@ -233,7 +234,7 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
                 if w["dataset_drift"] and first_drifted is None:
                     first_drifted = w["id"]
                 verdict = "[red]DRIFT[/red]   " if w["dataset_drift"] else "[green]no drift[/green]"
-                cols_txt = escape(", ".join(f"{c['column']} ({c['test']} {c['value']:.3g})" for c in cols) or "-")
+                cols_txt = escape(", ".join(drifted_column_text(c["column"], c["test"], c["value"]) for c in cols) or "-")
                 share = w["drift_share"] if w["drift_share"] is not None else float("nan")
                 est = metric_value(reader, w["id"], "estimated_accuracy")
                 est_txt = f"  est. accuracy {est:.2f}" if est is not None else ""

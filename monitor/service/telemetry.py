@@ -21,6 +21,7 @@ from typing import Any
 
 from monitor.windows.figures import WindowFigures
 from storage.records import DATASET
+from storage.scores import score_text
 from storage.text import log_text
 
 log = logging.getLogger("driftwarden.story")
@@ -98,7 +99,7 @@ def log_window(figs: WindowFigures) -> None:
     k = rec.key
     share = next((m for m in figs.metrics if m.column == DATASET and m.metric == "drift_share"), None)
     top = [(c, t, s) for c, t, s in figs.top_drifted[:TOP_COLUMNS]]
-    drifted_text = ", ".join(f"{log_text(c)} ({t} {s:.4g})" for c, t, s in top) or "none"
+    drifted_text = ", ".join(f"{log_text(c)} ({score_text(t, s)})" for c, t, s in top) or "none"
     extra_n = max(len(figs.top_drifted) - TOP_COLUMNS, 0)
     if extra_n:
         drifted_text += f" and {extra_n} more"

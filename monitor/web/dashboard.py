@@ -137,7 +137,11 @@ def _x(end: str) -> float:
 
 def charts(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chart data: one chart per column (dataset drift share first), each with one score
-    series per version, the threshold and the windows judged drifted, on a shared x axis."""
+    series per version, the threshold and the windows judged drifted, on a shared x axis.
+
+    ``score`` names what a chart's numbers are: ``"p-value"`` or ``"distance"`` (by its
+    first test), ``"share"`` for the drift share, None for a test this build does not know;
+    the page shows it beside the test's name and on the score's legend entry."""
     from detectors.drift import get_test  # noqa: PLC0415
 
     xs = sorted({_x(r["end"]) for r in history})
@@ -160,15 +164,19 @@ def charts(history: list[dict[str, Any]]) -> dict[str, Any]:
     for (column, metric), c in sorted(by_chart.items(), key=lambda kv: (kv[0][1] != "drift_share", kv[0])):
         tests = sorted(c["tests"])
         direction = "higher"
+        score: str | None = "share" if metric == "drift_share" else None
         if tests:
             try:
-                direction = get_test(tests[0]).direction
+                test = get_test(tests[0])
             except KeyError:
                 pass
+            else:
+                direction = test.direction
+                score = "p-value" if test.score_kind == "p_value" else "distance"
         title = "dataset drift share" if metric == "drift_share" else (
             f"{column} (prediction)" if metric == "prediction_drift" else column)
         out.append({
-            "title": title, "tests": tests, "drift_when": direction,
+            "title": title, "tests": tests, "score": score, "drift_when": direction,
             "series": [{"version": v, "values": vals} for v, vals in sorted(c["series"].items())],
             "threshold": c["threshold"], "drifted": c["drifted"],
         })

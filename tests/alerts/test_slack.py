@@ -96,6 +96,26 @@ def test_firing_message_content(store, clock):
         check_limits(msg.blocks)
 
 
+def test_drifted_columns_name_their_statistic_a_p_value_is_no_distance(store, clock):
+    # "`amount` — ks 1.14e-19" read like a tiny distance beside "`income` — wasserstein 0.31"
+    with SlackStandIn(token="xoxb-test") as slack:
+        f, n, worker = setup(store, clock, slack)
+        f.window(
+            columns={"amount": (1.14e-19, True), "income": (0.3123, True)},
+            drifted=[("amount", "ks", 1.14e-19), ("income", "wasserstein", 0.3123)],
+        )
+        worker.run_once()
+        [msg] = slack.messages
+        body = texts(msg.blocks)
+        assert "• `amount` — ks p=1.1e-19\n• `income` — wasserstein 0.312" in body, body
+        # the stored payload (what a webhook gets) keeps its fields and numbers as they are
+        [d] = db.list_deliveries(store, kind="firing")
+        assert d.payload["drifted_columns"] == [
+            {"column": "amount", "test": "ks", "score": 1.14e-19},
+            {"column": "income", "test": "wasserstein", "score": 0.3123},
+        ]
+
+
 def test_value_vs_threshold_line(store, clock):
     with SlackStandIn() as slack:
         f, n, worker = setup(store, clock, slack, (Rule("acc", "accuracy", "<", 0.8),))

@@ -26,7 +26,9 @@
     var card = document.createElement("figure");
     card.className = "chart";
     var cap = document.createElement("figcaption");
-    var tests = c.tests.length ? " · " + c.tests.join(", ") : "";
+    // a p-value and a distance read alike as bare numbers: the caption says which
+    var named = c.score && c.score !== "share" ? " " + c.score : "";
+    var tests = c.tests.length ? " · " + c.tests.join(", ") + named : "";
     var rule = c.drift_when === "lower" ? "drifts below the threshold" : "drifts above the threshold";
     cap.textContent = c.title + tests + " · " + rule;
     card.appendChild(cap);
@@ -35,7 +37,7 @@
     var columns = [data.x];
     c.series.forEach(function (s, i) {
       series.push({
-        label: s.version === "" ? "score" : "version " + s.version,
+        label: s.version === "" ? (c.score || "score") : "version " + s.version,
         stroke: palette[i % palette.length],
         width: 2,
         spanGaps: true,

@@ -161,9 +161,9 @@ def test_windows_table_fits_80_columns_and_shows_what_matters(where: tuple[str, 
     drifted = [line for line in out.splitlines() if "DRIFT 0.60" in line]
     # the whole segment leaves no room for both drifted columns: the first, and how many more
     assert len(drifted) >= 1 and drifted[0].rstrip().endswith("DRIFT 0.60  age +1")
-    wide = [line for line in cli("windows", *where, "--limit", "6", columns=120).stdout.splitlines()
+    wide = [line for line in cli("windows", *where, "--limit", "6", columns=140).stdout.splitlines()
             if "DRIFT 0.60" in line]
-    assert wide[0].rstrip().endswith("DRIFT 0.60  age 0.83, monthly_charges 1.09")
+    assert wide[0].rstrip().endswith("DRIFT 0.60  age (wasserstein 0.83), monthly_charges (wasserstein 1.09)")
     # times are short: hours and minutes, no year, no ISO "T"
     assert str(NOW.year) not in out and ":00.000Z" not in out
     first = [line for line in out.splitlines() if "DRIFT 0.60" in line][0]
@@ -239,11 +239,36 @@ def test_windows_table_at_80_columns_keeps_what_tells_windows_apart(
     assert {line[:8] for line in _table_rows(narrow)} == set(known), narrow
     assert "fra…-eu" in narrow
     # a wide terminal shows everything whole
-    wide = cli("windows", *where, "--model", "fraud-detector-eu", columns=200).stdout
+    wide = cli("windows", *where, "--model", "fraud-detector-eu", columns=260).stdout
     rows = _table_rows(wide)
     assert all(line.endswith(
-        "DRIFT 1.00  age 0.83, contract_type 0.2, monthly_charges 1.09, payment_method 0.35, tenure_days 0.41"
+        "DRIFT 1.00  age (wasserstein 0.83), contract_type (wasserstein 0.2), monthly_charges (wasserstein 1.09),"
+        " payment_method (wasserstein 0.35), tenure_days (wasserstein 0.41)"
         "       93%  accuracy 0.831 [0.8, 0.86]") for line in rows), wide
+
+
+def test_drifted_columns_name_their_statistic_a_p_value_is_no_distance(
+    store_target: StoreTarget, tmp_path: Path
+) -> None:
+    # "amount 1.14e-19, income 0.31": the KS p-value read like a (tiny) distance
+    store = store_target.open()
+    with store.transaction():
+        key = WindowKey("churn", "v1", "", _iso(DAY), _iso(DAY + timedelta(minutes=15)))
+        write_window(store, WindowRecord(key, 600, "ok", NOW), [
+            MetricRow("", "drift_share", 1.0, threshold=0.5, drifted=True),
+            MetricRow("amount", "drift_score", 1.14e-19, threshold=0.05, drifted=True, p_value=1.14e-19, test="ks"),
+            MetricRow("income", "drift_score", 0.3123, threshold=0.1, drifted=True, test="wasserstein"),
+        ])
+    store.close()
+    where = store_target.cli_args(tmp_path / "cli")
+    [row] = _table_rows(cli("windows", *where, columns=140).stdout)
+    assert row.endswith("  amount (ks p=1.1e-19), income (wasserstein 0.312)"), row
+    # the JSON keeps the stored figures as they are
+    [item] = doc("windows", *where)["items"]  # type: ignore[misc]
+    assert item["drifted_columns"] == [  # type: ignore[index]
+        {"column": "amount", "test": "ks", "score": 1.14e-19},
+        {"column": "income", "test": "wasserstein", "score": 0.3123},
+    ]
 
 
 def test_windows_filters_and_json(where: tuple[str, str]) -> None:

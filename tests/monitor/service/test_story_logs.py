@@ -55,6 +55,26 @@ def test_one_info_line_per_stored_window_with_its_facts(tmp_path: Path, caplog: 
     assert "segment=region=eu " in seg.getMessage()
 
 
+def test_the_window_line_names_each_drifted_columns_statistic(caplog: pytest.LogCaptureFixture) -> None:
+    # "drifted=[amount (ks 1.14e-19), …]": the KS p-value read like a (tiny) distance
+    from datetime import UTC, datetime
+
+    from monitor.service.telemetry import log_window
+    from monitor.windows.figures import WindowFigures
+    from storage.records import MetricRow, WindowKey, WindowRecord
+
+    caplog.set_level(logging.INFO, logger="driftwarden.story")
+    key = WindowKey("churn", "v1", "", "2026-11-23T12:00:00.000Z", "2026-11-23T12:05:00.000Z")
+    top = [("amount", "ks", 1.14e-19), ("income", "wasserstein", 0.3123)]
+    log_window(WindowFigures(WindowRecord(key, 300, "ok", datetime.now(UTC)),
+                             [MetricRow("", "drift_share", 1.0, 0.5, True)], top_drifted=top))
+    [line] = story(caplog, "window_closed")
+    assert " drifted=[amount (ks p=1.1e-19), income (wasserstein 0.312)] " in line.getMessage(), line.getMessage()
+    # the structured fields keep the figures as they are
+    assert line.drifted_columns == [{"column": "amount", "test": "ks", "score": 1.14e-19},  # type: ignore[attr-defined]
+                                    {"column": "income", "test": "wasserstein", "score": 0.3123}]
+
+
 def test_a_hostile_segment_value_cannot_forge_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="driftwarden.story")
     payloads = []

@@ -55,7 +55,8 @@ def test_the_dashboard_loads_clean_and_shows_the_seeded_windows_and_alerts(seede
         captions = page.evaluate("[...document.querySelectorAll('#charts figcaption')].map(e => e.textContent)")
         assert captions[0] == "dataset drift share · drifts above the threshold"
         assert {c.split(" ")[0] for c in captions[1:]} == set(COLUMNS)
-        assert "age · wasserstein · drifts above the threshold" in captions
+        # the caption says what the score is: a p-value and a distance read alike as numbers
+        assert "age · wasserstein distance · drifts above the threshold" in captions
         # a chart holds the threshold and a score per window: its legend names them
         legend = page.evaluate("document.querySelector('#charts .u-legend').textContent")
         assert "version v1" in legend and "threshold" in legend and "drifted" in legend
