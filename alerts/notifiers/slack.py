@@ -19,9 +19,12 @@ slack-sdk builds the requests and reads Slack's answers; the requests themselves
 through :mod:`alerts.notifiers.http`, as webhooks do: each is bounded by ``timeout`` as
 a whole (urllib's timeout is per read: an answer trickled byte by byte held the Slack
 lane for ever), and an answer longer than :data:`MAX_ANSWER_BYTES` is not read (it is
-retried, like a lost connection). A posted message's ``ts`` and ``channel`` are stored
-and sent back later: an answer whose ``ts`` is not like Slack's (``1700000000.123456``) or
-whose ``channel`` is not a short name is not Slack's, and is retried, nothing of it stored.
+retried, like a lost connection). The notifier parses each answer once and hands
+slack-sdk the value: a ``200`` answer that is JSON but not an object, or nested too deep
+to parse, is not Slack's and is retried; an error status with one is judged by its status.
+A posted message's ``ts`` and ``channel`` are stored and sent back later: an answer whose
+``ts`` is not like Slack's (``1700000000.123456``) or whose ``channel`` is not a short
+name is not Slack's, and is retried, nothing of it stored.
 """
 
 from __future__ import annotations
@@ -106,15 +109,25 @@ def _bounded(client: httpx.Client, timeout: float, url: str, req: Request) -> ht
     return answer
 
 
-def _json_kind(body: str) -> str:
-    """``"object"`` when ``body`` is a JSON object (Slack's answers), ``"other"`` when it is
-    JSON but not an object (``[1]``, ``"x"``, ``null``: slack-sdk would fail on it with a
-    TypeError or AttributeError), ``"none"`` when it is not JSON (slack-sdk turns it into a
-    Slack error quoting the body, cut short)."""
+#: what an answer that is JSON but no object (``other``) or nested too deep to read
+#: (``deep``) is, in the delivery's ``last_error`` (``HTTP 200``: retried as not Slack's)
+_NOT_SLACKS = {"other": "answer is JSON but not an object", "deep": "answer is nested too deep to read"}
+
+
+def _read_json(body: str) -> tuple[str, Any]:
+    """How a Web API answer reads, and its value: ``("object", dict)`` for a JSON object
+    (Slack's answers); ``("other", value)`` for JSON that is not an object (``[1]``, ``"x"``,
+    ``null``: slack-sdk would fail on it with a TypeError or AttributeError); ``("deep",
+    None)`` for an answer nested too deep for Python's parser (it raises RecursionError,
+    which slack-sdk lets through: neither a Slack nor a network error); ``("none", None)``
+    when it is not JSON (slack-sdk turns it into a Slack error quoting the body, cut short)."""
     try:
-        return "object" if isinstance(json.loads(body), dict) else "other"
+        value = json.loads(body)
+    except RecursionError:
+        return "deep", None
     except ValueError:
-        return "none"
+        return "none", None
+    return ("object" if isinstance(value, dict) else "other"), value
 
 
 def _why(exc: BaseException) -> str:
@@ -142,16 +155,19 @@ class BoundedWebClient(WebClient):
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
         answer = _bounded(self.http, self.timeout, url, req)
         body = answer.text()
-        kind = _json_kind(body)
-        if answer.status == 200 and kind == "other":  # not Slack's (a proxy, a wrong base_url): retried
-            raise http.NoAnswer(f"answer is JSON but not an object (HTTP {answer.status}); not Slack's")
+        kind, value = _read_json(body)
+        if answer.status == 200 and kind in _NOT_SLACKS:  # not Slack's (a proxy, a wrong base_url): retried
+            raise http.NoAnswer(f"{_NOT_SLACKS[kind]} (HTTP {answer.status}); not Slack's")
         if kind == "none":
             # slack-sdk quotes a body that is not JSON in its error and its log, cut short: a
             # secret the receiver echoed (the bot token) would be stored cut, past finding.
             # Slack's own answers (JSON objects) are read as they came: redacting inside
             # them could change a ts
-            body = redact(body)
-        return {"status": answer.status, "headers": answer.headers, "body": body}
+            return {"status": answer.status, "headers": answer.headers, "body": redact(body)}
+        # read once, here: slack-sdk takes the value as it is (``parsed_body``) instead of
+        # parsing the body again (an answer nested too deep raised RecursionError from it);
+        # an error status with such an answer is judged by its status alone (no value)
+        return {"status": answer.status, "headers": answer.headers, "body": body, "parsed_body": value}
 
 
 class BoundedWebhookClient(WebhookClient):

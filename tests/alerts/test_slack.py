@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -310,6 +311,43 @@ def test_slack_answer_that_is_json_but_not_an_object_is_retried(store, clock, bo
         assert d.last_error == "answer is JSON but not an object (HTTP 200); not Slack's"
         drain(worker, clock, clock.now + timedelta(minutes=5))
         assert [(x.status, x.attempts) for x in db.list_deliveries(store)] == [("sent", 2)]
+
+
+#: an answer Python's JSON parser cannot read: nested too deep (it raises RecursionError)
+TOO_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("body", [TOO_DEEP, '{"a":' * 100_000 + "1" + "}" * 100_000], ids=["array", "object"])
+def test_slack_answer_nested_too_deep_is_retried_as_not_slacks(store, clock, caplog, body):
+    """slack-sdk raised RecursionError reading it: the outbox logged a notifier bug with a
+    traceback at every attempt, and the error stored was Python's. Now it is one of the
+    answers that are not Slack's (a proxy, a wrong base_url): retried with a reason."""
+    caplog.set_level(logging.WARNING)
+    with SlackStandIn() as slack:
+        slack.script((200, {"Content-Type": "application/json"}, body))
+        f, n, worker = setup(store, clock, slack)
+        f.window(columns={"age": (0.3, True)})
+        worker.run_once()
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts, d.response) == ("pending", 1, None)
+        assert d.last_error == "answer is nested too deep to read (HTTP 200); not Slack's"
+        drain(worker, clock, clock.now + timedelta(minutes=5))
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts, d.last_error) == ("sent", 2, None)
+        assert len(slack.calls("chat.postMessage")) == 2 and len(slack.messages) == 1
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(503, "pending"), (404, "dead")])
+def test_slack_error_status_with_an_answer_nested_too_deep_is_judged_by_its_status(store, clock, status, outcome):
+    """slack-sdk parsed the body of an error answer too, and raised RecursionError."""
+    with SlackStandIn() as slack:
+        slack.script((status, {"Content-Type": "application/json"}, TOO_DEEP))
+        f, n, worker = setup(store, clock, slack)
+        f.window(columns={"age": (0.3, True)})
+        worker.run_once()
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts, d.last_error) == (outcome, 1, f"HTTP {status}")
 
 
 @pytest.mark.parametrize("error", [["ratelimited"], {"code": 1}])

@@ -98,11 +98,11 @@ def test_an_update_that_failed_is_made_good_by_the_next_one(store, clock):
         assert original.blocks[0]["text"]["text"].startswith(":white_check_mark: RESOLVED (critical)")
 
 
-def test_an_update_that_raised_something_odd_does_not_post_the_resolution_again(store, clock, caplog):
-    """``chat.update`` raising anything but a Slack API or network error (here slack-sdk
-    reading an answer nested too deep: RecursionError) went up to the outbox, which retried
-    the delivery without the reply's ts: the retry posted the resolution a second time.
-    Now the retry only updates the original message."""
+def test_an_update_answered_too_deep_to_read_does_not_post_the_resolution_again(store, clock, caplog):
+    """``chat.update`` answered with JSON nested too deep to read made slack-sdk raise
+    RecursionError, which went up to the outbox: it retried the delivery without the
+    reply's ts, and the retry posted the resolution a second time. Such an answer is not
+    Slack's: the retry only updates the original message, and no traceback is logged."""
     caplog.set_level(logging.WARNING, logger="alerts.notifiers.slack")
     with SlackStandIn() as slack:
         fire_then_resolve_age(store, clock, slack, TOO_DEEP)
@@ -111,5 +111,4 @@ def test_an_update_that_raised_something_odd_does_not_post_the_resolution_again(
         assert d.response == {"channel": "C0ML", "ts": "1700000099.000099", "updated": True}
         assert methods(slack) == ["chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]
         assert slack.messages[0].updates == 1
-    [line] = [r for r in caplog.records if r.name == "alerts.notifiers.slack"]
-    assert line.exc_info is not None and line.exc_info[0] is RecursionError
+    assert [r.getMessage() for r in caplog.records if r.name == "alerts.notifiers.slack"] == []
