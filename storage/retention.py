@@ -27,6 +27,14 @@ alerts' retention), deliveries by ``created_at``, dead letters by
 ``dead_letter_totals`` is never pruned). A retention of ``None`` keeps a table
 forever.
 
+Clock steps: rows are deleted as of the wall clock, but never as of a time further
+ahead than the prune can vouch for (:meth:`Pruner.as_of`): at a process's first prune,
+:data:`MAX_CLOCK_LEAD` past the newest row stored; after that, the previous prune's
+time plus the time elapsed since on the monotonic clock. A wall clock stepped forward
+(a year, by an operator or a VM booting with a wrong clock) therefore deletes nothing
+it would not have deleted anyway (a WARNING names the jump); one stepped back only
+prunes less.
+
 Window samples (``window_samples``, for reports) are bounded by count, not age:
 the newest ``window_samples`` per model stay (:func:`trim_window_samples`, also
 called by the flush that writes one, so the bound holds between prunes); a
@@ -50,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.db import StorageError, Store
-from storage.records import iso
+from storage.records import iso, parse_iso
 
 log = logging.getLogger("driftwarden.retention")
 
@@ -59,6 +67,16 @@ VACUUM_PAGES_PER_STEP = 1024
 #: Uploaded reference files not registered in ``references`` are removed only
 #: after this long (an upload writes its file before it registers it).
 ORPHAN_FILE_GRACE = timedelta(hours=1)
+#: How far ahead of the newest row stored the wall clock may be at a process's first
+#: prune before the prune stops trusting it (a clock stepped forward at boot must not
+#: delete every row; a daemon stopped longer than this prunes as of this bound instead).
+MAX_CLOCK_LEAD = timedelta(days=1)
+#: Within a process, how far the wall clock may run ahead of the prune's monotonic
+#: track before it counts as a step (NTP slewing moves it by seconds an hour).
+CLOCK_SLACK = timedelta(minutes=1)
+#: The tables whose stored times anchor the first prune: (table, column).
+_STAMPED = (("windows", "computed_at"), ("alerts", "updated_at"), ("deliveries", "created_at"),
+            ("dead_letters", "received_at"))
 #: Names of uploaded reference files: ``<version>-<first 12 hex of sha256>.<ext>``.
 _REFERENCE_FILE = re.compile(r"-([0-9a-f]{12})\.(csv|parquet)$")
 
@@ -166,6 +184,8 @@ class Pruner:
         first_batch: int = 200,
         max_batch: int = 5000,
         on_batch: Callable[[str, int], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_clock_lead: timedelta = MAX_CLOCK_LEAD,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -179,6 +199,10 @@ class Pruner:
         self._sizes: dict[str, int] = {}
         self._run_lock = threading.Lock()
         self._stop = threading.Event()
+        self.monotonic = monotonic
+        self.max_clock_lead = max_clock_lead
+        #: (prune time, monotonic seconds) of the last run: the track the wall clock is checked on
+        self._track: tuple[datetime, float] | None = None
 
     # -- control --------------------------------------------------------------------
 
@@ -198,27 +222,28 @@ class Pruner:
         """
         with self._run_lock:
             started, t0 = self.clock(), time.perf_counter()
+            now = self.as_of(started)
             rows: dict[str, int] = {}
             files = 0
             p = self.policy
             if p.deliveries is not None:
-                rows["deliveries"] = self._deliveries(iso(started - p.deliveries))
+                rows["deliveries"] = self._deliveries(iso(now - p.deliveries))
             if p.alerts is not None:
-                cut = iso(started - p.alerts)
+                cut = iso(now - p.alerts)
                 rows["alerts"] = self._alerts(cut)
                 rows["silences"] = self._silences(cut)
                 rows["rule_detectors"] = self._detectors(cut)
             if p.windows is not None:
-                n_windows, n_metrics, n_samples = self._windows(iso(started - p.windows))
+                n_windows, n_metrics, n_samples = self._windows(iso(now - p.windows))
                 rows["windows"] = n_windows
                 rows["metrics"] = n_metrics
                 rows["window_samples"] = n_samples
             if p.metrics is not None and p.metrics != p.windows:
-                rows["metrics"] = rows.get("metrics", 0) + self._metrics(iso(started - p.metrics))
+                rows["metrics"] = rows.get("metrics", 0) + self._metrics(iso(now - p.metrics))
             rows["window_samples"] = rows.get("window_samples", 0) + self._samples()
-            rows["references"], files = self._references(started)
+            rows["references"], files = self._references(now)
             if p.dead_letters is not None:
-                cut = iso(started - p.dead_letters)
+                cut = iso(now - p.dead_letters)
                 rows["dead_letters"] = self._dead_letters(cut)
                 rows["dead_letter_volume"] = self._volume(cut)
             vacuumed, checkpointed = self._compact()
@@ -241,6 +266,64 @@ class Pruner:
                     vacuumed, size["db"] / 2**20, size["wal"] / 2**20, report.seconds,
                 )
             return report
+
+    def as_of(self, wall: datetime) -> datetime:
+        """The time this run deletes as of: ``wall``, unless the wall clock is further ahead
+        than the prune can vouch for; then that bound, with a WARNING naming the jump.
+
+        What vouches for a time: the newest window end stored (event time, the producers'
+        clocks) plus ``max_clock_lead``; at the first run of this pruner also the newest row
+        stamped by our clock (:data:`_STAMPED`) plus ``max_clock_lead``; at later runs the
+        previous run's time plus the monotonic seconds elapsed since (plus
+        :data:`CLOCK_SLACK`; beyond that, exactly this track is used). An empty store
+        vouches for any time. A wall clock behind the bound (stepped back) is used as it
+        is: that only deletes less.
+        """
+        mono = self.monotonic()
+        events = self._newest_event_end()
+        vouched = None if events is None else events + self.max_clock_lead
+        if self._track is None:
+            stamped = self._newest_stored()
+            if stamped is not None:
+                vouched = max(vouched or stamped, stamped + self.max_clock_lead)
+            bound = wall if vouched is None or wall <= vouched else vouched
+            since = f"the newest row stored (plus {self.max_clock_lead})"
+        else:
+            at, then = self._track
+            expected = at + timedelta(seconds=max(0.0, mono - then))
+            trusted = max(expected + CLOCK_SLACK, vouched or expected)
+            bound = max(expected, wall) if wall <= trusted else expected
+            since = "the last prune (plus the monotonic time since)"
+        if wall > bound:
+            log.warning(
+                "retention: the wall clock (%s) is %s ahead of what %s vouches for; pruning as of"
+                " %s instead, so that a clock step deletes nothing early",
+                iso(wall), wall - bound, since, iso(bound),
+                extra={"event": "prune_clock_jump", "jump_seconds": (wall - bound).total_seconds()},
+            )
+        self._track = (bound, mono)
+        now = min(wall, bound)
+        return now
+
+    def _newest_event_end(self) -> datetime | None:
+        """The newest window end stored (event time: the producers' clocks, not ours), or None."""
+        with self.store.transaction():
+            row = self.store.execute('SELECT MAX("end") FROM windows', ()).fetchone()
+        try:
+            return parse_iso(str(row[0])) if row is not None and row[0] else None
+        except ValueError:
+            return None
+
+    def _newest_stored(self) -> datetime | None:
+        """The newest time stamped on a row of :data:`_STAMPED` (each an indexed MAX), or None."""
+        newest: datetime | None = None
+        with self.store.transaction():
+            for table, column in _STAMPED:
+                row = self.store.execute(f'SELECT MAX({column}) FROM "{table}"', ()).fetchone()
+                if row is not None and row[0]:
+                    at = parse_iso(str(row[0]))
+                    newest = at if newest is None or at > newest else newest
+        return newest
 
     # -- batches ------------------------------------------------------------------------
 

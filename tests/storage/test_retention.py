@@ -16,7 +16,7 @@ from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
 from storage.limits import DeadLetterCap
-from storage.records import MetricRow, WindowKey, WindowRecord
+from storage.records import MetricRow, WindowKey, WindowRecord, iso
 from storage.references import register_reference
 from storage.retention import ORPHAN_FILE_GRACE, Pruner, RetentionPolicy
 from storage.windows import write_window
@@ -41,6 +41,10 @@ def store(store_target: StoreTarget):
 
 
 def pruner(store: Store, policy: RetentionPolicy = POLICY, **kw) -> Pruner:
+    # most tests here store only rows older than NOW, as a daemon stopped for weeks finds
+    # them; the guard against clock steps (tested at the end) would prune them as of a day
+    # after the newest row, so it is widened here
+    kw.setdefault("max_clock_lead", 1000 * DAY)
     return Pruner(store, policy, clock=lambda: NOW, **kw)
 
 
@@ -372,3 +376,107 @@ def test_stop_ends_a_prune_between_batches(store: Store) -> None:
     report = p.run_once()
     assert report.stopped and report.rows["windows"] == 10
     assert count(store, "windows") == 490
+
+
+# -- wall-clock steps -------------------------------------------------------------------
+
+
+def timed_window(name: str, end: datetime, computed_at: datetime) -> WindowRecord:
+    """A window of event time ``[end - 1h, end)`` stored at ``computed_at``."""
+    key = WindowKey("churn", "v1", name, iso(end - HOUR), iso(end))
+    return WindowRecord(key=key, rows=100, status="ok", computed_at=computed_at)
+
+
+class Clocks:
+    """A wall clock and a monotonic clock the test moves apart, as a clock step does."""
+
+    def __init__(self, wall: datetime) -> None:
+        self.now, self.mono = wall, 1000.0
+
+    def pass_(self, d: timedelta) -> None:
+        self.now += d
+        self.mono += d.total_seconds()
+
+    def step(self, d: timedelta) -> None:
+        self.now += d
+
+
+def stepped_pruner(store: Store, clocks: Clocks) -> Pruner:
+    return Pruner(store, POLICY, clock=lambda: clocks.now, monotonic=lambda: clocks.mono)
+
+
+def seed_old_and_new(store: Store) -> None:
+    with store.transaction():
+        for name, at in (("old", OLD), ("new", NEW)):
+            write_window(store, timed_window(name, at, at), METRICS)
+            adb.upsert_alert(store, AlertRecord(id=name, rule="r", model="churn", state="resolved", updated_at=at))
+        write_dead_letters(store, [letter(1, OLD), letter(2, NEW), letter(3, NEW)], cap=BIG_CAP)
+
+
+def kept(store: Store) -> tuple[list[str], list[str], list[int]]:
+    return (
+        sorted(r["segment"] for r in store.query("SELECT segment FROM windows")),
+        sorted(r["id"] for r in store.query("SELECT id FROM alerts")),
+        sorted(r["offset"] for r in store.query('SELECT "offset" FROM dead_letters')),
+    )
+
+
+def test_a_clock_a_year_ahead_at_start_up_deletes_only_what_was_due(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A VM that boots with its clock a year ahead: the first prune would delete every row
+    (all are older than 30 days by that clock). It prunes as of a day after the newest row
+    stored instead, and says so."""
+    seed_old_and_new(store)
+    clocks = Clocks(NOW + 365 * DAY)
+    with caplog.at_level("WARNING", logger="driftwarden.retention"):
+        stepped_pruner(store, clocks).run_once()
+    assert kept(store) == (["new"], ["new"], [2, 3])
+    assert "365 days, 0:00:00 ahead of what the newest row stored (plus 1 day, 0:00:00) vouches for" in caplog.text
+
+
+def test_a_clock_stepped_ahead_while_running_moves_the_prune_only_by_the_monotonic_clock(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forward a year, then back: rows stamped meanwhile carry the year-ahead time, yet the
+    prune goes on by the monotonic clock; after the step back it runs as before, silently."""
+    seed_old_and_new(store)
+    clocks = Clocks(NOW)
+    p = stepped_pruner(store, clocks)
+    p.run_once()
+    assert kept(store) == (["new"], ["new"], [2, 3])
+    clocks.pass_(HOUR)
+    clocks.step(365 * DAY)
+    with store.transaction():  # the daemon goes on storing windows, stamped by the stepped clock
+        write_window(store, timed_window("during", NOW + HOUR, clocks.now), METRICS)
+    with caplog.at_level("WARNING", logger="driftwarden.retention"):
+        p.run_once()
+        assert kept(store) == (["during", "new"], ["new"], [2, 3])
+        assert "365 days, 0:00:00 ahead of what the last prune (plus the monotonic time since)" in caplog.text
+        caplog.clear()
+        clocks.pass_(HOUR)
+        clocks.step(-365 * DAY)
+        p.run_once()
+    assert kept(store) == (["during", "new"], ["new"], [2, 3])
+    assert caplog.text == ""
+
+
+def test_after_a_long_stop_the_prune_catches_up_once_fresh_windows_vouch_for_the_clock(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped 40 days (not a clock step): the first prune keeps what it cannot vouch for;
+    once a window of fresh event time is stored, the wall clock is trusted again."""
+    with store.transaction():
+        write_window(store, timed_window("old", OLD, OLD), METRICS)
+        write_window(store, timed_window("older", OLD - 40 * DAY, OLD - 40 * DAY), METRICS)
+    clocks = Clocks(NOW)
+    p = stepped_pruner(store, clocks)
+    with caplog.at_level("WARNING", logger="driftwarden.retention"):
+        p.run_once()  # as of OLD + 1 day: "older" (80 days old) goes, "old" (40) stays
+    assert kept(store)[0] == ["old"]
+    assert "39 days, 0:00:00 ahead" in caplog.text
+    clocks.pass_(HOUR)
+    with store.transaction():
+        write_window(store, timed_window("fresh", NOW, clocks.now), METRICS)
+    p.run_once()
+    assert kept(store)[0] == ["fresh"]
