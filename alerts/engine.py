@@ -68,6 +68,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _reminder_due(now: datetime, last_notified: datetime, every: timedelta) -> bool:
+    """Whether a firing alert last notified at ``last_notified`` is due a reminder at ``now``.
+
+    Due ``every`` after the last notification; also when that notification lies more than
+    ``every`` in the future: it was stamped by a wall clock since stepped back (forward a
+    year, then back), and waiting for it would hold every reminder back by the step. A
+    step back of less than ``every`` delays the next reminder by at most the step.
+    """
+    return now - last_notified >= every or last_notified - now > every
+
+
 @dataclass(frozen=True)
 class AlertSettings:
     """Engine-wide defaults.
@@ -360,7 +371,7 @@ class AlertEngine:
                     events.append(_Pending(alert, rule, FIRING, len(transitions) - 1))
                 else:
                     every = rule.repeat_interval or self.settings.repeat_interval
-                    if now - alert.last_notified_at >= every:
+                    if _reminder_due(now, alert.last_notified_at, every):
                         transitions.append(_transition(alert, alert, "reminder", now, None))
                         events.append(_Pending(alert, rule, "reminder", len(transitions) - 1))
             self._notify(events, transitions, now, None, WindowContext())

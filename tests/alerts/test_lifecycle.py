@@ -178,6 +178,30 @@ def test_reminder_after_repeat_interval_not_before(store, clock):
     assert reminder.parent_id == db.list_deliveries(store, kind="firing")[0].id
 
 
+def test_reminders_go_on_after_the_clock_went_a_year_ahead_and_back(store, clock):
+    """A reminder sent while the wall clock was a year ahead is stamped a year ahead: once
+    the clock is back, "4 hours since the last notification" would not come for a year."""
+    f = feed(store, clock, repeat_interval=timedelta(hours=4))
+    f.window(HIGH)
+    fired = clock.now
+    ahead = fired + timedelta(days=365)
+    assert [x.event for x in f.engine.on_tick(ahead)] == ["reminder"]
+    assert f.engine.on_tick(ahead + timedelta(hours=1)) == []
+    # stepped back: the next tick reminds, and reminders go on every 4 hours from there
+    assert [x.event for x in f.engine.on_tick(fired + timedelta(hours=1))] == ["reminder"]
+    assert f.engine.on_tick(fired + timedelta(hours=4)) == []
+    assert [x.event for x in f.engine.on_tick(fired + timedelta(hours=5))] == ["reminder"]
+    assert kinds(store) == ["firing", "reminder", "reminder", "reminder"]
+
+
+def test_a_clock_stepped_back_less_than_the_interval_delays_the_reminder_by_the_step(store, clock):
+    f = feed(store, clock, repeat_interval=timedelta(hours=4))
+    f.window(HIGH)
+    back = clock.now - timedelta(hours=1)  # stepped back an hour just after firing
+    assert f.engine.on_tick(back + timedelta(hours=4, minutes=59)) == []
+    assert [x.event for x in f.engine.on_tick(back + timedelta(hours=5))] == ["reminder"]
+
+
 def test_rule_repeat_interval_overrides_default(store, clock):
     rule = Rule("drift", "drift_share", ">", 0.3, repeat_interval=timedelta(minutes=30))
     f = feed(store, clock, (rule,))
