@@ -67,6 +67,12 @@ MAX_ERROR_CHARS = 500
 _MAX_EXPONENT = 60
 
 
+#: A delivery scheduled (``updated_at``) further ahead of the wall clock than this was
+#: scheduled before the clock was stepped back (instances of a shared store agree on the
+#: time far better than this).
+STEP_SLACK = timedelta(minutes=1)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -255,12 +261,25 @@ class DeliveryWorker:
         for name in self.notifiers:
             if self._lanes.busy(name) or self._resting.get(name, now) > now:
                 continue
+            self._reschedule_after_step_back(name, now)
             if not db.due_deliveries(self.store, now, 1, notifier=name, claimable_by=self.owner):
                 continue
             fut = self._lanes.start(name, lambda name=name: self._run_lane(name))
             if fut is not None:
                 started[name] = fut
         return started
+
+    def _reschedule_after_step_back(self, name: str, now: datetime) -> None:
+        """Deliveries to ``name`` scheduled more than :data:`STEP_SLACK` after ``now`` were
+        scheduled by a wall clock since stepped back; they keep their wait counted from now
+        (else a step back of an hour holds a new notification, or a retry, an hour more)."""
+        with self.store.transaction():
+            n = db.reschedule_after_step_back(self.store, name, now, STEP_SLACK)
+        if n:
+            log.warning(
+                "outbox: %d deliveries to %s were scheduled after %s: the wall clock went back;"
+                " each keeps its wait, counted from now", n, name, now.isoformat(),
+            )
 
     def run_once(self, timeout: float | None = None) -> int:
         """Dispatch, then wait (at most ``timeout`` seconds, None = until done) for

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage.db import Store
@@ -411,6 +411,28 @@ def release_claim(store: Store, delivery_id: str, owner: str) -> None:
         "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND claimed_by = ?",
         (delivery_id, owner),
     )
+
+
+def reschedule_after_step_back(store: Store, notifier: str, now: datetime, slack: timedelta) -> int:
+    """Pending deliveries to ``notifier`` last scheduled (``updated_at``) after ``now`` +
+    ``slack`` were scheduled by a wall clock since stepped back: each keeps the wait it was
+    given (``next_attempt_at - updated_at``, at least 0), counted from ``now``, so that it
+    does not also wait out the step. Returns how many were rescheduled.
+
+    The usual case is one read on the ``(status, next_attempt_at)`` index and no write.
+    """
+    rows = store.query(
+        "SELECT id, next_attempt_at, updated_at FROM deliveries WHERE status = 'pending'"
+        " AND notifier = ? AND updated_at > ?",
+        (notifier, iso(now + slack)),
+    )
+    for r in rows:
+        wait = max(_pt(r["next_attempt_at"]) - _pt(r["updated_at"]), timedelta(0))
+        store.execute(
+            "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+            (iso(now + wait), iso(now), r["id"]),
+        )
+    return len(rows)
 
 
 def next_due(store: Store) -> datetime | None:

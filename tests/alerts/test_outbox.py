@@ -201,6 +201,43 @@ def test_kill_after_send_before_commit_receiver_dedupes_by_id(store_target, cloc
         second.close()
 
 
+def test_a_notification_and_its_retry_wait_no_longer_when_the_clock_is_stepped_back(store, clock, caplog):
+    """The wall clock goes back an hour after a notification was queued, and again after its
+    first attempt failed: the notification goes out at once, the retry after its own 5..10 s,
+    not an hour later each."""
+    with WebhookSink(secret=new_secret()) as sink:
+        hook = WebhookNotifier("hook", sink.url, sink.secret)
+        f = Feed(make_engine(store, clock, (DRIFT,), {"hook": hook}), store, clock)
+        f.window(HIGH)
+        worker = DeliveryWorker(store, {"hook": hook}, clock, rng(), base_delay=10, max_delay=600)
+        sink.set_down(True)
+        clock.now -= timedelta(hours=1)  # NTP or an operator steps the clock back
+        assert worker.run_once() == 1
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts) == ("pending", 1)
+        sink.set_down(False)
+        clock.now -= timedelta(hours=1)
+        assert worker.run_once() == 0  # rescheduled: its backoff counts from now
+        clock.now += timedelta(seconds=10)
+        assert worker.run_once() == 1
+        [d] = db.list_deliveries(store)
+        assert (d.status, d.attempts) == ("sent", 2)
+        assert "the wall clock went back; each keeps its wait" in caplog.text
+
+
+def test_a_retry_within_the_longest_backoff_is_not_hurried(store, clock):
+    with WebhookSink(secret=new_secret()) as sink:
+        hook = WebhookNotifier("hook", sink.url, sink.secret)
+        f = Feed(make_engine(store, clock, (DRIFT,), {"hook": hook}), store, clock)
+        f.window(HIGH)
+        worker = DeliveryWorker(store, {"hook": hook}, clock, rng(), base_delay=10, max_delay=600)
+        sink.set_down(True)
+        assert worker.run_once() == 1
+        clock.now += timedelta(seconds=1)
+        assert worker.run_once() == 0  # its backoff of 5..10 s is not over
+        assert db.list_deliveries(store)[0].attempts == 1
+
+
 def test_retry_limit_marks_dead_and_counts(store, clock):
     with WebhookSink() as sink:
         sink.set_down(True)
