@@ -259,7 +259,7 @@ class DeliveryWorker:
             )
         started: dict[str, Future[int]] = {}
         for name in self.notifiers:
-            if self._lanes.busy(name) or self._resting.get(name, now) > now:
+            if self._lanes.busy(name) or self._rests(name, now):
                 continue
             self._reschedule_after_step_back(name, now)
             if not db.due_deliveries(self.store, now, 1, notifier=name, claimable_by=self.owner):
@@ -268,6 +268,13 @@ class DeliveryWorker:
             if fut is not None:
                 started[name] = fut
         return started
+
+    def _rests(self, name: str, now: datetime) -> bool:
+        """Whether ``name``'s lane still rests at ``now`` after its bookkeeping failed. A rest
+        ending further ahead than ``base_delay`` was set by a wall clock since stepped back:
+        it is over (else a step back of an hour would rest the lane an hour)."""
+        until = self._resting.get(name)
+        return until is not None and now < until <= later(now, self.policy(name).base_delay)
 
     def _reschedule_after_step_back(self, name: str, now: datetime) -> None:
         """Deliveries to ``name`` scheduled more than :data:`STEP_SLACK` after ``now`` were

@@ -127,3 +127,20 @@ def test_a_lane_whose_claim_the_store_refuses_says_so_and_rests(
     assert set(worker.dispatch()) == {"hook"}  # tries again after the rest
     assert worker.wait_idle(10)
     assert db.get_delivery(store, did).status == "pending"
+
+
+def test_a_resting_lane_does_not_rest_longer_when_the_clock_is_stepped_back(
+    store_target: StoreTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lane rests ``base_delay`` after its claim failed; a wall clock then stepped back an
+    hour must not make that an hour and ``base_delay``."""
+    clock = Clock(T0 + timedelta(hours=2))
+    queue(store_target.open(), 1)
+    store = store_target.open(readonly=True)
+    worker = DeliveryWorker(store, {"hook": WebhookNotifier("hook", "http://127.0.0.1:9/")}, clock, rng(), owner="a")
+    caplog.set_level(logging.CRITICAL, logger="alerts.outbox")
+    assert worker.run_once() == 0
+    assert worker.dispatch() == {}  # resting
+    clock.now -= timedelta(hours=1)
+    assert set(worker.dispatch()) == {"hook"}
+    assert worker.wait_idle(10)
