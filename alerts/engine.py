@@ -470,10 +470,7 @@ class AlertEngine:
             assert rule.no_data_for is not None
             models = [rule.model] if rule.model else sorted(activity)
             for model in models:
-                last = activity.get(model, self._started)
-                stored = db.latest_window_at(self.store, model)  # any instance's windows
-                if stored is not None and stored > last:
-                    last = stored
+                last = self._last_activity(model, activity, now)
                 silent = now - last >= rule.no_data_for
                 aid = rule.instance_id(model, "", "", "")
                 old = db.get_alert(self.store, aid) or _fresh(rule, aid, model, "", "")
@@ -493,6 +490,26 @@ class AlertEngine:
                     transitions.append(_transition(old, new, new.state, now, None))
                     if new.state in (FIRING, RESOLVED):
                         events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+
+    def _last_activity(self, model: str, activity: dict[str, datetime], now: datetime) -> datetime:
+        """When ``model`` last sent rows, for its no-data silence at ``now``: the newer of this
+        engine's record (its start when none) and the newest window stored (any instance's).
+
+        A time after ``now`` was stamped by a wall clock since stepped back (forward a year,
+        then back): it would hold the silence at zero until the clock got there again, so a
+        stored one is ignored and this engine's is reset to ``now``; the silence then counts
+        from the step back.
+        """
+        last = activity.get(model, self._started)
+        if last > now:
+            last = now
+            with self._lock:
+                if self._activity.get(model, now) > now:
+                    self._activity[model] = now
+        stored = db.latest_window_at(self.store, model)  # any instance's windows
+        if stored is not None and last < stored <= now:
+            last = stored
+        return last
 
     def _targets(self, rule: Rule, kind: str) -> list[str]:
         names = list(rule.notifiers or self.settings.default_notifiers)

@@ -459,6 +459,23 @@ def test_no_data_clocks_go_on_across_a_reload(store, clock):
     assert [(x.to_state, x.value) for x in t] == [("firing", 1800.0)]
 
 
+def test_no_data_fires_after_the_clock_went_a_year_ahead_and_back(store, clock):
+    """Windows seen while the wall clock was a year ahead are stamped (and stored) a year
+    ahead; once it is back, the model's silence must count from the step, not wait a year."""
+    rule = Rule("silent", "no_data", model="churn", no_data_for=timedelta(minutes=30))
+    f = feed(store, clock, (rule,))
+    start = clock.now
+    clock.now = start + timedelta(days=365)
+    f.engine.observe_model_activity("churn", clock.now)
+    f.start = clock.now
+    f.window(LOW)  # stored with computed_at a year ahead
+    back = start + timedelta(minutes=5)  # the clock is stepped back; the stream stops
+    assert f.engine.on_tick(back) == []
+    assert f.engine.on_tick(back + timedelta(minutes=29)) == []
+    t = f.engine.on_tick(back + timedelta(minutes=30))
+    assert [(x.model, x.to_state) for x in t] == [("churn", "firing")]
+
+
 def test_no_data_for_any_model_covers_models_seen(store, clock):
     rule = Rule("silent", "no_data", no_data_for=timedelta(minutes=30))
     f = feed(store, clock, (rule,))
