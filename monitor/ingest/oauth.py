@@ -87,8 +87,12 @@ class TokenProvider(AbstractTokenProvider):
         command: Sequence[str] | None = None,
         ttl: float = 300.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         timeout: float = COMMAND_TIMEOUT,
     ) -> None:
+        """``clock``: the wall clock (epoch seconds), read only to turn a JWT's ``exp`` into a
+        lifetime; ``monotonic``: the seconds the reuse deadlines are kept on, so that a wall
+        clock stepped back does not keep an expired token in use for the step."""
         super().__init__()
         if (file is None) == (command is None):
             raise ValueError("give a token file or a token command")
@@ -96,11 +100,12 @@ class TokenProvider(AbstractTokenProvider):
         self.command = list(command) if command is not None else None
         self.ttl = ttl
         self.clock = clock
+        self.monotonic = monotonic
         self.timeout = timeout
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._expires = 0.0  # epoch seconds after which the token is not used
-        self._refresh = 0.0  # epoch seconds after which a new one is fetched
+        self._expires = 0.0  # monotonic seconds after which the token is not used
+        self._refresh = 0.0  # monotonic seconds after which a new one is fetched
         self._file_stamp: tuple[float, int] | None = None
         #: how many times a token was fetched (read or command run): for tests and logs
         self.fetches = 0
@@ -140,24 +145,24 @@ class TokenProvider(AbstractTokenProvider):
 
     def _from_command(self) -> str:
         assert self.command is not None
-        now = self.clock()
-        if self._token is not None and now < self._refresh:
+        mono = self.monotonic()
+        if self._token is not None and mono < self._refresh:
             return self._token
         try:
             token, lifetime = self._run()
         except TokenError as exc:
-            if self._token is not None and now < self._expires:
+            if self._token is not None and mono < self._expires:
                 log.warning("%s; using the previous token until it expires", exc)
                 return self._token
             raise
         if lifetime is None:
             exp = jwt_expiry(token)
-            lifetime = exp - now if exp is not None else self.ttl
+            lifetime = exp - self.clock() if exp is not None else self.ttl
         lifetime = max(lifetime, 1.0)
         self.fetches += 1
         self._token = token
-        self._expires = now + lifetime
-        self._refresh = now + lifetime * REFRESH_AT
+        self._expires = mono + lifetime
+        self._refresh = mono + lifetime * REFRESH_AT
         return token
 
     def _run(self) -> tuple[str, float | None]:

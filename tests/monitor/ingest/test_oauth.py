@@ -71,7 +71,7 @@ def test_file_is_reread_when_it_changes(tmp_path: Path) -> None:
 def test_command_json_expires_in_is_honoured(tmp_path: Path) -> None:
     clock = Clock()
     cmd = _script(tmp_path, 'print(\'{"access_token": "abc.def", "expires_in": 100}\')\n')
-    p = TokenProvider(command=cmd, clock=clock)
+    p = TokenProvider(command=cmd, clock=clock, monotonic=clock)
     assert p.token() == "abc.def" and _runs(tmp_path) == 1
     clock.t += 79  # under 80% of 100 s: reused
     assert p.token() == "abc.def" and _runs(tmp_path) == 1
@@ -79,11 +79,25 @@ def test_command_json_expires_in_is_honoured(tmp_path: Path) -> None:
     assert p.token() == "abc.def" and _runs(tmp_path) == 2
 
 
+def test_a_wall_clock_stepped_back_does_not_keep_an_expired_token(tmp_path: Path) -> None:
+    """The reuse deadlines were wall-clock times: a step back of a day kept a 100 s token in
+    use for a day after it expired (the broker refusing every re-authentication)."""
+    wall, mono = Clock(), Clock(50.0)
+    cmd = _script(tmp_path, 'print(\'{"access_token": "abc.def", "expires_in": 100}\')\n')
+    p = TokenProvider(command=cmd, clock=wall, monotonic=mono)
+    assert p.token() == "abc.def" and _runs(tmp_path) == 1
+    wall.t -= 86_400  # stepped back a day
+    mono.t += 79
+    assert p.token() == "abc.def" and _runs(tmp_path) == 1
+    mono.t += 2  # 81 s since the fetch: refreshed, whatever the wall clock says
+    assert p.token() == "abc.def" and _runs(tmp_path) == 2
+
+
 def test_command_jwt_exp_then_ttl(tmp_path: Path) -> None:
     clock = Clock()
     token = _jwt(clock.t + 1000)
     assert jwt_expiry(token) == clock.t + 1000
-    p = TokenProvider(command=_script(tmp_path, f"print({token!r})\n"), clock=clock, ttl=10)
+    p = TokenProvider(command=_script(tmp_path, f"print({token!r})\n"), clock=clock, monotonic=clock, ttl=10)
     assert p.token() == token
     clock.t += 700
     p.token()
@@ -93,7 +107,7 @@ def test_command_jwt_exp_then_ttl(tmp_path: Path) -> None:
     assert _runs(tmp_path) == 2
     # an opaque token: the ttl decides
     (tmp_path / "opaque").mkdir()
-    opaque = TokenProvider(command=_script(tmp_path / "opaque", "print('opaque-token')\n"), clock=clock, ttl=10)
+    opaque = TokenProvider(command=_script(tmp_path / "opaque", "print('opaque-token')\n"), clock=clock, monotonic=clock, ttl=10)
     assert opaque.token() == "opaque-token"
     assert jwt_expiry("opaque-token") is None
 
@@ -106,7 +120,7 @@ def test_a_failing_command_keeps_a_valid_token_and_never_shows_output(tmp_path: 
         "    print('secret-on-stdout'); print('secret-on-stderr', file=sys.stderr); sys.exit(3)\n"
         "print('{\"access_token\": \"good-token\", \"expires_in\": 100}')\n"
     )
-    p = TokenProvider(command=_script(tmp_path, body), clock=clock)
+    p = TokenProvider(command=_script(tmp_path, body), clock=clock, monotonic=clock)
     assert p.token() == "good-token"
     state.write_text("")
     clock.t += 90  # due for a refresh, still valid: the command fails, the old token serves
