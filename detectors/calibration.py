@@ -49,7 +49,9 @@ distribution under "no change" and sets thresholds from it:
 Limits: resampling cannot draw a value more extreme than the reference holds,
 so for heavy-tailed columns (tail index below ~2) a window's extremes make
 distances larger than any draw and the false-alarm rate exceeds
-``alpha_column`` (see the README's "Choosing thresholds"). A reference of fewer
+``alpha_column`` (see the README's "Choosing thresholds";
+:func:`detectors.reference_limits.column_limits` names such columns, and chi-square
+columns with rare values, from the reference). A reference of fewer
 than :data:`MIN_CALIBRATION_ROWS` rows is refused: its bootstrap is too coarse.
 
 Everything is seeded: the same reference and settings give the same
