@@ -254,8 +254,9 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
     Returns one ``model: N rows`` summary per model; raises ``ReferenceError`` naming
     the file and the column for the first unfit reference (the CLI exits 2).
     ``warnings`` receives what is worth fixing without failing: a calibrated model whose
-    ``drift.alpha`` its columns cannot reach (the daemon logs the same WARNING at start-up;
-    calibrating takes about 1 s per 10 columns), a reference lacking the label column
+    ``drift.alpha`` its columns cannot reach or a column whose calibrated threshold its
+    reference breaks (a heavy tail under Wasserstein, rare values under chi-square; the
+    daemon logs the same WARNINGs at start-up; calibrating takes about 1 s per 10 columns), a reference lacking the label column
     ``models.label`` names (no label figures; the daemon warns too).
     """
     from monitor.ingest.schema import ModelSchema  # noqa: PLC0415
@@ -269,9 +270,11 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
         if warnings is not None and m.drift.thresholds == "calibrated":
             # the column calibration only (the domain classifier's says nothing of alpha)
             plain = m.model_copy(update={"drift": m.drift.model_copy(update={"multivariate": "none"})})
-            text = PreparedModel.build(plain, ModelSchema.from_config(m), ref).alpha_warning()
+            pm = PreparedModel.build(plain, ModelSchema.from_config(m), ref)
+            text = pm.alpha_warning()
             if text:
                 warnings.append(text)
+            warnings.extend(pm.limit_warnings())  # columns whose thresholds the reference breaks
     if cfg.joins_labels:
         # rules on figures the references cannot give (label drift, estimates, relative
         # performance): `run` refuses them at start-up, so `check` says so first

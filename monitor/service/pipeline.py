@@ -240,6 +240,8 @@ class Pipeline:
         #: per model: whether its scores are probabilities (decided at start, and again
         #: when its reference is replaced unless ``performance.probabilities`` is set)
         self.probabilities: dict[str, bool | None] = {}
+        #: the column-limit warnings logged so far (model, reference hash, text): once per reference
+        self._limits_told: set[tuple[str, str, str]] = set()
         for m in config.models:
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
             self.probabilities[m.name] = probs = scores_are_probabilities(m, ref.columns)
@@ -247,7 +249,7 @@ class Pipeline:
                 log.info("model %s: scores are %s", m.name, _probabilities_text(probs, m))
             schema = ModelSchema.from_config(m, probabilities=bool(probs))
             pm = PreparedModel.build(m, schema, ref, cache=self.calibration_cache)
-            _warn_alpha(pm)
+            _warn_alpha(pm, self._limits_told)
             self.models[m.name] = ModelRuntime(m, schema, ModelWindows(m.name, m.window, schema.segments, m.limits), pm)
         restore_references(self.models.values(), store)
         self.decoder = self._build_decoder()
@@ -1176,7 +1178,7 @@ class Pipeline:
         """Judge ``model``'s next windows with ``pm`` (a new reference, or new drift settings
         on SIGHUP); rolling/seasonal members stay, their seed and thresholds change."""
         rt = self.models[model]
-        _warn_alpha(pm)  # new drift settings or a new reference: the reachable level moves
+        _warn_alpha(pm, self._limits_told)  # new drift settings or a new reference: the reachable level moves
         rt.config = pm.config
         rt.prepared = pm
         assert rt.references is not None
@@ -1192,11 +1194,22 @@ def _probabilities_text(probs: bool | None, m: ModelConfig) -> str:
     return f"{what} (the reference's {m.prediction} column; set performance.probabilities to decide)"
 
 
-def _warn_alpha(pm: PreparedModel) -> None:
-    """Log a WARNING when the model's calibrated ``drift.alpha`` cannot be reached."""
+def _warn_alpha(pm: PreparedModel, told: set[tuple[str, str, str]] | None = None) -> None:
+    """Log a WARNING when the model's calibrated ``drift.alpha`` cannot be reached, and one
+    per column whose calibrated threshold the reference breaks (:meth:`PreparedModel.limit_warnings`).
+    ``told``: the (model, reference hash, text) column warnings logged already, updated: a
+    column's warning shows once per reference (a reload with the same reference and
+    settings repeats none)."""
     text = pm.alpha_warning()
     if text:
         log.warning("%s", text)
+    for line in pm.limit_warnings():
+        key = (pm.config.name, pm.reference.sha256, line)
+        if told is not None:
+            if key in told:
+                continue
+            told.add(key)
+        log.warning("%s", line)
 
 
 def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowColumns | None = None) -> WindowFigures:

@@ -33,6 +33,7 @@ from detectors.multivariate import (
     multivariate_drift,
     prepare_domain_reference,
 )
+from detectors.reference_limits import ColumnLimit, column_limits
 from monitor.config import ModelConfig
 from monitor.ingest.schema import ModelSchema
 from monitor.references.calibration_cache import CalibrationCache
@@ -64,6 +65,9 @@ class PreparedModel:
     domain_calibration: DomainCalibration | None = None
     #: what ``windows.reference`` records (default: the file's hash); rolling unions name theirs
     label: str = ""
+    #: thresholds = "calibrated": columns whose calibrated threshold the reference breaks
+    #: (heavy tails under Wasserstein, rare values under chi-square); see :meth:`limit_warnings`
+    limits: tuple[ColumnLimit, ...] = ()
 
     @classmethod
     def build(
@@ -95,8 +99,10 @@ class PreparedModel:
         for q in quality.columns:
             ref_metrics[(q.column, "missing_share")] = q.missing_share
         calibration = None
+        limits: tuple[ColumnLimit, ...] = ()
         if d.thresholds == "calibrated":
             prepared, calibration = _calibrated(config, reference, prepared, cache)
+            limits = column_limits(prepared, _window_rows(config, reference.rows, cap=False))
         domain = domain_cal = None
         if d.multivariate == "domain_classifier":
             fspecs = [s for s in prepared.specs if s.name in features]
@@ -109,7 +115,7 @@ class PreparedModel:
         # (half of a model's memory at start-up; reload from ``reference.path`` if rows are needed)
         kept = dataclasses.replace(reference, columns={})
         return cls(config, schema, kept, prepared, pred, features, version, ref_metrics,
-                   calibration, domain, domain_cal)
+                   calibration, domain, domain_cal, limits=limits)
 
     @property
     def reference_label(self) -> str:
@@ -141,13 +147,44 @@ class PreparedModel:
             " to reach it (README \"Choosing thresholds\")"
         )
 
+    def limit_warnings(self) -> list[str]:
+        """``thresholds = "calibrated"``: one sentence per column whose calibrated threshold
+        the reference breaks (README "Choosing thresholds", limits), naming the column, the
+        estimate and what to do; empty in evidently mode (Evidently's fixed thresholds)."""
+        return [_limit_text(self.config.name, lim, self.config.drift.alpha_column) for lim in self.limits]
 
-def _window_rows(config: ModelConfig, reference_rows: int) -> int:
-    """Rows per window to calibrate the domain classifier at: the count window's size,
-    else 1,000 (its AUC spread is rescaled to each window's size)."""
+
+def _limit_text(model: str, lim: ColumnLimit, alpha_column: float) -> str:
+    """The WARNING (and ``driftwarden check`` line) for one :class:`ColumnLimit`."""
+    head = f"model {model}: column {lim.column!r} ({lim.test}, thresholds = \"calibrated\")"
+    if lim.tail is not None:
+        t = lim.tail
+        return (
+            f"{head}: heavy tail, tail index about {t.index:.2f} (Hill, top {t.points} of {t.rows} reference"
+            f" values; under 2 is heavy): windows bring extremes the reference lacks, so it false-alarms"
+            f" about 2-5x drift.alpha_column = {alpha_column:g}; set drift.columns.{lim.column}.method = \"ks\""
+            " or log-transform it upstream (README \"Choosing thresholds\")"
+        )
+    s = lim.sparse
+    assert s is not None
+    return (
+        f"{head}: sparse tail, {s.singletons} of {s.distinct} reference values seen once"
+        f" ({100 * s.singleton_share:.0f} %), {s.doubletons} twice: about {100 * s.unseen_chance:.0f} % of"
+        f" windows of {s.window_rows} rows bring a value the reference lacks (Good-Turing), scored p = 0, so"
+        " its calibrated threshold sits near p = 0 (the column stops seeing new values) or, where the"
+        f" reference's rarest values were seen a few times, false-alarms; set drift.columns.{lim.column}.method"
+        " = \"jensenshannon\" or \"psi\", or use a larger reference (README \"Choosing thresholds\")"
+    )
+
+
+def _window_rows(config: ModelConfig, reference_rows: int, cap: bool = True) -> int:
+    """Rows of a typical window: the count window's size; for time windows half the
+    reference's rows, at least 10, capped at 1,000 unless ``cap`` is False (the domain
+    classifier is calibrated at it, its AUC spread rescaled to each window's size)."""
     if config.window.by == "count":
         return int(config.window.size)  # type: ignore[arg-type]
-    return min(1000, max(reference_rows // 2, 10))
+    rows = max(reference_rows // 2, 10)
+    return min(1000, rows) if cap else rows
 
 
 #: the resampling of every calibration (``calibrate``'s defaults, named here so the

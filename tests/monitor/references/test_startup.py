@@ -53,3 +53,22 @@ def test_check_warns_of_a_drift_alpha_the_columns_cannot_reach(tmp_path: Path) -
     # before run (systemd's ExecStartPre) the check does not calibrate: the daemon warns
     pre = run_cli("check", "--pre-start", "-c", str(cfg))
     assert "drift.alpha" not in pre.stdout, pre.stdout
+
+
+@pytest.mark.slow  # `check` waits for the absent broker (as the test above)
+def test_check_names_a_heavy_tailed_column_its_calibrated_threshold_cannot_hold(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    charges = 70 + 10 * rng.standard_t(1.5, 3000)  # tail index 1.5: wasserstein (auto, 3,000 rows)
+    lines = [f"{rng.integers(18, 80)},{rng.integers(1, 900)},{c:.4f},{rng.choice(['pro', 'basic'])},"
+             f"{rng.choice(['eu', 'us'])},{rng.random():.3f}" for c in charges]
+    (tmp_path / "reference.csv").write_text(HEADER + "\n".join(lines) + "\n")
+    calibrated = '[models.drift]\nthresholds = "calibrated"\n'
+    cfg = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=1, extra=calibrated)
+    res = run_cli("check", "-c", str(cfg))
+    warned = [ln for ln in res.stdout.splitlines() if "heavy tail" in ln]
+    assert len(warned) == 1, res.stdout
+    assert warned[0].startswith(
+        "! model churn: column 'monthly_charges' (wasserstein, thresholds = \"calibrated\"): heavy tail, tail index about")
+    assert not any("column 'age'" in ln or "column 'tenure_days'" in ln for ln in res.stdout.splitlines())

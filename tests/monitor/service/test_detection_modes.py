@@ -386,3 +386,43 @@ def test_a_handover_while_the_store_is_away_does_not_stop_the_pipeline(
                 raise
             time.sleep(0.5)
     store.close()
+
+
+def test_columns_calibrated_thresholds_cannot_hold_are_named_once_per_reference(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.windows.figures import PreparedModel
+
+    rng = np.random.default_rng(11)
+    cols = rows(rng, 1500)
+    cols["x"] = rng.standard_t(1.5, 1500)  # heavy tail: auto picks wasserstein above 1,000 rows
+    cols["c"] = np.array([f"k{int(v)}" for v in rng.geometric(0.2, 1500)], dtype=object)  # rare categories
+    (tmp_path / "a").mkdir()
+    write_reference(tmp_path / "a" / "ref.csv", cols)
+    drift = {"thresholds": "calibrated", "columns": {"c": {"method": "chisquare"}}}
+    cfg = make_config(tmp_path / "a", {}, drift)
+    store = open_state_store(cfg.daemon.state_dir, synchronous="NORMAL")
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        p = Pipeline(cfg, store)
+    warned = [r.getMessage() for r in caplog.records if "column '" in r.getMessage()]
+    assert len(warned) == 2, warned
+    heavy, sparse = sorted(warned, key=lambda w: "'x'" not in w)
+    assert heavy.startswith("model m: column 'x' (wasserstein, thresholds = \"calibrated\"): heavy tail, tail index about")
+    assert 'method = "ks"' in heavy
+    assert sparse.startswith("model m: column 'c' (chisquare, thresholds = \"calibrated\"): sparse tail,")
+    assert "windows of 500 rows bring a value the reference lacks" in sparse and '"jensenshannon"' in sparse
+    rt = p.models["m"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):  # a reload, same reference and settings
+        p.use_prepared("m", PreparedModel.build(cfg.models[0], rt.schema, load_ref(cfg.models[0])))
+    assert "column '" not in caplog.text  # once per reference
+    (tmp_path / "b").mkdir()
+    write_reference(tmp_path / "b" / "ref.csv", rows(rng, 1500))
+    plain = make_config(tmp_path / "b", {}, {"thresholds": "calibrated"}).models[0]  # light tails, common categories
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        p.use_prepared("m", PreparedModel.build(plain, rt.schema, load_ref(plain)))
+    assert "column '" not in caplog.text
+    # evidently thresholds: Evidently's, for parity; no calibration to break
+    evid = make_config(tmp_path / "a", {}, {"columns": {"c": {"method": "chisquare"}}}).models[0]
+    assert PreparedModel.build(evid, rt.schema, load_ref(evid)).limit_warnings() == []
+    store.close()
