@@ -86,13 +86,17 @@ class AlertSettings:
     ``group_by``: alert labels whose equal values put alerts in one message
     (``alertname`` is the rule's name). ``default_notifiers``: for rules naming
     none (empty: every ``alert``-kind notifier). ``max_drifted_columns``: how
-    many top drifted columns a message lists.
+    many top drifted columns a message lists. ``reminders``: False for a replay of
+    history: a reminder falls due and counts as made (``last_notified_at`` moves, as
+    live, so the ``alerts`` table is a live run's) but nothing is queued; the engine
+    counts them in :attr:`AlertEngine.reminders_not_sent`.
     """
 
     repeat_interval: timedelta = timedelta(hours=4)
     group_by: tuple[str, ...] = ("model", "alertname")
     default_notifiers: tuple[str, ...] = ()
     max_drifted_columns: int = 10
+    reminders: bool = True
 
     def __post_init__(self) -> None:
         if self.repeat_interval <= timedelta(0):
@@ -172,6 +176,9 @@ class AlertEngine:
                 if name not in self.notifiers:
                     raise ValueError(f"rule {r.name!r}: notifier {name!r} is not configured")
         self._lock = threading.Lock()
+        #: with ``settings.reminders`` off: reminders due to a notifier that were not queued
+        #: (one per alert and time; a transaction rolled back after counting still counts)
+        self.reminders_not_sent = 0
         started = self.clock()
         #: last time each model sent rows (wall clock); seeded with the start
         #: time so a restart does not count downtime as silence.
@@ -559,6 +566,9 @@ class AlertEngine:
             if muted:
                 self._mark(transitions, ev, (), muted)
                 continue
+            if ev.kind == "reminder" and not self.settings.reminders:
+                self._hold_reminder(ev, now)
+                continue
             to_send.append(ev)
         drifted = drifted_list(ctx.drifted_columns, self.settings.max_drifted_columns)
         by_notifier: dict[str, list[_Pending]] = {}
@@ -575,6 +585,14 @@ class AlertEngine:
             if ev.kind in (FIRING, "reminder"):
                 db.upsert_alert(self.store, ev.alert.evolve(last_notified_at=now))
             self._mark(transitions, ev, tuple(ev.notifiers), "")
+
+    def _hold_reminder(self, ev: _Pending, now: datetime) -> None:
+        """``settings.reminders`` off: the reminder counts as made (its alert's next one falls
+        due a ``repeat_interval`` later, as live) but is not queued; counted when it would
+        have gone to a notifier."""
+        db.upsert_alert(self.store, ev.alert.evolve(last_notified_at=now))
+        if self._targets(ev.rule, ev.kind):
+            self.reminders_not_sent += 1
 
     @staticmethod
     def _mark(

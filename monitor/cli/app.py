@@ -259,6 +259,8 @@ def replay(
         + (f", {result.deliveries_sent} notification(s) delivered" if notify else " (notifications off; --notify sends them)")
         + (f", {result.deliveries_pending} left pending (failed or timed out)" if result.deliveries_pending else "")
         + (f", {result.deliveries_dead} refused by the receiver" if result.deliveries_dead else "")
+        + (f", {result.reminders_not_sent} reminder(s) not sent (reminders of the past)"
+           if result.reminders_not_sent else "")
     )
     typer.echo(f"see: driftwarden windows --state-dir {result.state_dir}")
 

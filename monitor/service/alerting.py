@@ -94,9 +94,12 @@ class Alerting:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         owner: str | None = None,
         delivery_clock: Callable[[], datetime] | None = None,
+        reminders: bool = True,
     ) -> None:
         """``clock`` times the alerts; ``delivery_clock`` (default: ``clock``) the outbox's
-        attempts and back-offs (a replay: alerts at event time, deliveries at the wall clock)."""
+        attempts and back-offs (a replay: alerts at event time, deliveries at the wall clock).
+        ``reminders`` False: reminders are made but not queued (a replay of history;
+        :attr:`alerts.engine.AlertSettings.reminders`)."""
         self.config = config
         self.clock = clock
         self.on_event = on_event or (lambda kind, data: None)
@@ -109,6 +112,7 @@ class Alerting:
             settings=AlertSettings(
                 repeat_interval=config.alerting.repeat_interval,
                 group_by=tuple("alertname" if g == "rule" else g for g in config.alerting.group_by),
+                reminders=reminders,
             ),
             owner=owner,
         )

@@ -8,7 +8,13 @@ of the file every window still open is closed, as the live daemon's idle tick cl
 them once the stream goes quiet. Notifications are off unless ``notify``: the rules
 still fire and resolve (the ``alerts`` table shows what would have been sent), but no
 notifier is wired, so nothing is queued or sent; with ``notify`` the outbox is delivered
-as the replay goes and drained at the end.
+as the replay goes and drained at the end. Reminders are never sent: nobody needs
+reminding of the past (a month of history with an alert firing throughout would send one
+per ``repeat_interval`` of event time, ~180 at 4 h, within seconds: a live incident storm
+to whoever reads the channel), and no daemon continues a replay's folder, so one for an
+alert still firing at the end would only repeat the firing notification just sent. They
+still fall due and count as made (``last_notified_at`` moves, as live: the ``alerts``
+table is a live run's), and :attr:`ReplayResult.reminders_not_sent` counts them.
 
 Time is event time: a window is stamped (``computed_at``) and judged at the time a live
 daemon fed the stream as it happened would have judged it (a time window at its end plus
@@ -86,6 +92,9 @@ class ReplayResult:
     #: (``dead``), as the replay's own outbox holds them at the end
     deliveries_pending: int = 0
     deliveries_dead: int = 0
+    #: with ``notify``: reminders of firing alerts that fell due in the history and were not
+    #: sent (a replay sends firing and resolved notifications only; see the module doc)
+    reminders_not_sent: int = 0
 
 
 class _Clock:
@@ -274,7 +283,7 @@ def run_replay(
         alerting = None
         done = False
         try:
-            alerting = Alerting(cfg, store, clock=events, delivery_clock=clock)
+            alerting = Alerting(cfg, store, clock=events, delivery_clock=clock, reminders=False)
             events.engine = alerting.engine
             pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
                                 max_payload_bytes=cfg.daemon.max_payload_bytes,
@@ -311,6 +320,7 @@ def run_replay(
                 st.rows, st.windows_closed, st.late_rows, sum(st.dead_letters.values()), fired,
                 outcomes.get("sent", 0), state_dir,
                 deliveries_pending=outcomes.get("pending", 0), deliveries_dead=outcomes.get("dead", 0),
+                reminders_not_sent=alerting.engine.reminders_not_sent,
             )
             done = True
         except KeyboardInterrupt:
