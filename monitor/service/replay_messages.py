@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,22 +33,27 @@ import orjson
 
 from monitor.config import Config, ModelConfig
 
-#: a JSON number as text (no ``nan``, ``inf``, ``1_000``, hex, which ``float()`` accepts)
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+#: a JSON number as text, white space around it allowed (no ``nan``, ``inf``, ``1_000``,
+#: hex, which ``float()`` accepts); groups: the fraction and the exponent (neither: integral)
+_NUMBER = re.compile(r"\s*-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?\s*")
+_match_number = _NUMBER.fullmatch
 _INT64 = 1 << 63
+_isfinite = math.isfinite
 
 
 def text_number(text: str) -> Any:
-    """A CSV cell as a JSON number when it is one (int when integral text, float otherwise,
-    float beyond int64), else the text unchanged (including ``1e999``: not finite)."""
-    s = text.strip()
-    if not _NUMBER.fullmatch(s):
+    """A CSV cell as a JSON number when it is one, white space around it aside (int when
+    integral text, float otherwise, float beyond int64), else the text unchanged (including
+    ``1e999``: not finite). One regular-expression match per cell (``int`` and ``float``
+    skip the same white space as ``\\s``: :func:`str.isspace`)."""
+    m = _match_number(text)
+    if m is None:
         return text
-    if "." not in s and "e" not in s and "E" not in s:
-        n = int(s)
+    if m.lastindex is None:
+        n = int(text)
         return n if -_INT64 <= n < _INT64 else float(n)
-    v = float(s)
-    return v if math.isfinite(v) else text
+    v = float(text)
+    return v if _isfinite(v) else text
 
 
 def lookup(obj: Mapping[str, Any], key: str) -> tuple[bool, Any]:
@@ -98,6 +103,7 @@ class MessageShaper:
         self.force_model = force_model or None
         self.default_model = default_model
         self._plans: dict[str, _Plan] = {}
+        self._csv: _CsvHeader | None = None
 
     @property
     def rewrites_lines(self) -> bool:
@@ -127,6 +133,17 @@ class MessageShaper:
         if text:
             self._types(row, m)
         return row
+
+    def csv_message(self, header: Sequence[str], cells: Sequence[str]) -> dict[str, Any]:
+        """The message of a CSV row: :meth:`message` of its non-empty cells (``cells`` as
+        many as ``header``), built in one pass over the cells where the header allows
+        (:class:`_CsvHeader`): the same dict, keys in the same order, so the same bytes."""
+        if self._csv is None or self._csv.header is not header:
+            self._csv = _CsvHeader(self, header)
+        msg = self._csv.message(cells)
+        if msg is None:
+            msg = self.message({k: v for k, v in zip(header, cells, strict=True) if v != ""}, table=True, text=True)
+        return msg
 
     def _nest(self, row: dict[str, Any], m: ModelConfig) -> dict[str, Any]:
         plan = self._plan(m)
@@ -212,3 +229,108 @@ class _Plan:
         if len(self.route) < 10_000:
             self.route[key] = r
         return r
+
+
+_MODEL, _MOVE = 3, 4
+
+
+class _CsvHeader:
+    """:meth:`MessageShaper.message` of a CSV row (``table``, ``text``) in one pass over
+    its cells, worked out once per header and model: the generic path builds a dict of the
+    non-empty cells, routes each key (:meth:`MessageShaper._nest`), then types the numbers
+    (``_types``); here each column's route and whether it is a number are known in advance.
+
+    The result is the generic path's dict, keys in the same order: top-level keys in column
+    order (the model field where its column is, else after them), then (a nested model)
+    the features object (movable columns in config order, then ``features.X`` ones), then
+    the segment object. :meth:`message` returns ``None`` for a row it does not build (its
+    model is not configured), and every row goes the generic way when the header or the
+    options need more (``--time-column``, a column named twice, a column named as the
+    features or segment object, a model field under a prefix)."""
+
+    def __init__(self, shaper: MessageShaper, header: Sequence[str]) -> None:
+        self.header = header
+        self.shaper = shaper
+        usable = shaper.time_column is None and len(set(header)) == len(header)
+        self.names = tuple(header) if usable else None
+        self.model_at = self.names.index(shaper.model_field) if self.names and shaper.model_field in self.names else None
+        self._columns: dict[str, tuple[tuple[int, int, str, bool], ...] | None] = {}
+
+    def message(self, cells: Sequence[str]) -> dict[str, Any] | None:
+        """The row's message, or ``None`` (the generic path's, see the class doc)."""
+        if self.names is None:
+            return None
+        sh = self.shaper
+        model = sh.force_model
+        if model is None:
+            cell = cells[self.model_at] if self.model_at is not None else ""
+            model = cell if cell != "" else sh.default_model
+        m = sh.models.get(model) if model is not None else None
+        if m is None:
+            return None
+        columns = self._columns.get(m.name, False)
+        if columns is False:
+            columns = self._columns[m.name] = self._compile(m)
+        if columns is None:
+            return None
+        msg: dict[str, Any] = {}
+        feats: dict[str, Any] = {}
+        seg: dict[str, Any] = {}
+        moved: dict[str, Any] = {}
+        for i, where, name, number in columns:
+            v = cells[i]
+            if v == "":
+                continue
+            if number:
+                v = text_number(v)
+            if where == _TOP:
+                msg[name] = v
+            elif where == _FEATURE:
+                feats[name] = v
+            elif where == _MOVE:
+                moved[name] = v
+            elif where == _SEGMENT:
+                seg[name] = v
+            else:  # the model field where its column is
+                msg[name] = model
+        f = m.fields
+        if sh.model_field not in msg:
+            msg[sh.model_field] = model
+        plan = sh._plan(m)
+        if plan.nested:
+            merged = {c: moved[c] for c in plan.movable if c in moved}
+            merged.update(feats)
+            msg[f.features] = merged
+        else:
+            for k, v in feats.items():
+                msg.setdefault(k, v)
+        if seg:
+            msg[f.segment] = seg
+        return msg
+
+    def _compile(self, m: ModelConfig) -> tuple[tuple[int, int, str, bool], ...] | None:
+        """``(cell index, where, name, is a number)`` per column for model ``m``; ``None``
+        when the header needs the generic path for it (see the class doc)."""
+        assert self.names is not None
+        plan = self.shaper._plan(m)
+        f = m.fields
+        if f.features in self.names or f.segment in self.names:
+            return None  # an object column to merge with: the generic path's work
+        numerical, top = set(plan.numerical), set(plan.numeric_top)
+        movable = set(plan.movable) if plan.nested else set()
+        out = []
+        for i, key in enumerate(self.names):
+            where, name = plan.route.get(key) or plan.add_route(key)
+            if i == self.model_at:
+                if where != _TOP:
+                    return None
+                out.append((i, _MODEL, key, False))
+            elif where == _TOP and key in movable:
+                out.append((i, _MOVE, key, key in numerical))
+            elif where == _TOP:
+                out.append((i, _TOP, key, key in top or (not plan.nested and key in numerical)))
+            elif where == _FEATURE:
+                out.append((i, _FEATURE, name, name in numerical or (not plan.nested and name in top)))
+            else:
+                out.append((i, _SEGMENT, name, False))
+        return tuple(out)

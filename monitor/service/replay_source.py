@@ -335,8 +335,7 @@ class ReplaySource:
                                      _csv_line(row.cells))
                 else:
                     cells = row.cells
-                    msg = self.shaper.message({k: v for k, v in zip(header, cells, strict=True) if v != ""},
-                                              table=True, text=True)
+                    msg = self.shaper.csv_message(header, cells)
                     yield self._encoded(offset, msg, lambda cells=cells: _csv_line(cells))
                 offset += 1
 
