@@ -152,6 +152,11 @@ def csv_rows(fh: IO[str], limit: int, *, piece: int = PIECE) -> Iterator[CsvRow]
         if rec.lines is None:
             yield CsvRow(None, lines.number, rec.size, too_large=True, head=rec.head)
             continue
+        if len(rec.lines) == 1 and '"' not in (line := rec.lines[0]):
+            # no quote: the reader's cells are the line's text between commas
+            text = line.rstrip("\r\n")
+            yield CsvRow(text.split(",") if text else [], lines.number, rec.size)
+            continue
         feed.lines.extend(rec.lines)
         try:
             cells = next(reader, [])
