@@ -104,6 +104,7 @@ class MessageShaper:
         self.default_model = default_model
         self._plans: dict[str, _Plan] = {}
         self._csv: _CsvHeader | None = None
+        self._table: _TableHeader | None = None
 
     @property
     def rewrites_lines(self) -> bool:
@@ -143,6 +144,17 @@ class MessageShaper:
         msg = self._csv.message(cells)
         if msg is None:
             msg = self.message({k: v for k, v in zip(header, cells, strict=True) if v != ""}, table=True, text=True)
+        return msg
+
+    def table_message(self, names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+        """The message of a Parquet row (its column ``names`` and ``values``, nulls as
+        ``None``): :meth:`message` of ``dict(zip(names, values))``, built in one pass where
+        the columns allow (:class:`_TableHeader`): the same dict, keys in the same order."""
+        if self._table is None or self._table.header != names:
+            self._table = _TableHeader(self, names)
+        msg = self._table.message(values)
+        if msg is None:
+            msg = self.message(dict(zip(names, values, strict=True)), table=True)
         return msg
 
     def _nest(self, row: dict[str, Any], m: ModelConfig) -> dict[str, Any]:
@@ -333,4 +345,105 @@ class _CsvHeader:
                 out.append((i, _FEATURE, name, name in numerical or (not plan.nested and name in top)))
             else:
                 out.append((i, _SEGMENT, name, False))
+        return tuple(out)
+
+
+class _TableHeader:
+    """:meth:`MessageShaper.message` of a Parquet row (``table``) in one pass over its
+    values, worked out once per column names and model, as :class:`_CsvHeader` for CSV.
+    Here every column is a key (a null is ``None``): a null model takes the default in its
+    column's place, a null feature or segment column is left out, a null unprefixed
+    feature of a nested model stays at the top level; a ``features`` (``segment``) struct
+    column is the object the ``features.X`` (``segment.X``) columns are merged into.
+    :meth:`message` returns ``None`` for a row it does not build (its model is not a
+    configured model's name); every row goes the generic way with ``--time-column``, a
+    column named twice, a model field under a prefix, or a features object column beside
+    unprefixed feature columns (whether those move into it depends on its content)."""
+
+    def __init__(self, shaper: MessageShaper, names: Sequence[str]) -> None:
+        self.header = list(names)
+        self.shaper = shaper
+        usable = shaper.time_column is None and len(set(self.header)) == len(self.header)
+        self.names = tuple(self.header) if usable else None
+        field = shaper.model_field
+        self.model_at = self.names.index(field) if self.names and field in self.names else None
+        self._columns: dict[str, tuple[tuple[int, int, str], ...] | None] = {}
+
+    def message(self, values: Sequence[Any]) -> dict[str, Any] | None:
+        """The row's message, or ``None`` (the generic path's, see the class doc)."""
+        if self.names is None:
+            return None
+        sh = self.shaper
+        model = sh.force_model
+        if model is None:
+            model = values[self.model_at] if self.model_at is not None else None
+            if model is None:
+                model = sh.default_model
+        m = sh.models.get(model) if isinstance(model, str) else None
+        if m is None:
+            return None
+        columns = self._columns.get(m.name, False)
+        if columns is False:
+            columns = self._columns[m.name] = self._compile(m)
+        if columns is None:
+            return None
+        msg: dict[str, Any] = {}
+        feats: dict[str, Any] = {}
+        seg: dict[str, Any] = {}
+        moved: dict[str, Any] = {}
+        for i, where, name in columns:
+            v = values[i]
+            if where == _TOP:
+                msg[name] = v
+            elif where == _MODEL:
+                msg[name] = model
+            elif v is None:
+                if where == _MOVE:
+                    msg[name] = None  # not moved: a null stays where it is
+            elif where == _FEATURE:
+                feats[name] = v
+            elif where == _MOVE:
+                moved[name] = v
+            else:
+                seg[name] = v
+        f = m.fields
+        if sh.model_field not in msg:
+            msg[sh.model_field] = model
+        plan = sh._plan(m)
+        if plan.nested:
+            own = msg.get(f.features)
+            if own is None or isinstance(own, dict):
+                merged = dict(own or {})
+                for c in plan.movable:  # none when there is a features column (see _compile)
+                    if c in moved:
+                        merged[c] = moved[c]
+                merged.update(feats)
+                msg[f.features] = merged
+        else:
+            for k, v in feats.items():
+                msg.setdefault(k, v)
+        if seg:
+            own_seg = msg.get(f.segment)
+            msg[f.segment] = {**own_seg, **seg} if isinstance(own_seg, dict) else seg
+        return msg
+
+    def _compile(self, m: ModelConfig) -> tuple[tuple[int, int, str], ...] | None:
+        """``(value index, where, name)`` per column for model ``m``; ``None`` when the
+        columns need the generic path for it (see the class doc)."""
+        assert self.names is not None
+        plan = self.shaper._plan(m)
+        movable = set(plan.movable) if plan.nested else set()
+        if m.fields.features in self.names and movable & set(self.names):
+            return None
+        out = []
+        for i, key in enumerate(self.names):
+            where, name = plan.route.get(key) or plan.add_route(key)
+            if i == self.model_at:
+                if where != _TOP:
+                    return None
+                out.append((i, _MODEL, key))
+            elif where == _TOP and key in movable:
+                out.append((i, _MOVE, key))
+            else:
+                out.append((i, where, name))
         return tuple(out)

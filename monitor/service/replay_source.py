@@ -11,8 +11,8 @@ and the NUL handling are the decoder's own.
   a line longer than ``kafka.max_message_bytes`` is a ``too_large`` dead letter, never
   read whole into memory; a line that is not JSON is the decoder's ``not_json``). Blank
   lines are skipped and not counted.
-- Parquet: each row as a Python dict (nested struct columns stay nested), rebuilt by
-  :class:`~monitor.service.replay_messages.MessageShaper`, then JSON.
+- Parquet: each row's values (read column by column; nested struct columns stay nested
+  dicts), rebuilt by :class:`~monitor.service.replay_messages.MessageShaper`, then JSON.
 - CSV: every cell read as text (an empty cell is absent) and typed as the config says
   (see :mod:`monitor.service.replay_messages`). A record (a row's text, quoted line ends
   included) over ``kafka.max_message_bytes`` is a ``too_large`` dead letter, read in
@@ -288,9 +288,12 @@ class ReplaySource:
     def _parquet_rows(self) -> Iterator[Record | DeadLetter]:
         offset = 0
         for batch in _parquet(self.path).iter_batches(batch_size=max(1, min(self.chunk_rows, 10_000))):
-            for row in batch.to_pylist():
-                msg = self.shaper.message(dict(row), table=True)
-                yield self._encoded(offset, msg, lambda row=row: _payload(row))
+            names = batch.schema.names
+            # column by column, as RecordBatch.to_pylist reads them, without a dict per row
+            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                msg = self.shaper.table_message(names, values)
+                yield self._encoded(offset, msg, lambda names=names, values=values: _payload(
+                    dict(zip(names, values, strict=True))))
                 offset += 1
 
     def _open_jsonl(self) -> IO[bytes]:

@@ -1,7 +1,7 @@
-"""A CSV row becomes its message in one pass over the cells (``MessageShaper.csv_message``)
-where the header allows: the same message as the generic path (a dict of the non-empty
-cells, routed, then typed), keys in the same order, so the same bytes, for every header,
-layout and option; and a cell is a number by the one-match ``text_number`` exactly when
+"""A CSV or Parquet row becomes its message in one pass over its cells
+(``MessageShaper.csv_message``, ``table_message``) where the columns allow: the same
+message as the generic path (a dict of the row, routed, then typed), keys in the same
+order, so the same bytes, for every header, layout and option; and a cell is a number by the one-match ``text_number`` exactly when
 it was before."""
 
 from __future__ import annotations
@@ -101,6 +101,45 @@ def test_the_one_pass_csv_message_is_the_generic_one(
         assert orjson.dumps(got) == orjson.dumps(want)  # the same message, byte for byte
 
 
+#: Parquet values: nulls, numbers, text, the models (one not configured, one not text),
+#: struct values (for the features and segment columns, or anywhere)
+VALUES = [None, 12, 1.5, "abc", "churn", "flat", "nope", 5, {"age": 3, "plan": "pro"}, {}, {"region": "eu"}]
+
+
+@st.composite
+def _table(draw: st.DrawFn) -> tuple[list[str], list[tuple[Any, ...]]]:
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=9, unique=draw(st.booleans())))
+    rows = draw(st.lists(st.tuples(*[st.sampled_from(VALUES)] * len(names)), min_size=1, max_size=4))
+    return names, rows
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# the usual nested export: struct columns; a flattened one beside unprefixed features
+@example((["event_id", "model", "ts", "features", "prediction", "segment"],
+          [("e", "churn", 12, {"age": 3, "plan": "pro"}, 1.5, {"region": "eu"}), ("e", None, 12, None, None, None)]),
+         None, "churn", None)
+@example((["plan", "age", "model", "features.age", "lat", "segment.region", "features.plan"],
+          [("pro", 12, "churn", 1.5, None, "us", None), (None, 5, None, None, "x", None, "abc")]), None, "flat", None)
+# a features struct beside an unprefixed feature it holds too; a segment struct and a segment column
+@example((["features", "age", "model", "segment", "segment.region"],
+          [({"age": 3}, 12, "churn", {"region": "eu", "x": 1}, "us"), ({}, 12, "churn", "abc", "us")]), None, None, None)
+@example((["segment", "segment.region", "model", "features.age"],
+          [({"region": "eu", "x": 1}, "us", "churn", 3), ("abc", "us", "churn", None)]), None, None, None)
+@given(_table(), st.sampled_from([None, "churn", "flat", "nope"]), st.sampled_from([None, "churn", "flat"]),
+       st.sampled_from([None, "ts", "meta.at"]))
+def test_the_one_pass_parquet_message_is_the_generic_one(
+    config: Config, table: tuple[list[str], list[tuple[Any, ...]]], force: str | None, default: str | None,
+    time_column: str | None,
+) -> None:
+    names, rows = table
+    fast = _shaper(config, force, default, time_column)
+    generic = _shaper(config, force, default, time_column)
+    for values in rows:
+        want = generic.message(dict(zip(names, values, strict=True)), table=True)
+        got = fast.table_message(names, values)
+        assert orjson.dumps(got) == orjson.dumps(want)  # the same message, keys in the same order
+
+
 def test_the_usual_header_takes_the_one_pass_path(config: Config) -> None:
     """The premise of the comparison above: a flattened export's header is built in one pass."""
     header = ["event_id", "model", "ts", "prediction", "features.age", "features.plan", "segment.region"]
@@ -109,6 +148,11 @@ def test_the_usual_header_takes_the_one_pass_path(config: Config) -> None:
     assert shaper._csv is not None and shaper._csv._columns["churn"] is not None
     assert msg == {"event_id": "e1", "model": "churn", "ts": 1767614400000, "prediction": 0.25,
                    "features": {"age": 51, "plan": "pro"}, "segment": {"region": "us"}}
+    nested = ["event_id", "model", "ts", "prediction", "features", "segment"]
+    msg = shaper.table_message(nested, ["e1", "churn", 1, 0.5, {"age": 51.0}, {"region": "us"}])
+    assert shaper._table is not None and shaper._table._columns["churn"] is not None
+    assert msg == {"event_id": "e1", "model": "churn", "ts": 1, "prediction": 0.5, "features": {"age": 51.0},
+                   "segment": {"region": "us"}}
 
 
 # the definition before the one-match version: the oracle
