@@ -195,7 +195,9 @@ def replay(
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Where the replay's tables go: a new folder, or an earlier replay's.")
     ] = Path("replay-state"),
-    notify: Annotated[bool, typer.Option("--notify", help="Send the notifications the rules cause (off by default).")] = False,
+    notify: Annotated[bool, typer.Option(
+        "--notify", help="Send the firing and resolved notifications the rules cause (off by default; never reminders)."
+    )] = False,
     time_column: Annotated[
         str | None, typer.Option("--time-column", help="The event-time column (default: the model's ts field).")
     ] = None,
