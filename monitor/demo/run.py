@@ -18,6 +18,9 @@ closes, and the labels confirm it when they come.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -111,6 +114,19 @@ backoff = "1s"
 
 #: the file that marks a folder as the demo's own (the demo rewrites only such folders)
 MARKER = ".driftwarden-demo"
+
+
+def cli_command() -> str:
+    """How to run ``driftwarden`` from the shell the demo was started from: the bare name
+    when ``PATH`` finds it, else the script beside this Python (a virtualenv that is not
+    activated, as after the README's install command), else ``python -m``; quoted for a
+    POSIX shell."""
+    if shutil.which("driftwarden"):
+        return "driftwarden"
+    beside = Path(sys.executable).parent / "driftwarden"
+    if beside.exists():
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m monitor.cli.app"
 
 
 def demo_state_refusal(state_dir: Path) -> str | None:
@@ -313,9 +329,10 @@ def run_demo(state_dir: Path, *, timeout: float = 120.0) -> int:
             )
         if first_alert_at is not None:
             console.print(f"  first alert after {first_alert_at:.1f}s; total {time.monotonic() - t0:.1f}s")
-        console.print(f"\n  inspect: driftwarden windows --state-dir {state_dir}   |   driftwarden alerts --state-dir {state_dir}")
+        cli = cli_command()
+        console.print(escape(f"\n  inspect: {cli} windows --state-dir {state_dir}   |   {cli} alerts --state-dir {state_dir}"))
         if first_drifted is not None:
-            console.print(escape(f"  report:  driftwarden report --state-dir {state_dir} --window '{first_drifted}' --out report.html"))
+            console.print(escape(f"  report:  {cli} report --state-dir {state_dir} --window '{first_drifted}' --out report.html"))
         reader.close()
         return 0 if ok else 1
     finally:
