@@ -246,7 +246,35 @@ class _Plan:
 _MODEL, _MOVE = 3, 4
 
 
-class _CsvHeader:
+class _FastHeader:
+    """What the one-pass shapers of CSV and Parquet rows share: the column names (``None``:
+    every row goes the generic way), where the model field is, and per model the columns'
+    routes worked out once (:meth:`_compile`, each format's own)."""
+
+    def __init__(self, shaper: MessageShaper, names: Sequence[str]) -> None:
+        self.shaper = shaper
+        usable = shaper.time_column is None and len(set(names)) == len(names)
+        self.names = tuple(names) if usable else None
+        field = shaper.model_field
+        self.model_at = self.names.index(field) if self.names and field in self.names else None
+        self._columns: dict[str, tuple[tuple[Any, ...], ...] | None] = {}
+
+    def _model_columns(self, model: Any) -> tuple[ModelConfig, tuple[tuple[Any, ...], ...]] | None:
+        """Model ``model``'s config and its columns' routes, or ``None`` when it is not a
+        configured model's name or its rows need the generic path."""
+        m = self.shaper.models.get(model) if isinstance(model, str) else None
+        if m is None:
+            return None
+        columns = self._columns.get(m.name, False)
+        if columns is False:
+            columns = self._columns[m.name] = self._compile(m)
+        return None if columns is None else (m, columns)
+
+    def _compile(self, m: ModelConfig) -> tuple[tuple[Any, ...], ...] | None:
+        raise NotImplementedError
+
+
+class _CsvHeader(_FastHeader):
     """:meth:`MessageShaper.message` of a CSV row (``table``, ``text``) in one pass over
     its cells, worked out once per header and model: the generic path builds a dict of the
     non-empty cells, routes each key (:meth:`MessageShaper._nest`), then types the numbers
@@ -261,12 +289,8 @@ class _CsvHeader:
     features or segment object, a model field under a prefix)."""
 
     def __init__(self, shaper: MessageShaper, header: Sequence[str]) -> None:
+        super().__init__(shaper, header)
         self.header = header
-        self.shaper = shaper
-        usable = shaper.time_column is None and len(set(header)) == len(header)
-        self.names = tuple(header) if usable else None
-        self.model_at = self.names.index(shaper.model_field) if self.names and shaper.model_field in self.names else None
-        self._columns: dict[str, tuple[tuple[int, int, str, bool], ...] | None] = {}
 
     def message(self, cells: Sequence[str]) -> dict[str, Any] | None:
         """The row's message, or ``None`` (the generic path's, see the class doc)."""
@@ -277,14 +301,10 @@ class _CsvHeader:
         if model is None:
             cell = cells[self.model_at] if self.model_at is not None else ""
             model = cell if cell != "" else sh.default_model
-        m = sh.models.get(model) if model is not None else None
-        if m is None:
+        found = self._model_columns(model)
+        if found is None:
             return None
-        columns = self._columns.get(m.name, False)
-        if columns is False:
-            columns = self._columns[m.name] = self._compile(m)
-        if columns is None:
-            return None
+        m, columns = found
         msg: dict[str, Any] = {}
         feats: dict[str, Any] = {}
         seg: dict[str, Any] = {}
@@ -348,7 +368,7 @@ class _CsvHeader:
         return tuple(out)
 
 
-class _TableHeader:
+class _TableHeader(_FastHeader):
     """:meth:`MessageShaper.message` of a Parquet row (``table``) in one pass over its
     values, worked out once per column names and model, as :class:`_CsvHeader` for CSV.
     Here every column is a key (a null is ``None``): a null model takes the default in its
@@ -362,12 +382,7 @@ class _TableHeader:
 
     def __init__(self, shaper: MessageShaper, names: Sequence[str]) -> None:
         self.header = list(names)
-        self.shaper = shaper
-        usable = shaper.time_column is None and len(set(self.header)) == len(self.header)
-        self.names = tuple(self.header) if usable else None
-        field = shaper.model_field
-        self.model_at = self.names.index(field) if self.names and field in self.names else None
-        self._columns: dict[str, tuple[tuple[int, int, str], ...] | None] = {}
+        super().__init__(shaper, self.header)
 
     def message(self, values: Sequence[Any]) -> dict[str, Any] | None:
         """The row's message, or ``None`` (the generic path's, see the class doc)."""
@@ -379,14 +394,10 @@ class _TableHeader:
             model = values[self.model_at] if self.model_at is not None else None
             if model is None:
                 model = sh.default_model
-        m = sh.models.get(model) if isinstance(model, str) else None
-        if m is None:
+        found = self._model_columns(model)
+        if found is None:
             return None
-        columns = self._columns.get(m.name, False)
-        if columns is False:
-            columns = self._columns[m.name] = self._compile(m)
-        if columns is None:
-            return None
+        m, columns = found
         msg: dict[str, Any] = {}
         feats: dict[str, Any] = {}
         seg: dict[str, Any] = {}
