@@ -65,17 +65,26 @@ def tail_index(sorted_values: np.ndarray) -> TailIndex:
     ``sorted_values``: the column's finite values in ascending order (a prepared
     reference's ``sorted_values``; NaN and infinities must be removed). With ``k =
     max(10, 2 % of n)``: ``1 / mean(ln(d_i / d_(k+1)))`` over the ``k`` largest
-    deviations ``d_i`` from the median, ``d_(k+1)`` the next one. Reads only the
-    ``k + 1`` values at each end (no full sort). A column whose ``k + 1`` largest
-    deviations are equal (or zero) gives ``inf``: no tail to speak of.
+    deviations ``d_i`` from the median, ``d_(k+1)`` the next one, where ``n`` counts
+    only the values off the median (a point mass at the median is no tail). Reads only
+    the ``k + 1`` values at each end (no full sort). A column whose ``k + 1`` largest
+    deviations are equal (or zero), or with at most :data:`MIN_TAIL_POINTS` values off
+    its median, gives ``inf``: no tail to speak of; NaN (not estimated) when fewer than
+    :data:`MIN_TAIL_ROWS` values are off the median.
     """
     s = np.asarray(sorted_values, dtype=np.float64)
     n = int(s.shape[0])
     if n < MIN_TAIL_ROWS:
         return TailIndex(math.nan, 0, n)
-    k = max(MIN_TAIL_POINTS, int(n * TAIL_SHARE))
     mid = n // 2
     median = float(s[mid]) if n % 2 else 0.5 * (float(s[mid - 1]) + float(s[mid]))
+    # the tail is a share of the values off the median: a point mass there (counts of rare
+    # events, mostly-zero amounts) would otherwise put the bulk's few small values among
+    # the "largest" deviations, and a light tail would read as heavy
+    off = n - int(s.searchsorted(median, "right") - s.searchsorted(median, "left"))
+    if off < MIN_TAIL_ROWS:
+        return TailIndex(math.inf if off <= MIN_TAIL_POINTS else math.nan, 0, n)
+    k = max(MIN_TAIL_POINTS, int(off * TAIL_SHARE))
     # the k + 1 largest deviations are among the k + 1 values at either end
     ends = np.concatenate((median - s[: k + 1], s[-(k + 1):] - median))
     top = np.sort(ends)[-(k + 1):]

@@ -104,3 +104,27 @@ def test_column_limits_name_sparse_chisquare_columns_only() -> None:
     assert [lim.column for lim in limits] == ["visits"]
     s = limits[0].sparse
     assert s is not None and s.singletons >= 1 and s.window_rows == 200 and s.unseen_chance > 0.5
+
+
+@pytest.mark.parametrize("dist", ["poisson0.2", "zero_inflated_exponential"])
+def test_light_tails_with_a_point_mass_never_count_as_heavy(dist: str) -> None:
+    # counts of rare events (Poisson 0.2) and mostly-zero amounts (95 % zeros, the rest
+    # exponential) are light-tailed; with 2 % of all rows as the tail, the estimate reached
+    # into the point mass at the median and read 1.3-1.8 ("heavy") for every reference
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        if dist == "poisson0.2":
+            x = rng.poisson(0.2, 10_000).astype(np.float64)
+        else:
+            x = np.where(rng.random(10_000) < 0.05, rng.exponential(size=10_000), 0.0)
+        t = tail_index(np.sort(x))
+        assert not t.heavy, (dist, seed, t)
+
+
+def test_heavy_tail_behind_a_point_mass_is_still_found() -> None:
+    # 80 % zeros, the rest Pareto 1.5: the tail of the values off the median is heavy
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = np.where(rng.random(10_000) < 0.2, rng.pareto(1.5, 10_000) + 1.0, 0.0)
+        t = tail_index(np.sort(x))
+        assert t.heavy, (seed, t)
