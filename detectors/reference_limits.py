@@ -119,10 +119,12 @@ class SparseTail:
     def unseen_chance(self) -> float:
         """Good–Turing's chance that a window of ``window_rows`` rows holds at least one
         value the reference lacks: each row is one with probability ``singletons / rows``.
-        0 without singletons (then Good–Turing sees no unseen mass, though a column whose
+        1 when every value was seen once; 0 without singletons (then Good–Turing sees no unseen mass, though a column whose
         rarest values were seen a few times may still have one: see :attr:`sparse`)."""
         if not self.rows or not self.singletons:
             return 0.0
+        if self.singletons >= self.rows:  # every value seen once: log1p(-1) is a domain error
+            return 1.0
         return float(-math.expm1(self.window_rows * math.log1p(-self.singletons / self.rows)))
 
     @property

@@ -128,3 +128,8 @@ def test_heavy_tail_behind_a_point_mass_is_still_found() -> None:
         x = np.where(rng.random(10_000) < 0.2, rng.pareto(1.5, 10_000) + 1.0, 0.0)
         t = tail_index(np.sort(x))
         assert t.heavy, (seed, t)
+
+
+def test_unseen_chance_of_a_column_of_distinct_values_is_one() -> None:
+    s = sparse_tail(np.ones(1_000, dtype=np.int64), 500)
+    assert s.sparse and s.singleton_share == 1.0 and s.unseen_chance == 1.0

@@ -426,3 +426,24 @@ def test_columns_calibrated_thresholds_cannot_hold_are_named_once_per_reference(
     evid = make_config(tmp_path / "a", {}, {"columns": {"c": {"method": "chisquare"}}}).models[0]
     assert PreparedModel.build(evid, rt.schema, load_ref(evid)).limit_warnings() == []
     store.close()
+
+
+def test_a_chisquare_column_of_distinct_values_warns_and_does_not_stop_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # every reference value seen once (an id-like column under chi-square): the chance of an
+    # unseen value in a window is 1; computing it as log1p(-1) raised "math domain error"
+    # out of the start-up warning, and the pipeline did not start
+    rng = np.random.default_rng(12)
+    cols = rows(rng, 1500)
+    cols["c"] = np.array([f"id{i}" for i in range(1500)], dtype=object)
+    write_reference(tmp_path / "ref.csv", cols)
+    cfg = make_config(tmp_path, {}, {"thresholds": "calibrated", "columns": {"c": {"method": "chisquare"}}})
+    store = open_state_store(cfg.daemon.state_dir, synchronous="NORMAL")
+    with caplog.at_level("WARNING", logger="driftwarden.pipeline"):
+        Pipeline(cfg, store)
+    warned = [r.getMessage() for r in caplog.records if "column 'c'" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "1500 of 1500 reference values seen once (100 %)" in warned[0]
+    assert "about 100 % of windows of 500 rows bring a value the reference lacks" in warned[0]
+    store.close()
