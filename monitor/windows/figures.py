@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ from monitor.windows.pane_columns import WindowColumns, categorical_column
 from storage.records import DATASET, MetricRow, WindowKey, WindowRecord, iso_ms
 from storage.redaction import quoted
 from storage.samples import WindowSample
+
+log = logging.getLogger("driftwarden.figures")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class PreparedModel:
         limits: tuple[ColumnLimit, ...] = ()
         if d.thresholds == "calibrated":
             prepared, calibration = _calibrated(config, reference, prepared, cache)
-            limits = column_limits(prepared, _window_rows(config, reference.rows, cap=False))
+            limits = _advisory_limits(config.name, prepared, _window_rows(config, reference.rows, cap=False))
         domain = domain_cal = None
         if d.multivariate == "domain_classifier":
             fspecs = [s for s in prepared.specs if s.name in features]
@@ -153,6 +156,17 @@ class PreparedModel:
         estimate and what to do; empty in evidently mode (Evidently's fixed thresholds)."""
         return [_limit_text(self.config.name, lim, self.config.drift.alpha_column) for lim in self.limits]
 
+
+
+def _advisory_limits(model: str, prepared: PreparedReference, window_rows: int) -> tuple[ColumnLimit, ...]:
+    """:func:`column_limits` for the start-up warnings; advisory only, so a column it cannot
+    read (an estimate raising on some reference) is logged and gives no warning instead of
+    stopping start-up, a reload or a reference swap."""
+    try:
+        return column_limits(prepared, window_rows)
+    except Exception:  # noqa: BLE001 - a warning must never stop the daemon
+        log.exception("model %s: the columns calibrated thresholds cannot hold could not be worked out", model)
+        return ()
 
 def _limit_text(model: str, lim: ColumnLimit, alpha_column: float) -> str:
     """The WARNING (and ``driftwarden check`` line) for one :class:`ColumnLimit`."""

@@ -447,3 +447,25 @@ def test_a_chisquare_column_of_distinct_values_warns_and_does_not_stop_start_up(
     assert "1500 of 1500 reference values seen once (100 %)" in warned[0]
     assert "about 100 % of windows of 500 rows bring a value the reference lacks" in warned[0]
     store.close()
+
+
+def test_an_estimate_of_the_advisory_warnings_that_raises_does_not_stop_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the warnings are advice: the math domain error above stopped start-up; any future
+    # estimator failure is logged and the pipeline starts without the warning
+    import monitor.windows.figures as figures
+
+    def broken(*_a: object, **_k: object) -> tuple[()]:
+        raise ValueError("math domain error")
+
+    monkeypatch.setattr(figures, "column_limits", broken)
+    rng = np.random.default_rng(12)
+    write_reference(tmp_path / "ref.csv", rows(rng, 1500))
+    cfg = make_config(tmp_path, {}, {"thresholds": "calibrated"})
+    store = open_state_store(cfg.daemon.state_dir, synchronous="NORMAL")
+    with caplog.at_level("ERROR", logger="driftwarden.figures"):
+        p = Pipeline(cfg, store)
+    assert p.models  # started
+    assert any("could not be worked out" in r.getMessage() for r in caplog.records)
+    store.close()
