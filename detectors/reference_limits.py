@@ -5,8 +5,9 @@ reference itself, so it cannot draw what the reference does not hold. Two kinds 
 column break that, measured in the README's "Choosing thresholds":
 
 - **heavy tails** (tail index under about 2): a real window brings extremes beyond
-  the reference's, so distances (Wasserstein, energy) cross their calibrated
-  thresholds more often than ``alpha_column``. :func:`tail_index` estimates the
+  the reference's, so Wasserstein distances cross their calibrated thresholds more
+  often than ``alpha_column`` (energy distance and Jensen–Shannon measured within it,
+  see :data:`HEAVY_TAIL_TESTS`). :func:`tail_index` estimates the
   index from the reference's largest deviations (Hill's estimator).
 - **sparse tails under chi-square**: a window holding a value the reference lacks
   scores p = 0. :func:`sparse_tail` counts the reference's rare values.

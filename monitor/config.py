@@ -1408,8 +1408,9 @@ class LabelsConfig(Strict):
     #: how long a label that came before its prediction waits for it
     early_ttl: PositiveDuration = timedelta(days=1)
     #: at most this many labels wait for their prediction, per model; past it those stamped
-    #: ahead of the wall clock, then the oldest, are dropped (counted): labels for ids that never come cannot grow the store for a
-    #: whole early_ttl (1M rows: about 130 MB on SQLite with UUID ids)
+    #: ahead of the wall clock, then the oldest, are dropped (counted): labels for ids that
+    #: never come cannot grow the store for a whole early_ttl (1M rows: about 130 MB on
+    #: SQLite with UUID ids)
     max_early: int = Field(default=MAX_EARLY_LABELS, ge=1)
     #: a performance window matures this long after its end (or at coverage, if sooner)
     delay: Duration = timedelta(hours=1)

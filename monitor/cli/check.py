@@ -256,8 +256,9 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
     ``warnings`` receives what is worth fixing without failing: a calibrated model whose
     ``drift.alpha`` its columns cannot reach or a column whose calibrated threshold its
     reference breaks (a heavy tail under Wasserstein, rare values under chi-square; the
-    daemon logs the same WARNINGs at start-up; calibrating takes about 1 s per 10 columns), a reference lacking the label column
-    ``models.label`` names (no label figures; the daemon warns too).
+    daemon logs the same WARNINGs at start-up; calibrating takes about 1 s per 10
+    columns), a reference lacking the label column ``models.label`` names (no label
+    figures; the daemon warns too).
     """
     from monitor.ingest.schema import ModelSchema  # noqa: PLC0415
     from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415

@@ -1194,7 +1194,7 @@ def _probabilities_text(probs: bool | None, m: ModelConfig) -> str:
     return f"{what} (the reference's {m.prediction} column; set performance.probabilities to decide)"
 
 
-def _warn_alpha(pm: PreparedModel, told: set[tuple[str, str, str]] | None = None) -> None:
+def _warn_alpha(pm: PreparedModel, told: set[tuple[str, str, str]]) -> None:
     """Log a WARNING when the model's calibrated ``drift.alpha`` cannot be reached, and one
     per column whose calibrated threshold the reference breaks (:meth:`PreparedModel.limit_warnings`).
     ``told``: the (model, reference hash, text) column warnings logged already, updated: a
@@ -1205,11 +1205,9 @@ def _warn_alpha(pm: PreparedModel, told: set[tuple[str, str, str]] | None = None
         log.warning("%s", text)
     for line in pm.limit_warnings():
         key = (pm.config.name, pm.reference.sha256, line)
-        if told is not None:
-            if key in told:
-                continue
+        if key not in told:
             told.add(key)
-        log.warning("%s", line)
+            log.warning("%s", line)
 
 
 def judge_window(rt: ModelRuntime, w: OpenWindow, now: datetime, cols: WindowColumns | None = None) -> WindowFigures:

@@ -157,7 +157,6 @@ class PreparedModel:
         return [_limit_text(self.config.name, lim, self.config.drift.alpha_column) for lim in self.limits]
 
 
-
 def _advisory_limits(model: str, prepared: PreparedReference, window_rows: int) -> tuple[ColumnLimit, ...]:
     """:func:`column_limits` for the start-up warnings; advisory only, so a column it cannot
     read (an estimate raising on some reference) is logged and gives no warning instead of
@@ -167,6 +166,7 @@ def _advisory_limits(model: str, prepared: PreparedReference, window_rows: int) 
     except Exception:  # noqa: BLE001 - a warning must never stop the daemon
         log.exception("model %s: the columns calibrated thresholds cannot hold could not be worked out", model)
         return ()
+
 
 def _limit_text(model: str, lim: ColumnLimit, alpha_column: float) -> str:
     """The WARNING (and ``driftwarden check`` line) for one :class:`ColumnLimit`."""
