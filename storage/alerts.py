@@ -419,7 +419,8 @@ def reschedule_after_step_back(store: Store, notifier: str, now: datetime, slack
     given (``next_attempt_at - updated_at``, at least 0), counted from ``now``, so that it
     does not also wait out the step. Returns how many were rescheduled.
 
-    The usual case is one read on the ``(status, next_attempt_at)`` index and no write.
+    The usual case is one read of migration 15's partial index (pending deliveries by
+    notifier and ``updated_at``) finding nothing, and no write.
     """
     rows = store.query(
         "SELECT id, next_attempt_at, updated_at FROM deliveries WHERE status = 'pending'"

@@ -469,6 +469,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             " WHERE status = 'pending'",
         ],
     ),
+    (
+        15,
+        "deliveries: the pending ones by notifier and when they were last scheduled (the outbox"
+        " checks, at every dispatch, for deliveries a wall clock since stepped back scheduled:"
+        " the read scanned every pending delivery, each dispatch, during a long outage)",
+        [
+            "CREATE INDEX IF NOT EXISTS deliveries_pending_updated ON deliveries (notifier, updated_at)"
+            " WHERE status = 'pending'",
+        ],
+    ),
 ]
 
 #: the newest schema version this code knows; it refuses to write a store migrated past it

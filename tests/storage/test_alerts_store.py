@@ -187,3 +187,28 @@ def test_the_earlier_pending_message_of_a_group_is_found_by_an_index(store):
         db.insert_delivery(store, second)
     assert db.pending_before(store, second).id == "d1"
     assert db.pending_before(store, first) is None
+
+
+def test_the_step_back_check_reads_an_index_not_every_pending_delivery(store):
+    """The outbox checks, at every dispatch and for each notifier, for pending deliveries a
+    wall clock since stepped back scheduled: the read scanned every pending delivery (during
+    a long outage, thousands, each dispatch); migration 15's partial index answers it."""
+    sql = "SELECT id, next_attempt_at, updated_at FROM deliveries WHERE status = 'pending' AND notifier = ? AND updated_at > ?"
+    params = ("slack", "2026-11-23T15:01:00.000Z")
+    with store.transaction():
+        for i in range(5000):
+            db.insert_delivery(store, delivery(f"p{i}", T0 - timedelta(seconds=i + 1),
+                                               notifier=("slack", "hook", "page")[i % 3], group_key=f"g{i % 500}"))
+    store.execute("ANALYZE deliveries")
+    if store.shared:
+        plan = " ".join(r["QUERY PLAN"] for r in store.query("EXPLAIN " + sql, params))
+    else:
+        plan = " ".join(str(r) for r in store.query("EXPLAIN QUERY PLAN " + sql, params))
+    assert "deliveries_pending_updated" in plan, plan
+    # and it still finds what it is for: a delivery scheduled ahead of the clock
+    ahead = delivery("ahead", T0 + timedelta(hours=1), next_attempt_at=T0 + timedelta(hours=1, minutes=5))
+    with store.transaction():
+        db.insert_delivery(store, ahead)
+        assert db.reschedule_after_step_back(store, "slack", T0, timedelta(minutes=1)) == 1
+    got = {d.id: d for d in db.list_deliveries(store)}["ahead"]
+    assert got.next_attempt_at == T0 + timedelta(minutes=5)
