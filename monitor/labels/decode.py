@@ -104,6 +104,8 @@ class LabelDecoder:
 
     ``specs``: the models whose label join is on; ``known``: every configured
     model (a label for a known model without a join is a ``no_join`` dead letter).
+    ``classes``: per score (binary) model, the classes its reference's labels hold (see
+    :meth:`set_classes`); a label that is none of them is a ``bad_type`` dead letter.
     """
 
     def __init__(
@@ -121,6 +123,18 @@ class LabelDecoder:
         self.model_field = model_field
         self.max_message_bytes = max_message_bytes
         self.max_future_skew_ms = max_future_skew_ms
+        #: per binary model: the label classes its reference holds (absent: any class goes)
+        self.classes: dict[str, frozenset[str]] = {}
+
+    def set_classes(self, model: str, classes: frozenset[str] | None) -> None:
+        """The classes a label of ``model`` may be (None or empty: any). For a score model
+        every class but ``class_of_interest`` counts as the negative one, so a label the
+        reference never holds (``true``, ``"yes"`` where the reference says 0/1) would be
+        read as a negative, silently: such labels are dead letters instead."""
+        if classes:
+            self.classes[model] = frozenset(classes)
+        else:
+            self.classes.pop(model, None)
 
     def decode(self, records: Iterable[Any], *, now: datetime | None = None) -> tuple[dict[str, LabelBatch], list[DeadLetter]]:
         """Decode records (objects with topic, partition, offset, timestamp, value).
@@ -200,6 +214,9 @@ class LabelDecoder:
                 labels = raw if kinds == {str} else [v if type(v) is str else str(v) for v in raw]
                 if max(map(len, labels)) > spec.max_label_length:
                     return None
+                allowed = self.classes.get(model)
+                if allowed is not None and not allowed.issuperset(labels):
+                    return None  # a class the reference lacks: the per-record path dead-letters it
             ts = epoch_ms_column([o.get(spec.f_ts) for o in objs_m])
             if ts is None:
                 return None
@@ -228,6 +245,10 @@ class LabelDecoder:
             label: Any = number_label(raw, spec.f_label)
         else:
             label = class_label(raw, spec.f_label, spec.max_label_length)
+            allowed = self.classes.get(model)
+            if allowed is not None and label not in allowed:
+                raise BadMessage(f"bad_type: {spec.f_label} {label[:40]!r} is none of the classes"
+                                 f" of the reference ({', '.join(sorted(allowed)[:5])})")
         raw_ts = obj.get(spec.f_ts)
         record_ts = rec.timestamp if isinstance(rec.timestamp, int) and rec.timestamp >= 0 else None
         if raw_ts is None:

@@ -199,6 +199,8 @@ class LabelJoin:
             max_future_skew_ms=int(config.kafka.max_future_skew.total_seconds() * 1000),
             model_field=config.model_field,
         )
+        for name, jm in self.models.items():
+            self.decoder.set_classes(name, jm.reference.classes)
         #: next offset to consume per partition of the labels topic, as reflected in memory
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state (records before it are skipped)
@@ -251,6 +253,7 @@ class LabelJoin:
         jm = self.models.get(model)
         if jm is not None:
             jm.reference = ref
+            self.decoder.set_classes(model, ref.classes)
 
     def set_probabilities(self, model: str, probabilities: bool | None) -> None:
         """Whether ``model``'s scores are probabilities, decided again (a new reference):

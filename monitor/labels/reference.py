@@ -35,6 +35,10 @@ class LabelledReference:
     figures: dict[tuple[str, str], float] = field(default_factory=dict)
     calibrator: Calibrator | None = None
     rows: int = 0
+    #: a score (binary) model's label classes in the reference (None: no labels, one class
+    #: only, or not such a model); labels of other classes are dead letters, see
+    #: ``LabelDecoder.set_classes``
+    classes: frozenset[str] | None = None
     #: worth a warning, not a failure: the label column the config names explicitly
     #: is not in the file, so none of the above exists (see :func:`missing_label_warning`)
     warning: str | None = None
@@ -99,8 +103,8 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
     else:
         labels = class_names(raw)
         kind = "categorical"
+    seen = {v for v in labels.tolist() if v is not None} if m.task == "classification" else set()
     if m.task == "classification" and m.class_of_interest is not None:
-        seen = {v for v in labels.tolist() if v is not None}
         if seen and str(m.class_of_interest) not in seen:
             # else precision, recall and F1 would be 0 in every window, silently
             shown = ", ".join(sorted(seen)[:5]) + (", ..." if len(seen) > 5 else "")
@@ -118,4 +122,7 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
             ok = np.isfinite(pred) & np.array([v is not None for v in labels], dtype=bool)
             if ok.sum() >= 2:
                 calibrator = fit_calibrator(pred[ok], labels[ok] == str(m.class_of_interest))
-    return LabelledReference(prepared, figures, calibrator, int(len(labels)))
+    # a reference holding one class only names no negative one: then any label goes
+    binary = m.task == "classification" and m.prediction_type == "numerical" and len(seen) >= 2
+    return LabelledReference(prepared, figures, calibrator, int(len(labels)),
+                             classes=frozenset(seen) if binary else None)

@@ -261,6 +261,31 @@ def test_bad_labels_are_dead_letters_and_a_poison_label_is_isolated(tmp_path: Pa
     assert p.labels is not None and p.labels.commit_offsets() == {0: len(recs)}
 
 
+def test_a_score_models_label_of_a_class_its_reference_lacks_is_a_dead_letter(tmp_path: Path) -> None:
+    """A score model counts every class but class_of_interest as the negative one: labels
+    sent as ``"yes"``, ``"1.0"`` or ``true`` where the reference's are 0/1 were all read as
+    negatives, silently, and the window's accuracy, recall and F1 were figures of labels
+    nobody sent (accuracy 0.93 for a stream of nothing but such labels)."""
+    preds = predictions(windows=2, per_window=100)
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path), clock)
+    feed(p, clock, records("predictions", preds), labels=False)
+    good = labels_for(preds)
+    odd = ["yes", "1.0", "true", " 1", "2"]
+    for i, ev in enumerate(good[:50]):
+        ev["label"] = odd[i % len(odd)]  # all text: the batch would take the fast path
+    p.process_label_records(records("labels", good))
+    flipped = labels_for(preds)[50:60]
+    for ev in flipped:
+        ev["label"] = bool(int(ev["label"]))  # booleans: the per-record path
+    p.process_label_records(records("labels", flipped, start=len(good)))
+    p.flush()
+    reasons = [r["reason"] for r in store.query("SELECT reason FROM dead_letters WHERE topic = 'labels'")]
+    assert len(reasons) == 60 and all(r.startswith("bad_type: label ") for r in reasons)
+    assert "is none of the classes of the reference (0, 1)" in reasons[0]
+    assert label_counters(store)["churn"]["joined"] == 150
+
+
 def test_a_label_record_that_makes_processing_raise_is_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection through the decoder's spec lookup: one event id makes it raise."""
     preds = predictions(windows=2, per_window=100)
@@ -355,11 +380,12 @@ def test_absent_segment_values_and_nul_characters_go_through_the_join(tmp_path: 
         "SELECT window_id, value FROM metrics WHERE family = 'performance' AND metric = 'labelled_rows'"
         " AND window_id LIKE 'churn|v1|%|2026-11-23T12:00:00.000Z|%'")}
     everything = labelled.pop("churn|v1||2026-11-23T12:00:00.000Z|2026-11-23T12:01:00.000Z")
-    assert everything == 190 and sum(labelled.values()) == 150
+    # the ten labels "0\x00"/"1\x00" read as "0\ufffd"/"1\ufffd": none of the reference's classes
+    assert everything == 180 and sum(labelled.values()) == 140
     nul_ids = store.query("SELECT event_id FROM label_predictions WHERE event_id LIKE '%\ufffd' ORDER BY event_id")
     assert [r["event_id"] for r in nul_ids] == sorted(ev["event_id"].replace("\x00", "\ufffd") for ev in preds[40:60])
-    classes = store.query("SELECT label FROM label_predictions WHERE event_id = ?", (nul_ids[0]["event_id"],))
-    assert classes[0]["label"] in ("0\ufffd", "1\ufffd")
+    refused = store.query("SELECT reason FROM dead_letters WHERE topic = 'labels'")
+    assert len(refused) == 10 and all("\ufffd' is none of the classes" in r["reason"] for r in refused)
     versions = store.query("SELECT DISTINCT version, segment FROM windows WHERE version != 'v1' ORDER BY segment")
     assert [(r["version"], r["segment"]) for r in versions] == [("v\ufffd2", ""), ("v\ufffd2", "region=e\ufffdu")]
 

@@ -99,3 +99,22 @@ def test_a_reload_refuses_a_rule_the_references_cannot_serve(tmp_path: Path) -> 
         assert prepare_reload(daemon, path) is not None  # an absolute threshold needs no reference figure
     finally:
         daemon.close()
+
+
+def test_a_score_models_label_classes_are_those_of_its_reference(tmp_path: Path) -> None:
+    """The classes a score model's labels may be (others are dead letters): the reference's,
+    when it names a negative one too; a reference of positives only, or without labels, or
+    a class model's, restricts nothing."""
+    model = ModelConfig.model_validate({"name": "c", "reference": str(tmp_path / "c.csv"),
+                                        "features": {"numerical": ["x"]}})
+    (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1.0,0.7\n")
+    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1"}
+    (tmp_path / "c.csv").write_text("x,label,prediction\n1,1,0.2\n2,1,0.9\n")
+    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes is None
+    (tmp_path / "c.csv").write_text("x,prediction\n1,0.2\n2,0.9\n")
+    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes is None
+    multi = ModelConfig.model_validate({
+        "name": "m", "reference": str(tmp_path / "m.csv"), "class_of_interest": "a", "prediction_type": "categorical",
+        "performance": {"enabled": True}, "features": {"numerical": ["x"]}})
+    (tmp_path / "m.csv").write_text("x,label,prediction\n1,a,a\n2,b,a\n")
+    assert prepare_labelled_reference(multi, tmp_path / "m.csv").classes is None

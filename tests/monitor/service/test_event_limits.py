@@ -79,10 +79,12 @@ def test_max_event_id_length_bounds_event_ids_on_both_topics(tmp_path: Path) -> 
 
 def test_max_value_length_bounds_class_labels(tmp_path: Path) -> None:
     """``max_value_length`` (which caps versions and segment values in the windows) also caps
-    a class label: one of 6 characters is taken by default and dead-lettered at 5."""
+    a class label: one of 6 characters passes the length check by default (and, none of the
+    score model's reference classes, is refused for that) and is dead-lettered at 5 for its length."""
     base = predictions(windows=1, per_window=1)[0]
     odd = {**base, "event_id": "wordy"}
     odd_label = {"event_id": "wordy", "model": "churn", "label": "abcdef", "ts": base["ts"]}
-    assert _dead_letters(tmp_path / "default", odd=odd, odd_label=odd_label) == {"predictions": [], "labels": []}
+    assert _dead_letters(tmp_path / "default", odd=odd, odd_label=odd_label) == {
+        "predictions": [], "labels": ["bad_type: label 'abcdef' is none of the classes of the reference (0, 1)"]}
     got = _dead_letters(tmp_path / "5", limits="max_value_length = 5", odd=odd, odd_label=odd_label)
     assert got == {"predictions": [], "labels": ["bad_type: label longer than 5 characters"]}
