@@ -6,7 +6,9 @@ store (:mod:`storage.instances`). With that, an instance leaves the alerts and t
 deliveries of a rule or notifier another live instance has to that instance, and logs a
 warning once per difference it finds: a model one instance lacks dead-letters that
 model's events on the partitions it holds (``unknown_model``), a rule one lacks is not
-judged on those partitions, and differing settings judge alike windows differently.
+judged on those partitions, differing settings judge alike windows differently, and
+instances in different Kafka consumer groups (``kafka.group_id``) each read every partition
+and keep taking its claim from one another.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def config_facts(config: Config, reference_sha256: Mapping[str, str]) -> dict[st
         m.name: _digest({**m.model_dump(mode="json", exclude={"reference"}), "reference": reference_sha256.get(m.name)})
         for m in config.models
     }
-    return {"rules": rules, "notifiers": sorted(config.notifiers), "models": models}
+    k = config.kafka
+    stream = {"group_id": k.group_id, "predictions_topic": k.predictions_topic, "labels_topic": k.labels_topic}
+    return {"rules": rules, "notifiers": sorted(config.notifiers), "models": models, "kafka": stream}
 
 
 def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
@@ -57,6 +61,11 @@ def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]
         if changed:
             out.append(f"{noun}s with other settings{' or another reference' if kind == 'models' else ''}:"
                        f" {', '.join(changed)}")
+    mine_k, other_k = ours.get("kafka"), theirs.get("kafka")
+    if mine_k and other_k:  # an instance of an older version announces none
+        for key in ("group_id", "predictions_topic", "labels_topic"):
+            if mine_k.get(key) != other_k.get(key):
+                out.append(f"another kafka.{key}: {other_k.get(key)!r} (this one: {mine_k.get(key)!r})")
     mine_n, other_n = set(ours.get("notifiers") or ()), set(theirs.get("notifiers") or ())
     if other_n - mine_n:
         out.append(f"notifiers only it has: {', '.join(sorted(other_n - mine_n))}")
@@ -75,6 +84,12 @@ def consequences(diff: tuple[str, ...] | list[str]) -> str:
         said.append("a rule is judged only on the windows an instance that has it stores")
     if any("other settings" in d for d in diff):
         said.append("each window is judged with the settings of the instance that closes it")
+    if any(d.startswith("another kafka.group_id") for d in diff):
+        said.append("instances in different consumer groups each read every partition and take its claim"
+                    " from the other in turn (\"partitions [...] were claimed by another instance\"): their"
+                    " flushes are rolled back and their windows re-read")
+    if any(d.startswith("another kafka.") and "_topic" in d.split(":", 1)[0] for d in diff):
+        said.append("instances reading other topics store their windows side by side in one store")
     if any(d.startswith("notifiers only") for d in diff):
         said.append("notifications to a notifier go out from the instances that have it")
     return "; ".join(said).capitalize() + ": give every instance the same config."

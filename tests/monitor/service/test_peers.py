@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from monitor.config import parse_config
-from monitor.service.peers import Peers, config_facts, differences
+from monitor.service.peers import Peers, config_facts, consequences, differences
 from storage.instances import FORGET_AFTER, LIVE_FOR, announce, live_instances, names_elsewhere
 from tests.store_targets import StoreTarget, age_instance
 
@@ -41,6 +41,22 @@ def test_differences_name_what_differs(tmp_path: Any) -> None:
     assert differences(ours, theirs) == [
         "models only it has: fraud", "rules with other settings: drift", "notifiers only this one has: ops",
     ]
+
+
+def test_instances_in_other_consumer_groups_are_told(tmp_path: Any) -> None:
+    """Two instances on one shared store with different ``kafka.group_id`` (a copied config
+    edited by hand, staging and production on one database) each get every partition from
+    Kafka and take its claim from the other at every flush, their flushes rolled back: they
+    announced alike configs, so nothing said why (only "claimed by another instance")."""
+    (tmp_path / "ref.csv").write_text("age\n1\n")
+    ours = config_facts(parse_config(_config(), base_dir=tmp_path), {"churn": "aaa"})
+    other = _config()
+    other["kafka"]["group_id"] = "driftwarden-staging"
+    diff = differences(ours, config_facts(parse_config(other, base_dir=tmp_path), {"churn": "aaa"}))
+    assert diff == ["another kafka.group_id: 'driftwarden-staging' (this one: 'driftwarden')"]
+    assert "different consumer groups each read every partition" in consequences(diff)
+    older = {k: v for k, v in ours.items() if k != "kafka"}  # an instance of an earlier version
+    assert differences(ours, older) == [] and differences(older, ours) == []
 
 
 def test_peers_warn_once_per_difference_and_forget_the_gone(
