@@ -283,14 +283,17 @@ def table(title: str, cols: Sequence[Col], rows: Sequence[Mapping[str, Any]], *,
 
 
 def details(title: str, fields: Sequence[tuple[str, Any]], *, console: Any = None) -> None:
-    """``name  value`` lines under a title (one thing, e.g. a window's header)."""
+    """``name  value`` lines under a title (one thing, e.g. a window's header). Printed as
+    :class:`rich.text.Text`, never as markup: an escaped value ending in a backslash (a
+    segment value ``x\\``) was shown with the second backslash ``escape`` adds for markup."""
     from rich.console import Console  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     con = console or Console(highlight=False)
-    con.print(f"[bold]{cell(title)}[/bold]")
-    width = max(len(k) for k, _ in fields)
+    con.print(Text(plain(title), style="bold"))
+    width = max(len(plain(k)) for k, _ in fields)
     for k, v in fields:
-        con.print(f"  {cell(k).ljust(width)}  {cell(v)}")
+        con.print(Text(f"  {plain(k).ljust(width)}  {plain(v)}"))
 
 
 def emit_json(kind: str, *, items: Sequence[Any] | None = None, item: Any = None, echo: Callable[[str], Any] = print) -> None:

@@ -322,6 +322,20 @@ def test_an_infinite_figure_is_null_in_the_json_and_inf_in_the_table(store_targe
     assert "inf" in ok("windows", "show", key.id, *where)
 
 
+def test_windows_show_prints_stream_text_as_it_is(store_target: StoreTarget, tmp_path: Path) -> None:
+    """A version or segment value from the stream is shown as sent, never as markup: one
+    ending in a backslash was shown with a second one (rich's ``escape`` adds it so that
+    it cannot escape the markup after it), and one holding ``[link=...]`` stays text."""
+    store = store_target.open()
+    key = WindowKey("churn", "[link=http://evil.example]v", "region=eu\\", _iso(DAY), _iso(DAY + timedelta(minutes=15)))
+    write_window(store, WindowRecord(key, 600, "ok", NOW), [MetricRow("", "row_count", 600.0)])
+    store.close()
+    out = ok("windows", "show", key.id, *store_target.cli_args(tmp_path))
+    shown = {ln.split()[0]: ln.split(None, 1)[1] for ln in out.splitlines()[1:12] if len(ln.split()) > 1}
+    assert shown["segment"] == "region=eu\\", out  # one backslash, as stored
+    assert shown["version"] == "[link=http://evil.example]v"
+
+
 def test_huge_numbers_are_refused_not_a_traceback(where: tuple[str, str]) -> None:
     # each overflowed a date or SQLite's 64-bit integer: a traceback
     since = cli("windows", *where, "--since", "100000000d")
