@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Sequence
+from collections import namedtuple
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -95,22 +96,73 @@ def float_column(values: Sequence[Any]) -> np.ndarray:
     return a
 
 
-def record_positions(records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Each Kafka record's partition (int32) and offset (int64)."""
+@dataclass(frozen=True, slots=True)
+class RecordFields:
+    """C-level getters of the fields the decoders read from each Kafka record (see
+    :func:`record_fields`)."""
+
+    value: Callable[[Any], Any]
+    partition: Callable[[Any], Any]
+    offset: Callable[[Any], Any]
+    timestamp: Callable[[Any], Any]
+
+
+#: the descriptor type of a namedtuple's fields (``_collections._tuplegetter``)
+_TUPLEGETTER = type(namedtuple("_Probe", "x").x)  # type: ignore[attr-defined]  # noqa: PYI024
+_NAMES = ("value", "partition", "offset", "timestamp")
+#: attribute getters: records of any other kind
+_BY_NAME = RecordFields(*map(attrgetter, _NAMES))
+
+
+def record_fields(records: Sequence[Any]) -> RecordFields:
+    """How to read value, partition, offset and timestamp of every record of ``records``.
+
+    Records all of one namedtuple type (kafka-python's ``ConsumerRecord``, the benches'
+    ``Rec``): an ``itemgetter`` of each field's position, which the type's own field
+    descriptor gives (an attribute look-up on a namedtuple walks the type's dictionaries
+    to that descriptor: ~300 instructions, the index ~60). Anything else (several types,
+    other objects, a field overridden in a subclass): ``attrgetter``. Either reads the
+    same values; one ``type`` call per record to tell."""
+    kinds = set(map(type, records))
+    if len(kinds) != 1:
+        return _BY_NAME
+    cls = kinds.pop()
+    if not issubclass(cls, tuple):
+        return _BY_NAME
+    at = []
+    for name in _NAMES:
+        d = getattr(cls, name, None)
+        if type(d) is not _TUPLEGETTER:
+            return _BY_NAME
+        at.append(itemgetter(d.__reduce__()[1][0]))  # (type, (index, doc))
+    return RecordFields(*at)
+
+
+def record_values(records: Sequence[Any], fields: RecordFields | None = None) -> list[Any]:
+    """Each record's value (``fields``: :func:`record_fields` of ``records``, found here
+    when not given)."""
+    return list(map((fields or record_fields(records)).value, records))
+
+
+def record_positions(records: Sequence[Any], fields: RecordFields | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each Kafka record's partition (int32) and offset (int64) (``fields`` as in
+    :func:`record_values`)."""
+    f = fields or record_fields(records)
     n = len(records)
     return (
-        np.fromiter(map(_PARTITION, records), dtype=np.int32, count=n),
-        np.fromiter(map(_OFFSET, records), dtype=np.int64, count=n),
+        np.fromiter(map(f.partition, records), dtype=np.int32, count=n),
+        np.fromiter(map(f.offset, records), dtype=np.int64, count=n),
     )
 
 
-def record_timestamps(records: Sequence[Any]) -> np.ndarray:
-    """Each record's Kafka timestamp in epoch ms, -1 where it has none (not an ``int``).
+def record_timestamps(records: Sequence[Any], fields: RecordFields | None = None) -> np.ndarray:
+    """Each record's Kafka timestamp in epoch ms, -1 where it has none (not an ``int``);
+    ``fields`` as in :func:`record_values`.
 
     All exactly ``int`` (the normal case): packed by one ``struct.pack_into``; anything
     else (None, a float, a bool, a numpy integer) sends the records through one by one."""
     n = len(records)
-    ts = list(map(_TIMESTAMP, records))
+    ts = list(map((fields or record_fields(records)).timestamp, records))
     if n and set(map(type, ts)) == {int}:
         a = np.empty(n, dtype=np.int64)
         try:
@@ -119,14 +171,33 @@ def record_timestamps(records: Sequence[Any]) -> np.ndarray:
             pass
         else:
             return a
-    return np.fromiter(
-        (r.timestamp if isinstance(r.timestamp, int) else -1 for r in records), dtype=np.int64, count=n
-    )
+    return np.fromiter((t if isinstance(t, int) else -1 for t in ts), dtype=np.int64, count=n)
 
 
-_PARTITION = attrgetter("partition")
-_OFFSET = attrgetter("offset")
-_TIMESTAMP = attrgetter("timestamp")
+def claimed(records: list[Any], claims: Container[int]) -> list[Any]:
+    """The records of partitions in ``claims``, in order: ``records`` itself when all are
+    (the normal case: one C-level pass over the partitions)."""
+    partition = record_fields(records).partition
+    if all(p in claims for p in set(map(partition, records))):
+        return records
+    return [r for r in records if partition(r) in claims]
+
+
+def next_offsets(records: Sequence[Any]) -> dict[int, int]:
+    """The offset after the last of ``records`` in each partition (``{partition: highest
+    offset + 1}``), partitions in order of first appearance. One partition (what a
+    Kafka poll hands over per list): a ``max`` over the offsets in C."""
+    f = record_fields(records)
+    parts = list(map(f.partition, records))
+    offs = list(map(f.offset, records))
+    if parts and parts.count(parts[0]) == len(parts):
+        return {parts[0]: max(offs) + 1}
+    out: dict[int, int] = {}
+    for p, o in zip(parts, offs, strict=True):
+        o += 1
+        if o > out.get(p, -1):
+            out[p] = o
+    return out
 
 
 #: JSON escapes of the characters the columnar paths must not pass on: U+0000 (a raw

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor.ingest.batch import ColumnBatch, may_hold_unsafe_text, object_array, record_timestamps
+from monitor.ingest.batch import ColumnBatch, may_hold_unsafe_text, object_array, record_timestamps, record_values
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 
@@ -46,7 +46,7 @@ def decode_fast(
     Event times outside the accepted range (see :mod:`monitor.ingest.event_time`)
     send the batch to the per-record path, which dead-letters exactly those records.
     """
-    values = [r.value for r in records]
+    values = record_values(records)
     if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_unsafe_text(values):
         return None
     try:

@@ -37,8 +37,10 @@ from monitor.ingest.batch import (
     float_column,
     may_hold_unsafe_text,
     object_array,
+    record_fields,
     record_positions,
     record_timestamps,
+    record_values,
 )
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
@@ -318,15 +320,16 @@ class TypedDecoder:
     def _decode(
         self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int
     ) -> dict[str, ColumnBatch] | None:
-        values = [r.value for r in records]
+        fields = record_fields(records)
+        values = record_values(records, fields)
         if not values or not all(values) or max(map(len, values)) > max_message_bytes or may_hold_unsafe_text(values):
             return None
         try:
             objs = list(map(self._decode_one, values))
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        partition, offset = record_positions(records)
-        record_ts = record_timestamps(records)
+        partition, offset = record_positions(records, fields)
+        record_ts = record_timestamps(records, fields)
         kinds = list(map(type, objs))
         if len(set(kinds)) == 1:
             plan = self.plans[kinds[0]]

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig
-from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.batch import ColumnBatch, claimed, next_offsets
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
@@ -569,7 +569,7 @@ class Pipeline:
         if not self.auto_claim:
             # a partition not (or no longer) claimed is not ours to count: it is re-read
             # from its stored state once a claim succeeds
-            records = [r for r in records if r.partition in self.claims]
+            records = claimed(records, self.claims)
         self._isolated(records, self._process_records)
 
     def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:
@@ -624,12 +624,7 @@ class Pipeline:
 
     def _process_records(self, records: list[Any]) -> None:
         batches, dead = self.decoder.decode(records, now=self.clock())
-        nexts: dict[int, int] = {}
-        for rec in records:
-            o = rec.offset + 1
-            if o > nexts.get(rec.partition, -1):
-                nexts[rec.partition] = o
-        self.process(batches, dead, nexts)
+        self.process(batches, dead, next_offsets(records))
 
     def process(self, batches: Mapping[str, ColumnBatch], dead: list[DeadLetter], next_offsets: Mapping[int, int]) -> None:
         now = self.clock()

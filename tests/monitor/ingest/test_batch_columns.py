@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import threading
 from collections import namedtuple
+from operator import itemgetter
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,16 @@ import orjson
 import pytest
 
 from monitor.config import ModelConfig
-from monitor.ingest.batch import float_column, object_array, record_positions, record_timestamps
+from monitor.ingest.batch import (
+    claimed,
+    float_column,
+    next_offsets,
+    object_array,
+    record_fields,
+    record_positions,
+    record_timestamps,
+    record_values,
+)
 from monitor.ingest.schema import ModelSchema
 from monitor.ingest.typed_decode import TypedDecoder
 
@@ -57,6 +68,71 @@ def test_record_timestamps_keep_the_per_record_rule(stamps: list[Any]) -> None:
     partition, offset = record_positions(recs)
     assert partition.dtype == np.int32 and partition.tolist() == [3] * len(stamps)
     assert offset.dtype == np.int64 and offset.tolist() == [10 + i for i in range(len(stamps))]
+
+
+def _consumer_records(n: int, partitions: list[int]) -> list[Any]:
+    """kafka-python's own record type, as a poll returns it."""
+    from kafka.consumer.fetcher import ConsumerRecord  # noqa: PLC0415
+
+    return [
+        ConsumerRecord("t", partitions[i % len(partitions)], 0, 40 - i, 1_700 + i, 0, None, b"v%d" % i, [], None, -1, 2, -1)
+        for i in range(n)
+    ]
+
+
+class _Shifted(Rec):
+    """A namedtuple whose offset attribute is not its tuple field."""
+
+    __slots__ = ()
+
+    @property
+    def offset(self) -> int:  # type: ignore[override]
+        return tuple.__getitem__(self, 2) + 1000
+
+
+def _by_attribute(recs: list[Any]) -> tuple[list[Any], list[int], list[int], list[int]]:
+    return (
+        [r.value for r in recs], [r.partition for r in recs], [r.offset for r in recs],
+        [r.timestamp if isinstance(r.timestamp, int) else -1 for r in recs],
+    )
+
+
+@pytest.mark.parametrize("kind", ["consumer record", "namedtuple", "overridden field", "mixed", "namespace"])
+def test_record_fields_read_what_the_attributes_hold(kind: str) -> None:
+    """Records of one namedtuple type (kafka-python's ConsumerRecord) are read by position
+    (an ``itemgetter``, several times cheaper than the attribute look-up); any other
+    records by attribute; both give each record's own attributes."""
+    recs: list[Any] = {
+        "consumer record": lambda: _consumer_records(5, [2, 0]),
+        "namedtuple": lambda: [Rec("t", 1, 9 - i, 1_700 + i, b"x%d" % i) for i in range(4)],
+        "overridden field": lambda: [_Shifted("t", 1, i, 5, b"y") for i in range(3)],
+        "mixed": lambda: [Rec("t", 1, 3, 5, b"a"), _Shifted("t", 1, 4, 6, b"b")],
+        "namespace": lambda: [SimpleNamespace(topic="t", partition=4, offset=i, timestamp=None, value=b"z") for i in range(3)],
+    }[kind]()
+    f = record_fields(recs)
+    by_position = kind in ("consumer record", "namedtuple")
+    assert isinstance(f.value, itemgetter) == by_position
+    assert isinstance(f.offset, itemgetter) == by_position
+    values, parts, offs, stamps = _by_attribute(recs)
+    assert record_values(recs) == values
+    partition, offset = record_positions(recs)
+    assert partition.tolist() == parts and offset.tolist() == offs
+    assert record_timestamps(recs).tolist() == stamps
+
+
+def test_next_offsets_and_claimed_keep_the_per_record_rules() -> None:
+    """Each partition's next offset is one past its highest (any order), partitions in order
+    of first appearance; the claimed records are the batch itself when all are claimed."""
+    one = _consumer_records(6, [3])
+    assert next_offsets(one) == {3: 41}
+    several = _consumer_records(7, [5, 1, 5])
+    assert list(next_offsets(several).items()) == [(5, 41), (1, 40)]
+    assert next_offsets([]) == {}
+    shifted = [_Shifted("t", 2, i, 5, b"y") for i in range(3)]
+    assert next_offsets(shifted) == {2: 1003}
+    assert claimed(several, {5: 1, 1: 1}) is several
+    assert claimed(several, {1: 1}) == [r for r in several if r.partition == 1]
+    assert claimed(several, {}) == []
 
 
 def _typed() -> TypedDecoder:
