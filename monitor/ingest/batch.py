@@ -148,11 +148,23 @@ def record_positions(records: Sequence[Any], fields: RecordFields | None = None)
     """Each Kafka record's partition (int32) and offset (int64) (``fields`` as in
     :func:`record_values`)."""
     f = fields or record_fields(records)
-    n = len(records)
-    return (
-        np.fromiter(map(f.partition, records), dtype=np.int32, count=n),
-        np.fromiter(map(f.offset, records), dtype=np.int64, count=n),
-    )
+    return int_column(list(map(f.partition, records)), np.int32), int_column(list(map(f.offset, records)), np.int64)
+
+
+#: ``struct`` codes of the integer dtypes :func:`int_column` packs
+_INT_CODES = {np.dtype(np.int32): "i", np.dtype(np.int64): "q"}
+
+
+def int_column(values: Sequence[Any], dtype: Any) -> np.ndarray:
+    """``values`` (ints) as an int32 or int64 array: what ``np.fromiter`` gives, packed by
+    one ``struct.pack_into`` (about half its cost); a value ``struct`` refuses (out of range,
+    not an integer) sends them through ``np.fromiter``, which then converts or raises as it did."""
+    a = np.empty(len(values), dtype=dtype)
+    try:
+        struct.pack_into(f"{len(values)}{_INT_CODES[a.dtype]}", a, 0, *values)
+    except (struct.error, TypeError):
+        return np.fromiter(values, dtype=dtype, count=len(values))
+    return a
 
 
 def record_timestamps(records: Sequence[Any], fields: RecordFields | None = None) -> np.ndarray:

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from monitor.ingest.batch import ColumnBatch, may_hold_unsafe_text, object_array, record_timestamps, record_values
+from monitor.ingest.batch import (
+    ColumnBatch,
+    may_hold_unsafe_text,
+    object_array,
+    record_timestamps,
+    record_values,
+)
 from monitor.ingest.event_time import epoch_ms_column, in_range
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 

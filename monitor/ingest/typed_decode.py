@@ -192,12 +192,17 @@ class _ModelPlan:
         s = self.schema
         top = _transposed(objs)
         eids = top[self.i_event_id]
-        if None in eids or max(map(len, eids)) > s.max_event_id_length:
+        try:  # a missing event id has no len(): no C-level pass for None needed first
+            too_long = max(map(len, eids)) > s.max_event_id_length
+        except TypeError:
+            return None
+        if too_long:
             return None
         if self.i_features is not None:
-            if None in top[self.i_features]:
+            try:  # a missing features object is no struct: astuple() raises
+                feats = _transposed(top[self.i_features])
+            except TypeError:
                 return None
-            feats = _transposed(top[self.i_features])
         else:
             feats = top
         ts = epoch_ms_column(top[self.i_ts])
@@ -330,9 +335,9 @@ class TypedDecoder:
             return None
         partition, offset = record_positions(records, fields)
         record_ts = record_timestamps(records, fields)
-        kinds = list(map(type, objs))
-        if len(set(kinds)) == 1:
-            plan = self.plans[kinds[0]]
+        kinds = list(map(type, objs)) if len(self._plan_list) > 1 else None
+        if kinds is None or len(set(kinds)) == 1:
+            plan = self._plan_list[0] if kinds is None else self.plans[kinds[0]]
             rows = plan.rows(objs)
             if rows is None or not in_range(rows.ts_ms, record_ts, now_ms, max_future_skew_ms):
                 return None

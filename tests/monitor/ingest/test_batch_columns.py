@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import namedtuple
+from datetime import UTC, datetime
 from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from monitor.config import ModelConfig
 from monitor.ingest.batch import (
     claimed,
     float_column,
+    int_column,
     next_offsets,
     object_array,
     record_fields,
@@ -44,6 +46,30 @@ def test_float_column_is_numpys_conversion_bit_for_bit(values: Any) -> None:
     assert got.dtype == np.float64 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
     assert got.flags.writeable  # clip_unit writes probability scores in place
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("values", [[0, 7, -3, 2**31 - 1], [True, 4], [np.int64(9), 1], []])
+def test_int_column_is_fromiters_conversion(values: list[Any], dtype: Any) -> None:
+    """Partitions and offsets packed by ``struct`` are what ``np.fromiter`` made of them."""
+    got = int_column(values, dtype)
+    want = np.fromiter(values, dtype=dtype, count=len(values))
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("values", [[1, 2**31], [2**63], [1, 2.5]])
+def test_int_column_leaves_what_struct_refuses_to_fromiter(values: list[Any]) -> None:
+    """Out of range or not an integer: ``np.fromiter`` converts or raises, as before."""
+    dtype = np.int32 if values[-1] == 2**31 else np.int64
+    try:
+        want: Any = np.fromiter(values, dtype=dtype, count=len(values)).tolist()
+    except (OverflowError, TypeError, ValueError) as exc:
+        want = type(exc)
+    try:
+        got: Any = int_column(values, dtype).tolist()
+    except (OverflowError, TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == want
 
 
 def test_object_array_keeps_each_value_one_element() -> None:
@@ -135,11 +161,15 @@ def test_next_offsets_and_claimed_keep_the_per_record_rules() -> None:
     assert claimed(several, {}) == []
 
 
-def _typed() -> TypedDecoder:
+def _typed_schemas() -> dict[str, ModelSchema]:
     model = ModelConfig.model_validate({
         "name": "churn", "reference": "ref.csv", "features": {"numerical": ["age"], "categorical": ["plan"]},
     })
-    typed = TypedDecoder.build({"churn": ModelSchema.from_config(model)}, {"churn": "prediction"}, "model")
+    return {"churn": ModelSchema.from_config(model)}
+
+
+def _typed() -> TypedDecoder:
+    typed = TypedDecoder.build(_typed_schemas(), {"churn": "prediction"}, "model")
     assert typed is not None
     return typed
 
@@ -268,3 +298,22 @@ def test_a_flat_layout_reads_the_per_record_columns(segment: str) -> None:
             assert got.tobytes() == want.tobytes(), c
     assert typed["age"][1] == 3.0 and np.isnan(typed["age"][0])
     assert typed["segment:region"].tolist() == ["eu", None, "us", "eu", None, "us"]
+
+
+@pytest.mark.parametrize(("field", "reason"), [
+    ("event_id", "missing_field: event_id"), ("features", "missing_field: features"),
+])
+def test_a_null_event_id_or_features_leaves_the_batch_to_the_per_record_path(field: str, reason: str) -> None:
+    """The typed path finds a null event id by its missing len() and a null features object
+    by astuple() refusing it: the batch is the per-record path's, which names the record."""
+    from monitor.ingest.decode import BatchDecoder  # noqa: PLC0415
+
+    recs = _records(4)
+    bad = orjson.loads(recs[2].value)
+    bad[field] = None
+    recs[2] = recs[2]._replace(value=orjson.dumps(bad))
+    assert _typed().decode(recs, 10_000, now_ms=2_000_000_000_000, max_future_skew_ms=3_600_000) is None
+    d = BatchDecoder(_typed_schemas(), prediction_names={"churn": "prediction"})
+    batches, dead = d.decode(recs, now=datetime.fromtimestamp(2_000_000_000, UTC))
+    assert len(batches["churn"]) == 3
+    assert [(x.offset, x.reason) for x in dead] == [(2, reason)]
