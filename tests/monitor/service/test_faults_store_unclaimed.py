@@ -28,6 +28,27 @@ pytestmark = [
 ]
 
 
+def watch_until_assigned(daemon: Daemon, topic: str, *, then: float, timeout: float) -> list[str | None]:
+    """:attr:`Daemon.storage_error` sampled every 50 ms until partition 0 of ``topic`` is
+    assigned and held paused for storage, and for ``then`` seconds more; fails when that
+    takes longer than ``timeout`` seconds."""
+    seen: list[str | None] = []
+    settled_at: list[float] = []
+
+    def settled() -> bool:
+        seen.append(daemon.storage_error)
+        held = (daemon.assigned_partitions() == {0} and daemon.paused_partitions() == {(topic, 0)}
+                and daemon.paused_for_storage)
+        if held and not settled_at:
+            settled_at.append(time.monotonic())
+        return bool(settled_at) and time.monotonic() - settled_at[0] >= then
+
+    assert wait_for(settled, timeout=timeout, interval=0.05), (
+        f"assigned {daemon.assigned_partitions()}, paused {daemon.paused_partitions()},"
+        f" paused for storage {daemon.paused_for_storage}")
+    return seen
+
+
 def test_an_outage_with_nothing_claimed_shows_and_clears_only_when_the_store_answers(
     broker: EmbeddedBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -52,15 +73,15 @@ def test_an_outage_with_nothing_claimed_shows_and_clears_only_when_the_store_ans
     try:
         with store_away(db):
             t.start()
-            # the claim at the assignment fails: nothing claimed, the partition paused
-            assert wait_for(lambda: daemon.storage_error is not None, timeout=30), "the outage went unseen"
+            # the keepalive (nothing claimed yet) or the claim at the assignment, whichever
+            # comes first, finds the store away: nothing claimed
+            assert wait_for(lambda: daemon.storage_error is not None, timeout=60), "the outage went unseen"
             assert "locked" in daemon.storage_error, daemon.storage_error
             assert daemon.pipeline.claims == {}
-            seen: list[str | None] = []
-            deadline = time.monotonic() + 3.0  # several keepalives (commit_interval 1 s)
-            while time.monotonic() < deadline:
-                seen.append(daemon.storage_error)
-                time.sleep(0.05)
+            # Kafka's assignment comes before or after that (the group's join takes seconds on
+            # a loaded machine): watched until it has come and several keepalives
+            # (commit_interval 1 s) have run since, the error never clearing meanwhile
+            seen = watch_until_assigned(daemon, topic, then=3.0, timeout=60)
             assert None not in seen, "the storage error cleared while the store was away"
             assert recovered() == 0
             assert daemon.pipeline.positions.get(0, 0) == 0  # nothing consumed meanwhile
