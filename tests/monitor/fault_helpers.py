@@ -172,8 +172,10 @@ def http_get_bytes(cfg: Path, path: str, timeout: float = 2) -> tuple[int, bytes
         return 0, b""
 
 
-def wait_ready(cfg: Path, timeout: float = 30) -> bool:
-    """The daemon answers /readyz 200 (signal handlers are installed by then)."""
+def wait_ready(cfg: Path, timeout: float = 90) -> bool:
+    """The daemon answers /readyz 200 (signal handlers are installed by then). The default
+    bound is generous: on a loaded machine a daemon's start-up alone (imports, references)
+    took 26 s, and the group's join comes on top."""
     return wait_for(lambda: http_get(cfg, "/readyz")[0] == 200, timeout=timeout, interval=0.1)
 
 

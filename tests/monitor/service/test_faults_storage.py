@@ -82,7 +82,7 @@ def test_full_disk_and_locked_database_pause_then_recover(
         daemon.store.execute("PRAGMA max_page_count = 1073741823")
         assert wait_for(lambda: durable_offset(db) >= len(parts[0]) + len(parts[1]), timeout=30)
         assert daemon.storage_error is None
-        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=60)
 
         # 2. another process holds the write lock longer than the busy timeout
         daemon.store.execute("PRAGMA busy_timeout = 300")
@@ -157,7 +157,7 @@ def test_a_postgresql_outage_pauses_then_recovers(broker: EmbeddedBroker, tmp_pa
             assert committed(broker, group) <= stuck
         assert wait_for(lambda: finished(pg_target, n, all_closed=True), timeout=60)
         assert daemon.storage_error is None
-        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=60)
     finally:
         daemon.stop()
         t.join(timeout=30)
@@ -206,7 +206,7 @@ def test_an_idle_daemon_notices_a_postgresql_outage_and_its_end(
         # back within seconds, not on the pool's backoff schedule (its next try was 16 s on;
         # 12 s leaves room for a loaded machine: 8 s failed once with the suite on 2 cores)
         assert wait_for(lambda: daemon.storage_error is None, timeout=12)
-        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=10)
+        assert wait_for(lambda: http_get(cfg_path, "/readyz")[0] == 200, timeout=60)
     finally:
         daemon.stop()
         t.join(timeout=30)
@@ -253,7 +253,7 @@ def test_a_database_that_stops_answering_is_a_stall_that_probes_see(
         assert b"This is not an empty store." in page and b"Nothing firing or pending." not in page
         proxy.thaw()
         assert wait_for(lambda: finished(pg_target, len(msgs)), timeout=60)
-        assert wait_for(lambda: http_get(cfg_path, "/healthz")[0] == 200, timeout=10)
+        assert wait_for(lambda: http_get(cfg_path, "/healthz")[0] == 200, timeout=60)
     finally:
         proxy.close()
         daemon.stop()

@@ -167,7 +167,7 @@ def test_daemon_is_ready_once_consuming_and_its_watchdog_stops_when_the_loop_sta
         proc = start_daemon(cfg, env=ns.env(watchdog_usec=2_000_000), log=log)
         try:
             assert wait_ready(cfg), log.read_text()[-2000:]
-            assert wait_for(lambda: ns.has("READY=1"), timeout=10)
+            assert wait_for(lambda: ns.has("READY=1"), timeout=60)
             # READY=1 came at the end of start-up (with the "waiting" status), then "consuming"
             statuses = ns.statuses()
             assert statuses[:3] == ["starting: opening the store (migrating its schema if needed)",
@@ -344,7 +344,7 @@ def test_a_daemon_started_while_kafka_is_down_is_ready_and_reports_the_outage(
             assert proc.poll() is None
             late_forwarder.open()  # the broker comes
             assert wait_ready(cfg, timeout=60), log.read_text()[-2000:]
-            assert wait_for(lambda: "consuming" in ns.statuses(), timeout=10), ns.statuses()
+            assert wait_for(lambda: "consuming" in ns.statuses(), timeout=60), ns.statuses()
             assert sum("READY=1" in f for _, f in ns.snapshot()) == 1  # once, at the start
         finally:
             rc = terminate(proc)
