@@ -150,7 +150,9 @@ def test_sighup_reloads_rules_notifiers_and_thresholds_and_refuses_bad_configs(
             proc.send_signal(signal.SIGHUP)
             assert wait_for(lambda: b"reload refused" in log.read_bytes()[size:], timeout=60)
             assert "kafka.group_id changed: restart to apply it" in log.read_text()[size:]
-            assert any(f[0] == "READY=1" and "reload refused" in f[1] for _, f in ns.snapshot())
+            # READY=1 follows the log line (this refusal's, not step 2's: it names the group)
+            assert wait_for(lambda: any(f[0] == "READY=1" and "reload refused" in f[1] and "group_id" in f[1]
+                                        for _, f in ns.snapshot()), timeout=60), ns.snapshot()
             assert http_get(cfg, "/readyz")[0] == 200
             assert proc.poll() is None
         finally:
