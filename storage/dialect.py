@@ -155,7 +155,9 @@ class Dialect:
             raise ValueError(f"json_field: unknown kind {kind!r}")
         return f"j.value ->> {i}"
 
-    def batch_rows(self, fixed: Sequence[str], kinds: Sequence[str], nulls: Collection[int] = ()) -> str:
+    def batch_rows(
+        self, fixed: Sequence[str], kinds: Sequence[str], nulls: Collection[int] = (), copies: int = 1
+    ) -> str:
         """The rows of an ``INSERT`` of a batch: the SQL expressions ``fixed`` (the same in
         every row), then one field per ``kinds`` (see :meth:`json_field`). With
         :attr:`json_batches` a ``SELECT`` from the one JSON parameter (its ``WHERE`` keeps
@@ -165,13 +167,20 @@ class Dialect:
         ``nulls``: indexes (into ``kinds``) of fields that are NULL in every row, written
         as a literal ``NULL`` and left out of the rows, for statements run once per row
         only (``ValueError`` with :attr:`json_batches`): SQLite's driver binds a ``None``
-        several times slower than a number (it looks for an adapter first)."""
+        several times slower than a number (it looks for an adapter first).
+
+        ``copies``: rows per ``VALUES`` (statements run once per row only, ``ValueError``
+        with :attr:`json_batches` or below 1): a run of the statement then takes the
+        fields of ``copies`` rows one after the other."""
+        if copies < 1 or (copies > 1 and self.json_batches):
+            raise ValueError(f"batch_rows: copies must be 1, or above 1 for statements run once per row, got {copies!r}")
         if self.json_batches:
             if nulls:
                 raise ValueError("batch_rows: nulls are for statements run once per row")
             fields = [*fixed, *(self.json_field(i, k) for i, k in enumerate(kinds))]
             return f"SELECT {', '.join(fields)} FROM {self.json_rows('?')} WHERE 1 = 1"
-        return f"VALUES ({', '.join([*fixed, *('NULL' if i in nulls else '?' for i in range(len(kinds)))])})"
+        row = f"({', '.join([*fixed, *('NULL' if i in nulls else '?' for i in range(len(kinds)))])})"
+        return "VALUES " + ", ".join([row] * copies)
 
     def batch_update(self, table: str, sets: Sequence[str], where: str, keys: Sequence[str],
                      kinds: Sequence[str]) -> str:

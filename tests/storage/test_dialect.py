@@ -121,6 +121,13 @@ def test_batches_are_one_json_statement_on_postgres_and_per_row_on_sqlite() -> N
     assert SQLITE_DIALECT.batch_rows([], ("text", "real", "int"), nulls=[1, 2]) == "VALUES (?, NULL, NULL)"
     with pytest.raises(ValueError):
         POSTGRES_DIALECT.batch_rows([], ("text", "real"), nulls=[1])
+    # several rows a run, for statements run once per run (SQLite)
+    assert SQLITE_DIALECT.batch_rows(["'m'"], ("text", "real"), nulls=[1], copies=3) == (
+        "VALUES ('m', ?, NULL), ('m', ?, NULL), ('m', ?, NULL)"
+    )
+    for d, copies in ((POSTGRES_DIALECT, 2), (SQLITE_DIALECT, 0)):
+        with pytest.raises(ValueError, match=f"got {copies}"):
+            d.batch_rows([], ("text",), copies=copies)
     assert POSTGRES_DIALECT.batch_rows(["'m'"], ("text", "int")) == (
         "SELECT 'm', j.value ->> 0, CAST(j.value ->> 1 AS BIGINT)"
         " FROM jsonb_array_elements(CAST(? AS jsonb)) AS j(value) WHERE 1 = 1"

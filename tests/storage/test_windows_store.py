@@ -99,6 +99,40 @@ def test_sqlite_stores_exactly_the_rows_of_metric_rows(tmp_path: Path) -> None:
     assert ("a", "missing_share", 0.25) in [r[2:5] for r in stored]
 
 
+
+@pytest.mark.sqlite_only("SQLite's multi-row runs of the metric upsert")
+def test_sqlite_writes_many_windows_figures_in_runs_of_rows_per_statement(tmp_path: Path) -> None:
+    """Windows whose figures outnumber ROWS_PER_STATEMENT per pattern of absent fields are
+    written ROWS_PER_STATEMENT rows a run (the rest a row a run), and the rows stored are
+    exactly metric_rows' of each window."""
+    from storage.windows import ROWS_PER_STATEMENT, write_windows  # noqa: PLC0415
+
+    store = Store(tmp_path / "d.db")
+    windows = []
+    for i in range(3):
+        key = WindowKey(f"m{i}", "v1", "", KEY.start, KEY.end)
+        rows = [MetricRow("", "row_count", 100.0 + i)]
+        rows += [MetricRow(f"c{j}", "missing_share", j / 100) for j in range(50)]  # one pattern: 150 rows
+        rows += [MetricRow(f"c{j}", "drift_score", j / 7, threshold=0.1, drifted=j % 2 == 0, test="wasserstein")
+                 for j in range(30)]
+        windows.append((WindowRecord(key=key, rows=100, status="ok", computed_at=NOW, reference="r"), rows))
+    runs: list[str] = []
+    store.conn.set_trace_callback(runs.append)
+    with store.transaction():
+        write_windows(store, windows)
+    store.conn.set_trace_callback(None)
+    inserts = [sql for sql in runs if sql.startswith("INSERT INTO metrics")]
+    # 153 rows without p-value/threshold/verdict/test, 90 with all but a p-value
+    per_pattern = [(153, 0), (90, 0)]
+    assert len(inserts) == sum(n // ROWS_PER_STATEMENT + n % ROWS_PER_STATEMENT for n, _ in per_pattern)
+    stored = store.conn.execute(
+        'SELECT window_id, model, "column", metric, value, p_value, threshold, drifted, test FROM metrics'
+    ).fetchall()
+    expected = [r for w, rows in windows for r in metric_rows(store, w.id, w.key.model, rows)]
+    assert len(stored) == 243
+    assert sorted(stored) == sorted(expected)
+
+
 def test_real_fields_of_a_batch() -> None:
     for d in (SQLITE_DIALECT, POSTGRES_DIALECT):
         assert d.real(None) is None and d.real(math.nan) is None and d.real(0.5) == 0.5
