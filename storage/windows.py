@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -112,7 +111,7 @@ def _upsert_metric_rows(store: Store, windows: Sequence[tuple[str, str, Sequence
         rows = [r for wid, model, metrics in windows for r in metric_rows(store, wid, model, metrics)]
         store.execute_batch(_metric_upsert(d.batch_rows((), METRIC_KINDS)), rows)
         return
-    runs: dict[tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
+    runs: dict[tuple[bool, ...], tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]], list[Any]]] = {}
     for window_id, model, metrics in windows:
         # metric_rows' rows made in the same pass that groups them (one Python step per row, not
         # three: ~1 µs less a row; test_sqlite_stores_exactly_the_rows_of_metric_rows): each
@@ -131,9 +130,9 @@ def _upsert_metric_rows(store: Store, windows: Sequence[tuple[str, str, Sequence
             run = runs.get(absent)
             if run is None:
                 run = runs[absent] = (*_upsert_without(d, absent), [])
-            run[2].append(run[1]((window_id, model, m.column, m.metric, v, p, t, None if dr is None else int(dr), test)))
-    for absent, (sql, _, batch) in runs.items():
-        _run_grouped(store, sql, _upsert_many(d, absent), batch)
+            run[2].extend(run[1]((window_id, model, m.column, m.metric, v, p, t, None if dr is None else int(dr), test)))
+    for absent, (sql, _, fields) in runs.items():
+        _run_grouped(store, sql, _upsert_many(d, absent), fields, len(METRIC_KINDS) - sum(absent))
 
 
 #: metric rows per run of a multi-row upsert on SQLite (:func:`_run_grouped`): one run of the
@@ -142,18 +141,17 @@ def _upsert_metric_rows(store: Store, windows: Sequence[tuple[str, str, Sequence
 ROWS_PER_STATEMENT = 64
 
 
-def _run_grouped(store: Store, one: str, many: str, batch: list[tuple[Any, ...]]) -> None:
-    """Run ``batch`` (rows of equal width) through ``many`` (:data:`ROWS_PER_STATEMENT` rows
-    a run, their fields one after the other), the last ``len(batch) % ROWS_PER_STATEMENT``
-    rows through ``one`` (a row a run): the same rows written in the same order."""
-    k = ROWS_PER_STATEMENT
-    whole = len(batch) - len(batch) % k
+def _run_grouped(store: Store, one: str, many: str, fields: list[Any], width: int) -> None:
+    """Run the rows whose fields ``fields`` holds one after the other (``width`` a row)
+    through ``many`` (:data:`ROWS_PER_STATEMENT` rows a run), the last
+    ``rows % ROWS_PER_STATEMENT`` through ``one`` (a row a run): the same rows written in
+    the same order."""
+    step = width * ROWS_PER_STATEMENT
+    whole = len(fields) - len(fields) % step
     if whole:
-        store.executemany(many, [
-            tuple(itertools.chain.from_iterable(batch[i:i + k])) for i in range(0, whole, k)
-        ])
-    if whole < len(batch):
-        store.execute_batch(one, batch[whole:])
+        store.executemany(many, [fields[i:i + step] for i in range(0, whole, step)])
+    if whole < len(fields):
+        store.execute_batch(one, [fields[i:i + width] for i in range(whole, len(fields), width)])
 
 
 @functools.lru_cache(maxsize=64)
