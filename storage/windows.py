@@ -53,9 +53,11 @@ def _window_row(window: WindowRecord) -> tuple[Any, ...]:
 def write_windows(store: Store, windows: Sequence[tuple[WindowRecord, Sequence[MetricRow]]]) -> None:
     """Replace windows and their ``data`` figures as :func:`write_window` called on each in
     turn would (call inside ``store.transaction()``), in a fixed number of statements
-    whatever their number: one delete of the old figures, one upsert of the windows, one
-    upsert of the figures per pattern of absent fields (SQLite, see :func:`upsert_metrics`;
-    one on PostgreSQL). A flush closing ~1,900 small windows made ~12 statements a window.
+    whatever their number: one delete of the old figures, one upsert of the windows, at most
+    two upserts of the figures per pattern of absent fields (SQLite: its rows
+    :data:`ROWS_PER_STATEMENT` a run, then the rest a row a run, see
+    :func:`_upsert_metric_rows`; one on PostgreSQL). A flush closing ~1,900 small windows
+    made ~12 statements a window.
 
     A window id given twice: written one after the other (the later wins, as before). No
     windows: nothing is run."""

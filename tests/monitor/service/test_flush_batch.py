@@ -26,26 +26,26 @@ def pipeline(tmp: Path, *, on_window: Any = None, before_window: Any = None) -> 
                     on_window=on_window, before_window=before_window)
 
 
-def counting(store: Store) -> Callable[[], int]:
-    """Count the statements ``store`` runs from now on (an ``executemany`` counts once);
-    returns the reader of the count."""
-    seen = [0]
+def counting(store: Store) -> Callable[[], list[str]]:
+    """Record the statements ``store`` runs from now on (an ``executemany`` counts once);
+    returns the reader of their SQL, in order."""
+    seen: list[str] = []
 
     def wrap(name: str) -> None:
         run = getattr(store, name)
 
-        def counted(*a: Any, **kw: Any) -> Any:
-            seen[0] += 1
-            return run(*a, **kw)
+        def counted(sql: str, *a: Any, **kw: Any) -> Any:
+            seen.append(sql)
+            return run(sql, *a, **kw)
 
         setattr(store, name, counted)
 
     wrap("execute")
     wrap("executemany")
-    return lambda: seen[0]
+    return lambda: list(seen)
 
 
-def flush_statements(tmp: Path, windows: int) -> tuple[int, int]:
+def flush_statements(tmp: Path, windows: int) -> tuple[list[str], int]:
     """Statements of the flush that writes the ``windows - 1`` windows a stream of
     ``windows`` closes (its last stays open), and how many windows it wrote."""
     p = pipeline(tmp)
@@ -63,7 +63,19 @@ def test_a_flush_writes_its_windows_in_statements_that_do_not_grow_with_them(tmp
     few, few_windows = flush_statements(tmp_path / "few", 3)
     many, many_windows = flush_statements(tmp_path / "many", 9)
     assert (few_windows, many_windows) == (2 * 4, 8 * 4)  # the whole stream and 3 regions
-    assert many == few
+
+    def metrics(sql: str) -> bool:
+        return sql.startswith("INSERT INTO metrics")
+
+    # the figures: each statement form run once at most (per pattern of absent fields, the
+    # 64-row upsert for its whole runs, then the one-row upsert for the rest), so a flush
+    # runs one more statement only when a pattern first reaches 64 rows
+    for calls in (few, many):
+        upserts = [sql for sql in calls if metrics(sql)]
+        assert upserts and len(upserts) == len(set(upserts))
+    assert any(sql.count("), (") for sql in many if metrics(sql))  # 32 windows: some runs of 64 rows
+    # everything else: the same statements
+    assert [sql for sql in many if not metrics(sql)] == [sql for sql in few if not metrics(sql)]
 
 
 def samples(store: Store) -> list[tuple[Any, ...]]:
