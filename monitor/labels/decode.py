@@ -125,6 +125,8 @@ class LabelDecoder:
         self.max_future_skew_ms = max_future_skew_ms
         #: per binary model: the label classes its reference holds (absent: any class goes)
         self.classes: dict[str, frozenset[str]] = {}
+        #: per model in :attr:`classes`: its first classes as a dead letter names them
+        self._classes_text: dict[str, str] = {}
 
     def set_classes(self, model: str, classes: frozenset[str] | None) -> None:
         """The classes a label of ``model`` may be (None or empty: any). For a score model
@@ -133,8 +135,11 @@ class LabelDecoder:
         read as a negative, silently: such labels are dead letters instead."""
         if classes:
             self.classes[model] = frozenset(classes)
+            # worked out once: a flood of refused labels must not sort the classes each time
+            self._classes_text[model] = ", ".join(c[:40] for c in sorted(self.classes[model])[:5])
         else:
             self.classes.pop(model, None)
+            self._classes_text.pop(model, None)
 
     def decode(self, records: Iterable[Any], *, now: datetime | None = None) -> tuple[dict[str, LabelBatch], list[DeadLetter]]:
         """Decode records (objects with topic, partition, offset, timestamp, value).
@@ -248,7 +253,7 @@ class LabelDecoder:
             allowed = self.classes.get(model)
             if allowed is not None and label not in allowed:
                 raise BadMessage(f"bad_type: {spec.f_label} {label[:40]!r} is none of the classes"
-                                 f" of the reference ({', '.join(sorted(allowed)[:5])})")
+                                 f" of the reference ({self._classes_text[model]})")
         raw_ts = obj.get(spec.f_ts)
         record_ts = rec.timestamp if isinstance(rec.timestamp, int) and rec.timestamp >= 0 else None
         if raw_ts is None:
