@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from detectors.sequential._bound import bounded
+
 Mode = Literal["up", "down", "both"]
 
 
@@ -30,7 +32,8 @@ class CUSUM:
     >>> next(i for i, x in enumerate(series) if c.update(x).drift_detected)
     12
 
-    Non-finite values are ignored.
+    Non-finite values are ignored; values beyond ±1e100 count as ±1e100
+    (:data:`detectors.sequential._bound.LIMIT`), so the sums stay finite.
 
     The learned sigma needs a scale the warm-up can show:
 
@@ -154,6 +157,7 @@ class CUSUM:
         x = float(x)
         if not math.isfinite(x):
             return self
+        x = bounded(x)
         params = self._in_control()
         if params is None:  # still learning the in-control mean/sigma
             self._n += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from detectors.sequential._bound import bounded
+
 Mode = Literal["up", "down", "both"]
 
 
@@ -24,7 +26,8 @@ class PageHinkley:
     >>> next(i for i, x in enumerate(series) if ph.update(x).drift_detected)
     24
 
-    Non-finite values are ignored (the state does not change).
+    Non-finite values are ignored (the state does not change); values beyond ±1e100
+    count as ±1e100 (:data:`detectors.sequential._bound.LIMIT`), so the sums stay finite.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class PageHinkley:
         x = float(x)
         if not math.isfinite(x):
             return self
+        x = bounded(x)  # sums stay finite: the state stays valid JSON
         self._n += 1
         self._mean += (x - self._mean) / self._n
         dev = x - self._mean

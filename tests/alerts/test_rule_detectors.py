@@ -102,3 +102,19 @@ def test_page_hinkley_and_direction(store: Store, clock: Clock) -> None:
 def test_detector_rule_validation(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Rule("r", "drift_share", **{"op": ">", **kw}, detector=CUSUM)
+
+
+def test_a_huge_figure_does_not_break_the_rule_for_later_windows(store: Store, clock: Clock) -> None:
+    """One finite but huge figure (a window's MAE with one label of 1.7e308) overflowed the
+    CUSUM's sums to infinity; stored as null, the state failed to load on every later window,
+    so the rules of every later window of the model raised (a drift window was then stored
+    with status error and no figures; a performance window not at all)."""
+    feed = Feed(make_engine(store, clock, [Rule("slow", "mae", ">", detector=CUSUM)]), store, clock)
+
+    def states(v: float) -> list[str]:
+        return [t.to_state for t in feed.window({"mae": v})]
+
+    assert [s for i in range(25) for s in states(0.05 + 0.001 * (i % 5))] == []
+    assert states(1.7e308) == ["firing"]
+    assert states(0.05) == ["resolved"]
+    assert states(0.05) == []

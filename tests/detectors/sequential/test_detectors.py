@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -158,3 +159,27 @@ def test_cusum_state_saved_before_the_step_was_kept_restores():
     d = CUSUM.from_state(learned)  # step unknown: the sigma it learned, as before
     d.update(0.2)
     assert d.statistic == pytest.approx((0.2 - 0.01) / (0.2**2 * 19 / 20 / 19) ** 0.5 - 0.5)
+
+
+@pytest.mark.parametrize("factory", [lambda: CUSUM(min_instances=20), lambda: PageHinkley(min_instances=20)])
+@pytest.mark.parametrize("where", ["warmup", "after"])
+@pytest.mark.parametrize("huge", [1e200, 1.7e308, -1.7e308])
+def test_a_huge_finite_figure_leaves_a_state_that_round_trips(factory, where, huge):
+    """A figure can be finite and huge (a regression window's MAE with one label of 1e200;
+    a distance of a feature value of 1e300). Its square (the warm-up's variance) or its
+    z-score overflowed to infinity, and ``state()`` held it: JSON has no infinity (orjson
+    writes null), so the stored state failed ``from_state`` on every later window, and with
+    it the rules of every later window of the model. The sums stay finite now: the state is
+    valid JSON, round-trips, and the detector goes on."""
+    import orjson
+
+    base = [0.05 + 0.001 * (i % 5) for i in range(30)]
+    xs = ([0.05, huge] + base) if where == "warmup" else (base + [huge] + base[:5])
+    det = factory()
+    for x in xs:
+        det.update(x)
+        state = det.state()
+        back = type(det).from_state(orjson.loads(orjson.dumps(state)))
+        assert back.state() == state
+        det = back
+    assert math.isfinite(det.statistic)
