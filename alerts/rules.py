@@ -93,12 +93,19 @@ def detector_step(
 ) -> tuple[dict[str, Any], float, bool]:
     """Feed one figure to an instance's detector (restored from ``state`` when its
     settings still match the rule's, else fresh); returns the new state, the
-    statistic after the update and whether a change was signalled."""
+    statistic after the update and whether a change was signalled.
+
+    A state that cannot be restored (a sum stored as null: earlier versions let a huge
+    figure overflow it to infinity, which JSON cannot hold) starts afresh: kept, it
+    raised on every later window, and every window of the model lost its figures."""
     assert rule.detector is not None
     fresh = rule.detector.build(rule.op)
     det = fresh
     if state is not None and state.get("settings") == fresh.state()["settings"]:
-        det = detector_from_state(state)
+        try:
+            det = detector_from_state(state)
+        except (TypeError, ValueError, KeyError):
+            det = fresh
     det.update(value)
     return det.state(), float(det.statistic), bool(det.drift_detected)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,18 @@ def test_a_huge_figure_does_not_break_the_rule_for_later_windows(store: Store, c
     assert states(1.7e308) == ["firing"]
     assert states(0.05) == ["resolved"]
     assert states(0.05) == []
+
+
+def test_a_detector_state_that_cannot_be_restored_starts_afresh(store: Store, clock: Clock) -> None:
+    """A store written before the sums were kept finite may hold a state with a sum stored
+    as null; restoring it raised on every later window of the model. It starts afresh."""
+    feed = Feed(make_engine(store, clock, [Rule("slow", "mae", ">", detector=CUSUM)]), store, clock)
+    for i in range(25):
+        feed.window({"mae": 0.05 + 0.001 * (i % 5)})
+    row = store.query("SELECT alert_id, state FROM rule_detectors")[0]
+    broken = re.sub(r'"s_hi":[^,]+', '"s_hi":null', row["state"])
+    assert broken != row["state"]
+    store.execute("UPDATE rule_detectors SET state = ? WHERE alert_id = ?", (broken, row["alert_id"]))
+    assert [t.to_state for t in feed.window({"mae": 0.05})] == []
+    state = store.query("SELECT state FROM rule_detectors")[0]["state"]
+    assert '"n":1,' in state and "null" not in state.replace('"target":null,"sigma":null', "")
