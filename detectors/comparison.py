@@ -7,7 +7,8 @@ For each figure both versions have, :func:`compare` returns the difference
   two-proportion z-test with pooled variance;
 - every other figure (F1, ROC AUC, log loss, Brier, macro/weighted averages,
   regression errors): a z-test on the difference with the bootstrap standard
-  errors of the two windows (independent resamples, so the variances add).
+  errors of the two windows (independent resamples, so the variances add);
+  when both are 0 a non-zero difference is certain (p-values 0 or 1).
 
 ``p_worse`` is one-sided: the probability, under "no difference", of a
 difference at least this far in the figure's bad direction (lower for
@@ -54,6 +55,16 @@ def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
     return (p1 - p2) / math.sqrt(var)
 
 
+def _z(delta: float, se: float) -> float:
+    """``delta / se``; with ``se == 0`` (both figures the same in every bootstrap replicate:
+    a perfect baseline's F1 or ROC AUC, errors all of one size) the difference is certain,
+    so ±inf, or 0 when there is none. It was 0: a canary whose ROC AUC was 0 against a
+    baseline's 1 was "not worse" (``p_worse`` 0.5)."""
+    if se == 0:
+        return 0.0 if delta == 0 else math.copysign(math.inf, delta)
+    return delta / se
+
+
 def compare(candidate: WindowPerformance, baseline: WindowPerformance) -> list[Comparison]:
     """Every figure present in both, as candidate minus baseline with its tests."""
     out: list[Comparison] = []
@@ -70,7 +81,7 @@ def compare(candidate: WindowPerformance, baseline: WindowPerformance) -> list[C
             se = math.sqrt(fc.se**2 + fb.se**2)
             if math.isnan(se):
                 continue
-            z = 0.0 if se == 0 else delta / se
+            z = _z(delta, se)
             test = "bootstrap_z"
         if math.isnan(z):
             continue

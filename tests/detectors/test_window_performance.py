@@ -315,3 +315,27 @@ def test_estimate_follows_the_realised_figures_under_covariate_shift() -> None:
     low = estimate_binary(cal, draw(5000, -0.2)[0])
     high = estimate_binary(cal, draw(5000, -2.0)[0])
     assert high.accuracy - low.accuracy > 0.05
+
+
+def test_a_certain_difference_without_bootstrap_spread_is_worse() -> None:
+    """Figures that are the same in every bootstrap replicate (a perfect baseline's F1 and
+    ROC AUC, a canary that inverts every row; errors all of one size) have standard error
+    0: the z-test's z was then 0, so a canary with ROC AUC 0 against 1, or MAE 50 against
+    1, was "not worse" (p_worse 0.5). The difference is certain: p_worse 0."""
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.4
+    perfect = binary_performance(y, np.where(y, 0.9, 0.1), n_boot=100, seed=1)
+    inverted = binary_performance(y, np.where(y, 0.1, 0.9), n_boot=100, seed=2)
+    by = {c.metric: c for c in compare(inverted, perfect)}
+    assert perfect.figures["roc_auc"].se == 0 and inverted.figures["roc_auc"].se == 0
+    for m in ("f1", "roc_auc"):
+        assert by[m].delta == -1.0 and by[m].p_worse == 0.0 and by[m].p_value == 0.0, by[m]
+    back = {c.metric: c for c in compare(perfect, inverted)}
+    assert back["roc_auc"].p_worse == 1.0
+    t = np.arange(300, dtype=np.float64)
+    base = regression_performance(t, t + 1.0, n_boot=100, seed=1)
+    cand = regression_performance(t, t + 50.0, n_boot=100, seed=2)
+    mae = {c.metric: c for c in compare(cand, base)}["mae"]
+    assert mae.delta == 49.0 and mae.p_worse == 0.0
+    same = {c.metric: c for c in compare(perfect, perfect)}["roc_auc"]
+    assert same.delta == 0.0 and same.p_worse == 0.5 and same.p_value == 1.0
