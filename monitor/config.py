@@ -2125,11 +2125,12 @@ def _rule_shape_problems(i: int, r: RuleConfig, targets: list[ModelConfig]) -> l
                    ' column name or "*" (any column)')
     if r.segment is not None:
         keys = sorted({k for m in targets for k in m.segments})
-        key, eq, _ = r.segment.partition("=")
+        # KEY=VALUE, the KEY one of them (a key may hold "=" itself)
+        known = any(r.segment.startswith(f"{k}=") for k in keys)
         if not keys:
             out.append(f"rules[{i}].segment: {which} has no segments ([models] segments), so no window has"
                        f" segment {_show(r.segment)}")
-        elif r.segment != "*" and (not eq or key not in keys):
+        elif r.segment != "*" and not known:
             out.append(f'rules[{i}].segment: expected "*" or KEY=VALUE with KEY one of: {", ".join(keys)};'
                        f" got {_show(r.segment)}")
     if r.relative and not has_reference_figure(r.metric):

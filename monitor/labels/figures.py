@@ -177,8 +177,12 @@ def slot_figures(
     # predictions and labelled predictions per window, from the counts
     n_rows: dict[tuple[str, str], int] = {}
     n_lab: dict[tuple[str, str], int] = {}
+    #: per segment window: the (key, value) pairs it holds rows of
+    pairs: dict[str, set[tuple[str, str]]] = {}
     for version, segs, total, labelled in counts:
-        for segment in _segment_names(spec, segs):
+        for segment, pair in _segment_names(spec, segs):
+            if pair is not None:
+                pairs.setdefault(segment, set()).add(pair)
             n_rows[(version, segment)] = n_rows.get((version, segment), 0) + int(total)
             n_lab[(version, segment)] = n_lab.get((version, segment), 0) + int(labelled)
     versions = np.empty(len(rows), dtype=object)
@@ -203,8 +207,14 @@ def slot_figures(
         key = WindowKey(spec.model, version, segment, start, end)
         mask = versions == version
         if segment != ALL_SEGMENTS:
-            name, _, value = segment.partition("=")
-            mask = mask & (seg_cols[name] == value) if name in seg_cols else np.zeros(len(rows), dtype=bool)
+            # by the pairs the window was counted from, not by splitting its name at the
+            # first "=": a key holding "=" (``segments = ["plan=tier"]``) was split wrongly,
+            # and its windows had labelled rows but never a figure
+            seg = np.zeros(len(rows), dtype=bool)
+            for name, value in pairs.get(segment, ()):
+                if name in seg_cols:  # absent: no labelled rows in the slot
+                    seg |= seg_cols[name] == value
+            mask = mask & seg
         use = mask & valid
         lab = labels[use]
         perf = None
@@ -250,14 +260,14 @@ def slot_figures(
     return out
 
 
-def _segment_names(spec: PerformanceSpec, segs: str) -> list[str]:
-    """The windows a stored combination of segment values counts in: all rows, and
-    one per present segment value."""
-    out = [ALL_SEGMENTS]
+def _segment_names(spec: PerformanceSpec, segs: str) -> list[tuple[str, tuple[str, str] | None]]:
+    """The windows a stored combination of segment values counts in: all rows (no pair),
+    and one per present segment value, with its (key, value)."""
+    out: list[tuple[str, tuple[str, str] | None]] = [(ALL_SEGMENTS, None)]
     if spec.segments:
         for name, value in zip(spec.segments, segs.split(SEP), strict=False):
             if value not in _ABSENT:
-                out.append(f"{name}={value}")
+                out.append((f"{name}={value}", (name, value)))
     return out
 
 

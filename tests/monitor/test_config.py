@@ -1864,3 +1864,12 @@ def test_a_dead_letter_topic_named_like_an_unread_labels_topic_is_fine(tmp_path:
     cfg = load(tmp_path, '[kafka]\ndead_letter_topic = "labels"\n')
     assert cfg.kafka.dead_letter_topic == "labels" and not cfg.joins_labels
 
+
+
+def test_a_rule_on_a_segment_whose_key_holds_an_equals_sign_loads(tmp_path: Path) -> None:
+    """The rule's ``KEY=VALUE`` was split at its first ``=``: a rule on a segment of the key
+    ``re=gion`` was refused as an unknown key (``re``), though its windows exist."""
+    cfg = load(tmp_path, RULE + 'segment = "re=gion=eu"\n', 'segments = ["re=gion"]')
+    assert cfg.rules[0].segment == "re=gion=eu"
+    assert problems(tmp_path, RULE + 'segment = "re=eu"\n', 'segments = ["re=gion"]') == [
+        'rules[0].segment: expected "*" or KEY=VALUE with KEY one of: re=gion; got "re=eu"']
