@@ -378,13 +378,24 @@ def due_slots(
     recompute_before: str, limit: int,
 ) -> list[Slot]:
     """Slots to (re)compute: first those never computed and mature (``end + delay <=
-    clock`` or labelled share >= ``coverage``), then those dirty and last computed
-    before ``recompute_before`` (ISO time); oldest first within each."""
+    clock``, or labelled share >= ``coverage`` with no earlier slot still waiting to
+    mature), then those dirty and last computed before ``recompute_before`` (ISO time);
+    oldest first within each.
+
+    Coverage matures a slot only in time order: the alert rules judge a model's windows
+    in time order and never one ending before the last they judged, so a later window
+    that reached coverage first left an earlier one (matured by ``delay`` later) never
+    judged: its figures were stored, but an accuracy of 0 there fired nothing."""
+    waiting = (
+        'SELECT MIN("end") FROM label_slots WHERE model = ? AND rows > 0 AND computed_at IS NULL'
+        ' AND "end" + ? > ? AND labelled < ? * rows'
+    )
     rows = store.execute(
         'SELECT model, start, "end", rows, labelled, computed_at, dirty FROM label_slots WHERE model = ?'
-        ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ? OR labelled >= ? * rows))'
+        ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ?'
+        f' OR (labelled >= ? * rows AND "end" < COALESCE(({waiting}), "end" + 1))))'
         ' OR (dirty = 1 AND computed_at < ?)) ORDER BY computed_at IS NOT NULL, "end", start LIMIT ?',
-        (model, delay_ms, clock_ms, coverage, recompute_before, limit),
+        (model, delay_ms, clock_ms, coverage, model, delay_ms, clock_ms, coverage, recompute_before, limit),
     ).fetchall()
     return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 

@@ -207,3 +207,26 @@ def test_migration_13_drops_the_id_index_and_keeps_every_prediction(tmp_path: Pa
     assert indexes(store) == []
     assert list(held_ids(store, "m")) == [(["a", "b"], [1000, 1001])]
     assert held_predictions(store, "m", [("b", 1001)]) == {"b": ("b", 1001, None, None, None)}
+
+
+def test_coverage_matures_slots_in_time_order(store_target: StoreTarget) -> None:
+    """A slot that reached coverage is due only once no earlier slot waits to mature: the
+    rules judge windows in time order and never one ending before the last they judged, so
+    a later window computed first left the earlier one never judged."""
+    store = store_target.open()
+    with store.transaction():
+        add_to_slots(store, "m", [(0, 60_000, 10, 10, True), (60_000, 120_000, 10, 9, True),
+                                  (120_000, 180_000, 10, 10, True)])
+
+    def due(clock_ms: int) -> list[int]:
+        return [s.start for s in due_slots(store, "m", clock_ms=clock_ms, delay_ms=600_000, coverage=0.95,
+                                           recompute_before="9", limit=5)]
+
+    assert due(200_000) == [0]  # the second waits for its delay, the third for the second
+    with store.transaction():
+        mark_computed(store, "m", 0, 60_000, AT)
+    assert due(200_000) == []
+    assert due(720_000) == [60_000, 120_000]  # the second matured by its delay: both, in order
+    with store.transaction():
+        add_to_slots(store, "m", [(60_000, 120_000, 0, 1, True)])  # the second reaches coverage
+    assert due(200_000) == [60_000, 120_000]

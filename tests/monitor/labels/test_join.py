@@ -996,3 +996,52 @@ def test_early_labels_stamped_ahead_of_the_wall_clock_are_dropped_first(
     kept = {eid for eid, _ in _early(store)}
     assert kept == {ev["event_id"] for ev in real + flood[:2]}
     assert label_counters(store)["churn"]["dropped_early_labels"] == 3
+
+
+def test_a_window_matured_by_delay_after_a_later_one_reached_coverage_is_still_judged(tmp_path: Path) -> None:
+    """Windows 0..5; window 2 has every label wrong but only 90 % of them (coverage 0.95),
+    the others all theirs. Windows 3..5 reached coverage first and were judged; window 2,
+    matured by ``delay`` later, was then older than the last window judged, so the rule on
+    accuracy never saw its 0.0 (its alert, which had fired and resolved before, stayed
+    resolved). Now coverage matures windows in time order only, and window 2 fires."""
+    from datetime import timedelta
+
+    from monitor.config import load_config
+    from monitor.service.alerting import Alerting
+    from monitor.service.pipeline import Pipeline
+    from tests.monitor.daemon_helpers import START
+    from tests.store_targets import open_state_store
+
+    rule = '\n[[rules]]\nname = "bad-accuracy"\nmetric = "accuracy"\nop = "<"\nthreshold = 0.5\n'
+    cfg = load_config(label_config(tmp_path, delay="30m", coverage=0.95, extra=rule, n_boot=0))
+    store = open_state_store(cfg.daemon.state_dir)
+    clock = Clock(START + timedelta(minutes=7))  # the wall clock near the events: no idle maturity
+    fired: list[str] = []
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        t = data["transition"]
+        if kind == "transition" and t.to_state == "firing":
+            fired.append(t.window_id.split("|")[3][11:16])
+
+    alerting = Alerting(cfg, store, clock=clock, on_event=on_event)
+    p = Pipeline(cfg, store, clock=clock, on_window=alerting.on_window, on_performance=alerting.on_performance)
+    preds = predictions(6, 100)
+    labels = []
+    for i, ev in enumerate(preds):
+        w, right = i // 100, int(float(ev["prediction"]) >= 0.5)
+        if w == 2 and i % 100 >= 90:
+            continue
+        lab = 1 - right if w in (0, 2) else right  # windows 0 and 2: every label wrong
+        labels.append({"event_id": ev["event_id"], "model": "churn", "label": lab, "ts": int(ev["ts"]) + 5 * MIN})
+    p.process_records(records("predictions", preds))
+    p.flush()
+    p.process_label_records(records("labels", labels))
+    p.flush()
+    settle(p, clock)
+    assert fired == ["12:00"]
+    later = [{**ev, "event_id": f"later-{i}", "ts": int(ev["ts"]) + 40 * MIN} for i, ev in enumerate(preds[-5:])]
+    p.process_records(records("predictions", later, start=len(preds)))
+    p.flush()
+    settle(p, clock)
+    assert metric(store, "churn|v1||2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z", "accuracy") == 0.0
+    assert fired == ["12:00", "12:02"]
