@@ -60,6 +60,15 @@ def missing_label_warning(m: ModelConfig, path: Path) -> str | None:
     )
 
 
+def empty_label_warning(m: ModelConfig, path: Path) -> str:
+    """Why a reference whose label column holds no label gives no label figures."""
+    what = "number" if m.task == "regression" else "value"
+    return (
+        f"model {m.name}: reference {path} has column {m.label!r} (models.label) but not one {what} in it:"
+        " no label drift, estimated performance or reference figures; fill in the labels, or drop the column"
+    )
+
+
 def read_label_columns(path: Path, label: str, prediction: str) -> dict[str, np.ndarray]:
     """The label and prediction columns of a reference file, where present (raw values)."""
     import pandas as pd  # noqa: PLC0415 - off the CLI's import path
@@ -104,6 +113,10 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
         labels = class_names(raw)
         kind = "categorical"
     seen = {v for v in labels.tolist() if v is not None} if m.task == "classification" else set()
+    if not (seen if m.task == "classification" else np.isfinite(labels).any()):
+        # prepared, an empty column made a label drift that is never defined: a rule on it
+        # was accepted and never fired
+        return LabelledReference(warning=empty_label_warning(m, path))
     if m.task == "classification" and m.class_of_interest is not None:
         if seen and str(m.class_of_interest) not in seen:
             # else precision, recall and F1 would be 0 in every window, silently

@@ -118,3 +118,28 @@ def test_a_score_models_label_classes_are_those_of_its_reference(tmp_path: Path)
         "performance": {"enabled": True}, "features": {"numerical": ["x"]}})
     (tmp_path / "m.csv").write_text("x,label,prediction\n1,a,a\n2,b,a\n")
     assert prepare_labelled_reference(multi, tmp_path / "m.csv").classes is None
+
+
+def test_a_label_drift_rule_on_a_reference_whose_labels_are_empty_is_refused(tmp_path: Path) -> None:
+    """A label column with no label in it (a careless export) was prepared as an empty label
+    reference: a rule on ``label_drift`` passed every check and never fired (the drift of an
+    empty reference is never defined). It gives nothing now, with a warning, and the rule is
+    refused like one on a reference without the column."""
+    reference = tmp_path / "r.csv"
+    reference.write_text("x,label,prediction\n" + "".join(f"{i},,{i}\n" for i in range(40)))
+    cfg_path = tmp_path / "driftwarden.toml"
+    cfg_path.write_text(
+        '[kafka]\npredictions_topic = "p"\nlabels_topic = "l"\n'
+        '[[models]]\nname = "r"\ntask = "regression"\nreference = "r.csv"\n'
+        '[models.features]\nnumerical = ["x"]\n[models.performance]\nenabled = true\n'
+        '[[rules]]\nname = "labels-moved"\nmetric = "label_drift"\ncolumn = "label"\nthreshold = 0.1\n'
+    )
+    cfg = load_config(cfg_path)
+    lr = prepare_labelled_reference(cfg.models[0], reference)
+    assert lr.labels is None and lr.warning is not None and "not one number in it" in lr.warning
+    with pytest.raises(ReferenceError, match=r"rules\[0\] \(labels-moved\) uses label_drift, which needs a label"):
+        check_label_rules(cfg, {"r": lr})
+    _regression_reference(reference, blank_label_at=3)
+    lr = prepare_labelled_reference(cfg.models[0], reference)
+    assert lr.labels is not None and lr.warning is None
+    check_label_rules(cfg, {"r": lr})
