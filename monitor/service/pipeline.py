@@ -1130,6 +1130,9 @@ class Pipeline:
         lr = None
         if self.labels is not None and model in self.labels.models:
             lr = prepare_labelled_reference(rt.config, ref.path)
+            # what start-up and a reload refuse: a rule the references cannot serve (one on
+            # estimated_* with a reference without labels never fired again, silently)
+            check_label_rules(self.config, {**{n: jm.reference for n, jm in self.labels.models.items()}, model: lr})
         if record:
             with self.store.transaction():
                 register_reference(

@@ -143,3 +143,29 @@ def test_a_label_drift_rule_on_a_reference_whose_labels_are_empty_is_refused(tmp
     lr = prepare_labelled_reference(cfg.models[0], reference)
     assert lr.labels is not None and lr.warning is None
     check_label_rules(cfg, {"r": lr})
+
+
+def test_an_uploaded_reference_that_cannot_serve_a_rule_is_refused(tmp_path: Path) -> None:
+    """Start-up and a reload refuse a rule on ``estimated_*`` (``label_drift``, relative
+    performance figures) whose reference has no labels; an uploaded reference without them
+    was put in use anyway: the estimates stopped and the rule never fired again, silently.
+    The upload is refused now, naming the rule, and the reference in force stays."""
+    import pandas as pd
+
+    from monitor.config import load_config as load
+    from tests.monitor.labels.helpers import Clock, label_config, pipeline
+
+    rule = '\n[[rules]]\nname = "est"\nmetric = "estimated_accuracy"\nop = "<"\nthreshold = 0.5\n'
+    cfg_path = label_config(tmp_path, extra=rule, n_boot=0)
+    _cfg, store, p = pipeline(cfg_path, Clock())
+    assert load(cfg_path).rules[0].name == "est"
+    assert p.labels is not None and p.labels.models["churn"].reference.calibrator is not None
+    ref = pd.read_csv(tmp_path / "reference.csv")
+    ref.drop(columns=["label"]).to_csv(tmp_path / "v2.csv", index=False)
+    with pytest.raises(ReferenceError, match=r"rules\[0\] \(est\) uses estimated_accuracy, which needs labels"):
+        p.swap_reference("churn", str(tmp_path / "v2.csv"), "v2")
+    assert p.labels.models["churn"].reference.calibrator is not None
+    assert not store.query("SELECT 1 FROM \"references\" WHERE version = 'v2'")
+    ref.to_csv(tmp_path / "v3.csv", index=False)  # with its labels: taken
+    p.swap_reference("churn", str(tmp_path / "v3.csv"), "v3")
+    assert store.query("SELECT 1 FROM \"references\" WHERE version = 'v3'")
