@@ -1145,6 +1145,15 @@ def check_performance(m: ModelConfig) -> None:
                 f"performance.{key}",
                 'applies only to classifiers that publish a score (prediction_type = "numerical")',
             )
+    if perf.probabilities and perf.threshold is not None and not 0.0 <= perf.threshold <= 1.0:
+        # a threshold in percent (50) made every probability a negative: precision, recall
+        # and F1 were 0 in every window, silently
+        raise _fail(
+            "performance.threshold",
+            "expected a value in [0, 1] with performance.probabilities = true (scores are"
+            " probabilities), got {got}",
+            got=_show(perf.threshold),
+        )
     if score and m.class_of_interest is None:
         raise _fail(
             "class_of_interest",

@@ -53,6 +53,13 @@ CASES: list[tuple[str, str, str, str]] = [
         ' (prediction_type = "numerical")',
     ),
     (
+        "threshold-outside-probabilities",
+        ON + "\nperformance.probabilities = true\nperformance.threshold = 50.0",
+        "",
+        "models[0].performance.threshold: expected a value in [0, 1] with performance.probabilities ="
+        " true (scores are probabilities), got 50.0",
+    ),
+    (
         "regression-categorical",
         ON + '\ntask = "regression"\nprediction_type = "categorical"',
         "",
