@@ -34,6 +34,11 @@ class ColumnBatch:
     version: np.ndarray
     segments: dict[str, np.ndarray]
     columns: dict[str, np.ndarray]
+    #: each row's time as it may move clocks (the watermark, the label join's clock): its
+    #: event time capped at min(record timestamp, wall clock), set by the decoders only
+    #: when some row is ahead of that (None: ``ts_ms``; see
+    #: :func:`monitor.ingest.event_time.watermark_times`)
+    wm_ms: np.ndarray | None = field(default=None, repr=False)
     #: what windows derive from the rows once per batch and share (a sliding window's
     #: panes): keyed by column name for the figures' inputs (see
     #: :mod:`monitor.windows.pane_columns`), by a tuple for anything else (never a column
@@ -42,6 +47,10 @@ class ColumnBatch:
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
+
+    def wm_times(self) -> np.ndarray:
+        """Each row's time as it may move clocks (epoch ms): :attr:`wm_ms`, else ``ts_ms``."""
+        return self.ts_ms if self.wm_ms is None else self.wm_ms
 
     def take(self, idx: np.ndarray) -> ColumnBatch:
         """The rows selected by an index or boolean mask."""
@@ -54,6 +63,7 @@ class ColumnBatch:
             version=self.version[idx],
             segments={k: v[idx] for k, v in self.segments.items()},
             columns={k: v[idx] for k, v in self.columns.items()},
+            wm_ms=None if self.wm_ms is None else self.wm_ms[idx],
         )
 
     @classmethod

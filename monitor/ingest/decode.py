@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from monitor.ingest.batch import BadMessage, ColumnBatch
-from monitor.ingest.event_time import check_future, parse_event_time
+from monitor.ingest.event_time import base_ms, check_future, parse_event_time
 from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, unit_score
 from monitor.ingest.typed_decode import TypedDecoder
@@ -51,6 +51,10 @@ class _Builder:
     seg: dict[str, list[str | None]] = field(default_factory=dict)
     num: dict[str, list[float]] = field(default_factory=dict)
     cat: dict[str, list[str | None]] = field(default_factory=dict)
+    #: each row's event time capped at its base (see :attr:`ColumnBatch.wm_ms`)
+    wm: list[int] = field(default_factory=list)
+    #: whether some row's event time is ahead of its base (then ``wm`` differs from ``ts``)
+    ahead: bool = False
 
     def __post_init__(self) -> None:
         self.seg = {s: [] for s in self.schema.segments}
@@ -86,6 +90,7 @@ class _Builder:
             version=ver,
             segments=segs,
             columns=cols,
+            wm_ms=np.array(self.wm, dtype=np.int64) if self.ahead else None,
         )
 
 
@@ -309,6 +314,9 @@ class BatchDecoder:
             segs = [_segment(src.get(s), f"{schema.f_segment}.{s}") for s in schema.segments]
 
         b.ts.append(ts)
+        base = base_ms(record_ts, now_ms)
+        b.ahead |= ts > base
+        b.wm.append(min(ts, base))
         b.part.append(rec.partition)
         b.off.append(rec.offset)
         b.eid.append(eid)  # type: ignore[arg-type]

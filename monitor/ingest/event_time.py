@@ -8,9 +8,15 @@ downstream sees it:
 - it lies in ``[MIN_EVENT_MS, MAX_EVENT_MS]`` (1970-01-01 to 9999-12-31, UTC),
   so every later conversion to a ``datetime`` succeeds and int64 never overflows;
 - it is at most ``max_future_skew`` ahead of the *earlier* of its Kafka record's
-  timestamp and the wall clock. Producers set record timestamps themselves, so
-  the wall clock bounds a hostile record timestamp too; a record without a
-  timestamp is bounded by the wall clock alone.
+  timestamp and the wall clock (its *base*). Producers set record timestamps
+  themselves, so the wall clock bounds a hostile record timestamp too; a record
+  without a timestamp is bounded by the wall clock alone.
+
+An accepted event time ahead of its base still moves clocks (the windows'
+watermark, the label join's clock) no further than the base
+(:func:`watermark_times`): one event stamped up to ``max_future_skew`` ahead
+would otherwise make every normal row after it late for that long. The row
+itself keeps its time (its windows are its time's).
 
 Times are epoch milliseconds (int) throughout.
 """
@@ -78,10 +84,16 @@ def parse_event_time(value: Any, field_name: str) -> int:
     return ms
 
 
+def base_ms(record_ts: int | None, now_ms: int) -> int:
+    """The time a record's event time is checked against and the furthest it may move a
+    clock (epoch ms): the earlier of the record's timestamp and the wall clock, the wall
+    clock alone for a record without one (``None`` or negative)."""
+    return now_ms if record_ts is None or record_ts < 0 else min(record_ts, now_ms)
+
+
 def future_limit_ms(record_ts: int | None, now_ms: int, max_future_skew_ms: int) -> int:
     """The latest acceptable event time for a record (epoch ms)."""
-    base = now_ms if record_ts is None or record_ts < 0 else min(record_ts, now_ms)
-    return base + max_future_skew_ms
+    return base_ms(record_ts, now_ms) + max_future_skew_ms
 
 
 def check_future(ms: int, field_name: str, record_ts: int | None, now_ms: int, max_future_skew_ms: int) -> None:
@@ -102,8 +114,25 @@ def in_range(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int, max_future_s
     """
     if ts_ms.shape[0] == 0:
         return True
-    base = np.where(record_ts < 0, now_ms, np.minimum(record_ts, now_ms))
-    return bool(((ts_ms >= MIN_EVENT_MS) & (ts_ms <= base + max_future_skew_ms)).all())
+    return bool(((ts_ms >= MIN_EVENT_MS) & (ts_ms <= _bases(record_ts, now_ms) + max_future_skew_ms)).all())
+
+
+def watermark_times(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int) -> np.ndarray | None:
+    """Each row's time as it may move clocks: its event time, capped at its base
+    (:func:`base_ms`). ``None`` when no row is ahead of its base (the normal case: the
+    event times themselves). ``record_ts``: each record's Kafka timestamp, negative when
+    absent; all epoch ms."""
+    if ts_ms.shape[0] == 0:
+        return None
+    base = _bases(record_ts, now_ms)
+    if not (ts_ms > base).any():
+        return None
+    return np.minimum(ts_ms, base)
+
+
+def _bases(record_ts: np.ndarray, now_ms: int) -> np.ndarray:
+    """:func:`base_ms` of each record (int64 epoch ms)."""
+    return np.where(record_ts < 0, now_ms, np.minimum(record_ts, now_ms))
 
 
 def epoch_ms_column(values: Sequence[Any]) -> np.ndarray | None:

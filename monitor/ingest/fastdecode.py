@@ -25,7 +25,7 @@ from monitor.ingest.batch import (
     record_timestamps,
     record_values,
 )
-from monitor.ingest.event_time import epoch_ms_column, in_range
+from monitor.ingest.event_time import epoch_ms_column, in_range, watermark_times
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 
 _NUM_OK = frozenset({float, int, type(None)})
@@ -85,6 +85,7 @@ def decode_fast(
         record_ts = record_timestamps(recs_m)
         if not in_range(batch.ts_ms, record_ts, now_ms, max_future_skew_ms):
             return None
+        batch.wm_ms = watermark_times(batch.ts_ms, record_ts, now_ms)
         out[model] = batch
     return out
 

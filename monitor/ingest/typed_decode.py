@@ -42,7 +42,7 @@ from monitor.ingest.batch import (
     record_timestamps,
     record_values,
 )
-from monitor.ingest.event_time import epoch_ms_column, in_range
+from monitor.ingest.event_time import epoch_ms_column, in_range, watermark_times
 from monitor.ingest.schema import LATENCY_COLUMN, ModelSchema, clip_unit
 
 _NUM = float | None
@@ -341,7 +341,9 @@ class TypedDecoder:
             rows = plan.rows(objs)
             if rows is None or not in_range(rows.ts_ms, record_ts, now_ms, max_future_skew_ms):
                 return None
-            return {plan.schema.name: plan.batch(rows, None, partition, offset)}
+            batch = plan.batch(rows, None, partition, offset)
+            batch.wm_ms = watermark_times(batch.ts_ms, record_ts, now_ms)
+            return {plan.schema.name: batch}
         # several models: each layout's structs read once, one pass per column, then split
         code = np.fromiter(map(self._code.__getitem__, kinds), dtype=np.intp, count=len(kinds))
         layout = self._layout_of[code]
@@ -367,5 +369,7 @@ class TypedDecoder:
             rows, sel = parts[int(self._layout_of[m])]
             plan = self._plan_list[m]
             # the rows of its layout's read: ``at`` itself, or where ``at`` stands in ``sel``
-            out[plan.schema.name] = plan.batch(rows, at if sel is None else np.searchsorted(sel, at), partition[at], offset[at])
+            batch = plan.batch(rows, at if sel is None else np.searchsorted(sel, at), partition[at], offset[at])
+            batch.wm_ms = watermark_times(batch.ts_ms, record_ts[at], now_ms)
+            out[plan.schema.name] = batch
         return out

@@ -26,7 +26,14 @@ import orjson
 from monitor.config import ModelConfig
 from monitor.ingest.batch import BadMessage, may_hold_unsafe_text, record_timestamps
 from monitor.ingest.decode import _jtype, _text, folded_names, parse_envelope, unknown_model
-from monitor.ingest.event_time import check_future, epoch_ms_column, in_range, parse_event_time
+from monitor.ingest.event_time import (
+    base_ms,
+    check_future,
+    epoch_ms_column,
+    in_range,
+    parse_event_time,
+    watermark_times,
+)
 from storage.dead_letters import DeadLetter
 from storage.redaction import quoted
 
@@ -66,9 +73,18 @@ class LabelBatch:
     ts: list[int] = field(default_factory=list)
     partition: list[int] = field(default_factory=list)
     offset: list[int] = field(default_factory=list)
+    #: the newest time the batch may move the join's clock to (epoch ms): each label's
+    #: ``ts`` capped at min(record timestamp, wall clock); None: ``max(ts)`` (the fast
+    #: path, when no label is ahead; see :func:`monitor.ingest.event_time.watermark_times`)
+    clock_ms: int | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    def newest(self) -> int:
+        """The newest time of the batch as it may move the join's clock (epoch ms); the
+        batch is not empty."""
+        return max(self.ts) if self.clock_ms is None else self.clock_ms
 
 
 def class_label(value: Any, name: str, max_length: int) -> str:
@@ -162,7 +178,7 @@ class LabelDecoder:
         dead: list[DeadLetter] = []
         for rec in records:
             try:
-                model, eid, label, ts = self._one(rec, now_ms)
+                model, eid, label, ts, capped = self._one(rec, now_ms)
             except BadMessage as exc:
                 dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, str(exc), rec.value, received))
                 continue
@@ -178,6 +194,7 @@ class LabelDecoder:
             b.ts.append(ts)
             b.partition.append(rec.partition)
             b.offset.append(rec.offset)
+            b.clock_ms = capped if b.clock_ms is None else max(b.clock_ms, capped)
         return out, dead
 
     def _fast(self, records: list[Any], now_ms: int) -> dict[str, LabelBatch] | None:
@@ -225,14 +242,20 @@ class LabelDecoder:
             ts = epoch_ms_column([o.get(spec.f_ts) for o in objs_m])
             if ts is None:
                 return None
-            if not in_range(ts, record_timestamps(recs_m), now_ms, self.max_future_skew_ms):
+            record_ts = record_timestamps(recs_m)
+            if not in_range(ts, record_ts, now_ms, self.max_future_skew_ms):
                 return None
+            capped = watermark_times(ts, record_ts, now_ms)
             out[model] = LabelBatch(
-                model, eids, labels, ts.tolist(), [r.partition for r in recs_m], [r.offset for r in recs_m]
+                model, eids, labels, ts.tolist(), [r.partition for r in recs_m], [r.offset for r in recs_m],
+                clock_ms=None if capped is None else int(capped.max()),
             )
         return out
 
-    def _one(self, rec: Any, now_ms: int) -> tuple[str, str, Any, int]:
+    def _one(self, rec: Any, now_ms: int) -> tuple[str, str, Any, int, int]:
+        """A label record's model, event id, label, event time, and that time capped at
+        min(record timestamp, wall clock) (the most it may move the join's clock); raises
+        :class:`BadMessage`."""
         obj, model = parse_envelope(rec.value, self.max_message_bytes, self.model_field)
         spec = self.specs.get(model)
         if spec is None:
@@ -263,4 +286,4 @@ class LabelDecoder:
         else:
             ts = parse_event_time(raw_ts, spec.f_ts)
         check_future(ts, spec.f_ts, record_ts, now_ms, self.max_future_skew_ms)
-        return model, eid, label, ts
+        return model, eid, label, ts, min(ts, base_ms(record_ts, now_ms))

@@ -30,7 +30,10 @@ window, or ``kafka.commit_interval``), with the offsets they account for. The
 due windows beyond that wait for a later flush (first computations first).
 
 The *clock* of a model is the newest event time seen on either stream (durable),
-so expiry and maturity do not depend on when the daemon runs; a model idle for
+so expiry and maturity do not depend on when the daemon runs; an event time ahead of
+min(its record's timestamp, the wall clock) moves it no further than that (one event
+stamped ahead must not mature windows, expire predictions or give up early labels
+before their time: :func:`monitor.ingest.event_time.watermark_times`); a model idle for
 its ``window.idle_timeout`` lets the wall clock mature its windows (like idle
 drift windows), never expire them.
 
@@ -312,7 +315,7 @@ class LabelJoin:
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
         )
         self.home.setdefault(model, int(batch.partition.min()))
-        self._advance(model, int(batch.ts_ms.max()))
+        self._advance(model, int(batch.wm_times().max()))
         self._dirty = True
 
     @staticmethod
@@ -330,7 +333,7 @@ class LabelJoin:
             if len(b):
                 self._labels.setdefault(model, []).append(b)
                 self.home.setdefault(model, min(b.partition))
-                self._advance(model, max(b.ts))
+                self._advance(model, b.newest())
                 self._dirty = True
 
     def _advance(self, model: str, ts: int) -> None:

@@ -24,8 +24,11 @@ times say when it would have happened. ``for`` and ``resolve_after`` count windo
 live. The alert ticks (no-data rules, their resolution, reminders) run at the event times
 they fall due between windows, never past the last one: a gap in the file fires a no-data
 rule, the end of the file does not. What is not event time: event times are judged
-against the replay's start (``kafka.max_future_skew``), and the outbox (with ``notify``)
-sends and retries by it. Silences live in a daemon's store, never in a replay's.
+against the replay's start (``kafka.max_future_skew``) and move the watermark no further
+than it (a file's rows have no record timestamp: see
+:func:`monitor.ingest.event_time.watermark_times`; windows of rows stamped ahead of the
+start close at the end of the file), and the outbox (with ``notify``) sends and retries
+by it. Silences live in a daemon's store, never in a replay's.
 
 Deterministic: the same file and config give the same windows, figures and alerts,
 timestamps included.
@@ -301,8 +304,7 @@ def run_replay(
                 if progress is not None:
                     progress(chunk.rows)
             # the end of the file: close what is open, as the idle tick of a quiet stream does
-            longest = max((m.window.idle_timeout or timedelta(0) for m in cfg.models), default=timedelta(0))
-            clock.now = started + longest + timedelta(seconds=1)
+            clock.now = end_of_file_clock(pipeline, started, cfg)
             for name in pipeline.models:
                 pipeline.last_activity.setdefault(name, started)
             pipeline.tick()
@@ -345,6 +347,23 @@ def _delivery_outcomes(store: Any) -> dict[str, int]:
     for (_notifier, status), n in delivery_counts(store).items():
         out[status] = out.get(status, 0) + n
     return out
+
+
+def end_of_file_clock(pipeline: Any, started: datetime, config: Config) -> datetime:
+    """The wall clock of the idle close at the end of the file: every model's
+    ``idle_timeout`` (the longest) past the replay's start and past the end plus
+    ``lateness`` of every time window still open, so that close closes them all. Rows
+    stamped ahead of the start (the replay's wall clock; the file's rows have no record
+    timestamp) move the watermark no further than the start (see
+    :func:`monitor.ingest.event_time.watermark_times`): their windows close only here."""
+    longest = max((m.window.idle_timeout or timedelta(0) for m in config.models), default=timedelta(0))
+    last = started
+    for rt in pipeline.models.values():
+        w = rt.windows
+        if w.by == "time" and w.open:
+            end_ms = max(k[3] for k in w.open) + w.lateness
+            last = max(last, datetime.fromtimestamp(end_ms / 1000, UTC))
+    return last + longest + timedelta(seconds=1)
 
 
 def _drain(alerting: Any, rounds: int = 20) -> None:

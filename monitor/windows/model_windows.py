@@ -6,6 +6,10 @@ Time windows
     ``size`` for tumbling windows). The watermark is the running maximum event
     time minus the allowed lateness, advanced **per row in consumption order**,
     so the figures never depend on how ``poll()`` happened to cut batches. A
+    row's time moves the watermark no further than min(its record's timestamp,
+    the wall clock) (:func:`monitor.ingest.event_time.watermark_times`): one row
+    stamped ahead does not make the rows after it late; its own window closes
+    when the stream (or the idle close, by the wall clock) gets there. A
     window closes when the watermark reaches its end. A row whose newest window
     has already closed is *late*: counted against that window, never added.
 
@@ -300,7 +304,7 @@ class ModelWindows:
                 replay |= (batch.partition == p) & (batch.offset < o)
         late: list[LateRows] = []
         if self.by == "time":
-            wm_before = self._advance_watermark(batch.ts_ms, replay)
+            wm_before = self._advance_watermark(batch.wm_times(), replay)
             batch = self._capped(batch, batch.ts_ms, wm_before, replay)
             self.last_capped = batch
             first = None
@@ -334,7 +338,7 @@ class ModelWindows:
             return batch
         return ColumnBatch(
             model=batch.model, ts_ms=batch.ts_ms, partition=batch.partition, offset=batch.offset,
-            event_id=batch.event_id, version=version, segments=segments, columns=batch.columns,
+            event_id=batch.event_id, version=version, segments=segments, columns=batch.columns, wm_ms=batch.wm_ms,
         )
 
     def _groups(self, batch: ColumnBatch) -> Iterator[tuple[str, str, np.ndarray]]:
@@ -350,7 +354,12 @@ class ModelWindows:
                     yield str(version), f"{s}={value}", sub_idx[j]
 
     def _advance_watermark(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
-        """Watermark in force *before* each row; updates the model's watermark."""
+        """Watermark in force *before* each row; updates the model's watermark.
+
+        ``ts``: each row's time as it may move clocks (:meth:`ColumnBatch.wm_times`: its
+        event time, capped at min(record timestamp, wall clock)), so a row stamped ahead
+        moves the watermark (and :attr:`max_ts`) no further than that; it is still windowed
+        by its own time."""
         prev_max = self.max_ts if self.max_ts is not None else _NO_WM
         fresh_ts = np.where(replay, _NO_WM, ts)
         running = np.maximum.accumulate(np.concatenate(([prev_max], fresh_ts)))
@@ -489,7 +498,9 @@ class ModelWindows:
 
         The watermark moves to ``max(newest event, now - lateness)``: a stream
         that went quiet still gets its last windows closed once their end has
-        passed. Rows that arrive later for them are late.
+        passed. Rows that arrive later for them are late. The newest event is
+        :attr:`max_ts`, which a row stamped ahead moved no further than min(its record
+        timestamp, the wall clock): its window closes once ``now - lateness`` passes it.
         """
         if self.carry is not None:
             # idle while rows were still to be re-read: they are not coming (gone from Kafka)

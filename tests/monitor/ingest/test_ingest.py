@@ -456,3 +456,38 @@ def test_an_unknown_model_differing_only_in_case_names_the_configured_one() -> N
         f"unknown_model: Churn{hint}", f"unknown_model:  churn {hint}", f"unknown_model: CHURN{hint}",
         "unknown_model: fraud", "unknown_model: churn-v2",
     ]
+
+
+def _ahead_event(model: str) -> Any:
+    """``_multi_event`` with an event time up to an hour ahead of the earliest record timestamp."""
+    return _multi_event(model).flatmap(lambda e: st.integers(0, REC_TS + HOUR_MS - 2000).map(lambda t: {**e, "ts": t}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(sorted(MULTI)).flatmap(_ahead_event), min_size=1, max_size=30), st.data())
+def test_every_path_caps_the_watermark_times_at_the_record_timestamp_and_the_wall_clock(
+    events: list[dict[str, Any]], data: Any,
+) -> None:
+    """Each row's watermark time is its event time capped at min(record timestamp, wall
+    clock) (the wall clock alone without a record timestamp), on the typed path (models
+    read in one pass and split), the dict path and the per-record path alike; ``wm_ms`` is
+    None when no row is ahead (the event times themselves)."""
+    stamps = [data.draw(st.one_of(st.none(), st.integers(REC_TS - 1000, NOW_MS + HOUR_MS))) for _ in events]
+    recs = [Rec("t", 0, i, s, orjson.dumps(e)) for i, (e, s) in enumerate(zip(events, stamps, strict=True))]
+    dec = BatchDecoder(MULTI, prediction_names=MULTI_PRED, max_message_bytes=10_000)
+    assert dec.typed is not None
+    typed = dec.typed.decode(recs, 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+    fast = decode_fast(recs, MULTI, MULTI_PRED, "model", 10_000, now_ms=NOW_MS, max_future_skew_ms=HOUR_MS)
+    builders: dict[str, Any] = {}
+    for r in recs:
+        dec._one(r, r.value, builders, NOW_MS)
+    slow = {m: b.build() for m, b in builders.items()}
+    assert typed is not None and fast is not None, "every event is within the hour allowed"
+    for m, b in slow.items():
+        want = [min(int(e["ts"]), NOW_MS if s is None else min(s, NOW_MS))
+                for e, s in zip(events, stamps, strict=True) if e["model"] == m]
+        ts = [int(e["ts"]) for e in events if e["model"] == m]
+        for got in (typed[m], fast[m], b):
+            assert got.wm_times().tolist() == want
+            assert (got.wm_ms is None) == (want == ts)
+            assert got.take(got.ts_ms >= 0).wm_times().tolist() == want

@@ -2,7 +2,11 @@
 
 Producers key events by model (one model per partition). The stream comes in two
 phases with an idle spell between them (short idle timeouts: windows are closed
-by the wall clock while partitions move). After the first phase one instance is
+by the wall clock while partitions move). The stream lies in the past (an event
+stamped ahead of the wall clock moves no watermark past it): a ``lateness`` of 50
+minutes keeps the idle close of the spell (to the wall clock minus lateness) short
+of the second phase's windows, which the idle close after it (to the newest event)
+closes. After the first phase one instance is
 killed with SIGKILL and another leaves and joins again, so every partition may
 change owner; the second phase starts with stragglers for windows already closed
 by idle (late rows: the case where an owner that did not know the previous
@@ -37,6 +41,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
 
 MODELS = ["churn", "m1", "m2", "m3", "m4", "m5"]
 PER_WINDOW = 400
+#: the models' lateness: see the module documentation
+LATENESS = "50m"
 FAST_SESSION = (
     'session_timeout = "6s"\nheartbeat_interval = "1s"',
     'session_timeout = "3s"\nheartbeat_interval = "500ms"',
@@ -52,8 +58,8 @@ WRITES_TRIGGER = [
 
 def model_events(model: str, seed: int, t0: datetime) -> tuple[list[bytes], list[bytes]]:
     """(phase 1, phase 2) of one model: 3 drifting windows, then stragglers for them
-    (late after the idle close), 3 clean windows, and one event 10 minutes later whose
-    watermark closes them."""
+    (late after the idle close), 3 clean windows, and one event 10 minutes later: the
+    idle close after it moves the watermark there, closing them."""
     def dump(evs: Any) -> list[bytes]:
         return [orjson.dumps(e) for e in evs]
 
@@ -89,7 +95,9 @@ backoff = "1s"
 {target.storage_toml()}"""
     cfg = fault_config(folder, bootstrap=broker.bootstrap, topic=topic, group=group, max_poll_records=200,
                        idle_timeout="2s", extra=extra)  # fmt: skip
-    cfg.write_text(cfg.read_text().replace(*FAST_SESSION))
+    text = cfg.read_text().replace(*FAST_SESSION)
+    assert text.count('lateness = "0s"') == len(MODELS)
+    cfg.write_text(text.replace('lateness = "0s"', f'lateness = "{LATENESS}"'))
     return cfg
 
 
@@ -175,7 +183,9 @@ def dump(target: StoreTarget) -> dict[str, Any]:
 def test_three_instances_with_kills_and_rejoins_equal_one_instance(
     broker: EmbeddedBroker, pg_target: PostgresTarget, tmp_path: Path
 ) -> None:
-    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=20)
+    # the stream: t0..t0+3m, t0+30m..t0+33m and t0+43m, all before now; the idle close of
+    # the spell (now - LATENESS = t0 + 10m and the minutes the test has run) stops short of t0+30m
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=60)
     per_model = [model_events(m, 100 + i, t0) for i, m in enumerate(MODELS)]
     phases = [{p: per_model[p][0] for p in range(6)}, {p: per_model[p][1] for p in range(6)}]
     setup = pg_target.open()
