@@ -960,6 +960,17 @@ class ModelConfig(Strict):
                 "expected letters, digits, '_', '-' or '.', got {got}",
                 {"got": _show(v)},
             )
+        if v and not v.strip("."):
+            # "." and "..": a URL path's and a file name's own and parent folder (clients
+            # turn /api/v1/models/../windows into /api/v1/windows; uploads would land in
+            # the state directory itself); longer runs of dots only read like them
+            raise PydanticCustomError(
+                "name",
+                "expected a name with a letter, digit, '_' or '-' (a URL path or file name reads"
+                " \".\" and \"..\" as a folder: the model's URLs and reference uploads would point"
+                " elsewhere), got {got}",
+                {"got": _show(v)},
+            )
         return v
 
     @field_validator("reference")
@@ -2026,13 +2037,19 @@ def _post_checks(
         else:
             notifier_secret(f"notifiers.{name}.secret", n.secret_env, n.secret_file, _unusable_signing_secret)
 
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for i, m in enumerate(cfg.models):
-        if m.name in seen:
+        other = seen.get(m.name.casefold())
+        if other == m.name:
             problems.append(
                 f"models[{i}].name: expected a unique model name, got {_show(m.name)} again"
             )
-        seen.add(m.name)
+        elif other is not None:
+            problems.append(
+                f"models[{i}].name: expected a name unique regardless of case, got {_show(m.name)} next to"
+                f" {_show(other)} (a case-insensitive file system gives both one reference upload folder)"
+            )
+        seen.setdefault(m.name.casefold(), m.name)
         exists(f"models[{i}].reference", m.reference)
         if cfg.storage.url is not None:
             problems += _pg_key_problems(f"models[{i}].limits", m)

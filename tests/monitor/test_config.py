@@ -1143,6 +1143,28 @@ def test_duplicate_model_names(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_model_names_a_url_path_or_file_name_reads_as_a_folder_are_refused(tmp_path: Path, name: str) -> None:
+    """"." and ".." passed the name check (letters, digits, '_', '-', '.'): with "..", clients
+    turn /api/v1/models/../windows into /api/v1/windows and uploads land in the state
+    directory itself. Names with a dot and something else stay valid."""
+    assert problems(tmp_path, model=f'name = "{name}"') == [
+        "models[0].name: expected a name with a letter, digit, '_' or '-' (a URL path or file name"
+        ' reads "." and ".." as a folder: the model\'s URLs and reference uploads would point'
+        f' elsewhere), got "{name}"'
+    ]
+    assert [m.name for m in load(tmp_path, model='name = ".churn.v2."').models] == [".churn.v2."]
+
+
+def test_model_names_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    """Reference uploads go to state_dir/references/<model>: on a case-insensitive file
+    system (a macOS bind mount) "Churn" and "churn" would share one folder."""
+    assert problems(tmp_path, MODEL.format(model="").replace('name = "churn"', 'name = "Churn"')) == [
+        'models[1].name: expected a name unique regardless of case, got "Churn" next to "churn"'
+        " (a case-insensitive file system gives both one reference upload folder)"
+    ]
+
+
 def test_reference_not_found(tmp_path: Path) -> None:
     assert problems(tmp_path, model='reference = "data/missing.csv"') == [
         f'models[0].reference: expected an existing file, got "data/missing.csv" (not found in {tmp_path.resolve()})'
