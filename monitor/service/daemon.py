@@ -219,6 +219,13 @@ class Daemon:
         except Exception:  # noqa: BLE001 - no consumer (before it is made, closing)
             return frozenset()
 
+    def unclaimed_partitions(self) -> frozenset[int]:
+        """The predictions partitions Kafka assigns to this member that it does not hold in
+        the store (another instance holds them at a newer group generation, or the store
+        was away at the claim): paused, nothing of them consumed; claimed again every
+        :data:`CLAIM_RETRY_SECONDS`. A copy: read-only."""
+        return frozenset(set(self._unclaimed) & self._owned())
+
     def stalled_for(self) -> float | None:
         """Seconds since the running consumer loop last turned, once that exceeds
         :attr:`stall_after`; None while it turns (and before it starts, after it ends)."""
@@ -971,7 +978,18 @@ class Daemon:
         if not self.kafka_connected:
             return "paused: Kafka group coordinator unreachable or group rebalancing"
         open_windows = sum(len(rt.windows.open) for rt in self.pipeline.models.values())
-        return f"consuming: {rate:.0f} events/s, {open_windows} open windows, lag {self._lag()}"
+        line = f"consuming: {rate:.0f} events/s, {open_windows} open windows, lag {self._lag()}"
+        return line + self._unclaimed_text()
+
+    def _unclaimed_text(self) -> str:
+        """What the status line says of the assigned partitions not held in the store
+        (empty when there are none)."""
+        unclaimed = sorted(self.unclaimed_partitions())
+        if not unclaimed:
+            return ""
+        held = {self.pipeline.refused[p][0] for p in unclaimed if p in self.pipeline.refused}
+        by = f" (held by {', '.join(sorted(held))})" if held else ""
+        return f"; not consuming assigned partition(s) {', '.join(map(str, unclaimed))}: not claimed in the store{by}"
 
     def _lag(self) -> str:
         """Messages behind the last known high-water marks of the assigned partitions."""

@@ -214,6 +214,8 @@ class Pipeline:
         self.topic_partitions: int | None = None
         self._split_warned: set[str] = set()
         self._refused_logged: set[tuple[int, str]] = set()
+        #: partitions whose last claim was refused: (the instance holding them, its group generation)
+        self.refused: dict[int, tuple[str, int]] = {}
         self.topic = topic or config.kafka.predictions_topic
         self.clock = clock
         self.on_window = on_window
@@ -367,6 +369,11 @@ class Pipeline:
             held=self.claims, now=self.clock(), stale_after=stale,
         )
         refused = {p for p, c in claims.items() if not c.ok}
+        for p, c in claims.items():
+            if c.ok:
+                self.refused.pop(p, None)
+            else:
+                self.refused[p] = (c.previous_owner, c.generation)
         for p in sorted(refused):
             c = claims[p]
             if (p, c.previous_owner) in self._refused_logged:
@@ -374,7 +381,10 @@ class Pipeline:
             self._refused_logged.add((p, c.previous_owner))
             log.warning(
                 "partition %d: held by %s at group generation %d, newer than ours (%s): not consuming it"
-                " until a claim succeeds", p, c.previous_owner, c.generation, generation,
+                " until a claim succeeds. Expected for seconds during a rebalance; if it lasts, that"
+                " instance is live in another consumer group or reads another Kafka cluster into this"
+                " store: give it the same kafka.group_id and bootstrap_servers, or a store of its own,"
+                " or stop it", p, c.previous_owner, c.generation, generation,
             )
         if refused & (set(self.claims) | set(self.positions)):
             self._forget(refused & (set(self.claims) | set(self.positions)), why="held by a newer generation")

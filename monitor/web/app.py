@@ -184,14 +184,17 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Readiness, open to anyone (a probe carries no token): ``storage_error`` is the
     failure's kind and a fixed phrase (:func:`storage.db.brief_reason`), never its text,
-    which names the SQLite path or the PostgreSQL host, role and database. A request with
+    which names the SQLite path or the PostgreSQL host, role and database.
+    ``unclaimed_partitions``: the predictions partitions Kafka assigns here that are not
+    claimed in the store (another instance holds them): not consumed. A request with
     the bearer token also gets that text, cut to :data:`MAX_DETAIL` characters, as
     ``storage_error_detail``; the log has it in full."""
     d = _daemon(request)
     ready = d.is_ready
     stalled = d.stalled_for()
     body: dict[str, Any] = {"ready": ready, "kafka": d.kafka_connected, "storage_error": d.storage_error_brief,
-                            "stalled_seconds": None if stalled is None else round(stalled, 1)}
+                            "stalled_seconds": None if stalled is None else round(stalled, 1),
+                            "unclaimed_partitions": sorted(d.unclaimed_partitions())}
     detail = d.storage_error
     if detail is not None and _holds_token(request):
         body["storage_error_detail"] = detail[:MAX_DETAIL]

@@ -89,6 +89,12 @@ class DaemonMetrics:
         ready = GaugeMetricFamily("driftwarden_ready", "1 when consuming and storage is healthy (as /readyz)")
         ready.add_metric([], 1.0 if d.is_ready else 0.0)
         yield ready
+        unclaimed = GaugeMetricFamily(
+            "driftwarden_unclaimed_partitions",
+            "Predictions partitions assigned by Kafka but not claimed in the store (another instance holds them): not consumed",
+        )
+        unclaimed.add_metric([], float(len(d.unclaimed_partitions())))
+        yield unclaimed
         wm = GaugeMetricFamily("driftwarden_watermark_seconds", "Event-time watermark per model", labels=["model"])
         for name, rt in d.pipeline.models.items():
             if rt.windows.max_ts is not None:
