@@ -23,6 +23,7 @@ from monitor.service.replay import run_replay
 from storage.db import DB_FILENAME, Store
 from storage.labels import label_counters
 from tests.monitor.daemon_helpers import START, write_config
+from tests.monitor.fault_helpers import shaped
 from tests.monitor.labels.helpers import Clock, Rec, label_config, labels_for, pipeline, predictions
 
 START_MS = int(START.timestamp() * 1000)
@@ -155,5 +156,27 @@ def test_a_replay_closes_the_windows_of_rows_stamped_ahead_of_its_start(tmp_path
     try:
         assert [(r["rows"], r["late_rows"]) for r in store.query(
             "SELECT rows, late_rows FROM windows WHERE segment = '' ORDER BY start")] == [(60, 0)] * 6
+    finally:
+        store.close()
+
+
+def test_count_windows_take_an_early_row_in_its_place(tmp_path: Path) -> None:
+    """Count windows have no watermark: an early row is one more row in consumption order,
+    as before (a guard, not a fix): the first 250 rows, the early one first, fill the first
+    window, nothing is late."""
+    cfg_path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
+    cfg_path.write_text(shaped(cfg_path.read_text(), "count"))
+    preds = predictions(windows=5, per_window=60)
+    clock = Clock(_at(START_MS + 1000))
+    _cfg, store, p = pipeline(cfg_path, clock)
+    try:
+        sent = _recs("predictions", [{**preds[0], "event_id": "early", "ts": AHEAD_MS}], 0, record_ts=START_MS)
+        sent += _recs("predictions", preds, 1)
+        clock.at = _at(int(preds[-1]["ts"]))
+        p.process_records(sent)
+        p.flush()
+        assert p.stats.late_rows == 0
+        assert [(r["rows"], r["late_rows"]) for r in store.query(
+            "SELECT rows, late_rows FROM windows WHERE segment = '' ORDER BY start")] == [(250, 0)]
     finally:
         store.close()
