@@ -10,7 +10,9 @@ window, ``alerts.rules.detector_step`` for the rule detector):
 - ``rolling``: calibrated thresholds, ``reference_mode = "rolling"``
   (``reference_windows = 4``);
 - ``calibrated_cusum``: calibrated verdicts, plus a CUSUM rule on
-  ``drift_share`` (k 0.5, h 5, 20 warm-up windows); an alarm is either.
+  ``drift_share`` (k 0.5, h 5, 20 warm-up windows); an alarm is either;
+- ``cusum``: that CUSUM rule alone (the calibrated verdict ignored), so its own
+  false alarms and delay show (in ``calibrated_cusum`` the verdict's hide them).
 
 An alarm is a window whose dataset verdict (or detector) says drift.
 ``false_alarms_per_1000`` counts alarms over stationary windows; the delay is
@@ -77,7 +79,7 @@ from monitor.windows.figures import PreparedModel, compute_figures, window_key  
 from monitor.windows.model_windows import OpenWindow  # noqa: E402
 from storage.records import DATASET  # noqa: E402
 
-MODES = ("evidently", "calibrated", "rolling", "calibrated_cusum")
+MODES = ("evidently", "calibrated", "rolling", "calibrated_cusum", "cusum")
 MAX_DELAY = 20
 WARMUP = 20
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,6 +156,8 @@ class Mode:
     pm: PreparedModel
     refs: WindowReferences
     cusum: Rule | None = None
+    #: whether the dataset verdict raises an alarm (False: only the CUSUM rule does)
+    verdict: bool = True
 
 
 def model_config(folder: Path, cols: Cols, mode: str, window: int) -> ModelConfig:
@@ -188,10 +192,10 @@ def build_modes(ref: Cols, window: int) -> dict[str, Mode]:
             cache[kind] = PreparedModel.build(cfg, schema, data)
         pm = replace(cache[kind], config=cfg)  # same reference and calibration, this mode's config
         cusum = None
-        if mode == "calibrated_cusum":
+        if mode in ("calibrated_cusum", "cusum"):
             spec = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", WARMUP)))
             cusum = Rule("slow", "drift_share", ">", detector=spec)
-        out[mode] = Mode(mode, pm, WindowReferences(pm), cusum)
+        out[mode] = Mode(mode, pm, WindowReferences(pm), cusum, verdict=mode != "cusum")
     shutil.rmtree(folder, ignore_errors=True)  # the reference is read and prepared: nothing reads the file again
     return out
 
@@ -220,7 +224,7 @@ def alarms(mode: Mode, windows: list[Cols]) -> Iterator[bool]:
         if refs.active:
             refs.observe(key, cols, figs)
         share = next(m for m in figs.metrics if m.column == DATASET and m.metric == "drift_share")
-        alarm = bool(share.drifted)
+        alarm = bool(share.drifted) and mode.verdict
         if mode.cusum is not None:
             state, _stat, signalled = detector_step(mode.cusum, state, float(share.value or 0.0))
             alarm = alarm or signalled
