@@ -3,18 +3,78 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from detectors.sequential._bound import bounded
 
 Mode = Literal["up", "down", "both"]
 
+#: a warm-up value farther from the warm-up's median than this many times the range of
+#: its middle values is set aside (:func:`robust_baseline`); for a normal warm-up of 20
+#: (middle: the 3rd to the 18th of 20) that is about 4.5 sd, 3 sd or more in 95 % of them
+SPREADS = 2.0
+
+
+def trim_count(min_instances: int) -> int:
+    """Values left out at each end when measuring the warm-up's middle: one per ten
+    warm-up values, at least one, but at most so many that two stay in the middle
+    (0 for a warm-up of 2 or 3 values: nothing is robust there)."""
+    return min(max(1, min_instances // 10), (min_instances - 2) // 2)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a warm-up shows once its outliers are set aside (in the figure's units)."""
+
+    mean: float
+    #: sample standard deviation of the values kept; 0.0 when they are all equal
+    sd: float
+    #: smallest gap between distinct values kept; 0.0 when they are all equal
+    step: float
+    #: values kept and values set aside
+    kept: int
+    set_aside: int
+
+
+def _at(pairs: list[tuple[float, int]], rank: int) -> float:
+    """The value of 0-based ``rank`` in ascending ``(value, count)`` pairs."""
+    for v, c in pairs:
+        if rank < c:
+            return v
+        rank -= c
+    raise IndexError(rank)
+
+
+def robust_baseline(counts: Mapping[float, int], trim: int) -> Baseline:
+    """Mean, sd and step of the warm-up ``counts`` (value -> times seen; at least
+    ``2 * trim + 2`` values, all finite) without its outliers.
+
+    The middle values are all but the ``trim`` lowest and ``trim`` highest; a value
+    farther from the median than :data:`SPREADS` times their range is set aside. The
+    middle values themselves are always kept, so a warm-up whose middle is constant
+    keeps only that value (sd 0: no scale yet), however far the others are."""
+    pairs = sorted((float(v), int(c)) for v, c in counts.items() if c > 0)
+    n = sum(c for _, c in pairs)
+    if n < 2 * trim + 2:
+        raise ValueError(f"a warm-up of {n} values cannot leave {trim} out at each end")
+    median = (_at(pairs, (n - 1) // 2) + _at(pairs, n // 2)) / 2.0
+    reach = SPREADS * (_at(pairs, n - 1 - trim) - _at(pairs, trim))
+    kept = [(v, c) for v, c in pairs if abs(v - median) <= reach]
+    n_kept = sum(c for _, c in kept)
+    mean = math.fsum(v * c for v, c in kept) / n_kept
+    m2 = math.fsum(c * (v - mean) ** 2 for v, c in kept)
+    sd = math.sqrt(m2 / (n_kept - 1)) if m2 > 0.0 else 0.0
+    step = min((b - a for (a, _), (b, _) in zip(kept, kept[1:], strict=False)), default=0.0)
+    return Baseline(mean, sd, step, n_kept, n - n_kept)
+
 
 class CUSUM:
     """Tabular CUSUM (Page, 1954; Montgomery, *Statistical Quality Control*, ch. 9).
 
     The in-control mean ``target`` and standard deviation ``sigma`` are given,
-    or estimated from the first ``min_instances`` values (Welford). Then, per
+    or estimated from the first ``min_instances`` values. Then, per
     standardised value ``z = (x - target) / sigma``::
 
         s_hi = max(0, s_hi + z - k)      # evidence of an increase
@@ -35,18 +95,33 @@ class CUSUM:
     Non-finite values are ignored; values beyond ±1e100 count as ±1e100
     (:data:`detectors.sequential._bound.LIMIT`), so the sums stay finite.
 
+    The learned level and sigma resist a few outlier windows: the warm-up's values
+    are kept (value -> count; dropped once learned), and at its end
+    (:func:`robust_baseline`) any value farther from their median than
+    :data:`SPREADS` times the range of the middle values (all but the ``trim``
+    lowest and ``trim`` highest, ``trim`` = one per ten of ``min_instances``, at
+    least one, leaving two in the middle: :func:`trim_count`) is set aside; the mean
+    and sd are those of the rest. A warm-up that learns on past ``min_instances``
+    holds at most ``2 * trim + 1`` distinct values, so its state stays small. (Before, the mean and sd of every warm-up value were kept: one window
+    of flipped labels, or a figure of 1e90, inflated sigma so much that the rule
+    never fired again for that instance.) On clean data nothing is set aside (a
+    normal warm-up of 20 sets aside values beyond about 4.5 sd), so the estimates
+    are the plain mean and sd.
+
     The learned sigma needs a scale the warm-up can show:
 
-    - **a constant warm-up gives none**: while every value seen is the same,
+    - **a constant warm-up gives none**: while the values kept are all the same,
       the detector keeps learning past ``min_instances`` (``learning`` stays
-      True, the statistic 0); the first different value joins the warm-up and
-      ends it. (Before, sigma was floored at 1e-12: a figure such as
+      True, the statistic 0). A value that differs joins the warm-up; it ends
+      once the middle values differ, i.e. more than ``trim`` values stand apart
+      on one side (a lone 1e90 among equal values is set aside: it is not a
+      scale). (Before, sigma was floored at 1e-12: a figure such as
       ``drift_share`` that was 0 in every warm-up window then signalled on the
       first window with one drifted column.)
     - **a figure that moves in steps is measured in steps**: ``step`` is the
-      smallest non-zero change between consecutive warm-up values (a share of
-      ``m`` columns moves by ``1/m``; a continuous figure's step is tiny and
-      neither bound below binds). With a learned sigma:
+      smallest gap between the distinct values kept (a share of ``m`` columns
+      moves by ``1/m``; a continuous figure's step is tiny and neither bound
+      below binds). With a learned sigma:
 
       - sigma is at least ``step / 2``, the largest standard deviation of a
         figure that sits on one of two neighbouring steps: a single one-step
@@ -96,15 +171,14 @@ class CUSUM:
 
     def reset(self) -> None:
         """Forget the stream, including learned in-control estimates."""
+        #: warm-up values seen, and how often each (dropped once learned)
         self._n = 0
-        self._mean = 0.0
-        self._m2 = 0.0
+        self._values: dict[float, int] = {}
+        #: (target, sigma, slack ``k`` in sigmas) learned from the warm-up
+        self._learned: tuple[float, float, float] | None = None
         self._s_hi = 0.0
         self._s_lo = 0.0
         self._drift = False
-        #: last warm-up value and the smallest non-zero change between consecutive ones
-        self._last: float | None = None
-        self._step = 0.0
 
     @property
     def drift_detected(self) -> bool:
@@ -134,20 +208,25 @@ class CUSUM:
 
     def _in_control(self) -> tuple[float, float, float] | None:
         """(target, sigma, slack ``k`` in sigmas) once known, else None."""
-        mu = (
-            self.target
-            if self.target is not None
-            else (self._mean if self._n >= self.min_instances else None)
-        )
-        if mu is None:
+        if self._learned is not None:
+            return self._learned
+        if self.target is not None and self.sigma is not None:
+            return self.target, self.sigma, self.k
+        return None
+
+    def _learn(self) -> tuple[float, float, float] | None:
+        """The in-control parameters the warm-up so far gives (see the class notes),
+        or None while it has too few values or no scale."""
+        if self._n < self.min_instances:
             return None
+        b = robust_baseline(self._values, trim_count(self.min_instances))
+        mu = self.target if self.target is not None else b.mean
         if self.sigma is not None:
             return mu, self.sigma, self.k
-        if self._n < self.min_instances or self._m2 <= 0.0:
-            return None  # too few values, or all equal: no scale yet
-        sd = math.sqrt(max(self._m2, 0.0) / (self._n - 1))
-        sd = max(sd, self._step / 2.0, 1e-12)
-        return mu, sd, max(self.k, self._step / (2.0 * sd))
+        if b.sd <= 0.0:
+            return None  # the values kept are all equal: no scale yet
+        sd = max(b.sd, b.step / 2.0, 1e-12)
+        return mu, sd, max(self.k, b.step / (2.0 * sd))
 
     def update(self, x: float) -> CUSUM:
         """Add one value; returns ``self`` so calls chain."""
@@ -161,13 +240,10 @@ class CUSUM:
         params = self._in_control()
         if params is None:  # still learning the in-control mean/sigma
             self._n += 1
-            d = x - self._mean
-            self._mean += d / self._n
-            self._m2 += d * (x - self._mean)
-            if self._last is not None and x != self._last:
-                gap = abs(x - self._last)
-                self._step = gap if self._step == 0.0 else min(self._step, gap)
-            self._last = x
+            self._values[x] = self._values.get(x, 0) + 1
+            self._learned = self._learn()
+            if self._learned is not None:
+                self._values = {}
             return self
         mu, sd, k = params
         z = (x - mu) / sd
@@ -190,36 +266,53 @@ class CUSUM:
                 "mode": self.mode,
             },
             "n": self._n,
-            "mean": self._mean,
-            "m2": self._m2,
+            "values": [[v, c] for v, c in sorted(self._values.items())],
+            **({} if self._learned is None else {"learned": list(self._learned)}),
             "s_hi": self._s_hi,
             "s_lo": self._s_lo,
             "drift": self._drift,
-            "last": self._last,
-            "step": self._step,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CUSUM:
-        """Rebuild a detector from :meth:`state`; it continues exactly where that one was."""
+        """Rebuild a detector from :meth:`state`; it continues exactly where that one was.
+
+        A state saved before the warm-up's values were kept (no ``values``) is
+        converted: a finished warm-up keeps the target and sigma it learned; a
+        warm-up of one repeated value (variance 0) becomes that value, as often;
+        any other unfinished warm-up starts again (its values are not known)."""
         if state.get("type") != "CUSUM":
             raise ValueError(f"not a CUSUM state: {state.get('type')!r}")
         det = cls(**state["settings"])
-        det._n = int(state["n"])
-        det._mean = float(state["mean"])
-        det._m2 = float(state["m2"])
         det._s_hi = float(state["s_hi"])
         det._s_lo = float(state["s_lo"])
         det._drift = bool(state["drift"])
-        if "step" in state:
-            det._last = None if state["last"] is None else float(state["last"])
-            det._step = float(state["step"])
-        elif det._n and det._m2 <= 0.0:
-            # saved before ``last``/``step`` were kept: a warm-up of variance 0 held one
-            # repeated value (its mean), so it learns on as a fresh one would; any other
-            # warm-up's step is unknown (0): its sigma stays the one it learned, unfloored
-            det._last = det._mean
+        if "values" not in state:
+            det._from_welford(int(state["n"]), float(state["mean"]), float(state["m2"]),
+                              float(state.get("step", 0.0)))
+            return det
+        det._n = int(state["n"])
+        det._values = {float(v): int(c) for v, c in state["values"]}
+        if "learned" in state:
+            mu, sd, k = (float(v) for v in state["learned"])
+            det._learned = (mu, sd, k)
         return det
+
+    def _from_welford(self, n: int, mean: float, m2: float, step: float) -> None:
+        """Take over a warm-up kept as a count, a mean, a sum of squared deviations
+        (Welford) and the smallest step, as states were saved before; see
+        :meth:`from_state`."""
+        if self.target is not None and self.sigma is not None:
+            return
+        if n >= self.min_instances and (self.sigma is not None or m2 > 0.0):
+            mu = self.target if self.target is not None else mean
+            if self.sigma is not None:
+                self._learned = (mu, self.sigma, self.k)
+            else:
+                sd = max(math.sqrt(m2 / (n - 1)), step / 2.0, 1e-12)
+                self._learned = (mu, sd, max(self.k, step / (2.0 * sd)))
+        elif n > 0 and m2 <= 0.0:
+            self._n, self._values = n, {mean: n}
 
     def __repr__(self) -> str:
         return (

@@ -122,6 +122,21 @@ def test_a_huge_figure_does_not_break_the_rule_for_later_windows(store: Store, c
     assert states(0.05) == []
 
 
+def test_an_outlier_window_in_the_warmup_does_not_blind_the_rule(store: Store, clock: Clock) -> None:
+    """One window of the warm-up with a figure of 1e90 (or a window of flipped labels)
+    made the learned sigma about 2e89: the rule never fired again for that instance.
+    The warm-up sets it aside: a lasting rise of the MAE is found within four windows."""
+    feed = Feed(make_engine(store, clock, [Rule("slow", "mae", ">", detector=CUSUM)]), store, clock)
+    rng = np.random.default_rng(8)
+    warm = [float(v) for v in 0.05 + 0.005 * rng.standard_normal(20)]
+    warm[7] = 1e90
+    flat = [float(v) for v in 0.05 + 0.005 * rng.standard_normal(30)]
+    shifted = [float(v) for v in 0.07 + 0.005 * rng.standard_normal(10)]
+    fired = [i for i, v in enumerate(warm + flat + shifted)
+             for t in feed.window({"mae": v}) if t.to_state == "firing"]
+    assert fired and 50 <= fired[0] <= 53
+
+
 def test_a_detector_state_that_cannot_be_restored_starts_afresh(store: Store, clock: Clock) -> None:
     """A store written before the sums were kept finite may hold a state with a sum stored
     as null; restoring it raised on every later window of the model. It starts afresh."""

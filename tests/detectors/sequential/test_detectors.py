@@ -90,29 +90,34 @@ def test_cusum_keeps_learning_through_a_constant_warmup():
     for _ in range(30):
         c.update(0.0)
     assert c.learning and c.statistic == 0.0
-    c.update(0.2)  # the first different value joins the warm-up and ends it
+    # a value that differs joins the warm-up; alone among equal values it is set aside
+    # (as a 1e90 would be), and so is a second: two are left out at each end of 20
+    c.update(0.2)
+    c.update(0.2)
+    assert c.learning and not c.drift_detected
+    c.update(0.2)  # the third reaches the middle values: the warm-up ends
     assert not c.learning and not c.drift_detected
-    # 30 zeros and one 0.2: mean 0.2/31, sd 0.0359 < half the 0.2 step, so sigma 0.1 and
-    # the slack half a step, one sigma
+    # 30 zeros and three 0.2: mean 0.6/33, sd 0.0584 < half the 0.2 step, so sigma 0.1
+    # and the slack half a step, one sigma
     c.update(0.2)
     assert not c.drift_detected
-    assert c.statistic == pytest.approx((0.2 - 0.2 / 31) / 0.1 - 1.0)
+    assert c.statistic == pytest.approx((0.2 - 0.6 / 33) / 0.1 - 1.0)
     # one-column blips five windows apart never add up to a change
     hits = [c.update(x).drift_detected for x in ([0.0] * 5 + [0.2]) * 50]
     assert not any(hits)
-    # one more drifted column in every window does: 0.935 sigmas a window, at the sixth
-    # 0.2 in a row (the last blip above is the first)
-    assert _first(c, [0.2] * 10) == 4
+    # one more drifted column in every window does: 0.818 sigmas a window, at the
+    # seventh 0.2 in a row (the last blip above is the first)
+    assert _first(c, [0.2] * 10) == 5
 
 
 def test_cusum_sigma_is_at_least_the_figures_resolution():
     c = CUSUM(k=0.5, h=5.0, min_instances=20)
-    for x in [0.0] * 19 + [0.2]:
+    for x in [0.0] * 17 + [0.2] * 3:
         c.update(x)
-    # learned sd: sqrt(0.2**2 * 19/20 / 19) = 0.0447; the 0.2 step floors it at 0.1, and
-    # the slack at half a step (0.1, one sigma)
+    # learned sd: sqrt((17 * 0.03**2 + 3 * 0.17**2) / 19) = 0.0733; the 0.2 step floors
+    # it at 0.1, and the slack at half a step (0.1, one sigma)
     c.update(0.2)
-    assert c.statistic == pytest.approx((0.2 - 0.01) / 0.1 - 1.0)
+    assert c.statistic == pytest.approx((0.2 - 0.03) / 0.1 - 1.0)
     # a continuous figure's step is tiny: its learned sd stands
     rng = np.random.default_rng(3)
     warm = rng.normal(0.0, 1.0, 20)
@@ -121,12 +126,13 @@ def test_cusum_sigma_is_at_least_the_figures_resolution():
         d.update(x)
     d.update(3.0)
     assert d.statistic == pytest.approx((3.0 - warm.mean()) / warm.std(ddof=1) - 0.5)
-    # a given sigma is used as it is, and k with it, whatever the steps
+    # a given sigma is used as it is, and k with it, whatever the steps; the level is
+    # learned without the lone 0.2 (set aside), so it is 0
     g = CUSUM(k=0.5, h=5.0, sigma=0.05, min_instances=20)
     for x in [0.0] * 19 + [0.2]:
         g.update(x)
     g.update(0.2)
-    assert g.statistic == pytest.approx((0.2 - 0.01) / 0.05 - 0.5)
+    assert g.statistic == pytest.approx(0.2 / 0.05 - 0.5)
 
 
 def _drift_share(rng: np.random.Generator, n: int, columns: int = 20, stuck: int = 0) -> np.ndarray:
@@ -153,8 +159,10 @@ def test_cusum_state_saved_before_the_step_was_kept_restores():
     old = {"type": "CUSUM", "settings": CUSUM(min_instances=20).state()["settings"],
            "n": 20, "mean": 0.0, "m2": 0.0, "s_hi": 0.0, "s_lo": 0.0, "drift": False}
     c = CUSUM.from_state(old)
-    assert c.learning  # a constant warm-up: learns on
-    assert not c.update(0.2).drift_detected and not c.learning
+    assert c.learning  # a constant warm-up: learns on, its 20 zeros kept
+    assert not c.update(0.2).drift_detected and not c.update(0.2).drift_detected and c.learning
+    assert not c.update(0.2).drift_detected and not c.learning  # a third 0.2: it ends
+    assert c.state()["learned"][:2] == pytest.approx([0.6 / 23, 0.1])
     learned = {**old, "n": 20, "mean": 0.01, "m2": 0.2**2 * 19 / 20}
     d = CUSUM.from_state(learned)  # step unknown: the sigma it learned, as before
     d.update(0.2)
@@ -183,3 +191,115 @@ def test_a_huge_finite_figure_leaves_a_state_that_round_trips(factory, where, hu
         assert back.state() == state
         det = back
     assert math.isfinite(det.statistic)
+
+
+# --------------------------------------------------------------------------- outliers in CUSUM's warm-up
+
+
+@pytest.mark.parametrize(
+    "outliers",
+    [(1e90,), (-1e90,), (0.1,), (0.1, 1e90), (1e100, 1e100)],
+    ids=["1e90", "-1e90", "flipped-labels", "one-each-side", "two-high"],
+)
+@pytest.mark.parametrize("where", [0, 14, 28])
+def test_an_outlier_window_in_the_warmup_does_not_blind_cusum(outliers, where):
+    """An accuracy of 0.9 (sd 0.01) with one or two outlier windows among its 30 warm-up
+    windows (a figure of 1e90; a window of flipped labels, accuracy 0.1): the learned
+    sigma was the outlier's (about 2e89, or 0.15), and the rule never fired again for that
+    instance. Now the outliers are set aside: a later 3-sd drop is found at once. (A
+    slack of one sigma: a sigma learned from 28 values is noisy.)"""
+    rng = np.random.default_rng(11)
+    warm = list(rng.normal(0.9, 0.01, 30))
+    for i, x in enumerate(outliers):
+        warm[where + i] = x
+    c = CUSUM(k=1.0, h=5.0, min_instances=30)
+    for x in warm:
+        c.update(x)
+    assert not c.learning
+    assert not any(c.update(x).drift_detected for x in rng.normal(0.9, 0.01, 100))
+    hits = [c.update(x).drift_detected for x in rng.normal(0.87, 0.01, 10)]
+    assert True in hits[:4]
+
+
+@pytest.mark.parametrize("outlier", [None, 1e90, -1e90, 0.0])
+def test_cusum_on_a_constant_figure_with_an_outlier_in_the_warmup(outlier):
+    """A figure constant through the warm-up (its MAD is 0) learns no scale and does not
+    divide by zero; one outlier window in it is no scale either (before, it ended the
+    warm-up with a sigma of about 2e89: a real change was never signalled). A real
+    change is: it is signalled within ten windows."""
+    c = CUSUM(k=0.5, h=5.0, min_instances=20)
+    series = [0.3] * 50
+    if outlier is not None:
+        series[5] = outlier
+    for x in series:
+        c.update(x)
+        assert c.statistic == 0.0 and not c.drift_detected
+    assert c.learning
+    hits = [c.update(0.5).drift_detected for _ in range(15)]
+    assert True in hits[:10]
+    assert all(math.isfinite(v) for v in c.state()["learned"])
+
+
+def test_robust_baseline_sets_aside_only_values_far_from_the_middle():
+    from detectors.sequential.cusum import robust_baseline, trim_count
+
+    assert [trim_count(m) for m in (2, 3, 4, 20, 29, 30, 100)] == [0, 0, 1, 2, 2, 3, 10]
+    clean = {float(v): 1 for v in np.random.default_rng(5).normal(0.0, 1.0, 20)}
+    b = robust_baseline(clean, 2)
+    assert b.set_aside == 0 and b.sd == pytest.approx(np.std(list(clean), ddof=1))
+    b = robust_baseline({**clean, 1e90: 1}, 2)
+    assert b.set_aside == 1 and b.mean == pytest.approx(np.mean(list(clean)))
+    # the middle of a constant warm-up is constant: everything else is set aside
+    b = robust_baseline({0.3: 18, 0.5: 1, 7.0: 1}, 2)
+    assert (b.mean, b.sd, b.step, b.kept, b.set_aside) == (0.3, 0.0, 0.0, 18, 2)
+    # drift_share of 20 columns: 0 mostly, one column often, two now and then; a blip of
+    # eight columns is set aside
+    b = robust_baseline({0.0: 14, 0.05: 4, 0.1: 1, 0.4: 1}, 2)
+    assert (b.kept, b.set_aside, b.step) == (19, 1, pytest.approx(0.05))
+
+
+# The states below were saved by the CUSUM of 2026-11-29 (Welford: n, mean, m2, last,
+# step); the new code restores them and goes on as that code did.
+_SETTINGS = {"k": 0.5, "h": 5.0, "target": None, "sigma": None, "min_instances": 20, "mode": "up"}
+
+
+@pytest.mark.parametrize(
+    ("saved", "then", "expected"),
+    [
+        (  # a learned continuous figure, with evidence building up
+            {"n": 20, "mean": 0.1, "m2": 0.004, "s_hi": 3.1014109692202996, "s_lo": 0.0,
+             "drift": False, "last": 0.11, "step": 0.01999999999999999},
+            [0.13, 0.11, 0.14, 0.15],
+            [(4.4798158444293215, False), (4.4798158444293215, False), (6.547423157242855, True),
+             (2.7568097504180438, False)],
+        ),
+        (  # a learned drift_share, sigma and slack at half its 0.05 step
+            {"n": 20, "mean": 0.015, "m2": 0.0155, "s_hi": 0.7002303768369105, "s_lo": 0.0,
+             "drift": False, "last": 0.1, "step": 0.05},
+            [0.05] * 3,
+            [(1.0503455652553657, False), (1.400460753673821, False), (1.7505759420922762, False)],
+        ),
+    ],
+)
+def test_a_cusum_state_saved_by_the_welford_version_goes_on_as_it_did(saved, then, expected):
+    c = CUSUM.from_state({"type": "CUSUM", "settings": _SETTINGS, **saved})
+    assert not c.learning
+    got = [(c.update(x).statistic, c.drift_detected) for x in then]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in expected])
+    assert [d for _, d in got] == [d for _, d in expected]
+    again = CUSUM.from_state(json.loads(json.dumps(c.state())))  # and in the new format
+    assert again.state() == c.state()
+
+
+def test_an_unfinished_cusum_warmup_saved_by_the_welford_version():
+    constant = {"type": "CUSUM", "settings": {**_SETTINGS, "mode": "both"}, "n": 25, "mean": 0.3,
+                "m2": 0.0, "s_hi": 0.0, "s_lo": 0.0, "drift": False, "last": 0.3, "step": 0.0}
+    c = CUSUM.from_state(constant)  # 25 values of 0.3: kept as such, learning on
+    assert c.learning and c.state()["values"] == [[0.3, 25]] and c.state()["n"] == 25
+    assert True in [c.update(0.5).drift_detected for _ in range(12)]
+    partial = {**constant, "n": 10, "mean": 0.1, "m2": 0.002, "last": 0.11, "step": 0.02}
+    d = CUSUM.from_state(partial)  # its values are unknown: the warm-up starts again
+    assert d.learning and d.state()["n"] == 0
+    for x in np.random.default_rng(2).normal(0.1, 0.01, 20):
+        d.update(x)
+    assert not d.learning
