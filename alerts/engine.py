@@ -184,6 +184,9 @@ class AlertEngine:
         #: time so a restart does not count downtime as silence.
         self._activity: dict[str, datetime] = {}
         self._started = started
+        #: per instance of a rule without ``version``: what it saw of its last time slot
+        #: (see :meth:`_judge_slot`); lost on a restart, kept by a config reload
+        self._slots: dict[str, _Slot] = {}
         if any(r.is_no_data for r in self.rules):
             self._seed_activity(started)
 
@@ -242,11 +245,14 @@ class AlertEngine:
     def continue_activity(self, previous: AlertEngine) -> None:
         """Go on with ``previous``'s no-data clocks (a config reload builds a new engine):
         its last activity per model replaces this engine's start-up seed of "active now",
-        which would restart every clock at each reload."""
+        which would restart every clock at each reload. Also what its rules without
+        ``version`` saw of their last time slot (:meth:`_judge_slot`)."""
         with previous._lock:
             activity = dict(previous._activity)
+            slots = dict(previous._slots)
         with self._lock:
             self._activity.update(activity)
+            self._slots.update(slots)
 
     def on_window(
         self,
@@ -261,10 +267,12 @@ class AlertEngine:
         Call inside ``store.transaction()`` after writing the window's figures
         (it opens a nested transaction if you do not). Re-running the same
         window (a replay after a crash) changes nothing: each alert instance
-        judges a window once, and never a time window ending at or before the
-        last one it judged (so with ``version=None`` two versions' windows of
-        the same time range count once). An instance gets an ``alerts`` row on
-        its first breach.
+        judges a window once, and never a time window ending before the last
+        one it judged. An instance of a rule with ``version=None`` covers every
+        version and judges time slots: the versions' windows ending at the same
+        time count once, and the slot breaches when any of them breaches
+        (:meth:`_judge_slot`). An instance gets an ``alerts`` row on its first
+        breach.
 
         ``reevaluate``: the figures of a window were recomputed (performance
         windows, when late labels arrive). An instance whose last judged window
@@ -299,43 +307,23 @@ class AlertEngine:
                         ev = detected
                     aid = ev.alert_id
                     old = existing.get(aid)
-                    if old is None:
-                        if not ev.breached:
-                            continue  # no row for instances that never breached
-                        old = _fresh(rule, aid, key.model, ev.column, ev.segment)
-                    if old.last_window_id == window.id:
-                        if not reevaluate:
-                            continue
-                        if _last_breached(old) == ev.breached:
-                            if old.value != ev.value or old.threshold != ev.threshold:
-                                existing[aid] = old.evolve(value=ev.value, threshold=ev.threshold, updated_at=now)
-                                db.upsert_alert(self.store, existing[aid])
-                            continue
-                    elif _older(key.end, old.window_end):
+                    seen = _Seen(ev, window.id, winfo["start"], key.end)
+                    if rule.version is None and _is_time(key.end):
+                        steps = self._judge_slot(rule, old, seen, reevaluate, now)
+                    else:
+                        new = self._judge_window(rule, old, seen, reevaluate, now)
+                        steps = [] if new is None else [new]
+                    if not steps:
                         continue
-                    new = step(
-                        old,
-                        breached=ev.breached,
-                        for_windows=rule.for_windows,
-                        resolve_after=rule.resolve_after,
-                        now=now,
-                    ).evolve(
-                        value=ev.value,
-                        threshold=ev.threshold,
-                        version=ev.version,
-                        last_window_id=window.id,
-                        window_start=winfo["start"],
-                        window_end=key.end,
-                        updated_at=now,
-                        severity=rule.severity,
-                        labels=rule.instance_labels(key.model, ev.column, ev.segment, ev.version),
-                    )
-                    existing[aid] = new
-                    if new.state != old.state:
-                        transitions.append(_transition(old, new, new.state, now, window.id))
-                        if new.state in (FIRING, RESOLVED):
-                            events.append(_Pending(new, rule, new.state, len(transitions) - 1))
-                    db.upsert_alert(self.store, new)
+                    before = old or _fresh(rule, aid, key.model, ev.column, ev.segment)
+                    for new in steps:  # more than one: a held slot finished, then this one
+                        if new.state != before.state:
+                            transitions.append(_transition(before, new, new.state, now, window.id))
+                            if new.state in (FIRING, RESOLVED):
+                                events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+                        before = new
+                    existing[aid] = before
+                    db.upsert_alert(self.store, before)
             self._notify(events, transitions, now, winfo, ctx)
         return transitions
 
@@ -434,20 +422,141 @@ class AlertEngine:
 
     # -- internals ------------------------------------------------------------------
 
+    def _judge_window(
+        self, rule: Rule, old: AlertRecord | None, seen: _Seen, reevaluate: bool, now: datetime
+    ) -> AlertRecord | None:
+        """The instance after judging one window on its own (rules with a ``version``, and
+        count windows); None when nothing changes. Each window is judged once, never one
+        ending at or before the last judged one; ``reevaluate`` re-judges the last one."""
+        ev = seen.ev
+        if old is None:
+            if not ev.breached:
+                return None  # no row for instances that never breached
+            old = _fresh(rule, ev.alert_id, ev.model, ev.column, ev.segment)
+        if old.last_window_id == seen.window_id:
+            if not reevaluate:
+                return None
+            if _last_breached(old) == ev.breached:
+                if old.value != ev.value or old.threshold != ev.threshold:
+                    return old.evolve(value=ev.value, threshold=ev.threshold, updated_at=now)
+                return None
+        elif _older(seen.end, old.window_end):
+            return None
+        return _stepped(rule, old, ev.breached, seen, now)
+
+    def _judge_slot(
+        self, rule: Rule, old: AlertRecord | None, seen: _Seen, reevaluate: bool, now: datetime
+    ) -> list[AlertRecord]:
+        """The instance of a rule without ``version`` after one version's time window: the
+        states it goes through (empty: nothing changes; two: a held slot was finished first).
+
+        The instance judges time *slots* (windows ending at the same time), not windows: a
+        slot breaches when any version's window in it breaches, and counts once toward
+        ``for_windows`` and ``resolve_after``. A breach steps the state at once (no other
+        version can make the slot clear). A clear window is *held* while versions that had
+        a window in the instance's previous slot have not reported in this one: the slot is
+        judged clear when the last of them is clear, or when a window of a newer slot
+        arrives (a version that stopped delays a clear slot by one slot). A window that
+        changes a judged slot's verdict (a version new to the model breaching after the
+        slot was judged clear; ``reevaluate`` turning the breaching window clear) judges the
+        slot again from the state before it, unless the slot's step fired or resolved the
+        alert (its notification is queued): then it counts as one more evaluation.
+
+        What the slot saw is kept in memory (:class:`_Slot`). Without it (a restart;
+        another instance of a shared store judged the slot) a breaching window of a slot
+        judged clear counts as one more breaching evaluation, and a clear one of a slot
+        judged breaching changes nothing.
+        """
+        aid = seen.ev.alert_id
+        with self._lock:
+            mem = self._slots.get(aid)
+        if mem is not None and mem.written != _mark(old):
+            mem = None  # not the state this engine left: another instance, or a rollback
+        if mem is not None and _same_time(seen.end, mem.end):
+            return self._more_of_slot(rule, old, mem, seen, reevaluate, now)
+        if old is not None and _same_time(seen.end, old.window_end):
+            if mem is not None:
+                return []  # an older slot than the one held
+            if old.last_window_id == seen.window_id:
+                new = self._judge_window(rule, old, seen, reevaluate, now)
+                return [] if new is None else [new]
+            if seen.ev.breached and not _last_breached(old):
+                return [_stepped(rule, old, True, seen, now)]
+            return []
+        if (old is not None and _older(seen.end, old.window_end)) or (
+            mem is not None and _older(seen.end, mem.end)
+        ):
+            return []
+        steps: list[AlertRecord] = []
+        if mem is not None and mem.applied is None and old is not None:
+            steps.append(_stepped(rule, old, False, mem.shown(old), now))  # the held clear slot
+        cur = steps[-1] if steps else old
+        expected = frozenset(s.ev.version for s in mem.seen.values()) if mem else frozenset()
+        slot = _Slot(seen.end, cur, {seen.window_id: seen}, _mark(cur), expected, None)
+        return steps + self._settle(rule, cur, slot, None, now)
+
+    def _more_of_slot(
+        self, rule: Rule, old: AlertRecord | None, mem: _Slot, seen: _Seen, reevaluate: bool,
+        now: datetime,
+    ) -> list[AlertRecord]:
+        """Another window (or, with ``reevaluate``, the figures again) of the slot ``mem``
+        describes; see :meth:`_judge_slot`."""
+        if seen.window_id in mem.seen and not reevaluate:
+            return []  # a replayed window
+        slot = replace(mem, seen={**mem.seen, seen.window_id: seen})
+        return self._settle(rule, old, slot, mem.applied, now)
+
+    def _settle(
+        self, rule: Rule, old: AlertRecord | None, slot: _Slot, applied: bool | None, now: datetime
+    ) -> list[AlertRecord]:
+        """Apply what ``slot`` saw to ``old`` (``applied``: the verdict the slot already
+        stepped, None: none yet); remembers the slot and returns the new states."""
+        aid = next(iter(slot.seen.values())).ev.alert_id
+        verdict = slot.breached
+        shown = slot.shown(old)
+        new: AlertRecord | None = None
+        if applied is None and not verdict and not slot.complete:
+            pass  # hold the clear until the slot's other versions report
+        elif applied is None:
+            if old is not None or verdict:
+                new = _stepped(rule, old or _fresh_for(rule, shown), verdict, shown, now)
+            applied = verdict
+        elif applied != verdict:
+            base = slot.base if _undoable(slot.base, old) else old
+            new = _stepped(rule, base or _fresh_for(rule, shown), verdict, shown, now)
+            applied = verdict
+        elif old is not None and not _shows(old, shown) and (verdict or shown.window_id == old.last_window_id):
+            new = _showing(rule, old, shown, now)
+        self._remember(aid, replace(slot, applied=applied, written=_mark(new or old)))
+        return [] if new is None else [new]
+
+    def _remember(self, aid: str, slot: _Slot) -> None:
+        with self._lock:
+            self._slots[aid] = slot
+
     def _detect(
         self, rule: Rule, ev: Evaluation, window_id: str, window_end: str, now: datetime
     ) -> Evaluation | None:
         """Feed the figure to the instance's persisted detector; None when this window
-        was already fed (a replay after a crash must not count a figure twice)."""
+        was already fed (a replay after a crash must not count a figure twice).
+
+        An instance of a rule without ``version`` runs one detector per version (each
+        version's figures are a series of their own; mixed, a level difference between
+        two versions would look like a change), stored under :func:`_detector_key`; its
+        slot breaches when any of them signals. A version without a detector of its own
+        yet continues the instance's (what earlier releases ran for all versions)."""
         assert rule.detector is not None
-        saved = load_detector(self.store, ev.alert_id)
+        key = _detector_key(rule, ev)
+        saved = load_detector(self.store, key)
+        if saved is None and key != ev.alert_id:
+            saved = load_detector(self.store, ev.alert_id)
         if saved is not None and (
             saved["last_window_id"] == window_id or _older(window_end, saved["window_end"])
         ):
             return None
         state, statistic, signalled = detector_step(rule, saved["state"] if saved else None, ev.value)
         save_detector(
-            self.store, alert_id=ev.alert_id, rule=rule.name, model=ev.model, state=state,
+            self.store, alert_id=key, rule=rule.name, model=ev.model, state=state,
             last_window_id=window_id, window_end=window_end, now=now,
         )
         return replace(ev, value=statistic, threshold=rule.detector.limit, breached=signalled)
@@ -705,6 +814,131 @@ class AlertEngine:
                 ),
             )
             chosen.notifiers.append(name)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One window's evaluation by one rule: the figure, and the window it came from
+    (``start`` as shown to people, ``end`` the key's)."""
+
+    ev: Evaluation
+    window_id: str
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What an instance of a rule without ``version`` saw of its last time slot.
+
+    ``base``: the instance before the slot was judged (None: no row); ``seen``: the slot's
+    windows judged so far, by window id; ``written``: :func:`_mark` of the row the slot
+    left (None: no row), so a row changed by anything else invalidates the memory;
+    ``expected``: the versions of the instance's previous slot; ``applied``: the verdict
+    the slot has stepped the state with (None: none yet, a clear held back).
+    """
+
+    end: str
+    base: AlertRecord | None
+    seen: Mapping[str, _Seen]
+    written: tuple[Any, ...] | None
+    expected: frozenset[str] = frozenset()
+    applied: bool | None = None
+
+    @property
+    def breached(self) -> bool:
+        """Whether any version's window in the slot breaches."""
+        return any(s.ev.breached for s in self.seen.values())
+
+    @property
+    def complete(self) -> bool:
+        """Whether every version of the previous slot has a window in this one."""
+        return self.expected <= {s.ev.version for s in self.seen.values()}
+
+    def shown(self, old: AlertRecord | None) -> _Seen:
+        """The window whose figure the instance shows: in a breaching slot a breaching one
+        (the one shown already if it still breaches, else the first by version); in a clear
+        slot the one shown already, else the first by version."""
+        candidates = [s for s in self.seen.values() if s.ev.breached == self.breached]
+        for s in candidates:
+            if old is not None and s.window_id == old.last_window_id:
+                return s
+        return min(candidates, key=lambda s: (s.ev.version, s.window_id))
+
+
+def _fresh_for(rule: Rule, seen: _Seen) -> AlertRecord:
+    """A new row for the instance ``seen`` was judged for."""
+    ev = seen.ev
+    return _fresh(rule, ev.alert_id, ev.model, ev.column, ev.segment)
+
+
+def _mark(alert: AlertRecord | None) -> tuple[Any, ...] | None:
+    """What identifies the row an engine wrote (None: no row)."""
+    if alert is None:
+        return None
+    return (alert.state, alert.breaches, alert.clears, alert.episode, alert.last_window_id,
+            alert.window_end)
+
+
+def _stepped(rule: Rule, old: AlertRecord, breached: bool, seen: _Seen, now: datetime) -> AlertRecord:
+    """``old`` after one evaluation (breaching or clear), showing ``seen``'s figure."""
+    new = step(old, breached=breached, for_windows=rule.for_windows, resolve_after=rule.resolve_after, now=now)
+    return _showing(rule, new, seen, now)
+
+
+def _showing(rule: Rule, alert: AlertRecord, seen: _Seen, now: datetime) -> AlertRecord:
+    """``alert`` showing ``seen``'s figure, version and window."""
+    ev = seen.ev
+    return alert.evolve(
+        value=ev.value,
+        threshold=ev.threshold,
+        version=ev.version,
+        last_window_id=seen.window_id,
+        window_start=seen.start,
+        window_end=seen.end,
+        updated_at=now,
+        severity=rule.severity,
+        labels=rule.instance_labels(ev.model, ev.column, ev.segment, ev.version),
+    )
+
+
+def _shows(alert: AlertRecord, seen: _Seen) -> bool:
+    """Whether ``alert`` already shows ``seen``'s figure."""
+    return (alert.last_window_id, alert.value, alert.threshold) == (
+        seen.window_id, seen.ev.value, seen.ev.threshold)
+
+
+def _undoable(base: AlertRecord | None, after: AlertRecord | None) -> bool:
+    """Whether a slot's step from ``base`` to ``after`` can be judged again from ``base``:
+    it neither fired nor resolved the alert (whose notification is queued by now)."""
+    if after is None or after.state not in (FIRING, RESOLVED):
+        return True
+    return base is not None and base.state == after.state and base.episode == after.episode
+
+
+def _detector_key(rule: Rule, ev: Evaluation) -> str:
+    """Where an instance's detector state is stored: the alert id, with the version
+    for a rule without ``version`` (one detector per version, see ``_detect``)."""
+    return ev.alert_id if rule.version is not None else f"{ev.alert_id}@{ev.version}"
+
+
+def _is_time(end: str) -> bool:
+    """Whether ``end`` is a time window's end (count windows end at a row ordinal)."""
+    try:
+        parse_iso(end)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_time(end: str, other: str | None) -> bool:
+    """Whether two window ends are the same instant (the same slot)."""
+    if not other:
+        return False
+    try:
+        return parse_iso(end) == parse_iso(other)
+    except ValueError:
+        return end == other
 
 
 def _spec(name: str, n: Any) -> NotifierSpec:

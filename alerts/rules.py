@@ -12,9 +12,22 @@ Selection:
   ``"*"``: every non-dataset column, one instance per column; otherwise that column.
 - ``segment=None``: only the overall windows (segment ``""``); ``"*"``: every
   non-overall segment, one instance per segment; otherwise that segment.
-- ``version=None``: any version, one instance for all of them (the alert shows
-  the version of its latest window); ``"*"``: one instance per version;
-  otherwise only that version.
+- ``version=None``: every version, one instance for all of them. It judges
+  time *slots*: the windows of all versions ending at the same time are one
+  evaluation, breaching when any version's window breaches (the alert shows the
+  breaching version; in a clear slot the version it showed, or the first by
+  name), so a canary breaching beside a clear baseline fires, and a slot counts
+  once toward ``for_windows`` and ``resolve_after``. A clear window waits for
+  the versions of the instance's previous slot (a version that stopped delays
+  a clear slot until the next slot's first window); a breach counts at once. A
+  breach arriving for a slot already judged clear (a version new to the model,
+  a recomputed performance window, a window closing after a restart) judges
+  the slot again as breaching, from the state before it when that step
+  notified nothing, else as one more breaching evaluation (after a restart:
+  always the latter). A change detector runs per version; the slot breaches
+  when any version's detector signals. Count windows have no shared slot: each
+  version's window is an evaluation of its own (use ``"*"`` there).
+  ``"*"``: one instance per version; otherwise only that version.
 - ``model=None``: every model, one instance per model.
 - ``metric="drifted"``: the column's drift *verdict* (1.0 drifted, 0.0 not) of
   any drift test stored for it; any other name matches ``metrics.metric``.
