@@ -12,7 +12,6 @@ gives three things, each computed once per reference, never per window:
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,13 @@ import numpy as np
 from detectors import ColumnSpec, PreparedReference, prepare_reference
 from detectors.estimation import Calibrator, fit_calibrator
 from monitor.config import ModelConfig
-from monitor.references.load import ReferenceError, categorical_values
+from monitor.references.load import (
+    ReferenceError,
+    categorical_values,
+    file_format,
+    read_frame,
+    warn_decimal_wholes,
+)
 from storage.records import DATASET
 
 
@@ -69,19 +74,18 @@ def empty_label_warning(m: ModelConfig, path: Path) -> str:
     )
 
 
-def read_label_columns(path: Path, label: str, prediction: str) -> dict[str, np.ndarray]:
-    """The label and prediction columns of a reference file, where present (raw values)."""
-    import pandas as pd  # noqa: PLC0415 - off the CLI's import path
+def read_label_columns(m: ModelConfig, path: Path) -> dict[str, np.ndarray]:
+    """``m``'s label and prediction columns in the reference file, where present (raw values).
 
-    try:
-        raw = path.read_bytes()
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(io.BytesIO(raw), columns=None)
-        else:
-            df = pd.read_csv(io.BytesIO(raw))
-    except Exception as exc:  # noqa: BLE001
-        raise ReferenceError(path, f"cannot be read: {exc}") from exc
-    return {c: df[c].to_numpy() for c in (label, prediction) if c in df.columns}
+    A CSV's class labels and class predictions are text as written (``"01"`` and ``"1"``,
+    ``"NA"``, ``"True"`` stay distinct classes, as in label and prediction messages; an
+    empty cell is missing); regression labels and scores are numbers (see
+    :func:`monitor.references.load.csv_options`)."""
+    text, numbers = [], []
+    (numbers if m.task == "regression" else text).append(m.label)
+    (numbers if m.prediction_type == "numerical" else text).append(m.prediction)
+    df = read_frame(path, text=text, numbers=numbers)
+    return {c: df[c].to_numpy() for c in (m.label, m.prediction) if c in df.columns}
 
 
 def class_names(values: np.ndarray) -> np.ndarray:
@@ -102,7 +106,7 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
     ``warning`` for the caller to show when the config named that column itself."""
     from monitor.labels.figures import reference_figures  # noqa: PLC0415
 
-    cols = read_label_columns(path, m.label, m.prediction)
+    cols = read_label_columns(m, path)
     if m.label not in cols:
         return LabelledReference(warning=missing_label_warning(m, path))
     raw = cols[m.label]
@@ -112,6 +116,8 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
     else:
         labels = class_names(raw)
         kind = "categorical"
+        if file_format(path) == "csv":
+            warn_decimal_wholes(path, m.label, labels, m.name)
     seen = {v for v in labels.tolist() if v is not None} if m.task == "classification" else set()
     if not (seen if m.task == "classification" else np.isfinite(labels).any()):
         # prepared, an empty column made a label drift that is never defined: a rule on it

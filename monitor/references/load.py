@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -27,10 +30,20 @@ from monitor.references.validate import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReferenceData", "ReferenceError", "ReferenceSpec", "Table", "categorical_values", "load_reference",
-           "read_frame", "read_table"]
+__all__ = ["MISSING_NUMBER_CELLS", "ReferenceData", "ReferenceError", "ReferenceSpec", "Table", "categorical_values",
+           "csv_options", "load_reference", "read_frame", "read_table", "warn_decimal_wholes"]
+
+log = logging.getLogger("driftwarden.references")
 
 Format = Literal["csv", "parquet"]
+
+#: the CSV cells of a numerical column that are a missing value, as an empty one is
+#: (pandas' own list, spelt out so it is ours and documented: README, reference files).
+#: A text column (categorical feature, class label) has one missing cell only, the empty one.
+MISSING_NUMBER_CELLS: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,56 @@ class _Hashing(io.RawIOBase):
         return n
 
 
-def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> Table:
+def csv_options(text: Collection[str] = (), numbers: Collection[str] = ()) -> dict[str, Any]:
+    """``pandas.read_csv`` keyword arguments reading ``text`` columns as the decoder reads
+    a JSON string, and ``numbers`` columns as numbers.
+
+    A ``text`` cell is kept exactly as written (``NA``, ``null``, ``01``, ``True``,
+    ``1.0`` stay those strings, as a live message's ``"NA"`` or ``"01"`` does); only an
+    empty cell is missing. A ``numbers`` cell is a number, or missing when empty or one
+    of :data:`MISSING_NUMBER_CELLS` (any other text is left for
+    :func:`~monitor.references.validate.numerical_column` to refuse, naming column and
+    row). A column named in neither is read as raw text, no cell missing (nothing reads
+    it); a column named in both is text. No columns named: pandas' own guessing (``{}``).
+    """
+    if not text and not numbers:
+        return {}
+    na: dict[str, list[str]] = {c: list(MISSING_NUMBER_CELLS) for c in numbers}
+    na.update({c: [""] for c in text})
+    return {"keep_default_na": False, "na_values": na, "dtype": {c: object for c in text}}
+
+
+#: a whole number written as a decimal (``1.0``, ``-3.00``): how a float column writes integers
+_DECIMAL_WHOLE = re.compile(r"-?\d+\.0+")
+
+
+def warn_decimal_wholes(path: Path, column: str, values: np.ndarray, model: str | None = None) -> bool:
+    """Log a WARNING (and return True) when every value of a CSV's text column ``values``
+    (``str``, ``None`` for missing) is a whole number written as a decimal (``1.0``).
+
+    That is how pandas writes an integer column holding a missing value; the cells are
+    read as written, ``"1.0"``, while a message's number ``1`` is read as ``"1"``: every
+    live value would be a new category (a new class). Reading ``"1.0"`` as ``"1"`` would
+    guess; a string ``"1.0"`` is a fine category, so this only warns. Costs one look at
+    the first value unless that one is such a number.
+    """
+    first = next((v for v in values.tolist() if v is not None), None)
+    if not isinstance(first, str) or not _DECIMAL_WHOLE.fullmatch(first):
+        return False
+    if not all(_DECIMAL_WHOLE.fullmatch(v) for v in values.tolist() if v is not None):
+        return False
+    head = f"model {model}: " if model else ""
+    whole = first.split(".")[0]
+    log.warning(
+        "%sreference %s: column %r holds only whole numbers written as decimals (%r): they are read as"
+        " that text, which a message's %s is not (it reads as %r); write them as integers, or use Parquet",
+        head, path, column, first, whole, whole,
+    )
+    return True
+
+
+def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None = None,
+               text: Collection[str] = (), numbers: Collection[str] = ()) -> Table:
     """The file's rows and the hash of the bytes they came from, from one read of it.
 
     The file is opened once and each byte read once: a CSV is parsed as it streams
@@ -122,6 +184,9 @@ def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None =
     is read whole (Parquet: from its metadata, as a few KB can hold millions of equal
     values; CSV: read up to the limit). Any failure is a :class:`ReferenceError`; the
     parsers get an open file, not the path, so their messages never carry the path.
+
+    ``text``, ``numbers``: how a CSV's columns are typed (:func:`csv_options`); a Parquet
+    file keeps the types it was written with.
     """
     fmt = fmt or file_format(path)
     try:
@@ -131,7 +196,7 @@ def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None =
                 return Table(_parquet(path, io.BytesIO(data), max_cells), hashlib.sha256(data).hexdigest())
             hashing = _Hashing(f)
             stream = io.BufferedReader(hashing, 1 << 20)
-            frame = _csv(path, stream, max_cells)
+            frame = _csv(path, stream, max_cells, csv_options(text, numbers))
             while stream.read(1 << 20):  # whatever the parser left unread: the hash is the file's
                 pass
             return Table(frame, hashing.hash.hexdigest())
@@ -144,9 +209,10 @@ def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None =
         raise ReferenceError(path, f"is not readable as {fmt.upper()}: {text}") from None
 
 
-def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None) -> pd.DataFrame:
+def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None,
+               text: Collection[str] = (), numbers: Collection[str] = ()) -> pd.DataFrame:
     """The file as a DataFrame (:func:`read_table` without the hash)."""
-    return read_table(path, fmt, max_cells=max_cells).frame
+    return read_table(path, fmt, max_cells=max_cells, text=text, numbers=numbers).frame
 
 
 def _too_many(path: Path, what: str, max_cells: int) -> ReferenceError:
@@ -168,13 +234,14 @@ def _parquet(path: Path, f: BinaryIO, max_cells: int | None) -> pd.DataFrame:
     return pd.read_parquet(f)
 
 
-def _csv(path: Path, f: BinaryIO, max_cells: int | None) -> pd.DataFrame:
-    """A CSV read front to back once; with ``max_cells``, at most that many values."""
+def _csv(path: Path, f: BinaryIO, max_cells: int | None, options: dict[str, Any]) -> pd.DataFrame:
+    """A CSV read front to back once (``options``: see :func:`csv_options`); with
+    ``max_cells``, at most that many values."""
     import pandas as pd  # noqa: PLC0415
 
     if max_cells is None:
-        return pd.read_csv(f)
-    with pd.read_csv(f, iterator=True) as reader:
+        return pd.read_csv(f, **options)
+    with pd.read_csv(f, iterator=True, **options) as reader:
         header = reader.read(0)  # the columns, before any row
         cols = len(header.columns)
         limit = max(1, max_cells // max(1, cols))
@@ -190,7 +257,9 @@ def _csv(path: Path, f: BinaryIO, max_cells: int | None) -> pd.DataFrame:
 def load_reference(
     path: Path, spec: ReferenceSpec, *, fmt: Format | None = None, max_cells: int | None = None
 ) -> ReferenceData:
-    """Read and validate a reference; numerical columns become float64 (NaN = missing).
+    """Read and validate a reference; numerical columns become float64 (NaN = missing),
+    categorical ones text as the decoder reads it (a CSV's cells as written, empty =
+    missing: see :func:`csv_options`).
 
     ``fmt`` overrides the format the suffix implies (uploads land in a temp file);
     ``max_cells``: see :func:`read_table` (uploads).
@@ -206,16 +275,22 @@ def load_reference(
 def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | None = None) -> ReferenceData:
     import pandas as pd  # noqa: PLC0415
 
-    table = read_table(path, fmt, max_cells=max_cells)  # the hash is of the bytes parsed: see there
+    text, numbers = list(spec.categorical), list(spec.numerical)
+    (numbers if spec.prediction_type == "numerical" else text).append(spec.prediction)
+    # the hash is of the bytes parsed: see there
+    table = read_table(path, fmt, max_cells=max_cells, text=text, numbers=numbers)
     df, sha256 = table.frame, table.sha256
     check_shape(path, [str(c) for c in df.columns], len(df), spec)
     cols: dict[str, np.ndarray] = {}
     for c in spec.numerical:
         cols[c] = numerical_column(path, df, c)
         check_not_empty(path, c, np.isnan(cols[c]))
+    csv = (fmt or file_format(path)) == "csv"
     for c in spec.categorical:
         cols[c] = categorical_values(df[c].to_numpy(dtype=object))
         check_not_empty(path, c, pd.isna(cols[c]).astype(bool))
+        if csv:
+            warn_decimal_wholes(path, c, cols[c], spec.model)
     pred = spec.prediction
     if pred in df.columns:
         if spec.prediction_type == "numerical":
@@ -225,6 +300,8 @@ def _load(path: Path, spec: ReferenceSpec, fmt: Format | None, max_cells: int | 
                 cols[pred] = pd.to_numeric(df[pred], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             cols[pred] = categorical_values(df[pred].to_numpy(dtype=object))
+            if csv:
+                warn_decimal_wholes(path, pred, cols[pred], spec.model)
         if spec.require_prediction:
             check_not_empty(path, pred, pd.isna(cols[pred]).astype(bool))
     return ReferenceData(path=path, sha256=sha256, rows=len(df), columns=cols)

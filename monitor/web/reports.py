@@ -155,12 +155,15 @@ def _cap(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def read_reference(path: Path, kinds: dict[str, str]) -> dict[str, np.ndarray]:
     """The columns ``kinds`` names from a reference file (CSV or Parquet), numerical ones as
-    float64 (NaN for missing or unparsable), categorical ones as text; absent columns are left out."""
+    float64 (NaN for missing or unparsable), categorical ones as text (a CSV's cells as written,
+    as the reference was judged: see :func:`monitor.references.load.csv_options`); absent
+    columns are left out."""
     import pandas as pd  # noqa: PLC0415
 
     from monitor.references.load import categorical_values, read_frame  # noqa: PLC0415
 
-    df = read_frame(path)
+    df = read_frame(path, text=[c for c, k in kinds.items() if k != "f"],
+                    numbers=[c for c, k in kinds.items() if k == "f"])
     out: dict[str, np.ndarray] = {}
     for c, kind in kinds.items():
         if c not in df.columns:

@@ -107,8 +107,11 @@ def test_a_score_models_label_classes_are_those_of_its_reference(tmp_path: Path)
     a class model's, restricts nothing."""
     model = ModelConfig.model_validate({"name": "c", "reference": str(tmp_path / "c.csv"),
                                         "features": {"numerical": ["x"]}})
-    (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1.0,0.7\n")
+    (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1,0.7\n")
     assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1"}
+    # a CSV's labels are the text as written (a label message's "1.0" is not 1 either)
+    (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1.0,0.7\n")
+    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1", "1.0"}
     (tmp_path / "c.csv").write_text("x,label,prediction\n1,1,0.2\n2,1,0.9\n")
     assert prepare_labelled_reference(model, tmp_path / "c.csv").classes is None
     (tmp_path / "c.csv").write_text("x,prediction\n1,0.2\n2,0.9\n")
