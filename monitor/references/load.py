@@ -205,8 +205,8 @@ def read_table(path: Path, fmt: Format | None = None, *, max_cells: int | None =
     except OSError as exc:
         raise ReferenceError(path, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means "not a readable table"
-        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ReferenceError(path, f"is not readable as {fmt.upper()}: {text}") from None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ReferenceError(path, f"is not readable as {fmt.upper()}: {reason}") from None
 
 
 def read_frame(path: Path, fmt: Format | None = None, *, max_cells: int | None = None,
