@@ -25,7 +25,7 @@ from monitor.references.load import (
     categorical_values,
     file_format,
     read_frame,
-    warn_decimal_wholes,
+    text_number,
 )
 from storage.records import DATASET
 
@@ -114,10 +114,13 @@ def prepare_labelled_reference(m: ModelConfig, path: Path) -> LabelledReference:
         labels = numbers(raw)
         kind = "numerical"
     else:
+        if file_format(path) == "csv":
+            # a CSV cell has no type: one that spells a JSON number is that number (so
+            # 1.0, as pandas writes an integer column holding a missing value, is the
+            # class 1, as a label message's 1.0 is); any other stays text (01, NA, True)
+            raw = np.array([text_number(v) if type(v) is str else v for v in raw.tolist()], dtype=object)
         labels = class_names(raw)
         kind = "categorical"
-        if file_format(path) == "csv":
-            warn_decimal_wholes(path, m.label, labels, m.name)
     seen = {v for v in labels.tolist() if v is not None} if m.task == "classification" else set()
     if not (seen if m.task == "classification" else np.isfinite(labels).any()):
         # prepared, an empty column made a label drift that is never defined: a rule on it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["MISSING_NUMBER_CELLS", "ReferenceData", "ReferenceError", "ReferenceSpec", "Table", "categorical_values",
-           "csv_options", "load_reference", "read_frame", "read_table", "warn_decimal_wholes"]
+           "csv_options", "load_reference", "read_frame", "read_table", "text_number",
+           "warn_decimal_wholes"]
 
 log = logging.getLogger("driftwarden.references")
 
@@ -52,6 +54,30 @@ class ReferenceData:
     sha256: str
     rows: int
     columns: dict[str, np.ndarray]
+
+
+#: a JSON number as text, white space around it allowed (no ``nan``, ``inf``, ``1_000``,
+#: hex, which ``float()`` accepts); groups: the fraction and the exponent (neither: integral)
+_NUMBER = re.compile(r"\s*-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?\s*")
+_match_number = _NUMBER.fullmatch
+_INT64 = 1 << 63
+_isfinite = math.isfinite
+
+
+def text_number(text: str) -> Any:
+    """A CSV cell as a JSON number when it is one, white space around it aside (int when
+    integral text, float otherwise, float beyond int64), else the text unchanged (including
+    ``1e999``: not finite). One regular-expression match per cell (``int`` and ``float``
+    skip the same white space as ``\\s``: :func:`str.isspace`). The replay reads a CSV's
+    numbers so, and a reference's class labels (see :func:`monitor.labels.reference.class_names`)."""
+    m = _match_number(text)
+    if m is None:
+        return text
+    if m.lastindex is None:
+        n = int(text)
+        return n if -_INT64 <= n < _INT64 else float(n)
+    v = float(text)
+    return v if _isfinite(v) else text
 
 
 def categorical_values(values: np.ndarray) -> np.ndarray:

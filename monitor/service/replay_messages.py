@@ -22,8 +22,6 @@ replay's rows are judged by the very code that judges live messages:
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -32,28 +30,7 @@ from typing import Any
 import orjson
 
 from monitor.config import Config, ModelConfig
-
-#: a JSON number as text, white space around it allowed (no ``nan``, ``inf``, ``1_000``,
-#: hex, which ``float()`` accepts); groups: the fraction and the exponent (neither: integral)
-_NUMBER = re.compile(r"\s*-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?\s*")
-_match_number = _NUMBER.fullmatch
-_INT64 = 1 << 63
-_isfinite = math.isfinite
-
-
-def text_number(text: str) -> Any:
-    """A CSV cell as a JSON number when it is one, white space around it aside (int when
-    integral text, float otherwise, float beyond int64), else the text unchanged (including
-    ``1e999``: not finite). One regular-expression match per cell (``int`` and ``float``
-    skip the same white space as ``\\s``: :func:`str.isspace`)."""
-    m = _match_number(text)
-    if m is None:
-        return text
-    if m.lastindex is None:
-        n = int(text)
-        return n if -_INT64 <= n < _INT64 else float(n)
-    v = float(text)
-    return v if _isfinite(v) else text
+from monitor.references.load import text_number
 
 
 def lookup(obj: Mapping[str, Any], key: str) -> tuple[bool, Any]:

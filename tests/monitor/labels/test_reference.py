@@ -109,9 +109,9 @@ def test_a_score_models_label_classes_are_those_of_its_reference(tmp_path: Path)
                                         "features": {"numerical": ["x"]}})
     (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1,0.7\n")
     assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1"}
-    # a CSV's labels are the text as written (a label message's "1.0" is not 1 either)
+    # a CSV label cell spelling a number is that number, as a label message's 1.0 is the class 1
     (tmp_path / "c.csv").write_text("x,label,prediction\n1,0,0.2\n2,1,0.9\n3,1.0,0.7\n")
-    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1", "1.0"}
+    assert prepare_labelled_reference(model, tmp_path / "c.csv").classes == {"0", "1"}
     (tmp_path / "c.csv").write_text("x,label,prediction\n1,1,0.2\n2,1,0.9\n")
     assert prepare_labelled_reference(model, tmp_path / "c.csv").classes is None
     (tmp_path / "c.csv").write_text("x,prediction\n1,0.2\n2,0.9\n")
