@@ -307,7 +307,7 @@ class AlertEngine:
                         ev = detected
                     aid = ev.alert_id
                     old = existing.get(aid)
-                    seen = _Seen(ev, window.id, winfo["start"], key.end)
+                    seen = _Seen(ev, window.id, winfo["start"], key.end, winfo, ctx)
                     if rule.version is None and _is_time(key.end):
                         steps = self._judge_slot(rule, old, seen, reevaluate, now)
                     else:
@@ -325,6 +325,53 @@ class AlertEngine:
                     existing[aid] = before
                     db.upsert_alert(self.store, before)
             self._notify(events, transitions, now, winfo, ctx)
+        return transitions
+
+    def finish_slots(self) -> list[Transition]:
+        """Judge clear every slot still held (see :meth:`_judge_slot`): a version of the
+        previous slot has no window in it. Call at the end of a flush, in its transaction
+        (it opens one if you do not): the windows of one slot of a model close together,
+        in one flush, so a version missing then is not coming. Without this the clear
+        would wait in memory for the model's next slot: lost on a restart or a rolled-back
+        flush, and never counted when the model stops. Returns the transitions made."""
+        with self._lock:
+            held = {aid: s for aid, s in self._slots.items() if s.applied is None}
+        if not held:
+            return []
+        now = self.clock()
+        out: list[Transition] = []
+        by_model: dict[str, list[tuple[str, _Slot]]] = {}
+        for aid, mem in held.items():
+            by_model.setdefault(next(iter(mem.seen.values())).ev.model, []).append((aid, mem))
+        with self.store.transaction():
+            self.store.lock(*(db.alert_lock_key(m) for m in sorted(by_model)))
+            for model in sorted(by_model):
+                existing = db.alerts_of_model(self.store, model)
+                for aid, mem in by_model[model]:
+                    out.extend(self._finish_slot(aid, mem, existing.get(aid), now))
+        return out
+
+    def _finish_slot(self, aid: str, mem: _Slot, old: AlertRecord | None, now: datetime) -> list[Transition]:
+        """Step the instance ``aid`` with its held clear slot ``mem``; its transitions."""
+        if mem.written != _mark(old):
+            with self._lock:
+                self._slots.pop(aid, None)  # the row changed meanwhile: the memory is stale
+            return []
+        if old is None:  # an instance that never breached: nothing to write
+            self._remember(aid, replace(mem, applied=False))
+            return []
+        shown = mem.shown(old)
+        rule = shown.ev.rule
+        new = _stepped(rule, old, False, shown, now)
+        transitions: list[Transition] = []
+        events: list[_Pending] = []
+        if new.state != old.state:
+            transitions.append(_transition(old, new, new.state, now, shown.window_id))
+            if new.state in (FIRING, RESOLVED):
+                events.append(_Pending(new, rule, new.state, 0))
+        db.upsert_alert(self.store, new)
+        self._remember(aid, replace(mem, applied=False, written=_mark(new)))
+        self._notify(events, transitions, now, shown.winfo, shown.ctx or WindowContext())
         return transitions
 
     def on_tick(self, now: datetime | None = None) -> list[Transition]:
@@ -825,6 +872,9 @@ class _Seen:
     window_id: str
     start: str
     end: str
+    #: the window as notifications show it, and its context (for a held slot judged later)
+    winfo: Mapping[str, Any] | None = field(default=None, compare=False)
+    ctx: WindowContext | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

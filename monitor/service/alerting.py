@@ -158,6 +158,12 @@ class Alerting:
         transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
         self._made(transitions)
 
+    def finish_slots(self) -> None:
+        """The end of a flush's windows (``Pipeline.after_windows``, in its transaction):
+        the rules without ``version`` judge the time slots some version had no window in
+        (:meth:`alerts.engine.AlertEngine.finish_slots`)."""
+        self._made(self.engine.finish_slots())
+
     def _made(self, transitions: list[Any]) -> None:
         """Transitions made inside the flush transaction: logged, and their notifications
         sent, once it commits (:meth:`deliver_after_commit`)."""

@@ -123,7 +123,7 @@ class Daemon:
                     config, self.store, clock=clock, on_window=self.alerting.on_window,
                     on_performance=self.alerting.on_performance,
                     max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
-                    on_outcome=self.alerting.flush_outcome,
+                    on_outcome=self.alerting.flush_outcome, after_windows=self.alerting.finish_slots,
                 )
             self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
             if self.pipeline.labels is not None:

@@ -201,6 +201,7 @@ class Pipeline:
         on_outcome: Callable[[bool], None] | None = None,
         window_time: Callable[[ModelRuntime, OpenWindow, datetime], datetime] | None = None,
         before_window: WindowListener | None = None,
+        after_windows: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -225,6 +226,9 @@ class Pipeline:
         #: called in the flush transaction before a window is written (a replay: the alert
         #: ticks due in event time before it)
         self.before_window = before_window
+        #: called in the flush transaction once its windows (performance windows included)
+        #: were judged: the alerting judges the time slots some version had no window in
+        self.after_windows = after_windows
         #: told whether each flush attempt committed (True) or not (False), once known; the
         #: windows' alert transitions were made inside it (the alerting logs them or drops them)
         self.on_outcome = on_outcome
@@ -977,15 +981,22 @@ class Pipeline:
                 assert rt.references is not None
                 rt.references.write(self.store)
             if self.labels is None:
+                self._after_windows()
                 return
             closed = [figs.record.key for rt, figs, _ in self._closed if rt.config.window.by == "time"]
             att.performance_windows = self.labels.write(now, closed, held)
+            self._after_windows()
             rest = self.labels.remainder(self.claims)
             att.label_row = self._label_row
             if rest or self._label_row:
                 # what no owned partition's row keeps (a store of one's own only)
                 save_state(self.store, LABELS_STATE, rest)
                 att.label_row = bool(rest)
+
+    def _after_windows(self) -> None:
+        """:attr:`after_windows`, when set (in the flush transaction)."""
+        if self.after_windows is not None:
+            self.after_windows()
 
     def _partition_writes(self) -> dict[int, PartitionWrite]:
         """Each owned partition's row: its consumed offset and the models it is home to

@@ -115,6 +115,7 @@ class Reload:
             daemon.pipeline.config = self.config
             daemon.pipeline.on_window = self.alerting.on_window
             daemon.pipeline.on_outcome = self.alerting.flush_outcome
+            daemon.pipeline.after_windows = self.alerting.finish_slots
             # transitions of a flush whose COMMIT raised: logged or dropped once its outcome is known
             self.alerting._uncommitted = old._uncommitted
             if daemon.pipeline.labels is not None:

@@ -290,7 +290,8 @@ def run_replay(
             events.engine = alerting.engine
             pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
                                 max_payload_bytes=cfg.daemon.max_payload_bytes,
-                                window_time=events.window_time, before_window=events.before_window)
+                                window_time=events.window_time, before_window=events.before_window,
+                                after_windows=alerting.finish_slots)
             pipeline.register_initial_references()
             for chunk in source:
                 # the daemon's own path: the live decoder, poison isolation, dead letters

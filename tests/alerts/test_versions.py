@@ -201,3 +201,38 @@ def test_a_detector_rule_runs_one_detector_per_version(store, clock) -> None:
         got = slot(f, (BASE, {"drift_share": 0.05}), (CANARY, {"drift_share": 0.6}))
         fired += [i for t in got if t.to_state == "firing"]
     assert fired and alert(store, rule).version == CANARY
+
+
+def test_the_last_clear_slot_counts_when_a_version_stopped_with_it(store, clock) -> None:
+    """The canary is rolled back in the slot the baseline turns clear, and the model then
+    goes quiet (retired, or idle): the clear slot must count, as it did before slots were
+    judged; held for the canary that never comes, the alert would stay firing for good."""
+    rule = Rule("drift", "drift_share", ">", 0.3)
+    f = feed(store, clock, rule)
+    assert events(slot(f, (BASE, HIGH), (CANARY, HIGH))) == [("drift", "inactive", "firing")]
+    # the end of the flush (the pipeline calls finish_slots): the canary is not coming
+    assert events(f.window(LOW, version=BASE) + f.engine.finish_slots()) == [("drift", "firing", "resolved")]
+    assert [d.kind for d in db.list_deliveries(store)] == ["firing", "resolved"]
+    assert f.engine.finish_slots() == []  # judged once
+
+
+def test_a_restart_does_not_lose_a_clear_slot(store, clock) -> None:
+    """Crash equivalence: a clear slot of the baseline alone (the canary stopped), then a
+    restart, then one more clear slot resolves (resolve_after=2) as without the restart."""
+    rule = Rule("drift", "drift_share", ">", 0.3, resolve_after=2)
+    f = feed(store, clock, rule)
+    assert events(slot(f, (BASE, HIGH), (CANARY, HIGH))) == [("drift", "inactive", "firing")]
+    f.window(LOW, version=BASE)
+    f.engine.finish_slots()  # the end of the flush, which commits
+    f.engine = make_engine(store, clock, [rule])  # the restart: a new engine on the same store
+    assert events(f.window(LOW, version=BASE) + f.engine.finish_slots()) == [("drift", "firing", "resolved")]
+
+
+def test_a_slot_completed_in_its_flush_is_not_judged_again_at_its_end(store, clock) -> None:
+    """Both versions clear in one flush: the slot counts once, finish_slots adds nothing."""
+    rule = Rule("drift", "drift_share", ">", 0.3, resolve_after=2)
+    f = feed(store, clock, rule)
+    slot(f, (BASE, HIGH), (CANARY, HIGH))
+    f.engine.finish_slots()
+    assert slot(f, (BASE, LOW), (CANARY, LOW)) + f.engine.finish_slots() == []
+    assert (alert(store, rule).state, alert(store, rule).clears) == ("firing", 1)
