@@ -21,7 +21,7 @@ from storage.db import Store
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # history: weeks before any test run
 
-CONFIG = """
+MODEL = """
 [daemon]
 state_dir = "state"
 
@@ -41,7 +41,9 @@ size = "1m"
 lateness = "30s"
 min_rows = 50
 idle_timeout = "2s"
+"""
 
+CONFIG = MODEL + """
 [[rules]]
 name = "drift"
 metric = "drift_share"
@@ -171,3 +173,25 @@ def test_a_reminder_held_back_by_an_inhibition_does_not_stop_the_ticks_due_after
     # the last window before the gap closed at 12:04:30; silent for no_data_for = 2m at 12:06:30
     assert alert["fired_at"] == _at(6.5)
     assert alert["resolved_at"] == _at(15.5)
+
+
+def test_a_canary_rolled_back_does_not_keep_the_alert_firing(tmp_path: Path) -> None:
+    """A rule without ``version`` over a baseline and a canary: a canary rolled back in a
+    slot the baseline is clear must not keep the alert firing. The slot's clear was held in
+    memory for the canary's window, which never comes: the alert stayed firing at the end."""
+    write_reference_csv(str(tmp_path / "reference.csv"), n=3000, seed=7)
+    (tmp_path / "config.toml").write_text(MODEL + '[[rules]]\nname = "drift"\nmetric = "drift_share"\nop = ">="\nthreshold = 0.5\n')
+    rows = [
+        *events(model="churn", start=START, windows=4, per_window=200, window_seconds=60,
+                shift_from=99, seed=17, version="v1"),  # the baseline: clear throughout
+        *events(model="churn", start=START, windows=3, per_window=200, window_seconds=60,
+                shift_from=0, seed=18, version="v2"),  # the canary drifts; gone after 3 minutes
+    ]
+    rows = [{**r, "event_id": f"{r['version']}-{r['event_id']}"} for r in rows]
+    rows.sort(key=lambda r: r["ts"])
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    run_replay(load_config(tmp_path / "config.toml"), tmp_path / "events.jsonl", tmp_path / "r")
+    (alert,) = _rows(tmp_path / "r" / "driftwarden.db", "SELECT * FROM alerts WHERE rule = 'drift'")
+    assert alert["fired_at"] == _at(1.5)  # the first slot: the canary's window breaches
+    assert alert["state"] == "resolved"  # the 4th slot: the baseline alone, clear
+    assert alert["resolved_at"] == _at(4.5)
