@@ -160,8 +160,9 @@ def _run_grouped(store: Store, one: str, many: str, fields: list[Any], width: in
 def _upsert_without(d: Dialect, absent: tuple[bool, ...]) -> tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
     """The upsert of metric rows whose nullable fields (value, p_value, threshold, drifted,
     test) are None where ``absent`` says, and what it binds of a full row."""
-    kept = [i for i in range(len(METRIC_KINDS)) if i not in _nulls(absent)]
-    return _metric_upsert(d.batch_rows((), METRIC_KINDS, _nulls(absent))), operator.itemgetter(*kept)
+    nulls = _nulls(absent)
+    kept = [i for i in range(len(METRIC_KINDS)) if i not in nulls]
+    return _metric_upsert(d.batch_rows((), METRIC_KINDS, nulls)), operator.itemgetter(*kept)
 
 
 @functools.lru_cache(maxsize=64)
