@@ -158,7 +158,7 @@ def check(
         ref_warnings: list[str] = []
         # before `run` (systemd), calibrating each model here would double the start-up:
         # the daemon logs the same warning when it calibrates
-        references = check_references(cfg, None if pre_start else ref_warnings)
+        references = check_references(cfg, ref_warnings, calibrate=not pre_start)
     except ReferenceError as exc:
         typer.echo(f"driftwarden: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -17,13 +17,15 @@ error message that quotes a token or password cannot leak it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,7 +250,7 @@ def check_webhook(name: str, n: WebhookNotifierConfig) -> str:
     return f"webhook {name} ({n.kind}): {u.hostname}:{port} accepts connections (nothing sent)"
 
 
-def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str]:
+def check_references(cfg: Config, warnings: list[str] | None = None, *, calibrate: bool = True) -> list[str]:
     """Load and validate every model's reference file, as ``run`` would at start-up.
 
     Returns one ``model: N rows`` summary per model; raises ``ReferenceError`` naming
@@ -257,8 +259,10 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
     ``drift.alpha`` its columns cannot reach or a column whose calibrated threshold its
     reference breaks (a heavy tail under Wasserstein, rare values under chi-square; the
     daemon logs the same WARNINGs at start-up; calibrating takes about 1 s per 10
-    columns), a reference lacking the label column ``models.label`` names (no label
-    figures; the daemon warns too).
+    columns; ``calibrate=False`` skips this), a reference lacking the label column
+    ``models.label`` names (no label figures; the daemon warns too), and every WARNING
+    loading a reference logs (e.g. a CSV column of whole numbers written as decimals,
+    ``1.0``, which is read as that text).
     """
     from monitor.ingest.schema import ModelSchema  # noqa: PLC0415
     from monitor.references.load import ReferenceSpec, load_reference  # noqa: PLC0415
@@ -266,9 +270,10 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
 
     out = []
     for m in cfg.models:
-        ref = load_reference(m.reference, ReferenceSpec.from_config(m))
+        with _logged_warnings("driftwarden.references", warnings):  # e.g. a CSV column of 1.0, 2.0
+            ref = load_reference(m.reference, ReferenceSpec.from_config(m))
         out.append(f"{m.name} {ref.rows} rows")
-        if warnings is not None and m.drift.thresholds == "calibrated":
+        if calibrate and warnings is not None and m.drift.thresholds == "calibrated":
             # the column calibration only (the domain classifier's says nothing of alpha)
             plain = m.model_copy(update={"drift": m.drift.model_copy(update={"multivariate": "none"})})
             pm = PreparedModel.build(plain, ModelSchema.from_config(m), ref)
@@ -288,6 +293,27 @@ def check_references(cfg: Config, warnings: list[str] | None = None) -> list[str
         if warnings is not None:  # a label column the config names but the file lacks
             warnings.extend(lr.warning for lr in labelled.values() if lr.warning)
     return out
+
+
+@contextlib.contextmanager
+def _logged_warnings(logger: str, into: list[str] | None) -> Iterator[None]:
+    """Append to ``into`` the message of every WARNING (or worse) ``logger`` logs inside
+    the block; nothing when ``into`` is None. The records still reach the log as well."""
+    if into is None:
+        yield
+        return
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            into.append(record.getMessage())
+
+    target = logging.getLogger(logger)
+    handler = _Collect(logging.WARNING)
+    target.addHandler(handler)
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
 
 
 def _outcome(fn: Callable[[], str]) -> tuple[str, Exception | None]:

@@ -16,6 +16,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from monitor.cli.check import check_references
 from monitor.config import ModelConfig, load_config
 from monitor.labels.decode import class_label
 from monitor.labels.reference import prepare_labelled_reference
@@ -185,3 +186,15 @@ def test_whole_numbers_written_as_decimals_are_text_with_a_warning(tmp_path: Pat
     p.write_text("region,flag,age,prediction\n1.0,a,1,0.1\nv2,b,2,0.2\n")  # text among them: no warning
     load_reference(p, _spec())
     assert caplog.records == []
+
+
+def test_check_lists_the_decimal_wholes_warning(tmp_path: Path) -> None:
+    """`driftwarden check` (``--pre-start`` too, which skips calibrating) shows a
+    reference's loading WARNINGs as ``!`` lines: the column of 1.0, 2.0 read as that text
+    used to reach only the daemon's log."""
+    (tmp_path / "config.toml").write_text(CONFIG)
+    lines = ["region,flag,age,prediction"] + [f"{i % 3}.0,{f},{a},0.5" for i, (_, f, a) in enumerate(_rows(60))]
+    (tmp_path / "ref.csv").write_text("\n".join(lines) + "\n")
+    warnings: list[str] = []
+    assert check_references(load_config(tmp_path / "config.toml"), warnings, calibrate=False) == ["m 60 rows"]
+    assert len(warnings) == 1 and "column 'region' holds only whole numbers written as decimals ('0.0')" in warnings[0]
