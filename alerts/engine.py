@@ -390,6 +390,9 @@ class AlertEngine:
             elsewhere: set[str] | None = None  # the rules other live instances have, read once
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
+                if rule is not None and not rule.covers(alert.id, alert.model, alert.column, alert.segment,
+                                                        alert.version, alert.metric):
+                    rule = None  # renamed in place: the rule of that name judges other instances now
                 if rule is None and self.store.shared:
                     # a rule another live instance of the shared store has (a rolling change of
                     # the config): its alerts are that instance's, not a rule that left
@@ -397,7 +400,7 @@ class AlertEngine:
                         elsewhere = names_elsewhere(self.store, now, "rules", other_than=self.owner)
                     if alert.rule in elsewhere:
                         continue
-                if rule is None:  # the rule left the config: end the alert quietly
+                if rule is None:  # the rule left the config (or no longer covers it): end the alert quietly
                     gone = alert.evolve(
                         state=RESOLVED if alert.state == FIRING else INACTIVE,
                         resolved_at=now if alert.state == FIRING else alert.resolved_at,

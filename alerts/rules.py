@@ -273,6 +273,26 @@ class Rule:
             return column != DATASET
         return column == self.column
 
+    def covers(self, alert_id: str, model: str, column: str, segment: str, version: str, metric: str) -> bool:
+        """Whether this rule still judges the stored alert instance ``alert_id`` (of that
+        model, column, segment, version and figure ``metric``; ``""`` for a record that
+        has none stored). False when a rule kept its name but changed its scope (a reload
+        or restart with another model, column, segment, version or figure): no window
+        judges that instance again."""
+        if metric and metric != self.metric:
+            return False
+        if self.instance_id(model, column, segment, version) != alert_id:
+            return False  # version=None <-> "*": the instance's identity changed
+        if self.model is not None and model != self.model:
+            return False
+        if self.is_no_data:
+            return True
+        if not self._column_ok(column):
+            return False
+        if not self.matches_window(WindowKey(model, version, segment, "", "")):
+            return False
+        return True
+
     def instance_id(self, model: str, column: str, segment: str, version: str) -> str:
         """Stable id of the alert instance (same across restarts)."""
         ver = version if self.version is not None else ""

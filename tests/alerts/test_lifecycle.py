@@ -391,6 +391,38 @@ def test_rule_removed_from_config_ends_its_alert_quietly(store, clock):
     assert kinds(store) == ["firing"]
 
 
+@pytest.mark.parametrize("narrowed", [
+    Rule("drift", "drift_share", ">", 0.3, model="fraud"),  # another model
+    Rule("drift", "drift_share", ">", 0.3, column="*"),  # per column: the dataset row is not judged
+    Rule("drift", "drift_share", ">", 0.3, segment="*"),  # segments only
+    Rule("drift", "drift_share", ">", 0.3, version="v13"),  # another version
+    Rule("drift", "drift_share", ">", 0.3, version="*"),  # per version: the instance's id changed
+    Rule("drift", "missing_share", ">", 0.3),  # another figure
+], ids=["model", "column", "segment", "version", "per-version", "metric"])
+def test_rule_narrowed_by_a_reload_ends_the_alerts_it_no_longer_judges(store, clock, narrowed):
+    """A reload (or restart) that keeps a rule's name but no longer covers a firing
+    instance (another model, column, segment, version or figure): no window judges that
+    instance again, so it resolved never and sent a reminder every repeat_interval for
+    good. It ends quietly, as a rule that left the config does."""
+    f = feed(store, clock)
+    f.window(HIGH)
+    g = feed(store, clock, (narrowed,))
+    t = g.engine.on_tick(clock.now + timedelta(days=1))
+    assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
+    assert kinds(store) == ["firing"]
+    assert g.engine.on_tick(clock.now + timedelta(days=2)) == []
+    assert kinds(store) == ["firing"]
+
+
+def test_rule_changed_within_its_scope_keeps_its_alert_firing(store, clock):
+    """A new threshold, op or for/resolve count leaves a firing instance to the next window."""
+    f = feed(store, clock)
+    f.window(HIGH)
+    g = feed(store, clock, (Rule("drift", "drift_share", ">", 0.5, model="churn", resolve_after=2),))
+    assert [x.event for x in g.engine.on_tick(clock.now + timedelta(days=1))] == ["reminder"]
+    assert state(store) == "firing"
+
+
 def test_a_rule_another_live_instance_has_is_left_to_it(store, clock):
     """On a shared store, an instance whose config lacks a rule (a rolling change of the
     config) leaves that rule's alerts alone while an instance that has it is alive (it
