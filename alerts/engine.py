@@ -950,6 +950,7 @@ def _showing(rule: Rule, alert: AlertRecord, seen: _Seen, now: datetime) -> Aler
         window_start=seen.start,
         window_end=seen.end,
         updated_at=now,
+        metric=rule.metric,  # a rule that kept its name may judge another figure since a reload
         severity=rule.severity,
         labels=rule.instance_labels(ev.model, ev.column, ev.segment, ev.version),
     )

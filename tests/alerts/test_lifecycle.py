@@ -414,6 +414,19 @@ def test_rule_narrowed_by_a_reload_ends_the_alerts_it_no_longer_judges(store, cl
     assert kinds(store) == ["firing"]
 
 
+def test_rule_judging_another_figure_after_a_reload_keeps_the_alert_its_windows_judge(store, clock):
+    """A rule whose figure changed judges its instance again at the next window: the alert
+    shows the new figure from then on, and a tick does not end it as one it no longer covers."""
+    f = feed(store, clock)
+    f.window(HIGH)
+    g = feed(store, clock, (Rule("drift", "missing_share", ">", 0.3),))
+    g.n = f.n
+    assert g.window({"missing_share": 0.5}) == []  # still breaching: firing goes on
+    alert = db.get_alert(store, DRIFT.instance_id("churn", "", "", "v12"))
+    assert alert is not None and (alert.state, alert.metric, alert.value) == ("firing", "missing_share", 0.5)
+    assert [x.event for x in g.engine.on_tick(clock.now + timedelta(days=1))] == ["reminder"]
+
+
 def test_rule_changed_within_its_scope_keeps_its_alert_firing(store, clock):
     """A new threshold, op or for/resolve count leaves a firing instance to the next window."""
     f = feed(store, clock)
