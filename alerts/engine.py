@@ -55,7 +55,7 @@ from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
 from storage.detectors import load_detector, save_detector
-from storage.instances import names_elsewhere
+from storage.instances import names_elsewhere, rule_digests_elsewhere
 from storage.records import MetricRow, WindowRecord, iso, parse_iso
 
 Clock = Callable[[], datetime]
@@ -155,6 +155,10 @@ class AlertEngine:
         owner: str | None = None,
     ) -> None:
         self.store = store
+        #: this instance's digest of each rule's settings, as it announces them on a shared
+        #: store (:mod:`storage.instances`; set by the daemon): tells a rule another instance
+        #: still has in its old scope (a rolling change) from one all have re-scoped alike
+        self.rule_digests: dict[str, str] = {}
         #: this instance in :mod:`storage.instances` (a shared store: whose rules are whose)
         self.owner = owner
         self.clock = clock
@@ -388,12 +392,21 @@ class AlertEngine:
                 self.store.lock(TICK_LOCK, *(db.alert_lock_key(m) for m in models))
             self._no_data(now, transitions, events)
             elsewhere: set[str] | None = None  # the rules other live instances have, read once
+            rescoped: dict[str, set[str]] | None = None  # and their settings' digests, read once
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
                 if rule is not None and not rule.covers(alert.id, alert.model, alert.column, alert.segment,
                                                         alert.version, alert.metric):
-                    rule = None  # renamed in place: the rule of that name judges other instances now
-                if rule is None and self.store.shared:
+                    # re-scoped in place: the rule of that name judges other instances now,
+                    # unless another live instance still has it with other settings
+                    if self.store.shared:
+                        if rescoped is None:
+                            rescoped = rule_digests_elsewhere(self.store, now, other_than=self.owner)
+                        mine = self.rule_digests.get(alert.rule)
+                        if any(d != mine for d in rescoped.get(alert.rule, ())):
+                            continue
+                    rule = None
+                elif rule is None and self.store.shared:
                     # a rule another live instance of the shared store has (a rolling change of
                     # the config): its alerts are that instance's, not a rule that left
                     if elsewhere is None:

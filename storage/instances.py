@@ -83,6 +83,20 @@ def live_instances(store: Store, now: datetime, *, other_than: str | None = None
     return out
 
 
+def rule_digests_elsewhere(store: Store, now: datetime, *, other_than: str | None) -> dict[str, set[str]]:
+    """Each rule name live instances other than ``other_than`` have, with the digests of
+    its settings they announced (``{"rules": {name: digest}}``; a name announced without
+    one, as a list, maps to ``{""}``)."""
+    out: dict[str, set[str]] = {}
+    for facts in live_instances(store, now, other_than=other_than).values():
+        rules = facts.get("rules") or ()
+        for name in rules:
+            if isinstance(name, str):
+                digest = rules.get(name) if isinstance(rules, dict) else ""
+                out.setdefault(name, set()).add(digest if isinstance(digest, str) else "")
+    return out
+
+
 def names_elsewhere(store: Store, now: datetime, kind: str, *, other_than: str | None) -> set[str]:
     """The names of ``kind`` (``rules``, ``notifiers``, ``models``) that live instances other
     than ``other_than`` have."""

@@ -28,6 +28,7 @@ from monitor.config import (
     SlackNotifierConfig,
     WebhookNotifierConfig,
 )
+from monitor.service.peers import rule_digests
 from monitor.service.telemetry import log_transitions
 from monitor.windows.figures import WindowFigures
 from storage.db import Store
@@ -116,6 +117,7 @@ class Alerting:
             ),
             owner=owner,
         )
+        self.engine.rule_digests = rule_digests(config)
         self.worker = DeliveryWorker(
             store,
             self.notifiers,

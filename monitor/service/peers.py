@@ -32,11 +32,16 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
+def rule_digests(config: Config) -> dict[str, str]:
+    """Each rule's name with a digest of its settings (what instances announce and compare)."""
+    return {r.name: _digest(r.model_dump(mode="json")) for r in config.rules}
+
+
 def config_facts(config: Config, reference_sha256: Mapping[str, str]) -> dict[str, Any]:
     """What the other instances compare: rule and model names with a digest of their
     settings (a model's reference by content, not path: hosts may keep it elsewhere),
     notifier names. ``reference_sha256``: each model's reference file in force."""
-    rules = {r.name: _digest(r.model_dump(mode="json")) for r in config.rules}
+    rules = rule_digests(config)
     models = {
         m.name: _digest({**m.model_dump(mode="json", exclude={"reference"}), "reference": reference_sha256.get(m.name)})
         for m in config.models

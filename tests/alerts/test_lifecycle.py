@@ -414,6 +414,26 @@ def test_rule_narrowed_by_a_reload_ends_the_alerts_it_no_longer_judges(store, cl
     assert kinds(store) == ["firing"]
 
 
+def test_rule_narrowed_on_every_instance_of_a_shared_store_ends_the_alerts_it_no_longer_judges(store, clock):
+    """On a shared store a re-scoped rule's old alerts are left alone while another live
+    instance still has the rule with its old settings (a rolling change), and end once every
+    instance announces the same settings (before, the name alone kept them firing for good)."""
+    from storage.instances import announce
+
+    f = feed(store, clock)
+    f.window(HIGH)
+    g = feed(store, clock, (Rule("drift", "drift_share", ">", 0.3, model="fraud"),))
+    g.engine.owner, g.engine.rule_digests = "host-b:2:bb", {"drift": "new"}
+    announce(store, "host-a:1:aa", {"rules": {"drift": "old"}, "notifiers": ["ops"], "models": {}}, clock.now)
+    t = g.engine.on_tick(clock.now)
+    if store.shared:
+        assert t == [] and [a.state for a in db.active_alerts(store)] == ["firing"]
+        announce(store, "host-a:1:aa", {"rules": {"drift": "new"}, "notifiers": ["ops"], "models": {}}, clock.now)
+        t = g.engine.on_tick(clock.now)
+    assert [(x.rule, x.to_state) for x in t] == [("drift", "resolved")]
+    assert kinds(store) == ["firing"]
+
+
 def test_rule_judging_another_figure_after_a_reload_keeps_the_alert_its_windows_judge(store, clock):
     """A rule whose figure changed judges its instance again at the next window: the alert
     shows the new figure from then on, and a tick does not end it as one it no longer covers."""
