@@ -191,6 +191,9 @@ class AlertEngine:
         #: per instance of a rule without ``version``: what it saw of its last time slot
         #: (see :meth:`_judge_slot`); lost on a restart, kept by a config reload
         self._slots: dict[str, _Slot] = {}
+        #: the entries of ``_slots`` the flush in progress changed, as they were before it
+        #: (None: no entry); put back when it rolls back (:meth:`flush_outcome`)
+        self._undo: dict[str, _Slot | None] = {}
         if any(r.is_no_data for r in self.rules):
             self._seed_activity(started)
 
@@ -254,9 +257,27 @@ class AlertEngine:
         with previous._lock:
             activity = dict(previous._activity)
             slots = dict(previous._slots)
+            undo = dict(previous._undo)  # a flush whose outcome is not known yet
         with self._lock:
             self._activity.update(activity)
             self._slots.update(slots)
+            self._undo.update(undo)
+
+    def flush_outcome(self, committed: bool) -> None:
+        """The flush transaction that judged windows since the last call committed, or rolled
+        back (``Pipeline.on_outcome``). Rolled back, what the rules without ``version`` saw
+        of their slots since then is forgotten with the windows: the memory is put back as it
+        was before the flush, so a clear it held is never judged by a later flush (from
+        windows never stored, under a model lock that flush did not take first), and the
+        flush written again judges its slots from the same memory as the first time."""
+        with self._lock:
+            if not committed:
+                for aid, before in self._undo.items():
+                    if before is None:
+                        self._slots.pop(aid, None)
+                    else:
+                        self._slots[aid] = before
+            self._undo.clear()
 
     def on_window(
         self,
@@ -358,8 +379,7 @@ class AlertEngine:
     def _finish_slot(self, aid: str, mem: _Slot, old: AlertRecord | None, now: datetime) -> list[Transition]:
         """Step the instance ``aid`` with its held clear slot ``mem``; its transitions."""
         if mem.written != _mark(old):
-            with self._lock:
-                self._slots.pop(aid, None)  # the row changed meanwhile: the memory is stale
+            self._remember(aid, None)  # the row changed meanwhile: the memory is stale
             return []
         if old is None:  # an instance that never breached: nothing to write
             self._remember(aid, replace(mem, applied=False))
@@ -593,9 +613,16 @@ class AlertEngine:
         self._remember(aid, replace(slot, applied=applied, written=_mark(new or old)))
         return [] if new is None else [new]
 
-    def _remember(self, aid: str, slot: _Slot) -> None:
+    def _remember(self, aid: str, slot: _Slot | None) -> None:
+        """Keep ``slot`` as what the instance ``aid`` saw of its last slot (None: forget it);
+        the entry before is noted for :meth:`flush_outcome`."""
         with self._lock:
-            self._slots[aid] = slot
+            if aid not in self._undo:
+                self._undo[aid] = self._slots.get(aid)
+            if slot is None:
+                self._slots.pop(aid, None)
+            else:
+                self._slots[aid] = slot
 
     def _detect(
         self, rule: Rule, ev: Evaluation, window_id: str, window_end: str, now: datetime

@@ -188,6 +188,7 @@ class Alerting:
         they are forgotten (the flush, written again, makes them again). A flush whose
         COMMIT raised keeps its transitions until then: it may have committed, and
         written again it would not make them again (each window is judged once)."""
+        self.engine.flush_outcome(committed)  # its memory of time slots goes with the flush
         if not committed:
             self.forget_uncommitted()
         elif self._uncommitted:

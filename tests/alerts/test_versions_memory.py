@@ -1,0 +1,91 @@
+"""What an engine remembers of its rules' time slots (rules without ``version``, see
+tests/alerts/test_versions.py) against rolled-back flushes, config reloads and versions
+new to a model: the memory must never judge a slot from windows that were not stored,
+nor outlive the rules and models it is about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alerts.engine import AlertEngine
+from alerts.rules import DetectorSpec, Rule
+from monitor.config import load_config
+from monitor.service.alerting import Alerting
+from storage import alerts as db
+from tests.alerts.conftest import Feed, events, make_engine
+
+HIGH, LOW = {"drift_share": 0.6}, {"drift_share": 0.1}
+BASE, CANARY = "v12", "v13"
+MODELS = "".join(
+    f'[[models]]\nname = "{m}"\nreference = "ref.csv"\nfeatures.numerical = ["age"]\n'
+    for m in ("churn", "fraud")
+)
+DRIFT = '[[rules]]\nname = "drift"\nmetric = "drift_share"\nop = ">"\nthreshold = 0.3\nresolve_after = 2\n'
+
+
+class Boom(Exception):
+    """A store error after the windows were judged: the flush rolls back."""
+
+
+def _alerting(folder: Path, store, clock, rules: str = DRIFT) -> Alerting:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ref.csv").write_text("age\n1\n2\n")
+    (folder / "config.toml").write_text(MODELS + rules)
+    return Alerting(load_config(folder / "config.toml"), store, clock=clock)
+
+
+def _flush(alerting: Alerting, store, *windows: tuple[Feed, str, dict[str, float], bool], fail: bool = False):
+    """One flush as the pipeline makes it: windows, then ``finish_slots``, in one transaction
+    (rolled back with ``fail``), then its outcome. Returns the transitions it made."""
+    made: list = []
+    try:
+        with store.transaction():
+            for f, version, values, advance in windows:
+                made += f.window(values, version=version, advance=advance)
+            if fail:
+                raise Boom
+            made += alerting.engine.finish_slots()
+    except Boom:
+        alerting.flush_outcome(False)
+        return []
+    alerting.flush_outcome(True)
+    return made
+
+
+def _alert(store, model: str = "churn"):
+    return db.get_alert(store, Rule("drift", "drift_share", ">", 0.3).instance_id(model, "", "", ""))
+
+
+def test_a_held_slot_of_a_rolled_back_flush_is_not_judged_by_another_flush(tmp_path, store, clock) -> None:
+    """The baseline's clear window is held for the canary; the flush rolls back (its windows
+    were not stored) and its partition goes to another instance. The next flush, of another
+    model, must not judge that slot from memory: a clear counted on windows never stored,
+    under a lock on a model the flush did not take at its start (two instances could wait
+    for each other's model locks in a circle)."""
+    alerting = _alerting(tmp_path, store, clock)
+    churn = Feed(alerting.engine, store, clock)
+    fraud = Feed(alerting.engine, store, clock, model="fraud")
+    made = _flush(alerting, store, (churn, BASE, HIGH, False), (churn, CANARY, HIGH, True))
+    assert events(made) == [("drift", "inactive", "firing")]
+    _flush(alerting, store, (churn, BASE, LOW, True), fail=True)
+    assert _flush(alerting, store, (fraud, BASE, LOW, True)) == []
+    a = _alert(store)
+    assert (a.state, a.clears) == ("firing", 0)
+
+
+def test_a_retried_flush_judges_its_slot_once(tmp_path, store, clock) -> None:
+    """The same flush rolled back, then written again: its slot counts once toward
+    ``resolve_after``, and still waits for the canary of the slot before it."""
+    alerting = _alerting(tmp_path, store, clock)
+    churn = Feed(alerting.engine, store, clock)
+    _flush(alerting, store, (churn, BASE, HIGH, False), (churn, CANARY, HIGH, True))
+    _flush(alerting, store, (churn, BASE, LOW, False), (churn, CANARY, LOW, False), fail=True)
+    assert _flush(alerting, store, (churn, BASE, LOW, False), (churn, CANARY, HIGH, True)) == []
+    a = _alert(store)
+    assert (a.state, a.clears, a.version) == ("firing", 0, CANARY)
+    _flush(alerting, store, (churn, BASE, LOW, False), (churn, CANARY, LOW, True))
+    assert (_alert(store).state, _alert(store).clears) == ("firing", 1)
+    made = _flush(alerting, store, (churn, BASE, LOW, False), (churn, CANARY, LOW, True))
+    assert events(made) == [("drift", "firing", "resolved")]
