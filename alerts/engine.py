@@ -36,7 +36,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -249,19 +249,29 @@ class AlertEngine:
                 due.append(alert.last_notified_at + (rule.repeat_interval or self.settings.repeat_interval))
         return min((t for t in due if after is None or t > after), default=None)
 
-    def continue_activity(self, previous: AlertEngine) -> None:
+    def continue_activity(self, previous: AlertEngine, models: Collection[str] | None = None) -> None:
         """Go on with ``previous``'s no-data clocks (a config reload builds a new engine):
         its last activity per model replaces this engine's start-up seed of "active now",
         which would restart every clock at each reload. Also what its rules without
-        ``version`` saw of their last time slot (:meth:`_judge_slot`)."""
+        ``version`` saw of their last time slot (:meth:`_judge_slot`), for the rules this
+        engine has unchanged and the ``models`` still configured (None: any): the memory of
+        a rule removed or changed (its verdicts were another rule's), or of a model
+        removed, is dropped, so it does not grow with each reload."""
         with previous._lock:
             activity = dict(previous._activity)
-            slots = dict(previous._slots)
-            undo = dict(previous._undo)  # a flush whose outcome is not known yet
+            slots = {aid: s for aid, s in previous._slots.items() if self._keeps(s, models)}
+            # a flush whose outcome is not known yet
+            undo = {aid: s for aid, s in previous._undo.items() if s is None or self._keeps(s, models)}
         with self._lock:
             self._activity.update(activity)
             self._slots.update(slots)
             self._undo.update(undo)
+
+    def _keeps(self, slot: _Slot, models: Collection[str] | None) -> bool:
+        """Whether a slot memory of another engine (a reload's previous one) is still this
+        engine's: its rule is here, unchanged, and its model is in ``models`` (None: any)."""
+        ev = next(iter(slot.seen.values())).ev
+        return self._rules_by_name.get(ev.rule.name) == ev.rule and (models is None or ev.model in models)
 
     def flush_outcome(self, committed: bool) -> None:
         """The flush transaction that judged windows since the last call committed, or rolled

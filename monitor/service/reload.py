@@ -106,7 +106,8 @@ class Reload:
         acquired = lock.acquire(timeout=60)
         try:
             self.alerting._deliver_lock = lock
-            self.alerting.engine.continue_activity(old.engine)  # no-data clocks go on
+            # no-data clocks go on, and the slot memory of the rules and models kept
+            self.alerting.engine.continue_activity(old.engine, {m.name for m in self.config.models})
             # a reference swapped in since the reload was prepared (an upload on the HTTP
             # server's worker thread) stays: the new settings are prepared on it instead
             with daemon.pipeline._swap_lock:

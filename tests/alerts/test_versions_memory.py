@@ -89,3 +89,33 @@ def test_a_retried_flush_judges_its_slot_once(tmp_path, store, clock) -> None:
     assert (_alert(store).state, _alert(store).clears) == ("firing", 1)
     made = _flush(alerting, store, (churn, BASE, LOW, False), (churn, CANARY, LOW, True))
     assert events(made) == [("drift", "firing", "resolved")]
+
+
+def test_a_reload_keeps_the_slot_memory_of_kept_rules_and_models_only(store, clock) -> None:
+    """A reload's engine takes over what the old one saw of its slots, except for rules
+    removed or changed and models removed: before, it took every entry, so the memory grew
+    with each reload that renamed a rule or dropped a model."""
+    drift = Rule("drift", "drift_share", ">", 0.3)
+    rows = Rule("rows", "drift_share", ">", 0.5)
+    old = make_engine(store, clock, [drift, rows])
+    churn, fraud = Feed(old, store, clock), Feed(old, store, clock, model="fraud")
+    for f in (churn, fraud):
+        f.window(HIGH, version=BASE, advance=False)
+        f.window(LOW, version=CANARY)
+    new = make_engine(store, clock, [drift, Rule("rows", "drift_share", ">", 0.7)])
+    new.continue_activity(old, {"churn"})
+    assert sorted(new._slots) == [drift.instance_id("churn", "", "", "")]
+    # what it kept still counts: the slot's canary is expected in the next one
+    g = Feed(new, store, clock, n=churn.n)
+    assert [t for t in g.window(LOW, version=BASE) if t.rule == "drift"] == []
+    assert new._slots[drift.instance_id("churn", "", "", "")].applied is None
+
+
+def test_a_reload_without_model_list_keeps_every_model(store, clock) -> None:
+    drift = Rule("drift", "drift_share", ">", 0.3)
+    old = make_engine(store, clock, [drift])
+    for m in ("churn", "fraud"):
+        Feed(old, store, clock, model=m).window(HIGH, version=BASE)
+    new = make_engine(store, clock, [drift])
+    new.continue_activity(old)
+    assert len(new._slots) == 2
