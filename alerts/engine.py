@@ -56,7 +56,7 @@ from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
 from storage.detectors import load_detector, save_detector
 from storage.instances import names_elsewhere, rule_digests_elsewhere
-from storage.records import MetricRow, WindowRecord, iso, parse_iso
+from storage.records import MetricRow, WindowRecord, id_field, iso, parse_iso
 
 Clock = Callable[[], datetime]
 
@@ -643,13 +643,17 @@ class AlertEngine:
         An instance of a rule without ``version`` runs one detector per version (each
         version's figures are a series of their own; mixed, a level difference between
         two versions would look like a change), stored under :func:`_detector_key`; its
-        slot breaches when any of them signals. A version without a detector of its own
-        yet continues the instance's (what earlier releases ran for all versions)."""
+        slot breaches when any of them signals. The version that fed the instance's one
+        detector last (what earlier releases ran for all versions) continues it; any other
+        version starts a detector of its own (a canary first seen after an upgrade must not
+        be judged against the baseline's learned level and running sums)."""
         assert rule.detector is not None
         key = _detector_key(rule, ev)
         saved = load_detector(self.store, key)
         if saved is None and key != ev.alert_id:
-            saved = load_detector(self.store, ev.alert_id)
+            shared = load_detector(self.store, ev.alert_id)
+            if shared is not None and _window_version(shared["last_window_id"]) == id_field(ev.version):
+                saved = shared
         if saved is not None and (
             saved["last_window_id"] == window_id or _older(window_end, saved["window_end"])
         ):
@@ -1024,6 +1028,13 @@ def _detector_key(rule: Rule, ev: Evaluation) -> str:
     """Where an instance's detector state is stored: the alert id, with the version
     for a rule without ``version`` (one detector per version, see ``_detect``)."""
     return ev.alert_id if rule.version is not None else f"{ev.alert_id}@{ev.version}"
+
+
+def _window_version(window_id: str) -> str | None:
+    """The version field of a window id (as :func:`storage.records.id_field` wrote it), or
+    None for an id of another shape."""
+    fields = window_id.split("|")
+    return fields[1] if len(fields) == 5 else None
 
 
 def _is_time(end: str) -> bool:

@@ -5,16 +5,16 @@ nor outlive the rules and models it is about."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
-from alerts.engine import AlertEngine
-from alerts.rules import DetectorSpec, Rule
+from alerts.rules import DetectorSpec, Rule, detector_step
 from monitor.config import load_config
 from monitor.service.alerting import Alerting
 from storage import alerts as db
-from tests.alerts.conftest import Feed, events, make_engine
+from storage.detectors import save_detector
+from storage.records import WindowKey, iso
+from tests.alerts.conftest import T0, Feed, events, make_engine
 
 HIGH, LOW = {"drift_share": 0.6}, {"drift_share": 0.1}
 BASE, CANARY = "v12", "v13"
@@ -119,3 +119,49 @@ def test_a_reload_without_model_list_keeps_every_model(store, clock) -> None:
     new = make_engine(store, clock, [drift])
     new.continue_activity(old)
     assert len(new._slots) == 2
+
+
+# -- detector state of a version first seen after an upgrade ------------------------------
+
+STEP = timedelta(minutes=15)  # Feed's window size
+CUSUM = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", 5)))
+
+
+def _upgraded(store, clock, rule: Rule, n: int) -> Feed:
+    """An instance whose one detector (an earlier release's, for every version) learned
+    ``n`` baseline windows at drift share ~0.05, then this release's engine on it."""
+    state = None
+    for i in range(n):
+        state, _, _ = detector_step(rule, state, 0.05 + 0.001 * (i % 3))
+    last = WindowKey("churn", BASE, "", iso(T0 + (n - 1) * STEP), iso(T0 + n * STEP))
+    with store.transaction():
+        save_detector(store, alert_id=rule.instance_id("churn", "", "", ""), rule=rule.name, model="churn",
+                      state=state, last_window_id=last.id, window_end=last.end, now=clock.now)
+    return Feed(make_engine(store, clock, [rule]), store, clock, n=n)
+
+
+def test_a_canary_first_seen_after_an_upgrade_starts_a_detector_of_its_own(store, clock) -> None:
+    """The canary steady at 0.3 beside a baseline steady at 0.05: a level difference, not a
+    change. It continued the baseline's detector (learned at 0.05) and fired on its first
+    windows; the baseline goes on with that detector, learned already."""
+    rule = Rule("slow", "drift_share", ">", detector=CUSUM)
+    f = _upgraded(store, clock, rule, 20)
+    fired = []
+    for i in range(8):
+        got = slot(f, (BASE, {"drift_share": 0.05 + 0.001 * (i % 3)}), (CANARY, {"drift_share": 0.3}))
+        fired += [i for t in got if t.to_state == "firing"]
+    assert fired == []
+    # the baseline's detector was not restarted: its jump signals at once (a fresh one
+    # would still be learning its level for min_instances windows)
+    got = slot(f, (BASE, {"drift_share": 0.6}), (CANARY, {"drift_share": 0.3}))
+    a = alert(store, rule)
+    assert (a.state, a.version) == ("firing", BASE), got
+
+
+def slot(f: Feed, first, second):
+    out = f.window(first[1], version=first[0], advance=False)
+    return out + f.window(second[1], version=second[0])
+
+
+def alert(store, rule: Rule):
+    return db.get_alert(store, rule.instance_id("churn", "", "", ""))
