@@ -391,8 +391,8 @@ class AlertEngine:
         if mem.written != _mark(old):
             self._remember(aid, None)  # the row changed meanwhile: the memory is stale
             return []
-        if old is None:  # an instance that never breached: nothing to write
-            self._remember(aid, replace(mem, applied=False))
+        if old is None:  # an instance that never breached: nothing to write, nothing to keep
+            self._remember(aid, None)
             return []
         shown = mem.shown(old)
         rule = shown.ev.rule
@@ -620,7 +620,15 @@ class AlertEngine:
             applied = verdict
         elif old is not None and not _shows(old, shown) and (verdict or shown.window_id == old.last_window_id):
             new = _showing(rule, old, shown, now)
-        self._remember(aid, replace(slot, applied=applied, written=_mark(new or old)))
+        row = new or old
+        if row is None and applied is False:
+            # a clear slot of an instance without a row: judged without memory, a window of
+            # it gives the same (clear: nothing; a breach: the instance's first, as a late
+            # window of an older slot does for a rule with `version`), so none is kept; kept,
+            # every segment value a `segment = "*"` rule ever saw stayed in memory
+            self._remember(aid, None)
+        else:
+            self._remember(aid, replace(slot, applied=applied, written=_mark(row)))
         return [] if new is None else [new]
 
     def _remember(self, aid: str, slot: _Slot | None) -> None:

@@ -165,3 +165,26 @@ def slot(f: Feed, first, second):
 
 def alert(store, rule: Rule):
     return db.get_alert(store, rule.instance_id("churn", "", "", ""))
+
+
+def test_the_slot_memory_keeps_no_instance_that_never_breached(store, clock) -> None:
+    """A ``segment = "*"`` rule over segment values that come and go (each under the cap
+    for a while): the memory kept one entry per value ever seen, growing for good. An
+    instance without a row is judged the same without memory; only the breaching one is
+    kept."""
+    rule = Rule("drift", "drift_share", ">", 0.3, segment="*")
+    f = feed_of(store, clock, rule)
+    for i in range(40):
+        f.window(LOW, version=BASE, segment=f"user={i}", advance=False)
+        f.window(HIGH if i == 7 else LOW, version=CANARY, segment=f"user={i}")
+        f.engine.finish_slots()
+    assert sorted(f.engine._slots) == [rule.instance_id("churn", "", "user=7", "")]
+    # the instances judged without memory behave as with it: a clear window of a slot
+    # judged clear changes nothing, a breach is the instance's first
+    f.n -= 1
+    assert f.window(LOW, version=BASE, segment="user=39") == []
+    assert events(f.window(HIGH, version="v14", segment="user=39")) == [("drift", "inactive", "firing")]
+
+
+def feed_of(store, clock, rule: Rule) -> Feed:
+    return Feed(make_engine(store, clock, [rule]), store, clock)
