@@ -291,7 +291,10 @@ def run_replay(
             pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
                                 max_payload_bytes=cfg.daemon.max_payload_bytes,
                                 window_time=events.window_time, before_window=events.before_window,
-                                after_windows=alerting.finish_slots)
+                                after_windows=alerting.finish_slots,
+                                # the engine's slot memory follows each flush's outcome (and its
+                                # journal of the flush in progress is emptied at each commit)
+                                on_outcome=alerting.engine.flush_outcome)
             pipeline.register_initial_references()
             for chunk in source:
                 # the daemon's own path: the live decoder, poison isolation, dead letters
