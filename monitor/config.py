@@ -2162,7 +2162,23 @@ def _rule_shape_problems(i: int, r: RuleConfig, targets: list[ModelConfig]) -> l
     if r.relative and not has_reference_figure(r.metric):
         out.append(f"rules[{i}].relative: the reference has no {_show(r.metric)} of its own to compare with"
                    " (relative thresholds apply to row_count, missing_share and performance figures)")
+    out += _baseline_version_problems(i, r, targets)
     return out
+
+
+def _baseline_version_problems(i: int, r: RuleConfig, targets: list[ModelConfig]) -> list[str]:
+    """A comparison rule (``<figure>_delta``, ``<figure>_worse_p``) pinned to the version
+    every target model compares the others *with*: the baseline's own windows never carry
+    those figures, so the rule would never fire (an easy slip: the baseline's name is the
+    one in the config). Models without a baseline are left to the metric check."""
+    if r.version is None or r.version == "*" or not r.metric.endswith(("_delta", "_worse_p")):
+        return []
+    baselines = {m.performance.baseline_version for m in targets if m.performance.baseline_version is not None}
+    if baselines != {r.version}:
+        return []
+    return [f"rules[{i}].version: {_show(r.version)} is the baseline_version the other versions are compared"
+            f" with, so its own windows never have {_show(r.metric)}; expected the canary's version, \"*\""
+            " (each other version) or no version (any version)"]
 
 
 _SHAPES = {

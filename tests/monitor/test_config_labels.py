@@ -138,6 +138,14 @@ CASES: list[tuple[str, str, str, str]] = [
         ' baseline_version (model "churn" has no such figure)',
     ),
     (
+        "rule-comparison-pinned-to-the-baseline",
+        ON + '\nperformance.baseline_version = "v1"',
+        '[[rules]]\nname = "r"\nmetric = "accuracy_worse_p"\nop = "<"\nthreshold = 0.01\nversion = "v1"\n',
+        'rules[0].version: "v1" is the baseline_version the other versions are compared with, so its own'
+        ' windows never have "accuracy_worse_p"; expected the canary\'s version, "*" (each other version)'
+        " or no version (any version)",
+    ),
+    (
         "rule-regression-figure-on-classifier",
         ON,
         '[[rules]]\nname = "r"\nmetric = "mae"\nthreshold = 1.0\n',
@@ -196,3 +204,12 @@ def test_defaults_and_a_full_label_setup(tmp_path: Path) -> None:
         'rules[0].column: unknown column "label"; expected one of: age, plan, prediction'
     ]
 
+
+
+def test_a_comparison_rule_on_the_canary_or_any_version_is_accepted(tmp_path: Path) -> None:
+    """Only the baseline's own version is refused: the canary's, "*" and none load."""
+    model = ON + '\nperformance.baseline_version = "v1"'
+    for version in ('\nversion = "v2"', '\nversion = "*"', ""):
+        cfg = load(tmp_path, '[[rules]]\nname = "r"\nmetric = "f1_delta"\nop = "<"\nthreshold = 0.0' + version + "\n",
+                   model=model)
+        assert cfg.rules[0].metric == "f1_delta"
