@@ -63,6 +63,25 @@ def has_reference_figure(metric: str) -> bool:
     return metric in ("row_count", "missing_share") or base in PERFORMANCE_METRICS
 
 
+#: suffixes of figures derived from a realized performance figure (labels needed)
+_LABELLED_SUFFIXES = ("_segment_gap", "_delta", "_worse_p", "_estimation_error")
+
+
+def needs_labels(metric: str) -> bool:
+    """Whether ``metric`` is computed from joined labels (the ``performance`` family): the
+    realized figures, their segment gaps, version comparisons and estimation errors, and
+    the label counts and label drift. Estimated figures (``estimated_accuracy``, ...) come
+    from the scores alone: False. An unknown name: False."""
+    if metric in LABEL_METRICS:
+        return True
+    base = metric
+    for suffix in _LABELLED_SUFFIXES:
+        if metric.endswith(suffix):
+            base = metric.removesuffix(suffix)
+            break
+    return base in PERFORMANCE_METRICS
+
+
 def performance_figures(task: str, prediction_type: str) -> tuple[str, ...]:
     """The performance figures of a model shape (before suffixes)."""
     if task == "regression":

@@ -224,13 +224,15 @@ def replay(
     )
 
     from monitor.references.load import ReferenceError  # noqa: PLC0415
-    from monitor.service.replay import ReplayError, ReplayInterrupted, run_replay  # noqa: PLC0415
+    from monitor.service.replay import ReplayError, ReplayInterrupted, run_replay, unlabelled_note  # noqa: PLC0415
     from monitor.service.replay_source import ReplaySourceError, count_rows  # noqa: PLC0415
     from storage.state_dir import DAEMON_UMASK  # noqa: PLC0415
 
     os.umask(DAEMON_UMASK)  # the replay's folder is 0700 and its files 0600, as a daemon's
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     console = Console(stderr=True, highlight=False)
+    if (note := unlabelled_note(cfg)) is not None:
+        typer.echo(f"driftwarden: note: {note}", err=True)
     try:
         total = count_rows(data)
         bar = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),

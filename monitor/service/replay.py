@@ -234,6 +234,26 @@ def _install(partial: Path, db: Path) -> None:
     os.replace(partial, db)
 
 
+def unlabelled_note(config: Config) -> str | None:
+    """What a replay cannot give, said before it runs: a file's rows are predictions, never
+    labels (a ``label`` field in them is not read), so the performance windows of a model
+    with ``[models.performance] enabled`` stay unlabelled and a rule on a figure that needs
+    labels (:func:`monitor.metric_names.needs_labels`: ``accuracy``, ``accuracy_worse_p``,
+    ...) never fires in it. ``None`` when no model joins labels."""
+    from monitor.metric_names import needs_labels  # noqa: PLC0415
+
+    joined = [m.name for m in config.models if m.performance.enabled]
+    if not joined:
+        return None
+    rules = [r.name for r in config.rules
+             if needs_labels(r.metric) and (r.model is None or r.model in joined)]
+    note = (f"labels are not replayed (a file's rows are predictions; a label field in them is not read):"
+            f" the performance figures of model(s) {', '.join(joined)} stay unlabelled")
+    if rules:
+        note += f", so rule(s) {', '.join(rules)} cannot fire in this replay"
+    return note + "; drift, quality and estimated_* figures come from the predictions and are replayed"
+
+
 def replay_config(config: Config, state_dir: Path, *, notify: bool) -> Config:
     """The config a replay runs with: its own state dir; without ``notify``, no notifiers."""
     daemon = config.daemon.model_copy(update={"state_dir": Path(state_dir)})

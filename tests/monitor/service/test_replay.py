@@ -281,3 +281,61 @@ def test_replay_never_writes_into_a_folder_it_did_not_make(tmp_path: Path) -> No
     run_replay(cfg, files["jsonl"], tmp_path / "again")
     assert (tmp_path / "again" / REPLAY_MARKER).is_file()
     run_replay(cfg, files["jsonl"], tmp_path / "again")  # its own folder: rewritten
+
+
+PERFORMANCE = """
+[models.performance]
+enabled = true
+baseline_version = "v1"
+
+[[rules]]
+name = "canary"
+metric = "accuracy_worse_p"
+op = "<"
+threshold = 0.01
+
+[[rules]]
+name = "drift"
+metric = "drift_share"
+op = ">="
+threshold = 0.5
+"""
+
+
+def test_a_replay_says_labels_are_not_replayed_and_which_rules_cannot_fire(tmp_path: Path) -> None:
+    """A file's rows are predictions: with a model joining labels, the replay says so before
+    it runs and names the rules on labelled figures (they stayed silent with no word said,
+    a `label` field in the rows notwithstanding); rules on figures of the predictions are not named."""
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    msgs = [orjson.dumps({**orjson.loads(m), "label": 1}) for m in stream(windows=3, per_window=100, shift_from=9)]
+    files = _files(tmp_path / "data", msgs, tables=False)
+    cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9, extra=PERFORMANCE)
+    out = CliRunner().invoke(app, ["replay", "-c", str(cfg_path), str(files["jsonl"]),
+                                   "--state-dir", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    assert out.stderr.splitlines()[0] == (
+        "driftwarden: note: labels are not replayed (a file's rows are predictions; a label field in them is"
+        " not read): the performance figures of model(s) churn stay unlabelled, so rule(s) canary cannot fire"
+        " in this replay; drift, quality and estimated_* figures come from the predictions and are replayed"
+    )
+    assert out.stdout.startswith("replayed 300 rows:")
+    # without a model joining labels, no note
+    plain = write_config(tmp_path / "plain", bootstrap="127.0.0.1:9", topic="t", http_port=9)
+    out = CliRunner().invoke(app, ["replay", "-c", str(plain), str(files["jsonl"]), "--state-dir", str(tmp_path / "p")])
+    assert out.exit_code == 0, out.output
+    assert "note:" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("metric", "labelled"),
+    [("accuracy", True), ("accuracy_worse_p", True), ("f1_delta", True), ("mae_segment_gap", True),
+     ("roc_auc_estimation_error", True), ("label_coverage", True), ("label_drift", True),
+     ("estimated_accuracy", False), ("drift_share", False), ("row_count", False), ("no_data", False)],
+)
+def test_needs_labels_tells_labelled_figures_from_those_of_the_predictions(metric: str, labelled: bool) -> None:
+    from monitor.metric_names import needs_labels
+
+    assert needs_labels(metric) is labelled
