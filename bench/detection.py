@@ -121,6 +121,18 @@ def synthetic(rng: np.random.Generator, n: int, change: str = "none", size: floa
     return out
 
 
+def missing_river() -> str | None:
+    """What to install when river (the real data sets) does not import, else ``None``;
+    asked before the synthetic suite, so a run without it stops at once rather than with a
+    traceback minutes in."""
+    try:
+        import river.datasets  # noqa: F401, PLC0415
+    except ImportError as exc:
+        return (f"bench/detection.py needs river for its real data sets ({exc}):"
+                " pip install -e '.[bench]'")
+    return None
+
+
 def river_rows(name: str) -> tuple[Cols, np.ndarray]:
     import river.datasets as rd  # noqa: PLC0415
 
@@ -398,6 +410,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer windows and repetitions (< 1 minute)")
     args = ap.parse_args()
+    if (missing := missing_river()) is not None:
+        print(missing, file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     fa = {m: Tally() for m in MODES}
     delays: dict[tuple[str, str], list[int]] = {}

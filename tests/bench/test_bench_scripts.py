@@ -92,3 +92,19 @@ def test_detection_stops_on_a_change_that_keeps_the_class_mix(bench: dict[str, M
     y = np.array(["0"] * 930 + ["1"] * 70, dtype=object)
     with pytest.raises(SystemExit, match="does not move the mix: 0 0.930, 1 0.070 -> 0 0.930, 1 0.070"):
         detection.check_mix_moved(y, y[np.ones(1000, dtype=bool)])
+
+
+def test_detection_without_river_stops_at_once_saying_what_to_install() -> None:
+    """Run as the README says, without the bench extra: exit 2 with the pip command before
+    any suite runs (it ran the synthetic suite, then died in a ModuleNotFoundError traceback)."""
+    import subprocess
+
+    # river made unimportable for this run only, as in a venv without the bench extra
+    code = ("import sys, runpy; sys.modules['river'] = None; sys.argv = ['detection.py', '--quick'];"
+            f" runpy.run_path({str(BENCH / 'detection.py')!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stdout == ""
+    assert out.stderr.startswith("bench/detection.py needs river for its real data sets (")
+    assert out.stderr.rstrip().endswith("pip install -e '.[bench]'")
+    assert "Traceback" not in out.stderr
