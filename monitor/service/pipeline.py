@@ -1174,6 +1174,13 @@ class Pipeline:
             self._redecide_probabilities(model, ref)
         return pm
 
+    def label_reference_warning(self, model: str) -> str | None:
+        """The WARNING of ``model``'s reference in use for the label join (the label column
+        the config names is missing from the file, or holds no label), else None (also for
+        a model that joins no labels). It names the file by its full path."""
+        jm = self.labels.models.get(model) if self.labels is not None else None
+        return jm.reference.warning if jm is not None else None
+
     def _redecide_probabilities(self, model: str, ref: ReferenceData) -> None:
         """Decide again whether ``model``'s scores are probabilities, from its new reference
         ``ref`` (a no-op when ``performance.probabilities`` sets it or the answer stays):

@@ -17,7 +17,8 @@
    memory.
 4. Fit: renamed atomically to ``<version>-<sha256[:12]>.csv|.parquet``, recorded in
    ``references`` and used from the next window on; 201
-   ``{"model", "version", "sha256", "rows"}``.
+   ``{"model", "version", "sha256", "rows", "warnings"}`` (``warnings``: what the log says
+   of the new reference, e.g. that it lacks the label column the config names; usually ``[]``).
 """
 
 from __future__ import annotations
@@ -115,4 +116,14 @@ def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: 
             raise ApiError(422, f"reference refused: {exc.problem}") from None
         raise
     log.info("model %s: now monitored against reference %s (%s rows)", model, version, pm.reference.rows)
-    return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows}
+    return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows,
+            "warnings": _warnings(daemon, model, final)}
+
+
+def _warnings(daemon: DaemonView, model: str, final: Path) -> list[str]:
+    """What the daemon logged as a WARNING about the reference just put in use (a label
+    column the config names that the file lacks or leaves empty: no label drift, estimates
+    or reference figures), for the uploader, who does not read the daemon's log. The file is
+    named by its name alone: an answer never holds a path of the state dir."""
+    warning = daemon.pipeline.label_reference_warning(model)
+    return [warning.replace(str(final), final.name)] if warning else []

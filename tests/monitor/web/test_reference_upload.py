@@ -253,3 +253,29 @@ def test_a_reference_whose_labels_are_refused_is_a_422_and_changes_nothing(
         assert _in_force(a) == before
         assert _refs_on_disk(a) == files
         assert list_references(a.daemon.store, "churn") == table
+
+
+def test_an_upload_without_the_label_column_the_config_names_says_so_in_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted (no rule needs the labels), but the uploader learns what the daemon's log
+    says: no label drift, estimates or reference figures; the answer names the file, not
+    the state dir's path. A reference with labels answers no warning."""
+    extra = 'label = "label"\nperformance = { enabled = true }'
+    with running_api(tmp_path, monkeypatch, model_extra=extra) as a:
+        r = http(a.port, "POST", URL, _csv(500), {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 201, r.body
+        got = r.json()
+        name = f"v2-{got['sha256'][:12]}.csv"
+        assert got["warnings"] == [
+            f"model churn: reference {name} has no column 'label' (models.label): no label drift, estimated"
+            " performance or reference figures; name a column the file holds, add the labels to it, or drop"
+            " models.label"
+        ]
+        assert str(a.daemon.config.daemon.state_dir) not in r.body.decode()
+        frame = pd.DataFrame(sample(500, np.random.default_rng(4)))
+        frame["label"] = (np.random.default_rng(5).random(500) < frame["prediction"]).astype(int)
+        r = http(a.port, "POST", "/api/v1/models/churn/references?version=v3", frame.to_csv(index=False).encode(),
+                 {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 201, r.body
+        assert r.json()["warnings"] == []
