@@ -309,4 +309,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from monitor.demo.postgres import PostgresUnavailable
+
+    try:
+        main()
+    except PostgresUnavailable as exc:  # no traceback: what to install, or why it did not start
+        sys.exit(f"bench/label_join.py: {exc}")

