@@ -1432,7 +1432,7 @@ class LabelsConfig(Strict):
     #: never come cannot grow the store for a whole early_ttl (1M rows: about 130 MB on
     #: SQLite with UUID ids)
     max_early: int = Field(default=MAX_EARLY_LABELS, ge=1)
-    #: a performance window matures this long after its end (or at coverage, if sooner)
+    #: a performance window matures this long after its end (or, once ended, at coverage if sooner)
     delay: Duration = timedelta(hours=1)
     #: ... or once this share of its predictions is labelled
     coverage: float = Field(default=0.95, gt=0, le=1)

@@ -378,9 +378,13 @@ def due_slots(
     recompute_before: str, limit: int,
 ) -> list[Slot]:
     """Slots to (re)compute: first those never computed and mature (``end + delay <=
-    clock``, or labelled share >= ``coverage`` with no earlier slot still waiting to
-    mature), then those dirty and last computed before ``recompute_before`` (ISO time);
-    oldest first within each.
+    clock``, or ended (``end <= clock``) with labelled share >= ``coverage`` and no
+    earlier slot still waiting to mature), then those dirty and last computed before
+    ``recompute_before`` (ISO time); oldest first within each.
+
+    Coverage matures only an ended slot: a slot the clock has not passed still takes
+    predictions, and its first labels reach any share while it holds a handful of rows
+    (judged so, a window of 31 rows fired an accuracy rule its whole window would not).
 
     Coverage matures a slot only in time order: the alert rules judge a model's windows
     in time order and never one ending before the last they judged, so a later window
@@ -393,9 +397,10 @@ def due_slots(
     rows = store.execute(
         'SELECT model, start, "end", rows, labelled, computed_at, dirty FROM label_slots WHERE model = ?'
         ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ?'
-        f' OR (labelled >= ? * rows AND "end" < COALESCE(({waiting}), "end" + 1))))'
+        f' OR ("end" <= ? AND labelled >= ? * rows AND "end" < COALESCE(({waiting}), "end" + 1))))'
         ' OR (dirty = 1 AND computed_at < ?)) ORDER BY computed_at IS NOT NULL, "end", start LIMIT ?',
-        (model, delay_ms, clock_ms, coverage, model, delay_ms, clock_ms, coverage, recompute_before, limit),
+        (model, delay_ms, clock_ms, clock_ms, coverage, model, delay_ms, clock_ms, coverage, recompute_before,
+         limit),
     ).fetchall()
     return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 

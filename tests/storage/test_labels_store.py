@@ -230,3 +230,20 @@ def test_coverage_matures_slots_in_time_order(store_target: StoreTarget) -> None
     with store.transaction():
         add_to_slots(store, "m", [(60_000, 120_000, 0, 1, True)])  # the second reaches coverage
     assert due(200_000) == [60_000, 120_000]
+
+
+def test_coverage_matures_only_a_slot_the_clock_has_passed(store_target: StoreTarget) -> None:
+    """A slot still taking predictions is not matured by its coverage: its first labels
+    reach any share while it holds a handful of rows, and a rule judged that partial
+    window (31 rows fired an accuracy rule). Once the clock passes its end it is."""
+    store = store_target.open()
+    with store.transaction():
+        add_to_slots(store, "m", [(0, 60_000, 31, 31, True)])  # every prediction so far labelled
+
+    def due(clock_ms: int) -> list[int]:
+        return [s.start for s in due_slots(store, "m", clock_ms=clock_ms, delay_ms=600_000, coverage=0.95,
+                                           recompute_before="9", limit=5)]
+
+    assert due(30_000) == []  # mid-slot: more predictions may come
+    assert due(59_999) == []
+    assert due(60_000) == [0]  # the clock reached its end: coverage matures it
