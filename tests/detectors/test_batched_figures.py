@@ -10,7 +10,15 @@ import pytest
 from detectors import ColumnSpec, column_drift, data_quality, dataset_drift, prepare_reference
 from detectors._columns import CurrentColumn
 from detectors.drift.binned import jensenshannon, jensenshannon_many
-from detectors.drift.distance import wasserstein, wasserstein_many
+from detectors.drift.distance import (
+    ROW_WEIGHTS_MAX,
+    _asked_once,
+    _pairing,
+    _row_weights,
+    _sorted_distances,
+    wasserstein,
+    wasserstein_many,
+)
 from detectors.quality import _numerical_quality
 
 
@@ -108,3 +116,32 @@ def test_also_columns_are_scored_alone_and_stay_out_of_the_share(multiple_testin
     without = dataset_drift(prep, cur, columns=features, multiple_testing=multiple_testing)
     assert dataclasses.replace(got, also=()) == without  # the share and its columns as without it
     assert got.also == (column_drift(prep, "x4", cur["x4"]),)  # x4 as alone, bit for bit
+
+
+def _broadcast_distances(rs: np.ndarray, cs: np.ndarray) -> np.ndarray:
+    """_sorted_distances as it was, each row's weights broadcast over the k rows."""
+    n1, n2 = rs.shape[1], cs.shape[1]
+    c_idx, w_ref, r_idx, w_cur, scale, _, _ = _pairing(n1, n2)
+    t_ref = np.abs(rs - cs.take(c_idx, axis=1)) * w_ref
+    t_cur = np.abs(rs.take(r_idx, axis=1) - cs) * w_cur
+    return (np.add.reduce(t_ref, axis=1) + np.add.reduce(t_cur, axis=1)) / scale
+
+
+@pytest.mark.parametrize(("k", "n1", "n2"), [(1, 2000, 100), (21, 2000, 100), (6, 997, 1001), (200, 2000, 1000)])
+def test_row_weights_give_the_broadcast_products(k: int, n1: int, n2: int) -> None:
+    """The weights repeated per row (numpy's contiguous loop) give bit for bit the distances
+    of the one weight row broadcast over the rows. Rows repeat from the second window of a
+    size on (one row: a view), never past ROW_WEIGHTS_MAX weights."""
+    rng = np.random.default_rng(k * 31 + n1)
+    rs = np.sort(rng.normal(0.0, 1.0, (k, n1)).round(3), axis=1)
+    cs = np.sort(rng.normal(0.2, 1.5, (k, n2)).round(2), axis=1)
+    want = _broadcast_distances(rs, cs).tolist()
+    _asked_once.clear()
+    shapes = []
+    for _ in range(2):
+        w_ref, w_cur = _row_weights(n1, n2, k)
+        shapes.append((w_ref.shape, w_cur.shape))
+        assert _sorted_distances(rs, cs).tolist() == want
+    repeated = k == 1 or k * (n1 + n2) <= ROW_WEIGHTS_MAX
+    assert shapes[0] == (((1, n1), (1, n2)) if k == 1 else ((n1,), (n2,)))
+    assert shapes[1] == (((k, n1), (k, n2)) if repeated else ((n1,), (n2,)))
