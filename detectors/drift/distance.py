@@ -133,8 +133,8 @@ def _row_weights(n1: int, n2: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         return w_ref, w_cur
     if key not in _asked_once:
         _asked_once[key] = None
-        while len(_asked_once) > 8:
-            _asked_once.pop(next(iter(_asked_once)), None)
+        for old in list(_asked_once)[:-8]:  # list(): one step under the GIL, whatever other threads do
+            _asked_once.pop(old, None)
         return w_ref, w_cur
     return _repeated_weights(n1, n2, k)
 
