@@ -43,10 +43,13 @@ PERFORMANCE_METRICS = frozenset({*BINARY, *MULTICLASS, *REGRESSION})
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 #: with labels: label counts of the window, and label drift (reference labels needed)
 LABEL_METRICS = frozenset({"label_coverage", "labelled_rows", "label_drift"})
+#: score models: labelled rows whose class the reference in use lacks (in no figure)
+UNKNOWN_CLASS = "labels_unknown_class"
 
 #: figures of a whole window (stored with column ""): a rule naming a column never sees one
 DATASET_METRICS = frozenset(
-    {"row_count", "drift_share", "drifted_columns", "multivariate_auc", "label_coverage", "labelled_rows"}
+    {"row_count", "drift_share", "drifted_columns", "multivariate_auc", "label_coverage", "labelled_rows",
+     UNKNOWN_CLASS}
 ) | RATE_METRICS | LATENCY_METRICS
 #: figures of one column (the prediction's and the label's drift too): a rule on one names
 #: its column, or "*"
@@ -110,4 +113,5 @@ def model_metrics(model: Any) -> set[str]:
     if model.task == "classification" and model.prediction_type == "numerical":
         names |= {f"estimated_{m}" for m in ESTIMATED}
         names |= {f"{m}_estimation_error" for m in ESTIMATED}
+        names.add(UNKNOWN_CLASS)
     return names

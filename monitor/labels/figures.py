@@ -6,6 +6,10 @@ its windows have the same identity as the drift windows
 
 - ``labelled_rows`` and ``label_coverage`` (labelled predictions / predictions),
   always;
+- ``labels_unknown_class`` for a score model whose reference names its classes:
+  labelled rows whose label is none of them, always. Such a label was joined under
+  an earlier reference (its class set changed since); it counts in no figure (read
+  as "not ``class_of_interest``" it would be a negative nobody sent);
 - with at least ``window.min_rows`` labelled rows: every figure of the model's
   shape with its bootstrap interval (``ci_low``/``ci_high``), ``label_drift``
   against the reference's labels, and ``<figure>_estimation_error`` (realized
@@ -39,6 +43,7 @@ from detectors.window_performance import (
     regression_performance,
 )
 from monitor.config import LabelsConfig, ModelConfig
+from monitor.metric_names import UNKNOWN_CLASS
 from storage.records import ALL_SEGMENTS, DATASET, MetricRow, WindowKey, iso_ms
 
 #: separates segment values in ``label_predictions.segments``; ABSENT marks a missing one:
@@ -128,6 +133,15 @@ def _valid(spec: PerformanceSpec, labels: np.ndarray, preds: np.ndarray) -> np.n
     return has_label & has_pred
 
 
+def unknown_class(spec: PerformanceSpec, labels: np.ndarray, classes: frozenset[str] | None) -> np.ndarray:
+    """Per row: a score model's label that is none of ``classes`` (the classes of the
+    reference in use; None or empty: any class goes, nothing is unknown). A missing
+    label is not unknown. Other models' labels are never unknown."""
+    if spec.kind != "binary" or not classes:
+        return np.zeros(len(labels), dtype=bool)
+    return np.array([v is not None and v not in classes for v in labels.tolist()], dtype=bool)
+
+
 def reference_figures(m: ModelConfig, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The reference data's own figures (no intervals), for relative rules."""
     from monitor.config import LabelsConfig  # noqa: PLC0415
@@ -149,6 +163,8 @@ class _Group:
     labelled: int
     perf: WindowPerformance | None
     labels: np.ndarray
+    #: labelled rows whose class the reference in use lacks (None: not counted for this model)
+    unknown: int | None = None
 
 
 def slot_figures(
@@ -160,6 +176,7 @@ def slot_figures(
     *,
     label_reference: Any = None,
     estimates: Callable[[list[str]], Mapping[tuple[str, str], float]] | None = None,
+    classes: frozenset[str] | None = None,
 ) -> list[tuple[WindowKey, list[MetricRow]]]:
     """Every window of one slot with its performance figures.
 
@@ -168,7 +185,9 @@ def slot_figures(
     in (ts, event_id) order, as :mod:`storage.labels` returns them.
     ``label_reference``: the reference labels prepared for drift (None: no
     ``label_drift``). ``estimates``: given window ids, their stored (window id,
-    ``estimated_<figure>``) -> value.
+    ``estimated_<figure>``) -> value. ``classes``: a score model's label classes in the
+    reference in use (None: any class goes); labels of other classes count in no
+    figure, only in ``labels_unknown_class`` (see :func:`unknown_class`).
     """
     if not counts:
         return []
@@ -200,7 +219,9 @@ def slot_figures(
                 col = np.empty(len(rows), dtype=object)
                 col[:] = [p[i] if i < len(p) and p[i] not in _ABSENT else None for p in split]
                 seg_cols[name] = col
-    valid = _valid(spec, labels, preds)
+    unknown = unknown_class(spec, labels, classes)
+    valid = _valid(spec, labels, preds) & ~unknown
+    counts_unknown = spec.kind == "binary" and bool(classes)
 
     groups: list[_Group] = []
     for version, segment in sorted(n_rows):
@@ -222,7 +243,8 @@ def slot_figures(
             if spec.kind == "regression":
                 lab = lab.astype(np.float64)
             perf = performance(spec, lab, preds[use], seed_of(key.id))
-        groups.append(_Group(key, version, segment, n_rows[(version, segment)], n_lab[(version, segment)], perf, lab))
+        groups.append(_Group(key, version, segment, n_rows[(version, segment)], n_lab[(version, segment)], perf, lab,
+                             int((mask & unknown).sum()) if counts_unknown else None))
 
     est = estimates([g.key.id for g in groups if g.perf is not None]) if estimates is not None else {}
     out: list[tuple[WindowKey, list[MetricRow]]] = []
@@ -232,6 +254,8 @@ def slot_figures(
             MetricRow(DATASET, "labelled_rows", float(g.labelled)),
             MetricRow(DATASET, "label_coverage", g.labelled / g.rows if g.rows else math.nan),
         ]
+        if g.unknown is not None:
+            metrics.append(MetricRow(DATASET, UNKNOWN_CLASS, float(g.unknown)))
         if g.perf is not None:
             for f in g.perf.figures.values():
                 if math.isnan(f.value):

@@ -779,6 +779,7 @@ class LabelJoin:
                     estimates = lambda ids: db.data_figures(self.store, ids, "estimated_")  # noqa: E731
                 windows = slot_figures(
                     jm.spec, counts, rows, start, end, label_reference=jm.reference.labels, estimates=estimates,
+                    classes=jm.reference.classes,
                 )
                 for key, metrics in windows:
                     db.write_performance(self.store, key, metrics, computed_at=now)

@@ -205,7 +205,6 @@ def test_defaults_and_a_full_label_setup(tmp_path: Path) -> None:
     ]
 
 
-
 def test_a_comparison_rule_on_the_canary_or_any_version_is_accepted(tmp_path: Path) -> None:
     """Only the baseline's own version is refused: the canary's, "*" and none load."""
     model = ON + '\nperformance.baseline_version = "v1"'
@@ -213,3 +212,12 @@ def test_a_comparison_rule_on_the_canary_or_any_version_is_accepted(tmp_path: Pa
         cfg = load(tmp_path, '[[rules]]\nname = "r"\nmetric = "f1_delta"\nop = "<"\nthreshold = 0.0' + version + "\n",
                    model=model)
         assert cfg.rules[0].metric == "f1_delta"
+
+
+def test_a_rule_on_labels_of_unknown_classes_needs_a_score_model(tmp_path: Path) -> None:
+    """``labels_unknown_class`` (labels joined under an earlier reference whose class the one
+    in use lacks) is a figure of score models' performance windows: a rule may watch it."""
+    rule = '[[rules]]\nname = "odd"\nmetric = "labels_unknown_class"\nthreshold = 0\n'
+    assert load(tmp_path, rule, model=ON).rules[0].metric == "labels_unknown_class"
+    assert any("labels_unknown_class" in p for p in problems(
+        tmp_path, rule, model=ON + '\nprediction_type = "categorical"'))

@@ -1046,3 +1046,57 @@ def test_a_window_matured_by_delay_after_a_later_one_reached_coverage_is_still_j
     settle(p, clock)
     assert metric(store, "churn|v1||2026-11-23T12:02:00.000Z|2026-11-23T12:03:00.000Z", "accuracy") == 0.0
     assert fired == ["12:00", "12:02"]
+
+
+def test_labels_of_a_class_the_new_reference_lacks_count_in_no_figure(tmp_path: Path) -> None:
+    """A retrained model's reference whose label classes changed (0/1 -> 2/1) replaces the
+    old one while labels joined under the old one wait for their windows to mature. New
+    labels of class 0 were dead letters, but the held ones were read as negatives (not
+    class_of_interest) in the next figures. Decided at compute time by the reference in
+    use: they count in no figure, only in ``labels_unknown_class``; new ones stay dead
+    letters; nothing is lost silently."""
+    import pandas as pd  # noqa: PLC0415
+
+    from storage.records import WindowKey, iso_ms  # noqa: PLC0415
+
+    preds = predictions(windows=6, per_window=300)
+    t0 = min(int(x["ts"]) for x in preds)
+    t0 -= t0 % MIN
+    first = [x for x in preds if int(x["ts"]) < t0 + 2 * MIN]
+    later = [x for x in preds if int(x["ts"]) >= t0 + 2 * MIN]
+    clock = Clock()
+    cfg_path = label_config(tmp_path, n_boot=0)
+    _cfg, store, p = pipeline(cfg_path, clock)
+    try:
+        p.register_initial_references()
+        feed(p, clock, records("predictions", first), labels=False)
+        labs = labels_for(first)
+        held = [ev for i, ev in enumerate(labs) if i % 10]  # coverage below 1: windows wait for the delay
+        after = labs[::10]
+        p.process_label_records(records("labels", held))
+        p.flush()
+        assert not store.query("SELECT 1 FROM metrics WHERE family = 'performance'")
+        ref = pd.read_csv(tmp_path / "reference.csv")
+        ref["label"] = ref["label"].map({0: 2, 1: 1})
+        ref.to_csv(tmp_path / "v2.csv", index=False)
+        p.swap_reference("churn", str(tmp_path / "v2.csv"), "v2")
+        p.process_label_records(records("labels", after, start=len(held)))
+        p.flush()
+        feed(p, clock, records("predictions", later, start=len(first)), labels=False)
+        settle(p, clock)
+        dead = store.query("SELECT reason FROM dead_letters WHERE topic = 'labels'")
+        assert len(dead) == sum(int(ev["label"]) == 0 for ev in after) > 0
+        assert all("is none of the classes of the reference (1, 2)" in r["reason"] for r in dead)
+        score = {x["event_id"]: float(x["prediction"]) for x in first}
+        joined = [ev for ev in held + after if int(ev["label"]) == 1 or ev in held]
+        for w in (0, 1):
+            start, end = t0 + w * MIN, t0 + (w + 1) * MIN
+            rows = [ev for ev in joined if start <= int(ev["ts"]) < end]
+            known = [ev for ev in rows if int(ev["label"]) == 1]
+            wid = WindowKey("churn", "v1", "", iso_ms(start), iso_ms(end)).id
+            hits = sum(score[ev["event_id"]] >= 0.5 for ev in known)
+            assert metric(store, wid, "accuracy") == pytest.approx(hits / len(known), abs=1e-12)
+            assert metric(store, wid, "labels_unknown_class") == len(rows) - len(known) > 0
+            assert metric(store, wid, "labelled_rows") == len(rows)
+    finally:
+        store.close()
