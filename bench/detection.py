@@ -12,7 +12,9 @@ window, ``alerts.rules.detector_step`` for the rule detector):
 - ``calibrated_cusum``: calibrated verdicts, plus a CUSUM rule on
   ``drift_share`` (k 0.5, h 5, 20 warm-up windows); an alarm is either;
 - ``cusum``: that CUSUM rule alone (the calibrated verdict ignored), so its own
-  false alarms and delay show (in ``calibrated_cusum`` the verdict's hide them).
+  false alarms and delay show (in ``calibrated_cusum`` the verdict's hide them);
+- ``page_hinkley``: a Page–Hinkley rule alone on ``drift_share`` (threshold
+  0.5, delta 0.005, 20 warm-up windows; the calibrated verdict ignored).
 
 An alarm is a window whose dataset verdict (or detector) says drift.
 ``false_alarms_per_1000`` counts alarms over stationary windows; the delay is
@@ -79,7 +81,7 @@ from monitor.windows.figures import PreparedModel, compute_figures, window_key  
 from monitor.windows.model_windows import OpenWindow  # noqa: E402
 from storage.records import DATASET  # noqa: E402
 
-MODES = ("evidently", "calibrated", "rolling", "calibrated_cusum", "cusum")
+MODES = ("evidently", "calibrated", "rolling", "calibrated_cusum", "cusum", "page_hinkley")
 MAX_DELAY = 20
 WARMUP = 20
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -167,8 +169,9 @@ class Mode:
     name: str
     pm: PreparedModel
     refs: WindowReferences
-    cusum: Rule | None = None
-    #: whether the dataset verdict raises an alarm (False: only the CUSUM rule does)
+    #: a change-detector rule on ``drift_share`` (CUSUM or Page–Hinkley), if any
+    detector: Rule | None = None
+    #: whether the dataset verdict raises an alarm (False: only the detector rule does)
     verdict: bool = True
 
 
@@ -203,11 +206,15 @@ def build_modes(ref: Cols, window: int) -> dict[str, Mode]:
             data = load_reference(cfg.reference, ReferenceSpec.from_config(cfg))
             cache[kind] = PreparedModel.build(cfg, schema, data)
         pm = replace(cache[kind], config=cfg)  # same reference and calibration, this mode's config
-        cusum = None
+        detector = None
         if mode in ("calibrated_cusum", "cusum"):
             spec = DetectorSpec("cusum", (("k", 0.5), ("h", 5.0), ("min_instances", WARMUP)))
-            cusum = Rule("slow", "drift_share", ">", detector=spec)
-        out[mode] = Mode(mode, pm, WindowReferences(pm), cusum, verdict=mode != "cusum")
+            detector = Rule("slow", "drift_share", ">", detector=spec)
+        if mode == "page_hinkley":
+            spec = DetectorSpec("page_hinkley", (("delta", 0.005), ("threshold", 0.5), ("min_instances", WARMUP)))
+            detector = Rule("slow", "drift_share", ">", detector=spec)
+        alone = mode in ("cusum", "page_hinkley")
+        out[mode] = Mode(mode, pm, WindowReferences(pm), detector, verdict=not alone)
     shutil.rmtree(folder, ignore_errors=True)  # the reference is read and prepared: nothing reads the file again
     return out
 
@@ -237,8 +244,8 @@ def alarms(mode: Mode, windows: list[Cols]) -> Iterator[bool]:
             refs.observe(key, cols, figs)
         share = next(m for m in figs.metrics if m.column == DATASET and m.metric == "drift_share")
         alarm = bool(share.drifted) and mode.verdict
-        if mode.cusum is not None:
-            state, _stat, signalled = detector_step(mode.cusum, state, float(share.value or 0.0))
+        if mode.detector is not None:
+            state, _stat, signalled = detector_step(mode.detector, state, float(share.value or 0.0))
             alarm = alarm or signalled
         yield alarm
 
@@ -247,7 +254,7 @@ def alarms(mode: Mode, windows: list[Cols]) -> Iterator[bool]:
 
 
 def stateful(mode: Mode) -> bool:
-    return mode.refs.active or mode.cusum is not None
+    return mode.refs.active or mode.detector is not None
 
 
 def false_alarms(mode: Mode, windows: list[Cols]) -> tuple[int, int]:

@@ -137,6 +137,23 @@ def test_an_outlier_window_in_the_warmup_does_not_blind_the_rule(store: Store, c
     assert fired and 50 <= fired[0] <= 53
 
 
+@pytest.mark.parametrize("at", [None, 7, 30])
+def test_an_absurd_window_does_not_blind_a_page_hinkley_rule(store: Store, clock: Clock, at: int | None) -> None:
+    """One window of MAE 1e90 dragged Page-Hinkley's running mean up (in the warm-up, 7:
+    the later rise read as a fall, never signalled) or signalled and restarted it (after
+    the warm-up, 30: the rise, re-learned as the level, was found four windows late). Now
+    the window is set aside (after the warm-up it fires once, as the plain test did) and
+    the rise at 45 fires the rule when it does without it (state stored between windows)."""
+    ph = DetectorSpec("page_hinkley", (("delta", 0.001), ("threshold", 0.05), ("min_instances", 20)))
+    feed = Feed(make_engine(store, clock, [Rule("slow", "mae", ">", detector=ph)]), store, clock)
+    rng = np.random.default_rng(8)
+    series = [float(v) + (0.03 if i >= 45 else 0.0) for i, v in enumerate(0.05 + 0.005 * rng.standard_normal(60))]
+    xs = [1e90 if i == at else v for i, v in enumerate(series)]
+    states = [(i, t.to_state) for i, v in enumerate(xs) for t in feed.window({"mae": v})]
+    fired = [i for i, s in states if s == "firing"]
+    assert fired == ([30] if at == 30 else []) + [46]
+
+
 def test_a_detector_state_that_cannot_be_restored_starts_afresh(store: Store, clock: Clock) -> None:
     """A store written before the sums were kept finite may hold a state with a sum stored
     as null; restoring it raised on every later window of the model. It starts afresh."""

@@ -303,3 +303,69 @@ def test_an_unfinished_cusum_warmup_saved_by_the_welford_version():
     for x in np.random.default_rng(2).normal(0.1, 0.01, 20):
         d.update(x)
     assert not d.learning
+
+
+def _shifted(mode: str, outlier_at: int | None, outlier: float, n: int = 100) -> np.ndarray:
+    """Figures around 0.1 (sd 0.01), a lasting shift at window 60 (+0.1 for "up",
+    -0.05 for "down") and, optionally, one absurd window (1e6 times the usual figure)."""
+    xs = np.random.default_rng(3).normal(0.1, 0.01, n)
+    xs[60:] += -0.05 if mode == "down" else 0.1
+    if outlier_at is not None:
+        xs[outlier_at] = outlier
+    return xs
+
+
+def _hits(mode: str, xs: np.ndarray) -> list[int]:
+    ph = PageHinkley(min_instances=20, delta=0.005, threshold=0.3, mode=mode)  # type: ignore[arg-type]
+    return [i for i, x in enumerate(xs) if ph.update(x).drift_detected]
+
+
+@pytest.mark.parametrize("mode", ["up", "down"])
+@pytest.mark.parametrize("outlier_at", [5, 50])
+@pytest.mark.parametrize("outlier", [1e5, -1e5])
+def test_page_hinkley_one_absurd_window_does_not_blind_it(mode, outlier_at, outlier):
+    """One window 1e6 times the usual figure, in the warm-up (5) or after it (50): it
+    used to drag the running mean so far that the shift at 60 went unseen for good, or
+    to signal (at once, or a false signal the other way a window later) and restart,
+    re-learning the mean over the shift (found up to seven windows late). Now the shift is found
+    exactly when it is without the outlier; the outlier signals only where the plain
+    test does at once (after the warm-up, in the watched direction), and nothing after."""
+    clean = _hits(mode, _shifted(mode, None, 0.0))
+    assert clean and 60 <= clean[0] <= 66
+    watched = (outlier > 0) == (mode == "up")
+    own = [outlier_at] if outlier_at >= 20 and watched else []
+    assert _hits(mode, _shifted(mode, outlier_at, outlier)) == own + clean
+
+
+def test_page_hinkley_a_lasting_jump_is_a_change_a_lone_one_is_set_aside():
+    """A value beyond the threshold signals as before; a lasting jump then restarts the
+    detector (as after any detection), a lone one is set aside and moves nothing."""
+    ph = PageHinkley(min_instances=20, threshold=1.0, mode="up")
+    assert [i for i, x in enumerate([0.1] * 30 + [5.0] * 25) if ph.update(x).drift_detected] == [30]
+    assert ph.n == 24 and ph.set_aside == 0  # the restart's values: the jump's 2nd to 25th
+    ph = PageHinkley(min_instances=20, threshold=1.0, mode="up")
+    assert [i for i, x in enumerate([0.1] * 30 + [5.0] + [0.1] * 10) if ph.update(x).drift_detected] == [30]
+    assert ph.set_aside == 1 and ph.n == 40 and ph.statistic < 0.01 and not ph.learning
+
+
+def test_page_hinkley_warmup_state_round_trip_and_earlier_states(caplog):
+    """The warm-up's values and a held value survive JSON; a state saved before outliers
+    were set aside goes on past its warm-up and restarts within it."""
+    a = PageHinkley(min_instances=20, threshold=0.3)
+    for x in _shifted("up", None, 0.0)[:10]:
+        a.update(x)
+    b = PageHinkley.from_state(json.loads(json.dumps(a.state())))
+    assert b.state() == a.state() and b.learning and b.n == 10
+    for x in [*_shifted("up", None, 0.0)[10:40], 1e5]:
+        a.update(x)
+    b = PageHinkley.from_state(json.loads(json.dumps(a.state())))
+    assert b.state() == a.state() and a.state()["pending"] == 1e5
+    assert [b.update(x).drift_detected for x in _shifted("up", None, 0.0)[41:]] == [
+        a.update(x).drift_detected for x in _shifted("up", None, 0.0)[41:]]
+    old = {k: v for k, v in a.state().items() if k not in ("warmup", "reach", "pending", "set_aside")}
+    c = PageHinkley.from_state(old)
+    assert c.n == a.n and c.state()["reach"] == 0.3 and not c.learning
+    old_warm = {**old, "n": 5}
+    with caplog.at_level("WARNING", logger="driftwarden.detectors"):
+        assert PageHinkley.from_state(old_warm).n == 0
+    assert "starts its warm-up again" in caplog.text
