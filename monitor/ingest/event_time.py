@@ -18,6 +18,19 @@ watermark, the label join's clock) no further than the base
 would otherwise make every normal row after it late for that long. The row
 itself keeps its time (its windows are its time's).
 
+The base only bounds an event at the live edge. A stream read behind the wall clock
+(a backlog after an outage, a ``replay`` of history, whose rows have no record
+timestamp) has its base far ahead of its rows, so one row stamped in the future (or
+with a forged record timestamp) would still move a clock to the wall clock and make
+every row after it late. Clocks therefore move by *vouched* times (:func:`vouch`): a
+clock is the highest time that at least **two** rows of its stream reached (each row
+counted at its capped time), the second-highest capped time seen. One row alone never
+moves it past the rest of the stream; the stream's own progress does, one row later
+than the row that first gets there: a stream resuming after a gap moves the clock at
+its second row. No allowance, no setting: a bound relative to the wall clock cannot
+help a stream behind it, and one relative to the stream's front needs a size that
+either lets one row close windows early (wide) or holds back real jumps (narrow).
+
 Times are epoch milliseconds (int) throughout.
 """
 
@@ -36,6 +49,10 @@ from monitor.ingest.batch import BadMessage
 MIN_EVENT_MS = 0
 #: 9999-12-31T23:59:59.999Z, the last instant ``datetime`` can hold
 MAX_EVENT_MS = 253_402_300_799_999
+
+#: "no time yet" of the clocks :func:`vouch` moves (far below any event time, and far
+#: enough from int64's limits for a lateness to be subtracted)
+NO_TIME = np.iinfo(np.int64).min // 4
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -128,6 +145,31 @@ def watermark_times(ts_ms: np.ndarray, record_ts: np.ndarray, now_ms: int) -> np
     if not (ts_ms > base).any():
         return None
     return np.minimum(ts_ms, base)
+
+
+def vouch(times: np.ndarray, front: int, clock: int) -> tuple[np.ndarray, int, int]:
+    """Move a clock by vouched times: a time moves it once a second row reached it.
+
+    ``times``: each row's capped time (:func:`watermark_times`), in consumption order, epoch
+    ms (a row that must not count: any value at or below ``NO_TIME``). ``front``: the
+    highest time seen so far (no row yet: ``NO_TIME``); ``clock``: the clock so far, the
+    second-highest time seen (``NO_TIME`` until two rows were seen).
+
+    Returns ``(before, front, clock)``: the clock in force before each row (int64, one per
+    row) and the new front and clock. A row's time is vouched up to the highest time seen
+    before it (the two rows reached at least the lower of the two), so the clock after row
+    ``i`` is the running maximum of ``min(times[i], max(front, times[:i]))``. Two passes of
+    running maxima: O(rows), no Python loop. Rows stamped in order move the clock to each
+    row's predecessor; a jump (a stream resuming after a gap) is vouched by its second row;
+    one row stamped ahead of its stream moves it no further than the row before it.
+    """
+    n = times.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64), front, clock
+    highest = np.maximum.accumulate(np.concatenate(([front], times)))
+    vouched = np.minimum(times, highest[:-1])
+    running = np.maximum.accumulate(np.concatenate(([clock], vouched)))
+    return running[:-1], int(highest[-1]), int(running[-1])
 
 
 def _bases(record_ts: np.ndarray, now_ms: int) -> np.ndarray:

@@ -27,7 +27,9 @@ rule, the end of the file does not. What is not event time: event times are judg
 against the replay's start (``kafka.max_future_skew``) and move the watermark no further
 than it (a file's rows have no record timestamp: see
 :func:`monitor.ingest.event_time.watermark_times`; windows of rows stamped ahead of the
-start close at the end of the file), and the outbox (with ``notify``) sends and retries
+start close at the end of the file), nor further than a second row vouches for
+(:func:`monitor.ingest.event_time.vouch`: one row of a history file stamped in the future
+makes no row after it late), and the outbox (with ``notify``) sends and retries
 by it. Silences live in a daemon's store, never in a replay's.
 
 Deterministic: the same file and config give the same windows, figures and alerts,
@@ -136,12 +138,27 @@ class _EventClock:
         return self.now or self._placeholder
 
     def window_time(self, rt: Any, w: Any, now: datetime) -> datetime:
-        """``Pipeline.window_time``: the event time at which window ``w`` closes."""
+        """``Pipeline.window_time``: the event time at which window ``w`` closes.
+
+        A count window: its newest row's time, but no later than the model's event clock
+        (:attr:`~monitor.windows.model_windows.ModelWindows.max_ts`, the time two rows
+        reached): one row stamped in the future would otherwise stamp its window there and,
+        as no window is judged before an earlier one, every window after it, and run the
+        alert ticks of the whole gap. The clock is read when the window closes (the end of
+        the batch that completed it); it lags the newest row only when that row ends the
+        batch, by one row. Before the model has a clock (one row so far), its window is
+        judged with the one before it (or at the row's time, capped at ``now``)."""
         if rt.config.window.by == "time":
             t = datetime.fromtimestamp(w.end / 1000, UTC) + (rt.config.window.lateness or timedelta(0))
         else:
             ts = w.ts_ms()
-            t = datetime.fromtimestamp(int(ts.max()) / 1000, UTC) if len(ts) else (self.windows or now)
+            clock = rt.windows.max_ts
+            if not len(ts):
+                t = self.windows or now
+            elif clock is not None:
+                t = datetime.fromtimestamp(min(int(ts.max()), clock) / 1000, UTC)
+            else:
+                t = self.windows or min(now, datetime.fromtimestamp(int(ts.max()) / 1000, UTC))
         self.windows = t if self.windows is None else max(self.windows, t)
         return self.windows
 

@@ -7,11 +7,16 @@ Time windows
     time minus the allowed lateness, advanced **per row in consumption order**,
     so the figures never depend on how ``poll()`` happened to cut batches. A
     row's time moves the watermark no further than min(its record's timestamp,
-    the wall clock) (:func:`monitor.ingest.event_time.watermark_times`): one row
-    stamped ahead does not make the rows after it late; its own window closes
-    when the stream (or the idle close, by the wall clock) gets there. A
-    window closes when the watermark reaches its end. A row whose newest window
-    has already closed is *late*: counted against that window, never added.
+    the wall clock) (:func:`monitor.ingest.event_time.watermark_times`), and only
+    once a second row vouched for it: the "maximum event time" is the highest
+    time two rows reached, the second-highest (:func:`monitor.ingest.event_time.vouch`;
+    :attr:`ModelWindows.front` is the highest). So one row stamped ahead of its
+    stream does not make the rows after it late, at the live edge or far behind it
+    (a backlog, a replay of history); its own window closes when the stream (or
+    the idle close, by the wall clock) gets there. A window closes when the
+    watermark reaches its end, one row after the first row past it. A row whose
+    newest window has already closed is *late*: counted against that window,
+    never added.
 
 Count windows
     Rows of one (version, segment) are numbered in consumption order; window
@@ -52,13 +57,14 @@ import numpy as np
 
 from monitor.config import LimitsConfig, WindowConfig
 from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.event_time import NO_TIME, vouch
 from monitor.windows.arrival import ARRIVAL, arrival_order, joined_in_order
 from monitor.windows.caps import ValueCap
 from monitor.windows.carry import CarriedWindow, CarryEnded, CarryOver
 from monitor.windows.shape import WindowShape
 from storage.records import ALL_SEGMENTS, group_key
 
-_NO_WM = np.iinfo(np.int64).min // 4
+_NO_WM = NO_TIME
 #: :meth:`OpenWindow.order` not computed since the window last changed
 _UNKNOWN: Any = object()
 
@@ -249,7 +255,13 @@ class ModelWindows:
             self.lateness = 0
         self.per_row = self.size // self.step
         self.watermark: int = _NO_WM
+        #: the event clock (ms): the highest (capped) event time two fresh rows reached,
+        #: None until two rows were seen (see :func:`monitor.ingest.event_time.vouch`);
+        #: count windows keep it too (a replay stamps their windows by it)
         self.max_ts: int | None = None
+        #: the highest (capped) event time of a fresh row (ms): the clock's candidate,
+        #: None before the first row
+        self.front: int | None = None
         self.counters: dict[str, int] = {}
         self.open: dict[tuple[str, str, int, int], OpenWindow] = {}
         #: windows restored from a snapshot, still being re-filled from Kafka
@@ -314,6 +326,7 @@ class ModelWindows:
             for version, segment, idx in self._groups(batch):
                 late.extend(self._add_time(batch, version, segment, idx, wm_before, replay, first))
         else:
+            self._advance_clock(batch.wm_times(), replay)
             ordinal = self.rows_seen + np.cumsum(~replay)
             self.rows_seen = int(ordinal[-1])
             batch = self._capped(batch, ordinal, ordinal, replay)
@@ -353,21 +366,31 @@ class ModelWindows:
                 for value, j in _group_indices(vals[present]):
                     yield str(version), f"{s}={value}", sub_idx[j]
 
-    def _advance_watermark(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
-        """Watermark in force *before* each row; updates the model's watermark.
+    def _advance_clock(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
+        """The event clock in force *before* each row (epoch ms, ``_NO_WM`` while none);
+        moves :attr:`front` and :attr:`max_ts` by the fresh rows (replayed ones are in the
+        snapshot's already).
 
         ``ts``: each row's time as it may move clocks (:meth:`ColumnBatch.wm_times`: its
-        event time, capped at min(record timestamp, wall clock)), so a row stamped ahead
-        moves the watermark (and :attr:`max_ts`) no further than that; it is still windowed
-        by its own time."""
-        prev_max = self.max_ts if self.max_ts is not None else _NO_WM
-        fresh_ts = np.where(replay, _NO_WM, ts)
-        running = np.maximum.accumulate(np.concatenate(([prev_max], fresh_ts)))
-        wm = np.maximum(running[:-1] - self.lateness, self.watermark)
-        new_max = int(running[-1])
-        if self.max_ts is None or new_max > self.max_ts:
-            if new_max > _NO_WM:
-                self.max_ts = new_max
+        event time, capped at min(record timestamp, wall clock)); the clock is the highest
+        of them two rows reached (:func:`monitor.ingest.event_time.vouch`), so a row stamped
+        ahead of the stream moves it no further than the row before it; it is still
+        windowed by its own time."""
+        fresh_ts = np.where(replay, _NO_WM, ts) if replay.any() else ts
+        front = self.front if self.front is not None else _NO_WM
+        clock = self.max_ts if self.max_ts is not None else _NO_WM
+        before, front, clock = vouch(fresh_ts, front, clock)
+        if front > _NO_WM:
+            self.front = front
+        if clock > _NO_WM:
+            self.max_ts = clock
+        return before
+
+    def _advance_watermark(self, ts: np.ndarray, replay: np.ndarray) -> np.ndarray:
+        """Watermark in force *before* each row (the event clock before it minus the
+        lateness, never back); updates the model's watermark. ``ts``: as for
+        :meth:`_advance_clock`."""
+        wm = np.maximum(self._advance_clock(ts, replay) - self.lateness, self.watermark)
         if self.max_ts is not None:
             self.watermark = max(self.watermark, self.max_ts - self.lateness)
         return wm
@@ -496,18 +519,21 @@ class ModelWindows:
     def close_idle(self, now_ms: int) -> list[OpenWindow]:
         """For an idle stream: close every window that has ended by the wall clock.
 
-        The watermark moves to ``max(newest event, now - lateness)``: a stream
+        The watermark moves to ``max(event clock, now - lateness)``: a stream
         that went quiet still gets its last windows closed once their end has
-        passed. Rows that arrive later for them are late. The newest event is
-        :attr:`max_ts`, which a row stamped ahead moved no further than min(its record
-        timestamp, the wall clock): its window closes once ``now - lateness`` passes it.
+        passed. Rows that arrive later for them are late. The event clock is
+        :attr:`max_ts`, which no single row moved (a row stamped ahead moves it no
+        further than the rows before it): that row's window closes once ``now -
+        lateness`` passes it. A stream of one row so far has no event clock; the wall
+        clock alone closes its window.
         """
         if self.carry is not None:
             # idle while rows were still to be re-read: they are not coming (gone from Kafka)
             self._end_carry(idle=True)
-        if self.by != "time" or self.max_ts is None:
+        if self.by != "time" or self.front is None:
             return []
-        self.watermark = max(self.watermark, self.max_ts, now_ms - self.lateness)
+        clock = self.max_ts if self.max_ts is not None else _NO_WM
+        self.watermark = max(self.watermark, clock, now_ms - self.lateness)
         return self.close_due()
 
     def passed(self, next_offsets: Mapping[int, int]) -> None:
@@ -554,7 +580,7 @@ class ModelWindows:
     def checkpoint(self) -> dict[str, Any]:
         """An in-memory undo point: O(open windows), no row copied."""
         return {
-            "scalars": (self.watermark, self.max_ts, self.late_total, self.rows_seen),
+            "scalars": (self.watermark, self.max_ts, self.front, self.late_total, self.rows_seen),
             "partitions": set(self.partitions),
             "counters": dict(self.counters),
             "open": dict(self.open),
@@ -569,7 +595,7 @@ class ModelWindows:
 
     def rollback(self, cp: dict[str, Any]) -> None:
         """Return to ``cp`` (from :meth:`checkpoint`), undoing every row added since."""
-        self.watermark, self.max_ts, self.late_total, self.rows_seen = cp["scalars"]
+        self.watermark, self.max_ts, self.front, self.late_total, self.rows_seen = cp["scalars"]
         self.partitions = cp["partitions"]
         self.counters = cp["counters"]
         self.open = cp["open"]
@@ -603,6 +629,7 @@ class ModelWindows:
             "shape": self.shape.to_state(),
             "watermark": int(self.watermark),
             "max_ts": self.max_ts,
+            "front": self.front,
             "counters": dict(self.counters),
             "late_total": self.late_total,
             "open": wins,
@@ -637,6 +664,8 @@ class ModelWindows:
         kept_by = old_by == self.by
         self.watermark = int(snap.get("watermark", _NO_WM)) if kept_by else _NO_WM
         self.max_ts = snap.get("max_ts") if kept_by else None
+        # older snapshots kept no front: their clock, which was in force already
+        self.front = snap.get("front", self.max_ts) if kept_by else None
         self.counters = {k: int(v) for k, v in snap.get("counters", {}).items()} if kept_by else {}
         self.origins = {k: int(v) for k, v in snap.get("origins", {}).items()} if kept_by else {}
         self.late_total = int(snap.get("late_total", 0))
@@ -683,7 +712,7 @@ class ModelWindows:
     @property
     def live(self) -> bool:
         """Whether the model holds any state (rows seen, a watermark, open windows)."""
-        return bool(self.partitions or self.open or self.max_ts is not None or self.counters or self.carry)
+        return bool(self.partitions or self.open or self.front is not None or self.counters or self.carry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,12 +112,13 @@ def finished(db: Path | StoreTarget, n: int, all_closed: bool = False) -> bool:
 
 
 def with_sentinel(msgs: list[bytes], after: timedelta = timedelta(minutes=10)) -> list[bytes]:
-    """``msgs`` plus one event far later in event time: its watermark closes every earlier
-    time window, so completion does not depend on the wall-clock idle timeout."""
+    """``msgs`` plus two events far later in event time: they move the watermark past every
+    earlier time window, so completion does not depend on the wall-clock idle timeout (one
+    event alone moves no clock: a second one must vouch for its time, see
+    :func:`monitor.ingest.event_time.vouch`)."""
     last = orjson.loads(msgs[-1])
     last["ts"] = int(last["ts"]) + int(after.total_seconds() * 1000)
-    last["event_id"] = "sentinel"
-    return [*msgs, orjson.dumps(last)]
+    return [*msgs, *(orjson.dumps({**last, "event_id": eid}) for eid in ("sentinel", "sentinel-2"))]
 
 
 def start_daemon(

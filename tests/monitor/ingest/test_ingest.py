@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from monitor.config import ModelConfig
 from monitor.ingest.decode import BatchDecoder
-from monitor.ingest.event_time import MAX_EVENT_MS, parse_event_time
+from monitor.ingest.event_time import MAX_EVENT_MS, NO_TIME, parse_event_time, vouch
 from monitor.ingest.fastdecode import decode_fast
 from monitor.ingest.schema import ModelSchema
 
@@ -491,3 +491,17 @@ def test_every_path_caps_the_watermark_times_at_the_record_timestamp_and_the_wal
             assert got.wm_times().tolist() == want
             assert (got.wm_ms is None) == (want == ts)
             assert got.take(got.ts_ms >= 0).wm_times().tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=30), st.integers(0, 30))
+def test_vouch_is_the_second_highest_time_seen_whatever_the_cuts(times: list[int], cut: int) -> None:
+    """The clock before each row is the second-highest of the times before it (``NO_TIME``
+    until two rows came), whether the rows come in one batch or two."""
+    expected = [sorted(times[:i])[-2] if i >= 2 else NO_TIME for i in range(len(times) + 1)]
+    front, clock, got = NO_TIME, NO_TIME, []
+    for part in (times[:cut], times[cut:]):
+        before, front, clock = vouch(np.array(part, dtype=np.int64), front, clock)
+        got += before.tolist()
+    assert got + [clock] == expected
+    assert front == (max(times) if times else NO_TIME)

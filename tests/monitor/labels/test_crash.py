@@ -130,6 +130,6 @@ def test_sigkill_during_the_join_equals_a_clean_run(broker: EmbeddedBroker, tmp_
     print(f"\n{kills} kills at durable (prediction, label) offsets {kill_at}; "
           f"{len(clean['perf'])} performance figures, {len(clean['held'])} held predictions compared")
     assert sum(0 < p < n_p or 0 < q < n_l for p, q in kill_at) >= kills // 2, kill_at
-    assert len(clean["perf"]) > 100 and len(clean["held"]) == len(preds) + 1
+    assert len(clean["perf"]) > 100 and len(clean["held"]) == len(preds) + 2
     for key in ("windows", "metrics", "perf", "held", "early", "counters", "slots"):
         assert crashed[key] == clean[key], key

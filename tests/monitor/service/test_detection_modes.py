@@ -286,9 +286,9 @@ def test_seasonal_reference_is_quiet_on_a_daily_cycle(tmp_path: Path) -> None:
         c["z"] = c["z"] * (1.0 + 0.8 * phase)
         chunks.append(c)
         ts.append(h * HOUR + np.arange(300, dtype=np.int64) * (HOUR // 300))
-    # one extra row to close the last window
-    chunks.append(rows(rng, 1))
-    ts.append(np.array([hours * HOUR], dtype=np.int64))
+    # two extra rows to close the last window (one alone moves no clock: the second vouches)
+    chunks.append(rows(rng, 2))
+    ts.append(np.array([hours * HOUR] * 2, dtype=np.int64))
     window = {"size": "1h", "lateness": "0s", "min_rows": 50}
     fixed = run(make_config(tmp_path / "f", {}, window=window), chunks, ts=ts)
     seasonal = run(make_config(tmp_path / "s", {"reference_mode": "seasonal", "season": "1d",

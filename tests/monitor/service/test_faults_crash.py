@@ -5,8 +5,8 @@ equal those of an uninterrupted run. On both stores: SQLite, and PostgreSQL (``[
 The stream (12k events) arrives in chunks cut at seeded random points, one chunk per
 life of the crashed daemon, which is killed a random moment after it made durable
 progress: so kills land inside the stream (mid-chunk or with windows open) rather than
-after the whole backlog was swallowed in one second. A final
-event far later in event time closes every window by watermark, so no wall-clock idle
+after the whole backlog was swallowed in one second. Two final
+events far later in event time close every window by watermark, so no wall-clock idle
 close makes the runs differ. Each restart re-joins the consumer group: with Tansu a
 join takes about half the session timeout, and a killed member blocks the next join
 until its session expires (measured: ~12.7 s per restart at ``session_timeout = "6s"``,

@@ -357,7 +357,7 @@ def test_a_store_that_holds_the_loop_up_is_not_an_idle_stream(
         )
     finally:
         store.close()
-    assert [(r["rows"], r["late_rows"]) for r in rows] == [(600, 0), (1, 0)]
+    assert [(r["rows"], r["late_rows"]) for r in rows] == [(600, 0), (2, 0)]  # the two sentinels
 
 
 

@@ -131,8 +131,8 @@ def test_rows_live_dead_letters_are_dead_letters_of_the_replay_too(broker: Embed
     for i, b in zip(range(150 + 40 * (len(bad) - 1), 149, -40), reversed(bad), strict=True):
         msgs.insert(i, b)
     at = [i for i, m in enumerate(msgs) if m in bad]
-    last = orjson.loads(msgs[-1])  # a later event closes every window in the live run
-    msgs.append(orjson.dumps({**last, "ts": last["ts"] + 600_000, "event_id": "sentinel"}))
+    last = orjson.loads(msgs[-1])  # two later events close every window in the live run
+    msgs += [orjson.dumps({**last, "ts": last["ts"] + 600_000, "event_id": eid}) for eid in ("sentinel", "sentinel-2")]
     produce(broker.bootstrap, topic, msgs)
     cfg = fault_config(tmp_path / "live", bootstrap=broker.bootstrap, topic=topic, idle_timeout="2s")
     live = run_to_completion(cfg, len(msgs), all_closed=True)

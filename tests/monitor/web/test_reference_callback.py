@@ -74,13 +74,14 @@ def test_posted_reference_is_used_from_the_next_window(broker: EmbeddedBroker, t
         assert r.json()["rows"] == 3000
         models = httpx.get(f"http://127.0.0.1:{port}/api/v1/models").json()["models"]
         assert models[0]["reference"]["version"] == "v2"
-        # phase 2: more shifted windows (and one row of a 7th to close the 6th):
+        # phase 2: more shifted windows (and two rows of a 7th to close the 6th: one alone
+        # moves no clock):
         # window 3, still open at the swap, and the new ones are judged against v2
         produce(broker.bootstrap, topic, [orjson.dumps(e) for e in events(
             model="churn", start=START + timedelta(minutes=4), windows=2, per_window=300, window_seconds=60,
             shift_from=0, seed=5)])
         produce(broker.bootstrap, topic, [orjson.dumps(e) for e in events(
-            model="churn", start=START + timedelta(minutes=6), windows=1, per_window=1, window_seconds=60,
+            model="churn", start=START + timedelta(minutes=6), windows=1, per_window=2, window_seconds=60,
             shift_from=0, seed=6)])
         assert wait_for(lambda: count_windows(db) >= 6, timeout=60)
     finally:

@@ -58,8 +58,9 @@ def test_an_idle_version_frees_its_slot_for_a_new_one() -> None:
     w.add(rows([0, 1], ["v1", "v2"]))
     w.add(rows([30_000], ["v3"], first=2))            # both slots busy: v3 -> __other__
     assert {k[0] for k in w.open} == {"v1", "v2", OTHER}
-    w.add(rows([2 * MIN + 5], ["v2"], first=3))         # watermark passes v1's newest row + size
-    w.add(rows([2 * MIN + 6], ["v4"], first=4))         # v1 retired, v4 admitted
+    # two rows: the watermark passes v1's newest row + size (one row alone moves no clock)
+    w.add(rows([2 * MIN + 5, 2 * MIN + 5], ["v2", "v2"], first=3))
+    w.add(rows([2 * MIN + 6], ["v4"], first=5))         # v1 retired, v4 admitted
     assert set(w.version_cap.last_seen) == {"v2", "v4"}
     assert w.capped_rows()["version"] == 1
 
