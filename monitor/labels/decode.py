@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 
 from monitor.config import ModelConfig
@@ -73,18 +74,18 @@ class LabelBatch:
     ts: list[int] = field(default_factory=list)
     partition: list[int] = field(default_factory=list)
     offset: list[int] = field(default_factory=list)
-    #: the newest time the batch may move the join's clock to (epoch ms): each label's
-    #: ``ts`` capped at min(record timestamp, wall clock); None: ``max(ts)`` (the fast
-    #: path, when no label is ahead; see :func:`monitor.ingest.event_time.watermark_times`)
-    clock_ms: int | None = field(default=None, compare=False)
+    #: each label's time as it may move the join's clock (epoch ms): its ``ts`` capped at
+    #: min(record timestamp, wall clock); None: ``ts`` itself (no label is ahead, the
+    #: normal case; see :func:`monitor.ingest.event_time.watermark_times`)
+    wm: list[int] | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.event_id)
 
-    def newest(self) -> int:
-        """The newest time of the batch as it may move the join's clock (epoch ms); the
-        batch is not empty."""
-        return max(self.ts) if self.clock_ms is None else self.clock_ms
+    def wm_times(self) -> np.ndarray:
+        """Each label's time as it may move the join's clock (int64 epoch ms), in
+        consumption order: :attr:`wm`, else ``ts``."""
+        return np.array(self.ts if self.wm is None else self.wm, dtype=np.int64)
 
 
 def class_label(value: Any, name: str, max_length: int) -> str:
@@ -194,7 +195,10 @@ class LabelDecoder:
             b.ts.append(ts)
             b.partition.append(rec.partition)
             b.offset.append(rec.offset)
-            b.clock_ms = capped if b.clock_ms is None else max(b.clock_ms, capped)
+            if b.wm is not None or capped != ts:
+                if b.wm is None:
+                    b.wm = b.ts[:-1]
+                b.wm.append(capped)
         return out, dead
 
     def _fast(self, records: list[Any], now_ms: int) -> dict[str, LabelBatch] | None:
@@ -248,7 +252,7 @@ class LabelDecoder:
             capped = watermark_times(ts, record_ts, now_ms)
             out[model] = LabelBatch(
                 model, eids, labels, ts.tolist(), [r.partition for r in recs_m], [r.offset for r in recs_m],
-                clock_ms=None if capped is None else int(capped.max()),
+                wm=None if capped is None else capped.tolist(),
             )
         return out
 

@@ -31,9 +31,13 @@ due windows beyond that wait for a later flush (first computations first).
 
 The *clock* of a model is the newest event time seen on either stream (durable),
 so expiry and maturity do not depend on when the daemon runs; an event time ahead of
-min(its record's timestamp, the wall clock) moves it no further than that (one event
-stamped ahead must not mature windows, expire predictions or give up early labels
-before their time: :func:`monitor.ingest.event_time.watermark_times`); a model idle for
+min(its record's timestamp, the wall clock) moves it no further than that
+(:func:`monitor.ingest.event_time.watermark_times`), and a time moves it only once a
+second event (of either stream) reached it: the clock is the second-highest time seen,
+:attr:`LabelJoin.front_ms` the highest (:func:`monitor.ingest.event_time.vouch`). One
+event stamped ahead, at the live edge or in a backlog read hours behind the wall clock,
+must not mature windows, expire predictions or give up early labels before their
+time; the stream's own progress moves the clock one event later. A model idle for
 its ``window.idle_timeout`` lets the wall clock mature its windows (like idle
 drift windows), never expire them.
 
@@ -71,6 +75,7 @@ import numpy as np
 from detectors.estimation import ESTIMATED_METRICS, estimate_binary
 from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.event_time import NO_TIME, vouch
 from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
 from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
 from monitor.labels.held_ids import HeldIds, build
@@ -208,8 +213,12 @@ class LabelJoin:
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state (records before it are skipped)
         self.replay_before: dict[int, int] = {}
-        #: per model: newest event time seen on either stream (ms)
+        #: per model: the join's clock, the newest event time two events of either stream
+        #: reached (ms; absent before the second event; see the module documentation)
         self.clock_ms: dict[str, int] = {}
+        #: per model: the newest (capped) event time seen on either stream (ms), the clock's
+        #: candidate; durable with the clock
+        self.front_ms: dict[str, int] = {}
         #: per model: the wall clock (ms) that may mature windows while the model is idle
         self.idle_ms: dict[str, int] = {}
         #: per model: the partition its records are read from (its state lives in that
@@ -315,7 +324,7 @@ class LabelJoin:
             _Predictions(batch.event_id, batch.ts_ms, batch.version, segs, values)
         )
         self.home.setdefault(model, int(batch.partition.min()))
-        self._advance(model, int(batch.wm_times().max()))
+        self._advance(model, batch.wm_times())
         self._dirty = True
 
     @staticmethod
@@ -333,12 +342,17 @@ class LabelJoin:
             if len(b):
                 self._labels.setdefault(model, []).append(b)
                 self.home.setdefault(model, min(b.partition))
-                self._advance(model, b.newest())
+                self._advance(model, b.wm_times())
                 self._dirty = True
 
-    def _advance(self, model: str, ts: int) -> None:
-        if ts > self.clock_ms.get(model, -1):
-            self.clock_ms[model] = ts
+    def _advance(self, model: str, times: np.ndarray) -> None:
+        """Move ``model``'s clock by a batch's times (each event's time as it may move
+        clocks, epoch ms, in consumption order): to the newest two events reached."""
+        _before, front, clock = vouch(times, self.front_ms.get(model, NO_TIME), self.clock_ms.get(model, NO_TIME))
+        if front > NO_TIME:
+            self.front_ms[model] = front
+        if clock > self.clock_ms.get(model, NO_TIME):
+            self.clock_ms[model] = clock
         self.last_activity[model] = self.wall()
         self.idle_ms.pop(model, None)
 
@@ -387,6 +401,7 @@ class LabelJoin:
             "labels": {m: len(v) for m, v in self._labels.items()},
             "positions": dict(self.positions),
             "clock": dict(self.clock_ms),
+            "front": dict(self.front_ms),
             "activity": dict(self.last_activity),
             "idle": dict(self.idle_ms),
             "home": dict(self.home),
@@ -402,6 +417,7 @@ class LabelJoin:
                     del buf[m]
         self.positions = cp["positions"]
         self.clock_ms = cp["clock"]
+        self.front_ms = cp["front"]
         self.last_activity = cp["activity"]
         self.idle_ms = cp["idle"]
         self.home = cp["home"]
@@ -873,10 +889,13 @@ class LabelJoin:
     def partition_state(self, partition: int) -> dict[str, Any]:
         """What the row of ``partition`` keeps of the join: the labels topic's next offset
         of that partition (absent: nothing consumed yet) and the clocks of the models
-        whose home it is."""
-        out: dict[str, Any] = {
-            "clock": {m: self.clock_ms[m] for m, p in sorted(self.home.items()) if p == partition and m in self.clock_ms}
-        }
+        whose home it is (``clock``, and ``front`` where it differs: see the module
+        documentation; absent, it is the clock)."""
+        homed = [m for m, p in sorted(self.home.items()) if p == partition]
+        out: dict[str, Any] = {"clock": {m: self.clock_ms[m] for m in homed if m in self.clock_ms}}
+        front = {m: self.front_ms[m] for m in homed if self.front_ms.get(m, NO_TIME) != self.clock_ms.get(m, NO_TIME)}
+        if front:
+            out["front"] = front
         if partition in self.positions:
             out["offset"] = self.positions[partition]
         return out
@@ -890,7 +909,14 @@ class LabelJoin:
         mine = set(owned)
         offsets = {str(p): o for p, o in sorted(self.positions.items()) if p not in mine}
         clock = {m: v for m, v in sorted(self.clock_ms.items()) if self.home.get(m) not in mine}
-        return {"offsets": offsets, "clock": clock} if offsets or clock else {}
+        front = {m: v for m, v in sorted(self.front_ms.items())
+                 if self.home.get(m) not in mine and v != self.clock_ms.get(m, NO_TIME)}
+        if not (offsets or clock or front):
+            return {}
+        out: dict[str, Any] = {"offsets": offsets, "clock": clock}
+        if front:
+            out["front"] = front
+        return out
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         """Load the single-row state (``stream_state`` ``labels``: what no partition's row
@@ -903,11 +929,13 @@ class LabelJoin:
         self.positions = dict(self.replay_before)
         self._legacy_offsets = dict(self.replay_before)
         self.clock_ms = {str(m): int(v) for m, v in state.get("clock", {}).items()}
+        # a state written before fronts were kept: the clock, in force already
+        self.front_ms = {**self.clock_ms, **{str(m): int(v) for m, v in state.get("front", {}).items()}}
         self._pruned_clock = dict(self.clock_ms)
         # idle since the restart, not since the last event before it: a model that stays
         # quiet still matures its windows once its idle_timeout has passed
         now = self.wall()
-        self.last_activity = {m: now for m in self.clock_ms if m in self.models}
+        self.last_activity = {m: now for m in self.front_ms if m in self.models}
 
     def resume_partition(self, partition: int, state: Mapping[str, Any] | None) -> None:
         """Take over ``partition``'s join state from its row (just claimed): where its labels
@@ -917,9 +945,16 @@ class LabelJoin:
         if offset is not None:
             self.positions[partition] = self.replay_before[partition] = int(offset)
         now = self.wall()
+        front = (state or {}).get("front", {})
         for m, v in (state or {}).get("clock", {}).items():
             if m in self.models:
                 self.clock_ms[m] = self._pruned_clock[m] = int(v)
+                self.front_ms[m] = int(front.get(m, v))
+                self.home[m] = partition
+                self.last_activity[m] = now
+        for m, v in front.items():  # a model with one event so far: a front, no clock yet
+            if m in self.models and m not in self.clock_ms:
+                self.front_ms[m] = int(v)
                 self.home[m] = partition
                 self.last_activity[m] = now
 
@@ -932,7 +967,7 @@ class LabelJoin:
             self.replay_before.pop(p, None)
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
-            for per_model in (self.home, self.clock_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
+            for per_model in (self.home, self.clock_ms, self.front_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
                               self._held_ids, self._pruned_clock, self._early_count):
                 per_model.pop(m, None)  # type: ignore[attr-defined]
         sealed = self._sealed.batches if self._sealed is not None else {}
@@ -987,4 +1022,5 @@ def _without(b: LabelBatch, partitions: set[int]) -> LabelBatch:
     return LabelBatch(
         b.model, [b.event_id[i] for i in keep], [b.label[i] for i in keep], [b.ts[i] for i in keep],
         [b.partition[i] for i in keep], [b.offset[i] for i in keep],
+        wm=None if b.wm is None else [b.wm[i] for i in keep],
     )

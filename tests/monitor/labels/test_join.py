@@ -618,7 +618,8 @@ def test_a_prediction_later_than_the_ttl_leaves_final_windows_as_they_are(
     # the clock moves to 1 h 2 min 10 s after the first window's start: windows ending by
     # 2 min 10 s are final (with 20 s slides, rows before 1 min 20 s have left the join)
     mover = {**preds[0], "event_id": "mover", "ts": start + 3_600_000 + 130_000}
-    p.process_records(records("predictions", [mover], start=1000))
+    # two events: one alone moves no clock, a second must vouch for its time
+    p.process_records(records("predictions", [mover, {**mover, "event_id": "mover-2"}], start=1000))
     p.flush()
     settle(p, clock)
     final_end = start + 130_000
@@ -630,7 +631,7 @@ def test_a_prediction_later_than_the_ttl_leaves_final_windows_as_they_are(
     # and 300 in windows of their own long before
     late = [{**preds[0], "event_id": "late-1"}, {**preds[0], "event_id": "late-2", "ts": start + 85_000}]
     late += [{**preds[0], "event_id": f"old-{i}", "ts": 1_000_000 + i * 60_000} for i in range(300)]
-    p.process_records(records("predictions", late, start=1001))
+    p.process_records(records("predictions", late, start=1002))
     p.flush()
     settle(p, clock)
     assert [r for r in perf_rows(store) if _ms_of(r[0].split("|")[4]) <= final_end] == final
@@ -643,7 +644,7 @@ def test_a_prediction_later_than_the_ttl_leaves_final_windows_as_they_are(
     assert {w["start"] for w in store.query("SELECT start FROM windows WHERE status = 'open'")} == {
         "2026-11-23T13:02:00.000Z"} | ({"2026-11-23T13:01:20.000Z", "2026-11-23T13:01:40.000Z"} if shape == "sliding" else set())
     c = label_counters(store)["churn"]
-    assert c["predictions"] == len(preds) + 1 + len(late)
+    assert c["predictions"] == len(preds) + 2 + len(late)
     # the late ones left the join unlabelled (with 20 s slides late-2 still has a live window)
     still = {r["event_id"] for r in store.query("SELECT event_id FROM label_predictions WHERE event_id LIKE 'late-%'")}
     assert still == ({"late-2"} if shape == "sliding" else set())
@@ -666,13 +667,14 @@ def test_a_late_prediction_still_counts_in_a_window_that_owes_its_figures(tmp_pa
     with store.transaction():  # all 20 owe their figures again, as after downtime
         store.execute("UPDATE label_slots SET dirty = 1 WHERE model = 'churn'")
     mover = {**preds[0], "event_id": "mover", "ts": start + 3_600_000 + 30 * 60_000}
-    p.process_records(records("predictions", [mover], start=1000))
+    # two events: one alone moves no clock, a second must vouch for its time
+    p.process_records(records("predictions", [mover, {**mover, "event_id": "mover-2"}], start=1000))
     p.flush()  # computes 16 of them; the last 4 still owe theirs
     last = start + 19 * 60_000
     [owed] = store.query('SELECT rows, dirty FROM label_slots WHERE model = ? AND start = ?', ("churn", last))
     assert (owed["rows"], owed["dirty"]) == (20, 1)
     late = {**preds[0], "event_id": "late-owed", "ts": last + 30_000}
-    p.process_records(records("predictions", [late], start=1001))
+    p.process_records(records("predictions", [late], start=1002))
     p.flush()
     held = {r["event_id"] for r in store.query("SELECT event_id FROM label_predictions WHERE event_id = 'late-owed'")}
     assert held == {"late-owed"}

@@ -25,10 +25,11 @@ from monitor.config import load_config
 from monitor.demo.data import events
 from monitor.service.replay import run_replay
 from storage.db import DB_FILENAME, Store
+from storage.labels import label_counters
 from storage.records import parse_iso
 from tests.monitor.daemon_helpers import START, write_config
 from tests.monitor.fault_helpers import shaped
-from tests.monitor.labels.helpers import Clock, Rec, label_config, pipeline, predictions
+from tests.monitor.labels.helpers import Clock, Rec, label_config, labels_for, pipeline, predictions
 
 START_MS = int(START.timestamp() * 1000)
 MIN = 60_000
@@ -132,6 +133,48 @@ def test_a_stream_resuming_after_a_gap_moves_the_watermark_at_its_second_row(tmp
         p.flush()
         assert _windows(store) == [("2026-11-23T12:00:00.000Z", 60, 0)]
         assert p.stats.late_rows == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("hostile_on", ["predictions", "labels"])
+@pytest.mark.parametrize("path", ["typed", "per-record"])
+def test_one_hostile_event_in_a_backlog_does_not_move_the_join_clock(
+    tmp_path: Path, hostile_on: str, path: str
+) -> None:
+    """With ``ttl = 10m``, a backlog three days behind the wall clock whose first
+    prediction or label has no record timestamp and is stamped 30 min ahead of the wall
+    clock: before, the join's clock jumped to the wall clock and every prediction left
+    the join as expired, every label unmatched. Now every prediction gets its label and
+    the clock follows the stream."""
+    preds = predictions(windows=3, per_window=60)
+    labels = labels_for(preds)
+    clock = Clock(WALL)
+    _cfg, store, p = pipeline(label_config(tmp_path, ttl="10m", delay="2m", early_ttl="5m", n_boot=0), clock)
+    poison = path == "per-record"
+    try:
+        first_pred = first_label = 0
+        if hostile_on == "predictions":
+            sent = _recs("predictions", [{**preds[0], "event_id": "hostile", "ts": HOSTILE_MS}], 0,
+                         record_ts=None, poison=poison)
+            p.process_records(sent)
+            first_pred = len(sent)
+        else:
+            sent = _recs("labels", [{**labels[0], "event_id": "hostile", "ts": HOSTILE_MS}], 0,
+                         record_ts=None, poison=poison)
+            p.process_label_records(sent)
+            first_label = len(sent)
+        p.flush()
+        assert p.labels is not None
+        assert "churn" not in p.labels.clock_ms  # one event: no clock yet
+        p.process_records(_recs("predictions", preds, first_pred))
+        p.flush()
+        p.process_label_records(_recs("labels", labels, first_label))
+        p.flush()
+        assert p.labels.clock_ms["churn"] <= max(int(x["ts"]) for x in labels)
+        c = label_counters(store)["churn"]
+        assert c["joined"] == len(preds)
+        assert c.get("expired_predictions", 0) == 0 and c.get("unmatched_labels", 0) == 0
     finally:
         store.close()
 
