@@ -329,9 +329,9 @@ def run_replay(
                                 max_payload_bytes=cfg.daemon.max_payload_bytes,
                                 window_time=events.window_time, before_window=events.before_window,
                                 after_windows=alerting.finish_slots,
-                                # the engine's slot memory follows each flush's outcome (and its
-                                # journal of the flush in progress is emptied at each commit)
-                                on_outcome=alerting.engine.flush_outcome)
+                                # as the daemon: the engine's slot memory follows each flush's
+                                # outcome, the transitions it made are logged once it commits
+                                on_outcome=alerting.flush_outcome)
             pipeline.register_initial_references()
             for chunk in source:
                 # the daemon's own path: the live decoder, poison isolation, dead letters

@@ -178,6 +178,22 @@ def test_rules_fire_without_notifying_unless_asked(tmp_path: Path) -> None:
         assert sink.accepted()[0].path == "/hooks/drift"
 
 
+
+def test_a_replay_logs_the_transitions_its_windows_make(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A window's transitions are logged once its flush commits, as the daemon logs them
+    (the replay logged only its ticks' transitions, and kept every window's in memory for
+    the whole file)."""
+    msgs = stream(windows=6, per_window=200, shift_from=3, seed=17)
+    files = _files(tmp_path / "data", msgs)
+    cfg_path = write_config(tmp_path / "conf", bootstrap="127.0.0.1:9", topic="t", http_port=9,
+                            extra=RULE.format(url="http://127.0.0.1:9/drift"))
+    with caplog.at_level("INFO", logger="driftwarden"):
+        result = run_replay(load_config(cfg_path), files["jsonl"], tmp_path / "r")
+    fired = [r for r in caplog.records if getattr(r, "event", None) == "alert_transition"
+             and r.transition == "firing"]
+    assert result.alerts_fired >= 1
+    assert len(fired) == result.alerts_fired and fired[0].rule == "drift"
+
 def test_a_replay_returns_only_once_every_notification_is_answered_and_recorded(tmp_path: Path) -> None:
     """The outbox sends on lanes of their own; a replay closes its store when it returns,
     so it must wait for them. With a receiver that takes 0.5 s to answer, a replay that
