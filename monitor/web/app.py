@@ -222,7 +222,7 @@ async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
         out.append({"name": name, "task": rt.config.task, "features": list(rt.schema.features),
                     "reference": {"path": str(ref.path), "sha256": ref.sha256, "rows": ref.rows,
                                   "version": rt.prepared.version},
-                    "watermark_ms": rt.windows.watermark if rt.windows.max_ts is not None else None,
+                    "watermark_ms": rt.windows.event_watermark,
                     "open_windows": len(rt.windows.open)})
     return _json(200, {"models": out})
 

@@ -77,7 +77,7 @@ def gather(d: DaemonView, model: str | None) -> dict[str, Any]:
             "reference": ref.path.name, "reference_rows": ref.rows, "reference_version": rt.prepared.version,
             "reference_mode": rt.config.reference_mode, "versions": stored["versions"].get(name, []),
             "open_windows": len(rt.windows.open),
-            "watermark": _ms_iso(rt.windows.watermark) if rt.windows.max_ts is not None and rt.windows.by == "time" else None,
+            "watermark": _ms_iso(wm) if (wm := rt.windows.event_watermark) is not None else None,
         })
     stalled = d.stalled_for()
     if store_error is None and stalled is not None:

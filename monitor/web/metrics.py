@@ -97,8 +97,8 @@ class DaemonMetrics:
         yield unclaimed
         wm = GaugeMetricFamily("driftwarden_watermark_seconds", "Event-time watermark per model", labels=["model"])
         for name, rt in d.pipeline.models.items():
-            if rt.windows.max_ts is not None:
-                wm.add_metric([name], rt.windows.watermark / 1000)
+            if rt.windows.event_watermark is not None:
+                wm.add_metric([name], rt.windows.event_watermark / 1000)
         yield wm
         yield from self._observability()
         caps = {name: rt.config.limits.max_versions for name, rt in d.pipeline.models.items()}

@@ -710,6 +710,15 @@ class ModelWindows:
         return Resumed(self.model, saved, self.shape, same, len(wins), self.carry)
 
     @property
+    def event_watermark(self) -> int | None:
+        """The watermark to show (epoch ms): None for count windows (their event clock,
+        :attr:`max_ts`, stamps replayed windows, but no watermark moves with it) and for a
+        time model without an event clock yet (fewer than two rows)."""
+        if self.by != "time" or self.max_ts is None:
+            return None
+        return self.watermark
+
+    @property
     def live(self) -> bool:
         """Whether the model holds any state (rows seen, a watermark, open windows)."""
         return bool(self.partitions or self.open or self.front is not None or self.counters or self.carry)
