@@ -74,8 +74,9 @@ def needs_labels(metric: str) -> bool:
     """Whether ``metric`` is computed from joined labels (the ``performance`` family): the
     realized figures, their segment gaps, version comparisons and estimation errors, and
     the label counts and label drift. Estimated figures (``estimated_accuracy``, ...) come
-    from the scores alone: False. An unknown name: False."""
-    if metric in LABEL_METRICS:
+    from the scores alone: False. An unknown name: False. ``labels_unknown_class`` counts
+    joined labels: True."""
+    if metric in LABEL_METRICS or metric == UNKNOWN_CLASS:
         return True
     base = metric
     for suffix in _LABELLED_SUFFIXES:

@@ -355,3 +355,15 @@ def test_needs_labels_tells_labelled_figures_from_those_of_the_predictions(metri
     from monitor.metric_names import needs_labels
 
     assert needs_labels(metric) is labelled
+
+
+def test_the_replay_note_names_a_rule_on_labels_unknown_class(tmp_path: Path) -> None:
+    """``labels_unknown_class`` counts joined labels: a replay has none, so a rule on it
+    cannot fire either and the note names it with the others (it was left out)."""
+    from monitor.config import load_config
+    from monitor.service.replay import unlabelled_note
+
+    extra = PERFORMANCE + '\n[[rules]]\nname = "stale-classes"\nmetric = "labels_unknown_class"\nop = ">"\nthreshold = 0\n'
+    cfg = load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="t", http_port=9, extra=extra))
+    note = unlabelled_note(cfg)
+    assert note is not None and "so rule(s) canary, stale-classes cannot fire" in note
