@@ -56,10 +56,11 @@ class PageHinkley:
     change that followed within the next ``min_instances`` values. river's ``PageHinkley`` has
     the same weakness. Now, as CUSUM's warm-up (:func:`~detectors.sequential.cusum.robust_baseline`):
 
-    - the warm-up's values are kept (in order) and at its end any value farther from
+    - the warm-up's values are kept (in order) and at its end a lone value farther from
       their median than the reach (:func:`outlier_reach`: at least ``threshold``, and
-      at least twice the range of the middle values) is set aside; the rest make the
-      mean and the sums, as they would have value by value;
+      at least twice the range of the middle values) is set aside (two or more in a row
+      on one side are a change: counted); the rest make the mean and the sums, as they
+      would have value by value;
     - after the warm-up, a value farther than that reach from the running mean is held
       back (it signals if the plain test would, on that value, as before); the next
       value decides what it was. Also beyond reach on the same side: a change, and
@@ -180,13 +181,21 @@ class PageHinkley:
         return self._crosses(self._sum_up - self._min_up, self._max_down - self._sum_down)
 
     def _end_warmup(self) -> None:
-        """Learn the reach from the warm-up, set its outliers aside and count the rest."""
+        """Learn the reach from the warm-up, set its lone outliers aside and count the rest.
+
+        As after the warm-up, only a *lone* value beyond the reach is an outlier: two or
+        more in a row on one side of the centre are a change (a shift a few values into
+        the warm-up makes the values before it lie beyond the reach of the new level's
+        median; set aside, the shift became the baseline and was never signalled)."""
         centre, reach = outlier_reach(self._warm, self.threshold)
-        for v in self._warm:
-            if abs(v - centre) <= reach:
-                self._step(v)
-            else:
+        side = [0 if abs(v - centre) <= reach else (1 if v > centre else -1) for v in self._warm]
+        for i, v in enumerate(self._warm):
+            s = side[i]
+            lone = s != 0 and (i == 0 or side[i - 1] != s) and (i + 1 == len(side) or side[i + 1] != s)
+            if lone:
                 self._set_aside += 1
+            else:
+                self._step(v)
         self._warm = []
         self._reach = reach
 
