@@ -36,7 +36,8 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,6 +195,9 @@ class AlertEngine:
         #: the entries of ``_slots`` the flush in progress changed, as they were before it
         #: (None: no entry); put back when it rolls back (:meth:`flush_outcome`)
         self._undo: dict[str, _Slot | None] = {}
+        #: per thread, the open :meth:`memory_savepoint` journals, innermost last: the entries
+        #: of ``_slots`` each changed, as they were before it (None: no entry)
+        self._frames = threading.local()
         if any(r.is_no_data for r in self.rules):
             self._seed_activity(started)
 
@@ -289,6 +293,45 @@ class AlertEngine:
                         self._slots[aid] = before
             self._undo.clear()
 
+    @contextmanager
+    def memory_savepoint(self) -> Iterator[None]:
+        """What the rules without ``version`` see of their slots inside is forgotten when it
+        raises: the memory is put back as it was at its start, as the store's savepoint around
+        it rolls back the window's writes. Without it a clear held by a window whose judgement
+        failed (stored with status ``error``) was still counted by :meth:`finish_slots`.
+
+        Use it together with the store savepoint whose rollback it mirrors (around it also
+        covers a savepoint whose release fails; :meth:`on_window` and :meth:`finish_slots`
+        open one of each, :class:`monitor.service.alerting.Alerting` one more for the rest of
+        the pipeline's savepoint of a window). Nested,
+        an inner one that ends normally hands its entries on to the one around it; the flush's
+        journal (:meth:`flush_outcome`) is kept either way."""
+        stack = self._journals()
+        frame: dict[str, _Slot | None] = {}
+        stack.append(frame)
+        try:
+            yield
+        except BaseException:
+            stack.pop()
+            with self._lock:
+                for aid, before in frame.items():
+                    if before is None:
+                        self._slots.pop(aid, None)
+                    else:
+                        self._slots[aid] = before
+            raise
+        stack.pop()
+        if stack:
+            for aid, before in frame.items():
+                stack[-1].setdefault(aid, before)
+
+    def _journals(self) -> list[dict[str, _Slot | None]]:
+        """This thread's open :meth:`memory_savepoint` journals, innermost last."""
+        stack: list[dict[str, _Slot | None]] | None = getattr(self._frames, "stack", None)
+        if stack is None:
+            stack = self._frames.stack = []
+        return stack
+
     def on_window(
         self,
         window: WindowRecord,
@@ -328,7 +371,7 @@ class AlertEngine:
             "rows": window.rows if ctx.rows is None else ctx.rows,
             "status": window.status,
         }
-        with self.store.transaction():
+        with self.memory_savepoint(), self.store.transaction():
             self.store.lock(db.alert_lock_key(key.model))
             existing = db.alerts_of_model(self.store, key.model)
             transitions: list[Transition] = []
@@ -378,7 +421,7 @@ class AlertEngine:
         by_model: dict[str, list[tuple[str, _Slot]]] = {}
         for aid, mem in held.items():
             by_model.setdefault(next(iter(mem.seen.values())).ev.model, []).append((aid, mem))
-        with self.store.transaction():
+        with self.memory_savepoint(), self.store.transaction():
             self.store.lock(*(db.alert_lock_key(m) for m in sorted(by_model)))
             for model in sorted(by_model):
                 existing = db.alerts_of_model(self.store, model)
@@ -633,10 +676,14 @@ class AlertEngine:
 
     def _remember(self, aid: str, slot: _Slot | None) -> None:
         """Keep ``slot`` as what the instance ``aid`` saw of its last slot (None: forget it);
-        the entry before is noted for :meth:`flush_outcome`."""
+        the entry before is noted for :meth:`flush_outcome` and the innermost open
+        :meth:`memory_savepoint`."""
+        stack = self._journals()
         with self._lock:
             if aid not in self._undo:
                 self._undo[aid] = self._slots.get(aid)
+            if stack and aid not in stack[-1]:
+                stack[-1][aid] = self._slots.get(aid)
             if slot is None:
                 self._slots.pop(aid, None)
             else:

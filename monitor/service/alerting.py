@@ -157,8 +157,11 @@ class Alerting:
             end=figures.ts_range[1] if by_count and figures.ts_range else "",
         )
         self.engine.observe_model_activity(model.name, self.clock())
-        transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
-        self._made(transitions)
+        # the pipeline's savepoint of this window rolls back when anything here raises: what
+        # the rules saw of their slots goes with it (the engine's own covers its call only)
+        with self.engine.memory_savepoint():
+            transitions = self.engine.on_window(rec, figures.metrics, context=ctx)
+            self._made(transitions)
 
     def finish_slots(self) -> None:
         """The end of a flush's windows (``Pipeline.after_windows``, in its transaction):
@@ -225,8 +228,9 @@ class Alerting:
             callback=f"{base}/api/v1/models/{model.name}/references",
             rows=rec.rows,
         )
-        transitions = self.engine.on_window(rec, metrics, context=ctx, reevaluate=True)
-        self._made(transitions)
+        with self.engine.memory_savepoint():
+            transitions = self.engine.on_window(rec, metrics, context=ctx, reevaluate=True)
+            self._made(transitions)
 
     def deliver_due(self) -> int:
         """Start sending what is due, one lane per notifier (see :mod:`alerts.outbox`),

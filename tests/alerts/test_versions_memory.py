@@ -11,9 +11,10 @@ from pathlib import Path
 from alerts.rules import DetectorSpec, Rule, detector_step
 from monitor.config import load_config
 from monitor.service.alerting import Alerting
+from monitor.windows.figures import WindowFigures
 from storage import alerts as db
 from storage.detectors import save_detector
-from storage.records import WindowKey, iso
+from storage.records import MetricRow, WindowKey, WindowRecord, iso
 from tests.alerts.conftest import T0, Feed, events, make_engine
 
 HIGH, LOW = {"drift_share": 0.6}, {"drift_share": 0.1}
@@ -188,3 +189,85 @@ def test_the_slot_memory_keeps_no_instance_that_never_breached(store, clock) -> 
 
 def feed_of(store, clock, rule: Rule) -> Feed:
     return Feed(make_engine(store, clock, [rule]), store, clock)
+
+
+# -- a window whose rules raise ------------------------------------------------------------
+
+
+def _judged(f: Feed, values: dict[str, float], version: str) -> bool:
+    """One window judged as the pipeline judges it: in a savepoint of the flush whose rules
+    raising store the window with status ``error`` instead. Whether its rules succeeded."""
+    try:
+        f.window(values, version=version)
+    except ValueError:  # the corrupt detector state's JSON error
+        return False
+    return True
+
+
+def test_a_clear_held_by_a_window_whose_rules_raised_is_not_counted(store, clock) -> None:
+    """The baseline's clear window is held for the canary, then a later rule raises on that
+    window (its detector's stored state is corrupt): the savepoint undoes the window's writes
+    and it is stored as ``error``, but the held clear stayed in memory, and ``finish_slots``
+    counted it: the alert resolved on a window whose judgement failed."""
+    drift = Rule("drift", "drift_share", ">", 0.3)
+    slow = Rule("slow", "drift_share", ">", detector=CUSUM)
+    f = Feed(make_engine(store, clock, [drift, slow]), store, clock)
+    with store.transaction():
+        assert events(slot(f, (BASE, HIGH), (CANARY, HIGH))) == [("drift", "inactive", "firing")]
+        f.engine.finish_slots()
+    f.engine.flush_outcome(True)
+    with store.transaction():
+        store.execute("UPDATE rule_detectors SET state = '{' WHERE alert_id = ?",
+                      (f"{slow.instance_id('churn', '', '', '')}@{BASE}",))
+    with store.transaction():  # the next flush: the baseline's clear window fails, the canary stopped
+        assert not _judged(f, LOW, BASE)
+        assert f.engine.finish_slots() == []
+    f.engine.flush_outcome(True)
+    a = _alert(store)
+    assert (a.state, a.clears) == ("firing", 0)
+    # the memory is the first slot's again: its canary is still expected in the next slot
+    mem = f.engine._slots[drift.instance_id("churn", "", "", "")]
+    assert (mem.applied, sorted(s.ev.version for s in mem.seen.values())) == (True, [BASE, CANARY])
+
+
+BUSY = '[[rules]]\nname = "busy"\nmetric = "row_count"\nop = ">"\nthreshold = 5000.0\nversion = "v12"\n'
+
+
+def _figures(clock, n: int, version: str, values: dict[str, float]) -> WindowFigures:
+    """Slot ``n``'s window of ``version`` of model churn, as the pipeline hands it over."""
+    start = T0 + n * STEP
+    clock.set(start + STEP)
+    key = WindowKey("churn", version, "", iso(start), iso(start + STEP))
+    return WindowFigures(WindowRecord(key, 1000, "ok", start + STEP), [MetricRow("", m, v) for m, v in values.items()])
+
+
+def test_a_window_whose_transition_listener_raises_forgets_its_held_clear(tmp_path, store, clock) -> None:
+    """The pipeline's savepoint of a window holds more than the engine's: here the listener
+    of the transitions the window made raises after the engine judged it (the baseline's
+    clear held for the canary, another rule firing). The window is stored as ``error``, its
+    writes undone; its held clear must be too, or ``finish_slots`` counts it."""
+    alerting = _alerting(tmp_path, store, clock, DRIFT + BUSY)
+    model = alerting.config.models[0]
+
+    def listener(kind: str, data: dict) -> None:
+        if kind == "transition":
+            raise RuntimeError("listener failed")
+
+    with store.transaction():
+        alerting.on_window(_figures(clock, 0, BASE, HIGH), model)
+        alerting.on_window(_figures(clock, 0, CANARY, HIGH), model)
+        alerting.finish_slots()
+    alerting.flush_outcome(True)
+    assert _alert(store).state == "firing"
+    alerting.on_event = listener
+    with store.transaction():
+        try:
+            with store.transaction():  # the pipeline's savepoint of the window
+                alerting.on_window(_figures(clock, 1, BASE, {**LOW, "row_count": 6000.0}), model)
+        except RuntimeError:
+            pass
+        alerting.finish_slots()
+    alerting.flush_outcome(True)
+    a = _alert(store)
+    assert (a.state, a.clears) == ("firing", 0)
+    assert [r.rule for r in db.active_alerts(store, ("pending", "firing"))] == ["drift"]
