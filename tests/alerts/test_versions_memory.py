@@ -5,6 +5,7 @@ nor outlive the rules and models it is about."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -271,3 +272,33 @@ def test_a_window_whose_transition_listener_raises_forgets_its_held_clear(tmp_pa
     a = _alert(store)
     assert (a.state, a.clears) == ("firing", 0)
     assert [r.rule for r in db.active_alerts(store, ("pending", "firing"))] == ["drift"]
+
+
+def test_a_window_whose_rules_raise_leaves_the_detectors_as_before(store, clock) -> None:
+    """A detector rule fed the window's figure, then a later rule raised: the detector's
+    update goes with the savepoint (its state lives in the store only; no copy in memory
+    outlives the rollback), so the window is not counted in its series, and the next
+    window continues from the state before it."""
+    slow = Rule("slow", "drift_share", ">", detector=CUSUM)
+    late = Rule("late", "drift_share", ">", detector=CUSUM)
+    f = Feed(make_engine(store, clock, [slow, late]), store, clock)
+    for i in range(6):
+        slot(f, (BASE, {"drift_share": 0.05 + 0.001 * (i % 3)}), (CANARY, LOW))
+
+    def state(rule: Rule) -> list[dict]:
+        return store.query("SELECT alert_id, state, last_window_id, window_end FROM rule_detectors"
+                           " WHERE rule = ? ORDER BY alert_id", (rule.name,))
+
+    before = state(slow)
+    with store.transaction():
+        store.execute("UPDATE rule_detectors SET state = '{' WHERE rule = 'late'")
+    assert not _judged(f, {"drift_share": 0.9}, BASE)
+    assert state(slow) == before
+    # the next window continues from the state before the failed one
+    with store.transaction():
+        store.execute("DELETE FROM rule_detectors WHERE rule = 'late'")
+    f.window({"drift_share": 0.06}, version=BASE)
+    base_key = f"{slow.instance_id('churn', '', '', '')}@{BASE}"
+    expected, _, _ = detector_step(slow, json.loads(next(r["state"] for r in before if r["alert_id"] == base_key)), 0.06)
+    got = next(r for r in state(slow) if r["alert_id"] == base_key)
+    assert json.loads(got["state"]) == expected
