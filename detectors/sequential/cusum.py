@@ -36,6 +36,9 @@ class Baseline:
     #: values kept and values set aside
     kept: int
     set_aside: int
+    #: the warm-up's median, and how far from it a value may lie and be kept
+    centre: float = 0.0
+    reach: float = 0.0
 
 
 def _at(pairs: list[tuple[float, int]], rank: int) -> float:
@@ -67,7 +70,23 @@ def robust_baseline(counts: Mapping[float, int], trim: int) -> Baseline:
     m2 = math.fsum(c * (v - mean) ** 2 for v, c in kept)
     sd = math.sqrt(m2 / (n_kept - 1)) if m2 > 0.0 else 0.0
     step = min((b - a for (a, _), (b, _) in zip(kept, kept[1:], strict=False)), default=0.0)
-    return Baseline(mean, sd, step, n_kept, n - n_kept)
+    return Baseline(mean, sd, step, n_kept, n - n_kept, median, reach)
+
+
+def early_shift(head: list[float], centre: float, reach: float) -> int:
+    """The side of a change early in a warm-up: the first values of the warm-up
+    (``head``, in arrival order) are two or more in a row beyond ``reach`` of its
+    ``centre`` on one side, i.e. set aside. +1 when they lay below it (the level
+    rose after them), -1 above (it fell), 0 otherwise (a lone first value is an
+    outlier as any other; with ``reach`` 0, a middle that never moved, nothing is
+    a change: a figure that moves in steps often moves twice in a row)."""
+    if reach <= 0.0:
+        return 0
+    sides = [0 if abs(v - centre) <= reach else (1 if v < centre else -1) for v in head]
+    run = 0
+    while run < len(sides) and sides[run] != 0 and sides[run] == sides[0]:
+        run += 1
+    return sides[0] if run >= 2 else 0
 
 
 class CUSUM:
@@ -107,6 +126,19 @@ class CUSUM:
     never fired again for that instance.) On clean data nothing is set aside (a
     normal warm-up of 20 sets aside values beyond about 4.5 sd), so the estimates
     are the plain mean and sd.
+
+    A change early in the warm-up looks like outliers: a lasting shift two or
+    three values in makes the median and the middle values the new level, so the
+    values before it are set aside and the shift is the baseline (plain CUSUM
+    signals it only for ``k`` below about 0.3, its sigma inflated by the shift,
+    dozens of values later). As Page–Hinkley's warm-up, only a lone first value is
+    an outlier: when the warm-up's first two or more values were set aside, on one
+    side, the update that ends the warm-up signals (``drift_detected``, the sums
+    still 0; in the direction ``mode`` watches) and the baseline stays the new
+    level. Two absurd first values (1e90) therefore give one alarm, and do not
+    blind the rule. A first value alone cannot be told from an outlier: a shift
+    one value in is learned as the level. Nor on a warm-up whose middle never
+    moved (its reach is 0: a figure that moves in steps often moves twice running).
 
     The learned sigma needs a scale the warm-up can show:
 
@@ -174,6 +206,8 @@ class CUSUM:
         #: warm-up values seen, and how often each (dropped once learned)
         self._n = 0
         self._values: dict[float, int] = {}
+        #: the warm-up's first ``trim + 1`` values in arrival order (dropped once learned)
+        self._head: list[float] = []
         #: (target, sigma, slack ``k`` in sigmas) learned from the warm-up
         self._learned: tuple[float, float, float] | None = None
         self._s_hi = 0.0
@@ -214,19 +248,22 @@ class CUSUM:
             return self.target, self.sigma, self.k
         return None
 
-    def _learn(self) -> tuple[float, float, float] | None:
+    def _learn(self) -> tuple[tuple[float, float, float] | None, int]:
         """The in-control parameters the warm-up so far gives (see the class notes),
-        or None while it has too few values or no scale."""
+        or None while it has too few values or no scale; and the side of a change
+        early in it (:func:`early_shift`: +1 up, -1 down, 0 none; always 0 with a
+        given ``target``, against which such a change shows after the warm-up)."""
         if self._n < self.min_instances:
-            return None
+            return None, 0
         b = robust_baseline(self._values, trim_count(self.min_instances))
+        shift = 0 if self.target is not None else early_shift(self._head, b.centre, b.reach)
         mu = self.target if self.target is not None else b.mean
         if self.sigma is not None:
-            return mu, self.sigma, self.k
+            return (mu, self.sigma, self.k), shift
         if b.sd <= 0.0:
-            return None  # the values kept are all equal: no scale yet
+            return None, 0  # the values kept are all equal: no scale yet
         sd = max(b.sd, b.step / 2.0, 1e-12)
-        return mu, sd, max(self.k, b.step / (2.0 * sd))
+        return (mu, sd, max(self.k, b.step / (2.0 * sd))), shift
 
     def update(self, x: float) -> CUSUM:
         """Add one value; returns ``self`` so calls chain."""
@@ -241,9 +278,12 @@ class CUSUM:
         if params is None:  # still learning the in-control mean/sigma
             self._n += 1
             self._values[x] = self._values.get(x, 0) + 1
-            self._learned = self._learn()
+            if len(self._head) <= trim_count(self.min_instances):
+                self._head.append(x)
+            self._learned, shift = self._learn()
             if self._learned is not None:
-                self._values = {}
+                self._values, self._head = {}, []
+                self._drift = (shift > 0 and self.mode != "down") or (shift < 0 and self.mode != "up")
             return self
         mu, sd, k = params
         z = (x - mu) / sd
@@ -267,6 +307,7 @@ class CUSUM:
             },
             "n": self._n,
             "values": [[v, c] for v, c in sorted(self._values.items())],
+            "head": list(self._head),
             **({} if self._learned is None else {"learned": list(self._learned)}),
             "s_hi": self._s_hi,
             "s_lo": self._s_lo,
@@ -280,7 +321,9 @@ class CUSUM:
         A state saved before the warm-up's values were kept (no ``values``) is
         converted: a finished warm-up keeps the target and sigma it learned; a
         warm-up of one repeated value (variance 0) becomes that value, as often;
-        any other unfinished warm-up starts again (its values are not known)."""
+        any other unfinished warm-up starts again (its values are not known). A
+        warm-up saved without its first values (no ``head``) cannot tell a change
+        early in it (:func:`early_shift`): it ends without one, as it would have."""
         if state.get("type") != "CUSUM":
             raise ValueError(f"not a CUSUM state: {state.get('type')!r}")
         det = cls(**state["settings"])
@@ -293,6 +336,7 @@ class CUSUM:
             return det
         det._n = int(state["n"])
         det._values = {float(v): int(c) for v, c in state["values"]}
+        det._head = [float(v) for v in state.get("head", [])]  # saved before: not known
         if "learned" in state:
             mu, sd, k = (float(v) for v in state["learned"])
             det._learned = (mu, sd, k)

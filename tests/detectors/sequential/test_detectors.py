@@ -388,3 +388,45 @@ def test_page_hinkley_a_change_early_in_the_warmup_is_not_taken_for_outliers(bef
     ys[1] = 1e5
     ph = PageHinkley(min_instances=20, delta=0.005, threshold=0.3, mode="up")
     assert [i for i, x in enumerate(ys) if ph.update(x).drift_detected][:1] == [30]
+
+
+@pytest.mark.parametrize(("min_instances", "before"), [(20, 2), (30, 2), (30, 3)])
+@pytest.mark.parametrize("mode", ["up", "down", "both"])
+def test_cusum_a_change_early_in_the_warmup_is_not_taken_for_outliers(min_instances, before, mode):
+    """A lasting rise two or three values into CUSUM's warm-up: the warm-up's median and
+    middle are the new level, so the values before it were set aside as outliers and the
+    rise became the baseline, never signalled (plain CUSUM signals it for a small ``k``:
+    0.25 here, 48 to 75 values after the warm-up). The first values set aside, two or more
+    on one side, are a change: signalled where the warm-up ends, if the mode watches
+    that way; the baseline is the new level, so nothing more follows (a slack of one
+    sigma: a sigma learned from 27 values is noisy)."""
+    rng = np.random.default_rng(5)
+    xs = np.concatenate([rng.normal(0.1, 0.01, before), rng.normal(0.6, 0.01, 60)])
+    c = CUSUM(k=1.0, h=5.0, min_instances=min_instances, mode=mode)  # type: ignore[arg-type]
+    hits = [i for i, x in enumerate(xs) if c.update(x).drift_detected]
+    assert hits == ([] if mode == "down" else [min_instances - 1])
+    assert c.state()["learned"][0] == pytest.approx(0.6, abs=0.01)
+    # a fall the same way, watched by "down"
+    c = CUSUM(k=1.0, h=5.0, min_instances=min_instances, mode=mode)  # type: ignore[arg-type]
+    hits = [i for i, x in enumerate(1.0 - xs) if c.update(x).drift_detected]
+    assert hits == ([] if mode == "up" else [min_instances - 1])
+
+
+def test_cusum_a_lone_first_value_and_a_saved_warmup_without_its_head():
+    """A lone first value is an outlier (a shift one value in cannot be told from it);
+    a warm-up saved before the first values were kept ends without an early change."""
+    rng = np.random.default_rng(6)
+    xs = np.concatenate([[0.1], rng.normal(0.6, 0.01, 40)])
+    c = CUSUM(k=0.5, h=5.0, min_instances=20)
+    assert not any(c.update(x).drift_detected for x in xs)
+    ys = np.concatenate([rng.normal(0.1, 0.01, 2), rng.normal(0.6, 0.01, 40)])
+    a = CUSUM(k=0.5, h=5.0, min_instances=20)
+    for y in ys[:10]:
+        a.update(y)
+    saved = json.loads(json.dumps(a.state()))
+    assert saved["head"] == pytest.approx(list(ys[:3]))
+    assert CUSUM.from_state(saved).state() == a.state()
+    old = {k: v for k, v in saved.items() if k != "head"}
+    b = CUSUM.from_state(old)
+    assert [b.update(y).drift_detected for y in ys[10:]] == [False] * 32
+    assert [a.update(y).drift_detected for y in ys[10:]] == [False] * 9 + [True] + [False] * 22
