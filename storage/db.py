@@ -316,7 +316,11 @@ class Store:
         return int(row[0] or 0)
 
     def migrate(self) -> int:
-        """Apply pending migrations, each in its own transaction. Returns the version."""
+        """Apply pending migrations, each in its own transaction. Returns the version.
+
+        Processes opening one new file at once do not race: each migration's transaction
+        holds the write lock and skips a version another process applied meanwhile
+        (before, the second died on ``UNIQUE constraint failed: schema_version.version``)."""
         with self.transaction():
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
@@ -327,7 +331,12 @@ class Store:
         for version, description, statements in MIGRATIONS:
             if version <= current:
                 continue
-            with self.transaction():
+            with self.transaction():  # BEGIN IMMEDIATE: one process migrates at a time
+                # another process opening the same new file (a CLI command while the daemon
+                # starts) may have applied it since ``current`` was read
+                if self.conn.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,)).fetchone():
+                    current = version
+                    continue
                 for sql in statements:
                     if not isinstance(sql, PostgresOnly):
                         self.conn.execute(sql)
