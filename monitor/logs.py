@@ -8,10 +8,12 @@ Secrets are redacted from the message, tracebacks and every string in those fiel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -205,3 +207,28 @@ def add_secrets(secrets: Mapping[str, Any]) -> None:
         for f in handler.filters:
             if isinstance(f, RedactingFilter):
                 f.secrets = sorted({*f.secrets, *(v for v in values if v)}, key=len, reverse=True)
+
+
+@contextlib.contextmanager
+def logged_warnings(logger: str, into: list[str] | None) -> Iterator[None]:
+    """Append to ``into`` the message of every WARNING (or worse) ``logger`` (or a logger
+    below it) logs inside the block, from this thread only (another thread's lines, e.g.
+    the pipeline's while an upload loads on an HTTP worker, are not this block's); nothing
+    when ``into`` is None. The records still reach the log as well."""
+    if into is None:
+        yield
+        return
+    me = threading.get_ident()
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == me:
+                into.append(record.getMessage())
+
+    target = logging.getLogger(logger)
+    handler = _Collect(logging.WARNING)
+    target.addHandler(handler)
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)

@@ -17,21 +17,20 @@ error message that quotes a token or password cannot leak it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from monitor.config import Config, SlackNotifierConfig, WebhookNotifierConfig
+from monitor.logs import logged_warnings
 
 T = TypeVar("T")
 
@@ -270,7 +269,7 @@ def check_references(cfg: Config, warnings: list[str] | None = None, *, calibrat
 
     out = []
     for m in cfg.models:
-        with _logged_warnings("driftwarden.references", warnings):  # e.g. a CSV column of 1.0, 2.0
+        with logged_warnings("driftwarden.references", warnings):  # e.g. a CSV column of 1.0, 2.0
             ref = load_reference(m.reference, ReferenceSpec.from_config(m))
         out.append(f"{m.name} {ref.rows} rows")
         if calibrate and warnings is not None and m.drift.thresholds == "calibrated":
@@ -293,27 +292,6 @@ def check_references(cfg: Config, warnings: list[str] | None = None, *, calibrat
         if warnings is not None:  # a label column the config names but the file lacks
             warnings.extend(lr.warning for lr in labelled.values() if lr.warning)
     return out
-
-
-@contextlib.contextmanager
-def _logged_warnings(logger: str, into: list[str] | None) -> Iterator[None]:
-    """Append to ``into`` the message of every WARNING (or worse) ``logger`` logs inside
-    the block; nothing when ``into`` is None. The records still reach the log as well."""
-    if into is None:
-        yield
-        return
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            into.append(record.getMessage())
-
-    target = logging.getLogger(logger)
-    handler = _Collect(logging.WARNING)
-    target.addHandler(handler)
-    try:
-        yield
-    finally:
-        target.removeHandler(handler)
 
 
 def _outcome(fn: Callable[[], str]) -> tuple[str, Exception | None]:

@@ -18,7 +18,8 @@
 4. Fit: renamed atomically to ``<version>-<sha256[:12]>.csv|.parquet``, recorded in
    ``references`` and used from the next window on; 201
    ``{"model", "version", "sha256", "rows", "warnings"}`` (``warnings``: what the log says
-   of the new reference, e.g. that it lacks the label column the config names; usually ``[]``).
+   of the new reference, e.g. a CSV column of ``1.0``, ``2.0`` read as that text, or that it
+   lacks the label column the config names; usually ``[]``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from monitor.logs import logged_warnings
 from monitor.web.requests import ApiError, declared_length, receive_body
 from monitor.web.view import DaemonView
 
@@ -95,9 +97,11 @@ def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: 
     with open(tmp, "rb") as f:
         fmt = "parquet" if parquet or f.read(4) == b"PAR1" else "csv"
     rt = daemon.pipeline.models[model]
+    loading: list[str] = []  # what loading it logged (a CSV column of 1.0, 2.0), for the answer
     try:
-        ref = load_reference(tmp, ReferenceSpec.from_config(rt.config), fmt=fmt,
-                             max_cells=daemon.config.daemon.max_reference_bytes // 4)
+        with logged_warnings("driftwarden.references", loading):
+            ref = load_reference(tmp, ReferenceSpec.from_config(rt.config), fmt=fmt,
+                                 max_cells=daemon.config.daemon.max_reference_bytes // 4)
     except ReferenceError as exc:
         log.warning("model %s: reference %s refused: %s", model, version, exc.problem)
         raise ApiError(422, f"reference refused: {exc.problem}") from None
@@ -117,13 +121,15 @@ def _register(daemon: DaemonView, model: str, version: str, tmp: Path, parquet: 
         raise
     log.info("model %s: now monitored against reference %s (%s rows)", model, version, pm.reference.rows)
     return {"model": model, "version": version, "sha256": ref.sha256, "rows": pm.reference.rows,
-            "warnings": _warnings(daemon, model, final)}
+            "warnings": _warnings(daemon, model, final, [w.replace(str(tmp), str(final)) for w in loading])}
 
 
-def _warnings(daemon: DaemonView, model: str, final: Path) -> list[str]:
-    """What the daemon logged as a WARNING about the reference just put in use (a label
-    column the config names that the file lacks or leaves empty: no label drift, estimates
-    or reference figures), for the uploader, who does not read the daemon's log. The file is
-    named by its name alone: an answer never holds a path of the state dir."""
+def _warnings(daemon: DaemonView, model: str, final: Path, loading: list[str]) -> list[str]:
+    """What the daemon logged as a WARNING about the reference just put in use, for the
+    uploader, who does not read the daemon's log: ``loading``, what loading the file logged
+    (a CSV column of whole numbers written as decimals, ``1.0``, which no message's value
+    matches), then a label column the config names that the file lacks or leaves empty (no
+    label drift, estimates or reference figures). The file is named by its name alone: an
+    answer never holds a path of the state dir."""
     warning = daemon.pipeline.label_reference_warning(model)
-    return [warning.replace(str(final), final.name)] if warning else []
+    return [w.replace(str(final), final.name) for w in [*loading, *([warning] if warning else [])]]

@@ -279,3 +279,25 @@ def test_an_upload_without_the_label_column_the_config_names_says_so_in_its_answ
                  {**AUTH, "Content-Type": "text/csv"})
         assert r.status == 201, r.body
         assert r.json()["warnings"] == []
+
+
+def test_an_upload_whose_csv_column_would_never_match_a_message_says_so_in_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A category column written as decimals (``1.0``, ``2.0``: pandas' integer column with a
+    gap) is read as that text while a message's ``1`` reads as ``"1"``: every live value is
+    a new category and the column drifts in every window. The daemon logs a WARNING (and
+    ``check`` lists it); the uploader, who does not read the log, got ``warnings: []``. The
+    answer names the reference by its file name, never the upload's temp file or the state dir."""
+    frame = pd.DataFrame(sample(500, np.random.default_rng(4)))
+    frame["region"] = np.where(np.random.default_rng(6).random(500) < 0.5, "1.0", "2.0")
+    with running_api(tmp_path, monkeypatch) as a:
+        r = http(a.port, "POST", URL, frame.to_csv(index=False).encode(), {**AUTH, "Content-Type": "text/csv"})
+        assert r.status == 201, r.body
+        got = r.json()
+        name = f"v2-{got['sha256'][:12]}.csv"
+        assert len(got["warnings"]) == 1, got
+        warning = got["warnings"][0]
+        assert warning.startswith(f"model churn: reference {name}: column 'region' holds only whole numbers written as decimals"), warning
+        body = r.body.decode()
+        assert str(a.daemon.config.daemon.state_dir) not in body and ".part" not in body and ".upload-" not in body
