@@ -375,15 +375,16 @@ def add_to_slots(store: Store, model: str, counts: Sequence[tuple[int, int, int,
 
 def due_slots(
     store: Store, model: str, *, clock_ms: int, delay_ms: int, coverage: float,
-    recompute_before: str, limit: int,
+    recompute_before: str, limit: int, ended_ms: int | None = None,
 ) -> list[Slot]:
     """Slots to (re)compute: first those never computed and mature (``end + delay <=
-    clock``, or ended (``end <= clock``) with labelled share >= ``coverage`` and no
+    clock``, or ended (``end <= ended_ms``) with labelled share >= ``coverage`` and no
     earlier slot still waiting to mature), then those dirty and last computed before
-    ``recompute_before`` (ISO time); oldest first within each.
+    ``recompute_before`` (ISO time); oldest first within each. ``ended_ms`` (epoch ms):
+    how far the predictions have come (None: ``clock_ms``).
 
-    Coverage matures only an ended slot: a slot the clock has not passed still takes
-    predictions, and its first labels reach any share while it holds a handful of rows
+    Coverage matures only an ended slot: a slot the predictions have not passed still takes
+    them, and its first labels reach any share while it holds a handful of rows
     (judged so, a window of 31 rows fired an accuracy rule its whole window would not).
 
     Coverage matures a slot only in time order: the alert rules judge a model's windows
@@ -399,7 +400,7 @@ def due_slots(
         ' AND rows > 0 AND ((computed_at IS NULL AND ("end" + ? <= ?'
         f' OR ("end" <= ? AND labelled >= ? * rows AND "end" < COALESCE(({waiting}), "end" + 1))))'
         ' OR (dirty = 1 AND computed_at < ?)) ORDER BY computed_at IS NOT NULL, "end", start LIMIT ?',
-        (model, delay_ms, clock_ms, clock_ms, coverage, model, delay_ms, clock_ms, coverage, recompute_before,
+        (model, delay_ms, clock_ms, clock_ms if ended_ms is None else ended_ms, coverage, model, delay_ms, clock_ms, coverage, recompute_before,
          limit),
     ).fetchall()
     return [Slot(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]

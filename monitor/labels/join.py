@@ -182,6 +182,11 @@ class LabelJoin:
         self.store = store
         self.wall = clock
         self.on_performance = on_performance
+        #: per model: how far its predictions have come (epoch ms; the drift windows' event
+        #: clock, set by the pipeline; None: not known yet). Coverage matures only a window
+        #: the predictions passed: labels come back ahead of a predictions stream read
+        #: behind them and move the join's clock past windows still taking predictions
+        self.prediction_clock: Callable[[str], int | None] | None = None
         store.page_cache(CACHE_KIB)
         lab = config.labels
         self.ttl_ms = _ms(lab.ttl)
@@ -771,6 +776,7 @@ class LabelJoin:
         due = db.due_slots(
             self.store, name, clock_ms=clock, delay_ms=self.delay_ms, coverage=self.coverage,
             recompute_before=iso(now - self.recompute_interval), limit=MAX_SLOTS_PER_FLUSH,
+            ended_ms=self._ended_ms(name, clock),
         )
         written = 0
         for slot in due:
@@ -781,6 +787,15 @@ class LabelJoin:
             db.mark_computed(self.store, name, slot.start, slot.end, now)
             self._budget -= time.perf_counter() - t0
         return written
+
+    def _ended_ms(self, name: str, clock: int) -> int:
+        """How far ``name``'s windows have ended (epoch ms), for coverage maturity: the
+        join's ``clock`` (both streams, or the wall clock when idle), no further than the
+        predictions came (:attr:`prediction_clock`) unless the model is idle."""
+        if self.prediction_clock is None or name in self.idle_ms:
+            return clock
+        came = self.prediction_clock(name)
+        return -(2**62) if came is None else min(clock, came)
 
     def _compute_slot(self, jm: JoinModel, start: int, end: int, now: datetime) -> int:
         """Compute and store one slot's windows; a slot whose figures raise is logged and

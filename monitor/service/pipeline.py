@@ -284,6 +284,7 @@ class Pipeline:
                 config, store, clock=clock, on_performance=on_performance, references=refs,
                 probabilities=self.probabilities,
             )
+            self.labels.prediction_clock = self._prediction_clock
         #: the single-row label state holds something (loaded, or committed by a flush):
         #: then a flush rewrites it, emptied when every partition's row keeps its part
         self._label_row = False
@@ -716,6 +717,12 @@ class Pipeline:
             " stored figures. Key events by model (README \"Scaling out\")",
             name, sorted(rt.windows.partitions),
         )
+
+    def _prediction_clock(self, model: str) -> int | None:
+        """How far ``model``'s predictions have come (epoch ms): its windows' event clock
+        (None: fewer than two rows yet, or no such model)."""
+        rt = self.models.get(model)
+        return None if rt is None else rt.windows.max_ts
 
     def touch(self) -> None:
         """Restart the idle clocks: called while consumption is paused (Kafka unreachable,

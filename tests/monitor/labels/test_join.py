@@ -16,6 +16,7 @@ import pytest
 from sklearn import metrics as skm
 
 from storage.labels import label_counters, pending_predictions
+from tests.monitor.daemon_helpers import START
 from tests.monitor.labels.helpers import (
     NOW_MS,
     Clock,
@@ -1102,3 +1103,29 @@ def test_labels_of_a_class_the_new_reference_lacks_count_in_no_figure(tmp_path: 
             assert metric(store, wid, "labelled_rows") == len(rows)
     finally:
         store.close()
+
+
+def test_labels_ahead_of_the_predictions_do_not_mature_a_window_still_taking_them(tmp_path: Path) -> None:
+    """Labels come back within a minute (label time: the prediction's + 90 s) while the
+    predictions stream is read behind them: the labels move the join's clock past the end
+    of a window whose predictions are still arriving (not late: the model's own clock is
+    mid-window). Coverage matured it on the first half, all labelled, and a rule judged
+    that half window; it waits until the predictions' clock passes its end."""
+    preds = sorted(predictions(windows=2, per_window=200), key=lambda e: int(e["ts"]))
+    start_ms = int(START.timestamp() * 1000)
+    first = [e for e in preds if int(e["ts"]) < start_ms + MIN]
+    rest = [e for e in preds if int(e["ts"]) >= start_ms + MIN]
+    half, later = first[:100], first[100:]
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, delay="10m", coverage=0.95), clock)
+    feed(p, clock, records("predictions", half), labels=False)
+    labs = [{**ev, "ts": int(ev["ts"]) + 90_000} for ev in labels_for(half)]
+    feed(p, clock, [Rec("labels", 0, i, NOW_MS, orjson.dumps(ev)) for i, ev in enumerate(labs)], labels=True)
+    p.flush()
+    assert perf_rows(store) == []  # 100 of its 200 predictions read: not judged yet
+    feed(p, clock, records("predictions", later + rest, start=len(half)), labels=False)
+    labs = [{**ev, "ts": int(ev["ts"]) + 90_000} for ev in labels_for(later)]
+    feed(p, clock, [Rec("labels", 0, len(half) + i, NOW_MS, orjson.dumps(ev)) for i, ev in enumerate(labs)], labels=True)
+    ids = sorted({r[0] for r in perf_rows(store) if r[0].split("|")[2] == ""})
+    assert ids, "the window matured once its predictions' clock passed its end"
+    assert metric(store, ids[0], "labelled_rows") == 200.0
