@@ -214,7 +214,10 @@ def logged_warnings(logger: str, into: list[str] | None) -> Iterator[None]:
     """Append to ``into`` the message of every WARNING (or worse) ``logger`` (or a logger
     below it) logs inside the block, from this thread only (another thread's lines, e.g.
     the pipeline's while an upload loads on an HTTP worker, are not this block's); nothing
-    when ``into`` is None. The records still reach the log as well."""
+    when ``into`` is None. The records still reach the log as well, as far as its level
+    lets them: at ``daemon.log_level = "error"`` the logger is lowered to WARNING inside the
+    block (else no such record is made at all) and the root's handlers, at ERROR, still
+    leave them out. Not for two threads on one logger at once (an upload holds its lock)."""
     if into is None:
         yield
         return
@@ -227,8 +230,12 @@ def logged_warnings(logger: str, into: list[str] | None) -> Iterator[None]:
 
     target = logging.getLogger(logger)
     handler = _Collect(logging.WARNING)
+    level = target.level
+    if target.getEffectiveLevel() > logging.WARNING:
+        target.setLevel(logging.WARNING)
     target.addHandler(handler)
     try:
         yield
     finally:
         target.removeHandler(handler)
+        target.setLevel(level)

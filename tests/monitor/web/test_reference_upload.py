@@ -301,3 +301,23 @@ def test_an_upload_whose_csv_column_would_never_match_a_message_says_so_in_its_a
         assert warning.startswith(f"model churn: reference {name}: column 'region' holds only whole numbers written as decimals"), warning
         body = r.body.decode()
         assert str(a.daemon.config.daemon.state_dir) not in body and ".part" not in body and ".upload-" not in body
+
+
+def test_an_upload_answers_its_warnings_at_log_level_error_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``daemon.log_level = "error"`` keeps the WARNING off the log, not out of the answer:
+    the uploader asked, and the log no longer says it either."""
+    import logging  # noqa: PLC0415
+
+    frame = pd.DataFrame(sample(500, np.random.default_rng(4)))
+    frame["region"] = np.where(np.random.default_rng(6).random(500) < 0.5, "1.0", "2.0")
+    logger = logging.getLogger("driftwarden")
+    before = logger.level
+    logger.setLevel(logging.ERROR)  # what the root's level at "error" makes of it
+    try:
+        with running_api(tmp_path, monkeypatch) as a:
+            r = http(a.port, "POST", URL, frame.to_csv(index=False).encode(), {**AUTH, "Content-Type": "text/csv"})
+            assert r.status == 201, r.body
+            assert [w.split(": ")[2][:15] for w in r.json()["warnings"]] == ["column 'region'"], r.json()
+    finally:
+        logger.setLevel(before)
+    assert logger.level == before
