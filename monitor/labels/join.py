@@ -66,6 +66,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -174,10 +175,11 @@ class LabelJoin:
         on_performance: PerformanceListener | None = None,
         references: Mapping[str, LabelledReference] | None = None,
         probabilities: Mapping[str, bool | None] | None = None,
+        slot_savepoint: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         """``probabilities``: per model, whether its scores are probabilities
         (:func:`monitor.ingest.schema.scores_are_probabilities`; absent: its
-        ``performance.probabilities``)."""
+        ``performance.probabilities``). ``slot_savepoint``: see :attr:`slot_savepoint`."""
         self.config = config
         self.store = store
         self.wall = clock
@@ -187,6 +189,11 @@ class LabelJoin:
         #: the predictions passed: labels come back ahead of a predictions stream read
         #: behind them and move the join's clock past windows still taking predictions
         self.prediction_clock: Callable[[str], int | None] | None = None
+        #: opened around the store savepoint of each time slot's performance windows; when
+        #: the slot raises (logged and skipped), it puts back what ``on_performance``'s
+        #: listener remembered of the slot (the alert engine's ``memory_savepoint``: a
+        #: clear held by an earlier window of the slot is not counted by ``finish_slots``)
+        self.slot_savepoint: Callable[[], AbstractContextManager[object]] = slot_savepoint or nullcontext
         store.page_cache(CACHE_KIB)
         lab = config.labels
         self.ttl_ms = _ms(lab.ttl)
@@ -804,7 +811,8 @@ class LabelJoin:
         counts = db.slot_counts(self.store, name, start, end)
         rows = db.slot_labelled(self.store, name, start, end)
         try:
-            with self.store.transaction():
+            # the listener's memory of the slot rolls back with the slot's writes
+            with self.slot_savepoint(), self.store.transaction():
                 estimates = None
                 if jm.reference.calibrator is not None:
                     estimates = lambda ids: db.data_figures(self.store, ids, "estimated_")  # noqa: E731

@@ -124,6 +124,7 @@ class Daemon:
                     on_performance=self.alerting.on_performance,
                     max_payload_bytes=config.daemon.max_payload_bytes, owner=self.instance,
                     on_outcome=self.alerting.flush_outcome, after_windows=self.alerting.finish_slots,
+                    performance_savepoint=self.alerting.engine.memory_savepoint,
                 )
             self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
             if self.pipeline.labels is not None:

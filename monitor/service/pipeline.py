@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,7 +203,10 @@ class Pipeline:
         window_time: Callable[[ModelRuntime, OpenWindow, datetime], datetime] | None = None,
         before_window: WindowListener | None = None,
         after_windows: Callable[[], None] | None = None,
+        performance_savepoint: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
+        # performance_savepoint: the label join's LabelJoin.slot_savepoint (the alert
+        # engine's memory_savepoint, wired with on_performance)
         self.config = config
         self.store = store
         #: this instance, as written in ``stream_partitions.owner``
@@ -282,7 +286,7 @@ class Pipeline:
                 _warn_label(lr)
             self.labels = LabelJoin(
                 config, store, clock=clock, on_performance=on_performance, references=refs,
-                probabilities=self.probabilities,
+                probabilities=self.probabilities, slot_savepoint=performance_savepoint,
             )
             self.labels.prediction_clock = self._prediction_clock
         #: the single-row label state holds something (loaded, or committed by a flush):

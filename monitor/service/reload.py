@@ -121,6 +121,7 @@ class Reload:
             self.alerting._uncommitted = old._uncommitted
             if daemon.pipeline.labels is not None:
                 daemon.pipeline.labels.on_performance = self.alerting.on_performance
+                daemon.pipeline.labels.slot_savepoint = self.alerting.engine.memory_savepoint
             daemon.alerting = self.alerting
             daemon.config = self.config
         finally:
