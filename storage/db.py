@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -145,16 +146,19 @@ class Store:
                 conn.close()
                 conn = self.conn = self._immutable(exc, busy_timeout_ms)
         if not readonly:
-            try:
-                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-                    # only takes effect before the first table exists: a new file
-                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-                conn.execute(f"PRAGMA synchronous = {synchronous}")
-                conn.execute("PRAGMA foreign_keys = ON")
-            except sqlite3.Error as exc:
-                raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
+            deadline = time.monotonic() + busy_timeout_ms / 1000
+            while True:
+                try:
+                    _configure(conn, synchronous)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # a new file another process is setting up at the same moment: switching
+                    # it to WAL answers "database is locked" at once, without the busy wait
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
+                    time.sleep(0.02)
+                except sqlite3.Error as exc:
+                    raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
             if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
                 self.migrate()
 
@@ -430,3 +434,14 @@ class Store:
             except OSError:
                 out[name] = 0
         return out
+
+
+def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
+    """A writer's settings: incremental auto-vacuum (a new file only: it takes effect before
+    the first table exists), WAL, the journal size limit, ``synchronous``, foreign keys."""
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
