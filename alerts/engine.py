@@ -90,7 +90,10 @@ class AlertSettings:
     many top drifted columns a message lists. ``reminders``: False for a replay of
     history: a reminder falls due and counts as made (``last_notified_at`` moves, as
     live, so the ``alerts`` table is a live run's) but nothing is queued; the engine
-    counts them in :attr:`AlertEngine.reminders_not_sent`.
+    counts them in :attr:`AlertEngine.reminders_not_sent`. ``models``: the configured
+    models (None: any): an alert of a model removed from the config ends quietly (no
+    window judges it again; it sent reminders for good), and no-data rules without a
+    ``model`` watch only these (a removed model is silent for good).
     """
 
     repeat_interval: timedelta = timedelta(hours=4)
@@ -98,6 +101,7 @@ class AlertSettings:
     default_notifiers: tuple[str, ...] = ()
     max_drifted_columns: int = 10
     reminders: bool = True
+    models: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.repeat_interval <= timedelta(0):
@@ -266,6 +270,8 @@ class AlertEngine:
             slots = {aid: s for aid, s in previous._slots.items() if self._keeps(s, models)}
             # a flush whose outcome is not known yet
             undo = {aid: s for aid, s in previous._undo.items() if s is None or self._keeps(s, models)}
+        if self.settings.models is not None:  # a model removed by the reload is not watched
+            activity = {m: t for m, t in activity.items() if m in self.settings.models}
         with self._lock:
             self._activity.update(activity)
             self._slots.update(slots)
@@ -465,6 +471,7 @@ class AlertEngine:
                 self.store.lock(TICK_LOCK, *(db.alert_lock_key(m) for m in models))
             self._no_data(now, transitions, events)
             elsewhere: set[str] | None = None  # the rules other live instances have, read once
+            models_elsewhere: set[str] | None = None  # and their models
             rescoped: dict[str, set[str]] | None = None  # and their settings' digests, read once
             for alert in db.active_alerts(self.store, (PENDING, FIRING)):
                 rule = self._rules_by_name.get(alert.rule)
@@ -486,6 +493,15 @@ class AlertEngine:
                         elsewhere = names_elsewhere(self.store, now, "rules", other_than=self.owner)
                     if alert.rule in elsewhere:
                         continue
+                if rule is not None and self.settings.models is not None and alert.model not in self.settings.models:
+                    # the model left the config: no window judges its alerts again, unless
+                    # another live instance of a shared store still has it (a rolling change)
+                    if self.store.shared:
+                        if models_elsewhere is None:
+                            models_elsewhere = names_elsewhere(self.store, now, "models", other_than=self.owner)
+                        if alert.model in models_elsewhere:
+                            continue
+                    rule = None
                 if rule is None:  # the rule left the config (or no longer covers it): end the alert quietly
                     gone = alert.evolve(
                         state=RESOLVED if alert.state == FIRING else INACTIVE,
@@ -725,6 +741,8 @@ class AlertEngine:
         those whose no-data alert is firing: they stay silent since the last
         activity recorded on the alert, so a restart does not resolve it."""
         models = set(db.known_models(self.store))
+        if self.settings.models is not None:  # a model removed from the config is not watched
+            models &= self.settings.models
         models.update(r.model for r in self.rules if r.is_no_data and r.model)
         self._activity = dict.fromkeys(models, started)
         no_data = {r.name for r in self.rules if r.is_no_data}

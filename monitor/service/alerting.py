@@ -114,6 +114,7 @@ class Alerting:
                 repeat_interval=config.alerting.repeat_interval,
                 group_by=tuple("alertname" if g == "rule" else g for g in config.alerting.group_by),
                 reminders=reminders,
+                models=frozenset(m.name for m in config.models),
             ),
             owner=owner,
         )

@@ -574,6 +574,29 @@ def test_no_data_any_model_knows_models_from_the_store_after_restart(store, cloc
     assert [(x.model, x.to_state) for x in t] == [("fraud", "firing")]
 
 
+
+def test_a_model_removed_from_the_config_is_not_watched_and_its_alerts_end(store, clock):
+    """A model left the config (restart or reload): a no-data rule without ``model`` took it
+    from the store's windows and fired on it for good (it never sends rows again), and an
+    alert a rule for any model had fired on it was never judged again: reminders every
+    ``repeat_interval`` for a model nobody monitors. Its alerts now end quietly."""
+    any_model = Rule("drift", "drift_share", ">", 0.3)
+    silent = Rule("silent", "no_data", no_data_for=timedelta(minutes=30))
+    f = feed(store, clock, (any_model, silent))
+    f.model = "fraud"
+    f.window(HIGH)  # fraud's drift alert fires
+    assert state(store, any_model, model="fraud") == "firing"
+    g = feed(store, clock, (any_model, silent), models=frozenset({"churn"}))  # restart without fraud
+    t = g.engine.on_tick(clock.now + timedelta(hours=5))
+    assert [(x.rule, x.model, x.to_state) for x in t] == [("drift", "fraud", "resolved")]
+    assert state(store, silent, model="fraud", version="") == "inactive"  # never watched
+    assert kinds(store) == ["firing"]  # ended quietly: no resolved message, no reminder
+    assert g.engine.on_tick(clock.now + timedelta(days=1)) == []
+    # a config that still has it: as before
+    h = feed(store, clock, (silent,), models=frozenset({"churn", "fraud"}))
+    t = h.engine.on_tick(clock.now + timedelta(days=2))
+    assert [(x.rule, x.model, x.to_state) for x in t] == [("silent", "fraud", "firing")]
+
 def test_clear_instances_get_no_row(store, clock):
     f = feed(store, clock, (Rule("col-drift", "drifted", "==", 1, column="*"),))
     assert f.window(columns={"age": (0.0, False), "plan": (0.0, False)}) == []
