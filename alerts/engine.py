@@ -292,11 +292,7 @@ class AlertEngine:
         flush written again judges its slots from the same memory as the first time."""
         with self._lock:
             if not committed:
-                for aid, before in self._undo.items():
-                    if before is None:
-                        self._slots.pop(aid, None)
-                    else:
-                        self._slots[aid] = before
+                self._put_back(self._undo)
             self._undo.clear()
 
     @contextmanager
@@ -320,16 +316,21 @@ class AlertEngine:
         except BaseException:
             stack.pop()
             with self._lock:
-                for aid, before in frame.items():
-                    if before is None:
-                        self._slots.pop(aid, None)
-                    else:
-                        self._slots[aid] = before
+                self._put_back(frame)
             raise
         stack.pop()
         if stack:
             for aid, before in frame.items():
                 stack[-1].setdefault(aid, before)
+
+    def _put_back(self, journal: Mapping[str, _Slot | None]) -> None:
+        """Restore the slot memory entries ``journal`` noted as they were (None: no entry).
+        Call with ``_lock`` held."""
+        for aid, before in journal.items():
+            if before is None:
+                self._slots.pop(aid, None)
+            else:
+                self._slots[aid] = before
 
     def _journals(self) -> list[dict[str, _Slot | None]]:
         """This thread's open :meth:`memory_savepoint` journals, innermost last."""
