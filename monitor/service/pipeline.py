@@ -655,10 +655,15 @@ class Pipeline:
             if len(rt.windows.partitions) > 1 and name not in self._split_warned:
                 self._warn_split(name, rt)
             self.stats.rows += len(batch)
-            self.last_activity[name] = now
+            n_late = 0
             for lr in late:
                 self._late.append((name, rt.config.window.by, lr))
-                self.stats.late_rows += lr.count
+                n_late += lr.count
+            self.stats.late_rows += n_late
+            if n_late < len(batch):
+                # only rows that went into a window keep the stream from being idle: one
+                # late row (dropped) every idle_timeout must not hold its windows open for good
+                self.last_activity[name] = now
             self._collect(rt, rt.windows.close_due(), now)
         for rt in self.models.values():
             if rt.windows.carry is not None:

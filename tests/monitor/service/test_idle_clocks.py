@@ -53,3 +53,26 @@ def test_excused_time_is_not_idle_time_and_the_rest_is(tmp_path: Path) -> None:
         assert p.last_activity["churn"] == clock()
     finally:
         store.close()
+
+
+def test_late_rows_alone_do_not_keep_a_stream_from_going_idle(tmp_path: Path) -> None:
+    """A row dropped as late goes into no window: a stream sending nothing but such rows is
+    quiet, so one old-stamped row every ``idle_timeout`` cannot hold its windows open."""
+    clock = Clock()
+    _cfg, store, p = pipeline(label_config(tmp_path, idle_timeout="2s"), clock)
+    try:
+        preds = predictions(windows=3, per_window=100)
+        p.process_records(records("predictions", preds))
+        rt = p.models["churn"]
+        assert rt.windows.open
+        for i in range(3):  # a row of the first (closed) window every 1.5 s: late each time
+            clock.advance(seconds=1.5)
+            late_before = p.stats.late_rows
+            p.process_records(records("predictions", [preds[i]], start=len(preds) + i))
+            assert p.stats.late_rows > late_before  # (counted in the whole and in its segment's window)
+            p.tick()
+            if i == 0:
+                assert rt.windows.open, "closed by idle before idle_timeout passed"
+        assert not rt.windows.open, "late rows alone kept a quiet stream's windows open"
+    finally:
+        store.close()
