@@ -402,10 +402,7 @@ class AlertEngine:
                         continue
                     before = old or _fresh(rule, aid, key.model, ev.column, ev.segment)
                     for new in steps:  # more than one: a held slot finished, then this one
-                        if new.state != before.state:
-                            transitions.append(_transition(before, new, new.state, now, window.id))
-                            if new.state in (FIRING, RESOLVED):
-                                events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+                        _record_step(transitions, events, before, new, rule, now, window.id)
                         before = new
                     existing[aid] = before
                     db.upsert_alert(self.store, before)
@@ -449,10 +446,7 @@ class AlertEngine:
         new = _stepped(rule, old, False, shown, now)
         transitions: list[Transition] = []
         events: list[_Pending] = []
-        if new.state != old.state:
-            transitions.append(_transition(old, new, new.state, now, shown.window_id))
-            if new.state in (FIRING, RESOLVED):
-                events.append(_Pending(new, rule, new.state, 0))
+        _record_step(transitions, events, old, new, rule, now, shown.window_id)
         db.upsert_alert(self.store, new)
         self._remember(aid, replace(mem, applied=False, written=_mark(new)))
         self._notify(events, transitions, now, shown.winfo, shown.ctx or WindowContext())
@@ -780,10 +774,7 @@ class AlertEngine:
                     window_end=iso(now),
                 )
                 db.upsert_alert(self.store, new)
-                if new.state != old.state:
-                    transitions.append(_transition(old, new, new.state, now, None))
-                    if new.state in (FIRING, RESOLVED):
-                        events.append(_Pending(new, rule, new.state, len(transitions) - 1))
+                _record_step(transitions, events, old, new, rule, now, None)
 
     def _last_activity(self, model: str, activity: dict[str, datetime], now: datetime) -> datetime:
         """When ``model`` last sent rows, for its no-data silence at ``now``: the newer of this
@@ -1169,6 +1160,20 @@ def _older(end: str, last_end: str | None) -> bool:
 
 def _twin_key(alert: AlertRecord) -> tuple[str, ...]:
     return (alert.model, alert.metric, alert.column, alert.segment, alert.labels.get("version", ""))
+
+
+def _record_step(
+    transitions: list[Transition], events: list[_Pending], old: AlertRecord, new: AlertRecord,
+    rule: Rule, now: datetime, window_id: str | None,
+) -> None:
+    """Append the transition ``old`` -> ``new`` to ``transitions`` when the state changed,
+    and to ``events`` a pending notification (pointing at that transition) when it fired
+    or resolved; nothing when the state is the same."""
+    if new.state == old.state:
+        return
+    transitions.append(_transition(old, new, new.state, now, window_id))
+    if new.state in (FIRING, RESOLVED):
+        events.append(_Pending(new, rule, new.state, len(transitions) - 1))
 
 
 def _transition(
