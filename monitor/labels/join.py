@@ -779,7 +779,7 @@ class LabelJoin:
         self._budget_at = now
         if self._budget <= 0:
             return 0
-        clock = max(self.clock_ms.get(name, -(2**62)), self.idle_ms.get(name, -(2**62)))
+        clock = max(self.clock_ms.get(name, NO_TIME), self.idle_ms.get(name, NO_TIME))
         due = db.due_slots(
             self.store, name, clock_ms=clock, delay_ms=self.delay_ms, coverage=self.coverage,
             recompute_before=iso(now - self.recompute_interval), limit=MAX_SLOTS_PER_FLUSH,
@@ -802,7 +802,7 @@ class LabelJoin:
         if self.prediction_clock is None or name in self.idle_ms:
             return clock
         came = self.prediction_clock(name)
-        return -(2**62) if came is None else min(clock, came)
+        return NO_TIME if came is None else min(clock, came)
 
     def _compute_slot(self, jm: JoinModel, start: int, end: int, now: datetime) -> int:
         """Compute and store one slot's windows; a slot whose figures raise is logged and
