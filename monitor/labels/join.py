@@ -68,7 +68,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -268,6 +268,14 @@ class LabelJoin:
         #: seconds of computation available now (see COMPUTE_SHARE), and when it was topped up
         self._budget = COMPUTE_BURST_S
         self._budget_at: datetime | None = None
+        #: the share of the time (:data:`COMPUTE_SHARE`) the (re)computations may take; None:
+        #: no cap (a replay: no live stream waits, and its flush times are event times)
+        self.compute_share: float | None = COMPUTE_SHARE
+        #: the last flush left slots due (:data:`MAX_SLOTS_PER_FLUSH`, or the time share used
+        #: up): a batch run (``replay``) flushes again at once (:meth:`want_flush`)
+        self.due_left = False
+        #: the stream has ended (:meth:`finish`): every slot holding predictions is due
+        self._finished = False
 
     @property
     def enabled(self) -> bool:
@@ -394,6 +402,21 @@ class LabelJoin:
         for name, last in self.last_activity.items():
             self.last_activity[name] = min(now, last + blocked)
 
+    def want_flush(self) -> None:
+        """Have the next flush run the join's computations even with nothing new buffered
+        (a batch run draining :attr:`due_left`)."""
+        self._dirty = True
+
+    def finish(self) -> None:
+        """The stream has ended for good (the end of a replay's files): from the next flush
+        on, every slot holding predictions is due whatever its delay, coverage or idle time,
+        and a slot labelled since its computation is recomputed at once (no
+        ``recompute_interval`` wait), so the stored figures are those of all the labels, as
+        a live daemon's are once a quiet stream's windows all matured. Flush until
+        :attr:`due_left` is False."""
+        self._finished = True
+        self._dirty = True
+
     def tick(self) -> None:
         """Let idle models mature their windows by the wall clock; due recomputes run at the next flush."""
         now = self.wall()
@@ -462,6 +485,7 @@ class LabelJoin:
         number of performance windows written."""
         written = 0
         owed = False
+        self.due_left = False
         mine = set(self.models if held is None else held)
         for key in closed:
             if key.model in mine and key.segment == "":
@@ -773,26 +797,37 @@ class LabelJoin:
 
     def _compute_due(self, jm: JoinModel, now: datetime) -> int:
         name = jm.config.name
-        if self._budget_at is not None:
-            earned = max(0.0, (now - self._budget_at).total_seconds()) * COMPUTE_SHARE
-            self._budget = min(COMPUTE_BURST_S, self._budget + earned)
-        self._budget_at = now
-        if self._budget <= 0:
-            return 0
+        share = self.compute_share
+        if share is not None:
+            if self._budget_at is not None:
+                earned = max(0.0, (now - self._budget_at).total_seconds()) * share
+                self._budget = min(COMPUTE_BURST_S, self._budget + earned)
+            self._budget_at = now
+            if self._budget <= 0:
+                self.due_left = True
+                return 0
         clock = max(self.clock_ms.get(name, NO_TIME), self.idle_ms.get(name, NO_TIME))
+        ended_ms = self._ended_ms(name, clock)
+        recompute_before = now - self.recompute_interval
+        if self._finished:  # the stream ended: everything held is due, recomputes at once
+            clock = ended_ms = 2**62
+            recompute_before = datetime.max.replace(tzinfo=UTC)
         due = db.due_slots(
             self.store, name, clock_ms=clock, delay_ms=self.delay_ms, coverage=self.coverage,
-            recompute_before=iso(now - self.recompute_interval), limit=MAX_SLOTS_PER_FLUSH,
-            ended_ms=self._ended_ms(name, clock),
+            recompute_before=iso(recompute_before), limit=MAX_SLOTS_PER_FLUSH, ended_ms=ended_ms,
         )
         written = 0
-        for slot in due:
-            if self._budget <= 0:
+        for i, slot in enumerate(due):
+            if share is not None and self._budget <= 0:
+                self.due_left = True
                 break
             t0 = time.perf_counter()
             written += self._compute_slot(jm, slot.start, slot.end, now)
             db.mark_computed(self.store, name, slot.start, slot.end, now)
-            self._budget -= time.perf_counter() - t0
+            if share is not None:
+                self._budget -= time.perf_counter() - t0
+            if i + 1 == MAX_SLOTS_PER_FLUSH:
+                self.due_left = True  # perhaps more: the next flush tells
         return written
 
     def _ended_ms(self, name: str, clock: int) -> int:

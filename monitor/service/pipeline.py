@@ -139,6 +139,8 @@ class PipelineStats:
     labels: int = 0
     #: performance windows (re)computed
     performance_windows: int = 0
+    #: label records dead-lettered (also counted in ``dead_letters``, by reason code)
+    label_dead_letters: int = 0
 
     def copy(self) -> PipelineStats:
         return dataclasses.replace(self, dead_letters=dict(self.dead_letters), compute=self.compute.copy())
@@ -204,6 +206,7 @@ class Pipeline:
         before_window: WindowListener | None = None,
         after_windows: Callable[[], None] | None = None,
         performance_savepoint: Callable[[], AbstractContextManager[object]] | None = None,
+        label_time: Callable[[], datetime] | None = None,
     ) -> None:
         # performance_savepoint: the label join's LabelJoin.slot_savepoint (the alert
         # engine's memory_savepoint, wired with on_performance)
@@ -233,6 +236,9 @@ class Pipeline:
         #: called in the flush transaction once its windows (performance windows included)
         #: were judged: the alerting judges the time slots some version had no window in
         self.after_windows = after_windows
+        #: the time the label join's part of a flush runs at (performance windows' time of
+        #: computation, the pace of recomputes); None: the clock's time (a replay: event time)
+        self.label_time = label_time
         #: told whether each flush attempt committed (True) or not (False), once known; the
         #: windows' alert transitions were made inside it (the alerting logs them or drops them)
         self.on_outcome = on_outcome
@@ -705,8 +711,17 @@ class Pipeline:
             self._label_dead(dead)
         self.labels.advance_positions(records)
 
+    def process_label_dead(self, dead: list[DeadLetter]) -> None:
+        """Label records refused before decoding (a replay's label file: a row over the size
+        limit, a CSV row that cannot be read): dead letters counted as the decoder's, and
+        consumed (the labels topic's position moves past them)."""
+        if self.labels is not None and dead:
+            self._label_dead(dead)
+            self.labels.advance_positions(dead)
+
     def _label_dead(self, dead: list[DeadLetter]) -> None:
         self._dead.extend(dead)
+        self.stats.label_dead_letters += len(dead)
         for d in dead:
             code = d.reason.split(":", 1)[0]
             self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
@@ -1000,7 +1015,8 @@ class Pipeline:
                 self._after_windows()
                 return
             closed = [figs.record.key for rt, figs, _ in self._closed if rt.config.window.by == "time"]
-            att.performance_windows = self.labels.write(now, closed, held)
+            at = self.label_time() if self.label_time is not None else now
+            att.performance_windows = self.labels.write(at, closed, held)
             self._after_windows()
             rest = self.labels.remainder(self.claims)
             att.label_row = self._label_row
