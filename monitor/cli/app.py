@@ -202,15 +202,22 @@ def replay(
         str | None, typer.Option("--time-column", help="The event-time column (default: the model's ts field).")
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Every row is this model's (no model column needed).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Label events to join, interleaved in event time: .csv, .parquet or .jsonl, one label per row."
+    )] = None,
 ) -> None:
     """Run the live pipeline and rules over a file (backfill, or trying thresholds on history)."""
     cfg = _load(config)
-    if data.is_dir():  # a folder of exports is a likely slip: "no file" would be untrue
-        typer.echo(f"driftwarden: DATA: {data} is a folder; give one .csv, .parquet or .jsonl file in it", err=True)
-        raise typer.Exit(2)
-    if not data.is_file():
-        typer.echo(f"driftwarden: DATA: no file {data}", err=True)
-        raise typer.Exit(2)
+    for what, path in (("DATA", data), ("--labels", labels)):
+        if path is None:
+            continue
+        if path.is_dir():  # a folder of exports is a likely slip: "no file" would be untrue
+            typer.echo(f"driftwarden: {what}: {path} is a folder; give one .csv, .parquet or .jsonl file in it",
+                       err=True)
+            raise typer.Exit(2)
+        if not path.is_file():
+            typer.echo(f"driftwarden: {what}: no file {path}", err=True)
+            raise typer.Exit(2)
     import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
@@ -231,10 +238,13 @@ def replay(
     os.umask(DAEMON_UMASK)  # the replay's folder is 0700 and its files 0600, as a daemon's
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     console = Console(stderr=True, highlight=False)
-    if (note := unlabelled_note(cfg)) is not None:
+    if labels is None and (note := unlabelled_note(cfg)) is not None:
         typer.echo(f"driftwarden: note: {note}", err=True)
     try:
         total = count_rows(data)
+        if labels is not None and total is not None:
+            more = count_rows(labels)
+            total = None if more is None else total + more
         bar = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                        TimeRemainingColumn(), console=console, transient=False)
         task = bar.add_task("replay", total=total)
@@ -245,7 +255,7 @@ def replay(
 
         try:
             result = run_replay(cfg, data, state_dir, notify=notify, time_column=time_column, model=model,
-                                progress=advance)
+                                progress=advance, labels=labels)
         finally:
             bar.stop()
     except (ReplayError, ReplaySourceError, ReferenceError) as exc:
@@ -258,7 +268,10 @@ def replay(
         typer.echo(f"driftwarden: replay interrupted before it began: nothing was replayed into {state_dir}", err=True)
         raise typer.Exit(130) from None
     typer.echo(
-        f"replayed {result.rows} rows: {result.windows} windows, {result.late_rows} late rows,"
+        f"replayed {result.rows} rows"
+        + (f" and {result.labels_read} labels ({result.labels_joined} joined, {result.label_dead_letters}"
+           " dead letters)" if labels is not None else "")
+        + f": {result.windows} windows, {result.late_rows} late rows,"
         f" {result.dead_letters} dead letters, {result.alerts_fired} alert(s) fired"
         + (f", {result.deliveries_sent} notification(s) delivered" if notify else " (notifications off; --notify sends them)")
         + (f", {result.deliveries_pending} left pending (failed or timed out)" if result.deliveries_pending else "")

@@ -32,7 +32,16 @@ start close at the end of the file), nor further than a second row vouches for
 makes no row after it late), and the outbox (with ``notify``) sends and retries
 by it. Silences live in a daemon's store, never in a replay's.
 
-Deterministic: the same file and config give the same windows, figures and alerts,
+With ``--labels`` a file of label events goes through the live label join, merged with
+the predictions in event time (:func:`monitor.service.replay_source.merged`). The join's
+part of each flush runs at the join's clock (:meth:`_EventClock.label_time`: event time),
+so performance windows mature (``labels.delay``, ``coverage``), are stamped, judged and
+recomputed (``recompute_interval``) in event time; its share of the time is not capped
+(``compute_share``: no live stream waits) and a flush that left slots due is followed by
+another at once. At the end of the files every slot still owed is computed
+(:meth:`monitor.labels.join.LabelJoin.finish`): the figures are those of all the labels.
+
+Deterministic: the same files and config give the same windows, figures and alerts,
 timestamps included.
 """
 
@@ -48,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import Config
-from monitor.service.replay_source import ReplaySource
+from monitor.service.replay_source import ReplaySource, merged
 from monitor.service.telemetry import log_transitions
 from storage.db import DB_FILENAME, StorageError
 from storage.records import parse_iso
@@ -100,6 +109,11 @@ class ReplayResult:
     #: with ``notify``: reminders of firing alerts that fell due in the history and were not
     #: sent (a replay sends firing and resolved notifications only; see the module doc)
     reminders_not_sent: int = 0
+    #: with ``labels``: the label file's rows read (blank JSON lines aside), the labels
+    #: that labelled a prediction (the join's ``joined`` counter), the rows dead-lettered
+    labels_read: int = 0
+    labels_joined: int = 0
+    label_dead_letters: int = 0
 
 
 class _Clock:
@@ -133,6 +147,10 @@ class _EventClock:
         self.now: datetime | None = None
         self._placeholder = placeholder  # before the first window (the engine's construction)
         self.engine: Any = None
+        #: the label join (``--labels``), whose clock :meth:`label_time` reads
+        self.join: Any = None
+        #: the time of the label join's last flush (:meth:`label_time`)
+        self.labels_at: datetime | None = None
 
     def __call__(self) -> datetime:
         return self.now or self._placeholder
@@ -169,6 +187,31 @@ class _EventClock:
             first = parse_iso(figures.ts_range[0]) if figures.ts_range else at
             self.now = min(first, at)
             self.engine.start_clocks(self.now)
+        self.catch_up(at)
+        self.now = max(self.now, at)
+
+    def label_time(self) -> datetime:
+        """``Pipeline.label_time``: the event time the label join's part of a flush runs at
+        (its performance windows are computed and judged then, recomputes paced by it):
+        the join's clock, the newest event time two events of either file reached (the
+        newest event when only one came; else the last window's time), never going
+        backwards. A slot matures by ``labels.delay`` once this clock is past its end plus
+        the delay, as live where the join's clock is the same."""
+        ms = max(self.join.clock_ms.values(), default=None) if self.join is not None else None
+        if ms is None and self.join is not None:
+            ms = max(self.join.front_ms.values(), default=None)
+        t = datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else (self.windows or self.now or self._placeholder)
+        self.labels_at = t if self.labels_at is None else max(self.labels_at, t)
+        return self.labels_at
+
+    def before_performance(self) -> None:
+        """Before a performance window is judged: the alert ticks due up to the label
+        join's time (:meth:`label_time`), then that time (never before a window judged
+        earlier): its alerts are stamped when the window matured."""
+        at = self.labels_at or self.label_time()
+        if self.now is None:
+            self.now = at
+            self.engine.start_clocks(at)
         self.catch_up(at)
         self.now = max(self.now, at)
 
@@ -252,11 +295,12 @@ def _install(partial: Path, db: Path) -> None:
 
 
 def unlabelled_note(config: Config) -> str | None:
-    """What a replay cannot give, said before it runs: a file's rows are predictions, never
-    labels (a ``label`` field in them is not read), so the performance windows of a model
-    with ``[models.performance] enabled`` stay unlabelled and a rule on a figure that needs
-    labels (:func:`monitor.metric_names.needs_labels`: ``accuracy``, ``accuracy_worse_p``,
-    ...) never fires in it. ``None`` when no model joins labels."""
+    """What a replay without ``--labels`` cannot give, said before it runs: a file's rows
+    are predictions, never labels (a ``label`` field in them is not read), so the
+    performance windows of a model with ``[models.performance] enabled`` stay unlabelled
+    and a rule on a figure that needs labels (:func:`monitor.metric_names.needs_labels`:
+    ``accuracy``, ``accuracy_worse_p``, ...) never fires in it. ``None`` when no model
+    joins labels. With ``--labels`` the CLI does not say it."""
     from monitor.metric_names import needs_labels  # noqa: PLC0415
 
     joined = [m.name for m in config.models if m.performance.enabled]
@@ -268,13 +312,18 @@ def unlabelled_note(config: Config) -> str | None:
             f" the performance figures of model(s) {', '.join(joined)} stay unlabelled")
     if rules:
         note += f", so rule(s) {', '.join(rules)} cannot fire in this replay"
-    return note + "; drift, quality and estimated_* figures come from the predictions and are replayed"
+    return (note + "; drift, quality and estimated_* figures come from the predictions and are replayed;"
+            " --labels FILE replays a file of label events")
 
 
-def replay_config(config: Config, state_dir: Path, *, notify: bool) -> Config:
-    """The config a replay runs with: its own state dir; without ``notify``, no notifiers."""
+def replay_config(config: Config, state_dir: Path, *, notify: bool, labels_topic: str | None = None) -> Config:
+    """The config a replay runs with: its own state dir; without ``notify``, no notifiers;
+    with ``labels_topic`` (``--labels``), that as the labels topic (the label file's
+    records and dead letters carry it), whatever the config's."""
     daemon = config.daemon.model_copy(update={"state_dir": Path(state_dir)})
     update: dict[str, Any] = {"daemon": daemon}
+    if labels_topic is not None:
+        update["kafka"] = config.kafka.model_copy(update={"labels_topic": labels_topic})
     if not notify:
         update["notifiers"] = {}
         update["rules"] = [r.model_copy(update={"notifiers": []}) for r in config.rules]
@@ -291,8 +340,18 @@ def run_replay(
     model: str | None = None,
     chunk_rows: int = 10_000,
     progress: Callable[[int], None] | None = None,
+    labels: Path | None = None,
 ) -> ReplayResult:
-    """Replay ``data`` into ``state_dir``; ``progress(rows)`` after each chunk.
+    """Replay ``data`` (and the label file ``labels``) into ``state_dir``;
+    ``progress(rows)`` after each chunk (rows of either file).
+
+    With ``labels``, the label rows go through the live label join interleaved with the
+    predictions in event time (:func:`~monitor.service.replay_source.merged`); a label
+    stamped before its prediction comes first and waits as an early label
+    (``labels.early_ttl``, ``labels.max_early``), joined when the prediction comes, as
+    live. Performance windows mature by the join's event clock (``delay``, ``coverage``);
+    at the end every slot still owed is computed (:meth:`LabelJoin.finish`). Raises
+    :class:`ReplayError` when no model joins labels.
 
     The file and the options are checked before the folder is touched
     (:class:`~monitor.service.replay_source.ReplaySourceError`); the folder is then held
@@ -309,9 +368,20 @@ def run_replay(
     started = datetime.now(UTC)
     source = ReplaySource(config, data, time_column=time_column, model=model, chunk_rows=chunk_rows,
                           received_at=started)
+    label_source = None
+    if labels is not None:
+        if not any(m.performance.enabled for m in config.models):
+            raise ReplayError("--labels: no model joins labels; set [models.performance] enabled = true for those"
+                              " whose labels the file holds")
+        topic = f"replay:{Path(labels).name}"
+        if topic == source.topic:  # two files of one name: told apart in the dead letters
+            topic = f"replay:labels:{Path(labels).name}"
+        label_source = ReplaySource(config, labels, model=model, chunk_rows=chunk_rows, received_at=started,
+                                    labels=True, topic=topic)
     state_dir = Path(state_dir)
-    cfg = replay_config(config, state_dir, notify=notify)
-    rows = 0
+    cfg = replay_config(config, state_dir, notify=notify,
+                        labels_topic=label_source.topic if label_source is not None else None)
+    rows = label_rows = 0
     with claim_replay_dir(state_dir):
         partial = state_dir / PARTIAL_DB
         for f in _db_files(partial):  # an earlier replay's, killed before it finished
@@ -325,33 +395,61 @@ def run_replay(
         try:
             alerting = Alerting(cfg, store, clock=events, delivery_clock=clock, reminders=False)
             events.engine = alerting.engine
+            joined: dict[str, Any] = {}
+            if label_source is not None:
+                judge = alerting.on_performance
+
+                def on_performance(*args: Any) -> None:
+                    events.before_performance()  # the ticks due first, then the window's time
+                    judge(*args)
+
+                # as the daemon: rules judge each performance window in the flush transaction
+                joined = {"on_performance": on_performance, "label_time": events.label_time,
+                          "performance_savepoint": alerting.engine.memory_savepoint}
             pipeline = Pipeline(cfg, store, topic=source.topic, clock=clock, on_window=alerting.on_window,
                                 max_payload_bytes=cfg.daemon.max_payload_bytes,
                                 window_time=events.window_time, before_window=events.before_window,
                                 after_windows=alerting.finish_slots,
                                 # as the daemon: the engine's slot memory follows each flush's
                                 # outcome, the transitions it made are logged once it commits
-                                on_outcome=alerting.flush_outcome)
+                                on_outcome=alerting.flush_outcome, **joined)
+            if label_source is not None:
+                assert pipeline.labels is not None  # the replay's config names a labels topic
+                events.join = pipeline.labels
+                pipeline.labels.compute_share = None  # no live stream waits: every due slot at each flush
             pipeline.register_initial_references()
-            for chunk in source:
-                # the daemon's own path: the live decoder, poison isolation, dead letters
-                pipeline.process_records(chunk.records)
-                if chunk.dead:
-                    pipeline.process({}, chunk.dead, {0: max(d.offset for d in chunk.dead) + 1})
-                pipeline.flush()
+            groups = merged(source, label_source) if label_source is not None else ([c] for c in source)
+            for group in groups:
+                for chunk in group:
+                    # the daemon's own path: the live decoders, poison isolation, dead letters
+                    if chunk.labels:
+                        pipeline.process_label_records(chunk.records)
+                        pipeline.process_label_dead(chunk.dead)
+                        label_rows += chunk.rows
+                    else:
+                        pipeline.process_records(chunk.records)
+                        if chunk.dead:
+                            pipeline.process({}, chunk.dead, {0: max(d.offset for d in chunk.dead) + 1})
+                    rows += chunk.rows
+                    if progress is not None:
+                        progress(chunk.rows)
+                _flush(pipeline, labels=label_source is not None)
                 if notify:
                     alerting.send_due(alerting.drain_timeout())
-                rows += chunk.rows
-                if progress is not None:
-                    progress(chunk.rows)
             # the end of the file: close what is open, as the idle tick of a quiet stream does
             clock.now = end_of_file_clock(pipeline, started, cfg)
             for name in pipeline.models:
                 pipeline.last_activity.setdefault(name, started)
             pipeline.tick()
-            pipeline.flush()
+            _flush(pipeline, labels=label_source is not None)
             if events.now is not None:  # the ticks due up to the last window (a no-data alert it resolves)
                 events.catch_up(events.now)
+            if label_source is not None:
+                # the labels' end: every performance window still owed is computed (judged at
+                # the join's last time), as a quiet stream's are once they all matured
+                assert pipeline.labels is not None
+                pipeline.labels.finish()
+                _flush(pipeline, labels=label_source is not None)
             if notify:
                 _drain(alerting)
             from storage.alerts import list_alerts  # noqa: PLC0415
@@ -360,10 +458,12 @@ def run_replay(
             st = pipeline.stats
             outcomes = _delivery_outcomes(store) if notify else {}
             result = ReplayResult(
-                st.rows, st.windows_closed, st.late_rows, sum(st.dead_letters.values()), fired,
-                outcomes.get("sent", 0), state_dir,
+                st.rows, st.windows_closed, st.late_rows, sum(st.dead_letters.values()) - st.label_dead_letters,
+                fired, outcomes.get("sent", 0), state_dir,
                 deliveries_pending=outcomes.get("pending", 0), deliveries_dead=outcomes.get("dead", 0),
                 reminders_not_sent=alerting.engine.reminders_not_sent,
+                labels_read=label_rows, labels_joined=_joined(store) if label_source is not None else 0,
+                label_dead_letters=st.label_dead_letters,
             )
             done = True
         except KeyboardInterrupt:
@@ -377,6 +477,24 @@ def run_replay(
                     f.unlink(missing_ok=True)
         _install(partial, state_dir / DB_FILENAME)
     return result
+
+
+def _flush(pipeline: Any, *, labels: bool) -> None:
+    """Flush; with ``labels`` (the join uncapped: ``compute_share`` None), again while the
+    label join left slots due (at most :data:`~monitor.labels.join.MAX_SLOTS_PER_FLUSH`
+    per flush): a replay computes every due performance window at the event time it fell
+    due, not chunks later. Each flush computes at least one slot, so this ends."""
+    pipeline.flush()
+    while labels and pipeline.labels is not None and pipeline.labels.due_left:
+        pipeline.labels.want_flush()
+        pipeline.flush()
+
+
+def _joined(store: Any) -> int:
+    """Labels that labelled a prediction (the join's ``joined`` counters, every model)."""
+    from storage.labels import label_counters  # noqa: PLC0415
+
+    return sum(c.get("joined", 0) for c in label_counters(store).values())
 
 
 def _delivery_outcomes(store: Any) -> dict[str, int]:

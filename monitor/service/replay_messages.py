@@ -435,3 +435,55 @@ class _TableHeader(_FastHeader):
             else:
                 out.append((i, where, name))
         return tuple(out)
+
+
+class LabelShaper:
+    """Builds label messages (``--labels``) from rows: a label file's row is the label
+    message it stands for, its columns the message's fields (``event_id``, ``label``,
+    ``ts`` and the model field, named per model in ``[models.fields]``; other columns
+    are kept and ignored, as on the labels topic). The model field is set as
+    :class:`MessageShaper` sets it (``--model``, a one-model config's default). CSV cells
+    are text: the event time is a number when it is one (epoch ms), a regression model's
+    label a number when it is one (else text, which the decoder dead-letters as live);
+    a class label stays text (``1`` and ``"1"`` are one class to the decoder).
+    ``--time-column`` is the predictions file's only."""
+
+    def __init__(self, config: Config, *, model_field: str, force_model: str | None,
+                 default_model: str | None) -> None:
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.model_field = model_field
+        self.force_model = force_model or None
+        self.default_model = default_model
+
+    @property
+    def rewrites_lines(self) -> bool:
+        """Whether a JSON line must be parsed and rebuilt (else it is the message as it is)."""
+        return bool(self.force_model or self.default_model)
+
+    def message(self, row: dict[str, Any], *, table: bool, text: bool = False) -> dict[str, Any]:
+        """The message of ``row`` (changed in place); ``text`` for CSV rows (every value a
+        string, empty ones already dropped). ``table`` is accepted for the interface
+        :class:`MessageShaper` has: a label row has no nested objects to rebuild."""
+        if self.force_model is not None:
+            row[self.model_field] = self.force_model
+        elif self.default_model is not None and row.get(self.model_field) is None:
+            row[self.model_field] = self.default_model
+        model = row.get(self.model_field)
+        m = self.models.get(model) if isinstance(model, str) else None
+        if m is None or not text:
+            return row  # the decoder names a missing, mistyped or unknown model
+        f = m.fields
+        numeric = (f.ts, f.label) if m.task == "regression" else (f.ts,)
+        for k in numeric:
+            v = row.get(k)
+            if isinstance(v, str):
+                row[k] = text_number(v)
+        return row
+
+    def csv_message(self, header: Sequence[str], cells: Sequence[str]) -> dict[str, Any]:
+        """The message of a CSV row (``cells`` as many as ``header``; empty ones absent)."""
+        return self.message({k: v for k, v in zip(header, cells, strict=True) if v != ""}, table=True, text=True)
+
+    def table_message(self, names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+        """The message of a Parquet row (nulls as ``None``, JSON ``null``)."""
+        return self.message(dict(zip(names, values, strict=True)), table=True)

@@ -44,8 +44,10 @@ from typing import IO, Any
 import orjson
 
 from monitor.config import Config
+from monitor.ingest.batch import BadMessage
+from monitor.ingest.event_time import parse_event_time
 from monitor.service.replay_csv import CsvRow, csv_rows
-from monitor.service.replay_messages import MessageShaper, encode
+from monitor.service.replay_messages import LabelShaper, MessageShaper, encode
 from storage.dead_letters import DeadLetter
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -77,6 +79,8 @@ class Chunk:
     records: list[Record] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     nbytes: int = 0
+    #: rows of the label file (``--labels``), not of the predictions file
+    labels: bool = False
 
     @property
     def rows(self) -> int:
@@ -158,16 +162,25 @@ class ReplaySource:
     """
 
     def __init__(self, config: Config, path: Path, *, time_column: str | None = None, model: str | None = None,
-                 chunk_rows: int = 10_000, chunk_bytes: int = 32 << 20, received_at: datetime) -> None:
+                 chunk_rows: int = 10_000, chunk_bytes: int = 32 << 20, received_at: datetime,
+                 labels: bool = False, topic: str | None = None) -> None:
+        """``labels``: the file holds label messages (``--labels``; no ``time_column``),
+        read as :class:`~monitor.service.replay_messages.LabelShaper` says. ``topic``: the
+        records' topic (default ``replay:<file name>``)."""
+        if labels and time_column is not None:
+            raise ValueError("time_column is the predictions file's only")
         self.config = config
         model_field = config.model_field  # the live decoder's (fields.model)
         self.path = Path(path)
+        self.labels = labels
+        #: how the options name this file in a message
+        self.what = f"--labels {self.path}" if labels else str(self.path)
         self.fmt = file_format(self.path)
         self.chunk_rows = chunk_rows
         self.chunk_bytes = chunk_bytes
         self.received_at = received_at
         self.max_bytes = config.kafka.max_message_bytes
-        self.topic = f"replay:{self.path.name}"
+        self.topic = topic or f"replay:{self.path.name}"
         if model is not None and model not in {m.name for m in config.models}:
             known = ", ".join(m.name for m in config.models)
             raise ReplaySourceError(f'--model: unknown model "{model}"; the config has: {known}')
@@ -176,12 +189,17 @@ class ReplaySource:
         if model is None and model_field not in names:
             if len(config.models) > 1:
                 raise ReplaySourceError(
-                    f'{self.path}: no "{model_field}" field to tell the models apart; add one or give --model'
+                    f'{self.what}: no "{model_field}" field to tell the models apart; add one or give --model'
                 )
             default_model = config.models[0].name
-        self._check(names, time_column, model)
-        self.shaper = MessageShaper(config, model_field=model_field, time_column=time_column, force_model=model,
-                                    default_model=default_model)
+        self.shaper: MessageShaper | LabelShaper
+        if labels:
+            self._check_labels(names, model)
+            self.shaper = LabelShaper(config, model_field=model_field, force_model=model, default_model=default_model)
+        else:
+            self._check(names, time_column, model)
+            self.shaper = MessageShaper(config, model_field=model_field, time_column=time_column, force_model=model,
+                                        default_model=default_model)
 
     # -- checking the options against the file ------------------------------------------
 
@@ -210,7 +228,7 @@ class ReplaySource:
                             break
             return names if seen else None
         except OSError as exc:
-            raise ReplaySourceError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+            raise ReplaySourceError(f"cannot read {self.what}: {exc.strerror or exc}") from None
 
     def _check(self, names: set[str] | None, time_column: str | None, model: str | None) -> None:
         if names is None:
@@ -227,10 +245,50 @@ class ReplaySource:
             pred = " or ".join(sorted({f'"{m.fields.prediction}"' for m in models}))
             raise ReplaySourceError(f"no {pred} field (the prediction) in {where}")
 
+    def _check_labels(self, names: set[str] | None, model: str | None) -> None:
+        """A label file names, for some model joining labels, its event-id, label and
+        event-time fields (a row has no record timestamp to stand for a missing ``ts``)."""
+        if names is None:
+            return  # no JSON object in the first lines: every line is a dead letter, as live
+        where = f"the first {SCAN_LINES} labels of {self.path}" if self.fmt == "jsonl" else str(self.path)
+        models = [m for m in self.config.models if (model is None or m.name == model) and m.performance.enabled]
+        if not models:
+            which = f"model {model} has" if model is not None else "no model has"
+            raise ReplaySourceError(f"--labels: {which} a label join ([models.performance] enabled = true)")
+        for what, of in (("the event id", lambda m: m.fields.event_id), ("the label", lambda m: m.fields.label),
+                         ("the event time", lambda m: m.fields.ts)):
+            if not any(of(m) in names for m in models):
+                fields = " or ".join(sorted({f'"{of(m)}"' for m in models}))
+                raise ReplaySourceError(f"--labels: no {fields} field ({what}) in {where}")
+
     # -- reading ----------------------------------------------------------------------
 
+    def rows(self) -> Iterator[Record | DeadLetter]:
+        """The file's rows in order: records for the decoder, and the rows the file itself
+        refused (dead letters)."""
+        return {"csv": self._csv_rows, "parquet": self._parquet_rows, "jsonl": self._jsonl_rows}[self.fmt]()
+
+    def event_ms(self, item: Record | DeadLetter) -> int | None:
+        """A row's event time (epoch ms) as its message gives it (the model's ``ts`` field);
+        None for a row without a valid one (the decoder judges it) and a dead letter."""
+        if isinstance(item, DeadLetter):
+            return None
+        try:
+            obj = orjson.loads(item.value)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        m = self.shaper.models.get(obj.get(self.shaper.model_field))  # type: ignore[arg-type]
+        if m is None:
+            return None
+        try:
+            return parse_event_time(obj.get(m.fields.ts), m.fields.ts)
+        except (BadMessage, TypeError, ValueError, OverflowError):
+            return None
+
     def __iter__(self) -> Iterator[Chunk]:
-        rows = {"csv": self._csv_rows, "parquet": self._parquet_rows, "jsonl": self._jsonl_rows}[self.fmt]()
+        rows = self.rows()
         chunk = Chunk()
         for item in rows:
             if isinstance(item, DeadLetter):
@@ -312,12 +370,12 @@ class ReplaySource:
         """The column names (the first record), or :class:`ReplaySourceError`."""
         header = next(rows, None)
         if header is not None and header.too_large:
-            raise ReplaySourceError(f"{self.path}: the header row is over kafka.max_message_bytes"
+            raise ReplaySourceError(f"{self.what}: the header row is over kafka.max_message_bytes"
                                     f" ({header.size} bytes > {self.max_bytes})")
         if header is not None and header.error is not None:
-            raise ReplaySourceError(f"{self.path}: unreadable CSV header: {header.error}")
+            raise ReplaySourceError(f"{self.what}: unreadable CSV header: {header.error}")
         if header is None or not any(header.cells or ()):
-            raise ReplaySourceError(f"{self.path}: no header row (the first row names the columns)")
+            raise ReplaySourceError(f"{self.what}: no header row (the first row names the columns)")
         return header.cells or []
 
     def _csv_rows(self) -> Iterator[Record | DeadLetter]:
@@ -341,6 +399,62 @@ class ReplaySource:
                     msg = self.shaper.csv_message(header, cells)
                     yield self._encoded(offset, msg, lambda cells=cells: _csv_line(cells))
                 offset += 1
+
+
+def merged(predictions: ReplaySource, labels: ReplaySource) -> Iterator[list[Chunk]]:
+    """The rows of a predictions file and a label file (``--labels``) interleaved in event
+    time, in groups of at most ``predictions.chunk_rows`` rows (or about its
+    ``chunk_bytes`` of messages), one flush each: a group is the chunk of its predictions
+    then the chunk of its labels (:attr:`Chunk.labels`; an empty one left out).
+
+    A two-way merge decides which rows share a group: each file is read in its own order
+    (as a topic is consumed), and the label file's next row goes first when its event time
+    is earlier than the predictions file's next row's (a tie: the prediction first). A row
+    without a valid event time (the decoder dead-letters it) keeps its place after the row
+    before it in its file. Two files in event-time order give groups in event-time order;
+    rows out of order in a file stay where the file has them. Within a group the order of
+    predictions and labels changes nothing: the join meets them at the flush (a label and
+    its prediction in one flush join at once, whichever came first), and its clock is the
+    second-highest time seen, whatever the order (:func:`monitor.ingest.event_time.vouch`);
+    so each kind is processed in one piece (one decode per group, not one per row of a
+    file whose labels follow their predictions closely). Memory: one group, and one row
+    read ahead per file."""
+    sources = (predictions, labels)
+    iters = [s.rows() for s in sources]
+    last = [-(2**62), -(2**62)]
+    heads: list[tuple[int, Record | DeadLetter] | None] = [None, None]
+
+    def advance(i: int) -> None:
+        item = next(iters[i], None)
+        if item is None:
+            heads[i] = None
+            return
+        t = sources[i].event_ms(item)
+        if t is not None:
+            last[i] = t
+        heads[i] = (last[i], item)
+
+    advance(0)
+    advance(1)
+    group = (Chunk(), Chunk(labels=True))
+    limit_rows, limit_bytes = predictions.chunk_rows, predictions.chunk_bytes
+    while heads[0] is not None or heads[1] is not None:
+        p, lab = heads
+        i = 1 if lab is not None and (p is None or lab[0] < p[0]) else 0
+        head = heads[i]
+        assert head is not None
+        item, chunk = head[1], group[i]
+        if isinstance(item, DeadLetter):
+            chunk.dead.append(item)
+        else:
+            chunk.records.append(item)
+            chunk.nbytes += len(item.value)
+        advance(i)
+        if group[0].rows + group[1].rows >= limit_rows or group[0].nbytes + group[1].nbytes >= limit_bytes:
+            yield [c for c in group if c.rows]
+            group = (Chunk(), Chunk(labels=True))
+    if group[0].rows or group[1].rows:
+        yield [c for c in group if c.rows]
 
 
 def _struct_names(schema: Any) -> dict[str, Any]:

@@ -335,7 +335,8 @@ def test_a_replay_says_labels_are_not_replayed_and_which_rules_cannot_fire(tmp_p
     assert out.stderr.splitlines()[0] == (
         "driftwarden: note: labels are not replayed (a file's rows are predictions; a label field in them is"
         " not read): the performance figures of model(s) churn stay unlabelled, so rule(s) canary cannot fire"
-        " in this replay; drift, quality and estimated_* figures come from the predictions and are replayed"
+        " in this replay; drift, quality and estimated_* figures come from the predictions and are replayed;"
+        " --labels FILE replays a file of label events"
     )
     assert out.stdout.startswith("replayed 300 rows:")
     # without a model joining labels, no note
