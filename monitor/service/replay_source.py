@@ -186,12 +186,16 @@ class ReplaySource:
             raise ReplaySourceError(f'--model: unknown model "{model}"; the config has: {known}')
         names = self._scan()
         default_model = None
-        if model is None and model_field not in names:
-            if len(config.models) > 1:
+        # names None: no JSON object in the first lines (an empty file, say): nothing to
+        # check, every line a dead letter as live (a one-model config's default model still
+        # stands for rows further on)
+        if model is None and (names is None or model_field not in names):
+            if len(config.models) == 1:
+                default_model = config.models[0].name
+            elif names is not None:
                 raise ReplaySourceError(
                     f'{self.what}: no "{model_field}" field to tell the models apart; add one or give --model'
                 )
-            default_model = config.models[0].name
         self.shaper: MessageShaper | LabelShaper
         if labels:
             self._check_labels(names, model)

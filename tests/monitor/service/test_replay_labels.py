@@ -238,3 +238,20 @@ def test_a_label_file_the_replay_cannot_use_is_refused_before_it_starts(tmp_path
     labels = _jsonl(tmp_path / "labels.jsonl", labels_for(preds))
     with pytest.raises(ReplayError, match="--labels: no model joins labels"):
         run_replay(plain, data, tmp_path / "r", labels=labels)
+
+
+def test_a_label_file_with_no_json_object_replays_as_dead_letters_not_a_traceback(tmp_path: Path) -> None:
+    """An empty label file, one of blank lines, one of lines that are not JSON: no field
+    to check, so no refusal; the replay runs (every non-blank line a ``not_json`` dead
+    letter, as live) instead of failing with a TypeError. The same for a predictions
+    file with no JSON object."""
+    preds = predictions(windows=1, per_window=60, seed=6)
+    data = _jsonl(tmp_path / "events.jsonl", preds)
+    cfg = load_config(label_config(tmp_path / "conf"))
+    cases = {"empty.jsonl": (b"", 0), "blank.jsonl": (b"\n\n", 0), "garbage.jsonl": (b"garbage\nmore\n", 2)}
+    for name, (text, dead) in cases.items():
+        (tmp_path / name).write_bytes(text)
+        res = run_replay(cfg, data, tmp_path / f"r-{name}", labels=tmp_path / name)
+        assert (res.rows, res.labels_read, res.label_dead_letters, res.labels_joined) == (60, dead, dead, 0), name
+    res = run_replay(cfg, tmp_path / "garbage.jsonl", tmp_path / "r-data")
+    assert (res.rows, res.dead_letters, res.windows) == (0, 2, 0)
