@@ -279,6 +279,15 @@ def replay(
         + (f", {result.reminders_not_sent} reminder(s) not sent (reminders of the past)"
            if result.reminders_not_sent else "")
     )
+    if result.labels_out_of_order:
+        from monitor.config import format_duration  # noqa: PLC0415
+
+        typer.echo(
+            f"driftwarden: warning: {result.labels_out_of_order} label(s) of {labels} are stamped more than"
+            f" labels.ttl ({format_duration(cfg.labels.ttl)}) before a label above them: the file is read in its"
+            " order, as a topic is, so their predictions had likely left the join (not joined);"
+            " sort the file by its time field and replay again", err=True,
+        )
     typer.echo(f"see: driftwarden windows --state-dir {result.state_dir}")
 
 

@@ -114,6 +114,10 @@ class ReplayResult:
     labels_read: int = 0
     labels_joined: int = 0
     label_dead_letters: int = 0
+    #: label rows stamped more than ``labels.ttl`` before a label above them in the file:
+    #: the file is read in its order, so their predictions had likely left the join (an
+    #: unsorted file; :attr:`ReplaySource.behind_ttl`)
+    labels_out_of_order: int = 0
 
 
 class _Clock:
@@ -464,6 +468,7 @@ def run_replay(
                 reminders_not_sent=alerting.engine.reminders_not_sent,
                 labels_read=label_rows, labels_joined=_joined(store) if label_source is not None else 0,
                 label_dead_letters=st.label_dead_letters,
+                labels_out_of_order=label_source.behind_ttl if label_source is not None else 0,
             )
             done = True
         except KeyboardInterrupt:

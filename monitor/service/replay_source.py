@@ -173,6 +173,10 @@ class ReplaySource:
         model_field = config.model_field  # the live decoder's (fields.model)
         self.path = Path(path)
         self.labels = labels
+        #: label rows (``labels``) stamped more than ``labels.ttl`` before the newest label
+        #: above them in the file, counted by :func:`merged`: read in the file's order (as a
+        #: topic is), such a label comes after its prediction left the join (not joined)
+        self.behind_ttl = 0
         #: how the options name this file in a message
         self.what = f"--labels {self.path}" if labels else str(self.path)
         self.fmt = file_format(self.path)
@@ -422,13 +426,17 @@ def merged(predictions: ReplaySource, labels: ReplaySource) -> Iterator[list[Chu
     second-highest time seen, whatever the order (:func:`monitor.ingest.event_time.vouch`);
     so each kind is processed in one piece (one decode per group, not one per row of a
     file whose labels follow their predictions closely). Memory: one group, and one row
-    read ahead per file."""
+    read ahead per file. Label rows stamped more than ``labels.ttl`` before a label above
+    them are counted in ``labels.behind_ttl`` (their predictions are likely gone)."""
     sources = (predictions, labels)
     iters = [s.rows() for s in sources]
     last = [-(2**62), -(2**62)]
     heads: list[tuple[int, Record | DeadLetter] | None] = [None, None]
+    ttl_ms = int(labels.config.labels.ttl.total_seconds() * 1000)
+    newest_label = -(2**62)
 
     def advance(i: int) -> None:
+        nonlocal newest_label
         item = next(iters[i], None)
         if item is None:
             heads[i] = None
@@ -436,6 +444,10 @@ def merged(predictions: ReplaySource, labels: ReplaySource) -> Iterator[list[Chu
         t = sources[i].event_ms(item)
         if t is not None:
             last[i] = t
+            if i == 1:
+                if t < newest_label - ttl_ms:
+                    labels.behind_ttl += 1
+                newest_label = max(newest_label, t)
         heads[i] = (last[i], item)
 
     advance(0)

@@ -255,3 +255,38 @@ def test_a_label_file_with_no_json_object_replays_as_dead_letters_not_a_tracebac
         assert (res.rows, res.labels_read, res.label_dead_letters, res.labels_joined) == (60, dead, dead, 0), name
     res = run_replay(cfg, tmp_path / "garbage.jsonl", tmp_path / "r-data")
     assert (res.rows, res.dead_letters, res.windows) == (0, 2, 0)
+
+
+def test_a_label_file_out_of_time_order_by_more_than_the_ttl_is_said_not_silently_half_joined(
+    tmp_path: Path,
+) -> None:
+    """A label file read in its own order (as a topic) whose rows go back in time by more
+    than ``labels.ttl`` (1 h here; two hours of labels in reverse): the predictions of the
+    labels that come that far behind have left the join, so they are not joined. The
+    replay counts those rows and says so on stderr (sort the file by ts); a sorted file
+    joins every label and gets no warning."""
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    preds = predictions(windows=120, per_window=5, seed=3)  # two hours
+    labels = labels_for(preds, delay_ms=30_000)
+    data = _jsonl(tmp_path / "events.jsonl", preds)
+    cfg_path = label_config(tmp_path / "conf")
+    cfg = load_config(cfg_path)
+    back = _jsonl(tmp_path / "reversed.jsonl", sorted(labels, key=lambda e: -int(e["ts"])))
+    res = run_replay(cfg, data, tmp_path / "r", labels=back, chunk_rows=50)
+    assert res.labels_joined < len(labels)
+    # behind the first (newest) label by more than the hour: about the first hour's labels
+    first = int(max(int(e["ts"]) for e in labels))
+    assert res.labels_out_of_order == sum(1 for e in labels if int(e["ts"]) < first - 3_600_000) > 0
+    out = CliRunner().invoke(app, ["replay", "-c", str(cfg_path), str(data), "--labels", str(back),
+                                   "--state-dir", str(tmp_path / "cli")])
+    assert out.exit_code == 0, out.output
+    assert (f"warning: {res.labels_out_of_order} label(s) of {back} are stamped more than labels.ttl (1h)"
+            " before a label above them") in out.stderr
+    ordered = _jsonl(tmp_path / "sorted.jsonl", sorted(labels, key=lambda e: int(e["ts"])))
+    out = CliRunner().invoke(app, ["replay", "-c", str(cfg_path), str(data), "--labels", str(ordered),
+                                   "--state-dir", str(tmp_path / "ok")])
+    assert out.exit_code == 0 and "warning:" not in out.stderr
+    assert f"and {len(labels)} labels ({len(labels)} joined, 0 dead letters)" in out.stdout
