@@ -261,8 +261,8 @@ class ReplaySource:
         where = f"the first {SCAN_LINES} labels of {self.path}" if self.fmt == "jsonl" else str(self.path)
         models = [m for m in self.config.models if (model is None or m.name == model) and m.performance.enabled]
         if not models:
-            which = f"model {model} has" if model is not None else "no model has"
-            raise ReplaySourceError(f"--labels: {which} a label join ([models.performance] enabled = true)")
+            which = f"model {model} has no" if model is not None else "no model has a"
+            raise ReplaySourceError(f"--labels: {which} label join ([models.performance] enabled = true)")
         for what, of in (("the event id", lambda m: m.fields.event_id), ("the label", lambda m: m.fields.label),
                          ("the event time", lambda m: m.fields.ts)):
             if not any(of(m) in names for m in models):

@@ -290,3 +290,21 @@ def test_a_label_file_out_of_time_order_by_more_than_the_ttl_is_said_not_silentl
                                    "--state-dir", str(tmp_path / "ok")])
     assert out.exit_code == 0 and "warning:" not in out.stderr
     assert f"and {len(labels)} labels ({len(labels)} joined, 0 dead letters)" in out.stdout
+
+
+def test_labels_for_a_model_without_a_label_join_are_refused_saying_so(tmp_path: Path) -> None:
+    """``--model`` naming a model whose performance is off: the refusal says that model
+    has no label join (it said it had one)."""
+    preds = predictions(windows=1, per_window=10)
+    data = _jsonl(tmp_path / "events.jsonl", preds)
+    labels = _jsonl(tmp_path / "labels.jsonl", labels_for(preds))
+    cfg_path = label_config(tmp_path / "conf")
+    text = cfg_path.read_text()
+    second = ('[[models]]\nname = "fraud"\nreference = "reference.csv"\n[models.features]\n'
+              'numerical = ["age"]\ncategorical = ["plan"]\n[models.window]\ntype = "tumbling"\nsize = "1m"\n\n')
+    cfg_path.write_text(text.replace("[labels]\n", second + "[labels]\n", 1))
+    cfg = load_config(cfg_path)
+    assert [m.performance.enabled for m in cfg.models] == [True, False]
+    with pytest.raises(ReplaySourceError) as err:
+        run_replay(cfg, data, tmp_path / "r", labels=labels, model="fraud")
+    assert str(err.value) == "--labels: model fraud has no label join ([models.performance] enabled = true)"
