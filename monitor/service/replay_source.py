@@ -184,6 +184,8 @@ class ReplaySource:
         self.chunk_bytes = chunk_bytes
         self.received_at = received_at
         self.max_bytes = config.kafka.max_message_bytes
+        #: the latest event time the decoder accepts (epoch ms): the start plus max_future_skew
+        self._future_limit_ms = int((received_at + config.kafka.max_future_skew).timestamp() * 1000)
         self.topic = topic or f"replay:{self.path.name}"
         if model is not None and model not in {m.name for m in config.models}:
             known = ", ".join(m.name for m in config.models)
@@ -291,9 +293,11 @@ class ReplaySource:
         if m is None:
             return None
         try:
-            return parse_event_time(obj.get(m.fields.ts), m.fields.ts)
+            ms = parse_event_time(obj.get(m.fields.ts), m.fields.ts)
         except (BadMessage, TypeError, ValueError, OverflowError):
             return None
+        # beyond kafka.max_future_skew of the replay's start: the decoder dead-letters it
+        return ms if ms <= self._future_limit_ms else None
 
     def __iter__(self) -> Iterator[Chunk]:
         rows = self.rows()
@@ -418,37 +422,51 @@ def merged(predictions: ReplaySource, labels: ReplaySource) -> Iterator[list[Chu
     A two-way merge decides which rows share a group: each file is read in its own order
     (as a topic is consumed), and the label file's next row goes first when its event time
     is earlier than the predictions file's next row's (a tie: the prediction first). A row
-    without a valid event time (the decoder dead-letters it) keeps its place after the row
-    before it in its file. Two files in event-time order give groups in event-time order;
+    without a valid event time (the decoder dead-letters it, one beyond
+    ``kafka.max_future_skew`` included) keeps its place after the row before it in its
+    file. A row goes at the earlier of its time and the next row's of its file: one row
+    stamped far ahead of its neighbours (a label a week late, a typo) must not keep the
+    rest of its file waiting until the other file passed its time (the predictions would
+    leave the join before their labels came; as live, where one event moves no clock
+    until a second reached its time). Two files in event-time order give groups in event-time order;
     rows out of order in a file stay where the file has them. Within a group the order of
     predictions and labels changes nothing: the join meets them at the flush (a label and
     its prediction in one flush join at once, whichever came first), and its clock is the
     second-highest time seen, whatever the order (:func:`monitor.ingest.event_time.vouch`);
     so each kind is processed in one piece (one decode per group, not one per row of a
-    file whose labels follow their predictions closely). Memory: one group, and one row
+    file whose labels follow their predictions closely). Memory: one group, and two rows
     read ahead per file. Label rows stamped more than ``labels.ttl`` before a label above
     them are counted in ``labels.behind_ttl`` (their predictions are likely gone)."""
     sources = (predictions, labels)
     iters = [s.rows() for s in sources]
     last = [-(2**62), -(2**62)]
     heads: list[tuple[int, Record | DeadLetter] | None] = [None, None]
+    #: each file's row after its head, with its event time (None: none valid); None: no row
+    ahead: list[tuple[int | None, Record | DeadLetter] | None] = [None, None]
     ttl_ms = int(labels.config.labels.ttl.total_seconds() * 1000)
     newest_label = -(2**62)
 
+    def pull(i: int) -> tuple[int | None, Record | DeadLetter] | None:
+        item = next(iters[i], None)
+        return None if item is None else (sources[i].event_ms(item), item)
+
     def advance(i: int) -> None:
         nonlocal newest_label
-        item = next(iters[i], None)
-        if item is None:
+        row, ahead[i] = ahead[i], pull(i)
+        if row is None:
             heads[i] = None
             return
-        t = sources[i].event_ms(item)
+        t, item = row
+        after = ahead[i][0] if ahead[i] is not None else None
         if t is not None:
-            last[i] = t
+            last[i] = t if after is None else min(t, after)
             if i == 1:
                 if t < newest_label - ttl_ms:
                     labels.behind_ttl += 1
-                newest_label = max(newest_label, t)
+                newest_label = max(newest_label, last[i])
         heads[i] = (last[i], item)
+
+    ahead[0], ahead[1] = pull(0), pull(1)
 
     advance(0)
     advance(1)

@@ -277,8 +277,9 @@ def test_a_label_file_out_of_time_order_by_more_than_the_ttl_is_said_not_silentl
     back = _jsonl(tmp_path / "reversed.jsonl", sorted(labels, key=lambda e: -int(e["ts"])))
     res = run_replay(cfg, data, tmp_path / "r", labels=back, chunk_rows=50)
     assert res.labels_joined < len(labels)
-    # behind the first (newest) label by more than the hour: about the first hour's labels
-    first = int(max(int(e["ts"]) for e in labels))
+    # behind the first labels by more than the hour: about the first hour's labels (the
+    # first row goes at the earlier of its time and the next row's: the second newest)
+    first = sorted((int(e["ts"]) for e in labels), reverse=True)[1]
     assert res.labels_out_of_order == sum(1 for e in labels if int(e["ts"]) < first - 3_600_000) > 0
     out = CliRunner().invoke(app, ["replay", "-c", str(cfg_path), str(data), "--labels", str(back),
                                    "--state-dir", str(tmp_path / "cli")])
@@ -308,3 +309,32 @@ def test_labels_for_a_model_without_a_label_join_are_refused_saying_so(tmp_path:
     with pytest.raises(ReplaySourceError) as err:
         run_replay(cfg, data, tmp_path / "r", labels=labels, model="fraud")
     assert str(err.value) == "--labels: model fraud has no label join ([models.performance] enabled = true)"
+
+
+def test_one_label_row_stamped_far_ahead_does_not_hold_back_the_label_file(tmp_path: Path) -> None:
+    """Two hours of sorted labels (``labels.ttl`` 1 h) with, near the top, a row stamped in
+    year 9999 (a dead letter: beyond ``kafka.max_future_skew``) and a label stamped a day
+    after its prediction (expired, as live). Neither may keep the rest of the label file
+    waiting until the predictions file passed its time: the predictions would leave the
+    join before their labels came (half of them were never joined). The stored figures
+    are those of the file without the two rows; a predictions row stamped far ahead
+    likewise does not hold the predictions back."""
+    preds = predictions(windows=120, per_window=5, seed=3)  # two hours
+    labels = sorted(labels_for(preds, delay_ms=30_000), key=lambda e: int(e["ts"]))
+    data = _jsonl(tmp_path / "events.jsonl", preds)
+    cfg = load_config(label_config(tmp_path / "conf"))
+    clean = run_replay(cfg, data, tmp_path / "clean", labels=_jsonl(tmp_path / "clean.jsonl", labels), chunk_rows=50)
+    assert clean.labels_joined == len(labels)
+    day_late = {**labels[1], "ts": int(labels[1]["ts"]) + 86_400_000}
+    far = {**labels[2], "ts": "9999-12-31T23:59:59Z"}
+    hostile = _jsonl(tmp_path / "hostile.jsonl", [labels[0], far, day_late, *labels[1:]])
+    res = run_replay(cfg, data, tmp_path / "r", labels=hostile, chunk_rows=50)
+    assert (res.labels_read, res.label_dead_letters, res.labels_joined) == (len(labels) + 2, 1, len(labels))
+    assert res.labels_out_of_order == 0
+    assert perf_dump(tmp_path / "r" / "driftwarden.db") == perf_dump(tmp_path / "clean" / "driftwarden.db")
+    # the predictions file: one row stamped far ahead (a dead letter) near the top
+    ahead = {**preds[3], "event_id": "ahead", "ts": "9999-12-31T23:59:59Z"}
+    data2 = _jsonl(tmp_path / "events2.jsonl", [*preds[:3], ahead, *preds[3:]])
+    res = run_replay(cfg, data2, tmp_path / "r2", labels=tmp_path / "clean.jsonl", chunk_rows=50)
+    assert (res.dead_letters, res.labels_joined) == (1, len(labels))
+    assert perf_dump(tmp_path / "r2" / "driftwarden.db") == perf_dump(tmp_path / "clean" / "driftwarden.db")
