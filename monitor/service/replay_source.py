@@ -45,7 +45,7 @@ import orjson
 
 from monitor.config import Config
 from monitor.ingest.batch import BadMessage
-from monitor.ingest.event_time import parse_event_time
+from monitor.ingest.event_time import NO_TIME, parse_event_time
 from monitor.service.replay_csv import CsvRow, csv_rows
 from monitor.service.replay_messages import LabelShaper, MessageShaper, encode
 from storage.dead_letters import DeadLetter
@@ -439,12 +439,12 @@ def merged(predictions: ReplaySource, labels: ReplaySource) -> Iterator[list[Chu
     them are counted in ``labels.behind_ttl`` (their predictions are likely gone)."""
     sources = (predictions, labels)
     iters = [s.rows() for s in sources]
-    last = [-(2**62), -(2**62)]
+    last = [NO_TIME, NO_TIME]
     heads: list[tuple[int, Record | DeadLetter] | None] = [None, None]
     #: each file's row after its head, with its event time (None: none valid); None: no row
     ahead: list[tuple[int | None, Record | DeadLetter] | None] = [None, None]
     ttl_ms = int(labels.config.labels.ttl.total_seconds() * 1000)
-    newest_label = -(2**62)
+    newest_label = NO_TIME
 
     def pull(i: int) -> tuple[int | None, Record | DeadLetter] | None:
         item = next(iters[i], None)
