@@ -8,12 +8,17 @@ a distance. Every list of drifted columns shown to people (Slack messages, the
 Machine payloads (``drifted_columns`` in webhooks and the API) keep ``test`` and
 ``score`` as they are.
 
+Alert figures are shown through :func:`alert_figure_text`: a ``no_data`` alert's value and
+threshold are seconds of silence, shown as durations (``1m 04s``), never as a bare ``64.3``.
+
 Light on purpose (no numpy, no scipy): the read commands import it. The score kinds
 mirror :mod:`detectors.drift`'s registry; ``tests/storage/test_scores.py`` checks that
 every registered test and alias is listed here with its kind.
 """
 
 from __future__ import annotations
+
+import math
 
 #: tests whose score is a p-value, with their aliases (``score_kind="p_value"``)
 P_VALUE_TESTS = frozenset({
@@ -47,3 +52,28 @@ def drifted_column_text(column: str, test: str | None, score: float | None) -> s
     if not test and score is None:
         return column
     return f"{column} ({score_text(test, score)})"
+
+
+def duration_text(seconds: float | None) -> str:
+    """``seconds`` as people read a duration: ``40s``, ``1m 04s``, ``2h 05m`` (whole
+    seconds, cut down, never rounded up past a limit); ``n/a`` for None, NaN or infinity."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return "n/a"
+    h, rem = divmod(int(seconds), 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {sec:02d}s"
+    return f"{sec}s"
+
+
+def alert_figure_text(metric: str | None, value: float | None) -> str:
+    """An alert's value or threshold for a table: a ``no_data`` alert's (seconds without
+    data) as a duration (:func:`duration_text`), any other figure to 4 significant digits;
+    ``-`` for None."""
+    if value is None:
+        return "-"
+    if metric == "no_data":
+        return duration_text(value)
+    return f"{value:.4g}"

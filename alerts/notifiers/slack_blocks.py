@@ -14,13 +14,12 @@ become a mention (``<!channel>``), a link, or formatting outside its own span.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from storage.scores import score_text
+from storage.scores import duration_text, score_text
 from storage.text import CONTROL
 
 MAX_BLOCKS = 50
@@ -100,19 +99,6 @@ def fmt(value: object) -> str:
     return inert(value)
 
 
-def _duration(seconds: float | None) -> str:
-    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
-        return "n/a"
-    s = int(seconds)
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h {m:02d}m"
-    if m:
-        return f"{m}m {sec:02d}s"
-    return f"{sec}s"
-
-
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -164,8 +150,8 @@ def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "fi
             cmp = "data is flowing again"
         else:
             cmp = (
-                f"no data for *{_duration(alert.get('value'))}*"
-                f" (limit {_duration(alert.get('threshold'))})"
+                f"no data for *{duration_text(alert.get('value'))}*"
+                f" (limit {duration_text(alert.get('threshold'))})"
             )
     elif metric == "drifted":
         cmp = "no longer drifted" if kind == "resolved" else "drift detected"
@@ -306,7 +292,7 @@ def render_text(payload: Mapping[str, Any], kind: str) -> str:
             what = (
                 "data flowing again"
                 if kind == "resolved"
-                else f"no data for {_duration(a.get('value'))}"
+                else f"no data for {duration_text(a.get('value'))}"
             )
         elif a.get("metric") == "drifted":
             what = "no longer drifted" if kind == "resolved" else "drift detected"

@@ -211,24 +211,36 @@ def _figure_text(f: Mapping[str, Any]) -> str:
 
 def alerts_list(store: Any, *, model: str | None, state: str | None, since: str | None, as_json: bool,
                 echo: Echo) -> None:
+    """The alerts table: which rule, model and series (column, segment, version: two alerts
+    of one ``column = "*"`` rule differ only there; a part no alert has is left out), its
+    state, the figure against the threshold (a ``no_data`` alert's as durations), when it
+    fired, and the ``ref`` of the window it last judged (``driftwarden windows show REF``:
+    every figure of that window). ``--json`` items add ``ref`` (None for a no-data alert)."""
     from storage.alerts import list_alerts  # noqa: PLC0415
+    from storage.oncall import window_ref  # noqa: PLC0415
+    from storage.scores import alert_figure_text  # noqa: PLC0415
 
     rows = list_alerts(store, state=state, model=model)
     if not rows:
         _hint_unknown_model(store, model)
     if since is not None:
         rows = [r for r in rows if (r.get("updated_at") or r.get("started_at") or "") >= since]
+    for r in rows:
+        r["ref"] = window_ref(r["last_window_id"]) if r.get("last_window_id") else None
     if as_json:
         emit_json("alerts", items=rows, echo=echo)
         return
     table("alerts, latest change first", [
-        Col("rule", "rule"),
-        Col("model", "model"),
-        Col("state", "state", no_wrap=True),
-        Col("severity", "severity", no_wrap=True),
-        Col("value", "value", justify="right"),
-        Col("threshold", "threshold", justify="right"),
+        Col("rule", "rule", no_wrap=True),
+        Col("model", "model", no_wrap=True, hoist=True),
+        *[Col(part, lambda r, part=part: r.get(part) or "-", no_wrap=True, hoist=True, drop=drop)
+          for part, drop in (("column", 0), ("segment", 0), ("version", 2)) if any(r.get(part) for r in rows)],
+        Col("state", "state", no_wrap=True, hoist=True),
+        Col("severity", "severity", no_wrap=True, hoist=True, drop=1),
+        Col("value / threshold", lambda r: f"{alert_figure_text(r.get('metric'), r['value'])}"
+            f" / {alert_figure_text(r.get('metric'), r['threshold'])}", justify="right", no_wrap=True),
         Col("since (UTC)", lambda r: short_time(r["resolved_at"] or r["fired_at"] or r["started_at"]), no_wrap=True),
+        Col("window", lambda r: r["ref"] or "-", no_wrap=True, cut=False),
     ], rows)
 
 

@@ -29,6 +29,7 @@ from storage.db import StorageError, brief_reason
 from storage.finite import dumps_finite
 from storage.overview import drift_history, recent_dead_letters, recent_deliveries
 from storage.records import parse_iso, window_url_id
+from storage.scores import alert_figure_text
 from storage.windows import windows_with_verdicts
 
 log = logging.getLogger("driftwarden.http")
@@ -257,6 +258,12 @@ def _n(value: Any) -> str:
     return e(str(value))
 
 
+def _figure(alert: dict[str, Any], key: str) -> str:
+    """An alert's ``value`` or ``threshold`` as the command line shows it: a no-data
+    alert's seconds as a duration (``1m 04s``), other figures to 4 significant digits."""
+    return "–" if alert.get(key) is None else e(alert_figure_text(alert.get("metric"), alert[key]))
+
+
 def _t(value: Any) -> str:
     """An ISO time (or a count window's ``#ordinal``) shortened for a table cell."""
     if not value:
@@ -308,7 +315,7 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> str:
         rows.append([
             f'<span class="tag {"bad" if a["state"] == "firing" else "warn"}">{e(a["state"])}</span>',
             e(a["severity"]), e(a["rule"]), e(a["model"]), where or "–",
-            f"{e(str(a.get('metric') or ''))} {_n(a['value'])} vs {_n(a['threshold'])}",
+            f"{e(str(a.get('metric') or ''))} {_figure(a, 'value')} vs {_figure(a, 'threshold')}",
             _t(a.get("fired_at") or a.get("started_at")),
         ])
     return _table(["state", "severity", "rule", "model", "where", "value vs threshold", "since (UTC)"], rows,

@@ -386,6 +386,38 @@ def test_alerts_and_deliveries(where: tuple[str, str]) -> None:
     assert [d["id"] for d in doc("deliveries", *where, "--notifier", "slack")["items"]] == ["d1"]  # type: ignore[index]
 
 
+def test_alerts_say_which_column_and_window_and_how_long_without_data(tmp_path: Path) -> None:
+    """On call, two alerts of one ``column = "*"`` rule differ only by their column, the
+    window an alert judged last is what ``windows show`` takes, and a no-data alert's
+    figures are seconds: the table shows the column, the window's ref and durations."""
+    folder = tmp_path / "state"
+    store = open_state_store(folder)
+    wid = _window(store, DAY, "", drifted=True)
+    with store.transaction():
+        for i, column in enumerate(("age", "monthly_charges")):
+            upsert_alert(store, AlertRecord(
+                id=f"c{i}", rule="column-drift", model="churn", state="firing", severity="critical",
+                metric="drift_score", column=column, version="v12", value=0.83 + i, threshold=0.3,
+                started_at=NOW - timedelta(minutes=20), fired_at=NOW - timedelta(minutes=20),
+                last_window_id=wid, updated_at=NOW - timedelta(minutes=20)))
+        upsert_alert(store, AlertRecord(
+            id="nd", rule="no-predictions", model="churn", state="firing", severity="critical",
+            metric="no_data", value=64.3, threshold=3600.0, started_at=NOW - timedelta(minutes=1),
+            fired_at=NOW - timedelta(minutes=1), updated_at=NOW - timedelta(minutes=1)))
+    store.close()
+    where = state_cli_args(folder, tmp_path / "cli")
+    out = ok("alerts", *where)
+    _fits(out)
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("column-drift", "no-"))}
+    lines = [line for line in out.splitlines() if line.startswith("column-drift")]
+    assert sorted(line.split()[1] for line in lines) == ["age", "monthly_charges"], out
+    assert all(line.rstrip().endswith(window_ref(wid)) for line in lines), out
+    assert "1m 04s / 1h 00m" in rows["no-predictions"], out
+    items = {a["id"]: a for a in doc("alerts", *where)["items"]}  # type: ignore[union-attr]
+    assert items["c0"]["ref"] == window_ref(wid) and items["nd"]["ref"] is None
+    assert ok("windows", "show", window_ref(wid), *where).count(wid) == 1
+
+
 def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path: Path) -> None:
     out = ok("dead-letters", *where)
     _fits(out)
