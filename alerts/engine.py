@@ -912,7 +912,10 @@ class AlertEngine:
                 delivery_id=did,
                 kind=kind,
                 group=json.loads(group),
-                alerts=[alert_dict(a, m.rule.op) for a, m in zip(alerts, members, strict=True)],
+                alerts=[
+                    alert_dict(a, m.rule.op, ctx.reference_metrics.get((a.column, a.metric)))
+                    for a, m in zip(alerts, members, strict=True)
+                ],
                 window=window or _alert_window(alerts[0]),
                 drifted=drifted,
                 links=ctx.links,

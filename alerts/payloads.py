@@ -12,7 +12,8 @@ The per-alert webhook body (:func:`webhook_body`) is::
      "alerts": [{"id": "alr_…", "rule": …, "model": …, "version": …, "segment": …,
                  "column": …, "metric": …, "op": ">", "value": 0.6, "threshold": 0.3,
                  "severity": "critical", "state": "firing", "labels": {…},
-                 "started_at": …, "fired_at": …, "resolved_at": null}],
+                 "started_at": …, "fired_at": …, "resolved_at": null,
+                 "reference": 0.83}],
      "window": {"id": …, "start": …, "end": …, "rows": 5000, "status": "ok"},
      "drifted_columns": [{"column": "age", "test": "wasserstein", "score": 0.31}],
      "links": {"report": …, "api": …}, "data": {"topic": …, "from": …, "to": …}}
@@ -51,7 +52,11 @@ class WindowContext:
     rows: int | None = None
 
 
-def alert_dict(alert: AlertRecord, op: str = "") -> dict[str, Any]:
+def alert_dict(alert: AlertRecord, op: str = "", reference: float | None = None) -> dict[str, Any]:
+    """An alert as notifications carry it. ``reference``: the reference data's own value
+    of the alert's figure (its column and metric), the baseline the value is read against
+    (``missing_share`` 0.0, ``accuracy`` 0.83); None where the reference has none (drift
+    scores, ``no_data``) or the notification has no window (no-data alerts, reminders)."""
     return {
         "id": alert.id,
         "rule": alert.rule,
@@ -69,6 +74,7 @@ def alert_dict(alert: AlertRecord, op: str = "") -> dict[str, Any]:
         "started_at": None if alert.started_at is None else iso(alert.started_at),
         "fired_at": None if alert.fired_at is None else iso(alert.fired_at),
         "resolved_at": None if alert.resolved_at is None else iso(alert.resolved_at),
+        "reference": reference,
         "window": {
             "id": alert.last_window_id,
             "start": alert.window_start,

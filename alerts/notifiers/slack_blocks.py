@@ -14,11 +14,13 @@ become a mention (``<!channel>``), a link, or formatting outside its own span.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from storage.records import parse_iso
 from storage.scores import duration_text, score_text
 from storage.text import CONTROL
 
@@ -162,10 +164,53 @@ def alert_line(alert: Mapping[str, Any], resolved: bool = False, kind: str = "fi
         )
     else:
         cmp = f"{code(metric)} = *{fmt(alert.get('value'))}* {op} {fmt(alert.get('threshold'))}"
-    line = f"*{inert(alert.get('rule'))}*{place}: {cmp}"
+    line = f"*{inert(alert.get('rule'))}*{place}: {cmp}{reference_text(alert)}"
     if resolved:
         line = f":white_check_mark: ~{line}~ resolved"
     return line
+
+
+def reference_text(alert: Mapping[str, Any]) -> str:
+    """`` · reference 0.83``: the reference data's own value of the alert's figure (the
+    payload's ``reference``), the baseline its value is read against; empty when there is
+    none (drift scores, no-data alerts) or it is not a finite number."""
+    ref = alert.get("reference")
+    if isinstance(ref, bool) or not isinstance(ref, int | float) or not math.isfinite(ref):
+        return ""
+    return f" · reference {fmt(float(ref))}"
+
+
+def _when_field(alerts: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    """The *Firing since* field (the earliest ``fired_at`` of the message's alerts, UTC as
+    stored); for a resolution *Fired* with when it resolved and after how long. None when
+    no alert has fired (a payload from elsewhere)."""
+    fired = sorted(str(a["fired_at"]) for a in alerts if a.get("fired_at"))
+    if not fired:
+        return None
+    if kind != "resolved":
+        return f"*Firing since*\n{inert(fired[0])}"
+    resolved = sorted(str(a["resolved_at"]) for a in alerts if a.get("resolved_at"))
+    if not resolved:
+        return f"*Fired*\n{inert(fired[0])}"
+    try:
+        lasted = (parse_iso(resolved[-1]) - parse_iso(fired[0])).total_seconds()
+    except ValueError:
+        return f"*Fired*\n{inert(fired[0])}\nresolved {inert(resolved[-1])}"
+    return f"*Fired*\n{inert(fired[0])}\nresolved {inert(resolved[-1])} (after {duration_text(lasted)})"
+
+
+def _window_field(window: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    """The *Window* field: the window judged and its rows. For a message of no-data alerts
+    only, whose "window" is the silence (last data → now), *Last data* with when the model
+    last sent rows; nothing on their resolution (*Fired* says how long it lasted)."""
+    if alerts and all(a.get("metric") == "no_data" for a in alerts):
+        if kind == "resolved":
+            return None
+        return f"*Last data*\n{inert(window.get('start') or 'n/a')}"
+    return (
+        f"*Window*\n{inert(window.get('start') or 'n/a')} → {inert(window.get('end') or 'n/a')}"
+        + (f"\n{fmt(window.get('rows'))} rows" if window.get("rows") is not None else "")
+    )
 
 
 def _sections_from_lines(lines: Sequence[str], max_sections: int) -> list[dict[str, Any]]:
@@ -230,8 +275,7 @@ def render_blocks(
         f"*Version*\n{', '.join(code(v) for v in versions[:MAX_VERSIONS]) or 'n/a'}"
         + (f" and {len(versions) - MAX_VERSIONS} more" if len(versions) > MAX_VERSIONS else ""),
         f"*Severity*\n{_severity(alerts)}",
-        f"*Window*\n{inert(window.get('start') or 'n/a')} → {inert(window.get('end') or 'n/a')}"
-        + (f"\n{fmt(window.get('rows'))} rows" if window.get("rows") is not None else ""),
+        *[f for f in (_window_field(window, alerts, shown_kind), _when_field(alerts, shown_kind)) if f],
     ]
     blocks.append(
         {
@@ -301,7 +345,7 @@ def render_text(payload: Mapping[str, Any], kind: str) -> str:
         else:
             what = (
                 f"{inert(a.get('metric'))} = {fmt(a.get('value'))}"
-                f" {inert(a.get('op') or 'vs')} {fmt(a.get('threshold'))}"
+                f" {inert(a.get('op') or 'vs')} {fmt(a.get('threshold'))}{reference_text(a)}"
             )
         lines.append(f"- {inert(a.get('rule'))}{col}: {what}")
     if len(alerts) > 20:

@@ -23,6 +23,7 @@ from alerts.payloads import WindowContext
 from alerts.rules import Rule
 from monitor.demo.sinks import SlackStandIn
 from storage import alerts as db
+from storage.records import MetricRow, WindowKey, WindowRecord, iso
 from tests.alerts.conftest import Feed, make_engine, rng
 from tests.alerts.test_outbox import drain
 
@@ -361,3 +362,63 @@ def test_slack_error_that_is_not_a_string_gives_up(store, clock, error):
         worker.run_once()
         [d] = db.list_deliveries(store)
         assert (d.status, d.attempts, d.last_error) == ("dead", 1, "slack error unknown")
+
+
+MISSING = Rule("charges-missing", "missing_share", ">", 0.1, column="monthly_charges", for_windows=1)
+SILENT = Rule("silent", "no_data", severity="critical", model="churn", no_data_for=timedelta(minutes=30))
+
+
+def _missing_window(f: Feed, share: float) -> None:
+    """The next window of ``f`` with ``monthly_charges``' missing share, judged with the
+    reference's own share (0.02) in its context, as the pipeline passes it."""
+    s = f.start + f.n * f.size
+    f.n += 1
+    f.clock.set(s + f.size)
+    key = WindowKey("churn", "v12", "", iso(s), iso(s + f.size))
+    ctx = WindowContext(reference_metrics={("monthly_charges", "missing_share"): 0.02}, links=CONTEXT.links)
+    with f.store.transaction():
+        f.engine.on_window(WindowRecord(key, 1000, "ok", s + f.size),
+                           [MetricRow("monthly_charges", "missing_share", share)], context=ctx)
+
+
+def test_a_message_says_since_when_and_the_reference_baseline(store, clock):
+    """On call: 'since when' and 'how bad against the baseline' were in no message: the
+    alert's fired_at and the reference's own figure are shown (and sent to webhooks)."""
+    with SlackStandIn(token="xoxb-test") as slack:
+        f, n, worker = setup(store, clock, slack, rules=(MISSING,))
+        _missing_window(f, 0.3)
+        worker.run_once()
+        [msg] = slack.messages
+        body = texts(msg.blocks)
+        assert "*charges-missing* (column `monthly_charges`): `missing_share` = *0.3* &gt; 0.1 · reference 0.02" in body
+        assert "*Firing since*\n2026-11-23T14:15:00.000Z" in body
+        assert msg.text.endswith("missing_share = 0.3 &gt; 0.1 · reference 0.02")
+        payload = db.list_deliveries(store, kind="firing")[0].payload
+        assert payload["alerts"][0]["reference"] == 0.02
+        _missing_window(f, 0.0)
+        worker.run_once()
+        reply = slack.messages[1]
+        body = texts(reply.blocks)
+        assert "`missing_share` back to *0* (fires when &gt; 0.1) · reference 0.02" in body
+        assert "*Fired*\n2026-11-23T14:15:00.000Z\nresolved 2026-11-23T14:30:00.000Z (after 15m 00s)" in body
+
+
+def test_a_no_data_message_says_when_data_last_came_not_a_window(store, clock):
+    """A no-data alert's 'window' is the silence: it read as *Window* last data → now."""
+    with SlackStandIn(token="xoxb-test") as slack:
+        f, n, worker = setup(store, clock, slack, rules=(SILENT,))
+        start = clock.now
+        f.engine.observe_model_activity("churn", start)
+        f.engine.on_tick(start + timedelta(minutes=31, seconds=4))
+        worker.run_once()
+        [msg] = slack.messages
+        body = texts(msg.blocks)
+        assert "*Window*" not in body
+        assert f"*Last data*\n{start.strftime('%Y-%m-%dT%H:%M:%S.000Z')}" in body
+        assert "no data for *31m 04s* (limit 30m 00s)" in body
+        f.engine.observe_model_activity("churn", start + timedelta(minutes=40))
+        f.engine.on_tick(start + timedelta(minutes=41))
+        worker.run_once()
+        body = texts(slack.messages[1].blocks)
+        assert "*Window*" not in body and "*Last data*" not in body
+        assert "(after 9m 56s)" in body, body

@@ -53,6 +53,7 @@ def test_hostile_version_segment_and_column_render_inert(store, clock):
         "*Version*\n`v1ˋ&lt;!channel&gt;ˋ`",
         "*Severity*\nwarning",
         "*Window*\n2026-11-23T14:00:00.000Z → 2026-11-23T14:15:00.000Z\n1000 rows",
+        "*Firing since*\n2026-11-23T14:15:00.000Z",
     ]
     assert line["text"]["text"] == (
         "*col-drift* (column `*age*_~x~&amp;ˋ`, segment `region=&lt;http://evil|x&gt;`,"
