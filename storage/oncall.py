@@ -48,9 +48,11 @@ def find_window(store: Store, key: str) -> list[dict[str, Any]]:
 
 
 def window_figures(store: Store, window_id: str) -> list[dict[str, Any]]:
-    """Every figure of a window: dataset-level first (``column = ""``), then by column and metric."""
+    """Every figure of a window: dataset-level first (``column = ""``), then by column and
+    metric; ``ci_low``/``ci_high`` are a performance figure's bootstrap interval (None else)."""
     return store.query(
-        'SELECT "column", metric, value, p_value, threshold, drifted, test FROM metrics WHERE window_id = ?'
+        'SELECT "column", metric, value, p_value, threshold, drifted, test, ci_low, ci_high FROM metrics'
+        ' WHERE window_id = ?'
         ' ORDER BY "column" != \'\', "column", metric',
         (window_id,),
     )

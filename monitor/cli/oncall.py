@@ -195,10 +195,14 @@ def window_show(store: Any, key: str, *, as_json: bool, echo: Echo) -> None:
 
 
 def _figure_text(f: Mapping[str, Any]) -> str:
-    """A dataset-level figure with its threshold and verdict when it has them."""
+    """A dataset-level figure with its interval, threshold and verdict when it has them:
+    ``0.6075 [0.56, 0.655]`` (a performance figure's bootstrap interval), ``0.25
+    (threshold 0.5) no drift``."""
     from monitor.cli.render import cell  # noqa: PLC0415
 
     text = cell(f["value"])
+    if f.get("ci_low") is not None and f.get("ci_high") is not None:
+        text += f" [{f['ci_low']:.3g}, {f['ci_high']:.3g}]"
     if f["threshold"] is not None:
         text += f" (threshold {cell(f['threshold'])})"
     if f["drifted"] is not None:
@@ -215,8 +219,11 @@ def alerts_list(store: Any, *, model: str | None, state: str | None, since: str 
     of one ``column = "*"`` rule differ only there; a part no alert has is left out), its
     state, the figure against the threshold (a ``no_data`` alert's as durations), when it
     fired, and the ``ref`` of the window it last judged (``driftwarden windows show REF``:
-    every figure of that window). ``--json`` items add ``ref`` (None for a no-data alert)."""
-    from storage.alerts import list_alerts  # noqa: PLC0415
+    every figure of that window). An alert an active silence mutes says so (``firing
+    (silenced)``: its state still changes, nobody is told). ``--json`` items add ``ref``
+    (None for a no-data alert) and ``silenced`` (the id of the silence muting a pending or
+    firing alert, or None)."""
+    from storage.alerts import list_alerts, list_silences  # noqa: PLC0415
     from storage.oncall import window_ref  # noqa: PLC0415
     from storage.scores import alert_figure_text  # noqa: PLC0415
 
@@ -225,8 +232,11 @@ def alerts_list(store: Any, *, model: str | None, state: str | None, since: str 
         _hint_unknown_model(store, model)
     if since is not None:
         rows = [r for r in rows if (r.get("updated_at") or r.get("started_at") or "") >= since]
+    silences = list_silences(store, active_at=datetime.now(UTC))
     for r in rows:
         r["ref"] = window_ref(r["last_window_id"]) if r.get("last_window_id") else None
+        muting = (s.id for s in silences if s.matches(r["model"], r["rule"]))
+        r["silenced"] = next(muting, None) if r["state"] in ("pending", "firing") else None
     if as_json:
         emit_json("alerts", items=rows, echo=echo)
         return
@@ -235,7 +245,7 @@ def alerts_list(store: Any, *, model: str | None, state: str | None, since: str 
         Col("model", "model", no_wrap=True, hoist=True),
         *[Col(part, lambda r, part=part: r.get(part) or "-", no_wrap=True, hoist=True, drop=drop)
           for part, drop in (("column", 0), ("segment", 0), ("version", 2)) if any(r.get(part) for r in rows)],
-        Col("state", "state", no_wrap=True, hoist=True),
+        Col("state", lambda r: r["state"] + (" (silenced)" if r["silenced"] else ""), no_wrap=True, hoist=True),
         Col("severity", "severity", no_wrap=True, hoist=True, drop=1),
         Col("value / threshold", lambda r: f"{alert_figure_text(r.get('metric'), r['value'])}"
             f" / {alert_figure_text(r.get('metric'), r['threshold'])}", justify="right", no_wrap=True),

@@ -21,7 +21,7 @@ import pytest
 from storage.alerts import AlertRecord, DeliveryRecord, insert_delivery, upsert_alert
 from storage.db import Store
 from storage.dead_letters import DeadLetter, write_dead_letters
-from storage.labels import add_counters
+from storage.labels import add_counters, write_performance
 from storage.oncall import window_ref
 from storage.records import MetricRow, WindowKey, WindowRecord
 from storage.windows import write_window
@@ -361,7 +361,8 @@ def test_windows_show_every_figure(where: tuple[str, str]) -> None:
     figures = {(f["column"], f["metric"]): f for f in item["figures"]}  # type: ignore[index]
     assert len(figures) == 7
     assert figures[("plan", "drift_score")] == {"column": "plan", "metric": "drift_score", "value": 0.04,
-                                                "p_value": 0.04, "threshold": 0.05, "drifted": False, "test": "chisquare"}
+                                                "p_value": 0.04, "threshold": 0.05, "drifted": False, "test": "chisquare",
+                                                "ci_low": None, "ci_high": None}
     assert figures[("", "drift_share")]["drifted"] is True
     missing = cli("windows", "show", "ffffffff", *where)
     assert missing.returncode == 1
@@ -416,6 +417,47 @@ def test_alerts_say_which_column_and_window_and_how_long_without_data(tmp_path: 
     items = {a["id"]: a for a in doc("alerts", *where)["items"]}  # type: ignore[union-attr]
     assert items["c0"]["ref"] == window_ref(wid) and items["nd"]["ref"] is None
     assert ok("windows", "show", window_ref(wid), *where).count(wid) == 1
+    assert all(a["silenced"] is None for a in items.values())
+
+
+def test_alerts_say_which_are_silenced(tmp_path: Path) -> None:
+    """After ``silence add`` the alert kept reading plain ``firing``: nothing said that
+    nobody would be told of it any more."""
+    folder = tmp_path / "state"
+    store = open_state_store(folder)
+    with store.transaction():
+        for rule in ("charges-missing", "age-drift"):
+            upsert_alert(store, AlertRecord(id=rule, rule=rule, model="churn", state="firing", severity="warning",
+                                            metric="missing_share", column="plan", value=0.3, threshold=0.1,
+                                            fired_at=NOW - timedelta(minutes=5), updated_at=NOW - timedelta(minutes=5)))
+    store.close()
+    where = state_cli_args(folder, tmp_path / "cli")
+    added = doc("silence", "add", *where, "--rule", "charges-missing", "--for", "1h")
+    out = ok("alerts", *where)
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("charges", "age"))}
+    assert "firing (silenced)" in lines["charges-missing"], out
+    assert "silenced" not in lines["age-drift"], out
+    items = {a["id"]: a for a in doc("alerts", *where)["items"]}  # type: ignore[union-attr]
+    assert items["charges-missing"]["silenced"] == added["item"]["id"]  # type: ignore[index]
+    assert items["age-drift"]["silenced"] is None
+
+
+def test_windows_show_gives_a_performance_figure_its_interval(tmp_path: Path) -> None:
+    """``windows`` showed ``accuracy 0.608 [0.56, 0.655]``, ``windows show`` the same window's
+    accuracy as a bare ``0.6075``: the interval says whether a drop is more than noise."""
+    folder = tmp_path / "state"
+    store = open_state_store(folder)
+    key = WindowKey("churn", "v12", "", _iso(DAY), _iso(DAY + timedelta(minutes=15)))
+    with store.transaction():
+        write_window(store, WindowRecord(key, 400, "ok", NOW), [MetricRow("", "row_count", 400.0)])
+        write_performance(store, key, [MetricRow("", "accuracy", 0.6075, ci_low=0.56, ci_high=0.655)],
+                          computed_at=NOW)
+    store.close()
+    where = state_cli_args(folder, tmp_path / "cli")
+    out = ok("windows", "show", window_ref(key.id), *where)
+    assert re.search(r"accuracy +0\.6075 \[0\.56, 0\.655\]", out), out
+    figures = {f["metric"]: f for f in doc("windows", "show", key.id, *where)["item"]["figures"]}  # type: ignore[index]
+    assert (figures["accuracy"]["ci_low"], figures["accuracy"]["ci_high"]) == (0.56, 0.655)
 
 
 def test_dead_letters_list_by_reason_and_export(where: tuple[str, str], tmp_path: Path) -> None:
