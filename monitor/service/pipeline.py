@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from monitor.config import Config, ModelConfig
+from monitor.config import Config, ModelConfig, format_duration
 from monitor.ingest.batch import ColumnBatch, claimed, next_offsets
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
@@ -94,6 +94,8 @@ from storage.stream import release_partitions as free_partitions
 from storage.windows import add_late_rows, stored_time_windows, write_window, write_windows
 
 log = logging.getLogger("driftwarden.pipeline")
+#: at most one late-rows WARNING per model this often (the rows meanwhile are counted into it)
+LATE_WARNING_INTERVAL = timedelta(minutes=1)
 
 #: how often :meth:`Pipeline.flush` tries again after losing partitions in one call
 _MAX_FENCED_RETRIES = 3
@@ -221,6 +223,8 @@ class Pipeline:
         #: partitions of the topic (set by the daemon): to warn about a model split over instances
         self.topic_partitions: int | None = None
         self._split_warned: set[str] = set()
+        #: per model: when its last late-rows WARNING was logged, and the late rows since
+        self._late_warned: dict[str, tuple[datetime, int]] = {}
         self._refused_logged: set[tuple[int, str]] = set()
         #: partitions whose last claim was refused: (the instance holding them, its group generation)
         self.refused: dict[int, tuple[str, int]] = {}
@@ -664,8 +668,10 @@ class Pipeline:
             n_late = 0
             for lr in late:
                 self._late.append((name, rt.config.window.by, lr))
-                n_late += lr.count
-            self.stats.late_rows += n_late
+                self.stats.late_rows += lr.count
+                if lr.segment == "":  # a row is late in its segments' windows too: count it once
+                    n_late += lr.count
+            self._warn_late(name, rt, late, now)
             if n_late < len(batch):
                 # only rows that went into a window keep the stream from being idle: one
                 # late row (dropped) every idle_timeout must not hold its windows open for good
@@ -727,6 +733,36 @@ class Pipeline:
             self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
         if dead:
             self._dirty = True
+
+    def _warn_late(self, name: str, rt: ModelRuntime, late: list[LateRows], now: datetime) -> None:
+        """A WARNING when rows of ``name`` arrived after their window closed: they count in
+        the window's ``late_rows`` (a window never stored, closed empty by the wall clock,
+        keeps not even that) and in no figure, which read as nothing at all (the count was
+        in ``/metrics`` and the shutdown line only). At most one per model every
+        :data:`LATE_WARNING_INTERVAL` (wall clock ``now``), counting the rows since the last."""
+        last, held = self._late_warned.get(name, (None, 0))
+        held += sum(lr.count for lr in late if lr.segment == "")  # a row is also late in its segments' windows
+        if not held:
+            return
+        if last is not None and now - last < LATE_WARNING_INTERVAL:
+            self._late_warned[name] = (last, held)
+            return
+        self._late_warned[name] = (now, 0)
+        window = rt.config.window
+        if window.by == "time" and late:
+            newest = max(late, key=lambda lr: lr.end)
+            where = f"the newest for the window {iso_ms(newest.start)}..{iso_ms(newest.end)}"
+        else:
+            where = "for windows already closed"
+        idle = "off" if window.idle_timeout is None else format_duration(window.idle_timeout)
+        log.warning(
+            "model %s: %d row(s) arrived after their window closed (%s): counted in late_rows and"
+            " driftwarden_late_rows_total, in no figure. Rows stamped further back than"
+            " window.lateness (%s) behind the newest, or during a pause longer than"
+            " window.idle_timeout (%s) after which the wall clock closed their windows"
+            " (a producer sending a backlog), are late",
+            name, held, where, format_duration(window.lateness), idle,
+        )
 
     def _warn_split(self, name: str, rt: ModelRuntime) -> None:
         """Once per model: its rows come from several partitions while other instances own
