@@ -323,3 +323,24 @@ def test_a_null_event_id_or_features_leaves_the_batch_to_the_per_record_path(fie
     batches, dead = d.decode(recs, now=datetime.fromtimestamp(2_000_000_000, UTC))
     assert len(batches["churn"]) == 3
     assert [(x.offset, x.reason) for x in dead] == [(2, reason)]
+
+
+@pytest.mark.parametrize("width", [1, 5, 16, 17, 25])
+def test_transposed_columns_are_the_structs_fields_in_order(width: int) -> None:
+    """Narrow structs (cut from one flat list) and wide ones (``zip``) give each field's
+    values in the structs' order, the same objects; a missing nested object raises
+    ``TypeError`` (the caller's cue for the per-record path), unequal widths ``ValueError``."""
+    import msgspec
+
+    from monitor.ingest.typed_decode import _transposed
+
+    row = msgspec.defstruct("Row", [(f"f{i}", object) for i in range(width)])
+    structs = [row(*(f"{r}:{i}" for i in range(width))) for r in range(7)]
+    cols = _transposed(structs)
+    assert [list(c) for c in cols] == [[f"{r}:{i}" for r in range(7)] for i in range(width)]
+    assert all(c[3] is getattr(structs[3], f"f{i}") for i, c in enumerate(cols))
+    with pytest.raises(TypeError):
+        _transposed([*structs, None])
+    other = msgspec.defstruct("Other", [(f"f{i}", object) for i in range(width + 1)])
+    with pytest.raises((TypeError, ValueError)):
+        _transposed([*structs, other(*range(width + 1))])
