@@ -205,17 +205,20 @@ def claimed(records: list[Any], claims: Container[int]) -> list[Any]:
     return [r for r in records if partition(r) in claims]
 
 
-def next_offsets(records: Sequence[Any]) -> dict[int, int]:
+def next_offsets(records: Sequence[Any], positions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, int]:
     """The offset after the last of ``records`` in each partition (``{partition: highest
-    offset + 1}``), partitions in order of first appearance. One partition (what a
-    Kafka poll hands over per list): a ``max`` over the offsets in C."""
-    f = record_fields(records)
-    parts = list(map(f.partition, records))
-    offs = list(map(f.offset, records))
-    if parts and parts.count(parts[0]) == len(parts):
-        return {parts[0]: max(offs) + 1}
+    offset + 1}``), partitions in order of first appearance. ``positions``: the records'
+    :func:`record_positions`, read here when not given (the pipeline reads them once for
+    the decoder and for this). One partition (what a Kafka poll hands over per list): a
+    comparison and a ``max`` over the packed arrays."""
+    partition, offset = positions if positions is not None else record_positions(records)
+    if partition.shape[0] == 0:
+        return {}
+    first = int(partition[0])
+    if (partition == first).all():
+        return {first: int(offset.max()) + 1}
     out: dict[int, int] = {}
-    for p, o in zip(parts, offs, strict=True):
+    for p, o in zip(partition.tolist(), offset.tolist(), strict=True):
         o += 1
         if o > out.get(p, -1):
             out[p] = o

@@ -199,11 +199,14 @@ class BatchDecoder:
         self.typed = TypedDecoder.build(self.schemas, self.prediction_names, model_field)
 
     def decode(
-        self, records: Iterable[Any], *, now: datetime | None = None
+        self, records: Iterable[Any], *, now: datetime | None = None,
+        positions: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[dict[str, ColumnBatch], list[DeadLetter]]:
         """Decode records (objects with topic, partition, offset, timestamp, value).
 
         ``now`` is the wall clock that bounds event times (with ``max_future_skew_ms``).
+        ``positions``: the records' :func:`~monitor.ingest.batch.record_positions`, when the
+        caller read them already (the typed path then does not read them again).
         """
         records = list(records)
         received = now or datetime.now(UTC)
@@ -211,7 +214,8 @@ class BatchDecoder:
         try:
             if self.typed is not None:
                 fast = self.typed.decode(
-                    records, self.max_message_bytes, now_ms=now_ms, max_future_skew_ms=self.max_future_skew_ms
+                    records, self.max_message_bytes, now_ms=now_ms, max_future_skew_ms=self.max_future_skew_ms,
+                    positions=positions,
                 )
             else:
                 fast = decode_fast(

@@ -332,19 +332,25 @@ class TypedDecoder:
             return None
 
     def decode(
-        self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int
+        self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int,
+        positions: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, ColumnBatch] | None:
         """The batch's columns per model, or ``None`` when it needs the per-record path.
+        ``positions``: the records' :func:`~monitor.ingest.batch.record_positions` if the
+        caller has them (read here otherwise); the batches may share those arrays.
 
         The cyclic garbage collector is paused meanwhile (:func:`_gc_paused`): reading the
         columns makes a tuple per struct (``astuple``), all acyclic and dead by the end,
         and the collections their count would trigger only walk them (~3k instructions
         per event of a 25-column batch)."""
         with _gc_paused():
-            return self._decode(records, max_message_bytes, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
+            return self._decode(
+                records, max_message_bytes, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms, positions=positions
+            )
 
     def _decode(
-        self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int
+        self, records: Sequence[Any], max_message_bytes: int, *, now_ms: int, max_future_skew_ms: int,
+        positions: tuple[np.ndarray, np.ndarray] | None,
     ) -> dict[str, ColumnBatch] | None:
         fields = record_fields(records)
         values = record_values(records, fields)
@@ -354,7 +360,7 @@ class TypedDecoder:
             objs = list(map(self._decode_one, values))
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        partition, offset = record_positions(records, fields)
+        partition, offset = positions if positions is not None else record_positions(records, fields)
         record_ts = record_timestamps(records, fields)
         kinds = list(map(type, objs)) if len(self._plan_list) > 1 else None
         if kinds is None or len(set(kinds)) == 1:

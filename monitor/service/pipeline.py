@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig, format_duration
-from monitor.ingest.batch import ColumnBatch, claimed, next_offsets
+from monitor.ingest.batch import ColumnBatch, claimed, next_offsets, record_positions
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
@@ -652,8 +652,10 @@ class Pipeline:
             self.labels.rollback(cp.labels)
 
     def _process_records(self, records: list[Any]) -> None:
-        batches, dead = self.decoder.decode(records, now=self.clock())
-        self.process(batches, dead, next_offsets(records))
+        # read once: the typed decoder's partitions and offsets, and the next offsets
+        positions = record_positions(records)
+        batches, dead = self.decoder.decode(records, now=self.clock(), positions=positions)
+        self.process(batches, dead, next_offsets(records, positions))
 
     def process(self, batches: Mapping[str, ColumnBatch], dead: list[DeadLetter], next_offsets: Mapping[int, int]) -> None:
         now = self.clock()

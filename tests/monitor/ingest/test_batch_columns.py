@@ -156,6 +156,9 @@ def test_next_offsets_and_claimed_keep_the_per_record_rules() -> None:
     assert next_offsets([]) == {}
     shifted = [_Shifted("t", 2, i, 5, b"y") for i in range(3)]
     assert next_offsets(shifted) == {2: 1003}
+    # positions read once by the caller (the pipeline, for the decoder too) are used as given
+    assert list(next_offsets(several, record_positions(several)).items()) == [(5, 41), (1, 40)]
+    assert next_offsets(one, (np.array([3, 3], np.int32), np.array([7, 9]))) == {3: 10}
     assert claimed(several, {5: 1, 1: 1}) is several
     assert claimed(several, {1: 1}) == [r for r in several if r.partition == 1]
     assert claimed(several, {}) == []
