@@ -7,7 +7,7 @@ import struct
 from collections import namedtuple
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter, countOf, itemgetter
 from typing import Any
 
 import numpy as np
@@ -133,11 +133,10 @@ def record_fields(records: Sequence[Any]) -> RecordFields:
     to that descriptor: ~300 instructions, the index ~60). Anything else (several types,
     other objects, a field overridden in a subclass): ``attrgetter``. Either reads the
     same values; one ``type`` call per record to tell."""
-    kinds = set(map(type, records))
-    if len(kinds) != 1:
+    if not records:
         return _BY_NAME
-    cls = kinds.pop()
-    if not issubclass(cls, tuple):
+    cls = type(records[0])
+    if not all_of_type(records, cls) or not issubclass(cls, tuple):
         return _BY_NAME
     at = []
     for name in _NAMES:
@@ -146,6 +145,13 @@ def record_fields(records: Sequence[Any]) -> RecordFields:
             return _BY_NAME
         at.append(itemgetter(d.__reduce__()[1][0]))  # (type, (index, doc))
     return RecordFields(*at)
+
+
+def all_of_type(values: Sequence[Any], cls: type) -> bool:
+    """Whether every one of ``values`` is exactly of type ``cls`` (no subclass; true when
+    there are none). One C-level pass counting identities (``operator.countOf``), about
+    two thirds of the cost of building ``set(map(type, values))``."""
+    return countOf(map(type, values), cls) == len(values)
 
 
 def record_values(records: Sequence[Any], fields: RecordFields | None = None) -> list[Any]:
@@ -185,7 +191,7 @@ def record_timestamps(records: Sequence[Any], fields: RecordFields | None = None
     else (None, a float, a bool, a numpy integer) sends the records through one by one."""
     n = len(records)
     ts = list(map((fields or record_fields(records)).timestamp, records))
-    if n and set(map(type, ts)) == {int}:
+    if n and all_of_type(ts, int):
         a = np.empty(n, dtype=np.int64)
         try:
             struct.pack_into(f"{n}q", a, 0, *ts)

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.ingest.batch import BadMessage
+from monitor.ingest.batch import BadMessage, all_of_type
 
 #: 1970-01-01T00:00:00Z
 MIN_EVENT_MS = 0
@@ -181,11 +181,10 @@ def epoch_ms_column(values: Sequence[Any]) -> np.ndarray | None:
     """The fast paths' event times: all epoch-ms integers or all RFC 3339 strings, as
     int64; ``None`` for anything else (mixed, floats, missing, unparsable, too big), which
     the per-record path then names. Range checks are :func:`in_range`'s."""
-    types = set(map(type, values))
     try:
-        if types <= {int}:
+        if all_of_type(values, int):
             return np.array(values, dtype=np.int64)
-        if types <= {str}:
+        if all_of_type(values, str):
             return np.fromiter(map(iso_to_ms, values), dtype=np.int64, count=len(values))
     except (ValueError, OverflowError):
         return None

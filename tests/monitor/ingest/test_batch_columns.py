@@ -347,3 +347,17 @@ def test_transposed_columns_are_the_structs_fields_in_order(width: int) -> None:
     other = msgspec.defstruct("Other", [(f"f{i}", object) for i in range(width + 1)])
     with pytest.raises((TypeError, ValueError)):
         _transposed([*structs, other(*range(width + 1))])
+
+
+def test_all_of_type_is_exact_type_equality() -> None:
+    """The decoders' "all of one type" checks: exact types, as ``set(map(type, ...))`` told
+    them (a bool is no int, a subclass not its base), true for no values."""
+    from monitor.ingest.batch import all_of_type
+
+    assert all_of_type([1, 2, 3], int)
+    assert not all_of_type([1, True], int)
+    assert not all_of_type(["a", 1], str)
+    assert all_of_type([], str)
+    recs = _consumer_records(3, [0])
+    assert all_of_type(recs, type(recs[0]))
+    assert not all_of_type([*recs, tuple(recs[0])], type(recs[0]))
