@@ -211,6 +211,21 @@ def claimed(records: list[Any], claims: Container[int]) -> list[Any]:
     return [r for r in records if partition(r) in claims]
 
 
+def first_offsets(records: Sequence[Any]) -> dict[int, int]:
+    """The offset of the first of ``records`` in each partition (``{partition: offset}``):
+    where each partition's records of one poll begin. One partition (what a Kafka poll
+    hands over per list): the first record's offset, after one C-level pass."""
+    f = record_fields(records)
+    parts = list(map(f.partition, records))
+    if parts and parts.count(parts[0]) == len(parts):
+        return {parts[0]: f.offset(records[0])}
+    out: dict[int, int] = {}
+    for p, r in zip(parts, records, strict=True):
+        if p not in out:
+            out[p] = f.offset(r)
+    return out
+
+
 def next_offsets(records: Sequence[Any], positions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, int]:
     """The offset after the last of ``records`` in each partition (``{partition: highest
     offset + 1}``), partitions in order of first appearance. ``positions``: the records'

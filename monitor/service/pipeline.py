@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig, format_duration
-from monitor.ingest.batch import ColumnBatch, claimed, next_offsets, record_positions
+from monitor.ingest.batch import ColumnBatch, claimed, first_offsets, next_offsets, record_positions
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
@@ -277,6 +277,10 @@ class Pipeline:
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state, per partition (replay boundary)
         self.replay_before: dict[int, int] = {}
+        #: per claimed partition, the offset the consumer reads next as far as this
+        #: pipeline knows (where a claim seeked it, then after the last record read): a
+        #: record before it means the partition's log went back (see :meth:`_log_went_back`)
+        self.fetch_next: dict[int, int] = {}
         #: closed windows to store, with the partitions their rows came from
         self._closed: list[tuple[ModelRuntime, WindowFigures, frozenset[int]]] = []
         self._dead: list[DeadLetter] = []
@@ -428,6 +432,10 @@ class Pipeline:
         for p, c in claims.items():
             if c.ok and p in resume:
                 seek[p] = resume[p] if not c.continued else self.positions.get(p, resume[p])
+        for p, c in claims.items():
+            if c.ok and p not in seek:  # the consumer goes on from where Kafka has it
+                self.fetch_next.pop(p, None)
+        self.fetch_next.update(seek)
         return seek, refused
 
     def _resume(self, claims: list[Claim]) -> None:
@@ -527,6 +535,7 @@ class Pipeline:
             self.positions.pop(p, None)
             self.replay_before.pop(p, None)
             self.claims.pop(p, None)
+            self.fetch_next.pop(p, None)
         self._closed = [c for c in self._closed if not (c[2] & partitions)]
         self._dead = [d for d in self._dead if d.partition not in partitions]
         if self.labels is not None:
@@ -599,7 +608,36 @@ class Pipeline:
             # a partition not (or no longer) claimed is not ours to count: it is re-read
             # from its stored state once a claim succeeds
             records = claimed(records, self.claims)
+            if records:
+                self._log_went_back(records)
         self._isolated(records, self._process_records)
+
+    def _log_went_back(self, records: list[Any]) -> None:
+        """Records of a partition that begin before where its consumer was reading
+        (:attr:`fetch_next`): the partition's log went back, the topic deleted and
+        recreated or its records deleted by hand (Kafka then resets the consumer to
+        ``auto_offset_reset``). Its offsets name other records now: what is held for the old
+        log (its replay boundary and position, the open windows' rows of it, its label
+        join state) is dropped, keeping the claim, and the new log's records are counted
+        from where they begin. Without this they all were taken for a replay of what the
+        old log held (rows before the stored offset only re-fill open windows, labels
+        before it are skipped) until the new log passed the old one's end: a
+        recreated topic was silently not monitored for as many records as it had held.
+        Kafka hands each partition's records in offset order, so the check is one
+        comparison per partition and poll."""
+        for p, first in first_offsets(records).items():
+            expected = self.fetch_next.get(p)
+            if expected is not None and first < expected:
+                log.error(
+                    "partition %d: offset %d read where offset %d was next: its log went back (the"
+                    " topic was deleted and recreated, or its records deleted); what was held for"
+                    " the old log is dropped and its records are counted as new from offset %d",
+                    p, first, expected, first,
+                )
+                epoch = self.claims[p]
+                self._forget({p}, why="went back to an earlier offset")
+                self.claims[p] = epoch
+        self.fetch_next.update(next_offsets(records))
 
     def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:
         """``process(records)``; if it raises, roll back and bisect until the records that
