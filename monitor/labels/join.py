@@ -75,7 +75,7 @@ import numpy as np
 
 from detectors.estimation import ESTIMATED_METRICS, estimate_binary
 from monitor.config import Config, ModelConfig
-from monitor.ingest.batch import ColumnBatch
+from monitor.ingest.batch import ColumnBatch, first_offsets, next_offsets
 from monitor.ingest.event_time import NO_TIME, vouch
 from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
 from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
@@ -225,6 +225,10 @@ class LabelJoin:
         self.positions: dict[int, int] = {}
         #: first offset NOT reflected in durable state (records before it are skipped)
         self.replay_before: dict[int, int] = {}
+        #: per labels partition, the offset the consumer reads next as far as the join
+        #: knows (where the daemon seeked it, then after the last record read): a record
+        #: before it means the partition's log went back (see :meth:`log_went_back`)
+        self.fetch_next: dict[int, int] = {}
         #: per model: the join's clock, the newest event time two events of either stream
         #: reached (ms; absent before the second event; see the module documentation)
         self.clock_ms: dict[str, int] = {}
@@ -375,6 +379,32 @@ class LabelJoin:
             self.clock_ms[model] = clock
         self.last_activity[model] = self.wall()
         self.idle_ms.pop(model, None)
+
+    def reading_from(self, partition: int, offset: int) -> None:
+        """The daemon seeked labels ``partition`` to ``offset``: its next record is there."""
+        self.fetch_next[partition] = offset
+
+    def log_went_back(self, records: list[Any]) -> None:
+        """Records of a labels partition that begin before where its consumer was reading
+        (:attr:`fetch_next`): its log went back, the labels topic deleted and recreated
+        or its records deleted (Kafka then resets the consumer to ``auto_offset_reset``).
+        Its offsets name other records now: its replay boundary and position are dropped,
+        so its labels are joined from where they begin; without this they were all
+        skipped as "already stored" (:meth:`fresh`) until the new log passed the old
+        one's end. The predictions held for a label stay: their labels may still come.
+        Kafka hands each partition's records in offset order: one comparison per
+        partition and poll."""
+        for p, first in first_offsets(records).items():
+            expected = self.fetch_next.get(p)
+            if expected is not None and first < expected:
+                log.error(
+                    "labels topic %s partition %d: offset %d read where offset %d was next: its log"
+                    " went back (the topic was deleted and recreated, or its records deleted); its"
+                    " labels are joined as new from offset %d", self.topic, p, first, expected, first,
+                )
+                self.replay_before.pop(p, None)
+                self.positions[p] = first
+        self.fetch_next.update(next_offsets(records))
 
     def fresh(self, records: list[Any]) -> list[Any]:
         """The records not yet reflected in durable state (a restart skips the others)."""
@@ -1023,6 +1053,7 @@ class LabelJoin:
         for p in partitions:
             self.positions.pop(p, None)
             self.replay_before.pop(p, None)
+            self.fetch_next.pop(p, None)
         gone = sorted(m for m, p in self.home.items() if p in partitions)
         for m in gone:
             for per_model in (self.home, self.clock_ms, self.front_ms, self.last_activity, self.idle_ms, self._preds, self._labels,
@@ -1049,6 +1080,7 @@ class LabelJoin:
         for p in gone:
             self.positions.pop(p, None)
             self.replay_before.pop(p, None)
+            self.fetch_next.pop(p, None)
         return gone
 
     def commit_offsets(self) -> dict[int, int]:

@@ -423,6 +423,7 @@ class Daemon:
                             # single-row state for partitions no row keeps)
                             if tp.topic == labels_topic and tp.partition in labels.positions:
                                 daemon._consumer.seek(tp, labels.positions[tp.partition])
+                                labels.reading_from(tp.partition, labels.positions[tp.partition])
                     daemon._notify_ready()
                     daemon.on_event("assigned", {"partitions": sorted(daemon._owned())})
 
@@ -676,6 +677,7 @@ class Daemon:
             for tp in ltps:
                 if tp.partition not in refused and tp.partition in labels.positions:
                     self._consumer.seek(tp, labels.positions[tp.partition])
+                    labels.reading_from(tp.partition, labels.positions[tp.partition])
             tps = tps + ltps
             if self.store.shared:
                 # a labels partition whose predictions partition this instance does not hold

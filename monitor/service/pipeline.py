@@ -745,6 +745,8 @@ class Pipeline:
                 # labels partition p carries the models of predictions partition p: its
                 # join belongs to p's owner, who resumes it from p's row (see monitor.labels.join)
                 records = [r for r in records if r.partition in self.claims]
+            if records:
+                self.labels.log_went_back(records)
             self._isolated(records, self._process_label_records)
 
     def _process_label_records(self, records: list[Any]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from monitor.config import load_config
 from monitor.service.pipeline import Pipeline
 from tests.monitor.daemon_helpers import START, stream, write_config
+from tests.monitor.labels.helpers import Clock, label_config, labels_for, predictions, records
 from tests.store_targets import StoreTarget
 
 Rec = namedtuple("Rec", "topic partition offset timestamp value")
@@ -65,3 +66,23 @@ def test_a_restart_on_a_recreated_topic_counts_its_records(tmp_path: Path, store
     p2.process_records([Rec("predictions", 0, j, NOW_MS, v) for j, v in enumerate(events[400:])])
     p2.flush()
     assert _counted(p2) - before >= 300
+
+
+def test_labels_of_a_recreated_labels_topic_are_joined(tmp_path: Path, store_target: StoreTarget) -> None:
+    cfg = load_config(label_config(tmp_path))
+    clock = Clock()
+    p = Pipeline(cfg, store_target.open(), clock=clock)
+    p.auto_claim = False
+    p.adopt([0], generation=1)
+    preds = predictions(windows=4, per_window=100)
+    labs = labels_for(preds, seed=2)
+    p.process_records(records("predictions", preds))
+    first, rest = labs[:200], labs[200:]
+    p.process_label_records(records("labels", first))
+    p.flush()
+    assert p.stats.labels == 200
+    # the labels topic is deleted and recreated: its records begin at offset 0 again
+    p.process_label_records(records("labels", rest))
+    p.flush()
+    assert p.stats.labels == len(labs)
+    assert p.labels is not None and p.labels.commit_offsets() == {0: len(rest)}
