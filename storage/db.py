@@ -14,6 +14,7 @@ commands answer at once.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -53,6 +54,12 @@ class StoreBusy(StorageError):
     """Another process held the store longer than this one waited (SQLite's busy
     timeout; on PostgreSQL a lock wait or statement cut by ``statement_timeout``): it
     passes by itself, e.g. a migration another instance runs, a backup, a long query."""
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """``path``'s file as (device, inode); raises :class:`OSError` (e.g. not there)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _sqlite_error(exc: sqlite3.Error, message: str) -> StorageError:
@@ -138,6 +145,8 @@ class Store:
         self.conn = conn
         self._lock = threading.RLock()
         self._depth = 0
+        #: the file this connection writes, as (device, inode); None: read-only
+        self._file: tuple[int, int] | None = None
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if readonly:
             try:  # the first read of the file: not a database (or damaged) says so here
@@ -159,6 +168,7 @@ class Store:
                     time.sleep(0.02)
                 except sqlite3.Error as exc:
                     raise _sqlite_error(exc, f"cannot configure {self.path}: {exc}") from exc
+            self._file = _identity(self.path)
             if migrate:  # False: a writer (the CLI's silences) that must not upgrade the schema
                 self.migrate()
 
@@ -250,6 +260,8 @@ class Store:
         with self._lock:
             outer = self._depth == 0
             name = f"sp{self._depth}"
+            if outer:
+                self._check_file()
             try:
                 self.conn.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
             except sqlite3.Error as exc:
@@ -281,6 +293,29 @@ class Store:
                         except sqlite3.Error:
                             pass
                     raise _sqlite_error(exc, f"cannot write {self.path}: {exc}") from exc
+
+    def _check_file(self) -> None:
+        """Raise :class:`StorageError` when the file at :attr:`path` is no longer the one
+        this connection writes: deleted (the state dir removed under a running daemon) or
+        replaced (another file copied or moved there). SQLite goes on writing into the file
+        it has open, unlinked or not, and says nothing: the daemon looked healthy and
+        committed Kafka offsets for what only that file held, which the next start (opening
+        the path) never sees. One ``stat`` per write transaction."""
+        if self._file is None:
+            return
+        try:
+            now: tuple[int, int] | None = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        except OSError:  # cannot tell (a permission taken away): the write itself says
+            return
+        if now != self._file:
+            raise StorageError(
+                f"cannot write {self.path}: the database file was deleted or replaced while this"
+                f" process had it open ({'no file there now' if now is None else 'another file there now'});"
+                " what is written to the open one would be lost at the next start. Restart"
+                " driftwarden (Kafka offsets were committed only up to what that file holds)"
+            )
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:

@@ -7,7 +7,9 @@ import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
-from storage.db import Store
+import pytest
+
+from storage.db import StorageError, Store
 from storage.schema import MIGRATIONS
 
 
@@ -44,3 +46,39 @@ def test_processes_opening_one_new_file_at_once_all_start(tmp_path: Path) -> Non
             store.close()
         assert versions == [v for v, _, _ in MIGRATIONS]  # each applied once
     assert outcomes == ["ok"] * 48
+
+
+def _write(store: Store) -> None:
+    with store.transaction():
+        store.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (10_000, "x"))
+        store.execute("DELETE FROM schema_version WHERE version = ?", (10_000,))
+
+
+def test_a_database_file_deleted_while_open_refuses_writes(tmp_path: Path) -> None:
+    """The state dir removed under a running daemon (``rm -rf state``, a cleaner): SQLite
+    went on writing into the unlinked file, the daemon reported healthy and committed Kafka
+    offsets for what only that file held; the next start found an empty store and began
+    after them. Now a write says the file is gone (a storage error: nothing is committed
+    past it, /readyz says so)."""
+    path = tmp_path / "state" / "driftwarden.db"
+    store = Store(path)
+    _write(store)
+    for f in path.parent.iterdir():
+        f.unlink()
+    path.parent.rmdir()
+    with pytest.raises(StorageError, match="deleted or replaced"):
+        _write(store)
+    store.close()
+
+
+def test_a_database_file_replaced_while_open_refuses_writes(tmp_path: Path) -> None:
+    """Another file put at the path (a restore copied over a running daemon's store):
+    writes to the one still open would be lost with it."""
+    path = tmp_path / "driftwarden.db"
+    store = Store(path)
+    _write(store)
+    Store(tmp_path / "other.db").close()
+    (tmp_path / "other.db").replace(path)
+    with pytest.raises(StorageError, match="deleted or replaced"):
+        _write(store)
+    store.close()
