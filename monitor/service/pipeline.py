@@ -524,11 +524,12 @@ class Pipeline:
                     log.warning("storage: cannot mark partitions %s free: %s", sorted(held), exc)
         return gone
 
-    def _forget(self, partitions: set[int], *, why: str, store: bool = True) -> None:
+    def _forget(self, partitions: set[int], *, why: str, store: bool = True, labels: bool = True) -> None:
         """Drop everything held for ``partitions``: positions, claims, pending work fed
         by them, and the state of the models whose rows they carry. ``store``: False
         while the store is known to be away (the rolling references of the models reset
-        are not reloaded from it)."""
+        are not reloaded from it). ``labels``: False keeps the label join's state of the
+        labels partitions of these numbers."""
         if not partitions:
             return
         for p in partitions:
@@ -538,7 +539,7 @@ class Pipeline:
             self.fetch_next.pop(p, None)
         self._closed = [c for c in self._closed if not (c[2] & partitions)]
         self._dead = [d for d in self._dead if d.partition not in partitions]
-        if self.labels is not None:
+        if self.labels is not None and labels:
             self.labels.forget(partitions)
         dropped, reset = 0, []
         for name, rt in self.models.items():
@@ -634,9 +635,13 @@ class Pipeline:
                     " the old log is dropped and its records are counted as new from offset %d",
                     p, first, expected, first,
                 )
-                epoch = self.claims[p]
-                self._forget({p}, why="went back to an earlier offset")
+                # what the old log's rows already made (closed windows, dead letters, late
+                # rows not stored yet) is still stored; the label join's state is the labels
+                # topic's, which did not go back
+                epoch, pending = self.claims[p], (self._closed, self._dead, self._late)
+                self._forget({p}, why="went back to an earlier offset", labels=False)
                 self.claims[p] = epoch
+                self._closed, self._dead, self._late = pending
         self.fetch_next.update(next_offsets(records))
 
     def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:

@@ -36,13 +36,15 @@ def test_records_of_a_recreated_topic_are_counted(tmp_path: Path, store_target: 
     old, new = events[:400], events[400:]
     for i in range(0, len(old), 100):
         p.process_records([Rec("predictions", 0, i + j, NOW_MS, v) for j, v in enumerate(old[i:i + 100])])
-        p.flush()
-    assert _counted(p) == 400
+        if i + 100 < len(old):  # the last windows the old log closed are not stored yet
+            p.flush()
     # the topic is deleted and recreated: Kafka resets the consumer to the new log's start
     for i in range(0, len(new), 100):
         p.process_records([Rec("predictions", 0, i + j, NOW_MS, v) for j, v in enumerate(new[i:i + 100])])
         p.flush()
-    assert _counted(p) - 400 >= 300  # the new log's rows (an old open window may be dropped)
+    # the old log's rows (its windows closed before, stored) and the new log's (an open
+    # window of the old log is dropped with it)
+    assert _counted(p) >= 400 + 300
     assert p.positions[0] == 400
     assert p.commit_offsets()[0] <= 400
 
