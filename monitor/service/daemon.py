@@ -69,6 +69,11 @@ STALL_AFTER_MIN_S = 60.0
 READ_BUSY_TIMEOUT_MS = 2_000
 
 
+#: the longest a reload's preparation (references read again, thresholds calibrated)
+#: counts as the loop turning, in seconds (see :meth:`Daemon._kept_alive`)
+RELOAD_KEEPALIVE_SECONDS = 600.0
+
+
 class Daemon:
     def __init__(
         self,
@@ -896,6 +901,30 @@ class Daemon:
             self._notified_ready = True
             self.systemd.status("consuming")
 
+    @contextlib.contextmanager
+    def _kept_alive(self, seconds: float) -> Iterator[None]:
+        """Report the loop as turning (systemd's watchdog, /healthz) while the block runs,
+        for at most ``seconds``: bounded work on the consumer loop that reports no progress
+        of its own, such as a reload preparing models again (its references read, its
+        thresholds calibrated: tens of seconds for a large reference, past the unit's
+        ``WatchdogSec=60``, which killed the daemon in the middle of the reload). Past
+        ``seconds`` the block is taken for stuck, as any other stalled turn."""
+        done = threading.Event()
+        step = max(0.05, min(1.0, (self.systemd.watchdog or 2.0) / 4))
+        until = time.monotonic() + seconds
+
+        def kick() -> None:
+            while not done.wait(step) and time.monotonic() < until:
+                self._advancing()
+
+        thread = threading.Thread(target=kick, name="kept-alive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
+
     def _wait(self, seconds: float) -> None:
         """``stop_event.wait`` that keeps kicking the watchdog: a deliberate pause
         (reconnect backoff, storage retry) is not a stuck loop."""
@@ -953,7 +982,8 @@ class Daemon:
             return
         self.systemd.reloading(f"reloading {self.config_path}")
         try:
-            plan = prepare_reload(self, self.config_path)
+            with self._kept_alive(RELOAD_KEEPALIVE_SECONDS):
+                plan = prepare_reload(self, self.config_path)
             plan.apply(self)
         except ReloadRefused as exc:
             log.error("reload refused, the running config stays: %s", exc)
