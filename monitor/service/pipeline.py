@@ -642,7 +642,7 @@ class Pipeline:
                 self._forget({p}, why="went back to an earlier offset", labels=False)
                 self.claims[p] = epoch
                 self._closed, self._dead, self._late = pending
-        self.fetch_next.update(next_offsets(records))
+        # fetch_next moves on in _process_records, from the offsets the decoder read anyway
 
     def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:
         """``process(records)``; if it raises, roll back and bisect until the records that
@@ -698,7 +698,12 @@ class Pipeline:
         # read once: the typed decoder's partitions and offsets, and the next offsets
         positions = record_positions(records)
         batches, dead = self.decoder.decode(records, now=self.clock(), positions=positions)
-        self.process(batches, dead, next_offsets(records, positions))
+        nxt = next_offsets(records, positions)
+        fetched = self.fetch_next
+        for p, o in nxt.items():
+            if o > fetched.get(p, -1):
+                fetched[p] = o
+        self.process(batches, dead, nxt)
 
     def process(self, batches: Mapping[str, ColumnBatch], dead: list[DeadLetter], next_offsets: Mapping[int, int]) -> None:
         now = self.clock()
