@@ -51,7 +51,7 @@ from alerts.payloads import (
     retrain_payload,
 )
 from alerts.rules import Evaluation, Rule, detector_step
-from alerts.state import FIRING, INACTIVE, PENDING, RESOLVED, step
+from alerts.state import FIRING, INACTIVE, PENDING, RESOLVED, mute_reason, step, twin_key
 from storage import alerts as db
 from storage.alerts import AlertRecord, DeliveryRecord, SilenceRecord
 from storage.db import Store
@@ -804,18 +804,6 @@ class AlertEngine:
             names = [n for n in names if self.notifiers[n].kind == "alert"]
         return names
 
-    def _muted(
-        self,
-        alert: AlertRecord,
-        silences: Sequence[SilenceRecord],
-        firing_critical: set[tuple[str, ...]],
-    ) -> str:
-        if any(s.matches(alert.model, alert.rule) for s in silences):
-            return "silenced"
-        if alert.severity == "warning" and _twin_key(alert) in firing_critical:
-            return "inhibited"
-        return ""
-
     def _notify(
         self,
         events: list[_Pending],
@@ -829,13 +817,13 @@ class AlertEngine:
         silences = db.list_silences(self.store, active_at=now)
         # the transitions of this call are already written: the store is current
         firing_critical = {
-            _twin_key(a)
+            twin_key(a)
             for a in db.active_alerts(self.store, (FIRING,))
             if a.severity == "critical"
         }
         to_send: list[_Pending] = []
         for ev in events:
-            muted = self._muted(ev.alert, silences, firing_critical)
+            muted = mute_reason(ev.alert, silences, firing_critical)
             if ev.kind == RESOLVED:
                 if ev.alert.last_notified_at is None:
                     muted = muted or "not notified"
@@ -1159,10 +1147,6 @@ def _older(end: str, last_end: str | None) -> bool:
         return parse_iso(end) <= parse_iso(last_end)
     except ValueError:
         return False
-
-
-def _twin_key(alert: AlertRecord) -> tuple[str, ...]:
-    return (alert.model, alert.metric, alert.column, alert.segment, alert.labels.get("version", ""))
 
 
 def _record_step(

@@ -14,9 +14,10 @@ reminders while firing.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from storage.alerts import AlertRecord
+from storage.alerts import AlertRecord, SilenceRecord
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
 
@@ -60,3 +61,22 @@ def _fire(alert: AlertRecord, now: datetime) -> AlertRecord:
         episode=alert.episode + 1,
         last_notified_at=None,
     )
+
+
+def twin_key(alert: AlertRecord) -> tuple[str, ...]:
+    """What a warning shares with the critical alert that inhibits it: model, figure,
+    column, segment and version (the rule's name and severity differ)."""
+    return (alert.model, alert.metric, alert.column, alert.segment, alert.labels.get("version", ""))
+
+
+def mute_reason(
+    alert: AlertRecord, silences: Sequence[SilenceRecord], firing_critical: Collection[tuple[str, ...]]
+) -> str:
+    """Why nobody is told about ``alert``: ``"silenced"`` (one of the active ``silences``
+    matches its model and rule), ``"inhibited"`` (a warning whose critical twin, by
+    :func:`twin_key`, is among ``firing_critical``), or ``""`` (not muted)."""
+    if any(s.matches(alert.model, alert.rule) for s in silences):
+        return "silenced"
+    if alert.severity == "warning" and twin_key(alert) in firing_critical:
+        return "inhibited"
+    return ""
