@@ -14,7 +14,13 @@ from storage.db import Store
 #: the figures a drift chart and the gauges show, per window
 DRIFT_METRICS = ("drift_score", "drift_share", "prediction_drift")
 #: the figures exported as gauges for the newest judged window of each version
-GAUGE_METRICS = ("drift_score", "drift_share", "prediction_drift", "missing_share", "row_count")
+GAUGE_METRICS = (
+    "drift_score", "drift_share", "prediction_drift", "missing_share", "row_count",
+    # estimated performance (score models whose reference holds labels): computed when the window closes
+    "estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1", "estimated_roc_auc",
+)
+#: written for every computed performance window (the mark that its figures are stored)
+PERFORMANCE_MARK = "labelled_rows"
 
 
 def drift_history(store: Store, model: str, *, segment: str = "", windows: int = 100) -> list[dict[str, Any]]:
@@ -55,6 +61,35 @@ def latest_judged(store: Store, model: str, versions: Sequence[str]) -> list[dic
         f" JOIN metrics m ON m.window_id = w.id WHERE m.metric IN ({marks})"
         ' ORDER BY w.version, m."column", m.metric',
         (*params, *GAUGE_METRICS),
+    )
+
+
+def latest_performance(store: Store, model: str, versions: Sequence[str], within: int) -> list[dict[str, Any]]:
+    """For each of ``versions``: the ``performance`` figures of the whole window (column
+    ``""``, with ``ci_low``/``ci_high``) of its newest all-rows window whose performance is
+    computed, among its newest ``within`` windows, with the window's ``version``,
+    ``window_id``, ``end``.
+
+    A window's performance is computed when its labels mature, ``labels.delay`` after its
+    end at the latest, so callers pass the windows of that span and some (``within``): a
+    version whose labels never came is not searched back to its first window at each scrape.
+    One indexed walk per version (``windows_latest``, then the figures' key)."""
+    if not versions:
+        return []
+    newest = (
+        "SELECT (SELECT r.id FROM (SELECT x.id, x.\"end\" FROM windows x WHERE x.model = ? AND x.segment = ''"
+        ' AND x.version = ? ORDER BY x."end" DESC LIMIT ?) AS r WHERE EXISTS (SELECT 1 FROM metrics k'
+        " WHERE k.window_id = r.id AND k.\"column\" = '' AND k.metric = ?) ORDER BY r.\"end\" DESC LIMIT 1) AS id"
+    )
+    union = " UNION ALL ".join([newest] * len(versions))
+    params: list[Any] = []
+    for v in versions:
+        params += [model, v, max(int(within), 1), PERFORMANCE_MARK]
+    return store.query(
+        f"WITH ids AS ({union}) SELECT w.version, w.id AS window_id, w.\"end\", m.metric, m.value,"
+        " m.ci_low, m.ci_high FROM ids JOIN windows w ON w.id = ids.id JOIN metrics m ON m.window_id = w.id"
+        " WHERE m.family = 'performance' AND m.\"column\" = '' ORDER BY w.version, m.metric",
+        params,
     )
 
 

@@ -8,7 +8,11 @@ them the figures of its newest window with status ``ok``:
   (per column, the prediction column included), ``driftwarden_column_drifted`` (0/1);
 - ``driftwarden_drift_share{model,version}``, ``driftwarden_drift_share_threshold``,
   ``driftwarden_dataset_drifted`` (0/1);
-- ``driftwarden_missing_share{model,version,column}``, ``driftwarden_window_rows{model,version}``.
+- ``driftwarden_missing_share{model,version,column}``, ``driftwarden_window_rows{model,version}``;
+- ``driftwarden_estimated_performance{model,version,metric}``: performance estimated from the
+  scores when the window closed (score models whose reference holds labels; ``metric`` is
+  the figure it estimates: ``accuracy``, ``precision``, ``recall``, ``f1``, ``roc_auc``).
+  The realized figures, once labels matured: :mod:`monitor.web.performance_metrics`.
 
 Segments are not labels (their values come from the stream): per-segment figures
 are in the API and on the dashboard. Labels: model names come from the config,
@@ -17,6 +21,7 @@ versions are capped per model, columns come from the config.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +29,8 @@ from storage.db import Store
 from storage.overview import latest_judged
 from storage.records import DATASET
 
+#: the prefix of the estimated figures' names
+ESTIMATED = "estimated_"
 #: a model's versions are those of its newest this-many all-rows windows
 RECENT_WINDOWS = 50
 
@@ -66,6 +73,11 @@ def drift_families(store: Store, models: dict[str, int]) -> Iterator[Any]:
         "driftwarden_missing_share", "Share of missing values of a column in the newest judged window", labels=["model", "version", "column"]
     )
     rows = GaugeMetricFamily("driftwarden_window_rows", "Rows of the newest judged window", labels=["model", "version"])
+    estimated = GaugeMetricFamily(
+        "driftwarden_estimated_performance",
+        "Performance estimated from the scores when the newest judged window closed (metric: the figure estimated)",
+        labels=["model", "version", "metric"],
+    )
     for model, most in models.items():
         for r in latest_judged(store, model, recent_versions(store, model, most)):
             v, col, value = r["version"], r["column"], r["value"]
@@ -88,4 +100,6 @@ def drift_families(store: Store, models: dict[str, int]) -> Iterator[Any]:
                 missing.add_metric([model, v, col], value)
             elif metric == "row_count" and col == DATASET:
                 rows.add_metric([model, v], value)
-    yield from (score, threshold, drifted, share, share_t, dataset, missing, rows)
+            elif metric.startswith(ESTIMATED) and col == DATASET and math.isfinite(value):
+                estimated.add_metric([model, v, metric.removeprefix(ESTIMATED)], value)
+    yield from (score, threshold, drifted, share, share_t, dataset, missing, rows, estimated)

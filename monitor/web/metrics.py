@@ -3,10 +3,12 @@
 Names follow Prometheus' conventions (``_total`` counters, ``_seconds`` and ``_bytes``
 units, ``_info`` for build facts). Label values are bounded: models, columns,
 notifiers from the config; versions by the stream's caps; reasons are our codes;
-partitions by the topic. The registry also holds the process, platform and GC
-collectors (``process_*``, ``python_*``). The drift gauges: :mod:`monitor.web.drift_metrics`.
+partitions by the topic; segments (per-alert series only) by that family's cap. The registry also holds the process, platform and GC
+collectors (``process_*``, ``python_*``). The drift gauges: :mod:`monitor.web.drift_metrics`;
+the performance gauges: :mod:`monitor.web.performance_metrics`; one series per pending or
+firing alert: :mod:`monitor.web.alert_metrics`.
 
-Families read from the store (outbox, alerts, label join, drift gauges, dead-letter
+Families read from the store (outbox, alerts, label join, drift and performance gauges, dead-letter
 drops, database size) are left out of a scrape while the store is failing or the
 consumer loop is stalled, or when a read fails: the in-memory families (``driftwarden_ready``
 among them) are still served at once, and ``driftwarden_store_readable`` says whether
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +54,9 @@ class DaemonMetrics:
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
 
+        from monitor.web.alert_metrics import alert_families  # noqa: PLC0415
         from monitor.web.drift_metrics import drift_families  # noqa: PLC0415
+        from monitor.web.performance_metrics import performance_families  # noqa: PLC0415
 
         d = self.daemon
         st = d.pipeline.stats
@@ -103,6 +108,8 @@ class DaemonMetrics:
         yield from self._observability()
         caps = {name: rt.config.limits.max_versions for name, rt in d.pipeline.models.items()}
         yield from self._from_store(lambda: drift_families(d.reads, caps), read)
+        yield from self._from_store(lambda: performance_families(d.reads, self._performance_models(d)), read)
+        yield from self._from_store(lambda: alert_families(d.reads, caps, datetime.now(UTC)), read)
         yield from self._from_store(lambda: self._outbox(d), read)
         yield from self._retention(d)
         yield from self._from_store(lambda: self._storage(d), read)
@@ -126,6 +133,18 @@ class DaemonMetrics:
             log.warning("metrics: store families left out of this scrape: %s", exc)
             read[0] = False
             return []
+
+    @staticmethod
+    def _performance_models(d: DaemonView) -> dict[str, tuple[int, int]]:
+        """Models with performance on: name -> (version cap, windows searched for the newest
+        computed performance window, see :func:`monitor.web.performance_metrics.search_depth`)."""
+        from monitor.web.performance_metrics import search_depth  # noqa: PLC0415
+
+        return {
+            name: (rt.config.limits.max_versions, search_depth(d.config.labels.delay, rt.config.window.step))
+            for name, rt in d.pipeline.models.items()
+            if rt.config.performance.enabled
+        }
 
     @staticmethod
     def _outbox(d: DaemonView) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,20 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, module_store_target: StoreT
 
 def scrape(s: Seeded) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Samples by sample name (``_total``, ``_bucket`` … as exposed)."""
-    r = http(s.server.port, "GET", "/metrics")
+    return samples(exposition(s.server.port))
+
+
+def exposition(port: int) -> str:
+    """``/metrics`` of the server on ``port``, as text."""
+    r = http(port, "GET", "/metrics")
     assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
+    return r.body.decode()
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples of an exposition by sample name (``_total``, ``_bucket`` … as exposed)."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
+    for fam in text_string_to_metric_families(text):
         out.setdefault(fam.name + ("_total" if fam.type == "counter" else ""), [])  # declared, maybe without samples
         for sample in fam.samples:
             out.setdefault(sample.name, []).append((sample.labels, sample.value))
@@ -105,6 +116,31 @@ def test_counters_histogram_alerts_deliveries_build_and_process(seeded: Seeded) 
     assert m["process_resident_memory_bytes"][0][1] > 10_000_000
     assert "python_gc_collections_total" in m and "python_info" in m
     assert m["driftwarden_consumer_lag_messages"] == []  # declared; no partition assigned (not consuming)
+
+
+def test_each_pending_or_firing_alert_is_a_series_as_prometheus_alerts(seeded: Seeded) -> None:
+    """One series per active alert instance, valued 1, with its identity, ``alertstate`` and
+    ``muted`` (as ``ALERTS{alertstate}``), and when it went active (as ``ALERTS_FOR_STATE``)."""
+    m = scrape(seeded)
+    active = seeded.daemon.store.query(
+        "SELECT * FROM alerts WHERE state IN ('pending', 'firing') ORDER BY rule")
+    assert [(a["rule"], a["state"]) for a in active] == [("age-drift", "firing"), ("dataset-drift", "firing")]
+    assert len(m["driftwarden_alert"]) == 2 and len(m["driftwarden_alert_since_timestamp_seconds"]) == 2
+    ident = {
+        "age-drift": {"rule": "age-drift", "model": "churn", "version": "", "column": "age", "segment": "",
+                      "severity": "warning"},
+        "dataset-drift": {"rule": "dataset-drift", "model": "churn", "version": "", "column": "", "segment": "",
+                          "severity": "critical"},
+    }
+    for a in active:
+        labels = ident[a["rule"]]
+        assert one(m, "driftwarden_alert", **labels, alertstate="firing", muted="none") == 1
+        since = one(m, "driftwarden_alert_since_timestamp_seconds", **labels)
+        assert since == datetime.fromisoformat(a["started_at"]).timestamp()
+    assert one(m, "driftwarden_alerts_not_exported", model="churn") == 0
+    # the per-alert series add up to the counts by state and severity
+    assert sum(v for lab, v in m["driftwarden_alert"]) == sum(
+        v for lab, v in m["driftwarden_alerts"] if lab["state"] in ("pending", "firing"))
 
 
 def test_version_labels_are_bounded_by_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,6 +222,15 @@ def test_the_grafana_dashboard_is_importable_and_queries_only_exported_metrics(s
     missing = sorted(n for n in queried if n not in m)
     assert missing == []
     # and each one has samples after the seeded stream, except those of events that did not
-    # happen here: lag needs a consumer (the broker test has one), drops need a dead-letter flood
+    # happen here: lag needs a consumer (the broker test has one), drops need a dead-letter flood,
+    # performance needs the label join (test_performance_metrics.py checks those panels)
     empty = sorted(n for n in queried if not m[n])
-    assert empty == ["driftwarden_consumer_lag_messages", "driftwarden_dead_letters_dropped_total"]
+    assert empty == ["driftwarden_consumer_lag_messages", "driftwarden_dead_letters_dropped_total", *PERFORMANCE_PANELS]
+    assert {"driftwarden_alert", "driftwarden_alert_since_timestamp_seconds", "driftwarden_alerts_not_exported"} <= queried
+
+
+#: the metrics of the dashboard's performance panels
+PERFORMANCE_PANELS = [
+    "driftwarden_estimated_performance", "driftwarden_performance", "driftwarden_performance_ci_high",
+    "driftwarden_performance_ci_low", "driftwarden_performance_window_end_timestamp_seconds",
+]

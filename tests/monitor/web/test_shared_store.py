@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.evidently]
 JOIN = "performance = { enabled = true }"
 #: series that measure time or the process, not the stored figures
 VOLATILE = ("driftwarden_window_compute_seconds", "driftwarden_build_info", "driftwarden_uptime",
-            "driftwarden_last_", "driftwarden_storage_", "driftwarden_retention_", "driftwarden_db_size")
+            "driftwarden_last_", "driftwarden_storage_", "driftwarden_retention_", "driftwarden_db_size",
+            "driftwarden_alert_since_")
 API = ("/api/v1/models", "/api/v1/alerts", "/api/v1/models/churn/windows?metrics=1&limit=100")
 CLI = (("windows", "--limit", "100"), ("alerts",), ("deliveries",), ("dead-letters", "--by-reason"), ("status",))
 
