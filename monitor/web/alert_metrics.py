@@ -47,7 +47,8 @@ def exported(alerts: list[AlertRecord], versions: set[str], most: int) -> tuple[
     """Of one model's pending and firing ``alerts``: those given series (version ``""`` or
     among ``versions``; then at most ``most``: firing first, critical first, oldest first)
     and how many were left out."""
-    admitted = [a for a in alerts if a.labels.get("version", "") in versions | {""}]
+    allowed = versions | {""}
+    admitted = [a for a in alerts if a.labels.get("version", "") in allowed]
     admitted.sort(key=lambda a: (a.state != FIRING, a.severity != "critical", a.started_at is None,
                                  a.started_at or datetime.min, a.id))
     return admitted[:most], len(alerts) - min(len(admitted), most)
