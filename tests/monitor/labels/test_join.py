@@ -976,7 +976,8 @@ def test_a_new_reference_decides_again_whether_scores_are_probabilities(
         assert math.isfinite(metric(store, wid, "log_loss") or math.nan)
         return
     assert dead == [reason]
-    assert len(changes) == 1 and "scores are not probabilities" in changes[0] and "v2.csv" in changes[0]
+    assert len(changes) == 1 and "scores are not probabilities" in changes[0] and "v2.csv" in changes[0], [
+        (r.threadName, r.name, r.getMessage()) for r in caplog.records if "scores are" in r.getMessage()]
     assert metric(store, wid, "labelled_rows") == 121
     assert math.isnan(metric(store, wid, "log_loss") or math.nan)
     assert math.isnan(metric(store, wid, "brier") or math.nan)
