@@ -82,6 +82,21 @@ def make_consumer(config: Config) -> Any:
     return closed_on_failure(KafkaConsumer, opts)
 
 
+#: milliseconds a question for the log start offsets may take (the consumer thread waits)
+LOG_START_TIMEOUT_MS = 5_000
+
+
+def log_starts(consumer: Any, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The broker's log start offset of each of ``partitions`` of ``topic`` (the first
+    offset not deleted yet), for :class:`monitor.ingest.skipped.SkippedOffsets`. One
+    ListOffsets request; raises what kafka-python raises (a timeout after
+    :data:`LOG_START_TIMEOUT_MS`)."""
+    from kafka import TopicPartition  # noqa: PLC0415
+
+    got = consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions], timeout_ms=LOG_START_TIMEOUT_MS)
+    return {tp.partition: int(o) for tp, o in got.items() if o is not None}
+
+
 def make_producer(config: Config, **extra: Any) -> Any:
     from kafka import KafkaProducer  # noqa: PLC0415
 

@@ -77,6 +77,7 @@ from detectors.estimation import ESTIMATED_METRICS, estimate_binary
 from monitor.config import Config, ModelConfig
 from monitor.ingest.batch import ColumnBatch, first_offsets, next_offsets
 from monitor.ingest.event_time import NO_TIME, vouch
+from monitor.ingest.skipped import MARKER_GAP, SkippedOffsets
 from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
 from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
 from monitor.labels.held_ids import HeldIds, build
@@ -229,6 +230,9 @@ class LabelJoin:
         #: knows (where the daemon seeked it, then after the last record read): a record
         #: before it means the partition's log went back (see :meth:`log_went_back`)
         self.fetch_next: dict[int, int] = {}
+        #: where a gap past :attr:`fetch_next` is reported (labels deleted unread); None:
+        #: not looked for (set by :meth:`monitor.service.pipeline.Pipeline.watch_skipped`)
+        self.skipped: SkippedOffsets | None = None
         #: per model: the join's clock, the newest event time two events of either stream
         #: reached (ms; absent before the second event; see the module documentation)
         self.clock_ms: dict[str, int] = {}
@@ -393,10 +397,16 @@ class LabelJoin:
         skipped as "already stored" (:meth:`fresh`) until the new log passed the old
         one's end. The predictions held for a label stay: their labels may still come.
         Kafka hands each partition's records in offset order: one comparison per
-        partition and poll."""
+        partition and poll. Records that begin more than ``MARKER_GAP`` offsets after it
+        are a gap, handed to :attr:`skipped` (see :mod:`monitor.ingest.skipped`)."""
         for p, first in first_offsets(records).items():
             expected = self.fetch_next.get(p)
-            if expected is not None and first < expected:
+            if expected is None:
+                continue
+            if first > expected + MARKER_GAP:
+                if self.skipped is not None:
+                    self.skipped.suspect(self.topic, p, expected, first)
+            elif first < expected:
                 log.error(
                     "labels topic %s partition %d: offset %d read where offset %d was next: its log"
                     " went back (the topic was deleted and recreated, or its records deleted); its"

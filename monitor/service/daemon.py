@@ -31,6 +31,7 @@ new config that is invalid or changes what needs a restart is refused and logged
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from monitor.config import Config
+from monitor.ingest.kafka_client import log_starts
+from monitor.ingest.skipped import SkippedOffsets
 from monitor.service.heap import resettle_heap
 from monitor.service.pipeline import Pipeline, instance_id
 from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
@@ -132,6 +135,9 @@ class Daemon:
                     performance_savepoint=self.alerting.engine.memory_savepoint,
                 )
             self.pipeline.auto_claim = False  # partitions are claimed when Kafka assigns them
+            # offsets Kafka skipped (records deleted before they were read): confirmed with
+            # the broker after each poll that found a gap (see monitor.ingest.skipped)
+            self.pipeline.watch_skipped(SkippedOffsets(config.kafka.auto_offset_reset))
             if self.pipeline.labels is not None:
                 # a flush that builds a large id index (millions of pending predictions) turns
                 # no loop for a while; each chunk it reads is progress, not a stall
@@ -786,6 +792,7 @@ class Daemon:
             self.pipeline.excuse(timedelta(seconds=polling - mark + self._busy_in_poll))
             mark = polled_at
             self._dispatch(polled)
+            self._confirm_skipped()
             if self.pipeline.claims.keys() - self._owned():
                 # a cooperative rebalance revoked partitions without assigning any
                 self.pipeline.release_partitions(self._owned())
@@ -958,9 +965,18 @@ class Daemon:
         self.loop_turned_at = time.monotonic()
         self.systemd.heartbeat()
 
+    def _confirm_skipped(self) -> None:
+        """Ask the broker about the gaps the last poll showed (a ListOffsets request per
+        topic, only after a poll that had one): were their records deleted unread?"""
+        skipped = self.pipeline.skipped
+        if skipped is not None and skipped.pending:
+            skipped.confirm(functools.partial(log_starts, self._consumer))
+
     def _service_tick(self) -> None:
         """Called on every turn of the consumer loop: watchdog kick, reload, the status line."""
         self._advancing()
+        if self.pipeline.skipped is not None:
+            self.pipeline.skipped.tell()  # what was skipped within the last minute, summed
         self._maybe_reload()
         now = time.monotonic()
         if not self.systemd.enabled or now - self._status_at < STATUS_EVERY:

@@ -49,6 +49,7 @@ from monitor.ingest.batch import ColumnBatch, claimed, first_offsets, next_offse
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
+from monitor.ingest.skipped import MARKER_GAP, SkippedOffsets
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import LabelledReference, prepare_labelled_reference
@@ -281,6 +282,9 @@ class Pipeline:
         #: pipeline knows (where a claim seeked it, then after the last record read): a
         #: record before it means the partition's log went back (see :meth:`_log_went_back`)
         self.fetch_next: dict[int, int] = {}
+        #: where a gap past :attr:`fetch_next` is reported (offsets skipped unread: records
+        #: deleted before they were read); None: not looked for (a replay). See :meth:`watch_skipped`
+        self.skipped: SkippedOffsets | None = None
         #: closed windows to store, with the partitions their rows came from
         self._closed: list[tuple[ModelRuntime, WindowFigures, frozenset[int]]] = []
         self._dead: list[DeadLetter] = []
@@ -625,10 +629,23 @@ class Pipeline:
         before it are skipped) until the new log passed the old one's end: a
         recreated topic was silently not monitored for as many records as it had held.
         Kafka hands each partition's records in offset order, so the check is one
-        comparison per partition and poll."""
+        comparison per partition and poll.
+
+        Records that begin more than :data:`~monitor.ingest.skipped.MARKER_GAP` offsets
+        AFTER it are a gap, handed to :attr:`skipped` (records deleted unread, or a hole
+        of a compacted or transactional log: told apart there)."""
+        skipped = self.skipped
         for p, first in first_offsets(records).items():
             expected = self.fetch_next.get(p)
-            if expected is not None and first < expected:
+            if expected is None:
+                continue
+            if first > expected + MARKER_GAP:
+                # records may have been deleted unread (monitor.ingest.skipped): the daemon
+                # asks the broker after the poll
+                if skipped is not None:
+                    skipped.suspect(self.topic, p, expected, first)
+                continue
+            if first < expected:
                 log.error(
                     "partition %d: offset %d read where offset %d was next: its log went back (the"
                     " topic was deleted and recreated, or its records deleted); what was held for"
@@ -643,6 +660,13 @@ class Pipeline:
                 self.claims[p] = epoch
                 self._closed, self._dead, self._late = pending
         # fetch_next moves on in _process_records, from the offsets the decoder read anyway
+
+    def watch_skipped(self, skipped: SkippedOffsets) -> None:
+        """Report gaps in the offsets read of the predictions topic and of the labels
+        topic to ``skipped`` (the daemon: it can ask the broker to confirm them)."""
+        self.skipped = skipped
+        if self.labels is not None:
+            self.labels.skipped = skipped
 
     def _isolated(self, records: list[Any], process: Callable[[list[Any]], None]) -> None:
         """``process(records)``; if it raises, roll back and bisect until the records that

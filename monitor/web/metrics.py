@@ -193,6 +193,24 @@ class DaemonMetrics:
         for (topic, partition), n in sorted(d.consumer_lag().items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
+        yield self._skipped(d)
+
+    @staticmethod
+    def _skipped(d: DaemonView) -> Any:
+        """Offsets Kafka skipped unread (records deleted before they were read, see
+        :mod:`monitor.ingest.skipped`), per topic and partition, since the start."""
+        from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415
+
+        skipped = CounterMetricFamily(
+            "driftwarden_skipped_offsets",
+            "Offsets of the predictions and labels topics Kafka skipped before they were read"
+            " (records deleted by retention, then the consumer reset to auto_offset_reset)",
+            labels=["topic", "partition"],
+        )
+        watch = getattr(d.pipeline, "skipped", None)
+        for (topic, partition), n in sorted(watch.totals.items() if watch is not None else ()):
+            skipped.add_metric([topic, str(partition)], n)
+        return skipped
 
     @staticmethod
     def _storage(d: DaemonView) -> Any:

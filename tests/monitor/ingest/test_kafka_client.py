@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import struct
@@ -12,7 +13,8 @@ import pytest
 
 from monitor.cli.check import check_kafka
 from monitor.config import Config, load_config, parse_config
-from monitor.ingest.kafka_client import client_options, make_consumer, make_producer
+from monitor.ingest.kafka_client import client_options, log_starts, make_consumer, make_producer
+from monitor.ingest.skipped import SkippedOffsets
 from tests.monitor.daemon_helpers import wait_for
 
 
@@ -49,6 +51,31 @@ def test_connection_options_reach_every_client_and_consumer_only_ones_the_consum
         consumer.close()
     # the check keeps its own time bound over consumer_options.request_timeout_ms
     assert f"topic {topic!r} has 1 partition" in check_kafka(cfg)
+
+
+@pytest.mark.broker
+def test_log_starts_asks_the_broker_and_a_hole_of_a_whole_log_stays_quiet(
+    tmp_path: Path, broker: object, topic: str
+) -> None:
+    """The daemon confirms a gap in the offsets it read with the broker's log start: a log
+    that still begins at 0 lost nothing to retention, so the gap is not counted."""
+    cfg = _cfg(tmp_path, broker.bootstrap, topic, {})  # type: ignore[attr-defined]
+    producer = make_producer(cfg)
+    try:
+        for i in range(5):
+            producer.send(topic, b"x%d" % i, partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+    consumer = make_consumer(cfg)
+    try:
+        assert log_starts(consumer, topic, [0]) == {0: 0}
+        skipped = SkippedOffsets("earliest")
+        skipped.suspect(topic, 0, 1, 4)
+        skipped.confirm(functools.partial(log_starts, consumer))
+        assert skipped.pending == [] and skipped.totals == {}
+    finally:
+        consumer.close()
 
 
 # -- what reaches the wire: a loopback front that records each connection's TLS handshake

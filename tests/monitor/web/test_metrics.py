@@ -143,6 +143,19 @@ def test_each_pending_or_firing_alert_is_a_series_as_prometheus_alerts(seeded: S
         v for lab, v in m["driftwarden_alerts"] if lab["state"] in ("pending", "firing"))
 
 
+def test_skipped_offsets_are_counted_per_topic_and_partition(seeded: Seeded) -> None:
+    """Offsets Kafka skipped unread (records deleted by retention before they were read),
+    once the broker confirmed them (its log start past where the consumer was reading)."""
+    skipped = seeded.daemon.pipeline.skipped
+    assert skipped is not None  # the daemon looks for them
+    assert scrape(seeded)["driftwarden_skipped_offsets_total"] == []  # declared, none yet
+    topic = seeded.daemon.config.kafka.predictions_topic
+    skipped.suspect(topic, 0, 100, 500)
+    skipped.suspect(topic, 0, 700, 750)
+    skipped.confirm(lambda t, partitions: {0: 750})
+    assert one(scrape(seeded), "driftwarden_skipped_offsets_total", topic=topic, partition="0") == 400 + 50
+
+
 def test_version_labels_are_bounded_by_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import orjson
 
