@@ -189,6 +189,7 @@ class _Checkpoint:
     stats: PipelineStats
     positions: dict[int, int]
     activity: dict[str, datetime]
+    late_held: dict[str, tuple[int, LateRows | None]]
     labels: dict[str, Any] | None = None
 
 
@@ -224,8 +225,15 @@ class Pipeline:
         #: partitions of the topic (set by the daemon): to warn about a model split over instances
         self.topic_partitions: int | None = None
         self._split_warned: set[str] = set()
-        #: per model: when its last late-rows WARNING was logged, and the late rows since
-        self._late_warned: dict[str, tuple[datetime, int]] = {}
+        #: per model: when its last late-rows WARNING was logged
+        self._late_warned: dict[str, datetime] = {}
+        #: per model: the late rows since its last late-rows WARNING (each counted once, in
+        #: its all-rows window) and the newest window they belonged to; undone with a batch
+        #: that raised (:class:`_Checkpoint`), so a row re-processed by the bisection counts once
+        self._late_held: dict[str, tuple[int, LateRows | None]] = {}
+        #: True while :meth:`process_records` runs a poll's records (possibly undone and
+        #: bisected): the late-rows WARNING waits until what they counted is final
+        self._in_poll = False
         self._refused_logged: set[tuple[int, str]] = set()
         #: partitions whose last claim was refused: (the instance holding them, its group generation)
         self.refused: dict[int, tuple[str, int]] = {}
@@ -615,7 +623,12 @@ class Pipeline:
             records = claimed(records, self.claims)
             if records:
                 self._log_went_back(records)
-        self._isolated(records, self._process_records)
+        self._in_poll = True
+        try:
+            self._isolated(records, self._process_records)
+        finally:
+            self._in_poll = False
+        self._warn_late(self.clock())
 
     def _log_went_back(self, records: list[Any]) -> None:
         """Records of a partition that begin before where its consumer was reading
@@ -702,7 +715,7 @@ class Pipeline:
         return _Checkpoint(
             windows={n: rt.windows.checkpoint() for n, rt in self.models.items()},
             closed=len(self._closed), dead=len(self._dead), late=len(self._late), stats=self.stats.copy(),
-            positions=dict(self.positions), activity=dict(self.last_activity),
+            positions=dict(self.positions), activity=dict(self.last_activity), late_held=dict(self._late_held),
             labels=self.labels.checkpoint() if self.labels is not None else None,
         )
 
@@ -715,6 +728,7 @@ class Pipeline:
         self.stats = cp.stats
         self.positions = cp.positions
         self.last_activity = cp.activity
+        self._late_held = cp.late_held
         if self.labels is not None and cp.labels is not None:
             self.labels.rollback(cp.labels)
 
@@ -745,7 +759,7 @@ class Pipeline:
                 self.stats.late_rows += lr.count
                 if lr.segment == "":  # a row is late in its segments' windows too: count it once
                     n_late += lr.count
-            self._warn_late(name, rt, late, now)
+            self._hold_late(name, late)
             if n_late < len(batch):
                 # only rows that went into a window keep the stream from being idle: one
                 # late row (dropped) every idle_timeout must not hold its windows open for good
@@ -767,6 +781,8 @@ class Pipeline:
             if o > self.positions.get(p, -1):
                 self.positions[p] = o
         self._dirty = True
+        if not self._in_poll:  # called on its own (not inside process_records): final now
+            self._warn_late(now)
 
     def process_label_records(self, records: list[Any]) -> None:
         """Decode and buffer records of the labels topic, with the same isolation as
@@ -810,23 +826,42 @@ class Pipeline:
         if dead:
             self._dirty = True
 
-    def _warn_late(self, name: str, rt: ModelRuntime, late: list[LateRows], now: datetime) -> None:
-        """A WARNING when rows of ``name`` arrived after their window closed: they count in
-        the window's ``late_rows`` (a window never stored, closed empty by the wall clock,
-        keeps not even that) and in no figure, which read as nothing at all (the count was
-        in ``/metrics`` and the shutdown line only). At most one per model every
-        :data:`LATE_WARNING_INTERVAL` (wall clock ``now``), counting the rows since the last."""
-        last, held = self._late_warned.get(name, (None, 0))
-        held += sum(lr.count for lr in late if lr.segment == "")  # a row is also late in its segments' windows
-        if not held:
+    def _hold_late(self, name: str, late: list[LateRows]) -> None:
+        """Count ``late`` (a batch's late rows of ``name``) into the next late-rows WARNING
+        (:meth:`_warn_late`): each row once (a row late in its all-rows window is late in
+        its segments' windows too), with the newest window they belonged to."""
+        rows = [lr for lr in late if lr.segment == ""]
+        if not rows:
             return
-        if last is not None and now - last < LATE_WARNING_INTERVAL:
-            self._late_warned[name] = (last, held)
-            return
-        self._late_warned[name] = (now, 0)
+        held, newest = self._late_held.get(name, (0, None))
+        top = max(rows, key=lambda lr: lr.end)
+        if newest is None or top.end > newest.end:
+            newest = top
+        self._late_held[name] = (held + sum(lr.count for lr in rows), newest)
+
+    def _warn_late(self, now: datetime) -> None:
+        """A WARNING per model whose rows arrived after their window closed (held by
+        :meth:`_hold_late`): they count in the window's ``late_rows`` (a window never
+        stored, closed empty by the wall clock, keeps not even that) and in no figure, which
+        read as nothing at all (the count was in ``/metrics`` and the shutdown line only).
+        At most one per model every :data:`LATE_WARNING_INTERVAL` (wall clock ``now``),
+        counting the rows since the last. Called once a batch's outcome is final (never
+        inside the poison-pill isolation, whose undone attempts must not be counted)."""
+        for name, (held, newest) in list(self._late_held.items()):
+            last = self._late_warned.get(name)
+            if last is not None and now - last < LATE_WARNING_INTERVAL:
+                continue
+            rt = self.models.get(name)
+            del self._late_held[name]
+            if rt is None:
+                continue
+            self._late_warned[name] = now
+            self._log_late(name, rt, held, newest)
+
+    def _log_late(self, name: str, rt: ModelRuntime, held: int, newest: LateRows | None) -> None:
+        """The late-rows WARNING of :meth:`_warn_late`: ``held`` rows, the newest window they belonged to."""
         window = rt.config.window
-        if window.by == "time" and late:
-            newest = max(late, key=lambda lr: lr.end)
+        if window.by == "time" and newest is not None:
             where = f"the newest for the window {iso_ms(newest.start)}..{iso_ms(newest.end)}"
         else:
             where = "for windows already closed"
