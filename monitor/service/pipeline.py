@@ -635,8 +635,9 @@ class Pipeline:
         (:attr:`fetch_next`): the partition's log went back, the topic deleted and
         recreated or its records deleted by hand (Kafka then resets the consumer to
         ``auto_offset_reset``). Its offsets name other records now: what is held for the old
-        log (its replay boundary and position, the open windows' rows of it, its label
-        join state) is dropped, keeping the claim, and the new log's records are counted
+        log (its replay boundary and position, the open windows' rows of it) is dropped,
+        keeping the claim, what its rows already made (closed windows, dead letters, late
+        rows not stored yet) and the label join's state (the labels topic's), and the new log's records are counted
         from where they begin. Without this they all were taken for a replay of what the
         old log held (rows before the stored offset only re-fill open windows, labels
         before it are skipped) until the new log passed the old one's end: a
