@@ -54,6 +54,7 @@ def _write(store: Store) -> None:
         store.execute("DELETE FROM schema_version WHERE version = ?", (10_000,))
 
 
+@pytest.mark.sqlite_only("the SQLite file unlinked under an open connection")
 def test_a_database_file_deleted_while_open_refuses_writes(tmp_path: Path) -> None:
     """The state dir removed under a running daemon (``rm -rf state``, a cleaner): SQLite
     went on writing into the unlinked file, the daemon reported healthy and committed Kafka
@@ -71,6 +72,7 @@ def test_a_database_file_deleted_while_open_refuses_writes(tmp_path: Path) -> No
     store.close()
 
 
+@pytest.mark.sqlite_only("the SQLite file replaced under an open connection")
 def test_a_database_file_replaced_while_open_refuses_writes(tmp_path: Path) -> None:
     """Another file put at the path (a restore copied over a running daemon's store):
     writes to the one still open would be lost with it."""
