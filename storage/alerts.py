@@ -154,6 +154,36 @@ def active_alerts(store: Store, states: Sequence[str] = ("pending", "firing")) -
     return [_alert_from_row(r) for r in rows]
 
 
+def active_counts(store: Store, states: Sequence[str] = ("pending", "firing")) -> dict[str, int]:
+    """How many alerts each model has in ``states`` (models without any are absent)."""
+    marks = ",".join("?" for _ in states)
+    rows = store.query(f"SELECT model, COUNT(*) AS n FROM alerts WHERE state IN ({marks}) GROUP BY model", list(states))
+    return {r["model"]: int(r["n"]) for r in rows}
+
+
+def first_active(
+    store: Store, model: str, versions: Iterable[str], most: int, states: Sequence[str] = ("pending", "firing")
+) -> list[AlertRecord]:
+    """At most ``most`` of ``model``'s alerts in ``states`` whose ``version`` label is
+    absent or among ``versions``: firing before the others, critical before the other
+    severities, then by ``started_at`` (oldest first, none last) and id.
+
+    Chosen and cut by the store: a model with a flood of active alerts (one per segment
+    value, column and version) costs a scrape ``most`` alert records, not one per alert."""
+    allowed = sorted({"", *versions})
+    state_marks = ",".join("?" for _ in states)
+    version_marks = ",".join("?" for _ in allowed)
+    version = store.dialect.json_key("labels", "version")
+    rows = store.query(
+        f"SELECT * FROM alerts WHERE model = ? AND state IN ({state_marks})"
+        f" AND COALESCE({version}, '') IN ({version_marks})"
+        " ORDER BY CASE WHEN state = 'firing' THEN 0 ELSE 1 END, CASE WHEN severity = 'critical' THEN 0 ELSE 1 END,"
+        " CASE WHEN started_at IS NULL THEN 1 ELSE 0 END, started_at, id LIMIT ?",
+        [model, *states, *allowed, max(int(most), 0)],
+    )
+    return [_alert_from_row(r) for r in rows]
+
+
 def list_alerts(
     store: Store,
     state: str | None = None,

@@ -124,6 +124,15 @@ class Dialect:
             return f"json_array_elements_text(CAST({expr} AS json)) AS j(value)"
         return f"json_each({expr}) AS j"
 
+    def json_key(self, expr: str, key: str) -> str:
+        """The text value of top-level ``key`` of the JSON object (text) in ``expr``; NULL
+        when the key is absent. ``key``: letters, digits and ``_`` only (it is inlined)."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"json_key: {key!r} is not a plain key")
+        if self.name == POSTGRESQL:
+            return f"(CAST({expr} AS json) ->> '{key}')"
+        return f"json_extract({expr}, '$.{key}')"
+
     @property
     def json_batches(self) -> bool:
         """Whether a batch write is one statement with the rows as one JSON parameter
