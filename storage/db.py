@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,6 +55,13 @@ class StoreBusy(StorageError):
     """Another process held the store longer than this one waited (SQLite's busy
     timeout; on PostgreSQL a lock wait or statement cut by ``statement_timeout``): it
     passes by itself, e.g. a migration another instance runs, a backup, a long query."""
+
+
+def _uri(path: Path, query: str = "") -> str:
+    """``path`` as an SQLite ``file:`` URI (with ``query``, e.g. ``mode=ro``): its ``%``,
+    ``?`` and ``#`` escaped, which a URI otherwise reads as an escape, the query and the
+    fragment (a state dir ``run#2`` opened the file ``run``)."""
+    return "file:" + urllib.parse.quote(str(path), safe="/") + (f"?{query}" if query else "")
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -135,7 +143,7 @@ class Store:
         self.dead_letter_cap = dead_letter_cap or DeadLetterCap()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        uri = _uri(self.path, "mode=ro" if readonly else "")
         try:
             conn = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
@@ -186,7 +194,7 @@ class Store:
             a_copy = False
         if a_copy and self.path.is_file():
             try:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                conn = sqlite3.connect(_uri(self.path, "mode=ro&immutable=1"), uri=True, isolation_level=None,
                                        check_same_thread=False, timeout=busy_timeout_ms / 1000)
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 return conn

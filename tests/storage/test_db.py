@@ -84,3 +84,21 @@ def test_a_database_file_replaced_while_open_refuses_writes(tmp_path: Path) -> N
     with pytest.raises(StorageError, match="deleted or replaced"):
         _write(store)
     store.close()
+
+
+@pytest.mark.sqlite_only("where the SQLite file is made")
+@pytest.mark.parametrize("folder", ["run#2", "what?now", "100%41"])
+def test_a_state_dir_with_uri_characters_holds_its_own_file(tmp_path: Path, folder: str) -> None:
+    """The path goes into an SQLite ``file:`` URI: ``#`` and ``?`` there cut it (``run#2``
+    opened or made ``run``, next to it, shared by ``run#1``), ``%41`` is read as ``A``. The
+    file is the one in the folder named, written and read back, with no other file made;
+    the read-only connection (the CLI, /metrics) opens that one too."""
+    path = tmp_path / folder / "driftwarden.db"
+    store = Store(path)
+    _write(store)
+    store.close()
+    assert path.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+    reader = Store(path, readonly=True)
+    assert reader.schema_version() == max(v for v, _, _ in MIGRATIONS)
+    reader.close()
