@@ -65,7 +65,30 @@ def encode(msg: Mapping[str, Any]) -> bytes:
     return orjson.dumps(msg, default=_json_default)
 
 
-class MessageShaper:
+class _RowModels:
+    """What both shapers do first with a row: set its model field as ``--model``
+    (``force_model``) or a one-model config's default (``default_model``, for rows without
+    one) says, and find that model's config."""
+
+    def __init__(self, config: Config, *, model_field: str, force_model: str | None,
+                 default_model: str | None) -> None:
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.model_field = model_field
+        self.force_model = force_model or None
+        self.default_model = default_model
+
+    def _model_of(self, row: dict[str, Any]) -> ModelConfig | None:
+        """``row``'s model (its model field set in place first); None when missing, not a
+        string or unknown: the decoder names it."""
+        if self.force_model is not None:
+            row[self.model_field] = self.force_model
+        elif self.default_model is not None and row.get(self.model_field) is None:
+            row[self.model_field] = self.default_model
+        model = row.get(self.model_field)
+        return self.models.get(model) if isinstance(model, str) else None
+
+
+class MessageShaper(_RowModels):
     """Builds messages from rows for the models of a config (see the module doc).
 
     ``model_field`` is the live decoder's; ``default_model`` is the model of rows without
@@ -74,11 +97,8 @@ class MessageShaper:
 
     def __init__(self, config: Config, *, model_field: str, time_column: str | None, force_model: str | None,
                  default_model: str | None) -> None:
-        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
-        self.model_field = model_field
+        super().__init__(config, model_field=model_field, force_model=force_model, default_model=default_model)
         self.time_column = time_column
-        self.force_model = force_model or None
-        self.default_model = default_model
         self._plans: dict[str, _Plan] = {}
         self._csv: _CsvHeader | None = None
         self._table: _TableHeader | None = None
@@ -91,12 +111,7 @@ class MessageShaper:
     def message(self, row: dict[str, Any], *, table: bool, text: bool = False) -> dict[str, Any]:
         """The message of ``row`` (changed in place): ``table`` for CSV and Parquet rows,
         ``text`` for CSV ones (every value a string; empty ones already dropped)."""
-        if self.force_model is not None:
-            row[self.model_field] = self.force_model
-        elif self.default_model is not None and row.get(self.model_field) is None:
-            row[self.model_field] = self.default_model
-        model = row.get(self.model_field)
-        m = self.models.get(model) if isinstance(model, str) else None
+        m = self._model_of(row)
         if m is None:
             return row  # the decoder names it (missing, not a string, unknown)
         f = m.fields
@@ -437,7 +452,7 @@ class _TableHeader(_FastHeader):
         return tuple(out)
 
 
-class LabelShaper:
+class LabelShaper(_RowModels):
     """Builds label messages (``--labels``) from rows: a label file's row is the label
     message it stands for, its columns the message's fields (``event_id``, ``label``,
     ``ts`` and the model field, named per model in ``[models.fields]``; other columns
@@ -448,13 +463,6 @@ class LabelShaper:
     a class label stays text (``1`` and ``"1"`` are one class to the decoder).
     ``--time-column`` is the predictions file's only."""
 
-    def __init__(self, config: Config, *, model_field: str, force_model: str | None,
-                 default_model: str | None) -> None:
-        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
-        self.model_field = model_field
-        self.force_model = force_model or None
-        self.default_model = default_model
-
     @property
     def rewrites_lines(self) -> bool:
         """Whether a JSON line must be parsed and rebuilt (else it is the message as it is)."""
@@ -464,12 +472,7 @@ class LabelShaper:
         """The message of ``row`` (changed in place); ``text`` for CSV rows (every value a
         string, empty ones already dropped). ``table`` is accepted for the interface
         :class:`MessageShaper` has: a label row has no nested objects to rebuild."""
-        if self.force_model is not None:
-            row[self.model_field] = self.force_model
-        elif self.default_model is not None and row.get(self.model_field) is None:
-            row[self.model_field] = self.default_model
-        model = row.get(self.model_field)
-        m = self.models.get(model) if isinstance(model, str) else None
+        m = self._model_of(row)
         if m is None or not text:
             return row  # the decoder names a missing, mistyped or unknown model
         f = m.fields
