@@ -536,12 +536,18 @@ class Pipeline:
                     log.warning("storage: cannot mark partitions %s free: %s", sorted(held), exc)
         return gone
 
-    def _forget(self, partitions: set[int], *, why: str, store: bool = True, labels: bool = True) -> None:
+    def _forget(
+        self, partitions: set[int], *, why: str, store: bool = True, labels: bool = True, clocks: bool = True
+    ) -> None:
         """Drop everything held for ``partitions``: positions, claims, pending work fed
         by them, and the state of the models whose rows they carry. ``store``: False
         while the store is known to be away (the rolling references of the models reset
         are not reloaded from it). ``labels``: False keeps the label join's state of the
-        labels partitions of these numbers."""
+        labels partitions of these numbers. ``clocks``: False drops only the open windows
+        holding rows of ``partitions`` and keeps every model's clock (watermark, count
+        window positions), as for a model split over partitions: the windows it closed
+        and stored stay behind it (a log that went back; no other instance resumes the
+        model from a stored state here)."""
         if not partitions:
             return
         for p in partitions:
@@ -560,7 +566,7 @@ class Pipeline:
             )
             if not hit:
                 continue
-            if rt.windows.partitions - partitions:
+            if rt.windows.partitions - partitions or not clocks:
                 dropped += rt.windows.drop_partitions(partitions)  # a model split over partitions
                 continue
             dropped += len(rt.windows.open)
@@ -668,9 +674,11 @@ class Pipeline:
                 )
                 # what the old log's rows already made (closed windows, dead letters, late
                 # rows not stored yet) is still stored; the label join's state is the labels
-                # topic's, which did not go back
+                # topic's, which did not go back. The models keep their clocks: a window the
+                # old log closed is stored, so the new log's rows of it are late (a reset clock
+                # made it again, stored over the old one: same key, same id)
                 epoch, pending = self.claims[p], (self._closed, self._dead, self._late)
-                self._forget({p}, why="went back to an earlier offset", labels=False)
+                self._forget({p}, why="went back to an earlier offset", labels=False, clocks=False)
                 self.claims[p] = epoch
                 self._closed, self._dead, self._late = pending
         # fetch_next moves on in _process_records, from the offsets the decoder read anyway

@@ -88,3 +88,69 @@ def test_labels_of_a_recreated_labels_topic_are_joined(tmp_path: Path, store_tar
     p.flush()
     assert p.stats.labels == len(labs)
     assert p.labels is not None and p.labels.commit_offsets() == {0: len(rest)}
+
+
+def _stored(p: Pipeline) -> dict[str, tuple[int, int, str]]:
+    """The stored windows of all segments: ``{start|segment: (rows, late rows, computed_at)}``."""
+    rows = p.store.query("SELECT start, segment, rows, late_rows, computed_at FROM windows")
+    return {f"{r['start']}|{r['segment']}": (int(r["rows"]), int(r["late_rows"]), r["computed_at"]) for r in rows}
+
+
+def _old_log_then_resent(p: Pipeline, events: list[bytes], resent: list[bytes]) -> dict[str, tuple[int, int, str]]:
+    """The old log's records of ``events`` read and stored, then the topic recreated with
+    ``resent`` (offsets from 0 again): the windows stored before the new log's records."""
+    p.auto_claim = False
+    p.adopt([0], generation=1)
+    for i in range(0, len(events), 100):
+        p.process_records([Rec("predictions", 0, i + j, NOW_MS, v) for j, v in enumerate(events[i:i + 100])])
+        p.flush()
+    before = _stored(p)
+    for i in range(0, len(resent), 100):
+        p.process_records([Rec("predictions", 0, i + j, NOW_MS, v) for j, v in enumerate(resent[i:i + 100])])
+        p.flush()
+    return before
+
+
+def test_a_recreated_topic_does_not_rewrite_the_time_windows_its_old_log_stored(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The producer sends part of the day again into the recreated topic: the windows the
+    old log closed and stored stay as they were, the new log's rows of them are late.
+    Before, the model's clock was reset with the partition: the re-sent rows made those
+    windows again and each was stored over the old one (100 rows -> the 50 re-sent)."""
+    cfg = load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1))
+    minutes = iter(range(10_000))
+    p = Pipeline(cfg, store_target.open(), clock=lambda: START.replace(day=24, minute=next(minutes) % 60))
+    events = stream(8, 100, shift_from=99)
+    before = _old_log_then_resent(p, events, events[50:250])
+    after = _stored(p)
+    first, second = sorted(k for k in before if k.endswith("|"))[:2]
+    assert after[first][0] == before[first][0] == 100
+    assert after[second][0] == before[second][0] == 100
+    # the re-sent rows are counted as late rows of the stored windows, not as new windows
+    assert (after[first][1], after[second][1]) == (50, 100)
+    assert {k: v[2] for k, v in after.items()} == {k: v[2] for k, v in before.items()}
+
+
+COUNT_WINDOW = 'type = "tumbling"\nby = "count"\nsize = 100\nmin_rows = 50'
+
+
+def test_a_recreated_topic_does_not_rewrite_the_count_windows_its_old_log_stored(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """Count windows are numbered by the model's rows: the new log's rows go on from
+    where the old log's ended. Before, the numbering began at 0 again with the new log
+    and its windows were stored over the old log's (same positions, same ids)."""
+    path = write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1)
+    text = path.read_text()
+    window = 'type = "tumbling"\nsize = "1m"\nlateness = "0s"\nmin_rows = 50\nidle_timeout = "2s"'
+    assert window in text
+    path.write_text(text.replace(window, COUNT_WINDOW))
+    cfg = load_config(path)
+    minutes = iter(range(10_000))
+    p = Pipeline(cfg, store_target.open(), clock=lambda: START.replace(day=24, minute=next(minutes) % 60))
+    events = stream(8, 100, shift_from=99)
+    before = _old_log_then_resent(p, events[:400], events[:300])
+    after = _stored(p)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(after) > len(before)  # the new log's windows are stored after the old log's
