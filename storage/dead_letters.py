@@ -38,6 +38,10 @@ class DeadLetter:
     reason: str
     payload: bytes | None
     received_at: datetime
+    #: known not to be a re-read of a record handled before (the pipeline read it past its
+    #: partition's replay boundary): a letter stored at its offset is of another record,
+    #: the partition's log went back (see :func:`write_dead_letters`)
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,15 @@ class DeadLetterWrite:
     ``stored`` rows were inserted, ``payloads_dropped`` of them without their
     payload; ``dropped`` letters were only counted; ``duplicates`` had been
     handled before (the same record re-read after a restart) and changed nothing.
+    ``conflicts``: letters known :attr:`~DeadLetter.new` whose offset a letter of an
+    earlier log holds (the partition's log went back): counted among ``dropped``.
     """
 
     stored: int = 0
     payloads_dropped: int = 0
     dropped: int = 0
     duplicates: int = 0
+    conflicts: tuple[tuple[str, int, int], ...] = ()
 
 
 def reason_code(reason: str) -> str:
@@ -106,29 +113,48 @@ def write_dead_letters(
     (reason code, topic, partition, minute received) gets the n-th place, so a
     replay with the same receive times gives the same tables. Runs in (a
     savepoint of) the caller's transaction.
+
+    A letter marked :attr:`~DeadLetter.new` is not a re-read: when its (topic, partition,
+    offset) is handled already, that was a record of an earlier log of the partition (the
+    topic deleted and recreated). The stored letter keeps its row (the key is the
+    table's) and the new one is counted as not stored in its bucket's ``dropped`` and
+    the totals, its offset not added to the bucket's range of such offsets (that range
+    is read as "handled" and would hide fresh letters between); :attr:`DeadLetterWrite.conflicts`
+    names them. A restart re-reading it does not mark it new (the flush that counted it
+    stored the partition's offset past it), so it is counted once.
     """
     if not letters:
         return DeadLetterWrite()
     cap = cap or store.dead_letter_cap
     unique: dict[tuple[str, int, int], DeadLetter] = {}
+    #: new letters of a key given before in this call (the old log's letter not stored yet)
+    again: list[DeadLetter] = []
     for d in letters:
-        unique.setdefault((d.topic, d.partition, d.offset), d)
+        first = unique.setdefault((d.topic, d.partition, d.offset), d)
+        if first is not d and d.new:
+            again.append(d)
     keys = sorted(unique)
     rows: list[tuple[Any, ...]] = []
     buckets: dict[tuple[str, str, str, int], _Bucket] = {}
     duplicates = 0
+    conflicts: list[tuple[str, int, int]] = []
     with store.transaction():
-        handled = _already_handled(store, keys)
+        taken, ranged = _handled(store, keys)
+        handled = taken | ranged
         for key in keys:
-            if key in handled:
+            d = unique[key]
+            if key in handled and not d.new:
                 duplicates += 1
                 continue
-            d = unique[key]
             code = reason_code(d.reason)
             bkey = (code, received_minute(d.received_at), d.topic, d.partition)
             b = buckets.get(bkey)
             if b is None:
                 b = buckets[bkey] = _Bucket(stored=_stored_in_bucket(store, bkey))
+            if key in taken:  # another record at a stored letter's offset: counted only
+                conflicts.append(key)
+                b.dropped += 1
+                continue
             size = None if d.payload is None else len(d.payload)
             if b.stored >= cap.per_minute:
                 b.dropped += 1
@@ -147,6 +173,13 @@ def write_dead_letters(
                 (d.topic, d.partition, d.offset, stored_reason(d.reason), payload, size,
                  iso(d.received_at))
             )  # fmt: skip
+        for d in again:
+            bkey = (reason_code(d.reason), received_minute(d.received_at), d.topic, d.partition)
+            b = buckets.get(bkey)
+            if b is None:
+                b = buckets[bkey] = _Bucket(stored=_stored_in_bucket(store, bkey))
+            conflicts.append((d.topic, d.partition, d.offset))
+            b.dropped += 1
         store.executemany(
             'INSERT INTO dead_letters (topic, partition, "offset", reason, payload,'
             " payload_size, received_at) VALUES (?,?,?,?,?,?,?)"
@@ -159,16 +192,21 @@ def write_dead_letters(
         payloads_dropped=sum(b.payloads_dropped for b in buckets.values()),
         dropped=sum(b.dropped for b in buckets.values()),
         duplicates=duplicates,
+        conflicts=tuple(conflicts),
     )
 
 
-def _already_handled(store: Store, keys: list[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
-    """Keys (sorted) of letters stored before or inside a range of letters counted before."""
+def _handled(
+    store: Store, keys: list[tuple[str, int, int]]
+) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]:
+    """Of ``keys`` (sorted): those a stored letter has, and those inside a range of letters
+    counted but not stored (``dead_letter_volume.drop_first``/``drop_last``)."""
     spans: dict[tuple[str, int], tuple[int, int]] = {}
     for topic, partition, offset in keys:
         lo, hi = spans.get((topic, partition), (offset, offset))
         spans[(topic, partition)] = (min(lo, offset), max(hi, offset))
     out: set[tuple[str, int, int]] = set()
+    ranged: set[tuple[str, int, int]] = set()
     for (topic, partition), (lo, hi) in spans.items():
         for r in store.execute(
             'SELECT "offset" FROM dead_letters WHERE topic = ? AND partition = ?'
@@ -184,8 +222,8 @@ def _already_handled(store: Store, keys: list[tuple[str, int, int]]) -> set[tupl
         if ranges:
             for t, p, o in keys:
                 if t == topic and p == partition and any(a <= o <= b for a, b in ranges):
-                    out.add((t, p, o))
-    return out
+                    ranged.add((t, p, o))
+    return out, ranged
 
 
 def _stored_in_bucket(store: Store, bkey: tuple[str, str, str, int]) -> int:

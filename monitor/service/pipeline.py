@@ -172,6 +172,14 @@ class _Attempt:
     performance_windows: int = 0
 
 
+def _marked_new(dead: list[DeadLetter], replay_before: Mapping[int, int]) -> list[DeadLetter]:
+    """``dead`` with the letters at or past their partition's replay boundary (none: all)
+    marked :attr:`~storage.dead_letters.DeadLetter.new`; those before it are re-reads."""
+    return [
+        dataclasses.replace(d, new=True) if d.offset >= replay_before.get(d.partition, -1) else d for d in dead
+    ]
+
+
 def _unwritten(items: list[Any], written: list[Any]) -> list[Any]:
     """``items`` but those in ``written`` (the same objects)."""
     done = {id(x) for x in written}
@@ -782,6 +790,10 @@ class Pipeline:
                     self._collect(rt, rt.windows.close_due(), now)
         if dead:
             fresh = [d for d in dead if d.offset >= self.replay_before.get(d.partition, -1)]
+            if not self.auto_claim:
+                # past the replay boundary of a claimed partition: not a re-read, whatever
+                # letter a log that went back left at the offset (write_dead_letters)
+                dead = _marked_new(dead, self.replay_before)
             self._dead.extend(dead)
             for d in fresh:
                 code = d.reason.split(":", 1)[0]
@@ -827,6 +839,8 @@ class Pipeline:
             self.labels.advance_positions(dead)
 
     def _label_dead(self, dead: list[DeadLetter]) -> None:
+        if not self.auto_claim:  # only records past the join's stored positions are decoded
+            dead = [dataclasses.replace(d, new=True) for d in dead]
         self._dead.extend(dead)
         self.stats.label_dead_letters += len(dead)
         for d in dead:
@@ -1158,7 +1172,13 @@ class Pipeline:
             if models:
                 self.store.lock(*(alert_lock_key(m) for m in models))
             if self._dead:
-                write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
+                wrote = write_dead_letters(self.store, self._dead, max_payload_bytes=self.max_payload_bytes)
+                if wrote.conflicts:
+                    log.warning(
+                        "%d dead letters not stored, only counted: the letter of an earlier log of"
+                        " their partition (the topic deleted and recreated) holds their offset (%s)",
+                        len(wrote.conflicts), ", ".join(f"{t}[{p}]@{o}" for t, p, o in wrote.conflicts[:10]),
+                    )
             self._trim_samples(self._store_windows([(rt, figs) for rt, figs, _ in self._closed]))
             for model, by, lr in self._late:
                 w = OpenWindow(lr.version, lr.segment, lr.start, lr.end)

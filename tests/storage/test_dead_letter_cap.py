@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,3 +214,21 @@ def test_reasons_are_stored_with_control_characters_shown(store: Store) -> None:
     assert reasons[0] == "unknown_model: evil\\x00\\n\\x1b[2J"
     assert reasons[1] == ("bad_type: " + "\\x00" * 1000)[:1000]
     assert dead_letter_counts(store) == {"unknown_model": 1, "bad_type": 1}
+
+
+def test_a_new_record_at_a_stored_letters_offset_is_counted_not_taken_for_a_re_read(store: Store) -> None:
+    """A letter marked new (read past its partition's replay boundary) whose offset a
+    stored letter holds is of another record (the partition's log went back): the stored
+    row stays, the new one is counted as not stored; unmarked, it is a re-read. Its offset
+    joins no range of counted letters: a fresh letter after it is still stored."""
+    write(store, [letter(3, payload=b"old")])
+    w = write(store, [dataclasses.replace(letter(3, payload=b"new"), new=True)])
+    assert (w.stored, w.dropped, w.duplicates, w.conflicts) == (0, 1, 0, (("predictions", 0, 3),))
+    assert write(store, [letter(3, payload=b"new")]).duplicates == 1
+    assert dead_letter_drops(store) == {"not_json": (0, 1)}
+    assert write(store, [dataclasses.replace(letter(2), new=True)]).stored == 1
+    # the old log's letter not stored yet, with the new log's at its offset: the first kept
+    w = write(store, [letter(7, payload=b"old"), dataclasses.replace(letter(7, payload=b"new"), new=True)])
+    assert (w.stored, w.dropped, w.conflicts) == (1, 1, (("predictions", 0, 7),))
+    rows = store.query('SELECT "offset", payload_size FROM dead_letters ORDER BY "offset"')
+    assert [(int(r["offset"]), r["payload_size"]) for r in rows] == [(2, 100), (3, 3), (7, 3)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from monitor.config import load_config
 from monitor.service.pipeline import Pipeline
+from storage.dead_letters import dead_letter_drops
 from tests.monitor.daemon_helpers import START, stream, write_config
 from tests.monitor.labels.helpers import Clock, label_config, labels_for, predictions, records
 from tests.store_targets import StoreTarget
@@ -154,3 +155,43 @@ def test_a_recreated_topic_does_not_rewrite_the_count_windows_its_old_log_stored
     after = _stored(p)
     assert {k: v for k, v in after.items() if k in before} == before
     assert len(after) > len(before)  # the new log's windows are stored after the old log's
+
+
+def test_a_bad_record_of_a_recreated_topic_at_an_offset_the_old_log_dead_lettered_is_counted(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    """The old log's dead letter at offset 3 stays stored; the new log's bad record at
+    offset 3 is another record: it cannot take the row (the table's key is topic,
+    partition and offset) but it is counted as a letter not stored, never taken for a
+    re-read. Re-read after a restart it is counted once. Before, it was taken for a
+    re-read of the stored one and silently dropped."""
+    cfg = load_config(write_config(tmp_path, bootstrap="127.0.0.1:9", topic="predictions", http_port=1))
+    store = store_target.open()
+    events = stream(8, 100, shift_from=99)
+
+    def log(values: list[bytes], bad: bytes) -> list[Rec]:
+        out = [Rec("predictions", 0, j, NOW_MS, v) for j, v in enumerate(values)]
+        out[3] = Rec("predictions", 0, 3, NOW_MS, bad)
+        return out
+
+    p = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
+    p.auto_claim = False
+    p.adopt([0], generation=1)
+    p.process_records(log(events[:400], b"old: not json"))
+    p.flush()
+    # the topic is recreated; its new log has another bad record at offset 3
+    new = log(events[400:450], b"{new: not json either")
+    p.process_records(new)
+    p.flush()
+    rows = store.query('SELECT "offset", payload FROM dead_letters')
+    assert [(int(r["offset"]), bytes(r["payload"])) for r in rows] == [(3, b"old: not json")]
+    assert dead_letter_drops(store) == {"not_json": (0, 1)}
+    # a restart re-reads the new log from its open window's first row: offset 3 again
+    p2 = Pipeline(cfg, store, clock=lambda: START.replace(day=24))
+    p2.auto_claim = False
+    seek, _ = p2.adopt([0], generation=2)
+    assert seek[0] <= 3
+    p2.process_records(new[seek[0]:])
+    p2.flush()
+    assert dead_letter_drops(store) == {"not_json": (0, 1)}
+    assert len(store.query("SELECT id FROM dead_letters")) == 1
