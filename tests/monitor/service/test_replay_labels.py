@@ -21,6 +21,7 @@ from monitor.config import load_config
 from monitor.demo.broker import EmbeddedBroker, free_port
 from monitor.service.replay import ReplayError, run_replay
 from monitor.service.replay_source import ReplaySource, ReplaySourceError, merged
+from storage.db import Store
 from storage.labels import label_counters
 from tests.monitor.daemon_helpers import produce, table_dump, wait_for
 from tests.monitor.fault_helpers import finished, start_daemon, terminate, wait_ready
@@ -132,7 +133,7 @@ def test_an_accuracy_rule_fires_in_the_replay_on_a_labelled_drop(tmp_path: Path)
         " 1 alert(s) fired (notifications off; --notify sends them)"
     )
     assert "note:" not in out.stderr  # the labels are replayed
-    store = open_state_store(tmp_path / "r" / "driftwarden.db")
+    store = Store(tmp_path / "r" / "driftwarden.db", readonly=True)
     (alert,) = store.query("SELECT rule, state, started_at, fired_at FROM alerts")
     assert alert["rule"] == "accuracy-low" and alert["state"] == "firing"
     # window 3 is 12:03-12:04; it matures once the join's clock (events of both files)
@@ -165,7 +166,7 @@ def test_labels_stamped_before_their_prediction_wait_and_join_it(tmp_path: Path)
     cfg = load_config(label_config(tmp_path / "conf"))
     res = run_replay(cfg, data, tmp_path / "r", labels=label_file, chunk_rows=1)
     assert res.labels_read == 100 and res.labels_joined == 99
-    counters = label_counters(open_state_store(tmp_path / "r" / "driftwarden.db"))["churn"]
+    counters = label_counters(Store(tmp_path / "r" / "driftwarden.db", readonly=True))["churn"]
     assert counters["early"] == 99 and counters["joined"] == 99 and counters["expired_labels"] == 1
 
 
@@ -195,7 +196,7 @@ def test_bad_label_rows_are_dead_letters_and_the_replay_goes_on(tmp_path: Path) 
     res = run_replay(load_config(cfg_path), data, tmp_path / "r", labels=label_file)
     assert res.labels_read == 106 and res.label_dead_letters == 6 and res.labels_joined == 100
     assert res.dead_letters == 0 and res.rows == 100  # the predictions' count is the predictions'
-    store = open_state_store(tmp_path / "r" / "driftwarden.db")
+    store = Store(tmp_path / "r" / "driftwarden.db", readonly=True)
     dead = [(r["topic"], r["offset"], r["reason"].split(":", 1)[0]) for r in store.query(
         'SELECT topic, "offset", reason FROM dead_letters ORDER BY "offset"')]
     assert dead == [("replay:labels.csv", 50 + i, code) for i, code in enumerate(
