@@ -50,7 +50,7 @@ from monitor.service.pipeline import Pipeline, instance_id
 from monitor.service.retention import RetentionJob, switch_to_incremental_vacuum
 from monitor.service.shared_references import follow_registered_references
 from monitor.service.store import open_store
-from monitor.service.systemd import SystemdNotifier
+from monitor.service.systemd import SystemdNotifier, repeated
 from monitor.service.telemetry import consumer_lag, log_shutdown, log_startup, package_version
 from storage.db import StorageError, Store, brief_reason
 from storage.state_dir import REPLAY_MARKER, StateDirError, lock_state_dir, secure_state_dir
@@ -916,21 +916,9 @@ class Daemon:
         thresholds calibrated: tens of seconds for a large reference, past the unit's
         ``WatchdogSec=60``, which killed the daemon in the middle of the reload). Past
         ``seconds`` the block is taken for stuck, as any other stalled turn."""
-        done = threading.Event()
         step = max(0.05, min(1.0, (self.systemd.watchdog or 2.0) / 4))
-        until = time.monotonic() + seconds
-
-        def kick() -> None:
-            while not done.wait(step) and time.monotonic() < until:
-                self._advancing()
-
-        thread = threading.Thread(target=kick, name="kept-alive", daemon=True)
-        thread.start()
-        try:
+        with repeated(self._advancing, step, name="kept-alive", for_at_most=seconds):
             yield
-        finally:
-            done.set()
-            thread.join(timeout=5)
 
     def _wait(self, seconds: float) -> None:
         """``stop_event.wait`` that keeps kicking the watchdog: a deliberate pause

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 log = logging.getLogger("driftwarden.systemd")
@@ -140,21 +140,12 @@ class SystemdNotifier:
         if self.address is None:
             yield
             return
-        done = threading.Event()
 
         def extend() -> None:
-            while True:
-                self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1_000_000)}", *self._status_field(status))
-                if done.wait(every):
-                    return
+            self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1_000_000)}", *self._status_field(status))
 
-        thread = threading.Thread(target=extend, name="systemd-extend", daemon=True)
-        thread.start()
-        try:
+        with repeated(extend, every, name="systemd-extend", at_once=True):
             yield
-        finally:
-            done.set()
-            thread.join(timeout=5)
 
     def close(self) -> None:
         with self._lock:
@@ -173,3 +164,30 @@ def _clean(text: str) -> str:
     """One line, bounded: STATUS is line-oriented."""
     text = " ".join(text.split())
     return text if len(text) <= MAX_STATUS else text[: MAX_STATUS - 1] + "…"
+
+
+@contextmanager
+def repeated(
+    task: Callable[[], None], every: float, *, name: str, at_once: bool = False, for_at_most: float | None = None
+) -> Iterator[None]:
+    """Run ``task`` every ``every`` seconds in a daemon thread named ``name`` while the
+    block runs: first at once when ``at_once``, else after ``every``; for at most
+    ``for_at_most`` seconds from the start (None: as long as the block). When the block
+    ends the thread is told to stop and joined (5 s at most: a ``task`` that hangs is left
+    behind, a daemon thread)."""
+    done = threading.Event()
+    until = None if for_at_most is None else time.monotonic() + for_at_most
+
+    def run() -> None:
+        if at_once:
+            task()
+        while not done.wait(every) and (until is None or time.monotonic() < until):
+            task()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
