@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from monitor.ingest.batch import first_offsets
 
 log = logging.getLogger("driftwarden.ingest")
 
@@ -160,3 +163,27 @@ class SkippedOffsets:
                 " than the topic's retention: raise the retention or add instances",
                 topic, total, where, _RESET_TO.get(self.reset, self.reset), self.reset,
             )
+
+
+def went_back(
+    records: Sequence[Any], fetch_next: Mapping[int, int], skipped: SkippedOffsets | None, topic: str
+) -> list[tuple[int, int, int]]:
+    """Where each partition's records of one poll of ``topic`` begin, against where its
+    consumer was reading next (``fetch_next``; a partition not in it is not checked).
+    Records beginning more than :data:`MARKER_GAP` offsets after it are a gap, handed to
+    ``skipped`` (None: not looked for) to confirm with the broker; the partitions whose
+    records begin before it are returned as ``(partition, first offset, expected
+    offset)``: their log went back (the topic deleted and recreated, or its records
+    deleted), which the caller handles. Kafka hands each partition's records in offset
+    order: one comparison per partition and poll."""
+    back: list[tuple[int, int, int]] = []
+    for p, first in first_offsets(records).items():
+        expected = fetch_next.get(p)
+        if expected is None:
+            continue
+        if first > expected + MARKER_GAP:
+            if skipped is not None:
+                skipped.suspect(topic, p, expected, first)
+        elif first < expected:
+            back.append((p, first, expected))
+    return back

@@ -75,9 +75,9 @@ import numpy as np
 
 from detectors.estimation import ESTIMATED_METRICS, estimate_binary
 from monitor.config import Config, ModelConfig
-from monitor.ingest.batch import ColumnBatch, first_offsets, next_offsets
+from monitor.ingest.batch import ColumnBatch, next_offsets
 from monitor.ingest.event_time import NO_TIME, vouch
-from monitor.ingest.skipped import MARKER_GAP, SkippedOffsets
+from monitor.ingest.skipped import SkippedOffsets, went_back
 from monitor.labels.decode import LabelBatch, LabelDecoder, LabelSpec
 from monitor.labels.figures import ABSENT, SEP, PerformanceSpec, slot_figures
 from monitor.labels.held_ids import HeldIds, build
@@ -399,21 +399,14 @@ class LabelJoin:
         Kafka hands each partition's records in offset order: one comparison per
         partition and poll. Records that begin more than ``MARKER_GAP`` offsets after it
         are a gap, handed to :attr:`skipped` (see :mod:`monitor.ingest.skipped`)."""
-        for p, first in first_offsets(records).items():
-            expected = self.fetch_next.get(p)
-            if expected is None:
-                continue
-            if first > expected + MARKER_GAP:
-                if self.skipped is not None:
-                    self.skipped.suspect(self.topic, p, expected, first)
-            elif first < expected:
-                log.error(
-                    "labels topic %s partition %d: offset %d read where offset %d was next: its log"
-                    " went back (the topic was deleted and recreated, or its records deleted); its"
-                    " labels are joined as new from offset %d", self.topic, p, first, expected, first,
-                )
-                self.replay_before.pop(p, None)
-                self.positions[p] = first
+        for p, first, expected in went_back(records, self.fetch_next, self.skipped, self.topic):
+            log.error(
+                "labels topic %s partition %d: offset %d read where offset %d was next: its log"
+                " went back (the topic was deleted and recreated, or its records deleted); its"
+                " labels are joined as new from offset %d", self.topic, p, first, expected, first,
+            )
+            self.replay_before.pop(p, None)
+            self.positions[p] = first
         self.fetch_next.update(next_offsets(records))
 
     def fresh(self, records: list[Any]) -> list[Any]:

@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ModelConfig, format_duration
-from monitor.ingest.batch import ColumnBatch, claimed, first_offsets, next_offsets, record_positions
+from monitor.ingest.batch import ColumnBatch, claimed, next_offsets, record_positions
 from monitor.ingest.decode import BatchDecoder
 from monitor.ingest.event_time import iso_to_ms
 from monitor.ingest.schema import ModelSchema, scores_are_probabilities
-from monitor.ingest.skipped import MARKER_GAP, SkippedOffsets
+from monitor.ingest.skipped import SkippedOffsets, went_back
 from monitor.labels.join import STATE_NAME as LABELS_STATE
 from monitor.labels.join import LabelJoin, PerformanceListener, Sealed
 from monitor.labels.reference import LabelledReference, prepare_labelled_reference
@@ -662,33 +662,24 @@ class Pipeline:
         Records that begin more than :data:`~monitor.ingest.skipped.MARKER_GAP` offsets
         AFTER it are a gap, handed to :attr:`skipped` (records deleted unread, or a hole
         of a compacted or transactional log: told apart there)."""
-        skipped = self.skipped
-        for p, first in first_offsets(records).items():
-            expected = self.fetch_next.get(p)
-            if expected is None:
-                continue
-            if first > expected + MARKER_GAP:
-                # records may have been deleted unread (monitor.ingest.skipped): the daemon
-                # asks the broker after the poll
-                if skipped is not None:
-                    skipped.suspect(self.topic, p, expected, first)
-                continue
-            if first < expected:
-                log.error(
-                    "partition %d: offset %d read where offset %d was next: its log went back (the"
-                    " topic was deleted and recreated, or its records deleted); what was held for"
-                    " the old log is dropped and its records are counted as new from offset %d",
-                    p, first, expected, first,
-                )
-                # what the old log's rows already made (closed windows, dead letters, late
-                # rows not stored yet) is still stored; the label join's state is the labels
-                # topic's, which did not go back. The models keep their clocks: a window the
-                # old log closed is stored, so the new log's rows of it are late (a reset clock
-                # made it again, stored over the old one: same key, same id)
-                epoch, pending = self.claims[p], (self._closed, self._dead, self._late)
-                self._forget({p}, why="went back to an earlier offset", labels=False, clocks=False)
-                self.claims[p] = epoch
-                self._closed, self._dead, self._late = pending
+        # a gap ahead is handed to self.skipped (records may have been deleted unread: the
+        # daemon asks the broker after the poll)
+        for p, first, expected in went_back(records, self.fetch_next, self.skipped, self.topic):
+            log.error(
+                "partition %d: offset %d read where offset %d was next: its log went back (the"
+                " topic was deleted and recreated, or its records deleted); what was held for"
+                " the old log is dropped and its records are counted as new from offset %d",
+                p, first, expected, first,
+            )
+            # what the old log's rows already made (closed windows, dead letters, late
+            # rows not stored yet) is still stored; the label join's state is the labels
+            # topic's, which did not go back. The models keep their clocks: a window the
+            # old log closed is stored, so the new log's rows of it are late (a reset clock
+            # made it again, stored over the old one: same key, same id)
+            epoch, pending = self.claims[p], (self._closed, self._dead, self._late)
+            self._forget({p}, why="went back to an earlier offset", labels=False, clocks=False)
+            self.claims[p] = epoch
+            self._closed, self._dead, self._late = pending
         # fetch_next moves on in _process_records, from the offsets the decoder read anyway
 
     def watch_skipped(self, skipped: SkippedOffsets) -> None:
